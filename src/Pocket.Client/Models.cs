@@ -1,0 +1,44 @@
+using Pocket.Protocol;
+
+namespace Pocket.Client;
+
+/// <summary>Options of a put.</summary>
+[Flags]
+public enum PutFlags
+{
+    /// <summary>Nothing special.</summary>
+    None = 0,
+
+    /// <summary>The object outlives its job until its own time to live.</summary>
+    KeepAfterJob = 1,
+}
+
+/// <summary>Options of a get.</summary>
+[Flags]
+public enum GetFlags
+{
+    /// <summary>Nothing special.</summary>
+    None = 0,
+
+    /// <summary>The object is deleted once read (only one reader gets it).</summary>
+    DeleteAfterRead = 1,
+}
+
+/// <summary>A storage node as the metadata server sees it.</summary>
+public sealed record NodeInfo(uint Id, NodeTier Tier, NodeState State, string Host, int Port, long Capacity, long Used, double Cpu, double NetRxBytesPerSecond, double NetTxBytesPerSecond)
+{
+    /// <summary>host:port.</summary>
+    public string Address => $"{Host}:{Port}";
+}
+
+/// <summary>One stored piece of an object.</summary>
+public sealed record BlockInfo(uint NodeId, NodeState NodeState, long Offset, int Length);
+
+/// <summary>What <see cref="PocketJob.LookupAsync"/> returns.</summary>
+public sealed record ObjectInfo(string Key, long Size, bool Inline, IReadOnlyList<BlockInfo> Blocks);
+
+/// <summary>One entry of a listing: an object, or with delimited listing a "directory" ending in '/'.</summary>
+public sealed record ListEntry(string Key, long Size, bool IsPrefix);
+
+/// <summary>Usage of a job.</summary>
+public sealed record JobUsage(string JobId, long Objects, long BlockBytes, long InlineBytes, long Requests);

@@ -1,0 +1,203 @@
+using System.Collections.Concurrent;
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Client;
+
+/// <summary>
+/// The entry point to a Pocket cluster. Long-lived and thread-safe: create one per process and share it.
+/// It keeps one multiplexed connection to the metadata server and one to each storage node it talks to.
+/// </summary>
+public sealed class PocketClient : IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _nodeConnections = new();
+    private readonly SemaphoreSlim _metadataLock = new(1, 1);
+    private readonly string _metadataHost;
+    private readonly int _metadataPort;
+    private volatile FrameConnection? _metadata;
+    private volatile Dictionary<uint, NodeInfo> _nodes = [];
+
+    private PocketClient(string host, int port, PocketClientOptions options)
+    {
+        _metadataHost = host;
+        _metadataPort = port;
+        Options = options;
+        ConnectionOptions = new FrameConnectionOptions
+        {
+            MaxInFlight = options.MaxInFlightPerConnection,
+            ConnectTimeout = options.ConnectTimeout,
+            TlsHost = options.TlsHost,
+        };
+    }
+
+    /// <summary>The options this client was made with.</summary>
+    public PocketClientOptions Options { get; }
+
+    internal FrameConnectionOptions ConnectionOptions { get; }
+
+    /// <summary>The metadata server this client talks to, as host:port.</summary>
+    public string MetadataAddress => $"{_metadataHost}:{_metadataPort}";
+
+    /// <summary>Connects to the metadata server at <paramref name="address"/> ("host:port").</summary>
+    public static async Task<PocketClient> ConnectAsync(string address, PocketClientOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var (host, port) = ParseAddress(address);
+        var client = new PocketClient(host, port, options ?? new PocketClientOptions());
+        await client.MetadataAsync(cancellationToken).ConfigureAwait(false);
+        return client;
+    }
+
+    internal static (string Host, int Port) ParseAddress(string address)
+    {
+        var colon = address.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(address.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
+        {
+            throw new ArgumentException($"address '{address}' is not host:port", nameof(address));
+        }
+
+        return (address[..colon].Trim('[', ']'), port);
+    }
+
+    /// <summary>Registers a job directly with the metadata server (no sizing) and returns its handle.</summary>
+    public async Task<PocketJob> RegisterJobAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var body = new BodyWriter().Str(name);
+        var reply = await SendMetadataAsync(Opcode.RegisterJob, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reader = new BodyReader(reply.Body);
+        var id = reader.Str();
+        var token = reader.Token();
+        return new PocketJob(this, id, token);
+    }
+
+    /// <summary>A handle on an existing job, from its id and token.</summary>
+    public PocketJob OpenJob(string jobId, JobToken token) => new(this, jobId, token);
+
+    /// <summary>Deregisters a job: every byte it stored is freed at once. Returns the objects and bytes freed.</summary>
+    public async Task<(long Objects, long Bytes)> DeregisterJobAsync(string jobId, CancellationToken cancellationToken = default)
+    {
+        var reply = await SendMetadataAsync(Opcode.DeregisterJob, FrameFlags.None, Options.ClusterToken, new BodyWriter().Str(jobId).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reader = new BodyReader(reply.Body);
+        return (reader.I64(), reader.I64());
+    }
+
+    /// <summary>Sets the share of a job's new blocks each node receives (the controller's weight map).</summary>
+    public async Task SetWeightsAsync(string jobId, IReadOnlyDictionary<uint, double> weights, CancellationToken cancellationToken = default)
+    {
+        var body = new BodyWriter().Str(jobId).U32((uint)weights.Count);
+        foreach (var (node, weight) in weights)
+        {
+            body.U32(node).F64(weight);
+        }
+
+        await SendMetadataAsync(Opcode.SetWeights, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Every storage node the metadata server knows, live or not.</summary>
+    public async Task<IReadOnlyList<NodeInfo>> GetNodesAsync(CancellationToken cancellationToken = default)
+    {
+        var reply = await SendMetadataAsync(Opcode.ListNodes, FrameFlags.None, JobToken.None, default, cancellationToken).ConfigureAwait(false);
+        var reader = new BodyReader(reply.Body);
+        var count = reader.U32();
+        var nodes = new List<NodeInfo>((int)Math.Min(count, 4096));
+        for (var i = 0; i < count && !reader.Failed; i++)
+        {
+            nodes.Add(new NodeInfo(reader.U32(), (NodeTier)reader.U8(), (NodeState)reader.U8(), reader.Str(), reader.U16(), reader.I64(), reader.I64(), reader.F64(), reader.F64(), reader.F64()));
+        }
+
+        _nodes = nodes.ToDictionary(n => n.Id);
+        return nodes;
+    }
+
+    internal async ValueTask<FrameConnection> MetadataAsync(CancellationToken cancellationToken)
+    {
+        var connection = _metadata;
+        if (connection is { IsConnected: true })
+        {
+            return connection;
+        }
+
+        await _metadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (_metadata is { IsConnected: true } current)
+            {
+                return current;
+            }
+
+            _metadata?.Dispose();
+            _metadata = await FrameConnection.ConnectAsync(_metadataHost, _metadataPort, ConnectionOptions, cancellationToken).ConfigureAwait(false);
+            return _metadata;
+        }
+        finally
+        {
+            _metadataLock.Release();
+        }
+    }
+
+    /// <summary>Sends a request to the metadata server and throws a typed exception unless the reply is OK.</summary>
+    internal async ValueTask<FrameReply> SendMetadataAsync(Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, ReadOnlyMemory<byte> data = default)
+    {
+        FrameReply reply;
+        try
+        {
+            var connection = await MetadataAsync(cancellationToken).ConfigureAwait(false);
+            reply = await connection.SendAsync(opcode, flags, token, body, data, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (ConnectionLostException ex)
+        {
+            throw new PocketException(Status.InternalError, $"metadata server {MetadataAddress} unreachable: {ex.Message}", ex);
+        }
+
+        return reply.IsOk ? reply : throw PocketException.From(reply.Status, reply.Message);
+    }
+
+    internal async ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
+    {
+        if (!_nodes.ContainsKey(nodeId))
+        {
+            await GetNodesAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (!_nodes.TryGetValue(nodeId, out var node))
+        {
+            throw new NodeLostException($"object '{key}' lost: storage node {nodeId} is unknown to the metadata server");
+        }
+
+        while (true)
+        {
+            var lazy = _nodeConnections.GetOrAdd(nodeId, _ => new Lazy<Task<FrameConnection>>(() => FrameConnection.ConnectAsync(node.Host, node.Port, ConnectionOptions, CancellationToken.None)));
+            try
+            {
+                var connection = await lazy.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+                if (connection.IsConnected)
+                {
+                    return connection;
+                }
+
+                // A dead connection is replaced once; if the node is really gone the new connect fails below.
+                _nodeConnections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
+                connection.Dispose();
+            }
+            catch (ConnectionLostException ex)
+            {
+                _nodeConnections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
+                throw new NodeLostException($"object '{key}' lost: storage node {nodeId} ({node.Address}) unreachable: {ex.Message}", ex);
+            }
+        }
+    }
+
+    /// <summary>Closes every connection.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _metadata?.Dispose();
+        foreach (var lazy in _nodeConnections.Values)
+        {
+            if (lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully)
+            {
+                await lazy.Value.Result.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+
+        _nodeConnections.Clear();
+    }
+}

@@ -1,0 +1,28 @@
+using Pocket.Protocol;
+
+namespace Pocket.Client;
+
+/// <summary>Settings of a <see cref="PocketClient"/>.</summary>
+public sealed record PocketClientOptions
+{
+    /// <summary>Objects up to this size are put and read in one round trip through the metadata server.</summary>
+    public int SmallObjectThreshold { get; init; } = 16 << 10;
+
+    /// <summary>Extent transfers in flight per object operation (striping parallelism, and the memory bound for streams).</summary>
+    public int MaxParallelTransfers { get; init; } = 8;
+
+    /// <summary>Bytes allocated per round trip when the size of a stream is not known up front.</summary>
+    public long StreamAllocationBatch { get; init; } = 16L << 20;
+
+    /// <summary>Requests in flight per connection.</summary>
+    public int MaxInFlightPerConnection { get; init; } = 256;
+
+    /// <summary>The token that allows registering jobs and nodes when the cluster has one.</summary>
+    public JobToken ClusterToken { get; init; }
+
+    /// <summary>Time allowed to open a connection.</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>When set, connections use TLS and expect this server name.</summary>
+    public string? TlsHost { get; init; }
+}

@@ -1,0 +1,38 @@
+using Pocket.Protocol;
+
+namespace Pocket.Client;
+
+/// <summary>A request Pocket refused or could not carry out. <see cref="Status"/> says which kind.</summary>
+public class PocketException : Exception
+{
+    /// <summary>Creates an exception for a refused request.</summary>
+    public PocketException(Status status, string message, Exception? inner = null) : base(message, inner) => Status = status;
+
+    /// <summary>The protocol status behind the failure.</summary>
+    public Status Status { get; }
+
+    internal static PocketException From(Status status, string message) => status switch
+    {
+        Status.NotFound => new ObjectNotFoundException(message),
+        Status.Exists => new ObjectExistsException(message),
+        Status.CapacityExceeded or Status.NoNodes => new CapacityExceededException(status, message),
+        Status.NodeLost => new NodeLostException(message),
+        Status.Unauthorized => new PocketUnauthorizedException(message),
+        _ => new PocketException(status, message),
+    };
+}
+
+/// <summary>The object (or job, or handle) does not exist.</summary>
+public sealed class ObjectNotFoundException(string message) : PocketException(Status.NotFound, message);
+
+/// <summary>An object with that key exists already (objects are write-once).</summary>
+public sealed class ObjectExistsException(string message) : PocketException(Status.Exists, message);
+
+/// <summary>No tier has room for the data (or no storage node is alive).</summary>
+public sealed class CapacityExceededException(Status status, string message) : PocketException(status, message);
+
+/// <summary>Part of the object sat on a storage node that is gone; the message names the object and the node.</summary>
+public sealed class NodeLostException(string message, Exception? inner = null) : PocketException(Status.NodeLost, message, inner);
+
+/// <summary>The job token is wrong, or the operation needs the cluster token.</summary>
+public sealed class PocketUnauthorizedException(string message) : PocketException(Status.Unauthorized, message);

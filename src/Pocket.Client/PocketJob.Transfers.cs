@@ -1,0 +1,207 @@
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Client;
+
+public sealed partial class PocketJob
+{
+    /// <summary>A granted extent and where it sits in the object.</summary>
+    internal readonly record struct PlacedExtent(ExtentGrant Grant, long ObjectOffset);
+
+    /// <summary>What a get returned: the bytes of a small object, or the extents of a large one.</summary>
+    internal sealed record Layout(long Size, byte[]? Inline, List<PlacedExtent> Extents, ulong ReleaseHandle);
+
+    private static List<PlacedExtent> ParseGrants(ref BodyReader reader, long startOffset)
+    {
+        var count = reader.U32();
+        var extents = new List<PlacedExtent>((int)Math.Min(count, 1 << 16));
+        var offset = startOffset;
+        for (var i = 0; i < count && !reader.Failed; i++)
+        {
+            var grant = ExtentGrant.Read(reader.Bytes(ExtentGrant.Size));
+            if (reader.Failed)
+            {
+                break;
+            }
+
+            extents.Add(new PlacedExtent(grant, offset));
+            offset += grant.Length;
+        }
+
+        if (reader.Failed)
+        {
+            throw new PocketException(Status.BadRequest, "malformed extent list from the metadata server");
+        }
+
+        return extents;
+    }
+
+    private async ValueTask<(ulong Handle, List<PlacedExtent> Extents)> CreateAsync(string key, long sizeHint, PutFlags flags, CancellationToken cancellationToken)
+    {
+        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, new BodyWriter().Str(key).I64(sizeHint).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reader = new BodyReader(reply.Body);
+        var handle = reader.U64();
+        return (handle, ParseGrants(ref reader, 0));
+    }
+
+    private async ValueTask<List<PlacedExtent>> AllocateAsync(ulong handle, long bytes, long objectOffset, CancellationToken cancellationToken)
+    {
+        var reply = await _client.SendMetadataAsync(Opcode.Allocate, FrameFlags.None, Token, new BodyWriter().U64(handle).I64(bytes).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reader = new BodyReader(reply.Body);
+        return ParseGrants(ref reader, objectOffset);
+    }
+
+    private async ValueTask CommitAsync(ulong handle, long size, CancellationToken cancellationToken) =>
+        await _client.SendMetadataAsync(Opcode.Commit, FrameFlags.None, Token, new BodyWriter().U64(handle).I64(size).WrittenMemory, cancellationToken).ConfigureAwait(false);
+
+    private async ValueTask AbortQuietlyAsync(ulong handle)
+    {
+        try
+        {
+            await _client.SendMetadataAsync(Opcode.Abort, FrameFlags.None, Token, new BodyWriter().U64(handle).WrittenMemory, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (PocketException)
+        {
+            // The metadata server also drops a connection's open writes when the connection ends.
+        }
+    }
+
+    private async ValueTask ReleaseAsync(Layout layout)
+    {
+        if (layout.ReleaseHandle != 0)
+        {
+            await AbortQuietlyAsync(layout.ReleaseHandle).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask<Layout> GetLayoutAsync(string key, long offset, long length, GetFlags flags, CancellationToken cancellationToken)
+    {
+        var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
+        var reply = await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, new BodyWriter().Str(key).I64(offset).I64(length).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reader = new BodyReader(reply.Body);
+        var kind = reader.U8();
+        var size = reader.I64();
+        if (kind == 0)
+        {
+            return new Layout(size, reader.Rest.ToArray(), [], 0);
+        }
+
+        var release = reader.U64();
+        return new Layout(size, null, ParseGrants(ref reader, 0), release);
+    }
+
+    /// <summary>The parts of extents covering [start, end) of the object: grant, offset inside the extent, length.</summary>
+    private static IEnumerable<(ExtentGrant Grant, int Within, int Length, long ObjectOffset)> Pieces(Layout layout, long start, long end)
+    {
+        foreach (var extent in layout.Extents)
+        {
+            var extentEnd = extent.ObjectOffset + extent.Grant.Length;
+            if (extentEnd <= start || extent.ObjectOffset >= end)
+            {
+                continue;
+            }
+
+            var from = Math.Max(start, extent.ObjectOffset);
+            var to = Math.Min(end, extentEnd);
+            yield return (extent.Grant, (int)(from - extent.ObjectOffset), (int)(to - from), from);
+        }
+    }
+
+    private async ValueTask ReadRangeAsync(string key, Layout layout, long offset, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var pieces = Pieces(layout, offset, offset + destination.Length).ToList();
+            await ParallelForAsync(pieces.Count, async (i, ct) =>
+            {
+                var (grant, within, length, objectOffset) = pieces[i];
+                await ReadExtentAsync(key, grant, within, destination.Slice((int)(objectOffset - offset), length), ct).ConfigureAwait(false);
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await ReleaseAsync(layout).ConfigureAwait(false);
+        }
+    }
+
+    private async ValueTask WriteExtentAsync(string key, ExtentGrant grant, int within, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        var head = new byte[ExtentGrant.Size + 4];
+        grant.Write(head);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(ExtentGrant.Size), within);
+        var reply = await SendNodeAsync(key, grant.NodeId, Opcode.WriteExtent, head, data, default, cancellationToken).ConfigureAwait(false);
+        if (!reply.IsOk)
+        {
+            throw PocketException.From(reply.Status, $"writing '{key}' to node {grant.NodeId}: {reply.Message}");
+        }
+    }
+
+    private async ValueTask ReadExtentAsync(string key, ExtentGrant grant, int within, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        var head = new byte[ExtentGrant.Size + 8];
+        grant.Write(head);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(ExtentGrant.Size), within);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(ExtentGrant.Size + 4), destination.Length);
+        var reply = await SendNodeAsync(key, grant.NodeId, Opcode.ReadExtent, head, default, destination, cancellationToken).ConfigureAwait(false);
+        if (!reply.IsOk)
+        {
+            var status = reply.Status == Status.StaleGrant ? Status.NotFound : reply.Status;
+            throw PocketException.From(status, $"reading '{key}' from node {grant.NodeId}: {reply.Message}");
+        }
+
+        if (reply.DataLength != destination.Length)
+        {
+            throw new PocketException(Status.InternalError, $"reading '{key}' from node {grant.NodeId}: expected {destination.Length} bytes, got {reply.DataLength}");
+        }
+    }
+
+    private async ValueTask<FrameReply> SendNodeAsync(string key, uint nodeId, Opcode opcode, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken cancellationToken)
+    {
+        var connection = await _client.NodeAsync(nodeId, key, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ConnectionLostException ex)
+        {
+            throw new NodeLostException($"object '{key}' lost: storage node {nodeId} ({connection.Remote}) failed: {ex.Message}", ex);
+        }
+    }
+
+    private Task ParallelForAsync(int count, Func<int, CancellationToken, ValueTask> body, CancellationToken cancellationToken)
+    {
+        if (count == 1)
+        {
+            return body(0, cancellationToken).AsTask();
+        }
+
+        var options = new ParallelOptions { MaxDegreeOfParallelism = Math.Max(1, _client.Options.MaxParallelTransfers), CancellationToken = cancellationToken };
+        return Parallel.ForAsync(0, count, options, body);
+    }
+}
+
+/// <summary>Reports bytes read through a stream.</summary>
+internal sealed class ProgressStream(Stream inner, IProgress<long> progress) : Stream
+{
+    private long _total;
+
+    public override bool CanRead => true;
+    public override bool CanSeek => inner.CanSeek;
+    public override bool CanWrite => false;
+    public override long Length => inner.Length;
+    public override long Position { get => inner.Position; set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override int Read(byte[] buffer, int offset, int count) => Count(inner.Read(buffer, offset, count));
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+        Count(await inner.ReadAsync(buffer, cancellationToken).ConfigureAwait(false));
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    private int Count(int n)
+    {
+        _total += n;
+        progress.Report(_total);
+        return n;
+    }
+}

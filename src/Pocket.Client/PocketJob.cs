@@ -1,0 +1,389 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Client;
+
+/// <summary>
+/// A job's view of Pocket: every data operation runs under the job's token, with keys relative to the job.
+/// Thread-safe; cheap to keep.
+/// </summary>
+public sealed partial class PocketJob
+{
+    private readonly PocketClient _client;
+
+    internal PocketJob(PocketClient client, string id, JobToken token)
+    {
+        _client = client;
+        Id = id;
+        Token = token;
+    }
+
+    /// <summary>The job id, e.g. "sort-3".</summary>
+    public string Id { get; }
+
+    /// <summary>The job's secret token; whoever holds it can read and write the job's data.</summary>
+    public JobToken Token { get; }
+
+    /// <summary>The client this job belongs to.</summary>
+    public PocketClient Client => _client;
+
+    private int SmallThreshold => Math.Min(_client.Options.SmallObjectThreshold, ProtocolLimits.Default.MaxSmallObject);
+
+    /// <summary>Stores <paramref name="data"/> under <paramref name="key"/>. Objects are write-once: an existing key fails with <see cref="ObjectExistsException"/>.</summary>
+    public async ValueTask PutAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags = PutFlags.None, CancellationToken cancellationToken = default)
+    {
+        if (data.Length <= SmallThreshold)
+        {
+            try
+            {
+                await PutSmallAsync(key, data, flags, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+            catch (CapacityExceededException)
+            {
+                // The inline store is full: fall through to storage nodes.
+            }
+        }
+
+        var (handle, extents) = await CreateAsync(key, data.Length, flags, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await ParallelForAsync(extents.Count, async (i, ct) =>
+            {
+                var e = extents[i];
+                await WriteExtentAsync(key, e.Grant, 0, data.Slice((int)e.ObjectOffset, e.Grant.Length), ct).ConfigureAwait(false);
+            }, cancellationToken).ConfigureAwait(false);
+            await CommitAsync(handle, data.Length, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await AbortQuietlyAsync(handle).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async ValueTask PutSmallAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags, CancellationToken cancellationToken)
+    {
+        var body = new BodyWriter(16 + (key.Length * 3) + data.Length).Str(key).U32((uint)data.Length);
+        await _client.SendMetadataAsync(Opcode.PutSmall, ToFrameFlags(flags), Token, body.WrittenMemory, cancellationToken, data).ConfigureAwait(false);
+    }
+
+    /// <summary>Stores everything read from <paramref name="source"/>. Memory use is bounded whatever the stream's length.</summary>
+    public async Task PutAsync(string key, Stream source, PutFlags flags = PutFlags.None, CancellationToken cancellationToken = default)
+    {
+        long? knownLength = source.CanSeek ? source.Length - source.Position : null;
+        if (knownLength is { } small && small <= SmallThreshold)
+        {
+            var buffer = new byte[small];
+            await source.ReadExactlyAsync(buffer, cancellationToken).ConfigureAwait(false);
+            await PutAsync(key, buffer, flags, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        var (handle, extents) = await CreateAsync(key, knownLength ?? -1, flags, cancellationToken).ConfigureAwait(false);
+        long total = 0;
+        try
+        {
+            var allocated = extents.Count == 0 ? 0 : extents[^1].ObjectOffset + extents[^1].Grant.Length;
+            var inFlight = new List<Task>();
+            using var window = new SemaphoreSlim(_client.Options.MaxParallelTransfers);
+            var index = 0;
+            var done = false;
+            while (!done)
+            {
+                if (index == extents.Count)
+                {
+                    var more = await AllocateAsync(handle, _client.Options.StreamAllocationBatch, allocated, cancellationToken).ConfigureAwait(false);
+                    extents.AddRange(more);
+                    allocated += _client.Options.StreamAllocationBatch;
+                }
+
+                var extent = extents[index++];
+                await window.WaitAsync(cancellationToken).ConfigureAwait(false);
+                var buffer = ArrayPool<byte>.Shared.Rent(extent.Grant.Length);
+                int filled;
+                try
+                {
+                    filled = await ReadUpToAsync(source, buffer.AsMemory(0, extent.Grant.Length), cancellationToken).ConfigureAwait(false);
+                }
+                catch
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    window.Release();
+                    throw;
+                }
+
+                total += filled;
+                done = filled < extent.Grant.Length;
+                if (filled == 0)
+                {
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    window.Release();
+                    break;
+                }
+
+                inFlight.Add(WriteAndReleaseAsync(key, extent.Grant, buffer, filled, window, cancellationToken));
+                inFlight.RemoveAll(t => t.IsCompletedSuccessfully);
+                if (inFlight.Find(t => t.IsFaulted || t.IsCanceled) is { } failed)
+                {
+                    await failed.ConfigureAwait(false);
+                }
+
+                if (knownLength is { } length && total == length)
+                {
+                    done = true;
+                }
+            }
+
+            await Task.WhenAll(inFlight).ConfigureAwait(false);
+            await CommitAsync(handle, total, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await AbortQuietlyAsync(handle).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private async Task WriteAndReleaseAsync(string key, ExtentGrant grant, byte[] buffer, int length, SemaphoreSlim window, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await WriteExtentAsync(key, grant, 0, buffer.AsMemory(0, length), cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            window.Release();
+        }
+    }
+
+    private static async ValueTask<int> ReadUpToAsync(Stream source, Memory<byte> buffer, CancellationToken cancellationToken)
+    {
+        var filled = 0;
+        while (filled < buffer.Length)
+        {
+            var n = await source.ReadAsync(buffer[filled..], cancellationToken).ConfigureAwait(false);
+            if (n == 0)
+            {
+                break;
+            }
+
+            filled += n;
+        }
+
+        return filled;
+    }
+
+    /// <summary>Stores the file at <paramref name="path"/>.</summary>
+    public async Task PutFileAsync(string key, string path, PutFlags flags = PutFlags.None, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.Asynchronous | FileOptions.SequentialScan);
+        await using (stream.ConfigureAwait(false))
+        {
+            await PutAsync(key, progress is null ? stream : new ProgressStream(stream, progress), flags, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Reads a whole object into a new array.</summary>
+    public async ValueTask<byte[]> GetAsync(string key, GetFlags flags = GetFlags.None, CancellationToken cancellationToken = default)
+    {
+        var layout = await GetLayoutAsync(key, 0, -1, flags, cancellationToken).ConfigureAwait(false);
+        if (layout.Inline is { } inline)
+        {
+            return inline;
+        }
+
+        if (layout.Size > Array.MaxLength)
+        {
+            throw new PocketException(Status.BadRequest, $"object '{key}' has {layout.Size} bytes, too many for one array; read it into a stream");
+        }
+
+        var result = GC.AllocateUninitializedArray<byte>((int)layout.Size);
+        await ReadRangeAsync(key, layout, 0, result, cancellationToken).ConfigureAwait(false);
+        return result;
+    }
+
+    /// <summary>Reads <paramref name="destination"/>.Length bytes (or up to the end) from <paramref name="offset"/>. Returns the bytes read.</summary>
+    public async ValueTask<int> GetAsync(string key, long offset, Memory<byte> destination, GetFlags flags = GetFlags.None, CancellationToken cancellationToken = default)
+    {
+        var layout = await GetLayoutAsync(key, offset, -1, flags, cancellationToken).ConfigureAwait(false);
+        var count = (int)Math.Min(destination.Length, layout.Size - offset);
+        if (layout.Inline is { } inline)
+        {
+            inline.AsSpan(0, count).CopyTo(destination.Span);
+            return count;
+        }
+
+        await ReadRangeAsync(key, layout, offset, destination[..count], cancellationToken).ConfigureAwait(false);
+        return count;
+    }
+
+    /// <summary>Writes the object (or the range from <paramref name="offset"/>, <paramref name="length"/> bytes, -1 for all) to a stream, with bounded memory.</summary>
+    public async Task GetAsync(string key, Stream destination, long offset = 0, long length = -1, GetFlags flags = GetFlags.None, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var layout = await GetLayoutAsync(key, offset, length, flags, cancellationToken).ConfigureAwait(false);
+        if (layout.Inline is { } inline)
+        {
+            await destination.WriteAsync(inline, cancellationToken).ConfigureAwait(false);
+            progress?.Report(inline.Length);
+            return;
+        }
+
+        var end = length < 0 ? layout.Size : offset + length;
+        var pieces = Pieces(layout, offset, end).ToList();
+        var window = Math.Max(1, _client.Options.MaxParallelTransfers);
+        var queue = new Queue<(Task Read, byte[] Buffer, int Length)>();
+        try
+        {
+            var next = 0;
+            long written = 0;
+            while (next < pieces.Count || queue.Count > 0)
+            {
+                while (next < pieces.Count && queue.Count < window)
+                {
+                    var piece = pieces[next++];
+                    var buffer = ArrayPool<byte>.Shared.Rent(piece.Length);
+                    queue.Enqueue((ReadExtentAsync(key, piece.Grant, piece.Within, buffer.AsMemory(0, piece.Length), cancellationToken).AsTask(), buffer, piece.Length));
+                }
+
+                var (read, data, count) = queue.Dequeue();
+                try
+                {
+                    await read.ConfigureAwait(false);
+                    await destination.WriteAsync(data.AsMemory(0, count), cancellationToken).ConfigureAwait(false);
+                }
+                finally
+                {
+                    ArrayPool<byte>.Shared.Return(data);
+                }
+
+                written += count;
+                progress?.Report(written);
+            }
+        }
+        finally
+        {
+            while (queue.Count > 0)
+            {
+                var (read, data, _) = queue.Dequeue();
+                try
+                {
+                    await read.ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is PocketException or ConnectionLostException or OperationCanceledException)
+                {
+                }
+
+                ArrayPool<byte>.Shared.Return(data);
+            }
+
+            await ReleaseAsync(layout).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writes the object to a file at <paramref name="path"/> (replaced if present).</summary>
+    public async Task GetFileAsync(string key, string path, GetFlags flags = GetFlags.None, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
+    {
+        var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20, FileOptions.Asynchronous);
+        await using (stream.ConfigureAwait(false))
+        {
+            await GetAsync(key, stream, 0, -1, flags, progress, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Size and placement of an object, or null when it does not exist.</summary>
+    public async ValueTask<ObjectInfo?> LookupAsync(string key, CancellationToken cancellationToken = default)
+    {
+        FrameReply reply;
+        try
+        {
+            reply = await _client.SendMetadataAsync(Opcode.Lookup, FrameFlags.None, Token, new BodyWriter().Str(key).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ObjectNotFoundException)
+        {
+            return null;
+        }
+
+        var reader = new BodyReader(reply.Body);
+        var size = reader.I64();
+        var inline = reader.U8() != 0;
+        _ = reader.U16();
+        var count = reader.U32();
+        var blocks = new List<BlockInfo>((int)Math.Min(count, 1 << 16));
+        for (var i = 0; i < count && !reader.Failed; i++)
+        {
+            blocks.Add(new BlockInfo(reader.U32(), (NodeState)reader.U8(), reader.I64(), reader.I32()));
+        }
+
+        return new ObjectInfo(key, size, inline, blocks);
+    }
+
+    /// <summary>True when the object exists.</summary>
+    public async ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken = default) =>
+        await LookupAsync(key, cancellationToken).ConfigureAwait(false) is not null;
+
+    /// <summary>Deletes one object, or with <paramref name="recursive"/> every object under the prefix. Returns the number deleted.</summary>
+    public async ValueTask<long> DeleteAsync(string key, bool recursive = false, CancellationToken cancellationToken = default)
+    {
+        var reply = await _client.SendMetadataAsync(Opcode.Delete, recursive ? FrameFlags.Recursive : FrameFlags.None, Token, new BodyWriter().Str(key).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        return new BodyReader(reply.Body).I64();
+    }
+
+    /// <summary>Number of objects whose key starts with <paramref name="prefix"/>.</summary>
+    public async ValueTask<long> CountAsync(string prefix = "", CancellationToken cancellationToken = default)
+    {
+        var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, new BodyWriter().Str(prefix).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        return new BodyReader(reply.Body).I64();
+    }
+
+    /// <summary>
+    /// Lists objects under <paramref name="prefix"/> in key order, fetched in pages. With <paramref name="delimited"/>,
+    /// keys with a further '/' are folded into one "directory" entry.
+    /// </summary>
+    public async IAsyncEnumerable<ListEntry> ListAsync(string prefix = "", bool delimited = false, int pageSize = 1000, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var startAfter = string.Empty;
+        while (true)
+        {
+            var body = new BodyWriter().Str(prefix).Str(startAfter).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
+            var reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+            var page = ParseList(reply.Body, out startAfter);
+            foreach (var entry in page)
+            {
+                yield return entry;
+            }
+
+            if (startAfter.Length == 0)
+            {
+                yield break;
+            }
+        }
+    }
+
+    private static List<ListEntry> ParseList(byte[] body, out string next)
+    {
+        var reader = new BodyReader(body);
+        var count = reader.U32();
+        var entries = new List<ListEntry>((int)Math.Min(count, 10_000));
+        for (var i = 0; i < count && !reader.Failed; i++)
+        {
+            entries.Add(new ListEntry(reader.Str(), reader.I64(), reader.U8() != 0));
+        }
+
+        next = reader.Str();
+        return entries;
+    }
+
+    /// <summary>Objects, bytes and requests of this job.</summary>
+    public async ValueTask<JobUsage> GetUsageAsync(CancellationToken cancellationToken = default)
+    {
+        var reply = await _client.SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Token, new BodyWriter().Str(string.Empty).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reader = new BodyReader(reply.Body);
+        return new JobUsage(reader.Str(), reader.I64(), reader.I64(), reader.I64(), reader.I64());
+    }
+
+    private static FrameFlags ToFrameFlags(PutFlags flags) => (flags & PutFlags.KeepAfterJob) != 0 ? FrameFlags.KeepAfterJob : FrameFlags.None;
+}

@@ -1,0 +1,218 @@
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Metadata;
+
+public sealed partial class MetadataServer
+{
+    /// <summary>RegisterJob: name [, token]. Reply: job id, token. An all-zero token asks the server to make one.</summary>
+    private void HandleRegisterJob(FrameContext frame)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var name = reader.Str();
+        var token = reader.Remaining >= JobToken.Size ? reader.Token() : JobToken.None;
+        if (BadBody(frame, ref reader, "register-job"))
+        {
+            return;
+        }
+
+        if (!IsAdmin(frame, out var error))
+        {
+            frame.ReplyError(Status.Unauthorized, error);
+            return;
+        }
+
+        if (!IsValidJobName(name))
+        {
+            frame.ReplyError(Status.BadRequest, $"job name '{name}' must be 1-64 letters, digits, '-', '_' or '.'");
+            return;
+        }
+
+        if (token.IsNone)
+        {
+            token = JobToken.NewRandom();
+        }
+
+        JobEntry job;
+        lock (_lock)
+        {
+            if (_jobsByToken.ContainsKey(token))
+            {
+                frame.ReplyError(Status.Exists, "that token already belongs to a job");
+                return;
+            }
+
+            var n = _jobCounters[name] = _jobCounters.GetValueOrDefault(name) + 1;
+            job = new JobEntry { Id = $"{name}-{n}", Token = token };
+            _jobsById[job.Id] = job;
+            _jobsByToken[token] = job;
+        }
+
+        MetadataLog.JobRegistered(_logger, job.Id);
+        var body = new BodyWriter().Str(job.Id).Token(token);
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    internal static bool IsValidJobName(string name) =>
+        name.Length is > 0 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+    /// <summary>DeregisterJob: job id. Frees every byte of the job at once. Reply: objects and bytes freed.</summary>
+    private void HandleDeregisterJob(FrameContext frame)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.Str();
+        if (BadBody(frame, ref reader, "deregister-job"))
+        {
+            return;
+        }
+
+        if (!IsAdmin(frame, out var error))
+        {
+            frame.ReplyError(Status.Unauthorized, error);
+            return;
+        }
+
+        long objects, bytes;
+        lock (_lock)
+        {
+            if (!_jobsById.Remove(id, out var job))
+            {
+                frame.ReplyError(Status.NotFound, $"no job '{id}'");
+                return;
+            }
+
+            _jobsByToken.Remove(job.Token);
+            objects = job.Objects.Count;
+            bytes = job.StoredBytes + job.InlineBytes;
+            foreach (var entry in job.Objects.Values)
+            {
+                FreeObject(job, entry);
+            }
+
+            job.Objects.Clear();
+            job.Keys.Clear();
+            foreach (var handle in _handles.Values.Where(h => h.Job == job).ToList())
+            {
+                ReleaseHandle(handle);
+            }
+        }
+
+        MetadataLog.JobDeregistered(_logger, id, objects, bytes);
+        frame.Reply(Status.Ok, new BodyWriter().I64(objects).I64(bytes).WrittenSpan);
+    }
+
+    /// <summary>SetWeights: job id, count, then (node id u32, weight f64) pairs. An empty map means "uniform".</summary>
+    private void HandleSetWeights(FrameContext frame)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.Str();
+        var count = reader.U32();
+        var weights = new Dictionary<uint, double>();
+        for (var i = 0; i < count && !reader.Failed; i++)
+        {
+            var node = reader.U32();
+            var weight = reader.F64();
+            if (!(weight >= 0) || double.IsInfinity(weight))
+            {
+                frame.ReplyError(Status.BadRequest, $"weight of node {node} must be a finite number >= 0");
+                return;
+            }
+
+            weights[node] = weight;
+        }
+
+        if (BadBody(frame, ref reader, "set-weights"))
+        {
+            return;
+        }
+
+        if (!IsAdmin(frame, out var error))
+        {
+            frame.ReplyError(Status.Unauthorized, error);
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!_jobsById.TryGetValue(id, out var job))
+            {
+                frame.ReplyError(Status.NotFound, $"no job '{id}'");
+                return;
+            }
+
+            job.Weights = weights;
+        }
+
+        frame.Reply(Status.Ok);
+    }
+
+    /// <summary>JobStats: job id (or the header token's job when empty). Reply: objects, bytes in blocks, bytes inline, requests.</summary>
+    private void HandleJobStats(FrameContext frame)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.Str();
+        if (BadBody(frame, ref reader, "job-stats"))
+        {
+            return;
+        }
+
+        var body = new BodyWriter();
+        lock (_lock)
+        {
+            JobEntry? job;
+            if (id.Length == 0)
+            {
+                _jobsByToken.TryGetValue(frame.Header.Token, out job);
+            }
+            else if (IsAdmin(frame, out _))
+            {
+                _jobsById.TryGetValue(id, out job);
+            }
+            else
+            {
+                _jobsByToken.TryGetValue(frame.Header.Token, out job);
+                job = job?.Id == id ? job : null;
+            }
+
+            if (job is null)
+            {
+                frame.ReplyError(Status.NotFound, "no such job (or not yours)");
+                return;
+            }
+
+            body.Str(job.Id).I64(job.Objects.Count).I64(job.StoredBytes).I64(job.InlineBytes).I64(job.Requests);
+        }
+
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    private void FreeObject(JobEntry job, ObjectEntry entry)
+    {
+        if (entry.Inline is not null)
+        {
+            job.InlineBytes -= entry.Inline.Length;
+            _inlineBytes -= entry.Inline.Length;
+        }
+        else
+        {
+            job.StoredBytes -= entry.Size;
+            FreeExtents(entry.Extents);
+        }
+    }
+
+    private void ReleaseHandle(OpenHandle handle)
+    {
+        if (!_handles.Remove(handle.Id))
+        {
+            return;
+        }
+
+        if (handle.IsWrite)
+        {
+            handle.Job.Reserved.Remove(handle.Key);
+        }
+
+        FreeExtents(handle.Extents);
+        handle.Extents.Clear();
+    }
+}

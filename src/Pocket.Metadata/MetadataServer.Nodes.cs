@@ -1,0 +1,272 @@
+using Microsoft.Extensions.Logging;
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Metadata;
+
+public sealed partial class MetadataServer
+{
+    private void HandleRegisterNode(FrameContext frame)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var tier = (NodeTier)reader.U8();
+        var host = reader.Str();
+        var port = reader.U16();
+        var capacity = reader.I64();
+        var blockSize = reader.I32();
+        var secret = reader.Bytes(32).ToArray();
+        if (BadBody(frame, ref reader, "register-node"))
+        {
+            return;
+        }
+
+        if (!IsAdmin(frame, out var error))
+        {
+            frame.ReplyError(Status.Unauthorized, error);
+            return;
+        }
+
+        if (!Enum.IsDefined(tier) || host.Length == 0 || port == 0 || capacity <= 0 || blockSize < 4096 || (blockSize & (blockSize - 1)) != 0)
+        {
+            frame.ReplyError(Status.BadRequest, "register-node needs a known tier, a host, a port, a positive capacity and a power-of-two block size of at least 4096");
+            return;
+        }
+
+        NodeEntry node;
+        lock (_lock)
+        {
+            node = new NodeEntry
+            {
+                Id = ++_nextNodeId,
+                Tier = tier,
+                Host = host,
+                Port = port,
+                Capacity = capacity,
+                BlockSize = blockSize,
+                Secret = secret,
+                Allocator = new BlockAllocator(capacity / blockSize),
+                ConnectionId = frame.ConnectionId,
+                LastHeartbeat = _options.TimeProvider.GetTimestamp(),
+            };
+            _nodes[node.Id] = node;
+        }
+
+        MetadataLog.NodeRegistered(_logger, node.Id, node.Address, tier.ToString(), capacity);
+        Span<byte> reply = stackalloc byte[4];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(reply, node.Id);
+        frame.Reply(Status.Ok, reply);
+    }
+
+    private void HandleHeartbeat(FrameContext frame)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.U32();
+        var cpu = reader.F64();
+        var rx = reader.F64();
+        var tx = reader.F64();
+        _ = reader.I64();
+        if (BadBody(frame, ref reader, "heartbeat"))
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!_nodes.TryGetValue(id, out var node) || node.State == NodeState.Dead || node.ConnectionId != frame.ConnectionId)
+            {
+                frame.ReplyError(Status.NotFound, $"node {id} is not registered (or was declared dead)");
+                return;
+            }
+
+            node.LastHeartbeat = _options.TimeProvider.GetTimestamp();
+            node.Cpu = cpu;
+            node.NetRx = rx;
+            node.NetTx = tx;
+        }
+
+        frame.Reply(Status.Ok);
+    }
+
+    private void HandleListNodes(FrameContext frame)
+    {
+        var body = new BodyWriter(1024);
+        lock (_lock)
+        {
+            body.U32((uint)_nodes.Count);
+            foreach (var node in _nodes.Values)
+            {
+                WriteNode(body, node);
+            }
+        }
+
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    private static void WriteNode(BodyWriter body, NodeEntry node) =>
+        body.U32(node.Id)
+            .U8((byte)node.Tier)
+            .U8((byte)node.State)
+            .Str(node.Host)
+            .U16((ushort)node.Port)
+            .I64(node.Capacity)
+            .I64(node.State == NodeState.Dead ? 0 : node.UsedBytes)
+            .F64(node.Cpu)
+            .F64(node.NetRx)
+            .F64(node.NetTx);
+
+    private void CheckLiveness()
+    {
+        var died = new List<(uint, string)>();
+        lock (_lock)
+        {
+            var now = _options.TimeProvider.GetTimestamp();
+            foreach (var node in _nodes.Values)
+            {
+                if (node.State != NodeState.Dead && _options.TimeProvider.GetElapsedTime(node.LastHeartbeat, now) > _options.NodeTimeout)
+                {
+                    node.State = NodeState.Dead;
+                    died.Add((node.Id, $"no heartbeat for {_options.NodeTimeout.TotalSeconds:0.#} s"));
+                }
+            }
+        }
+
+        foreach (var (id, reason) in died)
+        {
+            MetadataLog.NodeDead(_logger, id, reason);
+            NodeDied?.Invoke(id, reason);
+        }
+    }
+
+    /// <summary>
+    /// Places <paramref name="bytes"/> over the job's nodes: each stripe unit goes to a node drawn by the job's
+    /// weights among live nodes with room. All or nothing: on failure nothing stays allocated.
+    /// </summary>
+    private Status Allocate(JobEntry job, long bytes, List<Extent> into, out string error)
+    {
+        error = string.Empty;
+        var start = into.Count;
+        var candidates = _nodes.Values.Where(n => n.State == NodeState.Live).ToList();
+        if (candidates.Count == 0)
+        {
+            error = "no live storage nodes";
+            return Status.NoNodes;
+        }
+
+        var remaining = bytes;
+        while (remaining > 0)
+        {
+            var unit = (int)Math.Min(remaining, _options.StripeUnit);
+            var placed = false;
+            var tried = new List<NodeEntry>(candidates);
+            while (tried.Count > 0)
+            {
+                var node = PickWeighted(job, tried);
+                var blocks = (unit + node.BlockSize - 1) / node.BlockSize;
+                if (node.Allocator.FreeBlocks >= blocks)
+                {
+                    var left = unit;
+                    while (left > 0)
+                    {
+                        var (first, count) = node.Allocator.AllocateRun((left + node.BlockSize - 1) / node.BlockSize);
+                        var length = (int)Math.Min(left, count * node.BlockSize);
+                        into.Add(new Extent(node.Id, node.NextGeneration++, first * node.BlockSize, length));
+                        left -= length;
+                    }
+
+                    placed = true;
+                    break;
+                }
+
+                tried.Remove(node);
+            }
+
+            if (!placed)
+            {
+                FreeExtents(into, start);
+                into.RemoveRange(start, into.Count - start);
+                var free = candidates.Sum(n => n.FreeBytes);
+                error = $"capacity exceeded: {bytes} bytes asked for, {free} bytes free on {candidates.Count} live nodes";
+                return Status.CapacityExceeded;
+            }
+
+            remaining -= unit;
+        }
+
+        return Status.Ok;
+    }
+
+    private static NodeEntry PickWeighted(JobEntry job, List<NodeEntry> nodes)
+    {
+        if (nodes.Count == 1)
+        {
+            return nodes[0];
+        }
+
+        var total = 0.0;
+        foreach (var node in nodes)
+        {
+            total += Weight(job, node);
+        }
+
+        if (total <= 0)
+        {
+            return nodes[Random.Shared.Next(nodes.Count)];
+        }
+
+        var pick = Random.Shared.NextDouble() * total;
+        foreach (var node in nodes)
+        {
+            pick -= Weight(job, node);
+            if (pick < 0)
+            {
+                return node;
+            }
+        }
+
+        return nodes[^1];
+    }
+
+    /// <summary>Without a weight map every node counts the same; with one, nodes left out of it get nothing.</summary>
+    private static double Weight(JobEntry job, NodeEntry node) =>
+        job.Weights.Count == 0 ? 1.0 : job.Weights.GetValueOrDefault(node.Id);
+
+    private void FreeExtents(IReadOnlyList<Extent> extents, int from = 0)
+    {
+        for (var i = from; i < extents.Count; i++)
+        {
+            var extent = extents[i];
+            if (_nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead)
+            {
+                var first = extent.Offset / node.BlockSize;
+                var count = (extent.Length + node.BlockSize - 1) / node.BlockSize;
+                node.Allocator.Free(first, count);
+            }
+        }
+    }
+
+    private void WriteGrants(BodyWriter body, IReadOnlyList<Extent> extents, GrantRights rights)
+    {
+        body.U32((uint)extents.Count);
+        Span<byte> grant = stackalloc byte[ExtentGrant.Size];
+        foreach (var extent in extents)
+        {
+            var secret = _nodes.TryGetValue(extent.NodeId, out var node) ? node.Secret : [];
+            ExtentGrant.Sign(secret, extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights).Write(grant);
+            body.Bytes(grant);
+        }
+    }
+
+    /// <summary>The first dead node holding part of the object, if any.</summary>
+    private NodeEntry? LostNode(ObjectEntry entry)
+    {
+        foreach (var extent in entry.Extents)
+        {
+            if (!_nodes.TryGetValue(extent.NodeId, out var node) || node.State == NodeState.Dead)
+            {
+                return node ?? new NodeEntry { Id = extent.NodeId, Tier = NodeTier.Dram, Host = "?", Port = 0, Capacity = 0, BlockSize = 4096, Secret = [], Allocator = new BlockAllocator(0), ConnectionId = 0 };
+            }
+        }
+
+        return null;
+    }
+}

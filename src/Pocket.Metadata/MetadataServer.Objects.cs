@@ -1,0 +1,526 @@
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Metadata;
+
+public sealed partial class MetadataServer
+{
+    private bool CheckKey(FrameContext frame, string key)
+    {
+        if (ObjectKey.IsValid(key, _options.Listener.Limits, out var error))
+        {
+            return true;
+        }
+
+        frame.ReplyError(Status.InvalidKey, error);
+        return false;
+    }
+
+    /// <summary>PutSmall: key, blob. The whole object in one round trip, kept inline here.</summary>
+    private void HandlePutSmall(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var key = reader.Str();
+        var data = reader.Blob();
+        if (BadBody(frame, ref reader, "put-small") || !CheckKey(frame, key))
+        {
+            return;
+        }
+
+        if (data.Length > _options.Listener.Limits.MaxSmallObject)
+        {
+            frame.ReplyError(Status.FrameTooLarge, $"inline objects are at most {_options.Listener.Limits.MaxSmallObject} bytes; use create/commit");
+            return;
+        }
+
+        var copy = data.ToArray();
+        lock (_lock)
+        {
+            if (job.Objects.ContainsKey(key) || job.Reserved.Contains(key))
+            {
+                frame.ReplyError(Status.Exists, $"object '{key}' exists");
+                return;
+            }
+
+            if (_inlineBytes + copy.Length > _options.InlineCapacity)
+            {
+                frame.ReplyError(Status.CapacityExceeded, "capacity exceeded: the metadata server's inline store is full; write through storage nodes");
+                return;
+            }
+
+            _inlineBytes += copy.Length;
+            job.InlineBytes += copy.Length;
+            AddObject(job, new ObjectEntry { Key = key, Size = copy.Length, Inline = copy, Flags = frame.Header.Flags });
+        }
+
+        frame.Reply(Status.Ok);
+    }
+
+    private static void AddObject(JobEntry job, ObjectEntry entry)
+    {
+        job.Objects[entry.Key] = entry;
+        job.Keys.Add(entry.Key);
+    }
+
+    private static void RemoveObject(JobEntry job, string key)
+    {
+        job.Objects.Remove(key);
+        job.Keys.Remove(key);
+    }
+
+    /// <summary>
+    /// Get: key, offset, length (-1 = to the end). Reply: kind u8 (0 inline, 1 extents), object size i64, then
+    /// for inline the bytes of the range, for extents a release handle u64 (non-zero after delete-after-read) and the read grants.
+    /// </summary>
+    private void HandleGet(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var key = reader.Str();
+        var offset = reader.I64();
+        var length = reader.I64();
+        if (BadBody(frame, ref reader, "get") || !CheckKey(frame, key))
+        {
+            return;
+        }
+
+        var deleteAfterRead = (frame.Header.Flags & FrameFlags.DeleteAfterRead) != 0;
+        var body = new BodyWriter(64);
+        lock (_lock)
+        {
+            if (!job.Objects.TryGetValue(key, out var entry))
+            {
+                frame.ReplyError(Status.NotFound, $"object '{key}' not found");
+                return;
+            }
+
+            if (offset < 0 || offset > entry.Size || length < -1 || (length >= 0 && offset + length > entry.Size))
+            {
+                frame.ReplyError(Status.BadRequest, $"range {offset}+{length} is outside object '{key}' of {entry.Size} bytes");
+                return;
+            }
+
+            if (LostNode(entry) is { } lost)
+            {
+                frame.ReplyError(Status.NodeLost, $"object '{key}' lost: storage node {lost.Id} ({lost.Address}) is dead");
+                return;
+            }
+
+            if (entry.Inline is { } inline)
+            {
+                var count = length < 0 ? entry.Size - offset : length;
+                body.U8(0).I64(entry.Size).Bytes(inline.AsSpan((int)offset, (int)count));
+                if (deleteAfterRead)
+                {
+                    RemoveObject(job, key);
+                    FreeObject(job, entry);
+                }
+            }
+            else
+            {
+                ulong release = 0;
+                if (deleteAfterRead)
+                {
+                    // The object leaves the namespace now; its extents stay allocated until the reader is done.
+                    RemoveObject(job, key);
+                    job.StoredBytes -= entry.Size;
+                    var handle = new OpenHandle { Id = ++_nextHandle, Job = job, Key = key, ConnectionId = frame.ConnectionId, IsWrite = false };
+                    handle.Extents.AddRange(entry.Extents);
+                    _handles[handle.Id] = handle;
+                    release = handle.Id;
+                }
+
+                body.U8(1).I64(entry.Size).U64(release);
+                WriteGrants(body, entry.Extents, GrantRights.Read);
+            }
+        }
+
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    /// <summary>Create: key, size hint (-1 unknown). Reply: handle u64, write grants for the hinted size.</summary>
+    private void HandleCreate(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var key = reader.Str();
+        var sizeHint = reader.I64();
+        if (BadBody(frame, ref reader, "create") || !CheckKey(frame, key))
+        {
+            return;
+        }
+
+        var body = new BodyWriter(256);
+        lock (_lock)
+        {
+            if (job.Objects.ContainsKey(key) || job.Reserved.Contains(key))
+            {
+                frame.ReplyError(Status.Exists, $"object '{key}' exists");
+                return;
+            }
+
+            var handle = new OpenHandle { Id = ++_nextHandle, Job = job, Key = key, ConnectionId = frame.ConnectionId, Flags = frame.Header.Flags, IsWrite = true };
+            if (sizeHint > 0)
+            {
+                var status = Allocate(job, sizeHint, handle.Extents, out var error);
+                if (status != Status.Ok)
+                {
+                    frame.ReplyError(status, $"cannot store '{key}': {error}");
+                    return;
+                }
+
+                handle.Allocated = sizeHint;
+            }
+
+            job.Reserved.Add(key);
+            _handles[handle.Id] = handle;
+            body.U64(handle.Id);
+            WriteGrants(body, handle.Extents, GrantRights.Read | GrantRights.Write);
+        }
+
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    /// <summary>Allocate: handle, bytes. Reply: write grants for the new extents (appended to the object).</summary>
+    private void HandleAllocate(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.U64();
+        var bytes = reader.I64();
+        if (BadBody(frame, ref reader, "allocate"))
+        {
+            return;
+        }
+
+        var body = new BodyWriter(256);
+        lock (_lock)
+        {
+            if (!TryGetWriteHandle(frame, job, id, out var handle))
+            {
+                return;
+            }
+
+            if (bytes <= 0)
+            {
+                frame.ReplyError(Status.BadRequest, "allocate needs a positive byte count");
+                return;
+            }
+
+            var added = new List<Extent>();
+            var status = Allocate(job, bytes, added, out var error);
+            if (status != Status.Ok)
+            {
+                frame.ReplyError(status, $"cannot store '{handle.Key}': {error}");
+                return;
+            }
+
+            handle.Extents.AddRange(added);
+            handle.Allocated += bytes;
+            WriteGrants(body, added, GrantRights.Read | GrantRights.Write);
+        }
+
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    private bool TryGetWriteHandle(FrameContext frame, JobEntry job, ulong id, out OpenHandle handle)
+    {
+        if (_handles.TryGetValue(id, out handle!) && handle.Job == job && handle.IsWrite)
+        {
+            return true;
+        }
+
+        frame.ReplyError(Status.NotFound, $"no open write {id}");
+        return false;
+    }
+
+    /// <summary>Commit: handle, final size. The object becomes visible at once; unused extents are freed.</summary>
+    private void HandleCommit(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.U64();
+        var size = reader.I64();
+        if (BadBody(frame, ref reader, "commit"))
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!TryGetWriteHandle(frame, job, id, out var handle))
+            {
+                return;
+            }
+
+            if (size < 0 || size > handle.Allocated)
+            {
+                frame.ReplyError(Status.BadRequest, $"commit size {size} is outside the {handle.Allocated} bytes allocated");
+                return;
+            }
+
+            // Keep extents covering [0, size); trim the last, free the rest.
+            var kept = new List<Extent>();
+            var toFree = new List<Extent>();
+            long covered = 0;
+            foreach (var extent in handle.Extents)
+            {
+                if (covered >= size)
+                {
+                    toFree.Add(extent);
+                    continue;
+                }
+
+                var use = (int)Math.Min(extent.Length, size - covered);
+                var node = _nodes.GetValueOrDefault(extent.NodeId);
+                if (use < extent.Length && node is not null)
+                {
+                    var usedBlocks = (use + node.BlockSize - 1) / node.BlockSize;
+                    var allBlocks = (extent.Length + node.BlockSize - 1) / node.BlockSize;
+                    if (allBlocks > usedBlocks)
+                    {
+                        toFree.Add(new Extent(extent.NodeId, extent.Generation, extent.Offset + ((long)usedBlocks * node.BlockSize), (allBlocks - usedBlocks) * node.BlockSize));
+                    }
+                }
+
+                kept.Add(extent with { Length = use });
+                covered += use;
+            }
+
+            var entry = new ObjectEntry { Key = handle.Key, Size = size, Extents = [.. kept], Flags = handle.Flags };
+            if (LostNode(entry) is { } lost)
+            {
+                ReleaseHandle(handle);
+                frame.ReplyError(Status.NodeLost, $"object '{handle.Key}' lost while being written: storage node {lost.Id} ({lost.Address}) is dead");
+                return;
+            }
+
+            _handles.Remove(handle.Id);
+            job.Reserved.Remove(handle.Key);
+            FreeExtents(toFree);
+            job.StoredBytes += size;
+            AddObject(job, entry);
+        }
+
+        frame.Reply(Status.Ok);
+    }
+
+    /// <summary>Abort: handle. Drops an unfinished write, or releases a delete-after-read object once read.</summary>
+    private void HandleAbort(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.U64();
+        if (BadBody(frame, ref reader, "abort"))
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!_handles.TryGetValue(id, out var handle) || handle.Job != job)
+            {
+                frame.ReplyError(Status.NotFound, $"no open handle {id}");
+                return;
+            }
+
+            ReleaseHandle(handle);
+        }
+
+        frame.Reply(Status.Ok);
+    }
+
+    /// <summary>Lookup: key. Reply: size i64, inline u8, extent count, then per extent node u32, offset i64, length i32.</summary>
+    private void HandleLookup(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var key = reader.Str();
+        if (BadBody(frame, ref reader, "lookup") || !CheckKey(frame, key))
+        {
+            return;
+        }
+
+        var body = new BodyWriter(64);
+        lock (_lock)
+        {
+            if (!job.Objects.TryGetValue(key, out var entry))
+            {
+                frame.ReplyError(Status.NotFound, $"object '{key}' not found");
+                return;
+            }
+
+            body.I64(entry.Size).U8(entry.Inline is null ? (byte)0 : (byte)1).U16((ushort)entry.Flags).U32((uint)entry.Extents.Length);
+            foreach (var extent in entry.Extents)
+            {
+                var state = _nodes.TryGetValue(extent.NodeId, out var node) ? node.State : NodeState.Dead;
+                body.U32(extent.NodeId).U8((byte)state).I64(extent.Offset).I32(extent.Length);
+            }
+        }
+
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    /// <summary>Delete: key, or with <see cref="FrameFlags.Recursive"/> a prefix. Reply: objects deleted i64.</summary>
+    private void HandleDelete(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var key = reader.Str();
+        if (BadBody(frame, ref reader, "delete"))
+        {
+            return;
+        }
+
+        var recursive = (frame.Header.Flags & FrameFlags.Recursive) != 0;
+        if (recursive ? !ObjectKey.IsValidPrefix(key, _options.Listener.Limits, out var error) : !ObjectKey.IsValid(key, _options.Listener.Limits, out error))
+        {
+            frame.ReplyError(Status.InvalidKey, error);
+            return;
+        }
+
+        long deleted = 0;
+        lock (_lock)
+        {
+            if (!recursive)
+            {
+                if (!job.Objects.TryGetValue(key, out var entry))
+                {
+                    frame.ReplyError(Status.NotFound, $"object '{key}' not found");
+                    return;
+                }
+
+                RemoveObject(job, key);
+                FreeObject(job, entry);
+                deleted = 1;
+            }
+            else
+            {
+                foreach (var k in KeysWithPrefix(job, key, null).ToList())
+                {
+                    var entry = job.Objects[k];
+                    RemoveObject(job, k);
+                    FreeObject(job, entry);
+                    deleted++;
+                }
+            }
+        }
+
+        frame.Reply(Status.Ok, new BodyWriter(8).I64(deleted).WrittenSpan);
+    }
+
+    private static IEnumerable<string> KeysWithPrefix(JobEntry job, string prefix, string? startAfter)
+    {
+        if (job.Keys.Count == 0)
+        {
+            return [];
+        }
+
+        var lower = startAfter is not null && string.CompareOrdinal(startAfter, prefix) > 0 ? startAfter : prefix;
+        var upper = prefix + '\uffff';
+        if (string.CompareOrdinal(lower, upper) > 0)
+        {
+            return [];
+        }
+
+        var view = prefix.Length == 0 && startAfter is null ? job.Keys : job.Keys.GetViewBetween(lower, upper);
+        return view.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && (startAfter is null || string.CompareOrdinal(k, startAfter) > 0));
+    }
+
+    /// <summary>
+    /// List: prefix, start-after, limit i32, delimited u8. Reply: count u32, entries (key, size i64, is-prefix u8),
+    /// then the start-after for the next page ("" when done). With delimited set, keys with a '/' past the prefix
+    /// are folded into one "directory" entry ending in '/'.
+    /// </summary>
+    private void HandleList(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var prefix = reader.Str();
+        var startAfter = reader.Str();
+        var limit = reader.I32();
+        var delimited = reader.U8() != 0;
+        if (BadBody(frame, ref reader, "list"))
+        {
+            return;
+        }
+
+        if (!ObjectKey.IsValidPrefix(prefix, _options.Listener.Limits, out var error))
+        {
+            frame.ReplyError(Status.InvalidKey, error);
+            return;
+        }
+
+        if (limit <= 0 || limit > 10_000)
+        {
+            frame.ReplyError(Status.BadRequest, "list limit must be between 1 and 10000");
+            return;
+        }
+
+        var entries = new List<(string Key, long Size, bool IsPrefix)>();
+        var next = string.Empty;
+        lock (_lock)
+        {
+            string? lastDirectory = null;
+            foreach (var key in KeysWithPrefix(job, prefix, startAfter.Length == 0 ? null : startAfter))
+            {
+                if (entries.Count == limit)
+                {
+                    next = entries[^1].Key;
+                    break;
+                }
+
+                if (delimited)
+                {
+                    var slash = key.IndexOf('/', prefix.Length);
+                    if (slash >= 0)
+                    {
+                        var directory = key[..(slash + 1)];
+                        if (directory != lastDirectory && (startAfter.Length == 0 || string.CompareOrdinal(directory, startAfter) > 0))
+                        {
+                            entries.Add((directory, 0, true));
+                            lastDirectory = directory;
+                        }
+
+                        continue;
+                    }
+                }
+
+                entries.Add((key, job.Objects[key].Size, false));
+            }
+        }
+
+        if (next.Length > 0 && entries[^1].IsPrefix)
+        {
+            // Resume after every key of that directory.
+            next = entries[^1].Key + '\uffff';
+        }
+
+        var body = new BodyWriter(64 + (entries.Count * 48));
+        body.U32((uint)entries.Count);
+        foreach (var (key, size, isPrefix) in entries)
+        {
+            body.Str(key).I64(size).U8(isPrefix ? (byte)1 : (byte)0);
+        }
+
+        body.Str(next);
+        frame.Reply(Status.Ok, body.WrittenSpan);
+    }
+
+    /// <summary>Count: prefix. Reply: number of objects under it, i64.</summary>
+    private void HandleCount(FrameContext frame, JobEntry job)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var prefix = reader.Str();
+        if (BadBody(frame, ref reader, "count"))
+        {
+            return;
+        }
+
+        if (!ObjectKey.IsValidPrefix(prefix, _options.Listener.Limits, out var error))
+        {
+            frame.ReplyError(Status.InvalidKey, error);
+            return;
+        }
+
+        long count;
+        lock (_lock)
+        {
+            count = prefix.Length == 0 ? job.Keys.Count : KeysWithPrefix(job, prefix, null).LongCount();
+        }
+
+        frame.Reply(Status.Ok, new BodyWriter(8).I64(count).WrittenSpan);
+    }
+}

@@ -1,0 +1,40 @@
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Metadata;
+
+/// <summary>Settings of the metadata server.</summary>
+public sealed record MetadataServerOptions
+{
+    public FrameServerOptions Listener { get; init; } = new();
+
+    /// <summary>
+    /// When set, node registration and job administration must carry this token in the frame header
+    /// (the controller and storage nodes know it; clients do not).
+    /// </summary>
+    public JobToken ClusterToken { get; init; }
+
+    /// <summary>A node with no heartbeat for this long is declared dead.</summary>
+    public TimeSpan NodeTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Largest piece of an object placed on one node before the next piece goes elsewhere.</summary>
+    public int StripeUnit { get; init; } = 1 << 20;
+
+    /// <summary>Bytes of small objects kept inline in this server, at most.</summary>
+    public long InlineCapacity { get; init; } = 256L << 20;
+
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    public void Validate()
+    {
+        if (StripeUnit < 4096)
+        {
+            throw new ArgumentException("stripe unit must be at least 4096 bytes");
+        }
+
+        if (NodeTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("node timeout must be positive");
+        }
+    }
+}

@@ -1,0 +1,70 @@
+using Pocket.Protocol;
+
+namespace Pocket.Metadata;
+
+/// <summary>A contiguous run of bytes on one node, owned by one object.</summary>
+internal readonly record struct Extent(uint NodeId, uint Generation, long Offset, int Length);
+
+internal sealed class NodeEntry
+{
+    public required uint Id { get; init; }
+    public required NodeTier Tier { get; init; }
+    public required string Host { get; init; }
+    public required int Port { get; init; }
+    public required long Capacity { get; init; }
+    public required int BlockSize { get; init; }
+    public required byte[] Secret { get; init; }
+    public required BlockAllocator Allocator { get; init; }
+    public required long ConnectionId { get; init; }
+    public NodeState State { get; set; } = NodeState.Live;
+    public long LastHeartbeat { get; set; }
+    public double Cpu { get; set; }
+    public double NetRx { get; set; }
+    public double NetTx { get; set; }
+    public uint NextGeneration { get; set; } = 1;
+
+    public long UsedBytes => (Allocator.BlockCount - Allocator.FreeBlocks) * (long)BlockSize;
+
+    public long FreeBytes => Allocator.FreeBlocks * (long)BlockSize;
+
+    public string Address => $"{Host}:{Port}";
+}
+
+internal sealed class ObjectEntry
+{
+    public required string Key { get; init; }
+    public required long Size { get; init; }
+    public byte[]? Inline { get; init; }
+    public Extent[] Extents { get; init; } = [];
+    public FrameFlags Flags { get; init; }
+}
+
+internal sealed class JobEntry
+{
+    public required string Id { get; init; }
+    public required JobToken Token { get; init; }
+    public Dictionary<uint, double> Weights { get; set; } = [];
+    public Dictionary<string, ObjectEntry> Objects { get; } = new(StringComparer.Ordinal);
+    public SortedSet<string> Keys { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Keys being written: reserved so a second writer gets "exists" at once.</summary>
+    public HashSet<string> Reserved { get; } = new(StringComparer.Ordinal);
+    public long StoredBytes { get; set; }
+    public long InlineBytes { get; set; }
+    public long Requests { get; set; }
+}
+
+/// <summary>An object being written, or one being read after a delete-after-read: it holds extents until released.</summary>
+internal sealed class OpenHandle
+{
+    public required ulong Id { get; init; }
+    public required JobEntry Job { get; init; }
+    public required string Key { get; init; }
+    public required long ConnectionId { get; init; }
+    public FrameFlags Flags { get; init; }
+    public List<Extent> Extents { get; } = [];
+    public long Allocated { get; set; }
+
+    /// <summary>True for a write; false for a read that keeps a deleted object's extents alive.</summary>
+    public bool IsWrite { get; init; }
+}

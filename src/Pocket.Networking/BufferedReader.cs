@@ -1,0 +1,89 @@
+namespace Pocket.Networking;
+
+/// <summary>Exact reads from a stream through a small buffer; large reads bypass the buffer.</summary>
+internal sealed class BufferedReader
+{
+    private readonly Stream _stream;
+    private readonly byte[] _buffer;
+    private int _start;
+    private int _end;
+
+    public BufferedReader(Stream stream, int bufferSize = 64 << 10)
+    {
+        _stream = stream;
+        _buffer = new byte[bufferSize];
+    }
+
+    /// <summary>Fills <paramref name="destination"/>; false on a clean end of stream before the first byte.</summary>
+    public bool TryReadExactly(Span<byte> destination)
+    {
+        if (destination.Length == 0)
+        {
+            return true;
+        }
+
+        if (_start == _end)
+        {
+            _start = 0;
+            _end = _stream.Read(_buffer);
+            if (_end == 0)
+            {
+                return false;
+            }
+        }
+
+        ReadExactly(destination);
+        return true;
+    }
+
+    public void ReadExactly(Span<byte> destination)
+    {
+        var buffered = _end - _start;
+        if (buffered > 0)
+        {
+            var n = Math.Min(buffered, destination.Length);
+            _buffer.AsSpan(_start, n).CopyTo(destination);
+            _start += n;
+            destination = destination[n..];
+        }
+
+        while (destination.Length > 0)
+        {
+            if (destination.Length >= _buffer.Length / 2)
+            {
+                var read = _stream.Read(destination);
+                if (read == 0)
+                {
+                    throw new EndOfStreamException("Connection closed in the middle of a frame.");
+                }
+
+                destination = destination[read..];
+            }
+            else
+            {
+                _start = 0;
+                _end = _stream.Read(_buffer);
+                if (_end == 0)
+                {
+                    throw new EndOfStreamException("Connection closed in the middle of a frame.");
+                }
+
+                var n = Math.Min(_end, destination.Length);
+                _buffer.AsSpan(0, n).CopyTo(destination);
+                _start = n;
+                destination = destination[n..];
+            }
+        }
+    }
+
+    public void Skip(long count)
+    {
+        Span<byte> scratch = stackalloc byte[4096];
+        while (count > 0)
+        {
+            var n = (int)Math.Min(scratch.Length, count);
+            ReadExactly(scratch[..n]);
+            count -= n;
+        }
+    }
+}

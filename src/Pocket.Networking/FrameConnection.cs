@@ -1,0 +1,283 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Text;
+using Pocket.Protocol;
+
+namespace Pocket.Networking;
+
+/// <summary>A decoded reply. <see cref="Body"/> holds the body unless it was read into the caller's buffer.</summary>
+public readonly record struct FrameReply(Status Status, byte[] Body, int DataLength)
+{
+    public bool IsOk => Status == Status.Ok;
+
+    /// <summary>The error message carried by a non-OK reply.</summary>
+    public string Message => Body.Length == 0 ? Status.ToString() : Encoding.UTF8.GetString(Body);
+}
+
+/// <summary>Raised when a connection fails; every request in flight on it fails with this.</summary>
+public sealed class ConnectionLostException : IOException
+{
+    public ConnectionLostException(string message, Exception? inner = null) : base(message, inner)
+    {
+    }
+}
+
+/// <summary>Client connection settings.</summary>
+public sealed record FrameConnectionOptions
+{
+    public ProtocolLimits Limits { get; init; } = ProtocolLimits.Default;
+
+    /// <summary>Requests in flight per connection; further callers wait.</summary>
+    public int MaxInFlight { get; init; } = 256;
+
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>When set, TLS is used and the server's certificate must match this host name.</summary>
+    public string? TlsHost { get; init; }
+
+    /// <summary>Certificate check for TLS; null uses the system's.</summary>
+    public RemoteCertificateValidationCallback? CertificateValidation { get; init; }
+}
+
+/// <summary>
+/// One multiplexed connection to a server: any number of callers send requests that are pipelined on the
+/// socket and matched to replies by request id. A dedicated reader thread reads replies, placing large reply
+/// bodies straight into the caller's buffer. Thread-safe.
+/// </summary>
+public sealed class FrameConnection : IAsyncDisposable, IDisposable
+{
+    private readonly Socket _socket;
+    private readonly Stream _stream;
+    private readonly FrameConnectionOptions _options;
+    private readonly ConcurrentDictionary<uint, Pending> _pending = new();
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly SemaphoreSlim _inFlight;
+    private readonly Thread _reader;
+    private readonly byte[] _writeBuffer = new byte[64 << 10];
+    private int _nextRequestId;
+    private volatile Exception? _failure;
+
+    private FrameConnection(Socket socket, Stream stream, string remote, FrameConnectionOptions options)
+    {
+        _socket = socket;
+        _stream = stream;
+        Remote = remote;
+        _options = options;
+        _inFlight = new SemaphoreSlim(options.MaxInFlight, options.MaxInFlight);
+        _reader = new Thread(ReadLoop) { IsBackground = true, Name = $"pocket reader {remote}" };
+        _reader.Start();
+    }
+
+    public string Remote { get; }
+
+    public bool IsConnected => _failure is null;
+
+    public static async Task<FrameConnection> ConnectAsync(string host, int port, FrameConnectionOptions options, CancellationToken cancellationToken = default)
+    {
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        var remote = $"{host}:{port}";
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(options.ConnectTimeout);
+            if (IPAddress.TryParse(host, out var address))
+            {
+                await socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token).ConfigureAwait(false);
+            }
+            else
+            {
+                await socket.ConnectAsync(host, port, timeout.Token).ConfigureAwait(false);
+            }
+
+            Stream stream = new NetworkStream(socket, ownsSocket: true);
+            if (options.TlsHost is { } tlsHost)
+            {
+                var tls = new SslStream(stream, false, options.CertificateValidation);
+                await tls.AuthenticateAsClientAsync(tlsHost).ConfigureAwait(false);
+                stream = tls;
+            }
+
+            return new FrameConnection(socket, stream, remote, options);
+        }
+        catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException or System.Security.Authentication.AuthenticationException)
+        {
+            socket.Dispose();
+            if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
+            {
+                throw;
+            }
+
+            throw new ConnectionLostException($"cannot connect to {remote}: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>
+    /// Sends one request and waits for its reply. The request body is <paramref name="head"/> then <paramref name="data"/>.
+    /// When <paramref name="replyInto"/> is not empty and the reply is OK, its body is read into it (see <see cref="FrameReply.DataLength"/>).
+    /// </summary>
+    public async ValueTask<FrameReply> SendAsync(
+        Opcode opcode,
+        FrameFlags flags,
+        JobToken token,
+        ReadOnlyMemory<byte> head,
+        ReadOnlyMemory<byte> data = default,
+        Memory<byte> replyInto = default,
+        CancellationToken cancellationToken = default)
+    {
+        ThrowIfFailed();
+        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
+        var id = unchecked((uint)Interlocked.Increment(ref _nextRequestId));
+        var pending = new Pending(replyInto);
+        _pending[id] = pending;
+        try
+        {
+            ThrowIfFailed();
+            var header = new FrameHeader(opcode, flags, Status.Ok, head.Length + data.Length, id, token);
+            await WriteFrameAsync(header, head, data).ConfigureAwait(false);
+            return await pending.Task.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+        {
+            _pending.TryRemove(id, out _);
+            Fail(ex);
+            throw _failure as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {ex.Message}", ex);
+        }
+        finally
+        {
+            _inFlight.Release();
+        }
+    }
+
+    private async ValueTask WriteFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    {
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            var total = FrameHeader.Size + head.Length + data.Length;
+            if (total <= _writeBuffer.Length)
+            {
+                header.Write(_writeBuffer);
+                head.Span.CopyTo(_writeBuffer.AsSpan(FrameHeader.Size));
+                data.Span.CopyTo(_writeBuffer.AsSpan(FrameHeader.Size + head.Length));
+                await _stream.WriteAsync(_writeBuffer.AsMemory(0, total)).ConfigureAwait(false);
+            }
+            else
+            {
+                var prefix = FrameHeader.Size + head.Length;
+                var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : new byte[prefix];
+                header.Write(buffer);
+                head.Span.CopyTo(buffer.AsSpan(FrameHeader.Size));
+                await _stream.WriteAsync(buffer.AsMemory(0, prefix)).ConfigureAwait(false);
+                await _stream.WriteAsync(data).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private void ReadLoop()
+    {
+        var reader = new BufferedReader(_stream);
+        Span<byte> headerBytes = stackalloc byte[FrameHeader.Size];
+        try
+        {
+            while (true)
+            {
+                if (!reader.TryReadExactly(headerBytes))
+                {
+                    Fail(new ConnectionLostException($"connection to {Remote} closed by the server"));
+                    return;
+                }
+
+                var status = FrameHeader.TryRead(headerBytes, _options.Limits.MaxAnyBody, out var header);
+                if (status != Status.Ok || !header.IsReply)
+                {
+                    Fail(new ConnectionLostException($"bad reply frame from {Remote}: {status}"));
+                    return;
+                }
+
+                if (!_pending.TryRemove(header.RequestId, out var pending))
+                {
+                    reader.Skip(header.BodyLength);
+                    continue;
+                }
+
+                if (header.Status == Status.Ok && !pending.Destination.IsEmpty && header.BodyLength <= pending.Destination.Length)
+                {
+                    reader.ReadExactly(pending.Destination.Span[..header.BodyLength]);
+                    pending.SetResult(new FrameReply(header.Status, [], header.BodyLength));
+                }
+                else
+                {
+                    var body = header.BodyLength == 0 ? [] : new byte[header.BodyLength];
+                    reader.ReadExactly(body);
+                    pending.SetResult(new FrameReply(header.Status, body, body.Length));
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            Fail(ex);
+        }
+    }
+
+    private void Fail(Exception cause)
+    {
+        var lost = cause as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {cause.Message}", cause);
+        if (Interlocked.CompareExchange(ref _failure, lost, null) is null)
+        {
+            try
+            {
+                _socket.Shutdown(SocketShutdown.Both);
+            }
+            catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+            {
+            }
+
+            _socket.Dispose();
+        }
+
+        foreach (var id in _pending.Keys)
+        {
+            if (_pending.TryRemove(id, out var pending))
+            {
+                pending.SetException(_failure!);
+            }
+        }
+    }
+
+    private void ThrowIfFailed()
+    {
+        if (_failure is { } failure)
+        {
+            throw new ConnectionLostException(failure.Message, failure);
+        }
+    }
+
+    public void Dispose()
+    {
+        Fail(new ConnectionLostException($"connection to {Remote} closed"));
+        if (Thread.CurrentThread != _reader)
+        {
+            _reader.Join(TimeSpan.FromSeconds(5));
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
+    }
+
+    private sealed class Pending : TaskCompletionSource<FrameReply>
+    {
+        public Pending(Memory<byte> destination) : base(TaskCreationOptions.RunContinuationsAsynchronously) => Destination = destination;
+
+        public Memory<byte> Destination { get; }
+    }
+}

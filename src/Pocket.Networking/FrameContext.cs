@@ -1,0 +1,134 @@
+using System.Buffers;
+using System.Text;
+using Pocket.Protocol;
+
+namespace Pocket.Networking;
+
+/// <summary>
+/// One server connection seen from a handler: the current request's header, its body, and the reply.
+/// Not thread-safe; used only by the connection's thread. Reused across requests.
+/// </summary>
+public sealed class FrameContext
+{
+    private readonly Stream _stream;
+    private readonly BufferedReader _reader;
+    private byte[] _bodyBuffer;
+    private readonly byte[] _replyBuffer;
+    private int _bodyRemaining;
+    private bool _replied;
+
+    internal FrameContext(Stream stream, long connectionId, string remote)
+    {
+        _stream = stream;
+        ConnectionId = connectionId;
+        Remote = remote;
+        _reader = new BufferedReader(stream);
+        _bodyBuffer = new byte[4 << 10];
+        _replyBuffer = new byte[64 << 10];
+    }
+
+    public long ConnectionId { get; }
+
+    public string Remote { get; }
+
+    public FrameHeader Header { get; private set; }
+
+    /// <summary>Per-connection state owned by the handler (e.g. open write handles).</summary>
+    public object? State { get; set; }
+
+    public int BodyRemaining => _bodyRemaining;
+
+    internal void Begin(FrameHeader header)
+    {
+        Header = header;
+        _bodyRemaining = header.BodyLength;
+        _replied = false;
+    }
+
+    internal bool Replied => _replied;
+
+    /// <summary>Reads the whole (remaining) body into a buffer owned by the connection, valid until the next call.</summary>
+    public ReadOnlySpan<byte> ReadBody()
+    {
+        var count = _bodyRemaining;
+        if (_bodyBuffer.Length < count)
+        {
+            _bodyBuffer = new byte[Math.Max(count, _bodyBuffer.Length * 2)];
+        }
+
+        ReadBodyInto(_bodyBuffer.AsSpan(0, count));
+        return _bodyBuffer.AsSpan(0, count);
+    }
+
+    /// <summary>Reads exactly <paramref name="destination"/>.Length body bytes straight into it (no copy for large reads).</summary>
+    public void ReadBodyInto(Span<byte> destination)
+    {
+        if (destination.Length > _bodyRemaining)
+        {
+            throw new InvalidOperationException("Read past the end of the frame body.");
+        }
+
+        ReadExactly(destination);
+        _bodyRemaining -= destination.Length;
+    }
+
+    internal void SkipBody()
+    {
+        _reader.Skip(_bodyRemaining);
+        _bodyRemaining = 0;
+    }
+
+    internal bool TryReadExactly(Span<byte> destination) => _reader.TryReadExactly(destination);
+
+    private void ReadExactly(Span<byte> destination) => _reader.ReadExactly(destination);
+
+    /// <summary>Sends the reply to the current request.</summary>
+    public void Reply(Status status, ReadOnlySpan<byte> body = default) => Reply(status, body, default);
+
+    /// <summary>Sends a reply whose body is <paramref name="head"/> followed by <paramref name="data"/> (data not copied when large).</summary>
+    public void Reply(Status status, ReadOnlySpan<byte> head, ReadOnlySpan<byte> data)
+    {
+        if (_replied)
+        {
+            throw new InvalidOperationException("The request was already answered.");
+        }
+
+        _replied = true;
+        var header = new FrameHeader(Header.Opcode, Header.Flags | FrameFlags.Reply, status, head.Length + data.Length, Header.RequestId, JobToken.None);
+        var total = FrameHeader.Size + head.Length + data.Length;
+        if (total <= _replyBuffer.Length)
+        {
+            header.Write(_replyBuffer);
+            head.CopyTo(_replyBuffer.AsSpan(FrameHeader.Size));
+            data.CopyTo(_replyBuffer.AsSpan(FrameHeader.Size + head.Length));
+            _stream.Write(_replyBuffer, 0, total);
+        }
+        else
+        {
+            var prefix = FrameHeader.Size + head.Length;
+            var buffer = prefix <= _replyBuffer.Length ? _replyBuffer : new byte[prefix];
+            header.Write(buffer);
+            head.CopyTo(buffer.AsSpan(FrameHeader.Size));
+            _stream.Write(buffer, 0, prefix);
+            _stream.Write(data);
+        }
+    }
+
+    /// <summary>Replies with an error status and a UTF-8 message body.</summary>
+    public void ReplyError(Status status, string message)
+    {
+        var max = Encoding.UTF8.GetMaxByteCount(message.Length);
+        var rented = ArrayPool<byte>.Shared.Rent(max);
+        try
+        {
+            var n = Encoding.UTF8.GetBytes(message, rented);
+            Reply(status, rented.AsSpan(0, n));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    internal void Flush() => _stream.Flush();
+}

@@ -1,0 +1,11 @@
+namespace Pocket.Networking;
+
+/// <summary>Serves the frames of one server role. Called on the connection's own thread.</summary>
+public interface IFrameHandler
+{
+    /// <summary>Handles one request. The body is read through <paramref name="frame"/>; whatever is left unread is discarded.</summary>
+    void Handle(FrameContext frame);
+
+    /// <summary>Called once when a connection ends, on its thread, for cleanup of per-connection state.</summary>
+    void OnDisconnected(FrameContext connection);
+}

@@ -1,0 +1,27 @@
+using Microsoft.Extensions.Logging;
+
+namespace Pocket.Networking;
+
+internal static partial class NetworkingLog
+{
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information, Message = "{Server} listening on {EndPoint}")]
+    public static partial void Listening(ILogger logger, string server, string endPoint);
+
+    [LoggerMessage(EventId = 101, Level = LogLevel.Warning, Message = "{Server} accept failed: {Reason}")]
+    public static partial void AcceptFailed(ILogger logger, string server, string reason);
+
+    [LoggerMessage(EventId = 102, Level = LogLevel.Warning, Message = "{Server} refused a connection: {Max} connections open")]
+    public static partial void TooManyConnections(ILogger logger, string server, int max);
+
+    [LoggerMessage(EventId = 103, Level = LogLevel.Debug, Message = "{Server} connection from {Remote} closed: {Reason}")]
+    public static partial void ConnectionClosed(ILogger logger, string server, string remote, string reason);
+
+    [LoggerMessage(EventId = 104, Level = LogLevel.Warning, Message = "{Server} closed a connection from {Remote} after a bad frame: {Status}")]
+    public static partial void BadFrame(ILogger logger, string server, string remote, string status);
+
+    [LoggerMessage(EventId = 105, Level = LogLevel.Error, Message = "{Server} handler failed")]
+    public static partial void HandlerFailed(ILogger logger, string server, Exception exception);
+
+    [LoggerMessage(EventId = 110, Level = LogLevel.Debug, Message = "connection to {Remote} failed: {Reason}")]
+    public static partial void ClientConnectionFailed(ILogger logger, string remote, string reason);
+}

@@ -1,0 +1,120 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Pocket.Protocol;
+
+/// <summary>Writes little-endian primitives and length-prefixed strings into a growable buffer.</summary>
+public sealed class BodyWriter
+{
+    private byte[] _buffer;
+    private int _length;
+
+    public BodyWriter(int capacity = 256) => _buffer = new byte[Math.Max(capacity, 16)];
+
+    public int Length => _length;
+
+    public ReadOnlySpan<byte> WrittenSpan => _buffer.AsSpan(0, _length);
+
+    public ReadOnlyMemory<byte> WrittenMemory => _buffer.AsMemory(0, _length);
+
+    public void Reset() => _length = 0;
+
+    public byte[] ToArray() => WrittenSpan.ToArray();
+
+    public Span<byte> GetSpan(int size)
+    {
+        if (_length + size > _buffer.Length)
+        {
+            Array.Resize(ref _buffer, Math.Max(_buffer.Length * 2, _length + size));
+        }
+
+        return _buffer.AsSpan(_length, size);
+    }
+
+    public void Advance(int count) => _length += count;
+
+    public BodyWriter U8(byte value)
+    {
+        GetSpan(1)[0] = value;
+        _length += 1;
+        return this;
+    }
+
+    public BodyWriter U16(ushort value)
+    {
+        BinaryPrimitives.WriteUInt16LittleEndian(GetSpan(2), value);
+        _length += 2;
+        return this;
+    }
+
+    public BodyWriter U32(uint value)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(GetSpan(4), value);
+        _length += 4;
+        return this;
+    }
+
+    public BodyWriter I32(int value)
+    {
+        BinaryPrimitives.WriteInt32LittleEndian(GetSpan(4), value);
+        _length += 4;
+        return this;
+    }
+
+    public BodyWriter U64(ulong value)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(GetSpan(8), value);
+        _length += 8;
+        return this;
+    }
+
+    public BodyWriter I64(long value)
+    {
+        BinaryPrimitives.WriteInt64LittleEndian(GetSpan(8), value);
+        _length += 8;
+        return this;
+    }
+
+    public BodyWriter F64(double value)
+    {
+        BinaryPrimitives.WriteDoubleLittleEndian(GetSpan(8), value);
+        _length += 8;
+        return this;
+    }
+
+    public BodyWriter Bytes(ReadOnlySpan<byte> value)
+    {
+        value.CopyTo(GetSpan(value.Length));
+        _length += value.Length;
+        return this;
+    }
+
+    /// <summary>A u32 length followed by the bytes.</summary>
+    public BodyWriter Blob(ReadOnlySpan<byte> value)
+    {
+        U32((uint)value.Length);
+        return Bytes(value);
+    }
+
+    /// <summary>A u16 byte count followed by UTF-8.</summary>
+    public BodyWriter Str(string value)
+    {
+        var count = Encoding.UTF8.GetByteCount(value);
+        if (count > ushort.MaxValue)
+        {
+            throw new ArgumentException("String longer than 65535 UTF-8 bytes.", nameof(value));
+        }
+
+        U16((ushort)count);
+        Encoding.UTF8.GetBytes(value, GetSpan(count));
+        _length += count;
+        return this;
+    }
+
+    public BodyWriter Token(JobToken token)
+    {
+        token.Write(GetSpan(JobToken.Size));
+        _length += JobToken.Size;
+        return this;
+    }
+}

@@ -1,0 +1,17 @@
+namespace Pocket.Protocol;
+
+/// <summary>Storage tiers, fastest first. Numbers are part of the wire format.</summary>
+public enum NodeTier : byte
+{
+    Dram = 1,
+    Ssd = 2,
+    Hdd = 3,
+}
+
+/// <summary>Node liveness as the metadata server sees it. Numbers are part of the wire format.</summary>
+public enum NodeState : byte
+{
+    Live = 1,
+    Draining = 2,
+    Dead = 3,
+}

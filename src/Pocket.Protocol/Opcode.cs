@@ -1,0 +1,33 @@
+namespace Pocket.Protocol;
+
+/// <summary>Request kinds. Numbers are part of the wire format: append only, never renumber.</summary>
+public enum Opcode : byte
+{
+    /// <summary>Liveness probe; empty body, empty reply.</summary>
+    Ping = 1,
+
+    // Cluster management (storage node to metadata server, controller to metadata server).
+    RegisterNode = 2,
+    Heartbeat = 3,
+    RegisterJob = 4,
+    DeregisterJob = 5,
+    SetWeights = 6,
+    ListNodes = 7,
+    JobStats = 8,
+
+    // Namespace (client to metadata server).
+    PutSmall = 20,
+    Get = 21,
+    Create = 22,
+    Allocate = 23,
+    Commit = 24,
+    Abort = 25,
+    Lookup = 26,
+    Delete = 27,
+    List = 28,
+    Count = 29,
+
+    // Blocks (client to storage server).
+    WriteExtent = 40,
+    ReadExtent = 41,
+}

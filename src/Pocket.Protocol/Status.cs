@@ -1,0 +1,22 @@
+namespace Pocket.Protocol;
+
+/// <summary>Reply status. Numbers are part of the wire format: append only, never renumber.</summary>
+public enum Status : ushort
+{
+    Ok = 0,
+    NotFound = 1,
+    Exists = 2,
+    CapacityExceeded = 3,
+    NodeLost = 4,
+    BadRequest = 5,
+    UnknownOpcode = 6,
+    FrameTooLarge = 7,
+    Unauthorized = 8,
+    VersionMismatch = 9,
+    NoNodes = 10,
+    StaleGrant = 11,
+    InternalError = 12,
+    InvalidKey = 13,
+    ShuttingDown = 14,
+    IoError = 15,
+}

@@ -1,0 +1,15 @@
+using Microsoft.Extensions.Logging;
+
+namespace Pocket.StorageServer;
+
+internal static partial class StorageLog
+{
+    [LoggerMessage(EventId = 300, Level = LogLevel.Information, Message = "storage node {NodeId} registered at {Address}, tier {Tier}, {Capacity} bytes")]
+    public static partial void Registered(ILogger logger, uint nodeId, string address, string tier, long capacity);
+
+    [LoggerMessage(EventId = 301, Level = LogLevel.Warning, Message = "heartbeat failed: {Reason}")]
+    public static partial void HeartbeatFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 302, Level = LogLevel.Warning, Message = "node {NodeId} unknown to the metadata server ({Reason}); registering again as a new node")]
+    public static partial void Reregistering(ILogger logger, uint nodeId, string reason);
+}

@@ -1,0 +1,48 @@
+using System.Net;
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.StorageServer;
+
+/// <summary>Settings of one storage node.</summary>
+public sealed record StorageServerOptions
+{
+    public FrameServerOptions Listener { get; init; } = new();
+
+    /// <summary>Host name clients use to reach this node; defaults to the listening address.</summary>
+    public string? AdvertisedHost { get; init; }
+
+    public NodeTier Tier { get; init; } = NodeTier.Dram;
+
+    /// <summary>Bytes this node stores at most.</summary>
+    public long Capacity { get; init; } = 1L << 30;
+
+    /// <summary>Allocation unit. 64 KiB wastes at most 64 KiB per object and still moves data in large extents.</summary>
+    public int BlockSize { get; init; } = 64 << 10;
+
+    /// <summary>The metadata server to register with.</summary>
+    public required DnsEndPoint Metadata { get; init; }
+
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Makes the device; null means native memory for <see cref="Capacity"/> bytes.</summary>
+    public Func<StorageServerOptions, Pocket.Storage.IBlockDevice>? DeviceFactory { get; init; }
+
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>The cluster token the metadata server asks of registering nodes.</summary>
+    public JobToken ClusterToken { get; init; }
+
+    public void Validate()
+    {
+        if (Capacity < BlockSize)
+        {
+            throw new ArgumentException($"capacity {Capacity} is smaller than one block ({BlockSize})");
+        }
+
+        if (HeartbeatInterval <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("heartbeat interval must be positive");
+        }
+    }
+}

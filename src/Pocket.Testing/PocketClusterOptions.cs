@@ -1,0 +1,28 @@
+using Pocket.Protocol;
+
+namespace Pocket.Testing;
+
+/// <summary>Shape of an in-process cluster.</summary>
+public sealed record PocketClusterOptions
+{
+    public int StorageNodes { get; init; } = 2;
+
+    /// <summary>Capacity of each storage node, bytes.</summary>
+    public long NodeCapacity { get; init; } = 256L << 20;
+
+    public int BlockSize { get; init; } = 64 << 10;
+
+    public int StripeUnit { get; init; } = 1 << 20;
+
+    public TimeSpan NodeTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Token needed to register nodes and jobs; a random one when not given.</summary>
+    public JobToken ClusterToken { get; init; } = JobToken.NewRandom();
+
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>Pre-fault node memory in the background (off saves time in small tests).</summary>
+    public bool PreTouchMemory { get; init; } = true;
+}
