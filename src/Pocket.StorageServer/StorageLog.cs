@@ -12,4 +12,7 @@ internal static partial class StorageLog
 
     [LoggerMessage(EventId = 302, Level = LogLevel.Warning, Message = "node {NodeId} unknown to the metadata server ({Reason}); registering again as a new node")]
     public static partial void Reregistering(ILogger logger, uint nodeId, string reason);
+
+    [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "device error: {Reason}")]
+    public static partial void DeviceFailed(ILogger logger, string reason);
 }

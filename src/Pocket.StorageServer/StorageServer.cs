@@ -192,6 +192,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
+        string? deviceError = null;
         try
         {
             if (store.Device.IsDirect)
@@ -218,9 +219,21 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
                 }
             }
         }
+        catch (DeviceException ex)
+        {
+            // The rest of the body is skipped by the frame server; the node keeps serving.
+            deviceError = ex.Message;
+        }
         finally
         {
             store.EndWrite(offset, length, grant.Generation);
+        }
+
+        if (deviceError is not null)
+        {
+            StorageLog.DeviceFailed(_logger, deviceError);
+            frame.ReplyError(deviceError.Contains("no space", StringComparison.OrdinalIgnoreCase) ? Status.CapacityExceeded : Status.IoError, deviceError);
+            return;
         }
 
         frame.Reply(Status.Ok);
@@ -246,7 +259,17 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         }
 
         var buffer = ReadBuffer(frame, length);
-        status = _store!.Read(grant.Offset + within, buffer.AsSpan(0, length), grant.Generation);
+        try
+        {
+            status = _store!.Read(grant.Offset + within, buffer.AsSpan(0, length), grant.Generation);
+        }
+        catch (DeviceException ex)
+        {
+            StorageLog.DeviceFailed(_logger, ex.Message);
+            frame.ReplyError(Status.IoError, ex.Message);
+            return;
+        }
+
         if (status != Status.Ok)
         {
             frame.ReplyError(status, "extent no longer holds this allocation (deleted or reused)");
