@@ -8,7 +8,7 @@ namespace Pocket.Client;
 /// The entry point to a Pocket cluster. Long-lived and thread-safe: create one per process and share it.
 /// It keeps one multiplexed connection to the metadata server and one to each storage node it talks to.
 /// </summary>
-public sealed class PocketClient : IAsyncDisposable
+public sealed partial class PocketClient : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _nodeConnections = new();
     private readonly SemaphoreSlim _metadataLock = new(1, 1);
@@ -16,6 +16,7 @@ public sealed class PocketClient : IAsyncDisposable
     private readonly int _metadataPort;
     private volatile FrameConnection? _metadata;
     private volatile Dictionary<uint, NodeInfo> _nodes = [];
+    private volatile bool _disposed;
 
     private PocketClient(string host, int port, PocketClientOptions options)
     {
@@ -110,6 +111,8 @@ public sealed class PocketClient : IAsyncDisposable
 
     internal async ValueTask<FrameConnection> MetadataAsync(CancellationToken cancellationToken)
     {
+        // A disposed client must not quietly reconnect (a put in flight would then commit after all).
+        ObjectDisposedException.ThrowIf(_disposed, this);
         var connection = _metadata;
         if (connection is { IsConnected: true })
         {
@@ -119,6 +122,7 @@ public sealed class PocketClient : IAsyncDisposable
         await _metadataLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_metadata is { IsConnected: true } current)
             {
                 return current;
@@ -153,6 +157,7 @@ public sealed class PocketClient : IAsyncDisposable
 
     internal async ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (!_nodes.ContainsKey(nodeId))
         {
             await GetNodesAsync(cancellationToken).ConfigureAwait(false);
@@ -189,6 +194,7 @@ public sealed class PocketClient : IAsyncDisposable
     /// <summary>Closes every connection.</summary>
     public async ValueTask DisposeAsync()
     {
+        _disposed = true;
         _metadata?.Dispose();
         foreach (var lazy in _nodeConnections.Values)
         {

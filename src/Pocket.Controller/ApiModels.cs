@@ -1,0 +1,220 @@
+using System.Text.Json;
+
+namespace Pocket.Controller;
+
+/// <summary>Body of <c>POST /v1/jobs</c>. Hints are optional; throughput and capacity may be numbers or strings with units.</summary>
+/// <param name="Name">Job name: 1-64 letters, digits, '-', '_' or '.'; the id is the name plus a counter.</param>
+/// <param name="Functions">Concurrent functions of the job.</param>
+/// <param name="PeakThroughput">Peak throughput: bits/s as a number, or text such as "2Gbps", "500 Mb/s", "1GB/s".</param>
+/// <param name="Capacity">Most bytes stored at once: a number, or text such as "10GiB", "512MB".</param>
+/// <param name="LatencySensitive">Whether small requests must be fast (DRAM). Default true.</param>
+public sealed record RegisterJobRequest(string Name, int? Functions, string? PeakThroughput, string? Capacity, bool? LatencySensitive);
+
+/// <summary>A node of a job and the share of the job's new blocks it receives.</summary>
+public sealed record JobNodeResponse(uint Id, string Address, double Weight);
+
+/// <summary>Answer to <c>POST /v1/jobs</c>: the only place the job token is shown.</summary>
+public sealed record RegisterJobResponse(
+    string JobId,
+    string Token,
+    string Tier,
+    IReadOnlyList<JobNodeResponse> Nodes,
+    double LeaseSeconds,
+    bool ThroughputBound,
+    string Metadata,
+    double ThroughputBitsPerSecond,
+    long CapacityBytes,
+    int NodesNeeded);
+
+/// <summary>The hints a job gave.</summary>
+public sealed record JobHintsResponse(int? Functions, double? PeakThroughputBitsPerSecond, long? CapacityBytes, bool LatencySensitive);
+
+/// <summary>What a job stores and how busy it is, from the metadata server.</summary>
+public sealed record JobUsageResponse(long Objects, long BlockBytes, long InlineBytes, long Requests);
+
+/// <summary>A job as <c>GET /v1/jobs</c> shows it (never with its token).</summary>
+public sealed record JobResponse(
+    string JobId,
+    string Name,
+    string Tier,
+    IReadOnlyList<JobNodeResponse> Nodes,
+    bool ThroughputBound,
+    double ThroughputBitsPerSecond,
+    long CapacityBytes,
+    int NodesNeeded,
+    DateTimeOffset RegisteredAt,
+    DateTimeOffset LeaseExpiresAt,
+    JobHintsResponse Hints,
+    JobUsageResponse? Usage);
+
+/// <summary>Answer to <c>DELETE /v1/jobs/{id}</c>.</summary>
+public sealed record DeleteJobResponse(string JobId, long ObjectsFreed, long BytesFreed);
+
+/// <summary>Bytes of a node: what it offers and what is stored.</summary>
+public sealed record NodeCapacityResponse(long Total, long Used);
+
+/// <summary>Network traffic of a node over the last second.</summary>
+public sealed record NodeNetworkResponse(double RxBytesPerSecond, double TxBytesPerSecond);
+
+/// <summary>What jobs hold of a node: the larger of its bandwidth and capacity shares, and both amounts.</summary>
+public sealed record NodeAllocationResponse(double Share, double BitsPerSecond, long Bytes);
+
+/// <summary>A storage node in <c>GET /v1/cluster</c>.</summary>
+public sealed record NodeResponse(
+    uint Id,
+    string Address,
+    string Tier,
+    string State,
+    NodeCapacityResponse Capacity,
+    double Cpu,
+    NodeNetworkResponse Network,
+    NodeAllocationResponse Allocated);
+
+/// <summary>Answer to <c>GET /v1/cluster</c>.</summary>
+public sealed record ClusterResponse(string Metadata, IReadOnlyList<NodeResponse> Nodes, IReadOnlyList<JobResponse> Jobs);
+
+/// <summary>Answer to <c>GET /healthz</c>.</summary>
+public sealed record HealthResponse(string Status, int? Nodes, string? Error);
+
+/// <summary>Every failed request: what went wrong and, for bad input, which field.</summary>
+public sealed record ErrorResponse(string Error, string? Field);
+
+/// <summary>Reads <c>POST /v1/jobs</c> bodies by hand, so every mistake is answered with the field it is in.</summary>
+internal static class RegisterJobParser
+{
+    public static bool TryParse(JsonElement root, out string name, out JobHints hints, out ErrorResponse? error)
+    {
+        name = string.Empty;
+        hints = JobHints.None;
+        error = null;
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            error = Fail("body", "must be a JSON object such as {\"name\":\"sort\"}");
+            return false;
+        }
+
+        string? jobName = null;
+        int? functions = null;
+        double? throughput = null;
+        long? capacity = null;
+        var latencySensitive = true;
+        foreach (var property in root.EnumerateObject())
+        {
+            var value = property.Value;
+            var isNull = value.ValueKind == JsonValueKind.Null;
+            switch (property.Name.ToLowerInvariant())
+            {
+                case "name":
+                    if (value.ValueKind != JsonValueKind.String)
+                    {
+                        error = Fail("name", "must be a string");
+                        return false;
+                    }
+
+                    jobName = value.GetString();
+                    break;
+                case "functions":
+                    if (isNull)
+                    {
+                        break;
+                    }
+
+                    if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var f) || f < 0)
+                    {
+                        error = Fail("functions", "must be a whole number >= 0");
+                        return false;
+                    }
+
+                    functions = f;
+                    break;
+                case "peakthroughput":
+                    if (isNull)
+                    {
+                        break;
+                    }
+
+                    if (!TryThroughput(value, out var t))
+                    {
+                        error = Fail("peakThroughput", $"{value.GetRawText()} is not a throughput: give bits/s as a number >= 0, or text such as \"2Gbps\", \"500 Mb/s\" or \"1GB/s\"");
+                        return false;
+                    }
+
+                    throughput = t;
+                    break;
+                case "capacity":
+                    if (isNull)
+                    {
+                        break;
+                    }
+
+                    if (!TryCapacity(value, out var c))
+                    {
+                        error = Fail("capacity", $"{value.GetRawText()} is not a capacity: give bytes as a whole number >= 0, or text such as \"10GiB\" or \"512MB\"");
+                        return false;
+                    }
+
+                    capacity = c;
+                    break;
+                case "latencysensitive":
+                    if (isNull)
+                    {
+                        break;
+                    }
+
+                    if (value.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+                    {
+                        error = Fail("latencySensitive", "must be true or false");
+                        return false;
+                    }
+
+                    latencySensitive = value.GetBoolean();
+                    break;
+                default:
+                    error = Fail(property.Name, "is not a field of a job registration (name, functions, peakThroughput, capacity, latencySensitive)");
+                    return false;
+            }
+        }
+
+        if (string.IsNullOrEmpty(jobName))
+        {
+            error = Fail("name", "is required");
+            return false;
+        }
+
+        name = jobName;
+        hints = new JobHints
+        {
+            Functions = functions,
+            PeakThroughputBitsPerSecond = throughput,
+            CapacityBytes = capacity,
+            LatencySensitive = latencySensitive,
+        };
+        return true;
+    }
+
+    public static ErrorResponse Fail(string field, string message) => new($"{field}: {message}", field);
+
+    private static bool TryThroughput(JsonElement value, out double bitsPerSecond)
+    {
+        bitsPerSecond = 0;
+        var ok = value.ValueKind switch
+        {
+            JsonValueKind.Number => value.TryGetDouble(out bitsPerSecond),
+            JsonValueKind.String => Units.TryParseBitsPerSecond(value.GetString(), out bitsPerSecond),
+            _ => false,
+        };
+        return ok && bitsPerSecond >= 0 && double.IsFinite(bitsPerSecond);
+    }
+
+    private static bool TryCapacity(JsonElement value, out long bytes)
+    {
+        bytes = 0;
+        var ok = value.ValueKind switch
+        {
+            JsonValueKind.Number => value.TryGetInt64(out bytes),
+            JsonValueKind.String => Units.TryParseBytes(value.GetString(), out bytes),
+            _ => false,
+        };
+        return ok && bytes >= 0;
+    }
+}

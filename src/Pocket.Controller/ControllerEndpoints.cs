@@ -1,0 +1,260 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+using Pocket.Client;
+using Pocket.Protocol;
+
+namespace Pocket.Controller;
+
+/// <summary>The HTTP API: thin handlers that turn JSON into registry calls and exceptions into status codes.</summary>
+internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient admin, ControllerOptions options, ILogger logger)
+{
+    public void Map(IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/jobs", RegisterAsync)
+            .WithName("RegisterJob")
+            .WithTags("jobs")
+            .WithSummary("Registers a job; sizes it from its hints, starts nodes if needed and returns its token and node weights.")
+            .Accepts<RegisterJobRequest>("application/json")
+            .Produces<RegisterJobResponse>(StatusCodes.Status201Created)
+            .Produces<ErrorResponse>(StatusCodes.Status400BadRequest)
+            .Produces<ErrorResponse>(StatusCodes.Status422UnprocessableEntity)
+            .Produces<ErrorResponse>(StatusCodes.Status503ServiceUnavailable);
+        app.MapGet("/v1/jobs", ListJobsAsync)
+            .WithName("ListJobs")
+            .WithTags("jobs")
+            .WithSummary("Every job the controller registered (without tokens).")
+            .Produces<JobResponse[]>();
+        app.MapGet("/v1/jobs/{id}", GetJobAsync)
+            .WithName("GetJob")
+            .WithTags("jobs")
+            .WithSummary("One job, with its usage from the metadata server.")
+            .Produces<JobResponse>()
+            .Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        app.MapDelete("/v1/jobs/{id}", DeleteJobAsync)
+            .WithName("DeregisterJob")
+            .WithTags("jobs")
+            .WithSummary("Deregisters a job: every byte it stored is freed at once and its node shares are returned.")
+            .Produces<DeleteJobResponse>()
+            .Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        app.MapGet("/v1/cluster", GetClusterAsync)
+            .WithName("GetCluster")
+            .WithTags("cluster")
+            .WithSummary("Storage nodes (tier, state, capacity, CPU, network, allocation) and jobs.")
+            .Produces<ClusterResponse>();
+        app.MapGet("/healthz", HealthAsync)
+            .WithName("Health")
+            .WithTags("cluster")
+            .WithSummary("200 when the metadata server answers, 503 otherwise.")
+            .Produces<HealthResponse>()
+            .Produces<HealthResponse>(StatusCodes.Status503ServiceUnavailable);
+    }
+
+    private async Task<IResult> RegisterAsync(HttpContext context, CancellationToken cancellationToken)
+    {
+        JsonDocument document;
+        try
+        {
+            document = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (JsonException ex)
+        {
+            return BadRequest(RegisterJobParser.Fail("body", $"is not valid JSON ({ex.Message})"));
+        }
+        catch (BadHttpRequestException ex)
+        {
+            return BadRequest(RegisterJobParser.Fail("body", ex.Message));
+        }
+
+        string name;
+        JobHints hints;
+        using (document)
+        {
+            if (!RegisterJobParser.TryParse(document.RootElement, out name, out hints, out var error))
+            {
+                return BadRequest(error!);
+            }
+        }
+
+        JobRecord job;
+        try
+        {
+            job = await registry.RegisterAsync(name, hints, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            var field = ex.ParamName ?? "body";
+            return BadRequest(RegisterJobParser.Fail(field, StripParamName(ex)));
+        }
+        catch (SizingException ex)
+        {
+            return Error(context, StatusCodes.Status422UnprocessableEntity, ex.Message);
+        }
+        catch (ProvisioningException ex)
+        {
+            return Error(context, StatusCodes.Status503ServiceUnavailable, ex.Message);
+        }
+        catch (PocketException ex)
+        {
+            return Error(context, StatusCodes.Status502BadGateway, $"metadata server: {ex.Message}");
+        }
+
+        var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
+        var body = new RegisterJobResponse(
+            job.Id,
+            job.Token.ToString(),
+            JobRegistry.Tier(job.Requirement.Tier),
+            Nodes(job, addresses),
+            registry.Options.LeaseDuration.TotalSeconds,
+            job.Requirement.ThroughputBound,
+            admin.MetadataAddress,
+            job.Requirement.ThroughputBitsPerSecond,
+            job.Requirement.CapacityBytes,
+            job.Requirement.NodesNeeded);
+        return Results.Json(body, statusCode: StatusCodes.Status201Created, contentType: null);
+    }
+
+    private async Task<IResult> ListJobsAsync(CancellationToken cancellationToken)
+    {
+        var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
+        return Results.Json(registry.Jobs.Select(j => ToResponse(j, addresses, usage: null)).ToList());
+    }
+
+    private async Task<IResult> GetJobAsync(string id, HttpContext context, CancellationToken cancellationToken)
+    {
+        if (registry.Find(id) is not { } job)
+        {
+            return NotFound(id);
+        }
+
+        JobUsage? usage = null;
+        try
+        {
+            usage = await admin.GetJobUsageAsync(id, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketException ex)
+        {
+            // The job is still the controller's; only its usage is unknown for now.
+            ControllerLog.RequestFailed(logger, context.Request.Method, context.Request.Path, ex.Message);
+        }
+
+        var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
+        return Results.Json(ToResponse(job, addresses, usage));
+    }
+
+    private async Task<IResult> DeleteJobAsync(string id, HttpContext context, CancellationToken cancellationToken)
+    {
+        EndedJob? ended;
+        try
+        {
+            ended = await registry.DeregisterAsync(id, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketException ex)
+        {
+            return Error(context, StatusCodes.Status502BadGateway, $"metadata server: {ex.Message}");
+        }
+
+        return ended is null
+            ? NotFound(id)
+            : Results.Json(new DeleteJobResponse(id, ended.ObjectsFreed, ended.BytesFreed));
+    }
+
+    private async Task<IResult> GetClusterAsync(HttpContext context, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<NodeInfo> nodes;
+        try
+        {
+            nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketException ex)
+        {
+            return Error(context, StatusCodes.Status502BadGateway, $"metadata server: {ex.Message}");
+        }
+
+        var allocations = registry.Allocations;
+        var nodeResponses = nodes.Select(n =>
+        {
+            var held = allocations.GetValueOrDefault(n.Id);
+            var share = registry.Sizer.ShareOf(new NodeLoad(n.Id, n.Tier, n.Capacity, held.BitsPerSecond, held.Bytes));
+            return new NodeResponse(
+                n.Id,
+                n.Address,
+                JobRegistry.Tier(n.Tier),
+                n.State.ToString().ToLowerInvariant(),
+                new NodeCapacityResponse(n.Capacity, n.Used),
+                n.Cpu,
+                new NodeNetworkResponse(n.NetRxBytesPerSecond, n.NetTxBytesPerSecond),
+                new NodeAllocationResponse(share, held.BitsPerSecond, (long)Math.Round(held.Bytes)));
+        }).ToList();
+        var addresses = nodes.ToDictionary(n => n.Id, n => n.Address);
+        var jobs = registry.Jobs.Select(j => ToResponse(j, addresses, usage: null)).ToList();
+        return Results.Json(new ClusterResponse(admin.MetadataAddress, nodeResponses, jobs));
+    }
+
+    private async Task<IResult> HealthAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            return Results.Json(new HealthResponse("ok", nodes.Count(n => n.State == NodeState.Live), null));
+        }
+        catch (PocketException ex)
+        {
+            return Results.Json(new HealthResponse("unavailable", null, $"metadata server {options.MetadataAddress}: {ex.Message}"), statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+    }
+
+    private async Task<IReadOnlyDictionary<uint, string>> AddressesAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            return nodes.ToDictionary(n => n.Id, n => n.Address);
+        }
+        catch (PocketException)
+        {
+            // Addresses are a convenience for callers; the job itself is known without them.
+            return new Dictionary<uint, string>();
+        }
+    }
+
+    private static List<JobNodeResponse> Nodes(JobRecord job, IReadOnlyDictionary<uint, string> addresses) =>
+        [.. job.Weights.Weights
+            .OrderBy(w => w.Key)
+            .Select(w => new JobNodeResponse(w.Key, addresses.GetValueOrDefault(w.Key, string.Empty), w.Value))];
+
+    private static JobResponse ToResponse(JobRecord job, IReadOnlyDictionary<uint, string> addresses, JobUsage? usage) => new(
+        job.Id,
+        job.Name,
+        JobRegistry.Tier(job.Requirement.Tier),
+        Nodes(job, addresses),
+        job.Requirement.ThroughputBound,
+        job.Requirement.ThroughputBitsPerSecond,
+        job.Requirement.CapacityBytes,
+        job.Requirement.NodesNeeded,
+        job.RegisteredAt,
+        job.LeaseExpiresAt,
+        new JobHintsResponse(job.Hints.Functions, job.Hints.PeakThroughputBitsPerSecond, job.Hints.CapacityBytes, job.Hints.LatencySensitive),
+        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests));
+
+    private static IResult BadRequest(ErrorResponse error) => Results.Json(error, statusCode: StatusCodes.Status400BadRequest);
+
+    private static IResult NotFound(string id) =>
+        Results.Json(new ErrorResponse($"no job '{id}'", "id"), statusCode: StatusCodes.Status404NotFound);
+
+    private IResult Error(HttpContext context, int status, string message)
+    {
+        ControllerLog.RequestFailed(logger, context.Request.Method, context.Request.Path, message);
+        return Results.Json(new ErrorResponse(message, null), statusCode: status);
+    }
+
+    // ArgumentException appends " (Parameter 'x')" to its message; the field is reported separately.
+    private static string StripParamName(ArgumentException ex)
+    {
+        var message = ex.Message;
+        var suffix = $" (Parameter '{ex.ParamName}')";
+        return message.EndsWith(suffix, StringComparison.Ordinal) ? message[..^suffix.Length] : message;
+    }
+}

@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Logging;
+
+namespace Pocket.Controller;
+
+/// <summary>Every log line of the controller, with fixed event ids (400-499) so operators can filter on them.</summary>
+internal static partial class ControllerLog
+{
+    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "controller listening on {Url}, metadata server {Metadata}")]
+    public static partial void Listening(ILogger logger, string url, string metadata);
+
+    [LoggerMessage(EventId = 401, Level = LogLevel.Information, Message = "job {JobId} registered: {Tier}, {Throughput}, {Capacity}, {NodesNeeded} nodes needed ({Bound}-bound), weights {Weights}")]
+    public static partial void JobRegistered(ILogger logger, string jobId, string tier, string throughput, string capacity, int nodesNeeded, string bound, string weights);
+
+    [LoggerMessage(EventId = 402, Level = LogLevel.Information, Message = "job {JobId} ended ({Reason}): {Objects} objects, {Bytes} bytes freed")]
+    public static partial void JobEnded(ILogger logger, string jobId, string reason, long objects, long bytes);
+
+    [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "starting {Count} {Tier} nodes of {Capacity} for job {JobName}")]
+    public static partial void StartingNodes(ILogger logger, int count, string tier, string capacity, string jobName);
+
+    [LoggerMessage(EventId = 404, Level = LogLevel.Information, Message = "node {Handle} started ({Tier}, id {NodeId}, {Address})")]
+    public static partial void NodeStarted(ILogger logger, string handle, string tier, string nodeId, string address);
+
+    [LoggerMessage(EventId = 405, Level = LogLevel.Warning, Message = "registration of job {JobName} failed: {Reason}")]
+    public static partial void RegistrationFailed(ILogger logger, string jobName, string reason);
+
+    [LoggerMessage(EventId = 406, Level = LogLevel.Warning, Message = "lease check of job {JobId} skipped: {Reason}")]
+    public static partial void LeaseCheckFailed(ILogger logger, string jobId, string reason);
+
+    [LoggerMessage(EventId = 407, Level = LogLevel.Warning, Message = "lease pass failed: {Reason}")]
+    public static partial void LeasePassFailed(ILogger logger, Exception exception, string reason);
+
+    [LoggerMessage(EventId = 409, Level = LogLevel.Warning, Message = "a JobEnded handler failed for job {JobId}")]
+    public static partial void JobEndedHandlerFailed(ILogger logger, Exception exception, string jobId);
+
+    [LoggerMessage(EventId = 408, Level = LogLevel.Warning, Message = "request {Method} {Path} failed: {Reason}")]
+    public static partial void RequestFailed(ILogger logger, string method, string path, string reason);
+}

@@ -1,0 +1,75 @@
+using System.Net;
+using Pocket.Protocol;
+
+namespace Pocket.Controller;
+
+/// <summary>Settings of the <see cref="JobRegistry"/>: sizing constants, leases and how long node starts may take.</summary>
+public sealed record JobRegistryOptions
+{
+    /// <summary>The sizing constants and node classes.</summary>
+    public SizingOptions Sizing { get; init; } = new();
+
+    /// <summary>A job with no request for this long is reclaimed as if it had deregistered.</summary>
+    public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>How often every job's request count is read from the metadata server to renew or end its lease.</summary>
+    public TimeSpan LeaseCheckInterval { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Time allowed for started nodes to register with the metadata server before registration fails.</summary>
+    public TimeSpan NodeStartTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>How often the metadata server's node list is read while waiting for started nodes.</summary>
+    public TimeSpan NodeStartPollInterval { get; init; } = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>The clock of leases and timeouts; tests pass a fake one.</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
+    public void Validate()
+    {
+        Sizing.Validate();
+        if (LeaseDuration <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("lease duration must be positive");
+        }
+
+        if (LeaseCheckInterval <= TimeSpan.Zero || LeaseCheckInterval > LeaseDuration)
+        {
+            throw new ArgumentException("lease check interval must be positive and at most the lease duration");
+        }
+
+        if (NodeStartTimeout <= TimeSpan.Zero || NodeStartPollInterval <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("node start timeout and poll interval must be positive");
+        }
+    }
+}
+
+/// <summary>Settings of the <see cref="ControllerServer"/>.</summary>
+public sealed record ControllerOptions
+{
+    /// <summary>The metadata server, host:port.</summary>
+    public required string MetadataAddress { get; init; }
+
+    /// <summary>The cluster token: registering jobs, setting weights and reading any job's stats need it.</summary>
+    public JobToken ClusterToken { get; init; }
+
+    /// <summary>Where the HTTP API listens; loopback on a free port by default (see <see cref="ControllerServer.Url"/>).</summary>
+    public IPEndPoint Listen { get; init; } = new(IPAddress.Loopback, 0);
+
+    /// <summary>Job registry settings.</summary>
+    public JobRegistryOptions Registry { get; init; } = new();
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
+    public void Validate()
+    {
+        var colon = MetadataAddress?.LastIndexOf(':') ?? -1;
+        if (colon <= 0 || !int.TryParse(MetadataAddress.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
+        {
+            throw new ArgumentException($"metadata address '{MetadataAddress}' is not host:port");
+        }
+
+        ArgumentNullException.ThrowIfNull(Listen);
+        Registry.Validate();
+    }
+}

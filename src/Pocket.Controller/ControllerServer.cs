@@ -1,0 +1,119 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Pocket.Client;
+
+namespace Pocket.Controller;
+
+/// <summary>
+/// The controller role: the job registry behind an HTTP/JSON API (any language can register a job with curl), with
+/// an OpenAPI document at <c>/openapi/v1.json</c>. Listens on loopback port 0 unless told otherwise; <see cref="Url"/>
+/// says where it ended up.
+/// </summary>
+public sealed class ControllerServer : IAsyncDisposable
+{
+    private readonly ControllerOptions _options;
+    private readonly IStorageProvisioner? _provisioner;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private PocketClient? _admin;
+    private JobRegistry? _registry;
+    private WebApplication? _app;
+
+    /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
+    public ControllerServer(ControllerOptions options, IStorageProvisioner? provisioner, ILoggerFactory loggerFactory)
+    {
+        options.Validate();
+        _options = options;
+        _provisioner = provisioner;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger<ControllerServer>();
+    }
+
+    /// <summary>Base URL of the HTTP API, e.g. http://127.0.0.1:51234.</summary>
+    public Uri Url { get; private set; } = null!;
+
+    /// <summary>The job registry (also usable in-process, without HTTP).</summary>
+    public JobRegistry Registry => _registry ?? throw new InvalidOperationException("not started");
+
+    /// <summary>The metadata server, host:port.</summary>
+    public string MetadataAddress => _options.MetadataAddress;
+
+    /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
+    public async Task StartAsync(CancellationToken cancellationToken = default)
+    {
+        _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, new PocketClientOptions { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
+        _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory);
+
+        // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });
+        builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
+        {
+            kestrel.Listen(_options.Listen);
+            kestrel.Limits.MaxRequestBodySize = 64 << 10;
+            kestrel.AddServerHeader = false;
+        });
+        builder.Services.AddLogging();
+        builder.Services.AddSingleton<ILoggerFactory>(new FrameworkQuietLoggerFactory(_loggerFactory));
+        builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
+        builder.Services.AddRoutingCore();
+        builder.Services.AddOpenApi();
+        builder.Services.Configure<JsonOptions>(json =>
+        {
+            json.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.CamelCase;
+            json.SerializerOptions.DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull;
+        });
+
+        var app = builder.Build();
+
+        // The API only speaks JSON; curl -d sends form content type, which would otherwise get a bare 415.
+        app.Use((context, next) =>
+        {
+            if (HttpMethods.IsPost(context.Request.Method) && context.Request.ContentType?.Contains("json", StringComparison.OrdinalIgnoreCase) != true)
+            {
+                context.Request.ContentType = "application/json";
+            }
+
+            return next(context);
+        });
+        app.UseRouting();
+        new ControllerEndpoints(_registry, _admin, _options, _logger).Map(app);
+        app.MapOpenApi();
+        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        _app = app;
+
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()
+            ?? throw new InvalidOperationException("Kestrel reported no address");
+        Url = new Uri(address);
+        _registry.Start();
+        ControllerLog.Listening(_logger, address, _options.MetadataAddress);
+    }
+
+    /// <summary>Stops the listener and the lease clock. Jobs stay registered on the metadata server.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_app is not null)
+        {
+            await _app.StopAsync().ConfigureAwait(false);
+            await _app.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_registry is not null)
+        {
+            await _registry.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_admin is not null)
+        {
+            await _admin.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+}

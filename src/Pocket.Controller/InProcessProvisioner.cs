@@ -1,0 +1,68 @@
+using System.Globalization;
+using Pocket.Protocol;
+using Pocket.Testing;
+
+namespace Pocket.Controller;
+
+/// <summary>
+/// Starts storage nodes inside this process, in a <see cref="PocketCluster"/>: for tests and
+/// <c>pocket up --in-process</c>. Nodes are DRAM only, as the cluster's nodes are.
+/// </summary>
+public sealed class InProcessProvisioner : IStorageProvisioner
+{
+    private readonly PocketCluster _cluster;
+
+    // PocketCluster's node list is not thread-safe, and the controller may start several nodes at once.
+    private readonly SemaphoreSlim _gate = new(1, 1);
+
+    /// <summary>Provisions nodes in <paramref name="cluster"/>.</summary>
+    public InProcessProvisioner(PocketCluster cluster) => _cluster = cluster;
+
+    /// <inheritdoc />
+    public IReadOnlyCollection<NodeTier> Tiers { get; } = [NodeTier.Dram];
+
+    /// <inheritdoc />
+    public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
+    {
+        if (request.Tier != NodeTier.Dram)
+        {
+            throw new ProvisioningException($"the in-process provisioner starts dram nodes only, not {request.Tier.ToString().ToLowerInvariant()}");
+        }
+
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // AddNodeAsync returns once the node has registered, so the id is known here.
+            var index = await _cluster.AddNodeAsync(request.CapacityBytes, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var node = _cluster.Nodes[index]!;
+            return new ProvisionedNode(NodeTier.Dram, index.ToString(CultureInfo.InvariantCulture), node.NodeId, $"{node.EndPoint.Address}:{node.EndPoint.Port}");
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            throw new ProvisioningException($"in-process storage node did not start: {ex.Message}", ex);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
+    {
+        if (!int.TryParse(node.Handle, NumberStyles.None, CultureInfo.InvariantCulture, out var index) || index >= _cluster.Nodes.Count)
+        {
+            throw new ArgumentException($"'{node.Handle}' is not a node of this in-process cluster", nameof(node));
+        }
+
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _cluster.StopNodeAsync(index).ConfigureAwait(false);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+}

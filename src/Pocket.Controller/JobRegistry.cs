@@ -1,0 +1,514 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Pocket.Client;
+using Pocket.Protocol;
+
+namespace Pocket.Controller;
+
+/// <summary>A job the controller registered: its sizing, where it lives and its lease.</summary>
+/// <param name="Id">Job id from the metadata server, e.g. "sort-3".</param>
+/// <param name="Name">The name it registered with.</param>
+/// <param name="Token">Its secret; only the registration answer shows it.</param>
+/// <param name="Hints">The hints it gave.</param>
+/// <param name="Requirement">Tier, throughput, capacity and nodes needed from the hints.</param>
+/// <param name="Shares">Its slice of each node, which the controller holds for it until it ends.</param>
+/// <param name="Weights">Shares as a weight map (what the metadata server places by).</param>
+/// <param name="RegisteredAt">When it registered.</param>
+/// <param name="LeaseExpiresAt">When it is reclaimed unless it makes a request before.</param>
+public sealed record JobRecord(
+    string Id,
+    string Name,
+    JobToken Token,
+    JobHints Hints,
+    JobRequirement Requirement,
+    IReadOnlyList<NodeShare> Shares,
+    WeightMap Weights,
+    DateTimeOffset RegisteredAt,
+    DateTimeOffset LeaseExpiresAt)
+{
+    /// <summary>The id only: a record's generated text would print the token into logs and error messages.</summary>
+    public override string ToString() => $"job {Id}";
+}
+
+/// <summary>Why a job ended.</summary>
+public enum JobEndReason
+{
+    /// <summary>It (or an operator) deregistered it.</summary>
+    Deregistered,
+
+    /// <summary>It made no request for a whole lease.</summary>
+    LeaseExpired,
+
+    /// <summary>The metadata server no longer knows it (restarted, or the job was removed there directly).</summary>
+    Vanished,
+}
+
+/// <summary>What ending a job freed.</summary>
+public sealed record EndedJob(JobRecord Job, JobEndReason Reason, long ObjectsFreed, long BytesFreed);
+
+/// <summary>Bandwidth and bytes of one node promised to jobs.</summary>
+public readonly record struct NodeAllocation(double BitsPerSecond, double Bytes);
+
+/// <summary>
+/// The controller's jobs. Registration sizes the job from its hints, starts nodes through the provisioner when the
+/// running ones lack room, creates the job on the metadata server and sends its weight map; deregistration (or an
+/// expired lease) frees its data and gives its shares of the nodes back.
+/// </summary>
+public sealed class JobRegistry : IAsyncDisposable
+{
+    // A provisioner may start nodes smaller than the class assumed; this many rounds of "start what is still missing" are tried.
+    private const int MaxProvisionRounds = 3;
+
+    private readonly PocketClient _admin;
+    private readonly IStorageProvisioner? _provisioner;
+    private readonly JobRegistryOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, JobRecord> _jobs = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long> _lastRequests = new(StringComparer.Ordinal);
+    private readonly Dictionary<uint, NodeAllocation> _allocated = [];
+
+    // One registration at a time: each plans against the shares the previous one took.
+    private readonly SemaphoreSlim _registrationGate = new(1, 1);
+    private readonly SemaphoreSlim _leaseGate = new(1, 1);
+    private readonly CancellationTokenSource _stop = new();
+    private ITimer? _leaseTimer;
+    private int _leaseTickPending;
+
+    /// <summary>
+    /// Makes a registry that administers the cluster through <paramref name="admin"/> (which must hold the cluster
+    /// token) and starts nodes through <paramref name="provisioner"/> (null: a fixed cluster).
+    /// </summary>
+    public JobRegistry(PocketClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory)
+    {
+        options.Validate();
+        _admin = admin;
+        _provisioner = provisioner;
+        _options = options;
+        _time = options.TimeProvider;
+        _logger = loggerFactory.CreateLogger<JobRegistry>();
+        Sizer = new JobSizer(options.Sizing);
+    }
+
+    /// <summary>The sizing rules in use.</summary>
+    public JobSizer Sizer { get; }
+
+    /// <summary>The settings in use.</summary>
+    public JobRegistryOptions Options => _options;
+
+    /// <summary>Raised after a job ended, whatever the reason.</summary>
+    public event Action<EndedJob>? JobEnded;
+
+    /// <summary>Every job, oldest first.</summary>
+    public IReadOnlyList<JobRecord> Jobs
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _jobs.Values.OrderBy(j => j.RegisteredAt).ThenBy(j => j.Id, StringComparer.Ordinal)];
+            }
+        }
+    }
+
+    /// <summary>What jobs hold of each node.</summary>
+    public IReadOnlyDictionary<uint, NodeAllocation> Allocations
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return new Dictionary<uint, NodeAllocation>(_allocated);
+            }
+        }
+    }
+
+    /// <summary>The job with this id, or null.</summary>
+    public JobRecord? Find(string jobId)
+    {
+        lock (_lock)
+        {
+            return _jobs.GetValueOrDefault(jobId);
+        }
+    }
+
+    /// <summary>Starts the lease clock.</summary>
+    public void Start()
+    {
+        var interval = _options.LeaseCheckInterval;
+        _leaseTimer ??= _time.CreateTimer(_ => OnLeaseTick(), null, interval, interval);
+    }
+
+    /// <summary>
+    /// Registers a job: sizes it, starts missing nodes (waiting for them), creates it on the metadata server and
+    /// sends its weight map.
+    /// </summary>
+    /// <exception cref="ArgumentException">The name or a hint is invalid; ParamName names the field.</exception>
+    /// <exception cref="SizingException">The job does not fit any available tier within the limits.</exception>
+    /// <exception cref="ProvisioningException">Nodes were needed and could not be started in time.</exception>
+    public async Task<JobRecord> RegisterAsync(string name, JobHints hints, CancellationToken cancellationToken = default)
+    {
+        if (!IsValidJobName(name))
+        {
+            throw new ArgumentException("a job name is 1-64 letters, digits, '-', '_' or '.'", nameof(name));
+        }
+
+        hints.Validate();
+        await _registrationGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var nodes = await _admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            var requirement = Sizer.Size(hints, AvailableTiers(nodes));
+            var placement = Plan(requirement, nodes);
+            for (var round = 0; !placement.IsComplete && round < MaxProvisionRounds; round++)
+            {
+                nodes = await StartNodesAsync(name, requirement, placement.NewNodes, nodes, cancellationToken).ConfigureAwait(false);
+                placement = Plan(requirement, nodes);
+            }
+
+            if (!placement.IsComplete)
+            {
+                throw new ProvisioningException(
+                    $"started nodes offer less than the {Tier(requirement.Tier)} node class assumes "
+                    + $"({Units.FormatBytes(requirement.NodeClass.CapacityBytes)}); {placement.NewNodes} more nodes would still be needed");
+            }
+
+            var weights = WeightMap.From(placement);
+            var job = await _admin.RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await _admin.SetWeightsAsync(job.Id, weights.Weights, cancellationToken).ConfigureAwait(false);
+            }
+            catch
+            {
+                await DeregisterQuietlyAsync(job.Id).ConfigureAwait(false);
+                throw;
+            }
+
+            var now = _time.GetUtcNow();
+            var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + _options.LeaseDuration);
+            lock (_lock)
+            {
+                foreach (var share in placement.Shares)
+                {
+                    var held = _allocated.GetValueOrDefault(share.NodeId);
+                    _allocated[share.NodeId] = new NodeAllocation(held.BitsPerSecond + share.BitsPerSecond, held.Bytes + share.Bytes);
+                }
+
+                _jobs[record.Id] = record;
+                _lastRequests[record.Id] = 0;
+            }
+
+            ControllerLog.JobRegistered(
+                _logger,
+                record.Id,
+                Tier(requirement.Tier),
+                Units.FormatBitsPerSecond(requirement.ThroughputBitsPerSecond),
+                Units.FormatBytes(requirement.CapacityBytes),
+                requirement.NodesNeeded,
+                requirement.ThroughputBound ? "throughput" : "capacity",
+                string.Join(", ", weights.Weights.Select(w => string.Create(CultureInfo.InvariantCulture, $"{w.Key}={w.Value:0.###}"))));
+            return record;
+        }
+        catch (Exception ex) when (ex is SizingException or ProvisioningException or PocketException)
+        {
+            ControllerLog.RegistrationFailed(_logger, name, ex.Message);
+            throw;
+        }
+        finally
+        {
+            _registrationGate.Release();
+        }
+    }
+
+    /// <summary>Deregisters a job: its data is freed at once and its shares return to the nodes. Null when the controller has no such job.</summary>
+    public Task<EndedJob?> DeregisterAsync(string jobId, CancellationToken cancellationToken = default) =>
+        EndAsync(jobId, JobEndReason.Deregistered, cancellationToken);
+
+    /// <summary>
+    /// One lease pass: reads every job's request count; a job that made requests since the last pass is renewed, a
+    /// job whose lease ran out is ended. The timer runs this every <see cref="JobRegistryOptions.LeaseCheckInterval"/>.
+    /// </summary>
+    public async Task CheckLeasesAsync(CancellationToken cancellationToken = default)
+    {
+        await _leaseGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await CheckLeasesOnceAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _leaseGate.Release();
+        }
+    }
+
+    private async Task CheckLeasesOnceAsync(CancellationToken cancellationToken)
+    {
+        var ending = new List<(string Id, JobEndReason Reason)>();
+        foreach (var job in Jobs)
+        {
+            JobUsage usage;
+            try
+            {
+                usage = await _admin.GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
+            }
+            catch (ObjectNotFoundException)
+            {
+                ending.Add((job.Id, JobEndReason.Vanished));
+                continue;
+            }
+            catch (PocketException ex)
+            {
+                // Never reclaim a job whose activity cannot be seen: the metadata server may only be slow.
+                ControllerLog.LeaseCheckFailed(_logger, job.Id, ex.Message);
+                continue;
+            }
+
+            // Read after the round trip: the pass may have waited, and the lease is judged at the time of the answer.
+            var now = _time.GetUtcNow();
+            lock (_lock)
+            {
+                if (!_jobs.TryGetValue(job.Id, out var current))
+                {
+                    continue;
+                }
+
+                if (usage.Requests != _lastRequests.GetValueOrDefault(job.Id))
+                {
+                    _lastRequests[job.Id] = usage.Requests;
+                    _jobs[job.Id] = current with { LeaseExpiresAt = now + _options.LeaseDuration };
+                }
+                else if (now >= current.LeaseExpiresAt)
+                {
+                    ending.Add((job.Id, JobEndReason.LeaseExpired));
+                }
+            }
+        }
+
+        foreach (var (id, reason) in ending)
+        {
+            await EndAsync(id, reason, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private void OnLeaseTick()
+    {
+        // Ticks that come while a pass runs are folded into one more pass, so the last tick is never lost
+        // (a fake clock fires many ticks at once).
+        if (Interlocked.Exchange(ref _leaseTickPending, 1) == 0)
+        {
+            _ = RunLeaseTicksAsync();
+        }
+    }
+
+    private async Task RunLeaseTicksAsync()
+    {
+        try
+        {
+            await _leaseGate.WaitAsync(_stop.Token).ConfigureAwait(false);
+            try
+            {
+                while (Interlocked.Exchange(ref _leaseTickPending, 0) == 1)
+                {
+                    await CheckLeasesOnceAsync(_stop.Token).ConfigureAwait(false);
+                }
+            }
+            finally
+            {
+                _leaseGate.Release();
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex)
+        {
+            ControllerLog.LeasePassFailed(_logger, ex, ex.Message);
+        }
+    }
+
+    private async Task<EndedJob?> EndAsync(string jobId, JobEndReason reason, CancellationToken cancellationToken)
+    {
+        if (Find(jobId) is null)
+        {
+            return null;
+        }
+
+        // The metadata server first: if it cannot be reached the job stays, shares and all, and can be ended again.
+        long objects = 0, bytes = 0;
+        if (reason != JobEndReason.Vanished)
+        {
+            try
+            {
+                (objects, bytes) = await _admin.DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
+            }
+            catch (ObjectNotFoundException)
+            {
+                // Gone there already (a concurrent end, or a restarted metadata server): only the shares remain to free.
+            }
+        }
+
+        JobRecord? record;
+        lock (_lock)
+        {
+            if (!_jobs.Remove(jobId, out record))
+            {
+                return null;
+            }
+
+            _lastRequests.Remove(jobId);
+            foreach (var share in record.Shares)
+            {
+                var held = _allocated.GetValueOrDefault(share.NodeId);
+                var left = new NodeAllocation(held.BitsPerSecond - share.BitsPerSecond, held.Bytes - share.Bytes);
+
+                // Shares are doubles; what is left after the last job is rounding, not an allocation.
+                if (left.BitsPerSecond <= 1e-3 && left.Bytes <= 1e-3)
+                {
+                    _allocated.Remove(share.NodeId);
+                }
+                else
+                {
+                    _allocated[share.NodeId] = new NodeAllocation(Math.Max(0, left.BitsPerSecond), Math.Max(0, left.Bytes));
+                }
+            }
+        }
+
+        var ended = new EndedJob(record, reason, objects, bytes);
+        ControllerLog.JobEnded(_logger, jobId, ReasonText(reason), objects, bytes);
+        try
+        {
+            JobEnded?.Invoke(ended);
+        }
+        catch (Exception ex)
+        {
+            // A subscriber's bug must not turn a finished deregistration into a failed one.
+            ControllerLog.JobEndedHandlerFailed(_logger, ex, jobId);
+        }
+
+        return ended;
+    }
+
+    private async Task DeregisterQuietlyAsync(string jobId)
+    {
+        try
+        {
+            await _admin.DeregisterJobAsync(jobId, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (PocketException)
+        {
+            // Best effort: the job has no data yet, and the metadata server may be what failed.
+        }
+    }
+
+    private Placement Plan(JobRequirement requirement, IReadOnlyList<NodeInfo> nodes)
+    {
+        lock (_lock)
+        {
+            var loads = nodes
+                .Where(n => n.State == NodeState.Live)
+                .Select(n =>
+                {
+                    var held = _allocated.GetValueOrDefault(n.Id);
+                    return new NodeLoad(n.Id, n.Tier, n.Capacity, held.BitsPerSecond, held.Bytes);
+                });
+            return Sizer.Place(requirement, loads);
+        }
+    }
+
+    private HashSet<NodeTier> AvailableTiers(IReadOnlyList<NodeInfo> nodes)
+    {
+        var tiers = nodes.Where(n => n.State == NodeState.Live).Select(n => n.Tier).ToHashSet();
+        if (_provisioner is not null)
+        {
+            tiers.UnionWith(_provisioner.Tiers);
+        }
+
+        return tiers;
+    }
+
+    /// <summary>Starts <paramref name="count"/> nodes and waits until the metadata server lists them live; returns the new node list.</summary>
+    private async Task<IReadOnlyList<NodeInfo>> StartNodesAsync(string jobName, JobRequirement requirement, int count, IReadOnlyList<NodeInfo> before, CancellationToken cancellationToken)
+    {
+        var tier = requirement.Tier;
+        if (_provisioner is null || !_provisioner.Tiers.Contains(tier))
+        {
+            throw new ProvisioningException($"the job needs {count} more {Tier(tier)} nodes, and this controller cannot start {Tier(tier)} nodes");
+        }
+
+        var timeout = _options.NodeStartTimeout;
+        using var deadline = new CancellationTokenSource(timeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
+        var known = before.Select(n => n.Id).ToHashSet();
+        var registered = 0;
+        ControllerLog.StartingNodes(_logger, count, Tier(tier), Units.FormatBytes(requirement.NodeClass.CapacityBytes), jobName);
+        try
+        {
+            var request = new NodeRequest(tier, requirement.NodeClass.CapacityBytes);
+            ProvisionedNode[] started;
+            try
+            {
+                // Started together: a Kubernetes provisioner waits for each pod, and the waits overlap.
+                started = await Task.WhenAll(Enumerable.Range(0, count).Select(_ => _provisioner.StartNodeAsync(request, linked.Token))).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException and not ProvisioningException)
+            {
+                throw new ProvisioningException($"starting {count} {Tier(tier)} nodes failed: {ex.Message}", ex);
+            }
+
+            foreach (var node in started)
+            {
+                ControllerLog.NodeStarted(_logger, node.Handle, Tier(node.Tier), node.NodeId?.ToString(CultureInfo.InvariantCulture) ?? "pending", node.Address ?? "pending");
+            }
+
+            // A started node is usable once the metadata server lists it live: nodes with a known id must appear as
+            // themselves, the others as any new live node of the tier.
+            var expected = started.Where(n => n.NodeId is not null).Select(n => n.NodeId!.Value).ToHashSet();
+            while (true)
+            {
+                var nodes = await _admin.GetNodesAsync(linked.Token).ConfigureAwait(false);
+                var fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
+                registered = fresh.Count;
+                if (fresh.Count >= count && expected.IsSubsetOf(fresh))
+                {
+                    return nodes;
+                }
+
+                await Task.Delay(_options.NodeStartPollInterval, _time, linked.Token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new ProvisioningException(
+                $"started {count} {Tier(tier)} nodes, but {registered} registered with the metadata server within {timeout.TotalSeconds:0.#} s");
+        }
+    }
+
+    private static bool IsValidJobName(string? name) =>
+        name is { Length: > 0 and <= 64 } && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
+
+    internal static string Tier(NodeTier tier) => tier.ToString().ToLowerInvariant();
+
+    internal static string ReasonText(JobEndReason reason) => reason switch
+    {
+        JobEndReason.Deregistered => "deregistered",
+        JobEndReason.LeaseExpired => "lease expired",
+        JobEndReason.Vanished => "gone from the metadata server",
+        _ => reason.ToString(),
+    };
+
+    /// <summary>Stops the lease clock. Jobs stay registered on the metadata server.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        if (_leaseTimer is not null)
+        {
+            await _leaseTimer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        // Wait for a pass in flight, so nothing uses the client after its owner disposes it.
+        await _leaseGate.WaitAsync().ConfigureAwait(false);
+        _leaseGate.Release();
+    }
+}
