@@ -34,4 +34,7 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 408, Level = LogLevel.Warning, Message = "request {Method} {Path} failed: {Reason}")]
     public static partial void RequestFailed(ILogger logger, string method, string path, string reason);
+
+    [LoggerMessage(EventId = 410, Level = LogLevel.Information, Message = "storage node {NodeId} started as process {ProcessId} at {Address}")]
+    public static partial void ProcessNodeStarted(ILogger logger, uint nodeId, string address, int processId);
 }

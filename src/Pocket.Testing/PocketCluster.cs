@@ -43,6 +43,7 @@ public sealed class PocketCluster : IAsyncDisposable
             new MetadataServerOptions
             {
                 ClusterToken = options.ClusterToken,
+                Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, options.MetadataPort) },
                 NodeTimeout = options.NodeTimeout,
                 StripeUnit = options.StripeUnit,
                 TimeProvider = options.TimeProvider,

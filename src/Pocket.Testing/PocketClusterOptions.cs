@@ -7,6 +7,9 @@ public sealed record PocketClusterOptions
 {
     public int StorageNodes { get; init; } = 2;
 
+    /// <summary>Loopback port of the metadata server; 0 picks a free one (see <see cref="PocketCluster.MetadataAddress"/>).</summary>
+    public int MetadataPort { get; init; }
+
     /// <summary>Capacity of each storage node, bytes.</summary>
     public long NodeCapacity { get; init; } = 256L << 20;
 

@@ -1,0 +1,69 @@
+using Pocket.Client;
+using Pocket.Protocol;
+
+namespace Pocket.Cli;
+
+/// <summary>
+/// Which cluster a client verb talks to: --metadata, else $POCKET_METADATA, else the cluster.json that
+/// `pocket up` wrote. The cluster token (needed only to register and deregister jobs) comes from
+/// $POCKET_CLUSTER_TOKEN, else cluster.json.
+/// </summary>
+internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken, string Source)
+{
+    public const string MetadataVariable = "POCKET_METADATA";
+    public const string TokenVariable = "POCKET_CLUSTER_TOKEN";
+
+    /// <summary>The cluster to use, or null when none is configured (no option, variable or state file).</summary>
+    public static ClusterConnection? TryResolve(string? metadataOption, PocketHome home)
+    {
+        var state = home.ReadCluster();
+        var token = JobToken.None;
+        var tokenText = Environment.GetEnvironmentVariable(TokenVariable);
+        if (!string.IsNullOrWhiteSpace(tokenText))
+        {
+            if (!JobToken.TryParse(tokenText.Trim(), out token))
+            {
+                throw new CliException($"{TokenVariable} is not a token (32 hex digits)");
+            }
+        }
+        else if (state is not null && !JobToken.TryParse(state.ClusterToken, out token))
+        {
+            throw new CliException($"{home.ClusterFile} holds a bad cluster token; delete it if no cluster is running");
+        }
+
+        if (!string.IsNullOrWhiteSpace(metadataOption))
+        {
+            return new ClusterConnection(metadataOption.Trim(), token, "--metadata");
+        }
+
+        var fromEnvironment = Environment.GetEnvironmentVariable(MetadataVariable);
+        if (!string.IsNullOrWhiteSpace(fromEnvironment))
+        {
+            return new ClusterConnection(fromEnvironment.Trim(), token, MetadataVariable);
+        }
+
+        return state is null ? null : new ClusterConnection(state.Metadata, token, home.ClusterFile);
+    }
+
+    public static ClusterConnection Resolve(string? metadataOption, PocketHome home) =>
+        TryResolve(metadataOption, home) ?? throw new CliException("no cluster: start one with `pocket up` (or pass --metadata HOST:PORT)");
+
+    public async Task<PocketClient> ConnectAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await PocketClient.ConnectAsync(Metadata, new PocketClientOptions { ClusterToken = ClusterToken }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new CliException($"bad metadata address '{Metadata}' (from {Source}): expected HOST:PORT", ex);
+        }
+        catch (IOException ex)
+        {
+            var hint = Source.EndsWith("cluster.json", StringComparison.Ordinal)
+                ? $"; is `pocket up` still running? (delete {Source} if not)"
+                : string.Empty;
+            throw new CliException($"cannot reach the metadata server at {Metadata} (from {Source}): {ex.Message}{hint}", ex);
+        }
+    }
+}

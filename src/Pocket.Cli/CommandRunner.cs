@@ -1,0 +1,117 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Pocket.Client;
+using Spectre.Console;
+
+namespace Pocket.Cli;
+
+/// <summary>What every command shares: the error contract (one red line, exit code 1), common options, output.</summary>
+internal static class CommandRunner
+{
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Diagnostics go to stderr so that stdout stays clean for data and --json.</summary>
+    public static IAnsiConsole Error { get; } = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+
+    /// <summary>
+    /// Spectre wraps at 80 columns when output is not a terminal; a line that scripts read (or grep) must stay
+    /// one line, so redirected output gets a width no line reaches.
+    /// </summary>
+    public static void ConfigureConsoles()
+    {
+        const int Unbounded = 4096;
+        if (Console.IsOutputRedirected)
+        {
+            AnsiConsole.Profile.Width = Unbounded;
+        }
+
+        if (Console.IsErrorRedirected)
+        {
+            Error.Profile.Width = Unbounded;
+        }
+    }
+
+    /// <summary>True when stdout is a terminal a person watches (progress bars and colours make sense).</summary>
+    public static bool StdoutIsInteractive => !Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive;
+
+    public static void SetAction(Command command, Func<ParseResult, CancellationToken, Task<int>> action) =>
+        command.SetAction(async (parseResult, cancellationToken) =>
+        {
+            try
+            {
+                return await action(parseResult, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                Fail("cancelled");
+                return 130;
+            }
+            catch (Exception ex) when (IsExpected(ex))
+            {
+                Fail(ex.Message);
+                return 1;
+            }
+        });
+
+    /// <summary>One line on stderr, red when stderr is a terminal; never wrapped, whatever the width.</summary>
+    public static void Fail(string message)
+    {
+        var text = message.ReplaceLineEndings(" ");
+        Console.Error.WriteLine(Console.IsErrorRedirected ? $"error: {text}" : $"\u001b[31merror:\u001b[0m {text}");
+    }
+
+    private static bool IsExpected(Exception ex) =>
+        ex is CliException or PocketException or IOException or UnauthorizedAccessException or TimeoutException
+            or StackExchange.Redis.RedisException;
+
+    public static void WriteJson(JsonNode node) => Console.Out.WriteLine(node.ToJsonString(Indented));
+
+    public static Option<string?> MetadataOption() => new("--metadata")
+    {
+        Description = $"Metadata server HOST:PORT (default: ${ClusterConnection.MetadataVariable}, else the cluster of `pocket up`)",
+        HelpName = "HOST:PORT",
+    };
+
+    public static Option<bool> JsonOption() => new("--json") { Description = "Print JSON instead of a table" };
+
+    public static Option<long> SizeOption(string name, long defaultValue, string description) => new(name)
+    {
+        Description = description,
+        HelpName = "SIZE",
+        DefaultValueFactory = _ => defaultValue,
+        CustomParser = ParseSize,
+    };
+
+    public static Option<TimeSpan?> DurationOption(string name, string description) => new(name)
+    {
+        Description = description,
+        HelpName = "DURATION",
+        CustomParser = result => ParseDuration(result),
+    };
+
+    private static long ParseSize(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+        if (Units.TryParseSize(text, out var bytes))
+        {
+            return bytes;
+        }
+
+        result.AddError($"'{text}' is not a size (examples: 1000, 1KiB, 64MiB, 1GiB)");
+        return 0;
+    }
+
+    private static TimeSpan? ParseDuration(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+        if (Units.TryParseDuration(text, out var duration))
+        {
+            return duration;
+        }
+
+        result.AddError($"'{text}' is not a duration (examples: 500ms, 10s, 2m)");
+        return null;
+    }
+}

@@ -1,0 +1,178 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Text.Json.Nodes;
+using HdrHistogram;
+using Spectre.Console;
+
+namespace Pocket.Cli.Commands;
+
+/// <summary>The bench's output: a table for people, or JSON (systems, Pocket's ratios to each peer, config) for scripts.</summary>
+internal static class BenchReport
+{
+    public static void WriteTable(IReadOnlyList<BenchResult> results, BenchPlan plan, string pocketWhere)
+    {
+        AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
+            $"size {Units.FormatSizeCompact(plan.Size)}, {plan.Clients} client(s), {(plan.Ops is { } n ? $"{n} ops" : Units.FormatDuration(plan.Duration ?? TimeSpan.Zero))} per system and op, warm-up {Units.FormatDuration(plan.Warmup)}; pocket: {pocketWhere}")));
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumn("system")
+            .AddColumn("op");
+        foreach (var column in new[] { "ops", "p50 us", "p99 us", "p99.9 us", "ops/s", "MiB/s", "CPU us/op" })
+        {
+            table.AddColumn(new TableColumn(column).RightAligned());
+        }
+
+        table.AddColumn("CPU measured");
+        foreach (var r in results)
+        {
+            table.AddRow(
+                Markup.Escape(r.System),
+                Name(r.Op),
+                Format(r.Ops),
+                Format(r.PercentileMicros(50)),
+                Format(r.PercentileMicros(99)),
+                Format(r.PercentileMicros(99.9)),
+                Format(r.OpsPerSecond, r.OpsPerSecond >= 100 ? "0" : "0.##"),
+                Format(r.MiBPerSecond, "0.0"),
+                r.CpuMicrosPerOp is { } cpu ? Format(cpu, "0.0") : "-",
+                Markup.Escape(r.CpuScope ?? "not measured"));
+        }
+
+        AnsiConsole.Write(table);
+
+        var ratios = Ratios(results).ToList();
+        if (ratios.Count == 0)
+        {
+            return;
+        }
+
+        var ratioTable = new Table().Border(TableBorder.Rounded)
+            .AddColumn("op")
+            .AddColumn("vs")
+            .AddColumn(new TableColumn("p50 pocket/peer").RightAligned())
+            .AddColumn(new TableColumn("p99 pocket/peer").RightAligned())
+            .AddColumn(new TableColumn("throughput pocket/peer").RightAligned());
+        foreach (var (op, peer, p50, p99, throughput) in ratios)
+        {
+            ratioTable.AddRow(Name(op), Markup.Escape(peer), Times(p50, lowerIsBetter: true), Times(p99, lowerIsBetter: true), Times(throughput, lowerIsBetter: false));
+        }
+
+        AnsiConsole.Write(ratioTable);
+        AnsiConsole.MarkupLine("latency ratio below 1 and throughput ratio above 1 mean Pocket is faster (same process, same run, interleaved)");
+    }
+
+    public static JsonObject ToJson(IReadOnlyList<BenchResult> results, BenchPlan plan, string pocketWhere, IReadOnlyList<BenchPeer> peers, long? nodeCapacity, DateTimeOffset started)
+    {
+        var systems = new JsonObject();
+        foreach (var r in results)
+        {
+            if (systems[r.System] is not JsonObject system)
+            {
+                system = [];
+                systems[r.System] = system;
+            }
+
+            system[Name(r.Op)] = new JsonObject
+            {
+                ["ops"] = r.Ops,
+                ["seconds"] = Round(r.Elapsed.TotalSeconds, 4),
+                ["p50_us"] = r.PercentileMicros(50),
+                ["p99_us"] = r.PercentileMicros(99),
+                ["p999_us"] = r.PercentileMicros(99.9),
+                ["max_us"] = r.Ops == 0 ? 0 : r.Latency.GetMaxValue(),
+                ["mean_us"] = r.Ops == 0 ? 0 : Round(r.Latency.GetMean(), 1),
+                ["ops_per_s"] = Round(r.OpsPerSecond, 2),
+                ["mib_per_s"] = Round(r.MiBPerSecond, 2),
+                ["server_cpu_us_per_op"] = r.CpuMicrosPerOp is { } cpu ? Round(cpu, 2) : null,
+                ["server_cpu_scope"] = r.CpuScope,
+                ["process_cpu_us_per_op"] = Round(r.ProcessCpuMicrosPerOp, 2),
+            };
+        }
+
+        var ratios = new JsonObject();
+        foreach (var (op, peer, p50, p99, throughput) in Ratios(results))
+        {
+            if (ratios[peer] is not JsonObject byPeer)
+            {
+                byPeer = [];
+                ratios[peer] = byPeer;
+            }
+
+            byPeer[Name(op)] = new JsonObject
+            {
+                ["p50"] = p50 is { } a ? Round(a, 3) : null,
+                ["p99"] = p99 is { } b ? Round(b, 3) : null,
+                ["ops_per_s"] = throughput is { } c ? Round(c, 3) : null,
+            };
+        }
+
+        var peerUrls = new JsonObject();
+        foreach (var peer in peers)
+        {
+            peerUrls[peer.Name] = peer.Url;
+        }
+
+        return new JsonObject
+        {
+            ["systems"] = systems,
+            ["ratios"] = ratios,
+            ["config"] = new JsonObject
+            {
+                ["size"] = plan.Size,
+                ["size_text"] = Units.FormatSizeCompact(plan.Size),
+                ["clients"] = plan.Clients,
+                ["ops"] = plan.Ops,
+                ["duration_s"] = plan.Duration is { } d ? d.TotalSeconds : null,
+                ["warmup_s"] = plan.Warmup.TotalSeconds,
+                ["ops_order"] = new JsonArray([.. results.Select(r => Name(r.Op)).Distinct().Select(n => (JsonNode)n)]),
+                ["systems_order"] = new JsonArray([.. results.Select(r => r.System).Distinct().Select(n => (JsonNode)n)]),
+                ["keys_per_round"] = plan.KeysPerRound,
+                ["read_pool_keys"] = plan.PoolKeys,
+                ["pocket"] = pocketWhere,
+                ["embedded_node_capacity"] = nodeCapacity,
+                ["peers"] = peerUrls,
+                ["latency_ratio"] = "pocket/peer, below 1 = pocket faster",
+                ["throughput_ratio"] = "pocket/peer, above 1 = pocket faster",
+                ["processors"] = Environment.ProcessorCount,
+                ["runtime"] = RuntimeInformation.FrameworkDescription,
+                ["os"] = RuntimeInformation.OSDescription,
+                ["started_utc"] = started.UtcDateTime.ToString("O", CultureInfo.InvariantCulture),
+            },
+        };
+    }
+
+    private static IEnumerable<(BenchOp Op, string Peer, double? P50, double? P99, double? Throughput)> Ratios(IReadOnlyList<BenchResult> results)
+    {
+        foreach (var pocket in results.Where(r => r.System == "pocket"))
+        {
+            foreach (var peer in results.Where(r => r.System != "pocket" && r.Op == pocket.Op))
+            {
+                yield return (pocket.Op, peer.System,
+                    Divide(pocket.PercentileMicros(50), peer.PercentileMicros(50)),
+                    Divide(pocket.PercentileMicros(99), peer.PercentileMicros(99)),
+                    Divide(pocket.OpsPerSecond, peer.OpsPerSecond));
+            }
+        }
+    }
+
+    private static double? Divide(double a, double b) => b > 0 ? a / b : null;
+
+    private static double Round(double value, int digits) => Math.Round(value, digits, MidpointRounding.AwayFromZero);
+
+    private static string Name(BenchOp op) => op.ToString().ToLowerInvariant();
+
+    private static string Format(long value) => value.ToString("N0", CultureInfo.InvariantCulture);
+
+    private static string Format(double value, string format) => value.ToString(format, CultureInfo.InvariantCulture);
+
+    private static string Times(double? ratio, bool lowerIsBetter)
+    {
+        if (ratio is not { } r)
+        {
+            return "-";
+        }
+
+        var text = r.ToString("0.00", CultureInfo.InvariantCulture) + "x";
+        var better = lowerIsBetter ? r < 1 : r > 1;
+        return better ? $"[green]{text}[/]" : $"[yellow]{text}[/]";
+    }
+}

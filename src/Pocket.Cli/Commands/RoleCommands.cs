@@ -1,0 +1,245 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Pocket.Controller;
+using Pocket.Metadata;
+using Pocket.Networking;
+using Pocket.Protocol;
+using Pocket.Storage;
+using Pocket.StorageServer;
+
+namespace Pocket.Cli.Commands;
+
+/// <summary>
+/// The server roles on their own, for real deployments and for the child processes of `pocket up`:
+/// `pocket metadata`, `pocket storage`, `pocket controller`. Each runs until Ctrl-C or SIGTERM; with
+/// --stop-on-stdin-eof (how `pocket up` starts its children) also when standard input closes, so children never
+/// outlive their parent.
+/// </summary>
+internal static class RoleCommands
+{
+    public static IEnumerable<Command> Create() => [Metadata(), Storage(), ControllerRole()];
+
+    private static Option<string> HostOption(string description) => new("--host")
+    {
+        Description = description,
+        DefaultValueFactory = _ => "127.0.0.1",
+    };
+
+    private static Option<int> PortOption(int defaultPort) => new("--port")
+    {
+        Description = "Port to listen on (0 = any free port)",
+        DefaultValueFactory = _ => defaultPort,
+    };
+
+    private static Option<bool> VerboseOption() => new("--verbose", "-v") { Description = "Log at Information level (to stderr)" };
+
+    private static readonly Option<bool> StopOnStdinEof = new("--stop-on-stdin-eof") { Description = "Stop when standard input closes (for child processes)" };
+
+    private static Command Metadata()
+    {
+        var host = HostOption("Address to listen on");
+        var port = PortOption(7070);
+        var verbose = VerboseOption();
+        var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
+        {
+            host, port, verbose, StopOnStdinEof,
+        };
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            var token = ClusterTokenFromEnvironment(out var generated);
+            using var loggerFactory = Logging(parse.GetValue(verbose));
+            var server = new MetadataServer(
+                new MetadataServerOptions
+                {
+                    ClusterToken = token,
+                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)) },
+                },
+                loggerFactory);
+            await server.StartAsync(ct).ConfigureAwait(false);
+            await using (server.ConfigureAwait(false))
+            {
+                Console.Out.WriteLine($"POCKET-METADATA address={parse.GetValue(host)}:{server.EndPoint.Port}");
+                if (generated)
+                {
+                    Console.Out.WriteLine($"cluster token (give it to storage nodes and the controller as {ClusterConnection.TokenVariable}): {token}");
+                }
+
+                await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Storage()
+    {
+        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
+        var tier = new Option<string>("--tier") { Description = "dram, ssd or hdd", DefaultValueFactory = _ => "dram" };
+        tier.AcceptOnlyFromAmong("dram", "ssd", "hdd");
+        var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "Bytes this node stores");
+        var blockSize = CommandRunner.SizeOption("--block-size", 64 << 10, "Allocation unit");
+        var dataDir = new Option<string?>("--data-dir") { Description = "Directory for the ssd and hdd tiers' files (default: the temp directory)" };
+        var host = HostOption("Address to listen on and to advertise to clients");
+        var port = PortOption(0);
+        var verbose = VerboseOption();
+        var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
+        {
+            metadata, tier, capacity, blockSize, dataDir, host, port, verbose, StopOnStdinEof,
+        };
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            var (metadataHost, metadataPort) = SplitAddress(parse.GetValue(metadata)!);
+            var nodeTier = Enum.Parse<NodeTier>(parse.GetValue(tier)!, ignoreCase: true);
+            var directory = parse.GetValue(dataDir) ?? Path.Combine(Path.GetTempPath(), "pocket-data");
+            using var loggerFactory = Logging(parse.GetValue(verbose));
+            var listenHost = parse.GetValue(host)!;
+            var server = new StorageServer.StorageServer(
+                new StorageServerOptions
+                {
+                    Metadata = new DnsEndPoint(metadataHost, metadataPort),
+                    ClusterToken = ClusterTokenFromEnvironment(out _, required: false),
+                    Tier = nodeTier,
+                    Capacity = parse.GetValue(capacity),
+                    BlockSize = checked((int)parse.GetValue(blockSize)),
+                    AdvertisedHost = listenHost,
+                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(listenHost), parse.GetValue(port)) },
+                    DeviceFactory = o => o.Tier == NodeTier.Dram
+                        ? new NativeMemoryDevice(o.Capacity)
+                        : new FileDevice(o.Tier.ToString().ToLowerInvariant(), directory, o.Capacity),
+                },
+                loggerFactory);
+            await server.StartAsync(ct).ConfigureAwait(false);
+            await using (server.ConfigureAwait(false))
+            {
+                Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{LocalProcessProvisioner.ReadyPrefix}id={server.NodeId} address={listenHost}:{server.EndPoint.Port}"));
+                await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command ControllerRole()
+    {
+        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
+        var host = HostOption("Address to listen on");
+        var port = PortOption(7080);
+        var provisioner = new Option<string>("--provisioner") { Description = "How to start storage nodes: local (child processes) or none", DefaultValueFactory = _ => "local" };
+        provisioner.AcceptOnlyFromAmong("local", "none");
+        var dataDir = new Option<string?>("--data-dir") { Description = "Directory for ssd and hdd nodes started locally" };
+        var verbose = VerboseOption();
+        var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
+        {
+            metadata, host, port, provisioner, dataDir, verbose, StopOnStdinEof,
+        };
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            var token = ClusterTokenFromEnvironment(out _, required: false);
+            using var loggerFactory = Logging(parse.GetValue(verbose));
+            var metadataAddress = parse.GetValue(metadata)!;
+            LocalProcessProvisioner? local = null;
+            if (parse.GetValue(provisioner) == "local")
+            {
+                var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+                local = new LocalProcessProvisioner(
+                    new LocalProcessProvisionerOptions { Executable = executable, BaseArguments = baseArguments, MetadataAddress = metadataAddress, ClusterToken = token, DataDirectory = parse.GetValue(dataDir) },
+                    loggerFactory);
+            }
+
+            var controller = new ControllerServer(
+                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)) },
+                local,
+                loggerFactory);
+            try
+            {
+                await controller.StartAsync(ct).ConfigureAwait(false);
+                Console.Out.WriteLine($"POCKET-CONTROLLER url={controller.Url}");
+                await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
+            }
+            finally
+            {
+                await controller.DisposeAsync().ConfigureAwait(false);
+                if (local is not null)
+                {
+                    await local.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Waits for Ctrl-C/SIGTERM, or, when asked, for standard input to close (the parent is gone).</summary>
+    private static async Task WaitForStopAsync(bool stopOnStdinEof, CancellationToken cancellationToken)
+    {
+        var stopped = Task.Delay(Timeout.Infinite, cancellationToken);
+        if (stopOnStdinEof)
+        {
+            var inputClosed = Task.Run(
+                async () =>
+                {
+                    using var input = Console.OpenStandardInput();
+                    var buffer = new byte[256];
+                    while (await input.ReadAsync(buffer, CancellationToken.None).ConfigureAwait(false) > 0)
+                    {
+                    }
+                },
+                CancellationToken.None);
+            await Task.WhenAny(stopped, inputClosed).ConfigureAwait(false);
+            return;
+        }
+
+        try
+        {
+            await stopped.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    private static JobToken ClusterTokenFromEnvironment(out bool generated, bool required = false)
+    {
+        generated = false;
+        var text = Environment.GetEnvironmentVariable(ClusterConnection.TokenVariable);
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            if (required)
+            {
+                throw new CliException($"set {ClusterConnection.TokenVariable} to the cluster token");
+            }
+
+            generated = true;
+            return JobToken.NewRandom();
+        }
+
+        return JobToken.TryParse(text.Trim(), out var token) ? token : throw new CliException($"{ClusterConnection.TokenVariable} is not a token (32 hex digits)");
+    }
+
+    private static IPAddress ParseAddress(string host) =>
+        host == "localhost" ? IPAddress.Loopback
+        : IPAddress.TryParse(host, out var address) ? address
+        : throw new CliException($"'{host}' is not an IP address to listen on");
+
+    private static (string Host, int Port) SplitAddress(string address)
+    {
+        var colon = address.LastIndexOf(':');
+        return colon > 0 && int.TryParse(address.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port) && port is > 0 and <= 65535
+            ? (address[..colon], port)
+            : throw new CliException($"'{address}' is not HOST:PORT");
+    }
+
+    private static ILoggerFactory Logging(bool verbose) => LoggerFactory.Create(logging => logging
+        .SetMinimumLevel(verbose ? LogLevel.Information : LogLevel.Warning)
+        .AddSimpleConsole(console =>
+        {
+            console.SingleLine = true;
+            console.TimestampFormat = "HH:mm:ss.fff ";
+        })
+        .AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace));
+}
