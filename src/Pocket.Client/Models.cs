@@ -41,4 +41,31 @@ public sealed record ObjectInfo(string Key, long Size, bool Inline, IReadOnlyLis
 public sealed record ListEntry(string Key, long Size, bool IsPrefix);
 
 /// <summary>Usage of a job.</summary>
-public sealed record JobUsage(string JobId, long Objects, long BlockBytes, long InlineBytes, long Requests);
+public sealed record JobUsage(string JobId, long Objects, long BlockBytes, long InlineBytes, long Requests)
+{
+    /// <summary>The job's own tier (where its blocks go first).</summary>
+    public NodeTier Tier { get; init; } = NodeTier.Dram;
+
+    /// <summary>Bytes of the job's objects on each tier (more than one when its tier was full and data spilled).</summary>
+    public IReadOnlyDictionary<NodeTier, long> BytesByTier { get; init; } = new Dictionary<NodeTier, long>();
+
+    internal static JobUsage Read(byte[] body)
+    {
+        var reader = new BodyReader(body);
+        var usage = new JobUsage(reader.Str(), reader.I64(), reader.I64(), reader.I64(), reader.I64());
+        if (reader.Remaining == 0)
+        {
+            return usage;
+        }
+
+        var tier = (NodeTier)reader.U8();
+        var count = reader.U8();
+        var byTier = new Dictionary<NodeTier, long>();
+        for (var i = 1; i <= count && !reader.Failed; i++)
+        {
+            byTier[(NodeTier)i] = reader.I64();
+        }
+
+        return usage with { Tier = tier, BytesByTier = byTier };
+    }
+}

@@ -13,7 +13,6 @@ public sealed partial class PocketClient
     {
         ArgumentException.ThrowIfNullOrEmpty(jobId);
         var reply = await SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Options.ClusterToken, new BodyWriter().Str(jobId).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        return new JobUsage(reader.Str(), reader.I64(), reader.I64(), reader.I64(), reader.I64());
+        return JobUsage.Read(reply.Body);
     }
 }

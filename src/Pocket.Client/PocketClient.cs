@@ -60,9 +60,13 @@ public sealed partial class PocketClient : IAsyncDisposable
     }
 
     /// <summary>Registers a job directly with the metadata server (no sizing) and returns its handle.</summary>
-    public async Task<PocketJob> RegisterJobAsync(string name, CancellationToken cancellationToken = default)
+    public Task<PocketJob> RegisterJobAsync(string name, CancellationToken cancellationToken = default) =>
+        RegisterJobAsync(name, NodeTier.Dram, cancellationToken);
+
+    /// <summary>Registers a job whose blocks go to <paramref name="tier"/> first (and spill to slower tiers when it is full).</summary>
+    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, CancellationToken cancellationToken = default)
     {
-        var body = new BodyWriter().Str(name);
+        var body = new BodyWriter().Str(name).Token(JobToken.None).U8((byte)tier);
         var reply = await SendMetadataAsync(Opcode.RegisterJob, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
         var reader = new BodyReader(reply.Body);
         var id = reader.Str();
@@ -82,12 +86,21 @@ public sealed partial class PocketClient : IAsyncDisposable
     }
 
     /// <summary>Sets the share of a job's new blocks each node receives (the controller's weight map).</summary>
-    public async Task SetWeightsAsync(string jobId, IReadOnlyDictionary<uint, double> weights, CancellationToken cancellationToken = default)
+    public async Task SetWeightsAsync(string jobId, IReadOnlyDictionary<uint, double> weights, CancellationToken cancellationToken = default) =>
+        await SetWeightsAsync(jobId, weights, null, cancellationToken).ConfigureAwait(false);
+
+    /// <summary>Sets a job's weight map and, when given, its tier (where blocks go when the weighted nodes are full).</summary>
+    public async Task SetWeightsAsync(string jobId, IReadOnlyDictionary<uint, double> weights, NodeTier? tier, CancellationToken cancellationToken = default)
     {
         var body = new BodyWriter().Str(jobId).U32((uint)weights.Count);
         foreach (var (node, weight) in weights)
         {
             body.U32(node).F64(weight);
+        }
+
+        if (tier is { } chosen)
+        {
+            body.U8((byte)chosen);
         }
 
         await SendMetadataAsync(Opcode.SetWeights, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);

@@ -84,20 +84,46 @@ public sealed partial class PocketJob
 
         var (handle, extents) = await CreateAsync(key, knownLength ?? -1, flags, cancellationToken).ConfigureAwait(false);
         long total = 0;
+        var inFlight = new List<Task>();
+        using var window = new SemaphoreSlim(_client.Options.MaxParallelTransfers);
         try
         {
             var allocated = extents.Count == 0 ? 0 : extents[^1].ObjectOffset + extents[^1].Grant.Length;
-            var inFlight = new List<Task>();
-            using var window = new SemaphoreSlim(_client.Options.MaxParallelTransfers);
+            var batch = _client.Options.StreamAllocationBatch;
             var index = 0;
             var done = false;
+            var lookahead = new byte[1];
+            var haveLookahead = false;
             while (!done)
             {
                 if (index == extents.Count)
                 {
-                    var more = await AllocateAsync(handle, _client.Options.StreamAllocationBatch, allocated, cancellationToken).ConfigureAwait(false);
+                    // Every granted byte is filled: ask for more space only if the stream has more bytes, so a
+                    // stream that ends exactly here still fits a cluster with no room to spare.
+                    if (await ReadUpToAsync(source, lookahead, cancellationToken).ConfigureAwait(false) == 0)
+                    {
+                        break;
+                    }
+
+                    haveLookahead = true;
+                    List<PlacedExtent> more;
+                    while (true)
+                    {
+                        try
+                        {
+                            more = await AllocateAsync(handle, batch, allocated, cancellationToken).ConfigureAwait(false);
+                            break;
+                        }
+                        catch (CapacityExceededException ex) when (ex.Status == Status.CapacityExceeded && batch > MinStreamAllocation)
+                        {
+                            // The stream's length is unknown, so a full batch may be more than it needs: ask for
+                            // less before telling the caller the cluster is full.
+                            batch = Math.Max(MinStreamAllocation, batch / 2);
+                        }
+                    }
+
                     extents.AddRange(more);
-                    allocated += _client.Options.StreamAllocationBatch;
+                    allocated += batch;
                 }
 
                 var extent = extents[index++];
@@ -106,7 +132,15 @@ public sealed partial class PocketJob
                 int filled;
                 try
                 {
-                    filled = await ReadUpToAsync(source, buffer.AsMemory(0, extent.Grant.Length), cancellationToken).ConfigureAwait(false);
+                    var start = 0;
+                    if (haveLookahead)
+                    {
+                        buffer[0] = lookahead[0];
+                        start = 1;
+                        haveLookahead = false;
+                    }
+
+                    filled = start + await ReadUpToAsync(source, buffer.AsMemory(start, extent.Grant.Length - start), cancellationToken).ConfigureAwait(false);
                 }
                 catch
                 {
@@ -142,10 +176,24 @@ public sealed partial class PocketJob
         }
         catch
         {
+            // Let the writes still in flight finish (they hold pooled buffers and the window) before the
+            // extents they write to are given back.
+            try
+            {
+                await Task.WhenAll(inFlight).ConfigureAwait(false);
+            }
+            catch (Exception)
+            {
+                // The failure that got us here is the one rethrown below.
+            }
+
             await AbortQuietlyAsync(handle).ConfigureAwait(false);
             throw;
         }
     }
+
+    /// <summary>The smallest allocation asked for while a stream of unknown length is stored (one default block).</summary>
+    private const long MinStreamAllocation = 64 << 10;
 
     private async Task WriteAndReleaseAsync(string key, ExtentGrant grant, byte[] buffer, int length, SemaphoreSlim window, CancellationToken cancellationToken)
     {
@@ -225,6 +273,12 @@ public sealed partial class PocketJob
     public async Task GetAsync(string key, Stream destination, long offset = 0, long length = -1, GetFlags flags = GetFlags.None, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
     {
         var layout = await GetLayoutAsync(key, offset, length, flags, cancellationToken).ConfigureAwait(false);
+        await CopyAsync(key, layout, destination, offset, length, progress, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Moves the granted range of an object into a stream, then releases the layout.</summary>
+    private async Task CopyAsync(string key, Layout layout, Stream destination, long offset, long length, IProgress<long>? progress, CancellationToken cancellationToken)
+    {
         if (layout.Inline is { } inline)
         {
             await destination.WriteAsync(inline, cancellationToken).ConfigureAwait(false);
@@ -273,7 +327,7 @@ public sealed partial class PocketJob
                 {
                     await read.ConfigureAwait(false);
                 }
-                catch (Exception ex) when (ex is PocketException or ConnectionLostException or OperationCanceledException)
+                catch (Exception ex) when (ex is PocketException or ConnectionLostException or OperationCanceledException or ObjectDisposedException)
                 {
                 }
 
@@ -287,10 +341,23 @@ public sealed partial class PocketJob
     /// <summary>Writes the object to a file at <paramref name="path"/> (replaced if present).</summary>
     public async Task GetFileAsync(string key, string path, GetFlags flags = GetFlags.None, IProgress<long>? progress = null, CancellationToken cancellationToken = default)
     {
-        var stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20, FileOptions.Asynchronous);
+        // Ask for the object before touching the file: a get refused outright (no such key, a lost node) must not
+        // truncate a file that was there. A failure in the middle of the transfer can still leave part of it.
+        var layout = await GetLayoutAsync(key, 0, -1, flags, cancellationToken).ConfigureAwait(false);
+        FileStream stream;
+        try
+        {
+            stream = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20, FileOptions.Asynchronous);
+        }
+        catch
+        {
+            await ReleaseAsync(layout).ConfigureAwait(false);
+            throw;
+        }
+
         await using (stream.ConfigureAwait(false))
         {
-            await GetAsync(key, stream, 0, -1, flags, progress, cancellationToken).ConfigureAwait(false);
+            await CopyAsync(key, layout, stream, 0, -1, progress, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -381,8 +448,7 @@ public sealed partial class PocketJob
     public async ValueTask<JobUsage> GetUsageAsync(CancellationToken cancellationToken = default)
     {
         var reply = await _client.SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Token, new BodyWriter().Str(string.Empty).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        return new JobUsage(reader.Str(), reader.I64(), reader.I64(), reader.I64(), reader.I64());
+        return JobUsage.Read(reply.Body);
     }
 
     private static FrameFlags ToFrameFlags(PutFlags flags) => (flags & PutFlags.KeepAfterJob) != 0 ? FrameFlags.KeepAfterJob : FrameFlags.None;

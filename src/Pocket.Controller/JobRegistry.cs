@@ -175,10 +175,10 @@ public sealed class JobRegistry : IAsyncDisposable
             }
 
             var weights = WeightMap.From(placement);
-            var job = await _admin.RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
+            var job = await _admin.RegisterJobAsync(name, requirement.Tier, cancellationToken).ConfigureAwait(false);
             try
             {
-                await _admin.SetWeightsAsync(job.Id, weights.Weights, cancellationToken).ConfigureAwait(false);
+                await _admin.SetWeightsAsync(job.Id, weights.Weights, requirement.Tier, cancellationToken).ConfigureAwait(false);
             }
             catch
             {

@@ -5,12 +5,13 @@ namespace Pocket.Metadata;
 
 public sealed partial class MetadataServer
 {
-    /// <summary>RegisterJob: name [, token]. Reply: job id, token. An all-zero token asks the server to make one.</summary>
+    /// <summary>RegisterJob: name [, token [, tier u8]]. Reply: job id, token. An all-zero token asks the server to make one.</summary>
     private void HandleRegisterJob(FrameContext frame)
     {
         var reader = new BodyReader(frame.ReadBody());
         var name = reader.Str();
         var token = reader.Remaining >= JobToken.Size ? reader.Token() : JobToken.None;
+        var tier = reader.Remaining > 0 ? (NodeTier)reader.U8() : NodeTier.Dram;
         if (BadBody(frame, ref reader, "register-job"))
         {
             return;
@@ -25,6 +26,12 @@ public sealed partial class MetadataServer
         if (!IsValidJobName(name))
         {
             frame.ReplyError(Status.BadRequest, $"job name '{name}' must be 1-64 letters, digits, '-', '_' or '.'");
+            return;
+        }
+
+        if (!Enum.IsDefined(tier))
+        {
+            frame.ReplyError(Status.BadRequest, $"unknown tier {(byte)tier}");
             return;
         }
 
@@ -43,7 +50,7 @@ public sealed partial class MetadataServer
             }
 
             var n = _jobCounters[name] = _jobCounters.GetValueOrDefault(name) + 1;
-            job = new JobEntry { Id = $"{name}-{n}", Token = token };
+            job = new JobEntry { Id = $"{name}-{n}", Token = token, Tier = tier };
             _jobsById[job.Id] = job;
             _jobsByToken[token] = job;
         }
@@ -101,7 +108,7 @@ public sealed partial class MetadataServer
         frame.Reply(Status.Ok, new BodyWriter().I64(objects).I64(bytes).WrittenSpan);
     }
 
-    /// <summary>SetWeights: job id, count, then (node id u32, weight f64) pairs. An empty map means "uniform".</summary>
+    /// <summary>SetWeights: job id, count, (node id u32, weight f64) pairs [, tier u8]. An empty map means "every node of the job's tier alike".</summary>
     private void HandleSetWeights(FrameContext frame)
     {
         var reader = new BodyReader(frame.ReadBody());
@@ -121,8 +128,15 @@ public sealed partial class MetadataServer
             weights[node] = weight;
         }
 
+        NodeTier? tier = reader.Remaining > 0 && !reader.Failed ? (NodeTier)reader.U8() : null;
         if (BadBody(frame, ref reader, "set-weights"))
         {
+            return;
+        }
+
+        if (tier is { } t && !Enum.IsDefined(t))
+        {
+            frame.ReplyError(Status.BadRequest, $"unknown tier {(byte)t}");
             return;
         }
 
@@ -141,12 +155,16 @@ public sealed partial class MetadataServer
             }
 
             job.Weights = weights;
+            if (tier is { } chosen)
+            {
+                job.Tier = chosen;
+            }
         }
 
         frame.Reply(Status.Ok);
     }
 
-    /// <summary>JobStats: job id (or the header token's job when empty). Reply: objects, bytes in blocks, bytes inline, requests.</summary>
+    /// <summary>JobStats: job id (or the header token's job when empty). Reply: id, objects, block bytes, inline bytes, requests, tier u8, tier count u8, bytes per tier (dram, ssd, hdd).</summary>
     private void HandleJobStats(FrameContext frame)
     {
         var reader = new BodyReader(frame.ReadBody());
@@ -174,13 +192,21 @@ public sealed partial class MetadataServer
                 job = job?.Id == id ? job : null;
             }
 
+            if (job is null && id.Length == 0)
+            {
+                // Asking about "my job" with a token that names none is the same failure as any data request.
+                frame.ReplyError(Status.Unauthorized, "unknown job token");
+                return;
+            }
+
             if (job is null)
             {
                 frame.ReplyError(Status.NotFound, "no such job (or not yours)");
                 return;
             }
 
-            body.Str(job.Id).I64(job.Objects.Count).I64(job.StoredBytes).I64(job.InlineBytes).I64(job.Requests);
+            body.Str(job.Id).I64(job.Objects.Count).I64(job.StoredBytes).I64(job.InlineBytes).I64(job.Requests)
+                .U8((byte)job.Tier).U8(3).I64(job.TierBytes[(int)NodeTier.Dram]).I64(job.TierBytes[(int)NodeTier.Ssd]).I64(job.TierBytes[(int)NodeTier.Hdd]);
         }
 
         frame.Reply(Status.Ok, body.WrittenSpan);

@@ -138,15 +138,16 @@ public sealed partial class MetadataServer
     }
 
     /// <summary>
-    /// Places <paramref name="bytes"/> over the job's nodes: each stripe unit goes to a node drawn by the job's
-    /// weights among live nodes with room. All or nothing: on failure nothing stays allocated.
+    /// Places <paramref name="bytes"/> for a job: each stripe unit goes to a node drawn by the job's weights among
+    /// live nodes with room; when those are full it spills to the job's tier's other nodes, then to slower tiers
+    /// (dram, ssd, hdd), then to faster ones. All or nothing: on failure nothing stays allocated.
     /// </summary>
     private Status Allocate(JobEntry job, long bytes, List<Extent> into, out string error)
     {
         error = string.Empty;
         var start = into.Count;
-        var candidates = _nodes.Values.Where(n => n.State == NodeState.Live).ToList();
-        if (candidates.Count == 0)
+        var live = _nodes.Values.Where(n => n.State == NodeState.Live).ToList();
+        if (live.Count == 0)
         {
             error = "no live storage nodes";
             return Status.NoNodes;
@@ -156,43 +157,74 @@ public sealed partial class MetadataServer
         while (remaining > 0)
         {
             var unit = (int)Math.Min(remaining, _options.StripeUnit);
-            var placed = false;
-            var tried = new List<NodeEntry>(candidates);
-            while (tried.Count > 0)
-            {
-                var node = PickWeighted(job, tried);
-                var blocks = (unit + node.BlockSize - 1) / node.BlockSize;
-                if (node.Allocator.FreeBlocks >= blocks)
-                {
-                    var left = unit;
-                    while (left > 0)
-                    {
-                        var (first, count) = node.Allocator.AllocateRun((left + node.BlockSize - 1) / node.BlockSize);
-                        var length = (int)Math.Min(left, count * node.BlockSize);
-                        into.Add(new Extent(node.Id, node.NextGeneration++, first * node.BlockSize, length));
-                        left -= length;
-                    }
-
-                    placed = true;
-                    break;
-                }
-
-                tried.Remove(node);
-            }
-
-            if (!placed)
+            if (ChooseNode(job, live, unit) is not { } node)
             {
                 FreeExtents(into, start);
                 into.RemoveRange(start, into.Count - start);
-                var free = candidates.Sum(n => n.FreeBytes);
-                error = $"capacity exceeded: {bytes} bytes asked for, {free} bytes free on {candidates.Count} live nodes";
+                var free = live.Sum(n => n.FreeBytes);
+                error = $"capacity exceeded: {bytes} bytes asked for, {free} bytes free on {live.Count} live nodes across every tier";
                 return Status.CapacityExceeded;
+            }
+
+            var left = unit;
+            while (left > 0)
+            {
+                var (first, count) = node.Allocator.AllocateRun((left + node.BlockSize - 1) / node.BlockSize);
+                var length = (int)Math.Min(left, count * node.BlockSize);
+                into.Add(new Extent(node.Id, node.NextGeneration++, first * node.BlockSize, length, node.Tier));
+                left -= length;
             }
 
             remaining -= unit;
         }
 
         return Status.Ok;
+    }
+
+    private static NodeEntry? ChooseNode(JobEntry job, List<NodeEntry> live, int unit)
+    {
+        bool HasRoom(NodeEntry n) => n.Allocator.FreeBlocks >= (unit + n.BlockSize - 1) / n.BlockSize;
+
+        var weighted = live.Where(n => Weight(job, n) > 0 && HasRoom(n)).ToList();
+        if (weighted.Count > 0)
+        {
+            return PickWeighted(job, weighted);
+        }
+
+        // Spill: the emptiest node of the first tier in spill order that has room.
+        foreach (var tier in SpillOrder(job.Tier))
+        {
+            NodeEntry? best = null;
+            foreach (var node in live)
+            {
+                if (node.Tier == tier && HasRoom(node) && (best is null || node.Allocator.FreeBlocks > best.Allocator.FreeBlocks))
+                {
+                    best = node;
+                }
+            }
+
+            if (best is not null)
+            {
+                return best;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>The job's tier, then slower tiers, then faster ones.</summary>
+    internal static IEnumerable<NodeTier> SpillOrder(NodeTier tier)
+    {
+        yield return tier;
+        for (var t = tier + 1; t <= NodeTier.Hdd; t++)
+        {
+            yield return t;
+        }
+
+        for (var t = tier - 1; t >= NodeTier.Dram; t--)
+        {
+            yield return t;
+        }
     }
 
     private static NodeEntry PickWeighted(JobEntry job, List<NodeEntry> nodes)
@@ -208,11 +240,6 @@ public sealed partial class MetadataServer
             total += Weight(job, node);
         }
 
-        if (total <= 0)
-        {
-            return nodes[Random.Shared.Next(nodes.Count)];
-        }
-
         var pick = Random.Shared.NextDouble() * total;
         foreach (var node in nodes)
         {
@@ -226,9 +253,9 @@ public sealed partial class MetadataServer
         return nodes[^1];
     }
 
-    /// <summary>Without a weight map every node counts the same; with one, nodes left out of it get nothing.</summary>
+    /// <summary>Without a weight map every node of the job's tier counts the same; with one, nodes left out of it get nothing.</summary>
     private static double Weight(JobEntry job, NodeEntry node) =>
-        job.Weights.Count == 0 ? 1.0 : job.Weights.GetValueOrDefault(node.Id);
+        job.Weights.Count == 0 ? (node.Tier == job.Tier ? 1.0 : 0.0) : job.Weights.GetValueOrDefault(node.Id);
 
     private void FreeExtents(IReadOnlyList<Extent> extents, int from = 0)
     {

@@ -60,11 +60,22 @@ public sealed partial class MetadataServer
     {
         job.Objects[entry.Key] = entry;
         job.Keys.Add(entry.Key);
+        foreach (var extent in entry.Extents)
+        {
+            job.TierBytes[(int)extent.Tier] += extent.Length;
+        }
     }
 
     private static void RemoveObject(JobEntry job, string key)
     {
-        job.Objects.Remove(key);
+        if (job.Objects.Remove(key, out var entry))
+        {
+            foreach (var extent in entry.Extents)
+            {
+                job.TierBytes[(int)extent.Tier] -= extent.Length;
+            }
+        }
+
         job.Keys.Remove(key);
     }
 
@@ -93,7 +104,7 @@ public sealed partial class MetadataServer
                 return;
             }
 
-            if (offset < 0 || offset > entry.Size || length < -1 || (length >= 0 && offset + length > entry.Size))
+            if (offset < 0 || offset > entry.Size || length < -1 || (length >= 0 && length > entry.Size - offset))
             {
                 frame.ReplyError(Status.BadRequest, $"range {offset}+{length} is outside object '{key}' of {entry.Size} bytes");
                 return;
@@ -275,7 +286,7 @@ public sealed partial class MetadataServer
                     var allBlocks = (extent.Length + node.BlockSize - 1) / node.BlockSize;
                     if (allBlocks > usedBlocks)
                     {
-                        toFree.Add(new Extent(extent.NodeId, extent.Generation, extent.Offset + ((long)usedBlocks * node.BlockSize), (allBlocks - usedBlocks) * node.BlockSize));
+                        toFree.Add(extent with { Offset = extent.Offset + ((long)usedBlocks * node.BlockSize), Length = (allBlocks - usedBlocks) * node.BlockSize });
                     }
                 }
 
@@ -410,7 +421,7 @@ public sealed partial class MetadataServer
         }
 
         var lower = startAfter is not null && string.CompareOrdinal(startAfter, prefix) > 0 ? startAfter : prefix;
-        var upper = prefix + '\uffff';
+        var upper = PrefixSuccessor(prefix) ?? job.Keys.Max!;
         if (string.CompareOrdinal(lower, upper) > 0)
         {
             return [];
@@ -418,6 +429,21 @@ public sealed partial class MetadataServer
 
         var view = prefix.Length == 0 && startAfter is null ? job.Keys : job.Keys.GetViewBetween(lower, upper);
         return view.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && (startAfter is null || string.CompareOrdinal(k, startAfter) > 0));
+    }
+
+    /// <summary>
+    /// The least string above every string that starts with <paramref name="prefix"/> (null when there is none).
+    /// prefix + '\uffff' is not: it misses keys that go on after a U+FFFF right behind the prefix.
+    /// </summary>
+    private static string? PrefixSuccessor(string prefix)
+    {
+        var last = prefix.Length - 1;
+        while (last >= 0 && prefix[last] == char.MaxValue)
+        {
+            last--;
+        }
+
+        return last < 0 ? null : string.Concat(prefix.AsSpan(0, last), [(char)(prefix[last] + 1)]);
     }
 
     /// <summary>

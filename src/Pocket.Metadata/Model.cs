@@ -3,7 +3,7 @@ using Pocket.Protocol;
 namespace Pocket.Metadata;
 
 /// <summary>A contiguous run of bytes on one node, owned by one object.</summary>
-internal readonly record struct Extent(uint NodeId, uint Generation, long Offset, int Length);
+internal readonly record struct Extent(uint NodeId, uint Generation, long Offset, int Length, NodeTier Tier);
 
 internal sealed class NodeEntry
 {
@@ -44,6 +44,12 @@ internal sealed class JobEntry
     public required string Id { get; init; }
     public required JobToken Token { get; init; }
     public Dictionary<uint, double> Weights { get; set; } = [];
+
+    /// <summary>The tier the controller chose; new blocks go there first and spill to slower tiers when it is full.</summary>
+    public NodeTier Tier { get; set; } = NodeTier.Dram;
+
+    /// <summary>Bytes of committed objects per tier, indexed by <see cref="NodeTier"/>.</summary>
+    public long[] TierBytes { get; } = new long[4];
     public Dictionary<string, ObjectEntry> Objects { get; } = new(StringComparer.Ordinal);
     public SortedSet<string> Keys { get; } = new(StringComparer.Ordinal);
 

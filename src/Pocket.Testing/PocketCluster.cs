@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
 using Pocket.Metadata;
 using Pocket.Networking;
+using Pocket.Protocol;
 using Pocket.Storage;
 using Pocket.StorageServer;
 
@@ -68,7 +69,7 @@ public sealed class PocketCluster : IAsyncDisposable
     }
 
     /// <summary>Starts one more storage node and waits until it is registered. Returns its index.</summary>
-    public async Task<int> AddNodeAsync(long? capacity = null, Func<StorageServerOptions, IBlockDevice>? deviceFactory = null, CancellationToken cancellationToken = default)
+    public async Task<int> AddNodeAsync(long? capacity = null, Func<StorageServerOptions, IBlockDevice>? deviceFactory = null, CancellationToken cancellationToken = default, NodeTier tier = NodeTier.Dram)
     {
         var node = new StorageServer.StorageServer(
             new StorageServerOptions
@@ -79,7 +80,10 @@ public sealed class PocketCluster : IAsyncDisposable
                 HeartbeatInterval = Options.HeartbeatInterval,
                 TimeProvider = Options.TimeProvider,
                 ClusterToken = Options.ClusterToken,
-                DeviceFactory = deviceFactory ?? (o => new NativeMemoryDevice(o.Capacity, Options.PreTouchMemory)),
+                Tier = tier,
+                DeviceFactory = deviceFactory ?? (o => o.Tier == NodeTier.Dram
+                    ? new NativeMemoryDevice(o.Capacity, Options.PreTouchMemory)
+                    : new FileDevice(o.Tier.ToString().ToLowerInvariant(), Options.DataDirectory ?? Path.Combine(Path.GetTempPath(), "pocket-data"), o.Capacity)),
                 Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
             },
             _loggerFactory);

@@ -26,6 +26,9 @@ public sealed record PocketClusterOptions
 
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>Where ssd and hdd nodes keep their files (default: a folder in the temp directory).</summary>
+    public string? DataDirectory { get; init; }
+
     /// <summary>Pre-fault node memory in the background (off saves time in small tests).</summary>
     public bool PreTouchMemory { get; init; } = true;
 }
