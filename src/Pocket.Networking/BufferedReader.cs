@@ -76,6 +76,19 @@ internal sealed class BufferedReader
         }
     }
 
+    /// <summary>True when a whole frame (header and body) is already in the buffer, so reading it will not block.</summary>
+    public bool HasBufferedFrame()
+    {
+        var buffered = _end - _start;
+        if (buffered < Pocket.Protocol.FrameHeader.Size)
+        {
+            return false;
+        }
+
+        var length = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(_buffer.AsSpan(_start + 8));
+        return length >= 0 && buffered - Pocket.Protocol.FrameHeader.Size >= length;
+    }
+
     public void Skip(long count)
     {
         Span<byte> scratch = stackalloc byte[4096];

@@ -57,6 +57,11 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private readonly SemaphoreSlim _inFlight;
     private readonly Thread _reader;
     private readonly byte[] _writeBuffer = new byte[64 << 10];
+    private readonly Lock _gatherLock = new();
+    private byte[] _gathered = new byte[64 << 10];
+    private byte[] _spare = new byte[64 << 10];
+    private int _gatheredLength;
+    private bool _flushing;
     private int _nextRequestId;
     private volatile Exception? _failure;
 
@@ -152,28 +157,97 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
     }
 
-    private async ValueTask WriteFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    /// <summary>Frames up to this size are gathered and written together when callers send at the same time.</summary>
+    private const int GatherLimit = 16 << 10;
+
+    private ValueTask WriteFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    {
+        var total = FrameHeader.Size + head.Length + data.Length;
+        if (total > GatherLimit)
+        {
+            return WriteLargeFrameAsync(header, head, data);
+        }
+
+        // Small frames are appended to a shared buffer; the caller that finds no flush under way writes the
+        // buffer, and frames added meanwhile go out with its next write: one system call for many requests.
+        lock (_gatherLock)
+        {
+            if (_gathered.Length - _gatheredLength < total)
+            {
+                Array.Resize(ref _gathered, Math.Max(_gathered.Length * 2, _gatheredLength + total));
+            }
+
+            var target = _gathered.AsSpan(_gatheredLength);
+            header.Write(target);
+            head.Span.CopyTo(target[FrameHeader.Size..]);
+            data.Span.CopyTo(target[(FrameHeader.Size + head.Length)..]);
+            _gatheredLength += total;
+            if (_flushing)
+            {
+                return ValueTask.CompletedTask;
+            }
+
+            _flushing = true;
+        }
+
+        return FlushGatheredAsync();
+    }
+
+    private async ValueTask FlushGatheredAsync()
     {
         await _writeLock.WaitAsync().ConfigureAwait(false);
         try
         {
-            var total = FrameHeader.Size + head.Length + data.Length;
-            if (total <= _writeBuffer.Length)
+            while (true)
             {
-                header.Write(_writeBuffer);
-                head.Span.CopyTo(_writeBuffer.AsSpan(FrameHeader.Size));
-                data.Span.CopyTo(_writeBuffer.AsSpan(FrameHeader.Size + head.Length));
-                await _stream.WriteAsync(_writeBuffer.AsMemory(0, total)).ConfigureAwait(false);
+                byte[] buffer;
+                int length;
+                lock (_gatherLock)
+                {
+                    if (_gatheredLength == 0)
+                    {
+                        _flushing = false;
+                        return;
+                    }
+
+                    (buffer, _gathered, _spare) = (_gathered, _spare, _gathered);
+                    length = _gatheredLength;
+                    _gatheredLength = 0;
+                    if (_gathered.Length < buffer.Length)
+                    {
+                        _gathered = new byte[buffer.Length];
+                    }
+                }
+
+                await _stream.WriteAsync(buffer.AsMemory(0, length)).ConfigureAwait(false);
             }
-            else
+        }
+        catch
+        {
+            lock (_gatherLock)
             {
-                var prefix = FrameHeader.Size + head.Length;
-                var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : new byte[prefix];
-                header.Write(buffer);
-                head.Span.CopyTo(buffer.AsSpan(FrameHeader.Size));
-                await _stream.WriteAsync(buffer.AsMemory(0, prefix)).ConfigureAwait(false);
-                await _stream.WriteAsync(data).ConfigureAwait(false);
+                _flushing = false;
             }
+
+            throw;
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    private async ValueTask WriteLargeFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    {
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            var prefix = FrameHeader.Size + head.Length;
+            var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : new byte[prefix];
+            header.Write(buffer);
+            head.Span.CopyTo(buffer.AsSpan(FrameHeader.Size));
+            await _stream.WriteAsync(buffer.AsMemory(0, prefix)).ConfigureAwait(false);
+            await _stream.WriteAsync(data).ConfigureAwait(false);
         }
         finally
         {
@@ -239,6 +313,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     {
         var reader = _bufferedReader ??= new BufferedReader(_stream);
         Span<byte> headerBytes = stackalloc byte[FrameHeader.Size];
+
+        // The request whose reply body is being read: it is out of _pending, so Fail would not reach it.
+        Pending? reading = null;
         try
         {
             while (true)
@@ -262,15 +339,18 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                     continue;
                 }
 
+                reading = pending;
                 if (header.Status == Status.Ok && !pending.Destination.IsEmpty && header.BodyLength <= pending.Destination.Length)
                 {
                     reader.ReadExactly(pending.Destination.Span[..header.BodyLength]);
+                    reading = null;
                     Complete(slot, pending, new FrameReply(header.Status, [], header.BodyLength));
                 }
                 else
                 {
                     var body = header.BodyLength == 0 ? [] : new byte[header.BodyLength];
                     reader.ReadExactly(body);
+                    reading = null;
                     Complete(slot, pending, new FrameReply(header.Status, body, body.Length));
                 }
             }
@@ -282,6 +362,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         catch (Exception ex)
         {
             Fail(ex);
+
+            // The connection broke in the middle of this reply's body: its caller must not wait forever.
+            reading?.TrySetException(_failure!);
         }
     }
 

@@ -15,6 +15,7 @@ public sealed class FrameContext
     private byte[] _bodyBuffer;
     private readonly byte[] _replyBuffer;
     private int _bodyRemaining;
+    private int _replyLength;
     private bool _replied;
 
     internal FrameContext(Stream stream, long connectionId, string remote)
@@ -85,7 +86,11 @@ public sealed class FrameContext
     /// <summary>Sends the reply to the current request.</summary>
     public void Reply(Status status, ReadOnlySpan<byte> body = default) => Reply(status, body, default);
 
-    /// <summary>Sends a reply whose body is <paramref name="head"/> followed by <paramref name="data"/> (data not copied when large).</summary>
+    /// <summary>
+    /// Sends a reply whose body is <paramref name="head"/> followed by <paramref name="data"/> (data not copied when large).
+    /// Small replies are gathered in a buffer while more requests are already waiting in the read buffer, so a
+    /// pipelined burst is answered with one write instead of one per request; see <see cref="FlushIfIdle"/>.
+    /// </summary>
     public void Reply(Status status, ReadOnlySpan<byte> head, ReadOnlySpan<byte> data)
     {
         if (_replied)
@@ -96,12 +101,18 @@ public sealed class FrameContext
         _replied = true;
         var header = new FrameHeader(Header.Opcode, Header.Flags | FrameFlags.Reply, status, head.Length + data.Length, Header.RequestId, JobToken.None);
         var total = FrameHeader.Size + head.Length + data.Length;
+        if (total > _replyBuffer.Length - _replyLength)
+        {
+            FlushReplies();
+        }
+
         if (total <= _replyBuffer.Length)
         {
-            header.Write(_replyBuffer);
-            head.CopyTo(_replyBuffer.AsSpan(FrameHeader.Size));
-            data.CopyTo(_replyBuffer.AsSpan(FrameHeader.Size + head.Length));
-            _stream.Write(_replyBuffer, 0, total);
+            var target = _replyBuffer.AsSpan(_replyLength);
+            header.Write(target);
+            head.CopyTo(target[FrameHeader.Size..]);
+            data.CopyTo(target[(FrameHeader.Size + head.Length)..]);
+            _replyLength += total;
         }
         else
         {
@@ -111,6 +122,25 @@ public sealed class FrameContext
             head.CopyTo(buffer.AsSpan(FrameHeader.Size));
             _stream.Write(buffer, 0, prefix);
             _stream.Write(data);
+        }
+    }
+
+    /// <summary>Writes the gathered replies unless the next request is already buffered whole (it will add to them).</summary>
+    internal void FlushIfIdle()
+    {
+        if (_replyLength > 0 && !_reader.HasBufferedFrame())
+        {
+            FlushReplies();
+        }
+    }
+
+    internal void FlushReplies()
+    {
+        if (_replyLength > 0)
+        {
+            var length = _replyLength;
+            _replyLength = 0;
+            _stream.Write(_replyBuffer, 0, length);
         }
     }
 

@@ -19,6 +19,7 @@ public sealed class FrameServer : IDisposable
     private readonly ILogger _logger;
     private readonly string _name;
     private readonly ConcurrentDictionary<long, Socket> _connections = new();
+    private readonly ConcurrentDictionary<long, Thread> _connectionThreads = new();
     private Socket? _listener;
     private Thread? _acceptThread;
     private long _nextConnectionId;
@@ -84,6 +85,7 @@ public sealed class FrameServer : IDisposable
             var id = Interlocked.Increment(ref _nextConnectionId);
             _connections[id] = socket;
             var thread = new Thread(() => ConnectionLoop(id, socket)) { IsBackground = true, Name = $"{_name} conn {id}" };
+            _connectionThreads[id] = thread;
             thread.Start();
         }
     }
@@ -127,6 +129,7 @@ public sealed class FrameServer : IDisposable
             }
 
             _connections.TryRemove(id, out _);
+            _connectionThreads.TryRemove(id, out _);
             socket.Dispose();
         }
     }
@@ -159,6 +162,7 @@ public sealed class FrameServer : IDisposable
                 var requestId = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(headerBytes[12..]);
                 context.Begin(new FrameHeader((Opcode)headerBytes[1], FrameFlags.None, Status.Ok, 0, requestId, JobToken.None));
                 context.ReplyError(status, DescribeBadHeader(status, headerBytes, limits));
+                context.FlushReplies();
                 NetworkingLog.BadFrame(_logger, _name, context.Remote, status.ToString());
                 return;
             }
@@ -187,6 +191,8 @@ public sealed class FrameServer : IDisposable
             {
                 context.ReplyError(Status.InternalError, "internal error: request was not answered");
             }
+
+            context.FlushIfIdle();
         }
     }
 
@@ -201,6 +207,9 @@ public sealed class FrameServer : IDisposable
     {
         _stopping = true;
         _listener?.Dispose();
+
+        // Once the accept loop is gone no connection can be added behind the loop below.
+        _acceptThread?.Join(TimeSpan.FromSeconds(5));
         foreach (var socket in _connections.Values)
         {
             try
@@ -217,6 +226,24 @@ public sealed class FrameServer : IDisposable
             socket.Dispose();
         }
 
-        _acceptThread?.Join(TimeSpan.FromSeconds(5));
+        // A handler may be copying into memory its owner frees as soon as this returns (a storage node's
+        // device), so wait for every connection thread to leave its handler; closed sockets make that quick.
+        var deadline = Environment.TickCount64 + 5_000;
+        foreach (var thread in _connectionThreads.Values)
+        {
+            if (thread == Thread.CurrentThread)
+            {
+                continue;
+            }
+
+            try
+            {
+                thread.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64)));
+            }
+            catch (ThreadStateException)
+            {
+                // Not started: it will find the server stopping and end at once.
+            }
+        }
     }
 }
