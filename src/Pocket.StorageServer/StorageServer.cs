@@ -65,6 +65,11 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             .I64(_store!.Capacity)
             .I32(_store.BlockSize)
             .Bytes(_secret);
+
+        // Drop the old identity and its blocks before the metadata server can grant writes under the new one,
+        // so a write granted for the new id is never wiped by the reset (grants for id 0 do not exist).
+        NodeId = 0;
+        _store.Reset();
         var reply = await _metadata.SendAsync(Opcode.RegisterNode, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
         if (!reply.IsOk)
         {
@@ -72,7 +77,6 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         }
 
         NodeId = new BodyReader(reply.Body).U32();
-        _store.Reset();
         StorageLog.Registered(_logger, NodeId, $"{host}:{_server.EndPoint.Port}", _options.Tier.ToString(), _store.Capacity);
     }
 
@@ -242,7 +246,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     private void HandleRead(FrameContext frame)
     {
         var reader = new BodyReader(frame.ReadBody());
-        var grant = ExtentGrant.Read(reader.Bytes(ExtentGrant.Size));
+        var grantBytes = reader.Bytes(ExtentGrant.Size);
         var within = reader.I32();
         var length = reader.I32();
         if (reader.Failed || !reader.AtEnd)
@@ -250,6 +254,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             frame.ReplyError(Status.BadRequest, "read body must be grant, offset and length");
             return;
         }
+
+        // Decoded only now: a short body yields an empty span, which ExtentGrant.Read cannot take.
+        var grant = ExtentGrant.Read(grantBytes);
 
         var status = CheckGrant(grant, GrantRights.Read, within, length, out var error);
         if (status != Status.Ok)
