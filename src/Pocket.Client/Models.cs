@@ -29,6 +29,9 @@ public sealed record NodeInfo(uint Id, NodeTier Tier, NodeState State, string Ho
 {
     /// <summary>host:port.</summary>
     public string Address => $"{Host}:{Port}";
+
+    /// <summary>Bytes a drain has copied off this node to other nodes so far.</summary>
+    public long MovedBytes { get; init; }
 }
 
 /// <summary>One stored piece of an object.</summary>

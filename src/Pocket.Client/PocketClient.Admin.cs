@@ -15,4 +15,13 @@ public sealed partial class PocketClient
         var reply = await SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Options.ClusterToken, new BodyWriter().Str(jobId).WrittenMemory, cancellationToken).ConfigureAwait(false);
         return JobUsage.Read(reply.Body);
     }
+
+    /// <summary>
+    /// Starts draining a storage node: it gets no new blocks and its live blocks are copied to other nodes while
+    /// readers go on reading. Returns at once; the node's state becomes <see cref="NodeState.Drained"/> (see
+    /// <see cref="GetNodesAsync"/>) when it holds nothing and may be stopped. Needs the cluster token.
+    /// </summary>
+    /// <exception cref="ObjectNotFoundException">No such live node.</exception>
+    public async Task DrainNodeAsync(uint nodeId, CancellationToken cancellationToken = default) =>
+        await SendMetadataAsync(Opcode.DrainNode, FrameFlags.None, Options.ClusterToken, new BodyWriter(4).U32(nodeId).WrittenMemory, cancellationToken).ConfigureAwait(false);
 }

@@ -118,6 +118,15 @@ public sealed partial class PocketClient : IAsyncDisposable
             nodes.Add(new NodeInfo(reader.U32(), (NodeTier)reader.U8(), (NodeState)reader.U8(), reader.Str(), reader.U16(), reader.I64(), reader.I64(), reader.F64(), reader.F64(), reader.F64()));
         }
 
+        // Newer servers append the bytes each node's drain has moved, in the same order.
+        if (!reader.Failed && reader.Remaining >= nodes.Count * sizeof(long))
+        {
+            for (var i = 0; i < nodes.Count; i++)
+            {
+                nodes[i] = nodes[i] with { MovedBytes = reader.I64() };
+            }
+        }
+
         _nodes = nodes.ToDictionary(n => n.Id);
         return nodes;
     }

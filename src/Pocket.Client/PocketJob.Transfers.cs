@@ -60,7 +60,7 @@ public sealed partial class PocketJob
         {
             await _client.SendMetadataAsync(Opcode.Abort, FrameFlags.None, Token, new BodyWriter().U64(handle).WrittenMemory, CancellationToken.None).ConfigureAwait(false);
         }
-        catch (PocketException)
+        catch (Exception ex) when (ex is PocketException or ObjectDisposedException)
         {
             // The metadata server also drops a connection's open writes when the connection ends.
         }

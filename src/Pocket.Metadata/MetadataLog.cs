@@ -15,4 +15,22 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 203, Level = LogLevel.Information, Message = "job {JobId} deregistered: {Objects} objects, {Bytes} bytes freed")]
     public static partial void JobDeregistered(ILogger logger, string jobId, long objects, long bytes);
+
+    [LoggerMessage(EventId = 204, Level = LogLevel.Information, Message = "node {NodeId} draining: {Bytes} bytes in use to move")]
+    public static partial void DrainStarted(ILogger logger, uint nodeId, long bytes);
+
+    [LoggerMessage(EventId = 205, Level = LogLevel.Information, Message = "node {NodeId} drained: {Bytes} bytes moved; it may be stopped")]
+    public static partial void NodeDrained(ILogger logger, uint nodeId, long bytes);
+
+    [LoggerMessage(EventId = 206, Level = LogLevel.Warning, Message = "drain of node {NodeId} stopped: {Reason}")]
+    public static partial void DrainFailed(ILogger logger, uint nodeId, string reason);
+
+    [LoggerMessage(EventId = 207, Level = LogLevel.Warning, Message = "drain of node {NodeId}: no room elsewhere for {Bytes} bytes of '{Key}'; will retry")]
+    public static partial void DrainStalled(ILogger logger, uint nodeId, string key, int bytes);
+
+    [LoggerMessage(EventId = 208, Level = LogLevel.Warning, Message = "drain of node {NodeId}: moving a block of '{Key}' failed, will retry: {Reason}")]
+    public static partial void MoveFailed(ILogger logger, uint nodeId, string key, string reason);
+
+    [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
+    public static partial void NodeRemoved(ILogger logger, uint nodeId);
 }

@@ -60,6 +60,47 @@ public sealed partial class MetadataServer
         frame.Reply(Status.Ok, body.WrittenSpan);
     }
 
+    private readonly List<JobEntry> _retiredJobs = [];
+    private ITimer? _retireTimer;
+
+    /// <summary>Frees the keep-after-job objects of ended jobs whose time to live ran out.</summary>
+    private void ExpireRetiredJobs()
+    {
+        var expired = new List<(string Id, long Objects)>();
+        lock (_lock)
+        {
+            var now = _options.TimeProvider.GetTimestamp();
+            foreach (var job in _retiredJobs.Where(j => j.RetiredUntil <= now).ToList())
+            {
+                _retiredJobs.Remove(job);
+                _jobsByToken.Remove(job.Token);
+                expired.Add((job.Id, job.Objects.Count));
+                foreach (var entry in job.Objects.Values.ToList())
+                {
+                    RemoveObject(job, entry.Key);
+                    FreeObject(job, entry);
+                }
+            }
+        }
+
+        foreach (var (id, objects) in expired)
+        {
+            MetadataLog.JobDeregistered(_logger, id + " (keep-after-job objects expired)", objects, 0);
+        }
+    }
+
+    /// <summary>True (after replying) when the job has ended and only keeps read-only objects.</summary>
+    private static bool RejectIfRetired(FrameContext frame, JobEntry job)
+    {
+        if (job.RetiredUntil is null)
+        {
+            return false;
+        }
+
+        frame.ReplyError(Status.Unauthorized, $"job '{job.Id}' has ended; its keep-after-job objects are read-only until they expire");
+        return true;
+    }
+
     internal static bool IsValidJobName(string name) =>
         name.Length is > 0 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
@@ -88,19 +129,31 @@ public sealed partial class MetadataServer
                 return;
             }
 
-            _jobsByToken.Remove(job.Token);
-            objects = job.Objects.Count;
-            bytes = job.StoredBytes + job.InlineBytes;
-            foreach (var entry in job.Objects.Values)
-            {
-                FreeObject(job, entry);
-            }
-
-            job.Objects.Clear();
-            job.Keys.Clear();
             foreach (var handle in _handles.Values.Where(h => h.Job == job).ToList())
             {
                 ReleaseHandle(handle);
+            }
+
+            objects = 0;
+            bytes = 0;
+            foreach (var entry in job.Objects.Values.Where(e => (e.Flags & FrameFlags.KeepAfterJob) == 0).ToList())
+            {
+                objects++;
+                bytes += entry.Size;
+                RemoveObject(job, entry.Key);
+                FreeObject(job, entry);
+            }
+
+            if (job.Objects.Count == 0)
+            {
+                _jobsByToken.Remove(job.Token);
+            }
+            else
+            {
+                // Keep-after-job objects outlive the job, read-only under its token, until their own time to live.
+                job.RetiredUntil = _options.TimeProvider.GetTimestamp() + (long)(_options.KeepAfterJobTtl.TotalSeconds * _options.TimeProvider.TimestampFrequency);
+                _retiredJobs.Add(job);
+                _retireTimer ??= _options.TimeProvider.CreateTimer(_ => ExpireRetiredJobs(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
             }
         }
 

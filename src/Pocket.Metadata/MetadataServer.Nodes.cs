@@ -97,6 +97,12 @@ public sealed partial class MetadataServer
             {
                 WriteNode(body, node);
             }
+
+            // Trailing section (older readers stop before it): bytes moved off each node by a drain, same order.
+            foreach (var node in _nodes.Values)
+            {
+                body.I64(node.MovedBytes);
+            }
         }
 
         frame.Reply(Status.Ok, body.WrittenSpan);
@@ -120,9 +126,14 @@ public sealed partial class MetadataServer
         lock (_lock)
         {
             var now = _options.TimeProvider.GetTimestamp();
-            foreach (var node in _nodes.Values)
+            foreach (var node in _nodes.Values.ToList())
             {
-                if (node.State != NodeState.Dead && _options.TimeProvider.GetElapsedTime(node.LastHeartbeat, now) > _options.NodeTimeout)
+                if (node.State == NodeState.Drained && _options.TimeProvider.GetElapsedTime(node.LastHeartbeat, now) > _options.NodeTimeout)
+                {
+                    _nodes.Remove(node.Id);
+                    MetadataLog.NodeRemoved(_logger, node.Id);
+                }
+                else if (node.State != NodeState.Dead && _options.TimeProvider.GetElapsedTime(node.LastHeartbeat, now) > _options.NodeTimeout)
                 {
                     node.State = NodeState.Dead;
                     died.Add((node.Id, $"no heartbeat for {_options.NodeTimeout.TotalSeconds:0.#} s"));

@@ -75,6 +75,9 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             case Opcode.JobStats:
                 HandleJobStats(frame);
                 return;
+            case Opcode.DrainNode:
+                HandleDrainNode(frame);
+                return;
         }
 
         if (opcode is < Opcode.PutSmall or > Opcode.Count)
@@ -101,6 +104,8 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
         switch (opcode)
         {
+            case Opcode.PutSmall or Opcode.Create or Opcode.Allocate when RejectIfRetired(frame, job):
+                break;
             case Opcode.PutSmall:
                 HandlePutSmall(frame, job);
                 break;
@@ -147,9 +152,15 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
                 ReleaseHandle(handle);
             }
 
-            foreach (var node in _nodes.Values)
+            foreach (var node in _nodes.Values.ToList())
             {
-                if (node.ConnectionId == connection.ConnectionId && node.State != NodeState.Dead)
+                if (node.ConnectionId == connection.ConnectionId && node.State == NodeState.Drained)
+                {
+                    // A drained node stopping is the end of a planned removal, not a failure.
+                    _nodes.Remove(node.Id);
+                    MetadataLog.NodeRemoved(_logger, node.Id);
+                }
+                else if (node.ConnectionId == connection.ConnectionId && node.State != NodeState.Dead)
                 {
                     // A storage node's registration connection closing means its process ended.
                     node.State = NodeState.Dead;
@@ -191,6 +202,12 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
+        await StopDrainsAsync().ConfigureAwait(false);
+        if (_retireTimer is not null)
+        {
+            await _retireTimer.DisposeAsync().ConfigureAwait(false);
+        }
+
         if (_livenessTimer is not null)
         {
             await _livenessTimer.DisposeAsync().ConfigureAwait(false);

@@ -23,7 +23,13 @@ public sealed record MetadataServerOptions
     /// <summary>Bytes of small objects kept inline in this server, at most.</summary>
     public long InlineCapacity { get; init; } = 256L << 20;
 
+    /// <summary>How long objects put with keep-after-job outlive their job (read-only, under the job's token).</summary>
+    public TimeSpan KeepAfterJobTtl { get; init; } = TimeSpan.FromHours(1);
+
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>How this server connects to storage nodes when a drain copies blocks (TLS settings when the nodes use TLS).</summary>
+    public FrameConnectionOptions StorageConnection { get; init; } = new();
 
     public void Validate()
     {

@@ -23,6 +23,18 @@ internal sealed class NodeEntry
     public double NetTx { get; set; }
     public uint NextGeneration { get; set; } = 1;
 
+    /// <summary>Bytes copied off this node by a drain so far.</summary>
+    public long MovedBytes { get; set; }
+
+    /// <summary>
+    /// Extents whose objects were switched to copies elsewhere. They stay allocated (and readable through old
+    /// grants) until the node is drained, so a reader that fetched grants before the switch still gets its bytes.
+    /// </summary>
+    public List<Extent> Retired { get; } = [];
+
+    /// <summary>The background copy of a drain, while one runs.</summary>
+    public Task? DrainTask { get; set; }
+
     public long UsedBytes => (Allocator.BlockCount - Allocator.FreeBlocks) * (long)BlockSize;
 
     public long FreeBytes => Allocator.FreeBlocks * (long)BlockSize;
@@ -58,6 +70,9 @@ internal sealed class JobEntry
     public long StoredBytes { get; set; }
     public long InlineBytes { get; set; }
     public long Requests { get; set; }
+
+    /// <summary>Set once the job is deregistered while holding keep-after-job objects: read-only until then.</summary>
+    public long? RetiredUntil { get; set; }
 }
 
 /// <summary>An object being written, or one being read after a delete-after-read: it holds extents until released.</summary>

@@ -14,4 +14,7 @@ public enum NodeState : byte
     Live = 1,
     Draining = 2,
     Dead = 3,
+
+    /// <summary>A drained node: it holds no live blocks and may be stopped.</summary>
+    Drained = 4,
 }

@@ -15,6 +15,9 @@ public enum Opcode : byte
     ListNodes = 7,
     JobStats = 8,
 
+    /// <summary>Controller to metadata server: stop placing blocks on a node and move its live blocks elsewhere.</summary>
+    DrainNode = 9,
+
     // Namespace (client to metadata server).
     PutSmall = 20,
     Get = 21,

@@ -1,0 +1,59 @@
+using Microsoft.Extensions.Time.Testing;
+using Pocket.Client;
+using Pocket.Testing;
+
+namespace Pocket.Tests;
+
+public sealed class KeepAfterJobTests
+{
+    [Fact]
+    public async Task KeepAfterJobObjectsOutliveTheJobReadOnlyUntilTheirTimeToLive()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions
+        {
+            StorageNodes = 1,
+            NodeCapacity = 16 << 20,
+            PreTouchMemory = false,
+            TimeProvider = clock,
+            NodeTimeout = TimeSpan.FromDays(1),
+        });
+        await using var client = await cluster.ConnectAsync();
+        var job = await client.RegisterJobAsync("keep");
+        var kept = new byte[300_000];
+        Random.Shared.NextBytes(kept);
+        await job.PutAsync("scratch", new byte[300_000]);
+        await job.PutAsync("result", kept, PutFlags.KeepAfterJob);
+        await job.PutAsync("small-result", new byte[] { 7 }, PutFlags.KeepAfterJob);
+
+        var (objects, _) = await client.DeregisterJobAsync(job.Id);
+        Assert.Equal(1, objects);
+
+        // The job is over: its scratch data is gone, the kept objects stay readable and cannot be added to.
+        Assert.Equal(kept, await job.GetAsync("result"));
+        Assert.Equal(new byte[] { 7 }, await job.GetAsync("small-result"));
+        Assert.False(await job.ExistsAsync("scratch"));
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await job.PutAsync("late", new byte[10]));
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await job.PutAsync("late-big", new byte[300_000]));
+        Assert.True((await client.GetNodesAsync()).Single().Used >= kept.Length);
+
+        // Past their time to live they are freed with the job's token.
+        clock.Advance(TimeSpan.FromHours(1) + TimeSpan.FromSeconds(5));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while (true)
+        {
+            try
+            {
+                await job.GetAsync("result", cancellationToken: timeout.Token);
+                clock.Advance(TimeSpan.FromSeconds(1));
+                await Task.Yield();
+            }
+            catch (PocketUnauthorizedException)
+            {
+                break;
+            }
+        }
+
+        Assert.Equal(0, (await client.GetNodesAsync()).Single().Used);
+    }
+}
