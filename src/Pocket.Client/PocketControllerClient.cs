@@ -214,6 +214,9 @@ public sealed class PocketControllerClient : IDisposable
     /// <summary>The controller's URL.</summary>
     public Uri BaseAddress { get; }
 
+    // For messages: the URL as people type it.
+    private string Where => BaseAddress.ToString().TrimEnd('/');
+
     /// <summary>
     /// Registers a job: the controller sizes it from <paramref name="hints"/>, starts storage nodes if the cluster lacks
     /// room (waiting for them), and answers with the job's token, tier, nodes and metadata server.
@@ -349,12 +352,12 @@ public sealed class PocketControllerClient : IDisposable
         }
         catch (HttpRequestException ex)
         {
-            throw new PocketControllerException(null, $"cannot reach the controller at {BaseAddress}: {ex.Message}", inner: ex);
+            throw new PocketControllerException(null, $"cannot reach the controller at {Where}: {ex.Message}", inner: ex);
         }
         catch (TaskCanceledException ex) when (!cancellationToken.IsCancellationRequested)
         {
             // HttpClient reports its own timeout as a cancellation nobody asked for.
-            throw new PocketControllerException(null, $"the controller at {BaseAddress} did not answer within {_http.Timeout.TotalSeconds:0} s", inner: ex);
+            throw new PocketControllerException(null, $"the controller at {Where} did not answer within {_http.Timeout.TotalSeconds:0} s", inner: ex);
         }
     }
 
@@ -367,7 +370,7 @@ public sealed class PocketControllerClient : IDisposable
         }
         catch (JsonException ex)
         {
-            throw new PocketControllerException(response.StatusCode, $"the controller at {BaseAddress} answered with JSON this client does not understand: {ex.Message}", inner: ex);
+            throw new PocketControllerException(response.StatusCode, $"the controller at {Where} answered with JSON this client does not understand: {ex.Message}", inner: ex);
         }
     }
 
@@ -387,11 +390,11 @@ public sealed class PocketControllerClient : IDisposable
         }
 
         var status = (int)response.StatusCode;
-        return new PocketControllerException(response.StatusCode, $"the controller at {BaseAddress} answered {status} {response.ReasonPhrase}");
+        return new PocketControllerException(response.StatusCode, $"the controller at {Where} answered {status} {response.ReasonPhrase}");
     }
 
     private PocketControllerException Unexpected(string what) =>
-        new(null, $"the controller at {BaseAddress} answered with {what}");
+        new(null, $"the controller at {Where} answered with {what}");
 
     private NodeTier ParseTier(string? tier) =>
         Enum.TryParse<NodeTier>(tier, ignoreCase: true, out var value) && Enum.IsDefined(value) ? value : throw Unexpected($"an unknown tier '{tier}'");

@@ -218,3 +218,15 @@ internal static class RegisterJobParser
         return ok && bytes >= 0;
     }
 }
+
+/// <summary>One sample of a node in <c>GET /v1/cluster/history</c>.</summary>
+public sealed record NodeSampleResponse(DateTimeOffset Time, string State, long Capacity, long Used, double Cpu, double RxBytesPerSecond, double TxBytesPerSecond, long MovedBytes);
+
+/// <summary>A node's recent samples, oldest first.</summary>
+public sealed record NodeHistoryResponse(uint Id, string Tier, IReadOnlyList<NodeSampleResponse> Samples);
+
+/// <summary>Answer of <c>GET /v1/cluster/history</c>.</summary>
+public sealed record HistoryResponse(double IntervalSeconds, IReadOnlyList<NodeHistoryResponse> Nodes);
+
+/// <summary>One entry of <c>GET /v1/events</c>.</summary>
+public sealed record EventResponse(DateTimeOffset Time, string Kind, uint? Node, string Reason);

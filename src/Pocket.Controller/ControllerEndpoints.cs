@@ -11,6 +11,10 @@ namespace Pocket.Controller;
 /// <summary>The HTTP API: thin handlers that turn JSON into registry calls and exceptions into status codes.</summary>
 internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient admin, ControllerOptions options, ILogger logger)
 {
+    public required ClusterTelemetry Telemetry { get; init; }
+
+    public required ClusterEventLog Events { get; init; }
+
     public void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/jobs", RegisterAsync)
@@ -44,6 +48,16 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
             .WithTags("cluster")
             .WithSummary("Storage nodes (tier, state, capacity, CPU, network, allocation) and jobs.")
             .Produces<ClusterResponse>();
+        app.MapGet("/v1/cluster/history", GetHistory)
+            .WithName("GetClusterHistory")
+            .WithTags("cluster")
+            .WithSummary("The last samples (one per second) of every node: state, capacity used, CPU, network. ?samples=N (default 60).")
+            .Produces<HistoryResponse>();
+        app.MapGet("/v1/events", GetEvents)
+            .WithName("GetEvents")
+            .WithTags("cluster")
+            .WithSummary("Scaling decisions with their reasons and node deaths, oldest first. ?limit=N (default 100).")
+            .Produces<EventResponse[]>();
         app.MapGet("/healthz", HealthAsync)
             .WithName("Health")
             .WithTags("cluster")
@@ -192,6 +206,22 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         var jobs = registry.Jobs.Select(j => ToResponse(j, addresses, usage: null)).ToList();
         return Results.Json(new ClusterResponse(admin.MetadataAddress, nodeResponses, jobs));
     }
+
+    private IResult GetHistory(int? samples)
+    {
+        var limit = Math.Clamp(samples ?? 60, 1, options.HistoryLength);
+        var nodes = Telemetry.History(limit)
+            .OrderBy(h => h.Key)
+            .Select(h => new NodeHistoryResponse(
+                h.Key,
+                JobRegistry.Tier(h.Value[^1].Tier),
+                [.. h.Value.Select(s => new NodeSampleResponse(s.Time, s.State.ToString().ToLowerInvariant(), s.Capacity, s.Used, s.Cpu, s.NetRxBytesPerSecond, s.NetTxBytesPerSecond, s.MovedBytes))]))
+            .ToList();
+        return Results.Ok(new HistoryResponse(Telemetry.Interval.TotalSeconds, nodes));
+    }
+
+    private IResult GetEvents(int? limit) =>
+        Results.Ok(Events.Last(Math.Clamp(limit ?? 100, 1, options.EventLogLength)).Select(e => new EventResponse(e.Time, e.Kind, e.NodeId, e.Reason)).ToArray());
 
     private async Task<IResult> HealthAsync(CancellationToken cancellationToken)
     {

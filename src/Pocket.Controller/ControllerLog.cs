@@ -37,4 +37,10 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 410, Level = LogLevel.Information, Message = "storage node {NodeId} started as process {ProcessId} at {Address}")]
     public static partial void ProcessNodeStarted(ILogger logger, uint nodeId, string address, int processId);
+
+    [LoggerMessage(EventId = 411, Level = LogLevel.Warning, Message = "telemetry poll failed: {Reason}")]
+    public static partial void TelemetryFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "autoscaler {Kind} node {NodeId}: {Reason}")]
+    public static partial void ScalingEvent(ILogger logger, string kind, string nodeId, string reason);
 }

@@ -60,6 +60,18 @@ public sealed record ControllerOptions
     /// <summary>Job registry settings.</summary>
     public JobRegistryOptions Registry { get; init; } = new();
 
+    /// <summary>Samples of each node kept for <c>GET /v1/cluster/history</c> (one per <see cref="TelemetryInterval"/>).</summary>
+    public int HistoryLength { get; init; } = 600;
+
+    /// <summary>Events kept for <c>GET /v1/events</c>.</summary>
+    public int EventLogLength { get; init; } = 1000;
+
+    /// <summary>How often the node list is sampled (and the autoscaler evaluated), on <see cref="JobRegistryOptions.TimeProvider"/>.</summary>
+    public TimeSpan TelemetryInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Autoscaler settings; null (the default) leaves the cluster's size to job registration alone. Needs a provisioner.</summary>
+    public AutoscalerOptions? Autoscaler { get; init; }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {
@@ -71,5 +83,10 @@ public sealed record ControllerOptions
 
         ArgumentNullException.ThrowIfNull(Listen);
         Registry.Validate();
+        Autoscaler?.Validate();
+        if (HistoryLength < 1 || EventLogLength < 1 || TelemetryInterval <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("history length, event log length and telemetry interval must be positive");
+        }
     }
 }

@@ -26,6 +26,8 @@ public sealed class ControllerServer : IAsyncDisposable
     private readonly ILogger _logger;
     private PocketClient? _admin;
     private JobRegistry? _registry;
+    private ClusterTelemetry? _telemetry;
+    private Autoscaler? _autoscaler;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -36,6 +38,11 @@ public sealed class ControllerServer : IAsyncDisposable
         _provisioner = provisioner;
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger<ControllerServer>();
+        Events = new ClusterEventLog(options.EventLogLength);
+        if (options.Autoscaler is not null && provisioner is null)
+        {
+            throw new ArgumentException("the autoscaler needs a provisioner to start and stop nodes");
+        }
     }
 
     /// <summary>Base URL of the HTTP API, e.g. http://127.0.0.1:51234.</summary>
@@ -47,11 +54,26 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>The metadata server, host:port.</summary>
     public string MetadataAddress => _options.MetadataAddress;
 
+    /// <summary>Scaling decisions and node deaths (also <c>GET /v1/events</c>).</summary>
+    public ClusterEventLog Events { get; }
+
+    /// <summary>Per-second node history (also <c>GET /v1/cluster/history</c>).</summary>
+    public ClusterTelemetry Telemetry => _telemetry ?? throw new InvalidOperationException("not started");
+
+    /// <summary>The autoscaler, when <see cref="ControllerOptions.Autoscaler"/> is set.</summary>
+    public Autoscaler? Autoscaler => _autoscaler;
+
     /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, new PocketClientOptions { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
         _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory);
+        _telemetry = new ClusterTelemetry(_admin, _options.Registry.TimeProvider, _options.TelemetryInterval, _options.HistoryLength, Events, _logger);
+        if (_options.Autoscaler is { } scaling)
+        {
+            _autoscaler = new Autoscaler(_admin, _registry, _provisioner!, scaling, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger);
+            _telemetry.Sampled += _autoscaler.OnSampleAsync;
+        }
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });
@@ -85,7 +107,7 @@ public sealed class ControllerServer : IAsyncDisposable
             return next(context);
         });
         app.UseRouting();
-        new ControllerEndpoints(_registry, _admin, _options, _logger).Map(app);
+        new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events }.Map(app);
         app.MapOpenApi();
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         _app = app;
@@ -94,6 +116,7 @@ public sealed class ControllerServer : IAsyncDisposable
             ?? throw new InvalidOperationException("Kestrel reported no address");
         Url = new Uri(address);
         _registry.Start();
+        _telemetry.Start();
         ControllerLog.Listening(_logger, address, _options.MetadataAddress);
     }
 
@@ -104,6 +127,17 @@ public sealed class ControllerServer : IAsyncDisposable
         {
             await _app.StopAsync().ConfigureAwait(false);
             await _app.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_telemetry is not null)
+        {
+            await _telemetry.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_autoscaler is not null)
+        {
+            // An action in flight was cancelled with the telemetry; wait for it so nothing uses the client afterwards.
+            await _autoscaler.Current.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         if (_registry is not null)

@@ -23,6 +23,9 @@ public sealed record LocalProcessProvisionerOptions
     /// <summary>Where ssd and hdd nodes keep their files.</summary>
     public string? DataDirectory { get; init; }
 
+    /// <summary>Allocation unit of the nodes (a power of two); null leaves the storage role's default.</summary>
+    public int? BlockSize { get; init; }
+
     /// <summary>How long a child may take to register.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -97,6 +100,12 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         start.ArgumentList.Add(request.Tier.ToString().ToLowerInvariant());
         start.ArgumentList.Add("--capacity");
         start.ArgumentList.Add(request.CapacityBytes.ToString(CultureInfo.InvariantCulture));
+        if (_options.BlockSize is { } blockSize)
+        {
+            start.ArgumentList.Add("--block-size");
+            start.ArgumentList.Add(blockSize.ToString(CultureInfo.InvariantCulture));
+        }
+
         if (request.Tier != NodeTier.Dram && _options.DataDirectory is { } directory)
         {
             start.ArgumentList.Add("--data-dir");

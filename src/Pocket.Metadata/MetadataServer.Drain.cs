@@ -70,7 +70,8 @@ public sealed partial class MetadataServer
                         return;
                     }
 
-                    foreach (var job in _jobsById.Values)
+                    // Ended jobs' keep-after-job objects live on until their TTL, so they move too.
+                    foreach (var job in _jobsById.Values.Concat(_retiredJobs))
                     {
                         foreach (var entry in job.Objects.Values)
                         {
@@ -209,7 +210,7 @@ public sealed partial class MetadataServer
     }
 
     private bool StillHolds(JobEntry job, string key, Extent extent) =>
-        _jobsById.TryGetValue(job.Id, out var current) && current == job
+        ((_jobsById.TryGetValue(job.Id, out var current) && current == job) || _retiredJobs.Contains(job))
         && job.Objects.TryGetValue(key, out var entry) && Array.IndexOf(entry.Extents, extent) >= 0;
 
     private async Task<byte[]> ReadExtentAsync(NodeEntry node, Extent extent, CancellationToken token)

@@ -1,0 +1,215 @@
+using Microsoft.AspNetCore.Http;
+using Pocket.Client;
+
+namespace Pocket.Gateway;
+
+/// <summary>Bucket operations: a bucket is a Pocket job registered through the controller.</summary>
+internal sealed partial class S3Handler
+{
+    private const string OwnerId = "pocket";
+
+    private async Task ListBucketsAsync(S3Request request, AuthResult auth)
+    {
+        var buckets = _buckets.All.Where(b => auth.Principal.OnlyBucket is null || auth.Principal.OnlyBucket == b.Name).ToList();
+        var xml = S3Xml.Document("ListAllMyBucketsResult", w =>
+        {
+            w.WriteStartElement("Owner");
+            w.Element("ID", OwnerId);
+            w.Element("DisplayName", OwnerId);
+            w.WriteEndElement();
+            w.WriteStartElement("Buckets");
+            foreach (var bucket in buckets)
+            {
+                w.WriteStartElement("Bucket");
+                w.Element("Name", bucket.Name);
+                w.Element("CreationDate", S3Xml.Time(bucket.Entry.Created));
+                w.WriteEndElement();
+            }
+
+            w.WriteEndElement();
+        });
+        await WriteXmlAsync(request.Context, xml).ConfigureAwait(false);
+    }
+
+    private async Task CreateBucketAsync(S3Request request, AuthResult auth)
+    {
+        var name = request.Bucket!;
+        if (auth.Principal.OnlyBucket is not null)
+        {
+            throw new S3Exception(S3Error.AccessDenied, "Access Denied: a bucket's own credentials cannot create buckets.");
+        }
+
+        if (!IsValidBucketName(name, out var why))
+        {
+            throw new S3Exception(S3Error.InvalidBucketName, $"The specified bucket is not valid: {why}");
+        }
+
+        var hintText = request.Header(BucketHints.HeaderName) ?? _options.DefaultHints;
+        if (!BucketHints.TryParse(hintText, out var hints, out var hintError))
+        {
+            throw new S3Exception(S3Error.InvalidArgument, $"{BucketHints.HeaderName}: {hintError}");
+        }
+
+        // The body, if any, is a CreateBucketConfiguration (a location constraint): Pocket has one region, so it is
+        // read (and checked against its signature) but not used.
+        var body = await ReadSmallBodyAsync(request, auth).ConfigureAwait(false);
+        if (body.Length > 0)
+        {
+            S3Xml.Parse(body, "CreateBucketConfiguration");
+        }
+
+        var owner = _buckets.TryReserve(name);
+        if (owner is not null)
+        {
+            throw owner.Length == 0
+                ? new S3Exception(S3Error.OperationAborted, "A conflicting conditional operation is currently in progress against this resource: the bucket is being created.")
+                : owner == auth.Principal.AccessKey
+                ? new S3Exception(S3Error.BucketAlreadyOwnedByYou, "Your previous request to create the named bucket succeeded and you already own it.")
+                : new S3Exception(S3Error.BucketAlreadyExists, "The requested bucket name is not available. Please select a different name and try again.");
+        }
+
+        try
+        {
+            var (jobId, token) = await _controller.RegisterAsync(name, hints, request.Context.RequestAborted).ConfigureAwait(false);
+            await _buckets.AddAsync(new BucketEntry(name, jobId, token, Clock.GetUtcNow(), auth.Principal.AccessKey)).ConfigureAwait(false);
+            GatewayLog.BucketCreated(_logger, name, jobId, auth.Principal.AccessKey);
+        }
+        finally
+        {
+            _buckets.Unreserve(name);
+        }
+
+        request.Context.Response.Headers.Location = "/" + name;
+        request.Context.Response.StatusCode = StatusCodes.Status200OK;
+        request.Context.Response.ContentLength = 0;
+    }
+
+    private async Task DeleteBucketAsync(S3Request request, AuthResult auth)
+    {
+        var bucket = RequireBucket(request.Bucket!, auth);
+        if (await HasUserObjectsAsync(bucket.Job, request.Context.RequestAborted).ConfigureAwait(false))
+        {
+            throw new S3Exception(S3Error.BucketNotEmpty, "The bucket you tried to delete is not empty.");
+        }
+
+        // Deregistering frees everything at once, including unfinished multipart uploads and object records.
+        if (!await _controller.DeregisterAsync(bucket.Entry.JobId, request.Context.RequestAborted).ConfigureAwait(false))
+        {
+            await DeregisterDirectlyAsync(bucket).ConfigureAwait(false);
+        }
+
+        await _buckets.RemoveAsync(bucket.Name).ConfigureAwait(false);
+        GatewayLog.BucketDeleted(_logger, bucket.Name, bucket.Entry.JobId);
+        request.Context.Response.StatusCode = StatusCodes.Status204NoContent;
+    }
+
+    /// <summary>
+    /// The controller did not know the job (it restarted, or someone else registered it): deregister it on the
+    /// metadata server directly, which works when the gateway's client holds the cluster token.
+    /// </summary>
+    private async Task DeregisterDirectlyAsync(Bucket bucket)
+    {
+        try
+        {
+            await _client.DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
+            GatewayLog.ControllerForgotJob(_logger, bucket.Entry.JobId, bucket.Name, "deregistered it on the metadata server");
+        }
+        catch (PocketException ex)
+        {
+            GatewayLog.ControllerForgotJob(_logger, bucket.Entry.JobId, bucket.Name, $"the metadata server refused too ({ex.Message}); its data stays until its lease runs out");
+        }
+    }
+
+    private async Task HeadBucketAsync(S3Request request, AuthResult auth)
+    {
+        var bucket = RequireBucket(request.Bucket!, auth);
+
+        // A cheap request that fails with Unauthorized when the job has ended, so HeadBucket tells the truth.
+        await bucket.Job.CountAsync(string.Empty, request.Context.RequestAborted).ConfigureAwait(false);
+        request.Context.Response.Headers["x-amz-bucket-region"] = _options.Region;
+        request.Context.Response.StatusCode = StatusCodes.Status200OK;
+        request.Context.Response.ContentLength = 0;
+    }
+
+    private async Task GetBucketLocationAsync(S3Request request, AuthResult auth)
+    {
+        RequireBucket(request.Bucket!, auth);
+
+        // S3 answers an empty constraint for us-east-1.
+        var region = _options.Region == "us-east-1" ? null : _options.Region;
+        var xml = S3Xml.Document("LocationConstraint", w =>
+        {
+            if (region is not null)
+            {
+                w.WriteString(region);
+            }
+        });
+        await WriteXmlAsync(request.Context, xml).ConfigureAwait(false);
+    }
+
+    private async Task GetBucketVersioningAsync(S3Request request, AuthResult auth)
+    {
+        // Pocket keeps one version of each object: versioning was never enabled.
+        RequireBucket(request.Bucket!, auth);
+        await WriteXmlAsync(request.Context, S3Xml.Document("VersioningConfiguration", _ => { })).ConfigureAwait(false);
+    }
+
+    /// <summary>True when the bucket holds any object of the user (the gateway's own records do not count).</summary>
+    private static async Task<bool> HasUserObjectsAsync(PocketJob job, CancellationToken cancellationToken)
+    {
+        // Delimited at the root, all records fold into one entry, which sorts last.
+        await foreach (var entry in job.ListAsync(string.Empty, delimited: true, pageSize: 2, cancellationToken).ConfigureAwait(false))
+        {
+            return !KeyMapping.IsRecord(entry.Key);
+        }
+
+        return false;
+    }
+
+    /// <summary>S3's bucket naming rules (the ones for new buckets), which also make valid Pocket job names.</summary>
+    internal static bool IsValidBucketName(string name, out string why)
+    {
+        why = string.Empty;
+        if (name.Length is < 3 or > 63)
+        {
+            why = "bucket names are 3 to 63 characters long";
+            return false;
+        }
+
+        foreach (var c in name)
+        {
+            if (c is not ((>= 'a' and <= 'z') or (>= '0' and <= '9') or '.' or '-'))
+            {
+                why = "bucket names may contain only lower-case letters, digits, '.' and '-'";
+                return false;
+            }
+        }
+
+        if (!char.IsAsciiLetterOrDigit(name[0]) || !char.IsAsciiLetterOrDigit(name[^1]))
+        {
+            why = "bucket names begin and end with a letter or digit";
+            return false;
+        }
+
+        if (name.Contains("..", StringComparison.Ordinal) || name.Contains(".-", StringComparison.Ordinal) || name.Contains("-.", StringComparison.Ordinal))
+        {
+            why = "bucket names may not contain '..', '.-' or '-.'";
+            return false;
+        }
+
+        if (System.Net.IPAddress.TryParse(name, out _) && name.Count(c => c == '.') == 3)
+        {
+            why = "bucket names may not look like an IP address";
+            return false;
+        }
+
+        if (name.StartsWith("xn--", StringComparison.Ordinal) || name.StartsWith("sthree-", StringComparison.Ordinal)
+            || name.EndsWith("-s3alias", StringComparison.Ordinal) || name.EndsWith("--ol-s3", StringComparison.Ordinal))
+        {
+            why = "bucket names may not begin with 'xn--' or 'sthree-' or end with '-s3alias' or '--ol-s3'";
+            return false;
+        }
+
+        return true;
+    }
+}

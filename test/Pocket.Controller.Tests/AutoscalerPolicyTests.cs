@@ -1,0 +1,111 @@
+using Microsoft.Extensions.Time.Testing;
+using Pocket.Protocol;
+
+namespace Pocket.Controller.Tests;
+
+/// <summary>The scaling policy as a pure function: band, cooldown, min and max nodes, no flapping.</summary>
+public sealed class AutoscalerPolicyTests
+{
+    private const long Gib = 1L << 30;
+
+    private static readonly AutoscalerOptions Options = new() { NodeBandwidthBytesPerSecond = new Dictionary<NodeTier, double> { [NodeTier.Dram] = 1e9 } };
+
+    private static double Bandwidth(NodeTier tier) => 1e9;
+
+    private static NodeSample Node(FakeTimeProvider time, uint id, double used, double cpu = 0.1, double net = 0, NodeState state = NodeState.Live) =>
+        new(time.GetUtcNow(), id, NodeTier.Dram, state, 10 * Gib, (long)(used * 10 * Gib), cpu, net / 2, net / 2, 0);
+
+    private static (ScalingDecision Decision, AutoscalerState State) Decide(FakeTimeProvider time, AutoscalerState state, IReadOnlySet<uint> removable, params NodeSample[] nodes) =>
+        AutoscalerPolicy.Decide(nodes, removable, Options, Bandwidth, state, time.GetUtcNow());
+
+    [Fact]
+    public void AnyResourceAboveTheUpperBoundAddsANodeOfThatTier()
+    {
+        var time = new FakeTimeProvider();
+        var (capacity, _) = Decide(time, AutoscalerState.Initial, new HashSet<uint>(), Node(time, 1, 0.85), Node(time, 2, 0.9));
+        Assert.Equal(ScalingAction.AddNode, capacity.Action);
+        Assert.Equal(NodeTier.Dram, capacity.Tier);
+        Assert.Contains("capacity", capacity.Reason, StringComparison.Ordinal);
+
+        var (cpu, _) = Decide(time, AutoscalerState.Initial, new HashSet<uint>(), Node(time, 1, 0.1, cpu: 0.95), Node(time, 2, 0.1, cpu: 0.9));
+        Assert.Equal(ScalingAction.AddNode, cpu.Action);
+        Assert.Contains("cpu", cpu.Reason, StringComparison.Ordinal);
+
+        var (network, _) = Decide(time, AutoscalerState.Initial, new HashSet<uint>(), Node(time, 1, 0.1, net: 0.9e9), Node(time, 2, 0.1, net: 0.9e9));
+        Assert.Equal(ScalingAction.AddNode, network.Action);
+        Assert.Contains("network", network.Reason, StringComparison.Ordinal);
+
+        var (inside, _) = Decide(time, AutoscalerState.Initial, new HashSet<uint>(), Node(time, 1, 0.7), Node(time, 2, 0.7));
+        Assert.Equal(ScalingAction.None, inside.Action);
+    }
+
+    [Fact]
+    public void ATierBelowTheLowerBoundShrinksOnlyAfterTheCooldownAndRemovesTheLeastUsedNode()
+    {
+        var time = new FakeTimeProvider();
+        var removable = new HashSet<uint> { 2, 3 };
+        NodeSample[] Nodes() => [Node(time, 1, 0.1), Node(time, 2, 0.2), Node(time, 3, 0.05)];
+        var (first, state) = Decide(time, AutoscalerState.Initial, removable, Nodes());
+        Assert.Equal(ScalingAction.None, first.Action);
+        time.Advance(TimeSpan.FromSeconds(9));
+        (var early, state) = Decide(time, state, removable, Nodes());
+        Assert.Equal(ScalingAction.None, early.Action);
+        time.Advance(TimeSpan.FromSeconds(1));
+        (var remove, state) = Decide(time, state, removable, Nodes());
+        Assert.Equal(ScalingAction.RemoveNode, remove.Action);
+        Assert.Equal(3u, remove.NodeId);
+        Assert.Contains("least used", remove.Reason, StringComparison.Ordinal);
+
+        // Right after an action the cooldown holds everything, even pressure.
+        time.Advance(TimeSpan.FromSeconds(1));
+        var (held, _) = Decide(time, state, removable, Node(time, 1, 0.95), Node(time, 2, 0.95));
+        Assert.Equal(ScalingAction.None, held.Action);
+    }
+
+    [Fact]
+    public void ABriefRiseRestartsTheQuietPeriod()
+    {
+        var time = new FakeTimeProvider();
+        var removable = new HashSet<uint> { 3 };
+        var (_, state) = Decide(time, AutoscalerState.Initial, removable, Node(time, 1, 0.1), Node(time, 2, 0.1), Node(time, 3, 0.1));
+        time.Advance(TimeSpan.FromSeconds(6));
+        (_, state) = Decide(time, state, removable, Node(time, 1, 0.75), Node(time, 2, 0.75), Node(time, 3, 0.75));
+        time.Advance(TimeSpan.FromSeconds(6));
+        var (decision, _) = Decide(time, state, removable, Node(time, 1, 0.1), Node(time, 2, 0.1), Node(time, 3, 0.1));
+        Assert.Equal(ScalingAction.None, decision.Action);
+    }
+
+    [Fact]
+    public void NeverAboveMaxNeverBelowMinNeverARemovalThatWouldOverflowTheRest()
+    {
+        var time = new FakeTimeProvider();
+        var atMax = Enumerable.Range(1, 16).Select(i => Node(time, (uint)i, 0.95)).ToArray();
+        Assert.Equal(ScalingAction.None, Decide(time, AutoscalerState.Initial, new HashSet<uint>(), atMax).Decision.Action);
+
+        var quiet = new AutoscalerState(null, new Dictionary<NodeTier, DateTimeOffset> { [NodeTier.Dram] = time.GetUtcNow() });
+        time.Advance(TimeSpan.FromMinutes(1));
+        var atMin = Decide(time, quiet, new HashSet<uint> { 1, 2 }, Node(time, 1, 0.01), Node(time, 2, 0.01));
+        Assert.Equal(ScalingAction.None, atMin.Decision.Action);
+
+        // 3 nodes at 55 %: without one, the other two would hold 82 %, so nothing is removed.
+        var tight = Decide(time, quiet, new HashSet<uint> { 3 }, Node(time, 1, 0.55), Node(time, 2, 0.55), Node(time, 3, 0.55));
+        Assert.Equal(ScalingAction.None, tight.Decision.Action);
+
+        // Only nodes the controller can stop are candidates; a draining node blocks another removal.
+        var none = Decide(time, quiet, new HashSet<uint>(), Node(time, 1, 0.01), Node(time, 2, 0.01), Node(time, 3, 0.01));
+        Assert.Equal(ScalingAction.None, none.Decision.Action);
+        var draining = Decide(time, quiet, new HashSet<uint> { 3, 4 }, Node(time, 1, 0.01), Node(time, 2, 0.01), Node(time, 3, 0.01), Node(time, 4, 0.01, state: NodeState.Draining));
+        Assert.Equal(ScalingAction.None, draining.Decision.Action);
+    }
+
+    [Fact]
+    public void OptionsAreValidated()
+    {
+        new AutoscalerOptions().Validate();
+        Assert.Throws<ArgumentException>(() => new AutoscalerOptions { Lower = 0.8, Upper = 0.6 }.Validate());
+        Assert.Throws<ArgumentException>(() => new AutoscalerOptions { Upper = 1.5 }.Validate());
+        Assert.Throws<ArgumentException>(() => new AutoscalerOptions { MinNodes = 5, MaxNodes = 4 }.Validate());
+        Assert.Throws<ArgumentException>(() => new AutoscalerOptions { Interval = TimeSpan.Zero }.Validate());
+        Assert.Throws<ArgumentException>(() => new AutoscalerOptions { NewNodeCapacityBytes = 0 }.Validate());
+    }
+}

@@ -1,0 +1,106 @@
+using Pocket.Protocol;
+
+namespace Pocket.Gateway.Tests;
+
+/// <summary>The pure pieces: ranges, key mapping, bucket names, hints.</summary>
+public sealed class MappingTests
+{
+    [Theory]
+    [InlineData(null, 0L, 1000L, false)]
+    [InlineData("bytes=0-99", 0L, 100L, true)]
+    [InlineData("bytes=900-", 900L, 100L, true)]
+    [InlineData("bytes=-10", 990L, 10L, true)]
+    [InlineData("bytes=-5000", 0L, 1000L, true)]
+    [InlineData("bytes=990-5000", 990L, 10L, true)]
+    [InlineData("bytes=5-4", 0L, 1000L, false)]
+    [InlineData("bytes=0-1,5-6", 0L, 1000L, false)]
+    [InlineData("items=0-1", 0L, 1000L, false)]
+    public void Ranges_are_read_as_S3_reads_them(string? header, long offset, long length, bool partial)
+    {
+        Assert.Equal((offset, length, partial), S3Handler.ParseRange(header, 1000));
+    }
+
+    [Theory]
+    [InlineData("bytes=1000-")]
+    [InlineData("bytes=5000-6000")]
+    [InlineData("bytes=-0")]
+    public void Unsatisfiable_ranges_are_InvalidRange(string header)
+    {
+        Assert.Equal(S3Error.InvalidRange, Assert.Throws<S3Exception>(() => S3Handler.ParseRange(header, 1000)).Error);
+    }
+
+    [Fact]
+    public void Keys_map_to_pocket_keys_and_back()
+    {
+        var limits = ProtocolLimits.Default;
+        Assert.Equal("a/b/c", KeyMapping.ToPocket("a/b/c", limits));
+        var folder = KeyMapping.ToPocket("photos/2024/", limits);
+        Assert.NotEqual("photos/2024/", folder);
+        Assert.Equal("photos/2024/", KeyMapping.ToS3(folder));
+        Assert.StartsWith("photos/2024/", folder, StringComparison.Ordinal);
+        Assert.False(KeyMapping.IsRecord(folder));
+        Assert.True(KeyMapping.IsRecord(KeyMapping.RecordKey(folder)));
+
+        foreach (var bad in new[] { "/leading", "a//b", "a/./b", "..", "x\u0001y", "has\uffffreserved", string.Empty })
+        {
+            Assert.Equal(S3Error.InvalidArgument, Assert.Throws<S3Exception>(() => KeyMapping.ToPocket(bad, limits)).Error);
+        }
+
+        Assert.Equal(S3Error.KeyTooLong, Assert.Throws<S3Exception>(() => KeyMapping.ToPocket(new string('k', 1020), limits)).Error);
+        Assert.Equal(S3Error.KeyTooLong, Assert.Throws<S3Exception>(() => KeyMapping.ToPocket(string.Join('/', Enumerable.Repeat("p", 63)), limits)).Error);
+        KeyMapping.ToPocket(new string('k', 1000), limits);
+    }
+
+    [Theory]
+    [InlineData("", "")]
+    [InlineData("logs/2024-", "logs/2024-")]
+    [InlineData("a/.", "a/")]
+    [InlineData(".", "")]
+    [InlineData("a//", null)]
+    [InlineData("/x", null)]
+    public void Listing_prefixes_fall_back_to_their_folder(string prefix, string? expected)
+    {
+        Assert.Equal(expected, KeyMapping.ListablePrefix(prefix, ProtocolLimits.Default));
+    }
+
+    [Theory]
+    [InlineData("abc", true)]
+    [InlineData("my.bucket-01", true)]
+    [InlineData("ab", false)]
+    [InlineData("Upper", false)]
+    [InlineData("-dash", false)]
+    [InlineData("a..b", false)]
+    [InlineData("192.168.1.1", false)]
+    [InlineData("xn--punycode", false)]
+    [InlineData("under_score", false)]
+    public void Bucket_names_follow_S3s_rules(string name, bool valid)
+    {
+        Assert.Equal(valid, S3Handler.IsValidBucketName(name, out _));
+    }
+
+    [Fact]
+    public void Hints_parse_from_the_header_syntax()
+    {
+        Assert.True(BucketHints.TryParse("functions=10, capacity=1GiB ,peak-throughput=2Gbps,latency-sensitive=false", out var hints, out _));
+        Assert.Equal(new BucketHints(10, "1GiB", "2Gbps", false), hints);
+        Assert.True(BucketHints.TryParse(null, out var none, out _));
+        Assert.Equal(BucketHints.None, none);
+        Assert.False(BucketHints.TryParse("functions=many", out _, out var error));
+        Assert.Contains("functions", error, StringComparison.Ordinal);
+        Assert.False(BucketHints.TryParse("colour=blue", out _, out _));
+        Assert.False(BucketHints.TryParse("latency-sensitive=maybe", out _, out _));
+    }
+
+    [Fact]
+    public void Options_are_validated()
+    {
+        var good = new GatewayOptions { ControllerUrl = new Uri("http://127.0.0.1:7070"), Users = new Dictionary<string, string> { ["ak"] = "sk" } };
+        good.Validate();
+        Assert.Throws<ArgumentException>(() => (good with { ControllerUrl = new Uri("ftp://x") }).Validate());
+        Assert.Throws<ArgumentException>(() => (good with { MetadataAddress = "no-port" }).Validate());
+        Assert.Throws<ArgumentException>(() => (good with { Users = new Dictionary<string, string> { ["ak"] = string.Empty } }).Validate());
+        Assert.Throws<ArgumentException>(() => (good with { Users = new Dictionary<string, string>(), AllowJobCredentials = false }).Validate());
+        Assert.Throws<ArgumentException>(() => (good with { DefaultHints = "bogus=1" }).Validate());
+        Assert.Throws<ArgumentException>(() => (good with { MinPartSize = 10, MaxPartSize = 5 }).Validate());
+    }
+}
