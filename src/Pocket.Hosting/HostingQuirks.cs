@@ -1,13 +1,13 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
-namespace Pocket.Controller;
+namespace Pocket.Hosting;
 
 /// <summary>
-/// The controller is a library inside someone else's process (the CLI, a test): the host must not take over
+/// An HTTP role is a library inside someone else's process (the CLI, a test): the host must not take over
 /// Ctrl+C or print "Application started. Press Ctrl+C to shut down." as the default console lifetime does.
 /// </summary>
-internal sealed class EmbeddedHostLifetime : IHostLifetime
+public sealed class EmbeddedHostLifetime : IHostLifetime
 {
     public Task WaitForStartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
@@ -16,9 +16,9 @@ internal sealed class EmbeddedHostLifetime : IHostLifetime
 
 /// <summary>
 /// Passes the framework's own log lines (Kestrel, routing, hosting: a line per request at Information) on only
-/// from <see cref="LogLevel.Warning"/> up, so the controller's log stays about jobs and nodes.
+/// from <see cref="LogLevel.Warning"/> up, so a role's log stays about its own work.
 /// </summary>
-internal sealed class FrameworkQuietLoggerFactory(ILoggerFactory inner) : ILoggerFactory
+public sealed class FrameworkQuietLoggerFactory(ILoggerFactory inner) : ILoggerFactory
 {
     public ILogger CreateLogger(string categoryName)
     {
