@@ -4,9 +4,10 @@ using Pocket.Protocol;
 namespace Pocket.Cli;
 
 /// <summary>
-/// Which cluster a client verb talks to: --metadata, else $POCKET_METADATA, else the cluster.json that
-/// `pocket up` wrote. The cluster token (needed only to register and deregister jobs) comes from
-/// $POCKET_CLUSTER_TOKEN, else cluster.json.
+/// Which metadata server a client verb talks to: --metadata, else $POCKET_METADATA, else (for a job's data) the
+/// address the job was registered with, else the cluster.json that `pocket up` wrote. The cluster token (needed
+/// only to register and deregister jobs directly, without a controller) comes from $POCKET_CLUSTER_TOKEN, else
+/// cluster.json.
 /// </summary>
 internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken, string Source)
 {
@@ -14,7 +15,7 @@ internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken,
     public const string TokenVariable = "POCKET_CLUSTER_TOKEN";
 
     /// <summary>The cluster to use, or null when none is configured (no option, variable or state file).</summary>
-    public static ClusterConnection? TryResolve(string? metadataOption, PocketHome home)
+    public static ClusterConnection? TryResolve(string? metadataOption, PocketHome home, JobEntry? job = null)
     {
         var state = home.ReadCluster();
         var token = JobToken.None;
@@ -42,11 +43,17 @@ internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken,
             return new ClusterConnection(fromEnvironment.Trim(), token, MetadataVariable);
         }
 
+        // A job registered through a controller knows its metadata server, so its data verbs need no cluster.json.
+        if (job is { Metadata: { Length: > 0 } jobMetadata })
+        {
+            return new ClusterConnection(jobMetadata, token, $"{home.JobsFile} (job {job.Id})");
+        }
+
         return state is null ? null : new ClusterConnection(state.Metadata, token, home.ClusterFile);
     }
 
-    public static ClusterConnection Resolve(string? metadataOption, PocketHome home) =>
-        TryResolve(metadataOption, home) ?? throw new CliException("no cluster: start one with `pocket up` (or pass --metadata HOST:PORT)");
+    public static ClusterConnection Resolve(string? metadataOption, PocketHome home, JobEntry? job = null) =>
+        TryResolve(metadataOption, home, job) ?? throw new CliException("no cluster: start one with `pocket up` (or pass --metadata HOST:PORT)");
 
     public async Task<PocketClient> ConnectAsync(CancellationToken cancellationToken)
     {
@@ -62,7 +69,9 @@ internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken,
         {
             var hint = Source.EndsWith("cluster.json", StringComparison.Ordinal)
                 ? $"; is `pocket up` still running? (delete {Source} if not)"
-                : string.Empty;
+                : Source.Contains("jobs.json", StringComparison.Ordinal)
+                    ? "; the cluster the job was registered on may be gone (`pocket job rm ID` forgets it)"
+                    : string.Empty;
             throw new CliException($"cannot reach the metadata server at {Metadata} (from {Source}): {ex.Message}{hint}", ex);
         }
     }

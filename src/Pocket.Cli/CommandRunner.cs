@@ -74,6 +74,12 @@ internal static class CommandRunner
         HelpName = "HOST:PORT",
     };
 
+    public static Option<string?> ControllerOption() => new("--controller")
+    {
+        Description = $"Controller URL (default: ${ControllerConnection.Variable}, else the cluster of `pocket up`)",
+        HelpName = "URL",
+    };
+
     public static Option<bool> JsonOption() => new("--json") { Description = "Print JSON instead of a table" };
 
     public static Option<long> SizeOption(string name, long defaultValue, string description) => new(name)

@@ -4,11 +4,14 @@ using System.Text.Json.Serialization;
 
 namespace Pocket.Cli;
 
-/// <summary>What `pocket up` leaves for the client verbs: where the cluster is and its admin token.</summary>
-internal sealed record ClusterState(string Metadata, string ClusterToken, int Pid);
+/// <summary>What `pocket up` leaves for the client verbs: where the cluster is (controller URL, metadata server) and its admin token.</summary>
+internal sealed record ClusterState(string Metadata, string ClusterToken, int Pid, string? Controller = null);
 
-/// <summary>A job this user registered; the token is the secret that lets the data verbs use it.</summary>
-internal sealed record JobEntry(string Id, string Token, string? Metadata);
+/// <summary>
+/// A job this user registered; the token is the secret that lets the data verbs use it, the metadata address where
+/// they find its data, the controller (when it registered through one) where `pocket job rm` ends it.
+/// </summary>
+internal sealed record JobEntry(string Id, string Token, string? Metadata, string? Controller = null);
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(ClusterState))]

@@ -9,9 +9,10 @@ var root = new RootCommand("pocket: elastic ephemeral storage for serverless ana
 {
     UpCommand.Create(),
     JobCommands.Create(),
+    StatusCommand.Create(),
     BenchCommand.Create(),
 };
-foreach (var command in DataCommands.Create().Concat(RoleCommands.Create()))
+foreach (var command in DataCommands.Create().Concat(DemoCommand.Create()).Concat(RoleCommands.Create()))
 {
     root.Subcommands.Add(command);
 }

@@ -277,7 +277,7 @@ internal static class DataCommands
             throw new CliException($"job '{jobId}' has a bad token in {home.JobsFile}");
         }
 
-        var connection = ClusterConnection.Resolve(metadataOption, home);
+        var connection = ClusterConnection.Resolve(metadataOption, home, entry);
         var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {

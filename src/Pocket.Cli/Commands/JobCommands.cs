@@ -1,12 +1,17 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
 using Spectre.Console;
+using ControllerUnits = Pocket.Controller.Units;
 
 namespace Pocket.Cli.Commands;
 
-/// <summary>`pocket job register|ls|rm`: jobs this user registered, remembered with their tokens in jobs.json.</summary>
+/// <summary>
+/// `pocket job register|ls|rm`: jobs through the controller's HTTP API (sized from hints), each job's token
+/// remembered in jobs.json. With no controller but a metadata server named, jobs go to the metadata server directly.
+/// </summary>
 internal static class JobCommands
 {
     public static Command Create()
@@ -21,35 +26,212 @@ internal static class JobCommands
     private static Command Register()
     {
         var name = new Argument<string>("NAME") { Description = "Job name: letters, digits, '-', '_' or '.'; the cluster appends a number" };
+        var functions = new Option<int?>("--functions") { Description = "Concurrent functions of the job", HelpName = "N" };
+        var throughput = new Option<double?>("--throughput")
+        {
+            Description = "Peak throughput of the whole job (e.g. 2Gbps, 500Mb/s, 1GB/s)",
+            HelpName = "RATE",
+            CustomParser = ParseThroughput,
+        };
+        var capacity = new Option<long?>("--capacity")
+        {
+            Description = "Most bytes the job stores at once (e.g. 10GiB)",
+            HelpName = "SIZE",
+            CustomParser = ParseCapacity,
+        };
+        var latencySensitive = new Option<bool>("--latency-sensitive")
+        {
+            Description = "Whether small requests must be fast (DRAM): true or false",
+            DefaultValueFactory = _ => true,
+            HelpName = "true|false",
+        };
+        functions.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is < 0)
+            {
+                result.AddError("--functions must be >= 0");
+            }
+        });
         var json = CommandRunner.JsonOption();
+        var controller = CommandRunner.ControllerOption();
         var metadata = CommandRunner.MetadataOption();
-        var command = new Command("register", "Register a job and remember its token in $POCKET_HOME/jobs.json") { name, json, metadata };
+        var command = new Command("register", "Register a job (sized from its hints) and remember its token in $POCKET_HOME/jobs.json")
+        {
+            name, functions, throughput, capacity, latencySensitive, json, controller, metadata,
+        };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
             var home = PocketHome.Default();
-            var connection = ClusterConnection.Resolve(parse.GetValue(metadata), home);
-            var client = await connection.ConnectAsync(ct).ConfigureAwait(false);
-            await using (client.ConfigureAwait(false))
+            var jobName = parse.GetRequiredValue(name);
+            var hints = new JobSizeHints
             {
-                var job = await client.RegisterJobAsync(parse.GetRequiredValue(name), ct).ConfigureAwait(false);
-                var entry = new JobEntry(job.Id, job.Token.ToString(), connection.Metadata);
-                await home.UpdateJobsAsync(jobs =>
+                Functions = parse.GetValue(functions),
+                PeakThroughputBitsPerSecond = parse.GetValue(throughput),
+                CapacityBytes = parse.GetValue(capacity),
+                LatencySensitive = parse.GetValue(latencySensitive),
+            };
+            using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
+            if (connection is null)
+            {
+                if (hints != new JobSizeHints())
                 {
-                    // Ids restart with each cluster, so an id from a cluster that is gone is simply replaced.
-                    jobs.RemoveAll(j => j.Id == entry.Id);
-                    jobs.Add(entry);
-                    return true;
-                }, ct).ConfigureAwait(false);
+                    throw new CliException("hints need a controller (--controller URL or `pocket up`); a metadata server alone registers jobs unsized");
+                }
 
-                if (parse.GetValue(json))
+                return await RegisterDirectAsync(jobName, parse.GetValue(metadata), parse.GetValue(json), home, ct).ConfigureAwait(false);
+            }
+
+            var job = await connection.CallAsync(c => c.RegisterJobAsync(jobName, hints, ct)).ConfigureAwait(false);
+            var entry = new JobEntry(job.JobId, job.Token.ToString(), job.Metadata, connection.Text);
+            await RememberAsync(home, entry, ct).ConfigureAwait(false);
+            if (parse.GetValue(json))
+            {
+                var node = ToJson(entry);
+                node["tier"] = Tier(job.Tier);
+                node["nodes"] = new JsonArray([.. job.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["address"] = n.Address, ["weight"] = n.Weight })]);
+                node["throughputBitsPerSecond"] = job.ThroughputBitsPerSecond;
+                node["capacityBytes"] = job.CapacityBytes;
+                node["nodesNeeded"] = job.NodesNeeded;
+                node["throughputBound"] = job.ThroughputBound;
+                node["leaseSeconds"] = job.Lease.TotalSeconds;
+                CommandRunner.WriteJson(node);
+                return 0;
+            }
+
+            AnsiConsole.MarkupLine($"registered job [bold]{Markup.Escape(job.JobId)}[/] on tier [bold]{Tier(job.Tier)}[/] through {Markup.Escape(connection.Text)}");
+            AnsiConsole.MarkupLine(Markup.Escape(string.Create(
+                CultureInfo.InvariantCulture,
+                $"sized for {ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond)} and {Units.FormatSize(job.CapacityBytes)} ({(job.ThroughputBound ? "throughput" : "capacity")}-bound, {job.NodesNeeded} node{(job.NodesNeeded == 1 ? "" : "s")} of its class); lease {Units.FormatDuration(job.Lease)}, renewed by every request")));
+            var table = new Table().Border(TableBorder.Rounded)
+                .AddColumn(new TableColumn("node").RightAligned())
+                .AddColumn("address")
+                .AddColumn(new TableColumn("weight").RightAligned());
+            foreach (var node in job.Nodes)
+            {
+                table.AddRow(node.Id.ToString(CultureInfo.InvariantCulture), Markup.Escape(node.Address), node.Weight.ToString("0.###", CultureInfo.InvariantCulture));
+            }
+
+            AnsiConsole.Write(table);
+            AnsiConsole.MarkupLine($"metadata: {Markup.Escape(job.Metadata)}");
+            AnsiConsole.MarkupLine($"token: {entry.Token} (kept in {Markup.Escape(home.JobsFile)})");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The older flow: straight to the metadata server with the cluster token, no sizing.</summary>
+    private static async Task<int> RegisterDirectAsync(string name, string? metadataOption, bool json, PocketHome home, CancellationToken cancellationToken)
+    {
+        var connection = ClusterConnection.TryResolve(metadataOption, home)
+            ?? throw new CliException($"no cluster: start one with `pocket up` (or pass --controller URL, or --metadata HOST:PORT)");
+        var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await using (client.ConfigureAwait(false))
+        {
+            var job = await client.RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
+            var entry = new JobEntry(job.Id, job.Token.ToString(), connection.Metadata);
+            await RememberAsync(home, entry, cancellationToken).ConfigureAwait(false);
+            if (json)
+            {
+                CommandRunner.WriteJson(ToJson(entry));
+            }
+            else
+            {
+                AnsiConsole.MarkupLine($"registered job [bold]{Markup.Escape(entry.Id)}[/] on {Markup.Escape(connection.Metadata)} (directly, unsized)");
+                AnsiConsole.MarkupLine($"token: {entry.Token} (kept in {Markup.Escape(home.JobsFile)})");
+            }
+        }
+
+        return 0;
+    }
+
+    private static Task RememberAsync(PocketHome home, JobEntry entry, CancellationToken cancellationToken) =>
+        home.UpdateJobsAsync(jobs =>
+        {
+            // Ids restart with each cluster, so an id from a cluster that is gone is simply replaced.
+            jobs.RemoveAll(j => j.Id == entry.Id);
+            jobs.Add(entry);
+            return true;
+        }, cancellationToken);
+
+    private static Command List()
+    {
+        var json = CommandRunner.JsonOption();
+        var controller = CommandRunner.ControllerOption();
+        var metadata = CommandRunner.MetadataOption();
+        var command = new Command("ls", "List the controller's jobs (which ones this user holds a token for), or those in $POCKET_HOME/jobs.json")
+        {
+            json, controller, metadata,
+        };
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            var home = PocketHome.Default();
+            var local = home.ReadJobs();
+            using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
+            if (connection is null)
+            {
+                return ListLocal(local, parse.GetValue(json));
+            }
+
+            var jobs = await connection.CallAsync(c => c.ListJobsAsync(ct)).ConfigureAwait(false);
+            var tokens = local.Select(j => j.Id).ToHashSet(StringComparer.Ordinal);
+            if (parse.GetValue(json))
+            {
+                CommandRunner.WriteJson(new JsonArray([.. jobs.Select(j => (JsonNode)new JsonObject
                 {
-                    CommandRunner.WriteJson(ToJson(entry));
-                }
-                else
+                    ["id"] = j.JobId,
+                    ["name"] = j.Name,
+                    ["tier"] = Tier(j.Tier),
+                    ["nodes"] = new JsonArray([.. j.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["address"] = n.Address, ["weight"] = n.Weight })]),
+                    ["throughputBitsPerSecond"] = j.ThroughputBitsPerSecond,
+                    ["capacityBytes"] = j.CapacityBytes,
+                    ["registeredAt"] = j.RegisteredAt,
+                    ["leaseExpiresAt"] = j.LeaseExpiresAt,
+                    ["localToken"] = tokens.Contains(j.JobId),
+                })]));
+                return 0;
+            }
+
+            var known = jobs.Select(j => j.JobId).ToHashSet(StringComparer.Ordinal);
+            var elsewhere = local.Where(j => !known.Contains(j.Id) && (j.Controller is null || j.Controller == connection.Text)).Select(j => j.Id).ToList();
+            var elsewhereLine = Markup.Escape(
+                $"in {home.JobsFile} but not this controller's: {string.Join(", ", elsewhere)} (registered straight on a metadata server, or on a cluster that is gone; `pocket job rm ID` ends or forgets them)");
+            if (jobs.Count == 0)
+            {
+                AnsiConsole.MarkupLine($"no jobs on {Markup.Escape(connection.Text)}: register one with `pocket job register NAME`");
+                if (elsewhere.Count > 0)
                 {
-                    AnsiConsole.MarkupLine($"registered job [bold]{Markup.Escape(entry.Id)}[/] on {Markup.Escape(connection.Metadata)}");
-                    AnsiConsole.MarkupLine($"token: {entry.Token} (kept in {Markup.Escape(home.JobsFile)})");
+                    AnsiConsole.MarkupLine(elsewhereLine);
                 }
+
+                return 0;
+            }
+
+            var now = DateTimeOffset.UtcNow;
+            var table = new Table().Border(TableBorder.Rounded)
+                .AddColumn("job")
+                .AddColumn("tier")
+                .AddColumn("nodes")
+                .AddColumn(new TableColumn("throughput").RightAligned())
+                .AddColumn(new TableColumn("capacity").RightAligned())
+                .AddColumn(new TableColumn("lease left").RightAligned())
+                .AddColumn("token here");
+            foreach (var job in jobs)
+            {
+                var left = job.LeaseExpiresAt - now;
+                table.AddRow(
+                    Markup.Escape(job.JobId),
+                    Tier(job.Tier),
+                    string.Join(",", job.Nodes.Select(n => n.Id.ToString(CultureInfo.InvariantCulture))),
+                    ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond),
+                    Units.FormatSize(job.CapacityBytes),
+                    left > TimeSpan.Zero ? Units.FormatDuration(TimeSpan.FromSeconds(Math.Round(left.TotalSeconds))) : "expired",
+                    tokens.Contains(job.JobId) ? "[green]yes[/]" : "[grey]no[/]");
+            }
+
+            AnsiConsole.Write(table);
+            if (elsewhere.Count > 0)
+            {
+                AnsiConsole.MarkupLine(elsewhereLine);
             }
 
             return 0;
@@ -57,75 +239,120 @@ internal static class JobCommands
         return command;
     }
 
-    private static Command List()
+    private static int ListLocal(List<JobEntry> jobs, bool json)
     {
-        var json = CommandRunner.JsonOption();
-        var command = new Command("ls", "List the jobs in $POCKET_HOME/jobs.json") { json };
-        CommandRunner.SetAction(command, (parse, _) =>
+        if (json)
         {
-            var jobs = PocketHome.Default().ReadJobs();
-            if (parse.GetValue(json))
-            {
-                CommandRunner.WriteJson(new JsonArray([.. jobs.Select(ToJson)]));
-                return Task.FromResult(0);
-            }
+            CommandRunner.WriteJson(new JsonArray([.. jobs.Select(j => (JsonNode)ToJson(j))]));
+            return 0;
+        }
 
-            if (jobs.Count == 0)
-            {
-                AnsiConsole.MarkupLine("no jobs: register one with `pocket job register NAME`");
-                return Task.FromResult(0);
-            }
+        if (jobs.Count == 0)
+        {
+            AnsiConsole.MarkupLine("no jobs: register one with `pocket job register NAME`");
+            return 0;
+        }
 
-            var table = new Table().Border(TableBorder.Rounded).AddColumn("job").AddColumn("metadata server");
-            foreach (var job in jobs)
-            {
-                table.AddRow(Markup.Escape(job.Id), Markup.Escape(job.Metadata ?? "?"));
-            }
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("job").AddColumn("metadata server").AddColumn("controller");
+        foreach (var job in jobs)
+        {
+            table.AddRow(Markup.Escape(job.Id), Markup.Escape(job.Metadata ?? "?"), Markup.Escape(job.Controller ?? "-"));
+        }
 
-            AnsiConsole.Write(table);
-            return Task.FromResult(0);
-        });
-        return command;
+        AnsiConsole.Write(table);
+        return 0;
     }
 
     private static Command Remove()
     {
         var id = new Argument<string>("ID") { Description = "Job id, as `pocket job ls` shows it" };
+        var controller = CommandRunner.ControllerOption();
         var metadata = CommandRunner.MetadataOption();
-        var command = new Command("rm", "Deregister a job: every object it stored is freed at once") { id, metadata };
+        var command = new Command("rm", "Deregister a job: every object it stored is freed at once") { id, controller, metadata };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
             var home = PocketHome.Default();
             var jobId = parse.GetRequiredValue(id);
-            var connection = ClusterConnection.Resolve(parse.GetValue(metadata), home);
-            var client = await connection.ConnectAsync(ct).ConfigureAwait(false);
-            await using (client.ConfigureAwait(false))
+            var known = home.ReadJobs().Find(j => j.Id == jobId);
+            using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
+            string outcome;
+
+            // A job registered straight on the metadata server is unknown to any controller: end it where it lives.
+            if (connection is null || (known is { Controller: null } && parse.GetValue(controller) is null))
             {
-                string outcome;
+                outcome = await RemoveDirectAsync(jobId, known, parse.GetValue(metadata), home, ct).ConfigureAwait(false);
+            }
+            else
+            {
                 try
                 {
-                    var (objects, bytes) = await client.DeregisterJobAsync(jobId, ct).ConfigureAwait(false);
-                    outcome = string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {objects} objects, {Units.FormatSize(bytes)}");
+                    var ended = await connection.CallAsync(c => c.DeregisterAsync(jobId, ct)).ConfigureAwait(false);
+                    outcome = string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {ended.ObjectsFreed} objects, {Units.FormatSize(ended.BytesFreed)}");
                 }
-                catch (ObjectNotFoundException) when (home.ReadJobs().Exists(j => j.Id == jobId))
+                catch (PocketControllerException ex) when (ex.HttpStatus == System.Net.HttpStatusCode.NotFound && known is not null)
                 {
                     // The cluster that knew the job is gone; forgetting it locally is all that is left to do.
-                    outcome = $"job {jobId} is not registered on {connection.Metadata}; removed it from {home.JobsFile}";
+                    outcome = $"job {jobId} is not registered on {connection.Text}; removed it from {home.JobsFile}";
                 }
-
-                await home.UpdateJobsAsync(jobs => jobs.RemoveAll(j => j.Id == jobId), ct).ConfigureAwait(false);
-                AnsiConsole.MarkupLine(Markup.Escape(outcome));
             }
 
+            await home.UpdateJobsAsync(jobs => jobs.RemoveAll(j => j.Id == jobId), ct).ConfigureAwait(false);
+            AnsiConsole.MarkupLine(Markup.Escape(outcome));
             return 0;
         });
         return command;
     }
+
+    private static async Task<string> RemoveDirectAsync(string jobId, JobEntry? known, string? metadataOption, PocketHome home, CancellationToken cancellationToken)
+    {
+        var connection = ClusterConnection.TryResolve(metadataOption, home, known)
+            ?? throw new CliException($"no cluster: start one with `pocket up` (or pass --controller URL, or --metadata HOST:PORT)");
+        var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
+        await using (client.ConfigureAwait(false))
+        {
+            try
+            {
+                var (objects, bytes) = await client.DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
+                return string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {objects} objects, {Units.FormatSize(bytes)}");
+            }
+            catch (ObjectNotFoundException) when (known is not null)
+            {
+                return $"job {jobId} is not registered on {connection.Metadata}; removed it from {home.JobsFile}";
+            }
+        }
+    }
+
+    private static double? ParseThroughput(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+        if (ControllerUnits.TryParseBitsPerSecond(text, out var bitsPerSecond) && bitsPerSecond >= 0 && double.IsFinite(bitsPerSecond))
+        {
+            return bitsPerSecond;
+        }
+
+        result.AddError($"'{text}' is not a throughput (examples: 2Gbps, 500Mb/s, 1GB/s)");
+        return null;
+    }
+
+    private static long? ParseCapacity(ArgumentResult result)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+        if (Units.TryParseSize(text, out var bytes))
+        {
+            return bytes;
+        }
+
+        result.AddError($"'{text}' is not a size (examples: 512MiB, 10GiB)");
+        return null;
+    }
+
+    internal static string Tier(Protocol.NodeTier tier) => tier.ToString().ToLowerInvariant();
 
     private static JsonObject ToJson(JobEntry job) => new()
     {
         ["id"] = job.Id,
         ["token"] = job.Token,
         ["metadata"] = job.Metadata,
+        ["controller"] = job.Controller,
     };
 }

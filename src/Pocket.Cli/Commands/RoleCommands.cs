@@ -131,10 +131,26 @@ internal static class RoleCommands
         var provisioner = new Option<string>("--provisioner") { Description = "How to start storage nodes: local (child processes) or none", DefaultValueFactory = _ => "local" };
         provisioner.AcceptOnlyFromAmong("local", "none");
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for ssd and hdd nodes started locally" };
+        var nodeCapacity = new Option<long?>("--node-capacity")
+        {
+            Description = "Bytes of a DRAM node, for sizing and for the nodes it starts (default: the paper's 60 GB node; give the real size for local nodes)",
+            HelpName = "SIZE",
+            CustomParser = result =>
+            {
+                var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+                if (Units.TryParseSize(text, out var bytes) && bytes > 0)
+                {
+                    return bytes;
+                }
+
+                result.AddError($"'{text}' is not a size (examples: 1GiB, 64GB)");
+                return null;
+            },
+        };
         var verbose = VerboseOption();
         var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, host, port, provisioner, dataDir, verbose, StopOnStdinEof,
+            metadata, host, port, provisioner, dataDir, nodeCapacity, verbose, StopOnStdinEof,
         };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
@@ -150,8 +166,20 @@ internal static class RoleCommands
                     loggerFactory);
             }
 
+            var registry = new JobRegistryOptions();
+            if (parse.GetValue(nodeCapacity) is { } capacity)
+            {
+                registry = registry with
+                {
+                    Sizing = registry.Sizing with
+                    {
+                        NodeClasses = [.. registry.Sizing.NodeClasses.Select(c => c.Tier == NodeTier.Dram ? c with { CapacityBytes = capacity } : c)],
+                    },
+                };
+            }
+
             var controller = new ControllerServer(
-                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)) },
+                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry },
                 local,
                 loggerFactory);
             try

@@ -1,43 +1,53 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Net;
 using System.Net.Sockets;
-using Microsoft.Extensions.Logging;
+using Microsoft.AspNetCore.Connections;
+using Pocket.Cli.Hosting;
 using Pocket.Client;
 using Pocket.Protocol;
-using Pocket.Testing;
 using Spectre.Console;
 
 namespace Pocket.Cli.Commands;
 
-/// <summary>`pocket up`: a whole cluster in this process until Ctrl-C, SIGTERM or --for runs out.</summary>
+/// <summary>
+/// `pocket up`: metadata server and controller in this process, storage nodes as child processes (or in-process),
+/// until Ctrl-C, SIGTERM or --for runs out.
+/// </summary>
 internal static class UpCommand
 {
     public static Command Create()
     {
-        var nodes = new Option<int>("--nodes") { Description = "Storage nodes", DefaultValueFactory = _ => 2 };
-        var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "DRAM capacity of each storage node");
+        var nodes = new Option<int>("--nodes") { Description = "Storage nodes to start with (jobs that need more get them from the controller)", DefaultValueFactory = _ => 2 };
+        var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "DRAM capacity of each storage node (also the size of nodes the controller starts)");
         var blockSize = CommandRunner.SizeOption("--block-size", 64 << 10, "Block size of the storage nodes");
         var port = new Option<int>("--port") { Description = "Metadata server port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7070 };
+        var controllerPort = new Option<int>("--controller-port") { Description = "Controller HTTP port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7080 };
+        var inProcess = new Option<bool>("--in-process") { Description = "Run the storage nodes inside this process instead of as child processes" };
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
-        var command = new Command("up", "Start a Pocket cluster (metadata server and storage nodes) in this process")
+        var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, capacity, blockSize, port, runFor, verbose,
+            nodes, capacity, blockSize, port, controllerPort, inProcess, runFor, verbose,
         };
         nodes.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() is < 1 or > 64)
+            if (result.GetValueOrDefault<int>() is < 0 or > 64)
             {
-                result.AddError("--nodes must be between 1 and 64");
+                result.AddError("--nodes must be between 0 and 64");
             }
         });
-        port.Validators.Add(result =>
+        foreach (var option in new[] { port, controllerPort })
         {
-            if (result.GetValueOrDefault<int>() is < 0 or > 65535)
+            option.Validators.Add(result =>
             {
-                result.AddError("--port must be between 0 and 65535");
-            }
-        });
+                if (result.GetValueOrDefault<int>() is < 0 or > 65535)
+                {
+                    result.AddError($"{option.Name} must be between 0 and 65535");
+                }
+            });
+        }
+
         blockSize.Validators.Add(result =>
         {
             var block = result.GetValueOrDefault<long>();
@@ -48,12 +58,14 @@ internal static class UpCommand
         });
 
         CommandRunner.SetAction(command, (parse, ct) => RunAsync(
-            new PocketClusterOptions
+            new LocalClusterOptions
             {
-                StorageNodes = parse.GetValue(nodes),
+                InitialNodes = parse.GetValue(nodes),
                 NodeCapacity = parse.GetValue(capacity),
                 BlockSize = checked((int)parse.GetValue(blockSize)),
                 MetadataPort = parse.GetValue(port),
+                ControllerPort = parse.GetValue(controllerPort),
+                InProcess = parse.GetValue(inProcess),
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),
@@ -61,7 +73,7 @@ internal static class UpCommand
         return command;
     }
 
-    private static async Task<int> RunAsync(PocketClusterOptions options, TimeSpan? runFor, bool verbose, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(LocalClusterOptions options, TimeSpan? runFor, bool verbose, CancellationToken cancellationToken)
     {
         if (options.NodeCapacity < options.BlockSize)
         {
@@ -71,32 +83,32 @@ internal static class UpCommand
         var home = PocketHome.Default();
         if (home.ReadCluster() is { } existing && existing.Pid != Environment.ProcessId && PocketHome.IsProcessAlive(existing.Pid))
         {
-            throw new CliException($"a cluster is already running at {existing.Metadata} (pid {existing.Pid}, {home.ClusterFile}); stop it first or set POCKET_HOME");
+            throw new CliException($"a cluster is already running at {existing.Controller ?? existing.Metadata} (pid {existing.Pid}, {home.ClusterFile}); stop it first or set POCKET_HOME");
         }
 
-        // Stopping takes the nodes down before the metadata server, which then warns that they died: true,
-        // but noise on a clean shutdown, so from then on only errors are shown. (A filter function replaces
-        // the minimum level, so it carries both.)
-        var minimum = verbose ? LogLevel.Information : LogLevel.Warning;
-        var stopping = false;
-        using var loggerFactory = LoggerFactory.Create(logging => logging
-            .SetMinimumLevel(minimum)
-            .AddFilter((_, level) => level >= (Volatile.Read(ref stopping) ? LogLevel.Error : minimum))
-            .AddSimpleConsole(console =>
-            {
-                console.SingleLine = true;
-                console.TimestampFormat = "HH:mm:ss.fff ";
-            })
-            .AddConsole(console => console.LogToStandardErrorThreshold = LogLevel.Trace));
+        // Checked first: Kestrel logs a failed bind with its whole stack trace before it throws.
+        if (options.ControllerPort != 0 && !IsPortFree(options.ControllerPort))
+        {
+            throw new CliException($"port {options.ControllerPort} is in use: choose another with --controller-port, or --controller-port 0 for any free port");
+        }
 
-        PocketCluster cluster;
+        using var logging = new ClusterLogging(verbose);
+        LocalCluster cluster;
         try
         {
-            cluster = await PocketCluster.StartAsync(options, loggerFactory, cancellationToken).ConfigureAwait(false);
+            cluster = await LocalCluster.StartAsync(options, logging.Factory, cancellationToken).ConfigureAwait(false);
         }
         catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
         {
             throw new CliException($"port {options.MetadataPort} is in use: choose another with --port, or --port 0 for any free port", ex);
+        }
+        catch (IOException ex) when (ex.InnerException is AddressInUseException)
+        {
+            throw new CliException($"port {options.ControllerPort} is in use: choose another with --controller-port, or --controller-port 0 for any free port", ex);
+        }
+        catch (Pocket.Controller.ProvisioningException ex)
+        {
+            throw new CliException($"storage nodes did not start: {ex.Message}", ex);
         }
         catch (OutOfMemoryException ex)
         {
@@ -105,7 +117,7 @@ internal static class UpCommand
 
         await using (cluster.ConfigureAwait(false))
         {
-            home.WriteCluster(new ClusterState(cluster.MetadataAddress, options.ClusterToken.ToString(), Environment.ProcessId));
+            home.WriteCluster(new ClusterState(cluster.MetadataAddress, options.ClusterToken.ToString(), Environment.ProcessId, cluster.ControllerText));
             try
             {
                 await PrintClusterAsync(cluster, home, runFor, cancellationToken).ConfigureAwait(false);
@@ -118,7 +130,7 @@ internal static class UpCommand
                     // Ctrl-C or SIGTERM: the normal way to stop, so it is not an error.
                 }
 
-                Volatile.Write(ref stopping, true);
+                logging.Stopping();
                 AnsiConsole.MarkupLine("stopping ...");
             }
             finally
@@ -131,22 +143,41 @@ internal static class UpCommand
         return 0;
     }
 
-    private static async Task PrintClusterAsync(PocketCluster cluster, PocketHome home, TimeSpan? runFor, CancellationToken cancellationToken)
+    private static bool IsPortFree(int port)
+    {
+        try
+        {
+            var listener = new TcpListener(IPAddress.Loopback, port);
+            listener.Start();
+            listener.Stop();
+            return true;
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            return false;
+        }
+    }
+
+    private static async Task PrintClusterAsync(LocalCluster cluster, PocketHome home, TimeSpan? runFor, CancellationToken cancellationToken)
     {
         IReadOnlyList<NodeInfo> nodes;
-        var client = await cluster.ConnectAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
             nodes = await client.GetNodesAsync(cancellationToken).ConfigureAwait(false);
         }
 
-        AnsiConsole.MarkupLine($"[green]Pocket is up[/]: metadata server [bold]{cluster.MetadataAddress}[/]");
+        AnsiConsole.MarkupLine($"[green]Pocket is up[/] (storage nodes: {cluster.NodeKind})");
+        AnsiConsole.MarkupLine($"controller: [bold]{Markup.Escape(cluster.ControllerText)}[/]");
+        AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]");
+        var processes = cluster.InitialNodes.Where(n => n.NodeId is not null).ToDictionary(n => n.NodeId!.Value, n => n.Handle);
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumn("node")
             .AddColumn("address")
             .AddColumn("tier")
             .AddColumn(new TableColumn("capacity").RightAligned())
-            .AddColumn("state");
+            .AddColumn("state")
+            .AddColumn("process");
         foreach (var node in nodes.OrderBy(n => n.Id))
         {
             table.AddRow(
@@ -154,11 +185,20 @@ internal static class UpCommand
                 node.Address,
                 node.Tier.ToString().ToLowerInvariant(),
                 Units.FormatSize(node.Capacity),
-                node.State.ToString().ToLowerInvariant());
+                node.State.ToString().ToLowerInvariant(),
+                cluster.Options.InProcess ? "in-process" : processes.TryGetValue(node.Id, out var pid) ? $"pid {pid}" : "?");
         }
 
-        AnsiConsole.Write(table);
-        AnsiConsole.MarkupLine($"state file: {Markup.Escape(home.ClusterFile)}");
+        if (nodes.Count > 0)
+        {
+            AnsiConsole.Write(table);
+        }
+        else
+        {
+            AnsiConsole.MarkupLine("no storage nodes yet: the controller starts them as jobs register");
+        }
+
+        AnsiConsole.MarkupLine($"state file: {Markup.Escape(home.ClusterFile)} (client verbs here find the cluster through it; elsewhere set {ControllerConnection.Variable})");
         AnsiConsole.MarkupLine(runFor is { } d
             ? $"stopping by itself in {Units.FormatDuration(d)} (or Ctrl-C)"
             : "Ctrl-C to stop (all data is dropped)");

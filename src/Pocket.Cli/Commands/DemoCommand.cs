@@ -1,0 +1,428 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Pocket.Cli.Demo;
+using Pocket.Cli.Hosting;
+using Pocket.Client;
+using Pocket.Controller;
+using Pocket.Protocol;
+using Spectre.Console;
+
+namespace Pocket.Cli.Commands;
+
+/// <summary>
+/// `pocket demo`: a serverless map/shuffle/reduce sort through Pocket, on an embedded cluster (or --controller), with
+/// the job sized by the controller from its hints; and the hidden `pocket demo-function` that runs one function of it
+/// as its own process.
+/// </summary>
+internal static class DemoCommand
+{
+    private const long MaxPartBytes = 1L << 30;
+
+    public static IEnumerable<Command> Create() => [Demo(), Function()];
+
+    private sealed record DemoSettings(Uri? Controller, long Size, int Mappers, int Reducers, bool Processes, bool Json, ulong Seed, bool Verbose);
+
+    private static Command Demo()
+    {
+        var controller = new Option<string?>("--controller")
+        {
+            Description = "Run against this controller instead of an embedded cluster",
+            HelpName = "URL",
+        };
+        var size = CommandRunner.SizeOption("--size", 256L << 20, "Bytes of records to sort (100-byte records, 10-byte keys)");
+        var mappers = new Option<int>("--mappers") { Description = "Map functions (one input object each)", DefaultValueFactory = _ => 8, HelpName = "M" };
+        var reducers = new Option<int>("--reducers") { Description = "Reduce functions (one output object each)", DefaultValueFactory = _ => 8, HelpName = "R" };
+        var functionsAs = new Option<string>("--functions-as")
+        {
+            Description = "Run each function as a task in this process, or as its own short-lived process (as Lambda would)",
+            DefaultValueFactory = _ => "tasks",
+        };
+        functionsAs.AcceptOnlyFromAmong("tasks", "processes");
+        var seed = new Option<ulong?>("--seed") { Description = "Seed of the generated records (default: a random one, printed)" };
+        var json = CommandRunner.JsonOption();
+        var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the embedded servers do (to stderr)" };
+        foreach (var option in new[] { mappers, reducers })
+        {
+            option.Validators.Add(result =>
+            {
+                if (result.GetValueOrDefault<int>() is < 1 or > 1024)
+                {
+                    result.AddError($"{option.Name} must be between 1 and 1024");
+                }
+            });
+        }
+
+        var command = new Command("demo", "Sort generated records with serverless map and reduce functions through Pocket, and check the result")
+        {
+            controller, size, mappers, reducers, functionsAs, seed, json, verbose,
+        };
+        CommandRunner.SetAction(command, (parse, ct) =>
+        {
+            var settings = new DemoSettings(
+                parse.GetValue(controller) is { } url ? ControllerConnection.ParseUrl(url, "--controller") : null,
+                parse.GetValue(size),
+                parse.GetValue(mappers),
+                parse.GetValue(reducers),
+                parse.GetValue(functionsAs) == "processes",
+                parse.GetValue(json),
+                parse.GetValue(seed) ?? (ulong)Random.Shared.NextInt64(),
+                parse.GetValue(verbose));
+            if (settings.Size < SortRecords.RecordSize)
+            {
+                throw new CliException($"--size must be at least one record ({SortRecords.RecordSize} bytes)");
+            }
+
+            if (settings.Size / Math.Min(settings.Mappers, settings.Reducers) > MaxPartBytes)
+            {
+                throw new CliException($"each function would hold more than {Units.FormatSize(MaxPartBytes)}: use more --mappers/--reducers or a smaller --size");
+            }
+
+            return RunAsync(settings, ct);
+        });
+        return command;
+    }
+
+    private static async Task<int> RunAsync(DemoSettings settings, CancellationToken cancellationToken)
+    {
+        var plan = new SortPlan(settings.Size / SortRecords.RecordSize, settings.Mappers, settings.Reducers, settings.Seed);
+        var say = settings.Json ? (Action<string>)(_ => { }) : text => AnsiConsole.MarkupLine(text);
+        using var logging = new ClusterLogging(settings.Verbose);
+        LocalCluster? cluster = null;
+        try
+        {
+            Uri controllerUrl;
+            if (settings.Controller is { } given)
+            {
+                controllerUrl = given;
+            }
+            else
+            {
+                var nodeCapacity = EmbeddedNodeCapacity(plan.Bytes);
+                say($"starting an embedded cluster: metadata server and controller in this process; storage nodes ({Units.FormatSize(nodeCapacity)} each) started by the controller as the job needs them");
+                cluster = await LocalCluster.StartAsync(
+                    new LocalClusterOptions { InitialNodes = 0, NodeCapacity = nodeCapacity, InProcess = true, PreTouchMemory = false },
+                    logging.Factory,
+                    cancellationToken).ConfigureAwait(false);
+                controllerUrl = cluster.ControllerUrl;
+            }
+
+            var report = await SortAsync(settings, plan, controllerUrl, embedded: cluster is not null, say, cancellationToken).ConfigureAwait(false);
+            return report;
+        }
+        finally
+        {
+            if (cluster is not null)
+            {
+                logging.Stopping();
+                await cluster.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Embedded nodes are sized so the job's hint (three times the data: input, shuffle, output) takes two of them at
+    /// about 80 %: the controller starts two nodes, the minimum a job is spread over.
+    /// </summary>
+    private static long EmbeddedNodeCapacity(long bytes)
+    {
+        const long Unit = 64L << 20;
+        var wanted = Math.Max(256L << 20, bytes * 3 * 5 / 8);
+        return (wanted + Unit - 1) / Unit * Unit;
+    }
+
+    private static async Task<int> SortAsync(DemoSettings settings, SortPlan plan, Uri controllerUrl, bool embedded, Action<string> say, CancellationToken cancellationToken)
+    {
+        using var controller = new PocketControllerClient(controllerUrl);
+        var hints = new JobSizeHints { Functions = Math.Max(plan.Mappers, plan.Reducers), CapacityBytes = plan.Bytes * 3, LatencySensitive = false };
+        say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"registering job 'sort' with {controllerUrl.ToString().TrimEnd('/')}: {hints.Functions} functions, {Units.FormatSize(hints.CapacityBytes.Value)}, not latency-sensitive")));
+        JobRegistration registration;
+        try
+        {
+            registration = await controller.RegisterJobAsync("sort", hints, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketControllerException ex) when (ex.HttpStatus is null)
+        {
+            throw new CliException(ex.Message, ex);
+        }
+
+        say(Markup.Escape($"job {registration.JobId}: tier {JobCommands.Tier(registration.Tier)}, nodes {string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Address}, weight {n.Weight:0.##})")))}"));
+        SortReport? report = null;
+        JobDeregistration? ended = null;
+        try
+        {
+            var client = await PocketClient.ConnectAsync(registration.Metadata, cancellationToken: cancellationToken).ConfigureAwait(false);
+            await using (client.ConfigureAwait(false))
+            {
+                var store = new PocketShuffleStore(client.OpenJob(registration));
+                IFunctionRunner runner;
+                if (settings.Processes)
+                {
+                    var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+                    runner = new ProcessFunctionRunner(executable, baseArguments, registration.Metadata, registration.JobId, registration.Token, plan);
+                }
+                else
+                {
+                    runner = new TaskFunctionRunner(store, plan);
+                }
+
+                say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"sorting {Units.FormatSize(plan.Bytes)} ({plan.Records:N0} records) with {plan.Mappers} mappers and {plan.Reducers} reducers as {runner.Kind}")));
+                report = await RunWithProgressAsync(observer => new SortDemo(store, runner, plan, observer), settings, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            // Even a failed sort frees its data at once rather than when its lease runs out.
+            try
+            {
+                ended = await controller.DeregisterAsync(registration.JobId, CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (PocketControllerException ex) when (report is null)
+            {
+                CommandRunner.Fail($"could not deregister {registration.JobId}: {ex.Message}");
+            }
+        }
+
+        if (settings.Json)
+        {
+            CommandRunner.WriteJson(ToJson(report, settings, registration, controllerUrl, embedded, ended));
+        }
+        else
+        {
+            PrintSummary(report, settings, registration, embedded, ended);
+        }
+
+        if (!report.Verified)
+        {
+            CommandRunner.Fail($"the sort is wrong: {Problem(report)}");
+            return 1;
+        }
+
+        return 0;
+    }
+
+    /// <summary>A bar per phase on a terminal, a line per phase otherwise, nothing but the result with --json.</summary>
+    private static async Task<SortReport> RunWithProgressAsync(Func<ISortObserver, SortDemo> demo, DemoSettings settings, CancellationToken cancellationToken)
+    {
+        if (settings.Json)
+        {
+            return await demo(new SilentObserver()).RunAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (!CommandRunner.StdoutIsInteractive)
+        {
+            return await demo(new LineObserver()).RunAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        SortReport? report = null;
+        await AnsiConsole.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+            .StartAsync(async context =>
+            {
+                report = await demo(new ProgressObserver(context)).RunAsync(cancellationToken).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        return report!;
+    }
+
+    private static string Problem(SortReport report) =>
+        report.Problem
+        ?? (report.Input != report.Output ? $"the output's records differ from the input's (input {report.Input}; output {report.Output})" : "unknown");
+
+    private static void PrintSummary(SortReport report, DemoSettings settings, JobRegistration registration, bool embedded, JobDeregistration? ended)
+    {
+        var plan = report.Plan;
+        var table = new Table().Border(TableBorder.Rounded)
+            .AddColumn("phase")
+            .AddColumn(new TableColumn("functions").RightAligned())
+            .AddColumn(new TableColumn("time").RightAligned())
+            .AddColumn(new TableColumn("read").RightAligned())
+            .AddColumn(new TableColumn("written").RightAligned())
+            .AddColumn(new TableColumn("MiB/s").RightAligned());
+        foreach (var phase in report.Phases)
+        {
+            table.AddRow(
+                phase.Name,
+                phase.Functions.ToString(CultureInfo.InvariantCulture),
+                Seconds(phase.Seconds),
+                Units.FormatSize(phase.BytesRead),
+                Units.FormatSize(phase.BytesWritten),
+                Rate(phase.BytesRead + phase.BytesWritten, phase.Seconds));
+        }
+
+        table.AddRow(
+            "[bold]total[/]",
+            string.Empty,
+            $"[bold]{Seconds(report.Seconds)}[/]",
+            Units.FormatSize(report.Phases.Sum(p => p.BytesRead)),
+            Units.FormatSize(report.Phases.Sum(p => p.BytesWritten)),
+            Rate(report.BytesMoved, report.Seconds));
+        AnsiConsole.Write(table);
+
+        var nodes = string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} at {n.Address} (weight {n.Weight:0.##})")));
+        var where = embedded ? "embedded cluster; the controller started these nodes for the job" : "your cluster";
+        AnsiConsole.MarkupLine(Markup.Escape($"job {registration.JobId}: tier {JobCommands.Tier(registration.Tier)}, {registration.Nodes.Count} node{(registration.Nodes.Count == 1 ? "" : "s")}: {nodes} ({where})"));
+        AnsiConsole.MarkupLine(Markup.Escape(string.Create(
+            CultureInfo.InvariantCulture,
+            $"{plan.Records:N0} records of {SortRecords.RecordSize} bytes ({Units.FormatSize(plan.Bytes)}), {plan.Mappers} mappers x {plan.Reducers} reducers as {(settings.Processes ? "processes" : "tasks")}, seed {settings.Seed}; {Units.FormatSize(report.BytesMoved)} moved through Pocket")));
+        if (ended is not null)
+        {
+            AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"deregistered {ended.JobId}: freed {ended.ObjectsFreed} objects, {Units.FormatSize(ended.BytesFreed)}")));
+        }
+
+        AnsiConsole.MarkupLine(report.Verified
+            ? $"[green]verified[/]: the output is sorted and holds exactly the input's records ({Markup.Escape(report.Output.ToString())})"
+            : $"[red]NOT verified[/]: {Markup.Escape(Problem(report))}");
+    }
+
+    private static JsonObject ToJson(SortReport report, DemoSettings settings, JobRegistration registration, Uri controller, bool embedded, JobDeregistration? ended)
+    {
+        static JsonObject Checksum(RecordChecksum c) => new()
+        {
+            ["records"] = c.Count,
+            ["sum"] = c.Sum.ToString("x16", CultureInfo.InvariantCulture),
+            ["xor"] = c.Xor.ToString("x16", CultureInfo.InvariantCulture),
+        };
+
+        return new JsonObject
+        {
+            ["verified"] = report.Verified,
+            ["problem"] = report.Verified ? null : Problem(report),
+            ["size"] = report.Plan.Bytes,
+            ["records"] = report.Plan.Records,
+            ["mappers"] = report.Plan.Mappers,
+            ["reducers"] = report.Plan.Reducers,
+            ["functionsAs"] = settings.Processes ? "processes" : "tasks",
+            ["seed"] = settings.Seed,
+            ["controller"] = controller.ToString().TrimEnd('/'),
+            ["embedded"] = embedded,
+            ["job"] = registration.JobId,
+            ["tier"] = JobCommands.Tier(registration.Tier),
+            ["nodes"] = new JsonArray([.. registration.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["address"] = n.Address, ["weight"] = n.Weight })]),
+            ["phases"] = new JsonArray([.. report.Phases.Select(p => (JsonNode)new JsonObject
+            {
+                ["name"] = p.Name,
+                ["functions"] = p.Functions,
+                ["seconds"] = p.Seconds,
+                ["records"] = p.Records,
+                ["bytesRead"] = p.BytesRead,
+                ["bytesWritten"] = p.BytesWritten,
+            })]),
+            ["seconds"] = report.Seconds,
+            ["bytesMoved"] = report.BytesMoved,
+            ["checksum"] = new JsonObject { ["input"] = Checksum(report.Input), ["output"] = Checksum(report.Output) },
+            ["deregistered"] = ended is null ? null : new JsonObject { ["objectsFreed"] = ended.ObjectsFreed, ["bytesFreed"] = ended.BytesFreed },
+        };
+    }
+
+    private static string Seconds(double seconds) => seconds.ToString("0.00", CultureInfo.InvariantCulture) + " s";
+
+    private static string Rate(long bytes, double seconds) =>
+        seconds <= 0 ? "-" : (bytes / seconds / (1 << 20)).ToString("0", CultureInfo.InvariantCulture);
+
+    /// <summary>`pocket demo-function map|reduce ...`: one function of the sort, run by `--functions-as processes`.</summary>
+    private static Command Function()
+    {
+        var kind = new Argument<string>("FUNCTION") { Description = "map or reduce" };
+        kind.AcceptOnlyFromAmong("map", "reduce");
+        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
+        var job = new Option<string>("--job") { Description = "Job id", Required = true };
+        var token = new Option<string?>("--token") { Description = $"Job token (default: ${ProcessFunctionRunner.TokenVariable})" };
+        var index = new Option<int>("--index") { Description = "Which mapper or reducer", Required = true };
+        var mappers = new Option<int>("--mappers") { Description = "Mappers of the sort", Required = true };
+        var reducers = new Option<int>("--reducers") { Description = "Reducers of the sort", Required = true };
+        var command = new Command("demo-function", "One map or reduce function of `pocket demo` (run by --functions-as processes)")
+        {
+            kind, metadata, job, token, index, mappers, reducers,
+        };
+        command.Hidden = true;
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            var tokenText = parse.GetValue(token) ?? Environment.GetEnvironmentVariable(ProcessFunctionRunner.TokenVariable);
+            if (!JobToken.TryParse(tokenText?.Trim(), out var jobToken))
+            {
+                throw new CliException($"give the job token with --token or ${ProcessFunctionRunner.TokenVariable} (32 hex digits)");
+            }
+
+            var client = await PocketClient.ConnectAsync(parse.GetRequiredValue(metadata), cancellationToken: ct).ConfigureAwait(false);
+            await using (client.ConfigureAwait(false))
+            {
+                var store = new PocketShuffleStore(client.OpenJob(parse.GetRequiredValue(job), jobToken));
+                var result = parse.GetRequiredValue(kind) == "map"
+                    ? await SortFunctions.MapAsync(store, parse.GetValue(index), parse.GetValue(reducers), ct).ConfigureAwait(false)
+                    : await SortFunctions.ReduceAsync(store, parse.GetValue(index), parse.GetValue(mappers), ct).ConfigureAwait(false);
+                Console.Out.WriteLine(JsonSerializer.Serialize(result, DemoJsonContext.Default.FunctionResult));
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private sealed class SilentObserver : ISortObserver
+    {
+        public void PhaseStarted(string phase, int steps)
+        {
+        }
+
+        public void StepDone(string phase)
+        {
+        }
+
+        public void PhaseDone(PhaseReport report)
+        {
+        }
+    }
+
+    /// <summary>Output that is not a terminal gets one line per finished phase.</summary>
+    private sealed class LineObserver : ISortObserver
+    {
+        public void PhaseStarted(string phase, int steps)
+        {
+        }
+
+        public void StepDone(string phase)
+        {
+        }
+
+        public void PhaseDone(PhaseReport report) =>
+            Console.Out.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"{report.Name}: {report.Functions} function{(report.Functions == 1 ? "" : "s")}, {Seconds(report.Seconds)}, read {Units.FormatSize(report.BytesRead)}, wrote {Units.FormatSize(report.BytesWritten)}"));
+    }
+
+    /// <summary>A bar per phase, advanced as its functions finish.</summary>
+    private sealed class ProgressObserver(ProgressContext context) : ISortObserver
+    {
+        private readonly Dictionary<string, ProgressTask> _tasks = [];
+        private readonly Lock _lock = new();
+
+        public void PhaseStarted(string phase, int steps)
+        {
+            lock (_lock)
+            {
+                _tasks[phase] = context.AddTask(phase, maxValue: steps);
+            }
+        }
+
+        public void StepDone(string phase)
+        {
+            lock (_lock)
+            {
+                _tasks[phase].Increment(1);
+            }
+        }
+
+        public void PhaseDone(PhaseReport report)
+        {
+            lock (_lock)
+            {
+                var task = _tasks[report.Name];
+                task.Description = string.Create(CultureInfo.InvariantCulture, $"{report.Name} ({report.Functions} x, {Units.FormatSize(report.BytesRead + report.BytesWritten)})");
+                task.Value = task.MaxValue;
+                task.StopTask();
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Pocket.Client;
+using Spectre.Console;
+using Spectre.Console.Rendering;
+using ControllerUnits = Pocket.Controller.Units;
+
+namespace Pocket.Cli.Commands;
+
+/// <summary>`pocket status`: nodes (tier, state, capacity, CPU, network) and jobs, from the controller; --watch refreshes it every second.</summary>
+internal static class StatusCommand
+{
+    private const double MB = 1e6;
+
+    public static Command Create()
+    {
+        var json = CommandRunner.JsonOption();
+        var watch = new Option<bool>("--watch", "-w") { Description = "Refresh every second until Ctrl-C (with --json: one JSON line per second)" };
+        var controller = CommandRunner.ControllerOption();
+        var command = new Command("status", "Show the cluster: storage nodes, their load, and the jobs") { json, watch, controller };
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            using var connection = ControllerConnection.Resolve(parse.GetValue(controller), PocketHome.Default());
+            if (!parse.GetValue(watch))
+            {
+                var snapshot = await SnapshotAsync(connection, ct).ConfigureAwait(false);
+                if (parse.GetValue(json))
+                {
+                    CommandRunner.WriteJson(ToJson(snapshot));
+                }
+                else
+                {
+                    AnsiConsole.Write(Render(snapshot, connection.Text));
+                }
+
+                return 0;
+            }
+
+            try
+            {
+                if (parse.GetValue(json))
+                {
+                    await WatchJsonAsync(connection, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    await WatchAsync(connection, ct).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                // Ctrl-C is how a watch ends.
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>The cluster plus each job's usage (GET /v1/cluster leaves usage out; one GET /v1/jobs/{id} per job adds it).</summary>
+    private static async Task<Snapshot> SnapshotAsync(ControllerConnection connection, CancellationToken cancellationToken)
+    {
+        var cluster = await connection.CallAsync(c => c.GetClusterAsync(cancellationToken)).ConfigureAwait(false);
+        var usages = await Task.WhenAll(cluster.Jobs.Select(async job =>
+        {
+            try
+            {
+                return (await connection.Client.GetJobAsync(job.JobId, cancellationToken).ConfigureAwait(false))?.Usage;
+            }
+            catch (PocketControllerException)
+            {
+                // The job may have ended between the two requests; its usage is simply unknown.
+                return null;
+            }
+        })).ConfigureAwait(false);
+        return new Snapshot(cluster, usages, DateTimeOffset.UtcNow);
+    }
+
+    private static async Task WatchAsync(ControllerConnection connection, CancellationToken cancellationToken)
+    {
+        await AnsiConsole.Live(new Markup("connecting ...")).AutoClear(false).StartAsync(async context =>
+        {
+            while (true)
+            {
+                IRenderable view;
+                try
+                {
+                    view = Render(await SnapshotAsync(connection, cancellationToken).ConfigureAwait(false), connection.Text);
+                }
+                catch (CliException ex)
+                {
+                    // Keep watching: a controller that restarts comes back into view.
+                    view = new Markup($"[red]{Markup.Escape(ex.Message)}[/] (retrying every second)");
+                }
+
+                context.UpdateTarget(new Rows(view, new Markup("[grey]refreshing every second; Ctrl-C to stop[/]")));
+                context.Refresh();
+                await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
+            }
+        }).ConfigureAwait(false);
+    }
+
+    private static async Task WatchJsonAsync(ControllerConnection connection, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            try
+            {
+                var snapshot = await SnapshotAsync(connection, cancellationToken).ConfigureAwait(false);
+                Console.Out.WriteLine(ToJson(snapshot).ToJsonString());
+            }
+            catch (CliException ex)
+            {
+                // As the live table does: keep watching, a controller that restarts comes back.
+                CommandRunner.Fail(ex.Message);
+            }
+
+            await Task.Delay(TimeSpan.FromSeconds(1), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static Rows Render(Snapshot snapshot, string controller)
+    {
+        var cluster = snapshot.Cluster;
+        var nodes = new Table().Border(TableBorder.Rounded).Title("storage nodes")
+            .AddColumn(new TableColumn("node").RightAligned())
+            .AddColumn("address")
+            .AddColumn("tier")
+            .AddColumn("state")
+            .AddColumn(new TableColumn("used / total").RightAligned())
+            .AddColumn(new TableColumn("allocated").RightAligned())
+            .AddColumn(new TableColumn("cpu").RightAligned())
+            .AddColumn(new TableColumn("rx MB/s").RightAligned())
+            .AddColumn(new TableColumn("tx MB/s").RightAligned());
+        foreach (var node in cluster.Nodes.OrderBy(n => n.Id))
+        {
+            var state = node.State.ToString().ToLowerInvariant();
+            nodes.AddRow(
+                node.Id.ToString(CultureInfo.InvariantCulture),
+                Markup.Escape(node.Address),
+                JobCommands.Tier(node.Tier),
+                node.State == Protocol.NodeState.Live ? $"[green]{state}[/]" : $"[yellow]{state}[/]",
+                $"{Units.FormatSize(node.UsedBytes)} / {Units.FormatSize(node.CapacityBytes)}",
+                Percent(node.AllocatedShare),
+                Percent(node.Cpu),
+                (node.NetRxBytesPerSecond / MB).ToString("0.0", CultureInfo.InvariantCulture),
+                (node.NetTxBytesPerSecond / MB).ToString("0.0", CultureInfo.InvariantCulture));
+        }
+
+        var jobs = new Table().Border(TableBorder.Rounded).Title("jobs")
+            .AddColumn("job")
+            .AddColumn("tier")
+            .AddColumn("nodes (weight)")
+            .AddColumn(new TableColumn("sized for").RightAligned())
+            .AddColumn(new TableColumn("objects").RightAligned())
+            .AddColumn(new TableColumn("bytes").RightAligned());
+        for (var i = 0; i < cluster.Jobs.Count; i++)
+        {
+            var job = cluster.Jobs[i];
+            var usage = snapshot.Usages[i];
+            jobs.AddRow(
+                Markup.Escape(job.JobId),
+                JobCommands.Tier(job.Tier),
+                string.Join(" ", job.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Weight:0.##})"))),
+                $"{ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond)}, {Units.FormatSize(job.CapacityBytes)}",
+                usage?.Objects.ToString(CultureInfo.InvariantCulture) ?? "?",
+                usage is null ? "?" : Units.FormatSize(usage.BlockBytes + usage.InlineBytes));
+        }
+
+        var live = cluster.Nodes.Count(n => n.State == Protocol.NodeState.Live);
+        var header = new Markup(Markup.Escape(string.Create(
+            CultureInfo.InvariantCulture,
+            $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatSize(cluster.Nodes.Sum(n => n.UsedBytes))} of {Units.FormatSize(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.CapacityBytes))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
+        return new Rows(
+            header,
+            cluster.Nodes.Count > 0 ? nodes : new Markup("no storage nodes"),
+            cluster.Jobs.Count > 0 ? jobs : new Markup("no jobs"));
+    }
+
+    private static string Percent(double fraction) => (fraction * 100).ToString("0.#", CultureInfo.InvariantCulture) + " %";
+
+    private static JsonObject ToJson(Snapshot snapshot) => new()
+    {
+        ["metadata"] = snapshot.Cluster.Metadata,
+        ["at"] = snapshot.At,
+        ["nodes"] = new JsonArray([.. snapshot.Cluster.Nodes.Select(n => (JsonNode)new JsonObject
+        {
+            ["id"] = n.Id,
+            ["address"] = n.Address,
+            ["tier"] = JobCommands.Tier(n.Tier),
+            ["state"] = n.State.ToString().ToLowerInvariant(),
+            ["capacityBytes"] = n.CapacityBytes,
+            ["usedBytes"] = n.UsedBytes,
+            ["allocatedShare"] = n.AllocatedShare,
+            ["cpu"] = n.Cpu,
+            ["netRxBytesPerSecond"] = n.NetRxBytesPerSecond,
+            ["netTxBytesPerSecond"] = n.NetTxBytesPerSecond,
+        })]),
+        ["jobs"] = new JsonArray([.. snapshot.Cluster.Jobs.Select((j, i) => (JsonNode)new JsonObject
+        {
+            ["id"] = j.JobId,
+            ["tier"] = JobCommands.Tier(j.Tier),
+            ["nodes"] = new JsonArray([.. j.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["weight"] = n.Weight })]),
+            ["throughputBitsPerSecond"] = j.ThroughputBitsPerSecond,
+            ["capacityBytes"] = j.CapacityBytes,
+            ["objects"] = snapshot.Usages[i]?.Objects,
+            ["bytes"] = snapshot.Usages[i] is { } u ? u.BlockBytes + u.InlineBytes : null,
+        })]),
+    };
+
+    private sealed record Snapshot(ClusterStatus Cluster, JobUsage?[] Usages, DateTimeOffset At);
+}

@@ -1,0 +1,170 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using Pocket.Controller;
+using Pocket.Protocol;
+using Pocket.Testing;
+
+namespace Pocket.Cli.Hosting;
+
+/// <summary>Shape of a <see cref="LocalCluster"/>.</summary>
+internal sealed record LocalClusterOptions
+{
+    /// <summary>Storage nodes started through the provisioner before the cluster is reported up; jobs may start more.</summary>
+    public int InitialNodes { get; init; } = 2;
+
+    /// <summary>Bytes of every node, the first ones and those the controller starts later (the DRAM node class).</summary>
+    public long NodeCapacity { get; init; } = 1L << 30;
+
+    public int BlockSize { get; init; } = 64 << 10;
+
+    /// <summary>Loopback port of the metadata server; 0 = any free port.</summary>
+    public int MetadataPort { get; init; }
+
+    /// <summary>Loopback port of the controller's HTTP API; 0 = any free port.</summary>
+    public int ControllerPort { get; init; }
+
+    /// <summary>Storage nodes inside this process instead of child processes.</summary>
+    public bool InProcess { get; init; }
+
+    public JobToken ClusterToken { get; init; } = JobToken.NewRandom();
+
+    /// <summary>Pre-fault the memory of in-process nodes in the background.</summary>
+    public bool PreTouchMemory { get; init; } = true;
+}
+
+/// <summary>
+/// A whole cluster on this machine, as `pocket up` and `pocket demo` run it: the metadata server and the controller
+/// in this process, storage nodes through a provisioner (child processes running `pocket storage`, or in-process).
+/// The first nodes are started through the same provisioner the controller uses later, so there is one way a node
+/// comes to be. Disposing stops the controller, then every node, then the metadata server.
+/// </summary>
+internal sealed class LocalCluster : IAsyncDisposable
+{
+    private readonly PocketCluster _core;
+    private readonly LocalProcessProvisioner? _children;
+    private readonly List<ProvisionedNode> _initialNodes = [];
+    private ControllerServer? _controller;
+
+    private LocalCluster(LocalClusterOptions options, PocketCluster core, IStorageProvisioner provisioner, LocalProcessProvisioner? children)
+    {
+        Options = options;
+        _core = core;
+        Provisioner = provisioner;
+        _children = children;
+    }
+
+    public LocalClusterOptions Options { get; }
+
+    /// <summary>host:port of the metadata server.</summary>
+    public string MetadataAddress => _core.MetadataAddress;
+
+    /// <summary>Base URL of the controller's HTTP API.</summary>
+    public Uri ControllerUrl => _controller?.Url ?? throw new InvalidOperationException("not started");
+
+    /// <summary>The controller URL as people type it (no trailing slash).</summary>
+    public string ControllerText => ControllerUrl.ToString().TrimEnd('/');
+
+    public IStorageProvisioner Provisioner { get; }
+
+    /// <summary>"child processes" or "in-process", for messages.</summary>
+    public string NodeKind => Options.InProcess ? "in-process" : "child processes";
+
+    /// <summary>The nodes started at start-up (the handle of a child-process node is its pid).</summary>
+    public IReadOnlyList<ProvisionedNode> InitialNodes => _initialNodes;
+
+    /// <summary>Starts the metadata server, the controller and the first nodes; on failure stops whatever started.</summary>
+    public static async Task<LocalCluster> StartAsync(LocalClusterOptions options, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    {
+        // PocketCluster with no nodes is just the metadata server; in-process nodes are added to it by the provisioner.
+        var core = await PocketCluster.StartAsync(
+            new PocketClusterOptions
+            {
+                StorageNodes = 0,
+                MetadataPort = options.MetadataPort,
+                NodeCapacity = options.NodeCapacity,
+                BlockSize = options.BlockSize,
+                ClusterToken = options.ClusterToken,
+                PreTouchMemory = options.PreTouchMemory,
+            },
+            loggerFactory,
+            cancellationToken).ConfigureAwait(false);
+
+        LocalProcessProvisioner? children = null;
+        IStorageProvisioner provisioner;
+        if (options.InProcess)
+        {
+            provisioner = new InProcessProvisioner(core);
+        }
+        else
+        {
+            var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+            children = new LocalProcessProvisioner(
+                new LocalProcessProvisionerOptions
+                {
+                    Executable = executable,
+                    BaseArguments = baseArguments,
+                    MetadataAddress = core.MetadataAddress,
+                    ClusterToken = options.ClusterToken,
+                    BlockSize = options.BlockSize,
+                },
+                loggerFactory);
+            provisioner = children;
+        }
+
+        var cluster = new LocalCluster(options, core, provisioner, children);
+        try
+        {
+            cluster._controller = new ControllerServer(
+                new ControllerOptions
+                {
+                    MetadataAddress = core.MetadataAddress,
+                    ClusterToken = options.ClusterToken,
+                    Listen = new IPEndPoint(IPAddress.Loopback, options.ControllerPort),
+                    Registry = new JobRegistryOptions
+                    {
+                        // Nodes here are as large as this machine's --capacity says, not the paper's 60 GB: sizing must
+                        // count with (and ask the provisioner for) nodes of that size. DRAM is the only tier so far.
+                        Sizing = new SizingOptions { NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = options.NodeCapacity }] },
+                    },
+                },
+                provisioner,
+                loggerFactory);
+            await cluster._controller.StartAsync(cancellationToken).ConfigureAwait(false);
+
+            var request = new NodeRequest(NodeTier.Dram, options.NodeCapacity);
+            var starts = Enumerable.Range(0, options.InitialNodes).Select(_ => provisioner.StartNodeAsync(request, cancellationToken)).ToList();
+            try
+            {
+                await Task.WhenAll(starts).ConfigureAwait(false);
+            }
+            finally
+            {
+                // Nodes that did start are remembered even when another failed; disposing stops them all anyway.
+                cluster._initialNodes.AddRange(starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result));
+            }
+
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        // The controller first, so it starts no node while the others stop.
+        if (_controller is not null)
+        {
+            await _controller.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_children is not null)
+        {
+            await _children.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _core.DisposeAsync().ConfigureAwait(false);
+    }
+}

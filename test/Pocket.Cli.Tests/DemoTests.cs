@@ -1,0 +1,62 @@
+namespace Pocket.Cli.Tests;
+
+/// <summary>`pocket demo`, the README's first command, runs to a verified sort at a small size.</summary>
+public sealed class DemoTests : IDisposable
+{
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Theory]
+    [InlineData("tasks", 4, 4)]
+    [InlineData("processes", 3, 2)]
+    public async Task Demo_sorts_and_verifies_on_an_embedded_cluster(string functionsAs, int mappers, int reducers)
+    {
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "demo", "--size", "8MiB", "--mappers", $"{mappers}", "--reducers", $"{reducers}", "--functions-as", functionsAs, "--json");
+
+        var report = result.Json();
+        Assert.True(report["verified"]!.GetValue<bool>(), result.ToString());
+        const long Records = (8L << 20) / 100;
+        Assert.Equal(Records, report["records"]!.GetValue<long>());
+        Assert.Equal(functionsAs, report["functionsAs"]!.GetValue<string>());
+        Assert.True(report["embedded"]!.GetValue<bool>());
+        Assert.Equal("dram", report["tier"]!.GetValue<string>());
+        Assert.True(report["nodes"]!.AsArray().Count >= 2, "a job is spread over at least two nodes");
+
+        var phases = report["phases"]!.AsArray();
+        Assert.Equal(["generate", "map", "reduce", "verify"], phases.Select(p => p!["name"]!.GetValue<string>()));
+        Assert.All(phases, p => Assert.Equal(Records, p!["records"]!.GetValue<long>()));
+        Assert.Equal(mappers, phases[1]!["functions"]!.GetValue<int>());
+        Assert.Equal(reducers, phases[2]!["functions"]!.GetValue<int>());
+
+        var checksum = report["checksum"]!;
+        Assert.Equal(checksum["input"]!.ToJsonString(), checksum["output"]!.ToJsonString());
+
+        // Deregistering freed every object: M inputs, M x R shuffle parts, R outputs.
+        Assert.Equal(mappers + (mappers * reducers) + reducers, report["deregistered"]!["objectsFreed"]!.GetValue<long>());
+    }
+
+    [Fact]
+    public async Task Demo_prints_a_summary_without_json()
+    {
+        var result = await PocketProcess.RunOkAsync(_home.Path, "demo", "--size", "1MiB", "--mappers", "2", "--reducers", "2");
+
+        Assert.Contains("verified", result.Stdout, StringComparison.Ordinal);
+        Assert.Contains("deregistered sort-1", result.Stdout, StringComparison.Ordinal);
+        foreach (var phase in new[] { "generate", "map", "reduce", "verify" })
+        {
+            Assert.Contains(phase, result.Stdout, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task Demo_rejects_bad_options_with_one_line()
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, "demo", "--functions-as", "threads");
+
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("threads", result.Stderr, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,266 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+
+namespace Pocket.Cli.Tests;
+
+/// <summary>What a finished `pocket` run printed.</summary>
+internal sealed record PocketResult(int ExitCode, string Stdout, string Stderr)
+{
+    public JsonNode Json() => JsonNode.Parse(Stdout) ?? throw new InvalidOperationException($"no JSON in: {Stdout}");
+
+    public override string ToString() => $"exit {ExitCode}\nstdout:\n{Stdout}\nstderr:\n{Stderr}";
+}
+
+/// <summary>
+/// Runs the built `pocket` executable as a user would, each test with its own POCKET_HOME and none of the caller's
+/// POCKET_* variables. Every wait is bounded; a run that overstays is killed with its children.
+/// </summary>
+internal static partial class PocketProcess
+{
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
+
+    /// <summary>The executable and the arguments that come before the command's own.</summary>
+    private static readonly (string File, string[] Prefix) Program = Locate();
+
+    public static ProcessStartInfo StartInfo(string home, IEnumerable<string> arguments)
+    {
+        var start = new ProcessStartInfo(Program.File)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            StandardOutputEncoding = Encoding.UTF8,
+        };
+        foreach (var argument in Program.Prefix.Concat(arguments))
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        foreach (var name in start.Environment.Keys.Where(k => k.StartsWith("POCKET_", StringComparison.Ordinal)).ToList())
+        {
+            start.Environment.Remove(name);
+        }
+
+        start.Environment["POCKET_HOME"] = home;
+        return start;
+    }
+
+    public static async Task<PocketResult> RunAsync(string home, params string[] arguments)
+    {
+        using var process = Process.Start(StartInfo(home, arguments))!;
+        process.StandardInput.Close();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(Timeout);
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+            Assert.Fail($"pocket {string.Join(' ', arguments)} did not finish within {Timeout.TotalSeconds} s\n{await stdout}\n{await stderr}");
+        }
+
+        return new PocketResult(process.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>Runs and asserts exit code 0.</summary>
+    public static async Task<PocketResult> RunOkAsync(string home, params string[] arguments)
+    {
+        var result = await RunAsync(home, arguments);
+        Assert.True(result.ExitCode == 0, $"pocket {string.Join(' ', arguments)}: {result}");
+        return result;
+    }
+
+    /// <summary>True while a process with this id runs (a zombie, dead but not yet reaped, counts as gone).</summary>
+    public static bool IsRunning(int pid)
+    {
+        if (OperatingSystem.IsLinux())
+        {
+            try
+            {
+                var stat = File.ReadAllText($"/proc/{pid}/stat");
+                return stat[(stat.LastIndexOf(')') + 2)..].FirstOrDefault() is not ('Z' or 'X');
+            }
+            catch (IOException)
+            {
+                return false;
+            }
+        }
+
+        try
+        {
+            using var process = Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Sends SIGTERM, as `kill PID` or a service manager does.</summary>
+    public static void Terminate(int pid)
+    {
+        const int SigTerm = 15;
+        Assert.True(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS(), "SIGTERM needs a Unix");
+        Assert.Equal(0, Kill(pid, SigTerm));
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+
+    private static (string File, string[] Prefix) Locate()
+    {
+        // The project reference builds the CLI and copies it beside the tests.
+        var directory = AppContext.BaseDirectory;
+        var apphost = Path.Combine(directory, OperatingSystem.IsWindows() ? "pocket.exe" : "pocket");
+        if (File.Exists(apphost))
+        {
+            return (apphost, []);
+        }
+
+        var dll = Path.Combine(directory, "pocket.dll");
+        Assert.True(File.Exists(dll), $"no pocket executable in {directory}");
+        return (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet", [dll]);
+    }
+}
+
+/// <summary>A temporary POCKET_HOME, deleted afterwards.</summary>
+internal sealed class TempHome : IDisposable
+{
+    public TempHome() => Directory.CreateDirectory(Path);
+
+    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "pocket-cli-tests-" + Guid.NewGuid().ToString("N"));
+
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Path, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}
+
+/// <summary>
+/// `pocket up` running in the background: its stdout is read line by line (so it never blocks on a full pipe) and a
+/// test waits for the line it needs. Disposing kills it and its children if the test did not stop it.
+/// </summary>
+internal sealed class UpProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly Channel<string> _lines = Channel.CreateUnbounded<string>();
+    private readonly StringBuilder _seen = new();
+    private readonly StringBuilder _stderr = new();
+
+    private UpProcess(Process process)
+    {
+        _process = process;
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+            {
+                _lines.Writer.TryComplete();
+            }
+            else
+            {
+                _lines.Writer.TryWrite(e.Data);
+            }
+        };
+        process.ErrorDataReceived += (_, e) =>
+        {
+            lock (_stderr)
+            {
+                _stderr.AppendLine(e.Data);
+            }
+        };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+    }
+
+    public int Pid => _process.Id;
+
+    public static UpProcess Start(string home, params string[] arguments) =>
+        new(Process.Start(PocketProcess.StartInfo(home, ["up", .. arguments]))!);
+
+    /// <summary>Reads lines until one matches; returns it. Fails if `pocket up` ends or the timeout passes first.</summary>
+    public async Task<string> WaitForLineAsync(Func<string, bool> match)
+    {
+        using var timeout = new CancellationTokenSource(PocketProcess.Timeout);
+        try
+        {
+            await foreach (var line in _lines.Reader.ReadAllAsync(timeout.Token))
+            {
+                _seen.AppendLine(line);
+                if (match(line))
+                {
+                    return line;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            Assert.Fail($"pocket up printed no such line within {PocketProcess.Timeout.TotalSeconds} s:\n{Output}");
+        }
+
+        Assert.Fail($"pocket up ended before printing the line:\n{Output}");
+        return string.Empty;
+    }
+
+    /// <summary>Everything printed so far.</summary>
+    public string Output
+    {
+        get
+        {
+            lock (_stderr)
+            {
+                return $"stdout:\n{_seen}\nstderr:\n{_stderr}";
+            }
+        }
+    }
+
+    /// <summary>Waits for it to exit (bounded); returns the exit code.</summary>
+    public async Task<int> WaitForExitAsync()
+    {
+        using var timeout = new CancellationTokenSource(PocketProcess.Timeout);
+        try
+        {
+            await _process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Assert.Fail($"pocket up did not stop within {PocketProcess.Timeout.TotalSeconds} s:\n{Output}");
+        }
+
+        // Collect the rest of stdout for assertions on the goodbye lines.
+        while (_lines.Reader.TryRead(out var line))
+        {
+            _seen.AppendLine(line);
+        }
+
+        return _process.ExitCode;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+
+        _process.Dispose();
+    }
+}

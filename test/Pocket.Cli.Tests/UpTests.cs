@@ -1,0 +1,159 @@
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+
+namespace Pocket.Cli.Tests;
+
+/// <summary>
+/// `pocket up` with storage nodes as child processes, driven by the client verbs through its controller, and stopped
+/// by SIGTERM or --for: afterwards no process it started is left.
+/// </summary>
+public sealed partial class UpTests : IDisposable
+{
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Fact]
+    public async Task Up_serves_jobs_through_the_controller_and_stops_every_child_on_SIGTERM()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS())
+        {
+            return; // SIGTERM is a Unix signal; Ctrl-C on Windows is exercised by hand.
+        }
+
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");
+        var children = await ChildPidsAsync(up, expected: 2);
+
+        var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
+        var controller = cluster["controller"]!.GetValue<string>();
+        Assert.StartsWith("http://127.0.0.1:", controller, StringComparison.Ordinal);
+        Assert.Equal(up.Pid, cluster["pid"]!.GetValue<int>());
+
+        // Registration goes through the controller; the token lands in jobs.json (private) for the data verbs.
+        var registered = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "cli", "--functions", "2", "--throughput", "1Gbps", "--capacity", "64MiB", "--json")).Json();
+        var jobId = registered["id"]!.GetValue<string>();
+        Assert.Equal(controller, registered["controller"]!.GetValue<string>());
+        Assert.Equal(cluster["metadata"]!.GetValue<string>(), registered["metadata"]!.GetValue<string>());
+        Assert.Equal("dram", registered["tier"]!.GetValue<string>());
+        Assert.Equal(1.0, registered["nodes"]!.AsArray().Sum(n => n!["weight"]!.GetValue<double>()), 6);
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(_home.File("jobs.json")));
+        }
+
+        // put / get / stat with JOB/KEY, large enough to be striped over blocks.
+        var data = new byte[(3 << 20) + 12345];
+        Random.Shared.NextBytes(data);
+        var source = _home.File("in.bin");
+        var copy = _home.File("out.bin");
+        await File.WriteAllBytesAsync(source, data);
+        await PocketProcess.RunOkAsync(_home.Path, "put", source, $"{jobId}/dir/object");
+        await PocketProcess.RunOkAsync(_home.Path, "get", $"{jobId}/dir/object", copy);
+        Assert.Equal(data, await File.ReadAllBytesAsync(copy));
+        var stat = (await PocketProcess.RunOkAsync(_home.Path, "stat", $"{jobId}/dir/object", "--json")).Json();
+        Assert.Equal(data.Length, stat["size"]!.GetValue<long>());
+        Assert.NotEmpty(stat["blocks"]!.AsArray());
+
+        // status --json: the nodes and the job, with what it stores.
+        var status = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json();
+        Assert.True(status["nodes"]!.AsArray().Count(n => n!["state"]!.GetValue<string>() == "live") >= 2);
+        var job = Assert.Single(status["jobs"]!.AsArray(), j => j!["id"]!.GetValue<string>() == jobId)!;
+        Assert.True(job["bytes"]!.GetValue<long>() >= data.Length, status.ToJsonString());
+
+        var listed = (await PocketProcess.RunOkAsync(_home.Path, "job", "ls", "--json")).Json().AsArray();
+        Assert.True(Assert.Single(listed, j => j!["id"]!.GetValue<string>() == jobId)!["localToken"]!.GetValue<bool>());
+
+        var removed = await PocketProcess.RunOkAsync(_home.Path, "job", "rm", jobId);
+        Assert.Contains("freed 1 objects", removed.Stdout, StringComparison.Ordinal);
+        Assert.Empty((await PocketProcess.RunOkAsync(_home.Path, "job", "ls", "--json")).Json().AsArray());
+        Assert.DoesNotContain(jobId, await File.ReadAllTextAsync(_home.File("jobs.json")), StringComparison.Ordinal);
+
+        PocketProcess.Terminate(up.Pid);
+        Assert.Equal(0, await up.WaitForExitAsync());
+        Assert.Contains("stopped", up.Output, StringComparison.Ordinal);
+        Assert.False(File.Exists(_home.File("cluster.json")), "cluster.json outlived the cluster");
+        await AssertGoneAsync(children);
+    }
+
+    [Fact]
+    public async Task Up_stops_by_itself_after_for_and_leaves_no_child()
+    {
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "1s");
+        // No check that they run: with --for 1s they may be stopping already.
+        var children = await ChildPidsAsync(up, expected: 1, checkRunning: false);
+
+        Assert.Equal(0, await up.WaitForExitAsync());
+        Assert.False(File.Exists(_home.File("cluster.json")));
+        await AssertGoneAsync(children);
+    }
+
+    [Fact]
+    public async Task Demo_runs_against_the_controller_of_a_running_cluster()
+    {
+        await using var up = UpProcess.Start(_home.Path, "--in-process", "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        var controller = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!["controller"]!.GetValue<string>();
+
+        var report = (await PocketProcess.RunOkAsync(_home.Path, "demo", "--controller", controller, "--size", "2MiB", "--mappers", "2", "--reducers", "3", "--json")).Json();
+
+        Assert.True(report["verified"]!.GetValue<bool>());
+        Assert.False(report["embedded"]!.GetValue<bool>());
+        Assert.Equal(controller, report["controller"]!.GetValue<string>());
+
+        // The demo deregistered its job: the controller holds none.
+        var status = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json();
+        Assert.Empty(status["jobs"]!.AsArray());
+    }
+
+    [Fact]
+    public async Task Client_verbs_without_a_cluster_say_how_to_get_one()
+    {
+        var status = await PocketProcess.RunAsync(_home.Path, "status");
+        Assert.Equal(1, status.ExitCode);
+        Assert.Contains("pocket up", status.Stderr, StringComparison.Ordinal);
+
+        var register = await PocketProcess.RunAsync(_home.Path, "job", "register", "x", "--controller", "http://127.0.0.1:1");
+        Assert.Equal(1, register.ExitCode);
+        Assert.Contains("cannot reach the controller", register.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>The storage processes `pocket up` started, from the pids its node table prints.</summary>
+    private static async Task<List<int>> ChildPidsAsync(UpProcess up, int expected, bool checkRunning = true)
+    {
+        var pids = new List<int>();
+        await up.WaitForLineAsync(line =>
+        {
+            if (PidPattern().Match(line) is { Success: true } match)
+            {
+                pids.Add(int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture));
+            }
+
+            return line.StartsWith("stopping by itself", StringComparison.Ordinal);
+        });
+        Assert.Equal(expected, pids.Count);
+        if (checkRunning)
+        {
+            Assert.All(pids, pid => Assert.True(PocketProcess.IsRunning(pid), $"storage process {pid} is not running"));
+        }
+
+        return pids;
+    }
+
+    /// <summary>
+    /// `pocket up` waits for its children before it exits, so they are gone by now; a short bounded grace covers the
+    /// kernel's bookkeeping, not timing.
+    /// </summary>
+    private static async Task AssertGoneAsync(List<int> pids)
+    {
+        using var timeout = new CancellationTokenSource(PocketProcess.Timeout);
+        while (pids.Any(PocketProcess.IsRunning) && !timeout.IsCancellationRequested)
+        {
+            await Task.Delay(50);
+        }
+
+        Assert.DoesNotContain(pids, PocketProcess.IsRunning);
+    }
+
+    [GeneratedRegex(@"\bpid (\d+)\b")]
+    private static partial Regex PidPattern();
+}
