@@ -12,7 +12,7 @@ var root = new RootCommand("pocket: elastic ephemeral storage for serverless ana
     StatusCommand.Create(),
     BenchCommand.Create(),
 };
-foreach (var command in DataCommands.Create().Concat(DemoCommand.Create()).Concat(RoleCommands.Create()))
+foreach (var command in DataCommands.Create().Concat(DemoCommand.Create()).Concat(RoleCommands.Create()).Append(S3Commands.Create()))
 {
     root.Subcommands.Add(command);
 }

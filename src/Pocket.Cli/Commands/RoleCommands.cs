@@ -128,8 +128,12 @@ internal static class RoleCommands
         var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
         var host = HostOption("Address to listen on");
         var port = PortOption(7080);
-        var provisioner = new Option<string>("--provisioner") { Description = "How to start storage nodes: local (child processes) or none", DefaultValueFactory = _ => "local" };
-        provisioner.AcceptOnlyFromAmong("local", "none");
+        var provisioner = new Option<string>("--provisioner") { Description = "How to start storage nodes: local (child processes), kubernetes (pods) or none", DefaultValueFactory = _ => "local" };
+        provisioner.AcceptOnlyFromAmong("local", "kubernetes", "none");
+        var kubernetesImage = new Option<string?>("--kubernetes-image") { Description = "Container image of storage pods (with --provisioner kubernetes)" };
+        var kubernetesSecret = new Option<string>("--kubernetes-token-secret") { Description = "Secret holding the cluster token for storage pods", DefaultValueFactory = _ => "pocket-cluster-token" };
+        var kubernetesNamespace = new Option<string?>("--kubernetes-namespace") { Description = "Namespace of storage pods (default: the controller's own, or the kubeconfig's)" };
+        var kubeconfig = new Option<string?>("--kubeconfig") { Description = "Kubeconfig file (default: in-cluster service account, else ~/.kube/config)" };
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for ssd and hdd nodes started locally" };
         var nodeCapacity = new Option<long?>("--node-capacity")
         {
@@ -150,7 +154,7 @@ internal static class RoleCommands
         var verbose = VerboseOption();
         var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, host, port, provisioner, dataDir, nodeCapacity, verbose, StopOnStdinEof,
+            metadata, host, port, provisioner, kubernetesImage, kubernetesSecret, kubernetesNamespace, kubeconfig, dataDir, nodeCapacity, verbose, StopOnStdinEof,
         };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
@@ -164,6 +168,29 @@ internal static class RoleCommands
                 local = new LocalProcessProvisioner(
                     new LocalProcessProvisionerOptions { Executable = executable, BaseArguments = baseArguments, MetadataAddress = metadataAddress, ClusterToken = token, DataDirectory = parse.GetValue(dataDir) },
                     loggerFactory);
+            }
+
+            Pocket.Kubernetes.KubernetesProvisioner? kubernetes = null;
+            if (parse.GetValue(provisioner) == "kubernetes")
+            {
+                var image = parse.GetValue(kubernetesImage) ?? throw new CliException("--provisioner kubernetes needs --kubernetes-image");
+                try
+                {
+                    kubernetes = Pocket.Kubernetes.KubernetesProvisioner.Create(
+                        new Pocket.Kubernetes.KubernetesProvisionerOptions
+                        {
+                            Image = image,
+                            MetadataAddress = metadataAddress,
+                            ClusterTokenSecretName = parse.GetValue(kubernetesSecret)!,
+                            Namespace = parse.GetValue(kubernetesNamespace),
+                        },
+                        loggerFactory,
+                        parse.GetValue(kubeconfig));
+                }
+                catch (Exception ex) when (ex is ArgumentException or ProvisioningException)
+                {
+                    throw new CliException($"kubernetes provisioner: {ex.Message}", ex);
+                }
             }
 
             var registry = new JobRegistryOptions();
@@ -180,7 +207,7 @@ internal static class RoleCommands
 
             var controller = new ControllerServer(
                 new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry },
-                local,
+                (IStorageProvisioner?)local ?? kubernetes,
                 loggerFactory);
             try
             {
@@ -195,6 +222,8 @@ internal static class RoleCommands
                 {
                     await local.DisposeAsync().ConfigureAwait(false);
                 }
+
+                kubernetes?.Dispose();
             }
 
             return 0;

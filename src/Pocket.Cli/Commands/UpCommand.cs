@@ -24,11 +24,14 @@ internal static class UpCommand
         var port = new Option<int>("--port") { Description = "Metadata server port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7070 };
         var controllerPort = new Option<int>("--controller-port") { Description = "Controller HTTP port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7080 };
         var inProcess = new Option<bool>("--in-process") { Description = "Run the storage nodes inside this process instead of as child processes" };
+        var gatewayPort = new Option<int>("--gateway-port") { Description = "Port of the S3 gateway on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7090 };
+        var noGateway = new Option<bool>("--no-gateway") { Description = "Start no S3 gateway" };
+        var autoscale = new Option<bool>("--autoscale") { Description = "Add and drain storage nodes to keep utilisation within 60-80 %" };
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, capacity, blockSize, port, controllerPort, inProcess, runFor, verbose,
+            nodes, capacity, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, runFor, verbose,
         };
         nodes.Validators.Add(result =>
         {
@@ -66,6 +69,8 @@ internal static class UpCommand
                 MetadataPort = parse.GetValue(port),
                 ControllerPort = parse.GetValue(controllerPort),
                 InProcess = parse.GetValue(inProcess),
+                GatewayPort = parse.GetValue(noGateway) ? null : parse.GetValue(gatewayPort),
+                Autoscale = parse.GetValue(autoscale),
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),
@@ -117,7 +122,7 @@ internal static class UpCommand
 
         await using (cluster.ConfigureAwait(false))
         {
-            home.WriteCluster(new ClusterState(cluster.MetadataAddress, options.ClusterToken.ToString(), Environment.ProcessId, cluster.ControllerText));
+            home.WriteCluster(new ClusterState(cluster.MetadataAddress, options.ClusterToken.ToString(), Environment.ProcessId, cluster.ControllerText, cluster.GatewayText, options.GatewayUser.AccessKey, options.GatewayUser.SecretKey));
             try
             {
                 await PrintClusterAsync(cluster, home, runFor, cancellationToken).ConfigureAwait(false);
@@ -169,6 +174,10 @@ internal static class UpCommand
 
         AnsiConsole.MarkupLine($"[green]Pocket is up[/] (storage nodes: {cluster.NodeKind})");
         AnsiConsole.MarkupLine($"controller: [bold]{Markup.Escape(cluster.ControllerText)}[/]");
+        if (cluster.GatewayText is { } gateway)
+        {
+            AnsiConsole.MarkupLine($"S3 gateway: [bold]{Markup.Escape(gateway)}[/] (credentials: `pocket s3 credentials --json`)");
+        }
         AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]");
         var processes = cluster.InitialNodes.Where(n => n.NodeId is not null).ToDictionary(n => n.NodeId!.Value, n => n.Handle);
         var table = new Table().Border(TableBorder.Rounded)

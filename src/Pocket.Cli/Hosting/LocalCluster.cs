@@ -30,6 +30,15 @@ internal sealed record LocalClusterOptions
 
     /// <summary>Pre-fault the memory of in-process nodes in the background.</summary>
     public bool PreTouchMemory { get; init; } = true;
+
+    /// <summary>Port of the S3 gateway (0 = any free port); null starts no gateway.</summary>
+    public int? GatewayPort { get; init; }
+
+    /// <summary>The gateway's access key and secret (any job's bucket); made up when the cluster starts.</summary>
+    public (string AccessKey, string SecretKey) GatewayUser { get; init; } = ("pocket", Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(20)));
+
+    /// <summary>Keep each tier's utilisation inside 60-80 % by adding and draining nodes.</summary>
+    public bool Autoscale { get; init; }
 }
 
 /// <summary>
@@ -44,6 +53,7 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly LocalProcessProvisioner? _children;
     private readonly List<ProvisionedNode> _initialNodes = [];
     private ControllerServer? _controller;
+    private Pocket.Gateway.GatewayServer? _gateway;
 
     private LocalCluster(LocalClusterOptions options, PocketCluster core, IStorageProvisioner provisioner, LocalProcessProvisioner? children)
     {
@@ -63,6 +73,9 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     /// <summary>The controller URL as people type it (no trailing slash).</summary>
     public string ControllerText => ControllerUrl.ToString().TrimEnd('/');
+
+    /// <summary>The S3 endpoint, when a gateway runs.</summary>
+    public string? GatewayText => _gateway?.Url.ToString().TrimEnd('/');
 
     public IStorageProvisioner Provisioner { get; }
 
@@ -126,6 +139,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                         // count with (and ask the provisioner for) nodes of that size. DRAM is the only tier so far.
                         Sizing = new SizingOptions { NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = options.NodeCapacity }] },
                     },
+                    Autoscaler = options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.InitialNodes), NewNodeCapacityBytes = options.NodeCapacity } : null,
                 },
                 provisioner,
                 loggerFactory);
@@ -143,6 +157,26 @@ internal sealed class LocalCluster : IAsyncDisposable
                 cluster._initialNodes.AddRange(starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result));
             }
 
+            // The first nodes are the autoscaler's to drain too (it keeps at least its minimum).
+            foreach (var node in cluster._initialNodes)
+            {
+                cluster._controller.Autoscaler?.Adopt(node);
+            }
+
+            if (options.GatewayPort is { } gatewayPort)
+            {
+                cluster._gateway = new Pocket.Gateway.GatewayServer(
+                    new Pocket.Gateway.GatewayOptions
+                    {
+                        ControllerUrl = cluster.ControllerUrl,
+                        MetadataAddress = core.MetadataAddress,
+                        Listen = new IPEndPoint(IPAddress.Loopback, gatewayPort),
+                        Users = new Dictionary<string, string> { [options.GatewayUser.AccessKey] = options.GatewayUser.SecretKey },
+                    },
+                    loggerFactory);
+                await cluster._gateway.StartAsync(cancellationToken).ConfigureAwait(false);
+            }
+
             return cluster;
         }
         catch
@@ -154,6 +188,11 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_gateway is not null)
+        {
+            await _gateway.DisposeAsync().ConfigureAwait(false);
+        }
+
         // The controller first, so it starts no node while the others stop.
         if (_controller is not null)
         {
