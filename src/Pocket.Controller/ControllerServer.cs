@@ -9,8 +9,8 @@ using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Pocket.Hosting;
 using Pocket.Client;
+using Pocket.Hosting;
 
 namespace Pocket.Controller;
 

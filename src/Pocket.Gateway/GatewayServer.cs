@@ -5,8 +5,8 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Pocket.Hosting;
 using Pocket.Client;
+using Pocket.Hosting;
 
 namespace Pocket.Gateway;
 
