@@ -1,18 +1,64 @@
 #!/usr/bin/env bash
-# Pocket vs Redis, side by side in one process and one run (`pocket bench --vs`), for the sizes and client
-# counts that docs/benchmarks.md reports. Absolute numbers drift on shared machines; compare the ratios.
+# Pocket vs Redis vs Garnet, side by side in one process and one run (`pocket bench --vs ... --vs ...`), plus
+# the machine's own limits (loopback round trip and bandwidth, memory copy) measured in the same run, so
+# every figure can be read as a ratio to the peers and as a fraction of what the machine can do.
 #
-#   bench/compare.sh [RESULTS_DIR]        (default ./bench-results, git-ignored)
+#   bench/compare.sh [RESULTS_DIR] [--long] [--update-docs]
 #
-# Environment: DURATION (timed run per system and op, default 10s), REDIS_PORT (default 6390).
+#   RESULTS_DIR    where results go (default ./bench-results, git-ignored): one JSON per workload, limits-*.json,
+#                  results.json (everything), summary.md (tables, exact commands, versions), *.log (stderr)
+#   --long         30 s per system and op instead of 5 s, and 256 MiB and 1 GiB objects too
+#   --update-docs  append summary.md to docs/benchmarks.md as a dated section
+#
+# Environment: DURATION and WARMUP (override the per-op times), REDIS_PORT (default 6390),
+# GARNET_PORT (default 6391), TOOLS (where Garnet is installed as a dotnet tool, default ./.tools, git-ignored).
+# Installs what is missing: Debian redis-server, redis-tools and jq; Garnet as the garnet-server dotnet tool.
+# Starts Redis and Garnet on 127.0.0.1 with persistence off and stops them on exit; Pocket runs embedded in
+# the bench process. Absolute numbers drift on shared machines: read the same-run ratios.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-results="$(mkdir -p "${1:-$repo/bench-results}" && cd "${1:-$repo/bench-results}" && pwd)"
-duration="${DURATION:-10s}"
-redis_port="${REDIS_PORT:-6390}"
-redis_url="resp://127.0.0.1:${redis_port}"
+long=0
+update_docs=0
+results_arg=""
+for arg in "$@"; do
+    case "$arg" in
+        --long) long=1 ;;
+        --update-docs) update_docs=1 ;;
+        -h | --help)
+            sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        -*)
+            echo "unknown option $arg (see --help)" >&2
+            exit 2
+            ;;
+        *)
+            if [[ -n "$results_arg" ]]; then
+                echo "give one results directory, not '$results_arg' and '$arg'" >&2
+                exit 2
+            fi
+            results_arg="$arg"
+            ;;
+    esac
+done
 
+results="$(mkdir -p "${results_arg:-$repo/bench-results}" && cd "${results_arg:-$repo/bench-results}" && pwd)"
+if ((long)); then
+    duration="${DURATION:-30s}"
+    warmup="${WARMUP:-3s}"
+else
+    duration="${DURATION:-5s}"
+    warmup="${WARMUP:-1s}"
+fi
+redis_port="${REDIS_PORT:-6390}"
+garnet_port="${GARNET_PORT:-6391}"
+tools="${TOOLS:-$repo/.tools}"
+garnet_version="2.2.8"
+started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+day="$(date -u +%Y-%m-%d)"
+
+# ---- install what is missing -----------------------------------------------------------------------------
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
@@ -22,69 +68,234 @@ if ((${#missing[@]})); then
     apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-redis_pid=""
-stop_redis() {
-    if [[ -n "$redis_pid" ]] && kill -0 "$redis_pid" 2>/dev/null; then
-        kill "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-    fi
-}
-trap stop_redis EXIT INT TERM
-
-if redis-cli -p "$redis_port" ping >/dev/null 2>&1; then
-    echo "port $redis_port already answers PING: stop that server or set REDIS_PORT" >&2
-    exit 1
+garnet="$tools/garnet-server"
+if [[ ! -x "$garnet" ]] || ! "$garnet" --version 2>/dev/null | grep -q "^GarnetServer $garnet_version"; then
+    echo "installing Garnet $garnet_version as a dotnet tool in $tools"
+    dotnet tool uninstall --tool-path "$tools" garnet-server >/dev/null 2>&1 || true
+    dotnet tool install --tool-path "$tools" garnet-server --version "$garnet_version" >/dev/null
 fi
 
-# No persistence: Redis must keep everything in memory, as Pocket's DRAM tier does.
-redis-server --port "$redis_port" --save "" --appendonly no --daemonize no >"$results/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 1 50); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-redis-cli -p "$redis_port" ping >/dev/null
+# ---- start the peers; stop them whatever happens -----------------------------------------------------------
+redis_pid=""
+garnet_pid=""
+work="$(mktemp -d)"
+stop() {
+    local pid
+    for pid in "$redis_pid" "$garnet_pid"; do
+        [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+    done
+    for pid in "$redis_pid" "$garnet_pid"; do
+        if [[ -n "$pid" ]]; then
+            for _ in $(seq 1 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -9 "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$work"
+}
+trap stop EXIT
+trap 'exit 130' INT TERM
 
-# Built once, so no run pays for (or races with) a build.
-dotnet build -c Release "$repo/src/Pocket.Cli" -nologo -v q >/dev/null
+for port in "$redis_port" "$garnet_port"; do
+    if redis-cli -p "$port" ping >/dev/null 2>&1; then
+        echo "port $port already answers PING: stop that server or set REDIS_PORT / GARNET_PORT" >&2
+        exit 1
+    fi
+done
+
+wait_for() {
+    local name="$1" port="$2" pid="$3"
+    for _ in $(seq 1 150); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$name did not start on port $port; its log:" >&2
+    tail -20 "$results/$name.log" >&2
+    exit 1
+}
+
+# No persistence anywhere: each system keeps everything in memory, as Pocket's DRAM tier does.
+redis_cmd=(redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no)
+"${redis_cmd[@]}" >"$results/redis.log" 2>&1 &
+redis_pid=$!
+wait_for redis "$redis_port" "$redis_pid"
+
+# Garnet keeps no AOF and takes no checkpoints unless asked (--aof, --checkpoint-freq, --storage-tier are off by
+# default). Its thread pools are capped at the core count, and its log memory at 8 GiB (the default is 16 GiB;
+# a record that no longer fits would be evicted, and a get would then find nothing).
+garnet_cmd=("$garnet" --port "$garnet_port" --bind 127.0.0.1 --memory 8g
+    --maxthreads "$(nproc)" --maxiothreads "$(nproc)" --logger-level Warning)
+"${garnet_cmd[@]}" >"$results/garnet.log" 2>&1 &
+garnet_pid=$!
+wait_for garnet "$garnet_port" "$garnet_pid"
+
+# ---- build once, into a private directory ------------------------------------------------------------------
+# So that no run pays for (or races with) a build, and a build of the source tree during the run cannot
+# swap the binaries under it. Retried: another build of the same projects can hold a file for a moment.
+build() {
+    local project="$1" out="$2" try
+    for try in 1 2 3; do
+        if dotnet build -c Release "$repo/$project" -o "$out" -nologo -v q >"$work/build.log" 2>&1; then
+            return 0
+        fi
+        echo "building $project failed (try $try of 3)" >&2
+        sleep 5
+    done
+    cat "$work/build.log" >&2
+    exit 1
+}
+echo "building Pocket.Cli and Pocket.Limits"
+build src/Pocket.Cli "$work/pocket"
+build bench/Pocket.Limits "$work/limits"
+pocket=(dotnet "$work/pocket/pocket.dll")
+limits=(dotnet "$work/limits/Pocket.Limits.dll")
 
 # An empty POCKET_HOME: the bench starts its own embedded cluster, never one a user left running.
-export POCKET_HOME="$results/pocket-home"
+export POCKET_HOME="$work/pocket-home"
 unset POCKET_METADATA POCKET_CLUSTER_TOKEN
-rm -rf "$POCKET_HOME"
+
+# ---- versions ----------------------------------------------------------------------------------------------
+jq -n \
+    --arg redis "$(redis-server --version)" \
+    --arg garnet "$("$garnet" --version 2>&1 | head -1)" \
+    --arg dotnet "$(dotnet --version)" \
+    --arg kernel "$(uname -r)" \
+    --arg nproc "$(nproc)" \
+    --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
+    --arg commit "$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo '+uncommitted changes')" \
+    '{redis: $redis, garnet: $garnet, dotnet_sdk: $dotnet, kernel: $kernel, nproc: ($nproc | tonumber), cpu: $cpu, pocket_commit: $commit}' \
+    >"$results/versions.json"
+
+# ---- the machine's limits, before and after the suite ------------------------------------------------------
+echo "== machine limits (before)"
+"${limits[@]}" >"$results/limits-before.json"
 
 runs=(
-    "1KiB 1"
-    "1KiB 16"
-    "1MiB 1"
-    "64MiB 1"
+    "1KiB 1 put,get"
+    "1KiB 16 put,get"
+    "1MiB 1 put,get"
+    "64MiB 1 put,get"
+    "0 1 meta"
+    "0 16 meta"
 )
+if ((long)); then
+    runs+=("256MiB 1 put,get" "1GiB 1 put,get")
+fi
+
+# A command as it would be typed: words quoted only where the shell needs it (so --save "" stays visible).
+shell_words() {
+    local word out=()
+    for word in "$@"; do
+        if [[ -z "$word" ]]; then
+            out+=('""')
+        elif [[ "$word" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
+            out+=("$word")
+        else
+            out+=("$(printf '%q' "$word")")
+        fi
+    done
+    echo "${out[*]}"
+}
+
+commands=()
+names=()
 for run in "${runs[@]}"; do
-    read -r size clients <<<"$run"
-    out="$results/${size}-c${clients}.json"
-    echo "== size $size, $clients client(s), $duration per system and op -> $out"
-    dotnet run -c Release --no-build --project "$repo/src/Pocket.Cli" -- \
-        bench --size "$size" --clients "$clients" --duration "$duration" --op put,get \
-        --vs "redis=$redis_url" --json >"$out"
+    read -r size clients ops <<<"$run"
+    if [[ "$ops" == meta ]]; then
+        name="meta-c${clients}"
+        size_args=()
+    else
+        name="${size}-c${clients}"
+        size_args=(--size "$size")
+    fi
+    args=(bench "${size_args[@]}" --clients "$clients" --duration "$duration" --warmup "$warmup" --op "$ops"
+        --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" --json)
+    echo "== $name: pocket ${args[*]}"
+    "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log"
+    names+=("$name")
+    commands+=("pocket $(shell_words "${args[@]}")")
 done
 
+echo "== machine limits (after)"
+"${limits[@]}" >"$results/limits-after.json"
+finished="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+# ---- results.json: everything in one file ------------------------------------------------------------------
+{
+    printf '{"started_utc": "%s", "finished_utc": "%s", "duration": "%s", "warmup": "%s",\n' "$started" "$finished" "$duration" "$warmup"
+    printf '"servers": {"redis": %s, "garnet": %s},\n' \
+        "$(jq -Rn --arg c "$(shell_words "${redis_cmd[@]}")" '$c')" \
+        "$(jq -Rn --arg c "$(shell_words "${garnet_cmd[@]}" | sed "s|^$tools/||")" '$c')"
+    printf '"versions": %s,\n' "$(cat "$results/versions.json")"
+    printf '"limits_before": %s, "limits_after": %s,\n' "$(cat "$results/limits-before.json")" "$(cat "$results/limits-after.json")"
+    printf '"workloads": {'
+    for i in "${!names[@]}"; do
+        ((i)) && printf ','
+        printf '"%s": {"command": %s, "result": %s}' "${names[$i]}" "$(jq -Rn --arg c "${commands[$i]}" '$c')" "$(cat "$results/${names[$i]}.json")"
+    done
+    printf '}}\n'
+} | jq . >"$results/results.json"
+
+# ---- summary.md --------------------------------------------------------------------------------------------
+jq -r --arg day "$day" --arg invocation "bench/compare.sh $*" '
+    def n(x): if x == null then "-" else (x | tostring) end;
+    def r(x): if x == null then "-" else ((x * 100 | round) / 100 | tostring) + "x" end;
+    def f1(x): if x == null then "-" else ((x * 10 | round) / 10 | tostring) end;
+    def f0(x): if x == null then "-" elif x < 100 then ((x * 100 | round) / 100 | tostring) else (x | round | tostring) end;
+    def rows: .workloads | to_entries[] | .key as $w | .value.result as $r
+        | $r.config.ops_order[] | {w: $w, op: ., s: $r.systems, ra: $r.ratios};
+    "## Pocket vs Redis vs Garnet (\($day))",
+    "",
+    "Run by `\($invocation)` from \(.started_utc) to \(.finished_utc): \(.duration) timed per system and op after a \(.warmup) warm-up, systems interleaved per op (pocket, redis, garnet) in one bench process.",
+    "Pocket runs embedded in the bench process (2 DRAM nodes, pre-faulted before timing), so its CPU/op is the whole process, load generator and RESP client included; Redis CPU comes from `INFO cpu`, Garnet CPU from /proc (10 ms ticks). Metadata ops use 0-byte objects (mapping below).",
+    "",
+    "Versions: \(.versions.redis | split(" ")[0:3] | join(" ")); \(.versions.garnet); .NET SDK \(.versions.dotnet_sdk); kernel \(.versions.kernel); \(.versions.nproc) cores (\(.versions.cpu)); Pocket \(.versions.pocket_commit).",
+    "",
+    "Servers: `\(.servers.redis)`; `\(.servers.garnet)`.",
+    "",
+    "### Machine limits (same run, `bench/Pocket.Limits`, before / after the suite)",
+    "",
+    "| limit | before | after |",
+    "|---|---:|---:|",
+    "| loopback round trip, 1-byte ping-pong, p50 / p99 (us) | \(.limits_before.loopback_round_trip.p50_us) / \(.limits_before.loopback_round_trip.p99_us) | \(.limits_after.loopback_round_trip.p50_us) / \(.limits_after.loopback_round_trip.p99_us) |",
+    "| loopback TCP, one stream, 1 MiB writes (GB/s) | \(.limits_before.loopback_stream.gb_per_s) | \(.limits_after.loopback_stream.gb_per_s) |",
+    "| memcpy 256 MiB, pre-touched, median (GB/s) | \(.limits_before.memcpy.median_gb_per_s) | \(.limits_after.memcpy.median_gb_per_s) |",
+    "",
+    "### Latency (us) and Pocket/peer ratios (below 1: Pocket faster)",
+    "",
+    "| workload | op | pocket p50 | redis p50 | garnet p50 | pocket p99 | redis p99 | garnet p99 | p50 P/R | p50 P/G | p99 P/R | p99 P/G |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    (rows | "| \(.w) | \(.op) | \(n(.s.pocket[.op].p50_us)) | \(n(.s.redis[.op].p50_us)) | \(n(.s.garnet[.op].p50_us)) | \(n(.s.pocket[.op].p99_us)) | \(n(.s.redis[.op].p99_us)) | \(n(.s.garnet[.op].p99_us)) | \(r(.ra.redis[.op].p50)) | \(r(.ra.garnet[.op].p50)) | \(r(.ra.redis[.op].p99)) | \(r(.ra.garnet[.op].p99)) |"),
+    "",
+    "### Throughput, CPU per op, and Pocket/peer throughput ratios (above 1: Pocket faster)",
+    "",
+    "| workload | op | pocket ops/s | redis ops/s | garnet ops/s | pocket MiB/s | redis MiB/s | garnet MiB/s | tput P/R | tput P/G | CPU us/op P / R / G |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    (rows | "| \(.w) | \(.op) | \(f0(.s.pocket[.op].ops_per_s)) | \(f0(.s.redis[.op].ops_per_s)) | \(f0(.s.garnet[.op].ops_per_s)) | \(f1(.s.pocket[.op].mib_per_s)) | \(f1(.s.redis[.op].mib_per_s)) | \(f1(.s.garnet[.op].mib_per_s)) | \(r(.ra.redis[.op].ops_per_s)) | \(r(.ra.garnet[.op].ops_per_s)) | \(f1(.s.pocket[.op].server_cpu_us_per_op)) / \(f1(.s.redis[.op].server_cpu_us_per_op)) / \(f1(.s.garnet[.op].server_cpu_us_per_op)) |"),
+    "",
+    "Metadata ops, as each system runs them:",
+    "",
+    ([.workloads[].result.config.meta_ops // empty] | first // {} | to_entries[] | select(.value | type == "object")
+        | "- `\(.key)`: Pocket \(.value.pocket); Redis and Garnet \(.value.resp)."),
+    "",
+    "Commands (`pocket` is `dotnet pocket.dll` built by the script from src/Pocket.Cli, Release):",
+    "",
+    "```",
+    $invocation,
+    (.workloads | to_entries[] | .value.command),
+    "```"
+' "$results/results.json" >"$results/summary.md"
+
+if ((update_docs)); then
+    { echo; cat "$results/summary.md"; } >>"$repo/docs/benchmarks.md"
+    echo "appended to docs/benchmarks.md"
+fi
+
 echo
-echo "summary (ratio = pocket/redis; latency below 1 and throughput above 1 mean Pocket is faster)"
-printf '%-7s %3s %-4s %9s %9s %9s %9s %10s %10s %7s %7s\n' \
-    size cli op "p50 P" "p50 R" "p99 P" "p99 R" "MiB/s P" "MiB/s R" "p50 x" "tput x"
-for run in "${runs[@]}"; do
-    read -r size clients <<<"$run"
-    jq -r --arg size "$size" --arg clients "$clients" '
-        .config.ops_order[] as $op
-        | [$size, $clients, $op,
-           .systems.pocket[$op].p50_us, .systems.redis[$op].p50_us,
-           .systems.pocket[$op].p99_us, .systems.redis[$op].p99_us,
-           .systems.pocket[$op].mib_per_s, .systems.redis[$op].mib_per_s,
-           .ratios.redis[$op].p50, .ratios.redis[$op].ops_per_s]
-        | @tsv' "$results/${size}-c${clients}.json" |
-        while IFS=$'\t' read -r s c op p50p p50r p99p p99r mp mr rp rt; do
-            printf '%-7s %3s %-4s %9s %9s %9s %9s %10s %10s %7s %7s\n' "$s" "$c" "$op" "$p50p" "$p50r" "$p99p" "$p99r" "$mp" "$mr" "$rp" "$rt"
-        done
-done
+cat "$results/summary.md"
 echo
-echo "JSON in $results"
+echo "results in $results"

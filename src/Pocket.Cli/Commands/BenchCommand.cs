@@ -27,9 +27,9 @@ internal static class BenchCommand
         var warmup = CommandRunner.DurationOption("--warmup", "Untimed warm-up before each timed run (default 1s)");
         var op = new Option<string>("--op")
         {
-            Description = "put, get or mixed (50/50), or a comma list such as put,get",
+            Description = "put, get, mixed (50/50), or meta (lookup, create_delete, list100 and count of 0-byte objects, each also alone), or a comma list such as put,get",
             DefaultValueFactory = _ => "put,get",
-            HelpName = "put|get|mixed",
+            HelpName = "put|get|mixed|meta",
         };
         var peers = new Option<string[]>("--vs")
         {
@@ -80,7 +80,7 @@ internal static class BenchCommand
                     }
 
                     plan = await PlanAsync(settings, client, cancellationToken).ConfigureAwait(false);
-                    var runner = new BenchRunner(plan, settings.Ops.Any(o => o != BenchOp.Put), Status);
+                    var runner = new BenchRunner(plan, settings.Ops.Any(o => o.ReadsData()), Status);
                     foreach (var op in settings.Ops)
                     {
                         foreach (var target in targets)
@@ -88,7 +88,7 @@ internal static class BenchCommand
                             var result = await runner.RunAsync(target, op, cancellationToken).ConfigureAwait(false);
                             results.Add(result);
                             Status(string.Create(CultureInfo.InvariantCulture,
-                                $"{result.System} {op.ToString().ToLowerInvariant()}: {result.Ops} ops, p50 {result.PercentileMicros(50)} us, p99 {result.PercentileMicros(99)} us, {result.OpsPerSecond:0.##} ops/s, {result.MiBPerSecond:0.0} MiB/s"));
+                                $"{result.System} {op.Name()}: {result.Ops} ops, p50 {result.PercentileMicros(50)} us, p99 {result.PercentileMicros(99)} us, {result.OpsPerSecond:0.##} ops/s, {result.MiBPerSecond:0.0} MiB/s"));
                         }
                     }
                 }
@@ -276,28 +276,28 @@ internal static class BenchCommand
         error = string.Empty;
         foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            BenchOp? op = part.ToLowerInvariant() switch
+            var name = part.ToLowerInvariant();
+            IEnumerable<BenchOp>? named = name == "meta"
+                ? BenchOps.Meta
+                : Enum.GetValues<BenchOp>().Where(o => o.Name() == name).ToList() is [var one] ? [one] : null;
+            if (named is null)
             {
-                "put" => BenchOp.Put,
-                "get" => BenchOp.Get,
-                "mixed" => BenchOp.Mixed,
-                _ => null,
-            };
-            if (op is null)
-            {
-                error = $"--op '{part}' is not put, get or mixed";
+                error = $"--op '{part}' is not put, get, mixed, meta, lookup, create_delete, list100 or count";
                 return false;
             }
 
-            if (!ops.Contains(op.Value))
+            foreach (var op in named)
             {
-                ops.Add(op.Value);
+                if (!ops.Contains(op))
+                {
+                    ops.Add(op);
+                }
             }
         }
 
         if (ops.Count == 0)
         {
-            error = "--op needs put, get or mixed";
+            error = "--op needs put, get, mixed or meta";
             return false;
         }
 

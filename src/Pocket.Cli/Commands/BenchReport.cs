@@ -38,6 +38,15 @@ internal static class BenchReport
         }
 
         AnsiConsole.Write(table);
+        var meta = MetaMapping(results).ToList();
+        if (meta.Count > 0)
+        {
+            AnsiConsole.MarkupLine("metadata ops use 0-byte objects; what each system runs:");
+            foreach (var (op, pocket, resp) in meta)
+            {
+                AnsiConsole.MarkupLine(Markup.Escape($"  {op.Name()}: pocket {pocket}; RESP peers {resp}"));
+            }
+        }
 
         var ratios = Ratios(results).ToList();
         if (ratios.Count == 0)
@@ -130,6 +139,7 @@ internal static class BenchReport
                 ["pocket"] = pocketWhere,
                 ["embedded_node_capacity"] = nodeCapacity,
                 ["peers"] = peerUrls,
+                ["meta_ops"] = MetaJson(results),
                 ["latency_ratio"] = "pocket/peer, below 1 = pocket faster",
                 ["throughput_ratio"] = "pocket/peer, above 1 = pocket faster",
                 ["processors"] = Environment.ProcessorCount,
@@ -154,11 +164,32 @@ internal static class BenchReport
         }
     }
 
+    private static IEnumerable<(BenchOp Op, string Pocket, string Resp)> MetaMapping(IReadOnlyList<BenchResult> results) =>
+        BenchMetaMapping.Ops.Where(m => results.Any(r => r.Op == m.Op));
+
+    /// <summary>What each metadata op is on Pocket and on a RESP peer; null when the run had none.</summary>
+    private static JsonObject? MetaJson(IReadOnlyList<BenchResult> results)
+    {
+        var meta = MetaMapping(results).ToList();
+        if (meta.Count == 0)
+        {
+            return null;
+        }
+
+        var json = new JsonObject { ["objects"] = "0 bytes; mib_per_s is 0 for these ops" };
+        foreach (var (op, pocket, resp) in meta)
+        {
+            json[op.Name()] = new JsonObject { ["pocket"] = pocket, ["resp"] = resp };
+        }
+
+        return json;
+    }
+
     private static double? Divide(double a, double b) => b > 0 ? a / b : null;
 
     private static double Round(double value, int digits) => Math.Round(value, digits, MidpointRounding.AwayFromZero);
 
-    private static string Name(BenchOp op) => op.ToString().ToLowerInvariant();
+    private static string Name(BenchOp op) => op.Name();
 
     private static string Format(long value) => value.ToString("N0", CultureInfo.InvariantCulture);
 

@@ -1,5 +1,7 @@
 using System.Globalization;
+using System.Net;
 using Pocket.Client;
+using Spectre.Console;
 using StackExchange.Redis;
 
 namespace Pocket.Cli.Commands;
@@ -22,6 +24,44 @@ internal interface IBenchTarget : IAsyncDisposable
 
     /// <summary>Cumulative CPU seconds of the server (see <see cref="CpuScope"/>), or null.</summary>
     Task<double?> CpuSecondsAsync(CancellationToken cancellationToken);
+
+    /// <summary>Metadata only: whether the object exists (the lookup op).</summary>
+    ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken);
+
+    /// <summary>Deletes one object; timed (the delete half of create_delete).</summary>
+    ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken);
+
+    /// <summary>Creates <paramref name="count"/> empty objects under <paramref name="prefix"/> for <see cref="ListAsync"/> and <see cref="CountAsync"/>; not timed.</summary>
+    Task CreateListedAsync(string prefix, int count, CancellationToken cancellationToken);
+
+    /// <summary>Lists up to <paramref name="limit"/> keys under the prefix and returns how many came back (the list100 op).</summary>
+    ValueTask<int> ListAsync(string prefix, int limit, CancellationToken cancellationToken);
+
+    /// <summary>Counts the objects under a prefix made by <see cref="CreateListedAsync"/> (the count op).</summary>
+    ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken);
+
+    /// <summary>Removes what <see cref="CreateListedAsync"/> made; not timed.</summary>
+    Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken);
+}
+
+/// <summary>How each system does the metadata-only ops, for the report (the JSON config and below the table).</summary>
+internal static class BenchMetaMapping
+{
+    public static readonly IReadOnlyList<(BenchOp Op, string Pocket, string Resp)> Ops =
+    [
+        (BenchOp.Lookup,
+            $"LookupAsync(key) of one of {BenchRunner.LookupKeys} existing 0-byte objects",
+            "EXISTS key"),
+        (BenchOp.CreateDelete,
+            "PutAsync(key, 0 bytes) then DeleteAsync(key); each request is one op",
+            "SET key \"\" then DEL key; each command is one op"),
+        (BenchOp.List100,
+            $"ListAsync(prefix, pageSize {BenchRunner.ListedKeys}): one page holding the {BenchRunner.ListedKeys} objects under the prefix",
+            $"SCAN cursor MATCH prefix* COUNT {BenchRunner.ListedKeys} in database {RedisBenchTarget.ListDatabase}, which holds only those {BenchRunner.ListedKeys} keys, repeated until {BenchRunner.ListedKeys} keys or cursor 0 (one op)"),
+        (BenchOp.Count,
+            $"CountAsync(prefix) over the {BenchRunner.ListedKeys} objects",
+            $"SCARD of a set holding the {BenchRunner.ListedKeys} key names (the bench adds each name as it creates the key)"),
+    ];
 }
 
 /// <summary>Pocket through <see cref="PocketClient"/>: one shared client (one connection per server), one job.</summary>
@@ -44,7 +84,43 @@ internal sealed class PocketBenchTarget(PocketJob job, bool embedded) : IBenchTa
     public Task<double?> CpuSecondsAsync(CancellationToken cancellationToken) =>
         Task.FromResult<double?>(embedded ? Environment.CpuUsage.TotalTime.TotalSeconds : null);
 
+    public async ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken) =>
+        await job.LookupAsync(key, cancellationToken).ConfigureAwait(false) is not null;
+
+    public async ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken) =>
+        await job.DeleteAsync(key, recursive: false, cancellationToken).ConfigureAwait(false);
+
+    public async Task CreateListedAsync(string prefix, int count, CancellationToken cancellationToken)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            await job.PutAsync(ListedKey(prefix, i), ReadOnlyMemory<byte>.Empty, PutFlags.None, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask<int> ListAsync(string prefix, int limit, CancellationToken cancellationToken)
+    {
+        // One page of `limit` entries: stopping at the limit means the enumerator never asks for a second page.
+        var listed = 0;
+        await foreach (var _ in job.ListAsync(prefix, delimited: false, pageSize: limit, cancellationToken).ConfigureAwait(false))
+        {
+            if (++listed == limit)
+            {
+                break;
+            }
+        }
+
+        return listed;
+    }
+
+    public ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) => job.CountAsync(prefix, cancellationToken);
+
+    public async Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken) =>
+        await job.DeleteAsync(prefix, recursive: true, cancellationToken).ConfigureAwait(false);
+
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+
+    internal static string ListedKey(string prefix, int i) => string.Create(CultureInfo.InvariantCulture, $"{prefix}{i:D3}");
 }
 
 /// <summary>
@@ -55,23 +131,33 @@ internal sealed class RedisBenchTarget : IBenchTarget
 {
     internal const int ChunkSize = 256 << 20;
 
+    /// <summary>
+    /// list100 runs in its own database: SCAN walks the whole keyspace, so keys of other runs in the same
+    /// database would make it slower for reasons that have nothing to do with listing 100 keys.
+    /// </summary>
+    internal const int ListDatabase = 15;
+
     private readonly ConnectionMultiplexer _multiplexer;
     private readonly IDatabase _database;
+    private readonly IDatabase _listDatabase;
     private readonly IServer _server;
     private readonly string _root;
+    private readonly ServerCpu _cpu;
 
-    private RedisBenchTarget(string name, ConnectionMultiplexer multiplexer, string root)
+    private RedisBenchTarget(string name, ConnectionMultiplexer multiplexer, string root, ServerCpu cpu)
     {
         Name = name;
         _multiplexer = multiplexer;
         _database = multiplexer.GetDatabase();
+        _listDatabase = multiplexer.GetDatabase(ListDatabase);
         _server = multiplexer.GetServers()[0];
         _root = root;
+        _cpu = cpu;
     }
 
     public string Name { get; }
 
-    public string? CpuScope => "server";
+    public string? CpuScope => _cpu.Scope;
 
     public static async Task<RedisBenchTarget> ConnectAsync(BenchPeer peer, CancellationToken cancellationToken)
     {
@@ -90,7 +176,8 @@ internal sealed class RedisBenchTarget : IBenchTarget
         try
         {
             var multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
-            return new RedisBenchTarget(peer.Name, multiplexer, $"pocket-bench:{Guid.NewGuid():N}:");
+            var cpu = await ServerCpu.FindAsync(multiplexer.GetServers()[0], peer).ConfigureAwait(false);
+            return new RedisBenchTarget(peer.Name, multiplexer, $"pocket-bench:{Guid.NewGuid():N}:", cpu);
         }
         catch (RedisConnectionException ex)
         {
@@ -165,24 +252,63 @@ internal sealed class RedisBenchTarget : IBenchTarget
         }
     }
 
-    public async Task<double?> CpuSecondsAsync(CancellationToken cancellationToken)
+    public Task<double?> CpuSecondsAsync(CancellationToken cancellationToken) => _cpu.SecondsAsync(_server);
+
+    public async ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken) =>
+        await _database.KeyExistsAsync(_root + key).ConfigureAwait(false);
+
+    public async ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken) =>
+        await _database.KeyDeleteAsync(_root + key).ConfigureAwait(false);
+
+    public async Task CreateListedAsync(string prefix, int count, CancellationToken cancellationToken)
     {
-        var info = await _server.InfoAsync("cpu").ConfigureAwait(false);
-        double total = 0;
-        var found = 0;
-        foreach (var pair in info.SelectMany(group => group))
+        var size = await _server.DatabaseSizeAsync(ListDatabase).ConfigureAwait(false);
+        if (size > 0)
         {
-            if (pair.Key is "used_cpu_sys" or "used_cpu_user" && double.TryParse(pair.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds))
-            {
-                total += seconds;
-                found++;
-            }
+            CommandRunner.Error.MarkupLine($"[yellow]warning:[/] {Markup.Escape(Name)} database {ListDatabase} already holds {size} keys: SCAN walks them too, so list100 is slower than on an empty database");
         }
 
-        return found == 2 ? total : null;
+        var names = new RedisValue[count];
+        for (var i = 0; i < count; i++)
+        {
+            var key = _root + PocketBenchTarget.ListedKey(prefix, i);
+            await _listDatabase.StringSetAsync(key, ReadOnlyMemory<byte>.Empty).ConfigureAwait(false);
+            names[i] = key;
+        }
+
+        await _listDatabase.SetAddAsync(IndexKey(prefix), names).ConfigureAwait(false);
+    }
+
+    public async ValueTask<int> ListAsync(string prefix, int limit, CancellationToken cancellationToken)
+    {
+        // Raw SCAN rather than IServer.KeysAsync, so that each round trip is one SCAN exactly as written here.
+        var pattern = _root + prefix + "*";
+        long cursor = 0;
+        var listed = 0;
+        do
+        {
+            var reply = await _listDatabase.ExecuteAsync("SCAN", cursor, "MATCH", pattern, "COUNT", limit).ConfigureAwait(false);
+            var parts = (RedisResult[])reply!;
+            cursor = long.Parse((string)parts[0]!, CultureInfo.InvariantCulture);
+            listed += ((RedisResult[])parts[1]!).Length;
+        }
+        while (cursor != 0 && listed < limit);
+        return Math.Min(listed, limit);
+    }
+
+    public async ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) =>
+        await _listDatabase.SetLengthAsync(IndexKey(prefix)).ConfigureAwait(false);
+
+    public async Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken)
+    {
+        var keys = Enumerable.Range(0, count).Select(i => (RedisKey)(_root + PocketBenchTarget.ListedKey(prefix, i))).Append(IndexKey(prefix)).ToArray();
+        await _listDatabase.KeyDeleteAsync(keys).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync() => await _multiplexer.DisposeAsync().ConfigureAwait(false);
+
+    /// <summary>Outside the listed keys' pattern (root + prefix + *), so SCAN never returns it.</summary>
+    private RedisKey IndexKey(string prefix) => $"{_root}index:{prefix}";
 
     private string ChunkKey(string key, int n) => string.Create(CultureInfo.InvariantCulture, $"{_root}{key}:chunk{n}");
 }
@@ -217,5 +343,155 @@ internal sealed record BenchPeer(string Name, string Host, int Port, string Url)
         peer = new BenchPeer(name, uri.Host.Trim('[', ']'), uri.Port > 0 ? uri.Port : 6379, url);
         error = string.Empty;
         return true;
+    }
+}
+
+/// <summary>
+/// Where a RESP peer's CPU time comes from: `INFO cpu` when the server answers it (Redis), else, for a server
+/// on this machine, the /proc entry of the process listening on its port (Garnet has no `INFO cpu`).
+/// </summary>
+internal sealed class ServerCpu
+{
+    /// <summary>USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux architecture .NET runs on.</summary>
+    private const double TicksPerSecond = 100;
+
+    private readonly int? _pid;
+
+    private ServerCpu(string? scope, int? pid)
+    {
+        Scope = scope;
+        _pid = pid;
+    }
+
+    public string? Scope { get; }
+
+    public static async Task<ServerCpu> FindAsync(IServer server, BenchPeer peer)
+    {
+        if (await FromInfoAsync(server).ConfigureAwait(false) is not null)
+        {
+            return new ServerCpu("server (INFO cpu)", null);
+        }
+
+        if (IsLoopback(peer.Host) && ListenerPid(peer.Port) is { } pid)
+        {
+            return new ServerCpu($"server process {pid} (/proc, 10 ms ticks)", pid);
+        }
+
+        return new ServerCpu(null, null);
+    }
+
+    public async Task<double?> SecondsAsync(IServer server)
+    {
+        if (_pid is not { } pid)
+        {
+            return Scope is null ? null : await FromInfoAsync(server).ConfigureAwait(false);
+        }
+
+        try
+        {
+            // Fields after the command name, which sits in parentheses and may hold spaces: utime and stime are
+            // the 14th and 15th fields of the line, the 12th and 13th after the closing parenthesis.
+            var stat = await File.ReadAllTextAsync($"/proc/{pid}/stat").ConfigureAwait(false);
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / TicksPerSecond;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return null;
+        }
+    }
+
+    private static async Task<double?> FromInfoAsync(IServer server)
+    {
+        IGrouping<string, KeyValuePair<string, string>>[] info;
+        try
+        {
+            info = await server.InfoAsync("cpu").ConfigureAwait(false);
+        }
+        catch (RedisServerException)
+        {
+            return null;
+        }
+
+        double total = 0;
+        var found = 0;
+        foreach (var pair in info.SelectMany(group => group))
+        {
+            if (pair.Key is "used_cpu_sys" or "used_cpu_user" && double.TryParse(pair.Value, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds))
+            {
+                total += seconds;
+                found++;
+            }
+        }
+
+        return found == 2 ? total : null;
+    }
+
+    private static bool IsLoopback(string host) =>
+        host.Equals("localhost", StringComparison.OrdinalIgnoreCase) || (IPAddress.TryParse(host, out var address) && IPAddress.IsLoopback(address));
+
+    /// <summary>The process that holds the listening TCP socket of <paramref name="port"/>, found through /proc; null when unknown.</summary>
+    private static int? ListenerPid(int port)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+
+        try
+        {
+            var inodes = new HashSet<string>(StringComparer.Ordinal);
+            var portHex = port.ToString("X4", CultureInfo.InvariantCulture);
+            foreach (var table in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
+            {
+                if (!File.Exists(table))
+                {
+                    continue;
+                }
+
+                foreach (var line in File.ReadLines(table).Skip(1))
+                {
+                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...; st 0A is LISTEN.
+                    var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                    if (f.Length > 9 && f[3] == "0A" && f[1].EndsWith(":" + portHex, StringComparison.Ordinal))
+                    {
+                        inodes.Add($"socket:[{f[9]}]");
+                    }
+                }
+            }
+
+            if (inodes.Count == 0)
+            {
+                return null;
+            }
+
+            foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    foreach (var fd in Directory.EnumerateFileSystemEntries(Path.Combine(dir, "fd")))
+                    {
+                        if (new FileInfo(fd).LinkTarget is { } target && inodes.Contains(target))
+                        {
+                            return pid;
+                        }
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // A process that ended, or one we may not look into.
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+
+        return null;
     }
 }

@@ -9,6 +9,36 @@ internal enum BenchOp
     Put,
     Get,
     Mixed,
+
+    /// <summary>Metadata only: does an existing object exist (no data moved).</summary>
+    Lookup,
+
+    /// <summary>Metadata only: create a 0-byte object, then delete it; each of the two requests is one op.</summary>
+    CreateDelete,
+
+    /// <summary>Metadata only: one page listing the 100 objects under a prefix.</summary>
+    List100,
+
+    /// <summary>Metadata only: count the 100 objects under a prefix.</summary>
+    Count,
+}
+
+internal static class BenchOps
+{
+    /// <summary>The metadata-only operations that `--op meta` stands for, in the order they run.</summary>
+    public static readonly IReadOnlyList<BenchOp> Meta = [BenchOp.Lookup, BenchOp.CreateDelete, BenchOp.List100, BenchOp.Count];
+
+    /// <summary>The name in tables, JSON and `--op`.</summary>
+    public static string Name(this BenchOp op) => op switch
+    {
+        BenchOp.CreateDelete => "create_delete",
+        BenchOp.List100 => "list100",
+        _ => op.ToString().ToLowerInvariant(),
+    };
+
+    public static bool IsMeta(this BenchOp op) => op is BenchOp.Lookup or BenchOp.CreateDelete or BenchOp.List100 or BenchOp.Count;
+
+    public static bool ReadsData(this BenchOp op) => op is BenchOp.Get or BenchOp.Mixed;
 }
 
 /// <summary>
@@ -38,6 +68,12 @@ internal sealed record BenchResult(string System, BenchOp Op, long Size, long Op
 /// </summary>
 internal sealed class BenchRunner
 {
+    /// <summary>Existing 0-byte objects a lookup run reads, round robin.</summary>
+    public const int LookupKeys = 1000;
+
+    /// <summary>Objects under the prefix that list100 lists and count counts.</summary>
+    public const int ListedKeys = 100;
+
     /// <summary>An hour in microseconds: no single operation of a sane run takes longer.</summary>
     private const long HighestLatencyMicros = 3_600_000_000;
 
@@ -65,7 +101,12 @@ internal sealed class BenchRunner
 
     public async Task<BenchResult> RunAsync(IBenchTarget target, BenchOp op, CancellationToken cancellationToken)
     {
-        var name = op.ToString().ToLowerInvariant();
+        if (op.IsMeta())
+        {
+            return await RunMetaAsync(target, op, cancellationToken).ConfigureAwait(false);
+        }
+
+        var name = op.Name();
         var pool = op == BenchOp.Put ? [] : await WritePoolAsync(target, name, cancellationToken).ConfigureAwait(false);
         try
         {
@@ -86,6 +127,165 @@ internal sealed class BenchRunner
                 await target.DeleteAsync($"{name}/pool/", pool, _plan.Size, CancellationToken.None).ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>
+    /// A metadata-only run: lookups read a pool of existing 0-byte objects, list100 and count read a prefix that
+    /// holds exactly <see cref="ListedKeys"/> objects, create_delete makes and removes its own 0-byte objects.
+    /// </summary>
+    private async Task<BenchResult> RunMetaAsync(IBenchTarget target, BenchOp op, CancellationToken cancellationToken)
+    {
+        var name = op.Name();
+        var listPrefix = $"{name}/listed/";
+        var listed = op is BenchOp.List100 or BenchOp.Count;
+        string[] lookup = [];
+        try
+        {
+            if (op == BenchOp.Lookup)
+            {
+                _status($"{target.Name} {name}: writing {LookupKeys} empty objects to look up");
+                lookup = [.. Enumerable.Range(0, LookupKeys).Select(i => string.Create(CultureInfo.InvariantCulture, $"{name}/pool/{i}"))];
+                var options = new ParallelOptions { MaxDegreeOfParallelism = _plan.Clients, CancellationToken = cancellationToken };
+                await Parallel.ForEachAsync(lookup, options, (key, ct) => target.PutAsync(key, ReadOnlyMemory<byte>.Empty, ct)).ConfigureAwait(false);
+            }
+
+            if (listed)
+            {
+                _status($"{target.Name} {name}: writing {ListedKeys} empty objects under '{listPrefix}'");
+                await target.CreateListedAsync(listPrefix, ListedKeys, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (_plan.Warmup > TimeSpan.Zero)
+            {
+                _status($"{target.Name} {name}: warm-up {Units.FormatDuration(_plan.Warmup)}");
+                await MeasureMetaAsync(target, op, $"{name}/warm/", lookup, listPrefix, null, _plan.Warmup, warmup: true, cancellationToken).ConfigureAwait(false);
+            }
+
+            _status($"{target.Name} {name}: measuring");
+            return await MeasureMetaAsync(target, op, $"{name}/run/", lookup, listPrefix, _plan.Ops, _plan.Duration, warmup: false, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Runs even after Ctrl-C: a peer such as Redis would otherwise keep the keys.
+            if (lookup.Length > 0)
+            {
+                await target.DeleteAsync($"{name}/pool/", lookup, 0, CancellationToken.None).ConfigureAwait(false);
+            }
+
+            if (listed)
+            {
+                await target.DropListedAsync(listPrefix, ListedKeys, CancellationToken.None).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task<BenchResult> MeasureMetaAsync(IBenchTarget target, BenchOp op, string prefix, string[] lookup, string listPrefix, long? opsLimit, TimeSpan? timeLimit, bool warmup, CancellationToken cancellationToken)
+    {
+        var clients = _plan.Clients;
+        var histograms = Enumerable.Range(0, clients).Select(_ => new LongHistogram(HighestLatencyMicros, 3)).ToArray();
+        var remaining = new StrongBox(opsLimit ?? long.MaxValue);
+        var cpuBefore = await target.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
+        var processBefore = Environment.CpuUsage.TotalTime;
+        var clock = Stopwatch.StartNew();
+        var tasks = new Task<long>[clients];
+        for (var c = 0; c < clients; c++)
+        {
+            var client = new MetaClient(c, clients, op, prefix, lookup, listPrefix, warmup, timeLimit, clock, remaining, histograms[c]);
+            tasks[c] = Task.Run(() => RunMetaClientAsync(target, client, cancellationToken), cancellationToken);
+        }
+
+        var counts = await Task.WhenAll(tasks).ConfigureAwait(false);
+        var elapsed = clock.Elapsed;
+        var processCpu = (Environment.CpuUsage.TotalTime - processBefore).TotalSeconds;
+        var cpuAfter = await target.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
+        double? cpu = cpuBefore is { } before && cpuAfter is { } after ? after - before : null;
+        var latency = new LongHistogram(HighestLatencyMicros, 3);
+        foreach (var histogram in histograms)
+        {
+            latency.Add(histogram);
+        }
+
+        return new BenchResult(target.Name, op, 0, counts.Sum(), elapsed, latency, cpu, target.CpuScope, processCpu);
+    }
+
+    private static async Task<long> RunMetaClientAsync(IBenchTarget target, MetaClient round, CancellationToken cancellationToken)
+    {
+        long done = 0;
+        for (long i = 0; ; i++)
+        {
+            // The warm-up lets every client do at least one operation, however short it is.
+            var mayStop = !round.Warmup || i > 0;
+            if (mayStop && round.TimeLimit is { } limit && round.Clock.Elapsed >= limit)
+            {
+                break;
+            }
+
+            if (Interlocked.Decrement(ref round.Remaining.Value) < 0)
+            {
+                break;
+            }
+
+            var start = Stopwatch.GetTimestamp();
+            switch (round.Op)
+            {
+                case BenchOp.Lookup:
+                    var key = round.Lookup[(int)((round.Client + (i * round.Clients)) % round.Lookup.Length)];
+                    var exists = await target.ExistsAsync(key, cancellationToken).ConfigureAwait(false);
+                    Record(round.Histogram, start);
+                    if (!exists)
+                    {
+                        throw new CliException($"{target.Name}: lookup of '{key}' found nothing");
+                    }
+
+                    break;
+
+                case BenchOp.CreateDelete:
+                    key = string.Create(CultureInfo.InvariantCulture, $"{round.Prefix}c{round.Client}/{i}");
+                    await target.PutAsync(key, ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+                    Record(round.Histogram, start);
+
+                    // The delete always follows, even past an --ops limit, so that no object is left behind.
+                    Interlocked.Decrement(ref round.Remaining.Value);
+                    start = Stopwatch.GetTimestamp();
+                    await target.DeleteOneAsync(key, cancellationToken).ConfigureAwait(false);
+                    Record(round.Histogram, start);
+                    done++;
+                    break;
+
+                case BenchOp.List100:
+                    var listed = await target.ListAsync(round.ListPrefix, ListedKeys, cancellationToken).ConfigureAwait(false);
+                    Record(round.Histogram, start);
+                    if (listed != ListedKeys)
+                    {
+                        throw new CliException($"{target.Name}: listing '{round.ListPrefix}' returned {listed} keys, expected {ListedKeys}");
+                    }
+
+                    break;
+
+                case BenchOp.Count:
+                    var counted = await target.CountAsync(round.ListPrefix, cancellationToken).ConfigureAwait(false);
+                    Record(round.Histogram, start);
+                    if (counted != ListedKeys)
+                    {
+                        throw new CliException($"{target.Name}: counting '{round.ListPrefix}' returned {counted}, expected {ListedKeys}");
+                    }
+
+                    break;
+
+                default:
+                    throw new InvalidOperationException($"{round.Op} is not a metadata operation");
+            }
+
+            done++;
+        }
+
+        return done;
+    }
+
+    private static void Record(LongHistogram histogram, long start)
+    {
+        var micros = Stopwatch.GetElapsedTime(start).Ticks / TimeSpan.TicksPerMicrosecond;
+        histogram.RecordValue(Math.Clamp(micros, 1, HighestLatencyMicros));
     }
 
     private async Task<string[]> WritePoolAsync(IBenchTarget target, string name, CancellationToken cancellationToken)
@@ -209,6 +409,20 @@ internal sealed class BenchRunner
 
         return done;
     }
+
+    /// <summary>What one client of a metadata run needs; the histogram is its own.</summary>
+    private sealed record MetaClient(
+        int Client,
+        int Clients,
+        BenchOp Op,
+        string Prefix,
+        string[] Lookup,
+        string ListPrefix,
+        bool Warmup,
+        TimeSpan? TimeLimit,
+        Stopwatch Clock,
+        StrongBox Remaining,
+        LongHistogram Histogram);
 
     /// <summary>A shared counter that clients decrement with Interlocked.</summary>
     private sealed class StrongBox(long value)

@@ -1,0 +1,72 @@
+using BenchmarkDotNet.Attributes;
+using Pocket.Client;
+using Pocket.Testing;
+
+namespace Pocket.Benchmarks;
+
+/// <summary>
+/// The client request path end to end: PocketJob.PutAsync/GetAsync of 1 KiB (inline in the metadata server,
+/// one round trip) and LookupAsync, against an in-process cluster over loopback. Allocated bytes are the
+/// whole process's, so they include what the metadata server allocates to answer.
+/// </summary>
+[MemoryDiagnoser]
+public class ClientBenchmarks
+{
+    /// <summary>Objects are write-once, so puts cycle through this many keys and drop them all on wrap-around.</summary>
+    private const int PutKeys = 1 << 15;
+
+    private readonly byte[] _value = new byte[1 << 10];
+    private readonly byte[] _buffer = new byte[1 << 10];
+    private readonly string[] _putKeys = new string[PutKeys];
+    private PocketCluster _cluster = null!;
+    private PocketClient _client = null!;
+    private PocketJob _job = null!;
+    private int _next;
+
+    [GlobalSetup]
+    public async Task SetupAsync()
+    {
+        Random.Shared.NextBytes(_value);
+        for (var i = 0; i < _putKeys.Length; i++)
+        {
+            _putKeys[i] = $"put/{i}";
+        }
+
+        _cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 64L << 20, PreTouchMemory = false });
+        _client = await _cluster.ConnectAsync();
+        _job = await _client.RegisterJobAsync("microbench");
+        await _job.PutAsync("get/1k", _value);
+    }
+
+    [GlobalCleanup]
+    public async Task CleanupAsync()
+    {
+        await _client.DisposeAsync();
+        await _cluster.DisposeAsync();
+    }
+
+    [Benchmark]
+    public ValueTask Put1KiB()
+    {
+        var key = _putKeys[_next++];
+        if (_next == _putKeys.Length)
+        {
+            _next = 0;
+            return PutAndDropAllAsync(key);
+        }
+
+        return _job.PutAsync(key, _value);
+    }
+
+    [Benchmark]
+    public ValueTask<int> Get1KiB() => _job.GetAsync("get/1k", 0, _buffer);
+
+    [Benchmark]
+    public ValueTask<ObjectInfo?> Lookup() => _job.LookupAsync("get/1k");
+
+    private async ValueTask PutAndDropAllAsync(string key)
+    {
+        await _job.PutAsync(key, _value);
+        await _job.DeleteAsync("put/", recursive: true);
+    }
+}
