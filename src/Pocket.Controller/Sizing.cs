@@ -201,7 +201,7 @@ public sealed class JobSizer
             : TooLarge(smallest));
     }
 
-    /// <summary>Sizes the job on one node class (the table of POCKET-FACTS.md, "Sizing rules").</summary>
+    /// <summary>Sizes the job on one node class (the table in docs/controller.md, "Sizing").</summary>
     public JobRequirement SizeOn(JobHints hints, NodeClassOptions nodeClass)
     {
         hints.Validate();

@@ -4,7 +4,7 @@ namespace Pocket.Controller;
 
 /// <summary>
 /// What a storage node of one tier looks like, for sizing. Defaults are the paper's AWS node classes
-/// (POCKET-FACTS.md): r4.2xl for DRAM, i3.2xl for NVMe flash, h1.2xl for HDD, at 2018 prices.
+/// (the paper's instance table, docs/controller.md): r4.2xl for DRAM, i3.2xl for NVMe flash, h1.2xl for HDD, at 2018 prices.
 /// </summary>
 public sealed record NodeClassOptions
 {
@@ -64,7 +64,7 @@ public sealed record NodeClassOptions
     }
 }
 
-/// <summary>The constants of the sizing rules (POCKET-FACTS.md, "Sizing rules").</summary>
+/// <summary>The constants of the sizing rules (docs/controller.md, "Sizing").</summary>
 public sealed record SizingOptions
 {
     /// <summary>Bandwidth one function is assumed to use at peak: 600 Mb/s, as measured for Lambda in the paper.</summary>

@@ -3,7 +3,7 @@ using Pocket.Protocol;
 
 namespace Pocket.Controller.Tests;
 
-/// <summary>The sizing rules of POCKET-FACTS.md with the paper's node classes (DRAM 60 GB, SSD 111 GB, HDD 2 TB; 8 Gb/s).</summary>
+/// <summary>The sizing rules (docs/controller.md) with the paper's node classes (DRAM 60 GB, SSD 111 GB, HDD 2 TB; 8 Gb/s).</summary>
 public sealed class SizingTests
 {
     private const double Gbps = 1e9;
