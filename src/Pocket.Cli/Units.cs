@@ -5,49 +5,13 @@ namespace Pocket.Cli;
 /// <summary>Sizes ("64MiB", "1000") and durations ("500ms", "10s", "2m") as people type them.</summary>
 internal static class Units
 {
-    private static readonly (string Suffix, long Factor)[] SizeSuffixes =
-    [
-        // Longest suffixes first so "KiB" is not read as "B" after "Ki".
-        ("KiB", 1L << 10), ("MiB", 1L << 20), ("GiB", 1L << 30), ("TiB", 1L << 40),
-        ("KB", 1000L), ("MB", 1000L * 1000), ("GB", 1000L * 1000 * 1000), ("TB", 1000L * 1000 * 1000 * 1000),
-        ("K", 1L << 10), ("M", 1L << 20), ("G", 1L << 30), ("T", 1L << 40),
-        ("B", 1L),
-    ];
-
     private static readonly (string Suffix, double Seconds)[] DurationSuffixes =
     [
         ("ms", 0.001), ("us", 0.000001), ("s", 1), ("m", 60), ("h", 3600),
     ];
 
-    public static bool TryParseSize(string text, out long bytes)
-    {
-        bytes = 0;
-        var s = text.Trim();
-        var factor = 1L;
-        foreach (var (suffix, f) in SizeSuffixes)
-        {
-            if (s.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
-            {
-                s = s[..^suffix.Length].Trim();
-                factor = f;
-                break;
-            }
-        }
-
-        if (!double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || value < 0 || double.IsNaN(value))
-        {
-            return false;
-        }
-
-        var result = value * factor;
-        if (result > long.MaxValue || result != Math.Floor(result))
-        {
-            return false;
-        }
-
-        bytes = (long)result;
-        return true;
-    }
+    /// <summary>Sizes read the same as the controller's API reads them ("64MiB", "1GB", a bare "64M" is binary).</summary>
+    public static bool TryParseSize(string text, out long bytes) => Pocket.Controller.Units.TryParseBytes(text, out bytes);
 
     public static bool TryParseDuration(string text, out TimeSpan duration)
     {

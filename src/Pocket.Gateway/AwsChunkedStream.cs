@@ -11,7 +11,7 @@ namespace Pocket.Gateway;
 /// chain that starts at the request's seed signature; a bad one fails the read, so the object is never committed.
 /// Trailing checksums themselves (CRC32 and friends) are not recomputed: the chunk signatures already cover the data.
 /// </summary>
-internal sealed class AwsChunkedStream : Stream
+internal sealed class AwsChunkedStream : ReadOnlyForwardStream
 {
     private const int MaxLine = 4096;
 
@@ -41,31 +41,6 @@ internal sealed class AwsChunkedStream : Stream
     public IReadOnlyDictionary<string, string> Trailers => _trailers;
 
     private readonly Dictionary<string, string> _trailers = new(StringComparer.OrdinalIgnoreCase);
-
-    public override bool CanRead => true;
-
-    public override bool CanSeek => false;
-
-    public override bool CanWrite => false;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-    public override void Flush()
-    {
-    }
-
-    public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
     public override async ValueTask<int> ReadAsync(Memory<byte> destination, CancellationToken cancellationToken = default)
     {

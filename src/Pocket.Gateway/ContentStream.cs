@@ -8,7 +8,7 @@ namespace Pocket.Gateway;
 /// fails the read that ends the stream when anything is off. Pocket commits an object only after the source
 /// stream ends cleanly, so a failed check leaves nothing behind.
 /// </summary>
-internal sealed class ContentStream : Stream
+internal sealed class ContentStream : ReadOnlyForwardStream
 {
     private readonly Stream _inner;
     private readonly long? _expectedLength;
@@ -34,25 +34,6 @@ internal sealed class ContentStream : Stream
 
     /// <summary>MD5 of the whole payload; only once the stream has ended.</summary>
     public byte[] Md5 => _md5Result ?? throw new InvalidOperationException("the payload has not been read to its end");
-
-    public override bool CanRead => true;
-
-    public override bool CanSeek => false;
-
-    public override bool CanWrite => false;
-
-    public override long Length => throw new NotSupportedException();
-
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-    public override void Flush()
-    {
-    }
-
-    public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
     public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
     {
@@ -136,12 +117,6 @@ internal sealed class ContentStream : Stream
 
         _md5Result = md5;
     }
-
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-    public override void SetLength(long value) => throw new NotSupportedException();
-
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {

@@ -72,7 +72,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         Remote = remote;
         _options = options;
         _inFlight = new SemaphoreSlim(options.MaxInFlight, options.MaxInFlight);
-        _reader = new Thread(ReadLoop) { IsBackground = true, Name = $"pocket reader {remote}" };
+        _reader = new Thread(() => ReadLoop(_slot)) { IsBackground = true, Name = $"pocket reader {remote}" };
         _reader.Start();
         StartWatchdog();
     }
@@ -306,8 +306,6 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             throw new OperationCanceledException("reader handed over");
         }
     }
-
-    private void ReadLoop() => ReadLoop(_slot);
 
     private void ReadLoop(ReaderSlot slot)
     {

@@ -69,7 +69,7 @@ public sealed class FrameContext
             throw new InvalidOperationException("Read past the end of the frame body.");
         }
 
-        ReadExactly(destination);
+        _reader.ReadExactly(destination);
         _bodyRemaining -= destination.Length;
     }
 
@@ -80,8 +80,6 @@ public sealed class FrameContext
     }
 
     internal bool TryReadExactly(Span<byte> destination) => _reader.TryReadExactly(destination);
-
-    private void ReadExactly(Span<byte> destination) => _reader.ReadExactly(destination);
 
     /// <summary>Sends the reply to the current request.</summary>
     public void Reply(Status status, ReadOnlySpan<byte> body = default) => Reply(status, body, default);

@@ -22,15 +22,18 @@ public sealed class FrameConnectionTests
         var result = await job.GetAsync("a", cancellationToken: timeout.Token).AsTask().ContinueWith(
             first =>
             {
-                // Sync-over-async inside a continuation that may run on the reader thread.
+                // Sync-over-async inside a continuation that runs on the reader thread: only the watchdog's
+                // hand-over to a new reader lets the second reply arrive.
+                var thread = Thread.CurrentThread.Name ?? string.Empty;
                 var second = job.GetAsync("b").AsTask().Result;
-                return first.Result[0] + second[0];
+                return (Sum: first.Result[0] + second[0], Thread: thread);
             },
             timeout.Token,
             TaskContinuationOptions.ExecuteSynchronously,
             TaskScheduler.Default).WaitAsync(timeout.Token);
 
-        Assert.Equal(3, result);
+        Assert.Equal(3, result.Sum);
+        Assert.StartsWith("pocket reader", result.Thread, StringComparison.Ordinal);
         Assert.Equal(2, await job.CountAsync(cancellationToken: timeout.Token));
     }
 }
