@@ -11,6 +11,7 @@ var root = new RootCommand("pocket: elastic ephemeral storage for serverless ana
     JobCommands.Create(),
     StatusCommand.Create(),
     BenchCommand.Create(),
+    SimulateCommand.Create(),
 };
 foreach (var command in DataCommands.Create().Concat(DemoCommand.Create()).Concat(RoleCommands.Create()).Append(S3Commands.Create()))
 {
