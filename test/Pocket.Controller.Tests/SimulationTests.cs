@@ -1,0 +1,196 @@
+using System.Globalization;
+using Pocket.Controller.Simulation;
+
+namespace Pocket.Controller.Tests;
+
+/// <summary>
+/// The autoscaling policy run by <see cref="ClusterSimulator"/> on traces: the shipped trace within the bounds the docs
+/// state, determinism, reaction to a spike and a drop, no flapping, and clear errors for bad traces.
+/// </summary>
+public sealed class SimulationTests
+{
+    /// <summary>A one-tier trace: 8 Gb/s, 60 GB DRAM nodes, the given jobs (each "name": [[at, Gb/s], ...]).</summary>
+    private static string Trace(int initialNodes, string jobs, int cooldown = 10, string extra = "") => $$"""
+        {
+          "name": "test", "startDelay": 5, "drainTime": 5, "initialNodes": { "dram": {{initialNodes}} },
+          "nodeClasses": { "dram": { "bandwidth": "8Gbps", "capacity": "60GB" } },
+          "policy": { "minNodes": 2, "maxNodes": 16, "cooldown": {{cooldown}} }{{extra}},
+          "jobs": [ {{jobs}} ]
+        }
+        """;
+
+    private static string Job(string name, double start, double noise, params (double At, double Gbps)[] points) =>
+        string.Create(CultureInfo.InvariantCulture, $$"""{ "name": "{{name}}", "start": {{start}}, "noise": {{noise}}, "profile": [ {{string.Join(", ", points.Select(p => string.Create(CultureInfo.InvariantCulture, $$"""{ "at": {{p.At}}, "throughput": "{{p.Gbps}}Gbps", "capacity": "1GB" }""")))}} ] }""");
+
+    [Fact]
+    public void TheShippedTraceIsThreeStaggeredJobsThatRampHoldAndEnd()
+    {
+        var trace = SimulationTrace.Shipped();
+
+        Assert.Equal(SimulationTrace.ShippedName, trace.Name);
+        Assert.Equal(3, trace.Jobs.Count);
+        Assert.True(trace.Jobs[0].Start < trace.Jobs[1].Start && trace.Jobs[1].Start < trace.Jobs[2].Start, "jobs arrive one after another");
+        Assert.True(trace.Jobs[1].Start < trace.Jobs[0].End && trace.Jobs[2].Start < trace.Jobs[1].End, "each job arrives while the one before runs");
+        foreach (var job in trace.Jobs)
+        {
+            Assert.Equal(0, job.Profile[0].ThroughputBitsPerSecond);
+            Assert.True(job.Profile.Max(p => p.ThroughputBitsPerSecond) > 0);
+            Assert.Equal(0, job.At(job.End).ThroughputBitsPerSecond);
+        }
+    }
+
+    /// <summary>
+    /// The bounds docs/controller.md states for the shipped trace. Cost: at most 1.5 x the oracle (the band alone
+    /// keeps nodes at most 80 % busy, 1.25 x; one removal at a time after the jobs end adds the tail). Shortfall: the
+    /// steepest ramp (sort-100g, +24 Gb/s in 20 s, three nodes' worth) is met one node per start delay + cooldown,
+    /// since one action runs at a time and the cooldown runs from its end; so no job is short for longer than three
+    /// such periods in all, nor two in a row.
+    /// </summary>
+    [Fact]
+    public void TheShippedTraceStaysWithinTheStatedBounds()
+    {
+        var trace = SimulationTrace.Shipped();
+        var result = ClusterSimulator.Run(trace);
+        var period = (trace.StartDelay + trace.Policy.Cooldown).TotalSeconds;
+
+        Assert.True(result.NodeSeconds <= 1.5 * result.OracleNodeSeconds, $"node-seconds {result.NodeSeconds} vs oracle {result.OracleNodeSeconds}");
+        Assert.True(result.NodeSeconds >= result.OracleNodeSeconds, "the policy never runs the cluster cheaper than the minimum over the whole trace");
+        Assert.True(result.ShortSeconds <= 3 * period, $"short {result.ShortSeconds} s");
+        Assert.True(result.LongestShortStreak <= 2 * period, $"longest streak {result.LongestShortStreak} s");
+        Assert.Equal(0, result.CapacityShortSeconds);
+
+        Assert.True(result.ScaleUps >= 3, "the peak needs more than the two starting nodes");
+        Assert.Equal(result.ScaleUps, result.ScaleDowns);
+        Assert.All(result.Timeline, s => Assert.InRange(s.Provisioned, trace.Policy.MinNodes, trace.Policy.MaxNodes));
+        Assert.All(result.Timeline, s => Assert.True(s.Serving >= trace.Policy.MinNodes));
+        Assert.Equal(trace.Policy.MinNodes, result.Timeline[^1].Provisioned);
+        Assert.All(result.Events.Where(e => e.Kind is "scale-up" or "scale-down"), e => Assert.False(string.IsNullOrWhiteSpace(e.Reason)));
+        Assert.Equal(result.NodeSeconds, result.Timeline.Sum(s => s.Provisioned));
+    }
+
+    [Fact]
+    public void TheSameTraceGivesTheSameRun()
+    {
+        var json = Trace(3, Job("noisy", 0, 0.3, (0, 0), (30, 30), (120, 30), (150, 0)));
+        var first = ClusterSimulator.Run(SimulationTrace.Parse(json));
+        var second = ClusterSimulator.Run(SimulationTrace.Parse(json));
+
+        Assert.Equal(first.Timeline, second.Timeline);
+        Assert.Equal(first.Events, second.Events);
+        Assert.Equal(first.NodeSeconds, second.NodeSeconds);
+
+        // The noise is real: another seed gives another demand curve.
+        var reseeded = ClusterSimulator.Run(SimulationTrace.Parse(json) with { Seed = 2 });
+        Assert.NotEqual(first.Timeline.Select(s => s.DemandBitsPerSecond), reseeded.Timeline.Select(s => s.DemandBitsPerSecond));
+    }
+
+    [Fact]
+    public void ASpikeAddsNodesUntilTheLoadIsBackInTheBand()
+    {
+        // 4 Gb/s on two 8 Gb/s nodes (25 %), then 40 Gb/s from second 60 to 300.
+        var result = ClusterSimulator.Run(SimulationTrace.Parse(Trace(2, Job("spike", 0, 0, (0, 4), (59, 4), (60, 40), (300, 40), (301, 0)))));
+
+        var ups = result.Events.Where(e => e.Kind == "scale-up").ToList();
+        Assert.NotEmpty(ups);
+        Assert.True(ups[0].Second is >= 60 and <= 61, $"the first node is asked for at once, at {ups[0].Second}");
+        Assert.Contains("network", ups[0].Reason, StringComparison.Ordinal);
+
+        // 40 Gb/s inside 80 % needs 7 nodes; by second 299 the policy holds at least that and is no longer short.
+        var atPeak = result.Timeline[299];
+        Assert.True(atPeak.Serving >= 7, $"{atPeak.Serving} nodes serve 40 Gb/s");
+        Assert.False(atPeak.Short);
+        Assert.True(atPeak.ServedBitsPerSecond / atPeak.SupplyBitsPerSecond <= 0.8);
+        Assert.DoesNotContain(result.Events, e => e.Kind == "scale-down" && e.Second < 300);
+    }
+
+    [Theory]
+    [InlineData(10)]
+    [InlineData(30)]
+    public void ADropRemovesNodesOnlyAfterTheCooldownAndDownToTheMinimum(int cooldown)
+    {
+        // Six nodes, 4 Gb/s: far below the band from the start.
+        var json = Trace(6, Job("small", 0, 0, (0, 4), (400, 4), (401, 0)), cooldown);
+        var result = ClusterSimulator.Run(SimulationTrace.Parse(json));
+
+        var downs = result.Events.Where(e => e.Kind == "scale-down").ToList();
+        Assert.Equal(cooldown, downs[0].Second);
+        Assert.Contains("least used", downs[0].Reason, StringComparison.Ordinal);
+        Assert.Equal(4, downs.Count);
+        for (var i = 1; i < downs.Count; i++)
+        {
+            // The next removal waits for the drain (5 s) and a full cooldown below the band after it.
+            Assert.True(downs[i].Second - downs[i - 1].Second >= cooldown + 5, $"removals at {downs[i - 1].Second} and {downs[i].Second}");
+        }
+
+        Assert.Equal(2, result.Timeline[^1].Provisioned);
+        Assert.Equal(0, result.ShortSeconds);
+        Assert.DoesNotContain(result.Events, e => e.Kind == "scale-up");
+    }
+
+    [Fact]
+    public void ANoisyLoadInsideTheBandNeverScales()
+    {
+        // 22.4 Gb/s on four 8 Gb/s nodes is 70 %; +-10 % noise keeps it between 63 % and 77 % for ten minutes.
+        var result = ClusterSimulator.Run(SimulationTrace.Parse(Trace(4, Job("steady", 0, 0.1, (0, 22.4), (600, 22.4), (601, 0)), extra: ", \"duration\": 600")));
+
+        Assert.Equal(600, result.Seconds);
+        var min = result.Timeline.Min(s => s.DemandBitsPerSecond);
+        var max = result.Timeline.Max(s => s.DemandBitsPerSecond);
+        Assert.True(max - min > 3e9, "the load does move");
+        Assert.Equal(0, result.ScaleUps);
+        Assert.Equal(0, result.ScaleDowns);
+        Assert.Equal(0, result.ShortSeconds);
+    }
+
+    [Fact]
+    public void ALoadJustBelowTheBandDoesNotFlapBetweenRemovingAndAdding()
+    {
+        // 3 nodes at 55 %: removing one would put the other two at 82 %, above the band, so the policy keeps three.
+        var result = ClusterSimulator.Run(SimulationTrace.Parse(Trace(3, Job("edge", 0, 0, (0, 13.2), (600, 13.2), (601, 0)), extra: ", \"duration\": 600")));
+
+        Assert.Equal(0, result.ScaleUps);
+        Assert.Equal(0, result.ScaleDowns);
+    }
+
+    [Fact]
+    public void TheOracleRespectsTheMinimumAndCountsNeededNodes()
+    {
+        var result = ClusterSimulator.Run(SimulationTrace.Parse(Trace(2, Job("idle", 0, 0, (0, 0), (100, 0)), extra: ", \"duration\": 100")));
+        Assert.Equal(200, result.OracleNodeSeconds);
+        Assert.Equal(200, result.NodeSeconds);
+
+        // 20 Gb/s needs three 8 Gb/s nodes; 30 Gb/s four.
+        var busy = ClusterSimulator.Run(SimulationTrace.Parse(Trace(4, Job("busy", 0, 0, (0, 20), (10, 20), (11, 30), (20, 30), (21, 0)), extra: ", \"duration\": 20")));
+        Assert.Equal(3, busy.Timeline[5].Oracle);
+        Assert.Equal(4, busy.Timeline[15].Oracle);
+    }
+
+    [Theory]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", ", "line 1")]
+    [InlineData("{\n  \"jobs\": [],\n  \"surprise\": 1\n}", "surprise")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"start\": \"soon\" } ] }", "jobs[0].start")]
+    [InlineData("{ \"jobs\": [] }", "at least one job")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0, \"throughput\": \"-5Gbps\" }, { \"at\": 10 } ] } ] }", "jobs[0] (a).profile[0].throughput: '-5Gbps' is negative")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0, \"capacity\": -1 }, { \"at\": 10 } ] } ] }", "jobs[0] (a).profile[0].capacity")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"start\": -3, \"profile\": [ { \"at\": 0 }, { \"at\": 10 } ] } ] }", "jobs[0] (a).start")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0 }, { \"at\": 10 }, { \"at\": 5 } ] } ] }", "profile[2].at: times must increase")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0, \"throughput\": \"fast\" }, { \"at\": 10 } ] } ] }", "'fast' is not a throughput")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"tier\": \"ssd\", \"profile\": [ { \"at\": 0 }, { \"at\": 10 } ] } ] }", "no initial ssd node")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"tier\": \"tape\", \"profile\": [ { \"at\": 0 }, { \"at\": 10 } ] } ] }", "'tape' is not a tier")]
+    [InlineData("{ \"policy\": { \"lower\": 0.9, \"upper\": 0.8 }, \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0 }, { \"at\": 10 } ] } ] }", "policy: autoscaler bounds")]
+    [InlineData("{ \"policy\": { \"cooldown\": -1 }, \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0 }, { \"at\": 10 } ] } ] }", "policy.cooldown")]
+    [InlineData("{ \"initialNodes\": { \"dram\": 40 }, \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0 }, { \"at\": 10 } ] } ] }", "exceed policy.maxNodes")]
+    public void ABadTraceIsRefusedWithTheLineOrFieldAtFault(string json, string expected)
+    {
+        var ex = Assert.Throws<SimulationTraceException>(() => SimulationTrace.Parse(json));
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ABadJsonTypeNamesItsLine()
+    {
+        var ex = Assert.Throws<SimulationTraceException>(() => SimulationTrace.Parse("{\n  \"name\": \"x\",\n  \"startDelay\": \"five\"\n}"));
+        Assert.Contains("line 3", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("startDelay", ex.Message, StringComparison.Ordinal);
+    }
+}
