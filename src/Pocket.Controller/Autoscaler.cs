@@ -310,7 +310,7 @@ public sealed class Autoscaler
         ScalingDecision decision;
         lock (_lock)
         {
-            // One action at a time; the cooldown runs from its end as well as its start.
+            // One action at a time; the cooldown runs from its end as well as its start. (Simulation/ClusterSimulator mirrors this loop.)
             if (!_action.IsCompleted)
             {
                 return Task.CompletedTask;

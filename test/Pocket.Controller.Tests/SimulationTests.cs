@@ -165,9 +165,19 @@ public sealed class SimulationTests
         Assert.Equal(4, busy.Timeline[15].Oracle);
     }
 
+    [Fact]
+    public void TheClusterStartsWithAtLeastTheMinimum()
+    {
+        var trace = SimulationTrace.Parse(Trace(1, Job("idle", 0, 0, (0, 0), (10, 0)), extra: ", \"duration\": 10"));
+        Assert.Equal(2, ClusterSimulator.Run(trace).Timeline[0].Serving);
+        Assert.Equal(3, ClusterSimulator.Run(trace with { Policy = trace.Policy with { MinNodes = 3 } }).Timeline[0].Serving);
+    }
+
     [Theory]
     [InlineData("{ \"jobs\": [ { \"name\": \"a\", ", "line 1")]
-    [InlineData("{\n  \"jobs\": [],\n  \"surprise\": 1\n}", "surprise")]
+    [InlineData("{\n  \"jobs\": [],\n  \"surprise\": 1\n}", "line 3, column 14 (surprise): unknown field 'surprise'")]
+    [InlineData("{ \"jobs\": [ null ] }", "jobs[0]: null is not a job")]
+    [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0 }, null ] } ] }", "jobs[0] (a).profile[1]: null is not a point")]
     [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"start\": \"soon\" } ] }", "jobs[0].start")]
     [InlineData("{ \"jobs\": [] }", "at least one job")]
     [InlineData("{ \"jobs\": [ { \"name\": \"a\", \"profile\": [ { \"at\": 0, \"throughput\": \"-5Gbps\" }, { \"at\": 10 } ] } ] }", "jobs[0] (a).profile[0].throughput: '-5Gbps' is negative")]

@@ -67,10 +67,15 @@ internal static class SimulateCommand
                 throw new CliException($"the trace starts with {loaded.InitialNodes.Values.Sum()} nodes, more than --max-nodes {policy.MaxNodes}");
             }
 
-            int? seconds = parse.GetValue(duration) is { } d ? (int)Math.Ceiling(d.TotalSeconds) : loaded.Duration;
-            if (seconds is < 1 or > 7 * 24 * 3600)
+            var seconds = loaded.Duration;
+            if (parse.GetValue(duration) is { } d)
             {
-                throw new CliException("--duration must be between 1s and 7 days");
+                if (d.TotalSeconds is < 1 or > 7 * 24 * 3600)
+                {
+                    throw new CliException("--duration must be between 1s and 7 days");
+                }
+
+                seconds = (int)Math.Ceiling(d.TotalSeconds);
             }
 
             var run = loaded with

@@ -95,9 +95,13 @@ public static class ClusterSimulator
         var policy = trace.Policy;
         var nodes = new List<SimNode>();
         uint nextId = 1;
+        var first = true;
         foreach (var (tier, count) in trace.InitialNodes.OrderBy(n => n.Key))
         {
-            for (var i = 0; i < count; i++)
+            // The cluster starts with at least the policy's minimum (the extra nodes in the first tier), as `pocket up` does.
+            var extra = first ? Math.Max(0, policy.MinNodes - trace.InitialNodes.Values.Sum()) : 0;
+            first = false;
+            for (var i = 0; i < count + extra; i++)
             {
                 nodes.Add(new SimNode(nextId++, tier) { Phase = Phase.Live });
             }

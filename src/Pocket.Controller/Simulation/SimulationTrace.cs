@@ -122,7 +122,10 @@ public sealed record SimulationTrace
         {
             var where = ex.LineNumber is { } line ? string.Create(CultureInfo.InvariantCulture, $"line {line + 1}, column {(ex.BytePositionInLine ?? 0) + 1}") : "at the start";
             var field = string.IsNullOrEmpty(ex.Path) || ex.Path == "$" ? "" : $" ({ex.Path.TrimStart('$', '.')})";
-            throw new SimulationTraceException($"bad JSON at {where}{field}: {FirstSentence(ex.Message)}", ex);
+            var what = ex.Message.Contains("could not be mapped", StringComparison.Ordinal)
+                ? $"unknown field '{ex.Path?[(ex.Path.LastIndexOf('.') + 1)..]}'"
+                : FirstSentence(ex.Message);
+            throw new SimulationTraceException($"bad JSON at {where}{field}: {what}", ex);
         }
 
         if (dto is null)
@@ -153,6 +156,11 @@ public sealed record SimulationTrace
         {
             var path = $"nodeClasses.{key}";
             var tier = ParseTier(key, path);
+            if (value is null)
+            {
+                throw new SimulationTraceException($"{path}: null is not a node class");
+            }
+
             var baseClass = classes[tier];
             var bandwidth = value.Bandwidth is { } b ? Throughput(b, $"{path}.bandwidth") : baseClass.BandwidthBitsPerSecond;
             var capacity = value.Capacity is { } c ? Bytes(c, $"{path}.capacity") : baseClass.CapacityBytes;
@@ -206,7 +214,7 @@ public sealed record SimulationTrace
         var jobs = new List<SimulatedJob>();
         for (var j = 0; j < jobsDto.Count; j++)
         {
-            jobs.Add(Job(jobsDto[j], $"jobs[{j}]", initial));
+            jobs.Add(Job(jobsDto[j] ?? throw new SimulationTraceException($"jobs[{j}]: null is not a job"), $"jobs[{j}]", initial));
         }
 
         var duplicate = jobs.GroupBy(j => j.Name, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1);
@@ -316,8 +324,8 @@ public sealed record SimulationTrace
         long capacity = 0;
         for (var i = 0; i < points.Count; i++)
         {
-            var p = points[i];
             var where = $"{path}.profile[{i}]";
+            var p = points[i] ?? throw new SimulationTraceException($"{where}: null is not a point");
             var at = p.At ?? throw new SimulationTraceException($"{where}.at: missing (seconds after the job's start)");
             if (i == 0 && at != 0)
             {
@@ -463,11 +471,11 @@ internal sealed class TraceDto
 
     public Dictionary<string, int>? InitialNodes { get; set; }
 
-    public Dictionary<string, NodeClassDto>? NodeClasses { get; set; }
+    public Dictionary<string, NodeClassDto?>? NodeClasses { get; set; }
 
     public PolicyDto? Policy { get; set; }
 
-    public List<JobDto>? Jobs { get; set; }
+    public List<JobDto?>? Jobs { get; set; }
 }
 
 internal sealed class NodeClassDto
@@ -504,7 +512,7 @@ internal sealed class JobDto
 
     public double? Noise { get; set; }
 
-    public List<PointDto>? Profile { get; set; }
+    public List<PointDto?>? Profile { get; set; }
 }
 
 internal sealed class PointDto
