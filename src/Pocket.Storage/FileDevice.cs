@@ -37,7 +37,7 @@ public sealed record FileDeviceOptions
 
 /// <summary>
 /// The flash and disk tiers: one sparse file of the configured capacity, read and written with positional I/O
-/// (<see cref="RandomAccess"/>), safe for concurrent requests. With <see cref="FileDeviceOptions.Unbuffered"/> it
+/// (<see cref="RandomAccess"/>), safe for concurrent requests, gone when the device or its process ends. With <see cref="FileDeviceOptions.Unbuffered"/> it
 /// bypasses the page cache: requests that are aligned in offset, length and memory go straight to the file; the
 /// rest go through pooled, aligned bounce buffers (reading the partial first and last sectors first). A full file
 /// system shows up as a failed write (a <see cref="DeviceException"/>), never as a crash.
@@ -79,10 +79,18 @@ public sealed unsafe class FileDevice : IBlockDevice
         _alignment = options.Alignment;
         _bounceSize = options.BounceBufferSize;
         Path = System.IO.Path.Combine(options.Directory, $"pocket-{options.Kind}-{Environment.ProcessId}-{Guid.NewGuid():N}.blocks");
-        var fileOptions = FileOptions.DeleteOnClose | (options.SequentialHint ? FileOptions.SequentialScan : FileOptions.RandomAccess);
+        // On Unix the name is removed as soon as the file is open, so the file goes away with the process
+        // however it ends (a killed node leaves no file behind); Windows cannot remove an open file's name.
+        var fileOptions = (OperatingSystem.IsWindows() ? FileOptions.DeleteOnClose : FileOptions.None)
+            | (options.SequentialHint ? FileOptions.SequentialScan : FileOptions.RandomAccess);
         _handle = File.OpenHandle(Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, fileOptions);
         try
         {
+            if (!OperatingSystem.IsWindows())
+            {
+                File.Delete(Path);
+            }
+
             // Rounded up so the last sector can be written whole; the store never uses the bytes past Capacity.
             RandomAccess.SetLength(_handle, AlignUp(options.Capacity));
             BufferedReason = options.Unbuffered ? TryUnbuffered(options.RefuseUnbuffered) : "buffered by configuration";
@@ -98,7 +106,7 @@ public sealed unsafe class FileDevice : IBlockDevice
 
     public long Capacity { get; }
 
-    /// <summary>The backing file (deleted when the device is disposed).</summary>
+    /// <summary>The backing file's name (on Unix removed once open: the file lives as long as the device).</summary>
     public string Path { get; }
 
     /// <summary>The open file, for tests that ask the kernel how it is opened.</summary>
