@@ -68,7 +68,7 @@ public sealed class PocketControllerClientTests
         Assert.Equal(2, health.LiveNodes);
 
         var ended = await controller.DeregisterAsync(job.JobId);
-        Assert.Equal(1, ended.ObjectsFreed);
+        Assert.Equal(2, ended.ObjectsFreed);
         Assert.Empty(await controller.ListJobsAsync());
     }
 
