@@ -90,6 +90,14 @@ internal static class CommandRunner
         CustomParser = ParseSize,
     };
 
+    /// <summary>A size with no default (null when not given), for settings whose default depends on other options.</summary>
+    public static Option<long?> OptionalSizeOption(string name, string description) => new(name)
+    {
+        Description = description,
+        HelpName = "SIZE",
+        CustomParser = result => ParseSize(result),
+    };
+
     public static Option<TimeSpan?> DurationOption(string name, string description) => new(name)
     {
         Description = description,

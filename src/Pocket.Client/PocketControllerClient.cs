@@ -396,6 +396,9 @@ public sealed class PocketControllerClient : IDisposable
     private PocketControllerException Unexpected(string what) =>
         new(null, $"the controller at {Where} answered with {what}");
 
+    private Dictionary<NodeTier, long> BytesByTier(UsageDto usage) =>
+        usage.BytesByTier?.ToDictionary(t => ParseTier(t.Key), t => t.Value) ?? [];
+
     private NodeTier ParseTier(string? tier) =>
         Enum.TryParse<NodeTier>(tier, ignoreCase: true, out var value) && Enum.IsDefined(value) ? value : throw Unexpected($"an unknown tier '{tier}'");
 
@@ -423,7 +426,7 @@ public sealed class PocketControllerClient : IDisposable
             job.RegisteredAt,
             job.LeaseExpiresAt,
             hints,
-            job.Usage is { } u ? new JobUsage(id, u.Objects, u.BlockBytes, u.InlineBytes, u.Requests) : null);
+            job.Usage is { } u ? new JobUsage(id, u.Objects, u.BlockBytes, u.InlineBytes, u.Requests) { Tier = ParseTier(job.Tier), BytesByTier = BytesByTier(u) } : null);
     }
 
     private static Uri WithTrailingSlash(Uri uri)
@@ -458,7 +461,7 @@ internal sealed record RegisterResponse(
 
 internal sealed record HintsDto(int? Functions, double? PeakThroughputBitsPerSecond, long? CapacityBytes, bool LatencySensitive);
 
-internal sealed record UsageDto(long Objects, long BlockBytes, long InlineBytes, long Requests);
+internal sealed record UsageDto(long Objects, long BlockBytes, long InlineBytes, long Requests, Dictionary<string, long>? BytesByTier = null);
 
 internal sealed record JobResponse(
     string? JobId,

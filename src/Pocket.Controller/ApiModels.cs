@@ -29,8 +29,11 @@ public sealed record RegisterJobResponse(
 /// <summary>The hints a job gave.</summary>
 public sealed record JobHintsResponse(int? Functions, double? PeakThroughputBitsPerSecond, long? CapacityBytes, bool LatencySensitive);
 
-/// <summary>What a job stores and how busy it is, from the metadata server.</summary>
-public sealed record JobUsageResponse(long Objects, long BlockBytes, long InlineBytes, long Requests);
+/// <summary>
+/// What a job stores and how busy it is, from the metadata server. BytesByTier: the job's block bytes per tier
+/// ("dram", "ssd", "hdd"); more than one tier when its own was full and data spilled.
+/// </summary>
+public sealed record JobUsageResponse(long Objects, long BlockBytes, long InlineBytes, long Requests, IReadOnlyDictionary<string, long>? BytesByTier = null);
 
 /// <summary>A job as <c>GET /v1/jobs</c> shows it (never with its token).</summary>
 public sealed record JobResponse(

@@ -267,7 +267,10 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         job.RegisteredAt,
         job.LeaseExpiresAt,
         new JobHintsResponse(job.Hints.Functions, job.Hints.PeakThroughputBitsPerSecond, job.Hints.CapacityBytes, job.Hints.LatencySensitive),
-        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests));
+        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests, BytesByTier(usage)));
+
+    private static Dictionary<string, long> BytesByTier(JobUsage usage) =>
+        usage.BytesByTier.OrderBy(t => t.Key).ToDictionary(t => JobRegistry.Tier(t.Key), t => t.Value);
 
     private static IResult BadRequest(ErrorResponse error) => Results.Json(error, statusCode: StatusCodes.Status400BadRequest);
 

@@ -6,7 +6,8 @@ namespace Pocket.Controller;
 
 /// <summary>
 /// Starts storage nodes inside this process, in a <see cref="PocketCluster"/>: for tests and
-/// <c>pocket up --in-process</c>. Nodes are DRAM only, as the cluster's nodes are.
+/// <c>pocket up --in-process</c>. Nodes of every tier get their tier's device (ssd and hdd files in the cluster's
+/// data directory).
 /// </summary>
 public sealed class InProcessProvisioner : IStorageProvisioner
 {
@@ -15,27 +16,31 @@ public sealed class InProcessProvisioner : IStorageProvisioner
     // PocketCluster's node list is not thread-safe, and the controller may start several nodes at once.
     private readonly SemaphoreSlim _gate = new(1, 1);
 
-    /// <summary>Provisions nodes in <paramref name="cluster"/>.</summary>
-    public InProcessProvisioner(PocketCluster cluster) => _cluster = cluster;
+    /// <summary>Provisions nodes of <paramref name="tiers"/> (default: dram only) in <paramref name="cluster"/>.</summary>
+    public InProcessProvisioner(PocketCluster cluster, IReadOnlyCollection<NodeTier>? tiers = null)
+    {
+        _cluster = cluster;
+        Tiers = tiers ?? [NodeTier.Dram];
+    }
 
     /// <inheritdoc />
-    public IReadOnlyCollection<NodeTier> Tiers { get; } = [NodeTier.Dram];
+    public IReadOnlyCollection<NodeTier> Tiers { get; }
 
     /// <inheritdoc />
     public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
     {
-        if (request.Tier != NodeTier.Dram)
+        if (!Tiers.Contains(request.Tier))
         {
-            throw new ProvisioningException($"the in-process provisioner starts dram nodes only, not {request.Tier.ToString().ToLowerInvariant()}");
+            throw new ProvisioningException($"this in-process provisioner starts {string.Join(", ", Tiers.Select(t => t.ToString().ToLowerInvariant()))} nodes, not {request.Tier.ToString().ToLowerInvariant()}");
         }
 
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             // AddNodeAsync returns once the node has registered, so the id is known here.
-            var index = await _cluster.AddNodeAsync(request.CapacityBytes, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var index = await _cluster.AddNodeAsync(request.CapacityBytes, cancellationToken: cancellationToken, tier: request.Tier).ConfigureAwait(false);
             var node = _cluster.Nodes[index]!;
-            return new ProvisionedNode(NodeTier.Dram, index.ToString(CultureInfo.InvariantCulture), node.NodeId, $"{node.EndPoint.Address}:{node.EndPoint.Port}");
+            return new ProvisionedNode(request.Tier, index.ToString(CultureInfo.InvariantCulture), node.NodeId, $"{node.EndPoint.Address}:{node.EndPoint.Port}");
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {

@@ -177,6 +177,16 @@ public sealed partial class MetadataServer
                 return Status.CapacityExceeded;
             }
 
+            // A disk node takes several stripe units in one contiguous run when it has room for them.
+            if (node.Tier == NodeTier.Hdd && remaining > unit)
+            {
+                var run = (int)Math.Min(remaining, _options.HddExtent);
+                if (node.Allocator.FreeBlocks >= (run + node.BlockSize - 1) / node.BlockSize)
+                {
+                    unit = run;
+                }
+            }
+
             var left = unit;
             while (left > 0)
             {

@@ -20,6 +20,12 @@ public sealed record MetadataServerOptions
     /// <summary>Largest piece of an object placed on one node before the next piece goes elsewhere.</summary>
     public int StripeUnit { get; init; } = 1 << 20;
 
+    /// <summary>
+    /// Largest piece placed on one hdd node at once (at least <see cref="StripeUnit"/>): a disk reads a long
+    /// contiguous run far faster than scattered stripe units, so hdd nodes take several units in one run.
+    /// </summary>
+    public int HddExtent { get; init; } = 4 << 20;
+
     /// <summary>Bytes of small objects kept inline in this server, at most.</summary>
     public long InlineCapacity { get; init; } = 256L << 20;
 
@@ -36,6 +42,11 @@ public sealed record MetadataServerOptions
         if (StripeUnit < 4096)
         {
             throw new ArgumentException("stripe unit must be at least 4096 bytes");
+        }
+
+        if (HddExtent < StripeUnit)
+        {
+            throw new ArgumentException("the hdd extent must be at least one stripe unit");
         }
 
         if (NodeTimeout <= TimeSpan.Zero)

@@ -1,35 +1,128 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
 namespace Pocket.Storage;
 
+/// <summary>Settings of a <see cref="FileDevice"/>.</summary>
+public sealed record FileDeviceOptions
+{
+    /// <summary>"ssd", "hdd", ... (names the file and the device in messages).</summary>
+    public required string Kind { get; init; }
+
+    /// <summary>Directory the backing file is made in.</summary>
+    public required string Directory { get; init; }
+
+    /// <summary>Bytes the device holds.</summary>
+    public required long Capacity { get; init; }
+
+    /// <summary>
+    /// Bypass the page cache (O_DIRECT on Linux) when the file system allows it; when it does not, the device
+    /// stays buffered and says why in <see cref="FileDevice.BufferedReason"/>.
+    /// </summary>
+    public bool Unbuffered { get; init; }
+
+    /// <summary>Offset, length and memory alignment unbuffered I/O needs: 4096 covers 512-byte and 4K-sector disks.</summary>
+    public int Alignment { get; init; } = 4096;
+
+    /// <summary>Size of each pooled aligned bounce buffer; larger requests go through it in pieces.</summary>
+    public int BounceBufferSize { get; init; } = 1 << 20;
+
+    /// <summary>Hint the kernel that reads run sequentially (read-ahead), as on a disk holding large extents.</summary>
+    public bool SequentialHint { get; init; }
+
+    /// <summary>Test hook: act as if the file system refused unbuffered I/O, to exercise the fallback.</summary>
+    internal bool RefuseUnbuffered { get; init; }
+}
+
 /// <summary>
-/// The flash and disk tiers: one file of the configured capacity in a directory, read and written with
-/// positional I/O (<see cref="RandomAccess"/>), safe for concurrent requests. The file is sparse, so a full
-/// file system shows up as a failed write (a <see cref="DeviceException"/>), never as a crash.
+/// The flash and disk tiers: one sparse file of the configured capacity, read and written with positional I/O
+/// (<see cref="RandomAccess"/>), safe for concurrent requests, gone when the device or its process ends. With <see cref="FileDeviceOptions.Unbuffered"/> it
+/// bypasses the page cache: requests that are aligned in offset, length and memory go straight to the file; the
+/// rest go through pooled, aligned bounce buffers (reading the partial first and last sectors first). A full file
+/// system shows up as a failed write (a <see cref="DeviceException"/>), never as a crash.
 /// </summary>
-public sealed class FileDevice : IBlockDevice
+public sealed unsafe class FileDevice : IBlockDevice
 {
     private readonly SafeFileHandle _handle;
+    private readonly int _alignment;
+    private readonly int _bounceSize;
+    private readonly ConcurrentBag<IntPtr> _bounces = [];
 
+    // Writes that only cover part of a sector read, patch and write the whole sector; two of them on the same
+    // sector must not interleave. Striped by sector number.
+    private readonly Lock[] _sectorLocks = [.. Enumerable.Range(0, 64).Select(_ => new Lock())];
+    private volatile bool _disposed;
+
+    /// <summary>A buffered device: <c>new FileDevice(new FileDeviceOptions { ... })</c> for the other settings.</summary>
     public FileDevice(string kind, string directory, long capacity)
+        : this(new FileDeviceOptions { Kind = kind, Directory = directory, Capacity = capacity })
     {
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
-        Directory.CreateDirectory(directory);
-        Kind = kind;
-        Capacity = capacity;
-        Path = System.IO.Path.Combine(directory, $"pocket-{kind}-{Environment.ProcessId}-{Guid.NewGuid():N}.blocks");
-        _handle = File.OpenHandle(Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, FileOptions.DeleteOnClose);
-        RandomAccess.SetLength(_handle, capacity);
+    }
+
+    public FileDevice(FileDeviceOptions options)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.Capacity);
+        if (options.Alignment < 512 || (options.Alignment & (options.Alignment - 1)) != 0)
+        {
+            throw new ArgumentException($"alignment {options.Alignment} must be a power of two of at least 512", nameof(options));
+        }
+
+        if (options.BounceBufferSize < options.Alignment || options.BounceBufferSize % options.Alignment != 0)
+        {
+            throw new ArgumentException($"bounce buffer size {options.BounceBufferSize} must be a multiple of the alignment {options.Alignment}", nameof(options));
+        }
+
+        System.IO.Directory.CreateDirectory(options.Directory);
+        Kind = options.Kind;
+        Capacity = options.Capacity;
+        _alignment = options.Alignment;
+        _bounceSize = options.BounceBufferSize;
+        Path = System.IO.Path.Combine(options.Directory, $"pocket-{options.Kind}-{Environment.ProcessId}-{Guid.NewGuid():N}.blocks");
+        // On Unix the name is removed as soon as the file is open, so the file goes away with the process
+        // however it ends (a killed node leaves no file behind); Windows cannot remove an open file's name.
+        var fileOptions = (OperatingSystem.IsWindows() ? FileOptions.DeleteOnClose : FileOptions.None)
+            | (options.SequentialHint ? FileOptions.SequentialScan : FileOptions.RandomAccess);
+        _handle = File.OpenHandle(Path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, fileOptions);
+        try
+        {
+            if (!OperatingSystem.IsWindows())
+            {
+                File.Delete(Path);
+            }
+
+            // Rounded up so the last sector can be written whole; the store never uses the bytes past Capacity.
+            RandomAccess.SetLength(_handle, AlignUp(options.Capacity));
+            BufferedReason = options.Unbuffered ? TryUnbuffered(options.RefuseUnbuffered) : "buffered by configuration";
+        }
+        catch
+        {
+            _handle.Dispose();
+            throw;
+        }
     }
 
     public string Kind { get; }
 
     public long Capacity { get; }
 
-    /// <summary>The backing file (deleted when the device is disposed).</summary>
+    /// <summary>The backing file's name (on Unix removed once open: the file lives as long as the device).</summary>
     public string Path { get; }
 
+    /// <summary>The open file, for tests that ask the kernel how it is opened.</summary>
+    internal SafeFileHandle Handle => _handle;
+
     public bool IsDirect => false;
+
+    /// <summary>True when I/O bypasses the page cache.</summary>
+    public bool Unbuffered => BufferedReason is null;
+
+    /// <summary>Why the device is buffered (asked to be, or the OS or file system refused); null when unbuffered.</summary>
+    public string? BufferedReason { get; }
+
+    public string Description => Unbuffered
+        ? $"{Kind}: file {Path}, unbuffered (O_DIRECT), {_alignment}-byte alignment"
+        : $"{Kind}: file {Path}, buffered ({BufferedReason})";
 
     public Span<byte> GetSpan(long offset, int length) => throw new NotSupportedException("file devices are not directly addressable");
 
@@ -38,7 +131,23 @@ public sealed class FileDevice : IBlockDevice
         CheckRange(offset, data.Length);
         try
         {
-            RandomAccess.Write(_handle, data, offset);
+            if (!Unbuffered)
+            {
+                RandomAccess.Write(_handle, data, offset);
+                return;
+            }
+
+            // Checked and used inside one fixed block: the address must not move in between.
+            fixed (byte* p = data)
+            {
+                if (IsAligned(offset, data.Length, p))
+                {
+                    RandomAccess.Write(_handle, new ReadOnlySpan<byte>(p, data.Length), offset);
+                    return;
+                }
+            }
+
+            WriteThroughBounce(offset, data);
         }
         catch (IOException ex)
         {
@@ -51,18 +160,22 @@ public sealed class FileDevice : IBlockDevice
         CheckRange(offset, destination.Length);
         try
         {
-            var done = 0;
-            while (done < destination.Length)
+            if (!Unbuffered)
             {
-                var n = RandomAccess.Read(_handle, destination[done..], offset + done);
-                if (n == 0)
-                {
-                    destination[done..].Clear();
-                    break;
-                }
-
-                done += n;
+                ReadFully(offset, destination);
+                return;
             }
+
+            fixed (byte* p = destination)
+            {
+                if (IsAligned(offset, destination.Length, p))
+                {
+                    ReadFully(offset, new Span<byte>(p, destination.Length));
+                    return;
+                }
+            }
+
+            ReadThroughBounce(offset, destination);
         }
         catch (IOException ex)
         {
@@ -70,15 +183,213 @@ public sealed class FileDevice : IBlockDevice
         }
     }
 
+    private void ReadFully(long offset, Span<byte> destination)
+    {
+        var done = 0;
+        while (done < destination.Length)
+        {
+            var n = RandomAccess.Read(_handle, destination[done..], offset + done);
+            if (n == 0)
+            {
+                destination[done..].Clear();
+                break;
+            }
+
+            done += n;
+        }
+    }
+
+    private void ReadThroughBounce(long offset, Span<byte> destination)
+    {
+        var bounce = RentBounce();
+        try
+        {
+            var done = 0;
+            while (done < destination.Length)
+            {
+                var position = offset + done;
+                var start = AlignDown(position);
+                var skip = (int)(position - start);
+                var piece = Math.Min(destination.Length - done, _bounceSize - skip);
+                var span = new Span<byte>((void*)bounce, (int)AlignUp(skip + piece));
+                ReadFully(start, span);
+                span.Slice(skip, piece).CopyTo(destination[done..]);
+                done += piece;
+            }
+        }
+        finally
+        {
+            ReturnBounce(bounce);
+        }
+    }
+
+    private void WriteThroughBounce(long offset, ReadOnlySpan<byte> data)
+    {
+        var bounce = RentBounce();
+        try
+        {
+            var done = 0;
+            while (done < data.Length)
+            {
+                var position = offset + done;
+                var start = AlignDown(position);
+                var skip = (int)(position - start);
+                var piece = Math.Min(data.Length - done, _bounceSize - skip);
+                var length = (int)AlignUp(skip + piece);
+                var span = new Span<byte>((void*)bounce, length);
+                var headPartial = skip != 0;
+                var tailPartial = skip + piece != length;
+                if (!headPartial && !tailPartial)
+                {
+                    data.Slice(done, piece).CopyTo(span);
+                    RandomAccess.Write(_handle, span, start);
+                }
+                else
+                {
+                    // Read-modify-write of the partial end sectors, under their locks (first, then last if different).
+                    var firstSector = start / _alignment;
+                    var lastSector = (start + length - 1) / _alignment;
+                    // Taken in index order, so two writers never wait on each other's second lock.
+                    var a = (int)(firstSector % _sectorLocks.Length);
+                    var b = (int)(lastSector % _sectorLocks.Length);
+                    var first = _sectorLocks[Math.Min(a, b)];
+                    var last = _sectorLocks[Math.Max(a, b)];
+                    first.Enter();
+                    var both = a != b;
+                    if (both)
+                    {
+                        last.Enter();
+                    }
+
+                    try
+                    {
+                        if (headPartial)
+                        {
+                            ReadFully(start, span[.._alignment]);
+                        }
+
+                        if (tailPartial && (length > _alignment || !headPartial))
+                        {
+                            ReadFully(start + length - _alignment, span[(length - _alignment)..]);
+                        }
+
+                        data.Slice(done, piece).CopyTo(span[skip..]);
+                        RandomAccess.Write(_handle, span, start);
+                    }
+                    finally
+                    {
+                        if (both)
+                        {
+                            last.Exit();
+                        }
+
+                        first.Exit();
+                    }
+                }
+
+                done += piece;
+            }
+        }
+        finally
+        {
+            ReturnBounce(bounce);
+        }
+    }
+
+    private bool IsAligned(long offset, int length, byte* address) => ((offset | (long)length | (long)(nint)address) & (_alignment - 1)) == 0;
+
+    private long AlignDown(long value) => value & ~(long)(_alignment - 1);
+
+    private long AlignUp(long value) => (value + _alignment - 1) & ~(long)(_alignment - 1);
+
+    private IntPtr RentBounce()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _bounces.TryTake(out var buffer) ? buffer : (IntPtr)NativeMemory.AlignedAlloc((nuint)_bounceSize, (nuint)_alignment);
+    }
+
+    private void ReturnBounce(IntPtr buffer)
+    {
+        // Kept for reuse: at most one per concurrent request, which the device's queue depth bounds.
+        if (_disposed)
+        {
+            NativeMemory.AlignedFree((void*)buffer);
+        }
+        else
+        {
+            _bounces.Add(buffer);
+        }
+    }
+
+    /// <summary>Turns on O_DIRECT for the open file and proves it with one aligned write and read; returns why not, or null.</summary>
+    private string? TryUnbuffered(bool refuse)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return "unbuffered I/O is implemented for Linux (O_DIRECT) only";
+        }
+
+        var direct = RuntimeInformation.ProcessArchitecture is Architecture.X64 or Architecture.X86 ? 0x4000 : 0x10000;
+        var fd = (int)_handle.DangerousGetHandle();
+        var flags = Native.fcntl(fd, Native.GetFlags, 0);
+        if (flags < 0 || (refuse ? -1 : Native.fcntl(fd, Native.SetFlags, flags | direct)) < 0)
+        {
+            var errno = refuse ? 22 : Marshal.GetLastPInvokeError();
+            return $"the file system of {System.IO.Path.GetDirectoryName(Path)} refused O_DIRECT (errno {errno})";
+        }
+
+        var probe = NativeMemory.AlignedAlloc((nuint)_alignment, (nuint)_alignment);
+        try
+        {
+            var span = new Span<byte>(probe, _alignment);
+            span.Clear();
+            RandomAccess.Write(_handle, span, 0);
+            _ = RandomAccess.Read(_handle, span, 0);
+            return null;
+        }
+        catch (IOException ex)
+        {
+            _ = Native.fcntl(fd, Native.SetFlags, flags);
+            return $"O_DIRECT I/O failed on {System.IO.Path.GetDirectoryName(Path)}: {ex.Message}";
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(probe);
+        }
+    }
+
     private static bool IsNoSpace(IOException ex) => ex.HResult is 28 or unchecked((int)0x80070070) || ex.Message.Contains("space", StringComparison.OrdinalIgnoreCase);
 
     private void CheckRange(long offset, int length)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (offset < 0 || length < 0 || offset > Capacity - length)
         {
             throw new ArgumentOutOfRangeException(nameof(offset), $"range {offset}+{length} is outside the device (capacity {Capacity})");
         }
     }
 
-    public void Dispose() => _handle.Dispose();
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _handle.Dispose();
+        while (_bounces.TryTake(out var buffer))
+        {
+            NativeMemory.AlignedFree((void*)buffer);
+        }
+    }
+
+    private static class Native
+    {
+        public const int GetFlags = 3;
+        public const int SetFlags = 4;
+
+        [DllImport("libc", SetLastError = true)]
+        public static extern int fcntl(int fd, int command, int argument);
+    }
 }

@@ -14,6 +14,9 @@ public interface IBlockDevice : IDisposable
     /// <summary>True when <see cref="GetSpan"/> works (memory devices).</summary>
     bool IsDirect { get; }
 
+    /// <summary>What the device is and how it does I/O, for logs (e.g. whether a file device bypasses the page cache).</summary>
+    string Description => Kind;
+
     /// <summary>The device's memory for [offset, offset+length); only when <see cref="IsDirect"/>.</summary>
     Span<byte> GetSpan(long offset, int length);
 

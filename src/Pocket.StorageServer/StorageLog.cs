@@ -15,4 +15,7 @@ internal static partial class StorageLog
 
     [LoggerMessage(EventId = 303, Level = LogLevel.Warning, Message = "device error: {Reason}")]
     public static partial void DeviceFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 304, Level = LogLevel.Information, Message = "device: {Description}")]
+    public static partial void DeviceReady(ILogger logger, string description);
 }

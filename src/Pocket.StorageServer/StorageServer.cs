@@ -45,8 +45,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
 
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        var device = _options.DeviceFactory?.Invoke(_options) ?? new NativeMemoryDevice(_options.Capacity);
+        var device = _options.DeviceFactory?.Invoke(_options) ?? BlockDevices.Create(_options.Tier, _options.Capacity);
         _store = new BlockStore(device, _options.BlockSize);
+        StorageLog.DeviceReady(_logger, device.Description);
         _server = new FrameServer("storage", _options.Listener, this, _logger);
         _server.Start();
         await RegisterAsync(cancellationToken).ConfigureAwait(false);

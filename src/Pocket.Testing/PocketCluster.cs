@@ -68,7 +68,10 @@ public sealed class PocketCluster : IAsyncDisposable
         return cluster;
     }
 
-    /// <summary>Starts one more storage node and waits until it is registered. Returns its index.</summary>
+    /// <summary>
+    /// Starts one more storage node and waits until it is registered. Returns its index. Without
+    /// <paramref name="deviceFactory"/> the node gets its tier's device (<see cref="BlockDevices.Create"/>).
+    /// </summary>
     public async Task<int> AddNodeAsync(long? capacity = null, Func<StorageServerOptions, IBlockDevice>? deviceFactory = null, CancellationToken cancellationToken = default, NodeTier tier = NodeTier.Dram)
     {
         var node = new StorageServer.StorageServer(
@@ -81,9 +84,7 @@ public sealed class PocketCluster : IAsyncDisposable
                 TimeProvider = Options.TimeProvider,
                 ClusterToken = Options.ClusterToken,
                 Tier = tier,
-                DeviceFactory = deviceFactory ?? (o => o.Tier == NodeTier.Dram
-                    ? new NativeMemoryDevice(o.Capacity, Options.PreTouchMemory)
-                    : new FileDevice(o.Tier.ToString().ToLowerInvariant(), Options.DataDirectory ?? Path.Combine(Path.GetTempPath(), "pocket-data"), o.Capacity)),
+                DeviceFactory = deviceFactory ?? (o => BlockDevices.Create(o.Tier, o.Capacity, Options.Devices with { Directory = Options.DataDirectory, PreTouchMemory = Options.PreTouchMemory })),
                 Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
             },
             _loggerFactory);

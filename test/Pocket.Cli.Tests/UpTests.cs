@@ -117,6 +117,119 @@ public sealed partial class UpTests : IDisposable
         Assert.Contains("cannot reach the controller", register.Stderr, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Up_with_tiers_places_a_job_on_ssd_spills_to_hdd_and_reports_bytes_per_tier()
+    {
+        var data = Path.Combine(_home.Path, "tier-data");
+
+        // DRAM nodes of 4 MiB make a 20 MiB job cheapest on ssd (2 x 16 MiB nodes, $0.624/h each) rather than on five
+        // DRAM nodes or on four hdd nodes (their 320 Mb/s does not carry 1 Gb/s).
+        await using var up = UpProcess.Start(
+            _home.Path, "--port", "0", "--controller-port", "0", "--no-gateway", "--tiers", "dram=1,ssd=1,hdd=1",
+            "--capacity", "4MiB", "--node-capacity", "ssd=16MiB,hdd=16MiB", "--data-dir", data, "--for", "10m");
+        var children = await ChildPidsAsync(up, expected: 3);
+        Assert.Contains(up.Output.Split('\n'), l => l.Contains("ssd", StringComparison.Ordinal) && l.Contains("16 MiB", StringComparison.Ordinal) && l.Contains("pid", StringComparison.Ordinal));
+        Assert.Contains(up.Output.Split('\n'), l => l.Contains("hdd", StringComparison.Ordinal) && l.Contains("pid", StringComparison.Ordinal));
+        if (OperatingSystem.IsLinux())
+        {
+            // The ssd and hdd nodes hold one (already unlinked) file each in the data directory; the dram node none.
+            Assert.Equal(2, children.Count(pid => OpenFiles(pid).Any(f => f.StartsWith(data, StringComparison.Ordinal))));
+        }
+
+        Assert.Empty(Directory.GetFiles(data));
+
+        var registered = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "flash", "--throughput", "1Gbps", "--capacity", "20MiB", "--latency-sensitive", "false", "--json")).Json();
+        Assert.Equal("ssd", registered["tier"]!.GetValue<string>());
+        var jobId = registered["id"]!.GetValue<string>();
+
+        // The controller started the second ssd node the job needed.
+        var nodeTiers = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json()["nodes"]!.AsArray().Select(n => n!["tier"]!.GetValue<string>());
+        Assert.Equal(new[] { "dram", "hdd", "ssd", "ssd" }, nodeTiers.Order());
+
+        // 40 MiB: the two ssd nodes hold 32 MiB, the rest spills to hdd.
+        var source = _home.File("big.bin");
+        var bytes = new byte[40 << 20];
+        Random.Shared.NextBytes(bytes);
+        await File.WriteAllBytesAsync(source, bytes);
+        await PocketProcess.RunOkAsync(_home.Path, "put", source, $"{jobId}/big");
+        var copy = _home.File("big.out");
+        await PocketProcess.RunOkAsync(_home.Path, "get", $"{jobId}/big", copy);
+        Assert.Equal(bytes, await File.ReadAllBytesAsync(copy));
+
+        var controller = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!["controller"]!.GetValue<string>();
+        using var http = new HttpClient { BaseAddress = new Uri(controller) };
+        var info = JsonNode.Parse(await http.GetStringAsync($"/v1/jobs/{jobId}"))!;
+        var byTier = info["usage"]!["bytesByTier"]!.AsObject();
+        Assert.Equal(32L << 20, byTier["ssd"]!.GetValue<long>());
+        Assert.Equal(8L << 20, byTier["hdd"]!.GetValue<long>());
+        Assert.Equal(40L << 20, byTier.Sum(t => t.Value!.GetValue<long>()));
+
+        var status = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json();
+        var job = Assert.Single(status["jobs"]!.AsArray(), j => j!["id"]!.GetValue<string>() == jobId)!;
+        Assert.Equal(8L << 20, job["bytesByTier"]!["hdd"]!.GetValue<long>());
+        var table = await PocketProcess.RunOkAsync(_home.Path, "status");
+        Assert.Contains("bytes per tier", table.Stdout, StringComparison.Ordinal);
+        Assert.Contains("ssd 32 MiB, hdd 8 MiB", table.Stdout, StringComparison.Ordinal);
+
+        // Every tier full (12 MiB left on dram and hdd): the put fails whole, and leaves nothing behind.
+        var refused = await PocketProcess.RunAsync(_home.Path, "put", source, $"{jobId}/second");
+        Assert.Equal(1, refused.ExitCode);
+        Assert.Contains("capacity exceeded", refused.Stderr, StringComparison.Ordinal);
+        var after = JsonNode.Parse(await http.GetStringAsync($"/v1/jobs/{jobId}"))!["usage"]!;
+        Assert.Equal(1, after["objects"]!.GetValue<long>());
+        Assert.Equal(40L << 20, after["bytesByTier"]!.AsObject().Sum(t => t.Value!.GetValue<long>()));
+
+        // Deleting returns the capacity on every tier.
+        await PocketProcess.RunOkAsync(_home.Path, "rm", $"{jobId}/big");
+        var emptied = JsonNode.Parse(await http.GetStringAsync($"/v1/jobs/{jobId}"))!["usage"]!["bytesByTier"]!.AsObject();
+        Assert.All(emptied, t => Assert.Equal(0, t.Value!.GetValue<long>()));
+        var nodes = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json()["nodes"]!.AsArray();
+        Assert.All(nodes, n => Assert.Equal(0, n!["usedBytes"]!.GetValue<long>()));
+
+        PocketProcess.Terminate(up.Pid);
+        Assert.Equal(0, await up.WaitForExitAsync());
+        await AssertGoneAsync(children);
+        Assert.Empty(Directory.GetFiles(data));
+    }
+
+    /// <summary>What a process has open (Linux), as the kernel names it (an unlinked file ends in " (deleted)").</summary>
+    private static List<string> OpenFiles(int pid)
+    {
+        var files = new List<string>();
+        foreach (var fd in Directory.GetFiles($"/proc/{pid}/fd"))
+        {
+            try
+            {
+                if (new FileInfo(fd).LinkTarget is { } target)
+                {
+                    files.Add(target);
+                }
+            }
+            catch (IOException)
+            {
+                // Closed between the listing and the look-up.
+            }
+        }
+
+        return files;
+    }
+
+    [Theory]
+    [InlineData("--tiers dram=1,tape=1", "unknown tier 'tape'")]
+    [InlineData("--tiers ssd=-1", "ssd=-1 is negative")]
+    [InlineData("--tiers dram=two", "'two' for dram is not a node count")]
+    [InlineData("--tiers dram=1,dram=2", "dram is given twice")]
+    [InlineData("--tiers dram=2 --nodes 2", "either --nodes")]
+    [InlineData("--tiers ssd=1 --node-capacity ssd=lots", "'lots' for ssd is not a size")]
+    [InlineData("--tiers ssd=1 --node-capacity ssd=1000TB", "not enough space in")]
+    public async Task Up_refuses_bad_tier_specs_with_a_clear_error(string arguments, string expected)
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, ["up", "--port", "0", "--controller-port", "0", "--no-gateway", "--for", "1s", "--data-dir", _home.File("d"), .. arguments.Split(' ')]);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains(expected, result.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(_home.File("cluster.json")));
+    }
+
     /// <summary>The storage processes `pocket up` started, from the pids its node table prints.</summary>
     private static async Task<List<int>> ChildPidsAsync(UpProcess up, int expected, bool checkRunning = true)
     {

@@ -37,6 +37,7 @@ public sealed class ControllerApiTests
         var handle = h.Open(job);
         await handle.PutAsync("hello", Encoding.UTF8.GetBytes("world"));
         Assert.Equal("world", Encoding.UTF8.GetString(await handle.GetAsync("hello")));
+        await handle.PutAsync("blocks", new byte[1 << 20]);
         foreach (var path in new[] { "/v1/jobs", $"/v1/jobs/{job.JobId}", "/v1/cluster" })
         {
             var text = await h.Http.GetStringAsync(path);
@@ -49,8 +50,10 @@ public sealed class ControllerApiTests
         Assert.Equal(4, one.Hints.Functions);
         Assert.Equal(128 * MiB, one.Hints.CapacityBytes);
         Assert.NotNull(one.Usage);
-        Assert.Equal(1, one.Usage.Objects);
+        Assert.Equal(2, one.Usage.Objects);
         Assert.True(one.Usage.Requests > 0);
+        Assert.Equal(1 << 20, one.Usage.BytesByTier!["dram"]);
+        Assert.Equal(1 << 20, one.Usage.BytesByTier.Values.Sum());
 
         var all = await h.Http.GetFromJsonAsync<JobResponse[]>("/v1/jobs", JsonSerializerOptions.Web);
         Assert.Equal([job.JobId], all!.Select(j => j.JobId));

@@ -34,6 +34,7 @@ public sealed class PocketControllerClientTests
             var handle = client.OpenJob(job);
             await handle.PutAsync("k", Encoding.UTF8.GetBytes("v"));
             Assert.Equal("v", Encoding.UTF8.GetString(await handle.GetAsync("k")));
+            await handle.PutAsync("blocks", new byte[256 << 10]);
         }
 
         var listed = Assert.Single(await controller.ListJobsAsync());
@@ -45,7 +46,9 @@ public sealed class PocketControllerClientTests
 
         var one = await controller.GetJobAsync(job.JobId);
         Assert.NotNull(one?.Usage);
-        Assert.Equal(1, one.Usage.Objects);
+        Assert.Equal(2, one.Usage.Objects);
+        Assert.Equal(256 << 10, one.Usage.BytesByTier[NodeTier.Dram]);
+        Assert.Equal(one.Tier, one.Usage.Tier);
         Assert.Null(await controller.GetJobAsync("nope-1"));
 
         var cluster = await controller.GetClusterAsync();
@@ -65,7 +68,7 @@ public sealed class PocketControllerClientTests
         Assert.Equal(2, health.LiveNodes);
 
         var ended = await controller.DeregisterAsync(job.JobId);
-        Assert.Equal(1, ended.ObjectsFreed);
+        Assert.Equal(2, ended.ObjectsFreed);
         Assert.Empty(await controller.ListJobsAsync());
     }
 

@@ -11,16 +11,22 @@ public sealed class DeviceContractTests : IDisposable
 {
     private readonly string _directory = Directory.CreateTempSubdirectory("pocket-device-").FullName;
 
-    public static TheoryData<string> Devices => ["dram", "ssd", "hdd", "simulated", "faulty"];
+    public static TheoryData<string> Devices => ["dram", "ssd", "hdd", "file-buffered", "file-unbuffered", "file-refused", "simulated", "faulty"];
 
     private IBlockDevice Make(string kind, long capacity) => kind switch
     {
-        "dram" => new NativeMemoryDevice(capacity, preTouch: false),
-        "ssd" or "hdd" => new FileDevice(kind, _directory, capacity),
+        "dram" => BlockDevices.Create(NodeTier.Dram, capacity, Options),
+        "ssd" => BlockDevices.Create(NodeTier.Ssd, capacity, Options),
+        "hdd" => BlockDevices.Create(NodeTier.Hdd, capacity, Options),
+        "file-buffered" => new FileDevice("ssd", _directory, capacity),
+        "file-unbuffered" => new FileDevice(new FileDeviceOptions { Kind = "ssd", Directory = _directory, Capacity = capacity, Unbuffered = true, BounceBufferSize = 64 << 10 }),
+        "file-refused" => new FileDevice(new FileDeviceOptions { Kind = "ssd", Directory = _directory, Capacity = capacity, Unbuffered = true, RefuseUnbuffered = true }),
         "simulated" => new SimulatedDevice(new NativeMemoryDevice(capacity, preTouch: false), "simulated", TimeSpan.Zero, 0),
         "faulty" => new FaultyDevice(new FileDevice("ssd", _directory, capacity)),
         _ => throw new ArgumentException(kind),
     };
+
+    private TierDeviceOptions Options => new() { Directory = _directory, PreTouchMemory = false };
 
     [Theory]
     [MemberData(nameof(Devices))]
@@ -36,6 +42,246 @@ public sealed class DeviceContractTests : IDisposable
             device.Read(offset, back);
             Assert.Equal(data, back);
         }
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public void PiecesLargerThanABounceBufferAndAlignedMemoryReadBack(string kind)
+    {
+        using var device = Make(kind, 8 << 20);
+        var data = RandomNumberGenerator.GetBytes((3 << 20) + 123);
+        device.Write(777, data);
+        var back = new byte[data.Length];
+        device.Read(777, back);
+        Assert.Equal(data, back);
+
+        // Aligned in offset, length and memory: the path that skips the bounce buffers.
+        using var aligned = new AlignedBuffer(64 << 10);
+        RandomNumberGenerator.Fill(aligned.Span);
+        device.Write(1 << 20, aligned.Span);
+        using var alignedBack = new AlignedBuffer(64 << 10);
+        device.Read(1 << 20, alignedBack.Span);
+        Assert.True(aligned.Span.SequenceEqual(alignedBack.Span));
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public void SmallWritesLeaveTheirNeighboursAlone(string kind)
+    {
+        using var device = Make(kind, 1 << 20);
+        var background = RandomNumberGenerator.GetBytes(16384);
+        device.Write(0, background);
+        var patch = RandomNumberGenerator.GetBytes(10);
+        device.Write(5000, patch);
+        device.Write(4090, patch);
+        patch.CopyTo(background, 5000);
+        patch.CopyTo(background, 4090);
+        var back = new byte[background.Length];
+        device.Read(0, back);
+        Assert.Equal(background, back);
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public async Task ConcurrentWritesSharingSectorsDoNotLoseEachOther(string kind)
+    {
+        using var device = Make(kind, 1 << 20);
+        var pieces = Enumerable.Range(0, 64).Select(_ => RandomNumberGenerator.GetBytes(300)).ToArray();
+        await Task.WhenAll(pieces.Select((piece, i) => Task.Run(() => device.Write(i * 300L, piece))));
+        var back = new byte[300];
+        for (var i = 0; i < pieces.Length; i++)
+        {
+            device.Read(i * 300L, back);
+            Assert.Equal(pieces[i], back);
+        }
+    }
+
+    [Fact]
+    public void EachTierGetsItsOwnKindOfDevice()
+    {
+        using var dram = BlockDevices.Create(NodeTier.Dram, 1 << 20, Options);
+        Assert.IsType<NativeMemoryDevice>(dram);
+
+        using var ssd = Assert.IsType<QueuedDevice>(BlockDevices.Create(NodeTier.Ssd, 1 << 20, Options));
+        Assert.Equal(64, ssd.Depth);
+        var ssdFile = Assert.IsType<FileDevice>(ssd.Inner);
+        Assert.Equal("ssd", ssd.Kind);
+
+        // Unbuffered unless this file system refuses; either way the device says which and why.
+        Assert.Equal(ssdFile.Unbuffered, ssdFile.BufferedReason is null);
+        Assert.Equal(ssdFile.Unbuffered, HasODirect(ssdFile));
+        Assert.Contains(ssdFile.Unbuffered ? "unbuffered" : "buffered", ssd.Description, StringComparison.Ordinal);
+
+        using var hdd = Assert.IsType<QueuedDevice>(BlockDevices.Create(NodeTier.Hdd, 1 << 20, Options));
+        Assert.Equal(2, hdd.Depth);
+        var hddFile = Assert.IsType<FileDevice>(hdd.Inner);
+        Assert.False(hddFile.Unbuffered);
+        Assert.False(HasODirect(hddFile));
+        Assert.Equal(1 << 20, BlockDevices.DefaultBlockSize(NodeTier.Hdd));
+        Assert.Equal(64 << 10, BlockDevices.DefaultBlockSize(NodeTier.Ssd));
+    }
+
+    [Fact]
+    public void AFileSystemThatRefusesUnbufferedIoLeavesTheDeviceBufferedAndSaysWhy()
+    {
+        using var device = new FileDevice(new FileDeviceOptions { Kind = "ssd", Directory = _directory, Capacity = 1 << 20, Unbuffered = true, RefuseUnbuffered = true });
+        Assert.False(device.Unbuffered);
+        Assert.False(HasODirect(device));
+        Assert.Contains("refused O_DIRECT", device.BufferedReason, StringComparison.Ordinal);
+        Assert.Contains("buffered (", device.Description, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AnUnbufferedDeviceIsOpenedWithODirectAsTheKernelSeesIt()
+    {
+        using var device = new FileDevice(new FileDeviceOptions { Kind = "ssd", Directory = _directory, Capacity = 1 << 20, Unbuffered = true });
+        if (!OperatingSystem.IsLinux())
+        {
+            Assert.False(device.Unbuffered);
+            return;
+        }
+
+        // The kernel's own view of the open file (fdinfo flags) is the witness, not the device's word.
+        Assert.Equal(device.Unbuffered, HasODirect(device));
+        Assert.True(device.Unbuffered || device.BufferedReason!.Length > 0);
+    }
+
+    [Fact]
+    public void AQueuedDeviceRunsAtMostItsDepthAtOnceAndAdmitsInArrivalOrder()
+    {
+        using var gate = new GateDevice(new FileDevice("hdd", _directory, 1 << 20));
+        using var queue = new QueuedDevice(gate, depth: 2);
+        var threads = new List<Thread>();
+        for (var i = 0; i < 6; i++)
+        {
+            var index = i;
+            var thread = new Thread(() => queue.Write(index * 4096L, new byte[100])) { IsBackground = true };
+            thread.Start();
+            threads.Add(thread);
+
+            // Each request arrives only once the one before is running or queued, so arrival order is known.
+            WaitUntil(() => gate.Entered.Count + queue.Waiting == index + 1);
+        }
+
+        Assert.Equal(2, gate.InFlight);
+        Assert.Equal(4, queue.Waiting);
+        for (var released = 1; released <= 4; released++)
+        {
+            gate.Release(1);
+            var expected = released + 2;
+            WaitUntil(() => gate.Entered.Count == expected);
+            Assert.Equal(2, gate.InFlight);
+        }
+
+        gate.Release(2);
+        foreach (var thread in threads)
+        {
+            Assert.True(thread.Join(TimeSpan.FromSeconds(60)));
+        }
+
+        Assert.Equal(2, gate.MaxInFlight);
+        Assert.Equal(new long[] { 0, 4096, 8192, 12288, 16384, 20480 }, gate.Entered.Take(2).Order().Concat(gate.Entered.Skip(2)));
+    }
+
+    private static void WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not reached within 60 s");
+            Thread.Sleep(1);
+        }
+    }
+
+    private static bool HasODirect(FileDevice device)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return false;
+        }
+
+        var fd = device.Handle.DangerousGetHandle();
+        var flagsLine = File.ReadLines($"/proc/self/fdinfo/{fd}").First(l => l.StartsWith("flags:", StringComparison.Ordinal));
+        var flags = Convert.ToInt64(flagsLine["flags:".Length..].Trim(), 8);
+        var direct = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture is System.Runtime.InteropServices.Architecture.X64 ? 0x4000 : 0x10000;
+        return (flags & direct) != 0;
+    }
+
+    /// <summary>Holds every request until released, counting how many run at once and in which order they came.</summary>
+    private sealed class GateDevice(IBlockDevice inner) : IBlockDevice
+    {
+        private readonly SemaphoreSlim _gate = new(0);
+        private int _inFlight;
+        private int _maxInFlight;
+
+        public System.Collections.Concurrent.ConcurrentQueue<long> Entered { get; } = new();
+
+        public int InFlight => Volatile.Read(ref _inFlight);
+
+        public int MaxInFlight => Volatile.Read(ref _maxInFlight);
+
+        public string Kind => inner.Kind;
+
+        public long Capacity => inner.Capacity;
+
+        public bool IsDirect => false;
+
+        public void Release(int count) => _gate.Release(count);
+
+        public Span<byte> GetSpan(long offset, int length) => throw new NotSupportedException();
+
+        public void Write(long offset, ReadOnlySpan<byte> data)
+        {
+            Enter(offset);
+            try
+            {
+                inner.Write(offset, data);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _inFlight);
+            }
+        }
+
+        public void Read(long offset, Span<byte> destination)
+        {
+            Enter(offset);
+            try
+            {
+                inner.Read(offset, destination);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _inFlight);
+            }
+        }
+
+        private void Enter(long offset)
+        {
+            var now = Interlocked.Increment(ref _inFlight);
+            int max;
+            while (now > (max = Volatile.Read(ref _maxInFlight)) && Interlocked.CompareExchange(ref _maxInFlight, now, max) != max)
+            {
+            }
+
+            Entered.Enqueue(offset);
+            _gate.Wait();
+        }
+
+        public void Dispose()
+        {
+            _gate.Dispose();
+            inner.Dispose();
+        }
+    }
+
+    private sealed unsafe class AlignedBuffer(int length) : IDisposable
+    {
+        private readonly byte* _pointer = (byte*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)length, 4096);
+
+        public Span<byte> Span => new(_pointer, length);
+
+        public void Dispose() => System.Runtime.InteropServices.NativeMemory.AlignedFree(_pointer);
     }
 
     [Theory]

@@ -110,6 +110,29 @@ public sealed class TierTests : IDisposable
         Assert.Contains(NodeTier.Dram, (await job.LookupAsync("b"))!.Blocks.Select(b => nodes[b.NodeId]));
     }
 
+    [Fact]
+    public async Task AnHddNodeTakesSeveralStripeUnitsInOneContiguousRun()
+    {
+        await using var cluster = await StartAsync();
+        await cluster.AddNodeAsync(32 << 20, tier: NodeTier.Hdd);
+        await using var client = await cluster.ConnectAsync();
+        var job = await client.RegisterJobAsync("disk", NodeTier.Hdd);
+        var data = RandomNumberGenerator.GetBytes(10 << 20);
+        await job.PutAsync("big", data);
+
+        // 4 MiB runs (MetadataServerOptions.HddExtent), each one extent, back to back on the disk.
+        var blocks = (await job.LookupAsync("big"))!.Blocks;
+        Assert.Equal(new[] { 4 << 20, 4 << 20, 2 << 20 }, blocks.Select(b => b.Length));
+        for (var i = 1; i < blocks.Count; i++)
+        {
+            Assert.Equal(blocks[i - 1].Offset + blocks[i - 1].Length, blocks[i].Offset);
+        }
+
+        Assert.Equal(data, await job.GetAsync("big"));
+        await job.DeleteAsync("big");
+        Assert.Equal(0, (await client.GetNodesAsync()).Single().Used);
+    }
+
     public void Dispose()
     {
         try

@@ -80,20 +80,41 @@ internal static class RoleCommands
         var tier = new Option<string>("--tier") { Description = "dram, ssd or hdd", DefaultValueFactory = _ => "dram" };
         tier.AcceptOnlyFromAmong("dram", "ssd", "hdd");
         var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "Bytes this node stores");
-        var blockSize = CommandRunner.SizeOption("--block-size", 64 << 10, "Allocation unit");
+        var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Allocation unit (default: 64KiB for dram and ssd, 1MiB for hdd)");
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for the ssd and hdd tiers' files (default: the temp directory)" };
+        var queueDepth = new Option<int?>("--queue-depth") { Description = "Concurrent I/Os the ssd or hdd device takes (default: 64 for ssd, 2 for hdd)" };
+        var buffered = new Option<bool>("--buffered") { Description = "ssd: use the page cache instead of O_DIRECT" };
+        queueDepth.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is < 1 or > 4096)
+            {
+                result.AddError("--queue-depth must be between 1 and 4096");
+            }
+        });
         var host = HostOption("Address to listen on and to advertise to clients");
         var port = PortOption(0);
         var verbose = VerboseOption();
         var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, tier, capacity, blockSize, dataDir, host, port, verbose, StopOnStdinEof,
+            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, verbose, StopOnStdinEof,
         };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
             var (metadataHost, metadataPort) = SplitAddress(parse.GetValue(metadata)!);
             var nodeTier = Enum.Parse<NodeTier>(parse.GetValue(tier)!, ignoreCase: true);
-            var directory = parse.GetValue(dataDir) ?? Path.Combine(Path.GetTempPath(), "pocket-data");
+            var devices = new TierDeviceOptions { Directory = parse.GetValue(dataDir) ?? BlockDevices.DefaultDirectory, SsdUnbuffered = !parse.GetValue(buffered) };
+            if (parse.GetValue(queueDepth) is { } depth)
+            {
+                devices = devices with { SsdQueueDepth = depth, HddQueueDepth = depth };
+            }
+
+            var block = parse.GetValue(blockSize) ?? BlockDevices.DefaultBlockSize(nodeTier);
+            if (block < 4096 || block > ProtocolLimits.Default.MaxDataBody || (block & (block - 1)) != 0)
+            {
+                throw new CliException("--block-size must be a power of two of at least 4KiB");
+            }
+
+            IBlockDevice? device = null;
             using var loggerFactory = Logging(parse.GetValue(verbose));
             var listenHost = parse.GetValue(host)!;
             var server = new StorageServer.StorageServer(
@@ -103,17 +124,16 @@ internal static class RoleCommands
                     ClusterToken = ClusterTokenFromEnvironment(out _, required: false),
                     Tier = nodeTier,
                     Capacity = parse.GetValue(capacity),
-                    BlockSize = checked((int)parse.GetValue(blockSize)),
+                    BlockSize = (int)block,
                     AdvertisedHost = listenHost,
                     Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(listenHost), parse.GetValue(port)) },
-                    DeviceFactory = o => o.Tier == NodeTier.Dram
-                        ? new NativeMemoryDevice(o.Capacity)
-                        : new FileDevice(o.Tier.ToString().ToLowerInvariant(), directory, o.Capacity),
+                    DeviceFactory = o => device = BlockDevices.Create(o.Tier, o.Capacity, devices),
                 },
                 loggerFactory);
             await server.StartAsync(ct).ConfigureAwait(false);
             await using (server.ConfigureAwait(false))
             {
+                Console.Out.WriteLine($"device: {device?.Description}");
                 Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{LocalProcessProvisioner.ReadyPrefix}id={server.NodeId} address={listenHost}:{server.EndPoint.Port}"));
                 await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
             }

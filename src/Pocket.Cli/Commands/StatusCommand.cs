@@ -154,7 +154,8 @@ internal static class StatusCommand
             .AddColumn("nodes (weight)")
             .AddColumn(new TableColumn("sized for").RightAligned())
             .AddColumn(new TableColumn("objects").RightAligned())
-            .AddColumn(new TableColumn("bytes").RightAligned());
+            .AddColumn(new TableColumn("bytes").RightAligned())
+            .AddColumn("bytes per tier");
         for (var i = 0; i < cluster.Jobs.Count; i++)
         {
             var job = cluster.Jobs[i];
@@ -165,7 +166,8 @@ internal static class StatusCommand
                 string.Join(" ", job.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Weight:0.##})"))),
                 $"{ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond)}, {Units.FormatSize(job.CapacityBytes)}",
                 usage?.Objects.ToString(CultureInfo.InvariantCulture) ?? "?",
-                usage is null ? "?" : Units.FormatSize(usage.BlockBytes + usage.InlineBytes));
+                usage is null ? "?" : Units.FormatSize(usage.BlockBytes + usage.InlineBytes),
+                usage is null ? "?" : PerTier(usage));
         }
 
         var live = cluster.Nodes.Count(n => n.State == Protocol.NodeState.Live);
@@ -176,6 +178,13 @@ internal static class StatusCommand
             header,
             cluster.Nodes.Count > 0 ? nodes : new Markup("no storage nodes"),
             cluster.Jobs.Count > 0 ? jobs : new Markup("no jobs"));
+    }
+
+    /// <summary>"dram 2 MiB, ssd 6 MiB": the tiers holding the job's blocks (spilled data shows as a second tier).</summary>
+    private static string PerTier(JobUsage usage)
+    {
+        var parts = usage.BytesByTier.Where(t => t.Value > 0).OrderBy(t => t.Key).Select(t => $"{JobCommands.Tier(t.Key)} {Units.FormatSize(t.Value)}").ToList();
+        return parts.Count == 0 ? "-" : string.Join(", ", parts);
     }
 
     private static string Percent(double fraction) => (fraction * 100).ToString("0.#", CultureInfo.InvariantCulture) + " %";
@@ -206,6 +215,7 @@ internal static class StatusCommand
             ["capacityBytes"] = j.CapacityBytes,
             ["objects"] = snapshot.Usages[i]?.Objects,
             ["bytes"] = snapshot.Usages[i] is { } u ? u.BlockBytes + u.InlineBytes : null,
+            ["bytesByTier"] = snapshot.Usages[i] is { } usage ? new JsonObject([.. usage.BytesByTier.OrderBy(t => t.Key).Select(t => KeyValuePair.Create(JobCommands.Tier(t.Key), (JsonNode?)t.Value))]) : null,
         })]),
     };
 

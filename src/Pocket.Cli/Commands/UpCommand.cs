@@ -18,9 +18,20 @@ internal static class UpCommand
 {
     public static Command Create()
     {
-        var nodes = new Option<int>("--nodes") { Description = "Storage nodes to start with (jobs that need more get them from the controller)", DefaultValueFactory = _ => 2 };
+        var nodes = new Option<int>("--nodes") { Description = "DRAM storage nodes to start with (jobs that need more get them from the controller); see --tiers for other tiers", DefaultValueFactory = _ => 2 };
+        var tiers = new Option<string?>("--tiers")
+        {
+            Description = "Storage nodes to start per tier, e.g. dram=2,ssd=1,hdd=1 (instead of --nodes); the tiers named are the ones jobs may use (ssd=0: none at first)",
+            HelpName = "TIER=N,...",
+        };
         var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "DRAM capacity of each storage node (also the size of nodes the controller starts)");
-        var blockSize = CommandRunner.SizeOption("--block-size", 64 << 10, "Block size of the storage nodes");
+        var nodeCapacity = new Option<string?>("--node-capacity")
+        {
+            Description = $"Capacity of one node per tier, e.g. ssd=8GiB,hdd=16GiB (defaults: dram = --capacity, ssd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Ssd))}, hdd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Hdd))}, as sparse files)",
+            HelpName = "TIER=SIZE,...",
+        };
+        var dataDir = new Option<string?>("--data-dir") { Description = "Directory for the ssd and hdd nodes' files (default: data in the pocket home directory)", HelpName = "DIR" };
+        var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Block size of the storage nodes (default: 64KiB for dram and ssd, 1MiB for hdd)");
         var port = new Option<int>("--port") { Description = "Metadata server port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7070 };
         var controllerPort = new Option<int>("--controller-port") { Description = "Controller HTTP port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7080 };
         var inProcess = new Option<bool>("--in-process") { Description = "Run the storage nodes inside this process instead of as child processes" };
@@ -31,7 +42,7 @@ internal static class UpCommand
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, capacity, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, runFor, verbose,
+            nodes, tiers, capacity, nodeCapacity, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, runFor, verbose,
         };
         nodes.Validators.Add(result =>
         {
@@ -53,10 +64,29 @@ internal static class UpCommand
 
         blockSize.Validators.Add(result =>
         {
-            var block = result.GetValueOrDefault<long>();
+            var block = result.GetValueOrDefault<long?>() ?? (64 << 10);
             if (block < 4096 || block > ProtocolLimits.Default.MaxDataBody || (block & (block - 1)) != 0)
             {
                 result.AddError("--block-size must be a power of two of at least 4KiB");
+            }
+        });
+
+        tiers.Validators.Add(result =>
+        {
+            if (!TierSpec.TryParseCounts(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
+            {
+                result.AddError(error);
+            }
+            else if (result.Parent?.GetResult(nodes) is { Implicit: false })
+            {
+                result.AddError("give either --nodes (DRAM nodes) or --tiers, not both");
+            }
+        });
+        nodeCapacity.Validators.Add(result =>
+        {
+            if (!TierSpec.TryParseCapacities(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
+            {
+                result.AddError(error);
             }
         });
 
@@ -64,8 +94,11 @@ internal static class UpCommand
             new LocalClusterOptions
             {
                 InitialNodes = parse.GetValue(nodes),
+                Tiers = parse.GetValue(tiers) is { } tierText && TierSpec.TryParseCounts(tierText, out var counts, out _) ? counts : null,
                 NodeCapacity = parse.GetValue(capacity),
-                BlockSize = checked((int)parse.GetValue(blockSize)),
+                TierCapacities = parse.GetValue(nodeCapacity) is { } capacityText && TierSpec.TryParseCapacities(capacityText, out var capacities, out _) ? capacities : new Dictionary<NodeTier, long>(),
+                DataDirectory = parse.GetValue(dataDir),
+                BlockSize = parse.GetValue(blockSize) is { } block ? checked((int)block) : null,
                 MetadataPort = parse.GetValue(port),
                 ControllerPort = parse.GetValue(controllerPort),
                 InProcess = parse.GetValue(inProcess),
@@ -80,12 +113,16 @@ internal static class UpCommand
 
     private static async Task<int> RunAsync(LocalClusterOptions options, TimeSpan? runFor, bool verbose, CancellationToken cancellationToken)
     {
-        if (options.NodeCapacity < options.BlockSize)
+        foreach (var tier in options.NodeCounts.Keys)
         {
-            throw new CliException($"--capacity {Units.FormatSize(options.NodeCapacity)} does not hold one block of {Units.FormatSize(options.BlockSize)}");
+            if (options.CapacityOf(tier) < options.BlockSizeOf(tier))
+            {
+                throw new CliException($"{TierSpec.Name(tier)} node capacity {Units.FormatSize(options.CapacityOf(tier))} does not hold one block of {Units.FormatSize(options.BlockSizeOf(tier))}");
+            }
         }
 
         var home = PocketHome.Default();
+        options = WithDataDirectory(options, home);
         if (home.ReadCluster() is { } existing && existing.Pid != Environment.ProcessId && PocketHome.IsProcessAlive(existing.Pid))
         {
             throw new CliException($"a cluster is already running at {existing.Controller ?? existing.Metadata} (pid {existing.Pid}, {home.ClusterFile}); stop it first or set POCKET_HOME");
@@ -117,7 +154,7 @@ internal static class UpCommand
         }
         catch (OutOfMemoryException ex)
         {
-            throw new CliException($"cannot reserve {Units.FormatSize(options.NodeCapacity)} per node: {ex.Message}", ex);
+            throw new CliException($"cannot reserve {Units.FormatSize(options.CapacityOf(NodeTier.Dram))} per DRAM node: {ex.Message}", ex);
         }
 
         await using (cluster.ConfigureAwait(false))
@@ -146,6 +183,39 @@ internal static class UpCommand
 
         AnsiConsole.MarkupLine("[green]stopped[/]: every job and object of this cluster is gone");
         return 0;
+    }
+
+    /// <summary>
+    /// When ssd or hdd nodes are asked for: the data directory (default: data in the pocket home directory),
+    /// created, and checked to have room for every file node started now at its full capacity.
+    /// </summary>
+    private static LocalClusterOptions WithDataDirectory(LocalClusterOptions options, PocketHome home)
+    {
+        var fileTiers = options.NodeCounts.Keys.Where(t => t != NodeTier.Dram).ToList();
+        if (fileTiers.Count == 0)
+        {
+            return options;
+        }
+
+        var directory = Path.GetFullPath(options.DataDirectory ?? Path.Combine(home.Directory, "data"));
+        try
+        {
+            Directory.CreateDirectory(directory);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new CliException($"cannot use --data-dir {directory}: {ex.Message}", ex);
+        }
+
+        var needed = fileTiers.Sum(t => options.NodeCounts[t] * options.CapacityOf(t));
+        var free = new DriveInfo(directory).AvailableFreeSpace;
+        if (needed > free)
+        {
+            var asked = string.Join(" + ", fileTiers.Where(t => options.NodeCounts[t] > 0).Select(t => $"{options.NodeCounts[t]} x {TierSpec.Name(t)} {Units.FormatSize(options.CapacityOf(t))}"));
+            throw new CliException($"not enough space in {directory}: {asked} = {Units.FormatSize(needed)}, but its file system has {Units.FormatSize(free)} free; lower --node-capacity or the node counts, or choose another --data-dir");
+        }
+
+        return options with { DataDirectory = directory };
     }
 
     private static bool IsPortFree(int port)
@@ -179,6 +249,13 @@ internal static class UpCommand
             AnsiConsole.MarkupLine($"S3 gateway: [bold]{Markup.Escape(gateway)}[/] (credentials: `pocket s3 credentials --json`)");
         }
         AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]");
+        AnsiConsole.MarkupLine("node classes: " + Markup.Escape(string.Join("; ", cluster.Options.NodeClasses().Select(c =>
+            string.Create(CultureInfo.InvariantCulture, $"{TierSpec.Name(c.Tier)} {Units.FormatSize(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
+        if (cluster.Options.DataDirectory is { } data && cluster.Options.NodeCounts.Keys.Any(t => t != NodeTier.Dram))
+        {
+            AnsiConsole.MarkupLine($"data dir:   {Markup.Escape(data)} (ssd and hdd files, deleted when the nodes stop)");
+        }
+
         var processes = cluster.InitialNodes.Where(n => n.NodeId is not null).ToDictionary(n => n.NodeId!.Value, n => n.Handle);
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumn("node")

@@ -9,13 +9,49 @@ namespace Pocket.Cli.Hosting;
 /// <summary>Shape of a <see cref="LocalCluster"/>.</summary>
 internal sealed record LocalClusterOptions
 {
-    /// <summary>Storage nodes started through the provisioner before the cluster is reported up; jobs may start more.</summary>
+    /// <summary>DRAM storage nodes started through the provisioner before the cluster is reported up, when <see cref="Tiers"/> is null.</summary>
     public int InitialNodes { get; init; } = 2;
 
-    /// <summary>Bytes of every node, the first ones and those the controller starts later (the DRAM node class).</summary>
+    /// <summary>
+    /// Nodes to start per tier (<c>--tiers dram=2,ssd=1,hdd=1</c>); the tiers named here are the node classes the
+    /// controller sizes jobs with and may start more nodes of (a tier named with 0 starts none at first). Null: DRAM
+    /// only, <see cref="InitialNodes"/> of them.
+    /// </summary>
+    public IReadOnlyDictionary<NodeTier, int>? Tiers { get; init; }
+
+    /// <summary>Bytes of every DRAM node, the first ones and those the controller starts later (the DRAM node class).</summary>
     public long NodeCapacity { get; init; } = 1L << 30;
 
-    public int BlockSize { get; init; } = 64 << 10;
+    /// <summary>Bytes of a node per tier, overriding <see cref="NodeCapacity"/> (dram) and <see cref="DefaultFileCapacity"/> (ssd, hdd).</summary>
+    public IReadOnlyDictionary<NodeTier, long> TierCapacities { get; init; } = new Dictionary<NodeTier, long>();
+
+    /// <summary>Where ssd and hdd nodes keep their (sparse) files.</summary>
+    public string? DataDirectory { get; init; }
+
+    /// <summary>Block size of every node; null: each tier's default (<see cref="Pocket.Storage.BlockDevices.DefaultBlockSize"/>).</summary>
+    public int? BlockSize { get; init; }
+
+    /// <summary>Nodes to start per tier.</summary>
+    public IReadOnlyDictionary<NodeTier, int> NodeCounts => Tiers ?? new Dictionary<NodeTier, int> { [NodeTier.Dram] = InitialNodes };
+
+    /// <summary>Default local size of an ssd or hdd node: a sparse file, so only what is stored takes disk space.</summary>
+    public static long DefaultFileCapacity(NodeTier tier) => tier == NodeTier.Hdd ? 8L << 30 : 4L << 30;
+
+    /// <summary>Bytes of one node of <paramref name="tier"/>.</summary>
+    public long CapacityOf(NodeTier tier) =>
+        TierCapacities.TryGetValue(tier, out var bytes) ? bytes : tier == NodeTier.Dram ? NodeCapacity : DefaultFileCapacity(tier);
+
+    /// <summary>Block size nodes of <paramref name="tier"/> get.</summary>
+    public int BlockSizeOf(NodeTier tier) => BlockSize ?? Pocket.Storage.BlockDevices.DefaultBlockSize(tier);
+
+    /// <summary>The node classes of the tiers started: the paper's bandwidth and cost, this machine's capacities.</summary>
+    public IReadOnlyList<NodeClassOptions> NodeClasses() =>
+        [.. NodeCounts.Keys.Order().Select(tier => (tier switch
+        {
+            NodeTier.Ssd => NodeClassOptions.Ssd,
+            NodeTier.Hdd => NodeClassOptions.Hdd,
+            _ => NodeClassOptions.Dram,
+        }) with { CapacityBytes = CapacityOf(tier) })];
 
     /// <summary>Loopback port of the metadata server; 0 = any free port.</summary>
     public int MetadataPort { get; init; }
@@ -95,9 +131,10 @@ internal sealed class LocalCluster : IAsyncDisposable
                 StorageNodes = 0,
                 MetadataPort = options.MetadataPort,
                 NodeCapacity = options.NodeCapacity,
-                BlockSize = options.BlockSize,
+                BlockSize = options.BlockSize ?? (64 << 10),
                 ClusterToken = options.ClusterToken,
                 PreTouchMemory = options.PreTouchMemory,
+                DataDirectory = options.DataDirectory,
             },
             loggerFactory,
             cancellationToken).ConfigureAwait(false);
@@ -106,7 +143,7 @@ internal sealed class LocalCluster : IAsyncDisposable
         IStorageProvisioner provisioner;
         if (options.InProcess)
         {
-            provisioner = new InProcessProvisioner(core);
+            provisioner = new InProcessProvisioner(core, [.. options.NodeCounts.Keys]);
         }
         else
         {
@@ -119,6 +156,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                     MetadataAddress = core.MetadataAddress,
                     ClusterToken = options.ClusterToken,
                     BlockSize = options.BlockSize,
+                    DataDirectory = options.DataDirectory,
                 },
                 loggerFactory);
             provisioner = children;
@@ -135,18 +173,22 @@ internal sealed class LocalCluster : IAsyncDisposable
                     Listen = new IPEndPoint(IPAddress.Loopback, options.ControllerPort),
                     Registry = new JobRegistryOptions
                     {
-                        // Nodes here are as large as this machine's --capacity says, not the paper's 60 GB: sizing must
-                        // count with (and ask the provisioner for) nodes of that size. DRAM is the only tier so far.
-                        Sizing = new SizingOptions { NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = options.NodeCapacity }] },
+                        // Nodes here are as large as this machine's capacities say, not the paper's 60 GB: sizing must
+                        // count with (and ask the provisioner for) nodes of that size, of the tiers started.
+                        Sizing = new SizingOptions { NodeClasses = options.NodeClasses() },
                     },
-                    Autoscaler = options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.InitialNodes), NewNodeCapacityBytes = options.NodeCapacity } : null,
+
+                    // New nodes get their tier's class capacity (the sizing classes above).
+                    Autoscaler = options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.NodeCounts.Values.Sum()), MaxNodes = Math.Max(16, options.NodeCounts.Values.Sum()) } : null,
                 },
                 provisioner,
                 loggerFactory);
             await cluster._controller.StartAsync(cancellationToken).ConfigureAwait(false);
 
-            var request = new NodeRequest(NodeTier.Dram, options.NodeCapacity);
-            var starts = Enumerable.Range(0, options.InitialNodes).Select(_ => provisioner.StartNodeAsync(request, cancellationToken)).ToList();
+            var starts = options.NodeCounts.OrderBy(t => t.Key)
+                .SelectMany(t => Enumerable.Repeat(new NodeRequest(t.Key, options.CapacityOf(t.Key)), t.Value))
+                .Select(request => provisioner.StartNodeAsync(request, cancellationToken))
+                .ToList();
             try
             {
                 await Task.WhenAll(starts).ConfigureAwait(false);

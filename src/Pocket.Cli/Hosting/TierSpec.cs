@@ -1,0 +1,83 @@
+using System.Globalization;
+using Pocket.Protocol;
+
+namespace Pocket.Cli.Hosting;
+
+/// <summary>Parses the per-tier lists of `pocket up`: <c>dram=2,ssd=1,hdd=1</c> and <c>ssd=8GiB,hdd=16GiB</c>.</summary>
+internal static class TierSpec
+{
+    /// <summary>Nodes per tier. A tier named with 0 starts no node but the controller may start nodes of it later.</summary>
+    public static bool TryParseCounts(string text, out Dictionary<NodeTier, int> counts, out string error) =>
+        TryParse(text, "--tiers", "a node count (0 to 64)", value => int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var n) && n <= 64 ? n : null, out counts, out error);
+
+    /// <summary>Bytes of one node per tier.</summary>
+    public static bool TryParseCapacities(string text, out Dictionary<NodeTier, long> capacities, out string error) =>
+        TryParse(text, "--node-capacity", "a size such as 8GiB", value => Units.TryParseSize(value, out var bytes) && bytes > 0 ? bytes : null, out capacities, out error);
+
+    private static bool TryParse<T>(string text, string option, string expected, Func<string, T?> parseValue, out Dictionary<NodeTier, T> result, out string error)
+        where T : struct
+    {
+        result = [];
+        error = string.Empty;
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        if (text.Trim().Length == 0)
+        {
+            error = $"{option} is empty (example: {Example(option)})";
+            return false;
+        }
+
+        foreach (var part in parts)
+        {
+            var equals = part.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+            {
+                error = $"{option}: '{part}' is not TIER=VALUE (example: {Example(option)})";
+                return false;
+            }
+
+            var name = part[..equals].Trim();
+            if (!TryParseTier(name, out var tier))
+            {
+                error = $"{option}: unknown tier '{name}' (tiers: dram, ssd, hdd)";
+                return false;
+            }
+
+            var valueText = part[(equals + 1)..].Trim();
+            if (valueText.StartsWith('-'))
+            {
+                error = $"{option}: {name}={valueText} is negative; give {expected}";
+                return false;
+            }
+
+            if (parseValue(valueText) is not { } value)
+            {
+                error = $"{option}: '{valueText}' for {name} is not {expected}";
+                return false;
+            }
+
+            if (!result.TryAdd(tier, value))
+            {
+                error = $"{option}: {name} is given twice";
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    public static bool TryParseTier(string name, out NodeTier tier)
+    {
+        tier = name.ToLowerInvariant() switch
+        {
+            "dram" => NodeTier.Dram,
+            "ssd" => NodeTier.Ssd,
+            "hdd" => NodeTier.Hdd,
+            _ => 0,
+        };
+        return tier != 0;
+    }
+
+    private static string Example(string option) => option == "--tiers" ? "dram=2,ssd=1,hdd=1" : "ssd=8GiB,hdd=16GiB";
+
+    public static string Name(NodeTier tier) => tier.ToString().ToLowerInvariant();
+}
