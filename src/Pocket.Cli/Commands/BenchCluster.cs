@@ -139,7 +139,7 @@ internal sealed class BenchCluster : IAsyncDisposable
             // that is done. Timing before then would charge Pocket for page faults that a warm node never takes.
             if (options.Tier == NodeTier.Dram)
             {
-                await WaitAsync(() => storagePids.All(pid => ProcStat.ResidentBytes(pid) >= options.NodeCapacity), status, cancellationToken).ConfigureAwait(false);
+                await WaitAsync(() => storagePids.All(pid => ProcStat.MappingResidentBytes(pid, options.NodeCapacity) >= options.NodeCapacity), status, cancellationToken).ConfigureAwait(false);
             }
 
             return cluster;
@@ -340,11 +340,31 @@ internal static class ProcStat
         return fields is null ? null : (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / TicksPerSecond;
     }
 
-    /// <summary>Resident bytes of the process (statm's second field, in pages), or -1 when unknown.</summary>
-    public static long ResidentBytes(int pid)
+    /// <summary>
+    /// Resident bytes of the process' mapping that is exactly <paramref name="length"/> bytes long (a DRAM node's
+    /// device), from /proc/PID/smaps; without such a mapping, the whole process' resident bytes (statm); -1 when unknown.
+    /// </summary>
+    public static long MappingResidentBytes(int pid, long length)
     {
         try
         {
+            var inMapping = false;
+            foreach (var line in File.ReadLines($"/proc/{pid}/smaps"))
+            {
+                // A mapping starts with "start-end perms ..."; its fields ("Rss:   1234 kB") follow.
+                var dash = line.IndexOf('-', StringComparison.Ordinal);
+                var space = line.IndexOf(' ', StringComparison.Ordinal);
+                if (dash > 0 && space > dash && long.TryParse(line.AsSpan(0, dash), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var start)
+                    && long.TryParse(line.AsSpan(dash + 1, space - dash - 1), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var end))
+                {
+                    inMapping = end - start == length;
+                }
+                else if (inMapping && line.StartsWith("Rss:", StringComparison.Ordinal))
+                {
+                    return long.Parse(line.AsSpan(4).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture) * 1024;
+                }
+            }
+
             var statm = File.ReadAllText($"/proc/{pid}/statm").Split(' ');
             return long.Parse(statm[1], CultureInfo.InvariantCulture) * Environment.SystemPageSize;
         }
