@@ -40,14 +40,30 @@ internal static class BenchCommand
             Description = "Run in this job of $POCKET_HOME/jobs.json (under a prefix of its own, removed afterwards) instead of registering and removing a job",
             HelpName = "ID",
         };
+        var inline = new Option<long?>("--small-object-threshold")
+        {
+            Description = "Pocket objects up to this size go inline through the metadata server (default: the client's, 16 KiB); 0 sends every object to the storage nodes, to measure a tier with small objects",
+            HelpName = "SIZE",
+            CustomParser = result =>
+            {
+                var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+                if (Units.TryParseSize(text, out var bytes) && bytes >= 0 && bytes <= ProtocolLimits.Default.MaxSmallObject)
+                {
+                    return bytes;
+                }
+
+                result.AddError($"--small-object-threshold '{text}' is not a size from 0 to {Units.FormatSize(ProtocolLimits.Default.MaxSmallObject)}");
+                return null;
+            },
+        };
         var json = CommandRunner.JsonOption();
         var metadata = CommandRunner.MetadataOption();
         var cluster = ClusterOptions.Create();
         var command = new Command("bench", "Measure latency and throughput of put/get, side by side with other systems")
         {
-            size, clients, ops, duration, warmup, op, peers, job, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
+            size, clients, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
         };
-        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, ops, duration, warmup, op, peers, job, json, metadata, cluster), ct));
+        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
         command.Subcommands.Add(BenchSortCommand.Create());
         return command;
     }
@@ -130,7 +146,7 @@ internal static class BenchCommand
             }
 
             var pocketWhere = cluster?.Description ?? connection.Metadata;
-            var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
+            var client = await connection.ConnectAsync(cancellationToken, settings.SmallObjectThreshold).ConfigureAwait(false);
             await using (client.ConfigureAwait(false))
             {
                 var (cpuScope, cpuSeconds) = cluster is not null
@@ -191,7 +207,7 @@ internal static class BenchCommand
                     }
                 }
 
-                var context = new BenchContext(pocketWhere, job.Id, entry is not null, cluster?.Options.Tier, cluster?.Options.NodeCapacity, started);
+                var context = new BenchContext(pocketWhere, job.Id, entry is not null, cluster?.Options.Tier, cluster?.Options.NodeCapacity, client.Options.SmallObjectThreshold, started);
                 if (settings.Json)
                 {
                     CommandRunner.WriteJson(BenchReport.ToJson(results, plan, context, settings.Peers));
@@ -261,7 +277,7 @@ internal static class BenchCommand
     /// Checked here rather than in a command validator: in System.CommandLine 2.0 such a validator reads
     /// options left at their defaults as zero.
     /// </summary>
-    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
+    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
     {
         var jobId = parse.GetValue(job);
         if (jobId is not null)
@@ -337,7 +353,8 @@ internal static class BenchCommand
             cluster.TierOf(parse),
             parse.GetValue(cluster.DataDir),
             parse.GetValue(cluster.InProcess),
-            parse.GetValue(cluster.NodeCapacity) is null ? null : cluster.NodeCapacityOf(parse, 0));
+            parse.GetValue(cluster.NodeCapacity) is null ? null : cluster.NodeCapacityOf(parse, 0),
+            parse.GetValue(inline) is { } threshold ? (int)threshold : null);
     }
 
     internal static async Task<PocketJob> RegisterAsync(PocketClient client, NodeTier tier, CancellationToken cancellationToken)
@@ -438,5 +455,5 @@ internal static class BenchCommand
 
     internal static void Status(string message) => CommandRunner.Error.MarkupLine($"[grey]{Markup.Escape(message)}[/]");
 
-    private sealed record BenchSettings(long Size, int Clients, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity);
+    private sealed record BenchSettings(long Size, int Clients, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold);
 }

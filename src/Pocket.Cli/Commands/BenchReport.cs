@@ -7,7 +7,7 @@ using Spectre.Console;
 namespace Pocket.Cli.Commands;
 
 /// <summary>Where Pocket ran: the cluster (description), the job and whether the user gave it, the own cluster's tier and node size.</summary>
-internal sealed record BenchContext(string PocketWhere, string JobId, bool JobGiven, Pocket.Protocol.NodeTier? Tier, long? NodeCapacity, DateTimeOffset Started);
+internal sealed record BenchContext(string PocketWhere, string JobId, bool JobGiven, Pocket.Protocol.NodeTier? Tier, long? NodeCapacity, int SmallObjectThreshold, DateTimeOffset Started);
 
 /// <summary>The bench's output: a table for people, or JSON (systems, Pocket's ratios to each peer, config) for scripts.</summary>
 internal static class BenchReport
@@ -145,6 +145,7 @@ internal static class BenchReport
                 ["job_given"] = context.JobGiven,
                 ["tier"] = context.Tier is { } tier ? tier.ToString().ToLowerInvariant() : null,
                 ["own_cluster_node_capacity"] = context.NodeCapacity,
+                ["small_object_threshold"] = context.SmallObjectThreshold,
                 ["peers"] = peerUrls,
                 ["meta_ops"] = MetaJson(results),
                 ["latency_ratio"] = "pocket/peer, below 1 = pocket faster",
