@@ -179,3 +179,15 @@ internal sealed class CountingShuffleStore(IShuffleStore inner) : IShuffleStore
         return data;
     }
 }
+
+/// <summary>Another store's keys under a prefix: a warm-up sort beside the measured one, in the same store.</summary>
+internal sealed class PrefixedShuffleStore(IShuffleStore inner, string prefix) : IShuffleStore
+{
+    public string Description => $"{inner.Description} under {prefix}";
+
+    public ValueTask PutAsync(string key, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        inner.PutAsync(prefix + key, data, cancellationToken);
+
+    public ValueTask<byte[]> GetAsync(string key, CancellationToken cancellationToken) =>
+        inner.GetAsync(prefix + key, cancellationToken);
+}
