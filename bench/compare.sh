@@ -158,7 +158,7 @@ build bench/Pocket.Limits "$work/limits"
 pocket=(dotnet "$work/pocket/pocket.dll")
 limits=(dotnet "$work/limits/Pocket.Limits.dll")
 
-# An empty POCKET_HOME: the bench starts its own embedded cluster, never one a user left running.
+# An empty POCKET_HOME: the bench starts its own cluster, never one a user left running.
 export POCKET_HOME="$work/pocket-home"
 unset POCKET_METADATA POCKET_CLUSTER_TOKEN
 

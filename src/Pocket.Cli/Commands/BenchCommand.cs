@@ -12,8 +12,8 @@ namespace Pocket.Cli.Commands;
 /// </summary>
 internal static class BenchCommand
 {
-    private const int EmbeddedNodes = 2;
-    private const int EmbeddedBlockSize = 64 << 10;
+    private const int OwnNodes = 2;
+    private const int OwnBlockSize = 64 << 10;
 
     public static Command Create()
     {
@@ -98,7 +98,7 @@ internal static class BenchCommand
 
         /// <summary>The node size given, rounded up to whole blocks, else <paramref name="sized"/>.</summary>
         public long NodeCapacityOf(ParseResult parse, long sized) =>
-            parse.GetValue(NodeCapacity) is { } given ? RoundUp(given, EmbeddedBlockSize) : sized;
+            parse.GetValue(NodeCapacity) is { } given ? RoundUp(given, OwnBlockSize) : sized;
 
         public NodeTier TierOf(ParseResult parse) => Enum.Parse<NodeTier>(parse.GetValue(Tier)!, ignoreCase: true);
 
@@ -137,9 +137,9 @@ internal static class BenchCommand
         {
             if (connection is null)
             {
-                var nodeCapacity = settings.NodeCapacity ?? RoundUp(Math.Max(1L << 30, settings.Size * settings.Clients * 4), EmbeddedBlockSize);
+                var nodeCapacity = settings.NodeCapacity ?? RoundUp(Math.Max(1L << 30, settings.Size * settings.Clients * 4), OwnBlockSize);
                 cluster = await BenchCluster.StartAsync(
-                    new BenchClusterOptions(EmbeddedNodes, nodeCapacity, EmbeddedBlockSize, settings.Tier, settings.DataDirectory, settings.InProcess),
+                    new BenchClusterOptions(OwnNodes, nodeCapacity, OwnBlockSize, settings.Tier, settings.DataDirectory, settings.InProcess),
                     Status,
                     cancellationToken).ConfigureAwait(false);
                 connection = new ClusterConnection(cluster.MetadataAddress, cluster.ClusterToken, "own cluster");
@@ -404,7 +404,7 @@ internal static class BenchCommand
         var nodes = await client.GetNodesAsync(cancellationToken).ConfigureAwait(false);
         var free = nodes.Where(n => n.State == NodeState.Live).Sum(n => Math.Max(0, n.Capacity - n.Used));
         var small = settings.Size <= Math.Min(client.Options.SmallObjectThreshold, ProtocolLimits.Default.MaxSmallObject);
-        var footprint = small ? settings.Size : RoundUp(settings.Size, EmbeddedBlockSize);
+        var footprint = small ? settings.Size : RoundUp(settings.Size, OwnBlockSize);
         var budget = Math.Min(free / 4, small ? 64L << 20 : 1L << 30);
         budget = Math.Max(budget, footprint * settings.Clients);
         var perRound = (int)Math.Clamp(budget / (footprint * settings.Clients), 1, 4096);
