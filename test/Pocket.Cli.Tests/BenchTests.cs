@@ -90,6 +90,11 @@ public sealed class BenchTests : IDisposable
         Assert.Equal(300, report["systems"]!["pocket"]!["put"]!["ops"]!.GetValue<long>());
         Assert.Equal(300, report["systems"]!["pocket"]!["get"]!["ops"]!.GetValue<long>());
 
+        // `pocket up`'s metadata server and nodes listen on loopback ports of this machine: their CPU is read from /proc.
+        var put = report["systems"]!["pocket"]!["put"]!;
+        Assert.StartsWith("server processes ", put["server_cpu_scope"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.NotNull(put["server_cpu_us_per_op"]);
+
         // The job is still registered, holds its own object, and nothing the bench wrote.
         var jobs = (await PocketProcess.RunOkAsync(_home.Path, "job", "ls", "--json")).Json().AsArray();
         Assert.Contains(jobs, j => j!["id"]!.GetValue<string>() == jobId);
