@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Pocket vs Redis vs Garnet, side by side in one process and one run (`pocket bench --vs ... --vs ...`), plus
-# the machine's own limits (loopback round trip and bandwidth, memory copy) measured in the same run, so
-# every figure can be read as a ratio to the peers and as a fraction of what the machine can do.
+# Pocket vs Redis vs Garnet, side by side in one process and one run (`pocket bench --vs ... --vs ...`), the
+# sort of `pocket demo` through each of them and a local directory (`pocket bench sort`), Pocket per tier
+# (bench/tiers.sh), plus the machine's own limits (loopback round trip and bandwidth, memory copy) measured in the
+# same run, so every figure can be read as a ratio to the peers and as a fraction of what the machine can do.
 #
 #   bench/compare.sh [RESULTS_DIR] [--long] [--update-docs]
 #
 #   RESULTS_DIR    where results go (default ./bench-results, git-ignored): one JSON per workload, limits-*.json,
 #                  results.json (everything), summary.md (tables, exact commands, versions), *.log (stderr)
-#   --long         30 s per system and op instead of 5 s, and 256 MiB and 1 GiB objects too
+#   --long         30 s per system and op instead of 5 s; 16 MiB, 256 MiB and 1 GiB objects; sorts of 256 MiB
+#                  and 1 GiB besides 64 MiB (peak memory about 20 GiB: Pocket's two 3 GiB nodes, Garnet's 8 GiB
+#                  log, Redis, and the bench's own buffers)
 #   --update-docs  append summary.md to docs/benchmarks.md as a dated section
 #
 # Environment: DURATION and WARMUP (override the per-op times), REDIS_PORT (default 6390),
 # GARNET_PORT (default 6391), TOOLS (where Garnet is installed as a dotnet tool, default ./.tools, git-ignored).
 # Installs what is missing: Debian redis-server, redis-tools and jq; Garnet as the garnet-server dotnet tool.
-# Starts Redis and Garnet on 127.0.0.1 with persistence off and stops them on exit; Pocket runs embedded in
-# the bench process. Absolute numbers drift on shared machines: read the same-run ratios.
+# Starts Redis and Garnet on 127.0.0.1 with persistence off and stops them on exit; each bench starts its own
+# Pocket cluster (metadata server and two DRAM nodes as child processes, whose CPU is read from /proc) and stops
+# it. Absolute numbers drift on shared machines: read the same-run ratios.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +30,7 @@ for arg in "$@"; do
         --long) long=1 ;;
         --update-docs) update_docs=1 ;;
         -h | --help)
-            sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)
@@ -154,7 +158,7 @@ build bench/Pocket.Limits "$work/limits"
 pocket=(dotnet "$work/pocket/pocket.dll")
 limits=(dotnet "$work/limits/Pocket.Limits.dll")
 
-# An empty POCKET_HOME: the bench starts its own embedded cluster, never one a user left running.
+# An empty POCKET_HOME: the bench starts its own cluster, never one a user left running.
 export POCKET_HOME="$work/pocket-home"
 unset POCKET_METADATA POCKET_CLUSTER_TOKEN
 
@@ -174,6 +178,9 @@ jq -n \
 echo "== machine limits (before)"
 "${limits[@]}" >"$results/limits-before.json"
 
+# SIZE CLIENTS OPS [EXTRA BENCH ARGUMENTS]. A 1 GiB run gets 3 GiB nodes rather than the default 4 GiB (four
+# objects' worth): enough for the one object of each round and the one it reads, and the whole suite stays
+# within 24 GiB of memory.
 runs=(
     "1KiB 1 put,get"
     "1KiB 16 put,get"
@@ -182,8 +189,10 @@ runs=(
     "0 1 meta"
     "0 16 meta"
 )
+sorts=(64MiB)
 if ((long)); then
-    runs+=("256MiB 1 put,get" "1GiB 1 put,get")
+    runs+=("16MiB 1 put,get" "256MiB 1 put,get" "1GiB 1 put,get --node-capacity 3GiB")
+    sorts+=(256MiB 1GiB)
 fi
 
 # A command as it would be typed: words quoted only where the shell needs it (so --save "" stays visible).
@@ -204,7 +213,8 @@ shell_words() {
 commands=()
 names=()
 for run in "${runs[@]}"; do
-    read -r size clients ops <<<"$run"
+    read -r size clients ops extra <<<"$run"
+    read -r -a extra_args <<<"${extra:-}"
     if [[ "$ops" == meta ]]; then
         name="meta-c${clients}"
         size_args=()
@@ -213,12 +223,30 @@ for run in "${runs[@]}"; do
         size_args=(--size "$size")
     fi
     args=(bench "${size_args[@]}" --clients "$clients" --duration "$duration" --warmup "$warmup" --op "$ops"
-        --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" --json)
+        --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" "${extra_args[@]}" --json)
     echo "== $name: pocket ${args[*]}"
     "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log"
     names+=("$name")
     commands+=("pocket $(shell_words "${args[@]}")")
 done
+
+# The sort of `pocket demo`, same records (fixed seed) and functions through every store, one after another.
+sort_names=()
+sort_commands=()
+for size in "${sorts[@]}"; do
+    name="sort-$size"
+    args=(bench sort --store pocket,redis,garnet,dir --size "$size" --seed 42
+        --resp "redis=resp://127.0.0.1:$redis_port" --resp "garnet=resp://127.0.0.1:$garnet_port" --json)
+    echo "== $name: pocket ${args[*]}"
+    "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log"
+    sort_names+=("$name")
+    sort_commands+=("pocket $(shell_words "${args[@]}")")
+done
+
+# Pocket per tier (4 KiB and 1 MiB put/get on dram, ssd and hdd nodes); ssd/hdd files in the temp directory
+# unless DATA_DIR says where.
+echo "== tiers: bench/tiers.sh"
+DURATION="$duration" WARMUP="$warmup" POCKET="${pocket[*]}" "$repo/bench/tiers.sh" "$results/tiers" >"$results/tiers.log" 2>&1
 
 echo "== machine limits (after)"
 "${limits[@]}" >"$results/limits-after.json"
@@ -237,6 +265,18 @@ finished="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         ((i)) && printf ','
         printf '"%s": {"command": %s, "result": %s}' "${names[$i]}" "$(jq -Rn --arg c "${commands[$i]}" '$c')" "$(cat "$results/${names[$i]}.json")"
     done
+    printf '},\n"sorts": {'
+    for i in "${!sort_names[@]}"; do
+        ((i)) && printf ','
+        printf '"%s": {"command": %s, "result": %s}' "${sort_names[$i]}" "$(jq -Rn --arg c "${sort_commands[$i]}" '$c')" "$(cat "$results/${sort_names[$i]}.json")"
+    done
+    printf '},\n"tiers": {'
+    first=1
+    for file in "$results"/tiers/tier-*.json; do
+        ((first)) || printf ','
+        first=0
+        printf '"%s": %s' "$(basename "$file" .json)" "$(cat "$file")"
+    done
     printf '}}\n'
 } | jq . >"$results/results.json"
 
@@ -251,7 +291,7 @@ jq -r --arg day "$day" --arg invocation "bench/compare.sh $*" '
     "## Pocket vs Redis vs Garnet (\($day))",
     "",
     "Run by `\($invocation)` from \(.started_utc) to \(.finished_utc): \(.duration) timed per system and op after a \(.warmup) warm-up, systems interleaved per op (pocket, redis, garnet) in one bench process.",
-    "Pocket runs embedded in the bench process (2 DRAM nodes, pre-faulted before timing), so its CPU/op is the whole process, load generator and RESP client included; Redis CPU comes from `INFO cpu`, Garnet CPU from /proc (10 ms ticks). Metadata ops use 0-byte objects (mapping below).",
+    "Each bench starts its own Pocket cluster: the metadata server and 2 DRAM nodes (pre-faulted before timing) as child processes of the bench, so Pocket CPU/op is those server processes alone, from /proc (10 ms ticks); Redis CPU comes from `INFO cpu`, Garnet CPU from /proc (10 ms ticks). Metadata ops use 0-byte objects (mapping below).",
     "",
     "Versions: \(.versions.redis | split(" ")[0:3] | join(" ")); \(.versions.garnet); .NET SDK \(.versions.dotnet_sdk); kernel \(.versions.kernel); \(.versions.nproc) cores (\(.versions.cpu)); Pocket \(.versions.pocket_commit).",
     "",
@@ -282,13 +322,29 @@ jq -r --arg day "$day" --arg invocation "bench/compare.sh $*" '
     ([.workloads[].result.config.meta_ops // empty] | first // {} | to_entries[] | select(.value | type == "object")
         | "- `\(.key)`: Pocket \(.value.pocket); Redis and Garnet \(.value.resp)."),
     "",
+    "### Sort of `pocket demo` through each store (job = map + reduce; P/store below 1: Pocket faster)",
+    "",
+    "Same records (seed 42), same map and reduce functions (tasks in the bench process), stores one after another; server CPU over the whole sort (generate to verify).",
+    "",
+    "| sort | store | job s | map s | reduce s | generate s | verify s | bytes through the store | server CPU s | job P/store | verified |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    (.sorts | to_entries[] | .key as $w | .value.result as $r | $r.config.stores_order[] as $s | $r.stores[$s] as $x
+        | "| \($w) | \($s) | \(f0($x.job_seconds)) | \(f0($x.phases.map.seconds)) | \(f0($x.phases.reduce.seconds)) | \(f0($x.phases.generate.seconds)) | \(f0($x.phases.verify.seconds)) | \($x.bytes_moved) | \(f1($x.server_cpu_s)) | \(if $s == "pocket" then "-" else r($r.ratios[$s].job_seconds) end) | \($x.verified) |"),
+    "",
     "Commands (`pocket` is `dotnet pocket.dll` built by the script from src/Pocket.Cli, Release):",
     "",
     "```",
     $invocation,
     (.workloads | to_entries[] | .value.command),
+    (.sorts | to_entries[] | .value.command),
     "```"
 ' "$results/results.json" >"$results/summary.md"
+{
+    echo
+    echo "### Tiers (bench/tiers.sh, same run)"
+    echo
+    cat "$results/tiers/tiers.md"
+} >>"$results/summary.md"
 
 if ((update_docs)); then
     { echo; cat "$results/summary.md"; } >>"$repo/docs/benchmarks.md"

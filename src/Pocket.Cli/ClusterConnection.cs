@@ -55,11 +55,17 @@ internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken,
     public static ClusterConnection Resolve(string? metadataOption, PocketHome home, JobEntry? job = null) =>
         TryResolve(metadataOption, home, job) ?? throw new CliException("no cluster: start one with `pocket up` (or pass --metadata HOST:PORT)");
 
-    public async Task<PocketClient> ConnectAsync(CancellationToken cancellationToken)
+    public async Task<PocketClient> ConnectAsync(CancellationToken cancellationToken, int? smallObjectThreshold = null)
     {
+        var options = new PocketClientOptions { ClusterToken = ClusterToken };
+        if (smallObjectThreshold is { } threshold)
+        {
+            options = options with { SmallObjectThreshold = threshold };
+        }
+
         try
         {
-            return await PocketClient.ConnectAsync(Metadata, new PocketClientOptions { ClusterToken = ClusterToken }, cancellationToken).ConfigureAwait(false);
+            return await PocketClient.ConnectAsync(Metadata, options, cancellationToken).ConfigureAwait(false);
         }
         catch (ArgumentException ex)
         {

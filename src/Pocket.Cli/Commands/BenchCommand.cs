@@ -1,10 +1,7 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using Pocket.Client;
 using Pocket.Protocol;
-using Pocket.Storage;
-using Pocket.Testing;
 using Spectre.Console;
 
 namespace Pocket.Cli.Commands;
@@ -15,8 +12,8 @@ namespace Pocket.Cli.Commands;
 /// </summary>
 internal static class BenchCommand
 {
-    private const int EmbeddedNodes = 2;
-    private const int EmbeddedBlockSize = 64 << 10;
+    private const int OwnNodes = 2;
+    private const int OwnBlockSize = 64 << 10;
 
     public static Command Create()
     {
@@ -38,37 +35,138 @@ internal static class BenchCommand
             AllowMultipleArgumentsPerToken = false,
             Arity = ArgumentArity.ZeroOrMore,
         };
+        var job = new Option<string?>("--job")
+        {
+            Description = "Run in this job of $POCKET_HOME/jobs.json (under a prefix of its own, removed afterwards) instead of registering and removing a job",
+            HelpName = "ID",
+        };
+        var inline = new Option<long?>("--small-object-threshold")
+        {
+            Description = "Pocket objects up to this size go inline through the metadata server (default: the client's, 16 KiB); 0 sends every object to the storage nodes, to measure a tier with small objects",
+            HelpName = "SIZE",
+            CustomParser = result =>
+            {
+                var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+                if (Units.TryParseSize(text, out var bytes) && bytes >= 0 && bytes <= ProtocolLimits.Default.MaxSmallObject)
+                {
+                    return bytes;
+                }
+
+                result.AddError($"--small-object-threshold '{text}' is not a size from 0 to {Units.FormatSize(ProtocolLimits.Default.MaxSmallObject)}");
+                return null;
+            },
+        };
         var json = CommandRunner.JsonOption();
         var metadata = CommandRunner.MetadataOption();
+        var cluster = ClusterOptions.Create();
         var command = new Command("bench", "Measure latency and throughput of put/get, side by side with other systems")
         {
-            size, clients, ops, duration, warmup, op, peers, json, metadata,
+            size, clients, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
         };
-        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, ops, duration, warmup, op, peers, json, metadata), ct));
+        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
+        command.Subcommands.Add(BenchSortCommand.Create());
         return command;
+    }
+
+    /// <summary>The options of the cluster a bench starts for itself, shared with `bench sort`.</summary>
+    internal sealed record ClusterOptions(Option<string> Tier, Option<string?> DataDir, Option<bool> InProcess, Option<long?> NodeCapacity)
+    {
+        public static ClusterOptions Create()
+        {
+            var tier = new Option<string>("--tier") { Description = "Tier of the storage nodes of the bench's own cluster", DefaultValueFactory = _ => "dram", HelpName = "dram|ssd|hdd" };
+            tier.AcceptOnlyFromAmong("dram", "ssd", "hdd");
+            var dataDir = new Option<string?>("--data-dir") { Description = "Where ssd and hdd nodes of the bench's own cluster keep their files (a fresh directory inside it, removed afterwards; default: the temp directory)", HelpName = "DIR" };
+            var inProcess = new Option<bool>("--in-process") { Description = "Run the bench's own cluster in the bench process (server CPU is then not measured)" };
+            var nodeCapacity = new Option<long?>("--node-capacity")
+            {
+                Description = "Bytes of each of the 2 storage nodes of the bench's own cluster (default: sized from the workload)",
+                HelpName = "SIZE",
+                CustomParser = result =>
+                {
+                    var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+                    if (Units.TryParseSize(text, out var bytes) && bytes >= 16L << 20)
+                    {
+                        return bytes;
+                    }
+
+                    result.AddError($"--node-capacity '{text}' is not a size of at least 16 MiB (examples: 256MiB, 4GiB)");
+                    return null;
+                },
+            };
+            return new ClusterOptions(tier, dataDir, inProcess, nodeCapacity);
+        }
+
+        /// <summary>The node size given, rounded up to whole blocks, else <paramref name="sized"/>.</summary>
+        public long NodeCapacityOf(ParseResult parse, long sized) =>
+            parse.GetValue(NodeCapacity) is { } given ? RoundUp(given, OwnBlockSize) : sized;
+
+        public NodeTier TierOf(ParseResult parse) => Enum.Parse<NodeTier>(parse.GetValue(Tier)!, ignoreCase: true);
+
+        /// <summary>These options only shape a cluster the bench starts: with one given, they would be silently ignored.</summary>
+        public void CheckUnused(ParseResult parse, string why)
+        {
+            foreach (var option in new Option[] { Tier, DataDir, InProcess, NodeCapacity })
+            {
+                if (parse.GetResult(option) is { Implicit: false })
+                {
+                    throw new CliException($"{option.Name} shapes the bench's own cluster; {why}");
+                }
+            }
+        }
     }
 
     private static async Task<int> RunAsync(BenchSettings settings, CancellationToken cancellationToken)
     {
         var started = DateTimeOffset.UtcNow;
-        var connection = ClusterConnection.TryResolve(settings.Metadata, PocketHome.Default());
-        PocketCluster? cluster = null;
-        long? nodeCapacity = null;
+        var home = PocketHome.Default();
+        JobEntry? entry = null;
+        JobToken jobToken = default;
+        if (settings.Job is { } jobId)
+        {
+            entry = home.ReadJobs().Find(j => j.Id == jobId)
+                ?? throw new CliException($"unknown job '{jobId}': register one with `pocket job register NAME` (known jobs: `pocket job ls`)");
+            if (!JobToken.TryParse(entry.Token, out jobToken))
+            {
+                throw new CliException($"job '{jobId}' has a bad token in {home.JobsFile}");
+            }
+        }
+
+        var connection = entry is null ? ClusterConnection.TryResolve(settings.Metadata, home) : ClusterConnection.Resolve(settings.Metadata, home, entry);
+        BenchCluster? cluster = null;
         try
         {
             if (connection is null)
             {
-                nodeCapacity = RoundUp(Math.Max(1L << 30, settings.Size * settings.Clients * 4), EmbeddedBlockSize);
-                cluster = await StartEmbeddedAsync(nodeCapacity.Value, cancellationToken).ConfigureAwait(false);
-                connection = new ClusterConnection(cluster.MetadataAddress, cluster.Options.ClusterToken, "embedded");
+                var nodeCapacity = settings.NodeCapacity ?? RoundUp(Math.Max(1L << 30, settings.Size * settings.Clients * 4), OwnBlockSize);
+                cluster = await BenchCluster.StartAsync(
+                    new BenchClusterOptions(OwnNodes, nodeCapacity, OwnBlockSize, settings.Tier, settings.DataDirectory, settings.InProcess),
+                    Status,
+                    cancellationToken).ConfigureAwait(false);
+                connection = new ClusterConnection(cluster.MetadataAddress, cluster.ClusterToken, "own cluster");
             }
 
-            var pocketWhere = cluster is null ? connection.Metadata : $"embedded ({EmbeddedNodes} nodes of {Units.FormatSize(nodeCapacity!.Value)}, in this process)";
-            var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
+            var pocketWhere = cluster?.Description ?? connection.Metadata;
+            var client = await connection.ConnectAsync(cancellationToken, settings.SmallObjectThreshold).ConfigureAwait(false);
             await using (client.ConfigureAwait(false))
             {
-                var job = await RegisterAsync(client, cancellationToken).ConfigureAwait(false);
-                var targets = new List<IBenchTarget> { new PocketBenchTarget(job, embedded: cluster is not null) };
+                var (cpuScope, cpuSeconds) = cluster is not null
+                    ? (cluster.CpuScope ?? "not measured: the cluster runs in the bench process (--in-process)", cluster.ServerCpuSeconds)
+                    : await ExistingClusterCpuAsync(client, connection.Metadata, cancellationToken).ConfigureAwait(false);
+                PocketJob job;
+                string root;
+                if (entry is not null)
+                {
+                    job = client.OpenJob(entry.Id, jobToken);
+                    root = $"bench-{Guid.NewGuid():N}/";
+                    pocketWhere += $", job {entry.Id} under {root}";
+                }
+                else
+                {
+                    job = await RegisterAsync(client, settings.Tier, cancellationToken).ConfigureAwait(false);
+                    root = string.Empty;
+                }
+
+                var targets = new List<IBenchTarget> { new PocketBenchTarget(job, root, cpuScope, cpuSeconds) };
                 List<BenchResult> results = [];
                 BenchPlan plan;
                 try
@@ -99,16 +197,24 @@ internal static class BenchCommand
                         await target.DisposeAsync().ConfigureAwait(false);
                     }
 
-                    await DeregisterQuietlyAsync(client, job.Id).ConfigureAwait(false);
+                    if (entry is null)
+                    {
+                        await DeregisterQuietlyAsync(client, job.Id).ConfigureAwait(false);
+                    }
+                    else
+                    {
+                        await RemoveRootQuietlyAsync(job, root).ConfigureAwait(false);
+                    }
                 }
 
+                var context = new BenchContext(pocketWhere, job.Id, entry is not null, cluster?.Options.Tier, cluster?.Options.NodeCapacity, client.Options.SmallObjectThreshold, started);
                 if (settings.Json)
                 {
-                    CommandRunner.WriteJson(BenchReport.ToJson(results, plan, pocketWhere, settings.Peers, nodeCapacity, started));
+                    CommandRunner.WriteJson(BenchReport.ToJson(results, plan, context, settings.Peers));
                 }
                 else
                 {
-                    BenchReport.WriteTable(results, plan, pocketWhere);
+                    BenchReport.WriteTable(results, plan, context);
                 }
             }
         }
@@ -124,11 +230,65 @@ internal static class BenchCommand
     }
 
     /// <summary>
+    /// A cluster the bench did not start: its servers' CPU is read from /proc when every one of them (the metadata
+    /// server and each live storage node) listens on a loopback port of a process of this machine other than the
+    /// bench's own; otherwise it is not measured, and the report says why.
+    /// </summary>
+    internal static async Task<(string Scope, Func<double?> Seconds)> ExistingClusterCpuAsync(PocketClient client, string metadata, CancellationToken cancellationToken)
+    {
+        static (string Host, int Port)? Split(string address)
+        {
+            var colon = address.LastIndexOf(':');
+            return colon > 0 && int.TryParse(address.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var port)
+                ? (address[..colon], port)
+                : null;
+        }
+
+        var addresses = new List<string> { metadata };
+        addresses.AddRange((await client.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Where(n => n.State == NodeState.Live).Select(n => n.Address));
+        var pids = new List<int>();
+        foreach (var address in addresses)
+        {
+            if (Split(address) is not var (host, port) || !ProcStat.IsLoopback(host))
+            {
+                return ($"not measured: {address} is not on this machine's loopback", () => null);
+            }
+
+            if (ProcStat.ListenerPid(host, port) is not { } pid)
+            {
+                return ($"not measured: no process of this machine found listening on {address}", () => null);
+            }
+
+            if (pid == Environment.ProcessId)
+            {
+                return ("not measured: the cluster runs in the bench process", () => null);
+            }
+
+            if (!pids.Contains(pid))
+            {
+                pids.Add(pid);
+            }
+        }
+
+        return ($"server processes {string.Join(", ", pids)} (/proc, 10 ms ticks)", () => ProcStat.CpuSeconds(pids));
+    }
+
+    /// <summary>
     /// Checked here rather than in a command validator: in System.CommandLine 2.0 such a validator reads
     /// options left at their defaults as zero.
     /// </summary>
-    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<bool> json, Option<string?> metadata)
+    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
     {
+        var jobId = parse.GetValue(job);
+        if (jobId is not null)
+        {
+            cluster.CheckUnused(parse, "--job runs on the job's cluster");
+        }
+        else if (!string.IsNullOrWhiteSpace(parse.GetValue(metadata)))
+        {
+            cluster.CheckUnused(parse, "--metadata runs on that cluster");
+        }
+
         var bytes = parse.GetValue(size);
         if (bytes < 1 || bytes > Array.MaxLength)
         {
@@ -188,46 +348,20 @@ internal static class BenchCommand
             opList,
             peerList,
             parse.GetValue(json),
-            parse.GetValue(metadata));
+            parse.GetValue(metadata),
+            jobId,
+            cluster.TierOf(parse),
+            parse.GetValue(cluster.DataDir),
+            parse.GetValue(cluster.InProcess),
+            parse.GetValue(cluster.NodeCapacity) is null ? null : cluster.NodeCapacityOf(parse, 0),
+            parse.GetValue(inline) is { } threshold ? (int)threshold : null);
     }
 
-    private static async Task<PocketCluster> StartEmbeddedAsync(long nodeCapacity, CancellationToken cancellationToken)
-    {
-        Status($"starting an embedded cluster: {EmbeddedNodes} nodes of {Units.FormatSize(nodeCapacity)}");
-        var cluster = await PocketCluster.StartAsync(
-            new PocketClusterOptions { StorageNodes = EmbeddedNodes, NodeCapacity = nodeCapacity, BlockSize = EmbeddedBlockSize },
-            cancellationToken: cancellationToken).ConfigureAwait(false);
-        try
-        {
-            // Nodes pre-fault their memory in the background while serving; timing before that finishes would
-            // charge Pocket for page faults that a warm node never takes.
-            var devices = cluster.Nodes.Select(n => n?.Store.Device).OfType<NativeMemoryDevice>().ToList();
-            var clock = Stopwatch.StartNew();
-            while (devices.Any(d => d.TouchedBytes < d.Capacity))
-            {
-                if (clock.Elapsed > TimeSpan.FromMinutes(5))
-                {
-                    throw new CliException("node memory is still not pre-faulted after 5 minutes");
-                }
-
-                await Task.Delay(50, cancellationToken).ConfigureAwait(false);
-            }
-
-            Status(string.Create(CultureInfo.InvariantCulture, $"node memory pre-faulted in {clock.Elapsed.TotalSeconds:0.0} s"));
-            return cluster;
-        }
-        catch
-        {
-            await cluster.DisposeAsync().ConfigureAwait(false);
-            throw;
-        }
-    }
-
-    private static async Task<PocketJob> RegisterAsync(PocketClient client, CancellationToken cancellationToken)
+    internal static async Task<PocketJob> RegisterAsync(PocketClient client, NodeTier tier, CancellationToken cancellationToken)
     {
         try
         {
-            return await client.RegisterJobAsync("bench", cancellationToken).ConfigureAwait(false);
+            return await client.RegisterJobAsync("bench", tier, cancellationToken).ConfigureAwait(false);
         }
         catch (PocketUnauthorizedException ex)
         {
@@ -235,7 +369,20 @@ internal static class BenchCommand
         }
     }
 
-    private static async Task DeregisterQuietlyAsync(PocketClient client, string jobId)
+    /// <summary>What the bench wrote into a job it was given: everything under its own prefix.</summary>
+    private static async Task RemoveRootQuietlyAsync(PocketJob job, string root)
+    {
+        try
+        {
+            await job.DeleteAsync(root, recursive: true, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is PocketException or IOException)
+        {
+            CommandRunner.Error.MarkupLine($"[yellow]warning:[/] could not remove {Markup.Escape(root)} from job {Markup.Escape(job.Id)}: {Markup.Escape(ex.Message)}");
+        }
+    }
+
+    internal static async Task DeregisterQuietlyAsync(PocketClient client, string jobId)
     {
         try
         {
@@ -257,7 +404,7 @@ internal static class BenchCommand
         var nodes = await client.GetNodesAsync(cancellationToken).ConfigureAwait(false);
         var free = nodes.Where(n => n.State == NodeState.Live).Sum(n => Math.Max(0, n.Capacity - n.Used));
         var small = settings.Size <= Math.Min(client.Options.SmallObjectThreshold, ProtocolLimits.Default.MaxSmallObject);
-        var footprint = small ? settings.Size : RoundUp(settings.Size, EmbeddedBlockSize);
+        var footprint = small ? settings.Size : RoundUp(settings.Size, OwnBlockSize);
         var budget = Math.Min(free / 4, small ? 64L << 20 : 1L << 30);
         budget = Math.Max(budget, footprint * settings.Clients);
         var perRound = (int)Math.Clamp(budget / (footprint * settings.Clients), 1, 4096);
@@ -304,9 +451,9 @@ internal static class BenchCommand
         return true;
     }
 
-    private static long RoundUp(long value, long unit) => (value + unit - 1) / unit * unit;
+    internal static long RoundUp(long value, long unit) => (value + unit - 1) / unit * unit;
 
-    private static void Status(string message) => CommandRunner.Error.MarkupLine($"[grey]{Markup.Escape(message)}[/]");
+    internal static void Status(string message) => CommandRunner.Error.MarkupLine($"[grey]{Markup.Escape(message)}[/]");
 
-    private sealed record BenchSettings(long Size, int Clients, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata);
+    private sealed record BenchSettings(long Size, int Clients, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold);
 }

@@ -6,11 +6,15 @@ using Spectre.Console;
 
 namespace Pocket.Cli.Commands;
 
+/// <summary>Where Pocket ran: the cluster (description), the job and whether the user gave it, the own cluster's tier and node size.</summary>
+internal sealed record BenchContext(string PocketWhere, string JobId, bool JobGiven, Pocket.Protocol.NodeTier? Tier, long? NodeCapacity, int SmallObjectThreshold, DateTimeOffset Started);
+
 /// <summary>The bench's output: a table for people, or JSON (systems, Pocket's ratios to each peer, config) for scripts.</summary>
 internal static class BenchReport
 {
-    public static void WriteTable(IReadOnlyList<BenchResult> results, BenchPlan plan, string pocketWhere)
+    public static void WriteTable(IReadOnlyList<BenchResult> results, BenchPlan plan, BenchContext context)
     {
+        var pocketWhere = context.PocketWhere;
         AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
             $"size {Units.FormatSizeCompact(plan.Size)}, {plan.Clients} client(s), {(plan.Ops is { } n ? $"{n} ops" : Units.FormatDuration(plan.Duration ?? TimeSpan.Zero))} per system and op, warm-up {Units.FormatDuration(plan.Warmup)}; pocket: {pocketWhere}")));
         var table = new Table().Border(TableBorder.Rounded)
@@ -69,7 +73,7 @@ internal static class BenchReport
         AnsiConsole.MarkupLine("latency ratio below 1 and throughput ratio above 1 mean Pocket is faster (same process, same run, interleaved)");
     }
 
-    public static JsonObject ToJson(IReadOnlyList<BenchResult> results, BenchPlan plan, string pocketWhere, IReadOnlyList<BenchPeer> peers, long? nodeCapacity, DateTimeOffset started)
+    public static JsonObject ToJson(IReadOnlyList<BenchResult> results, BenchPlan plan, BenchContext context, IReadOnlyList<BenchPeer> peers)
     {
         var systems = new JsonObject();
         foreach (var r in results)
@@ -136,8 +140,12 @@ internal static class BenchReport
                 ["systems_order"] = new JsonArray([.. results.Select(r => r.System).Distinct().Select(n => (JsonNode)n)]),
                 ["keys_per_round"] = plan.KeysPerRound,
                 ["read_pool_keys"] = plan.PoolKeys,
-                ["pocket"] = pocketWhere,
-                ["embedded_node_capacity"] = nodeCapacity,
+                ["pocket"] = context.PocketWhere,
+                ["job"] = context.JobId,
+                ["job_given"] = context.JobGiven,
+                ["tier"] = context.Tier is { } tier ? tier.ToString().ToLowerInvariant() : null,
+                ["own_cluster_node_capacity"] = context.NodeCapacity,
+                ["small_object_threshold"] = context.SmallObjectThreshold,
                 ["peers"] = peerUrls,
                 ["meta_ops"] = MetaJson(results),
                 ["latency_ratio"] = "pocket/peer, below 1 = pocket faster",
@@ -145,7 +153,7 @@ internal static class BenchReport
                 ["processors"] = Environment.ProcessorCount,
                 ["runtime"] = RuntimeInformation.FrameworkDescription,
                 ["os"] = RuntimeInformation.OSDescription,
-                ["started_utc"] = started.UtcDateTime.ToString("O", CultureInfo.InvariantCulture),
+                ["started_utc"] = context.Started.UtcDateTime.ToString("O", CultureInfo.InvariantCulture),
             },
         };
     }

@@ -64,37 +64,38 @@ internal static class BenchMetaMapping
     ];
 }
 
-/// <summary>Pocket through <see cref="PocketClient"/>: one shared client (one connection per server), one job.</summary>
-internal sealed class PocketBenchTarget(PocketJob job, bool embedded) : IBenchTarget
+/// <summary>
+/// Pocket through <see cref="PocketClient"/>: one shared client (one connection per server), one job. Every key is
+/// under <paramref name="root"/>, so that a run in a job the user gave (--job) never touches the job's own objects.
+/// </summary>
+internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuScope, Func<double?> cpuSeconds) : IBenchTarget
 {
     public string Name => "pocket";
 
-    // The embedded cluster shares this process with the load generator: its CPU cannot be told apart.
-    public string? CpuScope => embedded ? "process CPU incl. client" : null;
+    public string? CpuScope => cpuScope;
 
     public ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken) =>
-        job.PutAsync(key, value, PutFlags.None, cancellationToken);
+        job.PutAsync(root + key, value, PutFlags.None, cancellationToken);
 
     public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) =>
-        await job.GetAsync(key, 0, destination, GetFlags.None, cancellationToken).ConfigureAwait(false);
+        await job.GetAsync(root + key, 0, destination, GetFlags.None, cancellationToken).ConfigureAwait(false);
 
     public async Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken) =>
-        await job.DeleteAsync(prefix, recursive: true, cancellationToken).ConfigureAwait(false);
+        await job.DeleteAsync(root + prefix, recursive: true, cancellationToken).ConfigureAwait(false);
 
-    public Task<double?> CpuSecondsAsync(CancellationToken cancellationToken) =>
-        Task.FromResult<double?>(embedded ? Environment.CpuUsage.TotalTime.TotalSeconds : null);
+    public Task<double?> CpuSecondsAsync(CancellationToken cancellationToken) => Task.FromResult(cpuSeconds());
 
     public async ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken) =>
-        await job.LookupAsync(key, cancellationToken).ConfigureAwait(false) is not null;
+        await job.LookupAsync(root + key, cancellationToken).ConfigureAwait(false) is not null;
 
     public async ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken) =>
-        await job.DeleteAsync(key, recursive: false, cancellationToken).ConfigureAwait(false);
+        await job.DeleteAsync(root + key, recursive: false, cancellationToken).ConfigureAwait(false);
 
     public async Task CreateListedAsync(string prefix, int count, CancellationToken cancellationToken)
     {
         for (var i = 0; i < count; i++)
         {
-            await job.PutAsync(ListedKey(prefix, i), ReadOnlyMemory<byte>.Empty, PutFlags.None, cancellationToken).ConfigureAwait(false);
+            await job.PutAsync(root + ListedKey(prefix, i), ReadOnlyMemory<byte>.Empty, PutFlags.None, cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -102,7 +103,7 @@ internal sealed class PocketBenchTarget(PocketJob job, bool embedded) : IBenchTa
     {
         // One page of `limit` entries: stopping at the limit means the enumerator never asks for a second page.
         var listed = 0;
-        await foreach (var _ in job.ListAsync(prefix, delimited: false, pageSize: limit, cancellationToken).ConfigureAwait(false))
+        await foreach (var _ in job.ListAsync(root + prefix, delimited: false, pageSize: limit, cancellationToken).ConfigureAwait(false))
         {
             if (++listed == limit)
             {
@@ -113,10 +114,10 @@ internal sealed class PocketBenchTarget(PocketJob job, bool embedded) : IBenchTa
         return listed;
     }
 
-    public ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) => job.CountAsync(prefix, cancellationToken);
+    public ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) => job.CountAsync(root + prefix, cancellationToken);
 
     public async Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken) =>
-        await job.DeleteAsync(prefix, recursive: true, cancellationToken).ConfigureAwait(false);
+        await job.DeleteAsync(root + prefix, recursive: true, cancellationToken).ConfigureAwait(false);
 
     public ValueTask DisposeAsync() => ValueTask.CompletedTask;
 
@@ -352,9 +353,6 @@ internal sealed record BenchPeer(string Name, string Host, int Port, string Url)
 /// </summary>
 internal sealed class ServerCpu
 {
-    /// <summary>USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux architecture .NET runs on.</summary>
-    private const double TicksPerSecond = 100;
-
     private readonly int? _pid;
 
     private ServerCpu(string? scope, int? pid)
@@ -372,7 +370,7 @@ internal sealed class ServerCpu
             return new ServerCpu("server (INFO cpu)", null);
         }
 
-        if (IsLoopback(peer.Host) && ListenerPid(peer.Port) is { } pid)
+        if (ProcStat.ListenerPid(peer.Host, peer.Port) is { } pid)
         {
             return new ServerCpu($"server process {pid} (/proc, 10 ms ticks)", pid);
         }
@@ -387,18 +385,7 @@ internal sealed class ServerCpu
             return Scope is null ? null : await FromInfoAsync(server).ConfigureAwait(false);
         }
 
-        try
-        {
-            // Fields after the command name, which sits in parentheses and may hold spaces: utime and stime are
-            // the 14th and 15th fields of the line, the 12th and 13th after the closing parenthesis.
-            var stat = await File.ReadAllTextAsync($"/proc/{pid}/stat").ConfigureAwait(false);
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / TicksPerSecond;
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
-        {
-            return null;
-        }
+        return ProcStat.CpuSeconds(pid);
     }
 
     private static async Task<double?> FromInfoAsync(IServer server)
@@ -425,73 +412,5 @@ internal sealed class ServerCpu
         }
 
         return found == 2 ? total : null;
-    }
-
-    private static bool IsLoopback(string host) =>
-        host.Equals("localhost", StringComparison.OrdinalIgnoreCase) || (IPAddress.TryParse(host, out var address) && IPAddress.IsLoopback(address));
-
-    /// <summary>The process that holds the listening TCP socket of <paramref name="port"/>, found through /proc; null when unknown.</summary>
-    private static int? ListenerPid(int port)
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return null;
-        }
-
-        try
-        {
-            var inodes = new HashSet<string>(StringComparer.Ordinal);
-            var portHex = port.ToString("X4", CultureInfo.InvariantCulture);
-            foreach (var table in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
-            {
-                if (!File.Exists(table))
-                {
-                    continue;
-                }
-
-                foreach (var line in File.ReadLines(table).Skip(1))
-                {
-                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...; st 0A is LISTEN.
-                    var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
-                    if (f.Length > 9 && f[3] == "0A" && f[1].EndsWith(":" + portHex, StringComparison.Ordinal))
-                    {
-                        inodes.Add($"socket:[{f[9]}]");
-                    }
-                }
-            }
-
-            if (inodes.Count == 0)
-            {
-                return null;
-            }
-
-            foreach (var dir in Directory.EnumerateDirectories("/proc"))
-            {
-                if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
-                {
-                    continue;
-                }
-
-                try
-                {
-                    foreach (var fd in Directory.EnumerateFileSystemEntries(Path.Combine(dir, "fd")))
-                    {
-                        if (new FileInfo(fd).LinkTarget is { } target && inodes.Contains(target))
-                        {
-                            return pid;
-                        }
-                    }
-                }
-                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-                {
-                    // A process that ended, or one we may not look into.
-                }
-            }
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-        }
-
-        return null;
     }
 }

@@ -1,0 +1,460 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Client;
+using Pocket.Controller;
+using Pocket.Protocol;
+using Pocket.Storage;
+using Pocket.Testing;
+using Spectre.Console;
+
+namespace Pocket.Cli.Commands;
+
+/// <summary>Settings of the cluster a bench starts for itself.</summary>
+internal sealed record BenchClusterOptions(int Nodes, long NodeCapacity, int BlockSize, NodeTier Tier, string? DataDirectory, bool InProcess);
+
+/// <summary>
+/// The cluster `pocket bench` (and `pocket bench sort`) runs when it is given none: by default the metadata server
+/// and every storage node are child processes (`pocket metadata`, `pocket storage`), so their CPU time can be read
+/// from /proc apart from the load generator's; with --in-process everything shares this process, as before, and
+/// server CPU is not known. ssd and hdd nodes keep their files in a fresh directory that is removed afterwards.
+/// </summary>
+internal sealed class BenchCluster : IAsyncDisposable
+{
+    private readonly Process? _metadataProcess;
+    private readonly LocalProcessProvisioner? _nodes;
+    private readonly PocketCluster? _inProcess;
+    private readonly string? _dataDirectory;
+
+    private BenchCluster(BenchClusterOptions options, string metadata, JobToken token, Process? metadataProcess, LocalProcessProvisioner? nodes, PocketCluster? inProcess, string? dataDirectory)
+    {
+        Options = options;
+        MetadataAddress = metadata;
+        ClusterToken = token;
+        _metadataProcess = metadataProcess;
+        _nodes = nodes;
+        _inProcess = inProcess;
+        _dataDirectory = dataDirectory;
+    }
+
+    public BenchClusterOptions Options { get; }
+
+    public string MetadataAddress { get; }
+
+    public JobToken ClusterToken { get; }
+
+    /// <summary>The server processes (metadata first), or empty when the cluster runs in this process.</summary>
+    public IReadOnlyList<int> ServerPids { get; private set; } = [];
+
+    /// <summary>How the cluster runs, for reports.</summary>
+    public string Description => string.Create(CultureInfo.InvariantCulture,
+        $"own cluster ({Options.Nodes} {Options.Tier.ToString().ToLowerInvariant()} nodes of {Units.FormatSize(Options.NodeCapacity)}, {(Options.InProcess ? "in the bench process" : "child processes")})");
+
+    /// <summary>What the server CPU figures cover, or null when they cannot be told apart from the bench's own.</summary>
+    public string? CpuScope => ServerPids.Count == 0
+        ? null
+        : $"metadata + {ServerPids.Count - 1} storage processes (/proc, 10 ms ticks)";
+
+    public static async Task<BenchCluster> StartAsync(BenchClusterOptions options, Action<string> status, CancellationToken cancellationToken)
+    {
+        string? dataDirectory = null;
+        if (options.Tier != NodeTier.Dram)
+        {
+            var parent = options.DataDirectory ?? Path.GetTempPath();
+            dataDirectory = Path.Combine(parent, "pocket-bench-" + Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(dataDirectory);
+        }
+
+        var tier = options.Tier.ToString().ToLowerInvariant();
+        status(string.Create(CultureInfo.InvariantCulture,
+            $"starting a cluster: {options.Nodes} {tier} nodes of {Units.FormatSize(options.NodeCapacity)}{(dataDirectory is null ? "" : $" in {dataDirectory}")}, {(options.InProcess ? "in this process" : "as child processes")}"));
+        try
+        {
+            return options.InProcess
+                ? await StartInProcessAsync(options, dataDirectory, status, cancellationToken).ConfigureAwait(false)
+                : await StartProcessesAsync(options, dataDirectory, status, cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            RemoveQuietly(dataDirectory);
+            throw;
+        }
+    }
+
+    /// <summary>Summed user + system CPU seconds of the server processes; null in-process or when one cannot be read.</summary>
+    public double? ServerCpuSeconds() => ServerPids.Count == 0 ? null : ProcStat.CpuSeconds(ServerPids);
+
+    private static async Task<BenchCluster> StartInProcessAsync(BenchClusterOptions options, string? dataDirectory, Action<string> status, CancellationToken cancellationToken)
+    {
+        var core = await PocketCluster.StartAsync(
+            new PocketClusterOptions { StorageNodes = 0, NodeCapacity = options.NodeCapacity, BlockSize = options.BlockSize, DataDirectory = dataDirectory },
+            cancellationToken: cancellationToken).ConfigureAwait(false);
+        var cluster = new BenchCluster(options, core.MetadataAddress, core.Options.ClusterToken, null, null, core, dataDirectory);
+        try
+        {
+            for (var i = 0; i < options.Nodes; i++)
+            {
+                await core.AddNodeAsync(cancellationToken: cancellationToken, tier: options.Tier).ConfigureAwait(false);
+            }
+
+            // Nodes pre-fault their memory in the background while serving; timing before that finishes would
+            // charge Pocket for page faults that a warm node never takes.
+            var devices = core.Nodes.Select(n => n?.Store.Device).OfType<NativeMemoryDevice>().ToList();
+            await WaitAsync(() => devices.All(d => d.TouchedBytes >= d.Capacity), status, cancellationToken).ConfigureAwait(false);
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task<BenchCluster> StartProcessesAsync(BenchClusterOptions options, string? dataDirectory, Action<string> status, CancellationToken cancellationToken)
+    {
+        var token = JobToken.NewRandom();
+        var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+        var (metadataProcess, address) = await StartMetadataAsync(executable, baseArguments, token, cancellationToken).ConfigureAwait(false);
+        var nodes = new LocalProcessProvisioner(
+            new LocalProcessProvisionerOptions
+            {
+                Executable = executable,
+                BaseArguments = baseArguments,
+                MetadataAddress = address,
+                ClusterToken = token,
+                BlockSize = options.BlockSize,
+                DataDirectory = dataDirectory,
+            },
+            NullLoggerFactory.Instance);
+        var cluster = new BenchCluster(options, address, token, metadataProcess, nodes, null, dataDirectory);
+        try
+        {
+            var request = new NodeRequest(options.Tier, options.NodeCapacity);
+            var started = await Task.WhenAll(Enumerable.Range(0, options.Nodes).Select(_ => nodes.StartNodeAsync(request, cancellationToken))).ConfigureAwait(false);
+            var storagePids = started.Select(n => int.Parse(n.Handle, NumberStyles.None, CultureInfo.InvariantCulture)).ToList();
+            cluster.ServerPids = [metadataProcess.Id, .. storagePids];
+
+            // A DRAM node pre-faults its whole mapping in the background; its resident set reaches the capacity when
+            // that is done. Timing before then would charge Pocket for page faults that a warm node never takes.
+            if (options.Tier == NodeTier.Dram)
+            {
+                await WaitAsync(() => storagePids.All(pid => ProcStat.MappingResidentBytes(pid, options.NodeCapacity) >= options.NodeCapacity), status, cancellationToken).ConfigureAwait(false);
+            }
+
+            return cluster;
+        }
+        catch (ProvisioningException ex)
+        {
+            await cluster.DisposeAsync().ConfigureAwait(false);
+            throw new CliException($"could not start a storage node: {ex.Message}", ex);
+        }
+        catch
+        {
+            await cluster.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>`pocket metadata --port 0` as a child; it prints its address once listening.</summary>
+    private static async Task<(Process Process, string Address)> StartMetadataAsync(string executable, IReadOnlyList<string> baseArguments, JobToken token, CancellationToken cancellationToken)
+    {
+        var start = new ProcessStartInfo(executable)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        foreach (var argument in baseArguments.Concat(["metadata", "--host", "127.0.0.1", "--port", "0", "--stop-on-stdin-eof"]))
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        start.Environment[ClusterConnection.TokenVariable] = token.ToString();
+        var process = Process.Start(start) ?? throw new CliException($"could not start {executable} metadata");
+        var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        try
+        {
+            while (await process.StandardOutput.ReadLineAsync(timeout.Token).ConfigureAwait(false) is { } line)
+            {
+                const string Prefix = "POCKET-METADATA address=";
+                if (line.StartsWith(Prefix, StringComparison.Ordinal))
+                {
+                    _ = DrainAsync(process.StandardOutput);
+                    return (process, line[Prefix.Length..].Trim());
+                }
+            }
+
+            await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+            throw new CliException($"the metadata server exited with code {process.ExitCode} before listening: {(await stderr.ConfigureAwait(false)).Trim()}");
+        }
+        catch (Exception ex) when (ex is not CliException)
+        {
+            await StopAsync(process).ConfigureAwait(false);
+            throw ex is OperationCanceledException && !cancellationToken.IsCancellationRequested
+                ? new CliException("the metadata server did not start listening within 30 s", ex)
+                : ex;
+        }
+        catch
+        {
+            await StopAsync(process).ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static async Task WaitAsync(Func<bool> warm, Action<string> status, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!warm())
+        {
+            if (clock.Elapsed > TimeSpan.FromMinutes(5))
+            {
+                throw new CliException("node memory is still not pre-faulted after 5 minutes");
+            }
+
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        }
+
+        status(string.Create(CultureInfo.InvariantCulture, $"node memory pre-faulted in {clock.Elapsed.TotalSeconds:0.0} s"));
+    }
+
+    private static async Task DrainAsync(StreamReader reader)
+    {
+        try
+        {
+            while (await reader.ReadLineAsync().ConfigureAwait(false) is not null)
+            {
+            }
+        }
+        catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException)
+        {
+        }
+    }
+
+    /// <summary>Closing stdin asks a child started with --stop-on-stdin-eof to stop; it is killed if it has not within 10 s.</summary>
+    private static async Task StopAsync(Process process)
+    {
+        try
+        {
+            if (!process.HasExited)
+            {
+                try
+                {
+                    process.StandardInput.Close();
+                }
+                catch (IOException)
+                {
+                }
+
+                using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+                try
+                {
+                    await process.WaitForExitAsync(grace.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    process.Kill(entireProcessTree: true);
+                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+        finally
+        {
+            process.Dispose();
+        }
+    }
+
+    private static void RemoveQuietly(string? directory)
+    {
+        if (directory is null)
+        {
+            return;
+        }
+
+        try
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            CommandRunner.Error.MarkupLine($"[yellow]warning:[/] could not remove {Markup.Escape(directory)}: {Markup.Escape(ex.Message)}");
+        }
+    }
+
+    /// <summary>Storage nodes first (they would otherwise complain that the metadata server went away), then the metadata server, then the data.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (_nodes is not null)
+        {
+            await _nodes.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_metadataProcess is not null)
+        {
+            await StopAsync(_metadataProcess).ConfigureAwait(false);
+        }
+
+        if (_inProcess is not null)
+        {
+            await _inProcess.DisposeAsync().ConfigureAwait(false);
+        }
+
+        RemoveQuietly(_dataDirectory);
+    }
+}
+
+/// <summary>CPU time and resident memory of processes on this machine, from /proc (Linux only; null elsewhere).</summary>
+internal static class ProcStat
+{
+    /// <summary>USER_HZ, the unit of /proc/PID/stat times: 100 on every Linux architecture .NET runs on.</summary>
+    private const double TicksPerSecond = 100;
+
+    /// <summary>user + system CPU seconds of every process, or null if any of them cannot be read.</summary>
+    public static double? CpuSeconds(IEnumerable<int> pids)
+    {
+        double total = 0;
+        foreach (var pid in pids)
+        {
+            if (CpuSeconds(pid) is not { } seconds)
+            {
+                return null;
+            }
+
+            total += seconds;
+        }
+
+        return total;
+    }
+
+    public static double? CpuSeconds(int pid)
+    {
+        // Fields after the command name, which sits in parentheses and may hold spaces: utime and stime are the
+        // 14th and 15th fields of the line, the 12th and 13th after the closing parenthesis.
+        var fields = StatFields(pid);
+        return fields is null ? null : (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / TicksPerSecond;
+    }
+
+    /// <summary>
+    /// Resident bytes of the process' mapping that is exactly <paramref name="length"/> bytes long (a DRAM node's
+    /// device), from /proc/PID/smaps; without such a mapping, the whole process' resident bytes (statm); -1 when unknown.
+    /// </summary>
+    public static long MappingResidentBytes(int pid, long length)
+    {
+        try
+        {
+            var inMapping = false;
+            foreach (var line in File.ReadLines($"/proc/{pid}/smaps"))
+            {
+                // A mapping starts with "start-end perms ..."; its fields ("Rss:   1234 kB") follow.
+                var dash = line.IndexOf('-', StringComparison.Ordinal);
+                var space = line.IndexOf(' ', StringComparison.Ordinal);
+                if (dash > 0 && space > dash && long.TryParse(line.AsSpan(0, dash), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var start)
+                    && long.TryParse(line.AsSpan(dash + 1, space - dash - 1), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var end))
+                {
+                    inMapping = end - start == length;
+                }
+                else if (inMapping && line.StartsWith("Rss:", StringComparison.Ordinal))
+                {
+                    return long.Parse(line.AsSpan(4).Trim().TrimEnd("kB").Trim(), CultureInfo.InvariantCulture) * 1024;
+                }
+            }
+
+            var statm = File.ReadAllText($"/proc/{pid}/statm").Split(' ');
+            return long.Parse(statm[1], CultureInfo.InvariantCulture) * Environment.SystemPageSize;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return -1;
+        }
+    }
+
+    /// <summary>The process that holds the listening TCP socket of <paramref name="endPoint"/>'s port on this machine; null when unknown.</summary>
+    public static int? ListenerPid(string host, int port) => IsLoopback(host) ? ListenerPid(port) : null;
+
+    public static bool IsLoopback(string host) =>
+        host.Equals("localhost", StringComparison.OrdinalIgnoreCase) || (IPAddress.TryParse(host.Trim('[', ']'), out var address) && IPAddress.IsLoopback(address));
+
+    private static string[]? StatFields(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid}/stat");
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return fields.Length > 12 ? fields : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static int? ListenerPid(int port)
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+
+        try
+        {
+            var inodes = new HashSet<string>(StringComparer.Ordinal);
+            var portHex = port.ToString("X4", CultureInfo.InvariantCulture);
+            foreach (var table in new[] { "/proc/net/tcp", "/proc/net/tcp6" })
+            {
+                if (!File.Exists(table))
+                {
+                    continue;
+                }
+
+                foreach (var line in File.ReadLines(table).Skip(1))
+                {
+                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...; st 0A is LISTEN.
+                    var f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                    if (f.Length > 9 && f[3] == "0A" && f[1].EndsWith(":" + portHex, StringComparison.Ordinal))
+                    {
+                        inodes.Add($"socket:[{f[9]}]");
+                    }
+                }
+            }
+
+            if (inodes.Count == 0)
+            {
+                return null;
+            }
+
+            foreach (var dir in Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(dir), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    foreach (var fd in Directory.EnumerateFileSystemEntries(Path.Combine(dir, "fd")))
+                    {
+                        if (new FileInfo(fd).LinkTarget is { } target && inodes.Contains(target))
+                        {
+                            return pid;
+                        }
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    // A process that ended, or one we may not look into.
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+
+        return null;
+    }
+}

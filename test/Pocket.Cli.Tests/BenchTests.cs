@@ -1,0 +1,169 @@
+using System.Text.Json.Nodes;
+
+namespace Pocket.Cli.Tests;
+
+/// <summary>
+/// `pocket bench` and `pocket bench sort` as scripts run them: --json with a few operations, on the bench's own cluster
+/// (child processes, so the servers' CPU is theirs alone), in a job the user gave, and through the shuffle stores
+/// that need no server of their own (Pocket and a directory). Redis and Garnet are left to bench/compare.sh, which
+/// installs them: a test machine need not have them.
+/// </summary>
+public sealed class BenchTests : IDisposable
+{
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Fact]
+    public async Task Bench_json_reports_the_server_cpu_of_its_own_cluster_processes()
+    {
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--ops", "3000", "--warmup", "0s", "--size", "1KiB", "--op", "put,get", "--node-capacity", "64MiB", "--json");
+
+        var report = result.Json();
+        var pocket = report["systems"]!["pocket"]!;
+        foreach (var op in new[] { "put", "get" })
+        {
+            var figures = pocket[op]!;
+            Assert.Equal(3000, figures["ops"]!.GetValue<long>());
+            foreach (var field in new[] { "p50_us", "p99_us", "p999_us", "ops_per_s", "mib_per_s" })
+            {
+                Assert.True(figures[field]!.GetValue<double>() > 0, $"{op} {field}: {result}");
+            }
+
+            // Three servers doing 3000 requests use far more than one 10 ms tick.
+            Assert.True(figures["server_cpu_us_per_op"]?.GetValue<double>() > 0, $"{op} server CPU: {result}");
+            Assert.StartsWith("metadata + 2 storage processes", figures["server_cpu_scope"]!.GetValue<string>(), StringComparison.Ordinal);
+        }
+
+        var config = report["config"]!;
+        Assert.Equal("dram", config["tier"]!.GetValue<string>());
+        Assert.False(config["job_given"]!.GetValue<bool>());
+        Assert.Contains("child processes", config["pocket"]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_in_process_reports_no_server_cpu_and_says_why()
+    {
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--in-process", "--ops", "200", "--warmup", "0s", "--op", "put", "--node-capacity", "64MiB", "--json");
+
+        var put = result.Json()["systems"]!["pocket"]!["put"]!;
+        Assert.Null(put["server_cpu_us_per_op"]);
+        Assert.Contains("--in-process", put["server_cpu_scope"]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_runs_an_ssd_cluster_in_a_data_dir_it_cleans_up()
+    {
+        var dataDir = Directory.CreateDirectory(_home.File("data")).FullName;
+
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--tier", "ssd", "--data-dir", dataDir, "--ops", "50", "--warmup", "0s", "--size", "256KiB", "--node-capacity", "64MiB", "--json");
+
+        var report = result.Json();
+        Assert.Equal("ssd", report["config"]!["tier"]!.GetValue<string>());
+        Assert.Contains("ssd nodes", report["config"]!["pocket"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Equal(50, report["systems"]!["pocket"]!["get"]!["ops"]!.GetValue<long>());
+        Assert.Contains(dataDir, result.Stderr, StringComparison.Ordinal);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(dataDir));
+    }
+
+    [Fact]
+    public async Task Bench_job_runs_in_the_given_job_and_leaves_it_registered_with_its_objects()
+    {
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--no-gateway", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        var jobId = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "mine", "--json")).Json()["id"]!.GetValue<string>();
+        var kept = _home.File("kept.txt");
+        await File.WriteAllTextAsync(kept, "the job's own object");
+        await PocketProcess.RunOkAsync(_home.Path, "put", kept, $"{jobId}/kept");
+
+        var result = await PocketProcess.RunOkAsync(_home.Path, "bench", "--job", jobId, "--ops", "300", "--warmup", "0s", "--size", "4KiB", "--json");
+
+        var report = result.Json();
+        Assert.Equal(jobId, report["config"]!["job"]!.GetValue<string>());
+        Assert.True(report["config"]!["job_given"]!.GetValue<bool>());
+        Assert.Equal(300, report["systems"]!["pocket"]!["put"]!["ops"]!.GetValue<long>());
+        Assert.Equal(300, report["systems"]!["pocket"]!["get"]!["ops"]!.GetValue<long>());
+
+        // `pocket up`'s metadata server and nodes listen on loopback ports of this machine: their CPU is read from /proc.
+        var put = report["systems"]!["pocket"]!["put"]!;
+        Assert.StartsWith("server processes ", put["server_cpu_scope"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.NotNull(put["server_cpu_us_per_op"]);
+
+        // The job is still registered, holds its own object, and nothing the bench wrote.
+        var jobs = (await PocketProcess.RunOkAsync(_home.Path, "job", "ls", "--json")).Json().AsArray();
+        Assert.Contains(jobs, j => j!["id"]!.GetValue<string>() == jobId);
+        var listed = (await PocketProcess.RunOkAsync(_home.Path, "ls", jobId, "--recursive", "--json")).Json().AsArray();
+        Assert.Equal(["kept"], listed.Select(e => e!["key"]!.GetValue<string>()));
+
+        var wrong = await PocketProcess.RunAsync(_home.Path, "bench", "--job", "no-such-job", "--ops", "1");
+        Assert.Equal(1, wrong.ExitCode);
+        Assert.Contains("unknown job 'no-such-job'", wrong.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_sort_through_pocket_and_a_directory_verifies_and_moves_the_same_bytes()
+    {
+        const long Size = 4L << 20;
+        var dir = Directory.CreateDirectory(_home.File("shuffle")).FullName;
+
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "sort", "--store", "pocket,dir", "--size", "4MiB", "--mappers", "3", "--reducers", "2", "--dir", dir, "--node-capacity", "64MiB", "--json");
+
+        var report = result.Json();
+        Assert.Equal(["pocket", "dir"], report["config"]!["stores_order"]!.AsArray().Select(s => s!.GetValue<string>()));
+        var records = Size / 100;
+        Assert.Equal(records, report["config"]!["records"]!.GetValue<long>());
+        var stores = report["stores"]!;
+        foreach (var name in new[] { "pocket", "dir" })
+        {
+            var store = stores[name]!;
+            Assert.True(store["verified"]!.GetValue<bool>(), $"{name}: {result}");
+            Assert.True(store["job_seconds"]!.GetValue<double>() > 0);
+            foreach (var phase in new[] { "generate", "map", "reduce", "verify" })
+            {
+                Assert.Equal(records, store["phases"]![phase]!["records"]!.GetValue<long>());
+            }
+
+            // Input written once, read by the mappers; shuffle written and read once; output written and read back.
+            Assert.Equal(3 * records * 100, store["bytes_written"]!.GetValue<long>());
+            Assert.Equal(3 * records * 100, store["bytes_read"]!.GetValue<long>());
+            Assert.Equal(3 + (3 * 2) + 2, store["puts"]!.GetValue<long>());
+        }
+
+        Assert.Equal(stores["pocket"]!["bytes_moved"]!.GetValue<long>(), stores["dir"]!["bytes_moved"]!.GetValue<long>());
+        Assert.True(stores["pocket"]!["server_cpu_s"] is null || stores["pocket"]!["server_cpu_s"]!.GetValue<double>() >= 0);
+        Assert.Null(stores["dir"]!["server_cpu_s"]);
+        Assert.True(report["ratios"]!["dir"]!["job_seconds"]!.GetValue<double>() > 0);
+
+        // The directory store removed what it wrote.
+        Assert.Empty(Directory.EnumerateFileSystemEntries(dir));
+    }
+
+    [Theory]
+    [InlineData("bogus", "--store 'bogus' is not pocket, redis, garnet, dir")]
+    [InlineData("pocket,pocket", "--store 'pocket' is given twice")]
+    public async Task Bench_sort_rejects_a_bad_store_with_one_clear_line(string store, string message)
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, "bench", "sort", "--store", store);
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains(message, result.Stderr, StringComparison.Ordinal);
+        Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    [Fact]
+    public async Task Bench_rejects_cluster_options_with_a_job()
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, "bench", "--job", "x", "--tier", "ssd");
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--tier shapes the bench's own cluster", result.Stderr, StringComparison.Ordinal);
+    }
+}
