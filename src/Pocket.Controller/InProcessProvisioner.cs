@@ -33,7 +33,7 @@ public sealed class InProcessProvisioner : IStorageProvisioner
         try
         {
             // AddNodeAsync returns once the node has registered, so the id is known here.
-            var index = await _cluster.AddNodeAsync(request.CapacityBytes, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var index = await _cluster.AddNodeAsync(request.CapacityBytes, cancellationToken: cancellationToken, standby: request.Standby).ConfigureAwait(false);
             var node = _cluster.Nodes[index]!;
             return new ProvisionedNode(NodeTier.Dram, index.ToString(CultureInfo.InvariantCulture), node.NodeId, $"{node.EndPoint.Address}:{node.EndPoint.Port}");
         }

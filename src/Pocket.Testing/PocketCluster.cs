@@ -68,8 +68,11 @@ public sealed class PocketCluster : IAsyncDisposable
         return cluster;
     }
 
-    /// <summary>Starts one more storage node and waits until it is registered. Returns its index.</summary>
-    public async Task<int> AddNodeAsync(long? capacity = null, Func<StorageServerOptions, IBlockDevice>? deviceFactory = null, CancellationToken cancellationToken = default, NodeTier tier = NodeTier.Dram)
+    /// <summary>
+    /// Starts one more storage node and waits until it is registered. Returns its index. A <paramref name="standby"/>
+    /// node registers as a warm-pool node and gets no blocks until it is activated.
+    /// </summary>
+    public async Task<int> AddNodeAsync(long? capacity = null, Func<StorageServerOptions, IBlockDevice>? deviceFactory = null, CancellationToken cancellationToken = default, NodeTier tier = NodeTier.Dram, bool standby = false)
     {
         var node = new StorageServer.StorageServer(
             new StorageServerOptions
@@ -81,6 +84,7 @@ public sealed class PocketCluster : IAsyncDisposable
                 TimeProvider = Options.TimeProvider,
                 ClusterToken = Options.ClusterToken,
                 Tier = tier,
+                Standby = standby,
                 DeviceFactory = deviceFactory ?? (o => o.Tier == NodeTier.Dram
                     ? new NativeMemoryDevice(o.Capacity, Options.PreTouchMemory)
                     : new FileDevice(o.Tier.ToString().ToLowerInvariant(), Options.DataDirectory ?? Path.Combine(Path.GetTempPath(), "pocket-data"), o.Capacity)),
