@@ -45,6 +45,7 @@ internal static class BenchCommand
             size, clients, ops, duration, warmup, op, peers, json, metadata,
         };
         CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, ops, duration, warmup, op, peers, json, metadata), ct));
+        command.Subcommands.Add(BenchElasticCommand.Create());
         return command;
     }
 

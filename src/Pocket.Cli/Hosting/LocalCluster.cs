@@ -39,6 +39,12 @@ internal sealed record LocalClusterOptions
 
     /// <summary>Keep each tier's utilisation inside 60-80 % by adding and draining nodes.</summary>
     public bool Autoscale { get; init; }
+
+    /// <summary>Autoscaler settings that replace the defaults <see cref="Autoscale"/> picks (the benchmark drives it by hand).</summary>
+    public AutoscalerOptions? Autoscaler { get; init; }
+
+    /// <summary>Idle standby DRAM nodes the controller keeps ready for scale-ups (0: no warm pool).</summary>
+    public int WarmPool { get; init; }
 }
 
 /// <summary>
@@ -78,6 +84,9 @@ internal sealed class LocalCluster : IAsyncDisposable
     public string? GatewayText => _gateway?.Url.ToString().TrimEnd('/');
 
     public IStorageProvisioner Provisioner { get; }
+
+    /// <summary>The controller (its autoscaler, warm pool and events).</summary>
+    public ControllerServer Controller => _controller ?? throw new InvalidOperationException("not started");
 
     /// <summary>"child processes" or "in-process", for messages.</summary>
     public string NodeKind => Options.InProcess ? "in-process" : "child processes";
@@ -139,7 +148,8 @@ internal sealed class LocalCluster : IAsyncDisposable
                         // count with (and ask the provisioner for) nodes of that size. DRAM is the only tier so far.
                         Sizing = new SizingOptions { NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = options.NodeCapacity }] },
                     },
-                    Autoscaler = options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.InitialNodes), NewNodeCapacityBytes = options.NodeCapacity } : null,
+                    Autoscaler = options.Autoscaler ?? (options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.InitialNodes), NewNodeCapacityBytes = options.NodeCapacity } : null),
+                    WarmPool = options.WarmPool > 0 ? new WarmPoolOptions { NodesPerTier = options.WarmPool, NodeCapacityBytes = options.NodeCapacity } : null,
                 },
                 provisioner,
                 loggerFactory);
