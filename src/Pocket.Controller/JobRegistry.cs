@@ -459,7 +459,8 @@ public sealed class JobRegistry : IAsyncDisposable
             }
 
             // Started together: a Kubernetes provisioner waits for each pod, and the waits overlap.
-            var starts = Enumerable.Range(0, count - started.Count).Select(_ => _provisioner.StartNodeAsync(request, linked.Token)).ToList();
+            // Awaited inside a lambda, so a provisioner that throws at once fails its task rather than the batch's setup.
+            var starts = Enumerable.Range(0, count - started.Count).Select(async _ => await _provisioner.StartNodeAsync(request, linked.Token).ConfigureAwait(false)).ToList();
             try
             {
                 await Task.WhenAll(starts).ConfigureAwait(false);
