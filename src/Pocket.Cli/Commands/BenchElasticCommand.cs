@@ -94,7 +94,8 @@ internal static class BenchElasticCommand
                     (var seconds, var node) = await TimeScaleUpAsync(client, autoscaler, useWarmPool: true, cancellationToken).ConfigureAwait(false);
                     if (!standby.Contains(node))
                     {
-                        throw new CliException($"the warm scale-up started node {node} instead of taking one of the pool's ({string.Join(", ", standby)})");
+                        var why = cluster.Controller.Events.Last(20).LastOrDefault(e => e.Kind == "pool-failed")?.Reason ?? "the pool was empty";
+                        throw new CliException($"the warm scale-up started node {node} instead of taking one of the pool's ({string.Join(", ", standby)}): {why}");
                     }
 
                     (warm, warmNode) = (seconds, node);
