@@ -535,7 +535,10 @@ public sealed class JobRegistry : IAsyncDisposable
     /// shares and the nodes' allocations. Called before a node is drained and when nodes die or leave, so no job
     /// lists a node that is gone. Jobs left with no node fall back to their tier's live nodes.
     /// </summary>
-    public async Task ExcludeNodesAsync(IReadOnlySet<uint> nodes, CancellationToken cancellationToken = default)
+    public Task ExcludeNodesAsync(IReadOnlySet<uint> nodes, CancellationToken cancellationToken = default) =>
+        ExcludeNodesAsync(nodes, wait: true, cancellationToken);
+
+    private async Task ExcludeNodesAsync(IReadOnlySet<uint> nodes, bool wait, CancellationToken cancellationToken)
     {
         if (nodes.Count == 0)
         {
@@ -543,7 +546,12 @@ public sealed class JobRegistry : IAsyncDisposable
         }
 
         // Under the registration gate: a registration in flight must not add shares of these nodes back afterwards.
-        await _registrationGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // The telemetry's pruning does not wait for one (it may wait for nodes to start); the next tick prunes.
+        if (!await _registrationGate.WaitAsync(wait ? Timeout.InfiniteTimeSpan : TimeSpan.Zero, cancellationToken).ConfigureAwait(false))
+        {
+            return;
+        }
+
         try
         {
             foreach (var job in Jobs.Where(j => j.Shares.Any(s => nodes.Contains(s.NodeId)) || j.Weights.Weights.Keys.Any(nodes.Contains)))
@@ -591,7 +599,7 @@ public sealed class JobRegistry : IAsyncDisposable
             gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(id => !present.Contains(id))];
         }
 
-        return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, cancellationToken);
+        return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);
     }
 
     private static bool IsValidJobName(string? name) =>
