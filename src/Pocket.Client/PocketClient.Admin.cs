@@ -24,4 +24,11 @@ public sealed partial class PocketClient
     /// <exception cref="ObjectNotFoundException">No such live node.</exception>
     public async Task DrainNodeAsync(uint nodeId, CancellationToken cancellationToken = default) =>
         await SendMetadataAsync(Opcode.DrainNode, FrameFlags.None, Options.ClusterToken, new BodyWriter(4).U32(nodeId).WrittenMemory, cancellationToken).ConfigureAwait(false);
+
+    /// <summary>
+    /// Activates a standby (warm-pool) storage node: placement may choose it from now on. Needs the cluster token.
+    /// </summary>
+    /// <exception cref="ObjectNotFoundException">No such node, or it is neither standby nor live.</exception>
+    public async Task ActivateNodeAsync(uint nodeId, CancellationToken cancellationToken = default) =>
+        await SendMetadataAsync(Opcode.ActivateNode, FrameFlags.None, Options.ClusterToken, new BodyWriter(4).U32(nodeId).WrittenMemory, cancellationToken).ConfigureAwait(false);
 }

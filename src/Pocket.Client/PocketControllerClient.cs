@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -86,7 +87,25 @@ public sealed record ControllerJob(
     DateTimeOffset RegisteredAt,
     DateTimeOffset LeaseExpiresAt,
     JobSizeHints Hints,
-    JobUsage? Usage);
+    JobUsage? Usage)
+{
+    /// <summary>What the job used so far (GB-seconds), when the controller was asked for one job; null otherwise.</summary>
+    public JobMetering? Metering { get; init; }
+}
+
+/// <summary>What a job used so far, metered by the controller on its telemetry tick.</summary>
+/// <param name="Requests">Requests the metadata server counted for the job.</param>
+/// <param name="GbSeconds">Bytes stored (blocks and inline) times seconds held, in GB-seconds (1 GB = 10^9 bytes).</param>
+/// <param name="GbSecondsByTier">The blocks' GB-seconds per tier.</param>
+/// <param name="Since">When metering began (null before the job's first tick).</param>
+public sealed record JobMetering(long Requests, double GbSeconds, IReadOnlyDictionary<NodeTier, double> GbSecondsByTier, DateTimeOffset? Since);
+
+/// <summary>Something the controller decided or noticed.</summary>
+/// <param name="Time">When.</param>
+/// <param name="Kind">scale-up, node-started, scale-down, node-drained, node-stopped, scale-failed, node-dead, node-removed, pool-added, pool-claimed, pool-failed.</param>
+/// <param name="Node">The node concerned, when there is one.</param>
+/// <param name="Reason">Why, in words.</param>
+public sealed record ClusterEventInfo(DateTimeOffset Time, string Kind, uint? Node, string Reason);
 
 /// <summary>What deregistering a job freed.</summary>
 /// <param name="JobId">The job.</param>
@@ -315,6 +334,17 @@ public sealed class PocketControllerClient : IDisposable
         return new ClusterStatus(body.Metadata ?? throw Unexpected("no metadata address"), [.. nodes], [.. (body.Jobs ?? []).Select(ToJob)]);
     }
 
+    /// <summary>The controller's last <paramref name="limit"/> events (scaling decisions with their reasons, node deaths, warm-pool changes), oldest first.</summary>
+    public async Task<IReadOnlyList<ClusterEventInfo>> GetEventsAsync(int limit = 100, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        var body = await SendAsync(
+            () => new HttpRequestMessage(HttpMethod.Get, string.Create(CultureInfo.InvariantCulture, $"v1/events?limit={limit}")),
+            ControllerJsonContext.Default.ListEventDto,
+            cancellationToken).ConfigureAwait(false);
+        return [.. body.Select(e => new ClusterEventInfo(e.Time, e.Kind ?? string.Empty, e.Node, e.Reason ?? string.Empty))];
+    }
+
     /// <summary>Whether the controller answers and reaches its metadata server. Throws only when the controller cannot be reached.</summary>
     public async Task<ControllerHealth> GetHealthAsync(CancellationToken cancellationToken = default)
     {
@@ -426,7 +456,12 @@ public sealed class PocketControllerClient : IDisposable
             job.RegisteredAt,
             job.LeaseExpiresAt,
             hints,
-            job.Usage is { } u ? new JobUsage(id, u.Objects, u.BlockBytes, u.InlineBytes, u.Requests) { Tier = ParseTier(job.Tier), BytesByTier = BytesByTier(u) } : null);
+            job.Usage is { } u ? new JobUsage(id, u.Objects, u.BlockBytes, u.InlineBytes, u.Requests) { Tier = ParseTier(job.Tier), BytesByTier = BytesByTier(u) } : null)
+        {
+            Metering = job.Usage is { } m
+                ? new JobMetering(m.Requests, m.GbSeconds, (m.GbSecondsByTier ?? []).ToDictionary(t => ParseTier(t.Key), t => t.Value), m.MeteredSince)
+                : null,
+        };
     }
 
     private static Uri WithTrailingSlash(Uri uri)
@@ -461,7 +496,14 @@ internal sealed record RegisterResponse(
 
 internal sealed record HintsDto(int? Functions, double? PeakThroughputBitsPerSecond, long? CapacityBytes, bool LatencySensitive);
 
-internal sealed record UsageDto(long Objects, long BlockBytes, long InlineBytes, long Requests, Dictionary<string, long>? BytesByTier = null);
+internal sealed record UsageDto(long Objects, long BlockBytes, long InlineBytes, long Requests, Dictionary<string, long>? BytesByTier = null)
+{
+    public double GbSeconds { get; init; }
+
+    public Dictionary<string, double>? GbSecondsByTier { get; init; }
+
+    public DateTimeOffset? MeteredSince { get; init; }
+}
 
 internal sealed record JobResponse(
     string? JobId,
@@ -493,6 +535,8 @@ internal sealed record HealthResponse(string? Status, int? Nodes, string? Error)
 
 internal sealed record ErrorResponse(string? Error, string? Field);
 
+internal sealed record EventDto(DateTimeOffset Time, string? Kind, uint? Node, string? Reason);
+
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(RegisterRequest))]
 [JsonSerializable(typeof(RegisterResponse))]
@@ -502,4 +546,5 @@ internal sealed record ErrorResponse(string? Error, string? Field);
 [JsonSerializable(typeof(ClusterResponse))]
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(List<EventDto>), TypeInfoPropertyName = "ListEventDto")]
 internal sealed partial class ControllerJsonContext : JsonSerializerContext;

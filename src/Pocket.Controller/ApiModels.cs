@@ -33,7 +33,17 @@ public sealed record JobHintsResponse(int? Functions, double? PeakThroughputBits
 /// What a job stores and how busy it is, from the metadata server. BytesByTier: the job's block bytes per tier
 /// ("dram", "ssd", "hdd"); more than one tier when its own was full and data spilled.
 /// </summary>
-public sealed record JobUsageResponse(long Objects, long BlockBytes, long InlineBytes, long Requests, IReadOnlyDictionary<string, long>? BytesByTier = null);
+public sealed record JobUsageResponse(long Objects, long BlockBytes, long InlineBytes, long Requests, IReadOnlyDictionary<string, long>? BytesByTier = null)
+{
+    /// <summary>Bytes stored (blocks and inline) integrated over time on the telemetry tick, GB-seconds (1 GB = 10^9 bytes).</summary>
+    public double GbSeconds { get; init; }
+
+    /// <summary>The blocks' GB-seconds per tier ("dram", "ssd", "hdd").</summary>
+    public IReadOnlyDictionary<string, double> GbSecondsByTier { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>When metering began (the first telemetry tick after registration); null before it.</summary>
+    public DateTimeOffset? MeteredSince { get; init; }
+}
 
 /// <summary>A job as <c>GET /v1/jobs</c> shows it (never with its token).</summary>
 public sealed record JobResponse(

@@ -276,6 +276,9 @@ public sealed class Autoscaler
         _logger = logger;
     }
 
+    /// <summary>Where scale-ups take a node from first, when the controller has a warm pool.</summary>
+    internal WarmPool? WarmPool { get; init; }
+
     /// <summary>Network bandwidth of one node of <paramref name="tier"/>, bytes/s.</summary>
     public double Bandwidth(NodeTier tier) =>
         _options.NodeBandwidthBytesPerSecond.TryGetValue(tier, out var b) ? b : (_sizing.ClassOf(tier)?.BandwidthBitsPerSecond ?? 8e9) / 8;
@@ -329,13 +332,75 @@ public sealed class Autoscaler
         return Task.CompletedTask;
     }
 
+    /// <summary>
+    /// Adds a node of <paramref name="tier"/> now, as a scale-up decision would (from the warm pool when it has one,
+    /// unless <paramref name="useWarmPool"/> is false), and returns it once the metadata server lists it live. Runs
+    /// as the autoscaler's one action: it waits for an action in progress.
+    /// </summary>
+    public Task<ProvisionedNode> ScaleUpAsync(NodeTier tier, string reason, bool useWarmPool = true, CancellationToken cancellationToken = default) =>
+        RunExclusiveAsync(() => AddAsync(new ScalingDecision(ScalingAction.AddNode, tier, null, reason), useWarmPool, cancellationToken));
+
+    /// <summary>
+    /// Drains <paramref name="nodeId"/> (its blocks move while readers keep reading), stops it and returns the bytes
+    /// moved. The node must be one the autoscaler may stop (it started or adopted it). Runs as the autoscaler's one action.
+    /// </summary>
+    /// <exception cref="ArgumentException">The autoscaler cannot stop that node.</exception>
+    public Task<long> RemoveNodeAsync(uint nodeId, string reason, CancellationToken cancellationToken = default)
+    {
+        lock (_lock)
+        {
+            if (!_started.ContainsKey(nodeId))
+            {
+                throw new ArgumentException($"node {nodeId} was not started or adopted by the autoscaler", nameof(nodeId));
+            }
+        }
+
+        return RunExclusiveAsync(() => RemoveAsync(new ScalingDecision(ScalingAction.RemoveNode, NodeTier.Dram, nodeId, reason), cancellationToken));
+    }
+
+    private async Task<T> RunExclusiveAsync<T>(Func<Task<T>> action)
+    {
+        while (true)
+        {
+            Task previous;
+            Task<T>? started = null;
+            lock (_lock)
+            {
+                previous = _action;
+                if (previous.IsCompleted)
+                {
+                    // Run, not called inline: the action must not start under the lock.
+                    started = Task.Run(action, CancellationToken.None);
+                    _action = started;
+                }
+            }
+
+            if (started is not null)
+            {
+                try
+                {
+                    return await started.ConfigureAwait(false);
+                }
+                finally
+                {
+                    lock (_lock)
+                    {
+                        _state = _state with { LastAction = _time.GetUtcNow() };
+                    }
+                }
+            }
+
+            await previous.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
     private async Task ActAsync(ScalingDecision decision, CancellationToken cancellationToken)
     {
         try
         {
             if (decision.Action == ScalingAction.AddNode)
             {
-                await AddAsync(decision, cancellationToken).ConfigureAwait(false);
+                await AddAsync(decision, useWarmPool: true, cancellationToken).ConfigureAwait(false);
             }
             else
             {
@@ -359,12 +424,27 @@ public sealed class Autoscaler
         }
     }
 
-    private async Task AddAsync(ScalingDecision decision, CancellationToken cancellationToken)
+    private async Task<ProvisionedNode> AddAsync(ScalingDecision decision, bool useWarmPool, CancellationToken cancellationToken)
     {
         Event("scale-up", null, decision.Reason);
+        var tier = JobRegistry.Tier(decision.Tier);
+        if (useWarmPool && WarmPool is { } pool && await pool.TryClaimAsync(decision.Tier, cancellationToken).ConfigureAwait(false) is { } pooled)
+        {
+            Track(pooled);
+            Event("node-started", pooled.NodeId, $"{tier} node {pooled.Handle} at {pooled.Address ?? "pending"}, taken from the warm pool");
+            return pooled;
+        }
+
         var capacity = _options.NewNodeCapacityBytes ?? _sizing.ClassOf(decision.Tier)?.CapacityBytes
             ?? throw new ProvisioningException($"no node class for tier {decision.Tier}");
         var node = await _provisioner.StartNodeAsync(new NodeRequest(decision.Tier, capacity), cancellationToken).ConfigureAwait(false);
+        Track(node);
+        Event("node-started", node.NodeId, $"{tier} node {node.Handle} at {node.Address ?? "pending"}");
+        return node;
+    }
+
+    private void Track(ProvisionedNode node)
+    {
         if (node.NodeId is { } id)
         {
             lock (_lock)
@@ -372,11 +452,9 @@ public sealed class Autoscaler
                 _started[id] = node;
             }
         }
-
-        Event("node-started", node.NodeId, $"{decision.Tier.ToString().ToLowerInvariant()} node {node.Handle} at {node.Address ?? "pending"}");
     }
 
-    private async Task RemoveAsync(ScalingDecision decision, CancellationToken cancellationToken)
+    private async Task<long> RemoveAsync(ScalingDecision decision, CancellationToken cancellationToken)
     {
         var id = decision.NodeId!.Value;
         ProvisionedNode node;
@@ -387,16 +465,9 @@ public sealed class Autoscaler
 
         Event("scale-down", id, decision.Reason);
 
-        // Weight 0 for every job first, so nothing new is planned onto the node; the drain then refuses new blocks anyway.
-        foreach (var job in _registry.Jobs)
-        {
-            var weights = job.Weights.Weights;
-            if (weights.ContainsKey(id))
-            {
-                var rest = weights.Where(w => w.Key != id).ToDictionary(w => w.Key, w => w.Value);
-                await _admin.SetWeightsAsync(job.Id, rest, job.Requirement.Tier, cancellationToken).ConfigureAwait(false);
-            }
-        }
+        // Out of every job first (weight map, shares, allocation), so nothing new is planned onto the node and no job
+        // lists it once it is gone; the drain then refuses new blocks anyway.
+        await _registry.ExcludeNodesAsync(new HashSet<uint> { id }, cancellationToken).ConfigureAwait(false);
 
         await _admin.DrainNodeAsync(id, cancellationToken).ConfigureAwait(false);
         using var deadline = new CancellationTokenSource(_options.DrainTimeout, _time);
@@ -429,6 +500,7 @@ public sealed class Autoscaler
         }
 
         Event("node-stopped", id, $"node {node.Handle} stopped after its drain");
+        return info?.MovedBytes ?? 0;
     }
 
     private void Event(string kind, uint? node, string reason)

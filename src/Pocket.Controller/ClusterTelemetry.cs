@@ -175,14 +175,18 @@ public sealed class ClusterTelemetry : IAsyncDisposable
 
         if (Sampled is { } sampled)
         {
-            try
+            // Each subscriber in turn (a multicast Func would only await the last one's task).
+            foreach (var subscriber in sampled.GetInvocationList().Cast<Func<IReadOnlyList<NodeSample>, CancellationToken, Task>>())
             {
-                await sampled(samples, cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException)
-            {
-                // A subscriber's failure must not stop the telemetry.
-                ControllerLog.TelemetryFailed(_logger, ex.Message);
+                try
+                {
+                    await subscriber(samples, cancellationToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException)
+                {
+                    // A subscriber's failure must not stop the telemetry or the other subscribers.
+                    ControllerLog.TelemetryFailed(_logger, ex.Message);
+                }
             }
         }
     }

@@ -15,6 +15,8 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
 
     public required ClusterEventLog Events { get; init; }
 
+    public required JobUsageMeter Meter { get; init; }
+
     public void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/jobs", RegisterAsync)
@@ -155,7 +157,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         }
 
         var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
-        return Results.Json(ToResponse(job, addresses, usage));
+        return Results.Json(ToResponse(job, addresses, usage, Meter.Read(id)));
     }
 
     private async Task<IResult> DeleteJobAsync(string id, HttpContext context, CancellationToken cancellationToken)
@@ -255,7 +257,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
             .OrderBy(w => w.Key)
             .Select(w => new JobNodeResponse(w.Key, addresses.GetValueOrDefault(w.Key, string.Empty), w.Value))];
 
-    private static JobResponse ToResponse(JobRecord job, IReadOnlyDictionary<uint, string> addresses, JobUsage? usage) => new(
+    private static JobResponse ToResponse(JobRecord job, IReadOnlyDictionary<uint, string> addresses, JobUsage? usage, JobMeterReading? meter = null) => new(
         job.Id,
         job.Name,
         JobRegistry.Tier(job.Requirement.Tier),
@@ -267,7 +269,12 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         job.RegisteredAt,
         job.LeaseExpiresAt,
         new JobHintsResponse(job.Hints.Functions, job.Hints.PeakThroughputBitsPerSecond, job.Hints.CapacityBytes, job.Hints.LatencySensitive),
-        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests, BytesByTier(usage)));
+        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests, BytesByTier(usage))
+        {
+            GbSeconds = meter?.GbSeconds ?? 0,
+            GbSecondsByTier = meter?.GbSecondsByTier.ToDictionary(t => JobRegistry.Tier(t.Key), t => t.Value) ?? new Dictionary<string, double>(),
+            MeteredSince = meter?.Since,
+        });
 
     private static Dictionary<string, long> BytesByTier(JobUsage usage) =>
         usage.BytesByTier.OrderBy(t => t.Key).ToDictionary(t => JobRegistry.Tier(t.Key), t => t.Value);

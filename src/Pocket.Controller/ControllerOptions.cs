@@ -72,6 +72,9 @@ public sealed record ControllerOptions
     /// <summary>Autoscaler settings; null (the default) leaves the cluster's size to job registration alone. Needs a provisioner.</summary>
     public AutoscalerOptions? Autoscaler { get; init; }
 
+    /// <summary>Idle standby nodes kept per tier so scale-ups take one instead of starting one; null (the default): none. Needs a provisioner.</summary>
+    public WarmPoolOptions? WarmPool { get; init; }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {
@@ -84,6 +87,7 @@ public sealed record ControllerOptions
         ArgumentNullException.ThrowIfNull(Listen);
         Registry.Validate();
         Autoscaler?.Validate();
+        WarmPool?.Validate();
         if (HistoryLength < 1 || EventLogLength < 1 || TelemetryInterval <= TimeSpan.Zero)
         {
             throw new ArgumentException("history length, event log length and telemetry interval must be positive");

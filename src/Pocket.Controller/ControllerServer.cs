@@ -29,6 +29,8 @@ public sealed class ControllerServer : IAsyncDisposable
     private JobRegistry? _registry;
     private ClusterTelemetry? _telemetry;
     private Autoscaler? _autoscaler;
+    private WarmPool? _warmPool;
+    private JobUsageMeter? _meter;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -43,6 +45,11 @@ public sealed class ControllerServer : IAsyncDisposable
         if (options.Autoscaler is not null && provisioner is null)
         {
             throw new ArgumentException("the autoscaler needs a provisioner to start and stop nodes");
+        }
+
+        if (options.WarmPool is not null && provisioner is null)
+        {
+            throw new ArgumentException("the warm pool needs a provisioner to start and stop nodes");
         }
     }
 
@@ -64,15 +71,30 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>The autoscaler, when <see cref="ControllerOptions.Autoscaler"/> is set.</summary>
     public Autoscaler? Autoscaler => _autoscaler;
 
+    /// <summary>The warm pool, when <see cref="ControllerOptions.WarmPool"/> is set.</summary>
+    public WarmPool? WarmPool => _warmPool;
+
+    /// <summary>Requests and GB-seconds of a job so far (null before its first telemetry tick, or when it is unknown).</summary>
+    public JobMeterReading? JobMeter(string jobId) => _meter?.Read(jobId);
+
     /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, new PocketClientOptions { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
         _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory);
         _telemetry = new ClusterTelemetry(_admin, _options.Registry.TimeProvider, _options.TelemetryInterval, _options.HistoryLength, Events, _logger);
+        _meter = new JobUsageMeter(_admin, _registry, _options.Registry.TimeProvider, _logger);
+        _telemetry.Sampled += (_, ct) => _meter.TickAsync(ct);
+        _telemetry.Sampled += _registry.PruneAsync;
+        if (_options.WarmPool is { } pool)
+        {
+            _warmPool = new WarmPool(_admin, _provisioner!, pool, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger);
+            _registry.WarmPool = _warmPool;
+        }
+
         if (_options.Autoscaler is { } scaling)
         {
-            _autoscaler = new Autoscaler(_admin, _registry, _provisioner!, scaling, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger);
+            _autoscaler = new Autoscaler(_admin, _registry, _provisioner!, scaling, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger) { WarmPool = _warmPool };
             _telemetry.Sampled += _autoscaler.OnSampleAsync;
         }
 
@@ -108,7 +130,7 @@ public sealed class ControllerServer : IAsyncDisposable
             return next(context);
         });
         app.UseRouting();
-        new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events }.Map(app);
+        new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter }.Map(app);
         app.MapOpenApi();
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         _app = app;
@@ -118,10 +140,11 @@ public sealed class ControllerServer : IAsyncDisposable
         Url = new Uri(address);
         _registry.Start();
         _telemetry.Start();
+        _warmPool?.Start();
         ControllerLog.Listening(_logger, address, _options.MetadataAddress);
     }
 
-    /// <summary>Stops the listener and the lease clock. Jobs stay registered on the metadata server.</summary>
+    /// <summary>Stops the listener, the lease clock and the warm pool's idle nodes. Jobs stay registered on the metadata server.</summary>
     public async ValueTask DisposeAsync()
     {
         if (_app is not null)
@@ -139,6 +162,11 @@ public sealed class ControllerServer : IAsyncDisposable
         {
             // An action in flight was cancelled with the telemetry; wait for it so nothing uses the client afterwards.
             await _autoscaler.Current.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        if (_warmPool is not null)
+        {
+            await _warmPool.DisposeAsync().ConfigureAwait(false);
         }
 
         if (_registry is not null)

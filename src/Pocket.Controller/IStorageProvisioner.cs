@@ -8,7 +8,10 @@ namespace Pocket.Controller;
 /// Bytes the node should offer: the tier's node class capacity, which sizing assumed when it counted the nodes
 /// to start (a Kubernetes provisioner turns it into the pod's memory or volume request).
 /// </param>
-public sealed record NodeRequest(NodeTier Tier, long CapacityBytes);
+/// <param name="Standby">
+/// Start it as a warm-pool node: registered and heartbeating but given no blocks until the controller activates it.
+/// </param>
+public sealed record NodeRequest(NodeTier Tier, long CapacityBytes, bool Standby = false);
 
 /// <summary>A node a provisioner started.</summary>
 /// <param name="Tier">Its tier.</param>

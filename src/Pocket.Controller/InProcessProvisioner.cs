@@ -38,7 +38,7 @@ public sealed class InProcessProvisioner : IStorageProvisioner
         try
         {
             // AddNodeAsync returns once the node has registered, so the id is known here.
-            var index = await _cluster.AddNodeAsync(request.CapacityBytes, cancellationToken: cancellationToken, tier: request.Tier).ConfigureAwait(false);
+            var index = await _cluster.AddNodeAsync(request.CapacityBytes, cancellationToken: cancellationToken, tier: request.Tier, standby: request.Standby).ConfigureAwait(false);
             var node = _cluster.Nodes[index]!;
             return new ProvisionedNode(request.Tier, index.ToString(CultureInfo.InvariantCulture), node.NodeId, $"{node.EndPoint.Address}:{node.EndPoint.Port}");
         }

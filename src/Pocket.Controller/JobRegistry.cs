@@ -97,6 +97,9 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <summary>The settings in use.</summary>
     public JobRegistryOptions Options => _options;
 
+    /// <summary>Idle standby nodes to claim before starting new ones; set by the controller when it has a warm pool.</summary>
+    internal WarmPool? WarmPool { get; set; }
+
     /// <summary>Raised after a job ended, whatever the reason.</summary>
     public event Action<EndedJob>? JobEnded;
 
@@ -440,23 +443,44 @@ public sealed class JobRegistry : IAsyncDisposable
         var timeout = _options.NodeStartTimeout;
         using var deadline = new CancellationTokenSource(timeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
-        var known = before.Select(n => n.Id).ToHashSet();
+        // Standby (warm-pool) nodes listed before count as new once they are activated.
+        var known = before.Where(n => n.State != NodeState.Standby).Select(n => n.Id).ToHashSet();
         var registered = 0;
         ControllerLog.StartingNodes(_logger, count, Tier(tier), Units.FormatBytes(requirement.NodeClass.CapacityBytes), jobName);
         try
         {
             var request = new NodeRequest(tier, requirement.NodeClass.CapacityBytes);
-            ProvisionedNode[] started;
-            try
+            var started = new List<ProvisionedNode>();
+
+            // Warm-pool nodes first: they are running already and serve as soon as they are activated.
+            while (started.Count < count && WarmPool is { } pool && await pool.TryClaimAsync(tier, linked.Token).ConfigureAwait(false) is { } claimed)
             {
-                // Started together: a Kubernetes provisioner waits for each pod, and the waits overlap.
-                started = await Task.WhenAll(Enumerable.Range(0, count).Select(_ => _provisioner.StartNodeAsync(request, linked.Token))).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is not OperationCanceledException and not ProvisioningException)
-            {
-                throw new ProvisioningException($"starting {count} {Tier(tier)} nodes failed: {ex.Message}", ex);
+                started.Add(claimed);
             }
 
+            // Started together: a Kubernetes provisioner waits for each pod, and the waits overlap.
+            // Awaited inside a lambda, so a provisioner that throws at once fails its task rather than the batch's setup.
+            var starts = Enumerable.Range(0, count - started.Count).Select(async _ => await _provisioner.StartNodeAsync(request, linked.Token).ConfigureAwait(false)).ToList();
+            try
+            {
+                await Task.WhenAll(starts).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                // The starts that succeeded would run on unused (on Kubernetes: pods nobody deletes); stop them.
+                var orphans = starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result).ToList();
+                var stopped = await StopQuietlyAsync(orphans).ConfigureAwait(false);
+                var failure = starts.FirstOrDefault(t => t.IsFaulted)?.Exception?.InnerException ?? ex;
+                if (failure is OperationCanceledException && cancellationToken.IsCancellationRequested)
+                {
+                    throw;
+                }
+
+                throw new ProvisioningException(
+                    $"starting {count} {Tier(tier)} nodes failed: {failure.Message}; stopped the {stopped} of them that had started", failure);
+            }
+
+            started.AddRange(starts.Select(t => t.Result));
             foreach (var node in started)
             {
                 ControllerLog.NodeStarted(_logger, node.Handle, Tier(node.Tier), node.NodeId?.ToString(CultureInfo.InvariantCulture) ?? "pending", node.Address ?? "pending");
@@ -483,6 +507,99 @@ public sealed class JobRegistry : IAsyncDisposable
             throw new ProvisioningException(
                 $"started {count} {Tier(tier)} nodes, but {registered} registered with the metadata server within {timeout.TotalSeconds:0.#} s");
         }
+    }
+
+    /// <summary>Stops nodes a failed batch started; returns how many stopped. Failures are logged, not thrown (the batch's own failure is the news).</summary>
+    private async Task<int> StopQuietlyAsync(IReadOnlyList<ProvisionedNode> nodes)
+    {
+        var stopped = 0;
+        foreach (var node in nodes)
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(_options.NodeStartTimeout, _time);
+                await _provisioner!.StopNodeAsync(node, timeout.Token).ConfigureAwait(false);
+                stopped++;
+            }
+            catch (Exception ex) when (ex is not OutOfMemoryException)
+            {
+                ControllerLog.OrphanStopFailed(_logger, node.Handle, ex.Message);
+            }
+        }
+
+        return stopped;
+    }
+
+    /// <summary>
+    /// Takes <paramref name="nodes"/> out of every job: out of its weight map (sent to the metadata server), its
+    /// shares and the nodes' allocations. Called before a node is drained and when nodes die or leave, so no job
+    /// lists a node that is gone. Jobs left with no node fall back to their tier's live nodes.
+    /// </summary>
+    public Task ExcludeNodesAsync(IReadOnlySet<uint> nodes, CancellationToken cancellationToken = default) =>
+        ExcludeNodesAsync(nodes, wait: true, cancellationToken);
+
+    private async Task ExcludeNodesAsync(IReadOnlySet<uint> nodes, bool wait, CancellationToken cancellationToken)
+    {
+        if (nodes.Count == 0)
+        {
+            return;
+        }
+
+        // Under the registration gate: a registration in flight must not add shares of these nodes back afterwards.
+        // The telemetry's pruning does not wait for one (it may wait for nodes to start); the next tick prunes.
+        if (!await _registrationGate.WaitAsync(wait ? Timeout.InfiniteTimeSpan : TimeSpan.Zero, cancellationToken).ConfigureAwait(false))
+        {
+            return;
+        }
+
+        try
+        {
+            foreach (var job in Jobs.Where(j => j.Shares.Any(s => nodes.Contains(s.NodeId)) || j.Weights.Weights.Keys.Any(nodes.Contains)))
+            {
+                var weights = job.Weights.Without(nodes);
+                try
+                {
+                    await _admin.SetWeightsAsync(job.Id, weights.Weights, job.Requirement.Tier, cancellationToken).ConfigureAwait(false);
+                }
+                catch (ObjectNotFoundException)
+                {
+                    // The job is gone from the metadata server; the lease pass ends it. Its shares are still dropped below.
+                }
+
+                lock (_lock)
+                {
+                    if (_jobs.TryGetValue(job.Id, out var current))
+                    {
+                        _jobs[job.Id] = current with { Shares = [.. current.Shares.Where(s => !nodes.Contains(s.NodeId))], Weights = weights };
+                    }
+                }
+            }
+
+            lock (_lock)
+            {
+                foreach (var node in nodes)
+                {
+                    _allocated.Remove(node);
+                }
+            }
+        }
+        finally
+        {
+            _registrationGate.Release();
+        }
+    }
+
+    /// <summary>After a telemetry sample: nodes a job still lists that are dead, drained or gone are taken out of it.</summary>
+    internal Task PruneAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
+    {
+        var present = samples.Where(s => s.State is NodeState.Live or NodeState.Draining).Select(s => s.NodeId).ToHashSet();
+        HashSet<uint> gone;
+        lock (_lock)
+        {
+            gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(id => !present.Contains(id))];
+        }
+
+        return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);
     }
 
     private static bool IsValidJobName(string? name) =>

@@ -100,6 +100,11 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         start.ArgumentList.Add(request.Tier.ToString().ToLowerInvariant());
         start.ArgumentList.Add("--capacity");
         start.ArgumentList.Add(request.CapacityBytes.ToString(CultureInfo.InvariantCulture));
+        if (request.Standby)
+        {
+            start.ArgumentList.Add("--standby");
+        }
+
         if (_options.BlockSize is { } blockSize)
         {
             start.ArgumentList.Add("--block-size");

@@ -115,8 +115,23 @@ public sealed class WeightMap
         }
     }
 
-    /// <summary>The weights, summing to 1.</summary>
+    private WeightMap() => _weights = [];
+
+    /// <summary>
+    /// No weights: the metadata server spreads the job over its tier's live nodes. What a job is left with when every
+    /// node of its map was removed.
+    /// </summary>
+    public static WeightMap None { get; } = new();
+
+    /// <summary>The weights, summing to 1 (empty for <see cref="None"/>).</summary>
     public IReadOnlyDictionary<uint, double> Weights => _weights;
+
+    /// <summary>This map without <paramref name="nodes"/>, the rest scaled to sum to 1 again; <see cref="None"/> when nothing is left.</summary>
+    public WeightMap Without(IReadOnlySet<uint> nodes)
+    {
+        var rest = _weights.Where(w => !nodes.Contains(w.Key)).ToList();
+        return rest.Count == 0 ? None : new WeightMap(rest);
+    }
 
     /// <summary>The weight map of a complete placement.</summary>
     public static WeightMap From(Placement placement)

@@ -72,6 +72,11 @@ internal static class StoragePodSpec
             args.Add("--verbose");
         }
 
+        if (request.Standby)
+        {
+            args.Add("--standby");
+        }
+
         // DRAM nodes hold their whole capacity in native memory; request = limit so the scheduler reserves it all.
         var memory = Quantity(isDram ? checked(request.CapacityBytes + tier.MemoryOverheadBytes) : tier.MemoryOverheadBytes);
         var requests = new Dictionary<string, ResourceQuantity> { ["memory"] = memory, ["cpu"] = new(tier.CpuRequest) };

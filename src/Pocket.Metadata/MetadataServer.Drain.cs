@@ -42,8 +42,13 @@ public sealed partial class MetadataServer
                 return;
             }
 
-            // Draining twice is harmless: the first drain goes on, a drained node stays drained.
-            if (node.State == NodeState.Live)
+            // Draining twice is harmless: the first drain goes on, a drained node stays drained. A standby node
+            // never held a block, so it is drained at once.
+            if (node.State == NodeState.Standby)
+            {
+                node.State = NodeState.Drained;
+            }
+            else if (node.State == NodeState.Live)
             {
                 node.State = NodeState.Draining;
                 MetadataLog.DrainStarted(_logger, id, node.UsedBytes);

@@ -15,6 +15,9 @@ public sealed partial class MetadataServer
         var capacity = reader.I64();
         var blockSize = reader.I32();
         var secret = reader.Bytes(32).ToArray();
+
+        // Optional trailing flags (older nodes stop before them): bit 0 registers the node standby (warm pool).
+        var flags = reader.AtEnd ? (byte)0 : reader.U8();
         if (BadBody(frame, ref reader, "register-node"))
         {
             return;
@@ -23,6 +26,12 @@ public sealed partial class MetadataServer
         if (!IsAdmin(frame, out var error))
         {
             frame.ReplyError(Status.Unauthorized, error);
+            return;
+        }
+
+        if ((flags & ~RegisterNodeStandby) != 0)
+        {
+            frame.ReplyError(Status.BadRequest, $"register-node flags 0x{flags:x2} has unknown bits (only 0x01, standby, is defined)");
             return;
         }
 
@@ -47,6 +56,7 @@ public sealed partial class MetadataServer
                 Allocator = new BlockAllocator(capacity / blockSize),
                 ConnectionId = frame.ConnectionId,
                 LastHeartbeat = _options.TimeProvider.GetTimestamp(),
+                State = (flags & RegisterNodeStandby) != 0 ? NodeState.Standby : NodeState.Live,
             };
             _nodes[node.Id] = node;
         }
@@ -55,6 +65,40 @@ public sealed partial class MetadataServer
         Span<byte> reply = stackalloc byte[4];
         System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(reply, node.Id);
         frame.Reply(Status.Ok, reply);
+    }
+
+    /// <summary>RegisterNode's trailing flag bit: the node starts as a standby (warm-pool) node.</summary>
+    internal const byte RegisterNodeStandby = 0x01;
+
+    /// <summary>ActivateNode: node id u32. A standby node becomes live; activating a live node is a no-op.</summary>
+    private void HandleActivateNode(FrameContext frame)
+    {
+        var reader = new BodyReader(frame.ReadBody());
+        var id = reader.U32();
+        if (BadBody(frame, ref reader, "activate-node"))
+        {
+            return;
+        }
+
+        if (!IsAdmin(frame, out var error))
+        {
+            frame.ReplyError(Status.Unauthorized, error);
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!_nodes.TryGetValue(id, out var node) || node.State is not (NodeState.Standby or NodeState.Live))
+            {
+                var state = node is null ? "not registered" : node.State.ToString().ToLowerInvariant();
+                frame.ReplyError(Status.NotFound, $"node {id} is not a standby node ({state})");
+                return;
+            }
+
+            node.State = NodeState.Live;
+        }
+
+        frame.Reply(Status.Ok);
     }
 
     private void HandleHeartbeat(FrameContext frame)

@@ -78,6 +78,9 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             case Opcode.DrainNode:
                 HandleDrainNode(frame);
                 return;
+            case Opcode.ActivateNode:
+                HandleActivateNode(frame);
+                return;
         }
 
         if (opcode is < Opcode.PutSmall or > Opcode.Count)
@@ -154,9 +157,9 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
             foreach (var node in _nodes.Values.ToList())
             {
-                if (node.ConnectionId == connection.ConnectionId && node.State == NodeState.Drained)
+                if (node.ConnectionId == connection.ConnectionId && node.State is NodeState.Drained or NodeState.Standby)
                 {
-                    // A drained node stopping is the end of a planned removal, not a failure.
+                    // A drained node stopping is the end of a planned removal, not a failure; a standby node never held a block.
                     _nodes.Remove(node.Id);
                     MetadataLog.NodeRemoved(_logger, node.Id);
                 }

@@ -17,4 +17,10 @@ public enum NodeState : byte
 
     /// <summary>A drained node: it holds no live blocks and may be stopped.</summary>
     Drained = 4,
+
+    /// <summary>
+    /// A warm-pool node: registered and heartbeating but held out of placement (it receives no blocks) until the
+    /// controller claims it with <see cref="Opcode.ActivateNode"/>.
+    /// </summary>
+    Standby = 5,
 }

@@ -18,6 +18,9 @@ public enum Opcode : byte
     /// <summary>Controller to metadata server: stop placing blocks on a node and move its live blocks elsewhere.</summary>
     DrainNode = 9,
 
+    /// <summary>Controller to metadata server: a standby (warm-pool) node becomes live and placement may choose it.</summary>
+    ActivateNode = 10,
+
     // Namespace (client to metadata server).
     PutSmall = 20,
     Get = 21,

@@ -66,6 +66,11 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             .I64(_store!.Capacity)
             .I32(_store.BlockSize)
             .Bytes(_secret);
+        if (_options.Standby)
+        {
+            // Trailing flags byte, bit 0: standby (held out of placement until the controller activates it).
+            body.U8(1);
+        }
 
         // Drop the old identity and its blocks before the metadata server can grant writes under the new one,
         // so a write granted for the new id is never wiped by the reset (grants for id 0 do not exist).

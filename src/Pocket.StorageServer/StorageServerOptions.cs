@@ -14,6 +14,12 @@ public sealed record StorageServerOptions
 
     public NodeTier Tier { get; init; } = NodeTier.Dram;
 
+    /// <summary>
+    /// Register as a standby (warm-pool) node: connected and heartbeating, but given no blocks until the controller
+    /// activates it. A re-registration (after the metadata server restarts) is standby again.
+    /// </summary>
+    public bool Standby { get; init; }
+
     /// <summary>Bytes this node stores at most.</summary>
     public long Capacity { get; init; } = 1L << 30;
 

@@ -70,9 +70,10 @@ public sealed class PocketCluster : IAsyncDisposable
 
     /// <summary>
     /// Starts one more storage node and waits until it is registered. Returns its index. Without
-    /// <paramref name="deviceFactory"/> the node gets its tier's device (<see cref="BlockDevices.Create"/>).
+    /// <paramref name="deviceFactory"/> the node gets its tier's device (<see cref="BlockDevices.Create"/>). A
+    /// <paramref name="standby"/> node registers as a warm-pool node and gets no blocks until it is activated.
     /// </summary>
-    public async Task<int> AddNodeAsync(long? capacity = null, Func<StorageServerOptions, IBlockDevice>? deviceFactory = null, CancellationToken cancellationToken = default, NodeTier tier = NodeTier.Dram)
+    public async Task<int> AddNodeAsync(long? capacity = null, Func<StorageServerOptions, IBlockDevice>? deviceFactory = null, CancellationToken cancellationToken = default, NodeTier tier = NodeTier.Dram, bool standby = false)
     {
         var node = new StorageServer.StorageServer(
             new StorageServerOptions
@@ -84,6 +85,7 @@ public sealed class PocketCluster : IAsyncDisposable
                 TimeProvider = Options.TimeProvider,
                 ClusterToken = Options.ClusterToken,
                 Tier = tier,
+                Standby = standby,
                 DeviceFactory = deviceFactory ?? (o => BlockDevices.Create(o.Tier, o.Capacity, Options.Devices with { Directory = Options.DataDirectory, PreTouchMemory = Options.PreTouchMemory })),
                 Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
             },

@@ -19,6 +19,31 @@ public sealed class AutoscalerPolicyTests
         AutoscalerPolicy.Decide(nodes, removable, Options, Bandwidth, state, time.GetUtcNow());
 
     [Fact]
+    public void WarmPoolNodesAreNotServingCapacity()
+    {
+        var time = new FakeTimeProvider();
+
+        // Two live nodes at 85 % plus an empty standby node: counting it would put the tier at 57 %.
+        var (decision, _) = Decide(time, AutoscalerState.Initial, new HashSet<uint> { 3 }, Node(time, 1, 0.85), Node(time, 2, 0.85), Node(time, 3, 0, state: NodeState.Standby));
+        Assert.Equal(ScalingAction.AddNode, decision.Action);
+        var utilisation = Assert.Single(AutoscalerPolicy.Utilisation([Node(time, 1, 0.85), Node(time, 3, 0, state: NodeState.Standby)], Options, Bandwidth));
+        Assert.Equal(1, utilisation.Nodes);
+
+        // Nor is a standby node ever the one removed.
+        var state = AutoscalerState.Initial;
+        ScalingDecision? removal = null;
+        for (var i = 0; i < 15 && removal is null; i++)
+        {
+            (decision, state) = Decide(time, state, new HashSet<uint> { 1, 2, 3, 4 }, Node(time, 1, 0.1), Node(time, 2, 0.1), Node(time, 3, 0, state: NodeState.Standby), Node(time, 4, 0.1));
+            removal = decision.Action == ScalingAction.RemoveNode ? decision : null;
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.NotNull(removal);
+        Assert.NotEqual(3u, removal.NodeId);
+    }
+
+    [Fact]
     public void AnyResourceAboveTheUpperBoundAddsANodeOfThatTier()
     {
         var time = new FakeTimeProvider();

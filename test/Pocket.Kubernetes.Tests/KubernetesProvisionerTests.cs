@@ -96,6 +96,18 @@ public sealed class KubernetesProvisionerTests
     }
 
     [Fact]
+    public async Task AWarmPoolNodeIsStartedStandby()
+    {
+        await using var api = await FakeApiServer.StartAsync();
+        using var provisioner = Provisioner(api, Options());
+
+        await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, GiB, Standby: true), CancellationToken.None);
+
+        var container = Assert.Single(Single(api, "POST").BodyAs<V1Pod>().Spec.Containers);
+        Assert.Equal("--standby", container.Args[^1]);
+    }
+
+    [Fact]
     public async Task SsdNodeKeepsItsFileOnAnEmptyDirOfItsCapacity()
     {
         await using var api = await FakeApiServer.StartAsync();

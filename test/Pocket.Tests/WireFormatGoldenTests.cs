@@ -32,7 +32,7 @@ public sealed class WireFormatGoldenTests
     [Fact]
     public void OpcodeNumbersAreFrozen() => AssertFrozen<Opcode>(
         ("Ping", 1), ("RegisterNode", 2), ("Heartbeat", 3), ("RegisterJob", 4), ("DeregisterJob", 5), ("SetWeights", 6),
-        ("ListNodes", 7), ("JobStats", 8), ("DrainNode", 9), ("PutSmall", 20), ("Get", 21), ("Create", 22), ("Allocate", 23), ("Commit", 24),
+        ("ListNodes", 7), ("JobStats", 8), ("DrainNode", 9), ("ActivateNode", 10), ("PutSmall", 20), ("Get", 21), ("Create", 22), ("Allocate", 23), ("Commit", 24),
         ("Abort", 25), ("Lookup", 26), ("Delete", 27), ("List", 28), ("Count", 29), ("WriteExtent", 40), ("ReadExtent", 41));
 
     [Fact]
@@ -49,7 +49,7 @@ public sealed class WireFormatGoldenTests
     public void TierStateAndRightsNumbersAreFrozen()
     {
         AssertFrozen<NodeTier>(("Dram", 1), ("Ssd", 2), ("Hdd", 3));
-        AssertFrozen<NodeState>(("Live", 1), ("Draining", 2), ("Dead", 3), ("Drained", 4));
+        AssertFrozen<NodeState>(("Live", 1), ("Draining", 2), ("Dead", 3), ("Drained", 4), ("Standby", 5));
         AssertFrozen<GrantRights>(("None", 0), ("Read", 1), ("Write", 2));
     }
 

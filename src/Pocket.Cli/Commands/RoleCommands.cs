@@ -94,9 +94,10 @@ internal static class RoleCommands
         var host = HostOption("Address to listen on and to advertise to clients");
         var port = PortOption(0);
         var verbose = VerboseOption();
+        var standby = new Option<bool>("--standby") { Description = "Register as a warm-pool node: no blocks until the controller activates it" };
         var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, verbose, StopOnStdinEof,
+            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, verbose, standby, StopOnStdinEof,
         };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
@@ -123,6 +124,7 @@ internal static class RoleCommands
                     Metadata = new DnsEndPoint(metadataHost, metadataPort),
                     ClusterToken = ClusterTokenFromEnvironment(out _, required: false),
                     Tier = nodeTier,
+                    Standby = parse.GetValue(standby),
                     Capacity = parse.GetValue(capacity),
                     BlockSize = (int)block,
                     AdvertisedHost = listenHost,

@@ -13,6 +13,9 @@ internal static class StatusCommand
 {
     private const double MB = 1e6;
 
+    /// <summary>Events shown under the tables.</summary>
+    private const int EventsShown = 10;
+
     public static Command Create()
     {
         var json = CommandRunner.JsonOption();
@@ -74,7 +77,21 @@ internal static class StatusCommand
                 return null;
             }
         })).ConfigureAwait(false);
-        return new Snapshot(cluster, usages, DateTimeOffset.UtcNow);
+        var events = await EventsAsync(connection, cancellationToken).ConfigureAwait(false);
+        return new Snapshot(cluster, usages, DateTimeOffset.UtcNow) { Events = events };
+    }
+
+    /// <summary>The last events; a controller without the events endpoint (or a failed call) shows none rather than failing the status.</summary>
+    private static async Task<IReadOnlyList<ClusterEventInfo>> EventsAsync(ControllerConnection connection, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await connection.Client.GetEventsAsync(EventsShown, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketControllerException)
+        {
+            return [];
+        }
     }
 
     private static async Task WatchAsync(ControllerConnection connection, CancellationToken cancellationToken)
@@ -177,7 +194,34 @@ internal static class StatusCommand
         return new Rows(
             header,
             cluster.Nodes.Count > 0 ? nodes : new Markup("no storage nodes"),
-            cluster.Jobs.Count > 0 ? jobs : new Markup("no jobs"));
+            cluster.Jobs.Count > 0 ? jobs : new Markup("no jobs"),
+            RenderEvents(snapshot.Events));
+    }
+
+    /// <summary>The last events: what the controller decided (scale-ups, drains, warm pool) and why.</summary>
+    private static IRenderable RenderEvents(IReadOnlyList<ClusterEventInfo> events)
+    {
+        if (events.Count == 0)
+        {
+            return new Markup("no events");
+        }
+
+        var table = new Table().Border(TableBorder.Rounded).Title("recent events")
+            .AddColumn("time")
+            .AddColumn("event")
+            .AddColumn(new TableColumn("node").RightAligned())
+            .AddColumn("reason");
+        foreach (var e in events)
+        {
+            var kind = Markup.Escape(e.Kind);
+            table.AddRow(
+                e.Time.ToLocalTime().ToString("HH:mm:ss", CultureInfo.InvariantCulture),
+                e.Kind is "scale-failed" or "node-dead" or "pool-failed" ? $"[red]{kind}[/]" : kind,
+                e.Node?.ToString(CultureInfo.InvariantCulture) ?? "",
+                Markup.Escape(e.Reason));
+        }
+
+        return table;
     }
 
     /// <summary>"dram 2 MiB, ssd 6 MiB": the tiers holding the job's blocks (spilled data shows as a second tier).</summary>
@@ -217,7 +261,17 @@ internal static class StatusCommand
             ["bytes"] = snapshot.Usages[i] is { } u ? u.BlockBytes + u.InlineBytes : null,
             ["bytesByTier"] = snapshot.Usages[i] is { } usage ? new JsonObject([.. usage.BytesByTier.OrderBy(t => t.Key).Select(t => KeyValuePair.Create(JobCommands.Tier(t.Key), (JsonNode?)t.Value))]) : null,
         })]),
+        ["events"] = new JsonArray([.. snapshot.Events.Select(e => (JsonNode)new JsonObject
+        {
+            ["time"] = e.Time,
+            ["kind"] = e.Kind,
+            ["node"] = e.Node,
+            ["reason"] = e.Reason,
+        })]),
     };
 
-    private sealed record Snapshot(ClusterStatus Cluster, JobUsage?[] Usages, DateTimeOffset At);
+    private sealed record Snapshot(ClusterStatus Cluster, JobUsage?[] Usages, DateTimeOffset At)
+    {
+        public IReadOnlyList<ClusterEventInfo> Events { get; init; } = [];
+    }
 }

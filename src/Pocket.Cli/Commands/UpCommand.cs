@@ -38,12 +38,20 @@ internal static class UpCommand
         var gatewayPort = new Option<int>("--gateway-port") { Description = "Port of the S3 gateway on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7090 };
         var noGateway = new Option<bool>("--no-gateway") { Description = "Start no S3 gateway" };
         var autoscale = new Option<bool>("--autoscale") { Description = "Add and drain storage nodes to keep utilisation within 60-80 %" };
+        var warmPool = new Option<int>("--warm-pool") { Description = "Idle standby nodes kept ready so a scale-up takes one instead of starting one (0 = none)", DefaultValueFactory = _ => 0 };
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, runFor, verbose,
+            nodes, tiers, capacity, nodeCapacity, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, runFor, verbose,
         };
+        warmPool.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() is < 0 or > 64)
+            {
+                result.AddError("--warm-pool must be between 0 and 64");
+            }
+        });
         nodes.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<int>() is < 0 or > 64)
@@ -104,6 +112,7 @@ internal static class UpCommand
                 InProcess = parse.GetValue(inProcess),
                 GatewayPort = parse.GetValue(noGateway) ? null : parse.GetValue(gatewayPort),
                 Autoscale = parse.GetValue(autoscale),
+                WarmPool = parse.GetValue(warmPool),
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),

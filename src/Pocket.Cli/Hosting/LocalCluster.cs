@@ -75,6 +75,12 @@ internal sealed record LocalClusterOptions
 
     /// <summary>Keep each tier's utilisation inside 60-80 % by adding and draining nodes.</summary>
     public bool Autoscale { get; init; }
+
+    /// <summary>Autoscaler settings that replace the defaults <see cref="Autoscale"/> picks (the benchmark drives it by hand).</summary>
+    public AutoscalerOptions? Autoscaler { get; init; }
+
+    /// <summary>Idle standby DRAM nodes the controller keeps ready for scale-ups (0: no warm pool).</summary>
+    public int WarmPool { get; init; }
 }
 
 /// <summary>
@@ -114,6 +120,9 @@ internal sealed class LocalCluster : IAsyncDisposable
     public string? GatewayText => _gateway?.Url.ToString().TrimEnd('/');
 
     public IStorageProvisioner Provisioner { get; }
+
+    /// <summary>The controller (its autoscaler, warm pool and events).</summary>
+    public ControllerServer Controller => _controller ?? throw new InvalidOperationException("not started");
 
     /// <summary>"child processes" or "in-process", for messages.</summary>
     public string NodeKind => Options.InProcess ? "in-process" : "child processes";
@@ -178,8 +187,9 @@ internal sealed class LocalCluster : IAsyncDisposable
                         Sizing = new SizingOptions { NodeClasses = options.NodeClasses() },
                     },
 
-                    // New nodes get their tier's class capacity (the sizing classes above).
-                    Autoscaler = options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.NodeCounts.Values.Sum()), MaxNodes = Math.Max(16, options.NodeCounts.Values.Sum()) } : null,
+                    // New nodes, pooled or not, get their tier's class capacity (the sizing classes above).
+                    Autoscaler = options.Autoscaler ?? (options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.NodeCounts.Values.Sum()), MaxNodes = Math.Max(16, options.NodeCounts.Values.Sum()) } : null),
+                    WarmPool = options.WarmPool > 0 ? new WarmPoolOptions { NodesPerTier = options.WarmPool } : null,
                 },
                 provisioner,
                 loggerFactory);

@@ -1,0 +1,298 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Pocket.Client;
+using Pocket.Protocol;
+
+namespace Pocket.Controller;
+
+/// <summary>Settings of the warm pool: idle storage nodes kept running so a scale-up does not wait for a node to start.</summary>
+public sealed record WarmPoolOptions
+{
+    /// <summary>Idle nodes kept ready per tier.</summary>
+    public int NodesPerTier { get; init; } = 1;
+
+    /// <summary>Tiers with a pool (the provisioner must start them).</summary>
+    public IReadOnlyList<NodeTier> Tiers { get; init; } = [NodeTier.Dram];
+
+    /// <summary>Capacity of pool nodes; null: the sizing node class of the tier (what a scale-up would start).</summary>
+    public long? NodeCapacityBytes { get; init; }
+
+    /// <summary>Wait after a failed start before the pool tries again.</summary>
+    public TimeSpan RetryDelay { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Time a started node may take to show up as standby when the provisioner does not know its id.</summary>
+    public TimeSpan RegistrationTimeout { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
+    public void Validate()
+    {
+        if (NodesPerTier is < 1 or > 64)
+        {
+            throw new ArgumentException("warm pool nodes per tier must be between 1 and 64");
+        }
+
+        if (Tiers.Count == 0 || Tiers.Any(t => !Enum.IsDefined(t)))
+        {
+            throw new ArgumentException("warm pool needs at least one known tier");
+        }
+
+        if (NodeCapacityBytes is <= 0 || RetryDelay <= TimeSpan.Zero || RegistrationTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("warm pool node capacity, retry delay and registration timeout must be positive");
+        }
+    }
+}
+
+/// <summary>
+/// Idle storage nodes started as standby: registered with the metadata server and heartbeating, but held out of
+/// placement (they get no blocks and the autoscaler does not count them). Claiming one activates it, which takes
+/// one round trip; the pool then starts a replacement in the background. Disposing stops the unclaimed nodes.
+/// </summary>
+public sealed class WarmPool : IAsyncDisposable
+{
+    private readonly PocketClient _admin;
+    private readonly IStorageProvisioner _provisioner;
+    private readonly WarmPoolOptions _options;
+    private readonly SizingOptions _sizing;
+    private readonly TimeProvider _time;
+    private readonly ClusterEventLog _events;
+    private readonly ILogger _logger;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<NodeTier, List<ProvisionedNode>> _ready = [];
+    private readonly Dictionary<NodeTier, Task> _filling = [];
+    private readonly CancellationTokenSource _stop = new();
+
+    internal WarmPool(PocketClient admin, IStorageProvisioner provisioner, WarmPoolOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
+    {
+        options.Validate();
+        var missing = options.Tiers.Where(t => !provisioner.Tiers.Contains(t)).ToList();
+        if (missing.Count > 0)
+        {
+            throw new ArgumentException($"the provisioner cannot start {string.Join(", ", missing.Select(JobRegistry.Tier))} nodes for the warm pool");
+        }
+
+        _admin = admin;
+        _provisioner = provisioner;
+        _options = options;
+        _sizing = sizing;
+        _time = time;
+        _events = events;
+        _logger = logger;
+        foreach (var tier in options.Tiers)
+        {
+            _ready[tier] = [];
+        }
+    }
+
+    /// <summary>The settings in use.</summary>
+    public WarmPoolOptions Options => _options;
+
+    /// <summary>Idle nodes ready to be claimed, per tier.</summary>
+    public IReadOnlyList<ProvisionedNode> Ready(NodeTier tier)
+    {
+        lock (_lock)
+        {
+            return _ready.TryGetValue(tier, out var nodes) ? [.. nodes] : [];
+        }
+    }
+
+    /// <summary>Raised when a tier's pool is full again (after start-up or a refill).</summary>
+    public event Action<NodeTier>? Filled;
+
+    /// <summary>Starts filling every tier's pool in the background.</summary>
+    internal void Start()
+    {
+        foreach (var tier in _options.Tiers)
+        {
+            Refill(tier);
+        }
+    }
+
+    /// <summary>
+    /// Takes an idle node of <paramref name="tier"/> and activates it: from then on placement may choose it. Null when
+    /// the pool of the tier is empty (still filling, or no pool for it). A replacement starts in the background.
+    /// </summary>
+    public async Task<ProvisionedNode?> TryClaimAsync(NodeTier tier, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            ProvisionedNode node;
+            lock (_lock)
+            {
+                if (!_ready.TryGetValue(tier, out var nodes) || nodes.Count == 0)
+                {
+                    return null;
+                }
+
+                node = nodes[0];
+                nodes.RemoveAt(0);
+            }
+
+            Refill(tier);
+            try
+            {
+                await _admin.ActivateNodeAsync(node.NodeId!.Value, cancellationToken).ConfigureAwait(false);
+                Event("pool-claimed", node.NodeId, $"{JobRegistry.Tier(tier)} node {node.Handle} left the warm pool and serves");
+                return node;
+            }
+            catch (ObjectNotFoundException ex)
+            {
+                // It died while idle: stop what is left of it and take the next one.
+                Event("pool-failed", node.NodeId, $"warm-pool node {node.Handle} could not be activated: {ex.Message}");
+                await StopQuietlyAsync(node).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private void Refill(NodeTier tier)
+    {
+        lock (_lock)
+        {
+            if (_stop.IsCancellationRequested || !_ready.ContainsKey(tier) || (_filling.TryGetValue(tier, out var running) && !running.IsCompleted))
+            {
+                return;
+            }
+
+            _filling[tier] = Task.Run(() => FillAsync(tier), CancellationToken.None);
+        }
+    }
+
+    // One start at a time per tier, so a node the provisioner does not know the id of is the only new standby node.
+    private async Task FillAsync(NodeTier tier)
+    {
+        var token = _stop.Token;
+        try
+        {
+            while (!token.IsCancellationRequested)
+            {
+                lock (_lock)
+                {
+                    if (_ready[tier].Count >= _options.NodesPerTier)
+                    {
+                        break;
+                    }
+                }
+
+                try
+                {
+                    var node = await StartOneAsync(tier, token).ConfigureAwait(false);
+                    bool keep;
+                    lock (_lock)
+                    {
+                        keep = !_stop.IsCancellationRequested;
+                        if (keep)
+                        {
+                            _ready[tier].Add(node);
+                        }
+                    }
+
+                    if (!keep)
+                    {
+                        await StopQuietlyAsync(node).ConfigureAwait(false);
+                        return;
+                    }
+
+                    Event("pool-added", node.NodeId, string.Create(CultureInfo.InvariantCulture, $"{JobRegistry.Tier(tier)} node {node.Handle} is standing by ({Ready(tier).Count} of {_options.NodesPerTier} ready)"));
+                }
+                catch (Exception ex) when (ex is not OperationCanceledException || !token.IsCancellationRequested)
+                {
+                    Event("pool-failed", null, $"starting a {JobRegistry.Tier(tier)} warm-pool node failed: {ex.Message}");
+                    ControllerLog.WarmPoolFailed(_logger, ex.Message);
+                    await Task.Delay(_options.RetryDelay, _time, token).ConfigureAwait(false);
+                }
+            }
+
+            Filled?.Invoke(tier);
+        }
+        catch (OperationCanceledException) when (token.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task<ProvisionedNode> StartOneAsync(NodeTier tier, CancellationToken cancellationToken)
+    {
+        var capacity = _options.NodeCapacityBytes ?? _sizing.ClassOf(tier)?.CapacityBytes
+            ?? throw new ProvisioningException($"no node class for tier {JobRegistry.Tier(tier)}");
+        var before = (await _admin.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Select(n => n.Id).ToHashSet();
+        var node = await _provisioner.StartNodeAsync(new NodeRequest(tier, capacity, Standby: true), cancellationToken).ConfigureAwait(false);
+        if (node.NodeId is not null)
+        {
+            return node;
+        }
+
+        // A provisioner that only creates the node (a pod): the pool's node is the new standby node of the tier.
+        try
+        {
+            using var deadline = new CancellationTokenSource(_options.RegistrationTimeout, _time);
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
+            while (true)
+            {
+                var fresh = (await _admin.GetNodesAsync(linked.Token).ConfigureAwait(false))
+                    .FirstOrDefault(n => n.State == NodeState.Standby && n.Tier == tier && !before.Contains(n.Id) && !IsPooled(n.Id));
+                if (fresh is not null)
+                {
+                    return node with { NodeId = fresh.Id, Address = fresh.Address };
+                }
+
+                await Task.Delay(TimeSpan.FromMilliseconds(100), _time, linked.Token).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            await StopQuietlyAsync(node).ConfigureAwait(false);
+            throw new ProvisioningException($"warm-pool node {node.Handle} did not register within {_options.RegistrationTimeout.TotalSeconds:0.#} s");
+        }
+    }
+
+    private bool IsPooled(uint id)
+    {
+        lock (_lock)
+        {
+            return _ready.Values.Any(nodes => nodes.Any(n => n.NodeId == id));
+        }
+    }
+
+    private async Task StopQuietlyAsync(ProvisionedNode node)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(_options.RegistrationTimeout, _time);
+            await _provisioner.StopNodeAsync(node, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            ControllerLog.WarmPoolFailed(_logger, $"could not stop node {node.Handle}: {ex.Message}");
+        }
+    }
+
+    private void Event(string kind, uint? node, string reason) => _events.Add(new ClusterEvent(_time.GetUtcNow(), kind, node, reason));
+
+    /// <summary>Stops filling and stops every unclaimed node.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        Task[] filling;
+        lock (_lock)
+        {
+            _stop.Cancel();
+            filling = [.. _filling.Values];
+        }
+
+        await Task.WhenAll(filling).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        List<ProvisionedNode> idle;
+        lock (_lock)
+        {
+            idle = [.. _ready.Values.SelectMany(n => n)];
+            foreach (var nodes in _ready.Values)
+            {
+                nodes.Clear();
+            }
+        }
+
+        foreach (var node in idle)
+        {
+            await StopQuietlyAsync(node).ConfigureAwait(false);
+        }
+
+        _stop.Dispose();
+    }
+}

@@ -1,0 +1,313 @@
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Pocket.Client;
+using Pocket.Protocol;
+using Pocket.Storage;
+using Pocket.Testing;
+
+namespace Pocket.Controller.Tests;
+
+/// <summary>
+/// The live cluster changing size: removed nodes leave every job, a failed start batch leaves nothing running, the
+/// warm pool, per-job GB-seconds and a node killed during the autoscaler's drain. Real in-process clusters.
+/// </summary>
+public sealed class ElasticTests
+{
+    private const long NodeCapacity = 32L << 20;
+
+    // The autoscaler only acts when told to: nothing is above 100 %, and shrinking needs a quiet day.
+    private static readonly AutoscalerOptions ByHand = new() { Lower = 0.5, Upper = 1.0, MinNodes = 1, Cooldown = TimeSpan.FromDays(1), NewNodeCapacityBytes = NodeCapacity, Resources = ScalingResources.Capacity };
+
+    private static string Hash(byte[] data) => Convert.ToHexString(SHA256.HashData(data));
+
+    private static byte[] Data(string key, int length)
+    {
+        var data = new byte[length];
+        new Random(StringComparer.Ordinal.GetHashCode(key)).NextBytes(data);
+        return data;
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting until {what}");
+            await Task.Delay(20);
+        }
+    }
+
+    private static Task<PocketCluster> ClusterAsync(int nodes, long capacity = NodeCapacity) =>
+        PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = nodes, NodeCapacity = capacity, PreTouchMemory = false, NodeTimeout = TimeSpan.FromMinutes(5) });
+
+    private static ControllerServer Controller(PocketCluster cluster, IStorageProvisioner? provisioner, TimeProvider? time = null, AutoscalerOptions? autoscaler = null, WarmPoolOptions? pool = null, int minimumNodes = 2, TimeSpan? telemetry = null) => new(
+        new ControllerOptions
+        {
+            MetadataAddress = cluster.MetadataAddress,
+            ClusterToken = cluster.Options.ClusterToken,
+            Registry = new JobRegistryOptions
+            {
+                Sizing = new SizingOptions { MinimumNodes = minimumNodes, NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = cluster.Options.NodeCapacity }] },
+                TimeProvider = time ?? TimeProvider.System,
+            },
+            Autoscaler = autoscaler,
+            WarmPool = pool,
+            TelemetryInterval = telemetry ?? TimeSpan.FromSeconds(1),
+        },
+        provisioner,
+        NullLoggerFactory.Instance);
+
+    private static ProvisionedNode Adopted(PocketCluster cluster, int index) =>
+        new(NodeTier.Dram, index.ToString(System.Globalization.CultureInfo.InvariantCulture), cluster.Nodes[index]!.NodeId, null);
+
+    [Fact]
+    public async Task ARemovedNodeLeavesEveryJobsWeightsSharesAndAllocations()
+    {
+        await using var cluster = await ClusterAsync(nodes: 4, capacity: 256L << 20);
+        await using var controller = Controller(cluster, new InProcessProvisioner(cluster), autoscaler: ByHand with { NewNodeCapacityBytes = 256L << 20 }, minimumNodes: 4);
+        await controller.StartAsync();
+        using var api = new PocketControllerClient(controller.Url);
+        var job = await controller.Registry.RegisterAsync("spread", new JobHints { CapacityBytes = 64L << 20 });
+        Assert.Equal(4, job.Weights.Weights.Count);
+
+        // Drained and stopped by the autoscaler.
+        var drained = cluster.Nodes[0]!.NodeId;
+        controller.Autoscaler!.Adopt(Adopted(cluster, 0));
+        await controller.Autoscaler.RemoveNodeAsync(drained, "test");
+        AssertGone(drained);
+
+        // Killed: the telemetry notices and the registry drops it.
+        var killed = cluster.Nodes[1]!.NodeId;
+        await cluster.StopNodeAsync(1);
+        await WaitUntilAsync(() => Task.FromResult(!controller.Registry.Find(job.Id)!.Weights.Weights.ContainsKey(killed)), $"job {job.Id} drops the dead node {killed}");
+        AssertGone(killed);
+
+        var listed = (await api.GetJobAsync(job.Id))!;
+        Assert.Equal([cluster.Nodes[2]!.NodeId, cluster.Nodes[3]!.NodeId], listed.Nodes.Select(n => n.Id).Order());
+        Assert.Equal(1.0, listed.Nodes.Sum(n => n.Weight), 9);
+
+        void AssertGone(uint node)
+        {
+            var record = controller.Registry.Find(job.Id)!;
+            Assert.DoesNotContain(node, record.Weights.Weights.Keys);
+            Assert.DoesNotContain(record.Shares, s => s.NodeId == node);
+            Assert.False(controller.Registry.Allocations.ContainsKey(node));
+        }
+    }
+
+    [Fact]
+    public async Task AFailedStartInABatchStopsTheNodesThatDidStart()
+    {
+        await using var cluster = await ClusterAsync(nodes: 0, capacity: 64L << 20);
+        var provisioner = new FailingProvisioner(new InProcessProvisioner(cluster), failCall: 2);
+        await using var controller = Controller(cluster, provisioner);
+        await controller.StartAsync();
+        await using var client = await cluster.ConnectAsync();
+
+        // 192 MiB is three 64 MiB nodes, started together; the second start fails.
+        var error = await Assert.ThrowsAsync<ProvisioningException>(() => controller.Registry.RegisterAsync("doomed", new JobHints { CapacityBytes = 192L << 20 }));
+        Assert.Contains("injected", error.Message, StringComparison.Ordinal);
+        Assert.Contains("stopped the 2", error.Message, StringComparison.Ordinal);
+        Assert.Equal(2, provisioner.Stopped.Count);
+        Assert.DoesNotContain(await client.GetNodesAsync(), n => n.State == NodeState.Live);
+        Assert.Empty(controller.Registry.Jobs);
+        Assert.All(cluster.Nodes, n => Assert.Null(n));
+    }
+
+    [Fact]
+    public async Task ALoadSpikeTakesANodeFromTheWarmPoolWhichRefillsAndPoolNodesGetNoBlocks()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var cluster = await ClusterAsync(nodes: 2);
+        var controller = Controller(cluster, new InProcessProvisioner(cluster), time, ByHand with { Upper = 0.8, Cooldown = TimeSpan.FromSeconds(1), MaxNodes = 4 }, new WarmPoolOptions { NodesPerTier = 1 });
+        await using var client = await cluster.ConnectAsync();
+        uint standby;
+        try
+        {
+            await controller.StartAsync();
+            await WaitUntilAsync(() => Task.FromResult(controller.WarmPool!.Ready(NodeTier.Dram).Count == 1), "the warm pool has a node");
+            standby = controller.WarmPool!.Ready(NodeTier.Dram)[0].NodeId!.Value;
+            Assert.Equal(NodeState.Standby, (await client.GetNodesAsync()).Single(n => n.Id == standby).State);
+
+            // 54 MiB of the live nodes' 64 MiB is over 80 %; the standby node's 32 MiB would make it 56 %, and none lands there.
+            var job = await client.RegisterJobAsync("spike");
+            for (var i = 0; i < 54; i++)
+            {
+                await job.PutAsync($"fill/{i}", Data($"fill/{i}", 1 << 20));
+                Assert.DoesNotContain((await job.LookupAsync($"fill/{i}"))!.Blocks, b => b.NodeId == standby);
+            }
+
+            var nodes = await client.GetNodesAsync();
+            Assert.Equal(0, nodes.Single(n => n.Id == standby).Used);
+            Assert.Equal(NodeState.Standby, nodes.Single(n => n.Id == standby).State);
+
+            // The telemetry tick (on the fake clock) samples the spike; the autoscaler claims the pool node.
+            await WaitUntilAsync(
+                () =>
+                {
+                    time.Advance(TimeSpan.FromSeconds(1));
+                    return Task.FromResult(controller.Events.Last(1000).Any(e => e.Kind == "node-started"));
+                },
+                "a scale-up");
+            var started = controller.Events.Last(1000).Single(e => e.Kind == "node-started");
+            Assert.Equal(standby, started.NodeId);
+            Assert.Contains("warm pool", started.Reason, StringComparison.Ordinal);
+            Assert.Contains(controller.Events.Last(1000), e => e.Kind == "scale-up" && e.Reason.Contains("capacity", StringComparison.Ordinal));
+            Assert.Equal(NodeState.Live, (await client.GetNodesAsync()).Single(n => n.Id == standby).State);
+
+            // The claimed node serves: new objects land on it.
+            await WaitUntilAsync(
+                async () =>
+                {
+                    var key = $"after/{Guid.NewGuid():N}";
+                    await job.PutAsync(key, Data(key, 256 << 10));
+                    return (await job.LookupAsync(key))!.Blocks.Any(b => b.NodeId == standby);
+                },
+                "a block lands on the claimed node");
+
+            // And the pool refills with another standby node.
+            await WaitUntilAsync(() => Task.FromResult(controller.WarmPool.Ready(NodeTier.Dram).Count == 1), "the warm pool refills");
+            var refill = controller.WarmPool.Ready(NodeTier.Dram)[0].NodeId!.Value;
+            Assert.NotEqual(standby, refill);
+            Assert.Equal(NodeState.Standby, (await client.GetNodesAsync()).Single(n => n.Id == refill).State);
+            Assert.Contains(controller.Events.Last(1000), e => e.Kind == "pool-added" && e.NodeId == refill);
+            standby = refill;
+        }
+        finally
+        {
+            await controller.DisposeAsync();
+        }
+
+        // Stopping the controller stops its idle pool node; the metadata server drops it (it held nothing).
+        await WaitUntilAsync(async () => (await client.GetNodesAsync()).All(n => n.Id != standby), "the idle pool node is stopped");
+        Assert.Equal(3, (await client.GetNodesAsync()).Count(n => n.State == NodeState.Live));
+    }
+
+    [Fact]
+    public async Task JobUsageIntegratesStoredBytesOverTheClockIntoGbSeconds()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var cluster = await ClusterAsync(nodes: 2, capacity: 256L << 20);
+
+        // Telemetry ticks only when the test polls: the fake clock never reaches an hour.
+        await using var controller = Controller(cluster, provisioner: null, time, telemetry: TimeSpan.FromHours(1));
+        await controller.StartAsync();
+        await using var client = await cluster.ConnectAsync();
+        using var api = new PocketControllerClient(controller.Url);
+        var registration = await api.RegisterJobAsync("metered");
+        var job = client.OpenJob(registration.JobId, registration.Token);
+        await controller.Telemetry.PollAsync(CancellationToken.None);
+
+        for (var i = 0; i < 3; i++)
+        {
+            await job.PutAsync($"k/{i}", Data($"k/{i}", 1_000_000));
+        }
+
+        var usage = await client.GetJobUsageAsync(registration.JobId);
+        var stored = usage.BlockBytes + usage.InlineBytes;
+        Assert.True(stored >= 3_000_000);
+
+        // Held for 10 s, then 5 s more: 15 s of what was stored, nothing for the time before the puts.
+        await controller.Telemetry.PollAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(10));
+        await controller.Telemetry.PollAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(5));
+        await controller.Telemetry.PollAsync(CancellationToken.None);
+
+        var listed = (await api.GetJobAsync(registration.JobId))!;
+        Assert.NotNull(listed.Metering);
+        Assert.Equal(stored * 15 / 1e9, listed.Metering.GbSeconds, 9);
+        Assert.Equal(usage.BytesByTier[NodeTier.Dram] * 15 / 1e9, listed.Metering.GbSecondsByTier[NodeTier.Dram], 9);
+        Assert.True(listed.Metering.Requests >= 3, $"{listed.Metering.Requests} requests");
+        Assert.NotNull(listed.Metering.Since);
+
+        // Deleting stops the meter running: 20 s more add nothing.
+        await job.DeleteAsync("k/", recursive: true);
+        await controller.Telemetry.PollAsync(CancellationToken.None);
+        var before = (await api.GetJobAsync(registration.JobId))!.Metering!.GbSeconds;
+        time.Advance(TimeSpan.FromSeconds(20));
+        await controller.Telemetry.PollAsync(CancellationToken.None);
+        Assert.Equal(before, (await api.GetJobAsync(registration.JobId))!.Metering!.GbSeconds, 12);
+    }
+
+    [Fact]
+    public async Task ANodeKilledDuringTheAutoscalersDrainLosesOnlyWhatWasNotMovedAndTheClusterServesOn()
+    {
+        await using var cluster = await ClusterAsync(nodes: 2, capacity: 96L << 20);
+
+        // A slow device keeps the drain going long enough to kill the node part-way through.
+        var slow = await cluster.AddNodeAsync(deviceFactory: o => new SimulatedDevice(new NativeMemoryDevice(o.Capacity, false), "slow", TimeSpan.Zero, 8e6));
+        var victim = cluster.Nodes[slow]!.NodeId;
+        await using var controller = Controller(cluster, new InProcessProvisioner(cluster), autoscaler: ByHand);
+        await controller.StartAsync();
+        controller.Autoscaler!.Adopt(Adopted(cluster, slow));
+        await using var client = await cluster.ConnectAsync();
+        var job = await client.RegisterJobAsync("killed");
+        await client.SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 });
+        var data = new Dictionary<string, string>();
+        for (var i = 0; i < 24; i++)
+        {
+            var key = $"k/{i}";
+            var bytes = Data(key, 1_000_000 + i);
+            data[key] = Hash(bytes);
+            await job.PutAsync(key, bytes);
+        }
+
+        await client.SetWeightsAsync(job.Id, new Dictionary<uint, double>());
+        var removal = controller.Autoscaler.RemoveNodeAsync(victim, "test: drain the slow node");
+        await WaitUntilAsync(async () => (await client.GetNodesAsync()).Single(n => n.Id == victim).MovedBytes > 0, "the drain has moved something");
+        await cluster.StopNodeAsync(slow);
+        await removal;
+        Assert.Contains(controller.Events.Last(1000), e => e.Kind == "scale-failed" && e.NodeId == victim && e.Reason.Contains("died", StringComparison.Ordinal));
+
+        var moved = 0;
+        foreach (var (key, hash) in data)
+        {
+            if ((await job.LookupAsync(key))!.Blocks.Any(b => b.NodeId == victim))
+            {
+                await Assert.ThrowsAsync<NodeLostException>(async () => await job.GetAsync(key));
+            }
+            else
+            {
+                moved++;
+                Assert.Equal(hash, Hash(await job.GetAsync(key)));
+            }
+        }
+
+        Assert.True(moved > 0, "objects moved before the kill stay readable");
+        var after = Data("after", 2_000_000);
+        await job.PutAsync("after", after);
+        Assert.Equal(Hash(after), Hash(await job.GetAsync("after")));
+    }
+
+    /// <summary>A real provisioner whose n-th start fails (after the others have begun), recording what it stops.</summary>
+    private sealed class FailingProvisioner(IStorageProvisioner inner, int failCall) : IStorageProvisioner
+    {
+        private int _calls;
+
+        public List<ProvisionedNode> Stopped { get; } = [];
+
+        public IReadOnlyCollection<NodeTier> Tiers => inner.Tiers;
+
+        public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
+        {
+            if (Interlocked.Increment(ref _calls) == failCall)
+            {
+                await Task.Yield();
+                throw new ProvisioningException("injected start failure");
+            }
+
+            return await inner.StartNodeAsync(request, cancellationToken);
+        }
+
+        public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
+        {
+            await inner.StopNodeAsync(node, cancellationToken);
+            lock (Stopped)
+            {
+                Stopped.Add(node);
+            }
+        }
+    }
+}
