@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
 using Pocket.Networking;
 using Pocket.Protocol;
 
@@ -76,16 +78,57 @@ public sealed partial class PocketJob
 
     private async ValueTask<Layout> GetLayoutAsync(string key, long offset, long length, GetFlags flags, CancellationToken cancellationToken)
     {
-        var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
-        var reply = await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, new BodyWriter().Str(key).I64(offset).I64(length).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        var kind = reader.U8();
-        var size = reader.I64();
-        if (kind == 0)
+        var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        try
         {
-            return new Layout(size, reader.Rest.ToArray(), [], 0);
+            var reply = await SendGetAsync(key, offset, length, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var body = PocketClient.ReplyBody(reply, scratch);
+            return IsInline(body, out var inline) ? new Layout(new BodyReader(body[1..]).I64(), inline.ToArray(), [], 0) : ParseLayout(body);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+        }
+    }
+
+    /// <summary>Sends a Get; an OK reply that fits is read into <paramref name="replyInto"/> (see <see cref="PocketClient.ReplyBody"/>).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, byte[] replyInto, CancellationToken cancellationToken)
+    {
+        var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
+        var request = BodyWriter.Rent();
+        try
+        {
+            request.Str(key).I64(offset).I64(length);
+            return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, cancellationToken, replyInto: replyInto).ConfigureAwait(false);
+        }
+        finally
+        {
+            BodyWriter.Return(request);
+        }
+    }
+
+    /// <summary>True when a Get reply carries the object's bytes inline; <paramref name="data"/> is then the requested range.</summary>
+    private static bool IsInline(ReadOnlySpan<byte> body, out ReadOnlySpan<byte> data)
+    {
+        var reader = new BodyReader(body);
+        var kind = reader.U8();
+        _ = reader.I64();
+        if (reader.Failed)
+        {
+            throw new PocketException(Status.BadRequest, "malformed get reply from the metadata server");
         }
 
+        data = kind == 0 ? reader.Rest : default;
+        return kind == 0;
+    }
+
+    /// <summary>The extents of a Get reply for an object held by storage nodes.</summary>
+    private static Layout ParseLayout(ReadOnlySpan<byte> body)
+    {
+        var reader = new BodyReader(body);
+        _ = reader.U8();
+        var size = reader.I64();
         var release = reader.U64();
         return new Layout(size, null, ParseGrants(ref reader, 0), release);
     }

@@ -1,9 +1,10 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Text;
+using System.Threading.Tasks.Sources;
 using Pocket.Protocol;
 
 namespace Pocket.Networking;
@@ -52,7 +53,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private readonly Socket _socket;
     private readonly Stream _stream;
     private readonly FrameConnectionOptions _options;
-    private readonly ConcurrentDictionary<uint, Pending> _pending = new();
+    // A plain dictionary under a lock: ConcurrentDictionary allocates a node per insert, one per request.
+    private readonly Dictionary<uint, Pending> _pending = [];
+    private readonly Lock _pendingLock = new();
+    private readonly Stack<Pending> _pendingPool = new();
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly SemaphoreSlim _inFlight;
     private readonly Thread _reader;
@@ -62,7 +66,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private byte[] _spare = new byte[64 << 10];
     private int _gatheredLength;
     private bool _flushing;
-    private int _nextRequestId;
+    private uint _nextRequestId;
     private volatile Exception? _failure;
 
     private FrameConnection(Socket socket, Stream stream, string remote, FrameConnectionOptions options)
@@ -89,14 +93,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(options.ConnectTimeout);
-            if (IPAddress.TryParse(host, out var address))
-            {
-                await socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token).ConfigureAwait(false);
-            }
-            else
-            {
-                await socket.ConnectAsync(host, port, timeout.Token).ConfigureAwait(false);
-            }
+            // A blocking connect on a pool thread, not Socket.ConnectAsync: the first asynchronous operation
+            // turns a socket non-blocking for good, after which every blocking read of the reader thread is
+            // emulated over epoll (a thread hop and two allocations per wait).
+            await ConnectBlockingAsync(socket, host, port, timeout.Token).ConfigureAwait(false);
 
             Stream stream = new NetworkStream(socket, ownsSocket: true);
             if (options.TlsHost is { } tlsHost)
@@ -120,10 +120,37 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
     }
 
+    private static async Task ConnectBlockingAsync(Socket socket, string host, int port, CancellationToken cancellationToken)
+    {
+        // Closing the socket is the only way to abort a blocking connect.
+        using var abort = cancellationToken.Register(static s => ((Socket)s!).Dispose(), socket);
+        try
+        {
+            await Task.Run(
+                () =>
+                {
+                    if (IPAddress.TryParse(host, out var address))
+                    {
+                        socket.Connect(new IPEndPoint(address, port));
+                    }
+                    else
+                    {
+                        socket.Connect(host, port);
+                    }
+                },
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("connect timed out", ex, cancellationToken);
+        }
+    }
+
     /// <summary>
     /// Sends one request and waits for its reply. The request body is <paramref name="head"/> then <paramref name="data"/>.
     /// When <paramref name="replyInto"/> is not empty and the reply is OK, its body is read into it (see <see cref="FrameReply.DataLength"/>).
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<FrameReply> SendAsync(
         Opcode opcode,
         FrameFlags flags,
@@ -135,25 +162,65 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     {
         ThrowIfFailed();
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var id = unchecked((uint)Interlocked.Increment(ref _nextRequestId));
-        var pending = new Pending(replyInto);
-        _pending[id] = pending;
+        Pending pending;
+        uint id;
+        lock (_pendingLock)
+        {
+            if (_failure is not null)
+            {
+                _inFlight.Release();
+                ThrowIfFailed();
+            }
+
+            pending = _pendingPool.TryPop(out var pooled) ? pooled : new Pending();
+            pending.Destination = replyInto;
+            id = ++_nextRequestId;
+            _pending[id] = pending;
+        }
+
+        FrameReply reply;
         try
         {
-            ThrowIfFailed();
             var header = new FrameHeader(opcode, flags, Status.Ok, head.Length + data.Length, id, token);
             await WriteFrameAsync(header, head, data).ConfigureAwait(false);
-            return await pending.Task.ConfigureAwait(false);
+            reply = await pending.Task.ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
-            _pending.TryRemove(id, out _);
+            // A pending object goes back to the pool only when nothing can complete it any more: it was awaited,
+            // or it is taken out of the table here before anyone else took it.
+            bool mine;
+            lock (_pendingLock)
+            {
+                mine = _pending.Remove(id);
+            }
+
+            if (mine)
+            {
+                ReturnPending(pending);
+            }
+
             Fail(ex);
             throw _failure as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {ex.Message}", ex);
         }
         finally
         {
             _inFlight.Release();
+        }
+
+        ReturnPending(pending);
+        return reply;
+    }
+
+    private void ReturnPending(Pending pending)
+    {
+        pending.Reset();
+        lock (_pendingLock)
+        {
+            if (_pendingPool.Count < _options.MaxInFlight)
+            {
+                _pendingPool.Push(pending);
+            }
         }
     }
 
@@ -193,9 +260,47 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         return FlushGatheredAsync();
     }
 
-    private async ValueTask FlushGatheredAsync()
+    private ValueTask FlushGatheredAsync()
+    {
+        // Small frames are written synchronously: they fit the socket buffer, so the write does not wait, and a
+        // socket that only ever sees blocking calls stays in blocking mode (see ConnectBlockingAsync).
+        if (!_writeLock.Wait(0))
+        {
+            return FlushGatheredSlowAsync();
+        }
+
+        try
+        {
+            WriteGathered();
+        }
+        catch (Exception ex)
+        {
+            return ValueTask.FromException(ex);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private async ValueTask FlushGatheredSlowAsync()
     {
         await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            WriteGathered();
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>Writes gathered frames until none are left; the caller holds the write lock.</summary>
+    private void WriteGathered()
+    {
         try
         {
             while (true)
@@ -219,7 +324,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                     }
                 }
 
-                await _stream.WriteAsync(buffer.AsMemory(0, length)).ConfigureAwait(false);
+                _stream.Write(buffer, 0, length);
             }
         }
         catch
@@ -230,10 +335,6 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             }
 
             throw;
-        }
-        finally
-        {
-            _writeLock.Release();
         }
     }
 
@@ -300,7 +401,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     {
         Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
         Volatile.Write(ref slot.State, ReaderSlot.InCallback);
-        pending.SetResult(reply);
+        pending.TrySetResult(reply);
         if (Interlocked.CompareExchange(ref slot.State, ReaderSlot.Reading, ReaderSlot.InCallback) != ReaderSlot.InCallback)
         {
             throw new OperationCanceledException("reader handed over");
@@ -331,7 +432,13 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                     return;
                 }
 
-                if (!_pending.TryRemove(header.RequestId, out var pending))
+                Pending? pending;
+                lock (_pendingLock)
+                {
+                    _pending.Remove(header.RequestId, out pending);
+                }
+
+                if (pending is null)
                 {
                     reader.Skip(header.BodyLength);
                     continue;
@@ -383,12 +490,16 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             _watchdog?.Dispose();
         }
 
-        foreach (var id in _pending.Keys)
+        Pending[] failed;
+        lock (_pendingLock)
         {
-            if (_pending.TryRemove(id, out var pending))
-            {
-                pending.SetException(_failure!);
-            }
+            failed = [.. _pending.Values];
+            _pending.Clear();
+        }
+
+        foreach (var pending in failed)
+        {
+            pending.TrySetException(_failure!);
         }
     }
 
@@ -415,11 +526,48 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Completes inline on the reader thread; see <see cref="ReaderSlot"/>.</summary>
-    private sealed class Pending : TaskCompletionSource<FrameReply>
+    /// <summary>
+    /// The awaitable of one request, pooled per connection (a TaskCompletionSource and its Task per request were
+    /// most of what a request allocated). Completes inline on the reader thread; see <see cref="ReaderSlot"/>.
+    /// Exactly one party completes it: whoever takes it out of the table of requests in flight.
+    /// </summary>
+    private sealed class Pending : IValueTaskSource<FrameReply>
     {
-        public Pending(Memory<byte> destination) : base(TaskCreationOptions.None) => Destination = destination;
+        private ManualResetValueTaskSourceCore<FrameReply> _core;
+        private int _completed;
 
-        public Memory<byte> Destination { get; }
+        public Memory<byte> Destination { get; set; }
+
+        public ValueTask<FrameReply> Task => new(this, _core.Version);
+
+        public void TrySetResult(FrameReply reply)
+        {
+            if (Interlocked.Exchange(ref _completed, 1) == 0)
+            {
+                _core.SetResult(reply);
+            }
+        }
+
+        public void TrySetException(Exception exception)
+        {
+            if (Interlocked.Exchange(ref _completed, 1) == 0)
+            {
+                _core.SetException(exception);
+            }
+        }
+
+        public void Reset()
+        {
+            Destination = default;
+            _core.Reset();
+            Volatile.Write(ref _completed, 0);
+        }
+
+        public FrameReply GetResult(short token) => _core.GetResult(token);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
     }
 }
