@@ -254,10 +254,54 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 return ValueTask.CompletedTask;
             }
 
+            // A caller continuing on the reader thread while more replies wait in the read buffer: the reader
+            // writes everything gathered once it has run them all, one write for the whole burst.
+            if (t_deferringSlot is { } deferring && deferring == _slot)
+            {
+                return ValueTask.CompletedTask;
+            }
+
             _flushing = true;
         }
 
         return FlushGatheredAsync();
+    }
+
+    /// <summary>Set on the reader thread while it completes a reply and more replies are already buffered.</summary>
+    [ThreadStatic]
+    private static ReaderSlot? t_deferringSlot;
+
+    /// <summary>Writes what callers gathered while the reader deferred, unless a flush is under way.</summary>
+    private void FlushDeferred()
+    {
+        lock (_gatherLock)
+        {
+            if (_flushing || _gatheredLength == 0)
+            {
+                return;
+            }
+
+            _flushing = true;
+        }
+
+        var flush = FlushGatheredAsync();
+        if (!flush.IsCompletedSuccessfully)
+        {
+            _ = ObserveFlushAsync(flush);
+        }
+    }
+
+    private async Task ObserveFlushAsync(ValueTask flush)
+    {
+        try
+        {
+            await flush.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // The gathered frames' callers wait for replies that will not come: fail them all.
+            Fail(ex);
+        }
     }
 
     private ValueTask FlushGatheredAsync()
@@ -393,15 +437,31 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
 
         var fresh = new ReaderSlot();
-        Volatile.Write(ref _slot, fresh);
+        lock (_gatherLock)
+        {
+            Volatile.Write(ref _slot, fresh);
+        }
+
         new Thread(() => ReadLoop(fresh)) { IsBackground = true, Name = $"pocket reader {Remote}" }.Start();
+
+        // Frames the blocked continuation deferred (it may be waiting for their replies) go out now.
+        FlushDeferred();
     }
 
-    private void Complete(ReaderSlot slot, Pending pending, FrameReply reply)
+    private void Complete(ReaderSlot slot, Pending pending, FrameReply reply, bool moreBuffered)
     {
         Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
         Volatile.Write(ref slot.State, ReaderSlot.InCallback);
-        pending.TrySetResult(reply);
+        t_deferringSlot = moreBuffered ? slot : null;
+        try
+        {
+            pending.TrySetResult(reply);
+        }
+        finally
+        {
+            t_deferringSlot = null;
+        }
+
         if (Interlocked.CompareExchange(ref slot.State, ReaderSlot.Reading, ReaderSlot.InCallback) != ReaderSlot.InCallback)
         {
             throw new OperationCanceledException("reader handed over");
@@ -419,6 +479,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         {
             while (true)
             {
+                // Before a read that may block, write what callers gathered while replies were being run.
+                if (Volatile.Read(ref _gatheredLength) > 0 && !reader.HasBufferedFrame())
+                {
+                    FlushDeferred();
+                }
+
                 if (!reader.TryReadExactly(headerBytes))
                 {
                     Fail(new ConnectionLostException($"connection to {Remote} closed by the server"));
@@ -449,14 +515,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 {
                     reader.ReadExactly(pending.Destination.Span[..header.BodyLength]);
                     reading = null;
-                    Complete(slot, pending, new FrameReply(header.Status, [], header.BodyLength));
+                    Complete(slot, pending, new FrameReply(header.Status, [], header.BodyLength), reader.HasBufferedFrame());
                 }
                 else
                 {
                     var body = header.BodyLength == 0 ? [] : new byte[header.BodyLength];
                     reader.ReadExactly(body);
                     reading = null;
-                    Complete(slot, pending, new FrameReply(header.Status, body, body.Length));
+                    Complete(slot, pending, new FrameReply(header.Status, body, body.Length), reader.HasBufferedFrame());
                 }
             }
         }
