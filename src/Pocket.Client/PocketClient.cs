@@ -186,9 +186,19 @@ public sealed partial class PocketClient : IAsyncDisposable
     internal static ReadOnlySpan<byte> ReplyBody(in FrameReply reply, byte[] replyInto) =>
         reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body : replyInto.AsSpan(0, reply.DataLength);
 
-    internal async ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
+    internal ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_nodeConnections.TryGetValue(nodeId, out var lazy) && lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully && lazy.Value.Result is { IsConnected: true } connection)
+        {
+            return new ValueTask<FrameConnection>(connection);
+        }
+
+        return ConnectNodeAsync(nodeId, key, cancellationToken);
+    }
+
+    private async ValueTask<FrameConnection> ConnectNodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
+    {
         if (!_nodes.ContainsKey(nodeId))
         {
             await GetNodesAsync(cancellationToken).ConfigureAwait(false);

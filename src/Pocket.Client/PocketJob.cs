@@ -52,16 +52,21 @@ public sealed partial class PocketJob
         await PutLargeAsync(key, data, flags, cancellationToken).ConfigureAwait(false);
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutLargeAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags, CancellationToken cancellationToken)
     {
         var (handle, extents) = await CreateAsync(key, data.Length, flags, cancellationToken).ConfigureAwait(false);
         try
         {
-            await ParallelForAsync(extents.Count, async (i, ct) =>
+            if (extents.Count == 1)
             {
-                var e = extents[i];
-                await WriteExtentAsync(key, e.Grant, 0, data.Slice((int)e.ObjectOffset, e.Grant.Length), ct).ConfigureAwait(false);
-            }, cancellationToken).ConfigureAwait(false);
+                await WriteExtentAsync(key, extents[0].Grant, 0, data[..extents[0].Grant.Length], cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await WriteExtentsAsync(key, extents, data, cancellationToken).ConfigureAwait(false);
+            }
+
             await CommitAsync(handle, data.Length, cancellationToken).ConfigureAwait(false);
         }
         catch
@@ -70,6 +75,13 @@ public sealed partial class PocketJob
             throw;
         }
     }
+
+    private Task WriteExtentsAsync(string key, List<PlacedExtent> extents, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        ParallelForAsync(extents.Count, async (i, ct) =>
+        {
+            var e = extents[i];
+            await WriteExtentAsync(key, e.Grant, 0, data.Slice((int)e.ObjectOffset, e.Grant.Length), ct).ConfigureAwait(false);
+        }, cancellationToken);
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutSmallAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags, CancellationToken cancellationToken)
@@ -479,10 +491,21 @@ public sealed partial class PocketJob
     }
 
     /// <summary>Number of objects whose key starts with <paramref name="prefix"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<long> CountAsync(string prefix = "", CancellationToken cancellationToken = default)
     {
-        var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, new BodyWriter().Str(prefix).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        return new BodyReader(reply.Body).I64();
+        var request = BodyWriter.Rent();
+        var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
+        try
+        {
+            var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, request.Str(prefix).WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            return new BodyReader(PocketClient.ReplyBody(reply, scratch)).I64();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+            BodyWriter.Return(request);
+        }
     }
 
     /// <summary>
@@ -494,9 +517,19 @@ public sealed partial class PocketJob
         var startAfter = string.Empty;
         while (true)
         {
-            var body = new BodyWriter().Str(prefix).Str(startAfter).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
-            var reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
-            var page = ParseList(reply.Body, out startAfter);
+            var body = BodyWriter.Rent();
+            List<ListEntry> page;
+            try
+            {
+                body.Str(prefix).Str(startAfter).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
+                var reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+                page = ParseList(reply.Body, out startAfter);
+            }
+            finally
+            {
+                BodyWriter.Return(body);
+            }
+
             foreach (var entry in page)
             {
                 yield return entry;

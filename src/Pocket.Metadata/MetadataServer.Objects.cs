@@ -163,6 +163,13 @@ public sealed partial class MetadataServer
         }
     }
 
+    private static void ReplyI64(FrameContext frame, long value)
+    {
+        Span<byte> body = stackalloc byte[sizeof(long)];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(body, value);
+        frame.Reply(Status.Ok, body);
+    }
+
     /// <summary>Keys up to this many UTF-16 characters are decoded on the stack (the default key limit is 1024 bytes).</summary>
     private const int MaxStackKeyChars = 1024;
 
@@ -460,7 +467,7 @@ public sealed partial class MetadataServer
             }
         }
 
-        frame.Reply(Status.Ok, new BodyWriter(8).I64(deleted).WrittenSpan);
+        ReplyI64(frame, deleted);
     }
 
     private static IEnumerable<string> KeysWithPrefix(JobEntry job, string prefix, string? startAfter)
@@ -597,6 +604,6 @@ public sealed partial class MetadataServer
             count = prefix.Length == 0 ? job.Keys.Count : KeysWithPrefix(job, prefix, null).LongCount();
         }
 
-        frame.Reply(Status.Ok, new BodyWriter(8).I64(count).WrittenSpan);
+        ReplyI64(frame, count);
     }
 }
