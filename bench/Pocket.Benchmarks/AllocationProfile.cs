@@ -1,5 +1,6 @@
 using System.Diagnostics.Tracing;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using Pocket.Client;
 using Pocket.Testing;
 
@@ -23,20 +24,36 @@ internal static class AllocationProfile
         var value = new byte[1 << 10];
         var buffer = new byte[1 << 10];
         await job.PutAsync("get/1k", value);
+        var large = new byte[64 << 10];
+        var largeBuffer = new byte[64 << 10];
+        await job.PutAsync("get/64k", large);
         var keys = Enumerable.Range(0, ops).Select(i => $"put/{i}").ToArray();
 
+        // The lambdas below use the pooling builder as the client does, so the profile counts the client, not itself.
         // Warm-up: JIT, tiering, pools and connections reach their steady state before anything is counted.
         for (var i = 0; i < 20_000; i++)
         {
             await job.GetAsync("get/1k", 0, buffer);
             await job.LookupAsync("get/1k");
+            if (i % 10 == 0)
+            {
+                await job.GetAsync("get/64k", 0, largeBuffer);
+                await job.PutAsync("put/64k", large);
+                await job.DeleteAsync("put/64k");
+            }
         }
 
         var paths = new (string Name, Func<int, ValueTask> Op)[]
         {
             ("PutAsync 1 KiB (new key each)", i => job.PutAsync(keys[i], value)),
-            ("GetAsync 1 KiB into a buffer", async _ => await job.GetAsync("get/1k", 0, buffer)),
-            ("LookupAsync", async _ => await job.LookupAsync("get/1k")),
+            ("GetAsync 1 KiB into a buffer", [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] async ValueTask (int _) => await job.GetAsync("get/1k", 0, buffer)),
+            ("LookupAsync", [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] async ValueTask (int _) => await job.LookupAsync("get/1k")),
+            ("GetAsync 64 KiB (storage node) into a buffer", [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] async ValueTask (int _) => await job.GetAsync("get/64k", 0, largeBuffer)),
+            ("PutAsync 64 KiB (storage node) then DeleteAsync", [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))] async ValueTask (int _) =>
+            {
+                await job.PutAsync("put/64k", large);
+                await job.DeleteAsync("put/64k");
+            }),
         };
         foreach (var (name, op) in paths)
         {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using BenchmarkDotNet.Attributes;
 using Pocket.Client;
 using Pocket.Testing;
@@ -6,8 +7,9 @@ namespace Pocket.Benchmarks;
 
 /// <summary>
 /// The client request path end to end: PocketJob.PutAsync/GetAsync of 1 KiB (inline in the metadata server,
-/// one round trip) and LookupAsync, against an in-process cluster over loopback. Allocated bytes are the
-/// whole process's, so they include what the metadata server allocates to answer.
+/// one round trip) and LookupAsync, and 64 KiB gets and puts that go through a storage node, against an
+/// in-process cluster over loopback. Allocated bytes are the whole process's, so they include what the
+/// metadata server and the storage node allocate to answer.
 /// </summary>
 [MemoryDiagnoser]
 public class ClientBenchmarks
@@ -17,6 +19,8 @@ public class ClientBenchmarks
 
     private readonly byte[] _value = new byte[1 << 10];
     private readonly byte[] _buffer = new byte[1 << 10];
+    private readonly byte[] _large = new byte[64 << 10];
+    private readonly byte[] _largeBuffer = new byte[64 << 10];
     private readonly string[] _putKeys = new string[PutKeys];
     private PocketCluster _cluster = null!;
     private PocketClient _client = null!;
@@ -36,6 +40,7 @@ public class ClientBenchmarks
         _client = await _cluster.ConnectAsync();
         _job = await _client.RegisterJobAsync("microbench");
         await _job.PutAsync("get/1k", _value);
+        await _job.PutAsync("get/64k", _large);
     }
 
     [GlobalCleanup]
@@ -63,6 +68,19 @@ public class ClientBenchmarks
 
     [Benchmark]
     public ValueTask<ObjectInfo?> Lookup() => _job.LookupAsync("get/1k");
+
+    /// <summary>Above the inline threshold: a Get to the metadata server for the grant, then a ReadExtent to the node.</summary>
+    [Benchmark]
+    public ValueTask<int> Get64KiB() => _job.GetAsync("get/64k", 0, _largeBuffer);
+
+    /// <summary>Create, WriteExtent, Commit, then Delete (objects are write-once): four requests.</summary>
+    [Benchmark]
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    public async ValueTask Put64KiBThenDelete()
+    {
+        await _job.PutAsync("put/64k", _large);
+        await _job.DeleteAsync("put/64k");
+    }
 
     private async ValueTask PutAndDropAllAsync(string key)
     {

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using Pocket.Networking;
 using Pocket.Protocol;
 
@@ -160,14 +161,18 @@ public sealed partial class PocketClient : IAsyncDisposable
         }
     }
 
-    /// <summary>Sends a request to the metadata server and throws a typed exception unless the reply is OK.</summary>
-    internal async ValueTask<FrameReply> SendMetadataAsync(Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, ReadOnlyMemory<byte> data = default)
+    /// <summary>
+    /// Sends a request to the metadata server and throws a typed exception unless the reply is OK. An OK reply that
+    /// fits <paramref name="replyInto"/> is read into it (then <see cref="FrameReply.Body"/> is empty; see <see cref="ReplyBody"/>).
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    internal async ValueTask<FrameReply> SendMetadataAsync(Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, ReadOnlyMemory<byte> data = default, Memory<byte> replyInto = default)
     {
         FrameReply reply;
         try
         {
-            var connection = await MetadataAsync(cancellationToken).ConfigureAwait(false);
-            reply = await connection.SendAsync(opcode, flags, token, body, data, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var connection = _metadata is { IsConnected: true } current && !_disposed ? current : await MetadataAsync(cancellationToken).ConfigureAwait(false);
+            reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, cancellationToken).ConfigureAwait(false);
         }
         catch (ConnectionLostException ex)
         {
@@ -177,9 +182,23 @@ public sealed partial class PocketClient : IAsyncDisposable
         return reply.IsOk ? reply : throw PocketException.From(reply.Status, reply.Message);
     }
 
-    internal async ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
+    /// <summary>The body of a reply sent with a reply buffer: in that buffer, unless it did not fit.</summary>
+    internal static ReadOnlySpan<byte> ReplyBody(in FrameReply reply, byte[] replyInto) =>
+        reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body : replyInto.AsSpan(0, reply.DataLength);
+
+    internal ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_nodeConnections.TryGetValue(nodeId, out var lazy) && lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully && lazy.Value.Result is { IsConnected: true } connection)
+        {
+            return new ValueTask<FrameConnection>(connection);
+        }
+
+        return ConnectNodeAsync(nodeId, key, cancellationToken);
+    }
+
+    private async ValueTask<FrameConnection> ConnectNodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
+    {
         if (!_nodes.ContainsKey(nodeId))
         {
             await GetNodesAsync(cancellationToken).ConfigureAwait(false);

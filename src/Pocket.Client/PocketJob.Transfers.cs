@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Runtime.CompilerServices;
 using Pocket.Networking;
 using Pocket.Protocol;
 
@@ -51,8 +53,19 @@ public sealed partial class PocketJob
         return ParseGrants(ref reader, objectOffset);
     }
 
-    private async ValueTask CommitAsync(ulong handle, long size, CancellationToken cancellationToken) =>
-        await _client.SendMetadataAsync(Opcode.Commit, FrameFlags.None, Token, new BodyWriter().U64(handle).I64(size).WrittenMemory, cancellationToken).ConfigureAwait(false);
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask CommitAsync(ulong handle, long size, CancellationToken cancellationToken)
+    {
+        var request = BodyWriter.Rent();
+        try
+        {
+            await _client.SendMetadataAsync(Opcode.Commit, FrameFlags.None, Token, request.U64(handle).I64(size).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            BodyWriter.Return(request);
+        }
+    }
 
     private async ValueTask AbortQuietlyAsync(ulong handle)
     {
@@ -76,16 +89,57 @@ public sealed partial class PocketJob
 
     private async ValueTask<Layout> GetLayoutAsync(string key, long offset, long length, GetFlags flags, CancellationToken cancellationToken)
     {
-        var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
-        var reply = await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, new BodyWriter().Str(key).I64(offset).I64(length).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        var kind = reader.U8();
-        var size = reader.I64();
-        if (kind == 0)
+        var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        try
         {
-            return new Layout(size, reader.Rest.ToArray(), [], 0);
+            var reply = await SendGetAsync(key, offset, length, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var body = PocketClient.ReplyBody(reply, scratch);
+            return IsInline(body, out var inline) ? new Layout(new BodyReader(body[1..]).I64(), inline.ToArray(), [], 0) : ParseLayout(body);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+        }
+    }
+
+    /// <summary>Sends a Get; an OK reply that fits is read into <paramref name="replyInto"/> (see <see cref="PocketClient.ReplyBody"/>).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, byte[] replyInto, CancellationToken cancellationToken)
+    {
+        var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
+        var request = BodyWriter.Rent();
+        try
+        {
+            request.Str(key).I64(offset).I64(length);
+            return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, cancellationToken, replyInto: replyInto).ConfigureAwait(false);
+        }
+        finally
+        {
+            BodyWriter.Return(request);
+        }
+    }
+
+    /// <summary>True when a Get reply carries the object's bytes inline; <paramref name="data"/> is then the requested range.</summary>
+    private static bool IsInline(ReadOnlySpan<byte> body, out ReadOnlySpan<byte> data)
+    {
+        var reader = new BodyReader(body);
+        var kind = reader.U8();
+        _ = reader.I64();
+        if (reader.Failed)
+        {
+            throw new PocketException(Status.BadRequest, "malformed get reply from the metadata server");
         }
 
+        data = kind == 0 ? reader.Rest : default;
+        return kind == 0;
+    }
+
+    /// <summary>The extents of a Get reply for an object held by storage nodes.</summary>
+    private static Layout ParseLayout(ReadOnlySpan<byte> body)
+    {
+        var reader = new BodyReader(body);
+        _ = reader.U8();
+        var size = reader.I64();
         var release = reader.U64();
         return new Layout(size, null, ParseGrants(ref reader, 0), release);
     }
@@ -107,16 +161,24 @@ public sealed partial class PocketJob
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadRangeAsync(string key, Layout layout, long offset, Memory<byte> destination, CancellationToken cancellationToken)
     {
         try
         {
-            var pieces = Pieces(layout, offset, offset + destination.Length).ToList();
-            await ParallelForAsync(pieces.Count, async (i, ct) =>
+            if (destination.Length == 0)
             {
-                var (grant, within, length, objectOffset) = pieces[i];
-                await ReadExtentAsync(key, grant, within, destination.Slice((int)(objectOffset - offset), length), ct).ConfigureAwait(false);
-            }, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            if (SinglePiece(layout, offset, offset + destination.Length) is { } single)
+            {
+                // The common case of an object within one extent: no list, no lambda, no parallel loop.
+                await ReadExtentAsync(key, single.Grant, single.Within, destination, cancellationToken).ConfigureAwait(false);
+                return;
+            }
+
+            await ReadPiecesAsync(key, layout, offset, destination, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -124,25 +186,70 @@ public sealed partial class PocketJob
         }
     }
 
+    /// <summary>The only piece covering [start, end) when one extent holds the whole range, else null.</summary>
+    private static (ExtentGrant Grant, int Within)? SinglePiece(Layout layout, long start, long end)
+    {
+        foreach (var extent in layout.Extents)
+        {
+            if (extent.ObjectOffset <= start && extent.ObjectOffset + extent.Grant.Length >= end)
+            {
+                return (extent.Grant, (int)(start - extent.ObjectOffset));
+            }
+        }
+
+        return null;
+    }
+
+    private async ValueTask ReadPiecesAsync(string key, Layout layout, long offset, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        var pieces = Pieces(layout, offset, offset + destination.Length).ToList();
+        await ParallelForAsync(pieces.Count, async (i, ct) =>
+        {
+            var (grant, within, length, objectOffset) = pieces[i];
+            await ReadExtentAsync(key, grant, within, destination.Slice((int)(objectOffset - offset), length), ct).ConfigureAwait(false);
+        }, cancellationToken).ConfigureAwait(false);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteExtentAsync(string key, ExtentGrant grant, int within, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
-        var head = new byte[ExtentGrant.Size + 4];
-        grant.Write(head);
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(ExtentGrant.Size), within);
-        var reply = await SendNodeAsync(key, grant.NodeId, Opcode.WriteExtent, head, data, default, cancellationToken).ConfigureAwait(false);
+        var head = BodyWriter.Rent();
+        FrameReply reply;
+        try
+        {
+            grant.Write(head.GetSpan(ExtentGrant.Size));
+            head.Advance(ExtentGrant.Size);
+            head.I32(within);
+            reply = await SendNodeAsync(key, grant.NodeId, Opcode.WriteExtent, head.WrittenMemory, data, default, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            BodyWriter.Return(head);
+        }
+
         if (!reply.IsOk)
         {
             throw PocketException.From(reply.Status, $"writing '{key}' to node {grant.NodeId}: {reply.Message}");
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadExtentAsync(string key, ExtentGrant grant, int within, Memory<byte> destination, CancellationToken cancellationToken)
     {
-        var head = new byte[ExtentGrant.Size + 8];
-        grant.Write(head);
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(ExtentGrant.Size), within);
-        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(ExtentGrant.Size + 4), destination.Length);
-        var reply = await SendNodeAsync(key, grant.NodeId, Opcode.ReadExtent, head, default, destination, cancellationToken).ConfigureAwait(false);
+        var head = BodyWriter.Rent();
+        FrameReply reply;
+        try
+        {
+            grant.Write(head.GetSpan(ExtentGrant.Size));
+            head.Advance(ExtentGrant.Size);
+            head.I32(within).I32(destination.Length);
+            reply = await SendNodeAsync(key, grant.NodeId, Opcode.ReadExtent, head.WrittenMemory, default, destination, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            BodyWriter.Return(head);
+        }
+
         if (!reply.IsOk)
         {
             var status = reply.Status == Status.StaleGrant ? Status.NotFound : reply.Status;
@@ -155,6 +262,7 @@ public sealed partial class PocketJob
         }
     }
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<FrameReply> SendNodeAsync(string key, uint nodeId, Opcode opcode, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken cancellationToken)
     {
         var connection = await _client.NodeAsync(nodeId, key, cancellationToken).ConfigureAwait(false);

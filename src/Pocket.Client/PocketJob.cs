@@ -32,6 +32,7 @@ public sealed partial class PocketJob
     private int SmallThreshold => Math.Min(_client.Options.SmallObjectThreshold, ProtocolLimits.Default.MaxSmallObject);
 
     /// <summary>Stores <paramref name="data"/> under <paramref name="key"/>. Objects are write-once: an existing key fails with <see cref="ObjectExistsException"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask PutAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags = PutFlags.None, CancellationToken cancellationToken = default)
     {
         if (data.Length <= SmallThreshold)
@@ -47,14 +48,25 @@ public sealed partial class PocketJob
             }
         }
 
+        // A method of its own: its lambda's closure would otherwise be allocated on every call, small ones too.
+        await PutLargeAsync(key, data, flags, cancellationToken).ConfigureAwait(false);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask PutLargeAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags, CancellationToken cancellationToken)
+    {
         var (handle, extents) = await CreateAsync(key, data.Length, flags, cancellationToken).ConfigureAwait(false);
         try
         {
-            await ParallelForAsync(extents.Count, async (i, ct) =>
+            if (extents.Count == 1)
             {
-                var e = extents[i];
-                await WriteExtentAsync(key, e.Grant, 0, data.Slice((int)e.ObjectOffset, e.Grant.Length), ct).ConfigureAwait(false);
-            }, cancellationToken).ConfigureAwait(false);
+                await WriteExtentAsync(key, extents[0].Grant, 0, data[..extents[0].Grant.Length], cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                await WriteExtentsAsync(key, extents, data, cancellationToken).ConfigureAwait(false);
+            }
+
             await CommitAsync(handle, data.Length, cancellationToken).ConfigureAwait(false);
         }
         catch
@@ -64,10 +76,26 @@ public sealed partial class PocketJob
         }
     }
 
+    private Task WriteExtentsAsync(string key, List<PlacedExtent> extents, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+        ParallelForAsync(extents.Count, async (i, ct) =>
+        {
+            var e = extents[i];
+            await WriteExtentAsync(key, e.Grant, 0, data.Slice((int)e.ObjectOffset, e.Grant.Length), ct).ConfigureAwait(false);
+        }, cancellationToken);
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask PutSmallAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags, CancellationToken cancellationToken)
     {
-        var body = new BodyWriter(16 + (key.Length * 3) + data.Length).Str(key).U32((uint)data.Length);
-        await _client.SendMetadataAsync(Opcode.PutSmall, ToFrameFlags(flags), Token, body.WrittenMemory, cancellationToken, data).ConfigureAwait(false);
+        var body = BodyWriter.Rent();
+        try
+        {
+            body.Str(key).U32((uint)data.Length);
+            await _client.SendMetadataAsync(Opcode.PutSmall, ToFrameFlags(flags), Token, body.WrittenMemory, cancellationToken, data).ConfigureAwait(false);
+        }
+        finally
+        {
+            BodyWriter.Return(body);
+        }
     }
 
     /// <summary>Stores everything read from <paramref name="source"/>. Memory use is bounded whatever the stream's length.</summary>
@@ -236,16 +264,30 @@ public sealed partial class PocketJob
     }
 
     /// <summary>Reads a whole object into a new array.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<byte[]> GetAsync(string key, GetFlags flags = GetFlags.None, CancellationToken cancellationToken = default)
     {
-        var layout = await GetLayoutAsync(key, 0, -1, flags, cancellationToken).ConfigureAwait(false);
-        if (layout.Inline is { } inline)
+        Layout layout;
+        var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        try
         {
-            return inline;
+            var reply = await SendGetAsync(key, 0, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var body = PocketClient.ReplyBody(reply, scratch);
+            if (IsInline(body, out var inline))
+            {
+                return inline.ToArray();
+            }
+
+            layout = ParseLayout(body);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
         }
 
         if (layout.Size > Array.MaxLength)
         {
+            await ReleaseAsync(layout).ConfigureAwait(false);
             throw new PocketException(Status.BadRequest, $"object '{key}' has {layout.Size} bytes, too many for one array; read it into a stream");
         }
 
@@ -254,17 +296,34 @@ public sealed partial class PocketJob
         return result;
     }
 
-    /// <summary>Reads <paramref name="destination"/>.Length bytes (or up to the end) from <paramref name="offset"/>. Returns the bytes read.</summary>
+    /// <summary>
+    /// Reads <paramref name="destination"/>.Length bytes (or up to the end) from <paramref name="offset"/>. Returns the bytes read.
+    /// For a small object this allocates nothing at steady state: the reply is read into a pooled buffer and copied out.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<int> GetAsync(string key, long offset, Memory<byte> destination, GetFlags flags = GetFlags.None, CancellationToken cancellationToken = default)
     {
-        var layout = await GetLayoutAsync(key, offset, -1, flags, cancellationToken).ConfigureAwait(false);
-        var count = (int)Math.Min(destination.Length, layout.Size - offset);
-        if (layout.Inline is { } inline)
+        Layout layout;
+        var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        try
         {
-            inline.AsSpan(0, count).CopyTo(destination.Span);
-            return count;
+            var reply = await SendGetAsync(key, offset, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var body = PocketClient.ReplyBody(reply, scratch);
+            if (IsInline(body, out var inline))
+            {
+                var copied = Math.Min(destination.Length, inline.Length);
+                inline[..copied].CopyTo(destination.Span);
+                return copied;
+            }
+
+            layout = ParseLayout(body);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
         }
 
+        var count = (int)Math.Min(destination.Length, layout.Size - offset);
         await ReadRangeAsync(key, layout, offset, destination[..count], cancellationToken).ConfigureAwait(false);
         return count;
     }
@@ -362,23 +421,44 @@ public sealed partial class PocketJob
     }
 
     /// <summary>Size and placement of an object, or null when it does not exist.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ObjectInfo?> LookupAsync(string key, CancellationToken cancellationToken = default)
     {
-        FrameReply reply;
+        var request = BodyWriter.Rent();
+        var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
         try
         {
-            reply = await _client.SendMetadataAsync(Opcode.Lookup, FrameFlags.None, Token, new BodyWriter().Str(key).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        }
-        catch (ObjectNotFoundException)
-        {
-            return null;
-        }
+            FrameReply reply;
+            try
+            {
+                reply = await _client.SendMetadataAsync(Opcode.Lookup, FrameFlags.None, Token, request.Str(key).WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            }
+            catch (ObjectNotFoundException)
+            {
+                return null;
+            }
 
-        var reader = new BodyReader(reply.Body);
+            return ParseObjectInfo(key, PocketClient.ReplyBody(reply, scratch));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+            BodyWriter.Return(request);
+        }
+    }
+
+    private static ObjectInfo ParseObjectInfo(string key, ReadOnlySpan<byte> body)
+    {
+        var reader = new BodyReader(body);
         var size = reader.I64();
         var inline = reader.U8() != 0;
         _ = reader.U16();
         var count = reader.U32();
+        if (count == 0)
+        {
+            return new ObjectInfo(key, size, inline, []);
+        }
+
         var blocks = new List<BlockInfo>((int)Math.Min(count, 1 << 16));
         for (var i = 0; i < count && !reader.Failed; i++)
         {
@@ -393,17 +473,39 @@ public sealed partial class PocketJob
         await LookupAsync(key, cancellationToken).ConfigureAwait(false) is not null;
 
     /// <summary>Deletes one object, or with <paramref name="recursive"/> every object under the prefix. Returns the number deleted.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<long> DeleteAsync(string key, bool recursive = false, CancellationToken cancellationToken = default)
     {
-        var reply = await _client.SendMetadataAsync(Opcode.Delete, recursive ? FrameFlags.Recursive : FrameFlags.None, Token, new BodyWriter().Str(key).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        return new BodyReader(reply.Body).I64();
+        var request = BodyWriter.Rent();
+        var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
+        try
+        {
+            var reply = await _client.SendMetadataAsync(Opcode.Delete, recursive ? FrameFlags.Recursive : FrameFlags.None, Token, request.Str(key).WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            return new BodyReader(PocketClient.ReplyBody(reply, scratch)).I64();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+            BodyWriter.Return(request);
+        }
     }
 
     /// <summary>Number of objects whose key starts with <paramref name="prefix"/>.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<long> CountAsync(string prefix = "", CancellationToken cancellationToken = default)
     {
-        var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, new BodyWriter().Str(prefix).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        return new BodyReader(reply.Body).I64();
+        var request = BodyWriter.Rent();
+        var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
+        try
+        {
+            var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, request.Str(prefix).WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            return new BodyReader(PocketClient.ReplyBody(reply, scratch)).I64();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+            BodyWriter.Return(request);
+        }
     }
 
     /// <summary>
@@ -415,9 +517,19 @@ public sealed partial class PocketJob
         var startAfter = string.Empty;
         while (true)
         {
-            var body = new BodyWriter().Str(prefix).Str(startAfter).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
-            var reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
-            var page = ParseList(reply.Body, out startAfter);
+            var body = BodyWriter.Rent();
+            List<ListEntry> page;
+            try
+            {
+                body.Str(prefix).Str(startAfter).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
+                var reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+                page = ParseList(reply.Body, out startAfter);
+            }
+            finally
+            {
+                BodyWriter.Return(body);
+            }
+
             foreach (var entry in page)
             {
                 yield return entry;
@@ -450,6 +562,12 @@ public sealed partial class PocketJob
         var reply = await _client.SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Token, new BodyWriter().Str(string.Empty).WrittenMemory, cancellationToken).ConfigureAwait(false);
         return JobUsage.Read(reply.Body);
     }
+
+    /// <summary>A reply buffer big enough for any inline object's get reply (kind, size, bytes).</summary>
+    private const int GetReplyScratch = (16 << 10) + 64;
+
+    /// <summary>A reply buffer for the small fixed replies of lookup and delete.</summary>
+    private const int SmallReplyScratch = 256;
 
     private static FrameFlags ToFrameFlags(PutFlags flags) => (flags & PutFlags.KeepAfterJob) != 0 ? FrameFlags.KeepAfterJob : FrameFlags.None;
 }

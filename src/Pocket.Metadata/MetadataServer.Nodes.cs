@@ -340,8 +340,10 @@ public sealed partial class MetadataServer
     {
         body.U32((uint)extents.Count);
         Span<byte> grant = stackalloc byte[ExtentGrant.Size];
-        foreach (var extent in extents)
+        // Indexed, not foreach: an enumerator over the interface is an allocation on every get of a large object.
+        for (var i = 0; i < extents.Count; i++)
         {
+            var extent = extents[i];
             var secret = _nodes.TryGetValue(extent.NodeId, out var node) ? node.Secret : [];
             ExtentGrant.Sign(secret, extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights).Write(grant);
             body.Bytes(grant);

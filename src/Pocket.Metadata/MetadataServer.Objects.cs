@@ -86,66 +86,109 @@ public sealed partial class MetadataServer
     private void HandleGet(FrameContext frame, JobEntry job)
     {
         var reader = new BodyReader(frame.ReadBody());
-        var key = reader.Str();
+        var keyBytes = reader.StrUtf8();
         var offset = reader.I64();
         var length = reader.I64();
-        if (BadBody(frame, ref reader, "get") || !CheckKey(frame, key))
+        if (BadBody(frame, ref reader, "get"))
+        {
+            return;
+        }
+
+        // The key is looked up as characters on the stack: a get makes no string unless it fails.
+        Span<char> keyChars = keyBytes.Length <= MaxStackKeyChars ? stackalloc char[MaxStackKeyChars] : new char[keyBytes.Length];
+        var key = DecodeKey(keyBytes, keyChars);
+        if (!CheckKey(frame, key))
         {
             return;
         }
 
         var deleteAfterRead = (frame.Header.Flags & FrameFlags.DeleteAfterRead) != 0;
-        var body = new BodyWriter(64);
-        lock (_lock)
+        var body = BodyWriter.Rent();
+        try
         {
-            if (!job.Objects.TryGetValue(key, out var entry))
+            lock (_lock)
             {
-                frame.ReplyError(Status.NotFound, $"object '{key}' not found");
-                return;
-            }
-
-            if (offset < 0 || offset > entry.Size || length < -1 || (length >= 0 && length > entry.Size - offset))
-            {
-                frame.ReplyError(Status.BadRequest, $"range {offset}+{length} is outside object '{key}' of {entry.Size} bytes");
-                return;
-            }
-
-            if (LostNode(entry) is { } lost)
-            {
-                frame.ReplyError(Status.NodeLost, $"object '{key}' lost: storage node {lost.Id} ({lost.Address}) is dead");
-                return;
-            }
-
-            if (entry.Inline is { } inline)
-            {
-                var count = length < 0 ? entry.Size - offset : length;
-                body.U8(0).I64(entry.Size).Bytes(inline.AsSpan((int)offset, (int)count));
-                if (deleteAfterRead)
+                if (!job.Objects.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(key, out var entry))
                 {
-                    RemoveObject(job, key);
-                    FreeObject(job, entry);
-                }
-            }
-            else
-            {
-                ulong release = 0;
-                if (deleteAfterRead)
-                {
-                    // The object leaves the namespace now; its extents stay allocated until the reader is done.
-                    RemoveObject(job, key);
-                    job.StoredBytes -= entry.Size;
-                    var handle = new OpenHandle { Id = ++_nextHandle, Job = job, Key = key, ConnectionId = frame.ConnectionId, IsWrite = false };
-                    handle.Extents.AddRange(entry.Extents);
-                    _handles[handle.Id] = handle;
-                    release = handle.Id;
+                    frame.ReplyError(Status.NotFound, $"object '{key}' not found");
+                    return;
                 }
 
-                body.U8(1).I64(entry.Size).U64(release);
-                WriteGrants(body, entry.Extents, GrantRights.Read);
+                if (offset < 0 || offset > entry.Size || length < -1 || (length >= 0 && length > entry.Size - offset))
+                {
+                    frame.ReplyError(Status.BadRequest, $"range {offset}+{length} is outside object '{key}' of {entry.Size} bytes");
+                    return;
+                }
+
+                if (LostNode(entry) is { } lost)
+                {
+                    frame.ReplyError(Status.NodeLost, $"object '{key}' lost: storage node {lost.Id} ({lost.Address}) is dead");
+                    return;
+                }
+
+                if (entry.Inline is { } inline)
+                {
+                    var count = length < 0 ? entry.Size - offset : length;
+                    body.U8(0).I64(entry.Size).Bytes(inline.AsSpan((int)offset, (int)count));
+                    if (deleteAfterRead)
+                    {
+                        RemoveObject(job, entry.Key);
+                        FreeObject(job, entry);
+                    }
+                }
+                else
+                {
+                    ulong release = 0;
+                    if (deleteAfterRead)
+                    {
+                        // The object leaves the namespace now; its extents stay allocated until the reader is done.
+                        RemoveObject(job, entry.Key);
+                        job.StoredBytes -= entry.Size;
+                        var handle = new OpenHandle { Id = ++_nextHandle, Job = job, Key = entry.Key, ConnectionId = frame.ConnectionId, IsWrite = false };
+                        handle.Extents.AddRange(entry.Extents);
+                        _handles[handle.Id] = handle;
+                        release = handle.Id;
+                    }
+
+                    body.U8(1).I64(entry.Size).U64(release);
+                    WriteGrants(body, entry.Extents, GrantRights.Read);
+                }
             }
+
+            frame.Reply(Status.Ok, body.WrittenSpan);
+        }
+        finally
+        {
+            BodyWriter.Return(body);
+        }
+    }
+
+    private static void ReplyI64(FrameContext frame, long value)
+    {
+        Span<byte> body = stackalloc byte[sizeof(long)];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(body, value);
+        frame.Reply(Status.Ok, body);
+    }
+
+    /// <summary>Keys up to this many UTF-16 characters are decoded on the stack (the default key limit is 1024 bytes).</summary>
+    private const int MaxStackKeyChars = 1024;
+
+    /// <summary>Decodes a key the reader has already checked to be valid UTF-8.</summary>
+    private static ReadOnlySpan<char> DecodeKey(ReadOnlySpan<byte> utf8, Span<char> destination)
+    {
+        var written = System.Text.Encoding.UTF8.GetChars(utf8, destination);
+        return destination[..written];
+    }
+
+    private bool CheckKey(FrameContext frame, ReadOnlySpan<char> key)
+    {
+        if (ObjectKey.IsValid(key, _options.Listener.Limits, out var error))
+        {
+            return true;
         }
 
-        frame.Reply(Status.Ok, body.WrittenSpan);
+        frame.ReplyError(Status.InvalidKey, error);
+        return false;
     }
 
     /// <summary>Create: key, size hint (-1 unknown). Reply: handle u64, write grants for the hinted size.</summary>
@@ -340,30 +383,44 @@ public sealed partial class MetadataServer
     private void HandleLookup(FrameContext frame, JobEntry job)
     {
         var reader = new BodyReader(frame.ReadBody());
-        var key = reader.Str();
-        if (BadBody(frame, ref reader, "lookup") || !CheckKey(frame, key))
+        var keyBytes = reader.StrUtf8();
+        if (BadBody(frame, ref reader, "lookup"))
         {
             return;
         }
 
-        var body = new BodyWriter(64);
-        lock (_lock)
+        Span<char> keyChars = keyBytes.Length <= MaxStackKeyChars ? stackalloc char[MaxStackKeyChars] : new char[keyBytes.Length];
+        var key = DecodeKey(keyBytes, keyChars);
+        if (!CheckKey(frame, key))
         {
-            if (!job.Objects.TryGetValue(key, out var entry))
-            {
-                frame.ReplyError(Status.NotFound, $"object '{key}' not found");
-                return;
-            }
-
-            body.I64(entry.Size).U8(entry.Inline is null ? (byte)0 : (byte)1).U16((ushort)entry.Flags).U32((uint)entry.Extents.Length);
-            foreach (var extent in entry.Extents)
-            {
-                var state = _nodes.TryGetValue(extent.NodeId, out var node) ? node.State : NodeState.Dead;
-                body.U32(extent.NodeId).U8((byte)state).I64(extent.Offset).I32(extent.Length);
-            }
+            return;
         }
 
-        frame.Reply(Status.Ok, body.WrittenSpan);
+        var body = BodyWriter.Rent();
+        try
+        {
+            lock (_lock)
+            {
+                if (!job.Objects.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(key, out var entry))
+                {
+                    frame.ReplyError(Status.NotFound, $"object '{key}' not found");
+                    return;
+                }
+
+                body.I64(entry.Size).U8(entry.Inline is null ? (byte)0 : (byte)1).U16((ushort)entry.Flags).U32((uint)entry.Extents.Length);
+                foreach (var extent in entry.Extents)
+                {
+                    var state = _nodes.TryGetValue(extent.NodeId, out var node) ? node.State : NodeState.Dead;
+                    body.U32(extent.NodeId).U8((byte)state).I64(extent.Offset).I32(extent.Length);
+                }
+            }
+
+            frame.Reply(Status.Ok, body.WrittenSpan);
+        }
+        finally
+        {
+            BodyWriter.Return(body);
+        }
     }
 
     /// <summary>Delete: key, or with <see cref="FrameFlags.Recursive"/> a prefix. Reply: objects deleted i64.</summary>
@@ -410,7 +467,7 @@ public sealed partial class MetadataServer
             }
         }
 
-        frame.Reply(Status.Ok, new BodyWriter(8).I64(deleted).WrittenSpan);
+        ReplyI64(frame, deleted);
     }
 
     private static IEnumerable<string> KeysWithPrefix(JobEntry job, string prefix, string? startAfter)
@@ -547,6 +604,6 @@ public sealed partial class MetadataServer
             count = prefix.Length == 0 ? job.Keys.Count : KeysWithPrefix(job, prefix, null).LongCount();
         }
 
-        frame.Reply(Status.Ok, new BodyWriter(8).I64(count).WrittenSpan);
+        ReplyI64(frame, count);
     }
 }

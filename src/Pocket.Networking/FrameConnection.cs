@@ -1,9 +1,10 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Text;
+using System.Threading.Tasks.Sources;
 using Pocket.Protocol;
 
 namespace Pocket.Networking;
@@ -52,7 +53,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private readonly Socket _socket;
     private readonly Stream _stream;
     private readonly FrameConnectionOptions _options;
-    private readonly ConcurrentDictionary<uint, Pending> _pending = new();
+    // A plain dictionary under a lock: ConcurrentDictionary allocates a node per insert, one per request.
+    private readonly Dictionary<uint, Pending> _pending = [];
+    private readonly Lock _pendingLock = new();
+    private readonly Stack<Pending> _pendingPool = new();
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly SemaphoreSlim _inFlight;
     private readonly Thread _reader;
@@ -62,7 +66,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private byte[] _spare = new byte[64 << 10];
     private int _gatheredLength;
     private bool _flushing;
-    private int _nextRequestId;
+    private uint _nextRequestId;
     private volatile Exception? _failure;
 
     private FrameConnection(Socket socket, Stream stream, string remote, FrameConnectionOptions options)
@@ -89,14 +93,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(options.ConnectTimeout);
-            if (IPAddress.TryParse(host, out var address))
-            {
-                await socket.ConnectAsync(new IPEndPoint(address, port), timeout.Token).ConfigureAwait(false);
-            }
-            else
-            {
-                await socket.ConnectAsync(host, port, timeout.Token).ConfigureAwait(false);
-            }
+            // A blocking connect on a pool thread, not Socket.ConnectAsync: the first asynchronous operation
+            // turns a socket non-blocking for good, after which every blocking read of the reader thread is
+            // emulated over epoll (a thread hop and two allocations per wait).
+            await ConnectBlockingAsync(socket, host, port, timeout.Token).ConfigureAwait(false);
 
             Stream stream = new NetworkStream(socket, ownsSocket: true);
             if (options.TlsHost is { } tlsHost)
@@ -120,10 +120,37 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
     }
 
+    private static async Task ConnectBlockingAsync(Socket socket, string host, int port, CancellationToken cancellationToken)
+    {
+        // Closing the socket is the only way to abort a blocking connect.
+        using var abort = cancellationToken.Register(static s => ((Socket)s!).Dispose(), socket);
+        try
+        {
+            await Task.Run(
+                () =>
+                {
+                    if (IPAddress.TryParse(host, out var address))
+                    {
+                        socket.Connect(new IPEndPoint(address, port));
+                    }
+                    else
+                    {
+                        socket.Connect(host, port);
+                    }
+                },
+                cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("connect timed out", ex, cancellationToken);
+        }
+    }
+
     /// <summary>
     /// Sends one request and waits for its reply. The request body is <paramref name="head"/> then <paramref name="data"/>.
     /// When <paramref name="replyInto"/> is not empty and the reply is OK, its body is read into it (see <see cref="FrameReply.DataLength"/>).
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<FrameReply> SendAsync(
         Opcode opcode,
         FrameFlags flags,
@@ -135,25 +162,65 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     {
         ThrowIfFailed();
         await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
-        var id = unchecked((uint)Interlocked.Increment(ref _nextRequestId));
-        var pending = new Pending(replyInto);
-        _pending[id] = pending;
+        Pending pending;
+        uint id;
+        lock (_pendingLock)
+        {
+            if (_failure is not null)
+            {
+                _inFlight.Release();
+                ThrowIfFailed();
+            }
+
+            pending = _pendingPool.TryPop(out var pooled) ? pooled : new Pending();
+            pending.Destination = replyInto;
+            id = ++_nextRequestId;
+            _pending[id] = pending;
+        }
+
+        FrameReply reply;
         try
         {
-            ThrowIfFailed();
             var header = new FrameHeader(opcode, flags, Status.Ok, head.Length + data.Length, id, token);
             await WriteFrameAsync(header, head, data).ConfigureAwait(false);
-            return await pending.Task.ConfigureAwait(false);
+            reply = await pending.Task.ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
-            _pending.TryRemove(id, out _);
+            // A pending object goes back to the pool only when nothing can complete it any more: it was awaited,
+            // or it is taken out of the table here before anyone else took it.
+            bool mine;
+            lock (_pendingLock)
+            {
+                mine = _pending.Remove(id);
+            }
+
+            if (mine)
+            {
+                ReturnPending(pending);
+            }
+
             Fail(ex);
             throw _failure as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {ex.Message}", ex);
         }
         finally
         {
             _inFlight.Release();
+        }
+
+        ReturnPending(pending);
+        return reply;
+    }
+
+    private void ReturnPending(Pending pending)
+    {
+        pending.Reset();
+        lock (_pendingLock)
+        {
+            if (_pendingPool.Count < _options.MaxInFlight)
+            {
+                _pendingPool.Push(pending);
+            }
         }
     }
 
@@ -187,15 +254,97 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 return ValueTask.CompletedTask;
             }
 
+            // A caller continuing on the reader thread while more replies wait in the read buffer: the reader
+            // writes everything gathered once it has run them all, one write for the whole burst.
+            if (t_deferringSlot is { } deferring && deferring == _slot)
+            {
+                return ValueTask.CompletedTask;
+            }
+
             _flushing = true;
         }
 
         return FlushGatheredAsync();
     }
 
-    private async ValueTask FlushGatheredAsync()
+    /// <summary>Set on the reader thread while it completes a reply and more replies are already buffered.</summary>
+    [ThreadStatic]
+    private static ReaderSlot? t_deferringSlot;
+
+    /// <summary>Writes what callers gathered while the reader deferred, unless a flush is under way.</summary>
+    private void FlushDeferred()
+    {
+        lock (_gatherLock)
+        {
+            if (_flushing || _gatheredLength == 0)
+            {
+                return;
+            }
+
+            _flushing = true;
+        }
+
+        var flush = FlushGatheredAsync();
+        if (!flush.IsCompletedSuccessfully)
+        {
+            _ = ObserveFlushAsync(flush);
+        }
+    }
+
+    private async Task ObserveFlushAsync(ValueTask flush)
+    {
+        try
+        {
+            await flush.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // The gathered frames' callers wait for replies that will not come: fail them all.
+            Fail(ex);
+        }
+    }
+
+    private ValueTask FlushGatheredAsync()
+    {
+        // Small frames are written synchronously: they fit the socket buffer, so the write does not wait, and a
+        // socket that only ever sees blocking calls stays in blocking mode (see ConnectBlockingAsync).
+        if (!_writeLock.Wait(0))
+        {
+            return FlushGatheredSlowAsync();
+        }
+
+        try
+        {
+            WriteGathered();
+        }
+        catch (Exception ex)
+        {
+            return ValueTask.FromException(ex);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    private async ValueTask FlushGatheredSlowAsync()
     {
         await _writeLock.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            WriteGathered();
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    /// <summary>Writes gathered frames until none are left; the caller holds the write lock.</summary>
+    private void WriteGathered()
+    {
         try
         {
             while (true)
@@ -219,7 +368,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                     }
                 }
 
-                await _stream.WriteAsync(buffer.AsMemory(0, length)).ConfigureAwait(false);
+                _stream.Write(buffer, 0, length);
             }
         }
         catch
@@ -230,10 +379,6 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             }
 
             throw;
-        }
-        finally
-        {
-            _writeLock.Release();
         }
     }
 
@@ -292,15 +437,31 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
 
         var fresh = new ReaderSlot();
-        Volatile.Write(ref _slot, fresh);
+        lock (_gatherLock)
+        {
+            Volatile.Write(ref _slot, fresh);
+        }
+
         new Thread(() => ReadLoop(fresh)) { IsBackground = true, Name = $"pocket reader {Remote}" }.Start();
+
+        // Frames the blocked continuation deferred (it may be waiting for their replies) go out now.
+        FlushDeferred();
     }
 
-    private void Complete(ReaderSlot slot, Pending pending, FrameReply reply)
+    private void Complete(ReaderSlot slot, Pending pending, FrameReply reply, bool moreBuffered)
     {
         Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
         Volatile.Write(ref slot.State, ReaderSlot.InCallback);
-        pending.SetResult(reply);
+        t_deferringSlot = moreBuffered ? slot : null;
+        try
+        {
+            pending.TrySetResult(reply);
+        }
+        finally
+        {
+            t_deferringSlot = null;
+        }
+
         if (Interlocked.CompareExchange(ref slot.State, ReaderSlot.Reading, ReaderSlot.InCallback) != ReaderSlot.InCallback)
         {
             throw new OperationCanceledException("reader handed over");
@@ -318,6 +479,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         {
             while (true)
             {
+                // Before a read that may block, write what callers gathered while replies were being run.
+                if (Volatile.Read(ref _gatheredLength) > 0 && !reader.HasBufferedFrame())
+                {
+                    FlushDeferred();
+                }
+
                 if (!reader.TryReadExactly(headerBytes))
                 {
                     Fail(new ConnectionLostException($"connection to {Remote} closed by the server"));
@@ -331,7 +498,13 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                     return;
                 }
 
-                if (!_pending.TryRemove(header.RequestId, out var pending))
+                Pending? pending;
+                lock (_pendingLock)
+                {
+                    _pending.Remove(header.RequestId, out pending);
+                }
+
+                if (pending is null)
                 {
                     reader.Skip(header.BodyLength);
                     continue;
@@ -342,14 +515,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 {
                     reader.ReadExactly(pending.Destination.Span[..header.BodyLength]);
                     reading = null;
-                    Complete(slot, pending, new FrameReply(header.Status, [], header.BodyLength));
+                    Complete(slot, pending, new FrameReply(header.Status, [], header.BodyLength), reader.HasBufferedFrame());
                 }
                 else
                 {
                     var body = header.BodyLength == 0 ? [] : new byte[header.BodyLength];
                     reader.ReadExactly(body);
                     reading = null;
-                    Complete(slot, pending, new FrameReply(header.Status, body, body.Length));
+                    Complete(slot, pending, new FrameReply(header.Status, body, body.Length), reader.HasBufferedFrame());
                 }
             }
         }
@@ -383,12 +556,16 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             _watchdog?.Dispose();
         }
 
-        foreach (var id in _pending.Keys)
+        Pending[] failed;
+        lock (_pendingLock)
         {
-            if (_pending.TryRemove(id, out var pending))
-            {
-                pending.SetException(_failure!);
-            }
+            failed = [.. _pending.Values];
+            _pending.Clear();
+        }
+
+        foreach (var pending in failed)
+        {
+            pending.TrySetException(_failure!);
         }
     }
 
@@ -415,11 +592,48 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         return ValueTask.CompletedTask;
     }
 
-    /// <summary>Completes inline on the reader thread; see <see cref="ReaderSlot"/>.</summary>
-    private sealed class Pending : TaskCompletionSource<FrameReply>
+    /// <summary>
+    /// The awaitable of one request, pooled per connection (a TaskCompletionSource and its Task per request were
+    /// most of what a request allocated). Completes inline on the reader thread; see <see cref="ReaderSlot"/>.
+    /// Exactly one party completes it: whoever takes it out of the table of requests in flight.
+    /// </summary>
+    private sealed class Pending : IValueTaskSource<FrameReply>
     {
-        public Pending(Memory<byte> destination) : base(TaskCreationOptions.None) => Destination = destination;
+        private ManualResetValueTaskSourceCore<FrameReply> _core;
+        private int _completed;
 
-        public Memory<byte> Destination { get; }
+        public Memory<byte> Destination { get; set; }
+
+        public ValueTask<FrameReply> Task => new(this, _core.Version);
+
+        public void TrySetResult(FrameReply reply)
+        {
+            if (Interlocked.Exchange(ref _completed, 1) == 0)
+            {
+                _core.SetResult(reply);
+            }
+        }
+
+        public void TrySetException(Exception exception)
+        {
+            if (Interlocked.Exchange(ref _completed, 1) == 0)
+            {
+                _core.SetException(exception);
+            }
+        }
+
+        public void Reset()
+        {
+            Destination = default;
+            _core.Reset();
+            Volatile.Write(ref _completed, 0);
+        }
+
+        public FrameReply GetResult(short token) => _core.GetResult(token);
+
+        public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
+
+        public void OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags) =>
+            _core.OnCompleted(continuation, state, token, flags);
     }
 }

@@ -88,6 +88,21 @@ public ref struct BodyReader
         }
     }
 
+    /// <summary>
+    /// The UTF-8 bytes of a string written by <see cref="BodyWriter.Str"/>, not decoded (so no string is made);
+    /// invalid UTF-8 fails the reader as <see cref="Str"/> does.
+    /// </summary>
+    public ReadOnlySpan<byte> StrUtf8()
+    {
+        var length = U16();
+        if (!Take(length, out var s))
+        {
+            return default;
+        }
+
+        return System.Text.Unicode.Utf8.IsValid(s) ? s : Fail();
+    }
+
     public JobToken Token() => Take(JobToken.Size, out var s) ? JobToken.Read(s) : default;
 
     private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);

@@ -11,6 +11,46 @@ public sealed class BodyWriter
 
     public BodyWriter(int capacity = 256) => _buffer = new byte[Math.Max(capacity, 16)];
 
+    /// <summary>Writers larger than this are not kept by <see cref="Return"/>.</summary>
+    private const int MaxPooledCapacity = 64 << 10;
+
+    private static readonly BodyWriter?[] Pool = new BodyWriter?[32];
+
+    /// <summary>
+    /// A reset writer from a small process-wide pool (a new one when the pool is empty), so a request path can
+    /// encode its body without allocating. Give it back with <see cref="Return"/> once nothing reads its memory.
+    /// </summary>
+    public static BodyWriter Rent()
+    {
+        for (var i = 0; i < Pool.Length; i++)
+        {
+            if (Volatile.Read(ref Pool[i]) is not null && Interlocked.Exchange(ref Pool[i], null) is { } writer)
+            {
+                writer.Reset();
+                return writer;
+            }
+        }
+
+        return new BodyWriter();
+    }
+
+    /// <summary>Gives a rented writer back; the caller must not touch it or its memory afterwards.</summary>
+    public static void Return(BodyWriter writer)
+    {
+        if (writer._buffer.Length > MaxPooledCapacity)
+        {
+            return;
+        }
+
+        for (var i = 0; i < Pool.Length; i++)
+        {
+            if (Volatile.Read(ref Pool[i]) is null && Interlocked.CompareExchange(ref Pool[i], writer, null) is null)
+            {
+                return;
+            }
+        }
+    }
+
     public int Length => _length;
 
     public ReadOnlySpan<byte> WrittenSpan => _buffer.AsSpan(0, _length);

@@ -5,7 +5,10 @@ namespace Pocket.Protocol;
 /// <summary>Rules for object keys inside a job: '/'-separated parts, no empty part, no '.' or '..'.</summary>
 public static class ObjectKey
 {
-    public static bool IsValid(string key, ProtocolLimits limits, out string error)
+    public static bool IsValid(string key, ProtocolLimits limits, out string error) => IsValid(key.AsSpan(), limits, out error);
+
+    /// <summary>The same rules over a span; allocates only the error message.</summary>
+    public static bool IsValid(ReadOnlySpan<char> key, ProtocolLimits limits, out string error)
     {
         error = string.Empty;
         if (key.Length == 0)
@@ -21,10 +24,11 @@ public static class ObjectKey
         }
 
         var parts = 0;
-        foreach (var part in key.Split('/'))
+        foreach (var range in key.Split('/'))
         {
             parts++;
-            if (part.Length == 0 || part == "." || part == "..")
+            var part = key[range];
+            if (part.Length == 0 || part is "." or "..")
             {
                 error = $"key '{key}' has an empty, '.' or '..' path part";
                 return false;
