@@ -431,7 +431,7 @@ public sealed class Autoscaler
         if (useWarmPool && WarmPool is { } pool && await pool.TryClaimAsync(decision.Tier, cancellationToken).ConfigureAwait(false) is { } pooled)
         {
             Track(pooled);
-            Event("node-started", pooled.NodeId, $"{tier} node {pooled.Handle} at {pooled.Address ?? "pending"}, taken from the warm pool");
+            Event("node-started", pooled.NodeId, $"{tier} node {pooled.Handle} at {pooled.Address ?? "pending"}, taken from the warm pool{await SpreadAsync(pooled, cancellationToken).ConfigureAwait(false)}");
             return pooled;
         }
 
@@ -439,8 +439,21 @@ public sealed class Autoscaler
             ?? throw new ProvisioningException($"no node class for tier {decision.Tier}");
         var node = await _provisioner.StartNodeAsync(new NodeRequest(decision.Tier, capacity), cancellationToken).ConfigureAwait(false);
         Track(node);
-        Event("node-started", node.NodeId, $"{tier} node {node.Handle} at {node.Address ?? "pending"}");
+        Event("node-started", node.NodeId, $"{tier} node {node.Handle} at {node.Address ?? "pending"}{await SpreadAsync(node, cancellationToken).ConfigureAwait(false)}");
         return node;
+    }
+
+    /// <summary>Running jobs of the node's tier take the new node too (their new blocks); the event says how many.</summary>
+    private async Task<string> SpreadAsync(ProvisionedNode node, CancellationToken cancellationToken)
+    {
+        if (node.NodeId is not { } id)
+        {
+            // A node whose id is not known yet (a pod still registering) is taken by jobs registered after it.
+            return "";
+        }
+
+        var jobs = await _registry.SpreadOverNodeAsync(id, node.Tier, cancellationToken).ConfigureAwait(false);
+        return jobs == 0 ? "" : $"; {jobs} running job(s) now place new blocks on it";
     }
 
     private void Track(ProvisionedNode node)

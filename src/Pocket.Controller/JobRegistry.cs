@@ -589,6 +589,50 @@ public sealed class JobRegistry : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// A node added to <paramref name="tier"/> under pressure takes its share of the running jobs of that tier: each
+    /// job's weight map gets the node (<see cref="WeightMap.With"/>) and is re-sent to the metadata server, so the
+    /// jobs' new blocks land on it too, not only those of jobs registered later. Returns how many jobs took it.
+    /// Jobs without a weight map already spread over the tier's live nodes.
+    /// </summary>
+    public async Task<int> SpreadOverNodeAsync(uint node, NodeTier tier, CancellationToken cancellationToken = default)
+    {
+        await _registrationGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var spread = 0;
+            foreach (var job in Jobs.Where(j => j.Requirement.Tier == tier && j.Weights.Weights.Count > 0 && !j.Weights.Weights.ContainsKey(node)))
+            {
+                var weights = job.Weights.With(node);
+                try
+                {
+                    await _admin.SetWeightsAsync(job.Id, weights.Weights, job.Requirement.Tier, cancellationToken).ConfigureAwait(false);
+                }
+                catch (ObjectNotFoundException)
+                {
+                    // The job is gone from the metadata server; the lease pass ends it.
+                    continue;
+                }
+
+                lock (_lock)
+                {
+                    if (_jobs.TryGetValue(job.Id, out var current))
+                    {
+                        _jobs[job.Id] = current with { Weights = weights };
+                    }
+                }
+
+                spread++;
+            }
+
+            return spread;
+        }
+        finally
+        {
+            _registrationGate.Release();
+        }
+    }
+
     /// <summary>After a telemetry sample: nodes a job still lists that are dead, drained or gone are taken out of it.</summary>
     internal Task PruneAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {

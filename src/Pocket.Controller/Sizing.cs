@@ -133,6 +133,20 @@ public sealed class WeightMap
         return rest.Count == 0 ? None : new WeightMap(rest);
     }
 
+    /// <summary>
+    /// This map with <paramref name="node"/> added at the average weight of the others (a uniform map stays uniform:
+    /// n nodes at 1/n become n+1 at 1/(n+1)); <see cref="None"/> and maps that already hold the node are returned as they are.
+    /// </summary>
+    public WeightMap With(uint node)
+    {
+        if (_weights.Count == 0 || _weights.ContainsKey(node))
+        {
+            return this;
+        }
+
+        return new WeightMap(_weights.Append(new KeyValuePair<uint, double>(node, 1.0 / _weights.Count)));
+    }
+
     /// <summary>The weight map of a complete placement.</summary>
     public static WeightMap From(Placement placement)
     {

@@ -448,6 +448,21 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         FlushDeferred();
     }
 
+    /// <summary>
+    /// The reader's own write of deferred frames, watched like a callback: a write that blocks (the server, its
+    /// replies unread, stops reading) is handed over to a new reader thread, which drains the replies.
+    /// </summary>
+    private void FlushDeferredWatched(ReaderSlot slot)
+    {
+        Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
+        Volatile.Write(ref slot.State, ReaderSlot.InCallback);
+        FlushDeferred();
+        if (Interlocked.CompareExchange(ref slot.State, ReaderSlot.Reading, ReaderSlot.InCallback) != ReaderSlot.InCallback)
+        {
+            throw new OperationCanceledException("reader handed over");
+        }
+    }
+
     private void Complete(ReaderSlot slot, Pending pending, FrameReply reply, bool moreBuffered)
     {
         Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
@@ -482,7 +497,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 // Before a read that may block, write what callers gathered while replies were being run.
                 if (Volatile.Read(ref _gatheredLength) > 0 && !reader.HasBufferedFrame())
                 {
-                    FlushDeferred();
+                    FlushDeferredWatched(slot);
                 }
 
                 if (!reader.TryReadExactly(headerBytes))

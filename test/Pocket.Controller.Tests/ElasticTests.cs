@@ -97,6 +97,34 @@ public sealed class ElasticTests
     }
 
     [Fact]
+    public async Task AScaleUpSpreadsTheRunningJobsOfItsTierOverTheNewNode()
+    {
+        await using var cluster = await ClusterAsync(nodes: 2, capacity: 256L << 20);
+        await using var controller = Controller(cluster, new InProcessProvisioner(cluster), autoscaler: ByHand with { NewNodeCapacityBytes = 256L << 20 });
+        await controller.StartAsync();
+        await using var client = await cluster.ConnectAsync();
+        var registered = await controller.Registry.RegisterAsync("running", new JobHints { CapacityBytes = 64L << 20 });
+        var before = registered.Weights.Weights.Keys.Order().ToList();
+        Assert.Equal(2, before.Count);
+        var job = client.OpenJob(registered.Id, registered.Token);
+        await job.PutAsync("before", Data("before", 1 << 20));
+
+        var added = await controller.Autoscaler!.ScaleUpAsync(NodeTier.Dram, "test");
+        var node = added.NodeId!.Value;
+
+        // The running job's map now holds three nodes at a third each, and the metadata server places by it.
+        var weights = controller.Registry.Find(registered.Id)!.Weights.Weights;
+        Assert.Equal([.. before, node], weights.Keys.Order());
+        Assert.All(weights.Values, w => Assert.Equal(1.0 / 3, w, 9));
+        Assert.Contains(controller.Events.Last(100), e => e.Kind == "node-started" && e.NodeId == node && e.Reason.Contains("1 running job", StringComparison.Ordinal));
+        var data = Data("after", 8 << 20);
+        await job.PutAsync("after", data);
+        Assert.Contains((await job.LookupAsync("after"))!.Blocks, b => b.NodeId == node);
+        Assert.Equal(Hash(data), Hash(await job.GetAsync("after")));
+        Assert.Equal(Hash(Data("before", 1 << 20)), Hash(await job.GetAsync("before")));
+    }
+
+    [Fact]
     public async Task AFailedStartInABatchStopsTheNodesThatDidStart()
     {
         await using var cluster = await ClusterAsync(nodes: 0, capacity: 64L << 20);
