@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using BenchmarkDotNet.Attributes;
 using Pocket.Client;
@@ -16,6 +17,12 @@ public class ClientBenchmarks
 {
     /// <summary>Objects are write-once, so puts cycle through this many keys and drop them all on wrap-around.</summary>
     private const int PutKeys = 1 << 15;
+
+    /// <summary>Objects under <see cref="ListPrefix"/>, listed in one page by <see cref="List100"/>.</summary>
+    private const int ListedKeys = 100;
+
+    /// <summary>Shaped like `pocket bench`'s list prefix (root, run name, "listed/").</summary>
+    private const string ListPrefix = "pocket-bench/meta-list100/listed/";
 
     private readonly byte[] _value = new byte[1 << 10];
     private readonly byte[] _buffer = new byte[1 << 10];
@@ -41,6 +48,10 @@ public class ClientBenchmarks
         _job = await _client.RegisterJobAsync("microbench");
         await _job.PutAsync("get/1k", _value);
         await _job.PutAsync("get/64k", _large);
+        for (var i = 0; i < ListedKeys; i++)
+        {
+            await _job.PutAsync(string.Create(CultureInfo.InvariantCulture, $"{ListPrefix}{i:D3}"), ReadOnlyMemory<byte>.Empty);
+        }
     }
 
     [GlobalCleanup]
@@ -72,6 +83,26 @@ public class ClientBenchmarks
     /// <summary>Above the inline threshold: a Get to the metadata server for the grant, then a ReadExtent to the node.</summary>
     [Benchmark]
     public ValueTask<int> Get64KiB() => _job.GetAsync("get/64k", 0, _largeBuffer);
+
+    /// <summary>
+    /// One page of the 100 empty objects under a prefix, as `pocket bench`'s list100 does it: the page size is the
+    /// number of keys, and the loop stops at the limit so the enumerator never asks for a second page.
+    /// </summary>
+    [Benchmark]
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<int> List100()
+    {
+        var listed = 0;
+        await foreach (var _ in _job.ListAsync(ListPrefix, delimited: false, pageSize: ListedKeys))
+        {
+            if (++listed == ListedKeys)
+            {
+                break;
+            }
+        }
+
+        return listed;
+    }
 
     /// <summary>Create, WriteExtent, Commit, then Delete (objects are write-once): four requests.</summary>
     [Benchmark]

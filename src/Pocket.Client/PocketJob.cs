@@ -512,49 +512,92 @@ public sealed partial class PocketJob
     /// Lists objects under <paramref name="prefix"/> in key order, fetched in pages. With <paramref name="delimited"/>,
     /// keys with a further '/' are folded into one "directory" entry.
     /// </summary>
-    public async IAsyncEnumerable<ListEntry> ListAsync(string prefix = "", bool delimited = false, int pageSize = 1000, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<ListEntry> ListAsync(string prefix = "", bool delimited = false, int pageSize = 1000, CancellationToken cancellationToken = default) =>
+        ListAsync(prefix, startAfter: null, delimited, pageSize, cancellationToken);
+
+    /// <summary>
+    /// Lists objects under <paramref name="prefix"/> in key order, beginning after <paramref name="startAfter"/>
+    /// (null or "" for the first key), fetched in pages of <paramref name="pageSize"/>. With <paramref name="delimited"/>,
+    /// keys with a further '/' are folded into one "directory" entry ending in '/', and a directory at or before
+    /// <paramref name="startAfter"/> is not listed. The server seeks to <paramref name="startAfter"/>, so resuming a
+    /// listing costs one page, not the entries before it.
+    /// </summary>
+    public async IAsyncEnumerable<ListEntry> ListAsync(string prefix, string? startAfter, bool delimited = false, int pageSize = 1000, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var startAfter = string.Empty;
-        while (true)
+        var next = startAfter ?? string.Empty;
+
+        // Most pages fit the rented buffer (no reply array); entries are decoded one at a time as they are yielded.
+        var scratch = ArrayPool<byte>.Shared.Rent((int)Math.Min(ListReplyScratchMax, 64 + ((long)Math.Max(pageSize, 0) * 64)));
+        try
         {
-            var body = BodyWriter.Rent();
-            List<ListEntry> page;
-            try
+            while (true)
             {
-                body.Str(prefix).Str(startAfter).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
-                var reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
-                page = ParseList(reply.Body, out startAfter);
-            }
-            finally
-            {
-                BodyWriter.Return(body);
-            }
+                var body = BodyWriter.Rent();
+                FrameReply reply;
+                try
+                {
+                    body.Str(prefix).Str(next).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
+                    reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+                }
+                finally
+                {
+                    BodyWriter.Return(body);
+                }
 
-            foreach (var entry in page)
-            {
-                yield return entry;
-            }
+                var page = reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body : scratch;
+                var length = reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body.Length : reply.DataLength;
+                var count = ReadListCount(page.AsSpan(0, length));
+                var offset = sizeof(uint);
+                for (var i = 0; i < count; i++)
+                {
+                    yield return ReadListEntry(page.AsSpan(offset, length - offset), ref offset);
+                }
 
-            if (startAfter.Length == 0)
-            {
-                yield break;
+                next = ReadListNext(page.AsSpan(offset, length - offset));
+                if (next.Length == 0)
+                {
+                    yield break;
+                }
             }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
         }
     }
 
-    private static List<ListEntry> ParseList(byte[] body, out string next)
+    /// <summary>The largest reply buffer a listing rents; a bigger page arrives in an array of its own.</summary>
+    private const int ListReplyScratchMax = 1 << 20;
+
+    private static uint ReadListCount(ReadOnlySpan<byte> body)
     {
         var reader = new BodyReader(body);
         var count = reader.U32();
-        var entries = new List<ListEntry>((int)Math.Min(count, 10_000));
-        for (var i = 0; i < count && !reader.Failed; i++)
+        return reader.Failed ? throw BadListReply() : count;
+    }
+
+    private static ListEntry ReadListEntry(ReadOnlySpan<byte> rest, ref int offset)
+    {
+        var reader = new BodyReader(rest);
+        var entry = new ListEntry(reader.Str(), reader.I64(), reader.U8() != 0);
+        if (reader.Failed)
         {
-            entries.Add(new ListEntry(reader.Str(), reader.I64(), reader.U8() != 0));
+            throw BadListReply();
         }
 
-        next = reader.Str();
-        return entries;
+        offset += rest.Length - reader.Remaining;
+        return entry;
     }
+
+    private static string ReadListNext(ReadOnlySpan<byte> rest)
+    {
+        var reader = new BodyReader(rest);
+        var next = reader.Str();
+        return reader.Failed ? throw BadListReply() : next;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static InvalidDataException BadListReply() => new("The metadata server sent a malformed list reply.");
 
     /// <summary>Objects, bytes and requests of this job.</summary>
     public async ValueTask<JobUsage> GetUsageAsync(CancellationToken cancellationToken = default)

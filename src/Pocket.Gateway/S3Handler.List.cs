@@ -111,8 +111,10 @@ internal sealed partial class S3Handler
     }
 
     /// <summary>
-    /// One page of a listing. Entries are skipped up to the continuation point (Pocket's client lists from the
-    /// start of a prefix, so a deep page re-reads the keys before it) and past the gateway's records, which sort last.
+    /// One page of a listing. Pocket's listing starts after the continuation point or start-after (whichever is
+    /// later), so a deep page does not re-read the keys before it; the filters below still apply, since a Pocket key
+    /// at or before that point always maps to an entry they skip (an S3 key or folded prefix is a prefix of its
+    /// Pocket key). The listing stops at the gateway's records, which sort last.
     /// </summary>
     private async Task<ListPage> ListPageAsync(PocketJob job, string prefix, string? delimiter, int maxKeys, string? afterPocket, bool afterIsPrefix, string? startAfter, CancellationToken cancellationToken)
     {
@@ -131,7 +133,8 @@ internal sealed partial class S3Handler
         string? lastS3Key = null;
         string? lastFolded = null;
         var truncated = false;
-        await foreach (var entry in job.ListAsync(pocketPrefix, pocketFolds, pageSize: 1000, cancellationToken).ConfigureAwait(false))
+        var seek = afterPocket is not null && (startAfter is null || string.CompareOrdinal(afterPocket, startAfter) > 0) ? afterPocket : startAfter;
+        await foreach (var entry in job.ListAsync(pocketPrefix, seek, pocketFolds, pageSize: 1000, cancellationToken).ConfigureAwait(false))
         {
             if (KeyMapping.IsRecord(entry.Key))
             {

@@ -457,7 +457,7 @@ public sealed partial class MetadataServer
             }
             else
             {
-                foreach (var k in KeysWithPrefix(job, key, null).ToList())
+                foreach (var k in KeysWithPrefix(job, key))
                 {
                     var entry = job.Objects[k];
                     RemoveObject(job, k);
@@ -470,37 +470,42 @@ public sealed partial class MetadataServer
         ReplyI64(frame, deleted);
     }
 
-    private static IEnumerable<string> KeysWithPrefix(JobEntry job, string prefix, string? startAfter)
+    /// <summary>The keys under <paramref name="prefix"/>, copied out so the caller may change the index while it walks them.</summary>
+    private static List<string> KeysWithPrefix(JobEntry job, string prefix)
     {
-        if (job.Keys.Count == 0)
+        var keys = new List<string>();
+        foreach (var key in job.Keys.From(prefix, exclusive: false))
         {
-            return [];
+            if (!key.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                break;
+            }
+
+            keys.Add(key);
         }
 
-        var lower = startAfter is not null && string.CompareOrdinal(startAfter, prefix) > 0 ? startAfter : prefix;
-        var upper = PrefixSuccessor(prefix) ?? job.Keys.Max!;
-        if (string.CompareOrdinal(lower, upper) > 0)
-        {
-            return [];
-        }
-
-        var view = prefix.Length == 0 && startAfter is null ? job.Keys : job.Keys.GetViewBetween(lower, upper);
-        return view.Where(k => k.StartsWith(prefix, StringComparison.Ordinal) && (startAfter is null || string.CompareOrdinal(k, startAfter) > 0));
+        return keys;
     }
 
-    /// <summary>
-    /// The least string above every string that starts with <paramref name="prefix"/> (null when there is none).
-    /// prefix + '\uffff' is not: it misses keys that go on after a U+FFFF right behind the prefix.
-    /// </summary>
-    private static string? PrefixSuccessor(string prefix)
+    private static long CountKeysWithPrefix(JobEntry job, string prefix)
     {
-        var last = prefix.Length - 1;
-        while (last >= 0 && prefix[last] == char.MaxValue)
+        if (prefix.Length == 0)
         {
-            last--;
+            return job.Keys.Count;
         }
 
-        return last < 0 ? null : string.Concat(prefix.AsSpan(0, last), [(char)(prefix[last] + 1)]);
+        long count = 0;
+        foreach (var key in job.Keys.From(prefix, exclusive: false))
+        {
+            if (!key.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                break;
+            }
+
+            count++;
+        }
+
+        return count;
     }
 
     /// <summary>
@@ -532,54 +537,89 @@ public sealed partial class MetadataServer
             return;
         }
 
-        var entries = new List<(string Key, long Size, bool IsPrefix)>();
-        var next = string.Empty;
-        lock (_lock)
+        // Entries go straight into the reply: the count is patched in at the end, nothing is collected first.
+        var body = BodyWriter.Rent();
+        try
         {
-            string? lastDirectory = null;
-            foreach (var key in KeysWithPrefix(job, prefix, startAfter.Length == 0 ? null : startAfter))
+            body.U32(0);
+            lock (_lock)
             {
-                if (entries.Count == limit)
-                {
-                    next = entries[^1].Key;
-                    break;
-                }
-
-                if (delimited)
-                {
-                    var slash = key.IndexOf('/', prefix.Length);
-                    if (slash >= 0)
-                    {
-                        var directory = key[..(slash + 1)];
-                        if (directory != lastDirectory && (startAfter.Length == 0 || string.CompareOrdinal(directory, startAfter) > 0))
-                        {
-                            entries.Add((directory, 0, true));
-                            lastDirectory = directory;
-                        }
-
-                        continue;
-                    }
-                }
-
-                entries.Add((key, job.Objects[key].Size, false));
+                WriteListPage(body, job, prefix, startAfter, limit, delimited);
             }
-        }
 
-        if (next.Length > 0 && entries[^1].IsPrefix)
+            frame.Reply(Status.Ok, body.WrittenSpan);
+        }
+        finally
         {
-            // Resume after every key of that directory.
-            next = entries[^1].Key + '\uffff';
+            BodyWriter.Return(body);
         }
+    }
 
-        var body = new BodyWriter(64 + (entries.Count * 48));
-        body.U32((uint)entries.Count);
-        foreach (var (key, size, isPrefix) in entries)
+    /// <summary>
+    /// Writes the entries of one list page and the start-after of the next ("" when there is none) after the count
+    /// the caller reserved at offset 0. Seeks to the start in O(log n) and, with <paramref name="delimited"/>, past
+    /// each folded directory, so a page costs O(page) whatever lies before or inside it.
+    /// </summary>
+    private static void WriteListPage(BodyWriter body, JobEntry job, string prefix, string startAfter, int limit, bool delimited)
+    {
+        var keys = startAfter.Length > 0 && string.CompareOrdinal(startAfter, prefix) > 0
+            ? job.Keys.From(startAfter, exclusive: true)
+            : job.Keys.From(prefix, exclusive: false);
+        var count = 0;
+        string? last = null;
+        var lastLength = 0;
+        var more = false;
+        while (keys.MoveNext())
         {
-            body.Str(key).I64(size).U8(isPrefix ? (byte)1 : (byte)0);
+            var key = keys.Current;
+            if (!key.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                break;
+            }
+
+            var slash = delimited ? key.IndexOf('/', prefix.Length) : -1;
+            if (slash >= 0)
+            {
+                var directory = key.AsSpan(0, slash + 1);
+
+                // A directory at or before start-after was listed on an earlier page.
+                if (startAfter.Length == 0 || directory.CompareTo(startAfter, StringComparison.Ordinal) > 0)
+                {
+                    if (count == limit)
+                    {
+                        more = true;
+                        break;
+                    }
+
+                    body.Str(directory).I64(0).U8(1);
+                    count++;
+                    last = key;
+                    lastLength = slash + 1;
+                }
+
+                // Every key of the directory folds into the entry just written (or skipped): jump past them all.
+                // The successor of "dir/" is "dir0" ('0' follows '/').
+                keys = job.Keys.From(string.Concat(directory[..^1], "0"), exclusive: false);
+                continue;
+            }
+
+            if (count == limit)
+            {
+                more = true;
+                break;
+            }
+
+            body.Str(key).I64(job.Objects[key].Size).U8(0);
+            count++;
+            last = key;
+            lastLength = key.Length;
         }
 
-        body.Str(next);
-        frame.Reply(Status.Ok, body.WrittenSpan);
+        body.PatchU32(0, (uint)count);
+
+        // The next page starts after the last entry; after a directory entry that skips all of its keys, because
+        // a directory not above start-after is never listed again.
+        body.Str(more ? last.AsSpan(0, lastLength) : []);
     }
 
     /// <summary>Count: prefix. Reply: number of objects under it, i64.</summary>
@@ -601,7 +641,7 @@ public sealed partial class MetadataServer
         long count;
         lock (_lock)
         {
-            count = prefix.Length == 0 ? job.Keys.Count : KeysWithPrefix(job, prefix, null).LongCount();
+            count = CountKeysWithPrefix(job, prefix);
         }
 
         ReplyI64(frame, count);

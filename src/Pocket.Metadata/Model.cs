@@ -63,7 +63,7 @@ internal sealed class JobEntry
     /// <summary>Bytes of committed objects per tier, indexed by <see cref="NodeTier"/>.</summary>
     public long[] TierBytes { get; } = new long[4];
     public Dictionary<string, ObjectEntry> Objects { get; } = new(StringComparer.Ordinal);
-    public SortedSet<string> Keys { get; } = new(StringComparer.Ordinal);
+    public SortedKeyIndex Keys { get; } = new();
 
     /// <summary>Keys being written: reserved so a second writer gets "exists" at once.</summary>
     public HashSet<string> Reserved { get; } = new(StringComparer.Ordinal);

@@ -73,6 +73,13 @@ public sealed class BodyWriter
 
     public void Advance(int count) => _length += count;
 
+    /// <summary>Overwrites a u32 already written at <paramref name="offset"/> (a count known only after its items).</summary>
+    public void PatchU32(int offset, uint value)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(offset, _length - sizeof(uint));
+        BinaryPrimitives.WriteUInt32LittleEndian(_buffer.AsSpan(offset, sizeof(uint)), value);
+    }
+
     public BodyWriter U8(byte value)
     {
         GetSpan(1)[0] = value;
@@ -137,7 +144,10 @@ public sealed class BodyWriter
     }
 
     /// <summary>A u16 byte count followed by UTF-8.</summary>
-    public BodyWriter Str(string value)
+    public BodyWriter Str(string value) => Str(value.AsSpan());
+
+    /// <summary>A u16 byte count followed by UTF-8, from characters that need not be a string of their own.</summary>
+    public BodyWriter Str(ReadOnlySpan<char> value)
     {
         var count = Encoding.UTF8.GetByteCount(value);
         if (count > ushort.MaxValue)

@@ -287,6 +287,51 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
+    public async Task ListObjects_resumes_from_markers_tokens_and_start_after_over_many_keys()
+    {
+        var bucket = await NewBucketAsync("listpages");
+        var keys = new List<string>();
+        for (var i = 0; i < 40; i++)
+        {
+            keys.Add(i % 4 == 0 ? $"dir{i:D2}/x" : $"k{i:D2}");
+        }
+
+        keys.Add("dir00/y/z");
+        await Task.WhenAll(keys.Select(key => PutTextAsync(bucket, key, key)));
+        var sorted = keys.Order(StringComparer.Ordinal).ToList();
+
+        // V1 with markers, 7 at a time.
+        var seen = new List<string>();
+        string? marker = null;
+        do
+        {
+            var page = await S3.ListObjectsAsync(new ListObjectsRequest { BucketName = bucket, MaxKeys = 7, Marker = marker });
+            seen.AddRange((page.S3Objects ?? []).Select(o => o.Key));
+            marker = page.IsTruncated == true ? page.NextMarker : null;
+        }
+        while (marker is not null);
+        Assert.Equal(sorted, seen);
+
+        // V2 with a delimiter: start-after between keys, then continuation tokens from there.
+        var entries = new List<string>();
+        string? token = null;
+        do
+        {
+            var page = await S3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = bucket, Delimiter = "/", MaxKeys = 3, StartAfter = "dir07", ContinuationToken = token });
+            entries.AddRange((page.S3Objects ?? []).Select(o => o.Key));
+            entries.AddRange(page.CommonPrefixes ?? []);
+            token = page.IsTruncated == true ? page.NextContinuationToken : null;
+        }
+        while (token is not null);
+        var expected = sorted.Where(k => string.CompareOrdinal(k, "dir07") > 0).Select(k => k.Contains('/') ? k[..(k.IndexOf('/') + 1)] : k).Distinct().Order(StringComparer.Ordinal);
+        Assert.Equal(expected, entries.Order(StringComparer.Ordinal));
+        Assert.Equal(["dir08/", "dir12/"], entries.Take(2));
+
+        var afterAll = await S3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = bucket, StartAfter = "zz" });
+        Assert.Empty(afterAll.S3Objects ?? []);
+    }
+
+    [Fact]
     public async Task DeleteObjects_removes_many_keys_at_once()
     {
         var bucket = await NewBucketAsync("multidelete");
