@@ -192,6 +192,26 @@ public sealed partial class UpTests : IDisposable
         Assert.Empty(Directory.GetFiles(data));
     }
 
+    [Fact]
+    public async Task Up_takes_node_bandwidth_and_cost_per_tier_and_sizing_follows_the_price()
+    {
+        // By the paper's prices a small job goes to DRAM ($0.532/h a node against ssd's $0.624); priced at $5/h,
+        // DRAM loses to ssd.
+        await using var up = UpProcess.Start(
+            _home.Path, "--port", "0", "--controller-port", "0", "--no-gateway", "--tiers", "dram=2,ssd=2",
+            "--capacity", "8MiB", "--node-capacity", "ssd=16MiB", "--node-cost", "dram=$5", "--node-bandwidth", "dram=2Gbps",
+            "--data-dir", Path.Combine(_home.Path, "priced"), "--for", "10m");
+        var children = await ChildPidsAsync(up, expected: 4);
+        Assert.Contains(up.Output.Split('\n'), l => l.StartsWith("node classes:", StringComparison.Ordinal) && l.Contains("dram 8 MiB, 2 Gb/s, $5/h", StringComparison.Ordinal) && l.Contains("ssd 16 MiB, 8 Gb/s, $0.624/h", StringComparison.Ordinal));
+
+        var registered = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "priced", "--throughput", "1Gbps", "--capacity", "4MiB", "--latency-sensitive", "false", "--json")).Json();
+        Assert.Equal("ssd", registered["tier"]!.GetValue<string>());
+
+        PocketProcess.Terminate(up.Pid);
+        Assert.Equal(0, await up.WaitForExitAsync());
+        await AssertGoneAsync(children);
+    }
+
     /// <summary>What a process has open (Linux), as the kernel names it (an unlinked file ends in " (deleted)").</summary>
     private static List<string> OpenFiles(int pid)
     {
@@ -222,6 +242,9 @@ public sealed partial class UpTests : IDisposable
     [InlineData("--tiers dram=2 --nodes 2", "either --nodes")]
     [InlineData("--tiers ssd=1 --node-capacity ssd=lots", "'lots' for ssd is not a size")]
     [InlineData("--tiers ssd=1 --node-capacity ssd=1000TB", "not enough space in")]
+    [InlineData("--tiers dram=1 --node-bandwidth dram=fast", "'fast' for dram is not a bandwidth")]
+    [InlineData("--tiers dram=1 --node-cost dram=-1", "dram=-1 is negative")]
+    [InlineData("--tiers dram=1 --node-cost hdd=0.1", "--node-cost names hdd, a tier this cluster does not have")]
     public async Task Up_refuses_bad_tier_specs_with_a_clear_error(string arguments, string expected)
     {
         var result = await PocketProcess.RunAsync(_home.Path, ["up", "--port", "0", "--controller-port", "0", "--no-gateway", "--for", "1s", "--data-dir", _home.File("d"), .. arguments.Split(' ')]);

@@ -30,6 +30,16 @@ internal static class UpCommand
             Description = $"Capacity of one node per tier, e.g. ssd=8GiB,hdd=16GiB (defaults: dram = --capacity, ssd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Ssd))}, hdd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Hdd))}, as sparse files)",
             HelpName = "TIER=SIZE,...",
         };
+        var nodeBandwidth = new Option<string?>("--node-bandwidth")
+        {
+            Description = "Bandwidth of one node per tier for sizing and autoscaling, e.g. dram=10Gbps,hdd=400Mbps (defaults: the paper's node classes, dram and ssd 8Gbps, hdd 320Mbps)",
+            HelpName = "TIER=RATE,...",
+        };
+        var nodeCost = new Option<string?>("--node-cost")
+        {
+            Description = "Dollars per hour of one node per tier; jobs go to the cheapest tier that meets them, e.g. dram=0.532,ssd=0.624 (defaults: the paper's prices, hdd 0.468)",
+            HelpName = "TIER=COST,...",
+        };
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for the ssd and hdd nodes' files (default: data in the pocket home directory)", HelpName = "DIR" };
         var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Block size of the storage nodes (default: 64KiB for dram and ssd, 1MiB for hdd)");
         var port = new Option<int>("--port") { Description = "Metadata server port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7070 };
@@ -43,7 +53,7 @@ internal static class UpCommand
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, runFor, verbose,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, runFor, verbose,
         };
         warmPool.Validators.Add(result =>
         {
@@ -98,6 +108,21 @@ internal static class UpCommand
             }
         });
 
+        nodeBandwidth.Validators.Add(result =>
+        {
+            if (!TierSpec.TryParseBandwidths(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
+            {
+                result.AddError(error);
+            }
+        });
+        nodeCost.Validators.Add(result =>
+        {
+            if (!TierSpec.TryParseCosts(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
+            {
+                result.AddError(error);
+            }
+        });
+
         CommandRunner.SetAction(command, (parse, ct) => RunAsync(
             new LocalClusterOptions
             {
@@ -105,6 +130,8 @@ internal static class UpCommand
                 Tiers = parse.GetValue(tiers) is { } tierText && TierSpec.TryParseCounts(tierText, out var counts, out _) ? counts : null,
                 NodeCapacity = parse.GetValue(capacity),
                 TierCapacities = parse.GetValue(nodeCapacity) is { } capacityText && TierSpec.TryParseCapacities(capacityText, out var capacities, out _) ? capacities : new Dictionary<NodeTier, long>(),
+                TierBandwidths = parse.GetValue(nodeBandwidth) is { } bandwidthText && TierSpec.TryParseBandwidths(bandwidthText, out var bandwidths, out _) ? bandwidths : new Dictionary<NodeTier, double>(),
+                TierCosts = parse.GetValue(nodeCost) is { } costText && TierSpec.TryParseCosts(costText, out var costs, out _) ? costs : new Dictionary<NodeTier, double>(),
                 DataDirectory = parse.GetValue(dataDir),
                 BlockSize = parse.GetValue(blockSize) is { } block ? checked((int)block) : null,
                 MetadataPort = parse.GetValue(port),
@@ -122,6 +149,14 @@ internal static class UpCommand
 
     private static async Task<int> RunAsync(LocalClusterOptions options, TimeSpan? runFor, bool verbose, CancellationToken cancellationToken)
     {
+        foreach (var (option, named) in new[] { ("--node-capacity", options.TierCapacities.Keys), ("--node-bandwidth", options.TierBandwidths.Keys), ("--node-cost", options.TierCosts.Keys) })
+        {
+            if (named.FirstOrDefault(t => !options.NodeCounts.ContainsKey(t)) is var unused && unused != 0)
+            {
+                throw new CliException($"{option} names {TierSpec.Name(unused)}, a tier this cluster does not have (add it to --tiers, e.g. --tiers dram=2,{TierSpec.Name(unused)}=1)");
+            }
+        }
+
         foreach (var tier in options.NodeCounts.Keys)
         {
             if (options.CapacityOf(tier) < options.BlockSizeOf(tier))

@@ -25,6 +25,12 @@ internal sealed record LocalClusterOptions
     /// <summary>Bytes of a node per tier, overriding <see cref="NodeCapacity"/> (dram) and <see cref="DefaultFileCapacity"/> (ssd, hdd).</summary>
     public IReadOnlyDictionary<NodeTier, long> TierCapacities { get; init; } = new Dictionary<NodeTier, long>();
 
+    /// <summary>Bits per second of a node per tier, overriding the paper's node classes (<see cref="NodeClassOptions"/>).</summary>
+    public IReadOnlyDictionary<NodeTier, double> TierBandwidths { get; init; } = new Dictionary<NodeTier, double>();
+
+    /// <summary>Dollars per hour of a node per tier, overriding the paper's node classes; the cheapest tier that meets a job wins.</summary>
+    public IReadOnlyDictionary<NodeTier, double> TierCosts { get; init; } = new Dictionary<NodeTier, double>();
+
     /// <summary>Where ssd and hdd nodes keep their (sparse) files.</summary>
     public string? DataDirectory { get; init; }
 
@@ -44,14 +50,26 @@ internal sealed record LocalClusterOptions
     /// <summary>Block size nodes of <paramref name="tier"/> get.</summary>
     public int BlockSizeOf(NodeTier tier) => BlockSize ?? Pocket.Storage.BlockDevices.DefaultBlockSize(tier);
 
-    /// <summary>The node classes of the tiers started: the paper's bandwidth and cost, this machine's capacities.</summary>
+    /// <summary>
+    /// The node classes of the tiers started: this machine's capacities, and the paper's bandwidth and cost unless
+    /// <see cref="TierBandwidths"/> or <see cref="TierCosts"/> name the tier.
+    /// </summary>
     public IReadOnlyList<NodeClassOptions> NodeClasses() =>
-        [.. NodeCounts.Keys.Order().Select(tier => (tier switch
+        [.. NodeCounts.Keys.Order().Select(tier =>
         {
-            NodeTier.Ssd => NodeClassOptions.Ssd,
-            NodeTier.Hdd => NodeClassOptions.Hdd,
-            _ => NodeClassOptions.Dram,
-        }) with { CapacityBytes = CapacityOf(tier) })];
+            var paper = tier switch
+            {
+                NodeTier.Ssd => NodeClassOptions.Ssd,
+                NodeTier.Hdd => NodeClassOptions.Hdd,
+                _ => NodeClassOptions.Dram,
+            };
+            return paper with
+            {
+                CapacityBytes = CapacityOf(tier),
+                BandwidthBitsPerSecond = TierBandwidths.TryGetValue(tier, out var bits) ? bits : paper.BandwidthBitsPerSecond,
+                CostPerHour = TierCosts.TryGetValue(tier, out var cost) ? cost : paper.CostPerHour,
+            };
+        })];
 
     /// <summary>Loopback port of the metadata server; 0 = any free port.</summary>
     public int MetadataPort { get; init; }

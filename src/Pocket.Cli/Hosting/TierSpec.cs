@@ -14,6 +14,14 @@ internal static class TierSpec
     public static bool TryParseCapacities(string text, out Dictionary<NodeTier, long> capacities, out string error) =>
         TryParse(text, "--node-capacity", "a size such as 8GiB", value => Units.TryParseSize(value, out var bytes) && bytes > 0 ? bytes : null, out capacities, out error);
 
+    /// <summary>Bandwidth of one node per tier, in bits/s (<c>dram=10Gbps,hdd=400Mbps</c>).</summary>
+    public static bool TryParseBandwidths(string text, out Dictionary<NodeTier, double> bandwidths, out string error) =>
+        TryParse(text, "--node-bandwidth", "a bandwidth such as 8Gbps", value => Pocket.Controller.Units.TryParseBitsPerSecond(value, out var bits) && bits > 0 && double.IsFinite(bits) ? bits : null, out bandwidths, out error);
+
+    /// <summary>Cost of one node per hour per tier, in dollars (<c>dram=0.532,ssd=$0.624</c>).</summary>
+    public static bool TryParseCosts(string text, out Dictionary<NodeTier, double> costs, out string error) =>
+        TryParse(text, "--node-cost", "a cost per hour such as 0.532", value => double.TryParse(value.TrimStart('$'), NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var cost) && double.IsFinite(cost) ? cost : null, out costs, out error);
+
     private static bool TryParse<T>(string text, string option, string expected, Func<string, T?> parseValue, out Dictionary<NodeTier, T> result, out string error)
         where T : struct
     {
@@ -77,7 +85,13 @@ internal static class TierSpec
         return tier != 0;
     }
 
-    private static string Example(string option) => option == "--tiers" ? "dram=2,ssd=1,hdd=1" : "ssd=8GiB,hdd=16GiB";
+    private static string Example(string option) => option switch
+    {
+        "--tiers" => "dram=2,ssd=1,hdd=1",
+        "--node-bandwidth" => "dram=10Gbps,hdd=400Mbps",
+        "--node-cost" => "dram=0.532,ssd=0.624",
+        _ => "ssd=8GiB,hdd=16GiB",
+    };
 
     public static string Name(NodeTier tier) => tier.ToString().ToLowerInvariant();
 }
