@@ -7,31 +7,14 @@ using Pocket.Client;
 using Pocket.Protocol;
 using Pocket.Testing;
 
+using static Pocket.Controller.Tests.TestObjects;
+
 namespace Pocket.Controller.Tests;
 
 /// <summary>The autoscaler on a real cluster: filling adds a node, emptying drains and removes one without losing a byte.</summary>
 public sealed class AutoscalerTests
 {
     private const long NodeCapacity = 32L << 20;
-
-    private static string Hash(byte[] data) => Convert.ToHexString(SHA256.HashData(data));
-
-    private static byte[] Data(string key, int length)
-    {
-        var data = new byte[length];
-        new Random(StringComparer.Ordinal.GetHashCode(key)).NextBytes(data);
-        return data;
-    }
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(45);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting until {what}");
-            await Task.Delay(50);
-        }
-    }
 
     private static Task WaitForEventAsync(ControllerServer controller, string kind) =>
         WaitUntilAsync(() => Task.FromResult(controller.Events.Last(1000).Any(e => e.Kind == kind)), $"a {kind} event");

@@ -6,6 +6,8 @@ using Pocket.Protocol;
 using Pocket.Storage;
 using Pocket.Testing;
 
+using static Pocket.Controller.Tests.TestObjects;
+
 namespace Pocket.Controller.Tests;
 
 /// <summary>
@@ -18,25 +20,6 @@ public sealed class ElasticTests
 
     // The autoscaler only acts when told to: nothing is above 100 %, and shrinking needs a quiet day.
     private static readonly AutoscalerOptions ByHand = new() { Lower = 0.5, Upper = 1.0, MinNodes = 1, Cooldown = TimeSpan.FromDays(1), NewNodeCapacityBytes = NodeCapacity, Resources = ScalingResources.Capacity };
-
-    private static string Hash(byte[] data) => Convert.ToHexString(SHA256.HashData(data));
-
-    private static byte[] Data(string key, int length)
-    {
-        var data = new byte[length];
-        new Random(StringComparer.Ordinal.GetHashCode(key)).NextBytes(data);
-        return data;
-    }
-
-    private static async Task WaitUntilAsync(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting until {what}");
-            await Task.Delay(20);
-        }
-    }
 
     private static Task<PocketCluster> ClusterAsync(int nodes, long capacity = NodeCapacity) =>
         PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = nodes, NodeCapacity = capacity, PreTouchMemory = false, NodeTimeout = TimeSpan.FromMinutes(5) });

@@ -256,17 +256,7 @@ internal static class BenchSortCommand
     private static async Task<StoreRun> RunRespAsync(BenchPeer peer, SortPlan plan, CancellationToken cancellationToken)
     {
         BenchCommand.Status($"connecting to {peer.Name} at {peer.Host}:{peer.Port}");
-        var options = new ConfigurationOptions
-        {
-            EndPoints = { { peer.Host, peer.Port } },
-            AbortOnConnectFail = true,
-            ConnectTimeout = 5000,
-            AsyncTimeout = 600_000,
-            SyncTimeout = 600_000,
-            AllowAdmin = true,
-            ClientName = "pocket-bench-sort",
-            SocketManager = SocketManager.ThreadPool,
-        };
+        var options = RedisBenchTarget.Options(peer, "pocket-bench-sort");
         ConnectionMultiplexer multiplexer;
         try
         {

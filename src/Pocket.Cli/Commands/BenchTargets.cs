@@ -160,20 +160,23 @@ internal sealed class RedisBenchTarget : IBenchTarget
 
     public string? CpuScope => _cpu.Scope;
 
+    /// <summary>How the bench connects to a RESP peer (the same for `bench` and `bench sort`).</summary>
+    public static ConfigurationOptions Options(BenchPeer peer, string clientName) => new()
+    {
+        EndPoints = { { peer.Host, peer.Port } },
+        AbortOnConnectFail = true,
+        ConnectTimeout = 5000,
+        // A 1 GiB value crosses loopback at ~0.2 GB/s into Redis: the default 5 s would time out.
+        AsyncTimeout = 600_000,
+        SyncTimeout = 600_000,
+        AllowAdmin = true,
+        ClientName = clientName,
+        SocketManager = SocketManager.ThreadPool,
+    };
+
     public static async Task<RedisBenchTarget> ConnectAsync(BenchPeer peer, CancellationToken cancellationToken)
     {
-        var options = new ConfigurationOptions
-        {
-            EndPoints = { { peer.Host, peer.Port } },
-            AbortOnConnectFail = true,
-            ConnectTimeout = 5000,
-            // A 1 GiB value crosses loopback at ~0.2 GB/s into Redis: the default 5 s would time out.
-            AsyncTimeout = 600_000,
-            SyncTimeout = 600_000,
-            AllowAdmin = true,
-            ClientName = "pocket-bench",
-            SocketManager = SocketManager.ThreadPool,
-        };
+        var options = Options(peer, "pocket-bench");
         try
         {
             var multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
