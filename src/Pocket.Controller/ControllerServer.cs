@@ -84,7 +84,6 @@ public sealed class ControllerServer : IAsyncDisposable
         _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory);
         _telemetry = new ClusterTelemetry(_admin, _options.Registry.TimeProvider, _options.TelemetryInterval, _options.HistoryLength, Events, _logger);
         _meter = new JobUsageMeter(_admin, _registry, _options.Registry.TimeProvider, _logger);
-        _telemetry.Sampled += (_, ct) => _meter.TickAsync(ct);
         _telemetry.Sampled += _registry.PruneAsync;
         if (_options.WarmPool is { } pool)
         {
@@ -97,6 +96,9 @@ public sealed class ControllerServer : IAsyncDisposable
             _autoscaler = new Autoscaler(_admin, _registry, _provisioner!, scaling, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger) { WarmPool = _warmPool };
             _telemetry.Sampled += _autoscaler.OnSampleAsync;
         }
+
+        // Last: metering reads every job's usage, one round trip each, and the autoscaler should not wait for it.
+        _telemetry.Sampled += (_, ct) => _meter.TickAsync(ct);
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });

@@ -447,10 +447,10 @@ public sealed class JobRegistry : IAsyncDisposable
         var known = before.Where(n => n.State != NodeState.Standby).Select(n => n.Id).ToHashSet();
         var registered = 0;
         ControllerLog.StartingNodes(_logger, count, Tier(tier), Units.FormatBytes(requirement.NodeClass.CapacityBytes), jobName);
+        var started = new List<ProvisionedNode>();
         try
         {
             var request = new NodeRequest(tier, requirement.NodeClass.CapacityBytes);
-            var started = new List<ProvisionedNode>();
 
             // Warm-pool nodes first: they are running already and serve as soon as they are activated.
             while (started.Count < count && WarmPool is { } pool && await pool.TryClaimAsync(tier, linked.Token).ConfigureAwait(false) is { } claimed)
@@ -467,8 +467,9 @@ public sealed class JobRegistry : IAsyncDisposable
             }
             catch (Exception ex)
             {
-                // The starts that succeeded would run on unused (on Kubernetes: pods nobody deletes); stop them.
-                var orphans = starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result).ToList();
+                // The starts that succeeded, and the warm-pool nodes claimed, would run on unused (on Kubernetes:
+                // pods nobody deletes); stop them.
+                var orphans = started.Concat(starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result)).ToList();
                 var stopped = await StopQuietlyAsync(orphans).ConfigureAwait(false);
                 var failure = starts.FirstOrDefault(t => t.IsFaulted)?.Exception?.InnerException ?? ex;
                 if (failure is OperationCanceledException && cancellationToken.IsCancellationRequested)
@@ -504,8 +505,10 @@ public sealed class JobRegistry : IAsyncDisposable
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
+            // The registration fails: the nodes it started or claimed serve nobody.
+            var stopped = await StopQuietlyAsync(started).ConfigureAwait(false);
             throw new ProvisioningException(
-                $"started {count} {Tier(tier)} nodes, but {registered} registered with the metadata server within {timeout.TotalSeconds:0.#} s");
+                $"started {count} {Tier(tier)} nodes, but {registered} registered with the metadata server within {timeout.TotalSeconds:0.#} s; stopped the {stopped} started");
         }
     }
 
@@ -636,11 +639,16 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <summary>After a telemetry sample: nodes a job still lists that are dead, drained or gone are taken out of it.</summary>
     internal Task PruneAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
-        var present = samples.Where(s => s.State is NodeState.Live or NodeState.Draining).Select(s => s.NodeId).ToHashSet();
+        // The sample was taken before this tick's other subscribers ran: a node registered (or a warm-pool node
+        // activated) since then is missing from it or still listed as standby, and is not gone. Node ids only grow,
+        // so a node missing from the list is gone only when it is older than the newest node the sample lists.
+        var listed = samples.ToDictionary(s => s.NodeId, s => s.State);
+        var newest = samples.Count == 0 ? 0 : samples.Max(s => s.NodeId);
+        bool IsGone(uint id) => listed.TryGetValue(id, out var state) ? state is NodeState.Dead or NodeState.Drained : id <= newest;
         HashSet<uint> gone;
         lock (_lock)
         {
-            gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(id => !present.Contains(id))];
+            gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(IsGone)];
         }
 
         return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);

@@ -96,9 +96,6 @@ public sealed class WarmPool : IAsyncDisposable
         }
     }
 
-    /// <summary>Raised when a tier's pool is full again (after start-up or a refill).</summary>
-    public event Action<NodeTier>? Filled;
-
     /// <summary>Starts filling every tier's pool in the background.</summary>
     internal void Start()
     {
@@ -140,6 +137,12 @@ public sealed class WarmPool : IAsyncDisposable
                 // It died while idle: stop what is left of it and take the next one.
                 Event("pool-failed", node.NodeId, $"warm-pool node {node.Handle} could not be activated: {ex.Message}");
                 await StopQuietlyAsync(node).ConfigureAwait(false);
+            }
+            catch
+            {
+                // Cancelled or cut off mid-claim: out of the pool and claimed by nobody, so nobody else would stop it.
+                await StopQuietlyAsync(node).ConfigureAwait(false);
+                throw;
             }
         }
     }
@@ -201,8 +204,6 @@ public sealed class WarmPool : IAsyncDisposable
                     await Task.Delay(_options.RetryDelay, _time, token).ConfigureAwait(false);
                 }
             }
-
-            Filled?.Invoke(tier);
         }
         catch (OperationCanceledException) when (token.IsCancellationRequested)
         {

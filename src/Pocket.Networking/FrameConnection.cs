@@ -179,10 +179,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
 
         FrameReply reply;
+        var written = false;
         try
         {
             var header = new FrameHeader(opcode, flags, Status.Ok, head.Length + data.Length, id, token);
             await WriteFrameAsync(header, head, data).ConfigureAwait(false);
+            written = true;
             reply = await pending.Task.ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
@@ -198,6 +200,19 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             if (mine)
             {
                 ReturnPending(pending);
+            }
+            else if (!written)
+            {
+                // The write failed, yet the reader took the request (its reply is arriving) or a failure did: wait
+                // until it is completed, so the reader is no longer writing into replyInto when the caller gets it back.
+                try
+                {
+                    await pending.Task.ConfigureAwait(false);
+                }
+                catch (Exception)
+                {
+                    // The connection's failure is the news; it is thrown below.
+                }
             }
 
             Fail(ex);
@@ -454,19 +469,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     /// </summary>
     private void FlushDeferredWatched(ReaderSlot slot)
     {
-        Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
-        Volatile.Write(ref slot.State, ReaderSlot.InCallback);
+        EnterCallback(slot);
         FlushDeferred();
-        if (Interlocked.CompareExchange(ref slot.State, ReaderSlot.Reading, ReaderSlot.InCallback) != ReaderSlot.InCallback)
-        {
-            throw new OperationCanceledException("reader handed over");
-        }
+        LeaveCallback(slot);
     }
 
     private void Complete(ReaderSlot slot, Pending pending, FrameReply reply, bool moreBuffered)
     {
-        Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
-        Volatile.Write(ref slot.State, ReaderSlot.InCallback);
+        EnterCallback(slot);
         t_deferringSlot = moreBuffered ? slot : null;
         try
         {
@@ -477,6 +487,19 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             t_deferringSlot = null;
         }
 
+        LeaveCallback(slot);
+    }
+
+    /// <summary>From here until <see cref="LeaveCallback"/> the watchdog may hand the socket to a new reader.</summary>
+    private static void EnterCallback(ReaderSlot slot)
+    {
+        Volatile.Write(ref slot.CallbackStarted, TimeProvider.System.GetTimestamp());
+        Volatile.Write(ref slot.State, ReaderSlot.InCallback);
+    }
+
+    /// <summary>Back to reading, unless the watchdog handed the socket over meanwhile (then this thread stops).</summary>
+    private static void LeaveCallback(ReaderSlot slot)
+    {
         if (Interlocked.CompareExchange(ref slot.State, ReaderSlot.Reading, ReaderSlot.InCallback) != ReaderSlot.InCallback)
         {
             throw new OperationCanceledException("reader handed over");

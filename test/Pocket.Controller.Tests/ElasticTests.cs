@@ -108,6 +108,28 @@ public sealed class ElasticTests
     }
 
     [Fact]
+    public async Task PruningOnAnOlderSampleKeepsNodesAddedSinceAndDropsOnlyDeadOrOlderMissingOnes()
+    {
+        await using var cluster = await ClusterAsync(nodes: 3, capacity: 256L << 20);
+        // Telemetry ticks every hour on the real clock: only the test's own PruneAsync calls prune.
+        await using var controller = Controller(cluster, provisioner: null, minimumNodes: 3, telemetry: TimeSpan.FromHours(1));
+        await controller.StartAsync();
+        var job = await controller.Registry.RegisterAsync("pruned", new JobHints { CapacityBytes = 64L << 20 });
+        var ids = job.Weights.Weights.Keys.Order().ToList();
+        Assert.Equal(3, ids.Count);
+        NodeSample Sample(uint id, NodeState state) => new(DateTimeOffset.UtcNow, id, NodeTier.Dram, state, 1, 0, 0, 0, 0, 0);
+
+        // A sample taken before the newest node registered (it is missing) and while it was standby: it stays.
+        await controller.Registry.PruneAsync([Sample(ids[0], NodeState.Live), Sample(ids[1], NodeState.Live)], CancellationToken.None);
+        await controller.Registry.PruneAsync([Sample(ids[0], NodeState.Live), Sample(ids[1], NodeState.Live), Sample(ids[2], NodeState.Standby)], CancellationToken.None);
+        Assert.Equal(ids, controller.Registry.Find(job.Id)!.Weights.Weights.Keys.Order());
+
+        // Missing while a newer node is listed: gone. Listed dead: gone.
+        await controller.Registry.PruneAsync([Sample(ids[1], NodeState.Dead), Sample(ids[2], NodeState.Live)], CancellationToken.None);
+        Assert.Equal([ids[2]], controller.Registry.Find(job.Id)!.Weights.Weights.Keys);
+    }
+
+    [Fact]
     public async Task AFailedStartInABatchStopsTheNodesThatDidStart()
     {
         await using var cluster = await ClusterAsync(nodes: 0, capacity: 64L << 20);
