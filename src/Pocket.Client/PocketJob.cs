@@ -525,79 +525,75 @@ public sealed partial class PocketJob
     public async IAsyncEnumerable<ListEntry> ListAsync(string prefix, string? startAfter, bool delimited = false, int pageSize = 1000, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var next = startAfter ?? string.Empty;
+        while (true)
+        {
+            using var page = await ListPageAsync(prefix, next, pageSize, delimited, cancellationToken).ConfigureAwait(false);
+            foreach (var entry in ToListEntries(page))
+            {
+                yield return entry;
+            }
 
-        // Most pages fit the rented buffer (no reply array); entries are decoded one at a time as they are yielded.
-        var scratch = ArrayPool<byte>.Shared.Rent((int)Math.Min(ListReplyScratchMax, 64 + ((long)Math.Max(pageSize, 0) * 64)));
+            if (!page.HasMore)
+            {
+                yield break;
+            }
+
+            next = page.NextStartAfter;
+        }
+    }
+
+    /// <summary>The entries of a page as <see cref="ListEntry"/> objects (a ref-struct enumerator cannot cross a yield).</summary>
+    private static ListEntry[] ToListEntries(ListPage page)
+    {
+        var entries = new ListEntry[page.Count];
+        var i = 0;
+        foreach (var entry in page)
+        {
+            entries[i++] = entry.ToListEntry();
+        }
+
+        return entries;
+    }
+
+    /// <summary>
+    /// One page of up to <paramref name="limit"/> entries under <paramref name="prefix"/> after
+    /// <paramref name="startAfter"/> (null or "" for the first key), with the same rules as <see cref="ListAsync(string, string?, bool, int, CancellationToken)"/>.
+    /// The page reads its entries from the reply buffer as they are enumerated (keys as UTF-8), so walking it makes
+    /// no strings or entry objects; dispose it to give the buffer back, and continue from
+    /// <see cref="ListPage.NextStartAfter"/> while <see cref="ListPage.HasMore"/>.
+    /// </summary>
+    public async ValueTask<ListPage> ListPageAsync(string prefix, string? startAfter = null, int limit = 1000, bool delimited = false, CancellationToken cancellationToken = default)
+    {
+        // Most pages fit the rented buffer; a bigger one arrives in an array of its own.
+        var scratch = ArrayPool<byte>.Shared.Rent((int)Math.Min(ListReplyScratchMax, 64 + ((long)Math.Max(limit, 0) * 64)));
+        var body = BodyWriter.Rent();
+        FrameReply reply;
         try
         {
-            while (true)
-            {
-                var body = BodyWriter.Rent();
-                FrameReply reply;
-                try
-                {
-                    body.Str(prefix).Str(next).I32(pageSize).U8(delimited ? (byte)1 : (byte)0);
-                    reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
-                }
-                finally
-                {
-                    BodyWriter.Return(body);
-                }
-
-                var page = reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body : scratch;
-                var length = reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body.Length : reply.DataLength;
-                var count = ReadListCount(page.AsSpan(0, length));
-                var offset = sizeof(uint);
-                for (var i = 0; i < count; i++)
-                {
-                    yield return ReadListEntry(page.AsSpan(offset, length - offset), ref offset);
-                }
-
-                next = ReadListNext(page.AsSpan(offset, length - offset));
-                if (next.Length == 0)
-                {
-                    yield break;
-                }
-            }
+            body.Str(prefix).Str(startAfter ?? string.Empty).I32(limit).U8(delimited ? (byte)1 : (byte)0);
+            reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+            throw;
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(scratch);
+            BodyWriter.Return(body);
         }
+
+        if (reply.Body.Length > 0 || reply.DataLength == 0)
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+            return new ListPage(reply.Body, reply.Body.Length, rented: false);
+        }
+
+        return new ListPage(scratch, reply.DataLength, rented: true);
     }
 
     /// <summary>The largest reply buffer a listing rents; a bigger page arrives in an array of its own.</summary>
     private const int ListReplyScratchMax = 1 << 20;
-
-    private static uint ReadListCount(ReadOnlySpan<byte> body)
-    {
-        var reader = new BodyReader(body);
-        var count = reader.U32();
-        return reader.Failed ? throw BadListReply() : count;
-    }
-
-    private static ListEntry ReadListEntry(ReadOnlySpan<byte> rest, ref int offset)
-    {
-        var reader = new BodyReader(rest);
-        var entry = new ListEntry(reader.Str(), reader.I64(), reader.U8() != 0);
-        if (reader.Failed)
-        {
-            throw BadListReply();
-        }
-
-        offset += rest.Length - reader.Remaining;
-        return entry;
-    }
-
-    private static string ReadListNext(ReadOnlySpan<byte> rest)
-    {
-        var reader = new BodyReader(rest);
-        var next = reader.Str();
-        return reader.Failed ? throw BadListReply() : next;
-    }
-
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private static InvalidDataException BadListReply() => new("The metadata server sent a malformed list reply.");
 
     /// <summary>Objects, bytes and requests of this job.</summary>
     public async ValueTask<JobUsage> GetUsageAsync(CancellationToken cancellationToken = default)

@@ -184,7 +184,9 @@ public sealed partial class MetadataServer
                         }
                     }
 
-                    job.Objects[key] = new ObjectEntry { Key = entry.Key, Size = entry.Size, Extents = [.. extents], Flags = entry.Flags };
+                    var moved = new ObjectEntry { Key = entry.Key, Size = entry.Size, Extents = [.. extents], Flags = entry.Flags };
+                    job.Objects[key] = moved;
+                    job.Keys.Set(moved);
                     job.TierBytes[(int)old.Tier] -= old.Length;
                     foreach (var copy in copies)
                     {

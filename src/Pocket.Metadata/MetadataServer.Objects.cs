@@ -59,7 +59,7 @@ public sealed partial class MetadataServer
     private static void AddObject(JobEntry job, ObjectEntry entry)
     {
         job.Objects[entry.Key] = entry;
-        job.Keys.Add(entry.Key);
+        job.Keys.Set(entry);
         foreach (var extent in entry.Extents)
         {
             job.TierBytes[(int)extent.Tier] += extent.Length;
@@ -474,14 +474,14 @@ public sealed partial class MetadataServer
     private static List<string> KeysWithPrefix(JobEntry job, string prefix)
     {
         var keys = new List<string>();
-        foreach (var key in job.Keys.From(prefix, exclusive: false))
+        foreach (var entry in job.Keys.From(prefix, exclusive: false))
         {
-            if (!key.StartsWith(prefix, StringComparison.Ordinal))
+            if (!entry.Key.StartsWith(prefix, StringComparison.Ordinal))
             {
                 break;
             }
 
-            keys.Add(key);
+            keys.Add(entry.Key);
         }
 
         return keys;
@@ -495,9 +495,9 @@ public sealed partial class MetadataServer
         }
 
         long count = 0;
-        foreach (var key in job.Keys.From(prefix, exclusive: false))
+        foreach (var entry in job.Keys.From(prefix, exclusive: false))
         {
-            if (!key.StartsWith(prefix, StringComparison.Ordinal))
+            if (!entry.Key.StartsWith(prefix, StringComparison.Ordinal))
             {
                 break;
             }
@@ -562,16 +562,17 @@ public sealed partial class MetadataServer
     /// </summary>
     private static void WriteListPage(BodyWriter body, JobEntry job, string prefix, string startAfter, int limit, bool delimited)
     {
-        var keys = startAfter.Length > 0 && string.CompareOrdinal(startAfter, prefix) > 0
+        var entries = startAfter.Length > 0 && string.CompareOrdinal(startAfter, prefix) > 0
             ? job.Keys.From(startAfter, exclusive: true)
             : job.Keys.From(prefix, exclusive: false);
         var count = 0;
         string? last = null;
         var lastLength = 0;
         var more = false;
-        while (keys.MoveNext())
+        while (entries.MoveNext())
         {
-            var key = keys.Current;
+            var entry = entries.Current;
+            var key = entry.Key;
             if (!key.StartsWith(prefix, StringComparison.Ordinal))
             {
                 break;
@@ -599,7 +600,7 @@ public sealed partial class MetadataServer
 
                 // Every key of the directory folds into the entry just written (or skipped): jump past them all.
                 // The successor of "dir/" is "dir0" ('0' follows '/').
-                keys = job.Keys.From(string.Concat(directory[..^1], "0"), exclusive: false);
+                entries = job.Keys.From(string.Concat(directory[..^1], "0"), exclusive: false);
                 continue;
             }
 
@@ -609,7 +610,7 @@ public sealed partial class MetadataServer
                 break;
             }
 
-            body.Str(key).I64(job.Objects[key].Size).U8(0);
+            body.Str(key).I64(entry.Size).U8(0);
             count++;
             last = key;
             lastLength = key.Length;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Text;
 using Pocket.Client;
 using Spectre.Console;
 using StackExchange.Redis;
@@ -56,7 +57,7 @@ internal static class BenchMetaMapping
             "PutAsync(key, 0 bytes) then DeleteAsync(key); each request is one op",
             "SET key \"\" then DEL key; each command is one op"),
         (BenchOp.List100,
-            $"ListAsync(prefix, pageSize {BenchRunner.ListedKeys}): one page holding the {BenchRunner.ListedKeys} objects under the prefix",
+            $"ListPageAsync(prefix, limit {BenchRunner.ListedKeys}): one page holding the {BenchRunner.ListedKeys} objects under the prefix, each entry read from the reply (key as UTF-8 bytes, checked against the prefix)",
             $"SCAN cursor MATCH prefix* COUNT {BenchRunner.ListedKeys} in database {RedisBenchTarget.ListDatabase}, which holds only those {BenchRunner.ListedKeys} keys, repeated until {BenchRunner.ListedKeys} keys or cursor 0 (one op)"),
         (BenchOp.Count,
             $"CountAsync(prefix) over the {BenchRunner.ListedKeys} objects",
@@ -101,18 +102,25 @@ internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuS
 
     public async ValueTask<int> ListAsync(string prefix, int limit, CancellationToken cancellationToken)
     {
-        // One page of `limit` entries: stopping at the limit means the enumerator never asks for a second page.
-        var listed = 0;
-        await foreach (var _ in job.ListAsync(root + prefix, delimited: false, pageSize: limit, cancellationToken).ConfigureAwait(false))
+        // One page of `limit` entries, walked entry by entry; a key counts when it lies under the prefix.
+        var listed = _listed is { } cached && cached.Prefix == prefix ? cached : _listed = new ListedPrefix(prefix, Encoding.UTF8.GetBytes(root + prefix));
+        using var page = await job.ListPageAsync(root + prefix, startAfter: null, limit, delimited: false, cancellationToken).ConfigureAwait(false);
+        var count = 0;
+        foreach (var entry in page)
         {
-            if (++listed == limit)
+            if (entry.KeyUtf8.StartsWith(listed.Utf8))
             {
-                break;
+                count++;
             }
         }
 
-        return listed;
+        return count;
     }
+
+    /// <summary>The list100 prefix in UTF-8, kept so a list op makes no arrays.</summary>
+    private ListedPrefix? _listed;
+
+    private sealed record ListedPrefix(string Prefix, byte[] Utf8);
 
     public ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) => job.CountAsync(root + prefix, cancellationToken);
 
