@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using System.Text.Unicode;
 
 namespace Pocket.Protocol;
 
@@ -149,6 +150,17 @@ public sealed class BodyWriter
     /// <summary>A u16 byte count followed by UTF-8, from characters that need not be a string of their own.</summary>
     public BodyWriter Str(ReadOnlySpan<char> value)
     {
+        // Short strings (keys, names) are transcoded in one pass into room for the worst case (3 bytes per UTF-16
+        // unit) and the count written after; counting first would read every character twice.
+        if (value.Length <= OnePassChars)
+        {
+            var span = GetSpan(sizeof(ushort) + (value.Length * 3));
+            Utf8.FromUtf16(value, span[sizeof(ushort)..], out _, out var written);
+            BinaryPrimitives.WriteUInt16LittleEndian(span, (ushort)written);
+            _length += sizeof(ushort) + written;
+            return this;
+        }
+
         var count = Encoding.UTF8.GetByteCount(value);
         if (count > ushort.MaxValue)
         {
@@ -160,6 +172,9 @@ public sealed class BodyWriter
         _length += count;
         return this;
     }
+
+    /// <summary>Strings up to this many UTF-16 units take <see cref="Str(ReadOnlySpan{char})"/>'s one-pass path (at most 12 KiB of UTF-8).</summary>
+    private const int OnePassChars = 4096;
 
     public BodyWriter Token(JobToken token)
     {

@@ -109,6 +109,28 @@ public sealed class ProtocolTests
         }
     }
 
+    [Fact]
+    public void StringsEncodeAsUtf8WithTheirByteCountOnBothSidesOfTheOnePassLimit()
+    {
+        var random = new Random(11);
+        char[] alphabet = ['a', '/', 'é', '€', '\ud83d', '\ude00', '\u0000', '\uffff'];
+        foreach (var length in new[] { 0, 1, 2, 3, 100, 4095, 4096, 4097, 9000, 21_845 })
+        {
+            for (var round = 0; round < 5; round++)
+            {
+                // Lone surrogates included: both paths write U+FFFD for them, as Encoding.UTF8 does.
+                var text = new string(Enumerable.Range(0, length).Select(_ => alphabet[random.Next(alphabet.Length)]).ToArray());
+                var expected = System.Text.Encoding.UTF8.GetBytes(text);
+                var body = new BodyWriter(16).U8(1).Str(text).U8(2).WrittenSpan;
+                Assert.Equal(expected.Length, BinaryPrimitives.ReadUInt16LittleEndian(body[1..]));
+                Assert.True(body[3..^1].SequenceEqual(expected), $"length {length}");
+                Assert.Equal(2, body[^1]);
+            }
+        }
+
+        Assert.Throws<ArgumentException>(() => new BodyWriter().Str(new string('€', 21_846)));
+    }
+
     /// <summary>A body with every field kind, and the reads that decode it.</summary>
     private static byte[] EveryField() => new BodyWriter()
         .U8(7).U16(65_000).U32(4_000_000_000).I32(-5).U64(ulong.MaxValue).I64(long.MinValue).F64(-0.25)
