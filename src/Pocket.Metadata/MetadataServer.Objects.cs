@@ -5,17 +5,6 @@ namespace Pocket.Metadata;
 
 public sealed partial class MetadataServer
 {
-    private bool CheckKey(FrameContext frame, string key)
-    {
-        if (ObjectKey.IsValid(key, _options.Listener.Limits, out var error))
-        {
-            return true;
-        }
-
-        frame.ReplyError(Status.InvalidKey, error);
-        return false;
-    }
-
     /// <summary>PutSmall: key, blob. The whole object in one round trip, kept inline here.</summary>
     private void HandlePutSmall(FrameContext frame, JobEntry job)
     {
@@ -95,9 +84,7 @@ public sealed partial class MetadataServer
         }
 
         // The key is looked up as characters on the stack: a get makes no string unless it fails.
-        Span<char> keyChars = keyBytes.Length <= MaxStackKeyChars ? stackalloc char[MaxStackKeyChars] : new char[keyBytes.Length];
-        var key = DecodeKey(keyBytes, keyChars);
-        if (!CheckKey(frame, key))
+        if (!CheckKey(frame, keyBytes, stackalloc char[MaxStackKeyChars], out var key))
         {
             return;
         }
@@ -173,11 +160,15 @@ public sealed partial class MetadataServer
     /// <summary>Keys up to this many UTF-16 characters are decoded on the stack (the default key limit is 1024 bytes).</summary>
     private const int MaxStackKeyChars = 1024;
 
-    /// <summary>Decodes a key the reader has already checked to be valid UTF-8.</summary>
-    private static ReadOnlySpan<char> DecodeKey(ReadOnlySpan<byte> utf8, Span<char> destination)
+    /// <summary>
+    /// Decodes a key the reader has already checked to be valid UTF-8 into <paramref name="stack"/> (an array when it
+    /// is longer), so a request by key makes no string unless it fails, and checks it as <see cref="CheckKey(FrameContext, ReadOnlySpan{char})"/>.
+    /// </summary>
+    private bool CheckKey(FrameContext frame, ReadOnlySpan<byte> utf8, Span<char> stack, out ReadOnlySpan<char> key)
     {
-        var written = System.Text.Encoding.UTF8.GetChars(utf8, destination);
-        return destination[..written];
+        var destination = utf8.Length <= stack.Length ? stack : new char[utf8.Length];
+        key = destination[..System.Text.Encoding.UTF8.GetChars(utf8, destination)];
+        return CheckKey(frame, key);
     }
 
     private bool CheckKey(FrameContext frame, ReadOnlySpan<char> key)
@@ -389,9 +380,7 @@ public sealed partial class MetadataServer
             return;
         }
 
-        Span<char> keyChars = keyBytes.Length <= MaxStackKeyChars ? stackalloc char[MaxStackKeyChars] : new char[keyBytes.Length];
-        var key = DecodeKey(keyBytes, keyChars);
-        if (!CheckKey(frame, key))
+        if (!CheckKey(frame, keyBytes, stackalloc char[MaxStackKeyChars], out var key))
         {
             return;
         }
