@@ -85,8 +85,9 @@ public class ClientBenchmarks
     public ValueTask<int> Get64KiB() => _job.GetAsync("get/64k", 0, _largeBuffer);
 
     /// <summary>
-    /// One page of the 100 empty objects under a prefix, as `pocket bench`'s list100 does it: the page size is the
-    /// number of keys, and the loop stops at the limit so the enumerator never asks for a second page.
+    /// One page of the 100 empty objects under a prefix through <c>ListAsync</c> (a <c>ListEntry</c> and key string
+    /// per entry): the page size is the number of keys, and the loop stops at the limit so the enumerator never
+    /// asks for a second page.
     /// </summary>
     [Benchmark]
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
@@ -99,6 +100,21 @@ public class ClientBenchmarks
             {
                 break;
             }
+        }
+
+        return listed;
+    }
+
+    /// <summary>The same page as `pocket bench`'s list100 reads it: <c>ListPageAsync</c>, each entry from the reply buffer.</summary>
+    [Benchmark]
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    public async ValueTask<int> ListPage100()
+    {
+        using var page = await _job.ListPageAsync(ListPrefix, startAfter: null, ListedKeys);
+        var listed = 0;
+        foreach (var entry in page)
+        {
+            listed += entry.KeyUtf8.IsEmpty ? 0 : 1;
         }
 
         return listed;

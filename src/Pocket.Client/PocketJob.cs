@@ -562,6 +562,7 @@ public sealed partial class PocketJob
     /// no strings or entry objects; dispose it to give the buffer back, and continue from
     /// <see cref="ListPage.NextStartAfter"/> while <see cref="ListPage.HasMore"/>.
     /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<ListPage> ListPageAsync(string prefix, string? startAfter = null, int limit = 1000, bool delimited = false, CancellationToken cancellationToken = default)
     {
         // Most pages fit the rented buffer; a bigger one arrives in an array of its own.

@@ -526,8 +526,9 @@ public sealed partial class MetadataServer
             return;
         }
 
-        // Entries go straight into the reply: the count is patched in at the end, nothing is collected first.
-        var body = BodyWriter.Rent();
+        // Entries go straight into the reply: the count is patched in at the end, nothing is collected first. The
+        // writer is rented with room for a page of keys a little longer than the prefix, so it rarely grows.
+        var body = BodyWriter.Rent((int)Math.Min(ListReplyHint, 16 + ((long)limit * (prefix.Length + 24))));
         try
         {
             body.U32(0);
@@ -543,6 +544,9 @@ public sealed partial class MetadataServer
             BodyWriter.Return(body);
         }
     }
+
+    /// <summary>The largest list reply a writer is rented for up front (a pooled writer's largest size).</summary>
+    private const int ListReplyHint = 64 << 10;
 
     /// <summary>
     /// Writes the entries of one list page and the start-after of the next ("" when there is none) after the count

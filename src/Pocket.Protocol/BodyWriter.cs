@@ -20,19 +20,34 @@ public sealed class BodyWriter
     /// <summary>
     /// A reset writer from a small process-wide pool (a new one when the pool is empty), so a request path can
     /// encode its body without allocating. Give it back with <see cref="Return"/> once nothing reads its memory.
+    /// With <paramref name="capacity"/>, a pooled writer at least that large is preferred, and the one handed out
+    /// has room for that many bytes: a large reply does not grow a small writer step by step.
     /// </summary>
-    public static BodyWriter Rent()
+    public static BodyWriter Rent(int capacity = 0)
     {
+        if (capacity > 0)
+        {
+            for (var i = 0; i < Pool.Length; i++)
+            {
+                if (Volatile.Read(ref Pool[i]) is { } candidate && candidate._buffer.Length >= capacity && Interlocked.CompareExchange(ref Pool[i], null, candidate) == candidate)
+                {
+                    candidate.Reset();
+                    return candidate;
+                }
+            }
+        }
+
         for (var i = 0; i < Pool.Length; i++)
         {
             if (Volatile.Read(ref Pool[i]) is not null && Interlocked.Exchange(ref Pool[i], null) is { } writer)
             {
                 writer.Reset();
+                writer.GetSpan(capacity);
                 return writer;
             }
         }
 
-        return new BodyWriter();
+        return new BodyWriter(capacity);
     }
 
     /// <summary>Gives a rented writer back; the caller must not touch it or its memory afterwards.</summary>
