@@ -14,6 +14,13 @@ public interface IBlockDevice : IDisposable
     /// <summary>True when <see cref="GetSpan"/> works (memory devices).</summary>
     bool IsDirect { get; }
 
+    /// <summary>
+    /// Offset, length and memory alignment at which a request goes straight to the medium without a bounce copy (the
+    /// sector size of an unbuffered file device); 1 when any request does. Buffers from <see cref="AlignedMemory"/> of
+    /// this alignment meet the memory part.
+    /// </summary>
+    int Alignment => 1;
+
     /// <summary>What the device is and how it does I/O, for logs (e.g. whether a file device bypasses the page cache).</summary>
     string Description => Kind;
 

@@ -54,6 +54,8 @@ public sealed class QueuedDevice : IBlockDevice
 
     public bool IsDirect => false;
 
+    public int Alignment => _inner.Alignment;
+
     public string Description => $"{_inner.Description}, queue depth {Depth}";
 
     public Span<byte> GetSpan(long offset, int length) => throw new NotSupportedException("queued devices are not directly addressable");
