@@ -68,7 +68,7 @@ public sealed class BlockStore : IDisposable
                     // Undo the claims made so far.
                     for (var undo = first; undo < block; undo++)
                     {
-                        Volatile.Write(ref _generations[undo], generation);
+                        Release(undo, generation);
                     }
 
                     return Status.StaleGrant;
@@ -90,10 +90,19 @@ public sealed class BlockStore : IDisposable
         var last = (offset + length - 1) / BlockSize;
         for (var block = first; block <= last; block++)
         {
-            Volatile.Write(ref _generations[block], generation);
+            Release(block, generation);
         }
 
         Interlocked.Add(ref _bytesWritten, length);
+    }
+
+    /// <summary>Clears a block's busy bit, unless <see cref="Reset"/> forgot the block meanwhile: then it stays empty.</summary>
+    private void Release(long block, uint generation)
+    {
+        if (Interlocked.CompareExchange(ref _generations[block], generation, generation | BusyBit) != (generation | BusyBit))
+        {
+            Volatile.Write(ref _generations[block], 0);
+        }
     }
 
     /// <summary>True when every block under the range holds exactly <paramref name="generation"/> and none is being written.</summary>
@@ -133,8 +142,26 @@ public sealed class BlockStore : IDisposable
         return Status.Ok;
     }
 
-    /// <summary>Forgets every allocation (the node starts over as a new, empty node).</summary>
-    public void Reset() => Array.Clear(_generations);
+    /// <summary>
+    /// Forgets every allocation (the node starts over as a new, empty node). A block whose write is still under way
+    /// stays busy, owned by no generation, until that write ends and leaves it empty: a new allocation can never
+    /// write a block an old write is still writing.
+    /// </summary>
+    public void Reset()
+    {
+        for (long block = 0; block < _generations.Length; block++)
+        {
+            while (true)
+            {
+                var current = Volatile.Read(ref _generations[block]);
+                var forgotten = current & BusyBit;
+                if (current == forgotten || Interlocked.CompareExchange(ref _generations[block], forgotten, current) == current)
+                {
+                    break;
+                }
+            }
+        }
+    }
 
     public void Dispose() => Device.Dispose();
 }

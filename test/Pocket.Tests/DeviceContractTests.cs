@@ -394,6 +394,33 @@ public sealed class DeviceContractTests : IDisposable
     }
 
     [Fact]
+    public void AResetNeverLetsANewAllocationIntoABlockAnOldWriteIsStillWriting()
+    {
+        using var store = new BlockStore(new NativeMemoryDevice(1 << 20, preTouch: false), 64 << 10);
+        Assert.Equal(Status.Ok, store.BeginWrite(0, 100_000, 7));
+        Assert.Equal(Status.Ok, store.BeginWrite(128 << 10, 10, 7));
+        store.EndWrite(128 << 10, 10, 7);
+
+        store.Reset();
+
+        // An idle block is forgotten and free at once; one still being written stays out of reach.
+        Assert.False(store.Holds(128 << 10, 10, 7));
+        Assert.Equal(Status.Ok, store.BeginWrite(128 << 10, 10, 1));
+        store.EndWrite(128 << 10, 10, 1);
+        Assert.Equal(Status.StaleGrant, store.BeginWrite(64 << 10, 10, 1));
+        Assert.Equal(Status.StaleGrant, store.BeginWrite(0, 10, 9));
+
+        // The old write ends: its blocks belong to no one and hold nothing readable.
+        store.EndWrite(0, 100_000, 7);
+        var back = new byte[10];
+        Assert.Equal(Status.StaleGrant, store.Read(0, back, 7));
+        Assert.False(store.Holds(64 << 10, 10, 7));
+        Assert.Equal(Status.Ok, store.BeginWrite(0, 100_000, 1));
+        store.EndWrite(0, 100_000, 1);
+        Assert.Equal(Status.Ok, store.Read(0, back, 1));
+    }
+
+    [Fact]
     public void FaultyDeviceFailsOnDemandAndThenWorks()
     {
         using var device = new FaultyDevice(new NativeMemoryDevice(1 << 20, preTouch: false));
