@@ -6,7 +6,9 @@ namespace Pocket.Storage;
 /// A device cut into fixed blocks, each stamped with the allocation generation that last wrote it.
 /// The metadata server allocates; this store only enforces what a grant says: a write may claim blocks
 /// for a newer generation, a read must match the generation exactly. A block being written carries a
-/// busy bit so a read never returns half-written data and two writers never interleave.
+/// busy bit so a read never returns half-written data and two writers never interleave. Devices rely on that:
+/// every write to <see cref="Device"/> must be made between <see cref="BeginWrite"/> and <see cref="EndWrite"/>,
+/// which is what lets a device rewrite a partial sector without a lock (<see cref="IBlockDevice.Write"/>).
 /// </summary>
 public sealed class BlockStore : IDisposable
 {
@@ -18,6 +20,12 @@ public sealed class BlockStore : IDisposable
         if (blockSize < 4096 || (blockSize & (blockSize - 1)) != 0)
         {
             throw new ArgumentException($"block size {blockSize} must be a power of two of at least 4096", nameof(blockSize));
+        }
+
+        // One writer per block (the busy bit) is one writer per sector only while no sector spans two blocks.
+        if (blockSize % device.Alignment != 0)
+        {
+            throw new ArgumentException($"block size {blockSize} must be a multiple of the device's sector alignment {device.Alignment}", nameof(blockSize));
         }
 
         Device = device;

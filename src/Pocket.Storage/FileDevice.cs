@@ -37,7 +37,8 @@ public sealed record FileDeviceOptions
 
 /// <summary>
 /// The flash and disk tiers: one sparse file of the configured capacity, read and written with positional I/O
-/// (<see cref="RandomAccess"/>), safe for concurrent requests, gone when the device or its process ends. With <see cref="FileDeviceOptions.Unbuffered"/> it
+/// (<see cref="RandomAccess"/>), safe for concurrent requests that do not write the same sector (see
+/// <see cref="IBlockDevice.Write"/>), gone when the device or its process ends. With <see cref="FileDeviceOptions.Unbuffered"/> it
 /// bypasses the page cache: the sector-aligned middle of a request goes straight to the file when its memory is
 /// aligned too (<see cref="AlignedMemory"/> of <see cref="Alignment"/>); the unaligned ends, or the whole request
 /// when its memory is not aligned, go through pooled, aligned bounce buffers (reading the partial first and last
@@ -49,10 +50,6 @@ public sealed unsafe class FileDevice : IBlockDevice
     private readonly int _alignment;
     private readonly int _bounceSize;
     private readonly ConcurrentBag<IntPtr> _bounces = [];
-
-    // Writes that only cover part of a sector read, patch and write the whole sector; two of them on the same
-    // sector must not interleave. Striped by sector number.
-    private readonly Lock[] _sectorLocks = [.. Enumerable.Range(0, 64).Select(_ => new Lock())];
     private volatile bool _disposed;
     private long _directIos;
     private long _bouncedIos;
@@ -285,45 +282,21 @@ public sealed unsafe class FileDevice : IBlockDevice
                 }
                 else
                 {
-                    // Read-modify-write of the partial end sectors, under their locks (first, then last if different).
-                    var firstSector = start / _alignment;
-                    var lastSector = (start + length - 1) / _alignment;
-                    // Taken in index order, so two writers never wait on each other's second lock.
-                    var a = (int)(firstSector % _sectorLocks.Length);
-                    var b = (int)(lastSector % _sectorLocks.Length);
-                    var first = _sectorLocks[Math.Min(a, b)];
-                    var last = _sectorLocks[Math.Max(a, b)];
-                    first.Enter();
-                    var both = a != b;
-                    if (both)
+                    // Read-modify-write of the partial end sectors, with no lock: a writer of the same sector would be a
+                    // writer of the same block (a sector never spans blocks, which BlockStore checks), and BlockStore's
+                    // busy bit admits one writer per block. See the concurrency note on IBlockDevice.Write.
+                    if (headPartial)
                     {
-                        last.Enter();
+                        ReadFully(start, span[.._alignment]);
                     }
 
-                    try
+                    if (tailPartial && (length > _alignment || !headPartial))
                     {
-                        if (headPartial)
-                        {
-                            ReadFully(start, span[.._alignment]);
-                        }
-
-                        if (tailPartial && (length > _alignment || !headPartial))
-                        {
-                            ReadFully(start + length - _alignment, span[(length - _alignment)..]);
-                        }
-
-                        data.Slice(done, piece).CopyTo(span[skip..]);
-                        RandomAccess.Write(_handle, span, start);
+                        ReadFully(start + length - _alignment, span[(length - _alignment)..]);
                     }
-                    finally
-                    {
-                        if (both)
-                        {
-                            last.Exit();
-                        }
 
-                        first.Exit();
-                    }
+                    data.Slice(done, piece).CopyTo(span[skip..]);
+                    RandomAccess.Write(_handle, span, start);
                 }
 
                 done += piece;

@@ -27,6 +27,12 @@ public interface IBlockDevice : IDisposable
     /// <summary>The device's memory for [offset, offset+length); only when <see cref="IsDirect"/>.</summary>
     Span<byte> GetSpan(long offset, int length);
 
+    /// <summary>
+    /// Writes <paramref name="data"/> at <paramref name="offset"/>. Requests may run concurrently, but two that write
+    /// the same <see cref="Alignment"/>-sized sector must not (an unbuffered file device rewrites a partial sector
+    /// whole, so one would undo the other). <see cref="BlockStore"/> guarantees it: a sector lies inside one block,
+    /// and a block has one writer at a time (its busy bit).
+    /// </summary>
     void Write(long offset, ReadOnlySpan<byte> data);
 
     void Read(long offset, Span<byte> destination);
