@@ -76,9 +76,14 @@ public sealed class DeviceContractTests : IDisposable
         device.Write(4090, patch);
         patch.CopyTo(background, 5000);
         patch.CopyTo(background, 4090);
-        var back = new byte[background.Length];
+        AssertDeviceHolds(device, background);
+    }
+
+    private static void AssertDeviceHolds(IBlockDevice device, byte[] expected)
+    {
+        var back = new byte[expected.Length];
         device.Read(0, back);
-        Assert.Equal(background, back);
+        Assert.Equal(expected, back);
     }
 
     [Theory]
@@ -97,9 +102,7 @@ public sealed class DeviceContractTests : IDisposable
             pieces[i].CopyTo(background, At(i));
         }
 
-        var back = new byte[background.Length];
-        device.Read(0, back);
-        Assert.Equal(background, back);
+        AssertDeviceHolds(device, background);
     }
 
     [Theory]
