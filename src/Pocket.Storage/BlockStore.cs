@@ -6,7 +6,9 @@ namespace Pocket.Storage;
 /// A device cut into fixed blocks, each stamped with the allocation generation that last wrote it.
 /// The metadata server allocates; this store only enforces what a grant says: a write may claim blocks
 /// for a newer generation, a read must match the generation exactly. A block being written carries a
-/// busy bit so a read never returns half-written data and two writers never interleave.
+/// busy bit so a read never returns half-written data and two writers never interleave. Devices rely on that:
+/// every write to <see cref="Device"/> must be made between <see cref="BeginWrite"/> and <see cref="EndWrite"/>,
+/// which is what lets a device rewrite a partial sector without a lock (<see cref="IBlockDevice.Write"/>).
 /// </summary>
 public sealed class BlockStore : IDisposable
 {
@@ -18,6 +20,12 @@ public sealed class BlockStore : IDisposable
         if (blockSize < 4096 || (blockSize & (blockSize - 1)) != 0)
         {
             throw new ArgumentException($"block size {blockSize} must be a power of two of at least 4096", nameof(blockSize));
+        }
+
+        // One writer per block (the busy bit) is one writer per sector only while no sector spans two blocks.
+        if (blockSize % device.Alignment != 0)
+        {
+            throw new ArgumentException($"block size {blockSize} must be a multiple of the device's sector alignment {device.Alignment}", nameof(blockSize));
         }
 
         Device = device;
@@ -68,7 +76,7 @@ public sealed class BlockStore : IDisposable
                     // Undo the claims made so far.
                     for (var undo = first; undo < block; undo++)
                     {
-                        Volatile.Write(ref _generations[undo], generation);
+                        Release(undo, generation);
                     }
 
                     return Status.StaleGrant;
@@ -90,10 +98,19 @@ public sealed class BlockStore : IDisposable
         var last = (offset + length - 1) / BlockSize;
         for (var block = first; block <= last; block++)
         {
-            Volatile.Write(ref _generations[block], generation);
+            Release(block, generation);
         }
 
         Interlocked.Add(ref _bytesWritten, length);
+    }
+
+    /// <summary>Clears a block's busy bit, unless <see cref="Reset"/> forgot the block meanwhile: then it stays empty.</summary>
+    private void Release(long block, uint generation)
+    {
+        if (Interlocked.CompareExchange(ref _generations[block], generation, generation | BusyBit) != (generation | BusyBit))
+        {
+            Volatile.Write(ref _generations[block], 0);
+        }
     }
 
     /// <summary>True when every block under the range holds exactly <paramref name="generation"/> and none is being written.</summary>
@@ -133,8 +150,26 @@ public sealed class BlockStore : IDisposable
         return Status.Ok;
     }
 
-    /// <summary>Forgets every allocation (the node starts over as a new, empty node).</summary>
-    public void Reset() => Array.Clear(_generations);
+    /// <summary>
+    /// Forgets every allocation (the node starts over as a new, empty node). A block whose write is still under way
+    /// stays busy, owned by no generation, until that write ends and leaves it empty: a new allocation can never
+    /// write a block an old write is still writing.
+    /// </summary>
+    public void Reset()
+    {
+        for (long block = 0; block < _generations.Length; block++)
+        {
+            while (true)
+            {
+                var current = Volatile.Read(ref _generations[block]);
+                var forgotten = current & BusyBit;
+                if (current == forgotten || Interlocked.CompareExchange(ref _generations[block], forgotten, current) == current)
+                {
+                    break;
+                }
+            }
+        }
+    }
 
     public void Dispose() => Device.Dispose();
 }

@@ -18,6 +18,8 @@ public sealed class FaultyDevice : IBlockDevice
 
     public bool IsDirect => false;
 
+    public int Alignment => _inner.Alignment;
+
     /// <summary>Writes ending past this offset fail with "no space" (simulates a full file system).</summary>
     public long SpaceLimit { get; set; } = long.MaxValue;
 

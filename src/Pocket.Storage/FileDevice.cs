@@ -37,10 +37,12 @@ public sealed record FileDeviceOptions
 
 /// <summary>
 /// The flash and disk tiers: one sparse file of the configured capacity, read and written with positional I/O
-/// (<see cref="RandomAccess"/>), safe for concurrent requests, gone when the device or its process ends. With <see cref="FileDeviceOptions.Unbuffered"/> it
-/// bypasses the page cache: requests that are aligned in offset, length and memory go straight to the file; the
-/// rest go through pooled, aligned bounce buffers (reading the partial first and last sectors first). A full file
-/// system shows up as a failed write (a <see cref="DeviceException"/>), never as a crash.
+/// (<see cref="RandomAccess"/>), safe for concurrent requests that do not write the same sector (see
+/// <see cref="IBlockDevice.Write"/>), gone when the device or its process ends. With <see cref="FileDeviceOptions.Unbuffered"/> it
+/// bypasses the page cache: the sector-aligned middle of a request goes straight to the file when its memory is
+/// aligned too (<see cref="AlignedMemory"/> of <see cref="Alignment"/>); the unaligned ends, or the whole request
+/// when its memory is not aligned, go through pooled, aligned bounce buffers (reading the partial first and last
+/// sectors first). A full file system shows up as a failed write (a <see cref="DeviceException"/>), never as a crash.
 /// </summary>
 public sealed unsafe class FileDevice : IBlockDevice
 {
@@ -48,11 +50,10 @@ public sealed unsafe class FileDevice : IBlockDevice
     private readonly int _alignment;
     private readonly int _bounceSize;
     private readonly ConcurrentBag<IntPtr> _bounces = [];
-
-    // Writes that only cover part of a sector read, patch and write the whole sector; two of them on the same
-    // sector must not interleave. Striped by sector number.
-    private readonly Lock[] _sectorLocks = [.. Enumerable.Range(0, 64).Select(_ => new Lock())];
     private volatile bool _disposed;
+    private long _directIos;
+    private long _bouncedIos;
+    private int _liveBounceBuffers;
 
     /// <summary>A buffered device: <c>new FileDevice(new FileDeviceOptions { ... })</c> for the other settings.</summary>
     public FileDevice(string kind, string directory, long capacity)
@@ -114,6 +115,18 @@ public sealed unsafe class FileDevice : IBlockDevice
 
     public bool IsDirect => false;
 
+    /// <summary>The sector alignment when unbuffered; 1 when buffered (the page cache takes any request).</summary>
+    public int Alignment => Unbuffered ? _alignment : 1;
+
+    /// <summary>Unbuffered requests (or their aligned middles) that went straight between the caller's memory and the file.</summary>
+    internal long DirectIos => Interlocked.Read(ref _directIos);
+
+    /// <summary>Unbuffered requests (or their unaligned ends) that went through a bounce buffer.</summary>
+    internal long BouncedIos => Interlocked.Read(ref _bouncedIos);
+
+    /// <summary>Bounce buffers allocated and not yet freed (pooled or in use).</summary>
+    internal int LiveBounceBuffers => Volatile.Read(ref _liveBounceBuffers);
+
     /// <summary>True when I/O bypasses the page cache.</summary>
     public bool Unbuffered => BufferedReason is null;
 
@@ -137,17 +150,28 @@ public sealed unsafe class FileDevice : IBlockDevice
                 return;
             }
 
+            int head, middle;
+
             // Checked and used inside one fixed block: the address must not move in between.
             fixed (byte* p = data)
             {
-                if (IsAligned(offset, data.Length, p))
+                (head, middle) = DirectPart(offset, data.Length, p);
+                if (middle > 0)
                 {
-                    RandomAccess.Write(_handle, new ReadOnlySpan<byte>(p, data.Length), offset);
-                    return;
+                    RandomAccess.Write(_handle, new ReadOnlySpan<byte>(p + head, middle), offset + head);
+                    Interlocked.Increment(ref _directIos);
                 }
             }
 
-            WriteThroughBounce(offset, data);
+            if (head > 0)
+            {
+                WriteThroughBounce(offset, data[..head]);
+            }
+
+            if (head + middle < data.Length)
+            {
+                WriteThroughBounce(offset + head + middle, data[(head + middle)..]);
+            }
         }
         catch (IOException ex)
         {
@@ -166,16 +190,26 @@ public sealed unsafe class FileDevice : IBlockDevice
                 return;
             }
 
+            int head, middle;
             fixed (byte* p = destination)
             {
-                if (IsAligned(offset, destination.Length, p))
+                (head, middle) = DirectPart(offset, destination.Length, p);
+                if (middle > 0)
                 {
-                    ReadFully(offset, new Span<byte>(p, destination.Length));
-                    return;
+                    ReadFully(offset + head, new Span<byte>(p + head, middle));
+                    Interlocked.Increment(ref _directIos);
                 }
             }
 
-            ReadThroughBounce(offset, destination);
+            if (head > 0)
+            {
+                ReadThroughBounce(offset, destination[..head]);
+            }
+
+            if (head + middle < destination.Length)
+            {
+                ReadThroughBounce(offset + head + middle, destination[(head + middle)..]);
+            }
         }
         catch (IOException ex)
         {
@@ -201,6 +235,7 @@ public sealed unsafe class FileDevice : IBlockDevice
 
     private void ReadThroughBounce(long offset, Span<byte> destination)
     {
+        Interlocked.Increment(ref _bouncedIos);
         var bounce = RentBounce();
         try
         {
@@ -225,6 +260,7 @@ public sealed unsafe class FileDevice : IBlockDevice
 
     private void WriteThroughBounce(long offset, ReadOnlySpan<byte> data)
     {
+        Interlocked.Increment(ref _bouncedIos);
         var bounce = RentBounce();
         try
         {
@@ -246,45 +282,21 @@ public sealed unsafe class FileDevice : IBlockDevice
                 }
                 else
                 {
-                    // Read-modify-write of the partial end sectors, under their locks (first, then last if different).
-                    var firstSector = start / _alignment;
-                    var lastSector = (start + length - 1) / _alignment;
-                    // Taken in index order, so two writers never wait on each other's second lock.
-                    var a = (int)(firstSector % _sectorLocks.Length);
-                    var b = (int)(lastSector % _sectorLocks.Length);
-                    var first = _sectorLocks[Math.Min(a, b)];
-                    var last = _sectorLocks[Math.Max(a, b)];
-                    first.Enter();
-                    var both = a != b;
-                    if (both)
+                    // Read-modify-write of the partial end sectors, with no lock: a writer of the same sector would be a
+                    // writer of the same block (a sector never spans blocks, which BlockStore checks), and BlockStore's
+                    // busy bit admits one writer per block. See the concurrency note on IBlockDevice.Write.
+                    if (headPartial)
                     {
-                        last.Enter();
+                        ReadFully(start, span[.._alignment]);
                     }
 
-                    try
+                    if (tailPartial && (length > _alignment || !headPartial))
                     {
-                        if (headPartial)
-                        {
-                            ReadFully(start, span[.._alignment]);
-                        }
-
-                        if (tailPartial && (length > _alignment || !headPartial))
-                        {
-                            ReadFully(start + length - _alignment, span[(length - _alignment)..]);
-                        }
-
-                        data.Slice(done, piece).CopyTo(span[skip..]);
-                        RandomAccess.Write(_handle, span, start);
+                        ReadFully(start + length - _alignment, span[(length - _alignment)..]);
                     }
-                    finally
-                    {
-                        if (both)
-                        {
-                            last.Exit();
-                        }
 
-                        first.Exit();
-                    }
+                    data.Slice(done, piece).CopyTo(span[skip..]);
+                    RandomAccess.Write(_handle, span, start);
                 }
 
                 done += piece;
@@ -296,7 +308,16 @@ public sealed unsafe class FileDevice : IBlockDevice
         }
     }
 
-    private bool IsAligned(long offset, int length, byte* address) => ((offset | (long)length | (long)(nint)address) & (_alignment - 1)) == 0;
+    /// <summary>
+    /// Splits a request into an unaligned head, a middle of whole sectors that can go straight to the file, and the
+    /// rest. The middle is empty (and the head is everything) when the memory at its start is not aligned.
+    /// </summary>
+    private (int Head, int Middle) DirectPart(long offset, int length, byte* address)
+    {
+        var head = (int)Math.Min(AlignUp(offset) - offset, length);
+        var middle = (int)AlignDown(length - head);
+        return middle > 0 && ((nint)(address + head) & (_alignment - 1)) == 0 ? (head, middle) : (length, 0);
+    }
 
     private long AlignDown(long value) => value & ~(long)(_alignment - 1);
 
@@ -305,7 +326,19 @@ public sealed unsafe class FileDevice : IBlockDevice
     private IntPtr RentBounce()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        return _bounces.TryTake(out var buffer) ? buffer : (IntPtr)NativeMemory.AlignedAlloc((nuint)_bounceSize, (nuint)_alignment);
+        if (_bounces.TryTake(out var buffer))
+        {
+            return buffer;
+        }
+
+        Interlocked.Increment(ref _liveBounceBuffers);
+        return (IntPtr)NativeMemory.AlignedAlloc((nuint)_bounceSize, (nuint)_alignment);
+    }
+
+    private void FreeBounce(IntPtr buffer)
+    {
+        NativeMemory.AlignedFree((void*)buffer);
+        Interlocked.Decrement(ref _liveBounceBuffers);
     }
 
     private void ReturnBounce(IntPtr buffer)
@@ -313,11 +346,17 @@ public sealed unsafe class FileDevice : IBlockDevice
         // Kept for reuse: at most one per concurrent request, which the device's queue depth bounds.
         if (_disposed)
         {
-            NativeMemory.AlignedFree((void*)buffer);
+            FreeBounce(buffer);
         }
         else
         {
             _bounces.Add(buffer);
+
+            // Dispose may have emptied the pool between the check and the add.
+            if (_disposed && _bounces.TryTake(out var late))
+            {
+                FreeBounce(late);
+            }
         }
     }
 
@@ -380,7 +419,7 @@ public sealed unsafe class FileDevice : IBlockDevice
         _handle.Dispose();
         while (_bounces.TryTake(out var buffer))
         {
-            NativeMemory.AlignedFree((void*)buffer);
+            FreeBounce(buffer);
         }
     }
 

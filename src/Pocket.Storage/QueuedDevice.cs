@@ -2,15 +2,23 @@ namespace Pocket.Storage;
 
 /// <summary>
 /// Wraps a device and lets at most <see cref="Depth"/> requests run on it at once, admitting waiters in arrival
-/// order (a ticket queue, so no request starves). A deep queue keeps flash busy; a shallow one keeps a disk's head
+/// order (a FIFO queue, so no request starves). A deep queue keeps flash busy; a shallow one keeps a disk's head
 /// from being pulled between many streams at once.
 /// </summary>
+/// <remarks>
+/// A finishing request hands its slot straight to the oldest waiter and wakes that one thread only; a newcomer
+/// never overtakes a waiter, because it runs at once only when nobody is queued.
+/// </remarks>
 public sealed class QueuedDevice : IBlockDevice
 {
     private readonly IBlockDevice _inner;
     private readonly object _lock = new();
-    private long _nextTicket;
-    private long _exited;
+    private readonly Queue<Waiter> _waiters = new();
+    private int _running;
+
+    // A request waits on its own thread, so one waiter per thread serves every request it makes.
+    [ThreadStatic]
+    private static Waiter? t_waiter;
 
     public QueuedDevice(IBlockDevice inner, int depth)
     {
@@ -32,16 +40,21 @@ public sealed class QueuedDevice : IBlockDevice
         {
             lock (_lock)
             {
-                return (int)Math.Max(0, _nextTicket - _exited - Depth);
+                return _waiters.Count;
             }
         }
     }
+
+    /// <summary>Test hook: called on the arriving thread once its request has joined the queue.</summary>
+    internal Action? Queued { get; set; }
 
     public string Kind => _inner.Kind;
 
     public long Capacity => _inner.Capacity;
 
     public bool IsDirect => false;
+
+    public int Alignment => _inner.Alignment;
 
     public string Description => $"{_inner.Description}, queue depth {Depth}";
 
@@ -75,25 +88,64 @@ public sealed class QueuedDevice : IBlockDevice
 
     private void Enter()
     {
+        var waiter = t_waiter ??= new Waiter();
         lock (_lock)
         {
-            // Ticket t runs once fewer than Depth earlier tickets are still running: admission in ticket order.
-            var ticket = _nextTicket++;
-            while (ticket >= _exited + Depth)
+            if (_running < Depth && _waiters.Count == 0)
             {
-                Monitor.Wait(_lock);
+                _running++;
+                return;
             }
+
+            waiter.Admitted = false;
+            _waiters.Enqueue(waiter);
         }
+
+        Queued?.Invoke();
+        waiter.WaitForTurn();
     }
 
     private void Exit()
     {
+        Waiter? next;
         lock (_lock)
         {
-            _exited++;
-            Monitor.PulseAll(_lock);
+            // The slot passes to the oldest waiter (the count of running requests stays); with none, it is freed.
+            if (!_waiters.TryDequeue(out next))
+            {
+                _running--;
+            }
         }
+
+        next?.Admit();
     }
 
     public void Dispose() => _inner.Dispose();
+
+    private sealed class Waiter
+    {
+        private readonly object _gate = new();
+
+        public bool Admitted;
+
+        public void WaitForTurn()
+        {
+            lock (_gate)
+            {
+                while (!Admitted)
+                {
+                    Monitor.Wait(_gate);
+                }
+            }
+        }
+
+        public void Admit()
+        {
+            lock (_gate)
+            {
+                Admitted = true;
+                Monitor.Pulse(_gate);
+            }
+        }
+    }
 }

@@ -24,6 +24,8 @@ public sealed class SimulatedDevice : IBlockDevice
 
     public bool IsDirect => false;
 
+    public int Alignment => _inner.Alignment;
+
     public Span<byte> GetSpan(long offset, int length) => throw new NotSupportedException("simulated devices are not directly addressable");
 
     public void Write(long offset, ReadOnlySpan<byte> data)

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
@@ -25,6 +24,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     private long _bytesIn;
     private long _bytesOut;
     private long _requests;
+    private int _liveBuffers;
 
     public StorageServer(StorageServerOptions options, ILoggerFactory loggerFactory)
     {
@@ -162,6 +162,11 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
 
     void IFrameHandler.OnDisconnected(FrameContext connection)
     {
+        if (connection.State is AlignedMemory buffer)
+        {
+            connection.State = null;
+            FreeBuffer(buffer);
+        }
     }
 
     private const int WriteHead = ExtentGrant.Size + 4;
@@ -211,21 +216,15 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             }
             else
             {
-                var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(length, 1 << 20));
-                try
+                // Pieces of the aligned connection buffer: an aligned extent goes to an unbuffered device directly.
+                var buffer = ConnectionBuffer(frame, Math.Min(length, 1 << 20)).GetSpan();
+                var done = 0;
+                while (done < length)
                 {
-                    var done = 0;
-                    while (done < length)
-                    {
-                        var n = Math.Min(buffer.Length, length - done);
-                        frame.ReadBodyInto(buffer.AsSpan(0, n));
-                        store.Device.Write(offset + done, buffer.AsSpan(0, n));
-                        done += n;
-                    }
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buffer);
+                    var n = Math.Min(buffer.Length, length - done);
+                    frame.ReadBodyInto(buffer[..n]);
+                    store.Device.Write(offset + done, buffer[..n]);
+                    done += n;
                 }
             }
         }
@@ -271,10 +270,10 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        var buffer = ReadBuffer(frame, length);
+        var buffer = ConnectionBuffer(frame, length).GetSpan()[..length];
         try
         {
-            status = _store!.Read(grant.Offset + within, buffer.AsSpan(0, length), grant.Generation);
+            status = _store!.Read(grant.Offset + within, buffer, grant.Generation);
         }
         catch (DeviceException ex)
         {
@@ -290,19 +289,43 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         }
 
         Interlocked.Add(ref _bytesOut, FrameHeader.Size + length);
-        frame.Reply(Status.Ok, default, buffer.AsSpan(0, length));
+        frame.Reply(Status.Ok, default, buffer);
     }
 
-    private static byte[] ReadBuffer(FrameContext frame, int length)
+    /// <summary>
+    /// The connection's own buffer for data that cannot go straight into the device, grown on demand and freed when
+    /// the connection ends. Aligned to the device's sector (at least a page), so block-aligned requests on an
+    /// unbuffered device skip its bounce copy.
+    /// </summary>
+    private AlignedMemory ConnectionBuffer(FrameContext frame, int length)
     {
-        if (frame.State is not byte[] buffer || buffer.Length < length)
+        if (frame.State is AlignedMemory current)
         {
-            buffer = GC.AllocateUninitializedArray<byte>(Math.Max(length, 64 << 10), pinned: true);
-            frame.State = buffer;
+            if (current.Length >= length)
+            {
+                return current;
+            }
+
+            frame.State = null;
+            FreeBuffer(current);
         }
 
+        var alignment = Math.Max(_store!.Device.Alignment, 4096);
+        var rounded = ((long)Math.Max(length, 64 << 10) + alignment - 1) & -alignment;
+        var buffer = new AlignedMemory(rounded <= int.MaxValue ? (int)rounded : length, alignment);
+        Interlocked.Increment(ref _liveBuffers);
+        frame.State = buffer;
         return buffer;
     }
+
+    private void FreeBuffer(AlignedMemory buffer)
+    {
+        ((IDisposable)buffer).Dispose();
+        Interlocked.Decrement(ref _liveBuffers);
+    }
+
+    /// <summary>Connection buffers allocated and not yet freed.</summary>
+    internal int LiveBuffers => Volatile.Read(ref _liveBuffers);
 
     private Status CheckGrant(ExtentGrant grant, GrantRights rights, int within, int length, out string error)
     {

@@ -76,24 +76,84 @@ public sealed class DeviceContractTests : IDisposable
         device.Write(4090, patch);
         patch.CopyTo(background, 5000);
         patch.CopyTo(background, 4090);
-        var back = new byte[background.Length];
+        AssertDeviceHolds(device, background);
+    }
+
+    private static void AssertDeviceHolds(IBlockDevice device, byte[] expected)
+    {
+        var back = new byte[expected.Length];
         device.Read(0, back);
-        Assert.Equal(background, back);
+        Assert.Equal(expected, back);
     }
 
     [Theory]
     [MemberData(nameof(Devices))]
-    public async Task ConcurrentWritesSharingSectorsDoNotLoseEachOther(string kind)
+    public async Task ConcurrentPartialSectorWritesOfDistinctSectorsDoNotLoseEachOther(string kind)
     {
+        // Concurrent writers may not share a sector (the block store keeps them apart); each of these patches its own.
         using var device = Make(kind, 1 << 20);
+        var background = RandomNumberGenerator.GetBytes(64 * 4096);
+        device.Write(0, background);
         var pieces = Enumerable.Range(0, 64).Select(_ => RandomNumberGenerator.GetBytes(300)).ToArray();
-        await Task.WhenAll(pieces.Select((piece, i) => Task.Run(() => device.Write(i * 300L, piece))));
-        var back = new byte[300];
+        long At(int i) => (i * 4096L) + 100 + (i % 8 * 400);
+        await Task.WhenAll(pieces.Select((piece, i) => Task.Run(() => device.Write(At(i), piece))));
         for (var i = 0; i < pieces.Length; i++)
         {
-            device.Read(i * 300L, back);
-            Assert.Equal(pieces[i], back);
+            pieces[i].CopyTo(background, At(i));
         }
+
+        AssertDeviceHolds(device, background);
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public async Task TheBlockStoreAdmitsOneWriterPerBlockSoConcurrentWritersNeverShareASector(string kind)
+    {
+        using var store = new BlockStore(Make(kind, 4 << 20), 64 << 10);
+        Assert.Equal(Status.Ok, store.BeginWrite(0, 300, 3));
+        Assert.Equal(Status.StaleGrant, store.BeginWrite(300, 300, 3));
+        store.EndWrite(0, 300, 3);
+
+        // Writers of neighbouring blocks, each patching part of a sector at the block's end and the next one's start.
+        var pieces = Enumerable.Range(0, 63).Select(_ => RandomNumberGenerator.GetBytes(600)).ToArray();
+        long At(int i) => ((i + 1) * (64L << 10)) - 300;
+        var statuses = await Task.WhenAll(pieces.Select((piece, i) => Task.Run(() =>
+        {
+            var status = store.BeginWrite(At(i), piece.Length, 5);
+            if (status == Status.Ok)
+            {
+                store.Device.Write(At(i), piece);
+                store.EndWrite(At(i), piece.Length, 5);
+            }
+
+            return status;
+        })));
+
+        // Pieces i and i+1 share block i+1, so some were refused; every accepted one is intact.
+        Assert.Contains(Status.Ok, statuses);
+        var back = new byte[600];
+        for (var i = 0; i < pieces.Length; i++)
+        {
+            if (statuses[i] == Status.Ok)
+            {
+                store.Device.Read(At(i), back);
+                Assert.Equal(pieces[i], back);
+            }
+        }
+    }
+
+    [Fact]
+    public void ABlockStoreRefusesBlocksSmallerThanTheDevicesSector()
+    {
+        using var device = new FileDevice(new FileDeviceOptions { Kind = "ssd", Directory = _directory, Capacity = 1 << 20, Unbuffered = true, Alignment = 8192 });
+        if (device.Unbuffered)
+        {
+            var error = Assert.Throws<ArgumentException>(() => new BlockStore(device, 4096));
+            Assert.Contains("sector alignment 8192", error.Message, StringComparison.Ordinal);
+        }
+
+        using var store = new BlockStore(new FileDevice(new FileDeviceOptions { Kind = "ssd", Directory = _directory, Capacity = 1 << 20, Unbuffered = true, Alignment = 8192 }), 8192);
+        Assert.Equal(8192, store.BlockSize);
     }
 
     [Fact]
@@ -146,13 +206,20 @@ public sealed class DeviceContractTests : IDisposable
         Assert.True(device.Unbuffered || device.BufferedReason!.Length > 0);
     }
 
-    [Fact]
-    public void AQueuedDeviceRunsAtMostItsDepthAtOnceAndAdmitsInArrivalOrder()
+    private static readonly TimeSpan Bound = TimeSpan.FromSeconds(120);
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(64)]
+    public void AQueuedDeviceRunsAtMostItsDepthAtOnceAndAdmitsInArrivalOrder(int depth)
     {
         using var gate = new GateDevice(new FileDevice("hdd", _directory, 1 << 20));
-        using var queue = new QueuedDevice(gate, depth: 2);
+        using var queue = new QueuedDevice(gate, depth);
+        using var queued = new SemaphoreSlim(0);
+        queue.Queued = () => queued.Release();
+        const int extra = 4;
         var threads = new List<Thread>();
-        for (var i = 0; i < 6; i++)
+        for (var i = 0; i < depth + extra; i++)
         {
             var index = i;
             var thread = new Thread(() => queue.Write(index * 4096L, new byte[100])) { IsBackground = true };
@@ -160,37 +227,91 @@ public sealed class DeviceContractTests : IDisposable
             threads.Add(thread);
 
             // Each request arrives only once the one before is running or queued, so arrival order is known.
-            WaitUntil(() => gate.Entered.Count + queue.Waiting == index + 1);
+            Assert.True((i < depth ? gate.EnteredSignal : queued).Wait(Bound));
         }
 
-        Assert.Equal(2, gate.InFlight);
-        Assert.Equal(4, queue.Waiting);
-        for (var released = 1; released <= 4; released++)
+        Assert.Equal(depth, gate.InFlight);
+        Assert.Equal(extra, queue.Waiting);
+        for (var released = 1; released <= extra; released++)
         {
+            // One finished request lets exactly one waiter in: the oldest.
             gate.Release(1);
-            var expected = released + 2;
-            WaitUntil(() => gate.Entered.Count == expected);
-            Assert.Equal(2, gate.InFlight);
+            Assert.True(gate.EnteredSignal.Wait(Bound));
+            Assert.Equal(depth, gate.InFlight);
+            Assert.Equal(extra - released, queue.Waiting);
+            Assert.Equal((depth + released - 1) * 4096L, gate.Entered.Last());
         }
 
-        gate.Release(2);
+        gate.Release(depth);
         foreach (var thread in threads)
         {
-            Assert.True(thread.Join(TimeSpan.FromSeconds(60)));
+            Assert.True(thread.Join(Bound));
         }
 
-        Assert.Equal(2, gate.MaxInFlight);
-        Assert.Equal(new long[] { 0, 4096, 8192, 12288, 16384, 20480 }, gate.Entered.Take(2).Order().Concat(gate.Entered.Skip(2)));
+        Assert.Equal(depth, gate.MaxInFlight);
+        Assert.Equal(Enumerable.Range(0, depth + extra).Select(i => i * 4096L), gate.Entered);
     }
 
-    private static void WaitUntil(Func<bool> condition)
+    [Theory]
+    [InlineData(2)]
+    [InlineData(64)]
+    public void AQueuedDeviceUnderConcurrentIoLosesNoWakeupAndKeepsEveryRequestsData(int depth)
     {
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
-        while (!condition())
+        const int extra = 8;
+        const int operations = 50;
+        var threadCount = depth + extra;
+        using var gate = new GateDevice(new NativeMemoryDevice(threadCount * 8192L, preTouch: false));
+        using var queue = new QueuedDevice(gate, depth);
+        using var queued = new SemaphoreSlim(0);
+        var queuedCount = 0;
+        queue.Queued = () =>
         {
-            Assert.True(DateTime.UtcNow < deadline, "condition not reached within 60 s");
-            Thread.Sleep(1);
+            Interlocked.Increment(ref queuedCount);
+            queued.Release();
+        };
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var threads = Enumerable.Range(0, threadCount).Select(index => new Thread(() =>
+        {
+            var data = new byte[1000];
+            var back = new byte[1000];
+            for (var op = 0; op < operations; op++)
+            {
+                var offset = (index * 8192L) + (op % 2 * 4096);
+                Random.Shared.NextBytes(data);
+                queue.Write(offset, data);
+                queue.Read(offset, back);
+                if (!data.AsSpan().SequenceEqual(back))
+                {
+                    failures.Enqueue($"thread {index} operation {op} read back other bytes");
+                }
+            }
+        })
+        { IsBackground = true }).ToList();
+        threads.ForEach(t => t.Start());
+
+        // The gate holds the first requests, so the rest must queue: contention is certain, not left to chance.
+        for (var i = 0; i < depth; i++)
+        {
+            Assert.True(gate.EnteredSignal.Wait(Bound));
         }
+
+        for (var i = 0; i < extra; i++)
+        {
+            Assert.True(queued.Wait(Bound));
+        }
+
+        gate.Open();
+        foreach (var thread in threads)
+        {
+            Assert.True(thread.Join(Bound), "a request was never admitted (a lost wakeup)");
+        }
+
+        Assert.Empty(failures);
+        Assert.Equal(0, queue.Waiting);
+        Assert.Equal(0, gate.InFlight);
+        Assert.Equal(threadCount * operations * 2, gate.Entered.Count);
+        Assert.InRange(gate.MaxInFlight, 1, depth);
+        Assert.InRange(Volatile.Read(ref queuedCount), extra, threadCount * operations * 2);
     }
 
     private static bool HasODirect(FileDevice device)
@@ -207,14 +328,18 @@ public sealed class DeviceContractTests : IDisposable
         return (flags & direct) != 0;
     }
 
-    /// <summary>Holds every request until released, counting how many run at once and in which order they came.</summary>
+    /// <summary>Holds every request until released (or opened), counting how many run at once and in which order they came.</summary>
     private sealed class GateDevice(IBlockDevice inner) : IBlockDevice
     {
         private readonly SemaphoreSlim _gate = new(0);
+        private volatile bool _open;
         private int _inFlight;
         private int _maxInFlight;
 
         public System.Collections.Concurrent.ConcurrentQueue<long> Entered { get; } = new();
+
+        /// <summary>Released once per request that reaches the device.</summary>
+        public SemaphoreSlim EnteredSignal { get; } = new(0);
 
         public int InFlight => Volatile.Read(ref _inFlight);
 
@@ -227,6 +352,13 @@ public sealed class DeviceContractTests : IDisposable
         public bool IsDirect => false;
 
         public void Release(int count) => _gate.Release(count);
+
+        /// <summary>Lets every held and later request through.</summary>
+        public void Open()
+        {
+            _open = true;
+            _gate.Release(1 << 20);
+        }
 
         public Span<byte> GetSpan(long offset, int length) => throw new NotSupportedException();
 
@@ -265,12 +397,17 @@ public sealed class DeviceContractTests : IDisposable
             }
 
             Entered.Enqueue(offset);
-            _gate.Wait();
+            EnteredSignal.Release();
+            if (!_open)
+            {
+                _gate.Wait();
+            }
         }
 
         public void Dispose()
         {
             _gate.Dispose();
+            EnteredSignal.Dispose();
             inner.Dispose();
         }
     }
@@ -314,6 +451,33 @@ public sealed class DeviceContractTests : IDisposable
         store.EndWrite(0, 10, 9);
         Assert.Equal(Status.StaleGrant, store.Read(0, back, 5));
         Assert.Equal(Status.StaleGrant, store.BeginWrite(0, 10, 5));
+    }
+
+    [Fact]
+    public void AResetNeverLetsANewAllocationIntoABlockAnOldWriteIsStillWriting()
+    {
+        using var store = new BlockStore(new NativeMemoryDevice(1 << 20, preTouch: false), 64 << 10);
+        Assert.Equal(Status.Ok, store.BeginWrite(0, 100_000, 7));
+        Assert.Equal(Status.Ok, store.BeginWrite(128 << 10, 10, 7));
+        store.EndWrite(128 << 10, 10, 7);
+
+        store.Reset();
+
+        // An idle block is forgotten and free at once; one still being written stays out of reach.
+        Assert.False(store.Holds(128 << 10, 10, 7));
+        Assert.Equal(Status.Ok, store.BeginWrite(128 << 10, 10, 1));
+        store.EndWrite(128 << 10, 10, 1);
+        Assert.Equal(Status.StaleGrant, store.BeginWrite(64 << 10, 10, 1));
+        Assert.Equal(Status.StaleGrant, store.BeginWrite(0, 10, 9));
+
+        // The old write ends: its blocks belong to no one and hold nothing readable.
+        store.EndWrite(0, 100_000, 7);
+        var back = new byte[10];
+        Assert.Equal(Status.StaleGrant, store.Read(0, back, 7));
+        Assert.False(store.Holds(64 << 10, 10, 7));
+        Assert.Equal(Status.Ok, store.BeginWrite(0, 100_000, 1));
+        store.EndWrite(0, 100_000, 1);
+        Assert.Equal(Status.Ok, store.Read(0, back, 1));
     }
 
     [Fact]
