@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -176,6 +177,7 @@ public sealed class PocketControllerException : PocketException
     {
         HttpStatusCode.BadRequest or HttpStatusCode.UnprocessableEntity => Status.BadRequest,
         HttpStatusCode.NotFound => Status.NotFound,
+        HttpStatusCode.Unauthorized => Status.Unauthorized,
         HttpStatusCode.ServiceUnavailable => Status.NoNodes,
         _ => Status.InternalError,
     };
@@ -189,7 +191,7 @@ public sealed class PocketControllerException : PocketException
 /// </summary>
 /// <example>
 /// <code>
-/// using var controller = new PocketControllerClient(new Uri("http://127.0.0.1:7080"));
+/// using var controller = new PocketControllerClient(new Uri("http://127.0.0.1:7080"), clusterToken);
 /// var registration = await controller.RegisterJobAsync("sort", new JobSizeHints { Functions = 8, LatencySensitive = false });
 /// await using var client = await PocketClient.ConnectAsync(registration.Metadata);
 /// var job = client.OpenJob(registration);
@@ -201,23 +203,28 @@ public sealed class PocketControllerClient : IDisposable
 {
     private readonly HttpClient _http;
     private readonly bool _ownsHttp;
+    private readonly AuthenticationHeaderValue? _authorization;
 
-    /// <summary>A client for the controller at <paramref name="baseAddress"/> (e.g. http://127.0.0.1:7080).</summary>
-    public PocketControllerClient(Uri baseAddress)
-        : this(new HttpClient { BaseAddress = WithTrailingSlash(baseAddress), Timeout = TimeSpan.FromMinutes(2) }, ownsHttp: true)
+    /// <summary>
+    /// A client for the controller at <paramref name="baseAddress"/> (e.g. http://127.0.0.1:7080). Every request but
+    /// the health check carries <paramref name="clusterToken"/> as <c>Authorization: Bearer</c>; the controller refuses
+    /// requests without it (401) unless its cluster has no token.
+    /// </summary>
+    public PocketControllerClient(Uri baseAddress, JobToken clusterToken = default)
+        : this(new HttpClient { BaseAddress = WithTrailingSlash(baseAddress), Timeout = TimeSpan.FromMinutes(2) }, clusterToken, ownsHttp: true)
     {
     }
 
     /// <summary>
     /// A client that sends through <paramref name="httpClient"/>, whose <see cref="HttpClient.BaseAddress"/> must be the
-    /// controller's URL. The caller keeps ownership of it.
+    /// controller's URL, with <paramref name="clusterToken"/> on every request. The caller keeps ownership of it.
     /// </summary>
-    public PocketControllerClient(HttpClient httpClient)
-        : this(httpClient, ownsHttp: false)
+    public PocketControllerClient(HttpClient httpClient, JobToken clusterToken = default)
+        : this(httpClient, clusterToken, ownsHttp: false)
     {
     }
 
-    private PocketControllerClient(HttpClient http, bool ownsHttp)
+    private PocketControllerClient(HttpClient http, JobToken clusterToken, bool ownsHttp)
     {
         ArgumentNullException.ThrowIfNull(http);
         if (http.BaseAddress is not { IsAbsoluteUri: true })
@@ -227,6 +234,7 @@ public sealed class PocketControllerClient : IDisposable
 
         _http = http;
         _ownsHttp = ownsHttp;
+        _authorization = clusterToken.IsNone ? null : new AuthenticationHeaderValue("Bearer", clusterToken.ToString());
         BaseAddress = http.BaseAddress;
     }
 
@@ -241,7 +249,8 @@ public sealed class PocketControllerClient : IDisposable
     /// room (waiting for them), and answers with the job's token, tier, nodes and metadata server.
     /// </summary>
     /// <exception cref="PocketControllerException">
-    /// Bad name or hint (400, <see cref="PocketControllerException.Field"/> says which), a job too large to size (422),
+    /// Bad name or hint (400, <see cref="PocketControllerException.Field"/> says which), a missing or wrong cluster
+    /// token (401), a job too large to size (422),
     /// nodes that could not be started in time (503), or an unreachable controller.
     /// </exception>
     public async Task<JobRegistration> RegisterJobAsync(string name, JobSizeHints? hints = null, CancellationToken cancellationToken = default)
@@ -376,6 +385,7 @@ public sealed class PocketControllerClient : IDisposable
     private async Task<HttpResponseMessage> SendRawAsync(Func<HttpRequestMessage> request, CancellationToken cancellationToken)
     {
         using var message = request();
+        message.Headers.Authorization = _authorization;
         try
         {
             return await _http.SendAsync(message, cancellationToken).ConfigureAwait(false);

@@ -174,13 +174,14 @@ internal static class RoleCommands
             },
         };
         var verbose = VerboseOption();
-        var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
+        var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN, required; callers send it as Authorization: Bearer)")
         {
             metadata, host, port, provisioner, kubernetesImage, kubernetesSecret, kubernetesNamespace, kubeconfig, dataDir, nodeCapacity, verbose, StopOnStdinEof,
         };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
-            var token = ClusterTokenFromEnvironment(out _, required: false);
+            // Required: the token also guards the HTTP API, and a made-up one would lock every caller out.
+            var token = ClusterTokenFromEnvironment(out _, required: true);
             using var loggerFactory = Logging(parse.GetValue(verbose));
             var metadataAddress = parse.GetValue(metadata)!;
             LocalProcessProvisioner? local = null;
