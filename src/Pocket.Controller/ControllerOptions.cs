@@ -1,4 +1,5 @@
 using System.Net;
+using Pocket.Client;
 using Pocket.Protocol;
 
 namespace Pocket.Controller;
@@ -57,6 +58,12 @@ public sealed record ControllerOptions
     /// cluster without a token) leaves the API open.
     /// </summary>
     public JobToken ClusterToken { get; init; }
+
+    /// <summary>
+    /// Settings of the controller's connection to the metadata server (TLS host name and certificate check);
+    /// its cluster token is <see cref="ClusterToken"/>'s.
+    /// </summary>
+    public PocketClientOptions MetadataClient { get; init; } = new();
 
     /// <summary>Where the HTTP API listens; loopback on a free port by default (see <see cref="ControllerServer.Url"/>).</summary>
     public IPEndPoint Listen { get; init; } = new(IPAddress.Loopback, 0);

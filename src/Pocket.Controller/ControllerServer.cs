@@ -81,7 +81,7 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, new PocketClientOptions { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
+        _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
         _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory);
         _telemetry = new ClusterTelemetry(_admin, _options.Registry.TimeProvider, _options.TelemetryInterval, _options.HistoryLength, Events, _logger);
         _meter = new JobUsageMeter(_admin, _registry, _options.Registry.TimeProvider, _logger);

@@ -205,6 +205,18 @@ internal sealed class UpProcess : IAsyncDisposable
     public static UpProcess Start(string home, params string[] arguments) =>
         new(Process.Start(PocketProcess.StartInfo(home, ["up", .. arguments]))!);
 
+    /// <summary>Any long-running command (a role), with <paramref name="environment"/> set.</summary>
+    public static UpProcess StartCommand(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments)
+    {
+        var start = PocketProcess.StartInfo(home, arguments);
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
+
+        return new(Process.Start(start)!);
+    }
+
     /// <summary>Reads lines until one matches; returns it. Fails if `pocket up` ends or the timeout passes first.</summary>
     public async Task<string> WaitForLineAsync(Func<string, bool> match)
     {
