@@ -257,10 +257,15 @@ public sealed class PocketControllerClient : IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         hints ??= new JobSizeHints();
-        var request = new RegisterRequest(name, hints.Functions, hints.PeakThroughputBitsPerSecond, hints.CapacityBytes, hints.LatencySensitive);
+        var request = new RegisterJobRequest(
+            name,
+            hints.Functions,
+            hints.PeakThroughputBitsPerSecond is { } throughput ? JsonSerializer.SerializeToElement(throughput, ControllerJsonContext.Default.Double) : null,
+            hints.CapacityBytes is { } capacity ? JsonSerializer.SerializeToElement(capacity, ControllerJsonContext.Default.Int64) : null,
+            hints.LatencySensitive);
         var body = await SendAsync(
-            () => new HttpRequestMessage(HttpMethod.Post, "v1/jobs") { Content = JsonContent.Create(request, ControllerJsonContext.Default.RegisterRequest) },
-            ControllerJsonContext.Default.RegisterResponse,
+            () => new HttpRequestMessage(HttpMethod.Post, "v1/jobs") { Content = JsonContent.Create(request, ControllerJsonContext.Default.RegisterJobRequest) },
+            ControllerJsonContext.Default.RegisterJobResponse,
             cancellationToken).ConfigureAwait(false);
         if (!JobToken.TryParse(body.Token, out var token))
         {
@@ -287,7 +292,7 @@ public sealed class PocketControllerClient : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(jobId);
         var body = await SendAsync(
             () => new HttpRequestMessage(HttpMethod.Delete, $"v1/jobs/{Uri.EscapeDataString(jobId)}"),
-            ControllerJsonContext.Default.DeleteResponse,
+            ControllerJsonContext.Default.DeleteJobResponse,
             cancellationToken).ConfigureAwait(false);
         return new JobDeregistration(body.JobId ?? jobId, body.ObjectsFreed, body.BytesFreed);
     }
@@ -349,7 +354,7 @@ public sealed class PocketControllerClient : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
         var body = await SendAsync(
             () => new HttpRequestMessage(HttpMethod.Get, string.Create(CultureInfo.InvariantCulture, $"v1/events?limit={limit}")),
-            ControllerJsonContext.Default.ListEventDto,
+            ControllerJsonContext.Default.ListEventResponse,
             cancellationToken).ConfigureAwait(false);
         return [.. body.Select(e => new ClusterEventInfo(e.Time, e.Kind ?? string.Empty, e.Node, e.Reason ?? string.Empty))];
     }
@@ -436,7 +441,7 @@ public sealed class PocketControllerClient : IDisposable
     private PocketControllerException Unexpected(string what) =>
         new(null, $"the controller at {Where} answered with {what}");
 
-    private Dictionary<NodeTier, long> BytesByTier(UsageDto usage) =>
+    private Dictionary<NodeTier, long> BytesByTier(JobUsageResponse usage) =>
         usage.BytesByTier?.ToDictionary(t => ParseTier(t.Key), t => t.Value) ?? [];
 
     private NodeTier ParseTier(string? tier) =>
@@ -445,7 +450,7 @@ public sealed class PocketControllerClient : IDisposable
     private NodeState ParseState(string? state) =>
         Enum.TryParse<NodeState>(state, ignoreCase: true, out var value) && Enum.IsDefined(value) ? value : throw Unexpected($"an unknown node state '{state}'");
 
-    private static List<JobNodeWeight> Nodes(List<NodeWeightDto>? nodes) =>
+    private static List<JobNodeWeight> Nodes(IReadOnlyList<JobNodeResponse>? nodes) =>
         [.. (nodes ?? []).Select(n => new JobNodeWeight(n.Id, n.Address ?? string.Empty, n.Weight))];
 
     private ControllerJob ToJob(JobResponse job)
@@ -469,7 +474,7 @@ public sealed class PocketControllerClient : IDisposable
             job.Usage is { } u ? new JobUsage(id, u.Objects, u.BlockBytes, u.InlineBytes, u.Requests) { Tier = ParseTier(job.Tier), BytesByTier = BytesByTier(u) } : null)
         {
             Metering = job.Usage is { } m
-                ? new JobMetering(m.Requests, m.GbSeconds, (m.GbSecondsByTier ?? []).ToDictionary(t => ParseTier(t.Key), t => t.Value), m.MeteredSince)
+                ? new JobMetering(m.Requests, m.GbSeconds, (m.GbSecondsByTier ?? new Dictionary<string, double>()).ToDictionary(t => ParseTier(t.Key), t => t.Value), m.MeteredSince)
                 : null,
         };
     }
@@ -487,74 +492,16 @@ public sealed class PocketControllerClient : IDisposable
     }
 }
 
-// The wire shapes of the controller's API (docs/controller.md); the public records above are what callers see.
-internal sealed record RegisterRequest(string Name, int? Functions, double? PeakThroughput, long? Capacity, bool LatencySensitive);
-
-internal sealed record NodeWeightDto(uint Id, string? Address, double Weight);
-
-internal sealed record RegisterResponse(
-    string? JobId,
-    string? Token,
-    string? Tier,
-    List<NodeWeightDto>? Nodes,
-    double LeaseSeconds,
-    bool ThroughputBound,
-    string? Metadata,
-    double ThroughputBitsPerSecond,
-    long CapacityBytes,
-    int NodesNeeded);
-
-internal sealed record HintsDto(int? Functions, double? PeakThroughputBitsPerSecond, long? CapacityBytes, bool LatencySensitive);
-
-internal sealed record UsageDto(long Objects, long BlockBytes, long InlineBytes, long Requests, Dictionary<string, long>? BytesByTier = null)
-{
-    public double GbSeconds { get; init; }
-
-    public Dictionary<string, double>? GbSecondsByTier { get; init; }
-
-    public DateTimeOffset? MeteredSince { get; init; }
-}
-
-internal sealed record JobResponse(
-    string? JobId,
-    string? Name,
-    string? Tier,
-    List<NodeWeightDto>? Nodes,
-    bool ThroughputBound,
-    double ThroughputBitsPerSecond,
-    long CapacityBytes,
-    int NodesNeeded,
-    DateTimeOffset RegisteredAt,
-    DateTimeOffset LeaseExpiresAt,
-    HintsDto? Hints,
-    UsageDto? Usage);
-
-internal sealed record DeleteResponse(string? JobId, long ObjectsFreed, long BytesFreed);
-
-internal sealed record CapacityDto(long Total, long Used);
-
-internal sealed record NetworkDto(double RxBytesPerSecond, double TxBytesPerSecond);
-
-internal sealed record AllocationDto(double Share, double BitsPerSecond, long Bytes);
-
-internal sealed record NodeDto(uint Id, string? Address, string? Tier, string? State, CapacityDto? Capacity, double Cpu, NetworkDto? Network, AllocationDto? Allocated);
-
-internal sealed record ClusterResponse(string? Metadata, List<NodeDto>? Nodes, List<JobResponse>? Jobs);
-
-internal sealed record HealthResponse(string? Status, int? Nodes, string? Error);
-
-internal sealed record ErrorResponse(string? Error, string? Field);
-
-internal sealed record EventDto(DateTimeOffset Time, string? Kind, uint? Node, string? Reason);
-
+// The wire shapes are the shared contract records (ControllerContract.cs); the public records above are what callers see.
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
-[JsonSerializable(typeof(RegisterRequest))]
-[JsonSerializable(typeof(RegisterResponse))]
+[JsonSerializable(typeof(RegisterJobRequest))]
+[JsonSerializable(typeof(RegisterJobResponse))]
 [JsonSerializable(typeof(List<JobResponse>), TypeInfoPropertyName = "ListJobResponse")]
 [JsonSerializable(typeof(JobResponse))]
-[JsonSerializable(typeof(DeleteResponse))]
+[JsonSerializable(typeof(DeleteJobResponse))]
 [JsonSerializable(typeof(ClusterResponse))]
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
-[JsonSerializable(typeof(List<EventDto>), TypeInfoPropertyName = "ListEventDto")]
+[JsonSerializable(typeof(List<EventResponse>), TypeInfoPropertyName = "ListEventResponse")]
+[JsonSerializable(typeof(HistoryResponse))]
 internal sealed partial class ControllerJsonContext : JsonSerializerContext;

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
+using Pocket.Client;
 using Pocket.Protocol;
 
 namespace Pocket.Controller;
