@@ -6,7 +6,7 @@ namespace Pocket.Cli;
 /// <summary>
 /// Which metadata server a client verb talks to: --metadata, else $POCKET_METADATA, else (for a job's data) the
 /// address the job was registered with, else the cluster.json that `pocket up` wrote. The cluster token (needed
-/// only to register and deregister jobs directly, without a controller) comes from $POCKET_CLUSTER_TOKEN, else
+/// to register and deregister jobs directly, and for every controller call) comes from $POCKET_CLUSTER_TOKEN, else
 /// cluster.json.
 /// </summary>
 internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken, string Source)
@@ -18,20 +18,7 @@ internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken,
     public static ClusterConnection? TryResolve(string? metadataOption, PocketHome home, JobEntry? job = null)
     {
         var state = home.ReadCluster();
-        var token = JobToken.None;
-        var tokenText = Environment.GetEnvironmentVariable(TokenVariable);
-        if (!string.IsNullOrWhiteSpace(tokenText))
-        {
-            if (!JobToken.TryParse(tokenText.Trim(), out token))
-            {
-                throw new CliException($"{TokenVariable} is not a token (32 hex digits)");
-            }
-        }
-        else if (state is not null && !JobToken.TryParse(state.ClusterToken, out token))
-        {
-            throw new CliException($"{home.ClusterFile} holds a bad cluster token; delete it if no cluster is running");
-        }
-
+        var token = ResolveToken(home, state);
         if (!string.IsNullOrWhiteSpace(metadataOption))
         {
             return new ClusterConnection(metadataOption.Trim(), token, "--metadata");
@@ -50,6 +37,28 @@ internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken,
         }
 
         return state is null ? null : new ClusterConnection(state.Metadata, token, home.ClusterFile);
+    }
+
+    /// <summary>The cluster token: $POCKET_CLUSTER_TOKEN, else cluster.json's, else none.</summary>
+    public static JobToken ResolveToken(PocketHome home, ClusterState? state = null)
+    {
+        var tokenText = Environment.GetEnvironmentVariable(TokenVariable);
+        if (!string.IsNullOrWhiteSpace(tokenText))
+        {
+            return JobToken.TryParse(tokenText.Trim(), out var token)
+                ? token
+                : throw new CliException($"{TokenVariable} is not a token (32 hex digits)");
+        }
+
+        state ??= home.ReadCluster();
+        if (state is null)
+        {
+            return JobToken.None;
+        }
+
+        return JobToken.TryParse(state.ClusterToken, out var stored)
+            ? stored
+            : throw new CliException($"{home.ClusterFile} holds a bad cluster token; delete it if no cluster is running");
     }
 
     public static ClusterConnection Resolve(string? metadataOption, PocketHome home, JobEntry? job = null) =>

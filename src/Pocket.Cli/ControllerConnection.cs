@@ -5,17 +5,18 @@ namespace Pocket.Cli;
 /// <summary>
 /// Which controller a client verb talks to: --controller, else $POCKET_CONTROLLER, else the controller in the
 /// cluster.json that `pocket up` wrote. A metadata server named on purpose (--metadata or $POCKET_METADATA) with no
-/// controller named is the older flow: the verbs then talk to that metadata server directly.
+/// controller named is the older flow: the verbs then talk to that metadata server directly. Requests carry the
+/// cluster token ($POCKET_CLUSTER_TOKEN, else cluster.json's) as the controller requires.
 /// </summary>
 internal sealed class ControllerConnection : IDisposable
 {
     public const string Variable = "POCKET_CONTROLLER";
 
-    private ControllerConnection(Uri url, string source)
+    private ControllerConnection(Uri url, string source, PocketHome home)
     {
         Url = url;
         Source = source;
-        Client = new PocketControllerClient(url);
+        Client = new PocketControllerClient(url, ClusterConnection.ResolveToken(home));
     }
 
     public Uri Url { get; }
@@ -33,13 +34,13 @@ internal sealed class ControllerConnection : IDisposable
     {
         if (!string.IsNullOrWhiteSpace(controllerOption))
         {
-            return new ControllerConnection(ParseUrl(controllerOption, "--controller"), "--controller");
+            return new ControllerConnection(ParseUrl(controllerOption, "--controller"), "--controller", home);
         }
 
         var fromEnvironment = Environment.GetEnvironmentVariable(Variable);
         if (!string.IsNullOrWhiteSpace(fromEnvironment))
         {
-            return new ControllerConnection(ParseUrl(fromEnvironment, Variable), Variable);
+            return new ControllerConnection(ParseUrl(fromEnvironment, Variable), Variable, home);
         }
 
         if (!string.IsNullOrWhiteSpace(metadataOption) || !string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(ClusterConnection.MetadataVariable)))
@@ -48,7 +49,7 @@ internal sealed class ControllerConnection : IDisposable
         }
 
         return home.ReadCluster() is { Controller: { Length: > 0 } url }
-            ? new ControllerConnection(ParseUrl(url, home.ClusterFile), home.ClusterFile)
+            ? new ControllerConnection(ParseUrl(url, home.ClusterFile), home.ClusterFile, home)
             : null;
     }
 
@@ -76,6 +77,10 @@ internal sealed class ControllerConnection : IDisposable
         try
         {
             return await call(Client).ConfigureAwait(false);
+        }
+        catch (PocketControllerException ex) when (ex.HttpStatus == System.Net.HttpStatusCode.Unauthorized)
+        {
+            throw new CliException($"the controller at {Text} refused the cluster token: {ex.Message}; set {ClusterConnection.TokenVariable} to the cluster's token", ex);
         }
         catch (PocketControllerException ex) when (ex.HttpStatus is null)
         {

@@ -29,6 +29,7 @@ public sealed partial class PocketClient : IAsyncDisposable
             MaxInFlight = options.MaxInFlightPerConnection,
             ConnectTimeout = options.ConnectTimeout,
             TlsHost = options.TlsHost,
+            CertificateValidation = options.CertificateValidation,
         };
     }
 
@@ -107,10 +108,17 @@ public sealed partial class PocketClient : IAsyncDisposable
         await SendMetadataAsync(Opcode.SetWeights, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Every storage node the metadata server knows, live or not.</summary>
-    public async Task<IReadOnlyList<NodeInfo>> GetNodesAsync(CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Every storage node the metadata server knows, live or not. Needs the cluster token
+    /// (<see cref="PocketClientOptions.ClusterToken"/>); a job's own token does too, through <see cref="PocketJob.GetNodesAsync"/>.
+    /// </summary>
+    /// <exception cref="PocketException">Unauthorized when the cluster has a token and this client does not hold it.</exception>
+    public Task<IReadOnlyList<NodeInfo>> GetNodesAsync(CancellationToken cancellationToken = default) =>
+        ListNodesAsync(Options.ClusterToken, cancellationToken);
+
+    internal async Task<IReadOnlyList<NodeInfo>> ListNodesAsync(JobToken token, CancellationToken cancellationToken)
     {
-        var reply = await SendMetadataAsync(Opcode.ListNodes, FrameFlags.None, JobToken.None, default, cancellationToken).ConfigureAwait(false);
+        var reply = await SendMetadataAsync(Opcode.ListNodes, FrameFlags.None, token, default, cancellationToken).ConfigureAwait(false);
         var reader = new BodyReader(reply.Body);
         var count = reader.U32();
         var nodes = new List<NodeInfo>((int)Math.Min(count, 4096));
@@ -186,7 +194,7 @@ public sealed partial class PocketClient : IAsyncDisposable
     internal static ReadOnlySpan<byte> ReplyBody(in FrameReply reply, byte[] replyInto) =>
         reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body : replyInto.AsSpan(0, reply.DataLength);
 
-    internal ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
+    internal ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, JobToken token, CancellationToken cancellationToken)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (_nodeConnections.TryGetValue(nodeId, out var lazy) && lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully && lazy.Value.Result is { IsConnected: true } connection)
@@ -194,14 +202,15 @@ public sealed partial class PocketClient : IAsyncDisposable
             return new ValueTask<FrameConnection>(connection);
         }
 
-        return ConnectNodeAsync(nodeId, key, cancellationToken);
+        return ConnectNodeAsync(nodeId, key, token, cancellationToken);
     }
 
-    private async ValueTask<FrameConnection> ConnectNodeAsync(uint nodeId, string key, CancellationToken cancellationToken)
+    // The job's token asks for the node list: a client made for one job has no cluster token.
+    private async ValueTask<FrameConnection> ConnectNodeAsync(uint nodeId, string key, JobToken token, CancellationToken cancellationToken)
     {
         if (!_nodes.ContainsKey(nodeId))
         {
-            await GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            await ListNodesAsync(token, cancellationToken).ConfigureAwait(false);
         }
 
         if (!_nodes.TryGetValue(nodeId, out var node))

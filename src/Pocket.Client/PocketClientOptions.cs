@@ -25,4 +25,10 @@ public sealed record PocketClientOptions
 
     /// <summary>When set, connections use TLS and expect this server name.</summary>
     public string? TlsHost { get; init; }
+
+    /// <summary>
+    /// Check of the servers' TLS certificates; null uses the system's trust. A private CA or a self-signed cluster
+    /// certificate: <c>TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(path))</c> (Pocket.Networking).
+    /// </summary>
+    public System.Net.Security.RemoteCertificateValidationCallback? CertificateValidation { get; init; }
 }

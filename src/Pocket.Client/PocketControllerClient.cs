@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Text.Json;
 using System.Text.Json.Serialization;
@@ -176,6 +177,7 @@ public sealed class PocketControllerException : PocketException
     {
         HttpStatusCode.BadRequest or HttpStatusCode.UnprocessableEntity => Status.BadRequest,
         HttpStatusCode.NotFound => Status.NotFound,
+        HttpStatusCode.Unauthorized => Status.Unauthorized,
         HttpStatusCode.ServiceUnavailable => Status.NoNodes,
         _ => Status.InternalError,
     };
@@ -189,7 +191,7 @@ public sealed class PocketControllerException : PocketException
 /// </summary>
 /// <example>
 /// <code>
-/// using var controller = new PocketControllerClient(new Uri("http://127.0.0.1:7080"));
+/// using var controller = new PocketControllerClient(new Uri("http://127.0.0.1:7080"), clusterToken);
 /// var registration = await controller.RegisterJobAsync("sort", new JobSizeHints { Functions = 8, LatencySensitive = false });
 /// await using var client = await PocketClient.ConnectAsync(registration.Metadata);
 /// var job = client.OpenJob(registration);
@@ -201,23 +203,28 @@ public sealed class PocketControllerClient : IDisposable
 {
     private readonly HttpClient _http;
     private readonly bool _ownsHttp;
+    private readonly AuthenticationHeaderValue? _authorization;
 
-    /// <summary>A client for the controller at <paramref name="baseAddress"/> (e.g. http://127.0.0.1:7080).</summary>
-    public PocketControllerClient(Uri baseAddress)
-        : this(new HttpClient { BaseAddress = WithTrailingSlash(baseAddress), Timeout = TimeSpan.FromMinutes(2) }, ownsHttp: true)
+    /// <summary>
+    /// A client for the controller at <paramref name="baseAddress"/> (e.g. http://127.0.0.1:7080). Every request but
+    /// the health check carries <paramref name="clusterToken"/> as <c>Authorization: Bearer</c>; the controller refuses
+    /// requests without it (401) unless its cluster has no token.
+    /// </summary>
+    public PocketControllerClient(Uri baseAddress, JobToken clusterToken = default)
+        : this(new HttpClient { BaseAddress = WithTrailingSlash(baseAddress), Timeout = TimeSpan.FromMinutes(2) }, clusterToken, ownsHttp: true)
     {
     }
 
     /// <summary>
     /// A client that sends through <paramref name="httpClient"/>, whose <see cref="HttpClient.BaseAddress"/> must be the
-    /// controller's URL. The caller keeps ownership of it.
+    /// controller's URL, with <paramref name="clusterToken"/> on every request. The caller keeps ownership of it.
     /// </summary>
-    public PocketControllerClient(HttpClient httpClient)
-        : this(httpClient, ownsHttp: false)
+    public PocketControllerClient(HttpClient httpClient, JobToken clusterToken = default)
+        : this(httpClient, clusterToken, ownsHttp: false)
     {
     }
 
-    private PocketControllerClient(HttpClient http, bool ownsHttp)
+    private PocketControllerClient(HttpClient http, JobToken clusterToken, bool ownsHttp)
     {
         ArgumentNullException.ThrowIfNull(http);
         if (http.BaseAddress is not { IsAbsoluteUri: true })
@@ -227,6 +234,7 @@ public sealed class PocketControllerClient : IDisposable
 
         _http = http;
         _ownsHttp = ownsHttp;
+        _authorization = clusterToken.IsNone ? null : new AuthenticationHeaderValue("Bearer", clusterToken.ToString());
         BaseAddress = http.BaseAddress;
     }
 
@@ -241,17 +249,23 @@ public sealed class PocketControllerClient : IDisposable
     /// room (waiting for them), and answers with the job's token, tier, nodes and metadata server.
     /// </summary>
     /// <exception cref="PocketControllerException">
-    /// Bad name or hint (400, <see cref="PocketControllerException.Field"/> says which), a job too large to size (422),
+    /// Bad name or hint (400, <see cref="PocketControllerException.Field"/> says which), a missing or wrong cluster
+    /// token (401), a job too large to size (422),
     /// nodes that could not be started in time (503), or an unreachable controller.
     /// </exception>
     public async Task<JobRegistration> RegisterJobAsync(string name, JobSizeHints? hints = null, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         hints ??= new JobSizeHints();
-        var request = new RegisterRequest(name, hints.Functions, hints.PeakThroughputBitsPerSecond, hints.CapacityBytes, hints.LatencySensitive);
+        var request = new RegisterJobRequest(
+            name,
+            hints.Functions,
+            hints.PeakThroughputBitsPerSecond is { } throughput ? JsonSerializer.SerializeToElement(throughput, ControllerJsonContext.Default.Double) : null,
+            hints.CapacityBytes is { } capacity ? JsonSerializer.SerializeToElement(capacity, ControllerJsonContext.Default.Int64) : null,
+            hints.LatencySensitive);
         var body = await SendAsync(
-            () => new HttpRequestMessage(HttpMethod.Post, "v1/jobs") { Content = JsonContent.Create(request, ControllerJsonContext.Default.RegisterRequest) },
-            ControllerJsonContext.Default.RegisterResponse,
+            () => new HttpRequestMessage(HttpMethod.Post, "v1/jobs") { Content = JsonContent.Create(request, ControllerJsonContext.Default.RegisterJobRequest) },
+            ControllerJsonContext.Default.RegisterJobResponse,
             cancellationToken).ConfigureAwait(false);
         if (!JobToken.TryParse(body.Token, out var token))
         {
@@ -278,7 +292,7 @@ public sealed class PocketControllerClient : IDisposable
         ArgumentException.ThrowIfNullOrEmpty(jobId);
         var body = await SendAsync(
             () => new HttpRequestMessage(HttpMethod.Delete, $"v1/jobs/{Uri.EscapeDataString(jobId)}"),
-            ControllerJsonContext.Default.DeleteResponse,
+            ControllerJsonContext.Default.DeleteJobResponse,
             cancellationToken).ConfigureAwait(false);
         return new JobDeregistration(body.JobId ?? jobId, body.ObjectsFreed, body.BytesFreed);
     }
@@ -340,7 +354,7 @@ public sealed class PocketControllerClient : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
         var body = await SendAsync(
             () => new HttpRequestMessage(HttpMethod.Get, string.Create(CultureInfo.InvariantCulture, $"v1/events?limit={limit}")),
-            ControllerJsonContext.Default.ListEventDto,
+            ControllerJsonContext.Default.ListEventResponse,
             cancellationToken).ConfigureAwait(false);
         return [.. body.Select(e => new ClusterEventInfo(e.Time, e.Kind ?? string.Empty, e.Node, e.Reason ?? string.Empty))];
     }
@@ -376,6 +390,7 @@ public sealed class PocketControllerClient : IDisposable
     private async Task<HttpResponseMessage> SendRawAsync(Func<HttpRequestMessage> request, CancellationToken cancellationToken)
     {
         using var message = request();
+        message.Headers.Authorization = _authorization;
         try
         {
             return await _http.SendAsync(message, cancellationToken).ConfigureAwait(false);
@@ -426,7 +441,7 @@ public sealed class PocketControllerClient : IDisposable
     private PocketControllerException Unexpected(string what) =>
         new(null, $"the controller at {Where} answered with {what}");
 
-    private Dictionary<NodeTier, long> BytesByTier(UsageDto usage) =>
+    private Dictionary<NodeTier, long> BytesByTier(JobUsageResponse usage) =>
         usage.BytesByTier?.ToDictionary(t => ParseTier(t.Key), t => t.Value) ?? [];
 
     private NodeTier ParseTier(string? tier) =>
@@ -435,7 +450,7 @@ public sealed class PocketControllerClient : IDisposable
     private NodeState ParseState(string? state) =>
         Enum.TryParse<NodeState>(state, ignoreCase: true, out var value) && Enum.IsDefined(value) ? value : throw Unexpected($"an unknown node state '{state}'");
 
-    private static List<JobNodeWeight> Nodes(List<NodeWeightDto>? nodes) =>
+    private static List<JobNodeWeight> Nodes(IReadOnlyList<JobNodeResponse>? nodes) =>
         [.. (nodes ?? []).Select(n => new JobNodeWeight(n.Id, n.Address ?? string.Empty, n.Weight))];
 
     private ControllerJob ToJob(JobResponse job)
@@ -459,7 +474,7 @@ public sealed class PocketControllerClient : IDisposable
             job.Usage is { } u ? new JobUsage(id, u.Objects, u.BlockBytes, u.InlineBytes, u.Requests) { Tier = ParseTier(job.Tier), BytesByTier = BytesByTier(u) } : null)
         {
             Metering = job.Usage is { } m
-                ? new JobMetering(m.Requests, m.GbSeconds, (m.GbSecondsByTier ?? []).ToDictionary(t => ParseTier(t.Key), t => t.Value), m.MeteredSince)
+                ? new JobMetering(m.Requests, m.GbSeconds, (m.GbSecondsByTier ?? new Dictionary<string, double>()).ToDictionary(t => ParseTier(t.Key), t => t.Value), m.MeteredSince)
                 : null,
         };
     }
@@ -477,74 +492,16 @@ public sealed class PocketControllerClient : IDisposable
     }
 }
 
-// The wire shapes of the controller's API (docs/controller.md); the public records above are what callers see.
-internal sealed record RegisterRequest(string Name, int? Functions, double? PeakThroughput, long? Capacity, bool LatencySensitive);
-
-internal sealed record NodeWeightDto(uint Id, string? Address, double Weight);
-
-internal sealed record RegisterResponse(
-    string? JobId,
-    string? Token,
-    string? Tier,
-    List<NodeWeightDto>? Nodes,
-    double LeaseSeconds,
-    bool ThroughputBound,
-    string? Metadata,
-    double ThroughputBitsPerSecond,
-    long CapacityBytes,
-    int NodesNeeded);
-
-internal sealed record HintsDto(int? Functions, double? PeakThroughputBitsPerSecond, long? CapacityBytes, bool LatencySensitive);
-
-internal sealed record UsageDto(long Objects, long BlockBytes, long InlineBytes, long Requests, Dictionary<string, long>? BytesByTier = null)
-{
-    public double GbSeconds { get; init; }
-
-    public Dictionary<string, double>? GbSecondsByTier { get; init; }
-
-    public DateTimeOffset? MeteredSince { get; init; }
-}
-
-internal sealed record JobResponse(
-    string? JobId,
-    string? Name,
-    string? Tier,
-    List<NodeWeightDto>? Nodes,
-    bool ThroughputBound,
-    double ThroughputBitsPerSecond,
-    long CapacityBytes,
-    int NodesNeeded,
-    DateTimeOffset RegisteredAt,
-    DateTimeOffset LeaseExpiresAt,
-    HintsDto? Hints,
-    UsageDto? Usage);
-
-internal sealed record DeleteResponse(string? JobId, long ObjectsFreed, long BytesFreed);
-
-internal sealed record CapacityDto(long Total, long Used);
-
-internal sealed record NetworkDto(double RxBytesPerSecond, double TxBytesPerSecond);
-
-internal sealed record AllocationDto(double Share, double BitsPerSecond, long Bytes);
-
-internal sealed record NodeDto(uint Id, string? Address, string? Tier, string? State, CapacityDto? Capacity, double Cpu, NetworkDto? Network, AllocationDto? Allocated);
-
-internal sealed record ClusterResponse(string? Metadata, List<NodeDto>? Nodes, List<JobResponse>? Jobs);
-
-internal sealed record HealthResponse(string? Status, int? Nodes, string? Error);
-
-internal sealed record ErrorResponse(string? Error, string? Field);
-
-internal sealed record EventDto(DateTimeOffset Time, string? Kind, uint? Node, string? Reason);
-
+// The wire shapes are the shared contract records (ControllerContract.cs); the public records above are what callers see.
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
-[JsonSerializable(typeof(RegisterRequest))]
-[JsonSerializable(typeof(RegisterResponse))]
+[JsonSerializable(typeof(RegisterJobRequest))]
+[JsonSerializable(typeof(RegisterJobResponse))]
 [JsonSerializable(typeof(List<JobResponse>), TypeInfoPropertyName = "ListJobResponse")]
 [JsonSerializable(typeof(JobResponse))]
-[JsonSerializable(typeof(DeleteResponse))]
+[JsonSerializable(typeof(DeleteJobResponse))]
 [JsonSerializable(typeof(ClusterResponse))]
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
-[JsonSerializable(typeof(List<EventDto>), TypeInfoPropertyName = "ListEventDto")]
+[JsonSerializable(typeof(List<EventResponse>), TypeInfoPropertyName = "ListEventResponse")]
+[JsonSerializable(typeof(HistoryResponse))]
 internal sealed partial class ControllerJsonContext : JsonSerializerContext;

@@ -265,7 +265,7 @@ public sealed partial class PocketJob
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<FrameReply> SendNodeAsync(string key, uint nodeId, Opcode opcode, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken cancellationToken)
     {
-        var connection = await _client.NodeAsync(nodeId, key, cancellationToken).ConfigureAwait(false);
+        var connection = await _client.NodeAsync(nodeId, key, Token, cancellationToken).ConfigureAwait(false);
         try
         {
             return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);

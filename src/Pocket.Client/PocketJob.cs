@@ -29,6 +29,10 @@ public sealed partial class PocketJob
     /// <summary>The client this job belongs to.</summary>
     public PocketClient Client => _client;
 
+    /// <summary>Every storage node the metadata server knows, asked with this job's token (no cluster token needed).</summary>
+    public Task<IReadOnlyList<NodeInfo>> GetNodesAsync(CancellationToken cancellationToken = default) =>
+        _client.ListNodesAsync(Token, cancellationToken);
+
     private int SmallThreshold => Math.Min(_client.Options.SmallObjectThreshold, ProtocolLimits.Default.MaxSmallObject);
 
     /// <summary>Stores <paramref name="data"/> under <paramref name="key"/>. Objects are write-once: an existing key fails with <see cref="ObjectExistsException"/>.</summary>

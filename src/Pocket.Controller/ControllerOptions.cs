@@ -1,4 +1,5 @@
 using System.Net;
+using Pocket.Client;
 using Pocket.Protocol;
 
 namespace Pocket.Controller;
@@ -51,8 +52,18 @@ public sealed record ControllerOptions
     /// <summary>The metadata server, host:port.</summary>
     public required string MetadataAddress { get; init; }
 
-    /// <summary>The cluster token: registering jobs, setting weights and reading any job's stats need it.</summary>
+    /// <summary>
+    /// The cluster token: the controller's admin calls to the metadata server carry it, and every HTTP request but
+    /// <c>/healthz</c> and <c>/openapi/v1.json</c> must send it as <c>Authorization: Bearer &lt;token&gt;</c>. None (a
+    /// cluster without a token) leaves the API open.
+    /// </summary>
     public JobToken ClusterToken { get; init; }
+
+    /// <summary>
+    /// Settings of the controller's connection to the metadata server (TLS host name and certificate check);
+    /// its cluster token is <see cref="ClusterToken"/>'s.
+    /// </summary>
+    public PocketClientOptions MetadataClient { get; init; } = new();
 
     /// <summary>Where the HTTP API listens; loopback on a free port by default (see <see cref="ControllerServer.Url"/>).</summary>
     public IPEndPoint Listen { get; init; } = new(IPAddress.Loopback, 0);

@@ -16,7 +16,8 @@ namespace Pocket.Controller;
 
 /// <summary>
 /// The controller role: the job registry behind an HTTP/JSON API (any language can register a job with curl), with
-/// an OpenAPI document at <c>/openapi/v1.json</c>. Listens on loopback port 0 unless told otherwise; <see cref="Url"/>
+/// an OpenAPI document at <c>/openapi/v1.json</c>. Every endpoint but <c>/healthz</c> and the OpenAPI document needs
+/// the cluster token as <c>Authorization: Bearer &lt;token&gt;</c> (<see cref="ControllerOptions.ClusterToken"/>). Listens on loopback port 0 unless told otherwise; <see cref="Url"/>
 /// says where it ended up.
 /// </summary>
 public sealed class ControllerServer : IAsyncDisposable
@@ -80,7 +81,7 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, new PocketClientOptions { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
+        _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
         _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory);
         _telemetry = new ClusterTelemetry(_admin, _options.Registry.TimeProvider, _options.TelemetryInterval, _options.HistoryLength, Events, _logger);
         _meter = new JobUsageMeter(_admin, _registry, _options.Registry.TimeProvider, _logger);
@@ -120,6 +121,7 @@ public sealed class ControllerServer : IAsyncDisposable
         });
 
         var app = builder.Build();
+        app.Use(new ControllerAuthentication(_options.ClusterToken, _logger).InvokeAsync);
 
         // The API only speaks JSON; curl -d sends form content type, which would otherwise get a bare 415.
         app.Use((context, next) =>

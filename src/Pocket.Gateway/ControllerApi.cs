@@ -15,7 +15,12 @@ internal sealed class ControllerApi(HttpClient http) : IDisposable
     public async Task<string> GetMetadataAddressAsync(CancellationToken cancellationToken)
     {
         using var response = await http.GetAsync(new Uri("/v1/cluster", UriKind.Relative), cancellationToken).ConfigureAwait(false);
-        response.EnsureSuccessStatusCode();
+        if (!response.IsSuccessStatusCode)
+        {
+            var text = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
+            throw new InvalidOperationException($"the controller answered {(int)response.StatusCode} to GET /v1/cluster: {ErrorText(text)}{(response.StatusCode == HttpStatusCode.Unauthorized ? " (give the gateway the cluster token: GatewayOptions.Client.ClusterToken)" : string.Empty)}");
+        }
+
         using var document = await JsonDocument.ParseAsync(await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false), cancellationToken: cancellationToken).ConfigureAwait(false);
         return document.RootElement.TryGetProperty("metadata", out var metadata) && metadata.GetString() is { Length: > 0 } address
             ? address

@@ -67,7 +67,10 @@ public sealed record GatewayOptions
     /// </summary>
     public string? VirtualHostSuffix { get; init; }
 
-    /// <summary>Settings of the gateway's Pocket client (data path).</summary>
+    /// <summary>
+    /// Settings of the gateway's Pocket client (data path). Its <see cref="PocketClientOptions.ClusterToken"/> is also
+    /// sent to the controller as <c>Authorization: Bearer</c>; a controller with a cluster token refuses calls without it.
+    /// </summary>
     public PocketClientOptions Client { get; init; } = new();
 
     /// <summary>Clock for signature dates and object times; tests pass a fake one.</summary>

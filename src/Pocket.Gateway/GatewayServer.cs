@@ -54,7 +54,14 @@ public sealed class GatewayServer : IAsyncDisposable
     /// <summary>Finds the metadata server, connects to it, loads the bucket map and starts listening.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        _controller = new ControllerApi(new HttpClient { BaseAddress = _options.ControllerUrl, Timeout = TimeSpan.FromMinutes(2) });
+        var controllerHttp = new HttpClient { BaseAddress = _options.ControllerUrl, Timeout = TimeSpan.FromMinutes(2) };
+        if (!_options.Client.ClusterToken.IsNone)
+        {
+            // The controller's API needs the cluster token on every call the gateway makes.
+            controllerHttp.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", _options.Client.ClusterToken.ToString());
+        }
+
+        _controller = new ControllerApi(controllerHttp);
         MetadataAddress = _options.MetadataAddress ?? await _controller.GetMetadataAddressAsync(cancellationToken).ConfigureAwait(false);
         _client = await PocketClient.ConnectAsync(MetadataAddress, _options.Client, cancellationToken).ConfigureAwait(false);
         _buckets = new BucketStore(_client, _options.StateDirectory, _logger);

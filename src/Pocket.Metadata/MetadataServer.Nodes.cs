@@ -136,6 +136,13 @@ public sealed partial class MetadataServer
         var body = new BodyWriter(1024);
         lock (_lock)
         {
+            // Node addresses and load are for the cluster's own parts and its jobs, not for anyone who can connect.
+            if (!IsAdmin(frame, out _) && !_jobsByToken.ContainsKey(frame.Header.Token))
+            {
+                frame.ReplyError(Status.Unauthorized, "listing nodes needs a job token or the cluster token");
+                return;
+            }
+
             body.U32((uint)_nodes.Count);
             foreach (var node in _nodes.Values)
             {

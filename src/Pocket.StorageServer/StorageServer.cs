@@ -57,7 +57,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     private async Task RegisterAsync(CancellationToken cancellationToken)
     {
         _metadata?.Dispose();
-        _metadata = await FrameConnection.ConnectAsync(_options.Metadata.Host, _options.Metadata.Port, new FrameConnectionOptions(), cancellationToken).ConfigureAwait(false);
+        _metadata = await FrameConnection.ConnectAsync(_options.Metadata.Host, _options.Metadata.Port, _options.MetadataConnection, cancellationToken).ConfigureAwait(false);
         var host = _options.AdvertisedHost ?? _server!.EndPoint.Address.ToString();
         var body = new BodyWriter()
             .U8((byte)_options.Tier)

@@ -29,6 +29,9 @@ public sealed record StorageServerOptions
     /// <summary>The metadata server to register with.</summary>
     public required DnsEndPoint Metadata { get; init; }
 
+    /// <summary>How to connect to the metadata server (TLS: <see cref="FrameConnectionOptions.TlsHost"/> and its certificate check).</summary>
+    public FrameConnectionOptions MetadataConnection { get; init; } = new();
+
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Makes the device; null means the tier's own device (<see cref="Pocket.Storage.BlockDevices.Create"/>) of <see cref="Capacity"/> bytes.</summary>

@@ -50,9 +50,19 @@ internal static partial class PocketProcess
         return start;
     }
 
-    public static async Task<PocketResult> RunAsync(string home, params string[] arguments)
+    public static Task<PocketResult> RunAsync(string home, params string[] arguments) =>
+        RunAsync(home, new Dictionary<string, string>(), arguments);
+
+    /// <summary>Runs with <paramref name="environment"/> set (POCKET_* variables included).</summary>
+    public static async Task<PocketResult> RunAsync(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments)
     {
-        using var process = Process.Start(StartInfo(home, arguments))!;
+        var start = StartInfo(home, arguments);
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
+
+        using var process = Process.Start(start)!;
         process.StandardInput.Close();
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
@@ -194,6 +204,18 @@ internal sealed class UpProcess : IAsyncDisposable
 
     public static UpProcess Start(string home, params string[] arguments) =>
         new(Process.Start(PocketProcess.StartInfo(home, ["up", .. arguments]))!);
+
+    /// <summary>Any long-running command (a role), with <paramref name="environment"/> set.</summary>
+    public static UpProcess StartCommand(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments)
+    {
+        var start = PocketProcess.StartInfo(home, arguments);
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
+
+        return new(Process.Start(start)!);
+    }
 
     /// <summary>Reads lines until one matches; returns it. Fails if `pocket up` ends or the timeout passes first.</summary>
     public async Task<string> WaitForLineAsync(Func<string, bool> match)

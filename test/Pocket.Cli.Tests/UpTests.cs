@@ -63,6 +63,16 @@ public sealed partial class UpTests : IDisposable
         var listed = (await PocketProcess.RunOkAsync(_home.Path, "job", "ls", "--json")).Json().AsArray();
         Assert.True(Assert.Single(listed, j => j!["id"]!.GetValue<string>() == jobId)!["localToken"]!.GetValue<bool>());
 
+        // The controller takes cluster.json's token; a wrong one in $POCKET_CLUSTER_TOKEN is refused by name.
+        var wrongToken = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = new string('0', 31) + "1" };
+        foreach (var verb in new[] { new[] { "status" }, ["job", "ls"], ["job", "rm", jobId], ["job", "register", "x"] })
+        {
+            var refused = await PocketProcess.RunAsync(_home.Path, wrongToken, verb);
+            Assert.True(refused.ExitCode == 1, $"pocket {string.Join(' ', verb)}: {refused}");
+            Assert.Contains("refused the cluster token", refused.Stderr, StringComparison.Ordinal);
+            Assert.Contains("POCKET_CLUSTER_TOKEN", refused.Stderr, StringComparison.Ordinal);
+        }
+
         var removed = await PocketProcess.RunOkAsync(_home.Path, "job", "rm", jobId);
         Assert.Contains("freed 1 objects", removed.Stdout, StringComparison.Ordinal);
         Assert.Empty((await PocketProcess.RunOkAsync(_home.Path, "job", "ls", "--json")).Json().AsArray());
@@ -115,6 +125,11 @@ public sealed partial class UpTests : IDisposable
         var register = await PocketProcess.RunAsync(_home.Path, "job", "register", "x", "--controller", "http://127.0.0.1:1");
         Assert.Equal(1, register.ExitCode);
         Assert.Contains("cannot reach the controller", register.Stderr, StringComparison.Ordinal);
+
+        // The controller role needs the cluster token: a made-up one would lock every caller of its API out.
+        var controller = await PocketProcess.RunAsync(_home.Path, "controller", "--metadata", "127.0.0.1:1", "--provisioner", "none");
+        Assert.Equal(1, controller.ExitCode);
+        Assert.Contains("set POCKET_CLUSTER_TOKEN", controller.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -156,8 +171,9 @@ public sealed partial class UpTests : IDisposable
         await PocketProcess.RunOkAsync(_home.Path, "get", $"{jobId}/big", copy);
         Assert.Equal(bytes, await File.ReadAllBytesAsync(copy));
 
-        var controller = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!["controller"]!.GetValue<string>();
-        using var http = new HttpClient { BaseAddress = new Uri(controller) };
+        var state = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
+        using var http = new HttpClient { BaseAddress = new Uri(state["controller"]!.GetValue<string>()) };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", state["clusterToken"]!.GetValue<string>());
         var info = JsonNode.Parse(await http.GetStringAsync($"/v1/jobs/{jobId}"))!;
         var byTier = info["usage"]!["bytesByTier"]!.AsObject();
         Assert.Equal(32L << 20, byTier["ssd"]!.GetValue<long>());

@@ -118,6 +118,7 @@ public sealed class AutoscalerTests
 
         // Both HTTP views show what happened.
         using var http = new HttpClient { BaseAddress = controller.Url };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
         var history = await http.GetFromJsonAsync<HistoryResponse>("/v1/cluster/history?samples=5", JsonSerializerOptions.Web, cts.Token);
         Assert.NotNull(history);
         Assert.True(history.Nodes.Count >= 2);

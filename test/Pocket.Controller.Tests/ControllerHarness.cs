@@ -55,6 +55,7 @@ internal sealed class ControllerHarness : IAsyncDisposable
             NullLoggerFactory.Instance);
         await controller.StartAsync();
         var http = new HttpClient { BaseAddress = controller.Url, Timeout = TimeSpan.FromSeconds(60) };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
         var client = await cluster.ConnectAsync();
         return new ControllerHarness(cluster, controller, http, client);
     }

@@ -50,7 +50,7 @@ public sealed class ElasticTests
         await using var cluster = await ClusterAsync(nodes: 4, capacity: 256L << 20);
         await using var controller = Controller(cluster, new InProcessProvisioner(cluster), autoscaler: ByHand with { NewNodeCapacityBytes = 256L << 20 }, minimumNodes: 4);
         await controller.StartAsync();
-        using var api = new PocketControllerClient(controller.Url);
+        using var api = new PocketControllerClient(controller.Url, cluster.Options.ClusterToken);
         var job = await controller.Registry.RegisterAsync("spread", new JobHints { CapacityBytes = 64L << 20 });
         Assert.Equal(4, job.Weights.Weights.Count);
 
@@ -227,7 +227,7 @@ public sealed class ElasticTests
         await using var controller = Controller(cluster, provisioner: null, time, telemetry: TimeSpan.FromHours(1));
         await controller.StartAsync();
         await using var client = await cluster.ConnectAsync();
-        using var api = new PocketControllerClient(controller.Url);
+        using var api = new PocketControllerClient(controller.Url, cluster.Options.ClusterToken);
         var registration = await api.RegisterJobAsync("metered");
         var job = client.OpenJob(registration.JobId, registration.Token);
         await controller.Telemetry.PollAsync(CancellationToken.None);

@@ -14,7 +14,7 @@ public sealed class PocketControllerClientTests
     public async Task RegisterListStatusAndDeregisterThroughTheClient()
     {
         await using var h = await ControllerHarness.StartAsync();
-        using var controller = new PocketControllerClient(h.Controller.Url);
+        using var controller = new PocketControllerClient(h.Controller.Url, h.Cluster.Options.ClusterToken);
 
         var job = await controller.RegisterJobAsync("etl", new JobSizeHints { Functions = 4, CapacityBytes = 64 * MiB, LatencySensitive = false });
 
@@ -28,7 +28,7 @@ public sealed class PocketControllerClientTests
         Assert.DoesNotContain(job.Token.ToString(), job.ToString(), StringComparison.Ordinal);
 
         // One address to know: the data path is found through the controller.
-        await using (var client = await PocketClient.ConnectViaControllerAsync(h.Controller.Url))
+        await using (var client = await PocketClient.ConnectViaControllerAsync(h.Controller.Url, new PocketClientOptions { ClusterToken = h.Cluster.Options.ClusterToken }))
         {
             Assert.Equal(h.Cluster.MetadataAddress, client.MetadataAddress);
             var handle = client.OpenJob(job);
@@ -76,7 +76,7 @@ public sealed class PocketControllerClientTests
     public async Task ControllerErrorsBecomePocketExceptionsWithTheControllersMessage()
     {
         await using var h = await ControllerHarness.StartAsync();
-        using var controller = new PocketControllerClient(h.Controller.Url);
+        using var controller = new PocketControllerClient(h.Controller.Url, h.Cluster.Options.ClusterToken);
 
         var badName = await Assert.ThrowsAsync<PocketControllerException>(() => controller.RegisterJobAsync("no spaces"));
         Assert.Equal(HttpStatusCode.BadRequest, badName.HttpStatus);

@@ -3,7 +3,9 @@ using System.Text.Json;
 using Amazon.Runtime;
 using Amazon.S3;
 using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Protocol;
 using Pocket.Testing;
 
 namespace Pocket.Gateway.Tests;
@@ -27,6 +29,7 @@ internal sealed class GatewayHarness : IAsyncDisposable
         Gateway = gateway;
         StateDirectory = stateDirectory;
         ControllerHttp = new HttpClient { BaseAddress = controller.Url, Timeout = TimeSpan.FromSeconds(60) };
+        ControllerHttp.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
         S3 = Client(AccessKey, SecretKey);
     }
 
@@ -59,14 +62,15 @@ internal sealed class GatewayHarness : IAsyncDisposable
             NullLoggerFactory.Instance);
         await controller.StartAsync();
         var state = Path.Combine(Path.GetTempPath(), "pocket-gateway-tests", Guid.NewGuid().ToString("N"));
-        var gateway = new GatewayServer(Options(controller.Url, state), NullLoggerFactory.Instance);
+        var gateway = new GatewayServer(Options(controller.Url, state, cluster.Options.ClusterToken), NullLoggerFactory.Instance);
         await gateway.StartAsync();
         return new GatewayHarness(cluster, controller, gateway, state);
     }
 
-    public static GatewayOptions Options(Uri controllerUrl, string stateDirectory) => new()
+    public static GatewayOptions Options(Uri controllerUrl, string stateDirectory, JobToken clusterToken) => new()
     {
         ControllerUrl = controllerUrl,
+        Client = new PocketClientOptions { ClusterToken = clusterToken },
         StateDirectory = stateDirectory,
         Users = new Dictionary<string, string> { [AccessKey] = SecretKey, [OtherAccessKey] = OtherSecretKey },
 
@@ -91,7 +95,7 @@ internal sealed class GatewayHarness : IAsyncDisposable
     {
         S3.Dispose();
         await Gateway.DisposeAsync();
-        Gateway = new GatewayServer(Options(Controller.Url, StateDirectory), NullLoggerFactory.Instance);
+        Gateway = new GatewayServer(Options(Controller.Url, StateDirectory, Cluster.Options.ClusterToken), NullLoggerFactory.Instance);
         await Gateway.StartAsync();
         S3 = Client(AccessKey, SecretKey);
     }

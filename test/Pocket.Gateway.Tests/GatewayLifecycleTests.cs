@@ -1,6 +1,8 @@
 using System.Net;
 using System.Text;
 using Amazon.S3.Model;
+using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Protocol;
 
 namespace Pocket.Gateway.Tests;
 
@@ -52,6 +54,27 @@ public sealed class GatewayLifecycleTests : IAsyncLifetime
         // The name is free again.
         await _harness.S3.PutBucketAsync(new PutBucketRequest { BucketName = bucket });
         await _harness.S3.PutObjectAsync(new PutObjectRequest { BucketName = bucket, Key = "k", ContentBody = "new" });
+    }
+
+    [Fact]
+    public async Task A_gateway_without_the_cluster_token_is_refused_by_the_controller()
+    {
+        var state = Path.Combine(_harness.StateDirectory, "anonymous");
+        foreach (var token in new[] { JobToken.None, JobToken.NewRandom() })
+        {
+            var gateway = new GatewayServer(GatewayHarness.Options(_harness.Controller.Url, state, token), NullLoggerFactory.Instance);
+            await using (gateway)
+            {
+                var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => gateway.StartAsync());
+                Assert.Contains("401", ex.Message, StringComparison.Ordinal);
+                Assert.Contains("cluster token", ex.Message, StringComparison.Ordinal);
+            }
+        }
+
+        // The controller's own API refuses the harness's client without its header, too.
+        using var anonymous = new HttpClient { BaseAddress = _harness.Controller.Url };
+        using var refused = await anonymous.GetAsync("/v1/cluster");
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
     }
 
     [Fact]

@@ -241,6 +241,21 @@ public sealed class BadInputTests
             }
         }
 
+        // Listing nodes needs a live job's token or the cluster token.
+        foreach (var token in new[] { JobToken.None, JobToken.NewRandom() })
+        {
+            await SendRawAsync(socket, [.. Header(Opcode.ListNodes, 0, requestId: ++id, token: token)]);
+            var reply = await ReadReplyAsync(socket);
+            Assert.Equal(Status.Unauthorized, reply!.Value.Header.Status);
+        }
+
+        foreach (var token in new[] { job.Token, cluster.Options.ClusterToken })
+        {
+            await SendRawAsync(socket, [.. Header(Opcode.ListNodes, 0, requestId: ++id, token: token)]);
+            var reply = await ReadReplyAsync(socket);
+            Assert.Equal(Status.Ok, reply!.Value.Header.Status);
+        }
+
         // Administration needs the cluster token, not a job's.
         foreach (var (opcode, body) in new[] { (Opcode.RegisterJob, new BodyWriter().Str("intruder").ToArray()), (Opcode.DeregisterJob, new BodyWriter().Str(job.Id).ToArray()) })
         {

@@ -110,6 +110,42 @@ public sealed class JobIsolationTests
     }
 
     [Fact]
+    public async Task ListingNodesNeedsALiveJobsTokenOrTheClusterToken()
+    {
+        await using var cluster = await StartClusterAsync(nodes: 2);
+        await using var admin = await cluster.ConnectAsync();
+        using var cts = Timeout();
+        var job = await admin.RegisterJobAsync("lister", cts.Token);
+        Assert.Equal(2, (await admin.GetNodesAsync(cts.Token)).Count);
+
+        // A client without the cluster token: only a live job's token lists nodes.
+        await using var outsider = await PocketClient.ConnectAsync(cluster.MetadataAddress, cancellationToken: cts.Token);
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.GetNodesAsync(cts.Token));
+        foreach (var token in new[] { JobToken.NewRandom(), JobToken.None })
+        {
+            await using var stranger = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions { ClusterToken = token }, cts.Token);
+            var ex = await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.GetNodesAsync(cts.Token));
+            Assert.Contains("job token or the cluster token", ex.Message, StringComparison.Ordinal);
+            await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.OpenJob(job.Id, token).GetNodesAsync(cts.Token));
+        }
+
+        var handle = outsider.OpenJob(job.Id, job.Token);
+        Assert.Equal(2, (await handle.GetNodesAsync(cts.Token)).Count);
+
+        // The data path finds its nodes with the job's token alone.
+        var data = DataFor("striped", 3 << 20);
+        await handle.PutAsync("striped", data, cancellationToken: cts.Token);
+        await using (var reader = await PocketClient.ConnectAsync(cluster.MetadataAddress, cancellationToken: cts.Token))
+        {
+            Assert.Equal(Hash(data), Hash(await reader.OpenJob(job.Id, job.Token).GetAsync("striped", cancellationToken: cts.Token)));
+        }
+
+        // An ended job's token lists nothing.
+        await admin.DeregisterJobAsync(job.Id, cts.Token);
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => handle.GetNodesAsync(cts.Token));
+    }
+
+    [Fact]
     public async Task OneJobCannotFinishOrAbortAnothersWrite()
     {
         await using var cluster = await StartClusterAsync(nodes: 1);

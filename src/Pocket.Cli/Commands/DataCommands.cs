@@ -186,7 +186,7 @@ internal static class DataCommands
             return await WithJobAsync(parse.GetValue(metadata), jobId, async job =>
             {
                 var info = await job.LookupAsync(key, ct).ConfigureAwait(false) ?? throw NoObject(jobId, key);
-                var nodes = (await job.Client.GetNodesAsync(ct).ConfigureAwait(false)).ToDictionary(n => n.Id);
+                var nodes = (await job.GetNodesAsync(ct).ConfigureAwait(false)).ToDictionary(n => n.Id);
                 string AddressOf(uint id) => nodes.TryGetValue(id, out var node) ? node.Address : "unknown";
                 if (parse.GetValue(json))
                 {

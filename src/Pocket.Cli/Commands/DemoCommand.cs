@@ -93,9 +93,11 @@ internal static class DemoCommand
         try
         {
             Uri controllerUrl;
+            JobToken clusterToken;
             if (settings.Controller is { } given)
             {
                 controllerUrl = given;
+                clusterToken = ClusterConnection.ResolveToken(PocketHome.Default());
             }
             else
             {
@@ -106,9 +108,10 @@ internal static class DemoCommand
                     logging.Factory,
                     cancellationToken).ConfigureAwait(false);
                 controllerUrl = cluster.ControllerUrl;
+                clusterToken = cluster.Options.ClusterToken;
             }
 
-            var report = await SortAsync(settings, plan, controllerUrl, embedded: cluster is not null, say, cancellationToken).ConfigureAwait(false);
+            var report = await SortAsync(settings, plan, controllerUrl, clusterToken, embedded: cluster is not null, say, cancellationToken).ConfigureAwait(false);
             return report;
         }
         finally
@@ -132,9 +135,9 @@ internal static class DemoCommand
         return (wanted + Unit - 1) / Unit * Unit;
     }
 
-    private static async Task<int> SortAsync(DemoSettings settings, SortPlan plan, Uri controllerUrl, bool embedded, Action<string> say, CancellationToken cancellationToken)
+    private static async Task<int> SortAsync(DemoSettings settings, SortPlan plan, Uri controllerUrl, JobToken clusterToken, bool embedded, Action<string> say, CancellationToken cancellationToken)
     {
-        using var controller = new PocketControllerClient(controllerUrl);
+        using var controller = new PocketControllerClient(controllerUrl, clusterToken);
         var hints = new JobSizeHints { Functions = Math.Max(plan.Mappers, plan.Reducers), CapacityBytes = plan.Bytes * 3, LatencySensitive = false };
         say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"registering job 'sort' with {controllerUrl.ToString().TrimEnd('/')}: {hints.Functions} functions, {Units.FormatSize(hints.CapacityBytes.Value)}, not latency-sensitive")));
         JobRegistration registration;

@@ -46,21 +46,26 @@ internal static class RoleCommands
         {
             host, port, verbose, StopOnStdinEof,
         };
+        var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
             var token = ClusterTokenFromEnvironment(out var generated);
+            using var certificate = tls.Certificate(parse);
             using var loggerFactory = Logging(parse.GetValue(verbose));
             var server = new MetadataServer(
                 new MetadataServerOptions
                 {
                     ClusterToken = token,
-                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)) },
+                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Certificate = certificate },
+
+                    // Drains copy blocks between storage nodes through this server.
+                    StorageConnection = tls.Connection(parse, parse.GetValue(host)!),
                 },
                 loggerFactory);
             await server.StartAsync(ct).ConfigureAwait(false);
             await using (server.ConfigureAwait(false))
             {
-                Console.Out.WriteLine($"POCKET-METADATA address={parse.GetValue(host)}:{server.EndPoint.Port}");
+                Console.Out.WriteLine($"POCKET-METADATA address={parse.GetValue(host)}:{server.EndPoint.Port}{(certificate is null ? string.Empty : " tls")}");
                 if (generated)
                 {
                     Console.Out.WriteLine($"cluster token (give it to storage nodes and the controller as {ClusterConnection.TokenVariable}): {token}");
@@ -99,9 +104,12 @@ internal static class RoleCommands
         {
             metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, verbose, standby, StopOnStdinEof,
         };
+        var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
             var (metadataHost, metadataPort) = SplitAddress(parse.GetValue(metadata)!);
+            using var certificate = tls.Certificate(parse);
+            var metadataConnection = tls.Connection(parse, metadataHost);
             var nodeTier = Enum.Parse<NodeTier>(parse.GetValue(tier)!, ignoreCase: true);
             var devices = new TierDeviceOptions { Directory = parse.GetValue(dataDir) ?? BlockDevices.DefaultDirectory, SsdUnbuffered = !parse.GetValue(buffered) };
             if (parse.GetValue(queueDepth) is { } depth)
@@ -122,13 +130,14 @@ internal static class RoleCommands
                 new StorageServerOptions
                 {
                     Metadata = new DnsEndPoint(metadataHost, metadataPort),
+                    MetadataConnection = metadataConnection,
                     ClusterToken = ClusterTokenFromEnvironment(out _, required: false),
                     Tier = nodeTier,
                     Standby = parse.GetValue(standby),
                     Capacity = parse.GetValue(capacity),
                     BlockSize = (int)block,
                     AdvertisedHost = listenHost,
-                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(listenHost), parse.GetValue(port)) },
+                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(listenHost), parse.GetValue(port)), Certificate = certificate },
                     DeviceFactory = o => device = BlockDevices.Create(o.Tier, o.Capacity, devices),
                 },
                 loggerFactory);
@@ -174,16 +183,24 @@ internal static class RoleCommands
             },
         };
         var verbose = VerboseOption();
-        var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
+        var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN, required; callers send it as Authorization: Bearer)")
         {
             metadata, host, port, provisioner, kubernetesImage, kubernetesSecret, kubernetesNamespace, kubeconfig, dataDir, nodeCapacity, verbose, StopOnStdinEof,
         };
+        var tls = new TlsArguments(command, listens: false);
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
-            var token = ClusterTokenFromEnvironment(out _, required: false);
+            // Required: the token also guards the HTTP API, and a made-up one would lock every caller out.
+            var token = ClusterTokenFromEnvironment(out _, required: true);
             using var loggerFactory = Logging(parse.GetValue(verbose));
             var metadataAddress = parse.GetValue(metadata)!;
+            var metadataClient = tls.ClientOptions(parse, SplitAddress(metadataAddress).Host);
             LocalProcessProvisioner? local = null;
+            if (parse.GetValue(provisioner) != "none" && metadataClient.TlsHost is not null)
+            {
+                throw new CliException($"--provisioner {parse.GetValue(provisioner)} starts storage nodes without TLS; with TLS use --provisioner none and start each node with `pocket storage --tls-cert ... --tls-ca ...`");
+            }
+
             if (parse.GetValue(provisioner) == "local")
             {
                 var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
@@ -228,7 +245,7 @@ internal static class RoleCommands
             }
 
             var controller = new ControllerServer(
-                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry },
+                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry },
                 (IStorageProvisioner?)local ?? kubernetes,
                 loggerFactory);
             try

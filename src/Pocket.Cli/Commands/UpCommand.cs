@@ -280,7 +280,7 @@ internal static class UpCommand
     private static async Task PrintClusterAsync(LocalCluster cluster, PocketHome home, TimeSpan? runFor, CancellationToken cancellationToken)
     {
         IReadOnlyList<NodeInfo> nodes;
-        var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, cancellationToken: cancellationToken).ConfigureAwait(false);
+        var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions { ClusterToken = cluster.Options.ClusterToken }, cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
             nodes = await client.GetNodesAsync(cancellationToken).ConfigureAwait(false);

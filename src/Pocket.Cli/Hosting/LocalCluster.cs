@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.Logging;
+using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Protocol;
 using Pocket.Testing;
@@ -242,6 +243,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                         MetadataAddress = core.MetadataAddress,
                         Listen = new IPEndPoint(IPAddress.Loopback, gatewayPort),
                         Users = new Dictionary<string, string> { [options.GatewayUser.AccessKey] = options.GatewayUser.SecretKey },
+                        Client = new PocketClientOptions { ClusterToken = options.ClusterToken },
                     },
                     loggerFactory);
                 await cluster._gateway.StartAsync(cancellationToken).ConfigureAwait(false);

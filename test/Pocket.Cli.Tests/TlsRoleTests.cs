@@ -1,0 +1,124 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.RegularExpressions;
+using Pocket.Client;
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Cli.Tests;
+
+/// <summary>
+/// `pocket metadata` and `pocket storage` with --tls-cert, a self-signed certificate made here: a client that trusts
+/// it stores and reads data over TLS, one that does not is refused, and unusable certificate files are named.
+/// </summary>
+public sealed partial class TlsRoleTests : IDisposable
+{
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Fact]
+    public async Task Roles_serve_over_TLS_with_a_self_signed_certificate()
+    {
+        var (certAndKey, caOnly, _) = WriteCertificates();
+        var token = JobToken.NewRandom();
+        var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = token.ToString() };
+
+        await using var metadata = UpProcess.StartCommand(_home.Path, environment, "metadata", "--port", "0", "--tls-cert", certAndKey, "--tls-ca", caOnly, "--tls-name", "localhost", "--stop-on-stdin-eof");
+        var ready = await metadata.WaitForLineAsync(line => line.StartsWith("POCKET-METADATA ", StringComparison.Ordinal));
+        Assert.EndsWith(" tls", ready, StringComparison.Ordinal);
+        var address = AddressPattern().Match(ready).Groups[1].Value;
+
+        await using var storage = UpProcess.StartCommand(
+            _home.Path, environment, "storage", "--metadata", address, "--capacity", "64MiB", "--port", "0",
+            "--tls-cert", certAndKey, "--tls-ca", caOnly, "--tls-name", "localhost", "--stop-on-stdin-eof");
+        await storage.WaitForLineAsync(line => line.StartsWith("POCKET-NODE ", StringComparison.Ordinal));
+
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        var trusting = new PocketClientOptions
+        {
+            ClusterToken = token,
+            TlsHost = "localhost",
+            CertificateValidation = TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(caOnly)),
+        };
+        await using (var client = await PocketClient.ConnectAsync(address, trusting, cts.Token))
+        {
+            Assert.Single(await client.GetNodesAsync(cts.Token));
+            var job = await client.RegisterJobAsync("tls", cts.Token);
+
+            // Large enough for blocks: the bytes go to the storage node over TLS too.
+            var data = new byte[(2 << 20) + 123];
+            Random.Shared.NextBytes(data);
+            await job.PutAsync("object", data, cancellationToken: cts.Token);
+            Assert.Equal(data, await job.GetAsync("object", cancellationToken: cts.Token));
+            Assert.NotEmpty((await job.LookupAsync("object", cts.Token))!.Blocks);
+        }
+
+        // Plain TCP, a TLS client that trusts only the system's roots, and one that expects another name all fail.
+        foreach (var options in new[]
+        {
+            new PocketClientOptions { ClusterToken = token },
+            new PocketClientOptions { ClusterToken = token, TlsHost = "localhost" },
+            trusting with { TlsHost = "pocket.example" },
+        })
+        {
+            await Assert.ThrowsAnyAsync<Exception>(async () =>
+            {
+                await using var client = await PocketClient.ConnectAsync(address, options, cts.Token);
+                await client.GetNodesAsync(cts.Token);
+            });
+        }
+    }
+
+    [Fact]
+    public async Task Unusable_certificate_files_are_named()
+    {
+        var (certAndKey, caOnly, otherKey) = WriteCertificates();
+        var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = JobToken.NewRandom().ToString() };
+        var missing = Path.Combine(_home.Path, "missing.pem");
+        var garbage = Path.Combine(_home.Path, "garbage.pfx");
+        await File.WriteAllBytesAsync(garbage, [1, 2, 3, 4]);
+        var cases = new (string[] Arguments, string Expected)[]
+        {
+            (["metadata", "--port", "0", "--tls-cert", missing], $"cannot read TLS certificate file '{missing}'"),
+            (["metadata", "--port", "0", "--tls-cert", caOnly], $"TLS certificate '{caOnly}' cannot be used"),
+            (["metadata", "--port", "0", "--tls-cert", caOnly, "--tls-key", otherKey], "cannot be used"),
+            (["metadata", "--port", "0", "--tls-cert", garbage], $"TLS certificate '{garbage}' cannot be used"),
+            (["metadata", "--port", "0", "--tls-key", otherKey], "--tls-key needs --tls-cert"),
+            (["storage", "--metadata", "127.0.0.1:1", "--tls-cert", certAndKey, "--tls-ca", missing], $"cannot read TLS CA file '{missing}'"),
+            (["controller", "--metadata", "127.0.0.1:1", "--tls-ca", caOnly], "--provisioner local starts storage nodes without TLS"),
+        };
+        foreach (var (arguments, expected) in cases)
+        {
+            var result = await PocketProcess.RunAsync(_home.Path, environment, arguments);
+            Assert.True(result.ExitCode == 1, $"pocket {string.Join(' ', arguments)}: {result}");
+            Assert.Contains(expected, result.Stderr, StringComparison.Ordinal);
+        }
+    }
+
+    /// <summary>A self-signed certificate for localhost and 127.0.0.1: PEM with its key, PEM without, and an unrelated key.</summary>
+    private (string CertAndKey, string CaOnly, string OtherKey) WriteCertificates()
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=pocket-test", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName("localhost");
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(certificateAuthority: false, hasPathLengthConstraint: false, 0, critical: true));
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        using var other = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+
+        var certAndKey = Path.Combine(_home.Path, "server.pem");
+        var caOnly = Path.Combine(_home.Path, "ca.pem");
+        var otherKey = Path.Combine(_home.Path, "other.key");
+        File.WriteAllText(certAndKey, certificate.ExportCertificatePem() + "\n" + key.ExportPkcs8PrivateKeyPem() + "\n");
+        File.WriteAllText(caOnly, certificate.ExportCertificatePem() + "\n");
+        File.WriteAllText(otherKey, other.ExportPkcs8PrivateKeyPem() + "\n");
+        return (certAndKey, caOnly, otherKey);
+    }
+
+    [GeneratedRegex(@"address=(\S+)")]
+    private static partial Regex AddressPattern();
+}

@@ -1,0 +1,90 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Pocket.Client;
+
+namespace Pocket.Controller.Tests;
+
+/// <summary>
+/// The wire format of the controller's contract records (shared by the controller and <see cref="PocketControllerClient"/>):
+/// each serializes to the exact JSON below, as the controller writes it, and reads back to the same JSON.
+/// </summary>
+public sealed class ControllerContractTests
+{
+    // As ControllerServer configures ASP.NET Core's JSON.
+    private static readonly JsonSerializerOptions Wire = new(JsonSerializerDefaults.Web) { DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+
+    private static readonly DateTimeOffset Time = new(2026, 1, 2, 3, 4, 5, TimeSpan.Zero);
+
+    private static readonly JobNodeResponse Node = new(3, "10.0.0.7:7100", 0.5);
+
+    private static readonly JobResponse Job = new(
+        "sort-1", "sort", "dram", [Node], true, 2e9, 1024, 2, Time, Time.AddMinutes(5),
+        new JobHintsResponse(8, 1e9, 2048, false),
+        new JobUsageResponse(4, 4096, 10, 99, new Dictionary<string, long> { ["dram"] = 4096 })
+        {
+            GbSeconds = 1.5,
+            GbSecondsByTier = new Dictionary<string, double> { ["dram"] = 1.5 },
+            MeteredSince = Time,
+        });
+
+    private static readonly NodeResponse ClusterNode = new(
+        3, "10.0.0.7:7100", "ssd", "live", new NodeCapacityResponse(100, 40), 0.25, new NodeNetworkResponse(1.5, 2.5), new NodeAllocationResponse(0.75, 1e9, 64));
+
+    public static TheoryData<object, string> Records => new()
+    {
+        { new RegisterJobRequest("sort", 8, JsonSerializer.SerializeToElement("2Gbps"), JsonSerializer.SerializeToElement(1024L), false), """{"name":"sort","functions":8,"peakThroughput":"2Gbps","capacity":1024,"latencySensitive":false}""" },
+        { new RegisterJobRequest("sort", null, null, null, null), """{"name":"sort"}""" },
+        { Node, """{"id":3,"address":"10.0.0.7:7100","weight":0.5}""" },
+        {
+            new RegisterJobResponse("sort-1", "00112233445566778899aabbccddeeff", "dram", [Node], 300, false, "10.0.0.1:7070", 2.4e9, 1024, 2),
+            """{"jobId":"sort-1","token":"00112233445566778899aabbccddeeff","tier":"dram","nodes":[{"id":3,"address":"10.0.0.7:7100","weight":0.5}],"leaseSeconds":300,"throughputBound":false,"metadata":"10.0.0.1:7070","throughputBitsPerSecond":2400000000,"capacityBytes":1024,"nodesNeeded":2}"""
+        },
+        {
+            Job,
+            """{"jobId":"sort-1","name":"sort","tier":"dram","nodes":[{"id":3,"address":"10.0.0.7:7100","weight":0.5}],"throughputBound":true,"throughputBitsPerSecond":2000000000,"capacityBytes":1024,"nodesNeeded":2,"registeredAt":"2026-01-02T03:04:05+00:00","leaseExpiresAt":"2026-01-02T03:09:05+00:00","hints":{"functions":8,"peakThroughputBitsPerSecond":1000000000,"capacityBytes":2048,"latencySensitive":false},"usage":{"objects":4,"blockBytes":4096,"inlineBytes":10,"requests":99,"bytesByTier":{"dram":4096},"gbSeconds":1.5,"gbSecondsByTier":{"dram":1.5},"meteredSince":"2026-01-02T03:04:05+00:00"}}"""
+        },
+        { new DeleteJobResponse("sort-1", 4, 4106), """{"jobId":"sort-1","objectsFreed":4,"bytesFreed":4106}""" },
+        {
+            new ClusterResponse("10.0.0.1:7070", [ClusterNode], []),
+            """{"metadata":"10.0.0.1:7070","nodes":[{"id":3,"address":"10.0.0.7:7100","tier":"ssd","state":"live","capacity":{"total":100,"used":40},"cpu":0.25,"network":{"rxBytesPerSecond":1.5,"txBytesPerSecond":2.5},"allocated":{"share":0.75,"bitsPerSecond":1000000000,"bytes":64}}],"jobs":[]}"""
+        },
+        { new HealthResponse("ok", 2, null), """{"status":"ok","nodes":2}""" },
+        { new HealthResponse("unavailable", null, "metadata server down"), """{"status":"unavailable","error":"metadata server down"}""" },
+        { new ErrorResponse("capacity: bad", "capacity"), """{"error":"capacity: bad","field":"capacity"}""" },
+        {
+            new HistoryResponse(1, [new NodeHistoryResponse(3, "dram", [new NodeSampleResponse(Time, "live", 100, 40, 0.25, 1.5, 2.5, 0)])]),
+            """{"intervalSeconds":1,"nodes":[{"id":3,"tier":"dram","samples":[{"time":"2026-01-02T03:04:05+00:00","state":"live","capacity":100,"used":40,"cpu":0.25,"rxBytesPerSecond":1.5,"txBytesPerSecond":2.5,"movedBytes":0}]}]}"""
+        },
+        { new EventResponse(Time, "scale-up", 3, "full"), """{"time":"2026-01-02T03:04:05+00:00","kind":"scale-up","node":3,"reason":"full"}""" },
+        { new EventResponse(Time, "scale-failed", null, "no room"), """{"time":"2026-01-02T03:04:05+00:00","kind":"scale-failed","reason":"no room"}""" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Records))]
+    public void EachRecordHasItsWireFormatAndReadsBack(object record, string json)
+    {
+        var type = record.GetType();
+        Assert.Equal(json, JsonSerializer.Serialize(record, type, Wire));
+        var read = JsonSerializer.Deserialize(json, type, Wire);
+        Assert.NotNull(read);
+        Assert.Equal(json, JsonSerializer.Serialize(read, type, Wire));
+    }
+
+    [Fact]
+    public async Task TheControllerAndTheClientUseTheSameRecords()
+    {
+        // The controller's answers are the contract types themselves, so a job read through the client equals one
+        // read as raw JSON.
+        await using var h = await ControllerHarness.StartAsync();
+        using var client = new PocketControllerClient(h.Controller.Url, h.Cluster.Options.ClusterToken);
+        var registration = await client.RegisterJobAsync("contract", new JobSizeHints { Functions = 3, CapacityBytes = 64L << 20 });
+        var raw = await h.Http.GetStringAsync($"/v1/jobs/{registration.JobId}");
+        var record = JsonSerializer.Deserialize<JobResponse>(raw, Wire)!;
+        var job = (await client.GetJobAsync(registration.JobId))!;
+        Assert.Equal(record.JobId, job.JobId);
+        Assert.Equal(record.Hints.Functions, job.Hints.Functions);
+        Assert.Equal(record.Hints.CapacityBytes, job.Hints.CapacityBytes);
+        Assert.Equal(record.Nodes.Select(n => (n.Id, n.Weight)), job.Nodes.Select(n => (n.Id, n.Weight)));
+        Assert.Equal(raw, JsonSerializer.Serialize(record, Wire));
+    }
+}
