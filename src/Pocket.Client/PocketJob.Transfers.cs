@@ -268,7 +268,16 @@ public sealed partial class PocketJob
         var connection = await _client.NodeAsync(nodeId, key, cancellationToken).ConfigureAwait(false);
         try
         {
-            return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+            }
+            catch (ConnectionLostException ex) when (ex.NotSent)
+            {
+                // The connection broke before the request went out (the node closes idle connections): a new one.
+                connection = await _client.NodeAsync(nodeId, key, cancellationToken).ConfigureAwait(false);
+                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (ConnectionLostException ex)
         {

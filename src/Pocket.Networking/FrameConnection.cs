@@ -24,6 +24,12 @@ public sealed class ConnectionLostException : IOException
     public ConnectionLostException(string message, Exception? inner = null) : base(message, inner)
     {
     }
+
+    /// <summary>
+    /// True when the request never left this client: the connection had already failed (the server closed it as
+    /// idle, say), so the request can go again on a new connection. Otherwise the server may have acted on it.
+    /// </summary>
+    public bool NotSent { get; init; }
 }
 
 /// <summary>Client connection settings.</summary>
@@ -611,7 +617,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     {
         if (_failure is { } failure)
         {
-            throw new ConnectionLostException(failure.Message, failure);
+            throw new ConnectionLostException(failure.Message, failure) { NotSent = true };
         }
     }
 
