@@ -138,6 +138,51 @@ public sealed class IdleTimeoutTests
         Assert.True(await TestSupport.IsClosedAsync(socket));
     }
 
+    /// <summary>A large put holds a write handle on its metadata connection between Create and Commit, however long its data takes.</summary>
+    [Fact]
+    public async Task TheMetadataServerKeepsAConnectionWithAnOpenWrite()
+    {
+        var time = new FakeTimeProvider();
+        var log = new CapturingLogger();
+        await using var cluster = await PocketCluster.StartAsync(
+            new PocketClusterOptions { StorageNodes = 0, Listener = new FrameServerOptions { IdleTimeout = IdleTimeout, TimeProvider = time } },
+            new CapturingLoggerFactory(log));
+        await using var client = await cluster.ConnectAsync();
+        var job = await client.RegisterJobAsync("open-write");
+        var endPoint = new IPEndPoint(IPAddress.Loopback, cluster.Metadata.EndPoint.Port);
+
+        using var writer = await TestSupport.ConnectRawAsync(endPoint);
+        var create = new BodyWriter().Str("big").I64(-1).ToArray();
+        await TestSupport.SendRawAsync(writer, [.. TestSupport.Header(Opcode.Create, create.Length, token: job.Token), .. create]);
+        var created = await TestSupport.ReadReplyAsync(writer);
+        Assert.Equal(Status.Ok, created?.Header.Status);
+        var handle = new BodyReader(created!.Value.Body).U64();
+
+        using var quiet = await TestSupport.ConnectRawAsync(endPoint);
+        Assert.Empty(await PingAsync(quiet, []));
+        await TestSupport.WaitUntilAsync(
+            () =>
+            {
+                time.Advance(Step);
+                return Task.FromResult(log.ReportedIdle(quiet));
+            },
+            "the quiet connection is closed");
+        time.Advance(2 * IdleTimeout);
+        Assert.False(log.ReportedIdle(writer));
+
+        // Once the write is over, the connection is idle like any other.
+        var abort = new BodyWriter().U64(handle).ToArray();
+        await TestSupport.SendRawAsync(writer, [.. TestSupport.Header(Opcode.Abort, abort.Length, token: job.Token), .. abort]);
+        Assert.Equal(Status.Ok, (await TestSupport.ReadReplyAsync(writer))?.Header.Status);
+        await TestSupport.WaitUntilAsync(
+            () =>
+            {
+                time.Advance(Step);
+                return Task.FromResult(log.ReportedIdle(writer));
+            },
+            "the writer's connection is closed once its write is over");
+    }
+
     [Fact]
     public async Task AZeroTimeoutKeepsConnectionsForeverAndANegativeOneIsRefused()
     {
