@@ -38,6 +38,8 @@ public sealed partial class PocketClient : IAsyncDisposable
 
     internal FrameConnectionOptions ConnectionOptions { get; }
 
+    internal FrameConnection? MetadataConnection => _metadata;
+
     /// <summary>The metadata server this client talks to, as host:port.</summary>
     public string MetadataAddress => $"{_metadataHost}:{_metadataPort}";
 
@@ -180,7 +182,16 @@ public sealed partial class PocketClient : IAsyncDisposable
         try
         {
             var connection = _metadata is { IsConnected: true } current && !_disposed ? current : await MetadataAsync(cancellationToken).ConfigureAwait(false);
-            reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, cancellationToken).ConfigureAwait(false);
+            }
+            catch (ConnectionLostException ex) when (ex.NotSent)
+            {
+                // The connection broke before the request went out (the server closes idle connections): a new one.
+                connection = await MetadataAsync(cancellationToken).ConfigureAwait(false);
+                reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (ConnectionLostException ex)
         {

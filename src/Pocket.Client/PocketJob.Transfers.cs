@@ -40,7 +40,10 @@ public sealed partial class PocketJob
 
     private async ValueTask<(ulong Handle, List<PlacedExtent> Extents)> CreateAsync(string key, long sizeHint, PutFlags flags, CancellationToken cancellationToken)
     {
-        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, new BodyWriter().Str(key).I64(sizeHint).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        // Once sent, its reply is awaited whatever the token: a handle the caller never saw could not be aborted, and
+        // would hold the key and its space until the connection closes. The caller's next step sees the token and aborts.
+        cancellationToken.ThrowIfCancellationRequested();
+        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, new BodyWriter().Str(key).I64(sizeHint).WrittenMemory, CancellationToken.None).ConfigureAwait(false);
         var reader = new BodyReader(reply.Body);
         var handle = reader.U64();
         return (handle, ParseGrants(ref reader, 0));
@@ -110,8 +113,11 @@ public sealed partial class PocketJob
         var request = BodyWriter.Rent();
         try
         {
+            // A delete-after-read reply carries a handle to release (like Create's): awaited whatever the token.
+            cancellationToken.ThrowIfCancellationRequested();
+            var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
             request.Str(key).I64(offset).I64(length);
-            return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, cancellationToken, replyInto: replyInto).ConfigureAwait(false);
+            return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, token, replyInto: replyInto).ConfigureAwait(false);
         }
         finally
         {
@@ -268,7 +274,16 @@ public sealed partial class PocketJob
         var connection = await _client.NodeAsync(nodeId, key, Token, cancellationToken).ConfigureAwait(false);
         try
         {
-            return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+            try
+            {
+                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+            }
+            catch (ConnectionLostException ex) when (ex.NotSent)
+            {
+                // The connection broke before the request went out (the node closes idle connections): a new one.
+                connection = await _client.NodeAsync(nodeId, key, cancellationToken).ConfigureAwait(false);
+                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+            }
         }
         catch (ConnectionLostException ex)
         {

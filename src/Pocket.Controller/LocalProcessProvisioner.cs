@@ -26,6 +26,9 @@ public sealed record LocalProcessProvisionerOptions
     /// <summary>Allocation unit of the nodes (a power of two); null leaves the storage role's default.</summary>
     public int? BlockSize { get; init; }
 
+    /// <summary>The nodes' idle timeout for client connections (`--idle-timeout`); null leaves the storage role's default.</summary>
+    public TimeSpan? IdleTimeout { get; init; }
+
     /// <summary>How long a child may take to register.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -109,6 +112,12 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         {
             start.ArgumentList.Add("--block-size");
             start.ArgumentList.Add(blockSize.ToString(CultureInfo.InvariantCulture));
+        }
+
+        if (_options.IdleTimeout is { } idleTimeout)
+        {
+            start.ArgumentList.Add("--idle-timeout");
+            start.ArgumentList.Add(idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s");
         }
 
         if (request.Tier != NodeTier.Dram && _options.DataDirectory is { } directory)

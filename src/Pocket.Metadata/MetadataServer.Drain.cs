@@ -277,23 +277,26 @@ public sealed partial class MetadataServer
             (host, port) = (node.Host, node.Port);
         }
 
-        var lazy = _storageConnections.GetOrAdd(nodeId, _ => new Lazy<Task<FrameConnection>>(() => FrameConnection.ConnectAsync(host, port, _options.StorageConnection, CancellationToken.None)));
-        try
+        while (true)
         {
-            var connection = await lazy.Value.WaitAsync(token).ConfigureAwait(false);
-            if (connection.IsConnected)
+            var lazy = _storageConnections.GetOrAdd(nodeId, _ => new Lazy<Task<FrameConnection>>(() => FrameConnection.ConnectAsync(host, port, _options.StorageConnection, CancellationToken.None)));
+            try
             {
-                return connection;
-            }
+                var connection = await lazy.Value.WaitAsync(token).ConfigureAwait(false);
+                if (connection.IsConnected)
+                {
+                    return connection;
+                }
 
-            _storageConnections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
-            connection.Dispose();
-            throw new MigrationException($"connection to node {nodeId} at {host}:{port} broke");
-        }
-        catch (ConnectionLostException)
-        {
-            _storageConnections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
-            throw;
+                // Broken (or closed by the node as idle): replaced; if the node is really gone the new connect fails.
+                _storageConnections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
+                connection.Dispose();
+            }
+            catch (ConnectionLostException)
+            {
+                _storageConnections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
+                throw;
+            }
         }
     }
 

@@ -179,6 +179,15 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         }
     }
 
+    /// <summary>A connection with open handles (a large put or get between its steps) is not closed as idle.</summary>
+    bool IFrameHandler.HoldsState(FrameContext connection)
+    {
+        lock (_lock)
+        {
+            return _handles.Values.Any(h => h.ConnectionId == connection.ConnectionId);
+        }
+    }
+
     private bool IsAdmin(FrameContext frame, out string error)
     {
         error = string.Empty;

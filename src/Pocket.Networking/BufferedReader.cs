@@ -7,12 +7,19 @@ internal sealed class BufferedReader
     private readonly byte[] _buffer;
     private int _start;
     private int _end;
+    private long _reads;
 
     public BufferedReader(Stream stream, int bufferSize = 64 << 10)
     {
         _stream = stream;
         _buffer = new byte[bufferSize];
     }
+
+    /// <summary>
+    /// Reads from the stream, counted: odd while one is under way (waiting for the peer), even between them. A
+    /// server sees a connection as idle while this stays odd and unchanged (see <see cref="FrameServer"/>).
+    /// </summary>
+    public long Reads => Volatile.Read(ref _reads);
 
     /// <summary>Fills <paramref name="destination"/>; false on a clean end of stream before the first byte.</summary>
     public bool TryReadExactly(Span<byte> destination)
@@ -25,7 +32,7 @@ internal sealed class BufferedReader
         if (_start == _end)
         {
             _start = 0;
-            _end = _stream.Read(_buffer);
+            _end = ReadStream(_buffer);
             if (_end == 0)
             {
                 return false;
@@ -51,7 +58,7 @@ internal sealed class BufferedReader
         {
             if (destination.Length >= _buffer.Length / 2)
             {
-                var read = _stream.Read(destination);
+                var read = ReadStream(destination);
                 if (read == 0)
                 {
                     throw new EndOfStreamException("Connection closed in the middle of a frame.");
@@ -62,7 +69,7 @@ internal sealed class BufferedReader
             else
             {
                 _start = 0;
-                _end = _stream.Read(_buffer);
+                _end = ReadStream(_buffer);
                 if (_end == 0)
                 {
                     throw new EndOfStreamException("Connection closed in the middle of a frame.");
@@ -74,6 +81,14 @@ internal sealed class BufferedReader
                 destination = destination[n..];
             }
         }
+    }
+
+    private int ReadStream(Span<byte> destination)
+    {
+        Volatile.Write(ref _reads, _reads + 1);
+        var read = _stream.Read(destination);
+        Volatile.Write(ref _reads, _reads + 1);
+        return read;
     }
 
     /// <summary>True when a whole frame (header and body) is already in the buffer, so reading it will not block.</summary>

@@ -24,6 +24,12 @@ public sealed class ConnectionLostException : IOException
     public ConnectionLostException(string message, Exception? inner = null) : base(message, inner)
     {
     }
+
+    /// <summary>
+    /// True when the request never left this client: the connection had already failed (the server closed it as
+    /// idle, say), so the request can go again on a new connection. Otherwise the server may have acted on it.
+    /// </summary>
+    public bool NotSent { get; init; }
 }
 
 /// <summary>Client connection settings.</summary>
@@ -149,6 +155,8 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     /// <summary>
     /// Sends one request and waits for its reply. The request body is <paramref name="head"/> then <paramref name="data"/>.
     /// When <paramref name="replyInto"/> is not empty and the reply is OK, its body is read into it (see <see cref="FrameReply.DataLength"/>).
+    /// Cancelling ends the wait with <see cref="OperationCanceledException"/> at once, unless the reply is already being
+    /// read (then it is returned): the server may still carry the request out, and its late reply is discarded.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<FrameReply> SendAsync(
@@ -172,9 +180,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 ThrowIfFailed();
             }
 
-            pending = _pendingPool.TryPop(out var pooled) ? pooled : new Pending();
+            pending = _pendingPool.TryPop(out var pooled) ? pooled : new Pending(this);
             pending.Destination = replyInto;
             id = ++_nextRequestId;
+            pending.Id = id;
             _pending[id] = pending;
         }
 
@@ -185,7 +194,18 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             var header = new FrameHeader(opcode, flags, Status.Ok, head.Length + data.Length, id, token);
             await WriteFrameAsync(header, head, data).ConfigureAwait(false);
             written = true;
-            reply = await pending.Task.ConfigureAwait(false);
+
+            // Nothing is registered for a token that cannot be cancelled.
+            using (cancellationToken.UnsafeRegister(CancelPendingCallback, pending))
+            {
+                reply = await pending.Task.ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException) when (written)
+        {
+            // CancelPending took the request out of the table, so nothing else refers to it now.
+            ReturnPending(pending);
+            throw;
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
         {
@@ -225,6 +245,28 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
 
         ReturnPending(pending);
         return reply;
+    }
+
+    private static readonly Action<object?, CancellationToken> CancelPendingCallback =
+        static (state, token) => ((Pending)state!).Owner.CancelPending((Pending)state!, token);
+
+    /// <summary>
+    /// A caller's token fired while it waited for its reply. A request the reader has not taken yet leaves the table
+    /// and fails at once; its reply, should it come, is skipped like any reply nobody waits for. A request the reader
+    /// has taken is left to it: it may be reading the body into the caller's buffer, which must not be written once
+    /// the caller has it back, and the reply that is arriving completes the request moments later.
+    /// </summary>
+    private void CancelPending(Pending pending, CancellationToken token)
+    {
+        lock (_pendingLock)
+        {
+            if (!_pending.Remove(pending.Id))
+            {
+                return;
+            }
+        }
+
+        pending.TrySetException(new OperationCanceledException(token));
     }
 
     private void ReturnPending(Pending pending)
@@ -611,7 +653,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     {
         if (_failure is { } failure)
         {
-            throw new ConnectionLostException(failure.Message, failure);
+            throw new ConnectionLostException(failure.Message, failure) { NotSent = true };
         }
     }
 
@@ -633,12 +675,18 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     /// <summary>
     /// The awaitable of one request, pooled per connection (a TaskCompletionSource and its Task per request were
     /// most of what a request allocated). Completes inline on the reader thread; see <see cref="ReaderSlot"/>.
-    /// Exactly one party completes it: whoever takes it out of the table of requests in flight.
+    /// Exactly one party completes it: whoever takes it out of the table of requests in flight (the reader, a
+    /// failure, or the caller's cancellation).
     /// </summary>
-    private sealed class Pending : IValueTaskSource<FrameReply>
+    private sealed class Pending(FrameConnection owner) : IValueTaskSource<FrameReply>
     {
         private ManualResetValueTaskSourceCore<FrameReply> _core;
         private int _completed;
+
+        public FrameConnection Owner { get; } = owner;
+
+        /// <summary>The request id it is in the table under, while it is.</summary>
+        public uint Id { get; set; }
 
         public Memory<byte> Destination { get; set; }
 

@@ -81,6 +81,9 @@ public sealed class FrameContext
 
     internal bool TryReadExactly(Span<byte> destination) => _reader.TryReadExactly(destination);
 
+    /// <summary>See <see cref="BufferedReader.Reads"/>.</summary>
+    internal long Reads => _reader.Reads;
+
     /// <summary>Sends the reply to the current request.</summary>
     public void Reply(Status status, ReadOnlySpan<byte> body = default) => Reply(status, body, default);
 

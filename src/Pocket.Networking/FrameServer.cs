@@ -18,15 +18,17 @@ public sealed class FrameServer : IDisposable
     private readonly IFrameHandler _handler;
     private readonly ILogger _logger;
     private readonly string _name;
-    private readonly ConcurrentDictionary<long, Socket> _connections = new();
-    private readonly ConcurrentDictionary<long, Thread> _connectionThreads = new();
+    private readonly ConcurrentDictionary<long, Connection> _connections = new();
+    private readonly Lock _idleCheck = new();
     private Socket? _listener;
     private Thread? _acceptThread;
+    private ITimer? _idleTimer;
     private long _nextConnectionId;
     private volatile bool _stopping;
 
     public FrameServer(string name, FrameServerOptions options, IFrameHandler handler, ILogger logger)
     {
+        options.Validate();
         _name = name;
         _options = options;
         _handler = handler;
@@ -48,6 +50,13 @@ public sealed class FrameServer : IDisposable
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = $"{_name} accept" };
         _acceptThread.Start();
+        if (_options.ClosesIdle)
+        {
+            // Checked four times per timeout: a connection is closed between one and 1.25 timeouts after it went quiet.
+            var period = TimeSpan.FromTicks(Math.Max(_options.IdleTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond));
+            _idleTimer = _options.TimeProvider.CreateTimer(_ => CloseIdle(), null, period, period);
+        }
+
         NetworkingLog.Listening(_logger, _name, EndPoint.ToString());
     }
 
@@ -83,16 +92,17 @@ public sealed class FrameServer : IDisposable
 
             socket.NoDelay = true;
             var id = Interlocked.Increment(ref _nextConnectionId);
-            _connections[id] = socket;
-            var thread = new Thread(() => ConnectionLoop(id, socket)) { IsBackground = true, Name = $"{_name} conn {id}" };
-            _connectionThreads[id] = thread;
-            thread.Start();
+            var connection = new Connection(socket, socket.RemoteEndPoint?.ToString() ?? "?", _options.TimeProvider.GetTimestamp());
+            connection.Thread = new Thread(() => ConnectionLoop(id, connection)) { IsBackground = true, Name = $"{_name} conn {id}" };
+            _connections[id] = connection;
+            connection.Thread.Start();
         }
     }
 
-    private void ConnectionLoop(long id, Socket socket)
+    private void ConnectionLoop(long id, Connection connection)
     {
-        var remote = socket.RemoteEndPoint?.ToString() ?? "?";
+        var socket = connection.Socket;
+        var remote = connection.Remote;
         FrameContext? context = null;
         try
         {
@@ -105,6 +115,7 @@ public sealed class FrameServer : IDisposable
             }
 
             context = new FrameContext(stream, id, remote);
+            Volatile.Write(ref connection.Context, context);
             Serve(context);
         }
         catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or System.Security.Authentication.AuthenticationException)
@@ -129,7 +140,6 @@ public sealed class FrameServer : IDisposable
             }
 
             _connections.TryRemove(id, out _);
-            _connectionThreads.TryRemove(id, out _);
             socket.Dispose();
         }
     }
@@ -203,14 +213,84 @@ public sealed class FrameServer : IDisposable
         _ => "malformed frame header",
     };
 
+    /// <summary>
+    /// Closes the connections idle for longer than <see cref="FrameServerOptions.IdleTimeout"/>. Only their receive
+    /// side is shut: a request that arrives meanwhile is still read, answered and flushed before the connection
+    /// thread sees the end of the stream and closes the socket, so the race with a late request loses nothing.
+    /// </summary>
+    private void CloseIdle()
+    {
+        if (!_idleCheck.TryEnter())
+        {
+            return;
+        }
+
+        try
+        {
+            var now = _options.TimeProvider.GetTimestamp();
+            foreach (var connection in _connections.Values)
+            {
+                if (connection.IdleFor(now, _options.TimeProvider) is { } idle && idle >= _options.IdleTimeout && !_stopping &&
+                    !(connection.Context is { } context && _handler.HoldsState(context)))
+                {
+                    NetworkingLog.IdleClosed(_logger, _name, connection.Remote, idle);
+                    try
+                    {
+                        connection.Socket.Shutdown(SocketShutdown.Receive);
+                    }
+                    catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
+                    {
+                        // Closed meanwhile.
+                    }
+                }
+            }
+        }
+        finally
+        {
+            _idleCheck.Exit();
+        }
+    }
+
+    /// <summary>One accepted connection; the idle check's bookkeeping is touched only under its lock.</summary>
+    private sealed class Connection(Socket socket, string remote, long acceptedAt)
+    {
+        public Socket Socket { get; } = socket;
+        public string Remote { get; } = remote;
+        public Thread? Thread;
+
+        /// <summary>Set once the connection is set up (after TLS): until then it waits for the peer's handshake.</summary>
+        public FrameContext? Context;
+
+        private long _seenReads = -1;
+        private long _quietSince = acceptedAt;
+
+        /// <summary>
+        /// How long the connection has waited for its peer, or null when it is at work. It waits while its thread
+        /// is in a read (see <see cref="BufferedReader.Reads"/>) that has not returned since the last check.
+        /// </summary>
+        public TimeSpan? IdleFor(long now, TimeProvider time)
+        {
+            var reads = Volatile.Read(ref Context)?.Reads ?? -1;
+            if (reads != _seenReads || (reads & 1) == 0)
+            {
+                _seenReads = reads;
+                _quietSince = now;
+                return null;
+            }
+
+            return time.GetElapsedTime(_quietSince, now);
+        }
+    }
+
     public void Dispose()
     {
         _stopping = true;
+        _idleTimer?.Dispose();
         _listener?.Dispose();
 
         // Once the accept loop is gone no connection can be added behind the loop below.
         _acceptThread?.Join(TimeSpan.FromSeconds(5));
-        foreach (var socket in _connections.Values)
+        foreach (var socket in _connections.Values.Select(c => c.Socket))
         {
             try
             {
@@ -229,9 +309,9 @@ public sealed class FrameServer : IDisposable
         // A handler may be copying into memory its owner frees as soon as this returns (a storage node's
         // device), so wait for every connection thread to leave its handler; closed sockets make that quick.
         var deadline = Environment.TickCount64 + 5_000;
-        foreach (var thread in _connectionThreads.Values)
+        foreach (var thread in _connections.Values.Select(c => c.Thread))
         {
-            if (thread == Thread.CurrentThread)
+            if (thread is null || thread == Thread.CurrentThread)
             {
                 continue;
             }

@@ -17,4 +17,25 @@ public sealed record FrameServerOptions
 
     /// <summary>When set, every connection is wrapped in TLS with this certificate.</summary>
     public X509Certificate2? Certificate { get; init; }
+
+    /// <summary>
+    /// A connection whose peer sends nothing for this long while the server waits for it (for its next request,
+    /// or for the rest of one it stopped sending) is closed. A connection with a request in progress (a handler
+    /// at work, a body arriving, a reply being written) is never idle. Zero or <see cref="Timeout.InfiniteTimeSpan"/>
+    /// disables the check.
+    /// </summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>The clock of the idle check (the listener's own: a role's <c>TimeProvider</c> does not reach it).</summary>
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    internal bool ClosesIdle => IdleTimeout > TimeSpan.Zero;
+
+    public void Validate()
+    {
+        if (IdleTimeout < TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentException($"idle timeout {IdleTimeout} is negative (zero or infinite disables it)");
+        }
+    }
 }

@@ -8,4 +8,10 @@ public interface IFrameHandler
 
     /// <summary>Called once when a connection ends, on its thread, for cleanup of per-connection state.</summary>
     void OnDisconnected(FrameContext connection);
+
+    /// <summary>
+    /// True while the connection holds state its peer will come back for (an open write): such a connection is
+    /// not closed as idle. Asked off the connection's thread, only of connections already idle for the timeout.
+    /// </summary>
+    bool HoldsState(FrameContext connection) => false;
 }

@@ -22,6 +22,9 @@ internal static partial class NetworkingLog
     [LoggerMessage(EventId = 105, Level = LogLevel.Error, Message = "{Server} handler failed")]
     public static partial void HandlerFailed(ILogger logger, string server, Exception exception);
 
+    [LoggerMessage(EventId = 106, Level = LogLevel.Debug, Message = "{Server} closed a connection from {Remote}: idle for {Idle}")]
+    public static partial void IdleClosed(ILogger logger, string server, string remote, TimeSpan idle);
+
     [LoggerMessage(EventId = 110, Level = LogLevel.Debug, Message = "connection to {Remote} failed: {Reason}")]
     public static partial void ClientConnectionFailed(ILogger logger, string remote, string reason);
 }

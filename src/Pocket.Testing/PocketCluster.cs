@@ -44,7 +44,7 @@ public sealed class PocketCluster : IAsyncDisposable
             new MetadataServerOptions
             {
                 ClusterToken = options.ClusterToken,
-                Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, options.MetadataPort) },
+                Listener = options.Listener with { EndPoint = new IPEndPoint(IPAddress.Loopback, options.MetadataPort) },
                 NodeTimeout = options.NodeTimeout,
                 StripeUnit = options.StripeUnit,
                 TimeProvider = options.TimeProvider,
@@ -87,7 +87,7 @@ public sealed class PocketCluster : IAsyncDisposable
                 Tier = tier,
                 Standby = standby,
                 DeviceFactory = deviceFactory ?? (o => BlockDevices.Create(o.Tier, o.Capacity, Options.Devices with { Directory = Options.DataDirectory, PreTouchMemory = Options.PreTouchMemory })),
-                Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
+                Listener = Options.Listener with { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
             },
             _loggerFactory);
         await node.StartAsync(cancellationToken).ConfigureAwait(false);

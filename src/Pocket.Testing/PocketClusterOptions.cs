@@ -26,6 +26,12 @@ public sealed record PocketClusterOptions
 
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>
+    /// Listener settings of the metadata server and the nodes (idle timeout and its clock, TLS); the end point is
+    /// always loopback, the metadata server's on <see cref="MetadataPort"/>.
+    /// </summary>
+    public Pocket.Networking.FrameServerOptions Listener { get; init; } = new();
+
     /// <summary>Where ssd and hdd nodes keep their files (default: a folder in the temp directory).</summary>
     public string? DataDirectory { get; init; }
 

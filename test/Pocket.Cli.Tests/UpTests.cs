@@ -21,7 +21,8 @@ public sealed partial class UpTests : IDisposable
             return; // SIGTERM is a Unix signal; Ctrl-C on Windows is exercised by hand.
         }
 
-        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");
+        // --idle-timeout reaches the child nodes too: they would not start if they refused it.
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--idle-timeout", "10m", "--for", "10m");
         var children = await ChildPidsAsync(up, expected: 2);
 
         var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
@@ -113,6 +114,17 @@ public sealed partial class UpTests : IDisposable
         // The demo deregistered its job: the controller holds none.
         var status = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json();
         Assert.Empty(status["jobs"]!.AsArray());
+    }
+
+    [Fact]
+    public async Task Role_commands_refuse_an_idle_timeout_that_is_not_a_duration()
+    {
+        foreach (var role in new[] { new[] { "metadata" }, ["storage", "--metadata", "127.0.0.1:1"], ["up"] })
+        {
+            var result = await PocketProcess.RunAsync(_home.Path, [.. role, "--idle-timeout", "soon"]);
+            Assert.NotEqual(0, result.ExitCode);
+            Assert.Contains("'soon' is not a duration", result.Stderr, StringComparison.Ordinal);
+        }
     }
 
     [Fact]

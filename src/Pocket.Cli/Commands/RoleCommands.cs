@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Net;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
 using Pocket.Controller;
 using Pocket.Metadata;
@@ -35,16 +36,26 @@ internal static class RoleCommands
 
     private static Option<bool> VerboseOption() => new("--verbose", "-v") { Description = "Log at Information level (to stderr)" };
 
+    /// <summary>`--idle-timeout` of the roles that serve Pocket's binary protocol (and of `pocket up`, which passes it on).</summary>
+    internal static Option<TimeSpan?> IdleTimeoutOption() =>
+        CommandRunner.DurationOption("--idle-timeout", "Close a connection whose peer sends nothing for this long (default 5m; 0 = never)");
+
+    private static FrameServerOptions Listener(IPAddress address, int port, TimeSpan? idleTimeout, X509Certificate2? certificate) =>
+        idleTimeout is { } idle
+            ? new FrameServerOptions { EndPoint = new IPEndPoint(address, port), IdleTimeout = idle, Certificate = certificate }
+            : new FrameServerOptions { EndPoint = new IPEndPoint(address, port), Certificate = certificate };
+
     private static readonly Option<bool> StopOnStdinEof = new("--stop-on-stdin-eof") { Description = "Stop when standard input closes (for child processes)" };
 
     private static Command Metadata()
     {
         var host = HostOption("Address to listen on");
         var port = PortOption(7070);
+        var idleTimeout = IdleTimeoutOption();
         var verbose = VerboseOption();
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, verbose, StopOnStdinEof,
+            host, port, idleTimeout, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -56,7 +67,7 @@ internal static class RoleCommands
                 new MetadataServerOptions
                 {
                     ClusterToken = token,
-                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Certificate = certificate },
+                    Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), certificate),
 
                     // Drains copy blocks between storage nodes through this server.
                     StorageConnection = tls.Connection(parse, parse.GetValue(host)!),
@@ -98,11 +109,12 @@ internal static class RoleCommands
         });
         var host = HostOption("Address to listen on and to advertise to clients");
         var port = PortOption(0);
+        var idleTimeout = IdleTimeoutOption();
         var verbose = VerboseOption();
         var standby = new Option<bool>("--standby") { Description = "Register as a warm-pool node: no blocks until the controller activates it" };
         var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, verbose, standby, StopOnStdinEof,
+            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, idleTimeout, verbose, standby, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -137,7 +149,7 @@ internal static class RoleCommands
                     Capacity = parse.GetValue(capacity),
                     BlockSize = (int)block,
                     AdvertisedHost = listenHost,
-                    Listener = new FrameServerOptions { EndPoint = new IPEndPoint(ParseAddress(listenHost), parse.GetValue(port)), Certificate = certificate },
+                    Listener = Listener(ParseAddress(listenHost), parse.GetValue(port), parse.GetValue(idleTimeout), certificate),
                     DeviceFactory = o => device = BlockDevices.Create(o.Tier, o.Capacity, devices),
                 },
                 loggerFactory);

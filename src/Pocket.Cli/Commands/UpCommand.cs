@@ -50,10 +50,11 @@ internal static class UpCommand
         var autoscale = new Option<bool>("--autoscale") { Description = "Add and drain storage nodes to keep utilisation within 60-80 %" };
         var warmPool = new Option<int>("--warm-pool") { Description = "Idle standby nodes kept ready so a scale-up takes one instead of starting one (0 = none)", DefaultValueFactory = _ => 0 };
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
+        var idleTimeout = RoleCommands.IdleTimeoutOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, runFor, verbose,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, idleTimeout, runFor, verbose,
         };
         warmPool.Validators.Add(result =>
         {
@@ -140,6 +141,7 @@ internal static class UpCommand
                 GatewayPort = parse.GetValue(noGateway) ? null : parse.GetValue(gatewayPort),
                 Autoscale = parse.GetValue(autoscale),
                 WarmPool = parse.GetValue(warmPool),
+                IdleTimeout = parse.GetValue(idleTimeout),
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),

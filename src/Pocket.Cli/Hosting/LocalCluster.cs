@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Networking;
 using Pocket.Protocol;
 using Pocket.Testing;
 
@@ -100,6 +101,9 @@ internal sealed record LocalClusterOptions
 
     /// <summary>Idle standby DRAM nodes the controller keeps ready for scale-ups (0: no warm pool).</summary>
     public int WarmPool { get; init; }
+
+    /// <summary>Idle timeout of the metadata server's and the nodes' connections; null leaves the default.</summary>
+    public TimeSpan? IdleTimeout { get; init; }
 }
 
 /// <summary>
@@ -163,6 +167,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 ClusterToken = options.ClusterToken,
                 PreTouchMemory = options.PreTouchMemory,
                 DataDirectory = options.DataDirectory,
+                Listener = options.IdleTimeout is { } idle ? new FrameServerOptions { IdleTimeout = idle } : new FrameServerOptions(),
             },
             loggerFactory,
             cancellationToken).ConfigureAwait(false);
@@ -185,6 +190,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                     ClusterToken = options.ClusterToken,
                     BlockSize = options.BlockSize,
                     DataDirectory = options.DataDirectory,
+                    IdleTimeout = options.IdleTimeout,
                 },
                 loggerFactory);
             provisioner = children;
