@@ -80,6 +80,29 @@ public sealed class ElasticTests
     }
 
     [Fact]
+    public async Task ConcurrentRemovalsOfOneNodeDrainAndStopItOnceAndTheLaterOneIsANoOp()
+    {
+        await using var cluster = await ClusterAsync(nodes: 3);
+        var provisioner = new GatedProvisioner(new InProcessProvisioner(cluster));
+        await using var controller = Controller(cluster, provisioner, autoscaler: ByHand);
+        await controller.StartAsync();
+        var node = cluster.Nodes[0]!.NodeId;
+        controller.Autoscaler!.Adopt(Adopted(cluster, 0));
+
+        // The first removal cannot finish (its stop waits for the gate), so both calls find the node adopted.
+        var first = controller.Autoscaler.RemoveNodeAsync(node, "test: first");
+        var second = controller.Autoscaler.RemoveNodeAsync(node, "test: second");
+        await provisioner.Stopping.Task.WaitAsync(TimeSpan.FromSeconds(50));
+        provisioner.Gate.SetResult();
+        await Task.WhenAll(first, second);
+
+        Assert.Equal(["0"], provisioner.Stopped.Select(n => n.Handle));
+        Assert.Single(controller.Events.Last(1000), e => e.Kind == "node-stopped" && e.NodeId == node);
+        Assert.Single(controller.Events.Last(1000), e => e.Kind == "scale-down" && e.NodeId == node);
+        Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind == "scale-failed");
+    }
+
+    [Fact]
     public async Task AScaleUpSpreadsTheRunningJobsOfItsTierOverTheNewNode()
     {
         await using var cluster = await ClusterAsync(nodes: 2, capacity: 256L << 20);
@@ -312,6 +335,31 @@ public sealed class ElasticTests
         var after = Data("after", 2_000_000);
         await job.PutAsync("after", after);
         Assert.Equal(Hash(after), Hash(await job.GetAsync("after")));
+    }
+
+    /// <summary>A real provisioner whose stops wait for <see cref="Gate"/>, recording what it stops.</summary>
+    private sealed class GatedProvisioner(IStorageProvisioner inner) : IStorageProvisioner
+    {
+        public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Stopping { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public List<ProvisionedNode> Stopped { get; } = [];
+
+        public IReadOnlyCollection<NodeTier> Tiers => inner.Tiers;
+
+        public Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken) => inner.StartNodeAsync(request, cancellationToken);
+
+        public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
+        {
+            Stopping.TrySetResult();
+            await Gate.Task.WaitAsync(cancellationToken);
+            await inner.StopNodeAsync(node, cancellationToken);
+            lock (Stopped)
+            {
+                Stopped.Add(node);
+            }
+        }
     }
 
     /// <summary>A real provisioner whose n-th start fails (after the others have begun), recording what it stops.</summary>
