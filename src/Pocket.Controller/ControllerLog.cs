@@ -44,7 +44,7 @@ internal static partial class ControllerLog
     [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "autoscaler {Kind} node {NodeId}: {Reason}")]
     public static partial void ScalingEvent(ILogger logger, string kind, string nodeId, string reason);
 
-    [LoggerMessage(EventId = 413, Level = LogLevel.Warning, Message = "could not stop node {Handle} of a failed start batch: {Reason}")]
+    [LoggerMessage(EventId = 413, Level = LogLevel.Warning, Message = "could not stop node {Handle}, which serves nobody: {Reason}")]
     public static partial void OrphanStopFailed(ILogger logger, string handle, string reason);
 
     [LoggerMessage(EventId = 414, Level = LogLevel.Warning, Message = "warm pool: {Reason}")]

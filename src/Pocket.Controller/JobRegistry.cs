@@ -490,18 +490,17 @@ public sealed class JobRegistry : IAsyncDisposable
             // A started node is usable once the metadata server lists it live: nodes with a known id must appear as
             // themselves, the others as any new live node of the tier.
             var expected = started.Where(n => n.NodeId is not null).Select(n => n.NodeId!.Value).ToHashSet();
-            while (true)
-            {
-                var nodes = await _admin.GetNodesAsync(linked.Token).ConfigureAwait(false);
-                var fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
-                registered = fresh.Count;
-                if (fresh.Count >= count && expected.IsSubsetOf(fresh))
+            return await NodeStarts.WaitForNodesAsync(
+                _admin,
+                nodes =>
                 {
-                    return nodes;
-                }
-
-                await Task.Delay(_options.NodeStartPollInterval, _time, linked.Token).ConfigureAwait(false);
-            }
+                    var fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
+                    registered = fresh.Count;
+                    return fresh.Count >= count && expected.IsSubsetOf(fresh) ? nodes : null;
+                },
+                _options.NodeStartPollInterval,
+                _time,
+                linked.Token).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
@@ -512,26 +511,9 @@ public sealed class JobRegistry : IAsyncDisposable
         }
     }
 
-    /// <summary>Stops nodes a failed batch started; returns how many stopped. Failures are logged, not thrown (the batch's own failure is the news).</summary>
-    private async Task<int> StopQuietlyAsync(IReadOnlyList<ProvisionedNode> nodes)
-    {
-        var stopped = 0;
-        foreach (var node in nodes)
-        {
-            try
-            {
-                using var timeout = new CancellationTokenSource(_options.NodeStartTimeout, _time);
-                await _provisioner!.StopNodeAsync(node, timeout.Token).ConfigureAwait(false);
-                stopped++;
-            }
-            catch (Exception ex) when (ex is not OutOfMemoryException)
-            {
-                ControllerLog.OrphanStopFailed(_logger, node.Handle, ex.Message);
-            }
-        }
-
-        return stopped;
-    }
+    /// <summary>Stops nodes a failed batch started or claimed; returns how many stopped.</summary>
+    private Task<int> StopQuietlyAsync(IReadOnlyList<ProvisionedNode> nodes) =>
+        NodeStarts.StopQuietlyAsync(_provisioner!, nodes, _options.NodeStartTimeout, _time, _logger);
 
     /// <summary>
     /// Takes <paramref name="nodes"/> out of every job: out of its weight map (sent to the metadata server), its

@@ -50,6 +50,9 @@ public sealed record WarmPoolOptions
 /// </summary>
 public sealed class WarmPool : IAsyncDisposable
 {
+    // How often the node list is read while a started node registers.
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(100);
+
     private readonly PocketClient _admin;
     private readonly IStorageProvisioner _provisioner;
     private readonly WarmPoolOptions _options;
@@ -226,17 +229,13 @@ public sealed class WarmPool : IAsyncDisposable
         {
             using var deadline = new CancellationTokenSource(_options.RegistrationTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
-            while (true)
-            {
-                var fresh = (await _admin.GetNodesAsync(linked.Token).ConfigureAwait(false))
-                    .FirstOrDefault(n => n.State == NodeState.Standby && n.Tier == tier && !before.Contains(n.Id) && !IsPooled(n.Id));
-                if (fresh is not null)
-                {
-                    return node with { NodeId = fresh.Id, Address = fresh.Address };
-                }
-
-                await Task.Delay(TimeSpan.FromMilliseconds(100), _time, linked.Token).ConfigureAwait(false);
-            }
+            var fresh = await NodeStarts.WaitForNodesAsync(
+                _admin,
+                nodes => nodes.FirstOrDefault(n => n.State == NodeState.Standby && n.Tier == tier && !before.Contains(n.Id) && !IsPooled(n.Id)),
+                PollInterval,
+                _time,
+                linked.Token).ConfigureAwait(false);
+            return node with { NodeId = fresh.Id, Address = fresh.Address };
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -253,18 +252,7 @@ public sealed class WarmPool : IAsyncDisposable
         }
     }
 
-    private async Task StopQuietlyAsync(ProvisionedNode node)
-    {
-        try
-        {
-            using var timeout = new CancellationTokenSource(_options.RegistrationTimeout, _time);
-            await _provisioner.StopNodeAsync(node, timeout.Token).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
-        {
-            ControllerLog.WarmPoolFailed(_logger, $"could not stop node {node.Handle}: {ex.Message}");
-        }
-    }
+    private Task StopQuietlyAsync(ProvisionedNode node) => NodeStarts.StopQuietlyAsync(_provisioner, [node], _options.RegistrationTimeout, _time, _logger);
 
     private void Event(string kind, uint? node, string reason) => _events.Add(new ClusterEvent(_time.GetUtcNow(), kind, node, reason));
 
@@ -289,10 +277,7 @@ public sealed class WarmPool : IAsyncDisposable
             }
         }
 
-        foreach (var node in idle)
-        {
-            await StopQuietlyAsync(node).ConfigureAwait(false);
-        }
+        await NodeStarts.StopQuietlyAsync(_provisioner, idle, _options.RegistrationTimeout, _time, _logger).ConfigureAwait(false);
 
         _stop.Dispose();
     }
