@@ -95,6 +95,9 @@ public sealed class ControllerServer : IAsyncDisposable
         {
             _autoscaler = new Autoscaler(_admin, _registry, _provisioner!, scaling, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger) { WarmPool = _warmPool };
             _telemetry.Sampled += _autoscaler.OnSampleAsync;
+
+            // Nodes a registration starts or claims from the pool are the autoscaler's to remove as well as its own.
+            _registry.NodeServing = _autoscaler.Adopt;
         }
 
         // Last: metering reads every job's usage, one round trip each, and the autoscaler should not wait for it.

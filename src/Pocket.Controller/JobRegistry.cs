@@ -100,6 +100,12 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <summary>Idle standby nodes to claim before starting new ones; set by the controller when it has a warm pool.</summary>
     internal WarmPool? WarmPool { get; set; }
 
+    /// <summary>
+    /// Takes each node a registration started or claimed once it serves, so it can later be removed when load drops;
+    /// set by the controller to its autoscaler's <see cref="Autoscaler.Adopt"/>.
+    /// </summary>
+    internal Action<ProvisionedNode>? NodeServing { get; set; }
+
     /// <summary>Raised after a job ended, whatever the reason.</summary>
     public event Action<EndedJob>? JobEnded;
 
@@ -490,17 +496,20 @@ public sealed class JobRegistry : IAsyncDisposable
             // A started node is usable once the metadata server lists it live: nodes with a known id must appear as
             // themselves, the others as any new live node of the tier.
             var expected = started.Where(n => n.NodeId is not null).Select(n => n.NodeId!.Value).ToHashSet();
-            return await NodeStarts.WaitForNodesAsync(
+            HashSet<uint> fresh = [];
+            var listed = await NodeStarts.WaitForNodesAsync(
                 _admin,
                 nodes =>
                 {
-                    var fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
+                    fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
                     registered = fresh.Count;
                     return fresh.Count >= count && expected.IsSubsetOf(fresh) ? nodes : null;
                 },
                 _options.NodeStartPollInterval,
                 _time,
                 linked.Token).ConfigureAwait(false);
+            HandOver(started, fresh.Except(expected).ToList());
+            return listed;
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
@@ -508,6 +517,30 @@ public sealed class JobRegistry : IAsyncDisposable
             var stopped = await StopQuietlyAsync(started).ConfigureAwait(false);
             throw new ProvisioningException(
                 $"started {count} {Tier(tier)} nodes, but {registered} registered with the metadata server within {timeout.TotalSeconds:0.#} s; stopped the {stopped} started");
+        }
+    }
+
+    /// <summary>
+    /// Gives the nodes a registration started or claimed to <see cref="NodeServing"/>. A node whose id the provisioner
+    /// did not know (a pod) is only handed over when it is the one such node and one unexplained new node is listed:
+    /// stopping it by a guessed id could stop a node that was never drained.
+    /// </summary>
+    private void HandOver(List<ProvisionedNode> started, List<uint> unexplained)
+    {
+        if (NodeServing is not { } take)
+        {
+            return;
+        }
+
+        var pending = started.Where(n => n.NodeId is null).ToList();
+        foreach (var node in started.Where(n => n.NodeId is not null))
+        {
+            take(node);
+        }
+
+        if (pending.Count == 1 && unexplained.Count == 1)
+        {
+            take(pending[0] with { NodeId = unexplained[0] });
         }
     }
 

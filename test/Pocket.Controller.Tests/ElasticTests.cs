@@ -241,6 +241,38 @@ public sealed class ElasticTests
     }
 
     [Fact]
+    public async Task NodesARegistrationClaimsFromThePoolOrStartsAreRemovedWhenLoadDrops()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var cluster = await ClusterAsync(nodes: 2);
+        await using var controller = Controller(cluster, new InProcessProvisioner(cluster), time, ByHand with { MinNodes = 2, Cooldown = TimeSpan.FromSeconds(2) }, new WarmPoolOptions { NodesPerTier = 1 });
+        await controller.StartAsync();
+        await using var client = await cluster.ConnectAsync();
+        await WaitUntilAsync(() => Task.FromResult(controller.WarmPool!.Ready(NodeTier.Dram).Count == 1), "the warm pool has a node");
+        var pooled = controller.WarmPool!.Ready(NodeTier.Dram)[0].NodeId!.Value;
+        var original = (await client.GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet();
+
+        // 128 MiB is four 32 MiB nodes: the two running, the pool's one claimed, and one started.
+        var job = await controller.Registry.RegisterAsync("big", new JobHints { CapacityBytes = 128L << 20 });
+        var added = job.Weights.Weights.Keys.Where(id => !original.Contains(id)).Order().ToList();
+        Assert.Equal(2, added.Count);
+        Assert.Contains(pooled, added);
+
+        // The job ends; the autoscaler (on the fake clock) drains and stops both, and keeps the two it never owned.
+        await controller.Registry.DeregisterAsync(job.Id);
+        await WaitUntilAsync(
+            () =>
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+                return Task.FromResult(added.All(id => controller.Events.Last(1000).Any(e => e.Kind == "node-stopped" && e.NodeId == id)));
+            },
+            "both added nodes are removed");
+        Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind is "node-stopped" or "scale-down" && original.Contains(e.NodeId!.Value));
+        Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind == "scale-failed");
+        Assert.Equal(original, (await client.GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet());
+    }
+
+    [Fact]
     public async Task JobUsageIntegratesStoredBytesOverTheClockIntoGbSeconds()
     {
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
