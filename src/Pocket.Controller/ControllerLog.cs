@@ -50,6 +50,9 @@ internal static partial class ControllerLog
     [LoggerMessage(EventId = 414, Level = LogLevel.Warning, Message = "warm pool: {Reason}")]
     public static partial void WarmPoolFailed(ILogger logger, string reason);
 
+    [LoggerMessage(EventId = 416, Level = LogLevel.Warning, Message = "warm pool: standby node {NodeId} ({Handle}) is gone (missed heartbeats or stopped); stopping it and starting a replacement")]
+    public static partial void WarmPoolNodeLost(ILogger logger, uint nodeId, string handle);
+
     [LoggerMessage(EventId = 415, Level = LogLevel.Warning, Message = "job usage poll of {JobId} failed: {Reason}")]
     public static partial void UsagePollFailed(ILogger logger, string jobId, string reason);
 }

@@ -89,6 +89,7 @@ public sealed class ControllerServer : IAsyncDisposable
         {
             _warmPool = new WarmPool(_admin, _provisioner!, pool, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger);
             _registry.WarmPool = _warmPool;
+            _telemetry.Sampled += _warmPool.OnSampleAsync;
         }
 
         if (_options.Autoscaler is { } scaling)

@@ -655,15 +655,12 @@ public sealed class JobRegistry : IAsyncDisposable
     internal Task PruneAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
         // The sample was taken before this tick's other subscribers ran: a node registered (or a warm-pool node
-        // activated) since then is missing from it or still listed as standby, and is not gone. Node ids only grow,
-        // so a node missing from the list is gone only when it is older than the newest node the sample lists.
-        var listed = samples.ToDictionary(s => s.NodeId, s => s.State);
-        var newest = samples.Count == 0 ? 0 : samples.Max(s => s.NodeId);
-        bool IsGone(uint id) => listed.TryGetValue(id, out var state) ? state is NodeState.Dead or NodeState.Drained : id <= newest;
+        // activated) since then is missing from it or still listed as standby, and is not gone.
+        var isGone = NodeStarts.GoneIn(samples);
         HashSet<uint> gone;
         lock (_lock)
         {
-            gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(IsGone)];
+            gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(isGone)];
         }
 
         return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);

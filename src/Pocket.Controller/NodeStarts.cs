@@ -29,6 +29,18 @@ internal static class NodeStarts
     }
 
     /// <summary>
+    /// Which nodes a telemetry sample shows gone: listed dead or drained, or missing from it. A sample may be older than
+    /// a node registered (or activated) since, and node ids only grow, so a missing node is gone only when it is older
+    /// than the newest node the sample lists.
+    /// </summary>
+    public static Func<uint, bool> GoneIn(IReadOnlyList<NodeSample> samples)
+    {
+        var listed = samples.ToDictionary(s => s.NodeId, s => s.State);
+        var newest = samples.Count == 0 ? 0 : samples.Max(s => s.NodeId);
+        return id => listed.TryGetValue(id, out var state) ? state is NodeState.Dead or NodeState.Drained : id <= newest;
+    }
+
+    /// <summary>
     /// Stops <paramref name="nodes"/>, each within <paramref name="timeout"/>; returns how many stopped. Failures are
     /// logged, not thrown: the caller's own failure (or shutdown) is the news.
     /// </summary>

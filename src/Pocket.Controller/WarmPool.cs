@@ -64,6 +64,7 @@ public sealed class WarmPool : IAsyncDisposable
     private readonly Dictionary<NodeTier, List<ProvisionedNode>> _ready = [];
     private readonly Dictionary<NodeTier, Task> _filling = [];
     private readonly CancellationTokenSource _stop = new();
+    private Task _stopping = Task.CompletedTask;
 
     internal WarmPool(PocketClient admin, IStorageProvisioner provisioner, WarmPoolOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
@@ -148,6 +149,45 @@ public sealed class WarmPool : IAsyncDisposable
                 throw;
             }
         }
+    }
+
+    /// <summary>
+    /// After a telemetry sample: idle nodes the metadata server declared dead (a starved machine can miss heartbeats
+    /// for longer than the node timeout) or no longer lists leave the pool at once, are stopped, and the pool starts
+    /// replacements, rather than keeping a dead node until a claim finds it.
+    /// </summary>
+    internal Task OnSampleAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
+    {
+        var isGone = NodeStarts.GoneIn(samples);
+        List<ProvisionedNode> lost = [];
+        lock (_lock)
+        {
+            foreach (var nodes in _ready.Values)
+            {
+                lost.AddRange(nodes.Where(n => isGone(n.NodeId!.Value)));
+                nodes.RemoveAll(lost.Contains);
+            }
+
+            if (lost.Count > 0)
+            {
+                // In the background: a stop may take a while (a pod's deletion), and the telemetry tick must not wait for it.
+                var stopping = NodeStarts.StopQuietlyAsync(_provisioner, lost, _options.RegistrationTimeout, _time, _logger);
+                _stopping = Task.WhenAll(_stopping, stopping);
+            }
+        }
+
+        foreach (var node in lost)
+        {
+            ControllerLog.WarmPoolNodeLost(_logger, node.NodeId!.Value, node.Handle);
+            Event("pool-lost", node.NodeId, $"warm-pool node {node.Handle} is gone (missed heartbeats or stopped); a replacement is starting");
+        }
+
+        foreach (var tier in lost.Select(n => n.Tier).Distinct())
+        {
+            Refill(tier);
+        }
+
+        return Task.CompletedTask;
     }
 
     private void Refill(NodeTier tier)
@@ -267,6 +307,13 @@ public sealed class WarmPool : IAsyncDisposable
         }
 
         await Task.WhenAll(filling).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        Task stopping;
+        lock (_lock)
+        {
+            stopping = _stopping;
+        }
+
+        await stopping.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         List<ProvisionedNode> idle;
         lock (_lock)
         {

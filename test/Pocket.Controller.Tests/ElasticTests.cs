@@ -273,6 +273,39 @@ public sealed class ElasticTests
     }
 
     [Fact]
+    public async Task AWarmPoolNodeDeclaredDeadIsStoppedAndReplacedAtOnceAndAnOlderSampleDropsNothing()
+    {
+        await using var cluster = await ClusterAsync(nodes: 2);
+        // No start fails (failCall 0); it records what it stops.
+        var provisioner = new FailingProvisioner(new InProcessProvisioner(cluster), failCall: 0);
+
+        // Telemetry ticks every hour on the real clock: only the test's own samples reach the pool.
+        await using var controller = Controller(cluster, provisioner, pool: new WarmPoolOptions { NodesPerTier = 1 }, telemetry: TimeSpan.FromHours(1));
+        await controller.StartAsync();
+        var pool = controller.WarmPool!;
+        await WaitUntilAsync(() => Task.FromResult(pool.Ready(NodeTier.Dram).Count == 1), "the warm pool has a node");
+        var idle = pool.Ready(NodeTier.Dram)[0];
+        var id = idle.NodeId!.Value;
+        var live = cluster.Nodes[0]!.NodeId;
+        NodeSample Sample(uint node, NodeState state) => new(DateTimeOffset.UtcNow, node, NodeTier.Dram, state, 1, 0, 0, 0, 0, 0);
+
+        // Taken before the pool node registered: it is missing, but newer than every node listed, so it stays.
+        await pool.OnSampleAsync([Sample(live, NodeState.Live)], CancellationToken.None);
+        Assert.Equal([id], pool.Ready(NodeTier.Dram).Select(n => n.NodeId!.Value));
+        Assert.Empty(provisioner.Stopped);
+
+        // Declared dead (missed heartbeats): out of the pool, stopped, and a replacement stands by.
+        await pool.OnSampleAsync([Sample(live, NodeState.Live), Sample(id, NodeState.Dead)], CancellationToken.None);
+        Assert.DoesNotContain(pool.Ready(NodeTier.Dram), n => n.NodeId == id);
+        Assert.Contains(controller.Events.Last(100), e => e.Kind == "pool-lost" && e.NodeId == id);
+        await WaitUntilAsync(() => Task.FromResult(pool.Ready(NodeTier.Dram).Count == 1), "the warm pool refills");
+        var replacement = pool.Ready(NodeTier.Dram)[0].NodeId!.Value;
+        Assert.NotEqual(id, replacement);
+        await WaitUntilAsync(() => Task.FromResult(provisioner.Stopped.Any(n => n.Handle == idle.Handle)), "the dead pool node is stopped");
+        Assert.Null(cluster.Nodes[int.Parse(idle.Handle, System.Globalization.CultureInfo.InvariantCulture)]);
+    }
+
+    [Fact]
     public async Task JobUsageIntegratesStoredBytesOverTheClockIntoGbSeconds()
     {
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
