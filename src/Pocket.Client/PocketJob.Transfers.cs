@@ -281,7 +281,7 @@ public sealed partial class PocketJob
             catch (ConnectionLostException ex) when (ex.NotSent)
             {
                 // The connection broke before the request went out (the node closes idle connections): a new one.
-                connection = await _client.NodeAsync(nodeId, key, cancellationToken).ConfigureAwait(false);
+                connection = await _client.NodeAsync(nodeId, key, Token, cancellationToken).ConfigureAwait(false);
                 return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
             }
         }

@@ -342,7 +342,8 @@ public sealed class Autoscaler
 
     /// <summary>
     /// Drains <paramref name="nodeId"/> (its blocks move while readers keep reading), stops it and returns the bytes
-    /// moved. The node must be one the autoscaler may stop (it started or adopted it). Runs as the autoscaler's one action.
+    /// moved. The node must be one the autoscaler may stop (it started or adopted it). Runs as the autoscaler's one action,
+    /// so concurrent removals of one node run one after the other: the later ones find it gone and return 0.
     /// </summary>
     /// <exception cref="ArgumentException">The autoscaler cannot stop that node.</exception>
     public Task<long> RemoveNodeAsync(uint nodeId, string reason, CancellationToken cancellationToken = default)
@@ -470,10 +471,15 @@ public sealed class Autoscaler
     private async Task<long> RemoveAsync(ScalingDecision decision, CancellationToken cancellationToken)
     {
         var id = decision.NodeId!.Value;
-        ProvisionedNode node;
+        ProvisionedNode? node;
         lock (_lock)
         {
-            node = _started[id];
+            // Checked again inside the one action: a removal that ran before this one (a concurrent call, or the
+            // policy's own) may have stopped the node since the caller checked.
+            if (!_started.TryGetValue(id, out node))
+            {
+                return 0;
+            }
         }
 
         Event("scale-down", id, decision.Reason);

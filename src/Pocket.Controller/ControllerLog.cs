@@ -44,11 +44,14 @@ internal static partial class ControllerLog
     [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "autoscaler {Kind} node {NodeId}: {Reason}")]
     public static partial void ScalingEvent(ILogger logger, string kind, string nodeId, string reason);
 
-    [LoggerMessage(EventId = 413, Level = LogLevel.Warning, Message = "could not stop node {Handle} of a failed start batch: {Reason}")]
+    [LoggerMessage(EventId = 413, Level = LogLevel.Warning, Message = "could not stop node {Handle}, which serves nobody: {Reason}")]
     public static partial void OrphanStopFailed(ILogger logger, string handle, string reason);
 
     [LoggerMessage(EventId = 414, Level = LogLevel.Warning, Message = "warm pool: {Reason}")]
     public static partial void WarmPoolFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 416, Level = LogLevel.Warning, Message = "warm pool: standby node {NodeId} ({Handle}) is gone (missed heartbeats or stopped); stopping it and starting a replacement")]
+    public static partial void WarmPoolNodeLost(ILogger logger, uint nodeId, string handle);
 
     [LoggerMessage(EventId = 415, Level = LogLevel.Warning, Message = "job usage poll of {JobId} failed: {Reason}")]
     public static partial void UsagePollFailed(ILogger logger, string jobId, string reason);

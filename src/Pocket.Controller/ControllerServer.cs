@@ -90,12 +90,16 @@ public sealed class ControllerServer : IAsyncDisposable
         {
             _warmPool = new WarmPool(_admin, _provisioner!, pool, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger);
             _registry.WarmPool = _warmPool;
+            _telemetry.Sampled += _warmPool.OnSampleAsync;
         }
 
         if (_options.Autoscaler is { } scaling)
         {
             _autoscaler = new Autoscaler(_admin, _registry, _provisioner!, scaling, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger) { WarmPool = _warmPool };
             _telemetry.Sampled += _autoscaler.OnSampleAsync;
+
+            // Nodes a registration starts or claims from the pool are the autoscaler's to remove as well as its own.
+            _registry.NodeServing = _autoscaler.Adopt;
         }
 
         // Last: metering reads every job's usage, one round trip each, and the autoscaler should not wait for it.

@@ -100,6 +100,12 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <summary>Idle standby nodes to claim before starting new ones; set by the controller when it has a warm pool.</summary>
     internal WarmPool? WarmPool { get; set; }
 
+    /// <summary>
+    /// Takes each node a registration started or claimed once it serves, so it can later be removed when load drops;
+    /// set by the controller to its autoscaler's <see cref="Autoscaler.Adopt"/>.
+    /// </summary>
+    internal Action<ProvisionedNode>? NodeServing { get; set; }
+
     /// <summary>Raised after a job ended, whatever the reason.</summary>
     public event Action<EndedJob>? JobEnded;
 
@@ -490,18 +496,20 @@ public sealed class JobRegistry : IAsyncDisposable
             // A started node is usable once the metadata server lists it live: nodes with a known id must appear as
             // themselves, the others as any new live node of the tier.
             var expected = started.Where(n => n.NodeId is not null).Select(n => n.NodeId!.Value).ToHashSet();
-            while (true)
-            {
-                var nodes = await _admin.GetNodesAsync(linked.Token).ConfigureAwait(false);
-                var fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
-                registered = fresh.Count;
-                if (fresh.Count >= count && expected.IsSubsetOf(fresh))
+            HashSet<uint> fresh = [];
+            var listed = await NodeStarts.WaitForNodesAsync(
+                _admin,
+                nodes =>
                 {
-                    return nodes;
-                }
-
-                await Task.Delay(_options.NodeStartPollInterval, _time, linked.Token).ConfigureAwait(false);
-            }
+                    fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
+                    registered = fresh.Count;
+                    return fresh.Count >= count && expected.IsSubsetOf(fresh) ? nodes : null;
+                },
+                _options.NodeStartPollInterval,
+                _time,
+                linked.Token).ConfigureAwait(false);
+            HandOver(started, fresh.Except(expected).ToList());
+            return listed;
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
@@ -512,26 +520,33 @@ public sealed class JobRegistry : IAsyncDisposable
         }
     }
 
-    /// <summary>Stops nodes a failed batch started; returns how many stopped. Failures are logged, not thrown (the batch's own failure is the news).</summary>
-    private async Task<int> StopQuietlyAsync(IReadOnlyList<ProvisionedNode> nodes)
+    /// <summary>
+    /// Gives the nodes a registration started or claimed to <see cref="NodeServing"/>. A node whose id the provisioner
+    /// did not know (a pod) is only handed over when it is the one such node and one unexplained new node is listed:
+    /// stopping it by a guessed id could stop a node that was never drained.
+    /// </summary>
+    private void HandOver(List<ProvisionedNode> started, List<uint> unexplained)
     {
-        var stopped = 0;
-        foreach (var node in nodes)
+        if (NodeServing is not { } take)
         {
-            try
-            {
-                using var timeout = new CancellationTokenSource(_options.NodeStartTimeout, _time);
-                await _provisioner!.StopNodeAsync(node, timeout.Token).ConfigureAwait(false);
-                stopped++;
-            }
-            catch (Exception ex) when (ex is not OutOfMemoryException)
-            {
-                ControllerLog.OrphanStopFailed(_logger, node.Handle, ex.Message);
-            }
+            return;
         }
 
-        return stopped;
+        var pending = started.Where(n => n.NodeId is null).ToList();
+        foreach (var node in started.Where(n => n.NodeId is not null))
+        {
+            take(node);
+        }
+
+        if (pending.Count == 1 && unexplained.Count == 1)
+        {
+            take(pending[0] with { NodeId = unexplained[0] });
+        }
     }
+
+    /// <summary>Stops nodes a failed batch started or claimed; returns how many stopped.</summary>
+    private Task<int> StopQuietlyAsync(IReadOnlyList<ProvisionedNode> nodes) =>
+        NodeStarts.StopQuietlyAsync(_provisioner!, nodes, _options.NodeStartTimeout, _time, _logger);
 
     /// <summary>
     /// Takes <paramref name="nodes"/> out of every job: out of its weight map (sent to the metadata server), its
@@ -640,15 +655,12 @@ public sealed class JobRegistry : IAsyncDisposable
     internal Task PruneAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
         // The sample was taken before this tick's other subscribers ran: a node registered (or a warm-pool node
-        // activated) since then is missing from it or still listed as standby, and is not gone. Node ids only grow,
-        // so a node missing from the list is gone only when it is older than the newest node the sample lists.
-        var listed = samples.ToDictionary(s => s.NodeId, s => s.State);
-        var newest = samples.Count == 0 ? 0 : samples.Max(s => s.NodeId);
-        bool IsGone(uint id) => listed.TryGetValue(id, out var state) ? state is NodeState.Dead or NodeState.Drained : id <= newest;
+        // activated) since then is missing from it or still listed as standby, and is not gone.
+        var isGone = NodeStarts.GoneIn(samples);
         HashSet<uint> gone;
         lock (_lock)
         {
-            gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(IsGone)];
+            gone = [.. _jobs.Values.SelectMany(j => j.Shares.Select(s => s.NodeId).Concat(j.Weights.Weights.Keys)).Concat(_allocated.Keys).Where(isGone)];
         }
 
         return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);

@@ -50,6 +50,9 @@ public sealed record WarmPoolOptions
 /// </summary>
 public sealed class WarmPool : IAsyncDisposable
 {
+    // How often the node list is read while a started node registers.
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(100);
+
     private readonly PocketClient _admin;
     private readonly IStorageProvisioner _provisioner;
     private readonly WarmPoolOptions _options;
@@ -61,6 +64,7 @@ public sealed class WarmPool : IAsyncDisposable
     private readonly Dictionary<NodeTier, List<ProvisionedNode>> _ready = [];
     private readonly Dictionary<NodeTier, Task> _filling = [];
     private readonly CancellationTokenSource _stop = new();
+    private Task _stopping = Task.CompletedTask;
 
     internal WarmPool(PocketClient admin, IStorageProvisioner provisioner, WarmPoolOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
@@ -147,6 +151,45 @@ public sealed class WarmPool : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// After a telemetry sample: idle nodes the metadata server declared dead (a starved machine can miss heartbeats
+    /// for longer than the node timeout) or no longer lists leave the pool at once, are stopped, and the pool starts
+    /// replacements, rather than keeping a dead node until a claim finds it.
+    /// </summary>
+    internal Task OnSampleAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
+    {
+        var isGone = NodeStarts.GoneIn(samples);
+        List<ProvisionedNode> lost = [];
+        lock (_lock)
+        {
+            foreach (var nodes in _ready.Values)
+            {
+                lost.AddRange(nodes.Where(n => isGone(n.NodeId!.Value)));
+                nodes.RemoveAll(lost.Contains);
+            }
+
+            if (lost.Count > 0)
+            {
+                // In the background: a stop may take a while (a pod's deletion), and the telemetry tick must not wait for it.
+                var stopping = NodeStarts.StopQuietlyAsync(_provisioner, lost, _options.RegistrationTimeout, _time, _logger);
+                _stopping = Task.WhenAll(_stopping, stopping);
+            }
+        }
+
+        foreach (var node in lost)
+        {
+            ControllerLog.WarmPoolNodeLost(_logger, node.NodeId!.Value, node.Handle);
+            Event("pool-lost", node.NodeId, $"warm-pool node {node.Handle} is gone (missed heartbeats or stopped); a replacement is starting");
+        }
+
+        foreach (var tier in lost.Select(n => n.Tier).Distinct())
+        {
+            Refill(tier);
+        }
+
+        return Task.CompletedTask;
+    }
+
     private void Refill(NodeTier tier)
     {
         lock (_lock)
@@ -226,17 +269,13 @@ public sealed class WarmPool : IAsyncDisposable
         {
             using var deadline = new CancellationTokenSource(_options.RegistrationTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
-            while (true)
-            {
-                var fresh = (await _admin.GetNodesAsync(linked.Token).ConfigureAwait(false))
-                    .FirstOrDefault(n => n.State == NodeState.Standby && n.Tier == tier && !before.Contains(n.Id) && !IsPooled(n.Id));
-                if (fresh is not null)
-                {
-                    return node with { NodeId = fresh.Id, Address = fresh.Address };
-                }
-
-                await Task.Delay(TimeSpan.FromMilliseconds(100), _time, linked.Token).ConfigureAwait(false);
-            }
+            var fresh = await NodeStarts.WaitForNodesAsync(
+                _admin,
+                nodes => nodes.FirstOrDefault(n => n.State == NodeState.Standby && n.Tier == tier && !before.Contains(n.Id) && !IsPooled(n.Id)),
+                PollInterval,
+                _time,
+                linked.Token).ConfigureAwait(false);
+            return node with { NodeId = fresh.Id, Address = fresh.Address };
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
@@ -253,18 +292,7 @@ public sealed class WarmPool : IAsyncDisposable
         }
     }
 
-    private async Task StopQuietlyAsync(ProvisionedNode node)
-    {
-        try
-        {
-            using var timeout = new CancellationTokenSource(_options.RegistrationTimeout, _time);
-            await _provisioner.StopNodeAsync(node, timeout.Token).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is not OutOfMemoryException)
-        {
-            ControllerLog.WarmPoolFailed(_logger, $"could not stop node {node.Handle}: {ex.Message}");
-        }
-    }
+    private Task StopQuietlyAsync(ProvisionedNode node) => NodeStarts.StopQuietlyAsync(_provisioner, [node], _options.RegistrationTimeout, _time, _logger);
 
     private void Event(string kind, uint? node, string reason) => _events.Add(new ClusterEvent(_time.GetUtcNow(), kind, node, reason));
 
@@ -279,6 +307,13 @@ public sealed class WarmPool : IAsyncDisposable
         }
 
         await Task.WhenAll(filling).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        Task stopping;
+        lock (_lock)
+        {
+            stopping = _stopping;
+        }
+
+        await stopping.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         List<ProvisionedNode> idle;
         lock (_lock)
         {
@@ -289,10 +324,7 @@ public sealed class WarmPool : IAsyncDisposable
             }
         }
 
-        foreach (var node in idle)
-        {
-            await StopQuietlyAsync(node).ConfigureAwait(false);
-        }
+        await NodeStarts.StopQuietlyAsync(_provisioner, idle, _options.RegistrationTimeout, _time, _logger).ConfigureAwait(false);
 
         _stop.Dispose();
     }

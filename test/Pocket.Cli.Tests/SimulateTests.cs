@@ -66,5 +66,22 @@ public sealed class SimulateTests : IDisposable
         var band = await PocketProcess.RunAsync(_home.Path, "simulate", "--band", "80-60");
         Assert.Equal(1, band.ExitCode);
         Assert.Contains("--band", band.Stderr, StringComparison.Ordinal);
+
+        var pool = await PocketProcess.RunAsync(_home.Path, "simulate", "--warm-pool", "65");
+        Assert.Equal(1, pool.ExitCode);
+        Assert.Contains("--warm-pool must be between 0 and 64", pool.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Simulate_with_a_warm_pool_pays_for_it_and_is_short_for_less()
+    {
+        var cold = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json")).Json();
+        var warm = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json", "--warm-pool", "1")).Json();
+
+        Assert.Equal(1, warm["settings"]!["warm_pool"]!.GetValue<int>());
+        Assert.True(warm["node_seconds"]!.GetValue<double>() > cold["node_seconds"]!.GetValue<double>());
+        Assert.True(warm["short_seconds"]!.GetValue<int>() < cold["short_seconds"]!.GetValue<int>());
+        Assert.All(warm["timeline"]!.AsArray(), s => Assert.InRange(s!["standby"]!.GetValue<int>(), 0, 1));
+        Assert.Contains(warm["events"]!.AsArray(), e => e!["reason"]!.GetValue<string>().Contains("warm pool", StringComparison.Ordinal));
     }
 }

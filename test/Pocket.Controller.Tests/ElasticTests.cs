@@ -80,6 +80,29 @@ public sealed class ElasticTests
     }
 
     [Fact]
+    public async Task ConcurrentRemovalsOfOneNodeDrainAndStopItOnceAndTheLaterOneIsANoOp()
+    {
+        await using var cluster = await ClusterAsync(nodes: 3);
+        var provisioner = new GatedProvisioner(new InProcessProvisioner(cluster));
+        await using var controller = Controller(cluster, provisioner, autoscaler: ByHand);
+        await controller.StartAsync();
+        var node = cluster.Nodes[0]!.NodeId;
+        controller.Autoscaler!.Adopt(Adopted(cluster, 0));
+
+        // The first removal cannot finish (its stop waits for the gate), so both calls find the node adopted.
+        var first = controller.Autoscaler.RemoveNodeAsync(node, "test: first");
+        var second = controller.Autoscaler.RemoveNodeAsync(node, "test: second");
+        await provisioner.Stopping.Task.WaitAsync(TimeSpan.FromSeconds(50));
+        provisioner.Gate.SetResult();
+        await Task.WhenAll(first, second);
+
+        Assert.Equal(["0"], provisioner.Stopped.Select(n => n.Handle));
+        Assert.Single(controller.Events.Last(1000), e => e.Kind == "node-stopped" && e.NodeId == node);
+        Assert.Single(controller.Events.Last(1000), e => e.Kind == "scale-down" && e.NodeId == node);
+        Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind == "scale-failed");
+    }
+
+    [Fact]
     public async Task AScaleUpSpreadsTheRunningJobsOfItsTierOverTheNewNode()
     {
         await using var cluster = await ClusterAsync(nodes: 2, capacity: 256L << 20);
@@ -218,6 +241,71 @@ public sealed class ElasticTests
     }
 
     [Fact]
+    public async Task NodesARegistrationClaimsFromThePoolOrStartsAreRemovedWhenLoadDrops()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var cluster = await ClusterAsync(nodes: 2);
+        await using var controller = Controller(cluster, new InProcessProvisioner(cluster), time, ByHand with { MinNodes = 2, Cooldown = TimeSpan.FromSeconds(2) }, new WarmPoolOptions { NodesPerTier = 1 });
+        await controller.StartAsync();
+        await using var client = await cluster.ConnectAsync();
+        await WaitUntilAsync(() => Task.FromResult(controller.WarmPool!.Ready(NodeTier.Dram).Count == 1), "the warm pool has a node");
+        var pooled = controller.WarmPool!.Ready(NodeTier.Dram)[0].NodeId!.Value;
+        var original = (await client.GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet();
+
+        // 128 MiB is four 32 MiB nodes: the two running, the pool's one claimed, and one started.
+        var job = await controller.Registry.RegisterAsync("big", new JobHints { CapacityBytes = 128L << 20 });
+        var added = job.Weights.Weights.Keys.Where(id => !original.Contains(id)).Order().ToList();
+        Assert.Equal(2, added.Count);
+        Assert.Contains(pooled, added);
+
+        // The job ends; the autoscaler (on the fake clock) drains and stops both, and keeps the two it never owned.
+        await controller.Registry.DeregisterAsync(job.Id);
+        await WaitUntilAsync(
+            () =>
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+                return Task.FromResult(added.All(id => controller.Events.Last(1000).Any(e => e.Kind == "node-stopped" && e.NodeId == id)));
+            },
+            "both added nodes are removed");
+        Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind is "node-stopped" or "scale-down" && original.Contains(e.NodeId!.Value));
+        Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind == "scale-failed");
+        Assert.Equal(original, (await client.GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet());
+    }
+
+    [Fact]
+    public async Task AWarmPoolNodeDeclaredDeadIsStoppedAndReplacedAtOnceAndAnOlderSampleDropsNothing()
+    {
+        await using var cluster = await ClusterAsync(nodes: 2);
+        // No start fails (failCall 0); it records what it stops.
+        var provisioner = new FailingProvisioner(new InProcessProvisioner(cluster), failCall: 0);
+
+        // Telemetry ticks every hour on the real clock: only the test's own samples reach the pool.
+        await using var controller = Controller(cluster, provisioner, pool: new WarmPoolOptions { NodesPerTier = 1 }, telemetry: TimeSpan.FromHours(1));
+        await controller.StartAsync();
+        var pool = controller.WarmPool!;
+        await WaitUntilAsync(() => Task.FromResult(pool.Ready(NodeTier.Dram).Count == 1), "the warm pool has a node");
+        var idle = pool.Ready(NodeTier.Dram)[0];
+        var id = idle.NodeId!.Value;
+        var live = cluster.Nodes[0]!.NodeId;
+        NodeSample Sample(uint node, NodeState state) => new(DateTimeOffset.UtcNow, node, NodeTier.Dram, state, 1, 0, 0, 0, 0, 0);
+
+        // Taken before the pool node registered: it is missing, but newer than every node listed, so it stays.
+        await pool.OnSampleAsync([Sample(live, NodeState.Live)], CancellationToken.None);
+        Assert.Equal([id], pool.Ready(NodeTier.Dram).Select(n => n.NodeId!.Value));
+        Assert.Empty(provisioner.Stopped);
+
+        // Declared dead (missed heartbeats): out of the pool, stopped, and a replacement stands by.
+        await pool.OnSampleAsync([Sample(live, NodeState.Live), Sample(id, NodeState.Dead)], CancellationToken.None);
+        Assert.DoesNotContain(pool.Ready(NodeTier.Dram), n => n.NodeId == id);
+        Assert.Contains(controller.Events.Last(100), e => e.Kind == "pool-lost" && e.NodeId == id);
+        await WaitUntilAsync(() => Task.FromResult(pool.Ready(NodeTier.Dram).Count == 1), "the warm pool refills");
+        var replacement = pool.Ready(NodeTier.Dram)[0].NodeId!.Value;
+        Assert.NotEqual(id, replacement);
+        await WaitUntilAsync(() => Task.FromResult(provisioner.Stopped.Any(n => n.Handle == idle.Handle)), "the dead pool node is stopped");
+        Assert.Null(cluster.Nodes[int.Parse(idle.Handle, System.Globalization.CultureInfo.InvariantCulture)]);
+    }
+
+    [Fact]
     public async Task JobUsageIntegratesStoredBytesOverTheClockIntoGbSeconds()
     {
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
@@ -312,6 +400,31 @@ public sealed class ElasticTests
         var after = Data("after", 2_000_000);
         await job.PutAsync("after", after);
         Assert.Equal(Hash(after), Hash(await job.GetAsync("after")));
+    }
+
+    /// <summary>A real provisioner whose stops wait for <see cref="Gate"/>, recording what it stops.</summary>
+    private sealed class GatedProvisioner(IStorageProvisioner inner) : IStorageProvisioner
+    {
+        public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public TaskCompletionSource Stopping { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public List<ProvisionedNode> Stopped { get; } = [];
+
+        public IReadOnlyCollection<NodeTier> Tiers => inner.Tiers;
+
+        public Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken) => inner.StartNodeAsync(request, cancellationToken);
+
+        public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
+        {
+            Stopping.TrySetResult();
+            await Gate.Task.WaitAsync(cancellationToken);
+            await inner.StopNodeAsync(node, cancellationToken);
+            lock (Stopped)
+            {
+                Stopped.Add(node);
+            }
+        }
     }
 
     /// <summary>A real provisioner whose n-th start fails (after the others have begun), recording what it stops.</summary>

@@ -174,6 +174,76 @@ public sealed class SimulationTests
     }
 
     [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void AWarmPoolCostsItsNodesEverySecondAndChangesNothingWhenNothingScales(int pool)
+    {
+        var trace = SimulationTrace.Parse(Trace(4, Job("steady", 0, 0.1, (0, 22.4), (600, 22.4), (601, 0)), extra: ", \"duration\": 600"));
+        var cold = ClusterSimulator.Run(trace);
+        var warm = ClusterSimulator.Run(trace with { WarmPool = pool });
+
+        Assert.Equal(0, warm.ScaleUps);
+        Assert.Equal(cold.NodeSeconds + (pool * warm.Seconds), warm.NodeSeconds);
+        Assert.Equal(cold.OracleNodeSeconds, warm.OracleNodeSeconds);
+        Assert.Equal(cold.ShortSeconds, warm.ShortSeconds);
+        Assert.All(warm.Timeline, s => Assert.Equal(pool, s.Standby));
+        Assert.Equal(warm.NodeSeconds, warm.Timeline.Sum(s => s.Provisioned));
+    }
+
+    /// <summary>
+    /// A slow cold start (60 s) and a ramp that needs four nodes more, one decision per cooldown: with a pool of N the
+    /// first N scale-ups serve after the warm delay, the next waits a cold start (the replacement takes 60 s too),
+    /// and the pool never holds more than N.
+    /// </summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void AWarmPoolOfNMakesTheFirstNScaleUpsTakeTheWarmDelayAndTheRestTheStartDelay(int pool)
+    {
+        var trace = SimulationTrace.Parse(Trace(2, Job("ramp", 0, 0, (0, 4), (59, 4), (60, 40), (400, 40), (401, 0)), cooldown: 2)) with
+        {
+            StartDelay = TimeSpan.FromSeconds(60),
+            WarmPool = pool,
+            WarmDelay = TimeSpan.FromSeconds(1),
+        };
+        var result = ClusterSimulator.Run(trace);
+
+        var ups = result.Events.Where(e => e.Kind == "scale-up").ToList();
+        Assert.True(ups.Count > pool + 1, $"{ups.Count} scale-ups");
+        for (var i = 0; i <= pool; i++)
+        {
+            var serves = result.Events.Single(e => e.Kind == "node-started" && e.NodeId == ups[i].NodeId).Second;
+            var warm = i < pool;
+            Assert.Equal(warm ? 1 : 60, serves - ups[i].Second);
+            Assert.Equal(warm, ups[i].Reason.Contains("warm pool", StringComparison.Ordinal));
+        }
+
+        Assert.All(result.Timeline, s => Assert.InRange(s.Standby, 0, pool));
+        Assert.Equal(result.NodeSeconds, result.Timeline.Sum(s => s.Provisioned));
+
+        // A replacement stands by for every claim (one start at a time), and the run ends with the pool full.
+        Assert.Equal(pool, result.Timeline[^1].Standby);
+        Assert.Equal(ups.Count(e => e.Reason.Contains("warm pool", StringComparison.Ordinal)), result.Events.Count(e => e.Kind == "pool-added"));
+        if (pool > 0)
+        {
+            var noPool = ClusterSimulator.Run(trace with { WarmPool = 0 });
+            Assert.True(result.ShortSeconds < noPool.ShortSeconds, $"short {result.ShortSeconds} s with a pool of {pool}, {noPool.ShortSeconds} s without");
+        }
+    }
+
+    [Theory]
+    [InlineData(-1)]
+    [InlineData(65)]
+    public void AWarmPoolOutOfRangeIsRefused(int pool)
+    {
+        var ex = Assert.Throws<SimulationTraceException>(() => SimulationTrace.Parse(Trace(2, Job("a", 0, 0, (0, 1), (10, 1)), extra: $", \"warmPool\": {pool}")));
+        Assert.Contains("warmPool", ex.Message, StringComparison.Ordinal);
+        var trace = SimulationTrace.Parse(Trace(2, Job("a", 0, 0, (0, 1), (10, 1))));
+        Assert.Throws<ArgumentException>(() => ClusterSimulator.Run(trace with { WarmPool = pool }));
+    }
+
+    [Theory]
     [InlineData("{ \"jobs\": [ { \"name\": \"a\", ", "line 1")]
     [InlineData("{\n  \"jobs\": [],\n  \"surprise\": 1\n}", "line 3, column 14 (surprise): unknown field 'surprise'")]
     [InlineData("{ \"jobs\": [ null ] }", "jobs[0]: null is not a job")]

@@ -24,12 +24,14 @@ internal static class SimulateCommand
         var maxNodes = new Option<int?>("--max-nodes") { Description = "Never more live nodes (trace's, else 16)", HelpName = "N" };
         var startDelay = CommandRunner.DurationOption("--start-delay", "From the decision to add a node until it serves (trace's, else 5s)");
         var drainTime = CommandRunner.DurationOption("--drain-time", "From the decision to remove a node until it stops (trace's, else 5s)");
+        var warmPool = new Option<int?>("--warm-pool") { Description = $"Idle standby nodes kept per tier, as `pocket up --warm-pool`: a scale-up takes one (0-{SimulationTrace.MaxWarmPool}; trace's, else 0)", HelpName = "N" };
+        var warmDelay = CommandRunner.DurationOption("--warm-delay", "From the decision to add a node until a warm-pool node serves (trace's, else 0s: the next second)");
         var cooldown = CommandRunner.DurationOption("--cooldown", "Quiet time after an action, and how long a tier must stay below the band to shrink (trace's, else 10s)");
         var duration = CommandRunner.DurationOption("--duration", "Seconds to simulate (default: until the jobs end and the cluster settles)");
         var step = CommandRunner.DurationOption("--step", "Rows of the timeline table (default 10s)");
         var command = new Command("simulate", "Run the autoscaling policy on a job trace with a simulated clock: node-seconds vs the minimum, seconds short of throughput")
         {
-            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, cooldown, duration, step,
+            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, warmPool, warmDelay, cooldown, duration, step,
         };
         CommandRunner.SetAction(command, (parse, ct) =>
         {
@@ -78,11 +80,19 @@ internal static class SimulateCommand
                 seconds = (int)Math.Ceiling(d.TotalSeconds);
             }
 
+            var pool = parse.GetValue(warmPool) ?? loaded.WarmPool;
+            if (pool is < 0 or > SimulationTrace.MaxWarmPool)
+            {
+                throw new CliException($"--warm-pool must be between 0 and {SimulationTrace.MaxWarmPool}");
+            }
+
             var run = loaded with
             {
                 Policy = policy,
                 StartDelay = parse.GetValue(startDelay) ?? loaded.StartDelay,
                 DrainTime = parse.GetValue(drainTime) ?? loaded.DrainTime,
+                WarmPool = pool,
+                WarmDelay = parse.GetValue(warmDelay) ?? loaded.WarmDelay,
                 Duration = seconds,
             };
             var result = ClusterSimulator.Run(run);
@@ -174,6 +184,7 @@ internal static class SimulateCommand
                 ["serving"] = s.Serving,
                 ["starting"] = s.Starting,
                 ["draining"] = s.Draining,
+                ["standby"] = s.Standby,
                 ["oracle"] = s.Oracle,
                 ["short"] = s.Short,
             });
@@ -200,6 +211,8 @@ internal static class SimulateCommand
                 ["cooldown_seconds"] = trace.Policy.Cooldown.TotalSeconds,
                 ["start_delay_seconds"] = trace.StartDelay.TotalSeconds,
                 ["drain_time_seconds"] = trace.DrainTime.TotalSeconds,
+                ["warm_pool"] = trace.WarmPool,
+                ["warm_delay_seconds"] = trace.WarmDelay.TotalSeconds,
             },
             ["events"] = events,
             ["timeline"] = timeline,
@@ -211,7 +224,7 @@ internal static class SimulateCommand
         var trace = result.Trace;
         var policy = trace.Policy;
         AnsiConsole.MarkupLine(string.Create(CultureInfo.InvariantCulture,
-            $"[bold]{Markup.Escape(trace.Name)}[/]: {trace.Jobs.Count} jobs, band {policy.Lower * 100:0.#}-{policy.Upper * 100:0.#} %, nodes {policy.MinNodes}-{policy.MaxNodes}, cooldown {policy.Cooldown.TotalSeconds:0.#} s, start delay {trace.StartDelay.TotalSeconds:0.#} s, drain {trace.DrainTime.TotalSeconds:0.#} s"));
+            $"[bold]{Markup.Escape(trace.Name)}[/]: {trace.Jobs.Count} jobs, band {policy.Lower * 100:0.#}-{policy.Upper * 100:0.#} %, nodes {policy.MinNodes}-{policy.MaxNodes}, cooldown {policy.Cooldown.TotalSeconds:0.#} s, start delay {trace.StartDelay.TotalSeconds:0.#} s, drain {trace.DrainTime.TotalSeconds:0.#} s{(trace.WarmPool > 0 ? $", warm pool {trace.WarmPool} per tier (serving after {trace.WarmDelay.TotalSeconds:0.#} s)" : "")}"));
 
         var timeline = new Table().Border(TableBorder.Rounded).Title($"timeline ({rowSeconds} s a row; nodes at the row's last second)")
             .AddColumn(new TableColumn("t (s)").RightAligned())

@@ -216,7 +216,7 @@ internal static class StatusCommand
             var kind = Markup.Escape(e.Kind);
             table.AddRow(
                 e.Time.ToLocalTime().ToString("HH:mm:ss", CultureInfo.InvariantCulture),
-                e.Kind is "scale-failed" or "node-dead" or "pool-failed" ? $"[red]{kind}[/]" : kind,
+                e.Kind is "scale-failed" or "node-dead" or "pool-failed" or "pool-lost" ? $"[red]{kind}[/]" : kind,
                 e.Node?.ToString(CultureInfo.InvariantCulture) ?? "",
                 Markup.Escape(e.Reason));
         }

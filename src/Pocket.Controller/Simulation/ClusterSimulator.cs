@@ -5,7 +5,7 @@ namespace Pocket.Controller.Simulation;
 
 /// <summary>Something that happened in a simulation: a scaling decision with its reason, a node ready or stopped, a job starting or ending.</summary>
 /// <param name="Second">Simulated second.</param>
-/// <param name="Kind">scale-up, node-started, scale-down, node-stopped, job-started, job-ended.</param>
+/// <param name="Kind">scale-up, node-started, scale-down, node-stopped, job-started, job-ended, pool-added.</param>
 /// <param name="NodeId">The node concerned, when there is one.</param>
 /// <param name="Reason">Why, in words (for decisions: the policy's own reason).</param>
 public sealed record SimulationEvent(int Second, string Kind, uint? NodeId, string Reason);
@@ -16,12 +16,13 @@ public sealed record SimulationEvent(int Second, string Kind, uint? NodeId, stri
 /// <param name="ServedBitsPerSecond">What the serving nodes give them.</param>
 /// <param name="SupplyBitsPerSecond">What the serving nodes could give.</param>
 /// <param name="DemandBytes">Bytes the running jobs hold.</param>
-/// <param name="Provisioned">Nodes paid for: starting, serving and draining.</param>
+/// <param name="Provisioned">Nodes paid for: starting, serving and draining, and the warm pool's.</param>
 /// <param name="Serving">Live nodes.</param>
 /// <param name="Starting">Nodes started but not serving yet.</param>
 /// <param name="Draining">Nodes being drained before they stop.</param>
 /// <param name="Oracle">The fewest nodes that could meet this second's demand (at least the policy's minimum).</param>
 /// <param name="Short">Whether some job asked for more throughput than its tier's serving nodes could give.</param>
+/// <param name="Standby">Warm-pool nodes standing by or starting as replacements (counted in <paramref name="Provisioned"/>).</param>
 public sealed record SimulationSecond(
     int Second,
     double DemandBitsPerSecond,
@@ -33,12 +34,13 @@ public sealed record SimulationSecond(
     int Starting,
     int Draining,
     int Oracle,
-    bool Short);
+    bool Short,
+    int Standby = 0);
 
 /// <summary>What a simulation measured.</summary>
 /// <param name="Trace">The trace that ran (with any overrides applied).</param>
 /// <param name="Seconds">Simulated seconds.</param>
-/// <param name="NodeSeconds">Sum over the seconds of the provisioned nodes (starting and draining ones included).</param>
+/// <param name="NodeSeconds">Sum over the seconds of the provisioned nodes (starting, draining and warm-pool ones included).</param>
 /// <param name="OracleNodeSeconds">Sum over the seconds of the fewest nodes that could meet the demand.</param>
 /// <param name="ShortSeconds">Seconds in which some job asked for more throughput than the serving nodes of its tier could give.</param>
 /// <param name="CapacityShortSeconds">Seconds in which some tier's jobs held more bytes than its serving nodes store.</param>
@@ -71,7 +73,10 @@ public sealed record SimulationResult(
 /// rx + tx is the traffic served (never more than the nodes' bandwidth); CPU is proportional to traffic; used bytes
 /// against capacity. As in the live loop, one action runs at a time: an added node serves after the start delay, a
 /// removed node drains (reported as draining, serving nothing) for the drain time and then stops; the policy is not
-/// consulted while an action runs, and its cooldown runs from the action's end. Deterministic: same trace, same result.
+/// consulted while an action runs, and its cooldown runs from the action's end. With a warm pool
+/// (<see cref="SimulationTrace.WarmPool"/>, full when the run starts) a scale-up takes a pool node, which serves after
+/// the warm delay, and the pool starts a replacement in the background (the start delay, one at a time per tier); pool
+/// nodes are paid for but serve nothing and are not sampled. Deterministic: same trace, same result.
 /// </summary>
 public static class ClusterSimulator
 {
@@ -92,6 +97,11 @@ public static class ClusterSimulator
     {
         ArgumentNullException.ThrowIfNull(trace);
         trace.Policy.Validate();
+        if (trace.WarmPool is < 0 or > SimulationTrace.MaxWarmPool || trace.WarmDelay < TimeSpan.Zero)
+        {
+            throw new ArgumentException($"the warm pool must be 0-{SimulationTrace.MaxWarmPool} nodes per tier and its delay not negative");
+        }
+
         var policy = trace.Policy;
         var nodes = new List<SimNode>();
         uint nextId = 1;
@@ -108,6 +118,7 @@ public static class ClusterSimulator
         }
 
         var tiers = trace.NodeClasses.Keys.Where(t => trace.InitialNodes.ContainsKey(t) || trace.Jobs.Any(j => j.Tier == t)).OrderBy(t => t).ToList();
+        var pools = tiers.ToDictionary(t => t, _ => new SimPool { Ready = trace.WarmPool });
         var lastEnd = (int)Math.Ceiling(trace.Jobs.Max(j => j.End));
         var quiet = (int)Math.Ceiling(trace.StartDelay.TotalSeconds + trace.DrainTime.TotalSeconds + (2 * policy.Cooldown.TotalSeconds)) + 2;
         var limit = trace.Duration ?? lastEnd + 3600;
@@ -125,7 +136,7 @@ public static class ClusterSimulator
 
         for (var t = 0; t < limit; t++)
         {
-            if (trace.Duration is null && t >= lastEnd && action is null && t - Math.Max(lastDecision, lastEnd) > quiet)
+            if (trace.Duration is null && t >= lastEnd && action is null && pools.Values.All(p => p.RefillAt is null) && t - Math.Max(lastDecision, lastEnd) > quiet)
             {
                 break;
             }
@@ -136,7 +147,7 @@ public static class ClusterSimulator
                 if (done.Node.Phase == Phase.Starting)
                 {
                     done.Node.Phase = Phase.Live;
-                    events.Add(new SimulationEvent(t, "node-started", done.Node.Id, $"{SimulationTrace.TierName(done.Node.Tier)} node {done.Node.Id} serves after the start delay"));
+                    events.Add(new SimulationEvent(t, "node-started", done.Node.Id, $"{SimulationTrace.TierName(done.Node.Tier)} node {done.Node.Id} serves after the {(done.Warm ? "warm delay (taken from the warm pool)" : "start delay")}"));
                 }
                 else
                 {
@@ -147,6 +158,21 @@ public static class ClusterSimulator
                 // As the live loop does: the cooldown runs from the end of an action as well as its start.
                 state = state with { LastAction = Epoch + TimeSpan.FromSeconds(done.DoneAt) };
                 action = null;
+            }
+
+            foreach (var (tier, pool) in pools)
+            {
+                if (pool.RefillAt is { } ready && ready <= t)
+                {
+                    pool.Ready++;
+                    pool.RefillAt = null;
+                    events.Add(new SimulationEvent(t, "pool-added", null, string.Create(CultureInfo.InvariantCulture, $"a {SimulationTrace.TierName(tier)} node is standing by ({pool.Ready} of {trace.WarmPool} ready)")));
+                }
+
+                if (pool.RefillAt is null && pool.Ready < trace.WarmPool)
+                {
+                    pool.RefillAt = t + trace.StartDelay.TotalSeconds;
+                }
             }
 
             for (var j = 0; j < trace.Jobs.Count; j++)
@@ -232,8 +258,16 @@ public static class ClusterSimulator
                 {
                     var node = new SimNode(nextId++, decision.Tier) { Phase = Phase.Starting };
                     nodes.Add(node);
-                    action = new PendingAction(node, t + trace.StartDelay.TotalSeconds);
-                    events.Add(new SimulationEvent(t, "scale-up", node.Id, decision.Reason));
+                    var warm = pools.TryGetValue(decision.Tier, out var pool) && pool.Ready > 0;
+                    if (warm)
+                    {
+                        // The claimed node leaves the pool; its replacement starts now, in the background.
+                        pool!.Ready--;
+                        pool.RefillAt ??= t + trace.StartDelay.TotalSeconds;
+                    }
+
+                    action = new PendingAction(node, t + (warm ? trace.WarmDelay : trace.StartDelay).TotalSeconds, warm);
+                    events.Add(new SimulationEvent(t, "scale-up", node.Id, warm ? $"{decision.Reason}; taken from the warm pool" : decision.Reason));
                     lastDecision = t;
                     ups++;
                 }
@@ -241,7 +275,7 @@ public static class ClusterSimulator
                 {
                     var node = nodes.Single(n => n.Id == decision.NodeId);
                     node.Phase = Phase.Draining;
-                    action = new PendingAction(node, t + trace.DrainTime.TotalSeconds);
+                    action = new PendingAction(node, t + trace.DrainTime.TotalSeconds, Warm: false);
                     events.Add(new SimulationEvent(t, "scale-down", node.Id, decision.Reason));
                     lastDecision = t;
                     downs++;
@@ -250,8 +284,9 @@ public static class ClusterSimulator
 
             var starting = nodes.Count(n => n.Phase == Phase.Starting);
             var draining = nodes.Count(n => n.Phase == Phase.Draining);
-            timeline.Add(new SimulationSecond(t, demandAll, servedAll, supplyAll, bytesAll, nodes.Count, nodes.Count - starting - draining, starting, draining, oracle, isShort));
-            nodeSeconds += nodes.Count;
+            var standby = pools.Values.Sum(p => p.Ready + (p.RefillAt is null ? 0 : 1));
+            timeline.Add(new SimulationSecond(t, demandAll, servedAll, supplyAll, bytesAll, nodes.Count + standby, nodes.Count - starting - draining, starting, draining, oracle, isShort, standby));
+            nodeSeconds += nodes.Count + standby;
             oracleSeconds += oracle;
             if (isShort)
             {
@@ -294,5 +329,13 @@ public static class ClusterSimulator
         public Phase Phase { get; set; }
     }
 
-    private sealed record PendingAction(SimNode Node, double DoneAt);
+    private sealed record PendingAction(SimNode Node, double DoneAt, bool Warm);
+
+    /// <summary>A tier's warm pool: nodes standing by, and when the replacement being started stands by too.</summary>
+    private sealed class SimPool
+    {
+        public int Ready { get; set; }
+
+        public double? RefillAt { get; set; }
+    }
 }

@@ -65,6 +65,9 @@ public sealed record SimulationTrace
     /// <summary>The name of the trace shipped with Pocket, used when no trace is given.</summary>
     public const string ShippedName = "paper-three-jobs";
 
+    /// <summary>Largest <see cref="WarmPool"/> (as <c>pocket up</c> allows).</summary>
+    public const int MaxWarmPool = 64;
+
     /// <summary>The trace's name.</summary>
     public string Name { get; init; } = "trace";
 
@@ -88,6 +91,16 @@ public sealed record SimulationTrace
 
     /// <summary>From the decision to remove a node until it is stopped (its blocks move meanwhile).</summary>
     public TimeSpan DrainTime { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Idle standby nodes kept per tier (<c>pocket up --warm-pool N</c>): a scale-up takes one, which serves after
+    /// <see cref="WarmDelay"/> instead of <see cref="StartDelay"/>, and a replacement starts (one at a time per tier,
+    /// taking the start delay). Pool nodes cost node-seconds while they stand by or start. 0: no pool.
+    /// </summary>
+    public int WarmPool { get; init; }
+
+    /// <summary>From the decision to add a node until a node taken from the warm pool serves (one round trip live: 0 s, i.e. the next second).</summary>
+    public TimeSpan WarmDelay { get; init; } = TimeSpan.Zero;
 
     /// <summary>Seconds to simulate; null: until the jobs have ended and the cluster has settled.</summary>
     public int? Duration { get; init; }
@@ -238,6 +251,10 @@ public sealed record SimulationTrace
             Policy = policy,
             StartDelay = Seconds(dto.StartDelay, "startDelay") ?? TimeSpan.FromSeconds(5),
             DrainTime = Seconds(dto.DrainTime, "drainTime") ?? TimeSpan.FromSeconds(5),
+            WarmPool = dto.WarmPool is { } pool && pool is < 0 or > MaxWarmPool
+                ? throw new SimulationTraceException(string.Create(CultureInfo.InvariantCulture, $"warmPool: {pool} must be between 0 and {MaxWarmPool} nodes per tier"))
+                : dto.WarmPool ?? 0,
+            WarmDelay = Seconds(dto.WarmDelay, "warmDelay") ?? TimeSpan.Zero,
             Duration = dto.Duration,
             Seed = dto.Seed ?? 1,
         };
@@ -466,6 +483,10 @@ internal sealed class TraceDto
     public double? StartDelay { get; set; }
 
     public double? DrainTime { get; set; }
+
+    public int? WarmPool { get; set; }
+
+    public double? WarmDelay { get; set; }
 
     public int? Duration { get; set; }
 
