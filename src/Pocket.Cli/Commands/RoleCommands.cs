@@ -60,7 +60,7 @@ internal static class RoleCommands
             await server.StartAsync(ct).ConfigureAwait(false);
             await using (server.ConfigureAwait(false))
             {
-                Console.Out.WriteLine($"POCKET-METADATA address={parse.GetValue(host)}:{server.EndPoint.Port}");
+                Console.Out.WriteLine($"{BenchCluster.MetadataReadyPrefix}{parse.GetValue(host)}:{server.EndPoint.Port}");
                 if (generated)
                 {
                     Console.Out.WriteLine($"cluster token (give it to storage nodes and the controller as {ClusterConnection.TokenVariable}): {token}");
