@@ -84,7 +84,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
             .. _options.BaseArguments,
             "storage", "--stop-on-stdin-eof",
             "--metadata", _options.MetadataAddress,
-            "--tier", request.Tier.ToString().ToLowerInvariant(),
+            "--tier", request.Tier.Name(),
             "--capacity", request.CapacityBytes.ToString(CultureInfo.InvariantCulture),
         ];
         if (request.Standby)

@@ -49,7 +49,7 @@ internal sealed class BenchCluster : IAsyncDisposable
 
     /// <summary>How the cluster runs, for reports.</summary>
     public string Description => string.Create(CultureInfo.InvariantCulture,
-        $"own cluster ({Options.Nodes} {Options.Tier.ToString().ToLowerInvariant()} nodes of {Units.FormatSize(Options.NodeCapacity)}, {(Options.InProcess ? "in the bench process" : "child processes")})");
+        $"own cluster ({Options.Nodes} {Options.Tier.Name()} nodes of {Units.FormatSize(Options.NodeCapacity)}, {(Options.InProcess ? "in the bench process" : "child processes")})");
 
     /// <summary>What the server CPU figures cover, or null when they cannot be told apart from the bench's own.</summary>
     public string? CpuScope => ServerPids.Count == 0
@@ -66,7 +66,7 @@ internal sealed class BenchCluster : IAsyncDisposable
             Directory.CreateDirectory(dataDirectory);
         }
 
-        var tier = options.Tier.ToString().ToLowerInvariant();
+        var tier = options.Tier.Name();
         status(string.Create(CultureInfo.InvariantCulture,
             $"starting a cluster: {options.Nodes} {tier} nodes of {Units.FormatSize(options.NodeCapacity)}{(dataDirectory is null ? "" : $" in {dataDirectory}")}, {(options.InProcess ? "in this process" : "as child processes")}"));
         try

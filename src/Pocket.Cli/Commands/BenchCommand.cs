@@ -70,12 +70,11 @@ internal static class BenchCommand
     }
 
     /// <summary>The options of the cluster a bench starts for itself, shared with `bench sort`.</summary>
-    internal sealed record ClusterOptions(Option<string> Tier, Option<string?> DataDir, Option<bool> InProcess, Option<long?> NodeCapacity)
+    internal sealed record ClusterOptions(Option<NodeTier> Tier, Option<string?> DataDir, Option<bool> InProcess, Option<long?> NodeCapacity)
     {
         public static ClusterOptions Create()
         {
-            var tier = new Option<string>("--tier") { Description = "Tier of the storage nodes of the bench's own cluster", DefaultValueFactory = _ => "dram", HelpName = "dram|ssd|hdd" };
-            tier.AcceptOnlyFromAmong("dram", "ssd", "hdd");
+            var tier = CommandRunner.TierOption("--tier", "Tier of the storage nodes of the bench's own cluster");
             var dataDir = new Option<string?>("--data-dir") { Description = "Where ssd and hdd nodes of the bench's own cluster keep their files (a fresh directory inside it, removed afterwards; default: the temp directory)", HelpName = "DIR" };
             var inProcess = new Option<bool>("--in-process") { Description = "Run the bench's own cluster in the bench process (server CPU is then not measured)" };
             var nodeCapacity = new Option<long?>("--node-capacity")
@@ -100,8 +99,6 @@ internal static class BenchCommand
         /// <summary>The node size given, rounded up to whole blocks, else <paramref name="sized"/>.</summary>
         public long NodeCapacityOf(ParseResult parse, long sized) =>
             parse.GetValue(NodeCapacity) is { } given ? RoundUp(given, OwnBlockSize) : sized;
-
-        public NodeTier TierOf(ParseResult parse) => Enum.Parse<NodeTier>(parse.GetValue(Tier)!, ignoreCase: true);
 
         /// <summary>These options only shape a cluster the bench starts: with one given, they would be silently ignored.</summary>
         public void CheckUnused(ParseResult parse, string why)
@@ -351,7 +348,7 @@ internal static class BenchCommand
             parse.GetValue(json),
             parse.GetValue(metadata),
             jobId,
-            cluster.TierOf(parse),
+            parse.GetValue(cluster.Tier),
             parse.GetValue(cluster.DataDir),
             parse.GetValue(cluster.InProcess),
             parse.GetValue(cluster.NodeCapacity) is null ? null : cluster.NodeCapacityOf(parse, 0),

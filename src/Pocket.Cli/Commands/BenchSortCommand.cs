@@ -157,7 +157,7 @@ internal static class BenchSortCommand
             peers,
             parse.GetValue(dir),
             metadataAddress,
-            new BenchClusterOptions(2, nodeCapacity, 64 << 10, cluster.TierOf(parse), parse.GetValue(cluster.DataDir), parse.GetValue(cluster.InProcess)),
+            new BenchClusterOptions(2, nodeCapacity, 64 << 10, parse.GetValue(cluster.Tier), parse.GetValue(cluster.DataDir), parse.GetValue(cluster.InProcess)),
             parse.GetValue(json));
     }
 
@@ -403,7 +403,7 @@ internal static class BenchSortCommand
                 ["job_seconds"] = "map + reduce; generate writes the input, verify reads the output back",
                 ["warmup"] = $"an untimed sort of {Units.FormatSize(Math.Min(plan.Records, WarmupRecords) * SortRecords.RecordSize)} through each store, under warmup/, before its measured one",
                 ["ratio"] = "pocket/store job_seconds, below 1 = pocket faster",
-                ["tier"] = settings.Stores.Contains("pocket") ? settings.Cluster.Tier.ToString().ToLowerInvariant() : null,
+                ["tier"] = settings.Stores.Contains("pocket") ? settings.Cluster.Tier.Name() : null,
                 ["processors"] = Environment.ProcessorCount,
                 ["runtime"] = RuntimeInformation.FrameworkDescription,
                 ["os"] = RuntimeInformation.OSDescription,

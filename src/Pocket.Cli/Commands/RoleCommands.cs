@@ -77,8 +77,7 @@ internal static class RoleCommands
     private static Command Storage()
     {
         var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
-        var tier = new Option<string>("--tier") { Description = "dram, ssd or hdd", DefaultValueFactory = _ => "dram" };
-        tier.AcceptOnlyFromAmong("dram", "ssd", "hdd");
+        var tier = CommandRunner.TierOption("--tier", "Tier of this node's device");
         var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "Bytes this node stores");
         var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Allocation unit (default: 64KiB for dram and ssd, 1MiB for hdd)");
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for the ssd and hdd tiers' files (default: the temp directory)" };
@@ -102,7 +101,7 @@ internal static class RoleCommands
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
             var (metadataHost, metadataPort) = SplitAddress(parse.GetValue(metadata)!);
-            var nodeTier = Enum.Parse<NodeTier>(parse.GetValue(tier)!, ignoreCase: true);
+            var nodeTier = parse.GetValue(tier);
             var devices = new TierDeviceOptions { Directory = parse.GetValue(dataDir) ?? BlockDevices.DefaultDirectory, SsdUnbuffered = !parse.GetValue(buffered) };
             if (parse.GetValue(queueDepth) is { } depth)
             {

@@ -153,7 +153,7 @@ internal static class UpCommand
         {
             if (named.FirstOrDefault(t => !options.NodeCounts.ContainsKey(t)) is var unused && unused != 0)
             {
-                throw new CliException($"{option} names {TierSpec.Name(unused)}, a tier this cluster does not have (add it to --tiers, e.g. --tiers dram=2,{TierSpec.Name(unused)}=1)");
+                throw new CliException($"{option} names {NodeTierNames.Name(unused)}, a tier this cluster does not have (add it to --tiers, e.g. --tiers dram=2,{NodeTierNames.Name(unused)}=1)");
             }
         }
 
@@ -161,7 +161,7 @@ internal static class UpCommand
         {
             if (options.CapacityOf(tier) < options.BlockSizeOf(tier))
             {
-                throw new CliException($"{TierSpec.Name(tier)} node capacity {Units.FormatSize(options.CapacityOf(tier))} does not hold one block of {Units.FormatSize(options.BlockSizeOf(tier))}");
+                throw new CliException($"{NodeTierNames.Name(tier)} node capacity {Units.FormatSize(options.CapacityOf(tier))} does not hold one block of {Units.FormatSize(options.BlockSizeOf(tier))}");
             }
         }
 
@@ -255,7 +255,7 @@ internal static class UpCommand
         var free = new DriveInfo(directory).AvailableFreeSpace;
         if (needed > free)
         {
-            var asked = string.Join(" + ", fileTiers.Where(t => options.NodeCounts[t] > 0).Select(t => $"{options.NodeCounts[t]} x {TierSpec.Name(t)} {Units.FormatSize(options.CapacityOf(t))}"));
+            var asked = string.Join(" + ", fileTiers.Where(t => options.NodeCounts[t] > 0).Select(t => $"{options.NodeCounts[t]} x {NodeTierNames.Name(t)} {Units.FormatSize(options.CapacityOf(t))}"));
             throw new CliException($"not enough space in {directory}: {asked} = {Units.FormatSize(needed)}, but its file system has {Units.FormatSize(free)} free; lower --node-capacity or the node counts, or choose another --data-dir");
         }
 
@@ -294,7 +294,7 @@ internal static class UpCommand
         }
         AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]");
         AnsiConsole.MarkupLine("node classes: " + Markup.Escape(string.Join("; ", cluster.Options.NodeClasses().Select(c =>
-            string.Create(CultureInfo.InvariantCulture, $"{TierSpec.Name(c.Tier)} {Units.FormatSize(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
+            string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(c.Tier)} {Units.FormatSize(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
         if (cluster.Options.DataDirectory is { } data && cluster.Options.NodeCounts.Keys.Any(t => t != NodeTier.Dram))
         {
             AnsiConsole.MarkupLine($"data dir:   {Markup.Escape(data)} (ssd and hdd files, deleted when the nodes stop)");
@@ -313,7 +313,7 @@ internal static class UpCommand
             table.AddRow(
                 node.Id.ToString(CultureInfo.InvariantCulture),
                 node.Address,
-                node.Tier.ToString().ToLowerInvariant(),
+                node.Tier.Name(),
                 Units.FormatSize(node.Capacity),
                 node.State.ToString().ToLowerInvariant(),
                 cluster.Options.InProcess ? "in-process" : processes.TryGetValue(node.Id, out var pid) ? $"pid {pid}" : "?");
