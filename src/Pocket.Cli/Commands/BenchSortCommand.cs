@@ -202,41 +202,11 @@ internal static class BenchSortCommand
 
     private static async Task<StoreRun> RunPocketAsync(SortSettings settings, SortPlan plan, CancellationToken cancellationToken)
     {
-        var home = PocketHome.Default();
-        var connection = ClusterConnection.TryResolve(settings.Metadata, home);
-        BenchCluster? cluster = null;
-        try
+        var session = await BenchSession.OpenAsync(settings.Metadata, jobId: null, settings.Cluster, smallObjectThreshold: null, cancellationToken).ConfigureAwait(false);
+        await using (session.ConfigureAwait(false))
         {
-            if (connection is null)
-            {
-                cluster = await BenchCluster.StartAsync(settings.Cluster, BenchCommand.Status, cancellationToken).ConfigureAwait(false);
-                connection = new ClusterConnection(cluster.MetadataAddress, cluster.ClusterToken, "own cluster");
-            }
-
-            var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
-            await using (client.ConfigureAwait(false))
-            {
-                var (scope, cpu) = cluster is not null
-                    ? (cluster.CpuScope ?? "not measured: the cluster runs in the bench process (--in-process)", cluster.ServerCpuSeconds)
-                    : await BenchCommand.ExistingClusterCpuAsync(client, connection.Metadata, cancellationToken).ConfigureAwait(false);
-                var job = await BenchCommand.RegisterAsync(client, settings.Cluster.Tier, cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    var where = $"{cluster?.Description ?? connection.Metadata}, job {job.Id}";
-                    return await SortAsync("pocket", where, new PocketShuffleStore(job), plan, scope, () => Task.FromResult(cpu()), cancellationToken).ConfigureAwait(false);
-                }
-                finally
-                {
-                    await BenchCommand.DeregisterQuietlyAsync(client, job.Id).ConfigureAwait(false);
-                }
-            }
-        }
-        finally
-        {
-            if (cluster is not null)
-            {
-                await cluster.DisposeAsync().ConfigureAwait(false);
-            }
+            var cpu = session.CpuSeconds;
+            return await SortAsync("pocket", $"{session.Where}, job {session.Job.Id}", new PocketShuffleStore(session.Job), plan, session.CpuScope, () => Task.FromResult(cpu()), cancellationToken).ConfigureAwait(false);
         }
     }
 
