@@ -2,8 +2,8 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json.Nodes;
-using Pocket.Protocol;
 using Pocket.Client;
+using Pocket.Protocol;
 using Spectre.Console;
 using ControllerUnits = Pocket.Controller.Units;
 

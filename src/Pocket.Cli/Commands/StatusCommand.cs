@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
-using Pocket.Protocol;
 using Pocket.Client;
+using Pocket.Protocol;
 using Spectre.Console;
 using Spectre.Console.Rendering;
 using ControllerUnits = Pocket.Controller.Units;
