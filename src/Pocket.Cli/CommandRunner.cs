@@ -3,6 +3,7 @@ using System.CommandLine.Parsing;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Protocol;
 using Spectre.Console;
 
 namespace Pocket.Cli;
@@ -103,6 +104,25 @@ internal static class CommandRunner
         Description = description,
         HelpName = "DURATION",
         CustomParser = result => ParseDuration(result),
+    };
+
+    /// <summary>A storage tier by name (dram, ssd, hdd), dram when not given.</summary>
+    public static Option<NodeTier> TierOption(string name, string description) => new(name)
+    {
+        Description = description,
+        HelpName = string.Join('|', NodeTierNames.All.Select(NodeTierNames.Name)),
+        DefaultValueFactory = _ => NodeTier.Dram,
+        CustomParser = result =>
+        {
+            var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+            if (NodeTierNames.TryParse(text, out var tier))
+            {
+                return tier;
+            }
+
+            result.AddError($"{name}: {NodeTierNames.Unknown(text)}");
+            return NodeTier.Dram;
+        },
     };
 
     private static long ParseSize(ArgumentResult result)

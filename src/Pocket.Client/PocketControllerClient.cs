@@ -445,7 +445,7 @@ public sealed class PocketControllerClient : IDisposable
         usage.BytesByTier?.ToDictionary(t => ParseTier(t.Key), t => t.Value) ?? [];
 
     private NodeTier ParseTier(string? tier) =>
-        Enum.TryParse<NodeTier>(tier, ignoreCase: true, out var value) && Enum.IsDefined(value) ? value : throw Unexpected($"an unknown tier '{tier}'");
+        NodeTierNames.TryParse(tier, out var value) ? value : throw Unexpected(NodeTierNames.Unknown(tier));
 
     private NodeState ParseState(string? state) =>
         Enum.TryParse<NodeState>(state, ignoreCase: true, out var value) && Enum.IsDefined(value) ? value : throw Unexpected($"an unknown node state '{state}'");

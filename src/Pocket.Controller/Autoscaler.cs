@@ -181,7 +181,7 @@ public static class AutoscalerPolicy
         {
             if (tier.Max > options.Upper && live < options.MaxNodes)
             {
-                return (new ScalingDecision(ScalingAction.AddNode, tier.Tier, null, $"{Tier(tier.Tier)} {Pressure(tier, options.Upper)} above {Percent(options.Upper)}"), next with { LastAction = now });
+                return (new ScalingDecision(ScalingAction.AddNode, tier.Tier, null, $"{NodeTierNames.Name(tier.Tier)} {Pressure(tier, options.Upper)} above {Percent(options.Upper)}"), next with { LastAction = now });
             }
         }
 
@@ -210,7 +210,7 @@ public static class AutoscalerPolicy
                 continue;
             }
 
-            var reason = string.Create(CultureInfo.InvariantCulture, $"{Tier(tier.Tier)} below {Percent(options.Lower)} for {options.Cooldown.TotalSeconds:0.#} s (cpu {Percent(tier.Cpu)}, network {Percent(tier.Network)}, capacity {Percent(tier.Capacity)}); node {victim.NodeId} is the least used");
+            var reason = string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier.Tier)} below {Percent(options.Lower)} for {options.Cooldown.TotalSeconds:0.#} s (cpu {Percent(tier.Cpu)}, network {Percent(tier.Network)}, capacity {Percent(tier.Capacity)}); node {victim.NodeId} is the least used");
             return (new ScalingDecision(ScalingAction.RemoveNode, tier.Tier, victim.NodeId, reason), next with { LastAction = now, BelowSince = new Dictionary<NodeTier, DateTimeOffset>() });
         }
 
@@ -239,8 +239,6 @@ public static class AutoscalerPolicy
     }
 
     private static string Percent(double fraction) => string.Create(CultureInfo.InvariantCulture, $"{fraction * 100:0.#} %");
-
-    private static string Tier(NodeTier tier) => tier.ToString().ToLowerInvariant();
 }
 
 /// <summary>
@@ -428,7 +426,7 @@ public sealed class Autoscaler
     private async Task<ProvisionedNode> AddAsync(ScalingDecision decision, bool useWarmPool, CancellationToken cancellationToken)
     {
         Event("scale-up", null, decision.Reason);
-        var tier = JobRegistry.Tier(decision.Tier);
+        var tier = NodeTierNames.Name(decision.Tier);
         if (useWarmPool && WarmPool is { } pool && await pool.TryClaimAsync(decision.Tier, cancellationToken).ConfigureAwait(false) is { } pooled)
         {
             Track(pooled);

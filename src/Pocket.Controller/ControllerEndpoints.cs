@@ -121,7 +121,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         var body = new RegisterJobResponse(
             job.Id,
             job.Token.ToString(),
-            JobRegistry.Tier(job.Requirement.Tier),
+            NodeTierNames.Name(job.Requirement.Tier),
             Nodes(job, addresses),
             registry.Options.LeaseDuration.TotalSeconds,
             job.Requirement.ThroughputBound,
@@ -197,7 +197,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
             return new NodeResponse(
                 n.Id,
                 n.Address,
-                JobRegistry.Tier(n.Tier),
+                NodeTierNames.Name(n.Tier),
                 n.State.ToString().ToLowerInvariant(),
                 new NodeCapacityResponse(n.Capacity, n.Used),
                 n.Cpu,
@@ -216,7 +216,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
             .OrderBy(h => h.Key)
             .Select(h => new NodeHistoryResponse(
                 h.Key,
-                JobRegistry.Tier(h.Value[^1].Tier),
+                NodeTierNames.Name(h.Value[^1].Tier),
                 [.. h.Value.Select(s => new NodeSampleResponse(s.Time, s.State.ToString().ToLowerInvariant(), s.Capacity, s.Used, s.Cpu, s.NetRxBytesPerSecond, s.NetTxBytesPerSecond, s.MovedBytes))]))
             .ToList();
         return Results.Ok(new HistoryResponse(Telemetry.Interval.TotalSeconds, nodes));
@@ -260,7 +260,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
     private static JobResponse ToResponse(JobRecord job, IReadOnlyDictionary<uint, string> addresses, JobUsage? usage, JobMeterReading? meter = null) => new(
         job.Id,
         job.Name,
-        JobRegistry.Tier(job.Requirement.Tier),
+        NodeTierNames.Name(job.Requirement.Tier),
         Nodes(job, addresses),
         job.Requirement.ThroughputBound,
         job.Requirement.ThroughputBitsPerSecond,
@@ -272,12 +272,12 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests, BytesByTier(usage))
         {
             GbSeconds = meter?.GbSeconds ?? 0,
-            GbSecondsByTier = meter?.GbSecondsByTier.ToDictionary(t => JobRegistry.Tier(t.Key), t => t.Value) ?? new Dictionary<string, double>(),
+            GbSecondsByTier = meter?.GbSecondsByTier.ToDictionary(t => NodeTierNames.Name(t.Key), t => t.Value) ?? new Dictionary<string, double>(),
             MeteredSince = meter?.Since,
         });
 
     private static Dictionary<string, long> BytesByTier(JobUsage usage) =>
-        usage.BytesByTier.OrderBy(t => t.Key).ToDictionary(t => JobRegistry.Tier(t.Key), t => t.Value);
+        usage.BytesByTier.OrderBy(t => t.Key).ToDictionary(t => NodeTierNames.Name(t.Key), t => t.Value);
 
     private static IResult BadRequest(ErrorResponse error) => Results.Json(error, statusCode: StatusCodes.Status400BadRequest);
 

@@ -31,7 +31,7 @@ public sealed class InProcessProvisioner : IStorageProvisioner
     {
         if (!Tiers.Contains(request.Tier))
         {
-            throw new ProvisioningException($"this in-process provisioner starts {string.Join(", ", Tiers.Select(t => t.ToString().ToLowerInvariant()))} nodes, not {request.Tier.ToString().ToLowerInvariant()}");
+            throw new ProvisioningException($"this in-process provisioner starts {string.Join(", ", Tiers.Select(NodeTierNames.Name))} nodes, not {request.Tier.Name()}");
         }
 
         await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);

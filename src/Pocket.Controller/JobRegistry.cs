@@ -179,7 +179,7 @@ public sealed class JobRegistry : IAsyncDisposable
             if (!placement.IsComplete)
             {
                 throw new ProvisioningException(
-                    $"started nodes offer less than the {Tier(requirement.Tier)} node class assumes "
+                    $"started nodes offer less than the {NodeTierNames.Name(requirement.Tier)} node class assumes "
                     + $"({Units.FormatBytes(requirement.NodeClass.CapacityBytes)}); {placement.NewNodes} more nodes would still be needed");
             }
 
@@ -212,7 +212,7 @@ public sealed class JobRegistry : IAsyncDisposable
             ControllerLog.JobRegistered(
                 _logger,
                 record.Id,
-                Tier(requirement.Tier),
+                NodeTierNames.Name(requirement.Tier),
                 Units.FormatBitsPerSecond(requirement.ThroughputBitsPerSecond),
                 Units.FormatBytes(requirement.CapacityBytes),
                 requirement.NodesNeeded,
@@ -443,7 +443,7 @@ public sealed class JobRegistry : IAsyncDisposable
         var tier = requirement.Tier;
         if (_provisioner is null || !_provisioner.Tiers.Contains(tier))
         {
-            throw new ProvisioningException($"the job needs {count} more {Tier(tier)} nodes, and this controller cannot start {Tier(tier)} nodes");
+            throw new ProvisioningException($"the job needs {count} more {NodeTierNames.Name(tier)} nodes, and this controller cannot start {NodeTierNames.Name(tier)} nodes");
         }
 
         var timeout = _options.NodeStartTimeout;
@@ -452,7 +452,7 @@ public sealed class JobRegistry : IAsyncDisposable
         // Standby (warm-pool) nodes listed before count as new once they are activated.
         var known = before.Where(n => n.State != NodeState.Standby).Select(n => n.Id).ToHashSet();
         var registered = 0;
-        ControllerLog.StartingNodes(_logger, count, Tier(tier), Units.FormatBytes(requirement.NodeClass.CapacityBytes), jobName);
+        ControllerLog.StartingNodes(_logger, count, NodeTierNames.Name(tier), Units.FormatBytes(requirement.NodeClass.CapacityBytes), jobName);
         var started = new List<ProvisionedNode>();
         try
         {
@@ -484,13 +484,13 @@ public sealed class JobRegistry : IAsyncDisposable
                 }
 
                 throw new ProvisioningException(
-                    $"starting {count} {Tier(tier)} nodes failed: {failure.Message}; stopped the {stopped} of them that had started", failure);
+                    $"starting {count} {NodeTierNames.Name(tier)} nodes failed: {failure.Message}; stopped the {stopped} of them that had started", failure);
             }
 
             started.AddRange(starts.Select(t => t.Result));
             foreach (var node in started)
             {
-                ControllerLog.NodeStarted(_logger, node.Handle, Tier(node.Tier), node.NodeId?.ToString(CultureInfo.InvariantCulture) ?? "pending", node.Address ?? "pending");
+                ControllerLog.NodeStarted(_logger, node.Handle, NodeTierNames.Name(node.Tier), node.NodeId?.ToString(CultureInfo.InvariantCulture) ?? "pending", node.Address ?? "pending");
             }
 
             // A started node is usable once the metadata server lists it live: nodes with a known id must appear as
@@ -516,7 +516,7 @@ public sealed class JobRegistry : IAsyncDisposable
             // The registration fails: the nodes it started or claimed serve nobody.
             var stopped = await StopQuietlyAsync(started).ConfigureAwait(false);
             throw new ProvisioningException(
-                $"started {count} {Tier(tier)} nodes, but {registered} registered with the metadata server within {timeout.TotalSeconds:0.#} s; stopped the {stopped} started");
+                $"started {count} {NodeTierNames.Name(tier)} nodes, but {registered} registered with the metadata server within {timeout.TotalSeconds:0.#} s; stopped the {stopped} started");
         }
     }
 
@@ -668,8 +668,6 @@ public sealed class JobRegistry : IAsyncDisposable
 
     private static bool IsValidJobName(string? name) =>
         name is { Length: > 0 and <= 64 } && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
-
-    internal static string Tier(NodeTier tier) => tier.ToString().ToLowerInvariant();
 
     internal static string ReasonText(JobEndReason reason) => reason switch
     {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Pocket.Protocol;
@@ -55,7 +54,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
 
     private readonly LocalProcessProvisionerOptions _options;
     private readonly ILogger _logger;
-    private readonly Dictionary<string, Process> _children = [];
+    private readonly Dictionary<string, RoleProcess> _children = [];
     private readonly Lock _lock = new();
 
     /// <summary>Makes a provisioner; nothing starts until asked.</summary>
@@ -83,35 +82,22 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
     /// <inheritdoc />
     public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
     {
-        var start = new ProcessStartInfo(_options.Executable)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in _options.BaseArguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        start.ArgumentList.Add("storage");
-        start.ArgumentList.Add("--stop-on-stdin-eof");
-        start.ArgumentList.Add("--metadata");
-        start.ArgumentList.Add(_options.MetadataAddress);
-        start.ArgumentList.Add("--tier");
-        start.ArgumentList.Add(request.Tier.ToString().ToLowerInvariant());
-        start.ArgumentList.Add("--capacity");
-        start.ArgumentList.Add(request.CapacityBytes.ToString(CultureInfo.InvariantCulture));
+        List<string> arguments =
+        [
+            .. _options.BaseArguments,
+            "storage", "--stop-on-stdin-eof",
+            "--metadata", _options.MetadataAddress,
+            "--tier", request.Tier.Name(),
+            "--capacity", request.CapacityBytes.ToString(CultureInfo.InvariantCulture),
+        ];
         if (request.Standby)
         {
-            start.ArgumentList.Add("--standby");
+            arguments.Add("--standby");
         }
 
         if (_options.BlockSize is { } blockSize)
         {
-            start.ArgumentList.Add("--block-size");
-            start.ArgumentList.Add(blockSize.ToString(CultureInfo.InvariantCulture));
+            arguments.AddRange(["--block-size", blockSize.ToString(CultureInfo.InvariantCulture)]);
         }
 
         if (_options.IdleTimeout is { } idleTimeout)
@@ -122,85 +108,21 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
 
         if (request.Tier != NodeTier.Dram && _options.DataDirectory is { } directory)
         {
-            start.ArgumentList.Add("--data-dir");
-            start.ArgumentList.Add(directory);
+            arguments.AddRange(["--data-dir", directory]);
         }
 
-        if (!_options.ClusterToken.IsNone)
+        var child = await RoleProcess.StartAsync(
+            _options.Executable, arguments, _options.ClusterToken, ReadyPrefix, line => TryParseReady(line, out _, out _),
+            "storage process", "register", _options.StartTimeout, cancellationToken).ConfigureAwait(false);
+        _ = TryParseReady(child.ReadyLine, out var id, out var address);
+        var handle = child.Id.ToString(CultureInfo.InvariantCulture);
+        lock (_lock)
         {
-            start.Environment["POCKET_CLUSTER_TOKEN"] = _options.ClusterToken.ToString();
+            _children[handle] = child;
         }
 
-        Process process;
-        try
-        {
-            process = Process.Start(start) ?? throw new ProvisioningException($"could not start {_options.Executable}");
-        }
-        catch (System.ComponentModel.Win32Exception ex)
-        {
-            throw new ProvisioningException($"could not start {_options.Executable}: {ex.Message}", ex);
-        }
-
-        var stderr = new System.Text.StringBuilder();
-        process.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is { } line)
-            {
-                lock (stderr)
-                {
-                    if (stderr.Length < 8192)
-                    {
-                        stderr.AppendLine(line);
-                    }
-                }
-            }
-        };
-        process.BeginErrorReadLine();
-
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(_options.StartTimeout);
-        try
-        {
-            while (true)
-            {
-                var line = await process.StandardOutput.ReadLineAsync(timeout.Token).ConfigureAwait(false);
-                if (line is null)
-                {
-                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-                    string errors;
-                    lock (stderr)
-                    {
-                        errors = stderr.ToString().Trim();
-                    }
-
-                    throw new ProvisioningException($"storage process exited with code {process.ExitCode} before registering: {errors}");
-                }
-
-                if (line.StartsWith(ReadyPrefix, StringComparison.Ordinal) && TryParseReady(line, out var id, out var address))
-                {
-                    var handle = process.Id.ToString(CultureInfo.InvariantCulture);
-                    lock (_lock)
-                    {
-                        _children[handle] = process;
-                    }
-
-                    // Keep draining stdout so the child never blocks on a full pipe.
-                    _ = DrainAsync(process);
-                    ControllerLog.ProcessNodeStarted(_logger, id, address, process.Id);
-                    return new ProvisionedNode(request.Tier, handle, id, address);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            Kill(process);
-            throw new ProvisioningException($"storage process {process.Id} did not register within {_options.StartTimeout.TotalSeconds:0} s");
-        }
-        catch
-        {
-            Kill(process);
-            throw;
-        }
+        ControllerLog.ProcessNodeStarted(_logger, id, address, child.Id);
+        return new ProvisionedNode(request.Tier, handle, id, address);
     }
 
     internal static bool TryParseReady(string line, out uint id, out string address)
@@ -222,23 +144,10 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         return id != 0 && address.Length > 0;
     }
 
-    private static async Task DrainAsync(Process process)
-    {
-        try
-        {
-            while (await process.StandardOutput.ReadLineAsync().ConfigureAwait(false) is not null)
-            {
-            }
-        }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException)
-        {
-        }
-    }
-
     /// <inheritdoc />
     public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
     {
-        Process? process;
+        RoleProcess? process;
         lock (_lock)
         {
             _children.Remove(node.Handle, out process);
@@ -249,62 +158,19 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
             throw new ArgumentException($"'{node.Handle}' is not a process this provisioner started", nameof(node));
         }
 
-        await StopAsync(process, cancellationToken).ConfigureAwait(false);
-    }
-
-    private static async Task StopAsync(Process process, CancellationToken cancellationToken)
-    {
-        if (!process.HasExited)
-        {
-            // Closing stdin asks the child to shut down cleanly; it is killed if it does not within 10 s.
-            try
-            {
-                process.StandardInput.Close();
-            }
-            catch (IOException)
-            {
-            }
-
-            using var grace = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            grace.CancelAfter(TimeSpan.FromSeconds(10));
-            try
-            {
-                await process.WaitForExitAsync(grace.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                Kill(process);
-                await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-            }
-        }
-
-        process.Dispose();
-    }
-
-    private static void Kill(Process process)
-    {
-        try
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-        catch (InvalidOperationException)
-        {
-        }
+        await process.StopAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Stops every child still running.</summary>
     public async ValueTask DisposeAsync()
     {
-        List<Process> children;
+        List<RoleProcess> children;
         lock (_lock)
         {
             children = [.. _children.Values];
             _children.Clear();
         }
 
-        await Task.WhenAll(children.Select(p => StopAsync(p, CancellationToken.None))).ConfigureAwait(false);
+        await Task.WhenAll(children.Select(p => p.StopAsync(CancellationToken.None))).ConfigureAwait(false);
     }
 }

@@ -345,7 +345,7 @@ public sealed class JobSizer
     private static int CeilNodes(double nodes) => (int)Math.Min(int.MaxValue, Math.Max(0, Math.Ceiling(nodes - Epsilon)));
 
     private SizingException TooLarge(JobRequirement requirement) => new(
-        $"the job needs {requirement.NodesNeeded} {requirement.Tier.ToString().ToLowerInvariant()} nodes "
+        $"the job needs {requirement.NodesNeeded} {requirement.Tier.Name()} nodes "
         + $"({Units.FormatBitsPerSecond(requirement.ThroughputBitsPerSecond)}, {Units.FormatBytes(requirement.CapacityBytes)}); "
         + $"a job may use at most {Options.MaxNodesPerJob}");
 }

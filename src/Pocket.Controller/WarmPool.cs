@@ -72,7 +72,7 @@ public sealed class WarmPool : IAsyncDisposable
         var missing = options.Tiers.Where(t => !provisioner.Tiers.Contains(t)).ToList();
         if (missing.Count > 0)
         {
-            throw new ArgumentException($"the provisioner cannot start {string.Join(", ", missing.Select(JobRegistry.Tier))} nodes for the warm pool");
+            throw new ArgumentException($"the provisioner cannot start {string.Join(", ", missing.Select(NodeTierNames.Name))} nodes for the warm pool");
         }
 
         _admin = admin;
@@ -133,7 +133,7 @@ public sealed class WarmPool : IAsyncDisposable
             try
             {
                 await _admin.ActivateNodeAsync(node.NodeId!.Value, cancellationToken).ConfigureAwait(false);
-                Event("pool-claimed", node.NodeId, $"{JobRegistry.Tier(tier)} node {node.Handle} left the warm pool and serves");
+                Event("pool-claimed", node.NodeId, $"{NodeTierNames.Name(tier)} node {node.Handle} left the warm pool and serves");
                 return node;
             }
             catch (ObjectNotFoundException ex)
@@ -238,11 +238,11 @@ public sealed class WarmPool : IAsyncDisposable
                         return;
                     }
 
-                    Event("pool-added", node.NodeId, string.Create(CultureInfo.InvariantCulture, $"{JobRegistry.Tier(tier)} node {node.Handle} is standing by ({Ready(tier).Count} of {_options.NodesPerTier} ready)"));
+                    Event("pool-added", node.NodeId, string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier)} node {node.Handle} is standing by ({Ready(tier).Count} of {_options.NodesPerTier} ready)"));
                 }
                 catch (Exception ex) when (ex is not OperationCanceledException || !token.IsCancellationRequested)
                 {
-                    Event("pool-failed", null, $"starting a {JobRegistry.Tier(tier)} warm-pool node failed: {ex.Message}");
+                    Event("pool-failed", null, $"starting a {NodeTierNames.Name(tier)} warm-pool node failed: {ex.Message}");
                     ControllerLog.WarmPoolFailed(_logger, ex.Message);
                     await Task.Delay(_options.RetryDelay, _time, token).ConfigureAwait(false);
                 }
@@ -256,7 +256,7 @@ public sealed class WarmPool : IAsyncDisposable
     private async Task<ProvisionedNode> StartOneAsync(NodeTier tier, CancellationToken cancellationToken)
     {
         var capacity = _options.NodeCapacityBytes ?? _sizing.ClassOf(tier)?.CapacityBytes
-            ?? throw new ProvisioningException($"no node class for tier {JobRegistry.Tier(tier)}");
+            ?? throw new ProvisioningException($"no node class for tier {NodeTierNames.Name(tier)}");
         var before = (await _admin.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Select(n => n.Id).ToHashSet();
         var node = await _provisioner.StartNodeAsync(new NodeRequest(tier, capacity, Standby: true), cancellationToken).ConfigureAwait(false);
         if (node.NodeId is not null)

@@ -58,7 +58,7 @@ public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
         _namespace = options.Namespace!;
         _logger = loggerFactory.CreateLogger<KubernetesProvisioner>();
         Tiers = [.. Enum.GetValues<NodeTier>().Where(t => options.ForTier(t).Enabled)];
-        KubernetesLog.Configured(_logger, _namespace, options.Image, options.MetadataAddress, string.Join(", ", Tiers.Select(StoragePodSpec.Tier)));
+        KubernetesLog.Configured(_logger, _namespace, options.Image, options.MetadataAddress, string.Join(", ", Tiers.Select(NodeTierNames.Name)));
     }
 
     /// <summary>
@@ -104,7 +104,7 @@ public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
     public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(request);
-        var tier = StoragePodSpec.Tier(request.Tier);
+        var tier = NodeTierNames.Name(request.Tier);
         if (!Tiers.Contains(request.Tier))
         {
             throw new ProvisioningException($"the Kubernetes provisioner does not start {tier} nodes (the tier is disabled)");
@@ -270,7 +270,7 @@ public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
         {
             if (pod.Metadata?.Name is not { } name || pod.Metadata.DeletionTimestamp is not null
                 || pod.Metadata.Labels?.TryGetValue(TierLabel, out var tierText) != true
-                || !Enum.TryParse<NodeTier>(tierText, ignoreCase: true, out var tier) || !Enum.IsDefined(tier))
+                || !NodeTierNames.TryParse(tierText, out var tier))
             {
                 continue;
             }
@@ -283,7 +283,7 @@ public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
     }
 
     private string NewPodName(NodeTier tier) =>
-        $"{_options.PodNamePrefix}-{StoragePodSpec.Tier(tier)}-{new string(RandomNumberGenerator.GetItems<char>(SuffixAlphabet, KubernetesNames.SuffixLength))}";
+        $"{_options.PodNamePrefix}-{NodeTierNames.Name(tier)}-{new string(RandomNumberGenerator.GetItems<char>(SuffixAlphabet, KubernetesNames.SuffixLength))}";
 
     private async Task DeleteQuietlyAsync(string name)
     {

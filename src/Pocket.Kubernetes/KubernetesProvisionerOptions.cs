@@ -56,7 +56,7 @@ public sealed record TierPodOptions
 
     internal void Validate(NodeTier tier)
     {
-        var name = tier.ToString().ToLowerInvariant();
+        var name = tier.Name();
         if (MemoryOverheadBytes < 0 || DiskOverheadBytes < 0)
         {
             throw new ArgumentException($"{name}: memory and disk overheads must not be negative");

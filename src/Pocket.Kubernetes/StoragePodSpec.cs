@@ -20,12 +20,10 @@ internal static class StoragePodSpec
     /// <summary>Selects every storage pod a Pocket controller made in a namespace.</summary>
     public static string Selector => $"{KubernetesProvisioner.NameLabel}=pocket,{KubernetesProvisioner.RoleLabel}=storage";
 
-    public static string Tier(NodeTier tier) => tier.ToString().ToLowerInvariant();
-
     public static V1Pod Build(KubernetesProvisionerOptions options, NodeRequest request, string name)
     {
         var tier = options.ForTier(request.Tier);
-        var tierName = Tier(request.Tier);
+        var tierName = request.Tier.Name();
         var isDram = request.Tier == NodeTier.Dram;
 
         var labels = new Dictionary<string, string>(options.Labels)

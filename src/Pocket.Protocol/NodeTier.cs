@@ -24,3 +24,44 @@ public enum NodeState : byte
     /// </summary>
     Standby = 5,
 }
+
+/// <summary>
+/// The names of <see cref="NodeTier"/> as people, command lines, JSON and labels see them ("dram", "ssd", "hdd"): the
+/// one place they are parsed and printed.
+/// </summary>
+public static class NodeTierNames
+{
+    /// <summary>Every tier, fastest first.</summary>
+    public static IReadOnlyList<NodeTier> All { get; } = [NodeTier.Dram, NodeTier.Ssd, NodeTier.Hdd];
+
+    /// <summary>The valid names, for errors and help: "dram, ssd, hdd".</summary>
+    public static string List { get; } = string.Join(", ", All.Select(Name));
+
+    /// <summary>The tier's name ("dram"); a number not in the enum prints as the number.</summary>
+    public static string Name(this NodeTier tier) => tier switch
+    {
+        NodeTier.Dram => "dram",
+        NodeTier.Ssd => "ssd",
+        NodeTier.Hdd => "hdd",
+        _ => ((byte)tier).ToString(System.Globalization.CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>A tier from its name, ignoring case; numbers and unknown names are refused.</summary>
+    public static bool TryParse(string? name, out NodeTier tier)
+    {
+        foreach (var candidate in All)
+        {
+            if (string.Equals(name?.Trim(), Name(candidate), StringComparison.OrdinalIgnoreCase))
+            {
+                tier = candidate;
+                return true;
+            }
+        }
+
+        tier = 0;
+        return false;
+    }
+
+    /// <summary>The error for a name <see cref="TryParse"/> refused: "unknown tier 'tape' (tiers: dram, ssd, hdd)".</summary>
+    public static string Unknown(string? name) => $"unknown tier '{name}' (tiers: {List})";
+}

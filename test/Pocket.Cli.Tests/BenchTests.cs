@@ -158,6 +158,19 @@ public sealed class BenchTests : IDisposable
         Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
+    [Theory]
+    [InlineData("bench --tier tape")]
+    [InlineData("bench sort --store pocket --tier tape")]
+    [InlineData("storage --metadata 127.0.0.1:1 --tier tape")]
+    public async Task An_unknown_tier_is_refused_with_one_line_naming_the_tiers(string arguments)
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, arguments.Split(' '));
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--tier: unknown tier 'tape' (tiers: dram, ssd, hdd)", result.Stderr, StringComparison.Ordinal);
+        Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
     [Fact]
     public async Task Bench_rejects_cluster_options_with_a_job()
     {

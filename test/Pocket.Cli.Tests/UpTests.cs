@@ -263,7 +263,7 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Theory]
-    [InlineData("--tiers dram=1,tape=1", "unknown tier 'tape'")]
+    [InlineData("--tiers dram=1,tape=1", "--tiers: unknown tier 'tape' (tiers: dram, ssd, hdd)")]
     [InlineData("--tiers ssd=-1", "ssd=-1 is negative")]
     [InlineData("--tiers dram=two", "'two' for dram is not a node count")]
     [InlineData("--tiers dram=1,dram=2", "dram is given twice")]
@@ -278,6 +278,7 @@ public sealed partial class UpTests : IDisposable
         var result = await PocketProcess.RunAsync(_home.Path, ["up", "--port", "0", "--controller-port", "0", "--no-gateway", "--for", "1s", "--data-dir", _home.File("d"), .. arguments.Split(' ')]);
         Assert.NotEqual(0, result.ExitCode);
         Assert.Contains(expected, result.Stderr, StringComparison.Ordinal);
+        Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.False(File.Exists(_home.File("cluster.json")));
     }
 

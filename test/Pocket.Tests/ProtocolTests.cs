@@ -325,4 +325,25 @@ public sealed class ProtocolTests
             Assert.Equal(token, back);
         }
     }
+
+    [Fact]
+    public void Tier_names_round_trip_ignore_case_and_refuse_numbers_and_unknown_names()
+    {
+        foreach (var tier in Enum.GetValues<NodeTier>())
+        {
+            Assert.True(NodeTierNames.TryParse(NodeTierNames.Name(tier), out var back));
+            Assert.Equal(tier, back);
+            Assert.True(NodeTierNames.TryParse(NodeTierNames.Name(tier).ToUpperInvariant(), out back));
+            Assert.Equal(tier, back);
+        }
+
+        Assert.Equal(Enum.GetValues<NodeTier>(), NodeTierNames.All);
+        Assert.Equal("dram", NodeTier.Dram.Name());
+        foreach (var bad in new[] { "1", "tape", "", " ", null })
+        {
+            Assert.False(NodeTierNames.TryParse(bad, out _));
+        }
+
+        Assert.Equal("unknown tier 'tape' (tiers: dram, ssd, hdd)", NodeTierNames.Unknown("tape"));
+    }
 }

@@ -22,12 +22,12 @@ internal sealed record BenchClusterOptions(int Nodes, long NodeCapacity, int Blo
 /// </summary>
 internal sealed class BenchCluster : IAsyncDisposable
 {
-    private readonly Process? _metadataProcess;
+    private readonly RoleProcess? _metadataProcess;
     private readonly LocalProcessProvisioner? _nodes;
     private readonly PocketCluster? _inProcess;
     private readonly string? _dataDirectory;
 
-    private BenchCluster(BenchClusterOptions options, string metadata, JobToken token, Process? metadataProcess, LocalProcessProvisioner? nodes, PocketCluster? inProcess, string? dataDirectory)
+    private BenchCluster(BenchClusterOptions options, string metadata, JobToken token, RoleProcess? metadataProcess, LocalProcessProvisioner? nodes, PocketCluster? inProcess, string? dataDirectory)
     {
         Options = options;
         MetadataAddress = metadata;
@@ -49,7 +49,7 @@ internal sealed class BenchCluster : IAsyncDisposable
 
     /// <summary>How the cluster runs, for reports.</summary>
     public string Description => string.Create(CultureInfo.InvariantCulture,
-        $"own cluster ({Options.Nodes} {Options.Tier.ToString().ToLowerInvariant()} nodes of {Units.FormatSize(Options.NodeCapacity)}, {(Options.InProcess ? "in the bench process" : "child processes")})");
+        $"own cluster ({Options.Nodes} {Options.Tier.Name()} nodes of {Units.FormatSize(Options.NodeCapacity)}, {(Options.InProcess ? "in the bench process" : "child processes")})");
 
     /// <summary>What the server CPU figures cover, or null when they cannot be told apart from the bench's own.</summary>
     public string? CpuScope => ServerPids.Count == 0
@@ -66,7 +66,7 @@ internal sealed class BenchCluster : IAsyncDisposable
             Directory.CreateDirectory(dataDirectory);
         }
 
-        var tier = options.Tier.ToString().ToLowerInvariant();
+        var tier = options.Tier.Name();
         status(string.Create(CultureInfo.InvariantCulture,
             $"starting a cluster: {options.Nodes} {tier} nodes of {Units.FormatSize(options.NodeCapacity)}{(dataDirectory is null ? "" : $" in {dataDirectory}")}, {(options.InProcess ? "in this process" : "as child processes")}"));
         try
@@ -156,52 +156,23 @@ internal sealed class BenchCluster : IAsyncDisposable
         }
     }
 
-    /// <summary>`pocket metadata --port 0` as a child; it prints its address once listening.</summary>
-    private static async Task<(Process Process, string Address)> StartMetadataAsync(string executable, IReadOnlyList<string> baseArguments, JobToken token, CancellationToken cancellationToken)
-    {
-        var start = new ProcessStartInfo(executable)
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in baseArguments.Concat(["metadata", "--host", "127.0.0.1", "--port", "0", "--stop-on-stdin-eof"]))
-        {
-            start.ArgumentList.Add(argument);
-        }
+    /// <summary>The line `pocket metadata` prints once listening, followed by its host:port.</summary>
+    internal const string MetadataReadyPrefix = "POCKET-METADATA address=";
 
-        start.Environment[ClusterConnection.TokenVariable] = token.ToString();
-        var process = Process.Start(start) ?? throw new CliException($"could not start {executable} metadata");
-        var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+    /// <summary>`pocket metadata --port 0` as a child; it prints its address once listening.</summary>
+    private static async Task<(RoleProcess Process, string Address)> StartMetadataAsync(string executable, IReadOnlyList<string> baseArguments, JobToken token, CancellationToken cancellationToken)
+    {
+        const string Prefix = MetadataReadyPrefix;
         try
         {
-            while (await process.StandardOutput.ReadLineAsync(timeout.Token).ConfigureAwait(false) is { } line)
-            {
-                const string Prefix = "POCKET-METADATA address=";
-                if (line.StartsWith(Prefix, StringComparison.Ordinal))
-                {
-                    _ = DrainAsync(process.StandardOutput);
-                    return (process, line[Prefix.Length..].Trim());
-                }
-            }
-
-            await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-            throw new CliException($"the metadata server exited with code {process.ExitCode} before listening: {(await stderr.ConfigureAwait(false)).Trim()}");
+            var process = await RoleProcess.StartAsync(
+                executable, [.. baseArguments, "metadata", "--host", "127.0.0.1", "--port", "0", "--stop-on-stdin-eof"], token, Prefix, _ => true,
+                "the metadata server", "listen", TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+            return (process, process.ReadyLine[Prefix.Length..].Trim());
         }
-        catch (Exception ex) when (ex is not CliException)
+        catch (ProvisioningException ex)
         {
-            await StopAsync(process).ConfigureAwait(false);
-            throw ex is OperationCanceledException && !cancellationToken.IsCancellationRequested
-                ? new CliException("the metadata server did not start listening within 30 s", ex)
-                : ex;
-        }
-        catch
-        {
-            await StopAsync(process).ConfigureAwait(false);
-            throw;
+            throw new CliException(ex.Message, ex);
         }
     }
 
@@ -219,55 +190,6 @@ internal sealed class BenchCluster : IAsyncDisposable
         }
 
         status(string.Create(CultureInfo.InvariantCulture, $"node memory pre-faulted in {clock.Elapsed.TotalSeconds:0.0} s"));
-    }
-
-    private static async Task DrainAsync(StreamReader reader)
-    {
-        try
-        {
-            while (await reader.ReadLineAsync().ConfigureAwait(false) is not null)
-            {
-            }
-        }
-        catch (Exception ex) when (ex is IOException or ObjectDisposedException or InvalidOperationException)
-        {
-        }
-    }
-
-    /// <summary>Closing stdin asks a child started with --stop-on-stdin-eof to stop; it is killed if it has not within 10 s.</summary>
-    private static async Task StopAsync(Process process)
-    {
-        try
-        {
-            if (!process.HasExited)
-            {
-                try
-                {
-                    process.StandardInput.Close();
-                }
-                catch (IOException)
-                {
-                }
-
-                using var grace = new CancellationTokenSource(TimeSpan.FromSeconds(10));
-                try
-                {
-                    await process.WaitForExitAsync(grace.Token).ConfigureAwait(false);
-                }
-                catch (OperationCanceledException)
-                {
-                    process.Kill(entireProcessTree: true);
-                    await process.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-                }
-            }
-        }
-        catch (InvalidOperationException)
-        {
-        }
-        finally
-        {
-            process.Dispose();
-        }
     }
 
     private static void RemoveQuietly(string? directory)
@@ -297,7 +219,7 @@ internal sealed class BenchCluster : IAsyncDisposable
 
         if (_metadataProcess is not null)
         {
-            await StopAsync(_metadataProcess).ConfigureAwait(false);
+            await _metadataProcess.DisposeAsync().ConfigureAwait(false);
         }
 
         if (_inProcess is not null)

@@ -37,7 +37,7 @@ internal static class BenchCommand
         };
         var job = new Option<string?>("--job")
         {
-            Description = "Run in this job of $POCKET_HOME/jobs.json (under a prefix of its own, removed afterwards) instead of registering and removing a job",
+            Description = "Run in this job of $POCKET_HOME/jobs.json (under a prefix of its own, removed afterwards; its lease is renewed while the bench runs) instead of registering and removing a job",
             HelpName = "ID",
         };
         var inline = new Option<long?>("--small-object-threshold")
@@ -70,12 +70,11 @@ internal static class BenchCommand
     }
 
     /// <summary>The options of the cluster a bench starts for itself, shared with `bench sort`.</summary>
-    internal sealed record ClusterOptions(Option<string> Tier, Option<string?> DataDir, Option<bool> InProcess, Option<long?> NodeCapacity)
+    internal sealed record ClusterOptions(Option<NodeTier> Tier, Option<string?> DataDir, Option<bool> InProcess, Option<long?> NodeCapacity)
     {
         public static ClusterOptions Create()
         {
-            var tier = new Option<string>("--tier") { Description = "Tier of the storage nodes of the bench's own cluster", DefaultValueFactory = _ => "dram", HelpName = "dram|ssd|hdd" };
-            tier.AcceptOnlyFromAmong("dram", "ssd", "hdd");
+            var tier = CommandRunner.TierOption("--tier", "Tier of the storage nodes of the bench's own cluster");
             var dataDir = new Option<string?>("--data-dir") { Description = "Where ssd and hdd nodes of the bench's own cluster keep their files (a fresh directory inside it, removed afterwards; default: the temp directory)", HelpName = "DIR" };
             var inProcess = new Option<bool>("--in-process") { Description = "Run the bench's own cluster in the bench process (server CPU is then not measured)" };
             var nodeCapacity = new Option<long?>("--node-capacity")
@@ -101,8 +100,6 @@ internal static class BenchCommand
         public long NodeCapacityOf(ParseResult parse, long sized) =>
             parse.GetValue(NodeCapacity) is { } given ? RoundUp(given, OwnBlockSize) : sized;
 
-        public NodeTier TierOf(ParseResult parse) => Enum.Parse<NodeTier>(parse.GetValue(Tier)!, ignoreCase: true);
-
         /// <summary>These options only shape a cluster the bench starts: with one given, they would be silently ignored.</summary>
         public void CheckUnused(ParseResult parse, string why)
         {
@@ -119,112 +116,58 @@ internal static class BenchCommand
     private static async Task<int> RunAsync(BenchSettings settings, CancellationToken cancellationToken)
     {
         var started = DateTimeOffset.UtcNow;
-        var home = PocketHome.Default();
-        JobEntry? entry = null;
-        JobToken jobToken = default;
-        if (settings.Job is { } jobId)
+        var nodeCapacity = settings.NodeCapacity ?? RoundUp(Math.Max(1L << 30, settings.Size * settings.Clients * 4), OwnBlockSize);
+        var session = await BenchSession.OpenAsync(
+            settings.Metadata,
+            settings.Job,
+            new BenchClusterOptions(OwnNodes, nodeCapacity, OwnBlockSize, settings.Tier, settings.DataDirectory, settings.InProcess),
+            settings.SmallObjectThreshold,
+            cancellationToken).ConfigureAwait(false);
+        List<BenchResult> results = [];
+        BenchPlan plan;
+        BenchContext context;
+        await using (session.ConfigureAwait(false))
         {
-            entry = home.ReadJobs().Find(j => j.Id == jobId)
-                ?? throw new CliException($"unknown job '{jobId}': register one with `pocket job register NAME` (known jobs: `pocket job ls`)");
-            if (!JobToken.TryParse(entry.Token, out jobToken))
+            var targets = new List<IBenchTarget> { new PocketBenchTarget(session.Job, session.Root, session.CpuScope, session.CpuSeconds) };
+            try
             {
-                throw new CliException($"job '{jobId}' has a bad token in {home.JobsFile}");
-            }
-        }
-
-        var connection = entry is null ? ClusterConnection.TryResolve(settings.Metadata, home) : ClusterConnection.Resolve(settings.Metadata, home, entry);
-        BenchCluster? cluster = null;
-        try
-        {
-            if (connection is null)
-            {
-                var nodeCapacity = settings.NodeCapacity ?? RoundUp(Math.Max(1L << 30, settings.Size * settings.Clients * 4), OwnBlockSize);
-                cluster = await BenchCluster.StartAsync(
-                    new BenchClusterOptions(OwnNodes, nodeCapacity, OwnBlockSize, settings.Tier, settings.DataDirectory, settings.InProcess),
-                    Status,
-                    cancellationToken).ConfigureAwait(false);
-                connection = new ClusterConnection(cluster.MetadataAddress, cluster.ClusterToken, "own cluster");
-            }
-
-            var pocketWhere = cluster?.Description ?? connection.Metadata;
-            var client = await connection.ConnectAsync(cancellationToken, settings.SmallObjectThreshold).ConfigureAwait(false);
-            await using (client.ConfigureAwait(false))
-            {
-                var (cpuScope, cpuSeconds) = cluster is not null
-                    ? (cluster.CpuScope ?? "not measured: the cluster runs in the bench process (--in-process)", cluster.ServerCpuSeconds)
-                    : await ExistingClusterCpuAsync(client, connection.Metadata, cancellationToken).ConfigureAwait(false);
-                PocketJob job;
-                string root;
-                if (entry is not null)
+                foreach (var peer in settings.Peers)
                 {
-                    job = client.OpenJob(entry.Id, jobToken);
-                    root = $"bench-{Guid.NewGuid():N}/";
-                    pocketWhere += $", job {entry.Id} under {root}";
-                }
-                else
-                {
-                    job = await RegisterAsync(client, settings.Tier, cancellationToken).ConfigureAwait(false);
-                    root = string.Empty;
+                    Status($"connecting to {peer.Name} at {peer.Host}:{peer.Port}");
+                    targets.Add(await RedisBenchTarget.ConnectAsync(peer, cancellationToken).ConfigureAwait(false));
                 }
 
-                var targets = new List<IBenchTarget> { new PocketBenchTarget(job, root, cpuScope, cpuSeconds) };
-                List<BenchResult> results = [];
-                BenchPlan plan;
-                try
-                {
-                    foreach (var peer in settings.Peers)
-                    {
-                        Status($"connecting to {peer.Name} at {peer.Host}:{peer.Port}");
-                        targets.Add(await RedisBenchTarget.ConnectAsync(peer, cancellationToken).ConfigureAwait(false));
-                    }
-
-                    plan = await PlanAsync(settings, client, cancellationToken).ConfigureAwait(false);
-                    var runner = new BenchRunner(plan, settings.Ops.Any(o => o.ReadsData()), Status);
-                    foreach (var op in settings.Ops)
-                    {
-                        foreach (var target in targets)
-                        {
-                            var result = await runner.RunAsync(target, op, cancellationToken).ConfigureAwait(false);
-                            results.Add(result);
-                            Status(string.Create(CultureInfo.InvariantCulture,
-                                $"{result.System} {op.Name()}: {result.Ops} ops, p50 {result.PercentileMicros(50)} us, p99 {result.PercentileMicros(99)} us, {result.OpsPerSecond:0.##} ops/s, {result.MiBPerSecond:0.0} MiB/s"));
-                        }
-                    }
-                }
-                finally
+                plan = await PlanAsync(settings, session.Client, cancellationToken).ConfigureAwait(false);
+                var runner = new BenchRunner(plan, settings.Ops.Any(o => o.ReadsData()), Status);
+                foreach (var op in settings.Ops)
                 {
                     foreach (var target in targets)
                     {
-                        await target.DisposeAsync().ConfigureAwait(false);
+                        var result = await runner.RunAsync(target, op, cancellationToken).ConfigureAwait(false);
+                        results.Add(result);
+                        Status(string.Create(CultureInfo.InvariantCulture,
+                            $"{result.System} {op.Name()}: {result.Ops} ops, p50 {result.PercentileMicros(50)} us, p99 {result.PercentileMicros(99)} us, {result.OpsPerSecond:0.##} ops/s, {result.MiBPerSecond:0.0} MiB/s"));
                     }
-
-                    if (entry is null)
-                    {
-                        await DeregisterQuietlyAsync(client, job.Id).ConfigureAwait(false);
-                    }
-                    else
-                    {
-                        await RemoveRootQuietlyAsync(job, root).ConfigureAwait(false);
-                    }
-                }
-
-                var context = new BenchContext(pocketWhere, job.Id, entry is not null, cluster?.Options.Tier, cluster?.Options.NodeCapacity, client.Options.SmallObjectThreshold, started);
-                if (settings.Json)
-                {
-                    CommandRunner.WriteJson(BenchReport.ToJson(results, plan, context, settings.Peers));
-                }
-                else
-                {
-                    BenchReport.WriteTable(results, plan, context);
                 }
             }
-        }
-        finally
-        {
-            if (cluster is not null)
+            finally
             {
-                await cluster.DisposeAsync().ConfigureAwait(false);
+                foreach (var target in targets)
+                {
+                    await target.DisposeAsync().ConfigureAwait(false);
+                }
             }
+
+            context = new BenchContext(session.Where, session.Job.Id, session.JobGiven, session.OwnCluster?.Tier, session.OwnCluster?.NodeCapacity, session.Client.Options.SmallObjectThreshold, started);
+        }
+
+        if (settings.Json)
+        {
+            CommandRunner.WriteJson(BenchReport.ToJson(results, plan, context, settings.Peers));
+        }
+        else
+        {
+            BenchReport.WriteTable(results, plan, context);
         }
 
         return 0;
@@ -351,49 +294,11 @@ internal static class BenchCommand
             parse.GetValue(json),
             parse.GetValue(metadata),
             jobId,
-            cluster.TierOf(parse),
+            parse.GetValue(cluster.Tier),
             parse.GetValue(cluster.DataDir),
             parse.GetValue(cluster.InProcess),
             parse.GetValue(cluster.NodeCapacity) is null ? null : cluster.NodeCapacityOf(parse, 0),
             parse.GetValue(inline) is { } threshold ? (int)threshold : null);
-    }
-
-    internal static async Task<PocketJob> RegisterAsync(PocketClient client, NodeTier tier, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await client.RegisterJobAsync("bench", tier, cancellationToken).ConfigureAwait(false);
-        }
-        catch (PocketUnauthorizedException ex)
-        {
-            throw new CliException($"the bench registers its own job, which needs the cluster token: set {ClusterConnection.TokenVariable} ({ex.Message})", ex);
-        }
-    }
-
-    /// <summary>What the bench wrote into a job it was given: everything under its own prefix.</summary>
-    private static async Task RemoveRootQuietlyAsync(PocketJob job, string root)
-    {
-        try
-        {
-            await job.DeleteAsync(root, recursive: true, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is PocketException or IOException)
-        {
-            CommandRunner.Error.MarkupLine($"[yellow]warning:[/] could not remove {Markup.Escape(root)} from job {Markup.Escape(job.Id)}: {Markup.Escape(ex.Message)}");
-        }
-    }
-
-    internal static async Task DeregisterQuietlyAsync(PocketClient client, string jobId)
-    {
-        try
-        {
-            await client.DeregisterJobAsync(jobId, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is PocketException or IOException)
-        {
-            // The job's lease reclaims it; the bench result matters more than a failed clean-up.
-            CommandRunner.Error.MarkupLine($"[yellow]warning:[/] could not deregister bench job {Markup.Escape(jobId)}: {Markup.Escape(ex.Message)}");
-        }
     }
 
     /// <summary>

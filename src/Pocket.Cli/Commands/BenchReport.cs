@@ -143,7 +143,7 @@ internal static class BenchReport
                 ["pocket"] = context.PocketWhere,
                 ["job"] = context.JobId,
                 ["job_given"] = context.JobGiven,
-                ["tier"] = context.Tier is { } tier ? tier.ToString().ToLowerInvariant() : null,
+                ["tier"] = context.Tier is { } tier ? Protocol.NodeTierNames.Name(tier) : null,
                 ["own_cluster_node_capacity"] = context.NodeCapacity,
                 ["small_object_threshold"] = context.SmallObjectThreshold,
                 ["peers"] = peerUrls,

@@ -157,7 +157,7 @@ internal static class BenchSortCommand
             peers,
             parse.GetValue(dir),
             metadataAddress,
-            new BenchClusterOptions(2, nodeCapacity, 64 << 10, cluster.TierOf(parse), parse.GetValue(cluster.DataDir), parse.GetValue(cluster.InProcess)),
+            new BenchClusterOptions(2, nodeCapacity, 64 << 10, parse.GetValue(cluster.Tier), parse.GetValue(cluster.DataDir), parse.GetValue(cluster.InProcess)),
             parse.GetValue(json));
     }
 
@@ -202,41 +202,11 @@ internal static class BenchSortCommand
 
     private static async Task<StoreRun> RunPocketAsync(SortSettings settings, SortPlan plan, CancellationToken cancellationToken)
     {
-        var home = PocketHome.Default();
-        var connection = ClusterConnection.TryResolve(settings.Metadata, home);
-        BenchCluster? cluster = null;
-        try
+        var session = await BenchSession.OpenAsync(settings.Metadata, jobId: null, settings.Cluster, smallObjectThreshold: null, cancellationToken).ConfigureAwait(false);
+        await using (session.ConfigureAwait(false))
         {
-            if (connection is null)
-            {
-                cluster = await BenchCluster.StartAsync(settings.Cluster, BenchCommand.Status, cancellationToken).ConfigureAwait(false);
-                connection = new ClusterConnection(cluster.MetadataAddress, cluster.ClusterToken, "own cluster");
-            }
-
-            var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
-            await using (client.ConfigureAwait(false))
-            {
-                var (scope, cpu) = cluster is not null
-                    ? (cluster.CpuScope ?? "not measured: the cluster runs in the bench process (--in-process)", cluster.ServerCpuSeconds)
-                    : await BenchCommand.ExistingClusterCpuAsync(client, connection.Metadata, cancellationToken).ConfigureAwait(false);
-                var job = await BenchCommand.RegisterAsync(client, settings.Cluster.Tier, cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    var where = $"{cluster?.Description ?? connection.Metadata}, job {job.Id}";
-                    return await SortAsync("pocket", where, new PocketShuffleStore(job), plan, scope, () => Task.FromResult(cpu()), cancellationToken).ConfigureAwait(false);
-                }
-                finally
-                {
-                    await BenchCommand.DeregisterQuietlyAsync(client, job.Id).ConfigureAwait(false);
-                }
-            }
-        }
-        finally
-        {
-            if (cluster is not null)
-            {
-                await cluster.DisposeAsync().ConfigureAwait(false);
-            }
+            var cpu = session.CpuSeconds;
+            return await SortAsync("pocket", $"{session.Where}, job {session.Job.Id}", new PocketShuffleStore(session.Job), plan, session.CpuScope, () => Task.FromResult(cpu()), cancellationToken).ConfigureAwait(false);
         }
     }
 
@@ -403,7 +373,7 @@ internal static class BenchSortCommand
                 ["job_seconds"] = "map + reduce; generate writes the input, verify reads the output back",
                 ["warmup"] = $"an untimed sort of {Units.FormatSize(Math.Min(plan.Records, WarmupRecords) * SortRecords.RecordSize)} through each store, under warmup/, before its measured one",
                 ["ratio"] = "pocket/store job_seconds, below 1 = pocket faster",
-                ["tier"] = settings.Stores.Contains("pocket") ? settings.Cluster.Tier.ToString().ToLowerInvariant() : null,
+                ["tier"] = settings.Stores.Contains("pocket") ? settings.Cluster.Tier.Name() : null,
                 ["processors"] = Environment.ProcessorCount,
                 ["runtime"] = RuntimeInformation.FrameworkDescription,
                 ["os"] = RuntimeInformation.OSDescription,

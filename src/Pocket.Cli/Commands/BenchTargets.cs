@@ -134,12 +134,10 @@ internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuS
 
 /// <summary>
 /// A RESP server (Redis, Garnet, ...) through StackExchange.Redis: one multiplexer, SET/GET. Values over
-/// 256 MiB (half of Redis' default proto-max-bulk-len) are split into key:chunkN, timed end to end.
+/// 256 MiB are split into chunks (<see cref="RespChunks"/>), timed end to end.
 /// </summary>
 internal sealed class RedisBenchTarget : IBenchTarget
 {
-    internal const int ChunkSize = 256 << 20;
-
     /// <summary>
     /// list100 runs in its own database: SCAN walks the whole keyspace, so keys of other runs in the same
     /// database would make it slower for reasons that have nothing to do with listing 100 keys.
@@ -199,36 +197,29 @@ internal sealed class RedisBenchTarget : IBenchTarget
 
     public async ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken)
     {
-        if (value.Length <= ChunkSize)
+        if (RespChunks.Count(value.Length) == 0)
         {
             await _database.StringSetAsync(_root + key, value).ConfigureAwait(false);
             return;
         }
 
-        // Chunks are sent together: the multiplexer pipelines them on its one connection.
-        var sets = new List<Task>();
-        for (var (offset, n) = (0, 0); offset < value.Length; offset += ChunkSize, n++)
-        {
-            var chunk = value.Slice(offset, Math.Min(ChunkSize, value.Length - offset));
-            sets.Add(_database.StringSetAsync(ChunkKey(key, n), chunk));
-        }
-
-        await Task.WhenAll(sets).ConfigureAwait(false);
+        await Task.WhenAll(RespChunks.Set(_database, _root, key, value)).ConfigureAwait(false);
     }
 
     public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken)
     {
         // Leases come from a pool, as Pocket reads into a reused buffer: neither side pays for fresh memory.
-        if (destination.Length <= ChunkSize)
+        var chunks = RespChunks.Count(destination.Length);
+        if (chunks == 0)
         {
             using var lease = await _database.StringGetLeaseAsync(_root + key).ConfigureAwait(false);
             return lease?.Length ?? throw new CliException($"{Name}: key '{key}' is missing");
         }
 
-        var gets = new List<Task<Lease<byte>?>>();
-        for (var (offset, n) = (0, 0); offset < destination.Length; offset += ChunkSize, n++)
+        var gets = new List<Task<Lease<byte>?>>(chunks);
+        for (var n = 0; n < chunks; n++)
         {
-            gets.Add(_database.StringGetLeaseAsync(ChunkKey(key, n)));
+            gets.Add(_database.StringGetLeaseAsync(RespChunks.Key(_root, key, n)));
         }
 
         long total = 0;
@@ -243,7 +234,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
 
     public async Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken)
     {
-        var chunks = size <= ChunkSize ? 0 : (int)((size + ChunkSize - 1) / ChunkSize);
+        var chunks = RespChunks.Count(size);
         var all = new List<RedisKey>(keys.Count * Math.Max(1, chunks));
         foreach (var key in keys)
         {
@@ -254,7 +245,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
 
             for (var n = 0; n < chunks; n++)
             {
-                all.Add(ChunkKey(key, n));
+                all.Add(RespChunks.Key(_root, key, n));
             }
         }
 
@@ -321,8 +312,6 @@ internal sealed class RedisBenchTarget : IBenchTarget
 
     /// <summary>Outside the listed keys' pattern (root + prefix + *), so SCAN never returns it.</summary>
     private RedisKey IndexKey(string prefix) => $"{_root}index:{prefix}";
-
-    private string ChunkKey(string key, int n) => string.Create(CultureInfo.InvariantCulture, $"{_root}{key}:chunk{n}");
 }
 
 /// <summary>A --vs peer: NAME=resp://HOST:PORT.</summary>

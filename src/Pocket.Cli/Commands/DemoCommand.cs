@@ -150,7 +150,7 @@ internal static class DemoCommand
             throw new CliException(ex.Message, ex);
         }
 
-        say(Markup.Escape($"job {registration.JobId}: tier {JobCommands.Tier(registration.Tier)}, nodes {string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Address}, weight {n.Weight:0.##})")))}"));
+        say(Markup.Escape($"job {registration.JobId}: tier {NodeTierNames.Name(registration.Tier)}, nodes {string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Address}, weight {n.Weight:0.##})")))}"));
         SortReport? report = null;
         JobDeregistration? ended = null;
         try
@@ -265,7 +265,7 @@ internal static class DemoCommand
 
         var nodes = string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} at {n.Address} (weight {n.Weight:0.##})")));
         var where = embedded ? "embedded cluster; the controller started these nodes for the job" : "your cluster";
-        AnsiConsole.MarkupLine(Markup.Escape($"job {registration.JobId}: tier {JobCommands.Tier(registration.Tier)}, {registration.Nodes.Count} node{(registration.Nodes.Count == 1 ? "" : "s")}: {nodes} ({where})"));
+        AnsiConsole.MarkupLine(Markup.Escape($"job {registration.JobId}: tier {NodeTierNames.Name(registration.Tier)}, {registration.Nodes.Count} node{(registration.Nodes.Count == 1 ? "" : "s")}: {nodes} ({where})"));
         AnsiConsole.MarkupLine(Markup.Escape(string.Create(
             CultureInfo.InvariantCulture,
             $"{plan.Records:N0} records of {SortRecords.RecordSize} bytes ({Units.FormatSize(plan.Bytes)}), {plan.Mappers} mappers x {plan.Reducers} reducers as {(settings.Processes ? "processes" : "tasks")}, seed {settings.Seed}; {Units.FormatSize(report.BytesMoved)} moved through Pocket")));
@@ -301,7 +301,7 @@ internal static class DemoCommand
             ["controller"] = controller.ToString().TrimEnd('/'),
             ["embedded"] = embedded,
             ["job"] = registration.JobId,
-            ["tier"] = JobCommands.Tier(registration.Tier),
+            ["tier"] = NodeTierNames.Name(registration.Tier),
             ["nodes"] = new JsonArray([.. registration.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["address"] = n.Address, ["weight"] = n.Weight })]),
             ["phases"] = new JsonArray([.. report.Phases.Select(p => (JsonNode)new JsonObject
             {

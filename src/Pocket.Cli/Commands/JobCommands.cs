@@ -3,6 +3,7 @@ using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Protocol;
 using Spectre.Console;
 using ControllerUnits = Pocket.Controller.Units;
 
@@ -87,7 +88,7 @@ internal static class JobCommands
             if (parse.GetValue(json))
             {
                 var node = ToJson(entry);
-                node["tier"] = Tier(job.Tier);
+                node["tier"] = NodeTierNames.Name(job.Tier);
                 node["nodes"] = new JsonArray([.. job.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["address"] = n.Address, ["weight"] = n.Weight })]);
                 node["throughputBitsPerSecond"] = job.ThroughputBitsPerSecond;
                 node["capacityBytes"] = job.CapacityBytes;
@@ -98,7 +99,7 @@ internal static class JobCommands
                 return 0;
             }
 
-            AnsiConsole.MarkupLine($"registered job [bold]{Markup.Escape(job.JobId)}[/] on tier [bold]{Tier(job.Tier)}[/] through {Markup.Escape(connection.Text)}");
+            AnsiConsole.MarkupLine($"registered job [bold]{Markup.Escape(job.JobId)}[/] on tier [bold]{NodeTierNames.Name(job.Tier)}[/] through {Markup.Escape(connection.Text)}");
             AnsiConsole.MarkupLine(Markup.Escape(string.Create(
                 CultureInfo.InvariantCulture,
                 $"sized for {ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond)} and {Units.FormatSize(job.CapacityBytes)} ({(job.ThroughputBound ? "throughput" : "capacity")}-bound, {job.NodesNeeded} node{(job.NodesNeeded == 1 ? "" : "s")} of its class); lease {Units.FormatDuration(job.Lease)}, renewed by every request")));
@@ -180,7 +181,7 @@ internal static class JobCommands
                 {
                     ["id"] = j.JobId,
                     ["name"] = j.Name,
-                    ["tier"] = Tier(j.Tier),
+                    ["tier"] = NodeTierNames.Name(j.Tier),
                     ["nodes"] = new JsonArray([.. j.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["address"] = n.Address, ["weight"] = n.Weight })]),
                     ["throughputBitsPerSecond"] = j.ThroughputBitsPerSecond,
                     ["capacityBytes"] = j.CapacityBytes,
@@ -220,7 +221,7 @@ internal static class JobCommands
                 var left = job.LeaseExpiresAt - now;
                 table.AddRow(
                     Markup.Escape(job.JobId),
-                    Tier(job.Tier),
+                    NodeTierNames.Name(job.Tier),
                     string.Join(",", job.Nodes.Select(n => n.Id.ToString(CultureInfo.InvariantCulture))),
                     ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond),
                     Units.FormatSize(job.CapacityBytes),
@@ -345,8 +346,6 @@ internal static class JobCommands
         result.AddError($"'{text}' is not a size (examples: 512MiB, 10GiB)");
         return null;
     }
-
-    internal static string Tier(Protocol.NodeTier tier) => tier.ToString().ToLowerInvariant();
 
     private static JsonObject ToJson(JobEntry job) => new()
     {

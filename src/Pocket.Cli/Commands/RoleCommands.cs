@@ -76,7 +76,7 @@ internal static class RoleCommands
             await server.StartAsync(ct).ConfigureAwait(false);
             await using (server.ConfigureAwait(false))
             {
-                Console.Out.WriteLine($"POCKET-METADATA address={parse.GetValue(host)}:{server.EndPoint.Port}{(certificate is null ? string.Empty : " tls")}");
+                Console.Out.WriteLine($"{BenchCluster.MetadataReadyPrefix}{parse.GetValue(host)}:{server.EndPoint.Port}{(certificate is null ? string.Empty : " tls")}");
                 if (generated)
                 {
                     Console.Out.WriteLine($"cluster token (give it to storage nodes and the controller as {ClusterConnection.TokenVariable}): {token}");
@@ -93,8 +93,7 @@ internal static class RoleCommands
     private static Command Storage()
     {
         var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
-        var tier = new Option<string>("--tier") { Description = "dram, ssd or hdd", DefaultValueFactory = _ => "dram" };
-        tier.AcceptOnlyFromAmong("dram", "ssd", "hdd");
+        var tier = CommandRunner.TierOption("--tier", "Tier of this node's device");
         var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "Bytes this node stores");
         var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Allocation unit (default: 64KiB for dram and ssd, 1MiB for hdd)");
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for the ssd and hdd tiers' files (default: the temp directory)" };
@@ -122,7 +121,7 @@ internal static class RoleCommands
             var (metadataHost, metadataPort) = SplitAddress(parse.GetValue(metadata)!);
             using var certificate = tls.Certificate(parse);
             var metadataConnection = tls.Connection(parse, metadataHost);
-            var nodeTier = Enum.Parse<NodeTier>(parse.GetValue(tier)!, ignoreCase: true);
+            var nodeTier = parse.GetValue(tier);
             var devices = new TierDeviceOptions { Directory = parse.GetValue(dataDir) ?? BlockDevices.DefaultDirectory, SsdUnbuffered = !parse.GetValue(buffered) };
             if (parse.GetValue(queueDepth) is { } depth)
             {

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Protocol;
 using Spectre.Console;
 using Spectre.Console.Rendering;
 using ControllerUnits = Pocket.Controller.Units;
@@ -156,7 +157,7 @@ internal static class StatusCommand
             nodes.AddRow(
                 node.Id.ToString(CultureInfo.InvariantCulture),
                 Markup.Escape(node.Address),
-                JobCommands.Tier(node.Tier),
+                NodeTierNames.Name(node.Tier),
                 node.State == Protocol.NodeState.Live ? $"[green]{state}[/]" : $"[yellow]{state}[/]",
                 $"{Units.FormatSize(node.UsedBytes)} / {Units.FormatSize(node.CapacityBytes)}",
                 Percent(node.AllocatedShare),
@@ -179,7 +180,7 @@ internal static class StatusCommand
             var usage = snapshot.Usages[i];
             jobs.AddRow(
                 Markup.Escape(job.JobId),
-                JobCommands.Tier(job.Tier),
+                NodeTierNames.Name(job.Tier),
                 string.Join(" ", job.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Weight:0.##})"))),
                 $"{ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond)}, {Units.FormatSize(job.CapacityBytes)}",
                 usage?.Objects.ToString(CultureInfo.InvariantCulture) ?? "?",
@@ -227,7 +228,7 @@ internal static class StatusCommand
     /// <summary>"dram 2 MiB, ssd 6 MiB": the tiers holding the job's blocks (spilled data shows as a second tier).</summary>
     private static string PerTier(JobUsage usage)
     {
-        var parts = usage.BytesByTier.Where(t => t.Value > 0).OrderBy(t => t.Key).Select(t => $"{JobCommands.Tier(t.Key)} {Units.FormatSize(t.Value)}").ToList();
+        var parts = usage.BytesByTier.Where(t => t.Value > 0).OrderBy(t => t.Key).Select(t => $"{NodeTierNames.Name(t.Key)} {Units.FormatSize(t.Value)}").ToList();
         return parts.Count == 0 ? "-" : string.Join(", ", parts);
     }
 
@@ -241,7 +242,7 @@ internal static class StatusCommand
         {
             ["id"] = n.Id,
             ["address"] = n.Address,
-            ["tier"] = JobCommands.Tier(n.Tier),
+            ["tier"] = NodeTierNames.Name(n.Tier),
             ["state"] = n.State.ToString().ToLowerInvariant(),
             ["capacityBytes"] = n.CapacityBytes,
             ["usedBytes"] = n.UsedBytes,
@@ -253,13 +254,13 @@ internal static class StatusCommand
         ["jobs"] = new JsonArray([.. snapshot.Cluster.Jobs.Select((j, i) => (JsonNode)new JsonObject
         {
             ["id"] = j.JobId,
-            ["tier"] = JobCommands.Tier(j.Tier),
+            ["tier"] = NodeTierNames.Name(j.Tier),
             ["nodes"] = new JsonArray([.. j.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["weight"] = n.Weight })]),
             ["throughputBitsPerSecond"] = j.ThroughputBitsPerSecond,
             ["capacityBytes"] = j.CapacityBytes,
             ["objects"] = snapshot.Usages[i]?.Objects,
             ["bytes"] = snapshot.Usages[i] is { } u ? u.BlockBytes + u.InlineBytes : null,
-            ["bytesByTier"] = snapshot.Usages[i] is { } usage ? new JsonObject([.. usage.BytesByTier.OrderBy(t => t.Key).Select(t => KeyValuePair.Create(JobCommands.Tier(t.Key), (JsonNode?)t.Value))]) : null,
+            ["bytesByTier"] = snapshot.Usages[i] is { } usage ? new JsonObject([.. usage.BytesByTier.OrderBy(t => t.Key).Select(t => KeyValuePair.Create(NodeTierNames.Name(t.Key), (JsonNode?)t.Value))]) : null,
         })]),
         ["events"] = new JsonArray([.. snapshot.Events.Select(e => (JsonNode)new JsonObject
         {

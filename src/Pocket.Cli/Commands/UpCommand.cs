@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
@@ -19,24 +20,28 @@ internal static class UpCommand
     public static Command Create()
     {
         var nodes = new Option<int>("--nodes") { Description = "DRAM storage nodes to start with (jobs that need more get them from the controller); see --tiers for other tiers", DefaultValueFactory = _ => 2 };
-        var tiers = new Option<string?>("--tiers")
+        var tiers = new Option<Dictionary<NodeTier, int>?>("--tiers")
         {
+            CustomParser = result => Parse<int>(result, TierSpec.TryParseCounts),
             Description = "Storage nodes to start per tier, e.g. dram=2,ssd=1,hdd=1 (instead of --nodes); the tiers named are the ones jobs may use (ssd=0: none at first)",
             HelpName = "TIER=N,...",
         };
         var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "DRAM capacity of each storage node (also the size of nodes the controller starts)");
-        var nodeCapacity = new Option<string?>("--node-capacity")
+        var nodeCapacity = new Option<Dictionary<NodeTier, long>?>("--node-capacity")
         {
+            CustomParser = result => Parse<long>(result, TierSpec.TryParseCapacities),
             Description = $"Capacity of one node per tier, e.g. ssd=8GiB,hdd=16GiB (defaults: dram = --capacity, ssd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Ssd))}, hdd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Hdd))}, as sparse files)",
             HelpName = "TIER=SIZE,...",
         };
-        var nodeBandwidth = new Option<string?>("--node-bandwidth")
+        var nodeBandwidth = new Option<Dictionary<NodeTier, double>?>("--node-bandwidth")
         {
+            CustomParser = result => Parse<double>(result, TierSpec.TryParseBandwidths),
             Description = "Bandwidth of one node per tier for sizing and autoscaling, e.g. dram=10Gbps,hdd=400Mbps (defaults: the paper's node classes, dram and ssd 8Gbps, hdd 320Mbps)",
             HelpName = "TIER=RATE,...",
         };
-        var nodeCost = new Option<string?>("--node-cost")
+        var nodeCost = new Option<Dictionary<NodeTier, double>?>("--node-cost")
         {
+            CustomParser = result => Parse<double>(result, TierSpec.TryParseCosts),
             Description = "Dollars per hour of one node per tier; jobs go to the cheapest tier that meets them, e.g. dram=0.532,ssd=0.624 (defaults: the paper's prices, hdd 0.468)",
             HelpName = "TIER=COST,...",
         };
@@ -92,35 +97,9 @@ internal static class UpCommand
 
         tiers.Validators.Add(result =>
         {
-            if (!TierSpec.TryParseCounts(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
-            {
-                result.AddError(error);
-            }
-            else if (result.Parent?.GetResult(nodes) is { Implicit: false })
+            if (result.Parent?.GetResult(nodes) is { Implicit: false })
             {
                 result.AddError("give either --nodes (DRAM nodes) or --tiers, not both");
-            }
-        });
-        nodeCapacity.Validators.Add(result =>
-        {
-            if (!TierSpec.TryParseCapacities(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
-            {
-                result.AddError(error);
-            }
-        });
-
-        nodeBandwidth.Validators.Add(result =>
-        {
-            if (!TierSpec.TryParseBandwidths(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
-            {
-                result.AddError(error);
-            }
-        });
-        nodeCost.Validators.Add(result =>
-        {
-            if (!TierSpec.TryParseCosts(result.GetValueOrDefault<string?>() ?? string.Empty, out _, out var error))
-            {
-                result.AddError(error);
             }
         });
 
@@ -128,11 +107,11 @@ internal static class UpCommand
             new LocalClusterOptions
             {
                 InitialNodes = parse.GetValue(nodes),
-                Tiers = parse.GetValue(tiers) is { } tierText && TierSpec.TryParseCounts(tierText, out var counts, out _) ? counts : null,
+                Tiers = parse.GetValue(tiers),
                 NodeCapacity = parse.GetValue(capacity),
-                TierCapacities = parse.GetValue(nodeCapacity) is { } capacityText && TierSpec.TryParseCapacities(capacityText, out var capacities, out _) ? capacities : new Dictionary<NodeTier, long>(),
-                TierBandwidths = parse.GetValue(nodeBandwidth) is { } bandwidthText && TierSpec.TryParseBandwidths(bandwidthText, out var bandwidths, out _) ? bandwidths : new Dictionary<NodeTier, double>(),
-                TierCosts = parse.GetValue(nodeCost) is { } costText && TierSpec.TryParseCosts(costText, out var costs, out _) ? costs : new Dictionary<NodeTier, double>(),
+                TierCapacities = parse.GetValue(nodeCapacity) ?? new Dictionary<NodeTier, long>(),
+                TierBandwidths = parse.GetValue(nodeBandwidth) ?? new Dictionary<NodeTier, double>(),
+                TierCosts = parse.GetValue(nodeCost) ?? new Dictionary<NodeTier, double>(),
                 DataDirectory = parse.GetValue(dataDir),
                 BlockSize = parse.GetValue(blockSize) is { } block ? checked((int)block) : null,
                 MetadataPort = parse.GetValue(port),
@@ -149,13 +128,28 @@ internal static class UpCommand
         return command;
     }
 
+    private delegate bool TierListParser<T>(string text, out Dictionary<NodeTier, T> values, out string error);
+
+    /// <summary>Parses a TIER=VALUE,... option once, when the command line is parsed; a bad list is one error line.</summary>
+    private static Dictionary<NodeTier, T>? Parse<T>(ArgumentResult result, TierListParser<T> parse)
+    {
+        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+        if (parse(text, out var values, out var error))
+        {
+            return values;
+        }
+
+        result.AddError(error);
+        return null;
+    }
+
     private static async Task<int> RunAsync(LocalClusterOptions options, TimeSpan? runFor, bool verbose, CancellationToken cancellationToken)
     {
         foreach (var (option, named) in new[] { ("--node-capacity", options.TierCapacities.Keys), ("--node-bandwidth", options.TierBandwidths.Keys), ("--node-cost", options.TierCosts.Keys) })
         {
             if (named.FirstOrDefault(t => !options.NodeCounts.ContainsKey(t)) is var unused && unused != 0)
             {
-                throw new CliException($"{option} names {TierSpec.Name(unused)}, a tier this cluster does not have (add it to --tiers, e.g. --tiers dram=2,{TierSpec.Name(unused)}=1)");
+                throw new CliException($"{option} names {NodeTierNames.Name(unused)}, a tier this cluster does not have (add it to --tiers, e.g. --tiers dram=2,{NodeTierNames.Name(unused)}=1)");
             }
         }
 
@@ -163,7 +157,7 @@ internal static class UpCommand
         {
             if (options.CapacityOf(tier) < options.BlockSizeOf(tier))
             {
-                throw new CliException($"{TierSpec.Name(tier)} node capacity {Units.FormatSize(options.CapacityOf(tier))} does not hold one block of {Units.FormatSize(options.BlockSizeOf(tier))}");
+                throw new CliException($"{NodeTierNames.Name(tier)} node capacity {Units.FormatSize(options.CapacityOf(tier))} does not hold one block of {Units.FormatSize(options.BlockSizeOf(tier))}");
             }
         }
 
@@ -257,7 +251,7 @@ internal static class UpCommand
         var free = new DriveInfo(directory).AvailableFreeSpace;
         if (needed > free)
         {
-            var asked = string.Join(" + ", fileTiers.Where(t => options.NodeCounts[t] > 0).Select(t => $"{options.NodeCounts[t]} x {TierSpec.Name(t)} {Units.FormatSize(options.CapacityOf(t))}"));
+            var asked = string.Join(" + ", fileTiers.Where(t => options.NodeCounts[t] > 0).Select(t => $"{options.NodeCounts[t]} x {NodeTierNames.Name(t)} {Units.FormatSize(options.CapacityOf(t))}"));
             throw new CliException($"not enough space in {directory}: {asked} = {Units.FormatSize(needed)}, but its file system has {Units.FormatSize(free)} free; lower --node-capacity or the node counts, or choose another --data-dir");
         }
 
@@ -296,7 +290,7 @@ internal static class UpCommand
         }
         AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]");
         AnsiConsole.MarkupLine("node classes: " + Markup.Escape(string.Join("; ", cluster.Options.NodeClasses().Select(c =>
-            string.Create(CultureInfo.InvariantCulture, $"{TierSpec.Name(c.Tier)} {Units.FormatSize(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
+            string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(c.Tier)} {Units.FormatSize(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
         if (cluster.Options.DataDirectory is { } data && cluster.Options.NodeCounts.Keys.Any(t => t != NodeTier.Dram))
         {
             AnsiConsole.MarkupLine($"data dir:   {Markup.Escape(data)} (ssd and hdd files, deleted when the nodes stop)");
@@ -315,7 +309,7 @@ internal static class UpCommand
             table.AddRow(
                 node.Id.ToString(CultureInfo.InvariantCulture),
                 node.Address,
-                node.Tier.ToString().ToLowerInvariant(),
+                node.Tier.Name(),
                 Units.FormatSize(node.Capacity),
                 node.State.ToString().ToLowerInvariant(),
                 cluster.Options.InProcess ? "in-process" : processes.TryGetValue(node.Id, out var pid) ? $"pid {pid}" : "?");

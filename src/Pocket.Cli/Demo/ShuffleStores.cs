@@ -1,18 +1,17 @@
 using System.Globalization;
+using Pocket.Cli.Commands;
 using StackExchange.Redis;
 
 namespace Pocket.Cli.Demo;
 
 /// <summary>
 /// A RESP server (Redis, Garnet) as a shuffle store, through one StackExchange.Redis multiplexer: SET and GET of
-/// whole values. A value over <see cref="ChunkSize"/> (half of Redis' default proto-max-bulk-len) is stored as
-/// key:chunkN plus key:chunks holding the count, and `key` itself is never set; a GET that finds no `key` reads the
+/// whole values. A value over <see cref="RespChunks.ChunkSize"/> is stored as chunks (<see cref="RespChunks"/>)
+/// plus key:chunks holding the count, and `key` itself is never set; a GET that finds no `key` reads the
 /// count. Every key is under a prefix of this run, and <see cref="ClearAsync"/> deletes what was written.
 /// </summary>
 internal sealed class RespShuffleStore(string name, IDatabase database, string root) : IShuffleStore
 {
-    internal const int ChunkSize = 256 << 20;
-
     private readonly List<RedisKey> _written = [];
     private readonly Lock _lock = new();
 
@@ -20,21 +19,15 @@ internal sealed class RespShuffleStore(string name, IDatabase database, string r
 
     public async ValueTask PutAsync(string key, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
-        if (data.Length <= ChunkSize)
+        var chunks = RespChunks.Count(data.Length);
+        if (chunks == 0)
         {
             Remember(root + key);
             await database.StringSetAsync(root + key, data).ConfigureAwait(false);
             return;
         }
 
-        var chunks = (data.Length + ChunkSize - 1) / ChunkSize;
-        var sets = new List<Task>(chunks + 1);
-        for (var n = 0; n < chunks; n++)
-        {
-            var offset = n * ChunkSize;
-            Remember(ChunkKey(key, n));
-            sets.Add(database.StringSetAsync(ChunkKey(key, n), data.Slice(offset, Math.Min(ChunkSize, data.Length - offset))));
-        }
+        var sets = RespChunks.Set(database, root, key, data, Remember);
 
         // The count goes last, on the same connection: whoever sees it sees every chunk.
         Remember(CountKey(key));
@@ -56,7 +49,7 @@ internal sealed class RespShuffleStore(string name, IDatabase database, string r
             throw new CliException($"{name}: key '{key}' is missing");
         }
 
-        var parts = await Task.WhenAll(Enumerable.Range(0, chunks).Select(n => database.StringGetAsync(ChunkKey(key, n)))).ConfigureAwait(false);
+        var parts = await Task.WhenAll(Enumerable.Range(0, chunks).Select(n => database.StringGetAsync(RespChunks.Key(root, key, n)))).ConfigureAwait(false);
         var result = new byte[parts.Sum(p => p.IsNull ? throw new CliException($"{name}: a chunk of key '{key}' is missing") : (long)p.Length())];
         var at = 0;
         foreach (var part in parts)
@@ -92,8 +85,6 @@ internal sealed class RespShuffleStore(string name, IDatabase database, string r
             _written.Add(key);
         }
     }
-
-    private string ChunkKey(string key, int n) => string.Create(CultureInfo.InvariantCulture, $"{root}{key}:chunk{n}");
 
     private string CountKey(string key) => $"{root}{key}:chunks";
 }

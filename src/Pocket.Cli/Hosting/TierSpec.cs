@@ -44,9 +44,9 @@ internal static class TierSpec
             }
 
             var name = part[..equals].Trim();
-            if (!TryParseTier(name, out var tier))
+            if (!NodeTierNames.TryParse(name, out var tier))
             {
-                error = $"{option}: unknown tier '{name}' (tiers: dram, ssd, hdd)";
+                error = $"{option}: {NodeTierNames.Unknown(name)}";
                 return false;
             }
 
@@ -73,18 +73,6 @@ internal static class TierSpec
         return true;
     }
 
-    public static bool TryParseTier(string name, out NodeTier tier)
-    {
-        tier = name.ToLowerInvariant() switch
-        {
-            "dram" => NodeTier.Dram,
-            "ssd" => NodeTier.Ssd,
-            "hdd" => NodeTier.Hdd,
-            _ => 0,
-        };
-        return tier != 0;
-    }
-
     private static string Example(string option) => option switch
     {
         "--tiers" => "dram=2,ssd=1,hdd=1",
@@ -92,6 +80,4 @@ internal static class TierSpec
         "--node-cost" => "dram=0.532,ssd=0.624",
         _ => "ssd=8GiB,hdd=16GiB",
     };
-
-    public static string Name(NodeTier tier) => tier.ToString().ToLowerInvariant();
 }

@@ -147,7 +147,7 @@ public static class ClusterSimulator
                 if (done.Node.Phase == Phase.Starting)
                 {
                     done.Node.Phase = Phase.Live;
-                    events.Add(new SimulationEvent(t, "node-started", done.Node.Id, $"{SimulationTrace.TierName(done.Node.Tier)} node {done.Node.Id} serves after the {(done.Warm ? "warm delay (taken from the warm pool)" : "start delay")}"));
+                    events.Add(new SimulationEvent(t, "node-started", done.Node.Id, $"{NodeTierNames.Name(done.Node.Tier)} node {done.Node.Id} serves after the {(done.Warm ? "warm delay (taken from the warm pool)" : "start delay")}"));
                 }
                 else
                 {
@@ -166,7 +166,7 @@ public static class ClusterSimulator
                 {
                     pool.Ready++;
                     pool.RefillAt = null;
-                    events.Add(new SimulationEvent(t, "pool-added", null, string.Create(CultureInfo.InvariantCulture, $"a {SimulationTrace.TierName(tier)} node is standing by ({pool.Ready} of {trace.WarmPool} ready)")));
+                    events.Add(new SimulationEvent(t, "pool-added", null, string.Create(CultureInfo.InvariantCulture, $"a {NodeTierNames.Name(tier)} node is standing by ({pool.Ready} of {trace.WarmPool} ready)")));
                 }
 
                 if (pool.RefillAt is null && pool.Ready < trace.WarmPool)
@@ -183,7 +183,7 @@ public static class ClusterSimulator
                     started[j] = true;
                     var peak = job.Profile.Max(p => p.ThroughputBitsPerSecond);
                     var bytes = job.Profile.Max(p => p.CapacityBytes);
-                    events.Add(new SimulationEvent(t, "job-started", null, $"{job.Name} on {SimulationTrace.TierName(job.Tier)}: up to {Units.FormatBitsPerSecond(peak)} and {Units.FormatBytes(bytes)} until {job.End.ToString("0.#", CultureInfo.InvariantCulture)} s"));
+                    events.Add(new SimulationEvent(t, "job-started", null, $"{job.Name} on {NodeTierNames.Name(job.Tier)}: up to {Units.FormatBitsPerSecond(peak)} and {Units.FormatBytes(bytes)} until {job.End.ToString("0.#", CultureInfo.InvariantCulture)} s"));
                 }
 
                 if (!ended[j] && t >= job.End)

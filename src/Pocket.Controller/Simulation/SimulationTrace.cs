@@ -322,7 +322,7 @@ public sealed record SimulationTrace
         var tier = dto.Tier is { } t ? ParseTier(t, $"{path}.tier") : NodeTier.Dram;
         if (!initial.TryGetValue(tier, out var nodes) || nodes == 0)
         {
-            throw new SimulationTraceException($"{path}.tier: no initial {TierName(tier)} node; the autoscaler grows a tier, it does not create one (add \"{TierName(tier)}\": 1 to initialNodes)");
+            throw new SimulationTraceException($"{path}.tier: no initial {NodeTierNames.Name(tier)} node; the autoscaler grows a tier, it does not create one (add \"{NodeTierNames.Name(tier)}\": 1 to initialNodes)");
         }
 
         var noise = dto.Noise ?? 0;
@@ -362,15 +362,8 @@ public sealed record SimulationTrace
         return new SimulatedJob(dto.Name, start, tier, profile, noise);
     }
 
-    private static NodeTier ParseTier(string text, string path) => text.ToLowerInvariant() switch
-    {
-        "dram" => NodeTier.Dram,
-        "ssd" => NodeTier.Ssd,
-        "hdd" => NodeTier.Hdd,
-        _ => throw new SimulationTraceException($"{path}: '{text}' is not a tier (dram, ssd, hdd)"),
-    };
-
-    internal static string TierName(NodeTier tier) => tier.ToString().ToLowerInvariant();
+    private static NodeTier ParseTier(string text, string path) =>
+        NodeTierNames.TryParse(text, out var tier) ? tier : throw new SimulationTraceException($"{path}: '{text}' is not a tier ({NodeTierNames.List})");
 
     private static double Throughput(JsonElement value, string path)
     {
