@@ -102,8 +102,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
 
         if (_options.IdleTimeout is { } idleTimeout)
         {
-            start.ArgumentList.Add("--idle-timeout");
-            start.ArgumentList.Add(idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s");
+            arguments.AddRange(["--idle-timeout", idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s"]);
         }
 
         if (request.Tier != NodeTier.Dram && _options.DataDirectory is { } directory)
