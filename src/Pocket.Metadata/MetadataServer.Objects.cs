@@ -22,7 +22,10 @@ public sealed partial class MetadataServer
             return;
         }
 
-        var copy = data.ToArray();
+        // Kept on the pinned object heap: a stored object lives until it is deleted, and young-generation
+        // collections would otherwise copy every recent put (the pauses land in the tail latency of puts).
+        var copy = GC.AllocateUninitializedArray<byte>(data.Length, pinned: true);
+        data.CopyTo(copy);
         lock (_lock)
         {
             if (job.Objects.ContainsKey(key) || job.Reserved.Contains(key))

@@ -22,7 +22,7 @@ public sealed partial class UpTests : IDisposable
         }
 
         // --idle-timeout reaches the child nodes too: they would not start if they refused it.
-        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--idle-timeout", "10m", "--for", "10m");
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "128MiB", "--idle-timeout", "10m", "--for", "10m");
         var children = await ChildPidsAsync(up, expected: 2);
 
         var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
@@ -89,7 +89,7 @@ public sealed partial class UpTests : IDisposable
     [Fact]
     public async Task Up_stops_by_itself_after_for_and_leaves_no_child()
     {
-        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "1s");
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "1s");
         // No check that they run: with --for 1s they may be stopping already.
         var children = await ChildPidsAsync(up, expected: 1, checkRunning: false);
 
@@ -101,7 +101,7 @@ public sealed partial class UpTests : IDisposable
     [Fact]
     public async Task Demo_runs_against_the_controller_of_a_running_cluster()
     {
-        await using var up = UpProcess.Start(_home.Path, "--in-process", "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");
+        await using var up = UpProcess.Start(_home.Path, "--in-process", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");
         await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
         var controller = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!["controller"]!.GetValue<string>();
 

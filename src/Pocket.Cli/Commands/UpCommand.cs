@@ -174,6 +174,11 @@ internal static class UpCommand
             throw new CliException($"port {options.ControllerPort} is in use: choose another with --controller-port, or --controller-port 0 for any free port");
         }
 
+        if (options.GatewayPort is { } gatewayPort and not 0 && !IsPortFree(gatewayPort))
+        {
+            throw new CliException($"port {gatewayPort} is in use: choose another with --gateway-port, --gateway-port 0 for any free port, or --no-gateway");
+        }
+
         using var logging = new ClusterLogging(verbose);
         LocalCluster cluster;
         try
@@ -186,7 +191,8 @@ internal static class UpCommand
         }
         catch (IOException ex) when (ex.InnerException is AddressInUseException)
         {
-            throw new CliException($"port {options.ControllerPort} is in use: choose another with --controller-port, or --controller-port 0 for any free port", ex);
+            // Kestrel serves the controller and the gateway; its message names the address it could not bind.
+            throw new CliException($"{ex.Message}: choose other ports with --controller-port or --gateway-port (0 for any free port)", ex);
         }
         catch (Pocket.Controller.ProvisioningException ex)
         {
