@@ -1,3 +1,5 @@
+using System.Net.Sockets;
+
 namespace Pocket.Networking;
 
 /// <summary>Exact reads from a stream through a small buffer; large reads bypass the buffer.</summary>
@@ -86,10 +88,33 @@ internal sealed class BufferedReader
     private int ReadStream(Span<byte> destination)
     {
         Volatile.Write(ref _reads, _reads + 1);
-        var read = _stream.Read(destination);
+        int read;
+        while (true)
+        {
+            try
+            {
+                read = _stream.Read(destination);
+                break;
+            }
+            catch (IOException ex) when (_stream is NetworkStream network && IsSpuriousTimeout(ex, network.Socket))
+            {
+                // Seen once: a client's blocking read on loopback failed at once with "Connection timed out" while
+                // callers wrote large frames asynchronously (the runtime turns a socket non-blocking on its first
+                // asynchronous operation, and reports EAGAIN from a blocking read as a timeout). No receive timeout
+                // is ever set here, so this is not a timeout: wait until the socket is readable and read again.
+                // A connection that did die reads as closed on the next attempt.
+                network.Socket.Poll(-1, SelectMode.SelectRead);
+            }
+        }
+
         Volatile.Write(ref _reads, _reads + 1);
         return read;
     }
+
+    /// <summary>A "timed out" or "would block" from a read on a socket with no receive timeout: not a real timeout.</summary>
+    private static bool IsSpuriousTimeout(IOException ex, Socket socket) =>
+        ex.InnerException is SocketException { SocketErrorCode: SocketError.TimedOut or SocketError.WouldBlock } &&
+        socket.ReceiveTimeout == 0;
 
     /// <summary>True when a whole frame (header and body) is already in the buffer, so reading it will not block.</summary>
     public bool HasBufferedFrame()
