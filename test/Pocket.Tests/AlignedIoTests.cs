@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using Pocket.Protocol;
 using Pocket.Storage;
+using Pocket.StorageServer;
 using Pocket.Testing;
 
 namespace Pocket.Tests;
