@@ -2,7 +2,7 @@ using System.Security.Cryptography;
 using Pocket.Protocol;
 using Pocket.Storage;
 using Pocket.StorageServer;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

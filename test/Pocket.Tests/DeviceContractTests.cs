@@ -3,7 +3,7 @@ using Pocket.Client;
 using Pocket.Protocol;
 using Pocket.Storage;
 using Pocket.StorageServer;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

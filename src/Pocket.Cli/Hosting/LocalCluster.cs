@@ -2,9 +2,12 @@ using System.Net;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Cli.Hosting;
 

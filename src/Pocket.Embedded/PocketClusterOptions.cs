@@ -1,6 +1,6 @@
 using Pocket.Protocol;
 
-namespace Pocket.Testing;
+namespace Pocket.Embedded;
 
 /// <summary>Shape of an in-process cluster.</summary>
 public sealed record PocketClusterOptions
