@@ -190,10 +190,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        status = store.BeginWrite(offset, length, grant.Generation);
-        if (status != Status.Ok)
+        if (store.BeginWrite(offset, length, grant.Generation) != BlockResult.Ok)
         {
-            frame.ReplyError(status, "extent was reallocated or is being written by another request");
+            frame.ReplyError(Status.StaleGrant, "extent was reallocated or is being written by another request");
             return;
         }
 
@@ -254,9 +253,10 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         }
 
         var buffer = ConnectionBuffer(frame, length).GetSpan()[..length];
+        BlockResult read;
         try
         {
-            status = _store!.Read(grant.Offset + within, buffer, grant.Generation);
+            read = _store!.Read(grant.Offset + within, buffer, grant.Generation);
         }
         catch (DeviceException ex)
         {
@@ -265,9 +265,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        if (status != Status.Ok)
+        if (read != BlockResult.Ok)
         {
-            frame.ReplyError(status, "extent no longer holds this allocation (deleted or reused)");
+            frame.ReplyError(Status.StaleGrant, "extent no longer holds this allocation (deleted or reused)");
             return;
         }
 
