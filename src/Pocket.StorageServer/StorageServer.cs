@@ -200,10 +200,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        status = store.BeginWrite(offset, length, grant.Generation);
-        if (status != Status.Ok)
+        if (store.BeginWrite(offset, length, grant.Generation) != BlockResult.Ok)
         {
-            frame.ReplyError(status, "extent was reallocated or is being written by another request");
+            frame.ReplyError(Status.StaleGrant, "extent was reallocated or is being written by another request");
             return;
         }
 
@@ -271,9 +270,10 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         }
 
         var buffer = ConnectionBuffer(frame, length).GetSpan()[..length];
+        BlockResult read;
         try
         {
-            status = _store!.Read(grant.Offset + within, buffer, grant.Generation);
+            read = _store!.Read(grant.Offset + within, buffer, grant.Generation);
         }
         catch (DeviceException ex)
         {
@@ -282,9 +282,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        if (status != Status.Ok)
+        if (read != BlockResult.Ok)
         {
-            frame.ReplyError(status, "extent no longer holds this allocation (deleted or reused)");
+            frame.ReplyError(Status.StaleGrant, "extent no longer holds this allocation (deleted or reused)");
             return;
         }
 

@@ -1,11 +1,12 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json;
 using Pocket.Cli.Demo;
 using Pocket.Cli.Hosting;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 using Spectre.Console;
 

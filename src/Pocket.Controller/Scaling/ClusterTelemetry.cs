@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Scaling;
 
 /// <summary>One node as seen at one poll of the metadata server.</summary>
 public sealed record NodeSample(

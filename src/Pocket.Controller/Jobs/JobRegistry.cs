@@ -1,9 +1,12 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Jobs;
 
 /// <summary>A job the controller registered: its sizing, where it lives and its lease.</summary>
 /// <param name="Id">Job id from the metadata server, e.g. "sort-3".</param>

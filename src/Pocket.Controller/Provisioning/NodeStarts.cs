@@ -1,8 +1,9 @@
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Scaling;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Provisioning;
 
 /// <summary>
 /// What the job registry and the warm pool both do around a provisioner: wait for started nodes to register with the

@@ -1,9 +1,12 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Scaling;
 
 /// <summary>Settings of the <see cref="Autoscaler"/>: the paper's 60-80 % band, node limits and the cooldown.</summary>
 public sealed record AutoscalerOptions

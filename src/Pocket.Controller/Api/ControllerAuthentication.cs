@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Api;
 
 /// <summary>
 /// Every request but the open paths must carry the cluster token as <c>Authorization: Bearer &lt;token&gt;</c>: job

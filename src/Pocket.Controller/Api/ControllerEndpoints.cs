@@ -4,9 +4,13 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Api;
 
 /// <summary>The HTTP API: thin handlers that turn JSON into registry calls and exceptions into status codes.</summary>
 internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient admin, ControllerOptions options, ILogger logger)

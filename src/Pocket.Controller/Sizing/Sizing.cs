@@ -1,6 +1,6 @@
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Sizing;
 
 /// <summary>
 /// What a job says about itself when it registers. Every hint is optional; null (or 0, as in the original API)

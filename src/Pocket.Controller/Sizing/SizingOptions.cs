@@ -1,6 +1,6 @@
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Sizing;
 
 /// <summary>
 /// What a storage node of one tier looks like, for sizing. Defaults are the paper's AWS node classes

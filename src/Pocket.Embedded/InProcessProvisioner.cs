@@ -1,6 +1,7 @@
 using System.Globalization;
+using Pocket.Controller.Provisioning;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Controller;
 

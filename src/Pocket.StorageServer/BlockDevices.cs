@@ -1,6 +1,7 @@
 using Pocket.Protocol;
+using Pocket.Storage;
 
-namespace Pocket.Storage;
+namespace Pocket.StorageServer;
 
 /// <summary>How <see cref="BlockDevices.Create"/> builds each tier's device.</summary>
 public sealed record TierDeviceOptions

@@ -1,6 +1,6 @@
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Provisioning;
 
 /// <summary>What the controller asks a provisioner for: one storage node of a tier, of a size.</summary>
 /// <param name="Tier">The tier the node stores on.</param>

@@ -1,6 +1,6 @@
 using Pocket.Protocol;
 
-namespace Pocket.Testing;
+namespace Pocket.Embedded;
 
 /// <summary>Shape of an in-process cluster.</summary>
 public sealed record PocketClusterOptions
@@ -36,7 +36,7 @@ public sealed record PocketClusterOptions
     public string? DataDirectory { get; init; }
 
     /// <summary>Queue depths and page-cache use of the ssd and hdd devices (directory and pre-touch come from the options above).</summary>
-    public Pocket.Storage.TierDeviceOptions Devices { get; init; } = new();
+    public Pocket.StorageServer.TierDeviceOptions Devices { get; init; } = new();
 
     /// <summary>Pre-fault node memory in the background (off saves time in small tests).</summary>
     public bool PreTouchMemory { get; init; } = true;

@@ -2,7 +2,7 @@ using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Jobs;
 
 /// <summary>What a job has used so far: requests and stored bytes integrated over time (GB-seconds, 1 GB = 10^9 bytes).</summary>
 /// <param name="Requests">Requests the metadata server counted for the job.</param>

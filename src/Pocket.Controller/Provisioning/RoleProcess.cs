@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Provisioning;
 
 /// <summary>
 /// One pocket role (`pocket storage`, `pocket metadata`) run as a child process started with --stop-on-stdin-eof:

@@ -8,7 +8,7 @@ using Pocket.Protocol;
 using Pocket.Storage;
 using Pocket.StorageServer;
 
-namespace Pocket.Testing;
+namespace Pocket.Embedded;
 
 /// <summary>
 /// A metadata server and storage nodes in this process, each on its own loopback port (port 0), talking

@@ -1,7 +1,8 @@
 using System.Text.Json;
 using Pocket.Client;
+using Pocket.Controller.Sizing;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Api;
 
 /// <summary>Reads <c>POST /v1/jobs</c> bodies by hand, so every mistake is answered with the field it is in.</summary>
 internal static class RegisterJobParser

@@ -1,9 +1,11 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Scaling;
 
 /// <summary>Settings of the warm pool: idle storage nodes kept running so a scale-up does not wait for a node to start.</summary>
 public sealed record WarmPoolOptions

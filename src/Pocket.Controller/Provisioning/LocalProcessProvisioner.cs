@@ -2,7 +2,7 @@ using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Pocket.Protocol;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Provisioning;
 
 /// <summary>Settings of <see cref="LocalProcessProvisioner"/>.</summary>
 public sealed record LocalProcessProvisionerOptions
