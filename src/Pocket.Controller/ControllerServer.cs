@@ -140,7 +140,16 @@ public sealed class ControllerServer : IAsyncDisposable
         app.UseRouting();
         new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter }.Map(app);
         app.MapOpenApi();
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex) when (ex.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new Pocket.Networking.PortInUseException("controller", _options.Listen, ex);
+        }
+
         _app = app;
 
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()
