@@ -32,6 +32,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private Autoscaler? _autoscaler;
     private WarmPool? _warmPool;
     private JobUsageMeter? _meter;
+    private ControllerMetrics? _metrics;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -104,6 +105,8 @@ public sealed class ControllerServer : IAsyncDisposable
 
         // Last: metering reads every job's usage, one round trip each, and the autoscaler should not wait for it.
         _telemetry.Sampled += (_, ct) => _meter.TickAsync(ct);
+        _metrics = new ControllerMetrics(_options, () => _registry, () => _meter, () => _warmPool, Events);
+        _telemetry.Sampled += _metrics.OnSampleAsync;
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });
@@ -140,6 +143,7 @@ public sealed class ControllerServer : IAsyncDisposable
         app.UseRouting();
         new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter }.Map(app);
         app.MapOpenApi();
+        Dashboard.Map(app, _metrics.Registry, _options.Registry.Sizing);
         await app.StartAsync(cancellationToken).ConfigureAwait(false);
         _app = app;
 
