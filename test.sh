@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test project. Extra arguments go to `dotnet test` (e.g. --filter Name~Capacity).
-set -euo pipefail
+# Runs every test project, then the Python client's suite (clients/python/test.sh) against the built `pocket`.
+# Extra arguments go to `dotnet test` (e.g. --filter Name~Capacity); with --filter only the .NET tests run.
+set -uo pipefail
 cd "$(dirname "$0")"
 
 # Programs the tests drive: promtool (Prometheus's exposition parser, from Debian's prometheus package) and chromium
@@ -9,4 +10,24 @@ if { ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; } && 
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null \
     || echo "test.sh: installing prometheus and chromium failed; the metrics and dashboard tests will say what is missing" >&2
 fi
-exec dotnet test Pocket.slnx -c Release --blame-hang-timeout 5m "$@"
+
+# python3 for `pocket demo --functions-as python` (a .NET test) and the Python suite; redis for its examples.
+deps=0
+clients/python/install-deps.sh || deps=1
+dotnet test Pocket.slnx -c Release --blame-hang-timeout 5m "$@"
+status=$?
+[ "$deps" -eq 0 ] || status=1
+
+# The Python suite writes its counts beside the .NET results when CI asks for them (--results-directory).
+results=""; filtered=0; prev=""
+for arg in "$@"; do
+  [ "$prev" = "--results-directory" ] && results="$arg"
+  case "$arg" in --filter|--filter=*) filtered=1 ;; esac
+  prev="$arg"
+done
+if [ "$filtered" -eq 0 ]; then
+  counts=()
+  [ -n "$results" ] && mkdir -p "$results" && counts=(--counts "$results/python.counts")
+  clients/python/test.sh "${counts[@]}" || status=1
+fi
+exit "$status"
