@@ -90,6 +90,8 @@ public sealed class GatewayServer : IAsyncDisposable
         builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
 
         var app = builder.Build();
+        var metrics = new GatewayMetrics(_options.Client.ClusterToken, () => _buckets.All.Count);
+        app.Use(metrics.InvokeAsync);
         app.Run(handler.HandleAsync);
         try
         {

@@ -31,7 +31,7 @@ public sealed class FrameServer : IDisposable
         options.Validate();
         _name = name;
         _options = options;
-        _handler = handler;
+        _handler = options.WrapHandler?.Invoke(handler) ?? handler;
         _logger = logger;
     }
 

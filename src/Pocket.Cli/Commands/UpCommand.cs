@@ -294,6 +294,9 @@ internal static class UpCommand
 
         AnsiConsole.MarkupLine($"[green]Pocket is up[/] (storage nodes: {cluster.NodeKind})");
         AnsiConsole.MarkupLine($"controller: [bold]{Markup.Escape(cluster.ControllerText)}[/]");
+
+        // The token rides in the fragment, which the browser keeps to itself; the page reads it and drops it from the address bar.
+        AnsiConsole.MarkupLine($"dashboard:  [bold]{Markup.Escape(cluster.ControllerText)}/#token={cluster.Options.ClusterToken}[/]");
         if (cluster.GatewayText is { } gateway)
         {
             AnsiConsole.MarkupLine($"S3 gateway: [bold]{Markup.Escape(gateway)}[/] (credentials: `pocket s3 credentials --json`)");
