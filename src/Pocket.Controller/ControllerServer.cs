@@ -32,6 +32,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private Autoscaler? _autoscaler;
     private WarmPool? _warmPool;
     private JobUsageMeter? _meter;
+    private NodeReplacer? _replacer;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -46,6 +47,11 @@ public sealed class ControllerServer : IAsyncDisposable
         if (options.Autoscaler is not null && provisioner is null)
         {
             throw new ArgumentException("the autoscaler needs a provisioner to start and stop nodes");
+        }
+
+        if (options.MinimumNodes.Count > 0 && provisioner is null)
+        {
+            throw new ArgumentException("replacing dead nodes (minimum nodes per tier) needs a provisioner to start nodes");
         }
 
         if (options.WarmPool is not null && provisioner is null)
@@ -71,6 +77,15 @@ public sealed class ControllerServer : IAsyncDisposable
 
     /// <summary>The autoscaler, when <see cref="ControllerOptions.Autoscaler"/> is set.</summary>
     public Autoscaler? Autoscaler => _autoscaler;
+
+    /// <summary>
+    /// Remembers a node started outside the controller (e.g. the first nodes of a local cluster), so that should it
+    /// die, its process is stopped beside its replacement (<see cref="ControllerOptions.MinimumNodes"/>).
+    /// </summary>
+    public void TrackNode(ProvisionedNode node) => _replacer?.Track(node);
+
+    /// <summary>Replacements of dead nodes under way (completed when idle); for tests and orderly shutdown.</summary>
+    public Task Replacements => _replacer?.Current ?? Task.CompletedTask;
 
     /// <summary>The warm pool, when <see cref="ControllerOptions.WarmPool"/> is set.</summary>
     public WarmPool? WarmPool => _warmPool;
@@ -102,6 +117,26 @@ public sealed class ControllerServer : IAsyncDisposable
             _registry.NodeServing = _autoscaler.Adopt;
         }
 
+        if (_options.MinimumNodes.Count > 0)
+        {
+            var sizing = _options.Registry.Sizing;
+            _replacer = new NodeReplacer(
+                _provisioner!,
+                _options.MinimumNodes,
+                _options.MinimumNodes.Keys.ToDictionary(t => t, t => _options.Autoscaler?.NewNodeCapacityBytes ?? sizing.ClassOf(t)?.CapacityBytes ?? sizing.NodeClasses[0].CapacityBytes),
+                _options.Registry.NodeStartTimeout,
+                _options.Registry.TimeProvider,
+                Events,
+                _logger);
+            _telemetry.Sampled += _replacer.OnSampleAsync;
+            var serving = _registry.NodeServing;
+            _registry.NodeServing = node =>
+            {
+                serving?.Invoke(node);
+                _replacer.Track(node);
+            };
+        }
+
         // Last: metering reads every job's usage, one round trip each, and the autoscaler should not wait for it.
         _telemetry.Sampled += (_, ct) => _meter.TickAsync(ct);
 
@@ -109,7 +144,13 @@ public sealed class ControllerServer : IAsyncDisposable
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });
         builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
         {
-            kestrel.Listen(_options.Listen);
+            kestrel.Listen(_options.Listen, listen =>
+            {
+                if (_options.Certificate is { } certificate)
+                {
+                    listen.UseHttps(certificate);
+                }
+            });
             kestrel.Limits.MaxRequestBodySize = 64 << 10;
             kestrel.AddServerHeader = false;
         });
@@ -170,6 +211,11 @@ public sealed class ControllerServer : IAsyncDisposable
         {
             // An action in flight was cancelled with the telemetry; wait for it so nothing uses the client afterwards.
             await _autoscaler.Current.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        if (_replacer is not null)
+        {
+            await _replacer.DisposeAsync().ConfigureAwait(false);
         }
 
         if (_warmPool is not null)

@@ -215,6 +215,9 @@ internal sealed class LocalCluster : IAsyncDisposable
                     // New nodes, pooled or not, get their tier's class capacity (the sizing classes above).
                     Autoscaler = options.Autoscaler ?? (options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.NodeCounts.Values.Sum()), MaxNodes = Math.Max(16, options.NodeCounts.Values.Sum()) } : null),
                     WarmPool = options.WarmPool > 0 ? new WarmPoolOptions { NodesPerTier = options.WarmPool } : null,
+
+                    // A node that dies is replaced while its tier has fewer than it started with, autoscaling or not.
+                    MinimumNodes = options.NodeCounts.Where(t => t.Value > 0).ToDictionary(t => t.Key, t => t.Value),
                 },
                 provisioner,
                 loggerFactory);
@@ -238,6 +241,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             foreach (var node in cluster._initialNodes)
             {
                 cluster._controller.Autoscaler?.Adopt(node);
+                cluster._controller.TrackNode(node);
             }
 
             if (options.GatewayPort is { } gatewayPort)
