@@ -16,7 +16,7 @@ internal sealed class ControllerConnection : IDisposable
     {
         Url = url;
         Source = source;
-        Client = new PocketControllerClient(url, ClusterConnection.ResolveToken(home));
+        Client = new PocketControllerClient(url, new PocketControllerClientOptions { ClusterToken = ClusterConnection.ResolveToken(home), CertificateValidation = ClientTls.Validation(home) });
     }
 
     public Uri Url { get; }

@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 namespace Pocket.Cli;
 
 /// <summary>What `pocket up` leaves for the client verbs: where the cluster is (controller URL, metadata server) and its admin token.</summary>
-internal sealed record ClusterState(string Metadata, string ClusterToken, int Pid, string? Controller = null, string? Gateway = null, string? GatewayAccessKey = null, string? GatewaySecretKey = null);
+internal sealed record ClusterState(string Metadata, string ClusterToken, int Pid, string? Controller = null, string? Gateway = null, string? GatewayAccessKey = null, string? GatewaySecretKey = null, string? TlsCa = null);
 
 /// <summary>
 /// A job this user registered; the token is the secret that lets the data verbs use it, the metadata address where

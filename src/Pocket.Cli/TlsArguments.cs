@@ -53,6 +53,22 @@ internal sealed class TlsArguments
         }
     }
 
+    /// <summary>
+    /// The certificate files as given, for child storage nodes to serve with the same certificate and trust (null when
+    /// no --tls-cert was given). Paths are made absolute: a child may run elsewhere.
+    /// </summary>
+    public Pocket.Controller.NodeTlsFiles? NodeFiles(ParseResult parse) =>
+        !_listens || parse.GetValue(_cert) is not { } cert
+            ? null
+            : new Pocket.Controller.NodeTlsFiles(
+                Path.GetFullPath(cert),
+                parse.GetValue(_key) is { } key ? Path.GetFullPath(key) : null,
+                parse.GetValue(_ca) is { } ca ? Path.GetFullPath(ca) : null,
+                parse.GetValue(_name));
+
+    /// <summary>How an https:// server's certificate is checked: against --tls-ca as well as the system's roots, or the system's alone.</summary>
+    public System.Net.Security.RemoteCertificateValidationCallback? HttpsValidation(ParseResult parse) => Client(parse, "localhost").Validation;
+
     /// <summary>The connection settings for servers at <paramref name="defaultName"/>; TLS only when asked for.</summary>
     public FrameConnectionOptions Connection(ParseResult parse, string defaultName)
     {

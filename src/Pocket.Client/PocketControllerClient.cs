@@ -183,6 +183,23 @@ public sealed class PocketControllerException : PocketException
     };
 }
 
+/// <summary>Settings of a <see cref="PocketControllerClient"/>: cluster token, TLS trust and request timeout.</summary>
+public sealed record PocketControllerClientOptions
+{
+    /// <summary>Sent as <c>Authorization: Bearer</c> on every request but the health check.</summary>
+    public JobToken ClusterToken { get; init; }
+
+    /// <summary>
+    /// How an https:// controller's certificate is checked; null: against the system's trusted roots. For a private CA
+    /// or the self-signed certificate of <c>pocket up --tls</c>:
+    /// <c>TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(path))</c> (Pocket.Networking).
+    /// </summary>
+    public System.Net.Security.RemoteCertificateValidationCallback? CertificateValidation { get; init; }
+
+    /// <summary>How long one request may take (registration waits for started nodes); two minutes by default.</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromMinutes(2);
+}
+
 /// <summary>
 /// Talks to a Pocket controller's HTTP/JSON API: registers jobs (the controller sizes them from their hints),
 /// deregisters them, and reads the cluster's state. The controller is the one address a job needs: its answers carry
@@ -216,6 +233,16 @@ public sealed class PocketControllerClient : IDisposable
     }
 
     /// <summary>
+    /// A client for the controller at <paramref name="baseAddress"/> with <paramref name="options"/>: the cluster token,
+    /// the request timeout, and for an https:// controller with a private or self-signed certificate, how to check it
+    /// (<see cref="PocketControllerClientOptions.CertificateValidation"/>).
+    /// </summary>
+    public PocketControllerClient(Uri baseAddress, PocketControllerClientOptions options)
+        : this(CreateHttp(baseAddress, options), options.ClusterToken, ownsHttp: true)
+    {
+    }
+
+    /// <summary>
     /// A client that sends through <paramref name="httpClient"/>, whose <see cref="HttpClient.BaseAddress"/> must be the
     /// controller's URL, with <paramref name="clusterToken"/> on every request. The caller keeps ownership of it.
     /// </summary>
@@ -240,6 +267,24 @@ public sealed class PocketControllerClient : IDisposable
 
     /// <summary>The controller's URL.</summary>
     public Uri BaseAddress { get; }
+
+    private static HttpClient CreateHttp(Uri baseAddress, PocketControllerClientOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(baseAddress);
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Timeout <= TimeSpan.Zero && options.Timeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentException("the timeout must be positive (or infinite)", nameof(options));
+        }
+
+        var handler = new SocketsHttpHandler();
+        if (options.CertificateValidation is { } validate)
+        {
+            handler.SslOptions.RemoteCertificateValidationCallback = validate;
+        }
+
+        return new HttpClient(handler, disposeHandler: true) { BaseAddress = WithTrailingSlash(baseAddress), Timeout = options.Timeout };
+    }
 
     // For messages: the URL as people type it.
     private string Where => BaseAddress.ToString().TrimEnd('/');

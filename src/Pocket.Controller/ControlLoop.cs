@@ -6,11 +6,11 @@ namespace Pocket.Controller;
 
 /// <summary>
 /// What the controller does after each telemetry sample, in this order: jobs forget nodes that are gone (so nothing
-/// plans onto them), the warm pool replaces idle nodes that died, the autoscaler decides (it starts its action in the
+/// plans onto them), the warm pool replaces idle nodes that died, dead nodes of a tier below its minimum are replaced, the autoscaler decides (it starts its action in the
 /// background), then the meter reads every job's usage (one round trip each, which the autoscaler should not wait
 /// for), and last the metrics take the tick's figures. A step that fails is logged and the next steps still run.
 /// </summary>
-internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics? metrics, ILogger logger)
+internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeReplacer? replacer, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics? metrics, ILogger logger)
 {
     public async Task TickAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
@@ -18,6 +18,11 @@ internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, Autoscal
         if (pool is not null)
         {
             await StepAsync(() => pool.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
+        }
+
+        if (replacer is not null)
+        {
+            await StepAsync(() => replacer.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
         }
 
         if (autoscaler is not null)

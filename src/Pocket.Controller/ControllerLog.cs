@@ -58,4 +58,10 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 416, Level = LogLevel.Warning, Message = "request {Method} {Path} refused (401): {Reason}")]
     public static partial void Unauthorized(ILogger logger, string method, string path, string reason);
+
+    [LoggerMessage(EventId = 420, Level = LogLevel.Warning, Message = "replacing dead node {NodeId}: {Reason}")]
+    public static partial void NodeReplacing(ILogger logger, uint nodeId, string reason);
+
+    [LoggerMessage(EventId = 421, Level = LogLevel.Warning, Message = "no replacement for dead node {NodeId}: {Reason}")]
+    public static partial void NodeReplaceFailed(ILogger logger, uint nodeId, string reason);
 }

@@ -103,9 +103,27 @@ public sealed record ControllerOptions
     /// </summary>
     public int MetricsTopJobs { get; init; } = 20;
 
+    /// <summary>
+    /// Live nodes each tier keeps: a node that dies is replaced through the provisioner while its tier has fewer,
+    /// whether or not the autoscaler runs (event <c>node-replacing</c>, then <c>node-replaced</c> or
+    /// <c>replace-failed</c>). Empty (the default): dead nodes are not replaced. Needs a provisioner.
+    /// </summary>
+    public IReadOnlyDictionary<NodeTier, int> MinimumNodes { get; init; } = new Dictionary<NodeTier, int>();
+
+    /// <summary>
+    /// The HTTP API's certificate (with its private key): the API then speaks HTTPS only, so the cluster token
+    /// never crosses the network in the clear. Null (the default): plain HTTP.
+    /// </summary>
+    public System.Security.Cryptography.X509Certificates.X509Certificate2? Certificate { get; init; }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {
+        if (MinimumNodes.Values.Any(n => n < 0))
+        {
+            throw new ArgumentException("minimum nodes per tier must not be negative");
+        }
+
         var colon = MetadataAddress?.LastIndexOf(':') ?? -1;
         if (colon <= 0 || !int.TryParse(MetadataAddress.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
         {

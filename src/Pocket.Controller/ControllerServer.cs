@@ -37,6 +37,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private WarmPool? _warmPool;
     private JobUsageMeter? _meter;
     private ControllerMetrics? _metrics;
+    private NodeReplacer? _replacer;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -51,6 +52,11 @@ public sealed class ControllerServer : IAsyncDisposable
         if (options.Autoscaler is not null && provisioner is null)
         {
             throw new ArgumentException("the autoscaler needs a provisioner to start and stop nodes");
+        }
+
+        if (options.MinimumNodes.Count > 0 && provisioner is null)
+        {
+            throw new ArgumentException("replacing dead nodes (minimum nodes per tier) needs a provisioner to start nodes");
         }
 
         if (options.WarmPool is not null && provisioner is null)
@@ -76,6 +82,15 @@ public sealed class ControllerServer : IAsyncDisposable
 
     /// <summary>The autoscaler, when <see cref="ControllerOptions.Autoscaler"/> is set.</summary>
     public Autoscaler? Autoscaler => _autoscaler;
+
+    /// <summary>
+    /// Remembers a node started outside the controller (e.g. the first nodes of a local cluster), so that should it
+    /// die, its process is stopped beside its replacement (<see cref="ControllerOptions.MinimumNodes"/>).
+    /// </summary>
+    public void TrackNode(ProvisionedNode node) => _replacer?.Track(node);
+
+    /// <summary>Replacements of dead nodes under way (completed when idle); for tests and orderly shutdown.</summary>
+    public Task Replacements => _replacer?.Current ?? Task.CompletedTask;
 
     /// <summary>The warm pool, when <see cref="ControllerOptions.WarmPool"/> is set.</summary>
     public WarmPool? WarmPool => _warmPool;
@@ -103,16 +118,36 @@ public sealed class ControllerServer : IAsyncDisposable
             _autoscaler = new Autoscaler(_admin, _registry, inventory, _provisioner!, scaling, _options.Registry.Sizing, time, Events, _logger);
         }
 
+        if (_options.MinimumNodes.Count > 0)
+        {
+            var sizing = _options.Registry.Sizing;
+            _replacer = new NodeReplacer(
+                _provisioner!,
+                inventory,
+                _options.MinimumNodes,
+                _options.MinimumNodes.Keys.ToDictionary(t => t, t => _options.Autoscaler?.NewNodeCapacityBytes ?? sizing.ClassOf(t)?.CapacityBytes ?? sizing.NodeClasses[0].CapacityBytes),
+                _options.Registry.NodeStartTimeout,
+                time,
+                Events,
+                _logger);
+        }
+
         // Metrics read the registry, the meter and the pool after each tick (the loop's last step).
         _metrics = new ControllerMetrics(_options, () => _registry, () => _meter, () => _warmPool, Events);
-        var loop = new ControlLoop(_registry, _warmPool, _autoscaler, _meter, _metrics, _logger);
+        var loop = new ControlLoop(_registry, _warmPool, _replacer, _autoscaler, _meter, _metrics, _logger);
         _telemetry = new ClusterTelemetry(_admin, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, loop.TickAsync);
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });
         builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
         {
-            kestrel.Listen(_options.Listen);
+            kestrel.Listen(_options.Listen, listen =>
+            {
+                if (_options.Certificate is { } certificate)
+                {
+                    listen.UseHttps(certificate);
+                }
+            });
             kestrel.Limits.MaxRequestBodySize = 64 << 10;
             kestrel.AddServerHeader = false;
         });
@@ -183,6 +218,11 @@ public sealed class ControllerServer : IAsyncDisposable
         {
             // An action in flight was cancelled with the telemetry; wait for it so nothing uses the client afterwards.
             await _autoscaler.Current.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+
+        if (_replacer is not null)
+        {
+            await _replacer.DisposeAsync().ConfigureAwait(false);
         }
 
         if (_warmPool is not null)

@@ -46,6 +46,7 @@ public sealed class PocketCluster : IAsyncDisposable
                 ClusterToken = options.ClusterToken,
                 Listener = options.Listener with { EndPoint = new IPEndPoint(IPAddress.Loopback, options.MetadataPort) },
                 NodeTimeout = options.NodeTimeout,
+                StorageConnection = options.Connection,
                 StripeUnit = options.StripeUnit,
                 TimeProvider = options.TimeProvider,
             },
@@ -79,6 +80,7 @@ public sealed class PocketCluster : IAsyncDisposable
             new StorageServerOptions
             {
                 Metadata = new DnsEndPoint("127.0.0.1", Metadata.EndPoint.Port),
+                MetadataConnection = Options.Connection,
                 Capacity = capacity ?? Options.NodeCapacity,
                 BlockSize = Options.BlockSize,
                 HeartbeatInterval = Options.HeartbeatInterval,

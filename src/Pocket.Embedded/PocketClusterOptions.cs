@@ -32,6 +32,12 @@ public sealed record PocketClusterOptions
     /// </summary>
     public Pocket.Networking.FrameServerOptions Listener { get; init; } = new();
 
+    /// <summary>
+    /// How the servers connect to each other (the nodes to the metadata server, the metadata server to nodes for drains):
+    /// with a TLS <see cref="Listener"/>, a TLS host name and a check that trusts its certificate.
+    /// </summary>
+    public Pocket.Networking.FrameConnectionOptions Connection { get; init; } = new();
+
     /// <summary>Where ssd and hdd nodes keep their files (default: a folder in the temp directory).</summary>
     public string? DataDirectory { get; init; }
 

@@ -19,6 +19,12 @@ public sealed record GatewayOptions
     /// <summary>Serve HTTPS with this certificate instead of plain HTTP.</summary>
     public X509Certificate2? Certificate { get; init; }
 
+    /// <summary>
+    /// How an https:// controller's certificate is checked (a private CA, or the self-signed set of
+    /// <c>pocket up --tls</c>); null: against the system's trusted roots.
+    /// </summary>
+    public System.Net.Security.RemoteCertificateValidationCallback? ControllerCertificateValidation { get; init; }
+
     /// <summary>Configured users: access key id to secret access key. Each may use every bucket of the gateway.</summary>
     public IReadOnlyDictionary<string, string> Users { get; init; } = new Dictionary<string, string>();
 

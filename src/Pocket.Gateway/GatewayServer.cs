@@ -54,7 +54,13 @@ public sealed class GatewayServer : IAsyncDisposable
     /// <summary>Finds the metadata server, connects to it, loads the bucket map and starts listening.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        var controllerHttp = new HttpClient { BaseAddress = _options.ControllerUrl, Timeout = TimeSpan.FromMinutes(2) };
+        var httpHandler = new SocketsHttpHandler();
+        if (_options.ControllerCertificateValidation is { } validate)
+        {
+            httpHandler.SslOptions.RemoteCertificateValidationCallback = validate;
+        }
+
+        var controllerHttp = new HttpClient(httpHandler, disposeHandler: true) { BaseAddress = _options.ControllerUrl, Timeout = TimeSpan.FromMinutes(2) };
         if (!_options.Client.ClusterToken.IsNone)
         {
             // The controller's API needs the cluster token on every call the gateway makes.

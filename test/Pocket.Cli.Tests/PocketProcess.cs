@@ -24,7 +24,7 @@ internal static partial class PocketProcess
     public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(120);
 
     /// <summary>The executable and the arguments that come before the command's own.</summary>
-    private static readonly (string File, string[] Prefix) Program = Locate();
+    public static readonly (string File, string[] Prefix) Program = Locate();
 
     public static ProcessStartInfo StartInfo(string home, IEnumerable<string> arguments)
     {

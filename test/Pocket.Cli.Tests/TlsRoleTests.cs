@@ -87,7 +87,8 @@ public sealed partial class TlsRoleTests : IDisposable
             (["metadata", "--port", "0", "--tls-cert", garbage], $"TLS certificate '{garbage}' cannot be used"),
             (["metadata", "--port", "0", "--tls-key", otherKey], "--tls-key needs --tls-cert"),
             (["storage", "--metadata", "127.0.0.1:1", "--tls-cert", certAndKey, "--tls-ca", missing], $"cannot read TLS CA file '{missing}'"),
-            (["controller", "--metadata", "127.0.0.1:1", "--tls-ca", caOnly], "--provisioner local starts storage nodes without TLS"),
+            (["controller", "--metadata", "127.0.0.1:1", "--tls-ca", caOnly], "--provisioner local with TLS gives the storage nodes the controller's certificate: add --tls-cert"),
+            (["controller", "--metadata", "127.0.0.1:1", "--tls-ca", caOnly, "--tls-cert", certAndKey, "--provisioner", "kubernetes"], "--provisioner kubernetes starts storage pods without TLS"),
         };
         foreach (var (arguments, expected) in cases)
         {

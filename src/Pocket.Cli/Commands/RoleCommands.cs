@@ -236,25 +236,42 @@ internal static class RoleCommands
         {
             metadata, host, port, provisioner, kubernetesImage, kubernetesSecret, kubernetesNamespace, kubeconfig, dataDir, nodeCapacity, verbose, StopOnStdinEof,
         };
-        var tls = new TlsArguments(command, listens: false);
+        var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
             // Required: the token also guards the HTTP API, and a made-up one would lock every caller out.
             var token = ClusterTokenFromEnvironment(out _, required: true);
+            using var certificate = tls.Certificate(parse);
             using var loggerFactory = Logging(parse.GetValue(verbose));
             var metadataAddress = parse.GetValue(metadata)!;
             var metadataClient = tls.ClientOptions(parse, SplitAddress(metadataAddress).Host);
             LocalProcessProvisioner? local = null;
-            if (parse.GetValue(provisioner) != "none" && metadataClient.TlsHost is not null)
+            var nodeTls = tls.NodeFiles(parse);
+            if (parse.GetValue(provisioner) == "kubernetes" && metadataClient.TlsHost is not null)
             {
-                throw new CliException($"--provisioner {parse.GetValue(provisioner)} starts storage nodes without TLS; with TLS use --provisioner none and start each node with `pocket storage --tls-cert ... --tls-ca ...`");
+                throw new CliException("--provisioner kubernetes starts storage pods without TLS; with TLS use --provisioner local or none and start each node with `pocket storage --tls-cert ... --tls-ca ...`");
+            }
+
+            if (parse.GetValue(provisioner) == "local" && metadataClient.TlsHost is not null && nodeTls is null)
+            {
+                throw new CliException("--provisioner local with TLS gives the storage nodes the controller's certificate: add --tls-cert (or use --provisioner none)");
             }
 
             if (parse.GetValue(provisioner) == "local")
             {
                 var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
                 local = new LocalProcessProvisioner(
-                    new LocalProcessProvisionerOptions { Executable = executable, BaseArguments = baseArguments, MetadataAddress = metadataAddress, ClusterToken = token, DataDirectory = parse.GetValue(dataDir) },
+                    new LocalProcessProvisionerOptions
+                    {
+                        Executable = executable,
+                        BaseArguments = baseArguments,
+                        MetadataAddress = metadataAddress,
+                        ClusterToken = token,
+                        DataDirectory = parse.GetValue(dataDir),
+
+                        // With TLS to the metadata server the nodes need it too; a certificate alone serves the API only.
+                        Tls = metadataClient.TlsHost is null ? null : nodeTls,
+                    },
                     loggerFactory);
             }
 
@@ -294,7 +311,7 @@ internal static class RoleCommands
             }
 
             var controller = new ControllerServer(
-                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry },
+                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry, Certificate = certificate },
                 (IStorageProvisioner?)local ?? kubernetes,
                 loggerFactory);
             try

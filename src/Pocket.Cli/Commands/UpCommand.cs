@@ -59,9 +59,10 @@ internal static class UpCommand
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var idleTimeout = RoleCommands.IdleTimeoutOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
+        var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, idleTimeout, runFor, verbose,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, idleTimeout, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -126,6 +127,7 @@ internal static class UpCommand
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),
+            parse.GetValue(tls),
             ct));
         return command;
     }
@@ -145,7 +147,7 @@ internal static class UpCommand
         return null;
     }
 
-    private static async Task<int> RunAsync(LocalClusterOptions options, TimeSpan? runFor, bool verbose, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(LocalClusterOptions options, TimeSpan? runFor, bool verbose, bool tls, CancellationToken cancellationToken)
     {
         foreach (var (option, named) in new[] { ("--node-capacity", options.TierCapacities.Keys), ("--node-bandwidth", options.TierBandwidths.Keys), ("--node-cost", options.TierCosts.Keys) })
         {
@@ -181,6 +183,9 @@ internal static class UpCommand
             throw new CliException($"port {gatewayPort} is in use: choose another with --gateway-port, --gateway-port 0 for any free port, or --no-gateway");
         }
 
+        // Made after the running-cluster check: a second `up` must not replace the first one's certificate.
+        using var localTls = tls ? LocalTls.Create(Path.Combine(home.Directory, "tls")) : null;
+        options = options with { Tls = localTls };
         using var logging = new ClusterLogging(verbose);
         LocalCluster cluster;
         try
@@ -209,7 +214,7 @@ internal static class UpCommand
 
         await using (cluster.ConfigureAwait(false))
         {
-            home.WriteCluster(new ClusterState(cluster.MetadataAddress, options.ClusterToken.ToString(), Environment.ProcessId, cluster.ControllerText, cluster.GatewayText, options.GatewayUser.AccessKey, options.GatewayUser.SecretKey));
+            home.WriteCluster(new ClusterState(cluster.MetadataAddress, options.ClusterToken.ToString(), Environment.ProcessId, cluster.ControllerText, cluster.GatewayText, options.GatewayUser.AccessKey, options.GatewayUser.SecretKey, localTls?.TrustPath));
             try
             {
                 await PrintClusterAsync(cluster, home, runFor, cancellationToken).ConfigureAwait(false);
@@ -286,7 +291,7 @@ internal static class UpCommand
     private static async Task PrintClusterAsync(LocalCluster cluster, PocketHome home, TimeSpan? runFor, CancellationToken cancellationToken)
     {
         IReadOnlyList<NodeInfo> nodes;
-        var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions { ClusterToken = cluster.Options.ClusterToken }, cancellationToken).ConfigureAwait(false);
+        var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, cluster.Options.ClientOptions(), cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
             nodes = await client.GetNodesAsync(cancellationToken).ConfigureAwait(false);
@@ -301,7 +306,12 @@ internal static class UpCommand
         {
             AnsiConsole.MarkupLine($"S3 gateway: [bold]{Markup.Escape(gateway)}[/] (credentials: `pocket s3 credentials --json`)");
         }
-        AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]");
+        AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]{(cluster.Options.Tls is null ? string.Empty : " (TLS)")}");
+        if (cluster.Options.Tls is { } tls)
+        {
+            AnsiConsole.MarkupLine($"TLS:        every listener, self-signed for {LocalTls.Name} and 127.0.0.1; clients trust [bold]{Markup.Escape(tls.TrustPath)}[/] (client verbs here do; elsewhere set {ClientTls.Variable})");
+        }
+
         AnsiConsole.MarkupLine("node classes: " + Markup.Escape(string.Join("; ", cluster.Options.NodeClasses().Select(c =>
             string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(c.Tier)} {Units.FormatSize(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
         if (cluster.Options.DataDirectory is { } data && cluster.Options.NodeCounts.Keys.Any(t => t != NodeTier.Dram))

@@ -107,6 +107,14 @@ internal sealed record LocalClusterOptions
 
     /// <summary>Idle timeout of the metadata server's and the nodes' connections; null leaves the default.</summary>
     public TimeSpan? IdleTimeout { get; init; }
+
+    /// <summary>TLS on every listener (metadata, nodes, controller, gateway) with this certificate, trusted by every role; null: none.</summary>
+    public LocalTls? Tls { get; init; }
+
+    /// <summary>How a client of this cluster's metadata server connects: the cluster token, and TLS when on.</summary>
+    public PocketClientOptions ClientOptions() => Tls is { } tls
+        ? new PocketClientOptions { ClusterToken = ClusterToken, TlsHost = LocalTls.Name, CertificateValidation = tls.Validation }
+        : new PocketClientOptions { ClusterToken = ClusterToken };
 }
 
 /// <summary>
@@ -159,6 +167,14 @@ internal sealed class LocalCluster : IAsyncDisposable
     /// <summary>Starts the metadata server, the controller and the first nodes; on failure stops whatever started.</summary>
     public static async Task<LocalCluster> StartAsync(LocalClusterOptions options, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
+        var listener = options.IdleTimeout is { } idle ? new FrameServerOptions { IdleTimeout = idle } : new FrameServerOptions();
+        var connection = new FrameConnectionOptions();
+        if (options.Tls is { } tls)
+        {
+            listener = listener with { Certificate = tls.Certificate };
+            connection = connection with { TlsHost = LocalTls.Name, CertificateValidation = tls.Validation };
+        }
+
         // PocketCluster with no nodes is just the metadata server; in-process nodes are added to it by the provisioner.
         var core = await PocketCluster.StartAsync(
             new PocketClusterOptions
@@ -170,7 +186,8 @@ internal sealed class LocalCluster : IAsyncDisposable
                 ClusterToken = options.ClusterToken,
                 PreTouchMemory = options.PreTouchMemory,
                 DataDirectory = options.DataDirectory,
-                Listener = options.IdleTimeout is { } idle ? new FrameServerOptions { IdleTimeout = idle } : new FrameServerOptions(),
+                Listener = listener,
+                Connection = connection,
             },
             loggerFactory,
             cancellationToken).ConfigureAwait(false);
@@ -194,6 +211,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                     BlockSize = options.BlockSize,
                     DataDirectory = options.DataDirectory,
                     IdleTimeout = options.IdleTimeout,
+                    Tls = options.Tls is { } files ? new NodeTlsFiles(files.CertificatePath, null, files.TrustPath, LocalTls.Name) : null,
                 },
                 loggerFactory);
             provisioner = children;
@@ -207,6 +225,8 @@ internal sealed class LocalCluster : IAsyncDisposable
                 {
                     MetadataAddress = core.MetadataAddress,
                     ClusterToken = options.ClusterToken,
+                    MetadataClient = options.ClientOptions(),
+                    Certificate = options.Tls?.Certificate,
                     Listen = new IPEndPoint(IPAddress.Loopback, options.ControllerPort),
                     Registry = new JobRegistryOptions
                     {
@@ -218,6 +238,9 @@ internal sealed class LocalCluster : IAsyncDisposable
                     // New nodes, pooled or not, get their tier's class capacity (the sizing classes above).
                     Autoscaler = options.Autoscaler ?? (options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.NodeCounts.Values.Sum()), MaxNodes = Math.Max(16, options.NodeCounts.Values.Sum()) } : null),
                     WarmPool = options.WarmPool > 0 ? new WarmPoolOptions { NodesPerTier = options.WarmPool } : null,
+
+                    // A node that dies is replaced while its tier has fewer than it started with, autoscaling or not.
+                    MinimumNodes = options.NodeCounts.Where(t => t.Value > 0).ToDictionary(t => t.Key, t => t.Value),
                 },
                 provisioner,
                 loggerFactory);
@@ -241,6 +264,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             foreach (var node in cluster._initialNodes)
             {
                 cluster._controller.Autoscaler?.Adopt(node);
+                cluster._controller.TrackNode(node);
             }
 
             if (options.GatewayPort is { } gatewayPort)
@@ -252,7 +276,9 @@ internal sealed class LocalCluster : IAsyncDisposable
                         MetadataAddress = core.MetadataAddress,
                         Listen = new IPEndPoint(IPAddress.Loopback, gatewayPort),
                         Users = new Dictionary<string, string> { [options.GatewayUser.AccessKey] = options.GatewayUser.SecretKey },
-                        Client = new PocketClientOptions { ClusterToken = options.ClusterToken },
+                        Client = options.ClientOptions(),
+                        Certificate = options.Tls?.Certificate,
+                        ControllerCertificateValidation = options.Tls?.Validation,
                     },
                     loggerFactory);
                 await cluster._gateway.StartAsync(cancellationToken).ConfigureAwait(false);

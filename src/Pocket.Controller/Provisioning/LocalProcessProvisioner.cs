@@ -28,6 +28,12 @@ public sealed record LocalProcessProvisionerOptions
     /// <summary>The nodes' idle timeout for client connections (`--idle-timeout`); null leaves the storage role's default.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
+    /// <summary>
+    /// TLS of the nodes: each serves with this certificate and reaches the metadata server over TLS. Null: plain TCP
+    /// (which a metadata server with TLS refuses).
+    /// </summary>
+    public NodeTlsFiles? Tls { get; init; }
+
     /// <summary>How long a child may take to register.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -41,6 +47,14 @@ public sealed record LocalProcessProvisionerOptions
             : (process, []);
     }
 }
+
+/// <summary>
+/// Certificate files a storage node child is given (`pocket storage --tls-cert --tls-key --tls-ca --tls-name`): its
+/// listener's certificate and key (PEM or PKCS#12, a password from POCKET_TLS_PASSWORD, which children inherit), the
+/// CA or self-signed certificate it trusts for the metadata server (null: the system's roots), and the name the
+/// metadata server's certificate must carry (null: its host).
+/// </summary>
+public sealed record NodeTlsFiles(string CertificatePath, string? KeyPath = null, string? TrustPath = null, string? ServerName = null);
 
 /// <summary>
 /// Starts each storage node as a child process running `pocket storage`, the default of `pocket up`: nodes are
@@ -89,6 +103,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
                 BlockSize = _options.BlockSize,
                 IdleTimeout = _options.IdleTimeout,
                 DataDirectory = _options.DataDirectory,
+                Tls = _options.Tls,
             }),
         ];
         var child = await RoleProcess.StartAsync(

@@ -32,6 +32,9 @@ public sealed record StorageRoleArguments(string MetadataAddress, NodeTier Tier,
 
     /// <summary>Register as a warm-pool node.</summary>
     public bool Standby { get; init; }
+
+    /// <summary>TLS files for the node's listener and its connection to the metadata server; null: plain TCP.</summary>
+    public NodeTlsFiles? Tls { get; init; }
 }
 
 /// <summary>
@@ -101,6 +104,21 @@ public static class RoleCommandLine
         if (role.Standby)
         {
             arguments.Add("--standby");
+        }
+
+        if (role.Tls is { } tls)
+        {
+            arguments.AddRange(["--tls-cert", tls.CertificatePath]);
+            if (tls.KeyPath is { } key)
+            {
+                arguments.AddRange(["--tls-key", key]);
+            }
+
+            arguments.AddRange(tls.TrustPath is { } trust ? ["--tls-ca", trust] : ["--tls"]);
+            if (tls.ServerName is { } name)
+            {
+                arguments.AddRange(["--tls-name", name]);
+            }
         }
 
         return arguments;

@@ -1,0 +1,92 @@
+using System.Text.Json.Nodes;
+using Pocket.Client;
+using Pocket.Networking;
+using Pocket.Protocol;
+
+namespace Pocket.Cli.Tests;
+
+/// <summary>
+/// `pocket up --tls`: every listener serves TLS with a self-signed set made under the cluster's home, the child storage
+/// nodes included; the client verbs trust it through cluster.json, and a plain-HTTP client of the controller is refused.
+/// </summary>
+public sealed class UpTlsTests : IDisposable
+{
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Fact]
+    public async Task Up_with_tls_serves_every_listener_over_TLS_and_the_verbs_trust_it()
+    {
+        await using var up = UpProcess.Start(_home.Path, "--tls", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "64MiB", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
+        var controller = cluster["controller"]!.GetValue<string>();
+        var gateway = cluster["gateway"]!.GetValue<string>();
+        var ca = cluster["tlsCa"]!.GetValue<string>();
+        Assert.StartsWith("https://127.0.0.1:", controller, StringComparison.Ordinal);
+        Assert.StartsWith("https://127.0.0.1:", gateway, StringComparison.Ordinal);
+        Assert.Equal(_home.File(Path.Combine("tls", "ca.pem")), ca);
+        if (!OperatingSystem.IsWindows())
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(_home.File(Path.Combine("tls", "cert.pem"))));
+        }
+
+        // The verbs find the controller and its trust in cluster.json; the data goes over TLS to the child nodes.
+        var jobId = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "tls", "--capacity", "32MiB", "--json")).Json()["id"]!.GetValue<string>();
+        var data = new byte[(2 << 20) + 77];
+        Random.Shared.NextBytes(data);
+        await File.WriteAllBytesAsync(_home.File("in.bin"), data);
+        await PocketProcess.RunOkAsync(_home.Path, "put", _home.File("in.bin"), $"{jobId}/object");
+        await PocketProcess.RunOkAsync(_home.Path, "get", $"{jobId}/object", _home.File("out.bin"));
+        Assert.Equal(data, await File.ReadAllBytesAsync(_home.File("out.bin")));
+        Assert.NotEmpty((await PocketProcess.RunOkAsync(_home.Path, "stat", $"{jobId}/object", "--json")).Json()["blocks"]!.AsArray());
+
+        var token = JobToken.TryParse(cluster["clusterToken"]!.GetValue<string>(), out var parsed) ? parsed : throw new InvalidOperationException("no token");
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        var trust = TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(ca));
+        using (var trusting = new PocketControllerClient(new Uri(controller), new PocketControllerClientOptions { ClusterToken = token, CertificateValidation = trust }))
+        {
+            Assert.Contains(await trusting.ListJobsAsync(cts.Token), j => j.JobId == jobId);
+        }
+
+        // Without the CA the certificate is refused; a plain-HTTP client gets no answer from the API.
+        using (var untrusting = new PocketControllerClient(new Uri(controller), new PocketControllerClientOptions { ClusterToken = token }))
+        {
+            var refused = await Assert.ThrowsAsync<PocketControllerException>(() => untrusting.ListJobsAsync(cts.Token));
+            Assert.Null(refused.HttpStatus);
+        }
+
+        using (var plain = new HttpClient { Timeout = TimeSpan.FromSeconds(60) })
+        {
+            var url = new UriBuilder(controller) { Scheme = "http" }.Uri;
+            try
+            {
+                using var response = await plain.GetAsync(new Uri(url, "/v1/jobs"), cts.Token);
+                Assert.False(response.IsSuccessStatusCode, $"plain HTTP got {(int)response.StatusCode}");
+            }
+            catch (HttpRequestException)
+            {
+                // Closed without an answer: refused too.
+            }
+        }
+
+        // The metadata server refuses plain TCP as well.
+        await Assert.ThrowsAnyAsync<Exception>(async () =>
+        {
+            await using var client = await PocketClient.ConnectAsync(cluster["metadata"]!.GetValue<string>(), new PocketClientOptions { ClusterToken = token }, cts.Token);
+            await client.GetNodesAsync(cts.Token);
+        });
+
+        // The gateway answers over TLS (an unsigned request is refused by S3 rules, not by the handshake).
+        using var handler = new SocketsHttpHandler();
+        handler.SslOptions.RemoteCertificateValidationCallback = trust;
+        using (var s3 = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(60) })
+        {
+            using var response = await s3.GetAsync(new Uri(gateway + "/"), cts.Token);
+            Assert.Equal(System.Net.HttpStatusCode.Forbidden, response.StatusCode);
+        }
+
+        await PocketProcess.RunOkAsync(_home.Path, "job", "rm", jobId);
+    }
+}
