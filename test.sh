@@ -3,6 +3,14 @@
 # Extra arguments go to `dotnet test` (e.g. --filter Name~Capacity); with --filter only the .NET tests run.
 set -uo pipefail
 cd "$(dirname "$0")"
+
+# Programs the tests drive: promtool (Prometheus's exposition parser, from Debian's prometheus package) and chromium
+# (the dashboard's browser test). Installed with apt-get when missing and this is a root shell on Debian.
+if { ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; } && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null \
+    || echo "test.sh: installing prometheus and chromium failed; the metrics and dashboard tests will say what is missing" >&2
+fi
+
 # python3 for `pocket demo --functions-as python` (a .NET test) and the Python suite; redis for its examples.
 deps=0
 clients/python/install-deps.sh || deps=1

@@ -7,10 +7,10 @@ namespace Pocket.Controller;
 /// <summary>
 /// What the controller does after each telemetry sample, in this order: jobs forget nodes that are gone (so nothing
 /// plans onto them), the warm pool replaces idle nodes that died, the autoscaler decides (it starts its action in the
-/// background), and last the meter reads every job's usage (one round trip each, which the autoscaler should not wait
-/// for). A step that fails is logged and the next steps still run.
+/// background), then the meter reads every job's usage (one round trip each, which the autoscaler should not wait
+/// for), and last the metrics take the tick's figures. A step that fails is logged and the next steps still run.
 /// </summary>
-internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, Autoscaler? autoscaler, JobUsageMeter meter, ILogger logger)
+internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics? metrics, ILogger logger)
 {
     public async Task TickAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
@@ -26,6 +26,10 @@ internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, Autoscal
         }
 
         await StepAsync(() => meter.TickAsync(cancellationToken)).ConfigureAwait(false);
+        if (metrics is not null)
+        {
+            await StepAsync(() => metrics.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
+        }
     }
 
     private async Task StepAsync(Func<Task> step)

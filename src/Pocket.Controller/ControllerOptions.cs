@@ -28,6 +28,13 @@ public sealed record JobRegistryOptions
     /// <summary>The clock of leases and timeouts; tests pass a fake one.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>
+    /// Jobs that get their own series in the per-job metrics (<c>pocket_controller_job_*{job="ID"}</c>): the ones with
+    /// the most GB-seconds at each scrape; the others are summed into <c>job="_other"</c>, so a cluster with thousands of
+    /// short jobs still exposes a bounded number of series. 0 folds every job into <c>_other</c>.
+    /// </summary>
+    public int MetricsTopJobs { get; init; } = 20;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {
@@ -89,6 +96,13 @@ public sealed record ControllerOptions
     /// <summary>Idle standby nodes kept per tier so scale-ups take one instead of starting one; null (the default): none. Needs a provisioner.</summary>
     public WarmPoolOptions? WarmPool { get; init; }
 
+    /// <summary>
+    /// Jobs that get their own series in the per-job metrics (<c>pocket_controller_job_*{job="ID"}</c>): the ones with
+    /// the most GB-seconds at each scrape; the others are summed into <c>job="_other"</c>, so a cluster with thousands of
+    /// short jobs still exposes a bounded number of series. 0 folds every job into <c>_other</c>.
+    /// </summary>
+    public int MetricsTopJobs { get; init; } = 20;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {
@@ -102,6 +116,11 @@ public sealed record ControllerOptions
         Registry.Validate();
         Autoscaler?.Validate();
         WarmPool?.Validate();
+        if (MetricsTopJobs < 0)
+        {
+            throw new ArgumentException("metrics top jobs must be >= 0");
+        }
+
         if (HistoryLength < 1 || EventLogLength < 1 || TelemetryInterval <= TimeSpan.Zero)
         {
             throw new ArgumentException("history length, event log length and telemetry interval must be positive");

@@ -36,6 +36,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private Autoscaler? _autoscaler;
     private WarmPool? _warmPool;
     private JobUsageMeter? _meter;
+    private ControllerMetrics? _metrics;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -102,7 +103,9 @@ public sealed class ControllerServer : IAsyncDisposable
             _autoscaler = new Autoscaler(_admin, _registry, inventory, _provisioner!, scaling, _options.Registry.Sizing, time, Events, _logger);
         }
 
-        var loop = new ControlLoop(_registry, _warmPool, _autoscaler, _meter, _logger);
+        // Metrics read the registry, the meter and the pool after each tick (the loop's last step).
+        _metrics = new ControllerMetrics(_options, () => _registry, () => _meter, () => _warmPool, Events);
+        var loop = new ControlLoop(_registry, _warmPool, _autoscaler, _meter, _metrics, _logger);
         _telemetry = new ClusterTelemetry(_admin, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, loop.TickAsync);
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
@@ -140,7 +143,17 @@ public sealed class ControllerServer : IAsyncDisposable
         app.UseRouting();
         new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter }.Map(app);
         app.MapOpenApi();
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        Dashboard.Map(app, _metrics.Registry, _options.Registry.Sizing);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex) when (ex.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new Pocket.Networking.PortInUseException("controller", _options.Listen, ex);
+        }
+
         _app = app;
 
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()

@@ -90,8 +90,19 @@ public sealed class GatewayServer : IAsyncDisposable
         builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
 
         var app = builder.Build();
+        var metrics = new GatewayMetrics(_options.Client.ClusterToken, () => _buckets.All.Count);
+        app.Use(metrics.InvokeAsync);
         app.Run(handler.HandleAsync);
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex) when (ex.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new Pocket.Networking.PortInUseException("gateway", _options.Listen, ex);
+        }
+
         _app = app;
 
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()

@@ -44,9 +44,15 @@ public sealed class FrameContext
         Header = header;
         _bodyRemaining = header.BodyLength;
         _replied = false;
+
+        // What a request that is never answered gets (the server then replies with an internal error).
+        ReplyStatus = Status.InternalError;
     }
 
     internal bool Replied => _replied;
+
+    /// <summary>The status of the reply to the current request (meaningful once it is answered).</summary>
+    public Status ReplyStatus { get; private set; }
 
     /// <summary>Reads the whole (remaining) body into a buffer owned by the connection, valid until the next call.</summary>
     public ReadOnlySpan<byte> ReadBody()
@@ -100,6 +106,7 @@ public sealed class FrameContext
         }
 
         _replied = true;
+        ReplyStatus = status;
         var header = new FrameHeader(Header.Opcode, Header.Flags | FrameFlags.Reply, status, head.Length + data.Length, Header.RequestId, JobToken.None);
         var total = FrameHeader.Size + head.Length + data.Length;
         if (total > _replyBuffer.Length - _replyLength)

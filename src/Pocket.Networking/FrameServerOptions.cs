@@ -29,6 +29,12 @@ public sealed record FrameServerOptions
     /// <summary>The clock of the idle check (the listener's own: a role's <c>TimeProvider</c> does not reach it).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>
+    /// Wraps the role's handler once, when the server is made (e.g. to count and time requests for metrics). The
+    /// wrapper runs on the connection's thread, inside the request, so it must be cheap and must not throw.
+    /// </summary>
+    public Func<IFrameHandler, IFrameHandler>? WrapHandler { get; init; }
+
     internal bool ClosesIdle => IdleTimeout > TimeSpan.Zero;
 
     public void Validate()

@@ -26,6 +26,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     private long _bytesOut;
     private long _requests;
     private int _liveBuffers;
+    private double _cpuShare;
 
     public StorageServer(StorageServerOptions options, ILoggerFactory loggerFactory)
     {
@@ -43,6 +44,21 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
 
     public BlockStore Store => _store ?? throw new InvalidOperationException("not started");
+
+    /// <summary>The node's tier.</summary>
+    public NodeTier Tier => _options.Tier;
+
+    /// <summary>Connections open now (clients, the metadata server's drain copies).</summary>
+    public int ConnectionCount => _server?.ConnectionCount ?? 0;
+
+    /// <summary>Bytes of request frames received so far (headers and bodies).</summary>
+    public long BytesReceived => Interlocked.Read(ref _bytesIn);
+
+    /// <summary>Bytes of reply frames sent so far (headers and bodies).</summary>
+    public long BytesSent => Interlocked.Read(ref _bytesOut);
+
+    /// <summary>The process's CPU share (0..1 of all cores) over the last heartbeat interval, as reported to the metadata server.</summary>
+    public double CpuShare => Volatile.Read(ref _cpuShare);
 
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
@@ -98,6 +114,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
                 var seconds = Math.Max(_options.TimeProvider.GetElapsedTime(lastTime, now).TotalSeconds, 1e-3);
                 var cpu = process.TotalProcessorTime;
                 var cpuShare = (cpu - lastCpu).TotalSeconds / seconds / Environment.ProcessorCount;
+                Volatile.Write(ref _cpuShare, Math.Clamp(cpuShare, 0, 1));
                 var bytesIn = Interlocked.Read(ref _bytesIn);
                 var bytesOut = Interlocked.Read(ref _bytesOut);
                 var body = new BodyWriter();

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Pocket.Controller;
 using Pocket.Controller.Provisioning;
 using Pocket.Metadata;
+using Pocket.Metrics;
 using Pocket.Networking;
 using Pocket.Protocol;
 using Pocket.Storage;
@@ -41,10 +42,32 @@ internal static class RoleCommands
     internal static Option<TimeSpan?> IdleTimeoutOption() =>
         CommandRunner.DurationOption("--idle-timeout", "Close a connection whose peer sends nothing for this long (default 5m; 0 = never)");
 
-    private static FrameServerOptions Listener(IPAddress address, int port, TimeSpan? idleTimeout, X509Certificate2? certificate) =>
-        idleTimeout is { } idle
+    private static FrameServerOptions Listener(IPAddress address, int port, TimeSpan? idleTimeout, X509Certificate2? certificate, FrameMetrics? metrics = null) =>
+        (idleTimeout is { } idle
             ? new FrameServerOptions { EndPoint = new IPEndPoint(address, port), IdleTimeout = idle, Certificate = certificate }
-            : new FrameServerOptions { EndPoint = new IPEndPoint(address, port), Certificate = certificate };
+            : new FrameServerOptions { EndPoint = new IPEndPoint(address, port), Certificate = certificate }) with
+        {
+            WrapHandler = metrics is null ? null : metrics.Wrap,
+        };
+
+    /// <summary>`--metrics-port` of the binary-protocol roles: Prometheus metrics over HTTP on the same address.</summary>
+    internal static Option<int?> MetricsPortOption() => new("--metrics-port")
+    {
+        Description = "Serve Prometheus metrics at http://HOST:PORT/metrics (0 = any free port; off when not given)",
+        Validators =
+        {
+            result =>
+            {
+                if (result.GetValueOrDefault<int?>() is < 0 or > 65535)
+                {
+                    result.AddError("--metrics-port must be between 0 and 65535");
+                }
+            },
+        },
+    };
+
+    /// <summary>The line a role prints when its metrics listener is up.</summary>
+    internal const string MetricsReadyPrefix = "metrics: ";
 
     private static readonly Option<bool> StopOnStdinEof = new(RoleCommandLine.StopOnStdinEofArgument) { Description = "Stop when standard input closes (for child processes)" };
 
@@ -53,10 +76,11 @@ internal static class RoleCommands
         var host = HostOption("Address to listen on");
         var port = PortOption(7070);
         var idleTimeout = IdleTimeoutOption();
+        var metricsPort = MetricsPortOption();
         var verbose = VerboseOption();
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, idleTimeout, verbose, StopOnStdinEof,
+            host, port, idleTimeout, metricsPort, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -64,11 +88,14 @@ internal static class RoleCommands
             var token = ClusterTokenFromEnvironment(out var generated);
             using var certificate = tls.Certificate(parse);
             using var loggerFactory = Logging(parse.GetValue(verbose));
-            var server = new MetadataServer(
+            MetadataServer? server = null;
+            var registry = Prometheus.Metrics.NewCustomRegistry();
+            var metrics = parse.GetValue(metricsPort) is null ? null : RoleCollectors.Metadata(registry, () => server);
+            server = new MetadataServer(
                 new MetadataServerOptions
                 {
                     ClusterToken = token,
-                    Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), certificate),
+                    Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
 
                     // Drains copy blocks between storage nodes through this server.
                     StorageConnection = tls.Connection(parse, parse.GetValue(host)!),
@@ -77,6 +104,8 @@ internal static class RoleCommands
             await server.StartAsync(ct).ConfigureAwait(false);
             await using (server.ConfigureAwait(false))
             {
+                // Before the ready line, so whoever waits for it (a test, a script) also finds the metrics line.
+                await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(parse.GetValue(host)!), registry, token, loggerFactory, ct).ConfigureAwait(false);
                 Console.Out.WriteLine(RoleCommandLine.MetadataReadyLine($"{parse.GetValue(host)}:{server.EndPoint.Port}", tls: certificate is not null));
                 if (generated)
                 {
@@ -110,11 +139,12 @@ internal static class RoleCommands
         var host = HostOption("Address to listen on and to advertise to clients");
         var port = PortOption(0);
         var idleTimeout = IdleTimeoutOption();
+        var metricsPort = MetricsPortOption();
         var verbose = VerboseOption();
         var standby = new Option<bool>("--standby") { Description = "Register as a warm-pool node: no blocks until the controller activates it" };
         var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, idleTimeout, verbose, standby, StopOnStdinEof,
+            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, idleTimeout, metricsPort, verbose, standby, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -138,18 +168,22 @@ internal static class RoleCommands
             IBlockDevice? device = null;
             using var loggerFactory = Logging(parse.GetValue(verbose));
             var listenHost = parse.GetValue(host)!;
-            var server = new StorageServer.StorageServer(
+            var clusterToken = ClusterTokenFromEnvironment(out _, required: false);
+            StorageServer.StorageServer? server = null;
+            var registry = Prometheus.Metrics.NewCustomRegistry();
+            var metrics = parse.GetValue(metricsPort) is null ? null : RoleCollectors.Storage(registry, () => server);
+            server = new StorageServer.StorageServer(
                 new StorageServerOptions
                 {
                     Metadata = new DnsEndPoint(metadataHost, metadataPort),
                     MetadataConnection = metadataConnection,
-                    ClusterToken = ClusterTokenFromEnvironment(out _, required: false),
+                    ClusterToken = clusterToken,
                     Tier = nodeTier,
                     Standby = parse.GetValue(standby),
                     Capacity = parse.GetValue(capacity),
                     BlockSize = (int)block,
                     AdvertisedHost = listenHost,
-                    Listener = Listener(ParseAddress(listenHost), parse.GetValue(port), parse.GetValue(idleTimeout), certificate),
+                    Listener = Listener(ParseAddress(listenHost), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
                     DeviceFactory = o => device = BlockDevices.Create(o.Tier, o.Capacity, devices),
                 },
                 loggerFactory);
@@ -157,6 +191,9 @@ internal static class RoleCommands
             await using (server.ConfigureAwait(false))
             {
                 Console.Out.WriteLine($"device: {device?.Description}");
+
+                // Before the ready line, so whoever waits for it (pocket up, a test) also finds the metrics line.
+                await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(listenHost), registry, clusterToken, loggerFactory, ct).ConfigureAwait(false);
                 Console.Out.WriteLine(RoleCommandLine.StorageReadyLine(server.NodeId, string.Create(CultureInfo.InvariantCulture, $"{listenHost}:{server.EndPoint.Port}")));
                 await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
             }
@@ -280,6 +317,28 @@ internal static class RoleCommands
             return 0;
         });
         return command;
+    }
+
+    private static async Task<MetricsListener?> StartMetricsAsync(int? port, IPAddress address, Prometheus.CollectorRegistry registry, JobToken token, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    {
+        if (port is not { } metricsPort)
+        {
+            return null;
+        }
+
+        Prometheus.DotNetStats.Register(registry);
+        MetricsListener listener;
+        try
+        {
+            listener = await MetricsListener.StartAsync(new IPEndPoint(address, metricsPort), registry, token, loggerFactory, cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex)
+        {
+            throw new CliException($"--metrics-port {metricsPort}: {ex.Message}", ex);
+        }
+
+        Console.Out.WriteLine($"{MetricsReadyPrefix}{new Uri(listener.Url, MetricsEndpoint.Path)}");
+        return listener;
     }
 
     /// <summary>Waits for Ctrl-C/SIGTERM, or, when asked, for standard input to close (the parent is gone).</summary>

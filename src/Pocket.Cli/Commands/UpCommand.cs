@@ -188,14 +188,16 @@ internal static class UpCommand
         {
             cluster = await LocalCluster.StartAsync(options, logging.Factory, cancellationToken).ConfigureAwait(false);
         }
-        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        catch (Pocket.Networking.PortInUseException ex)
         {
-            throw new CliException($"port {options.MetadataPort} is in use: choose another with --port, or --port 0 for any free port", ex);
-        }
-        catch (IOException ex) when (ex.InnerException is AddressInUseException)
-        {
-            // Kestrel serves the controller and the gateway; its message names the address it could not bind.
-            throw new CliException($"{ex.Message}: choose other ports with --controller-port or --gateway-port (0 for any free port)", ex);
+            var option = ex.Role switch
+            {
+                "metadata" => "--port",
+                "controller" => "--controller-port",
+                "gateway" => "--gateway-port",
+                _ => null,
+            };
+            throw new CliException(option is null ? ex.Message : $"{ex.Message}: choose another with {option}, or {option} 0 for any free port", ex);
         }
         catch (ProvisioningException ex)
         {
@@ -293,6 +295,9 @@ internal static class UpCommand
 
         AnsiConsole.MarkupLine($"[green]Pocket is up[/] (storage nodes: {cluster.NodeKind})");
         AnsiConsole.MarkupLine($"controller: [bold]{Markup.Escape(cluster.ControllerText)}[/]");
+
+        // The token rides in the fragment, which the browser keeps to itself; the page reads it and drops it from the address bar.
+        AnsiConsole.MarkupLine($"dashboard:  [bold]{Markup.Escape(cluster.ControllerText)}/#token={cluster.Options.ClusterToken}[/]");
         if (cluster.GatewayText is { } gateway)
         {
             AnsiConsole.MarkupLine($"S3 gateway: [bold]{Markup.Escape(gateway)}[/] (credentials: `pocket s3 credentials --json`)");

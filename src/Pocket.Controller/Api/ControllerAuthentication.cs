@@ -54,8 +54,11 @@ internal sealed class ControllerAuthentication(JobToken clusterToken, ILogger lo
         return Results.Json(new ErrorResponse(problem, "Authorization"), statusCode: StatusCodes.Status401Unauthorized).ExecuteAsync(context);
     }
 
+    // The dashboard's page and scripts hold no cluster data: they ask for the token and read the API with it.
     private static bool IsOpen(PathString path) =>
-        OpenPaths.Any(open => path.Equals(open, StringComparison.OrdinalIgnoreCase));
+        OpenPaths.Any(open => path.Equals(open, StringComparison.OrdinalIgnoreCase)) ||
+        path.Equals("/", StringComparison.Ordinal) ||
+        path.StartsWithSegments(Dashboard.AssetPrefix.TrimEnd('/'), StringComparison.Ordinal);
 
     // Lower-case hex of the same length compared in constant time; any other text (wrong length, upper case) fails
     // without revealing how much of it matched.

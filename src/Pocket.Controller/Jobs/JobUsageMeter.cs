@@ -9,7 +9,11 @@ namespace Pocket.Controller.Jobs;
 /// <param name="GbSeconds">Bytes stored (blocks and inline) times seconds held, in GB-seconds.</param>
 /// <param name="GbSecondsByTier">The blocks' share of that per tier.</param>
 /// <param name="Since">When metering of the job began.</param>
-public sealed record JobMeterReading(long Requests, double GbSeconds, IReadOnlyDictionary<NodeTier, double> GbSecondsByTier, DateTimeOffset Since);
+public sealed record JobMeterReading(long Requests, double GbSeconds, IReadOnlyDictionary<NodeTier, double> GbSecondsByTier, DateTimeOffset Since)
+{
+    /// <summary>Bytes the job stored (blocks and inline) at the last tick.</summary>
+    public long StoredBytes { get; init; }
+}
 
 /// <summary>
 /// Meters every job on the telemetry tick: reads its usage from the metadata server and adds the bytes it held since
@@ -29,10 +33,22 @@ internal sealed class JobUsageMeter(PocketClient admin, JobRegistry registry, Ti
         lock (_lock)
         {
             return _meters.TryGetValue(jobId, out var meter)
-                ? new JobMeterReading(meter.Requests, meter.GbSeconds, new Dictionary<NodeTier, double>(meter.ByTier), meter.Since)
+                ? Reading(meter)
                 : null;
         }
     }
+
+    /// <summary>Every metered job's reading.</summary>
+    public IReadOnlyList<(string JobId, JobMeterReading Reading)> ReadAll()
+    {
+        lock (_lock)
+        {
+            return [.. _meters.Select(m => (m.Key, Reading(m.Value)))];
+        }
+    }
+
+    private static JobMeterReading Reading(Meter meter) =>
+        new(meter.Requests, meter.GbSeconds, new Dictionary<NodeTier, double>(meter.ByTier), meter.Since) { StoredBytes = meter.Bytes };
 
     /// <summary>One tick: each job's held bytes since the last tick are added, then its current bytes remembered.</summary>
     public async Task TickAsync(CancellationToken cancellationToken)

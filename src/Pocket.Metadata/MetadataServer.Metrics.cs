@@ -1,0 +1,46 @@
+using Pocket.Protocol;
+
+namespace Pocket.Metadata;
+
+/// <summary>One storage node as the metadata server sees it, for metrics.</summary>
+public readonly record struct MetadataNodeSnapshot(uint Id, NodeTier Tier, NodeState State, long Capacity, long Used, long MovedBytes);
+
+/// <summary>What the metadata server holds at one moment, for metrics (taken under its lock, so it is consistent).</summary>
+public sealed record MetadataSnapshot(
+    int Jobs,
+    long Objects,
+    long InlineBytes,
+    long InlineCapacity,
+    int OpenHandles,
+    int Connections,
+    IReadOnlyList<MetadataNodeSnapshot> Nodes);
+
+public sealed partial class MetadataServer
+{
+    /// <summary>Client and node connections open now.</summary>
+    public int ConnectionCount => _server?.ConnectionCount ?? 0;
+
+    /// <summary>
+    /// Counts of jobs, objects and inline bytes and every node's capacity and use. Costs one pass over jobs and
+    /// nodes under the lock; meant for a scrape every few seconds, not for the request path.
+    /// </summary>
+    public MetadataSnapshot Snapshot()
+    {
+        lock (_lock)
+        {
+            long objects = 0;
+            foreach (var job in _jobsById.Values)
+            {
+                objects += job.Objects.Count;
+            }
+
+            var nodes = new List<MetadataNodeSnapshot>(_nodes.Count);
+            foreach (var node in _nodes.Values)
+            {
+                nodes.Add(new MetadataNodeSnapshot(node.Id, node.Tier, node.State, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.MovedBytes));
+            }
+
+            return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _options.InlineCapacity, _handles.Count, ConnectionCount, nodes);
+        }
+    }
+}

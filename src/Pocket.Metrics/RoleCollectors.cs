@@ -1,0 +1,105 @@
+using Pocket.Metadata;
+using Pocket.Protocol;
+using Prometheus;
+
+namespace Pocket.Metrics;
+
+/// <summary>
+/// The state metrics of the binary-protocol roles, read from the role when Prometheus scrapes (a callback before each
+/// collection), so they cost the request path nothing.
+/// </summary>
+public static class RoleCollectors
+{
+    private static readonly NodeState[] States = [NodeState.Live, NodeState.Draining, NodeState.Dead, NodeState.Drained, NodeState.Standby];
+
+    /// <summary>Registers the metadata server's request metrics (returned, for its listener) and state metrics.</summary>
+    public static FrameMetrics Metadata(CollectorRegistry registry, Func<MetadataServer?> server)
+    {
+        var requests = new FrameMetrics("metadata", registry);
+        var factory = Prometheus.Metrics.WithCustomRegistry(registry);
+        var jobs = factory.CreateGauge("pocket_metadata_jobs", "Jobs registered (including retired jobs whose keep-after-job objects still live).");
+        var objects = factory.CreateGauge("pocket_metadata_objects", "Committed objects of every job.");
+        var inline = factory.CreateGauge("pocket_metadata_inline_bytes", "Bytes of small objects kept inline in the metadata server.");
+        var inlineCapacity = factory.CreateGauge("pocket_metadata_inline_capacity_bytes", "Bytes the metadata server may keep inline, at most.");
+        var handles = factory.CreateGauge("pocket_metadata_open_handles", "Large puts and delete-after-read gets between their steps.");
+        var connections = factory.CreateGauge("pocket_metadata_connections", "Open connections (clients, storage nodes, the controller).");
+        var nodes = factory.CreateGauge("pocket_metadata_nodes", "Storage nodes by tier and state.", new GaugeConfiguration { LabelNames = ["tier", "state"] });
+        var capacity = factory.CreateGauge("pocket_metadata_capacity_bytes", "Capacity of the nodes that are not dead, by tier.", new GaugeConfiguration { LabelNames = ["tier"] });
+        var used = factory.CreateGauge("pocket_metadata_used_bytes", "Allocated bytes on the nodes that are not dead, by tier.", new GaugeConfiguration { LabelNames = ["tier"] });
+        registry.AddBeforeCollectCallback(() =>
+        {
+            if (server() is not { } metadata)
+            {
+                return;
+            }
+
+            var snapshot = metadata.Snapshot();
+            jobs.Set(snapshot.Jobs);
+            objects.Set(snapshot.Objects);
+            inline.Set(snapshot.InlineBytes);
+            inlineCapacity.Set(snapshot.InlineCapacity);
+            handles.Set(snapshot.OpenHandles);
+            connections.Set(snapshot.Connections);
+            foreach (var tier in NodeTierNames.All)
+            {
+                var tierName = NodeTierNames.Name(tier);
+                foreach (var state in States)
+                {
+                    nodes.WithLabels(tierName, StateName(state)).Set(snapshot.Nodes.Count(n => n.Tier == tier && n.State == state));
+                }
+
+                capacity.WithLabels(tierName).Set(snapshot.Nodes.Where(n => n.Tier == tier && n.State != NodeState.Dead).Sum(n => n.Capacity));
+                used.WithLabels(tierName).Set(snapshot.Nodes.Where(n => n.Tier == tier && n.State != NodeState.Dead).Sum(n => n.Used));
+            }
+        });
+        return requests;
+    }
+
+    /// <summary>Registers a storage node's request metrics (returned, for its listener) and state metrics.</summary>
+    public static FrameMetrics Storage(CollectorRegistry registry, Func<StorageServer.StorageServer?> server)
+    {
+        var requests = new FrameMetrics("storage", registry);
+        var factory = Prometheus.Metrics.WithCustomRegistry(registry);
+        var info = factory.CreateGauge("pocket_storage_node_info", "1, labelled with the node's id (0 before it registers) and tier.", new GaugeConfiguration { LabelNames = ["node", "tier"] });
+        var capacity = factory.CreateGauge("pocket_storage_capacity_bytes", "Bytes this node's device stores.");
+        var written = factory.CreateCounter("pocket_storage_written_bytes_total", "Bytes written to the device.");
+        var read = factory.CreateCounter("pocket_storage_read_bytes_total", "Bytes read from the device.");
+        var received = factory.CreateCounter("pocket_storage_network_receive_bytes_total", "Bytes of request frames received.");
+        var sent = factory.CreateCounter("pocket_storage_network_transmit_bytes_total", "Bytes of reply frames sent.");
+        var cpu = factory.CreateGauge("pocket_storage_cpu_ratio", "CPU share of the node's process over the last heartbeat interval (0..1 of all cores).");
+        var connections = factory.CreateGauge("pocket_storage_connections", "Open connections.");
+        string? infoNode = null;
+        registry.AddBeforeCollectCallback(() =>
+        {
+            if (server() is not { } node)
+            {
+                return;
+            }
+
+            var id = node.NodeId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            if (infoNode != id)
+            {
+                // A node that re-registers gets a new id: the old series goes, so only one is ever 1.
+                if (infoNode is not null)
+                {
+                    info.RemoveLabelled(infoNode, NodeTierNames.Name(node.Tier));
+                }
+
+                infoNode = id;
+            }
+
+            info.WithLabels(id, NodeTierNames.Name(node.Tier)).Set(1);
+            capacity.Set(node.Store.Capacity);
+            written.IncTo(node.Store.BytesWritten);
+            read.IncTo(node.Store.BytesRead);
+            received.IncTo(node.BytesReceived);
+            sent.IncTo(node.BytesSent);
+            cpu.Set(node.CpuShare);
+            connections.Set(node.ConnectionCount);
+        });
+        return requests;
+    }
+
+    /// <summary>The label of a node state ("live", "draining", ...).</summary>
+    public static string StateName(NodeState state) => state.ToString().ToLowerInvariant();
+}

@@ -1,0 +1,222 @@
+using System.Net;
+using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Client;
+using Pocket.Controller;
+using Pocket.Controller.Sizing;
+using Pocket.Gateway;
+using Pocket.Metadata;
+using Pocket.Metrics;
+using Pocket.Networking;
+using Pocket.Protocol;
+using Pocket.StorageServer;
+using Prometheus;
+
+namespace Pocket.Observability.Tests;
+
+/// <summary>
+/// Every role's /metrics, scraped over real sockets from real servers, checked with Prometheus's own parser
+/// (promtool) and against known activity: a put moves its counters by exactly one.
+/// </summary>
+public sealed class MetricsTests
+{
+    private static readonly JobToken Token = JobToken.NewRandom();
+
+    [Fact]
+    public async Task ProtocolRolesCountAPutAndAGetExactlyOnceAndTheirExpositionParses()
+    {
+        await using var roles = await RolesAsync();
+        await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions { ClusterToken = Token });
+        var job = await client.RegisterJobAsync("metrics");
+
+        var metadataBefore = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
+        var storageBefore = await Exposition.ScrapeAsync(roles.StorageMetrics, Token.ToString());
+
+        var small = new byte[1024];
+        Random.Shared.NextBytes(small);
+        await job.PutAsync("small", small);
+        Assert.Equal(small, await job.GetAsync("small"));
+
+        var large = new byte[1 << 20];
+        Random.Shared.NextBytes(large);
+        await job.PutAsync("large", large);
+
+        var metadata = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
+        var storage = await Exposition.ScrapeAsync(roles.StorageMetrics, Token.ToString());
+        double Delta(string before, string after, string series) => Exposition.ValueOrZero(after, series) - Exposition.ValueOrZero(before, series);
+
+        Assert.Equal(1, Delta(metadataBefore, metadata, "pocket_metadata_requests_total{opcode=\"put_small\",status=\"ok\"}"));
+        Assert.Equal(1, Delta(metadataBefore, metadata, "pocket_metadata_request_duration_seconds_count{opcode=\"put_small\"}"));
+        Assert.Equal(1, Delta(metadataBefore, metadata, "pocket_metadata_requests_total{opcode=\"get\",status=\"ok\"}"));
+        Assert.Equal(1, Delta(metadataBefore, metadata, "pocket_metadata_requests_total{opcode=\"create\",status=\"ok\"}"));
+        Assert.Equal(1, Delta(metadataBefore, metadata, "pocket_metadata_requests_total{opcode=\"commit\",status=\"ok\"}"));
+        Assert.Equal(2, Delta(metadataBefore, metadata, "pocket_metadata_objects"));
+        Assert.Equal(1024, Delta(metadataBefore, metadata, "pocket_metadata_inline_bytes"));
+        Assert.Equal(1, Exposition.Value(metadata, "pocket_metadata_jobs"));
+        Assert.Equal(1, Exposition.Value(metadata, "pocket_metadata_nodes{tier=\"dram\",state=\"live\"}"));
+        Assert.Equal(64L << 20, Exposition.Value(metadata, "pocket_metadata_capacity_bytes{tier=\"dram\"}"));
+        Assert.Equal(1L << 20, Exposition.Value(metadata, "pocket_metadata_used_bytes{tier=\"dram\"}"));
+
+        // The large object's bytes went to the node in write requests, all answered ok.
+        Assert.True(Delta(storageBefore, storage, "pocket_storage_requests_total{opcode=\"write_extent\",status=\"ok\"}") >= 1);
+        Assert.Equal(1L << 20, Delta(storageBefore, storage, "pocket_storage_written_bytes_total"));
+        Assert.True(Delta(storageBefore, storage, "pocket_storage_network_receive_bytes_total") >= 1L << 20);
+        Assert.Equal(64L << 20, Exposition.Value(storage, "pocket_storage_capacity_bytes"));
+
+        // An error is counted by its status: a get of a missing key.
+        await Assert.ThrowsAnyAsync<PocketException>(async () => await job.GetAsync("missing"));
+        var afterError = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
+        Assert.Equal(1, Delta(metadata, afterError, "pocket_metadata_requests_total{opcode=\"get\",status=\"not_found\"}"));
+        Assert.Equal(0, Delta(metadata, afterError, "pocket_metadata_requests_total{opcode=\"get\",status=\"ok\"}"));
+    }
+
+    [Fact]
+    public async Task MetricsNeedTheClusterTokenAndTheListenerServesNothingElse()
+    {
+        await using var roles = await RolesAsync();
+        Assert.Equal(401, await Exposition.StatusWithoutTokenAsync(roles.MetadataMetrics, null));
+        Assert.Equal(401, await Exposition.StatusWithoutTokenAsync(roles.StorageMetrics, JobToken.NewRandom().ToString()));
+        Assert.Equal(404, await Exposition.StatusWithoutTokenAsync(new Uri(roles.MetadataMetrics, "/other"), Token.ToString()));
+
+        // The roles kept serving.
+        await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions { ClusterToken = Token });
+        var job = await client.RegisterJobAsync("after");
+        await job.PutAsync("k", new byte[10]);
+        Assert.Equal(10, (await job.GetAsync("k")).Length);
+    }
+
+    [Fact]
+    public async Task ControllerAndGatewayServeMetricsBehindTheClusterToken()
+    {
+        await using var roles = await RolesAsync();
+        await using var controller = new ControllerServer(
+            new ControllerOptions
+            {
+                MetadataAddress = roles.MetadataAddress,
+                ClusterToken = Token,
+                MetricsTopJobs = 1,
+                Registry = new JobRegistryOptions { Sizing = new SizingOptions { MinimumNodes = 1, NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = 64L << 20 }] } },
+            },
+            null,
+            NullLoggerFactory.Instance);
+        await controller.StartAsync();
+        await using var gateway = new GatewayServer(
+            new GatewayOptions
+            {
+                ControllerUrl = controller.Url,
+                MetadataAddress = roles.MetadataAddress,
+                Users = new Dictionary<string, string> { ["AKIDEXAMPLE"] = "secret" },
+                Client = new PocketClientOptions { ClusterToken = Token },
+            },
+            NullLoggerFactory.Instance);
+        await gateway.StartAsync();
+
+        using var api = new PocketControllerClient(controller.Url, Token);
+        await controller.Registry.RegisterAsync("first", new JobHints { CapacityBytes = 1 << 20 });
+        await controller.Registry.RegisterAsync("second", new JobHints { CapacityBytes = 1 << 20 });
+
+        var controllerMetrics = new Uri(controller.Url, "/metrics");
+        Assert.Equal(401, await Exposition.StatusWithoutTokenAsync(controllerMetrics, null));
+        var text = await Exposition.ScrapeAsync(controllerMetrics, Token.ToString());
+        Assert.Equal(2, Exposition.Value(text, "pocket_controller_jobs"));
+        Assert.Contains("pocket_controller_nodes{tier=\"dram\",state=\"live\"}", text);
+
+        // One of the two jobs has its own series (top 1); the other is folded into _other once metered.
+        await WaitForAsync(async () => Exposition.Value(await Exposition.ScrapeAsync(controllerMetrics, Token.ToString()), "pocket_controller_job_requests{job=\"_other\"}") is not null);
+        text = await Exposition.ScrapeAsync(controllerMetrics, Token.ToString());
+        Assert.Equal(2, text.Split('\n').Count(l => l.StartsWith("pocket_controller_job_stored_bytes{", StringComparison.Ordinal)));
+
+        // The gateway: a scrape carries a bearer token; an S3 request to /metrics (bucket "metrics") is S3, and counted.
+        var gatewayMetrics = new Uri(gateway.Url, "/metrics");
+        Assert.Equal(401, await Exposition.StatusWithoutTokenAsync(gatewayMetrics, JobToken.NewRandom().ToString()));
+        var before = await Exposition.ScrapeAsync(gatewayMetrics, Token.ToString());
+        var anonymous = await Exposition.StatusWithoutTokenAsync(gatewayMetrics, null);
+        Assert.Equal(403, anonymous);
+        var after = await Exposition.ScrapeAsync(gatewayMetrics, Token.ToString());
+        Assert.Equal(1, Exposition.ValueOrZero(after, "pocket_gateway_requests_total{method=\"GET\",code=\"403\"}") - Exposition.ValueOrZero(before, "pocket_gateway_requests_total{method=\"GET\",code=\"403\"}"));
+    }
+
+    private static async Task WaitForAsync(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromMinutes(1);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not met within a minute");
+            await Task.Delay(100);
+        }
+    }
+
+    private static async Task<Roles> RolesAsync()
+    {
+        var roles = new Roles();
+        try
+        {
+            var metadataRegistry = Prometheus.Metrics.NewCustomRegistry();
+            var metadataRequests = RoleCollectors.Metadata(metadataRegistry, () => roles.Metadata);
+            roles.Metadata = new MetadataServer(
+                new MetadataServerOptions { ClusterToken = Token, Listener = new FrameServerOptions { WrapHandler = metadataRequests.Wrap } },
+                NullLoggerFactory.Instance);
+            await roles.Metadata.StartAsync();
+            roles.MetadataListener = await MetricsListener.StartAsync(new IPEndPoint(IPAddress.Loopback, 0), metadataRegistry, Token, NullLoggerFactory.Instance);
+
+            var storageRegistry = Prometheus.Metrics.NewCustomRegistry();
+            var storageRequests = RoleCollectors.Storage(storageRegistry, () => roles.Storage);
+            roles.Storage = new StorageServer.StorageServer(
+                new StorageServerOptions
+                {
+                    Metadata = new DnsEndPoint("127.0.0.1", roles.Metadata.EndPoint.Port),
+                    ClusterToken = Token,
+                    Capacity = 64L << 20,
+                    Listener = new FrameServerOptions { WrapHandler = storageRequests.Wrap },
+                },
+                NullLoggerFactory.Instance);
+            await roles.Storage.StartAsync();
+            roles.StorageListener = await MetricsListener.StartAsync(new IPEndPoint(IPAddress.Loopback, 0), storageRegistry, Token, NullLoggerFactory.Instance);
+            return roles;
+        }
+        catch
+        {
+            await roles.DisposeAsync();
+            throw;
+        }
+    }
+
+    private sealed class Roles : IAsyncDisposable
+    {
+        public MetadataServer? Metadata { get; set; }
+
+        public StorageServer.StorageServer? Storage { get; set; }
+
+        public MetricsListener? MetadataListener { get; set; }
+
+        public MetricsListener? StorageListener { get; set; }
+
+        public string MetadataAddress => $"127.0.0.1:{Metadata!.EndPoint.Port}";
+
+        public Uri MetadataMetrics => new(MetadataListener!.Url, MetricsEndpoint.Path);
+
+        public Uri StorageMetrics => new(StorageListener!.Url, MetricsEndpoint.Path);
+
+        public async ValueTask DisposeAsync()
+        {
+            if (StorageListener is not null)
+            {
+                await StorageListener.DisposeAsync();
+            }
+
+            if (MetadataListener is not null)
+            {
+                await MetadataListener.DisposeAsync();
+            }
+
+            if (Storage is not null)
+            {
+                await Storage.DisposeAsync();
+            }
+
+            if (Metadata is not null)
+            {
+                await Metadata.DisposeAsync();
+            }
+        }
+    }
+}
