@@ -3,6 +3,7 @@ using System.CommandLine.Parsing;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Controller;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -131,7 +132,7 @@ internal static class CommandRunner
     private static long ParseSize(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (Units.TryParseSize(text, out var bytes) && bytes > 0)
+        if (Units.TryParseBytes(text, out var bytes) && bytes > 0)
         {
             return bytes;
         }

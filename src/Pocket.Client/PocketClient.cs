@@ -45,11 +45,22 @@ public sealed partial class PocketClient : IAsyncDisposable
     public string MetadataAddress => $"{_metadataHost}:{_metadataPort}";
 
     /// <summary>Connects to the metadata server at <paramref name="address"/> ("host:port").</summary>
+    /// <exception cref="PocketUnreachableException">The metadata server could not be reached.</exception>
     public static async Task<PocketClient> ConnectAsync(string address, PocketClientOptions? options = null, CancellationToken cancellationToken = default)
     {
         var (host, port) = ParseAddress(address);
         var client = new PocketClient(host, port, options ?? new PocketClientOptions());
-        await client.MetadataAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await client.MetadataAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (ConnectionLostException ex)
+        {
+            // The networking layer's exception stays inside the client: callers see the client's own.
+            await client.DisposeAsync().ConfigureAwait(false);
+            throw new PocketUnreachableException($"metadata server {address} unreachable: {ex.Message}", ex);
+        }
+
         return client;
     }
 

@@ -34,5 +34,8 @@ public sealed class CapacityExceededException(Status status, string message) : P
 /// <summary>Part of the object sat on a storage node that is gone; the message names the object and the node.</summary>
 public sealed class NodeLostException(string message, Exception? inner = null) : PocketException(Status.NodeLost, message, inner);
 
+/// <summary>A Pocket server could not be reached (refused, reset or timed out while connecting).</summary>
+public sealed class PocketUnreachableException(string message, Exception? inner = null) : PocketException(Status.InternalError, message, inner);
+
 /// <summary>The job token is wrong, or the operation needs the cluster token.</summary>
 public sealed class PocketUnauthorizedException(string message) : PocketException(Status.Unauthorized, message);

@@ -187,4 +187,54 @@ public static class Units
         multiplier = Math.Pow(binary ? 1024 : 1000, power);
         return true;
     }
+
+    private static readonly (string Suffix, double Seconds)[] DurationSuffixes =
+    [
+        ("ms", 0.001), ("us", 0.000001), ("s", 1), ("m", 60), ("h", 3600),
+    ];
+
+    /// <summary>A duration as people type it ("500ms", "10s", "2m", a bare number is seconds).</summary>
+    public static bool TryParseDuration(string text, out TimeSpan duration)
+    {
+        duration = default;
+        var s = text.Trim();
+        var seconds = 1.0;
+        foreach (var (suffix, f) in DurationSuffixes)
+        {
+            if (s.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+            {
+                s = s[..^suffix.Length].Trim();
+                seconds = f;
+                break;
+            }
+        }
+
+        if (!double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || value < 0 || double.IsNaN(value) || value * seconds > TimeSpan.MaxValue.TotalSeconds)
+        {
+            return false;
+        }
+
+        duration = TimeSpan.FromSeconds(value * seconds);
+        return true;
+    }
+
+    /// <summary>The shortest exact form: "1KiB" rather than "1024".</summary>
+    public static string FormatSizeCompact(long bytes)
+    {
+        foreach (var (suffix, factor) in new[] { ("GiB", 1L << 30), ("MiB", 1L << 20), ("KiB", 1L << 10) })
+        {
+            if (bytes >= factor && bytes % factor == 0)
+            {
+                return string.Create(CultureInfo.InvariantCulture, $"{bytes / factor}{suffix}");
+            }
+        }
+
+        return bytes.ToString(CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>A duration in seconds, or in milliseconds below one second.</summary>
+    public static string FormatDuration(TimeSpan duration) =>
+        duration.TotalSeconds >= 1
+            ? string.Create(CultureInfo.InvariantCulture, $"{duration.TotalSeconds:0.###}s")
+            : string.Create(CultureInfo.InvariantCulture, $"{duration.TotalMilliseconds:0.###}ms");
 }

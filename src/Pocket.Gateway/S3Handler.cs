@@ -4,7 +4,6 @@ using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
-using Pocket.Networking;
 using Pocket.Protocol;
 
 namespace Pocket.Gateway;
@@ -238,11 +237,11 @@ internal sealed partial class S3Handler
                 return new S3Exception(S3Error.InsufficientStorage, $"Pocket has no room for this data: {capacity.Message}", ex);
             case PocketException { Status: Status.InvalidKey } invalid:
                 return new S3Exception(S3Error.InvalidArgument, invalid.Message, ex);
+            case PocketUnreachableException lost:
+                return new S3Exception(S3Error.ServiceUnavailable, $"A Pocket server could not be reached: {lost.Message}", ex);
             case PocketException pocket:
                 GatewayLog.PocketFailed(_logger, request?.Method ?? "?", request?.Path ?? "?", pocket.Status.ToString(), pocket.Message);
                 return new S3Exception(S3Error.InternalError, $"Pocket failed the request: {pocket.Message}", ex);
-            case ConnectionLostException lost:
-                return new S3Exception(S3Error.ServiceUnavailable, $"A Pocket server could not be reached: {lost.Message}", ex);
             case BadHttpRequestException bad:
                 return new S3Exception(S3Error.IncompleteBody, $"The request body could not be read: {bad.Message}", ex);
             default:

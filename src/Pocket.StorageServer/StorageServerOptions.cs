@@ -34,7 +34,7 @@ public sealed record StorageServerOptions
 
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>Makes the device; null means the tier's own device (<see cref="Pocket.Storage.BlockDevices.Create"/>) of <see cref="Capacity"/> bytes.</summary>
+    /// <summary>Makes the device; null means the tier's own device (<see cref="BlockDevices.Create"/>) of <see cref="Capacity"/> bytes.</summary>
     public Func<StorageServerOptions, Pocket.Storage.IBlockDevice>? DeviceFactory { get; init; }
 
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;

@@ -22,7 +22,7 @@ public sealed class ArchitectureTests
         ["Pocket.Client"] = ["Pocket.Protocol", "Pocket.Networking"],
         ["Pocket.Controller"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Hosting"],
         ["Pocket.Kubernetes"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Controller"],
-        ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Hosting"],
+        ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Hosting"],
         ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller"],
         ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded"],
     };

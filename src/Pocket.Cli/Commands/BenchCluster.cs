@@ -50,7 +50,7 @@ internal sealed class BenchCluster : IAsyncDisposable
 
     /// <summary>How the cluster runs, for reports.</summary>
     public string Description => string.Create(CultureInfo.InvariantCulture,
-        $"own cluster ({Options.Nodes} {Options.Tier.Name()} nodes of {Units.FormatSize(Options.NodeCapacity)}, {(Options.InProcess ? "in the bench process" : "child processes")})");
+        $"own cluster ({Options.Nodes} {Options.Tier.Name()} nodes of {Units.FormatBytes(Options.NodeCapacity)}, {(Options.InProcess ? "in the bench process" : "child processes")})");
 
     /// <summary>What the server CPU figures cover, or null when they cannot be told apart from the bench's own.</summary>
     public string? CpuScope => ServerPids.Count == 0
@@ -69,7 +69,7 @@ internal sealed class BenchCluster : IAsyncDisposable
 
         var tier = options.Tier.Name();
         status(string.Create(CultureInfo.InvariantCulture,
-            $"starting a cluster: {options.Nodes} {tier} nodes of {Units.FormatSize(options.NodeCapacity)}{(dataDirectory is null ? "" : $" in {dataDirectory}")}, {(options.InProcess ? "in this process" : "as child processes")}"));
+            $"starting a cluster: {options.Nodes} {tier} nodes of {Units.FormatBytes(options.NodeCapacity)}{(dataDirectory is null ? "" : $" in {dataDirectory}")}, {(options.InProcess ? "in this process" : "as child processes")}"));
         try
         {
             return options.InProcess

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Pocket.Client;
+using Pocket.Controller;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -47,12 +48,12 @@ internal static class BenchCommand
             CustomParser = result =>
             {
                 var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-                if (Units.TryParseSize(text, out var bytes) && bytes >= 0 && bytes <= ProtocolLimits.Default.MaxSmallObject)
+                if (Units.TryParseBytes(text, out var bytes) && bytes >= 0 && bytes <= ProtocolLimits.Default.MaxSmallObject)
                 {
                     return bytes;
                 }
 
-                result.AddError($"--small-object-threshold '{text}' is not a size from 0 to {Units.FormatSize(ProtocolLimits.Default.MaxSmallObject)}");
+                result.AddError($"--small-object-threshold '{text}' is not a size from 0 to {Units.FormatBytes(ProtocolLimits.Default.MaxSmallObject)}");
                 return null;
             },
         };
@@ -84,7 +85,7 @@ internal static class BenchCommand
                 CustomParser = result =>
                 {
                     var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-                    if (Units.TryParseSize(text, out var bytes) && bytes >= 16L << 20)
+                    if (Units.TryParseBytes(text, out var bytes) && bytes >= 16L << 20)
                     {
                         return bytes;
                     }
@@ -236,7 +237,7 @@ internal static class BenchCommand
         var bytes = parse.GetValue(size);
         if (bytes < 1 || bytes > Array.MaxLength)
         {
-            throw new CliException($"--size must be between 1 byte and {Units.FormatSize(Array.MaxLength)}");
+            throw new CliException($"--size must be between 1 byte and {Units.FormatBytes(Array.MaxLength)}");
         }
 
         var clientCount = parse.GetValue(clients);

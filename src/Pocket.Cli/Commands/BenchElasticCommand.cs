@@ -5,7 +5,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging.Abstractions;
-using Pocket.Cli.Hosting;
+using Pocket.Cli.Up;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Scaling;
@@ -69,7 +69,7 @@ internal static class BenchElasticCommand
             // The autoscaler only acts when told to: nothing is ever above 100 %, and a tier must be quiet for a day to shrink.
             Autoscaler = new AutoscalerOptions { Lower = 0.5, Upper = 1.0, MinNodes = 1, MaxNodes = 64, Cooldown = TimeSpan.FromDays(1), NewNodeCapacityBytes = capacity, Resources = ScalingResources.Capacity },
         };
-        Progress(json, $"starting a cluster: 2 storage nodes of {Units.FormatSize(capacity)} ({(inProcess ? "in-process" : "child processes")}), warm pool {warmPool}");
+        Progress(json, $"starting a cluster: 2 storage nodes of {Units.FormatBytes(capacity)} ({(inProcess ? "in-process" : "child processes")}), warm pool {warmPool}");
         var cluster = await LocalCluster.StartAsync(options, NullLoggerFactory.Instance, cancellationToken).ConfigureAwait(false);
         await using (cluster.ConfigureAwait(false))
         {
@@ -78,7 +78,7 @@ internal static class BenchElasticCommand
             await using (client.ConfigureAwait(false))
             {
                 var job = await client.RegisterJobAsync("bench-elastic", cancellationToken).ConfigureAwait(false);
-                Progress(json, $"loading {Units.FormatSize(bytes)}");
+                Progress(json, $"loading {Units.FormatBytes(bytes)}");
                 var hashes = await LoadAsync(job, bytes, cancellationToken).ConfigureAwait(false);
 
                 Progress(json, "scale-up, node started cold");
@@ -108,7 +108,7 @@ internal static class BenchElasticCommand
                     .Where(n => n.State == NodeState.Live && initial.Contains(n.Id))
                     .OrderByDescending(n => n.Used)
                     .First();
-                Progress(json, $"draining node {victim.Id} ({Units.FormatSize(victim.Used)} stored)");
+                Progress(json, $"draining node {victim.Id} ({Units.FormatBytes(victim.Used)} stored)");
                 var clock = Stopwatch.StartNew();
                 var moved = await autoscaler.RemoveNodeAsync(victim.Id, "bench: drain a loaded node", cancellationToken).ConfigureAwait(false);
                 await WaitUntilAsync(async () => (await client.GetNodesAsync(cancellationToken).ConfigureAwait(false)).All(n => n.Id != victim.Id), "the drained node leaves the node list", cancellationToken).ConfigureAwait(false);
@@ -148,7 +148,7 @@ internal static class BenchElasticCommand
                     table.AddRow("scale-up, cold (decision -> serving)", Seconds(cold));
                     table.AddRow("scale-up, warm pool (decision -> serving)", warm is { } ws ? Seconds(ws) : "-");
                     table.AddRow($"drain of node {victim.Id} (start -> removed)", Seconds(drain));
-                    table.AddRow("bytes moved by the drain", Units.FormatSize(moved));
+                    table.AddRow("bytes moved by the drain", Units.FormatBytes(moved));
                     table.AddRow("objects verified", string.Create(CultureInfo.InvariantCulture, $"{hashes.Count - bad.Count} of {hashes.Count}"));
                     AnsiConsole.Write(table);
                 }

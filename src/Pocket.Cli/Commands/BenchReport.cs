@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using HdrHistogram;
+using Pocket.Controller;
 using Spectre.Console;
 
 namespace Pocket.Cli.Commands;

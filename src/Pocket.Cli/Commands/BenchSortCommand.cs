@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using Pocket.Cli.Demo;
 using Pocket.Client;
+using Pocket.Controller;
 using Pocket.Protocol;
 using Spectre.Console;
 using StackExchange.Redis;
@@ -132,7 +133,7 @@ internal static class BenchSortCommand
 
         if (bytes / Math.Min(m, r) > MaxPartBytes)
         {
-            throw new CliException($"each function would hold more than {Units.FormatSize(MaxPartBytes)}: use more --mappers/--reducers or a smaller --size");
+            throw new CliException($"each function would hold more than {Units.FormatBytes(MaxPartBytes)}: use more --mappers/--reducers or a smaller --size");
         }
 
         var metadataAddress = parse.GetValue(metadata);
@@ -166,7 +167,7 @@ internal static class BenchSortCommand
         var started = DateTimeOffset.UtcNow;
         var plan = new SortPlan(settings.Size / SortRecords.RecordSize, settings.Mappers, settings.Reducers, settings.Seed);
         BenchCommand.Status(string.Create(CultureInfo.InvariantCulture,
-            $"sorting {Units.FormatSize(plan.Bytes)} ({plan.Records:N0} records, seed {plan.Seed}) with {plan.Mappers} mappers and {plan.Reducers} reducers through {string.Join(", ", settings.Stores)}"));
+            $"sorting {Units.FormatBytes(plan.Bytes)} ({plan.Records:N0} records, seed {plan.Seed}) with {plan.Mappers} mappers and {plan.Reducers} reducers through {string.Join(", ", settings.Stores)}"));
         var runs = new List<StoreRun>();
         foreach (var store in settings.Stores)
         {
@@ -178,7 +179,7 @@ internal static class BenchSortCommand
             };
             runs.Add(run);
             BenchCommand.Status(string.Create(CultureInfo.InvariantCulture,
-                $"{store}: job {run.JobSeconds:0.00} s (map + reduce), {Units.FormatSize(run.BytesWritten + run.BytesRead)} through the store, {(run.Report.Verified ? "verified" : "NOT verified")}"));
+                $"{store}: job {run.JobSeconds:0.00} s (map + reduce), {Units.FormatBytes(run.BytesWritten + run.BytesRead)} through the store, {(run.Report.Verified ? "verified" : "NOT verified")}"));
         }
 
         if (settings.Json)
@@ -276,7 +277,7 @@ internal static class BenchSortCommand
     private static void WriteTable(IReadOnlyList<StoreRun> runs, SortPlan plan)
     {
         AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
-            $"sort of {Units.FormatSize(plan.Bytes)} ({plan.Records:N0} records, seed {plan.Seed}), {plan.Mappers} mappers x {plan.Reducers} reducers as tasks in this process; stores run one after another")));
+            $"sort of {Units.FormatBytes(plan.Bytes)} ({plan.Records:N0} records, seed {plan.Seed}), {plan.Mappers} mappers x {plan.Reducers} reducers as tasks in this process; stores run one after another")));
         var table = new Table().Border(TableBorder.Rounded).AddColumn("store");
         foreach (var column in new[] { "job s", "generate s", "map s", "reduce s", "verify s", "written", "read", "server CPU s" })
         {
@@ -294,8 +295,8 @@ internal static class BenchSortCommand
                 Seconds(Phase(run, SortDemo.Map)),
                 Seconds(Phase(run, SortDemo.Reduce)),
                 Seconds(Phase(run, SortDemo.Verify)),
-                Units.FormatSize(run.BytesWritten),
-                Units.FormatSize(run.BytesRead),
+                Units.FormatBytes(run.BytesWritten),
+                Units.FormatBytes(run.BytesRead),
                 run.ServerCpuSeconds is { } cpu ? Seconds(cpu) : "-",
                 run.Report.Verified ? "[green]yes[/]" : "[red]NO[/]",
                 Markup.Escape($"{run.Where}; CPU: {run.CpuScope}"));
@@ -371,7 +372,7 @@ internal static class BenchSortCommand
                 ["functions_as"] = "tasks",
                 ["stores_order"] = new JsonArray([.. runs.Select(r => (JsonNode)r.Store)]),
                 ["job_seconds"] = "map + reduce; generate writes the input, verify reads the output back",
-                ["warmup"] = $"an untimed sort of {Units.FormatSize(Math.Min(plan.Records, WarmupRecords) * SortRecords.RecordSize)} through each store, under warmup/, before its measured one",
+                ["warmup"] = $"an untimed sort of {Units.FormatBytes(Math.Min(plan.Records, WarmupRecords) * SortRecords.RecordSize)} through each store, under warmup/, before its measured one",
                 ["ratio"] = "pocket/store job_seconds, below 1 = pocket faster",
                 ["tier"] = settings.Stores.Contains("pocket") ? settings.Cluster.Tier.Name() : null,
                 ["processors"] = Environment.ProcessorCount,
@@ -405,7 +406,7 @@ internal static class BenchSortCommand
             }
 
             BenchCommand.Status(string.Create(CultureInfo.InvariantCulture,
-                $"{store} {report.Name}: {report.Functions} x, {report.Seconds:0.00} s, read {Units.FormatSize(report.BytesRead)}, wrote {Units.FormatSize(report.BytesWritten)}"));
+                $"{store} {report.Name}: {report.Functions} x, {report.Seconds:0.00} s, read {Units.FormatBytes(report.BytesRead)}, wrote {Units.FormatBytes(report.BytesWritten)}"));
         }
     }
 }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
+using Pocket.Cli.Demo;
 using Pocket.Client;
 using Spectre.Console;
 using StackExchange.Redis;

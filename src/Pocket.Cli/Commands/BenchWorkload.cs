@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using HdrHistogram;
+using Pocket.Controller;
 
 namespace Pocket.Cli.Commands;
 

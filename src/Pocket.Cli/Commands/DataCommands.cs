@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Controller;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -54,7 +55,7 @@ internal static class DataCommands
                     throw new CliException($"{ex.Message} in job '{jobId}': objects are write-once, `pocket rm {jobId}/{key}` first", ex);
                 }
 
-                AnsiConsole.MarkupLine(Markup.Escape($"put {jobId}/{key}: {Units.FormatSize(size.Value)} in {Rate(size.Value, clock.Elapsed)}"));
+                AnsiConsole.MarkupLine(Markup.Escape($"put {jobId}/{key}: {Units.FormatBytes(size.Value)} in {Rate(size.Value, clock.Elapsed)}"));
                 return 0;
             }, ct).ConfigureAwait(false);
         });
@@ -106,7 +107,7 @@ internal static class DataCommands
                     throw;
                 }
 
-                AnsiConsole.MarkupLine(Markup.Escape($"got {jobId}/{key}: {Units.FormatSize(info.Size)} in {Rate(info.Size, clock.Elapsed)} -> {path}"));
+                AnsiConsole.MarkupLine(Markup.Escape($"got {jobId}/{key}: {Units.FormatBytes(info.Size)} in {Rate(info.Size, clock.Elapsed)} -> {path}"));
                 return 0;
             }, ct).ConfigureAwait(false);
         });
@@ -208,7 +209,7 @@ internal static class DataCommands
                     return 0;
                 }
 
-                AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"{jobId}/{key}: {info.Size} bytes ({Units.FormatSize(info.Size)})")));
+                AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"{jobId}/{key}: {info.Size} bytes ({Units.FormatBytes(info.Size)})")));
                 if (info.Inline)
                 {
                     AnsiConsole.MarkupLine("stored inline in the metadata server (small object)");
@@ -236,7 +237,7 @@ internal static class DataCommands
 
                 AnsiConsole.Write(table);
                 var perNode = info.Blocks.GroupBy(b => b.NodeId).OrderBy(g => g.Key)
-                    .Select(g => string.Create(CultureInfo.InvariantCulture, $"node {g.Key}: {g.Count()} block{(g.Count() == 1 ? "" : "s")}, {Units.FormatSize(g.Sum(b => (long)b.Length))}"));
+                    .Select(g => string.Create(CultureInfo.InvariantCulture, $"node {g.Key}: {g.Count()} block{(g.Count() == 1 ? "" : "s")}, {Units.FormatBytes(g.Sum(b => (long)b.Length))}"));
                 AnsiConsole.MarkupLine(Markup.Escape(string.Join("; ", perNode)));
                 return 0;
             }, ct).ConfigureAwait(false);

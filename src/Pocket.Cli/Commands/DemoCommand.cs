@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Pocket.Cli.Demo;
-using Pocket.Cli.Hosting;
+using Pocket.Cli.Up;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Provisioning;
@@ -89,7 +89,7 @@ internal static class DemoCommand
 
             if (settings.Size / Math.Min(settings.Mappers, settings.Reducers) > MaxPartBytes)
             {
-                throw new CliException($"each function would hold more than {Units.FormatSize(MaxPartBytes)}: use more --mappers/--reducers or a smaller --size");
+                throw new CliException($"each function would hold more than {Units.FormatBytes(MaxPartBytes)}: use more --mappers/--reducers or a smaller --size");
             }
 
             return RunAsync(settings, ct);
@@ -115,7 +115,7 @@ internal static class DemoCommand
             else
             {
                 var nodeCapacity = EmbeddedNodeCapacity(plan.Bytes);
-                say($"starting an embedded cluster: metadata server and controller in this process; storage nodes ({Units.FormatSize(nodeCapacity)} each) started by the controller as the job needs them");
+                say($"starting an embedded cluster: metadata server and controller in this process; storage nodes ({Units.FormatBytes(nodeCapacity)} each) started by the controller as the job needs them");
                 cluster = await LocalCluster.StartAsync(
                     new LocalClusterOptions { InitialNodes = 0, NodeCapacity = nodeCapacity, InProcess = true, PreTouchMemory = false },
                     logging.Factory,
@@ -152,7 +152,7 @@ internal static class DemoCommand
     {
         using var controller = new PocketControllerClient(controllerUrl, clusterToken);
         var hints = new JobSizeHints { Functions = Math.Max(plan.Mappers, plan.Reducers), CapacityBytes = plan.Bytes * 3, LatencySensitive = false };
-        say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"registering job 'sort' with {controllerUrl.ToString().TrimEnd('/')}: {hints.Functions} functions, {Units.FormatSize(hints.CapacityBytes.Value)}, not latency-sensitive")));
+        say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"registering job 'sort' with {controllerUrl.ToString().TrimEnd('/')}: {hints.Functions} functions, {Units.FormatBytes(hints.CapacityBytes.Value)}, not latency-sensitive")));
         JobRegistration registration;
         try
         {
@@ -180,7 +180,7 @@ internal static class DemoCommand
                     _ => new TaskFunctionRunner(store, plan),
                 };
 
-                say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"sorting {Units.FormatSize(plan.Bytes)} ({plan.Records:N0} records) with {plan.Mappers} mappers and {plan.Reducers} reducers as {runner.Kind}")));
+                say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"sorting {Units.FormatBytes(plan.Bytes)} ({plan.Records:N0} records) with {plan.Mappers} mappers and {plan.Reducers} reducers as {runner.Kind}")));
                 report = await RunWithProgressAsync(observer => new SortDemo(store, runner, plan, observer), settings, cancellationToken).ConfigureAwait(false);
             }
         }
@@ -259,8 +259,8 @@ internal static class DemoCommand
                 phase.Name,
                 phase.Functions.ToString(CultureInfo.InvariantCulture),
                 Seconds(phase.Seconds),
-                Units.FormatSize(phase.BytesRead),
-                Units.FormatSize(phase.BytesWritten),
+                Units.FormatBytes(phase.BytesRead),
+                Units.FormatBytes(phase.BytesWritten),
                 Rate(phase.BytesRead + phase.BytesWritten, phase.Seconds));
         }
 
@@ -268,8 +268,8 @@ internal static class DemoCommand
             "[bold]total[/]",
             string.Empty,
             $"[bold]{Seconds(report.Seconds)}[/]",
-            Units.FormatSize(report.Phases.Sum(p => p.BytesRead)),
-            Units.FormatSize(report.Phases.Sum(p => p.BytesWritten)),
+            Units.FormatBytes(report.Phases.Sum(p => p.BytesRead)),
+            Units.FormatBytes(report.Phases.Sum(p => p.BytesWritten)),
             Rate(report.BytesMoved, report.Seconds));
         AnsiConsole.Write(table);
 
@@ -278,10 +278,10 @@ internal static class DemoCommand
         AnsiConsole.MarkupLine(Markup.Escape($"job {registration.JobId}: tier {NodeTierNames.Name(registration.Tier)}, {registration.Nodes.Count} node{(registration.Nodes.Count == 1 ? "" : "s")}: {nodes} ({where})"));
         AnsiConsole.MarkupLine(Markup.Escape(string.Create(
             CultureInfo.InvariantCulture,
-            $"{plan.Records:N0} records of {SortRecords.RecordSize} bytes ({Units.FormatSize(plan.Bytes)}), {plan.Mappers} mappers x {plan.Reducers} reducers as {settings.FunctionsAs}, seed {settings.Seed}; {Units.FormatSize(report.BytesMoved)} moved through Pocket")));
+            $"{plan.Records:N0} records of {SortRecords.RecordSize} bytes ({Units.FormatBytes(plan.Bytes)}), {plan.Mappers} mappers x {plan.Reducers} reducers as {settings.FunctionsAs}, seed {settings.Seed}; {Units.FormatBytes(report.BytesMoved)} moved through Pocket")));
         if (ended is not null)
         {
-            AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"deregistered {ended.JobId}: freed {ended.ObjectsFreed} objects, {Units.FormatSize(ended.BytesFreed)}")));
+            AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"deregistered {ended.JobId}: freed {ended.ObjectsFreed} objects, {Units.FormatBytes(ended.BytesFreed)}")));
         }
 
         AnsiConsole.MarkupLine(report.Verified
@@ -402,7 +402,7 @@ internal static class DemoCommand
         public void PhaseDone(PhaseReport report) =>
             Console.Out.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
-                $"{report.Name}: {report.Functions} function{(report.Functions == 1 ? "" : "s")}, {Seconds(report.Seconds)}, read {Units.FormatSize(report.BytesRead)}, wrote {Units.FormatSize(report.BytesWritten)}"));
+                $"{report.Name}: {report.Functions} function{(report.Functions == 1 ? "" : "s")}, {Seconds(report.Seconds)}, read {Units.FormatBytes(report.BytesRead)}, wrote {Units.FormatBytes(report.BytesWritten)}"));
     }
 
     /// <summary>A bar per phase, advanced as its functions finish.</summary>
@@ -432,7 +432,7 @@ internal static class DemoCommand
             lock (_lock)
             {
                 var task = _tasks[report.Name];
-                task.Description = string.Create(CultureInfo.InvariantCulture, $"{report.Name} ({report.Functions} x, {Units.FormatSize(report.BytesRead + report.BytesWritten)})");
+                task.Description = string.Create(CultureInfo.InvariantCulture, $"{report.Name} ({report.Functions} x, {Units.FormatBytes(report.BytesRead + report.BytesWritten)})");
                 task.Value = task.MaxValue;
                 task.StopTask();
             }

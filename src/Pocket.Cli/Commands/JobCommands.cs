@@ -3,9 +3,9 @@ using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Controller;
 using Pocket.Protocol;
 using Spectre.Console;
-using ControllerUnits = Pocket.Controller.Units;
 
 namespace Pocket.Cli.Commands;
 
@@ -103,7 +103,7 @@ internal static class JobCommands
             AnsiConsole.MarkupLine($"registered job [bold]{Markup.Escape(job.JobId)}[/] on tier [bold]{NodeTierNames.Name(job.Tier)}[/] through {Markup.Escape(connection.Text)}");
             AnsiConsole.MarkupLine(Markup.Escape(string.Create(
                 CultureInfo.InvariantCulture,
-                $"sized for {ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond)} and {Units.FormatSize(job.CapacityBytes)} ({(job.ThroughputBound ? "throughput" : "capacity")}-bound, {job.NodesNeeded} node{(job.NodesNeeded == 1 ? "" : "s")} of its class); lease {Units.FormatDuration(job.Lease)}, renewed by every request")));
+                $"sized for {Units.FormatBitsPerSecond(job.ThroughputBitsPerSecond)} and {Units.FormatBytes(job.CapacityBytes)} ({(job.ThroughputBound ? "throughput" : "capacity")}-bound, {job.NodesNeeded} node{(job.NodesNeeded == 1 ? "" : "s")} of its class); lease {Units.FormatDuration(job.Lease)}, renewed by every request")));
             var table = new Table().Border(TableBorder.Rounded)
                 .AddColumn(new TableColumn("node").RightAligned())
                 .AddColumn("address")
@@ -227,8 +227,8 @@ internal static class JobCommands
                     Markup.Escape(job.JobId),
                     NodeTierNames.Name(job.Tier),
                     string.Join(",", job.Nodes.Select(n => n.Id.ToString(CultureInfo.InvariantCulture))),
-                    ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond),
-                    Units.FormatSize(job.CapacityBytes),
+                    Units.FormatBitsPerSecond(job.ThroughputBitsPerSecond),
+                    Units.FormatBytes(job.CapacityBytes),
                     left > TimeSpan.Zero ? Units.FormatDuration(TimeSpan.FromSeconds(Math.Round(left.TotalSeconds))) : "expired",
                     tokens.Contains(job.JobId) ? "[green]yes[/]" : "[grey]no[/]");
             }
@@ -324,7 +324,7 @@ internal static class JobCommands
                 try
                 {
                     var ended = await connection.CallAsync(c => c.DeregisterAsync(jobId, ct)).ConfigureAwait(false);
-                    outcome = string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {ended.ObjectsFreed} objects, {Units.FormatSize(ended.BytesFreed)}");
+                    outcome = string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {ended.ObjectsFreed} objects, {Units.FormatBytes(ended.BytesFreed)}");
                 }
                 catch (PocketControllerException ex) when (ex.HttpStatus == System.Net.HttpStatusCode.NotFound && known is not null)
                 {
@@ -350,7 +350,7 @@ internal static class JobCommands
             try
             {
                 var (objects, bytes) = await client.DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
-                return string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {objects} objects, {Units.FormatSize(bytes)}");
+                return string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {objects} objects, {Units.FormatBytes(bytes)}");
             }
             catch (ObjectNotFoundException) when (known is not null)
             {
@@ -362,7 +362,7 @@ internal static class JobCommands
     private static double? ParseThroughput(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (ControllerUnits.TryParseBitsPerSecond(text, out var bitsPerSecond) && bitsPerSecond > 0 && double.IsFinite(bitsPerSecond))
+        if (Units.TryParseBitsPerSecond(text, out var bitsPerSecond) && bitsPerSecond > 0 && double.IsFinite(bitsPerSecond))
         {
             return bitsPerSecond;
         }
@@ -374,7 +374,7 @@ internal static class JobCommands
     private static long? ParseCapacity(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (Units.TryParseSize(text, out var bytes) && bytes > 0)
+        if (Units.TryParseBytes(text, out var bytes) && bytes > 0)
         {
             return bytes;
         }

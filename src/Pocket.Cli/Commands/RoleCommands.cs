@@ -222,7 +222,7 @@ internal static class RoleCommands
             CustomParser = result =>
             {
                 var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-                if (Units.TryParseSize(text, out var bytes) && bytes > 0)
+                if (Units.TryParseBytes(text, out var bytes) && bytes > 0)
                 {
                     return bytes;
                 }

@@ -2,10 +2,10 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Controller;
 using Pocket.Protocol;
 using Spectre.Console;
 using Spectre.Console.Rendering;
-using ControllerUnits = Pocket.Controller.Units;
 
 namespace Pocket.Cli.Commands;
 
@@ -159,7 +159,7 @@ internal static class StatusCommand
                 Markup.Escape(node.Address),
                 NodeTierNames.Name(node.Tier),
                 node.State == Protocol.NodeState.Live ? $"[green]{state}[/]" : $"[yellow]{state}[/]",
-                $"{Units.FormatSize(node.UsedBytes)} / {Units.FormatSize(node.CapacityBytes)}",
+                $"{Units.FormatBytes(node.UsedBytes)} / {Units.FormatBytes(node.CapacityBytes)}",
                 Percent(node.AllocatedShare),
                 Percent(node.Cpu),
                 (node.NetRxBytesPerSecond / MB).ToString("0.0", CultureInfo.InvariantCulture),
@@ -182,16 +182,16 @@ internal static class StatusCommand
                 Markup.Escape(job.JobId),
                 NodeTierNames.Name(job.Tier),
                 string.Join(" ", job.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Weight:0.##})"))),
-                $"{ControllerUnits.FormatBitsPerSecond(job.ThroughputBitsPerSecond)}, {Units.FormatSize(job.CapacityBytes)}",
+                $"{Units.FormatBitsPerSecond(job.ThroughputBitsPerSecond)}, {Units.FormatBytes(job.CapacityBytes)}",
                 usage?.Objects.ToString(CultureInfo.InvariantCulture) ?? "?",
-                usage is null ? "?" : Units.FormatSize(usage.BlockBytes + usage.InlineBytes),
+                usage is null ? "?" : Units.FormatBytes(usage.BlockBytes + usage.InlineBytes),
                 usage is null ? "?" : PerTier(usage));
         }
 
         var live = cluster.Nodes.Count(n => n.State == Protocol.NodeState.Live);
         var header = new Markup(Markup.Escape(string.Create(
             CultureInfo.InvariantCulture,
-            $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatSize(cluster.Nodes.Sum(n => n.UsedBytes))} of {Units.FormatSize(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.CapacityBytes))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
+            $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatBytes(cluster.Nodes.Sum(n => n.UsedBytes))} of {Units.FormatBytes(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.CapacityBytes))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
         return new Rows(
             header,
             cluster.Nodes.Count > 0 ? nodes : new Markup("no storage nodes"),
@@ -228,7 +228,7 @@ internal static class StatusCommand
     /// <summary>"dram 2 MiB, ssd 6 MiB": the tiers holding the job's blocks (spilled data shows as a second tier).</summary>
     private static string PerTier(JobUsage usage)
     {
-        var parts = usage.BytesByTier.Where(t => t.Value > 0).OrderBy(t => t.Key).Select(t => $"{NodeTierNames.Name(t.Key)} {Units.FormatSize(t.Value)}").ToList();
+        var parts = usage.BytesByTier.Where(t => t.Value > 0).OrderBy(t => t.Key).Select(t => $"{NodeTierNames.Name(t.Key)} {Units.FormatBytes(t.Value)}").ToList();
         return parts.Count == 0 ? "-" : string.Join(", ", parts);
     }
 

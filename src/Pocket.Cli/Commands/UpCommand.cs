@@ -4,8 +4,9 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
-using Pocket.Cli.Hosting;
+using Pocket.Cli.Up;
 using Pocket.Client;
+using Pocket.Controller;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Protocol;
@@ -32,7 +33,7 @@ internal static class UpCommand
         var nodeCapacity = new Option<Dictionary<NodeTier, long>?>("--node-capacity")
         {
             CustomParser = result => Parse<long>(result, TierSpec.TryParseCapacities),
-            Description = $"Capacity of one node per tier, e.g. ssd=8GiB,hdd=16GiB (defaults: dram = --capacity, ssd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Ssd))}, hdd {Units.FormatSize(LocalClusterOptions.DefaultFileCapacity(NodeTier.Hdd))}, as sparse files)",
+            Description = $"Capacity of one node per tier, e.g. ssd=8GiB,hdd=16GiB (defaults: dram = --capacity, ssd {Units.FormatBytes(LocalClusterOptions.DefaultFileCapacity(NodeTier.Ssd))}, hdd {Units.FormatBytes(LocalClusterOptions.DefaultFileCapacity(NodeTier.Hdd))}, as sparse files)",
             HelpName = "TIER=SIZE,...",
         };
         var nodeBandwidth = new Option<Dictionary<NodeTier, double>?>("--node-bandwidth")
@@ -161,7 +162,7 @@ internal static class UpCommand
         {
             if (options.CapacityOf(tier) < options.BlockSizeOf(tier))
             {
-                throw new CliException($"{NodeTierNames.Name(tier)} node capacity {Units.FormatSize(options.CapacityOf(tier))} does not hold one block of {Units.FormatSize(options.BlockSizeOf(tier))}");
+                throw new CliException($"{NodeTierNames.Name(tier)} node capacity {Units.FormatBytes(options.CapacityOf(tier))} does not hold one block of {Units.FormatBytes(options.BlockSizeOf(tier))}");
             }
         }
 
@@ -209,7 +210,7 @@ internal static class UpCommand
         }
         catch (OutOfMemoryException ex)
         {
-            throw new CliException($"cannot reserve {Units.FormatSize(options.CapacityOf(NodeTier.Dram))} per DRAM node: {ex.Message}", ex);
+            throw new CliException($"cannot reserve {Units.FormatBytes(options.CapacityOf(NodeTier.Dram))} per DRAM node: {ex.Message}", ex);
         }
 
         await using (cluster.ConfigureAwait(false))
@@ -266,8 +267,8 @@ internal static class UpCommand
         var free = new DriveInfo(directory).AvailableFreeSpace;
         if (needed > free)
         {
-            var asked = string.Join(" + ", fileTiers.Where(t => options.NodeCounts[t] > 0).Select(t => $"{options.NodeCounts[t]} x {NodeTierNames.Name(t)} {Units.FormatSize(options.CapacityOf(t))}"));
-            throw new CliException($"not enough space in {directory}: {asked} = {Units.FormatSize(needed)}, but its file system has {Units.FormatSize(free)} free; lower --node-capacity or the node counts, or choose another --data-dir");
+            var asked = string.Join(" + ", fileTiers.Where(t => options.NodeCounts[t] > 0).Select(t => $"{options.NodeCounts[t]} x {NodeTierNames.Name(t)} {Units.FormatBytes(options.CapacityOf(t))}"));
+            throw new CliException($"not enough space in {directory}: {asked} = {Units.FormatBytes(needed)}, but its file system has {Units.FormatBytes(free)} free; lower --node-capacity or the node counts, or choose another --data-dir");
         }
 
         return options with { DataDirectory = directory };
@@ -313,7 +314,7 @@ internal static class UpCommand
         }
 
         AnsiConsole.MarkupLine("node classes: " + Markup.Escape(string.Join("; ", cluster.Options.NodeClasses().Select(c =>
-            string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(c.Tier)} {Units.FormatSize(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
+            string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(c.Tier)} {Units.FormatBytes(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
         if (cluster.Options.DataDirectory is { } data && cluster.Options.NodeCounts.Keys.Any(t => t != NodeTier.Dram))
         {
             AnsiConsole.MarkupLine($"data dir:   {Markup.Escape(data)} (ssd and hdd files, deleted when the nodes stop)");
@@ -333,7 +334,7 @@ internal static class UpCommand
                 node.Id.ToString(CultureInfo.InvariantCulture),
                 node.Address,
                 node.Tier.Name(),
-                Units.FormatSize(node.Capacity),
+                Units.FormatBytes(node.Capacity),
                 node.State.ToString().ToLowerInvariant(),
                 cluster.Options.InProcess ? "in-process" : processes.TryGetValue(node.Id, out var pid) ? $"pid {pid}" : "?");
         }

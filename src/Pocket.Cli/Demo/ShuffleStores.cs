@@ -1,5 +1,4 @@
 using System.Globalization;
-using Pocket.Cli.Commands;
 using StackExchange.Redis;
 
 namespace Pocket.Cli.Demo;

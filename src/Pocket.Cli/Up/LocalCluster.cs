@@ -9,7 +9,7 @@ using Pocket.Embedded;
 using Pocket.Networking;
 using Pocket.Protocol;
 
-namespace Pocket.Cli.Hosting;
+namespace Pocket.Cli.Up;
 
 /// <summary>Shape of a <see cref="LocalCluster"/>.</summary>
 internal sealed record LocalClusterOptions

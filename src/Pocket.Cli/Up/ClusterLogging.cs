@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
 
-namespace Pocket.Cli.Hosting;
+namespace Pocket.Cli.Up;
 
 /// <summary>
 /// Logging for a cluster this process runs, to stderr. Stopping takes the nodes down before the metadata server,

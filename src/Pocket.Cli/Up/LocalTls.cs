@@ -4,7 +4,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Pocket.Networking;
 
-namespace Pocket.Cli.Hosting;
+namespace Pocket.Cli.Up;
 
 /// <summary>
 /// The self-signed certificate of `pocket up --tls`, for a local try of TLS: made fresh at each start (ECDSA P-256,

@@ -1,7 +1,8 @@
 using System.Globalization;
+using Pocket.Controller;
 using Pocket.Protocol;
 
-namespace Pocket.Cli.Hosting;
+namespace Pocket.Cli.Up;
 
 /// <summary>Parses the per-tier lists of `pocket up`: <c>dram=2,ssd=1,hdd=1</c> and <c>ssd=8GiB,hdd=16GiB</c>.</summary>
 internal static class TierSpec
@@ -12,11 +13,11 @@ internal static class TierSpec
 
     /// <summary>Bytes of one node per tier.</summary>
     public static bool TryParseCapacities(string text, out Dictionary<NodeTier, long> capacities, out string error) =>
-        TryParse(text, "--node-capacity", "a size such as 8GiB", value => Units.TryParseSize(value, out var bytes) && bytes > 0 ? bytes : null, out capacities, out error);
+        TryParse(text, "--node-capacity", "a size such as 8GiB", value => Units.TryParseBytes(value, out var bytes) && bytes > 0 ? bytes : null, out capacities, out error);
 
     /// <summary>Bandwidth of one node per tier, in bits/s (<c>dram=10Gbps,hdd=400Mbps</c>).</summary>
     public static bool TryParseBandwidths(string text, out Dictionary<NodeTier, double> bandwidths, out string error) =>
-        TryParse(text, "--node-bandwidth", "a bandwidth such as 8Gbps", value => Pocket.Controller.Units.TryParseBitsPerSecond(value, out var bits) && bits > 0 && double.IsFinite(bits) ? bits : null, out bandwidths, out error);
+        TryParse(text, "--node-bandwidth", "a bandwidth such as 8Gbps", value => Units.TryParseBitsPerSecond(value, out var bits) && bits > 0 && double.IsFinite(bits) ? bits : null, out bandwidths, out error);
 
     /// <summary>Cost of one node per hour per tier, in dollars (<c>dram=0.532,ssd=$0.624</c>).</summary>
     public static bool TryParseCosts(string text, out Dictionary<NodeTier, double> costs, out string error) =>
