@@ -1,5 +1,5 @@
-using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -10,6 +10,10 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Api;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
 using Pocket.Hosting;
 
 namespace Pocket.Controller;

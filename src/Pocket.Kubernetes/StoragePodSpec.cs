@@ -1,7 +1,8 @@
 using System.Globalization;
-using k8s.Models;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
+using k8s.Models;
 
 namespace Pocket.Kubernetes;
 

@@ -1,10 +1,11 @@
-using System.Net;
 using System.Net.Http.Json;
-using System.Text;
+using System.Net;
 using System.Text.Json;
+using System.Text;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Jobs;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Tests;

@@ -2,10 +2,12 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Protocol;
 using Pocket.Storage;
-using Pocket.Testing;
-
 using static Pocket.Controller.Tests.TestObjects;
 
 namespace Pocket.Controller.Tests;

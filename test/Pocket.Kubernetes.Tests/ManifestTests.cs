@@ -1,7 +1,8 @@
+using Pocket.Controller;
+using Pocket.Controller.Provisioning;
+using Pocket.Protocol;
 using k8s;
 using k8s.Models;
-using Pocket.Controller;
-using Pocket.Protocol;
 
 namespace Pocket.Kubernetes.Tests;
 

@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

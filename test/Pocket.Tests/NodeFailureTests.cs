@@ -2,7 +2,7 @@ using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Testing;
+using Pocket.Embedded;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;

@@ -1,6 +1,6 @@
 using Pocket.Client;
 using Pocket.Protocol;
-using Pocket.Testing;
+using Pocket.Embedded;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;

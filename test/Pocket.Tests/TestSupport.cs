@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using System.Security.Cryptography;
 using Pocket.Client;
 using Pocket.Protocol;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

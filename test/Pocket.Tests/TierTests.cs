@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using Pocket.Client;
 using Pocket.Protocol;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

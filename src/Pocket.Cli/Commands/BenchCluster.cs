@@ -4,9 +4,10 @@ using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
+using Pocket.Embedded;
 using Pocket.Protocol;
 using Pocket.Storage;
-using Pocket.Testing;
 using Spectre.Console;
 
 namespace Pocket.Cli.Commands;

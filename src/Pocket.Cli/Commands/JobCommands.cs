@@ -170,6 +170,9 @@ internal static class JobCommands
             using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
             if (connection is null)
             {
+                // Without any cluster an empty list would read as "no jobs", which says nothing true.
+                _ = ClusterConnection.TryResolve(parse.GetValue(metadata), home)
+                    ?? throw new CliException("no cluster: start one with `pocket up` (or pass --controller URL, or --metadata HOST:PORT)");
                 return ListLocal(local, parse.GetValue(json));
             }
 
@@ -326,24 +329,25 @@ internal static class JobCommands
     private static double? ParseThroughput(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (ControllerUnits.TryParseBitsPerSecond(text, out var bitsPerSecond) && bitsPerSecond >= 0 && double.IsFinite(bitsPerSecond))
+        if (ControllerUnits.TryParseBitsPerSecond(text, out var bitsPerSecond) && bitsPerSecond > 0 && double.IsFinite(bitsPerSecond))
         {
             return bitsPerSecond;
         }
 
-        result.AddError($"'{text}' is not a throughput (examples: 2Gbps, 500Mb/s, 1GB/s)");
+        result.AddError($"--throughput: '{text}' is not a throughput (examples: 2Gbps, 500Mb/s, 1GB/s)");
         return null;
     }
 
     private static long? ParseCapacity(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (Units.TryParseSize(text, out var bytes))
+        if (Units.TryParseSize(text, out var bytes) && bytes > 0)
         {
             return bytes;
         }
 
-        result.AddError($"'{text}' is not a size (examples: 512MiB, 10GiB)");
+        // 0 used to slip through as "no hint", and the job was sized at the default 4 GiB.
+        result.AddError($"--capacity: '{text}' is not a size above 0 (examples: 512MiB, 10GiB)");
         return null;
     }
 

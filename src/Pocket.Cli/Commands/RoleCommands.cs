@@ -4,6 +4,7 @@ using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
 using Pocket.Metadata;
 using Pocket.Networking;
 using Pocket.Protocol;

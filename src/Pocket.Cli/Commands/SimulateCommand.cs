@@ -1,8 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text;
 using System.Text.Json.Nodes;
+using System.Text;
 using Pocket.Controller;
+using Pocket.Controller.Scaling;
 using Pocket.Controller.Simulation;
 using Spectre.Console;
 

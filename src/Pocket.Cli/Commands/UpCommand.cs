@@ -1,11 +1,13 @@
-using System.CommandLine;
 using System.CommandLine.Parsing;
+using System.CommandLine;
 using System.Globalization;
-using System.Net;
 using System.Net.Sockets;
+using System.Net;
 using Microsoft.AspNetCore.Connections;
 using Pocket.Cli.Hosting;
 using Pocket.Client;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -194,7 +196,7 @@ internal static class UpCommand
             // Kestrel serves the controller and the gateway; its message names the address it could not bind.
             throw new CliException($"{ex.Message}: choose other ports with --controller-port or --gateway-port (0 for any free port)", ex);
         }
-        catch (Pocket.Controller.ProvisioningException ex)
+        catch (ProvisioningException ex)
         {
             throw new CliException($"storage nodes did not start: {ex.Message}", ex);
         }

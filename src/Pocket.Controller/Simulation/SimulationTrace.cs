@@ -1,7 +1,9 @@
 using System.Globalization;
-using System.Text;
-using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json;
+using System.Text;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Simulation;
