@@ -70,7 +70,18 @@ public sealed class FrameServer : IDisposable
             ? _options.MaxConnections
             : (int)Math.Clamp((fileLimit ?? 1024) - 64, 64, int.MaxValue);
         var listener = new Socket(_options.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        listener.Bind(_options.EndPoint);
+        // No ReuseAddress: on Linux .NET maps it to SO_REUSEPORT as well, and a second server on the same port then
+        // bound silently and took half of the first one's connections.
+        try
+        {
+            listener.Bind(_options.EndPoint);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            listener.Dispose();
+            throw new PortInUseException(_name, _options.EndPoint, ex);
+        }
+
         listener.Listen(_options.ListenBacklog);
         _listener = listener;
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
