@@ -4,7 +4,7 @@ using System.Net.Sockets;
 using Pocket.Client;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Testing;
+using Pocket.Embedded;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;
