@@ -29,6 +29,7 @@ public sealed partial class PocketClient : IAsyncDisposable
         {
             MaxInFlight = options.MaxInFlightPerConnection,
             ConnectTimeout = options.ConnectTimeout,
+            RequestTimeout = options.RequestTimeout,
             TlsHost = options.TlsHost,
             CertificateValidation = options.CertificateValidation,
         };

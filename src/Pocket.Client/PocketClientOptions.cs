@@ -23,6 +23,13 @@ public sealed record PocketClientOptions
     /// <summary>Time allowed to open a connection.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// How long each request (one exchange with the metadata server or a storage node) may wait for its reply before
+    /// it fails with <see cref="Networking.RequestTimeoutException"/>, so an unresponsive node never hangs a caller;
+    /// <see cref="Timeout.InfiniteTimeSpan"/> waits forever. A caller's own token can end any wait sooner.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>When set, connections use TLS and expect this server name.</summary>
     public string? TlsHost { get; init; }
 

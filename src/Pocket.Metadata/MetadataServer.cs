@@ -35,6 +35,9 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
 
+    /// <summary>The listener (connection counts and buffered bytes, for tests and metrics).</summary>
+    internal FrameServer Listener => _server ?? throw new InvalidOperationException("not started");
+
     /// <summary>Raised (outside the lock) when a node is declared dead.</summary>
     public event Action<uint, string>? NodeDied;
 
@@ -186,6 +189,26 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         {
             return _handles.Values.Any(h => h.ConnectionId == connection.ConnectionId);
         }
+    }
+
+    /// <summary>
+    /// Asked for frames whose body is over <see cref="FrameContext.InlineBody"/> before any of it is read: only the
+    /// cluster token or a live job's token gets a large body buffered; anyone else is answered and disconnected.
+    /// </summary>
+    FrameAdmission IFrameHandler.Admit(FrameContext frame)
+    {
+        bool known;
+        lock (_lock)
+        {
+            known = IsAdmin(frame, out _) || _jobsByToken.ContainsKey(frame.Header.Token);
+        }
+
+        if (!known)
+        {
+            frame.Refuse(Status.Unauthorized, $"a body of {frame.Header.BodyLength} bytes needs a job token or the cluster token");
+        }
+
+        return FrameAdmission.Buffer;
     }
 
     private bool IsAdmin(FrameContext frame, out string error)

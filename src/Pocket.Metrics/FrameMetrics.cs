@@ -102,5 +102,15 @@ public sealed class FrameMetrics
         public void OnDisconnected(FrameContext connection) => inner.OnDisconnected(connection);
 
         public bool HoldsState(FrameContext connection) => inner.HoldsState(connection);
+
+        // Admission and direct bodies must reach the role's handler: the interface's defaults would buffer unchecked
+        // bodies and lose the straight-to-node-memory path.
+        public int PrefixLength(in FrameHeader header) => inner.PrefixLength(header);
+
+        public FrameAdmission Admit(FrameContext frame) => inner.Admit(frame);
+
+        public Span<byte> BodyDestination(FrameContext frame, int received) => inner.BodyDestination(frame, received);
+
+        public void Abandon(FrameContext frame) => inner.Abandon(frame);
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
@@ -47,6 +48,25 @@ public sealed record FrameConnectionOptions
 
     /// <summary>Certificate check for TLS; null uses the system's.</summary>
     public RemoteCertificateValidationCallback? CertificateValidation { get; init; }
+
+    /// <summary>
+    /// How long a request waits for its reply before it fails with <see cref="RequestTimeoutException"/> (an
+    /// unresponsive or frozen server); <see cref="Timeout.InfiniteTimeSpan"/> waits forever. Checked ten times a second.
+    /// </summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>A request got no reply within <see cref="FrameConnectionOptions.RequestTimeout"/>; the server may still carry it out.</summary>
+public sealed class RequestTimeoutException : TimeoutException
+{
+    public RequestTimeoutException(string message) : base(message)
+    {
+    }
+
+    /// <summary>The server that did not answer (host:port).</summary>
+    public string Remote { get; init; } = "";
+
+    public Opcode Opcode { get; init; }
 }
 
 /// <summary>
@@ -184,6 +204,8 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             pending.Destination = replyInto;
             id = ++_nextRequestId;
             pending.Id = id;
+            pending.Opcode = opcode;
+            pending.Started = Stopwatch.GetTimestamp();
             _pending[id] = pending;
         }
 
@@ -201,7 +223,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 reply = await pending.Task.ConfigureAwait(false);
             }
         }
-        catch (OperationCanceledException) when (written)
+        catch (Exception ex) when (written && ex is OperationCanceledException or RequestTimeoutException)
         {
             // CancelPending took the request out of the table, so nothing else refers to it now.
             ReturnPending(pending);
@@ -267,6 +289,44 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
 
         pending.TrySetException(new OperationCanceledException(token));
+    }
+
+    /// <summary>
+    /// Fails the requests older than the request timeout, like a cancellation: those the reader is not already
+    /// completing leave the table and get <see cref="RequestTimeoutException"/>; their late replies are skipped.
+    /// </summary>
+    private void FailLateRequests()
+    {
+        var now = Stopwatch.GetTimestamp();
+        List<Pending>? late = null;
+        lock (_pendingLock)
+        {
+            foreach (var pending in _pending.Values)
+            {
+                if (Stopwatch.GetElapsedTime(pending.Started, now) >= _options.RequestTimeout)
+                {
+                    (late ??= []).Add(pending);
+                }
+            }
+
+            if (late is not null)
+            {
+                foreach (var pending in late)
+                {
+                    _pending.Remove(pending.Id);
+                }
+            }
+        }
+
+        foreach (var pending in late ?? [])
+        {
+            pending.TrySetException(new RequestTimeoutException(
+                $"{Remote} did not answer {pending.Opcode} within {_options.RequestTimeout.TotalSeconds:0.###} s (the server is unresponsive or overloaded)")
+            {
+                Remote = Remote,
+                Opcode = pending.Opcode,
+            });
+        }
     }
 
     private void ReturnPending(Pending pending)
@@ -481,6 +541,11 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
 
     private void CheckReader()
     {
+        if (_options.RequestTimeout > TimeSpan.Zero && _options.RequestTimeout != Timeout.InfiniteTimeSpan)
+        {
+            FailLateRequests();
+        }
+
         var slot = Volatile.Read(ref _slot);
         if (_failure is not null || Volatile.Read(ref slot.State) != ReaderSlot.InCallback)
         {
@@ -689,6 +754,11 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         public uint Id { get; set; }
 
         public Memory<byte> Destination { get; set; }
+
+        public Opcode Opcode { get; set; }
+
+        /// <summary>When it was sent (<see cref="Stopwatch.GetTimestamp"/>), for the request timeout.</summary>
+        public long Started { get; set; }
 
         public ValueTask<FrameReply> Task => new(this, _core.Version);
 

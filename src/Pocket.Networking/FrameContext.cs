@@ -6,14 +6,22 @@ namespace Pocket.Networking;
 
 /// <summary>
 /// One server connection seen from a handler: the current request's header, its body, and the reply.
-/// Not thread-safe; used only by the connection's thread. Reused across requests.
+/// Not thread-safe: calls for one connection never overlap. Reused across requests.
 /// </summary>
 public sealed class FrameContext
 {
-    private readonly Stream _stream;
-    private readonly BufferedReader _reader;
-    private byte[] _bodyBuffer;
-    private readonly byte[] _replyBuffer;
+    /// <summary>The most prefix bytes <see cref="IFrameHandler.PrefixLength"/> may ask for.</summary>
+    public const int MaxPrefix = 256;
+
+    /// <summary>Bodies up to this size are buffered whole before the handler sees them; larger ones are admitted first.</summary>
+    public const int InlineBody = 16 << 10;
+
+    // A TLS connection runs on its own thread over a stream; a plain one is served by the event loops.
+    private readonly Stream? _stream;
+    private readonly BufferedReader? _reader;
+    private readonly byte[]? _replyBuffer;
+    private readonly LoopConnection? _loop;
+    private byte[] _bodyBuffer = [];
     private int _bodyRemaining;
     private int _replyLength;
     private bool _replied;
@@ -24,8 +32,14 @@ public sealed class FrameContext
         ConnectionId = connectionId;
         Remote = remote;
         _reader = new BufferedReader(stream);
-        _bodyBuffer = new byte[4 << 10];
         _replyBuffer = new byte[64 << 10];
+    }
+
+    internal FrameContext(LoopConnection loop, long connectionId, string remote)
+    {
+        _loop = loop;
+        ConnectionId = connectionId;
+        Remote = remote;
     }
 
     public long ConnectionId { get; }
@@ -44,6 +58,7 @@ public sealed class FrameContext
         Header = header;
         _bodyRemaining = header.BodyLength;
         _replied = false;
+        CloseAfterReply = false;
 
         // What a request that is never answered gets (the server then replies with an internal error).
         ReplyStatus = Status.InternalError;
@@ -54,20 +69,33 @@ public sealed class FrameContext
     /// <summary>The status of the reply to the current request (meaningful once it is answered).</summary>
     public Status ReplyStatus { get; private set; }
 
-    /// <summary>Reads the whole (remaining) body into a buffer owned by the connection, valid until the next call.</summary>
+    /// <summary>Set by <see cref="Refuse"/>: the connection is closed once the reply is written.</summary>
+    internal bool CloseAfterReply { get; private set; }
+
+    /// <summary>Body bytes consumed so far through the direct destination (see <see cref="IFrameHandler.BodyDestination"/>).</summary>
+    internal void Consumed(int count) => _bodyRemaining -= count;
+
+    /// <summary>Reads the whole (remaining) body; the span is valid until the next call.</summary>
     public ReadOnlySpan<byte> ReadBody()
     {
         var count = _bodyRemaining;
+        if (_loop is not null)
+        {
+            var span = _loop.TakeBody(count);
+            _bodyRemaining = 0;
+            return span;
+        }
+
         if (_bodyBuffer.Length < count)
         {
-            _bodyBuffer = new byte[Math.Max(count, _bodyBuffer.Length * 2)];
+            _bodyBuffer = new byte[Math.Max(Math.Max(count, 4 << 10), _bodyBuffer.Length * 2)];
         }
 
         ReadBodyInto(_bodyBuffer.AsSpan(0, count));
         return _bodyBuffer.AsSpan(0, count);
     }
 
-    /// <summary>Reads exactly <paramref name="destination"/>.Length body bytes straight into it (no copy for large reads).</summary>
+    /// <summary>Reads exactly <paramref name="destination"/>.Length body bytes into it.</summary>
     public void ReadBodyInto(Span<byte> destination)
     {
         if (destination.Length > _bodyRemaining)
@@ -75,28 +103,43 @@ public sealed class FrameContext
             throw new InvalidOperationException("Read past the end of the frame body.");
         }
 
-        _reader.ReadExactly(destination);
+        if (_loop is not null)
+        {
+            _loop.TakeBody(destination.Length).CopyTo(destination);
+        }
+        else
+        {
+            _reader!.ReadExactly(destination);
+        }
+
         _bodyRemaining -= destination.Length;
     }
 
     internal void SkipBody()
     {
-        _reader.Skip(_bodyRemaining);
+        if (_loop is not null)
+        {
+            _loop.TakeBody(_bodyRemaining);
+        }
+        else
+        {
+            _reader!.Skip(_bodyRemaining);
+        }
+
         _bodyRemaining = 0;
     }
 
-    internal bool TryReadExactly(Span<byte> destination) => _reader.TryReadExactly(destination);
+    internal bool TryReadExactly(Span<byte> destination) => _reader!.TryReadExactly(destination);
 
     /// <summary>See <see cref="BufferedReader.Reads"/>.</summary>
-    internal long Reads => _reader.Reads;
+    internal long Reads => _reader?.Reads ?? 0;
 
     /// <summary>Sends the reply to the current request.</summary>
     public void Reply(Status status, ReadOnlySpan<byte> body = default) => Reply(status, body, default);
 
     /// <summary>
-    /// Sends a reply whose body is <paramref name="head"/> followed by <paramref name="data"/> (data not copied when large).
-    /// Small replies are gathered in a buffer while more requests are already waiting in the read buffer, so a
-    /// pipelined burst is answered with one write instead of one per request; see <see cref="FlushIfIdle"/>.
+    /// Sends a reply whose body is <paramref name="head"/> followed by <paramref name="data"/>. Replies are gathered
+    /// while more requests are already waiting, so a pipelined burst is answered with one write.
     /// </summary>
     public void Reply(Status status, ReadOnlySpan<byte> head, ReadOnlySpan<byte> data)
     {
@@ -108,15 +151,22 @@ public sealed class FrameContext
         _replied = true;
         ReplyStatus = status;
         var header = new FrameHeader(Header.Opcode, Header.Flags | FrameFlags.Reply, status, head.Length + data.Length, Header.RequestId, JobToken.None);
+        if (_loop is not null)
+        {
+            _loop.AppendReply(header, head, data);
+            return;
+        }
+
+        var replyBuffer = _replyBuffer!;
         var total = FrameHeader.Size + head.Length + data.Length;
-        if (total > _replyBuffer.Length - _replyLength)
+        if (total > replyBuffer.Length - _replyLength)
         {
             FlushReplies();
         }
 
-        if (total <= _replyBuffer.Length)
+        if (total <= replyBuffer.Length)
         {
-            var target = _replyBuffer.AsSpan(_replyLength);
+            var target = replyBuffer.AsSpan(_replyLength);
             header.Write(target);
             head.CopyTo(target[FrameHeader.Size..]);
             data.CopyTo(target[(FrameHeader.Size + head.Length)..]);
@@ -125,10 +175,10 @@ public sealed class FrameContext
         else
         {
             var prefix = FrameHeader.Size + head.Length;
-            var buffer = prefix <= _replyBuffer.Length ? _replyBuffer : new byte[prefix];
+            var buffer = prefix <= replyBuffer.Length ? replyBuffer : new byte[prefix];
             header.Write(buffer);
             head.CopyTo(buffer.AsSpan(FrameHeader.Size));
-            _stream.Write(buffer, 0, prefix);
+            _stream!.Write(buffer, 0, prefix);
             _stream.Write(data);
         }
     }
@@ -136,7 +186,7 @@ public sealed class FrameContext
     /// <summary>Writes the gathered replies unless the next request is already buffered whole (it will add to them).</summary>
     internal void FlushIfIdle()
     {
-        if (_replyLength > 0 && !_reader.HasBufferedFrame())
+        if (_replyLength > 0 && !_reader!.HasBufferedFrame())
         {
             FlushReplies();
         }
@@ -148,7 +198,7 @@ public sealed class FrameContext
         {
             var length = _replyLength;
             _replyLength = 0;
-            _stream.Write(_replyBuffer, 0, length);
+            _stream!.Write(_replyBuffer!, 0, length);
         }
     }
 
@@ -168,5 +218,15 @@ public sealed class FrameContext
         }
     }
 
-    internal void Flush() => _stream.Flush();
+    /// <summary>
+    /// Refuses the request (e.g. unauthorised): replies with the error and closes the connection once it is written,
+    /// without reading the rest of the body.
+    /// </summary>
+    public void Refuse(Status status, string message)
+    {
+        ReplyError(status, message);
+        CloseAfterReply = true;
+    }
+
+    internal void Flush() => _stream!.Flush();
 }

@@ -8,9 +8,10 @@ using Pocket.Protocol;
 namespace Pocket.Networking;
 
 /// <summary>
-/// A TCP listener that runs each connection on its own thread with blocking I/O. On two cores this beat
-/// async sockets on latency and CPU (no thread-pool hop per request; see docs/architecture.md), and it
-/// lets a handler read a request body straight into its final place in memory.
+/// A TCP listener whose plain connections are served by a few event-loop threads (see <see cref="EventLoopGroup"/>),
+/// however many there are: each loop reads, parses and handles frames inline, with no hop to another thread per
+/// request; handlers that block (device I/O) run on a small I/O pool. TLS connections run on a thread each, over
+/// <see cref="SslStream"/>. See docs/architecture.md.
 /// </summary>
 public sealed class FrameServer : IDisposable
 {
@@ -22,6 +23,9 @@ public sealed class FrameServer : IDisposable
     private readonly Lock _idleCheck = new();
     private Socket? _listener;
     private Thread? _acceptThread;
+    private EventLoopGroup? _loops;
+    private long _bufferedBytes;
+    private int _maxConnections;
     private ITimer? _idleTimer;
     private long _nextConnectionId;
     private volatile bool _stopping;
@@ -40,8 +44,31 @@ public sealed class FrameServer : IDisposable
 
     public int ConnectionCount => _connections.Count;
 
+    /// <summary>Connections accepted beyond this are closed at once (from the options, or from the open-file limit).</summary>
+    public int MaxConnections => _maxConnections;
+
+    /// <summary>Request bytes held now in receive buffers grown past the standard size (bounded by the options).</summary>
+    public long BufferedRequestBytes => Interlocked.Read(ref _bufferedBytes);
+
+    internal FrameServerOptions Options => _options;
+
+    internal ILogger Logger => _logger;
+
+    internal string Name => _name;
+
+    internal EventLoopGroup Loops => _loops!;
+
+    /// <summary>The process's open-file limit after raising the soft limit to the hard one (once per process).</summary>
+    private static readonly Lazy<long?> FileLimit = new(Linux.RaiseFileLimit);
+
     public void Start()
     {
+        var fileLimit = FileLimit.Value;
+
+        // A few descriptors stay for files, listeners and outgoing connections.
+        _maxConnections = _options.MaxConnections > 0
+            ? _options.MaxConnections
+            : (int)Math.Clamp((fileLimit ?? 1024) - 64, 64, int.MaxValue);
         var listener = new Socket(_options.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         // No ReuseAddress: on Linux .NET maps it to SO_REUSEPORT as well, and a second server on the same port then
         // bound silently and took half of the first one's connections.
@@ -55,9 +82,10 @@ public sealed class FrameServer : IDisposable
             throw new PortInUseException(_name, _options.EndPoint, ex);
         }
 
-        listener.Listen(512);
+        listener.Listen(_options.ListenBacklog);
         _listener = listener;
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
+        _loops = new EventLoopGroup(_name, _options.EventLoops > 0 ? _options.EventLoops : Math.Max(2, Environment.ProcessorCount), _options.IoThreads);
         _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = $"{_name} accept" };
         _acceptThread.Start();
         if (_options.ClosesIdle)
@@ -68,7 +96,23 @@ public sealed class FrameServer : IDisposable
         }
 
         NetworkingLog.Listening(_logger, _name, EndPoint.ToString());
+        NetworkingLog.ConnectionLimit(_logger, _name, _maxConnections, fileLimit?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unknown");
     }
+
+    /// <summary>Adds (or with a negative count, releases) request bytes buffered past the standard size; false over the bound.</summary>
+    internal bool ChargeBuffered(int bytes)
+    {
+        var now = Interlocked.Add(ref _bufferedBytes, bytes);
+        if (bytes > 0 && now > _options.MaxBufferedRequestBytes)
+        {
+            Interlocked.Add(ref _bufferedBytes, -bytes);
+            return false;
+        }
+
+        return true;
+    }
+
+    internal void Unregister(long id) => _connections.TryRemove(id, out _);
 
     private void AcceptLoop()
     {
@@ -93,19 +137,40 @@ public sealed class FrameServer : IDisposable
                 continue;
             }
 
-            if (_connections.Count >= _options.MaxConnections)
+            if (_connections.Count >= _maxConnections)
             {
-                NetworkingLog.TooManyConnections(_logger, _name, _options.MaxConnections);
+                NetworkingLog.TooManyConnections(_logger, _name, _maxConnections);
                 socket.Dispose();
                 continue;
             }
 
-            socket.NoDelay = true;
-            var id = Interlocked.Increment(ref _nextConnectionId);
-            var connection = new Connection(socket, socket.RemoteEndPoint?.ToString() ?? "?", _options.TimeProvider.GetTimestamp());
-            connection.Thread = new Thread(() => ConnectionLoop(id, connection)) { IsBackground = true, Name = $"{_name} conn {id}" };
-            _connections[id] = connection;
-            connection.Thread.Start();
+            try
+            {
+                socket.NoDelay = true;
+                var id = Interlocked.Increment(ref _nextConnectionId);
+                var remote = socket.RemoteEndPoint?.ToString() ?? "?";
+                var connection = new Connection(socket, remote, _options.TimeProvider.GetTimestamp());
+                if (_options.Certificate is null)
+                {
+                    // Never blocks, never waits on a handler: the loops pick it up when its first bytes arrive.
+                    socket.Blocking = false;
+                    connection.Loop = new LoopConnection(this, _handler, socket, id, remote);
+                    _connections[id] = connection;
+                    _loops!.Add(connection.Loop);
+                }
+                else
+                {
+                    connection.Thread = new Thread(() => ConnectionLoop(id, connection)) { IsBackground = true, Name = $"{_name} conn {id}" };
+                    _connections[id] = connection;
+                    connection.Thread.Start();
+                }
+            }
+            catch (SocketException ex)
+            {
+                // Reset by the peer before it was set up.
+                NetworkingLog.AcceptFailed(_logger, _name, ex.Message);
+                socket.Dispose();
+            }
         }
     }
 
@@ -188,6 +253,21 @@ public sealed class FrameServer : IDisposable
             }
 
             context.Begin(header);
+            var prefix = _handler.PrefixLength(header);
+            if (prefix >= 0 || header.BodyLength > FrameContext.InlineBody)
+            {
+                if (!Admit(context))
+                {
+                    return;
+                }
+
+                if (context.Replied)
+                {
+                    context.FlushIfIdle();
+                    continue;
+                }
+            }
+
             try
             {
                 _handler.Handle(context);
@@ -216,7 +296,64 @@ public sealed class FrameServer : IDisposable
         }
     }
 
-    private static string DescribeBadHeader(Status status, ReadOnlySpan<byte> header, ProtocolLimits limits) => status switch
+    /// <summary>
+    /// The admission of a frame on a TLS connection's own thread: the handler sees the prefix first, then the body is
+    /// received as it decided (skipped after an error reply). False when the connection must close.
+    /// </summary>
+    private bool Admit(FrameContext context)
+    {
+        FrameAdmission admission;
+        try
+        {
+            admission = _handler.Admit(context);
+        }
+        catch (Exception ex) when (ex is not IOException and not SocketException and not ObjectDisposedException)
+        {
+            NetworkingLog.HandlerFailed(_logger, _name, ex);
+            context.Refuse(Status.InternalError, "internal error: " + ex.Message);
+            admission = FrameAdmission.Buffer;
+        }
+
+        if (context.Replied)
+        {
+            if (context.CloseAfterReply)
+            {
+                context.FlushReplies();
+                return false;
+            }
+
+            context.SkipBody();
+            return true;
+        }
+
+        if ((admission & FrameAdmission.Direct) != 0)
+        {
+            var received = 0;
+            try
+            {
+                while (context.BodyRemaining > 0)
+                {
+                    var destination = _handler.BodyDestination(context, received);
+                    if (destination.Length > context.BodyRemaining)
+                    {
+                        destination = destination[..context.BodyRemaining];
+                    }
+
+                    context.ReadBodyInto(destination);
+                    received += destination.Length;
+                }
+            }
+            catch
+            {
+                _handler.Abandon(context);
+                throw;
+            }
+        }
+
+        return true;
+    }
+
+    internal static string DescribeBadHeader(Status status, ReadOnlySpan<byte> header, ProtocolLimits limits) => status switch
     {
         Status.VersionMismatch => $"unsupported protocol version {header[0]}; this server speaks {FrameHeader.CurrentVersion}",
         Status.FrameTooLarge => $"body length {System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(header[8..])} is over the limit for opcode {header[1]} ({limits.MaxBodyFor((Opcode)header[1])} bytes)",
@@ -241,7 +378,7 @@ public sealed class FrameServer : IDisposable
             foreach (var connection in _connections.Values)
             {
                 if (connection.IdleFor(now, _options.TimeProvider) is { } idle && idle >= _options.IdleTimeout && !_stopping &&
-                    !(connection.Context is { } context && _handler.HoldsState(context)))
+                    !((connection.Loop?.Context ?? connection.Context) is { } context && _handler.HoldsState(context)))
                 {
                     NetworkingLog.IdleClosed(_logger, _name, connection.Remote, idle);
                     try
@@ -268,6 +405,9 @@ public sealed class FrameServer : IDisposable
         public string Remote { get; } = remote;
         public Thread? Thread;
 
+        /// <summary>Set for a plain connection, served by the event loops.</summary>
+        public LoopConnection? Loop;
+
         /// <summary>Set once the connection is set up (after TLS): until then it waits for the peer's handshake.</summary>
         public FrameContext? Context;
 
@@ -280,6 +420,19 @@ public sealed class FrameServer : IDisposable
         /// </summary>
         public TimeSpan? IdleFor(long now, TimeProvider time)
         {
+            if (Loop is { } loop)
+            {
+                var activity = loop.Activity;
+                if (activity != _seenReads || loop.Busy)
+                {
+                    _seenReads = activity;
+                    _quietSince = now;
+                    return null;
+                }
+
+                return time.GetElapsedTime(_quietSince, now);
+            }
+
             var reads = Volatile.Read(ref Context)?.Reads ?? -1;
             if (reads != _seenReads || (reads & 1) == 0)
             {
@@ -300,11 +453,11 @@ public sealed class FrameServer : IDisposable
 
         // Once the accept loop is gone no connection can be added behind the loop below.
         _acceptThread?.Join(TimeSpan.FromSeconds(5));
-        foreach (var socket in _connections.Values.Select(c => c.Socket))
+        foreach (var connection in _connections.Values)
         {
             try
             {
-                socket.Shutdown(SocketShutdown.Both);
+                connection.Socket.Shutdown(SocketShutdown.Both);
             }
             catch (SocketException)
             {
@@ -313,7 +466,18 @@ public sealed class FrameServer : IDisposable
             {
             }
 
-            socket.Dispose();
+            // A plain connection's socket is closed by its owner, after it left epoll (its number could be reused).
+            if (connection.Loop is null)
+            {
+                connection.Socket.Dispose();
+            }
+        }
+
+        // Once the loops and the I/O pool have left what they were running, nobody owns the plain connections.
+        _loops?.Dispose();
+        foreach (var loop in _connections.Values.Select(c => c.Loop).OfType<LoopConnection>())
+        {
+            loop.Close(null);
         }
 
         // A handler may be copying into memory its owner frees as soon as this returns (a storage node's

@@ -12,8 +12,32 @@ public sealed record FrameServerOptions
 
     public ProtocolLimits Limits { get; init; } = ProtocolLimits.Default;
 
-    /// <summary>Connections beyond this are closed at once.</summary>
-    public int MaxConnections { get; init; } = 1024;
+    /// <summary>
+    /// Connections beyond this are closed at once. Zero (the default) takes it from the process's open-file limit,
+    /// which the server raises to its hard limit at start (logged in one line).
+    /// </summary>
+    public int MaxConnections { get; init; }
+
+    /// <summary>Connects the kernel queues before they are accepted (a connect storm); the kernel caps it at net.core.somaxconn.</summary>
+    public int ListenBacklog { get; init; } = 4096;
+
+    /// <summary>Event-loop threads serving plain connections; zero means one per core (at least two).</summary>
+    public int EventLoops { get; init; }
+
+    /// <summary>Threads for handlers that block on device I/O (started on demand).</summary>
+    public int IoThreads { get; init; } = 8;
+
+    /// <summary>
+    /// Replies a connection may have waiting for its peer to read them; a client that stops reading is closed past
+    /// this (with a log line).
+    /// </summary>
+    public int MaxReplyBacklog { get; init; } = 16 << 20;
+
+    /// <summary>
+    /// Request bytes all connections together may hold in receive buffers grown past the standard size (bodies over
+    /// <see cref="FrameContext.InlineBody"/>, after their admission); a request that would pass it is refused.
+    /// </summary>
+    public long MaxBufferedRequestBytes { get; init; } = 256L << 20;
 
     /// <summary>When set, every connection is wrapped in TLS with this certificate.</summary>
     public X509Certificate2? Certificate { get; init; }
@@ -39,6 +63,11 @@ public sealed record FrameServerOptions
 
     public void Validate()
     {
+        if (MaxConnections < 0 || ListenBacklog <= 0 || EventLoops < 0 || IoThreads <= 0 || MaxReplyBacklog <= 0 || MaxBufferedRequestBytes <= 0)
+        {
+            throw new ArgumentException("listener limits must be positive (max connections and event loops may be 0 for automatic)");
+        }
+
         if (IdleTimeout < TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
         {
             throw new ArgumentException($"idle timeout {IdleTimeout} is negative (zero or infinite disables it)");

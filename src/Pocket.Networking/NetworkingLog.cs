@@ -25,6 +25,12 @@ internal static partial class NetworkingLog
     [LoggerMessage(EventId = 106, Level = LogLevel.Debug, Message = "{Server} closed a connection from {Remote}: idle for {Idle}")]
     public static partial void IdleClosed(ILogger logger, string server, string remote, TimeSpan idle);
 
+    [LoggerMessage(EventId = 107, Level = LogLevel.Information, Message = "{Server} accepts up to {Max} connections (open-file limit {FileLimit})")]
+    public static partial void ConnectionLimit(ILogger logger, string server, int max, string fileLimit);
+
+    [LoggerMessage(EventId = 108, Level = LogLevel.Warning, Message = "{Server} closed a connection from {Remote}: {Backlog} bytes of replies unread, over the bound of {Max}")]
+    public static partial void ReplyBacklogExceeded(ILogger logger, string server, string remote, int backlog, int max);
+
     [LoggerMessage(EventId = 110, Level = LogLevel.Debug, Message = "connection to {Remote} failed: {Reason}")]
     public static partial void ClientConnectionFailed(ILogger logger, string remote, string reason);
 }

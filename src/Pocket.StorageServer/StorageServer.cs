@@ -43,6 +43,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
 
+    /// <summary>The listener (connection counts and buffered bytes, for tests and metrics).</summary>
+    internal FrameServer Listener => _server ?? throw new InvalidOperationException("not started");
+
     public BlockStore Store => _store ?? throw new InvalidOperationException("not started");
 
     /// <summary>The node's tier.</summary>
@@ -171,21 +174,58 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
 
     void IFrameHandler.OnDisconnected(FrameContext connection)
     {
-        if (connection.State is AlignedMemory buffer)
+        if (connection.State is ConnectionState { Buffer: { } buffer } state)
         {
-            connection.State = null;
+            state.Buffer = null;
             FreeBuffer(buffer);
         }
     }
 
     private const int WriteHead = WriteExtentRequest.HeadSize;
+    private const int ReadBody = ReadExtentRequest.Size;
 
-    private void HandleWrite(FrameContext frame)
+    /// <summary>A write's grant and offset come first, and are checked before a byte of its data is read.</summary>
+    int IFrameHandler.PrefixLength(in FrameHeader header) => header.Opcode switch
+    {
+        Opcode.WriteExtent => WriteHead,
+        Opcode.ReadExtent => 0,
+        _ => -1,
+    };
+
+    FrameAdmission IFrameHandler.Admit(FrameContext frame)
+    {
+        if (frame.Header.Opcode == Opcode.ReadExtent)
+        {
+            if (frame.BodyRemaining != ReadBody)
+            {
+                // Nothing but a grant, an offset and a length: a longer body is not read at all.
+                var message = "read body must be grant, offset and length";
+                if (frame.BodyRemaining > FrameContext.InlineBody)
+                {
+                    frame.Refuse(Status.BadRequest, message);
+                }
+                else
+                {
+                    frame.ReplyError(Status.BadRequest, message);
+                }
+            }
+
+            return _store!.Device.IsDirect ? FrameAdmission.Buffer : FrameAdmission.Blocking;
+        }
+
+        return AdmitWrite(frame);
+    }
+
+    /// <summary>
+    /// Checks a write's grant from its prefix and claims the blocks; the data then goes straight into node memory
+    /// (dram), or into the connection's aligned buffer and from there to the device on the I/O pool.
+    /// </summary>
+    private FrameAdmission AdmitWrite(FrameContext frame)
     {
         if (frame.BodyRemaining < WriteHead)
         {
             frame.ReplyError(Status.BadRequest, "write body shorter than grant and offset");
-            return;
+            return FrameAdmission.Buffer;
         }
 
         Span<byte> head = stackalloc byte[WriteHead];
@@ -193,10 +233,18 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         WriteExtentRequest.TryRead(head, out var grant, out var within);
         var length = frame.BodyRemaining;
         var status = CheckGrant(grant, GrantRights.Write, within, length, out var error);
+        if (status == Status.Unauthorized && length > FrameContext.InlineBody)
+        {
+            // Not a byte of a large unauthorised body is read: answered, and the connection closed. A small one is
+            // discarded as it arrives (nothing buffered), which costs the peer less than a new connection.
+            frame.Refuse(status, error);
+            return FrameAdmission.Buffer;
+        }
+
         if (status != Status.Ok)
         {
             frame.ReplyError(status, error);
-            return;
+            return FrameAdmission.Buffer;
         }
 
         var store = _store!;
@@ -204,44 +252,60 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         if (length == 0)
         {
             frame.Reply(Status.Ok);
-            return;
+            return FrameAdmission.Buffer;
         }
 
         if (store.BeginWrite(offset, length, grant.Generation) != BlockResult.Ok)
         {
             frame.ReplyError(Status.StaleGrant, "extent was reallocated or is being written by another request");
-            return;
+            return FrameAdmission.Buffer;
         }
 
+        var state = StateOf(frame);
+        (state.Offset, state.Length, state.Generation) = (offset, length, grant.Generation);
+        if (store.Device.IsDirect)
+        {
+            return FrameAdmission.Direct;
+        }
+
+        ConnectionBuffer(frame, length);
+        return FrameAdmission.Direct | FrameAdmission.Blocking;
+    }
+
+    Span<byte> IFrameHandler.BodyDestination(FrameContext frame, int received)
+    {
+        var state = (ConnectionState)frame.State!;
+        return _store!.Device.IsDirect
+            ? _store.Device.GetSpan(state.Offset + received, state.Length - received)
+            : state.Buffer!.GetSpan()[received..state.Length];
+    }
+
+    void IFrameHandler.Abandon(FrameContext frame)
+    {
+        var state = (ConnectionState)frame.State!;
+        _store!.EndWrite(state.Offset, state.Length, state.Generation);
+    }
+
+    /// <summary>The write's data is in (in node memory, or in the connection buffer for a device that is not directly addressable).</summary>
+    private void HandleWrite(FrameContext frame)
+    {
+        var state = (ConnectionState)frame.State!;
+        var store = _store!;
         string? deviceError = null;
         try
         {
-            if (store.Device.IsDirect)
+            if (!store.Device.IsDirect)
             {
-                frame.ReadBodyInto(store.Device.GetSpan(offset, length));
-            }
-            else
-            {
-                // Pieces of the aligned connection buffer: an aligned extent goes to an unbuffered device directly.
-                var buffer = ConnectionBuffer(frame, Math.Min(length, 1 << 20)).GetSpan();
-                var done = 0;
-                while (done < length)
-                {
-                    var n = Math.Min(buffer.Length, length - done);
-                    frame.ReadBodyInto(buffer[..n]);
-                    store.Device.Write(offset + done, buffer[..n]);
-                    done += n;
-                }
+                store.Device.Write(state.Offset, state.Buffer!.GetSpan()[..state.Length]);
             }
         }
         catch (DeviceException ex)
         {
-            // The rest of the body is skipped by the frame server; the node keeps serving.
             deviceError = ex.Message;
         }
         finally
         {
-            store.EndWrite(offset, length, grant.Generation);
+            store.EndWrite(state.Offset, state.Length, state.Generation);
         }
 
         if (deviceError is not null)
@@ -299,14 +363,15 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     /// </summary>
     private AlignedMemory ConnectionBuffer(FrameContext frame, int length)
     {
-        if (frame.State is AlignedMemory current)
+        var state = StateOf(frame);
+        if (state.Buffer is { } current)
         {
             if (current.Length >= length)
             {
                 return current;
             }
 
-            frame.State = null;
+            state.Buffer = null;
             FreeBuffer(current);
         }
 
@@ -314,8 +379,19 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         var rounded = ((long)Math.Max(length, 64 << 10) + alignment - 1) & -alignment;
         var buffer = new AlignedMemory(rounded <= int.MaxValue ? (int)rounded : length, alignment);
         Interlocked.Increment(ref _liveBuffers);
-        frame.State = buffer;
+        state.Buffer = buffer;
         return buffer;
+    }
+
+    private static ConnectionState StateOf(FrameContext frame) => frame.State as ConnectionState ?? (ConnectionState)(frame.State = new ConnectionState());
+
+    /// <summary>What a connection holds between a write's admission and its completion, and its aligned buffer.</summary>
+    private sealed class ConnectionState
+    {
+        public AlignedMemory? Buffer;
+        public long Offset;
+        public int Length;
+        public uint Generation;
     }
 
     private void FreeBuffer(AlignedMemory buffer)

@@ -1,0 +1,124 @@
+using System.Runtime.InteropServices;
+
+namespace Pocket.Networking;
+
+/// <summary>The few Linux calls the event loops need (epoll, eventfd, the file limit); Linux is the only target.</summary>
+internal static unsafe partial class Linux
+{
+    public const uint EpollIn = 0x001;
+    public const uint EpollOut = 0x004;
+    public const uint EpollErr = 0x008;
+    public const uint EpollHup = 0x010;
+    public const uint EpollRdHup = 0x2000;
+    public const uint EpollOneShot = 1u << 30;
+    public const int EpollCtlAdd = 1;
+    public const int EpollCtlDel = 2;
+    public const int EpollCtlMod = 3;
+    private const int EpollCloexec = 0x80000;
+    private const int EfdNonblock = 0x800;
+    private const int EfdCloexec = 0x80000;
+    private const int RlimitNofile = 7;
+    private const int Eintr = 4;
+
+    /// <summary>struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16).</summary>
+    public static readonly int EventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
+
+    private static readonly int DataOffset = EventSize == 12 ? 4 : 8;
+
+    [LibraryImport("libc", EntryPoint = "epoll_create1", SetLastError = true)]
+    private static partial int EpollCreate1(int flags);
+
+    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
+    private static partial int EpollCtlRaw(int epfd, int op, int fd, byte* ev);
+
+    [LibraryImport("libc", EntryPoint = "epoll_wait", SetLastError = true)]
+    private static partial int EpollWaitRaw(int epfd, byte* events, int maxEvents, int timeout);
+
+    [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
+    private static partial int EventFd(uint initval, int flags);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    private static partial nint Write(int fd, byte* buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "getrlimit", SetLastError = true)]
+    private static partial int GetRlimit(int resource, ulong* limits);
+
+    [LibraryImport("libc", EntryPoint = "setrlimit", SetLastError = true)]
+    private static partial int SetRlimit(int resource, ulong* limits);
+
+    public static int CreateEpoll()
+    {
+        var fd = EpollCreate1(EpollCloexec);
+        return fd >= 0 ? fd : throw new IOException($"epoll_create1 failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    public static int CreateEventFd()
+    {
+        var fd = EventFd(0, EfdNonblock | EfdCloexec);
+        return fd >= 0 ? fd : throw new IOException($"eventfd failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    public static void Signal(int eventFd)
+    {
+        ulong one = 1;
+        Write(eventFd, (byte*)&one, 8);
+    }
+
+    /// <summary>Adds, changes or removes interest; false when the descriptor is gone (closed meanwhile).</summary>
+    public static bool EpollCtl(int epfd, int op, int fd, uint events, ulong data)
+    {
+        var ev = stackalloc byte[16];
+        *(uint*)ev = events;
+        *(ulong*)(ev + DataOffset) = data;
+        return EpollCtlRaw(epfd, op, fd, ev) == 0;
+    }
+
+    /// <summary>Waits for events into <paramref name="events"/> (pinned, <see cref="EventSize"/> bytes each); 0 on EINTR.</summary>
+    public static int EpollWait(int epfd, byte* events, int maxEvents, int timeout)
+    {
+        var n = EpollWaitRaw(epfd, events, maxEvents, timeout);
+        if (n < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            return errno == Eintr ? 0 : throw new IOException($"epoll_wait failed: errno {errno}");
+        }
+
+        return n;
+    }
+
+    public static uint EventFlags(byte* events, int i) => *(uint*)(events + (i * EventSize));
+
+    public static ulong EventData(byte* events, int i) => *(ulong*)(events + (i * EventSize) + DataOffset);
+
+    /// <summary>Raises the soft open-file limit to the hard one; returns the limit now in force (or null when unknown).</summary>
+    public static long? RaiseFileLimit()
+    {
+        try
+        {
+            var limits = stackalloc ulong[2];
+            if (GetRlimit(RlimitNofile, limits) != 0)
+            {
+                return null;
+            }
+
+            if (limits[0] < limits[1])
+            {
+                var soft = limits[0];
+                limits[0] = limits[1];
+                if (SetRlimit(RlimitNofile, limits) != 0)
+                {
+                    return (long)Math.Min(soft, long.MaxValue);
+                }
+            }
+
+            return (long)Math.Min(limits[0], long.MaxValue);
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,668 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using Pocket.Protocol;
+
+namespace Pocket.Networking;
+
+/// <summary>
+/// A plain (non-TLS) connection served by the event loops: a non-blocking socket, a receive buffer and a reply
+/// buffer, both borrowed from the shared pool only while they hold bytes (an idle connection holds neither), and the
+/// state of the frame being received. Owned by one thread at a time (see <see cref="EventLoopGroup"/>).
+/// </summary>
+internal sealed class LoopConnection
+{
+    private const int ReceiveBufferSize = FrameHeader.Size + FrameContext.MaxPrefix + FrameContext.InlineBody;
+    private const int ReplyBufferSize = 16 << 10;
+    private const int LargeReply = 64 << 10;
+
+    // Reads per wake-up before the connection goes back to the loop, so one busy sender cannot starve the others.
+    private const int ReadsPerWake = 16;
+
+    private readonly FrameServer _server;
+    private readonly IFrameHandler _handler;
+    private readonly Socket _socket;
+    private byte[]? _in;
+    private int _inStart;
+    private int _inEnd;
+    private int _charged;
+    private int _takeable;
+    private byte[]? _out;
+    private int _outStart;
+    private int _outEnd;
+    private Phase _phase;
+    private int _prefix;
+    private FrameAdmission _admission;
+    private int _directReceived;
+    private int _skip;
+    private bool _eof;
+    private bool _closed;
+    private long _activity;
+    private int _busy;
+
+    public LoopConnection(FrameServer server, IFrameHandler handler, Socket socket, long id, string remote)
+    {
+        _server = server;
+        _handler = handler;
+        _socket = socket;
+        Fd = (int)socket.Handle;
+        Context = new FrameContext(this, id, remote);
+    }
+
+    private enum Phase
+    {
+        Header,
+        Prefix,
+        Body,
+        Direct,
+        Skip,
+        Ready,
+    }
+
+    private enum Step
+    {
+        NeedBytes,
+        Offload,
+        Close,
+    }
+
+    public int Fd { get; }
+
+    public GCHandle Handle { get; set; }
+
+    public FrameContext Context { get; }
+
+    /// <summary>Counts progress (bytes read or written, handlers run); the idle check compares it between checks.</summary>
+    public long Activity => Volatile.Read(ref _activity);
+
+    /// <summary>True while a handler runs or waits for the I/O pool: never idle then.</summary>
+    public bool Busy => Volatile.Read(ref _busy) != 0;
+
+    /// <summary>Bytes the connection holds now: its buffers (0 when idle).</summary>
+    public int BufferedBytes => (_in?.Length ?? 0) + (_out?.Length ?? 0);
+
+    /// <summary>Serves the connection until it would block, then re-arms it; or hands it to the I/O pool; or closes it.</summary>
+    public void Run(bool onPool)
+    {
+        if (_closed)
+        {
+            return;
+        }
+
+        try
+        {
+            var reads = 0;
+            var drained = false;
+            while (true)
+            {
+                var step = Advance(onPool);
+                if (step == Step.Offload)
+                {
+                    if (!FlushReplies())
+                    {
+                        Close("connection reset while writing");
+                        return;
+                    }
+
+                    Volatile.Write(ref _busy, 1);
+                    _server.Loops.Offload(this);
+                    return;
+                }
+
+                if (step == Step.Close)
+                {
+                    FlushReplies();
+                    Close(null);
+                    return;
+                }
+
+                if (_eof)
+                {
+                    FlushReplies();
+                    Close(_phase == Phase.Header ? null : "connection closed in the middle of a frame");
+                    return;
+                }
+
+                // After a short read the socket is empty: write the replies rather than read again only to hear "would
+                // block"; input that arrives meanwhile fires the re-armed connection at once. A direct body is read on
+                // (its handler hears of each piece when asked for the next destination).
+                if ((drained && _phase != Phase.Direct) || reads++ == ReadsPerWake || _server.Loops.Stopping)
+                {
+                    break;
+                }
+
+                var read = Receive(out var error, out drained);
+                if (read > 0)
+                {
+                    Interlocked.Increment(ref _activity);
+                    continue;
+                }
+
+                if (error == SocketError.WouldBlock)
+                {
+                    break;
+                }
+
+                if (error == SocketError.Success)
+                {
+                    _eof = true;
+                    continue;
+                }
+
+                Close(error.ToString());
+                return;
+            }
+
+            ReleaseEmptyReceiveBuffer();
+            if (!FlushReplies())
+            {
+                Close("connection reset while writing");
+                return;
+            }
+
+            var backlog = _outEnd - _outStart;
+            if (backlog > _server.Options.MaxReplyBacklog)
+            {
+                NetworkingLog.ReplyBacklogExceeded(_server.Logger, _server.Name, Context.Remote, backlog, _server.Options.MaxReplyBacklog);
+                Close(null);
+                return;
+            }
+
+            _server.Loops.Rearm(this, backlog > 0);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            NetworkingLog.HandlerFailed(_server.Logger, _server.Name, ex);
+            Close(ex.Message);
+        }
+    }
+
+    /// <summary>Moves the frame state machine on over the bytes already received, handling whole frames inline.</summary>
+    private Step Advance(bool onPool)
+    {
+        while (true)
+        {
+            var buffered = _inEnd - _inStart;
+            switch (_phase)
+            {
+                case Phase.Header:
+                    if (buffered < FrameHeader.Size)
+                    {
+                        MakeRoom(FrameHeader.Size);
+                        return Step.NeedBytes;
+                    }
+
+                    if (!StartFrame())
+                    {
+                        return Step.Close;
+                    }
+
+                    break;
+
+                case Phase.Prefix:
+                    if (buffered < _prefix)
+                    {
+                        MakeRoom(_prefix);
+                        return Step.NeedBytes;
+                    }
+
+                    _takeable = _prefix;
+                    _admission = RunGuarded(static (h, c) => h.Admit(c));
+                    _takeable = 0;
+                    if (Context.Replied)
+                    {
+                        if (Context.CloseAfterReply)
+                        {
+                            return Step.Close;
+                        }
+
+                        _skip = Context.BodyRemaining;
+                        Context.Consumed(_skip);
+                        _phase = Phase.Skip;
+                    }
+                    else
+                    {
+                        _phase = (_admission & FrameAdmission.Direct) != 0 ? Phase.Direct : Phase.Body;
+                        _directReceived = 0;
+                    }
+
+                    break;
+
+                case Phase.Body:
+                    var need = Context.BodyRemaining;
+                    if (buffered < need)
+                    {
+                        if (!MakeRoom(need))
+                        {
+                            Context.Refuse(Status.CapacityExceeded, $"the server is buffering too many request bytes ({_server.Options.MaxBufferedRequestBytes}); retry later");
+                            return Step.Close;
+                        }
+
+                        return Step.NeedBytes;
+                    }
+
+                    _phase = Phase.Ready;
+                    break;
+
+                case Phase.Direct:
+                    if (Context.BodyRemaining == 0)
+                    {
+                        _phase = Phase.Ready;
+                        break;
+                    }
+
+                    if (buffered == 0)
+                    {
+                        return Step.NeedBytes;
+                    }
+
+                    var destination = _handler.BodyDestination(Context, _directReceived);
+                    var n = Math.Min(Math.Min(destination.Length, buffered), Context.BodyRemaining);
+                    _in.AsSpan(_inStart, n).CopyTo(destination);
+                    _inStart += n;
+                    _directReceived += n;
+                    Context.Consumed(n);
+                    break;
+
+                case Phase.Skip:
+                    var skipped = Math.Min(buffered, _skip);
+                    _inStart += skipped;
+                    _skip -= skipped;
+                    if (_skip > 0)
+                    {
+                        return Step.NeedBytes;
+                    }
+
+                    _phase = Phase.Header;
+                    break;
+
+                case Phase.Ready:
+                    if ((_admission & FrameAdmission.Blocking) != 0 && !onPool)
+                    {
+                        return Step.Offload;
+                    }
+
+                    if (!RunHandler())
+                    {
+                        return Step.Close;
+                    }
+
+                    break;
+            }
+        }
+    }
+
+    /// <summary>Reads and checks the header; false when the frame was answered with an error and the connection must close.</summary>
+    private bool StartFrame()
+    {
+        var bytes = _in.AsSpan(_inStart, FrameHeader.Size);
+        var limits = _server.Options.Limits;
+        var status = FrameHeader.TryRead(bytes, limits.MaxAnyBody, out var header);
+        if (status == Status.Ok && header.IsReply)
+        {
+            status = Status.BadRequest;
+        }
+
+        if (status == Status.Ok && header.BodyLength > limits.MaxBodyFor(header.Opcode))
+        {
+            status = Status.FrameTooLarge;
+        }
+
+        _inStart += FrameHeader.Size;
+        if (status != Status.Ok)
+        {
+            // The frame boundary can no longer be trusted: answer once, then close.
+            var requestId = BinaryPrimitives.ReadUInt32LittleEndian(bytes[12..]);
+            Context.Begin(new FrameHeader((Opcode)bytes[1], FrameFlags.None, Status.Ok, 0, requestId, JobToken.None));
+            Context.ReplyError(status, FrameServer.DescribeBadHeader(status, bytes, limits));
+            NetworkingLog.BadFrame(_server.Logger, _server.Name, Context.Remote, status.ToString());
+            return false;
+        }
+
+        Context.Begin(header);
+        var prefix = _handler.PrefixLength(header);
+        if (prefix < 0 && header.BodyLength > FrameContext.InlineBody)
+        {
+            prefix = 0;
+        }
+
+        if (prefix >= 0)
+        {
+            _prefix = Math.Min(Math.Min(prefix, FrameContext.MaxPrefix), header.BodyLength);
+            _phase = Phase.Prefix;
+        }
+        else
+        {
+            _admission = FrameAdmission.Buffer;
+            _phase = Phase.Body;
+        }
+
+        return true;
+    }
+
+    private FrameAdmission RunGuarded(Func<IFrameHandler, FrameContext, FrameAdmission> call)
+    {
+        try
+        {
+            return call(_handler, Context);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            NetworkingLog.HandlerFailed(_server.Logger, _server.Name, ex);
+            if (!Context.Replied)
+            {
+                Context.Refuse(Status.InternalError, "internal error: " + ex.Message);
+            }
+
+            return FrameAdmission.Buffer;
+        }
+    }
+
+    /// <summary>Runs the handler on the complete frame; false when the connection must close after the reply.</summary>
+    private bool RunHandler()
+    {
+        _takeable = Context.BodyRemaining;
+        Volatile.Write(ref _busy, 1);
+        try
+        {
+            _handler.Handle(Context);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            NetworkingLog.HandlerFailed(_server.Logger, _server.Name, ex);
+            if (!Context.Replied)
+            {
+                Context.ReplyError(Status.InternalError, "internal error: " + ex.Message);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+            Interlocked.Increment(ref _activity);
+        }
+
+        if (Context.BodyRemaining > 0)
+        {
+            Context.SkipBody();
+        }
+
+        _takeable = 0;
+        _phase = Phase.Header;
+        if (!Context.Replied)
+        {
+            Context.ReplyError(Status.InternalError, "internal error: request was not answered");
+        }
+
+        return !Context.CloseAfterReply;
+    }
+
+    /// <summary>Body bytes handed to the handler from the receive buffer (valid until the handler returns).</summary>
+    internal ReadOnlySpan<byte> TakeBody(int count)
+    {
+        if (count > _takeable || count > _inEnd - _inStart)
+        {
+            throw new InvalidOperationException(_phase == Phase.Prefix
+                ? "Read past the admitted prefix of the frame body."
+                : "Read past the buffered frame body.");
+        }
+
+        var span = _in.AsSpan(_inStart, count);
+        _inStart += count;
+        _takeable -= count;
+        return span;
+    }
+
+    /// <summary>
+    /// Makes the receive buffer able to hold <paramref name="needed"/> bytes from its start: compacts it, or swaps in a
+    /// larger one charged to the server's bound on buffered request bytes (false when that bound is reached).
+    /// </summary>
+    private bool MakeRoom(int needed)
+    {
+        if (_in is null)
+        {
+            return true;
+        }
+
+        if (_in.Length - _inStart >= needed)
+        {
+            return true;
+        }
+
+        var buffered = _inEnd - _inStart;
+        if (needed <= _in.Length)
+        {
+            _in.AsSpan(_inStart, buffered).CopyTo(_in);
+            _inStart = 0;
+            _inEnd = buffered;
+            return true;
+        }
+
+        if (!_server.ChargeBuffered(needed))
+        {
+            return false;
+        }
+
+        var larger = ArrayPool<byte>.Shared.Rent(needed);
+        _in.AsSpan(_inStart, buffered).CopyTo(larger);
+        ReturnReceiveBuffer();
+        _in = larger;
+        _charged = needed;
+        _inStart = 0;
+        _inEnd = buffered;
+        return true;
+    }
+
+    private int Receive(out SocketError error, out bool drained)
+    {
+        if (_phase == Phase.Direct && _inEnd == _inStart)
+        {
+            // Straight from the socket into the handler's destination (e.g. node memory): no copy.
+            var destination = _handler.BodyDestination(Context, _directReceived);
+            if (destination.Length > Context.BodyRemaining)
+            {
+                destination = destination[..Context.BodyRemaining];
+            }
+
+            var direct = _socket.Receive(destination, SocketFlags.None, out error);
+            drained = direct < destination.Length;
+            if (direct > 0)
+            {
+                _directReceived += direct;
+                Context.Consumed(direct);
+            }
+
+            return direct;
+        }
+
+        if (_in is null)
+        {
+            _in = ArrayPool<byte>.Shared.Rent(ReceiveBufferSize);
+            _inStart = _inEnd = 0;
+        }
+        else if (_inEnd == _in.Length)
+        {
+            MakeRoom(_inEnd - _inStart + 1);
+        }
+
+        var space = _in.Length - _inEnd;
+        var read = _socket.Receive(_in.AsSpan(_inEnd), SocketFlags.None, out error);
+        drained = read < space;
+        if (read > 0)
+        {
+            _inEnd += read;
+        }
+
+        return read;
+    }
+
+    private void ReleaseEmptyReceiveBuffer()
+    {
+        if (_in is not null && _inStart == _inEnd && _phase is not Phase.Prefix and not Phase.Body and not Phase.Ready)
+        {
+            ReturnReceiveBuffer();
+            _in = null;
+            _inStart = _inEnd = 0;
+        }
+    }
+
+    private void ReturnReceiveBuffer()
+    {
+        if (_in is null)
+        {
+            return;
+        }
+
+        ArrayPool<byte>.Shared.Return(_in);
+        if (_charged > 0)
+        {
+            _server.ChargeBuffered(-_charged);
+            _charged = 0;
+        }
+    }
+
+    /// <summary>Adds a reply to the gathered ones (written when the burst is handled); large data is sent at once when it can be.</summary>
+    internal void AppendReply(FrameHeader header, ReadOnlySpan<byte> head, ReadOnlySpan<byte> data)
+    {
+        var prefix = FrameHeader.Size + head.Length;
+        if (data.Length >= LargeReply)
+        {
+            var target = ReserveReply(prefix);
+            header.Write(target);
+            head.CopyTo(target[FrameHeader.Size..]);
+            _outEnd += prefix;
+            if (FlushReplies() && _outEnd == _outStart)
+            {
+                while (data.Length > 0)
+                {
+                    var sent = _socket.Send(data, SocketFlags.None, out var error);
+                    if (sent <= 0)
+                    {
+                        if (error != SocketError.WouldBlock)
+                        {
+                            // The peer is gone: the next read sees it and closes the connection.
+                            return;
+                        }
+
+                        break;
+                    }
+
+                    Interlocked.Increment(ref _activity);
+                    data = data[sent..];
+                }
+            }
+
+            if (data.Length > 0)
+            {
+                data.CopyTo(ReserveReply(data.Length));
+                _outEnd += data.Length;
+            }
+
+            return;
+        }
+
+        var span = ReserveReply(prefix + data.Length);
+        header.Write(span);
+        head.CopyTo(span[FrameHeader.Size..]);
+        data.CopyTo(span[prefix..]);
+        _outEnd += prefix + data.Length;
+    }
+
+    private Span<byte> ReserveReply(int length)
+    {
+        if (_out is null)
+        {
+            _out = ArrayPool<byte>.Shared.Rent(Math.Max(length, ReplyBufferSize));
+            _outStart = _outEnd = 0;
+        }
+        else if (_out.Length - _outEnd < length)
+        {
+            var pending = _outEnd - _outStart;
+            if (_out.Length - pending >= length && pending <= _out.Length / 2)
+            {
+                _out.AsSpan(_outStart, pending).CopyTo(_out);
+            }
+            else
+            {
+                var larger = ArrayPool<byte>.Shared.Rent(Math.Max(pending + length, _out.Length * 2));
+                _out.AsSpan(_outStart, pending).CopyTo(larger);
+                ArrayPool<byte>.Shared.Return(_out);
+                _out = larger;
+            }
+
+            _outStart = 0;
+            _outEnd = pending;
+        }
+
+        return _out.AsSpan(_outEnd, length);
+    }
+
+    /// <summary>Writes what the socket takes now; false when the connection broke.</summary>
+    private bool FlushReplies()
+    {
+        while (_out is not null && _outEnd > _outStart)
+        {
+            var sent = _socket.Send(_out.AsSpan(_outStart, _outEnd - _outStart), SocketFlags.None, out var error);
+            if (sent > 0)
+            {
+                _outStart += sent;
+                Interlocked.Increment(ref _activity);
+                continue;
+            }
+
+            return error == SocketError.WouldBlock;
+        }
+
+        if (_out is not null)
+        {
+            ArrayPool<byte>.Shared.Return(_out);
+            _out = null;
+            _outStart = _outEnd = 0;
+        }
+
+        return true;
+    }
+
+    /// <summary>Ends the connection once (by its owner, or by the server when it stops and nobody owns it any more).</summary>
+    internal void Close(string? reason)
+    {
+        if (_closed)
+        {
+            return;
+        }
+
+        _closed = true;
+        if (reason is not null && !_server.Loops.Stopping)
+        {
+            NetworkingLog.ConnectionClosed(_server.Logger, _server.Name, Context.Remote, reason);
+        }
+
+        try
+        {
+            if (_phase == Phase.Direct || (_phase == Phase.Ready && (_admission & FrameAdmission.Direct) != 0))
+            {
+                _handler.Abandon(Context);
+            }
+
+            _handler.OnDisconnected(Context);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            NetworkingLog.HandlerFailed(_server.Logger, _server.Name, ex);
+        }
+        finally
+        {
+            _server.Loops.Remove(this);
+            _socket.Dispose();
+            ReturnReceiveBuffer();
+            _in = null;
+            if (_out is not null)
+            {
+                ArrayPool<byte>.Shared.Return(_out);
+                _out = null;
+            }
+
+            _server.Unregister(Context.ConnectionId);
+        }
+    }
+}
