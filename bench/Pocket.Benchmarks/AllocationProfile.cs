@@ -2,7 +2,7 @@ using System.Diagnostics.Tracing;
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using Pocket.Client;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Benchmarks;
 

@@ -45,10 +45,10 @@ public class BlockStoreBenchmarks
     public void Cleanup() => _store.Dispose();
 
     [Benchmark]
-    public Status Write()
+    public BlockResult Write()
     {
         var status = _store.BeginWrite(_offset, Size, Generation);
-        if (status != Status.Ok)
+        if (status != BlockResult.Ok)
         {
             return status;
         }
@@ -59,5 +59,5 @@ public class BlockStoreBenchmarks
     }
 
     [Benchmark]
-    public Status Read() => _store.Read(_offset, _destination, Generation);
+    public BlockResult Read() => _store.Read(_offset, _destination, Generation);
 }

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using BenchmarkDotNet.Attributes;
 using Pocket.Client;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Benchmarks;
 

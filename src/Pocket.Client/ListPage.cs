@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Text;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Client;
 
@@ -23,32 +24,15 @@ public sealed class ListPage : IDisposable
         _buffer = buffer;
         _length = length;
         _rented = rented;
-        var reader = new BodyReader(buffer.AsSpan(0, length));
-        var count = reader.U32();
-        // Each entry takes at least 11 bytes (key length u16, size i64, kind u8): a larger count is a lie.
-        if (reader.Failed || count > (uint)length / 11)
+        if (!ListReply.TryRead(buffer.AsSpan(0, length), out var reply))
         {
             Dispose();
             throw Malformed();
         }
 
-        for (var i = 0; i < count && !reader.Failed; i++)
-        {
-            reader.StrUtf8();
-            reader.I64();
-            reader.U8();
-        }
-
-        _nextOffset = length - reader.Remaining;
-        var next = reader.StrUtf8();
-        if (reader.Failed || reader.Remaining != 0)
-        {
-            Dispose();
-            throw Malformed();
-        }
-
-        Count = (int)count;
-        HasMore = next.Length > 0;
+        _nextOffset = sizeof(uint) + reply.Entries.Length;
+        Count = reply.Count;
+        HasMore = reply.NextStartAfterUtf8.Length > 0;
     }
 
     /// <summary>Entries on this page.</summary>
@@ -58,7 +42,7 @@ public sealed class ListPage : IDisposable
     public bool HasMore { get; }
 
     /// <summary>Where the next page starts ("" when this is the last page).</summary>
-    public string NextStartAfter => new BodyReader(Body[_nextOffset..]).Str();
+    public string NextStartAfter => ListReply.TryRead(Body, out var reply) ? Encoding.UTF8.GetString(reply.NextStartAfterUtf8) : string.Empty;
 
     private ReadOnlySpan<byte> Body => (_buffer ?? throw new ObjectDisposedException(nameof(ListPage))).AsSpan(0, _length);
 
@@ -81,11 +65,11 @@ public sealed class ListPage : IDisposable
     /// <summary>Reads entries one after another from the checked reply.</summary>
     public ref struct Enumerator
     {
-        private BodyReader _reader;
+        private ListReply.Enumerator _entries;
 
         internal Enumerator(ReadOnlySpan<byte> entries)
         {
-            _reader = new BodyReader(entries);
+            _entries = new ListReply.Enumerator(entries);
             Current = default;
         }
 
@@ -95,12 +79,13 @@ public sealed class ListPage : IDisposable
         /// <summary>Moves to the next entry; false after the last.</summary>
         public bool MoveNext()
         {
-            if (_reader.Remaining == 0)
+            if (!_entries.MoveNext())
             {
                 return false;
             }
 
-            Current = new ListPageEntry(_reader.StrUtf8(), _reader.I64(), _reader.U8() != 0);
+            var entry = _entries.Current;
+            Current = new ListPageEntry(entry.KeyUtf8, entry.Size, entry.IsPrefix);
             return true;
         }
     }

@@ -1,4 +1,5 @@
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Client;
 
@@ -54,19 +55,21 @@ public sealed record JobUsage(string JobId, long Objects, long BlockBytes, long 
 
     internal static JobUsage Read(byte[] body)
     {
-        var reader = new BodyReader(body);
-        var usage = new JobUsage(reader.Str(), reader.I64(), reader.I64(), reader.I64(), reader.I64());
-        if (reader.Remaining == 0)
+        if (!JobStatsReply.TryRead(body, out var stats))
+        {
+            throw new PocketException(Status.BadRequest, "malformed job-stats reply from the metadata server");
+        }
+
+        var usage = new JobUsage(stats.JobId, stats.Objects, stats.BlockBytes, stats.InlineBytes, stats.Requests);
+        if (stats.Tier is not { } tier)
         {
             return usage;
         }
 
-        var tier = (NodeTier)reader.U8();
-        var count = reader.U8();
         var byTier = new Dictionary<NodeTier, long>();
-        for (var i = 1; i <= count && !reader.Failed; i++)
+        for (var i = 1; i < stats.TierBytes.Length; i++)
         {
-            byTier[(NodeTier)i] = reader.I64();
+            byTier[(NodeTier)i] = stats.TierBytes[i];
         }
 
         return usage with { Tier = tier, BytesByTier = byTier };

@@ -1,4 +1,5 @@
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Client;
 
@@ -12,7 +13,9 @@ public sealed partial class PocketClient
     public async Task<JobUsage> GetJobUsageAsync(string jobId, CancellationToken cancellationToken = default)
     {
         ArgumentException.ThrowIfNullOrEmpty(jobId);
-        var reply = await SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Options.ClusterToken, new BodyWriter().Str(jobId).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var body = new BodyWriter();
+        JobStatsRequest.Write(body, jobId);
+        var reply = await SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
         return JobUsage.Read(reply.Body);
     }
 
@@ -22,13 +25,21 @@ public sealed partial class PocketClient
     /// <see cref="GetNodesAsync"/>) when it holds nothing and may be stopped. Needs the cluster token.
     /// </summary>
     /// <exception cref="ObjectNotFoundException">No such live node.</exception>
-    public async Task DrainNodeAsync(uint nodeId, CancellationToken cancellationToken = default) =>
-        await SendMetadataAsync(Opcode.DrainNode, FrameFlags.None, Options.ClusterToken, new BodyWriter(4).U32(nodeId).WrittenMemory, cancellationToken).ConfigureAwait(false);
+    public async Task DrainNodeAsync(uint nodeId, CancellationToken cancellationToken = default)
+    {
+        var body = new BodyWriter(sizeof(uint));
+        DrainNodeRequest.Write(body, nodeId);
+        await SendMetadataAsync(Opcode.DrainNode, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+    }
 
     /// <summary>
     /// Activates a standby (warm-pool) storage node: placement may choose it from now on. Needs the cluster token.
     /// </summary>
     /// <exception cref="ObjectNotFoundException">No such node, or it is neither standby nor live.</exception>
-    public async Task ActivateNodeAsync(uint nodeId, CancellationToken cancellationToken = default) =>
-        await SendMetadataAsync(Opcode.ActivateNode, FrameFlags.None, Options.ClusterToken, new BodyWriter(4).U32(nodeId).WrittenMemory, cancellationToken).ConfigureAwait(false);
+    public async Task ActivateNodeAsync(uint nodeId, CancellationToken cancellationToken = default)
+    {
+        var body = new BodyWriter(sizeof(uint));
+        ActivateNodeRequest.Write(body, nodeId);
+        await SendMetadataAsync(Opcode.ActivateNode, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+    }
 }

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Client;
 
@@ -70,12 +71,12 @@ public sealed partial class PocketClient : IAsyncDisposable
     /// <summary>Registers a job whose blocks go to <paramref name="tier"/> first (and spill to slower tiers when it is full).</summary>
     public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, CancellationToken cancellationToken = default)
     {
-        var body = new BodyWriter().Str(name).Token(JobToken.None).U8((byte)tier);
+        var body = new BodyWriter();
+        Protocol.Messages.RegisterJobRequest.Write(body, new Protocol.Messages.RegisterJobRequest(name, JobToken.None, tier));
         var reply = await SendMetadataAsync(Opcode.RegisterJob, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        var id = reader.Str();
-        var token = reader.Token();
-        return new PocketJob(this, id, token);
+        return RegisterJobReply.TryRead(reply.Body, out var registered)
+            ? new PocketJob(this, registered.JobId, registered.Token)
+            : throw new PocketException(Status.BadRequest, "malformed register-job reply from the metadata server");
     }
 
     /// <summary>A handle on an existing job, from its id and token.</summary>
@@ -84,9 +85,12 @@ public sealed partial class PocketClient : IAsyncDisposable
     /// <summary>Deregisters a job: every byte it stored is freed at once. Returns the objects and bytes freed.</summary>
     public async Task<(long Objects, long Bytes)> DeregisterJobAsync(string jobId, CancellationToken cancellationToken = default)
     {
-        var reply = await SendMetadataAsync(Opcode.DeregisterJob, FrameFlags.None, Options.ClusterToken, new BodyWriter().Str(jobId).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        return (reader.I64(), reader.I64());
+        var body = new BodyWriter();
+        DeregisterJobRequest.Write(body, jobId);
+        var reply = await SendMetadataAsync(Opcode.DeregisterJob, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
+        return DeregisterJobReply.TryRead(reply.Body, out var freed)
+            ? (freed.Objects, freed.Bytes)
+            : throw new PocketException(Status.BadRequest, "malformed deregister-job reply from the metadata server");
     }
 
     /// <summary>Sets the share of a job's new blocks each node receives (the controller's weight map).</summary>
@@ -96,16 +100,8 @@ public sealed partial class PocketClient : IAsyncDisposable
     /// <summary>Sets a job's weight map and, when given, its tier (where blocks go when the weighted nodes are full).</summary>
     public async Task SetWeightsAsync(string jobId, IReadOnlyDictionary<uint, double> weights, NodeTier? tier, CancellationToken cancellationToken = default)
     {
-        var body = new BodyWriter().Str(jobId).U32((uint)weights.Count);
-        foreach (var (node, weight) in weights)
-        {
-            body.U32(node).F64(weight);
-        }
-
-        if (tier is { } chosen)
-        {
-            body.U8((byte)chosen);
-        }
+        var body = new BodyWriter();
+        SetWeightsRequest.Write(body, jobId, weights, tier);
 
         await SendMetadataAsync(Opcode.SetWeights, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
     }
@@ -121,21 +117,15 @@ public sealed partial class PocketClient : IAsyncDisposable
     internal async Task<IReadOnlyList<NodeInfo>> ListNodesAsync(JobToken token, CancellationToken cancellationToken)
     {
         var reply = await SendMetadataAsync(Opcode.ListNodes, FrameFlags.None, token, default, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        var count = reader.U32();
-        var nodes = new List<NodeInfo>((int)Math.Min(count, 4096));
-        for (var i = 0; i < count && !reader.Failed; i++)
+        if (!ListNodesReply.TryRead(reply.Body, out var records))
         {
-            nodes.Add(new NodeInfo(reader.U32(), (NodeTier)reader.U8(), (NodeState)reader.U8(), reader.Str(), reader.U16(), reader.I64(), reader.I64(), reader.F64(), reader.F64(), reader.F64()));
+            throw new PocketException(Status.BadRequest, "malformed list-nodes reply from the metadata server");
         }
 
-        // Newer servers append the bytes each node's drain has moved, in the same order.
-        if (!reader.Failed && reader.Remaining >= nodes.Count * sizeof(long))
+        var nodes = new List<NodeInfo>(records.Length);
+        foreach (var n in records)
         {
-            for (var i = 0; i < nodes.Count; i++)
-            {
-                nodes[i] = nodes[i] with { MovedBytes = reader.I64() };
-            }
+            nodes.Add(new NodeInfo(n.Id, n.Tier, n.State, n.Host, n.Port, n.Capacity, n.Used, n.Cpu, n.NetRx, n.NetTx) { MovedBytes = n.MovedBytes });
         }
 
         _nodes = nodes.ToDictionary(n => n.Id);

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Client;
 
@@ -13,47 +14,39 @@ public sealed partial class PocketJob
     /// <summary>What a get returned: the bytes of a small object, or the extents of a large one.</summary>
     internal sealed record Layout(long Size, byte[]? Inline, List<PlacedExtent> Extents, ulong ReleaseHandle);
 
-    private static List<PlacedExtent> ParseGrants(ref BodyReader reader, long startOffset)
+    private static List<PlacedExtent> ToPlaced(GrantList grants, long startOffset)
     {
-        var count = reader.U32();
-        var extents = new List<PlacedExtent>((int)Math.Min(count, 1 << 16));
+        var extents = new List<PlacedExtent>(grants.Count);
         var offset = startOffset;
-        for (var i = 0; i < count && !reader.Failed; i++)
+        for (var i = 0; i < grants.Count; i++)
         {
-            var grant = ExtentGrant.Read(reader.Bytes(ExtentGrant.Size));
-            if (reader.Failed)
-            {
-                break;
-            }
-
+            var grant = grants[i];
             extents.Add(new PlacedExtent(grant, offset));
             offset += grant.Length;
         }
 
-        if (reader.Failed)
-        {
-            throw new PocketException(Status.BadRequest, "malformed extent list from the metadata server");
-        }
-
         return extents;
     }
+
+    private static PocketException MalformedGrants() => new(Status.BadRequest, "malformed extent list from the metadata server");
 
     private async ValueTask<(ulong Handle, List<PlacedExtent> Extents)> CreateAsync(string key, long sizeHint, PutFlags flags, CancellationToken cancellationToken)
     {
         // Once sent, its reply is awaited whatever the token: a handle the caller never saw could not be aborted, and
         // would hold the key and its space until the connection closes. The caller's next step sees the token and aborts.
         cancellationToken.ThrowIfCancellationRequested();
-        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, new BodyWriter().Str(key).I64(sizeHint).WrittenMemory, CancellationToken.None).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        var handle = reader.U64();
-        return (handle, ParseGrants(ref reader, 0));
+        var request = new BodyWriter();
+        CreateRequest.Write(request, key, sizeHint);
+        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, request.WrittenMemory, CancellationToken.None).ConfigureAwait(false);
+        return CreateReply.TryRead(reply.Body, out var created) ? (created.Handle, ToPlaced(created.Grants, 0)) : throw MalformedGrants();
     }
 
     private async ValueTask<List<PlacedExtent>> AllocateAsync(ulong handle, long bytes, long objectOffset, CancellationToken cancellationToken)
     {
-        var reply = await _client.SendMetadataAsync(Opcode.Allocate, FrameFlags.None, Token, new BodyWriter().U64(handle).I64(bytes).WrittenMemory, cancellationToken).ConfigureAwait(false);
-        var reader = new BodyReader(reply.Body);
-        return ParseGrants(ref reader, objectOffset);
+        var request = new BodyWriter();
+        AllocateRequest.Write(request, handle, bytes);
+        var reply = await _client.SendMetadataAsync(Opcode.Allocate, FrameFlags.None, Token, request.WrittenMemory, cancellationToken).ConfigureAwait(false);
+        return AllocateReply.TryRead(reply.Body, out var grants) ? ToPlaced(grants, objectOffset) : throw MalformedGrants();
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
@@ -62,7 +55,8 @@ public sealed partial class PocketJob
         var request = BodyWriter.Rent();
         try
         {
-            await _client.SendMetadataAsync(Opcode.Commit, FrameFlags.None, Token, request.U64(handle).I64(size).WrittenMemory, cancellationToken).ConfigureAwait(false);
+            CommitRequest.Write(request, handle, size);
+            await _client.SendMetadataAsync(Opcode.Commit, FrameFlags.None, Token, request.WrittenMemory, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -74,7 +68,9 @@ public sealed partial class PocketJob
     {
         try
         {
-            await _client.SendMetadataAsync(Opcode.Abort, FrameFlags.None, Token, new BodyWriter().U64(handle).WrittenMemory, CancellationToken.None).ConfigureAwait(false);
+            var request = new BodyWriter(sizeof(ulong));
+            AbortRequest.Write(request, handle);
+            await _client.SendMetadataAsync(Opcode.Abort, FrameFlags.None, Token, request.WrittenMemory, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is PocketException or ObjectDisposedException)
         {
@@ -96,8 +92,8 @@ public sealed partial class PocketJob
         try
         {
             var reply = await SendGetAsync(key, offset, length, flags, scratch, cancellationToken).ConfigureAwait(false);
-            var body = PocketClient.ReplyBody(reply, scratch);
-            return IsInline(body, out var inline) ? new Layout(new BodyReader(body[1..]).I64(), inline.ToArray(), [], 0) : ParseLayout(body);
+            var got = ReadGetReply(PocketClient.ReplyBody(reply, scratch));
+            return got.IsInline ? new Layout(got.Size, got.Inline.ToArray(), [], 0) : ToLayout(got);
         }
         finally
         {
@@ -116,7 +112,7 @@ public sealed partial class PocketJob
             // A delete-after-read reply carries a handle to release (like Create's): awaited whatever the token.
             cancellationToken.ThrowIfCancellationRequested();
             var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
-            request.Str(key).I64(offset).I64(length);
+            GetRequest.Write(request, key, offset, length);
             return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, token, replyInto: replyInto).ConfigureAwait(false);
         }
         finally
@@ -125,30 +121,11 @@ public sealed partial class PocketJob
         }
     }
 
-    /// <summary>True when a Get reply carries the object's bytes inline; <paramref name="data"/> is then the requested range.</summary>
-    private static bool IsInline(ReadOnlySpan<byte> body, out ReadOnlySpan<byte> data)
-    {
-        var reader = new BodyReader(body);
-        var kind = reader.U8();
-        _ = reader.I64();
-        if (reader.Failed)
-        {
-            throw new PocketException(Status.BadRequest, "malformed get reply from the metadata server");
-        }
-
-        data = kind == 0 ? reader.Rest : default;
-        return kind == 0;
-    }
+    private static GetReply ReadGetReply(ReadOnlySpan<byte> body) =>
+        GetReply.TryRead(body, out var reply) ? reply : throw new PocketException(Status.BadRequest, "malformed get reply from the metadata server");
 
     /// <summary>The extents of a Get reply for an object held by storage nodes.</summary>
-    private static Layout ParseLayout(ReadOnlySpan<byte> body)
-    {
-        var reader = new BodyReader(body);
-        _ = reader.U8();
-        var size = reader.I64();
-        var release = reader.U64();
-        return new Layout(size, null, ParseGrants(ref reader, 0), release);
-    }
+    private static Layout ToLayout(GetReply reply) => new(reply.Size, null, ToPlaced(reply.Grants, 0), reply.Release);
 
     /// <summary>The parts of extents covering [start, end) of the object: grant, offset inside the extent, length.</summary>
     private static IEnumerable<(ExtentGrant Grant, int Within, int Length, long ObjectOffset)> Pieces(Layout layout, long start, long end)
@@ -223,9 +200,7 @@ public sealed partial class PocketJob
         FrameReply reply;
         try
         {
-            grant.Write(head.GetSpan(ExtentGrant.Size));
-            head.Advance(ExtentGrant.Size);
-            head.I32(within);
+            WriteExtentRequest.Write(head, grant, within);
             reply = await SendNodeAsync(key, grant.NodeId, Opcode.WriteExtent, head.WrittenMemory, data, default, cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -246,9 +221,7 @@ public sealed partial class PocketJob
         FrameReply reply;
         try
         {
-            grant.Write(head.GetSpan(ExtentGrant.Size));
-            head.Advance(ExtentGrant.Size);
-            head.I32(within).I32(destination.Length);
+            ReadExtentRequest.Write(head, grant, within, destination.Length);
             reply = await SendNodeAsync(key, grant.NodeId, Opcode.ReadExtent, head.WrittenMemory, default, destination, cancellationToken).ConfigureAwait(false);
         }
         finally

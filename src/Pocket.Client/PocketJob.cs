@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Runtime.CompilerServices;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Client;
 
@@ -93,7 +94,7 @@ public sealed partial class PocketJob
         var body = BodyWriter.Rent();
         try
         {
-            body.Str(key).U32((uint)data.Length);
+            PutSmallRequest.WriteHead(body, key, data.Length);
             await _client.SendMetadataAsync(Opcode.PutSmall, ToFrameFlags(flags), Token, body.WrittenMemory, cancellationToken, data).ConfigureAwait(false);
         }
         finally
@@ -277,12 +278,14 @@ public sealed partial class PocketJob
         {
             var reply = await SendGetAsync(key, 0, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
             var body = PocketClient.ReplyBody(reply, scratch);
-            if (IsInline(body, out var inline))
+            var got = ReadGetReply(body);
+            if (got.IsInline)
             {
+                var inline = got.Inline;
                 return inline.ToArray();
             }
 
-            layout = ParseLayout(body);
+            layout = ToLayout(got);
         }
         finally
         {
@@ -313,14 +316,16 @@ public sealed partial class PocketJob
         {
             var reply = await SendGetAsync(key, offset, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
             var body = PocketClient.ReplyBody(reply, scratch);
-            if (IsInline(body, out var inline))
+            var got = ReadGetReply(body);
+            if (got.IsInline)
             {
+                var inline = got.Inline;
                 var copied = Math.Min(destination.Length, inline.Length);
                 inline[..copied].CopyTo(destination.Span);
                 return copied;
             }
 
-            layout = ParseLayout(body);
+            layout = ToLayout(got);
         }
         finally
         {
@@ -435,7 +440,8 @@ public sealed partial class PocketJob
             FrameReply reply;
             try
             {
-                reply = await _client.SendMetadataAsync(Opcode.Lookup, FrameFlags.None, Token, request.Str(key).WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+                LookupRequest.Write(request, key);
+                reply = await _client.SendMetadataAsync(Opcode.Lookup, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
             }
             catch (ObjectNotFoundException)
             {
@@ -453,23 +459,24 @@ public sealed partial class PocketJob
 
     private static ObjectInfo ParseObjectInfo(string key, ReadOnlySpan<byte> body)
     {
-        var reader = new BodyReader(body);
-        var size = reader.I64();
-        var inline = reader.U8() != 0;
-        _ = reader.U16();
-        var count = reader.U32();
-        if (count == 0)
+        if (!LookupReply.TryRead(body, out var reply))
         {
-            return new ObjectInfo(key, size, inline, []);
+            throw new PocketException(Status.BadRequest, "malformed lookup reply from the metadata server");
         }
 
-        var blocks = new List<BlockInfo>((int)Math.Min(count, 1 << 16));
-        for (var i = 0; i < count && !reader.Failed; i++)
+        if (reply.Count == 0)
         {
-            blocks.Add(new BlockInfo(reader.U32(), (NodeState)reader.U8(), reader.I64(), reader.I32()));
+            return new ObjectInfo(key, reply.Size, reply.Inline, []);
         }
 
-        return new ObjectInfo(key, size, inline, blocks);
+        var blocks = new BlockInfo[reply.Count];
+        for (var i = 0; i < blocks.Length; i++)
+        {
+            var extent = reply[i];
+            blocks[i] = new BlockInfo(extent.NodeId, extent.NodeState, extent.Offset, extent.Length);
+        }
+
+        return new ObjectInfo(key, reply.Size, reply.Inline, blocks);
     }
 
     /// <summary>True when the object exists.</summary>
@@ -484,8 +491,9 @@ public sealed partial class PocketJob
         var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
         try
         {
-            var reply = await _client.SendMetadataAsync(Opcode.Delete, recursive ? FrameFlags.Recursive : FrameFlags.None, Token, request.Str(key).WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
-            return new BodyReader(PocketClient.ReplyBody(reply, scratch)).I64();
+            DeleteRequest.Write(request, key);
+            var reply = await _client.SendMetadataAsync(Opcode.Delete, recursive ? FrameFlags.Recursive : FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            return DeleteReply.TryRead(PocketClient.ReplyBody(reply, scratch), out var deleted) ? deleted : throw Malformed("delete");
         }
         finally
         {
@@ -502,8 +510,9 @@ public sealed partial class PocketJob
         var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
         try
         {
-            var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, request.Str(prefix).WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
-            return new BodyReader(PocketClient.ReplyBody(reply, scratch)).I64();
+            CountRequest.Write(request, prefix);
+            var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            return CountReply.TryRead(PocketClient.ReplyBody(reply, scratch), out var count) ? count : throw Malformed("count");
         }
         finally
         {
@@ -575,7 +584,7 @@ public sealed partial class PocketJob
         FrameReply reply;
         try
         {
-            body.Str(prefix).Str(startAfter ?? string.Empty).I32(limit).U8(delimited ? (byte)1 : (byte)0);
+            ListRequest.Write(body, prefix, startAfter ?? string.Empty, limit, delimited);
             reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
         }
         catch
@@ -603,9 +612,13 @@ public sealed partial class PocketJob
     /// <summary>Objects, bytes and requests of this job.</summary>
     public async ValueTask<JobUsage> GetUsageAsync(CancellationToken cancellationToken = default)
     {
-        var reply = await _client.SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Token, new BodyWriter().Str(string.Empty).WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var request = new BodyWriter(sizeof(ushort));
+        JobStatsRequest.Write(request, string.Empty);
+        var reply = await _client.SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Token, request.WrittenMemory, cancellationToken).ConfigureAwait(false);
         return JobUsage.Read(reply.Body);
     }
+
+    private static PocketException Malformed(string what) => new(Status.BadRequest, $"malformed {what} reply from the metadata server");
 
     /// <summary>A reply buffer big enough for any inline object's get reply (kind, size, bytes).</summary>
     private const int GetReplyScratch = (16 << 10) + 64;

@@ -1,5 +1,8 @@
 using System.Net;
 using Pocket.Client;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
 namespace Pocket.Controller;

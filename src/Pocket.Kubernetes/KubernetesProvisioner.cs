@@ -7,6 +7,7 @@ using k8s.Autorest;
 using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 
 namespace Pocket.Kubernetes;

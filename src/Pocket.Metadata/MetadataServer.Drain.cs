@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Metadata;
 
@@ -18,13 +19,12 @@ public sealed partial class MetadataServer
 
     private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _storageConnections = new();
 
-    /// <summary>DrainNode: node id u32. Reply: empty; the copy runs in the background (see ListNodes for progress).</summary>
+    /// <summary>DrainNode (<see cref="DrainNodeRequest"/>): the copy runs in the background (see ListNodes for progress).</summary>
     private void HandleDrainNode(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.U32();
-        if (BadBody(frame, ref reader, "drain-node"))
+        if (!DrainNodeRequest.TryRead(frame.ReadBody(), out var id))
         {
+            BadBody(frame, "drain-node");
             return;
         }
 
@@ -222,9 +222,8 @@ public sealed partial class MetadataServer
 
     private async Task<byte[]> ReadExtentAsync(NodeEntry node, Extent extent, CancellationToken token)
     {
-        var head = new BodyWriter(ExtentGrant.Size + 8);
-        WriteGrant(head, node.Secret, extent, GrantRights.Read);
-        head.I32(0).I32(extent.Length);
+        var head = new BodyWriter(ReadExtentRequest.Size);
+        ReadExtentRequest.Write(head, Grant(node.Secret, extent, GrantRights.Read), 0, extent.Length);
         var data = new byte[extent.Length];
         var connection = await StorageConnectionAsync(node.Id, token).ConfigureAwait(false);
         var reply = await connection.SendAsync(Opcode.ReadExtent, FrameFlags.None, JobToken.None, head.WrittenMemory, replyInto: data, cancellationToken: token).ConfigureAwait(false);
@@ -244,9 +243,8 @@ public sealed partial class MetadataServer
             secret = _nodes.TryGetValue(extent.NodeId, out var node) ? node.Secret : [];
         }
 
-        var head = new BodyWriter(ExtentGrant.Size + 4);
-        WriteGrant(head, secret, extent, GrantRights.Write);
-        head.I32(0);
+        var head = new BodyWriter(WriteExtentRequest.HeadSize);
+        WriteExtentRequest.Write(head, Grant(secret, extent, GrantRights.Write), 0);
         var connection = await StorageConnectionAsync(extent.NodeId, token).ConfigureAwait(false);
         var reply = await connection.SendAsync(Opcode.WriteExtent, FrameFlags.None, JobToken.None, head.WrittenMemory, data, cancellationToken: token).ConfigureAwait(false);
         if (!reply.IsOk)
@@ -255,12 +253,8 @@ public sealed partial class MetadataServer
         }
     }
 
-    private static void WriteGrant(BodyWriter body, byte[] secret, Extent extent, GrantRights rights)
-    {
-        Span<byte> grant = stackalloc byte[ExtentGrant.Size];
-        ExtentGrant.Sign(secret, extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights).Write(grant);
-        body.Bytes(grant);
-    }
+    private static ExtentGrant Grant(byte[] secret, Extent extent, GrantRights rights) =>
+        ExtentGrant.Sign(secret, extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights);
 
     /// <summary>One connection per storage node, made on first use and replaced once it breaks.</summary>
     private async Task<FrameConnection> StorageConnectionAsync(uint nodeId, CancellationToken token)

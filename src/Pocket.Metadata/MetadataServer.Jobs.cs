@@ -1,21 +1,21 @@
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Metadata;
 
 public sealed partial class MetadataServer
 {
-    /// <summary>RegisterJob: name [, token [, tier u8]]. Reply: job id, token. An all-zero token asks the server to make one.</summary>
+    /// <summary>RegisterJob (<see cref="RegisterJobRequest"/>, reply <see cref="RegisterJobReply"/>). An all-zero token asks the server to make one.</summary>
     private void HandleRegisterJob(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var name = reader.Str();
-        var token = reader.Remaining >= JobToken.Size ? reader.Token() : JobToken.None;
-        var tier = reader.Remaining > 0 ? (NodeTier)reader.U8() : NodeTier.Dram;
-        if (BadBody(frame, ref reader, "register-job"))
+        if (!RegisterJobRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "register-job");
             return;
         }
+
+        var (name, token, tier) = request;
 
         if (!IsAdmin(frame, out var error))
         {
@@ -56,7 +56,8 @@ public sealed partial class MetadataServer
         }
 
         MetadataLog.JobRegistered(_logger, job.Id);
-        var body = new BodyWriter().Str(job.Id).Token(token);
+        var body = new BodyWriter();
+        RegisterJobReply.Write(body, new RegisterJobReply(job.Id, token));
         frame.Reply(Status.Ok, body.WrittenSpan);
     }
 
@@ -104,13 +105,12 @@ public sealed partial class MetadataServer
     internal static bool IsValidJobName(string name) =>
         name.Length is > 0 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
-    /// <summary>DeregisterJob: job id. Frees every byte of the job at once. Reply: objects and bytes freed.</summary>
+    /// <summary>DeregisterJob (<see cref="DeregisterJobRequest"/>): frees every byte of the job at once. Reply: objects and bytes freed.</summary>
     private void HandleDeregisterJob(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.Str();
-        if (BadBody(frame, ref reader, "deregister-job"))
+        if (!DeregisterJobRequest.TryRead(frame.ReadBody(), out var id))
         {
+            BadBody(frame, "deregister-job");
             return;
         }
 
@@ -158,34 +158,27 @@ public sealed partial class MetadataServer
         }
 
         MetadataLog.JobDeregistered(_logger, id, objects, bytes);
-        frame.Reply(Status.Ok, new BodyWriter().I64(objects).I64(bytes).WrittenSpan);
+        var reply = new BodyWriter();
+        DeregisterJobReply.Write(reply, new DeregisterJobReply(objects, bytes));
+        frame.Reply(Status.Ok, reply.WrittenSpan);
     }
 
-    /// <summary>SetWeights: job id, count, (node id u32, weight f64) pairs [, tier u8]. An empty map means "every node of the job's tier alike".</summary>
+    /// <summary>SetWeights (<see cref="SetWeightsRequest"/>). An empty map means "every node of the job's tier alike".</summary>
     private void HandleSetWeights(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.Str();
-        var count = reader.U32();
-        var weights = new Dictionary<uint, double>();
-        for (var i = 0; i < count && !reader.Failed; i++)
+        if (!SetWeightsRequest.TryRead(frame.ReadBody(), out var request))
         {
-            var node = reader.U32();
-            var weight = reader.F64();
-            if (!(weight >= 0) || double.IsInfinity(weight))
-            {
-                frame.ReplyError(Status.BadRequest, $"weight of node {node} must be a finite number >= 0");
-                return;
-            }
-
-            weights[node] = weight;
-        }
-
-        NodeTier? tier = reader.Remaining > 0 && !reader.Failed ? (NodeTier)reader.U8() : null;
-        if (BadBody(frame, ref reader, "set-weights"))
-        {
+            BadBody(frame, "set-weights");
             return;
         }
+
+        if (SetWeightsRequest.FirstInvalidWeight(request!.Weights) is { } invalid)
+        {
+            frame.ReplyError(Status.BadRequest, $"weight of node {invalid} must be a finite number >= 0");
+            return;
+        }
+
+        var (id, weights, tier) = request;
 
         if (tier is { } t && !Enum.IsDefined(t))
         {
@@ -207,7 +200,7 @@ public sealed partial class MetadataServer
                 return;
             }
 
-            job.Weights = weights;
+            job.Weights = new Dictionary<uint, double>(weights);
             if (tier is { } chosen)
             {
                 job.Tier = chosen;
@@ -217,13 +210,12 @@ public sealed partial class MetadataServer
         frame.Reply(Status.Ok);
     }
 
-    /// <summary>JobStats: job id (or the header token's job when empty). Reply: id, objects, block bytes, inline bytes, requests, tier u8, tier count u8, bytes per tier (dram, ssd, hdd).</summary>
+    /// <summary>JobStats (<see cref="JobStatsRequest"/>, reply <see cref="JobStatsReply"/>): a job by id, or the header token's job when the id is empty.</summary>
     private void HandleJobStats(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.Str();
-        if (BadBody(frame, ref reader, "job-stats"))
+        if (!JobStatsRequest.TryRead(frame.ReadBody(), out var id))
         {
+            BadBody(frame, "job-stats");
             return;
         }
 
@@ -258,8 +250,7 @@ public sealed partial class MetadataServer
                 return;
             }
 
-            body.Str(job.Id).I64(job.Objects.Count).I64(job.StoredBytes).I64(job.InlineBytes).I64(job.Requests)
-                .U8((byte)job.Tier).U8(3).I64(job.TierBytes[(int)NodeTier.Dram]).I64(job.TierBytes[(int)NodeTier.Ssd]).I64(job.TierBytes[(int)NodeTier.Hdd]);
+            JobStatsReply.Write(body, new JobStatsReply(job.Id, job.Objects.Count, job.StoredBytes, job.InlineBytes, job.Requests) { Tier = job.Tier, TierBytes = job.TierBytes });
         }
 
         frame.Reply(Status.Ok, body.WrittenSpan);

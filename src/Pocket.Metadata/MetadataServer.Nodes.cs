@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Metadata;
 
@@ -8,20 +9,14 @@ public sealed partial class MetadataServer
 {
     private void HandleRegisterNode(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var tier = (NodeTier)reader.U8();
-        var host = reader.Str();
-        var port = reader.U16();
-        var capacity = reader.I64();
-        var blockSize = reader.I32();
-        var secret = reader.Bytes(32).ToArray();
-
-        // Optional trailing flags (older nodes stop before them): bit 0 registers the node standby (warm pool).
-        var flags = reader.AtEnd ? (byte)0 : reader.U8();
-        if (BadBody(frame, ref reader, "register-node"))
+        if (!RegisterNodeRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "register-node");
             return;
         }
+
+        var (tier, host, port, capacity, blockSize, flags) = (request.Tier, request.Host, request.Port, request.Capacity, request.BlockSize, request.Flags);
+        var secret = request.Secret.ToArray();
 
         if (!IsAdmin(frame, out var error))
         {
@@ -29,7 +24,7 @@ public sealed partial class MetadataServer
             return;
         }
 
-        if ((flags & ~RegisterNodeStandby) != 0)
+        if ((flags & ~RegisterNodeRequest.StandbyFlag) != 0)
         {
             frame.ReplyError(Status.BadRequest, $"register-node flags 0x{flags:x2} has unknown bits (only 0x01, standby, is defined)");
             return;
@@ -56,27 +51,23 @@ public sealed partial class MetadataServer
                 Allocator = new BlockAllocator(capacity / blockSize),
                 ConnectionId = frame.ConnectionId,
                 LastHeartbeat = _options.TimeProvider.GetTimestamp(),
-                State = (flags & RegisterNodeStandby) != 0 ? NodeState.Standby : NodeState.Live,
+                State = request.Standby ? NodeState.Standby : NodeState.Live,
             };
             _nodes[node.Id] = node;
         }
 
         MetadataLog.NodeRegistered(_logger, node.Id, node.Address, tier.ToString(), capacity);
-        Span<byte> reply = stackalloc byte[4];
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(reply, node.Id);
+        Span<byte> reply = stackalloc byte[RegisterNodeReply.Size];
+        RegisterNodeReply.Write(reply, node.Id);
         frame.Reply(Status.Ok, reply);
     }
 
-    /// <summary>RegisterNode's trailing flag bit: the node starts as a standby (warm-pool) node.</summary>
-    internal const byte RegisterNodeStandby = 0x01;
-
-    /// <summary>ActivateNode: node id u32. A standby node becomes live; activating a live node is a no-op.</summary>
+    /// <summary>ActivateNode (<see cref="ActivateNodeRequest"/>): a standby node becomes live; activating a live node is a no-op.</summary>
     private void HandleActivateNode(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.U32();
-        if (BadBody(frame, ref reader, "activate-node"))
+        if (!ActivateNodeRequest.TryRead(frame.ReadBody(), out var id))
         {
+            BadBody(frame, "activate-node");
             return;
         }
 
@@ -103,16 +94,13 @@ public sealed partial class MetadataServer
 
     private void HandleHeartbeat(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.U32();
-        var cpu = reader.F64();
-        var rx = reader.F64();
-        var tx = reader.F64();
-        _ = reader.I64();
-        if (BadBody(frame, ref reader, "heartbeat"))
+        if (!HeartbeatRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "heartbeat");
             return;
         }
+
+        var (id, cpu, rx, tx, _) = request;
 
         lock (_lock)
         {
@@ -133,7 +121,7 @@ public sealed partial class MetadataServer
 
     private void HandleListNodes(FrameContext frame)
     {
-        var body = new BodyWriter(1024);
+        NodeRecord[] nodes;
         lock (_lock)
         {
             // Node addresses and load are for the cluster's own parts and its jobs, not for anyone who can connect.
@@ -143,33 +131,16 @@ public sealed partial class MetadataServer
                 return;
             }
 
-            body.U32((uint)_nodes.Count);
-            foreach (var node in _nodes.Values)
-            {
-                WriteNode(body, node);
-            }
-
-            // Trailing section (older readers stop before it): bytes moved off each node by a drain, same order.
-            foreach (var node in _nodes.Values)
-            {
-                body.I64(node.MovedBytes);
-            }
+            nodes = [.. _nodes.Values.Select(ToRecord)];
         }
 
+        var body = new BodyWriter(1024);
+        ListNodesReply.Write(body, nodes);
         frame.Reply(Status.Ok, body.WrittenSpan);
     }
 
-    private static void WriteNode(BodyWriter body, NodeEntry node) =>
-        body.U32(node.Id)
-            .U8((byte)node.Tier)
-            .U8((byte)node.State)
-            .Str(node.Host)
-            .U16((ushort)node.Port)
-            .I64(node.Capacity)
-            .I64(node.State == NodeState.Dead ? 0 : node.UsedBytes)
-            .F64(node.Cpu)
-            .F64(node.NetRx)
-            .F64(node.NetTx);
+    private static NodeRecord ToRecord(NodeEntry node) =>
+        new(node.Id, node.Tier, node.State, node.Host, (ushort)node.Port, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.Cpu, node.NetRx, node.NetTx, node.MovedBytes);
 
     private void CheckLiveness()
     {
@@ -345,15 +316,14 @@ public sealed partial class MetadataServer
 
     private void WriteGrants(BodyWriter body, IReadOnlyList<Extent> extents, GrantRights rights)
     {
-        body.U32((uint)extents.Count);
-        Span<byte> grant = stackalloc byte[ExtentGrant.Size];
+        GrantList.WriteCount(body, extents.Count);
+
         // Indexed, not foreach: an enumerator over the interface is an allocation on every get of a large object.
         for (var i = 0; i < extents.Count; i++)
         {
             var extent = extents[i];
             var secret = _nodes.TryGetValue(extent.NodeId, out var node) ? node.Secret : [];
-            ExtentGrant.Sign(secret, extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights).Write(grant);
-            body.Bytes(grant);
+            GrantList.WriteGrant(body, ExtentGrant.Sign(secret, extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights));
         }
     }
 

@@ -1,5 +1,6 @@
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Metadata;
 
@@ -8,10 +9,15 @@ public sealed partial class MetadataServer
     /// <summary>PutSmall: key, blob. The whole object in one round trip, kept inline here.</summary>
     private void HandlePutSmall(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var key = reader.Str();
-        var data = reader.Blob();
-        if (BadBody(frame, ref reader, "put-small") || !CheckKey(frame, key))
+        if (!PutSmallRequest.TryRead(frame.ReadBody(), out var request))
+        {
+            BadBody(frame, "put-small");
+            return;
+        }
+
+        var key = request.Key;
+        var data = request.Data;
+        if (!CheckKey(frame, key))
         {
             return;
         }
@@ -71,23 +77,20 @@ public sealed partial class MetadataServer
         job.Keys.Remove(key);
     }
 
-    /// <summary>
-    /// Get: key, offset, length (-1 = to the end). Reply: kind u8 (0 inline, 1 extents), object size i64, then
-    /// for inline the bytes of the range, for extents a release handle u64 (non-zero after delete-after-read) and the read grants.
-    /// </summary>
+    /// <summary>Get (<see cref="GetRequest"/>, reply <see cref="GetReply"/>): a small object's bytes, or read grants for a large one's extents.</summary>
     private void HandleGet(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var keyBytes = reader.StrUtf8();
-        var offset = reader.I64();
-        var length = reader.I64();
-        if (BadBody(frame, ref reader, "get"))
+        if (!GetRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "get");
             return;
         }
 
+        var offset = request.Offset;
+        var length = request.Length;
+
         // The key is looked up as characters on the stack: a get makes no string unless it fails.
-        if (!CheckKey(frame, keyBytes, stackalloc char[MaxStackKeyChars], out var key))
+        if (!CheckKey(frame, request.KeyUtf8, stackalloc char[MaxStackKeyChars], out var key))
         {
             return;
         }
@@ -119,7 +122,7 @@ public sealed partial class MetadataServer
                 if (entry.Inline is { } inline)
                 {
                     var count = length < 0 ? entry.Size - offset : length;
-                    body.U8(0).I64(entry.Size).Bytes(inline.AsSpan((int)offset, (int)count));
+                    GetReply.WriteInline(body, entry.Size, inline.AsSpan((int)offset, (int)count));
                     if (deleteAfterRead)
                     {
                         RemoveObject(job, entry.Key);
@@ -140,7 +143,7 @@ public sealed partial class MetadataServer
                         release = handle.Id;
                     }
 
-                    body.U8(1).I64(entry.Size).U64(release);
+                    GetReply.WriteExtentsHead(body, entry.Size, release);
                     WriteGrants(body, entry.Extents, GrantRights.Read);
                 }
             }
@@ -151,13 +154,6 @@ public sealed partial class MetadataServer
         {
             BodyWriter.Return(body);
         }
-    }
-
-    private static void ReplyI64(FrameContext frame, long value)
-    {
-        Span<byte> body = stackalloc byte[sizeof(long)];
-        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(body, value);
-        frame.Reply(Status.Ok, body);
     }
 
     /// <summary>Keys up to this many UTF-16 characters are decoded on the stack (the default key limit is 1024 bytes).</summary>
@@ -185,13 +181,18 @@ public sealed partial class MetadataServer
         return false;
     }
 
-    /// <summary>Create: key, size hint (-1 unknown). Reply: handle u64, write grants for the hinted size.</summary>
+    /// <summary>Create (<see cref="CreateRequest"/>, reply <see cref="CreateReply"/>): a write handle and write grants for the hinted size.</summary>
     private void HandleCreate(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var key = reader.Str();
-        var sizeHint = reader.I64();
-        if (BadBody(frame, ref reader, "create") || !CheckKey(frame, key))
+        if (!CreateRequest.TryRead(frame.ReadBody(), out var request))
+        {
+            BadBody(frame, "create");
+            return;
+        }
+
+        var key = request.Key;
+        var sizeHint = request.SizeHint;
+        if (!CheckKey(frame, key))
         {
             return;
         }
@@ -220,23 +221,23 @@ public sealed partial class MetadataServer
 
             job.Reserved.Add(key);
             _handles[handle.Id] = handle;
-            body.U64(handle.Id);
+            CreateReply.WriteHead(body, handle.Id);
             WriteGrants(body, handle.Extents, GrantRights.Read | GrantRights.Write);
         }
 
         frame.Reply(Status.Ok, body.WrittenSpan);
     }
 
-    /// <summary>Allocate: handle, bytes. Reply: write grants for the new extents (appended to the object).</summary>
+    /// <summary>Allocate (<see cref="AllocateRequest"/>): write grants for new extents, appended to the object.</summary>
     private void HandleAllocate(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.U64();
-        var bytes = reader.I64();
-        if (BadBody(frame, ref reader, "allocate"))
+        if (!AllocateRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "allocate");
             return;
         }
+
+        var (id, bytes) = request;
 
         var body = new BodyWriter(256);
         lock (_lock)
@@ -279,16 +280,16 @@ public sealed partial class MetadataServer
         return false;
     }
 
-    /// <summary>Commit: handle, final size. The object becomes visible at once; unused extents are freed.</summary>
+    /// <summary>Commit (<see cref="CommitRequest"/>): the object becomes visible at once; unused extents are freed.</summary>
     private void HandleCommit(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.U64();
-        var size = reader.I64();
-        if (BadBody(frame, ref reader, "commit"))
+        if (!CommitRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "commit");
             return;
         }
+
+        var (id, size) = request;
 
         lock (_lock)
         {
@@ -352,12 +353,13 @@ public sealed partial class MetadataServer
     /// <summary>Abort: handle. Drops an unfinished write, or releases a delete-after-read object once read.</summary>
     private void HandleAbort(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var id = reader.U64();
-        if (BadBody(frame, ref reader, "abort"))
+        if (!AbortRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "abort");
             return;
         }
+
+        var id = request.Handle;
 
         lock (_lock)
         {
@@ -373,17 +375,19 @@ public sealed partial class MetadataServer
         frame.Reply(Status.Ok);
     }
 
-    /// <summary>Lookup: key. Reply: size i64, inline u8, extent count, then per extent node u32, offset i64, length i32.</summary>
+    /// <summary>
+    /// Lookup (<see cref="LookupRequest"/>). Reply (<see cref="LookupReply"/>): size i64, inline u8, put flags u16, extent
+    /// count u32, then per extent node u32, node state u8, offset i64, length i32.
+    /// </summary>
     private void HandleLookup(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var keyBytes = reader.StrUtf8();
-        if (BadBody(frame, ref reader, "lookup"))
+        if (!LookupRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "lookup");
             return;
         }
 
-        if (!CheckKey(frame, keyBytes, stackalloc char[MaxStackKeyChars], out var key))
+        if (!CheckKey(frame, request.KeyUtf8, stackalloc char[MaxStackKeyChars], out var key))
         {
             return;
         }
@@ -399,11 +403,11 @@ public sealed partial class MetadataServer
                     return;
                 }
 
-                body.I64(entry.Size).U8(entry.Inline is null ? (byte)0 : (byte)1).U16((ushort)entry.Flags).U32((uint)entry.Extents.Length);
+                LookupReply.WriteHead(body, entry.Size, entry.Inline is not null, entry.Flags, entry.Extents.Length);
                 foreach (var extent in entry.Extents)
                 {
                     var state = _nodes.TryGetValue(extent.NodeId, out var node) ? node.State : NodeState.Dead;
-                    body.U32(extent.NodeId).U8((byte)state).I64(extent.Offset).I32(extent.Length);
+                    LookupReply.WriteExtent(body, new LookupExtent(extent.NodeId, state, extent.Offset, extent.Length));
                 }
             }
 
@@ -415,15 +419,16 @@ public sealed partial class MetadataServer
         }
     }
 
-    /// <summary>Delete: key, or with <see cref="FrameFlags.Recursive"/> a prefix. Reply: objects deleted i64.</summary>
+    /// <summary>Delete (<see cref="DeleteRequest"/>): one key, or with <see cref="FrameFlags.Recursive"/> a prefix. Reply: objects deleted.</summary>
     private void HandleDelete(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var key = reader.Str();
-        if (BadBody(frame, ref reader, "delete"))
+        if (!DeleteRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "delete");
             return;
         }
+
+        var key = request.Key;
 
         var recursive = (frame.Header.Flags & FrameFlags.Recursive) != 0;
         if (recursive ? !ObjectKey.IsValidPrefix(key, _options.Listener.Limits, out var error) : !ObjectKey.IsValid(key, _options.Listener.Limits, out error))
@@ -459,7 +464,9 @@ public sealed partial class MetadataServer
             }
         }
 
-        ReplyI64(frame, deleted);
+        Span<byte> reply = stackalloc byte[DeleteReply.Size];
+        DeleteReply.Write(reply, deleted);
+        frame.Reply(Status.Ok, reply);
     }
 
     /// <summary>The keys under <paramref name="prefix"/>, copied out so the caller may change the index while it walks them.</summary>
@@ -501,21 +508,21 @@ public sealed partial class MetadataServer
     }
 
     /// <summary>
-    /// List: prefix, start-after, limit i32, delimited u8. Reply: count u32, entries (key, size i64, is-prefix u8),
-    /// then the start-after for the next page ("" when done). With delimited set, keys with a '/' past the prefix
-    /// are folded into one "directory" entry ending in '/'.
+    /// List (<see cref="ListRequest"/>, reply <see cref="ListReply"/>): a page of keys under a prefix after start-after.
+    /// With delimited set, keys with a '/' past the prefix are folded into one "directory" entry ending in '/'.
     /// </summary>
     private void HandleList(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var prefix = reader.Str();
-        var startAfter = reader.Str();
-        var limit = reader.I32();
-        var delimited = reader.U8() != 0;
-        if (BadBody(frame, ref reader, "list"))
+        if (!ListRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "list");
             return;
         }
+
+        var prefix = request.Prefix;
+        var startAfter = request.StartAfter;
+        var limit = request.Limit;
+        var delimited = request.Delimited;
 
         if (!ObjectKey.IsValidPrefix(prefix, _options.Listener.Limits, out var error))
         {
@@ -534,7 +541,6 @@ public sealed partial class MetadataServer
         var body = BodyWriter.Rent((int)Math.Min(ListReplyHint, 16 + ((long)limit * (prefix.Length + 24))));
         try
         {
-            body.U32(0);
             lock (_lock)
             {
                 WriteListPage(body, job, prefix, startAfter, limit, delimited);
@@ -553,7 +559,7 @@ public sealed partial class MetadataServer
 
     /// <summary>
     /// Writes the entries of one list page and the start-after of the next ("" when there is none) after the count
-    /// the caller reserved at offset 0. Seeks to the start in O(log n) and, with <paramref name="delimited"/>, past
+    /// as one <see cref="ListReply"/>. Seeks to the start in O(log n) and, with <paramref name="delimited"/>, past
     /// each folded directory, so a page costs O(page) whatever lies before or inside it.
     /// </summary>
     private static void WriteListPage(BodyWriter body, JobEntry job, string prefix, string startAfter, int limit, bool delimited)
@@ -561,6 +567,7 @@ public sealed partial class MetadataServer
         var entries = startAfter.Length > 0 && string.CompareOrdinal(startAfter, prefix) > 0
             ? job.Keys.From(startAfter, exclusive: true)
             : job.Keys.From(prefix, exclusive: false);
+        var begin = ListReply.Begin(body);
         var count = 0;
         string? last = null;
         var lastLength = 0;
@@ -588,7 +595,7 @@ public sealed partial class MetadataServer
                         break;
                     }
 
-                    body.Str(directory).I64(0).U8(1);
+                    ListReply.WriteEntry(body, directory, 0, isPrefix: true);
                     count++;
                     last = key;
                     lastLength = slash + 1;
@@ -606,28 +613,27 @@ public sealed partial class MetadataServer
                 break;
             }
 
-            body.Str(key).I64(entry.Size).U8(0);
+            ListReply.WriteEntry(body, key, entry.Size, isPrefix: false);
             count++;
             last = key;
             lastLength = key.Length;
         }
 
-        body.PatchU32(0, (uint)count);
-
         // The next page starts after the last entry; after a directory entry that skips all of its keys, because
         // a directory not above start-after is never listed again.
-        body.Str(more ? last.AsSpan(0, lastLength) : []);
+        ListReply.End(body, begin, count, more ? last.AsSpan(0, lastLength) : []);
     }
 
-    /// <summary>Count: prefix. Reply: number of objects under it, i64.</summary>
+    /// <summary>Count (<see cref="CountRequest"/>): the number of objects under a prefix.</summary>
     private void HandleCount(FrameContext frame, JobEntry job)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var prefix = reader.Str();
-        if (BadBody(frame, ref reader, "count"))
+        if (!CountRequest.TryRead(frame.ReadBody(), out var request))
         {
+            BadBody(frame, "count");
             return;
         }
+
+        var prefix = request.Prefix;
 
         if (!ObjectKey.IsValidPrefix(prefix, _options.Listener.Limits, out var error))
         {
@@ -641,6 +647,8 @@ public sealed partial class MetadataServer
             count = CountKeysWithPrefix(job, prefix);
         }
 
-        ReplyI64(frame, count);
+        Span<byte> reply = stackalloc byte[CountReply.Size];
+        CountReply.Write(reply, count);
+        frame.Reply(Status.Ok, reply);
     }
 }

@@ -200,16 +200,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         return false;
     }
 
-    private static bool BadBody(FrameContext frame, ref BodyReader reader, string what)
-    {
-        if (reader.Failed || !reader.AtEnd)
-        {
-            frame.ReplyError(Status.BadRequest, $"malformed {what} request body");
-            return true;
-        }
-
-        return false;
-    }
+    private static void BadBody(FrameContext frame, string what) => frame.ReplyError(Status.BadRequest, $"malformed {what} request body");
 
     public async ValueTask DisposeAsync()
     {

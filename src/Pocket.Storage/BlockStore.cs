@@ -1,5 +1,3 @@
-using Pocket.Protocol;
-
 namespace Pocket.Storage;
 
 /// <summary>
@@ -55,13 +53,13 @@ public sealed class BlockStore : IDisposable
 
     /// <summary>
     /// Marks the blocks under [offset, offset+length) busy for <paramref name="generation"/>. Fails with
-    /// <see cref="Status.StaleGrant"/> when a newer allocation owns a block or another write is under way.
+    /// <see cref="BlockResult.Stale"/> when a newer allocation owns a block or another write is under way.
     /// </summary>
-    public Status BeginWrite(long offset, int length, uint generation)
+    public BlockResult BeginWrite(long offset, int length, uint generation)
     {
         if (generation == 0 || generation >= BusyBit)
         {
-            return Status.StaleGrant;
+            return BlockResult.Stale;
         }
 
         var first = offset / BlockSize;
@@ -79,7 +77,7 @@ public sealed class BlockStore : IDisposable
                         Release(undo, generation);
                     }
 
-                    return Status.StaleGrant;
+                    return BlockResult.Stale;
                 }
 
                 if (Interlocked.CompareExchange(ref _generations[block], generation | BusyBit, current) == current)
@@ -89,7 +87,7 @@ public sealed class BlockStore : IDisposable
             }
         }
 
-        return Status.Ok;
+        return BlockResult.Ok;
     }
 
     public void EndWrite(long offset, int length, uint generation)
@@ -131,23 +129,23 @@ public sealed class BlockStore : IDisposable
 
     /// <summary>
     /// Copies a range out and then re-checks the generation, so a concurrent reuse of the space is never
-    /// returned as data (the caller gets <see cref="Status.StaleGrant"/> instead).
+    /// returned as data (the caller gets <see cref="BlockResult.Stale"/> instead).
     /// </summary>
-    public Status Read(long offset, Span<byte> destination, uint generation)
+    public BlockResult Read(long offset, Span<byte> destination, uint generation)
     {
         if (!Holds(offset, destination.Length, generation))
         {
-            return Status.StaleGrant;
+            return BlockResult.Stale;
         }
 
         Device.Read(offset, destination);
         if (!Holds(offset, destination.Length, generation))
         {
-            return Status.StaleGrant;
+            return BlockResult.Stale;
         }
 
         Interlocked.Add(ref _bytesRead, destination.Length);
-        return Status.Ok;
+        return BlockResult.Ok;
     }
 
     /// <summary>

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 using Pocket.Storage;
 
 namespace Pocket.StorageServer;
@@ -59,18 +60,8 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         _metadata?.Dispose();
         _metadata = await FrameConnection.ConnectAsync(_options.Metadata.Host, _options.Metadata.Port, _options.MetadataConnection, cancellationToken).ConfigureAwait(false);
         var host = _options.AdvertisedHost ?? _server!.EndPoint.Address.ToString();
-        var body = new BodyWriter()
-            .U8((byte)_options.Tier)
-            .Str(host)
-            .U16((ushort)_server!.EndPoint.Port)
-            .I64(_store!.Capacity)
-            .I32(_store.BlockSize)
-            .Bytes(_secret);
-        if (_options.Standby)
-        {
-            // Trailing flags byte, bit 0: standby (held out of placement until the controller activates it).
-            body.U8(1);
-        }
+        var body = new BodyWriter();
+        RegisterNodeRequest.Write(body, _options.Tier, host, (ushort)_server!.EndPoint.Port, _store!.Capacity, _store.BlockSize, _secret, _options.Standby);
 
         // Drop the old identity and its blocks before the metadata server can grant writes under the new one,
         // so a write granted for the new id is never wiped by the reset (grants for id 0 do not exist).
@@ -82,7 +73,12 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             throw new InvalidOperationException($"metadata server refused registration: {reply.Message}");
         }
 
-        NodeId = new BodyReader(reply.Body).U32();
+        if (!RegisterNodeReply.TryRead(reply.Body, out var nodeId))
+        {
+            throw new InvalidOperationException("metadata server sent a malformed registration reply");
+        }
+
+        NodeId = nodeId;
         StorageLog.Registered(_logger, NodeId, $"{host}:{_server.EndPoint.Port}", _options.Tier.ToString(), _store.Capacity);
     }
 
@@ -104,12 +100,8 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
                 var cpuShare = (cpu - lastCpu).TotalSeconds / seconds / Environment.ProcessorCount;
                 var bytesIn = Interlocked.Read(ref _bytesIn);
                 var bytesOut = Interlocked.Read(ref _bytesOut);
-                var body = new BodyWriter()
-                    .U32(NodeId)
-                    .F64(Math.Clamp(cpuShare, 0, 1))
-                    .F64((bytesIn - lastIn) / seconds)
-                    .F64((bytesOut - lastOut) / seconds)
-                    .I64(Interlocked.Read(ref _requests));
+                var body = new BodyWriter();
+                HeartbeatRequest.Write(body, new HeartbeatRequest(NodeId, Math.Clamp(cpuShare, 0, 1), (bytesIn - lastIn) / seconds, (bytesOut - lastOut) / seconds, Interlocked.Read(ref _requests)));
                 (lastCpu, lastTime, lastIn, lastOut) = (cpu, now, bytesIn, bytesOut);
                 try
                 {
@@ -169,7 +161,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         }
     }
 
-    private const int WriteHead = ExtentGrant.Size + 4;
+    private const int WriteHead = WriteExtentRequest.HeadSize;
 
     private void HandleWrite(FrameContext frame)
     {
@@ -181,9 +173,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
 
         Span<byte> head = stackalloc byte[WriteHead];
         frame.ReadBodyInto(head);
-        var reader = new BodyReader(head);
-        var grant = ExtentGrant.Read(reader.Bytes(ExtentGrant.Size));
-        var within = reader.I32();
+        WriteExtentRequest.TryRead(head, out var grant, out var within);
         var length = frame.BodyRemaining;
         var status = CheckGrant(grant, GrantRights.Write, within, length, out var error);
         if (status != Status.Ok)
@@ -200,10 +190,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        status = store.BeginWrite(offset, length, grant.Generation);
-        if (status != Status.Ok)
+        if (store.BeginWrite(offset, length, grant.Generation) != BlockResult.Ok)
         {
-            frame.ReplyError(status, "extent was reallocated or is being written by another request");
+            frame.ReplyError(Status.StaleGrant, "extent was reallocated or is being written by another request");
             return;
         }
 
@@ -250,18 +239,11 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
 
     private void HandleRead(FrameContext frame)
     {
-        var reader = new BodyReader(frame.ReadBody());
-        var grantBytes = reader.Bytes(ExtentGrant.Size);
-        var within = reader.I32();
-        var length = reader.I32();
-        if (reader.Failed || !reader.AtEnd)
+        if (!ReadExtentRequest.TryRead(frame.ReadBody(), out var grant, out var within, out var length))
         {
             frame.ReplyError(Status.BadRequest, "read body must be grant, offset and length");
             return;
         }
-
-        // Decoded only now: a short body yields an empty span, which ExtentGrant.Read cannot take.
-        var grant = ExtentGrant.Read(grantBytes);
 
         var status = CheckGrant(grant, GrantRights.Read, within, length, out var error);
         if (status != Status.Ok)
@@ -271,9 +253,10 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         }
 
         var buffer = ConnectionBuffer(frame, length).GetSpan()[..length];
+        BlockResult read;
         try
         {
-            status = _store!.Read(grant.Offset + within, buffer, grant.Generation);
+            read = _store!.Read(grant.Offset + within, buffer, grant.Generation);
         }
         catch (DeviceException ex)
         {
@@ -282,9 +265,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        if (status != Status.Ok)
+        if (read != BlockResult.Ok)
         {
-            frame.ReplyError(status, "extent no longer holds this allocation (deleted or reused)");
+            frame.ReplyError(Status.StaleGrant, "extent no longer holds this allocation (deleted or reused)");
             return;
         }
 

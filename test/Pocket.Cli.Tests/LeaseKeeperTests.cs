@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Cli.Commands;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Cli.Tests;
 

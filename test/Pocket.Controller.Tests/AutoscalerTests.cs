@@ -4,9 +4,9 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
+using Pocket.Controller.Scaling;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
-
 using static Pocket.Controller.Tests.TestObjects;
 
 namespace Pocket.Controller.Tests;

@@ -5,6 +5,7 @@ using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Jobs;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Tests;

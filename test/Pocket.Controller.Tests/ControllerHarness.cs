@@ -3,8 +3,10 @@ using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Controller.Tests;
 

@@ -2,8 +2,11 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Controller.Tests;
 

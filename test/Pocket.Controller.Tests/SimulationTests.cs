@@ -1,4 +1,5 @@
 using System.Globalization;
+using Pocket.Controller.Scaling;
 using Pocket.Controller.Simulation;
 
 namespace Pocket.Controller.Tests;

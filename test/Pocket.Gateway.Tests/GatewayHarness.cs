@@ -5,8 +5,9 @@ using Amazon.S3;
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Gateway.Tests;
 

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 
 namespace Pocket.Kubernetes.Tests;

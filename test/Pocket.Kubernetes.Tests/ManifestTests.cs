@@ -1,6 +1,7 @@
 using k8s;
 using k8s.Models;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 
 namespace Pocket.Kubernetes.Tests;

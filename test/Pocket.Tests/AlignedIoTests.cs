@@ -1,7 +1,8 @@
 using System.Security.Cryptography;
+using Pocket.Embedded;
 using Pocket.Protocol;
 using Pocket.Storage;
-using Pocket.Testing;
+using Pocket.StorageServer;
 
 namespace Pocket.Tests;
 

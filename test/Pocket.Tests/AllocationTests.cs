@@ -1,6 +1,6 @@
 using System.Runtime.CompilerServices;
 using Pocket.Client;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

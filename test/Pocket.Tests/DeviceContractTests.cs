@@ -1,8 +1,9 @@
 using System.Security.Cryptography;
 using Pocket.Client;
+using Pocket.Embedded;
 using Pocket.Protocol;
 using Pocket.Storage;
-using Pocket.Testing;
+using Pocket.StorageServer;
 
 namespace Pocket.Tests;
 
@@ -110,8 +111,8 @@ public sealed class DeviceContractTests : IDisposable
     public async Task TheBlockStoreAdmitsOneWriterPerBlockSoConcurrentWritersNeverShareASector(string kind)
     {
         using var store = new BlockStore(Make(kind, 4 << 20), 64 << 10);
-        Assert.Equal(Status.Ok, store.BeginWrite(0, 300, 3));
-        Assert.Equal(Status.StaleGrant, store.BeginWrite(300, 300, 3));
+        Assert.Equal(BlockResult.Ok, store.BeginWrite(0, 300, 3));
+        Assert.Equal(BlockResult.Stale, store.BeginWrite(300, 300, 3));
         store.EndWrite(0, 300, 3);
 
         // Writers of neighbouring blocks, each patching part of a sector at the block's end and the next one's start.
@@ -120,7 +121,7 @@ public sealed class DeviceContractTests : IDisposable
         var statuses = await Task.WhenAll(pieces.Select((piece, i) => Task.Run(() =>
         {
             var status = store.BeginWrite(At(i), piece.Length, 5);
-            if (status == Status.Ok)
+            if (status == BlockResult.Ok)
             {
                 store.Device.Write(At(i), piece);
                 store.EndWrite(At(i), piece.Length, 5);
@@ -130,11 +131,11 @@ public sealed class DeviceContractTests : IDisposable
         })));
 
         // Pieces i and i+1 share block i+1, so some were refused; every accepted one is intact.
-        Assert.Contains(Status.Ok, statuses);
+        Assert.Contains(BlockResult.Ok, statuses);
         var back = new byte[600];
         for (var i = 0; i < pieces.Length; i++)
         {
-            if (statuses[i] == Status.Ok)
+            if (statuses[i] == BlockResult.Ok)
             {
                 store.Device.Read(At(i), back);
                 Assert.Equal(pieces[i], back);
@@ -437,47 +438,47 @@ public sealed class DeviceContractTests : IDisposable
     {
         using var store = new BlockStore(Make(kind, 1 << 20), 64 << 10);
         var data = RandomNumberGenerator.GetBytes(70_000);
-        Assert.Equal(Status.Ok, store.BeginWrite(0, data.Length, 5));
+        Assert.Equal(BlockResult.Ok, store.BeginWrite(0, data.Length, 5));
         store.Device.Write(0, data);
         store.EndWrite(0, data.Length, 5);
 
         var back = new byte[data.Length];
-        Assert.Equal(Status.Ok, store.Read(0, back, 5));
+        Assert.Equal(BlockResult.Ok, store.Read(0, back, 5));
         Assert.Equal(data, back);
-        Assert.Equal(Status.StaleGrant, store.Read(0, back, 4));
+        Assert.Equal(BlockResult.Stale, store.Read(0, back, 4));
 
         // A newer allocation takes the blocks; the old generation can neither read nor write them.
-        Assert.Equal(Status.Ok, store.BeginWrite(0, 10, 9));
+        Assert.Equal(BlockResult.Ok, store.BeginWrite(0, 10, 9));
         store.EndWrite(0, 10, 9);
-        Assert.Equal(Status.StaleGrant, store.Read(0, back, 5));
-        Assert.Equal(Status.StaleGrant, store.BeginWrite(0, 10, 5));
+        Assert.Equal(BlockResult.Stale, store.Read(0, back, 5));
+        Assert.Equal(BlockResult.Stale, store.BeginWrite(0, 10, 5));
     }
 
     [Fact]
     public void AResetNeverLetsANewAllocationIntoABlockAnOldWriteIsStillWriting()
     {
         using var store = new BlockStore(new NativeMemoryDevice(1 << 20, preTouch: false), 64 << 10);
-        Assert.Equal(Status.Ok, store.BeginWrite(0, 100_000, 7));
-        Assert.Equal(Status.Ok, store.BeginWrite(128 << 10, 10, 7));
+        Assert.Equal(BlockResult.Ok, store.BeginWrite(0, 100_000, 7));
+        Assert.Equal(BlockResult.Ok, store.BeginWrite(128 << 10, 10, 7));
         store.EndWrite(128 << 10, 10, 7);
 
         store.Reset();
 
         // An idle block is forgotten and free at once; one still being written stays out of reach.
         Assert.False(store.Holds(128 << 10, 10, 7));
-        Assert.Equal(Status.Ok, store.BeginWrite(128 << 10, 10, 1));
+        Assert.Equal(BlockResult.Ok, store.BeginWrite(128 << 10, 10, 1));
         store.EndWrite(128 << 10, 10, 1);
-        Assert.Equal(Status.StaleGrant, store.BeginWrite(64 << 10, 10, 1));
-        Assert.Equal(Status.StaleGrant, store.BeginWrite(0, 10, 9));
+        Assert.Equal(BlockResult.Stale, store.BeginWrite(64 << 10, 10, 1));
+        Assert.Equal(BlockResult.Stale, store.BeginWrite(0, 10, 9));
 
         // The old write ends: its blocks belong to no one and hold nothing readable.
         store.EndWrite(0, 100_000, 7);
         var back = new byte[10];
-        Assert.Equal(Status.StaleGrant, store.Read(0, back, 7));
+        Assert.Equal(BlockResult.Stale, store.Read(0, back, 7));
         Assert.False(store.Holds(64 << 10, 10, 7));
-        Assert.Equal(Status.Ok, store.BeginWrite(0, 100_000, 1));
+        Assert.Equal(BlockResult.Ok, store.BeginWrite(0, 100_000, 1));
         store.EndWrite(0, 100_000, 1);
-        Assert.Equal(Status.Ok, store.Read(0, back, 1));
+        Assert.Equal(BlockResult.Ok, store.Read(0, back, 1));
     }
 
     [Fact]

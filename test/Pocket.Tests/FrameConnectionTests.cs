@@ -1,5 +1,5 @@
 using Pocket.Client;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

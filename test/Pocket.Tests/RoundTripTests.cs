@@ -1,6 +1,6 @@
 using Pocket.Client;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;

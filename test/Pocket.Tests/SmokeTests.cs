@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using Pocket.Client;
-using Pocket.Testing;
+using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

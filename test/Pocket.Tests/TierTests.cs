@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using Pocket.Client;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Tests;
 

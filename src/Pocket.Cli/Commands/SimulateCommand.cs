@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 using Pocket.Controller;
+using Pocket.Controller.Scaling;
 using Pocket.Controller.Simulation;
 using Spectre.Console;
 

@@ -2,9 +2,12 @@ using System.Net;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Cli.Hosting;
 
@@ -36,7 +39,7 @@ internal sealed record LocalClusterOptions
     /// <summary>Where ssd and hdd nodes keep their (sparse) files.</summary>
     public string? DataDirectory { get; init; }
 
-    /// <summary>Block size of every node; null: each tier's default (<see cref="Pocket.Storage.BlockDevices.DefaultBlockSize"/>).</summary>
+    /// <summary>Block size of every node; null: each tier's default (<see cref="Pocket.StorageServer.BlockDevices.DefaultBlockSize"/>).</summary>
     public int? BlockSize { get; init; }
 
     /// <summary>Nodes to start per tier.</summary>
@@ -50,7 +53,7 @@ internal sealed record LocalClusterOptions
         TierCapacities.TryGetValue(tier, out var bytes) ? bytes : tier == NodeTier.Dram ? NodeCapacity : DefaultFileCapacity(tier);
 
     /// <summary>Block size nodes of <paramref name="tier"/> get.</summary>
-    public int BlockSizeOf(NodeTier tier) => BlockSize ?? Pocket.Storage.BlockDevices.DefaultBlockSize(tier);
+    public int BlockSizeOf(NodeTier tier) => BlockSize ?? Pocket.StorageServer.BlockDevices.DefaultBlockSize(tier);
 
     /// <summary>
     /// The node classes of the tiers started: this machine's capacities, and the paper's bandwidth and cost unless

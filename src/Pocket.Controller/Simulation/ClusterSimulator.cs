@@ -1,4 +1,5 @@
 using System.Globalization;
+using Pocket.Controller.Scaling;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Simulation;

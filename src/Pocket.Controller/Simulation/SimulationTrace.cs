@@ -2,6 +2,8 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Simulation;

@@ -1,0 +1,304 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+using Pocket.Client;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
+using Pocket.Controller.Sizing;
+using Pocket.Protocol;
+
+namespace Pocket.Controller.Api;
+
+/// <summary>The HTTP API: thin handlers that turn JSON into registry calls and exceptions into status codes.</summary>
+internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient admin, ControllerOptions options, ILogger logger)
+{
+    public required ClusterTelemetry Telemetry { get; init; }
+
+    public required ClusterEventLog Events { get; init; }
+
+    public required JobUsageMeter Meter { get; init; }
+
+    public void Map(IEndpointRouteBuilder app)
+    {
+        app.MapPost("/v1/jobs", RegisterAsync)
+            .WithName("RegisterJob")
+            .WithTags("jobs")
+            .WithSummary("Registers a job; sizes it from its hints, starts nodes if needed and returns its token and node weights.")
+            .Accepts<RegisterJobRequest>("application/json")
+            .Produces<RegisterJobResponse>(StatusCodes.Status201Created)
+            .Produces<ErrorResponse>(StatusCodes.Status400BadRequest)
+            .Produces<ErrorResponse>(StatusCodes.Status422UnprocessableEntity)
+            .Produces<ErrorResponse>(StatusCodes.Status503ServiceUnavailable);
+        app.MapGet("/v1/jobs", ListJobsAsync)
+            .WithName("ListJobs")
+            .WithTags("jobs")
+            .WithSummary("Every job the controller registered (without tokens).")
+            .Produces<JobResponse[]>();
+        app.MapGet("/v1/jobs/{id}", GetJobAsync)
+            .WithName("GetJob")
+            .WithTags("jobs")
+            .WithSummary("One job, with its usage from the metadata server.")
+            .Produces<JobResponse>()
+            .Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        app.MapDelete("/v1/jobs/{id}", DeleteJobAsync)
+            .WithName("DeregisterJob")
+            .WithTags("jobs")
+            .WithSummary("Deregisters a job: every byte it stored is freed at once and its node shares are returned.")
+            .Produces<DeleteJobResponse>()
+            .Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        app.MapGet("/v1/cluster", GetClusterAsync)
+            .WithName("GetCluster")
+            .WithTags("cluster")
+            .WithSummary("Storage nodes (tier, state, capacity, CPU, network, allocation) and jobs.")
+            .Produces<ClusterResponse>();
+        app.MapGet("/v1/cluster/history", GetHistory)
+            .WithName("GetClusterHistory")
+            .WithTags("cluster")
+            .WithSummary("The last samples (one per second) of every node: state, capacity used, CPU, network. ?samples=N (default 60).")
+            .Produces<HistoryResponse>();
+        app.MapGet("/v1/events", GetEvents)
+            .WithName("GetEvents")
+            .WithTags("cluster")
+            .WithSummary("Scaling decisions with their reasons and node deaths, oldest first. ?limit=N (default 100).")
+            .Produces<EventResponse[]>();
+        app.MapGet("/healthz", HealthAsync)
+            .WithName("Health")
+            .WithTags("cluster")
+            .WithSummary("200 when the metadata server answers, 503 otherwise.")
+            .Produces<HealthResponse>()
+            .Produces<HealthResponse>(StatusCodes.Status503ServiceUnavailable);
+    }
+
+    private async Task<IResult> RegisterAsync(HttpContext context, CancellationToken cancellationToken)
+    {
+        JsonDocument document;
+        try
+        {
+            document = await JsonDocument.ParseAsync(context.Request.Body, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch (JsonException ex)
+        {
+            return BadRequest(RegisterJobParser.Fail("body", $"is not valid JSON ({ex.Message})"));
+        }
+        catch (BadHttpRequestException ex)
+        {
+            return BadRequest(RegisterJobParser.Fail("body", ex.Message));
+        }
+
+        string name;
+        JobHints hints;
+        using (document)
+        {
+            if (!RegisterJobParser.TryParse(document.RootElement, out name, out hints, out var error))
+            {
+                return BadRequest(error!);
+            }
+        }
+
+        JobRecord job;
+        try
+        {
+            job = await registry.RegisterAsync(name, hints, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            var field = ex.ParamName ?? "body";
+            return BadRequest(RegisterJobParser.Fail(field, StripParamName(ex)));
+        }
+        catch (SizingException ex)
+        {
+            return Error(context, StatusCodes.Status422UnprocessableEntity, ex.Message);
+        }
+        catch (ProvisioningException ex)
+        {
+            return Error(context, StatusCodes.Status503ServiceUnavailable, ex.Message);
+        }
+        catch (PocketException ex)
+        {
+            return Error(context, StatusCodes.Status502BadGateway, $"metadata server: {ex.Message}");
+        }
+
+        var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
+        var body = new RegisterJobResponse(
+            job.Id,
+            job.Token.ToString(),
+            NodeTierNames.Name(job.Requirement.Tier),
+            Nodes(job, addresses),
+            registry.Options.LeaseDuration.TotalSeconds,
+            job.Requirement.ThroughputBound,
+            admin.MetadataAddress,
+            job.Requirement.ThroughputBitsPerSecond,
+            job.Requirement.CapacityBytes,
+            job.Requirement.NodesNeeded);
+        return Results.Json(body, statusCode: StatusCodes.Status201Created, contentType: null);
+    }
+
+    private async Task<IResult> ListJobsAsync(CancellationToken cancellationToken)
+    {
+        var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
+        return Results.Json(registry.Jobs.Select(j => ToResponse(j, addresses, usage: null)).ToList());
+    }
+
+    private async Task<IResult> GetJobAsync(string id, HttpContext context, CancellationToken cancellationToken)
+    {
+        if (registry.Find(id) is not { } job)
+        {
+            return NotFound(id);
+        }
+
+        JobUsage? usage = null;
+        try
+        {
+            usage = await admin.GetJobUsageAsync(id, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketException ex)
+        {
+            // The job is still the controller's; only its usage is unknown for now.
+            ControllerLog.RequestFailed(logger, context.Request.Method, context.Request.Path, ex.Message);
+        }
+
+        var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
+        return Results.Json(ToResponse(job, addresses, usage, Meter.Read(id)));
+    }
+
+    private async Task<IResult> DeleteJobAsync(string id, HttpContext context, CancellationToken cancellationToken)
+    {
+        EndedJob? ended;
+        try
+        {
+            ended = await registry.DeregisterAsync(id, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketException ex)
+        {
+            return Error(context, StatusCodes.Status502BadGateway, $"metadata server: {ex.Message}");
+        }
+
+        return ended is null
+            ? NotFound(id)
+            : Results.Json(new DeleteJobResponse(id, ended.ObjectsFreed, ended.BytesFreed));
+    }
+
+    private async Task<IResult> GetClusterAsync(HttpContext context, CancellationToken cancellationToken)
+    {
+        IReadOnlyList<NodeInfo> nodes;
+        try
+        {
+            nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (PocketException ex)
+        {
+            return Error(context, StatusCodes.Status502BadGateway, $"metadata server: {ex.Message}");
+        }
+
+        var allocations = registry.Allocations;
+        var nodeResponses = nodes.Select(n =>
+        {
+            var held = allocations.GetValueOrDefault(n.Id);
+            var share = registry.Sizer.ShareOf(new NodeLoad(n.Id, n.Tier, n.Capacity, held.BitsPerSecond, held.Bytes));
+            return new NodeResponse(
+                n.Id,
+                n.Address,
+                NodeTierNames.Name(n.Tier),
+                n.State.ToString().ToLowerInvariant(),
+                new NodeCapacityResponse(n.Capacity, n.Used),
+                n.Cpu,
+                new NodeNetworkResponse(n.NetRxBytesPerSecond, n.NetTxBytesPerSecond),
+                new NodeAllocationResponse(share, held.BitsPerSecond, (long)Math.Round(held.Bytes)));
+        }).ToList();
+        var addresses = nodes.ToDictionary(n => n.Id, n => n.Address);
+        var jobs = registry.Jobs.Select(j => ToResponse(j, addresses, usage: null)).ToList();
+        return Results.Json(new ClusterResponse(admin.MetadataAddress, nodeResponses, jobs));
+    }
+
+    private IResult GetHistory(int? samples)
+    {
+        var limit = Math.Clamp(samples ?? 60, 1, options.HistoryLength);
+        var nodes = Telemetry.History(limit)
+            .OrderBy(h => h.Key)
+            .Select(h => new NodeHistoryResponse(
+                h.Key,
+                NodeTierNames.Name(h.Value[^1].Tier),
+                [.. h.Value.Select(s => new NodeSampleResponse(s.Time, s.State.ToString().ToLowerInvariant(), s.Capacity, s.Used, s.Cpu, s.NetRxBytesPerSecond, s.NetTxBytesPerSecond, s.MovedBytes))]))
+            .ToList();
+        return Results.Ok(new HistoryResponse(Telemetry.Interval.TotalSeconds, nodes));
+    }
+
+    private IResult GetEvents(int? limit) =>
+        Results.Ok(Events.Last(Math.Clamp(limit ?? 100, 1, options.EventLogLength)).Select(e => new EventResponse(e.Time, e.Kind, e.NodeId, e.Reason)).ToArray());
+
+    private async Task<IResult> HealthAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            return Results.Json(new HealthResponse("ok", nodes.Count(n => n.State == NodeState.Live), null));
+        }
+        catch (PocketException ex)
+        {
+            return Results.Json(new HealthResponse("unavailable", null, $"metadata server {options.MetadataAddress}: {ex.Message}"), statusCode: StatusCodes.Status503ServiceUnavailable);
+        }
+    }
+
+    private async Task<IReadOnlyDictionary<uint, string>> AddressesAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            return nodes.ToDictionary(n => n.Id, n => n.Address);
+        }
+        catch (PocketException)
+        {
+            // Addresses are a convenience for callers; the job itself is known without them.
+            return new Dictionary<uint, string>();
+        }
+    }
+
+    private static List<JobNodeResponse> Nodes(JobRecord job, IReadOnlyDictionary<uint, string> addresses) =>
+        [.. job.Weights.Weights
+            .OrderBy(w => w.Key)
+            .Select(w => new JobNodeResponse(w.Key, addresses.GetValueOrDefault(w.Key, string.Empty), w.Value))];
+
+    private static JobResponse ToResponse(JobRecord job, IReadOnlyDictionary<uint, string> addresses, JobUsage? usage, JobMeterReading? meter = null) => new(
+        job.Id,
+        job.Name,
+        NodeTierNames.Name(job.Requirement.Tier),
+        Nodes(job, addresses),
+        job.Requirement.ThroughputBound,
+        job.Requirement.ThroughputBitsPerSecond,
+        job.Requirement.CapacityBytes,
+        job.Requirement.NodesNeeded,
+        job.RegisteredAt,
+        job.LeaseExpiresAt,
+        new JobHintsResponse(job.Hints.Functions, job.Hints.PeakThroughputBitsPerSecond, job.Hints.CapacityBytes, job.Hints.LatencySensitive),
+        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests, BytesByTier(usage))
+        {
+            GbSeconds = meter?.GbSeconds ?? 0,
+            GbSecondsByTier = meter?.GbSecondsByTier.ToDictionary(t => NodeTierNames.Name(t.Key), t => t.Value) ?? new Dictionary<string, double>(),
+            MeteredSince = meter?.Since,
+        });
+
+    private static Dictionary<string, long> BytesByTier(JobUsage usage) =>
+        usage.BytesByTier.OrderBy(t => t.Key).ToDictionary(t => NodeTierNames.Name(t.Key), t => t.Value);
+
+    private static IResult BadRequest(ErrorResponse error) => Results.Json(error, statusCode: StatusCodes.Status400BadRequest);
+
+    private static IResult NotFound(string id) =>
+        Results.Json(new ErrorResponse($"no job '{id}'", "id"), statusCode: StatusCodes.Status404NotFound);
+
+    private IResult Error(HttpContext context, int status, string message)
+    {
+        ControllerLog.RequestFailed(logger, context.Request.Method, context.Request.Path, message);
+        return Results.Json(new ErrorResponse(message, null), statusCode: status);
+    }
+
+    // ArgumentException appends " (Parameter 'x')" to its message; the field is reported separately.
+    private static string StripParamName(ArgumentException ex)
+    {
+        var message = ex.Message;
+        var suffix = $" (Parameter '{ex.ParamName}')";
+        return message.EndsWith(suffix, StringComparison.Ordinal) ? message[..^suffix.Length] : message;
+    }
+}

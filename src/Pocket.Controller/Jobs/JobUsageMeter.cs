@@ -1,0 +1,103 @@
+using Microsoft.Extensions.Logging;
+using Pocket.Client;
+using Pocket.Protocol;
+
+namespace Pocket.Controller.Jobs;
+
+/// <summary>What a job has used so far: requests and stored bytes integrated over time (GB-seconds, 1 GB = 10^9 bytes).</summary>
+/// <param name="Requests">Requests the metadata server counted for the job.</param>
+/// <param name="GbSeconds">Bytes stored (blocks and inline) times seconds held, in GB-seconds.</param>
+/// <param name="GbSecondsByTier">The blocks' share of that per tier.</param>
+/// <param name="Since">When metering of the job began.</param>
+public sealed record JobMeterReading(long Requests, double GbSeconds, IReadOnlyDictionary<NodeTier, double> GbSecondsByTier, DateTimeOffset Since);
+
+/// <summary>
+/// Meters every job on the telemetry tick: reads its usage from the metadata server and adds the bytes it held since
+/// the previous tick times the time between them (on the controller's clock), so the GB-seconds are what it held,
+/// not what it holds now. A job is metered from its first tick; ended jobs are forgotten.
+/// </summary>
+internal sealed class JobUsageMeter(PocketClient admin, JobRegistry registry, TimeProvider time, ILogger logger)
+{
+    private const double BytesPerGb = 1e9;
+
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, Meter> _meters = new(StringComparer.Ordinal);
+
+    /// <summary>The job's reading, or null before its first tick.</summary>
+    public JobMeterReading? Read(string jobId)
+    {
+        lock (_lock)
+        {
+            return _meters.TryGetValue(jobId, out var meter)
+                ? new JobMeterReading(meter.Requests, meter.GbSeconds, new Dictionary<NodeTier, double>(meter.ByTier), meter.Since)
+                : null;
+        }
+    }
+
+    /// <summary>One tick: each job's held bytes since the last tick are added, then its current bytes remembered.</summary>
+    public async Task TickAsync(CancellationToken cancellationToken)
+    {
+        var jobs = registry.Jobs;
+        foreach (var job in jobs)
+        {
+            JobUsage usage;
+            try
+            {
+                usage = await admin.GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PocketException ex)
+            {
+                // The next tick integrates over the gap with the bytes last seen: a missed read loses no time.
+                ControllerLog.UsagePollFailed(logger, job.Id, ex.Message);
+                continue;
+            }
+
+            var now = time.GetUtcNow();
+            lock (_lock)
+            {
+                if (!_meters.TryGetValue(job.Id, out var meter))
+                {
+                    _meters[job.Id] = meter = new Meter { Since = now, Last = now };
+                }
+
+                var seconds = Math.Max(0, (now - meter.Last).TotalSeconds);
+                meter.GbSeconds += (meter.Bytes / BytesPerGb) * seconds;
+                foreach (var (tier, bytes) in meter.BytesByTier)
+                {
+                    meter.ByTier[tier] = meter.ByTier.GetValueOrDefault(tier) + ((bytes / BytesPerGb) * seconds);
+                }
+
+                meter.Last = now;
+                meter.Bytes = usage.BlockBytes + usage.InlineBytes;
+                meter.BytesByTier = usage.BytesByTier.Where(t => t.Value > 0).ToDictionary(t => t.Key, t => t.Value);
+                meter.Requests = usage.Requests;
+            }
+        }
+
+        var registered = jobs.Select(j => j.Id).ToHashSet(StringComparer.Ordinal);
+        lock (_lock)
+        {
+            foreach (var gone in _meters.Keys.Where(id => !registered.Contains(id)).ToList())
+            {
+                _meters.Remove(gone);
+            }
+        }
+    }
+
+    private sealed class Meter
+    {
+        public DateTimeOffset Since { get; init; }
+
+        public DateTimeOffset Last { get; set; }
+
+        public long Bytes { get; set; }
+
+        public IReadOnlyDictionary<NodeTier, long> BytesByTier { get; set; } = new Dictionary<NodeTier, long>();
+
+        public Dictionary<NodeTier, double> ByTier { get; } = [];
+
+        public long Requests { get; set; }
+
+        public double GbSeconds { get; set; }
+    }
+}

@@ -1,0 +1,137 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using Pocket.Protocol;
+
+namespace Pocket.Controller.Provisioning;
+
+/// <summary>Settings of <see cref="LocalProcessProvisioner"/>.</summary>
+public sealed record LocalProcessProvisionerOptions
+{
+    /// <summary>The program to run (the `pocket` executable, or `dotnet`).</summary>
+    public required string Executable { get; init; }
+
+    /// <summary>Arguments before the role's own (e.g. the path of pocket.dll when <see cref="Executable"/> is dotnet).</summary>
+    public IReadOnlyList<string> BaseArguments { get; init; } = [];
+
+    /// <summary>host:port of the metadata server the nodes register with.</summary>
+    public required string MetadataAddress { get; init; }
+
+    /// <summary>Passed to the child in its environment (POCKET_CLUSTER_TOKEN), never on its command line.</summary>
+    public JobToken ClusterToken { get; init; }
+
+    /// <summary>Where ssd and hdd nodes keep their files.</summary>
+    public string? DataDirectory { get; init; }
+
+    /// <summary>Allocation unit of the nodes (a power of two); null leaves the storage role's default.</summary>
+    public int? BlockSize { get; init; }
+
+    /// <summary>The nodes' idle timeout for client connections (`--idle-timeout`); null leaves the storage role's default.</summary>
+    public TimeSpan? IdleTimeout { get; init; }
+
+    /// <summary>How long a child may take to register.</summary>
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The executable that runs this process, so children run the same build.</summary>
+    public static (string Executable, IReadOnlyList<string> BaseArguments) CurrentProgram()
+    {
+        var process = Environment.ProcessPath ?? throw new InvalidOperationException("cannot tell which program is running");
+        var entry = System.Reflection.Assembly.GetEntryAssembly()?.Location;
+        return Path.GetFileNameWithoutExtension(process).Equals("dotnet", StringComparison.OrdinalIgnoreCase) && !string.IsNullOrEmpty(entry)
+            ? (process, [entry])
+            : (process, []);
+    }
+}
+
+/// <summary>
+/// Starts each storage node as a child process running `pocket storage`, the default of `pocket up`: nodes are
+/// separate processes as on real hosts, and a node that crashes takes only itself down. The child prints one
+/// line (<see cref="RoleCommandLine.StorageReadyLine"/>) once registered; stopping a node ends its process.
+/// </summary>
+public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposable
+{
+    private readonly LocalProcessProvisionerOptions _options;
+    private readonly ILogger _logger;
+    private readonly Dictionary<string, RoleProcess> _children = [];
+    private readonly Lock _lock = new();
+
+    /// <summary>Makes a provisioner; nothing starts until asked.</summary>
+    public LocalProcessProvisioner(LocalProcessProvisionerOptions options, ILoggerFactory loggerFactory)
+    {
+        _options = options;
+        _logger = loggerFactory.CreateLogger<LocalProcessProvisioner>();
+    }
+
+    /// <inheritdoc />
+    public IReadOnlyCollection<NodeTier> Tiers { get; } = [NodeTier.Dram, NodeTier.Ssd, NodeTier.Hdd];
+
+    /// <summary>Child processes still running.</summary>
+    public int Running
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _children.Values.Count(p => !p.HasExited);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
+    {
+        List<string> arguments =
+        [
+            .. _options.BaseArguments,
+            .. RoleCommandLine.Storage(new StorageRoleArguments(_options.MetadataAddress, request.Tier, request.CapacityBytes)
+            {
+                StopOnStdinEof = true,
+                Standby = request.Standby,
+                BlockSize = _options.BlockSize,
+                IdleTimeout = _options.IdleTimeout,
+                DataDirectory = _options.DataDirectory,
+            }),
+        ];
+        var child = await RoleProcess.StartAsync(
+            _options.Executable, arguments, _options.ClusterToken, RoleCommandLine.StorageReadyPrefix, line => RoleCommandLine.TryParseStorageReady(line, out _, out _),
+            "storage process", "register", _options.StartTimeout, cancellationToken).ConfigureAwait(false);
+        _ = RoleCommandLine.TryParseStorageReady(child.ReadyLine, out var id, out var address);
+        var handle = child.Id.ToString(CultureInfo.InvariantCulture);
+        lock (_lock)
+        {
+            _children[handle] = child;
+        }
+
+        ControllerLog.ProcessNodeStarted(_logger, id, address, child.Id);
+        return new ProvisionedNode(request.Tier, handle, id, address);
+    }
+
+    /// <inheritdoc />
+    public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
+    {
+        RoleProcess? process;
+        lock (_lock)
+        {
+            _children.Remove(node.Handle, out process);
+        }
+
+        if (process is null)
+        {
+            throw new ArgumentException($"'{node.Handle}' is not a process this provisioner started", nameof(node));
+        }
+
+        await process.StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Stops every child still running.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        List<RoleProcess> children;
+        lock (_lock)
+        {
+            children = [.. _children.Values];
+            _children.Clear();
+        }
+
+        await Task.WhenAll(children.Select(p => p.StopAsync(CancellationToken.None))).ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,43 @@
+using Pocket.Protocol;
+
+namespace Pocket.Embedded;
+
+/// <summary>Shape of an in-process cluster.</summary>
+public sealed record PocketClusterOptions
+{
+    public int StorageNodes { get; init; } = 2;
+
+    /// <summary>Loopback port of the metadata server; 0 picks a free one (see <see cref="PocketCluster.MetadataAddress"/>).</summary>
+    public int MetadataPort { get; init; }
+
+    /// <summary>Capacity of each storage node, bytes.</summary>
+    public long NodeCapacity { get; init; } = 256L << 20;
+
+    public int BlockSize { get; init; } = 64 << 10;
+
+    public int StripeUnit { get; init; } = 1 << 20;
+
+    public TimeSpan NodeTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
+    public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Token needed to register nodes and jobs; a random one when not given.</summary>
+    public JobToken ClusterToken { get; init; } = JobToken.NewRandom();
+
+    public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>
+    /// Listener settings of the metadata server and the nodes (idle timeout and its clock, TLS); the end point is
+    /// always loopback, the metadata server's on <see cref="MetadataPort"/>.
+    /// </summary>
+    public Pocket.Networking.FrameServerOptions Listener { get; init; } = new();
+
+    /// <summary>Where ssd and hdd nodes keep their files (default: a folder in the temp directory).</summary>
+    public string? DataDirectory { get; init; }
+
+    /// <summary>Queue depths and page-cache use of the ssd and hdd devices (directory and pre-touch come from the options above).</summary>
+    public Pocket.StorageServer.TierDeviceOptions Devices { get; init; } = new();
+
+    /// <summary>Pre-fault node memory in the background (off saves time in small tests).</summary>
+    public bool PreTouchMemory { get; init; } = true;
+}

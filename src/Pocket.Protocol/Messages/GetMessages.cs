@@ -1,0 +1,93 @@
+namespace Pocket.Protocol.Messages;
+
+/// <summary>Get: key, offset i64, length i64 (-1 = to the end). Flags: <see cref="FrameFlags.DeleteAfterRead"/>.</summary>
+public readonly ref struct GetRequest
+{
+    private GetRequest(ReadOnlySpan<byte> keyUtf8, long offset, long length)
+    {
+        KeyUtf8 = keyUtf8;
+        Offset = offset;
+        Length = length;
+    }
+
+    public ReadOnlySpan<byte> KeyUtf8 { get; }
+
+    public long Offset { get; }
+
+    public long Length { get; }
+
+    public static void Write(BodyWriter body, string key, long offset, long length) => body.Str(key).I64(offset).I64(length);
+
+    public static bool TryRead(ReadOnlySpan<byte> body, out GetRequest request)
+    {
+        var reader = new BodyReader(body);
+        var key = reader.StrUtf8();
+        var offset = reader.I64();
+        var length = reader.I64();
+        request = new GetRequest(key, offset, length);
+        return !reader.Failed && reader.AtEnd;
+    }
+}
+
+/// <summary>
+/// Get's reply: kind u8, object size i64, then for kind 0 (inline) the bytes of the range to the end of the body,
+/// for kind 1 (extents) a release handle u64 (non-zero after delete-after-read; the reader aborts it when done)
+/// and the read grants (<see cref="GrantList"/>).
+/// </summary>
+public readonly ref struct GetReply
+{
+    public const byte InlineKind = 0;
+    public const byte ExtentsKind = 1;
+
+    private GetReply(bool isInline, long size, ReadOnlySpan<byte> inline, ulong release, GrantList grants)
+    {
+        IsInline = isInline;
+        Size = size;
+        Inline = inline;
+        Release = release;
+        Grants = grants;
+    }
+
+    public bool IsInline { get; }
+
+    public long Size { get; }
+
+    /// <summary>The requested range of an inline object.</summary>
+    public ReadOnlySpan<byte> Inline { get; }
+
+    public ulong Release { get; }
+
+    public GrantList Grants { get; }
+
+    public static void WriteInline(BodyWriter body, long size, ReadOnlySpan<byte> range) => body.U8(InlineKind).I64(size).Bytes(range);
+
+    /// <summary>Writes the head of an extents reply; the caller then writes the grants (<see cref="GrantList"/>).</summary>
+    public static void WriteExtentsHead(BodyWriter body, long size, ulong release) => body.U8(ExtentsKind).I64(size).U64(release);
+
+    public static bool TryRead(ReadOnlySpan<byte> body, out GetReply reply)
+    {
+        reply = default;
+        var reader = new BodyReader(body);
+        var kind = reader.U8();
+        var size = reader.I64();
+        if (reader.Failed)
+        {
+            return false;
+        }
+
+        if (kind == InlineKind)
+        {
+            reply = new GetReply(true, size, reader.Rest, 0, default);
+            return true;
+        }
+
+        var release = reader.U64();
+        if (kind != ExtentsKind || !GrantList.TryRead(ref reader, out var grants) || !reader.AtEnd)
+        {
+            return false;
+        }
+
+        reply = new GetReply(false, size, default, release, grants);
+        return true;
+    }
+}

@@ -1,0 +1,449 @@
+using Pocket.Protocol;
+using Pocket.Protocol.Messages;
+
+namespace Pocket.Tests;
+
+/// <summary>
+/// One byte-exact round trip per message: each expected hex string is written out field by field from the layout
+/// in docs/protocol.md, so a message type that changed what goes on the wire fails here (add fields or opcodes
+/// instead). Every decoder also refuses each truncation of its body and a trailing byte.
+/// </summary>
+public sealed class MessageGoldenTests
+{
+    private static readonly JobToken KnownToken = new(0x0807060504030201, 0x100F0E0D0C0B0A09);
+    private static readonly byte[] Secret = Enumerable.Repeat((byte)0x11, 32).ToArray();
+
+    // The grant of ExtentGrantLayoutAndSignatureAreFrozen: node 0x01020304, generation 0x05060708, offset 0x1122334455667788, length 64 KiB, read+write.
+    private static readonly ExtentGrant KnownGrant = ExtentGrant.Sign(Secret, 0x01020304, 0x05060708, 0x1122334455667788, 0x10000, GrantRights.Read | GrantRights.Write);
+    private const string KnownGrantHex = "040302010807060588776655443322110000010003000000" + "9D892A624DE863CF142145DA1167F74A";
+
+    // "a/b" as a wire string: u16 length 3, then the UTF-8.
+    private const string KeyHex = "0300" + "612F62";
+
+    private static byte[] Encode(Action<BodyWriter> write)
+    {
+        var body = new BodyWriter();
+        write(body);
+        return body.ToArray();
+    }
+
+    private static void AssertBytes(string expectedHex, byte[] actual) => Assert.Equal(expectedHex, Convert.ToHexString(actual));
+
+    private delegate bool Decoder(ReadOnlySpan<byte> body);
+
+    /// <summary>Every strict prefix of the body and the body with a byte appended are refused.</summary>
+    private static void AssertRefusesDamage(byte[] body, Decoder decode, bool trailingAllowed = false)
+    {
+        Assert.True(decode(body));
+        for (var length = 0; length < body.Length; length++)
+        {
+            Assert.False(decode(body.AsSpan(0, length)), $"a body cut to {length} of {body.Length} bytes was accepted");
+        }
+
+        if (!trailingAllowed)
+        {
+            Assert.False(decode([.. body, 0x00]), "a body with a trailing byte was accepted");
+        }
+    }
+
+    [Fact]
+    public void WriteExtentHead()
+    {
+        var bytes = Encode(b => WriteExtentRequest.Write(b, KnownGrant, 7));
+        AssertBytes(KnownGrantHex + "07000000", bytes);
+        Assert.Equal(WriteExtentRequest.HeadSize, bytes.Length);
+        Assert.True(WriteExtentRequest.TryRead(bytes, out var grant, out var within));
+        Assert.Equal((KnownGrant, 7), (grant, within));
+        AssertRefusesDamage(bytes, b => WriteExtentRequest.TryRead(b, out _, out _));
+    }
+
+    [Fact]
+    public void ReadExtent()
+    {
+        var bytes = Encode(b => ReadExtentRequest.Write(b, KnownGrant, 7, 0x1000));
+        AssertBytes(KnownGrantHex + "07000000" + "00100000", bytes);
+        Assert.True(ReadExtentRequest.TryRead(bytes, out var grant, out var within, out var length));
+        Assert.Equal((KnownGrant, 7, 0x1000), (grant, within, length));
+        AssertRefusesDamage(bytes, b => ReadExtentRequest.TryRead(b, out _, out _, out _));
+    }
+
+    [Fact]
+    public void PutSmall()
+    {
+        var bytes = Encode(b =>
+        {
+            PutSmallRequest.WriteHead(b, "a/b", 3);
+            b.Bytes([9, 8, 7]);
+        });
+        AssertBytes(KeyHex + "03000000" + "090807", bytes);
+        Assert.True(PutSmallRequest.TryRead(bytes, out var request));
+        Assert.Equal("a/b", request.Key);
+        Assert.Equal(new byte[] { 9, 8, 7 }, request.Data.ToArray());
+        AssertRefusesDamage(bytes, b => PutSmallRequest.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void GetRequestRoundTrips()
+    {
+        var bytes = Encode(b => GetRequest.Write(b, "a/b", 5, -1));
+        AssertBytes(KeyHex + "0500000000000000" + "FFFFFFFFFFFFFFFF", bytes);
+        Assert.True(GetRequest.TryRead(bytes, out var request));
+        Assert.Equal("612F62", Convert.ToHexString(request.KeyUtf8));
+        Assert.Equal((5L, -1L), (request.Offset, request.Length));
+        AssertRefusesDamage(bytes, b => GetRequest.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void GetReplyInline()
+    {
+        var bytes = Encode(b => GetReply.WriteInline(b, 10, [1, 2]));
+        AssertBytes("00" + "0A00000000000000" + "0102", bytes);
+        Assert.True(GetReply.TryRead(bytes, out var reply));
+        Assert.True(reply.IsInline);
+        Assert.Equal(10, reply.Size);
+        Assert.Equal(new byte[] { 1, 2 }, reply.Inline.ToArray());
+
+        // The inline range runs to the end of the body, so only cuts into the head are refused.
+        Assert.False(GetReply.TryRead(bytes.AsSpan(0, 8), out _));
+    }
+
+    [Fact]
+    public void GetReplyExtents()
+    {
+        var bytes = Encode(b =>
+        {
+            GetReply.WriteExtentsHead(b, 0x10000, 42);
+            GrantList.WriteCount(b, 1);
+            GrantList.WriteGrant(b, KnownGrant);
+        });
+        AssertBytes("01" + "0000010000000000" + "2A00000000000000" + "01000000" + KnownGrantHex, bytes);
+        Assert.True(GetReply.TryRead(bytes, out var reply));
+        Assert.False(reply.IsInline);
+        Assert.Equal((0x10000L, 42UL, 1), (reply.Size, reply.Release, reply.Grants.Count));
+        Assert.Equal(KnownGrant, reply.Grants[0]);
+        AssertRefusesDamage(bytes, b => GetReply.TryRead(b, out var r) && !r.IsInline);
+        Assert.False(GetReply.TryRead(Convert.FromHexString("02" + "0000000000000000" + "0000000000000000" + "00000000"), out _), "an unknown kind was accepted");
+    }
+
+    [Fact]
+    public void GrantListRefusesACountLargerThanTheBody()
+    {
+        var reader = new BodyReader(Convert.FromHexString("FFFFFFFF" + KnownGrantHex));
+        Assert.False(GrantList.TryRead(ref reader, out _));
+    }
+
+    [Fact]
+    public void Create()
+    {
+        var bytes = Encode(b => CreateRequest.Write(b, "a/b", -1));
+        AssertBytes(KeyHex + "FFFFFFFFFFFFFFFF", bytes);
+        Assert.True(CreateRequest.TryRead(bytes, out var request));
+        Assert.Equal(("a/b", -1L), (request.Key, request.SizeHint));
+        AssertRefusesDamage(bytes, b => CreateRequest.TryRead(b, out _));
+
+        var reply = Encode(b =>
+        {
+            CreateReply.WriteHead(b, 3);
+            GrantList.WriteCount(b, 1);
+            GrantList.WriteGrant(b, KnownGrant);
+        });
+        AssertBytes("0300000000000000" + "01000000" + KnownGrantHex, reply);
+        Assert.True(CreateReply.TryRead(reply, out var created));
+        Assert.Equal((3UL, 1), (created.Handle, created.Grants.Count));
+        Assert.Equal(KnownGrant, created.Grants[0]);
+        AssertRefusesDamage(reply, b => CreateReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void Allocate()
+    {
+        var bytes = Encode(b => AllocateRequest.Write(b, 3, 0x20000));
+        AssertBytes("0300000000000000" + "0000020000000000", bytes);
+        Assert.True(AllocateRequest.TryRead(bytes, out var request));
+        Assert.Equal(new AllocateRequest(3, 0x20000), request);
+        AssertRefusesDamage(bytes, b => AllocateRequest.TryRead(b, out _));
+
+        var reply = Encode(b =>
+        {
+            GrantList.WriteCount(b, 1);
+            GrantList.WriteGrant(b, KnownGrant);
+        });
+        AssertBytes("01000000" + KnownGrantHex, reply);
+        Assert.True(AllocateReply.TryRead(reply, out var grants));
+        Assert.Equal(KnownGrant, grants[0]);
+        AssertRefusesDamage(reply, b => AllocateReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void Commit()
+    {
+        var bytes = Encode(b => CommitRequest.Write(b, 3, 100));
+        AssertBytes("0300000000000000" + "6400000000000000", bytes);
+        Assert.True(CommitRequest.TryRead(bytes, out var request));
+        Assert.Equal(new CommitRequest(3, 100), request);
+        AssertRefusesDamage(bytes, b => CommitRequest.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void Abort()
+    {
+        var bytes = Encode(b => AbortRequest.Write(b, 3));
+        AssertBytes("0300000000000000", bytes);
+        Assert.True(AbortRequest.TryRead(bytes, out var request));
+        Assert.Equal(3UL, request.Handle);
+        AssertRefusesDamage(bytes, b => AbortRequest.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void Lookup()
+    {
+        var bytes = Encode(b => LookupRequest.Write(b, "a/b"));
+        AssertBytes(KeyHex, bytes);
+        Assert.True(LookupRequest.TryRead(bytes, out var request));
+        Assert.Equal("612F62", Convert.ToHexString(request.KeyUtf8));
+        AssertRefusesDamage(bytes, b => LookupRequest.TryRead(b, out _));
+
+        var reply = Encode(b =>
+        {
+            LookupReply.WriteHead(b, 0x10000, inline: false, FrameFlags.KeepAfterJob, 1);
+            LookupReply.WriteExtent(b, new LookupExtent(2, NodeState.Draining, 0x8000, 0x10000));
+        });
+
+        // size i64 | inline u8 | flags u16 | count u32 | node u32, state u8, offset i64, length i32.
+        AssertBytes("0000010000000000" + "00" + "0200" + "01000000" + "02000000" + "02" + "0080000000000000" + "00000100", reply);
+        Assert.True(LookupReply.TryRead(reply, out var looked));
+        Assert.Equal((0x10000L, false, FrameFlags.KeepAfterJob, 1), (looked.Size, looked.Inline, looked.Flags, looked.Count));
+        Assert.Equal(new LookupExtent(2, NodeState.Draining, 0x8000, 0x10000), looked[0]);
+        AssertRefusesDamage(reply, b => LookupReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void Delete()
+    {
+        var bytes = Encode(b => DeleteRequest.Write(b, "a/b"));
+        AssertBytes(KeyHex, bytes);
+        Assert.True(DeleteRequest.TryRead(bytes, out var request));
+        Assert.Equal("a/b", request.Key);
+        AssertRefusesDamage(bytes, b => DeleteRequest.TryRead(b, out _));
+
+        var reply = new byte[DeleteReply.Size];
+        DeleteReply.Write(reply, 5);
+        AssertBytes("0500000000000000", reply);
+        Assert.True(DeleteReply.TryRead(reply, out var deleted));
+        Assert.Equal(5, deleted);
+        AssertRefusesDamage(reply, b => DeleteReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void Count()
+    {
+        var bytes = Encode(b => CountRequest.Write(b, "a/b"));
+        AssertBytes(KeyHex, bytes);
+        Assert.True(CountRequest.TryRead(bytes, out var request));
+        Assert.Equal("a/b", request.Prefix);
+        AssertRefusesDamage(bytes, b => CountRequest.TryRead(b, out _));
+
+        var reply = new byte[CountReply.Size];
+        CountReply.Write(reply, 6);
+        AssertBytes("0600000000000000", reply);
+        Assert.True(CountReply.TryRead(reply, out var count));
+        Assert.Equal(6, count);
+        AssertRefusesDamage(reply, b => CountReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void List()
+    {
+        var bytes = Encode(b => ListRequest.Write(b, "a/", "a/b", 10, delimited: true));
+        AssertBytes("0200" + "612F" + KeyHex + "0A000000" + "01", bytes);
+        Assert.True(ListRequest.TryRead(bytes, out var request));
+        Assert.Equal(("a/", "a/b", 10, true), (request.Prefix, request.StartAfter, request.Limit, request.Delimited));
+        AssertRefusesDamage(bytes, b => ListRequest.TryRead(b, out _));
+
+        var reply = Encode(b =>
+        {
+            var begin = ListReply.Begin(b);
+            ListReply.WriteEntry(b, "a/b", 7, isPrefix: false);
+            ListReply.WriteEntry(b, "a/c/", 0, isPrefix: true);
+            ListReply.End(b, begin, 2, "a/c/");
+        });
+
+        // count u32 | (key, size i64, is-prefix u8) per entry | next start-after.
+        AssertBytes("02000000" + KeyHex + "0700000000000000" + "00" + "0400" + "612F632F" + "0000000000000000" + "01" + "0400" + "612F632F", reply);
+        Assert.True(ListReply.TryRead(reply, out var page));
+        Assert.Equal(2, page.Count);
+        Assert.Equal("612F632F", Convert.ToHexString(page.NextStartAfterUtf8));
+        var entries = new List<(string, long, bool)>();
+        foreach (var entry in page)
+        {
+            entries.Add((System.Text.Encoding.UTF8.GetString(entry.KeyUtf8), entry.Size, entry.IsPrefix));
+        }
+
+        Assert.Equal(new List<(string, long, bool)> { ("a/b", 7L, false), ("a/c/", 0L, true) }, entries);
+        AssertRefusesDamage(reply, b => ListReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void JobStats()
+    {
+        var bytes = Encode(b => JobStatsRequest.Write(b, "job-1"));
+        AssertBytes("0500" + "6A6F622D31", bytes);
+        Assert.True(JobStatsRequest.TryRead(bytes, out var id));
+        Assert.Equal("job-1", id);
+        AssertRefusesDamage(bytes, b => JobStatsRequest.TryRead(b, out _));
+
+        var stats = new JobStatsReply("job-1", 1, 2, 3, 4) { Tier = NodeTier.Ssd, TierBytes = [0, 5, 6, 7] };
+        var reply = Encode(b => JobStatsReply.Write(b, stats));
+
+        // id | objects, block bytes, inline bytes, requests i64 | tier u8 | tier count u8 | dram, ssd, hdd bytes i64.
+        AssertBytes("0500" + "6A6F622D31" + "0100000000000000" + "0200000000000000" + "0300000000000000" + "0400000000000000"
+            + "02" + "03" + "0500000000000000" + "0600000000000000" + "0700000000000000", reply);
+        Assert.True(JobStatsReply.TryRead(reply, out var read));
+        Assert.Equal((stats.JobId, stats.Objects, stats.BlockBytes, stats.InlineBytes, stats.Requests, stats.Tier), (read.JobId, read.Objects, read.BlockBytes, read.InlineBytes, read.Requests, read.Tier));
+        Assert.Equal(stats.TierBytes, read.TierBytes);
+
+        // An older server stops after the requests: the tier section is optional, a cut inside it is not.
+        Assert.True(JobStatsReply.TryRead(reply.AsSpan(0, 7 + 32), out var old));
+        Assert.Null(old.Tier);
+        Assert.False(JobStatsReply.TryRead(reply.AsSpan(0, reply.Length - 1), out _));
+        Assert.False(JobStatsReply.TryRead(reply.AsSpan(0, 7 + 31), out _));
+    }
+
+    [Fact]
+    public void RegisterNode()
+    {
+        var bytes = Encode(b => RegisterNodeRequest.Write(b, NodeTier.Ssd, "h", 0x1F90, 1 << 20, 4096, Secret, standby: true));
+        var fixedHex = "02" + "0100" + "68" + "901F" + "0000100000000000" + "00100000" + Convert.ToHexString(Secret);
+        AssertBytes(fixedHex + "01", bytes);
+        Assert.True(RegisterNodeRequest.TryRead(bytes, out var request));
+        Assert.Equal((NodeTier.Ssd, "h", (ushort)0x1F90, 1L << 20, 4096, true), (request.Tier, request.Host, request.Port, request.Capacity, request.BlockSize, request.Standby));
+        Assert.Equal(Secret, request.Secret.ToArray());
+
+        // A live node writes no flags byte, as older nodes did.
+        var live = Encode(b => RegisterNodeRequest.Write(b, NodeTier.Ssd, "h", 0x1F90, 1 << 20, 4096, Secret, standby: false));
+        AssertBytes(fixedHex, live);
+        Assert.True(RegisterNodeRequest.TryRead(live, out var liveRequest));
+        Assert.False(liveRequest.Standby);
+        AssertRefusesDamage(live, b => RegisterNodeRequest.TryRead(b, out _), trailingAllowed: true);
+        Assert.False(RegisterNodeRequest.TryRead([.. bytes, 0], out _));
+
+        var reply = new byte[RegisterNodeReply.Size];
+        RegisterNodeReply.Write(reply, 9);
+        AssertBytes("09000000", reply);
+        Assert.True(RegisterNodeReply.TryRead(reply, out var nodeId));
+        Assert.Equal(9u, nodeId);
+        AssertRefusesDamage(reply, b => RegisterNodeReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void Heartbeat()
+    {
+        var heartbeat = new HeartbeatRequest(9, 0.5, 1.5, 2, 3);
+        var bytes = Encode(b => HeartbeatRequest.Write(b, heartbeat));
+        AssertBytes("09000000" + "000000000000E03F" + "000000000000F83F" + "0000000000000040" + "0300000000000000", bytes);
+        Assert.True(HeartbeatRequest.TryRead(bytes, out var read));
+        Assert.Equal(heartbeat, read);
+        AssertRefusesDamage(bytes, b => HeartbeatRequest.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void ListNodes()
+    {
+        var node = new NodeRecord(1, NodeTier.Dram, NodeState.Live, "h", 0x1F90, 1 << 20, 4096, 0.5, 1.5, 2, 7);
+        var bytes = Encode(b => ListNodesReply.Write(b, [node]));
+
+        // count u32 | id u32, tier u8, state u8, host, port u16, capacity i64, used i64, cpu f64, rx f64, tx f64 | moved i64 per node.
+        const string entry = "01000000" + "01" + "01" + "0100" + "68" + "901F" + "0000100000000000" + "0010000000000000"
+            + "000000000000E03F" + "000000000000F83F" + "0000000000000040";
+        AssertBytes("01000000" + entry + "0700000000000000", bytes);
+        Assert.True(ListNodesReply.TryRead(bytes, out var nodes));
+        Assert.Equal(new[] { node }, nodes);
+
+        // An older server sends no moved bytes; then they read as 0.
+        Assert.True(ListNodesReply.TryRead(bytes.AsSpan(0, bytes.Length - 8), out var old));
+        Assert.Equal(new[] { node with { MovedBytes = 0 } }, old);
+        for (var length = 0; length < bytes.Length - 8; length++)
+        {
+            Assert.False(ListNodesReply.TryRead(bytes.AsSpan(0, length), out _), $"cut to {length} bytes");
+        }
+
+        Assert.False(ListNodesReply.TryRead(Convert.FromHexString("FFFFFFFF" + entry), out _));
+    }
+
+    [Fact]
+    public void RegisterJob()
+    {
+        var bytes = Encode(b => RegisterJobRequest.Write(b, new RegisterJobRequest("j", KnownToken, NodeTier.Hdd)));
+        AssertBytes("0100" + "6A" + "0102030405060708090A0B0C0D0E0F10" + "03", bytes);
+        Assert.True(RegisterJobRequest.TryRead(bytes, out var request));
+        Assert.Equal(new RegisterJobRequest("j", KnownToken, NodeTier.Hdd), request);
+
+        // Older clients stop after the name, or after the token.
+        Assert.True(RegisterJobRequest.TryRead(bytes.AsSpan(0, 3), out var nameOnly));
+        Assert.Equal(new RegisterJobRequest("j", JobToken.None, NodeTier.Dram), nameOnly);
+        Assert.True(RegisterJobRequest.TryRead(bytes.AsSpan(0, 3 + JobToken.Size), out var withToken));
+        Assert.Equal(new RegisterJobRequest("j", KnownToken, NodeTier.Dram), withToken);
+        Assert.False(RegisterJobRequest.TryRead(bytes.AsSpan(0, 2), out _));
+
+        var reply = Encode(b => RegisterJobReply.Write(b, new RegisterJobReply("j-1", KnownToken)));
+        AssertBytes("0300" + "6A2D31" + "0102030405060708090A0B0C0D0E0F10", reply);
+        Assert.True(RegisterJobReply.TryRead(reply, out var registered));
+        Assert.Equal(new RegisterJobReply("j-1", KnownToken), registered);
+        AssertRefusesDamage(reply, b => RegisterJobReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void DeregisterJob()
+    {
+        var bytes = Encode(b => DeregisterJobRequest.Write(b, "j-1"));
+        AssertBytes("0300" + "6A2D31", bytes);
+        Assert.True(DeregisterJobRequest.TryRead(bytes, out var id));
+        Assert.Equal("j-1", id);
+        AssertRefusesDamage(bytes, b => DeregisterJobRequest.TryRead(b, out _));
+
+        var reply = Encode(b => DeregisterJobReply.Write(b, new DeregisterJobReply(2, 300)));
+        AssertBytes("0200000000000000" + "2C01000000000000", reply);
+        Assert.True(DeregisterJobReply.TryRead(reply, out var freed));
+        Assert.Equal(new DeregisterJobReply(2, 300), freed);
+        AssertRefusesDamage(reply, b => DeregisterJobReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void SetWeights()
+    {
+        var bytes = Encode(b => SetWeightsRequest.Write(b, "j-1", new Dictionary<uint, double> { [2] = 0.5 }, NodeTier.Ssd));
+        AssertBytes("0300" + "6A2D31" + "01000000" + "02000000" + "000000000000E03F" + "02", bytes);
+        Assert.True(SetWeightsRequest.TryRead(bytes, out var request));
+        Assert.Equal("j-1", request!.JobId);
+        Assert.Equal(0.5, request.Weights[2]);
+        Assert.Equal(NodeTier.Ssd, request.Tier);
+
+        // The tier is optional (older controllers stop before it); a cut inside a pair is not.
+        Assert.True(SetWeightsRequest.TryRead(bytes.AsSpan(0, bytes.Length - 1), out var noTier));
+        Assert.Null(noTier!.Tier);
+        for (var length = 0; length < bytes.Length - 1; length++)
+        {
+            Assert.False(SetWeightsRequest.TryRead(bytes.AsSpan(0, length), out _), $"cut to {length} bytes");
+        }
+
+        Assert.False(SetWeightsRequest.TryRead([.. bytes, 0], out _));
+        Assert.Equal(3u, SetWeightsRequest.FirstInvalidWeight(new Dictionary<uint, double> { [2] = 1, [3] = double.NaN }));
+        Assert.Null(SetWeightsRequest.FirstInvalidWeight(new Dictionary<uint, double> { [2] = 0 }));
+    }
+
+    [Fact]
+    public void DrainAndActivateNode()
+    {
+        var drain = Encode(b => DrainNodeRequest.Write(b, 9));
+        AssertBytes("09000000", drain);
+        Assert.True(DrainNodeRequest.TryRead(drain, out var drained));
+        Assert.Equal(9u, drained);
+        AssertRefusesDamage(drain, b => DrainNodeRequest.TryRead(b, out _));
+
+        var activate = Encode(b => ActivateNodeRequest.Write(b, 9));
+        AssertBytes("09000000", activate);
+        Assert.True(ActivateNodeRequest.TryRead(activate, out var activated));
+        Assert.Equal(9u, activated);
+        AssertRefusesDamage(activate, b => ActivateNodeRequest.TryRead(b, out _));
+    }
+}
