@@ -9,7 +9,14 @@ public sealed class AutoscalerPolicyTests
 {
     private const long Gib = 1L << 30;
 
-    private static readonly AutoscalerOptions Options = new() { NodeBandwidthBytesPerSecond = new Dictionary<NodeTier, double> { [NodeTier.Dram] = 1e9 } };
+    // The paper's band, so the figures below read as the paper's; the defaults are tested by the simulator's traces.
+    private static readonly AutoscalerOptions Options = new()
+    {
+        Lower = 0.6,
+        Upper = 0.8,
+        Cooldown = TimeSpan.FromSeconds(10),
+        NodeBandwidthBytesPerSecond = new Dictionary<NodeTier, double> { [NodeTier.Dram] = 1e9 },
+    };
 
     private static double Bandwidth(NodeTier tier) => 1e9;
 
@@ -82,10 +89,43 @@ public sealed class AutoscalerPolicyTests
         Assert.Equal(3u, remove.NodeId);
         Assert.Contains("least used", remove.Reason, StringComparison.Ordinal);
 
-        // Right after an action the cooldown holds everything, even pressure.
+        // Right after an action the cooldown holds removals, but not pressure: nodes are added at once.
         time.Advance(TimeSpan.FromSeconds(1));
-        var (held, _) = Decide(time, state, removable, Node(time, 1, 0.95), Node(time, 2, 0.95));
+        var (held, _) = Decide(time, state, removable, Node(time, 1, 0.1), Node(time, 2, 0.1), Node(time, 3, 0.1));
         Assert.Equal(ScalingAction.None, held.Action);
+        var (pressed, _) = Decide(time, state, removable, Node(time, 1, 0.95), Node(time, 2, 0.95));
+        Assert.Equal(ScalingAction.AddNode, pressed.Action);
+    }
+
+    [Fact]
+    public void PressureAddsAtOnceEveryNodeTheLoadNeedsAndARisingLoadAddsBeforeTheBoundIsCrossed()
+    {
+        var time = new FakeTimeProvider();
+
+        // Two nodes 95 % full hold 1.9 nodes' worth, which needs ceil(1.9 / 0.8) = 3 nodes: one more.
+        var (one, _) = Decide(time, AutoscalerState.Initial, new HashSet<uint>(), Node(time, 1, 0.95), Node(time, 2, 0.95));
+        Assert.Equal(1, one.Count);
+
+        // A load rising 0.3 nodes' worth a second is expected 1.5 higher in 5 s: at 1.2 of 2 nodes (60 %) it is 2.7,
+        // which needs 4 nodes at 80 %: 2 are added now, while the tier is still inside the band.
+        var (_, state) = Decide(time, AutoscalerState.Initial, new HashSet<uint>(), Node(time, 1, 0.1, net: 0.3e9), Node(time, 2, 0.1, net: 0.3e9));
+        time.Advance(TimeSpan.FromSeconds(1));
+        (var early, state) = Decide(time, state, new HashSet<uint>(), Node(time, 1, 0.1, net: 0.45e9), Node(time, 2, 0.1, net: 0.45e9));
+        Assert.Equal(ScalingAction.None, early.Action);
+        time.Advance(TimeSpan.FromSeconds(1));
+        var (rising, _) = Decide(time, state, new HashSet<uint>(), Node(time, 1, 0.1, net: 0.6e9), Node(time, 2, 0.1, net: 0.6e9));
+        Assert.Equal(ScalingAction.AddNode, rising.Action);
+        Assert.Equal(2, rising.Count);
+        Assert.Contains("rising", rising.Reason, StringComparison.Ordinal);
+
+        // The same level with noise around it is no ramp.
+        state = AutoscalerState.Initial;
+        foreach (var net in new[] { 0.62e9, 0.55e9, 0.66e9, 0.52e9, 0.6e9, 0.57e9, 0.64e9 })
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            (var level, state) = Decide(time, state, new HashSet<uint>(), Node(time, 1, 0.1, net: net), Node(time, 2, 0.1, net: net));
+            Assert.Equal(ScalingAction.None, level.Action);
+        }
     }
 
     [Fact]

@@ -16,6 +16,39 @@ public sealed class JobRegistryTests
     private const long MiB = 1L << 20;
 
     [Fact]
+    public async Task JobsWithoutHintsShareTheRunningNodesAndStartNone()
+    {
+        await using var h = await ControllerHarness.StartAsync(nodes: 2);
+        var nodes = h.Cluster.Nodes.Select(n => n!.NodeId).Order().ToList();
+
+        // Seven hint-less registrations once grew a 2-node cluster to 10 nodes. Here a hinted job leaves 64 MiB of
+        // each node, seven hint-less jobs (19.2 MiB each) take more than that, and one more comes: all on the two nodes.
+        await h.Registry.RegisterAsync("filler", new JobHints { CapacityBytes = 2 * ControllerHarness.NodeCapacity - (128 * MiB) });
+        var hintless = new List<JobRecord>();
+        for (var i = 0; i < 8; i++)
+        {
+            hintless.Add(await h.Registry.RegisterAsync($"plain-{i}", JobHints.None));
+        }
+
+        Assert.Equal(2, h.Cluster.Nodes.Count);
+        Assert.Equal(2, (await h.Client.GetNodesAsync()).Count);
+        Assert.All(hintless, job =>
+        {
+            Assert.True(job.Requirement.IsDefault);
+            Assert.Equal(nodes, job.Weights.Weights.Keys.Order());
+        });
+
+        // Each is one function's worth: 600 Mb/s and 7.5 % of a node.
+        Assert.Equal(600e6, hintless[0].Requirement.ThroughputBitsPerSecond);
+        Assert.Equal(ControllerHarness.NodeCapacity * 0.075, hintless[0].Requirement.CapacityBytes, 1.0);
+
+        // They are real jobs: data goes in and comes out.
+        var handle = h.Client.OpenJob(hintless[^1].Id, hintless[^1].Token);
+        await handle.PutAsync("k", new byte[1 << 20]);
+        Assert.Equal(1 << 20, (await handle.GetAsync("k")).Length);
+    }
+
+    [Fact]
     public async Task MissingNodesAreStartedAndRegistrationWaitsForThem()
     {
         await using var h = await ControllerHarness.StartAsync(nodes: 2);

@@ -10,12 +10,15 @@ namespace Pocket.Controller.Tests;
 /// </summary>
 public sealed class SimulationTests
 {
-    /// <summary>A one-tier trace: 8 Gb/s, 60 GB DRAM nodes, the given jobs (each "name": [[at, Gb/s], ...]).</summary>
+    /// <summary>
+    /// A one-tier trace: 8 Gb/s, 60 GB DRAM nodes, the given jobs (each "name": [[at, Gb/s], ...]), under the paper's
+    /// 60-80 % band, so the numbers below read as the paper's; the shipped traces run the defaults.
+    /// </summary>
     private static string Trace(int initialNodes, string jobs, int cooldown = 10, string extra = "") => $$"""
         {
           "name": "test", "startDelay": 5, "drainTime": 5, "initialNodes": { "dram": {{initialNodes}} },
           "nodeClasses": { "dram": { "bandwidth": "8Gbps", "capacity": "60GB" } },
-          "policy": { "minNodes": 2, "maxNodes": 16, "cooldown": {{cooldown}} }{{extra}},
+          "policy": { "lower": 0.6, "upper": 0.8, "minNodes": 2, "maxNodes": 16, "cooldown": {{cooldown}} }{{extra}},
           "jobs": [ {{jobs}} ]
         }
         """;
@@ -41,32 +44,47 @@ public sealed class SimulationTests
     }
 
     /// <summary>
-    /// The bounds docs/controller.md states for the shipped trace. Cost: at most 1.5 x the oracle (the band alone
-    /// keeps nodes at most 80 % busy, 1.25 x; one removal at a time after the jobs end adds the tail). Shortfall: the
-    /// steepest ramp (sort-100g, +24 Gb/s in 20 s, three nodes' worth) is met one node per start delay + cooldown,
-    /// since one action runs at a time and the cooldown runs from its end; so no job is short for longer than three
-    /// such periods in all, nor two in a row.
+    /// The bounds docs/controller.md states for each shipped trace under the default policy: node-seconds against the
+    /// oracle (the fewest nodes that meet each second's demand) and seconds some job was short of throughput. The
+    /// simulation is deterministic, so these are the measured figures rounded up, and any change to the policy that
+    /// costs more or leaves jobs short fails here.
     /// </summary>
-    [Fact]
-    public void TheShippedTraceStaysWithinTheStatedBounds()
+    [Theory]
+    [InlineData("paper-three-jobs", 1.28, 6, 0)]
+    [InlineData("burst-small-jobs", 1.16, 5, 0)]
+    [InlineData("day-with-peaks", 1.11, 48, 14)]
+    public void EachShippedTraceStaysWithinTheStatedBounds(string name, double maxRatio, int maxShortSeconds, int maxCapacityShortSeconds)
     {
-        var trace = SimulationTrace.Shipped();
+        var trace = SimulationTrace.Shipped(name);
         var result = ClusterSimulator.Run(trace);
-        var period = (trace.StartDelay + trace.Policy.Cooldown).TotalSeconds;
 
-        Assert.True(result.NodeSeconds <= 1.5 * result.OracleNodeSeconds, $"node-seconds {result.NodeSeconds} vs oracle {result.OracleNodeSeconds}");
+        Assert.Equal(name, trace.Name);
+        Assert.Equal(new AutoscalerOptions().Lower, trace.Policy.Lower);
+        Assert.Equal(new AutoscalerOptions().Upper, trace.Policy.Upper);
+        Assert.True(result.Ratio <= maxRatio, $"node-seconds {result.NodeSeconds} vs oracle {result.OracleNodeSeconds}: {result.Ratio:0.###}");
         Assert.True(result.NodeSeconds >= result.OracleNodeSeconds, "the policy never runs the cluster cheaper than the minimum over the whole trace");
-        Assert.True(result.ShortSeconds <= 3 * period, $"short {result.ShortSeconds} s");
-        Assert.True(result.LongestShortStreak <= 2 * period, $"longest streak {result.LongestShortStreak} s");
-        Assert.Equal(0, result.CapacityShortSeconds);
+        Assert.True(result.ShortSeconds <= maxShortSeconds, $"short {result.ShortSeconds} of {result.Seconds} s");
+        Assert.True(result.CapacityShortSeconds <= maxCapacityShortSeconds, $"short of capacity {result.CapacityShortSeconds} s");
 
-        Assert.True(result.ScaleUps >= 3, "the peak needs more than the two starting nodes");
+        Assert.True(result.ScaleUps >= 3, "the peaks need more than the two starting nodes");
         Assert.Equal(result.ScaleUps, result.ScaleDowns);
         Assert.All(result.Timeline, s => Assert.InRange(s.Provisioned, trace.Policy.MinNodes, trace.Policy.MaxNodes));
         Assert.All(result.Timeline, s => Assert.True(s.Serving >= trace.Policy.MinNodes));
         Assert.Equal(trace.Policy.MinNodes, result.Timeline[^1].Provisioned);
         Assert.All(result.Events.Where(e => e.Kind is "scale-up" or "scale-down"), e => Assert.False(string.IsNullOrWhiteSpace(e.Reason)));
         Assert.Equal(result.NodeSeconds, result.Timeline.Sum(s => s.Provisioned));
+    }
+
+    [Fact]
+    public void TheNewPolicyCostsLessThanThePapersBandOnEveryShippedTrace()
+    {
+        foreach (var name in SimulationTrace.ShippedNames)
+        {
+            var trace = SimulationTrace.Shipped(name);
+            var paper = ClusterSimulator.Run(trace with { Policy = trace.Policy with { Lower = 0.6, Upper = 0.8, Cooldown = TimeSpan.FromSeconds(10) } });
+            var now = ClusterSimulator.Run(trace);
+            Assert.True(now.NodeSeconds < paper.NodeSeconds, $"{name}: {now.NodeSeconds} node-seconds against {paper.NodeSeconds} with 60-80 %");
+        }
     }
 
     [Fact]
@@ -101,7 +119,7 @@ public sealed class SimulationTests
         Assert.True(atPeak.Serving >= 7, $"{atPeak.Serving} nodes serve 40 Gb/s");
         Assert.False(atPeak.Short);
         Assert.True(atPeak.ServedBitsPerSecond / atPeak.SupplyBitsPerSecond <= 0.8);
-        Assert.DoesNotContain(result.Events, e => e.Kind == "scale-down" && e.Second < 300);
+        Assert.DoesNotContain(result.Timeline, s => s.Short && s.Second is >= 75 and < 300);
     }
 
     [Theory]
@@ -113,15 +131,11 @@ public sealed class SimulationTests
         var json = Trace(6, Job("small", 0, 0, (0, 4), (400, 4), (401, 0)), cooldown);
         var result = ClusterSimulator.Run(SimulationTrace.Parse(json));
 
+        // After a full cooldown below the band, every node the load does not need goes at once (one decision, drained together).
         var downs = result.Events.Where(e => e.Kind == "scale-down").ToList();
-        Assert.Equal(cooldown, downs[0].Second);
-        Assert.Contains("least used", downs[0].Reason, StringComparison.Ordinal);
         Assert.Equal(4, downs.Count);
-        for (var i = 1; i < downs.Count; i++)
-        {
-            // The next removal waits for the drain (5 s) and a full cooldown below the band after it.
-            Assert.True(downs[i].Second - downs[i - 1].Second >= cooldown + 5, $"removals at {downs[i - 1].Second} and {downs[i].Second}");
-        }
+        Assert.All(downs, d => Assert.Equal(cooldown, d.Second));
+        Assert.Contains("least used", downs[0].Reason, StringComparison.Ordinal);
 
         Assert.Equal(2, result.Timeline[^1].Provisioned);
         Assert.Equal(0, result.ShortSeconds);

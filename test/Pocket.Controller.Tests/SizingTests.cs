@@ -16,7 +16,7 @@ public sealed class SizingTests
     /// <summary>Every hint combination on the DRAM class: T, C, nodes for each, nodes needed, and the bound.</summary>
     [Theory]
     //          functions peak(Gb/s) capacity(GB) | T(Gb/s)  C(GB)  nodesT nodesC needed throughputBound
-    [InlineData(null, null, null, 16.0, 120.0, 2, 2, 2, false)] // none: default 2 nodes of each
+    [InlineData(null, null, null, 0.6, 4.5, 1, 1, 2, false)] // none: sized as one function, a small share (placed on running nodes only)
     [InlineData(100, null, null, 60.0, 450.0, 8, 8, 8, true)] // N functions: N x 0.6 Gb/s, C by the node's ratio
     [InlineData(1, null, null, 0.6, 4.5, 1, 1, 2, true)] // tiny job: the minimum of 2 nodes applies
     [InlineData(null, null, 300L, 40.0, 300.0, 5, 5, 5, false)] // capacity D: T = D / node capacity x 8 Gb/s
@@ -25,7 +25,7 @@ public sealed class SizingTests
     [InlineData(null, 40.0, 60L, 40.0, 60.0, 5, 1, 5, true)] // peak + capacity: throughput-bound
     [InlineData(100, 8.0, null, 8.0, 60.0, 1, 1, 2, true)] // peak beats the function count
     [InlineData(10, 16.0, 30L, 16.0, 30.0, 2, 1, 2, true)] // all three
-    [InlineData(0, 0.0, 0L, 16.0, 120.0, 2, 2, 2, false)] // zeros mean "not given", as in the original API
+    [InlineData(0, 0.0, 0L, 0.6, 4.5, 1, 1, 2, false)] // zeros mean "not given", as in the original API
     public void SizesEveryHintCombination(int? functions, double? peakGbps, long? capacityGB, double t, double c, int nodesT, int nodesC, int needed, bool throughputBound)
     {
         var hints = new JobHints
@@ -45,6 +45,29 @@ public sealed class SizingTests
         Assert.Equal(needed, requirement.NodesNeeded);
         Assert.Equal(throughputBound, requirement.ThroughputBound);
         Assert.Equal(needed * 0.532, requirement.CostPerHour, 1e-9);
+        Assert.Equal(functions is not > 0 && peakGbps is not > 0 && capacityGB is not > 0, requirement.IsDefault);
+    }
+
+    [Fact]
+    public void AJobWithoutHintsGoesOnTheLeastPromisedRunningNodesEvenWhenTheyAreFullAndNeverNeedsANewOne()
+    {
+        var sizer = new JobSizer(new SizingOptions());
+        var requirement = sizer.Size(JobHints.None, AllTiers);
+        var full = new NodeLoad(1, NodeTier.Dram, 60 * GB, 8 * Gbps, 60 * GB);
+        var fuller = new NodeLoad(2, NodeTier.Dram, 60 * GB, 8 * Gbps, 70 * GB);
+        var half = new NodeLoad(3, NodeTier.Dram, 60 * GB, 4 * Gbps, 30 * GB);
+
+        var placement = sizer.Place(requirement, [full, fuller, half]);
+
+        Assert.True(placement.IsComplete);
+        Assert.Equal([1u, 3u], placement.Shares.Select(s => s.NodeId).Order());
+        Assert.All(placement.Shares, s => Assert.Equal(0.5, s.Fraction, 9));
+
+        // With no running node of its tier there is nothing to share, and nodes must be started.
+        Assert.Equal(2, sizer.Place(requirement, []).NewNodes);
+
+        // A hinted job that does not fit still asks for nodes.
+        Assert.False(sizer.Place(sizer.Size(new JobHints { Functions = 1 }, AllTiers), [full, fuller]).IsComplete);
     }
 
     [Fact]

@@ -17,17 +17,17 @@ internal static class SimulateCommand
 {
     public static Command Create()
     {
-        var trace = new Option<string?>("--trace") { Description = $"Job trace (JSON; default: the shipped {SimulationTrace.ShippedName})", HelpName = "FILE" };
+        var trace = new Option<string?>("--trace") { Description = $"Job trace: a JSON file, or a shipped trace by name ({string.Join(", ", SimulationTrace.ShippedNames)}; default {SimulationTrace.ShippedName})", HelpName = "FILE|NAME" };
         var writeTrace = new Option<string?>("--write-trace") { Description = "Write the shipped trace to FILE ('-': stdout) as a template, and exit", HelpName = "FILE" };
         var json = CommandRunner.JsonOption();
-        var band = new Option<string?>("--band") { Description = "Utilisation band in percent, lower-upper (trace's, else 60-80)", HelpName = "LOW-HIGH" };
+        var band = new Option<string?>("--band") { Description = "Utilisation band in percent, lower-upper (trace's, else 80-95)", HelpName = "LOW-HIGH" };
         var minNodes = new Option<int?>("--min-nodes") { Description = "Never fewer live nodes (trace's, else 2)", HelpName = "N" };
         var maxNodes = new Option<int?>("--max-nodes") { Description = "Never more live nodes (trace's, else 16)", HelpName = "N" };
         var startDelay = CommandRunner.DurationOption("--start-delay", "From the decision to add a node until it serves (trace's, else 5s)");
         var drainTime = CommandRunner.DurationOption("--drain-time", "From the decision to remove a node until it stops (trace's, else 5s)");
         var warmPool = new Option<int?>("--warm-pool") { Description = $"Idle standby nodes kept per tier, as `pocket up --warm-pool`: a scale-up takes one (0-{SimulationTrace.MaxWarmPool}; trace's, else 0)", HelpName = "N" };
         var warmDelay = CommandRunner.DurationOption("--warm-delay", "From the decision to add a node until a warm-pool node serves (trace's, else 0s: the next second)");
-        var cooldown = CommandRunner.DurationOption("--cooldown", "Quiet time after an action, and how long a tier must stay below the band to shrink (trace's, else 10s)");
+        var cooldown = CommandRunner.DurationOption("--cooldown", "Quiet time after an action, and how long a tier must stay below the band to shrink (trace's, else 5s)");
         var duration = CommandRunner.DurationOption("--duration", "Seconds to simulate (default: until the jobs end and the cluster settles)");
         var step = CommandRunner.DurationOption("--step", "Rows of the timeline table (default 10s)");
         var command = new Command("simulate", "Run the autoscaling policy on a job trace with a simulated clock: node-seconds vs the minimum, seconds short of throughput")
@@ -119,9 +119,14 @@ internal static class SimulateCommand
             return SimulationTrace.Shipped();
         }
 
+        if (!File.Exists(path) && SimulationTrace.ShippedNames.Contains(path, StringComparer.Ordinal))
+        {
+            return SimulationTrace.Shipped(path);
+        }
+
         if (!File.Exists(path))
         {
-            throw new CliException($"trace file '{path}' not found");
+            throw new CliException($"trace file '{path}' not found (shipped traces: {string.Join(", ", SimulationTrace.ShippedNames)})");
         }
 
         try

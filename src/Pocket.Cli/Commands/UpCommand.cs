@@ -55,7 +55,8 @@ internal static class UpCommand
         var inProcess = new Option<bool>("--in-process") { Description = "Run the storage nodes inside this process instead of as child processes" };
         var gatewayPort = new Option<int>("--gateway-port") { Description = "Port of the S3 gateway on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7090 };
         var noGateway = new Option<bool>("--no-gateway") { Description = "Start no S3 gateway" };
-        var autoscale = new Option<bool>("--autoscale") { Description = "Add and drain storage nodes to keep utilisation within 60-80 %" };
+        var autoscale = new Option<bool>("--autoscale") { Description = "Accepted for older scripts: the autoscaler runs by default (see --static)" };
+        var fixedSize = new Option<bool>("--static") { Description = "Keep the storage nodes started (and those jobs need) instead of adding and draining nodes to keep utilisation within 60-80 %" };
         var warmPool = new Option<int>("--warm-pool") { Description = "Idle standby nodes kept ready so a scale-up takes one instead of starting one (0 = none)", DefaultValueFactory = _ => 0 };
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var idleTimeout = RoleCommands.IdleTimeoutOption();
@@ -63,7 +64,7 @@ internal static class UpCommand
         var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, warmPool, idleTimeout, runFor, verbose, tls,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, idleTimeout, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -99,6 +100,14 @@ internal static class UpCommand
             }
         });
 
+        fixedSize.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<bool>() && result.Parent?.GetResult(autoscale) is { Implicit: false })
+            {
+                result.AddError("give either --static or --autoscale, not both");
+            }
+        });
+
         tiers.Validators.Add(result =>
         {
             if (result.Parent?.GetResult(nodes) is { Implicit: false })
@@ -122,7 +131,7 @@ internal static class UpCommand
                 ControllerPort = parse.GetValue(controllerPort),
                 InProcess = parse.GetValue(inProcess),
                 GatewayPort = parse.GetValue(noGateway) ? null : parse.GetValue(gatewayPort),
-                Autoscale = parse.GetValue(autoscale),
+                Autoscale = !parse.GetValue(fixedSize),
                 WarmPool = parse.GetValue(warmPool),
                 IdleTimeout = parse.GetValue(idleTimeout),
             },
@@ -315,6 +324,9 @@ internal static class UpCommand
 
         AnsiConsole.MarkupLine("node classes: " + Markup.Escape(string.Join("; ", cluster.Options.NodeClasses().Select(c =>
             string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(c.Tier)} {Units.FormatBytes(c.CapacityBytes)}, {c.BandwidthBitsPerSecond / 1e9:0.##} Gb/s, ${c.CostPerHour:0.###}/h")))));
+        AnsiConsole.MarkupLine(cluster.Controller.Autoscaler is { } scaler
+            ? Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"scaling:    elastic, {scaler.Options.MinNodes}-{scaler.Options.MaxNodes} nodes, each tier kept within {scaler.Options.Lower * 100:0}-{scaler.Options.Upper * 100:0} % (--static to turn off); jobs without hints share running nodes"))
+            : "scaling:    static (--static): nodes are only started for jobs that need them, never drained");
         if (cluster.Options.DataDirectory is { } data && cluster.Options.NodeCounts.Keys.Any(t => t != NodeTier.Dram))
         {
             AnsiConsole.MarkupLine($"data dir:   {Markup.Escape(data)} (ssd and hdd files, deleted when the nodes stop)");

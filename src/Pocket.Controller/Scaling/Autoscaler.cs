@@ -8,14 +8,20 @@ using Pocket.Protocol;
 
 namespace Pocket.Controller.Scaling;
 
-/// <summary>Settings of the <see cref="Autoscaler"/>: the paper's 60-80 % band, node limits and the cooldown.</summary>
+/// <summary>
+/// Settings of the <see cref="Autoscaler"/>: the band (80-95 %; the paper's 60-80 % left a third of the nodes idle,
+/// docs/controller.md), node limits, the cooldown and the lead.
+/// </summary>
 public sealed record AutoscalerOptions
 {
-    /// <summary>When every resource of a tier stays below this fraction for <see cref="Cooldown"/>, a node is drained and removed.</summary>
-    public double Lower { get; init; } = 0.6;
+    /// <summary>
+    /// When every resource of a tier stays below this fraction for <see cref="Cooldown"/>, the nodes its load does not
+    /// need (at <see cref="Upper"/>) are drained and removed.
+    /// </summary>
+    public double Lower { get; init; } = 0.8;
 
-    /// <summary>When any resource of a tier goes above this fraction, a node of that tier is added.</summary>
-    public double Upper { get; init; } = 0.8;
+    /// <summary>When any resource of a tier goes above this fraction, now or <see cref="Lead"/> ahead, nodes of that tier are added.</summary>
+    public double Upper { get; init; } = 0.95;
 
     /// <summary>Live storage nodes never fewer than this (the paper always runs two).</summary>
     public int MinNodes { get; init; } = 2;
@@ -24,7 +30,13 @@ public sealed record AutoscalerOptions
     public int MaxNodes { get; init; } = 16;
 
     /// <summary>Quiet time after each action, and how long a tier must stay below the band before it shrinks.</summary>
-    public TimeSpan Cooldown { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan Cooldown { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// How far ahead a tier's rising load is projected (its rise per second times this): about the time a node takes
+    /// from the decision to serving, so nodes are added before a ramp outgrows the tier, not after.
+    /// </summary>
+    public TimeSpan Lead { get; init; } = TimeSpan.FromSeconds(5);
 
     /// <summary>How often utilisation is sampled and the policy evaluated.</summary>
     public TimeSpan Interval { get; init; } = TimeSpan.FromSeconds(1);
@@ -54,9 +66,9 @@ public sealed record AutoscalerOptions
             throw new ArgumentException("autoscaler needs 1 <= min nodes <= max nodes");
         }
 
-        if (Cooldown < TimeSpan.Zero || Interval <= TimeSpan.Zero || DrainTimeout <= TimeSpan.Zero)
+        if (Cooldown < TimeSpan.Zero || Lead < TimeSpan.Zero || Interval <= TimeSpan.Zero || DrainTimeout <= TimeSpan.Zero)
         {
-            throw new ArgumentException("autoscaler cooldown must be >= 0, interval and drain timeout positive");
+            throw new ArgumentException("autoscaler cooldown and lead must be >= 0, interval and drain timeout positive");
         }
 
         if (NodeBandwidthBytesPerSecond.Values.Any(b => !(b > 0) || !double.IsFinite(b)))
@@ -104,6 +116,9 @@ public sealed class Autoscaler
         _events = events;
         _logger = logger;
     }
+
+    /// <summary>The settings in use.</summary>
+    public AutoscalerOptions Options => _options;
 
     /// <summary>Network bandwidth of one node of <paramref name="tier"/>, bytes/s.</summary>
     public double Bandwidth(NodeTier tier) =>
@@ -218,11 +233,19 @@ public sealed class Autoscaler
         {
             if (decision.Action == ScalingAction.AddNode)
             {
-                await AddAsync(decision, useWarmPool: true, cancellationToken).ConfigureAwait(false);
+                // Started together: the load they are for is expected by the time one node starts.
+                var adds = Enumerable.Range(0, Math.Max(1, decision.Count))
+                    .Select(i => AddAsync(i == 0 ? decision : decision with { Reason = $"{decision.Reason} ({i + 1} of {decision.Count})" }, useWarmPool: true, cancellationToken))
+                    .ToList();
+                await Task.WhenAll(adds).ConfigureAwait(false);
             }
             else
             {
-                await RemoveAsync(decision, cancellationToken).ConfigureAwait(false);
+                // One drain after the other: a node being drained must not be the target of another's blocks.
+                foreach (var id in decision.NodeIds.Count > 0 ? decision.NodeIds : [decision.NodeId!.Value])
+                {
+                    await RemoveAsync(decision with { NodeId = id }, cancellationToken).ConfigureAwait(false);
+                }
             }
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)

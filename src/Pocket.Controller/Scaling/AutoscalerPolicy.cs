@@ -41,6 +41,12 @@ public sealed record ScalingDecision(ScalingAction Action, NodeTier Tier, uint? 
 {
     /// <summary>No action.</summary>
     public static ScalingDecision None { get; } = new(ScalingAction.None, NodeTier.Dram, null, "");
+
+    /// <summary>Nodes to start at once (<see cref="ScalingAction.AddNode"/>): enough for the load expected when they serve.</summary>
+    public int Count { get; init; } = 1;
+
+    /// <summary>Nodes to drain and remove at once (<see cref="ScalingAction.RemoveNode"/>); <see cref="NodeId"/> is the first.</summary>
+    public IReadOnlyList<uint> NodeIds { get; init; } = [];
 }
 
 /// <summary>Utilisation of one tier's live nodes, each resource as a fraction of what the nodes offer.</summary>
@@ -48,23 +54,44 @@ public sealed record TierUtilisation(NodeTier Tier, int Nodes, double Cpu, doubl
 {
     /// <summary>The highest of the three.</summary>
     public double Max => Math.Max(Cpu, Math.Max(Network, Capacity));
+
+    /// <summary>The load in nodes' worth: how many fully used nodes the busiest resource amounts to.</summary>
+    public double Need => Max * Nodes;
 }
 
+/// <summary>A tier's load (<see cref="TierUtilisation.Need"/>) at one evaluation, remembered for the next one's trend.</summary>
+public readonly record struct TierLoad(DateTimeOffset At, double Need);
+
 /// <summary>What the policy remembers between evaluations (it is otherwise a pure function).</summary>
-/// <param name="LastAction">When the last action was taken; the cooldown runs from there.</param>
-/// <param name="BelowSince">Per tier, since when every resource has been below the lower bound.</param>
+/// <param name="LastAction">When the last action was taken; removals wait the cooldown from there.</param>
+/// <param name="BelowSince">Per tier, since when it has had more nodes than its load needs (and the load was not rising).</param>
 public sealed record AutoscalerState(DateTimeOffset? LastAction, IReadOnlyDictionary<NodeTier, DateTimeOffset> BelowSince)
 {
     /// <summary>Nothing yet.</summary>
     public static AutoscalerState Initial { get; } = new(null, new Dictionary<NodeTier, DateTimeOffset>());
+
+    /// <summary>Per tier, the load at each evaluation of the last two leads (oldest first), for its trend.</summary>
+    public IReadOnlyDictionary<NodeTier, IReadOnlyList<TierLoad>> Loads { get; init; } = new Dictionary<NodeTier, IReadOnlyList<TierLoad>>();
+
+    /// <summary>
+    /// Per tier, the nodes its load needed at each evaluation of the last cooldown (oldest first): a removal keeps the
+    /// most of them, so a dip shorter than the cooldown never takes nodes the load comes back to.
+    /// </summary>
+    public IReadOnlyDictionary<NodeTier, IReadOnlyList<(DateTimeOffset At, int Nodes)>> Needed { get; init; } = new Dictionary<NodeTier, IReadOnlyList<(DateTimeOffset At, int Nodes)>>();
 }
 
 /// <summary>
-/// The scaling policy of the paper as a pure function: latest samples + settings + clock (+ remembered state) in,
-/// one decision out. No I/O, so the same code drives the live controller, unit tests and a simulator.
+/// The scaling policy as a pure function: latest samples + settings + clock (+ remembered state) in, one decision
+/// out. No I/O, so the same code drives the live controller, unit tests and a simulator. It tracks each tier's load in
+/// nodes' worth (the busiest of CPU, network and capacity, as a multiple of one node) and its trend: a tier whose
+/// load, now or projected <see cref="AutoscalerOptions.Lead"/> ahead, is above the upper bound gets at once as many
+/// nodes as bring it back to the bound; a tier that has held more nodes than its load needs at the upper bound, below
+/// the lower bound and not rising, for the cooldown, gives back all the nodes it did not need in that time at once.
 /// </summary>
 public static class AutoscalerPolicy
 {
+    private const double Epsilon = 1e-9;
+
     /// <summary>Utilisation per tier over live nodes (draining, drained and dead nodes do not count).</summary>
     public static IReadOnlyList<TierUtilisation> Utilisation(IReadOnlyList<NodeSample> samples, AutoscalerOptions options, Func<NodeTier, double> bandwidth) =>
         [.. samples
@@ -85,9 +112,9 @@ public static class AutoscalerPolicy
             })];
 
     /// <summary>
-    /// Decides. <paramref name="removable"/> holds the nodes the controller can stop (it started them); a node
-    /// only leaves when every resource of its tier has been below the band for the cooldown and the tier, without
-    /// it, would still be under the upper bound (otherwise the next evaluation would add a node back).
+    /// Decides. <paramref name="removable"/> holds the nodes the controller can stop (it started them); nodes only
+    /// leave when the tier without them stays at or under the upper bound (otherwise the next evaluation would add
+    /// them back), and never below <see cref="AutoscalerOptions.MinNodes"/>.
     /// </summary>
     public static (ScalingDecision Decision, AutoscalerState State) Decide(
         IReadOnlyList<NodeSample> samples,
@@ -99,57 +126,140 @@ public static class AutoscalerPolicy
     {
         var tiers = Utilisation(samples, options, bandwidth);
         var below = new Dictionary<NodeTier, DateTimeOffset>();
-        foreach (var tier in tiers.Where(t => t.Max < options.Lower))
+        var keep = new Dictionary<NodeTier, int>();
+        var windows = new Dictionary<NodeTier, IReadOnlyList<(DateTimeOffset At, int Nodes)>>();
+        var loads = new Dictionary<NodeTier, IReadOnlyList<TierLoad>>();
+        var expected = new Dictionary<NodeTier, double>();
+        foreach (var tier in tiers)
         {
-            below[tier.Tier] = state.BelowSince.TryGetValue(tier.Tier, out var since) ? since : now;
-        }
+            var need = tier.Need;
+            var history = (state.Loads.TryGetValue(tier.Tier, out var before) ? before : [])
+                .Where(l => l.At < now && now - l.At <= 2 * options.Lead)
+                .Append(new TierLoad(now, need))
+                .ToList();
+            loads[tier.Tier] = history;
+            var rising = Math.Max(0, Slope(history, now));
+            expected[tier.Tier] = need + (rising * options.Lead.TotalSeconds);
 
-        var next = state with { BelowSince = below };
-        if (state.LastAction is { } last && now - last < options.Cooldown)
-        {
-            return (ScalingDecision.None, next);
-        }
-
-        var live = samples.Count(s => s.State == NodeState.Live);
-        var busy = samples.Any(s => s.State == NodeState.Draining);
-        foreach (var tier in tiers.OrderByDescending(t => t.Max))
-        {
-            if (tier.Max > options.Upper && live < options.MaxNodes)
+            // Nodes the expected load needs at the upper bound, over the last cooldown; more than the most of them,
+            // while the tier stays below the band, is excess.
+            var needed = Math.Max(1, NodesFor(expected[tier.Tier], options.Upper));
+            var window = (state.Needed.TryGetValue(tier.Tier, out var earlier) ? earlier : [])
+                .Where(n => now - n.At < options.Cooldown)
+                .Append((At: now, Nodes: needed))
+                .ToList();
+            windows[tier.Tier] = window;
+            if (tier.Max < options.Lower && window.Max(n => n.Nodes) < tier.Nodes)
             {
-                return (new ScalingDecision(ScalingAction.AddNode, tier.Tier, null, $"{NodeTierNames.Name(tier.Tier)} {Pressure(tier, options.Upper)} above {Percent(options.Upper)}"), next with { LastAction = now });
+                below[tier.Tier] = state.BelowSince.TryGetValue(tier.Tier, out var since) ? since : now;
+                keep[tier.Tier] = window.Max(n => n.Nodes);
             }
         }
 
-        // One removal at a time: a drain in progress already shrinks the cluster.
-        if (busy || live <= options.MinNodes)
+        var next = state with { BelowSince = below, Needed = windows, Loads = loads };
+        var live = samples.Count(s => s.State == NodeState.Live);
+        foreach (var tier in tiers.OrderByDescending(t => Math.Max(t.Max, expected[t.Tier] / t.Nodes)))
+        {
+            var load = Math.Max(tier.Need, expected[tier.Tier]);
+            // A saturated resource cannot show how far demand exceeds it: at 100 % a node is added whatever the bound.
+            if ((load > options.Upper * tier.Nodes * (1 + Epsilon) || tier.Max >= 1 - 1e-6) && live < options.MaxNodes)
+            {
+                var count = Math.Clamp(NodesFor(load, options.Upper) - tier.Nodes, 1, options.MaxNodes - live);
+                var reason = tier.Max > options.Upper
+                    ? $"{NodeTierNames.Name(tier.Tier)} {Pressure(tier, options.Upper)} above {Percent(options.Upper)}"
+                    : string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier.Tier)} load rising: {load:0.##} nodes' worth expected in {options.Lead.TotalSeconds:0.#} s on {tier.Nodes} nodes");
+                return (new ScalingDecision(ScalingAction.AddNode, tier.Tier, null, count > 1 ? $"{reason}; {count} nodes" : reason) { Count = count }, next with { LastAction = now, BelowSince = new Dictionary<NodeTier, DateTimeOffset>() });
+            }
+        }
+
+        // Removals wait the cooldown after any action, and one drain at a time: a drain in progress already shrinks the cluster.
+        if ((state.LastAction is { } previous && now - previous < options.Cooldown) || samples.Any(s => s.State == NodeState.Draining) || live <= options.MinNodes)
         {
             return (ScalingDecision.None, next);
         }
 
         foreach (var tier in tiers.Where(t => below.ContainsKey(t.Tier) && now - below[t.Tier] >= options.Cooldown).OrderBy(t => t.Max))
         {
-            var candidates = samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier && removable.Contains(s.NodeId)).ToList();
-            if (candidates.Count == 0)
+            var victims = samples
+                .Where(s => s.State == NodeState.Live && s.Tier == tier.Tier && removable.Contains(s.NodeId))
+                .OrderBy(s => s.Used).ThenBy(s => s.Cpu).ThenBy(s => s.NetRxBytesPerSecond + s.NetTxBytesPerSecond).ThenByDescending(s => s.NodeId)
+                .Take(Math.Min(tier.Nodes - keep[tier.Tier], live - options.MinNodes))
+                .ToList();
+
+            // What the victims hold moves to the rest: the rest must stay under the upper bound (no flapping).
+            while (victims.Count > 0 && !FitsWithout(tier, victims, samples, options))
+            {
+                victims.RemoveAt(victims.Count - 1);
+            }
+
+            if (victims.Count == 0)
             {
                 continue;
             }
 
-            var victim = candidates.OrderBy(s => s.Used).ThenBy(s => s.Cpu).ThenBy(s => s.NetRxBytesPerSecond + s.NetTxBytesPerSecond).ThenByDescending(s => s.NodeId).First();
-            var rest = samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier && s.NodeId != victim.NodeId).ToList();
-            var restCapacity = rest.Sum(s => (double)s.Capacity);
-            var afterCapacity = (options.Resources & ScalingResources.Capacity) == 0 ? 0 : restCapacity > 0 ? rest.Sum(s => (double)s.Used) / restCapacity + ((double)victim.Used / restCapacity) : 1;
-            var afterNetwork = rest.Count > 0 ? (tier.Network * tier.Nodes) / rest.Count : 1;
-            var afterCpu = rest.Count > 0 ? (tier.Cpu * tier.Nodes) / rest.Count : 1;
-            if (rest.Count == 0 || Math.Max(afterCapacity, Math.Max(afterNetwork, afterCpu)) > options.Upper)
-            {
-                continue;
-            }
-
-            var reason = string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier.Tier)} below {Percent(options.Lower)} for {options.Cooldown.TotalSeconds:0.#} s (cpu {Percent(tier.Cpu)}, network {Percent(tier.Network)}, capacity {Percent(tier.Capacity)}); node {victim.NodeId} is the least used");
-            return (new ScalingDecision(ScalingAction.RemoveNode, tier.Tier, victim.NodeId, reason), next with { LastAction = now, BelowSince = new Dictionary<NodeTier, DateTimeOffset>() });
+            var ids = victims.Select(v => v.NodeId).ToList();
+            var reason = string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier.Tier)} below {Percent(options.Lower)} for {options.Cooldown.TotalSeconds:0.#} s (cpu {Percent(tier.Cpu)}, network {Percent(tier.Network)}, capacity {Percent(tier.Capacity)}); ")
+                + (ids.Count == 1 ? $"node {ids[0]} is the least used" : $"nodes {string.Join(", ", ids)} are the least used; {keep[tier.Tier]} nodes carry the load");
+            return (new ScalingDecision(ScalingAction.RemoveNode, tier.Tier, ids[0], reason) { NodeIds = ids }, next with { LastAction = now, BelowSince = new Dictionary<NodeTier, DateTimeOffset>() });
         }
 
         return (ScalingDecision.None, next);
+    }
+
+    /// <summary>
+    /// Nodes' worth per second the load rises, at least: the least-squares slope over the window less twice its
+    /// standard error, so a noisy but level load does not read as a ramp while a clean ramp counts whole; 0 with fewer
+    /// than three samples.
+    /// </summary>
+    private static double Slope(List<TierLoad> history, DateTimeOffset now)
+    {
+        if (history.Count < 3)
+        {
+            return 0;
+        }
+
+        var meanX = history.Average(l => (l.At - now).TotalSeconds);
+        var meanY = history.Average(l => l.Need);
+        double covariance = 0, variance = 0;
+        foreach (var l in history)
+        {
+            var x = (l.At - now).TotalSeconds - meanX;
+            covariance += x * (l.Need - meanY);
+            variance += x * x;
+        }
+
+        if (variance <= 0)
+        {
+            return 0;
+        }
+
+        var slope = covariance / variance;
+        var residuals = history.Sum(l =>
+        {
+            var fitted = meanY + (slope * ((l.At - now).TotalSeconds - meanX));
+            return (l.Need - fitted) * (l.Need - fitted);
+        });
+        var standardError = Math.Sqrt(residuals / (history.Count - 2) / variance);
+        return slope - (2 * standardError);
+    }
+
+    /// <summary>The fewest nodes that carry <paramref name="need"/> nodes' worth at <paramref name="bound"/> each.</summary>
+    private static int NodesFor(double need, double bound) => (int)Math.Min(int.MaxValue, Math.Ceiling((need / bound) - 1e-6));
+
+    private static bool FitsWithout(TierUtilisation tier, List<NodeSample> victims, IReadOnlyList<NodeSample> samples, AutoscalerOptions options)
+    {
+        var gone = victims.Select(v => v.NodeId).ToHashSet();
+        var rest = samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier && !gone.Contains(s.NodeId)).ToList();
+        if (rest.Count == 0)
+        {
+            return false;
+        }
+
+        var restCapacity = rest.Sum(s => (double)s.Capacity);
+        var afterCapacity = (options.Resources & ScalingResources.Capacity) == 0 ? 0 : samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier).Sum(s => (double)s.Used) / restCapacity;
+        var afterNetwork = tier.Network * tier.Nodes / rest.Count;
+        var afterCpu = tier.Cpu * tier.Nodes / rest.Count;
+        return Math.Max(afterCapacity, Math.Max(afterNetwork, afterCpu)) <= options.Upper;
     }
 
     private static string Pressure(TierUtilisation tier, double upper)

@@ -143,17 +143,22 @@ public static class ClusterSimulator
             }
 
             var now = Epoch + TimeSpan.FromSeconds(t);
+            if (action is { } running)
+            {
+                // A warm node of a batch serves at its own (earlier) time; the rest when they are ready.
+                foreach (var node in running.Nodes.Where(n => n.Phase == Phase.Starting && n.ReadyAt <= t))
+                {
+                    node.Phase = Phase.Live;
+                    events.Add(new SimulationEvent(t, "node-started", node.Id, $"{NodeTierNames.Name(node.Tier)} node {node.Id} serves after the {(node.Warm ? "warm delay (taken from the warm pool)" : "start delay")}"));
+                }
+            }
+
             if (action is { } done && done.DoneAt <= t)
             {
-                if (done.Node.Phase == Phase.Starting)
+                foreach (var node in done.Nodes.Where(n => n.Phase == Phase.Draining))
                 {
-                    done.Node.Phase = Phase.Live;
-                    events.Add(new SimulationEvent(t, "node-started", done.Node.Id, $"{NodeTierNames.Name(done.Node.Tier)} node {done.Node.Id} serves after the {(done.Warm ? "warm delay (taken from the warm pool)" : "start delay")}"));
-                }
-                else
-                {
-                    nodes.Remove(done.Node);
-                    events.Add(new SimulationEvent(t, "node-stopped", done.Node.Id, $"node {done.Node.Id} stopped after its drain"));
+                    nodes.Remove(node);
+                    events.Add(new SimulationEvent(t, "node-stopped", node.Id, $"node {node.Id} stopped after its drain"));
                 }
 
                 // As the live loop does: the cooldown runs from the end of an action as well as its start.
@@ -257,29 +262,49 @@ public static class ClusterSimulator
                 (var decision, state) = AutoscalerPolicy.Decide(samples, removable, policy, Bandwidth, state, now);
                 if (decision.Action == ScalingAction.AddNode)
                 {
-                    var node = new SimNode(nextId++, decision.Tier) { Phase = Phase.Starting };
-                    nodes.Add(node);
-                    var warm = pools.TryGetValue(decision.Tier, out var pool) && pool.Ready > 0;
-                    if (warm)
+                    // Nodes asked for together start together (the live loop starts them in parallel); the action ends
+                    // when the slowest serves. Each takes a warm-pool node while the pool has one.
+                    var added = new List<SimNode>();
+                    double doneAt = t;
+                    var anyWarm = false;
+                    for (var i = 0; i < decision.Count; i++)
                     {
-                        // The claimed node leaves the pool; its replacement starts now, in the background.
-                        pool!.Ready--;
-                        pool.RefillAt ??= t + trace.StartDelay.TotalSeconds;
+                        var node = new SimNode(nextId++, decision.Tier) { Phase = Phase.Starting };
+                        nodes.Add(node);
+                        added.Add(node);
+                        var warm = pools.TryGetValue(decision.Tier, out var pool) && pool.Ready > 0;
+                        if (warm)
+                        {
+                            // The claimed node leaves the pool; its replacement starts now, in the background.
+                            pool!.Ready--;
+                            pool.RefillAt ??= t + trace.StartDelay.TotalSeconds;
+                        }
+
+                        node.ReadyAt = t + (warm ? trace.WarmDelay : trace.StartDelay).TotalSeconds;
+                        node.Warm = warm;
+                        anyWarm |= warm;
+                        doneAt = Math.Max(doneAt, node.ReadyAt);
+                        events.Add(new SimulationEvent(t, "scale-up", node.Id, warm ? $"{decision.Reason}; taken from the warm pool" : decision.Reason));
+                        ups++;
                     }
 
-                    action = new PendingAction(node, t + (warm ? trace.WarmDelay : trace.StartDelay).TotalSeconds, warm);
-                    events.Add(new SimulationEvent(t, "scale-up", node.Id, warm ? $"{decision.Reason}; taken from the warm pool" : decision.Reason));
+                    action = new PendingAction(added, doneAt, anyWarm);
                     lastDecision = t;
-                    ups++;
                 }
                 else if (decision.Action == ScalingAction.RemoveNode)
                 {
-                    var node = nodes.Single(n => n.Id == decision.NodeId);
-                    node.Phase = Phase.Draining;
-                    action = new PendingAction(node, t + trace.DrainTime.TotalSeconds, Warm: false);
-                    events.Add(new SimulationEvent(t, "scale-down", node.Id, decision.Reason));
+                    var removed = new List<SimNode>();
+                    foreach (var id in decision.NodeIds.Count > 0 ? decision.NodeIds : [decision.NodeId!.Value])
+                    {
+                        var node = nodes.Single(n => n.Id == id);
+                        node.Phase = Phase.Draining;
+                        removed.Add(node);
+                        events.Add(new SimulationEvent(t, "scale-down", node.Id, decision.Reason));
+                        downs++;
+                    }
+
+                    action = new PendingAction(removed, t + trace.DrainTime.TotalSeconds, Warm: false);
                     lastDecision = t;
-                    downs++;
                 }
             }
 
@@ -328,9 +353,13 @@ public static class ClusterSimulator
         public NodeTier Tier { get; } = tier;
 
         public Phase Phase { get; set; }
+
+        public double ReadyAt { get; set; }
+
+        public bool Warm { get; set; }
     }
 
-    private sealed record PendingAction(SimNode Node, double DoneAt, bool Warm);
+    private sealed record PendingAction(IReadOnlyList<SimNode> Nodes, double DoneAt, bool Warm);
 
     /// <summary>A tier's warm pool: nodes standing by, and when the replacement being started stands by too.</summary>
     private sealed class SimPool

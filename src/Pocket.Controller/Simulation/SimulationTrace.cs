@@ -113,17 +113,28 @@ public sealed record SimulationTrace
     /// <summary>The class of <paramref name="tier"/>.</summary>
     public SimulatedNodeClass ClassOf(NodeTier tier) => NodeClasses[tier];
 
-    /// <summary>The shipped <c>paper-three-jobs</c> trace as JSON (the template `pocket simulate --write-trace` writes).</summary>
-    public static string ShippedJson()
+    /// <summary>
+    /// The traces shipped with Pocket: the paper's three jobs, a burst of many small jobs and a long day with peaks
+    /// (docs/controller.md, "Simulating the autoscaler", has what each is and what the policy costs on it).
+    /// </summary>
+    public static IReadOnlyList<string> ShippedNames { get; } = [ShippedName, "burst-small-jobs", "day-with-peaks"];
+
+    /// <summary>A shipped trace as JSON (the template `pocket simulate --write-trace` writes); <paramref name="name"/> one of <see cref="ShippedNames"/>.</summary>
+    public static string ShippedJson(string name = ShippedName)
     {
-        using var stream = typeof(SimulationTrace).Assembly.GetManifestResourceStream("Pocket.Controller.Simulation.paper-three-jobs.json")
-            ?? throw new InvalidOperationException("the shipped trace is missing from the assembly");
+        if (!ShippedNames.Contains(name, StringComparer.Ordinal))
+        {
+            throw new ArgumentException($"'{name}' is not a shipped trace ({string.Join(", ", ShippedNames)})", nameof(name));
+        }
+
+        using var stream = typeof(SimulationTrace).Assembly.GetManifestResourceStream($"Pocket.Controller.Simulation.{name}.json")
+            ?? throw new InvalidOperationException($"the shipped trace {name} is missing from the assembly");
         using var reader = new StreamReader(stream, Encoding.UTF8);
         return reader.ReadToEnd();
     }
 
-    /// <summary>The shipped <c>paper-three-jobs</c> trace.</summary>
-    public static SimulationTrace Shipped() => Parse(ShippedJson());
+    /// <summary>A shipped trace (by default <c>paper-three-jobs</c>).</summary>
+    public static SimulationTrace Shipped(string name = ShippedName) => Parse(ShippedJson(name));
 
     /// <summary>Reads a trace from JSON; throws <see cref="SimulationTraceException"/> naming the line or field at fault.</summary>
     public static SimulationTrace Parse(string json)
@@ -293,6 +304,7 @@ public sealed record SimulationTrace
             MinNodes = dto.MinNodes ?? policy.MinNodes,
             MaxNodes = dto.MaxNodes ?? policy.MaxNodes,
             Cooldown = Seconds(dto.Cooldown, "policy.cooldown") ?? policy.Cooldown,
+            Lead = Seconds(dto.Lead, "policy.lead") ?? policy.Lead,
             Resources = resources,
         };
         try
@@ -514,6 +526,8 @@ internal sealed class PolicyDto
     public int? MaxNodes { get; set; }
 
     public double? Cooldown { get; set; }
+
+    public double? Lead { get; set; }
 
     public List<string?>? Resources { get; set; }
 }

@@ -63,7 +63,15 @@ public sealed record JobRequirement(
     int NodesNeeded,
     bool ThroughputBound,
     double CostPerHour,
-    NodeClassOptions NodeClass);
+    NodeClassOptions NodeClass)
+{
+    /// <summary>
+    /// True for a job registered without hints: it is sized as <see cref="SizingOptions.DefaultFunctions"/> functions
+    /// and placed on running nodes only, even past their room (<see cref="JobSizer.Place"/>); nodes are started for it
+    /// only when its tier has none at all.
+    /// </summary>
+    public bool IsDefault { get; init; }
+}
 
 /// <summary>A running node as sizing sees it: its registered capacity and what jobs already hold of it.</summary>
 public readonly record struct NodeLoad(uint NodeId, NodeTier Tier, long CapacityBytes, double AllocatedBitsPerSecond, double AllocatedBytes);
@@ -240,7 +248,8 @@ public sealed class JobSizer
         var throughput = hints.HasThroughput ? hints.PeakThroughputBitsPerSecond!.Value
             : hints.HasFunctions ? hints.Functions!.Value * Options.PerFunctionBitsPerSecond
             : hints.HasCapacity ? (double)hints.CapacityBytes!.Value * bandwidth / nodeClass.CapacityBytes
-            : Options.DefaultNodes * bandwidth;
+            : Options.DefaultFunctions * Options.PerFunctionBitsPerSecond;
+        var isDefault = !hints.HasThroughput && !hints.HasFunctions && !hints.HasCapacity;
 
         // Without a capacity hint the job is assumed to store what its throughput fills on the class's nodes.
         // Multiplied before divided, and rounded up only past float noise, so 2 Gb/s on 256 MiB per 8 Gb/s is 64 MiB exactly.
@@ -276,7 +285,10 @@ public sealed class JobSizer
             nodesNeeded,
             throughputBound,
             nodesNeeded * nodeClass.CostPerHour,
-            nodeClass);
+            nodeClass)
+        {
+            IsDefault = isDefault,
+        };
     }
 
     /// <summary>
@@ -294,7 +306,9 @@ public sealed class JobSizer
     /// <summary>
     /// Lays the job over running nodes of its tier, fullest first (so partly used nodes fill up and empty ones
     /// stay free to be removed), no node taking more than 1/<see cref="SizingOptions.MinimumNodes"/> of it; what
-    /// does not fit is counted in new nodes of the class.
+    /// does not fit is counted in new nodes of the class. A job without hints (<see cref="JobRequirement.IsDefault"/>) that
+    /// does not fit in the room left goes on the least promised running nodes of its tier anyway, over-committing them:
+    /// it said nothing about its needs, so it takes no whole node; the autoscaler adds nodes when use grows.
     /// </summary>
     public Placement Place(JobRequirement requirement, IEnumerable<NodeLoad> nodes)
     {
@@ -330,6 +344,21 @@ public sealed class JobSizer
 
             shares.Add(new NodeShare(node.NodeId, fraction, fraction * throughput, fraction * capacity));
             remaining -= fraction;
+        }
+
+        if (remaining > Epsilon && requirement.IsDefault)
+        {
+            var least = nodes
+                .Where(n => n.Tier == requirement.Tier)
+                .OrderBy(ShareOf)
+                .ThenBy(n => n.NodeId)
+                .Take(Options.MinimumNodes)
+                .ToList();
+            if (least.Count > 0)
+            {
+                var each = 1.0 / least.Count;
+                return new Placement([.. least.Select(n => new NodeShare(n.NodeId, each, each * throughput, each * capacity))], 0);
+            }
         }
 
         var newNodes = 0;

@@ -76,8 +76,14 @@ public sealed record SizingOptions
     /// </summary>
     public int MinimumNodes { get; init; } = 2;
 
-    /// <summary>A job without hints is sized as this many nodes of throughput and capacity (the later code's 2; the paper used 50).</summary>
-    public int DefaultNodes { get; init; } = 2;
+    /// <summary>
+    /// A job without hints (no functions, throughput or capacity; an S3 bucket made without <c>x-pocket-hints</c>) is
+    /// sized as this many functions: 1 by default, 600 Mb/s and the capacity that implies (7.5 % of a node). The paper
+    /// sized it as 50 whole nodes and its later code as 2, which on one machine starts two nodes per forgotten hint;
+    /// here such a job only takes a small share of the nodes already running (<see cref="JobSizer.Place"/>), never
+    /// starts one, and the autoscaler adds nodes when real use needs them.
+    /// </summary>
+    public int DefaultFunctions { get; init; } = 1;
 
     /// <summary>No tier grows beyond this many nodes for one job; a job that would need more is refused, not half-served.</summary>
     public int MaxNodesPerJob { get; init; } = 64;
@@ -112,14 +118,14 @@ public sealed record SizingOptions
             throw new ArgumentException("minimum nodes per job must be at least 1");
         }
 
-        if (DefaultNodes < 1)
+        if (DefaultFunctions < 1)
         {
-            throw new ArgumentException("default nodes must be at least 1");
+            throw new ArgumentException("default functions must be at least 1");
         }
 
-        if (MaxNodesPerJob < MinimumNodes || MaxNodesPerJob < DefaultNodes)
+        if (MaxNodesPerJob < MinimumNodes)
         {
-            throw new ArgumentException("max nodes per job must be at least the minimum and the default number of nodes");
+            throw new ArgumentException("max nodes per job must be at least the minimum number of nodes");
         }
 
         if (NodeClasses.Count == 0)
