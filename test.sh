@@ -3,8 +3,12 @@
 # Extra arguments go to `dotnet test` (e.g. --filter Name~Capacity); with --filter only the .NET tests run.
 set -uo pipefail
 cd "$(dirname "$0")"
+# python3 for `pocket demo --functions-as python` (a .NET test) and the Python suite; redis for its examples.
+deps=0
+clients/python/install-deps.sh || deps=1
 dotnet test Pocket.slnx -c Release --blame-hang-timeout 5m "$@"
 status=$?
+[ "$deps" -eq 0 ] || status=1
 
 # The Python suite writes its counts beside the .NET results when CI asks for them (--results-directory).
 results=""; filtered=0; prev=""

@@ -6,15 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-need=()
-[ -x /usr/bin/python3 ] || command -v python3 >/dev/null || need+=(python3)
-/usr/bin/python3 -c 'import redis' 2>/dev/null || need+=(python3-redis)
-command -v redis-server >/dev/null || need+=(redis-server)
-if [ "${#need[@]}" -gt 0 ] && command -v apt-get >/dev/null; then
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  echo "installing ${need[*]}"
-  $sudo apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+./install-deps.sh
 
 python="${POCKET_PYTHON:-}"
 if [ -z "$python" ]; then

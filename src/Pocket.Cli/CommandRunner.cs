@@ -125,15 +125,19 @@ internal static class CommandRunner
         },
     };
 
+    /// <summary>The option a value belongs to, for an error that says which one of several was wrong.</summary>
+    public static string OptionName(ArgumentResult result) => result.Parent is OptionResult option ? option.Option.Name : result.Argument.Name;
+
     private static long ParseSize(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (Units.TryParseSize(text, out var bytes))
+        if (Units.TryParseSize(text, out var bytes) && bytes > 0)
         {
             return bytes;
         }
 
-        result.AddError($"'{text}' is not a size (examples: 1000, 1KiB, 64MiB, 1GiB)");
+        // Every size option is a capacity or an amount of data, none of which means anything at 0.
+        result.AddError($"{OptionName(result)}: '{text}' is not a size above 0 (examples: 1000, 1KiB, 64MiB, 1GiB)");
         return 0;
     }
 
@@ -145,7 +149,7 @@ internal static class CommandRunner
             return duration;
         }
 
-        result.AddError($"'{text}' is not a duration (examples: 500ms, 10s, 2m)");
+        result.AddError($"{OptionName(result)}: '{text}' is not a duration (examples: 500ms, 10s, 2m)");
         return null;
     }
 }

@@ -1,28 +1,21 @@
 using System.CommandLine;
 using System.CommandLine.Invocation;
 using Pocket.Cli;
-using Pocket.Cli.Commands;
 
 // Thin on purpose: each command group lives in Commands/, the work itself in the Pocket libraries.
 CommandRunner.ConfigureConsoles();
-var root = new RootCommand("pocket: elastic ephemeral storage for serverless analytics")
-{
-    UpCommand.Create(),
-    JobCommands.Create(),
-    StatusCommand.Create(),
-    BenchCommand.Create(),
-    SimulateCommand.Create(),
-};
-foreach (var command in DataCommands.Create().Concat(DemoCommand.Create()).Concat(RoleCommands.Create()).Append(S3Commands.Create()))
-{
-    root.Subcommands.Add(command);
-}
-
+var root = PocketCommandLine.Create();
 var parse = root.Parse(args);
-if (parse.Action is ParseErrorAction error && parse.CommandResult.Command != root)
+if (parse.Errors.Count > 0 && parse.CommandResult.Command != root)
 {
-    // A mistyped option gets its one-line error; the whole help page would bury it.
-    error.ShowHelp = false;
+    // A mistyped option gets its one-line error, in the same form as every other failure; the whole help page
+    // would bury it.
+    foreach (var error in parse.Errors)
+    {
+        CommandRunner.Fail(PocketCommandLine.Describe(error));
+    }
+
+    return 1;
 }
 
 // Ctrl-C and SIGTERM cancel the running command; `pocket up` needs time to stop its servers cleanly.

@@ -10,6 +10,7 @@ public sealed class DemoTests : IDisposable
     [Theory]
     [InlineData("tasks", 4, 4)]
     [InlineData("processes", 3, 2)]
+    [InlineData("python", 3, 2)]
     public async Task Demo_sorts_and_verifies_on_an_embedded_cluster(string functionsAs, int mappers, int reducers)
     {
         var result = await PocketProcess.RunOkAsync(

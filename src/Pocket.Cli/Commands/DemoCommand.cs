@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json.Nodes;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Pocket.Cli.Demo;
 using Pocket.Cli.Hosting;
 using Pocket.Client;
@@ -21,9 +21,15 @@ internal static class DemoCommand
 {
     private const long MaxPartBytes = 1L << 30;
 
+    /// <summary>The interpreter of `--functions-as python` when --python is not given.</summary>
+    private const string PythonVariable = "POCKET_PYTHON";
+
+    private static string PythonInterpreter(string? given) =>
+        given is { Length: > 0 } ? given : Environment.GetEnvironmentVariable(PythonVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment : "python3";
+
     public static IEnumerable<Command> Create() => [Demo(), Function()];
 
-    private sealed record DemoSettings(Uri? Controller, long Size, int Mappers, int Reducers, bool Processes, bool Json, ulong Seed, bool Verbose);
+    private sealed record DemoSettings(Uri? Controller, long Size, int Mappers, int Reducers, string FunctionsAs, string Python, bool Json, ulong Seed, bool Verbose);
 
     private static Command Demo()
     {
@@ -37,10 +43,15 @@ internal static class DemoCommand
         var reducers = new Option<int>("--reducers") { Description = "Reduce functions (one output object each)", DefaultValueFactory = _ => 8, HelpName = "R" };
         var functionsAs = new Option<string>("--functions-as")
         {
-            Description = "Run each function as a task in this process, or as its own short-lived process (as Lambda would)",
+            Description = "Run each function as a task in this process, as its own short-lived process (as Lambda would), or as a Python process using the Python client",
             DefaultValueFactory = _ => "tasks",
         };
-        functionsAs.AcceptOnlyFromAmong("tasks", "processes");
+        functionsAs.AcceptOnlyFromAmong("tasks", "processes", "python");
+        var python = new Option<string?>("--python")
+        {
+            Description = $"Python interpreter for --functions-as python (default: ${PythonVariable}, else python3)",
+            HelpName = "PATH",
+        };
         var seed = new Option<ulong?>("--seed") { Description = "Seed of the generated records (default: a random one, printed)" };
         var json = CommandRunner.JsonOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the embedded servers do (to stderr)" };
@@ -57,7 +68,7 @@ internal static class DemoCommand
 
         var command = new Command("demo", "Sort generated records with serverless map and reduce functions through Pocket, and check the result")
         {
-            controller, size, mappers, reducers, functionsAs, seed, json, verbose,
+            controller, size, mappers, reducers, functionsAs, python, seed, json, verbose,
         };
         CommandRunner.SetAction(command, (parse, ct) =>
         {
@@ -66,7 +77,8 @@ internal static class DemoCommand
                 parse.GetValue(size),
                 parse.GetValue(mappers),
                 parse.GetValue(reducers),
-                parse.GetValue(functionsAs) == "processes",
+                parse.GetValue(functionsAs) ?? "tasks",
+                PythonInterpreter(parse.GetValue(python)),
                 parse.GetValue(json),
                 parse.GetValue(seed) ?? (ulong)Random.Shared.NextInt64(),
                 parse.GetValue(verbose));
@@ -161,15 +173,12 @@ internal static class DemoCommand
             {
                 var store = new PocketShuffleStore(client.OpenJob(registration));
                 IFunctionRunner runner;
-                if (settings.Processes)
+                runner = settings.FunctionsAs switch
                 {
-                    var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
-                    runner = new ProcessFunctionRunner(executable, baseArguments, registration.Metadata, registration.JobId, registration.Token, plan);
-                }
-                else
-                {
-                    runner = new TaskFunctionRunner(store, plan);
-                }
+                    "processes" => ProcessFunctionRunner.Dotnet(registration.Metadata, registration.JobId, registration.Token, plan),
+                    "python" => ProcessFunctionRunner.Python(settings.Python, registration.Metadata, registration.JobId, registration.Token, plan),
+                    _ => new TaskFunctionRunner(store, plan),
+                };
 
                 say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"sorting {Units.FormatSize(plan.Bytes)} ({plan.Records:N0} records) with {plan.Mappers} mappers and {plan.Reducers} reducers as {runner.Kind}")));
                 report = await RunWithProgressAsync(observer => new SortDemo(store, runner, plan, observer), settings, cancellationToken).ConfigureAwait(false);
@@ -269,7 +278,7 @@ internal static class DemoCommand
         AnsiConsole.MarkupLine(Markup.Escape($"job {registration.JobId}: tier {NodeTierNames.Name(registration.Tier)}, {registration.Nodes.Count} node{(registration.Nodes.Count == 1 ? "" : "s")}: {nodes} ({where})"));
         AnsiConsole.MarkupLine(Markup.Escape(string.Create(
             CultureInfo.InvariantCulture,
-            $"{plan.Records:N0} records of {SortRecords.RecordSize} bytes ({Units.FormatSize(plan.Bytes)}), {plan.Mappers} mappers x {plan.Reducers} reducers as {(settings.Processes ? "processes" : "tasks")}, seed {settings.Seed}; {Units.FormatSize(report.BytesMoved)} moved through Pocket")));
+            $"{plan.Records:N0} records of {SortRecords.RecordSize} bytes ({Units.FormatSize(plan.Bytes)}), {plan.Mappers} mappers x {plan.Reducers} reducers as {settings.FunctionsAs}, seed {settings.Seed}; {Units.FormatSize(report.BytesMoved)} moved through Pocket")));
         if (ended is not null)
         {
             AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"deregistered {ended.JobId}: freed {ended.ObjectsFreed} objects, {Units.FormatSize(ended.BytesFreed)}")));
@@ -297,7 +306,7 @@ internal static class DemoCommand
             ["records"] = report.Plan.Records,
             ["mappers"] = report.Plan.Mappers,
             ["reducers"] = report.Plan.Reducers,
-            ["functionsAs"] = settings.Processes ? "processes" : "tasks",
+            ["functionsAs"] = settings.FunctionsAs,
             ["seed"] = settings.Seed,
             ["controller"] = controller.ToString().TrimEnd('/'),
             ["embedded"] = embedded,

@@ -17,10 +17,11 @@ internal static class JobCommands
 {
     public static Command Create()
     {
-        var command = new Command("job", "Register, list and deregister jobs");
+        var command = new Command("job", "Register, list, adopt and deregister jobs");
         command.Subcommands.Add(Register());
         command.Subcommands.Add(List());
         command.Subcommands.Add(Remove());
+        command.Subcommands.Add(Add());
         return command;
     }
 
@@ -170,6 +171,9 @@ internal static class JobCommands
             using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
             if (connection is null)
             {
+                // Without any cluster an empty list would read as "no jobs", which says nothing true.
+                _ = ClusterConnection.TryResolve(parse.GetValue(metadata), home)
+                    ?? throw new CliException("no cluster: start one with `pocket up` (or pass --controller URL, or --metadata HOST:PORT)");
                 return ListLocal(local, parse.GetValue(json));
             }
 
@@ -264,6 +268,38 @@ internal static class JobCommands
         return 0;
     }
 
+    /// <summary>`pocket job add ID TOKEN`: adopt a job registered elsewhere (another machine, a script, the API).</summary>
+    private static Command Add()
+    {
+        var id = new Argument<string>("ID") { Description = "Job id, as its registration printed it (e.g. sort-1)" };
+        var token = new Argument<string>("TOKEN") { Description = "The job's token, as its registration printed it" };
+        var controller = CommandRunner.ControllerOption();
+        var metadata = CommandRunner.MetadataOption();
+        var command = new Command("add", "Remember a job registered elsewhere (its id and token) in $POCKET_HOME/jobs.json, so the data verbs can use it")
+        {
+            id, token, controller, metadata,
+        };
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            var home = PocketHome.Default();
+            var jobId = parse.GetRequiredValue(id).Trim();
+            if (!JobToken.TryParse(parse.GetRequiredValue(token), out var jobToken) || jobToken.IsNone)
+            {
+                throw new CliException($"'{parse.GetRequiredValue(token)}' is not a job token (32 hex digits, as `pocket job register` prints it)");
+            }
+
+            // The data verbs need to know where the job's data is; without a cluster there is nowhere to look.
+            var cluster = ClusterConnection.TryResolve(parse.GetValue(metadata), home)
+                ?? throw new CliException("no cluster: pass --metadata HOST:PORT (the job's metadata server), or start one with `pocket up`");
+            using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
+            var entry = new JobEntry(jobId, jobToken.ToString(), cluster.Metadata, connection?.Text);
+            await RememberAsync(home, entry, ct).ConfigureAwait(false);
+            AnsiConsole.MarkupLine(Markup.Escape($"added job {jobId} (metadata {cluster.Metadata}) to {home.JobsFile}"));
+            return 0;
+        });
+        return command;
+    }
+
     private static Command Remove()
     {
         var id = new Argument<string>("ID") { Description = "Job id, as `pocket job ls` shows it" };
@@ -326,24 +362,25 @@ internal static class JobCommands
     private static double? ParseThroughput(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (ControllerUnits.TryParseBitsPerSecond(text, out var bitsPerSecond) && bitsPerSecond >= 0 && double.IsFinite(bitsPerSecond))
+        if (ControllerUnits.TryParseBitsPerSecond(text, out var bitsPerSecond) && bitsPerSecond > 0 && double.IsFinite(bitsPerSecond))
         {
             return bitsPerSecond;
         }
 
-        result.AddError($"'{text}' is not a throughput (examples: 2Gbps, 500Mb/s, 1GB/s)");
+        result.AddError($"--throughput: '{text}' is not a throughput (examples: 2Gbps, 500Mb/s, 1GB/s)");
         return null;
     }
 
     private static long? ParseCapacity(ArgumentResult result)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (Units.TryParseSize(text, out var bytes))
+        if (Units.TryParseSize(text, out var bytes) && bytes > 0)
         {
             return bytes;
         }
 
-        result.AddError($"'{text}' is not a size (examples: 512MiB, 10GiB)");
+        // 0 used to slip through as "no hint", and the job was sized at the default 4 GiB.
+        result.AddError($"--capacity: '{text}' is not a size above 0 (examples: 512MiB, 10GiB)");
         return null;
     }
 

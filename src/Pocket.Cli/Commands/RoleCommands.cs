@@ -46,7 +46,7 @@ internal static class RoleCommands
             ? new FrameServerOptions { EndPoint = new IPEndPoint(address, port), IdleTimeout = idle, Certificate = certificate }
             : new FrameServerOptions { EndPoint = new IPEndPoint(address, port), Certificate = certificate };
 
-    private static readonly Option<bool> StopOnStdinEof = new("--stop-on-stdin-eof") { Description = "Stop when standard input closes (for child processes)" };
+    private static readonly Option<bool> StopOnStdinEof = new(RoleCommandLine.StopOnStdinEofArgument) { Description = "Stop when standard input closes (for child processes)" };
 
     private static Command Metadata()
     {
@@ -77,7 +77,7 @@ internal static class RoleCommands
             await server.StartAsync(ct).ConfigureAwait(false);
             await using (server.ConfigureAwait(false))
             {
-                Console.Out.WriteLine($"{BenchCluster.MetadataReadyPrefix}{parse.GetValue(host)}:{server.EndPoint.Port}{(certificate is null ? string.Empty : " tls")}");
+                Console.Out.WriteLine(RoleCommandLine.MetadataReadyLine($"{parse.GetValue(host)}:{server.EndPoint.Port}", tls: certificate is not null));
                 if (generated)
                 {
                     Console.Out.WriteLine($"cluster token (give it to storage nodes and the controller as {ClusterConnection.TokenVariable}): {token}");
@@ -157,7 +157,7 @@ internal static class RoleCommands
             await using (server.ConfigureAwait(false))
             {
                 Console.Out.WriteLine($"device: {device?.Description}");
-                Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{LocalProcessProvisioner.ReadyPrefix}id={server.NodeId} address={listenHost}:{server.EndPoint.Port}"));
+                Console.Out.WriteLine(RoleCommandLine.StorageReadyLine(server.NodeId, string.Create(CultureInfo.InvariantCulture, $"{listenHost}:{server.EndPoint.Port}")));
                 await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
             }
 
@@ -263,7 +263,7 @@ internal static class RoleCommands
             try
             {
                 await controller.StartAsync(ct).ConfigureAwait(false);
-                Console.Out.WriteLine($"POCKET-CONTROLLER url={controller.Url}");
+                Console.Out.WriteLine(RoleCommandLine.ControllerReadyLine(controller.Url));
                 await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
             }
             finally

@@ -2,21 +2,46 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 
 namespace Pocket.Cli.Demo;
 
 /// <summary>
-/// Functions as short-lived processes, as Lambda runs them: each map or reduce is a fresh `pocket demo-function`
-/// that connects to the metadata server, opens the job with its token, does its one step, prints its result as one
-/// JSON line and exits. The token travels in the environment, never on the command line (where ps shows it).
+/// Functions as short-lived processes, as Lambda runs them: each map or reduce is a fresh process (`pocket
+/// demo-function`, or the Python client's `sort_function.py`) that connects to the metadata server, opens the job
+/// with its token, does its one step, prints its result as one JSON line and exits. The token travels in the
+/// environment, never on the command line (where ps shows it).
 /// </summary>
-internal sealed class ProcessFunctionRunner(string executable, IReadOnlyList<string> baseArguments, string metadata, string jobId, JobToken token, SortPlan plan)
+internal sealed class ProcessFunctionRunner(string kind, string executable, IReadOnlyList<string> baseArguments, string metadata, string jobId, JobToken token, SortPlan plan, IReadOnlyDictionary<string, string>? environment = null)
     : IFunctionRunner
 {
     public const string TokenVariable = "POCKET_JOB_TOKEN";
 
-    public string Kind => "processes";
+    /// <summary>`pocket demo-function map|reduce ...` of this executable.</summary>
+    public static ProcessFunctionRunner Dotnet(string metadata, string jobId, JobToken token, SortPlan plan)
+    {
+        var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+        return new("processes", executable, [.. baseArguments, "demo-function"], metadata, jobId, token, plan);
+    }
+
+    /// <summary>
+    /// `python sort_function.py map|reduce ...` with the Python client that ships beside this executable (in
+    /// python/), run by <paramref name="python"/>.
+    /// </summary>
+    public static ProcessFunctionRunner Python(string python, string metadata, string jobId, JobToken token, SortPlan plan)
+    {
+        var root = Path.Combine(AppContext.BaseDirectory, "python");
+        var script = Path.Combine(root, "examples", "sort_function.py");
+        if (!File.Exists(script))
+        {
+            throw new CliException($"the Python functions are missing: no {script}");
+        }
+
+        return new("python", python, [script], metadata, jobId, token, plan, new Dictionary<string, string> { ["PYTHONPATH"] = root, ["PYTHONDONTWRITEBYTECODE"] = "1" });
+    }
+
+    public string Kind => kind;
 
     public Task<FunctionResult> MapAsync(int mapper, CancellationToken cancellationToken) => RunAsync("map", mapper, cancellationToken);
 
@@ -38,7 +63,7 @@ internal sealed class ProcessFunctionRunner(string executable, IReadOnlyList<str
 
         foreach (var argument in new[]
         {
-            "demo-function", function,
+            function,
             "--metadata", metadata,
             "--job", jobId,
             "--index", index.ToString(CultureInfo.InvariantCulture),
@@ -50,8 +75,22 @@ internal sealed class ProcessFunctionRunner(string executable, IReadOnlyList<str
         }
 
         start.Environment[TokenVariable] = token.ToString();
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
 
-        using var process = Process.Start(start) ?? throw new CliException($"could not start {executable}");
+        Process process;
+        try
+        {
+            process = Process.Start(start) ?? throw new CliException($"could not start {executable}");
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new CliException($"could not start {executable} for the {kind} functions: {ex.Message}", ex);
+        }
+
+        using var _ = process;
         var stdout = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
         var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
         try
