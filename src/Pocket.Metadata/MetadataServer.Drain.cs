@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
+using Pocket.Metadata.Placement;
 using Pocket.Networking;
 using Pocket.Protocol;
 using Pocket.Protocol.Messages;
@@ -136,21 +137,13 @@ public sealed partial class MetadataServer
                 return;
             }
 
-            var live = _nodes.Values.Where(n => n.State == NodeState.Live).ToList();
-            if (ChooseNode(job, live, old.Length) is not { } target)
+            if (PlacementPolicy.Choose(job, LiveNodes(), old.Length, Random.Shared) is not { } target)
             {
                 MetadataLog.DrainStalled(_logger, source.Id, key, old.Length);
                 return;
             }
 
-            var left = old.Length;
-            while (left > 0)
-            {
-                var (first, count) = target.Allocator.AllocateRun((left + target.BlockSize - 1) / target.BlockSize);
-                var length = (int)Math.Min(left, count * target.BlockSize);
-                copies.Add(new Extent(target.Id, target.NextGeneration++, first * target.BlockSize, length, target.Tier));
-                left -= length;
-            }
+            ExtentAllocator.AllocateOn(target, old.Length, copies);
         }
 
         var switched = false;

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Pocket.Metadata.Placement;
 using Pocket.Networking;
 using Pocket.Protocol;
 using Pocket.Protocol.Messages;
@@ -170,135 +171,12 @@ public sealed partial class MetadataServer
         }
     }
 
-    /// <summary>
-    /// Places <paramref name="bytes"/> for a job: each stripe unit goes to a node drawn by the job's weights among
-    /// live nodes with room; when those are full it spills to the job's tier's other nodes, then to slower tiers
-    /// (dram, ssd, hdd), then to faster ones. All or nothing: on failure nothing stays allocated.
-    /// </summary>
-    private Status Allocate(JobEntry job, long bytes, List<Extent> into, out string error)
-    {
-        error = string.Empty;
-        var start = into.Count;
-        var live = _nodes.Values.Where(n => n.State == NodeState.Live).ToList();
-        if (live.Count == 0)
-        {
-            error = "no live storage nodes";
-            return Status.NoNodes;
-        }
+    /// <summary>Places <paramref name="bytes"/> for a job over the live nodes (<see cref="ExtentAllocator.Allocate"/>); all or nothing.</summary>
+    private Status Allocate(JobEntry job, long bytes, List<Extent> into, out string error) =>
+        ExtentAllocator.Allocate(job, LiveNodes(), bytes, _options.StripeUnit, _options.HddExtent, Random.Shared, into, out error);
 
-        var remaining = bytes;
-        while (remaining > 0)
-        {
-            var unit = (int)Math.Min(remaining, _options.StripeUnit);
-            if (ChooseNode(job, live, unit) is not { } node)
-            {
-                FreeExtents(into, start);
-                into.RemoveRange(start, into.Count - start);
-                var free = live.Sum(n => n.FreeBytes);
-                error = $"capacity exceeded: {bytes} bytes asked for, {free} bytes free on {live.Count} live nodes across every tier";
-                return Status.CapacityExceeded;
-            }
-
-            // A disk node takes several stripe units in one contiguous run when it has room for them.
-            if (node.Tier == NodeTier.Hdd && remaining > unit)
-            {
-                var run = (int)Math.Min(remaining, _options.HddExtent);
-                if (node.Allocator.FreeBlocks >= (run + node.BlockSize - 1) / node.BlockSize)
-                {
-                    unit = run;
-                }
-            }
-
-            var left = unit;
-            while (left > 0)
-            {
-                var (first, count) = node.Allocator.AllocateRun((left + node.BlockSize - 1) / node.BlockSize);
-                var length = (int)Math.Min(left, count * node.BlockSize);
-                into.Add(new Extent(node.Id, node.NextGeneration++, first * node.BlockSize, length, node.Tier));
-                left -= length;
-            }
-
-            remaining -= unit;
-        }
-
-        return Status.Ok;
-    }
-
-    private static NodeEntry? ChooseNode(JobEntry job, List<NodeEntry> live, int unit)
-    {
-        bool HasRoom(NodeEntry n) => n.Allocator.FreeBlocks >= (unit + n.BlockSize - 1) / n.BlockSize;
-
-        var weighted = live.Where(n => Weight(job, n) > 0 && HasRoom(n)).ToList();
-        if (weighted.Count > 0)
-        {
-            return PickWeighted(job, weighted);
-        }
-
-        // Spill: the emptiest node of the first tier in spill order that has room.
-        foreach (var tier in SpillOrder(job.Tier))
-        {
-            NodeEntry? best = null;
-            foreach (var node in live)
-            {
-                if (node.Tier == tier && HasRoom(node) && (best is null || node.Allocator.FreeBlocks > best.Allocator.FreeBlocks))
-                {
-                    best = node;
-                }
-            }
-
-            if (best is not null)
-            {
-                return best;
-            }
-        }
-
-        return null;
-    }
-
-    /// <summary>The job's tier, then slower tiers, then faster ones.</summary>
-    internal static IEnumerable<NodeTier> SpillOrder(NodeTier tier)
-    {
-        yield return tier;
-        for (var t = tier + 1; t <= NodeTier.Hdd; t++)
-        {
-            yield return t;
-        }
-
-        for (var t = tier - 1; t >= NodeTier.Dram; t--)
-        {
-            yield return t;
-        }
-    }
-
-    private static NodeEntry PickWeighted(JobEntry job, List<NodeEntry> nodes)
-    {
-        if (nodes.Count == 1)
-        {
-            return nodes[0];
-        }
-
-        var total = 0.0;
-        foreach (var node in nodes)
-        {
-            total += Weight(job, node);
-        }
-
-        var pick = Random.Shared.NextDouble() * total;
-        foreach (var node in nodes)
-        {
-            pick -= Weight(job, node);
-            if (pick < 0)
-            {
-                return node;
-            }
-        }
-
-        return nodes[^1];
-    }
-
-    /// <summary>Without a weight map every node of the job's tier counts the same; with one, nodes left out of it get nothing.</summary>
-    private static double Weight(JobEntry job, NodeEntry node) =>
-        job.Weights.Count == 0 ? (node.Tier == job.Tier ? 1.0 : 0.0) : job.Weights.GetValueOrDefault(node.Id);
+    /// <summary>The nodes placement may choose: live ones (not standby, draining, drained or dead).</summary>
+    private List<NodeEntry> LiveNodes() => [.. _nodes.Values.Where(n => n.State == NodeState.Live)];
 
     private void FreeExtents(IReadOnlyList<Extent> extents, int from = 0)
     {
@@ -307,9 +185,7 @@ public sealed partial class MetadataServer
             var extent = extents[i];
             if (_nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead)
             {
-                var first = extent.Offset / node.BlockSize;
-                var count = (extent.Length + node.BlockSize - 1) / node.BlockSize;
-                node.Allocator.Free(first, count);
+                ExtentAllocator.Free(node, extent);
             }
         }
     }
@@ -327,14 +203,19 @@ public sealed partial class MetadataServer
         }
     }
 
-    /// <summary>The first dead node holding part of the object, if any.</summary>
-    private NodeEntry? LostNode(ObjectEntry entry)
+    /// <summary>The first node holding part of the object that is dead (or no longer registered), if any, as "id (address)".</summary>
+    private string? LostNode(ObjectEntry entry)
     {
         foreach (var extent in entry.Extents)
         {
-            if (!_nodes.TryGetValue(extent.NodeId, out var node) || node.State == NodeState.Dead)
+            if (!_nodes.TryGetValue(extent.NodeId, out var node))
             {
-                return node ?? new NodeEntry { Id = extent.NodeId, Tier = NodeTier.Dram, Host = "?", Port = 0, Capacity = 0, BlockSize = 4096, Secret = [], Allocator = new BlockAllocator(0), ConnectionId = 0 };
+                return $"{extent.NodeId} (no longer registered)";
+            }
+
+            if (node.State == NodeState.Dead)
+            {
+                return $"{node.Id} ({node.Address})";
             }
         }
 

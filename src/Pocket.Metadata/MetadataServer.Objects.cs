@@ -115,7 +115,7 @@ public sealed partial class MetadataServer
 
                 if (LostNode(entry) is { } lost)
                 {
-                    frame.ReplyError(Status.NodeLost, $"object '{key}' lost: storage node {lost.Id} ({lost.Address}) is dead");
+                    frame.ReplyError(Status.NodeLost, $"object '{key}' lost: storage node {lost} is dead");
                     return;
                 }
 
@@ -336,7 +336,7 @@ public sealed partial class MetadataServer
             if (LostNode(entry) is { } lost)
             {
                 ReleaseHandle(handle);
-                frame.ReplyError(Status.NodeLost, $"object '{handle.Key}' lost while being written: storage node {lost.Id} ({lost.Address}) is dead");
+                frame.ReplyError(Status.NodeLost, $"object '{handle.Key}' lost while being written: storage node {lost} is dead");
                 return;
             }
 

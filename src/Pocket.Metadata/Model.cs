@@ -1,3 +1,4 @@
+using Pocket.Metadata.Placement;
 using Pocket.Protocol;
 
 namespace Pocket.Metadata;

@@ -1,6 +1,6 @@
 using System.Numerics;
 
-namespace Pocket.Metadata;
+namespace Pocket.Metadata.Placement;
 
 /// <summary>
 /// Free-block bitmap of one storage node. Allocates runs of contiguous blocks, scanning on from where the
