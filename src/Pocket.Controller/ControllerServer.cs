@@ -1,5 +1,5 @@
-using System.Text.Json.Serialization;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -88,30 +88,30 @@ public sealed class ControllerServer : IAsyncDisposable
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
         _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
-        _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory);
-        _telemetry = new ClusterTelemetry(_admin, _options.Registry.TimeProvider, _options.TelemetryInterval, _options.HistoryLength, Events, _logger);
-        _meter = new JobUsageMeter(_admin, _registry, _options.Registry.TimeProvider, _logger);
-        _telemetry.Sampled += _registry.PruneAsync;
+        var time = _options.Registry.TimeProvider;
         if (_options.WarmPool is { } pool)
         {
-            _warmPool = new WarmPool(_admin, _provisioner!, pool, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger);
-            _registry.WarmPool = _warmPool;
-            _telemetry.Sampled += _warmPool.OnSampleAsync;
+            _warmPool = new WarmPool(_admin, _provisioner!, pool, _options.Registry.Sizing, time, Events, _logger);
         }
 
+        // Registry and autoscaler share one record of the nodes the controller may stop (a registration's nodes are the
+        // autoscaler's to remove as well as its own) and claim warm-pool nodes through it.
+        var inventory = new NodeInventory(_warmPool);
+        _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory, inventory);
+        _meter = new JobUsageMeter(_admin, _registry, time, _logger);
         if (_options.Autoscaler is { } scaling)
         {
-            _autoscaler = new Autoscaler(_admin, _registry, _provisioner!, scaling, _options.Registry.Sizing, _options.Registry.TimeProvider, Events, _logger) { WarmPool = _warmPool };
-            _telemetry.Sampled += _autoscaler.OnSampleAsync;
-
-            // Nodes a registration starts or claims from the pool are the autoscaler's to remove as well as its own.
-            _registry.NodeServing = _autoscaler.Adopt;
+            _autoscaler = new Autoscaler(_admin, _registry, inventory, _provisioner!, scaling, _options.Registry.Sizing, time, Events, _logger);
         }
 
-        // Last: metering reads every job's usage, one round trip each, and the autoscaler should not wait for it.
-        _telemetry.Sampled += (_, ct) => _meter.TickAsync(ct);
-        _metrics = new ControllerMetrics(_options, () => _registry, () => _meter, () => _warmPool, Events);
-        _telemetry.Sampled += _metrics.OnSampleAsync;
+        var loop = new ControlLoop(_registry, _warmPool, _autoscaler, _meter, _logger);
+        var metrics = _metrics = new ControllerMetrics(_options, () => _registry, () => _meter, () => _warmPool, Events);
+        _telemetry = new ClusterTelemetry(_admin, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, async (samples, ct) =>
+        {
+            // The metrics take the sample first (no I/O): the gauges then show what the loop decided on.
+            await metrics.OnSampleAsync(samples, ct).ConfigureAwait(false);
+            await loop.TickAsync(samples, ct).ConfigureAwait(false);
+        });
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });
@@ -148,8 +148,17 @@ public sealed class ControllerServer : IAsyncDisposable
         app.UseRouting();
         new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter }.Map(app);
         app.MapOpenApi();
-        Dashboard.Map(app, _metrics.Registry, _options.Registry.Sizing);
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        Dashboard.Map(app, metrics.Registry, _options.Registry.Sizing);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex) when (ex.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new Pocket.Networking.PortInUseException("controller", _options.Listen, ex);
+        }
+
         _app = app;
 
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()

@@ -93,7 +93,16 @@ public sealed class GatewayServer : IAsyncDisposable
         var metrics = new GatewayMetrics(_options.Client.ClusterToken, () => _buckets.All.Count);
         app.Use(metrics.InvokeAsync);
         app.Run(handler.HandleAsync);
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await app.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException ex) when (ex.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw new Pocket.Networking.PortInUseException("gateway", _options.Listen, ex);
+        }
+
         _app = app;
 
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault()

@@ -2,13 +2,13 @@ using System.Globalization;
 using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
+using k8s;
+using k8s.Autorest;
+using k8s.Models;
 using Microsoft.Extensions.Logging;
 using Pocket.Controller;
 using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
-using k8s;
-using k8s.Autorest;
-using k8s.Models;
 
 namespace Pocket.Kubernetes;
 

@@ -1,8 +1,8 @@
 using System.Globalization;
+using k8s.Models;
 using Pocket.Controller;
 using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
-using k8s.Models;
 
 namespace Pocket.Kubernetes;
 
@@ -42,39 +42,17 @@ internal static class StoragePodSpec
             nodeSelector[key] = value;
         }
 
-        var args = new List<string>
+        var args = RoleCommandLine.Storage(new StorageRoleArguments(options.MetadataAddress, request.Tier, request.CapacityBytes)
         {
-            "storage",
-            "--metadata", options.MetadataAddress,
-            "--tier", tierName,
-            "--capacity", request.CapacityBytes.ToString(CultureInfo.InvariantCulture),
-
             // Kubernetes expands $(POD_IP) from the container's env: the node listens on and advertises the address
             // clients inside the cluster reach it at, which only exists once the pod is scheduled.
-            "--host", $"$({PodIpVariable})",
-            "--port", options.StoragePort.ToString(CultureInfo.InvariantCulture),
-        };
-        if (options.BlockSize is { } blockSize)
-        {
-            args.Add("--block-size");
-            args.Add(blockSize.ToString(CultureInfo.InvariantCulture));
-        }
-
-        if (!isDram)
-        {
-            args.Add("--data-dir");
-            args.Add(options.DataPath);
-        }
-
-        if (options.VerboseLogs)
-        {
-            args.Add("--verbose");
-        }
-
-        if (request.Standby)
-        {
-            args.Add("--standby");
-        }
+            Host = $"$({PodIpVariable})",
+            Port = options.StoragePort,
+            BlockSize = options.BlockSize,
+            DataDirectory = options.DataPath,
+            Verbose = options.VerboseLogs,
+            Standby = request.Standby,
+        });
 
         // DRAM nodes hold their whole capacity in native memory; request = limit so the scheduler reserves it all.
         var memory = Quantity(isDram ? checked(request.CapacityBytes + tier.MemoryOverheadBytes) : tier.MemoryOverheadBytes);

@@ -43,8 +43,18 @@ public sealed class FrameServer : IDisposable
     public void Start()
     {
         var listener = new Socket(_options.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-        listener.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-        listener.Bind(_options.EndPoint);
+        // No ReuseAddress: on Linux .NET maps it to SO_REUSEPORT as well, and a second server on the same port then
+        // bound silently and took half of the first one's connections.
+        try
+        {
+            listener.Bind(_options.EndPoint);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        {
+            listener.Dispose();
+            throw new PortInUseException(_name, _options.EndPoint, ex);
+        }
+
         listener.Listen(512);
         _listener = listener;
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;

@@ -101,3 +101,76 @@ public sealed class InputValidationTests : IDisposable
     private static IEnumerable<string> OtherRequired(Command command, Option tested) =>
         command.Options.Where(o => o.Required && o != tested).SelectMany(o => new[] { o.Name, o.ValueType == typeof(string) ? "x" : "1" });
 }
+
+/// <summary>`pocket up` on a port another process listens on: one line naming the port and what to change.</summary>
+public sealed class UpBusyPortTests : IDisposable
+{
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Theory]
+    [InlineData("--port")]
+    [InlineData("--controller-port")]
+    [InlineData("--gateway-port")]
+    public async Task A_busy_port_fails_at_once_with_one_line(string option)
+    {
+        using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        holder.Start();
+        var busy = ((System.Net.IPEndPoint)holder.LocalEndpoint).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var arguments = new List<string> { "up", "--nodes", "1", "--capacity", "64MiB", "--for", "1m" };
+        foreach (var port in new[] { "--port", "--controller-port", "--gateway-port" })
+        {
+            arguments.AddRange([port, port == option ? busy : "0"]);
+        }
+
+        var result = await PocketProcess.RunAsync(_home.Path, [.. arguments]);
+        Assert.True(result.ExitCode == 1, result.ToString());
+        var line = Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith("error: ", line, StringComparison.Ordinal);
+        Assert.Contains(busy, line, StringComparison.Ordinal);
+        Assert.Contains("in use", line, StringComparison.Ordinal);
+        Assert.Contains(option, line, StringComparison.Ordinal);
+        Assert.DoesNotContain("token", line, StringComparison.OrdinalIgnoreCase);
+    }
+}
+
+/// <summary>`pocket job add ID TOKEN`: a job registered elsewhere, adopted into jobs.json.</summary>
+public sealed class JobAddTests : IDisposable
+{
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Fact]
+    public async Task An_adopted_job_is_remembered_with_its_metadata_server()
+    {
+        var token = Pocket.Protocol.JobToken.NewRandom().ToString();
+        await PocketProcess.RunOkAsync(_home.Path, "job", "add", "sort-7", token, "--metadata", "127.0.0.1:7070");
+        var jobs = System.Text.Json.Nodes.JsonNode.Parse(await File.ReadAllTextAsync(_home.File("jobs.json")))!.AsArray();
+        var job = Assert.Single(jobs)!;
+        Assert.Equal("sort-7", job["id"]!.GetValue<string>());
+        Assert.Equal(token, job["token"]!.GetValue<string>());
+        Assert.Equal("127.0.0.1:7070", job["metadata"]!.GetValue<string>());
+    }
+
+    [Theory]
+    [InlineData("not-a-token", "--metadata", "127.0.0.1:7070")]
+    [InlineData("00000000000000000000000000000000", "--metadata", "127.0.0.1:7070")]
+    public async Task A_bad_token_is_one_line_and_nothing_is_remembered(params string[] rest)
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, ["job", "add", "sort-7", .. rest]);
+        Assert.True(result.ExitCode == 1, result.ToString());
+        var line = Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.Contains("is not a job token", line, StringComparison.Ordinal);
+        Assert.False(File.Exists(_home.File("jobs.json")));
+    }
+
+    [Fact]
+    public async Task Adopting_with_no_cluster_named_is_an_error()
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, "job", "add", "sort-7", Pocket.Protocol.JobToken.NewRandom().ToString());
+        Assert.True(result.ExitCode == 1, result.ToString());
+        Assert.Contains("no cluster", Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)), StringComparison.Ordinal);
+    }
+}

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Cli.Commands;
-using Pocket.Protocol;
 using Pocket.Embedded;
+using Pocket.Protocol;
 
 namespace Pocket.Cli.Tests;
 

@@ -1,8 +1,8 @@
+using k8s;
+using k8s.Models;
 using Pocket.Controller;
 using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
-using k8s;
-using k8s.Models;
 
 namespace Pocket.Kubernetes.Tests;
 

@@ -1,8 +1,8 @@
 using System.Security.Cryptography;
+using Pocket.Embedded;
 using Pocket.Protocol;
 using Pocket.Storage;
 using Pocket.StorageServer;
-using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

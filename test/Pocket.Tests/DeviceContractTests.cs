@@ -1,9 +1,9 @@
 using System.Security.Cryptography;
 using Pocket.Client;
+using Pocket.Embedded;
 using Pocket.Protocol;
 using Pocket.Storage;
 using Pocket.StorageServer;
-using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

@@ -3,9 +3,9 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
+using Pocket.Embedded;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Embedded;
 
 namespace Pocket.Tests;
 

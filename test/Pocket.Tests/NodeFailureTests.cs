@@ -1,8 +1,8 @@
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
+using Pocket.Embedded;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Embedded;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;

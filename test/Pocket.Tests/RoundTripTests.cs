@@ -1,6 +1,6 @@
 using Pocket.Client;
-using Pocket.Protocol;
 using Pocket.Embedded;
+using Pocket.Protocol;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;

@@ -3,8 +3,8 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using Pocket.Client;
-using Pocket.Protocol;
 using Pocket.Embedded;
+using Pocket.Protocol;
 
 namespace Pocket.Tests;
 

@@ -1,7 +1,7 @@
 using System.Security.Cryptography;
 using Pocket.Client;
-using Pocket.Protocol;
 using Pocket.Embedded;
+using Pocket.Protocol;
 
 namespace Pocket.Tests;
 

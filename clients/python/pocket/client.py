@@ -248,9 +248,13 @@ class Job:
         if isinstance(data, (str, os.PathLike)):
             with open(data, "rb", buffering=0) as f:
                 return self._put_stream(key, f, flags)
-        if hasattr(data, "readinto") or hasattr(data, "read"):
-            return self._put_stream(key, data, flags)
-        mv = memoryview(data)
+        try:
+            mv = memoryview(data)
+        except TypeError:
+            if hasattr(data, "readinto") or hasattr(data, "read"):
+                return self._put_stream(key, data, flags)
+            raise TypeError("put takes bytes-like data, a binary file object or a path, not %s"
+                            % type(data).__name__) from None
         if not mv.c_contiguous:
             raise BadRequest("put needs a contiguous buffer")
         if mv.format != "B" or mv.ndim != 1:

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import mmap
 import os
 import tempfile
 import threading
@@ -66,6 +67,14 @@ class ClientTests(unittest.TestCase):
         data = os.urandom((5 << 20) + 77)
         self.job.put("src/bytearray", bytearray(data))
         self.job.put("src/memoryview", memoryview(data)[7:])
+        # An mmap is a buffer (it also has read(), which must not be mistaken for a stream's).
+        mapped = mmap.mmap(-1, len(data))
+        mapped[:] = data
+        mapped.seek(len(data))
+        self.job.put("src/mmap", mapped)
+        self.assertEqual(digest(data), digest(self.job.get("src/mmap")))
+        with self.assertRaises(TypeError):
+            self.job.put("src/number", 12345)
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "in.bin")
             with open(path, "wb") as f:

@@ -157,19 +157,16 @@ internal sealed class BenchCluster : IAsyncDisposable
         }
     }
 
-    /// <summary>The line `pocket metadata` prints once listening, followed by its host:port.</summary>
-    internal const string MetadataReadyPrefix = "POCKET-METADATA address=";
-
     /// <summary>`pocket metadata --port 0` as a child; it prints its address once listening.</summary>
     private static async Task<(RoleProcess Process, string Address)> StartMetadataAsync(string executable, IReadOnlyList<string> baseArguments, JobToken token, CancellationToken cancellationToken)
     {
-        const string Prefix = MetadataReadyPrefix;
         try
         {
             var process = await RoleProcess.StartAsync(
-                executable, [.. baseArguments, "metadata", "--host", "127.0.0.1", "--port", "0", "--stop-on-stdin-eof"], token, Prefix, _ => true,
-                "the metadata server", "listen", TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
-            return (process, process.ReadyLine[Prefix.Length..].Trim());
+                executable, [.. baseArguments, .. RoleCommandLine.Metadata("127.0.0.1", 0, stopOnStdinEof: true)], token, RoleCommandLine.MetadataReadyPrefix,
+                line => RoleCommandLine.TryParseMetadataReady(line, out _), "the metadata server", "listen", TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+            _ = RoleCommandLine.TryParseMetadataReady(process.ReadyLine, out var address);
+            return (process, address);
         }
         catch (ProvisioningException ex)
         {

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json.Nodes;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Pocket.Cli.Demo;
 using Pocket.Cli.Hosting;
 using Pocket.Client;

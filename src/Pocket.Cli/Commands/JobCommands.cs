@@ -17,10 +17,11 @@ internal static class JobCommands
 {
     public static Command Create()
     {
-        var command = new Command("job", "Register, list and deregister jobs");
+        var command = new Command("job", "Register, list, adopt and deregister jobs");
         command.Subcommands.Add(Register());
         command.Subcommands.Add(List());
         command.Subcommands.Add(Remove());
+        command.Subcommands.Add(Add());
         return command;
     }
 
@@ -265,6 +266,38 @@ internal static class JobCommands
 
         AnsiConsole.Write(table);
         return 0;
+    }
+
+    /// <summary>`pocket job add ID TOKEN`: adopt a job registered elsewhere (another machine, a script, the API).</summary>
+    private static Command Add()
+    {
+        var id = new Argument<string>("ID") { Description = "Job id, as its registration printed it (e.g. sort-1)" };
+        var token = new Argument<string>("TOKEN") { Description = "The job's token, as its registration printed it" };
+        var controller = CommandRunner.ControllerOption();
+        var metadata = CommandRunner.MetadataOption();
+        var command = new Command("add", "Remember a job registered elsewhere (its id and token) in $POCKET_HOME/jobs.json, so the data verbs can use it")
+        {
+            id, token, controller, metadata,
+        };
+        CommandRunner.SetAction(command, async (parse, ct) =>
+        {
+            var home = PocketHome.Default();
+            var jobId = parse.GetRequiredValue(id).Trim();
+            if (!JobToken.TryParse(parse.GetRequiredValue(token), out var jobToken) || jobToken.IsNone)
+            {
+                throw new CliException($"'{parse.GetRequiredValue(token)}' is not a job token (32 hex digits, as `pocket job register` prints it)");
+            }
+
+            // The data verbs need to know where the job's data is; without a cluster there is nowhere to look.
+            var cluster = ClusterConnection.TryResolve(parse.GetValue(metadata), home)
+                ?? throw new CliException("no cluster: pass --metadata HOST:PORT (the job's metadata server), or start one with `pocket up`");
+            using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
+            var entry = new JobEntry(jobId, jobToken.ToString(), cluster.Metadata, connection?.Text);
+            await RememberAsync(home, entry, ct).ConfigureAwait(false);
+            AnsiConsole.MarkupLine(Markup.Escape($"added job {jobId} (metadata {cluster.Metadata}) to {home.JobsFile}"));
+            return 0;
+        });
+        return command;
     }
 
     private static Command Remove()

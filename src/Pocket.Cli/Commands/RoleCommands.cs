@@ -69,7 +69,7 @@ internal static class RoleCommands
     /// <summary>The line a role prints when its metrics listener is up.</summary>
     internal const string MetricsReadyPrefix = "metrics: ";
 
-    private static readonly Option<bool> StopOnStdinEof = new("--stop-on-stdin-eof") { Description = "Stop when standard input closes (for child processes)" };
+    private static readonly Option<bool> StopOnStdinEof = new(RoleCommandLine.StopOnStdinEofArgument) { Description = "Stop when standard input closes (for child processes)" };
 
     private static Command Metadata()
     {
@@ -106,7 +106,7 @@ internal static class RoleCommands
             {
                 // Before the ready line, so whoever waits for it (a test, a script) also finds the metrics line.
                 await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(parse.GetValue(host)!), registry, token, loggerFactory, ct).ConfigureAwait(false);
-                Console.Out.WriteLine($"{BenchCluster.MetadataReadyPrefix}{parse.GetValue(host)}:{server.EndPoint.Port}{(certificate is null ? string.Empty : " tls")}");
+                Console.Out.WriteLine(RoleCommandLine.MetadataReadyLine($"{parse.GetValue(host)}:{server.EndPoint.Port}", tls: certificate is not null));
                 if (generated)
                 {
                     Console.Out.WriteLine($"cluster token (give it to storage nodes and the controller as {ClusterConnection.TokenVariable}): {token}");
@@ -194,7 +194,7 @@ internal static class RoleCommands
 
                 // Before the ready line, so whoever waits for it (pocket up, a test) also finds the metrics line.
                 await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(listenHost), registry, clusterToken, loggerFactory, ct).ConfigureAwait(false);
-                Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{LocalProcessProvisioner.ReadyPrefix}id={server.NodeId} address={listenHost}:{server.EndPoint.Port}"));
+                Console.Out.WriteLine(RoleCommandLine.StorageReadyLine(server.NodeId, string.Create(CultureInfo.InvariantCulture, $"{listenHost}:{server.EndPoint.Port}")));
                 await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
             }
 
@@ -300,7 +300,7 @@ internal static class RoleCommands
             try
             {
                 await controller.StartAsync(ct).ConfigureAwait(false);
-                Console.Out.WriteLine($"POCKET-CONTROLLER url={controller.Url}");
+                Console.Out.WriteLine(RoleCommandLine.ControllerReadyLine(controller.Url));
                 await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
             }
             finally

@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json.Nodes;
 using System.Text;
+using System.Text.Json.Nodes;
 using Pocket.Controller;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Simulation;

@@ -1,8 +1,8 @@
-using System.CommandLine.Parsing;
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
-using System.Net.Sockets;
 using System.Net;
+using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
 using Pocket.Cli.Hosting;
 using Pocket.Client;
@@ -187,14 +187,16 @@ internal static class UpCommand
         {
             cluster = await LocalCluster.StartAsync(options, logging.Factory, cancellationToken).ConfigureAwait(false);
         }
-        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+        catch (Pocket.Networking.PortInUseException ex)
         {
-            throw new CliException($"port {options.MetadataPort} is in use: choose another with --port, or --port 0 for any free port", ex);
-        }
-        catch (IOException ex) when (ex.InnerException is AddressInUseException)
-        {
-            // Kestrel serves the controller and the gateway; its message names the address it could not bind.
-            throw new CliException($"{ex.Message}: choose other ports with --controller-port or --gateway-port (0 for any free port)", ex);
+            var option = ex.Role switch
+            {
+                "metadata" => "--port",
+                "controller" => "--controller-port",
+                "gateway" => "--gateway-port",
+                _ => null,
+            };
+            throw new CliException(option is null ? ex.Message : $"{ex.Message}: choose another with {option}, or {option} 0 for any free port", ex);
         }
         catch (ProvisioningException ex)
         {

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using Pocket.Controller;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 
 namespace Pocket.Cli.Demo;

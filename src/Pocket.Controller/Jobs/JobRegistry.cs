@@ -64,6 +64,7 @@ public sealed class JobRegistry : IAsyncDisposable
 
     private readonly PocketClient _admin;
     private readonly IStorageProvisioner? _provisioner;
+    private readonly NodeInventory _inventory;
     private readonly JobRegistryOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
@@ -84,10 +85,17 @@ public sealed class JobRegistry : IAsyncDisposable
     /// token) and starts nodes through <paramref name="provisioner"/> (null: a fixed cluster).
     /// </summary>
     public JobRegistry(PocketClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory)
+        : this(admin, provisioner, options, loggerFactory, new NodeInventory(pool: null))
+    {
+    }
+
+    /// <summary>A registry that claims warm-pool nodes from, and records the nodes it starts in, <paramref name="inventory"/>.</summary>
+    internal JobRegistry(PocketClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory, NodeInventory inventory)
     {
         options.Validate();
         _admin = admin;
         _provisioner = provisioner;
+        _inventory = inventory;
         _options = options;
         _time = options.TimeProvider;
         _logger = loggerFactory.CreateLogger<JobRegistry>();
@@ -99,15 +107,6 @@ public sealed class JobRegistry : IAsyncDisposable
 
     /// <summary>The settings in use.</summary>
     public JobRegistryOptions Options => _options;
-
-    /// <summary>Idle standby nodes to claim before starting new ones; set by the controller when it has a warm pool.</summary>
-    internal WarmPool? WarmPool { get; set; }
-
-    /// <summary>
-    /// Takes each node a registration started or claimed once it serves, so it can later be removed when load drops;
-    /// set by the controller to its autoscaler's <see cref="Autoscaler.Adopt"/>.
-    /// </summary>
-    internal Action<ProvisionedNode>? NodeServing { get; set; }
 
     /// <summary>Raised after a job ended, whatever the reason.</summary>
     public event Action<EndedJob>? JobEnded;
@@ -462,7 +461,7 @@ public sealed class JobRegistry : IAsyncDisposable
             var request = new NodeRequest(tier, requirement.NodeClass.CapacityBytes);
 
             // Warm-pool nodes first: they are running already and serve as soon as they are activated.
-            while (started.Count < count && WarmPool is { } pool && await pool.TryClaimAsync(tier, linked.Token).ConfigureAwait(false) is { } claimed)
+            while (started.Count < count && await _inventory.TryClaimPooledAsync(tier, linked.Token).ConfigureAwait(false) is { } claimed)
             {
                 started.Add(claimed);
             }
@@ -524,26 +523,22 @@ public sealed class JobRegistry : IAsyncDisposable
     }
 
     /// <summary>
-    /// Gives the nodes a registration started or claimed to <see cref="NodeServing"/>. A node whose id the provisioner
+    /// Records the nodes a registration started or claimed in the inventory once they serve, so the autoscaler may
+    /// remove them when load drops. A node whose id the provisioner
     /// did not know (a pod) is only handed over when it is the one such node and one unexplained new node is listed:
     /// stopping it by a guessed id could stop a node that was never drained.
     /// </summary>
     private void HandOver(List<ProvisionedNode> started, List<uint> unexplained)
     {
-        if (NodeServing is not { } take)
-        {
-            return;
-        }
-
         var pending = started.Where(n => n.NodeId is null).ToList();
         foreach (var node in started.Where(n => n.NodeId is not null))
         {
-            take(node);
+            _inventory.Own(node);
         }
 
         if (pending.Count == 1 && unexplained.Count == 1)
         {
-            take(pending[0] with { NodeId = unexplained[0] });
+            _inventory.Own(pending[0] with { NodeId = unexplained[0] });
         }
     }
 

@@ -45,13 +45,10 @@ public sealed record LocalProcessProvisionerOptions
 /// <summary>
 /// Starts each storage node as a child process running `pocket storage`, the default of `pocket up`: nodes are
 /// separate processes as on real hosts, and a node that crashes takes only itself down. The child prints one
-/// line, <c>POCKET-NODE id=N address=HOST:PORT</c>, once registered; stopping a node ends its process.
+/// line (<see cref="RoleCommandLine.StorageReadyLine"/>) once registered; stopping a node ends its process.
 /// </summary>
 public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposable
 {
-    /// <summary>The line a storage child prints once it is registered.</summary>
-    public const string ReadyPrefix = "POCKET-NODE ";
-
     private readonly LocalProcessProvisionerOptions _options;
     private readonly ILogger _logger;
     private readonly Dictionary<string, RoleProcess> _children = [];
@@ -85,35 +82,19 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         List<string> arguments =
         [
             .. _options.BaseArguments,
-            "storage", "--stop-on-stdin-eof",
-            "--metadata", _options.MetadataAddress,
-            "--tier", request.Tier.Name(),
-            "--capacity", request.CapacityBytes.ToString(CultureInfo.InvariantCulture),
+            .. RoleCommandLine.Storage(new StorageRoleArguments(_options.MetadataAddress, request.Tier, request.CapacityBytes)
+            {
+                StopOnStdinEof = true,
+                Standby = request.Standby,
+                BlockSize = _options.BlockSize,
+                IdleTimeout = _options.IdleTimeout,
+                DataDirectory = _options.DataDirectory,
+            }),
         ];
-        if (request.Standby)
-        {
-            arguments.Add("--standby");
-        }
-
-        if (_options.BlockSize is { } blockSize)
-        {
-            arguments.AddRange(["--block-size", blockSize.ToString(CultureInfo.InvariantCulture)]);
-        }
-
-        if (_options.IdleTimeout is { } idleTimeout)
-        {
-            arguments.AddRange(["--idle-timeout", idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s"]);
-        }
-
-        if (request.Tier != NodeTier.Dram && _options.DataDirectory is { } directory)
-        {
-            arguments.AddRange(["--data-dir", directory]);
-        }
-
         var child = await RoleProcess.StartAsync(
-            _options.Executable, arguments, _options.ClusterToken, ReadyPrefix, line => TryParseReady(line, out _, out _),
+            _options.Executable, arguments, _options.ClusterToken, RoleCommandLine.StorageReadyPrefix, line => RoleCommandLine.TryParseStorageReady(line, out _, out _),
             "storage process", "register", _options.StartTimeout, cancellationToken).ConfigureAwait(false);
-        _ = TryParseReady(child.ReadyLine, out var id, out var address);
+        _ = RoleCommandLine.TryParseStorageReady(child.ReadyLine, out var id, out var address);
         var handle = child.Id.ToString(CultureInfo.InvariantCulture);
         lock (_lock)
         {
@@ -122,25 +103,6 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
 
         ControllerLog.ProcessNodeStarted(_logger, id, address, child.Id);
         return new ProvisionedNode(request.Tier, handle, id, address);
-    }
-
-    internal static bool TryParseReady(string line, out uint id, out string address)
-    {
-        id = 0;
-        address = string.Empty;
-        foreach (var part in line[ReadyPrefix.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (part.StartsWith("id=", StringComparison.Ordinal))
-            {
-                _ = uint.TryParse(part.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out id);
-            }
-            else if (part.StartsWith("address=", StringComparison.Ordinal))
-            {
-                address = part[8..];
-            }
-        }
-
-        return id != 0 && address.Length > 0;
     }
 
     /// <inheritdoc />

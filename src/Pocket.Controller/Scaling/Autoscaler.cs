@@ -71,179 +71,6 @@ public sealed record AutoscalerOptions
     }
 }
 
-/// <summary>Resources whose utilisation the autoscaler keeps inside the band.</summary>
-[Flags]
-public enum ScalingResources
-{
-    /// <summary>None.</summary>
-    None = 0,
-
-    /// <summary>CPU of the nodes (0-1 each).</summary>
-    Cpu = 1,
-
-    /// <summary>Network rx + tx against the node bandwidth.</summary>
-    Network = 2,
-
-    /// <summary>Bytes used against capacity.</summary>
-    Capacity = 4,
-
-    /// <summary>All three.</summary>
-    All = Cpu | Network | Capacity,
-}
-
-/// <summary>What the policy wants done.</summary>
-public enum ScalingAction
-{
-    /// <summary>Nothing.</summary>
-    None,
-
-    /// <summary>Start a node of <see cref="ScalingDecision.Tier"/>.</summary>
-    AddNode,
-
-    /// <summary>Drain and remove <see cref="ScalingDecision.NodeId"/>.</summary>
-    RemoveNode,
-}
-
-/// <summary>One decision of the policy, with its reason.</summary>
-public sealed record ScalingDecision(ScalingAction Action, NodeTier Tier, uint? NodeId, string Reason)
-{
-    /// <summary>No action.</summary>
-    public static ScalingDecision None { get; } = new(ScalingAction.None, NodeTier.Dram, null, "");
-}
-
-/// <summary>Utilisation of one tier's live nodes, each resource as a fraction of what the nodes offer.</summary>
-public sealed record TierUtilisation(NodeTier Tier, int Nodes, double Cpu, double Network, double Capacity)
-{
-    /// <summary>The highest of the three.</summary>
-    public double Max => Math.Max(Cpu, Math.Max(Network, Capacity));
-}
-
-/// <summary>What the policy remembers between evaluations (it is otherwise a pure function).</summary>
-/// <param name="LastAction">When the last action was taken; the cooldown runs from there.</param>
-/// <param name="BelowSince">Per tier, since when every resource has been below the lower bound.</param>
-public sealed record AutoscalerState(DateTimeOffset? LastAction, IReadOnlyDictionary<NodeTier, DateTimeOffset> BelowSince)
-{
-    /// <summary>Nothing yet.</summary>
-    public static AutoscalerState Initial { get; } = new(null, new Dictionary<NodeTier, DateTimeOffset>());
-}
-
-/// <summary>
-/// The scaling policy of the paper as a pure function: latest samples + settings + clock (+ remembered state) in,
-/// one decision out. No I/O, so the same code drives the live controller, unit tests and a simulator.
-/// </summary>
-public static class AutoscalerPolicy
-{
-    /// <summary>Utilisation per tier over live nodes (draining, drained and dead nodes do not count).</summary>
-    public static IReadOnlyList<TierUtilisation> Utilisation(IReadOnlyList<NodeSample> samples, AutoscalerOptions options, Func<NodeTier, double> bandwidth) =>
-        [.. samples
-            .Where(s => s.State == NodeState.Live)
-            .GroupBy(s => s.Tier)
-            .OrderBy(g => g.Key)
-            .Select(g =>
-            {
-                var count = g.Count();
-                var capacity = g.Sum(s => (double)s.Capacity);
-                var watch = options.Resources;
-                return new TierUtilisation(
-                    g.Key,
-                    count,
-                    (watch & ScalingResources.Cpu) != 0 ? g.Average(s => Math.Clamp(s.Cpu, 0, 1)) : 0,
-                    (watch & ScalingResources.Network) != 0 ? g.Sum(s => s.NetRxBytesPerSecond + s.NetTxBytesPerSecond) / (count * bandwidth(g.Key)) : 0,
-                    (watch & ScalingResources.Capacity) != 0 && capacity > 0 ? g.Sum(s => (double)s.Used) / capacity : 0);
-            })];
-
-    /// <summary>
-    /// Decides. <paramref name="removable"/> holds the nodes the controller can stop (it started them); a node
-    /// only leaves when every resource of its tier has been below the band for the cooldown and the tier, without
-    /// it, would still be under the upper bound (otherwise the next evaluation would add a node back).
-    /// </summary>
-    public static (ScalingDecision Decision, AutoscalerState State) Decide(
-        IReadOnlyList<NodeSample> samples,
-        IReadOnlySet<uint> removable,
-        AutoscalerOptions options,
-        Func<NodeTier, double> bandwidth,
-        AutoscalerState state,
-        DateTimeOffset now)
-    {
-        var tiers = Utilisation(samples, options, bandwidth);
-        var below = new Dictionary<NodeTier, DateTimeOffset>();
-        foreach (var tier in tiers.Where(t => t.Max < options.Lower))
-        {
-            below[tier.Tier] = state.BelowSince.TryGetValue(tier.Tier, out var since) ? since : now;
-        }
-
-        var next = state with { BelowSince = below };
-        if (state.LastAction is { } last && now - last < options.Cooldown)
-        {
-            return (ScalingDecision.None, next);
-        }
-
-        var live = samples.Count(s => s.State == NodeState.Live);
-        var busy = samples.Any(s => s.State == NodeState.Draining);
-        foreach (var tier in tiers.OrderByDescending(t => t.Max))
-        {
-            if (tier.Max > options.Upper && live < options.MaxNodes)
-            {
-                return (new ScalingDecision(ScalingAction.AddNode, tier.Tier, null, $"{NodeTierNames.Name(tier.Tier)} {Pressure(tier, options.Upper)} above {Percent(options.Upper)}"), next with { LastAction = now });
-            }
-        }
-
-        // One removal at a time: a drain in progress already shrinks the cluster.
-        if (busy || live <= options.MinNodes)
-        {
-            return (ScalingDecision.None, next);
-        }
-
-        foreach (var tier in tiers.Where(t => below.ContainsKey(t.Tier) && now - below[t.Tier] >= options.Cooldown).OrderBy(t => t.Max))
-        {
-            var candidates = samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier && removable.Contains(s.NodeId)).ToList();
-            if (candidates.Count == 0)
-            {
-                continue;
-            }
-
-            var victim = candidates.OrderBy(s => s.Used).ThenBy(s => s.Cpu).ThenBy(s => s.NetRxBytesPerSecond + s.NetTxBytesPerSecond).ThenByDescending(s => s.NodeId).First();
-            var rest = samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier && s.NodeId != victim.NodeId).ToList();
-            var restCapacity = rest.Sum(s => (double)s.Capacity);
-            var afterCapacity = (options.Resources & ScalingResources.Capacity) == 0 ? 0 : restCapacity > 0 ? rest.Sum(s => (double)s.Used) / restCapacity + ((double)victim.Used / restCapacity) : 1;
-            var afterNetwork = rest.Count > 0 ? (tier.Network * tier.Nodes) / rest.Count : 1;
-            var afterCpu = rest.Count > 0 ? (tier.Cpu * tier.Nodes) / rest.Count : 1;
-            if (rest.Count == 0 || Math.Max(afterCapacity, Math.Max(afterNetwork, afterCpu)) > options.Upper)
-            {
-                continue;
-            }
-
-            var reason = string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier.Tier)} below {Percent(options.Lower)} for {options.Cooldown.TotalSeconds:0.#} s (cpu {Percent(tier.Cpu)}, network {Percent(tier.Network)}, capacity {Percent(tier.Capacity)}); node {victim.NodeId} is the least used");
-            return (new ScalingDecision(ScalingAction.RemoveNode, tier.Tier, victim.NodeId, reason), next with { LastAction = now, BelowSince = new Dictionary<NodeTier, DateTimeOffset>() });
-        }
-
-        return (ScalingDecision.None, next);
-    }
-
-    private static string Pressure(TierUtilisation tier, double upper)
-    {
-        var over = new List<string>();
-        if (tier.Cpu > upper)
-        {
-            over.Add($"cpu {Percent(tier.Cpu)}");
-        }
-
-        if (tier.Network > upper)
-        {
-            over.Add($"network {Percent(tier.Network)}");
-        }
-
-        if (tier.Capacity > upper)
-        {
-            over.Add($"capacity {Percent(tier.Capacity)}");
-        }
-
-        return string.Join(", ", over);
-    }
-
-    private static string Percent(double fraction) => string.Create(CultureInfo.InvariantCulture, $"{fraction * 100:0.#} %");
-}
-
 /// <summary>
 /// Carries out the policy's decisions on a live cluster after each telemetry sample: adds nodes through the
 /// provisioner; removes one by taking it out of every job's weight map, draining it (its blocks move while
@@ -253,6 +80,7 @@ public sealed class Autoscaler
 {
     private readonly PocketClient _admin;
     private readonly JobRegistry _registry;
+    private readonly NodeInventory _inventory;
     private readonly IStorageProvisioner _provisioner;
     private readonly AutoscalerOptions _options;
     private readonly SizingOptions _sizing;
@@ -260,15 +88,15 @@ public sealed class Autoscaler
     private readonly ClusterEventLog _events;
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
-    private readonly Dictionary<uint, ProvisionedNode> _started = [];
     private AutoscalerState _state = AutoscalerState.Initial;
     private Task _action = Task.CompletedTask;
 
-    internal Autoscaler(PocketClient admin, JobRegistry registry, IStorageProvisioner provisioner, AutoscalerOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
+    internal Autoscaler(PocketClient admin, JobRegistry registry, NodeInventory inventory, IStorageProvisioner provisioner, AutoscalerOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
         options.Validate();
         _admin = admin;
         _registry = registry;
+        _inventory = inventory;
         _provisioner = provisioner;
         _options = options;
         _sizing = sizing;
@@ -276,9 +104,6 @@ public sealed class Autoscaler
         _events = events;
         _logger = logger;
     }
-
-    /// <summary>Where scale-ups take a node from first, when the controller has a warm pool.</summary>
-    internal WarmPool? WarmPool { get; init; }
 
     /// <summary>Network bandwidth of one node of <paramref name="tier"/>, bytes/s.</summary>
     public double Bandwidth(NodeTier tier) =>
@@ -288,13 +113,7 @@ public sealed class Autoscaler
     public void Adopt(ProvisionedNode node)
     {
         ArgumentNullException.ThrowIfNull(node);
-        if (node.NodeId is { } id)
-        {
-            lock (_lock)
-            {
-                _started[id] = node;
-            }
-        }
+        _inventory.Own(node);
     }
 
     /// <summary>The action in progress (completed when idle).</summary>
@@ -321,7 +140,7 @@ public sealed class Autoscaler
             }
 
             var now = _time.GetUtcNow();
-            (decision, _state) = AutoscalerPolicy.Decide(samples, _started.Keys.ToHashSet(), _options, Bandwidth, _state, now);
+            (decision, _state) = AutoscalerPolicy.Decide(samples, _inventory.OwnedIds(), _options, Bandwidth, _state, now);
             if (decision.Action == ScalingAction.None)
             {
                 return Task.CompletedTask;
@@ -349,12 +168,9 @@ public sealed class Autoscaler
     /// <exception cref="ArgumentException">The autoscaler cannot stop that node.</exception>
     public Task<long> RemoveNodeAsync(uint nodeId, string reason, CancellationToken cancellationToken = default)
     {
-        lock (_lock)
+        if (!_inventory.Owns(nodeId))
         {
-            if (!_started.ContainsKey(nodeId))
-            {
-                throw new ArgumentException($"node {nodeId} was not started or adopted by the autoscaler", nameof(nodeId));
-            }
+            throw new ArgumentException($"node {nodeId} was not started or adopted by the autoscaler", nameof(nodeId));
         }
 
         return RunExclusiveAsync(() => RemoveAsync(new ScalingDecision(ScalingAction.RemoveNode, NodeTier.Dram, nodeId, reason), cancellationToken));
@@ -430,9 +246,9 @@ public sealed class Autoscaler
     {
         Event("scale-up", null, decision.Reason);
         var tier = NodeTierNames.Name(decision.Tier);
-        if (useWarmPool && WarmPool is { } pool && await pool.TryClaimAsync(decision.Tier, cancellationToken).ConfigureAwait(false) is { } pooled)
+        if (useWarmPool && await _inventory.TryClaimPooledAsync(decision.Tier, cancellationToken).ConfigureAwait(false) is { } pooled)
         {
-            Track(pooled);
+            _inventory.Own(pooled);
             Event("node-started", pooled.NodeId, $"{tier} node {pooled.Handle} at {pooled.Address ?? "pending"}, taken from the warm pool{await SpreadAsync(pooled, cancellationToken).ConfigureAwait(false)}");
             return pooled;
         }
@@ -440,7 +256,7 @@ public sealed class Autoscaler
         var capacity = _options.NewNodeCapacityBytes ?? _sizing.ClassOf(decision.Tier)?.CapacityBytes
             ?? throw new ProvisioningException($"no node class for tier {decision.Tier}");
         var node = await _provisioner.StartNodeAsync(new NodeRequest(decision.Tier, capacity), cancellationToken).ConfigureAwait(false);
-        Track(node);
+        _inventory.Own(node);
         Event("node-started", node.NodeId, $"{tier} node {node.Handle} at {node.Address ?? "pending"}{await SpreadAsync(node, cancellationToken).ConfigureAwait(false)}");
         return node;
     }
@@ -458,29 +274,15 @@ public sealed class Autoscaler
         return jobs == 0 ? "" : $"; {jobs} running job(s) now place new blocks on it";
     }
 
-    private void Track(ProvisionedNode node)
-    {
-        if (node.NodeId is { } id)
-        {
-            lock (_lock)
-            {
-                _started[id] = node;
-            }
-        }
-    }
-
     private async Task<long> RemoveAsync(ScalingDecision decision, CancellationToken cancellationToken)
     {
         var id = decision.NodeId!.Value;
         ProvisionedNode? node;
-        lock (_lock)
+        // Checked again inside the one action: a removal that ran before this one (a concurrent call, or the
+        // policy's own) may have stopped the node since the caller checked.
+        if (!_inventory.TryGetOwned(id, out node))
         {
-            // Checked again inside the one action: a removal that ran before this one (a concurrent call, or the
-            // policy's own) may have stopped the node since the caller checked.
-            if (!_started.TryGetValue(id, out node))
-            {
-                return 0;
-            }
+            return 0;
         }
 
         Event("scale-down", id, decision.Reason);
@@ -514,10 +316,7 @@ public sealed class Autoscaler
         }
 
         await _provisioner.StopNodeAsync(node, cancellationToken).ConfigureAwait(false);
-        lock (_lock)
-        {
-            _started.Remove(id);
-        }
+        _inventory.Release(id);
 
         Event("node-stopped", id, $"node {node.Handle} stopped after its drain");
         return info?.MovedBytes ?? 0;

@@ -73,10 +73,12 @@ public sealed class ClusterTelemetry : IAsyncDisposable
     private readonly Dictionary<uint, Queue<NodeSample>> _history = [];
     private readonly Dictionary<uint, NodeState> _lastState = [];
     private readonly CancellationTokenSource _stop = new();
+    private readonly Func<IReadOnlyList<NodeSample>, CancellationToken, Task> _sampled;
     private Task? _loop;
 
-    internal ClusterTelemetry(PocketClient admin, TimeProvider time, TimeSpan interval, int historyLength, ClusterEventLog events, ILogger logger)
+    internal ClusterTelemetry(PocketClient admin, TimeProvider time, TimeSpan interval, int historyLength, ClusterEventLog events, ILogger logger, Func<IReadOnlyList<NodeSample>, CancellationToken, Task> sampled)
     {
+        _sampled = sampled;
         _admin = admin;
         _time = time;
         Interval = interval;
@@ -90,9 +92,6 @@ public sealed class ClusterTelemetry : IAsyncDisposable
 
     /// <summary>Where node deaths (and scaling decisions) are recorded.</summary>
     public ClusterEventLog Events { get; }
-
-    /// <summary>Raised after each poll with the latest sample of every node the metadata server lists.</summary>
-    internal event Func<IReadOnlyList<NodeSample>, CancellationToken, Task>? Sampled;
 
     internal void Start() => _loop ??= Task.Run(LoopAsync);
 
@@ -173,22 +172,8 @@ public sealed class ClusterTelemetry : IAsyncDisposable
             Events.Add(clusterEvent);
         }
 
-        if (Sampled is { } sampled)
-        {
-            // Each subscriber in turn (a multicast Func would only await the last one's task).
-            foreach (var subscriber in sampled.GetInvocationList().Cast<Func<IReadOnlyList<NodeSample>, CancellationToken, Task>>())
-            {
-                try
-                {
-                    await subscriber(samples, cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException)
-                {
-                    // A subscriber's failure must not stop the telemetry or the other subscribers.
-                    ControllerLog.TelemetryFailed(_logger, ex.Message);
-                }
-            }
-        }
+        // The controller's tick (ControlLoop) runs its steps in order and logs a step's failure itself.
+        await _sampled(samples, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Stops polling.</summary>

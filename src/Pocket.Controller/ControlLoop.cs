@@ -1,0 +1,43 @@
+using Microsoft.Extensions.Logging;
+using Pocket.Controller.Jobs;
+using Pocket.Controller.Scaling;
+
+namespace Pocket.Controller;
+
+/// <summary>
+/// What the controller does after each telemetry sample, in this order: jobs forget nodes that are gone (so nothing
+/// plans onto them), the warm pool replaces idle nodes that died, the autoscaler decides (it starts its action in the
+/// background), and last the meter reads every job's usage (one round trip each, which the autoscaler should not wait
+/// for). A step that fails is logged and the next steps still run.
+/// </summary>
+internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, Autoscaler? autoscaler, JobUsageMeter meter, ILogger logger)
+{
+    public async Task TickAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
+    {
+        await StepAsync(() => registry.PruneAsync(samples, cancellationToken)).ConfigureAwait(false);
+        if (pool is not null)
+        {
+            await StepAsync(() => pool.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
+        }
+
+        if (autoscaler is not null)
+        {
+            await StepAsync(() => autoscaler.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
+        }
+
+        await StepAsync(() => meter.TickAsync(cancellationToken)).ConfigureAwait(false);
+    }
+
+    private async Task StepAsync(Func<Task> step)
+    {
+        try
+        {
+            await step().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            // One step's failure must not stop the telemetry or the steps after it.
+            ControllerLog.TelemetryFailed(logger, ex.Message);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+using System.Globalization;
+using Pocket.Protocol;
+
+namespace Pocket.Controller.Provisioning;
+
+/// <summary>What a storage child is told: everything <c>pocket storage</c> needs to start and register.</summary>
+/// <param name="MetadataAddress">The metadata server it registers with, host:port.</param>
+/// <param name="Tier">The tier it serves.</param>
+/// <param name="CapacityBytes">Its capacity.</param>
+public sealed record StorageRoleArguments(string MetadataAddress, NodeTier Tier, long CapacityBytes)
+{
+    /// <summary>Stop when standard input closes, so a child never outlives its parent.</summary>
+    public bool StopOnStdinEof { get; init; }
+
+    /// <summary>Address to listen on and advertise (the role's default, loopback, when null).</summary>
+    public string? Host { get; init; }
+
+    /// <summary>Port to listen on (the role's default, any free port, when null).</summary>
+    public int? Port { get; init; }
+
+    /// <summary>Block size (the tier's default when null).</summary>
+    public int? BlockSize { get; init; }
+
+    /// <summary>Idle timeout of its connections (the role's default when null).</summary>
+    public TimeSpan? IdleTimeout { get; init; }
+
+    /// <summary>Where an ssd or hdd node keeps its file; ignored for dram, which keeps nothing on disk.</summary>
+    public string? DataDirectory { get; init; }
+
+    /// <summary>Log at Information level.</summary>
+    public bool Verbose { get; init; }
+
+    /// <summary>Register as a warm-pool node.</summary>
+    public bool Standby { get; init; }
+}
+
+/// <summary>
+/// The launch contract of the child roles: the arguments each is started with and the one line each prints once it
+/// serves. The local and Kubernetes provisioners, the benchmark cluster and the roles themselves
+/// (<c>pocket metadata</c>, <c>pocket storage</c>, <c>pocket controller</c>) all use it, so the two sides cannot drift.
+/// </summary>
+public static class RoleCommandLine
+{
+    /// <summary>The argument that makes a role stop when its standard input closes.</summary>
+    public const string StopOnStdinEofArgument = "--stop-on-stdin-eof";
+
+    /// <summary>Start of the line a storage node prints once registered: <c>POCKET-NODE id=N address=HOST:PORT</c>.</summary>
+    public const string StorageReadyPrefix = "POCKET-NODE ";
+
+    /// <summary>Start of the line a metadata server prints once listening: <c>POCKET-METADATA address=HOST:PORT[ tls]</c>.</summary>
+    public const string MetadataReadyPrefix = "POCKET-METADATA address=";
+
+    /// <summary>Start of the line a controller prints once listening: <c>POCKET-CONTROLLER url=URL</c>.</summary>
+    public const string ControllerReadyPrefix = "POCKET-CONTROLLER url=";
+
+    /// <summary>The arguments of <c>pocket storage</c> (after the executable and any arguments that run it).</summary>
+    public static List<string> Storage(StorageRoleArguments role)
+    {
+        List<string> arguments = ["storage"];
+        if (role.StopOnStdinEof)
+        {
+            arguments.Add(StopOnStdinEofArgument);
+        }
+
+        arguments.AddRange(
+        [
+            "--metadata", role.MetadataAddress,
+            "--tier", role.Tier.Name(),
+            "--capacity", role.CapacityBytes.ToString(CultureInfo.InvariantCulture),
+        ]);
+        if (role.Host is { } host)
+        {
+            arguments.AddRange(["--host", host]);
+        }
+
+        if (role.Port is { } port)
+        {
+            arguments.AddRange(["--port", port.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (role.BlockSize is { } blockSize)
+        {
+            arguments.AddRange(["--block-size", blockSize.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (role.IdleTimeout is { } idleTimeout)
+        {
+            arguments.AddRange(["--idle-timeout", idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s"]);
+        }
+
+        if (role.Tier != NodeTier.Dram && role.DataDirectory is { } directory)
+        {
+            arguments.AddRange(["--data-dir", directory]);
+        }
+
+        if (role.Verbose)
+        {
+            arguments.Add("--verbose");
+        }
+
+        if (role.Standby)
+        {
+            arguments.Add("--standby");
+        }
+
+        return arguments;
+    }
+
+    /// <summary>The arguments of <c>pocket metadata</c> listening on <paramref name="host"/>:<paramref name="port"/>.</summary>
+    public static List<string> Metadata(string host, int port, bool stopOnStdinEof)
+    {
+        List<string> arguments = ["metadata", "--host", host, "--port", port.ToString(CultureInfo.InvariantCulture)];
+        if (stopOnStdinEof)
+        {
+            arguments.Add(StopOnStdinEofArgument);
+        }
+
+        return arguments;
+    }
+
+    /// <summary>The line a storage node prints once registered.</summary>
+    public static string StorageReadyLine(uint nodeId, string address) =>
+        string.Create(CultureInfo.InvariantCulture, $"{StorageReadyPrefix}id={nodeId} address={address}");
+
+    /// <summary>Reads a storage node's ready line; false when it lacks the id or the address.</summary>
+    public static bool TryParseStorageReady(string line, out uint nodeId, out string address)
+    {
+        nodeId = 0;
+        address = string.Empty;
+        if (!line.StartsWith(StorageReadyPrefix, StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        foreach (var part in line[StorageReadyPrefix.Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (part.StartsWith("id=", StringComparison.Ordinal))
+            {
+                _ = uint.TryParse(part.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out nodeId);
+            }
+            else if (part.StartsWith("address=", StringComparison.Ordinal))
+            {
+                address = part[8..];
+            }
+        }
+
+        return nodeId != 0 && address.Length > 0;
+    }
+
+    /// <summary>The line a metadata server prints once listening.</summary>
+    public static string MetadataReadyLine(string address, bool tls) => $"{MetadataReadyPrefix}{address}{(tls ? " tls" : string.Empty)}";
+
+    /// <summary>Reads a metadata server's ready line: its address, without the TLS marker.</summary>
+    public static bool TryParseMetadataReady(string line, out string address)
+    {
+        address = string.Empty;
+        if (!line.StartsWith(MetadataReadyPrefix, StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        var rest = line[MetadataReadyPrefix.Length..].Trim();
+        var space = rest.IndexOf(' ', StringComparison.Ordinal);
+        address = space < 0 ? rest : rest[..space];
+        return address.Length > 0;
+    }
+
+    /// <summary>The line a controller prints once listening.</summary>
+    public static string ControllerReadyLine(Uri url) => $"{ControllerReadyPrefix}{url}";
+}
