@@ -57,10 +57,10 @@ internal sealed class TlsArguments
     /// The certificate files as given, for child storage nodes to serve with the same certificate and trust (null when
     /// no --tls-cert was given). Paths are made absolute: a child may run elsewhere.
     /// </summary>
-    public Pocket.Controller.NodeTlsFiles? NodeFiles(ParseResult parse) =>
+    public Pocket.Controller.Provisioning.NodeTlsFiles? NodeFiles(ParseResult parse) =>
         !_listens || parse.GetValue(_cert) is not { } cert
             ? null
-            : new Pocket.Controller.NodeTlsFiles(
+            : new Pocket.Controller.Provisioning.NodeTlsFiles(
                 Path.GetFullPath(cert),
                 parse.GetValue(_key) is { } key ? Path.GetFullPath(key) : null,
                 parse.GetValue(_ca) is { } ca ? Path.GetFullPath(ca) : null,

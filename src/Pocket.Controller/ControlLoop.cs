@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Pocket.Controller.Jobs;
+using Pocket.Controller.Observability;
 using Pocket.Controller.Scaling;
 
 namespace Pocket.Controller;

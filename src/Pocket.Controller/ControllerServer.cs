@@ -12,6 +12,7 @@ using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Controller.Api;
 using Pocket.Controller.Jobs;
+using Pocket.Controller.Observability;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Hosting;

@@ -23,8 +23,9 @@ public sealed class ArchitectureTests
         ["Pocket.Controller"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Hosting"],
         ["Pocket.Kubernetes"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Controller"],
         ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Hosting"],
+        ["Pocket.Metrics"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Metadata", "Pocket.StorageServer", "Pocket.Storage", "Pocket.Hosting"],
         ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller"],
-        ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded"],
+        ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics"],
     };
 
     // The whiteboard's "never" list: not directly, and not through anything in between.

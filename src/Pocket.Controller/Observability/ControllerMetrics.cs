@@ -4,7 +4,7 @@ using Pocket.Controller.Scaling;
 using Pocket.Protocol;
 using Prometheus;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Observability;
 
 /// <summary>
 /// The controller's Prometheus metrics (<c>GET /metrics</c>, behind the cluster token like the rest of the API; names in

@@ -6,7 +6,7 @@ using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 using Prometheus;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Observability;
 
 /// <summary>A node class as the dashboard prices it: what one node offers and costs.</summary>
 /// <param name="Tier">dram, ssd or hdd.</param>
