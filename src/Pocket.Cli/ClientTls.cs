@@ -57,7 +57,7 @@ internal static class ClientTls
 
         var name = Environment.GetEnvironmentVariable(NameVariable) is { Length: > 0 } configured
             ? configured.Trim()
-            : state?.TlsCa is { Length: > 0 } && string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(Variable)) ? Hosting.LocalTls.Name : metadataHost;
+            : state?.TlsCa is { Length: > 0 } && string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(Variable)) ? Up.LocalTls.Name : metadataHost;
         return options with { TlsHost = name, CertificateValidation = validation };
     }
 }

@@ -3,8 +3,10 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Protocol;
-using Pocket.Testing;
 
 namespace Pocket.Cli.Tests;
 

@@ -2,9 +2,9 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using Pocket.Client;
+using Pocket.Embedded;
 using Pocket.Networking;
 using Pocket.Protocol;
-using Pocket.Embedded;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;

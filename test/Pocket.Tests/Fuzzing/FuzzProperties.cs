@@ -1,9 +1,9 @@
 using System.Net;
 using System.Net.Sockets;
 using CsCheck;
+using Pocket.Embedded;
 using Pocket.Fuzzing;
 using Pocket.Protocol;
-using Pocket.Testing;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests.Fuzzing;
