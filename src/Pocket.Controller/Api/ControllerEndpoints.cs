@@ -52,7 +52,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         app.MapGet("/v1/cluster", GetClusterAsync)
             .WithName("GetCluster")
             .WithTags("cluster")
-            .WithSummary("Storage nodes (tier, state, capacity, CPU, network, allocation) and jobs.")
+            .WithSummary("Storage nodes (tier, state, capacity, CPU, network, allocation) and jobs with their usage as of the last telemetry tick.")
             .Produces<ClusterResponse>();
         app.MapGet("/v1/cluster/history", GetHistory)
             .WithName("GetClusterHistory")
@@ -209,7 +209,8 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
                 new NodeAllocationResponse(share, held.BitsPerSecond, (long)Math.Round(held.Bytes)));
         }).ToList();
         var addresses = nodes.ToDictionary(n => n.Id, n => n.Address);
-        var jobs = registry.Jobs.Select(j => ToResponse(j, addresses, usage: null)).ToList();
+        // Each job's usage as of the last telemetry tick (one metadata round trip per job per tick, not per request).
+        var jobs = registry.Jobs.Select(j => Meter.Read(j.Id) is { } reading ? ToResponse(j, addresses, reading.Usage, reading) : ToResponse(j, addresses, usage: null)).ToList();
         return Results.Json(new ClusterResponse(admin.MetadataAddress, nodeResponses, jobs));
     }
 

@@ -13,6 +13,9 @@ public sealed record JobMeterReading(long Requests, double GbSeconds, IReadOnlyD
 {
     /// <summary>Bytes the job stored (blocks and inline) at the last tick.</summary>
     public long StoredBytes { get; init; }
+
+    /// <summary>The job's usage as the metadata server reported it at the last tick.</summary>
+    public JobUsage? Usage { get; init; }
 }
 
 /// <summary>
@@ -48,7 +51,7 @@ internal sealed class JobUsageMeter(PocketClient admin, JobRegistry registry, Ti
     }
 
     private static JobMeterReading Reading(Meter meter) =>
-        new(meter.Requests, meter.GbSeconds, new Dictionary<NodeTier, double>(meter.ByTier), meter.Since) { StoredBytes = meter.Bytes };
+        new(meter.Requests, meter.GbSeconds, new Dictionary<NodeTier, double>(meter.ByTier), meter.Since) { StoredBytes = meter.Bytes, Usage = meter.Usage };
 
     /// <summary>One tick: each job's held bytes since the last tick are added, then its current bytes remembered.</summary>
     public async Task TickAsync(CancellationToken cancellationToken)
@@ -87,6 +90,7 @@ internal sealed class JobUsageMeter(PocketClient admin, JobRegistry registry, Ti
                 meter.Bytes = usage.BlockBytes + usage.InlineBytes;
                 meter.BytesByTier = usage.BytesByTier.Where(t => t.Value > 0).ToDictionary(t => t.Key, t => t.Value);
                 meter.Requests = usage.Requests;
+                meter.Usage = usage;
             }
         }
 
@@ -115,5 +119,7 @@ internal sealed class JobUsageMeter(PocketClient admin, JobRegistry registry, Ti
         public long Requests { get; set; }
 
         public double GbSeconds { get; set; }
+
+        public JobUsage? Usage { get; set; }
     }
 }

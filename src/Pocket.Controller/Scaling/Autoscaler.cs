@@ -272,7 +272,7 @@ public sealed class Autoscaler
         if (useWarmPool && await _inventory.TryClaimPooledAsync(decision.Tier, cancellationToken).ConfigureAwait(false) is { } pooled)
         {
             _inventory.Own(pooled);
-            Event("node-started", pooled.NodeId, $"{tier} node {pooled.Handle} at {pooled.Address ?? "pending"}, taken from the warm pool{await SpreadAsync(pooled, cancellationToken).ConfigureAwait(false)}");
+            Event("node-started", pooled.NodeId, $"{tier} node at {pooled.Address ?? "pending"} (provisioner handle {pooled.Handle}), taken from the warm pool{await SpreadAsync(pooled, cancellationToken).ConfigureAwait(false)}");
             return pooled;
         }
 
@@ -280,7 +280,7 @@ public sealed class Autoscaler
             ?? throw new ProvisioningException($"no node class for tier {decision.Tier}");
         var node = await _provisioner.StartNodeAsync(new NodeRequest(decision.Tier, capacity), cancellationToken).ConfigureAwait(false);
         _inventory.Own(node);
-        Event("node-started", node.NodeId, $"{tier} node {node.Handle} at {node.Address ?? "pending"}{await SpreadAsync(node, cancellationToken).ConfigureAwait(false)}");
+        Event("node-started", node.NodeId, $"{tier} node at {node.Address ?? "pending"} (provisioner handle {node.Handle}){await SpreadAsync(node, cancellationToken).ConfigureAwait(false)}");
         return node;
     }
 

@@ -60,6 +60,7 @@
   const rate = (n) => bytes(n) + '/s';
   const pct = (x) => (100 * x).toFixed(x < 0.1 ? 1 : 0) + ' %';
   const num = (n) => n.toLocaleString('en-US');
+  const objects = (n) => num(n) + (n === 1 ? ' object' : ' objects');
   const money = (d) => '$' + (d < 0.01 && d > 0 ? d.toFixed(6) : d.toFixed(d < 100 ? 4 : 2));
   const gbs = (x) => x < 10 ? x.toFixed(3) : x.toFixed(1);
   const clock = (t) => new Date(t).toLocaleTimeString('en-GB', { hour12: false });
@@ -96,7 +97,7 @@
         width, height: 190,
         cursor: { drag: { x: false, y: false } },
         legend: { show: true },
-        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, unit === '%' ? 1 : 1)] } },
+        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max, unit === '%' ? 1 : 1024)] } },
         axes: [
           { stroke: '#8796a8', grid: { stroke: '#1f2a36' }, ticks: { stroke: '#1f2a36' } },
           { stroke: '#8796a8', grid: { stroke: '#1f2a36' }, ticks: { stroke: '#1f2a36' }, size: 70, values: (u, v) => v.map(format) },
@@ -157,7 +158,7 @@
     const byTier = TIERS.map((t) => [t, cluster.nodes.filter((n) => n.tier === t && n.state === 'live').length]).filter(([, c]) => c > 0);
     const cards = [
       ['Nodes', num(cluster.nodes.filter((n) => n.state === 'live').length), byTier.map(([t, c]) => c + ' ' + t).join(' · ') || 'none live'],
-      ['Jobs', num(cluster.jobs.length), num(cluster.jobs.reduce((s, j) => s + ((j.usage && j.usage.objects) || 0), 0)) + ' objects'],
+      ['Jobs', num(cluster.jobs.length), objects(cluster.jobs.reduce((s, j) => s + ((j.usage && j.usage.objects) || 0), 0))],
       ['Capacity used', capacity > 0 ? pct(used / capacity) : '-', bytes(used) + ' of ' + bytes(capacity)],
       ['Network', rate(rx + tx), 'rx ' + rate(rx) + ' · tx ' + rate(tx)],
       ['GB-seconds', gbs(gbSeconds), 'of the jobs registered now'],
