@@ -150,9 +150,10 @@ public sealed partial class UpTests : IDisposable
         var data = Path.Combine(_home.Path, "tier-data");
 
         // DRAM nodes of 4 MiB make a 20 MiB job cheapest on ssd (2 x 16 MiB nodes, $0.624/h each) rather than on five
-        // DRAM nodes or on four hdd nodes (their 320 Mb/s does not carry 1 Gb/s).
+        // DRAM nodes or on four hdd nodes (their 320 Mb/s does not carry 1 Gb/s). Static: the test fills every tier and
+        // expects the refusal, where an elastic cluster would add nodes.
         await using var up = UpProcess.Start(
-            _home.Path, "--port", "0", "--controller-port", "0", "--no-gateway", "--tiers", "dram=1,ssd=1,hdd=1",
+            _home.Path, "--static", "--port", "0", "--controller-port", "0", "--no-gateway", "--tiers", "dram=1,ssd=1,hdd=1",
             "--capacity", "4MiB", "--node-capacity", "ssd=16MiB,hdd=16MiB", "--data-dir", data, "--for", "10m");
         var children = await ChildPidsAsync(up, expected: 3);
         Assert.Contains(up.Output.Split('\n'), l => l.Contains("ssd", StringComparison.Ordinal) && l.Contains("16 MiB", StringComparison.Ordinal) && l.Contains("pid", StringComparison.Ordinal));

@@ -22,7 +22,8 @@ public sealed class ArchitectureTests
         ["Pocket.Client"] = ["Pocket.Protocol", "Pocket.Networking"],
         ["Pocket.Controller"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Hosting"],
         ["Pocket.Kubernetes"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Controller"],
-        ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Hosting"],
+        // Networking for PortInUseException only: every listener, binary or HTTP, names a busy port the same way.
+        ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Hosting"],
         ["Pocket.Metrics"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Metadata", "Pocket.StorageServer", "Pocket.Storage", "Pocket.Hosting"],
         ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller"],
         ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics"],
