@@ -75,7 +75,7 @@ public sealed record JobRegistration(
 /// <param name="RegisteredAt">When it registered.</param>
 /// <param name="LeaseExpiresAt">When it is reclaimed unless it makes a request before.</param>
 /// <param name="Hints">The hints it gave.</param>
-/// <param name="Usage">What it stores, when the controller was asked for one job (<see cref="PocketControllerClient.GetJobAsync"/>).</param>
+/// <param name="Usage">What it stores: read now for one job (<see cref="PocketControllerClient.GetJobAsync"/>), as of the last telemetry tick in <see cref="PocketControllerClient.GetClusterAsync"/> (null before its first tick).</param>
 public sealed record ControllerJob(
     string JobId,
     string Name,
