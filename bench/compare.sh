@@ -12,6 +12,9 @@
 #                  and 1 GiB besides 64 MiB (peak memory about 20 GiB: Pocket's two 3 GiB nodes, Garnet's 8 GiB
 #                  log, Redis, and the bench's own buffers)
 #   --update-docs  append summary.md to docs/benchmarks.md as a dated section
+#   --fan-in       only the fan-in suite: `pocket bench --connections N --op get` (1 KiB) for N in $FAN_IN_N
+#                  (default "1 64 256 1024"), FAN_IN_PASSES passes (default 2), Pocket/Redis/Garnet interleaved
+#                  in each run; Redis with --maxclients 20000; fanin-nN-pP.json and fanin.txt (one line per run)
 #
 # Environment: DURATION and WARMUP (override the per-op times), REDIS_PORT (default 6390),
 # GARNET_PORT (default 6391), TOOLS (where Garnet is installed as a dotnet tool, default ./.tools, git-ignored).
@@ -24,13 +27,15 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 long=0
 update_docs=0
+fan_in=0
 results_arg=""
 for arg in "$@"; do
     case "$arg" in
         --long) long=1 ;;
         --update-docs) update_docs=1 ;;
+        --fan-in) fan_in=1 ;;
         -h | --help)
-            sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)
@@ -124,6 +129,11 @@ wait_for() {
 
 # No persistence anywhere: each system keeps everything in memory, as Pocket's DRAM tier does.
 redis_cmd=(redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize no)
+if ((fan_in)); then
+    # Up to thousands of connections at once: Redis's default maxclients is 10,000 less its reserved files.
+    ulimit -n "$(ulimit -Hn)"
+    redis_cmd+=(--maxclients 20000)
+fi
 "${redis_cmd[@]}" >"$results/redis.log" 2>&1 &
 redis_pid=$!
 wait_for redis "$redis_port" "$redis_pid"
@@ -157,6 +167,23 @@ build src/Pocket.Cli "$work/pocket"
 build bench/Pocket.Limits "$work/limits"
 pocket=(dotnet "$work/pocket/pocket.dll")
 limits=(dotnet "$work/limits/Pocket.Limits.dll")
+
+if ((fan_in)); then
+    : >"$results/fanin.txt"
+    for pass in $(seq 1 "${FAN_IN_PASSES:-2}"); do
+        for n in ${FAN_IN_N:-1 64 256 1024}; do
+            name="fanin-n$n-p$pass"
+            args=(bench --connections "$n" --op get --size 1KiB --duration "$duration" --warmup "$warmup"
+                --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" --json)
+            echo "== $name: pocket ${args[*]} (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+            "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log"
+            jq -r --arg name "$name" '$name + ": " + ([.systems | to_entries[] | "\(.key) \(.value.get.ops_per_s) ops/s p50 \(.value.get.p50_us) us p99 \(.value.get.p99_us) us"] | join("; "))
+                + " | " + ([.fan_in | to_entries[] | "\(.key) \(.value.connections) conn in \(.value.connect_ms) ms, \(.value.refused) refused"] | join("; "))' \
+                "$results/$name.json" | tee -a "$results/fanin.txt"
+        done
+    done
+    exit 0
+fi
 
 # An empty POCKET_HOME: the bench starts its own cluster, never one a user left running.
 export POCKET_HOME="$work/pocket-home"

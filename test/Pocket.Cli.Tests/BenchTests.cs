@@ -44,6 +44,37 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
+    public async Task Bench_connections_gives_each_client_its_own_connection_and_reports_the_fan_in()
+    {
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--connections", "8", "--ops", "800", "--warmup", "0s", "--size", "1KiB", "--op", "put,get", "--node-capacity", "64MiB", "--json");
+
+        var report = result.Json();
+        Assert.Equal(8, report["config"]!["clients"]!.GetValue<int>());
+        var fanIn = report["fan_in"]!["pocket"]!;
+        Assert.Equal(8, fanIn["connections"]!.GetValue<int>());
+        Assert.Equal(0, fanIn["refused"]!.GetValue<int>());
+        Assert.Equal(0, fanIn["failed"]!.GetValue<int>());
+        Assert.True(fanIn["connect_ms"]!.GetValue<double>() > 0, result.ToString());
+        foreach (var op in new[] { "put", "get" })
+        {
+            Assert.Equal(800, report["systems"]!["pocket"]![op]!["ops"]!.GetValue<long>());
+        }
+
+        Assert.Contains("pocket: 8 connections in", result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_refuses_clients_and_connections_together()
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, "bench", "--clients", "4", "--connections", "8");
+
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("not both", result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Bench_in_process_reports_no_server_cpu_and_says_why()
     {
         var result = await PocketProcess.RunOkAsync(

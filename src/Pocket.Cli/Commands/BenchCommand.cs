@@ -20,6 +20,11 @@ internal static class BenchCommand
     {
         var size = CommandRunner.SizeOption("--size", 1 << 10, "Object size");
         var clients = new Option<int>("--clients") { Description = "Concurrent clients, each issuing sequential operations", DefaultValueFactory = _ => 1 };
+        var connections = new Option<int?>("--connections")
+        {
+            Description = "N independent clients, each with its own connection (its own PocketClient; its own RESP connection to each --vs peer), one request outstanding each, all connecting at once; replaces --clients",
+            HelpName = "N",
+        };
         var ops = new Option<long?>("--ops") { Description = "Timed operations per system and op, over all clients", HelpName = "N" };
         var duration = CommandRunner.DurationOption("--duration", "Timed run per system and op (default 10s unless --ops is given)");
         var warmup = CommandRunner.DurationOption("--warmup", "Untimed warm-up before each timed run (default 1s)");
@@ -62,9 +67,9 @@ internal static class BenchCommand
         var cluster = ClusterOptions.Create();
         var command = new Command("bench", "Measure latency and throughput of put/get, side by side with other systems")
         {
-            size, clients, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
+            size, clients, connections, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
         };
-        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
+        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, connections, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
         command.Subcommands.Add(BenchSortCommand.Create());
         command.Subcommands.Add(BenchElasticCommand.Create());
         return command;
@@ -125,6 +130,7 @@ internal static class BenchCommand
             settings.SmallObjectThreshold,
             cancellationToken).ConfigureAwait(false);
         List<BenchResult> results = [];
+        List<(string System, int Connections, double ConnectMs, int Refused)> fanIn = [];
         BenchPlan plan;
         BenchContext context;
         await using (session.ConfigureAwait(false))
@@ -136,6 +142,11 @@ internal static class BenchCommand
                 {
                     Status($"connecting to {peer.Name} at {peer.Host}:{peer.Port}");
                     targets.Add(await RedisBenchTarget.ConnectAsync(peer, cancellationToken).ConfigureAwait(false));
+                }
+
+                if (settings.Connections)
+                {
+                    await OpenConnectionsAsync(settings, session, targets, cancellationToken).ConfigureAwait(false);
                 }
 
                 plan = await PlanAsync(settings, session.Client, cancellationToken).ConfigureAwait(false);
@@ -153,6 +164,7 @@ internal static class BenchCommand
             }
             finally
             {
+                fanIn = targets.OfType<FanInBenchTarget>().Select(t => (t.Name, t.Connections, t.ConnectMs, t.Refused)).ToList();
                 foreach (var target in targets)
                 {
                     await target.DisposeAsync().ConfigureAwait(false);
@@ -164,7 +176,13 @@ internal static class BenchCommand
 
         if (settings.Json)
         {
-            CommandRunner.WriteJson(BenchReport.ToJson(results, plan, context, settings.Peers));
+            var report = BenchReport.ToJson(results, plan, context, settings.Peers);
+            if (settings.Connections)
+            {
+                AddFanIn(report, fanIn);
+            }
+
+            CommandRunner.WriteJson(report);
         }
         else
         {
@@ -172,6 +190,53 @@ internal static class BenchCommand
         }
 
         return 0;
+    }
+
+    /// <summary>
+    /// Replaces each target by one whose clients each have their own connection, opened all at once per system
+    /// (Pocket first, then each peer), so the connect time of each is measured alone.
+    /// </summary>
+    private static async Task OpenConnectionsAsync(BenchSettings settings, BenchSession session, List<IBenchTarget> targets, CancellationToken cancellationToken)
+    {
+        for (var i = 0; i < targets.Count; i++)
+        {
+            var shared = targets[i];
+            Status(string.Create(CultureInfo.InvariantCulture, $"{shared.Name}: opening {settings.Clients} connections"));
+            var peer = shared is RedisBenchTarget ? settings.Peers[i - 1] : null;
+            var fanIn = await FanInBenchTarget.ConnectAsync(shared, settings.Clients, ct => ConnectOneAsync(shared, peer, session, ct), cancellationToken).ConfigureAwait(false);
+            targets[i] = fanIn;
+            Status(string.Create(CultureInfo.InvariantCulture, $"{shared.Name}: {fanIn.Connections} connections in {fanIn.ConnectMs:0} ms, {fanIn.Refused} refused"));
+        }
+    }
+
+    /// <summary>One more connection of <paramref name="shared"/>'s system: a PocketClient of its own, or a RESP connection.</summary>
+    private static async Task<(IBenchTarget Target, IAsyncDisposable Owner)> ConnectOneAsync(IBenchTarget shared, BenchPeer? peer, BenchSession session, CancellationToken cancellationToken)
+    {
+        if (shared is RedisBenchTarget resp && peer is not null)
+        {
+            return await resp.ConnectAnotherAsync(peer, cancellationToken).ConfigureAwait(false);
+        }
+
+        var client = await session.ConnectAnother(cancellationToken).ConfigureAwait(false);
+        return (new PocketBenchTarget(client.OpenJob(session.Job.Id, session.Job.Token), session.Root, session.CpuScope, session.CpuSeconds), client);
+    }
+
+    private static void AddFanIn(System.Text.Json.Nodes.JsonObject report, List<(string System, int Connections, double ConnectMs, int Refused)> fanIn)
+    {
+        var systems = new System.Text.Json.Nodes.JsonObject();
+        foreach (var (system, connections, connectMs, refused) in fanIn)
+        {
+            systems[system] = new System.Text.Json.Nodes.JsonObject
+            {
+                ["connections"] = connections,
+                ["connect_ms"] = Math.Round(connectMs, 1),
+                ["refused"] = refused,
+                // A failed request stops the bench with an error and no report: a report always has 0.
+                ["failed"] = 0,
+            };
+        }
+
+        report["fan_in"] = systems;
     }
 
     /// <summary>
@@ -222,7 +287,7 @@ internal static class BenchCommand
     /// Checked here rather than in a command validator: in System.CommandLine 2.0 such a validator reads
     /// options left at their defaults as zero.
     /// </summary>
-    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
+    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<int?> connections, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
     {
         var jobId = parse.GetValue(job);
         if (jobId is not null)
@@ -244,6 +309,22 @@ internal static class BenchCommand
         if (clientCount is < 1 or > 1024)
         {
             throw new CliException("--clients must be between 1 and 1024");
+        }
+
+        var connectionCount = parse.GetValue(connections);
+        if (connectionCount is { } n)
+        {
+            if (parse.GetResult(clients) is { Implicit: false })
+            {
+                throw new CliException("give --clients (callers sharing one client) or --connections (a client each), not both");
+            }
+
+            if (n is < 1 or > 100_000)
+            {
+                throw new CliException("--connections must be between 1 and 100000");
+            }
+
+            clientCount = n;
         }
 
         var opsLimit = parse.GetValue(ops);
@@ -287,6 +368,7 @@ internal static class BenchCommand
         return new BenchSettings(
             bytes,
             clientCount,
+            connectionCount is not null,
             opsLimit,
             opsLimit is null ? runFor ?? TimeSpan.FromSeconds(10) : null,
             parse.GetValue(warmup) ?? TimeSpan.FromSeconds(1),
@@ -362,5 +444,5 @@ internal static class BenchCommand
 
     internal static void Status(string message) => CommandRunner.Error.MarkupLine($"[grey]{Markup.Escape(message)}[/]");
 
-    private sealed record BenchSettings(long Size, int Clients, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold);
+    private sealed record BenchSettings(long Size, int Clients, bool Connections, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold);
 }

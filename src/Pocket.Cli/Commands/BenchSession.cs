@@ -30,6 +30,9 @@ internal sealed class BenchSession : IAsyncDisposable
 
     public PocketClient Client { get; }
 
+    /// <summary>Opens another client to the same cluster, with the same options (one per bench client with --connections).</summary>
+    public required Func<CancellationToken, Task<PocketClient>> ConnectAnother { get; init; }
+
     public PocketJob Job { get; }
 
     /// <summary>The prefix everything the bench writes goes under: empty in a job of its own.</summary>
@@ -85,11 +88,17 @@ internal sealed class BenchSession : IAsyncDisposable
             {
                 var job = client.OpenJob(entry.Id, jobToken);
                 var root = $"bench-{Guid.NewGuid():N}/";
-                return new BenchSession(cluster, client, job, root, jobGiven: true, $"{where}, job {entry.Id} under {root}", cpuScope, cpuSeconds, LeaseKeeper.Start(job, root, LeaseKeeper.DefaultInterval, TimeProvider.System));
+                return new BenchSession(cluster, client, job, root, jobGiven: true, $"{where}, job {entry.Id} under {root}", cpuScope, cpuSeconds, LeaseKeeper.Start(job, root, LeaseKeeper.DefaultInterval, TimeProvider.System))
+                {
+                    ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+                };
             }
 
             var own = await RegisterAsync(client, ownCluster.Tier, cancellationToken).ConfigureAwait(false);
-            return new BenchSession(cluster, client, own, string.Empty, jobGiven: false, where, cpuScope, cpuSeconds, null);
+            return new BenchSession(cluster, client, own, string.Empty, jobGiven: false, where, cpuScope, cpuSeconds, null)
+            {
+                ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+            };
         }
         catch
         {

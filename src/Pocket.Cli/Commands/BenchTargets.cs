@@ -44,6 +44,9 @@ internal interface IBenchTarget : IAsyncDisposable
 
     /// <summary>Removes what <see cref="CreateListedAsync"/> made; not timed.</summary>
     Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken);
+
+    /// <summary>The target bench client <paramref name="client"/> times its ops through: itself, unless each client has its own connection (--connections).</summary>
+    IBenchTarget ForClient(int client) => this;
 }
 
 /// <summary>How each system does the metadata-only ops, for the report (the JSON config and below the table).</summary>
@@ -180,6 +183,20 @@ internal sealed class RedisBenchTarget : IBenchTarget
         ClientName = clientName,
         SocketManager = SocketManager.ThreadPool,
     };
+
+    /// <summary>
+    /// One more connection to the same server under the same key root (--connections): its own multiplexer with
+    /// only the interactive connection (no pub/sub connection), so each bench client is one TCP connection.
+    /// </summary>
+    public async Task<(IBenchTarget Target, IAsyncDisposable Owner)> ConnectAnotherAsync(BenchPeer peer, CancellationToken cancellationToken)
+    {
+        var options = Options(peer, "pocket-bench");
+        options.CommandMap = CommandMap.Create(["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"], available: false);
+        options.ConnectRetry = 0;
+        var multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
+        var target = new RedisBenchTarget(Name, multiplexer, _root, _cpu);
+        return (target, target);
+    }
 
     public static async Task<RedisBenchTarget> ConnectAsync(BenchPeer peer, CancellationToken cancellationToken)
     {

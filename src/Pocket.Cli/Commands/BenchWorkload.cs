@@ -192,7 +192,8 @@ internal sealed class BenchRunner
         for (var c = 0; c < clients; c++)
         {
             var client = new MetaClient(c, clients, op, prefix, lookup, listPrefix, warmup, timeLimit, clock, remaining, histograms[c]);
-            tasks[c] = Task.Run(() => RunMetaClientAsync(target, client, cancellationToken), cancellationToken);
+            var own = target.ForClient(c);
+            tasks[c] = Task.Run(() => RunMetaClientAsync(own, client, cancellationToken), cancellationToken);
         }
 
         var counts = await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -322,7 +323,8 @@ internal sealed class BenchRunner
             for (var c = 0; c < clients; c++)
             {
                 var client = new ClientRound(c, op, roundPrefix, pool, perRound, singleRound, timeLeft, clock, remaining, histograms[c], written[c], randoms[c], cursors, c < _buffers.Length ? _buffers[c] : []);
-                tasks[c] = Task.Run(() => RunClientAsync(target, client, cancellationToken), cancellationToken);
+                var own = target.ForClient(c);
+                tasks[c] = Task.Run(() => RunClientAsync(own, client, cancellationToken), cancellationToken);
             }
 
             var counts = await Task.WhenAll(tasks).ConfigureAwait(false);
