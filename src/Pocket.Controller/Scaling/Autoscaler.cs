@@ -103,6 +103,11 @@ public sealed class Autoscaler
     private AutoscalerState _state = AutoscalerState.Initial;
     private Task _action = Task.CompletedTask;
 
+    // The last action a tick has seen finished. The first tick after an action ends may carry a sample read while it
+    // ran (before its node served, or before its drain ended): deciding on it would add or remove a second node for
+    // the same load, since scale-ups no longer wait out the cooldown. That tick is skipped.
+    private Task _seenFinished = Task.CompletedTask;
+
     internal Autoscaler(PocketClient admin, JobRegistry registry, NodeInventory inventory, IStorageProvisioner provisioner, AutoscalerOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
         options.Validate();
@@ -151,6 +156,12 @@ public sealed class Autoscaler
             // One action at a time; the cooldown runs from its end as well as its start. (Simulation/ClusterSimulator mirrors this loop.)
             if (!_action.IsCompleted)
             {
+                return Task.CompletedTask;
+            }
+
+            if (!ReferenceEquals(_action, _seenFinished))
+            {
+                _seenFinished = _action;
                 return Task.CompletedTask;
             }
 
