@@ -125,7 +125,9 @@ public sealed class ElasticTests
         Assert.Equal([.. before, node], weights.Keys.Order());
         Assert.All(weights.Values, w => Assert.Equal(1.0 / 3, w, 9));
         Assert.Contains(controller.Events.Last(100), e => e.Kind == "node-started" && e.NodeId == node && e.Reason.Contains("1 running job", StringComparison.Ordinal));
-        var data = Data("after", 8 << 20);
+        // 48 extents of 1 MiB, each placed at random by weight: none on the new node has odds (2/3)^48, under 1e-8
+        // (8 extents, as before, missed it about once in 26 runs).
+        var data = Data("after", 48 << 20);
         await job.PutAsync("after", data);
         Assert.Contains((await job.LookupAsync("after"))!.Blocks, b => b.NodeId == node);
         Assert.Equal(Hash(data), Hash(await job.GetAsync("after")));
