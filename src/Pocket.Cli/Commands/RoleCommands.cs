@@ -215,22 +215,7 @@ internal static class RoleCommands
         var kubernetesNamespace = new Option<string?>("--kubernetes-namespace") { Description = "Namespace of storage pods (default: the controller's own, or the kubeconfig's)" };
         var kubeconfig = new Option<string?>("--kubeconfig") { Description = "Kubeconfig file (default: in-cluster service account, else ~/.kube/config)" };
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for ssd and hdd nodes started locally" };
-        var nodeCapacity = new Option<long?>("--node-capacity")
-        {
-            Description = "Bytes of a DRAM node, for sizing and for the nodes it starts (default: the paper's 60 GB node; give the real size for local nodes)",
-            HelpName = "SIZE",
-            CustomParser = result =>
-            {
-                var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-                if (Units.TryParseBytes(text, out var bytes) && bytes > 0)
-                {
-                    return bytes;
-                }
-
-                result.AddError($"'{text}' is not a size (examples: 1GiB, 64GB)");
-                return null;
-            },
-        };
+        var nodeCapacity = CommandRunner.OptionalSizeOption("--node-capacity", "Bytes of a DRAM node, for sizing and for the nodes it starts (default: the paper's 60 GB node; give the real size for local nodes)");
         var verbose = VerboseOption();
         var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN, required; callers send it as Authorization: Bearer)")
         {
