@@ -30,11 +30,11 @@ internal static class RoleCommands
         DefaultValueFactory = _ => "127.0.0.1",
     };
 
-    private static Option<int> PortOption(int defaultPort) => new("--port")
+    private static Option<int> PortOption(int defaultPort) => CommandRunner.PortRange(new Option<int>("--port")
     {
         Description = "Port to listen on (0 = any free port)",
         DefaultValueFactory = _ => defaultPort,
-    };
+    });
 
     private static Option<bool> VerboseOption() => new("--verbose", "-v") { Description = "Log at Information level (to stderr)" };
 
@@ -51,20 +51,10 @@ internal static class RoleCommands
         };
 
     /// <summary>`--metrics-port` of the binary-protocol roles: Prometheus metrics over HTTP on the same address.</summary>
-    internal static Option<int?> MetricsPortOption() => new("--metrics-port")
+    internal static Option<int?> MetricsPortOption() => CommandRunner.PortRange(new Option<int?>("--metrics-port")
     {
         Description = "Serve Prometheus metrics at http://HOST:PORT/metrics (0 = any free port; off when not given)",
-        Validators =
-        {
-            result =>
-            {
-                if (result.GetValueOrDefault<int?>() is < 0 or > 65535)
-                {
-                    result.AddError("--metrics-port must be between 0 and 65535");
-                }
-            },
-        },
-    };
+    });
 
     /// <summary>The line a role prints when its metrics listener is up.</summary>
     internal const string MetricsReadyPrefix = "metrics: ";
