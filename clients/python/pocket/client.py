@@ -9,8 +9,7 @@ import threading
 from . import _config
 from . import _wire as w
 from ._connection import Connection, check
-from .errors import (BadRequest, CapacityExceeded, ConnectionLost, InternalError, NodeLost, NotFound, PocketError,
-                     from_status)
+from .errors import BadRequest, CapacityExceeded, ConnectionLost, InternalError, NodeLost, NotFound, PocketError
 
 NodeInfo = collections.namedtuple(
     "NodeInfo", "id tier state host port capacity used cpu rx_bytes_per_second tx_bytes_per_second")
