@@ -97,7 +97,9 @@ class Connection:
         for part in parts:
             length += len(part)
         with self._lock:
-            if not self._pending and time.monotonic() - self._last_used > _IDLE_CHECK_SECONDS:
+            # Only while nobody reads: a reader may still be taking in the body of a reply it has already
+            # popped from _pending, and the check switches the socket to non-blocking under it.
+            if not self._pending and not self._reading and time.monotonic() - self._last_used > _IDLE_CHECK_SECONDS:
                 if self._closed_by_peer():
                     self._broken = "closed by the server while idle"
                     e = ConnectionLost("connection to %s was closed by the server while idle" % self.address)
