@@ -70,6 +70,15 @@ def job_from_home(job_id):
     return None
 
 
+def job_token(job_id):
+    """$POCKET_JOB_TOKEN, else the token `pocket job register` stored for the job, else None."""
+    token = os.environ.get(JOB_TOKEN_VARIABLE)
+    if token:
+        return token
+    stored = job_from_home(job_id)
+    return stored.get("token") if stored else None
+
+
 def split_address(address):
     """'host:port' (or '[v6]:port') as (host, port)."""
     text = address.strip()

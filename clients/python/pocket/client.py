@@ -198,15 +198,13 @@ class Job:
     def open(cls, job_id, token=None, metadata=None, **client_options):
         """Opens a job another process registered. ``token`` defaults to $POCKET_JOB_TOKEN, ``metadata`` to
         $POCKET_METADATA (else what `pocket job register` stored in $POCKET_HOME/jobs.json, else `pocket up`'s)."""
-        stored = None
-        if token is None or metadata is None:
-            stored = _config.job_from_home(job_id) or {}
         if token is None:
-            token = os.environ.get(_config.JOB_TOKEN_VARIABLE) or stored.get("token")
+            token = _config.job_token(job_id)
             if not token:
                 raise ValueError("no token for job %r: pass one or set $%s" % (job_id, _config.JOB_TOKEN_VARIABLE))
         if metadata is None:
-            metadata = os.environ.get(_config.METADATA_VARIABLE) or stored.get("metadata") or _config.metadata_address()
+            metadata = (os.environ.get(_config.METADATA_VARIABLE)
+                        or (_config.job_from_home(job_id) or {}).get("metadata") or _config.metadata_address())
         return cls(Client(metadata, **client_options), job_id, token, owns_client=True)
 
     @property

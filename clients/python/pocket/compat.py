@@ -17,7 +17,6 @@ kept in ``last_error``.
 """
 
 import functools
-import os
 import sys
 import threading
 
@@ -56,12 +55,9 @@ def _token_of(jobid):
         known = _jobs.get(jobid)
     if known:
         return known[0]
-    token = os.environ.get(_config.JOB_TOKEN_VARIABLE)
+    token = _config.job_token(jobid)
     if token:
         return token
-    stored = _config.job_from_home(jobid)
-    if stored and stored.get("token"):
-        return stored["token"]
     raise PocketError("no token for job %r: register it in this process, or set $%s"
                       % (jobid, _config.JOB_TOKEN_VARIABLE))
 
