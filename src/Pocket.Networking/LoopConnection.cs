@@ -207,7 +207,7 @@ internal sealed class LoopConnection
                     }
 
                     _takeable = _prefix;
-                    _admission = RunGuarded(static (h, c) => h.Admit(c));
+                    _admission = Admit();
                     _takeable = 0;
                     if (Context.Replied)
                     {
@@ -316,11 +316,12 @@ internal sealed class LoopConnection
         return true;
     }
 
-    private FrameAdmission RunGuarded(Func<IFrameHandler, FrameContext, FrameAdmission> call)
+    /// <summary>Asks the handler to admit the frame from its prefix; a handler that throws gets the request refused.</summary>
+    private FrameAdmission Admit()
     {
         try
         {
-            return call(_handler, Context);
+            return _handler.Admit(Context);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
