@@ -336,7 +336,11 @@ public sealed class FrameServer : IDisposable
         catch (Exception ex) when (ex is not IOException and not SocketException and not ObjectDisposedException)
         {
             NetworkingLog.HandlerFailed(_logger, _name, ex);
-            context.Refuse(Status.InternalError, "internal error: " + ex.Message);
+            if (!context.Replied)
+            {
+                context.Refuse(Status.InternalError, "internal error: " + ex.Message);
+            }
+
             admission = FrameAdmission.Buffer;
         }
 
