@@ -78,7 +78,9 @@ internal sealed unsafe class EventLoopGroup : IDisposable
             {
                 if (_pool.Count < _ioThreads && !_stopping)
                 {
-                    // Started on first use, one more each time work arrives while all are busy, up to the bound.
+                    // Started on first use and one more with each offload up to the bound, busy or not: a spare
+                    // thread waits on the semaphore. The count is read first without the lock only to skip it once
+                    // the pool is full; it is checked again under the lock.
                     var thread = new Thread(PoolLoop) { IsBackground = true, Name = $"{_name} io {_pool.Count}" };
                     _pool.Add(thread);
                     thread.Start();

@@ -227,6 +227,4 @@ public sealed class FrameContext
         ReplyError(status, message);
         CloseAfterReply = true;
     }
-
-    internal void Flush() => _stream!.Flush();
 }

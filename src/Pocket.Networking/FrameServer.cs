@@ -222,7 +222,6 @@ public sealed class FrameServer : IDisposable
     private void Serve(FrameContext context)
     {
         Span<byte> headerBytes = stackalloc byte[FrameHeader.Size];
-        var limits = _options.Limits;
         while (!_stopping)
         {
             if (!context.TryReadExactly(headerBytes))
@@ -230,31 +229,13 @@ public sealed class FrameServer : IDisposable
                 return;
             }
 
-            var status = FrameHeader.TryRead(headerBytes, limits.MaxAnyBody, out var header);
-            if (status == Status.Ok && header.IsReply)
+            if (!TryBeginFrame(context, headerBytes, out var prefix))
             {
-                status = Status.BadRequest;
-            }
-
-            if (status == Status.Ok && header.BodyLength > limits.MaxBodyFor(header.Opcode))
-            {
-                status = Status.FrameTooLarge;
-            }
-
-            if (status != Status.Ok)
-            {
-                // The frame boundary can no longer be trusted: answer once, then close.
-                var requestId = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(headerBytes[12..]);
-                context.Begin(new FrameHeader((Opcode)headerBytes[1], FrameFlags.None, Status.Ok, 0, requestId, JobToken.None));
-                context.ReplyError(status, DescribeBadHeader(status, headerBytes, limits));
                 context.FlushReplies();
-                NetworkingLog.BadFrame(_logger, _name, context.Remote, status.ToString());
                 return;
             }
 
-            context.Begin(header);
-            var prefix = _handler.PrefixLength(header);
-            if (prefix >= 0 || header.BodyLength > FrameContext.InlineBody)
+            if (prefix >= 0)
             {
                 if (!Admit(context))
                 {
@@ -297,6 +278,51 @@ public sealed class FrameServer : IDisposable
     }
 
     /// <summary>
+    /// Checks a request header and starts its frame on <paramref name="context"/> (both the event loops and the TLS
+    /// threads). A bad header is answered once and false returned: the frame boundary can no longer be trusted, so the
+    /// connection closes once the reply is written. <paramref name="prefix"/> is how many body bytes the frame is
+    /// admitted on (see <see cref="IFrameHandler.PrefixLength"/>), or -1 when it needs no admission.
+    /// </summary>
+    internal bool TryBeginFrame(FrameContext context, ReadOnlySpan<byte> bytes, out int prefix)
+    {
+        var limits = _options.Limits;
+        var status = FrameHeader.TryRead(bytes, limits.MaxAnyBody, out var header);
+        if (status == Status.Ok && header.IsReply)
+        {
+            status = Status.BadRequest;
+        }
+
+        if (status == Status.Ok && header.BodyLength > limits.MaxBodyFor(header.Opcode))
+        {
+            status = Status.FrameTooLarge;
+        }
+
+        if (status != Status.Ok)
+        {
+            var requestId = System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(bytes[12..]);
+            context.Begin(new FrameHeader((Opcode)bytes[1], FrameFlags.None, Status.Ok, 0, requestId, JobToken.None));
+            context.ReplyError(status, DescribeBadHeader(status, bytes, limits));
+            NetworkingLog.BadFrame(_logger, _name, context.Remote, status.ToString());
+            prefix = -1;
+            return false;
+        }
+
+        context.Begin(header);
+        prefix = _handler.PrefixLength(header);
+        if (prefix < 0 && header.BodyLength > FrameContext.InlineBody)
+        {
+            prefix = 0;
+        }
+
+        if (prefix >= 0)
+        {
+            prefix = Math.Min(Math.Min(prefix, FrameContext.MaxPrefix), header.BodyLength);
+        }
+
+        return true;
+    }
+
+    /// <summary>
     /// The admission of a frame on a TLS connection's own thread: the handler sees the prefix first, then the body is
     /// received as it decided (skipped after an error reply). False when the connection must close.
     /// </summary>
@@ -310,7 +336,11 @@ public sealed class FrameServer : IDisposable
         catch (Exception ex) when (ex is not IOException and not SocketException and not ObjectDisposedException)
         {
             NetworkingLog.HandlerFailed(_logger, _name, ex);
-            context.Refuse(Status.InternalError, "internal error: " + ex.Message);
+            if (!context.Replied)
+            {
+                context.Refuse(Status.InternalError, "internal error: " + ex.Message);
+            }
+
             admission = FrameAdmission.Buffer;
         }
 
@@ -353,7 +383,7 @@ public sealed class FrameServer : IDisposable
         return true;
     }
 
-    internal static string DescribeBadHeader(Status status, ReadOnlySpan<byte> header, ProtocolLimits limits) => status switch
+    private static string DescribeBadHeader(Status status, ReadOnlySpan<byte> header, ProtocolLimits limits) => status switch
     {
         Status.VersionMismatch => $"unsupported protocol version {header[0]}; this server speaks {FrameHeader.CurrentVersion}",
         Status.FrameTooLarge => $"body length {System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(header[8..])} is over the limit for opcode {header[1]} ({limits.MaxBodyFor((Opcode)header[1])} bytes)",

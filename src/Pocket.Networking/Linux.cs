@@ -7,8 +7,6 @@ internal static unsafe partial class Linux
 {
     public const uint EpollIn = 0x001;
     public const uint EpollOut = 0x004;
-    public const uint EpollErr = 0x008;
-    public const uint EpollHup = 0x010;
     public const uint EpollRdHup = 0x2000;
     public const uint EpollOneShot = 1u << 30;
     public const int EpollCtlAdd = 1;
@@ -88,8 +86,6 @@ internal static unsafe partial class Linux
 
         return n;
     }
-
-    public static uint EventFlags(byte* events, int i) => *(uint*)(events + (i * EventSize));
 
     public static ulong EventData(byte* events, int i) => *(ulong*)(events + (i * EventSize) + DataOffset);
 

@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Pocket.Protocol;
@@ -208,7 +207,7 @@ internal sealed class LoopConnection
                     }
 
                     _takeable = _prefix;
-                    _admission = RunGuarded(static (h, c) => h.Admit(c));
+                    _admission = Admit();
                     _takeable = 0;
                     if (Context.Replied)
                     {
@@ -296,40 +295,16 @@ internal sealed class LoopConnection
     /// <summary>Reads and checks the header; false when the frame was answered with an error and the connection must close.</summary>
     private bool StartFrame()
     {
-        var bytes = _in.AsSpan(_inStart, FrameHeader.Size);
-        var limits = _server.Options.Limits;
-        var status = FrameHeader.TryRead(bytes, limits.MaxAnyBody, out var header);
-        if (status == Status.Ok && header.IsReply)
-        {
-            status = Status.BadRequest;
-        }
-
-        if (status == Status.Ok && header.BodyLength > limits.MaxBodyFor(header.Opcode))
-        {
-            status = Status.FrameTooLarge;
-        }
-
+        var started = _server.TryBeginFrame(Context, _in.AsSpan(_inStart, FrameHeader.Size), out var prefix);
         _inStart += FrameHeader.Size;
-        if (status != Status.Ok)
+        if (!started)
         {
-            // The frame boundary can no longer be trusted: answer once, then close.
-            var requestId = BinaryPrimitives.ReadUInt32LittleEndian(bytes[12..]);
-            Context.Begin(new FrameHeader((Opcode)bytes[1], FrameFlags.None, Status.Ok, 0, requestId, JobToken.None));
-            Context.ReplyError(status, FrameServer.DescribeBadHeader(status, bytes, limits));
-            NetworkingLog.BadFrame(_server.Logger, _server.Name, Context.Remote, status.ToString());
             return false;
-        }
-
-        Context.Begin(header);
-        var prefix = _handler.PrefixLength(header);
-        if (prefix < 0 && header.BodyLength > FrameContext.InlineBody)
-        {
-            prefix = 0;
         }
 
         if (prefix >= 0)
         {
-            _prefix = Math.Min(Math.Min(prefix, FrameContext.MaxPrefix), header.BodyLength);
+            _prefix = prefix;
             _phase = Phase.Prefix;
         }
         else
@@ -341,11 +316,12 @@ internal sealed class LoopConnection
         return true;
     }
 
-    private FrameAdmission RunGuarded(Func<IFrameHandler, FrameContext, FrameAdmission> call)
+    /// <summary>Asks the handler to admit the frame from its prefix; a handler that throws gets the request refused.</summary>
+    private FrameAdmission Admit()
     {
         try
         {
-            return call(_handler, Context);
+            return _handler.Admit(Context);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
