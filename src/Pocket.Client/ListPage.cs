@@ -30,6 +30,7 @@ public sealed class ListPage : IDisposable
             throw Malformed();
         }
 
+        // The entries end where the next page's start-after begins: its u16 length, then its bytes to the end.
         _nextOffset = sizeof(uint) + reply.Entries.Length;
         Count = reply.Count;
         HasMore = reply.NextStartAfterUtf8.Length > 0;
@@ -42,7 +43,7 @@ public sealed class ListPage : IDisposable
     public bool HasMore { get; }
 
     /// <summary>Where the next page starts ("" when this is the last page).</summary>
-    public string NextStartAfter => ListReply.TryRead(Body, out var reply) ? Encoding.UTF8.GetString(reply.NextStartAfterUtf8) : string.Empty;
+    public string NextStartAfter => Encoding.UTF8.GetString(Body[(_nextOffset + sizeof(ushort))..]);
 
     private ReadOnlySpan<byte> Body => (_buffer ?? throw new ObjectDisposedException(nameof(ListPage))).AsSpan(0, _length);
 

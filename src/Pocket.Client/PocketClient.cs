@@ -205,7 +205,10 @@ public sealed partial class PocketClient : IAsyncDisposable
 
     /// <summary>The body of a reply sent with a reply buffer: in that buffer, unless it did not fit.</summary>
     internal static ReadOnlySpan<byte> ReplyBody(in FrameReply reply, byte[] replyInto) =>
-        reply.Body.Length > 0 || reply.DataLength == 0 ? reply.Body : replyInto.AsSpan(0, reply.DataLength);
+        IsInReplyBuffer(reply) ? replyInto.AsSpan(0, reply.DataLength) : reply.Body;
+
+    /// <summary>True when a reply sent with a reply buffer was read into that buffer (its first <see cref="FrameReply.DataLength"/> bytes).</summary>
+    internal static bool IsInReplyBuffer(in FrameReply reply) => reply.Body.Length == 0 && reply.DataLength > 0;
 
     internal ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, JobToken token, CancellationToken cancellationToken)
     {

@@ -597,13 +597,13 @@ public sealed partial class PocketJob
             BodyWriter.Return(body);
         }
 
-        if (reply.Body.Length > 0 || reply.DataLength == 0)
+        if (PocketClient.IsInReplyBuffer(reply))
         {
-            ArrayPool<byte>.Shared.Return(scratch);
-            return new ListPage(reply.Body, reply.Body.Length, rented: false);
+            return new ListPage(scratch, reply.DataLength, rented: true);
         }
 
-        return new ListPage(scratch, reply.DataLength, rented: true);
+        ArrayPool<byte>.Shared.Return(scratch);
+        return new ListPage(reply.Body, reply.Body.Length, rented: false);
     }
 
     /// <summary>The largest reply buffer a listing rents; a bigger page arrives in an array of its own.</summary>

@@ -25,29 +25,28 @@ public sealed class BodyWriter
     /// </summary>
     public static BodyWriter Rent(int capacity = 0)
     {
-        if (capacity > 0)
+        if (((capacity > 0 ? TakePooled(capacity) : null) ?? TakePooled(0)) is { } writer)
         {
-            for (var i = 0; i < Pool.Length; i++)
-            {
-                if (Volatile.Read(ref Pool[i]) is { } candidate && candidate._buffer.Length >= capacity && Interlocked.CompareExchange(ref Pool[i], null, candidate) == candidate)
-                {
-                    candidate.Reset();
-                    return candidate;
-                }
-            }
-        }
-
-        for (var i = 0; i < Pool.Length; i++)
-        {
-            if (Volatile.Read(ref Pool[i]) is not null && Interlocked.Exchange(ref Pool[i], null) is { } writer)
-            {
-                writer.Reset();
-                writer.GetSpan(capacity);
-                return writer;
-            }
+            writer.Reset();
+            writer.GetSpan(capacity);
+            return writer;
         }
 
         return new BodyWriter(capacity);
+    }
+
+    /// <summary>Takes a pooled writer whose buffer holds at least <paramref name="minCapacity"/> bytes, if any.</summary>
+    private static BodyWriter? TakePooled(int minCapacity)
+    {
+        for (var i = 0; i < Pool.Length; i++)
+        {
+            if (Volatile.Read(ref Pool[i]) is { } candidate && candidate._buffer.Length >= minCapacity && Interlocked.CompareExchange(ref Pool[i], null, candidate) == candidate)
+            {
+                return candidate;
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Gives a rented writer back; the caller must not touch it or its memory afterwards.</summary>

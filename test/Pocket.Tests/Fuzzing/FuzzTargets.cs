@@ -1,5 +1,6 @@
 using System.Text;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Fuzzing;
 
@@ -23,6 +24,40 @@ internal static class FuzzTargets
         ("extent-grant", ExtentGrantTarget),
         ("object-key", ObjectKeyTarget),
         ("job-token", input => _ = JobToken.Read(input.Length >= JobToken.Size ? input[..JobToken.Size] : new byte[JobToken.Size])),
+
+        // The message decoders (Pocket.Protocol.Messages); an accepted message's lazily read parts are read too.
+        ("abort-request", input => _ = AbortRequest.TryRead(input, out _)),
+        ("allocate-request", input => _ = AllocateRequest.TryRead(input, out _)),
+        ("allocate-reply", input => _ = AllocateReply.TryRead(input, out var grants) && ReadAll(grants)),
+        ("commit-request", input => _ = CommitRequest.TryRead(input, out _)),
+        ("count-request", input => _ = CountRequest.TryRead(input, out _)),
+        ("count-reply", input => _ = CountReply.TryRead(input, out _)),
+        ("create-request", input => _ = CreateRequest.TryRead(input, out _)),
+        ("create-reply", input => _ = CreateReply.TryRead(input, out var reply) && ReadAll(reply.Grants)),
+        ("delete-request", input => _ = DeleteRequest.TryRead(input, out _)),
+        ("delete-reply", input => _ = DeleteReply.TryRead(input, out _)),
+        ("deregister-job-request", input => _ = DeregisterJobRequest.TryRead(input, out _)),
+        ("deregister-job-reply", input => _ = DeregisterJobReply.TryRead(input, out _)),
+        ("write-extent-head", input => _ = WriteExtentRequest.TryRead(input, out _, out _)),
+        ("read-extent-request", input => _ = ReadExtentRequest.TryRead(input, out _, out _, out _)),
+        ("get-request", input => _ = GetRequest.TryRead(input, out _)),
+        ("get-reply", input => _ = GetReply.TryRead(input, out var reply) && ReadAll(reply.Grants)),
+        ("heartbeat-request", input => _ = HeartbeatRequest.TryRead(input, out _)),
+        ("job-stats-request", input => _ = JobStatsRequest.TryRead(input, out _)),
+        ("job-stats-reply", input => _ = JobStatsReply.TryRead(input, out _)),
+        ("list-request", input => _ = ListRequest.TryRead(input, out _)),
+        ("list-reply", ListReplyTarget),
+        ("list-nodes-reply", input => _ = ListNodesReply.TryRead(input, out _)),
+        ("lookup-request", input => _ = LookupRequest.TryRead(input, out _)),
+        ("lookup-reply", LookupReplyTarget),
+        ("drain-node-request", input => _ = DrainNodeRequest.TryRead(input, out _)),
+        ("activate-node-request", input => _ = ActivateNodeRequest.TryRead(input, out _)),
+        ("put-small-request", input => _ = PutSmallRequest.TryRead(input, out _)),
+        ("register-job-request", input => _ = RegisterJobRequest.TryRead(input, out _)),
+        ("register-job-reply", input => _ = RegisterJobReply.TryRead(input, out _)),
+        ("register-node-request", input => _ = RegisterNodeRequest.TryRead(input, out _)),
+        ("register-node-reply", input => _ = RegisterNodeReply.TryRead(input, out _)),
+        ("set-weights-request", input => _ = SetWeightsRequest.TryRead(input, out _)),
     ];
 
     /// <summary>Runs the target that <paramref name="input"/>'s first byte selects on the rest (the harness's entry).</summary>
@@ -124,5 +159,45 @@ internal static class FuzzTargets
         Check(valid == (error.Length == 0), "a key's verdict and its error disagree");
         Check(!valid || Encoding.UTF8.GetByteCount(key) <= limits.MaxKeyBytes, "an over-long key passed");
         _ = ObjectKey.IsValidPrefix(key, limits, out _);
+    }
+
+    private static bool ReadAll(GrantList grants)
+    {
+        for (var i = 0; i < grants.Count; i++)
+        {
+            _ = grants[i];
+        }
+
+        return true;
+    }
+
+    // An accepted reply's entries were checked once: enumerating them must give exactly Count entries.
+    private static void ListReplyTarget(ReadOnlySpan<byte> input)
+    {
+        if (!ListReply.TryRead(input, out var reply))
+        {
+            return;
+        }
+
+        var count = 0;
+        foreach (var entry in reply)
+        {
+            count++;
+        }
+
+        Check(count == reply.Count, "a list reply enumerates a different number of entries than it counts");
+    }
+
+    private static void LookupReplyTarget(ReadOnlySpan<byte> input)
+    {
+        if (!LookupReply.TryRead(input, out var reply))
+        {
+            return;
+        }
+
+        for (var i = 0; i < reply.Count; i++)
+        {
+            _ = reply[i];
+        }
     }
 }
