@@ -136,7 +136,7 @@ public sealed class ControllerServer : IAsyncDisposable
         }
 
         // Metrics read the registry, the meter and the pool after each tick (the loop's last step).
-        _metrics = new ControllerMetrics(_options, () => _registry, () => _meter, () => _warmPool, Events);
+        _metrics = new ControllerMetrics(_options, _registry, _meter, _warmPool, Events);
         var loop = new ControlLoop(_registry, _warmPool, _replacer, _autoscaler, _meter, _metrics, _logger);
         _telemetry = new ClusterTelemetry(_admin, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, loop.TickAsync);
 
