@@ -168,6 +168,10 @@ build bench/Pocket.Limits "$work/limits"
 pocket=(dotnet "$work/pocket/pocket.dll")
 limits=(dotnet "$work/limits/Pocket.Limits.dll")
 
+# An empty POCKET_HOME: the bench starts its own cluster, never one a user left running.
+export POCKET_HOME="$work/pocket-home"
+unset POCKET_METADATA POCKET_CLUSTER_TOKEN
+
 if ((fan_in)); then
     : >"$results/fanin.txt"
     for pass in $(seq 1 "${FAN_IN_PASSES:-2}"); do
@@ -184,10 +188,6 @@ if ((fan_in)); then
     done
     exit 0
 fi
-
-# An empty POCKET_HOME: the bench starts its own cluster, never one a user left running.
-export POCKET_HOME="$work/pocket-home"
-unset POCKET_METADATA POCKET_CLUSTER_TOKEN
 
 # ---- versions ----------------------------------------------------------------------------------------------
 jq -n \

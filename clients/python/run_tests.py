@@ -26,7 +26,11 @@ def main(argv):
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
     skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
+    # A failed setUpClass is an error of no test that ran, and a test with several failed subtests is one run:
+    # neither may be taken off the tests run twice (that printed "-5 passed").
+    failed_runs = {getattr(test, "test_case", test).id() for test, _ in result.failures + result.errors
+                   if isinstance(test, unittest.TestCase)}
+    passed = result.testsRun - len(failed_runs) - len(result.unexpectedSuccesses) - skipped
     if counts:
         with open(counts, "w") as f:
             f.write("passed=%d failed=%d skipped=%d\n" % (passed, failed, skipped))

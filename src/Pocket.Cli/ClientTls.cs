@@ -16,7 +16,7 @@ internal static class ClientTls
     public const string NameVariable = "POCKET_TLS_NAME";
 
     /// <summary>The trust file and where it came from, or null.</summary>
-    public static (string Path, string Source)? TrustFile(PocketHome home, ClusterState? state = null)
+    public static (string Path, string Source)? TrustFile(PocketHome home)
     {
         var fromEnvironment = Environment.GetEnvironmentVariable(Variable);
         if (!string.IsNullOrWhiteSpace(fromEnvironment))
@@ -24,18 +24,30 @@ internal static class ClientTls
             return (fromEnvironment.Trim(), Variable);
         }
 
-        state ??= home.ReadCluster();
-        return state?.TlsCa is { Length: > 0 } path ? (path, home.ClusterFile) : null;
+        return home.ReadCluster()?.TlsCa is { Length: > 0 } path ? (path, home.ClusterFile) : null;
     }
 
     /// <summary>How a server certificate is checked (null: the system's roots only).</summary>
-    public static RemoteCertificateValidationCallback? Validation(PocketHome home, ClusterState? state = null)
+    public static RemoteCertificateValidationCallback? Validation(PocketHome home) =>
+        TrustFile(home) is { } file ? Validation(file) : null;
+
+    /// <summary><paramref name="options"/> with TLS to the metadata server when a trust file is configured.</summary>
+    public static PocketClientOptions Apply(PocketClientOptions options, PocketHome home, string metadataHost)
     {
-        if (TrustFile(home, state) is not { } file)
+        if (TrustFile(home) is not { } file)
         {
-            return null;
+            return options;
         }
 
+        // `pocket up --tls`'s certificate names localhost; with $POCKET_TLS_CA the host connected to is checked.
+        var name = Environment.GetEnvironmentVariable(NameVariable) is { Length: > 0 } configured
+            ? configured.Trim()
+            : file.Source == Variable ? metadataHost : Up.LocalTls.Name;
+        return options with { TlsHost = name, CertificateValidation = Validation(file) };
+    }
+
+    private static RemoteCertificateValidationCallback Validation((string Path, string Source) file)
+    {
         try
         {
             return TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(file.Path));
@@ -44,20 +56,5 @@ internal static class ClientTls
         {
             throw new CliException($"{ex.Message} (from {file.Source})", ex);
         }
-    }
-
-    /// <summary><paramref name="options"/> with TLS to the metadata server when a trust file is configured.</summary>
-    public static PocketClientOptions Apply(PocketClientOptions options, PocketHome home, string metadataHost)
-    {
-        var state = home.ReadCluster();
-        if (Validation(home, state) is not { } validation)
-        {
-            return options;
-        }
-
-        var name = Environment.GetEnvironmentVariable(NameVariable) is { Length: > 0 } configured
-            ? configured.Trim()
-            : state?.TlsCa is { Length: > 0 } && string.IsNullOrWhiteSpace(Environment.GetEnvironmentVariable(Variable)) ? Up.LocalTls.Name : metadataHost;
-        return options with { TlsHost = name, CertificateValidation = validation };
     }
 }

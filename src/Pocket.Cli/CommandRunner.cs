@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
+using System.Net;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Pocket.Client;
@@ -106,6 +107,22 @@ internal static class CommandRunner
         HelpName = "DURATION",
         CustomParser = result => ParseDuration(result),
     };
+
+    /// <summary>
+    /// <paramref name="option"/>, refusing a port outside 0-65535 (0 = any free port) with one line that names it,
+    /// before any listener is built from it.
+    /// </summary>
+    public static Option<T> PortRange<T>(Option<T> option)
+    {
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is < IPEndPoint.MinPort or > IPEndPoint.MaxPort)
+            {
+                result.AddError($"{option.Name} must be between {IPEndPoint.MinPort} and {IPEndPoint.MaxPort}");
+            }
+        });
+        return option;
+    }
 
     /// <summary>A storage tier by name (dram, ssd, hdd), dram when not given.</summary>
     public static Option<NodeTier> TierOption(string name, string description) => new(name)

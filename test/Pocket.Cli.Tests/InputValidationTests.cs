@@ -65,6 +65,10 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("job", "register", "x", "--throughput", "0")]
     [InlineData("up", "--capacity", "0")]
     [InlineData("up", "--port", "70000")]
+    [InlineData("up", "--gateway-port", "70000")]
+    [InlineData("metadata", "--port", "70000")]
+    [InlineData("metadata", "--metrics-port", "-1")]
+    [InlineData("controller", "--metadata", "127.0.0.1:1", "--node-capacity", "0")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--capacity", "0")]
     [InlineData("bench", "--size", "0")]
     public async Task A_size_or_count_that_makes_no_sense_is_refused(params string[] arguments)

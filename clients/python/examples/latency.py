@@ -22,7 +22,6 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import pocket  # noqa: E402
 from pocket import compat  # noqa: E402
 
 

@@ -27,31 +27,28 @@ def cluster_file():
     return _read_json("cluster.json")
 
 
+def _setting(variable, key):
+    """$variable, else ``key`` of the cluster `pocket up` runs, else None."""
+    value = os.environ.get(variable)
+    if value:
+        return value
+    cluster = cluster_file()
+    return cluster.get(key) if cluster else None
+
+
 def controller_url():
     """$POCKET_CONTROLLER, else the controller of the cluster `pocket up` runs, else None."""
-    url = os.environ.get(CONTROLLER_VARIABLE)
-    if url:
-        return url
-    cluster = cluster_file()
-    return cluster.get("controller") if cluster else None
+    return _setting(CONTROLLER_VARIABLE, "controller")
 
 
 def cluster_token():
     """$POCKET_CLUSTER_TOKEN, else the token of the cluster `pocket up` runs, else None."""
-    token = os.environ.get(CLUSTER_TOKEN_VARIABLE)
-    if token:
-        return token
-    cluster = cluster_file()
-    return cluster.get("clusterToken") if cluster else None
+    return _setting(CLUSTER_TOKEN_VARIABLE, "clusterToken")
 
 
 def metadata_address():
     """$POCKET_METADATA, else the metadata server of the cluster `pocket up` runs, else None."""
-    address = os.environ.get(METADATA_VARIABLE)
-    if address:
-        return address
-    cluster = cluster_file()
-    return cluster.get("metadata") if cluster else None
+    return _setting(METADATA_VARIABLE, "metadata")
 
 
 def job_from_home(job_id):
@@ -68,6 +65,15 @@ def job_from_home(job_id):
             if isinstance(entry, dict) and entry.get("id") == job_id:
                 return entry
     return None
+
+
+def job_token(job_id):
+    """$POCKET_JOB_TOKEN, else the token `pocket job register` stored for the job, else None."""
+    token = os.environ.get(JOB_TOKEN_VARIABLE)
+    if token:
+        return token
+    stored = job_from_home(job_id)
+    return stored.get("token") if stored else None
 
 
 def split_address(address):

@@ -8,7 +8,6 @@ switch on the path of a small request), and concurrent callers share one socket.
 """
 
 import socket
-import struct
 import threading
 import time
 
@@ -42,6 +41,7 @@ class Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Blocking without a timeout by default: a socket with a timeout polls before every read.
         sock.settimeout(timeout)
+        self._timeout = timeout
         self._sock = sock
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
@@ -75,7 +75,7 @@ class Connection:
             try:
                 return self._sock.recv(1, socket.MSG_PEEK) == b""
             finally:
-                self._sock.settimeout(self._sock_timeout)
+                self._sock.settimeout(self._timeout)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
@@ -97,8 +97,9 @@ class Connection:
         for part in parts:
             length += len(part)
         with self._lock:
-            if not self._pending and time.monotonic() - self._last_used > _IDLE_CHECK_SECONDS:
-                self._sock_timeout = self._sock.gettimeout()
+            # Only while nobody reads: a reader may still be taking in the body of a reply it has already
+            # popped from _pending, and the check switches the socket to non-blocking under it.
+            if not self._pending and not self._reading and time.monotonic() - self._last_used > _IDLE_CHECK_SECONDS:
                 if self._closed_by_peer():
                     self._broken = "closed by the server while idle"
                     e = ConnectionLost("connection to %s was closed by the server while idle" % self.address)

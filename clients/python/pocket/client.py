@@ -9,8 +9,7 @@ import threading
 from . import _config
 from . import _wire as w
 from ._connection import Connection, check
-from .errors import (BadRequest, CapacityExceeded, ConnectionLost, InternalError, NodeLost, NotFound, PocketError,
-                     from_status)
+from .errors import BadRequest, CapacityExceeded, ConnectionLost, InternalError, NodeLost, NotFound, PocketError
 
 NodeInfo = collections.namedtuple(
     "NodeInfo", "id tier state host port capacity used cpu rx_bytes_per_second tx_bytes_per_second")
@@ -85,16 +84,19 @@ class Client:
 
     # -- connections
 
-    def _metadata_connection(self, fresh=False):
+    def _metadata_connection(self):
+        """The metadata connection, replaced when it is no longer connected. A request that failed unsent
+        (``not_sent``) always left its connection disconnected, so a retry gets a new one here; a connection that
+        another thread has just made is never replaced under it."""
         c = self._meta
-        if c is not None and c.is_connected and not fresh:
+        if c is not None and c.is_connected:
             return c
         with self._lock:
             if self._closed:
                 raise PocketError("the client is closed")
             c = self._meta
-            if c is None or not c.is_connected or fresh:
-                if c is not None and fresh:
+            if c is None or not c.is_connected:
+                if c is not None:
                     c.close()
                 c = Connection(self._host, self._port, self.connect_timeout, self.timeout)
                 self._meta = c
@@ -103,16 +105,13 @@ class Client:
     def _meta_call(self, opcode, flags, token, parts, into=None):
         """A metadata request; a non-OK reply raises its typed exception."""
         try:
-            c = self._meta
-            if c is None or not c.is_connected:
-                c = self._metadata_connection()
             try:
-                status, body, length = c.call(opcode, flags, token, parts, into)
+                status, body, length = self._metadata_connection().call(opcode, flags, token, parts, into)
             except ConnectionLost as e:
                 if not getattr(e, "not_sent", False):
                     raise
                 # The server closed an idle connection before the request went out: connect again, once.
-                status, body, length = self._metadata_connection(fresh=True).call(opcode, flags, token, parts, into)
+                status, body, length = self._metadata_connection().call(opcode, flags, token, parts, into)
         except ConnectionLost as e:
             raise ConnectionLost("metadata server %s unreachable: %s" % (self.metadata, e)) from e
         if status != w.OK:
@@ -130,9 +129,9 @@ class Client:
         self._nodes = {n.id: n for n in nodes}
         return nodes
 
-    def _node_connection(self, node_id, key, token, fresh=False):
+    def _node_connection(self, node_id, key, token):
         c = self._node_conns.get(node_id)
-        if c is not None and c.is_connected and not fresh:
+        if c is not None and c.is_connected:
             return c
         node = self._nodes.get(node_id)
         if node is None:
@@ -144,7 +143,7 @@ class Client:
             if self._closed:
                 raise PocketError("the client is closed")
             c = self._node_conns.get(node_id)
-            if c is None or not c.is_connected or fresh:
+            if c is None or not c.is_connected:
                 if c is not None:
                     c.close()
                 try:
@@ -163,7 +162,7 @@ class Client:
             except ConnectionLost as e:
                 if not getattr(e, "not_sent", False):
                     raise
-                c = self._node_connection(node_id, key, token, fresh=True)
+                c = self._node_connection(node_id, key, token)
                 return c.call(opcode, 0, token, parts, into)
         except ConnectionLost as e:
             raise NodeLost("object '%s' lost: storage node %d (%s) failed: %s" % (key, node_id, c.address, e)) from e
@@ -199,15 +198,13 @@ class Job:
     def open(cls, job_id, token=None, metadata=None, **client_options):
         """Opens a job another process registered. ``token`` defaults to $POCKET_JOB_TOKEN, ``metadata`` to
         $POCKET_METADATA (else what `pocket job register` stored in $POCKET_HOME/jobs.json, else `pocket up`'s)."""
-        stored = None
-        if token is None or metadata is None:
-            stored = _config.job_from_home(job_id) or {}
         if token is None:
-            token = os.environ.get(_config.JOB_TOKEN_VARIABLE) or stored.get("token")
+            token = _config.job_token(job_id)
             if not token:
                 raise ValueError("no token for job %r: pass one or set $%s" % (job_id, _config.JOB_TOKEN_VARIABLE))
         if metadata is None:
-            metadata = os.environ.get(_config.METADATA_VARIABLE) or stored.get("metadata") or _config.metadata_address()
+            metadata = (os.environ.get(_config.METADATA_VARIABLE)
+                        or (_config.job_from_home(job_id) or {}).get("metadata") or _config.metadata_address())
         return cls(Client(metadata, **client_options), job_id, token, owns_client=True)
 
     @property

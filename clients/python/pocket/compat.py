@@ -16,7 +16,7 @@ call returns -1 (or None for ``register_job``) and prints the server's message t
 kept in ``last_error``.
 """
 
-import os
+import functools
 import sys
 import threading
 
@@ -55,12 +55,9 @@ def _token_of(jobid):
         known = _jobs.get(jobid)
     if known:
         return known[0]
-    token = os.environ.get(_config.JOB_TOKEN_VARIABLE)
+    token = _config.job_token(jobid)
     if token:
         return token
-    stored = _config.job_from_home(jobid)
-    if stored and stored.get("token"):
-        return stored["token"]
     raise PocketError("no token for job %r: register it in this process, or set $%s"
                       % (jobid, _config.JOB_TOKEN_VARIABLE))
 
@@ -70,6 +67,21 @@ def _failed(what, error):
     last_error = error
     print("%s failed: %s" % (what, error), file=sys.stderr)
     return -1
+
+
+def _status(what, errors=(PocketError, OSError, ValueError)):
+    """The original's convention for a call: what it returns (None: 0), or -1 when it raises one of ``errors``
+    (the error printed and kept in ``last_error``)."""
+    def wrap(call):
+        @functools.wraps(call)
+        def run(*args, **kwargs):
+            try:
+                result = call(*args, **kwargs)
+            except errors as e:
+                return _failed(what, e)
+            return 0 if result is None else result
+        return run
+    return wrap
 
 
 def register_job(jobname, num_lambdas=0, capacityGB=0, peakMbps=0, latency_sensitive=1):
@@ -94,15 +106,12 @@ def register_job(jobname, num_lambdas=0, capacityGB=0, peakMbps=0, latency_sensi
     return job.id
 
 
+@_status("deregister_job")
 def deregister_job(jobid):
     """Ends the job: every byte it holds is freed. 0, or -1 on failure."""
-    try:
-        Controller().deregister(jobid)
-    except (PocketError, ValueError, OSError) as e:
-        return _failed("deregister_job", e)
+    Controller().deregister(jobid)
     with _lock:
         _jobs.pop(jobid, None)
-    return 0
 
 
 def connect(hostname, port):
@@ -110,79 +119,62 @@ def connect(hostname, port):
     return PocketHandle(hostname, port)
 
 
+@_status("PUT")
 def put(pocket, src_filename, dst_filename, jobid, PERSIST_AFTER_JOB=False):
     """Stores the local file ``src_filename`` as ``dst_filename`` of the job. 0, or -1 on failure."""
-    try:
-        pocket.job(jobid).put(dst_filename, src_filename, keep_after_job=bool(PERSIST_AFTER_JOB))
-        return 0
-    except (PocketError, OSError, ValueError) as e:
-        return _failed("PUT", e)
+    pocket.job(jobid).put(dst_filename, src_filename, keep_after_job=bool(PERSIST_AFTER_JOB))
 
 
+@_status("PUT BUFFER", (PocketError, OSError, ValueError, TypeError))
 def put_buffer(pocket, src, len, dst_filename, jobid, PERSIST_AFTER_JOB=False):
     """Stores the first ``len`` bytes of ``src`` (bytes, bytearray, memoryview or str) as ``dst_filename``."""
-    try:
-        data = src.encode("utf-8") if isinstance(src, str) else src
-        view = memoryview(data).cast("B")
-        if len > view.nbytes:
-            raise ValueError("len %d is more than the %d bytes of src" % (len, view.nbytes))
-        pocket.job(jobid).put(dst_filename, view[:len], keep_after_job=bool(PERSIST_AFTER_JOB))
-        return 0
-    except (PocketError, OSError, ValueError, TypeError) as e:
-        return _failed("PUT BUFFER", e)
+    data = src.encode("utf-8") if isinstance(src, str) else src
+    view = memoryview(data).cast("B")
+    if len > view.nbytes:
+        raise ValueError("len %d is more than the %d bytes of src" % (len, view.nbytes))
+    pocket.job(jobid).put(dst_filename, view[:len], keep_after_job=bool(PERSIST_AFTER_JOB))
 
 
+@_status("GET")
 def get(pocket, src_filename, dst_filename, jobid, DELETE_AFTER_READ=False):
     """Writes ``src_filename`` of the job to the local file ``dst_filename``. 0, or -1 on failure."""
-    try:
-        pocket.job(jobid).get_to(src_filename, dst_filename, delete_after_read=bool(DELETE_AFTER_READ))
-        return 0
-    except (PocketError, OSError, ValueError) as e:
-        return _failed("GET", e)
+    pocket.job(jobid).get_to(src_filename, dst_filename, delete_after_read=bool(DELETE_AFTER_READ))
 
 
+@_status("GET BUFFER", (PocketError, OSError, ValueError, TypeError))
 def get_buffer(pocket, src_filename, dst, len, jobid, DELETE_AFTER_READ=False):
     """Reads up to ``len`` bytes of ``src_filename`` into ``dst``, a writable buffer (bytearray, memoryview).
     0, or -1 on failure."""
-    try:
-        view = memoryview(dst).cast("B")
-        if view.readonly:
-            raise ValueError("dst must be writable (a bytearray or memoryview), not %s" % type(dst).__name__)
-        pocket.job(jobid).get_into(src_filename, view[:len], delete_after_read=bool(DELETE_AFTER_READ))
-        return 0
-    except (PocketError, OSError, ValueError, TypeError) as e:
-        return _failed("GET BUFFER", e)
+    view = memoryview(dst).cast("B")
+    if view.readonly:
+        raise ValueError("dst must be writable (a bytearray or memoryview), not %s" % type(dst).__name__)
+    pocket.job(jobid).get_into(src_filename, view[:len], delete_after_read=bool(DELETE_AFTER_READ))
 
 
+@_status("LOOKUP")
 def lookup(pocket, src_filename, jobid):
     """0 when the object (or a directory of that name) exists, else -1."""
     global last_error
-    try:
-        job = pocket.job(jobid)
-        if job.lookup(src_filename) is not None or job.count(src_filename.rstrip("/") + "/") > 0:
-            return 0
-        last_error = None
-        return -1
-    except (PocketError, OSError, ValueError) as e:
-        return _failed("LOOKUP", e)
+    job = pocket.job(jobid)
+    if job.lookup(src_filename) is not None or job.count(src_filename.rstrip("/") + "/") > 0:
+        return 0
+    last_error = None
+    return -1
 
 
+@_status("DELETE")
 def delete(pocket, src_filename, jobid):
     """Deletes the object ``src_filename``, or the directory of that name with everything in it (an empty name:
     every object of the job). 0, or -1 when nothing was there or on failure."""
-    try:
-        job = pocket.job(jobid)
-        if not src_filename:
-            job.delete("", recursive=True)
-            return 0
-        deleted = job.delete(src_filename.rstrip("/") + "/", recursive=True)
-        if job.lookup(src_filename) is not None:
-            deleted += job.delete(src_filename)
-        if deleted == 0:
-            raise PocketError("'%s' not found" % src_filename)
-        return 0
-    except (PocketError, OSError, ValueError) as e:
-        return _failed("DELETE", e)
+    job = pocket.job(jobid)
+    if not src_filename:
+        job.delete("", recursive=True)
+        return
+    deleted = job.delete(src_filename.rstrip("/") + "/", recursive=True)
+    if job.lookup(src_filename) is not None:
+        deleted += job.delete(src_filename)
+    if deleted == 0:
+        raise PocketError("'%s' not found" % src_filename)
 
 
 def create_dir(pocket, src_filename, jobid):
@@ -190,13 +182,11 @@ def create_dir(pocket, src_filename, jobid):
     return 0
 
 
+@_status("COUNT FILES")
 def count_files(pocket, dirname, jobid):
     """Number of objects in the directory ``dirname`` (an empty name: the whole job), or -1 on failure."""
-    try:
-        prefix = dirname.rstrip("/") + "/" if dirname else ""
-        return pocket.job(jobid).count(prefix)
-    except (PocketError, OSError, ValueError) as e:
-        return _failed("COUNT FILES", e)
+    prefix = dirname.rstrip("/") + "/" if dirname else ""
+    return pocket.job(jobid).count(prefix)
 
 
 def close(pocket):

@@ -54,7 +54,8 @@ class UnknownOpcode(PocketError):
 
 
 class FrameTooLarge(PocketError):
-    """A request body over the server's limit (an inline object over 64 KiB, a frame over 1 MiB)."""
+    """A request body over the server's limit (an inline object over 64 KiB, a WriteExtent body over 64 MiB,
+    any other body over 1 MiB)."""
     status = w.FRAME_TOO_LARGE
 
 
@@ -88,8 +89,6 @@ class ShuttingDown(PocketError):
 class IoError(PocketError):
     """The storage device failed this request; the node keeps serving."""
     status = w.IO_ERROR
-
-
 
 
 class ConnectionLost(InternalError):

@@ -87,10 +87,6 @@ class Cluster:
             if "Pocket is up" in line:
                 self._up.set()
 
-    def storage_pids(self):
-        """Process ids of the storage nodes `pocket up` started (from its node table)."""
-        return [int(m) for line in self.lines for m in re.findall(r"pid (\d+)", line)]
-
     def run(self, *args, env=None, check=True):
         """Runs a `pocket` client verb against this cluster; returns the CompletedProcess."""
         full = dict(self.env)

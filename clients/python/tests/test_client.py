@@ -4,6 +4,7 @@ import hashlib
 import io
 import mmap
 import os
+import socket
 import tempfile
 import threading
 import unittest
@@ -212,6 +213,16 @@ class ClientTests(unittest.TestCase):
             t.join(300)
         self.assertEqual([], errors)
         self.assertEqual(320, self.job.count("conc/"))
+
+    def test_a_connection_closed_while_idle_is_replaced(self):
+        self.job.put("idle/k", b"v")
+        old = self.job.client._meta
+        old._sock.shutdown(socket.SHUT_RD)  # reads now see the end of the stream, as after the server closed it
+        old._last_used = 0                  # and it has been idle long enough to be checked before use
+        self.assertEqual(b"v", self.job.get("idle/k"))
+        self.assertFalse(old.is_connected)
+        self.assertIsNot(old, self.job.client._meta)
+        self.assertTrue(self.job.client._meta.is_connected)
 
     def test_usage_and_nodes(self):
         self.job.put("usage/x", b"12345")

@@ -35,12 +35,7 @@ internal static class JobCommands
             HelpName = "RATE",
             CustomParser = ParseThroughput,
         };
-        var capacity = new Option<long?>("--capacity")
-        {
-            Description = "Most bytes the job stores at once (e.g. 10GiB)",
-            HelpName = "SIZE",
-            CustomParser = ParseCapacity,
-        };
+        var capacity = CommandRunner.OptionalSizeOption("--capacity", "Most bytes the job stores at once (e.g. 10GiB)");
         var latencySensitive = new Option<bool>("--latency-sensitive")
         {
             Description = "Whether small requests must be fast (DRAM): true or false",
@@ -368,19 +363,6 @@ internal static class JobCommands
         }
 
         result.AddError($"--throughput: '{text}' is not a throughput (examples: 2Gbps, 500Mb/s, 1GB/s)");
-        return null;
-    }
-
-    private static long? ParseCapacity(ArgumentResult result)
-    {
-        var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (Units.TryParseBytes(text, out var bytes) && bytes > 0)
-        {
-            return bytes;
-        }
-
-        // 0 used to slip through as "no hint", and the job was sized at the default 4 GiB.
-        result.AddError($"--capacity: '{text}' is not a size above 0 (examples: 512MiB, 10GiB)");
         return null;
     }
 

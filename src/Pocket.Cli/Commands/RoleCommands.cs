@@ -30,11 +30,11 @@ internal static class RoleCommands
         DefaultValueFactory = _ => "127.0.0.1",
     };
 
-    private static Option<int> PortOption(int defaultPort) => new("--port")
+    private static Option<int> PortOption(int defaultPort) => CommandRunner.PortRange(new Option<int>("--port")
     {
         Description = "Port to listen on (0 = any free port)",
         DefaultValueFactory = _ => defaultPort,
-    };
+    });
 
     private static Option<bool> VerboseOption() => new("--verbose", "-v") { Description = "Log at Information level (to stderr)" };
 
@@ -51,20 +51,10 @@ internal static class RoleCommands
         };
 
     /// <summary>`--metrics-port` of the binary-protocol roles: Prometheus metrics over HTTP on the same address.</summary>
-    internal static Option<int?> MetricsPortOption() => new("--metrics-port")
+    internal static Option<int?> MetricsPortOption() => CommandRunner.PortRange(new Option<int?>("--metrics-port")
     {
         Description = "Serve Prometheus metrics at http://HOST:PORT/metrics (0 = any free port; off when not given)",
-        Validators =
-        {
-            result =>
-            {
-                if (result.GetValueOrDefault<int?>() is < 0 or > 65535)
-                {
-                    result.AddError("--metrics-port must be between 0 and 65535");
-                }
-            },
-        },
-    };
+    });
 
     /// <summary>The line a role prints when its metrics listener is up.</summary>
     internal const string MetricsReadyPrefix = "metrics: ";
@@ -215,22 +205,7 @@ internal static class RoleCommands
         var kubernetesNamespace = new Option<string?>("--kubernetes-namespace") { Description = "Namespace of storage pods (default: the controller's own, or the kubeconfig's)" };
         var kubeconfig = new Option<string?>("--kubeconfig") { Description = "Kubeconfig file (default: in-cluster service account, else ~/.kube/config)" };
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for ssd and hdd nodes started locally" };
-        var nodeCapacity = new Option<long?>("--node-capacity")
-        {
-            Description = "Bytes of a DRAM node, for sizing and for the nodes it starts (default: the paper's 60 GB node; give the real size for local nodes)",
-            HelpName = "SIZE",
-            CustomParser = result =>
-            {
-                var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-                if (Units.TryParseBytes(text, out var bytes) && bytes > 0)
-                {
-                    return bytes;
-                }
-
-                result.AddError($"'{text}' is not a size (examples: 1GiB, 64GB)");
-                return null;
-            },
-        };
+        var nodeCapacity = CommandRunner.OptionalSizeOption("--node-capacity", "Bytes of a DRAM node, for sizing and for the nodes it starts (default: the paper's 60 GB node; give the real size for local nodes)");
         var verbose = VerboseOption();
         var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN, required; callers send it as Authorization: Bearer)")
         {

@@ -80,15 +80,9 @@ internal static class UpCommand
                 result.AddError("--nodes must be between 0 and 64");
             }
         });
-        foreach (var option in new[] { port, controllerPort })
+        foreach (var option in new[] { port, controllerPort, gatewayPort })
         {
-            option.Validators.Add(result =>
-            {
-                if (result.GetValueOrDefault<int>() is < 0 or > 65535)
-                {
-                    result.AddError($"{option.Name} must be between 0 and 65535");
-                }
-            });
+            CommandRunner.PortRange(option);
         }
 
         blockSize.Validators.Add(result =>
