@@ -11,7 +11,7 @@ namespace Pocket.Controller;
 /// background), then the meter reads every job's usage (one round trip each, which the autoscaler should not wait
 /// for), and last the metrics take the tick's figures. A step that fails is logged and the next steps still run.
 /// </summary>
-internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeReplacer? replacer, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics? metrics, ILogger logger)
+internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeReplacer? replacer, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics metrics, ILogger logger)
 {
     public async Task TickAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
@@ -32,10 +32,7 @@ internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeRepl
         }
 
         await StepAsync(() => meter.TickAsync(cancellationToken)).ConfigureAwait(false);
-        if (metrics is not null)
-        {
-            await StepAsync(() => metrics.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
-        }
+        await StepAsync(() => metrics.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
     }
 
     private async Task StepAsync(Func<Task> step)

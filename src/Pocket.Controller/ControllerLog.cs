@@ -56,7 +56,7 @@ internal static partial class ControllerLog
     [LoggerMessage(EventId = 415, Level = LogLevel.Warning, Message = "job usage poll of {JobId} failed: {Reason}")]
     public static partial void UsagePollFailed(ILogger logger, string jobId, string reason);
 
-    [LoggerMessage(EventId = 416, Level = LogLevel.Warning, Message = "request {Method} {Path} refused (401): {Reason}")]
+    [LoggerMessage(EventId = 417, Level = LogLevel.Warning, Message = "request {Method} {Path} refused (401): {Reason}")]
     public static partial void Unauthorized(ILogger logger, string method, string path, string reason);
 
     [LoggerMessage(EventId = 420, Level = LogLevel.Warning, Message = "replacing dead node {NodeId}: {Reason}")]

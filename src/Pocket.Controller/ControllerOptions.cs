@@ -28,13 +28,6 @@ public sealed record JobRegistryOptions
     /// <summary>The clock of leases and timeouts; tests pass a fake one.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
-    /// <summary>
-    /// Jobs that get their own series in the per-job metrics (<c>pocket_controller_job_*{job="ID"}</c>): the ones with
-    /// the most GB-seconds at each scrape; the others are summed into <c>job="_other"</c>, so a cluster with thousands of
-    /// short jobs still exposes a bounded number of series. 0 folds every job into <c>_other</c>.
-    /// </summary>
-    public int MetricsTopJobs { get; init; } = 20;
-
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

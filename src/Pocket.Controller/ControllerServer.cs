@@ -39,6 +39,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private JobUsageMeter? _meter;
     private ControllerMetrics? _metrics;
     private NodeReplacer? _replacer;
+    private NodeInventory? _inventory;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -85,10 +86,11 @@ public sealed class ControllerServer : IAsyncDisposable
     public Autoscaler? Autoscaler => _autoscaler;
 
     /// <summary>
-    /// Remembers a node started outside the controller (e.g. the first nodes of a local cluster), so that should it
-    /// die, its process is stopped beside its replacement (<see cref="ControllerOptions.MinimumNodes"/>).
+    /// Records a node started outside the controller (e.g. the first nodes of a local cluster) as one the controller
+    /// may stop: should it die, its process is stopped beside its replacement (<see cref="ControllerOptions.MinimumNodes"/>),
+    /// and the autoscaler may drain it (as <see cref="Scaling.Autoscaler.Adopt"/>).
     /// </summary>
-    public void TrackNode(ProvisionedNode node) => _replacer?.Track(node);
+    public void TrackNode(ProvisionedNode node) => (_inventory ?? throw new InvalidOperationException("not started")).Own(node);
 
     /// <summary>Replacements of dead nodes under way (completed when idle); for tests and orderly shutdown.</summary>
     public Task Replacements => _replacer?.Current ?? Task.CompletedTask;
@@ -111,7 +113,7 @@ public sealed class ControllerServer : IAsyncDisposable
 
         // Registry and autoscaler share one record of the nodes the controller may stop (a registration's nodes are the
         // autoscaler's to remove as well as its own) and claim warm-pool nodes through it.
-        var inventory = new NodeInventory(_warmPool);
+        var inventory = _inventory = new NodeInventory(_warmPool);
         _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory, inventory);
         _meter = new JobUsageMeter(_admin, _registry, time, _logger);
         if (_options.Autoscaler is { } scaling)
@@ -134,7 +136,7 @@ public sealed class ControllerServer : IAsyncDisposable
         }
 
         // Metrics read the registry, the meter and the pool after each tick (the loop's last step).
-        _metrics = new ControllerMetrics(_options, () => _registry, () => _meter, () => _warmPool, Events);
+        _metrics = new ControllerMetrics(_options, _registry, _meter, _warmPool, Events);
         var loop = new ControlLoop(_registry, _warmPool, _replacer, _autoscaler, _meter, _metrics, _logger);
         _telemetry = new ClusterTelemetry(_admin, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, loop.TickAsync);
 

@@ -100,18 +100,8 @@ public sealed class MetricsTests
             null,
             NullLoggerFactory.Instance);
         await controller.StartAsync();
-        await using var gateway = new GatewayServer(
-            new GatewayOptions
-            {
-                ControllerUrl = controller.Url,
-                MetadataAddress = roles.MetadataAddress,
-                Users = new Dictionary<string, string> { ["AKIDEXAMPLE"] = "secret" },
-                Client = new PocketClientOptions { ClusterToken = Token },
-            },
-            NullLoggerFactory.Instance);
-        await gateway.StartAsync();
+        await using var gateway = await StartGatewayAsync(controller.Url, roles.MetadataAddress);
 
-        using var api = new PocketControllerClient(controller.Url, Token);
         await controller.Registry.RegisterAsync("first", new JobHints { CapacityBytes = 1 << 20 });
         await controller.Registry.RegisterAsync("second", new JobHints { CapacityBytes = 1 << 20 });
 
@@ -126,7 +116,7 @@ public sealed class MetricsTests
         static int JobSeries(string exposition) => exposition.Split('\n').Count(l => l.StartsWith("pocket_controller_job_stored_bytes{", StringComparison.Ordinal));
         await WaitForAsync(async () => JobSeries(await Exposition.ScrapeAsync(controllerMetrics, Token.ToString())) == 2);
         text = await Exposition.ScrapeAsync(controllerMetrics, Token.ToString());
-        Assert.Equal(2, text.Split('\n').Count(l => l.StartsWith("pocket_controller_job_stored_bytes{", StringComparison.Ordinal)));
+        Assert.Equal(2, JobSeries(text));
 
         // The gateway: a scrape carries a bearer token; an S3 request to /metrics (bucket "metrics") is S3, and counted.
         var gatewayMetrics = new Uri(gateway.Url, "/metrics");
@@ -147,16 +137,7 @@ public sealed class MetricsTests
             null,
             NullLoggerFactory.Instance);
         await controller.StartAsync();
-        await using var gateway = new GatewayServer(
-            new GatewayOptions
-            {
-                ControllerUrl = controller.Url,
-                MetadataAddress = roles.MetadataAddress,
-                Users = new Dictionary<string, string> { ["AKIDEXAMPLE"] = "secret" },
-                Client = new PocketClientOptions { ClusterToken = Token },
-            },
-            NullLoggerFactory.Instance);
-        await gateway.StartAsync();
+        await using var gateway = await StartGatewayAsync(controller.Url, roles.MetadataAddress);
 
         var exposed = new HashSet<string>(StringComparer.Ordinal);
         foreach (var url in new[] { roles.MetadataMetrics, roles.StorageMetrics, new Uri(controller.Url, "/metrics"), new Uri(gateway.Url, "/metrics") })
@@ -186,6 +167,29 @@ public sealed class MetricsTests
         // And the docs list every metric a role exposes.
         var documented = File.ReadAllText(Path.Combine(root, "docs/metrics.md"));
         Assert.All(exposed.Where(n => n.StartsWith("pocket_", StringComparison.Ordinal)), n => Assert.Contains("`" + n + "`", documented, StringComparison.Ordinal));
+    }
+
+    private static async Task<GatewayServer> StartGatewayAsync(Uri controllerUrl, string metadataAddress)
+    {
+        var gateway = new GatewayServer(
+            new GatewayOptions
+            {
+                ControllerUrl = controllerUrl,
+                MetadataAddress = metadataAddress,
+                Users = new Dictionary<string, string> { ["AKIDEXAMPLE"] = "secret" },
+                Client = new PocketClientOptions { ClusterToken = Token },
+            },
+            NullLoggerFactory.Instance);
+        try
+        {
+            await gateway.StartAsync();
+            return gateway;
+        }
+        catch
+        {
+            await gateway.DisposeAsync();
+            throw;
+        }
     }
 
     private static async Task WaitForAsync(Func<Task<bool>> condition)

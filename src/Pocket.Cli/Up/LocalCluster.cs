@@ -260,10 +260,10 @@ internal sealed class LocalCluster : IAsyncDisposable
                 cluster._initialNodes.AddRange(starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result));
             }
 
-            // The first nodes are the autoscaler's to drain too (it keeps at least its minimum).
+            // The first nodes are the controller's to stop should they die, and the autoscaler's to drain too (it keeps
+            // at least its minimum).
             foreach (var node in cluster._initialNodes)
             {
-                cluster._controller.Autoscaler?.Adopt(node);
                 cluster._controller.TrackNode(node);
             }
 

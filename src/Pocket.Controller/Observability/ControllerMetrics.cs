@@ -22,7 +22,7 @@ internal sealed class ControllerMetrics
     private readonly HashSet<string> _jobSeries = new(StringComparer.Ordinal);
     private IReadOnlyList<NodeSample> _last = [];
 
-    public ControllerMetrics(ControllerOptions options, Func<JobRegistry?> registry, Func<JobUsageMeter?> meter, Func<WarmPool?> warmPool, ClusterEventLog events)
+    public ControllerMetrics(ControllerOptions options, JobRegistry registry, JobUsageMeter meter, WarmPool? warmPool, ClusterEventLog events)
     {
         var factory = Prometheus.Metrics.WithCustomRegistry(Registry);
         _events = factory.CreateCounter(
@@ -67,13 +67,12 @@ internal sealed class ControllerMetrics
                 cpu.WithLabels(name).Set(live.Count == 0 ? 0 : live.Average(s => s.Cpu));
                 rx.WithLabels(name).Set(live.Sum(s => s.NetRxBytesPerSecond));
                 tx.WithLabels(name).Set(live.Sum(s => s.NetTxBytesPerSecond));
-                var warm = warmPool();
-                pool.WithLabels(name).Set(warm?.Ready(tier).Count ?? 0);
-                poolTarget.WithLabels(name).Set(warm is not null && warm.Options.Tiers.Contains(tier) ? warm.Options.NodesPerTier : 0);
+                pool.WithLabels(name).Set(warmPool?.Ready(tier).Count ?? 0);
+                poolTarget.WithLabels(name).Set(warmPool is not null && warmPool.Options.Tiers.Contains(tier) ? warmPool.Options.NodesPerTier : 0);
             }
 
-            jobs.Set(registry()?.Jobs.Count ?? 0);
-            var readings = meter()?.ReadAll() ?? [];
+            jobs.Set(registry.Jobs.Count);
+            var readings = meter.ReadAll();
             gbSeconds.Set(readings.Sum(r => r.Reading.GbSeconds) * BytesPerGb);
             var top = readings.OrderByDescending(r => r.Reading.GbSeconds).ThenBy(r => r.JobId, StringComparer.Ordinal).Take(options.MetricsTopJobs).ToList();
             var rest = readings.Except(top).ToList();

@@ -153,7 +153,8 @@ public sealed class Autoscaler
         ScalingDecision decision;
         lock (_lock)
         {
-            // One action at a time; the cooldown runs from its end as well as its start. (Simulation/ClusterSimulator mirrors this loop.)
+            // One action at a time; the cooldown runs from its end as well as its start. (Simulation/ClusterSimulator mirrors
+            // this loop, but for the skipped tick below: its samples are computed after an action ends, never before.)
             if (!_action.IsCompleted)
             {
                 return Task.CompletedTask;

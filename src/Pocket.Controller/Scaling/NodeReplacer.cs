@@ -8,9 +8,10 @@ namespace Pocket.Controller.Scaling;
 /// <summary>
 /// Keeps each tier at its minimum (<see cref="ControllerOptions.MinimumNodes"/>) when nodes die, whether or not the
 /// autoscaler runs: after each telemetry sample, a tier with a node that died and fewer live (or starting) nodes than
-/// its minimum gets replacements from the provisioner. The dead node's own process or pod, when the controller knows
-/// it, is stopped (a frozen process must not come back half-alive beside its replacement). Every step is an event:
-/// node-replacing, node-replaced, replace-failed.
+/// its minimum gets replacements from the provisioner. The dead node's own process or pod, when the
+/// <see cref="NodeInventory"/> records it, is stopped (a frozen process must not come back half-alive beside its
+/// replacement); replacements are recorded there too. Every step is an event: node-replacing, node-replaced,
+/// replace-failed.
 /// </summary>
 internal sealed class NodeReplacer : IAsyncDisposable
 {
@@ -23,7 +24,6 @@ internal sealed class NodeReplacer : IAsyncDisposable
     private readonly ClusterEventLog _events;
     private readonly ILogger _logger;
     private readonly Lock _lock = new();
-    private readonly Dictionary<uint, ProvisionedNode> _known = [];
     private readonly HashSet<uint> _replaced = [];
     private readonly Dictionary<NodeTier, int> _starting = [];
     private readonly Dictionary<NodeTier, DateTimeOffset> _retryAfter = [];
@@ -57,18 +57,6 @@ internal sealed class NodeReplacer : IAsyncDisposable
         }
     }
 
-    /// <summary>Remembers a node the provisioner started, so its process can be stopped should it die.</summary>
-    public void Track(ProvisionedNode node)
-    {
-        if (node.NodeId is { } id)
-        {
-            lock (_lock)
-            {
-                _known[id] = node;
-            }
-        }
-    }
-
     public Task OnSampleAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
         var now = _time.GetUtcNow();
@@ -84,9 +72,9 @@ internal sealed class NodeReplacer : IAsyncDisposable
             foreach (var dead in samples.Where(s => s.State == NodeState.Dead && !_replaced.Contains(s.NodeId)).OrderBy(s => s.NodeId))
             {
                 _replaced.Add(dead.NodeId);
-                // Nodes a registration or the autoscaler started are in the inventory; others were tracked here.
-                if (_known.Remove(dead.NodeId, out var handle) || _inventory.TryGetOwned(dead.NodeId, out handle))
+                if (_inventory.TryGetOwned(dead.NodeId, out var handle))
                 {
+                    _inventory.Release(dead.NodeId);
                     stops.Add(handle);
                 }
 
@@ -139,7 +127,7 @@ internal sealed class NodeReplacer : IAsyncDisposable
             using var deadline = new CancellationTokenSource(_startTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
             var node = await _provisioner.StartNodeAsync(new NodeRequest(tier, _capacity[tier]), linked.Token).ConfigureAwait(false);
-            Track(node);
+            _inventory.Own(node);
             _events.Add(new ClusterEvent(_time.GetUtcNow(), "node-replaced", node.NodeId, $"node {node.NodeId?.ToString(CultureInfo.InvariantCulture) ?? node.Handle} ({NodeTierNames.Name(tier)}, {node.Handle}) replaces dead node {deadId}"));
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
