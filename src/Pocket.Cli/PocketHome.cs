@@ -33,6 +33,9 @@ internal sealed class PocketHome
 
     public string ClusterFile => Path.Combine(Directory, "cluster.json");
 
+    /// <summary>The running cluster's /metrics URLs as Prometheus file-based service discovery reads them.</summary>
+    public string MetricsTargetsFile => Path.Combine(Directory, "metrics-targets.json");
+
     public string JobsFile => Path.Combine(Directory, "jobs.json");
 
     public static PocketHome Default()

@@ -44,7 +44,11 @@ public sealed class PocketCluster : IAsyncDisposable
             new MetadataServerOptions
             {
                 ClusterToken = options.ClusterToken,
-                Listener = options.Listener with { EndPoint = new IPEndPoint(IPAddress.Loopback, options.MetadataPort) },
+                Listener = options.Listener with
+                {
+                    EndPoint = new IPEndPoint(IPAddress.Loopback, options.MetadataPort),
+                    WrapHandler = options.MetadataWrapHandler ?? options.Listener.WrapHandler,
+                },
                 NodeTimeout = options.NodeTimeout,
                 StorageConnection = options.Connection,
                 StripeUnit = options.StripeUnit,

@@ -33,6 +33,12 @@ public sealed record PocketClusterOptions
     public Pocket.Networking.FrameServerOptions Listener { get; init; } = new();
 
     /// <summary>
+    /// Wraps the metadata server's handler only (e.g. to meter its requests for its own metrics registry); the nodes
+    /// keep <see cref="Listener"/>'s. Null: the metadata server keeps <see cref="Listener"/>'s too.
+    /// </summary>
+    public Func<Pocket.Networking.IFrameHandler, Pocket.Networking.IFrameHandler>? MetadataWrapHandler { get; init; }
+
+    /// <summary>
     /// How the servers connect to each other (the nodes to the metadata server, the metadata server to nodes for drains):
     /// with a TLS <see cref="Listener"/>, a TLS host name and a check that trusts its certificate.
     /// </summary>

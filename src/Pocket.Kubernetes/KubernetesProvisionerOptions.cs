@@ -106,6 +106,9 @@ public sealed record KubernetesProvisionerOptions
     /// <summary>The container port every storage pod listens on; fixed because each pod has its own IP.</summary>
     public const int DefaultStoragePort = 7100;
 
+    /// <summary>The container port of a storage pod's Prometheus metrics (the port the metadata server's pod uses too).</summary>
+    public const int DefaultMetricsPort = 9464;
+
     /// <summary>
     /// Namespace the storage pods are created in. Null in <see cref="KubernetesProvisioner.Create"/> means the
     /// controller's own namespace when it runs in a pod, else the kubeconfig context's, else <c>default</c>.
@@ -135,6 +138,12 @@ public sealed record KubernetesProvisionerOptions
 
     /// <summary>The port storage pods listen on (and the readiness probe checks).</summary>
     public int StoragePort { get; init; } = DefaultStoragePort;
+
+    /// <summary>
+    /// The port storage pods serve Prometheus metrics on (`--metrics-port`, a container port named <c>metrics</c> that
+    /// the PodMonitor in deploy/kubernetes/monitoring scrapes); null: no metrics listener and no per-request metering.
+    /// </summary>
+    public int? MetricsPort { get; init; } = DefaultMetricsPort;
 
     /// <summary>Allocation unit passed to the nodes (--block-size); null leaves the storage role's default.</summary>
     public int? BlockSize { get; init; }
@@ -245,6 +254,11 @@ public sealed record KubernetesProvisionerOptions
         if (StoragePort is <= 0 or > 65535)
         {
             throw new ArgumentException($"storage port {StoragePort} is not a port");
+        }
+
+        if (MetricsPort is { } metrics && (metrics is <= 0 or > 65535 || metrics == StoragePort))
+        {
+            throw new ArgumentException($"metrics port {metrics} is not a port other than the storage port {StoragePort}");
         }
 
         if (BlockSize is { } block && (block < 4096 || (block & (block - 1)) != 0))

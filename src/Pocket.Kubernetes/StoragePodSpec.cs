@@ -18,6 +18,9 @@ internal static class StoragePodSpec
     public const string PodIpVariable = "POD_IP";
     public const string ClusterTokenVariable = "POCKET_CLUSTER_TOKEN";
 
+    /// <summary>The name of the metrics container port, which the PodMonitor in deploy/kubernetes/monitoring scrapes.</summary>
+    public const string MetricsPortName = "metrics";
+
     /// <summary>Selects every storage pod a Pocket controller made in a namespace.</summary>
     public static string Selector => $"{KubernetesProvisioner.NameLabel}=pocket,{KubernetesProvisioner.RoleLabel}=storage";
 
@@ -52,6 +55,7 @@ internal static class StoragePodSpec
             DataDirectory = options.DataPath,
             Verbose = options.VerboseLogs,
             Standby = request.Standby,
+            MetricsPort = options.MetricsPort,
         });
 
         // DRAM nodes hold their whole capacity in native memory; request = limit so the scheduler reserves it all.
@@ -96,7 +100,9 @@ internal static class StoragePodSpec
                     },
                 },
             ],
-            Ports = [new V1ContainerPort { Name = "pocket", ContainerPort = options.StoragePort, Protocol = "TCP" }],
+            Ports = options.MetricsPort is { } metricsPort
+                ? [new V1ContainerPort { Name = "pocket", ContainerPort = options.StoragePort, Protocol = "TCP" }, new V1ContainerPort { Name = MetricsPortName, ContainerPort = metricsPort, Protocol = "TCP" }]
+                : [new V1ContainerPort { Name = "pocket", ContainerPort = options.StoragePort, Protocol = "TCP" }],
 
             // Ready once the node listens; it registers with the metadata server right after.
             ReadinessProbe = new V1Probe

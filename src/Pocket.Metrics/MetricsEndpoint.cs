@@ -1,5 +1,6 @@
 using System.Net;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
@@ -66,6 +67,8 @@ public static class MetricsEndpoint
 /// A small HTTP listener that serves only <c>/metrics</c>, for the roles that speak the binary protocol (metadata,
 /// storage): on its own port, off the data path, so a scrape never queues behind a client's frames. Kestrel, as in
 /// the controller and gateway (the framework is in the process already); port 0 picks a free port (see <see cref="Url"/>).
+/// A role that serves its protocol over TLS serves its metrics over HTTPS with the same certificate: the scrape carries
+/// the cluster token, which must not cross a network in the clear when the role's own traffic does not.
 /// </summary>
 public sealed class MetricsListener : IAsyncDisposable
 {
@@ -77,17 +80,23 @@ public sealed class MetricsListener : IAsyncDisposable
         Url = url;
     }
 
-    /// <summary>Where the listener ended up, e.g. http://127.0.0.1:9101/ (the metrics are at <c>/metrics</c> below it).</summary>
+    /// <summary>Where the listener ended up, e.g. http://127.0.0.1:9101/ or https://... (the metrics are at <c>/metrics</c> below it).</summary>
     public Uri Url { get; }
 
-    /// <summary>Starts listening on <paramref name="endPoint"/>.</summary>
-    public static async Task<MetricsListener> StartAsync(IPEndPoint endPoint, CollectorRegistry registry, JobToken clusterToken, ILoggerFactory loggerFactory, CancellationToken cancellationToken = default)
+    /// <summary>Starts listening on <paramref name="endPoint"/>: HTTPS with <paramref name="certificate"/> when given, else plain HTTP.</summary>
+    public static async Task<MetricsListener> StartAsync(IPEndPoint endPoint, CollectorRegistry registry, JobToken clusterToken, ILoggerFactory loggerFactory, X509Certificate2? certificate = null, CancellationToken cancellationToken = default)
     {
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(MetricsListener).Assembly.GetName().Name });
         builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
         {
-            kestrel.Listen(endPoint);
+            kestrel.Listen(endPoint, listen =>
+            {
+                if (certificate is not null)
+                {
+                    listen.UseHttps(certificate);
+                }
+            });
             kestrel.Limits.MaxRequestBodySize = 0;
             kestrel.AddServerHeader = false;
         });

@@ -3,6 +3,7 @@ using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.RegularExpressions;
 using Pocket.Client;
+using Pocket.Controller.Provisioning;
 using Pocket.Networking;
 using Pocket.Protocol;
 
@@ -68,6 +69,44 @@ public sealed partial class TlsRoleTests : IDisposable
                 await using var client = await PocketClient.ConnectAsync(address, options, cts.Token);
                 await client.GetNodesAsync(cts.Token);
             });
+        }
+    }
+
+    [Fact]
+    public async Task MetricsOfTlsRolesAreServedOverHttpsWithTheRolesCertificateOnly()
+    {
+        var (certAndKey, caOnly, _) = WriteCertificates();
+        var token = JobToken.NewRandom();
+        var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = token.ToString() };
+        string[] tls = ["--tls-cert", certAndKey, "--tls-ca", caOnly, "--tls-name", "localhost", "--stop-on-stdin-eof"];
+
+        await using var metadata = UpProcess.StartCommand(_home.Path, environment, ["metadata", "--port", "0", "--metrics-port", "0", .. tls]);
+        var metadataReady = await metadata.WaitForLineAsync(line => line.StartsWith("POCKET-METADATA ", StringComparison.Ordinal));
+        var address = AddressPattern().Match(metadataReady).Groups[1].Value;
+        await using var storage = UpProcess.StartCommand(_home.Path, environment, ["storage", "--metadata", address, "--capacity", "64MiB", "--port", "0", "--metrics-port", "0", .. tls]);
+        var storageReady = await storage.WaitForLineAsync(line => line.StartsWith("POCKET-NODE ", StringComparison.Ordinal));
+
+        var validation = TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(caOnly));
+        foreach (var (ready, family) in new[] { (metadataReady, "pocket_metadata_requests_total"), (storageReady, "pocket_storage_requests_total") })
+        {
+            // The ready line names the metrics URL: HTTPS, because the role serves TLS.
+            var url = RoleCommandLine.MetricsUrl(ready) ?? throw new Xunit.Sdk.XunitException($"no metrics URL in '{ready}'");
+            Assert.Equal("https", url.Scheme);
+
+            // Trusting the CA (Prometheus: tls_config.ca_file), with the token: the metrics.
+            using (var trusting = new HttpClient(new SocketsHttpHandler { SslOptions = { RemoteCertificateValidationCallback = validation } }))
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, url);
+                request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token.ToString());
+                using var response = await trusting.SendAsync(request);
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                Assert.Contains(family, await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
+
+            // Plain HTTP to the same port, or HTTPS that does not trust the certificate: nothing.
+            using var plain = new HttpClient();
+            await Assert.ThrowsAnyAsync<HttpRequestException>(() => plain.GetAsync(new UriBuilder(url) { Scheme = "http" }.Uri));
+            await Assert.ThrowsAnyAsync<HttpRequestException>(() => plain.GetAsync(url));
         }
     }
 

@@ -61,7 +61,7 @@ public sealed class KubernetesProvisionerTests
         Assert.Equal("registry.example/pocket:1.2", container.Image);
         Assert.Equal(["pocket"], container.Command);
         Assert.Equal(
-            ["storage", "--metadata", "pocket-metadata:7070", "--tier", "dram", "--capacity", "1073741824", "--host", "$(POD_IP)", "--port", "7100"],
+            ["storage", "--metadata", "pocket-metadata:7070", "--tier", "dram", "--capacity", "1073741824", "--host", "$(POD_IP)", "--port", "7100", "--metrics-port", "9464"],
             container.Args);
 
         // The pod IP comes from the downward API, the token from the Secret; no value is written inline.
@@ -81,8 +81,9 @@ public sealed class KubernetesProvisionerTests
         Assert.False(container.Resources.Limits.ContainsKey("cpu"));
         Assert.False(container.Resources.Requests.ContainsKey("ephemeral-storage"));
 
-        var port = Assert.Single(container.Ports);
+        var port = Assert.Single(container.Ports, p => p.Name == "pocket");
         Assert.Equal(7100, port.ContainerPort);
+        Assert.Equal(9464, Assert.Single(container.Ports, p => p.Name == "metrics").ContainerPort);
         Assert.Equal("7100", container.ReadinessProbe.TcpSocket.Port.Value);
         Assert.Null(container.VolumeMounts);
 
@@ -128,7 +129,7 @@ public sealed class KubernetesProvisionerTests
         var container = Assert.Single(pod.Spec.Containers);
         Assert.Equal(
             ["storage", "--metadata", "pocket-metadata:7070", "--tier", "ssd", "--capacity", "107374182400", "--host", "$(POD_IP)", "--port", "7100",
-             "--block-size", "1048576", "--data-dir", "/data", "--verbose"],
+             "--block-size", "1048576", "--data-dir", "/data", "--verbose", "--metrics-port", "9464"],
             container.Args);
 
         // The volume holds the capacity plus room for the file system; the scheduler is asked for that much local disk.

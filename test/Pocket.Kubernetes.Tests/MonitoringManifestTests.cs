@@ -1,5 +1,7 @@
 using k8s;
 using k8s.Models;
+using Pocket.Controller.Provisioning;
+using Pocket.Protocol;
 using YamlDotNet.RepresentationModel;
 
 namespace Pocket.Kubernetes.Tests;
@@ -52,7 +54,7 @@ public sealed class MonitoringManifestTests
     public void TheControllerServiceAndTheMetadataPodAreScrapedWithTheClusterToken()
     {
         var monitors = Monitors();
-        Assert.Equal(["PodMonitor", "ServiceMonitor"], monitors.Select(m => Text(m, "kind")).Order(StringComparer.Ordinal));
+        Assert.Equal(["PodMonitor", "PodMonitor", "ServiceMonitor"], monitors.Select(m => Text(m, "kind")).Order(StringComparer.Ordinal));
         Assert.All(monitors, m => Assert.Equal("monitoring.coreos.com/v1", Text(m, "apiVersion")));
         Assert.All(monitors, m => Assert.Equal("pocket", Text(m, "metadata", "namespace")));
 
@@ -67,7 +69,7 @@ public sealed class MonitoringManifestTests
         AssertScrape(controllerEndpoint, secret);
 
         // The metadata server: a PodMonitor on the pod's metrics port, which the server is told to serve.
-        var podMonitor = Assert.Single(monitors, m => Text(m, "kind") == "PodMonitor");
+        var podMonitor = Assert.Single(monitors, m => Text(m, "metadata", "name") == "pocket-metadata");
         var metadata = Template("02-metadata.yaml", "pocket-metadata");
         Assert.All(Labels(podMonitor, "spec", "selector", "matchLabels"), l => Assert.Equal(l.Value, metadata.Metadata.Labels[l.Key]));
         var podEndpoint = Assert.Single(((YamlSequenceNode)At(podMonitor, "spec", "podMetricsEndpoints")).Children);
@@ -75,6 +77,43 @@ public sealed class MonitoringManifestTests
         var port = Assert.Single(container.Ports, p => p.Name == Text(podEndpoint, "port"));
         Assert.Equal(port.ContainerPort.ToString(System.Globalization.CultureInfo.InvariantCulture), container.Args[container.Args.IndexOf("--metrics-port") + 1]);
         AssertScrape(podEndpoint, secret);
+    }
+
+    [Theory]
+    [InlineData(NodeTier.Dram)]
+    [InlineData(NodeTier.Ssd)]
+    public void TheStoragePodsTheProvisionerStartsAreScrapedOnTheirMetricsPort(NodeTier tier)
+    {
+        var podMonitor = Assert.Single(Monitors(), m => Text(m, "metadata", "name") == "pocket-storage");
+        Assert.Equal("PodMonitor", Text(podMonitor, "kind"));
+        var secret = Assert.Single(KubernetesYaml.LoadAllFromString(File.ReadAllText(Path.Combine(Kubernetes(), "templates", "cluster-token-secret.yaml")), strict: true).OfType<V1Secret>());
+
+        // Exactly the pod the provisioner sends, with its default options.
+        var pod = StoragePodSpec.Build(new KubernetesProvisionerOptions { Image = "pocket:latest", MetadataAddress = "pocket-metadata:7070" }, new NodeRequest(tier, 1L << 30), "pocket-storage-x");
+        Assert.All(Labels(podMonitor, "spec", "selector", "matchLabels"), l => Assert.Equal(l.Value, pod.Metadata.Labels[l.Key]));
+        var endpoint = Assert.Single(((YamlSequenceNode)At(podMonitor, "spec", "podMetricsEndpoints")).Children);
+        var container = Assert.Single(pod.Spec.Containers);
+        var port = Assert.Single(container.Ports, p => p.Name == Text(endpoint, "port"));
+        Assert.Equal(KubernetesProvisionerOptions.DefaultMetricsPort, port.ContainerPort);
+        Assert.Equal(port.ContainerPort.ToString(System.Globalization.CultureInfo.InvariantCulture), container.Args[container.Args.IndexOf("--metrics-port") + 1]);
+        AssertScrape(endpoint, secret);
+
+        // The metrics listener is a separate port, never the protocol's, and can be turned off.
+        Assert.NotEqual(container.Ports.Single(p => p.Name == "pocket").ContainerPort, port.ContainerPort);
+        var quiet = StoragePodSpec.Build(new KubernetesProvisionerOptions { Image = "pocket:latest", MetadataAddress = "pocket-metadata:7070", MetricsPort = null }, new NodeRequest(tier, 1L << 30), "pocket-storage-y");
+        Assert.DoesNotContain("--metrics-port", quiet.Spec.Containers[0].Args);
+        Assert.DoesNotContain(quiet.Spec.Containers[0].Ports, p => p.Name == "metrics");
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(70000)]
+    [InlineData(KubernetesProvisionerOptions.DefaultStoragePort)]
+    public void AMetricsPortThatIsNoPortOrTheStoragePortIsRefused(int metricsPort)
+    {
+        var options = new KubernetesProvisionerOptions { Image = "pocket:latest", MetadataAddress = "pocket-metadata:7070", Namespace = "pocket", MetricsPort = metricsPort };
+        var error = Assert.Throws<ArgumentException>(options.Validate);
+        Assert.Contains("metrics port", error.Message, StringComparison.Ordinal);
     }
 
     private static void AssertScrape(YamlNode endpoint, V1Secret secret)

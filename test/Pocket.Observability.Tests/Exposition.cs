@@ -7,9 +7,9 @@ namespace Pocket.Observability.Tests;
 /// <summary>Scrapes a /metrics endpoint, checks it with Prometheus's own parser (promtool) and reads sample values.</summary>
 internal static class Exposition
 {
-    public static async Task<string> ScrapeAsync(Uri url, string token)
+    public static async Task<string> ScrapeAsync(Uri url, string token, HttpMessageHandler? handler = null)
     {
-        using var http = new HttpClient();
+        using var http = handler is null ? new HttpClient() : new HttpClient(handler, disposeHandler: false);
         using var request = new HttpRequestMessage(HttpMethod.Get, url);
         request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
         using var response = await http.SendAsync(request);

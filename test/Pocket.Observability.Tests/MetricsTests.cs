@@ -1,4 +1,6 @@
 using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
 using Pocket.Controller;
@@ -83,6 +85,51 @@ public sealed class MetricsTests
         var job = await client.RegisterJobAsync("after");
         await job.PutAsync("k", new byte[10]);
         Assert.Equal(10, (await job.GetAsync("k")).Length);
+    }
+
+    [Fact]
+    public async Task AMetricsListenerWithTheRolesCertificateAnswersOnlyHttpsThatTrustsIt()
+    {
+        using var certificate = SelfSigned();
+        var registry = Prometheus.Metrics.NewCustomRegistry();
+        _ = RoleCollectors.Metadata(registry, () => null);
+        await using var listener = await MetricsListener.StartAsync(new IPEndPoint(IPAddress.Loopback, 0), registry, Token, NullLoggerFactory.Instance, certificate);
+        Assert.Equal("https", listener.Url.Scheme);
+        var https = new Uri(listener.Url, MetricsEndpoint.Path);
+
+        // Plain HTTP to the TLS port: no metrics, no token accepted in the clear.
+        var plain = new UriBuilder(https) { Scheme = "http" }.Uri;
+        await Assert.ThrowsAnyAsync<HttpRequestException>(() => Exposition.ScrapeAsync(plain, Token.ToString()));
+
+        // HTTPS that does not trust the certificate: refused by the client.
+        await Assert.ThrowsAnyAsync<HttpRequestException>(() => Exposition.ScrapeAsync(https, Token.ToString()));
+
+        // HTTPS trusting the certificate (as Prometheus with tls_config.ca_file): the exposition, checked by promtool.
+        using var trusting = new HttpClientHandler
+        {
+            ServerCertificateCustomValidationCallback = (_, presented, _, _) => presented is not null && presented.RawData.AsSpan().SequenceEqual(certificate.RawData),
+        };
+        var text = await Exposition.ScrapeAsync(https, Token.ToString(), trusting);
+        Assert.Contains("# TYPE pocket_metadata_requests_total counter", text, StringComparison.Ordinal);
+
+        // The token is still needed over TLS.
+        using var http = new HttpClient(trusting, disposeHandler: false);
+        using var refused = await http.GetAsync(https);
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+    }
+
+    private static X509Certificate2 SelfSigned()
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("CN=pocket-metrics-test", key, HashAlgorithmName.SHA256);
+        var names = new SubjectAlternativeNameBuilder();
+        names.AddDnsName("localhost");
+        names.AddIpAddress(IPAddress.Loopback);
+        request.CertificateExtensions.Add(names.Build());
+        using var created = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+
+        // Through PKCS#12 so the key is usable by the TLS stack on every platform.
+        return X509CertificateLoader.LoadPkcs12(created.Export(X509ContentType.Pkcs12), null);
     }
 
     [Fact]

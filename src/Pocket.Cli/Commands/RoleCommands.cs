@@ -50,10 +50,10 @@ internal static class RoleCommands
             WrapHandler = metrics is null ? null : metrics.Wrap,
         };
 
-    /// <summary>`--metrics-port` of the binary-protocol roles: Prometheus metrics over HTTP on the same address.</summary>
+    /// <summary>`--metrics-port` of the binary-protocol roles: Prometheus metrics over HTTP(S) on the same address.</summary>
     internal static Option<int?> MetricsPortOption() => CommandRunner.PortRange(new Option<int?>("--metrics-port")
     {
-        Description = "Serve Prometheus metrics at http://HOST:PORT/metrics (0 = any free port; off when not given)",
+        Description = "Serve Prometheus metrics at http://HOST:PORT/metrics, https:// with the role's certificate when it runs with TLS (0 = any free port; off when not given)",
     });
 
     /// <summary>The line a role prints when its metrics listener is up.</summary>
@@ -95,8 +95,8 @@ internal static class RoleCommands
             await using (server.ConfigureAwait(false))
             {
                 // Before the ready line, so whoever waits for it (a test, a script) also finds the metrics line.
-                await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(parse.GetValue(host)!), registry, token, loggerFactory, ct).ConfigureAwait(false);
-                Console.Out.WriteLine(RoleCommandLine.MetadataReadyLine($"{parse.GetValue(host)}:{server.EndPoint.Port}", tls: certificate is not null));
+                await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(parse.GetValue(host)!), registry, token, certificate, loggerFactory, ct).ConfigureAwait(false);
+                Console.Out.WriteLine(RoleCommandLine.MetadataReadyLine($"{parse.GetValue(host)}:{server.EndPoint.Port}", tls: certificate is not null, MetricsUrl(listener)));
                 if (generated)
                 {
                     Console.Out.WriteLine($"cluster token (give it to storage nodes and the controller as {ClusterConnection.TokenVariable}): {token}");
@@ -183,8 +183,8 @@ internal static class RoleCommands
                 Console.Out.WriteLine($"device: {device?.Description}");
 
                 // Before the ready line, so whoever waits for it (pocket up, a test) also finds the metrics line.
-                await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(listenHost), registry, clusterToken, loggerFactory, ct).ConfigureAwait(false);
-                Console.Out.WriteLine(RoleCommandLine.StorageReadyLine(server.NodeId, string.Create(CultureInfo.InvariantCulture, $"{listenHost}:{server.EndPoint.Port}")));
+                await using var listener = await StartMetricsAsync(parse.GetValue(metricsPort), ParseAddress(listenHost), registry, clusterToken, certificate, loggerFactory, ct).ConfigureAwait(false);
+                Console.Out.WriteLine(RoleCommandLine.StorageReadyLine(server.NodeId, string.Create(CultureInfo.InvariantCulture, $"{listenHost}:{server.EndPoint.Port}"), MetricsUrl(listener)));
                 await WaitForStopAsync(parse.GetValue(StopOnStdinEof), ct).ConfigureAwait(false);
             }
 
@@ -311,7 +311,7 @@ internal static class RoleCommands
         return command;
     }
 
-    private static async Task<MetricsListener?> StartMetricsAsync(int? port, IPAddress address, Prometheus.CollectorRegistry registry, JobToken token, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    private static async Task<MetricsListener?> StartMetricsAsync(int? port, IPAddress address, Prometheus.CollectorRegistry registry, JobToken token, X509Certificate2? certificate, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
         if (port is not { } metricsPort)
         {
@@ -322,16 +322,18 @@ internal static class RoleCommands
         MetricsListener listener;
         try
         {
-            listener = await MetricsListener.StartAsync(new IPEndPoint(address, metricsPort), registry, token, loggerFactory, cancellationToken).ConfigureAwait(false);
+            listener = await MetricsListener.StartAsync(new IPEndPoint(address, metricsPort), registry, token, loggerFactory, certificate, cancellationToken).ConfigureAwait(false);
         }
         catch (IOException ex)
         {
             throw new CliException($"--metrics-port {metricsPort}: {ex.Message}", ex);
         }
 
-        Console.Out.WriteLine($"{MetricsReadyPrefix}{new Uri(listener.Url, MetricsEndpoint.Path)}");
+        Console.Out.WriteLine($"{MetricsReadyPrefix}{MetricsUrl(listener)}");
         return listener;
     }
+
+    private static Uri? MetricsUrl(MetricsListener? listener) => listener is null ? null : new Uri(listener.Url, MetricsEndpoint.Path);
 
     /// <summary>Waits for Ctrl-C/SIGTERM, or, when asked, for standard input to close (the parent is gone).</summary>
     private static async Task WaitForStopAsync(bool stopOnStdinEof, CancellationToken cancellationToken)

@@ -53,6 +53,12 @@ internal static class UpCommand
         var port = new Option<int>("--port") { Description = "Metadata server port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7070 };
         var controllerPort = new Option<int>("--controller-port") { Description = "Controller HTTP port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7080 };
         var inProcess = new Option<bool>("--in-process") { Description = "Run the storage nodes inside this process instead of as child processes" };
+        var metricsPort = new Option<int>("--metrics-port")
+        {
+            Description = "Port of the metadata server's Prometheus metrics on 127.0.0.1 (0 = any free port); storage nodes serve theirs on free ports, the controller and gateway at /metrics beside their APIs; every URL is listed in metrics-targets.json in the pocket home directory",
+            DefaultValueFactory = _ => 0,
+        };
+        var noMetrics = new Option<bool>("--no-metrics") { Description = "No metrics listeners on the metadata server and storage nodes (and no per-request metering there)" };
         var gatewayPort = new Option<int>("--gateway-port") { Description = "Port of the S3 gateway on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7090 };
         var noGateway = new Option<bool>("--no-gateway") { Description = "Start no S3 gateway" };
         var autoscale = new Option<bool>("--autoscale") { Description = "Accepted for older scripts: the autoscaler runs by default (see --static)" };
@@ -64,7 +70,7 @@ internal static class UpCommand
         var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, idleTimeout, runFor, verbose, tls,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, idleTimeout, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -80,7 +86,7 @@ internal static class UpCommand
                 result.AddError("--nodes must be between 0 and 64");
             }
         });
-        foreach (var option in new[] { port, controllerPort, gatewayPort })
+        foreach (var option in new[] { port, controllerPort, gatewayPort, metricsPort })
         {
             CommandRunner.PortRange(option);
         }
@@ -125,6 +131,7 @@ internal static class UpCommand
                 ControllerPort = parse.GetValue(controllerPort),
                 InProcess = parse.GetValue(inProcess),
                 GatewayPort = parse.GetValue(noGateway) ? null : parse.GetValue(gatewayPort),
+                MetricsPort = parse.GetValue(noMetrics) ? null : parse.GetValue(metricsPort),
                 Autoscale = !parse.GetValue(fixedSize),
                 WarmPool = parse.GetValue(warmPool),
                 IdleTimeout = parse.GetValue(idleTimeout),
@@ -203,6 +210,7 @@ internal static class UpCommand
                 "metadata" => "--port",
                 "controller" => "--controller-port",
                 "gateway" => "--gateway-port",
+                "metrics" => "--metrics-port",
                 _ => null,
             };
             throw new CliException(option is null ? ex.Message : $"{ex.Message}: choose another with {option}, or {option} 0 for any free port", ex);
@@ -219,6 +227,9 @@ internal static class UpCommand
         await using (cluster.ConfigureAwait(false))
         {
             home.WriteCluster(new ClusterState(cluster.MetadataAddress, options.ClusterToken.ToString(), Environment.ProcessId, cluster.ControllerText, cluster.GatewayText, options.GatewayUser.AccessKey, options.GatewayUser.SecretKey, localTls?.TrustPath));
+            var targets = new MetricsTargetsFile(home.MetricsTargetsFile, cluster.MetricsTargets);
+            cluster.MetricsTargetsChanged += targets.Write;
+            targets.Write();
             try
             {
                 await PrintClusterAsync(cluster, home, runFor, cancellationToken).ConfigureAwait(false);
@@ -236,6 +247,8 @@ internal static class UpCommand
             }
             finally
             {
+                cluster.MetricsTargetsChanged -= targets.Write;
+                targets.Remove();
                 home.RemoveCluster(Environment.ProcessId);
             }
         }
@@ -311,6 +324,9 @@ internal static class UpCommand
             AnsiConsole.MarkupLine($"S3 gateway: [bold]{Markup.Escape(gateway)}[/] (credentials: `pocket s3 credentials --json`)");
         }
         AnsiConsole.MarkupLine($"metadata:   [bold]{Markup.Escape(cluster.MetadataAddress)}[/]{(cluster.Options.Tls is null ? string.Empty : " (TLS)")}");
+        AnsiConsole.MarkupLine(cluster.MetadataMetricsUrl is { } metrics
+            ? $"metrics:    [bold]{Markup.Escape(metrics.ToString())}[/] (metadata; each node's below; all in {Markup.Escape(home.MetricsTargetsFile)} for Prometheus, bearer: the cluster token)"
+            : $"metrics:    controller and gateway at /metrics; none on the metadata server and nodes (--no-metrics); list: {Markup.Escape(home.MetricsTargetsFile)}");
         if (cluster.Options.Tls is { } tls)
         {
             AnsiConsole.MarkupLine($"TLS:        every listener, self-signed for {LocalTls.Name} and 127.0.0.1; clients trust [bold]{Markup.Escape(tls.TrustPath)}[/] (client verbs here do; elsewhere set {ClientTls.Variable})");
@@ -326,14 +342,15 @@ internal static class UpCommand
             AnsiConsole.MarkupLine($"data dir:   {Markup.Escape(data)} (ssd and hdd files, deleted when the nodes stop)");
         }
 
-        var processes = cluster.InitialNodes.Where(n => n.NodeId is not null).ToDictionary(n => n.NodeId!.Value, n => n.Handle);
+        var started = cluster.InitialNodes.Where(n => n.NodeId is not null).ToDictionary(n => n.NodeId!.Value);
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumn("node")
             .AddColumn("address")
             .AddColumn("tier")
             .AddColumn(new TableColumn("capacity").RightAligned())
             .AddColumn("state")
-            .AddColumn("process");
+            .AddColumn("process")
+            .AddColumn("metrics");
         foreach (var node in nodes.OrderBy(n => n.Id))
         {
             table.AddRow(
@@ -342,7 +359,8 @@ internal static class UpCommand
                 node.Tier.Name(),
                 Units.FormatBytes(node.Capacity),
                 node.State.ToString().ToLowerInvariant(),
-                cluster.Options.InProcess ? "in-process" : processes.TryGetValue(node.Id, out var pid) ? $"pid {pid}" : "?");
+                cluster.Options.InProcess ? "in-process" : started.TryGetValue(node.Id, out var child) ? $"pid {child.Handle}" : "?",
+                Markup.Escape(started.GetValueOrDefault(node.Id)?.MetricsUrl?.ToString() ?? "-"));
         }
 
         if (nodes.Count > 0)

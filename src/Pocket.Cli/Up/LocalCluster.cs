@@ -6,6 +6,7 @@ using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Sizing;
 using Pocket.Embedded;
+using Pocket.Metrics;
 using Pocket.Networking;
 using Pocket.Protocol;
 
@@ -105,6 +106,13 @@ internal sealed record LocalClusterOptions
     /// <summary>Idle standby DRAM nodes the controller keeps ready for scale-ups (0: no warm pool).</summary>
     public int WarmPool { get; init; }
 
+    /// <summary>
+    /// Loopback port of the metadata server's Prometheus metrics (0 = any free port); the storage child processes then
+    /// serve theirs on free ports. Null: no metrics listeners and no per-request metering on those roles (the controller
+    /// and the gateway serve /metrics beside their APIs either way).
+    /// </summary>
+    public int? MetricsPort { get; init; }
+
     /// <summary>Idle timeout of the metadata server's and the nodes' connections; null leaves the default.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
@@ -130,6 +138,7 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly List<ProvisionedNode> _initialNodes = [];
     private ControllerServer? _controller;
     private Pocket.Gateway.GatewayServer? _gateway;
+    private MetricsListener? _metadataMetrics;
 
     private LocalCluster(LocalClusterOptions options, PocketCluster core, IStorageProvisioner provisioner, LocalProcessProvisioner? children)
     {
@@ -164,6 +173,37 @@ internal sealed class LocalCluster : IAsyncDisposable
     /// <summary>The nodes started at start-up (the handle of a child-process node is its pid).</summary>
     public IReadOnlyList<ProvisionedNode> InitialNodes => _initialNodes;
 
+    /// <summary>The metadata server's metrics URL, when <see cref="LocalClusterOptions.MetricsPort"/> is set.</summary>
+    public Uri? MetadataMetricsUrl => _metadataMetrics is null ? null : new Uri(_metadataMetrics.Url, MetricsEndpoint.Path);
+
+    /// <summary>
+    /// Every /metrics of this cluster now, by role: the controller's and the gateway's, the metadata server's and each
+    /// running storage child's (when metrics are on); in-process nodes serve none.
+    /// </summary>
+    public IReadOnlyList<(string Role, Uri Url)> MetricsTargets()
+    {
+        List<(string, Uri)> targets = [("controller", new Uri(ControllerUrl, MetricsEndpoint.Path))];
+        if (_gateway is not null)
+        {
+            targets.Add(("gateway", new Uri(_gateway.Url, MetricsEndpoint.Path)));
+        }
+
+        if (MetadataMetricsUrl is { } metadata)
+        {
+            targets.Add(("metadata", metadata));
+        }
+
+        if (_children is not null)
+        {
+            targets.AddRange(_children.Nodes.Where(n => n.MetricsUrl is not null).OrderBy(n => n.NodeId).Select(n => ("storage", n.MetricsUrl!)));
+        }
+
+        return targets;
+    }
+
+    /// <summary>Raised when a storage child starts or stops, i.e. when <see cref="MetricsTargets"/> changes.</summary>
+    public event Action? MetricsTargetsChanged;
+
     /// <summary>Starts the metadata server, the controller and the first nodes; on failure stops whatever started.</summary>
     public static async Task<LocalCluster> StartAsync(LocalClusterOptions options, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
@@ -175,8 +215,13 @@ internal sealed class LocalCluster : IAsyncDisposable
             connection = connection with { TlsHost = LocalTls.Name, CertificateValidation = tls.Validation };
         }
 
+        // The metadata server's requests are metered for its own registry only (in-process nodes share its listener options).
+        PocketCluster? started = null;
+        var metadataRegistry = Prometheus.Metrics.NewCustomRegistry();
+        var metadataRequests = options.MetricsPort is null ? null : RoleCollectors.Metadata(metadataRegistry, () => started?.Metadata);
+
         // PocketCluster with no nodes is just the metadata server; in-process nodes are added to it by the provisioner.
-        var core = await PocketCluster.StartAsync(
+        var core = started = await PocketCluster.StartAsync(
             new PocketClusterOptions
             {
                 StorageNodes = 0,
@@ -187,6 +232,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 PreTouchMemory = options.PreTouchMemory,
                 DataDirectory = options.DataDirectory,
                 Listener = listener,
+                MetadataWrapHandler = metadataRequests is null ? null : metadataRequests.Wrap,
                 Connection = connection,
             },
             loggerFactory,
@@ -212,14 +258,36 @@ internal sealed class LocalCluster : IAsyncDisposable
                     DataDirectory = options.DataDirectory,
                     IdleTimeout = options.IdleTimeout,
                     Tls = options.Tls is { } files ? new NodeTlsFiles(files.CertificatePath, null, files.TrustPath, LocalTls.Name) : null,
+
+                    // Several nodes on one host: each on a free port, which its ready line names.
+                    MetricsPort = options.MetricsPort is null ? null : 0,
                 },
                 loggerFactory);
             provisioner = children;
         }
 
         var cluster = new LocalCluster(options, core, provisioner, children);
+        if (children is not null)
+        {
+            children.NodesChanged += () => cluster.MetricsTargetsChanged?.Invoke();
+        }
+
         try
         {
+            if (options.MetricsPort is { } metricsPort)
+            {
+                Prometheus.DotNetStats.Register(metadataRegistry);
+                try
+                {
+                    cluster._metadataMetrics = await MetricsListener.StartAsync(
+                        new IPEndPoint(IPAddress.Loopback, metricsPort), metadataRegistry, options.ClusterToken, loggerFactory, options.Tls?.Certificate, cancellationToken).ConfigureAwait(false);
+                }
+                catch (IOException ex)
+                {
+                    throw new PortInUseException("metrics", new IPEndPoint(IPAddress.Loopback, metricsPort), ex);
+                }
+            }
+
             cluster._controller = new ControllerServer(
                 new ControllerOptions
                 {
@@ -295,6 +363,11 @@ internal sealed class LocalCluster : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (_metadataMetrics is not null)
+        {
+            await _metadataMetrics.DisposeAsync().ConfigureAwait(false);
+        }
+
         if (_gateway is not null)
         {
             await _gateway.DisposeAsync().ConfigureAwait(false);

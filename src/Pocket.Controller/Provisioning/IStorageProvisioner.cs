@@ -18,7 +18,11 @@ public sealed record NodeRequest(NodeTier Tier, long CapacityBytes, bool Standby
 /// <param name="Handle">The provisioner's own name for it (cluster index, process id, pod name), for stopping it.</param>
 /// <param name="NodeId">Its metadata-server node id when the provisioner knows it; null when the node registers later by itself.</param>
 /// <param name="Address">host:port it serves on, when known.</param>
-public sealed record ProvisionedNode(NodeTier Tier, string Handle, uint? NodeId, string? Address);
+public sealed record ProvisionedNode(NodeTier Tier, string Handle, uint? NodeId, string? Address)
+{
+    /// <summary>Where the node serves its Prometheus metrics, when the provisioner started it with a metrics listener.</summary>
+    public Uri? MetricsUrl { get; init; }
+}
 
 /// <summary>
 /// How the controller gets and gives back storage nodes: in this process (tests), as local child processes, or as

@@ -34,6 +34,12 @@ public sealed record LocalProcessProvisionerOptions
     /// </summary>
     public NodeTlsFiles? Tls { get; init; }
 
+    /// <summary>
+    /// Port of each node's Prometheus metrics listener (`--metrics-port`; 0 = any free port, the only sensible value for
+    /// several nodes on one host); null: no metrics listener and no per-request metering on the nodes.
+    /// </summary>
+    public int? MetricsPort { get; init; }
+
     /// <summary>How long a child may take to register.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -65,7 +71,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
 {
     private readonly LocalProcessProvisionerOptions _options;
     private readonly ILogger _logger;
-    private readonly Dictionary<string, RoleProcess> _children = [];
+    private readonly Dictionary<string, (RoleProcess Process, ProvisionedNode Node)> _children = [];
     private readonly Lock _lock = new();
 
     /// <summary>Makes a provisioner; nothing starts until asked.</summary>
@@ -85,10 +91,25 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         {
             lock (_lock)
             {
-                return _children.Values.Count(p => !p.HasExited);
+                return _children.Values.Count(p => !p.Process.HasExited);
             }
         }
     }
+
+    /// <summary>The nodes started and not stopped yet (each with its metrics URL when <see cref="LocalProcessProvisionerOptions.MetricsPort"/> is set).</summary>
+    public IReadOnlyList<ProvisionedNode> Nodes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _children.Values.Select(c => c.Node)];
+            }
+        }
+    }
+
+    /// <summary>Raised after a node was started or stopped (on the thread that did it), e.g. to rewrite a list of scrape targets.</summary>
+    public event Action? NodesChanged;
 
     /// <inheritdoc />
     public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
@@ -104,6 +125,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
                 IdleTimeout = _options.IdleTimeout,
                 DataDirectory = _options.DataDirectory,
                 Tls = _options.Tls,
+                MetricsPort = _options.MetricsPort,
             }),
         ];
         var child = await RoleProcess.StartAsync(
@@ -111,30 +133,40 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
             "storage process", "register", _options.StartTimeout, cancellationToken).ConfigureAwait(false);
         _ = RoleCommandLine.TryParseStorageReady(child.ReadyLine, out var id, out var address);
         var handle = child.Id.ToString(CultureInfo.InvariantCulture);
+        var node = new ProvisionedNode(request.Tier, handle, id, address) { MetricsUrl = RoleCommandLine.MetricsUrl(child.ReadyLine) };
         lock (_lock)
         {
-            _children[handle] = child;
+            _children[handle] = (child, node);
         }
 
         ControllerLog.ProcessNodeStarted(_logger, id, address, child.Id);
-        return new ProvisionedNode(request.Tier, handle, id, address);
+        NodesChanged?.Invoke();
+        return node;
     }
 
     /// <inheritdoc />
     public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
     {
-        RoleProcess? process;
+        bool removed;
+        (RoleProcess Process, ProvisionedNode Node) child;
         lock (_lock)
         {
-            _children.Remove(node.Handle, out process);
+            removed = _children.Remove(node.Handle, out child);
         }
 
-        if (process is null)
+        if (!removed)
         {
             throw new ArgumentException($"'{node.Handle}' is not a process this provisioner started", nameof(node));
         }
 
-        await process.StopAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await child.Process.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            NodesChanged?.Invoke();
+        }
     }
 
     /// <summary>Stops every child still running.</summary>
@@ -143,7 +175,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         List<RoleProcess> children;
         lock (_lock)
         {
-            children = [.. _children.Values];
+            children = [.. _children.Values.Select(c => c.Process)];
             _children.Clear();
         }
 

@@ -35,6 +35,9 @@ public sealed record StorageRoleArguments(string MetadataAddress, NodeTier Tier,
 
     /// <summary>TLS files for the node's listener and its connection to the metadata server; null: plain TCP.</summary>
     public NodeTlsFiles? Tls { get; init; }
+
+    /// <summary>Port of its Prometheus metrics listener (0 = any free port); null: no metrics (and no per-request metering).</summary>
+    public int? MetricsPort { get; init; }
 }
 
 /// <summary>
@@ -101,6 +104,11 @@ public static class RoleCommandLine
             arguments.Add("--verbose");
         }
 
+        if (role.MetricsPort is { } metricsPort)
+        {
+            arguments.AddRange(["--metrics-port", metricsPort.ToString(CultureInfo.InvariantCulture)]);
+        }
+
         if (role.Standby)
         {
             arguments.Add("--standby");
@@ -124,8 +132,11 @@ public static class RoleCommandLine
         return arguments;
     }
 
-    /// <summary>The arguments of <c>pocket metadata</c> listening on <paramref name="host"/>:<paramref name="port"/>.</summary>
-    public static List<string> Metadata(string host, int port, bool stopOnStdinEof)
+    /// <summary>
+    /// The arguments of <c>pocket metadata</c> listening on <paramref name="host"/>:<paramref name="port"/>, with its
+    /// metrics listener on <paramref name="metricsPort"/> when given (0 = any free port).
+    /// </summary>
+    public static List<string> Metadata(string host, int port, bool stopOnStdinEof, int? metricsPort = null)
     {
         List<string> arguments = ["metadata", "--host", host, "--port", port.ToString(CultureInfo.InvariantCulture)];
         if (stopOnStdinEof)
@@ -133,12 +144,40 @@ public static class RoleCommandLine
             arguments.Add(StopOnStdinEofArgument);
         }
 
+        if (metricsPort is { } metrics)
+        {
+            arguments.AddRange(["--metrics-port", metrics.ToString(CultureInfo.InvariantCulture)]);
+        }
+
         return arguments;
     }
 
-    /// <summary>The line a storage node prints once registered.</summary>
-    public static string StorageReadyLine(uint nodeId, string address) =>
-        string.Create(CultureInfo.InvariantCulture, $"{StorageReadyPrefix}id={nodeId} address={address}");
+    /// <summary>
+    /// The line a storage node prints once registered; with <paramref name="metrics"/> (its metrics URL) the line ends in
+    /// <c> metrics=URL</c>, so whoever started it can list where to scrape it.
+    /// </summary>
+    public static string StorageReadyLine(uint nodeId, string address, Uri? metrics = null) =>
+        string.Create(CultureInfo.InvariantCulture, $"{StorageReadyPrefix}id={nodeId} address={address}{MetricsPart(metrics)}");
+
+    /// <summary>The metrics URL a ready line (of a storage node or a metadata server) names, or null when it names none.</summary>
+    public static Uri? MetricsUrl(string line)
+    {
+        foreach (var part in line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (part.StartsWith(MetricsMarker, StringComparison.Ordinal)
+                && Uri.TryCreate(part[MetricsMarker.Length..], UriKind.Absolute, out var url)
+                && (url.Scheme == Uri.UriSchemeHttp || url.Scheme == Uri.UriSchemeHttps))
+            {
+                return url;
+            }
+        }
+
+        return null;
+    }
+
+    private const string MetricsMarker = "metrics=";
+
+    private static string MetricsPart(Uri? metrics) => metrics is null ? string.Empty : $" {MetricsMarker}{metrics}";
 
     /// <summary>Reads a storage node's ready line; false when it lacks the id or the address.</summary>
     public static bool TryParseStorageReady(string line, out uint nodeId, out string address)
@@ -165,8 +204,9 @@ public static class RoleCommandLine
         return nodeId != 0 && address.Length > 0;
     }
 
-    /// <summary>The line a metadata server prints once listening.</summary>
-    public static string MetadataReadyLine(string address, bool tls) => $"{MetadataReadyPrefix}{address}{(tls ? " tls" : string.Empty)}";
+    /// <summary>The line a metadata server prints once listening (with <c> metrics=URL</c> when it serves metrics).</summary>
+    public static string MetadataReadyLine(string address, bool tls, Uri? metrics = null) =>
+        $"{MetadataReadyPrefix}{address}{(tls ? " tls" : string.Empty)}{MetricsPart(metrics)}";
 
     /// <summary>Reads a metadata server's ready line: its address, without the TLS marker.</summary>
     public static bool TryParseMetadataReady(string line, out string address)
