@@ -43,7 +43,8 @@ public sealed class FrameMetrics
     /// <summary>The decorator for <see cref="FrameServerOptions.WrapHandler"/>.</summary>
     public IFrameHandler Wrap(IFrameHandler inner) => new MeteredHandler(inner, this);
 
-    private void Record(Opcode opcode, Status status, long started)
+    /// <summary>Records one request that began at <paramref name="started"/> (a <see cref="Stopwatch"/> timestamp): all the decorator adds to a request.</summary>
+    internal void Record(Opcode opcode, Status status, long started)
     {
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         var code = (byte)opcode;

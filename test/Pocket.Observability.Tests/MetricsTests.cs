@@ -5,7 +5,10 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Jobs;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
 using Pocket.Controller.Sizing;
+using Pocket.Embedded;
 using Pocket.Gateway;
 using Pocket.Metadata;
 using Pocket.Metrics;
@@ -173,6 +176,67 @@ public sealed class MetricsTests
         Assert.Equal(403, anonymous);
         var after = await Exposition.ScrapeAsync(gatewayMetrics, Token.ToString());
         Assert.Equal(1, Exposition.ValueOrZero(after, "pocket_gateway_requests_total{method=\"GET\",code=\"403\"}") - Exposition.ValueOrZero(before, "pocket_gateway_requests_total{method=\"GET\",code=\"403\"}"));
+    }
+
+    [Fact]
+    public async Task TheControllerCountsScalingDecisionsByReasonAndEveryByteADrainMoved()
+    {
+        const long nodeCapacity = 64L << 20;
+        await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = nodeCapacity, PreTouchMemory = false, NodeTimeout = TimeSpan.FromMinutes(5) });
+        await using var controller = new ControllerServer(
+            new ControllerOptions
+            {
+                MetadataAddress = cluster.MetadataAddress,
+                ClusterToken = cluster.Options.ClusterToken,
+                Registry = new JobRegistryOptions { Sizing = new SizingOptions { MinimumNodes = 1, NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = nodeCapacity }] } },
+
+                // The autoscaler acts only when told to: nothing is above 100 %, and shrinking needs a quiet day.
+                Autoscaler = new AutoscalerOptions { Lower = 0.5, Upper = 1.0, MinNodes = 1, Cooldown = TimeSpan.FromDays(1), NewNodeCapacityBytes = nodeCapacity, Resources = ScalingResources.Capacity },
+                TelemetryInterval = TimeSpan.FromSeconds(1),
+            },
+            new InProcessProvisioner(cluster),
+            NullLoggerFactory.Instance);
+        await controller.StartAsync();
+        var first = cluster.Nodes[0]!;
+        controller.TrackNode(new ProvisionedNode(NodeTier.Dram, "0", first.NodeId, $"127.0.0.1:{first.EndPoint.Port}"));
+        var url = new Uri(controller.Url, "/metrics");
+        var token = cluster.Options.ClusterToken.ToString();
+        double Delta(string before, string after, string series) => Exposition.ValueOrZero(after, series) - Exposition.ValueOrZero(before, series);
+        var before = await Exposition.ScrapeAsync(url, token);
+
+        // A scale-up asked for by hand: one decision, reason "requested".
+        await controller.Autoscaler!.ScaleUpAsync(NodeTier.Dram, "asked by the test");
+        var scaled = await Exposition.ScrapeAsync(url, token);
+        Assert.Equal(1, Delta(before, scaled, "pocket_controller_events_total{kind=\"scale-up\",reason=\"requested\"}"));
+
+        // Data on the nodes, then a drain of the fuller one: the counter moves by exactly the bytes the drain moved,
+        // however the drain falls between the controller's once-a-second samples.
+        using var api = new PocketControllerClient(controller.Url, cluster.Options.ClusterToken);
+        var job = await api.RegisterJobAsync("drained", new JobSizeHints { CapacityBytes = 16 << 20 });
+        await using var client = await cluster.ConnectAsync();
+        var data = new byte[1 << 20];
+        Random.Shared.NextBytes(data);
+        for (var i = 0; i < 6; i++)
+        {
+            await client.OpenJob(job.JobId, job.Token).PutAsync($"object-{i}", data);
+        }
+
+        var fullest = (await client.GetNodesAsync()).OrderByDescending(n => n.Used).First();
+        Assert.True(fullest.Used > 0);
+        var moved = await controller.Autoscaler.RemoveNodeAsync(fullest.Id, "asked by the test");
+        Assert.True(moved >= fullest.Used, $"the drain moved {moved} bytes of a node using {fullest.Used}");
+        var drained = await Exposition.ScrapeAsync(url, token);
+        Assert.Equal(moved, Delta(before, drained, "pocket_controller_drain_moved_bytes_total"));
+        Assert.Equal(1, Delta(scaled, drained, "pocket_controller_events_total{kind=\"scale-down\",reason=\"requested\"}"));
+        Assert.Equal(1, Delta(scaled, drained, "pocket_controller_events_total{kind=\"node-drained\",reason=\"none\"}"));
+
+        // Later samples (the drained node gone) add nothing; the data is all there.
+        await WaitForAsync(async () => Exposition.Value(await Exposition.ScrapeAsync(url, token), "pocket_controller_nodes{tier=\"dram\",state=\"live\"}") == 1);
+        Assert.Equal(moved, Delta(before, await Exposition.ScrapeAsync(url, token), "pocket_controller_drain_moved_bytes_total"));
+        for (var i = 0; i < 6; i++)
+        {
+            Assert.Equal(data, await client.OpenJob(job.JobId, job.Token).GetAsync($"object-{i}"));
+        }
     }
 
     [Fact]

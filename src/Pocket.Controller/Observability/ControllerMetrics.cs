@@ -116,13 +116,7 @@ internal sealed class ControllerMetrics
             _last = samples;
             foreach (var sample in samples)
             {
-                var before = _moved.GetValueOrDefault(sample.NodeId);
-                if (sample.MovedBytes > before)
-                {
-                    _movedBytes.Inc(sample.MovedBytes - before);
-                }
-
-                _moved[sample.NodeId] = Math.Max(before, sample.MovedBytes);
+                AddMoved(sample.NodeId, sample.MovedBytes);
             }
 
             var listed = samples.Select(s => s.NodeId).ToHashSet();
@@ -135,7 +129,32 @@ internal sealed class ControllerMetrics
         return Task.CompletedTask;
     }
 
-    private void OnEvent(ClusterEvent clusterEvent) => _events.WithLabels(clusterEvent.Kind, ReasonLabel(clusterEvent)).Inc();
+    private void OnEvent(ClusterEvent clusterEvent)
+    {
+        _events.WithLabels(clusterEvent.Kind, ReasonLabel(clusterEvent)).Inc();
+
+        // A drain that ends between two telemetry samples (and a node stopped right after) would otherwise leave its
+        // last bytes uncounted: the drain's own total settles the node's count.
+        if (clusterEvent is { MovedBytes: { } moved, NodeId: { } node })
+        {
+            lock (_lock)
+            {
+                AddMoved(node, moved);
+            }
+        }
+    }
+
+    // Moved bytes are cumulative per node: only the growth since the node's last reading is added.
+    private void AddMoved(uint node, long moved)
+    {
+        var before = _moved.GetValueOrDefault(node);
+        if (moved > before)
+        {
+            _movedBytes.Inc(moved - before);
+        }
+
+        _moved[node] = Math.Max(before, moved);
+    }
 
     /// <summary>
     /// A bounded label for an event's free-text reason: the resources named in a scale-up ("cpu", "network",

@@ -347,7 +347,7 @@ public sealed class Autoscaler
         }
         else
         {
-            Event("node-drained", id, string.Create(CultureInfo.InvariantCulture, $"{info?.MovedBytes ?? 0} bytes moved to other nodes"));
+            Event("node-drained", id, string.Create(CultureInfo.InvariantCulture, $"{info?.MovedBytes ?? 0} bytes moved to other nodes"), info?.MovedBytes ?? 0);
         }
 
         await _provisioner.StopNodeAsync(node, cancellationToken).ConfigureAwait(false);
@@ -357,9 +357,9 @@ public sealed class Autoscaler
         return info?.MovedBytes ?? 0;
     }
 
-    private void Event(string kind, uint? node, string reason)
+    private void Event(string kind, uint? node, string reason, long? movedBytes = null)
     {
         ControllerLog.ScalingEvent(_logger, kind, node?.ToString(CultureInfo.InvariantCulture) ?? "-", reason);
-        _events.Add(new ClusterEvent(_time.GetUtcNow(), kind, node, reason));
+        _events.Add(new ClusterEvent(_time.GetUtcNow(), kind, node, reason) { MovedBytes = movedBytes });
     }
 }

@@ -22,7 +22,11 @@ public sealed record NodeSample(
 /// <param name="Kind">scale-up, node-started, scale-down, node-drained, node-stopped, scale-failed, node-dead, node-removed.</param>
 /// <param name="NodeId">The node concerned, when there is one.</param>
 /// <param name="Reason">Why, in words.</param>
-public sealed record ClusterEvent(DateTimeOffset Time, string Kind, uint? NodeId, string Reason);
+public sealed record ClusterEvent(DateTimeOffset Time, string Kind, uint? NodeId, string Reason)
+{
+    /// <summary>Of a <c>node-drained</c> event: the bytes the drain moved off the node in all (the metrics count them exactly).</summary>
+    public long? MovedBytes { get; init; }
+}
 
 /// <summary>A bounded log of <see cref="ClusterEvent"/>s, newest last.</summary>
 public sealed class ClusterEventLog(int capacity)
