@@ -52,7 +52,7 @@ public sealed class UpMetricsTests : IDisposable
         {
             var labels = group!["labels"]!;
             var url = new Uri($"{labels["__scheme__"]!.GetValue<string>()}://{Assert.Single(group["targets"]!.AsArray())!.GetValue<string>()}{labels["__metrics_path__"]!.GetValue<string>()}");
-            var role = labels["pocket_role"]!.GetValue<string>();
+            var role = labels["role"]!.GetValue<string>();
             using var request = new HttpRequestMessage(HttpMethod.Get, url);
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
             using var response = await http.SendAsync(request);
@@ -92,5 +92,5 @@ public sealed class UpMetricsTests : IDisposable
         }
     }
 
-    private static IEnumerable<string> Roles(JsonArray targets) => targets.Select(t => t!["labels"]!["pocket_role"]!.GetValue<string>());
+    private static IEnumerable<string> Roles(JsonArray targets) => targets.Select(t => t!["labels"]!["role"]!.GetValue<string>());
 }

@@ -5,7 +5,7 @@ namespace Pocket.Cli.Up;
 
 /// <summary>
 /// The /metrics URLs of a running `pocket up` cluster in the format of Prometheus's file-based service discovery
-/// (<c>file_sd_configs</c>): one group per target, with its scheme, path and a <c>pocket_role</c> label. Rewritten
+/// (<c>file_sd_configs</c>): one group per target, with its scheme, path and a <c>role</c> label. Rewritten
 /// (atomically: Prometheus re-reads it on change) whenever a storage node starts or stops, and removed when the cluster
 /// stops, so a Prometheus pointed at it follows the autoscaler. Holds no secret: the scrape's bearer token is the
 /// cluster token, which Prometheus reads from its own file.
@@ -29,7 +29,7 @@ internal sealed class MetricsTargetsFile(string path, Func<IReadOnlyList<(string
                 {
                     ["__scheme__"] = url.Scheme,
                     ["__metrics_path__"] = url.AbsolutePath,
-                    ["pocket_role"] = role,
+                    ["role"] = role,
                 },
             });
         }
