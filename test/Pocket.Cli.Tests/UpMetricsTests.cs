@@ -80,6 +80,19 @@ public sealed class UpMetricsTests : IDisposable
         Assert.Equal(["controller", "gateway"], Roles(ReadTargets()).Order(StringComparer.Ordinal));
     }
 
+    [Fact]
+    public async Task UpSaysWhichOptionToChangeWhenTheMetricsPortIsTaken()
+    {
+        using var taken = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        var port = ((IPEndPoint)taken.LocalEndpoint).Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var result = await PocketProcess.RunAsync(_home.Path, "up", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--metrics-port", port, "--nodes", "0", "--for", "1s");
+        Assert.True(result.ExitCode == 1, result.ToString());
+        Assert.Contains($"the metrics listener cannot listen on 127.0.0.1:{port}", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("choose another with --metrics-port", result.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(_home.File("cluster.json")), "a cluster that did not start left cluster.json");
+    }
+
     private JsonArray ReadTargets()
     {
         try

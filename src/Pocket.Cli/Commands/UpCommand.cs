@@ -210,7 +210,7 @@ internal static class UpCommand
                 "metadata" => "--port",
                 "controller" => "--controller-port",
                 "gateway" => "--gateway-port",
-                "metrics" => "--metrics-port",
+                "metrics listener" => "--metrics-port",
                 _ => null,
             };
             throw new CliException(option is null ? ex.Message : $"{ex.Message}: choose another with {option}, or {option} 0 for any free port", ex);

@@ -284,7 +284,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 }
                 catch (IOException ex)
                 {
-                    throw new PortInUseException("metrics", new IPEndPoint(IPAddress.Loopback, metricsPort), ex);
+                    throw new PortInUseException("metrics listener", new IPEndPoint(IPAddress.Loopback, metricsPort), ex);
                 }
             }
 
