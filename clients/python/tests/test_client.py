@@ -235,6 +235,10 @@ class ClientTests(unittest.TestCase):
             self.assertIsNone(self.job.lookup(key))
             with self.assertRaises(pocket.NotFound):
                 self.job.get(key)
+        # A flag of the read only (README: the reader knows it is the last); put refuses it outright.
+        with self.assertRaises(TypeError):
+            self.job.put("dar/put-flag", b"x", delete_after_read=True)
+        self.assertIsNone(self.job.lookup("dar/put-flag"))
         self.job.put("dar/file", os.urandom(3 << 20))
         sink = io.BytesIO()
         self.job.get_to("dar/file", sink, delete_after_read=True)
