@@ -89,10 +89,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private readonly Thread? _reader;
     private readonly ClientLoops? _loops;
     private readonly ulong _loopId;
-    private readonly byte[] _writeBuffer = new byte[64 << 10];
+    // Buffers start small and grow with use: a process may hold thousands of connections (a fan-in benchmark), and
+    // 256 KiB each (as these were) is 2.5 GiB at 10,000.
+    private byte[] _writeBuffer = new byte[1 << 10];
     private readonly Lock _gatherLock = new();
-    private byte[] _gathered = new byte[64 << 10];
-    private byte[] _spare = new byte[64 << 10];
+    private byte[] _gathered = new byte[4 << 10];
+    private byte[] _spare = new byte[4 << 10];
     private int _gatheredLength;
     private bool _flushing;
     private uint _nextRequestId;
@@ -108,7 +110,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         if (stream is NetworkStream)
         {
             // Plain TCP: read by the shared loops, so a connection costs no thread.
-            _in = new byte[64 << 10];
+            _in = new byte[16 << 10];
             _loops = ClientLoops.Shared;
             _loopId = _loops.NewId();
             _loops.Add(_loopId, this, socket.Handle);
@@ -522,7 +524,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         try
         {
             var prefix = FrameHeader.Size + head.Length;
-            var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : new byte[prefix];
+            var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : prefix <= 64 << 10 ? _writeBuffer = new byte[prefix] : new byte[prefix];
             header.Write(buffer);
             head.Span.CopyTo(buffer.AsSpan(FrameHeader.Size));
             await _stream.WriteAsync(buffer.AsMemory(0, prefix)).ConfigureAwait(false);
