@@ -6,7 +6,10 @@ namespace Pocket.Metadata;
 
 public sealed partial class MetadataServer
 {
-    /// <summary>RegisterJob (<see cref="RegisterJobRequest"/>, reply <see cref="RegisterJobReply"/>). An all-zero token asks the server to make one.</summary>
+    /// <summary>
+    /// RegisterJob (<see cref="RegisterJobRequest"/>, reply <see cref="RegisterJobReply"/>): a job with its tier and weights.
+    /// An all-zero token asks the server to make one.
+    /// </summary>
     private void HandleRegisterJob(FrameContext frame)
     {
         if (!RegisterJobRequest.TryRead(frame.ReadBody(), out var request))
@@ -34,7 +37,14 @@ public sealed partial class MetadataServer
             return;
         }
 
-        var result = _state.RegisterJob(name, token, tier);
+        if (request.Weights is { } weights && SetWeightsRequest.FirstInvalidWeight(weights) is { } invalid)
+        {
+            frame.ReplyError(Status.BadRequest, $"weight of node {invalid} must be a finite number >= 0");
+            return;
+        }
+
+        // Tier and weights are set with the job, so a job never exists without its placement (no second round trip).
+        var result = _state.RegisterJob(name, token, tier, request.Weights);
         if (Failed(frame, result))
         {
             return;
