@@ -81,10 +81,17 @@ public sealed partial class PocketClient : IAsyncDisposable
         RegisterJobAsync(name, NodeTier.Dram, cancellationToken);
 
     /// <summary>Registers a job whose blocks go to <paramref name="tier"/> first (and spill to slower tiers when it is full).</summary>
-    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, CancellationToken cancellationToken = default)
+    public Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, CancellationToken cancellationToken = default) =>
+        RegisterJobAsync(name, tier, null, cancellationToken);
+
+    /// <summary>
+    /// Registers a job on <paramref name="tier"/> with the share of its new blocks each node takes (the controller's weight
+    /// map; null or empty: every node of the tier alike), in one round trip: the job never exists without its weights.
+    /// </summary>
+    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, IReadOnlyDictionary<uint, double>? weights, CancellationToken cancellationToken = default)
     {
         var body = new BodyWriter();
-        Protocol.Messages.RegisterJobRequest.Write(body, new Protocol.Messages.RegisterJobRequest(name, JobToken.None, tier));
+        Protocol.Messages.RegisterJobRequest.Write(body, new Protocol.Messages.RegisterJobRequest(name, JobToken.None, tier) { Weights = weights });
         var reply = await SendMetadataAsync(Opcode.RegisterJob, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
         return RegisterJobReply.TryRead(reply.Body, out var registered)
             ? new PocketJob(this, registered.JobId, registered.Token)
