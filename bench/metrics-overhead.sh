@@ -50,10 +50,11 @@ start_cluster() {
   local name="$1" fd="$2"
   shift 2
   mkfifo "$work/$name.stdin"
-  "${pocket[@]}" metadata --port 0 --stop-on-stdin-eof "$@" <"$work/$name.stdin" >"$work/$name-metadata.log" 2>&1 &
+  # 3>&- 4>&-: a role must not hold a fifo's writer open, or it (and the others) never see their stdin close.
+  "${pocket[@]}" metadata --port 0 --stop-on-stdin-eof "$@" <"$work/$name.stdin" >"$work/$name-metadata.log" 2>&1 3>&- 4>&- &
   eval "exec $fd>\"$work/$name.stdin\""
   address="$(wait_line "$work/$name-metadata.log" "POCKET-METADATA address=" | sed 's/^POCKET-METADATA address=\([^ ]*\).*/\1/')"
-  "${pocket[@]}" storage --metadata "$address" --capacity 256MiB --stop-on-stdin-eof "$@" <"$work/$name.stdin" >"$work/$name-storage.log" 2>&1 &
+  "${pocket[@]}" storage --metadata "$address" --capacity 256MiB --stop-on-stdin-eof "$@" <"$work/$name.stdin" >"$work/$name-storage.log" 2>&1 3>&- 4>&- &
   wait_line "$work/$name-storage.log" "POCKET-NODE " >/dev/null
 }
 
@@ -74,7 +75,7 @@ echo "off: metadata $off (no metrics listener, no decorator)"
     done
     sleep 15
   done
-) &
+) 3>&- 4>&- &
 scraper=$!
 
 results="$work/results.tsv"
