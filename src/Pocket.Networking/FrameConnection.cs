@@ -723,6 +723,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private int _bodyDone;
     private long _skip;
 
+    // The last receive of this wake-up came back short: the socket had nothing more at that moment, so asking again
+    // would only return EAGAIN (a system call per reply); the re-armed, level-triggered epoll reports what comes next.
+    private bool _drained;
+
     /// <summary>Bytes one wake-up reads at most before the connection is re-armed, so a large reply cannot starve the others.</summary>
     private const int ReadBudget = 4 << 20;
 
@@ -799,6 +803,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     {
         var input = _in!;
         var received = 0;
+        _drained = false;
         while (received < ReadBudget)
         {
             if (_failure is not null)
@@ -939,6 +944,11 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
 
     private int ReceiveInto(Span<byte> destination)
     {
+        if (_drained)
+        {
+            return -1;
+        }
+
         var handle = _socket.SafeHandle;
         var added = false;
         int n;
@@ -959,6 +969,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             }
         }
 
+        _drained = n < destination.Length;
         if (n == 0)
         {
             throw new ConnectionLostException(_body is null && _skip == 0 && _inStart == _inEnd
