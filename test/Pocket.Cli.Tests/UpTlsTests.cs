@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Networking;
 using Pocket.Protocol;
 

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Scaling;
 using Pocket.Embedded;
 using Pocket.Protocol;

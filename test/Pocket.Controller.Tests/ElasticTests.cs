@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Sizing;
@@ -343,19 +344,19 @@ public sealed class ElasticTests
         await controller.Telemetry.PollAsync(CancellationToken.None);
 
         var listed = (await api.GetJobAsync(registration.JobId))!;
-        Assert.NotNull(listed.Metering);
-        Assert.Equal(stored * 15 / 1e9, listed.Metering.GbSeconds, 9);
-        Assert.Equal(usage.BytesByTier[NodeTier.Dram] * 15 / 1e9, listed.Metering.GbSecondsByTier[NodeTier.Dram], 9);
-        Assert.True(listed.Metering.Requests >= 3, $"{listed.Metering.Requests} requests");
-        Assert.NotNull(listed.Metering.Since);
+        Assert.NotNull(listed.Usage);
+        Assert.Equal(stored * 15 / 1e9, listed.Usage.GbSeconds, 9);
+        Assert.Equal(usage.BytesByTier[NodeTier.Dram] * 15 / 1e9, listed.Usage.GbSecondsByTier[NodeTier.Dram], 9);
+        Assert.True(listed.Usage.Requests >= 3, $"{listed.Usage.Requests} requests");
+        Assert.NotNull(listed.Usage.MeteredSince);
 
         // Deleting stops the meter running: 20 s more add nothing.
         await job.DeleteAsync("k/", recursive: true);
         await controller.Telemetry.PollAsync(CancellationToken.None);
-        var before = (await api.GetJobAsync(registration.JobId))!.Metering!.GbSeconds;
+        var before = (await api.GetJobAsync(registration.JobId))!.Usage!.GbSeconds;
         time.Advance(TimeSpan.FromSeconds(20));
         await controller.Telemetry.PollAsync(CancellationToken.None);
-        Assert.Equal(before, (await api.GetJobAsync(registration.JobId))!.Metering!.GbSeconds, 12);
+        Assert.Equal(before, (await api.GetJobAsync(registration.JobId))!.Usage!.GbSeconds, 12);
     }
 
     [Fact]

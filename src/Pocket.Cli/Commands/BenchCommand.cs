@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 

@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Cli.Up;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Scaling;
 using Pocket.Protocol;
 using Spectre.Console;

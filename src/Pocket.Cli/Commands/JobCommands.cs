@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -60,7 +61,7 @@ internal static class JobCommands
         {
             var home = PocketHome.Default();
             var jobName = parse.GetRequiredValue(name);
-            var hints = new JobSizeHints
+            var hints = new JobHints
             {
                 Functions = parse.GetValue(functions),
                 PeakThroughputBitsPerSecond = parse.GetValue(throughput),
@@ -70,7 +71,7 @@ internal static class JobCommands
             using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
             if (connection is null)
             {
-                if (hints != new JobSizeHints())
+                if (hints != new JobHints())
                 {
                     throw new CliException("hints need a controller (--controller URL or `pocket up`); a metadata server alone registers jobs unsized");
                 }

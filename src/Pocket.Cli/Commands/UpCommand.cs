@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Connections;
 using Pocket.Cli.Up;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Protocol;

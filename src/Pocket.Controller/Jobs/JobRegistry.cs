@@ -1,6 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Sizing;
@@ -160,9 +161,9 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <exception cref="ProvisioningException">Nodes were needed and could not be started in time.</exception>
     public async Task<JobRecord> RegisterAsync(string name, JobHints hints, CancellationToken cancellationToken = default)
     {
-        if (!IsValidJobName(name))
+        if (!JobName.IsValid(name))
         {
-            throw new ArgumentException("a job name is 1-64 letters, digits, '-', '_' or '.'", nameof(name));
+            throw new ArgumentException($"a job name is {JobName.Rule}", nameof(name));
         }
 
         hints.Validate();
@@ -663,9 +664,6 @@ public sealed class JobRegistry : IAsyncDisposable
 
         return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);
     }
-
-    private static bool IsValidJobName(string? name) =>
-        name is { Length: > 0 and <= 64 } && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
     internal static string ReasonText(JobEndReason reason) => reason switch
     {
