@@ -55,6 +55,16 @@ internal sealed class FanInBenchTarget : IBenchTarget
         {
             // Counted below, per connection.
         }
+        catch (Exception)
+        {
+            // Cancelled while connecting: close what did open, so no connection outlives the run.
+            foreach (var attempt in attempts.Where(a => a.IsCompletedSuccessfully))
+            {
+                await attempt.Result.Owner.DisposeAsync().ConfigureAwait(false);
+            }
+
+            throw;
+        }
 
         var elapsed = clock.Elapsed.TotalMilliseconds;
         var opened = attempts.Where(a => a.IsCompletedSuccessfully).Select(a => a.Result).ToArray();
