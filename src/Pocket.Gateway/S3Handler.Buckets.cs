@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.AspNetCore.Http;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Contracts;
 
@@ -149,7 +150,7 @@ internal sealed partial class S3Handler
     {
         try
         {
-            await _client.DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
+            await new PocketAdminClient(_client).DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
             GatewayLog.ControllerForgotJob(_logger, bucket.Entry.JobId, bucket.Name, "deregistered it on the metadata server");
         }
         catch (PocketException ex)

@@ -1,6 +1,7 @@
 using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
@@ -80,7 +81,7 @@ internal sealed class ControllerHarness : IAsyncDisposable
     }
 
     /// <summary>Bytes stored on live nodes, from the metadata server.</summary>
-    public async Task<long> UsedBytesAsync() => (await Client.GetNodesAsync()).Where(n => n.State == NodeState.Live).Sum(n => n.Used);
+    public async Task<long> UsedBytesAsync() => (await Client.Admin().GetNodesAsync()).Where(n => n.State == NodeState.Live).Sum(n => n.Used);
 
     public async ValueTask DisposeAsync()
     {

@@ -1,3 +1,4 @@
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
 
@@ -15,7 +16,7 @@ public sealed class FrameConnectionTests
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 16 << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.RegisterJobAsync("blocking");
+        var job = await client.Admin().RegisterJobAsync("blocking");
         await job.PutAsync("a", new byte[] { 1 });
         await job.PutAsync("b", new byte[] { 2 });
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
@@ -125,7 +126,7 @@ internal static class JobCommands
         var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
-            var job = await client.RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
+            var job = await client.Admin().RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
             var entry = new JobEntry(job.Id, job.Token.ToString(), connection.Metadata);
             await RememberAsync(home, entry, cancellationToken).ConfigureAwait(false);
             if (json)
@@ -345,7 +346,7 @@ internal static class JobCommands
         {
             try
             {
-                var (objects, bytes) = await client.DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
+                var (objects, bytes) = await client.Admin().DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
                 return string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {objects} objects, {Units.FormatBytes(bytes)}");
             }
             catch (ObjectNotFoundException) when (known is not null)

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Contracts;
 using Pocket.Controller.Jobs;
@@ -14,7 +15,7 @@ using Pocket.Protocol;
 namespace Pocket.Controller.Api;
 
 /// <summary>The HTTP API: thin handlers that turn JSON into registry calls and exceptions into status codes.</summary>
-internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient admin, ControllerOptions options, ILogger logger)
+internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClient admin, ControllerOptions options, ILogger logger)
 {
     public required ClusterTelemetry Telemetry { get; init; }
 

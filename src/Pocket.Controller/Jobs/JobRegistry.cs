@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
@@ -63,7 +64,7 @@ public sealed class JobRegistry : IAsyncDisposable
     // A provisioner may start nodes smaller than the class assumed; this many rounds of "start what is still missing" are tried.
     private const int MaxProvisionRounds = 3;
 
-    private readonly PocketClient _admin;
+    private readonly PocketAdminClient _admin;
     private readonly IStorageProvisioner? _provisioner;
     private readonly NodeInventory _inventory;
     private readonly JobRegistryOptions _options;
@@ -85,13 +86,13 @@ public sealed class JobRegistry : IAsyncDisposable
     /// Makes a registry that administers the cluster through <paramref name="admin"/> (which must hold the cluster
     /// token) and starts nodes through <paramref name="provisioner"/> (null: a fixed cluster).
     /// </summary>
-    public JobRegistry(PocketClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory)
+    public JobRegistry(PocketAdminClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory)
         : this(admin, provisioner, options, loggerFactory, new NodeInventory(pool: null))
     {
     }
 
     /// <summary>A registry that claims warm-pool nodes from, and records the nodes it starts in, <paramref name="inventory"/>.</summary>
-    internal JobRegistry(PocketClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory, NodeInventory inventory)
+    internal JobRegistry(PocketAdminClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory, NodeInventory inventory)
     {
         options.Validate();
         _admin = admin;
