@@ -35,10 +35,18 @@ public sealed class PocketAdminClient
 
     /// <summary>Registers a job whose blocks go to <paramref name="tier"/> first (and spill to slower tiers when it is full).</summary>
     /// <exception cref="PocketException">A bad name (<see cref="JobName.Rule"/>), or Unauthorized without the cluster token.</exception>
-    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, CancellationToken cancellationToken = default)
+    public Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, CancellationToken cancellationToken = default) =>
+        RegisterJobAsync(name, tier, null, cancellationToken);
+
+    /// <summary>
+    /// Registers a job on <paramref name="tier"/> with the share of its new blocks each node takes (the controller's weight
+    /// map; null or empty: every node of the tier alike), in one round trip: the job never exists without its weights.
+    /// </summary>
+    /// <exception cref="PocketException">A bad name (<see cref="JobName.Rule"/>), or Unauthorized without the cluster token.</exception>
+    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, IReadOnlyDictionary<uint, double>? weights, CancellationToken cancellationToken = default)
     {
         var body = new BodyWriter();
-        RegisterJobRequest.Write(body, new RegisterJobRequest(name, JobToken.None, tier));
+        RegisterJobRequest.Write(body, new RegisterJobRequest(name, JobToken.None, tier) { Weights = weights });
         var reply = await Client.SendMetadataAsync(Opcode.RegisterJob, FrameFlags.None, ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
         return RegisterJobReply.TryRead(reply.Body, out var registered)
             ? Client.OpenJob(registered.JobId, registered.Token)

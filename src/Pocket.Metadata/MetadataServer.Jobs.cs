@@ -6,7 +6,10 @@ namespace Pocket.Metadata;
 
 public sealed partial class MetadataServer
 {
-    /// <summary>RegisterJob (<see cref="RegisterJobRequest"/>, reply <see cref="RegisterJobReply"/>). An all-zero token asks the server to make one.</summary>
+    /// <summary>
+    /// RegisterJob (<see cref="RegisterJobRequest"/>, reply <see cref="RegisterJobReply"/>): a job with its tier and weights.
+    /// An all-zero token asks the server to make one.
+    /// </summary>
     private void HandleRegisterJob(FrameContext frame)
     {
         if (!RegisterJobRequest.TryRead(frame.ReadBody(), out var request))
@@ -16,7 +19,6 @@ public sealed partial class MetadataServer
         }
 
         var (name, token, tier) = request;
-
         if (!IsAdmin(frame, out var error))
         {
             frame.ReplyError(Status.Unauthorized, error);
@@ -35,71 +37,24 @@ public sealed partial class MetadataServer
             return;
         }
 
-        if (token.IsNone)
+        if (request.Weights is { } weights && SetWeightsRequest.FirstInvalidWeight(weights) is { } invalid)
         {
-            token = JobToken.NewRandom();
+            frame.ReplyError(Status.BadRequest, $"weight of node {invalid} must be a finite number >= 0");
+            return;
         }
 
-        JobEntry job;
-        lock (_lock)
+        // Tier and weights are set with the job, so a job never exists without its placement (no second round trip).
+        var result = _state.RegisterJob(name, token, tier, request.Weights);
+        if (Failed(frame, result))
         {
-            if (_jobsByToken.ContainsKey(token))
-            {
-                frame.ReplyError(Status.Exists, "that token already belongs to a job");
-                return;
-            }
-
-            var n = _jobCounters[name] = _jobCounters.GetValueOrDefault(name) + 1;
-            job = new JobEntry { Id = $"{name}-{n}", Token = token, Tier = tier };
-            _jobsById[job.Id] = job;
-            _jobsByToken[token] = job;
+            return;
         }
 
+        var job = result.Value;
         MetadataLog.JobRegistered(_logger, job.Id);
         var body = new BodyWriter();
-        RegisterJobReply.Write(body, new RegisterJobReply(job.Id, token));
+        RegisterJobReply.Write(body, new RegisterJobReply(job.Id, job.Token));
         frame.Reply(Status.Ok, body.WrittenSpan);
-    }
-
-    private readonly List<JobEntry> _retiredJobs = [];
-    private ITimer? _retireTimer;
-
-    /// <summary>Frees the keep-after-job objects of ended jobs whose time to live ran out.</summary>
-    private void ExpireRetiredJobs()
-    {
-        var expired = new List<(string Id, long Objects)>();
-        lock (_lock)
-        {
-            var now = _options.TimeProvider.GetTimestamp();
-            foreach (var job in _retiredJobs.Where(j => j.RetiredUntil <= now).ToList())
-            {
-                _retiredJobs.Remove(job);
-                _jobsByToken.Remove(job.Token);
-                expired.Add((job.Id, job.Objects.Count));
-                foreach (var entry in job.Objects.Values.ToList())
-                {
-                    RemoveObject(job, entry.Key);
-                    FreeObject(job, entry);
-                }
-            }
-        }
-
-        foreach (var (id, objects) in expired)
-        {
-            MetadataLog.JobDeregistered(_logger, id + " (keep-after-job objects expired)", objects, 0);
-        }
-    }
-
-    /// <summary>True (after replying) when the job has ended and only keeps read-only objects.</summary>
-    private static bool RejectIfRetired(FrameContext frame, JobEntry job)
-    {
-        if (job.RetiredUntil is null)
-        {
-            return false;
-        }
-
-        frame.ReplyError(Status.Unauthorized, $"job '{job.Id}' has ended; its keep-after-job objects are read-only until they expire");
-        return true;
     }
 
     /// <summary>DeregisterJob (<see cref="DeregisterJobRequest"/>): frees every byte of the job at once. Reply: objects and bytes freed.</summary>
@@ -117,47 +72,45 @@ public sealed partial class MetadataServer
             return;
         }
 
-        long objects, bytes;
-        lock (_lock)
+        var result = _state.DeregisterJob(id);
+        if (Failed(frame, result))
         {
-            if (!_jobsById.Remove(id, out var job))
-            {
-                frame.ReplyError(Status.NotFound, $"no job '{id}'");
-                return;
-            }
+            return;
+        }
 
-            foreach (var handle in _handles.Values.Where(h => h.Job == job).ToList())
-            {
-                ReleaseHandle(handle);
-            }
-
-            objects = 0;
-            bytes = 0;
-            foreach (var entry in job.Objects.Values.Where(e => (e.Flags & FrameFlags.KeepAfterJob) == 0).ToList())
-            {
-                objects++;
-                bytes += entry.Size;
-                RemoveObject(job, entry.Key);
-                FreeObject(job, entry);
-            }
-
-            if (job.Objects.Count == 0)
-            {
-                _jobsByToken.Remove(job.Token);
-            }
-            else
-            {
-                // Keep-after-job objects outlive the job, read-only under its token, until their own time to live.
-                job.RetiredUntil = _options.TimeProvider.GetTimestamp() + (long)(_options.KeepAfterJobTtl.TotalSeconds * _options.TimeProvider.TimestampFrequency);
-                _retiredJobs.Add(job);
-                _retireTimer ??= _options.TimeProvider.CreateTimer(_ => ExpireRetiredJobs(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
-            }
+        var (objects, bytes, retired) = result.Value;
+        if (retired)
+        {
+            StartRetireTimer();
         }
 
         MetadataLog.JobDeregistered(_logger, id, objects, bytes);
         var reply = new BodyWriter();
         DeregisterJobReply.Write(reply, new DeregisterJobReply(objects, bytes));
         frame.Reply(Status.Ok, reply.WrittenSpan);
+    }
+
+    /// <summary>Starts, once, the timer that frees keep-after-job objects whose time to live ran out.</summary>
+    private void StartRetireTimer()
+    {
+        if (Volatile.Read(ref _retireTimer) is not null)
+        {
+            return;
+        }
+
+        var timer = _options.TimeProvider.CreateTimer(_ => ExpireRetiredJobs(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        if (Interlocked.CompareExchange(ref _retireTimer, timer, null) is not null)
+        {
+            timer.Dispose();
+        }
+    }
+
+    private void ExpireRetiredJobs()
+    {
+        foreach (var (id, objects) in _state.ExpireRetiredJobs())
+        {
+            MetadataLog.JobDeregistered(_logger, id + " (keep-after-job objects expired)", objects, 0);
+        }
     }
 
     /// <summary>SetWeights (<see cref="SetWeightsRequest"/>). An empty map means "every node of the job's tier alike".</summary>
@@ -176,7 +129,6 @@ public sealed partial class MetadataServer
         }
 
         var (id, weights, tier) = request;
-
         if (tier is { } t && !Enum.IsDefined(t))
         {
             frame.ReplyError(Status.BadRequest, $"unknown tier {(byte)t}");
@@ -189,22 +141,10 @@ public sealed partial class MetadataServer
             return;
         }
 
-        lock (_lock)
+        if (!Failed(frame, _state.SetWeights(id, weights, tier)))
         {
-            if (!_jobsById.TryGetValue(id, out var job))
-            {
-                frame.ReplyError(Status.NotFound, $"no job '{id}'");
-                return;
-            }
-
-            job.Weights = new Dictionary<uint, double>(weights);
-            if (tier is { } chosen)
-            {
-                job.Tier = chosen;
-            }
+            frame.Reply(Status.Ok);
         }
-
-        frame.Reply(Status.Ok);
     }
 
     /// <summary>JobStats (<see cref="JobStatsRequest"/>, reply <see cref="JobStatsReply"/>): a job by id, or the header token's job when the id is empty.</summary>
@@ -216,70 +156,14 @@ public sealed partial class MetadataServer
             return;
         }
 
-        var body = new BodyWriter();
-        lock (_lock)
-        {
-            JobEntry? job;
-            if (id.Length == 0)
-            {
-                _jobsByToken.TryGetValue(frame.Header.Token, out job);
-            }
-            else if (IsAdmin(frame, out _))
-            {
-                _jobsById.TryGetValue(id, out job);
-            }
-            else
-            {
-                _jobsByToken.TryGetValue(frame.Header.Token, out job);
-                job = job?.Id == id ? job : null;
-            }
-
-            if (job is null && id.Length == 0)
-            {
-                // Asking about "my job" with a token that names none is the same failure as any data request.
-                frame.ReplyError(Status.Unauthorized, "unknown job token");
-                return;
-            }
-
-            if (job is null)
-            {
-                frame.ReplyError(Status.NotFound, "no such job (or not yours)");
-                return;
-            }
-
-            JobStatsReply.Write(body, new JobStatsReply(job.Id, job.Objects.Count, job.StoredBytes, job.InlineBytes, job.Requests) { Tier = job.Tier, TierBytes = job.TierBytes });
-        }
-
-        frame.Reply(Status.Ok, body.WrittenSpan);
-    }
-
-    private void FreeObject(JobEntry job, ObjectEntry entry)
-    {
-        if (entry.Inline is not null)
-        {
-            job.InlineBytes -= entry.Inline.Length;
-            _inlineBytes -= entry.Inline.Length;
-        }
-        else
-        {
-            job.StoredBytes -= entry.Size;
-            FreeExtents(entry.Extents);
-        }
-    }
-
-    private void ReleaseHandle(OpenHandle handle)
-    {
-        if (!_handles.Remove(handle.Id))
+        var result = _state.JobStats(id, frame.Header.Token, admin: id.Length > 0 && IsAdmin(frame, out _));
+        if (Failed(frame, result))
         {
             return;
         }
 
-        if (handle.IsWrite)
-        {
-            handle.Job.Reserved.Remove(handle.Key);
-        }
-
-        FreeExtents(handle.Extents);
-        handle.Extents.Clear();
+        var body = new BodyWriter();
+        JobStatsReply.Write(body, result.Value);
+        frame.Reply(Status.Ok, body.WrittenSpan);
     }
 }

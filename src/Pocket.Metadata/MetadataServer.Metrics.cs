@@ -24,23 +24,5 @@ public sealed partial class MetadataServer
     /// Counts of jobs, objects and inline bytes and every node's capacity and use. Costs one pass over jobs and
     /// nodes under the lock; meant for a scrape every few seconds, not for the request path.
     /// </summary>
-    public MetadataSnapshot Snapshot()
-    {
-        lock (_lock)
-        {
-            long objects = 0;
-            foreach (var job in _jobsById.Values)
-            {
-                objects += job.Objects.Count;
-            }
-
-            var nodes = new List<MetadataNodeSnapshot>(_nodes.Count);
-            foreach (var node in _nodes.Values)
-            {
-                nodes.Add(new MetadataNodeSnapshot(node.Id, node.Tier, node.State, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.MovedBytes));
-            }
-
-            return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _options.InlineCapacity, _handles.Count, ConnectionCount, nodes);
-        }
-    }
+    public MetadataSnapshot Snapshot() => _state.Snapshot(ConnectionCount);
 }

@@ -1,4 +1,6 @@
 using Microsoft.Extensions.Logging;
+using Pocket.Metadata.Drain;
+using Pocket.Metadata.Nodes;
 using Pocket.Networking;
 using Pocket.Protocol;
 
@@ -6,31 +8,27 @@ namespace Pocket.Metadata;
 
 /// <summary>
 /// The metadata server: jobs and their namespaces, weighted block placement, small objects inline, and the
-/// registry of storage nodes with their liveness. All state sits behind one lock; each operation holds it
-/// for microseconds and never across I/O.
+/// registry of storage nodes with their liveness. The state lives in <see cref="MetadataState"/> behind one lock;
+/// the handlers here decode a request, call the state and encode its result, and never take the lock themselves.
+/// Drains run in a <see cref="DrainCoordinator"/>.
 /// </summary>
 public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 {
     private readonly MetadataServerOptions _options;
     private readonly ILogger _logger;
-    private readonly Lock _lock = new();
-    private readonly Dictionary<uint, NodeEntry> _nodes = [];
-    private readonly Dictionary<string, JobEntry> _jobsById = new(StringComparer.Ordinal);
-    private readonly Dictionary<JobToken, JobEntry> _jobsByToken = [];
-    private readonly Dictionary<ulong, OpenHandle> _handles = [];
-    private readonly Dictionary<string, int> _jobCounters = new(StringComparer.Ordinal);
-    private readonly CancellationTokenSource _stop = new();
+    private readonly MetadataState _state;
+    private readonly DrainCoordinator _drains;
     private FrameServer? _server;
     private ITimer? _livenessTimer;
-    private uint _nextNodeId;
-    private ulong _nextHandle;
-    private long _inlineBytes;
+    private ITimer? _retireTimer;
 
     public MetadataServer(MetadataServerOptions options, ILoggerFactory loggerFactory)
     {
         options.Validate();
         _options = options;
         _logger = loggerFactory.CreateLogger<MetadataServer>();
+        _state = new MetadataState(options, _logger);
+        _drains = new DrainCoordinator(_state, options.StorageConnection, options.TimeProvider, _logger);
     }
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
@@ -45,7 +43,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     {
         _server = new FrameServer("metadata", _options.Listener, this, _logger);
         _server.Start();
-        _livenessTimer = _options.TimeProvider.CreateTimer(_ => CheckLiveness(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        _livenessTimer = _options.TimeProvider.CreateTimer(_ => Died(_state.CheckLiveness()), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         return Task.CompletedTask;
     }
 
@@ -92,17 +90,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
-        JobEntry? job;
-        lock (_lock)
-        {
-            _jobsByToken.TryGetValue(frame.Header.Token, out job);
-            if (job is not null)
-            {
-                job.Requests++;
-            }
-        }
-
-        if (job is null)
+        if (_state.FindJob(frame.Header.Token) is not { } job)
         {
             frame.ReplyError(Status.Unauthorized, "unknown job token");
             return;
@@ -110,8 +98,6 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
         switch (opcode)
         {
-            case Opcode.PutSmall or Opcode.Create or Opcode.Allocate when RejectIfRetired(frame, job):
-                break;
             case Opcode.PutSmall:
                 HandlePutSmall(frame, job);
                 break;
@@ -148,48 +134,10 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         }
     }
 
-    void IFrameHandler.OnDisconnected(FrameContext connection)
-    {
-        var died = new List<(uint, string)>();
-        lock (_lock)
-        {
-            foreach (var handle in _handles.Values.Where(h => h.ConnectionId == connection.ConnectionId).ToList())
-            {
-                ReleaseHandle(handle);
-            }
-
-            foreach (var node in _nodes.Values.ToList())
-            {
-                if (node.ConnectionId == connection.ConnectionId && node.State is NodeState.Drained or NodeState.Standby)
-                {
-                    // A drained node stopping is the end of a planned removal, not a failure; a standby node never held a block.
-                    _nodes.Remove(node.Id);
-                    MetadataLog.NodeRemoved(_logger, node.Id);
-                }
-                else if (node.ConnectionId == connection.ConnectionId && node.State != NodeState.Dead)
-                {
-                    // A storage node's registration connection closing means its process ended.
-                    node.State = NodeState.Dead;
-                    died.Add((node.Id, "its connection to the metadata server closed"));
-                }
-            }
-        }
-
-        foreach (var (id, reason) in died)
-        {
-            MetadataLog.NodeDead(_logger, id, reason);
-            NodeDied?.Invoke(id, reason);
-        }
-    }
+    void IFrameHandler.OnDisconnected(FrameContext connection) => Died(_state.ConnectionClosed(connection.ConnectionId));
 
     /// <summary>A connection with open handles (a large put or get between its steps) is not closed as idle.</summary>
-    bool IFrameHandler.HoldsState(FrameContext connection)
-    {
-        lock (_lock)
-        {
-            return _handles.Values.Any(h => h.ConnectionId == connection.ConnectionId);
-        }
-    }
+    bool IFrameHandler.HoldsState(FrameContext connection) => _state.HoldsHandles(connection.ConnectionId);
 
     /// <summary>
     /// Asked for frames whose body is over <see cref="FrameContext.InlineBody"/> before any of it is read: only the
@@ -197,18 +145,22 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     /// </summary>
     FrameAdmission IFrameHandler.Admit(FrameContext frame)
     {
-        bool known;
-        lock (_lock)
-        {
-            known = IsAdmin(frame, out _) || _jobsByToken.ContainsKey(frame.Header.Token);
-        }
-
-        if (!known)
+        if (!IsAdmin(frame, out _) && !_state.IsJobToken(frame.Header.Token))
         {
             frame.Refuse(Status.Unauthorized, $"a body of {frame.Header.BodyLength} bytes needs a job token or the cluster token");
         }
 
         return FrameAdmission.Buffer;
+    }
+
+    /// <summary>Logs and announces nodes the state declared dead; called after the lock is released.</summary>
+    private void Died(List<NodeDeath> died)
+    {
+        foreach (var (id, reason) in died)
+        {
+            MetadataLog.NodeDead(_logger, id, reason);
+            NodeDied?.Invoke(id, reason);
+        }
     }
 
     private bool IsAdmin(FrameContext frame, out string error)
@@ -225,10 +177,24 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
     private static void BadBody(FrameContext frame, string what) => frame.ReplyError(Status.BadRequest, $"malformed {what} request body");
 
+    /// <summary>True (after replying with its status and message) when the state refused the operation.</summary>
+    private static bool Failed(FrameContext frame, Outcome outcome)
+    {
+        if (outcome.IsOk)
+        {
+            return false;
+        }
+
+        frame.ReplyError(outcome.Status, outcome.Message ?? outcome.Status.ToString());
+        return true;
+    }
+
+    /// <inheritdoc cref="Failed(FrameContext, Outcome)"/>
+    private static bool Failed<T>(FrameContext frame, in Result<T> result) => !result.IsOk && Failed(frame, result.Outcome);
+
     public async ValueTask DisposeAsync()
     {
-        await _stop.CancelAsync().ConfigureAwait(false);
-        await StopDrainsAsync().ConfigureAwait(false);
+        await _drains.DisposeAsync().ConfigureAwait(false);
         if (_retireTimer is not null)
         {
             await _retireTimer.DisposeAsync().ConfigureAwait(false);
@@ -240,6 +206,5 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         }
 
         _server?.Dispose();
-        _stop.Dispose();
     }
 }

@@ -33,9 +33,6 @@ internal sealed class NodeEntry
     /// </summary>
     public List<Extent> Retired { get; } = [];
 
-    /// <summary>The background copy of a drain, while one runs.</summary>
-    public Task? DrainTask { get; set; }
-
     public long UsedBytes => (Allocator.BlockCount - Allocator.FreeBlocks) * (long)BlockSize;
 
     public long FreeBytes => Allocator.FreeBlocks * (long)BlockSize;

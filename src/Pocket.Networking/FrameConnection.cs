@@ -71,8 +71,9 @@ public sealed class RequestTimeoutException : TimeoutException
 
 /// <summary>
 /// One multiplexed connection to a server: any number of callers send requests that are pipelined on the
-/// socket and matched to replies by request id. A dedicated reader thread reads replies, placing large reply
-/// bodies straight into the caller's buffer. Thread-safe.
+/// socket and matched to replies by request id. Replies are read by the process's client event loops
+/// (<see cref="ClientLoops"/>), or on TLS by a reader thread of the connection's own, placing large reply bodies
+/// straight into the caller's buffer. Thread-safe.
 /// </summary>
 public sealed class FrameConnection : IAsyncDisposable, IDisposable
 {
@@ -85,11 +86,15 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     private readonly Stack<Pending> _pendingPool = new();
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private readonly SemaphoreSlim _inFlight;
-    private readonly Thread _reader;
-    private readonly byte[] _writeBuffer = new byte[64 << 10];
+    private readonly Thread? _reader;
+    private readonly ClientLoops? _loops;
+    private readonly ulong _loopId;
+    // Buffers start small and grow with use: a process may hold thousands of connections (a fan-in benchmark), and
+    // 256 KiB each (as these were) is 2.5 GiB at 10,000.
+    private byte[] _writeBuffer = new byte[1 << 10];
     private readonly Lock _gatherLock = new();
-    private byte[] _gathered = new byte[64 << 10];
-    private byte[] _spare = new byte[64 << 10];
+    private byte[] _gathered = new byte[4 << 10];
+    private byte[] _spare = new byte[4 << 10];
     private int _gatheredLength;
     private bool _flushing;
     private uint _nextRequestId;
@@ -102,8 +107,21 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         Remote = remote;
         _options = options;
         _inFlight = new SemaphoreSlim(options.MaxInFlight, options.MaxInFlight);
-        _reader = new Thread(() => ReadLoop(_slot)) { IsBackground = true, Name = $"pocket reader {remote}" };
-        _reader.Start();
+        if (stream is NetworkStream)
+        {
+            // Plain TCP: read by the shared loops, so a connection costs no thread.
+            _in = new byte[16 << 10];
+            _loops = ClientLoops.Shared;
+            _loopId = _loops.NewId();
+            _loops.Add(_loopId, this, socket.Handle);
+        }
+        else
+        {
+            // TLS decrypts through SslStream, which reads by blocking (or by the runtime's async machinery): a thread.
+            _reader = new Thread(() => ReadLoop(_slot)) { IsBackground = true, Name = $"pocket tls reader {remote}" };
+            _reader.Start();
+        }
+
         StartWatchdog();
     }
 
@@ -120,8 +138,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(options.ConnectTimeout);
             // A blocking connect on a pool thread, not Socket.ConnectAsync: the first asynchronous operation
-            // turns a socket non-blocking for good, after which every blocking read of the reader thread is
-            // emulated over epoll (a thread hop and two allocations per wait).
+            // turns a socket non-blocking for good, after which every blocking write of a caller (and read of a TLS
+            // reader thread) is emulated over epoll (a thread hop and two allocations per wait). The client loops
+            // read with MSG_DONTWAIT, which does not need the socket non-blocking.
             await ConnectBlockingAsync(socket, host, port, timeout.Token).ConfigureAwait(false);
 
             Stream stream = new NetworkStream(socket, ownsSocket: true);
@@ -505,7 +524,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         try
         {
             var prefix = FrameHeader.Size + head.Length;
-            var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : new byte[prefix];
+            var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : prefix <= 64 << 10 ? _writeBuffer = new byte[prefix] : new byte[prefix];
             header.Write(buffer);
             head.Span.CopyTo(buffer.AsSpan(FrameHeader.Size));
             await _stream.WriteAsync(buffer.AsMemory(0, prefix)).ConfigureAwait(false);
@@ -564,7 +583,15 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             Volatile.Write(ref _slot, fresh);
         }
 
-        new Thread(() => ReadLoop(fresh)) { IsBackground = true, Name = $"pocket reader {Remote}" }.Start();
+        if (_loops is not null)
+        {
+            // Any loop (one is added if all are blocked) carries on where the blocked one stopped.
+            Rearm();
+        }
+        else
+        {
+            new Thread(() => ReadLoop(fresh)) { IsBackground = true, Name = $"pocket tls reader {Remote}" }.Start();
+        }
 
         // Frames the blocked continuation deferred (it may be waiting for their replies) go out now.
         FlushDeferred();
@@ -684,11 +711,293 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
     }
 
+    // The loops' read state (plain connections): what has arrived and not been parsed, and the reply whose body is
+    // arriving (into the caller's buffer, or an array of its own), or the bytes of a reply nobody waits for.
+    private readonly byte[]? _in;
+    private int _inStart;
+    private int _inEnd;
+    private Pending? _body;
+    private byte[]? _bodyArray;
+    private Status _bodyStatus;
+    private int _bodyLength;
+    private int _bodyDone;
+    private long _skip;
+
+    /// <summary>Bytes one wake-up reads at most before the connection is re-armed, so a large reply cannot starve the others.</summary>
+    private const int ReadBudget = 4 << 20;
+
+    /// <summary>
+    /// Called by a client loop when data has arrived (plain connections): reads and completes what it can without
+    /// waiting, writes what callers gathered meanwhile, and re-arms the connection.
+    /// </summary>
+    internal void OnReadable()
+    {
+        var slot = Volatile.Read(ref _slot);
+        try
+        {
+            if (_failure is not null || !ReadAvailable(slot))
+            {
+                return;
+            }
+
+            // Before waiting: write what callers gathered while replies were being run.
+            if (Volatile.Read(ref _gatheredLength) > 0)
+            {
+                FlushDeferredWatched(slot);
+            }
+
+            Rearm();
+        }
+        catch (OperationCanceledException) when (Volatile.Read(ref slot.State) == ReaderSlot.Abandoned)
+        {
+            // A callback blocked and the watchdog handed the connection to another loop, which owns it now.
+        }
+        catch (Exception ex)
+        {
+            var reading = _body;
+            Fail(ex);
+
+            // The connection broke in the middle of this reply's body: its caller must not wait forever.
+            reading?.TrySetException(_failure!);
+        }
+    }
+
+    /// <summary>
+    /// Hands a plain connection back to the loops, unless it is closed. The socket's handle is held only around
+    /// each system call (so its descriptor cannot be closed, and its number reused, under it), never across a
+    /// caller's continuation: a continuation may close the connection, and closing waits for the handle.
+    /// </summary>
+    private void Rearm()
+    {
+        var handle = _socket.SafeHandle;
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            if (_failure is null)
+            {
+                _loops!.Rearm(_loopId, handle.DangerousGetHandle());
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Parses and completes every reply that has arrived; true when the connection should wait for more (re-arm),
+    /// false when it failed or the watchdog took it over.
+    /// </summary>
+    private bool ReadAvailable(ReaderSlot slot)
+    {
+        var input = _in!;
+        var received = 0;
+        while (received < ReadBudget)
+        {
+            if (_failure is not null)
+            {
+                return false;
+            }
+
+            var buffered = _inEnd - _inStart;
+            if (_skip > 0)
+            {
+                if (buffered > 0)
+                {
+                    var n = (int)Math.Min(_skip, buffered);
+                    _inStart += n;
+                    _skip -= n;
+                    continue;
+                }
+            }
+            else if (_body is not null)
+            {
+                var target = _bodyArray is null ? _body.Destination.Span : _bodyArray;
+                target = target[_bodyDone.._bodyLength];
+                if (target.Length > 0 && buffered > 0)
+                {
+                    var n = Math.Min(buffered, target.Length);
+                    input.AsSpan(_inStart, n).CopyTo(target);
+                    _inStart += n;
+                    _bodyDone += n;
+                }
+                else if (target.Length >= input.Length / 2)
+                {
+                    // A large body goes straight from the socket into its place.
+                    var n = ReceiveInto(target);
+                    if (n < 0)
+                    {
+                        return true;
+                    }
+
+                    received += n;
+                    _bodyDone += n;
+                }
+                else if (target.Length > 0)
+                {
+                    var n = Fill();
+                    if (n < 0)
+                    {
+                        return true;
+                    }
+
+                    received += n;
+                    continue;
+                }
+
+                if (_bodyDone == _bodyLength)
+                {
+                    var pending = _body;
+                    var reply = _bodyArray is null
+                        ? new FrameReply(_bodyStatus, [], _bodyLength)
+                        : new FrameReply(_bodyStatus, _bodyArray, _bodyLength);
+                    _body = null;
+                    _bodyArray = null;
+                    Complete(slot, pending, reply, HasBufferedFrame());
+                }
+
+                continue;
+            }
+            else if (buffered >= FrameHeader.Size)
+            {
+                StartReply(input.AsSpan(_inStart, FrameHeader.Size));
+                _inStart += FrameHeader.Size;
+                continue;
+            }
+
+            var read = Fill();
+            if (read < 0)
+            {
+                return true;
+            }
+
+            received += read;
+        }
+
+        return true;
+    }
+
+    /// <summary>Takes a reply's header: whose request it answers, and where its body goes.</summary>
+    private void StartReply(ReadOnlySpan<byte> headerBytes)
+    {
+        var status = FrameHeader.TryRead(headerBytes, _options.Limits.MaxAnyBody, out var header);
+        if (status != Status.Ok || !header.IsReply)
+        {
+            throw new ConnectionLostException($"bad reply frame from {Remote}: {status}");
+        }
+
+        Pending? pending;
+        lock (_pendingLock)
+        {
+            _pending.Remove(header.RequestId, out pending);
+        }
+
+        if (pending is null)
+        {
+            _skip = header.BodyLength;
+            return;
+        }
+
+        _body = pending;
+        _bodyStatus = header.Status;
+        _bodyLength = header.BodyLength;
+        _bodyDone = 0;
+        var direct = header.Status == Status.Ok && !pending.Destination.IsEmpty && header.BodyLength <= pending.Destination.Length;
+        _bodyArray = direct ? null : header.BodyLength == 0 ? [] : new byte[header.BodyLength];
+    }
+
+    /// <summary>Reads what has arrived into the input buffer: the count, or -1 when nothing has. The end of the stream throws.</summary>
+    private int Fill()
+    {
+        var input = _in!;
+        if (_inStart == _inEnd)
+        {
+            _inStart = _inEnd = 0;
+        }
+        else if (_inEnd == input.Length)
+        {
+            input.AsSpan(_inStart, _inEnd - _inStart).CopyTo(input);
+            _inEnd -= _inStart;
+            _inStart = 0;
+        }
+
+        var n = ReceiveInto(input.AsSpan(_inEnd));
+        if (n > 0)
+        {
+            _inEnd += n;
+        }
+
+        return n;
+    }
+
+    private int ReceiveInto(Span<byte> destination)
+    {
+        var handle = _socket.SafeHandle;
+        var added = false;
+        int n;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            n = Linux.ReceiveNow(handle.DangerousGetHandle(), destination);
+        }
+        catch (ObjectDisposedException ex)
+        {
+            throw new ConnectionLostException($"connection to {Remote} closed", ex);
+        }
+        finally
+        {
+            if (added)
+            {
+                handle.DangerousRelease();
+            }
+        }
+
+        if (n == 0)
+        {
+            throw new ConnectionLostException(_body is null && _skip == 0 && _inStart == _inEnd
+                ? $"connection to {Remote} closed by the server"
+                : $"connection to {Remote} closed by the server in the middle of a frame");
+        }
+
+        return n;
+    }
+
+    /// <summary>True when a whole reply (header and body) is already in the input buffer, so running it will not wait.</summary>
+    private bool HasBufferedFrame()
+    {
+        var buffered = _inEnd - _inStart;
+        if (buffered < FrameHeader.Size)
+        {
+            return false;
+        }
+
+        var length = System.Buffers.Binary.BinaryPrimitives.ReadInt32LittleEndian(_in.AsSpan(_inStart + 8));
+        return length >= 0 && buffered - FrameHeader.Size >= length;
+    }
+
     private void Fail(Exception cause)
     {
         var lost = cause as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {cause.Message}", cause);
         if (Interlocked.CompareExchange(ref _failure, lost, null) is null)
         {
+            if (_loops is not null)
+            {
+                try
+                {
+                    _loops.Remove(_loopId, _socket.Handle);
+                }
+                catch (ObjectDisposedException)
+                {
+                }
+            }
+
             try
             {
                 _socket.Shutdown(SocketShutdown.Both);
@@ -725,7 +1034,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     public void Dispose()
     {
         Fail(new ConnectionLostException($"connection to {Remote} closed"));
-        if (Thread.CurrentThread != _reader)
+        if (_reader is not null && Thread.CurrentThread != _reader)
         {
             _reader.Join(TimeSpan.FromSeconds(5));
         }

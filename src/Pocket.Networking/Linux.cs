@@ -17,6 +17,8 @@ internal static unsafe partial class Linux
     private const int EfdCloexec = 0x80000;
     private const int RlimitNofile = 7;
     private const int Eintr = 4;
+    private const int Eagain = 11;
+    private const int MsgDontWait = 0x40;
 
     /// <summary>struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16).</summary>
     public static readonly int EventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
@@ -37,6 +39,9 @@ internal static unsafe partial class Linux
 
     [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
     private static partial nint Write(int fd, byte* buffer, nint count);
+
+    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
+    private static partial nint RecvRaw(nint fd, byte* buffer, nint length, int flags);
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
@@ -85,6 +90,36 @@ internal static unsafe partial class Linux
         }
 
         return n;
+    }
+
+    /// <summary>
+    /// Reads what has arrived without waiting (MSG_DONTWAIT, whatever the socket's blocking mode, so its writes may
+    /// still block): the count read, 0 at the end of the stream, or -1 when nothing is there yet.
+    /// </summary>
+    public static int ReceiveNow(nint fd, Span<byte> destination)
+    {
+        fixed (byte* p = destination)
+        {
+            while (true)
+            {
+                var n = RecvRaw(fd, p, destination.Length, MsgDontWait);
+                if (n >= 0)
+                {
+                    return (int)n;
+                }
+
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == Eagain)
+                {
+                    return -1;
+                }
+
+                if (errno != Eintr)
+                {
+                    throw new IOException($"recv failed: errno {errno}");
+                }
+            }
+        }
     }
 
     public static ulong EventData(byte* events, int i) => *(ulong*)(events + (i * EventSize) + DataOffset);

@@ -385,11 +385,33 @@ public sealed class MessageGoldenTests
         Assert.Equal(new RegisterJobRequest("j", KnownToken, NodeTier.Dram), withToken);
         Assert.False(RegisterJobRequest.TryRead(bytes.AsSpan(0, 2), out _));
 
+        // No weights, no weight map on the wire: the older form byte for byte.
+        Assert.Equal(bytes, Encode(b => RegisterJobRequest.Write(b, new RegisterJobRequest("j", KnownToken, NodeTier.Hdd) { Weights = new Dictionary<uint, double>() })));
+
         var reply = Encode(b => RegisterJobReply.Write(b, new RegisterJobReply("j-1", KnownToken)));
         AssertBytes("0300" + "6A2D31" + "0102030405060708090A0B0C0D0E0F10", reply);
         Assert.True(RegisterJobReply.TryRead(reply, out var registered));
         Assert.Equal(new RegisterJobReply("j-1", KnownToken), registered);
         AssertRefusesDamage(reply, b => RegisterJobReply.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void RegisterJobWithWeights()
+    {
+        var weighted = new RegisterJobRequest("j", KnownToken, NodeTier.Ssd) { Weights = new Dictionary<uint, double> { [2] = 0.5 } };
+        var bytes = Encode(b => RegisterJobRequest.Write(b, weighted));
+        AssertBytes("0100" + "6A" + "0102030405060708090A0B0C0D0E0F10" + "02" + "01000000" + "02000000" + "000000000000E03F", bytes);
+        Assert.True(RegisterJobRequest.TryRead(bytes, out var request));
+        Assert.Equal(("j", KnownToken, NodeTier.Ssd), (request.Name, request.Token, request.Tier));
+        Assert.Equal(new Dictionary<uint, double> { [2] = 0.5 }, request.Weights);
+
+        // The weights end the body: stopping before them is the older form; a cut inside the map is not accepted.
+        // (A name and one byte reads as a name and a tier without a token, as it always has.)
+        var tierEnd = 3 + JobToken.Size + 1;
+        Assert.True(RegisterJobRequest.TryRead(bytes.AsSpan(0, tierEnd), out var unweighted));
+        Assert.Null(unweighted.Weights);
+        AssertRefusesDamage(bytes, b => RegisterJobRequest.TryRead(b, out _), accepted: [3, 4, 3 + JobToken.Size, tierEnd]);
+        Assert.False(RegisterJobRequest.TryRead([.. bytes, 0], out _));
     }
 
     [Fact]

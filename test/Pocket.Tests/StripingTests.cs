@@ -68,4 +68,26 @@ public sealed class StripingTests
         await job.PutAsync("spread", RandomBytes(32 << 20, 32), cancellationToken: cts.Token);
         Assert.Equal(3, (await job.LookupAsync("spread", cts.Token))!.Blocks.Select(b => b.NodeId).Distinct().Count());
     }
+
+    [Fact]
+    public async Task AJobRegisteredWithWeightsUsesThemFromItsFirstBlock()
+    {
+        await using var cluster = await StartClusterAsync(nodes: 3);
+        await using var client = await cluster.ConnectAsync();
+        using var cts = Timeout();
+        var only = cluster.Nodes[2]!.NodeId;
+        var job = await client.Admin().RegisterJobAsync("weighted", NodeTier.Dram, new Dictionary<uint, double> { [only] = 1.0 }, cts.Token);
+
+        var data = RandomBytes(8 << 20, 9);
+        await job.PutAsync("steered", data, cancellationToken: cts.Token);
+        Assert.All((await job.LookupAsync("steered", cts.Token))!.Blocks, b => Assert.Equal(only, b.NodeId));
+        Assert.Equal(Hash(data), Hash(await job.GetAsync("steered", cancellationToken: cts.Token)));
+
+        // A bad weight refuses the registration as a whole: no job is left behind.
+        var refused = await Assert.ThrowsAnyAsync<Pocket.Client.PocketException>(() =>
+            client.Admin().RegisterJobAsync("bad", NodeTier.Dram, new Dictionary<uint, double> { [only] = double.NaN }, cts.Token));
+        Assert.Equal(Status.BadRequest, refused.Status);
+        Assert.Contains($"weight of node {only}", refused.Message, StringComparison.Ordinal);
+        Assert.Equal("bad-1", (await client.Admin().RegisterJobAsync("bad", cts.Token)).Id);
+    }
 }

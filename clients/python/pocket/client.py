@@ -7,6 +7,7 @@ import os
 import threading
 
 from . import _config
+from . import _memory
 from . import _wire as w
 from ._connection import Connection, check
 from .errors import BadRequest, CapacityExceeded, ConnectionLost, InternalError, NodeLost, NotFound, PocketError
@@ -432,7 +433,7 @@ class Job:
             return inline.tobytes()
         try:
             end = size if length < 0 else offset + length
-            buf = bytearray(end - offset)
+            buf = _memory.receive_buffer(end - offset)  # not zero-filled: _read_range writes every byte
             self._read_range(key, extents, offset, memoryview(buf))
             return buf
         finally:
@@ -507,8 +508,12 @@ class Job:
     def _read_range(self, key, extents, offset, dest):
         if len(dest) == 0:
             return
+        pieces = list(_pieces(extents, offset, offset + len(dest)))
+        if sum(n for _, _, n, _ in pieces) != len(dest):
+            raise InternalError("reading '%s': the metadata server's extents do not cover bytes %d-%d"
+                                % (key, offset, offset + len(dest)))
         calls = [(self._read_extent, (key, extent, within, dest[obj_off - offset:obj_off - offset + n]))
-                 for extent, within, n, obj_off in _pieces(extents, offset, offset + len(dest))]
+                 for extent, within, n, obj_off in pieces]
         self._parallel(calls)
 
     # -- metadata

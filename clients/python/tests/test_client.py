@@ -5,6 +5,8 @@ import io
 import mmap
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import unittest
@@ -118,6 +120,53 @@ class ClientTests(unittest.TestCase):
         self.assertEqual(3, self.job.get_into("into/small", small))
         self.assertEqual(b"hel", small)
 
+    def test_a_large_get_fills_every_byte_of_its_unzeroed_buffer(self):
+        # Gets of 4 MiB and more allocate their result without zero-filling it (pocket/_memory.py): every byte must
+        # come from the object, for whole objects and for ranges that start and end inside extents.
+        data = os.urandom((9 << 20) + 5)
+        self.job.put("unzeroed/9m", data)
+        for offset, length in ((0, -1), (1, (5 << 20) - 2), ((1 << 20) - 1, (4 << 20) + 3), (123, (8 << 20) + 7)):
+            with self.subTest(offset=offset, length=length):
+                want = data[offset:] if length < 0 else data[offset:offset + length]
+                got = self.job.get("unzeroed/9m", offset, length)
+                self.assertIsInstance(got, bytearray)
+                self.assertEqual(digest(want), digest(got))
+                got.extend(b"!")  # an ordinary bytearray the caller owns: it grows and shrinks
+                del got[:3]
+                self.assertEqual(len(want) - 2, len(got))
+        if sys.platform.startswith("linux") and sys.implementation.name == "cpython":
+            self.assertIsNotNone(pocket._memory._unfilled, "the unzeroed huge-page allocation should be available")
+        small = pocket._memory.receive_buffer(100)
+        self.assertEqual(bytearray(100), small)
+
+    def test_a_get_to_a_file_stays_bounded_in_memory(self):
+        # A child process puts and gets a 96 MiB object through files; its peak RSS stays far below the object.
+        size = 96 << 20
+        with tempfile.TemporaryDirectory() as d:
+            script = (
+                "import os, resource, sys\n"
+                "sys.path.insert(0, %r)\n"
+                "import pocket\n"
+                "job = pocket.Job.open(%r, %r, %r)\n"
+                "src, dst = %r, %r\n"
+                "with open(src, 'wb') as f:\n"
+                "    for _ in range(%d): f.write(os.urandom(1 << 20))\n"
+                "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+                "job.put('bounded/file', src)\n"
+                "job.get_to('bounded/file', dst)\n"
+                "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, os.path.getsize(dst))\n"
+                % (cluster.CLIENT_ROOT, self.job.id, self.job.token, self.job.metadata,
+                   os.path.join(d, "in"), os.path.join(d, "out"), size >> 20))
+            out = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=600)
+            self.assertEqual(0, out.returncode, out.stderr.decode())
+            base_kib, peak_kib, written = (int(x) for x in out.stdout.split())
+            self.assertEqual(size, written)
+            with open(os.path.join(d, "in"), "rb") as a, open(os.path.join(d, "out"), "rb") as b:
+                self.assertEqual(digest(a.read()), digest(b.read()))
+            # 8 transfers in flight of one 1 MiB extent each, plus the interpreter's own growth.
+            self.assertLess(peak_kib - base_kib, 40 << 10, "peak RSS grew by %d KiB" % (peak_kib - base_kib))
+        self.job.delete("bounded/file")
+
     def test_ranges(self):
         big = os.urandom((3 << 20) + 999)
         small = os.urandom(5000)
@@ -186,6 +235,10 @@ class ClientTests(unittest.TestCase):
             self.assertIsNone(self.job.lookup(key))
             with self.assertRaises(pocket.NotFound):
                 self.job.get(key)
+        # A flag of the read only (README: the reader knows it is the last); put refuses it outright.
+        with self.assertRaises(TypeError):
+            self.job.put("dar/put-flag", b"x", delete_after_read=True)
+        self.assertIsNone(self.job.lookup("dar/put-flag"))
         self.job.put("dar/file", os.urandom(3 << 20))
         sink = io.BytesIO()
         self.job.get_to("dar/file", sink, delete_after_read=True)

@@ -1,5 +1,5 @@
-"""The examples run end to end at a small size (not timed): latency.py against Pocket and a real Redis, and
-throughput.py."""
+"""The examples run end to end at a small size (not timed): latency.py against Pocket and a real Redis,
+throughput.py, and bench/python-first-get.py."""
 
 import os
 import shutil
@@ -70,6 +70,21 @@ class ExampleTests(unittest.TestCase):
             self.assertEqual(0, out.returncode, text + out.stderr.decode())
             self.assertIn("verified True", text)
             self.assertIn("size ok True", text)
+            self.assertEqual([], os.listdir(d))
+
+    def test_first_get_benchmark_runs(self):
+        # bench/python-first-get.py (docs/benchmarks.md) at a small size, so the recorded command keeps working.
+        c = cluster.shared()
+        script = os.path.join(cluster.REPO, "bench", "python-first-get.py")
+        with tempfile.TemporaryDirectory() as d:
+            out = subprocess.run([sys.executable, script, "--size", "8MiB", "--dir", d, "--controller", c.controller,
+                                  "--token", c.token], capture_output=True, timeout=600,
+                                 env=cluster.clean_environment(c.home))
+            text = out.stdout.decode()
+            self.assertEqual(0, out.returncode, text + out.stderr.decode())
+            for row in ("bytearray: first get_into", "mmap private huge pages: second get_into", "get(): second",
+                        "floor: write a new file"):
+                self.assertIn(row, text)
             self.assertEqual([], os.listdir(d))
 
 

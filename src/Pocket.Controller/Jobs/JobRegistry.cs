@@ -188,16 +188,10 @@ public sealed class JobRegistry : IAsyncDisposable
             }
 
             var weights = WeightMap.From(placement);
-            var job = await _admin.RegisterJobAsync(name, requirement.Tier, cancellationToken).ConfigureAwait(false);
-            try
-            {
-                await _admin.SetWeightsAsync(job.Id, weights.Weights, requirement.Tier, cancellationToken).ConfigureAwait(false);
-            }
-            catch
-            {
-                await DeregisterQuietlyAsync(job.Id).ConfigureAwait(false);
-                throw;
-            }
+
+            // One round trip: the metadata server creates the job with its tier and weights, so there is never a job
+            // without its placement to undo.
+            var job = await _admin.RegisterJobAsync(name, requirement.Tier, weights.Weights, cancellationToken).ConfigureAwait(false);
 
             var now = _time.GetUtcNow();
             var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + _options.LeaseDuration);
@@ -401,18 +395,6 @@ public sealed class JobRegistry : IAsyncDisposable
         }
 
         return ended;
-    }
-
-    private async Task DeregisterQuietlyAsync(string jobId)
-    {
-        try
-        {
-            await _admin.DeregisterJobAsync(jobId, CancellationToken.None).ConfigureAwait(false);
-        }
-        catch (PocketException)
-        {
-            // Best effort: the job has no data yet, and the metadata server may be what failed.
-        }
     }
 
     private Placement Plan(JobRequirement requirement, IReadOnlyList<NodeInfo> nodes)

@@ -1,12 +1,27 @@
 namespace Pocket.Protocol.Messages;
 
 /// <summary>
-/// RegisterJob (cluster token): name, then optional token (all zero: the server makes one) and optional tier u8
-/// (older clients stop before either). Reply: <see cref="RegisterJobReply"/>.
+/// RegisterJob (cluster token): name, then optional token (all zero: the server makes one), optional tier u8 and
+/// optional weights (count u32, then (node id u32, weight f64) pairs, as in <see cref="SetWeightsRequest"/>). Older
+/// clients stop before any of the optional fields; a writer leaves the weights out when there are none, so a
+/// registration without weights is the older form. Reply: <see cref="RegisterJobReply"/>.
 /// </summary>
 public readonly record struct RegisterJobRequest(string Name, JobToken Token, NodeTier Tier)
 {
-    public static void Write(BodyWriter body, in RegisterJobRequest request) => body.Str(request.Name).Token(request.Token).U8((byte)request.Tier);
+    /// <summary>
+    /// The share of the job's new blocks each node takes (the controller's weight map), set in the same round trip as the
+    /// registration. Null or empty: every node of the job's tier alike. Not checked here (see <see cref="SetWeightsRequest.FirstInvalidWeight"/>).
+    /// </summary>
+    public IReadOnlyDictionary<uint, double>? Weights { get; init; }
+
+    public static void Write(BodyWriter body, in RegisterJobRequest request)
+    {
+        body.Str(request.Name).Token(request.Token).U8((byte)request.Tier);
+        if (request.Weights is { Count: > 0 } weights)
+        {
+            SetWeightsRequest.WriteWeights(body, weights);
+        }
+    }
 
     public static bool TryRead(ReadOnlySpan<byte> body, out RegisterJobRequest request)
     {
@@ -14,7 +29,8 @@ public readonly record struct RegisterJobRequest(string Name, JobToken Token, No
         var name = reader.Str();
         var token = reader.Remaining >= JobToken.Size ? reader.Token() : JobToken.None;
         var tier = reader.Remaining > 0 ? (NodeTier)reader.U8() : NodeTier.Dram;
-        request = new RegisterJobRequest(name, token, tier);
+        var weights = reader.Remaining > 0 && !reader.Failed ? SetWeightsRequest.ReadWeights(ref reader) : null;
+        request = new RegisterJobRequest(name, token, tier) { Weights = weights };
         return !reader.Failed && reader.AtEnd;
     }
 }

@@ -1,0 +1,369 @@
+using Microsoft.Extensions.Logging;
+using Pocket.Metadata.Nodes;
+using Pocket.Metadata.Placement;
+using Pocket.Protocol;
+using Pocket.Protocol.Messages;
+
+namespace Pocket.Metadata;
+
+/// <summary>
+/// Everything the metadata server knows: jobs, their namespaces, open writes, the inline store and the node registry,
+/// behind one lock. Each operation takes decoded request values, holds the lock for microseconds (never across I/O)
+/// and returns a result; the server's handlers decode, call and encode, and never see the lock. Inputs are checked
+/// for form (key syntax, tiers, flags) by the handler; the state checks everything that depends on what it holds.
+/// </summary>
+internal sealed partial class MetadataState
+{
+    private readonly Lock _lock = new();
+    private readonly MetadataServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly Random _random;
+    private readonly Dictionary<string, JobEntry> _jobsById = new(StringComparer.Ordinal);
+    private readonly Dictionary<JobToken, JobEntry> _jobsByToken = [];
+    private readonly Dictionary<ulong, OpenHandle> _handles = [];
+    private readonly Dictionary<string, int> _jobCounters = new(StringComparer.Ordinal);
+    private readonly List<JobEntry> _retiredJobs = [];
+    private ulong _nextHandle;
+    private long _inlineBytes;
+
+    /// <param name="random">The placement draw (seeded in tests); <see cref="Random.Shared"/> by default.</param>
+    public MetadataState(MetadataServerOptions options, ILogger logger, Random? random = null)
+    {
+        _options = options;
+        _logger = logger;
+        _random = random ?? Random.Shared;
+        Nodes = new NodeRegistry(options.TimeProvider, options.NodeTimeout, logger);
+    }
+
+    /// <summary>The node registry. Call it only through the state's operations, except <see cref="NodeRegistry.SecretOf"/>.</summary>
+    public NodeRegistry Nodes { get; }
+
+    /// <summary>The job a data request's token names (counting the request), or null.</summary>
+    public JobEntry? FindJob(JobToken token)
+    {
+        lock (_lock)
+        {
+            if (_jobsByToken.TryGetValue(token, out var job))
+            {
+                job.Requests++;
+            }
+
+            return job;
+        }
+    }
+
+    /// <summary>True when the token belongs to a job (live, or ended with keep-after-job objects).</summary>
+    public bool IsJobToken(JobToken token)
+    {
+        lock (_lock)
+        {
+            return _jobsByToken.ContainsKey(token);
+        }
+    }
+
+    // ---- Jobs ----
+
+    /// <summary>A new job "name-N" with the given token (a new random one when none) on a tier, with its node weights (none: every node of the tier alike).</summary>
+    public Result<JobEntry> RegisterJob(string name, JobToken token, NodeTier tier, IReadOnlyDictionary<uint, double>? weights = null)
+    {
+        if (token.IsNone)
+        {
+            token = JobToken.NewRandom();
+        }
+
+        lock (_lock)
+        {
+            if (_jobsByToken.ContainsKey(token))
+            {
+                return Outcome.Fail(Status.Exists, "that token already belongs to a job");
+            }
+
+            var n = _jobCounters[name] = _jobCounters.GetValueOrDefault(name) + 1;
+            var job = new JobEntry { Id = $"{name}-{n}", Token = token, Tier = tier, Weights = weights is null ? [] : new Dictionary<uint, double>(weights) };
+            _jobsById[job.Id] = job;
+            _jobsByToken[token] = job;
+            return job;
+        }
+    }
+
+    /// <summary>
+    /// Frees every byte of the job at once. Keep-after-job objects outlive it, read-only under its token, until their
+    /// own time to live (<see cref="ExpireRetiredJobs"/>).
+    /// </summary>
+    public Result<JobRemoval> DeregisterJob(string id)
+    {
+        lock (_lock)
+        {
+            if (!_jobsById.Remove(id, out var job))
+            {
+                return Outcome.Fail(Status.NotFound, $"no job '{id}'");
+            }
+
+            foreach (var handle in _handles.Values.Where(h => h.Job == job).ToList())
+            {
+                ReleaseHandle(handle);
+            }
+
+            long objects = 0;
+            long bytes = 0;
+            foreach (var entry in job.Objects.Values.Where(e => (e.Flags & FrameFlags.KeepAfterJob) == 0).ToList())
+            {
+                objects++;
+                bytes += entry.Size;
+                RemoveObject(job, entry.Key);
+                FreeObject(job, entry);
+            }
+
+            if (job.Objects.Count == 0)
+            {
+                _jobsByToken.Remove(job.Token);
+                return new JobRemoval(objects, bytes, Retired: false);
+            }
+
+            var time = _options.TimeProvider;
+            job.RetiredUntil = time.GetTimestamp() + (long)(_options.KeepAfterJobTtl.TotalSeconds * time.TimestampFrequency);
+            _retiredJobs.Add(job);
+            return new JobRemoval(objects, bytes, Retired: true);
+        }
+    }
+
+    /// <summary>Frees the keep-after-job objects of ended jobs whose time to live ran out; returns those jobs and their object counts.</summary>
+    public List<(string Id, long Objects)> ExpireRetiredJobs()
+    {
+        var expired = new List<(string Id, long Objects)>();
+        lock (_lock)
+        {
+            var now = _options.TimeProvider.GetTimestamp();
+            foreach (var job in _retiredJobs.Where(j => j.RetiredUntil <= now).ToList())
+            {
+                _retiredJobs.Remove(job);
+                _jobsByToken.Remove(job.Token);
+                expired.Add((job.Id, job.Objects.Count));
+                foreach (var entry in job.Objects.Values.ToList())
+                {
+                    RemoveObject(job, entry.Key);
+                    FreeObject(job, entry);
+                }
+            }
+        }
+
+        return expired;
+    }
+
+    /// <summary>Sets a job's weights (empty: every node of its tier alike) and, when given, its tier.</summary>
+    public Outcome SetWeights(string id, IReadOnlyDictionary<uint, double> weights, NodeTier? tier)
+    {
+        lock (_lock)
+        {
+            if (!_jobsById.TryGetValue(id, out var job))
+            {
+                return Outcome.Fail(Status.NotFound, $"no job '{id}'");
+            }
+
+            job.Weights = new Dictionary<uint, double>(weights);
+            if (tier is { } chosen)
+            {
+                job.Tier = chosen;
+            }
+
+            return Outcome.Ok;
+        }
+    }
+
+    /// <summary>
+    /// A job's usage: by id for the cluster (<paramref name="admin"/>) or for the job's own token, or the token's job
+    /// when <paramref name="id"/> is empty.
+    /// </summary>
+    public Result<JobStatsReply> JobStats(string id, JobToken token, bool admin)
+    {
+        lock (_lock)
+        {
+            JobEntry? job;
+            if (id.Length == 0)
+            {
+                _jobsByToken.TryGetValue(token, out job);
+            }
+            else if (admin)
+            {
+                _jobsById.TryGetValue(id, out job);
+            }
+            else
+            {
+                _jobsByToken.TryGetValue(token, out job);
+                job = job?.Id == id ? job : null;
+            }
+
+            if (job is null)
+            {
+                // Asking about "my job" with a token that names none is the same failure as any data request.
+                return id.Length == 0
+                    ? Outcome.Fail(Status.Unauthorized, "unknown job token")
+                    : Outcome.Fail(Status.NotFound, "no such job (or not yours)");
+            }
+
+            return new JobStatsReply(job.Id, job.Objects.Count, job.StoredBytes, job.InlineBytes, job.Requests) { Tier = job.Tier, TierBytes = [.. job.TierBytes] };
+        }
+    }
+
+    // ---- Nodes ----
+
+    public NodeEntry RegisterNode(RegisterNodeRequest request, long connectionId)
+    {
+        lock (_lock)
+        {
+            return Nodes.Register(request, connectionId);
+        }
+    }
+
+    public Outcome ActivateNode(uint id)
+    {
+        lock (_lock)
+        {
+            return Nodes.Activate(id);
+        }
+    }
+
+    public Outcome Heartbeat(in HeartbeatRequest beat, long connectionId)
+    {
+        lock (_lock)
+        {
+            return Nodes.Heartbeat(beat, connectionId);
+        }
+    }
+
+    /// <summary>Every node's record, for the cluster's own parts and for jobs (a token that names no job gets nothing).</summary>
+    public Result<NodeRecord[]> ListNodes(JobToken token, bool admin)
+    {
+        lock (_lock)
+        {
+            // Node addresses and load are for the cluster's own parts and its jobs, not for anyone who can connect.
+            if (!admin && !_jobsByToken.ContainsKey(token))
+            {
+                return Outcome.Fail(Status.Unauthorized, "listing nodes needs a job token or the cluster token");
+            }
+
+            return Nodes.Records();
+        }
+    }
+
+    /// <summary>Nodes silent for too long are declared dead (or forgotten, once drained).</summary>
+    public List<NodeDeath> CheckLiveness()
+    {
+        var died = new List<NodeDeath>();
+        lock (_lock)
+        {
+            Nodes.CheckLiveness(died);
+        }
+
+        return died;
+    }
+
+    /// <summary>A client or node connection closed: its open handles are released and the nodes it registered have stopped.</summary>
+    public List<NodeDeath> ConnectionClosed(long connectionId)
+    {
+        var died = new List<NodeDeath>();
+        lock (_lock)
+        {
+            foreach (var handle in _handles.Values.Where(h => h.ConnectionId == connectionId).ToList())
+            {
+                ReleaseHandle(handle);
+            }
+
+            Nodes.ConnectionClosed(connectionId, died);
+        }
+
+        return died;
+    }
+
+    /// <summary>True when the connection holds open handles (a large put or get between its steps).</summary>
+    public bool HoldsHandles(long connectionId)
+    {
+        lock (_lock)
+        {
+            return _handles.Values.Any(h => h.ConnectionId == connectionId);
+        }
+    }
+
+    /// <summary>Counts of jobs, objects, handles and inline bytes and every node's capacity and use, taken at one moment.</summary>
+    public MetadataSnapshot Snapshot(int connections)
+    {
+        lock (_lock)
+        {
+            long objects = 0;
+            foreach (var job in _jobsById.Values)
+            {
+                objects += job.Objects.Count;
+            }
+
+            var nodes = new List<MetadataNodeSnapshot>(Nodes.Count);
+            foreach (var node in Nodes.All)
+            {
+                nodes.Add(new MetadataNodeSnapshot(node.Id, node.Tier, node.State, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.MovedBytes));
+            }
+
+            return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _options.InlineCapacity, _handles.Count, connections, nodes);
+        }
+    }
+
+    // ---- Shared by the operations (the caller holds the lock) ----
+
+    /// <summary>Places <paramref name="bytes"/> for a job over the live nodes (<see cref="ExtentAllocator.Allocate"/>); all or nothing.</summary>
+    private Status Allocate(JobEntry job, long bytes, List<Extent> into, out string error) =>
+        ExtentAllocator.Allocate(job, Nodes.Live(), bytes, _options.StripeUnit, _options.HddExtent, _random, into, out error);
+
+    private static Outcome RetiredFailure(JobEntry job) =>
+        Outcome.Fail(Status.Unauthorized, $"job '{job.Id}' has ended; its keep-after-job objects are read-only until they expire");
+
+    private static void AddObject(JobEntry job, ObjectEntry entry)
+    {
+        job.Objects[entry.Key] = entry;
+        job.Keys.Set(entry);
+        foreach (var extent in entry.Extents)
+        {
+            job.TierBytes[(int)extent.Tier] += extent.Length;
+        }
+    }
+
+    private static void RemoveObject(JobEntry job, string key)
+    {
+        if (job.Objects.Remove(key, out var entry))
+        {
+            foreach (var extent in entry.Extents)
+            {
+                job.TierBytes[(int)extent.Tier] -= extent.Length;
+            }
+        }
+
+        job.Keys.Remove(key);
+    }
+
+    private void FreeObject(JobEntry job, ObjectEntry entry)
+    {
+        if (entry.Inline is not null)
+        {
+            job.InlineBytes -= entry.Inline.Length;
+            _inlineBytes -= entry.Inline.Length;
+        }
+        else
+        {
+            job.StoredBytes -= entry.Size;
+            Nodes.FreeExtents(entry.Extents);
+        }
+    }
+
+    private void ReleaseHandle(OpenHandle handle)
+    {
+        if (!_handles.Remove(handle.Id))
+        {
+            return;
+        }
+
+        if (handle.IsWrite)
+        {
+            handle.Job.Reserved.Remove(handle.Key);
+        }
+
+        Nodes.FreeExtents(handle.Extents);
+        handle.Extents.Clear();
+    }
+}

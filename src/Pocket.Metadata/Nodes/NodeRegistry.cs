@@ -1,0 +1,240 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Pocket.Metadata.Placement;
+using Pocket.Protocol;
+using Pocket.Protocol.Messages;
+
+namespace Pocket.Metadata.Nodes;
+
+/// <summary>A node declared dead, and why (raised as <see cref="MetadataServer.NodeDied"/> once the lock is released).</summary>
+internal readonly record struct NodeDeath(uint NodeId, string Reason);
+
+/// <summary>What a drain request found the node doing.</summary>
+internal enum DrainStart
+{
+    /// <summary>The node was live and is draining now: a copy must be started.</summary>
+    Started,
+
+    /// <summary>A drain already runs or has finished; a standby node (which never held a block) is drained at once.</summary>
+    NothingToStart,
+}
+
+/// <summary>
+/// The storage nodes this metadata server knows: their records, heartbeats and life cycle. A node registers live (or
+/// standby, for a warm pool); a standby node is activated or drained at once; a live node is drained (no new blocks,
+/// its blocks copied elsewhere) and then stops; a node whose registration connection closes or whose heartbeats stop
+/// is dead, and a node that comes back registers as a new, empty node.
+/// <para>
+/// Not thread-safe: <see cref="MetadataState"/> calls it under the metadata lock. <see cref="SecretOf"/> is the one
+/// exception: secrets never change after registration, so grants are signed outside the lock.
+/// </para>
+/// </summary>
+internal sealed class NodeRegistry(TimeProvider time, TimeSpan nodeTimeout, ILogger logger)
+{
+    private readonly Dictionary<uint, NodeEntry> _nodes = [];
+    private readonly ConcurrentDictionary<uint, byte[]> _secrets = new();
+    private uint _nextId;
+
+    public int Count => _nodes.Count;
+
+    public IEnumerable<NodeEntry> All => _nodes.Values;
+
+    public NodeEntry Register(RegisterNodeRequest request, long connectionId)
+    {
+        var node = new NodeEntry
+        {
+            Id = ++_nextId,
+            Tier = request.Tier,
+            Host = request.Host,
+            Port = request.Port,
+            Capacity = request.Capacity,
+            BlockSize = request.BlockSize,
+            Secret = request.Secret.ToArray(),
+            Allocator = new BlockAllocator(request.Capacity / request.BlockSize),
+            ConnectionId = connectionId,
+            LastHeartbeat = time.GetTimestamp(),
+            State = request.Standby ? NodeState.Standby : NodeState.Live,
+        };
+        _nodes[node.Id] = node;
+        _secrets[node.Id] = node.Secret;
+        return node;
+    }
+
+    public bool TryGet(uint id, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out NodeEntry node) => _nodes.TryGetValue(id, out node);
+
+    /// <summary>The node's state; a node no longer registered counts as dead.</summary>
+    public NodeState StateOf(uint id) => _nodes.TryGetValue(id, out var node) ? node.State : NodeState.Dead;
+
+    /// <summary>
+    /// The key a grant for the node is signed with, or empty when the node is unknown (such a grant is refused by
+    /// every node). Safe without the lock.
+    /// </summary>
+    public ReadOnlySpan<byte> SecretOf(uint id) => _secrets.TryGetValue(id, out var secret) ? secret : [];
+
+    /// <summary>The nodes placement may choose: live ones (not standby, draining, drained or dead).</summary>
+    public List<NodeEntry> Live()
+    {
+        var live = new List<NodeEntry>(_nodes.Count);
+        foreach (var node in _nodes.Values)
+        {
+            if (node.State == NodeState.Live)
+            {
+                live.Add(node);
+            }
+        }
+
+        return live;
+    }
+
+    /// <summary>A standby node becomes live; activating a live node is a no-op.</summary>
+    public Outcome Activate(uint id)
+    {
+        if (!_nodes.TryGetValue(id, out var node) || node.State is not (NodeState.Standby or NodeState.Live))
+        {
+            var state = node is null ? "not registered" : node.State.ToString().ToLowerInvariant();
+            return Outcome.Fail(Status.NotFound, $"node {id} is not a standby node ({state})");
+        }
+
+        node.State = NodeState.Live;
+        return Outcome.Ok;
+    }
+
+    /// <summary>Records a heartbeat, which only the node's own registration connection may send.</summary>
+    public Outcome Heartbeat(in HeartbeatRequest beat, long connectionId)
+    {
+        if (!_nodes.TryGetValue(beat.NodeId, out var node) || node.State == NodeState.Dead || node.ConnectionId != connectionId)
+        {
+            return Outcome.Fail(Status.NotFound, $"node {beat.NodeId} is not registered (or was declared dead)");
+        }
+
+        node.LastHeartbeat = time.GetTimestamp();
+        node.Cpu = beat.Cpu;
+        node.NetRx = beat.NetRx;
+        node.NetTx = beat.NetTx;
+        return Outcome.Ok;
+    }
+
+    /// <summary>A connection closed: the nodes registered over it have stopped.</summary>
+    public void ConnectionClosed(long connectionId, List<NodeDeath> died)
+    {
+        foreach (var node in _nodes.Values.ToList())
+        {
+            if (node.ConnectionId != connectionId)
+            {
+                continue;
+            }
+
+            if (node.State is NodeState.Drained or NodeState.Standby)
+            {
+                // A drained node stopping is the end of a planned removal, not a failure; a standby node never held a block.
+                Remove(node);
+            }
+            else if (node.State != NodeState.Dead)
+            {
+                // A storage node's registration connection closing means its process ended.
+                node.State = NodeState.Dead;
+                died.Add(new NodeDeath(node.Id, "its connection to the metadata server closed"));
+            }
+        }
+    }
+
+    /// <summary>Nodes silent for longer than the node timeout: a drained one is forgotten, any other declared dead.</summary>
+    public void CheckLiveness(List<NodeDeath> died)
+    {
+        var now = time.GetTimestamp();
+        foreach (var node in _nodes.Values.ToList())
+        {
+            if (time.GetElapsedTime(node.LastHeartbeat, now) <= nodeTimeout)
+            {
+                continue;
+            }
+
+            if (node.State == NodeState.Drained)
+            {
+                Remove(node);
+            }
+            else if (node.State != NodeState.Dead)
+            {
+                node.State = NodeState.Dead;
+                died.Add(new NodeDeath(node.Id, $"no heartbeat for {nodeTimeout.TotalSeconds:0.#} s"));
+            }
+        }
+    }
+
+    /// <summary>Moves a node towards drained: a live node starts draining, a standby node is drained at once.</summary>
+    public Result<DrainStart> BeginDrain(uint id)
+    {
+        if (!_nodes.TryGetValue(id, out var node) || node.State == NodeState.Dead)
+        {
+            return Outcome.Fail(Status.NotFound, $"node {id} is not registered (or is dead)");
+        }
+
+        // Draining twice is harmless: the first drain goes on, a drained node stays drained.
+        switch (node.State)
+        {
+            case NodeState.Standby:
+                node.State = NodeState.Drained;
+                return DrainStart.NothingToStart;
+            case NodeState.Live:
+                node.State = NodeState.Draining;
+                MetadataLog.DrainStarted(logger, id, node.UsedBytes);
+                return DrainStart.Started;
+            default:
+                return DrainStart.NothingToStart;
+        }
+    }
+
+    /// <summary>The end of a drain: the extents kept for readers of old grants are freed and the node may stop.</summary>
+    public void MarkDrained(NodeEntry node)
+    {
+        FreeExtents(node.Retired);
+        node.Retired.Clear();
+        node.State = NodeState.Drained;
+        MetadataLog.NodeDrained(logger, node.Id, node.MovedBytes);
+    }
+
+    /// <summary>Gives extents back to their nodes; a dead node's blocks are gone with it.</summary>
+    public void FreeExtents(IReadOnlyList<Extent> extents)
+    {
+        for (var i = 0; i < extents.Count; i++)
+        {
+            var extent = extents[i];
+            if (_nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead)
+            {
+                ExtentAllocator.Free(node, extent);
+            }
+        }
+    }
+
+    /// <summary>The first node holding one of the extents that is dead (or no longer registered), if any, as "id (address)".</summary>
+    public string? LostNode(IReadOnlyList<Extent> extents)
+    {
+        for (var i = 0; i < extents.Count; i++)
+        {
+            var id = extents[i].NodeId;
+            if (!_nodes.TryGetValue(id, out var node))
+            {
+                return $"{id} (no longer registered)";
+            }
+
+            if (node.State == NodeState.Dead)
+            {
+                return $"{node.Id} ({node.Address})";
+            }
+        }
+
+        return null;
+    }
+
+    public NodeRecord[] Records() => [.. _nodes.Values.Select(ToRecord)];
+
+    private static NodeRecord ToRecord(NodeEntry node) =>
+        new(node.Id, node.Tier, node.State, node.Host, (ushort)node.Port, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.Cpu, node.NetRx, node.NetTx, node.MovedBytes);
+
+    private void Remove(NodeEntry node)
+    {
+        _nodes.Remove(node.Id);
+        _secrets.TryRemove(node.Id, out _);
+        MetadataLog.NodeRemoved(logger, node.Id);
+    }
+}

@@ -1,0 +1,171 @@
+using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
+
+namespace Pocket.Networking;
+
+/// <summary>
+/// The threads that read replies for every plain client connection in the process: a few event loops over one
+/// epoll set, as on the servers, instead of a reader thread per connection (a function talking to many nodes, the
+/// gateway and a fan-in benchmark each held a thread per connection). Each connection is armed one-shot, so one
+/// loop owns it from the wake-up until it re-arms it, reads what has arrived and completes its callers inline (no
+/// hop to another thread). A caller's continuation that blocks a loop (sync-over-async) must not stall the other
+/// connections: when every loop has been busy for longer than <see cref="Stuck"/>, another loop is started, and it
+/// leaves again once the others are free.
+/// </summary>
+internal sealed unsafe class ClientLoops
+{
+    private const int MaxEvents = 64;
+
+    /// <summary>Loops started beyond the base number, at most, while others are blocked.</summary>
+    private const int MaxExtraLoops = 64;
+
+    private static readonly TimeSpan Stuck = TimeSpan.FromMilliseconds(100);
+    private static readonly Lazy<ClientLoops> SharedLoops = new(() => new ClientLoops(Math.Clamp(Environment.ProcessorCount, 1, 8)));
+
+    private readonly int _epoll;
+    private readonly int _baseLoops;
+    private readonly ConcurrentDictionary<ulong, FrameConnection> _connections = new();
+    private readonly Lock _loopsLock = new();
+    private readonly List<LoopState> _loops = [];
+    private readonly ITimer _watchdog;
+    private long _nextId;
+
+    private ClientLoops(int loops)
+    {
+        _epoll = Linux.CreateEpoll();
+        _baseLoops = loops;
+        for (var i = 0; i < loops; i++)
+        {
+            StartLoop(extra: false);
+        }
+
+        _watchdog = TimeProvider.System.CreateTimer(_ => AddLoopIfAllStuck(), null, Stuck, Stuck);
+    }
+
+    /// <summary>The loops of this process, started with the first plain connection.</summary>
+    public static ClientLoops Shared => SharedLoops.Value;
+
+    /// <summary>Loops running now (the base number, plus any started while others were blocked).</summary>
+    public int LoopCount
+    {
+        get
+        {
+            lock (_loopsLock)
+            {
+                return _loops.Count;
+            }
+        }
+    }
+
+    /// <summary>An id for a connection, taken before <see cref="Add"/>: its first event may arrive before Add returns.</summary>
+    public ulong NewId() => (ulong)Interlocked.Increment(ref _nextId);
+
+    /// <summary>Starts watching a connection under its id (for <see cref="Rearm"/> and <see cref="Remove"/>).</summary>
+    public void Add(ulong id, FrameConnection connection, nint fd)
+    {
+        _connections[id] = connection;
+        if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot, id))
+        {
+            _connections.TryRemove(id, out _);
+            throw new IOException($"epoll_ctl add failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+    }
+
+    /// <summary>Hands the connection back to the loops, to be read when data arrives (at once, if some already has).</summary>
+    public void Rearm(ulong id, nint fd) =>
+        Linux.EpollCtl(_epoll, Linux.EpollCtlMod, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot, id);
+
+    /// <summary>Stops watching a connection (before its socket is closed).</summary>
+    public void Remove(ulong id, nint fd)
+    {
+        _connections.TryRemove(id, out _);
+        Linux.EpollCtl(_epoll, Linux.EpollCtlDel, (int)fd, 0, 0);
+    }
+
+    private void StartLoop(bool extra)
+    {
+        var state = new LoopState(extra);
+        lock (_loopsLock)
+        {
+            _loops.Add(state);
+            state.Thread = new Thread(() => Loop(state)) { IsBackground = true, Name = $"pocket client loop {_loops.Count - 1}" };
+        }
+
+        state.Thread.Start();
+    }
+
+    private void Loop(LoopState state)
+    {
+        var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * Linux.EventSize));
+        try
+        {
+            while (true)
+            {
+                // A loop started while the others were blocked waits a little for work, and leaves once they are free.
+                var n = Linux.EpollWait(_epoll, events, MaxEvents, state.Extra ? 1000 : -1);
+                for (var i = 0; i < n; i++)
+                {
+                    if (_connections.TryGetValue(Linux.EventData(events, i), out var connection))
+                    {
+                        Volatile.Write(ref state.BusySince, TimeProvider.System.GetTimestamp());
+                        connection.OnReadable();
+                        Volatile.Write(ref state.BusySince, 0);
+                    }
+                }
+
+                if (state.Extra && TryRetire(state))
+                {
+                    return;
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.Free(events);
+        }
+    }
+
+    private static bool IsStuck(LoopState state, long now)
+    {
+        var since = Volatile.Read(ref state.BusySince);
+        return since != 0 && TimeProvider.System.GetElapsedTime(since, now) >= Stuck;
+    }
+
+    private bool TryRetire(LoopState state)
+    {
+        var now = TimeProvider.System.GetTimestamp();
+        lock (_loopsLock)
+        {
+            if (_loops.Count(l => l != state && !IsStuck(l, now)) < _baseLoops)
+            {
+                return false;
+            }
+
+            _loops.Remove(state);
+            return true;
+        }
+    }
+
+    private void AddLoopIfAllStuck()
+    {
+        var now = TimeProvider.System.GetTimestamp();
+        lock (_loopsLock)
+        {
+            if (_loops.Count >= _baseLoops + MaxExtraLoops || !_loops.TrueForAll(l => IsStuck(l, now)))
+            {
+                return;
+            }
+        }
+
+        StartLoop(extra: true);
+    }
+
+    private sealed class LoopState(bool extra)
+    {
+        public readonly bool Extra = extra;
+        public Thread? Thread;
+
+        /// <summary>When the loop started on its current connection (a timestamp), or 0 while it waits.</summary>
+        public long BusySince;
+    }
+}
