@@ -1,6 +1,7 @@
 using System.Diagnostics.Tracing;
 using System.Globalization;
 using System.Runtime.CompilerServices;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
 
@@ -20,7 +21,7 @@ internal static class AllocationProfile
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 64L << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.RegisterJobAsync("allocations");
+        var job = await client.Admin().RegisterJobAsync("allocations");
         var value = new byte[1 << 10];
         var buffer = new byte[1 << 10];
         await job.PutAsync("get/1k", value);

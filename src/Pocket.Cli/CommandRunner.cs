@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 

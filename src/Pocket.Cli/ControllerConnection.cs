@@ -1,4 +1,5 @@
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 
 namespace Pocket.Cli;
 

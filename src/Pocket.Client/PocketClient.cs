@@ -76,63 +76,11 @@ public sealed partial class PocketClient : IAsyncDisposable
         return (address[..colon].Trim('[', ']'), port);
     }
 
-    /// <summary>Registers a job directly with the metadata server (no sizing) and returns its handle.</summary>
-    public Task<PocketJob> RegisterJobAsync(string name, CancellationToken cancellationToken = default) =>
-        RegisterJobAsync(name, NodeTier.Dram, cancellationToken);
-
-    /// <summary>Registers a job whose blocks go to <paramref name="tier"/> first (and spill to slower tiers when it is full).</summary>
-    public Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, CancellationToken cancellationToken = default) =>
-        RegisterJobAsync(name, tier, null, cancellationToken);
-
-    /// <summary>
-    /// Registers a job on <paramref name="tier"/> with the share of its new blocks each node takes (the controller's weight
-    /// map; null or empty: every node of the tier alike), in one round trip: the job never exists without its weights.
-    /// </summary>
-    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, IReadOnlyDictionary<uint, double>? weights, CancellationToken cancellationToken = default)
-    {
-        var body = new BodyWriter();
-        Protocol.Messages.RegisterJobRequest.Write(body, new Protocol.Messages.RegisterJobRequest(name, JobToken.None, tier) { Weights = weights });
-        var reply = await SendMetadataAsync(Opcode.RegisterJob, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
-        return RegisterJobReply.TryRead(reply.Body, out var registered)
-            ? new PocketJob(this, registered.JobId, registered.Token)
-            : throw new PocketException(Status.BadRequest, "malformed register-job reply from the metadata server");
-    }
-
     /// <summary>A handle on an existing job, from its id and token.</summary>
     public PocketJob OpenJob(string jobId, JobToken token) => new(this, jobId, token);
 
-    /// <summary>Deregisters a job: every byte it stored is freed at once. Returns the objects and bytes freed.</summary>
-    public async Task<(long Objects, long Bytes)> DeregisterJobAsync(string jobId, CancellationToken cancellationToken = default)
-    {
-        var body = new BodyWriter();
-        DeregisterJobRequest.Write(body, jobId);
-        var reply = await SendMetadataAsync(Opcode.DeregisterJob, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
-        return DeregisterJobReply.TryRead(reply.Body, out var freed)
-            ? (freed.Objects, freed.Bytes)
-            : throw new PocketException(Status.BadRequest, "malformed deregister-job reply from the metadata server");
-    }
-
-    /// <summary>Sets the share of a job's new blocks each node receives (the controller's weight map).</summary>
-    public async Task SetWeightsAsync(string jobId, IReadOnlyDictionary<uint, double> weights, CancellationToken cancellationToken = default) =>
-        await SetWeightsAsync(jobId, weights, null, cancellationToken).ConfigureAwait(false);
-
-    /// <summary>Sets a job's weight map and, when given, its tier (where blocks go when the weighted nodes are full).</summary>
-    public async Task SetWeightsAsync(string jobId, IReadOnlyDictionary<uint, double> weights, NodeTier? tier, CancellationToken cancellationToken = default)
-    {
-        var body = new BodyWriter();
-        SetWeightsRequest.Write(body, jobId, weights, tier);
-
-        await SendMetadataAsync(Opcode.SetWeights, FrameFlags.None, Options.ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>
-    /// Every storage node the metadata server knows, live or not. Needs the cluster token
-    /// (<see cref="PocketClientOptions.ClusterToken"/>); a job's own token does too, through <see cref="PocketJob.GetNodesAsync"/>.
-    /// </summary>
-    /// <exception cref="PocketException">Unauthorized when the cluster has a token and this client does not hold it.</exception>
-    public Task<IReadOnlyList<NodeInfo>> GetNodesAsync(CancellationToken cancellationToken = default) =>
-        ListNodesAsync(Options.ClusterToken, cancellationToken);
-
+    // The cluster token lists every node (PocketAdminClient); a job's token does too (PocketJob.GetNodesAsync), and a
+    // client made for one job asks with it before it first contacts a node.
     internal async Task<IReadOnlyList<NodeInfo>> ListNodesAsync(JobToken token, CancellationToken cancellationToken)
     {
         var reply = await SendMetadataAsync(Opcode.ListNodes, FrameFlags.None, token, default, cancellationToken).ConfigureAwait(false);

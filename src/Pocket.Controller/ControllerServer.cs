@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Http.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Api;
 using Pocket.Controller.Jobs;
@@ -31,7 +32,8 @@ public sealed class ControllerServer : IAsyncDisposable
     private readonly IStorageProvisioner? _provisioner;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
-    private PocketClient? _admin;
+    private PocketClient? _metadata;
+    private PocketAdminClient? _admin;
     private JobRegistry? _registry;
     private ClusterTelemetry? _telemetry;
     private Autoscaler? _autoscaler;
@@ -104,7 +106,8 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        _admin = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
+        _metadata = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
+        _admin = new PocketAdminClient(_metadata);
         var time = _options.Registry.TimeProvider;
         if (_options.WarmPool is { } pool)
         {
@@ -238,9 +241,9 @@ public sealed class ControllerServer : IAsyncDisposable
             await _registry.DisposeAsync().ConfigureAwait(false);
         }
 
-        if (_admin is not null)
+        if (_metadata is not null)
         {
-            await _admin.DisposeAsync().ConfigureAwait(false);
+            await _metadata.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

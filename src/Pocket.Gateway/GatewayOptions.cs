@@ -1,6 +1,7 @@
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 
 namespace Pocket.Gateway;
 
@@ -130,7 +131,7 @@ public sealed record GatewayOptions
             throw new ArgumentException("max clock skew must be positive");
         }
 
-        if (DefaultHints is not null && !BucketHints.TryParse(DefaultHints, out _, out var hintError))
+        if (DefaultHints is not null && !JobHints.TryParse(DefaultHints, out _, out var hintError))
         {
             throw new ArgumentException($"default hints: {hintError}");
         }

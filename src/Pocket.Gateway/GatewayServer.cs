@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Hosting;
 
 namespace Pocket.Gateway;
@@ -22,7 +23,7 @@ public sealed class GatewayServer : IAsyncDisposable
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
     private PocketClient? _client;
-    private ControllerApi? _controller;
+    private PocketControllerClient? _controller;
     private BucketStore? _buckets;
     private WebApplication? _app;
 
@@ -54,21 +55,10 @@ public sealed class GatewayServer : IAsyncDisposable
     /// <summary>Finds the metadata server, connects to it, loads the bucket map and starts listening.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        var httpHandler = new SocketsHttpHandler();
-        if (_options.ControllerCertificateValidation is { } validate)
-        {
-            httpHandler.SslOptions.RemoteCertificateValidationCallback = validate;
-        }
-
-        var controllerHttp = new HttpClient(httpHandler, disposeHandler: true) { BaseAddress = _options.ControllerUrl, Timeout = TimeSpan.FromMinutes(2) };
-        if (!_options.Client.ClusterToken.IsNone)
-        {
-            // The controller's API needs the cluster token on every call the gateway makes.
-            controllerHttp.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", _options.Client.ClusterToken.ToString());
-        }
-
-        _controller = new ControllerApi(controllerHttp);
-        MetadataAddress = _options.MetadataAddress ?? await _controller.GetMetadataAddressAsync(cancellationToken).ConfigureAwait(false);
+        _controller = new PocketControllerClient(
+            _options.ControllerUrl,
+            new PocketControllerClientOptions { ClusterToken = _options.Client.ClusterToken, CertificateValidation = _options.ControllerCertificateValidation });
+        MetadataAddress = _options.MetadataAddress ?? await MetadataOfControllerAsync(_controller, cancellationToken).ConfigureAwait(false);
         _client = await PocketClient.ConnectAsync(MetadataAddress, _options.Client, cancellationToken).ConfigureAwait(false);
         _buckets = new BucketStore(_client, _options.StateDirectory, _logger);
         await _buckets.LoadAsync(cancellationToken).ConfigureAwait(false);
@@ -132,5 +122,19 @@ public sealed class GatewayServer : IAsyncDisposable
         }
 
         _controller?.Dispose();
+    }
+
+    private static async Task<string> MetadataOfControllerAsync(PocketControllerClient controller, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return (await controller.GetClusterAsync(cancellationToken).ConfigureAwait(false)).Metadata;
+        }
+        catch (PocketControllerException ex)
+        {
+            var hint = ex.HttpStatus == System.Net.HttpStatusCode.Unauthorized ? " (give the gateway the cluster token: GatewayOptions.Client.ClusterToken)" : string.Empty;
+            var status = ex.HttpStatus is { } code ? $"answered {(int)code} to" : "failed";
+            throw new InvalidOperationException($"the controller {status} GET /v1/cluster: {ex.Message}{hint}", ex);
+        }
     }
 }

@@ -1,5 +1,8 @@
+using System.Net;
 using Microsoft.AspNetCore.Http;
+using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 
 namespace Pocket.Gateway;
 
@@ -44,10 +47,10 @@ internal sealed partial class S3Handler
             throw new S3Exception(S3Error.InvalidBucketName, $"The specified bucket is not valid: {why}");
         }
 
-        var hintText = request.Header(BucketHints.HeaderName) ?? _options.DefaultHints;
-        if (!BucketHints.TryParse(hintText, out var hints, out var hintError))
+        var hintText = request.Header(JobHints.HeaderName) ?? _options.DefaultHints;
+        if (!JobHints.TryParse(hintText, out var hints, out var hintError))
         {
-            throw new S3Exception(S3Error.InvalidArgument, $"{BucketHints.HeaderName}: {hintError}");
+            throw new S3Exception(S3Error.InvalidArgument, $"{JobHints.HeaderName}: {hintError}");
         }
 
         // The body, if any, is a CreateBucketConfiguration (a location constraint): Pocket has one region, so it is
@@ -70,9 +73,25 @@ internal sealed partial class S3Handler
 
         try
         {
-            var (jobId, token) = await _controller.RegisterAsync(name, hints, request.Context.RequestAborted).ConfigureAwait(false);
-            await _buckets.AddAsync(new BucketEntry(name, jobId, token, Clock.GetUtcNow(), auth.Principal.AccessKey)).ConfigureAwait(false);
-            GatewayLog.BucketCreated(_logger, name, jobId, auth.Principal.AccessKey);
+            RegisterJobResponse job;
+            try
+            {
+                job = await _controller.RegisterJobAsync(name, hints, request.Context.RequestAborted).ConfigureAwait(false);
+            }
+            catch (PocketControllerException ex)
+            {
+                throw ex.HttpStatus switch
+                {
+                    null => new S3Exception(S3Error.ServiceUnavailable, $"The Pocket controller could not be reached: {ex.Message}", ex),
+                    HttpStatusCode.BadRequest => new S3Exception(S3Error.InvalidArgument, $"The bucket's hints ({JobHints.HeaderName}) were refused: {ex.Message}"),
+                    HttpStatusCode.UnprocessableEntity => new S3Exception(S3Error.InvalidArgument, $"Pocket cannot size a job for these hints: {ex.Message}"),
+                    HttpStatusCode.ServiceUnavailable => new S3Exception(S3Error.ServiceUnavailable, $"Pocket could not start storage for the bucket: {ex.Message}"),
+                    { } status => new S3Exception(S3Error.InternalError, $"The Pocket controller answered {(int)status}: {ex.Message}"),
+                };
+            }
+
+            await _buckets.AddAsync(new BucketEntry(name, job.JobId, job.Token.ToString(), Clock.GetUtcNow(), auth.Principal.AccessKey)).ConfigureAwait(false);
+            GatewayLog.BucketCreated(_logger, name, job.JobId, auth.Principal.AccessKey);
         }
         finally
         {
@@ -93,7 +112,7 @@ internal sealed partial class S3Handler
         }
 
         // Deregistering frees everything at once, including unfinished multipart uploads and object records.
-        if (!await _controller.DeregisterAsync(bucket.Entry.JobId, request.Context.RequestAborted).ConfigureAwait(false))
+        if (!await DeregisterThroughControllerAsync(bucket.Entry.JobId, request.Context.RequestAborted).ConfigureAwait(false))
         {
             await DeregisterDirectlyAsync(bucket).ConfigureAwait(false);
         }
@@ -101,6 +120,26 @@ internal sealed partial class S3Handler
         await _buckets.RemoveAsync(bucket.Name).ConfigureAwait(false);
         GatewayLog.BucketDeleted(_logger, bucket.Name, bucket.Entry.JobId);
         request.Context.Response.StatusCode = StatusCodes.Status204NoContent;
+    }
+
+    /// <summary>Deregisters a bucket's job: every byte is freed at once. False when the controller did not know the job.</summary>
+    private async Task<bool> DeregisterThroughControllerAsync(string jobId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _controller.DeregisterAsync(jobId, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (PocketControllerException ex) when (ex.HttpStatus == HttpStatusCode.NotFound)
+        {
+            return false;
+        }
+        catch (PocketControllerException ex)
+        {
+            throw ex.HttpStatus is { } status
+                ? new S3Exception(S3Error.InternalError, $"The Pocket controller answered {(int)status}: {ex.Message}")
+                : new S3Exception(S3Error.ServiceUnavailable, $"The Pocket controller could not be reached: {ex.Message}", ex);
+        }
     }
 
     /// <summary>
@@ -111,7 +150,7 @@ internal sealed partial class S3Handler
     {
         try
         {
-            await _client.DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
+            await new PocketAdminClient(_client).DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
             GatewayLog.ControllerForgotJob(_logger, bucket.Entry.JobId, bucket.Name, "deregistered it on the metadata server");
         }
         catch (PocketException ex)

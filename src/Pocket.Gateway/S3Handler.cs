@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 
 namespace Pocket.Gateway;
@@ -18,14 +19,14 @@ internal sealed partial class S3Handler
 
     private readonly GatewayOptions _options;
     private readonly PocketClient _client;
-    private readonly ControllerApi _controller;
+    private readonly PocketControllerClient _controller;
     private readonly BucketStore _buckets;
     private readonly ILogger _logger;
     private readonly Authenticator _authenticator;
     private readonly ProtocolLimits _limits = ProtocolLimits.Default;
     private long _requestCounter;
 
-    public S3Handler(GatewayOptions options, PocketClient client, ControllerApi controller, BucketStore buckets, ILogger logger)
+    public S3Handler(GatewayOptions options, PocketClient client, PocketControllerClient controller, BucketStore buckets, ILogger logger)
     {
         _options = options;
         _client = client;

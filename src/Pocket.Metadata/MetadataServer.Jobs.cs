@@ -25,9 +25,9 @@ public sealed partial class MetadataServer
             return;
         }
 
-        if (!IsValidJobName(name))
+        if (!JobName.IsValid(name))
         {
-            frame.ReplyError(Status.BadRequest, $"job name '{name}' must be 1-64 letters, digits, '-', '_' or '.'");
+            frame.ReplyError(Status.BadRequest, $"job name '{name}' must be {JobName.Rule}");
             return;
         }
 
@@ -56,9 +56,6 @@ public sealed partial class MetadataServer
         RegisterJobReply.Write(body, new RegisterJobReply(job.Id, job.Token));
         frame.Reply(Status.Ok, body.WrittenSpan);
     }
-
-    internal static bool IsValidJobName(string name) =>
-        name.Length is > 0 and <= 64 && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
     /// <summary>DeregisterJob (<see cref="DeregisterJobRequest"/>): frees every byte of the job at once. Reply: objects and bytes freed.</summary>
     private void HandleDeregisterJob(FrameContext frame)

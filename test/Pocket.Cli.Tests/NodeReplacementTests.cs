@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Provisioning;
@@ -58,7 +59,7 @@ public sealed class NodeReplacementTests
         await using var admin = await core.ConnectAsync(cancellationToken: cts.Token);
 
         // A job's object on the surviving node stays readable throughout.
-        var job = await admin.RegisterJobAsync("survivor", cts.Token);
+        var job = await admin.Admin().RegisterJobAsync("survivor", cts.Token);
         var kept = new byte[1 << 20];
         Random.Shared.NextBytes(kept);
 
@@ -69,7 +70,7 @@ public sealed class NodeReplacementTests
         }
 
         // Its registration connection closed, so the metadata server declares it dead at once.
-        await WaitUntilAsync(async () => (await admin.GetNodesAsync(cts.Token)).Any(n => n.Id == first.NodeId && n.State == NodeState.Dead), cts.Token);
+        await WaitUntilAsync(async () => (await admin.Admin().GetNodesAsync(cts.Token)).Any(n => n.Id == first.NodeId && n.State == NodeState.Dead), cts.Token);
         await job.PutAsync("kept", kept, cancellationToken: cts.Token);
 
         // Telemetry polls on the controller's (fake) clock: a tick notices the death and starts a replacement.
@@ -91,7 +92,7 @@ public sealed class NodeReplacementTests
         Assert.NotEqual(first.NodeId, replaced.NodeId);
         Assert.Contains($"replaces dead node {first.NodeId}", replaced.Reason, StringComparison.Ordinal);
 
-        var nodes = await admin.GetNodesAsync(cts.Token);
+        var nodes = await admin.Admin().GetNodesAsync(cts.Token);
         Assert.Equal(2, nodes.Count(n => n.State == NodeState.Live && n.Tier == NodeTier.Dram));
         Assert.Contains(nodes, n => n.Id == replaced.NodeId && n.State == NodeState.Live && n.Capacity == NodeCapacity);
         Assert.Equal(kept, await job.GetAsync("kept", cancellationToken: cts.Token));

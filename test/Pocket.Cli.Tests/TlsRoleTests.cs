@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.RegularExpressions;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Provisioning;
 using Pocket.Networking;
@@ -45,8 +46,8 @@ public sealed partial class TlsRoleTests : IDisposable
         };
         await using (var client = await PocketClient.ConnectAsync(address, trusting, cts.Token))
         {
-            Assert.Single(await client.GetNodesAsync(cts.Token));
-            var job = await client.RegisterJobAsync("tls", cts.Token);
+            Assert.Single(await client.Admin().GetNodesAsync(cts.Token));
+            var job = await client.Admin().RegisterJobAsync("tls", cts.Token);
 
             // Large enough for blocks: the bytes go to the storage node over TLS too.
             var data = new byte[(2 << 20) + 123];
@@ -67,7 +68,7 @@ public sealed partial class TlsRoleTests : IDisposable
             await Assert.ThrowsAnyAsync<Exception>(async () =>
             {
                 await using var client = await PocketClient.ConnectAsync(address, options, cts.Token);
-                await client.GetNodesAsync(cts.Token);
+                await client.Admin().GetNodesAsync(cts.Token);
             });
         }
     }

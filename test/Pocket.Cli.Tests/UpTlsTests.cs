@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
+using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Networking;
 using Pocket.Protocol;
 
@@ -75,7 +77,7 @@ public sealed class UpTlsTests : IDisposable
         await Assert.ThrowsAnyAsync<Exception>(async () =>
         {
             await using var client = await PocketClient.ConnectAsync(cluster["metadata"]!.GetValue<string>(), new PocketClientOptions { ClusterToken = token }, cts.Token);
-            await client.GetNodesAsync(cts.Token);
+            await client.Admin().GetNodesAsync(cts.Token);
         });
 
         // The gateway answers over TLS (an unsigned request is refused by S3 rules, not by the handshake).

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Time.Testing;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Scaling;
 using Pocket.Protocol;
 

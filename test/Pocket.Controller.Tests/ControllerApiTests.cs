@@ -5,6 +5,7 @@ using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Jobs;
 using Pocket.Protocol;
 
@@ -23,8 +24,8 @@ public sealed class ControllerApiTests
         var job = await h.RegisterAsync(new { name = "sort", functions = 4, capacity = "128MiB", latencySensitive = true });
 
         Assert.Equal("sort-1", job.JobId);
-        Assert.True(JobToken.TryParse(job.Token, out _));
-        Assert.Equal("dram", job.Tier);
+        Assert.False(job.Token.IsNone);
+        Assert.Equal(NodeTier.Dram, job.Tier);
         Assert.Equal(300, job.LeaseSeconds);
         Assert.Equal(h.Cluster.MetadataAddress, job.Metadata);
         Assert.Equal(2, job.Nodes.Count);
@@ -42,7 +43,7 @@ public sealed class ControllerApiTests
         foreach (var path in new[] { "/v1/jobs", $"/v1/jobs/{job.JobId}", "/v1/cluster" })
         {
             var text = await h.Http.GetStringAsync(path);
-            Assert.DoesNotContain(job.Token, text, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain(job.Token.ToString(), text, StringComparison.OrdinalIgnoreCase);
         }
 
         var one = await h.Http.GetFromJsonAsync<JobResponse>($"/v1/jobs/{job.JobId}", JsonSerializerOptions.Web);
@@ -53,7 +54,7 @@ public sealed class ControllerApiTests
         Assert.NotNull(one.Usage);
         Assert.Equal(2, one.Usage.Objects);
         Assert.True(one.Usage.Requests > 0);
-        Assert.Equal(1 << 20, one.Usage.BytesByTier!["dram"]);
+        Assert.Equal(1 << 20, one.Usage.BytesByTier![NodeTier.Dram]);
         Assert.Equal(1 << 20, one.Usage.BytesByTier.Values.Sum());
 
         var all = await h.Http.GetFromJsonAsync<JobResponse[]>("/v1/jobs", JsonSerializerOptions.Web);
@@ -73,7 +74,7 @@ public sealed class ControllerApiTests
         Assert.Equal(64 * MiB, byText.CapacityBytes);
         Assert.Equal(2e9, byNumber.ThroughputBitsPerSecond, 1.0);
         Assert.Equal(64 * MiB, byNumber.CapacityBytes);
-        Assert.Equal("dram", byNumber.Tier);
+        Assert.Equal(NodeTier.Dram, byNumber.Tier);
     }
 
     [Fact]
@@ -179,12 +180,11 @@ public sealed class ControllerApiTests
 
         var forged = h.Client.OpenJob(alice.JobId, JobToken.NewRandom());
         var denied = await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await forged.GetAsync("secret"));
-        Assert.DoesNotContain(alice.Token, denied.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain(alice.Token.ToString(), denied.Message, StringComparison.OrdinalIgnoreCase);
         await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await forged.PutAsync("planted", new byte[10]));
 
         // Bob's token with Alice's id still means Bob's namespace: her objects do not exist there.
-        Assert.True(JobToken.TryParse(bob.Token, out var bobToken));
-        var crossed = h.Client.OpenJob(alice.JobId, bobToken);
+        var crossed = h.Client.OpenJob(alice.JobId, bob.Token);
         await Assert.ThrowsAsync<ObjectNotFoundException>(async () => await crossed.GetAsync("secret"));
         await Assert.ThrowsAsync<ObjectNotFoundException>(async () => await crossed.GetAsync("small-secret"));
         Assert.Equal(0, await crossed.CountAsync());
@@ -262,8 +262,8 @@ public sealed class ControllerApiTests
         Assert.Equal(2, cluster.Nodes.Count);
         Assert.All(cluster.Nodes, n =>
         {
-            Assert.Equal("dram", n.Tier);
-            Assert.Equal("live", n.State);
+            Assert.Equal(NodeTier.Dram, n.Tier);
+            Assert.Equal(NodeState.Live, n.State);
             Assert.Equal(ControllerHarness.NodeCapacity, n.Capacity.Total);
             Assert.Equal(0.25, n.Allocated.Share, 6);
             Assert.Equal(64 * MiB, n.Allocated.Bytes);

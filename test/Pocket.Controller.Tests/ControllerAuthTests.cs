@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Tests;
@@ -112,15 +113,15 @@ public sealed class ControllerAuthTests
             await Assert.ThrowsAsync<PocketControllerException>(() => client.GetClusterAsync());
 
             // Health needs no token.
-            Assert.True((await client.GetHealthAsync()).Healthy);
+            Assert.True((await client.GetHealthAsync()).IsHealthy);
         }
 
         var job = await right.RegisterJobAsync("sort");
         Assert.Equal(job.JobId, Assert.Single(await right.ListJobsAsync()).JobId);
 
-        // ConnectViaControllerAsync asks the controller with the client options' cluster token.
-        await Assert.ThrowsAsync<PocketControllerException>(() => PocketClient.ConnectViaControllerAsync(h.Controller.Url));
-        await using var connected = await PocketClient.ConnectViaControllerAsync(h.Controller.Url, new PocketClientOptions { ClusterToken = h.Cluster.Options.ClusterToken });
+        // ConnectClientAsync asks the controller with the controller client's cluster token.
+        await Assert.ThrowsAsync<PocketControllerException>(() => anonymous.ConnectClientAsync());
+        await using var connected = await right.ConnectClientAsync();
         Assert.Equal(h.Cluster.MetadataAddress, connected.MetadataAddress);
     }
 

@@ -1,6 +1,8 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
+using Pocket.Protocol;
 
 namespace Pocket.Controller.Tests;
 
@@ -15,20 +17,22 @@ public sealed class ControllerContractTests
 
     private static readonly DateTimeOffset Time = new(2026, 1, 2, 3, 4, 5, TimeSpan.Zero);
 
+    private static readonly JobToken Token = JobToken.TryParse("00112233445566778899aabbccddeeff", out var token) ? token : default;
+
     private static readonly JobNodeResponse Node = new(3, "10.0.0.7:7100", 0.5);
 
     private static readonly JobResponse Job = new(
-        "sort-1", "sort", "dram", [Node], true, 2e9, 1024, 2, Time, Time.AddMinutes(5),
-        new JobHintsResponse(8, 1e9, 2048, false),
-        new JobUsageResponse(4, 4096, 10, 99, new Dictionary<string, long> { ["dram"] = 4096 })
+        "sort-1", "sort", NodeTier.Dram, [Node], true, 2e9, 1024, 2, Time, Time.AddMinutes(5),
+        new JobHints { Functions = 8, PeakThroughputBitsPerSecond = 1e9, CapacityBytes = 2048, LatencySensitive = false },
+        new JobUsageResponse(4, 4096, 10, 99, new Dictionary<NodeTier, long> { [NodeTier.Dram] = 4096 })
         {
             GbSeconds = 1.5,
-            GbSecondsByTier = new Dictionary<string, double> { ["dram"] = 1.5 },
+            GbSecondsByTier = new Dictionary<NodeTier, double> { [NodeTier.Dram] = 1.5 },
             MeteredSince = Time,
         });
 
     private static readonly NodeResponse ClusterNode = new(
-        3, "10.0.0.7:7100", "ssd", "live", new NodeCapacityResponse(100, 40), 0.25, new NodeNetworkResponse(1.5, 2.5), new NodeAllocationResponse(0.75, 1e9, 64));
+        3, "10.0.0.7:7100", NodeTier.Ssd, NodeState.Live, new NodeCapacityResponse(100, 40), 0.25, new NodeNetworkResponse(1.5, 2.5), new NodeAllocationResponse(0.75, 1e9, 64));
 
     public static TheoryData<object, string> Records => new()
     {
@@ -36,7 +40,7 @@ public sealed class ControllerContractTests
         { new RegisterJobRequest("sort", null, null, null, null), """{"name":"sort"}""" },
         { Node, """{"id":3,"address":"10.0.0.7:7100","weight":0.5}""" },
         {
-            new RegisterJobResponse("sort-1", "00112233445566778899aabbccddeeff", "dram", [Node], 300, false, "10.0.0.1:7070", 2.4e9, 1024, 2),
+            new RegisterJobResponse("sort-1", Token, NodeTier.Dram, [Node], 300, false, "10.0.0.1:7070", 2.4e9, 1024, 2),
             """{"jobId":"sort-1","token":"00112233445566778899aabbccddeeff","tier":"dram","nodes":[{"id":3,"address":"10.0.0.7:7100","weight":0.5}],"leaseSeconds":300,"throughputBound":false,"metadata":"10.0.0.1:7070","throughputBitsPerSecond":2400000000,"capacityBytes":1024,"nodesNeeded":2}"""
         },
         {
@@ -52,7 +56,7 @@ public sealed class ControllerContractTests
         { new HealthResponse("unavailable", null, "metadata server down"), """{"status":"unavailable","error":"metadata server down"}""" },
         { new ErrorResponse("capacity: bad", "capacity"), """{"error":"capacity: bad","field":"capacity"}""" },
         {
-            new HistoryResponse(1, [new NodeHistoryResponse(3, "dram", [new NodeSampleResponse(Time, "live", 100, 40, 0.25, 1.5, 2.5, 0)])]),
+            new HistoryResponse(1, [new NodeHistoryResponse(3, NodeTier.Dram, [new NodeSampleResponse(Time, NodeState.Live, 100, 40, 0.25, 1.5, 2.5, 0)])]),
             """{"intervalSeconds":1,"nodes":[{"id":3,"tier":"dram","samples":[{"time":"2026-01-02T03:04:05+00:00","state":"live","capacity":100,"used":40,"cpu":0.25,"rxBytesPerSecond":1.5,"txBytesPerSecond":2.5,"movedBytes":0}]}]}"""
         },
         { new EventResponse(Time, "scale-up", 3, "full"), """{"time":"2026-01-02T03:04:05+00:00","kind":"scale-up","node":3,"reason":"full"}""" },
@@ -70,6 +74,15 @@ public sealed class ControllerContractTests
         Assert.Equal(json, JsonSerializer.Serialize(read, type, Wire));
     }
 
+    [Theory]
+    [InlineData(typeof(NodeResponse), """{"id":3,"address":"a:1","tier":"tape","state":"live","capacity":{"total":1,"used":0},"cpu":0,"network":{"rxBytesPerSecond":0,"txBytesPerSecond":0},"allocated":{"share":0,"bitsPerSecond":0,"bytes":0}}""")]
+    [InlineData(typeof(NodeResponse), """{"id":3,"address":"a:1","tier":"dram","state":"asleep","capacity":{"total":1,"used":0},"cpu":0,"network":{"rxBytesPerSecond":0,"txBytesPerSecond":0},"allocated":{"share":0,"bitsPerSecond":0,"bytes":0}}""")]
+    [InlineData(typeof(NodeResponse), """{"id":3,"address":"a:1","tier":"dram","state":"1","capacity":{"total":1,"used":0},"cpu":0,"network":{"rxBytesPerSecond":0,"txBytesPerSecond":0},"allocated":{"share":0,"bitsPerSecond":0,"bytes":0}}""")]
+    [InlineData(typeof(RegisterJobResponse), """{"jobId":"sort-1","token":"not-hex","tier":"dram","nodes":[],"leaseSeconds":300,"throughputBound":false,"metadata":"m:1","throughputBitsPerSecond":0,"capacityBytes":0,"nodesNeeded":1}""")]
+    [InlineData(typeof(JobUsageResponse), """{"objects":1,"blockBytes":1,"inlineBytes":0,"requests":1,"bytesByTier":{"tape":1}}""")]
+    public void UnknownTiersStatesAndMalformedTokensAreRefused(Type type, string json) =>
+        Assert.ThrowsAny<JsonException>(() => JsonSerializer.Deserialize(json, type, Wire));
+
     [Fact]
     public async Task TheControllerAndTheClientUseTheSameRecords()
     {
@@ -77,7 +90,7 @@ public sealed class ControllerContractTests
         // read as raw JSON.
         await using var h = await ControllerHarness.StartAsync();
         using var client = new PocketControllerClient(h.Controller.Url, h.Cluster.Options.ClusterToken);
-        var registration = await client.RegisterJobAsync("contract", new JobSizeHints { Functions = 3, CapacityBytes = 64L << 20 });
+        var registration = await client.RegisterJobAsync("contract", new JobHints { Functions = 3, CapacityBytes = 64L << 20 });
         var raw = await h.Http.GetStringAsync($"/v1/jobs/{registration.JobId}");
         var record = JsonSerializer.Deserialize<JobResponse>(raw, Wire)!;
         var job = (await client.GetJobAsync(registration.JobId))!;

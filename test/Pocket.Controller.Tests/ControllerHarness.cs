@@ -1,8 +1,10 @@
 using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Jobs;
 using Pocket.Controller.Sizing;
 using Pocket.Embedded;
@@ -74,12 +76,12 @@ internal sealed class ControllerHarness : IAsyncDisposable
     /// <summary>The job as a data-plane handle, with the token the controller returned.</summary>
     public PocketJob Open(RegisterJobResponse job)
     {
-        Assert.True(JobToken.TryParse(job.Token, out var token));
-        return Client.OpenJob(job.JobId, token);
+        Assert.False(job.Token.IsNone);
+        return Client.OpenJob(job.JobId, job.Token);
     }
 
     /// <summary>Bytes stored on live nodes, from the metadata server.</summary>
-    public async Task<long> UsedBytesAsync() => (await Client.GetNodesAsync()).Where(n => n.State == NodeState.Live).Sum(n => n.Used);
+    public async Task<long> UsedBytesAsync() => (await Client.Admin().GetNodesAsync()).Where(n => n.State == NodeState.Live).Sum(n => n.Used);
 
     public async ValueTask DisposeAsync()
     {

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Tests;
@@ -16,7 +17,7 @@ public sealed class PocketControllerClientTests
         await using var h = await ControllerHarness.StartAsync();
         using var controller = new PocketControllerClient(h.Controller.Url, h.Cluster.Options.ClusterToken);
 
-        var job = await controller.RegisterJobAsync("etl", new JobSizeHints { Functions = 4, CapacityBytes = 64 * MiB, LatencySensitive = false });
+        var job = await controller.RegisterJobAsync("etl", new JobHints { Functions = 4, CapacityBytes = 64 * MiB, LatencySensitive = false });
 
         Assert.Equal("etl-1", job.JobId);
         Assert.False(job.Token.IsNone);
@@ -28,7 +29,7 @@ public sealed class PocketControllerClientTests
         Assert.DoesNotContain(job.Token.ToString(), job.ToString(), StringComparison.Ordinal);
 
         // One address to know: the data path is found through the controller.
-        await using (var client = await PocketClient.ConnectViaControllerAsync(h.Controller.Url, new PocketClientOptions { ClusterToken = h.Cluster.Options.ClusterToken }))
+        await using (var client = await controller.ConnectClientAsync())
         {
             Assert.Equal(h.Cluster.MetadataAddress, client.MetadataAddress);
             var handle = client.OpenJob(job);
@@ -45,10 +46,9 @@ public sealed class PocketControllerClientTests
         Assert.Null(listed.Usage);
 
         var one = await controller.GetJobAsync(job.JobId);
-        Assert.NotNull(one?.Usage);
+        Assert.NotNull(one?.Usage?.BytesByTier);
         Assert.Equal(2, one.Usage.Objects);
         Assert.Equal(256 << 10, one.Usage.BytesByTier[NodeTier.Dram]);
-        Assert.Equal(one.Tier, one.Usage.Tier);
         Assert.Null(await controller.GetJobAsync("nope-1"));
 
         var cluster = await controller.GetClusterAsync();
@@ -58,14 +58,14 @@ public sealed class PocketControllerClientTests
         {
             Assert.Equal(NodeTier.Dram, n.Tier);
             Assert.Equal(NodeState.Live, n.State);
-            Assert.Equal(ControllerHarness.NodeCapacity, n.CapacityBytes);
+            Assert.Equal(ControllerHarness.NodeCapacity, n.Capacity.Total);
         });
-        Assert.True(cluster.Nodes.Sum(n => n.AllocatedBytes) > 0);
+        Assert.True(cluster.Nodes.Sum(n => n.Allocated.Bytes) > 0);
         Assert.Equal(job.JobId, Assert.Single(cluster.Jobs).JobId);
 
         var health = await controller.GetHealthAsync();
-        Assert.True(health.Healthy);
-        Assert.Equal(2, health.LiveNodes);
+        Assert.True(health.IsHealthy);
+        Assert.Equal(2, health.Nodes);
 
         var ended = await controller.DeregisterAsync(job.JobId);
         Assert.Equal(2, ended.ObjectsFreed);
@@ -84,7 +84,7 @@ public sealed class PocketControllerClientTests
         Assert.Equal("name", badName.Field);
         Assert.StartsWith("name:", badName.Message, StringComparison.Ordinal);
 
-        var badHint = await Assert.ThrowsAsync<PocketControllerException>(() => controller.RegisterJobAsync("x", new JobSizeHints { Functions = -1 }));
+        var badHint = await Assert.ThrowsAsync<PocketControllerException>(() => controller.RegisterJobAsync("x", new JobHints { Functions = -1 }));
         Assert.Equal("functions", badHint.Field);
 
         var missing = await Assert.ThrowsAsync<PocketControllerException>(() => controller.DeregisterAsync("nope-1"));

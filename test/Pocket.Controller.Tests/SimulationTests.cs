@@ -1,4 +1,5 @@
 using System.Globalization;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Simulation;
 

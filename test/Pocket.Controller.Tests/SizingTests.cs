@@ -1,4 +1,5 @@
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 

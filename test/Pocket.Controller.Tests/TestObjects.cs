@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using Pocket.Controller.Contracts;
 
 namespace Pocket.Controller.Tests;
 

@@ -1,4 +1,5 @@
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 
 namespace Pocket.Controller.Tests;
 

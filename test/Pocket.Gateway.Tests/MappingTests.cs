@@ -1,3 +1,4 @@
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 
 namespace Pocket.Gateway.Tests;
@@ -79,16 +80,20 @@ public sealed class MappingTests
     }
 
     [Fact]
-    public void Hints_parse_from_the_header_syntax()
+    public void HintsParseFromTheHeaderSyntax()
     {
-        Assert.True(BucketHints.TryParse("functions=10, capacity=1GiB ,peak-throughput=2Gbps,latency-sensitive=false", out var hints, out _));
-        Assert.Equal(new BucketHints(10, "1GiB", "2Gbps", false), hints);
-        Assert.True(BucketHints.TryParse(null, out var none, out _));
-        Assert.Equal(BucketHints.None, none);
-        Assert.False(BucketHints.TryParse("functions=many", out _, out var error));
+        Assert.True(JobHints.TryParse("functions=10, capacity=1GiB ,peak-throughput=2Gbps,latency-sensitive=false", out var hints, out _));
+        Assert.Equal(new JobHints { Functions = 10, CapacityBytes = 1L << 30, PeakThroughputBitsPerSecond = 2e9, LatencySensitive = false }, hints);
+        Assert.True(JobHints.TryParse(null, out var none, out _));
+        Assert.Equal(JobHints.None, none);
+        Assert.False(JobHints.TryParse("functions=many", out _, out var error));
         Assert.Contains("functions", error, StringComparison.Ordinal);
-        Assert.False(BucketHints.TryParse("colour=blue", out _, out _));
-        Assert.False(BucketHints.TryParse("latency-sensitive=maybe", out _, out _));
+        Assert.False(JobHints.TryParse("capacity=lots", out _, out error));
+        Assert.Contains("capacity 'lots'", error, StringComparison.Ordinal);
+        Assert.False(JobHints.TryParse("throughput=fast", out _, out error));
+        Assert.Contains("peak-throughput 'fast'", error, StringComparison.Ordinal);
+        Assert.False(JobHints.TryParse("colour=blue", out _, out _));
+        Assert.False(JobHints.TryParse("latency-sensitive=maybe", out _, out _));
     }
 
     [Fact]

@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Embedded;
@@ -35,7 +36,7 @@ public sealed class PortInUseTests : IAsyncLifetime
 
         // The first one still answers.
         await using var client = await PocketClient.ConnectAsync(_harness.Cluster.MetadataAddress, new PocketClientOptions { ClusterToken = _harness.Cluster.Options.ClusterToken });
-        Assert.NotEmpty(await client.GetNodesAsync());
+        Assert.NotEmpty(await client.Admin().GetNodesAsync());
     }
 
     [Fact]

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Playwright;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Jobs;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Sizing;
@@ -61,7 +62,7 @@ public sealed class DashboardBrowserTests(ITestOutputHelper output)
 
         // After the page loaded: a job registers through the API, and the autoscaler starts a second node.
         using var api = new PocketControllerClient(controller.Url, cluster.Options.ClusterToken);
-        var job = await api.RegisterJobAsync("browser-test", new JobSizeHints { CapacityBytes = 1 << 20 });
+        var job = await api.RegisterJobAsync("browser-test", new JobHints { CapacityBytes = 1 << 20 });
         await controller.Autoscaler!.ScaleUpAsync(NodeTier.Dram, "browser test");
 
         await Assertions.Expect(page.Locator($"#jobs tr[data-job=\"{job.JobId}\"]")).ToContainTextAsync("browser-test", new() { Timeout = WaitMs });
@@ -102,7 +103,7 @@ public sealed class DashboardBrowserTests(ITestOutputHelper output)
         await using var controller = Controller(cluster);
         await controller.StartAsync();
         using var api = new PocketControllerClient(controller.Url, cluster.Options.ClusterToken);
-        var job = await api.RegisterJobAsync("secret-job", new JobSizeHints { CapacityBytes = 1 << 20 });
+        var job = await api.RegisterJobAsync("secret-job", new JobHints { CapacityBytes = 1 << 20 });
 
         await using var browser = await BrowserAsync();
         var page = await browser.Browser.NewPageAsync();

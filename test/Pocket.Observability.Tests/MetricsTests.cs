@@ -2,8 +2,10 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Jobs;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
@@ -32,7 +34,7 @@ public sealed class MetricsTests
     {
         await using var roles = await RolesAsync();
         await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions { ClusterToken = Token });
-        var job = await client.RegisterJobAsync("metrics");
+        var job = await client.Admin().RegisterJobAsync("metrics");
 
         var metadataBefore = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
         var storageBefore = await Exposition.ScrapeAsync(roles.StorageMetrics, Token.ToString());
@@ -85,7 +87,7 @@ public sealed class MetricsTests
 
         // The roles kept serving.
         await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions { ClusterToken = Token });
-        var job = await client.RegisterJobAsync("after");
+        var job = await client.Admin().RegisterJobAsync("after");
         await job.PutAsync("k", new byte[10]);
         Assert.Equal(10, (await job.GetAsync("k")).Length);
     }

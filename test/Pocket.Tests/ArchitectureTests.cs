@@ -20,13 +20,18 @@ public sealed class ArchitectureTests
         ["Pocket.StorageServer"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage"],
         ["Pocket.Metadata"] = ["Pocket.Protocol", "Pocket.Networking"],
         ["Pocket.Client"] = ["Pocket.Protocol", "Pocket.Networking"],
-        ["Pocket.Controller"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Hosting"],
+        // Cluster administration (cluster token) over a PocketClient's connection (whose replies are Networking's
+        // FrameReply): the controller, the CLI, the gateway.
+        ["Pocket.Admin"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client"],
+        // The controller's HTTP contract: what the controller answers and what its callers (CLI, gateway) read.
+        ["Pocket.Controller.Contracts"] = ["Pocket.Protocol", "Pocket.Client"],
+        ["Pocket.Controller"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Hosting"],
         ["Pocket.Kubernetes"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Controller"],
         // Networking for PortInUseException only: every listener, binary or HTTP, names a busy port the same way.
-        ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Hosting"],
+        ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Hosting"],
         ["Pocket.Metrics"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Metadata", "Pocket.StorageServer", "Pocket.Storage", "Pocket.Hosting"],
         ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller"],
-        ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics"],
+        ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics"],
     };
 
     // The whiteboard's "never" list: not directly, and not through anything in between.
@@ -38,6 +43,10 @@ public sealed class ArchitectureTests
         ("Pocket.Client", "Pocket.Metadata"),
         ("Pocket.Client", "Pocket.StorageServer"),
         ("Pocket.Client", "Pocket.Controller"),
+        ("Pocket.Client", "Pocket.Controller.Contracts"),
+        ("Pocket.Client", "Pocket.Admin"),
+        ("Pocket.Controller.Contracts", "Pocket.Controller"),
+        ("Pocket.Gateway", "Pocket.Controller"),
         ("Pocket.Metadata", "Pocket.Controller"),
         ("Pocket.Metadata", "Pocket.StorageServer"),
         ("Pocket.StorageServer", "Pocket.Metadata"),

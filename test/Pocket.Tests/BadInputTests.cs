@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
 using Pocket.Networking;
@@ -58,7 +59,7 @@ public sealed class BadInputTests
         var cluster = await StartClusterAsync(nodes: 2);
         var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("victim", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("victim", cts.Token);
         var stored = await StoreBaselineAsync(job, cts.Token);
         return (cluster, client, job, stored);
     }
@@ -380,7 +381,7 @@ public sealed class BadInputTests
         Assert.True(connection.IsConnected);
 
         // Nothing was half-done by any of them.
-        var nodes = await client.GetNodesAsync(cts.Token);
+        var nodes = await client.Admin().GetNodesAsync(cts.Token);
         Assert.Equal(2, nodes.Count);
         Assert.Equal(stored.Count, await job.CountAsync(cancellationToken: cts.Token));
         await AssertStillServingAsync(cluster, job, stored);

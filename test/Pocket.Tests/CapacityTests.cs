@@ -1,3 +1,4 @@
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Protocol;
 using static Pocket.Tests.TestSupport;
@@ -15,7 +16,7 @@ public sealed class CapacityTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: NodeCapacity);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("full", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("full", cts.Token);
         var first = RandomBytes(3 << 20, 1);
         await job.PutAsync("first", first, cancellationToken: cts.Token);
         Assert.Equal(3 << 20, await UsedAsync(client));
@@ -49,10 +50,10 @@ public sealed class CapacityTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: NodeCapacity);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("brim", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("brim", cts.Token);
         var all = RandomBytes((int)NodeCapacity, 4);
         await job.PutAsync("all", all, cancellationToken: cts.Token);
-        Assert.Equal(NodeCapacity, (await client.GetNodesAsync(cts.Token)).Single().Used);
+        Assert.Equal(NodeCapacity, (await client.Admin().GetNodesAsync(cts.Token)).Single().Used);
 
         // Not one more block, but inline objects do not need one.
         await Assert.ThrowsAsync<CapacityExceededException>(async () => await job.PutAsync("one-block", new byte[20_000], cancellationToken: cts.Token));
@@ -80,7 +81,7 @@ public sealed class CapacityTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: NodeCapacity);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("piped", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("piped", cts.Token);
         var data = RandomBytes((1 << 20) + 5, 5);
         await job.PutAsync("piped", new UnknownLengthStream(new MemoryStream(data)), cancellationToken: cts.Token);
         Assert.Equal(Hash(data), Hash(await job.GetAsync("piped", cancellationToken: cts.Token)));
@@ -104,7 +105,7 @@ public sealed class CapacityTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: NodeCapacity);
         await using var client = await cluster.ConnectAsync(new PocketClientOptions { StreamAllocationBatch = 1 << 20 });
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("overflow", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("overflow", cts.Token);
         await job.PutAsync("keep", RandomBytes(100_000, 1), cancellationToken: cts.Token);
         var used = await UsedAsync(client);
 
@@ -124,7 +125,7 @@ public sealed class CapacityTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("shrinking", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("shrinking", cts.Token);
         var data = RandomBytes((3 << 20) + 4_567, 3);
         await job.PutAsync("short", new ClaimsMoreStream(data, claimed: 9 << 20), cancellationToken: cts.Token);
 
@@ -175,8 +176,8 @@ public sealed class CapacityTests
         await using var cluster = await StartClusterAsync(nodes: 2, capacity: 32 << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("ephemeral", cts.Token);
-        var neighbour = await client.RegisterJobAsync("neighbour", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("ephemeral", cts.Token);
+        var neighbour = await client.Admin().RegisterJobAsync("neighbour", cts.Token);
         var kept = RandomBytes(3 << 20, 3);
         await neighbour.PutAsync("kept", kept, cancellationToken: cts.Token);
         var neighbourUse = await UsedAsync(client);
@@ -195,7 +196,7 @@ public sealed class CapacityTests
         await open.Reached.WaitAsync(cts.Token);
         Assert.True(await UsedAsync(client) > neighbourUse);
 
-        var (objects, freed) = await client.DeregisterJobAsync(job.Id, cts.Token);
+        var (objects, freed) = await client.Admin().DeregisterJobAsync(job.Id, cts.Token);
         Assert.Equal(20, objects);
         Assert.Equal(bytes, freed);
         Assert.Equal(neighbourUse, await UsedAsync(client));
@@ -206,7 +207,7 @@ public sealed class CapacityTests
 
         // The job is gone for good; its neighbour is untouched.
         await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await job.CountAsync(cancellationToken: cts.Token));
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => client.DeregisterJobAsync(job.Id, cts.Token));
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => client.Admin().DeregisterJobAsync(job.Id, cts.Token));
         Assert.Equal(Hash(kept), Hash(await neighbour.GetAsync("kept", cancellationToken: cts.Token)));
     }
 
@@ -216,7 +217,7 @@ public sealed class CapacityTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("consume", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("consume", cts.Token);
         var data = RandomBytes(5 << 20, 5);
         await job.PutAsync("once", data, cancellationToken: cts.Token);
         await job.PutAsync("streamed", data, cancellationToken: cts.Token);

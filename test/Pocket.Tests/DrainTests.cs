@@ -1,3 +1,4 @@
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Protocol;
 using Pocket.Storage;
@@ -18,7 +19,7 @@ public sealed class DrainTests
     };
 
     private static async Task<NodeInfo?> NodeAsync(PocketClient client, uint id, CancellationToken token) =>
-        (await client.GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
+        (await client.Admin().GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
 
     [Fact]
     public async Task DrainMovesEveryBlockWhileReadersVerifyChecksums()
@@ -26,7 +27,7 @@ public sealed class DrainTests
         await using var cluster = await StartClusterAsync(nodes: 3, capacity: 96L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("drained", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("drained", cts.Token);
         var victim = cluster.Nodes[0]!.NodeId;
         var data = new Dictionary<string, string>();
         for (var i = 0; i < 50; i++)
@@ -74,7 +75,7 @@ public sealed class DrainTests
         }
 
         var readers = Enumerable.Range(0, 2).Select(_ => Task.Run(ReadLoopAsync)).ToList();
-        await client.DrainNodeAsync(victim, cts.Token);
+        await client.Admin().DrainNodeAsync(victim, cts.Token);
 
         // Writes during the drain never land on the draining node.
         var during = DataFor("during", 3_000_000);
@@ -107,7 +108,7 @@ public sealed class DrainTests
         }
 
         // Deleting everything frees exactly what the remaining nodes hold.
-        await client.DeregisterJobAsync(job.Id, cts.Token);
+        await client.Admin().DeregisterJobAsync(job.Id, cts.Token);
         await WaitForUsedAsync(client, 0);
     }
 
@@ -119,9 +120,9 @@ public sealed class DrainTests
         var slow = await cluster.AddNodeAsync(deviceFactory: o => new SimulatedDevice(new NativeMemoryDevice(o.Capacity, false), "slow", TimeSpan.Zero, 8e6));
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("killed", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("killed", cts.Token);
         var victim = cluster.Nodes[slow]!.NodeId;
-        await client.SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
+        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
         var data = new Dictionary<string, string>();
         for (var i = 0; i < 24; i++)
         {
@@ -131,8 +132,8 @@ public sealed class DrainTests
             await job.PutAsync(key, bytes, cancellationToken: cts.Token);
         }
 
-        await client.SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
-        await client.DrainNodeAsync(victim, cts.Token);
+        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
+        await client.Admin().DrainNodeAsync(victim, cts.Token);
         await WaitUntilAsync(async () => (await NodeAsync(client, victim, cts.Token))!.MovedBytes > 0, "the drain has moved something");
         await cluster.StopNodeAsync(slow);
         await WaitUntilAsync(async () => (await NodeAsync(client, victim, cts.Token))?.State is NodeState.Dead or null, "the killed node is noticed");
@@ -169,14 +170,14 @@ public sealed class DrainTests
         await using var stranger = await PocketClient.ConnectAsync(cluster.MetadataAddress);
         using var cts = Timeout();
         var node = cluster.Nodes[0]!.NodeId;
-        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.DrainNodeAsync(node, cts.Token));
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin().DrainNodeAsync(node, cts.Token));
         Assert.Equal(NodeState.Live, (await NodeAsync(admin, node, cts.Token))!.State);
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.DrainNodeAsync(9999, cts.Token));
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.Admin().DrainNodeAsync(9999, cts.Token));
 
         // An empty node drains at once; draining it again changes nothing.
-        await admin.DrainNodeAsync(node, cts.Token);
+        await admin.Admin().DrainNodeAsync(node, cts.Token);
         await WaitUntilAsync(async () => (await NodeAsync(admin, node, cts.Token))!.State == NodeState.Drained, "the empty node is drained");
-        await admin.DrainNodeAsync(node, cts.Token);
+        await admin.Admin().DrainNodeAsync(node, cts.Token);
         Assert.Equal(NodeState.Drained, (await NodeAsync(admin, node, cts.Token))!.State);
     }
 }

@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
+using Pocket.Admin;
 using Pocket.Embedded;
 using Pocket.Networking;
 using Pocket.Protocol;
@@ -148,7 +149,7 @@ public sealed class IdleTimeoutTests
             new PocketClusterOptions { StorageNodes = 0, Listener = new FrameServerOptions { IdleTimeout = IdleTimeout, TimeProvider = time } },
             new CapturingLoggerFactory(log));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.RegisterJobAsync("open-write");
+        var job = await client.Admin().RegisterJobAsync("open-write");
         var endPoint = new IPEndPoint(IPAddress.Loopback, cluster.Metadata.EndPoint.Port);
 
         using var writer = await TestSupport.ConnectRawAsync(endPoint);
@@ -215,7 +216,7 @@ public sealed class IdleTimeoutTests
             new PocketClusterOptions { StorageNodes = 0, Listener = new FrameServerOptions { IdleTimeout = IdleTimeout, TimeProvider = time } },
             new CapturingLoggerFactory(log));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.RegisterJobAsync("idle");
+        var job = await client.Admin().RegisterJobAsync("idle");
         await job.PutAsync("a", new byte[] { 42 });
         var first = client.MetadataConnection!;
 

@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
 
@@ -18,7 +19,7 @@ public sealed class SmokeTests
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 2, NodeCapacity = 64 << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.RegisterJobAsync("smoke");
+        var job = await client.Admin().RegisterJobAsync("smoke");
         var data = RandomNumberGenerator.GetBytes(size);
         await job.PutAsync("a/b", data);
         var back = await job.GetAsync("a/b");

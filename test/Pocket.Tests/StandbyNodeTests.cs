@@ -1,3 +1,4 @@
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Protocol;
 using static Pocket.Tests.TestSupport;
@@ -8,7 +9,7 @@ namespace Pocket.Tests;
 public sealed class StandbyNodeTests
 {
     private static async Task<NodeInfo?> NodeAsync(PocketClient client, uint id, CancellationToken token) =>
-        (await client.GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
+        (await client.Admin().GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
 
     [Fact]
     public async Task AStandbyNodeGetsNoBlocksUntilItIsActivated()
@@ -22,8 +23,8 @@ public sealed class StandbyNodeTests
         Assert.Equal(NodeState.Standby, (await NodeAsync(admin, standby, cts.Token))!.State);
 
         // Even a weight map that names only the standby node places nothing on it.
-        var job = await admin.RegisterJobAsync("held", cts.Token);
-        await admin.SetWeightsAsync(job.Id, new Dictionary<uint, double> { [standby] = 1 }, cts.Token);
+        var job = await admin.Admin().RegisterJobAsync("held", cts.Token);
+        await admin.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [standby] = 1 }, cts.Token);
         for (var i = 0; i < 8; i++)
         {
             await job.PutAsync($"before/{i}", DataFor($"before/{i}", 300_000), cancellationToken: cts.Token);
@@ -33,12 +34,12 @@ public sealed class StandbyNodeTests
         Assert.Equal(0, (await NodeAsync(admin, standby, cts.Token))!.Used);
 
         // Activation needs the cluster token and a standby (or live) node.
-        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.ActivateNodeAsync(standby, cts.Token));
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.ActivateNodeAsync(9999, cts.Token));
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin().ActivateNodeAsync(standby, cts.Token));
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.Admin().ActivateNodeAsync(9999, cts.Token));
         Assert.Equal(NodeState.Standby, (await NodeAsync(admin, standby, cts.Token))!.State);
 
-        await admin.ActivateNodeAsync(standby, cts.Token);
-        await admin.ActivateNodeAsync(standby, cts.Token);
+        await admin.Admin().ActivateNodeAsync(standby, cts.Token);
+        await admin.Admin().ActivateNodeAsync(standby, cts.Token);
         Assert.Equal(NodeState.Live, (await NodeAsync(admin, standby, cts.Token))!.State);
         var after = DataFor("after", 300_000);
         await job.PutAsync("after", after, cancellationToken: cts.Token);
@@ -61,9 +62,9 @@ public sealed class StandbyNodeTests
         await cluster.StopNodeAsync(stopped);
         await WaitUntilAsync(async () => await NodeAsync(admin, stoppedId, cts.Token) is null, "the stopped standby node leaves the list");
 
-        await admin.DrainNodeAsync(drainedId, cts.Token);
+        await admin.Admin().DrainNodeAsync(drainedId, cts.Token);
         Assert.Equal(NodeState.Drained, (await NodeAsync(admin, drainedId, cts.Token))!.State);
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.ActivateNodeAsync(drainedId, cts.Token));
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.Admin().ActivateNodeAsync(drainedId, cts.Token));
     }
 
     [Fact]
@@ -88,6 +89,6 @@ public sealed class StandbyNodeTests
         await SendRawAsync(socket, Header(Opcode.Ping, 0, requestId: 8));
         Assert.Equal(Status.Ok, (await ReadReplyAsync(socket))!.Value.Header.Status);
         await using var admin = await cluster.ConnectAsync();
-        Assert.Empty(await admin.GetNodesAsync());
+        Assert.Empty(await admin.Admin().GetNodesAsync());
     }
 }

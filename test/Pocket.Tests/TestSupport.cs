@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
 using Pocket.Protocol;
@@ -51,7 +52,7 @@ internal static class TestSupport
 
     public static async Task<long> UsedAsync(PocketClient client)
     {
-        var nodes = await client.GetNodesAsync();
+        var nodes = await client.Admin().GetNodesAsync();
         return nodes.Where(n => n.State != NodeState.Dead).Sum(n => n.Used);
     }
 

@@ -1,3 +1,4 @@
+using Pocket.Admin;
 using Pocket.Client;
 using static Pocket.Tests.TestSupport;
 
@@ -19,7 +20,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("once", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("once", cts.Token);
         var original = DataFor("original", first);
         await job.PutAsync("k", original, cancellationToken: cts.Token);
         var used = await UsedAsync(client);
@@ -47,7 +48,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("race", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("race", cts.Token);
         const int writers = 16;
         var results = await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
         {
@@ -74,7 +75,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("atomic", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("atomic", cts.Token);
         const long size = 6 << 20;
         var stream = new GatedStream(new PatternStream(size, 6), 2 << 20);
         var put = job.PutAsync("growing", stream, cancellationToken: cts.Token);
@@ -106,7 +107,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("broken-source", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("broken-source", cts.Token);
         var stream = new GatedStream(new PatternStream(10 << 20, 10), 5 << 20);
         var put = job.PutAsync("broken", stream, cancellationToken: cts.Token);
         await stream.Reached.WaitAsync(cts.Token);
@@ -129,7 +130,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("cancelled", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("cancelled", cts.Token);
         using var cancel = new CancellationTokenSource();
         var stream = new GatedStream(new PatternStream(10 << 20, 10), 3 << 20);
         var put = job.PutAsync("cancelled", stream, cancellationToken: cancel.Token);
@@ -148,7 +149,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var observer = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await observer.RegisterJobAsync("abandoned", cts.Token);
+        var job = await observer.Admin().RegisterJobAsync("abandoned", cts.Token);
 
         var writer = await cluster.ConnectAsync();
         var stream = new GatedStream(new PatternStream(12 << 20, 12), 4 << 20);
@@ -176,7 +177,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("closed", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("closed", cts.Token);
         await job.PutAsync("k", new byte[100_000], cancellationToken: cts.Token);
         await client.DisposeAsync();
 
@@ -184,7 +185,7 @@ public sealed class WriteOnceTests
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await job.CountAsync(cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await job.GetAsync("k", cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await job.PutAsync("j", new byte[100_000], cancellationToken: cts.Token));
-        await Assert.ThrowsAsync<ObjectDisposedException>(() => client.GetNodesAsync(cts.Token));
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => client.Admin().GetNodesAsync(cts.Token));
         await client.DisposeAsync();
     }
 
@@ -196,7 +197,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("consume", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("consume", cts.Token);
         var data = DataFor("once", size);
         await job.PutAsync("once", data, cancellationToken: cts.Token);
 
@@ -232,7 +233,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.RegisterJobAsync("prune", cts.Token);
+        var job = await client.Admin().RegisterJobAsync("prune", cts.Token);
         string[] doomed = ["a/1", "a/2", "a/b/3", "a/b/c/4"];
         string[] kept = ["a", "ab/5", "a-b/6", "b/a/7"];
         foreach (var key in doomed.Concat(kept))

@@ -4,6 +4,7 @@ using System.Net;
 using Microsoft.Extensions.Logging.Abstractions;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Embedded;
 using Pocket.Protocol;

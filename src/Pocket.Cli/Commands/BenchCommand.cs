@@ -1,7 +1,9 @@
 using System.CommandLine;
 using System.Globalization;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -255,7 +257,7 @@ internal static class BenchCommand
         }
 
         var addresses = new List<string> { metadata };
-        addresses.AddRange((await client.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Where(n => n.State == NodeState.Live).Select(n => n.Address));
+        addresses.AddRange((await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false)).Where(n => n.State == NodeState.Live).Select(n => n.Address));
         var pids = new List<int>();
         foreach (var address in addresses)
         {
@@ -390,7 +392,7 @@ internal static class BenchCommand
     /// </summary>
     private static async Task<BenchPlan> PlanAsync(BenchSettings settings, PocketClient client, CancellationToken cancellationToken)
     {
-        var nodes = await client.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+        var nodes = await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false);
         var free = nodes.Where(n => n.State == NodeState.Live).Sum(n => Math.Max(0, n.Capacity - n.Used));
         var small = settings.Size <= Math.Min(client.Options.SmallObjectThreshold, ProtocolLimits.Default.MaxSmallObject);
         var footprint = small ? settings.Size : RoundUp(settings.Size, OwnBlockSize);

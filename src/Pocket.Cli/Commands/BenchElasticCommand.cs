@@ -5,9 +5,11 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Admin;
 using Pocket.Cli.Up;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Scaling;
 using Pocket.Protocol;
 using Spectre.Console;
@@ -77,7 +79,7 @@ internal static class BenchElasticCommand
             var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions { ClusterToken = options.ClusterToken }, cancellationToken).ConfigureAwait(false);
             await using (client.ConfigureAwait(false))
             {
-                var job = await client.RegisterJobAsync("bench-elastic", cancellationToken).ConfigureAwait(false);
+                var job = await client.Admin().RegisterJobAsync("bench-elastic", cancellationToken).ConfigureAwait(false);
                 Progress(json, $"loading {Units.FormatBytes(bytes)}");
                 var hashes = await LoadAsync(job, bytes, cancellationToken).ConfigureAwait(false);
 
@@ -104,14 +106,14 @@ internal static class BenchElasticCommand
 
                 // The fullest of the first nodes: the drain moves about half the data.
                 var initial = cluster.InitialNodes.Select(n => n.NodeId).ToHashSet();
-                var victim = (await client.GetNodesAsync(cancellationToken).ConfigureAwait(false))
+                var victim = (await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false))
                     .Where(n => n.State == NodeState.Live && initial.Contains(n.Id))
                     .OrderByDescending(n => n.Used)
                     .First();
                 Progress(json, $"draining node {victim.Id} ({Units.FormatBytes(victim.Used)} stored)");
                 var clock = Stopwatch.StartNew();
                 var moved = await autoscaler.RemoveNodeAsync(victim.Id, "bench: drain a loaded node", cancellationToken).ConfigureAwait(false);
-                await WaitUntilAsync(async () => (await client.GetNodesAsync(cancellationToken).ConfigureAwait(false)).All(n => n.Id != victim.Id), "the drained node leaves the node list", cancellationToken).ConfigureAwait(false);
+                await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false)).All(n => n.Id != victim.Id), "the drained node leaves the node list", cancellationToken).ConfigureAwait(false);
                 var drain = clock.Elapsed.TotalSeconds;
                 if (cluster.Controller.Events.Last(100).LastOrDefault(e => e.Kind is "scale-failed" && e.NodeId == victim.Id) is { } failed)
                 {
@@ -185,7 +187,7 @@ internal static class BenchElasticCommand
         var clock = Stopwatch.StartNew();
         var node = await autoscaler.ScaleUpAsync(NodeTier.Dram, useWarmPool ? "bench: scale-up from the warm pool" : "bench: cold scale-up", useWarmPool, cancellationToken).ConfigureAwait(false);
         var id = node.NodeId ?? throw new CliException("the provisioner did not report the new node's id");
-        await WaitUntilAsync(async () => (await client.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Any(n => n.Id == id && n.State == NodeState.Live), $"node {id} serves", cancellationToken).ConfigureAwait(false);
+        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false)).Any(n => n.Id == id && n.State == NodeState.Live), $"node {id} serves", cancellationToken).ConfigureAwait(false);
         return (clock.Elapsed.TotalSeconds, id);
     }
 

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using HdrHistogram;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Spectre.Console;
 
 namespace Pocket.Cli.Commands;

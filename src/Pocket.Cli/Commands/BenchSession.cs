@@ -1,3 +1,4 @@
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Protocol;
 using Spectre.Console;
@@ -144,7 +145,7 @@ internal sealed class BenchSession : IAsyncDisposable
     {
         try
         {
-            return await client.RegisterJobAsync("bench", tier, cancellationToken).ConfigureAwait(false);
+            return await client.Admin().RegisterJobAsync("bench", tier, cancellationToken).ConfigureAwait(false);
         }
         catch (PocketUnauthorizedException ex)
         {
@@ -169,7 +170,7 @@ internal sealed class BenchSession : IAsyncDisposable
     {
         try
         {
-            await Client.DeregisterJobAsync(Job.Id, CancellationToken.None).ConfigureAwait(false);
+            await Client.Admin().DeregisterJobAsync(Job.Id, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is PocketException or IOException)
         {

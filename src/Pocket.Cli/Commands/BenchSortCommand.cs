@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using Pocket.Cli.Demo;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 using StackExchange.Redis;

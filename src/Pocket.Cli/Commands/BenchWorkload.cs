@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using HdrHistogram;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 
 namespace Pocket.Cli.Commands;
 

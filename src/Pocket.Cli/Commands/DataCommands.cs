@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 

@@ -6,6 +6,7 @@ using Pocket.Cli.Demo;
 using Pocket.Cli.Up;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 using Spectre.Console;
@@ -151,9 +152,9 @@ internal static class DemoCommand
     private static async Task<int> SortAsync(DemoSettings settings, SortPlan plan, Uri controllerUrl, JobToken clusterToken, bool embedded, Action<string> say, CancellationToken cancellationToken)
     {
         using var controller = new PocketControllerClient(controllerUrl, clusterToken);
-        var hints = new JobSizeHints { Functions = Math.Max(plan.Mappers, plan.Reducers), CapacityBytes = plan.Bytes * 3, LatencySensitive = false };
+        var hints = new JobHints { Functions = Math.Max(plan.Mappers, plan.Reducers), CapacityBytes = plan.Bytes * 3, LatencySensitive = false };
         say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"registering job 'sort' with {controllerUrl.ToString().TrimEnd('/')}: {hints.Functions} functions, {Units.FormatBytes(hints.CapacityBytes.Value)}, not latency-sensitive")));
-        JobRegistration registration;
+        RegisterJobResponse registration;
         try
         {
             registration = await controller.RegisterJobAsync("sort", hints, cancellationToken).ConfigureAwait(false);
@@ -165,7 +166,7 @@ internal static class DemoCommand
 
         say(Markup.Escape($"job {registration.JobId}: tier {NodeTierNames.Name(registration.Tier)}, nodes {string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Address}, weight {n.Weight:0.##})")))}"));
         SortReport? report = null;
-        JobDeregistration? ended = null;
+        DeleteJobResponse? ended = null;
         try
         {
             var client = await PocketClient.ConnectAsync(registration.Metadata, cancellationToken: cancellationToken).ConfigureAwait(false);
@@ -243,7 +244,7 @@ internal static class DemoCommand
         report.Problem
         ?? (report.Input != report.Output ? $"the output's records differ from the input's (input {report.Input}; output {report.Output})" : "unknown");
 
-    private static void PrintSummary(SortReport report, DemoSettings settings, JobRegistration registration, bool embedded, JobDeregistration? ended)
+    private static void PrintSummary(SortReport report, DemoSettings settings, RegisterJobResponse registration, bool embedded, DeleteJobResponse? ended)
     {
         var plan = report.Plan;
         var table = new Table().Border(TableBorder.Rounded)
@@ -289,7 +290,7 @@ internal static class DemoCommand
             : $"[red]NOT verified[/]: {Markup.Escape(Problem(report))}");
     }
 
-    private static JsonObject ToJson(SortReport report, DemoSettings settings, JobRegistration registration, Uri controller, bool embedded, JobDeregistration? ended)
+    private static JsonObject ToJson(SortReport report, DemoSettings settings, RegisterJobResponse registration, Uri controller, bool embedded, DeleteJobResponse? ended)
     {
         static JsonObject Checksum(RecordChecksum c) => new()
         {

@@ -2,8 +2,10 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -60,7 +62,7 @@ internal static class JobCommands
         {
             var home = PocketHome.Default();
             var jobName = parse.GetRequiredValue(name);
-            var hints = new JobSizeHints
+            var hints = new JobHints
             {
                 Functions = parse.GetValue(functions),
                 PeakThroughputBitsPerSecond = parse.GetValue(throughput),
@@ -70,7 +72,7 @@ internal static class JobCommands
             using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
             if (connection is null)
             {
-                if (hints != new JobSizeHints())
+                if (hints != new JobHints())
                 {
                     throw new CliException("hints need a controller (--controller URL or `pocket up`); a metadata server alone registers jobs unsized");
                 }
@@ -124,7 +126,7 @@ internal static class JobCommands
         var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
-            var job = await client.RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
+            var job = await client.Admin().RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
             var entry = new JobEntry(job.Id, job.Token.ToString(), connection.Metadata);
             await RememberAsync(home, entry, cancellationToken).ConfigureAwait(false);
             if (json)
@@ -344,7 +346,7 @@ internal static class JobCommands
         {
             try
             {
-                var (objects, bytes) = await client.DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
+                var (objects, bytes) = await client.Admin().DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
                 return string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {objects} objects, {Units.FormatBytes(bytes)}");
             }
             catch (ObjectNotFoundException) when (known is not null)

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 using Spectre.Console;
 using Spectre.Console.Rendering;
@@ -83,7 +84,7 @@ internal static class StatusCommand
     }
 
     /// <summary>The last events; a controller without the events endpoint (or a failed call) shows none rather than failing the status.</summary>
-    private static async Task<IReadOnlyList<ClusterEventInfo>> EventsAsync(ControllerConnection connection, CancellationToken cancellationToken)
+    private static async Task<IReadOnlyList<EventResponse>> EventsAsync(ControllerConnection connection, CancellationToken cancellationToken)
     {
         try
         {
@@ -159,11 +160,11 @@ internal static class StatusCommand
                 Markup.Escape(node.Address),
                 NodeTierNames.Name(node.Tier),
                 node.State == Protocol.NodeState.Live ? $"[green]{state}[/]" : $"[yellow]{state}[/]",
-                $"{Units.FormatBytes(node.UsedBytes)} / {Units.FormatBytes(node.CapacityBytes)}",
-                Percent(node.AllocatedShare),
+                $"{Units.FormatBytes(node.Capacity.Used)} / {Units.FormatBytes(node.Capacity.Total)}",
+                Percent(node.Allocated.Share),
                 Percent(node.Cpu),
-                (node.NetRxBytesPerSecond / MB).ToString("0.0", CultureInfo.InvariantCulture),
-                (node.NetTxBytesPerSecond / MB).ToString("0.0", CultureInfo.InvariantCulture));
+                (node.Network.RxBytesPerSecond / MB).ToString("0.0", CultureInfo.InvariantCulture),
+                (node.Network.TxBytesPerSecond / MB).ToString("0.0", CultureInfo.InvariantCulture));
         }
 
         var jobs = new Table().Border(TableBorder.Rounded).Title("jobs")
@@ -191,7 +192,7 @@ internal static class StatusCommand
         var live = cluster.Nodes.Count(n => n.State == Protocol.NodeState.Live);
         var header = new Markup(Markup.Escape(string.Create(
             CultureInfo.InvariantCulture,
-            $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatBytes(cluster.Nodes.Sum(n => n.UsedBytes))} of {Units.FormatBytes(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.CapacityBytes))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
+            $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatBytes(cluster.Nodes.Sum(n => n.Capacity.Used))} of {Units.FormatBytes(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.Capacity.Total))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
         return new Rows(
             header,
             cluster.Nodes.Count > 0 ? nodes : new Markup("no storage nodes"),
@@ -200,7 +201,7 @@ internal static class StatusCommand
     }
 
     /// <summary>The last events: what the controller decided (scale-ups, drains, warm pool) and why.</summary>
-    private static IRenderable RenderEvents(IReadOnlyList<ClusterEventInfo> events)
+    private static IRenderable RenderEvents(IReadOnlyList<EventResponse> events)
     {
         if (events.Count == 0)
         {
@@ -226,9 +227,9 @@ internal static class StatusCommand
     }
 
     /// <summary>"dram 2 MiB, ssd 6 MiB": the tiers holding the job's blocks (spilled data shows as a second tier).</summary>
-    private static string PerTier(JobUsage usage)
+    private static string PerTier(JobUsageResponse usage)
     {
-        var parts = usage.BytesByTier.Where(t => t.Value > 0).OrderBy(t => t.Key).Select(t => $"{NodeTierNames.Name(t.Key)} {Units.FormatBytes(t.Value)}").ToList();
+        var parts = (usage.BytesByTier ?? new Dictionary<NodeTier, long>()).Where(t => t.Value > 0).OrderBy(t => t.Key).Select(t => $"{NodeTierNames.Name(t.Key)} {Units.FormatBytes(t.Value)}").ToList();
         return parts.Count == 0 ? "-" : string.Join(", ", parts);
     }
 
@@ -244,12 +245,12 @@ internal static class StatusCommand
             ["address"] = n.Address,
             ["tier"] = NodeTierNames.Name(n.Tier),
             ["state"] = n.State.ToString().ToLowerInvariant(),
-            ["capacityBytes"] = n.CapacityBytes,
-            ["usedBytes"] = n.UsedBytes,
-            ["allocatedShare"] = n.AllocatedShare,
+            ["capacityBytes"] = n.Capacity.Total,
+            ["usedBytes"] = n.Capacity.Used,
+            ["allocatedShare"] = n.Allocated.Share,
             ["cpu"] = n.Cpu,
-            ["netRxBytesPerSecond"] = n.NetRxBytesPerSecond,
-            ["netTxBytesPerSecond"] = n.NetTxBytesPerSecond,
+            ["netRxBytesPerSecond"] = n.Network.RxBytesPerSecond,
+            ["netTxBytesPerSecond"] = n.Network.TxBytesPerSecond,
         })]),
         ["jobs"] = new JsonArray([.. snapshot.Cluster.Jobs.Select((j, i) => (JsonNode)new JsonObject
         {
@@ -260,7 +261,7 @@ internal static class StatusCommand
             ["capacityBytes"] = j.CapacityBytes,
             ["objects"] = snapshot.Usages[i]?.Objects,
             ["bytes"] = snapshot.Usages[i] is { } u ? u.BlockBytes + u.InlineBytes : null,
-            ["bytesByTier"] = snapshot.Usages[i] is { } usage ? new JsonObject([.. usage.BytesByTier.OrderBy(t => t.Key).Select(t => KeyValuePair.Create(NodeTierNames.Name(t.Key), (JsonNode?)t.Value))]) : null,
+            ["bytesByTier"] = snapshot.Usages[i] is { } usage ? new JsonObject([.. (usage.BytesByTier ?? new Dictionary<NodeTier, long>()).OrderBy(t => t.Key).Select(t => KeyValuePair.Create(NodeTierNames.Name(t.Key), (JsonNode?)t.Value))]) : null,
         })]),
         ["events"] = new JsonArray([.. snapshot.Events.Select(e => (JsonNode)new JsonObject
         {
@@ -271,8 +272,8 @@ internal static class StatusCommand
         })]),
     };
 
-    private sealed record Snapshot(ClusterStatus Cluster, JobUsage?[] Usages, DateTimeOffset At)
+    private sealed record Snapshot(ClusterResponse Cluster, JobUsageResponse?[] Usages, DateTimeOffset At)
     {
-        public IReadOnlyList<ClusterEventInfo> Events { get; init; } = [];
+        public IReadOnlyList<EventResponse> Events { get; init; } = [];
     }
 }

@@ -4,9 +4,11 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
+using Pocket.Admin;
 using Pocket.Cli.Up;
 using Pocket.Client;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Protocol;
@@ -311,7 +313,7 @@ internal static class UpCommand
         var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, cluster.Options.ClientOptions(), cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
-            nodes = await client.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            nodes = await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false);
         }
 
         AnsiConsole.MarkupLine($"[green]Pocket is up[/] (storage nodes: {cluster.NodeKind})");

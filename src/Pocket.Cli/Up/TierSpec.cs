@@ -1,5 +1,6 @@
 using System.Globalization;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 
 namespace Pocket.Cli.Up;

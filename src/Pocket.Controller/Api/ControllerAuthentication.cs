@@ -3,6 +3,7 @@ using System.Text;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Observability;
 using Pocket.Protocol;
 

@@ -3,7 +3,9 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Jobs;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
@@ -13,7 +15,7 @@ using Pocket.Protocol;
 namespace Pocket.Controller.Api;
 
 /// <summary>The HTTP API: thin handlers that turn JSON into registry calls and exceptions into status codes.</summary>
-internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient admin, ControllerOptions options, ILogger logger)
+internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClient admin, ControllerOptions options, ILogger logger)
 {
     public required ClusterTelemetry Telemetry { get; init; }
 
@@ -124,8 +126,8 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
         var body = new RegisterJobResponse(
             job.Id,
-            job.Token.ToString(),
-            NodeTierNames.Name(job.Requirement.Tier),
+            job.Token,
+            job.Requirement.Tier,
             Nodes(job, addresses),
             registry.Options.LeaseDuration.TotalSeconds,
             job.Requirement.ThroughputBound,
@@ -201,8 +203,8 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
             return new NodeResponse(
                 n.Id,
                 n.Address,
-                NodeTierNames.Name(n.Tier),
-                n.State.ToString().ToLowerInvariant(),
+                n.Tier,
+                n.State,
                 new NodeCapacityResponse(n.Capacity, n.Used),
                 n.Cpu,
                 new NodeNetworkResponse(n.NetRxBytesPerSecond, n.NetTxBytesPerSecond),
@@ -221,8 +223,8 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
             .OrderBy(h => h.Key)
             .Select(h => new NodeHistoryResponse(
                 h.Key,
-                NodeTierNames.Name(h.Value[^1].Tier),
-                [.. h.Value.Select(s => new NodeSampleResponse(s.Time, s.State.ToString().ToLowerInvariant(), s.Capacity, s.Used, s.Cpu, s.NetRxBytesPerSecond, s.NetTxBytesPerSecond, s.MovedBytes))]))
+                h.Value[^1].Tier,
+                [.. h.Value.Select(s => new NodeSampleResponse(s.Time, s.State, s.Capacity, s.Used, s.Cpu, s.NetRxBytesPerSecond, s.NetTxBytesPerSecond, s.MovedBytes))]))
             .ToList();
         return Results.Ok(new HistoryResponse(Telemetry.Interval.TotalSeconds, nodes));
     }
@@ -265,7 +267,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
     private static JobResponse ToResponse(JobRecord job, IReadOnlyDictionary<uint, string> addresses, JobUsage? usage, JobMeterReading? meter = null) => new(
         job.Id,
         job.Name,
-        NodeTierNames.Name(job.Requirement.Tier),
+        job.Requirement.Tier,
         Nodes(job, addresses),
         job.Requirement.ThroughputBound,
         job.Requirement.ThroughputBitsPerSecond,
@@ -273,16 +275,13 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketClient adm
         job.Requirement.NodesNeeded,
         job.RegisteredAt,
         job.LeaseExpiresAt,
-        new JobHintsResponse(job.Hints.Functions, job.Hints.PeakThroughputBitsPerSecond, job.Hints.CapacityBytes, job.Hints.LatencySensitive),
-        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests, BytesByTier(usage))
+        job.Hints,
+        usage is null ? null : new JobUsageResponse(usage.Objects, usage.BlockBytes, usage.InlineBytes, usage.Requests, usage.BytesByTier)
         {
             GbSeconds = meter?.GbSeconds ?? 0,
-            GbSecondsByTier = meter?.GbSecondsByTier.ToDictionary(t => NodeTierNames.Name(t.Key), t => t.Value) ?? new Dictionary<string, double>(),
+            GbSecondsByTier = meter?.GbSecondsByTier ?? new Dictionary<NodeTier, double>(),
             MeteredSince = meter?.Since,
         });
-
-    private static Dictionary<string, long> BytesByTier(JobUsage usage) =>
-        usage.BytesByTier.OrderBy(t => t.Key).ToDictionary(t => NodeTierNames.Name(t.Key), t => t.Value);
 
     private static IResult BadRequest(ErrorResponse error) => Results.Json(error, statusCode: StatusCodes.Status400BadRequest);
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Sizing;
 
 namespace Pocket.Controller.Api;

@@ -1,6 +1,8 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Sizing;
@@ -62,7 +64,7 @@ public sealed class JobRegistry : IAsyncDisposable
     // A provisioner may start nodes smaller than the class assumed; this many rounds of "start what is still missing" are tried.
     private const int MaxProvisionRounds = 3;
 
-    private readonly PocketClient _admin;
+    private readonly PocketAdminClient _admin;
     private readonly IStorageProvisioner? _provisioner;
     private readonly NodeInventory _inventory;
     private readonly JobRegistryOptions _options;
@@ -84,13 +86,13 @@ public sealed class JobRegistry : IAsyncDisposable
     /// Makes a registry that administers the cluster through <paramref name="admin"/> (which must hold the cluster
     /// token) and starts nodes through <paramref name="provisioner"/> (null: a fixed cluster).
     /// </summary>
-    public JobRegistry(PocketClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory)
+    public JobRegistry(PocketAdminClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory)
         : this(admin, provisioner, options, loggerFactory, new NodeInventory(pool: null))
     {
     }
 
     /// <summary>A registry that claims warm-pool nodes from, and records the nodes it starts in, <paramref name="inventory"/>.</summary>
-    internal JobRegistry(PocketClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory, NodeInventory inventory)
+    internal JobRegistry(PocketAdminClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory, NodeInventory inventory)
     {
         options.Validate();
         _admin = admin;
@@ -160,9 +162,9 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <exception cref="ProvisioningException">Nodes were needed and could not be started in time.</exception>
     public async Task<JobRecord> RegisterAsync(string name, JobHints hints, CancellationToken cancellationToken = default)
     {
-        if (!IsValidJobName(name))
+        if (!JobName.IsValid(name))
         {
-            throw new ArgumentException("a job name is 1-64 letters, digits, '-', '_' or '.'", nameof(name));
+            throw new ArgumentException($"a job name is {JobName.Rule}", nameof(name));
         }
 
         hints.Validate();
@@ -645,9 +647,6 @@ public sealed class JobRegistry : IAsyncDisposable
 
         return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);
     }
-
-    private static bool IsValidJobName(string? name) =>
-        name is { Length: > 0 and <= 64 } && name.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.');
 
     internal static string ReasonText(JobEndReason reason) => reason switch
     {

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Protocol;
 
@@ -23,7 +24,7 @@ public sealed record JobMeterReading(long Requests, double GbSeconds, IReadOnlyD
 /// the previous tick times the time between them (on the controller's clock), so the GB-seconds are what it held,
 /// not what it holds now. A job is metered from its first tick; ended jobs are forgotten.
 /// </summary>
-internal sealed class JobUsageMeter(PocketClient admin, JobRegistry registry, TimeProvider time, ILogger logger)
+internal sealed class JobUsageMeter(PocketAdminClient admin, JobRegistry registry, TimeProvider time, ILogger logger)
 {
     private const double BytesPerGb = 1e9;
 

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Scaling;
 using Pocket.Protocol;
@@ -15,7 +16,7 @@ internal static class NodeStarts
     /// Reads the metadata server's node list every <paramref name="interval"/> until <paramref name="found"/> picks a
     /// result from it; the caller's token (with its deadline) ends the wait.
     /// </summary>
-    public static async Task<T> WaitForNodesAsync<T>(PocketClient admin, Func<IReadOnlyList<NodeInfo>, T?> found, TimeSpan interval, TimeProvider time, CancellationToken cancellationToken)
+    public static async Task<T> WaitForNodesAsync<T>(PocketAdminClient admin, Func<IReadOnlyList<NodeInfo>, T?> found, TimeSpan interval, TimeProvider time, CancellationToken cancellationToken)
         where T : class
     {
         while (true)

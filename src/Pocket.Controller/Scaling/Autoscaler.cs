@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Jobs;
 using Pocket.Controller.Provisioning;
@@ -90,7 +91,7 @@ public sealed record AutoscalerOptions
 /// </summary>
 public sealed class Autoscaler
 {
-    private readonly PocketClient _admin;
+    private readonly PocketAdminClient _admin;
     private readonly JobRegistry _registry;
     private readonly NodeInventory _inventory;
     private readonly IStorageProvisioner _provisioner;
@@ -108,7 +109,7 @@ public sealed class Autoscaler
     // the same load, since scale-ups no longer wait out the cooldown. That tick is skipped.
     private Task _seenFinished = Task.CompletedTask;
 
-    internal Autoscaler(PocketClient admin, JobRegistry registry, NodeInventory inventory, IStorageProvisioner provisioner, AutoscalerOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
+    internal Autoscaler(PocketAdminClient admin, JobRegistry registry, NodeInventory inventory, IStorageProvisioner provisioner, AutoscalerOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
         options.Validate();
         _admin = admin;

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Protocol;
 
@@ -69,7 +70,7 @@ public sealed class ClusterEventLog(int capacity)
 /// </summary>
 public sealed class ClusterTelemetry : IAsyncDisposable
 {
-    private readonly PocketClient _admin;
+    private readonly PocketAdminClient _admin;
     private readonly TimeProvider _time;
     private readonly int _historyLength;
     private readonly ILogger _logger;
@@ -80,7 +81,7 @@ public sealed class ClusterTelemetry : IAsyncDisposable
     private readonly Func<IReadOnlyList<NodeSample>, CancellationToken, Task> _sampled;
     private Task? _loop;
 
-    internal ClusterTelemetry(PocketClient admin, TimeProvider time, TimeSpan interval, int historyLength, ClusterEventLog events, ILogger logger, Func<IReadOnlyList<NodeSample>, CancellationToken, Task> sampled)
+    internal ClusterTelemetry(PocketAdminClient admin, TimeProvider time, TimeSpan interval, int historyLength, ClusterEventLog events, ILogger logger, Func<IReadOnlyList<NodeSample>, CancellationToken, Task> sampled)
     {
         _sampled = sampled;
         _admin = admin;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Sizing;
@@ -55,7 +56,7 @@ public sealed class WarmPool : IAsyncDisposable
     // How often the node list is read while a started node registers.
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(100);
 
-    private readonly PocketClient _admin;
+    private readonly PocketAdminClient _admin;
     private readonly IStorageProvisioner _provisioner;
     private readonly WarmPoolOptions _options;
     private readonly SizingOptions _sizing;
@@ -68,7 +69,7 @@ public sealed class WarmPool : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private Task _stopping = Task.CompletedTask;
 
-    internal WarmPool(PocketClient admin, IStorageProvisioner provisioner, WarmPoolOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
+    internal WarmPool(PocketAdminClient admin, IStorageProvisioner provisioner, WarmPoolOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
         options.Validate();
         var missing = options.Tiers.Where(t => !provisioner.Tiers.Contains(t)).ToList();

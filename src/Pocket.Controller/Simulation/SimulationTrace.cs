@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Scaling;
 using Pocket.Controller.Sizing;
 using Pocket.Protocol;

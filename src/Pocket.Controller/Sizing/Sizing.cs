@@ -1,53 +1,7 @@
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Sizing;
-
-/// <summary>
-/// What a job says about itself when it registers. Every hint is optional; null (or 0, as in the original API)
-/// means "not given".
-/// </summary>
-public sealed record JobHints
-{
-    /// <summary>Functions (lambdas, workers) of the job running at the same time.</summary>
-    public int? Functions { get; init; }
-
-    /// <summary>Peak throughput of the whole job, bits per second.</summary>
-    public double? PeakThroughputBitsPerSecond { get; init; }
-
-    /// <summary>Most bytes the job stores at once.</summary>
-    public long? CapacityBytes { get; init; }
-
-    /// <summary>Whether the job waits on every small request; such jobs get DRAM. Default yes, as in the paper.</summary>
-    public bool LatencySensitive { get; init; } = true;
-
-    /// <summary>No hints: the job gets the default allocation.</summary>
-    public static JobHints None => new();
-
-    internal bool HasFunctions => Functions is > 0;
-
-    internal bool HasThroughput => PeakThroughputBitsPerSecond is > 0;
-
-    internal bool HasCapacity => CapacityBytes is > 0;
-
-    /// <summary>Throws <see cref="ArgumentException"/> (its ParamName the hint) when a hint is negative or not a number.</summary>
-    public void Validate()
-    {
-        if (Functions is < 0)
-        {
-            throw new ArgumentException("functions must be >= 0", "functions");
-        }
-
-        if (PeakThroughputBitsPerSecond is { } t && (!(t >= 0) || !double.IsFinite(t)))
-        {
-            throw new ArgumentException("peak throughput must be >= 0 bits/s", "peakThroughput");
-        }
-
-        if (CapacityBytes is < 0)
-        {
-            throw new ArgumentException("capacity must be >= 0 bytes", "capacity");
-        }
-    }
-}
 
 /// <summary>
 /// A job's needs on one tier: throughput T and capacity C from its hints, and how many nodes of the tier's class
@@ -238,6 +192,13 @@ public sealed class JobSizer
             : TooLarge(smallest));
     }
 
+    // Null or 0 is "not given", as in the original API.
+    private static bool HasFunctions(JobHints hints) => hints.Functions is > 0;
+
+    private static bool HasThroughput(JobHints hints) => hints.PeakThroughputBitsPerSecond is > 0;
+
+    private static bool HasCapacity(JobHints hints) => hints.CapacityBytes is > 0;
+
     /// <summary>Sizes the job on one node class (the table in docs/controller.md, "Sizing").</summary>
     public JobRequirement SizeOn(JobHints hints, NodeClassOptions nodeClass)
     {
@@ -245,15 +206,15 @@ public sealed class JobSizer
         var bandwidth = nodeClass.BandwidthBitsPerSecond;
 
         // Explicit peak throughput beats the function count: it is the more precise statement of the same thing.
-        var throughput = hints.HasThroughput ? hints.PeakThroughputBitsPerSecond!.Value
-            : hints.HasFunctions ? hints.Functions!.Value * Options.PerFunctionBitsPerSecond
-            : hints.HasCapacity ? (double)hints.CapacityBytes!.Value * bandwidth / nodeClass.CapacityBytes
+        var throughput = HasThroughput(hints) ? hints.PeakThroughputBitsPerSecond!.Value
+            : HasFunctions(hints) ? hints.Functions!.Value * Options.PerFunctionBitsPerSecond
+            : HasCapacity(hints) ? (double)hints.CapacityBytes!.Value * bandwidth / nodeClass.CapacityBytes
             : Options.DefaultFunctions * Options.PerFunctionBitsPerSecond;
-        var isDefault = !hints.HasThroughput && !hints.HasFunctions && !hints.HasCapacity;
+        var isDefault = !HasThroughput(hints) && !HasFunctions(hints) && !HasCapacity(hints);
 
         // Without a capacity hint the job is assumed to store what its throughput fills on the class's nodes.
         // Multiplied before divided, and rounded up only past float noise, so 2 Gb/s on 256 MiB per 8 Gb/s is 64 MiB exactly.
-        var capacity = hints.HasCapacity ? hints.CapacityBytes!.Value : Math.Ceiling((throughput * nodeClass.CapacityBytes / bandwidth) - 1e-6);
+        var capacity = HasCapacity(hints) ? hints.CapacityBytes!.Value : Math.Ceiling((throughput * nodeClass.CapacityBytes / bandwidth) - 1e-6);
 
         var byThroughput = throughput / bandwidth;
         var byCapacity = capacity / nodeClass.CapacityBytes;
@@ -273,7 +234,7 @@ public sealed class JobSizer
         }
         else
         {
-            throughputBound = !hints.HasCapacity && (hints.HasThroughput || hints.HasFunctions);
+            throughputBound = !HasCapacity(hints) && (HasThroughput(hints) || HasFunctions(hints));
         }
 
         return new JobRequirement(

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Pocket.Controller;
+namespace Pocket.Controller.Contracts;
 
 /// <summary>
 /// Parses and prints the quantities hints are given in: throughput ("2Gbps", "500 Mb/s", "1.5GB/s") and
