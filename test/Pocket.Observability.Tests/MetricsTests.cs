@@ -214,7 +214,7 @@ public sealed class MetricsTests
         // Data on the nodes, then a drain of the fuller one: the counter moves by exactly the bytes the drain moved,
         // however the drain falls between the controller's once-a-second samples.
         using var api = new PocketControllerClient(controller.Url, cluster.Options.ClusterToken);
-        var job = await api.RegisterJobAsync("drained", new JobSizeHints { CapacityBytes = 16 << 20 });
+        var job = await api.RegisterJobAsync("drained", new JobHints { CapacityBytes = 16 << 20 });
         await using var client = await cluster.ConnectAsync();
         var data = new byte[1 << 20];
         Random.Shared.NextBytes(data);
@@ -223,7 +223,7 @@ public sealed class MetricsTests
             await client.OpenJob(job.JobId, job.Token).PutAsync($"object-{i}", data);
         }
 
-        var fullest = (await client.GetNodesAsync()).OrderByDescending(n => n.Used).First();
+        var fullest = (await client.Admin().GetNodesAsync()).OrderByDescending(n => n.Used).First();
         Assert.True(fullest.Used > 0);
         var moved = await controller.Autoscaler.RemoveNodeAsync(fullest.Id, "asked by the test");
         Assert.True(moved >= fullest.Used, $"the drain moved {moved} bytes of a node using {fullest.Used}");
