@@ -45,18 +45,6 @@ internal sealed unsafe class ClientLoops
     /// <summary>The loops of this process, started with the first plain connection.</summary>
     public static ClientLoops Shared => SharedLoops.Value;
 
-    /// <summary>Loops running now (the base number, plus any started while others were blocked).</summary>
-    public int LoopCount
-    {
-        get
-        {
-            lock (_loopsLock)
-            {
-                return _loops.Count;
-            }
-        }
-    }
-
     /// <summary>An id for a connection, taken before <see cref="Add"/>: its first event may arrive before Add returns.</summary>
     public ulong NewId() => (ulong)Interlocked.Increment(ref _nextId);
 
@@ -85,13 +73,14 @@ internal sealed unsafe class ClientLoops
     private void StartLoop(bool extra)
     {
         var state = new LoopState(extra);
+        Thread thread;
         lock (_loopsLock)
         {
             _loops.Add(state);
-            state.Thread = new Thread(() => Loop(state)) { IsBackground = true, Name = $"pocket client loop {_loops.Count - 1}" };
+            thread = new Thread(() => Loop(state)) { IsBackground = true, Name = $"pocket client loop {_loops.Count - 1}" };
         }
 
-        state.Thread.Start();
+        thread.Start();
     }
 
     private void Loop(LoopState state)
@@ -163,7 +152,6 @@ internal sealed unsafe class ClientLoops
     private sealed class LoopState(bool extra)
     {
         public readonly bool Extra = extra;
-        public Thread? Thread;
 
         /// <summary>When the loop started on its current connection (a timestamp), or 0 while it waits.</summary>
         public long BusySince;
