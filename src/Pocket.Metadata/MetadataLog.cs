@@ -33,4 +33,7 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
     public static partial void NodeRemoved(ILogger logger, uint nodeId);
+
+    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "node {NodeId} does not know CopyExtent (an older version): drains copy to it through this server")]
+    public static partial void CopyUnsupported(ILogger logger, uint nodeId);
 }

@@ -167,6 +167,9 @@ internal static class RoleCommands
                 {
                     Metadata = new DnsEndPoint(metadataHost, metadataPort),
                     MetadataConnection = metadataConnection,
+
+                    // Drains have this node pull blocks from other storage nodes (CopyExtent).
+                    PeerConnection = tls.Connection(parse, listenHost),
                     ClusterToken = clusterToken,
                     Tier = nodeTier,
                     Standby = parse.GetValue(standby),
