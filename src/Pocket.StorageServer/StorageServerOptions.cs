@@ -41,8 +41,11 @@ public sealed record StorageServerOptions
     /// <summary>Bytes a copy reads from its source per request (bounded, so a large extent needs no large buffer).</summary>
     internal int CopyChunkSize { get; init; } = 1 << 20;
 
-    /// <summary>Answers CopyExtent as a node that predates it does (UnknownOpcode); for tests of the drain's fallback.</summary>
-    internal bool CopyExtentDisabled { get; init; }
+    /// <summary>
+    /// Answers CopyExtent as a node that predates it does (UnknownOpcode), so drains copy to this node through the
+    /// metadata server: for mixed-version tests and benchmarks of that path, not for deployments.
+    /// </summary>
+    public bool CopyExtentDisabled { get; init; }
 
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
