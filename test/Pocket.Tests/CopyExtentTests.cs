@@ -313,4 +313,42 @@ public sealed class CopyExtentTests
         await job.PutAsync("after", after, cancellationToken: cts.Token);
         Assert.Equal(Hash(after), Hash(await job.GetAsync("after", cancellationToken: cts.Token)));
     }
+
+    [Fact]
+    public async Task ANodeKeepsAtMostItsBoundOfPeerConnectionsAndStillCopies()
+    {
+        // One peer connection at most: copying alternately from two sources replaces it each time, and every copy lands.
+        await using var cluster = await StartClusterAsync(nodes: 2, capacity: Capacity);
+        await using var target = await StartNodeAsync(cluster, o => o with { MaxPeerConnections = 1 });
+        using var cts = Timeout();
+        const int Length = 256 << 10;
+        await using var toTarget = await FrameConnection.ConnectAsync("127.0.0.1", target.EndPoint.Port, new(), cts.Token);
+        for (var round = 0; round < 4; round++)
+        {
+            var source = cluster.Nodes[round % 2]!;
+            var bytes = RandomBytes(Length, round);
+            var at = Capacity - ((round + 1) * (long)Length);
+            await using (var toSource = await FrameConnection.ConnectAsync("127.0.0.1", source.EndPoint.Port, new(), cts.Token))
+            {
+                var head = new BodyWriter();
+                WriteExtentRequest.Write(head, ExtentGrant.Sign(source.GrantSecret, source.NodeId, 3, at, Length, GrantRights.Write), 0);
+                Assert.Equal(Status.Ok, (await toSource.SendAsync(Opcode.WriteExtent, FrameFlags.None, JobToken.None, head.WrittenMemory, bytes, cancellationToken: cts.Token)).Status);
+            }
+
+            var body = new BodyWriter();
+            CopyExtentRequest.Write(
+                body,
+                ExtentGrant.Sign(target.GrantSecret, target.NodeId, (uint)(round + 1), 0, Length, GrantRights.Write),
+                ExtentGrant.Sign(source.GrantSecret, source.NodeId, 3, at, Length, GrantRights.Read),
+                0,
+                "127.0.0.1",
+                (ushort)source.EndPoint.Port);
+            var reply = await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, JobToken.None, body.WrittenMemory, cancellationToken: cts.Token);
+            Assert.True(reply.IsOk, reply.Message);
+            Assert.Equal(1, target.PeerConnectionCount);
+            Assert.Equal(Hash(bytes), Hash(target.Store.Device.GetSpan(0, Length)));
+        }
+
+        Assert.Equal(4L * Length, target.BytesCopied);
+    }
 }
