@@ -19,4 +19,7 @@ public enum Status : ushort
     InvalidKey = 13,
     ShuttingDown = 14,
     IoError = 15,
+
+    /// <summary>A job's quota (bytes, objects or key bytes), or the metadata server's bound on object memory, would be passed; nothing was changed.</summary>
+    QuotaExceeded = 16,
 }

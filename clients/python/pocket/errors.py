@@ -91,6 +91,12 @@ class IoError(PocketError):
     status = w.IO_ERROR
 
 
+class QuotaExceeded(PocketError):
+    """A job quota (bytes, objects or key bytes, set at registration) or the metadata server's bound on object memory
+    would be passed; the message names the quota, its limit and the use. Nothing was changed."""
+    status = w.QUOTA_EXCEEDED
+
+
 class ConnectionLost(InternalError):
     """A server could not be reached, or its connection closed with requests in flight."""
 
@@ -128,11 +134,12 @@ ObjectExistsException = Exists
 CapacityExceededException = CapacityExceeded
 NodeLostException = NodeLost
 PocketUnauthorizedException = Unauthorized
+QuotaExceededException = QuotaExceeded
 PocketControllerException = ControllerError
 
 _BY_STATUS = {cls.status: cls for cls in (
     NotFound, Exists, CapacityExceeded, NoNodes, NodeLost, BadRequest, UnknownOpcode, FrameTooLarge,
-    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError)}
+    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError, QuotaExceeded)}
 
 
 def from_status(status, message):

@@ -68,9 +68,19 @@ internal static class RoleCommands
         var idleTimeout = IdleTimeoutOption();
         var metricsPort = MetricsPortOption();
         var verbose = VerboseOption();
+        var maxObjectMemory = CommandRunner.OptionalSizeOption(
+            "--max-object-memory",
+            "Memory for objects over all jobs (keys, 200 bytes of records per object, inline bytes); past it creates fail with QuotaExceeded (default: half the memory the process may use, at least 64MiB)");
+        maxObjectMemory.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is <= 0)
+            {
+                result.AddError("--max-object-memory must be positive");
+            }
+        });
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, idleTimeout, metricsPort, verbose, StopOnStdinEof,
+            host, port, idleTimeout, metricsPort, maxObjectMemory, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -86,6 +96,7 @@ internal static class RoleCommands
                 {
                     ClusterToken = token,
                     Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
+                    MaxObjectMemory = parse.GetValue(maxObjectMemory),
 
                     // Drains copy blocks between storage nodes through this server.
                     StorageConnection = tls.Connection(parse, parse.GetValue(host)!),
