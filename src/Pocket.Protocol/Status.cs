@@ -20,6 +20,12 @@ public enum Status : ushort
     ShuttingDown = 14,
     IoError = 15,
 
+    /// <summary>
+    /// The object's blocks are on a storage node that missed its heartbeats (suspect, not yet dead): retry shortly; it
+    /// becomes readable again when the node answers, or NodeLost once the node is declared dead.
+    /// </summary>
+    NodeUnavailable = 16,
+
     /// <summary>A job's quota (bytes, objects or key bytes), or the metadata server's bound on object memory, would be passed; nothing was changed.</summary>
-    QuotaExceeded = 16,
+    QuotaExceeded = 17,
 }

@@ -91,6 +91,12 @@ class IoError(PocketError):
     status = w.IO_ERROR
 
 
+class NodeUnavailable(PocketError):
+    """Part of the object is on a storage node that missed its heartbeats (suspect, not dead): retry shortly. The
+    object is readable again when the node answers, or NodeLost once the node is declared dead."""
+    status = w.NODE_UNAVAILABLE
+
+
 class QuotaExceeded(PocketError):
     """A job quota (bytes, objects or key bytes, set at registration) or the metadata server's bound on object memory
     would be passed; the message names the quota, its limit and the use. Nothing was changed."""
@@ -133,13 +139,15 @@ ObjectNotFoundException = NotFound
 ObjectExistsException = Exists
 CapacityExceededException = CapacityExceeded
 NodeLostException = NodeLost
+NodeUnavailableException = NodeUnavailable
 PocketUnauthorizedException = Unauthorized
 QuotaExceededException = QuotaExceeded
 PocketControllerException = ControllerError
 
 _BY_STATUS = {cls.status: cls for cls in (
     NotFound, Exists, CapacityExceeded, NoNodes, NodeLost, BadRequest, UnknownOpcode, FrameTooLarge,
-    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError, QuotaExceeded)}
+    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError, NodeUnavailable,
+    QuotaExceeded)}
 
 
 def from_status(status, message):
