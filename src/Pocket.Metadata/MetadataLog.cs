@@ -31,6 +31,9 @@ internal static partial class MetadataLog
     [LoggerMessage(EventId = 208, Level = LogLevel.Warning, Message = "drain of node {NodeId}: moving a block of '{Key}' failed, will retry: {Reason}")]
     public static partial void MoveFailed(ILogger logger, uint nodeId, string key, string reason);
 
+    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "memory trimmed after {Freed} bytes of objects were freed: heap {Before} -> {After} bytes in {Milliseconds} ms")]
+    public static partial void MemoryTrimmed(ILogger logger, long freed, long before, long after, long milliseconds);
+
     [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
     public static partial void NodeRemoved(ILogger logger, uint nodeId);
 
