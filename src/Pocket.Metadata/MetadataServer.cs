@@ -33,7 +33,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         _options = options;
         _logger = loggerFactory.CreateLogger<MetadataServer>();
         _state = new MetadataState(options, _logger);
-        _drains = new DrainCoordinator(_state, options.StorageConnection, options.TimeProvider, _logger);
+        _drains = new DrainCoordinator(_state, options.StorageConnection, options.ClusterToken, options.TimeProvider, _logger);
     }
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");

@@ -27,6 +27,14 @@ public sealed partial class StorageServer
     /// <summary>Checks the write grant (the prefix) before the rest is read; the copy then runs on the I/O pool.</summary>
     private FrameAdmission AdmitCopy(FrameContext frame)
     {
+        // A write grant is something clients hold too; only the metadata server (the cluster token) may make a node
+        // open a connection to an address the request names.
+        if (!_options.ClusterToken.IsNone && frame.Header.Token != _options.ClusterToken)
+        {
+            frame.ReplyError(Status.Unauthorized, "CopyExtent needs the cluster token: only the metadata server's drain sends it");
+            return FrameAdmission.Buffer;
+        }
+
         if (frame.BodyRemaining < CopyExtentRequest.WriteGrantSize || frame.BodyRemaining > CopyExtentRequest.MaxSize)
         {
             frame.ReplyError(Status.BadRequest, "copy body must be write grant, read grant, offset, port and host");

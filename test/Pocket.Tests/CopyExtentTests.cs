@@ -203,11 +203,21 @@ public sealed class CopyExtentTests
         {
             var body = new BodyWriter();
             CopyExtentRequest.Write(body, write, from, within, "127.0.0.1", (ushort)(port == 0 ? source.EndPoint.Port : port));
-            return await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, JobToken.None, body.WrittenMemory, cancellationToken: cts.Token);
+            return await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, cluster.Options.ClusterToken, body.WrittenMemory, cancellationToken: cts.Token);
         }
 
         bool Untouched(long at) => target.Store.Device.GetSpan(at, Length).IndexOfAnyExcept((byte)0) < 0;
         var sourceSent = source.BytesSent;
+
+        // A valid write grant (as any client holds for its own space) without the cluster token: refused unread, so a
+        // client cannot make a node connect to an address of its choosing.
+        var client = new BodyWriter(CopyExtentRequest.MaxSize);
+        CopyExtentRequest.Write(client, WriteGrant(0, 10), read, 0, "127.0.0.1", (ushort)source.EndPoint.Port);
+        var untokened = await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, JobToken.NewRandom(), client.WrittenMemory, cancellationToken: cts.Token);
+        Assert.Equal(Status.Unauthorized, untokened.Status);
+        Assert.Contains("cluster token", untokened.Message, StringComparison.Ordinal);
+        Assert.True(Untouched(0));
+        Assert.Equal(sourceSent, source.BytesSent);
 
         // A forged write grant, and a real one of another node, are refused before anything is read from the source.
         var forged = ExtentGrant.Sign(RandomNumberGenerator.GetBytes(32), target.NodeId, 6, 0, Length, GrantRights.Write);
@@ -251,7 +261,7 @@ public sealed class CopyExtentTests
         var garbage = new BodyWriter();
         GrantList.WriteGrant(garbage, WriteGrant(0, 10));
         garbage.Bytes([1, 2, 3]);
-        Assert.Equal(Status.BadRequest, (await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, JobToken.None, garbage.WrittenMemory, cancellationToken: cts.Token)).Status);
+        Assert.Equal(Status.BadRequest, (await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, cluster.Options.ClusterToken, garbage.WrittenMemory, cancellationToken: cts.Token)).Status);
         Assert.True(Untouched(0));
 
         // And the node still copies: the bytes land in place and read back with the target's grant.
@@ -343,7 +353,7 @@ public sealed class CopyExtentTests
                 0,
                 "127.0.0.1",
                 (ushort)source.EndPoint.Port);
-            var reply = await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, JobToken.None, body.WrittenMemory, cancellationToken: cts.Token);
+            var reply = await toTarget.SendAsync(Opcode.CopyExtent, FrameFlags.None, cluster.Options.ClusterToken, body.WrittenMemory, cancellationToken: cts.Token);
             Assert.True(reply.IsOk, reply.Message);
             Assert.Equal(1, target.PeerConnectionCount);
             Assert.Equal(Hash(bytes), Hash(target.Store.Device.GetSpan(0, Length)));

@@ -18,7 +18,7 @@ namespace Pocket.Metadata.Drain;
 /// source into this server, write to the target. The coordinator owns its connections to storage nodes (one per
 /// node, made on first use) and never holds the metadata lock.
 /// </summary>
-internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptions connectionOptions, TimeProvider time, ILogger logger) : IAsyncDisposable
+internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptions connectionOptions, JobToken clusterToken, TimeProvider time, ILogger logger) : IAsyncDisposable
 {
     /// <summary>How often a drain waiting for open writes (or finding nothing to copy yet) looks again.</summary>
     private static readonly TimeSpan Recheck = TimeSpan.FromMilliseconds(50);
@@ -187,7 +187,8 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
     private async Task<FrameReply> SendAsync(uint nodeId, Opcode opcode, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken token)
     {
         var connection = await ConnectionAsync(nodeId, token).ConfigureAwait(false);
-        var reply = await connection.SendAsync(opcode, FrameFlags.None, JobToken.None, head, data, replyInto, token).ConfigureAwait(false);
+        // The cluster token: storage nodes take a CopyExtent only from the metadata server.
+        var reply = await connection.SendAsync(opcode, FrameFlags.None, clusterToken, head, data, replyInto, token).ConfigureAwait(false);
         Interlocked.Add(ref _bytesReceived, FrameHeader.Size + reply.Body.Length + reply.DataLength);
         return reply;
     }
