@@ -17,6 +17,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private readonly MetadataServerOptions _options;
     private readonly ILogger _logger;
     private readonly MetadataState _state;
+    private readonly StorageLinks _links;
     private readonly DrainCoordinator _drains;
     private FrameServer? _server;
     private ITimer? _livenessTimer;
@@ -28,7 +29,8 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         _options = options;
         _logger = loggerFactory.CreateLogger<MetadataServer>();
         _state = new MetadataState(options, _logger);
-        _drains = new DrainCoordinator(_state, options.StorageConnection, options.TimeProvider, _logger);
+        _links = new StorageLinks(_state.AddressOf, options.StorageConnection);
+        _drains = new DrainCoordinator(_state, _links, options.TimeProvider, _logger);
     }
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
@@ -195,6 +197,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     public async ValueTask DisposeAsync()
     {
         await _drains.DisposeAsync().ConfigureAwait(false);
+        await _links.DisposeAsync().ConfigureAwait(false);
         if (_retireTimer is not null)
         {
             await _retireTimer.DisposeAsync().ConfigureAwait(false);

@@ -12,16 +12,15 @@ namespace Pocket.Metadata.Drain;
 /// task per draining node copies each of its live extents to another node and has the state switch the owning object
 /// over. Old extents stay allocated and readable until the node is drained, so readers holding grants from before the
 /// switch still read the right bytes; the copy's generation is new, so nothing stale can be served. The coordinator
-/// owns the copies' connections to storage nodes (one per node, made on first use) and never holds the metadata lock.
+/// copies over the server's <see cref="StorageLinks"/> and never holds the metadata lock.
 /// </summary>
-internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptions connectionOptions, TimeProvider time, ILogger logger) : IAsyncDisposable
+internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, TimeProvider time, ILogger logger) : IAsyncDisposable
 {
     /// <summary>How often a drain waiting for open writes (or finding nothing to copy yet) looks again.</summary>
     private static readonly TimeSpan Recheck = TimeSpan.FromMilliseconds(50);
 
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentDictionary<uint, Task> _drains = new();
-    private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _connections = new();
 
     /// <summary>Starts draining a node, in the background (ListNodes shows progress). Draining twice is harmless.</summary>
     public Outcome Drain(uint nodeId)
@@ -143,51 +142,14 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
     private ExtentGrant Grant(Extent extent, GrantRights rights) =>
         ExtentGrant.Sign(state.Nodes.SecretOf(extent.NodeId), extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights);
 
-    /// <summary>One connection per storage node, made on first use and replaced once it breaks.</summary>
-    private async Task<FrameConnection> ConnectionAsync(uint nodeId, CancellationToken token)
-    {
-        if (state.AddressOf(nodeId) is not var (host, port))
-        {
-            throw new MigrationException($"node {nodeId} is gone");
-        }
+    private async Task<FrameConnection> ConnectionAsync(uint nodeId, CancellationToken token) =>
+        await links.GetAsync(nodeId, token).ConfigureAwait(false) ?? throw new MigrationException($"node {nodeId} is gone");
 
-        while (true)
-        {
-            var lazy = _connections.GetOrAdd(nodeId, _ => new Lazy<Task<FrameConnection>>(() => FrameConnection.ConnectAsync(host, port, connectionOptions, CancellationToken.None)));
-            try
-            {
-                var connection = await lazy.Value.WaitAsync(token).ConfigureAwait(false);
-                if (connection.IsConnected)
-                {
-                    return connection;
-                }
-
-                // Broken (or closed by the node as idle): replaced; if the node is really gone the new connect fails.
-                _connections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
-                connection.Dispose();
-            }
-            catch (ConnectionLostException)
-            {
-                _connections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
-                throw;
-            }
-        }
-    }
-
-    /// <summary>Stops every drain (a draining node stays draining) and closes the connections to storage nodes.</summary>
+    /// <summary>Stops every drain (a draining node stays draining); the links are closed by their owner.</summary>
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(_drains.Values).ConfigureAwait(false);
-        foreach (var lazy in _connections.Values)
-        {
-            if (lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully)
-            {
-                await lazy.Value.Result.DisposeAsync().ConfigureAwait(false);
-            }
-        }
-
-        _connections.Clear();
         _stop.Dispose();
     }
 
