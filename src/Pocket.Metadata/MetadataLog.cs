@@ -33,4 +33,7 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
     public static partial void NodeRemoved(ILogger logger, uint nodeId);
+
+    [LoggerMessage(EventId = 210, Level = LogLevel.Warning, Message = "node {NodeId} did not take {Count} seals/forgets ({Reason}); its grants stay usable until they expire or a retry gets through")]
+    public static partial void RevokeFailed(ILogger logger, uint nodeId, int count, string reason);
 }

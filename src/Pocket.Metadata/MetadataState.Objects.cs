@@ -203,6 +203,7 @@ internal sealed partial class MetadataState
             _handles.Remove(handle.Id);
             job.Reserved.Remove(handle.Key);
             Nodes.FreeExtents(toFree);
+            Nodes.Seal(entry.Extents);
             job.StoredBytes += size;
             AddObject(job, entry);
             return Outcome.Ok;

@@ -36,4 +36,7 @@ public enum Opcode : byte
     // Blocks (client to storage server).
     WriteExtent = 40,
     ReadExtent = 41,
+
+    /// <summary>Metadata server to storage node: seal committed extents, forget freed ones (signed with the node's secret).</summary>
+    RevokeExtents = 42,
 }

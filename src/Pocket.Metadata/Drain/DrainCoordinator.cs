@@ -19,6 +19,9 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
     /// <summary>How often a drain waiting for open writes (or finding nothing to copy yet) looks again.</summary>
     private static readonly TimeSpan Recheck = TimeSpan.FromMilliseconds(50);
 
+    /// <summary>A copy's grants are used at once, for one extent (a few MiB): a minute is ample, and they die soon after.</summary>
+    private static readonly TimeSpan CopyGrantLifetime = TimeSpan.FromMinutes(1);
+
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentDictionary<uint, Task> _drains = new();
 
@@ -140,7 +143,7 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
     }
 
     private ExtentGrant Grant(Extent extent, GrantRights rights) =>
-        ExtentGrant.Sign(state.Nodes.SecretOf(extent.NodeId), extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights);
+        ExtentGrant.Sign(state.Nodes.SecretOf(extent.NodeId), extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights, (time.GetUtcNow() + CopyGrantLifetime).ToUnixTimeMilliseconds());
 
     private async Task<FrameConnection> ConnectionAsync(uint nodeId, CancellationToken token) =>
         await links.GetAsync(nodeId, token).ConfigureAwait(false) ?? throw new MigrationException($"node {nodeId} is gone");
