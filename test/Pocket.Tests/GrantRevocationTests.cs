@@ -19,7 +19,7 @@ namespace Pocket.Tests;
 /// </summary>
 public sealed class GrantRevocationTests
 {
-    /// <summary>Over the inline limit, so the object lives on storage nodes, and over a stripe unit, so on both nodes.</summary>
+    /// <summary>Over the inline limit, so the object lives on storage nodes, and over a stripe unit, so in several extents.</summary>
     private const int Size = 1_300_000;
 
     [Fact]
@@ -32,7 +32,6 @@ public sealed class GrantRevocationTests
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("sealed", Size);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", Size);
-        Assert.True(grants.Select(g => g.NodeId).Distinct().Count() == 2, "the object spans both nodes");
         await WriteAllAsync(cluster, grants, data, Status.Ok);
 
         // Before Commit the write grant may write again (a retried write); after it, never.
