@@ -50,6 +50,7 @@ public sealed class PocketCluster : IAsyncDisposable
                     WrapHandler = options.MetadataWrapHandler ?? options.Listener.WrapHandler,
                 },
                 NodeTimeout = options.NodeTimeout,
+                SuspectAfter = options.SuspectAfter,
                 StorageConnection = options.Connection,
                 StripeUnit = options.StripeUnit,
                 TimeProvider = options.TimeProvider,
@@ -85,6 +86,7 @@ public sealed class PocketCluster : IAsyncDisposable
             {
                 Metadata = new DnsEndPoint("127.0.0.1", Metadata.EndPoint.Port),
                 MetadataConnection = Options.Connection,
+                PeerConnection = Options.Connection,
                 Capacity = capacity ?? Options.NodeCapacity,
                 BlockSize = Options.BlockSize,
                 HeartbeatInterval = Options.HeartbeatInterval,

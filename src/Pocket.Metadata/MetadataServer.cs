@@ -22,6 +22,10 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private readonly ExtentRevoker _revoker;
     private ITimer? _revokeTimer;
     private int _retrying;
+
+    /// <summary>The drain coordinator (its byte counts, for tests).</summary>
+    internal DrainCoordinator Drains => _drains;
+
     private FrameServer? _server;
     private ITimer? _livenessTimer;
     private ITimer? _retireTimer;

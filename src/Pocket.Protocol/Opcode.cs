@@ -37,6 +37,12 @@ public enum Opcode : byte
     WriteExtent = 40,
     ReadExtent = 41,
 
+    /// <summary>
+    /// Metadata server to a storage node: pull an extent from another storage node (with a read grant) into space
+    /// this node granted for writing; the drain's storage-to-storage copy.
+    /// </summary>
+    CopyExtent = 42,
+
     /// <summary>Metadata server to storage node: seal committed extents, forget freed ones (signed with the node's secret).</summary>
-    RevokeExtents = 42,
+    RevokeExtents = 43,
 }

@@ -58,6 +58,7 @@ internal static class FuzzTargets
         ("register-node-request", input => _ = RegisterNodeRequest.TryRead(input, out _)),
         ("register-node-reply", input => _ = RegisterNodeReply.TryRead(input, out _)),
         ("set-weights-request", input => _ = SetWeightsRequest.TryRead(input, out _)),
+        ("copy-extent-request", input => _ = CopyExtentRequest.TryRead(input, out _)),
         ("revoke-extents-request", RevokeExtentsTarget),
     ];
 
