@@ -17,11 +17,11 @@ public class GrantBenchmarks
     public void Setup()
     {
         Random.Shared.NextBytes(_secret);
-        _grant = ExtentGrant.Sign(_secret, 3, 17, 64L << 20, 1 << 20, GrantRights.Read | GrantRights.Write);
+        _grant = ExtentGrant.Sign(_secret, 3, 17, 64L << 20, 1 << 20, GrantRights.Read | GrantRights.Write, 1_900_000_000_000);
     }
 
     [Benchmark]
-    public ExtentGrant Sign() => ExtentGrant.Sign(_secret, 3, 17, 64L << 20, 1 << 20, GrantRights.Read | GrantRights.Write);
+    public ExtentGrant Sign() => ExtentGrant.Sign(_secret, 3, 17, 64L << 20, 1 << 20, GrantRights.Read | GrantRights.Write, 1_900_000_000_000);
 
     [Benchmark]
     public bool Verify() => _grant.Verify(_secret);

@@ -31,7 +31,7 @@ internal static partial class MetadataLog
     [LoggerMessage(EventId = 208, Level = LogLevel.Warning, Message = "drain of node {NodeId}: moving a block of '{Key}' failed, will retry: {Reason}")]
     public static partial void MoveFailed(ILogger logger, uint nodeId, string key, string reason);
 
-    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "memory trimmed after {Freed} bytes of objects were freed: heap {Before} -> {After} bytes in {Milliseconds} ms")]
+    [LoggerMessage(EventId = 212, Level = LogLevel.Information, Message = "memory trimmed after {Freed} bytes of objects were freed: heap {Before} -> {After} bytes in {Milliseconds} ms")]
     public static partial void MemoryTrimmed(ILogger logger, long freed, long before, long after, long milliseconds);
 
     [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
@@ -45,4 +45,7 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 231, Level = LogLevel.Information, Message = "node {NodeId} is back after {Seconds:0.#} s without a heartbeat, its blocks intact")]
     public static partial void NodeBack(ILogger logger, uint nodeId, double seconds);
+
+    [LoggerMessage(EventId = 211, Level = LogLevel.Warning, Message = "node {NodeId} did not take {Count} seals/forgets ({Reason}); its grants stay usable until they expire or a retry gets through")]
+    public static partial void RevokeFailed(ILogger logger, uint nodeId, int count, string reason);
 }

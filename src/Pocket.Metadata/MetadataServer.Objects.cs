@@ -163,6 +163,8 @@ public sealed partial class MetadataServer
 
         if (!Failed(frame, _state.Commit(job, request.Handle, request.Size)))
         {
+            // The object's write grants die before the writer hears Ok (see docs/protocol.md, "Grants").
+            Revoke();
             frame.Reply(Status.Ok);
         }
     }
@@ -178,6 +180,7 @@ public sealed partial class MetadataServer
 
         if (!Failed(frame, _state.Abort(job, request.Handle)))
         {
+            Revoke();
             frame.Reply(Status.Ok);
         }
     }
@@ -242,6 +245,8 @@ public sealed partial class MetadataServer
         {
             return;
         }
+
+        Revoke();
 
         Span<byte> reply = stackalloc byte[DeleteReply.Size];
         DeleteReply.Write(reply, result.Value);
@@ -327,12 +332,13 @@ public sealed partial class MetadataServer
     private void WriteGrants(BodyWriter body, IReadOnlyList<Extent> extents, GrantRights rights)
     {
         GrantList.WriteCount(body, extents.Count);
+        var expires = (_options.TimeProvider.GetUtcNow() + _options.GrantLifetime).ToUnixTimeMilliseconds();
 
         // Indexed, not foreach: an enumerator over the interface is an allocation on every get of a large object.
         for (var i = 0; i < extents.Count; i++)
         {
             var extent = extents[i];
-            GrantList.WriteGrant(body, ExtentGrant.Sign(_state.Nodes.SecretOf(extent.NodeId), extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights));
+            GrantList.WriteGrant(body, ExtentGrant.Sign(_state.Nodes.SecretOf(extent.NodeId), extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights, expires));
         }
     }
 }

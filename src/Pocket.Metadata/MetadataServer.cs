@@ -17,7 +17,11 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private readonly MetadataServerOptions _options;
     private readonly ILogger _logger;
     private readonly MetadataState _state;
+    private readonly StorageLinks _links;
     private readonly DrainCoordinator _drains;
+    private readonly ExtentRevoker _revoker;
+    private ITimer? _revokeTimer;
+    private int _retrying;
 
     /// <summary>The drain coordinator (its byte counts, for tests).</summary>
     internal DrainCoordinator Drains => _drains;
@@ -33,7 +37,11 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         _options = options;
         _logger = loggerFactory.CreateLogger<MetadataServer>();
         _state = new MetadataState(options, _logger);
-        _drains = new DrainCoordinator(_state, options.StorageConnection, options.ClusterToken, options.TimeProvider, _logger);
+        _links = new StorageLinks(_state.AddressOf, options.StorageConnection);
+        _drains = new DrainCoordinator(_state, _links, options.ClusterToken, options.TimeProvider, _logger);
+
+        // A revocation a node missed is worth retrying while the grants it revokes may still be used.
+        _revoker = new ExtentRevoker(_state, _links, options.RevokeTimeout, options.GrantLifetime + TimeSpan.FromMinutes(1), options.TimeProvider, _logger);
     }
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
@@ -49,6 +57,10 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         _server = new FrameServer("metadata", _options.Listener, this, _logger);
         _server.Start();
         _livenessTimer = _options.TimeProvider.CreateTimer(_ => Died(_state.CheckLiveness()), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+
+        // Frees nobody waits for (a closed connection's open writes, a deregistered job's objects, a finished drain) and
+        // retries reach the nodes within a second.
+        _revokeTimer = _options.TimeProvider.CreateTimer(_ => _ = RetryRevocationsAsync(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         return Task.CompletedTask;
     }
 
@@ -150,13 +162,45 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     /// </summary>
     FrameAdmission IFrameHandler.Admit(FrameContext frame)
     {
-        if (!IsAdmin(frame, out _) && !_state.IsJobToken(frame.Header.Token))
+        if (frame.Header.BodyLength > FrameContext.InlineBody && !IsAdmin(frame, out _) && !_state.IsJobToken(frame.Header.Token))
         {
             frame.Refuse(Status.Unauthorized, $"a body of {frame.Header.BodyLength} bytes needs a job token or the cluster token");
         }
 
-        return FrameAdmission.Buffer;
+        return Revokes(frame.Header.Opcode) ? FrameAdmission.Blocking : FrameAdmission.Buffer;
     }
+
+    /// <summary>Commit, Abort and Delete wait for storage nodes to seal or forget extents, so they are admitted here to run on the I/O pool.</summary>
+    int IFrameHandler.PrefixLength(in FrameHeader header) => Revokes(header.Opcode) ? 0 : -1;
+
+    private static bool Revokes(Opcode opcode) => opcode is Opcode.Commit or Opcode.Abort or Opcode.Delete;
+
+    private async Task RetryRevocationsAsync()
+    {
+        if (Interlocked.Exchange(ref _retrying, 1) != 0)
+        {
+            return;
+        }
+
+        try
+        {
+            await _revoker.RetryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            MetadataLog.RevokeFailed(_logger, 0, 0, ex.Message);
+        }
+        finally
+        {
+            Volatile.Write(ref _retrying, 0);
+        }
+    }
+
+    /// <summary>
+    /// Waits until the storage nodes sealed or forgot what the operation just queued (Commit, Abort and Delete run on the
+    /// I/O pool for this: see <see cref="IFrameHandler.Admit"/>). A node that does not answer is left to the retries.
+    /// </summary>
+    private void Revoke() => _revoker.FlushAsync(CancellationToken.None).GetAwaiter().GetResult();
 
     /// <summary>Logs and announces nodes the state declared dead; called after the lock is released.</summary>
     private void Died(List<NodeDeath> died)
@@ -200,6 +244,12 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     public async ValueTask DisposeAsync()
     {
         await _drains.DisposeAsync().ConfigureAwait(false);
+        if (_revokeTimer is not null)
+        {
+            await _revokeTimer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _links.DisposeAsync().ConfigureAwait(false);
         if (_retireTimer is not null)
         {
             await _retireTimer.DisposeAsync().ConfigureAwait(false);

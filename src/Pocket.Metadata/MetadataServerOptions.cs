@@ -71,6 +71,21 @@ public sealed record MetadataServerOptions
 
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>
+    /// How long a grant stays valid after the metadata server signs it. Clients do not re-fetch grants: one put or get
+    /// must move its bytes within this time, so it is far longer than any normal transfer (a GiB at 10 MB/s takes under
+    /// two minutes). It bounds how long a grant a storage node never heard was sealed or forgotten (the node was
+    /// unreachable at the time) stays usable; storage nodes allow <c>GrantClockSkew</c> on top for clock differences.
+    /// </summary>
+    public TimeSpan GrantLifetime { get; init; } = TimeSpan.FromMinutes(15);
+
+    /// <summary>
+    /// How long Commit, Abort and Delete wait for a storage node to confirm it sealed or forgot their extents. A node
+    /// that does not answer in time does not fail the operation: it is retried in the background (and not waited for
+    /// again until it answers), and the grants stay usable there at most until they expire.
+    /// </summary>
+    public TimeSpan RevokeTimeout { get; init; } = TimeSpan.FromSeconds(2);
+
     /// <summary>How this server connects to storage nodes when a drain copies blocks (TLS settings when the nodes use TLS).</summary>
     public FrameConnectionOptions StorageConnection { get; init; } = new();
 
@@ -84,6 +99,16 @@ public sealed record MetadataServerOptions
         if (HddExtent < StripeUnit)
         {
             throw new ArgumentException("the hdd extent must be at least one stripe unit");
+        }
+
+        if (RevokeTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("revoke timeout must be positive");
+        }
+
+        if (GrantLifetime <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("grant lifetime must be positive");
         }
 
         if (MaxObjectMemory is <= 0)

@@ -130,9 +130,31 @@ internal sealed partial class MetadataState
                 job.TierBytes[(int)copy.Tier] += copy.Length;
             }
 
+            Nodes.Seal(copies);
             source.Retired.Add(old);
             source.MovedBytes += old.Length;
             return true;
+        }
+    }
+
+    /// <summary>How many seals and forgets were ever queued for storage nodes.</summary>
+    public long RevocationsQueued
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return Nodes.RevocationsQueued;
+            }
+        }
+    }
+
+    /// <summary>Takes the queued seals and forgets (the caller sends them) and the count queued up to now.</summary>
+    public (List<PendingRevocation> Revocations, long Queued) TakeRevocations()
+    {
+        lock (_lock)
+        {
+            return Nodes.TakeRevocations();
         }
     }
 

@@ -225,6 +225,7 @@ internal sealed partial class MetadataState
             _handles.Remove(handle.Id);
             Unreserve(handle);
             Nodes.FreeExtents(toFree);
+            Nodes.Seal(entry.Extents);
             job.StoredBytes += size;
             AddObject(job, entry);
             return Outcome.Ok;

@@ -42,4 +42,7 @@ public enum Opcode : byte
     /// this node granted for writing; the drain's storage-to-storage copy.
     /// </summary>
     CopyExtent = 42,
+
+    /// <summary>Metadata server to storage node: seal committed extents, forget freed ones (signed with the node's secret).</summary>
+    RevokeExtents = 43,
 }

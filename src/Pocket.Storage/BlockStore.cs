@@ -3,14 +3,24 @@ namespace Pocket.Storage;
 /// <summary>
 /// A device cut into fixed blocks, each stamped with the allocation generation that last wrote it.
 /// The metadata server allocates; this store only enforces what a grant says: a write may claim blocks
-/// for a newer generation, a read must match the generation exactly. A block being written carries a
-/// busy bit so a read never returns half-written data and two writers never interleave. Devices rely on that:
+/// for a newer generation, or for its own generation while the block is not sealed; a read must match the
+/// generation exactly and the block must not be forgotten. The metadata server seals an object's blocks when it
+/// commits (<see cref="Seal"/>: the write grants die, reads go on) and forgets them when it frees them
+/// (<see cref="Forget"/>: the grants of that generation die, and only a newer allocation may write). A block being
+/// written carries a busy bit so a read never returns half-written data and two writers never interleave. Devices rely on that:
 /// every write to <see cref="Device"/> must be made between <see cref="BeginWrite"/> and <see cref="EndWrite"/>,
 /// which is what lets a device rewrite a partial sector without a lock (<see cref="IBlockDevice.Write"/>).
 /// </summary>
 public sealed class BlockStore : IDisposable
 {
     private const uint BusyBit = 0x8000_0000;
+    private const uint SealedBit = 0x4000_0000;
+    private const uint ForgottenBit = 0x2000_0000;
+    private const uint GenerationMask = 0x1FFF_FFFF;
+
+    /// <summary>The largest generation a block can carry (the top bits are the busy, sealed and forgotten flags).</summary>
+    public const uint MaxGeneration = GenerationMask;
+
     private readonly uint[] _generations;
 
     public BlockStore(IBlockDevice device, int blockSize)
@@ -53,11 +63,12 @@ public sealed class BlockStore : IDisposable
 
     /// <summary>
     /// Marks the blocks under [offset, offset+length) busy for <paramref name="generation"/>. Fails with
-    /// <see cref="BlockResult.Stale"/> when a newer allocation owns a block or another write is under way.
+    /// <see cref="BlockResult.Stale"/> when a newer allocation owns a block, the generation's blocks were sealed or
+    /// forgotten, or another write is under way.
     /// </summary>
     public BlockResult BeginWrite(long offset, int length, uint generation)
     {
-        if (generation == 0 || generation >= BusyBit)
+        if (generation == 0 || generation > MaxGeneration)
         {
             return BlockResult.Stale;
         }
@@ -69,12 +80,13 @@ public sealed class BlockStore : IDisposable
             while (true)
             {
                 var current = Volatile.Read(ref _generations[block]);
-                if ((current & BusyBit) != 0 || current > generation)
+                var owner = current & GenerationMask;
+                if ((current & BusyBit) != 0 || owner > generation || (owner == generation && (current & (SealedBit | ForgottenBit)) != 0))
                 {
                     // Undo the claims made so far.
                     for (var undo = first; undo < block; undo++)
                     {
-                        Release(undo, generation);
+                        Release(undo);
                     }
 
                     return BlockResult.Stale;
@@ -96,29 +108,39 @@ public sealed class BlockStore : IDisposable
         var last = (offset + length - 1) / BlockSize;
         for (var block = first; block <= last; block++)
         {
-            Release(block, generation);
+            Release(block);
         }
 
         Interlocked.Add(ref _bytesWritten, length);
     }
 
-    /// <summary>Clears a block's busy bit, unless <see cref="Reset"/> forgot the block meanwhile: then it stays empty.</summary>
-    private void Release(long block, uint generation)
+    /// <summary>
+    /// Clears a block's busy bit. Whatever happened to the block meanwhile stays: <see cref="Reset"/> left it owned by
+    /// no generation (it ends empty), <see cref="Seal"/> or <see cref="Forget"/> left their flag.
+    /// </summary>
+    private void Release(long block)
     {
-        if (Interlocked.CompareExchange(ref _generations[block], generation, generation | BusyBit) != (generation | BusyBit))
+        while (true)
         {
-            Volatile.Write(ref _generations[block], 0);
+            var current = Volatile.Read(ref _generations[block]);
+            if (Interlocked.CompareExchange(ref _generations[block], current & ~BusyBit, current) == current)
+            {
+                return;
+            }
         }
     }
 
-    /// <summary>True when every block under the range holds exactly <paramref name="generation"/> and none is being written.</summary>
+    /// <summary>
+    /// True when every block under the range holds exactly <paramref name="generation"/> (sealed or not), none is being
+    /// written and none was forgotten.
+    /// </summary>
     public bool Holds(long offset, int length, uint generation)
     {
         var first = offset / BlockSize;
         var last = (offset + length - 1) / BlockSize;
         for (var block = first; block <= last; block++)
         {
-            if (Volatile.Read(ref _generations[block]) != generation)
+            if ((Volatile.Read(ref _generations[block]) & ~SealedBit) != generation)
             {
                 return false;
             }
@@ -146,6 +168,50 @@ public sealed class BlockStore : IDisposable
 
         Interlocked.Add(ref _bytesRead, destination.Length);
         return BlockResult.Ok;
+    }
+
+    /// <summary>
+    /// Seals the blocks under the range for <paramref name="generation"/> (its object was committed): they stay readable,
+    /// and no grant of that generation writes them again. Blocks the writer never wrote are sealed too (stamped with the
+    /// generation), so the write grant cannot fill them in later; blocks a newer allocation owns are left alone.
+    /// </summary>
+    public void Seal(long offset, long length, uint generation) => Mark(offset, length, generation, SealedBit);
+
+    /// <summary>
+    /// Forgets the blocks under the range for <paramref name="generation"/> (the space was freed): reads and writes of
+    /// that generation fail from now on, and only a newer allocation may write the blocks. Blocks a newer allocation owns
+    /// are left alone, so a late or repeated forget never harms the space's next owner.
+    /// </summary>
+    public void Forget(long offset, long length, uint generation) => Mark(offset, length, generation, SealedBit | ForgottenBit);
+
+    private void Mark(long offset, long length, uint generation, uint flags)
+    {
+        if (generation == 0 || generation > MaxGeneration || !IsValidExtent(offset, length))
+        {
+            return;
+        }
+
+        var first = offset / BlockSize;
+        var last = (offset + length - 1) / BlockSize;
+        for (var block = first; block <= last; block++)
+        {
+            while (true)
+            {
+                var current = Volatile.Read(ref _generations[block]);
+                if ((current & GenerationMask) > generation)
+                {
+                    break;
+                }
+
+                // A write under way keeps its busy bit (and finishes; its release leaves the flags in place).
+                var kept = (current & GenerationMask) == generation ? current & (SealedBit | ForgottenBit) : 0;
+                var marked = generation | flags | kept | (current & BusyBit);
+                if (Interlocked.CompareExchange(ref _generations[block], marked, current) == current)
+                {
+                    break;
+                }
+            }
+        }
     }
 
     /// <summary>

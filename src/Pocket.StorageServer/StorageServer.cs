@@ -176,6 +176,9 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
             case Opcode.CopyExtent when !_options.CopyExtentDisabled:
                 HandleCopy(frame);
                 break;
+            case Opcode.RevokeExtents:
+                HandleRevoke(frame);
+                break;
             default:
                 frame.ReplyError(Status.UnknownOpcode, $"storage server does not handle opcode {(byte)frame.Header.Opcode}");
                 break;
@@ -227,6 +230,13 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         if (frame.Header.Opcode == Opcode.CopyExtent)
         {
             return AdmitCopy(frame);
+        }
+
+        if (frame.Header.Opcode != Opcode.WriteExtent)
+        {
+            // Only a write carries a large body; anything else this large is refused before a byte of it is read.
+            frame.Refuse(Status.FrameTooLarge, $"a body of {frame.Header.BodyLength} bytes is too large for opcode {(byte)frame.Header.Opcode}");
+            return FrameAdmission.Buffer;
         }
 
         return AdmitWrite(frame);
@@ -373,6 +383,49 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     }
 
     /// <summary>
+    /// RevokeExtents from the metadata server: seals committed extents and forgets freed ones. Signed with this node's
+    /// secret, so nobody else can revoke; a forged, misaddressed or malformed request changes nothing.
+    /// </summary>
+    private void HandleRevoke(FrameContext frame)
+    {
+        var status = RevokeExtentsRequest.TryRead(frame.ReadBody(), _secret, out var nodeId, out var entries);
+        if (status == Status.Ok && nodeId != NodeId)
+        {
+            status = Status.Unauthorized;
+        }
+
+        if (status != Status.Ok)
+        {
+            frame.ReplyError(status, status == Status.Unauthorized ? "revocation is not signed for this node" : "malformed revoke-extents body");
+            return;
+        }
+
+        var store = _store!;
+        foreach (var entry in entries)
+        {
+            if (entry.Kind is not (RevocationKind.Seal or RevocationKind.Forget) || !store.IsValidExtent(entry.Offset, entry.Length) || entry.Generation is 0 or > BlockStore.MaxGeneration)
+            {
+                frame.ReplyError(Status.BadRequest, $"revocation {entry} is not a valid extent of this node");
+                return;
+            }
+        }
+
+        foreach (var entry in entries)
+        {
+            if (entry.Kind == RevocationKind.Seal)
+            {
+                store.Seal(entry.Offset, entry.Length, entry.Generation);
+            }
+            else
+            {
+                store.Forget(entry.Offset, entry.Length, entry.Generation);
+            }
+        }
+
+        frame.Reply(Status.Ok);
+    }
+
+    /// <summary>
     /// The connection's own buffer for data that cannot go straight into the device, grown on demand and freed when
     /// the connection ends. Aligned to the device's sector (at least a page), so block-aligned requests on an
     /// unbuffered device skip its bounce copy.
@@ -429,6 +482,12 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         {
             error = "grant is not valid for this node";
             return Status.Unauthorized;
+        }
+
+        if (grant.IsExpired(_options.TimeProvider.GetUtcNow(), _options.GrantClockSkew))
+        {
+            error = $"grant expired at {DateTimeOffset.FromUnixTimeMilliseconds(grant.Expires):u}";
+            return Status.StaleGrant;
         }
 
         if ((grant.Rights & rights) != rights)

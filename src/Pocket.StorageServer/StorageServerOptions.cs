@@ -52,7 +52,14 @@ public sealed record StorageServerOptions
     /// <summary>Makes the device; null means the tier's own device (<see cref="BlockDevices.Create"/>) of <see cref="Capacity"/> bytes.</summary>
     public Func<StorageServerOptions, Pocket.Storage.IBlockDevice>? DeviceFactory { get; init; }
 
+    /// <summary>The clock grant expiry is checked against (and the heartbeat timer's).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
+
+    /// <summary>
+    /// How far this host's clock may run ahead of the metadata server's: a grant is refused once its expiry plus this
+    /// allowance has passed. Hosts kept in sync by NTP differ by milliseconds; a minute covers a host whose sync lapsed.
+    /// </summary>
+    public TimeSpan GrantClockSkew { get; init; } = TimeSpan.FromMinutes(1);
 
     /// <summary>The cluster token the metadata server asks of registering nodes.</summary>
     public JobToken ClusterToken { get; init; }
@@ -62,6 +69,11 @@ public sealed record StorageServerOptions
         if (Capacity < BlockSize)
         {
             throw new ArgumentException($"capacity {Capacity} is smaller than one block ({BlockSize})");
+        }
+
+        if (GrantClockSkew < TimeSpan.Zero)
+        {
+            throw new ArgumentException("grant clock skew must not be negative");
         }
 
         if (MaxPeerConnections < 1)

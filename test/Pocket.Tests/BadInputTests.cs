@@ -291,7 +291,7 @@ public sealed class BadInputTests
         }
 
         // A grant signed with a guessed secret, for the node's id and a real extent.
-        var forged = ExtentGrant.Sign(new byte[32], node.NodeId, 1, 0, 64 << 10, GrantRights.Read | GrantRights.Write);
+        var forged = ExtentGrant.Sign(new byte[32], node.NodeId, 1, 0, 64 << 10, GrantRights.Read | GrantRights.Write, DateTimeOffset.UtcNow.AddHours(1).ToUnixTimeMilliseconds());
         Assert.Equal(Status.Unauthorized, await SendAsync(Opcode.ReadExtent, forged, 0, new BodyWriter().I32(100).ToArray()));
         Assert.Equal(Status.Unauthorized, await SendAsync(Opcode.WriteExtent, forged, 0, new byte[4096]));
 

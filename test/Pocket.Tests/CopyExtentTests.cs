@@ -20,6 +20,9 @@ namespace Pocket.Tests;
 /// </summary>
 public sealed class CopyExtentTests
 {
+    /// <summary>An expiry no test outlives (grants here are signed by the test itself).</summary>
+    private const long FarFuture = 4_000_000_000_000;
+
     private const long Capacity = 96L << 20;
 
     private static int SizeFor(int i) => (i % 4) switch
@@ -194,10 +197,10 @@ public sealed class CopyExtentTests
         await using var toSource = await FrameConnection.ConnectAsync("127.0.0.1", source.EndPoint.Port, new(), cts.Token);
         await using var toTarget = await FrameConnection.ConnectAsync("127.0.0.1", target.EndPoint.Port, new(), cts.Token);
         var head = new BodyWriter();
-        WriteExtentRequest.Write(head, ExtentGrant.Sign(source.GrantSecret, source.NodeId, 5, SourceAt, Length, GrantRights.Write), 0);
+        WriteExtentRequest.Write(head, ExtentGrant.Sign(source.GrantSecret, source.NodeId, 5, SourceAt, Length, GrantRights.Write, FarFuture), 0);
         Assert.Equal(Status.Ok, (await toSource.SendAsync(Opcode.WriteExtent, FrameFlags.None, JobToken.None, head.WrittenMemory, bytes, cancellationToken: cts.Token)).Status);
-        var read = ExtentGrant.Sign(source.GrantSecret, source.NodeId, 5, SourceAt, Length, GrantRights.Read);
-        ExtentGrant WriteGrant(long at, uint generation) => ExtentGrant.Sign(target.GrantSecret, target.NodeId, generation, at, Length, GrantRights.Write);
+        var read = ExtentGrant.Sign(source.GrantSecret, source.NodeId, 5, SourceAt, Length, GrantRights.Read, FarFuture);
+        ExtentGrant WriteGrant(long at, uint generation) => ExtentGrant.Sign(target.GrantSecret, target.NodeId, generation, at, Length, GrantRights.Write, FarFuture);
 
         async Task<FrameReply> CopyAsync(ExtentGrant write, ExtentGrant from, int port = 0, int within = 0)
         {
@@ -220,25 +223,25 @@ public sealed class CopyExtentTests
         Assert.Equal(sourceSent, source.BytesSent);
 
         // A forged write grant, and a real one of another node, are refused before anything is read from the source.
-        var forged = ExtentGrant.Sign(RandomNumberGenerator.GetBytes(32), target.NodeId, 6, 0, Length, GrantRights.Write);
+        var forged = ExtentGrant.Sign(RandomNumberGenerator.GetBytes(32), target.NodeId, 6, 0, Length, GrantRights.Write, FarFuture);
         var reply = await CopyAsync(forged, read);
         Assert.Equal(Status.Unauthorized, reply.Status);
-        var otherNodes = ExtentGrant.Sign(source.GrantSecret, source.NodeId, 6, 0, Length, GrantRights.Write);
+        var otherNodes = ExtentGrant.Sign(source.GrantSecret, source.NodeId, 6, 0, Length, GrantRights.Write, FarFuture);
         Assert.Equal(Status.Unauthorized, (await CopyAsync(otherNodes, read)).Status);
-        Assert.Equal(Status.Unauthorized, (await CopyAsync(ExtentGrant.Sign(target.GrantSecret, target.NodeId, 6, 0, Length, GrantRights.Read), read)).Status);
+        Assert.Equal(Status.Unauthorized, (await CopyAsync(ExtentGrant.Sign(target.GrantSecret, target.NodeId, 6, 0, Length, GrantRights.Read, FarFuture), read)).Status);
         Assert.Equal(sourceSent, source.BytesSent);
         Assert.False(target.Store.Holds(0, Length, 6), "a refused copy claimed the target's blocks");
         Assert.True(Untouched(0));
 
         // A forged read grant is refused by the source; the target's space gets no byte.
-        var forgedRead = ExtentGrant.Sign(RandomNumberGenerator.GetBytes(32), source.NodeId, 5, SourceAt, Length, GrantRights.Read);
+        var forgedRead = ExtentGrant.Sign(RandomNumberGenerator.GetBytes(32), source.NodeId, 5, SourceAt, Length, GrantRights.Read, FarFuture);
         reply = await CopyAsync(WriteGrant(0, 7), forgedRead);
         Assert.Equal(Status.Unauthorized, reply.Status);
         Assert.Contains($"source node {source.NodeId}", reply.Message, StringComparison.Ordinal);
         Assert.True(Untouched(0));
 
         // A read grant of an older allocation is stale, and says so.
-        reply = await CopyAsync(WriteGrant(0, 8), ExtentGrant.Sign(source.GrantSecret, source.NodeId, 4, SourceAt, Length, GrantRights.Read));
+        reply = await CopyAsync(WriteGrant(0, 8), ExtentGrant.Sign(source.GrantSecret, source.NodeId, 4, SourceAt, Length, GrantRights.Read, FarFuture));
         Assert.Equal(Status.StaleGrant, reply.Status);
         Assert.True(Untouched(0));
         Assert.Equal(0, target.BytesCopied);
@@ -257,7 +260,7 @@ public sealed class CopyExtentTests
 
         // Bad bodies: a range outside the source, a copy from the node itself, garbage after the write grant.
         Assert.Equal(Status.BadRequest, (await CopyAsync(WriteGrant(0, 10), read, within: 1)).Status);
-        Assert.Equal(Status.BadRequest, (await CopyAsync(WriteGrant(0, 10), ExtentGrant.Sign(target.GrantSecret, target.NodeId, 5, SourceAt, Length, GrantRights.Read), port: target.EndPoint.Port)).Status);
+        Assert.Equal(Status.BadRequest, (await CopyAsync(WriteGrant(0, 10), ExtentGrant.Sign(target.GrantSecret, target.NodeId, 5, SourceAt, Length, GrantRights.Read, FarFuture), port: target.EndPoint.Port)).Status);
         var garbage = new BodyWriter();
         GrantList.WriteGrant(garbage, WriteGrant(0, 10));
         garbage.Bytes([1, 2, 3]);
@@ -270,7 +273,7 @@ public sealed class CopyExtentTests
         Assert.Equal(Length, target.BytesCopied);
         var back = new byte[Length];
         var readHead = new BodyWriter();
-        ReadExtentRequest.Write(readHead, ExtentGrant.Sign(target.GrantSecret, target.NodeId, 11, 0, Length, GrantRights.Read), 0, Length);
+        ReadExtentRequest.Write(readHead, ExtentGrant.Sign(target.GrantSecret, target.NodeId, 11, 0, Length, GrantRights.Read, FarFuture), 0, Length);
         Assert.Equal(Status.Ok, (await toTarget.SendAsync(Opcode.ReadExtent, FrameFlags.None, JobToken.None, readHead.WrittenMemory, replyInto: back, cancellationToken: cts.Token)).Status);
         Assert.Equal(Hash(bytes), Hash(back));
         Assert.Equal(1, target.PeerConnectionCount);
@@ -341,15 +344,15 @@ public sealed class CopyExtentTests
             await using (var toSource = await FrameConnection.ConnectAsync("127.0.0.1", source.EndPoint.Port, new(), cts.Token))
             {
                 var head = new BodyWriter();
-                WriteExtentRequest.Write(head, ExtentGrant.Sign(source.GrantSecret, source.NodeId, 3, at, Length, GrantRights.Write), 0);
+                WriteExtentRequest.Write(head, ExtentGrant.Sign(source.GrantSecret, source.NodeId, 3, at, Length, GrantRights.Write, FarFuture), 0);
                 Assert.Equal(Status.Ok, (await toSource.SendAsync(Opcode.WriteExtent, FrameFlags.None, JobToken.None, head.WrittenMemory, bytes, cancellationToken: cts.Token)).Status);
             }
 
             var body = new BodyWriter();
             CopyExtentRequest.Write(
                 body,
-                ExtentGrant.Sign(target.GrantSecret, target.NodeId, (uint)(round + 1), 0, Length, GrantRights.Write),
-                ExtentGrant.Sign(source.GrantSecret, source.NodeId, 3, at, Length, GrantRights.Read),
+                ExtentGrant.Sign(target.GrantSecret, target.NodeId, (uint)(round + 1), 0, Length, GrantRights.Write, FarFuture),
+                ExtentGrant.Sign(source.GrantSecret, source.NodeId, 3, at, Length, GrantRights.Read, FarFuture),
                 0,
                 "127.0.0.1",
                 (ushort)source.EndPoint.Port);

@@ -13,9 +13,10 @@ public sealed class MessageGoldenTests
     private static readonly JobToken KnownToken = new(0x0807060504030201, 0x100F0E0D0C0B0A09);
     private static readonly byte[] Secret = Enumerable.Repeat((byte)0x11, 32).ToArray();
 
-    // The grant of ExtentGrantLayoutAndSignatureAreFrozen: node 0x01020304, generation 0x05060708, offset 0x1122334455667788, length 64 KiB, read+write.
-    private static readonly ExtentGrant KnownGrant = ExtentGrant.Sign(Secret, 0x01020304, 0x05060708, 0x1122334455667788, 0x10000, GrantRights.Read | GrantRights.Write);
-    private const string KnownGrantHex = "040302010807060588776655443322110000010003000000" + "9D892A624DE863CF142145DA1167F74A";
+    // The grant of ExtentGrantLayoutAndSignatureAreFrozen: node 0x01020304, generation 0x05060708, offset 0x1122334455667788, length 64 KiB, read+write,
+    // expiring at 0x1BA2C3D4E5F ms after the epoch.
+    private static readonly ExtentGrant KnownGrant = ExtentGrant.Sign(Secret, 0x01020304, 0x05060708, 0x1122334455667788, 0x10000, GrantRights.Read | GrantRights.Write, 0x0000_01BA_2C3D_4E5F);
+    private const string KnownGrantHex = "040302010807060588776655443322110000010003000000" + "5F4E3D2CBA010000" + "8B436258249517F5021DF340808F0B3E";
 
     // "a/b" as a wire string: u16 length 3, then the UTF-8.
     private const string KeyHex = "0300" + "612F62";
@@ -74,7 +75,7 @@ public sealed class MessageGoldenTests
     [Fact]
     public void CopyExtent()
     {
-        var source = ExtentGrant.Sign(Secret, 9, 3, 0x20000, 0x30000, GrantRights.Read);
+        var source = ExtentGrant.Sign(Secret, 9, 3, 0x20000, 0x30000, GrantRights.Read, 0x0000_01BA_2C3D_4E5F);
         var bytes = Encode(b => CopyExtentRequest.Write(b, KnownGrant, source, 0x10000, "h1", 0x1F90));
 
         // write grant | read grant | offset inside the source i32 | port u16 | host (u16 length, UTF-8).
@@ -529,5 +530,34 @@ public sealed class MessageGoldenTests
         Assert.True(ActivateNodeRequest.TryRead(activate, out var activated));
         Assert.Equal(9u, activated);
         AssertRefusesDamage(activate, b => ActivateNodeRequest.TryRead(b, out _));
+    }
+
+    [Fact]
+    public void RevokeExtentsRequestIsSignedWithTheNodesSecret()
+    {
+        Revocation[] entries = [new(RevocationKind.Seal, 7, 0x10000, 0x1234), new(RevocationKind.Forget, 8, 0x20000, 0x10000)];
+        var bytes = Encode(b => RevokeExtentsRequest.Write(b, Secret, 3, entries));
+        var signed = "03000000" + "02000000"
+            + "01000000" + "07000000" + "0000010000000000" + "3412000000000000"
+            + "02000000" + "08000000" + "0000020000000000" + "0000010000000000";
+        var mac = Convert.ToHexString(System.Security.Cryptography.HMACSHA256.HashData(Secret, Convert.FromHexString(signed)))[..32];
+        AssertBytes(signed + mac, bytes);
+        Assert.Equal(Status.Ok, RevokeExtentsRequest.TryRead(bytes, Secret, out var node, out var read));
+        Assert.Equal(3u, node);
+        Assert.Equal(entries, read);
+
+        // Another secret, any flipped bit, a cut or a longer body: nothing is returned.
+        Assert.Equal(Status.Unauthorized, RevokeExtentsRequest.TryRead(bytes, new byte[32], out _, out read));
+        Assert.Empty(read);
+        for (var bit = 0; bit < bytes.Length * 8; bit++)
+        {
+            var flipped = bytes.ToArray();
+            flipped[bit / 8] ^= (byte)(1 << (bit % 8));
+            Assert.NotEqual(Status.Ok, RevokeExtentsRequest.TryRead(flipped, Secret, out _, out read));
+            Assert.Empty(read);
+        }
+
+        AssertRefusesDamage(bytes, body => RevokeExtentsRequest.TryRead(body, Secret, out _, out _) == Status.Ok);
+        Assert.Throws<ArgumentException>(() => RevokeExtentsRequest.Write(new BodyWriter(), Secret, 3, new Revocation[RevokeExtentsRequest.MaxEntries + 1]));
     }
 }

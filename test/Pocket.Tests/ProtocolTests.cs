@@ -285,7 +285,7 @@ public sealed class ProtocolTests
     public void GrantsDoNotVerifyWithAnotherSecretOrAnyChangedField()
     {
         var secret = Enumerable.Range(0, 32).Select(i => (byte)i).ToArray();
-        var grant = ExtentGrant.Sign(secret, 3, 9, 65536, 1 << 20, GrantRights.Read);
+        var grant = ExtentGrant.Sign(secret, 3, 9, 65536, 1 << 20, GrantRights.Read, 1_900_000_000_000);
         Assert.True(grant.Verify(secret));
         Assert.False(grant.Verify(new byte[32]));
         Assert.False((grant with { NodeId = 4 }).Verify(secret));
@@ -293,6 +293,7 @@ public sealed class ProtocolTests
         Assert.False((grant with { Offset = 0 }).Verify(secret));
         Assert.False((grant with { Length = 2 << 20 }).Verify(secret));
         Assert.False((grant with { Rights = GrantRights.Read | GrantRights.Write }).Verify(secret));
+        Assert.False((grant with { Expires = grant.Expires + 1 }).Verify(secret));
         Assert.True(grant.WithRights(secret, GrantRights.Write).Verify(secret));
 
         // Every single bit flipped in the wire form breaks it.

@@ -33,7 +33,8 @@ public sealed class WireFormatGoldenTests
     public void OpcodeNumbersAreFrozen() => AssertFrozen<Opcode>(
         ("Ping", 1), ("RegisterNode", 2), ("Heartbeat", 3), ("RegisterJob", 4), ("DeregisterJob", 5), ("SetWeights", 6),
         ("ListNodes", 7), ("JobStats", 8), ("DrainNode", 9), ("ActivateNode", 10), ("PutSmall", 20), ("Get", 21), ("Create", 22), ("Allocate", 23), ("Commit", 24),
-        ("Abort", 25), ("Lookup", 26), ("Delete", 27), ("List", 28), ("Count", 29), ("WriteExtent", 40), ("ReadExtent", 41), ("CopyExtent", 42));
+        ("Abort", 25), ("Lookup", 26), ("Delete", 27), ("List", 28), ("Count", 29), ("WriteExtent", 40), ("ReadExtent", 41), ("CopyExtent", 42),
+        ("RevokeExtents", 43));
 
     [Fact]
     public void StatusNumbersAreFrozen() => AssertFrozen<Status>(
@@ -99,12 +100,14 @@ public sealed class WireFormatGoldenTests
     [Fact]
     public void ExtentGrantLayoutAndSignatureAreFrozen()
     {
-        // node u32 | generation u32 | offset i64 | length i32 | rights u32 | HMAC-SHA256 truncated to 16 bytes.
+        // node u32 | generation u32 | offset i64 | length i32 | rights u32 | expires i64 | HMAC-SHA256 truncated to 16 bytes.
+        // Changed deliberately once: the expiry joined the signed part (40 -> 48 bytes).
         var secret = Enumerable.Repeat((byte)0x11, 32).ToArray();
-        var grant = ExtentGrant.Sign(secret, 0x01020304, 0x05060708, 0x1122334455667788, 0x10000, GrantRights.Read | GrantRights.Write);
+        var grant = ExtentGrant.Sign(secret, 0x01020304, 0x05060708, 0x1122334455667788, 0x10000, GrantRights.Read | GrantRights.Write, 0x0000_01BA_2C3D_4E5F);
         var bytes = new byte[ExtentGrant.Size];
         grant.Write(bytes);
-        Assert.Equal("040302010807060588776655443322110000010003000000" + "9D892A624DE863CF142145DA1167F74A", Convert.ToHexString(bytes));
+        Assert.Equal(48, ExtentGrant.Size);
+        Assert.Equal("040302010807060588776655443322110000010003000000" + "5F4E3D2CBA010000" + "8B436258249517F5021DF340808F0B3E", Convert.ToHexString(bytes));
         Assert.Equal(grant, ExtentGrant.Read(bytes));
         Assert.True(ExtentGrant.Read(bytes).Verify(secret));
     }

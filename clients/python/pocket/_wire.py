@@ -29,8 +29,8 @@ QUOTA_EXCEEDED = 17
 TIERS = {1: "dram", 2: "ssd", 3: "hdd"}
 NODE_STATES = {1: "live", 2: "draining", 3: "dead", 4: "drained", 5: "standby", 6: "suspect"}
 
-GRANT_SIZE = 40
-GRANT = struct.Struct("<IIqiI16s")  # node, generation, offset, length, rights, mac
+GRANT_SIZE = 48
+GRANT = struct.Struct("<IIqiIq16s")  # node, generation, offset, length, rights, expires (Unix ms), mac
 assert GRANT.size == GRANT_SIZE
 
 MAX_BODY = 1 << 20             # any body but WriteExtent's

@@ -599,7 +599,7 @@ def _grants(r, object_offset):
     try:
         for _ in range(r.u32()):
             grant = r.raw(w.GRANT_SIZE)
-            node_id, _, _, length, _, _ = w.GRANT.unpack(grant)
+            node_id, _, _, length, _, _, _ = w.GRANT.unpack(grant)
             extents.append(_Extent(grant, node_id, length, object_offset))
             object_offset += length
     except Exception as e:

@@ -15,17 +15,19 @@ namespace Pocket.Metadata.Drain;
 /// The bytes move node to node: the coordinator sends the target node a CopyExtent (a write grant for its space, the
 /// source's address and a read grant for the source extent) and the target pulls them from the source, so this server
 /// never holds data. A target that predates CopyExtent (it answers UnknownOpcode) gets the old path: read from the
-/// source into this server, write to the target. The coordinator owns its connections to storage nodes (one per
-/// node, made on first use) and never holds the metadata lock.
+/// source into this server, write to the target. The coordinator talks to storage nodes over the server's
+/// <see cref="StorageLinks"/> (one connection per node, made on first use) and never holds the metadata lock.
 /// </summary>
-internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptions connectionOptions, JobToken clusterToken, TimeProvider time, ILogger logger) : IAsyncDisposable
+internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, JobToken clusterToken, TimeProvider time, ILogger logger) : IAsyncDisposable
 {
     /// <summary>How often a drain waiting for open writes (or finding nothing to copy yet) looks again.</summary>
     private static readonly TimeSpan Recheck = TimeSpan.FromMilliseconds(50);
 
+    /// <summary>A copy's grants are used at once, for one extent (a few MiB): a minute is ample, and they die soon after.</summary>
+    private static readonly TimeSpan CopyGrantLifetime = TimeSpan.FromMinutes(1);
+
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentDictionary<uint, Task> _drains = new();
-    private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _connections = new();
 
     // Targets that answered CopyExtent with UnknownOpcode (older nodes): copied to through this server instead.
     private readonly ConcurrentDictionary<uint, bool> _withoutCopy = new();
@@ -194,53 +196,16 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
     }
 
     private ExtentGrant Grant(Extent extent, GrantRights rights) =>
-        ExtentGrant.Sign(state.Nodes.SecretOf(extent.NodeId), extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights);
+        ExtentGrant.Sign(state.Nodes.SecretOf(extent.NodeId), extent.NodeId, extent.Generation, extent.Offset, extent.Length, rights, (time.GetUtcNow() + CopyGrantLifetime).ToUnixTimeMilliseconds());
 
-    /// <summary>One connection per storage node, made on first use and replaced once it breaks.</summary>
-    private async Task<FrameConnection> ConnectionAsync(uint nodeId, CancellationToken token)
-    {
-        if (state.AddressOf(nodeId) is not var (host, port))
-        {
-            throw new MigrationException($"node {nodeId} is gone");
-        }
+    private async Task<FrameConnection> ConnectionAsync(uint nodeId, CancellationToken token) =>
+        await links.GetAsync(nodeId, token).ConfigureAwait(false) ?? throw new MigrationException($"node {nodeId} is gone");
 
-        while (true)
-        {
-            var lazy = _connections.GetOrAdd(nodeId, _ => new Lazy<Task<FrameConnection>>(() => FrameConnection.ConnectAsync(host, port, connectionOptions, CancellationToken.None)));
-            try
-            {
-                var connection = await lazy.Value.WaitAsync(token).ConfigureAwait(false);
-                if (connection.IsConnected)
-                {
-                    return connection;
-                }
-
-                // Broken (or closed by the node as idle): replaced; if the node is really gone the new connect fails.
-                _connections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
-                connection.Dispose();
-            }
-            catch (ConnectionLostException)
-            {
-                _connections.TryRemove(new KeyValuePair<uint, Lazy<Task<FrameConnection>>>(nodeId, lazy));
-                throw;
-            }
-        }
-    }
-
-    /// <summary>Stops every drain (a draining node stays draining) and closes the connections to storage nodes.</summary>
+    /// <summary>Stops every drain (a draining node stays draining); the links are closed by their owner.</summary>
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
         await Task.WhenAll(_drains.Values).ConfigureAwait(false);
-        foreach (var lazy in _connections.Values)
-        {
-            if (lazy.IsValueCreated && lazy.Value.IsCompletedSuccessfully)
-            {
-                await lazy.Value.Result.DisposeAsync().ConfigureAwait(false);
-            }
-        }
-
-        _connections.Clear();
         _stop.Dispose();
     }
 

@@ -9,6 +9,9 @@ namespace Pocket.Metadata.Nodes;
 /// <summary>A node declared dead, and why (raised as <see cref="MetadataServer.NodeDied"/> once the lock is released).</summary>
 internal readonly record struct NodeDeath(uint NodeId, string Reason);
 
+/// <summary>A seal or forget a node must hear (see <see cref="RevokeExtentsRequest"/>), queued under the lock and sent after it.</summary>
+internal readonly record struct PendingRevocation(uint NodeId, Revocation Revocation);
+
 /// <summary>What a drain request found the node doing.</summary>
 internal enum DrainStart
 {
@@ -35,7 +38,11 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
 {
     private readonly Dictionary<uint, NodeEntry> _nodes = [];
     private readonly ConcurrentDictionary<uint, byte[]> _secrets = new();
+    private List<PendingRevocation> _revocations = [];
     private uint _nextId;
+
+    /// <summary>How many revocations were ever queued (a flush waits until its sender has sent this many).</summary>
+    public long RevocationsQueued { get; private set; }
 
     public int Count => _nodes.Count;
 
@@ -212,7 +219,10 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
         MetadataLog.NodeDrained(logger, node.Id, node.MovedBytes);
     }
 
-    /// <summary>Gives extents back to their nodes; a dead node's blocks are gone with it.</summary>
+    /// <summary>
+    /// Gives extents back to their nodes, and queues a forget for each, so the grants of the freed allocation stop working
+    /// on the node; a dead node's blocks are gone with it.
+    /// </summary>
     public void FreeExtents(IReadOnlyList<Extent> extents)
     {
         for (var i = 0; i < extents.Count; i++)
@@ -221,8 +231,36 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
             if (_nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead)
             {
                 ExtentAllocator.Free(node, extent);
+                Queue(extent, RevocationKind.Forget);
             }
         }
+    }
+
+    /// <summary>Queues a seal for each extent of a committed object (or a drain's switched copy): its write grants die.</summary>
+    public void Seal(IReadOnlyList<Extent> extents)
+    {
+        for (var i = 0; i < extents.Count; i++)
+        {
+            var extent = extents[i];
+            if (extent.Length > 0 && _nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead)
+            {
+                Queue(extent, RevocationKind.Seal);
+            }
+        }
+    }
+
+    private void Queue(in Extent extent, RevocationKind kind)
+    {
+        _revocations.Add(new PendingRevocation(extent.NodeId, new Revocation(kind, extent.Generation, extent.Offset, extent.Length)));
+        RevocationsQueued++;
+    }
+
+    /// <summary>The revocations queued so far (handed over to the caller, who sends them), and the count queued up to now.</summary>
+    public (List<PendingRevocation> Revocations, long Queued) TakeRevocations()
+    {
+        var taken = _revocations;
+        _revocations = [];
+        return (taken, RevocationsQueued);
     }
 
     /// <summary>The first node holding one of the extents that is dead (or no longer registered), if any, as "id (address)".</summary>

@@ -59,6 +59,7 @@ internal static class FuzzTargets
         ("register-node-reply", input => _ = RegisterNodeReply.TryRead(input, out _)),
         ("set-weights-request", input => _ = SetWeightsRequest.TryRead(input, out _)),
         ("copy-extent-request", input => _ = CopyExtentRequest.TryRead(input, out _)),
+        ("revoke-extents-request", RevokeExtentsTarget),
     ];
 
     /// <summary>Runs the target that <paramref name="input"/>'s first byte selects on the rest (the harness's entry).</summary>
@@ -149,7 +150,25 @@ internal static class FuzzTargets
         // A grant made of arbitrary bytes never verifies against a secret it was not signed with.
         Span<byte> secret = stackalloc byte[32];
         secret.Fill(0x5a);
-        Check(!grant.Verify(secret) || grant == ExtentGrant.Sign(secret, grant.NodeId, grant.Generation, grant.Offset, grant.Length, grant.Rights), "an unsigned grant verified");
+        Check(!grant.Verify(secret) || grant == ExtentGrant.Sign(secret, grant.NodeId, grant.Generation, grant.Offset, grant.Length, grant.Rights, grant.Expires), "an unsigned grant verified");
+    }
+
+    /// <summary>Arbitrary bytes never pass the MAC check of a secret they were not signed with; signed ones round-trip.</summary>
+    private static void RevokeExtentsTarget(ReadOnlySpan<byte> input)
+    {
+        Span<byte> secret = stackalloc byte[32];
+        secret.Fill(0x5a);
+        var status = RevokeExtentsRequest.TryRead(input, secret, out var nodeId, out var entries);
+        Check(status is Status.Ok or Status.BadRequest or Status.Unauthorized, "an unexpected status");
+        if (status != Status.Ok)
+        {
+            Check(entries.Length == 0, "entries of a refused request were returned");
+            return;
+        }
+
+        var again = new BodyWriter();
+        RevokeExtentsRequest.Write(again, secret, nodeId, entries);
+        Check(again.WrittenSpan.SequenceEqual(input), "an accepted request does not round-trip");
     }
 
     private static void ObjectKeyTarget(ReadOnlySpan<byte> input)
