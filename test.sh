@@ -12,6 +12,10 @@ if { ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; } && 
 fi
 
 # python3 for `pocket demo --functions-as python` (a .NET test) and the Python suite; redis for its examples.
+# Files a test keeps for people to look at (the dashboard's screenshot): artifacts/test in the checkout (ignored by git).
+export POCKET_TEST_ARTIFACTS="${POCKET_TEST_ARTIFACTS:-$PWD/artifacts/test}"
+mkdir -p "$POCKET_TEST_ARTIFACTS"
+
 deps=0
 clients/python/install-deps.sh || deps=1
 dotnet test Pocket.slnx -c Release --blame-hang-timeout 5m "$@"

@@ -88,10 +88,18 @@ public sealed class DashboardBrowserTests(ITestOutputHelper output)
         await Assertions.Expect(page.Locator("#chart-capacity canvas")).ToHaveCountAsync(1, new() { Timeout = WaitMs });
         await Assertions.Expect(page.Locator("#updated")).ToContainTextAsync("live", new() { Timeout = WaitMs });
 
-        var screenshot = Path.Combine(Path.GetTempPath(), $"pocket-dashboard-{Guid.NewGuid():N}.png");
+        // Kept as the run's artefact: test.sh points POCKET_TEST_ARTIFACTS at artifacts/test in the checkout, which CI
+        // keeps; a run without it (an IDE) leaves the picture in the temp folder.
+        var folder = Environment.GetEnvironmentVariable("POCKET_TEST_ARTIFACTS") is { Length: > 0 } kept
+            ? kept
+            : Path.Combine(Path.GetTempPath(), $"pocket-test-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(folder);
+        var screenshot = Path.Combine(folder, "dashboard.png");
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = screenshot, FullPage = true });
         output.WriteLine($"dashboard screenshot: {screenshot}");
-        Assert.True(new FileInfo(screenshot).Length > 0);
+        var png = await File.ReadAllBytesAsync(screenshot);
+        Assert.True(png.AsSpan().StartsWith((ReadOnlySpan<byte>)[0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A]), "the screenshot is not a PNG");
+        Assert.True(png.Length > 10_000, $"the screenshot is only {png.Length} bytes");
 
         Assert.Empty(problems);
     }
