@@ -135,7 +135,34 @@ public sealed record NodeResponse(
     NodeAllocationResponse Allocated);
 
 /// <summary>Answer to <c>GET /v1/cluster</c>.</summary>
-public sealed record ClusterResponse(string Metadata, IReadOnlyList<NodeResponse> Nodes, IReadOnlyList<JobResponse> Jobs);
+/// <param name="Metadata">The metadata server's address.</param>
+/// <param name="Nodes">Every storage node the metadata server lists.</param>
+/// <param name="Jobs">The running jobs.</param>
+/// <param name="Host">The host's budget for new nodes, when the controller starts nodes as local processes; else null.</param>
+public sealed record ClusterResponse(string Metadata, IReadOnlyList<NodeResponse> Nodes, IReadOnlyList<JobResponse> Jobs, HostBudgetResponse? Host = null);
+
+/// <summary>
+/// A host's memory and disk as a local provisioner counts them before it starts a node: what is available, what the
+/// running nodes were promised and do not hold yet, what is kept for the rest of the host, and what is left for
+/// new nodes. Disk figures are those of the data directory's file system (ssd and hdd nodes); null directory: none.
+/// </summary>
+public sealed record HostBudgetResponse(
+    long MemoryTotalBytes,
+    long MemoryAvailableBytes,
+    long MemoryPromisedBytes,
+    long MemoryReserveBytes,
+    string? Directory,
+    long DiskTotalBytes,
+    long DiskFreeBytes,
+    long DiskPromisedBytes,
+    long DiskReserveBytes)
+{
+    /// <summary>Memory a new node may take: available, less what running nodes were promised, less the reserve.</summary>
+    public long MemoryLeftBytes => Math.Max(0, MemoryAvailableBytes - MemoryPromisedBytes - MemoryReserveBytes);
+
+    /// <summary>Disk a new ssd or hdd node may take, the same way.</summary>
+    public long DiskLeftBytes => Directory is null ? 0 : Math.Max(0, DiskFreeBytes - DiskPromisedBytes - DiskReserveBytes);
+}
 
 /// <summary>Answer to <c>GET /healthz</c>: "ok" with the live nodes, or "unavailable" with the reason.</summary>
 public sealed record HealthResponse(string Status, int? Nodes, string? Error)

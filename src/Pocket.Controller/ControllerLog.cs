@@ -64,4 +64,7 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 421, Level = LogLevel.Warning, Message = "no replacement for dead node {NodeId}: {Reason}")]
     public static partial void NodeReplaceFailed(ILogger logger, uint nodeId, string reason);
+
+    [LoggerMessage(EventId = 422, Level = LogLevel.Warning, Message = "no {Tier} node started: {Reason}")]
+    public static partial void HostBudgetRefused(ILogger logger, string tier, string reason);
 }

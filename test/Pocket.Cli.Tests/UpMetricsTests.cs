@@ -22,6 +22,10 @@ public sealed class UpMetricsTests : IDisposable
         await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--metrics-port", "0", "--nodes", "1", "--capacity", "64MiB", "--warm-pool", "1", "--for", "10m");
         var dashboard = await up.WaitForLineAsync(line => line.StartsWith("dashboard:", StringComparison.Ordinal));
         var metricsLine = await up.WaitForLineAsync(line => line.StartsWith("metrics:", StringComparison.Ordinal));
+
+        // The host's budget for new nodes, as the provisioner checks it before each start.
+        var host = await up.WaitForLineAsync(line => line.StartsWith("host:", StringComparison.Ordinal));
+        Assert.Matches(@"^host: +memory [0-9.]+ [KMGT]?i?B left for new nodes \([0-9.]+ [KMGT]?i?B available, .* promised to running nodes, .* kept for the host\); disk ", host);
         await up.WaitForLineAsync(line => line.StartsWith("state file:", StringComparison.Ordinal));
 
         var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
@@ -35,6 +39,15 @@ public sealed class UpMetricsTests : IDisposable
         {
             Assert.Equal(HttpStatusCode.OK, page.StatusCode);
             Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);
+        }
+
+        using (var request = new HttpRequestMessage(HttpMethod.Get, controller + "/v1/cluster"))
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            using var response = await http.SendAsync(request);
+            var budget = JsonNode.Parse(await response.Content.ReadAsStringAsync())!["host"]!;
+            Assert.True(budget["memoryAvailableBytes"]!.GetValue<long>() > 0, budget.ToJsonString());
+            Assert.True(budget["memoryLeftBytes"]!.GetValue<long>() < budget["memoryAvailableBytes"]!.GetValue<long>(), budget.ToJsonString());
         }
 
         // The targets file follows the controller: the standby node joins it without a restart.

@@ -193,11 +193,27 @@ internal static class StatusCommand
         var header = new Markup(Markup.Escape(string.Create(
             CultureInfo.InvariantCulture,
             $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatBytes(cluster.Nodes.Sum(n => n.Capacity.Used))} of {Units.FormatBytes(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.Capacity.Total))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
+        IRenderable host = cluster.Host is { } budget ? new Markup(Markup.Escape("host: " + HostLine(budget))) : new Text(string.Empty);
         return new Rows(
             header,
+            host,
             cluster.Nodes.Count > 0 ? nodes : new Markup("no storage nodes"),
             cluster.Jobs.Count > 0 ? jobs : new Markup("no jobs"),
             RenderEvents(snapshot.Events));
+    }
+
+    /// <summary>
+    /// One line on what the host has left for new nodes, as the local provisioner counts it before each start: e.g.
+    /// "memory 17.2 GiB left for nodes (19.6 GiB available, 0 B promised to running nodes, 2.4 GiB kept); disk ...".
+    /// </summary>
+    internal static string HostLine(HostBudgetResponse budget)
+    {
+        var line = $"memory {Units.FormatBytes(budget.MemoryLeftBytes)} left for new nodes ({Units.FormatBytes(budget.MemoryAvailableBytes)} available, "
+            + $"{Units.FormatBytes(budget.MemoryPromisedBytes)} promised to running nodes, {Units.FormatBytes(budget.MemoryReserveBytes)} kept for the host)";
+        return budget.Directory is null
+            ? line
+            : line + $"; disk {Units.FormatBytes(budget.DiskLeftBytes)} left in {budget.Directory} ({Units.FormatBytes(budget.DiskFreeBytes)} free, "
+                + $"{Units.FormatBytes(budget.DiskPromisedBytes)} promised, {Units.FormatBytes(budget.DiskReserveBytes)} kept)";
     }
 
     /// <summary>The last events: what the controller decided (scale-ups, drains, warm pool) and why.</summary>

@@ -339,6 +339,11 @@ internal static class UpCommand
         AnsiConsole.MarkupLine(cluster.Controller.Autoscaler is { } scaler
             ? Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"scaling:    elastic, {scaler.Options.MinNodes}-{scaler.Options.MaxNodes} nodes, each tier kept within {scaler.Options.Lower * 100:0}-{scaler.Options.Upper * 100:0} % (--static to turn off); jobs without hints share running nodes"))
             : "scaling:    static (--static): nodes are only started for jobs that need them, never drained");
+        if ((cluster.Provisioner as LocalProcessProvisioner)?.Budget is { } budget)
+        {
+            AnsiConsole.MarkupLine("host:       " + Markup.Escape(StatusCommand.HostLine(budget)));
+        }
+
         if (cluster.Options.DataDirectory is { } data && cluster.Options.NodeCounts.Keys.Any(t => t != NodeTier.Dram))
         {
             AnsiConsole.MarkupLine($"data dir:   {Markup.Escape(data)} (ssd and hdd files, deleted when the nodes stop)");

@@ -23,6 +23,9 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
 
     public required JobUsageMeter Meter { get; init; }
 
+    /// <summary>The host's budget for new nodes when nodes run as local processes; null otherwise.</summary>
+    public Func<HostBudgetResponse?>? HostBudget { get; init; }
+
     public void Map(IEndpointRouteBuilder app)
     {
         app.MapPost("/v1/jobs", RegisterAsync)
@@ -213,7 +216,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
         var addresses = nodes.ToDictionary(n => n.Id, n => n.Address);
         // Each job's usage as of the last telemetry tick (one metadata round trip per job per tick, not per request).
         var jobs = registry.Jobs.Select(j => Meter.Read(j.Id) is { } reading ? ToResponse(j, addresses, reading.Usage, reading) : ToResponse(j, addresses, usage: null)).ToList();
-        return Results.Json(new ClusterResponse(admin.MetadataAddress, nodeResponses, jobs));
+        return Results.Json(new ClusterResponse(admin.MetadataAddress, nodeResponses, jobs, HostBudget?.Invoke()));
     }
 
     private IResult GetHistory(int? samples)

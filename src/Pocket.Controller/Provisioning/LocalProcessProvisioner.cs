@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
+using Pocket.Controller.Contracts;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Provisioning;
@@ -40,6 +41,14 @@ public sealed record LocalProcessProvisionerOptions
     /// </summary>
     public int? MetricsPort { get; init; }
 
+    /// <summary>
+    /// What the host keeps for itself: before each node starts, the provisioner checks the host's available memory (and,
+    /// for ssd and hdd nodes, the data directory's free disk) against the node's size, what the running nodes were
+    /// promised and this reserve, and refuses the node with a <see cref="ProvisioningException"/> that says why. Null:
+    /// no check.
+    /// </summary>
+    public HostBudgetOptions? HostBudget { get; init; } = new();
+
     /// <summary>How long a child may take to register.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
@@ -71,14 +80,40 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
 {
     private readonly LocalProcessProvisionerOptions _options;
     private readonly ILogger _logger;
-    private readonly Dictionary<string, (RoleProcess Process, ProvisionedNode Node)> _children = [];
+    private readonly Dictionary<string, (RoleProcess Process, ProvisionedNode Node, long Capacity)> _children = [];
+    private readonly List<NodeRequest> _starting = [];
+    private readonly HostBudget? _budget;
     private readonly Lock _lock = new();
 
     /// <summary>Makes a provisioner; nothing starts until asked.</summary>
     public LocalProcessProvisioner(LocalProcessProvisionerOptions options, ILoggerFactory loggerFactory)
+        : this(options, loggerFactory, LinuxHostProbe.Instance)
+    {
+    }
+
+    internal LocalProcessProvisioner(LocalProcessProvisionerOptions options, ILoggerFactory loggerFactory, IHostProbe probe)
     {
         _options = options;
         _logger = loggerFactory.CreateLogger<LocalProcessProvisioner>();
+        _budget = options.HostBudget is { } budget ? new HostBudget(budget, probe, options.DataDirectory ?? DefaultDataDirectory) : null;
+    }
+
+    /// <summary>Where a storage child keeps its ssd and hdd files when no data directory is given (the storage role's default).</summary>
+    private static string DefaultDataDirectory => Path.Combine(Path.GetTempPath(), "pocket-data");
+
+    /// <summary>
+    /// The host's memory and disk as the next start would count them (null when <see cref="LocalProcessProvisionerOptions.HostBudget"/>
+    /// is off).
+    /// </summary>
+    public HostBudgetResponse? Budget
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _budget?.Report(Promised());
+            }
+        }
     }
 
     /// <inheritdoc />
@@ -114,6 +149,43 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
     /// <inheritdoc />
     public async Task<ProvisionedNode> StartNodeAsync(NodeRequest request, CancellationToken cancellationToken)
     {
+        if (_budget is not null)
+        {
+            // Checked and reserved in one step: nodes started together (a scale-up of several) each see the others.
+            lock (_lock)
+            {
+                if (_budget.Refusal(request, Promised()) is { } refusal)
+                {
+                    ControllerLog.HostBudgetRefused(_logger, NodeTierNames.Name(request.Tier), refusal);
+                    throw new ProvisioningException(refusal);
+                }
+
+                _starting.Add(request);
+            }
+        }
+
+        try
+        {
+            return await StartAsync(request, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            lock (_lock)
+            {
+                _starting.Remove(request);
+            }
+        }
+    }
+
+    /// <summary>Running children and starts under way (counted as holding nothing yet). Call under the lock.</summary>
+    private List<RunningNode> Promised() =>
+    [
+        .. _children.Values.Where(c => !c.Process.HasExited).Select(c => new RunningNode(c.Node.Tier, c.Capacity, c.Process.Id)),
+        .. _starting.Select(r => new RunningNode(r.Tier, r.CapacityBytes, ProcessId: 0)),
+    ];
+
+    private async Task<ProvisionedNode> StartAsync(NodeRequest request, CancellationToken cancellationToken)
+    {
         List<string> arguments =
         [
             .. _options.BaseArguments,
@@ -136,7 +208,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         var node = new ProvisionedNode(request.Tier, handle, id, address) { MetricsUrl = RoleCommandLine.MetricsUrl(child.ReadyLine) };
         lock (_lock)
         {
-            _children[handle] = (child, node);
+            _children[handle] = (child, node, request.CapacityBytes);
         }
 
         ControllerLog.ProcessNodeStarted(_logger, id, address, child.Id);
@@ -148,7 +220,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
     public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
     {
         bool removed;
-        (RoleProcess Process, ProvisionedNode Node) child;
+        (RoleProcess Process, ProvisionedNode Node, long Capacity) child;
         lock (_lock)
         {
             removed = _children.Remove(node.Handle, out child);
