@@ -17,6 +17,7 @@ public class PocketException : Exception
         Status.Exists => new ObjectExistsException(message),
         Status.CapacityExceeded or Status.NoNodes => new CapacityExceededException(status, message),
         Status.NodeLost => new NodeLostException(message),
+        Status.NodeUnavailable => new NodeUnavailableException(message),
         Status.Unauthorized => new PocketUnauthorizedException(message),
         _ => new PocketException(status, message),
     };
@@ -33,6 +34,12 @@ public sealed class CapacityExceededException(Status status, string message) : P
 
 /// <summary>Part of the object sat on a storage node that is gone; the message names the object and the node.</summary>
 public sealed class NodeLostException(string message, Exception? inner = null) : PocketException(Status.NodeLost, message, inner);
+
+/// <summary>
+/// Part of the object is on a storage node that missed its heartbeats (suspect, not dead): retry shortly. The object is
+/// readable again when the node answers, or <see cref="NodeLostException"/> once the node is declared dead.
+/// </summary>
+public sealed class NodeUnavailableException(string message) : PocketException(Status.NodeUnavailable, message);
 
 /// <summary>A Pocket server could not be reached (refused, reset or timed out while connecting).</summary>
 public sealed class PocketUnreachableException(string message, Exception? inner = null) : PocketException(Status.InternalError, message, inner);

@@ -50,6 +50,7 @@ public sealed class PocketCluster : IAsyncDisposable
                     WrapHandler = options.MetadataWrapHandler ?? options.Listener.WrapHandler,
                 },
                 NodeTimeout = options.NodeTimeout,
+                SuspectAfter = options.SuspectAfter,
                 StorageConnection = options.Connection,
                 StripeUnit = options.StripeUnit,
                 TimeProvider = options.TimeProvider,

@@ -17,7 +17,11 @@ public sealed record PocketClusterOptions
 
     public int StripeUnit { get; init; } = 1 << 20;
 
-    public TimeSpan NodeTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>A node silent this long is dead (<see cref="Pocket.Metadata.MetadataServerOptions.NodeTimeout"/>).</summary>
+    public TimeSpan NodeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>A node silent this long is suspect (<see cref="Pocket.Metadata.MetadataServerOptions.SuspectAfter"/>).</summary>
+    public TimeSpan SuspectAfter { get; init; } = TimeSpan.FromSeconds(3);
 
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 

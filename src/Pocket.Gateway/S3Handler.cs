@@ -238,6 +238,9 @@ internal sealed partial class S3Handler
                 return new S3Exception(S3Error.InsufficientStorage, $"Pocket has no room for this data: {capacity.Message}", ex);
             case PocketException { Status: Status.InvalidKey } invalid:
                 return new S3Exception(S3Error.InvalidArgument, invalid.Message, ex);
+            case NodeUnavailableException unavailable:
+                // Retryable: S3 clients (boto3, the AWS CLI) retry a 503 with back-off, which is what this needs.
+                return new S3Exception(S3Error.ServiceUnavailable, $"A storage node holding this object is not answering; retry shortly: {unavailable.Message}", ex);
             case PocketUnreachableException lost:
                 return new S3Exception(S3Error.ServiceUnavailable, $"A Pocket server could not be reached: {lost.Message}", ex);
             case PocketException pocket:

@@ -33,4 +33,10 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
     public static partial void NodeRemoved(ILogger logger, uint nodeId);
+
+    [LoggerMessage(EventId = 230, Level = LogLevel.Warning, Message = "node {NodeId} is suspect: no heartbeat for {Seconds:0.#} s (no new blocks, reads refused as unavailable; dead after {DeadAfter:0.#} s)")]
+    public static partial void NodeSuspect(ILogger logger, uint nodeId, double seconds, double deadAfter);
+
+    [LoggerMessage(EventId = 231, Level = LogLevel.Information, Message = "node {NodeId} is back after {Seconds:0.#} s without a heartbeat, its blocks intact")]
+    public static partial void NodeBack(ILogger logger, uint nodeId, double seconds);
 }

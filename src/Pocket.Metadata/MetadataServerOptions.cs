@@ -14,8 +14,18 @@ public sealed record MetadataServerOptions
     /// </summary>
     public JobToken ClusterToken { get; init; }
 
-    /// <summary>A node with no heartbeat for this long is declared dead.</summary>
-    public TimeSpan NodeTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// A node with no heartbeat for this long is declared dead: its blocks are lost, and if it comes back it registers as
+    /// a new, empty node. (A node whose process ends is dead at once: its registration connection closes.)
+    /// </summary>
+    public TimeSpan NodeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// A node with no heartbeat for this long (and less than <see cref="NodeTimeout"/>) is suspect: no new blocks, and
+    /// readers of its blocks get <see cref="Status.NodeUnavailable"/> at once instead of a request that hangs; its next
+    /// heartbeat makes it live again with its blocks (a stalled process, a paused VM, a short network cut).
+    /// </summary>
+    public TimeSpan SuspectAfter { get; init; } = TimeSpan.FromSeconds(3);
 
     /// <summary>Largest piece of an object placed on one node before the next piece goes elsewhere.</summary>
     public int StripeUnit { get; init; } = 1 << 20;
@@ -52,6 +62,11 @@ public sealed record MetadataServerOptions
         if (NodeTimeout <= TimeSpan.Zero)
         {
             throw new ArgumentException("node timeout must be positive");
+        }
+
+        if (SuspectAfter <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("the suspect time must be positive");
         }
     }
 }

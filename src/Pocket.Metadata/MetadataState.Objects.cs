@@ -56,6 +56,11 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.NodeLost, $"object '{key}' lost: storage node {lost} is dead");
             }
 
+            if (Nodes.UnavailableNode(entry.Extents) is { } unavailable)
+            {
+                return Outcome.Fail(Status.NodeUnavailable, $"object '{key}' is on storage node {unavailable}, which missed its heartbeats; retry shortly (it is declared dead, and the object lost, after {Nodes.NodeTimeout.TotalSeconds:0.#} s of silence)");
+            }
+
             if (entry.Inline is { } inline)
             {
                 var count = length < 0 ? entry.Size - offset : length;

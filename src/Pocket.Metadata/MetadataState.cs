@@ -32,7 +32,7 @@ internal sealed partial class MetadataState
         _options = options;
         _logger = logger;
         _random = random ?? Random.Shared;
-        Nodes = new NodeRegistry(options.TimeProvider, options.NodeTimeout, logger);
+        Nodes = new NodeRegistry(options.TimeProvider, options.SuspectAfter < options.NodeTimeout ? options.SuspectAfter : options.NodeTimeout, options.NodeTimeout, logger);
     }
 
     /// <summary>The node registry. Call it only through the state's operations, except <see cref="NodeRegistry.SecretOf"/>.</summary>
@@ -298,7 +298,7 @@ internal sealed partial class MetadataState
             var nodes = new List<MetadataNodeSnapshot>(Nodes.Count);
             foreach (var node in Nodes.All)
             {
-                nodes.Add(new MetadataNodeSnapshot(node.Id, node.Tier, node.State, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.MovedBytes));
+                nodes.Add(new MetadataNodeSnapshot(node.Id, node.Tier, node.ReportedState, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.MovedBytes));
             }
 
             return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _options.InlineCapacity, _handles.Count, connections, nodes);

@@ -19,6 +19,12 @@ internal sealed class NodeEntry
     public required long ConnectionId { get; init; }
     public NodeState State { get; set; } = NodeState.Live;
     public long LastHeartbeat { get; set; }
+
+    /// <summary>Missed heartbeats past the suspect time: out of placement, its blocks unreadable until it answers.</summary>
+    public bool Suspect { get; set; }
+
+    /// <summary>The state lists and telemetry show: <see cref="NodeState.Suspect"/> over any state but dead.</summary>
+    public NodeState ReportedState => Suspect && State != NodeState.Dead ? NodeState.Suspect : State;
     public double Cpu { get; set; }
     public double NetRx { get; set; }
     public double NetTx { get; set; }

@@ -10,7 +10,7 @@ namespace Pocket.Metrics;
 /// </summary>
 public static class RoleCollectors
 {
-    private static readonly NodeState[] States = [NodeState.Live, NodeState.Draining, NodeState.Dead, NodeState.Drained, NodeState.Standby];
+    private static readonly NodeState[] States = [NodeState.Live, NodeState.Draining, NodeState.Dead, NodeState.Drained, NodeState.Standby, NodeState.Suspect];
 
     /// <summary>Registers the metadata server's request metrics (returned, for its listener) and state metrics.</summary>
     public static FrameMetrics Metadata(CollectorRegistry registry, Func<MetadataServer?> server)

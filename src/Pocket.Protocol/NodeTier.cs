@@ -23,6 +23,13 @@ public enum NodeState : byte
     /// controller claims it with <see cref="Opcode.ActivateNode"/>.
     /// </summary>
     Standby = 5,
+
+    /// <summary>
+    /// A node that missed heartbeats for longer than the metadata server's suspect time but not yet its dead timeout:
+    /// placement skips it and reads of its blocks get <see cref="Status.NodeUnavailable"/>; its next heartbeat makes it
+    /// what it was before (its blocks intact). Only ever reported: the node keeps its own state underneath.
+    /// </summary>
+    Suspect = 6,
 }
 
 /// <summary>

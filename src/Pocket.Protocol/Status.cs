@@ -19,4 +19,10 @@ public enum Status : ushort
     InvalidKey = 13,
     ShuttingDown = 14,
     IoError = 15,
+
+    /// <summary>
+    /// The object's blocks are on a storage node that missed its heartbeats (suspect, not yet dead): retry shortly; it
+    /// becomes readable again when the node answers, or NodeLost once the node is declared dead.
+    /// </summary>
+    NodeUnavailable = 16,
 }

@@ -241,6 +241,45 @@ public sealed class MetadataStateTests
     }
 
     [Fact]
+    public void ASilentNodeIsSuspectFirstAndComesBackWithItsBlocksAtItsNextHeartbeat()
+    {
+        // Suspect after 3 s (the default), dead after 5 s (this fixture's node timeout).
+        var node = AddNode(100, connection: 1);
+        var job = AddJob();
+        Write(job, "kept", 8 * Block);
+        State(NodeState.Live);
+
+        _time.Advance(TimeSpan.FromSeconds(3.5));
+        Assert.Empty(_state.CheckLiveness());
+        State(NodeState.Suspect);
+
+        // Readers get a typed, retryable refusal instead of grants for a node that may not answer; no new blocks go there.
+        var read = _state.Get(job, "kept", 0, -1, deleteAfterRead: false, connectionId: 10);
+        Assert.Equal(Status.NodeUnavailable, read.Status);
+        Assert.Contains($"storage node {node.Id} (127.0.0.1:7000), silent for 3.5 s", read.Message, StringComparison.Ordinal);
+        Assert.Contains("retry shortly", read.Message, StringComparison.Ordinal);
+        Assert.Equal(Status.NoNodes, _state.Create(job, "new", Block, FrameFlags.None, 10).Status);
+
+        // Its heartbeat (on its own connection) brings it back as it was, its blocks readable and placeable again.
+        Assert.True(_state.Heartbeat(new HeartbeatRequest(node.Id, 0.1, 0, 0, 0), connectionId: 1).IsOk);
+        State(NodeState.Live);
+        Assert.True(_state.Get(job, "kept", 0, -1, deleteAfterRead: false, connectionId: 10).IsOk);
+        Assert.True(_state.Create(job, "new", Block, FrameFlags.None, 10).IsOk);
+
+        // Silent past the node timeout: suspect on the way, then dead for good, and the object is lost.
+        _time.Advance(TimeSpan.FromSeconds(4));
+        Assert.Empty(_state.CheckLiveness());
+        State(NodeState.Suspect);
+        _time.Advance(TimeSpan.FromSeconds(1.5));
+        Assert.Equal(node.Id, Assert.Single(_state.CheckLiveness()).NodeId);
+        State(NodeState.Dead);
+        Assert.Equal(Status.NodeLost, _state.Get(job, "kept", 0, -1, deleteAfterRead: false, connectionId: 10).Status);
+        Assert.Equal(Status.NotFound, _state.Heartbeat(new HeartbeatRequest(node.Id, 0, 0, 0, 0), connectionId: 1).Status);
+
+        void State(NodeState expected) => Assert.Equal(expected, Assert.Single(_state.ListNodes(JobToken.None, admin: true).Value).State);
+    }
+
+    [Fact]
     public void AStandbyNodeTakesNoBlocksUntilActivatedAndDrainsAtOnce()
     {
         var standby = AddNode(10, standby: true, connection: 1);

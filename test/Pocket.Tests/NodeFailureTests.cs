@@ -315,10 +315,14 @@ public sealed class NodeFailureTests
             return (await manual.SendAsync(Opcode.Heartbeat, FrameFlags.None, token, body, cancellationToken: cts.Token).AsTask().WaitAsync(cts.Token)).Status;
         }
 
-        // Just short of the timeout nothing is dead.
+        // Just short of the timeout nothing is dead: the silent nodes are suspect (past 3 s), and a read of their
+        // blocks is refused at once as unavailable, not lost.
         time.Advance(TimeSpan.FromSeconds(4));
         Assert.Equal(Status.Ok, await HeartbeatAsync());
-        Assert.All(await client.Admin().GetNodesAsync(cts.Token), n => Assert.Equal(NodeState.Live, n.State));
+        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).Count(n => n.State == NodeState.Suspect) == 2, "the silent nodes are suspect");
+        Assert.Equal(NodeState.Live, (await client.Admin().GetNodesAsync(cts.Token)).Single(n => n.Id == manualId).State);
+        var unavailable = await Assert.ThrowsAsync<NodeUnavailableException>(async () => await job.GetAsync("big", cancellationToken: cts.Token));
+        Assert.Contains("retry shortly", unavailable.Message, StringComparison.Ordinal);
         lock (died)
         {
             Assert.Empty(died);

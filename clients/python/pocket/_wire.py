@@ -23,9 +23,10 @@ REPLY = 1 << 15
 OK, NOT_FOUND, EXISTS, CAPACITY_EXCEEDED, NODE_LOST, BAD_REQUEST, UNKNOWN_OPCODE, FRAME_TOO_LARGE = 0, 1, 2, 3, 4, 5, 6, 7
 UNAUTHORIZED, VERSION_MISMATCH, NO_NODES, STALE_GRANT, INTERNAL_ERROR, INVALID_KEY, SHUTTING_DOWN, IO_ERROR = \
     8, 9, 10, 11, 12, 13, 14, 15
+NODE_UNAVAILABLE = 16
 
 TIERS = {1: "dram", 2: "ssd", 3: "hdd"}
-NODE_STATES = {1: "live", 2: "draining", 3: "dead", 4: "drained", 5: "standby"}
+NODE_STATES = {1: "live", 2: "draining", 3: "dead", 4: "drained", 5: "standby", 6: "suspect"}
 
 GRANT_SIZE = 40
 GRANT = struct.Struct("<IIqiI16s")  # node, generation, offset, length, rights, mac

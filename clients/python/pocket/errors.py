@@ -91,6 +91,12 @@ class IoError(PocketError):
     status = w.IO_ERROR
 
 
+class NodeUnavailable(PocketError):
+    """Part of the object is on a storage node that missed its heartbeats (suspect, not dead): retry shortly. The
+    object is readable again when the node answers, or NodeLost once the node is declared dead."""
+    status = w.NODE_UNAVAILABLE
+
+
 class ConnectionLost(InternalError):
     """A server could not be reached, or its connection closed with requests in flight."""
 
@@ -127,12 +133,13 @@ ObjectNotFoundException = NotFound
 ObjectExistsException = Exists
 CapacityExceededException = CapacityExceeded
 NodeLostException = NodeLost
+NodeUnavailableException = NodeUnavailable
 PocketUnauthorizedException = Unauthorized
 PocketControllerException = ControllerError
 
 _BY_STATUS = {cls.status: cls for cls in (
     NotFound, Exists, CapacityExceeded, NoNodes, NodeLost, BadRequest, UnknownOpcode, FrameTooLarge,
-    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError)}
+    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError, NodeUnavailable)}
 
 
 def from_status(status, message):

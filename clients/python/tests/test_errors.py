@@ -134,6 +134,7 @@ class ErrorTests(unittest.TestCase):
             w.VERSION_MISMATCH: pocket.VersionMismatch, w.NO_NODES: pocket.NoNodes,
             w.STALE_GRANT: pocket.StaleGrant, w.INTERNAL_ERROR: pocket.InternalError,
             w.INVALID_KEY: pocket.InvalidKey, w.SHUTTING_DOWN: pocket.ShuttingDown, w.IO_ERROR: pocket.IoError,
+            w.NODE_UNAVAILABLE: pocket.NodeUnavailable,
         }
         for status, cls in expected.items():
             e = errors.from_status(status, "message %d" % status)

@@ -67,14 +67,24 @@ internal static class RoleCommands
         var port = PortOption(7070);
         var idleTimeout = IdleTimeoutOption();
         var metricsPort = MetricsPortOption();
+        var suspectAfter = CommandRunner.DurationOption("--suspect-after", "A storage node silent this long is suspect: no new blocks, reads of its blocks refused as unavailable until it answers (default 3s)");
+        var nodeTimeout = CommandRunner.DurationOption("--node-timeout", "A storage node silent this long is dead and its blocks lost (default 30s)");
         var verbose = VerboseOption();
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, idleTimeout, metricsPort, verbose, StopOnStdinEof,
+            host, port, idleTimeout, metricsPort, suspectAfter, nodeTimeout, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
+            var defaults = new MetadataServerOptions();
+            var suspect = parse.GetValue(suspectAfter) ?? defaults.SuspectAfter;
+            var dead = parse.GetValue(nodeTimeout) ?? defaults.NodeTimeout;
+            if (suspect <= TimeSpan.Zero || dead <= TimeSpan.Zero || suspect >= dead)
+            {
+                throw new CliException($"--suspect-after ({suspect.TotalSeconds:0.###} s) and --node-timeout ({dead.TotalSeconds:0.###} s) must be positive, and a node must become suspect before it is dead");
+            }
+
             var token = ClusterTokenFromEnvironment(out var generated);
             using var certificate = tls.Certificate(parse);
             using var loggerFactory = Logging(parse.GetValue(verbose));
@@ -86,6 +96,8 @@ internal static class RoleCommands
                 {
                     ClusterToken = token,
                     Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
+                    SuspectAfter = suspect,
+                    NodeTimeout = dead,
 
                     // Drains copy blocks between storage nodes through this server.
                     StorageConnection = tls.Connection(parse, parse.GetValue(host)!),

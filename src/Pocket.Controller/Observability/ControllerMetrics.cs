@@ -13,7 +13,7 @@ namespace Pocket.Controller.Observability;
 /// </summary>
 internal sealed class ControllerMetrics
 {
-    private static readonly NodeState[] States = [NodeState.Live, NodeState.Draining, NodeState.Dead, NodeState.Drained, NodeState.Standby];
+    private static readonly NodeState[] States = [NodeState.Live, NodeState.Draining, NodeState.Dead, NodeState.Drained, NodeState.Standby, NodeState.Suspect];
 
     private readonly Lock _lock = new();
     private readonly Counter _events;

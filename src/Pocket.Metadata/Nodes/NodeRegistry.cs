@@ -22,14 +22,16 @@ internal enum DrainStart
 /// <summary>
 /// The storage nodes this metadata server knows: their records, heartbeats and life cycle. A node registers live (or
 /// standby, for a warm pool); a standby node is activated or drained at once; a live node is drained (no new blocks,
-/// its blocks copied elsewhere) and then stops; a node whose registration connection closes or whose heartbeats stop
-/// is dead, and a node that comes back registers as a new, empty node.
+/// its blocks copied elsewhere) and then stops. A node whose heartbeats stop for the suspect time is suspect (out of
+/// placement, its blocks unavailable to readers) and is itself again at its next heartbeat, its blocks intact; one
+/// silent for the node timeout, or whose registration connection closes (its process ended), is dead, and a node that
+/// comes back after that registers as a new, empty node.
 /// <para>
 /// Not thread-safe: <see cref="MetadataState"/> calls it under the metadata lock. <see cref="SecretOf"/> is the one
 /// exception: secrets never change after registration, so grants are signed outside the lock.
 /// </para>
 /// </summary>
-internal sealed class NodeRegistry(TimeProvider time, TimeSpan nodeTimeout, ILogger logger)
+internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, TimeSpan nodeTimeout, ILogger logger)
 {
     private readonly Dictionary<uint, NodeEntry> _nodes = [];
     private readonly ConcurrentDictionary<uint, byte[]> _secrets = new();
@@ -77,7 +79,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan nodeTimeout, ILog
         var live = new List<NodeEntry>(_nodes.Count);
         foreach (var node in _nodes.Values)
         {
-            if (node.State == NodeState.Live)
+            if (node.State == NodeState.Live && !node.Suspect)
             {
                 live.Add(node);
             }
@@ -107,7 +109,14 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan nodeTimeout, ILog
             return Outcome.Fail(Status.NotFound, $"node {beat.NodeId} is not registered (or was declared dead)");
         }
 
-        node.LastHeartbeat = time.GetTimestamp();
+        var now = time.GetTimestamp();
+        if (node.Suspect)
+        {
+            node.Suspect = false;
+            MetadataLog.NodeBack(logger, node.Id, time.GetElapsedTime(node.LastHeartbeat, now).TotalSeconds);
+        }
+
+        node.LastHeartbeat = now;
         node.Cpu = beat.Cpu;
         node.NetRx = beat.NetRx;
         node.NetTx = beat.NetTx;
@@ -138,14 +147,24 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan nodeTimeout, ILog
         }
     }
 
-    /// <summary>Nodes silent for longer than the node timeout: a drained one is forgotten, any other declared dead.</summary>
+    /// <summary>
+    /// Nodes silent for longer than the suspect time become suspect; for longer than the node timeout, a drained one is
+    /// forgotten and any other declared dead.
+    /// </summary>
     public void CheckLiveness(List<NodeDeath> died)
     {
         var now = time.GetTimestamp();
         foreach (var node in _nodes.Values.ToList())
         {
-            if (time.GetElapsedTime(node.LastHeartbeat, now) <= nodeTimeout)
+            var silent = time.GetElapsedTime(node.LastHeartbeat, now);
+            if (silent <= nodeTimeout)
             {
+                if (silent > suspectAfter && !node.Suspect && node.State is NodeState.Live or NodeState.Draining or NodeState.Standby)
+                {
+                    node.Suspect = true;
+                    MetadataLog.NodeSuspect(logger, node.Id, silent.TotalSeconds, nodeTimeout.TotalSeconds);
+                }
+
                 continue;
             }
 
@@ -226,10 +245,31 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan nodeTimeout, ILog
         return null;
     }
 
+    /// <summary>
+    /// The first suspect node holding one of the extents, if any, as "id (address), silent for N s" (a reader gets
+    /// <see cref="Status.NodeUnavailable"/> rather than a connection that hangs until the node answers).
+    /// </summary>
+    public string? UnavailableNode(IReadOnlyList<Extent> extents)
+    {
+        for (var i = 0; i < extents.Count; i++)
+        {
+            if (_nodes.TryGetValue(extents[i].NodeId, out var node) && node.Suspect && node.State != NodeState.Dead)
+            {
+                var silent = time.GetElapsedTime(node.LastHeartbeat).TotalSeconds;
+                return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{node.Id} ({node.Address}), silent for {silent:0.#} s");
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>How long a node may be silent before it is declared dead.</summary>
+    public TimeSpan NodeTimeout => nodeTimeout;
+
     public NodeRecord[] Records() => [.. _nodes.Values.Select(ToRecord)];
 
     private static NodeRecord ToRecord(NodeEntry node) =>
-        new(node.Id, node.Tier, node.State, node.Host, (ushort)node.Port, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.Cpu, node.NetRx, node.NetTx, node.MovedBytes);
+        new(node.Id, node.Tier, node.ReportedState, node.Host, (ushort)node.Port, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.Cpu, node.NetRx, node.NetTx, node.MovedBytes);
 
     private void Remove(NodeEntry node)
     {
