@@ -86,6 +86,7 @@ public sealed class PocketCluster : IAsyncDisposable
             {
                 Metadata = new DnsEndPoint("127.0.0.1", Metadata.EndPoint.Port),
                 MetadataConnection = Options.Connection,
+                PeerConnection = Options.Connection,
                 Capacity = capacity ?? Options.NodeCapacity,
                 BlockSize = Options.BlockSize,
                 HeartbeatInterval = Options.HeartbeatInterval,

@@ -39,4 +39,7 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 231, Level = LogLevel.Information, Message = "node {NodeId} is back after {Seconds:0.#} s without a heartbeat, its blocks intact")]
     public static partial void NodeBack(ILogger logger, uint nodeId, double seconds);
+
+    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "node {NodeId} does not know CopyExtent (an older version): drains copy to it through this server")]
+    public static partial void CopyUnsupported(ILogger logger, uint nodeId);
 }

@@ -18,6 +18,10 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private readonly ILogger _logger;
     private readonly MetadataState _state;
     private readonly DrainCoordinator _drains;
+
+    /// <summary>The drain coordinator (its byte counts, for tests).</summary>
+    internal DrainCoordinator Drains => _drains;
+
     private FrameServer? _server;
     private ITimer? _livenessTimer;
     private ITimer? _retireTimer;

@@ -36,4 +36,10 @@ public enum Opcode : byte
     // Blocks (client to storage server).
     WriteExtent = 40,
     ReadExtent = 41,
+
+    /// <summary>
+    /// Metadata server to a storage node: pull an extent from another storage node (with a read grant) into space
+    /// this node granted for writing; the drain's storage-to-storage copy.
+    /// </summary>
+    CopyExtent = 42,
 }

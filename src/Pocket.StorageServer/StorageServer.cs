@@ -12,7 +12,7 @@ namespace Pocket.StorageServer;
 /// A storage node: a block store on one device behind a frame server. Clients write and read extents with
 /// grants signed by the metadata server; the node registers itself and reports load every heartbeat.
 /// </summary>
-public sealed class StorageServer : IAsyncDisposable, IFrameHandler
+public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 {
     private readonly StorageServerOptions _options;
     private readonly ILogger _logger;
@@ -47,6 +47,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     internal FrameServer Listener => _server ?? throw new InvalidOperationException("not started");
 
     public BlockStore Store => _store ?? throw new InvalidOperationException("not started");
+
+    /// <summary>The secret this node's grants are signed with (tests sign grants with it).</summary>
+    internal ReadOnlySpan<byte> GrantSecret => _secret;
 
     /// <summary>The node's tier.</summary>
     public NodeTier Tier => _options.Tier;
@@ -166,6 +169,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             case Opcode.ReadExtent:
                 HandleRead(frame);
                 break;
+            case Opcode.CopyExtent when !_options.CopyExtentDisabled:
+                HandleCopy(frame);
+                break;
             default:
                 frame.ReplyError(Status.UnknownOpcode, $"storage server does not handle opcode {(byte)frame.Header.Opcode}");
                 break;
@@ -189,6 +195,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
     {
         Opcode.WriteExtent => WriteHead,
         Opcode.ReadExtent => 0,
+        Opcode.CopyExtent when !_options.CopyExtentDisabled => CopyExtentRequest.WriteGrantSize,
         _ => -1,
     };
 
@@ -211,6 +218,11 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
             }
 
             return _store!.Device.IsDirect ? FrameAdmission.Buffer : FrameAdmission.Blocking;
+        }
+
+        if (frame.Header.Opcode == Opcode.CopyExtent)
+        {
+            return AdmitCopy(frame);
         }
 
         return AdmitWrite(frame);
@@ -392,6 +404,9 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
         public long Offset;
         public int Length;
         public uint Generation;
+
+        /// <summary>A copy's write grant, checked at admission.</summary>
+        public ExtentGrant CopyTarget;
     }
 
     private void FreeBuffer(AlignedMemory buffer)
@@ -443,6 +458,7 @@ public sealed class StorageServer : IAsyncDisposable, IFrameHandler
 
         _metadata?.Dispose();
         _server?.Dispose();
+        _peers?.Dispose();
         _store?.Dispose();
         _stop.Dispose();
     }

@@ -32,6 +32,21 @@ public sealed record StorageServerOptions
     /// <summary>How to connect to the metadata server (TLS: <see cref="FrameConnectionOptions.TlsHost"/> and its certificate check).</summary>
     public FrameConnectionOptions MetadataConnection { get; init; } = new();
 
+    /// <summary>How to connect to other storage nodes this node copies extents from (CopyExtent, during drains).</summary>
+    public FrameConnectionOptions PeerConnection { get; init; } = new();
+
+    /// <summary>Connections to other storage nodes kept open at most; the least recently used one is closed beyond.</summary>
+    public int MaxPeerConnections { get; init; } = 16;
+
+    /// <summary>Bytes a copy reads from its source per request (bounded, so a large extent needs no large buffer).</summary>
+    internal int CopyChunkSize { get; init; } = 1 << 20;
+
+    /// <summary>
+    /// Answers CopyExtent as a node that predates it does (UnknownOpcode), so drains copy to this node through the
+    /// metadata server: for mixed-version tests and benchmarks of that path, not for deployments.
+    /// </summary>
+    public bool CopyExtentDisabled { get; init; }
+
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Makes the device; null means the tier's own device (<see cref="BlockDevices.Create"/>) of <see cref="Capacity"/> bytes.</summary>
@@ -47,6 +62,16 @@ public sealed record StorageServerOptions
         if (Capacity < BlockSize)
         {
             throw new ArgumentException($"capacity {Capacity} is smaller than one block ({BlockSize})");
+        }
+
+        if (MaxPeerConnections < 1)
+        {
+            throw new ArgumentException("at least one peer connection is needed for copies");
+        }
+
+        if (CopyChunkSize < 4096 || CopyChunkSize > ProtocolLimits.Default.MaxDataBody)
+        {
+            throw new ArgumentException($"copy chunk {CopyChunkSize} must be between 4 KiB and {ProtocolLimits.Default.MaxDataBody} bytes");
         }
 
         if (HeartbeatInterval <= TimeSpan.Zero)

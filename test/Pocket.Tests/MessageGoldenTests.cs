@@ -72,6 +72,24 @@ public sealed class MessageGoldenTests
     }
 
     [Fact]
+    public void CopyExtent()
+    {
+        var source = ExtentGrant.Sign(Secret, 9, 3, 0x20000, 0x30000, GrantRights.Read);
+        var bytes = Encode(b => CopyExtentRequest.Write(b, KnownGrant, source, 0x10000, "h1", 0x1F90));
+
+        // write grant | read grant | offset inside the source i32 | port u16 | host (u16 length, UTF-8).
+        AssertBytes(KnownGrantHex + Convert.ToHexString(Encode(b => GrantList.WriteGrant(b, source))) + "00000100" + "901F" + "0200" + "6831", bytes);
+        Assert.Equal("09000000" + "03000000" + "0000020000000000" + "00000300" + "01000000", Convert.ToHexString(bytes, ExtentGrant.Size, 24));
+        Assert.True(CopyExtentRequest.TryRead(bytes, out var request));
+        Assert.Equal((KnownGrant, source, 0x10000, (ushort)0x1F90, "6831"), (request.Target, request.Source, request.Within, request.Port, Convert.ToHexString(request.HostUtf8)));
+        Assert.True(CopyExtentRequest.TryReadTarget(bytes.AsSpan(0, CopyExtentRequest.WriteGrantSize), out var target));
+        Assert.Equal(KnownGrant, target);
+        AssertRefusesDamage(bytes, b => CopyExtentRequest.TryRead(b, out _));
+        Assert.False(CopyExtentRequest.TryRead(Encode(b => CopyExtentRequest.Write(b, KnownGrant, source, 0, "", 1)), out _), "an empty host was accepted");
+        Assert.Throws<ArgumentException>(() => Encode(b => CopyExtentRequest.Write(b, KnownGrant, source, 0, new string('h', 256), 1)));
+    }
+
+    [Fact]
     public void PutSmall()
     {
         var bytes = Encode(b =>

@@ -144,9 +144,12 @@ internal static class RoleCommands
         var metricsPort = MetricsPortOption();
         var verbose = VerboseOption();
         var standby = new Option<bool>("--standby") { Description = "Register as a warm-pool node: no blocks until the controller activates it" };
+
+        // Mixed-version tests and benchmarks of the drain's old path (bench/drain.sh); not for deployments.
+        var noCopyExtent = new Option<bool>("--no-copy-extent") { Description = "Answer CopyExtent as a node older than it does (drains then copy to this node through the metadata server)", Hidden = true };
         var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, idleTimeout, metricsPort, verbose, standby, StopOnStdinEof,
+            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, idleTimeout, metricsPort, verbose, standby, noCopyExtent, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -179,9 +182,13 @@ internal static class RoleCommands
                 {
                     Metadata = new DnsEndPoint(metadataHost, metadataPort),
                     MetadataConnection = metadataConnection,
+
+                    // Drains have this node pull blocks from other storage nodes (CopyExtent).
+                    PeerConnection = tls.Connection(parse, listenHost),
                     ClusterToken = clusterToken,
                     Tier = nodeTier,
                     Standby = parse.GetValue(standby),
+                    CopyExtentDisabled = parse.GetValue(noCopyExtent),
                     Capacity = parse.GetValue(capacity),
                     BlockSize = (int)block,
                     AdvertisedHost = listenHost,

@@ -11,8 +11,12 @@ namespace Pocket.Metadata.Drain;
 /// Drain with live migration. A draining node gets no new blocks (placement only looks at live nodes); one background
 /// task per draining node copies each of its live extents to another node and has the state switch the owning object
 /// over. Old extents stay allocated and readable until the node is drained, so readers holding grants from before the
-/// switch still read the right bytes; the copy's generation is new, so nothing stale can be served. The coordinator
-/// owns the copies' connections to storage nodes (one per node, made on first use) and never holds the metadata lock.
+/// switch still read the right bytes; the copy's generation is new, so nothing stale can be served.
+/// The bytes move node to node: the coordinator sends the target node a CopyExtent (a write grant for its space, the
+/// source's address and a read grant for the source extent) and the target pulls them from the source, so this server
+/// never holds data. A target that predates CopyExtent (it answers UnknownOpcode) gets the old path: read from the
+/// source into this server, write to the target. The coordinator owns its connections to storage nodes (one per
+/// node, made on first use) and never holds the metadata lock.
 /// </summary>
 internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptions connectionOptions, TimeProvider time, ILogger logger) : IAsyncDisposable
 {
@@ -22,6 +26,16 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
     private readonly CancellationTokenSource _stop = new();
     private readonly ConcurrentDictionary<uint, Task> _drains = new();
     private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _connections = new();
+
+    // Targets that answered CopyExtent with UnknownOpcode (older nodes): copied to through this server instead.
+    private readonly ConcurrentDictionary<uint, bool> _withoutCopy = new();
+    private long _bytesReceived;
+
+    /// <summary>
+    /// Bytes of every reply the drain's connections received (headers, bodies, data): with node-to-node copies only
+    /// the small replies of CopyExtent, with the old path every byte moved.
+    /// </summary>
+    public long BytesReceived => Interlocked.Read(ref _bytesReceived);
 
     /// <summary>Starts draining a node, in the background (ListNodes shows progress). Draining twice is harmless.</summary>
     public Outcome Drain(uint nodeId)
@@ -87,11 +101,10 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
         var switched = false;
         try
         {
-            var data = await ReadAsync(work.Extent, token).ConfigureAwait(false);
             var at = 0;
             foreach (var copy in copies)
             {
-                await WriteAsync(copy, data.AsMemory(at, copy.Length), token).ConfigureAwait(false);
+                await CopyAsync(work.Extent, at, copy, token).ConfigureAwait(false);
                 at += copy.Length;
             }
 
@@ -99,7 +112,7 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
             // garbage, and the old extent was already freed by whoever removed the object.
             switched = state.SwitchToCopies(sourceId, work, copies);
         }
-        catch (Exception ex) when (ex is ConnectionLostException or IOException or MigrationException)
+        catch (Exception ex) when (ex is ConnectionLostException or IOException or MigrationException or RequestTimeoutException)
         {
             // The source or the target failed; the next pass tries again (a dead source ends the drain).
             MetadataLog.MoveFailed(logger, sourceId, work.Key, ex.Message);
@@ -113,16 +126,48 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
         }
     }
 
-    private async Task<byte[]> ReadAsync(Extent extent, CancellationToken token)
+    /// <summary>Copies <paramref name="copy"/>.Length bytes from <paramref name="at"/> inside the source extent into the copy.</summary>
+    private async Task CopyAsync(Extent source, int at, Extent copy, CancellationToken token)
+    {
+        if (!_withoutCopy.ContainsKey(copy.NodeId))
+        {
+            if (state.AddressOf(source.NodeId) is not var (host, port))
+            {
+                throw new MigrationException($"node {source.NodeId} is gone");
+            }
+
+            var body = new BodyWriter(CopyExtentRequest.MaxSize);
+            CopyExtentRequest.Write(body, Grant(copy, GrantRights.Write), Grant(source, GrantRights.Read), at, host, (ushort)port);
+            var reply = await SendAsync(copy.NodeId, Opcode.CopyExtent, body.WrittenMemory, default, default, token).ConfigureAwait(false);
+            if (reply.IsOk)
+            {
+                return;
+            }
+
+            if (reply.Status != Status.UnknownOpcode)
+            {
+                throw new MigrationException($"copying {copy.Length} bytes from node {source.NodeId} to node {copy.NodeId} failed: {reply.Status} {reply.Message}");
+            }
+
+            if (_withoutCopy.TryAdd(copy.NodeId, true))
+            {
+                MetadataLog.CopyUnsupported(logger, copy.NodeId);
+            }
+        }
+
+        var data = await ReadAsync(source, at, copy.Length, token).ConfigureAwait(false);
+        await WriteAsync(copy, data, token).ConfigureAwait(false);
+    }
+
+    private async Task<byte[]> ReadAsync(Extent extent, int within, int length, CancellationToken token)
     {
         var head = new BodyWriter(ReadExtentRequest.Size);
-        ReadExtentRequest.Write(head, Grant(extent, GrantRights.Read), 0, extent.Length);
-        var data = new byte[extent.Length];
-        var connection = await ConnectionAsync(extent.NodeId, token).ConfigureAwait(false);
-        var reply = await connection.SendAsync(Opcode.ReadExtent, FrameFlags.None, JobToken.None, head.WrittenMemory, replyInto: data, cancellationToken: token).ConfigureAwait(false);
-        if (!reply.IsOk || reply.DataLength != extent.Length)
+        ReadExtentRequest.Write(head, Grant(extent, GrantRights.Read), within, length);
+        var data = new byte[length];
+        var reply = await SendAsync(extent.NodeId, Opcode.ReadExtent, head.WrittenMemory, default, data, token).ConfigureAwait(false);
+        if (!reply.IsOk || reply.DataLength != length)
         {
-            throw new MigrationException($"reading {extent.Length} bytes from node {extent.NodeId} failed: {reply.Status} {reply.Message}");
+            throw new MigrationException($"reading {length} bytes from node {extent.NodeId} failed: {reply.Status} {reply.Message}");
         }
 
         return data;
@@ -132,12 +177,19 @@ internal sealed class DrainCoordinator(MetadataState state, FrameConnectionOptio
     {
         var head = new BodyWriter(WriteExtentRequest.HeadSize);
         WriteExtentRequest.Write(head, Grant(extent, GrantRights.Write), 0);
-        var connection = await ConnectionAsync(extent.NodeId, token).ConfigureAwait(false);
-        var reply = await connection.SendAsync(Opcode.WriteExtent, FrameFlags.None, JobToken.None, head.WrittenMemory, data, cancellationToken: token).ConfigureAwait(false);
+        var reply = await SendAsync(extent.NodeId, Opcode.WriteExtent, head.WrittenMemory, data, default, token).ConfigureAwait(false);
         if (!reply.IsOk)
         {
             throw new MigrationException($"writing {extent.Length} bytes to node {extent.NodeId} failed: {reply.Status} {reply.Message}");
         }
+    }
+
+    private async Task<FrameReply> SendAsync(uint nodeId, Opcode opcode, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken token)
+    {
+        var connection = await ConnectionAsync(nodeId, token).ConfigureAwait(false);
+        var reply = await connection.SendAsync(opcode, FrameFlags.None, JobToken.None, head, data, replyInto, token).ConfigureAwait(false);
+        Interlocked.Add(ref _bytesReceived, FrameHeader.Size + reply.Body.Length + reply.DataLength);
+        return reply;
     }
 
     private ExtentGrant Grant(Extent extent, GrantRights rights) =>

@@ -58,6 +58,7 @@ internal static class FuzzTargets
         ("register-node-request", input => _ = RegisterNodeRequest.TryRead(input, out _)),
         ("register-node-reply", input => _ = RegisterNodeReply.TryRead(input, out _)),
         ("set-weights-request", input => _ = SetWeightsRequest.TryRead(input, out _)),
+        ("copy-extent-request", input => _ = CopyExtentRequest.TryRead(input, out _)),
     ];
 
     /// <summary>Runs the target that <paramref name="input"/>'s first byte selects on the rest (the harness's entry).</summary>
