@@ -43,10 +43,19 @@ public sealed class PocketAdminClient
     /// map; null or empty: every node of the tier alike), in one round trip: the job never exists without its weights.
     /// </summary>
     /// <exception cref="PocketException">A bad name (<see cref="JobName.Rule"/>), or Unauthorized without the cluster token.</exception>
-    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, IReadOnlyDictionary<uint, double>? weights, CancellationToken cancellationToken = default)
+    public Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, IReadOnlyDictionary<uint, double>? weights, CancellationToken cancellationToken = default) =>
+        RegisterJobAsync(name, tier, weights, null, cancellationToken);
+
+    /// <summary>
+    /// Registers a job on <paramref name="tier"/> with its weight map and its <paramref name="quota"/> (null: the metadata
+    /// server's default quota), in one round trip. Past a limit of the quota, the job's requests fail with
+    /// <see cref="QuotaExceededException"/> and change nothing.
+    /// </summary>
+    /// <exception cref="PocketException">A bad name (<see cref="JobName.Rule"/>), a negative limit, or Unauthorized without the cluster token.</exception>
+    public async Task<PocketJob> RegisterJobAsync(string name, NodeTier tier, IReadOnlyDictionary<uint, double>? weights, JobQuota? quota, CancellationToken cancellationToken = default)
     {
         var body = new BodyWriter();
-        RegisterJobRequest.Write(body, new RegisterJobRequest(name, JobToken.None, tier) { Weights = weights });
+        RegisterJobRequest.Write(body, new RegisterJobRequest(name, JobToken.None, tier) { Weights = weights, Quota = quota });
         var reply = await Client.SendMetadataAsync(Opcode.RegisterJob, FrameFlags.None, ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
         return RegisterJobReply.TryRead(reply.Body, out var registered)
             ? Client.OpenJob(registered.JobId, registered.Token)

@@ -53,6 +53,12 @@ public sealed record JobUsage(string JobId, long Objects, long BlockBytes, long 
     /// <summary>Bytes of the job's objects on each tier (more than one when its tier was full and data spilled).</summary>
     public IReadOnlyDictionary<NodeTier, long> BytesByTier { get; init; } = new Dictionary<NodeTier, long>();
 
+    /// <summary>UTF-8 bytes of the job's keys, open writes included (0 from an older server).</summary>
+    public long KeyBytes { get; init; }
+
+    /// <summary>The job's limits (0: none of that kind); null from an older server.</summary>
+    public JobQuota? Quota { get; init; }
+
     internal static JobUsage Read(byte[] body)
     {
         if (!JobStatsReply.TryRead(body, out var stats))
@@ -72,6 +78,6 @@ public sealed record JobUsage(string JobId, long Objects, long BlockBytes, long 
             byTier[(NodeTier)i] = stats.TierBytes[i];
         }
 
-        return usage with { Tier = tier, BytesByTier = byTier };
+        return usage with { Tier = tier, BytesByTier = byTier, KeyBytes = stats.KeyBytes, Quota = stats.Quota };
     }
 }

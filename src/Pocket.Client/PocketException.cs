@@ -19,6 +19,7 @@ public class PocketException : Exception
         Status.NodeLost => new NodeLostException(message),
         Status.NodeUnavailable => new NodeUnavailableException(message),
         Status.Unauthorized => new PocketUnauthorizedException(message),
+        Status.QuotaExceeded => new QuotaExceededException(message),
         _ => new PocketException(status, message),
     };
 }
@@ -31,6 +32,13 @@ public sealed class ObjectExistsException(string message) : PocketException(Stat
 
 /// <summary>No tier has room for the data (or no storage node is alive).</summary>
 public sealed class CapacityExceededException(Status status, string message) : PocketException(status, message);
+
+/// <summary>
+/// A job's quota (bytes, objects or key bytes, set at registration) or the metadata server's bound on object memory
+/// would be passed. The message names the quota, its limit and the use. Nothing was changed: the object was not
+/// created and the job's other objects are intact; deleting objects makes room again.
+/// </summary>
+public sealed class QuotaExceededException(string message) : PocketException(Status.QuotaExceeded, message);
 
 /// <summary>Part of the object sat on a storage node that is gone; the message names the object and the node.</summary>
 public sealed class NodeLostException(string message, Exception? inner = null) : PocketException(Status.NodeLost, message, inner);

@@ -153,6 +153,11 @@ public sealed partial class PocketJob
                             // less before telling the caller the cluster is full.
                             batch = Math.Max(MinStreamAllocation, batch / 2);
                         }
+                        catch (QuotaExceededException) when (batch > MinStreamAllocation)
+                        {
+                            // Likewise for the job's byte quota: the last bytes of a stream may fit under it in a smaller batch.
+                            batch = Math.Max(MinStreamAllocation, batch / 2);
+                        }
                     }
 
                     extents.AddRange(more);

@@ -15,7 +15,17 @@ namespace Pocket.Controller.Contracts;
 /// <param name="PeakThroughput">Peak throughput: bits/s as a number, or text such as "2Gbps", "500 Mb/s", "1GB/s".</param>
 /// <param name="Capacity">Most bytes stored at once: a number, or text such as "10GiB", "512MB".</param>
 /// <param name="LatencySensitive">Whether small requests must be fast (DRAM). Default true.</param>
-public sealed record RegisterJobRequest(string Name, int? Functions, JsonElement? PeakThroughput, JsonElement? Capacity, bool? LatencySensitive);
+public sealed record RegisterJobRequest(string Name, int? Functions, JsonElement? PeakThroughput, JsonElement? Capacity, bool? LatencySensitive)
+{
+    /// <summary>Limit on the bytes the job stores: a number, or text such as "512MB"; 0: no limit. Absent: derived from the sizing.</summary>
+    public JsonElement? MaxCapacity { get; init; }
+
+    /// <summary>Limit on the job's objects; 0: no limit. Absent: derived from the sizing.</summary>
+    public long? MaxObjects { get; init; }
+
+    /// <summary>Limit on the UTF-8 bytes of the job's keys: a number, or text such as "16MiB"; 0: no limit. Absent: derived from the sizing.</summary>
+    public JsonElement? MaxKeyBytes { get; init; }
+}
 
 /// <summary>A node of a job and the share of the job's new blocks it receives.</summary>
 public sealed record JobNodeResponse(uint Id, string Address, double Weight);
@@ -46,6 +56,9 @@ public sealed record RegisterJobResponse(
     long CapacityBytes,
     int NodesNeeded)
 {
+    /// <summary>The limits the metadata server enforces for the job (0: none of that kind); past one, requests fail with QuotaExceeded.</summary>
+    public JobQuota? Quota { get; init; }
+
     /// <summary><see cref="LeaseSeconds"/> as a time span.</summary>
     [JsonIgnore]
     public TimeSpan Lease => TimeSpan.FromSeconds(LeaseSeconds);
@@ -71,6 +84,9 @@ public sealed record JobUsageResponse(
     /// <summary>The blocks' GB-seconds per tier ("dram", "ssd", "hdd").</summary>
     [JsonConverter(typeof(TierDictionaryJsonConverter<double>))]
     public IReadOnlyDictionary<NodeTier, double> GbSecondsByTier { get; init; } = new Dictionary<NodeTier, double>();
+
+    /// <summary>UTF-8 bytes of the job's keys (what its key-byte quota limits).</summary>
+    public long KeyBytes { get; init; }
 
     /// <summary>When metering began (the first telemetry tick after registration); null before it.</summary>
     public DateTimeOffset? MeteredSince { get; init; }
@@ -101,7 +117,11 @@ public sealed record JobResponse(
     DateTimeOffset RegisteredAt,
     DateTimeOffset LeaseExpiresAt,
     JobHints Hints,
-    JobUsageResponse? Usage);
+    JobUsageResponse? Usage)
+{
+    /// <summary>The limits the metadata server enforces for the job (0: none of that kind).</summary>
+    public JobQuota? Quota { get; init; }
+}
 
 /// <summary>Answer to <c>DELETE /v1/jobs/{id}</c>.</summary>
 public sealed record DeleteJobResponse(string JobId, long ObjectsFreed, long BytesFreed);

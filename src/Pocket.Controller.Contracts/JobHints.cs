@@ -25,6 +25,18 @@ public sealed record JobHints
     /// <summary>Whether the job waits on every small request (then it gets DRAM). Default true, as in the paper.</summary>
     public bool LatencySensitive { get; init; } = true;
 
+    /// <summary>
+    /// Limit on the bytes the job stores (blocks and inline), instead of the one sizing derives (the sized capacity plus
+    /// <c>SizingOptions.QuotaAllowance</c>). Not a hint: past it, puts fail with QuotaExceeded. 0: no limit.
+    /// </summary>
+    public long? MaxCapacityBytes { get; init; }
+
+    /// <summary>Limit on the job's objects, instead of the one sizing derives. 0: no limit.</summary>
+    public long? MaxObjects { get; init; }
+
+    /// <summary>Limit on the UTF-8 bytes of all the job's keys, instead of the one sizing derives. 0: no limit.</summary>
+    public long? MaxKeyBytes { get; init; }
+
     /// <summary>No hints: the job gets the default allocation.</summary>
     public static JobHints None => new();
 
@@ -44,6 +56,21 @@ public sealed record JobHints
         if (CapacityBytes is < 0)
         {
             throw new ArgumentException("capacity must be >= 0 bytes", "capacity");
+        }
+
+        if (MaxCapacityBytes is < 0)
+        {
+            throw new ArgumentException("max capacity must be >= 0 bytes (0: no limit)", "maxCapacity");
+        }
+
+        if (MaxObjects is < 0)
+        {
+            throw new ArgumentException("max objects must be >= 0 (0: no limit)", "maxObjects");
+        }
+
+        if (MaxKeyBytes is < 0)
+        {
+            throw new ArgumentException("max key bytes must be >= 0 (0: no limit)", "maxKeyBytes");
         }
     }
 
@@ -111,8 +138,26 @@ public sealed record JobHints
 
                     parsed = parsed with { LatencySensitive = latencySensitive };
                     break;
+                case "max-capacity" or "max-key-bytes":
+                    if (!Units.TryParseBytes(value, out var limit))
+                    {
+                        error = $"{name} '{value}' is not a size: give bytes, or text such as 10GiB or 512MB (0: no limit)";
+                        return false;
+                    }
+
+                    parsed = name == "max-capacity" ? parsed with { MaxCapacityBytes = limit } : parsed with { MaxKeyBytes = limit };
+                    break;
+                case "max-objects":
+                    if (!long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var objects))
+                    {
+                        error = $"max-objects '{value}' is not a whole number >= 0 (0: no limit)";
+                        return false;
+                    }
+
+                    parsed = parsed with { MaxObjects = objects };
+                    break;
                 default:
-                    error = $"'{name}' is not a hint (functions, capacity, peak-throughput, latency-sensitive)";
+                    error = $"'{name}' is not a hint (functions, capacity, peak-throughput, latency-sensitive) or limit (max-capacity, max-objects, max-key-bytes)";
                     return false;
             }
         }

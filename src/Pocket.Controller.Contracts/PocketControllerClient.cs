@@ -163,7 +163,12 @@ public sealed class PocketControllerClient : IDisposable
             hints.Functions,
             hints.PeakThroughputBitsPerSecond is { } throughput ? JsonSerializer.SerializeToElement(throughput, ControllerJsonContext.Default.Double) : null,
             hints.CapacityBytes is { } capacity ? JsonSerializer.SerializeToElement(capacity, ControllerJsonContext.Default.Int64) : null,
-            hints.LatencySensitive);
+            hints.LatencySensitive)
+        {
+            MaxCapacity = hints.MaxCapacityBytes is { } maxCapacity ? JsonSerializer.SerializeToElement(maxCapacity, ControllerJsonContext.Default.Int64) : null,
+            MaxObjects = hints.MaxObjects,
+            MaxKeyBytes = hints.MaxKeyBytes is { } maxKeyBytes ? JsonSerializer.SerializeToElement(maxKeyBytes, ControllerJsonContext.Default.Int64) : null,
+        };
         var body = await SendAsync(
             () => new HttpRequestMessage(HttpMethod.Post, "v1/jobs") { Content = JsonContent.Create(request, ControllerJsonContext.Default.RegisterJobRequest) },
             ControllerJsonContext.Default.RegisterJobResponse,

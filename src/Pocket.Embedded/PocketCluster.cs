@@ -51,6 +51,7 @@ public sealed class PocketCluster : IAsyncDisposable
                 },
                 NodeTimeout = options.NodeTimeout,
                 SuspectAfter = options.SuspectAfter,
+                MaxObjectMemory = options.MaxObjectMemory,
                 StorageConnection = options.Connection,
                 StripeUnit = options.StripeUnit,
                 TimeProvider = options.TimeProvider,

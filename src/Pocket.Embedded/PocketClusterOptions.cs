@@ -54,6 +54,9 @@ public sealed record PocketClusterOptions
     /// <summary>Queue depths and page-cache use of the ssd and hdd devices (directory and pre-touch come from the options above).</summary>
     public Pocket.StorageServer.TierDeviceOptions Devices { get; init; } = new();
 
+    /// <summary>The metadata server's bound on object memory (<see cref="Pocket.Metadata.MetadataServerOptions.MaxObjectMemory"/>); null: its default.</summary>
+    public long? MaxObjectMemory { get; init; }
+
     /// <summary>Pre-fault node memory in the background (off saves time in small tests).</summary>
     public bool PreTouchMemory { get; init; } = true;
 }

@@ -34,6 +34,8 @@ internal sealed record S3Error(string Code, int Status)
     public static readonly S3Error NotImplemented = new("NotImplemented", 501);
     public static readonly S3Error OperationAborted = new("OperationAborted", 409);
     public static readonly S3Error PreconditionFailed = new("PreconditionFailed", 412);
+    /// <summary>The bucket's job is past one of its quotas: the code and status Ceph RGW answers a bucket over its quota with.</summary>
+    public static readonly S3Error QuotaExceeded = new("QuotaExceeded", 403);
     public static readonly S3Error RequestTimeTooSkewed = new("RequestTimeTooSkewed", 403);
     public static readonly S3Error ServiceUnavailable = new("ServiceUnavailable", 503);
     public static readonly S3Error SignatureDoesNotMatch = new("SignatureDoesNotMatch", 403);

@@ -236,6 +236,8 @@ internal sealed partial class S3Handler
                 return S3Exception.NoSuchKey(request?.Key ?? string.Empty);
             case CapacityExceededException capacity:
                 return new S3Exception(S3Error.InsufficientStorage, $"Pocket has no room for this data: {capacity.Message}", ex);
+            case QuotaExceededException quota:
+                return new S3Exception(S3Error.QuotaExceeded, $"The bucket is over its quota: {quota.Message}", ex);
             case PocketException { Status: Status.InvalidKey } invalid:
                 return new S3Exception(S3Error.InvalidArgument, invalid.Message, ex);
             case NodeUnavailableException unavailable:

@@ -31,15 +31,18 @@ internal static partial class MetadataLog
     [LoggerMessage(EventId = 208, Level = LogLevel.Warning, Message = "drain of node {NodeId}: moving a block of '{Key}' failed, will retry: {Reason}")]
     public static partial void MoveFailed(ILogger logger, uint nodeId, string key, string reason);
 
+    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "memory trimmed after {Freed} bytes of objects were freed: heap {Before} -> {After} bytes in {Milliseconds} ms")]
+    public static partial void MemoryTrimmed(ILogger logger, long freed, long before, long after, long milliseconds);
+
     [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
     public static partial void NodeRemoved(ILogger logger, uint nodeId);
+
+    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "node {NodeId} does not know CopyExtent (an older version): drains copy to it through this server")]
+    public static partial void CopyUnsupported(ILogger logger, uint nodeId);
 
     [LoggerMessage(EventId = 230, Level = LogLevel.Warning, Message = "node {NodeId} is suspect: no heartbeat for {Seconds:0.#} s (no new blocks, reads refused as unavailable; dead after {DeadAfter:0.#} s)")]
     public static partial void NodeSuspect(ILogger logger, uint nodeId, double seconds, double deadAfter);
 
     [LoggerMessage(EventId = 231, Level = LogLevel.Information, Message = "node {NodeId} is back after {Seconds:0.#} s without a heartbeat, its blocks intact")]
     public static partial void NodeBack(ILogger logger, uint nodeId, double seconds);
-
-    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "node {NodeId} does not know CopyExtent (an older version): drains copy to it through this server")]
-    public static partial void CopyUnsupported(ILogger logger, uint nodeId);
 }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Pocket.Networking;
 using Pocket.Protocol;
 using Pocket.Protocol.Messages;
@@ -43,8 +44,14 @@ public sealed partial class MetadataServer
             return;
         }
 
-        // Tier and weights are set with the job, so a job never exists without its placement (no second round trip).
-        var result = _state.RegisterJob(name, token, tier, request.Weights);
+        if (request.Quota?.FirstInvalid() is { } badQuota)
+        {
+            frame.ReplyError(Status.BadRequest, $"quota: {badQuota} must be >= 0 (0: no limit)");
+            return;
+        }
+
+        // Tier, weights and quota are set with the job, so a job never exists without its placement (no second round trip).
+        var result = _state.RegisterJob(name, token, tier, request.Weights, request.Quota);
         if (Failed(frame, result))
         {
             return;
@@ -85,6 +92,7 @@ public sealed partial class MetadataServer
         }
 
         MetadataLog.JobDeregistered(_logger, id, objects, bytes);
+        TrimMemoryAfter(result.Value.Memory);
         var reply = new BodyWriter();
         DeregisterJobReply.Write(reply, new DeregisterJobReply(objects, bytes));
         frame.Reply(Status.Ok, reply.WrittenSpan);
@@ -107,10 +115,46 @@ public sealed partial class MetadataServer
 
     private void ExpireRetiredJobs()
     {
-        foreach (var (id, objects) in _state.ExpireRetiredJobs())
+        long freed = 0;
+        foreach (var (id, objects, memory) in _state.ExpireRetiredJobs())
         {
             MetadataLog.JobDeregistered(_logger, id + " (keep-after-job objects expired)", objects, 0);
+            freed += memory;
         }
+
+        TrimMemoryAfter(freed);
+    }
+
+    /// <summary>
+    /// After a job's end freed at least <see cref="MetadataServerOptions.TrimMemoryAfterFreeing"/> of object memory, one
+    /// full, compacting collection that gives free memory back to the system, on the thread pool. Without it a server
+    /// that just dropped a large job keeps its peak RSS until allocation pressure happens to run a full collection.
+    /// It pauses the process for as long as the collection takes (logged), which is why it waits for a large free.
+    /// </summary>
+    private void TrimMemoryAfter(long freed)
+    {
+        if (_options.TrimMemoryAfterFreeing <= 0 || freed < _options.TrimMemoryAfterFreeing || Interlocked.Exchange(ref _trimming, 1) == 1)
+        {
+            return;
+        }
+
+        ThreadPool.UnsafeQueueUserWorkItem(
+            state =>
+            {
+                try
+                {
+                    var before = GC.GetTotalMemory(forceFullCollection: false);
+                    var started = Stopwatch.GetTimestamp();
+                    GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                    MetadataLog.MemoryTrimmed(_logger, state, before, GC.GetTotalMemory(forceFullCollection: false), (long)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+                }
+                finally
+                {
+                    Volatile.Write(ref _trimming, 0);
+                }
+            },
+            freed,
+            preferLocal: false);
     }
 
     /// <summary>SetWeights (<see cref="SetWeightsRequest"/>). An empty map means "every node of the job's tier alike".</summary>

@@ -13,7 +13,14 @@ public sealed record MetadataSnapshot(
     long InlineCapacity,
     int OpenHandles,
     int Connections,
-    IReadOnlyList<MetadataNodeSnapshot> Nodes);
+    IReadOnlyList<MetadataNodeSnapshot> Nodes)
+{
+    /// <summary>Bytes of object memory counted now (keys, records and inline bytes of every object and open write).</summary>
+    public long ObjectMemory { get; init; }
+
+    /// <summary>The bound on <see cref="ObjectMemory"/> (<see cref="MetadataServerOptions.MaxObjectMemory"/>).</summary>
+    public long MaxObjectMemory { get; init; }
+}
 
 public sealed partial class MetadataServer
 {

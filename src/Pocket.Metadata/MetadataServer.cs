@@ -25,6 +25,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private FrameServer? _server;
     private ITimer? _livenessTimer;
     private ITimer? _retireTimer;
+    private int _trimming;
 
     public MetadataServer(MetadataServerOptions options, ILoggerFactory loggerFactory)
     {

@@ -39,6 +39,33 @@ public sealed record MetadataServerOptions
     /// <summary>Bytes of small objects kept inline in this server, at most.</summary>
     public long InlineCapacity { get; init; } = 256L << 20;
 
+    /// <summary>
+    /// Bytes of memory this server may hold for objects, over all jobs: each object (or open write) counts its key
+    /// (two bytes a character, as .NET holds it), a fixed 200 bytes for its records and its
+    /// inline bytes. Past it, creates and small puts fail with <see cref="Status.QuotaExceeded"/> naming this bound.
+    /// Null: half the memory the process may use (<see cref="GCMemoryInfo.TotalAvailableMemoryBytes"/>, which follows a
+    /// container's limit), at least 64 MiB.
+    /// </summary>
+    public long? MaxObjectMemory { get; init; }
+
+    /// <summary>
+    /// The quota of a job registered without one (an older client, or <c>RegisterJob</c> sent without limits). Unlimited
+    /// by default: the controller always sends the quota its sizing made, and <see cref="MaxObjectMemory"/> still bounds
+    /// every job together.
+    /// </summary>
+    public JobQuota DefaultJobQuota { get; init; }
+
+    /// <summary>
+    /// When a job's end (deregistration, or its keep-after-job objects expiring) frees at least this much object memory,
+    /// the server runs one compacting collection that returns free memory to the system (docs/benchmarks.md, "Metadata
+    /// object memory"). 0: never.
+    /// </summary>
+    public long TrimMemoryAfterFreeing { get; init; } = 64L << 20;
+
+    /// <summary><see cref="MaxObjectMemory"/>, or its default for this process.</summary>
+    public long EffectiveMaxObjectMemory =>
+        MaxObjectMemory ?? Math.Max(64L << 20, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
+
     /// <summary>How long objects put with keep-after-job outlive their job (read-only, under the job's token).</summary>
     public TimeSpan KeepAfterJobTtl { get; init; } = TimeSpan.FromHours(1);
 
@@ -57,6 +84,16 @@ public sealed record MetadataServerOptions
         if (HddExtent < StripeUnit)
         {
             throw new ArgumentException("the hdd extent must be at least one stripe unit");
+        }
+
+        if (MaxObjectMemory is <= 0)
+        {
+            throw new ArgumentException("the metadata server's object memory bound must be positive");
+        }
+
+        if (DefaultJobQuota.FirstInvalid() is { } invalid)
+        {
+            throw new ArgumentException($"default job quota: {invalid} must be >= 0 (0: no limit)");
         }
 
         if (NodeTimeout <= TimeSpan.Zero)

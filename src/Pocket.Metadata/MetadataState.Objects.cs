@@ -20,6 +20,11 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.Exists, $"object '{key}' exists");
             }
 
+            if (CheckQuota(job, key, data.Length, data.Length) is { } exceeded)
+            {
+                return exceeded;
+            }
+
             if (_inlineBytes + data.Length > _options.InlineCapacity)
             {
                 return Outcome.Fail(Status.CapacityExceeded, "capacity exceeded: the metadata server's inline store is full; write through storage nodes");
@@ -105,6 +110,11 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.Exists, $"object '{key}' exists");
             }
 
+            if (CheckQuota(job, key, Math.Max(sizeHint, 0), 0) is { } exceeded)
+            {
+                return exceeded;
+            }
+
             var handle = new OpenHandle { Id = ++_nextHandle, Job = job, Key = key, ConnectionId = connectionId, Flags = flags, IsWrite = true };
             if (sizeHint > 0)
             {
@@ -115,9 +125,10 @@ internal sealed partial class MetadataState
                 }
 
                 handle.Allocated = sizeHint;
+                job.PendingBytes += sizeHint;
             }
 
-            job.Reserved.Add(key);
+            Reserve(handle);
             _handles[handle.Id] = handle;
             return new OpenWrite(handle.Id, [.. handle.Extents]);
         }
@@ -143,6 +154,11 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.BadRequest, "allocate needs a positive byte count");
             }
 
+            if (CheckQuota(job, null, bytes, 0) is { } exceeded)
+            {
+                return exceeded;
+            }
+
             var added = new List<Extent>();
             var status = Allocate(job, bytes, added, out var error);
             if (status != Status.Ok)
@@ -152,6 +168,7 @@ internal sealed partial class MetadataState
 
             handle.Extents.AddRange(added);
             handle.Allocated += bytes;
+            job.PendingBytes += bytes;
             return added.ToArray();
         }
     }
@@ -206,7 +223,7 @@ internal sealed partial class MetadataState
             }
 
             _handles.Remove(handle.Id);
-            job.Reserved.Remove(handle.Key);
+            Unreserve(handle);
             Nodes.FreeExtents(toFree);
             job.StoredBytes += size;
             AddObject(job, entry);
@@ -275,6 +292,12 @@ internal sealed partial class MetadataState
                 RemoveObject(job, k);
                 FreeObject(job, entry);
                 deleted++;
+            }
+
+            // A dictionary keeps the buckets it grew to: after a large delete, give most of them back.
+            if (deleted >= TrimAfterObjects && job.Objects.Count < deleted)
+            {
+                job.Objects.TrimExcess();
             }
 
             return deleted;

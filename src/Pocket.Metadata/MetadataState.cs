@@ -23,8 +23,20 @@ internal sealed partial class MetadataState
     private readonly Dictionary<ulong, OpenHandle> _handles = [];
     private readonly Dictionary<string, int> _jobCounters = new(StringComparer.Ordinal);
     private readonly List<JobEntry> _retiredJobs = [];
+    private readonly long _maxObjectMemory;
     private ulong _nextHandle;
     private long _inlineBytes;
+    private long _objectMemory;
+
+    /// <summary>
+    /// What one object's (or open write's) records cost beyond its key and inline bytes: its entry, its slots in the
+    /// job's dictionary and key index (with their growth slack) and an inline array's header. Measured with 0-byte
+    /// objects (docs/benchmarks.md, "Metadata object memory").
+    /// </summary>
+    internal const int ObjectOverheadBytes = 200;
+
+    /// <summary>A recursive delete of at least this many objects trims its job's dictionary (a rehash of what is left).</summary>
+    private const int TrimAfterObjects = 4096;
 
     /// <param name="random">The placement draw (seeded in tests); <see cref="Random.Shared"/> by default.</param>
     public MetadataState(MetadataServerOptions options, ILogger logger, Random? random = null)
@@ -32,6 +44,7 @@ internal sealed partial class MetadataState
         _options = options;
         _logger = logger;
         _random = random ?? Random.Shared;
+        _maxObjectMemory = options.EffectiveMaxObjectMemory;
         Nodes = new NodeRegistry(options.TimeProvider, options.SuspectAfter < options.NodeTimeout ? options.SuspectAfter : options.NodeTimeout, options.NodeTimeout, logger);
     }
 
@@ -64,7 +77,8 @@ internal sealed partial class MetadataState
     // ---- Jobs ----
 
     /// <summary>A new job "name-N" with the given token (a new random one when none) on a tier, with its node weights (none: every node of the tier alike).</summary>
-    public Result<JobEntry> RegisterJob(string name, JobToken token, NodeTier tier, IReadOnlyDictionary<uint, double>? weights = null)
+    /// <summary>The job's <paramref name="quota"/> (null: <see cref="MetadataServerOptions.DefaultJobQuota"/>) limits what it may hold.</summary>
+    public Result<JobEntry> RegisterJob(string name, JobToken token, NodeTier tier, IReadOnlyDictionary<uint, double>? weights = null, JobQuota? quota = null)
     {
         if (token.IsNone)
         {
@@ -79,7 +93,14 @@ internal sealed partial class MetadataState
             }
 
             var n = _jobCounters[name] = _jobCounters.GetValueOrDefault(name) + 1;
-            var job = new JobEntry { Id = $"{name}-{n}", Token = token, Tier = tier, Weights = weights is null ? [] : new Dictionary<uint, double>(weights) };
+            var job = new JobEntry
+            {
+                Id = $"{name}-{n}",
+                Token = token,
+                Tier = tier,
+                Weights = weights is null ? [] : new Dictionary<uint, double>(weights),
+                Quota = quota ?? _options.DefaultJobQuota,
+            };
             _jobsById[job.Id] = job;
             _jobsByToken[token] = job;
             return job;
@@ -99,6 +120,8 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.NotFound, $"no job '{id}'");
             }
 
+            var memory = job.MemoryBytes;
+
             foreach (var handle in _handles.Values.Where(h => h.Job == job).ToList())
             {
                 ReleaseHandle(handle);
@@ -117,20 +140,26 @@ internal sealed partial class MetadataState
             if (job.Objects.Count == 0)
             {
                 _jobsByToken.Remove(job.Token);
-                return new JobRemoval(objects, bytes, Retired: false);
+                TrimAfterRemoval();
+                return new JobRemoval(objects, bytes, Retired: false) { Memory = memory - job.MemoryBytes };
             }
+
+            // The few keep-after-job objects left should not pin the capacity the job's many objects grew.
+            job.Objects.TrimExcess();
+            job.Reserved.TrimExcess();
+            TrimAfterRemoval();
 
             var time = _options.TimeProvider;
             job.RetiredUntil = time.GetTimestamp() + (long)(_options.KeepAfterJobTtl.TotalSeconds * time.TimestampFrequency);
             _retiredJobs.Add(job);
-            return new JobRemoval(objects, bytes, Retired: true);
+            return new JobRemoval(objects, bytes, Retired: true) { Memory = memory - job.MemoryBytes };
         }
     }
 
     /// <summary>Frees the keep-after-job objects of ended jobs whose time to live ran out; returns those jobs and their object counts.</summary>
-    public List<(string Id, long Objects)> ExpireRetiredJobs()
+    public List<(string Id, long Objects, long Memory)> ExpireRetiredJobs()
     {
-        var expired = new List<(string Id, long Objects)>();
+        var expired = new List<(string Id, long Objects, long Memory)>();
         lock (_lock)
         {
             var now = _options.TimeProvider.GetTimestamp();
@@ -138,7 +167,7 @@ internal sealed partial class MetadataState
             {
                 _retiredJobs.Remove(job);
                 _jobsByToken.Remove(job.Token);
-                expired.Add((job.Id, job.Objects.Count));
+                expired.Add((job.Id, job.Objects.Count, job.MemoryBytes));
                 foreach (var entry in job.Objects.Values.ToList())
                 {
                     RemoveObject(job, entry.Key);
@@ -201,7 +230,13 @@ internal sealed partial class MetadataState
                     : Outcome.Fail(Status.NotFound, "no such job (or not yours)");
             }
 
-            return new JobStatsReply(job.Id, job.Objects.Count, job.StoredBytes, job.InlineBytes, job.Requests) { Tier = job.Tier, TierBytes = [.. job.TierBytes] };
+            return new JobStatsReply(job.Id, job.Objects.Count, job.StoredBytes, job.InlineBytes, job.Requests)
+            {
+                Tier = job.Tier,
+                TierBytes = [.. job.TierBytes],
+                KeyBytes = job.KeyBytes,
+                Quota = job.Quota,
+            };
         }
     }
 
@@ -301,7 +336,11 @@ internal sealed partial class MetadataState
                 nodes.Add(new MetadataNodeSnapshot(node.Id, node.Tier, node.ReportedState, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.MovedBytes));
             }
 
-            return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _options.InlineCapacity, _handles.Count, connections, nodes);
+            return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _options.InlineCapacity, _handles.Count, connections, nodes)
+            {
+                ObjectMemory = _objectMemory,
+                MaxObjectMemory = _maxObjectMemory,
+            };
         }
     }
 
@@ -314,20 +353,22 @@ internal sealed partial class MetadataState
     private static Outcome RetiredFailure(JobEntry job) =>
         Outcome.Fail(Status.Unauthorized, $"job '{job.Id}' has ended; its keep-after-job objects are read-only until they expire");
 
-    private static void AddObject(JobEntry job, ObjectEntry entry)
+    private void AddObject(JobEntry job, ObjectEntry entry)
     {
         job.Objects[entry.Key] = entry;
         job.Keys.Set(entry);
+        Charge(job, entry.Key, entry.Inline?.Length ?? 0, +1);
         foreach (var extent in entry.Extents)
         {
             job.TierBytes[(int)extent.Tier] += extent.Length;
         }
     }
 
-    private static void RemoveObject(JobEntry job, string key)
+    private void RemoveObject(JobEntry job, string key)
     {
         if (job.Objects.Remove(key, out var entry))
         {
+            Charge(job, entry.Key, entry.Inline?.Length ?? 0, -1);
             foreach (var extent in entry.Extents)
             {
                 job.TierBytes[(int)extent.Tier] -= extent.Length;
@@ -360,10 +401,100 @@ internal sealed partial class MetadataState
 
         if (handle.IsWrite)
         {
-            handle.Job.Reserved.Remove(handle.Key);
+            Unreserve(handle);
         }
 
         Nodes.FreeExtents(handle.Extents);
         handle.Extents.Clear();
+    }
+
+    // ---- Quotas and object memory (the caller holds the lock) ----
+
+    /// <summary>What an object or open write costs this server's memory: its key as .NET holds it, its records and its inline bytes.</summary>
+    internal static long ObjectMemoryOf(string key, int inlineBytes) => ObjectOverheadBytes + (2L * key.Length) + inlineBytes;
+
+    /// <summary>
+    /// Null when the job may add <paramref name="bytes"/> more data and, with <paramref name="newKey"/>, one more object
+    /// under that key (of <paramref name="inlineBytes"/> inline bytes); otherwise the QuotaExceeded failure naming the
+    /// first quota (or the server's bound) it would pass, its limit and the use.
+    /// </summary>
+    private Outcome? CheckQuota(JobEntry job, string? newKey, long bytes, int inlineBytes)
+    {
+        var quota = job.Quota;
+        if (quota.MaxBytes > 0 && bytes > quota.MaxBytes - job.UsedBytes)
+        {
+            return Exceeded(job, "bytes", quota.MaxBytes, job.UsedBytes, bytes);
+        }
+
+        if (newKey is null)
+        {
+            return null;
+        }
+
+        if (quota.MaxObjects > 0 && job.ObjectCount >= quota.MaxObjects)
+        {
+            return Exceeded(job, "objects", quota.MaxObjects, job.ObjectCount, 1);
+        }
+
+        if (quota.MaxKeyBytes > 0)
+        {
+            var keyBytes = System.Text.Encoding.UTF8.GetByteCount(newKey);
+            if (keyBytes > quota.MaxKeyBytes - job.KeyBytes)
+            {
+                return Exceeded(job, "key bytes", quota.MaxKeyBytes, job.KeyBytes, keyBytes);
+            }
+        }
+
+        var memory = ObjectMemoryOf(newKey, inlineBytes);
+        if (memory > _maxObjectMemory - _objectMemory)
+        {
+            return Outcome.Fail(
+                Status.QuotaExceeded,
+                $"quota exceeded: the metadata server's object memory bound ({_maxObjectMemory} bytes, {_objectMemory} in use over all jobs, "
+                + $"this object {memory}); delete objects or end jobs, or raise --max-object-memory");
+        }
+
+        return null;
+    }
+
+    private static Outcome Exceeded(JobEntry job, string quota, long limit, long used, long wanted) => Outcome.Fail(
+        Status.QuotaExceeded,
+        $"quota exceeded: job '{job.Id}' may hold {limit} {quota} and holds {used}; this request needs {wanted} more");
+
+    /// <summary>Counts (<paramref name="sign"/> +1) or uncounts (-1) an object or reserved key in its job's key bytes and the object memory.</summary>
+    private void Charge(JobEntry job, string key, int inlineBytes, int sign)
+    {
+        var memory = ObjectMemoryOf(key, inlineBytes) * sign;
+        job.KeyBytes += System.Text.Encoding.UTF8.GetByteCount(key) * sign;
+        job.MemoryBytes += memory;
+        _objectMemory += memory;
+    }
+
+    /// <summary>Reserves a key for an open write: counted as an object from now on.</summary>
+    private void Reserve(OpenHandle handle)
+    {
+        handle.Job.Reserved.Add(handle.Key);
+        Charge(handle.Job, handle.Key, 0, +1);
+    }
+
+    /// <summary>Ends an open write's reservation and its pending allocation (at commit, abort or release).</summary>
+    private void Unreserve(OpenHandle handle)
+    {
+        if (handle.Job.Reserved.Remove(handle.Key))
+        {
+            Charge(handle.Job, handle.Key, 0, -1);
+        }
+
+        handle.Job.PendingBytes -= handle.Allocated;
+        handle.Allocated = 0;
+    }
+
+    /// <summary>After a job's objects went away: tables that only grow give back their capacity once they are empty.</summary>
+    private void TrimAfterRemoval()
+    {
+        if (_handles.Count == 0)
+        {
+            _handles.TrimExcess();
+        }
     }
 }

@@ -75,6 +75,24 @@ internal sealed class JobEntry
     public long InlineBytes { get; set; }
     public long Requests { get; set; }
 
+    /// <summary>The job's limits (0: none of that kind), checked by every create and allocation.</summary>
+    public JobQuota Quota { get; init; }
+
+    /// <summary>Bytes allocated to this job's open writes (moved to <see cref="StoredBytes"/> at commit).</summary>
+    public long PendingBytes { get; set; }
+
+    /// <summary>UTF-8 bytes of the keys of its objects and open writes.</summary>
+    public long KeyBytes { get; set; }
+
+    /// <summary>This job's share of the metadata server's object memory (key, records and inline bytes of its objects and open writes).</summary>
+    public long MemoryBytes { get; set; }
+
+    /// <summary>Objects, counting keys reserved by open writes: what the object quota limits.</summary>
+    public long ObjectCount => Objects.Count + Reserved.Count;
+
+    /// <summary>Data bytes held: committed blocks, inline bytes and open writes' allocations; what the byte quota limits.</summary>
+    public long UsedBytes => StoredBytes + InlineBytes + PendingBytes;
+
     /// <summary>Set once the job is deregistered while holding keep-after-job objects: read-only until then.</summary>
     public long? RetiredUntil { get; set; }
 }

@@ -40,8 +40,14 @@ internal readonly record struct OpenWrite(ulong Handle, Extent[] Extents);
 /// <summary>What a lookup reports: the object's size, whether it is inline, its put flags and its extents with their nodes' states.</summary>
 internal readonly record struct ObjectInfo(long Size, bool IsInline, FrameFlags Flags, Protocol.Messages.LookupExtent[] Extents);
 
-/// <summary>What deregistering a job freed, and whether keep-after-job objects outlive it (then they expire later).</summary>
-internal readonly record struct JobRemoval(long Objects, long Bytes, bool Retired);
+/// <summary>
+/// What deregistering a job freed (objects, data bytes and object memory, <see cref="MetadataState.ObjectMemoryOf"/>), and
+/// whether keep-after-job objects outlive it (then they expire later).
+/// </summary>
+internal readonly record struct JobRemoval(long Objects, long Bytes, bool Retired)
+{
+    public long Memory { get; init; }
+}
 
 /// <summary>The end of one list page: how many entries were written and the start-after of the next page (empty when none).</summary>
 internal readonly record struct ListPageEnd(int Count, string? Last, int LastLength)

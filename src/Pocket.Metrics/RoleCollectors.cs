@@ -21,6 +21,8 @@ public static class RoleCollectors
         var objects = factory.CreateGauge("pocket_metadata_objects", "Committed objects of every job.");
         var inline = factory.CreateGauge("pocket_metadata_inline_bytes", "Bytes of small objects kept inline in the metadata server.");
         var inlineCapacity = factory.CreateGauge("pocket_metadata_inline_capacity_bytes", "Bytes the metadata server may keep inline, at most.");
+        var objectMemory = factory.CreateGauge("pocket_metadata_object_memory_bytes", "Memory counted for objects and open writes (keys, records, inline bytes) against the server's bound.");
+        var objectMemoryBound = factory.CreateGauge("pocket_metadata_object_memory_limit_bytes", "The metadata server's bound on object memory; past it creates fail with QuotaExceeded.");
         var handles = factory.CreateGauge("pocket_metadata_open_handles", "Large puts and delete-after-read gets between their steps.");
         var connections = factory.CreateGauge("pocket_metadata_connections", "Open connections (clients, storage nodes, the controller).");
         var nodes = factory.CreateGauge("pocket_metadata_nodes", "Storage nodes by tier and state.", new GaugeConfiguration { LabelNames = ["tier", "state"] });
@@ -38,6 +40,8 @@ public static class RoleCollectors
             objects.Set(snapshot.Objects);
             inline.Set(snapshot.InlineBytes);
             inlineCapacity.Set(snapshot.InlineCapacity);
+            objectMemory.Set(snapshot.ObjectMemory);
+            objectMemoryBound.Set(snapshot.MaxObjectMemory);
             handles.Set(snapshot.OpenHandles);
             connections.Set(snapshot.Connections);
             foreach (var tier in NodeTierNames.All)

@@ -585,7 +585,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
 
         if (_loops is not null)
         {
-            // Any loop (one is added if all are blocked) carries on where the blocked one stopped.
+            // Any loop (one is added if all are blocked) carries on where the blocked one stopped; the blocked one
+            // leaves the reading state alone when it returns (its slot is no longer the connection's).
+            Interlocked.CompareExchange(ref _readerState, Idle, LoopReading);
             Rearm();
         }
         else
@@ -727,6 +729,13 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     // would only return EAGAIN (a system call per reply); the re-armed, level-triggered epoll reports what comes next.
     private bool _drained;
 
+    // Who may complete the reply whose body is being read (_body) when the connection fails: the loop reading it, or,
+    // when no loop is (the connection waits in epoll for the rest of a large body), Fail itself. A failure found by a
+    // writer or a caller (Fail from another thread) removes the connection from epoll, so no loop would ever finish
+    // that reply: its caller waited forever.
+    private const int Idle = 0, LoopReading = 1, Settled = 2;
+    private int _readerState;
+
     /// <summary>Bytes one wake-up reads at most before the connection is re-armed, so a large reply cannot starve the others.</summary>
     private const int ReadBudget = 4 << 20;
 
@@ -737,6 +746,13 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     internal void OnReadable()
     {
         var slot = Volatile.Read(ref _slot);
+        if (Interlocked.CompareExchange(ref _readerState, LoopReading, Idle) != Idle)
+        {
+            // Failed and settled: nothing is left to read.
+            return;
+        }
+
+        var released = false;
         try
         {
             if (_failure is not null || !ReadAvailable(slot))
@@ -750,6 +766,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 FlushDeferredWatched(slot);
             }
 
+            // Let go before re-arming: the next wake-up may come on another loop at once.
+            released = true;
+            LeaveReading(slot);
             Rearm();
         }
         catch (OperationCanceledException) when (Volatile.Read(ref slot.State) == ReaderSlot.Abandoned)
@@ -764,6 +783,47 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
             // The connection broke in the middle of this reply's body: its caller must not wait forever.
             reading?.TrySetException(_failure!);
         }
+        finally
+        {
+            if (!released)
+            {
+                LeaveReading(slot);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The loop is done with the connection for this wake-up; if it failed meanwhile, its half-read reply is failed now.
+    /// A loop the watchdog replaced (its callback blocked) no longer owns the reading state and leaves it alone.
+    /// </summary>
+    private void LeaveReading(ReaderSlot slot)
+    {
+        if (Volatile.Read(ref _slot) != slot)
+        {
+            return;
+        }
+
+        Volatile.Write(ref _readerState, Idle);
+        if (_failure is not null)
+        {
+            SettleBody();
+        }
+    }
+
+    /// <summary>
+    /// Fails the reply whose body was being read, once no loop is reading it (the loop that is calls this again when
+    /// it leaves), so its caller learns of the failure and no loop writes into its buffer afterwards.
+    /// </summary>
+    private void SettleBody()
+    {
+        if (Interlocked.CompareExchange(ref _readerState, Settled, Idle) != Idle)
+        {
+            return;
+        }
+
+        var reading = _body;
+        _body = null;
+        reading?.TrySetException(_failure!);
     }
 
     /// <summary>
@@ -1031,6 +1091,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         foreach (var pending in failed)
         {
             pending.TrySetException(_failure!);
+        }
+
+        if (_loops is not null)
+        {
+            // The reply a loop took out of the table is not in it: fail it too, unless a loop is reading it now.
+            SettleBody();
         }
     }
 

@@ -25,4 +25,7 @@ public enum Status : ushort
     /// becomes readable again when the node answers, or NodeLost once the node is declared dead.
     /// </summary>
     NodeUnavailable = 16,
+
+    /// <summary>A job's quota (bytes, objects or key bytes), or the metadata server's bound on object memory, would be passed; nothing was changed.</summary>
+    QuotaExceeded = 17,
 }

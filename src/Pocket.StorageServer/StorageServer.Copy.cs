@@ -16,16 +16,13 @@ namespace Pocket.StorageServer;
 /// </summary>
 public sealed partial class StorageServer
 {
-    private PeerConnections? _peers;
     private long _bytesCopied;
 
     /// <summary>Bytes this node copied in from other nodes (CopyExtent).</summary>
     public long BytesCopied => Interlocked.Read(ref _bytesCopied);
 
     /// <summary>Connections to other storage nodes open (or opening) now, for copies.</summary>
-    internal int PeerConnectionCount => _peers?.Count ?? 0;
-
-    private PeerConnections Peers => LazyInitializer.EnsureInitialized(ref _peers, () => new PeerConnections(_options.PeerConnection, _options.MaxPeerConnections));
+    internal int PeerConnectionCount => _peers.Count;
 
     /// <summary>Checks the write grant (the prefix) before the rest is read; the copy then runs on the I/O pool.</summary>
     private FrameAdmission AdmitCopy(FrameContext frame)
@@ -121,7 +118,7 @@ public sealed partial class StorageServer
         var remote = $"source node {source.NodeId} at {host}:{port}";
         try
         {
-            var connection = await Peers.GetAsync(host, port, _stop.Token).ConfigureAwait(false);
+            var connection = await _peers.GetAsync(host, port, _stop.Token).ConfigureAwait(false);
             var head = new BodyWriter(ReadExtentRequest.Size);
             for (var at = 0; at < target.Length;)
             {
@@ -162,7 +159,7 @@ public sealed partial class StorageServer
             StorageLog.DeviceFailed(_logger, ex.Message);
             return (ex.IsNoSpace ? Status.CapacityExceeded : Status.IoError, ex.Message);
         }
-        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        catch (Exception ex) when (ex is OperationCanceledException or ObjectDisposedException && _stop.IsCancellationRequested)
         {
             return (Status.ShuttingDown, "storage node is shutting down");
         }

@@ -28,11 +28,15 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     private int _liveBuffers;
     private double _cpuShare;
 
+    // Connections to the storage nodes this node copies from (CopyExtent); see StorageServer.Copy.cs.
+    private readonly PeerConnections _peers;
+
     public StorageServer(StorageServerOptions options, ILoggerFactory loggerFactory)
     {
         options.Validate();
         _options = options;
         _logger = loggerFactory.CreateLogger<StorageServer>();
+        _peers = new PeerConnections(options.PeerConnection, options.MaxPeerConnections);
         LoggerFactory = loggerFactory;
     }
 
@@ -458,7 +462,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
         _metadata?.Dispose();
         _server?.Dispose();
-        _peers?.Dispose();
+        _peers.Dispose();
         _store?.Dispose();
         _stop.Dispose();
     }

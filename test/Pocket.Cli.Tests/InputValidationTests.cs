@@ -69,6 +69,10 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("metadata", "--port", "70000")]
     [InlineData("metadata", "--metrics-port", "-1")]
     [InlineData("controller", "--metadata", "127.0.0.1:1", "--node-capacity", "0")]
+    [InlineData("job", "register", "x", "--max-capacity", "-1")]
+    [InlineData("job", "register", "x", "--max-objects", "-1")]
+    [InlineData("metadata", "--max-object-memory", "0")]
+    [InlineData("up", "--max-object-memory", "0")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--capacity", "0")]
     [InlineData("bench", "--size", "0")]
     public async Task ASizeOrCountThatMakesNoSenseIsRefused(params string[] arguments)

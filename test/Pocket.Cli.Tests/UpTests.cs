@@ -166,7 +166,9 @@ public sealed partial class UpTests : IDisposable
 
         Assert.Empty(Directory.GetFiles(data));
 
-        var registered = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "flash", "--throughput", "1Gbps", "--capacity", "20MiB", "--latency-sensitive", "false", "--json")).Json();
+        // No byte quota: the job stores twice what it was sized for, to make the ssd tier spill (its quota would refuse that).
+        var registered = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "flash", "--throughput", "1Gbps", "--capacity", "20MiB", "--latency-sensitive", "false", "--max-capacity", "0", "--json")).Json();
+        Assert.Equal(0, registered["quota"]!["maxBytes"]!.GetValue<long>());
         Assert.Equal("ssd", registered["tier"]!.GetValue<string>());
         var jobId = registered["id"]!.GetValue<string>();
 

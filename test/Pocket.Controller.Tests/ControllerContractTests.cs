@@ -29,7 +29,11 @@ public sealed class ControllerContractTests
             GbSeconds = 1.5,
             GbSecondsByTier = new Dictionary<NodeTier, double> { [NodeTier.Dram] = 1.5 },
             MeteredSince = Time,
-        });
+            KeyBytes = 12,
+        })
+    {
+        Quota = new JobQuota(5000, 100, 2560),
+    };
 
     private static readonly NodeResponse ClusterNode = new(
         3, "10.0.0.7:7100", NodeTier.Ssd, NodeState.Live, new NodeCapacityResponse(100, 40), 0.25, new NodeNetworkResponse(1.5, 2.5), new NodeAllocationResponse(0.75, 1e9, 64));
@@ -38,6 +42,14 @@ public sealed class ControllerContractTests
     {
         { new RegisterJobRequest("sort", 8, JsonSerializer.SerializeToElement("2Gbps"), JsonSerializer.SerializeToElement(1024L), false), """{"name":"sort","functions":8,"peakThroughput":"2Gbps","capacity":1024,"latencySensitive":false}""" },
         { new RegisterJobRequest("sort", null, null, null, null), """{"name":"sort"}""" },
+        {
+            new RegisterJobRequest("sort", null, null, null, null) { MaxCapacity = JsonSerializer.SerializeToElement("512MB"), MaxObjects = 10, MaxKeyBytes = JsonSerializer.SerializeToElement(0L) },
+            """{"name":"sort","maxCapacity":"512MB","maxObjects":10,"maxKeyBytes":0}"""
+        },
+        {
+            new RegisterJobResponse("sort-2", Token, NodeTier.Dram, [], 300, false, "m:1", 0, 0, 2) { Quota = new JobQuota(1, 2, 3) },
+            """{"jobId":"sort-2","token":"00112233445566778899aabbccddeeff","tier":"dram","nodes":[],"leaseSeconds":300,"throughputBound":false,"metadata":"m:1","throughputBitsPerSecond":0,"capacityBytes":0,"nodesNeeded":2,"quota":{"maxBytes":1,"maxObjects":2,"maxKeyBytes":3}}"""
+        },
         { Node, """{"id":3,"address":"10.0.0.7:7100","weight":0.5}""" },
         {
             new RegisterJobResponse("sort-1", Token, NodeTier.Dram, [Node], 300, false, "10.0.0.1:7070", 2.4e9, 1024, 2),
@@ -45,7 +57,7 @@ public sealed class ControllerContractTests
         },
         {
             Job,
-            """{"jobId":"sort-1","name":"sort","tier":"dram","nodes":[{"id":3,"address":"10.0.0.7:7100","weight":0.5}],"throughputBound":true,"throughputBitsPerSecond":2000000000,"capacityBytes":1024,"nodesNeeded":2,"registeredAt":"2026-01-02T03:04:05+00:00","leaseExpiresAt":"2026-01-02T03:09:05+00:00","hints":{"functions":8,"peakThroughputBitsPerSecond":1000000000,"capacityBytes":2048,"latencySensitive":false},"usage":{"objects":4,"blockBytes":4096,"inlineBytes":10,"requests":99,"bytesByTier":{"dram":4096},"gbSeconds":1.5,"gbSecondsByTier":{"dram":1.5},"meteredSince":"2026-01-02T03:04:05+00:00"}}"""
+            """{"jobId":"sort-1","name":"sort","tier":"dram","nodes":[{"id":3,"address":"10.0.0.7:7100","weight":0.5}],"throughputBound":true,"throughputBitsPerSecond":2000000000,"capacityBytes":1024,"nodesNeeded":2,"registeredAt":"2026-01-02T03:04:05+00:00","leaseExpiresAt":"2026-01-02T03:09:05+00:00","hints":{"functions":8,"peakThroughputBitsPerSecond":1000000000,"capacityBytes":2048,"latencySensitive":false},"usage":{"objects":4,"blockBytes":4096,"inlineBytes":10,"requests":99,"bytesByTier":{"dram":4096},"gbSeconds":1.5,"gbSecondsByTier":{"dram":1.5},"keyBytes":12,"meteredSince":"2026-01-02T03:04:05+00:00"},"quota":{"maxBytes":5000,"maxObjects":100,"maxKeyBytes":2560}}"""
         },
         { new DeleteJobResponse("sort-1", 4, 4106), """{"jobId":"sort-1","objectsFreed":4,"bytesFreed":4106}""" },
         {

@@ -91,6 +91,41 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
+    public async Task ABucketOverItsQuotaAnswersQuotaExceededAndKeepsItsObjects()
+    {
+        var name = GatewayHarness.NewBucketName("quota");
+        RequestEventHandler addLimits = (_, e) =>
+        {
+            if (e is WebServiceRequestEventArgs web)
+            {
+                web.Headers["x-pocket-hints"] = "max-capacity=1MiB";
+            }
+        };
+        S3.BeforeRequestEvent += addLimits;
+        try
+        {
+            await S3.PutBucketAsync(new PutBucketRequest { BucketName = name });
+        }
+        finally
+        {
+            S3.BeforeRequestEvent -= addLimits;
+        }
+
+        await S3.PutObjectAsync(new PutObjectRequest { BucketName = name, Key = "a", ContentBody = "first" });
+        await S3.PutObjectAsync(new PutObjectRequest { BucketName = name, Key = "b", InputStream = new MemoryStream(TestData.Random(600_000, 7)) });
+        var tooBig = await TestData.ExpectErrorAsync(
+            () => S3.PutObjectAsync(new PutObjectRequest { BucketName = name, Key = "c", InputStream = new MemoryStream(TestData.Random(600_000, 8)) }),
+            "QuotaExceeded",
+            HttpStatusCode.Forbidden);
+        Assert.Contains($"may hold {1 << 20} bytes", tooBig.Message, StringComparison.Ordinal);
+
+        // Nothing half-done: the refused key does not exist and the bucket's objects are intact.
+        var listed = await S3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = name });
+        Assert.Equal(["a", "b"], listed.S3Objects.Select(o => o.Key));
+        Assert.Equal("first", await GetTextAsync(name, "a"));
+    }
+
+    [Fact]
     public async Task BadHintsAndBadBucketNamesAreRefused()
     {
         RequestEventHandler badHints = (_, e) =>

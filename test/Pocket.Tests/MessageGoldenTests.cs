@@ -331,6 +331,25 @@ public sealed class MessageGoldenTests
     }
 
     [Fact]
+    public void JobStatsWithQuota()
+    {
+        var stats = new JobStatsReply("j", 1, 2, 3, 4) { Tier = NodeTier.Dram, TierBytes = [0, 5], KeyBytes = 8, Quota = new JobQuota(9, 10, 11) };
+        var reply = Encode(b => JobStatsReply.Write(b, stats));
+
+        // ... | tier u8 | tier count u8 | dram bytes i64 | key bytes i64 | max bytes, max objects, max key bytes i64.
+        var tierEnd = 3 + 32 + 2 + 8;
+        AssertBytes("0100" + "6A" + "0100000000000000" + "0200000000000000" + "0300000000000000" + "0400000000000000"
+            + "01" + "01" + "0500000000000000" + "0800000000000000" + "0900000000000000" + "0A00000000000000" + "0B00000000000000", reply);
+        Assert.True(JobStatsReply.TryRead(reply, out var read));
+        Assert.Equal((8L, new JobQuota(9, 10, 11)), (read.KeyBytes, read.Quota));
+
+        // An older server stops after the tiers (or the requests): no quota; a cut inside the quota is refused.
+        Assert.True(JobStatsReply.TryRead(reply.AsSpan(0, tierEnd), out var old));
+        Assert.Equal((0L, (JobQuota?)null), (old.KeyBytes, old.Quota));
+        AssertRefusesDamage(reply, b => JobStatsReply.TryRead(b, out _), accepted: [3 + 32, tierEnd]);
+    }
+
+    [Fact]
     public void RegisterNode()
     {
         var bytes = Encode(b => RegisterNodeRequest.Write(b, NodeTier.Ssd, "h", 0x1F90, 1 << 20, 4096, Secret, standby: true));
@@ -429,6 +448,36 @@ public sealed class MessageGoldenTests
         Assert.True(RegisterJobRequest.TryRead(bytes.AsSpan(0, tierEnd), out var unweighted));
         Assert.Null(unweighted.Weights);
         AssertRefusesDamage(bytes, b => RegisterJobRequest.TryRead(b, out _), accepted: [3, 4, 3 + JobToken.Size, tierEnd]);
+        Assert.False(RegisterJobRequest.TryRead([.. bytes, 0], out _));
+    }
+
+    [Fact]
+    public void RegisterJobWithQuota()
+    {
+        // A quota follows the weights, which are then written even when empty (count 0).
+        var limited = new RegisterJobRequest("j", KnownToken, NodeTier.Dram) { Quota = new JobQuota(1 << 20, 1000, 4096) };
+        var bytes = Encode(b => RegisterJobRequest.Write(b, limited));
+        var tierEnd = 3 + JobToken.Size + 1;
+        AssertBytes("0100" + "6A" + "0102030405060708090A0B0C0D0E0F10" + "01" + "00000000"
+            + "0000100000000000" + "E803000000000000" + "0010000000000000", bytes);
+        Assert.True(RegisterJobRequest.TryRead(bytes, out var request));
+        Assert.Equal(new JobQuota(1 << 20, 1000, 4096), request.Quota);
+        Assert.Empty(request.Weights!);
+
+        // With weights: the map, then the quota.
+        var both = limited with { Weights = new Dictionary<uint, double> { [2] = 0.5 } };
+        var withWeights = Encode(b => RegisterJobRequest.Write(b, both));
+        AssertBytes("0100" + "6A" + "0102030405060708090A0B0C0D0E0F10" + "01" + "01000000" + "02000000" + "000000000000E03F"
+            + "0000100000000000" + "E803000000000000" + "0010000000000000", withWeights);
+        Assert.True(RegisterJobRequest.TryRead(withWeights, out var weighted));
+        Assert.Equal((new JobQuota(1 << 20, 1000, 4096), 0.5), (weighted.Quota, weighted.Weights![2]));
+
+        // The older forms read as before, without a quota; a body cut inside the quota is refused.
+        Assert.True(RegisterJobRequest.TryRead(bytes.AsSpan(0, tierEnd + 4), out var weightsOnly));
+        Assert.Null(weightsOnly.Quota);
+        Assert.True(RegisterJobRequest.TryRead(bytes.AsSpan(0, tierEnd), out var oldest));
+        Assert.Equal((null, null), (oldest.Weights, oldest.Quota));
+        AssertRefusesDamage(bytes, b => RegisterJobRequest.TryRead(b, out _), accepted: [3, 4, 3 + JobToken.Size, tierEnd, tierEnd + 4]);
         Assert.False(RegisterJobRequest.TryRead([.. bytes, 0], out _));
     }
 

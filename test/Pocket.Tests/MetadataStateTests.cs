@@ -163,7 +163,9 @@ public sealed class MetadataStateTests
         _state.Create(job, "unfinished", Block, FrameFlags.None, connectionId: 10);
 
         var removal = _state.DeregisterJob(job.Id);
-        Assert.Equal(new JobRemoval(1, 2 * Block, Retired: true), removal.Value);
+        // The object memory freed: "gone" and the unfinished write's reservation ("kept" stays counted).
+        var freed = MetadataState.ObjectMemoryOf("gone", 0) + MetadataState.ObjectMemoryOf("unfinished", 0);
+        Assert.Equal(new JobRemoval(1, 2 * Block, Retired: true) { Memory = freed }, removal.Value);
         Assert.Equal(99, node.Allocator.FreeBlocks);
         Assert.Equal(Status.NotFound, _state.DeregisterJob(job.Id).Status);
 
@@ -176,7 +178,7 @@ public sealed class MetadataStateTests
         _time.Advance(new MetadataServerOptions().KeepAfterJobTtl - TimeSpan.FromSeconds(1));
         Assert.Empty(_state.ExpireRetiredJobs());
         _time.Advance(TimeSpan.FromSeconds(2));
-        Assert.Equal([(job.Id, 1L)], _state.ExpireRetiredJobs());
+        Assert.Equal([(job.Id, 1L, MetadataState.ObjectMemoryOf("kept", 0))], _state.ExpireRetiredJobs());
         Assert.Null(_state.FindJob(job.Token));
         Assert.Equal(100, node.Allocator.FreeBlocks);
     }

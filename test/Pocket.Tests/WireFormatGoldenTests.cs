@@ -39,7 +39,7 @@ public sealed class WireFormatGoldenTests
     public void StatusNumbersAreFrozen() => AssertFrozen<Status>(
         ("Ok", 0), ("NotFound", 1), ("Exists", 2), ("CapacityExceeded", 3), ("NodeLost", 4), ("BadRequest", 5),
         ("UnknownOpcode", 6), ("FrameTooLarge", 7), ("Unauthorized", 8), ("VersionMismatch", 9), ("NoNodes", 10),
-        ("StaleGrant", 11), ("InternalError", 12), ("InvalidKey", 13), ("ShuttingDown", 14), ("IoError", 15));
+        ("StaleGrant", 11), ("InternalError", 12), ("InvalidKey", 13), ("ShuttingDown", 14), ("IoError", 15), ("NodeUnavailable", 16), ("QuotaExceeded", 17));
 
     [Fact]
     public void FrameFlagBitsAreFrozen() => AssertFrozen<FrameFlags>(

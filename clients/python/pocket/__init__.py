@@ -10,11 +10,11 @@ A function handed a job by its driver: ``pocket.Job.open(job_id, token, metadata
 The original module's API (``register_job``, ``put_buffer``, ... returning 0/-1) is ``pocket.compat``.
 """
 
-from .client import Client, Job, NodeInfo, ObjectInfo, BlockInfo, ListEntry, ListPage, JobUsage
+from .client import Client, Job, NodeInfo, ObjectInfo, BlockInfo, ListEntry, ListPage, JobUsage, JobQuota
 from .controller import Controller
 from .errors import *  # noqa: F401,F403
 from .errors import (PocketError, NotFound, Exists, CapacityExceeded, NoNodes, NodeLost, BadRequest, UnknownOpcode,
                      FrameTooLarge, Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey,
-                     ShuttingDown, IoError, NodeUnavailable, ConnectionLost, ControllerError)
+                     ShuttingDown, IoError, NodeUnavailable, QuotaExceeded, ConnectionLost, ControllerError)
 
 __version__ = "1.0.0"

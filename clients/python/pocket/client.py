@@ -10,7 +10,8 @@ from . import _config
 from . import _memory
 from . import _wire as w
 from ._connection import Connection, check
-from .errors import BadRequest, CapacityExceeded, ConnectionLost, InternalError, NodeLost, NotFound, PocketError
+from .errors import (BadRequest, CapacityExceeded, ConnectionLost, InternalError, NodeLost, NotFound, PocketError,
+                     QuotaExceeded)
 
 NodeInfo = collections.namedtuple(
     "NodeInfo", "id tier state host port capacity used cpu rx_bytes_per_second tx_bytes_per_second")
@@ -20,7 +21,10 @@ ObjectInfo = collections.namedtuple("ObjectInfo", "key size inline blocks")
 ListEntry = collections.namedtuple("ListEntry", "key size is_prefix")
 ListPage = collections.namedtuple("ListPage", "entries next_start_after")
 ListPage.has_more = property(lambda p: p.next_start_after != "")
-JobUsage = collections.namedtuple("JobUsage", "job_id objects block_bytes inline_bytes requests tier bytes_by_tier")
+JobUsage = collections.namedtuple("JobUsage", "job_id objects block_bytes inline_bytes requests tier bytes_by_tier "
+                                               "key_bytes quota", defaults=(0, None))
+# A job's limits (0: none of that kind), as JobUsage.quota reports them.
+JobQuota = collections.namedtuple("JobQuota", "max_bytes max_objects max_key_bytes")
 
 _Extent = collections.namedtuple("_Extent", "grant node_id length object_offset")
 
@@ -309,8 +313,9 @@ class Job:
                         try:
                             more = self._allocate(handle, batch, allocated)
                             break
-                        except CapacityExceeded as e:
-                            if e.status != w.CAPACITY_EXCEEDED or batch <= _MIN_STREAM_BATCH:
+                        except (CapacityExceeded, QuotaExceeded) as e:
+                            # A stream's length is unknown: a smaller batch may still fit the cluster or the job's quota.
+                            if e.status not in (w.CAPACITY_EXCEEDED, w.QUOTA_EXCEEDED) or batch <= _MIN_STREAM_BATCH:
                                 raise
                             batch = max(_MIN_STREAM_BATCH, batch // 2)
                     extents.extend(more)
@@ -578,7 +583,11 @@ class Job:
             tier = w.TIERS.get(r.u8())
             for i in range(1, r.u8() + 1):
                 by_tier[w.TIERS.get(i, str(i))] = r.i64()
-        return JobUsage(job_id, objects, block_bytes, inline_bytes, requests, tier, by_tier)
+        key_bytes, quota = 0, None
+        if r.remaining:
+            key_bytes = r.i64()
+            quota = JobQuota(r.i64(), r.i64(), r.i64())
+        return JobUsage(job_id, objects, block_bytes, inline_bytes, requests, tier, by_tier, key_bytes, quota)
 
     def nodes(self):
         """Every storage node the metadata server knows (NodeInfo), asked with this job's token."""

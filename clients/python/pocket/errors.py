@@ -97,6 +97,12 @@ class NodeUnavailable(PocketError):
     status = w.NODE_UNAVAILABLE
 
 
+class QuotaExceeded(PocketError):
+    """A job quota (bytes, objects or key bytes, set at registration) or the metadata server's bound on object memory
+    would be passed; the message names the quota, its limit and the use. Nothing was changed."""
+    status = w.QUOTA_EXCEEDED
+
+
 class ConnectionLost(InternalError):
     """A server could not be reached, or its connection closed with requests in flight."""
 
@@ -135,11 +141,13 @@ CapacityExceededException = CapacityExceeded
 NodeLostException = NodeLost
 NodeUnavailableException = NodeUnavailable
 PocketUnauthorizedException = Unauthorized
+QuotaExceededException = QuotaExceeded
 PocketControllerException = ControllerError
 
 _BY_STATUS = {cls.status: cls for cls in (
     NotFound, Exists, CapacityExceeded, NoNodes, NodeLost, BadRequest, UnknownOpcode, FrameTooLarge,
-    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError, NodeUnavailable)}
+    Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError, NodeUnavailable,
+    QuotaExceeded)}
 
 
 def from_status(status, message):

@@ -313,6 +313,34 @@ class JobLifecycleTests(unittest.TestCase):
             with self.assertRaises(pocket.PocketError):
                 job.put("new", b"x")
 
+    def test_quotas_from_register_job_are_enforced_and_named(self):
+        job = self.controller.register_job("quota", max_capacity="1MiB", max_objects=3, max_key_bytes=40)
+        with job:
+            self.assertEqual({"maxBytes": 1 << 20, "maxObjects": 3, "maxKeyBytes": 40}, job.registration["quota"])
+            job.put("a", b"x" * 100)
+            job.put("big", os.urandom(600 << 10))
+            # Bytes: 600 KiB more would pass 1 MiB; the refused object does not exist.
+            with self.assertRaises(pocket.QuotaExceeded) as refused:
+                job.put("big2", os.urandom(600 << 10))
+            self.assertEqual(pocket.QuotaExceeded.status, refused.exception.status)
+            self.assertIn("may hold %d bytes" % (1 << 20), str(refused.exception))
+            self.assertIsNone(job.lookup("big2"))
+            # A stream of unknown length that fits is stored although its first batch asks for more.
+            job.put("stream", _Stream(b"s" * (100 << 10)))
+            # Objects: three are held.
+            with self.assertRaises(pocket.QuotaExceeded) as refused:
+                job.put("d", b"x")
+            self.assertIn("may hold 3 objects and holds 3", str(refused.exception))
+            job.delete("a")
+            # Key bytes: "big" + "stream" hold 9 of 40.
+            with self.assertRaises(pocket.QuotaExceeded) as refused:
+                job.put("k" * 32, b"x")
+            self.assertIn("key bytes", str(refused.exception))
+            job.put("k" * 31, b"x")
+            usage = job.usage()
+            self.assertEqual((3, 40), (usage.objects, usage.key_bytes))
+            self.assertEqual(pocket.JobQuota(1 << 20, 3, 40), usage.quota)
+
     def test_another_jobs_token_sees_nothing(self):
         a = self.controller.register_job("iso-a")
         b = self.controller.register_job("iso-b")

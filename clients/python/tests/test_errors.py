@@ -40,7 +40,8 @@ class ErrorTests(unittest.TestCase):
     def setUpClass(cls):
         cls.cluster = cluster.shared()
         cls.controller = pocket.Controller(cls.cluster.controller, cls.cluster.token)
-        cls.job = cls.controller.register_job("errors")
+        # No byte quota (0): test_capacity_exceeded fills the cluster, which a quota would stop first.
+        cls.job = cls.controller.register_job("errors", max_capacity=0)
 
     @classmethod
     def tearDownClass(cls):
@@ -166,7 +167,8 @@ class SmallClusterTests(unittest.TestCase):
     def setUpClass(cls):
         cls.cluster = cluster.Cluster(nodes=2, capacity="64MiB", extra=("--static",))
         cls.controller = pocket.Controller(cls.cluster.controller, cls.cluster.token)
-        cls.job = cls.controller.register_job("small")
+        # No byte quota (0): the tests fill the cluster, which a quota would stop first.
+        cls.job = cls.controller.register_job("small", max_capacity=0)
 
     @classmethod
     def tearDownClass(cls):

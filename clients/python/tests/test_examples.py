@@ -77,13 +77,14 @@ class ExampleTests(unittest.TestCase):
         c = cluster.shared()
         script = os.path.join(cluster.REPO, "bench", "python-first-get.py")
         with tempfile.TemporaryDirectory() as d:
-            out = subprocess.run([sys.executable, script, "--size", "8MiB", "--dir", d, "--controller", c.controller,
-                                  "--token", c.token], capture_output=True, timeout=600,
+            out = subprocess.run([sys.executable, script, "--size", "8MiB", "--dir", d, "--pause", "0.1",
+                                  "--controller", c.controller, "--token", c.token], capture_output=True, timeout=600,
                                  env=cluster.clean_environment(c.home))
             text = out.stdout.decode()
             self.assertEqual(0, out.returncode, text + out.stderr.decode())
-            for row in ("bytearray: first get_into", "mmap private huge pages: second get_into", "get(): second",
-                        "floor: write a new file"):
+            for row in ("bytearray: first get_into", "mmap private huge pages: second get_into",
+                        "get(): after a 0.1 s pause", "get(): at once after a free",
+                        "floor: the same at once after a free", "floor: write a new file"):
                 self.assertIn(row, text)
             self.assertEqual([], os.listdir(d))
 

@@ -44,6 +44,9 @@ internal static class JobCommands
             DefaultValueFactory = _ => true,
             HelpName = "true|false",
         };
+        var maxCapacity = LimitOption("--max-capacity", "Limit on the bytes the job stores (blocks and inline; 0 = no limit). Default: the sized capacity plus 25 %, one node's worth without hints");
+        var maxObjects = new Option<long?>("--max-objects") { Description = "Limit on the job's objects (0 = no limit). Default: the byte limit / 1KiB, at least 100000", HelpName = "N" };
+        var maxKeyBytes = LimitOption("--max-key-bytes", "Limit on the UTF-8 bytes of all the job's keys (0 = no limit). Default: 256 per object of the object limit");
         functions.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<int?>() is < 0)
@@ -51,12 +54,19 @@ internal static class JobCommands
                 result.AddError("--functions must be >= 0");
             }
         });
+        maxObjects.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is < 0)
+            {
+                result.AddError("--max-objects must be >= 0 (0 = no limit)");
+            }
+        });
         var json = CommandRunner.JsonOption();
         var controller = CommandRunner.ControllerOption();
         var metadata = CommandRunner.MetadataOption();
         var command = new Command("register", "Register a job (sized from its hints) and remember its token in $POCKET_HOME/jobs.json")
         {
-            name, functions, throughput, capacity, latencySensitive, json, controller, metadata,
+            name, functions, throughput, capacity, latencySensitive, maxCapacity, maxObjects, maxKeyBytes, json, controller, metadata,
         };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
@@ -69,6 +79,7 @@ internal static class JobCommands
                 CapacityBytes = parse.GetValue(capacity),
                 LatencySensitive = parse.GetValue(latencySensitive),
             };
+            var limits = (MaxBytes: parse.GetValue(maxCapacity), MaxObjects: parse.GetValue(maxObjects), MaxKeyBytes: parse.GetValue(maxKeyBytes));
             using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
             if (connection is null)
             {
@@ -77,9 +88,12 @@ internal static class JobCommands
                     throw new CliException("hints need a controller (--controller URL or `pocket up`); a metadata server alone registers jobs unsized");
                 }
 
-                return await RegisterDirectAsync(jobName, parse.GetValue(metadata), parse.GetValue(json), home, ct).ConfigureAwait(false);
+                // Without a controller nothing is sized: limits not given are none.
+                JobQuota? quota = limits == default ? null : new JobQuota(limits.MaxBytes ?? 0, limits.MaxObjects ?? 0, limits.MaxKeyBytes ?? 0);
+                return await RegisterDirectAsync(jobName, parse.GetValue(metadata), quota, parse.GetValue(json), home, ct).ConfigureAwait(false);
             }
 
+            hints = hints with { MaxCapacityBytes = limits.MaxBytes, MaxObjects = limits.MaxObjects, MaxKeyBytes = limits.MaxKeyBytes };
             var job = await connection.CallAsync(c => c.RegisterJobAsync(jobName, hints, ct)).ConfigureAwait(false);
             var entry = new JobEntry(job.JobId, job.Token.ToString(), job.Metadata, connection.Text);
             await RememberAsync(home, entry, ct).ConfigureAwait(false);
@@ -93,6 +107,11 @@ internal static class JobCommands
                 node["nodesNeeded"] = job.NodesNeeded;
                 node["throughputBound"] = job.ThroughputBound;
                 node["leaseSeconds"] = job.Lease.TotalSeconds;
+                if (job.Quota is { } jobQuota)
+                {
+                    node["quota"] = QuotaJson(jobQuota);
+                }
+
                 CommandRunner.WriteJson(node);
                 return 0;
             }
@@ -101,6 +120,11 @@ internal static class JobCommands
             AnsiConsole.MarkupLine(Markup.Escape(string.Create(
                 CultureInfo.InvariantCulture,
                 $"sized for {Units.FormatBitsPerSecond(job.ThroughputBitsPerSecond)} and {Units.FormatBytes(job.CapacityBytes)} ({(job.ThroughputBound ? "throughput" : "capacity")}-bound, {job.NodesNeeded} node{(job.NodesNeeded == 1 ? "" : "s")} of its class); lease {Units.FormatDuration(job.Lease)}, renewed by every request")));
+            if (job.Quota is { } limit)
+            {
+                AnsiConsole.MarkupLine(Markup.Escape($"quota: {FormatQuota(limit)}"));
+            }
+
             var table = new Table().Border(TableBorder.Rounded)
                 .AddColumn(new TableColumn("node").RightAligned())
                 .AddColumn("address")
@@ -119,14 +143,14 @@ internal static class JobCommands
     }
 
     /// <summary>The older flow: straight to the metadata server with the cluster token, no sizing.</summary>
-    private static async Task<int> RegisterDirectAsync(string name, string? metadataOption, bool json, PocketHome home, CancellationToken cancellationToken)
+    private static async Task<int> RegisterDirectAsync(string name, string? metadataOption, JobQuota? quota, bool json, PocketHome home, CancellationToken cancellationToken)
     {
         var connection = ClusterConnection.TryResolve(metadataOption, home)
             ?? throw new CliException($"no cluster: start one with `pocket up` (or pass --controller URL, or --metadata HOST:PORT)");
         var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
-            var job = await client.Admin().RegisterJobAsync(name, cancellationToken).ConfigureAwait(false);
+            var job = await client.Admin().RegisterJobAsync(name, NodeTier.Dram, null, quota, cancellationToken).ConfigureAwait(false);
             var entry = new JobEntry(job.Id, job.Token.ToString(), connection.Metadata);
             await RememberAsync(home, entry, cancellationToken).ConfigureAwait(false);
             if (json)
@@ -142,6 +166,38 @@ internal static class JobCommands
 
         return 0;
     }
+
+    /// <summary>A size limit: bytes or text such as 512MiB, where 0 (unlike other sizes) means "no limit".</summary>
+    private static Option<long?> LimitOption(string name, string description) => new(name)
+    {
+        Description = description,
+        HelpName = "SIZE",
+        CustomParser = result =>
+        {
+            var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+            if (Units.TryParseBytes(text, out var bytes) && bytes >= 0)
+            {
+                return bytes;
+            }
+
+            result.AddError($"{name}: '{text}' is not a size (examples: 0 for no limit, 1000, 64MiB, 1GiB)");
+            return null;
+        },
+    };
+
+    /// <summary>A quota as text: "512 MiB, 100000 objects, 24.4 MiB of keys", each "no limit" when 0.</summary>
+    internal static string FormatQuota(JobQuota quota) => string.Create(
+        CultureInfo.InvariantCulture,
+        $"{(quota.MaxBytes > 0 ? Units.FormatBytes(quota.MaxBytes) : "no byte limit")}, "
+        + $"{(quota.MaxObjects > 0 ? $"{quota.MaxObjects} objects" : "no object limit")}, "
+        + $"{(quota.MaxKeyBytes > 0 ? $"{Units.FormatBytes(quota.MaxKeyBytes)} of keys" : "no key-byte limit")}");
+
+    private static JsonObject QuotaJson(JobQuota quota) => new()
+    {
+        ["maxBytes"] = quota.MaxBytes,
+        ["maxObjects"] = quota.MaxObjects,
+        ["maxKeyBytes"] = quota.MaxKeyBytes,
+    };
 
     private static Task RememberAsync(PocketHome home, JobEntry entry, CancellationToken cancellationToken) =>
         home.UpdateJobsAsync(jobs =>

@@ -70,9 +70,19 @@ internal static class RoleCommands
         var suspectAfter = CommandRunner.DurationOption("--suspect-after", "A storage node silent this long is suspect: no new blocks, reads of its blocks refused as unavailable until it answers (default 3s)");
         var nodeTimeout = CommandRunner.DurationOption("--node-timeout", "A storage node silent this long is dead and its blocks lost (default 30s)");
         var verbose = VerboseOption();
+        var maxObjectMemory = CommandRunner.OptionalSizeOption(
+            "--max-object-memory",
+            "Memory for objects over all jobs (keys, 200 bytes of records per object, inline bytes); past it creates fail with QuotaExceeded (default: half the memory the process may use, at least 64MiB)");
+        maxObjectMemory.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is <= 0)
+            {
+                result.AddError("--max-object-memory must be positive");
+            }
+        });
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, idleTimeout, metricsPort, suspectAfter, nodeTimeout, verbose, StopOnStdinEof,
+            host, port, idleTimeout, metricsPort, suspectAfter, nodeTimeout, maxObjectMemory, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -98,6 +108,7 @@ internal static class RoleCommands
                     Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
                     SuspectAfter = suspect,
                     NodeTimeout = dead,
+                    MaxObjectMemory = parse.GetValue(maxObjectMemory),
 
                     // Drains copy blocks between storage nodes through this server.
                     StorageConnection = tls.Connection(parse, parse.GetValue(host)!),

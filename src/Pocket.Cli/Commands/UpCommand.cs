@@ -66,13 +66,23 @@ internal static class UpCommand
         var autoscale = new Option<bool>("--autoscale") { Description = "Accepted for older scripts: the autoscaler runs by default (see --static)" };
         var fixedSize = new Option<bool>("--static") { Description = "Keep the storage nodes started (and those jobs need) instead of adding and draining nodes to keep utilisation within 60-80 %" };
         var warmPool = new Option<int>("--warm-pool") { Description = "Idle standby nodes kept ready so a scale-up takes one instead of starting one (0 = none)", DefaultValueFactory = _ => 0 };
+        var maxObjectMemory = CommandRunner.OptionalSizeOption(
+            "--max-object-memory",
+            "The metadata server's memory for objects over all jobs (keys, 200 bytes of records per object, inline bytes); past it creates fail with QuotaExceeded (default: half the memory this process may use, at least 64MiB)");
+        maxObjectMemory.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is <= 0)
+            {
+                result.AddError("--max-object-memory must be positive");
+            }
+        });
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var idleTimeout = RoleCommands.IdleTimeoutOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, idleTimeout, runFor, verbose, tls,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, idleTimeout, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -137,6 +147,7 @@ internal static class UpCommand
                 Autoscale = !parse.GetValue(fixedSize),
                 WarmPool = parse.GetValue(warmPool),
                 IdleTimeout = parse.GetValue(idleTimeout),
+                MaxObjectMemory = parse.GetValue(maxObjectMemory),
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),

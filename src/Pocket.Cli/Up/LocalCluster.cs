@@ -37,6 +37,9 @@ internal sealed record LocalClusterOptions
     /// <summary>Dollars per hour of a node per tier, overriding the paper's node classes; the cheapest tier that meets a job wins.</summary>
     public IReadOnlyDictionary<NodeTier, double> TierCosts { get; init; } = new Dictionary<NodeTier, double>();
 
+    /// <summary>The metadata server's bound on object memory; null: its default (half the memory the process may use).</summary>
+    public long? MaxObjectMemory { get; init; }
+
     /// <summary>Where ssd and hdd nodes keep their (sparse) files.</summary>
     public string? DataDirectory { get; init; }
 
@@ -234,6 +237,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 Listener = listener,
                 MetadataWrapHandler = metadataRequests is null ? null : metadataRequests.Wrap,
                 Connection = connection,
+                MaxObjectMemory = options.MaxObjectMemory,
             },
             loggerFactory,
             cancellationToken).ConfigureAwait(false);

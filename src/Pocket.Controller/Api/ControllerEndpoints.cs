@@ -137,7 +137,10 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
             admin.MetadataAddress,
             job.Requirement.ThroughputBitsPerSecond,
             job.Requirement.CapacityBytes,
-            job.Requirement.NodesNeeded);
+            job.Requirement.NodesNeeded)
+        {
+            Quota = job.Quota,
+        };
         return Results.Json(body, statusCode: StatusCodes.Status201Created, contentType: null);
     }
 
@@ -284,7 +287,11 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
             GbSeconds = meter?.GbSeconds ?? 0,
             GbSecondsByTier = meter?.GbSecondsByTier ?? new Dictionary<NodeTier, double>(),
             MeteredSince = meter?.Since,
-        });
+            KeyBytes = usage.KeyBytes,
+        })
+    {
+        Quota = job.Quota,
+    };
 
     private static IResult BadRequest(ErrorResponse error) => Results.Json(error, statusCode: StatusCodes.Status400BadRequest);
 

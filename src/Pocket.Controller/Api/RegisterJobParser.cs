@@ -24,6 +24,9 @@ internal static class RegisterJobParser
         double? throughput = null;
         long? capacity = null;
         var latencySensitive = true;
+        long? maxCapacity = null;
+        long? maxObjects = null;
+        long? maxKeyBytes = null;
         foreach (var property in root.EnumerateObject())
         {
             var value = property.Value;
@@ -95,8 +98,45 @@ internal static class RegisterJobParser
 
                     latencySensitive = value.GetBoolean();
                     break;
+                case "maxcapacity" or "maxkeybytes":
+                    if (isNull)
+                    {
+                        break;
+                    }
+
+                    var field = property.Name.Equals("maxCapacity", StringComparison.OrdinalIgnoreCase) ? "maxCapacity" : "maxKeyBytes";
+                    if (!TryCapacity(value, out var limit))
+                    {
+                        error = Fail(field, $"{value.GetRawText()} is not a size: give bytes as a whole number >= 0, or text such as \"512MB\" (0: no limit)");
+                        return false;
+                    }
+
+                    if (field == "maxCapacity")
+                    {
+                        maxCapacity = limit;
+                    }
+                    else
+                    {
+                        maxKeyBytes = limit;
+                    }
+
+                    break;
+                case "maxobjects":
+                    if (isNull)
+                    {
+                        break;
+                    }
+
+                    if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt64(out var objects) || objects < 0)
+                    {
+                        error = Fail("maxObjects", "must be a whole number >= 0 (0: no limit)");
+                        return false;
+                    }
+
+                    maxObjects = objects;
+                    break;
                 default:
-                    error = Fail(property.Name, "is not a field of a job registration (name, functions, peakThroughput, capacity, latencySensitive)");
+                    error = Fail(property.Name, "is not a field of a job registration (name, functions, peakThroughput, capacity, latencySensitive, maxCapacity, maxObjects, maxKeyBytes)");
                     return false;
             }
         }
@@ -114,6 +154,9 @@ internal static class RegisterJobParser
             PeakThroughputBitsPerSecond = throughput,
             CapacityBytes = capacity,
             LatencySensitive = latencySensitive,
+            MaxCapacityBytes = maxCapacity,
+            MaxObjects = maxObjects,
+            MaxKeyBytes = maxKeyBytes,
         };
         return true;
     }

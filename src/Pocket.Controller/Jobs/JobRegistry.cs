@@ -31,6 +31,9 @@ public sealed record JobRecord(
     DateTimeOffset RegisteredAt,
     DateTimeOffset LeaseExpiresAt)
 {
+    /// <summary>The limits the metadata server enforces for it (<see cref="JobSizer.QuotaFor"/>).</summary>
+    public JobQuota Quota { get; init; }
+
     /// <summary>The id only: a record's generated text would print the token into logs and error messages.</summary>
     public override string ToString() => $"job {Id}";
 }
@@ -191,10 +194,11 @@ public sealed class JobRegistry : IAsyncDisposable
 
             // One round trip: the metadata server creates the job with its tier and weights, so there is never a job
             // without its placement to undo.
-            var job = await _admin.RegisterJobAsync(name, requirement.Tier, weights.Weights, cancellationToken).ConfigureAwait(false);
+            var quota = Sizer.QuotaFor(requirement, hints);
+            var job = await _admin.RegisterJobAsync(name, requirement.Tier, weights.Weights, quota, cancellationToken).ConfigureAwait(false);
 
             var now = _time.GetUtcNow();
-            var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + _options.LeaseDuration);
+            var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + _options.LeaseDuration) { Quota = quota };
             lock (_lock)
             {
                 foreach (var share in placement.Shares)

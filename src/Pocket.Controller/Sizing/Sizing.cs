@@ -253,6 +253,26 @@ public sealed class JobSizer
     }
 
     /// <summary>
+    /// The limits the metadata server enforces for a job sized as <paramref name="requirement"/> (docs/controller.md,
+    /// "Quotas"): bytes are the sized capacity times <see cref="SizingOptions.QuotaAllowance"/> (a job without hints:
+    /// <see cref="SizingOptions.DefaultJobMaxBytes"/>, else one node of its class); objects are those bytes over
+    /// <see cref="SizingOptions.BytesPerObject"/>, at least <see cref="SizingOptions.MinObjectsPerJob"/>; key bytes are
+    /// <see cref="SizingOptions.KeyBytesPerObject"/> per object. A limit given with the hints wins (0: no limit).
+    /// </summary>
+    public JobQuota QuotaFor(JobRequirement requirement, JobHints hints)
+    {
+        var sized = requirement.IsDefault
+            ? Options.DefaultJobMaxBytes ?? requirement.NodeClass.CapacityBytes
+            : (long)Math.Min(Math.Ceiling(requirement.CapacityBytes * Options.QuotaAllowance), long.MaxValue / 2);
+        var bytes = hints.MaxCapacityBytes ?? Math.Max(sized, 1);
+        var objectBase = bytes > 0 ? bytes : sized;
+        var objects = hints.MaxObjects ?? Math.Max(Options.MinObjectsPerJob, (objectBase + Options.BytesPerObject - 1) / Options.BytesPerObject);
+        var keyBytes = hints.MaxKeyBytes
+            ?? (objects > 0 && objects <= long.MaxValue / Options.KeyBytesPerObject ? objects * Options.KeyBytesPerObject : 0);
+        return new JobQuota(bytes, objects, keyBytes);
+    }
+
+    /// <summary>
     /// The fraction of a node already promised to jobs: the larger of its bandwidth share (against the class
     /// bandwidth) and its capacity share (against its registered capacity).
     /// </summary>

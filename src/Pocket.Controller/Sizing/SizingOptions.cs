@@ -85,6 +85,27 @@ public sealed record SizingOptions
     /// </summary>
     public int DefaultFunctions { get; init; } = 1;
 
+    /// <summary>
+    /// A job may store this much more than it was sized for before puts fail with QuotaExceeded: 1.25 lets a job sized
+    /// for 20 MB store 25 MB. Its byte quota is the sized capacity times this (<see cref="JobSizer.QuotaFor"/>).
+    /// </summary>
+    public double QuotaAllowance { get; init; } = 1.25;
+
+    /// <summary>
+    /// Byte quota of a job registered without hints: null (the default) gives it one node of its tier's class, so a
+    /// job that said nothing may still fill a node but never the cluster.
+    /// </summary>
+    public long? DefaultJobMaxBytes { get; init; }
+
+    /// <summary>The object quota is the byte quota over this (the smallest average object a job is sized for): 1 KiB.</summary>
+    public long BytesPerObject { get; init; } = 1024;
+
+    /// <summary>Every job may hold at least this many objects, however small its byte quota.</summary>
+    public long MinObjectsPerJob { get; init; } = 100_000;
+
+    /// <summary>The key-byte quota is the object quota times this (an average key of 256 UTF-8 bytes).</summary>
+    public long KeyBytesPerObject { get; init; } = 256;
+
     /// <summary>No tier grows beyond this many nodes for one job; a job that would need more is refused, not half-served.</summary>
     public int MaxNodesPerJob { get; init; } = 64;
 
@@ -126,6 +147,16 @@ public sealed record SizingOptions
         if (MaxNodesPerJob < MinimumNodes)
         {
             throw new ArgumentException("max nodes per job must be at least the minimum number of nodes");
+        }
+
+        if (!(QuotaAllowance >= 1) || !double.IsFinite(QuotaAllowance))
+        {
+            throw new ArgumentException("the quota allowance must be a number >= 1");
+        }
+
+        if (DefaultJobMaxBytes is <= 0 || BytesPerObject <= 0 || MinObjectsPerJob <= 0 || KeyBytesPerObject <= 0)
+        {
+            throw new ArgumentException("default job bytes, bytes per object, minimum objects and key bytes per object must be positive");
         }
 
         if (NodeClasses.Count == 0)

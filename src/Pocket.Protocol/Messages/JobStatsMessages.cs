@@ -15,7 +15,8 @@ public static class JobStatsRequest
 
 /// <summary>
 /// JobStats's reply: id, objects i64, block bytes i64, inline bytes i64, requests i64, then (older servers stop
-/// before it) tier u8, tier count u8 and that many i64 byte counts, one per tier from dram on.
+/// before it) tier u8, tier count u8 and that many i64 byte counts, one per tier from dram on, then (older servers
+/// stop before it) key bytes i64 and the job's quota (max bytes, max objects, max key bytes, i64 each; 0: no limit).
 /// </summary>
 public readonly record struct JobStatsReply(string JobId, long Objects, long BlockBytes, long InlineBytes, long Requests)
 {
@@ -24,6 +25,12 @@ public readonly record struct JobStatsReply(string JobId, long Objects, long Blo
 
     /// <summary>Bytes per tier, indexed by <see cref="NodeTier"/> (index 0 unused); empty from an older server.</summary>
     public long[] TierBytes { get; init; } = [];
+
+    /// <summary>UTF-8 bytes of the job's keys (open writes included); 0 from an older server.</summary>
+    public long KeyBytes { get; init; }
+
+    /// <summary>The job's limits; null from an older server that did not send them.</summary>
+    public JobQuota? Quota { get; init; }
 
     public static void Write(BodyWriter body, in JobStatsReply reply)
     {
@@ -34,6 +41,11 @@ public readonly record struct JobStatsReply(string JobId, long Objects, long Blo
             for (var i = 1; i < reply.TierBytes.Length; i++)
             {
                 body.I64(reply.TierBytes[i]);
+            }
+
+            if (reply.Quota is { } quota)
+            {
+                body.I64(reply.KeyBytes).I64(quota.MaxBytes).I64(quota.MaxObjects).I64(quota.MaxKeyBytes);
             }
         }
     }
@@ -56,6 +68,11 @@ public readonly record struct JobStatsReply(string JobId, long Objects, long Blo
         }
 
         reply = reply with { Tier = tier, TierBytes = bytes };
+        if (!reader.Failed && !reader.AtEnd)
+        {
+            reply = reply with { KeyBytes = reader.I64(), Quota = new JobQuota(reader.I64(), reader.I64(), reader.I64()) };
+        }
+
         return !reader.Failed && reader.AtEnd;
     }
 }

@@ -2,9 +2,10 @@ namespace Pocket.Protocol.Messages;
 
 /// <summary>
 /// RegisterJob (cluster token): name, then optional token (all zero: the server makes one), optional tier u8 and
-/// optional weights (count u32, then (node id u32, weight f64) pairs, as in <see cref="SetWeightsRequest"/>). Older
-/// clients stop before any of the optional fields; a writer leaves the weights out when there are none, so a
-/// registration without weights is the older form. Reply: <see cref="RegisterJobReply"/>.
+/// optional weights (count u32, then (node id u32, weight f64) pairs, as in <see cref="SetWeightsRequest"/>), then an
+/// optional quota (max bytes i64, max objects i64, max key bytes i64; 0: no limit). Older clients stop before any of
+/// the optional fields; a writer leaves the weights out when there are none and no quota follows, so a registration
+/// without weights or quota is the older form. Reply: <see cref="RegisterJobReply"/>.
 /// </summary>
 public readonly record struct RegisterJobRequest(string Name, JobToken Token, NodeTier Tier)
 {
@@ -14,10 +15,19 @@ public readonly record struct RegisterJobRequest(string Name, JobToken Token, No
     /// </summary>
     public IReadOnlyDictionary<uint, double>? Weights { get; init; }
 
+    /// <summary>The job's limits; null (an older client) leaves them to the metadata server's default.</summary>
+    public JobQuota? Quota { get; init; }
+
     public static void Write(BodyWriter body, in RegisterJobRequest request)
     {
         body.Str(request.Name).Token(request.Token).U8((byte)request.Tier);
-        if (request.Weights is { Count: > 0 } weights)
+        if (request.Quota is { } quota)
+        {
+            // The quota follows the weights, so they are written (perhaps as an empty map) whenever it is.
+            SetWeightsRequest.WriteWeights(body, request.Weights ?? new Dictionary<uint, double>());
+            body.I64(quota.MaxBytes).I64(quota.MaxObjects).I64(quota.MaxKeyBytes);
+        }
+        else if (request.Weights is { Count: > 0 } weights)
         {
             SetWeightsRequest.WriteWeights(body, weights);
         }
@@ -30,7 +40,8 @@ public readonly record struct RegisterJobRequest(string Name, JobToken Token, No
         var token = reader.Remaining >= JobToken.Size ? reader.Token() : JobToken.None;
         var tier = reader.Remaining > 0 ? (NodeTier)reader.U8() : NodeTier.Dram;
         var weights = reader.Remaining > 0 && !reader.Failed ? SetWeightsRequest.ReadWeights(ref reader) : null;
-        request = new RegisterJobRequest(name, token, tier) { Weights = weights };
+        JobQuota? quota = reader.Remaining > 0 && !reader.Failed ? new JobQuota(reader.I64(), reader.I64(), reader.I64()) : null;
+        request = new RegisterJobRequest(name, token, tier) { Weights = weights, Quota = quota };
         return !reader.Failed && reader.AtEnd;
     }
 }
