@@ -6,6 +6,7 @@ using System.Text.Json.Nodes;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
+using Pocket.LoadGenerator;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -68,7 +69,7 @@ internal static class CommandRunner
 
     private static bool IsExpected(Exception ex) =>
         ex is CliException or PocketException or IOException or UnauthorizedAccessException or TimeoutException
-            or StackExchange.Redis.RedisException;
+            || LoadGeneratorException.IsExpected(ex);
 
     public static void WriteJson(JsonNode node) => Console.Out.WriteLine(node.ToJsonString(Indented));
 

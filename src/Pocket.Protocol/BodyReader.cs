@@ -7,7 +7,7 @@ namespace Pocket.Protocol;
 /// Reads little-endian primitives from a body. Never throws on short input: every read returns false
 /// once the body is exhausted and <see cref="Failed"/> stays true, so handlers check once at the end.
 /// </summary>
-public ref struct BodyReader
+internal ref struct BodyReader
 {
     private readonly ReadOnlySpan<byte> _source;
     private int _position;

@@ -15,7 +15,7 @@ public sealed class BenchTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
-    public async Task Bench_json_reports_the_server_cpu_of_its_own_cluster_processes()
+    public async Task BenchJsonReportsTheServerCpuOfItsOwnClusterProcesses()
     {
         var result = await PocketProcess.RunOkAsync(
             _home.Path,
@@ -44,7 +44,7 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_connections_gives_each_client_its_own_connection_and_reports_the_fan_in()
+    public async Task BenchConnectionsGivesEachClientItsOwnConnectionAndReportsTheFanIn()
     {
         var result = await PocketProcess.RunOkAsync(
             _home.Path,
@@ -66,7 +66,7 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_refuses_clients_and_connections_together()
+    public async Task BenchRefusesClientsAndConnectionsTogether()
     {
         var result = await PocketProcess.RunAsync(_home.Path, "bench", "--clients", "4", "--connections", "8");
 
@@ -75,7 +75,7 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_in_process_reports_no_server_cpu_and_says_why()
+    public async Task BenchInProcessReportsNoServerCpuAndSaysWhy()
     {
         var result = await PocketProcess.RunOkAsync(
             _home.Path,
@@ -87,7 +87,7 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_runs_an_ssd_cluster_in_a_data_dir_it_cleans_up()
+    public async Task BenchRunsAnSsdClusterInADataDirItCleansUp()
     {
         var dataDir = Directory.CreateDirectory(_home.File("data")).FullName;
 
@@ -104,7 +104,7 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_job_runs_in_the_given_job_and_leaves_it_registered_with_its_objects()
+    public async Task BenchJobRunsInTheGivenJobAndLeavesItRegisteredWithItsObjects()
     {
         await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "128MiB", "--no-gateway", "--for", "10m");
         await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
@@ -138,7 +138,7 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_sort_through_pocket_and_a_directory_verifies_and_moves_the_same_bytes()
+    public async Task BenchSortThroughPocketAndADirectoryVerifiesAndMovesTheSameBytes()
     {
         const long Size = 4L << 20;
         var dir = Directory.CreateDirectory(_home.File("shuffle")).FullName;
@@ -180,7 +180,7 @@ public sealed class BenchTests : IDisposable
     [Theory]
     [InlineData("bogus", "--store 'bogus' is not pocket, redis, garnet, dir")]
     [InlineData("pocket,pocket", "--store 'pocket' is given twice")]
-    public async Task Bench_sort_rejects_a_bad_store_with_one_clear_line(string store, string message)
+    public async Task BenchSortRejectsABadStoreWithOneClearLine(string store, string message)
     {
         var result = await PocketProcess.RunAsync(_home.Path, "bench", "sort", "--store", store);
 
@@ -193,7 +193,7 @@ public sealed class BenchTests : IDisposable
     [InlineData("bench --tier tape")]
     [InlineData("bench sort --store pocket --tier tape")]
     [InlineData("storage --metadata 127.0.0.1:1 --tier tape")]
-    public async Task An_unknown_tier_is_refused_with_one_line_naming_the_tiers(string arguments)
+    public async Task AnUnknownTierIsRefusedWithOneLineNamingTheTiers(string arguments)
     {
         var result = await PocketProcess.RunAsync(_home.Path, arguments.Split(' '));
 
@@ -203,7 +203,7 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_rejects_cluster_options_with_a_job()
+    public async Task BenchRejectsClusterOptionsWithAJob()
     {
         var result = await PocketProcess.RunAsync(_home.Path, "bench", "--job", "x", "--tier", "ssd");
 

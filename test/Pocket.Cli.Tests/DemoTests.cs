@@ -11,7 +11,7 @@ public sealed class DemoTests : IDisposable
     [InlineData("tasks", 4, 4)]
     [InlineData("processes", 3, 2)]
     [InlineData("python", 3, 2)]
-    public async Task Demo_sorts_and_verifies_on_an_embedded_cluster(string functionsAs, int mappers, int reducers)
+    public async Task DemoSortsAndVerifiesOnAnEmbeddedCluster(string functionsAs, int mappers, int reducers)
     {
         var result = await PocketProcess.RunOkAsync(
             _home.Path,
@@ -40,7 +40,7 @@ public sealed class DemoTests : IDisposable
     }
 
     [Fact]
-    public async Task Demo_prints_a_summary_without_json()
+    public async Task DemoPrintsASummaryWithoutJson()
     {
         var result = await PocketProcess.RunOkAsync(_home.Path, "demo", "--size", "1MiB", "--mappers", "2", "--reducers", "2");
 
@@ -53,7 +53,7 @@ public sealed class DemoTests : IDisposable
     }
 
     [Fact]
-    public async Task Demo_rejects_bad_options_with_one_line()
+    public async Task DemoRejectsBadOptionsWithOneLine()
     {
         var result = await PocketProcess.RunAsync(_home.Path, "demo", "--functions-as", "threads");
 

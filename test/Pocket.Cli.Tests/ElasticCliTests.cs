@@ -10,7 +10,7 @@ public sealed class ElasticCliTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
-    public async Task Bench_elastic_scales_up_cold_and_warm_drains_and_verifies_every_object()
+    public async Task BenchElasticScalesUpColdAndWarmDrainsAndVerifiesEveryObject()
     {
         var report = (await PocketProcess.RunOkAsync(_home.Path, "bench", "elastic", "--in-process", "--bytes", "8MiB", "--warm-pool", "1", "--json")).Json();
 
@@ -25,7 +25,7 @@ public sealed class ElasticCliTests : IDisposable
     }
 
     [Fact]
-    public async Task Bench_elastic_refuses_bad_options()
+    public async Task BenchElasticRefusesBadOptions()
     {
         var result = await PocketProcess.RunAsync(_home.Path, "bench", "elastic", "--warm-pool", "-1");
         Assert.NotEqual(0, result.ExitCode);
@@ -33,7 +33,7 @@ public sealed class ElasticCliTests : IDisposable
     }
 
     [Fact]
-    public async Task Up_with_a_warm_pool_shows_the_standby_node_and_its_event_in_status()
+    public async Task UpWithAWarmPoolShowsTheStandbyNodeAndItsEventInStatus()
     {
         await using var up = UpProcess.Start(_home.Path, "--in-process", "--port", "0", "--controller-port", "0", "--nodes", "2", "--capacity", "64MiB", "--warm-pool", "1", "--no-gateway", "--for", "10m");
         await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));

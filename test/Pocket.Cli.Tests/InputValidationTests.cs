@@ -33,7 +33,7 @@ public sealed class InputValidationTests : IDisposable
 
     [Theory]
     [MemberData(nameof(TypedOptions))]
-    public async Task A_non_numeric_value_is_one_line_and_exit_1(string[] arguments)
+    public async Task ANonNumericValueIsOneLineAndExit1(string[] arguments)
     {
         var result = await PocketProcess.RunAsync(_home.Path, arguments);
         var option = arguments[^2];
@@ -48,7 +48,7 @@ public sealed class InputValidationTests : IDisposable
     }
 
     [Fact]
-    public void The_tree_has_the_options_the_issue_names()
+    public void TheTreeHasTheOptionsTheIssueNames()
     {
         // Guards the enumeration above: if it found nothing, the theory would pass without testing anything.
         var all = TypedOptionArguments().Select(row => string.Join(' ', row)).ToList();
@@ -75,7 +75,7 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("up", "--max-object-memory", "0")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--capacity", "0")]
     [InlineData("bench", "--size", "0")]
-    public async Task A_size_or_count_that_makes_no_sense_is_refused(params string[] arguments)
+    public async Task ASizeOrCountThatMakesNoSenseIsRefused(params string[] arguments)
     {
         var result = await PocketProcess.RunAsync(_home.Path, arguments);
         Assert.True(result.ExitCode == 1, $"pocket {string.Join(' ', arguments)}: {result}");
@@ -89,7 +89,7 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("job", "register", "x")]
     [InlineData("ls", "job-1")]
     [InlineData("status")]
-    public async Task Talking_to_no_cluster_is_an_error(params string[] arguments)
+    public async Task TalkingToNoClusterIsAnError(params string[] arguments)
     {
         var result = await PocketProcess.RunAsync(_home.Path, arguments);
         Assert.True(result.ExitCode == 1, $"pocket {string.Join(' ', arguments)}: {result}");
@@ -121,7 +121,7 @@ public sealed class UpBusyPortTests : IDisposable
     [InlineData("--port")]
     [InlineData("--controller-port")]
     [InlineData("--gateway-port")]
-    public async Task A_busy_port_fails_at_once_with_one_line(string option)
+    public async Task ABusyPortFailsAtOnceWithOneLine(string option)
     {
         using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         holder.Start();
@@ -151,7 +151,7 @@ public sealed class JobAddTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
-    public async Task An_adopted_job_is_remembered_with_its_metadata_server()
+    public async Task AnAdoptedJobIsRememberedWithItsMetadataServer()
     {
         var token = Pocket.Protocol.JobToken.NewRandom().ToString();
         await PocketProcess.RunOkAsync(_home.Path, "job", "add", "sort-7", token, "--metadata", "127.0.0.1:7070");
@@ -165,7 +165,7 @@ public sealed class JobAddTests : IDisposable
     [Theory]
     [InlineData("not-a-token", "--metadata", "127.0.0.1:7070")]
     [InlineData("00000000000000000000000000000000", "--metadata", "127.0.0.1:7070")]
-    public async Task A_bad_token_is_one_line_and_nothing_is_remembered(params string[] rest)
+    public async Task ABadTokenIsOneLineAndNothingIsRemembered(params string[] rest)
     {
         var result = await PocketProcess.RunAsync(_home.Path, ["job", "add", "sort-7", .. rest]);
         Assert.True(result.ExitCode == 1, result.ToString());
@@ -175,7 +175,7 @@ public sealed class JobAddTests : IDisposable
     }
 
     [Fact]
-    public async Task Adopting_with_no_cluster_named_is_an_error()
+    public async Task AdoptingWithNoClusterNamedIsAnError()
     {
         var result = await PocketProcess.RunAsync(_home.Path, "job", "add", "sort-7", Pocket.Protocol.JobToken.NewRandom().ToString());
         Assert.True(result.ExitCode == 1, result.ToString());

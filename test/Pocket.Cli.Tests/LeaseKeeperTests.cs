@@ -15,7 +15,7 @@ public sealed class LeaseKeeperTests
     private static readonly TimeSpan Wait = TimeSpan.FromSeconds(60);
 
     [Fact]
-    public async Task Renews_once_per_interval_and_stops_when_disposed()
+    public async Task RenewsOncePerIntervalAndStopsWhenDisposed()
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 16L << 20 });
         await using var client = await cluster.ConnectAsync();

@@ -8,7 +8,7 @@ public sealed class SimulateTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
-    public async Task Simulate_runs_the_shipped_trace_and_its_written_template_alike()
+    public async Task SimulateRunsTheShippedTraceAndItsWrittenTemplateAlike()
     {
         var shipped = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json")).Json();
         Assert.Equal("paper-three-jobs", shipped["trace"]!.GetValue<string>());
@@ -33,7 +33,7 @@ public sealed class SimulateTests : IDisposable
     }
 
     [Fact]
-    public async Task Simulate_prints_a_summary_and_a_timeline()
+    public async Task SimulatePrintsASummaryAndATimeline()
     {
         var result = await PocketProcess.RunOkAsync(_home.Path, "simulate", "--step", "30s");
 
@@ -44,7 +44,7 @@ public sealed class SimulateTests : IDisposable
     }
 
     [Fact]
-    public async Task Simulate_refuses_bad_traces_and_options_with_one_line()
+    public async Task SimulateRefusesBadTracesAndOptionsWithOneLine()
     {
         var missing = await PocketProcess.RunAsync(_home.Path, "simulate", "--trace", _home.File("nope.json"));
         Assert.Equal(1, missing.ExitCode);
@@ -73,7 +73,7 @@ public sealed class SimulateTests : IDisposable
     }
 
     [Fact]
-    public async Task Simulate_with_a_warm_pool_pays_for_it_and_is_short_for_less()
+    public async Task SimulateWithAWarmPoolPaysForItAndIsShortForLess()
     {
         var cold = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json")).Json();
         var warm = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json", "--warm-pool", "1")).Json();

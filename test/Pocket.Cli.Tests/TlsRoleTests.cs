@@ -21,7 +21,7 @@ public sealed partial class TlsRoleTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
-    public async Task Roles_serve_over_TLS_with_a_self_signed_certificate()
+    public async Task RolesServeOverTLSWithASelfSignedCertificate()
     {
         var (certAndKey, caOnly, _) = WriteCertificates();
         var token = JobToken.NewRandom();
@@ -112,7 +112,7 @@ public sealed partial class TlsRoleTests : IDisposable
     }
 
     [Fact]
-    public async Task Unusable_certificate_files_are_named()
+    public async Task UnusableCertificateFilesAreNamed()
     {
         var (certAndKey, caOnly, otherKey) = WriteCertificates();
         var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = JobToken.NewRandom().ToString() };

@@ -14,7 +14,7 @@ public sealed partial class UpTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
-    public async Task Up_serves_jobs_through_the_controller_and_stops_every_child_on_SIGTERM()
+    public async Task UpServesJobsThroughTheControllerAndStopsEveryChildOnSIGTERM()
     {
         if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS())
         {
@@ -87,7 +87,7 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
-    public async Task Up_stops_by_itself_after_for_and_leaves_no_child()
+    public async Task UpStopsByItselfAfterForAndLeavesNoChild()
     {
         await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "1s");
         // No check that they run: with --for 1s they may be stopping already.
@@ -99,7 +99,7 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
-    public async Task Demo_runs_against_the_controller_of_a_running_cluster()
+    public async Task DemoRunsAgainstTheControllerOfARunningCluster()
     {
         await using var up = UpProcess.Start(_home.Path, "--in-process", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");
         await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
@@ -117,7 +117,7 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
-    public async Task Role_commands_refuse_an_idle_timeout_that_is_not_a_duration()
+    public async Task RoleCommandsRefuseAnIdleTimeoutThatIsNotADuration()
     {
         foreach (var role in new[] { new[] { "metadata" }, ["storage", "--metadata", "127.0.0.1:1"], ["up"] })
         {
@@ -128,7 +128,7 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
-    public async Task Client_verbs_without_a_cluster_say_how_to_get_one()
+    public async Task ClientVerbsWithoutAClusterSayHowToGetOne()
     {
         var status = await PocketProcess.RunAsync(_home.Path, "status");
         Assert.Equal(1, status.ExitCode);
@@ -145,7 +145,7 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
-    public async Task Up_with_tiers_places_a_job_on_ssd_spills_to_hdd_and_reports_bytes_per_tier()
+    public async Task UpWithTiersPlacesAJobOnSsdSpillsToHddAndReportsBytesPerTier()
     {
         var data = Path.Combine(_home.Path, "tier-data");
 
@@ -224,7 +224,7 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
-    public async Task Up_takes_node_bandwidth_and_cost_per_tier_and_sizing_follows_the_price()
+    public async Task UpTakesNodeBandwidthAndCostPerTierAndSizingFollowsThePrice()
     {
         // By the paper's prices a small job goes to DRAM ($0.532/h a node against ssd's $0.624); priced at $5/h,
         // DRAM loses to ssd.
@@ -276,7 +276,7 @@ public sealed partial class UpTests : IDisposable
     [InlineData("--tiers dram=1 --node-bandwidth dram=fast", "'fast' for dram is not a bandwidth")]
     [InlineData("--tiers dram=1 --node-cost dram=-1", "dram=-1 is negative")]
     [InlineData("--tiers dram=1 --node-cost hdd=0.1", "--node-cost names hdd, a tier this cluster does not have")]
-    public async Task Up_refuses_bad_tier_specs_with_a_clear_error(string arguments, string expected)
+    public async Task UpRefusesBadTierSpecsWithAClearError(string arguments, string expected)
     {
         var result = await PocketProcess.RunAsync(_home.Path, ["up", "--port", "0", "--controller-port", "0", "--no-gateway", "--for", "1s", "--data-dir", _home.File("d"), .. arguments.Split(' ')]);
         Assert.NotEqual(0, result.ExitCode);

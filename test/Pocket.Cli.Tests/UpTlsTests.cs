@@ -18,7 +18,7 @@ public sealed class UpTlsTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
-    public async Task Up_with_tls_serves_every_listener_over_TLS_and_the_verbs_trust_it()
+    public async Task UpWithTlsServesEveryListenerOverTLSAndTheVerbsTrustIt()
     {
         await using var up = UpProcess.Start(_home.Path, "--tls", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "64MiB", "--for", "10m");
         await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));

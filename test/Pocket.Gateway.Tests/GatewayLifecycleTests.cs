@@ -16,7 +16,7 @@ public sealed class GatewayLifecycleTests : IAsyncLifetime
     public async Task DisposeAsync() => await _harness.DisposeAsync();
 
     [Fact]
-    public async Task A_restarted_gateway_finds_its_buckets_in_the_state_directory()
+    public async Task ARestartedGatewayFindsItsBucketsInTheStateDirectory()
     {
         var bucket = GatewayHarness.NewBucketName("persist");
         await _harness.S3.PutBucketAsync(new PutBucketRequest { BucketName = bucket });
@@ -35,7 +35,7 @@ public sealed class GatewayLifecycleTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_bucket_whose_job_ended_elsewhere_is_NoSuchBucket()
+    public async Task ABucketWhoseJobEndedElsewhereIsNoSuchBucket()
     {
         var bucket = GatewayHarness.NewBucketName("ended");
         await _harness.S3.PutBucketAsync(new PutBucketRequest { BucketName = bucket });
@@ -57,7 +57,7 @@ public sealed class GatewayLifecycleTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_gateway_without_the_cluster_token_is_refused_by_the_controller()
+    public async Task AGatewayWithoutTheClusterTokenIsRefusedByTheController()
     {
         var state = Path.Combine(_harness.StateDirectory, "anonymous");
         foreach (var token in new[] { JobToken.None, JobToken.NewRandom() })
@@ -78,7 +78,7 @@ public sealed class GatewayLifecycleTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Restart_drops_buckets_whose_jobs_ended_while_it_was_down()
+    public async Task RestartDropsBucketsWhoseJobsEndedWhileItWasDown()
     {
         var kept = GatewayHarness.NewBucketName("kept");
         var ended = GatewayHarness.NewBucketName("gone");

@@ -16,7 +16,7 @@ public sealed class MappingTests
     [InlineData("bytes=5-4", 0L, 1000L, false)]
     [InlineData("bytes=0-1,5-6", 0L, 1000L, false)]
     [InlineData("items=0-1", 0L, 1000L, false)]
-    public void Ranges_are_read_as_S3_reads_them(string? header, long offset, long length, bool partial)
+    public void RangesAreReadAsS3ReadsThem(string? header, long offset, long length, bool partial)
     {
         Assert.Equal((offset, length, partial), S3Handler.ParseRange(header, 1000));
     }
@@ -25,13 +25,13 @@ public sealed class MappingTests
     [InlineData("bytes=1000-")]
     [InlineData("bytes=5000-6000")]
     [InlineData("bytes=-0")]
-    public void Unsatisfiable_ranges_are_InvalidRange(string header)
+    public void UnsatisfiableRangesAreInvalidRange(string header)
     {
         Assert.Equal(S3Error.InvalidRange, Assert.Throws<S3Exception>(() => S3Handler.ParseRange(header, 1000)).Error);
     }
 
     [Fact]
-    public void Keys_map_to_pocket_keys_and_back()
+    public void KeysMapToPocketKeysAndBack()
     {
         var limits = ProtocolLimits.Default;
         Assert.Equal("a/b/c", KeyMapping.ToPocket("a/b/c", limits));
@@ -59,7 +59,7 @@ public sealed class MappingTests
     [InlineData(".", "")]
     [InlineData("a//", null)]
     [InlineData("/x", null)]
-    public void Listing_prefixes_fall_back_to_their_folder(string prefix, string? expected)
+    public void ListingPrefixesFallBackToTheirFolder(string prefix, string? expected)
     {
         Assert.Equal(expected, KeyMapping.ListablePrefix(prefix, ProtocolLimits.Default));
     }
@@ -74,7 +74,7 @@ public sealed class MappingTests
     [InlineData("192.168.1.1", false)]
     [InlineData("xn--punycode", false)]
     [InlineData("under_score", false)]
-    public void Bucket_names_follow_S3s_rules(string name, bool valid)
+    public void BucketNamesFollowS3sRules(string name, bool valid)
     {
         Assert.Equal(valid, S3Handler.IsValidBucketName(name, out _));
     }
@@ -97,7 +97,7 @@ public sealed class MappingTests
     }
 
     [Fact]
-    public void Options_are_validated()
+    public void OptionsAreValidated()
     {
         var good = new GatewayOptions { ControllerUrl = new Uri("http://127.0.0.1:7070"), Users = new Dictionary<string, string> { ["ak"] = "sk" } };
         good.Validate();

@@ -24,7 +24,7 @@ public sealed class PortInUseTests : IAsyncLifetime
     public async Task DisposeAsync() => await _harness.DisposeAsync();
 
     [Fact]
-    public async Task A_second_metadata_server_on_a_busy_port_is_refused_by_name()
+    public async Task ASecondMetadataServerOnABusyPortIsRefusedByName()
     {
         var busy = ParseEndPoint(_harness.Cluster.MetadataAddress);
         var second = new MetadataServer(new MetadataServerOptions { ClusterToken = _harness.Cluster.Options.ClusterToken, Listener = new FrameServerOptions { EndPoint = busy } }, NullLoggerFactory.Instance);
@@ -40,7 +40,7 @@ public sealed class PortInUseTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_storage_node_on_a_busy_port_is_refused_by_name()
+    public async Task AStorageNodeOnABusyPortIsRefusedByName()
     {
         // The metadata server's port is the one surely taken, whoever else runs on this machine.
         var busy = ParseEndPoint(_harness.Cluster.MetadataAddress);
@@ -61,7 +61,7 @@ public sealed class PortInUseTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_second_controller_on_a_busy_port_is_refused_by_name()
+    public async Task ASecondControllerOnABusyPortIsRefusedByName()
     {
         var busy = new IPEndPoint(IPAddress.Loopback, _harness.Controller.Url.Port);
         var second = new ControllerServer(
@@ -79,7 +79,7 @@ public sealed class PortInUseTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_second_gateway_on_a_busy_port_is_refused_by_name()
+    public async Task ASecondGatewayOnABusyPortIsRefusedByName()
     {
         var busy = new IPEndPoint(IPAddress.Loopback, _harness.Gateway.Url.Port);
         var state = Path.Combine(_harness.StateDirectory, "second");

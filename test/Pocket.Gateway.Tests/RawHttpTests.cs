@@ -39,7 +39,7 @@ public sealed class RawHttpTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
-    public async Task Unsigned_requests_are_refused_with_403_xml()
+    public async Task UnsignedRequestsAreRefusedWith403Xml()
     {
         var bucket = await NewBucketAsync("unsigned");
         await H.S3.PutObjectAsync(new PutObjectRequest { BucketName = bucket, Key = "k", ContentBody = "secret" });
@@ -67,7 +67,7 @@ public sealed class RawHttpTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
-    public async Task Signature_errors_name_their_cause()
+    public async Task SignatureErrorsNameTheirCause()
     {
         var bucket = await NewBucketAsync("sigerrors");
 
@@ -111,7 +111,7 @@ public sealed class RawHttpTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
-    public async Task Presigned_links_expire()
+    public async Task PresignedLinksExpire()
     {
         var bucket = await NewBucketAsync("expiry");
         await H.S3.PutObjectAsync(new PutObjectRequest { BucketName = bucket, Key = "k", ContentBody = "v" });
@@ -126,7 +126,7 @@ public sealed class RawHttpTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
-    public async Task Unsigned_aws_chunked_payload_with_a_trailer_is_decoded()
+    public async Task UnsignedAwsChunkedPayloadWithATrailerIsDecoded()
     {
         var bucket = await NewBucketAsync("chunked");
         var data = TestData.Random(200_000, 7);
@@ -175,7 +175,7 @@ public sealed class RawHttpTests(GatewayFixture fixture) : IClassFixture<Gateway
     }
 
     [Fact]
-    public async Task Unsupported_subresources_answer_not_implemented()
+    public async Task UnsupportedSubresourcesAnswerNotImplemented()
     {
         var bucket = await NewBucketAsync("subres");
         var request = Signer.Sign(HttpMethod.Get, $"/{bucket}", RawSignerHash.Empty);

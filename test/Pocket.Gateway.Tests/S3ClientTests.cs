@@ -32,7 +32,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Bucket_lifecycle_create_list_head_delete()
+    public async Task BucketLifecycleCreateListHeadDelete()
     {
         var name = GatewayHarness.NewBucketName("life");
         await S3.PutBucketAsync(new PutBucketRequest { BucketName = name });
@@ -58,7 +58,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Create_bucket_registers_a_job_with_the_hints_header_and_delete_deregisters_it()
+    public async Task CreateBucketRegistersAJobWithTheHintsHeaderAndDeleteDeregistersIt()
     {
         var name = GatewayHarness.NewBucketName("hints");
         var request = new PutBucketRequest { BucketName = name };
@@ -126,7 +126,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Bad_hints_and_bad_bucket_names_are_refused()
+    public async Task BadHintsAndBadBucketNamesAreRefused()
     {
         RequestEventHandler badHints = (_, e) =>
         {
@@ -151,7 +151,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Put_get_head_delete_with_etag_type_and_metadata()
+    public async Task PutGetHeadDeleteWithEtagTypeAndMetadata()
     {
         var bucket = await NewBucketAsync("objects");
         var data = TestData.Random(100_000, 1);
@@ -192,7 +192,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Put_overwrites_an_existing_key()
+    public async Task PutOverwritesAnExistingKey()
     {
         var bucket = await NewBucketAsync("overwrite");
         await PutTextAsync(bucket, "k", "first version");
@@ -208,7 +208,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Missing_keys_and_buckets_answer_404()
+    public async Task MissingKeysAndBucketsAnswer404()
     {
         var bucket = await NewBucketAsync("missing");
         var ex = await TestData.ExpectErrorAsync(() => S3.GetObjectAsync(bucket, "nope/nothing"), "NoSuchKey", HttpStatusCode.NotFound);
@@ -218,7 +218,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Range_gets_return_the_requested_bytes()
+    public async Task RangeGetsReturnTheRequestedBytes()
     {
         var bucket = await NewBucketAsync("range");
         var data = TestData.Random((2 << 20) + 12345, 3);
@@ -253,7 +253,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task ListObjectsV2_with_delimiter_prefix_and_paging()
+    public async Task ListObjectsV2WithDelimiterPrefixAndPaging()
     {
         var bucket = await NewBucketAsync("list");
         string[] keys = ["a/1", "a/2", "a/sub/3", "b", "c/x/y/z", "d-e", "folder/", "folder/inside", "z"];
@@ -322,7 +322,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task ListObjects_resumes_from_markers_tokens_and_start_after_over_many_keys()
+    public async Task ListObjectsResumesFromMarkersTokensAndStartAfterOverManyKeys()
     {
         var bucket = await NewBucketAsync("listpages");
         var keys = new List<string>();
@@ -367,7 +367,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task DeleteObjects_removes_many_keys_at_once()
+    public async Task DeleteObjectsRemovesManyKeysAtOnce()
     {
         var bucket = await NewBucketAsync("multidelete");
         for (var i = 0; i < 5; i++)
@@ -392,7 +392,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Delete_bucket_refuses_a_bucket_with_objects()
+    public async Task DeleteBucketRefusesABucketWithObjects()
     {
         var bucket = await NewBucketAsync("notempty");
         await PutTextAsync(bucket, "keep", "me");
@@ -405,7 +405,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task CopyObject_within_and_across_buckets()
+    public async Task CopyObjectWithinAndAcrossBuckets()
     {
         var source = await NewBucketAsync("copysrc");
         var target = await NewBucketAsync("copydst");
@@ -449,7 +449,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Multipart_upload_of_three_5MiB_parts_assembles_the_object()
+    public async Task MultipartUploadOfThree5MiBPartsAssemblesTheObject()
     {
         var bucket = await NewBucketAsync("multipart");
         var parts = new[] { TestData.Random(5 << 20, 10), TestData.Random(5 << 20, 11), TestData.Random(5 << 20, 12) };
@@ -503,7 +503,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Multipart_errors_abort_bad_part_and_small_part()
+    public async Task MultipartErrorsAbortBadPartAndSmallPart()
     {
         var bucket = await NewBucketAsync("mperrors");
         var small = TestData.Random(100, 20);
@@ -537,7 +537,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task A_64MiB_object_through_TransferUtility_and_a_streamed_PutObject()
+    public async Task A64MiBObjectThroughTransferUtilityAndAStreamedPutObject()
     {
         var bucket = await NewBucketAsync("large");
         const long size = 64L << 20;
@@ -562,7 +562,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Wrong_secret_and_unknown_access_key_are_refused_with_403()
+    public async Task WrongSecretAndUnknownAccessKeyAreRefusedWith403()
     {
         var bucket = await NewBucketAsync("auth");
         await PutTextAsync(bucket, "secret", "data");
@@ -583,7 +583,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Presigned_urls_work_until_they_expire()
+    public async Task PresignedUrlsWorkUntilTheyExpire()
     {
         var bucket = await NewBucketAsync("presign");
         var data = TestData.Random(50_000, 5);
@@ -608,7 +608,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task A_buckets_own_credentials_reach_that_bucket_only()
+    public async Task ABucketsOwnCredentialsReachThatBucketOnly()
     {
         var mine = await NewBucketAsync("jobcreds");
         var other = await NewBucketAsync("notmine");
@@ -629,7 +629,7 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
-    public async Task Keys_pocket_cannot_hold_get_a_clear_error()
+    public async Task KeysPocketCannotHoldGetAClearError()
     {
         var bucket = await NewBucketAsync("badkeys");
         var ex = await TestData.ExpectErrorAsync(() => PutTextAsync(bucket, "a//b", "x"), "InvalidArgument", HttpStatusCode.BadRequest);

@@ -39,7 +39,7 @@ public sealed class SigV4VectorTests
     }
 
     [Fact]
-    public void Get_object_example_verifies()
+    public void GetObjectExampleVerifies()
     {
         var request = Request("GET", "/test.txt", "examplebucket.s3.amazonaws.com",
             ("Range", "bytes=0-9"),
@@ -54,7 +54,7 @@ public sealed class SigV4VectorTests
     }
 
     [Fact]
-    public void List_objects_example_with_a_query_verifies()
+    public void ListObjectsExampleWithAQueryVerifies()
     {
         var request = Request("GET", "/?max-keys=2&prefix=J", "examplebucket.s3.amazonaws.com",
             ("x-amz-content-sha256", SigV4.EmptySha256),
@@ -64,7 +64,7 @@ public sealed class SigV4VectorTests
     }
 
     [Fact]
-    public void A_changed_header_or_another_day_fails()
+    public void AChangedHeaderOrAnotherDayFails()
     {
         var tampered = Request("GET", "/test.txt", "examplebucket.s3.amazonaws.com",
             ("Range", "bytes=0-10"),
@@ -117,7 +117,7 @@ public sealed class SigV4VectorTests
     }
 
     [Fact]
-    public async Task Chunked_upload_example_verifies_seed_and_every_chunk()
+    public async Task ChunkedUploadExampleVerifiesSeedAndEveryChunk()
     {
         var request = Request("PUT", "/examplebucket/chunkObject.txt", "s3.amazonaws.com",
             ("x-amz-date", Timestamp),
@@ -148,7 +148,7 @@ public sealed class SigV4VectorTests
     }
 
     [Fact]
-    public async Task Chunked_upload_with_signed_trailer_example_verifies()
+    public async Task ChunkedUploadWithSignedTrailerExampleVerifies()
     {
         var key = SigV4.SigningKey(Secret, "20130524", "us-east-1", "s3");
         var auth = new AuthResult(new Principal(AccessKey, null), SigV4.StreamingSignedTrailer, key, Timestamp, Scope, "106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e");

@@ -30,8 +30,11 @@ public sealed class ArchitectureTests
         // Networking for PortInUseException only: every listener, binary or HTTP, names a busy port the same way.
         ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Hosting"],
         ["Pocket.Metrics"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Metadata", "Pocket.StorageServer", "Pocket.Storage", "Pocket.Hosting"],
+        // The load generator of `pocket bench`: drives a cluster through the client and the controller's contract,
+        // never a server role in its own process (the bench cluster is started by the CLI).
+        ["Pocket.LoadGenerator"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Controller.Contracts"],
         ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller"],
-        ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics"],
+        ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics", "Pocket.LoadGenerator"],
     };
 
     // The whiteboard's "never" list: not directly, and not through anything in between.
@@ -59,6 +62,10 @@ public sealed class ArchitectureTests
         ("Pocket.Gateway", "Pocket.Metadata"),
         ("Pocket.Gateway", "Pocket.StorageServer"),
         ("Pocket.Gateway", "Pocket.Embedded"),
+        ("Pocket.LoadGenerator", "Pocket.Metadata"),
+        ("Pocket.LoadGenerator", "Pocket.StorageServer"),
+        ("Pocket.LoadGenerator", "Pocket.Controller"),
+        ("Pocket.LoadGenerator", "Pocket.Embedded"),
     ];
 
     private static Dictionary<string, string[]> Actual()

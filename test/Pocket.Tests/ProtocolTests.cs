@@ -328,7 +328,7 @@ public sealed class ProtocolTests
     }
 
     [Fact]
-    public void Tier_names_round_trip_ignore_case_and_refuse_numbers_and_unknown_names()
+    public void TierNamesRoundTripIgnoreCaseAndRefuseNumbersAndUnknownNames()
     {
         foreach (var tier in Enum.GetValues<NodeTier>())
         {

@@ -4,6 +4,7 @@ using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
+using Pocket.LoadGenerator;
 using Pocket.Protocol;
 using Spectre.Console;
 
@@ -143,7 +144,7 @@ internal static class BenchCommand
                 foreach (var peer in settings.Peers)
                 {
                     Status($"connecting to {peer.Name} at {peer.Host}:{peer.Port}");
-                    targets.Add(await RedisBenchTarget.ConnectAsync(peer, cancellationToken).ConfigureAwait(false));
+                    targets.Add(await RedisBenchTarget.ConnectAsync(peer, Warn, cancellationToken).ConfigureAwait(false));
                 }
 
                 if (settings.Connections)
@@ -445,6 +446,8 @@ internal static class BenchCommand
     internal static long RoundUp(long value, long unit) => (value + unit - 1) / unit * unit;
 
     internal static void Status(string message) => CommandRunner.Error.MarkupLine($"[grey]{Markup.Escape(message)}[/]");
+
+    internal static void Warn(string message) => CommandRunner.Error.MarkupLine($"[yellow]warning:[/] {Markup.Escape(message)}");
 
     private sealed record BenchSettings(long Size, int Clients, bool Connections, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold);
 }

@@ -2,13 +2,13 @@ using System.CommandLine;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
-using Pocket.Cli.Demo;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
+using Pocket.LoadGenerator;
+using Pocket.LoadGenerator.Sort;
 using Pocket.Protocol;
 using Spectre.Console;
-using StackExchange.Redis;
 
 namespace Pocket.Cli.Commands;
 
@@ -228,30 +228,10 @@ internal static class BenchSortCommand
     private static async Task<StoreRun> RunRespAsync(BenchPeer peer, SortPlan plan, CancellationToken cancellationToken)
     {
         BenchCommand.Status($"connecting to {peer.Name} at {peer.Host}:{peer.Port}");
-        var options = RedisBenchTarget.Options(peer, "pocket-bench-sort");
-        ConnectionMultiplexer multiplexer;
-        try
+        var connection = await RespShuffleConnection.ConnectAsync(peer, cancellationToken).ConfigureAwait(false);
+        await using (connection.ConfigureAwait(false))
         {
-            multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (RedisConnectionException ex)
-        {
-            throw new CliException($"cannot connect to {peer.Name} at {peer.Host}:{peer.Port} (give its address with --resp {peer.Name}=resp://HOST:PORT): {ex.Message}", ex);
-        }
-
-        await using (multiplexer.ConfigureAwait(false))
-        {
-            var server = multiplexer.GetServers()[0];
-            var cpu = await ServerCpu.FindAsync(server, peer).ConfigureAwait(false);
-            var store = new RespShuffleStore(peer.Name, multiplexer.GetDatabase(), $"pocket-sort:{Guid.NewGuid():N}:");
-            try
-            {
-                return await SortAsync(peer.Name, peer.Url, store, plan, cpu.Scope ?? "not measured: the server is not on this machine and has no INFO cpu", () => cpu.SecondsAsync(server), cancellationToken).ConfigureAwait(false);
-            }
-            finally
-            {
-                await store.ClearAsync().ConfigureAwait(false);
-            }
+            return await SortAsync(peer.Name, peer.Url, connection.Store, plan, connection.CpuScope ?? "not measured: the server is not on this machine and has no INFO cpu", connection.CpuSecondsAsync, cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -8,6 +8,7 @@ using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
+using Pocket.LoadGenerator.Sort;
 using Pocket.Protocol;
 using Spectre.Console;
 

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Pocket.Controller.Provisioning;
+using Pocket.LoadGenerator.Sort;
 using Pocket.Protocol;
 
 namespace Pocket.Cli.Demo;

@@ -27,7 +27,7 @@ public readonly ref struct GrantList
     }
 
     /// <summary>Reads a count and that many grants; false (and the reader failed) when the body is shorter.</summary>
-    public static bool TryRead(scoped ref BodyReader reader, out GrantList list)
+    internal static bool TryRead(scoped ref BodyReader reader, out GrantList list)
     {
         var count = reader.U32();
         var bytes = count > (uint)(reader.Remaining / ExtentGrant.Size) ? reader.Bytes(-1) : reader.Bytes((int)count * ExtentGrant.Size);

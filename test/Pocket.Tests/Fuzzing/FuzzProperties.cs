@@ -23,14 +23,14 @@ public sealed class FuzzProperties
 
     [Theory]
     [MemberData(nameof(Targets))]
-    public void Random_bytes_never_break_a_decoder(string target)
+    public void RandomBytesNeverBreakADecoder(string target)
     {
         var run = TargetNamed(target);
         Gen.Byte.Array[0, 300].Sample(bytes => run(bytes), iter: 20_000);
     }
 
     [Fact]
-    public void Header_shaped_bytes_never_break_the_header_decoder()
+    public void HeaderShapedBytesNeverBreakTheHeaderDecoder()
     {
         // Most random bytes fail on the version byte: this generator gets past it to the length and reserved checks.
         var header = Gen.Select(Gen.Byte.Array[FrameHeader.Size], Gen.Int[0, 1 << 27], Gen.UShort[0, 2], (bytes, length, reserved) =>
@@ -61,10 +61,10 @@ public sealed class FuzzProperties
     /// <summary>Every corpus input and every kept finding, through the harness's entry (first byte picks the target).</summary>
     [Theory]
     [MemberData(nameof(CorpusFiles))]
-    public void Corpus_and_findings_replay(string file) => FuzzTargets.RunSelected(File.ReadAllBytes(Path.Combine(FuzzDirectory(), file)));
+    public void CorpusAndFindingsReplay(string file) => FuzzTargets.RunSelected(File.ReadAllBytes(Path.Combine(FuzzDirectory(), file)));
 
     [Fact]
-    public void The_corpus_has_an_input_for_every_target()
+    public void TheCorpusHasAnInputForEveryTarget()
     {
         var firstBytes = Directory.EnumerateFiles(Path.Combine(FuzzDirectory(), "corpus")).Select(f => File.ReadAllBytes(f)).Where(b => b.Length > 0).Select(b => b[0] % FuzzTargets.All.Count).ToHashSet();
         Assert.Equal(Enumerable.Range(0, FuzzTargets.All.Count), firstBytes.Order());
@@ -79,7 +79,7 @@ public sealed class FuzzProperties
     /// </summary>
     [Theory]
     [MemberData(nameof(Servers))]
-    public async Task Random_frames_over_a_socket_leave_the_server_serving(string server)
+    public async Task RandomFramesOverASocketLeaveTheServerServing(string server)
     {
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();

@@ -1,7 +1,7 @@
 using System.Globalization;
 using StackExchange.Redis;
 
-namespace Pocket.Cli.Demo;
+namespace Pocket.LoadGenerator.Sort;
 
 /// <summary>
 /// A RESP server (Redis, Garnet) as a shuffle store, through one StackExchange.Redis multiplexer: SET and GET of
@@ -45,11 +45,11 @@ internal sealed class RespShuffleStore(string name, IDatabase database, string r
         var count = await database.StringGetAsync(CountKey(key)).ConfigureAwait(false);
         if (count.IsNull || !int.TryParse((string?)count, NumberStyles.None, CultureInfo.InvariantCulture, out var chunks))
         {
-            throw new CliException($"{name}: key '{key}' is missing");
+            throw new LoadGeneratorException($"{name}: key '{key}' is missing");
         }
 
         var parts = await Task.WhenAll(Enumerable.Range(0, chunks).Select(n => database.StringGetAsync(RespChunks.Key(root, key, n)))).ConfigureAwait(false);
-        var result = new byte[parts.Sum(p => p.IsNull ? throw new CliException($"{name}: a chunk of key '{key}' is missing") : (long)p.Length())];
+        var result = new byte[parts.Sum(p => p.IsNull ? throw new LoadGeneratorException($"{name}: a chunk of key '{key}' is missing") : (long)p.Length())];
         var at = 0;
         foreach (var part in parts)
         {
@@ -123,7 +123,7 @@ internal sealed class DirectoryShuffleStore : IShuffleStore
         }
         catch (FileNotFoundException ex)
         {
-            throw new CliException($"directory store: key '{key}' is missing", ex);
+            throw new LoadGeneratorException($"directory store: key '{key}' is missing", ex);
         }
     }
 
@@ -180,4 +180,68 @@ internal sealed class PrefixedShuffleStore(IShuffleStore inner, string prefix) :
 
     public ValueTask<byte[]> GetAsync(string key, CancellationToken cancellationToken) =>
         inner.GetAsync(prefix + key, cancellationToken);
+}
+
+/// <summary>
+/// A RESP server connected as a shuffle store for one sort run (`pocket bench sort --vs redis`): the multiplexer,
+/// the store under a prefix of its own, and the server's CPU time where it can be read. Disposing deletes what the
+/// run wrote and closes the connection.
+/// </summary>
+internal sealed class RespShuffleConnection : IAsyncDisposable
+{
+    private readonly ConnectionMultiplexer _multiplexer;
+    private readonly IServer _server;
+    private readonly ServerCpu _cpu;
+
+    private RespShuffleConnection(BenchPeer peer, ConnectionMultiplexer multiplexer, ServerCpu cpu)
+    {
+        _multiplexer = multiplexer;
+        _server = multiplexer.GetServers()[0];
+        _cpu = cpu;
+        Store = new RespShuffleStore(peer.Name, multiplexer.GetDatabase(), $"pocket-sort:{Guid.NewGuid():N}:");
+    }
+
+    public RespShuffleStore Store { get; }
+
+    /// <summary>How the server's CPU time is read, or null when it cannot be (not on this machine, no INFO cpu).</summary>
+    public string? CpuScope => _cpu.Scope;
+
+    public static async Task<RespShuffleConnection> ConnectAsync(BenchPeer peer, CancellationToken cancellationToken)
+    {
+        var options = RedisBenchTarget.Options(peer, "pocket-bench-sort");
+        ConnectionMultiplexer multiplexer;
+        try
+        {
+            multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (RedisConnectionException ex)
+        {
+            throw new LoadGeneratorException($"cannot connect to {peer.Name} at {peer.Host}:{peer.Port} (give its address with --resp {peer.Name}=resp://HOST:PORT): {ex.Message}", ex);
+        }
+
+        try
+        {
+            var cpu = await ServerCpu.FindAsync(multiplexer.GetServers()[0], peer).ConfigureAwait(false);
+            return new RespShuffleConnection(peer, multiplexer, cpu);
+        }
+        catch
+        {
+            await multiplexer.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    public Task<double?> CpuSecondsAsync() => _cpu.SecondsAsync(_server);
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            await Store.ClearAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            await _multiplexer.DisposeAsync().ConfigureAwait(false);
+        }
+    }
 }

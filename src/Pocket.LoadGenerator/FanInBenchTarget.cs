@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Pocket.Cli.Commands;
+namespace Pocket.LoadGenerator;
 
 /// <summary>
 /// `--connections N`: each of the N bench clients drives its own connection (its own PocketClient, or its own
@@ -72,7 +72,7 @@ internal sealed class FanInBenchTarget : IBenchTarget
         if (opened.Length == 0)
         {
             var why = attempts.Select(a => a.Exception?.GetBaseException()).FirstOrDefault(e => e is not null);
-            throw new CliException($"{shared.Name}: none of {count} connections could be opened: {why?.Message}", why);
+            throw new LoadGeneratorException($"{shared.Name}: none of {count} connections could be opened: {why?.Message}", why);
         }
 
         return new FanInBenchTarget(shared, opened.Select(o => o.Target).ToArray(), opened.Select(o => o.Owner).ToArray(), elapsed, refused);

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 
-namespace Pocket.Cli.Demo;
+namespace Pocket.LoadGenerator.Sort;
 
 /// <summary>
 /// The shape of one sort: how many records, split over how many input objects (one per mapper), shuffled to how many

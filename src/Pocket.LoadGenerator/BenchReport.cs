@@ -2,11 +2,10 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
 using HdrHistogram;
-using Pocket.Controller;
 using Pocket.Controller.Contracts;
 using Spectre.Console;
 
-namespace Pocket.Cli.Commands;
+namespace Pocket.LoadGenerator;
 
 /// <summary>Where Pocket ran: the cluster (description), the job and whether the user gave it, the own cluster's tier and node size.</summary>
 internal sealed record BenchContext(string PocketWhere, string JobId, bool JobGiven, Pocket.Protocol.NodeTier? Tier, long? NodeCapacity, int SmallObjectThreshold, DateTimeOffset Started);

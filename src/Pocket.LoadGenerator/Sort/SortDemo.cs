@@ -1,6 +1,6 @@
 using System.Diagnostics;
 
-namespace Pocket.Cli.Demo;
+namespace Pocket.LoadGenerator.Sort;
 
 /// <summary>One phase of the sort: how many functions, how long, what they read and wrote.</summary>
 internal sealed record PhaseReport(string Name, int Functions, double Seconds, long Records, long BytesRead, long BytesWritten);

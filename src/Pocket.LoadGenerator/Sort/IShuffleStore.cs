@@ -1,6 +1,6 @@
 using Pocket.Client;
 
-namespace Pocket.Cli.Demo;
+namespace Pocket.LoadGenerator.Sort;
 
 /// <summary>
 /// Where the stages of a serverless job hand data to each other: whole objects by key, written once, read by a later

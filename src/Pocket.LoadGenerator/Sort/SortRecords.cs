@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Numerics;
 using System.Runtime.InteropServices;
 
-namespace Pocket.Cli.Demo;
+namespace Pocket.LoadGenerator.Sort;
 
 /// <summary>
 /// An order-independent fingerprint of a set of records: how many, and the sum and xor of a 64-bit hash of each.

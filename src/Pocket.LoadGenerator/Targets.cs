@@ -1,12 +1,10 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
-using Pocket.Cli.Demo;
 using Pocket.Client;
-using Spectre.Console;
 using StackExchange.Redis;
 
-namespace Pocket.Cli.Commands;
+namespace Pocket.LoadGenerator;
 
 /// <summary>A system the bench drives. Every method is called from many clients at once.</summary>
 internal interface IBenchTarget : IAsyncDisposable
@@ -154,8 +152,9 @@ internal sealed class RedisBenchTarget : IBenchTarget
     private readonly IServer _server;
     private readonly string _root;
     private readonly ServerCpu _cpu;
+    private readonly Action<string> _warn;
 
-    private RedisBenchTarget(string name, ConnectionMultiplexer multiplexer, string root, ServerCpu cpu)
+    private RedisBenchTarget(string name, ConnectionMultiplexer multiplexer, string root, ServerCpu cpu, Action<string> warn)
     {
         Name = name;
         _multiplexer = multiplexer;
@@ -164,6 +163,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
         _server = multiplexer.GetServers()[0];
         _root = root;
         _cpu = cpu;
+        _warn = warn;
     }
 
     public string Name { get; }
@@ -194,22 +194,23 @@ internal sealed class RedisBenchTarget : IBenchTarget
         options.CommandMap = CommandMap.Create(["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"], available: false);
         options.ConnectRetry = 0;
         var multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
-        var target = new RedisBenchTarget(Name, multiplexer, _root, _cpu);
+        var target = new RedisBenchTarget(Name, multiplexer, _root, _cpu, _warn);
         return (target, target);
     }
 
-    public static async Task<RedisBenchTarget> ConnectAsync(BenchPeer peer, CancellationToken cancellationToken)
+    /// <summary>Connects to <paramref name="peer"/>; <paramref name="warn"/> hears what may skew its numbers.</summary>
+    public static async Task<RedisBenchTarget> ConnectAsync(BenchPeer peer, Action<string> warn, CancellationToken cancellationToken)
     {
         var options = Options(peer, "pocket-bench");
         try
         {
             var multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
             var cpu = await ServerCpu.FindAsync(multiplexer.GetServers()[0], peer).ConfigureAwait(false);
-            return new RedisBenchTarget(peer.Name, multiplexer, $"pocket-bench:{Guid.NewGuid():N}:", cpu);
+            return new RedisBenchTarget(peer.Name, multiplexer, $"pocket-bench:{Guid.NewGuid():N}:", cpu, warn);
         }
         catch (RedisConnectionException ex)
         {
-            throw new CliException($"cannot connect to {peer.Name} at {peer.Host}:{peer.Port}: {ex.Message}", ex);
+            throw new LoadGeneratorException($"cannot connect to {peer.Name} at {peer.Host}:{peer.Port}: {ex.Message}", ex);
         }
     }
 
@@ -231,7 +232,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
         if (chunks == 0)
         {
             using var lease = await _database.StringGetLeaseAsync(_root + key).ConfigureAwait(false);
-            return lease?.Length ?? throw new CliException($"{Name}: key '{key}' is missing");
+            return lease?.Length ?? throw new LoadGeneratorException($"{Name}: key '{key}' is missing");
         }
 
         var gets = new List<Task<Lease<byte>?>>(chunks);
@@ -244,7 +245,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
         foreach (var get in gets)
         {
             using var lease = await get.ConfigureAwait(false);
-            total += lease?.Length ?? throw new CliException($"{Name}: a chunk of key '{key}' is missing");
+            total += lease?.Length ?? throw new LoadGeneratorException($"{Name}: a chunk of key '{key}' is missing");
         }
 
         return total;
@@ -286,7 +287,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
         var size = await _server.DatabaseSizeAsync(ListDatabase).ConfigureAwait(false);
         if (size > 0)
         {
-            CommandRunner.Error.MarkupLine($"[yellow]warning:[/] {Markup.Escape(Name)} database {ListDatabase} already holds {size} keys: SCAN walks them too, so list100 is slower than on an empty database");
+            _warn($"{Name} database {ListDatabase} already holds {size} keys: SCAN walks them too, so list100 is slower than on an empty database");
         }
 
         var names = new RedisValue[count];

@@ -1,10 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
 using HdrHistogram;
-using Pocket.Controller;
 using Pocket.Controller.Contracts;
 
-namespace Pocket.Cli.Commands;
+namespace Pocket.LoadGenerator;
 
 internal enum BenchOp
 {
@@ -237,7 +236,7 @@ internal sealed class BenchRunner
                     Record(round.Histogram, start);
                     if (!exists)
                     {
-                        throw new CliException($"{target.Name}: lookup of '{key}' found nothing");
+                        throw new LoadGeneratorException($"{target.Name}: lookup of '{key}' found nothing");
                     }
 
                     break;
@@ -260,7 +259,7 @@ internal sealed class BenchRunner
                     Record(round.Histogram, start);
                     if (listed != ListedKeys)
                     {
-                        throw new CliException($"{target.Name}: listing '{round.ListPrefix}' returned {listed} keys, expected {ListedKeys}");
+                        throw new LoadGeneratorException($"{target.Name}: listing '{round.ListPrefix}' returned {listed} keys, expected {ListedKeys}");
                     }
 
                     break;
@@ -270,7 +269,7 @@ internal sealed class BenchRunner
                     Record(round.Histogram, start);
                     if (counted != ListedKeys)
                     {
-                        throw new CliException($"{target.Name}: counting '{round.ListPrefix}' returned {counted}, expected {ListedKeys}");
+                        throw new LoadGeneratorException($"{target.Name}: counting '{round.ListPrefix}' returned {counted}, expected {ListedKeys}");
                     }
 
                     break;
@@ -397,7 +396,7 @@ internal sealed class BenchRunner
                 var length = await target.GetAsync(key, round.Buffer, cancellationToken).ConfigureAwait(false);
                 if (length != _plan.Size)
                 {
-                    throw new CliException($"{target.Name}: reading '{key}' returned {length} bytes, expected {_plan.Size}");
+                    throw new LoadGeneratorException($"{target.Name}: reading '{key}' returned {length} bytes, expected {_plan.Size}");
                 }
             }
 

@@ -1,7 +1,7 @@
 using System.Globalization;
 using StackExchange.Redis;
 
-namespace Pocket.Cli.Demo;
+namespace Pocket.LoadGenerator;
 
 /// <summary>
 /// How values go to a RESP server (Redis, Garnet) when they are too big for one SET: values over
