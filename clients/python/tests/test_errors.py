@@ -55,6 +55,22 @@ class ErrorTests(unittest.TestCase):
         self.assertIsInstance(caught.exception, pocket.PocketError)
         return caught.exception
 
+    def test_a_server_that_never_answers_times_out_with_a_typed_error(self):
+        # A real listener that accepts and reads but never replies (a stalled server): with timeout= the call fails
+        # as ConnectionLost naming the timeout instead of waiting forever, and the client stays usable for others.
+        with socket.create_server(("127.0.0.1", 0)) as silent:
+            port = silent.getsockname()[1]
+            client = pocket.Client("127.0.0.1:%d" % port, timeout=0.5)
+            try:
+                job = client.job("silent-1", "00" * 16)
+                e = self.assertRaisesWithMessage(pocket.ConnectionLost, "timed out", job.lookup, "k")
+                self.assertIsInstance(e, pocket.InternalError)
+            finally:
+                client.close()
+        # The cluster's own job is unaffected.
+        self.job.put("after-timeout", b"x")
+        self.assertEqual(b"x", self.job.get("after-timeout"))
+
     def test_not_found(self):
         e = self.assertRaisesWithMessage(pocket.NotFound, "nope", self.job.get, "nope")
         self.assertEqual(w.NOT_FOUND, e.status)
