@@ -777,11 +777,8 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
         catch (Exception ex)
         {
-            var reading = _body;
+            // A reply broken off in the middle of its body is failed as this loop leaves (LeaveReading).
             Fail(ex);
-
-            // The connection broke in the middle of this reply's body: its caller must not wait forever.
-            reading?.TrySetException(_failure!);
         }
         finally
         {

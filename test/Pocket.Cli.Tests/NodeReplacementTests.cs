@@ -25,16 +25,7 @@ public sealed class NodeReplacementTests
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
         await using var core = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 0, NodeCapacity = NodeCapacity, PreTouchMemory = false }, cancellationToken: cts.Token);
-        await using var provisioner = new LocalProcessProvisioner(
-            new LocalProcessProvisionerOptions
-            {
-                Executable = PocketProcess.Program.File,
-                BaseArguments = PocketProcess.Program.Prefix,
-                MetadataAddress = core.MetadataAddress,
-                ClusterToken = core.Options.ClusterToken,
-                StartTimeout = TimeSpan.FromSeconds(90),
-            },
-            NullLoggerFactory.Instance);
+        await using var provisioner = PocketProcess.StorageProvisioner(core);
         await using var controller = new ControllerServer(
             new ControllerOptions
             {

@@ -28,16 +28,7 @@ public sealed class NodeStallTests
         await using var core = await PocketCluster.StartAsync(
             new PocketClusterOptions { StorageNodes = 0, NodeCapacity = NodeCapacity, PreTouchMemory = false, SuspectAfter = TimeSpan.FromSeconds(1), NodeTimeout = TimeSpan.FromMinutes(10) },
             cancellationToken: cts.Token);
-        await using var provisioner = new LocalProcessProvisioner(
-            new LocalProcessProvisionerOptions
-            {
-                Executable = PocketProcess.Program.File,
-                BaseArguments = PocketProcess.Program.Prefix,
-                MetadataAddress = core.MetadataAddress,
-                ClusterToken = core.Options.ClusterToken,
-                StartTimeout = TimeSpan.FromSeconds(90),
-            },
-            NullLoggerFactory.Instance);
+        await using var provisioner = PocketProcess.StorageProvisioner(core);
         var node = await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
         var pid = int.Parse(node.Handle, CultureInfo.InvariantCulture);
         await using var client = await core.ConnectAsync(cancellationToken: cts.Token);

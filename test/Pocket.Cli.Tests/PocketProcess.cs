@@ -50,6 +50,18 @@ internal static partial class PocketProcess
         return start;
     }
 
+    /// <summary>A provisioner that starts real `pocket storage` children of this build for <paramref name="core"/>'s metadata server.</summary>
+    public static Pocket.Controller.Provisioning.LocalProcessProvisioner StorageProvisioner(Pocket.Embedded.PocketCluster core) => new(
+        new Pocket.Controller.Provisioning.LocalProcessProvisionerOptions
+        {
+            Executable = Program.File,
+            BaseArguments = Program.Prefix,
+            MetadataAddress = core.MetadataAddress,
+            ClusterToken = core.Options.ClusterToken,
+            StartTimeout = TimeSpan.FromSeconds(90),
+        },
+        Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
+
     public static Task<PocketResult> RunAsync(string home, params string[] arguments) =>
         RunAsync(home, new Dictionary<string, string>(), arguments);
 

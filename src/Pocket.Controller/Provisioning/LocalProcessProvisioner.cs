@@ -83,6 +83,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
     private readonly Dictionary<string, (RoleProcess Process, ProvisionedNode Node, long Capacity)> _children = [];
     private readonly List<NodeRequest> _starting = [];
     private readonly HostBudget? _budget;
+    private readonly string _dataDirectory;
     private readonly Lock _lock = new();
 
     /// <summary>Makes a provisioner; nothing starts until asked.</summary>
@@ -95,11 +96,10 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
     {
         _options = options;
         _logger = loggerFactory.CreateLogger<LocalProcessProvisioner>();
-        _budget = options.HostBudget is { } budget ? new HostBudget(budget, probe, options.DataDirectory ?? DefaultDataDirectory) : null;
+        // Children are always told where their files go, so the budget checks the disk they really use.
+        _dataDirectory = options.DataDirectory ?? Path.Combine(Path.GetTempPath(), "pocket-data");
+        _budget = options.HostBudget is { } budget ? new HostBudget(budget, probe, _dataDirectory) : null;
     }
-
-    /// <summary>Where a storage child keeps its ssd and hdd files when no data directory is given (the storage role's default).</summary>
-    private static string DefaultDataDirectory => Path.Combine(Path.GetTempPath(), "pocket-data");
 
     /// <summary>
     /// The host's memory and disk as the next start would count them (null when <see cref="LocalProcessProvisionerOptions.HostBudget"/>
@@ -195,7 +195,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
                 Standby = request.Standby,
                 BlockSize = _options.BlockSize,
                 IdleTimeout = _options.IdleTimeout,
-                DataDirectory = _options.DataDirectory,
+                DataDirectory = _dataDirectory,
                 Tls = _options.Tls,
                 MetricsPort = _options.MetricsPort,
             }),
