@@ -115,3 +115,42 @@ public sealed class EndedJobTests
         Assert.Equal(3, (await other.GetAsync("b")).Length);
     }
 }
+
+/// <summary>Keys under <see cref="ObjectKey.HiddenRoot"/> (the S3 gateway's records) stay out of a job's plain listing and count.</summary>
+public sealed class HiddenKeyTests
+{
+    [Fact]
+    public async Task AListingOrCountWithoutAPrefixLeavesOutHiddenKeysAndTheirPrefixShowsThem()
+    {
+        await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 16 << 20, PreTouchMemory = false });
+        await using var client = await cluster.ConnectAsync();
+        var job = await client.Admin().RegisterJobAsync("hidden", NodeTier.Dram, null, null);
+        var hidden = ObjectKey.HiddenRoot + "/m/a";
+        foreach (var key in new[] { "a", "b/c", hidden, ObjectKey.HiddenRoot + "/m/b/c" })
+        {
+            await job.PutAsync(key, new byte[4]);
+        }
+
+        async Task<List<string>> ListAsync(string prefix, bool delimited)
+        {
+            var keys = new List<string>();
+            await foreach (var entry in job.ListAsync(prefix, delimited, pageSize: 1))
+            {
+                keys.Add(entry.Key);
+            }
+
+            return keys;
+        }
+
+        Assert.Equal(["a", "b/c"], await ListAsync(string.Empty, delimited: false));
+        Assert.Equal(["a", "b/"], await ListAsync(string.Empty, delimited: true));
+        Assert.Equal(2, await job.CountAsync(string.Empty));
+        Assert.Equal([hidden, ObjectKey.HiddenRoot + "/m/b/c"], await ListAsync(ObjectKey.HiddenRoot + "/", delimited: false));
+        Assert.Equal(2, await job.CountAsync(ObjectKey.HiddenRoot + "/"));
+        Assert.Equal(4, (await job.GetAsync(hidden)).Length);
+
+        // A recursive delete of everything takes the hidden keys too.
+        Assert.Equal(4, await job.DeleteAsync(string.Empty, recursive: true));
+        Assert.Empty(await ListAsync(ObjectKey.HiddenRoot + "/", delimited: false));
+    }
+}
