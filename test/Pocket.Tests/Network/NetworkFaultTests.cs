@@ -120,6 +120,39 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public async Task ANodeCutLongerThanItsRequestTimeoutComesBackAsTheSameNodeWithItsData()
+    {
+        await using var lab = NetworkLab.Create();
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+
+        // Dead only after 5 minutes, so a cut of 35 s leaves the node suspect; its heartbeat in flight outlives the
+        // node's own request timeout (30 s) to the metadata server.
+        var (cluster, hosts) = await StartAsync(lab, nodes: 1, suspectAfter: TimeSpan.FromSeconds(1), nodeTimeout: TimeSpan.FromMinutes(5));
+        await using var client = await ConnectAsync(cluster.Metadata, cluster.Token, cts.Token);
+        var job = await client.Admin().RegisterJobAsync("long-cut", cts.Token);
+        var node = cluster.Nodes[0];
+        var data = DataFor("kept", 3 << 20);
+        await job.PutAsync("kept", data, cancellationToken: cts.Token);
+
+        var clock = Stopwatch.StartNew();
+        lab.Cut(hosts[node.NodeId]);
+        await WaitForStateAsync(client, node.NodeId, NodeState.Suspect);
+        var suspectAt = clock.Elapsed;
+        await Assert.ThrowsAsync<NodeUnavailableException>(async () => await job.GetAsync("kept", cancellationToken: cts.Token));
+        await Task.Delay(TimeSpan.FromSeconds(35), cts.Token);
+        lab.Restore(hosts[node.NodeId]);
+        var restoredAt = clock.Elapsed;
+
+        await WaitForStateAsync(client, node.NodeId, NodeState.Live);
+        var liveAt = clock.Elapsed;
+        Assert.Equal([node.NodeId], (await client.Admin().GetNodesAsync(cts.Token)).Select(n => n.Id));
+        Assert.Equal(Hash(data), Hash(await job.GetAsync("kept", cancellationToken: cts.Token)));
+        output.WriteLine(string.Create(
+            CultureInfo.InvariantCulture,
+            $"node {node.NodeId} cut for {restoredAt.TotalSeconds:0.0} s: suspect after {suspectAt.TotalSeconds:0.00} s, live again {(liveAt - restoredAt).TotalSeconds:0.00} s after the link came back"));
+    }
+
+    [SkippableFact]
     public async Task PutsAndGetsOverADelayedLossyLinkAreByteIdentical()
     {
         await using var lab = NetworkLab.Create();
