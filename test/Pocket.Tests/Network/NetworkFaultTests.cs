@@ -27,12 +27,13 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
         await using var lab = NetworkLab.Create();
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var (cluster, hosts) = await StartAsync(lab, nodes: 3, suspectAfter: TimeSpan.FromSeconds(1), nodeTimeout: TimeSpan.FromSeconds(8));
-        await using var client = await ConnectAsync(cluster.Metadata, cluster.Token, cts.Token);
+        await using var client = await ConnectAsync(cluster.Metadata, cts.Token);
+        var admin = client.Admin(cluster.Token);
         var victim = cluster.Nodes[0];
         var others = cluster.Nodes.Skip(1).Select(n => n.NodeId).ToDictionary(id => id, _ => 1.0);
-        var cut = await client.Admin().RegisterJobAsync("cut", cts.Token);
-        var bystander = await client.Admin().RegisterJobAsync("bystander", cts.Token);
-        await client.Admin().SetWeightsAsync(bystander.Id, others, cts.Token);
+        var cut = await admin.RegisterJobAsync("cut", cts.Token);
+        var bystander = await admin.RegisterJobAsync("bystander", cts.Token);
+        await admin.SetWeightsAsync(bystander.Id, others, cts.Token);
 
         // Placement is steered so the test knows which objects the cut takes: sizes inline, one block, striped.
         var data = new Dictionary<(PocketJob Job, string Key), byte[]>();
@@ -46,12 +47,12 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
             }
         }
 
-        await client.Admin().SetWeightsAsync(cut.Id, new Dictionary<uint, double> { [victim.NodeId] = 1 }, cts.Token);
+        await admin.SetWeightsAsync(cut.Id, new Dictionary<uint, double> { [victim.NodeId] = 1 }, cts.Token);
         await PutAsync(cut, "on-victim");
-        await client.Admin().SetWeightsAsync(cut.Id, others, cts.Token);
+        await admin.SetWeightsAsync(cut.Id, others, cts.Token);
         await PutAsync(cut, "elsewhere");
         await PutAsync(bystander, "bystander");
-        await client.Admin().SetWeightsAsync(cut.Id, new Dictionary<uint, double>(), cts.Token);
+        await admin.SetWeightsAsync(cut.Id, new Dictionary<uint, double>(), cts.Token);
 
         // Every connection warm (the cut also stalls live connections), and where each object lives.
         var lost = new List<(PocketJob Job, string Key)>();
@@ -69,7 +70,7 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
 
         var clock = Stopwatch.StartNew();
         lab.Cut(hosts[victim.NodeId]);
-        await WaitForStateAsync(client, victim.NodeId, NodeState.Suspect);
+        await WaitForStateAsync(admin, victim.NodeId, NodeState.Suspect);
         var suspectAt = clock.Elapsed;
 
         // A reader of its blocks is refused at once with the typed, retryable error naming the node.
@@ -84,7 +85,7 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
         await PutAsync(cut, "during");
         safe.AddRange(data.Keys.Where(k => k.Key.StartsWith("during/", StringComparison.Ordinal)));
 
-        await WaitForStateAsync(client, victim.NodeId, NodeState.Dead);
+        await WaitForStateAsync(admin, victim.NodeId, NodeState.Dead);
         var deadAt = clock.Elapsed;
         foreach (var (job, key) in lost)
         {
@@ -100,7 +101,7 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
         lab.Restore(hosts[victim.NodeId]);
         var victimHost = hosts[victim.NodeId].Address;
         await WaitUntilAsync(
-            async () => (await client.Admin().GetNodesAsync(cts.Token)).Any(n => n.Host == victimHost && n.Id != victim.NodeId && n.State == NodeState.Live),
+            async () => (await admin.GetNodesAsync(cts.Token)).Any(n => n.Host == victimHost && n.Id != victim.NodeId && n.State == NodeState.Live),
             $"the cut node at {victimHost} registers again");
         var backAt = clock.Elapsed;
         await Assert.ThrowsAsync<NodeLostException>(async () => await cut.GetAsync(lost[0].Key, cancellationToken: cts.Token));
@@ -128,24 +129,25 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
         // Dead only after 5 minutes, so a cut of 35 s leaves the node suspect; its heartbeat in flight outlives the
         // node's own request timeout (30 s) to the metadata server.
         var (cluster, hosts) = await StartAsync(lab, nodes: 1, suspectAfter: TimeSpan.FromSeconds(1), nodeTimeout: TimeSpan.FromMinutes(5));
-        await using var client = await ConnectAsync(cluster.Metadata, cluster.Token, cts.Token);
-        var job = await client.Admin().RegisterJobAsync("long-cut", cts.Token);
+        await using var client = await ConnectAsync(cluster.Metadata, cts.Token);
+        var admin = client.Admin(cluster.Token);
+        var job = await admin.RegisterJobAsync("long-cut", cts.Token);
         var node = cluster.Nodes[0];
         var data = DataFor("kept", 3 << 20);
         await job.PutAsync("kept", data, cancellationToken: cts.Token);
 
         var clock = Stopwatch.StartNew();
         lab.Cut(hosts[node.NodeId]);
-        await WaitForStateAsync(client, node.NodeId, NodeState.Suspect);
+        await WaitForStateAsync(admin, node.NodeId, NodeState.Suspect);
         var suspectAt = clock.Elapsed;
         await Assert.ThrowsAsync<NodeUnavailableException>(async () => await job.GetAsync("kept", cancellationToken: cts.Token));
         await Task.Delay(TimeSpan.FromSeconds(35), cts.Token);
         lab.Restore(hosts[node.NodeId]);
         var restoredAt = clock.Elapsed;
 
-        await WaitForStateAsync(client, node.NodeId, NodeState.Live);
+        await WaitForStateAsync(admin, node.NodeId, NodeState.Live);
         var liveAt = clock.Elapsed;
-        Assert.Equal([node.NodeId], (await client.Admin().GetNodesAsync(cts.Token)).Select(n => n.Id));
+        Assert.Equal([node.NodeId], (await admin.GetNodesAsync(cts.Token)).Select(n => n.Id));
         Assert.Equal(Hash(data), Hash(await job.GetAsync("kept", cancellationToken: cts.Token)));
         output.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
@@ -160,8 +162,9 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
 
         // Every node behind 5 ms of delay and 1 % frame loss each way (so 10 ms more per round trip, and retransmissions).
         var (cluster, _) = await StartAsync(lab, nodes: 2, suspectAfter: TimeSpan.FromSeconds(3), nodeTimeout: TimeSpan.FromSeconds(60), slow: (TimeSpan.FromMilliseconds(5), 0.01));
-        await using var client = await ConnectAsync(cluster.Metadata, cluster.Token, cts.Token, requestTimeout: TimeSpan.FromSeconds(30));
-        var job = await client.Admin().RegisterJobAsync("lossy", cts.Token);
+        await using var client = await ConnectAsync(cluster.Metadata, cts.Token, requestTimeout: TimeSpan.FromSeconds(30));
+        var admin = client.Admin(cluster.Token);
+        var job = await admin.RegisterJobAsync("lossy", cts.Token);
 
         var small = Stopwatch.StartNew();
         for (var i = 0; i < 20; i++)
@@ -175,7 +178,7 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
 
         var smallTime = small.Elapsed;
         // 1 KiB objects through the nodes too (not inline at the metadata server): a client that sends nothing inline.
-        await using (var throughNodes = await PocketClient.ConnectAsync(cluster.Metadata, new PocketClientOptions { ClusterToken = cluster.Token, SmallObjectThreshold = 0, RequestTimeout = TimeSpan.FromSeconds(30) }, cts.Token))
+        await using (var throughNodes = await PocketClient.ConnectAsync(cluster.Metadata, new PocketClientOptions { SmallObjectThreshold = 0, RequestTimeout = TimeSpan.FromSeconds(30) }, cts.Token))
         {
             var nodeJob = throughNodes.OpenJob(job.Id, job.Token);
             for (var i = 0; i < 20; i++)
@@ -211,8 +214,9 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
         await using var lab = NetworkLab.Create();
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var (cluster, hosts) = await StartAsync(lab, nodes: 2, suspectAfter: TimeSpan.FromSeconds(1), nodeTimeout: TimeSpan.FromSeconds(60));
-        await using var client = await ConnectAsync(cluster.Metadata, cluster.Token, cts.Token, requestTimeout: TimeSpan.FromSeconds(2));
-        var job = await client.Admin().RegisterJobAsync("flap", cts.Token);
+        await using var client = await ConnectAsync(cluster.Metadata, cts.Token, requestTimeout: TimeSpan.FromSeconds(2));
+        var admin = client.Admin(cluster.Token);
+        var job = await admin.RegisterJobAsync("flap", cts.Token);
         var data = new Dictionary<string, byte[]>();
         foreach (var size in (int[])[1_000, 100_000, 1 << 20, 4 << 20])
         {
@@ -253,7 +257,7 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
             var answeredAt = clock.Elapsed;
             foreach (var id in ids)
             {
-                await WaitForStateAsync(client, id, NodeState.Live);
+                await WaitForStateAsync(admin, id, NodeState.Live);
             }
 
             var liveAt = clock.Elapsed;
@@ -262,7 +266,7 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
                 $"flap {flap}: link down {restored.TotalSeconds:0.00} s; request failed with {during!.GetType().Name} after {failedIn.TotalSeconds:0.00} s; first answer {(answeredAt - restored).TotalSeconds:0.00} s after restore; all nodes live {(liveAt - restored).TotalSeconds:0.00} s after restore"));
         }
 
-        Assert.Equal(ids, (await client.Admin().GetNodesAsync(cts.Token)).Select(n => n.Id).Order().ToList());
+        Assert.Equal(ids, (await admin.GetNodesAsync(cts.Token)).Select(n => n.Id).Order().ToList());
         foreach (var (key, bytes) in data)
         {
             Assert.Equal(Hash(bytes), Hash(await job.GetAsync(key, cancellationToken: cts.Token)));
@@ -281,8 +285,9 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
         await using var lab = NetworkLab.Create();
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
         var (cluster, hosts) = await StartAsync(lab, nodes: 1, suspectAfter: TimeSpan.FromSeconds(30), nodeTimeout: TimeSpan.FromSeconds(120));
-        await using var client = await ConnectAsync(cluster.Metadata, cluster.Token, cts.Token);
-        var job = await client.Admin().RegisterJobAsync("unreachable", cts.Token);
+        await using var client = await ConnectAsync(cluster.Metadata, cts.Token);
+        var admin = client.Admin(cluster.Token);
+        var job = await admin.RegisterJobAsync("unreachable", cts.Token);
         var node = cluster.Nodes[0];
         await using var metadata = await FrameConnection.ConnectAsync(Host(cluster.Metadata), Port(cluster.Metadata), new FrameConnectionOptions(), cts.Token);
         await using var storage = await FrameConnection.ConnectAsync(Host(node.Address), Port(node.Address), new FrameConnectionOptions(), cts.Token);
@@ -378,13 +383,13 @@ public sealed class NetworkFaultTests(ITestOutputHelper output)
         return (new LabCluster(metadata.Address, token, started), hosts);
     }
 
-    private static async Task<PocketClient> ConnectAsync(string metadata, JobToken token, CancellationToken cancellationToken, TimeSpan? requestTimeout = null) =>
-        await PocketClient.ConnectAsync(metadata, new PocketClientOptions { ClusterToken = token, RequestTimeout = requestTimeout ?? TimeSpan.FromSeconds(10) }, cancellationToken);
+    private static async Task<PocketClient> ConnectAsync(string metadata, CancellationToken cancellationToken, TimeSpan? requestTimeout = null) =>
+        await PocketClient.ConnectAsync(metadata, new PocketClientOptions { RequestTimeout = requestTimeout ?? TimeSpan.FromSeconds(10) }, cancellationToken);
 
-    private static async Task WaitForStateAsync(PocketClient client, uint nodeId, NodeState state)
+    private static async Task WaitForStateAsync(PocketAdminClient admin, uint nodeId, NodeState state)
     {
         var deadline = Stopwatch.StartNew();
-        while ((await client.Admin().GetNodesAsync()).SingleOrDefault(n => n.Id == nodeId)?.State != state)
+        while ((await admin.GetNodesAsync()).SingleOrDefault(n => n.Id == nodeId)?.State != state)
         {
             Assert.True(deadline.Elapsed < Patience, $"node {nodeId} did not become {state} within {Patience.TotalSeconds} s");
             await Task.Delay(20);
