@@ -75,6 +75,7 @@ internal static class BenchCommand
         CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, connections, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
         command.Subcommands.Add(BenchSortCommand.Create());
         command.Subcommands.Add(BenchElasticCommand.Create());
+        command.Subcommands.Add(BenchColdCommand.Create());
         return command;
     }
 
