@@ -152,6 +152,38 @@ public sealed class SpaceReclaimer : IDisposable
         return waiter.Task;
     }
 
+    /// <summary>
+    /// Completes once <see cref="DiscardedBytes"/> reaches <paramref name="bytes"/> (checked after each pass): how a
+    /// caller awaits space going back, whenever the forget that frees it arrives.
+    /// </summary>
+    public Task WaitForDiscardedAsync(long bytes)
+    {
+        var waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_waitersLock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (DiscardedBytes >= bytes)
+            {
+                return Task.CompletedTask;
+            }
+
+            _discardWaiters.Add((bytes, waiter));
+        }
+
+        return waiter.Task;
+    }
+
+    private readonly List<(long Bytes, TaskCompletionSource Waiter)> _discardWaiters = [];
+
+    private void CompleteDiscardWaiters()
+    {
+        lock (_waitersLock)
+        {
+            var discarded = DiscardedBytes;
+            _discardWaiters.RemoveAll(w => w.Bytes <= discarded && w.Waiter.TrySetResult());
+        }
+    }
+
     private void OnForgot(long offset, long length)
     {
         var first = offset / _store.BlockSize / _blocksPerChunk;
@@ -220,6 +252,7 @@ public sealed class SpaceReclaimer : IDisposable
                 continue;
             }
 
+            CompleteDiscardWaiters();
             foreach (var waiter in waiters)
             {
                 waiter.TrySetResult();
@@ -228,6 +261,12 @@ public sealed class SpaceReclaimer : IDisposable
 
         lock (_waitersLock)
         {
+            foreach (var (_, waiter) in _discardWaiters)
+            {
+                waiter.TrySetCanceled();
+            }
+
+            _discardWaiters.Clear();
             foreach (var waiter in _waiters)
             {
                 waiter.TrySetCanceled();
