@@ -106,8 +106,8 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        _metadata = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
-        _admin = new PocketAdminClient(_metadata);
+        _metadata = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient, cancellationToken).ConfigureAwait(false);
+        _admin = new PocketAdminClient(_metadata, _options.ClusterToken);
         var time = _options.Registry.TimeProvider;
         if (_options.WarmPool is { } pool)
         {

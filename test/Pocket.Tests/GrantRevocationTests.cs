@@ -29,7 +29,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("sealed", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("sealed", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("sealed", Size);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", Size);
@@ -57,7 +57,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("unread", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("unread", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("unread", Size);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", Size);
@@ -86,7 +86,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("readseals", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("readseals", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("readseals", 200_000);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", data.Length);
@@ -112,7 +112,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("aborted", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("aborted", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", Size);
 
@@ -132,7 +132,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("deleted", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("deleted", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("deleted", Size);
         var (handle, writeGrants) = await CreateAsync(metadata, job.Token, "k", Size);
@@ -163,7 +163,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("dar", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("dar", cts.Token);
         var data = DataFor("dar", Size);
         await job.PutAsync("k", data, cancellationToken: cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
@@ -205,7 +205,7 @@ public sealed class GrantRevocationTests
         await node.StartAsync();
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("expiry", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("expiry", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var (_, grants) = await CreateAsync(metadata, job.Token, "k", 200_000);
         var grant = grants[0];
@@ -236,7 +236,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("forged", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("forged", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("forged", 200_000);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", data.Length);
