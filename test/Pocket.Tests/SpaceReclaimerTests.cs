@@ -133,7 +133,7 @@ public sealed class SpaceReclaimerTests : IDisposable
         var node = cluster.Nodes[index]!;
         var file = (FileDevice)((QueuedDevice)node.Store.Device).Inner;
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("punch", tier);
+        var job = await cluster.Admin(client).RegisterJobAsync("punch", tier);
 
         var empty = file.AllocatedBytes;
         var data = RandomNumberGenerator.GetBytes((int)(24 * MiB));
