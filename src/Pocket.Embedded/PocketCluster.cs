@@ -96,7 +96,8 @@ public sealed class PocketCluster : IAsyncDisposable
                 ClusterToken = Options.ClusterToken,
                 Tier = tier,
                 Standby = standby,
-                DeviceFactory = deviceFactory ?? (o => BlockDevices.Create(o.Tier, o.Capacity, Options.Devices with { Directory = Options.DataDirectory, PreTouchMemory = Options.PreTouchMemory })),
+                DeviceFactory = deviceFactory ?? (o => BlockDevices.Create(o.Tier, o.Capacity, Options.Devices with { Directory = Options.DataDirectory })),
+                DramHeadroom = Options.PreTouchMemory ? SpaceReclaimerOptions.DefaultDramHeadroom : 0,
                 Listener = Options.Listener with { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
             },
             _loggerFactory);

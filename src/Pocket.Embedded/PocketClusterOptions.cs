@@ -57,6 +57,6 @@ public sealed record PocketClusterOptions
     /// <summary>The metadata server's bound on object memory (<see cref="Pocket.Metadata.MetadataServerOptions.MaxObjectMemory"/>); null: its default.</summary>
     public long? MaxObjectMemory { get; init; }
 
-    /// <summary>Pre-fault node memory in the background (off saves time in small tests).</summary>
+    /// <summary>Keep a headroom of each dram node's free memory faulted in ahead of writes (off saves time in small tests).</summary>
     public bool PreTouchMemory { get; init; } = true;
 }

@@ -18,6 +18,10 @@ public sealed class BlockStore : IDisposable
     private const uint ForgottenBit = 0x2000_0000;
     private const uint GenerationMask = 0x1FFF_FFFF;
 
+    // A block whose space is being given back (Discard): busy and forgotten but not sealed, a combination nothing else
+    // makes (a forget always seals). Writers and marks wait it out; it lasts one device call.
+    private const uint DiscardingMark = BusyBit | ForgottenBit;
+
     /// <summary>The largest generation a block can carry (the top bits are the busy, sealed and forgotten flags).</summary>
     public const uint MaxGeneration = GenerationMask;
 
@@ -77,9 +81,16 @@ public sealed class BlockStore : IDisposable
         var last = (offset + length - 1) / BlockSize;
         for (var block = first; block <= last; block++)
         {
+            var spin = default(SpinWait);
             while (true)
             {
                 var current = Volatile.Read(ref _generations[block]);
+                if (IsDiscarding(current))
+                {
+                    spin.SpinOnce();
+                    continue;
+                }
+
                 var owner = current & GenerationMask;
                 if ((current & BusyBit) != 0 || owner > generation || (owner == generation && (current & (SealedBit | ForgottenBit)) != 0))
                 {
@@ -112,7 +123,17 @@ public sealed class BlockStore : IDisposable
         }
 
         Interlocked.Add(ref _bytesWritten, length);
+        Wrote?.Invoke();
     }
+
+    /// <summary>Called after every write (<see cref="SpaceReclaimer"/> refills its headroom); must be cheap.</summary>
+    internal Action? Wrote { get; set; }
+
+    /// <summary>Called after every <see cref="Forget"/> with its range (<see cref="SpaceReclaimer"/> gives the space back).</summary>
+    internal Action<long, long>? Forgot { get; set; }
+
+    /// <summary>Called after <see cref="Reset"/> (every block is free again).</summary>
+    internal Action? WasReset { get; set; }
 
     /// <summary>
     /// Clears a block's busy bit. Whatever happened to the block meanwhile stays: <see cref="Reset"/> left it owned by
@@ -182,7 +203,14 @@ public sealed class BlockStore : IDisposable
     /// that generation fail from now on, and only a newer allocation may write the blocks. Blocks a newer allocation owns
     /// are left alone, so a late or repeated forget never harms the space's next owner.
     /// </summary>
-    public void Forget(long offset, long length, uint generation) => Mark(offset, length, generation, SealedBit | ForgottenBit);
+    public void Forget(long offset, long length, uint generation)
+    {
+        Mark(offset, length, generation, SealedBit | ForgottenBit);
+        if (IsValidExtent(offset, length))
+        {
+            Forgot?.Invoke(offset, length);
+        }
+    }
 
     private void Mark(long offset, long length, uint generation, uint flags)
     {
@@ -195,9 +223,16 @@ public sealed class BlockStore : IDisposable
         var last = (offset + length - 1) / BlockSize;
         for (var block = first; block <= last; block++)
         {
+            var spin = default(SpinWait);
             while (true)
             {
                 var current = Volatile.Read(ref _generations[block]);
+                if (IsDiscarding(current))
+                {
+                    spin.SpinOnce();
+                    continue;
+                }
+
                 if ((current & GenerationMask) > generation)
                 {
                     break;
@@ -231,6 +266,86 @@ public sealed class BlockStore : IDisposable
                 {
                     break;
                 }
+            }
+        }
+
+        WasReset?.Invoke();
+    }
+
+    /// <summary>True when no allocation holds the block: never written, or forgotten and not being written.</summary>
+    internal bool IsFree(long block)
+    {
+        var current = Volatile.Read(ref _generations[block]);
+        return current == 0 || (current & (BusyBit | ForgottenBit)) == ForgottenBit;
+    }
+
+    private static bool IsDiscarding(uint value) => (value & (BusyBit | SealedBit | ForgottenBit)) == DiscardingMark;
+
+    /// <summary>
+    /// Gives the space of the free blocks among [<paramref name="firstBlock"/>, +<paramref name="blockCount"/>) back to
+    /// the device (<see cref="IBlockDevice.Discard"/>), in runs of at most <paramref name="maxRunBlocks"/>. Each run's
+    /// blocks are claimed first, so no write lands in them while the device discards (a write that comes meanwhile waits
+    /// for the run, then goes ahead); blocks that are live are skipped. Returns the bytes the device gave back.
+    /// </summary>
+    internal long DiscardFree(long firstBlock, long blockCount, long maxRunBlocks)
+    {
+        long discarded = 0;
+        var end = Math.Min(firstBlock + blockCount, BlockCount);
+        var block = firstBlock;
+        while (block < end)
+        {
+            var run = 0L;
+            while (block + run < end && run < maxRunBlocks && TryClaimFree(block + run))
+            {
+                run++;
+            }
+
+            if (run > 0)
+            {
+                try
+                {
+                    if (Device.Discard(block * BlockSize, run * BlockSize))
+                    {
+                        discarded += run * BlockSize;
+                    }
+                }
+                finally
+                {
+                    for (var b = block; b < block + run; b++)
+                    {
+                        ReleaseDiscard(b);
+                    }
+                }
+
+                block += run;
+            }
+            else
+            {
+                block++;
+            }
+        }
+
+        return discarded;
+    }
+
+    private bool TryClaimFree(long block)
+    {
+        var current = Volatile.Read(ref _generations[block]);
+        return (current == 0 || (current & (BusyBit | ForgottenBit)) == ForgottenBit)
+            && Interlocked.CompareExchange(ref _generations[block], (current & GenerationMask) | DiscardingMark, current) == current;
+    }
+
+    /// <summary>Ends a discard: the block is forgotten again (empty if it was), unless a reset emptied it meanwhile.</summary>
+    private void ReleaseDiscard(long block)
+    {
+        while (true)
+        {
+            var current = Volatile.Read(ref _generations[block]);
+            var owner = current & GenerationMask;
+            var released = !IsDiscarding(current) ? current & ~BusyBit : owner == 0 ? 0 : owner | SealedBit | ForgottenBit;
+            if (Interlocked.CompareExchange(ref _generations[block], released, current) == current)
+            {
+                return;
             }
         }
     }

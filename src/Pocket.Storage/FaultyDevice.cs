@@ -73,5 +73,9 @@ public sealed class FaultyDevice : IBlockDevice
         }
     }
 
+    public bool Discard(long offset, long length) => _inner.Discard(offset, length);
+
+    public void Populate(long offset, long length) => _inner.Populate(offset, length);
+
     public void Dispose() => _inner.Dispose();
 }

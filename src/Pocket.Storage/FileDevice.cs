@@ -397,9 +397,61 @@ public sealed unsafe class FileDevice : IBlockDevice
         }
     }
 
+    /// <summary>
+    /// Punches a hole (fallocate PUNCH_HOLE | KEEP_SIZE): the file keeps its size, its blocks under the range go back to
+    /// the file system, and the range reads as zeros. False where the OS or file system cannot punch holes.
+    /// </summary>
+    public bool Discard(long offset, long length)
+    {
+        CheckRange(offset, length);
+        if (length == 0)
+        {
+            return true;
+        }
+
+        if (!OperatingSystem.IsLinux() || Volatile.Read(ref _punchUnsupported))
+        {
+            return false;
+        }
+
+        if (Native.fallocate((int)_handle.DangerousGetHandle(), Native.PunchHole | Native.KeepSize, offset, length) != 0)
+        {
+            // EOPNOTSUPP: this file system keeps every block it ever wrote; say so once, by returning false from now on.
+            Volatile.Write(ref _punchUnsupported, true);
+            return false;
+        }
+
+        Interlocked.Add(ref _discarded, length);
+        return true;
+    }
+
+    private bool _punchUnsupported;
+    private long _discarded;
+
+    /// <summary>Bytes handed back to the file system so far (<see cref="Discard"/>).</summary>
+    public long DiscardedBytes => Interlocked.Read(ref _discarded);
+
+    /// <summary>Bytes of disk the file takes now (statx's block count, which holes do not count); -1 where unknown.</summary>
+    public long AllocatedBytes
+    {
+        get
+        {
+            if (!OperatingSystem.IsLinux())
+            {
+                return -1;
+            }
+
+            // statx's layout is the same on every architecture (unlike stat's): stx_blocks, in 512-byte units, at offset 48.
+            Span<byte> buffer = stackalloc byte[256];
+            return Native.statx((int)_handle.DangerousGetHandle(), string.Empty, Native.AtEmptyPath, Native.StatxBlocks, ref MemoryMarshal.GetReference(buffer)) == 0
+                ? BitConverter.ToInt64(buffer[48..]) * 512
+                : -1;
+        }
+    }
+
     private static bool IsNoSpace(IOException ex) => ex.HResult is 28 or unchecked((int)0x80070070) || ex.Message.Contains("space", StringComparison.OrdinalIgnoreCase);
 
-    private void CheckRange(long offset, int length)
+    private void CheckRange(long offset, long length)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (offset < 0 || length < 0 || offset > Capacity - length)
@@ -428,7 +480,18 @@ public sealed unsafe class FileDevice : IBlockDevice
         public const int GetFlags = 3;
         public const int SetFlags = 4;
 
+        public const int KeepSize = 0x01;
+        public const int PunchHole = 0x02;
+        public const int AtEmptyPath = 0x1000;
+        public const uint StatxBlocks = 0x400;
+
         [DllImport("libc", SetLastError = true)]
         public static extern int fcntl(int fd, int command, int argument);
+
+        [DllImport("libc", SetLastError = true)]
+        public static extern int fallocate(int fd, int mode, long offset, long length);
+
+        [DllImport("libc", SetLastError = true)]
+        public static extern int statx(int directoryFd, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, ref byte buffer);
     }
 }

@@ -36,4 +36,20 @@ public interface IBlockDevice : IDisposable
     void Write(long offset, ReadOnlySpan<byte> data);
 
     void Read(long offset, Span<byte> destination);
+
+    /// <summary>
+    /// Gives the medium behind [offset, offset+length) back (the memory to the OS, the file's blocks to the file
+    /// system): the data there is gone and the range reads as zeros until written again. Returns false when this device
+    /// cannot give space back (its contents then stay as they were). The caller makes sure nothing reads or writes the
+    /// range meanwhile (<see cref="BlockStore"/> claims the blocks first).
+    /// </summary>
+    bool Discard(long offset, long length);
+
+    /// <summary>
+    /// Makes [offset, offset+length) ready for writes before they come (a memory device faults its pages in), without
+    /// changing what it holds; safe while requests run. Devices with nothing to prepare do nothing.
+    /// </summary>
+    void Populate(long offset, long length)
+    {
+    }
 }

@@ -120,6 +120,22 @@ public sealed class QueuedDevice : IBlockDevice
         next?.Admit();
     }
 
+    /// <summary>Takes a turn like any request: a hole punched on a disk moves its head as a write does.</summary>
+    public bool Discard(long offset, long length)
+    {
+        Enter();
+        try
+        {
+            return _inner.Discard(offset, length);
+        }
+        finally
+        {
+            Exit();
+        }
+    }
+
+    public void Populate(long offset, long length) => _inner.Populate(offset, length);
+
     public void Dispose() => _inner.Dispose();
 
     private sealed class Waiter

@@ -49,5 +49,9 @@ public sealed class SimulatedDevice : IBlockDevice
         }
     }
 
+    public bool Discard(long offset, long length) => _inner.Discard(offset, length);
+
+    public void Populate(long offset, long length) => _inner.Populate(offset, length);
+
     public void Dispose() => _inner.Dispose();
 }

@@ -9,8 +9,12 @@ public sealed record TierDeviceOptions
     /// <summary>Where ssd and hdd devices make their files (default: pocket-data in the temp directory).</summary>
     public string? Directory { get; init; }
 
-    /// <summary>Fault the DRAM tier's memory in up front, in the background.</summary>
-    public bool PreTouchMemory { get; init; } = true;
+    /// <summary>
+    /// Fault the DRAM tier's whole capacity in up front, in the background, so an empty node holds its capacity (how
+    /// nodes worked before memory followed use; for comparisons). Off: the node's <see cref="Pocket.Storage.SpaceReclaimer"/>
+    /// keeps a headroom faulted in (<see cref="StorageServerOptions.DramHeadroom"/>).
+    /// </summary>
+    public bool PreTouchMemory { get; init; }
 
     /// <summary>Concurrent I/Os an ssd device takes: deep, so flash's internal parallelism is used.</summary>
     public int SsdQueueDepth { get; init; } = 64;

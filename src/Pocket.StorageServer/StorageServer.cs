@@ -52,6 +52,11 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
     public BlockStore Store => _store ?? throw new InvalidOperationException("not started");
 
+    /// <summary>Gives freed memory and disk back and keeps a dram node's headroom faulted in.</summary>
+    public SpaceReclaimer Reclaimer => _reclaimer ?? throw new InvalidOperationException("not started");
+
+    private SpaceReclaimer? _reclaimer;
+
     /// <summary>The secret this node's grants are signed with (tests sign grants with it).</summary>
     internal ReadOnlySpan<byte> GrantSecret => _secret;
 
@@ -74,6 +79,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     {
         var device = _options.DeviceFactory?.Invoke(_options) ?? BlockDevices.Create(_options.Tier, _options.Capacity);
         _store = new BlockStore(device, _options.BlockSize);
+        _reclaimer = new SpaceReclaimer(_store, SpaceReclaimerOptions.For(device, _options.BlockSize, _options.DramHeadroom, _options.DramReleaseDelay), _options.TimeProvider);
         StorageLog.DeviceReady(_logger, device.Description);
         _server = new FrameServer("storage", _options.Listener, this, _logger);
         _server.Start();
@@ -530,6 +536,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         _metadata?.Dispose();
         _server?.Dispose();
         _peers.Dispose();
+        _reclaimer?.Dispose();
         _store?.Dispose();
         _stop.Dispose();
     }

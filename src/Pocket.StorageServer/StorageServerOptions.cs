@@ -1,6 +1,7 @@
 using System.Net;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Storage;
 
 namespace Pocket.StorageServer;
 
@@ -61,6 +62,15 @@ public sealed record StorageServerOptions
     /// </summary>
     public TimeSpan GrantClockSkew { get; init; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// Free memory a dram node keeps faulted in ahead of writes and never gives back (the lowest free space, where
+    /// the metadata server allocates next); 0 keeps none (first writes then fault fresh memory themselves).
+    /// </summary>
+    public long DramHeadroom { get; init; } = SpaceReclaimerOptions.DefaultDramHeadroom;
+
+    /// <summary>How long a dram node's memory stays free (outside the headroom) before it goes back to the OS.</summary>
+    public TimeSpan DramReleaseDelay { get; init; } = SpaceReclaimerOptions.DefaultDramReleaseDelay;
+
     /// <summary>The cluster token the metadata server asks of registering nodes.</summary>
     public JobToken ClusterToken { get; init; }
 
@@ -84,6 +94,16 @@ public sealed record StorageServerOptions
         if (CopyChunkSize < 4096 || CopyChunkSize > ProtocolLimits.Default.MaxDataBody)
         {
             throw new ArgumentException($"copy chunk {CopyChunkSize} must be between 4 KiB and {ProtocolLimits.Default.MaxDataBody} bytes");
+        }
+
+        if (DramHeadroom < 0)
+        {
+            throw new ArgumentException($"dram headroom {DramHeadroom} must not be negative");
+        }
+
+        if (DramReleaseDelay < TimeSpan.Zero)
+        {
+            throw new ArgumentException("dram release delay must not be negative");
         }
 
         if (HeartbeatInterval <= TimeSpan.Zero)

@@ -148,4 +148,33 @@ public sealed class HostBudgetTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => starting);
         Assert.Equal(0, provisioner.Budget!.MemoryPromisedBytes);
     }
+
+    [Fact]
+    public void TheProbeCountsTheBlocksOfANodesOpenFileAndNotThePunchedOnes()
+    {
+        var directory = Directory.CreateTempSubdirectory("pocket-budget-");
+        try
+        {
+            // A file device removes its file's name once open, as a storage node's does: the probe still finds it.
+            using (var device = new Pocket.Storage.FileDevice("ssd", directory.FullName, 16 << 20))
+            {
+                Assert.Empty(Directory.GetFiles(directory.FullName));
+                device.Write(0, new byte[8 << 20].Select((_, i) => (byte)(i | 1)).ToArray());
+                var written = LinuxHostProbe.Instance.AllocatedBytes(directory.FullName, Environment.ProcessId);
+                Assert.True(written >= 8 << 20, $"{written} bytes found for 8 MiB written");
+
+                // Deleted blocks are punched out of the file, and the budget sees the space come back.
+                Assert.True(device.Discard(0, 6 << 20));
+                var punched = LinuxHostProbe.Instance.AllocatedBytes(directory.FullName, Environment.ProcessId);
+                Assert.True(written - punched >= 6 << 20, $"{written} -> {punched} bytes after punching 6 MiB");
+                Assert.Equal(0, LinuxHostProbe.Instance.AllocatedBytes(directory.FullName, Environment.ProcessId + 1_000_000));
+            }
+
+            Assert.Equal(0, LinuxHostProbe.Instance.AllocatedBytes(directory.FullName, Environment.ProcessId));
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+    }
 }

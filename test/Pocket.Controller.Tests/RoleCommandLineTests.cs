@@ -37,4 +37,13 @@ public sealed class RoleCommandLineTests
         Assert.Equal("9464", metadata[metadata.IndexOf("--metrics-port") + 1]);
         Assert.DoesNotContain("--metrics-port", RoleCommandLine.Metadata("127.0.0.1", 0, stopOnStdinEof: true));
     }
+
+    [Fact]
+    public void TheDramHeadroomReachesDramNodesOnly()
+    {
+        var dram = RoleCommandLine.Storage(new StorageRoleArguments("m:7070", NodeTier.Dram, 1 << 30) { DramHeadroom = 0 });
+        Assert.Equal("0", dram[dram.IndexOf("--dram-headroom") + 1]);
+        Assert.DoesNotContain("--dram-headroom", RoleCommandLine.Storage(new StorageRoleArguments("m:7070", NodeTier.Ssd, 1 << 30) { DramHeadroom = 1 << 20 }));
+        Assert.DoesNotContain("--dram-headroom", RoleCommandLine.Storage(new StorageRoleArguments("m:7070", NodeTier.Dram, 1 << 30)));
+    }
 }

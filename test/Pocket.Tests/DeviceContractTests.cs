@@ -144,6 +144,60 @@ public sealed class DeviceContractTests : IDisposable
         }
     }
 
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public void ADiscardedRangeReadsAsZerosTakesWritesAgainAndLeavesItsNeighboursAlone(string kind)
+    {
+        using var device = Make(kind, 4 << 20);
+        var background = RandomNumberGenerator.GetBytes(3 << 20);
+        device.Write(0, background);
+
+        // One aligned range (whole pages and sectors) and one that starts and ends inside them.
+        foreach (var (offset, length) in new (long, long)[] { (256 << 10, 1 << 20), (1_500_000, 5_000) })
+        {
+            Assert.True(device.Discard(offset, length), $"{kind} gives no space back on this Linux file system");
+            background.AsSpan((int)offset, (int)length).Clear();
+            AssertDeviceHolds(device, background);
+        }
+
+        var again = RandomNumberGenerator.GetBytes(100_000);
+        device.Write(300 << 10, again);
+        again.CopyTo(background, 300 << 10);
+        AssertDeviceHolds(device, background);
+        Assert.Throws<ArgumentOutOfRangeException>(() => device.Discard((4 << 20) - 10, 11));
+        Assert.True(device.Discard(0, 0));
+    }
+
+    [Fact]
+    public void ADiscardedFileRangeGivesItsDiskBlocksBack()
+    {
+        using var device = new FileDevice(new FileDeviceOptions { Kind = "ssd", Directory = _directory, Capacity = 16 << 20, Unbuffered = true });
+        Assert.True(device.AllocatedBytes < 1 << 20, $"a new file takes {device.AllocatedBytes} bytes");
+        device.Write(0, RandomNumberGenerator.GetBytes(8 << 20));
+        var written = device.AllocatedBytes;
+        Assert.True(written >= 8 << 20, $"allocated {written} bytes after writing 8 MiB");
+
+        Assert.True(device.Discard(1 << 20, 6 << 20));
+        var punched = device.AllocatedBytes;
+        Assert.True(written - punched >= 6 << 20, $"allocated {written} -> {punched} after punching 6 MiB");
+        Assert.Equal(16 << 20, RandomAccess.GetLength(device.Handle));
+    }
+
+    [Fact]
+    public void DiscardedMemoryLeavesTheResidentSetAndPopulatedMemoryJoinsIt()
+    {
+        using var device = new NativeMemoryDevice(64 << 20);
+        Assert.Equal(0, device.ResidentBytes);
+        device.Populate(0, 16 << 20);
+        Assert.Equal(16 << 20, device.ResidentBytes);
+        device.Write(40 << 20, RandomNumberGenerator.GetBytes(1 << 20));
+        Assert.True(device.ResidentBytes >= 17 << 20);
+
+        Assert.True(device.Discard(0, 16 << 20));
+        Assert.True(device.ResidentBytes is >= 1 << 20 and < 16 << 20, $"{device.ResidentBytes} bytes resident after the discard");
+        Assert.Equal(16 << 20, device.DiscardedBytes);
+    }
+
     [Fact]
     public void ABlockStoreRefusesBlocksSmallerThanTheDevicesSector()
     {
@@ -363,6 +417,8 @@ public sealed class DeviceContractTests : IDisposable
         }
 
         public Span<byte> GetSpan(long offset, int length) => throw new NotSupportedException();
+
+        public bool Discard(long offset, long length) => inner.Discard(offset, length);
 
         public void Write(long offset, ReadOnlySpan<byte> data)
         {

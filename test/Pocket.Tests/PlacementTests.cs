@@ -26,6 +26,36 @@ public sealed class PlacementTests
         new() { Id = "job-1", Token = JobToken.NewRandom(), Tier = tier, Weights = weights ?? [] };
 
     [Fact]
+    public void FreedBlocksAreUsedAgainBeforeNewOnesLowestRunThatFitsFirst()
+    {
+        var allocator = new BlockAllocator(256);
+        Assert.Equal((0, 4), allocator.AllocateRun(4));
+        Assert.Equal((4, 4), allocator.AllocateRun(4));
+        Assert.Equal((8, 4), allocator.AllocateRun(4));
+
+        // A freed run is taken again before the untouched space above.
+        allocator.Free(4, 4);
+        Assert.Equal((4, 4), allocator.AllocateRun(4));
+
+        // A request larger than the lowest hole goes to the lowest space that holds it; the hole serves the next small one.
+        allocator.Free(0, 2);
+        Assert.Equal((12, 8), allocator.AllocateRun(8));
+        Assert.Equal((0, 2), allocator.AllocateRun(2));
+
+        // Space cut into short runs only: the lowest run, and the rest of the request elsewhere.
+        var fragmented = new BlockAllocator(128);
+        Assert.Equal((0, 128), fragmented.AllocateRun(128));
+        for (var block = 0; block < 128; block += 2)
+        {
+            fragmented.Free(block, 1);
+        }
+
+        Assert.Equal((0, 1), fragmented.AllocateRun(4));
+        Assert.Equal((2, 1), fragmented.AllocateRun(4));
+        Assert.Equal(62, fragmented.FreeBlocks);
+    }
+
+    [Fact]
     public void SpillOrderIsOwnTierThenSlowerThenFaster()
     {
         Assert.Equal([NodeTier.Ssd, NodeTier.Hdd, NodeTier.Dram], PlacementPolicy.SpillOrder(NodeTier.Ssd));

@@ -101,10 +101,10 @@ internal sealed class BenchCluster : IAsyncDisposable
                 await core.AddNodeAsync(cancellationToken: cancellationToken, tier: options.Tier).ConfigureAwait(false);
             }
 
-            // Nodes pre-fault their memory in the background while serving; timing before that finishes would
-            // charge Pocket for page faults that a warm node never takes.
-            var devices = core.Nodes.Select(n => n?.Store.Device).OfType<NativeMemoryDevice>().ToList();
-            await WaitAsync(() => devices.All(d => d.TouchedBytes >= d.Capacity), status, cancellationToken).ConfigureAwait(false);
+            // Nodes fault their headroom in the background while serving; timing before that finishes would charge
+            // Pocket for page faults that a node which has been up for a moment never takes.
+            var reclaimers = core.Nodes.Where(n => n?.Store.Device is NativeMemoryDevice).Select(n => n!.Reclaimer).ToList();
+            await WaitAsync(() => reclaimers.All(r => r.HeadroomReady), status, cancellationToken).ConfigureAwait(false);
             return cluster;
         }
         catch
@@ -138,11 +138,12 @@ internal sealed class BenchCluster : IAsyncDisposable
             var storagePids = started.Select(n => int.Parse(n.Handle, NumberStyles.None, CultureInfo.InvariantCulture)).ToList();
             cluster.ServerPids = [metadataProcess.Id, .. storagePids];
 
-            // A DRAM node pre-faults its whole mapping in the background; its resident set reaches the capacity when
-            // that is done. Timing before then would charge Pocket for page faults that a warm node never takes.
+            // A DRAM node faults its headroom in the background; its mapping's resident set reaches the headroom when
+            // that is done. Timing before then would charge Pocket for page faults that a node up for a moment never takes.
             if (options.Tier == NodeTier.Dram)
             {
-                await WaitAsync(() => storagePids.All(pid => ProcStat.MappingResidentBytes(pid, options.NodeCapacity) >= options.NodeCapacity), status, cancellationToken).ConfigureAwait(false);
+                var headroom = Math.Min(SpaceReclaimerOptions.DefaultDramHeadroom, options.NodeCapacity);
+                await WaitAsync(() => storagePids.All(pid => ProcStat.MappingResidentBytes(pid, options.NodeCapacity) >= headroom), status, cancellationToken).ConfigureAwait(false);
             }
 
             return cluster;
@@ -183,13 +184,13 @@ internal sealed class BenchCluster : IAsyncDisposable
         {
             if (clock.Elapsed > TimeSpan.FromMinutes(5))
             {
-                throw new CliException("node memory is still not pre-faulted after 5 minutes");
+                throw new CliException("node memory headroom is still not faulted in after 5 minutes");
             }
 
             await Task.Delay(50, cancellationToken).ConfigureAwait(false);
         }
 
-        status(string.Create(CultureInfo.InvariantCulture, $"node memory pre-faulted in {clock.Elapsed.TotalSeconds:0.0} s"));
+        status(string.Create(CultureInfo.InvariantCulture, $"node memory headroom faulted in after {clock.Elapsed.TotalSeconds:0.0} s"));
     }
 
     private static void RemoveQuietly(string? directory)

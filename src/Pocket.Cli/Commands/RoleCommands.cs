@@ -4,6 +4,7 @@ using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
 using Pocket.Controller;
+using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Metadata;
 using Pocket.Metrics;
@@ -155,12 +156,14 @@ internal static class RoleCommands
         var metricsPort = MetricsPortOption();
         var verbose = VerboseOption();
         var standby = new Option<bool>("--standby") { Description = "Register as a warm-pool node: no blocks until the controller activates it" };
+        var dramHeadroom = DramHeadroomOption();
+        var releaseDelay = CommandRunner.DurationOption("--dram-release-delay", $"dram: how long memory stays free before it goes back to the OS (default {Units.FormatDuration(SpaceReclaimerOptions.DefaultDramReleaseDelay)})");
 
         // Mixed-version tests and benchmarks of the drain's old path (bench/drain.sh); not for deployments.
         var noCopyExtent = new Option<bool>("--no-copy-extent") { Description = "Answer CopyExtent as a node older than it does (drains then copy to this node through the metadata server)", Hidden = true };
         var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, host, port, idleTimeout, metricsPort, verbose, standby, noCopyExtent, StopOnStdinEof,
+            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, dramHeadroom, releaseDelay, host, port, idleTimeout, metricsPort, verbose, standby, noCopyExtent, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -205,6 +208,8 @@ internal static class RoleCommands
                     AdvertisedHost = listenHost,
                     Listener = Listener(ParseAddress(listenHost), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
                     DeviceFactory = o => device = BlockDevices.Create(o.Tier, o.Capacity, devices),
+                    DramHeadroom = parse.GetValue(dramHeadroom) ?? SpaceReclaimerOptions.DefaultDramHeadroom,
+                    DramReleaseDelay = parse.GetValue(releaseDelay) ?? SpaceReclaimerOptions.DefaultDramReleaseDelay,
                 },
                 loggerFactory);
             await server.StartAsync(ct).ConfigureAwait(false);
@@ -222,6 +227,24 @@ internal static class RoleCommands
         });
         return command;
     }
+
+    /// <summary>`--dram-headroom SIZE`: 0 is meaningful (no headroom), unlike the capacities.</summary>
+    internal static Option<long?> DramHeadroomOption() => new("--dram-headroom")
+    {
+        Description = $"dram: free memory kept faulted in ahead of writes (default {Units.FormatBytes(SpaceReclaimerOptions.DefaultDramHeadroom)}; 0 = none)",
+        HelpName = "SIZE",
+        CustomParser = result =>
+        {
+            var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+            if (Units.TryParseBytes(text, out var bytes) && bytes >= 0)
+            {
+                return bytes;
+            }
+
+            result.AddError($"--dram-headroom: '{text}' is not a size (examples: 0 for none, 64MiB, 1GiB)");
+            return null;
+        },
+    };
 
     private static Command ControllerRole()
     {

@@ -52,6 +52,7 @@ internal static class UpCommand
         };
         var dataDir = new Option<string?>("--data-dir") { Description = "Directory for the ssd and hdd nodes' files (default: data in the pocket home directory)", HelpName = "DIR" };
         var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Block size of the storage nodes (default: 64KiB for dram and ssd, 1MiB for hdd)");
+        var dramHeadroom = RoleCommands.DramHeadroomOption();
         var port = new Option<int>("--port") { Description = "Metadata server port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7070 };
         var controllerPort = new Option<int>("--controller-port") { Description = "Controller HTTP port on 127.0.0.1 (0 = any free port)", DefaultValueFactory = _ => 7080 };
         var inProcess = new Option<bool>("--in-process") { Description = "Run the storage nodes inside this process instead of as child processes" };
@@ -82,7 +83,7 @@ internal static class UpCommand
         var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, idleTimeout, runFor, verbose, tls,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, dramHeadroom, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, idleTimeout, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -139,6 +140,7 @@ internal static class UpCommand
                 TierCosts = parse.GetValue(nodeCost) ?? new Dictionary<NodeTier, double>(),
                 DataDirectory = parse.GetValue(dataDir),
                 BlockSize = parse.GetValue(blockSize) is { } block ? checked((int)block) : null,
+                DramHeadroom = parse.GetValue(dramHeadroom),
                 MetadataPort = parse.GetValue(port),
                 ControllerPort = parse.GetValue(controllerPort),
                 InProcess = parse.GetValue(inProcess),

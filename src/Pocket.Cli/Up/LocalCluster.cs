@@ -46,6 +46,9 @@ internal sealed record LocalClusterOptions
     /// <summary>Block size of every node; null: each tier's default (<see cref="Pocket.StorageServer.BlockDevices.DefaultBlockSize"/>).</summary>
     public int? BlockSize { get; init; }
 
+    /// <summary>Free memory each child dram node keeps faulted in ahead of writes; null: the storage role's default.</summary>
+    public long? DramHeadroom { get; init; }
+
     /// <summary>Nodes to start per tier.</summary>
     public IReadOnlyDictionary<NodeTier, int> NodeCounts => Tiers ?? new Dictionary<NodeTier, int> { [NodeTier.Dram] = InitialNodes };
 
@@ -259,6 +262,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                     MetadataAddress = core.MetadataAddress,
                     ClusterToken = options.ClusterToken,
                     BlockSize = options.BlockSize,
+                    DramHeadroom = options.DramHeadroom,
                     DataDirectory = options.DataDirectory,
                     IdleTimeout = options.IdleTimeout,
                     Tls = options.Tls is { } files ? new NodeTlsFiles(files.CertificatePath, null, files.TrustPath, LocalTls.Name) : null,

@@ -179,10 +179,30 @@ public sealed partial class LinuxHostProbe : IHostProbe
     public long AllocatedBytes(string directory, int processId)
     {
         long total = 0;
+        var pid = processId.ToString(CultureInfo.InvariantCulture);
         try
         {
-            // The storage role names its files pocket-{tier}-{pid}-{guid}.blocks (FileDevice).
-            foreach (var file in Directory.EnumerateFiles(directory, $"pocket-*-{processId.ToString(CultureInfo.InvariantCulture)}-*.blocks"))
+            // The storage role names its files pocket-{tier}-{pid}-{guid}.blocks and removes the name once the file is
+            // open (FileDevice), so on Linux they are found through the process's open files; statx through the
+            // /proc link reaches the (deleted) file itself.
+            var fds = $"/proc/{pid}/fd";
+            if (Directory.Exists(fds))
+            {
+                var prefix = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory)) + Path.DirectorySeparatorChar;
+                foreach (var link in Directory.EnumerateFileSystemEntries(fds))
+                {
+                    var target = new FileInfo(link).LinkTarget;
+                    if (target is not null && target.StartsWith(prefix, StringComparison.Ordinal) && Path.GetFileName(target).StartsWith("pocket-", StringComparison.Ordinal)
+                        && target.Contains($"-{pid}-", StringComparison.Ordinal) && target.Contains(".blocks", StringComparison.Ordinal))
+                    {
+                        total += Allocated(link);
+                    }
+                }
+
+                return total;
+            }
+
+            foreach (var file in Directory.EnumerateFiles(directory, $"pocket-*-{pid}-*.blocks"))
             {
                 total += Allocated(file);
             }

@@ -26,6 +26,9 @@ public sealed record LocalProcessProvisionerOptions
     /// <summary>Allocation unit of the nodes (a power of two); null leaves the storage role's default.</summary>
     public int? BlockSize { get; init; }
 
+    /// <summary>Free memory each dram node keeps faulted in ahead of writes (`--dram-headroom`); null leaves the storage role's default.</summary>
+    public long? DramHeadroom { get; init; }
+
     /// <summary>The nodes' idle timeout for client connections (`--idle-timeout`); null leaves the storage role's default.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
@@ -194,6 +197,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
                 StopOnStdinEof = true,
                 Standby = request.Standby,
                 BlockSize = _options.BlockSize,
+                DramHeadroom = _options.DramHeadroom,
                 IdleTimeout = _options.IdleTimeout,
                 DataDirectory = _dataDirectory,
                 Tls = _options.Tls,

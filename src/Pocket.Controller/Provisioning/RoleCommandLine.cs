@@ -21,6 +21,9 @@ public sealed record StorageRoleArguments(string MetadataAddress, NodeTier Tier,
     /// <summary>Block size (the tier's default when null).</summary>
     public int? BlockSize { get; init; }
 
+    /// <summary>A dram node's headroom of free memory faulted in ahead of writes (the role's default when null).</summary>
+    public long? DramHeadroom { get; init; }
+
     /// <summary>Idle timeout of its connections (the role's default when null).</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
@@ -87,6 +90,11 @@ public static class RoleCommandLine
         if (role.BlockSize is { } blockSize)
         {
             arguments.AddRange(["--block-size", blockSize.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (role.DramHeadroom is { } headroom && role.Tier == NodeTier.Dram)
+        {
+            arguments.AddRange(["--dram-headroom", headroom.ToString(CultureInfo.InvariantCulture)]);
         }
 
         if (role.IdleTimeout is { } idleTimeout)

@@ -3,14 +3,20 @@ using System.Numerics;
 namespace Pocket.Metadata.Placement;
 
 /// <summary>
-/// Free-block bitmap of one storage node. Allocates runs of contiguous blocks, scanning on from where the
-/// last allocation ended so consecutive allocations stay contiguous. Accounting is exact: every block is
-/// either free or owned by exactly one extent.
+/// Free-block bitmap of one storage node. Allocates runs of contiguous blocks at the lowest free space that holds the
+/// whole run (first fit), so freed space is used again before new space is touched: a dram node's memory and a disk
+/// node's file then follow the data actually stored (the node keeps its lowest free space ready and gives the rest
+/// back). Accounting is exact: every block is either free or owned by exactly one extent.
 /// </summary>
 internal sealed class BlockAllocator
 {
+    /// <summary>Free runs looked at for one that holds a whole request before the lowest free run is taken instead.</summary>
+    private const int MaxRunsSearched = 64;
+
     private readonly ulong[] _used;
-    private long _cursor;
+
+    // No block below this one is free, so searches start here.
+    private long _lowestFree;
 
     public BlockAllocator(long blockCount)
     {
@@ -42,7 +48,11 @@ internal sealed class BlockAllocator
         FreeBlocks += used ? -count : count;
     }
 
-    /// <summary>Takes up to <paramref name="maxBlocks"/> contiguous free blocks; returns the first block and count, or count 0 when full.</summary>
+    /// <summary>
+    /// Takes up to <paramref name="maxBlocks"/> contiguous free blocks: the lowest run that holds them all, or, when the
+    /// free space is cut into shorter runs (the first <see cref="MaxRunsSearched"/> of them), the lowest free run.
+    /// Returns the first block and count, or count 0 when full.
+    /// </summary>
     public (long First, long Count) AllocateRun(long maxBlocks)
     {
         if (FreeBlocks == 0 || maxBlocks <= 0)
@@ -50,20 +60,41 @@ internal sealed class BlockAllocator
             return (0, 0);
         }
 
-        var start = FindFree(_cursor) ?? FindFree(0);
-        if (start is not { } first)
+        (long First, long Count)? lowest = null;
+        var from = _lowestFree;
+        for (var searched = 0; searched < MaxRunsSearched && FindFree(from) is { } start; searched++)
         {
-            return (0, 0);
+            var count = 1L;
+            while (count < maxBlocks && start + count < BlockCount && !IsUsed(start + count))
+            {
+                count++;
+            }
+
+            if (lowest is null)
+            {
+                lowest = (start, count);
+                _lowestFree = start;
+            }
+
+            if (count == maxBlocks)
+            {
+                return Take(start, count);
+            }
+
+            from = start + count;
         }
 
-        var count = 1L;
-        while (count < maxBlocks && first + count < BlockCount && !IsUsed(first + count))
-        {
-            count++;
-        }
+        return lowest is { } run ? Take(run.First, run.Count) : (0, 0);
+    }
 
+    private (long First, long Count) Take(long first, long count)
+    {
         Set(first, count, true);
-        _cursor = first + count >= BlockCount ? 0 : first + count;
+        if (first == _lowestFree)
+        {
+            _lowestFree = first + count;
+        }
+
         return (first, count);
     }
 
@@ -98,5 +129,6 @@ internal sealed class BlockAllocator
         }
 
         Set(first, count, false);
+        _lowestFree = Math.Min(_lowestFree, first);
     }
 }
