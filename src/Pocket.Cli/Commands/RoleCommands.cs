@@ -135,7 +135,7 @@ internal static class RoleCommands
 
     private static Command Storage()
     {
-        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
+        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT; several, comma-separated, share this node's blocks between them", Required = true, HelpName = "HOST:PORT[,...]" };
         var tier = CommandRunner.TierOption("--tier", "Tier of this node's device");
         var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "Bytes this node stores");
         var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Allocation unit (default: 64KiB for dram and ssd, 1MiB for hdd)");
@@ -165,7 +165,13 @@ internal static class RoleCommands
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
-            var (metadataHost, metadataPort) = SplitAddress(parse.GetValue(metadata)!);
+            var metadataServers = parse.GetValue(metadata)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(SplitAddress).ToList();
+            if (metadataServers.Count == 0)
+            {
+                throw new CliException("--metadata needs at least one HOST:PORT");
+            }
+
+            var (metadataHost, metadataPort) = metadataServers[0];
             using var certificate = tls.Certificate(parse);
             var metadataConnection = tls.Connection(parse, metadataHost);
             var nodeTier = parse.GetValue(tier);
@@ -192,6 +198,7 @@ internal static class RoleCommands
                 new StorageServerOptions
                 {
                     Metadata = new DnsEndPoint(metadataHost, metadataPort),
+                    OtherMetadata = [.. metadataServers.Skip(1).Select(m => new DnsEndPoint(m.Host, m.Port))],
                     MetadataConnection = metadataConnection,
 
                     // Drains have this node pull blocks from other storage nodes (CopyExtent).
