@@ -21,7 +21,7 @@ internal static class AllocationProfile
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 64L << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("allocations");
+        var job = await cluster.Admin(client).RegisterJobAsync("allocations");
         var value = new byte[1 << 10];
         var buffer = new byte[1 << 10];
         await job.PutAsync("get/1k", value);

@@ -46,7 +46,7 @@ public class ClientBenchmarks
 
         _cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 64L << 20, PreTouchMemory = false });
         _client = await _cluster.ConnectAsync();
-        _job = await _client.Admin().RegisterJobAsync("microbench");
+        _job = await _cluster.Admin(_client).RegisterJobAsync("microbench");
         await _job.PutAsync("get/1k", _value);
         await _job.PutAsync("get/64k", _large);
         for (var i = 0; i < ListedKeys; i++)

@@ -31,8 +31,8 @@ internal static class DrainProfile
             return 2;
         }
 
-        await using var client = await PocketClient.ConnectAsync(address, new PocketClientOptions { ClusterToken = clusterToken });
-        var admin = client.Admin();
+        await using var client = await PocketClient.ConnectAsync(address, new PocketClientOptions());
+        var admin = client.Admin(clusterToken);
         var nodes = (await admin.GetNodesAsync()).OrderBy(n => n.Id).ToList();
         if (nodes.Count != 2)
         {

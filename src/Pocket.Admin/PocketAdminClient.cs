@@ -5,19 +5,20 @@ using Pocket.Protocol.Messages;
 namespace Pocket.Admin;
 
 /// <summary>
-/// Cluster administration on the metadata server, with the cluster token (<see cref="PocketClientOptions.ClusterToken"/>
-/// of the client it is made over): registering jobs without the controller's sizing, setting their weights, listing,
+/// Cluster administration on the metadata server, with the cluster token (an admin credential: the data client never
+/// holds it; data requests carry their job's token): registering jobs without the controller's sizing, setting their weights, listing,
 /// draining and activating storage nodes, reading any job's usage. The controller drives the cluster through it; data
 /// goes through <see cref="PocketClient"/> and <see cref="PocketJob"/>. It shares its client's connection and is as
 /// thread-safe as the client; it owns nothing, so the client's owner disposes the client.
 /// </summary>
 public sealed class PocketAdminClient
 {
-    /// <summary>Administration through <paramref name="client"/>'s connection to the metadata server, with its cluster token.</summary>
-    public PocketAdminClient(PocketClient client)
+    /// <summary>Administration through <paramref name="client"/>'s connection to the metadata server, with <paramref name="clusterToken"/>.</summary>
+    public PocketAdminClient(PocketClient client, JobToken clusterToken)
     {
         ArgumentNullException.ThrowIfNull(client);
         Client = client;
+        ClusterToken = clusterToken;
     }
 
     /// <summary>The data client this administers through.</summary>
@@ -26,7 +27,7 @@ public sealed class PocketAdminClient
     /// <summary>The metadata server, as host:port.</summary>
     public string MetadataAddress => Client.MetadataAddress;
 
-    private JobToken ClusterToken => Client.Options.ClusterToken;
+    private JobToken ClusterToken { get; }
 
     /// <summary>Registers a job directly with the metadata server (no sizing, DRAM first) and returns its handle.</summary>
     /// <exception cref="PocketException">A bad name (<see cref="JobName.Rule"/>), or Unauthorized without the cluster token.</exception>
@@ -128,9 +129,9 @@ public sealed class PocketAdminClient
     }
 }
 
-/// <summary>Cluster administration through a client's connection: <c>client.Admin().DrainNodeAsync(id)</c>.</summary>
+/// <summary>Cluster administration through a client's connection: <c>client.Admin(clusterToken).DrainNodeAsync(id)</c>.</summary>
 public static class PocketAdminExtensions
 {
-    /// <summary>An admin client over <paramref name="client"/>'s connection, with its cluster token (cheap: it holds only the client).</summary>
-    public static PocketAdminClient Admin(this PocketClient client) => new(client);
+    /// <summary>An admin client over <paramref name="client"/>'s connection, with <paramref name="clusterToken"/> (cheap: it holds only the two).</summary>
+    public static PocketAdminClient Admin(this PocketClient client, JobToken clusterToken) => new(client, clusterToken);
 }

@@ -67,7 +67,7 @@ internal sealed record ClusterConnection(string Metadata, JobToken ClusterToken,
     public async Task<PocketClient> ConnectAsync(CancellationToken cancellationToken, int? smallObjectThreshold = null)
     {
         var colon = Metadata.LastIndexOf(':');
-        var options = ClientTls.Apply(new PocketClientOptions { ClusterToken = ClusterToken }, PocketHome.Default(), colon > 0 ? Metadata[..colon] : Metadata);
+        var options = ClientTls.Apply(new PocketClientOptions(), PocketHome.Default(), colon > 0 ? Metadata[..colon] : Metadata);
         if (smallObjectThreshold is { } threshold)
         {
             options = options with { SmallObjectThreshold = threshold };

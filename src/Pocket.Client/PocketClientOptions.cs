@@ -17,12 +17,6 @@ public sealed record PocketClientOptions
     /// <summary>Requests in flight per connection.</summary>
     public int MaxInFlightPerConnection { get; init; } = 256;
 
-    /// <summary>
-    /// The cluster's token, when it has one: what cluster administration over this client's connection sends (the admin
-    /// client of the controller and the CLI). Data requests carry their job's token instead.
-    /// </summary>
-    public JobToken ClusterToken { get; init; }
-
     /// <summary>Time allowed to open a connection.</summary>
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
 

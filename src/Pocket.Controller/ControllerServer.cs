@@ -107,14 +107,14 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>Connects to the metadata server, starts the lease clock and the HTTP listener.</summary>
     public async Task StartAsync(CancellationToken cancellationToken = default)
     {
-        _metadata = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false);
-        _admin = new PocketAdminClient(_metadata);
+        _metadata = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient, cancellationToken).ConfigureAwait(false);
+        _admin = new PocketAdminClient(_metadata, _options.ClusterToken);
         foreach (var other in _options.OtherMetadataAddresses)
         {
-            _otherMetadata.Add(await PocketClient.ConnectAsync(other, _options.MetadataClient with { ClusterToken = _options.ClusterToken }, cancellationToken).ConfigureAwait(false));
+            _otherMetadata.Add(await PocketClient.ConnectAsync(other, _options.MetadataClient, cancellationToken).ConfigureAwait(false));
         }
 
-        var plane = new MetadataPlane([_admin, .. _otherMetadata.Select(c => new PocketAdminClient(c))]);
+        var plane = new MetadataPlane([_admin, .. _otherMetadata.Select(c => new PocketAdminClient(c, _options.ClusterToken))]);
         var time = _options.Registry.TimeProvider;
         if (_options.WarmPool is { } pool)
         {

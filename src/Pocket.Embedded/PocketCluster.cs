@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Metadata;
 using Pocket.Networking;
@@ -172,9 +173,12 @@ public sealed class PocketCluster : IAsyncDisposable
         }
     }
 
-    /// <summary>A client connected to this cluster, holding the cluster token.</summary>
+    /// <summary>A client connected to this cluster (a data client: it holds no cluster token; see <see cref="Admin"/>).</summary>
     public Task<PocketClient> ConnectAsync(PocketClientOptions? options = null, CancellationToken cancellationToken = default) =>
-        PocketClient.ConnectAsync(MetadataAddress, (options ?? new PocketClientOptions()) with { ClusterToken = Options.ClusterToken }, cancellationToken);
+        PocketClient.ConnectAsync(MetadataAddress, options ?? new PocketClientOptions(), cancellationToken);
+
+    /// <summary>Cluster administration over <paramref name="client"/>'s connection, with this cluster's token.</summary>
+    public PocketAdminClient Admin(PocketClient client) => client.Admin(Options.ClusterToken);
 
     public async ValueTask DisposeAsync()
     {

@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography.X509Certificates;
 using Pocket.Client;
 using Pocket.Controller.Contracts;
+using Pocket.Protocol;
 
 namespace Pocket.Gateway;
 
@@ -74,11 +75,14 @@ public sealed record GatewayOptions
     /// </summary>
     public string? VirtualHostSuffix { get; init; }
 
-    /// <summary>
-    /// Settings of the gateway's Pocket client (data path). Its <see cref="PocketClientOptions.ClusterToken"/> is also
-    /// sent to the controller as <c>Authorization: Bearer</c>; a controller with a cluster token refuses calls without it.
-    /// </summary>
+    /// <summary>Settings of the gateway's Pocket client (data path).</summary>
     public PocketClientOptions Client { get; init; } = new();
+
+    /// <summary>
+    /// The cluster's token: sent to the controller as <c>Authorization: Bearer</c> (a controller with a cluster token
+    /// refuses calls without it), and to the metadata server when the gateway deregisters a bucket the controller forgot.
+    /// </summary>
+    public JobToken ClusterToken { get; init; }
 
     /// <summary>Clock for signature dates and object times; tests pass a fake one.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;

@@ -57,7 +57,7 @@ public sealed class GatewayServer : IAsyncDisposable
     {
         _controller = new PocketControllerClient(
             _options.ControllerUrl,
-            new PocketControllerClientOptions { ClusterToken = _options.Client.ClusterToken, CertificateValidation = _options.ControllerCertificateValidation });
+            new PocketControllerClientOptions { ClusterToken = _options.ClusterToken, CertificateValidation = _options.ControllerCertificateValidation });
         MetadataAddress = _options.MetadataAddress ?? await MetadataOfControllerAsync(_controller, cancellationToken).ConfigureAwait(false);
         _client = await PocketClient.ConnectAsync(MetadataAddress, _options.Client, cancellationToken).ConfigureAwait(false);
         _buckets = new BucketStore(_client, _options.StateDirectory, _logger);
@@ -86,7 +86,7 @@ public sealed class GatewayServer : IAsyncDisposable
         builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
 
         var app = builder.Build();
-        var metrics = new GatewayMetrics(_options.Client.ClusterToken, () => _buckets.All.Count);
+        var metrics = new GatewayMetrics(_options.ClusterToken, () => _buckets.All.Count);
         app.Use(metrics.InvokeAsync);
         app.Run(handler.HandleAsync);
         try
@@ -132,7 +132,7 @@ public sealed class GatewayServer : IAsyncDisposable
         }
         catch (PocketControllerException ex)
         {
-            var hint = ex.HttpStatus == System.Net.HttpStatusCode.Unauthorized ? " (give the gateway the cluster token: GatewayOptions.Client.ClusterToken)" : string.Empty;
+            var hint = ex.HttpStatus == System.Net.HttpStatusCode.Unauthorized ? " (give the gateway the cluster token: GatewayOptions.ClusterToken)" : string.Empty;
             var status = ex.HttpStatus is { } code ? $"answered {(int)code} to" : "failed";
             throw new InvalidOperationException($"the controller {status} GET /v1/cluster: {ex.Message}{hint}", ex);
         }

@@ -150,7 +150,7 @@ internal sealed partial class S3Handler
     {
         try
         {
-            await new PocketAdminClient(_client).DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
+            await new PocketAdminClient(_client, _options.ClusterToken).DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
             GatewayLog.ControllerForgotJob(_logger, bucket.Entry.JobId, bucket.Name, "deregistered it on the metadata server");
         }
         catch (PocketException ex)

@@ -163,9 +163,10 @@ public sealed partial class MetadataServer
 
         if (!Failed(frame, _state.Commit(job, request.Handle, request.Size)))
         {
-            // The object's write grants die before the writer hears Ok (see docs/protocol.md, "Grants").
-            Revoke();
+            // The object's write grants die at the seal or at the first read, whichever reaches the node first (see
+            // docs/protocol.md, "Grants").
             frame.Reply(Status.Ok);
+            SealSoon();
         }
     }
 

@@ -22,6 +22,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private readonly ExtentRevoker _revoker;
     private ITimer? _revokeTimer;
     private int _retrying;
+    private int _sealRequests;
 
     /// <summary>The drain coordinator (its byte counts, for tests).</summary>
     internal DrainCoordinator Drains => _drains;
@@ -176,10 +177,53 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         return Revokes(frame.Header.Opcode) ? FrameAdmission.Blocking : FrameAdmission.Buffer;
     }
 
-    /// <summary>Commit, Abort and Delete wait for storage nodes to seal or forget extents, so they are admitted here to run on the I/O pool.</summary>
+    /// <summary>Abort and Delete wait for storage nodes to forget extents, so they are admitted here to run on the I/O pool.</summary>
     int IFrameHandler.PrefixLength(in FrameHeader header) => Revokes(header.Opcode) ? 0 : -1;
 
-    private static bool Revokes(Opcode opcode) => opcode is Opcode.Commit or Opcode.Abort or Opcode.Delete;
+    /// <summary>
+    /// Abort and Delete reply only once the nodes forgot the space (the next owner's data must never be reachable with
+    /// the old grants). Commit does not wait: see <see cref="SealSoon"/>.
+    /// </summary>
+    private static bool Revokes(Opcode opcode) => opcode is Opcode.Abort or Opcode.Delete;
+
+    /// <summary>
+    /// Sends the seals (and forgets of unused space) a Commit queued, off the reply path: one background pass at a time,
+    /// repeated while commits keep queueing more. Until a node has the seal, the first read with a read-only grant seals
+    /// the extent on the node itself, so no reader can see a write that came after the commit and another read; all the
+    /// writer can do in between is change bytes nobody has read, which it could have done before committing. Waiting for
+    /// the seal cost a 1 KiB put through a node 113 -> 207 us p50 (docs/benchmarks.md, "Sealing grants at Commit").
+    /// </summary>
+    private void SealSoon()
+    {
+        if (Interlocked.Increment(ref _sealRequests) == 1)
+        {
+            _ = Task.Run(SealAsync);
+        }
+    }
+
+    private async Task SealAsync()
+    {
+        var seen = Volatile.Read(ref _sealRequests);
+        while (true)
+        {
+            try
+            {
+                await _revoker.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                // What a node did not take stays with the revoker's retries; the grants expire anyway.
+                MetadataLog.RevokeFailed(_logger, 0, 0, ex.Message);
+            }
+
+            if (Interlocked.CompareExchange(ref _sealRequests, 0, seen) == seen)
+            {
+                return;
+            }
+
+            seen = Volatile.Read(ref _sealRequests);
+        }
+    }
 
     private async Task RetryRevocationsAsync()
     {
@@ -203,7 +247,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     }
 
     /// <summary>
-    /// Waits until the storage nodes sealed or forgot what the operation just queued (Commit, Abort and Delete run on the
+    /// Waits until the storage nodes sealed or forgot what the operation just queued (Abort and Delete run on the
     /// I/O pool for this: see <see cref="IFrameHandler.Admit"/>). A node that does not answer is left to the retries.
     /// </summary>
     private void Revoke() => _revoker.FlushAsync(CancellationToken.None).GetAwaiter().GetResult();

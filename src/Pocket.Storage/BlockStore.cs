@@ -206,7 +206,7 @@ public sealed class BlockStore : IDisposable
                 // A write under way keeps its busy bit (and finishes; its release leaves the flags in place).
                 var kept = (current & GenerationMask) == generation ? current & (SealedBit | ForgottenBit) : 0;
                 var marked = generation | flags | kept | (current & BusyBit);
-                if (Interlocked.CompareExchange(ref _generations[block], marked, current) == current)
+                if (marked == current || Interlocked.CompareExchange(ref _generations[block], marked, current) == current)
                 {
                     break;
                 }

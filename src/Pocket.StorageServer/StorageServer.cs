@@ -381,6 +381,14 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
+        // Only a committed allocation gets read-only grants, so using one proves the commit: seal it here if the
+        // metadata server's seal has not arrived yet, so that no reader ever sees a write that came after another
+        // read (docs/protocol.md, "Grants"). Once sealed this is one load per block.
+        if ((grant.Rights & GrantRights.Write) == 0)
+        {
+            _store!.Seal(grant.Offset, grant.Length, grant.Generation);
+        }
+
         var buffer = ConnectionBuffer(frame, length).GetSpan()[..length];
         BlockResult read;
         try

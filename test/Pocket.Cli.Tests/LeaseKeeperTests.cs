@@ -19,7 +19,7 @@ public sealed class LeaseKeeperTests
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 16L << 20 });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("bench-lease", NodeTier.Dram);
+        var job = await cluster.Admin(client).RegisterJobAsync("bench-lease", NodeTier.Dram);
         var time = new FakeTimeProvider();
         var interval = TimeSpan.FromSeconds(30);
         var renewed = new SemaphoreSlim(0);

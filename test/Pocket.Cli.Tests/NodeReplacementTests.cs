@@ -50,7 +50,7 @@ public sealed class NodeReplacementTests
         await using var admin = await core.ConnectAsync(cancellationToken: cts.Token);
 
         // A job's object on the surviving node stays readable throughout.
-        var job = await admin.Admin().RegisterJobAsync("survivor", cts.Token);
+        var job = await core.Admin(admin).RegisterJobAsync("survivor", cts.Token);
         var kept = new byte[1 << 20];
         Random.Shared.NextBytes(kept);
 
@@ -61,7 +61,7 @@ public sealed class NodeReplacementTests
         }
 
         // Its registration connection closed, so the metadata server declares it dead at once.
-        await WaitUntilAsync(async () => (await admin.Admin().GetNodesAsync(cts.Token)).Any(n => n.Id == first.NodeId && n.State == NodeState.Dead), cts.Token);
+        await WaitUntilAsync(async () => (await core.Admin(admin).GetNodesAsync(cts.Token)).Any(n => n.Id == first.NodeId && n.State == NodeState.Dead), cts.Token);
         await job.PutAsync("kept", kept, cancellationToken: cts.Token);
 
         // Telemetry polls on the controller's (fake) clock: a tick notices the death and starts a replacement.
@@ -83,7 +83,7 @@ public sealed class NodeReplacementTests
         Assert.NotEqual(first.NodeId, replaced.NodeId);
         Assert.Contains($"replaces dead node {first.NodeId}", replaced.Reason, StringComparison.Ordinal);
 
-        var nodes = await admin.Admin().GetNodesAsync(cts.Token);
+        var nodes = await core.Admin(admin).GetNodesAsync(cts.Token);
         Assert.Equal(2, nodes.Count(n => n.State == NodeState.Live && n.Tier == NodeTier.Dram));
         Assert.Contains(nodes, n => n.Id == replaced.NodeId && n.State == NodeState.Live && n.Capacity == NodeCapacity);
         Assert.Equal(kept, await job.GetAsync("kept", cancellationToken: cts.Token));

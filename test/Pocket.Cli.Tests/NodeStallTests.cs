@@ -32,7 +32,7 @@ public sealed class NodeStallTests
         var node = await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
         var pid = int.Parse(node.Handle, CultureInfo.InvariantCulture);
         await using var client = await core.ConnectAsync(cancellationToken: cts.Token);
-        var job = await client.Admin().RegisterJobAsync("stall", cts.Token);
+        var job = await core.Admin(client).RegisterJobAsync("stall", cts.Token);
         var data = RandomNumberGenerator.GetBytes(4 << 20);
         await job.PutAsync("kept", data, cancellationToken: cts.Token);
 
@@ -57,14 +57,14 @@ public sealed class NodeStallTests
 
         // Resumed: the same node (no new registration), live, every byte readable.
         await WaitForStateAsync(NodeState.Live);
-        var nodes = await client.Admin().GetNodesAsync(cts.Token);
+        var nodes = await core.Admin(client).GetNodesAsync(cts.Token);
         var only = Assert.Single(nodes);
         Assert.Equal(node.NodeId, only.Id);
         Assert.Equal(data, await job.GetAsync("kept", cancellationToken: cts.Token));
 
         async Task WaitForStateAsync(NodeState state)
         {
-            while ((await client.Admin().GetNodesAsync(cts.Token)).SingleOrDefault(n => n.Id == node.NodeId)?.State != state)
+            while ((await core.Admin(client).GetNodesAsync(cts.Token)).SingleOrDefault(n => n.Id == node.NodeId)?.State != state)
             {
                 await Task.Delay(50, cts.Token);
             }

@@ -40,14 +40,13 @@ public sealed partial class TlsRoleTests : IDisposable
         using var cts = new CancellationTokenSource(PocketProcess.Timeout);
         var trusting = new PocketClientOptions
         {
-            ClusterToken = token,
             TlsHost = "localhost",
             CertificateValidation = TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(caOnly)),
         };
         await using (var client = await PocketClient.ConnectAsync(address, trusting, cts.Token))
         {
-            Assert.Single(await client.Admin().GetNodesAsync(cts.Token));
-            var job = await client.Admin().RegisterJobAsync("tls", cts.Token);
+            Assert.Single(await client.Admin(token).GetNodesAsync(cts.Token));
+            var job = await client.Admin(token).RegisterJobAsync("tls", cts.Token);
 
             // Large enough for blocks: the bytes go to the storage node over TLS too.
             var data = new byte[(2 << 20) + 123];
@@ -60,15 +59,15 @@ public sealed partial class TlsRoleTests : IDisposable
         // Plain TCP, a TLS client that trusts only the system's roots, and one that expects another name all fail.
         foreach (var options in new[]
         {
-            new PocketClientOptions { ClusterToken = token },
-            new PocketClientOptions { ClusterToken = token, TlsHost = "localhost" },
+            new PocketClientOptions(),
+            new PocketClientOptions { TlsHost = "localhost" },
             trusting with { TlsHost = "pocket.example" },
         })
         {
             await Assert.ThrowsAnyAsync<Exception>(async () =>
             {
                 await using var client = await PocketClient.ConnectAsync(address, options, cts.Token);
-                await client.Admin().GetNodesAsync(cts.Token);
+                await client.Admin(token).GetNodesAsync(cts.Token);
             });
         }
     }

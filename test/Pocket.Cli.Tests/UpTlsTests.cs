@@ -76,8 +76,8 @@ public sealed class UpTlsTests : IDisposable
         // The metadata server refuses plain TCP as well.
         await Assert.ThrowsAnyAsync<Exception>(async () =>
         {
-            await using var client = await PocketClient.ConnectAsync(cluster["metadata"]!.GetValue<string>(), new PocketClientOptions { ClusterToken = token }, cts.Token);
-            await client.Admin().GetNodesAsync(cts.Token);
+            await using var client = await PocketClient.ConnectAsync(cluster["metadata"]!.GetValue<string>(), new PocketClientOptions(), cts.Token);
+            await client.Admin(token).GetNodesAsync(cts.Token);
         });
 
         // The gateway answers over TLS (an unsigned request is refused by S3 rules, not by the handshake).

@@ -42,7 +42,7 @@ public sealed class AutoscalerTests
         await controller.StartAsync();
         await using var client = await cluster.ConnectAsync();
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(55));
-        var job = await client.Admin().RegisterJobAsync("elastic", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("elastic", cts.Token);
         var keep = new Dictionary<string, string>();
         for (var i = 0; i < 8; i++)
         {
@@ -119,7 +119,7 @@ public sealed class AutoscalerTests
             Assert.DoesNotContain((await job.LookupAsync(key, cts.Token))!.Blocks, b => b.NodeId == added);
         }
 
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync(cts.Token)).All(n => n.Id != added), "the stopped node leaves the node list");
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync(cts.Token)).All(n => n.Id != added), "the stopped node leaves the node list");
 
         // Both HTTP views show what happened.
         using var http = new HttpClient { BaseAddress = controller.Url };

@@ -81,7 +81,7 @@ internal sealed class ControllerHarness : IAsyncDisposable
     }
 
     /// <summary>Bytes stored on live nodes, from the metadata server.</summary>
-    public async Task<long> UsedBytesAsync() => (await Client.Admin().GetNodesAsync()).Where(n => n.State == NodeState.Live).Sum(n => n.Used);
+    public async Task<long> UsedBytesAsync() => (await Cluster.Admin(Client).GetNodesAsync()).Where(n => n.State == NodeState.Live).Sum(n => n.Used);
 
     public async ValueTask DisposeAsync()
     {

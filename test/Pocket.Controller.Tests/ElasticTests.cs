@@ -174,7 +174,7 @@ public sealed class ElasticTests
         Assert.Equal(2, provisioner.Stopped.Count);
 
         // A stopped node's registration connection is closed; the metadata server reads that on its own thread.
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).All(n => n.State != NodeState.Live), "the stopped nodes leave the live list");
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).All(n => n.State != NodeState.Live), "the stopped nodes leave the live list");
         Assert.Empty(controller.Registry.Jobs);
         Assert.All(cluster.Nodes, n => Assert.Null(n));
     }
@@ -192,17 +192,17 @@ public sealed class ElasticTests
             await controller.StartAsync();
             await WaitUntilAsync(() => Task.FromResult(controller.WarmPool!.Ready(NodeTier.Dram).Count == 1), "the warm pool has a node");
             standby = controller.WarmPool!.Ready(NodeTier.Dram)[0].NodeId!.Value;
-            Assert.Equal(NodeState.Standby, (await client.Admin().GetNodesAsync()).Single(n => n.Id == standby).State);
+            Assert.Equal(NodeState.Standby, (await cluster.Admin(client).GetNodesAsync()).Single(n => n.Id == standby).State);
 
             // 54 MiB of the live nodes' 64 MiB is over 80 %; the standby node's 32 MiB would make it 56 %, and none lands there.
-            var job = await client.Admin().RegisterJobAsync("spike");
+            var job = await cluster.Admin(client).RegisterJobAsync("spike");
             for (var i = 0; i < 54; i++)
             {
                 await job.PutAsync($"fill/{i}", Data($"fill/{i}", 1 << 20));
                 Assert.DoesNotContain((await job.LookupAsync($"fill/{i}"))!.Blocks, b => b.NodeId == standby);
             }
 
-            var nodes = await client.Admin().GetNodesAsync();
+            var nodes = await cluster.Admin(client).GetNodesAsync();
             Assert.Equal(0, nodes.Single(n => n.Id == standby).Used);
             Assert.Equal(NodeState.Standby, nodes.Single(n => n.Id == standby).State);
 
@@ -218,7 +218,7 @@ public sealed class ElasticTests
             Assert.Equal(standby, started.NodeId);
             Assert.Contains("warm pool", started.Reason, StringComparison.Ordinal);
             Assert.Contains(controller.Events.Last(1000), e => e.Kind == "scale-up" && e.Reason.Contains("capacity", StringComparison.Ordinal));
-            Assert.Equal(NodeState.Live, (await client.Admin().GetNodesAsync()).Single(n => n.Id == standby).State);
+            Assert.Equal(NodeState.Live, (await cluster.Admin(client).GetNodesAsync()).Single(n => n.Id == standby).State);
 
             // The claimed node serves: new objects land on it.
             await WaitUntilAsync(
@@ -234,7 +234,7 @@ public sealed class ElasticTests
             await WaitUntilAsync(() => Task.FromResult(controller.WarmPool.Ready(NodeTier.Dram).Count == 1), "the warm pool refills");
             var refill = controller.WarmPool.Ready(NodeTier.Dram)[0].NodeId!.Value;
             Assert.NotEqual(standby, refill);
-            Assert.Equal(NodeState.Standby, (await client.Admin().GetNodesAsync()).Single(n => n.Id == refill).State);
+            Assert.Equal(NodeState.Standby, (await cluster.Admin(client).GetNodesAsync()).Single(n => n.Id == refill).State);
             Assert.Contains(controller.Events.Last(1000), e => e.Kind == "pool-added" && e.NodeId == refill);
             standby = refill;
         }
@@ -244,8 +244,8 @@ public sealed class ElasticTests
         }
 
         // Stopping the controller stops its idle pool node; the metadata server drops it (it held nothing).
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).All(n => n.Id != standby), "the idle pool node is stopped");
-        Assert.Equal(3, (await client.Admin().GetNodesAsync()).Count(n => n.State == NodeState.Live));
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).All(n => n.Id != standby), "the idle pool node is stopped");
+        Assert.Equal(3, (await cluster.Admin(client).GetNodesAsync()).Count(n => n.State == NodeState.Live));
     }
 
     [Fact]
@@ -258,7 +258,7 @@ public sealed class ElasticTests
         await using var client = await cluster.ConnectAsync();
         await WaitUntilAsync(() => Task.FromResult(controller.WarmPool!.Ready(NodeTier.Dram).Count == 1), "the warm pool has a node");
         var pooled = controller.WarmPool!.Ready(NodeTier.Dram)[0].NodeId!.Value;
-        var original = (await client.Admin().GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet();
+        var original = (await cluster.Admin(client).GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet();
 
         // 128 MiB is four 32 MiB nodes: the two running, the pool's one claimed, and one started.
         var job = await controller.Registry.RegisterAsync("big", new JobHints { CapacityBytes = 128L << 20 });
@@ -277,7 +277,7 @@ public sealed class ElasticTests
             "both added nodes are removed");
         Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind is "node-stopped" or "scale-down" && original.Contains(e.NodeId!.Value));
         Assert.DoesNotContain(controller.Events.Last(1000), e => e.Kind == "scale-failed");
-        Assert.Equal(original, (await client.Admin().GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet());
+        Assert.Equal(original, (await cluster.Admin(client).GetNodesAsync()).Where(n => n.State == NodeState.Live).Select(n => n.Id).ToHashSet());
     }
 
     [Fact]
@@ -333,7 +333,7 @@ public sealed class ElasticTests
             await job.PutAsync($"k/{i}", Data($"k/{i}", 1_000_000));
         }
 
-        var usage = await client.Admin().GetJobUsageAsync(registration.JobId);
+        var usage = await cluster.Admin(client).GetJobUsageAsync(registration.JobId);
         var stored = usage.BlockBytes + usage.InlineBytes;
         Assert.True(stored >= 3_000_000);
 
@@ -372,8 +372,8 @@ public sealed class ElasticTests
         await controller.StartAsync();
         controller.Autoscaler!.Adopt(Adopted(cluster, slow));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("killed");
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 });
+        var job = await cluster.Admin(client).RegisterJobAsync("killed");
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 });
         var data = new Dictionary<string, string>();
         for (var i = 0; i < 24; i++)
         {
@@ -383,9 +383,9 @@ public sealed class ElasticTests
             await job.PutAsync(key, bytes);
         }
 
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double>());
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double>());
         var removal = controller.Autoscaler.RemoveNodeAsync(victim, "test: drain the slow node");
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).Single(n => n.Id == victim).MovedBytes > 0, "the drain has moved something");
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).Single(n => n.Id == victim).MovedBytes > 0, "the drain has moved something");
         await cluster.StopNodeAsync(slow);
         await removal;
         Assert.Contains(controller.Events.Last(1000), e => e.Kind == "scale-failed" && e.NodeId == victim && e.Reason.Contains("died", StringComparison.Ordinal));

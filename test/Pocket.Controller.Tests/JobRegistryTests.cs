@@ -33,7 +33,7 @@ public sealed class JobRegistryTests
         }
 
         Assert.Equal(2, h.Cluster.Nodes.Count);
-        Assert.Equal(2, (await h.Client.Admin().GetNodesAsync()).Count);
+        Assert.Equal(2, (await h.Cluster.Admin(h.Client).GetNodesAsync()).Count);
         Assert.All(hintless, job =>
         {
             Assert.True(job.Requirement.IsDefault);
@@ -59,7 +59,7 @@ public sealed class JobRegistryTests
         var job = await h.Registry.RegisterAsync("big", new JobHints { CapacityBytes = 1L << 30 });
 
         Assert.Equal(4, h.Cluster.Nodes.Count);
-        Assert.Equal(4, (await h.Client.Admin().GetNodesAsync()).Count(n => n.State == NodeState.Live));
+        Assert.Equal(4, (await h.Cluster.Admin(h.Client).GetNodesAsync()).Count(n => n.State == NodeState.Live));
         Assert.Equal(4, job.Requirement.NodesNeeded);
         Assert.False(job.Requirement.ThroughputBound);
         Assert.Equal(4, job.Weights.Weights.Count);
@@ -141,7 +141,7 @@ public sealed class JobRegistryTests
         // 8 minutes after its last request the idle job is gone, data and shares; the busy one renewed at minute 4.
         Assert.Equal([busy.Id], h.Registry.Jobs.Select(j => j.Id));
         Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), h.Registry.Find(busy.Id)!.LeaseExpiresAt);
-        Assert.Equal(0, (await h.Client.Admin().GetNodesAsync()).Sum(n => n.Used));
+        Assert.Equal(0, (await h.Cluster.Admin(h.Client).GetNodesAsync()).Sum(n => n.Used));
         var allocations = h.Registry.Allocations;
         Assert.Equal(busy.Shares.Count, allocations.Count);
         Assert.All(busy.Shares, s => Assert.Equal(s.Bytes, allocations[s.NodeId].Bytes, 1.0));
@@ -180,7 +180,7 @@ public sealed class JobRegistryTests
     {
         await using var h = await ControllerHarness.StartAsync(nodes: 2);
         var job = await h.Registry.RegisterAsync("orphan", JobHints.None);
-        await h.Client.Admin().DeregisterJobAsync(job.Id);
+        await h.Cluster.Admin(h.Client).DeregisterJobAsync(job.Id);
 
         await h.Registry.CheckLeasesAsync();
 
@@ -199,7 +199,7 @@ public sealed class JobRegistryTests
         Assert.Empty(h.Registry.Jobs);
 
         // Nothing half-done: no job on the metadata server, and a job that fits still registers.
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => h.Client.Admin().GetJobUsageAsync("big-1"));
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => h.Cluster.Admin(h.Client).GetJobUsageAsync("big-1"));
         await h.Registry.RegisterAsync("small", new JobHints { CapacityBytes = 64 * MiB });
     }
 
@@ -209,7 +209,7 @@ public sealed class JobRegistryTests
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 0, PreTouchMemory = false });
         await using var admin = await cluster.ConnectAsync();
         var options = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), NodeStartTimeout = TimeSpan.FromMilliseconds(300) };
-        await using var registry = new JobRegistry(admin.Admin(), new NeverRegisters(), options, NullLoggerFactory.Instance);
+        await using var registry = new JobRegistry(cluster.Admin(admin), new NeverRegisters(), options, NullLoggerFactory.Instance);
 
         var error = await Assert.ThrowsAsync<ProvisioningException>(() => registry.RegisterAsync("stuck", JobHints.None));
 
@@ -222,7 +222,7 @@ public sealed class JobRegistryTests
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 0, PreTouchMemory = false });
         await using var admin = await cluster.ConnectAsync();
-        await using var registry = new JobRegistry(admin.Admin(), new Broken(), new JobRegistryOptions { Sizing = ControllerHarness.Sizing() }, NullLoggerFactory.Instance);
+        await using var registry = new JobRegistry(cluster.Admin(admin), new Broken(), new JobRegistryOptions { Sizing = ControllerHarness.Sizing() }, NullLoggerFactory.Instance);
 
         var error = await Assert.ThrowsAsync<ProvisioningException>(() => registry.RegisterAsync("doomed", JobHints.None));
 

@@ -64,7 +64,8 @@ public sealed class MetadataPlacementTests
 
             var other = cluster.MetadataAddresses.Single(a => a != registration.Metadata);
             await using var elsewhere = await PocketClient.ConnectAsync(other);
-            await Assert.ThrowsAnyAsync<PocketException>(async () => await elsewhere.OpenJob(registration).GetAsync("obj"));
+            Assert.Throws<ArgumentException>(() => elsewhere.OpenJob(registration));
+            await Assert.ThrowsAnyAsync<PocketException>(async () => await elsewhere.OpenJob(registration.JobId, registration.Token).GetAsync("obj"));
         }
 
         // Deregistration goes to each job's own server: every job's data is freed.
@@ -76,8 +77,8 @@ public sealed class MetadataPlacementTests
 
         foreach (var address in cluster.MetadataAddresses)
         {
-            await using var admin = await PocketClient.ConnectAsync(address, new PocketClientOptions { ClusterToken = cluster.Options.ClusterToken });
-            Assert.All(await admin.Admin().GetNodesAsync(), n => Assert.Equal(0, n.Used));
+            await using var admin = await PocketClient.ConnectAsync(address, new PocketClientOptions());
+            Assert.All(await admin.Admin(cluster.Options.ClusterToken).GetNodesAsync(), n => Assert.Equal(0, n.Used));
         }
     }
 }

@@ -71,7 +71,7 @@ internal sealed class GatewayHarness : IAsyncDisposable
     public static GatewayOptions Options(Uri controllerUrl, string stateDirectory, JobToken clusterToken) => new()
     {
         ControllerUrl = controllerUrl,
-        Client = new PocketClientOptions { ClusterToken = clusterToken },
+        ClusterToken = clusterToken,
         StateDirectory = stateDirectory,
         Users = new Dictionary<string, string> { [AccessKey] = SecretKey, [OtherAccessKey] = OtherSecretKey },
 

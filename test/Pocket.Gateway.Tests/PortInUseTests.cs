@@ -35,8 +35,8 @@ public sealed class PortInUseTests : IAsyncLifetime
         }
 
         // The first one still answers.
-        await using var client = await PocketClient.ConnectAsync(_harness.Cluster.MetadataAddress, new PocketClientOptions { ClusterToken = _harness.Cluster.Options.ClusterToken });
-        Assert.NotEmpty(await client.Admin().GetNodesAsync());
+        await using var client = await PocketClient.ConnectAsync(_harness.Cluster.MetadataAddress, new PocketClientOptions());
+        Assert.NotEmpty(await _harness.Cluster.Admin(client).GetNodesAsync());
     }
 
     [Fact]

@@ -33,8 +33,8 @@ public sealed class MetricsTests
     public async Task ProtocolRolesCountAPutAndAGetExactlyOnceAndTheirExpositionParses()
     {
         await using var roles = await RolesAsync();
-        await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions { ClusterToken = Token });
-        var job = await client.Admin().RegisterJobAsync("metrics");
+        await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions());
+        var job = await client.Admin(Token).RegisterJobAsync("metrics");
 
         var metadataBefore = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
         var storageBefore = await Exposition.ScrapeAsync(roles.StorageMetrics, Token.ToString());
@@ -86,8 +86,8 @@ public sealed class MetricsTests
         Assert.Equal(404, await Exposition.StatusWithoutTokenAsync(new Uri(roles.MetadataMetrics, "/other"), Token.ToString()));
 
         // The roles kept serving.
-        await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions { ClusterToken = Token });
-        var job = await client.Admin().RegisterJobAsync("after");
+        await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions());
+        var job = await client.Admin(Token).RegisterJobAsync("after");
         await job.PutAsync("k", new byte[10]);
         Assert.Equal(10, (await job.GetAsync("k")).Length);
     }
@@ -223,7 +223,7 @@ public sealed class MetricsTests
             await client.OpenJob(job.JobId, job.Token).PutAsync($"object-{i}", data);
         }
 
-        var fullest = (await client.Admin().GetNodesAsync()).OrderByDescending(n => n.Used).First();
+        var fullest = (await cluster.Admin(client).GetNodesAsync()).OrderByDescending(n => n.Used).First();
         Assert.True(fullest.Used > 0);
         var moved = await controller.Autoscaler.RemoveNodeAsync(fullest.Id, "asked by the test");
         Assert.True(moved >= fullest.Used, $"the drain moved {moved} bytes of a node using {fullest.Used}");
@@ -290,7 +290,7 @@ public sealed class MetricsTests
                 ControllerUrl = controllerUrl,
                 MetadataAddress = metadataAddress,
                 Users = new Dictionary<string, string> { ["AKIDEXAMPLE"] = "secret" },
-                Client = new PocketClientOptions { ClusterToken = Token },
+                ClusterToken = Token,
             },
             NullLoggerFactory.Instance);
         try

@@ -124,7 +124,7 @@ public sealed class AlignedIoTests : IDisposable
             var index = await cluster.AddNodeAsync(8 << 20, o => new QueuedDevice(file = Unbuffered(o.Capacity), 64), tier: NodeTier.Ssd);
             var node = cluster.Nodes[index]!;
             await using var client = await cluster.ConnectAsync();
-            var job = await client.Admin().RegisterJobAsync("aligned", NodeTier.Ssd);
+            var job = await cluster.Admin(client).RegisterJobAsync("aligned", NodeTier.Ssd);
             var block = RandomNumberGenerator.GetBytes(64 << 10);
             var large = RandomNumberGenerator.GetBytes(3 << 20);
             await job.PutAsync("block", block);

@@ -25,7 +25,7 @@ public sealed class AllocationTests
         // No storage node: small objects live in the metadata server, and no heartbeat runs during the count.
         await using var cluster = await TestSupport.StartClusterAsync(nodes: 0);
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("allocations");
+        var job = await cluster.Admin(client).RegisterJobAsync("allocations");
         var value = new byte[1 << 10];
         value.AsSpan().Fill(7);
         await job.PutAsync("get/1k", value);
@@ -56,7 +56,7 @@ public sealed class AllocationTests
     {
         await using var cluster = await TestSupport.StartClusterAsync(nodes: 0);
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("list-allocations");
+        var job = await cluster.Admin(client).RegisterJobAsync("list-allocations");
         for (var i = 0; i < 100; i++)
         {
             await job.PutAsync($"listed/{i:D3}", ReadOnlyMemory<byte>.Empty);

@@ -33,7 +33,7 @@ public sealed class ArchitectureTests
         // The load generator of `pocket bench`: drives a cluster through the client and the controller's contract,
         // never a server role in its own process (the bench cluster is started by the CLI).
         ["Pocket.LoadGenerator"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Controller.Contracts"],
-        ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Controller"],
+        ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Admin", "Pocket.Controller"],
         ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics", "Pocket.LoadGenerator"],
     };
 

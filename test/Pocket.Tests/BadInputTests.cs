@@ -59,7 +59,7 @@ public sealed class BadInputTests
         var cluster = await StartClusterAsync(nodes: 2);
         var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("victim", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("victim", cts.Token);
         var stored = await StoreBaselineAsync(job, cts.Token);
         return (cluster, client, job, stored);
     }
@@ -381,7 +381,7 @@ public sealed class BadInputTests
         Assert.True(connection.IsConnected);
 
         // Nothing was half-done by any of them.
-        var nodes = await client.Admin().GetNodesAsync(cts.Token);
+        var nodes = await cluster.Admin(client).GetNodesAsync(cts.Token);
         Assert.Equal(2, nodes.Count);
         Assert.Equal(stored.Count, await job.CountAsync(cancellationToken: cts.Token));
         await AssertStillServingAsync(cluster, job, stored);
@@ -394,7 +394,7 @@ public sealed class BadInputTests
         await using var _ = cluster;
         await using var __ = client;
         using var cts = Timeout();
-        var used = await UsedAsync(client);
+        var used = await UsedAsync(cluster.Admin(client));
         var longKey = string.Join('/', Enumerable.Repeat("x", 65));
         foreach (var key in new[] { "", "/a", "a/", "a//b", "./a", "a/../b", "a/.", "tab\tkey", new string('k', 1025), longKey })
         {
@@ -407,6 +407,6 @@ public sealed class BadInputTests
         }
 
         Assert.Equal(stored.Count, await job.CountAsync(cancellationToken: cts.Token));
-        Assert.Equal(used, await UsedAsync(client));
+        Assert.Equal(used, await UsedAsync(cluster.Admin(client)));
     }
 }

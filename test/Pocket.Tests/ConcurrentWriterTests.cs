@@ -16,7 +16,7 @@ public sealed class ConcurrentWriterTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("writers", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("writers", cts.Token);
 
         var writers = Enumerable.Range(0, Writers).Select(w => Task.Run(async () =>
         {
@@ -92,7 +92,7 @@ public sealed class ConcurrentWriterTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("tree", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("tree", cts.Token);
         string[] keys = ["a", "a-b", "a/1", "a/2", "a/sub/3", "a0", "b/1", "b/2/3", "c", "ä/x"];
         foreach (var key in keys)
         {
@@ -121,7 +121,7 @@ public sealed class ConcurrentWriterTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("edge", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("edge", cts.Token);
         string[] keys = ["p/a", "p/\uffff", "p/\uffffz", "p/\uffff\uffff/deep", "p\uffff/q", "q"];
         foreach (var key in keys)
         {
@@ -148,7 +148,7 @@ public sealed class ConcurrentWriterTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("bad-list", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("bad-list", cts.Token);
         await Assert.ThrowsAnyAsync<PocketException>(async () => await job.CountAsync("/", cts.Token));
         await Assert.ThrowsAnyAsync<PocketException>(async () => await job.CountAsync("a//", cts.Token));
         await Assert.ThrowsAnyAsync<PocketException>(() => ListKeysAsync(job, "../", delimited: false, 10, cts.Token));

@@ -33,8 +33,8 @@ public sealed class CopyExtentTests
         _ => 2_600_000 + (i * 7),
     };
 
-    private static async Task<NodeInfo> NodeAsync(PocketClient client, uint id) =>
-        (await client.Admin().GetNodesAsync()).Single(n => n.Id == id);
+    private static async Task<NodeInfo> NodeAsync(PocketAdminClient admin, uint id) =>
+        (await admin.GetNodesAsync()).Single(n => n.Id == id);
 
     /// <summary>A storage node of the cluster started with options the cluster API does not offer.</summary>
     private static async Task<StorageServer.StorageServer> StartNodeAsync(PocketCluster cluster, Func<StorageServerOptions, StorageServerOptions> configure)
@@ -74,7 +74,7 @@ public sealed class CopyExtentTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: Capacity);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("copied", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("copied", cts.Token);
         var victim = cluster.Nodes[0]!.NodeId;
         var data = await PutAllAsync(job, "obj", 32, cts.Token);
         await using var chunked = await StartNodeAsync(cluster, o => o with { CopyChunkSize = 64 << 10 });
@@ -133,13 +133,13 @@ public sealed class CopyExtentTests
 
         var load = new[] { Task.Run(ReadLoopAsync), Task.Run(ReadLoopAsync), Task.Run(WriteLoopAsync) };
         var receivedBefore = cluster.Metadata.Drains.BytesReceived;
-        await client.Admin().DrainNodeAsync(victim, cts.Token);
-        await WaitUntilAsync(async () => (await NodeAsync(client, victim)).State == NodeState.Drained, "the victim is drained");
+        await cluster.Admin(client).DrainNodeAsync(victim, cts.Token);
+        await WaitUntilAsync(async () => (await NodeAsync(cluster.Admin(client), victim)).State == NodeState.Drained, "the victim is drained");
         await stop.CancelAsync();
         await Task.WhenAll(load);
         Assert.Empty(failures);
 
-        var drained = await NodeAsync(client, victim);
+        var drained = await NodeAsync(cluster.Admin(client), victim);
         Assert.Equal(0, drained.Used);
         Assert.True(drained.MovedBytes >= data.Values.Count * 40_000L, $"moved {drained.MovedBytes} bytes");
         Assert.True(chunked.BytesCopied > 0 && buffered.BytesCopied > 0, $"both targets copied ({chunked.BytesCopied}, {buffered.BytesCopied})");
@@ -165,14 +165,14 @@ public sealed class CopyExtentTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: Capacity);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("old-target", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("old-target", cts.Token);
         var victim = cluster.Nodes[0]!.NodeId;
         var data = await PutAllAsync(job, "obj", 12, cts.Token);
         await using var old = await StartNodeAsync(cluster, o => o with { CopyExtentDisabled = true });
 
-        await client.Admin().DrainNodeAsync(victim, cts.Token);
-        await WaitUntilAsync(async () => (await NodeAsync(client, victim)).State == NodeState.Drained, "the victim is drained");
-        var drained = await NodeAsync(client, victim);
+        await cluster.Admin(client).DrainNodeAsync(victim, cts.Token);
+        await WaitUntilAsync(async () => (await NodeAsync(cluster.Admin(client), victim)).State == NodeState.Drained, "the victim is drained");
+        var drained = await NodeAsync(cluster.Admin(client), victim);
         Assert.Equal(0, old.BytesCopied);
         Assert.True(cluster.Metadata.Drains.BytesReceived >= drained.MovedBytes, "the old path reads every byte into the metadata server");
 
@@ -288,9 +288,9 @@ public sealed class CopyExtentTests
         var slow = await cluster.AddNodeAsync(deviceFactory: o => new SimulatedDevice(new NativeMemoryDevice(o.Capacity, false), "slow", TimeSpan.Zero, 8e6));
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("dying-source", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("dying-source", cts.Token);
         var victim = cluster.Nodes[slow]!.NodeId;
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
         var data = new Dictionary<string, string>();
         for (var i = 0; i < 16; i++)
         {
@@ -300,11 +300,11 @@ public sealed class CopyExtentTests
             await job.PutAsync(key, bytes, cancellationToken: cts.Token);
         }
 
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
-        await client.Admin().DrainNodeAsync(victim, cts.Token);
-        await WaitUntilAsync(async () => (await NodeAsync(client, victim)).MovedBytes > 0, "the drain has moved something");
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
+        await cluster.Admin(client).DrainNodeAsync(victim, cts.Token);
+        await WaitUntilAsync(async () => (await NodeAsync(cluster.Admin(client), victim)).MovedBytes > 0, "the drain has moved something");
         await cluster.StopNodeAsync(slow);
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).SingleOrDefault(n => n.Id == victim)?.State is NodeState.Dead or null, "the killed node is noticed");
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).SingleOrDefault(n => n.Id == victim)?.State is NodeState.Dead or null, "the killed node is noticed");
 
         var moved = 0;
         foreach (var (key, hash) in data)

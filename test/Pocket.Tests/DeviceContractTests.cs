@@ -501,7 +501,7 @@ public sealed class DeviceContractTests : IDisposable
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 0, PreTouchMemory = false });
         await cluster.AddNodeAsync(8 << 20, o => faulty = new FaultyDevice(new FileDevice("ssd", _directory, o.Capacity)));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("faults");
+        var job = await cluster.Admin(client).RegisterJobAsync("faults");
         var before = RandomNumberGenerator.GetBytes(300_000);
         await job.PutAsync("before", before);
 
@@ -530,12 +530,12 @@ public sealed class DeviceContractTests : IDisposable
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 0, PreTouchMemory = false });
         await cluster.AddNodeAsync(8 << 20, o => faulty = new FaultyDevice(new FileDevice("hdd", _directory, o.Capacity)));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("fulldisk");
+        var job = await cluster.Admin(client).RegisterJobAsync("fulldisk");
         faulty!.SpaceLimit = 2 << 20;
         var error = await Assert.ThrowsAnyAsync<PocketException>(async () => await job.PutAsync("big", new byte[4 << 20]));
         Assert.Contains("no space", error.Message, StringComparison.OrdinalIgnoreCase);
         Assert.Equal(0, await job.CountAsync());
-        var nodes = await client.Admin().GetNodesAsync();
+        var nodes = await cluster.Admin(client).GetNodesAsync();
         Assert.Equal(0, nodes.Single().Used);
 
         faulty.SpaceLimit = long.MaxValue;

@@ -18,8 +18,8 @@ public sealed class DrainTests
         _ => 2_600_000 + (i * 7),
     };
 
-    private static async Task<NodeInfo?> NodeAsync(PocketClient client, uint id, CancellationToken token) =>
-        (await client.Admin().GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
+    private static async Task<NodeInfo?> NodeAsync(PocketAdminClient admin, uint id, CancellationToken token) =>
+        (await admin.GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
 
     [Fact]
     public async Task DrainMovesEveryBlockWhileReadersVerifyChecksums()
@@ -27,7 +27,7 @@ public sealed class DrainTests
         await using var cluster = await StartClusterAsync(nodes: 3, capacity: 96L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("drained", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("drained", cts.Token);
         var victim = cluster.Nodes[0]!.NodeId;
         var data = new Dictionary<string, string>();
         for (var i = 0; i < 50; i++)
@@ -38,7 +38,7 @@ public sealed class DrainTests
             await job.PutAsync(key, bytes, cancellationToken: cts.Token);
         }
 
-        var before = (await NodeAsync(client, victim, cts.Token))!;
+        var before = (await NodeAsync(cluster.Admin(client), victim, cts.Token))!;
         Assert.True(before.Used > 0, "the victim holds blocks before the drain");
 
         // Readers keep reading every object through the whole drain; any error or bad checksum is kept.
@@ -75,14 +75,14 @@ public sealed class DrainTests
         }
 
         var readers = Enumerable.Range(0, 2).Select(_ => Task.Run(ReadLoopAsync)).ToList();
-        await client.Admin().DrainNodeAsync(victim, cts.Token);
+        await cluster.Admin(client).DrainNodeAsync(victim, cts.Token);
 
         // Writes during the drain never land on the draining node.
         var during = DataFor("during", 3_000_000);
         await job.PutAsync("during", during, cancellationToken: cts.Token);
         Assert.DoesNotContain((await job.LookupAsync("during", cts.Token))!.Blocks, b => b.NodeId == victim);
 
-        await WaitUntilAsync(async () => (await NodeAsync(client, victim, cts.Token))!.State == NodeState.Drained, "the victim is drained");
+        await WaitUntilAsync(async () => (await NodeAsync(cluster.Admin(client), victim, cts.Token))!.State == NodeState.Drained, "the victim is drained");
         var readsAtDrained = Interlocked.Read(ref reads);
         await WaitUntilAsync(() => Task.FromResult(readers.Any(r => r.IsCompleted) || Interlocked.Read(ref reads) > readsAtDrained + data.Count), "readers read everything once more after the drain");
         Assert.Empty(failures);
@@ -91,7 +91,7 @@ public sealed class DrainTests
         Assert.Empty(failures);
         data["during"] = Hash(during);
 
-        var drained = (await NodeAsync(client, victim, cts.Token))!;
+        var drained = (await NodeAsync(cluster.Admin(client), victim, cts.Token))!;
         Assert.Equal(0, drained.Used);
         Assert.True(drained.MovedBytes > 0, "the drain reports the bytes it moved");
         foreach (var key in data.Keys)
@@ -101,15 +101,15 @@ public sealed class DrainTests
 
         // The controller would now stop the node; the metadata server forgets it and every object still reads.
         await cluster.StopNodeAsync(0);
-        await WaitUntilAsync(async () => await NodeAsync(client, victim, cts.Token) is null, "the drained node is removed");
+        await WaitUntilAsync(async () => await NodeAsync(cluster.Admin(client), victim, cts.Token) is null, "the drained node is removed");
         foreach (var (key, hash) in data)
         {
             Assert.Equal(hash, Hash(await job.GetAsync(key, cancellationToken: cts.Token)));
         }
 
         // Deleting everything frees exactly what the remaining nodes hold.
-        await client.Admin().DeregisterJobAsync(job.Id, cts.Token);
-        await WaitForUsedAsync(client, 0);
+        await cluster.Admin(client).DeregisterJobAsync(job.Id, cts.Token);
+        await WaitForUsedAsync(cluster.Admin(client), 0);
     }
 
     [Fact]
@@ -120,9 +120,9 @@ public sealed class DrainTests
         var slow = await cluster.AddNodeAsync(deviceFactory: o => new SimulatedDevice(new NativeMemoryDevice(o.Capacity, false), "slow", TimeSpan.Zero, 8e6));
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("killed", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("killed", cts.Token);
         var victim = cluster.Nodes[slow]!.NodeId;
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
         var data = new Dictionary<string, string>();
         for (var i = 0; i < 24; i++)
         {
@@ -132,11 +132,11 @@ public sealed class DrainTests
             await job.PutAsync(key, bytes, cancellationToken: cts.Token);
         }
 
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
-        await client.Admin().DrainNodeAsync(victim, cts.Token);
-        await WaitUntilAsync(async () => (await NodeAsync(client, victim, cts.Token))!.MovedBytes > 0, "the drain has moved something");
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
+        await cluster.Admin(client).DrainNodeAsync(victim, cts.Token);
+        await WaitUntilAsync(async () => (await NodeAsync(cluster.Admin(client), victim, cts.Token))!.MovedBytes > 0, "the drain has moved something");
         await cluster.StopNodeAsync(slow);
-        await WaitUntilAsync(async () => (await NodeAsync(client, victim, cts.Token))?.State is NodeState.Dead or null, "the killed node is noticed");
+        await WaitUntilAsync(async () => (await NodeAsync(cluster.Admin(client), victim, cts.Token))?.State is NodeState.Dead or null, "the killed node is noticed");
 
         var moved = 0;
         foreach (var (key, hash) in data)
@@ -170,14 +170,14 @@ public sealed class DrainTests
         await using var stranger = await PocketClient.ConnectAsync(cluster.MetadataAddress);
         using var cts = Timeout();
         var node = cluster.Nodes[0]!.NodeId;
-        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin().DrainNodeAsync(node, cts.Token));
-        Assert.Equal(NodeState.Live, (await NodeAsync(admin, node, cts.Token))!.State);
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.Admin().DrainNodeAsync(9999, cts.Token));
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin(JobToken.None).DrainNodeAsync(node, cts.Token));
+        Assert.Equal(NodeState.Live, (await NodeAsync(cluster.Admin(admin), node, cts.Token))!.State);
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => cluster.Admin(admin).DrainNodeAsync(9999, cts.Token));
 
         // An empty node drains at once; draining it again changes nothing.
-        await admin.Admin().DrainNodeAsync(node, cts.Token);
-        await WaitUntilAsync(async () => (await NodeAsync(admin, node, cts.Token))!.State == NodeState.Drained, "the empty node is drained");
-        await admin.Admin().DrainNodeAsync(node, cts.Token);
-        Assert.Equal(NodeState.Drained, (await NodeAsync(admin, node, cts.Token))!.State);
+        await cluster.Admin(admin).DrainNodeAsync(node, cts.Token);
+        await WaitUntilAsync(async () => (await NodeAsync(cluster.Admin(admin), node, cts.Token))!.State == NodeState.Drained, "the empty node is drained");
+        await cluster.Admin(admin).DrainNodeAsync(node, cts.Token);
+        Assert.Equal(NodeState.Drained, (await NodeAsync(cluster.Admin(admin), node, cts.Token))!.State);
     }
 }

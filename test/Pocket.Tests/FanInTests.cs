@@ -24,7 +24,7 @@ public sealed class FanInTests
     {
         await using var cluster = await StartClusterAsync(nodes: 0);
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("fan-in");
+        var job = await cluster.Admin(client).RegisterJobAsync("fan-in");
         var server = cluster.Metadata.Listener;
         var threadsBefore = Process.GetCurrentProcess().Threads.Count;
 
@@ -67,7 +67,7 @@ public sealed class FanInTests
         const int blockSize = 4096;
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: 64L << 20, o => o with { BlockSize = blockSize });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("fan-in-storage");
+        var job = await cluster.Admin(client).RegisterJobAsync("fan-in-storage");
         var node = cluster.Nodes[0]!;
 
         // One object with a block for each connection; its write grants also read.
@@ -131,7 +131,7 @@ public sealed class FanInTests
             new PocketClusterOptions { StorageNodes = 0, Listener = new FrameServerOptions { MaxReplyBacklog = 1 << 20 } },
             new CapturingLoggerFactory(log));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("greedy");
+        var job = await cluster.Admin(client).RegisterJobAsync("greedy");
         await job.PutAsync("a", DataFor("a", 1024));
 
         using var greedy = await ConnectRawAsync(cluster.Metadata.EndPoint);
@@ -261,7 +261,7 @@ public sealed class FanInTests
 
         await WaitUntilAsync(() => Task.FromResult(cluster.Metadata.Listener.BufferedRequestBytes == 0), "the admitted buffers are released");
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("after-flood");
+        var job = await cluster.Admin(client).RegisterJobAsync("after-flood");
         await job.PutAsync("x", new byte[] { 1 });
         Assert.Equal(new byte[] { 1 }, await job.GetAsync("x"));
     }

@@ -20,7 +20,7 @@ public sealed class FrameConnectionTests
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 16 << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("blocking");
+        var job = await cluster.Admin(client).RegisterJobAsync("blocking");
         await job.PutAsync("a", new byte[] { 1 });
         await job.PutAsync("b", new byte[] { 2 });
 
@@ -63,7 +63,7 @@ public sealed class FrameConnectionTests
         const int count = 1_000;
         await using var cluster = await StartClusterAsync(nodes: 0);
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("loops");
+        var job = await cluster.Admin(client).RegisterJobAsync("loops");
         var data = DataFor("k", 1024);
         await job.PutAsync("k", data);
         var get = new BodyWriter().Str("k").I64(0).I64(-1).ToArray();

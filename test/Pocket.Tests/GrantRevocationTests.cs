@@ -13,7 +13,8 @@ using static Pocket.Tests.TestSupport;
 namespace Pocket.Tests;
 
 /// <summary>
-/// Grants die when their object's life says so: a write grant at Commit and at Abort, every grant of an object at
+/// Grants die when their object's life says so: a write grant at Commit (at the seal the metadata server sends after
+/// its reply, or at the first read, whichever reaches the node first) and at Abort, every grant of an object at
 /// Delete (and at the release of a delete-after-read), and any grant at its expiry. Only the metadata server can seal
 /// or forget. All over real sockets against a real cluster.
 /// </summary>
@@ -23,22 +24,25 @@ public sealed class GrantRevocationTests
     private const int Size = 1_300_000;
 
     [Fact]
-    public async Task AWriteGrantIsStaleAfterCommitAndTheObjectsBytesStay()
+    public async Task AWriteGrantIsStaleOnceTheCommittedObjectIsReadAndTheObjectsBytesStay()
     {
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("sealed", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("sealed", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("sealed", Size);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", Size);
         await WriteAllAsync(cluster, grants, data, Status.Ok);
 
-        // Before Commit the write grant may write again (a retried write); after it, never.
+        // Before Commit the write grant may write again (a retried write), and reading with it seals nothing.
+        Assert.Equal(data.AsSpan(0, grants[0].Length).ToArray(), (await ReadAsync(cluster, grants[0])).Bytes);
         await WriteAllAsync(cluster, grants, data, Status.Ok);
         await SendAsync(metadata, Opcode.Commit, job.Token, b => CommitRequest.Write(b, handle, Size));
-        await WriteAllAsync(cluster, grants, DataFor("overwrite", Size), Status.StaleGrant);
 
+        // The first read after Commit seals, whether or not the metadata server's seal arrived yet: after it, never.
+        Assert.Equal(Hash(data), Hash(await job.GetAsync("k", cancellationToken: cts.Token)));
+        await WriteAllAsync(cluster, grants, DataFor("overwrite", Size), Status.StaleGrant);
         Assert.Equal(Hash(data), Hash(await job.GetAsync("k", cancellationToken: cts.Token)));
 
         // The same grant still reads (it carries read rights too): sealing stops writes only.
@@ -48,12 +52,67 @@ public sealed class GrantRevocationTests
     }
 
     [Fact]
+    public async Task TheMetadataServersSealReachesTheNodesAfterCommitWithoutAnyRead()
+    {
+        await using var cluster = await StartClusterAsync(nodes: 2);
+        await using var client = await cluster.ConnectAsync();
+        using var cts = Timeout();
+        var job = await cluster.Admin(client).RegisterJobAsync("unread", cts.Token);
+        await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
+        var data = DataFor("unread", Size);
+        var (handle, grants) = await CreateAsync(metadata, job.Token, "k", Size);
+        await WriteAllAsync(cluster, grants, data, Status.Ok);
+        await SendAsync(metadata, Opcode.Commit, job.Token, b => CommitRequest.Write(b, handle, Size));
+
+        // Commit does not wait for the seal; nobody reads, so only the seal can stop the write grants. Rewriting the
+        // same bytes keeps the object intact while we wait for it.
+        foreach (var grant in grants)
+        {
+            var slice = data.AsMemory(grants.TakeWhile(g => g != grant).Sum(g => g.Length), grant.Length);
+            while (await WriteAsync(cluster, grant, slice) == Status.Ok)
+            {
+                await Task.Delay(10, cts.Token);
+            }
+
+            Assert.Equal(Status.StaleGrant, await WriteAsync(cluster, grant, slice));
+        }
+
+        Assert.Equal(Hash(data), Hash(await job.GetAsync("k", cancellationToken: cts.Token)));
+    }
+
+    [Fact]
+    public async Task AReadOnlyGrantSealsItsExtentOnTheNode()
+    {
+        await using var cluster = await StartClusterAsync(nodes: 1);
+        await using var client = await cluster.ConnectAsync();
+        using var cts = Timeout();
+        var job = await cluster.Admin(client).RegisterJobAsync("readseals", cts.Token);
+        await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
+        var data = DataFor("readseals", 200_000);
+        var (handle, grants) = await CreateAsync(metadata, job.Token, "k", data.Length);
+        var grant = Assert.Single(grants);
+        Assert.Equal(Status.Ok, await WriteAsync(cluster, grant, data));
+
+        // Read-only grants are only issued for committed objects; the node takes one as proof of the commit. Made here
+        // by hand before Commit (with the node's secret), so that no seal from the metadata server can be what stops
+        // the write grant.
+        var readOnly = grant.WithRights(NodeOf(cluster, grant).GrantSecret, GrantRights.Read);
+        Assert.Equal(Status.Ok, await WriteAsync(cluster, grant, data));
+        Assert.Equal(data, (await ReadAsync(cluster, readOnly)).Bytes);
+        Assert.Equal(Status.StaleGrant, await WriteAsync(cluster, grant, DataFor("late", data.Length)));
+        Assert.Equal(data, (await ReadAsync(cluster, grant)).Bytes);
+
+        await SendAsync(metadata, Opcode.Commit, job.Token, b => CommitRequest.Write(b, handle, data.Length));
+        Assert.Equal(Hash(data), Hash(await job.GetAsync("k", cancellationToken: cts.Token)));
+    }
+
+    [Fact]
     public async Task AWriteGrantIsStaleAfterAbortWrittenOrNot()
     {
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("aborted", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("aborted", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", Size);
 
@@ -73,7 +132,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("deleted", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("deleted", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("deleted", Size);
         var (handle, writeGrants) = await CreateAsync(metadata, job.Token, "k", Size);
@@ -104,7 +163,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("dar", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("dar", cts.Token);
         var data = DataFor("dar", Size);
         await job.PutAsync("k", data, cancellationToken: cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
@@ -146,7 +205,7 @@ public sealed class GrantRevocationTests
         await node.StartAsync();
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("expiry", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("expiry", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var (_, grants) = await CreateAsync(metadata, job.Token, "k", 200_000);
         var grant = grants[0];
@@ -177,7 +236,7 @@ public sealed class GrantRevocationTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("forged", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("forged", cts.Token);
         await using var metadata = await ConnectAsync(cluster.Metadata.EndPoint);
         var data = DataFor("forged", 200_000);
         var (handle, grants) = await CreateAsync(metadata, job.Token, "k", data.Length);

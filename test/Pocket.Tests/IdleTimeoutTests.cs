@@ -149,7 +149,7 @@ public sealed class IdleTimeoutTests
             new PocketClusterOptions { StorageNodes = 0, Listener = new FrameServerOptions { IdleTimeout = IdleTimeout, TimeProvider = time } },
             new CapturingLoggerFactory(log));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("open-write");
+        var job = await cluster.Admin(client).RegisterJobAsync("open-write");
         var endPoint = new IPEndPoint(IPAddress.Loopback, cluster.Metadata.EndPoint.Port);
 
         using var writer = await TestSupport.ConnectRawAsync(endPoint);
@@ -216,7 +216,7 @@ public sealed class IdleTimeoutTests
             new PocketClusterOptions { StorageNodes = 0, Listener = new FrameServerOptions { IdleTimeout = IdleTimeout, TimeProvider = time } },
             new CapturingLoggerFactory(log));
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("idle");
+        var job = await cluster.Admin(client).RegisterJobAsync("idle");
         await job.PutAsync("a", new byte[] { 42 });
         var first = client.MetadataConnection!;
 

@@ -15,8 +15,8 @@ public sealed class JobIsolationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var a = await client.Admin().RegisterJobAsync("alpha", cts.Token);
-        var b = await client.Admin().RegisterJobAsync("beta", cts.Token);
+        var a = await cluster.Admin(client).RegisterJobAsync("alpha", cts.Token);
+        var b = await cluster.Admin(client).RegisterJobAsync("beta", cts.Token);
         Assert.NotEqual(a.Token, b.Token);
         Assert.NotEqual(a.Id, b.Id);
 
@@ -63,7 +63,7 @@ public sealed class JobIsolationTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var real = await client.Admin().RegisterJobAsync("real", cts.Token);
+        var real = await cluster.Admin(client).RegisterJobAsync("real", cts.Token);
         await real.PutAsync("k", new byte[100], cancellationToken: cts.Token);
         await real.PutAsync("big", new byte[100_000], cancellationToken: cts.Token);
 
@@ -93,20 +93,20 @@ public sealed class JobIsolationTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var admin = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await admin.Admin().RegisterJobAsync("guarded", cts.Token);
+        var job = await cluster.Admin(admin).RegisterJobAsync("guarded", cts.Token);
         await job.PutAsync("k", new byte[] { 7 }, cancellationToken: cts.Token);
 
         // No cluster token, a wrong one, and a job's own token.
         foreach (var token in new[] { JobToken.None, JobToken.NewRandom(), job.Token })
         {
-            await using var outsider = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions { ClusterToken = token }, cts.Token);
-            await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin().RegisterJobAsync("sneaky", cts.Token));
-            await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin().DeregisterJobAsync(job.Id, cts.Token));
-            await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [1] = 1 }, cts.Token));
+            await using var outsider = await PocketClient.ConnectAsync(cluster.MetadataAddress, cancellationToken: cts.Token);
+            await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin(token).RegisterJobAsync("sneaky", cts.Token));
+            await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin(token).DeregisterJobAsync(job.Id, cts.Token));
+            await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin(token).SetWeightsAsync(job.Id, new Dictionary<uint, double> { [1] = 1 }, cts.Token));
         }
 
         Assert.Equal(new byte[] { 7 }, await job.GetAsync("k", cancellationToken: cts.Token));
-        var (objects, _) = await admin.Admin().DeregisterJobAsync(job.Id, cts.Token);
+        var (objects, _) = await cluster.Admin(admin).DeregisterJobAsync(job.Id, cts.Token);
         Assert.Equal(1, objects);
     }
 
@@ -116,16 +116,16 @@ public sealed class JobIsolationTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var admin = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await admin.Admin().RegisterJobAsync("lister", cts.Token);
-        Assert.Equal(2, (await admin.Admin().GetNodesAsync(cts.Token)).Count);
+        var job = await cluster.Admin(admin).RegisterJobAsync("lister", cts.Token);
+        Assert.Equal(2, (await cluster.Admin(admin).GetNodesAsync(cts.Token)).Count);
 
         // A client without the cluster token: only a live job's token lists nodes.
         await using var outsider = await PocketClient.ConnectAsync(cluster.MetadataAddress, cancellationToken: cts.Token);
-        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin().GetNodesAsync(cts.Token));
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => outsider.Admin(JobToken.None).GetNodesAsync(cts.Token));
         foreach (var token in new[] { JobToken.NewRandom(), JobToken.None })
         {
-            await using var stranger = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions { ClusterToken = token }, cts.Token);
-            var ex = await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin().GetNodesAsync(cts.Token));
+            await using var stranger = await PocketClient.ConnectAsync(cluster.MetadataAddress, cancellationToken: cts.Token);
+            var ex = await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin(token).GetNodesAsync(cts.Token));
             Assert.Contains("job token or the cluster token", ex.Message, StringComparison.Ordinal);
             await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.OpenJob(job.Id, token).GetNodesAsync(cts.Token));
         }
@@ -142,7 +142,7 @@ public sealed class JobIsolationTests
         }
 
         // An ended job's token lists nothing.
-        await admin.Admin().DeregisterJobAsync(job.Id, cts.Token);
+        await cluster.Admin(admin).DeregisterJobAsync(job.Id, cts.Token);
         await Assert.ThrowsAsync<PocketUnauthorizedException>(() => handle.GetNodesAsync(cts.Token));
     }
 
@@ -152,8 +152,8 @@ public sealed class JobIsolationTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var a = await client.Admin().RegisterJobAsync("writer", cts.Token);
-        var b = await client.Admin().RegisterJobAsync("meddler", cts.Token);
+        var a = await cluster.Admin(client).RegisterJobAsync("writer", cts.Token);
+        var b = await cluster.Admin(client).RegisterJobAsync("meddler", cts.Token);
         await using var connection = await FrameConnection.ConnectAsync("127.0.0.1", cluster.Metadata.EndPoint.Port, new FrameConnectionOptions(), cts.Token);
 
         async Task<FrameReply> SendAsync(Opcode opcode, JobToken token, BodyWriter body) =>
@@ -172,7 +172,7 @@ public sealed class JobIsolationTests
         // The owner still can.
         Assert.Equal(Status.Ok, (await SendAsync(Opcode.Commit, a.Token, new BodyWriter().U64(handle).I64(0))).Status);
         Assert.Equal(0, (await a.LookupAsync("doc", cts.Token))!.Size);
-        Assert.Equal(0, await UsedAsync(client));
+        Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
     }
 
     private static async Task<List<string>> KeysAsync(PocketJob job, CancellationToken cancellationToken)

@@ -20,14 +20,14 @@ public sealed class KeepAfterJobTests
             NodeTimeout = TimeSpan.FromDays(1),
         });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("keep");
+        var job = await cluster.Admin(client).RegisterJobAsync("keep");
         var kept = new byte[300_000];
         Random.Shared.NextBytes(kept);
         await job.PutAsync("scratch", new byte[300_000]);
         await job.PutAsync("result", kept, PutFlags.KeepAfterJob);
         await job.PutAsync("small-result", new byte[] { 7 }, PutFlags.KeepAfterJob);
 
-        var (objects, _) = await client.Admin().DeregisterJobAsync(job.Id);
+        var (objects, _) = await cluster.Admin(client).DeregisterJobAsync(job.Id);
         Assert.Equal(1, objects);
 
         // The job is over: its scratch data is gone, the kept objects stay readable and cannot be added to.
@@ -36,7 +36,7 @@ public sealed class KeepAfterJobTests
         Assert.False(await job.ExistsAsync("scratch"));
         await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await job.PutAsync("late", new byte[10]));
         await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await job.PutAsync("late-big", new byte[300_000]));
-        Assert.True((await client.Admin().GetNodesAsync()).Single().Used >= kept.Length);
+        Assert.True((await cluster.Admin(client).GetNodesAsync()).Single().Used >= kept.Length);
 
         // Past their time to live they are freed with the job's token.
         clock.Advance(TimeSpan.FromHours(1) + TimeSpan.FromSeconds(5));
@@ -55,6 +55,6 @@ public sealed class KeepAfterJobTests
             }
         }
 
-        Assert.Equal(0, (await client.Admin().GetNodesAsync()).Single().Used);
+        Assert.Equal(0, (await cluster.Admin(client).GetNodesAsync()).Single().Used);
     }
 }

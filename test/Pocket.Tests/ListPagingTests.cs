@@ -83,7 +83,7 @@ public sealed class ListPagingTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("paging", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("paging", cts.Token);
 
         // 20 directories of 30 keys (d1 also prefixes d10..d19), one deeper level, loose keys between and around.
         var keys = new List<string> { "a", "d", "d-x", "d0", "e", "z", "d5/" + "\uffff" };
@@ -132,7 +132,7 @@ public sealed class ListPagingTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("pages", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("pages", cts.Token);
         var keys = Enumerable.Range(0, 250).Select(i => $"p/{i:D3}").ToList();
         await Task.WhenAll(keys.Select(key => job.PutAsync(key, DataFor(key, 3), cancellationToken: cts.Token).AsTask()));
 
@@ -181,7 +181,7 @@ public sealed class ListPagingTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("resume", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("resume", cts.Token);
         var keys = new List<string>();
         for (var i = 0; i < 700; i++)
         {

@@ -155,20 +155,20 @@ public sealed class MetadataPlaneTests
         const long Capacity = 64L << 20;
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: Capacity, o => o with { MetadataServers = 2, PreTouchMemory = false });
         using var cts = Timeout();
-        var options = new PocketClientOptions { ClusterToken = cluster.Options.ClusterToken };
+        var options = new PocketClientOptions();
         await using var first = await PocketClient.ConnectAsync(cluster.MetadataAddresses[0], options, cts.Token);
         await using var second = await PocketClient.ConnectAsync(cluster.MetadataAddresses[1], options, cts.Token);
 
         var node = cluster.Nodes[0]!;
         foreach (var client in new[] { first, second })
         {
-            var listed = Assert.Single(await client.Admin().GetNodesAsync(cts.Token));
+            var listed = Assert.Single(await client.Admin(cluster.Options.ClusterToken).GetNodesAsync(cts.Token));
             Assert.Equal(node.NodeId, listed.Id);
             Assert.Equal(Capacity / 2, listed.Capacity);
         }
 
-        var jobA = await first.Admin().RegisterJobAsync("share-a", cts.Token);
-        var jobB = await second.Admin().RegisterJobAsync("share-b", cts.Token);
+        var jobA = await first.Admin(cluster.Options.ClusterToken).RegisterJobAsync("share-a", cts.Token);
+        var jobB = await second.Admin(cluster.Options.ClusterToken).RegisterJobAsync("share-b", cts.Token);
         var a = RandomBytes(24 << 20, 1);
         var b = RandomBytes(24 << 20, 2);
         await jobA.PutAsync("a", a, cancellationToken: cts.Token);
@@ -192,14 +192,14 @@ public sealed class MetadataPlaneTests
         const long Capacity = 64L << 20;
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: Capacity, o => o with { MetadataServers = 2, PreTouchMemory = false });
         using var cts = Timeout();
-        var options = new PocketClientOptions { ClusterToken = cluster.Options.ClusterToken };
+        var options = new PocketClientOptions();
         await using var first = await PocketClient.ConnectAsync(cluster.MetadataAddresses[0], options, cts.Token);
-        var job = await first.Admin().RegisterJobAsync("survivor", cts.Token);
+        var job = await first.Admin(cluster.Options.ClusterToken).RegisterJobAsync("survivor", cts.Token);
         var data = RandomBytes(20 << 20, 4);
         await job.PutAsync("kept", data, cancellationToken: cts.Token);
 
         await cluster.StopMetadataAsync(1);
-        await WaitUntilAsync(async () => (await first.Admin().GetNodesAsync(cts.Token)).Single().Capacity == Capacity, "the first server holds the whole node");
+        await WaitUntilAsync(async () => (await first.Admin(cluster.Options.ClusterToken).GetNodesAsync(cts.Token)).Single().Capacity == Capacity, "the first server holds the whole node");
         Assert.Equal(Hash(data), Hash(await job.GetAsync("kept", cancellationToken: cts.Token)));
 
         // The whole node is usable by the survivor now: 40 MiB more fit beside the 20 MiB.
@@ -209,10 +209,10 @@ public sealed class MetadataPlaneTests
         // A replacement at the same address gets the survivor's free segments back, up to an even split.
         await cluster.RestartMetadataAsync(1, cts.Token);
         await using var second = await PocketClient.ConnectAsync(cluster.MetadataAddresses[1], options, cts.Token);
-        await WaitUntilAsync(async () => (await second.Admin().GetNodesAsync(cts.Token)).SingleOrDefault()?.Capacity == Capacity / 2, "the replacement holds half the node");
-        Assert.Equal(Capacity / 2, (await first.Admin().GetNodesAsync(cts.Token)).Single().Capacity);
+        await WaitUntilAsync(async () => (await second.Admin(cluster.Options.ClusterToken).GetNodesAsync(cts.Token)).SingleOrDefault()?.Capacity == Capacity / 2, "the replacement holds half the node");
+        Assert.Equal(Capacity / 2, (await first.Admin(cluster.Options.ClusterToken).GetNodesAsync(cts.Token)).Single().Capacity);
         Assert.Equal(Hash(data), Hash(await job.GetAsync("kept", cancellationToken: cts.Token)));
-        var fresh = await second.Admin().RegisterJobAsync("fresh", cts.Token);
+        var fresh = await second.Admin(cluster.Options.ClusterToken).RegisterJobAsync("fresh", cts.Token);
         var more = RandomBytes(8 << 20, 6);
         await fresh.PutAsync("new", more, cancellationToken: cts.Token);
         Assert.Equal(Hash(more), Hash(await fresh.GetAsync("new", cancellationToken: cts.Token)));

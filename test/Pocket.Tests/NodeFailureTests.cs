@@ -11,8 +11,8 @@ namespace Pocket.Tests;
 /// <summary>A storage node that stops: its objects fail with a clear error, everything else keeps working.</summary>
 public sealed class NodeFailureTests
 {
-    private static Task WaitForStateAsync(PocketClient client, uint nodeId, NodeState state) =>
-        WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).Single(n => n.Id == nodeId).State == state, $"node {nodeId} is {state}");
+    private static Task WaitForStateAsync(PocketAdminClient admin, uint nodeId, NodeState state) =>
+        WaitUntilAsync(async () => (await admin.GetNodesAsync()).Single(n => n.Id == nodeId).State == state, $"node {nodeId} is {state}");
 
     [Fact]
     public async Task ReadsOfAStoppedNodesObjectsFailWithNodeLostNamingTheKey()
@@ -20,13 +20,13 @@ public sealed class NodeFailureTests
         await using var cluster = await StartClusterAsync(nodes: 3);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("failing", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("failing", cts.Token);
         var victim = cluster.Nodes[1]!.NodeId;
         var others = cluster.Nodes.Select(n => n!.NodeId).Where(id => id != victim).ToList();
         var data = new Dictionary<string, byte[]>();
         async Task PutSomeAsync(string prefix, IReadOnlyDictionary<uint, double> weights)
         {
-            await client.Admin().SetWeightsAsync(job.Id, weights, cts.Token);
+            await cluster.Admin(client).SetWeightsAsync(job.Id, weights, cts.Token);
             for (var i = 0; i < 6; i++)
             {
                 var key = $"{prefix}/{i}";
@@ -38,7 +38,7 @@ public sealed class NodeFailureTests
         // Placement is steered so the test knows which objects the stop will take.
         await PutSomeAsync("on-victim", new Dictionary<uint, double> { [victim] = 1 });
         await PutSomeAsync("elsewhere", others.ToDictionary(id => id, _ => 1.0));
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
 
         // Warm the client's connections to every node, so the stop also breaks live connections.
         foreach (var (key, bytes) in data)
@@ -66,7 +66,7 @@ public sealed class NodeFailureTests
             Assert.Contains(key, error.Message, StringComparison.Ordinal);
         }
 
-        await WaitForStateAsync(client, victim, NodeState.Dead);
+        await WaitForStateAsync(cluster.Admin(client), victim, NodeState.Dead);
         foreach (var key in lost)
         {
             var whole = await Assert.ThrowsAsync<NodeLostException>(async () => await job.GetAsync(key, cancellationToken: cts.Token).AsTask().WaitAsync(cts.Token));
@@ -82,7 +82,7 @@ public sealed class NodeFailureTests
         }
 
         // New data goes to the nodes that are left, in this job and in a fresh one.
-        var fresh = await client.Admin().RegisterJobAsync("after-failure", cts.Token);
+        var fresh = await cluster.Admin(client).RegisterJobAsync("after-failure", cts.Token);
         foreach (var target in new[] { job, fresh })
         {
             var big = DataFor($"{target.Id}/big", 20 << 20);
@@ -99,11 +99,11 @@ public sealed class NodeFailureTests
         }
 
         Assert.Equal(safe.Count + 1, await job.CountAsync(cancellationToken: cts.Token));
-        var nodes = await client.Admin().GetNodesAsync(cts.Token);
+        var nodes = await cluster.Admin(client).GetNodesAsync(cts.Token);
         Assert.Equal(0, nodes.Single(n => n.Id == victim).Used);
-        await client.Admin().DeregisterJobAsync(job.Id, cts.Token);
-        await client.Admin().DeregisterJobAsync(fresh.Id, cts.Token);
-        Assert.Equal(0, await UsedAsync(client));
+        await cluster.Admin(client).DeregisterJobAsync(job.Id, cts.Token);
+        await cluster.Admin(client).DeregisterJobAsync(fresh.Id, cts.Token);
+        Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
     }
 
     [Fact]
@@ -115,17 +115,17 @@ public sealed class NodeFailureTests
         var victim = cluster.Nodes[0]!.NodeId;
         var survivor = cluster.Nodes[1]!.NodeId;
 
-        var unlucky = await client.Admin().RegisterJobAsync("unlucky", cts.Token);
-        await client.Admin().SetWeightsAsync(unlucky.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
-        var lucky = await client.Admin().RegisterJobAsync("lucky", cts.Token);
-        await client.Admin().SetWeightsAsync(lucky.Id, new Dictionary<uint, double> { [survivor] = 1 }, cts.Token);
+        var unlucky = await cluster.Admin(client).RegisterJobAsync("unlucky", cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(unlucky.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
+        var lucky = await cluster.Admin(client).RegisterJobAsync("lucky", cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(lucky.Id, new Dictionary<uint, double> { [survivor] = 1 }, cts.Token);
         var payload = RandomBytes(3 << 20, 3);
         await unlucky.PutAsync("x", payload, cancellationToken: cts.Token);
         await lucky.PutAsync("x", payload, cancellationToken: cts.Token);
         await lucky.PutAsync("tiny", new byte[] { 1, 2, 3 }, cancellationToken: cts.Token);
 
         await cluster.StopNodeAsync(0);
-        await WaitForStateAsync(client, victim, NodeState.Dead);
+        await WaitForStateAsync(cluster.Admin(client), victim, NodeState.Dead);
 
         var error = await Assert.ThrowsAsync<NodeLostException>(async () => await unlucky.GetAsync("x", cancellationToken: cts.Token));
         Assert.Contains("'x'", error.Message, StringComparison.Ordinal);
@@ -143,16 +143,16 @@ public sealed class NodeFailureTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("half-written", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("half-written", cts.Token);
         var victim = cluster.Nodes[0]!.NodeId;
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double> { [victim] = 1 }, cts.Token);
 
         // The write is granted while the node lives, and the node dies before the data arrives.
         var stream = new GatedStream(new PatternStream(6 << 20, 6), 1 << 20);
         var put = job.PutAsync("doomed", stream, cancellationToken: cts.Token);
         await stream.Reached.WaitAsync(cts.Token);
         await cluster.StopNodeAsync(0);
-        await WaitForStateAsync(client, victim, NodeState.Dead);
+        await WaitForStateAsync(cluster.Admin(client), victim, NodeState.Dead);
         stream.Release();
 
         await Assert.ThrowsAnyAsync<PocketException>(() => put.WaitAsync(cts.Token));
@@ -175,7 +175,7 @@ public sealed class NodeFailureTests
             await using var cluster = await StartClusterAsync(nodes: 2);
             await using var client = await cluster.ConnectAsync();
             using var cts = Timeout();
-            var job = await client.Admin().RegisterJobAsync("busy", cts.Token);
+            var job = await cluster.Admin(client).RegisterJobAsync("busy", cts.Token);
             var data = RandomBytes(4 << 20, round);
             await job.PutAsync("shared", data, cancellationToken: cts.Token);
 
@@ -217,10 +217,10 @@ public sealed class NodeFailureTests
             await Task.WhenAll(workers).WaitAsync(cts.Token);
 
             // The survivor still serves (room made first: the writers may have filled it).
-            await WaitForStateAsync(client, cluster.Nodes[1 - (round % 2)]!.NodeId, NodeState.Live);
-            await client.Admin().DeregisterJobAsync(job.Id, cts.Token);
-            Assert.Equal(0, await UsedAsync(client));
-            var fresh = await client.Admin().RegisterJobAsync("after", cts.Token);
+            await WaitForStateAsync(cluster.Admin(client), cluster.Nodes[1 - (round % 2)]!.NodeId, NodeState.Live);
+            await cluster.Admin(client).DeregisterJobAsync(job.Id, cts.Token);
+            Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
+            var fresh = await cluster.Admin(client).RegisterJobAsync("after", cts.Token);
             await fresh.PutAsync("x", data, cancellationToken: cts.Token);
             Assert.Equal(Hash(data), Hash(await fresh.GetAsync("x", cancellationToken: cts.Token)));
         }
@@ -241,16 +241,16 @@ public sealed class NodeFailureTests
         });
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("rejoin", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("rejoin", cts.Token);
         await job.PutAsync("before", RandomBytes(2 << 20, 2), cancellationToken: cts.Token);
         var oldId = cluster.Nodes[0]!.NodeId;
 
         // Silent past the timeout: dead. Its next heartbeat is refused, and it registers again, empty.
         time.Advance(TimeSpan.FromSeconds(6));
-        await WaitForStateAsync(client, oldId, NodeState.Dead);
+        await WaitForStateAsync(cluster.Admin(client), oldId, NodeState.Dead);
         time.Advance(TimeSpan.FromSeconds(4));
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).Any(n => n.Id != oldId && n.State == NodeState.Live), "the node registers again");
-        var nodes = await client.Admin().GetNodesAsync(cts.Token);
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).Any(n => n.Id != oldId && n.State == NodeState.Live), "the node registers again");
+        var nodes = await cluster.Admin(client).GetNodesAsync(cts.Token);
         var fresh = nodes.Single(n => n.State == NodeState.Live);
         await WaitUntilAsync(() => Task.FromResult(cluster.Nodes[0]!.NodeId == fresh.Id), "the node has read its new id");
         Assert.Equal(0, fresh.Used);
@@ -298,7 +298,7 @@ public sealed class NodeFailureTests
 
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("liveness", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("liveness", cts.Token);
         await job.PutAsync("big", RandomBytes(4 << 20, 4), cancellationToken: cts.Token);
         await job.PutAsync("small", new byte[] { 42 }, cancellationToken: cts.Token);
 
@@ -319,8 +319,8 @@ public sealed class NodeFailureTests
         // blocks is refused at once as unavailable, not lost.
         time.Advance(TimeSpan.FromSeconds(4));
         Assert.Equal(Status.Ok, await HeartbeatAsync());
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).Count(n => n.State == NodeState.Suspect) == 2, "the silent nodes are suspect");
-        Assert.Equal(NodeState.Live, (await client.Admin().GetNodesAsync(cts.Token)).Single(n => n.Id == manualId).State);
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).Count(n => n.State == NodeState.Suspect) == 2, "the silent nodes are suspect");
+        Assert.Equal(NodeState.Live, (await cluster.Admin(client).GetNodesAsync(cts.Token)).Single(n => n.Id == manualId).State);
         var unavailable = await Assert.ThrowsAsync<NodeUnavailableException>(async () => await job.GetAsync("big", cancellationToken: cts.Token));
         Assert.Contains("retry shortly", unavailable.Message, StringComparison.Ordinal);
         lock (died)
@@ -331,8 +331,8 @@ public sealed class NodeFailureTests
         // Past it, the silent nodes die; the one that kept heartbeating lives on.
         time.Advance(TimeSpan.FromSeconds(2));
         Assert.Equal(Status.Ok, await HeartbeatAsync());
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).Count(n => n.State == NodeState.Dead) == 2, "the silent nodes are dead");
-        var nodes = await client.Admin().GetNodesAsync(cts.Token);
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).Count(n => n.State == NodeState.Dead) == 2, "the silent nodes are dead");
+        var nodes = await cluster.Admin(client).GetNodesAsync(cts.Token);
         Assert.Equal(NodeState.Live, nodes.Single(n => n.Id == manualId).State);
         Assert.All(nodes.Where(n => n.Id != manualId), n => Assert.Equal(0, n.Used));
         lock (died)
@@ -348,7 +348,7 @@ public sealed class NodeFailureTests
         time.Advance(TimeSpan.FromSeconds(6));
         await allDied.Task.WaitAsync(cts.Token);
         Assert.Equal(Status.NotFound, await HeartbeatAsync());
-        Assert.All(await client.Admin().GetNodesAsync(cts.Token), n => Assert.Equal(NodeState.Dead, n.State));
+        Assert.All(await cluster.Admin(client).GetNodesAsync(cts.Token), n => Assert.Equal(NodeState.Dead, n.State));
         var none = await Assert.ThrowsAsync<CapacityExceededException>(async () => await job.PutAsync("more", new byte[1 << 20], cancellationToken: cts.Token));
         Assert.Equal(Status.NoNodes, none.Status);
     }

@@ -25,7 +25,7 @@ public sealed class QuotaTests
         await using var cluster = await StartClusterAsync(nodes: 2, capacity: 16L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var admin = client.Admin();
+        var admin = cluster.Admin(client);
 
         // Bytes: blocks and inline bytes together, whichever way the data arrives.
         var bytes = await admin.RegisterJobAsync("bytes", NodeTier.Dram, null, new JobQuota(MaxBytes: 3 << 20, 0, 0), cts.Token);
@@ -82,7 +82,7 @@ public sealed class QuotaTests
         await using var cluster = await StartClusterAsync(nodes: 2, capacity: 4L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var admin = client.Admin();
+        var admin = cluster.Admin(client);
         var greedy = await admin.RegisterJobAsync("greedy", NodeTier.Dram, null, new JobQuota(MaxBytes: 2 << 20, 0, 0), cts.Token);
         var other = await admin.RegisterJobAsync("other", cts.Token);
 
@@ -102,7 +102,7 @@ public sealed class QuotaTests
         }
 
         Assert.Equal(8, stored);
-        Assert.Equal(2 << 20, await UsedAsync(client));
+        Assert.Equal(2 << 20, await UsedAsync(cluster.Admin(client)));
         var data = RandomBytes(1 << 20, 5);
         await other.PutAsync("one-mib", data, cancellationToken: cts.Token);
         Assert.Equal(Hash(data), Hash(await other.GetAsync("one-mib", cancellationToken: cts.Token)));
@@ -117,7 +117,7 @@ public sealed class QuotaTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: 4L << 20, configure: o => o with { MaxObjectMemory = bound });
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var admin = client.Admin();
+        var admin = cluster.Admin(client);
         var filler = await admin.RegisterJobAsync("filler", cts.Token);
         var prefix = new string('k', 990);
         var stored = 0;
@@ -160,7 +160,7 @@ public sealed class QuotaTests
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: 4L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var admin = client.Admin();
+        var admin = cluster.Admin(client);
 
         // The older forms (name only; name, token and tier; with weights) get the server's default: no limits.
         var old = await admin.RegisterJobAsync("old", cts.Token);

@@ -27,7 +27,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync();
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("roundtrip", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("roundtrip", cts.Token);
         var data = RandomBytes(size, size);
         await job.PutAsync("dir/object", data, cancellationToken: cts.Token);
 
@@ -54,7 +54,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync();
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("unknown-length", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("unknown-length", cts.Token);
         var data = RandomBytes(size, ~size);
 
         // Short reads make the client gather extents from many stream reads.
@@ -74,7 +74,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync();
         await using var client = await cluster.ConnectAsync(new PocketClientOptions { StreamAllocationBatch = batch });
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("batches", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("batches", cts.Token);
         foreach (var size in new long[] { batch - 1, batch, batch + 1, (3 * batch) + 77 })
         {
             var key = $"s{size}";
@@ -90,7 +90,7 @@ public sealed class RoundTripTests : IDisposable
         var stored = new long[] { batch - 1, batch, batch + 1, (3 * batch) + 77 }.Sum();
         Assert.Equal(stored, usage.BlockBytes);
         var blocksUsed = new long[] { batch - 1, batch, batch + 1, (3 * batch) + 77 }.Sum(s => (s + Block - 1) / Block * Block);
-        Assert.Equal(blocksUsed, await UsedAsync(client));
+        Assert.Equal(blocksUsed, await UsedAsync(cluster.Admin(client)));
     }
 
     [Fact]
@@ -99,7 +99,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync(nodes: 2, capacity: 128L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("hundred", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("hundred", cts.Token);
         var data = RandomBytes(100 << 20, 100);
         await job.PutAsync("big", data, cancellationToken: cts.Token);
         var back = await job.GetAsync("big", cancellationToken: cts.Token);
@@ -113,7 +113,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync(nodes: 3, capacity: 512L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("gigabyte", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("gigabyte", cts.Token);
         var expected = PatternStream.HashOf(size, 1);
 
         await job.PutAsync("huge", new PatternStream(size, seed: 1), cancellationToken: cts.Token);
@@ -139,7 +139,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("ranges", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("ranges", cts.Token);
         var data = RandomBytes((5 << 20) + 12_345, 5);
         await job.PutAsync("r", data, cancellationToken: cts.Token);
 
@@ -208,7 +208,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("inline-ranges", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("inline-ranges", cts.Token);
         var data = RandomBytes(10_000, 10);
         await job.PutAsync("small", data, cancellationToken: cts.Token);
         Assert.True((await job.LookupAsync("small", cts.Token))!.Inline);
@@ -246,7 +246,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync();
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("files", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("files", cts.Token);
         var source = Path.Combine(_directory, $"in-{size}");
         var target = Path.Combine(_directory, $"out-{size}");
         var data = RandomBytes(size, size + 1);
@@ -273,7 +273,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("keep-file", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("keep-file", cts.Token);
         var precious = Path.Combine(_directory, "precious");
         var original = RandomBytes(50_000, 50);
         await File.WriteAllBytesAsync(precious, original, cts.Token);
@@ -289,15 +289,15 @@ public sealed class RoundTripTests : IDisposable
         await job.PutAsync("striped", RandomBytes(8 << 20, 8), cancellationToken: cts.Token);
         Assert.Contains((await job.LookupAsync("striped", cts.Token))!.Blocks, b => b.NodeId == victim);
         await cluster.StopNodeAsync(1);
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync()).Single(n => n.Id == victim).State == NodeState.Dead, "the node is dead");
+        await WaitUntilAsync(async () => (await cluster.Admin(client).GetNodesAsync()).Single(n => n.Id == victim).State == NodeState.Dead, "the node is dead");
         await Assert.ThrowsAsync<NodeLostException>(() => job.GetFileAsync("striped", precious, cancellationToken: cts.Token));
         Assert.Equal(Hash(original), Hash(await File.ReadAllBytesAsync(precious, cts.Token)));
 
         // Delete-after-read into a file that cannot be created: the grant is released, no space leaks.
-        var used = await UsedAsync(client);
+        var used = await UsedAsync(cluster.Admin(client));
         await job.PutAsync("consumable", RandomBytes(100_000, 1), cancellationToken: cts.Token);
         await Assert.ThrowsAnyAsync<IOException>(() => job.GetFileAsync("consumable", Path.Combine(_directory, "no-such-dir", "f"), GetFlags.DeleteAfterRead, cancellationToken: cts.Token));
-        Assert.Equal(used, await UsedAsync(client));
+        Assert.Equal(used, await UsedAsync(cluster.Admin(client)));
 
         // Nothing is left behind in the directory.
         Assert.Equal(new[] { "precious" }, Directory.GetFiles(_directory).Select(f => Path.GetFileName(f)).ToArray());
@@ -309,7 +309,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync();
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("position", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("position", cts.Token);
         var data = RandomBytes((2 << 20) + 99, 77);
         foreach (var skip in new[] { 10, (2 << 20) + 99 - 100 })
         {
@@ -326,7 +326,7 @@ public sealed class RoundTripTests : IDisposable
         await using var cluster = await StartClusterAsync(nodes: 3);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("mixed", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("mixed", cts.Token);
         var sizes = Enumerable.Range(0, 60).Select(i => (i * 37_501) % ((1 << 20) + 3)).ToArray();
         await Parallel.ForEachAsync(Enumerable.Range(0, sizes.Length), cts.Token, async (i, ct) =>
             await job.PutAsync($"m/{i}", DataFor($"m/{i}", sizes[i]), cancellationToken: ct));

@@ -19,7 +19,7 @@ public sealed class SmokeTests
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 2, NodeCapacity = 64 << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("smoke");
+        var job = await cluster.Admin(client).RegisterJobAsync("smoke");
         var data = RandomNumberGenerator.GetBytes(size);
         await job.PutAsync("a/b", data);
         var back = await job.GetAsync("a/b");

@@ -8,8 +8,8 @@ namespace Pocket.Tests;
 /// <summary>Standby (warm-pool) nodes: registered but given no blocks until ActivateNode; bad flags are refused.</summary>
 public sealed class StandbyNodeTests
 {
-    private static async Task<NodeInfo?> NodeAsync(PocketClient client, uint id, CancellationToken token) =>
-        (await client.Admin().GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
+    private static async Task<NodeInfo?> NodeAsync(PocketAdminClient admin, uint id, CancellationToken token) =>
+        (await admin.GetNodesAsync(token)).SingleOrDefault(n => n.Id == id);
 
     [Fact]
     public async Task AStandbyNodeGetsNoBlocksUntilItIsActivated()
@@ -20,27 +20,27 @@ public sealed class StandbyNodeTests
         await using var admin = await cluster.ConnectAsync();
         await using var stranger = await PocketClient.ConnectAsync(cluster.MetadataAddress);
         using var cts = Timeout();
-        Assert.Equal(NodeState.Standby, (await NodeAsync(admin, standby, cts.Token))!.State);
+        Assert.Equal(NodeState.Standby, (await NodeAsync(cluster.Admin(admin), standby, cts.Token))!.State);
 
         // Even a weight map that names only the standby node places nothing on it.
-        var job = await admin.Admin().RegisterJobAsync("held", cts.Token);
-        await admin.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [standby] = 1 }, cts.Token);
+        var job = await cluster.Admin(admin).RegisterJobAsync("held", cts.Token);
+        await cluster.Admin(admin).SetWeightsAsync(job.Id, new Dictionary<uint, double> { [standby] = 1 }, cts.Token);
         for (var i = 0; i < 8; i++)
         {
             await job.PutAsync($"before/{i}", DataFor($"before/{i}", 300_000), cancellationToken: cts.Token);
             Assert.DoesNotContain((await job.LookupAsync($"before/{i}", cts.Token))!.Blocks, b => b.NodeId == standby);
         }
 
-        Assert.Equal(0, (await NodeAsync(admin, standby, cts.Token))!.Used);
+        Assert.Equal(0, (await NodeAsync(cluster.Admin(admin), standby, cts.Token))!.Used);
 
         // Activation needs the cluster token and a standby (or live) node.
-        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin().ActivateNodeAsync(standby, cts.Token));
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.Admin().ActivateNodeAsync(9999, cts.Token));
-        Assert.Equal(NodeState.Standby, (await NodeAsync(admin, standby, cts.Token))!.State);
+        await Assert.ThrowsAsync<PocketUnauthorizedException>(() => stranger.Admin(JobToken.None).ActivateNodeAsync(standby, cts.Token));
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => cluster.Admin(admin).ActivateNodeAsync(9999, cts.Token));
+        Assert.Equal(NodeState.Standby, (await NodeAsync(cluster.Admin(admin), standby, cts.Token))!.State);
 
-        await admin.Admin().ActivateNodeAsync(standby, cts.Token);
-        await admin.Admin().ActivateNodeAsync(standby, cts.Token);
-        Assert.Equal(NodeState.Live, (await NodeAsync(admin, standby, cts.Token))!.State);
+        await cluster.Admin(admin).ActivateNodeAsync(standby, cts.Token);
+        await cluster.Admin(admin).ActivateNodeAsync(standby, cts.Token);
+        Assert.Equal(NodeState.Live, (await NodeAsync(cluster.Admin(admin), standby, cts.Token))!.State);
         var after = DataFor("after", 300_000);
         await job.PutAsync("after", after, cancellationToken: cts.Token);
         Assert.All((await job.LookupAsync("after", cts.Token))!.Blocks, b => Assert.Equal(standby, b.NodeId));
@@ -60,11 +60,11 @@ public sealed class StandbyNodeTests
 
         // It never held a block, so stopping it is not a death.
         await cluster.StopNodeAsync(stopped);
-        await WaitUntilAsync(async () => await NodeAsync(admin, stoppedId, cts.Token) is null, "the stopped standby node leaves the list");
+        await WaitUntilAsync(async () => await NodeAsync(cluster.Admin(admin), stoppedId, cts.Token) is null, "the stopped standby node leaves the list");
 
-        await admin.Admin().DrainNodeAsync(drainedId, cts.Token);
-        Assert.Equal(NodeState.Drained, (await NodeAsync(admin, drainedId, cts.Token))!.State);
-        await Assert.ThrowsAsync<ObjectNotFoundException>(() => admin.Admin().ActivateNodeAsync(drainedId, cts.Token));
+        await cluster.Admin(admin).DrainNodeAsync(drainedId, cts.Token);
+        Assert.Equal(NodeState.Drained, (await NodeAsync(cluster.Admin(admin), drainedId, cts.Token))!.State);
+        await Assert.ThrowsAsync<ObjectNotFoundException>(() => cluster.Admin(admin).ActivateNodeAsync(drainedId, cts.Token));
     }
 
     [Fact]
@@ -89,6 +89,6 @@ public sealed class StandbyNodeTests
         await SendRawAsync(socket, Header(Opcode.Ping, 0, requestId: 8));
         Assert.Equal(Status.Ok, (await ReadReplyAsync(socket))!.Value.Header.Status);
         await using var admin = await cluster.ConnectAsync();
-        Assert.Empty(await admin.Admin().GetNodesAsync());
+        Assert.Empty(await cluster.Admin(admin).GetNodesAsync());
     }
 }

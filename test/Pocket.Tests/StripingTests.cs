@@ -13,7 +13,7 @@ public sealed class StripingTests
         await using var cluster = await StartClusterAsync(nodes: 3, capacity: 128L << 20);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("stripes", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("stripes", cts.Token);
         var data = RandomBytes(64 << 20, 64);
         await job.PutAsync("wide", data, cancellationToken: cts.Token);
 
@@ -27,7 +27,7 @@ public sealed class StripingTests
         Assert.Equal(data.Length, info.Blocks.Sum(b => (long)b.Length));
 
         // Every node's accounting matches the blocks the object holds on it.
-        var nodes = await client.Admin().GetNodesAsync(cts.Token);
+        var nodes = await cluster.Admin(client).GetNodesAsync(cts.Token);
         foreach (var node in nodes)
         {
             var onNode = info.Blocks.Where(b => b.NodeId == node.Id).Sum(b => (b.Length + (64L << 10) - 1) / (64 << 10) * (64 << 10));
@@ -53,9 +53,9 @@ public sealed class StripingTests
         await using var cluster = await StartClusterAsync(nodes: 3);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("weighted", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("weighted", cts.Token);
         var only = cluster.Nodes[1]!.NodeId;
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double> { [only] = 1.0 }, cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double> { [only] = 1.0 }, cts.Token);
 
         var data = RandomBytes(8 << 20, 8);
         await job.PutAsync("steered", data, cancellationToken: cts.Token);
@@ -64,7 +64,7 @@ public sealed class StripingTests
         Assert.Equal(Hash(data), Hash(await job.GetAsync("steered", cancellationToken: cts.Token)));
 
         // Back to uniform: the next large object spreads again.
-        await client.Admin().SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
+        await cluster.Admin(client).SetWeightsAsync(job.Id, new Dictionary<uint, double>(), cts.Token);
         await job.PutAsync("spread", RandomBytes(32 << 20, 32), cancellationToken: cts.Token);
         Assert.Equal(3, (await job.LookupAsync("spread", cts.Token))!.Blocks.Select(b => b.NodeId).Distinct().Count());
     }
@@ -76,7 +76,7 @@ public sealed class StripingTests
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
         var only = cluster.Nodes[2]!.NodeId;
-        var job = await client.Admin().RegisterJobAsync("weighted", NodeTier.Dram, new Dictionary<uint, double> { [only] = 1.0 }, cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("weighted", NodeTier.Dram, new Dictionary<uint, double> { [only] = 1.0 }, cts.Token);
 
         var data = RandomBytes(8 << 20, 9);
         await job.PutAsync("steered", data, cancellationToken: cts.Token);
@@ -85,9 +85,9 @@ public sealed class StripingTests
 
         // A bad weight refuses the registration as a whole: no job is left behind.
         var refused = await Assert.ThrowsAnyAsync<Pocket.Client.PocketException>(() =>
-            client.Admin().RegisterJobAsync("bad", NodeTier.Dram, new Dictionary<uint, double> { [only] = double.NaN }, cts.Token));
+            cluster.Admin(client).RegisterJobAsync("bad", NodeTier.Dram, new Dictionary<uint, double> { [only] = double.NaN }, cts.Token));
         Assert.Equal(Status.BadRequest, refused.Status);
         Assert.Contains($"weight of node {only}", refused.Message, StringComparison.Ordinal);
-        Assert.Equal("bad-1", (await client.Admin().RegisterJobAsync("bad", cts.Token)).Id);
+        Assert.Equal("bad-1", (await cluster.Admin(client).RegisterJobAsync("bad", cts.Token)).Id);
     }
 }

@@ -50,14 +50,14 @@ internal static class TestSupport
         }
     }
 
-    public static async Task<long> UsedAsync(PocketClient client)
+    public static async Task<long> UsedAsync(PocketAdminClient admin)
     {
-        var nodes = await client.Admin().GetNodesAsync();
+        var nodes = await admin.GetNodesAsync();
         return nodes.Where(n => n.State != NodeState.Dead).Sum(n => n.Used);
     }
 
-    public static Task WaitForUsedAsync(PocketClient client, long expected) =>
-        WaitUntilAsync(async () => await UsedAsync(client) == expected, $"the nodes use {expected} bytes");
+    public static Task WaitForUsedAsync(PocketAdminClient admin, long expected) =>
+        WaitUntilAsync(async () => await UsedAsync(admin) == expected, $"the nodes use {expected} bytes");
 
     public static string Hash(ReadOnlySpan<byte> data) => Convert.ToHexString(SHA256.HashData(data));
 

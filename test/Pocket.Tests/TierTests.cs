@@ -23,7 +23,7 @@ public sealed class TierTests : IDisposable
         await using var cluster = await StartAsync();
         await cluster.AddNodeAsync(16 << 20, tier: tier);
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("contract", tier);
+        var job = await cluster.Admin(client).RegisterJobAsync("contract", tier);
         var objects = new Dictionary<string, byte[]>();
         foreach (var size in new[] { 0, 1, 70_000, (64 << 10) - 1, 3 << 20 })
         {
@@ -47,7 +47,7 @@ public sealed class TierTests : IDisposable
         Assert.True(usage.BytesByTier[tier] >= 3 << 20);
 
         Assert.Equal(objects.Count, await job.DeleteAsync("o/", recursive: true));
-        Assert.All(await client.Admin().GetNodesAsync(), n => Assert.Equal(0, n.Used));
+        Assert.All(await cluster.Admin(client).GetNodesAsync(), n => Assert.Equal(0, n.Used));
     }
 
     [Fact]
@@ -58,8 +58,8 @@ public sealed class TierTests : IDisposable
         await cluster.AddNodeAsync(8 << 20, tier: NodeTier.Ssd);
         await cluster.AddNodeAsync(8 << 20, tier: NodeTier.Hdd);
         await using var client = await cluster.ConnectAsync();
-        var nodes = (await client.Admin().GetNodesAsync()).ToDictionary(n => n.Id, n => n.Tier);
-        var job = await client.Admin().RegisterJobAsync("spill");
+        var nodes = (await cluster.Admin(client).GetNodesAsync()).ToDictionary(n => n.Id, n => n.Tier);
+        var job = await cluster.Admin(client).RegisterJobAsync("spill");
 
         var first = RandomNumberGenerator.GetBytes(10 << 20);
         await job.PutAsync("first", first);
@@ -81,7 +81,7 @@ public sealed class TierTests : IDisposable
         var full = await Assert.ThrowsAsync<CapacityExceededException>(async () => await job.PutAsync("third", new byte[3 << 20]));
         Assert.Contains("capacity exceeded", full.Message, StringComparison.Ordinal);
         Assert.False(await job.ExistsAsync("third"));
-        Assert.Equal(18 << 20, (await client.Admin().GetNodesAsync()).Sum(n => n.Used));
+        Assert.Equal(18 << 20, (await cluster.Admin(client).GetNodesAsync()).Sum(n => n.Used));
 
         // Reads work wherever the blocks live.
         Assert.Equal(first, await job.GetAsync("first"));
@@ -89,7 +89,7 @@ public sealed class TierTests : IDisposable
 
         await job.DeleteAsync("first");
         await job.DeleteAsync("second");
-        Assert.All(await client.Admin().GetNodesAsync(), n => Assert.Equal(0, n.Used));
+        Assert.All(await cluster.Admin(client).GetNodesAsync(), n => Assert.Equal(0, n.Used));
         Assert.All((await job.GetUsageAsync()).BytesByTier.Values, bytes => Assert.Equal(0, bytes));
     }
 
@@ -100,8 +100,8 @@ public sealed class TierTests : IDisposable
         await cluster.AddNodeAsync(8 << 20, tier: NodeTier.Dram);
         await cluster.AddNodeAsync(4 << 20, tier: NodeTier.Ssd);
         await using var client = await cluster.ConnectAsync();
-        var nodes = (await client.Admin().GetNodesAsync()).ToDictionary(n => n.Id, n => n.Tier);
-        var job = await client.Admin().RegisterJobAsync("flash", NodeTier.Ssd);
+        var nodes = (await cluster.Admin(client).GetNodesAsync()).ToDictionary(n => n.Id, n => n.Tier);
+        var job = await cluster.Admin(client).RegisterJobAsync("flash", NodeTier.Ssd);
 
         await job.PutAsync("a", new byte[3 << 20]);
         Assert.All((await job.LookupAsync("a"))!.Blocks, b => Assert.Equal(NodeTier.Ssd, nodes[b.NodeId]));
@@ -117,7 +117,7 @@ public sealed class TierTests : IDisposable
         await using var cluster = await StartAsync();
         await cluster.AddNodeAsync(32 << 20, tier: NodeTier.Hdd);
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("disk", NodeTier.Hdd);
+        var job = await cluster.Admin(client).RegisterJobAsync("disk", NodeTier.Hdd);
         var data = RandomNumberGenerator.GetBytes(10 << 20);
         await job.PutAsync("big", data);
 
@@ -131,7 +131,7 @@ public sealed class TierTests : IDisposable
 
         Assert.Equal(data, await job.GetAsync("big"));
         await job.DeleteAsync("big");
-        Assert.Equal(0, (await client.Admin().GetNodesAsync()).Single().Used);
+        Assert.Equal(0, (await cluster.Admin(client).GetNodesAsync()).Single().Used);
     }
 
     public void Dispose()

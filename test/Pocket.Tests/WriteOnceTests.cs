@@ -20,17 +20,17 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("once", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("once", cts.Token);
         var original = DataFor("original", first);
         await job.PutAsync("k", original, cancellationToken: cts.Token);
-        var used = await UsedAsync(client);
+        var used = await UsedAsync(cluster.Admin(client));
 
         await Assert.ThrowsAsync<ObjectExistsException>(async () => await job.PutAsync("k", DataFor("second", second), cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ObjectExistsException>(() => job.PutAsync("k", new MemoryStream(DataFor("second", second)), cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ObjectExistsException>(() => job.PutAsync("k", new UnknownLengthStream(new MemoryStream(DataFor("second", second))), cancellationToken: cts.Token));
 
         Assert.Equal(Hash(original), Hash(await job.GetAsync("k", cancellationToken: cts.Token)));
-        Assert.Equal(used, await UsedAsync(client));
+        Assert.Equal(used, await UsedAsync(cluster.Admin(client)));
         Assert.Equal(1, await job.CountAsync(cancellationToken: cts.Token));
 
         // After a delete the key is free again.
@@ -48,7 +48,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("race", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("race", cts.Token);
         const int writers = 16;
         var results = await Task.WhenAll(Enumerable.Range(0, writers).Select(w => Task.Run(async () =>
         {
@@ -66,7 +66,7 @@ public sealed class WriteOnceTests
         var winners = results.Where(w => w >= 0).ToList();
         Assert.Single(winners);
         Assert.Equal(Hash(DataFor($"writer{winners[0]}", size)), Hash(await job.GetAsync("contested", cancellationToken: cts.Token)));
-        Assert.Equal(size <= 16 << 10 ? 0 : (size + 65_535) / 65_536 * 65_536, await UsedAsync(client));
+        Assert.Equal(size <= 16 << 10 ? 0 : (size + 65_535) / 65_536 * 65_536, await UsedAsync(cluster.Admin(client)));
     }
 
     [Fact]
@@ -75,7 +75,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("atomic", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("atomic", cts.Token);
         const long size = 6 << 20;
         var stream = new GatedStream(new PatternStream(size, 6), 2 << 20);
         var put = job.PutAsync("growing", stream, cancellationToken: cts.Token);
@@ -107,11 +107,11 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("broken-source", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("broken-source", cts.Token);
         var stream = new GatedStream(new PatternStream(10 << 20, 10), 5 << 20);
         var put = job.PutAsync("broken", stream, cancellationToken: cts.Token);
         await stream.Reached.WaitAsync(cts.Token);
-        Assert.True(await UsedAsync(client) > 0);
+        Assert.True(await UsedAsync(cluster.Admin(client)) > 0);
 
         stream.Fail(new IOException("the source went away"));
         var error = await Assert.ThrowsAsync<IOException>(() => put.WaitAsync(cts.Token));
@@ -119,7 +119,7 @@ public sealed class WriteOnceTests
 
         Assert.Null(await job.LookupAsync("broken", cts.Token));
         Assert.Equal(0, await job.CountAsync(cancellationToken: cts.Token));
-        Assert.Equal(0, await UsedAsync(client));
+        Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
         await job.PutAsync("broken", new byte[100_000], cancellationToken: cts.Token);
         Assert.Equal(100_000, (await job.GetAsync("broken", cancellationToken: cts.Token)).Length);
     }
@@ -130,7 +130,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("cancelled", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("cancelled", cts.Token);
         using var cancel = new CancellationTokenSource();
         var stream = new GatedStream(new PatternStream(10 << 20, 10), 3 << 20);
         var put = job.PutAsync("cancelled", stream, cancellationToken: cancel.Token);
@@ -139,7 +139,7 @@ public sealed class WriteOnceTests
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => put.WaitAsync(cts.Token));
 
         Assert.Null(await job.LookupAsync("cancelled", cts.Token));
-        Assert.Equal(0, await UsedAsync(client));
+        Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
         await job.PutAsync("cancelled", new byte[100_000], cancellationToken: cts.Token);
     }
 
@@ -149,20 +149,20 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var observer = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await observer.Admin().RegisterJobAsync("abandoned", cts.Token);
+        var job = await cluster.Admin(observer).RegisterJobAsync("abandoned", cts.Token);
 
         var writer = await cluster.ConnectAsync();
         var stream = new GatedStream(new PatternStream(12 << 20, 12), 4 << 20);
         var put = writer.OpenJob(job.Id, job.Token).PutAsync("abandoned", stream, cancellationToken: cts.Token);
         await stream.Reached.WaitAsync(cts.Token);
-        Assert.True(await UsedAsync(observer) > 0);
+        Assert.True(await UsedAsync(cluster.Admin(observer)) > 0);
 
         await writer.DisposeAsync();
         stream.Release();
 
         // The put fails, and the server drops the half-written object with the writer's connection.
         await Assert.ThrowsAnyAsync<Exception>(() => put.WaitAsync(cts.Token));
-        await WaitForUsedAsync(observer, 0);
+        await WaitForUsedAsync(cluster.Admin(observer), 0);
         Assert.Null(await job.LookupAsync("abandoned", cts.Token));
         Assert.Equal(0, await job.CountAsync(cancellationToken: cts.Token));
         Assert.Equal(0, (await job.GetUsageAsync(cts.Token)).BlockBytes);
@@ -177,7 +177,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 1);
         var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("closed", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("closed", cts.Token);
         await job.PutAsync("k", new byte[100_000], cancellationToken: cts.Token);
         await client.DisposeAsync();
 
@@ -185,7 +185,7 @@ public sealed class WriteOnceTests
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await job.CountAsync(cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await job.GetAsync("k", cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ObjectDisposedException>(async () => await job.PutAsync("j", new byte[100_000], cancellationToken: cts.Token));
-        await Assert.ThrowsAsync<ObjectDisposedException>(() => client.Admin().GetNodesAsync(cts.Token));
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => cluster.Admin(client).GetNodesAsync(cts.Token));
         await client.DisposeAsync();
     }
 
@@ -197,7 +197,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("consume", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("consume", cts.Token);
         var data = DataFor("once", size);
         await job.PutAsync("once", data, cancellationToken: cts.Token);
 
@@ -205,7 +205,7 @@ public sealed class WriteOnceTests
         await Assert.ThrowsAsync<ObjectNotFoundException>(async () => await job.GetAsync("once", cancellationToken: cts.Token));
         await Assert.ThrowsAsync<ObjectNotFoundException>(async () => await job.GetAsync("once", GetFlags.DeleteAfterRead, cts.Token));
         Assert.Null(await job.LookupAsync("once", cts.Token));
-        Assert.Equal(0, await UsedAsync(client));
+        Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
 
         // Many readers racing: exactly one gets the bytes.
         await job.PutAsync("race", data, cancellationToken: cts.Token);
@@ -224,7 +224,7 @@ public sealed class WriteOnceTests
         Assert.Single(winners);
         Assert.Equal(Hash(data), Hash(winners[0]));
         Assert.Equal(0, await job.CountAsync(cancellationToken: cts.Token));
-        Assert.Equal(0, await UsedAsync(client));
+        Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
     }
 
     [Fact]
@@ -233,7 +233,7 @@ public sealed class WriteOnceTests
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout();
-        var job = await client.Admin().RegisterJobAsync("prune", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("prune", cts.Token);
         string[] doomed = ["a/1", "a/2", "a/b/3", "a/b/c/4"];
         string[] kept = ["a", "ab/5", "a-b/6", "b/a/7"];
         foreach (var key in doomed.Concat(kept))
@@ -259,6 +259,6 @@ public sealed class WriteOnceTests
         // Everything, with the empty prefix; all space comes back.
         Assert.Equal(kept.Length, await job.DeleteAsync("", recursive: true, cancellationToken: cts.Token));
         Assert.Equal(0, await job.CountAsync(cancellationToken: cts.Token));
-        Assert.Equal(0, await UsedAsync(client));
+        Assert.Equal(0, await UsedAsync(cluster.Admin(client)));
     }
 }

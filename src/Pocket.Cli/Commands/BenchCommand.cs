@@ -75,6 +75,7 @@ internal static class BenchCommand
         CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, connections, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
         command.Subcommands.Add(BenchSortCommand.Create());
         command.Subcommands.Add(BenchElasticCommand.Create());
+        command.Subcommands.Add(BenchColdCommand.Create());
         return command;
     }
 
@@ -152,7 +153,7 @@ internal static class BenchCommand
                     await OpenConnectionsAsync(settings, session, targets, cancellationToken).ConfigureAwait(false);
                 }
 
-                plan = await PlanAsync(settings, session.Client, cancellationToken).ConfigureAwait(false);
+                plan = await PlanAsync(settings, session.Client, session.Admin, cancellationToken).ConfigureAwait(false);
                 var runner = new BenchRunner(plan, settings.Ops.Any(o => o.ReadsData()), Status);
                 foreach (var op in settings.Ops)
                 {
@@ -247,7 +248,7 @@ internal static class BenchCommand
     /// server and each live storage node) listens on a loopback port of a process of this machine other than the
     /// bench's own; otherwise it is not measured, and the report says why.
     /// </summary>
-    internal static async Task<(string Scope, Func<double?> Seconds)> ExistingClusterCpuAsync(PocketClient client, string metadata, CancellationToken cancellationToken)
+    internal static async Task<(string Scope, Func<double?> Seconds)> ExistingClusterCpuAsync(PocketAdminClient admin, string metadata, CancellationToken cancellationToken)
     {
         static (string Host, int Port)? Split(string address)
         {
@@ -258,7 +259,7 @@ internal static class BenchCommand
         }
 
         var addresses = new List<string> { metadata };
-        addresses.AddRange((await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false)).Where(n => n.State == NodeState.Live).Select(n => n.Address));
+        addresses.AddRange((await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Where(n => n.State == NodeState.Live).Select(n => n.Address));
         var pids = new List<int>();
         foreach (var address in addresses)
         {
@@ -391,9 +392,9 @@ internal static class BenchCommand
     /// Live data per round and keys to read, from the room the cluster has: a quarter of its free capacity,
     /// at most 1 GiB (64 MiB for small objects, which live inline in the metadata server).
     /// </summary>
-    private static async Task<BenchPlan> PlanAsync(BenchSettings settings, PocketClient client, CancellationToken cancellationToken)
+    private static async Task<BenchPlan> PlanAsync(BenchSettings settings, PocketClient client, PocketAdminClient admin, CancellationToken cancellationToken)
     {
-        var nodes = await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false);
+        var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
         var free = nodes.Where(n => n.State == NodeState.Live).Sum(n => Math.Max(0, n.Capacity - n.Used));
         var small = settings.Size <= Math.Min(client.Options.SmallObjectThreshold, ProtocolLimits.Default.MaxSmallObject);
         var footprint = small ? settings.Size : RoundUp(settings.Size, OwnBlockSize);

@@ -76,15 +76,15 @@ internal static class BenchElasticCommand
         await using (cluster.ConfigureAwait(false))
         {
             var autoscaler = cluster.Controller.Autoscaler!;
-            var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions { ClusterToken = options.ClusterToken }, cancellationToken).ConfigureAwait(false);
+            var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, new PocketClientOptions(), cancellationToken).ConfigureAwait(false);
             await using (client.ConfigureAwait(false))
             {
-                var job = await client.Admin().RegisterJobAsync("bench-elastic", cancellationToken).ConfigureAwait(false);
+                var job = await client.Admin(options.ClusterToken).RegisterJobAsync("bench-elastic", cancellationToken).ConfigureAwait(false);
                 Progress(json, $"loading {Units.FormatBytes(bytes)}");
                 var hashes = await LoadAsync(job, bytes, cancellationToken).ConfigureAwait(false);
 
                 Progress(json, "scale-up, node started cold");
-                var (cold, coldNode) = await TimeScaleUpAsync(client, autoscaler, useWarmPool: false, cancellationToken).ConfigureAwait(false);
+                var (cold, coldNode) = await TimeScaleUpAsync(client.Admin(options.ClusterToken), autoscaler, useWarmPool: false, cancellationToken).ConfigureAwait(false);
 
                 double? warm = null;
                 uint? warmNode = null;
@@ -94,7 +94,7 @@ internal static class BenchElasticCommand
                     await WaitUntilAsync(() => Task.FromResult(pool.Ready(NodeTier.Dram).Count >= warmPool), "the warm pool is full", cancellationToken).ConfigureAwait(false);
                     var standby = pool.Ready(NodeTier.Dram).Select(n => n.NodeId).ToHashSet();
                     Progress(json, "scale-up, node taken from the warm pool");
-                    (var seconds, var node) = await TimeScaleUpAsync(client, autoscaler, useWarmPool: true, cancellationToken).ConfigureAwait(false);
+                    (var seconds, var node) = await TimeScaleUpAsync(client.Admin(options.ClusterToken), autoscaler, useWarmPool: true, cancellationToken).ConfigureAwait(false);
                     if (!standby.Contains(node))
                     {
                         var why = cluster.Controller.Events.Last(20).LastOrDefault(e => e.Kind == "pool-failed")?.Reason ?? "the pool was empty";
@@ -106,14 +106,14 @@ internal static class BenchElasticCommand
 
                 // The fullest of the first nodes: the drain moves about half the data.
                 var initial = cluster.InitialNodes.Select(n => n.NodeId).ToHashSet();
-                var victim = (await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false))
+                var victim = (await client.Admin(options.ClusterToken).GetNodesAsync(cancellationToken).ConfigureAwait(false))
                     .Where(n => n.State == NodeState.Live && initial.Contains(n.Id))
                     .OrderByDescending(n => n.Used)
                     .First();
                 Progress(json, $"draining node {victim.Id} ({Units.FormatBytes(victim.Used)} stored)");
                 var clock = Stopwatch.StartNew();
                 var moved = await autoscaler.RemoveNodeAsync(victim.Id, "bench: drain a loaded node", cancellationToken).ConfigureAwait(false);
-                await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false)).All(n => n.Id != victim.Id), "the drained node leaves the node list", cancellationToken).ConfigureAwait(false);
+                await WaitUntilAsync(async () => (await client.Admin(options.ClusterToken).GetNodesAsync(cancellationToken).ConfigureAwait(false)).All(n => n.Id != victim.Id), "the drained node leaves the node list", cancellationToken).ConfigureAwait(false);
                 var drain = clock.Elapsed.TotalSeconds;
                 if (cluster.Controller.Events.Last(100).LastOrDefault(e => e.Kind is "scale-failed" && e.NodeId == victim.Id) is { } failed)
                 {
@@ -182,12 +182,12 @@ internal static class BenchElasticCommand
     }
 
     /// <summary>Decision to serving: the autoscaler's scale-up, then until the metadata server lists the node live.</summary>
-    private static async Task<(double Seconds, uint Node)> TimeScaleUpAsync(PocketClient client, Autoscaler autoscaler, bool useWarmPool, CancellationToken cancellationToken)
+    private static async Task<(double Seconds, uint Node)> TimeScaleUpAsync(PocketAdminClient admin, Autoscaler autoscaler, bool useWarmPool, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
         var node = await autoscaler.ScaleUpAsync(NodeTier.Dram, useWarmPool ? "bench: scale-up from the warm pool" : "bench: cold scale-up", useWarmPool, cancellationToken).ConfigureAwait(false);
         var id = node.NodeId ?? throw new CliException("the provisioner did not report the new node's id");
-        await WaitUntilAsync(async () => (await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false)).Any(n => n.Id == id && n.State == NodeState.Live), $"node {id} serves", cancellationToken).ConfigureAwait(false);
+        await WaitUntilAsync(async () => (await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Any(n => n.Id == id && n.State == NodeState.Live), $"node {id} serves", cancellationToken).ConfigureAwait(false);
         return (clock.Elapsed.TotalSeconds, id);
     }
 

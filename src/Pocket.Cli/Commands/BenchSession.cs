@@ -31,6 +31,9 @@ internal sealed class BenchSession : IAsyncDisposable
 
     public PocketClient Client { get; }
 
+    /// <summary>Administration over <see cref="Client"/>'s connection with the cluster token (none when the cluster has none or it is not known).</summary>
+    public required PocketAdminClient Admin { get; init; }
+
     /// <summary>Opens another client to the same cluster, with the same options (one per bench client with --connections).</summary>
     public required Func<CancellationToken, Task<PocketClient>> ConnectAnother { get; init; }
 
@@ -84,7 +87,7 @@ internal sealed class BenchSession : IAsyncDisposable
             client = await connection.ConnectAsync(cancellationToken, smallObjectThreshold).ConfigureAwait(false);
             var (cpuScope, cpuSeconds) = cluster is not null
                 ? (cluster.CpuScope ?? "not measured: the cluster runs in the bench process (--in-process)", cluster.ServerCpuSeconds)
-                : await BenchCommand.ExistingClusterCpuAsync(client, connection.Metadata, cancellationToken).ConfigureAwait(false);
+                : await BenchCommand.ExistingClusterCpuAsync(client.Admin(connection.ClusterToken), connection.Metadata, cancellationToken).ConfigureAwait(false);
             if (entry is not null)
             {
                 var job = client.OpenJob(entry.Id, jobToken);
@@ -92,13 +95,15 @@ internal sealed class BenchSession : IAsyncDisposable
                 return new BenchSession(cluster, client, job, root, jobGiven: true, $"{where}, job {entry.Id} under {root}", cpuScope, cpuSeconds, LeaseKeeper.Start(job, root, LeaseKeeper.DefaultInterval, TimeProvider.System))
                 {
                     ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+                    Admin = client.Admin(connection.ClusterToken),
                 };
             }
 
-            var own = await RegisterAsync(client, ownCluster.Tier, cancellationToken).ConfigureAwait(false);
+            var own = await RegisterAsync(client.Admin(connection.ClusterToken), ownCluster.Tier, cancellationToken).ConfigureAwait(false);
             return new BenchSession(cluster, client, own, string.Empty, jobGiven: false, where, cpuScope, cpuSeconds, null)
             {
                 ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+                Admin = client.Admin(connection.ClusterToken),
             };
         }
         catch
@@ -141,11 +146,11 @@ internal sealed class BenchSession : IAsyncDisposable
         }
     }
 
-    private static async Task<PocketJob> RegisterAsync(PocketClient client, NodeTier tier, CancellationToken cancellationToken)
+    private static async Task<PocketJob> RegisterAsync(PocketAdminClient admin, NodeTier tier, CancellationToken cancellationToken)
     {
         try
         {
-            return await client.Admin().RegisterJobAsync("bench", tier, cancellationToken).ConfigureAwait(false);
+            return await admin.RegisterJobAsync("bench", tier, cancellationToken).ConfigureAwait(false);
         }
         catch (PocketUnauthorizedException ex)
         {
@@ -170,7 +175,7 @@ internal sealed class BenchSession : IAsyncDisposable
     {
         try
         {
-            await Client.Admin().DeregisterJobAsync(Job.Id, CancellationToken.None).ConfigureAwait(false);
+            await Admin.DeregisterJobAsync(Job.Id, CancellationToken.None).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is PocketException or IOException)
         {

@@ -150,7 +150,7 @@ internal static class JobCommands
         var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
-            var job = await client.Admin().RegisterJobAsync(name, NodeTier.Dram, null, quota, cancellationToken).ConfigureAwait(false);
+            var job = await client.Admin(connection.ClusterToken).RegisterJobAsync(name, NodeTier.Dram, null, quota, cancellationToken).ConfigureAwait(false);
             var entry = new JobEntry(job.Id, job.Token.ToString(), connection.Metadata);
             await RememberAsync(home, entry, cancellationToken).ConfigureAwait(false);
             if (json)
@@ -402,7 +402,7 @@ internal static class JobCommands
         {
             try
             {
-                var (objects, bytes) = await client.Admin().DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
+                var (objects, bytes) = await client.Admin(connection.ClusterToken).DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
                 return string.Create(CultureInfo.InvariantCulture, $"deregistered job {jobId}: freed {objects} objects, {Units.FormatBytes(bytes)}");
             }
             catch (ObjectNotFoundException) when (known is not null)

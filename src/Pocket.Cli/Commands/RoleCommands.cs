@@ -232,7 +232,7 @@ internal static class RoleCommands
 
     private static Command ControllerRole()
     {
-        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
+        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT; several, comma-separated: jobs are placed on the least loaded, and nodes it starts serve them all", Required = true, HelpName = "HOST:PORT[,...]" };
         var host = HostOption("Address to listen on");
         var port = PortOption(7080);
         var provisioner = new Option<string>("--provisioner") { Description = "How to start storage nodes: local (child processes), kubernetes (pods) or none", DefaultValueFactory = _ => "local" };
@@ -255,7 +255,10 @@ internal static class RoleCommands
             var token = ClusterTokenFromEnvironment(out _, required: true);
             using var certificate = tls.Certificate(parse);
             using var loggerFactory = Logging(parse.GetValue(verbose));
-            var metadataAddress = parse.GetValue(metadata)!;
+            // Several metadata servers, comma-separated: jobs are placed over them, and nodes started here serve them all.
+            var metadataList = parse.GetValue(metadata)!;
+            var metadataAddresses = metadataList.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var metadataAddress = metadataAddresses.FirstOrDefault() ?? throw new CliException("--metadata needs at least one HOST:PORT");
             var metadataClient = tls.ClientOptions(parse, SplitAddress(metadataAddress).Host);
             LocalProcessProvisioner? local = null;
             var nodeTls = tls.NodeFiles(parse);
@@ -277,7 +280,7 @@ internal static class RoleCommands
                     {
                         Executable = executable,
                         BaseArguments = baseArguments,
-                        MetadataAddress = metadataAddress,
+                        MetadataAddress = metadataList,
                         ClusterToken = token,
                         DataDirectory = parse.GetValue(dataDir),
 
@@ -297,7 +300,7 @@ internal static class RoleCommands
                         new Pocket.Kubernetes.KubernetesProvisionerOptions
                         {
                             Image = image,
-                            MetadataAddress = metadataAddress,
+                            MetadataAddress = metadataList,
                             ClusterTokenSecretName = parse.GetValue(kubernetesSecret)!,
                             Namespace = parse.GetValue(kubernetesNamespace),
                         },
@@ -323,7 +326,7 @@ internal static class RoleCommands
             }
 
             var controller = new ControllerServer(
-                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry, Certificate = certificate },
+                new ControllerOptions { MetadataAddress = metadataAddress, OtherMetadataAddresses = [.. metadataAddresses.Skip(1)], ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry, Certificate = certificate },
                 (IStorageProvisioner?)local ?? kubernetes,
                 loggerFactory);
             try

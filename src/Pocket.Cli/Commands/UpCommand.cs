@@ -337,7 +337,7 @@ internal static class UpCommand
         var client = await PocketClient.ConnectAsync(cluster.MetadataAddress, cluster.Options.ClientOptions(), cancellationToken).ConfigureAwait(false);
         await using (client.ConfigureAwait(false))
         {
-            nodes = await client.Admin().GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            nodes = await client.Admin(cluster.Options.ClusterToken).GetNodesAsync(cancellationToken).ConfigureAwait(false);
         }
 
         AnsiConsole.MarkupLine($"[green]Pocket is up[/] (storage nodes: {cluster.NodeKind})");

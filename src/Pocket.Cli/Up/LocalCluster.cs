@@ -125,10 +125,10 @@ internal sealed record LocalClusterOptions
     /// <summary>TLS on every listener (metadata, nodes, controller, gateway) with this certificate, trusted by every role; null: none.</summary>
     public LocalTls? Tls { get; init; }
 
-    /// <summary>How a client of this cluster's metadata server connects: the cluster token, and TLS when on.</summary>
+    /// <summary>How a client of this cluster's metadata server connects: TLS when on (administration adds <see cref="ClusterToken"/>).</summary>
     public PocketClientOptions ClientOptions() => Tls is { } tls
-        ? new PocketClientOptions { ClusterToken = ClusterToken, TlsHost = LocalTls.Name, CertificateValidation = tls.Validation }
-        : new PocketClientOptions { ClusterToken = ClusterToken };
+        ? new PocketClientOptions { TlsHost = LocalTls.Name, CertificateValidation = tls.Validation }
+        : new PocketClientOptions();
 }
 
 /// <summary>
@@ -354,6 +354,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                         Listen = new IPEndPoint(IPAddress.Loopback, gatewayPort),
                         Users = new Dictionary<string, string> { [options.GatewayUser.AccessKey] = options.GatewayUser.SecretKey },
                         Client = options.ClientOptions(),
+                        ClusterToken = options.ClusterToken,
                         Certificate = options.Tls?.Certificate,
                         ControllerCertificateValidation = options.Tls?.Validation,
                     },

@@ -84,7 +84,7 @@ public sealed class FuzzProperties
         await using var cluster = await StartClusterAsync(nodes: 1);
         await using var client = await cluster.ConnectAsync();
         using var cts = Timeout(120);
-        var job = await client.Admin().RegisterJobAsync("target", cts.Token);
+        var job = await cluster.Admin(client).RegisterJobAsync("target", cts.Token);
         var stored = new Dictionary<string, string>();
         foreach (var (key, size) in new[] { ("inline", 700), ("blocks", (2 << 20) + 3) })
         {

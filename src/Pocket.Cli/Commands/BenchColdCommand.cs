@@ -1,0 +1,198 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using Pocket.Client;
+using Pocket.Controller.Contracts;
+using Pocket.LoadGenerator;
+using Pocket.Protocol;
+using Spectre.Console;
+
+namespace Pocket.Cli.Commands;
+
+/// <summary>
+/// `pocket bench cold`: the first thing a serverless function does. Each run opens a fresh client (a new connection),
+/// puts one object and reads it back, then closes: connect, first put and first get timed apart, Pocket beside each
+/// `--vs` peer (a fresh RESP connection, SET and GET), runs interleaved.
+/// </summary>
+internal static class BenchColdCommand
+{
+    public static Command Create()
+    {
+        var json = CommandRunner.JsonOption();
+        var runs = new Option<int>("--runs") { Description = "Fresh clients per system (1-10000)", DefaultValueFactory = _ => 50 };
+        var size = CommandRunner.SizeOption("--size", 1 << 10, "Object size");
+        var peers = new Option<string[]>("--vs") { Description = "A RESP peer run beside Pocket: NAME=resp://HOST:PORT (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var metadata = new Option<string?>("--metadata") { Description = "An existing cluster's metadata server (default: the `pocket up` cluster, else a cluster of its own)" };
+        var command = new Command("cold", "Time a fresh client's connect, first put and first get (a function's cold start)")
+        {
+            json, runs, size, peers, metadata,
+        };
+        CommandRunner.SetAction(command, (parse, ct) =>
+        {
+            var count = parse.GetValue(runs);
+            if (count is < 1 or > 10_000)
+            {
+                throw new CliException("--runs must be between 1 and 10000");
+            }
+
+            var bytes = parse.GetValue(size);
+            if (bytes is < 1 or > 64L << 20)
+            {
+                throw new CliException("--size must be between 1 byte and 64MiB");
+            }
+
+            var targets = new List<BenchPeer>();
+            foreach (var text in parse.GetValue(peers) ?? [])
+            {
+                targets.Add(BenchPeer.TryParse(text, out var peer, out var error) ? peer! : throw new CliException($"--vs: {error}"));
+            }
+
+            return RunAsync(count, (int)bytes, targets, parse.GetValue(metadata), parse.GetValue(json), ct);
+        });
+        return command;
+    }
+
+    private static async Task<int> RunAsync(int runs, int size, List<BenchPeer> peers, string? metadata, bool json, CancellationToken cancellationToken)
+    {
+        var value = new byte[size];
+        Random.Shared.NextBytes(value);
+        var session = await BenchSession.OpenAsync(metadata, null, new BenchClusterOptions(2, 256L << 20, 64 << 10, NodeTier.Dram, null, false), null, cancellationToken).ConfigureAwait(false);
+        var samples = new Dictionary<string, List<(double Connect, double Put, double Get)>> { ["pocket"] = [] };
+        foreach (var peer in peers)
+        {
+            samples[peer.Name] = [];
+        }
+
+        await using (session.ConfigureAwait(false))
+        {
+            for (var run = 0; run < runs; run++)
+            {
+                // Interleaved, the order turning each run, so a slow phase of the machine hits every system alike.
+                var order = new List<string> { "pocket" };
+                order.AddRange(peers.Select(p => p.Name));
+                var turn = run % order.Count;
+                foreach (var name in order.Skip(turn).Concat(order.Take(turn)))
+                {
+                    var key = string.Create(CultureInfo.InvariantCulture, $"cold/{run}");
+                    var sample = name == "pocket"
+                        ? await PocketOnceAsync(session, key, value, cancellationToken).ConfigureAwait(false)
+                        : await RespOnceAsync(peers.Single(p => p.Name == name), key, value, cancellationToken).ConfigureAwait(false);
+                    samples[name].Add(sample);
+                }
+            }
+
+            await session.Job.DeleteAsync("cold/", recursive: true, CancellationToken.None).ConfigureAwait(false);
+        }
+
+        Report(samples, runs, size, json);
+        return 0;
+    }
+
+    private static async Task<(double, double, double)> PocketOnceAsync(BenchSession session, string key, byte[] value, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        var client = await session.ConnectAnother(cancellationToken).ConfigureAwait(false);
+        await using (client.ConfigureAwait(false))
+        {
+            var connected = clock.Elapsed.TotalMicroseconds;
+            var job = client.OpenJob(session.Job.Id, session.Job.Token);
+            await job.PutAsync(session.Root + key, value, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var put = clock.Elapsed.TotalMicroseconds;
+            var read = await job.GetAsync(session.Root + key, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var got = clock.Elapsed.TotalMicroseconds;
+            if (read.Length != value.Length)
+            {
+                throw new CliException($"pocket: read {read.Length} bytes of {key}, put {value.Length}");
+            }
+
+            return (connected, put - connected, got - put);
+        }
+    }
+
+    /// <summary>A fresh TCP connection speaking RESP by hand (no client library start-up in the figure): SET, then GET.</summary>
+    private static async Task<(double, double, double)> RespOnceAsync(BenchPeer peer, string key, byte[] value, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        await socket.ConnectAsync(peer.Host, peer.Port, cancellationToken).ConfigureAwait(false);
+        var connected = clock.Elapsed.TotalMicroseconds;
+        var keyBytes = Encoding.UTF8.GetBytes("pocket-bench-" + key);
+        var set = new List<byte>();
+        set.AddRange(Encoding.ASCII.GetBytes(string.Create(CultureInfo.InvariantCulture, $"*3\r\n$3\r\nSET\r\n${keyBytes.Length}\r\n")));
+        set.AddRange(keyBytes);
+        set.AddRange(Encoding.ASCII.GetBytes(string.Create(CultureInfo.InvariantCulture, $"\r\n${value.Length}\r\n")));
+        set.AddRange(value);
+        set.AddRange("\r\n"u8.ToArray());
+        await socket.SendAsync(set.ToArray(), cancellationToken).ConfigureAwait(false);
+        await ReadReplyAsync(socket, "+OK\r\n".Length, peer, cancellationToken).ConfigureAwait(false);
+        var put = clock.Elapsed.TotalMicroseconds;
+        var get = new List<byte>();
+        get.AddRange(Encoding.ASCII.GetBytes(string.Create(CultureInfo.InvariantCulture, $"*2\r\n$3\r\nGET\r\n${keyBytes.Length}\r\n")));
+        get.AddRange(keyBytes);
+        get.AddRange("\r\n"u8.ToArray());
+        await socket.SendAsync(get.ToArray(), cancellationToken).ConfigureAwait(false);
+        var header = string.Create(CultureInfo.InvariantCulture, $"${value.Length}\r\n").Length;
+        await ReadReplyAsync(socket, header + value.Length + 2, peer, cancellationToken).ConfigureAwait(false);
+        var got = clock.Elapsed.TotalMicroseconds;
+        var delete = Encoding.ASCII.GetBytes(string.Create(CultureInfo.InvariantCulture, $"*2\r\n$3\r\nDEL\r\n${keyBytes.Length}\r\n")).Concat(keyBytes).Concat("\r\n"u8.ToArray()).ToArray();
+        await socket.SendAsync(delete, cancellationToken).ConfigureAwait(false);
+        await ReadReplyAsync(socket, ":1\r\n".Length, peer, cancellationToken).ConfigureAwait(false);
+        return (connected, put - connected, got - put);
+    }
+
+    private static async Task ReadReplyAsync(Socket socket, int length, BenchPeer peer, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[length];
+        var read = 0;
+        while (read < length)
+        {
+            var n = await socket.ReceiveAsync(buffer.AsMemory(read), cancellationToken).ConfigureAwait(false);
+            if (n == 0)
+            {
+                throw new CliException($"{peer.Name} closed the connection");
+            }
+
+            read += n;
+            if (buffer[0] == (byte)'-')
+            {
+                throw new CliException($"{peer.Name}: {Encoding.ASCII.GetString(buffer, 0, read).Trim()}");
+            }
+        }
+    }
+
+    private static double Percentile(List<double> sorted, double p) => sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(p / 100 * sorted.Count) - 1)];
+
+    private static void Report(Dictionary<string, List<(double Connect, double Put, double Get)>> samples, int runs, int size, bool json)
+    {
+        var rows = samples.Select(s =>
+        {
+            List<double> Sorted(Func<(double Connect, double Put, double Get), double> pick) => [.. s.Value.Select(pick).Order()];
+            return (System: s.Key, Connect: Sorted(x => x.Connect), Put: Sorted(x => x.Put), Get: Sorted(x => x.Get), Total: Sorted(x => x.Connect + x.Put + x.Get));
+        }).ToList();
+        if (json)
+        {
+            var systems = new JsonObject();
+            foreach (var row in rows)
+            {
+                JsonObject Phase(List<double> sorted) => new() { ["p50_us"] = Math.Round(Percentile(sorted, 50), 1), ["p99_us"] = Math.Round(Percentile(sorted, 99), 1) };
+                systems[row.System] = new JsonObject { ["connect"] = Phase(row.Connect), ["first_put"] = Phase(row.Put), ["first_get"] = Phase(row.Get), ["total"] = Phase(row.Total) };
+            }
+
+            CommandRunner.WriteJson(new JsonObject { ["runs"] = runs, ["size"] = size, ["systems"] = systems });
+            return;
+        }
+
+        var table = new Table().AddColumns("system", "connect p50 / p99 (us)", "first put p50 / p99", "first get p50 / p99", "total p50 / p99");
+        static string Cell(List<double> sorted) => string.Create(CultureInfo.InvariantCulture, $"{Percentile(sorted, 50):0} / {Percentile(sorted, 99):0}");
+        foreach (var row in rows)
+        {
+            table.AddRow(Markup.Escape(row.System), Cell(row.Connect), Cell(row.Put), Cell(row.Get), Cell(row.Total));
+        }
+
+        AnsiConsole.MarkupLine(string.Create(CultureInfo.InvariantCulture, $"cold start: {runs} fresh clients per system, {Units.FormatBytes(size)} objects, runs interleaved"));
+        AnsiConsole.Write(table);
+    }
+}
