@@ -134,7 +134,7 @@ internal sealed class BlockAllocator
     {
         for (var b = first; b < first + count; b++)
         {
-            if (!IsUsed(b) || (Share & (1UL << SegmentOf(b))) == 0)
+            if (!IsUsed(b) || (Share != AllSegments && (Share & (1UL << SegmentOf(b))) == 0))
             {
                 throw new InvalidOperationException($"block {b} freed twice (or outside this server's share)");
             }
