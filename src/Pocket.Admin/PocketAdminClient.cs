@@ -65,10 +65,18 @@ public sealed class PocketAdminClient
 
     /// <summary>Deregisters a job: every byte it stored is freed at once. Returns the objects and bytes freed.</summary>
     /// <exception cref="ObjectNotFoundException">No such job.</exception>
-    public async Task<(long Objects, long Bytes)> DeregisterJobAsync(string jobId, CancellationToken cancellationToken = default)
+    public Task<(long Objects, long Bytes)> DeregisterJobAsync(string jobId, CancellationToken cancellationToken = default) =>
+        DeregisterJobAsync(jobId, null, cancellationToken);
+
+    /// <summary>
+    /// Deregisters a job, saying why: a later request with the job's token fails with "job ID has ended: REASON"
+    /// (e.g. "its lease expired at ..."). Null: "it was deregistered at ...".
+    /// </summary>
+    /// <exception cref="ObjectNotFoundException">No such job.</exception>
+    public async Task<(long Objects, long Bytes)> DeregisterJobAsync(string jobId, string? reason, CancellationToken cancellationToken = default)
     {
         var body = new BodyWriter();
-        DeregisterJobRequest.Write(body, jobId);
+        DeregisterJobRequest.Write(body, jobId, reason);
         var reply = await Client.SendMetadataAsync(Opcode.DeregisterJob, FrameFlags.None, ClusterToken, body.WrittenMemory, cancellationToken).ConfigureAwait(false);
         return DeregisterJobReply.TryRead(reply.Body, out var freed)
             ? (freed.Objects, freed.Bytes)

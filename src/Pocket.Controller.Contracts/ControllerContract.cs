@@ -25,6 +25,9 @@ public sealed record RegisterJobRequest(string Name, int? Functions, JsonElement
 
     /// <summary>Limit on the UTF-8 bytes of the job's keys: a number, or text such as "16MiB"; 0: no limit. Absent: derived from the sizing.</summary>
     public JsonElement? MaxKeyBytes { get; init; }
+
+    /// <summary>How long the job may go without a request before it is reclaimed: seconds as a number, or text such as "1h". Absent: the controller's default.</summary>
+    public JsonElement? Lease { get; init; }
 }
 
 /// <summary>A node of a job and the share of the job's new blocks it receives.</summary>

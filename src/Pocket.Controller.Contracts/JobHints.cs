@@ -37,6 +37,12 @@ public sealed record JobHints
     /// <summary>Limit on the UTF-8 bytes of all the job's keys, instead of the one sizing derives. 0: no limit.</summary>
     public long? MaxKeyBytes { get; init; }
 
+    /// <summary>
+    /// How long the job may go without a request before the controller reclaims it, instead of the controller's
+    /// default (5 minutes). Not a hint: every request renews it; the controller refuses leases past its maximum.
+    /// </summary>
+    public TimeSpan? Lease { get; init; }
+
     /// <summary>No hints: the job gets the default allocation.</summary>
     public static JobHints None => new();
 
@@ -72,11 +78,16 @@ public sealed record JobHints
         {
             throw new ArgumentException("max key bytes must be >= 0 (0: no limit)", "maxKeyBytes");
         }
+
+        if (Lease is { } lease && lease <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("lease must be a positive duration (e.g. 30s, 10m, 1h)", "lease");
+        }
     }
 
     /// <summary>
     /// Reads hints written as comma-separated name=value pairs, e.g.
-    /// "functions=10,capacity=1GiB,peak-throughput=2Gbps,latency-sensitive=false" (the S3 gateway's
+    /// "functions=10,capacity=1GiB,peak-throughput=2Gbps,latency-sensitive=false,lease=1h" (the S3 gateway's
     /// <c>x-pocket-hints</c> header); units as <see cref="Units"/> reads them. Empty or null text is no hints.
     /// </summary>
     public static bool TryParse(string? text, out JobHints hints, out string error)
@@ -156,8 +167,17 @@ public sealed record JobHints
 
                     parsed = parsed with { MaxObjects = objects };
                     break;
+                case "lease":
+                    if (!Units.TryParseDuration(value, out var lease) || lease <= TimeSpan.Zero)
+                    {
+                        error = $"lease '{value}' is not a duration: give text such as 30s, 10m or 1h";
+                        return false;
+                    }
+
+                    parsed = parsed with { Lease = lease };
+                    break;
                 default:
-                    error = $"'{name}' is not a hint (functions, capacity, peak-throughput, latency-sensitive) or limit (max-capacity, max-objects, max-key-bytes)";
+                    error = $"'{name}' is not a hint (functions, capacity, peak-throughput, latency-sensitive), limit (max-capacity, max-objects, max-key-bytes) or lease";
                     return false;
             }
         }

@@ -168,6 +168,7 @@ public sealed class PocketControllerClient : IDisposable
             MaxCapacity = hints.MaxCapacityBytes is { } maxCapacity ? JsonSerializer.SerializeToElement(maxCapacity, ControllerJsonContext.Default.Int64) : null,
             MaxObjects = hints.MaxObjects,
             MaxKeyBytes = hints.MaxKeyBytes is { } maxKeyBytes ? JsonSerializer.SerializeToElement(maxKeyBytes, ControllerJsonContext.Default.Int64) : null,
+            Lease = hints.Lease is { } lease ? JsonSerializer.SerializeToElement(lease.TotalSeconds, ControllerJsonContext.Default.Double) : null,
         };
         var body = await SendAsync(
             () => new HttpRequestMessage(HttpMethod.Post, "v1/jobs") { Content = JsonContent.Create(request, ControllerJsonContext.Default.RegisterJobRequest) },

@@ -190,10 +190,10 @@ public static class Units
 
     private static readonly (string Suffix, double Seconds)[] DurationSuffixes =
     [
-        ("ms", 0.001), ("us", 0.000001), ("s", 1), ("m", 60), ("h", 3600),
+        ("ms", 0.001), ("us", 0.000001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400),
     ];
 
-    /// <summary>A duration as people type it ("500ms", "10s", "2m", a bare number is seconds).</summary>
+    /// <summary>A duration as people type it ("500ms", "10s", "2m", "1h", "1d"; a bare number is seconds).</summary>
     public static bool TryParseDuration(string text, out TimeSpan duration)
     {
         duration = default;

@@ -16,6 +16,9 @@ public sealed record JobRegistryOptions
     /// <summary>A job with no request for this long is reclaimed as if it had deregistered.</summary>
     public TimeSpan LeaseDuration { get; init; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>The longest lease a job may ask for (<see cref="Contracts.JobHints.Lease"/>): a job that vanishes still holds its data at most this long.</summary>
+    public TimeSpan MaxLeaseDuration { get; init; } = TimeSpan.FromDays(7);
+
     /// <summary>How often every job's request count is read from the metadata server to renew or end its lease.</summary>
     public TimeSpan LeaseCheckInterval { get; init; } = TimeSpan.FromSeconds(5);
 
@@ -35,6 +38,11 @@ public sealed record JobRegistryOptions
         if (LeaseDuration <= TimeSpan.Zero)
         {
             throw new ArgumentException("lease duration must be positive");
+        }
+
+        if (MaxLeaseDuration < LeaseDuration)
+        {
+            throw new ArgumentException("the longest lease must be at least the default lease");
         }
 
         if (LeaseCheckInterval <= TimeSpan.Zero || LeaseCheckInterval > LeaseDuration)

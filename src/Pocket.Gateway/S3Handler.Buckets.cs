@@ -164,7 +164,7 @@ internal sealed partial class S3Handler
         var bucket = RequireBucket(request.Bucket!, auth);
 
         // A cheap request that fails with Unauthorized when the job has ended, so HeadBucket tells the truth.
-        await bucket.Job.CountAsync(string.Empty, request.Context.RequestAborted).ConfigureAwait(false);
+        await bucket.Job.GetUsageAsync(request.Context.RequestAborted).ConfigureAwait(false);
         request.Context.Response.Headers["x-amz-bucket-region"] = _options.Region;
         request.Context.Response.StatusCode = StatusCodes.Status200OK;
         request.Context.Response.ContentLength = 0;

@@ -67,7 +67,7 @@ public sealed partial class MetadataServer
     /// <summary>DeregisterJob (<see cref="DeregisterJobRequest"/>): frees every byte of the job at once. Reply: objects and bytes freed.</summary>
     private void HandleDeregisterJob(FrameContext frame)
     {
-        if (!DeregisterJobRequest.TryRead(frame.ReadBody(), out var id))
+        if (!DeregisterJobRequest.TryRead(frame.ReadBody(), out var id, out var why))
         {
             BadBody(frame, "deregister-job");
             return;
@@ -79,7 +79,7 @@ public sealed partial class MetadataServer
             return;
         }
 
-        var result = _state.DeregisterJob(id);
+        var result = _state.DeregisterJob(id, why);
         if (Failed(frame, result))
         {
             return;

@@ -116,7 +116,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
         if (_state.FindJob(frame.Header.Token) is not { } job)
         {
-            frame.ReplyError(Status.Unauthorized, "unknown job token");
+            frame.ReplyError(Status.Unauthorized, _state.UnknownTokenMessage(frame.Header.Token));
             return;
         }
 

@@ -72,6 +72,15 @@ public sealed record MetadataServerOptions
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
     /// <summary>
+    /// How many ended jobs are remembered (id, when, why) so that a request still carrying one's token is told what
+    /// happened, not "unknown job token". About 200 bytes each; 0: none.
+    /// </summary>
+    public int EndedJobsRemembered { get; init; } = 10_000;
+
+    /// <summary>How long an ended job is remembered for that message.</summary>
+    public TimeSpan EndedJobsRetention { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>
     /// How long a grant stays valid after the metadata server signs it. Clients do not re-fetch grants: one put or get
     /// must move its bytes within this time, so it is far longer than any normal transfer (a GiB at 10 MB/s takes under
     /// two minutes). It bounds how long a grant a storage node never heard was sealed or forgotten (the node was
@@ -104,6 +113,11 @@ public sealed record MetadataServerOptions
         if (JobNumberStride < 1 || JobNumberOffset < 0 || JobNumberOffset >= JobNumberStride)
         {
             throw new ArgumentException($"job number offset {JobNumberOffset} must lie in [0, stride {JobNumberStride})");
+        }
+
+        if (EndedJobsRemembered < 0 || EndedJobsRetention < TimeSpan.Zero)
+        {
+            throw new ArgumentException("the ended jobs remembered and their retention must be >= 0");
         }
 
         if (StripeUnit < 4096)

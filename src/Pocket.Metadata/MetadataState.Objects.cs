@@ -312,7 +312,8 @@ internal sealed partial class MetadataState
         {
             if (prefix.Length == 0)
             {
-                return job.Keys.Count;
+                // Keys of layered tools (ObjectKey.HiddenRoot) are not the job's objects as its users see them.
+                return job.Keys.Count - CountFrom(job, ObjectKey.HiddenRoot);
             }
 
             long count = 0;
@@ -353,6 +354,12 @@ internal sealed partial class MetadataState
                 var entry = entries.Current;
                 var key = entry.Key;
                 if (!key.StartsWith(prefix, StringComparison.Ordinal))
+                {
+                    break;
+                }
+
+                // Keys under the hidden root sort after every other key: a listing that did not ask for them ends there.
+                if (prefix.Length == 0 && key[0] == ObjectKey.HiddenRoot[0])
                 {
                     break;
                 }
@@ -405,6 +412,22 @@ internal sealed partial class MetadataState
         _handles.TryGetValue(id, out handle) && handle.Job == job && handle.IsWrite;
 
     private static Outcome NoWrite(ulong id) => Outcome.Fail(Status.NotFound, $"no open write {id}");
+
+    private static long CountFrom(JobEntry job, string prefix)
+    {
+        long count = 0;
+        foreach (var entry in job.Keys.From(prefix, exclusive: false))
+        {
+            if (!entry.Key.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                break;
+            }
+
+            count++;
+        }
+
+        return count;
+    }
 
     /// <summary>The keys under <paramref name="prefix"/>, copied out so the caller may change the index while it walks them.</summary>
     private static List<string> KeysWithPrefix(JobEntry job, string prefix)

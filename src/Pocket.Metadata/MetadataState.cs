@@ -23,6 +23,7 @@ internal sealed partial class MetadataState
     private readonly Dictionary<ulong, OpenHandle> _handles = [];
     private readonly Dictionary<string, int> _jobCounters = new(StringComparer.Ordinal);
     private readonly List<JobEntry> _retiredJobs = [];
+    private readonly JobTombstones _ended;
     private readonly long _maxObjectMemory;
     private ulong _nextHandle;
     private long _inlineBytes;
@@ -45,6 +46,7 @@ internal sealed partial class MetadataState
         _logger = logger;
         _random = random ?? Random.Shared;
         _maxObjectMemory = options.EffectiveMaxObjectMemory;
+        _ended = new JobTombstones(options.TimeProvider, options.EndedJobsRemembered, options.EndedJobsRetention);
         Nodes = new NodeRegistry(options.TimeProvider, options.SuspectAfter < options.NodeTimeout ? options.SuspectAfter : options.NodeTimeout, options.NodeTimeout, logger);
     }
 
@@ -62,6 +64,15 @@ internal sealed partial class MetadataState
             }
 
             return job;
+        }
+    }
+
+    /// <summary>What a request whose token names no job is told: what happened to its job when it ended lately, else "unknown job token".</summary>
+    public string UnknownTokenMessage(JobToken token)
+    {
+        lock (_lock)
+        {
+            return _ended.UnknownTokenMessage(token);
         }
     }
 
@@ -112,7 +123,8 @@ internal sealed partial class MetadataState
     /// Frees every byte of the job at once. Keep-after-job objects outlive it, read-only under its token, until their
     /// own time to live (<see cref="ExpireRetiredJobs"/>).
     /// </summary>
-    public Result<JobRemoval> DeregisterJob(string id)
+    /// <param name="why">Why it ended, for requests that still carry its token (<see cref="JobTombstones.Add"/>); null: deregistered.</param>
+    public Result<JobRemoval> DeregisterJob(string id, string? why = null)
     {
         lock (_lock)
         {
@@ -138,9 +150,11 @@ internal sealed partial class MetadataState
                 FreeObject(job, entry);
             }
 
+            job.EndedWhy = why;
             if (job.Objects.Count == 0)
             {
                 _jobsByToken.Remove(job.Token);
+                _ended.Add(job.Token, job.Id, why);
                 TrimAfterRemoval();
                 return new JobRemoval(objects, bytes, Retired: false) { Memory = memory - job.MemoryBytes };
             }
@@ -168,6 +182,7 @@ internal sealed partial class MetadataState
             {
                 _retiredJobs.Remove(job);
                 _jobsByToken.Remove(job.Token);
+                _ended.Add(job.Token, job.Id, job.EndedWhy);
                 expired.Add((job.Id, job.Objects.Count, job.MemoryBytes));
                 foreach (var entry in job.Objects.Values.ToList())
                 {
@@ -227,7 +242,7 @@ internal sealed partial class MetadataState
             {
                 // Asking about "my job" with a token that names none is the same failure as any data request.
                 return id.Length == 0
-                    ? Outcome.Fail(Status.Unauthorized, "unknown job token")
+                    ? Outcome.Fail(Status.Unauthorized, _ended.UnknownTokenMessage(token))
                     : Outcome.Fail(Status.NotFound, "no such job (or not yours)");
             }
 

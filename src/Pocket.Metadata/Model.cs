@@ -102,6 +102,9 @@ internal sealed class JobEntry
 
     /// <summary>Set once the job is deregistered while holding keep-after-job objects: read-only until then.</summary>
     public long? RetiredUntil { get; set; }
+
+    /// <summary>Why the job ended (as its deregistration said), remembered until its keep-after-job objects expire.</summary>
+    public string? EndedWhy { get; set; }
 }
 
 /// <summary>An object being written, or one being read after a delete-after-read: it holds extents until released.</summary>

@@ -5,6 +5,13 @@ namespace Pocket.Protocol;
 /// <summary>Rules for object keys inside a job: '/'-separated parts, no empty part, no '.' or '..'.</summary>
 public static class ObjectKey
 {
+    /// <summary>
+    /// The first character of keys that tools layered on Pocket keep for themselves (the S3 gateway's object records):
+    /// U+FFFF, the largest UTF-16 code unit, so they sort after every other key. List and Count with an empty prefix
+    /// leave them out; a prefix that starts with it lists them.
+    /// </summary>
+    public const string HiddenRoot = "\uffff";
+
     public static bool IsValid(string key, ProtocolLimits limits, out string error) => IsValid(key.AsSpan(), limits, out error);
 
     /// <summary>The same rules over a span; allocates only the error message.</summary>

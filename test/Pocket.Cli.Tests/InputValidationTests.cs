@@ -71,6 +71,8 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("controller", "--metadata", "127.0.0.1:1", "--node-capacity", "0")]
     [InlineData("job", "register", "x", "--max-capacity", "-1")]
     [InlineData("job", "register", "x", "--max-objects", "-1")]
+    [InlineData("job", "register", "x", "--lease", "0")]
+    [InlineData("job", "register", "x", "--lease", "soon")]
     [InlineData("metadata", "--max-object-memory", "0")]
     [InlineData("up", "--max-object-memory", "0")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--capacity", "0")]

@@ -31,8 +31,9 @@ public sealed partial class UpTests : IDisposable
         Assert.Equal(up.Pid, cluster["pid"]!.GetValue<int>());
 
         // Registration goes through the controller; the token lands in jobs.json (private) for the data verbs.
-        var registered = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "cli", "--functions", "2", "--throughput", "1Gbps", "--capacity", "64MiB", "--json")).Json();
+        var registered = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "cli", "--functions", "2", "--throughput", "1Gbps", "--capacity", "64MiB", "--lease", "1h", "--json")).Json();
         var jobId = registered["id"]!.GetValue<string>();
+        Assert.Equal(3600, registered["leaseSeconds"]!.GetValue<double>());
         Assert.Equal(controller, registered["controller"]!.GetValue<string>());
         Assert.Equal(cluster["metadata"]!.GetValue<string>(), registered["metadata"]!.GetValue<string>());
         Assert.Equal("dram", registered["tier"]!.GetValue<string>());
@@ -51,6 +52,21 @@ public sealed partial class UpTests : IDisposable
         await PocketProcess.RunOkAsync(_home.Path, "put", source, $"{jobId}/dir/object");
         await PocketProcess.RunOkAsync(_home.Path, "get", $"{jobId}/dir/object", copy);
         Assert.Equal(data, await File.ReadAllBytesAsync(copy));
+        // Another user (another $POCKET_HOME) adopts the job by id and token and reads the same object; a wrong token is refused.
+        using (var other = new TempHome())
+        {
+            var metadataAddress = cluster["metadata"]!.GetValue<string>();
+            var token = registered["token"]!.GetValue<string>();
+            var added = await PocketProcess.RunOkAsync(other.Path, "job", "add", jobId, token, "--metadata", metadataAddress);
+            Assert.Contains("it holds 1 objects", added.Stdout, StringComparison.Ordinal);
+            var adoptedCopy = other.File("adopted.bin");
+            await PocketProcess.RunOkAsync(other.Path, "get", $"{jobId}/dir/object", adoptedCopy);
+            Assert.Equal(data, await File.ReadAllBytesAsync(adoptedCopy));
+            var wrong = await PocketProcess.RunAsync(other.Path, "job", "add", "cli-99", Pocket.Protocol.JobToken.NewRandom().ToString(), "--metadata", metadataAddress);
+            Assert.True(wrong.ExitCode == 1, wrong.ToString());
+            Assert.Contains("refused job cli-99's token: unknown job token", wrong.Stderr, StringComparison.Ordinal);
+        }
+
         var stat = (await PocketProcess.RunOkAsync(_home.Path, "stat", $"{jobId}/dir/object", "--json")).Json();
         Assert.Equal(data.Length, stat["size"]!.GetValue<long>());
         Assert.NotEmpty(stat["blocks"]!.AsArray());

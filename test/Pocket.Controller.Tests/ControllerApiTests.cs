@@ -27,6 +27,10 @@ public sealed class ControllerApiTests
         Assert.False(job.Token.IsNone);
         Assert.Equal(NodeTier.Dram, job.Tier);
         Assert.Equal(300, job.LeaseSeconds);
+        var leased = await h.RegisterAsync(new { name = "long", lease = "2h" });
+        Assert.Equal(7200, leased.LeaseSeconds);
+        Assert.Equal(TimeSpan.FromHours(2), h.Registry.Find(leased.JobId)!.Lease);
+        Assert.Equal(90, (await h.RegisterAsync(new { name = "seconds", lease = 90 })).LeaseSeconds);
         Assert.Equal(h.Cluster.MetadataAddress, job.Metadata);
         Assert.Equal(2, job.Nodes.Count);
         Assert.Equal(1.0, job.Nodes.Sum(n => n.Weight), 9);
@@ -58,7 +62,7 @@ public sealed class ControllerApiTests
         Assert.Equal(1 << 20, one.Usage.BytesByTier.Values.Sum());
 
         var all = await h.Http.GetFromJsonAsync<JobResponse[]>("/v1/jobs", JsonSerializerOptions.Web);
-        Assert.Equal([job.JobId], all!.Select(j => j.JobId));
+        Assert.Equal([job.JobId, leased.JobId, "seconds-1"], all!.Select(j => j.JobId));
     }
 
     [Fact]
@@ -212,6 +216,10 @@ public sealed class ControllerApiTests
     [InlineData("{\"name\":\"x\",\"maxObjects\":-1}", "maxObjects")]
     [InlineData("{\"name\":\"x\",\"maxObjects\":\"many\"}", "maxObjects")]
     [InlineData("{\"name\":\"x\",\"maxKeyBytes\":1.5}", "maxKeyBytes")]
+    [InlineData("{\"name\":\"x\",\"lease\":\"soon\"}", "lease")]
+    [InlineData("{\"name\":\"x\",\"lease\":0}", "lease")]
+    [InlineData("{\"name\":\"x\",\"lease\":\"30d\"}", "lease")]
+    [InlineData("{\"name\":\"x\",\"lease\":\"1s\"}", "lease")]
     [InlineData("not json", "body")]
     [InlineData("", "body")]
     [InlineData("[1,2]", "body")]

@@ -176,6 +176,61 @@ public sealed class JobRegistryTests
     }
 
     [Fact]
+    public async Task AnIdleJobsNextRequestSaysItsLeaseExpiredWhenAndHowToLengthenIt()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.Parse("2025-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var options = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), TimeProvider = time, LeaseDuration = TimeSpan.FromMinutes(5) };
+        await using var h = await ControllerHarness.StartAsync(nodes: 2, registry: options);
+        var job = await h.Registry.RegisterAsync("idle", JobHints.None);
+        var handle = h.Client.OpenJob(job.Id, job.Token);
+        await handle.PutAsync("data", new byte[100]);
+        await h.Registry.CheckLeasesAsync();
+
+        time.Advance(TimeSpan.FromMinutes(6));
+        await h.Registry.CheckLeasesAsync();
+
+        Assert.Null(h.Registry.Find(job.Id));
+        var error = await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await handle.GetAsync("data"));
+        Assert.Equal(
+            $"job {job.Id} has ended: its lease expired at 2025-01-01T00:05:00Z after 5 min without requests, and its data was freed; "
+            + "register again, and keep it busy or register it with a longer lease (pocket job register --lease 1h; HTTP: \"lease\": \"1h\")",
+            error.Message);
+    }
+
+    [Fact]
+    public async Task AJobsOwnLeaseIsKeptRenewedAndBoundedByTheControllersMaximum()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.Parse("2025-01-01T00:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var options = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), TimeProvider = time, LeaseDuration = TimeSpan.FromMinutes(5), MaxLeaseDuration = TimeSpan.FromDays(1) };
+        await using var h = await ControllerHarness.StartAsync(nodes: 2, registry: options);
+        var job = await h.Registry.RegisterAsync("long", new JobHints { Lease = TimeSpan.FromHours(1) });
+        Assert.Equal(TimeSpan.FromHours(1), job.Lease);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromHours(1), job.LeaseExpiresAt);
+        await h.Registry.CheckLeasesAsync();
+
+        // Past the default lease, within its own: kept, and a request renews it by its own length.
+        time.Advance(TimeSpan.FromMinutes(30));
+        await h.Registry.CheckLeasesAsync();
+        Assert.NotNull(h.Registry.Find(job.Id));
+        await h.Client.OpenJob(job.Id, job.Token).PutAsync("tick", new byte[1]);
+        await h.Registry.CheckLeasesAsync();
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromHours(1), h.Registry.Find(job.Id)!.LeaseExpiresAt);
+
+        time.Advance(TimeSpan.FromMinutes(61));
+        await h.Registry.CheckLeasesAsync();
+        Assert.Null(h.Registry.Find(job.Id));
+        var error = await Assert.ThrowsAsync<PocketUnauthorizedException>(async () => await h.Client.OpenJob(job.Id, job.Token).GetAsync("tick"));
+        Assert.Contains("after 1 h without requests", error.Message, StringComparison.Ordinal);
+        Assert.Contains("--lease 12h", error.Message, StringComparison.Ordinal);
+
+        var tooLong = await Assert.ThrowsAsync<ArgumentException>(() => h.Registry.RegisterAsync("forever", new JobHints { Lease = TimeSpan.FromDays(30) }));
+        Assert.Equal("lease", tooLong.ParamName);
+        Assert.Contains("longer than this controller allows (1 d)", tooLong.Message, StringComparison.Ordinal);
+        var negative = Assert.Throws<ArgumentException>(() => new JobHints { Lease = TimeSpan.FromSeconds(-1) }.Validate());
+        Assert.Equal("lease", negative.ParamName);
+    }
+
+    [Fact]
     public async Task JobsRemovedBehindTheControllersBackAreForgotten()
     {
         await using var h = await ControllerHarness.StartAsync(nodes: 2);

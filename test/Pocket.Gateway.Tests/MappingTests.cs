@@ -94,6 +94,10 @@ public sealed class MappingTests
         Assert.Contains("peak-throughput 'fast'", error, StringComparison.Ordinal);
         Assert.False(JobHints.TryParse("colour=blue", out _, out _));
         Assert.False(JobHints.TryParse("latency-sensitive=maybe", out _, out _));
+        Assert.True(JobHints.TryParse("lease=1h", out var leased, out _));
+        Assert.Equal(TimeSpan.FromHours(1), leased.Lease);
+        Assert.False(JobHints.TryParse("lease=0s", out _, out error));
+        Assert.Contains("lease '0s'", error, StringComparison.Ordinal);
     }
 
     [Fact]

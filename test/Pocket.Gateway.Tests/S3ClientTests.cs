@@ -629,6 +629,46 @@ public sealed class S3ClientTests(GatewayFixture fixture) : IClassFixture<Gatewa
     }
 
     [Fact]
+    public async Task S3AndTheNativeClientSeeTheSameObjectsWithTheJobsOwnKeys()
+    {
+        var bucket = await NewBucketAsync("oneworld");
+        await PutTextAsync(bucket, "in/a.txt", "from s3");
+        await S3.PutObjectAsync(new PutObjectRequest { BucketName = bucket, Key = "in/big.bin", InputStream = new MemoryStream(TestData.Random(3 << 20, seed: 17)) });
+        var (jobId, token) = H.Gateway.GetBucketCredentials(bucket)!.Value;
+        await using var client = await Pocket.Client.PocketClient.ConnectAsync(H.Cluster.MetadataAddress);
+        Assert.True(Pocket.Protocol.JobToken.TryParse(token, out var jobToken));
+        var job = client.OpenJob(jobId, jobToken);
+
+        // Natively, the bucket holds exactly what S3 put: the gateway's records (ETag, type) are not listed or counted.
+        var listed = new List<string>();
+        await foreach (var entry in job.ListAsync(string.Empty, delimited: false, pageSize: 100))
+        {
+            listed.Add(entry.Key);
+        }
+
+        Assert.Equal(["in/a.txt", "in/big.bin"], listed);
+        Assert.Equal(2, await job.CountAsync(string.Empty));
+        Assert.Equal("from s3", Encoding.UTF8.GetString(await job.GetAsync("in/a.txt")));
+        Assert.Equal(3 << 20, (await job.GetAsync("in/big.bin")).Length);
+
+        // And back: what the native client puts, S3 lists and reads.
+        await job.PutAsync("native/b.txt", Encoding.UTF8.GetBytes("from pocket"));
+        var keys = (await S3.ListObjectsV2Async(new ListObjectsV2Request { BucketName = bucket })).S3Objects.Select(o => o.Key).ToArray();
+        Assert.Equal(["in/a.txt", "in/big.bin", "native/b.txt"], keys);
+        Assert.Equal("from pocket", await GetTextAsync(bucket, "native/b.txt"));
+
+        // The job's own keys (access key = job id, secret = token) reach the same objects over S3.
+        using var own = H.Client(jobId, token);
+        using var get = await own.GetObjectAsync(bucket, "native/b.txt");
+        Assert.Equal("from pocket", await new StreamReader(get.ResponseStream).ReadToEndAsync());
+
+        // A bucket whose only objects went away natively is empty to S3 too, and can be deleted.
+        await job.DeleteAsync("in/", recursive: true);
+        await job.DeleteAsync("native/b.txt");
+        await S3.DeleteBucketAsync(bucket);
+    }
+
+    [Fact]
     public async Task KeysPocketCannotHoldGetAClearError()
     {
         var bucket = await NewBucketAsync("badkeys");

@@ -54,12 +54,13 @@ class Controller:
         return json.loads(text) if text else None
 
     def register_job(self, name, functions=None, throughput=None, capacity=None, latency_sensitive=None,
-                     max_capacity=None, max_objects=None, max_key_bytes=None, **client_options):
+                     max_capacity=None, max_objects=None, max_key_bytes=None, lease=None, **client_options):
         """Registers a job and opens it. Hints are optional: ``functions`` (concurrent functions), ``throughput``
         (bits/s, or text such as "2Gbps"), ``capacity`` (bytes, or text such as "10GiB"), ``latency_sensitive``
         (default true: DRAM). Limits are optional too (0: no limit; not given: derived from the sizing):
         ``max_capacity`` (bytes or "512MB"), ``max_objects``, ``max_key_bytes`` (bytes or "16MiB"); past one a request
-        raises QuotaExceeded. Returns a Job (with ``registration``, the controller's answer with its ``quota``, and
+        raises QuotaExceeded. ``lease``: how long the job may go without a request before the controller reclaims it
+        (seconds, or text such as "1h"; default the controller's, 5 minutes). Returns a Job (with ``registration``, the controller's answer with its ``quota``, and
         ``token``)."""
         body = {"name": name}
         if functions is not None:
@@ -76,6 +77,8 @@ class Controller:
             body["maxObjects"] = max_objects
         if max_key_bytes is not None:
             body["maxKeyBytes"] = max_key_bytes
+        if lease is not None:
+            body["lease"] = lease
         reg = self._request("POST", "/v1/jobs", body)
         client = Client(reg["metadata"], **client_options)
         return Job(client, reg["jobId"], reg["token"], owns_client=True, registration=reg, controller=self)

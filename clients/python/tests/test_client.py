@@ -314,6 +314,19 @@ class JobLifecycleTests(unittest.TestCase):
             with self.assertRaises(pocket.PocketError):
                 job.put("new", b"x")
 
+    def test_a_lease_is_asked_for_and_an_ended_jobs_token_is_told_what_happened(self):
+        job = self.controller.register_job("leased", lease="1h")
+        with job:
+            self.assertEqual(3600, job.registration["leaseSeconds"])
+            job.put("a", b"x")
+            self.controller.deregister(job.id)
+            with self.assertRaises(pocket.Unauthorized) as refused:
+                job.get("a")
+            self.assertIn("job %s has ended: it was deregistered at" % job.id, str(refused.exception))
+        with self.assertRaises(pocket.ControllerError) as refused:
+            self.controller.register_job("leased", lease="soon")
+        self.assertIn("lease", str(refused.exception))
+
     def test_quotas_from_register_job_are_enforced_and_named(self):
         job = self.controller.register_job("quota", max_capacity="1MiB", max_objects=3, max_key_bytes=40)
         with job:

@@ -47,6 +47,14 @@ internal static class JobCommands
         var maxCapacity = LimitOption("--max-capacity", "Limit on the bytes the job stores (blocks and inline; 0 = no limit). Default: the sized capacity plus 25 %, one node's worth without hints");
         var maxObjects = new Option<long?>("--max-objects") { Description = "Limit on the job's objects (0 = no limit). Default: the byte limit / 1KiB, at least 100000", HelpName = "N" };
         var maxKeyBytes = LimitOption("--max-key-bytes", "Limit on the UTF-8 bytes of all the job's keys (0 = no limit). Default: 256 per object of the object limit");
+        var lease = CommandRunner.DurationOption("--lease", "How long the job may go without a request before the controller reclaims it and frees its data (e.g. 30m, 1h, 1d). Default: the controller's, 5m");
+        lease.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<TimeSpan?>() is { } value && value <= TimeSpan.Zero)
+            {
+                result.AddError("--lease must be longer than 0 (e.g. 30m, 1h, 1d)");
+            }
+        });
         functions.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<int?>() is < 0)
@@ -66,7 +74,7 @@ internal static class JobCommands
         var metadata = CommandRunner.MetadataOption();
         var command = new Command("register", "Register a job (sized from its hints) and remember its token in $POCKET_HOME/jobs.json")
         {
-            name, functions, throughput, capacity, latencySensitive, maxCapacity, maxObjects, maxKeyBytes, json, controller, metadata,
+            name, functions, throughput, capacity, latencySensitive, maxCapacity, maxObjects, maxKeyBytes, lease, json, controller, metadata,
         };
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
@@ -88,12 +96,17 @@ internal static class JobCommands
                     throw new CliException("hints need a controller (--controller URL or `pocket up`); a metadata server alone registers jobs unsized");
                 }
 
+                if (parse.GetValue(lease) is not null)
+                {
+                    throw new CliException("--lease needs a controller (--controller URL or `pocket up`): leases are kept by the controller; a job registered on a metadata server alone has none");
+                }
+
                 // Without a controller nothing is sized: limits not given are none.
                 JobQuota? quota = limits == default ? null : new JobQuota(limits.MaxBytes ?? 0, limits.MaxObjects ?? 0, limits.MaxKeyBytes ?? 0);
                 return await RegisterDirectAsync(jobName, parse.GetValue(metadata), quota, parse.GetValue(json), home, ct).ConfigureAwait(false);
             }
 
-            hints = hints with { MaxCapacityBytes = limits.MaxBytes, MaxObjects = limits.MaxObjects, MaxKeyBytes = limits.MaxKeyBytes };
+            hints = hints with { MaxCapacityBytes = limits.MaxBytes, MaxObjects = limits.MaxObjects, MaxKeyBytes = limits.MaxKeyBytes, Lease = parse.GetValue(lease) };
             var job = await connection.CallAsync(c => c.RegisterJobAsync(jobName, hints, ct)).ConfigureAwait(false);
             var entry = new JobEntry(job.JobId, job.Token.ToString(), job.Metadata, connection.Text);
             await RememberAsync(home, entry, ct).ConfigureAwait(false);
@@ -345,12 +358,51 @@ internal static class JobCommands
             var cluster = ClusterConnection.TryResolve(parse.GetValue(metadata), home)
                 ?? throw new CliException("no cluster: pass --metadata HOST:PORT (the job's metadata server), or start one with `pocket up`");
             using var connection = ControllerConnection.TryResolve(parse.GetValue(controller), parse.GetValue(metadata), home);
+            var check = await CheckAdoptedAsync(cluster, jobId, jobToken, ct).ConfigureAwait(false);
             var entry = new JobEntry(jobId, jobToken.ToString(), cluster.Metadata, connection?.Text);
             await RememberAsync(home, entry, ct).ConfigureAwait(false);
-            AnsiConsole.MarkupLine(Markup.Escape($"added job {jobId} (metadata {cluster.Metadata}) to {home.JobsFile}"));
+            AnsiConsole.MarkupLine(Markup.Escape($"added job {jobId} (metadata {cluster.Metadata}) to {home.JobsFile}{check}"));
             return 0;
         });
         return command;
+    }
+
+    /// <summary>
+    /// Asks the job's metadata server whether the token is the job's: a wrong or ended one is refused with what the server
+    /// says (an ended job's reason); an unreachable server is not (adopting ahead of time is allowed) and says so.
+    /// </summary>
+    private static async Task<string> CheckAdoptedAsync(ClusterConnection cluster, string jobId, JobToken token, CancellationToken cancellationToken)
+    {
+        PocketClient client;
+        try
+        {
+            client = await cluster.ConnectAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is CliException or PocketUnreachableException)
+        {
+            return $" (not checked: {ex.Message})";
+        }
+
+        await using (client.ConfigureAwait(false))
+        {
+            JobUsage usage;
+            try
+            {
+                usage = await client.OpenJob(jobId, token).GetUsageAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (PocketUnauthorizedException ex)
+            {
+                throw new CliException($"the metadata server at {cluster.Metadata} refused job {jobId}'s token: {ex.Message}", ex);
+            }
+            catch (PocketException ex) when (ex.Status == Pocket.Protocol.Status.NotFound)
+            {
+                throw new CliException($"the token is not job {jobId}'s on {cluster.Metadata}: {ex.Message}", ex);
+            }
+
+            return usage.JobId == jobId
+                ? string.Create(CultureInfo.InvariantCulture, $"; it holds {usage.Objects} objects")
+                : throw new CliException($"that token is job {usage.JobId}'s, not {jobId}'s");
+        }
     }
 
     private static Command Remove()

@@ -132,7 +132,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
             job.Token,
             job.Requirement.Tier,
             Nodes(job, addresses),
-            registry.Options.LeaseDuration.TotalSeconds,
+            job.Lease.TotalSeconds,
             job.Requirement.ThroughputBound,
             job.MetadataAddress ?? admin.MetadataAddress,
             job.Requirement.ThroughputBitsPerSecond,

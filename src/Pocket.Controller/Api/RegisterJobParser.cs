@@ -27,6 +27,7 @@ internal static class RegisterJobParser
         long? maxCapacity = null;
         long? maxObjects = null;
         long? maxKeyBytes = null;
+        TimeSpan? lease = null;
         foreach (var property in root.EnumerateObject())
         {
             var value = property.Value;
@@ -135,8 +136,22 @@ internal static class RegisterJobParser
 
                     maxObjects = objects;
                     break;
+                case "lease":
+                    if (isNull)
+                    {
+                        break;
+                    }
+
+                    if (!TryDuration(value, out var l))
+                    {
+                        error = Fail("lease", $"{value.GetRawText()} is not a lease: give seconds as a number > 0, or text such as \"10m\", \"1h\" or \"1d\"");
+                        return false;
+                    }
+
+                    lease = l;
+                    break;
                 default:
-                    error = Fail(property.Name, "is not a field of a job registration (name, functions, peakThroughput, capacity, latencySensitive, maxCapacity, maxObjects, maxKeyBytes)");
+                    error = Fail(property.Name, "is not a field of a job registration (name, functions, peakThroughput, capacity, latencySensitive, maxCapacity, maxObjects, maxKeyBytes, lease)");
                     return false;
             }
         }
@@ -157,6 +172,7 @@ internal static class RegisterJobParser
             MaxCapacityBytes = maxCapacity,
             MaxObjects = maxObjects,
             MaxKeyBytes = maxKeyBytes,
+            Lease = lease,
         };
         return true;
     }
@@ -173,6 +189,19 @@ internal static class RegisterJobParser
             _ => false,
         };
         return ok && bitsPerSecond >= 0 && double.IsFinite(bitsPerSecond);
+    }
+
+    private static bool TryDuration(JsonElement value, out TimeSpan duration)
+    {
+        duration = default;
+        var ok = value.ValueKind switch
+        {
+            JsonValueKind.Number => value.TryGetDouble(out var seconds) && double.IsFinite(seconds) && seconds > 0 && seconds < TimeSpan.MaxValue.TotalSeconds
+                && (duration = TimeSpan.FromSeconds(seconds)) > TimeSpan.Zero,
+            JsonValueKind.String => Units.TryParseDuration(value.GetString() ?? string.Empty, out duration),
+            _ => false,
+        };
+        return ok && duration > TimeSpan.Zero;
     }
 
     private static bool TryCapacity(JsonElement value, out long bytes)

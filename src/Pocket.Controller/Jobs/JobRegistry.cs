@@ -37,6 +37,9 @@ public sealed record JobRecord(
     /// <summary>The metadata server holding its namespace, host:port (what the registration answer names).</summary>
     public string? MetadataAddress { get; init; }
 
+    /// <summary>How long it may go without a request before it is reclaimed (its hint, or the registry's default).</summary>
+    public TimeSpan Lease { get; init; } = TimeSpan.FromMinutes(5);
+
     /// <summary>The id only: a record's generated text would print the token into logs and error messages.</summary>
     public override string ToString() => $"job {Id}";
 }
@@ -180,6 +183,17 @@ public sealed class JobRegistry : IAsyncDisposable
         }
 
         hints.Validate();
+        var lease = hints.Lease ?? _options.LeaseDuration;
+        if (lease > _options.MaxLeaseDuration)
+        {
+            throw new ArgumentException($"lease {FormatLease(lease)} is longer than this controller allows ({FormatLease(_options.MaxLeaseDuration)})", "lease");
+        }
+
+        if (lease < _options.LeaseCheckInterval)
+        {
+            throw new ArgumentException($"lease {FormatLease(lease)} is shorter than the controller's lease check ({FormatLease(_options.LeaseCheckInterval)})", "lease");
+        }
+
         await _registrationGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
@@ -209,7 +223,7 @@ public sealed class JobRegistry : IAsyncDisposable
             var job = await admin.RegisterJobAsync(name, requirement.Tier, weights.Weights, quota, cancellationToken).ConfigureAwait(false);
 
             var now = _time.GetUtcNow();
-            var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + _options.LeaseDuration) { Quota = quota, MetadataAddress = admin.MetadataAddress };
+            var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + lease) { Quota = quota, Lease = lease, MetadataAddress = admin.MetadataAddress };
             lock (_lock)
             {
                 foreach (var share in placement.Shares)
@@ -336,7 +350,7 @@ public sealed class JobRegistry : IAsyncDisposable
                 if (usage.Requests != _lastRequests.GetValueOrDefault(job.Id))
                 {
                     _lastRequests[job.Id] = usage.Requests;
-                    _jobs[job.Id] = current with { LeaseExpiresAt = now + _options.LeaseDuration };
+                    _jobs[job.Id] = current with { LeaseExpiresAt = now + current.Lease };
                 }
                 else if (now >= current.LeaseExpiresAt)
                 {
@@ -400,7 +414,7 @@ public sealed class JobRegistry : IAsyncDisposable
         {
             try
             {
-                (objects, bytes) = await _plane.For(Find(jobId)?.MetadataAddress).DeregisterJobAsync(jobId, cancellationToken).ConfigureAwait(false);
+                (objects, bytes) = await _plane.For(Find(jobId)?.MetadataAddress).DeregisterJobAsync(jobId, reason == JobEndReason.LeaseExpired ? LeaseExpiredText(Find(jobId)) : null, cancellationToken).ConfigureAwait(false);
             }
             catch (ObjectNotFoundException)
             {
@@ -699,6 +713,27 @@ public sealed class JobRegistry : IAsyncDisposable
 
         return gone.Count == 0 ? Task.CompletedTask : ExcludeNodesAsync(gone, wait: false, cancellationToken);
     }
+
+    /// <summary>
+    /// What a request with the token of a job whose lease ran out is told by the metadata server, after "job ID has
+    /// ended: ": when it expired, after how long, and how to avoid it next time.
+    /// </summary>
+    internal static string LeaseExpiredText(JobRecord? job) => job is null
+        ? "its lease expired and its data was freed"
+        : $"its lease expired at {job.LeaseExpiresAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture)} after {FormatLease(job.Lease)} without requests, and its data was freed; "
+            + $"register again, and keep it busy or register it with a longer lease (pocket job register --lease {SuggestedLease(job.Lease)}; HTTP: \"lease\": \"{SuggestedLease(job.Lease)}\")";
+
+    /// <summary>A lease as people say it: "5 min", "1 h", "90 s", "2 d".</summary>
+    internal static string FormatLease(TimeSpan lease) => lease switch
+    {
+        { TotalDays: >= 1 } when lease.TotalHours % 24 == 0 => string.Create(CultureInfo.InvariantCulture, $"{lease.TotalDays:0.##} d"),
+        { TotalHours: >= 1 } when lease.TotalMinutes % 60 == 0 => string.Create(CultureInfo.InvariantCulture, $"{lease.TotalHours:0.##} h"),
+        { TotalMinutes: >= 1 } when lease.TotalSeconds % 60 == 0 => string.Create(CultureInfo.InvariantCulture, $"{lease.TotalMinutes:0.##} min"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{lease.TotalSeconds:0.###} s"),
+    };
+
+    // The next step up that a pause of the old lease's length fits in comfortably.
+    private static string SuggestedLease(TimeSpan lease) => lease < TimeSpan.FromHours(1) ? "1h" : lease < TimeSpan.FromHours(12) ? "12h" : "1d";
 
     internal static string ReasonText(JobEndReason reason) => reason switch
     {
