@@ -4,11 +4,12 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
-# Programs the tests drive: promtool (Prometheus's exposition parser, from Debian's prometheus package) and chromium
-# (the dashboard's browser test). Installed with apt-get when missing and this is a root shell on Debian.
-if { ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; } && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium >/dev/null \
-    || echo "test.sh: installing prometheus and chromium failed; the metrics and dashboard tests will say what is missing" >&2
+# Programs the tests drive: promtool (Prometheus's exposition parser, from Debian's prometheus package), chromium
+# (the dashboard's browser test) and ip. Installed with apt-get when missing and this is a root shell on Debian.
+# ip (iproute2) makes the network namespaces of the network fault suite (which needs root; elsewhere it is skipped).
+if { ! command -v promtool >/dev/null || ! command -v chromium >/dev/null || ! command -v ip >/dev/null; } && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus chromium iproute2 >/dev/null \
+    || echo "test.sh: installing prometheus, chromium and iproute2 failed; the metrics, dashboard and network fault tests will say what is missing" >&2
 fi
 
 # python3 for `pocket demo --functions-as python` (a .NET test) and the Python suite; redis for its examples.

@@ -5,19 +5,50 @@ using Pocket.Networking;
 namespace Pocket.Cli;
 
 /// <summary>
-/// TLS of the client verbs: the CA (or self-signed certificate) to trust comes from $POCKET_TLS_CA, else from the
-/// cluster.json of `pocket up --tls`; the name servers' certificates must carry from $POCKET_TLS_NAME, else localhost
-/// for `pocket up`'s certificate, else the host connected to. With neither, connections are plain (an https://
-/// controller is still checked against the system's roots).
+/// TLS of the client verbs: the CA (or self-signed certificate) to trust comes from --tls-ca, else $POCKET_TLS_CA, else
+/// from the cluster.json of `pocket up --tls`; the name servers' certificates must carry from --tls-name, else
+/// $POCKET_TLS_NAME, else localhost for `pocket up`'s certificate, else the host connected to. With neither,
+/// connections are plain (an https:// controller is still checked against the system's roots).
 /// </summary>
 internal static class ClientTls
 {
     public const string Variable = "POCKET_TLS_CA";
     public const string NameVariable = "POCKET_TLS_NAME";
+    public const string OptionName = "--tls-ca";
+    public const string NameOptionName = "--tls-name";
+
+    // The options of the command being run; set once per process, before its action connects anywhere.
+    private static string? s_trustOption;
+    private static string? s_nameOption;
+
+    /// <summary>The trust options of a client verb (<see cref="Options"/>), given on the command line.</summary>
+    public static void UseOptions(string? trustFile, string? name)
+    {
+        s_trustOption = string.IsNullOrWhiteSpace(trustFile) ? null : trustFile.Trim();
+        s_nameOption = string.IsNullOrWhiteSpace(name) ? null : name.Trim();
+    }
+
+    /// <summary>The --tls-ca and --tls-name options every command that connects to a cluster takes.</summary>
+    public static (TrustOption Trust, TrustOption Name) Options() => (
+        new TrustOption(OptionName)
+        {
+            Description = $"CA or self-signed certificate (PEM or DER) to trust for TLS to the cluster (default: ${Variable}, else the cluster of `pocket up --tls`)",
+            HelpName = "FILE",
+        },
+        new TrustOption(NameOptionName)
+        {
+            Description = $"Name the servers' certificates carry (default: ${NameVariable}, else the host connected to; localhost for `pocket up --tls`)",
+            HelpName = "NAME",
+        });
 
     /// <summary>The trust file and where it came from, or null.</summary>
     public static (string Path, string Source)? TrustFile(PocketHome home)
     {
+        if (s_trustOption is { } fromOption)
+        {
+            return (fromOption, OptionName);
+        }
+
         var fromEnvironment = Environment.GetEnvironmentVariable(Variable);
         if (!string.IsNullOrWhiteSpace(fromEnvironment))
         {
@@ -39,10 +70,11 @@ internal static class ClientTls
             return options;
         }
 
-        // `pocket up --tls`'s certificate names localhost; with $POCKET_TLS_CA the host connected to is checked.
-        var name = Environment.GetEnvironmentVariable(NameVariable) is { Length: > 0 } configured
-            ? configured.Trim()
-            : file.Source == Variable ? metadataHost : Up.LocalTls.Name;
+        // `pocket up --tls`'s certificate names localhost; with --tls-ca or $POCKET_TLS_CA the host connected to is checked.
+        var name = s_nameOption
+            ?? (Environment.GetEnvironmentVariable(NameVariable) is { Length: > 0 } configured
+                ? configured.Trim()
+                : file.Source is Variable or OptionName ? metadataHost : Up.LocalTls.Name);
         return options with { TlsHost = name, CertificateValidation = Validation(file) };
     }
 
@@ -58,3 +90,6 @@ internal static class ClientTls
         }
     }
 }
+
+/// <summary>A client verb's --tls-ca or --tls-name (a type of its own, so the runner tells them from a role's options).</summary>
+internal sealed class TrustOption(string name) : System.CommandLine.Option<string?>(name);

@@ -46,6 +46,15 @@ internal static class CommandRunner
         {
             try
             {
+                // Read here, not in each action: PocketCommandLine gives every command that connects these options.
+                var trust = parseResult.CommandResult.Command.Options.OfType<TrustOption>().ToDictionary(o => o.Name, StringComparer.Ordinal);
+                if (trust.Count > 0)
+                {
+                    ClientTls.UseOptions(TrustValue(ClientTls.OptionName), TrustValue(ClientTls.NameOptionName));
+                }
+
+                string? TrustValue(string name) => trust.TryGetValue(name, out var option) ? parseResult.GetValue(option) : null;
+
                 return await action(parseResult, cancellationToken).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)

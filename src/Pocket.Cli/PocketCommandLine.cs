@@ -27,8 +27,29 @@ internal static class PocketCommandLine
             root.Subcommands.Add(command);
         }
 
+        GiveTrustOptions(root);
         Harden(root);
         return root;
+    }
+
+    /// <summary>
+    /// Every command that connects to a cluster (it names one with --metadata or --controller) takes --tls-ca and
+    /// --tls-name, so a self-signed cluster is trusted without an environment variable. The roles that have their own
+    /// (pocket storage, pocket controller) keep theirs, which mean the same.
+    /// </summary>
+    private static void GiveTrustOptions(Command root)
+    {
+        foreach (var (_, command) in Commands(root))
+        {
+            var names = command.Options.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+            if ((names.Contains("--metadata") || names.Contains("--controller"))
+                && !names.Contains(ClientTls.OptionName) && !names.Contains(ClientTls.NameOptionName))
+            {
+                var (trust, name) = ClientTls.Options();
+                command.Options.Add(trust);
+                command.Options.Add(name);
+            }
+        }
     }
 
     /// <summary>Every command under <paramref name="root"/>, with the words that name it (root first).</summary>

@@ -91,4 +91,52 @@ public sealed class UpTlsTests : IDisposable
 
         await PocketProcess.RunOkAsync(_home.Path, "job", "rm", jobId);
     }
+
+    [Fact]
+    public async Task VerbsElsewhereTrustTheSelfSignedClusterThroughTlsCaAndRefuseItWithout()
+    {
+        await using var up = UpProcess.Start(_home.Path, "--tls", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
+        var controller = cluster["controller"]!.GetValue<string>();
+        var metadata = cluster["metadata"]!.GetValue<string>();
+
+        // Another machine's view: no cluster.json, the token in the environment, a copy of the CA passed as an option.
+        using var elsewhere = new TempHome();
+        var ca = elsewhere.File("cluster-ca.pem");
+        File.Copy(cluster["tlsCa"]!.GetValue<string>(), ca);
+        var token = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = cluster["clusterToken"]!.GetValue<string>() };
+
+        var registered = await RunAsync("job", "register", "trusted", "--capacity", "32MiB", "--json", "--controller", controller, "--tls-ca", ca);
+        Assert.True(registered.ExitCode == 0, registered.ToString());
+        var jobId = registered.Json()["id"]!.GetValue<string>();
+        var data = new byte[(1 << 20) + 5];
+        Random.Shared.NextBytes(data);
+        await File.WriteAllBytesAsync(elsewhere.File("in.bin"), data);
+        Assert.Equal(0, (await RunAsync("put", elsewhere.File("in.bin"), $"{jobId}/object", "--tls-ca", ca)).ExitCode);
+        var got = await RunAsync("get", $"{jobId}/object", elsewhere.File("out.bin"), "--tls-ca", ca, "--tls-name", "localhost");
+        Assert.True(got.ExitCode == 0, got.ToString());
+        Assert.Equal(data, await File.ReadAllBytesAsync(elsewhere.File("out.bin")));
+        Assert.Equal(0, (await RunAsync("status", "--controller", controller, "--tls-ca", ca)).ExitCode);
+
+        // Without it the same verbs fail with one line each; a missing file or a certificate for another name too.
+        var untrusted = await RunAsync("job", "ls", "--controller", controller);
+        Assert.Equal(1, untrusted.ExitCode);
+        Assert.StartsWith("error: ", untrusted.Stderr, StringComparison.Ordinal);
+        var plain = await RunAsync("ls", $"{jobId}/", "--metadata", metadata);
+        Assert.Equal(1, plain.ExitCode);
+        Assert.StartsWith("error: ", plain.Stderr, StringComparison.Ordinal);
+        var missing = elsewhere.File("missing.pem");
+        var noFile = await RunAsync("ls", $"{jobId}/", "--tls-ca", missing);
+        Assert.Equal(1, noFile.ExitCode);
+        Assert.Contains($"(from --tls-ca)", noFile.Stderr, StringComparison.Ordinal);
+        Assert.Contains(missing, noFile.Stderr, StringComparison.Ordinal);
+        var wrongName = await RunAsync("ls", $"{jobId}/", "--tls-ca", ca, "--tls-name", "elsewhere.example");
+        Assert.Equal(1, wrongName.ExitCode);
+        Assert.StartsWith("error: ", wrongName.Stderr, StringComparison.Ordinal);
+
+        Assert.Equal(0, (await RunAsync("job", "rm", jobId, "--controller", controller, "--tls-ca", ca)).ExitCode);
+
+        Task<PocketResult> RunAsync(params string[] arguments) => PocketProcess.RunAsync(elsewhere.Path, token, arguments);
+    }
 }

@@ -101,7 +101,7 @@ public sealed class EndedJobTests
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 16 << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var admin = client.Admin();
+        var admin = cluster.Admin(client);
         var job = await admin.RegisterJobAsync("wire", NodeTier.Dram, null, null);
         await job.PutAsync("a", new byte[10]);
         await admin.DeregisterJobAsync(job.Id, "it was ended by a test");
@@ -124,7 +124,7 @@ public sealed class HiddenKeyTests
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = 16 << 20, PreTouchMemory = false });
         await using var client = await cluster.ConnectAsync();
-        var job = await client.Admin().RegisterJobAsync("hidden", NodeTier.Dram, null, null);
+        var job = await cluster.Admin(client).RegisterJobAsync("hidden", NodeTier.Dram, null, null);
         var hidden = ObjectKey.HiddenRoot + "/m/a";
         foreach (var key in new[] { "a", "b/c", hidden, ObjectKey.HiddenRoot + "/m/b/c" })
         {

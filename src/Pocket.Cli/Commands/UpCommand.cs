@@ -355,7 +355,7 @@ internal static class UpCommand
             : $"metrics:    controller and gateway at /metrics; none on the metadata server and nodes (--no-metrics); list: {Markup.Escape(home.MetricsTargetsFile)}");
         if (cluster.Options.Tls is { } tls)
         {
-            AnsiConsole.MarkupLine($"TLS:        every listener, self-signed for {LocalTls.Name} and 127.0.0.1; clients trust [bold]{Markup.Escape(tls.TrustPath)}[/] (client verbs here do; elsewhere set {ClientTls.Variable})");
+            AnsiConsole.MarkupLine($"TLS:        every listener, self-signed for {LocalTls.Name} and 127.0.0.1; clients trust [bold]{Markup.Escape(tls.TrustPath)}[/] (client verbs here do; elsewhere pass {ClientTls.OptionName} FILE or set {ClientTls.Variable})");
         }
 
         AnsiConsole.MarkupLine("node classes: " + Markup.Escape(string.Join("; ", cluster.Options.NodeClasses().Select(c =>
