@@ -64,6 +64,12 @@ public sealed record ControllerOptions
     public required string MetadataAddress { get; init; }
 
     /// <summary>
+    /// Further metadata servers, host:port each: the controller places each new job on the least loaded of these and
+    /// <see cref="MetadataAddress"/> (docs/architecture.md, "Several metadata servers"). Empty (the default): one server.
+    /// </summary>
+    public IReadOnlyList<string> OtherMetadataAddresses { get; init; } = [];
+
+    /// <summary>
     /// The cluster token: the controller's admin calls to the metadata server carry it, and every HTTP request but
     /// <c>/healthz</c> and <c>/openapi/v1.json</c> must send it as <c>Authorization: Bearer &lt;token&gt;</c>. None (a
     /// cluster without a token) leaves the API open.
@@ -125,10 +131,18 @@ public sealed record ControllerOptions
             throw new ArgumentException("minimum nodes per tier must not be negative");
         }
 
-        var colon = MetadataAddress?.LastIndexOf(':') ?? -1;
-        if (colon <= 0 || !int.TryParse(MetadataAddress.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
+        foreach (var address in OtherMetadataAddresses.Prepend(MetadataAddress))
         {
-            throw new ArgumentException($"metadata address '{MetadataAddress}' is not host:port");
+            var colon = address?.LastIndexOf(':') ?? -1;
+            if (colon <= 0 || !int.TryParse(address.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
+            {
+                throw new ArgumentException($"metadata address '{address}' is not host:port");
+            }
+        }
+
+        if (OtherMetadataAddresses.Prepend(MetadataAddress).Distinct(StringComparer.OrdinalIgnoreCase).Count() != OtherMetadataAddresses.Count + 1)
+        {
+            throw new ArgumentException("a metadata server is listed twice");
         }
 
         ArgumentNullException.ThrowIfNull(Listen);

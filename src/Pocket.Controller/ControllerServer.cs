@@ -34,6 +34,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private readonly ILogger _logger;
     private PocketClient? _metadata;
     private PocketAdminClient? _admin;
+    private readonly List<PocketClient> _otherMetadata = [];
     private JobRegistry? _registry;
     private ClusterTelemetry? _telemetry;
     private Autoscaler? _autoscaler;
@@ -108,6 +109,12 @@ public sealed class ControllerServer : IAsyncDisposable
     {
         _metadata = await PocketClient.ConnectAsync(_options.MetadataAddress, _options.MetadataClient, cancellationToken).ConfigureAwait(false);
         _admin = new PocketAdminClient(_metadata, _options.ClusterToken);
+        foreach (var other in _options.OtherMetadataAddresses)
+        {
+            _otherMetadata.Add(await PocketClient.ConnectAsync(other, _options.MetadataClient, cancellationToken).ConfigureAwait(false));
+        }
+
+        var plane = new MetadataPlane([_admin, .. _otherMetadata.Select(c => new PocketAdminClient(c, _options.ClusterToken))]);
         var time = _options.Registry.TimeProvider;
         if (_options.WarmPool is { } pool)
         {
@@ -117,8 +124,8 @@ public sealed class ControllerServer : IAsyncDisposable
         // Registry and autoscaler share one record of the nodes the controller may stop (a registration's nodes are the
         // autoscaler's to remove as well as its own) and claim warm-pool nodes through it.
         var inventory = _inventory = new NodeInventory(_warmPool);
-        _registry = new JobRegistry(_admin, _provisioner, _options.Registry, _loggerFactory, inventory);
-        _meter = new JobUsageMeter(_admin, _registry, time, _logger);
+        _registry = new JobRegistry(plane, _provisioner, _options.Registry, _loggerFactory, inventory);
+        _meter = new JobUsageMeter(_registry, time, _logger);
         if (_options.Autoscaler is { } scaling)
         {
             _autoscaler = new Autoscaler(_admin, _registry, inventory, _provisioner!, scaling, _options.Registry.Sizing, time, Events, _logger);
@@ -244,6 +251,11 @@ public sealed class ControllerServer : IAsyncDisposable
         if (_metadata is not null)
         {
             await _metadata.DisposeAsync().ConfigureAwait(false);
+        }
+
+        foreach (var other in _otherMetadata)
+        {
+            await other.DisposeAsync().ConfigureAwait(false);
         }
     }
 }

@@ -19,20 +19,30 @@ public sealed class PocketCluster : IAsyncDisposable
 {
     private readonly ILoggerFactory _loggerFactory;
     private readonly List<StorageServer.StorageServer?> _nodes = [];
+    private readonly MetadataServer?[] _metadataServers;
+    private readonly int[] _metadataPorts;
 
-    private PocketCluster(PocketClusterOptions options, ILoggerFactory loggerFactory, MetadataServer metadata)
+    private PocketCluster(PocketClusterOptions options, ILoggerFactory loggerFactory, MetadataServer[] metadata)
     {
         Options = options;
         _loggerFactory = loggerFactory;
-        Metadata = metadata;
+        Metadata = metadata[0];
+        _metadataServers = metadata;
+        _metadataPorts = [.. metadata.Select(m => m.EndPoint.Port)];
     }
+
+    /// <summary>Every metadata server by index (<see cref="PocketClusterOptions.MetadataServers"/>); null once stopped.</summary>
+    public IReadOnlyList<MetadataServer?> MetadataServers => _metadataServers;
+
+    /// <summary>host:port of each metadata server, by index (the address stays when the server is stopped and started again).</summary>
+    public IReadOnlyList<string> MetadataAddresses => [.. _metadataPorts.Select(p => $"127.0.0.1:{p}")];
 
     public PocketClusterOptions Options { get; }
 
     public MetadataServer Metadata { get; }
 
     /// <summary>host:port of the metadata server.</summary>
-    public string MetadataAddress => $"127.0.0.1:{Metadata.EndPoint.Port}";
+    public string MetadataAddress => $"127.0.0.1:{_metadataPorts[0]}";
 
     /// <summary>Storage nodes by index; null once stopped.</summary>
     public IReadOnlyList<StorageServer.StorageServer?> Nodes => _nodes;
@@ -41,25 +51,26 @@ public sealed class PocketCluster : IAsyncDisposable
     {
         options ??= new PocketClusterOptions();
         loggerFactory ??= NullLoggerFactory.Instance;
-        var metadata = new MetadataServer(
-            new MetadataServerOptions
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MetadataServers, 1);
+        var servers = new List<MetadataServer>();
+        try
+        {
+            for (var i = 0; i < options.MetadataServers; i++)
             {
-                ClusterToken = options.ClusterToken,
-                Listener = options.Listener with
-                {
-                    EndPoint = new IPEndPoint(IPAddress.Loopback, options.MetadataPort),
-                    WrapHandler = options.MetadataWrapHandler ?? options.Listener.WrapHandler,
-                },
-                NodeTimeout = options.NodeTimeout,
-                SuspectAfter = options.SuspectAfter,
-                MaxObjectMemory = options.MaxObjectMemory,
-                StorageConnection = options.Connection,
-                StripeUnit = options.StripeUnit,
-                TimeProvider = options.TimeProvider,
-            },
-            loggerFactory);
-        await metadata.StartAsync(cancellationToken).ConfigureAwait(false);
-        var cluster = new PocketCluster(options, loggerFactory, metadata);
+                servers.Add(await StartMetadataAsync(options, loggerFactory, i, i == 0 ? options.MetadataPort : 0, cancellationToken).ConfigureAwait(false));
+            }
+        }
+        catch
+        {
+            foreach (var server in servers)
+            {
+                await server.DisposeAsync().ConfigureAwait(false);
+            }
+
+            throw;
+        }
+
+        var cluster = new PocketCluster(options, loggerFactory, [.. servers]);
         try
         {
             for (var i = 0; i < options.StorageNodes; i++)
@@ -76,6 +87,52 @@ public sealed class PocketCluster : IAsyncDisposable
         return cluster;
     }
 
+    private static async Task<MetadataServer> StartMetadataAsync(PocketClusterOptions options, ILoggerFactory loggerFactory, int index, int port, CancellationToken cancellationToken)
+    {
+        var metadata = new MetadataServer(
+            new MetadataServerOptions
+            {
+                ClusterToken = options.ClusterToken,
+                Listener = options.Listener with
+                {
+                    EndPoint = new IPEndPoint(IPAddress.Loopback, port),
+                    WrapHandler = options.MetadataWrapHandler ?? options.Listener.WrapHandler,
+                },
+                NodeTimeout = options.NodeTimeout,
+                SuspectAfter = options.SuspectAfter,
+                MaxObjectMemory = options.MaxObjectMemory,
+                StorageConnection = options.Connection,
+                StripeUnit = options.StripeUnit,
+                TimeProvider = options.TimeProvider,
+                JobNumberOffset = index,
+                JobNumberStride = options.MetadataServers,
+            },
+            loggerFactory);
+        await metadata.StartAsync(cancellationToken).ConfigureAwait(false);
+        return metadata;
+    }
+
+    /// <summary>Stops metadata server <paramref name="index"/> as if its process ended: its jobs are gone, the nodes give its segments to the others.</summary>
+    public async Task StopMetadataAsync(int index)
+    {
+        if (_metadataServers[index] is { } server)
+        {
+            _metadataServers[index] = null;
+            await server.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Starts a fresh, empty metadata server at stopped server <paramref name="index"/>'s address (a replacement); the nodes join it by themselves.</summary>
+    public async Task RestartMetadataAsync(int index, CancellationToken cancellationToken = default)
+    {
+        if (_metadataServers[index] is not null)
+        {
+            throw new InvalidOperationException($"metadata server {index} is running");
+        }
+
+        _metadataServers[index] = await StartMetadataAsync(Options, _loggerFactory, index, _metadataPorts[index], cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>
     /// Starts one more storage node and waits until it is registered. Returns its index. Without
     /// <paramref name="deviceFactory"/> the node gets its tier's device (<see cref="BlockDevices.Create"/>). A
@@ -86,7 +143,8 @@ public sealed class PocketCluster : IAsyncDisposable
         var node = new StorageServer.StorageServer(
             new StorageServerOptions
             {
-                Metadata = new DnsEndPoint("127.0.0.1", Metadata.EndPoint.Port),
+                Metadata = new DnsEndPoint("127.0.0.1", _metadataPorts[0]),
+                OtherMetadata = [.. _metadataPorts.Skip(1).Select(p => new DnsEndPoint("127.0.0.1", p))],
                 MetadataConnection = Options.Connection,
                 PeerConnection = Options.Connection,
                 Capacity = capacity ?? Options.NodeCapacity,
@@ -130,6 +188,9 @@ public sealed class PocketCluster : IAsyncDisposable
             await StopNodeAsync(i).ConfigureAwait(false);
         }
 
-        await Metadata.DisposeAsync().ConfigureAwait(false);
+        for (var i = 0; i < _metadataServers.Length; i++)
+        {
+            await StopMetadataAsync(i).ConfigureAwait(false);
+        }
     }
 }

@@ -7,6 +7,12 @@ public sealed record PocketClusterOptions
 {
     public int StorageNodes { get; init; } = 2;
 
+    /// <summary>
+    /// Metadata servers (1 by default). With more, each storage node serves all of them, its blocks shared out in
+    /// segments (docs/architecture.md, "Several metadata servers"); the first is <see cref="PocketCluster.Metadata"/>.
+    /// </summary>
+    public int MetadataServers { get; init; } = 1;
+
     /// <summary>Loopback port of the metadata server; 0 picks a free one (see <see cref="PocketCluster.MetadataAddress"/>).</summary>
     public int MetadataPort { get; init; }
 

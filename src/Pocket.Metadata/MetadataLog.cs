@@ -48,4 +48,7 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 211, Level = LogLevel.Warning, Message = "node {NodeId} did not take {Count} seals/forgets ({Reason}); its grants stay usable until they expire or a retry gets through")]
     public static partial void RevokeFailed(ILogger logger, uint nodeId, int count, string reason);
+
+    [LoggerMessage(EventId = 240, Level = LogLevel.Information, Message = "node {NodeId} {Change} {Segments} segments of its share; this server now holds {Held} of 64")]
+    public static partial void ShareChanged(ILogger logger, uint nodeId, string change, int segments, int held);
 }

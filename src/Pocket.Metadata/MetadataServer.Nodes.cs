@@ -34,7 +34,13 @@ public sealed partial class MetadataServer
             return;
         }
 
-        var node = _state.RegisterNode(request, frame.ConnectionId);
+        var registered = _state.RegisterNode(request, frame.ConnectionId);
+        if (Failed(frame, registered))
+        {
+            return;
+        }
+
+        var node = registered.Value;
         MetadataLog.NodeRegistered(_logger, node.Id, node.Address, tier.ToString(), capacity);
         Span<byte> reply = stackalloc byte[RegisterNodeReply.Size];
         RegisterNodeReply.Write(reply, node.Id);
@@ -93,6 +99,39 @@ public sealed partial class MetadataServer
         }
 
         if (!Failed(frame, _state.Heartbeat(request, frame.ConnectionId)))
+        {
+            frame.Reply(Status.Ok);
+        }
+    }
+
+    /// <summary>ReleaseShare (<see cref="ReleaseShareRequest"/>, reply <see cref="ShareMask"/>): a node takes back free segments of its share.</summary>
+    private void HandleReleaseShare(FrameContext frame)
+    {
+        if (!ReleaseShareRequest.TryRead(frame.ReadBody(), out var nodeId, out var count))
+        {
+            BadBody(frame, "release-share");
+            return;
+        }
+
+        var result = _state.ReleaseShare(nodeId, count, frame.ConnectionId);
+        if (!Failed(frame, result))
+        {
+            Span<byte> reply = stackalloc byte[ShareMask.Size];
+            ShareMask.Write(reply, result.Value);
+            frame.Reply(Status.Ok, reply);
+        }
+    }
+
+    /// <summary>AddShare (<see cref="AddShareRequest"/>): a node gives this server more segments to allocate in.</summary>
+    private void HandleAddShare(FrameContext frame)
+    {
+        if (!AddShareRequest.TryRead(frame.ReadBody(), out var nodeId, out var mask))
+        {
+            BadBody(frame, "add-share");
+            return;
+        }
+
+        if (!Failed(frame, _state.AddShare(nodeId, mask, frame.ConnectionId)))
         {
             frame.Reply(Status.Ok);
         }

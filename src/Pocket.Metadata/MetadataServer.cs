@@ -78,6 +78,12 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
                 return;
             case Opcode.Heartbeat:
                 HandleHeartbeat(frame);
+                break;
+            case Opcode.ReleaseShare:
+                HandleReleaseShare(frame);
+                break;
+            case Opcode.AddShare:
+                HandleAddShare(frame);
                 return;
             case Opcode.ListNodes:
                 HandleListNodes(frame);

@@ -98,8 +98,23 @@ public sealed record MetadataServerOptions
     /// <summary>How this server connects to storage nodes when a drain copies blocks (TLS settings when the nodes use TLS).</summary>
     public FrameConnectionOptions StorageConnection { get; init; } = new();
 
+    /// <summary>
+    /// With several metadata servers, each numbers its jobs apart so job ids are unique across the plane: this server
+    /// numbers a name's jobs <see cref="JobNumberOffset"/> + 1, then every <see cref="JobNumberStride"/>-th number on
+    /// ("sort-1", "sort-3", ... for the first of two; "sort-2", "sort-4", ... for the second). One server: 0 and 1.
+    /// </summary>
+    public int JobNumberOffset { get; init; }
+
+    /// <summary>How many metadata servers share the job numbers (see <see cref="JobNumberOffset"/>).</summary>
+    public int JobNumberStride { get; init; } = 1;
+
     public void Validate()
     {
+        if (JobNumberStride < 1 || JobNumberOffset < 0 || JobNumberOffset >= JobNumberStride)
+        {
+            throw new ArgumentException($"job number offset {JobNumberOffset} must lie in [0, stride {JobNumberStride})");
+        }
+
         if (EndedJobsRemembered < 0 || EndedJobsRetention < TimeSpan.Zero)
         {
             throw new ArgumentException("the ended jobs remembered and their retention must be >= 0");

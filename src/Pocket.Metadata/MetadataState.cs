@@ -104,9 +104,10 @@ internal sealed partial class MetadataState
             }
 
             var n = _jobCounters[name] = _jobCounters.GetValueOrDefault(name) + 1;
+            var number = ((n - 1) * _options.JobNumberStride) + _options.JobNumberOffset + 1;
             var job = new JobEntry
             {
-                Id = $"{name}-{n}",
+                Id = $"{name}-{number}",
                 Token = token,
                 Tier = tier,
                 Weights = weights is null ? [] : new Dictionary<uint, double>(weights),
@@ -257,11 +258,29 @@ internal sealed partial class MetadataState
 
     // ---- Nodes ----
 
-    public NodeEntry RegisterNode(RegisterNodeRequest request, long connectionId)
+    public Result<NodeEntry> RegisterNode(RegisterNodeRequest request, long connectionId)
     {
         lock (_lock)
         {
             return Nodes.Register(request, connectionId);
+        }
+    }
+
+    /// <summary>The node gives up to <paramref name="count"/> free segments of its share back (to move them to another server).</summary>
+    public Result<ulong> ReleaseShare(uint nodeId, int count, long connectionId)
+    {
+        lock (_lock)
+        {
+            return Nodes.ReleaseShare(nodeId, count, connectionId);
+        }
+    }
+
+    /// <summary>The node adds segments to its share here.</summary>
+    public Outcome AddShare(uint nodeId, ulong mask, long connectionId)
+    {
+        lock (_lock)
+        {
+            return Nodes.AddShare(nodeId, mask, connectionId);
         }
     }
 

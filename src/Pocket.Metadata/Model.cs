@@ -12,8 +12,15 @@ internal sealed class NodeEntry
     public required NodeTier Tier { get; init; }
     public required string Host { get; init; }
     public required int Port { get; init; }
-    public required long Capacity { get; init; }
+    /// <summary>The node's whole capacity, as it registered.</summary>
+    public required long RegisteredCapacity { get; init; }
     public required int BlockSize { get; init; }
+
+    /// <summary>
+    /// What this server may use of the node: all of it, or the blocks of its share when the node serves several
+    /// metadata servers (<see cref="BlockAllocator.Share"/>).
+    /// </summary>
+    public long Capacity => Allocator.Share == BlockAllocator.AllSegments ? RegisteredCapacity : Allocator.ShareBlocks * BlockSize;
     public required byte[] Secret { get; init; }
     public required BlockAllocator Allocator { get; init; }
     public required long ConnectionId { get; init; }
@@ -39,7 +46,7 @@ internal sealed class NodeEntry
     /// </summary>
     public List<Extent> Retired { get; } = [];
 
-    public long UsedBytes => (Allocator.BlockCount - Allocator.FreeBlocks) * (long)BlockSize;
+    public long UsedBytes => (Allocator.ShareBlocks - Allocator.FreeBlocks) * (long)BlockSize;
 
     public long FreeBytes => Allocator.FreeBlocks * (long)BlockSize;
 

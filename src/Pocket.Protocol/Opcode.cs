@@ -45,4 +45,13 @@ public enum Opcode : byte
 
     /// <summary>Metadata server to storage node: seal committed extents, forget freed ones (signed with the node's secret).</summary>
     RevokeExtents = 43,
+
+    /// <summary>
+    /// Storage node to a metadata server, over its registration connection: give back up to a count of the node's
+    /// segments that hold no allocated block (the node moves them to another metadata server).
+    /// </summary>
+    ReleaseShare = 44,
+
+    /// <summary>Storage node to a metadata server, over its registration connection: allocate in these segments too.</summary>
+    AddShare = 45,
 }

@@ -28,4 +28,10 @@ public enum Status : ushort
 
     /// <summary>A job's quota (bytes, objects or key bytes), or the metadata server's bound on object memory, would be passed; nothing was changed.</summary>
     QuotaExceeded = 17,
+
+    /// <summary>
+    /// The job's metadata server was lost (its process died): the job's namespace, and so its objects, are gone. The
+    /// job must be registered again; retrying will not help.
+    /// </summary>
+    JobLost = 18,
 }

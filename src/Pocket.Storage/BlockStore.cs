@@ -254,9 +254,19 @@ public sealed class BlockStore : IDisposable
     /// stays busy, owned by no generation, until that write ends and leaves it empty: a new allocation can never
     /// write a block an old write is still writing.
     /// </summary>
-    public void Reset()
+    public void Reset() => Reset(0, BlockCount);
+
+    /// <summary>
+    /// Forgets every allocation of <paramref name="count"/> blocks from <paramref name="first"/>, as <see cref="Reset()"/>
+    /// does for all: a node serving several metadata servers resets a share's blocks before another server takes them,
+    /// so the new holder's generations start afresh.
+    /// </summary>
+    public void Reset(long first, long count)
     {
-        for (long block = 0; block < _generations.Length; block++)
+        ArgumentOutOfRangeException.ThrowIfNegative(first);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(first + count, BlockCount);
+        for (var block = first; block < first + count; block++)
         {
             while (true)
             {

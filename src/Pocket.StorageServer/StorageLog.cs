@@ -18,4 +18,10 @@ internal static partial class StorageLog
 
     [LoggerMessage(EventId = 304, Level = LogLevel.Information, Message = "device: {Description}")]
     public static partial void DeviceReady(ILogger logger, string description);
+
+    [LoggerMessage(EventId = 305, Level = LogLevel.Warning, Message = "metadata server {Address} unreachable: {Reason}")]
+    public static partial void MetadataUnreachable(ILogger logger, string address, string reason);
+
+    [LoggerMessage(EventId = 306, Level = LogLevel.Warning, Message = "metadata server {Address} lost; its {Segments} segments are reset and go to the other servers")]
+    public static partial void MetadataLost(ILogger logger, string address, int segments);
 }

@@ -83,7 +83,15 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         StorageLog.DeviceReady(_logger, device.Description);
         _server = new FrameServer("storage", _options.Listener, this, _logger);
         _server.Start();
-        await RegisterAsync(cancellationToken).ConfigureAwait(false);
+        if (_options.OtherMetadata.Count > 0)
+        {
+            await StartSharedAsync(cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await RegisterAsync(cancellationToken).ConfigureAwait(false);
+        }
+
         _heartbeats = Task.Run(HeartbeatLoopAsync, CancellationToken.None);
     }
 
@@ -136,6 +144,20 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
                 var body = new BodyWriter();
                 HeartbeatRequest.Write(body, new HeartbeatRequest(NodeId, Math.Clamp(cpuShare, 0, 1), (bytesIn - lastIn) / seconds, (bytesOut - lastOut) / seconds, Interlocked.Read(ref _requests)));
                 (lastCpu, lastTime, lastIn, lastOut) = (cpu, now, bytesIn, bytesOut);
+                if (Shared)
+                {
+                    try
+                    {
+                        await SharedTickAsync(new HeartbeatRequest(NodeId, Math.Clamp(cpuShare, 0, 1), (bytesIn - lastIn) / seconds, (bytesOut - lastOut) / seconds, Interlocked.Read(ref _requests)), _stop.Token).ConfigureAwait(false);
+                    }
+                    catch (Exception ex) when (ex is ConnectionLostException or InvalidOperationException)
+                    {
+                        StorageLog.HeartbeatFailed(_logger, ex.Message);
+                    }
+
+                    continue;
+                }
+
                 try
                 {
                     if (_metadata is null || !_metadata.IsConnected)
@@ -403,6 +425,21 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     private void HandleRevoke(FrameContext frame)
     {
         var status = RevokeExtentsRequest.TryRead(frame.ReadBody(), _secret, out var nodeId, out var entries);
+        byte[]? signer = null;
+        if (Shared)
+        {
+            // Signed by one of the servers; it may revoke only inside its own share (below).
+            foreach (var secret in LinkSecrets)
+            {
+                status = RevokeExtentsRequest.TryRead(frame.ReadBody(), secret, out nodeId, out entries);
+                if (status != Status.Unauthorized)
+                {
+                    signer = secret;
+                    break;
+                }
+            }
+        }
+
         if (status == Status.Ok && nodeId != NodeId)
         {
             status = Status.Unauthorized;
@@ -426,6 +463,12 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
         foreach (var entry in entries)
         {
+            if (signer is not null && !ReferenceEquals(SecretOfRange(entry.Offset, entry.Length), signer))
+            {
+                // The segment moved on since the server freed the extent: it was reset then, and the old grants no longer verify.
+                continue;
+            }
+
             if (entry.Kind == RevocationKind.Seal)
             {
                 store.Seal(entry.Offset, entry.Length, entry.Generation);
@@ -492,7 +535,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     private Status CheckGrant(ExtentGrant grant, GrantRights rights, int within, int length, out string error)
     {
         error = string.Empty;
-        if (grant.NodeId != NodeId || !grant.Verify(_secret))
+        if (grant.NodeId != NodeId || !(Shared ? SecretOfRange(grant.Offset, grant.Length) is { } secret && grant.Verify(secret) : grant.Verify(_secret)))
         {
             error = "grant is not valid for this node";
             return Status.Unauthorized;
@@ -534,6 +577,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         }
 
         _metadata?.Dispose();
+        DisposeLinks();
         _server?.Dispose();
         _peers.Dispose();
         _reclaimer?.Dispose();

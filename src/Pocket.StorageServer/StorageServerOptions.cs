@@ -30,6 +30,13 @@ public sealed record StorageServerOptions
     /// <summary>The metadata server to register with.</summary>
     public required DnsEndPoint Metadata { get; init; }
 
+    /// <summary>
+    /// Further metadata servers this node serves besides <see cref="Metadata"/>: its blocks are cut into 64 segments, each
+    /// held by one server at a time, and it registers with each under its own grant secret (docs/architecture.md,
+    /// "Several metadata servers"). Empty (the default): the node serves one server with all its blocks.
+    /// </summary>
+    public IReadOnlyList<DnsEndPoint> OtherMetadata { get; init; } = [];
+
     /// <summary>How to connect to the metadata server (TLS: <see cref="FrameConnectionOptions.TlsHost"/> and its certificate check).</summary>
     public FrameConnectionOptions MetadataConnection { get; init; } = new();
 

@@ -351,6 +351,30 @@ public sealed class MessageGoldenTests
     }
 
     [Fact]
+    public void ReleaseShareAndAddShare()
+    {
+        var release = Encode(b => ReleaseShareRequest.Write(b, 0x80000002, 5));
+        AssertBytes("02000080" + "05000000", release);
+        Assert.True(ReleaseShareRequest.TryRead(release, out var nodeId, out var count));
+        Assert.Equal((0x80000002u, 5), (nodeId, count));
+        AssertRefusesDamage(release, b => ReleaseShareRequest.TryRead(b, out _, out _));
+        Assert.False(ReleaseShareRequest.TryRead(Encode(b => ReleaseShareRequest.Write(b, 1, 65)), out _, out _));
+
+        var mask = new byte[ShareMask.Size];
+        ShareMask.Write(mask, 0x8000000000000001);
+        AssertBytes("0100000000000080", mask);
+        Assert.True(ShareMask.TryRead(mask, out var released));
+        Assert.Equal(0x8000000000000001UL, released);
+        AssertRefusesDamage(mask, b => ShareMask.TryRead(b, out _));
+
+        var add = Encode(b => AddShareRequest.Write(b, 0x80000002, 0xF0));
+        AssertBytes("02000080" + "F000000000000000", add);
+        Assert.True(AddShareRequest.TryRead(add, out var addId, out var added));
+        Assert.Equal((0x80000002u, 0xF0UL), (addId, added));
+        AssertRefusesDamage(add, b => AddShareRequest.TryRead(b, out _, out _));
+    }
+
+    [Fact]
     public void RegisterNode()
     {
         var bytes = Encode(b => RegisterNodeRequest.Write(b, NodeTier.Ssd, "h", 0x1F90, 1 << 20, 4096, Secret, standby: true));
@@ -366,6 +390,14 @@ public sealed class MessageGoldenTests
         Assert.True(RegisterNodeRequest.TryRead(live, out var liveRequest));
         Assert.False(liveRequest.Standby);
         AssertRefusesDamage(bytes, b => RegisterNodeRequest.TryRead(b, out _), accepted: [live.Length]);
+
+        // A node serving several metadata servers adds the flags byte, its proposed id and its share.
+        var shared = Encode(b => RegisterNodeRequest.Write(b, NodeTier.Ssd, "h", 0x1F90, 1 << 20, 4096, Secret, standby: false, nodeId: 0x80000001, share: 0x00000000FFFFFFFF));
+        AssertBytes(fixedHex + "00" + "01000080" + "FFFFFFFF00000000", shared);
+        Assert.True(RegisterNodeRequest.TryRead(shared, out var sharedRequest));
+        Assert.Equal((false, 0x80000001u, 0x00000000FFFFFFFFUL), (sharedRequest.Standby, sharedRequest.NodeId, sharedRequest.Share));
+        Assert.Equal((0u, RegisterNodeRequest.WholeNode), (liveRequest.NodeId, liveRequest.Share));
+        AssertRefusesDamage(shared, b => RegisterNodeRequest.TryRead(b, out _), accepted: [live.Length, live.Length + 1]);
 
         var reply = new byte[RegisterNodeReply.Size];
         RegisterNodeReply.Write(reply, 9);

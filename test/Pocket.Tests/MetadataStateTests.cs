@@ -30,7 +30,7 @@ public sealed class MetadataStateTests
         var body = new BodyWriter();
         RegisterNodeRequest.Write(body, tier, "127.0.0.1", 7000, blocks * Block, Block, new byte[RegisterNodeRequest.SecretSize], standby);
         Assert.True(RegisterNodeRequest.TryRead(body.WrittenSpan, out var request));
-        return _state.RegisterNode(request, connection);
+        return _state.RegisterNode(request, connection).Value;
     }
 
     private JobEntry AddJob(string name = "job")

@@ -15,7 +15,7 @@ public sealed class PlacementTests
         Tier = tier,
         Host = "127.0.0.1",
         Port = 1000 + (int)id,
-        Capacity = blocks * Block,
+        RegisteredCapacity = blocks * Block,
         BlockSize = Block,
         Secret = new byte[32],
         Allocator = new BlockAllocator(blocks),

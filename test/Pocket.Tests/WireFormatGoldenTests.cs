@@ -34,13 +34,14 @@ public sealed class WireFormatGoldenTests
         ("Ping", 1), ("RegisterNode", 2), ("Heartbeat", 3), ("RegisterJob", 4), ("DeregisterJob", 5), ("SetWeights", 6),
         ("ListNodes", 7), ("JobStats", 8), ("DrainNode", 9), ("ActivateNode", 10), ("PutSmall", 20), ("Get", 21), ("Create", 22), ("Allocate", 23), ("Commit", 24),
         ("Abort", 25), ("Lookup", 26), ("Delete", 27), ("List", 28), ("Count", 29), ("WriteExtent", 40), ("ReadExtent", 41), ("CopyExtent", 42),
-        ("RevokeExtents", 43));
+        ("RevokeExtents", 43), ("ReleaseShare", 44), ("AddShare", 45));
 
     [Fact]
     public void StatusNumbersAreFrozen() => AssertFrozen<Status>(
         ("Ok", 0), ("NotFound", 1), ("Exists", 2), ("CapacityExceeded", 3), ("NodeLost", 4), ("BadRequest", 5),
         ("UnknownOpcode", 6), ("FrameTooLarge", 7), ("Unauthorized", 8), ("VersionMismatch", 9), ("NoNodes", 10),
-        ("StaleGrant", 11), ("InternalError", 12), ("InvalidKey", 13), ("ShuttingDown", 14), ("IoError", 15), ("NodeUnavailable", 16), ("QuotaExceeded", 17));
+        ("StaleGrant", 11), ("InternalError", 12), ("InvalidKey", 13), ("ShuttingDown", 14), ("IoError", 15), ("NodeUnavailable", 16), ("QuotaExceeded", 17),
+        ("JobLost", 18));
 
     [Fact]
     public void FrameFlagBitsAreFrozen() => AssertFrozen<FrameFlags>(

@@ -136,7 +136,7 @@ internal static class RoleCommands
 
     private static Command Storage()
     {
-        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
+        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT; several, comma-separated, share this node's blocks between them", Required = true, HelpName = "HOST:PORT[,...]" };
         var tier = CommandRunner.TierOption("--tier", "Tier of this node's device");
         var capacity = CommandRunner.SizeOption("--capacity", 1L << 30, "Bytes this node stores");
         var blockSize = CommandRunner.OptionalSizeOption("--block-size", "Allocation unit (default: 64KiB for dram and ssd, 1MiB for hdd)");
@@ -168,7 +168,13 @@ internal static class RoleCommands
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
         {
-            var (metadataHost, metadataPort) = SplitAddress(parse.GetValue(metadata)!);
+            var metadataServers = parse.GetValue(metadata)!.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(SplitAddress).ToList();
+            if (metadataServers.Count == 0)
+            {
+                throw new CliException("--metadata needs at least one HOST:PORT");
+            }
+
+            var (metadataHost, metadataPort) = metadataServers[0];
             using var certificate = tls.Certificate(parse);
             var metadataConnection = tls.Connection(parse, metadataHost);
             var nodeTier = parse.GetValue(tier);
@@ -195,6 +201,7 @@ internal static class RoleCommands
                 new StorageServerOptions
                 {
                     Metadata = new DnsEndPoint(metadataHost, metadataPort),
+                    OtherMetadata = [.. metadataServers.Skip(1).Select(m => new DnsEndPoint(m.Host, m.Port))],
                     MetadataConnection = metadataConnection,
 
                     // Drains have this node pull blocks from other storage nodes (CopyExtent).
@@ -248,7 +255,7 @@ internal static class RoleCommands
 
     private static Command ControllerRole()
     {
-        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT", Required = true, HelpName = "HOST:PORT" };
+        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT; several, comma-separated: jobs are placed on the least loaded, and nodes it starts serve them all", Required = true, HelpName = "HOST:PORT[,...]" };
         var host = HostOption("Address to listen on");
         var port = PortOption(7080);
         var provisioner = new Option<string>("--provisioner") { Description = "How to start storage nodes: local (child processes), kubernetes (pods) or none", DefaultValueFactory = _ => "local" };
@@ -271,7 +278,10 @@ internal static class RoleCommands
             var token = ClusterTokenFromEnvironment(out _, required: true);
             using var certificate = tls.Certificate(parse);
             using var loggerFactory = Logging(parse.GetValue(verbose));
-            var metadataAddress = parse.GetValue(metadata)!;
+            // Several metadata servers, comma-separated: jobs are placed over them, and nodes started here serve them all.
+            var metadataList = parse.GetValue(metadata)!;
+            var metadataAddresses = metadataList.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var metadataAddress = metadataAddresses.FirstOrDefault() ?? throw new CliException("--metadata needs at least one HOST:PORT");
             var metadataClient = tls.ClientOptions(parse, SplitAddress(metadataAddress).Host);
             LocalProcessProvisioner? local = null;
             var nodeTls = tls.NodeFiles(parse);
@@ -293,7 +303,7 @@ internal static class RoleCommands
                     {
                         Executable = executable,
                         BaseArguments = baseArguments,
-                        MetadataAddress = metadataAddress,
+                        MetadataAddress = metadataList,
                         ClusterToken = token,
                         DataDirectory = parse.GetValue(dataDir),
 
@@ -313,7 +323,7 @@ internal static class RoleCommands
                         new Pocket.Kubernetes.KubernetesProvisionerOptions
                         {
                             Image = image,
-                            MetadataAddress = metadataAddress,
+                            MetadataAddress = metadataList,
                             ClusterTokenSecretName = parse.GetValue(kubernetesSecret)!,
                             Namespace = parse.GetValue(kubernetesNamespace),
                         },
@@ -339,7 +349,7 @@ internal static class RoleCommands
             }
 
             var controller = new ControllerServer(
-                new ControllerOptions { MetadataAddress = metadataAddress, ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry, Certificate = certificate },
+                new ControllerOptions { MetadataAddress = metadataAddress, OtherMetadataAddresses = [.. metadataAddresses.Skip(1)], ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry, Certificate = certificate },
                 (IStorageProvisioner?)local ?? kubernetes,
                 loggerFactory);
             try

@@ -77,13 +77,25 @@ internal static class UpCommand
                 result.AddError("--max-object-memory must be positive");
             }
         });
+        var metadataServers = new Option<int>("--metadata")
+        {
+            Description = "Metadata servers to start (on --port and the next free ports); the controller places each job on the least loaded one and every storage node shares its blocks between them",
+            DefaultValueFactory = _ => 1,
+        };
+        metadataServers.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() is < 1 or > 16)
+            {
+                result.AddError("--metadata must be between 1 and 16");
+            }
+        });
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var idleTimeout = RoleCommands.IdleTimeoutOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, dramHeadroom, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, idleTimeout, runFor, verbose, tls,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, dramHeadroom, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, metadataServers, idleTimeout, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -150,6 +162,7 @@ internal static class UpCommand
                 WarmPool = parse.GetValue(warmPool),
                 IdleTimeout = parse.GetValue(idleTimeout),
                 MaxObjectMemory = parse.GetValue(maxObjectMemory),
+                MetadataServers = parse.GetValue(metadataServers),
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),

@@ -40,6 +40,9 @@ internal sealed record LocalClusterOptions
     /// <summary>The metadata server's bound on object memory; null: its default (half the memory the process may use).</summary>
     public long? MaxObjectMemory { get; init; }
 
+    /// <summary>Metadata servers (1 by default); the controller places each job on one, and every node serves them all.</summary>
+    public int MetadataServers { get; init; } = 1;
+
     /// <summary>Where ssd and hdd nodes keep their (sparse) files.</summary>
     public string? DataDirectory { get; init; }
 
@@ -241,6 +244,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 MetadataWrapHandler = metadataRequests is null ? null : metadataRequests.Wrap,
                 Connection = connection,
                 MaxObjectMemory = options.MaxObjectMemory,
+                MetadataServers = options.MetadataServers,
             },
             loggerFactory,
             cancellationToken).ConfigureAwait(false);
@@ -259,7 +263,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 {
                     Executable = executable,
                     BaseArguments = baseArguments,
-                    MetadataAddress = core.MetadataAddress,
+                    MetadataAddress = string.Join(',', core.MetadataAddresses),
                     ClusterToken = options.ClusterToken,
                     BlockSize = options.BlockSize,
                     DramHeadroom = options.DramHeadroom,
@@ -300,6 +304,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 new ControllerOptions
                 {
                     MetadataAddress = core.MetadataAddress,
+                    OtherMetadataAddresses = [.. core.MetadataAddresses.Skip(1)],
                     ClusterToken = options.ClusterToken,
                     MetadataClient = options.ClientOptions(),
                     Certificate = options.Tls?.Certificate,

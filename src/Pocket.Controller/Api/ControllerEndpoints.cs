@@ -134,7 +134,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
             Nodes(job, addresses),
             job.Lease.TotalSeconds,
             job.Requirement.ThroughputBound,
-            admin.MetadataAddress,
+            job.MetadataAddress ?? admin.MetadataAddress,
             job.Requirement.ThroughputBitsPerSecond,
             job.Requirement.CapacityBytes,
             job.Requirement.NodesNeeded)
@@ -160,7 +160,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
         JobUsage? usage = null;
         try
         {
-            usage = await admin.GetJobUsageAsync(id, cancellationToken).ConfigureAwait(false);
+            usage = await registry.AdminOf(job).GetJobUsageAsync(id, cancellationToken).ConfigureAwait(false);
         }
         catch (PocketException ex)
         {

@@ -34,6 +34,9 @@ public sealed record JobRecord(
     /// <summary>The limits the metadata server enforces for it (<see cref="JobSizer.QuotaFor"/>).</summary>
     public JobQuota Quota { get; init; }
 
+    /// <summary>The metadata server holding its namespace, host:port (what the registration answer names).</summary>
+    public string? MetadataAddress { get; init; }
+
     /// <summary>How long it may go without a request before it is reclaimed (its hint, or the registry's default).</summary>
     public TimeSpan Lease { get; init; } = TimeSpan.FromMinutes(5);
 
@@ -70,7 +73,7 @@ public sealed class JobRegistry : IAsyncDisposable
     // A provisioner may start nodes smaller than the class assumed; this many rounds of "start what is still missing" are tried.
     private const int MaxProvisionRounds = 3;
 
-    private readonly PocketAdminClient _admin;
+    private readonly MetadataPlane _plane;
     private readonly IStorageProvisioner? _provisioner;
     private readonly NodeInventory _inventory;
     private readonly JobRegistryOptions _options;
@@ -99,9 +102,15 @@ public sealed class JobRegistry : IAsyncDisposable
 
     /// <summary>A registry that claims warm-pool nodes from, and records the nodes it starts in, <paramref name="inventory"/>.</summary>
     internal JobRegistry(PocketAdminClient admin, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory, NodeInventory inventory)
+        : this(new MetadataPlane([admin]), provisioner, options, loggerFactory, inventory)
+    {
+    }
+
+    /// <summary>A registry that places each job on one of the plane's metadata servers.</summary>
+    internal JobRegistry(MetadataPlane plane, IStorageProvisioner? provisioner, JobRegistryOptions options, ILoggerFactory loggerFactory, NodeInventory inventory)
     {
         options.Validate();
-        _admin = admin;
+        _plane = plane;
         _provisioner = provisioner;
         _inventory = inventory;
         _options = options;
@@ -188,12 +197,14 @@ public sealed class JobRegistry : IAsyncDisposable
         await _registrationGate.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            var nodes = await _admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            // The job's namespace lives on one metadata server; sizing reads that server's view (its share of each node).
+            var admin = ChooseServer();
+            var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
             var requirement = Sizer.Size(hints, AvailableTiers(nodes));
             var placement = Plan(requirement, nodes);
             for (var round = 0; !placement.IsComplete && round < MaxProvisionRounds; round++)
             {
-                nodes = await StartNodesAsync(name, requirement, placement.NewNodes, nodes, cancellationToken).ConfigureAwait(false);
+                nodes = await StartNodesAsync(admin, name, requirement, placement.NewNodes, nodes, cancellationToken).ConfigureAwait(false);
                 placement = Plan(requirement, nodes);
             }
 
@@ -209,10 +220,10 @@ public sealed class JobRegistry : IAsyncDisposable
             // One round trip: the metadata server creates the job with its tier and weights, so there is never a job
             // without its placement to undo.
             var quota = Sizer.QuotaFor(requirement, hints);
-            var job = await _admin.RegisterJobAsync(name, requirement.Tier, weights.Weights, quota, cancellationToken).ConfigureAwait(false);
+            var job = await admin.RegisterJobAsync(name, requirement.Tier, weights.Weights, quota, cancellationToken).ConfigureAwait(false);
 
             var now = _time.GetUtcNow();
-            var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + lease) { Quota = quota, Lease = lease };
+            var record = new JobRecord(job.Id, name, job.Token, hints, requirement, placement.Shares, weights, now, now + lease) { Quota = quota, Lease = lease, MetadataAddress = admin.MetadataAddress };
             lock (_lock)
             {
                 foreach (var share in placement.Shares)
@@ -247,6 +258,43 @@ public sealed class JobRegistry : IAsyncDisposable
         }
     }
 
+    /// <summary>The metadata server holding <paramref name="job"/>'s namespace.</summary>
+    internal PocketAdminClient AdminOf(JobRecord job) => _plane.For(job.MetadataAddress);
+
+    /// <summary>The least loaded metadata server (<see cref="MetadataPlane.Choose"/>), by the controller's own records of its jobs.</summary>
+    private PocketAdminClient ChooseServer()
+    {
+        if (_plane.Servers.Count == 1)
+        {
+            return _plane.Primary;
+        }
+
+        var load = new MetadataLoad[_plane.Servers.Count];
+        lock (_lock)
+        {
+            foreach (var job in _jobs.Values)
+            {
+                var index = IndexOf(job.MetadataAddress);
+                load[index] = new MetadataLoad(load[index].Jobs + 1, load[index].Requests + _lastRequests.GetValueOrDefault(job.Id));
+            }
+        }
+
+        return _plane.Servers[MetadataPlane.Choose(load)];
+
+        int IndexOf(string? address)
+        {
+            for (var i = 0; i < _plane.Servers.Count; i++)
+            {
+                if (_plane.Servers[i].MetadataAddress == address)
+                {
+                    return i;
+                }
+            }
+
+            return 0;
+        }
+    }
+
     /// <summary>Deregisters a job: its data is freed at once and its shares return to the nodes. Null when the controller has no such job.</summary>
     public Task<EndedJob?> DeregisterAsync(string jobId, CancellationToken cancellationToken = default) =>
         EndAsync(jobId, JobEndReason.Deregistered, cancellationToken);
@@ -276,7 +324,7 @@ public sealed class JobRegistry : IAsyncDisposable
             JobUsage usage;
             try
             {
-                usage = await _admin.GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
+                usage = await _plane.For(job.MetadataAddress).GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
             }
             catch (ObjectNotFoundException)
             {
@@ -366,7 +414,7 @@ public sealed class JobRegistry : IAsyncDisposable
         {
             try
             {
-                (objects, bytes) = await _admin.DeregisterJobAsync(jobId, reason == JobEndReason.LeaseExpired ? LeaseExpiredText(Find(jobId)) : null, cancellationToken).ConfigureAwait(false);
+                (objects, bytes) = await _plane.For(Find(jobId)?.MetadataAddress).DeregisterJobAsync(jobId, reason == JobEndReason.LeaseExpired ? LeaseExpiredText(Find(jobId)) : null, cancellationToken).ConfigureAwait(false);
             }
             catch (ObjectNotFoundException)
             {
@@ -442,7 +490,7 @@ public sealed class JobRegistry : IAsyncDisposable
     }
 
     /// <summary>Starts <paramref name="count"/> nodes and waits until the metadata server lists them live; returns the new node list.</summary>
-    private async Task<IReadOnlyList<NodeInfo>> StartNodesAsync(string jobName, JobRequirement requirement, int count, IReadOnlyList<NodeInfo> before, CancellationToken cancellationToken)
+    private async Task<IReadOnlyList<NodeInfo>> StartNodesAsync(PocketAdminClient admin, string jobName, JobRequirement requirement, int count, IReadOnlyList<NodeInfo> before, CancellationToken cancellationToken)
     {
         var tier = requirement.Tier;
         if (_provisioner is null || !_provisioner.Tiers.Contains(tier))
@@ -502,7 +550,7 @@ public sealed class JobRegistry : IAsyncDisposable
             var expected = started.Where(n => n.NodeId is not null).Select(n => n.NodeId!.Value).ToHashSet();
             HashSet<uint> fresh = [];
             var listed = await NodeStarts.WaitForNodesAsync(
-                _admin,
+                admin,
                 nodes =>
                 {
                     fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
@@ -577,7 +625,7 @@ public sealed class JobRegistry : IAsyncDisposable
                 var weights = job.Weights.Without(nodes);
                 try
                 {
-                    await _admin.SetWeightsAsync(job.Id, weights.Weights, job.Requirement.Tier, cancellationToken).ConfigureAwait(false);
+                    await _plane.For(job.MetadataAddress).SetWeightsAsync(job.Id, weights.Weights, job.Requirement.Tier, cancellationToken).ConfigureAwait(false);
                 }
                 catch (ObjectNotFoundException)
                 {
@@ -624,7 +672,7 @@ public sealed class JobRegistry : IAsyncDisposable
                 var weights = job.Weights.With(node);
                 try
                 {
-                    await _admin.SetWeightsAsync(job.Id, weights.Weights, job.Requirement.Tier, cancellationToken).ConfigureAwait(false);
+                    await _plane.For(job.MetadataAddress).SetWeightsAsync(job.Id, weights.Weights, job.Requirement.Tier, cancellationToken).ConfigureAwait(false);
                 }
                 catch (ObjectNotFoundException)
                 {

@@ -24,7 +24,7 @@ public sealed record JobMeterReading(long Requests, double GbSeconds, IReadOnlyD
 /// the previous tick times the time between them (on the controller's clock), so the GB-seconds are what it held,
 /// not what it holds now. A job is metered from its first tick; ended jobs are forgotten.
 /// </summary>
-internal sealed class JobUsageMeter(PocketAdminClient admin, JobRegistry registry, TimeProvider time, ILogger logger)
+internal sealed class JobUsageMeter(JobRegistry registry, TimeProvider time, ILogger logger)
 {
     private const double BytesPerGb = 1e9;
 
@@ -63,7 +63,7 @@ internal sealed class JobUsageMeter(PocketAdminClient admin, JobRegistry registr
             JobUsage usage;
             try
             {
-                usage = await admin.GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
+                usage = await registry.AdminOf(job).GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
             }
             catch (PocketException ex)
             {

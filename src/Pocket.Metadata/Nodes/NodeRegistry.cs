@@ -48,18 +48,49 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
 
     public IEnumerable<NodeEntry> All => _nodes.Values;
 
-    public NodeEntry Register(RegisterNodeRequest request, long connectionId)
+    /// <summary>
+    /// Ids this server assigns stay below this; a node serving several servers proposes one at or above it (the same id
+    /// with each), so an assigned id never takes a proposed one.
+    /// </summary>
+    public const uint FirstProposedId = 0x8000_0000;
+
+    public Result<NodeEntry> Register(RegisterNodeRequest request, long connectionId)
     {
+        uint id;
+        if (request.NodeId != 0)
+        {
+            if (request.NodeId < FirstProposedId)
+            {
+                return Outcome.Fail(Status.BadRequest, $"a proposed node id must be at least {FirstProposedId} (0x{FirstProposedId:x8}); {request.NodeId} is not");
+            }
+
+            // A dead record keeps its id, so that objects on it go on reporting NodeLost rather than pointing at a new node.
+            if (_nodes.ContainsKey(request.NodeId))
+            {
+                return Outcome.Fail(Status.Exists, $"node id {request.NodeId} is taken; register with another");
+            }
+
+            id = request.NodeId;
+        }
+        else
+        {
+            do
+            {
+                id = ++_nextId;
+            }
+            while (_nodes.ContainsKey(id));
+        }
+
         var node = new NodeEntry
         {
-            Id = ++_nextId,
+            Id = id,
             Tier = request.Tier,
             Host = request.Host,
             Port = request.Port,
-            Capacity = request.Capacity,
+            RegisteredCapacity = request.Capacity,
             BlockSize = request.BlockSize,
             Secret = request.Secret.ToArray(),
-            Allocator = new BlockAllocator(request.Capacity / request.BlockSize),
+            Allocator = new BlockAllocator(request.Capacity / request.BlockSize, request.Share),
             ConnectionId = connectionId,
             LastHeartbeat = time.GetTimestamp(),
             State = request.Standby ? NodeState.Standby : NodeState.Live,
@@ -67,6 +98,36 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
         _nodes[node.Id] = node;
         _secrets[node.Id] = node.Secret;
         return node;
+    }
+
+    /// <summary>Gives back up to <paramref name="count"/> segments of the node's share that hold no block (the node asked, over its own connection).</summary>
+    public Result<ulong> ReleaseShare(uint id, int count, long connectionId)
+    {
+        if (!_nodes.TryGetValue(id, out var node) || node.State == NodeState.Dead || node.ConnectionId != connectionId)
+        {
+            return Outcome.Fail(Status.NotFound, $"node {id} is not registered on this connection");
+        }
+
+        var released = node.Allocator.Release(count);
+        if (released != 0)
+        {
+            MetadataLog.ShareChanged(logger, id, "released", System.Numerics.BitOperations.PopCount(released), System.Numerics.BitOperations.PopCount(node.Allocator.Share));
+        }
+
+        return released;
+    }
+
+    /// <summary>Adds segments to the node's share (the node asked, over its own connection).</summary>
+    public Outcome AddShare(uint id, ulong mask, long connectionId)
+    {
+        if (!_nodes.TryGetValue(id, out var node) || node.State == NodeState.Dead || node.ConnectionId != connectionId)
+        {
+            return Outcome.Fail(Status.NotFound, $"node {id} is not registered on this connection");
+        }
+
+        node.Allocator.Add(mask);
+        MetadataLog.ShareChanged(logger, id, "added", System.Numerics.BitOperations.PopCount(mask), System.Numerics.BitOperations.PopCount(node.Allocator.Share));
+        return Outcome.Ok;
     }
 
     public bool TryGet(uint id, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out NodeEntry node) => _nodes.TryGetValue(id, out node);

@@ -2,7 +2,10 @@ namespace Pocket.Protocol.Messages;
 
 /// <summary>
 /// RegisterNode (storage node to metadata server): tier u8, host, port u16, capacity i64, block size i32, the node's
-/// 32-byte grant secret, then optional flags u8 (older nodes stop before it; bit 0: standby). Reply: <see cref="RegisterNodeReply"/>.
+/// 32-byte grant secret, then optional flags u8 (older nodes stop before it; bit 0: standby), then optionally a proposed
+/// node id u32 and a share mask u64 (a node serving several metadata servers: the id it uses with all of them, 0 for
+/// one the server assigns, and the segments of its blocks this server may allocate in, bit s for segment s of 64).
+/// Reply: <see cref="RegisterNodeReply"/>.
 /// </summary>
 public readonly ref struct RegisterNodeRequest
 {
@@ -11,8 +14,13 @@ public readonly ref struct RegisterNodeRequest
     /// <summary>The flag bit of a node that starts standby (warm pool), held out of placement until activated.</summary>
     public const byte StandbyFlag = 0x01;
 
-    private RegisterNodeRequest(NodeTier tier, string host, ushort port, long capacity, int blockSize, ReadOnlySpan<byte> secret, byte flags)
+    /// <summary>The share of a node that serves one metadata server: every segment.</summary>
+    public const ulong WholeNode = ulong.MaxValue;
+
+    private RegisterNodeRequest(NodeTier tier, string host, ushort port, long capacity, int blockSize, ReadOnlySpan<byte> secret, byte flags, uint nodeId, ulong share)
     {
+        NodeId = nodeId;
+        Share = share;
         Tier = tier;
         Host = host;
         Port = port;
@@ -38,14 +46,30 @@ public readonly ref struct RegisterNodeRequest
 
     public bool Standby => (Flags & StandbyFlag) != 0;
 
+    /// <summary>The node id the node asks for (0: the server assigns one).</summary>
+    public uint NodeId { get; }
+
+    /// <summary>The segments of the node's blocks this server may allocate in (<see cref="WholeNode"/> when not sent).</summary>
+    public ulong Share { get; }
+
     public static void Write(BodyWriter body, NodeTier tier, string host, ushort port, long capacity, int blockSize, ReadOnlySpan<byte> secret, bool standby)
+        => Write(body, tier, host, port, capacity, blockSize, secret, standby, 0, WholeNode);
+
+    /// <summary>A registration with a proposed node id and a share (both left out when 0 and <see cref="WholeNode"/>).</summary>
+    public static void Write(BodyWriter body, NodeTier tier, string host, ushort port, long capacity, int blockSize, ReadOnlySpan<byte> secret, bool standby, uint nodeId, ulong share)
     {
         ArgumentOutOfRangeException.ThrowIfNotEqual(secret.Length, SecretSize);
         body.U8((byte)tier).Str(host).U16(port).I64(capacity).I32(blockSize).Bytes(secret);
-        if (standby)
+        var shared = nodeId != 0 || share != WholeNode;
+        if (standby || shared)
         {
-            // Written only when set, so a live node's registration is what older metadata servers expect.
-            body.U8(StandbyFlag);
+            // Written only when needed, so a live node of one server registers as older metadata servers expect.
+            body.U8(standby ? StandbyFlag : (byte)0);
+        }
+
+        if (shared)
+        {
+            body.U32(nodeId).U64(share);
         }
     }
 
@@ -59,7 +83,8 @@ public readonly ref struct RegisterNodeRequest
         var blockSize = reader.I32();
         var secret = reader.Bytes(SecretSize);
         var flags = reader.AtEnd ? (byte)0 : reader.U8();
-        request = new RegisterNodeRequest(tier, host, port, capacity, blockSize, secret, flags);
+        var (nodeId, share) = reader.AtEnd ? (0u, WholeNode) : (reader.U32(), reader.U64());
+        request = new RegisterNodeRequest(tier, host, port, capacity, blockSize, secret, flags, nodeId, share);
         return !reader.Failed && reader.AtEnd;
     }
 }

@@ -1,0 +1,377 @@
+using System.Net;
+using System.Security.Cryptography;
+using Pocket.Networking;
+using Pocket.Protocol;
+using Pocket.Protocol.Messages;
+
+namespace Pocket.StorageServer;
+
+/// <summary>
+/// A node that serves several metadata servers (<see cref="StorageServerOptions.OtherMetadata"/>): one registration
+/// connection, grant secret and share of the 64 segments per server. The node moves every segment itself, in this
+/// order: the holder gives it up (it holds no block there), grants for it stop verifying, its blocks are reset, and
+/// only then does the next holder get it; so no block is ever allocatable by two servers. All of it runs on the
+/// registration loop (start, then the heartbeat loop), one step at a time.
+/// </summary>
+public sealed partial class StorageServer
+{
+    private MetadataLink[]? _links;
+    private ShareTable? _shares;
+
+    // The secret of the server holding each segment (null: none), read lock-free by grant checks.
+    private readonly byte[]?[] _segmentSecrets = new byte[ShareTable.Segments][];
+    private long _segmentBytes;
+
+    /// <summary>True when this node serves several metadata servers.</summary>
+    private bool Shared => _links is not null;
+
+    /// <summary>The segments each metadata server holds now (index 0 is <see cref="StorageServerOptions.Metadata"/>); one server: every segment.</summary>
+    internal ulong[] Shares => _shares is { } table ? [.. Enumerable.Range(0, table.Servers).Select(table.Held)] : [ulong.MaxValue];
+
+    private sealed class MetadataLink(int index, DnsEndPoint endPoint)
+    {
+        public int Index { get; } = index;
+
+        public DnsEndPoint EndPoint { get; } = endPoint;
+
+        public FrameConnection? Connection { get; set; }
+
+        public byte[] Secret { get; set; } = [];
+
+        public bool Registered { get; set; }
+
+        public bool Up => Registered && Connection is { IsConnected: true };
+    }
+
+    private async Task StartSharedAsync(CancellationToken cancellationToken)
+    {
+        var endPoints = new List<DnsEndPoint> { _options.Metadata };
+        endPoints.AddRange(_options.OtherMetadata);
+        _links = [.. endPoints.Select((e, i) => new MetadataLink(i, e))];
+        _shares = new ShareTable(_links.Length);
+        var blocks = _store!.BlockCount;
+        _segmentBytes = Math.Max(1, (blocks + ShareTable.Segments - 1) / ShareTable.Segments) * _store.BlockSize;
+        NodeId = NewNodeId();
+
+        foreach (var link in _links)
+        {
+            try
+            {
+                await ConnectAsync(link, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is ConnectionLostException or System.Net.Sockets.SocketException or IOException)
+            {
+                StorageLog.MetadataUnreachable(_logger, link.EndPoint.ToString(), ex.Message);
+            }
+        }
+
+        var reachable = _links.Where(l => l.Connection is { IsConnected: true }).ToList();
+        if (reachable.Count == 0)
+        {
+            throw new InvalidOperationException($"none of the {_links.Length} metadata servers is reachable");
+        }
+
+        for (var i = 0; i < reachable.Count; i++)
+        {
+            await RegisterLinkAsync(reachable[i], ShareTable.Run(i, reachable.Count), cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>An id in the range servers never assign themselves, proposed to every server (the same grant id everywhere).</summary>
+    private static uint NewNodeId() => 0x8000_0000u | (uint)RandomNumberGenerator.GetInt32(1, int.MaxValue);
+
+    private async Task ConnectAsync(MetadataLink link, CancellationToken cancellationToken)
+    {
+        link.Connection?.Dispose();
+        link.Connection = null;
+        link.Registered = false;
+        link.Connection = await FrameConnection.ConnectAsync(link.EndPoint.Host, link.EndPoint.Port, _options.MetadataConnection, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Registers with one server, giving it <paramref name="share"/> (unowned segments), under a fresh secret.</summary>
+    private async Task RegisterLinkAsync(MetadataLink link, ulong share, CancellationToken cancellationToken)
+    {
+        var shares = _shares!;
+        link.Secret = RandomNumberGenerator.GetBytes(RegisterNodeRequest.SecretSize);
+        ResetSegments(share);
+        shares.Give(link.Index, share);
+        SetSecrets(share, link.Secret);
+        var host = _options.AdvertisedHost ?? _server!.EndPoint.Address.ToString();
+        var body = new BodyWriter();
+        RegisterNodeRequest.Write(body, _options.Tier, host, (ushort)_server!.EndPoint.Port, _store!.Capacity, _store.BlockSize, link.Secret, _options.Standby, NodeId, share);
+        FrameReply reply;
+        try
+        {
+            reply = await link.Connection!.SendAsync(Opcode.RegisterNode, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            Unshare(link, share);
+            throw;
+        }
+
+        if (!reply.IsOk || !RegisterNodeReply.TryRead(reply.Body, out var id) || id != NodeId)
+        {
+            Unshare(link, share);
+            throw new InvalidOperationException($"metadata server {link.EndPoint} refused registration: {(reply.IsOk ? "it did not take the node id" : reply.Message)}");
+        }
+
+        link.Registered = true;
+        StorageLog.Registered(_logger, NodeId, $"{host}:{_server.EndPoint.Port} with {link.EndPoint} ({ShareTable.Count(share)} of 64 segments)", _options.Tier.ToString(), _store.Capacity);
+    }
+
+    private void Unshare(MetadataLink link, ulong mask)
+    {
+        SetSecrets(mask, null);
+        _shares!.Take(link.Index, mask & _shares.Held(link.Index));
+    }
+
+    /// <summary>One heartbeat round over every server, then repairs: lost servers' segments go to the others, missing servers are joined, shares are evened out.</summary>
+    private async Task SharedTickAsync(HeartbeatRequest beat, CancellationToken cancellationToken)
+    {
+        var body = new BodyWriter();
+        HeartbeatRequest.Write(body, beat);
+        foreach (var link in _links!)
+        {
+            if (!link.Registered)
+            {
+                continue;
+            }
+
+            var lost = !link.Up;
+            if (!lost)
+            {
+                try
+                {
+                    var reply = await link.Connection!.SendAsync(Opcode.Heartbeat, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
+
+                    // NotFound: the server declared this node dead (or restarted): its share there is gone, as if it had died.
+                    lost = reply.Status == Status.NotFound;
+                }
+                catch (ConnectionLostException)
+                {
+                    lost = true;
+                }
+            }
+
+            if (lost)
+            {
+                await LoseAsync(link, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        foreach (var link in _links)
+        {
+            if (!link.Registered)
+            {
+                await JoinAsync(link, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        await EvenOutAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>A server is gone: its segments stop verifying, are reset and are handed to the servers still up.</summary>
+    private async Task LoseAsync(MetadataLink link, CancellationToken cancellationToken)
+    {
+        var mask = _shares!.Held(link.Index);
+        Unshare(link, mask);
+        link.Registered = false;
+        link.Connection?.Dispose();
+        link.Connection = null;
+        ResetSegments(mask);
+        StorageLog.MetadataLost(_logger, link.EndPoint.ToString(), ShareTable.Count(mask));
+        await GiveAsync(mask, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Hands unowned segments out one at a time to the server holding the fewest; what a server fails to take stays unowned.</summary>
+    private async Task GiveAsync(ulong mask, CancellationToken cancellationToken)
+    {
+        var up = _links!.Where(l => l.Up).ToList();
+        if (up.Count == 0 || mask == 0)
+        {
+            return;
+        }
+
+        var gifts = new ulong[_links!.Length];
+        for (var rest = mask; rest != 0; rest &= rest - 1)
+        {
+            var to = up.MinBy(l => ShareTable.Count(_shares!.Held(l.Index) | gifts[l.Index]))!;
+            gifts[to.Index] |= rest & (~rest + 1);
+        }
+
+        foreach (var link in up)
+        {
+            if (gifts[link.Index] != 0)
+            {
+                await AddShareAsync(link, gifts[link.Index], cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task AddShareAsync(MetadataLink link, ulong mask, CancellationToken cancellationToken)
+    {
+        _shares!.Give(link.Index, mask);
+        SetSecrets(mask, link.Secret);
+        var body = new BodyWriter();
+        AddShareRequest.Write(body, NodeId, mask);
+        try
+        {
+            var reply = await link.Connection!.SendAsync(Opcode.AddShare, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (!reply.IsOk)
+            {
+                throw new InvalidOperationException(reply.Message);
+            }
+        }
+        catch (Exception ex) when (ex is ConnectionLostException or InvalidOperationException)
+        {
+            // The server may or may not have taken them: it is treated as lost at the next round, which takes its whole share back.
+            StorageLog.HeartbeatFailed(_logger, $"{link.EndPoint} did not take {ShareTable.Count(mask)} segments: {ex.Message}");
+            link.Connection?.Dispose();
+        }
+    }
+
+    /// <summary>Asks a server for up to <paramref name="count"/> free segments; those it gives stop verifying and are reset.</summary>
+    private async Task<ulong> ReleaseAsync(MetadataLink link, int count, CancellationToken cancellationToken)
+    {
+        var body = new BodyWriter();
+        ReleaseShareRequest.Write(body, NodeId, count);
+        try
+        {
+            var reply = await link.Connection!.SendAsync(Opcode.ReleaseShare, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (!reply.IsOk || !ShareMask.TryRead(reply.Body, out var released) || (released & ~_shares!.Held(link.Index)) != 0)
+            {
+                return 0;
+            }
+
+            Unshare(link, released);
+            ResetSegments(released);
+            return released;
+        }
+        catch (ConnectionLostException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>A server not registered (never reached, or lost): connect, collect unowned segments and others' surplus, register.</summary>
+    private async Task JoinAsync(MetadataLink link, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await ConnectAsync(link, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ConnectionLostException or System.Net.Sockets.SocketException or IOException)
+        {
+            return;
+        }
+
+        var up = _links!.Where(l => l.Up).ToList();
+        var target = ShareTable.Segments / (up.Count + 1);
+        var share = _shares!.Unowned;
+        foreach (var other in up)
+        {
+            var surplus = ShareTable.Count(_shares.Held(other.Index)) - target;
+            if (surplus > 0 && ShareTable.Count(share) < target)
+            {
+                share |= await ReleaseAsync(other, Math.Min(surplus, target - ShareTable.Count(share)), cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        try
+        {
+            await RegisterLinkAsync(link, share, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is ConnectionLostException or InvalidOperationException)
+        {
+            StorageLog.HeartbeatFailed(_logger, ex.Message);
+            link.Connection?.Dispose();
+            link.Connection = null;
+            await GiveAsync(share & _shares.Unowned, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Unowned segments go to the servers up; then one move a round from the fullest share to the emptiest while they differ by more than one.</summary>
+    private async Task EvenOutAsync(CancellationToken cancellationToken)
+    {
+        await GiveAsync(_shares!.Unowned, cancellationToken).ConfigureAwait(false);
+        var up = _links!.Where(l => l.Up).ToList();
+        if (up.Count < 2)
+        {
+            return;
+        }
+
+        var most = up.MaxBy(l => ShareTable.Count(_shares.Held(l.Index)))!;
+        var least = up.MinBy(l => ShareTable.Count(_shares.Held(l.Index)))!;
+        var gap = ShareTable.Count(_shares.Held(most.Index)) - ShareTable.Count(_shares.Held(least.Index));
+        if (gap > 1)
+        {
+            var moved = await ReleaseAsync(most, gap / 2, cancellationToken).ConfigureAwait(false);
+            if (moved != 0)
+            {
+                await AddShareAsync(least, moved, cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private void ResetSegments(ulong mask)
+    {
+        var store = _store!;
+        var segmentBlocks = _segmentBytes / store.BlockSize;
+        for (var rest = mask; rest != 0; rest &= rest - 1)
+        {
+            var segment = System.Numerics.BitOperations.TrailingZeroCount(rest);
+            var first = Math.Min(segment * segmentBlocks, store.BlockCount);
+            store.Reset(first, Math.Min(first + segmentBlocks, store.BlockCount) - first);
+        }
+    }
+
+    private void SetSecrets(ulong mask, byte[]? secret)
+    {
+        for (var rest = mask; rest != 0; rest &= rest - 1)
+        {
+            Volatile.Write(ref _segmentSecrets[System.Numerics.BitOperations.TrailingZeroCount(rest)], secret);
+        }
+    }
+
+    /// <summary>
+    /// The secret of the server holding every segment of the range, or null when the range crosses into a segment another
+    /// server (or none) holds: a server signs only for its own share.
+    /// </summary>
+    private byte[]? SecretOfRange(long offset, long length)
+    {
+        if (offset < 0 || length < 0)
+        {
+            return null;
+        }
+
+        var first = offset / _segmentBytes;
+        var last = (offset + Math.Max(length, 1) - 1) / _segmentBytes;
+        if (last >= ShareTable.Segments)
+        {
+            return null;
+        }
+
+        var secret = Volatile.Read(ref _segmentSecrets[first]);
+        for (var segment = first + 1; segment <= last && secret is not null; segment++)
+        {
+            if (!ReferenceEquals(Volatile.Read(ref _segmentSecrets[segment]), secret))
+            {
+                return null;
+            }
+        }
+
+        return secret;
+    }
+
+    /// <summary>The secrets of the servers this node is registered with (a revocation is signed by one of them).</summary>
+    private IEnumerable<byte[]> LinkSecrets => _links!.Where(l => l.Registered).Select(l => l.Secret);
+
+    private void DisposeLinks()
+    {
+        foreach (var link in _links ?? [])
+        {
+            link.Connection?.Dispose();
+        }
+    }
+}

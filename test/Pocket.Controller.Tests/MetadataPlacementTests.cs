@@ -1,0 +1,84 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Admin;
+using Pocket.Client;
+using Pocket.Controller.Contracts;
+using Pocket.Controller.Jobs;
+using Pocket.Embedded;
+
+namespace Pocket.Controller.Tests;
+
+/// <summary>The controller places each job on one of several metadata servers and the registration names it.</summary>
+public sealed class MetadataPlacementTests
+{
+    [Fact]
+    public void TheServerWithFewestJobsThenFewestRequestsIsChosen()
+    {
+        Assert.Equal(0, MetadataPlane.Choose([new(0, 0), new(0, 0)]));
+        Assert.Equal(1, MetadataPlane.Choose([new(2, 0), new(1, 900)]));
+        Assert.Equal(2, MetadataPlane.Choose([new(2, 0), new(1, 100), new(1, 50)]));
+    }
+
+    [Fact]
+    public async Task JobsSpreadOverTwoMetadataServersAndClientsFollowTheRegistration()
+    {
+        await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 2, NodeCapacity = ControllerHarness.NodeCapacity, PreTouchMemory = false, MetadataServers = 2 });
+        await using var controller = new ControllerServer(
+            new ControllerOptions
+            {
+                MetadataAddress = cluster.MetadataAddresses[0],
+                OtherMetadataAddresses = [cluster.MetadataAddresses[1]],
+                ClusterToken = cluster.Options.ClusterToken,
+                Registry = new JobRegistryOptions { Sizing = ControllerHarness.Sizing() },
+            },
+            provisioner: null,
+            NullLoggerFactory.Instance);
+        await controller.StartAsync();
+        using var http = new HttpClient { BaseAddress = controller.Url, Timeout = TimeSpan.FromSeconds(60) };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
+
+        var registrations = new List<RegisterJobResponse>();
+        for (var i = 0; i < 4; i++)
+        {
+            using var response = await http.PostAsJsonAsync("/v1/jobs", new { name = "spread" });
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, text);
+            registrations.Add(JsonSerializer.Deserialize<RegisterJobResponse>(text, JsonSerializerOptions.Web)!);
+        }
+
+        // Two jobs on each server, ids unique across the plane.
+        Assert.Equal([2, 2], registrations.GroupBy(r => r.Metadata).Select(g => g.Count()).Order());
+        Assert.Equal(cluster.MetadataAddresses.Order(), registrations.Select(r => r.Metadata).Distinct().Order());
+        Assert.Equal(4, registrations.Select(r => r.JobId).Distinct().Count());
+
+        foreach (var registration in registrations)
+        {
+            // A client connected to the address the registration names finds the job there, and only there.
+            await using var client = await PocketClient.ConnectAsync(registration.Metadata);
+            var job = client.OpenJob(registration);
+            var data = new byte[3 << 20];
+            Random.Shared.NextBytes(data);
+            await job.PutAsync("obj", data);
+            Assert.Equal(data, await job.GetAsync("obj"));
+
+            var other = cluster.MetadataAddresses.Single(a => a != registration.Metadata);
+            await using var elsewhere = await PocketClient.ConnectAsync(other);
+            Assert.Throws<ArgumentException>(() => elsewhere.OpenJob(registration));
+            await Assert.ThrowsAnyAsync<PocketException>(async () => await elsewhere.OpenJob(registration.JobId, registration.Token).GetAsync("obj"));
+        }
+
+        // Deregistration goes to each job's own server: every job's data is freed.
+        foreach (var registration in registrations)
+        {
+            using var response = await http.DeleteAsync($"/v1/jobs/{registration.JobId}");
+            Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());
+        }
+
+        foreach (var address in cluster.MetadataAddresses)
+        {
+            await using var admin = await PocketClient.ConnectAsync(address, new PocketClientOptions());
+            Assert.All(await admin.Admin(cluster.Options.ClusterToken).GetNodesAsync(), n => Assert.Equal(0, n.Used));
+        }
+    }
+}
