@@ -89,7 +89,8 @@ public sealed record MetadataServerOptions
     public TimeSpan GrantLifetime { get; init; } = TimeSpan.FromMinutes(15);
 
     /// <summary>
-    /// How long Commit, Abort and Delete wait for a storage node to confirm it sealed or forgot their extents. A node
+    /// How long Abort and Delete (and Commit's background seal) wait for a storage node to confirm it forgot or sealed
+    /// their extents. A node
     /// that does not answer in time does not fail the operation: it is retried in the background (and not waited for
     /// again until it answers), and the grants stay usable there at most until they expire.
     /// </summary>

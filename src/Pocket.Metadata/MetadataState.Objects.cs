@@ -316,18 +316,7 @@ internal sealed partial class MetadataState
                 return job.Keys.Count - CountFrom(job, ObjectKey.HiddenRoot);
             }
 
-            long count = 0;
-            foreach (var entry in job.Keys.From(prefix, exclusive: false))
-            {
-                if (!entry.Key.StartsWith(prefix, StringComparison.Ordinal))
-                {
-                    break;
-                }
-
-                count++;
-            }
-
-            return count;
+            return CountFrom(job, prefix);
         }
     }
 

@@ -8,7 +8,8 @@ namespace Pocket.Metadata.Nodes;
 /// <summary>
 /// Sends the seals and forgets the state queued (<see cref="RevokeExtentsRequest"/>) to the storage nodes: one batched
 /// request per node, all nodes in parallel. A flush is a group commit: it returns once everything queued before it was
-/// sent, so Commit, Abort and Delete reply only after their nodes confirmed, and concurrent callers share one round trip.
+/// sent, so Abort and Delete reply only after their nodes confirmed (Commit's seals go in a background flush), and
+/// concurrent callers share one round trip.
 /// A node that does not answer within the timeout is not waited for again: its revocations are retried in the
 /// background (<see cref="RetryAsync"/>) until they get through, the node is gone, or the grants they revoke have
 /// expired anyway. Never holds the metadata lock while it sends.

@@ -70,26 +70,8 @@ internal sealed partial class NetworkLab : IAsyncDisposable
     }
 
     /// <summary>A new namespace joined to the bridge by a veth pair, at the next free address.</summary>
-    public NetworkHost AddHost(string role)
-    {
-        var index = _hosts.Count;
-        var host = new NetworkHost(
-            role,
-            $"{NamespacePrefix}{Environment.ProcessId}-{_id}-{index}",
-            $"{_subnet}{index + 2}",
-            $"pl{_id}h{index}",
-            $"pl{_id}n{index}");
-        _hosts.Add(host);
-        Ip("netns", "add", host.Namespace);
-        Ip("-n", host.Namespace, "link", "set", "lo", "up");
-        Ip("link", "add", host.Link, "type", "veth", "peer", "name", host.InnerLink);
-        Ip("link", "set", host.InnerLink, "netns", host.Namespace);
-        Ip("-n", host.Namespace, "addr", "add", host.Address + "/24", "dev", host.InnerLink);
-        Ip("-n", host.Namespace, "link", "set", host.InnerLink, "up");
-        Ip("link", "set", host.Link, "master", Bridge);
-        Ip("link", "set", host.Link, "up");
-        return host;
-    }
+    public NetworkHost AddHost(string role) =>
+        AddHost(role, host => Ip("link", "add", host.Link, "type", "veth", "peer", "name", host.InnerLink));
 
     /// <summary>
     /// A new namespace joined to the bridge through a <see cref="SlowLink"/> (two TAP devices and this process between
@@ -97,6 +79,19 @@ internal sealed partial class NetworkLab : IAsyncDisposable
     /// </summary>
     public NetworkHost AddSlowHost(string role, TimeSpan delay, double loss)
     {
+        SlowLink? link = null;
+        var host = AddHost(role, host =>
+        {
+            link = SlowLink.Open(host.Link, host.InnerLink, delay, loss);
+            _slowLinks.Add(link);
+        });
+        link!.Start();
+        return host;
+    }
+
+    /// <summary>Makes the namespace, lets <paramref name="makeLink"/> create the host's link pair, then wires it up.</summary>
+    private NetworkHost AddHost(string role, Action<NetworkHost> makeLink)
+    {
         var index = _hosts.Count;
         var host = new NetworkHost(
             role,
@@ -107,14 +102,12 @@ internal sealed partial class NetworkLab : IAsyncDisposable
         _hosts.Add(host);
         Ip("netns", "add", host.Namespace);
         Ip("-n", host.Namespace, "link", "set", "lo", "up");
-        var link = SlowLink.Open(host.Link, host.InnerLink, delay, loss);
-        _slowLinks.Add(link);
+        makeLink(host);
         Ip("link", "set", host.InnerLink, "netns", host.Namespace);
         Ip("-n", host.Namespace, "addr", "add", host.Address + "/24", "dev", host.InnerLink);
         Ip("-n", host.Namespace, "link", "set", host.InnerLink, "up");
         Ip("link", "set", host.Link, "master", Bridge);
         Ip("link", "set", host.Link, "up");
-        link.Start();
         return host;
     }
 
