@@ -78,10 +78,10 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
                 return;
             case Opcode.Heartbeat:
                 HandleHeartbeat(frame);
-                break;
+                return;
             case Opcode.ReleaseShare:
                 HandleReleaseShare(frame);
-                break;
+                return;
             case Opcode.AddShare:
                 HandleAddShare(frame);
                 return;

@@ -59,9 +59,14 @@ internal sealed unsafe class ClientLoops
         }
     }
 
-    /// <summary>Hands the connection back to the loops, to be read when data arrives (at once, if some already has).</summary>
-    public void Rearm(ulong id, nint fd) =>
-        Linux.EpollCtl(_epoll, Linux.EpollCtlMod, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot, id);
+    /// <summary>
+    /// Hands the connection back to the loops, to be read when data arrives (at once, if some already has). With
+    /// <paramref name="runNow"/> a loop runs it at once even if nothing more arrives: replies already read into the
+    /// connection's own buffer are invisible to epoll, so the connection is armed for "writable" as well, which a
+    /// socket with room in its send buffer always is. False when epoll refused (the connection can no longer be read).
+    /// </summary>
+    public bool Rearm(ulong id, nint fd, bool runNow = false) =>
+        Linux.EpollCtl(_epoll, Linux.EpollCtlMod, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot | (runNow ? Linux.EpollOut : 0), id);
 
     /// <summary>Stops watching a connection (before its socket is closed).</summary>
     public void Remove(ulong id, nint fd)

@@ -53,11 +53,14 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         }
     }
 
-    /// <summary>Hands the connection back to the loops, waiting for input (and for room to write, when replies wait).</summary>
-    public void Rearm(LoopConnection connection, bool wantWrite)
+    /// <summary>
+    /// Hands the connection back to the loops, waiting for input (and for room to write, when replies wait). False
+    /// when epoll refused: no loop would ever run the connection again, so its owner closes it.
+    /// </summary>
+    public bool Rearm(LoopConnection connection, bool wantWrite)
     {
         var events = Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot | (wantWrite ? Linux.EpollOut : 0);
-        Linux.EpollCtl(_epoll, Linux.EpollCtlMod, connection.Fd, events, (ulong)GCHandle.ToIntPtr(connection.Handle));
+        return Linux.EpollCtl(_epoll, Linux.EpollCtlMod, connection.Fd, events, (ulong)GCHandle.ToIntPtr(connection.Handle));
     }
 
     public void Remove(LoopConnection connection)

@@ -587,8 +587,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         {
             // Any loop (one is added if all are blocked) carries on where the blocked one stopped; the blocked one
             // leaves the reading state alone when it returns (its slot is no longer the connection's).
+            // The blocked loop may have read more replies into the buffer than it ran: they are not in the socket, so
+            // epoll would never report them, and their callers would wait out the request timeout. Run it at once.
             Interlocked.CompareExchange(ref _readerState, Idle, LoopReading);
-            Rearm();
+            Rearm(runNow: true);
         }
         else
         {
@@ -766,10 +768,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 FlushDeferredWatched(slot);
             }
 
-            // Let go before re-arming: the next wake-up may come on another loop at once.
+            // Let go before re-arming: the next wake-up may come on another loop at once. Replies left in the buffer
+            // (the read budget ran out) are run on the next wake-up, which must not wait for more input.
+            var runNow = CanRunWithoutInput();
             released = true;
             LeaveReading(slot);
-            Rearm();
+            Rearm(runNow);
         }
         catch (OperationCanceledException) when (Volatile.Read(ref slot.State) == ReaderSlot.Abandoned)
         {
@@ -828,16 +832,19 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     /// each system call (so its descriptor cannot be closed, and its number reused, under it), never across a
     /// caller's continuation: a continuation may close the connection, and closing waits for the handle.
     /// </summary>
-    private void Rearm()
+    private void Rearm(bool runNow = false)
     {
         var handle = _socket.SafeHandle;
         var added = false;
+        var armed = true;
+        int errno = 0;
         try
         {
             handle.DangerousAddRef(ref added);
-            if (_failure is null)
+            if (_failure is null && !_loops!.Rearm(_loopId, handle.DangerousGetHandle(), runNow))
             {
-                _loops!.Rearm(_loopId, handle.DangerousGetHandle());
+                armed = false;
+                errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
             }
         }
         catch (ObjectDisposedException)
@@ -850,7 +857,17 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
                 handle.DangerousRelease();
             }
         }
+
+        // A connection the loops no longer watch would leave its callers waiting out their timeouts: fail them now.
+        if (!armed && _failure is null)
+        {
+            Fail(new ConnectionLostException($"connection to {Remote} can no longer be read (epoll_ctl: errno {errno})"));
+        }
     }
+
+    /// <summary>True when the buffer holds input that can be run without reading more (a whole reply, or body bytes).</summary>
+    private bool CanRunWithoutInput() =>
+        _inEnd > _inStart && (_skip > 0 || _body is not null || HasBufferedFrame());
 
     /// <summary>
     /// Parses and completes every reply that has arrived; true when the connection should wait for more (re-arm),

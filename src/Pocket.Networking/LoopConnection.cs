@@ -168,7 +168,10 @@ internal sealed class LoopConnection
                 return;
             }
 
-            _server.Loops.Rearm(this, backlog > 0);
+            if (!_server.Loops.Rearm(this, backlog > 0))
+            {
+                Close($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
+            }
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
@@ -51,6 +53,72 @@ public sealed class FrameConnectionTests
 
         Assert.True(onReader > 0, "no continuation ran on a client loop in 200 attempts");
         Assert.Equal(2, await job.CountAsync(cancellationToken: timeout.Token));
+    }
+
+    /// <summary>
+    /// A continuation blocks its client loop while more replies already sit in the connection's buffer (one read took
+    /// them all): the watchdog hands the connection to another loop, which must run those replies at once, although
+    /// nothing more arrives on the socket. Under load their callers waited out the request timeout ("did not answer
+    /// ListNodes within 30 s"). The server is a bare socket, so that the three replies go out in one write.
+    /// </summary>
+    [Fact]
+    public async Task RepliesAlreadyReadAreRunAfterAHandOverWithoutMoreInput()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var done = new TaskCompletionSource();
+        var server = Task.Run(async () =>
+        {
+            using var socket = await listener.AcceptSocketAsync(timeout.Token);
+            var requests = new byte[3 * FrameHeader.Size];
+            for (var received = 0; received < requests.Length;)
+            {
+                var n = await socket.ReceiveAsync(requests.AsMemory(received), timeout.Token);
+                Assert.NotEqual(0, n);
+                received += n;
+            }
+
+            var replies = new byte[requests.Length];
+            for (var i = 0; i < 3; i++)
+            {
+                Assert.Equal(Status.Ok, FrameHeader.TryRead(requests.AsSpan(i * FrameHeader.Size, FrameHeader.Size), 0, out var request));
+                new FrameHeader(request.Opcode, FrameFlags.Reply, Status.Ok, 0, request.RequestId, JobToken.None).Write(replies.AsSpan(i * FrameHeader.Size));
+            }
+
+            await socket.SendAsync(replies, timeout.Token);
+
+            // Open until the client is done: a close would wake its loops and hide a stranded reply.
+            await done.Task.WaitAsync(timeout.Token);
+        });
+
+        await using var connection = await FrameConnection.ConnectAsync(
+            "127.0.0.1", ((IPEndPoint)listener.LocalEndpoint).Port, new FrameConnectionOptions { RequestTimeout = System.Threading.Timeout.InfiniteTimeSpan }, timeout.Token);
+        Task<FrameReply>? second = null;
+        Task<FrameReply>? third = null;
+        var first = connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask().ContinueWith(
+            reply =>
+            {
+                // Sync-over-async on the loop that read all three replies: only another loop can complete the others.
+                var thread = Thread.CurrentThread.Name ?? string.Empty;
+                var others = Task.WhenAll(second!, third!).Wait(TimeSpan.FromSeconds(60));
+                return (Status: reply.Result.Status, Thread: thread, Others: others);
+            },
+            timeout.Token,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+        second = connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask();
+        third = connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask();
+
+        var result = await first.WaitAsync(timeout.Token);
+        done.SetResult();
+        await server;
+
+        Assert.Equal(Status.Ok, result.Status);
+        Assert.StartsWith("pocket client loop", result.Thread, StringComparison.Ordinal);
+        Assert.True(result.Others, "the replies read with the first one were not run while its continuation blocked");
+        Assert.Equal(Status.Ok, (await second).Status);
+        Assert.Equal(Status.Ok, (await third).Status);
     }
 
     /// <summary>
