@@ -158,11 +158,26 @@ public sealed record NodeResponse(
     NodeAllocationResponse Allocated);
 
 /// <summary>Answer to <c>GET /v1/cluster</c>.</summary>
-/// <param name="Metadata">The metadata server's address.</param>
-/// <param name="Nodes">Every storage node the metadata server lists.</param>
+/// <param name="Metadata">The (first) metadata server's address.</param>
+/// <param name="Nodes">
+/// Every storage node the metadata servers list, once each: with several servers a node's capacity and used bytes
+/// are the sums of every server's share of it, and its state the most telling of theirs (docs/controller.md).
+/// </param>
 /// <param name="Jobs">The running jobs.</param>
 /// <param name="Host">The host's budget for new nodes, when the controller starts nodes as local processes; else null.</param>
-public sealed record ClusterResponse(string Metadata, IReadOnlyList<NodeResponse> Nodes, IReadOnlyList<JobResponse> Jobs, HostBudgetResponse? Host = null);
+public sealed record ClusterResponse(string Metadata, IReadOnlyList<NodeResponse> Nodes, IReadOnlyList<JobResponse> Jobs, HostBudgetResponse? Host = null)
+{
+    /// <summary>Every metadata server the controller places jobs on, in order (the first is <see cref="Metadata"/>); null from an older controller.</summary>
+    public IReadOnlyList<MetadataServerResponse>? MetadataServers { get; init; }
+}
+
+/// <summary>One metadata server in <c>GET /v1/cluster</c>.</summary>
+/// <param name="Address">host:port, what registrations on it name.</param>
+/// <param name="Reachable">Whether it answered the controller's last node poll.</param>
+/// <param name="Jobs">The controller's running jobs on it.</param>
+/// <param name="RequestsPerSecond">Requests its jobs made per second over the last telemetry interval.</param>
+/// <param name="Error">Why it did not answer, when it did not.</param>
+public sealed record MetadataServerResponse(string Address, bool Reachable, int Jobs, double RequestsPerSecond, string? Error = null);
 
 /// <summary>
 /// A host's memory and disk as a local provisioner counts them before it starts a node: what is available, what the

@@ -13,12 +13,15 @@ namespace Pocket.Controller;
 /// </summary>
 internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeReplacer? replacer, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics metrics, ILogger logger)
 {
-    public async Task TickAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
+    /// <param name="samples">Every node as the metadata plane lists it now.</param>
+    /// <param name="listedBefore">Whether an earlier sample listed a node (so one missing now has gone).</param>
+    /// <param name="cancellationToken">Ends with the telemetry.</param>
+    public async Task TickAsync(IReadOnlyList<NodeSample> samples, Func<uint, bool> listedBefore, CancellationToken cancellationToken)
     {
-        await StepAsync(() => registry.PruneAsync(samples, cancellationToken)).ConfigureAwait(false);
+        await StepAsync(() => registry.PruneAsync(samples, cancellationToken, listedBefore)).ConfigureAwait(false);
         if (pool is not null)
         {
-            await StepAsync(() => pool.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
+            await StepAsync(() => pool.OnSampleAsync(samples, cancellationToken, listedBefore)).ConfigureAwait(false);
         }
 
         if (replacer is not null)

@@ -118,7 +118,7 @@ public sealed class ControllerServer : IAsyncDisposable
         var time = _options.Registry.TimeProvider;
         if (_options.WarmPool is { } pool)
         {
-            _warmPool = new WarmPool(_admin, _provisioner!, pool, _options.Registry.Sizing, time, Events, _logger);
+            _warmPool = new WarmPool(plane, _provisioner!, pool, _options.Registry.Sizing, time, Events, _logger);
         }
 
         // Registry and autoscaler share one record of the nodes the controller may stop (a registration's nodes are the
@@ -128,7 +128,7 @@ public sealed class ControllerServer : IAsyncDisposable
         _meter = new JobUsageMeter(_registry, time, _logger);
         if (_options.Autoscaler is { } scaling)
         {
-            _autoscaler = new Autoscaler(_admin, _registry, inventory, _provisioner!, scaling, _options.Registry.Sizing, time, Events, _logger);
+            _autoscaler = new Autoscaler(plane, _registry, inventory, _provisioner!, scaling, _options.Registry.Sizing, time, Events, _logger);
         }
 
         if (_options.MinimumNodes.Count > 0)
@@ -148,7 +148,7 @@ public sealed class ControllerServer : IAsyncDisposable
         // Metrics read the registry, the meter and the pool after each tick (the loop's last step).
         _metrics = new ControllerMetrics(_options, _registry, _meter, _warmPool, Events);
         var loop = new ControlLoop(_registry, _warmPool, _replacer, _autoscaler, _meter, _metrics, _logger);
-        _telemetry = new ClusterTelemetry(_admin, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, loop.TickAsync);
+        _telemetry = new ClusterTelemetry(plane, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, loop.TickAsync);
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(ControllerServer).Assembly.GetName().Name });
@@ -189,7 +189,7 @@ public sealed class ControllerServer : IAsyncDisposable
             return next(context);
         });
         app.UseRouting();
-        new ControllerEndpoints(_registry, _admin, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter, HostBudget = _provisioner is LocalProcessProvisioner local ? () => local.Budget : null }.Map(app);
+        new ControllerEndpoints(_registry, plane, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter, HostBudget = _provisioner is LocalProcessProvisioner local ? () => local.Budget : null }.Map(app);
         app.MapOpenApi();
         Dashboard.Map(app, _metrics.Registry, _options.Registry.Sizing);
         try

@@ -5,8 +5,11 @@ using Pocket.Protocol;
 
 namespace Pocket.Gateway;
 
-/// <summary>A bucket as the gateway remembers it: the job behind it and the job's token.</summary>
-internal sealed record BucketEntry(string Name, string JobId, string Token, DateTimeOffset Created, string Owner);
+/// <summary>
+/// A bucket as the gateway remembers it: the job behind it, the job's token and the metadata server holding the job
+/// (null: the gateway's own, as recorded before there were several).
+/// </summary>
+internal sealed record BucketEntry(string Name, string JobId, string Token, DateTimeOffset Created, string Owner, string? Metadata = null);
 
 /// <summary>A known bucket with its open job handle.</summary>
 internal sealed record Bucket(BucketEntry Entry, PocketJob Job)
@@ -29,13 +32,13 @@ internal sealed class BucketStore
     private readonly HashSet<string> _creating = new(StringComparer.Ordinal);
     private readonly Lock _lock = new();
     private readonly SemaphoreSlim _saveLock = new(1, 1);
-    private readonly PocketClient _client;
+    private readonly MetadataConnections _metadata;
     private readonly string? _path;
     private readonly ILogger _logger;
 
-    public BucketStore(PocketClient client, string? stateDirectory, ILogger logger)
+    public BucketStore(MetadataConnections metadata, string? stateDirectory, ILogger logger)
     {
-        _client = client;
+        _metadata = metadata;
         _path = stateDirectory is null ? null : Path.Combine(stateDirectory, FileName);
         _logger = logger;
     }
@@ -91,7 +94,7 @@ internal sealed class BucketStore
 
     public async Task<Bucket> AddAsync(BucketEntry entry)
     {
-        var bucket = Open(entry);
+        var bucket = await OpenAsync(entry, CancellationToken.None).ConfigureAwait(false);
         lock (_lock)
         {
             _creating.Remove(entry.Name);
@@ -141,7 +144,9 @@ internal sealed class BucketStore
                 continue;
             }
 
-            var bucket = Open(entry);
+            // A bucket whose server cannot be reached fails the start, as the gateway's own server does: dropping it
+            // would lose its token, the only way back to its data.
+            var bucket = await OpenAsync(entry, cancellationToken).ConfigureAwait(false);
             try
             {
                 await bucket.Job.GetUsageAsync(cancellationToken).ConfigureAwait(false);
@@ -167,14 +172,24 @@ internal sealed class BucketStore
         }
     }
 
-    private Bucket Open(BucketEntry entry)
+    private async Task<Bucket> OpenAsync(BucketEntry entry, CancellationToken cancellationToken)
     {
         if (!JobToken.TryParse(entry.Token, out var token))
         {
             throw new InvalidOperationException($"bucket {entry.Name} has a malformed job token");
         }
 
-        return new Bucket(entry, _client.OpenJob(entry.JobId, token));
+        PocketClient client;
+        try
+        {
+            client = await _metadata.ForAsync(entry.Metadata, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is PocketException or IOException or System.Net.Sockets.SocketException)
+        {
+            throw new InvalidOperationException($"bucket {entry.Name}: its metadata server {entry.Metadata} cannot be reached: {ex.Message}", ex);
+        }
+
+        return new Bucket(entry, client.OpenJob(entry.JobId, token));
     }
 
     // Never cancelled: the map has changed already, and the file must follow it.

@@ -22,7 +22,7 @@ public sealed class GatewayServer : IAsyncDisposable
     private readonly GatewayOptions _options;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
-    private PocketClient? _client;
+    private MetadataConnections? _metadata;
     private PocketControllerClient? _controller;
     private BucketStore? _buckets;
     private WebApplication? _app;
@@ -39,7 +39,10 @@ public sealed class GatewayServer : IAsyncDisposable
     /// <summary>Base URL of the S3 endpoint, e.g. http://127.0.0.1:51234 (the AWS SDKs' ServiceURL / endpoint_url).</summary>
     public Uri Url { get; private set; } = null!;
 
-    /// <summary>The metadata server the gateway stores objects through, host:port.</summary>
+    /// <summary>
+    /// The metadata server the gateway connects to first, host:port; each bucket's objects go through the server its
+    /// job was registered on.
+    /// </summary>
     public string MetadataAddress { get; private set; } = string.Empty;
 
     /// <summary>Names of the buckets the gateway knows, in order.</summary>
@@ -59,10 +62,11 @@ public sealed class GatewayServer : IAsyncDisposable
             _options.ControllerUrl,
             new PocketControllerClientOptions { ClusterToken = _options.ClusterToken, CertificateValidation = _options.ControllerCertificateValidation });
         MetadataAddress = _options.MetadataAddress ?? await MetadataOfControllerAsync(_controller, cancellationToken).ConfigureAwait(false);
-        _client = await PocketClient.ConnectAsync(MetadataAddress, _options.Client, cancellationToken).ConfigureAwait(false);
-        _buckets = new BucketStore(_client, _options.StateDirectory, _logger);
+        var client = await PocketClient.ConnectAsync(MetadataAddress, _options.Client, cancellationToken).ConfigureAwait(false);
+        _metadata = new MetadataConnections(client, _options.Client);
+        _buckets = new BucketStore(_metadata, _options.StateDirectory, _logger);
         await _buckets.LoadAsync(cancellationToken).ConfigureAwait(false);
-        var handler = new S3Handler(_options, _client, _controller, _buckets, _logger);
+        var handler = new S3Handler(_options, client, _controller, _buckets, _logger);
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
         var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions { ApplicationName = typeof(GatewayServer).Assembly.GetName().Name });
@@ -116,9 +120,9 @@ public sealed class GatewayServer : IAsyncDisposable
             await _app.DisposeAsync().ConfigureAwait(false);
         }
 
-        if (_client is not null)
+        if (_metadata is not null)
         {
-            await _client.DisposeAsync().ConfigureAwait(false);
+            await _metadata.DisposeAsync().ConfigureAwait(false);
         }
 
         _controller?.Dispose();

@@ -90,7 +90,7 @@ internal sealed partial class S3Handler
                 };
             }
 
-            await _buckets.AddAsync(new BucketEntry(name, job.JobId, job.Token.ToString(), Clock.GetUtcNow(), auth.Principal.AccessKey)).ConfigureAwait(false);
+            await _buckets.AddAsync(new BucketEntry(name, job.JobId, job.Token.ToString(), Clock.GetUtcNow(), auth.Principal.AccessKey, job.Metadata)).ConfigureAwait(false);
             GatewayLog.BucketCreated(_logger, name, job.JobId, auth.Principal.AccessKey);
         }
         finally
@@ -150,7 +150,7 @@ internal sealed partial class S3Handler
     {
         try
         {
-            await new PocketAdminClient(_client, _options.ClusterToken).DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
+            await new PocketAdminClient(bucket.Job.Client, _options.ClusterToken).DeregisterJobAsync(bucket.Entry.JobId).ConfigureAwait(false);
             GatewayLog.ControllerForgotJob(_logger, bucket.Entry.JobId, bucket.Name, "deregistered it on the metadata server");
         }
         catch (PocketException ex)

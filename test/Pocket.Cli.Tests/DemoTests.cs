@@ -40,6 +40,28 @@ public sealed class DemoTests : IDisposable
     }
 
     [Fact]
+    public async Task TwoSortsAtOnceOnTwoMetadataServersLandOnDifferentServersAndBothVerify()
+    {
+        var result = await PocketProcess.RunOkAsync(_home.Path, "demo", "--metadata", "2", "--jobs", "2", "--size", "4MiB", "--mappers", "3", "--reducers", "2", "--json");
+
+        var report = result.Json();
+        Assert.True(report["verified"]!.GetValue<bool>(), result.ToString());
+        var jobs = report["jobs"]!.AsArray();
+        Assert.Equal(2, jobs.Count);
+
+        // Both jobs were registered before either sorted: the controller put the second on the server without a job.
+        Assert.NotEqual(jobs[0]!["metadata"]!.GetValue<string>(), jobs[1]!["metadata"]!.GetValue<string>());
+        Assert.NotEqual(jobs[0]!["job"]!.GetValue<string>(), jobs[1]!["job"]!.GetValue<string>());
+        foreach (var job in jobs)
+        {
+            Assert.True(job!["verified"]!.GetValue<bool>(), job.ToJsonString());
+            Assert.Equal((4L << 20) / 100, job["phases"]!.AsArray()[^1]!["records"]!.GetValue<long>());
+            Assert.Equal(job["checksum"]!["input"]!.ToJsonString(), job["checksum"]!["output"]!.ToJsonString());
+            Assert.Equal(3 + (3 * 2) + 2, job["deregistered"]!["objectsFreed"]!.GetValue<long>());
+        }
+    }
+
+    [Fact]
     public async Task DemoPrintsASummaryWithoutJson()
     {
         var result = await PocketProcess.RunOkAsync(_home.Path, "demo", "--size", "1MiB", "--mappers", "2", "--reducers", "2");

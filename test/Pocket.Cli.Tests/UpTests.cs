@@ -115,6 +115,27 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
+    public async Task StatusListsEveryMetadataServerWithItsJobs()
+    {
+        await using var up = UpProcess.Start(_home.Path, "--in-process", "--metadata", "2", "--port", "0", "--controller-port", "0", "--no-gateway", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        foreach (var name in new[] { "first", "second" })
+        {
+            await PocketProcess.RunOkAsync(_home.Path, "job", "register", name, "--capacity", "16MiB", "--json");
+        }
+
+        var status = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json();
+        var servers = status["metadataServers"]!.AsArray();
+        Assert.Equal(2, servers.Count);
+        Assert.Equal(status["metadata"]!.GetValue<string>(), servers[0]!["address"]!.GetValue<string>());
+        Assert.All(servers, s => Assert.Equal(1, s!["jobs"]!.GetValue<int>()));
+        Assert.All(servers, s => Assert.True(s!["reachable"]!.GetValue<bool>()));
+
+        var text = await PocketProcess.RunOkAsync(_home.Path, "status");
+        Assert.Contains("metadata servers: ", text.Stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task DemoRunsAgainstTheControllerOfARunningCluster()
     {
         await using var up = UpProcess.Start(_home.Path, "--in-process", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");

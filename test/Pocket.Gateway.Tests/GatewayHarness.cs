@@ -46,13 +46,15 @@ internal sealed class GatewayHarness : IAsyncDisposable
 
     public AmazonS3Client S3 { get; private set; }
 
-    public static async Task<GatewayHarness> StartAsync()
+    /// <summary>Starts it all; with <paramref name="metadataServers"/> over 1 the controller places buckets on them in turn.</summary>
+    public static async Task<GatewayHarness> StartAsync(int metadataServers = 1)
     {
-        var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 2, NodeCapacity = NodeCapacity, PreTouchMemory = false });
+        var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 2, NodeCapacity = NodeCapacity, PreTouchMemory = false, MetadataServers = metadataServers });
         var controller = new ControllerServer(
             new ControllerOptions
             {
                 MetadataAddress = cluster.MetadataAddress,
+                OtherMetadataAddresses = [.. cluster.MetadataAddresses.Skip(1)],
                 ClusterToken = cluster.Options.ClusterToken,
                 Registry = new JobRegistryOptions
                 {

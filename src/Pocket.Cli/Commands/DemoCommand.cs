@@ -31,7 +31,7 @@ internal static class DemoCommand
 
     public static IEnumerable<Command> Create() => [Demo(), Function()];
 
-    private sealed record DemoSettings(Uri? Controller, long Size, int Mappers, int Reducers, string FunctionsAs, string Python, bool Json, ulong Seed, bool Verbose);
+    private sealed record DemoSettings(Uri? Controller, long Size, int Mappers, int Reducers, string FunctionsAs, string Python, bool Json, ulong Seed, bool Verbose, int Jobs = 1, int MetadataServers = 1);
 
     private static Command Demo()
     {
@@ -57,6 +57,27 @@ internal static class DemoCommand
         var seed = new Option<ulong?>("--seed") { Description = "Seed of the generated records (default: a random one, printed)" };
         var json = CommandRunner.JsonOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the embedded servers do (to stderr)" };
+        var jobs = new Option<int>("--jobs") { Description = "Sort jobs to register and run at once (each its own data; with --json a \"jobs\" array)", DefaultValueFactory = _ => 1, HelpName = "N" };
+        var metadataServers = new Option<int>("--metadata")
+        {
+            Description = "Metadata servers of the embedded cluster; the controller places each job on the least loaded one",
+            DefaultValueFactory = _ => 1,
+            HelpName = "N",
+        };
+        jobs.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() is < 1 or > 16)
+            {
+                result.AddError("--jobs must be between 1 and 16");
+            }
+        });
+        metadataServers.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() is < 1 or > 16)
+            {
+                result.AddError("--metadata must be between 1 and 16");
+            }
+        });
         foreach (var option in new[] { mappers, reducers })
         {
             option.Validators.Add(result =>
@@ -70,7 +91,7 @@ internal static class DemoCommand
 
         var command = new Command("demo", "Sort generated records with serverless map and reduce functions through Pocket, and check the result")
         {
-            controller, size, mappers, reducers, functionsAs, python, seed, json, verbose,
+            controller, size, mappers, reducers, functionsAs, python, seed, json, verbose, jobs, metadataServers,
         };
         CommandRunner.SetAction(command, (parse, ct) =>
         {
@@ -83,7 +104,14 @@ internal static class DemoCommand
                 PythonInterpreter(parse.GetValue(python)),
                 parse.GetValue(json),
                 parse.GetValue(seed) ?? (ulong)Random.Shared.NextInt64(),
-                parse.GetValue(verbose));
+                parse.GetValue(verbose),
+                parse.GetValue(jobs),
+                parse.GetValue(metadataServers));
+            if (settings.Controller is not null && settings.MetadataServers != 1)
+            {
+                throw new CliException("--metadata sizes the embedded cluster; a running cluster (--controller) has the metadata servers it was started with");
+            }
+
             if (settings.Size < SortRecords.RecordSize)
             {
                 throw new CliException($"--size must be at least one record ({SortRecords.RecordSize} bytes)");
@@ -117,9 +145,9 @@ internal static class DemoCommand
             else
             {
                 var nodeCapacity = EmbeddedNodeCapacity(plan.Bytes);
-                say($"starting an embedded cluster: metadata server and controller in this process; storage nodes ({Units.FormatBytes(nodeCapacity)} each) started by the controller as the job needs them");
+                say($"starting an embedded cluster: {(settings.MetadataServers == 1 ? "metadata server" : $"{settings.MetadataServers} metadata servers")} and controller in this process; storage nodes ({Units.FormatBytes(nodeCapacity)} each) started by the controller as the job needs them");
                 cluster = await LocalCluster.StartAsync(
-                    new LocalClusterOptions { InitialNodes = 0, NodeCapacity = nodeCapacity, InProcess = true, PreTouchMemory = false },
+                    new LocalClusterOptions { InitialNodes = 0, NodeCapacity = nodeCapacity, InProcess = true, PreTouchMemory = false, MetadataServers = settings.MetadataServers },
                     logging.Factory,
                     cancellationToken).ConfigureAwait(false);
                 controllerUrl = cluster.ControllerUrl;
@@ -154,67 +182,124 @@ internal static class DemoCommand
     {
         using var controller = new PocketControllerClient(controllerUrl, clusterToken);
         var hints = new JobHints { Functions = Math.Max(plan.Mappers, plan.Reducers), CapacityBytes = plan.Bytes * 3, LatencySensitive = false };
-        say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"registering job 'sort' with {controllerUrl.ToString().TrimEnd('/')}: {hints.Functions} functions, {Units.FormatBytes(hints.CapacityBytes.Value)}, not latency-sensitive")));
-        RegisterJobResponse registration;
-        try
-        {
-            registration = await controller.RegisterJobAsync("sort", hints, cancellationToken).ConfigureAwait(false);
-        }
-        catch (PocketControllerException ex) when (ex.HttpStatus is null)
-        {
-            throw new CliException(ex.Message, ex);
-        }
+        var count = settings.Jobs == 1 ? "job" : string.Create(CultureInfo.InvariantCulture, $"{settings.Jobs} jobs");
+        say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"registering {count} 'sort' with {controllerUrl.ToString().TrimEnd('/')}: {hints.Functions} functions, {Units.FormatBytes(hints.CapacityBytes.Value)}, not latency-sensitive")));
 
-        say(Markup.Escape($"job {registration.JobId}: tier {NodeTierNames.Name(registration.Tier)}, nodes {string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Address}, weight {n.Weight:0.##})")))}"));
-        SortReport? report = null;
-        DeleteJobResponse? ended = null;
+        // Every job is registered before any sorts, so they run at once (and the controller places them side by side).
+        var registrations = new List<RegisterJobResponse>();
         try
         {
-            var client = await PocketClient.ConnectAsync(registration.Metadata, cancellationToken: cancellationToken).ConfigureAwait(false);
-            await using (client.ConfigureAwait(false))
+            for (var i = 0; i < settings.Jobs; i++)
             {
-                var store = new PocketShuffleStore(client.OpenJob(registration));
-                IFunctionRunner runner;
-                runner = settings.FunctionsAs switch
-                {
-                    "processes" => ProcessFunctionRunner.Dotnet(registration.Metadata, registration.JobId, registration.Token, plan),
-                    "python" => ProcessFunctionRunner.Python(settings.Python, registration.Metadata, registration.JobId, registration.Token, plan),
-                    _ => new TaskFunctionRunner(store, plan),
-                };
-
-                say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"sorting {Units.FormatBytes(plan.Bytes)} ({plan.Records:N0} records) with {plan.Mappers} mappers and {plan.Reducers} reducers as {runner.Kind}")));
-                report = await RunWithProgressAsync(observer => new SortDemo(store, runner, plan, observer), settings, cancellationToken).ConfigureAwait(false);
+                registrations.Add(await controller.RegisterJobAsync("sort", hints, cancellationToken).ConfigureAwait(false));
             }
+        }
+        catch (Exception ex) when (ex is PocketControllerException or OperationCanceledException)
+        {
+            foreach (var registered in registrations)
+            {
+                await DeregisterQuietlyAsync(controller, registered.JobId).ConfigureAwait(false);
+            }
+
+            if (ex is PocketControllerException { HttpStatus: null })
+            {
+                throw new CliException(ex.Message, ex);
+            }
+
+            throw;
+        }
+
+        foreach (var registration in registrations)
+        {
+            say(Markup.Escape($"job {registration.JobId} on metadata server {registration.Metadata}: tier {NodeTierNames.Name(registration.Tier)}, nodes {string.Join(", ", registration.Nodes.Select(n => string.Create(CultureInfo.InvariantCulture, $"{n.Id} ({n.Address}, weight {n.Weight:0.##})")))}"));
+        }
+
+        var reports = new SortReport?[registrations.Count];
+        var ended = new DeleteJobResponse?[registrations.Count];
+        try
+        {
+            await Task.WhenAll(registrations.Select(async (registration, i) =>
+                reports[i] = await SortJobAsync(settings, plan, registration, say, cancellationToken).ConfigureAwait(false))).ConfigureAwait(false);
         }
         finally
         {
             // Even a failed sort frees its data at once rather than when its lease runs out.
-            try
+            for (var i = 0; i < registrations.Count; i++)
             {
-                ended = await controller.DeregisterAsync(registration.JobId, CancellationToken.None).ConfigureAwait(false);
-            }
-            catch (PocketControllerException ex) when (report is null)
-            {
-                CommandRunner.Fail($"could not deregister {registration.JobId}: {ex.Message}");
+                try
+                {
+                    ended[i] = await controller.DeregisterAsync(registrations[i].JobId, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (PocketControllerException ex) when (reports.All(r => r is not null))
+                {
+                    CommandRunner.Fail($"could not deregister {registrations[i].JobId}: {ex.Message}");
+                }
             }
         }
 
+        var done = reports.Select(r => r!).ToList();
         if (settings.Json)
         {
-            CommandRunner.WriteJson(ToJson(report, settings, registration, controllerUrl, embedded, ended));
+            CommandRunner.WriteJson(done.Count == 1
+                ? ToJson(done[0], settings, registrations[0], controllerUrl, embedded, ended[0])
+                : new JsonObject
+                {
+                    ["verified"] = done.TrueForAll(r => r.Verified),
+                    ["controller"] = controllerUrl.ToString().TrimEnd('/'),
+                    ["embedded"] = embedded,
+                    ["jobs"] = new JsonArray([.. done.Select((r, i) => (JsonNode)ToJson(r, settings, registrations[i], controllerUrl, embedded, ended[i]))]),
+                });
         }
         else
         {
-            PrintSummary(report, settings, registration, embedded, ended);
+            for (var i = 0; i < done.Count; i++)
+            {
+                PrintSummary(done[i], settings, registrations[i], embedded, ended[i]);
+            }
         }
 
-        if (!report.Verified)
+        var wrong = done.Select((r, i) => (Report: r, Job: registrations[i].JobId)).Where(x => !x.Report.Verified).ToList();
+        foreach (var (report, job) in wrong)
         {
-            CommandRunner.Fail($"the sort is wrong: {Problem(report)}");
-            return 1;
+            CommandRunner.Fail(done.Count == 1 ? $"the sort is wrong: {Problem(report)}" : $"the sort of job {job} is wrong: {Problem(report)}");
         }
 
-        return 0;
+        return wrong.Count == 0 ? 0 : 1;
+    }
+
+    /// <summary>One job's sort, through the metadata server its registration names.</summary>
+    private static async Task<SortReport> SortJobAsync(DemoSettings settings, SortPlan plan, RegisterJobResponse registration, Action<string> say, CancellationToken cancellationToken)
+    {
+        var client = await PocketClient.ConnectAsync(registration.Metadata, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (client.ConfigureAwait(false))
+        {
+            var store = new PocketShuffleStore(client.OpenJob(registration));
+            IFunctionRunner runner = settings.FunctionsAs switch
+            {
+                "processes" => ProcessFunctionRunner.Dotnet(registration.Metadata, registration.JobId, registration.Token, plan),
+                "python" => ProcessFunctionRunner.Python(settings.Python, registration.Metadata, registration.JobId, registration.Token, plan),
+                _ => new TaskFunctionRunner(store, plan),
+            };
+
+            say(Markup.Escape(string.Create(CultureInfo.InvariantCulture, $"sorting {Units.FormatBytes(plan.Bytes)} ({plan.Records:N0} records) with {plan.Mappers} mappers and {plan.Reducers} reducers as {runner.Kind}{(settings.Jobs == 1 ? "" : $" for job {registration.JobId}")}")));
+
+            // Several jobs at once would draw over each other's bars: they report when done.
+            return settings.Jobs == 1
+                ? await RunWithProgressAsync(observer => new SortDemo(store, runner, plan, observer), settings, cancellationToken).ConfigureAwait(false)
+                : await new SortDemo(store, runner, plan, new SilentObserver()).RunAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task DeregisterQuietlyAsync(PocketControllerClient controller, string jobId)
+    {
+        try
+        {
+            await controller.DeregisterAsync(jobId, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (PocketControllerException ex)
+        {
+            CommandRunner.Fail($"could not deregister {jobId}: {ex.Message}");
+        }
     }
 
     /// <summary>A bar per phase on a terminal, a line per phase otherwise, nothing but the result with --json.</summary>
@@ -313,6 +398,7 @@ internal static class DemoCommand
             ["controller"] = controller.ToString().TrimEnd('/'),
             ["embedded"] = embedded,
             ["job"] = registration.JobId,
+            ["metadata"] = registration.Metadata,
             ["tier"] = NodeTierNames.Name(registration.Tier),
             ["nodes"] = new JsonArray([.. registration.Nodes.Select(n => (JsonNode)new JsonObject { ["id"] = n.Id, ["address"] = n.Address, ["weight"] = n.Weight })]),
             ["phases"] = new JsonArray([.. report.Phases.Select(p => (JsonNode)new JsonObject

@@ -194,8 +194,16 @@ internal static class StatusCommand
             CultureInfo.InvariantCulture,
             $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatBytes(cluster.Nodes.Sum(n => n.Capacity.Used))} of {Units.FormatBytes(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.Capacity.Total))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
         IRenderable host = cluster.Host is { } budget ? new Markup(Markup.Escape("host: " + HostLine(budget))) : new Text(string.Empty);
+
+        // One server is the header's; several get a line: where jobs are and what each serves.
+        IRenderable servers = cluster.MetadataServers is { Count: > 1 } plane
+            ? new Markup(Markup.Escape("metadata servers: " + string.Join(", ", plane.Select(s => s.Reachable
+                ? string.Create(CultureInfo.InvariantCulture, $"{s.Address} ({s.Jobs} job{(s.Jobs == 1 ? "" : "s")}, {s.RequestsPerSecond:0.#} req/s)")
+                : $"{s.Address} (unreachable: {s.Error})"))))
+            : new Text(string.Empty);
         return new Rows(
             header,
+            servers,
             host,
             cluster.Nodes.Count > 0 ? nodes : new Markup("no storage nodes"),
             cluster.Jobs.Count > 0 ? jobs : new Markup("no jobs"),
@@ -254,6 +262,9 @@ internal static class StatusCommand
     private static JsonObject ToJson(Snapshot snapshot) => new()
     {
         ["metadata"] = snapshot.Cluster.Metadata,
+        ["metadataServers"] = snapshot.Cluster.MetadataServers is { } servers
+            ? new JsonArray([.. servers.Select(s => (JsonNode)new JsonObject { ["address"] = s.Address, ["reachable"] = s.Reachable, ["jobs"] = s.Jobs, ["requestsPerSecond"] = s.RequestsPerSecond, ["error"] = s.Error })])
+            : null,
         ["at"] = snapshot.At,
         ["nodes"] = new JsonArray([.. snapshot.Cluster.Nodes.Select(n => (JsonNode)new JsonObject
         {

@@ -15,7 +15,7 @@ using Pocket.Protocol;
 namespace Pocket.Controller.Api;
 
 /// <summary>The HTTP API: thin handlers that turn JSON into registry calls and exceptions into status codes.</summary>
-internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClient admin, ControllerOptions options, ILogger logger)
+internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane plane, ControllerOptions options, ILogger logger)
 {
     public required ClusterTelemetry Telemetry { get; init; }
 
@@ -134,7 +134,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
             Nodes(job, addresses),
             job.Lease.TotalSeconds,
             job.Requirement.ThroughputBound,
-            job.MetadataAddress ?? admin.MetadataAddress,
+            job.MetadataAddress ?? plane.Primary.MetadataAddress,
             job.Requirement.ThroughputBitsPerSecond,
             job.Requirement.CapacityBytes,
             job.Requirement.NodesNeeded)
@@ -194,7 +194,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
         IReadOnlyList<NodeInfo> nodes;
         try
         {
-            nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            nodes = await plane.GetNodesAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (PocketException ex)
         {
@@ -219,7 +219,21 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
         var addresses = nodes.ToDictionary(n => n.Id, n => n.Address);
         // Each job's usage as of the last telemetry tick (one metadata round trip per job per tick, not per request).
         var jobs = registry.Jobs.Select(j => Meter.Read(j.Id) is { } reading ? ToResponse(j, addresses, reading.Usage, reading) : ToResponse(j, addresses, usage: null)).ToList();
-        return Results.Json(new ClusterResponse(admin.MetadataAddress, nodeResponses, jobs, HostBudget?.Invoke()));
+        return Results.Json(new ClusterResponse(plane.Primary.MetadataAddress, nodeResponses, jobs, HostBudget?.Invoke()) { MetadataServers = MetadataServers() });
+    }
+
+    /// <summary>Each server's jobs and request rate (the meter's last tick) and whether it answered the last node poll.</summary>
+    private List<MetadataServerResponse> MetadataServers()
+    {
+        var unreachable = Telemetry.Unreachable.ToDictionary(f => f.Address, f => f.Error, StringComparer.Ordinal);
+        var load = Meter.Servers.ToDictionary(s => s.Address, StringComparer.Ordinal);
+        var jobs = registry.Jobs.GroupBy(j => registry.AdminOf(j).MetadataAddress).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        return [.. plane.Servers.Select(s => s.MetadataAddress).Select(address => new MetadataServerResponse(
+            address,
+            !unreachable.ContainsKey(address),
+            jobs.GetValueOrDefault(address),
+            load.TryGetValue(address, out var l) ? l.RequestsPerSecond : 0,
+            unreachable.GetValueOrDefault(address)))];
     }
 
     private IResult GetHistory(int? samples)
@@ -242,7 +256,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
     {
         try
         {
-            var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            var nodes = await plane.GetNodesAsync(cancellationToken).ConfigureAwait(false);
             return Results.Json(new HealthResponse("ok", nodes.Count(n => n.State == NodeState.Live), null));
         }
         catch (PocketException ex)
@@ -255,7 +269,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, PocketAdminClien
     {
         try
         {
-            var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            var nodes = await plane.GetNodesAsync(cancellationToken).ConfigureAwait(false);
             return nodes.ToDictionary(n => n.Id, n => n.Address);
         }
         catch (PocketException)

@@ -258,6 +258,9 @@ public sealed class JobRegistry : IAsyncDisposable
         }
     }
 
+    /// <summary>The metadata servers jobs are placed on.</summary>
+    internal MetadataPlane Plane => _plane;
+
     /// <summary>The metadata server holding <paramref name="job"/>'s namespace.</summary>
     internal PocketAdminClient AdminOf(JobRecord job) => _plane.For(job.MetadataAddress);
 
@@ -550,7 +553,7 @@ public sealed class JobRegistry : IAsyncDisposable
             var expected = started.Where(n => n.NodeId is not null).Select(n => n.NodeId!.Value).ToHashSet();
             HashSet<uint> fresh = [];
             var listed = await NodeStarts.WaitForNodesAsync(
-                admin,
+                admin.GetNodesAsync,
                 nodes =>
                 {
                     fresh = nodes.Where(n => n.State == NodeState.Live && n.Tier == tier && !known.Contains(n.Id)).Select(n => n.Id).ToHashSet();
@@ -700,11 +703,11 @@ public sealed class JobRegistry : IAsyncDisposable
     }
 
     /// <summary>After a telemetry sample: nodes a job still lists that are dead, drained or gone are taken out of it.</summary>
-    internal Task PruneAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
+    internal Task PruneAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken, Func<uint, bool>? listedBefore = null)
     {
         // The sample was taken before this tick's other subscribers ran: a node registered (or a warm-pool node
         // activated) since then is missing from it or still listed as standby, and is not gone.
-        var isGone = NodeStarts.GoneIn(samples);
+        var isGone = NodeStarts.GoneIn(samples, listedBefore);
         HashSet<uint> gone;
         lock (_lock)
         {

@@ -19,6 +19,12 @@ public sealed record JobMeterReading(long Requests, double GbSeconds, IReadOnlyD
     public JobUsage? Usage { get; init; }
 }
 
+/// <summary>One metadata server's share of the controller's jobs, as of the last meter tick.</summary>
+/// <param name="Address">The server, host:port.</param>
+/// <param name="Jobs">The controller's jobs on it.</param>
+/// <param name="RequestsPerSecond">Requests its jobs made per second between the last two ticks (jobs read at both).</param>
+public sealed record MetadataServerLoad(string Address, int Jobs, double RequestsPerSecond);
+
 /// <summary>
 /// Meters every job on the telemetry tick: reads its usage from the metadata server and adds the bytes it held since
 /// the previous tick times the time between them (on the controller's clock), so the GB-seconds are what it held,
@@ -30,6 +36,20 @@ internal sealed class JobUsageMeter(JobRegistry registry, TimeProvider time, ILo
 
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Meter> _meters = new(StringComparer.Ordinal);
+    private IReadOnlyList<MetadataServerLoad> _servers = [];
+    private DateTimeOffset? _lastTick;
+
+    /// <summary>Jobs and request rate per metadata server, as of the last tick (every server of the plane, in its order).</summary>
+    public IReadOnlyList<MetadataServerLoad> Servers
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _servers;
+            }
+        }
+    }
 
     /// <summary>The job's reading, or null before its first tick.</summary>
     public JobMeterReading? Read(string jobId)
@@ -58,12 +78,18 @@ internal sealed class JobUsageMeter(JobRegistry registry, TimeProvider time, ILo
     public async Task TickAsync(CancellationToken cancellationToken)
     {
         var jobs = registry.Jobs;
+        var servers = registry.Plane.Servers.Select(s => s.MetadataAddress).ToList();
+        var jobsOn = new int[servers.Count];
+        var requestsOn = new long[servers.Count];
         foreach (var job in jobs)
         {
             JobUsage usage;
+            var admin = registry.AdminOf(job);
+            var server = Math.Max(0, servers.IndexOf(admin.MetadataAddress));
+            jobsOn[server]++;
             try
             {
-                usage = await registry.AdminOf(job).GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
+                usage = await admin.GetJobUsageAsync(job.Id, cancellationToken).ConfigureAwait(false);
             }
             catch (PocketException ex)
             {
@@ -77,8 +103,11 @@ internal sealed class JobUsageMeter(JobRegistry registry, TimeProvider time, ILo
             {
                 if (!_meters.TryGetValue(job.Id, out var meter))
                 {
-                    _meters[job.Id] = meter = new Meter { Since = now, Last = now };
+                    _meters[job.Id] = meter = new Meter { Since = now, Last = now, Requests = usage.Requests };
                 }
+
+                // Counted only for a job read at the last tick too, so a new job's past requests are not this second's.
+                requestsOn[server] += Math.Max(0, usage.Requests - meter.Requests);
 
                 var seconds = Math.Max(0, (now - meter.Last).TotalSeconds);
                 meter.GbSeconds += (meter.Bytes / BytesPerGb) * seconds;
@@ -96,8 +125,12 @@ internal sealed class JobUsageMeter(JobRegistry registry, TimeProvider time, ILo
         }
 
         var registered = jobs.Select(j => j.Id).ToHashSet(StringComparer.Ordinal);
+        var tick = time.GetUtcNow();
         lock (_lock)
         {
+            var seconds = _lastTick is { } last ? (tick - last).TotalSeconds : 0;
+            _servers = [.. servers.Select((address, i) => new MetadataServerLoad(address, jobsOn[i], seconds > 0 ? requestsOn[i] / seconds : 0))];
+            _lastTick = tick;
             foreach (var gone in _meters.Keys.Where(id => !registered.Contains(id)).ToList())
             {
                 _meters.Remove(gone);

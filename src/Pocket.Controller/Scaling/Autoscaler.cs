@@ -1,6 +1,5 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
-using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Jobs;
 using Pocket.Controller.Provisioning;
@@ -91,7 +90,7 @@ public sealed record AutoscalerOptions
 /// </summary>
 public sealed class Autoscaler
 {
-    private readonly PocketAdminClient _admin;
+    private readonly MetadataPlane _plane;
     private readonly JobRegistry _registry;
     private readonly NodeInventory _inventory;
     private readonly IStorageProvisioner _provisioner;
@@ -109,10 +108,10 @@ public sealed class Autoscaler
     // the same load, since scale-ups no longer wait out the cooldown. That tick is skipped.
     private Task _seenFinished = Task.CompletedTask;
 
-    internal Autoscaler(PocketAdminClient admin, JobRegistry registry, NodeInventory inventory, IStorageProvisioner provisioner, AutoscalerOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
+    internal Autoscaler(MetadataPlane plane, JobRegistry registry, NodeInventory inventory, IStorageProvisioner provisioner, AutoscalerOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
         options.Validate();
-        _admin = admin;
+        _plane = plane;
         _registry = registry;
         _inventory = inventory;
         _provisioner = provisioner;
@@ -327,13 +326,13 @@ public sealed class Autoscaler
         // lists it once it is gone; the drain then refuses new blocks anyway.
         await _registry.ExcludeNodesAsync(new HashSet<uint> { id }, cancellationToken).ConfigureAwait(false);
 
-        await _admin.DrainNodeAsync(id, cancellationToken).ConfigureAwait(false);
+        await _plane.DrainNodeAsync(id, cancellationToken).ConfigureAwait(false);
         using var deadline = new CancellationTokenSource(_options.DrainTimeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
         NodeInfo? info;
         while (true)
         {
-            info = (await _admin.GetNodesAsync(linked.Token).ConfigureAwait(false)).SingleOrDefault(n => n.Id == id);
+            info = (await _plane.GetNodesAsync(linked.Token).ConfigureAwait(false)).SingleOrDefault(n => n.Id == id);
             if (info is null || info.State is NodeState.Drained or NodeState.Dead)
             {
                 break;

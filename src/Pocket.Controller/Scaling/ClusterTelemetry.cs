@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Logging;
-using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Controller.Jobs;
 using Pocket.Protocol;
 
 namespace Pocket.Controller.Scaling;
@@ -64,13 +64,14 @@ public sealed class ClusterEventLog(int capacity)
 }
 
 /// <summary>
-/// Polls the metadata server's node list every second on the controller's clock and keeps a bounded per-node
-/// history; notices node deaths and removals. The autoscaler evaluates after each poll, so it always sees a
-/// fresh sample.
+/// Polls the metadata servers' node lists every second on the controller's clock, merged into one sample per node
+/// (with several servers each lists its share of a node: <see cref="MetadataPlane.Merge"/>), and keeps a bounded
+/// per-node history; notices node deaths and removals. The autoscaler evaluates after each poll, so it always sees
+/// a fresh sample.
 /// </summary>
 public sealed class ClusterTelemetry : IAsyncDisposable
 {
-    private readonly PocketAdminClient _admin;
+    private readonly MetadataPlane _plane;
     private readonly TimeProvider _time;
     private readonly int _historyLength;
     private readonly ILogger _logger;
@@ -78,13 +79,14 @@ public sealed class ClusterTelemetry : IAsyncDisposable
     private readonly Dictionary<uint, Queue<NodeSample>> _history = [];
     private readonly Dictionary<uint, NodeState> _lastState = [];
     private readonly CancellationTokenSource _stop = new();
-    private readonly Func<IReadOnlyList<NodeSample>, CancellationToken, Task> _sampled;
+    private readonly Func<IReadOnlyList<NodeSample>, Func<uint, bool>, CancellationToken, Task> _sampled;
+    private IReadOnlyList<(string Address, string Error)> _failures = [];
     private Task? _loop;
 
-    internal ClusterTelemetry(PocketAdminClient admin, TimeProvider time, TimeSpan interval, int historyLength, ClusterEventLog events, ILogger logger, Func<IReadOnlyList<NodeSample>, CancellationToken, Task> sampled)
+    internal ClusterTelemetry(MetadataPlane plane, TimeProvider time, TimeSpan interval, int historyLength, ClusterEventLog events, ILogger logger, Func<IReadOnlyList<NodeSample>, Func<uint, bool>, CancellationToken, Task> sampled)
     {
         _sampled = sampled;
-        _admin = admin;
+        _plane = plane;
         _time = time;
         Interval = interval;
         _historyLength = historyLength;
@@ -99,6 +101,27 @@ public sealed class ClusterTelemetry : IAsyncDisposable
     public ClusterEventLog Events { get; }
 
     internal void Start() => _loop ??= Task.Run(LoopAsync);
+
+    /// <summary>The metadata servers that did not answer the last poll, with why (empty when all did).</summary>
+    internal IReadOnlyList<(string Address, string Error)> Unreachable
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _failures;
+            }
+        }
+    }
+
+    /// <summary>Whether a poll so far listed <paramref name="nodeId"/>.</summary>
+    internal bool HasListed(uint nodeId)
+    {
+        lock (_lock)
+        {
+            return _history.ContainsKey(nodeId);
+        }
+    }
 
     /// <summary>The last <paramref name="limit"/> samples of every node, oldest first.</summary>
     public IReadOnlyDictionary<uint, IReadOnlyList<NodeSample>> History(int limit)
@@ -130,11 +153,26 @@ public sealed class ClusterTelemetry : IAsyncDisposable
         IReadOnlyList<NodeInfo> nodes;
         try
         {
-            nodes = await _admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
+            var read = await _plane.ReadNodesAsync(cancellationToken).ConfigureAwait(false);
+            nodes = read.Nodes;
+            foreach (var (address, error) in read.Failures)
+            {
+                ControllerLog.TelemetryFailed(_logger, $"metadata server {address}: {error}");
+            }
+
+            lock (_lock)
+            {
+                _failures = read.Failures;
+            }
         }
         catch (Exception ex) when (ex is PocketException or IOException)
         {
             ControllerLog.TelemetryFailed(_logger, ex.Message);
+            lock (_lock)
+            {
+                _failures = [.. _plane.Servers.Select(s => (s.MetadataAddress, ex.Message))];
+            }
+
             return;
         }
 
@@ -178,7 +216,7 @@ public sealed class ClusterTelemetry : IAsyncDisposable
         }
 
         // The controller's tick (ControlLoop) runs its steps in order and logs a step's failure itself.
-        await _sampled(samples, cancellationToken).ConfigureAwait(false);
+        await _sampled(samples, HasListed, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Stops polling.</summary>

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
-using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Controller.Jobs;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Sizing;
 using Pocket.Protocol;
@@ -56,7 +56,7 @@ public sealed class WarmPool : IAsyncDisposable
     // How often the node list is read while a started node registers.
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(100);
 
-    private readonly PocketAdminClient _admin;
+    private readonly MetadataPlane _plane;
     private readonly IStorageProvisioner _provisioner;
     private readonly WarmPoolOptions _options;
     private readonly SizingOptions _sizing;
@@ -69,7 +69,7 @@ public sealed class WarmPool : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private Task _stopping = Task.CompletedTask;
 
-    internal WarmPool(PocketAdminClient admin, IStorageProvisioner provisioner, WarmPoolOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
+    internal WarmPool(MetadataPlane plane, IStorageProvisioner provisioner, WarmPoolOptions options, SizingOptions sizing, TimeProvider time, ClusterEventLog events, ILogger logger)
     {
         options.Validate();
         var missing = options.Tiers.Where(t => !provisioner.Tiers.Contains(t)).ToList();
@@ -78,7 +78,7 @@ public sealed class WarmPool : IAsyncDisposable
             throw new ArgumentException($"the provisioner cannot start {string.Join(", ", missing.Select(NodeTierNames.Name))} nodes for the warm pool");
         }
 
-        _admin = admin;
+        _plane = plane;
         _provisioner = provisioner;
         _options = options;
         _sizing = sizing;
@@ -135,7 +135,7 @@ public sealed class WarmPool : IAsyncDisposable
             Refill(tier);
             try
             {
-                await _admin.ActivateNodeAsync(node.NodeId!.Value, cancellationToken).ConfigureAwait(false);
+                await _plane.ActivateNodeAsync(node.NodeId!.Value, cancellationToken).ConfigureAwait(false);
                 Event("pool-claimed", node.NodeId, $"{NodeTierNames.Name(tier)} node {node.Handle} left the warm pool and serves");
                 return node;
             }
@@ -159,9 +159,9 @@ public sealed class WarmPool : IAsyncDisposable
     /// for longer than the node timeout) or no longer lists leave the pool at once, are stopped, and the pool starts
     /// replacements, rather than keeping a dead node until a claim finds it.
     /// </summary>
-    internal Task OnSampleAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
+    internal Task OnSampleAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken, Func<uint, bool>? listedBefore = null)
     {
-        var isGone = NodeStarts.GoneIn(samples);
+        var isGone = NodeStarts.GoneIn(samples, listedBefore);
         List<ProvisionedNode> lost = [];
         lock (_lock)
         {
@@ -260,7 +260,7 @@ public sealed class WarmPool : IAsyncDisposable
     {
         var capacity = _options.NodeCapacityBytes ?? _sizing.ClassOf(tier)?.CapacityBytes
             ?? throw new ProvisioningException($"no node class for tier {NodeTierNames.Name(tier)}");
-        var before = (await _admin.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Select(n => n.Id).ToHashSet();
+        var before = (await _plane.GetNodesAsync(cancellationToken).ConfigureAwait(false)).Select(n => n.Id).ToHashSet();
         var node = await _provisioner.StartNodeAsync(new NodeRequest(tier, capacity, Standby: true), cancellationToken).ConfigureAwait(false);
         if (node.NodeId is not null)
         {
@@ -273,7 +273,7 @@ public sealed class WarmPool : IAsyncDisposable
             using var deadline = new CancellationTokenSource(_options.RegistrationTimeout, _time);
             using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
             var fresh = await NodeStarts.WaitForNodesAsync(
-                _admin,
+                _plane.GetNodesAsync,
                 nodes => nodes.FirstOrDefault(n => n.State == NodeState.Standby && n.Tier == tier && !before.Contains(n.Id) && !IsPooled(n.Id)),
                 PollInterval,
                 _time,
