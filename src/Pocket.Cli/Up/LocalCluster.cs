@@ -335,9 +335,17 @@ internal sealed class LocalCluster : IAsyncDisposable
                 addresses.Add(server.Address);
             }
         }
-        catch
+        catch (Exception ex)
         {
             await children.DisposeAsync().ConfigureAwait(false);
+
+            // The child only says it exited: a port taken by another program is named the way an in-process start names it.
+            if (ex is ProvisioningException && addresses.Count == 0)
+            {
+                ThrowIfTaken("metadata", options.MetadataPort, ex);
+                ThrowIfTaken("metrics listener", options.MetricsPort ?? 0, ex);
+            }
+
             throw;
         }
 
@@ -352,6 +360,25 @@ internal sealed class LocalCluster : IAsyncDisposable
         {
             await cluster.DisposeAsync().ConfigureAwait(false);
             throw;
+        }
+    }
+
+    private static void ThrowIfTaken(string role, int port, Exception failure)
+    {
+        if (port == 0)
+        {
+            return;
+        }
+
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        try
+        {
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            probe.Bind(endPoint);
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            throw new PortInUseException(role, endPoint, failure);
         }
     }
 
