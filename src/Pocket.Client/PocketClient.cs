@@ -132,8 +132,13 @@ public sealed partial class PocketClient : IAsyncDisposable
     /// Sends a request to the metadata server and throws a typed exception unless the reply is OK. An OK reply that
     /// fits <paramref name="replyInto"/> is read into it (then <see cref="FrameReply.Body"/> is empty; see <see cref="ReplyBody"/>).
     /// </summary>
+    /// <remarks>
+    /// A job's request (<paramref name="jobId"/> set) whose connection fails asks, once the server answers again, what
+    /// happened to the job (<see cref="JobFateAsync"/>), so a job lost with its metadata server gets
+    /// <see cref="PocketJobLostException"/> rather than a bare connection error. Only the failure path pays for it.
+    /// </remarks>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    internal async ValueTask<FrameReply> SendMetadataAsync(Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, ReadOnlyMemory<byte> data = default, Memory<byte> replyInto = default)
+    internal async ValueTask<FrameReply> SendMetadataAsync(Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, ReadOnlyMemory<byte> data = default, Memory<byte> replyInto = default, string? jobId = null)
     {
         FrameReply reply;
         try
@@ -152,11 +157,48 @@ public sealed partial class PocketClient : IAsyncDisposable
         }
         catch (ConnectionLostException ex)
         {
-            throw new PocketException(Status.InternalError, $"metadata server {MetadataAddress} unreachable: {ex.Message}", ex);
+            var unreachable = new PocketException(Status.InternalError, $"metadata server {MetadataAddress} unreachable: {ex.Message}", ex);
+            throw jobId is null || Options.JobLostWait <= TimeSpan.Zero ? unreachable : await JobFateAsync(jobId, token, unreachable, cancellationToken).ConfigureAwait(false);
         }
 
         return reply.IsOk ? reply : throw PocketException.From(reply.Status, reply.Message);
     }
+
+    /// <summary>
+    /// After a job's request lost the metadata connection: reconnects for up to <see cref="PocketClientOptions.JobLostWait"/>
+    /// (a lost server's replacement comes up at its address within seconds) and asks about the job with its token. A
+    /// <see cref="Status.JobLost"/> answer becomes <see cref="PocketJobLostException"/>; any other refusal its own
+    /// exception; an OK (the server is fine, only the connection broke) or no answer in time, <paramref name="unreachable"/>.
+    /// </summary>
+    private async Task<PocketException> JobFateAsync(string jobId, JobToken token, PocketException unreachable, CancellationToken cancellationToken)
+    {
+        var deadline = DateTime.UtcNow + Options.JobLostWait;
+        var request = new BodyWriter(sizeof(ushort));
+        JobStatsRequest.Write(request, string.Empty);
+        while (true)
+        {
+            try
+            {
+                var connection = await MetadataAsync(cancellationToken).ConfigureAwait(false);
+                var reply = await connection.SendAsync(Opcode.JobStats, FrameFlags.None, token, request.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
+                return reply.IsOk ? unreachable : PocketException.From(reply.Status, reply.Message);
+            }
+            catch (ConnectionLostException)
+            {
+                if (DateTime.UtcNow >= deadline)
+                {
+                    return new PocketException(
+                        Status.InternalError,
+                        $"{unreachable.Message} (job {jobId}: no metadata server answered at {MetadataAddress} within {Options.JobLostWait.TotalSeconds:0} s)",
+                        unreachable.InnerException);
+                }
+            }
+
+            await Task.Delay(JobFatePause, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static readonly TimeSpan JobFatePause = TimeSpan.FromMilliseconds(250);
 
     /// <summary>The body of a reply sent with a reply buffer: in that buffer, unless it did not fit.</summary>
     internal static ReadOnlySpan<byte> ReplyBody(in FrameReply reply, byte[] replyInto) =>

@@ -27,6 +27,13 @@ public sealed record PocketClientOptions
     /// </summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long a job's request whose metadata connection failed keeps reconnecting to learn what happened to the job:
+    /// when its metadata server was lost, the controller starts a replacement at the same address within seconds, which
+    /// answers <see cref="PocketJobLostException"/>. Past this wait the request fails as unreachable. Zero: fail at once.
+    /// </summary>
+    public TimeSpan JobLostWait { get; init; } = TimeSpan.FromSeconds(20);
+
     /// <summary>When set, connections use TLS and expect this server name.</summary>
     public string? TlsHost { get; init; }
 

@@ -20,6 +20,7 @@ public class PocketException : Exception
         Status.NodeUnavailable => new NodeUnavailableException(message),
         Status.Unauthorized => new PocketUnauthorizedException(message),
         Status.QuotaExceeded => new QuotaExceededException(message),
+        Status.JobLost => new PocketJobLostException(message),
         _ => new PocketException(status, message),
     };
 }
@@ -54,3 +55,9 @@ public sealed class PocketUnreachableException(string message, Exception? inner 
 
 /// <summary>The job token is wrong, or the operation needs the cluster token.</summary>
 public sealed class PocketUnauthorizedException(string message) : PocketException(Status.Unauthorized, message);
+
+/// <summary>
+/// The job's metadata server was lost (its process died), and with it the job's namespace: every object of the job is
+/// gone. The message names the job and when its server was lost. Retrying does not help: register the job again.
+/// </summary>
+public sealed class PocketJobLostException(string message) : PocketException(Status.JobLost, message);

@@ -37,7 +37,7 @@ public sealed partial class PocketJob
         cancellationToken.ThrowIfCancellationRequested();
         var request = new BodyWriter();
         CreateRequest.Write(request, key, sizeHint);
-        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, request.WrittenMemory, CancellationToken.None).ConfigureAwait(false);
+        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, request.WrittenMemory, CancellationToken.None, jobId: Id).ConfigureAwait(false);
         return CreateReply.TryRead(reply.Body, out var created) ? (created.Handle, ToPlaced(created.Grants, 0)) : throw MalformedGrants();
     }
 
@@ -45,7 +45,7 @@ public sealed partial class PocketJob
     {
         var request = new BodyWriter();
         AllocateRequest.Write(request, handle, bytes);
-        var reply = await _client.SendMetadataAsync(Opcode.Allocate, FrameFlags.None, Token, request.WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reply = await _client.SendMetadataAsync(Opcode.Allocate, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, jobId: Id).ConfigureAwait(false);
         return AllocateReply.TryRead(reply.Body, out var grants) ? ToPlaced(grants, objectOffset) : throw MalformedGrants();
     }
 
@@ -56,7 +56,7 @@ public sealed partial class PocketJob
         try
         {
             CommitRequest.Write(request, handle, size);
-            await _client.SendMetadataAsync(Opcode.Commit, FrameFlags.None, Token, request.WrittenMemory, cancellationToken).ConfigureAwait(false);
+            await _client.SendMetadataAsync(Opcode.Commit, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, jobId: Id).ConfigureAwait(false);
         }
         finally
         {
@@ -70,7 +70,7 @@ public sealed partial class PocketJob
         {
             var request = new BodyWriter(sizeof(ulong));
             AbortRequest.Write(request, handle);
-            await _client.SendMetadataAsync(Opcode.Abort, FrameFlags.None, Token, request.WrittenMemory, CancellationToken.None).ConfigureAwait(false);
+            await _client.SendMetadataAsync(Opcode.Abort, FrameFlags.None, Token, request.WrittenMemory, CancellationToken.None, jobId: Id).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is PocketException or ObjectDisposedException)
         {
@@ -113,7 +113,7 @@ public sealed partial class PocketJob
             cancellationToken.ThrowIfCancellationRequested();
             var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
             GetRequest.Write(request, key, offset, length);
-            return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, token, replyInto: replyInto).ConfigureAwait(false);
+            return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id).ConfigureAwait(false);
         }
         finally
         {

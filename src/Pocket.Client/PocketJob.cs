@@ -95,7 +95,7 @@ public sealed partial class PocketJob
         try
         {
             PutSmallRequest.WriteHead(body, key, data.Length);
-            await _client.SendMetadataAsync(Opcode.PutSmall, ToFrameFlags(flags), Token, body.WrittenMemory, cancellationToken, data).ConfigureAwait(false);
+            await _client.SendMetadataAsync(Opcode.PutSmall, ToFrameFlags(flags), Token, body.WrittenMemory, cancellationToken, data, jobId: Id).ConfigureAwait(false);
         }
         finally
         {
@@ -446,7 +446,7 @@ public sealed partial class PocketJob
             try
             {
                 LookupRequest.Write(request, key);
-                reply = await _client.SendMetadataAsync(Opcode.Lookup, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+                reply = await _client.SendMetadataAsync(Opcode.Lookup, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch, jobId: Id).ConfigureAwait(false);
             }
             catch (ObjectNotFoundException)
             {
@@ -497,7 +497,7 @@ public sealed partial class PocketJob
         try
         {
             DeleteRequest.Write(request, key);
-            var reply = await _client.SendMetadataAsync(Opcode.Delete, recursive ? FrameFlags.Recursive : FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            var reply = await _client.SendMetadataAsync(Opcode.Delete, recursive ? FrameFlags.Recursive : FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch, jobId: Id).ConfigureAwait(false);
             return DeleteReply.TryRead(PocketClient.ReplyBody(reply, scratch), out var deleted) ? deleted : throw Malformed("delete");
         }
         finally
@@ -516,7 +516,7 @@ public sealed partial class PocketJob
         try
         {
             CountRequest.Write(request, prefix);
-            var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            var reply = await _client.SendMetadataAsync(Opcode.Count, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, replyInto: scratch, jobId: Id).ConfigureAwait(false);
             return CountReply.TryRead(PocketClient.ReplyBody(reply, scratch), out var count) ? count : throw Malformed("count");
         }
         finally
@@ -590,7 +590,7 @@ public sealed partial class PocketJob
         try
         {
             ListRequest.Write(body, prefix, startAfter ?? string.Empty, limit, delimited);
-            reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken, replyInto: scratch).ConfigureAwait(false);
+            reply = await _client.SendMetadataAsync(Opcode.List, FrameFlags.None, Token, body.WrittenMemory, cancellationToken, replyInto: scratch, jobId: Id).ConfigureAwait(false);
         }
         catch
         {
@@ -619,7 +619,7 @@ public sealed partial class PocketJob
     {
         var request = new BodyWriter(sizeof(ushort));
         JobStatsRequest.Write(request, string.Empty);
-        var reply = await _client.SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Token, request.WrittenMemory, cancellationToken).ConfigureAwait(false);
+        var reply = await _client.SendMetadataAsync(Opcode.JobStats, FrameFlags.None, Token, request.WrittenMemory, cancellationToken, jobId: Id).ConfigureAwait(false);
         return JobUsage.Read(reply.Body);
     }
 

@@ -67,4 +67,19 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 422, Level = LogLevel.Warning, Message = "no {Tier} node started: {Reason}")]
     public static partial void HostBudgetRefused(ILogger logger, string tier, string reason);
+
+    [LoggerMessage(EventId = 430, Level = LogLevel.Information, Message = "metadata server started as process {ProcessId} at {Address} (answering {LostJobs} lost jobs JobLost)")]
+    public static partial void ProcessMetadataStarted(ILogger logger, string address, int processId, int lostJobs);
+
+    [LoggerMessage(EventId = 431, Level = LogLevel.Warning, Message = "metadata server {Address} failed probe {Failures} of {Limit}: {Reason}")]
+    public static partial void MetadataProbeFailed(ILogger logger, string address, int failures, int limit, string reason);
+
+    [LoggerMessage(EventId = 432, Level = LogLevel.Error, Message = "metadata server {Address} is lost ({Reason}); its {Jobs} jobs are lost")]
+    public static partial void MetadataLost(ILogger logger, string address, string reason, int jobs);
+
+    [LoggerMessage(EventId = 433, Level = LogLevel.Information, Message = "metadata server {Address} replaced: {Detail}")]
+    public static partial void MetadataReplaced(ILogger logger, string address, string detail);
+
+    [LoggerMessage(EventId = 434, Level = LogLevel.Error, Message = "no replacement for lost metadata server {Address}: {Reason}")]
+    public static partial void MetadataReplaceFailed(ILogger logger, string address, string reason);
 }

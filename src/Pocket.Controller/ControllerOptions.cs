@@ -97,6 +97,13 @@ public sealed record ControllerOptions
     /// <summary>How often the node list is sampled (and the autoscaler evaluated), on <see cref="JobRegistryOptions.TimeProvider"/>.</summary>
     public TimeSpan TelemetryInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// How the metadata servers are watched: each is probed every second and declared lost after 3 failed probes in a
+    /// row (about 3 s after a kill); its jobs then end as lost and, with a provisioner that starts metadata servers
+    /// (<see cref="Provisioning.IMetadataProvisioner"/>), a replacement is started at its address.
+    /// </summary>
+    public MetadataLivenessOptions MetadataLiveness { get; init; } = new();
+
     /// <summary>Autoscaler settings; null (the default) leaves the cluster's size to job registration alone. Needs a provisioner.</summary>
     public AutoscalerOptions? Autoscaler { get; init; }
 
@@ -147,6 +154,7 @@ public sealed record ControllerOptions
 
         ArgumentNullException.ThrowIfNull(Listen);
         Registry.Validate();
+        MetadataLiveness.Validate();
         Autoscaler?.Validate();
         WarmPool?.Validate();
         if (MetricsTopJobs < 0)

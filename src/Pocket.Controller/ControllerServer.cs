@@ -43,6 +43,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private ControllerMetrics? _metrics;
     private NodeReplacer? _replacer;
     private NodeInventory? _inventory;
+    private MetadataWatch? _metadataWatch;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -95,6 +96,9 @@ public sealed class ControllerServer : IAsyncDisposable
     /// </summary>
     public void TrackNode(ProvisionedNode node) => (_inventory ?? throw new InvalidOperationException("not started")).Own(node);
 
+    /// <summary>Replacements of lost metadata servers under way (completed when idle); for tests and orderly shutdown.</summary>
+    public Task MetadataReplacements => _metadataWatch?.Current ?? Task.CompletedTask;
+
     /// <summary>Replacements of dead nodes under way (completed when idle); for tests and orderly shutdown.</summary>
     public Task Replacements => _replacer?.Current ?? Task.CompletedTask;
 
@@ -126,6 +130,7 @@ public sealed class ControllerServer : IAsyncDisposable
         var inventory = _inventory = new NodeInventory(_warmPool);
         _registry = new JobRegistry(plane, _provisioner, _options.Registry, _loggerFactory, inventory);
         _meter = new JobUsageMeter(_registry, time, _logger);
+        _metadataWatch = new MetadataWatch(plane, _registry, _provisioner as IMetadataProvisioner, _options.MetadataLiveness, time, Events, _logger);
         if (_options.Autoscaler is { } scaling)
         {
             _autoscaler = new Autoscaler(plane, _registry, inventory, _provisioner!, scaling, _options.Registry.Sizing, time, Events, _logger);
@@ -210,6 +215,7 @@ public sealed class ControllerServer : IAsyncDisposable
         _registry.Start();
         _telemetry.Start();
         _warmPool?.Start();
+        _metadataWatch.Start();
         ControllerLog.Listening(_logger, address, _options.MetadataAddress);
     }
 
@@ -225,6 +231,11 @@ public sealed class ControllerServer : IAsyncDisposable
         if (_telemetry is not null)
         {
             await _telemetry.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_metadataWatch is not null)
+        {
+            await _metadataWatch.DisposeAsync().ConfigureAwait(false);
         }
 
         if (_autoscaler is not null)

@@ -4,7 +4,18 @@ using Pocket.Protocol;
 namespace Pocket.Metadata;
 
 /// <summary>A job that ended: its id, when, and why, as the party that ended it said.</summary>
-internal sealed record JobTombstone(string JobId, DateTimeOffset EndedAt, string Why);
+/// <param name="Status">What a request with its token is answered: <see cref="Status.Unauthorized"/> for a job that
+/// ended, <see cref="Status.JobLost"/> for one whose metadata server was lost.</param>
+internal sealed record JobTombstone(string JobId, DateTimeOffset EndedAt, string Why, Status Status = Status.Unauthorized);
+
+/// <summary>
+/// A job whose metadata server was lost (killed, crashed): its replacement is started with these, so a request that
+/// still carries the token is answered <see cref="Status.JobLost"/> with what happened, not "unknown job token".
+/// </summary>
+/// <param name="Token">The lost job's token.</param>
+/// <param name="JobId">Its id.</param>
+/// <param name="LostAt">When the controller declared its metadata server lost.</param>
+public sealed record LostJob(JobToken Token, string JobId, DateTimeOffset LostAt);
 
 /// <summary>
 /// The last jobs that ended, by token, so a request that still carries an ended job's token is told what happened
@@ -41,6 +52,27 @@ internal sealed class JobTombstones(TimeProvider time, int capacity, TimeSpan re
         Prune(now);
     }
 
+    /// <summary>
+    /// Remembers that the job behind <paramref name="lost"/>'s token was lost with its metadata server: requests with
+    /// its token are answered <see cref="Status.JobLost"/>, saying when and that its data is gone.
+    /// </summary>
+    public void AddLost(LostJob lost)
+    {
+        if (capacity == 0)
+        {
+            return;
+        }
+
+        var tombstone = new JobTombstone(
+            lost.JobId,
+            lost.LostAt,
+            $"its metadata server was lost at {Time(lost.LostAt)}; its objects are gone: register the job again",
+            Status.JobLost);
+        _byToken[lost.Token] = tombstone;
+        _order.Enqueue((lost.Token, tombstone));
+        Prune(time.GetUtcNow());
+    }
+
     /// <summary>The tombstone of an ended job's token, or null (never a job, or ended too long ago).</summary>
     public JobTombstone? Find(JobToken token)
     {
@@ -49,10 +81,16 @@ internal sealed class JobTombstones(TimeProvider time, int capacity, TimeSpan re
     }
 
     /// <summary>What a request with this token is told: what happened to its job, or that the token names none.</summary>
-    public string UnknownTokenMessage(JobToken token) =>
-        Find(token) is { } tombstone
-            ? $"job {tombstone.JobId} has ended: {tombstone.Why}"
-            : "unknown job token";
+    public string UnknownTokenMessage(JobToken token) => UnknownToken(token).Message;
+
+    /// <summary>The status and message a request with this token gets: JobLost or Unauthorized, saying what happened.</summary>
+    public (Status Status, string Message) UnknownToken(JobToken token) =>
+        Find(token) switch
+        {
+            { Status: Status.JobLost } lost => (Status.JobLost, $"job {lost.JobId} was lost: {lost.Why}"),
+            { } tombstone => (Status.Unauthorized, $"job {tombstone.JobId} has ended: {tombstone.Why}"),
+            null => (Status.Unauthorized, "unknown job token"),
+        };
 
     /// <summary>A time as the messages print it: UTC to the second, ISO 8601.</summary>
     public static string Time(DateTimeOffset time) => time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);

@@ -116,7 +116,8 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
         if (_state.FindJob(frame.Header.Token) is not { } job)
         {
-            frame.ReplyError(Status.Unauthorized, _state.UnknownTokenMessage(frame.Header.Token));
+            var (status, message) = _state.UnknownToken(frame.Header.Token);
+            frame.ReplyError(status, message);
             return;
         }
 

@@ -81,6 +81,13 @@ public sealed record MetadataServerOptions
     public TimeSpan EndedJobsRetention { get; init; } = TimeSpan.FromHours(1);
 
     /// <summary>
+    /// Jobs of the metadata server this one replaces, lost with it: their tokens are answered
+    /// <see cref="Protocol.Status.JobLost"/> (for <see cref="EndedJobsRetention"/>, within <see cref="EndedJobsRemembered"/>).
+    /// Empty: a server that replaces none.
+    /// </summary>
+    public IReadOnlyList<LostJob> LostJobs { get; init; } = [];
+
+    /// <summary>
     /// How long a grant stays valid after the metadata server signs it. Clients do not re-fetch grants: one put or get
     /// must move its bytes within this time, so it is far longer than any normal transfer (a GiB at 10 MB/s takes under
     /// two minutes). It bounds how long a grant a storage node never heard was sealed or forgotten (the node was

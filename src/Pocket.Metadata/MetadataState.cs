@@ -47,7 +47,29 @@ internal sealed partial class MetadataState
         _random = random ?? Random.Shared;
         _maxObjectMemory = options.EffectiveMaxObjectMemory;
         _ended = new JobTombstones(options.TimeProvider, options.EndedJobsRemembered, options.EndedJobsRetention);
+        foreach (var lost in options.LostJobs)
+        {
+            _ended.AddLost(lost);
+            SkipJobNumber(lost.JobId);
+        }
         Nodes = new NodeRegistry(options.TimeProvider, options.SuspectAfter < options.NodeTimeout ? options.SuspectAfter : options.NodeTimeout, options.NodeTimeout, logger);
+    }
+
+    /// <summary>
+    /// Numbers this server's next job of the same name past <paramref name="jobId"/> ("name-N"), so a replacement never
+    /// hands out the id of a job lost with the server it replaces.
+    /// </summary>
+    private void SkipJobNumber(string jobId)
+    {
+        var dash = jobId.LastIndexOf('-');
+        if (dash <= 0 || !int.TryParse(jobId.AsSpan(dash + 1), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var number) || number <= _options.JobNumberOffset)
+        {
+            return;
+        }
+
+        var name = jobId[..dash];
+        var used = (number - _options.JobNumberOffset + _options.JobNumberStride - 1) / _options.JobNumberStride;
+        _jobCounters[name] = Math.Max(_jobCounters.GetValueOrDefault(name), used);
     }
 
     /// <summary>The node registry. Call it only through the state's operations, except <see cref="NodeRegistry.SecretOf"/>.</summary>
@@ -68,11 +90,17 @@ internal sealed partial class MetadataState
     }
 
     /// <summary>What a request whose token names no job is told: what happened to its job when it ended lately, else "unknown job token".</summary>
-    public string UnknownTokenMessage(JobToken token)
+    public string UnknownTokenMessage(JobToken token) => UnknownToken(token).Message;
+
+    /// <summary>
+    /// The status and message of a request whose token names no job: <see cref="Status.JobLost"/> for a job lost with
+    /// the metadata server this one replaced, else <see cref="Status.Unauthorized"/> with what happened to it.
+    /// </summary>
+    public (Status Status, string Message) UnknownToken(JobToken token)
     {
         lock (_lock)
         {
-            return _ended.UnknownTokenMessage(token);
+            return _ended.UnknownToken(token);
         }
     }
 
@@ -241,8 +269,9 @@ internal sealed partial class MetadataState
             if (job is null)
             {
                 // Asking about "my job" with a token that names none is the same failure as any data request.
+                var (status, message) = _ended.UnknownToken(token);
                 return id.Length == 0
-                    ? Outcome.Fail(Status.Unauthorized, _ended.UnknownTokenMessage(token))
+                    ? Outcome.Fail(status, message)
                     : Outcome.Fail(Status.NotFound, "no such job (or not yours)");
             }
 
@@ -308,7 +337,10 @@ internal sealed partial class MetadataState
             // Node addresses and load are for the cluster's own parts and its jobs, not for anyone who can connect.
             if (!admin && !_jobsByToken.ContainsKey(token))
             {
-                return Outcome.Fail(Status.Unauthorized, "listing nodes needs a job token or the cluster token");
+                var (status, message) = _ended.UnknownToken(token);
+                return status == Status.JobLost
+                    ? Outcome.Fail(status, message)
+                    : Outcome.Fail(Status.Unauthorized, "listing nodes needs a job token or the cluster token");
             }
 
             return Nodes.Records();

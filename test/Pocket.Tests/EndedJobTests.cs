@@ -32,6 +32,34 @@ public sealed class EndedJobTests
     }
 
     [Fact]
+    public void AJobLostWithTheServerThisOneReplacesIsAnsweredJobLostAndItsIdIsNotReused()
+    {
+        var lostAt = Start.AddMinutes(-1);
+        var lostToken = JobToken.NewRandom();
+        var state = new MetadataState(
+            new MetadataServerOptions
+            {
+                TimeProvider = new FakeTimeProvider(Start),
+                JobNumberOffset = 1,
+                JobNumberStride = 2,
+                LostJobs = [new LostJob(lostToken, "sort-4", lostAt)],
+            },
+            NullLogger.Instance);
+
+        var (status, message) = state.UnknownToken(lostToken);
+        Assert.Equal(Status.JobLost, status);
+        Assert.Equal("job sort-4 was lost: its metadata server was lost at 2026-01-02T03:03:05Z; its objects are gone: register the job again", message);
+        var stats = state.JobStats(string.Empty, lostToken, admin: false);
+        Assert.Equal(Status.JobLost, stats.Status);
+        Assert.Equal(Status.JobLost, state.ListNodes(lostToken, admin: false).Status);
+
+        // A stranger is still only unauthorized, and the next job of the name is numbered past the lost one.
+        Assert.Equal(Status.Unauthorized, state.UnknownToken(JobToken.NewRandom()).Status);
+        Assert.Equal("sort-6", state.RegisterJob("sort", JobToken.None, NodeTier.Dram).Value.Id);
+        Assert.Equal("etl-2", state.RegisterJob("etl", JobToken.None, NodeTier.Dram).Value.Id);
+    }
+
+    [Fact]
     public void TheReasonGivenAtDeregistrationIsWhatTheTokenIsTold()
     {
         var state = new MetadataState(new MetadataServerOptions { TimeProvider = new FakeTimeProvider(Start) }, NullLogger.Instance);

@@ -15,6 +15,6 @@ from .controller import Controller
 from .errors import *  # noqa: F401,F403
 from .errors import (PocketError, NotFound, Exists, CapacityExceeded, NoNodes, NodeLost, BadRequest, UnknownOpcode,
                      FrameTooLarge, Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey,
-                     ShuttingDown, IoError, NodeUnavailable, QuotaExceeded, ConnectionLost, ControllerError)
+                     ShuttingDown, IoError, NodeUnavailable, QuotaExceeded, JobLost, ConnectionLost, ControllerError)
 
 __version__ = "1.0.0"

@@ -25,6 +25,7 @@ UNAUTHORIZED, VERSION_MISMATCH, NO_NODES, STALE_GRANT, INTERNAL_ERROR, INVALID_K
     8, 9, 10, 11, 12, 13, 14, 15
 NODE_UNAVAILABLE = 16
 QUOTA_EXCEEDED = 17
+JOB_LOST = 18
 
 TIERS = {1: "dram", 2: "ssd", 3: "hdd"}
 NODE_STATES = {1: "live", 2: "draining", 3: "dead", 4: "drained", 5: "standby", 6: "suspect"}

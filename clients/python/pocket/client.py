@@ -5,6 +5,7 @@ import concurrent.futures
 import io
 import os
 import threading
+import time
 
 from . import _config
 from . import _memory
@@ -46,7 +47,7 @@ class Client:
 
     def __init__(self, metadata=None, connect_timeout=5.0, timeout=None,
                  small_object_threshold=DEFAULT_SMALL_OBJECT_THRESHOLD,
-                 max_parallel_transfers=DEFAULT_PARALLEL_TRANSFERS):
+                 max_parallel_transfers=DEFAULT_PARALLEL_TRANSFERS, job_lost_wait=20.0):
         metadata = metadata or _config.metadata_address()
         if not metadata:
             raise ValueError("no metadata server: pass one, or set $%s" % _config.METADATA_VARIABLE)
@@ -56,6 +57,8 @@ class Client:
         self.timeout = timeout
         self.small_object_threshold = min(small_object_threshold, w.MAX_SMALL_OBJECT)
         self.max_parallel_transfers = max(1, max_parallel_transfers)
+        # How long a job's request whose metadata connection failed reconnects to learn the job's fate (JobLost).
+        self.job_lost_wait = job_lost_wait
         self._lock = threading.Lock()
         self._meta = None
         self._node_conns = {}
@@ -107,8 +110,9 @@ class Client:
                 self._meta = c
             return c
 
-    def _meta_call(self, opcode, flags, token, parts, into=None):
-        """A metadata request; a non-OK reply raises its typed exception."""
+    def _meta_call(self, opcode, flags, token, parts, into=None, job_id=None):
+        """A metadata request; a non-OK reply raises its typed exception. A job's request (``job_id``) whose
+        connection fails asks what became of the job once a server answers again (``_job_fate``)."""
         try:
             try:
                 status, body, length = self._metadata_connection().call(opcode, flags, token, parts, into)
@@ -118,10 +122,34 @@ class Client:
                 # The server closed an idle connection before the request went out: connect again, once.
                 status, body, length = self._metadata_connection().call(opcode, flags, token, parts, into)
         except ConnectionLost as e:
-            raise ConnectionLost("metadata server %s unreachable: %s" % (self.metadata, e)) from e
+            lost = ConnectionLost("metadata server %s unreachable: %s" % (self.metadata, e))
+            if job_id is None or not self.job_lost_wait or self.job_lost_wait <= 0:
+                raise lost from e
+            raise self._job_fate(job_id, token, lost) from e
         if status != w.OK:
             check(status, body)
         return body, length
+
+    def _job_fate(self, job_id, token, lost):
+        """After a job's request lost the metadata connection: reconnects for up to ``job_lost_wait`` seconds (the
+        controller starts a lost server's replacement at its address within seconds) and asks about the job. JobLost
+        (or any refusal) is returned as its exception; a server that still knows the job, or none in time, ``lost``."""
+        deadline = time.monotonic() + self.job_lost_wait
+        while True:
+            try:
+                status, body, _ = self._metadata_connection().call(w.JOB_STATS, 0, token, (w.s(""),))
+                if status == w.OK:
+                    return lost
+                try:
+                    check(status, body)
+                except PocketError as refused:
+                    return refused
+                return lost
+            except ConnectionLost:
+                if time.monotonic() >= deadline:
+                    return ConnectionLost("%s (job %s: no metadata server answered at %s within %.0f s)"
+                                          % (lost, job_id, self.metadata, self.job_lost_wait))
+            time.sleep(0.25)
 
     def list_nodes(self, token):
         """Every storage node the metadata server knows (asked with a job token or the cluster token)."""
@@ -267,7 +295,7 @@ class Job:
         n = len(mv)
         if n <= self.client.small_object_threshold:
             try:
-                self.client._meta_call(w.PUT_SMALL, flags, self._token, (w.s(key) + w.u32(n), mv))
+                self.client._meta_call(w.PUT_SMALL, flags, self._token, (w.s(key) + w.u32(n), mv), job_id=self.id)
                 return n
             except CapacityExceeded as e:
                 if e.status != w.CAPACITY_EXCEEDED:
@@ -359,21 +387,21 @@ class Job:
         return total
 
     def _create(self, key, size, flags):
-        body, _ = self.client._meta_call(w.CREATE, flags, self._token, (w.s(key) + w.i64(size),))
+        body, _ = self.client._meta_call(w.CREATE, flags, self._token, (w.s(key) + w.i64(size),), job_id=self.id)
         r = w.Reader(body)
         handle = r.u64()
         return handle, _grants(r, 0)
 
     def _allocate(self, handle, n, object_offset):
-        body, _ = self.client._meta_call(w.ALLOCATE, 0, self._token, (w.u64(handle) + w.i64(n),))
+        body, _ = self.client._meta_call(w.ALLOCATE, 0, self._token, (w.u64(handle) + w.i64(n),), job_id=self.id)
         return _grants(w.Reader(body), object_offset)
 
     def _commit(self, handle, size):
-        self.client._meta_call(w.COMMIT, 0, self._token, (w.u64(handle) + w.i64(size),))
+        self.client._meta_call(w.COMMIT, 0, self._token, (w.u64(handle) + w.i64(size),), job_id=self.id)
 
     def _abort_quietly(self, handle):
         try:
-            self.client._meta_call(w.ABORT, 0, self._token, (w.u64(handle),))
+            self.client._meta_call(w.ABORT, 0, self._token, (w.u64(handle),), job_id=self.id)
         except (PocketError, OSError):
             pass  # the server also drops a connection's open writes when the connection ends
 
@@ -416,7 +444,7 @@ class Job:
 
     def _get_layout(self, key, offset, length, delete_after_read):
         flags = w.DELETE_AFTER_READ if delete_after_read else 0
-        body, _ = self.client._meta_call(w.GET, flags, self._token, (w.s(key) + w.i64(offset) + w.i64(length),))
+        body, _ = self.client._meta_call(w.GET, flags, self._token, (w.s(key) + w.i64(offset) + w.i64(length),), job_id=self.id)
         r = w.Reader(body)
         kind = r.u8()
         size = r.i64()
@@ -526,7 +554,7 @@ class Job:
     def lookup(self, key):
         """Size and placement of an object (ObjectInfo), or None when it does not exist."""
         try:
-            body, _ = self.client._meta_call(w.LOOKUP, 0, self._token, (w.s(key),))
+            body, _ = self.client._meta_call(w.LOOKUP, 0, self._token, (w.s(key),), job_id=self.id)
         except NotFound:
             return None
         r = w.Reader(body)
@@ -542,12 +570,12 @@ class Job:
     def delete(self, key, recursive=False):
         """Deletes one object, or with ``recursive`` every object whose key starts with ``key``. Returns the number
         deleted; deleting a key that does not exist raises NotFound (a recursive delete of nothing returns 0)."""
-        body, _ = self.client._meta_call(w.DELETE, w.RECURSIVE if recursive else 0, self._token, (w.s(key),))
+        body, _ = self.client._meta_call(w.DELETE, w.RECURSIVE if recursive else 0, self._token, (w.s(key),), job_id=self.id)
         return w.Reader(body).i64()
 
     def count(self, prefix=""):
         """Number of objects whose key starts with ``prefix``."""
-        body, _ = self.client._meta_call(w.COUNT, 0, self._token, (w.s(prefix),))
+        body, _ = self.client._meta_call(w.COUNT, 0, self._token, (w.s(prefix),), job_id=self.id)
         return w.Reader(body).i64()
 
     def list_page(self, prefix="", start_after="", limit=1000, delimited=False):
@@ -557,7 +585,7 @@ class Job:
         if not 1 <= limit <= _MAX_PAGE:
             raise ValueError("limit is 1-%d" % _MAX_PAGE)
         body, _ = self.client._meta_call(
-            w.LIST, 0, self._token, (w.s(prefix) + w.s(start_after or "") + w.i32(limit) + w.u8(1 if delimited else 0),))
+            w.LIST, 0, self._token, (w.s(prefix) + w.s(start_after or "") + w.i32(limit) + w.u8(1 if delimited else 0),), job_id=self.id)
         r = w.Reader(body)
         entries = [ListEntry(r.str(), r.i64(), r.u8() != 0) for _ in range(r.u32())]
         return ListPage(entries, r.str())
@@ -575,7 +603,7 @@ class Job:
 
     def usage(self):
         """Objects, bytes and requests of this job (JobUsage)."""
-        body, _ = self.client._meta_call(w.JOB_STATS, 0, self._token, (w.s(""),))
+        body, _ = self.client._meta_call(w.JOB_STATS, 0, self._token, (w.s(""),), job_id=self.id)
         r = w.Reader(body)
         job_id, objects, block_bytes, inline_bytes, requests = r.str(), r.i64(), r.i64(), r.i64(), r.i64()
         tier, by_tier = None, {}

@@ -103,6 +103,12 @@ class QuotaExceeded(PocketError):
     status = w.QUOTA_EXCEEDED
 
 
+class JobLost(PocketError):
+    """The job's metadata server was lost (its process died), and with it every object of the job; the message names
+    the job and when. Retrying does not help: register the job again."""
+    status = w.JOB_LOST
+
+
 class ConnectionLost(InternalError):
     """A server could not be reached, or its connection closed with requests in flight."""
 
@@ -142,12 +148,13 @@ NodeLostException = NodeLost
 NodeUnavailableException = NodeUnavailable
 PocketUnauthorizedException = Unauthorized
 QuotaExceededException = QuotaExceeded
+PocketJobLostException = JobLost
 PocketControllerException = ControllerError
 
 _BY_STATUS = {cls.status: cls for cls in (
     NotFound, Exists, CapacityExceeded, NoNodes, NodeLost, BadRequest, UnknownOpcode, FrameTooLarge,
     Unauthorized, VersionMismatch, StaleGrant, InternalError, InvalidKey, ShuttingDown, IoError, NodeUnavailable,
-    QuotaExceeded)}
+    QuotaExceeded, JobLost)}
 
 
 def from_status(status, message):

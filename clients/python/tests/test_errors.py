@@ -258,7 +258,7 @@ class SmallClusterTests(unittest.TestCase):
 
 
 def children(pid):
-    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    """Process ids of the `pocket storage` children of ``pid`` (Linux /proc); its metadata server is a child too."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -270,7 +270,13 @@ def children(pid):
             continue
         fields = stat[stat.rindex(")") + 2:].split()
         if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"storage" in args:
+                found.append(int(entry))
     return found
 
 

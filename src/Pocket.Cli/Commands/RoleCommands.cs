@@ -81,9 +81,19 @@ internal static class RoleCommands
                 result.AddError("--max-object-memory must be positive");
             }
         });
+        var jobNumbers = new Option<string?>("--job-numbers")
+        {
+            Description = "This server's place among several metadata servers, OFFSET/STRIDE (its jobs are numbered OFFSET+1, then every STRIDE-th number), so job ids stay unique across them (default 0/1)",
+            HelpName = "OFFSET/STRIDE",
+        };
+        var lostJobs = new Option<string?>("--lost-jobs")
+        {
+            Description = "File of the jobs lost with the metadata server this one replaces (TOKEN JOB-ID LOST-AT a line, written by the controller): their requests are answered JobLost",
+            HelpName = "PATH",
+        };
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, idleTimeout, metricsPort, suspectAfter, nodeTimeout, maxObjectMemory, verbose, StopOnStdinEof,
+            host, port, idleTimeout, metricsPort, suspectAfter, nodeTimeout, maxObjectMemory, jobNumbers, lostJobs, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -94,6 +104,19 @@ internal static class RoleCommands
             if (suspect <= TimeSpan.Zero || dead <= TimeSpan.Zero || suspect >= dead)
             {
                 throw new CliException($"--suspect-after ({suspect.TotalSeconds:0.###} s) and --node-timeout ({dead.TotalSeconds:0.###} s) must be positive, and a node must become suspect before it is dead");
+            }
+
+            var (offset, stride) = ParseJobNumbers(parse.GetValue(jobNumbers));
+            List<LostJob> lost;
+            try
+            {
+                lost = parse.GetValue(lostJobs) is { } lostFile
+                    ? [.. RoleCommandLine.ReadLostJobs(lostFile).Select(j => new LostJob(j.Token, j.JobId, j.LostAt))]
+                    : [];
+            }
+            catch (Exception ex) when (ex is IOException or FormatException or UnauthorizedAccessException)
+            {
+                throw new CliException($"--lost-jobs: {ex.Message}");
             }
 
             var token = ClusterTokenFromEnvironment(out var generated);
@@ -110,6 +133,9 @@ internal static class RoleCommands
                     SuspectAfter = suspect,
                     NodeTimeout = dead,
                     MaxObjectMemory = parse.GetValue(maxObjectMemory),
+                    JobNumberOffset = offset,
+                    JobNumberStride = stride,
+                    LostJobs = lost,
 
                     // Drains copy blocks between storage nodes through this server.
                     StorageConnection = tls.Connection(parse, parse.GetValue(host)!),
@@ -132,6 +158,26 @@ internal static class RoleCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>`--job-numbers OFFSET/STRIDE`: 0/1 when not given.</summary>
+    private static (int Offset, int Stride) ParseJobNumbers(string? text)
+    {
+        if (text is null)
+        {
+            return (0, 1);
+        }
+
+        var slash = text.IndexOf('/', StringComparison.Ordinal);
+        if (slash <= 0
+            || !int.TryParse(text.AsSpan(0, slash), NumberStyles.None, CultureInfo.InvariantCulture, out var offset)
+            || !int.TryParse(text.AsSpan(slash + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var stride)
+            || stride < 1 || offset >= stride)
+        {
+            throw new CliException($"--job-numbers '{text}' is not OFFSET/STRIDE with 0 <= OFFSET < STRIDE");
+        }
+
+        return (offset, stride);
     }
 
     private static Command Storage()

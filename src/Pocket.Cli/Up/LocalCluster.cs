@@ -135,32 +135,41 @@ internal sealed record LocalClusterOptions
 }
 
 /// <summary>
-/// A whole cluster on this machine, as `pocket up` and `pocket demo` run it: the metadata server and the controller
-/// in this process, storage nodes through a provisioner (child processes running `pocket storage`, or in-process).
-/// The first nodes are started through the same provisioner the controller uses later, so there is one way a node
-/// comes to be. Disposing stops the controller, then every node, then the metadata server.
+/// A whole cluster on this machine, as `pocket up` and `pocket demo` run it: the controller in this process; the
+/// metadata servers and storage nodes child processes (`pocket metadata`, `pocket storage`) started through the
+/// provisioner the controller uses later, so there is one way a server comes to be and a lost metadata server can be
+/// replaced at its address. With <see cref="LocalClusterOptions.InProcess"/> every role runs in this process instead.
+/// Disposing stops the controller, then every node, then the metadata servers.
 /// </summary>
 internal sealed class LocalCluster : IAsyncDisposable
 {
-    private readonly PocketCluster _core;
+    private readonly PocketCluster? _core;
     private readonly LocalProcessProvisioner? _children;
+    private readonly IReadOnlyList<string> _metadataAddresses;
     private readonly List<ProvisionedNode> _initialNodes = [];
     private ControllerServer? _controller;
     private Pocket.Gateway.GatewayServer? _gateway;
     private MetricsListener? _metadataMetrics;
 
-    private LocalCluster(LocalClusterOptions options, PocketCluster core, IStorageProvisioner provisioner, LocalProcessProvisioner? children)
+    private LocalCluster(LocalClusterOptions options, PocketCluster? core, IStorageProvisioner provisioner, LocalProcessProvisioner? children, IReadOnlyList<string> metadataAddresses)
     {
         Options = options;
         _core = core;
+        _metadataAddresses = metadataAddresses;
         Provisioner = provisioner;
         _children = children;
     }
 
     public LocalClusterOptions Options { get; }
 
-    /// <summary>host:port of the metadata server.</summary>
-    public string MetadataAddress => _core.MetadataAddress;
+    /// <summary>host:port of the (first) metadata server.</summary>
+    public string MetadataAddress => _metadataAddresses[0];
+
+    /// <summary>host:port of every metadata server, the first one first.</summary>
+    public IReadOnlyList<string> MetadataAddresses => _metadataAddresses;
+
+    /// <summary>The child processes (metadata servers and storage nodes) when the cluster runs them; null in-process.</summary>
+    public LocalProcessProvisioner? Children => _children;
 
     /// <summary>Base URL of the controller's HTTP API.</summary>
     public Uri ControllerUrl => _controller?.Url ?? throw new InvalidOperationException("not started");
@@ -182,8 +191,10 @@ internal sealed class LocalCluster : IAsyncDisposable
     /// <summary>The nodes started at start-up (the handle of a child-process node is its pid).</summary>
     public IReadOnlyList<ProvisionedNode> InitialNodes => _initialNodes;
 
-    /// <summary>The metadata server's metrics URL, when <see cref="LocalClusterOptions.MetricsPort"/> is set.</summary>
-    public Uri? MetadataMetricsUrl => _metadataMetrics is null ? null : new Uri(_metadataMetrics.Url, MetricsEndpoint.Path);
+    /// <summary>The (first) metadata server's metrics URL, when <see cref="LocalClusterOptions.MetricsPort"/> is set.</summary>
+    public Uri? MetadataMetricsUrl => _metadataMetrics is not null
+        ? new Uri(_metadataMetrics.Url, MetricsEndpoint.Path)
+        : _children?.MetadataServers.FirstOrDefault(m => m.Address == MetadataAddress)?.MetricsUrl;
 
     /// <summary>
     /// Every /metrics of this cluster now, by role: the controller's and the gateway's, the metadata server's and each
@@ -197,9 +208,14 @@ internal sealed class LocalCluster : IAsyncDisposable
             targets.Add(("gateway", new Uri(_gateway.Url, MetricsEndpoint.Path)));
         }
 
-        if (MetadataMetricsUrl is { } metadata)
+        if (_metadataMetrics is not null)
         {
-            targets.Add(("metadata", metadata));
+            targets.Add(("metadata", new Uri(_metadataMetrics.Url, MetricsEndpoint.Path)));
+        }
+
+        if (_children is not null)
+        {
+            targets.AddRange(_children.MetadataServers.Where(m => m.MetricsUrl is not null).Select(m => ("metadata", m.MetricsUrl!)));
         }
 
         if (_children is not null)
@@ -216,6 +232,11 @@ internal sealed class LocalCluster : IAsyncDisposable
     /// <summary>Starts the metadata server, the controller and the first nodes; on failure stops whatever started.</summary>
     public static async Task<LocalCluster> StartAsync(LocalClusterOptions options, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
+        if (!options.InProcess)
+        {
+            return await StartChildrenAsync(options, loggerFactory, cancellationToken).ConfigureAwait(false);
+        }
+
         var listener = options.IdleTimeout is { } idle ? new FrameServerOptions { IdleTimeout = idle } : new FrameServerOptions();
         var connection = new FrameConnectionOptions();
         if (options.Tls is { } tls)
@@ -249,41 +270,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             loggerFactory,
             cancellationToken).ConfigureAwait(false);
 
-        LocalProcessProvisioner? children = null;
-        IStorageProvisioner provisioner;
-        if (options.InProcess)
-        {
-            provisioner = new InProcessProvisioner(core, [.. options.NodeCounts.Keys]);
-        }
-        else
-        {
-            var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
-            children = new LocalProcessProvisioner(
-                new LocalProcessProvisionerOptions
-                {
-                    Executable = executable,
-                    BaseArguments = baseArguments,
-                    MetadataAddress = string.Join(',', core.MetadataAddresses),
-                    ClusterToken = options.ClusterToken,
-                    BlockSize = options.BlockSize,
-                    DramHeadroom = options.DramHeadroom,
-                    DataDirectory = options.DataDirectory,
-                    IdleTimeout = options.IdleTimeout,
-                    Tls = options.Tls is { } files ? new NodeTlsFiles(files.CertificatePath, null, files.TrustPath, LocalTls.Name) : null,
-
-                    // Several nodes on one host: each on a free port, which its ready line names.
-                    MetricsPort = options.MetricsPort is null ? null : 0,
-                },
-                loggerFactory);
-            provisioner = children;
-        }
-
-        var cluster = new LocalCluster(options, core, provisioner, children);
-        if (children is not null)
-        {
-            children.NodesChanged += () => cluster.MetricsTargetsChanged?.Invoke();
-        }
-
+        var cluster = new LocalCluster(options, core, new InProcessProvisioner(core, [.. options.NodeCounts.Keys]), null, core.MetadataAddresses);
         try
         {
             if (options.MetricsPort is { } metricsPort)
@@ -300,72 +287,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 }
             }
 
-            cluster._controller = new ControllerServer(
-                new ControllerOptions
-                {
-                    MetadataAddress = core.MetadataAddress,
-                    OtherMetadataAddresses = [.. core.MetadataAddresses.Skip(1)],
-                    ClusterToken = options.ClusterToken,
-                    MetadataClient = options.ClientOptions(),
-                    Certificate = options.Tls?.Certificate,
-                    Listen = new IPEndPoint(IPAddress.Loopback, options.ControllerPort),
-                    Registry = new JobRegistryOptions
-                    {
-                        // Nodes here are as large as this machine's capacities say, not the paper's 60 GB: sizing must
-                        // count with (and ask the provisioner for) nodes of that size, of the tiers started.
-                        Sizing = new SizingOptions { NodeClasses = options.NodeClasses() },
-                    },
-
-                    // New nodes, pooled or not, get their tier's class capacity (the sizing classes above).
-                    Autoscaler = options.Autoscaler ?? (options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.NodeCounts.Values.Sum()), MaxNodes = Math.Max(16, options.NodeCounts.Values.Sum()) } : null),
-                    WarmPool = options.WarmPool > 0 ? new WarmPoolOptions { NodesPerTier = options.WarmPool } : null,
-
-                    // A node that dies is replaced while its tier has fewer than it started with, autoscaling or not.
-                    MinimumNodes = options.NodeCounts.Where(t => t.Value > 0).ToDictionary(t => t.Key, t => t.Value),
-                },
-                provisioner,
-                loggerFactory);
-            await cluster._controller.StartAsync(cancellationToken).ConfigureAwait(false);
-
-            var starts = options.NodeCounts.OrderBy(t => t.Key)
-                .SelectMany(t => Enumerable.Repeat(new NodeRequest(t.Key, options.CapacityOf(t.Key)), t.Value))
-                .Select(request => provisioner.StartNodeAsync(request, cancellationToken))
-                .ToList();
-            try
-            {
-                await Task.WhenAll(starts).ConfigureAwait(false);
-            }
-            finally
-            {
-                // Nodes that did start are remembered even when another failed; disposing stops them all anyway.
-                cluster._initialNodes.AddRange(starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result));
-            }
-
-            // The first nodes are the controller's to stop should they die, and the autoscaler's to drain too (it keeps
-            // at least its minimum).
-            foreach (var node in cluster._initialNodes)
-            {
-                cluster._controller.TrackNode(node);
-            }
-
-            if (options.GatewayPort is { } gatewayPort)
-            {
-                cluster._gateway = new Pocket.Gateway.GatewayServer(
-                    new Pocket.Gateway.GatewayOptions
-                    {
-                        ControllerUrl = cluster.ControllerUrl,
-                        MetadataAddress = core.MetadataAddress,
-                        Listen = new IPEndPoint(IPAddress.Loopback, gatewayPort),
-                        Users = new Dictionary<string, string> { [options.GatewayUser.AccessKey] = options.GatewayUser.SecretKey },
-                        Client = options.ClientOptions(),
-                        ClusterToken = options.ClusterToken,
-                        Certificate = options.Tls?.Certificate,
-                        ControllerCertificateValidation = options.Tls?.Validation,
-                    },
-                    loggerFactory);
-                await cluster._gateway.StartAsync(cancellationToken).ConfigureAwait(false);
-            }
-
+            await cluster.StartControllerAndNodesAsync(loggerFactory, cancellationToken).ConfigureAwait(false);
             return cluster;
         }
         catch
@@ -373,6 +295,163 @@ internal sealed class LocalCluster : IAsyncDisposable
             await cluster.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// The default: every server role a child process (`pocket metadata`, `pocket storage`) started through one
+    /// <see cref="LocalProcessProvisioner"/>, which the controller also uses to replace a lost metadata server at its address.
+    /// </summary>
+    private static async Task<LocalCluster> StartChildrenAsync(LocalClusterOptions options, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    {
+        var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+        var tlsFiles = options.Tls is { } files ? new NodeTlsFiles(files.CertificatePath, null, files.TrustPath, LocalTls.Name) : null;
+        var children = new LocalProcessProvisioner(
+            new LocalProcessProvisionerOptions
+            {
+                Executable = executable,
+                BaseArguments = baseArguments,
+
+                // Null: the nodes register with the metadata servers this provisioner starts (below), all of them.
+                MetadataAddress = null,
+                Metadata = new LocalMetadataOptions { MetricsPort = options.MetricsPort, MaxObjectMemory = options.MaxObjectMemory, Tls = tlsFiles },
+                ClusterToken = options.ClusterToken,
+                BlockSize = options.BlockSize,
+                DramHeadroom = options.DramHeadroom,
+                DataDirectory = options.DataDirectory,
+                IdleTimeout = options.IdleTimeout,
+                Tls = tlsFiles,
+
+                // Several nodes on one host: each on a free port, which its ready line names.
+                MetricsPort = options.MetricsPort is null ? null : 0,
+            },
+            loggerFactory);
+        List<string> addresses = [];
+        try
+        {
+            for (var i = 0; i < options.MetadataServers; i++)
+            {
+                var server = await children.StartMetadataAsync(
+                    new MetadataServerRequest(i == 0 ? options.MetadataPort : 0, i, options.MetadataServers), cancellationToken).ConfigureAwait(false);
+                addresses.Add(server.Address);
+            }
+        }
+        catch (Exception ex)
+        {
+            await children.DisposeAsync().ConfigureAwait(false);
+
+            // The child only says it exited: a port taken by another program is named the way an in-process start names it.
+            if (ex is ProvisioningException && addresses.Count == 0)
+            {
+                ThrowIfTaken("metadata", options.MetadataPort, ex);
+                ThrowIfTaken("metrics listener", options.MetricsPort ?? 0, ex);
+            }
+
+            throw;
+        }
+
+        var cluster = new LocalCluster(options, null, children, children, addresses);
+        children.NodesChanged += () => cluster.MetricsTargetsChanged?.Invoke();
+        try
+        {
+            await cluster.StartControllerAndNodesAsync(loggerFactory, cancellationToken).ConfigureAwait(false);
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private static void ThrowIfTaken(string role, int port, Exception failure)
+    {
+        if (port == 0)
+        {
+            return;
+        }
+
+        var endPoint = new IPEndPoint(IPAddress.Loopback, port);
+        try
+        {
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            probe.Bind(endPoint);
+        }
+        catch (System.Net.Sockets.SocketException)
+        {
+            throw new PortInUseException(role, endPoint, failure);
+        }
+    }
+
+    private async Task StartControllerAndNodesAsync(ILoggerFactory loggerFactory, CancellationToken cancellationToken)
+    {
+        var options = Options;
+        var provisioner = Provisioner;
+        _controller = new ControllerServer(
+            new ControllerOptions
+            {
+                MetadataAddress = MetadataAddress,
+                OtherMetadataAddresses = [.. _metadataAddresses.Skip(1)],
+                ClusterToken = options.ClusterToken,
+                MetadataClient = options.ClientOptions(),
+                Certificate = options.Tls?.Certificate,
+                Listen = new IPEndPoint(IPAddress.Loopback, options.ControllerPort),
+                Registry = new JobRegistryOptions
+                {
+                    // Nodes here are as large as this machine's capacities say, not the paper's 60 GB: sizing must
+                    // count with (and ask the provisioner for) nodes of that size, of the tiers started.
+                    Sizing = new SizingOptions { NodeClasses = options.NodeClasses() },
+                },
+
+                // New nodes, pooled or not, get their tier's class capacity (the sizing classes above).
+                Autoscaler = options.Autoscaler ?? (options.Autoscale ? new AutoscalerOptions { MinNodes = Math.Max(1, options.NodeCounts.Values.Sum()), MaxNodes = Math.Max(16, options.NodeCounts.Values.Sum()) } : null),
+                WarmPool = options.WarmPool > 0 ? new WarmPoolOptions { NodesPerTier = options.WarmPool } : null,
+
+                // A node that dies is replaced while its tier has fewer than it started with, autoscaling or not.
+                MinimumNodes = options.NodeCounts.Where(t => t.Value > 0).ToDictionary(t => t.Key, t => t.Value),
+            },
+            provisioner,
+            loggerFactory);
+        await _controller.StartAsync(cancellationToken).ConfigureAwait(false);
+
+        var starts = options.NodeCounts.OrderBy(t => t.Key)
+            .SelectMany(t => Enumerable.Repeat(new NodeRequest(t.Key, options.CapacityOf(t.Key)), t.Value))
+            .Select(request => provisioner.StartNodeAsync(request, cancellationToken))
+            .ToList();
+        try
+        {
+            await Task.WhenAll(starts).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Nodes that did start are remembered even when another failed; disposing stops them all anyway.
+            _initialNodes.AddRange(starts.Where(t => t.IsCompletedSuccessfully).Select(t => t.Result));
+        }
+
+        // The first nodes are the controller's to stop should they die, and the autoscaler's to drain too (it keeps
+        // at least its minimum).
+        foreach (var node in _initialNodes)
+        {
+            _controller.TrackNode(node);
+        }
+
+        if (options.GatewayPort is { } gatewayPort)
+        {
+            _gateway = new Pocket.Gateway.GatewayServer(
+                new Pocket.Gateway.GatewayOptions
+                {
+                    ControllerUrl = ControllerUrl,
+                    MetadataAddress = MetadataAddress,
+                    Listen = new IPEndPoint(IPAddress.Loopback, gatewayPort),
+                    Users = new Dictionary<string, string> { [options.GatewayUser.AccessKey] = options.GatewayUser.SecretKey },
+                    Client = options.ClientOptions(),
+                    ClusterToken = options.ClusterToken,
+                    Certificate = options.Tls?.Certificate,
+                    ControllerCertificateValidation = options.Tls?.Validation,
+                },
+                loggerFactory);
+            await _gateway.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+
     }
 
     public async ValueTask DisposeAsync()
@@ -398,6 +477,9 @@ internal sealed class LocalCluster : IAsyncDisposable
             await _children.DisposeAsync().ConfigureAwait(false);
         }
 
-        await _core.DisposeAsync().ConfigureAwait(false);
+        if (_core is not null)
+        {
+            await _core.DisposeAsync().ConfigureAwait(false);
+        }
     }
 }

@@ -55,6 +55,9 @@ public enum JobEndReason
 
     /// <summary>The metadata server no longer knows it (restarted, or the job was removed there directly).</summary>
     Vanished,
+
+    /// <summary>Its metadata server was lost (killed, crashed): its namespace, and so its objects, went with it.</summary>
+    Lost,
 }
 
 /// <summary>What ending a job freed.</summary>
@@ -261,6 +264,24 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <summary>The metadata servers jobs are placed on.</summary>
     internal MetadataPlane Plane => _plane;
 
+    /// <summary>
+    /// Ends every job on the metadata server at <paramref name="address"/> as <see cref="JobEndReason.Lost"/> (the server
+    /// is gone, so nothing is sent to it): their shares of the nodes are freed. Returns the jobs ended.
+    /// </summary>
+    internal async Task<IReadOnlyList<JobRecord>> LoseJobsOnAsync(string address, CancellationToken cancellationToken)
+    {
+        List<JobRecord> lost = [];
+        foreach (var job in Jobs.Where(j => string.Equals(j.MetadataAddress ?? _plane.Primary.MetadataAddress, address, StringComparison.OrdinalIgnoreCase)))
+        {
+            if (await EndAsync(job.Id, JobEndReason.Lost, cancellationToken).ConfigureAwait(false) is { } ended)
+            {
+                lost.Add(ended.Job);
+            }
+        }
+
+        return lost;
+    }
+
     /// <summary>The metadata server holding <paramref name="job"/>'s namespace.</summary>
     internal PocketAdminClient AdminOf(JobRecord job) => _plane.For(job.MetadataAddress);
 
@@ -273,12 +294,21 @@ public sealed class JobRegistry : IAsyncDisposable
         }
 
         var load = new MetadataLoad[_plane.Servers.Count];
+        for (var i = 0; i < load.Length; i++)
+        {
+            // A lost server (until its replacement answers) gets no job: it counts as full.
+            load[i] = _plane.IsUp(_plane.Servers[i]) ? default : new MetadataLoad(int.MaxValue, long.MaxValue);
+        }
+
         lock (_lock)
         {
             foreach (var job in _jobs.Values)
             {
                 var index = IndexOf(job.MetadataAddress);
-                load[index] = new MetadataLoad(load[index].Jobs + 1, load[index].Requests + _lastRequests.GetValueOrDefault(job.Id));
+                if (load[index].Jobs != int.MaxValue)
+                {
+                    load[index] = new MetadataLoad(load[index].Jobs + 1, load[index].Requests + _lastRequests.GetValueOrDefault(job.Id));
+                }
             }
         }
 
@@ -413,7 +443,7 @@ public sealed class JobRegistry : IAsyncDisposable
 
         // The metadata server first: if it cannot be reached the job stays, shares and all, and can be ended again.
         long objects = 0, bytes = 0;
-        if (reason != JobEndReason.Vanished)
+        if (reason is not (JobEndReason.Vanished or JobEndReason.Lost))
         {
             try
             {
@@ -743,6 +773,7 @@ public sealed class JobRegistry : IAsyncDisposable
         JobEndReason.Deregistered => "deregistered",
         JobEndReason.LeaseExpired => "lease expired",
         JobEndReason.Vanished => "gone from the metadata server",
+        JobEndReason.Lost => "its metadata server was lost",
         _ => reason.ToString(),
     };
 

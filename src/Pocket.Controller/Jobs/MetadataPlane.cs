@@ -26,6 +26,33 @@ internal sealed class MetadataPlane(IReadOnlyList<PocketAdminClient> servers)
 
     public PocketAdminClient Primary => Servers[0];
 
+    private readonly HashSet<string> _down = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>False while <paramref name="server"/> is lost and not yet replaced: no job is placed on it.</summary>
+    public bool IsUp(PocketAdminClient server)
+    {
+        lock (_down)
+        {
+            return !_down.Contains(server.MetadataAddress);
+        }
+    }
+
+    /// <summary>Marks the server at <paramref name="address"/> lost (<paramref name="up"/> false) or serving again.</summary>
+    public void SetUp(string address, bool up)
+    {
+        lock (_down)
+        {
+            if (up)
+            {
+                _down.Remove(address);
+            }
+            else
+            {
+                _down.Add(address);
+            }
+        }
+    }
+
     /// <summary>The server at <paramref name="address"/> (a job's); the primary for null (a job registered before the plane had several).</summary>
     public PocketAdminClient For(string? address)
     {

@@ -14,8 +14,14 @@ public sealed record LocalProcessProvisionerOptions
     /// <summary>Arguments before the role's own (e.g. the path of pocket.dll when <see cref="Executable"/> is dotnet).</summary>
     public IReadOnlyList<string> BaseArguments { get; init; } = [];
 
-    /// <summary>host:port of the metadata server the nodes register with.</summary>
-    public required string MetadataAddress { get; init; }
+    /// <summary>
+    /// host:port of the metadata server the nodes register with (several, comma-separated); null: the metadata servers
+    /// this provisioner started (<see cref="LocalProcessProvisioner.StartMetadataAsync"/>), in the order they first started.
+    /// </summary>
+    public string? MetadataAddress { get; init; }
+
+    /// <summary>Settings of the metadata servers this provisioner starts (`pocket metadata`).</summary>
+    public LocalMetadataOptions Metadata { get; init; } = new();
 
     /// <summary>Passed to the child in its environment (POCKET_CLUSTER_TOKEN), never on its command line.</summary>
     public JobToken ClusterToken { get; init; }
@@ -66,6 +72,28 @@ public sealed record LocalProcessProvisionerOptions
     }
 }
 
+/// <summary>Settings of the metadata children of a <see cref="LocalProcessProvisioner"/>.</summary>
+public sealed record LocalMetadataOptions
+{
+    /// <summary>Address they listen on and are reached at.</summary>
+    public string Host { get; init; } = "127.0.0.1";
+
+    /// <summary>Port of the first one's Prometheus metrics listener (later ones: any free port); null: no metrics.</summary>
+    public int? MetricsPort { get; init; }
+
+    /// <summary>Each one's bound on object memory; null: the role's default.</summary>
+    public long? MaxObjectMemory { get; init; }
+
+    /// <summary>
+    /// TLS of the metadata servers: each serves with the certificate and reaches storage nodes trusting
+    /// <see cref="NodeTlsFiles.TrustPath"/>. Null: plain TCP.
+    /// </summary>
+    public NodeTlsFiles? Tls { get; init; }
+
+    /// <summary>How long a metadata child may take to listen.</summary>
+    public TimeSpan StartTimeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
 /// <summary>
 /// Certificate files a storage node child is given (`pocket storage --tls-cert --tls-key --tls-ca --tls-name`): its
 /// listener's certificate and key (PEM or PKCS#12, a password from POCKET_TLS_PASSWORD, which children inherit), the
@@ -79,8 +107,10 @@ public sealed record NodeTlsFiles(string CertificatePath, string? KeyPath = null
 /// separate processes as on real hosts, and a node that crashes takes only itself down. The child prints one
 /// line (<see cref="RoleCommandLine.StorageReadyLine"/>) once registered; stopping a node ends its process.
 /// </summary>
-public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposable
+public sealed class LocalProcessProvisioner : IStorageProvisioner, IMetadataProvisioner, IAsyncDisposable
 {
+    private readonly Dictionary<string, (RoleProcess Process, ProvisionedMetadata Server)> _metadataChildren = [];
+    private readonly List<string> _metadataAddresses = [];
     private readonly LocalProcessProvisionerOptions _options;
     private readonly ILogger _logger;
     private readonly Dictionary<string, (RoleProcess Process, ProvisionedNode Node, long Capacity)> _children = [];
@@ -192,7 +222,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         List<string> arguments =
         [
             .. _options.BaseArguments,
-            .. RoleCommandLine.Storage(new StorageRoleArguments(_options.MetadataAddress, request.Tier, request.CapacityBytes)
+            .. RoleCommandLine.Storage(new StorageRoleArguments(NodesMetadataAddress(), request.Tier, request.CapacityBytes)
             {
                 StopOnStdinEof = true,
                 Standby = request.Standby,
@@ -220,6 +250,150 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         return node;
     }
 
+    /// <summary>The metadata servers a storage child is told: the configured ones, else those started here.</summary>
+    private string NodesMetadataAddress()
+    {
+        if (_options.MetadataAddress is { } configured)
+        {
+            return configured;
+        }
+
+        lock (_lock)
+        {
+            return _metadataAddresses.Count > 0
+                ? string.Join(',', _metadataAddresses)
+                : throw new ProvisioningException("no metadata server to register storage nodes with: none configured and none started");
+        }
+    }
+
+    /// <summary>The metadata servers started here and still running.</summary>
+    public IReadOnlyList<ProvisionedMetadata> MetadataServers
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _metadataChildren.Values.Select(c => c.Server)];
+            }
+        }
+    }
+
+    /// <summary>The process of a metadata server started here (for tests that kill it), or null.</summary>
+    public int? MetadataProcessId(ProvisionedMetadata server)
+    {
+        lock (_lock)
+        {
+            return _metadataChildren.TryGetValue(server.Handle, out var child) ? child.Process.Id : null;
+        }
+    }
+
+    /// <summary>
+    /// Starts `pocket metadata` as a child process and waits until it listens. A replacement's lost jobs go to it in a
+    /// file only its owner may read, deleted once the child has read it (it prints its ready line after).
+    /// </summary>
+    public async Task<ProvisionedMetadata> StartMetadataAsync(MetadataServerRequest request, CancellationToken cancellationToken)
+    {
+        var settings = _options.Metadata;
+
+        // A replacement takes the address of the server it replaces: that one's process (dead, or frozen) goes first.
+        List<RoleProcess> previous;
+        lock (_lock)
+        {
+            var address = $"{settings.Host}:{request.Port.ToString(CultureInfo.InvariantCulture)}";
+            previous = [.. _metadataChildren.Values.Where(c => request.Port != 0 && c.Server.Address == address).Select(c => c.Process)];
+            foreach (var handle in _metadataChildren.Where(c => request.Port != 0 && c.Value.Server.Address == address).Select(c => c.Key).ToList())
+            {
+                _metadataChildren.Remove(handle);
+            }
+        }
+
+        foreach (var process in previous)
+        {
+            await process.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        string? lostFile = null;
+        if (request.LostJobs.Count > 0)
+        {
+            var directory = Directory.CreateTempSubdirectory("pocket-lost-");
+            lostFile = Path.Combine(directory.FullName, "lost-jobs");
+            RoleCommandLine.WriteLostJobs(lostFile, request.LostJobs);
+        }
+
+        int? metricsPort;
+        lock (_lock)
+        {
+            metricsPort = settings.MetricsPort is { } first ? (_metadataAddresses.Count == 0 ? first : 0) : null;
+        }
+
+        try
+        {
+            List<string> arguments =
+            [
+                .. _options.BaseArguments,
+                .. RoleCommandLine.Metadata(new MetadataRoleArguments(settings.Host, request.Port)
+                {
+                    StopOnStdinEof = true,
+                    MetricsPort = metricsPort,
+                    IdleTimeout = _options.IdleTimeout,
+                    MaxObjectMemory = settings.MaxObjectMemory,
+                    JobNumbers = request.Stride > 1 ? (request.Offset, request.Stride) : null,
+                    LostJobsFile = lostFile,
+                    Tls = settings.Tls,
+                }),
+            ];
+            var child = await RoleProcess.StartAsync(
+                _options.Executable, arguments, _options.ClusterToken, RoleCommandLine.MetadataReadyPrefix, line => RoleCommandLine.TryParseMetadataReady(line, out _),
+                "metadata process", "listen", settings.StartTimeout, cancellationToken).ConfigureAwait(false);
+            _ = RoleCommandLine.TryParseMetadataReady(child.ReadyLine, out var address);
+            var server = new ProvisionedMetadata(child.Id.ToString(CultureInfo.InvariantCulture), address) { MetricsUrl = RoleCommandLine.MetricsUrl(child.ReadyLine) };
+            lock (_lock)
+            {
+                _metadataChildren[server.Handle] = (child, server);
+                if (!_metadataAddresses.Contains(address))
+                {
+                    _metadataAddresses.Add(address);
+                }
+            }
+
+            ControllerLog.ProcessMetadataStarted(_logger, address, child.Id, request.LostJobs.Count);
+            NodesChanged?.Invoke();
+            return server;
+        }
+        finally
+        {
+            if (lostFile is not null)
+            {
+                Directory.Delete(Path.GetDirectoryName(lostFile)!, recursive: true);
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async Task StopMetadataAsync(ProvisionedMetadata server, CancellationToken cancellationToken)
+    {
+        bool removed;
+        (RoleProcess Process, ProvisionedMetadata Server) child;
+        lock (_lock)
+        {
+            removed = _metadataChildren.Remove(server.Handle, out child);
+        }
+
+        if (!removed)
+        {
+            throw new ArgumentException($"'{server.Handle}' is not a metadata process this provisioner started", nameof(server));
+        }
+
+        try
+        {
+            await child.Process.StopAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            NodesChanged?.Invoke();
+        }
+    }
+
     /// <inheritdoc />
     public async Task StopNodeAsync(ProvisionedNode node, CancellationToken cancellationToken)
     {
@@ -245,16 +419,20 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IAsyncDisposa
         }
     }
 
-    /// <summary>Stops every child still running.</summary>
+    /// <summary>Stops every child still running: the storage nodes first, then the metadata servers.</summary>
     public async ValueTask DisposeAsync()
     {
         List<RoleProcess> children;
+        List<RoleProcess> metadata;
         lock (_lock)
         {
             children = [.. _children.Values.Select(c => c.Process)];
             _children.Clear();
+            metadata = [.. _metadataChildren.Values.Select(c => c.Process)];
+            _metadataChildren.Clear();
         }
 
         await Task.WhenAll(children.Select(p => p.StopAsync(CancellationToken.None))).ConfigureAwait(false);
+        await Task.WhenAll(metadata.Select(p => p.StopAsync(CancellationToken.None))).ConfigureAwait(false);
     }
 }

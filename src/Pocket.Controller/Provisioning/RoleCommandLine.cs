@@ -43,6 +43,46 @@ public sealed record StorageRoleArguments(string MetadataAddress, NodeTier Tier,
     public int? MetricsPort { get; init; }
 }
 
+/// <summary>What a metadata child is told: everything <c>pocket metadata</c> needs to start.</summary>
+/// <param name="Host">Address to listen on and to be reached at.</param>
+/// <param name="Port">Port to listen on (0 = any free port; a replacement takes the port of the server it replaces).</param>
+public sealed record MetadataRoleArguments(string Host, int Port)
+{
+    /// <summary>Stop when standard input closes, so a child never outlives its parent.</summary>
+    public bool StopOnStdinEof { get; init; }
+
+    /// <summary>Port of its Prometheus metrics listener (0 = any free port); null: none.</summary>
+    public int? MetricsPort { get; init; }
+
+    /// <summary>Idle timeout of its connections (the role's default when null).</summary>
+    public TimeSpan? IdleTimeout { get; init; }
+
+    /// <summary>Its bound on object memory (the role's default when null).</summary>
+    public long? MaxObjectMemory { get; init; }
+
+    /// <summary>This server's place among the metadata servers (job ids "name-N" stay unique across them): offset and stride.</summary>
+    public (int Offset, int Stride)? JobNumbers { get; init; }
+
+    /// <summary>A file of the jobs lost with the server this one replaces (<see cref="RoleCommandLine.WriteLostJobs"/>); null: none.</summary>
+    public string? LostJobsFile { get; init; }
+
+    /// <summary>TLS files: its listener's certificate and key, and the trust and name for its connections to storage nodes; null: plain TCP.</summary>
+    public NodeTlsFiles? Tls { get; init; }
+
+    /// <summary>Log at Information level.</summary>
+    public bool Verbose { get; init; }
+}
+
+/// <summary>A job lost with its metadata server, as the controller hands it to the replacement (a line of the lost-jobs file).</summary>
+/// <param name="Token">The job's token.</param>
+/// <param name="JobId">Its id.</param>
+/// <param name="LostAt">When the server was declared lost.</param>
+public sealed record LostJobLine(JobToken Token, string JobId, DateTimeOffset LostAt)
+{
+    /// <summary>The id only: a record's generated text would print the token.</summary>
+    public override string ToString() => $"lost job {JobId}";
+}
+
 /// <summary>
 /// The launch contract of the child roles: the arguments each is started with and the one line each prints once it
 /// serves. The local and Kubernetes provisioners, the benchmark cluster and the roles themselves
@@ -158,6 +198,103 @@ public static class RoleCommandLine
         }
 
         return arguments;
+    }
+
+    /// <summary>The arguments of <c>pocket metadata</c> (after the executable and any arguments that run it).</summary>
+    public static List<string> Metadata(MetadataRoleArguments role)
+    {
+        var arguments = Metadata(role.Host, role.Port, role.StopOnStdinEof, role.MetricsPort);
+        if (role.IdleTimeout is { } idleTimeout)
+        {
+            arguments.AddRange(["--idle-timeout", idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s"]);
+        }
+
+        if (role.MaxObjectMemory is { } memory)
+        {
+            arguments.AddRange(["--max-object-memory", memory.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (role.JobNumbers is { } numbers)
+        {
+            arguments.AddRange(["--job-numbers", string.Create(CultureInfo.InvariantCulture, $"{numbers.Offset}/{numbers.Stride}")]);
+        }
+
+        if (role.LostJobsFile is { } lost)
+        {
+            arguments.AddRange(["--lost-jobs", lost]);
+        }
+
+        if (role.Verbose)
+        {
+            arguments.Add("--verbose");
+        }
+
+        if (role.Tls is { } tls)
+        {
+            arguments.AddRange(["--tls-cert", tls.CertificatePath]);
+            if (tls.KeyPath is { } key)
+            {
+                arguments.AddRange(["--tls-key", key]);
+            }
+
+            arguments.AddRange(tls.TrustPath is { } trust ? ["--tls-ca", trust] : ["--tls"]);
+            if (tls.ServerName is { } name)
+            {
+                arguments.AddRange(["--tls-name", name]);
+            }
+        }
+
+        return arguments;
+    }
+
+    /// <summary>
+    /// Writes the lost-jobs file of a replacement metadata server: one job a line, <c>TOKEN JOB-ID LOST-AT</c> (the time
+    /// in ISO 8601). It holds tokens, so it is created readable by its owner only.
+    /// </summary>
+    public static void WriteLostJobs(string path, IEnumerable<LostJobLine> jobs)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows())
+        {
+            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        }
+
+        using var writer = new StreamWriter(path, System.Text.Encoding.UTF8, options);
+        foreach (var job in jobs)
+        {
+            writer.Write(job.Token.ToString());
+            writer.Write(' ');
+            writer.Write(job.JobId);
+            writer.Write(' ');
+            writer.WriteLine(job.LostAt.UtcDateTime.ToString("O", CultureInfo.InvariantCulture));
+        }
+    }
+
+    /// <summary>Reads a lost-jobs file (<see cref="WriteLostJobs"/>); throws <see cref="FormatException"/> naming the first bad line.</summary>
+    public static List<LostJobLine> ReadLostJobs(string path)
+    {
+        var jobs = new List<LostJobLine>();
+        var number = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            number++;
+            if (string.IsNullOrWhiteSpace(line))
+            {
+                continue;
+            }
+
+            var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length != 3
+                || !JobToken.TryParse(parts[0], out var token)
+                || !DateTimeOffset.TryParse(parts[2], CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var lostAt))
+            {
+                throw new FormatException($"{path}, line {number}: expected TOKEN JOB-ID LOST-AT");
+            }
+
+            jobs.Add(new LostJobLine(token, parts[1], lostAt));
+        }
+
+        return jobs;
     }
 
     /// <summary>

@@ -1,0 +1,184 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Pocket.Admin;
+using Pocket.Client;
+using Pocket.Controller;
+using Pocket.Controller.Contracts;
+using Pocket.Controller.Provisioning;
+using Pocket.Controller.Sizing;
+using Pocket.Protocol;
+
+namespace Pocket.Cli.Tests;
+
+/// <summary>
+/// A metadata server killed with SIGKILL loses only its own jobs: two real `pocket metadata` children and two real
+/// `pocket storage` children, started through the controller's provisioner as `pocket up` does; the controller (on a
+/// fake clock) notices the death, ends the server's jobs as lost and starts a replacement at its address.
+/// </summary>
+public sealed class MetadataLossTests
+{
+    private const long NodeCapacity = 64L << 20;
+
+    [Fact]
+    public async Task AKilledMetadataServerLosesOnlyItsJobsAndIsReplaced()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        var token = JobToken.NewRandom();
+        await using var provisioner = new LocalProcessProvisioner(
+            new LocalProcessProvisionerOptions
+            {
+                Executable = PocketProcess.Program.File,
+                BaseArguments = PocketProcess.Program.Prefix,
+                ClusterToken = token,
+                StartTimeout = TimeSpan.FromSeconds(90),
+                Metadata = new LocalMetadataOptions { StartTimeout = TimeSpan.FromSeconds(90) },
+            },
+            NullLoggerFactory.Instance);
+        var first = await provisioner.StartMetadataAsync(new MetadataServerRequest(0, 0, 2), cts.Token);
+        var second = await provisioner.StartMetadataAsync(new MetadataServerRequest(0, 1, 2), cts.Token);
+        await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
+        await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
+        await using var controller = new ControllerServer(
+            new ControllerOptions
+            {
+                MetadataAddress = first.Address,
+                OtherMetadataAddresses = [second.Address],
+                ClusterToken = token,
+                Registry = new JobRegistryOptions
+                {
+                    TimeProvider = time,
+                    NodeStartTimeout = TimeSpan.FromSeconds(90),
+                    Sizing = new SizingOptions { NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = NodeCapacity }] },
+                },
+            },
+            provisioner,
+            NullLoggerFactory.Instance);
+        await controller.StartAsync(cts.Token);
+
+        // Every node has registered with both servers before jobs are placed (each then lists both nodes live).
+        await WaitForNodesAsync(first.Address, token, cts.Token);
+        await WaitForNodesAsync(second.Address, token, cts.Token);
+
+        // Fewest jobs first: the two jobs land on different servers.
+        var kept = await controller.Registry.RegisterAsync("kept", new JobHints(), cts.Token);
+        var doomed = await controller.Registry.RegisterAsync("doomed", new JobHints(), cts.Token);
+        Assert.Equal(first.Address, kept.MetadataAddress);
+        Assert.Equal(second.Address, doomed.MetadataAddress);
+
+        await using var keptClient = await PocketClient.ConnectAsync(kept.MetadataAddress!, cancellationToken: cts.Token);
+        await using var doomedClient = await PocketClient.ConnectAsync(doomed.MetadataAddress!, cancellationToken: cts.Token);
+        var keptJob = keptClient.OpenJob(kept.Id, kept.Token);
+        var doomedJob = doomedClient.OpenJob(doomed.Id, doomed.Token);
+        var small = RandomBytes(1000);
+        var large = RandomBytes(3 << 20);
+        foreach (var job in new[] { keptJob, doomedJob })
+        {
+            await job.PutAsync("small", small, cancellationToken: cts.Token);
+            await job.PutAsync("large", large, cancellationToken: cts.Token);
+        }
+
+        using (var victim = Process.GetProcessById(provisioner.MetadataProcessId(second) ?? throw new InvalidOperationException("no process")))
+        {
+            victim.Kill();
+            await victim.WaitForExitAsync(cts.Token);
+        }
+
+        // The lost job's client, mid-use, gets JobLost once the controller (its probes on the fake clock) has declared
+        // the server lost and the replacement answers at the same address: not a hang, not a bare connection error.
+        var lostRead = doomedJob.GetAsync("large", cancellationToken: cts.Token).AsTask();
+        while (!lostRead.IsCompleted)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await Task.WhenAny(lostRead, Task.Delay(100, cts.Token));
+        }
+
+        var lost = await Assert.ThrowsAsync<PocketJobLostException>(() => lostRead);
+        Assert.Equal(Status.JobLost, lost.Status);
+        Assert.Contains($"job {doomed.Id} was lost", lost.Message, StringComparison.Ordinal);
+        Assert.Contains("its metadata server was lost at", lost.Message, StringComparison.Ordinal);
+        Assert.Contains("register the job again", lost.Message, StringComparison.Ordinal);
+
+        await controller.MetadataReplacements;
+        var events = controller.Events.Last(100);
+        var lostEvent = Assert.Single(events, e => e.Kind == "metadata-lost");
+        Assert.Contains(second.Address, lostEvent.Reason, StringComparison.Ordinal);
+        Assert.Contains(doomed.Id, lostEvent.Reason, StringComparison.Ordinal);
+        Assert.DoesNotContain(kept.Id, lostEvent.Reason, StringComparison.Ordinal);
+        Assert.Contains(events, e => e.Kind == "metadata-replaced" && e.Reason.Contains(second.Address, StringComparison.Ordinal));
+        Assert.DoesNotContain(events, e => e.Kind == "metadata-replace-failed");
+        Assert.Null(controller.Registry.Find(doomed.Id));
+        Assert.NotNull(controller.Registry.Find(kept.Id));
+
+        // A fresh client of the lost job is told the same, on every kind of request.
+        await using (var fresh = await PocketClient.ConnectAsync(second.Address, cancellationToken: cts.Token))
+        {
+            var again = fresh.OpenJob(doomed.Id, doomed.Token);
+            await Assert.ThrowsAsync<PocketJobLostException>(async () => await again.GetAsync("small", cancellationToken: cts.Token));
+            await Assert.ThrowsAsync<PocketJobLostException>(async () => await again.PutAsync("new", small, cancellationToken: cts.Token));
+        }
+
+        // The other job never noticed: every byte is there, and it keeps writing.
+        Assert.Equal(small, await keptJob.GetAsync("small", cancellationToken: cts.Token));
+        Assert.Equal(large, await keptJob.GetAsync("large", cancellationToken: cts.Token));
+        await keptJob.PutAsync("after", large, cancellationToken: cts.Token);
+        Assert.Equal(large, await keptJob.GetAsync("after", cancellationToken: cts.Token));
+
+        // The nodes join the replacement by themselves and hand it a share; a new job is placed on it and works.
+        await WaitForNodesAsync(second.Address, token, cts.Token);
+        var fresh2 = await controller.Registry.RegisterAsync("fresh", new JobHints(), cts.Token);
+        Assert.Equal(second.Address, fresh2.MetadataAddress);
+        Assert.NotEqual(doomed.Id, fresh2.Id);
+        await using var freshClient = await PocketClient.ConnectAsync(fresh2.MetadataAddress!, cancellationToken: cts.Token);
+        var freshJob = freshClient.OpenJob(fresh2.Id, fresh2.Token);
+        await freshJob.PutAsync("large", large, cancellationToken: cts.Token);
+        Assert.Equal(large, await freshJob.GetAsync("large", cancellationToken: cts.Token));
+        Assert.Equal(large, await keptJob.GetAsync("after", cancellationToken: cts.Token));
+
+        // Exact accounting: each node's shares on the two servers add up to the whole node, with no segment on both.
+        await using var firstAdmin = await PocketClient.ConnectAsync(first.Address, cancellationToken: cts.Token);
+        await using var secondAdmin = await PocketClient.ConnectAsync(second.Address, cancellationToken: cts.Token);
+        var onFirst = await firstAdmin.Admin(token).GetNodesAsync(cts.Token);
+        var onSecond = await secondAdmin.Admin(token).GetNodesAsync(cts.Token);
+        foreach (var node in onFirst)
+        {
+            var other = Assert.Single(onSecond, n => n.Id == node.Id);
+            Assert.True(node.Capacity + other.Capacity <= NodeCapacity, string.Create(CultureInfo.InvariantCulture, $"node {node.Id}: {node.Capacity} + {other.Capacity} > {NodeCapacity}"));
+            Assert.True(other.Capacity > 0, $"node {node.Id} gave the replacement no share");
+        }
+
+        Assert.Equal(2, provisioner.MetadataServers.Count);
+    }
+
+    private static byte[] RandomBytes(int length)
+    {
+        var bytes = new byte[length];
+        Random.Shared.NextBytes(bytes);
+        return bytes;
+    }
+
+    /// <summary>Waits until the server at <paramref name="address"/> lists both nodes live with a share each.</summary>
+    private static async Task WaitForNodesAsync(string address, JobToken token, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            try
+            {
+                await using var client = await PocketClient.ConnectAsync(address, cancellationToken: cancellationToken);
+                var nodes = await client.Admin(token).GetNodesAsync(cancellationToken);
+                if (nodes.Count(n => n.State == NodeState.Live && n.Capacity > 0) == 2)
+                {
+                    return;
+                }
+            }
+            catch (PocketException)
+            {
+                // Not up yet.
+            }
+
+            await Task.Delay(100, cancellationToken);
+        }
+    }
+}
