@@ -13,8 +13,11 @@
 #                  log, Redis, and the bench's own buffers)
 #   --update-docs  append summary.md to docs/benchmarks.md as a dated section
 #   --fan-in       only the fan-in suite: `pocket bench --connections N --op get` (1 KiB) for N in $FAN_IN_N
-#                  (default "1 64 256 1024"), FAN_IN_PASSES passes (default 2), Pocket/Redis/Garnet interleaved
-#                  in each run; Redis with --maxclients 20000; fanin-nN-pP.json and fanin.txt (one line per run)
+#                  (default "1 64 256 1024 4096 10000"), FAN_IN_PASSES passes (default 2), Pocket/Redis/Garnet
+#                  interleaved in each run, the clients spread over FAN_IN_PROCESSES load-generator processes
+#                  (`--processes`, default 2; 1 keeps them in the bench process); Redis with --maxclients 20000;
+#                  fanin-nN-pP.json, fanin-nN-pP.servers (each server's peak threads and RSS during the run,
+#                  sampled from /proc every 0.5 s) and fanin.txt (one line per run)
 #
 # Environment: DURATION and WARMUP (override the per-op times), REDIS_PORT (default 6390),
 # GARNET_PORT (default 6391), TOOLS (where Garnet is installed as a dotnet tool, default ./.tools, git-ignored).
@@ -35,7 +38,7 @@ for arg in "$@"; do
         --update-docs) update_docs=1 ;;
         --fan-in) fan_in=1 ;;
         -h | --help)
-            sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         -*)
@@ -172,17 +175,63 @@ limits=(dotnet "$work/limits/Pocket.Limits.dll")
 export POCKET_HOME="$work/pocket-home"
 unset POCKET_METADATA POCKET_CLUSTER_TOKEN
 
+# Peak threads and resident memory of each server while a bench runs: Redis, Garnet and the Pocket cluster the bench
+# starts (its `pocket metadata` and `pocket storage` children), summed per system, sampled every 0.5 s from /proc.
+status_field() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
+sample_servers() {
+    set +e
+    local bench="$1" out="$2" system pids pid threads rss t r
+    declare -A peak_threads=() peak_rss=()
+    while kill -0 "$bench" 2>/dev/null; do
+        for system in pocket redis garnet; do
+            case "$system" in
+                redis) pids="$redis_pid" ;;
+                garnet) pids="$garnet_pid" ;;
+                pocket) pids="$(for pid in $(pgrep -P "$bench" || true); do
+                    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE ' (metadata|storage) '; then echo "$pid"; fi
+                done)" ;;
+            esac
+            threads=0 rss=0
+            for pid in $pids; do
+                t="$(status_field "$pid" Threads)" r="$(status_field "$pid" VmRSS)"
+                threads=$((threads + ${t:-0})) rss=$((rss + ${r:-0}))
+            done
+            if ((threads > ${peak_threads[$system]:-0})); then peak_threads[$system]=$threads; fi
+            if ((rss > ${peak_rss[$system]:-0})); then peak_rss[$system]=$rss; fi
+        done
+        sleep 0.5
+    done
+    for system in pocket redis garnet; do
+        echo "$system threads ${peak_threads[$system]:-0} rss_mib $((${peak_rss[$system]:-0} / 1024))"
+    done >"$out"
+}
+
 if ((fan_in)); then
     : >"$results/fanin.txt"
+    processes="${FAN_IN_PROCESSES:-2}"
     for pass in $(seq 1 "${FAN_IN_PASSES:-2}"); do
-        for n in ${FAN_IN_N:-1 64 256 1024}; do
+        for n in ${FAN_IN_N:-1 64 256 1024 4096 10000}; do
             name="fanin-n$n-p$pass"
             args=(bench --connections "$n" --op get --size 1KiB --duration "$duration" --warmup "$warmup"
                 --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" --json)
+            ((processes > 1 && n >= processes)) && args+=(--processes "$processes")
             echo "== $name: pocket ${args[*]} (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-            "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log"
-            jq -r --arg name "$name" '$name + ": " + ([.systems | to_entries[] | "\(.key) \(.value.get.ops_per_s) ops/s p50 \(.value.get.p50_us) us p99 \(.value.get.p99_us) us"] | join("; "))
-                + " | " + ([.fan_in | to_entries[] | "\(.key) \(.value.connections) conn in \(.value.connect_ms) ms, \(.value.refused) refused"] | join("; "))' \
+            "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log" &
+            bench_pid=$!
+            sample_servers "$bench_pid" "$results/$name.servers" &
+            sampler_pid=$!
+            status=0
+            wait "$bench_pid" || status=$?
+            wait "$sampler_pid" || true
+            if ((status != 0)); then
+                echo "$name failed (exit $status); its log:" >&2
+                tail -5 "$results/$name.log" >&2
+                continue
+            fi
+            jq -r --arg name "$name" --arg servers "$(tr '\n' ';' <"$results/$name.servers")" \
+                '$name + ": " + ([.systems | to_entries[] | "\(.key) \(.value.get.ops_per_s) ops/s p50 \(.value.get.p50_us) us p99 \(.value.get.p99_us) us cpu \(.value.get.server_cpu_us_per_op) us/op"] | join("; "))
+                + " | " + ([.fan_in | to_entries[] | "\(.key) \(.value.connections) conn in \(.value.connect_ms) ms, \(.value.refused) refused, \(.value.failed) failed"] | join("; "))
+                + " | peak " + $servers' \
                 "$results/$name.json" | tee -a "$results/fanin.txt"
         done
     done

@@ -28,6 +28,9 @@ internal static class ClientTls
         s_nameOption = string.IsNullOrWhiteSpace(name) ? null : name.Trim();
     }
 
+    /// <summary>What --tls-ca and --tls-name were given as (for a child that must connect the same way), or nulls.</summary>
+    public static (string? TrustFile, string? Name) GivenOptions => (s_trustOption, s_nameOption);
+
     /// <summary>The --tls-ca and --tls-name options every command that connects to a cluster takes.</summary>
     public static (TrustOption Trust, TrustOption Name) Options() => (
         new TrustOption(OptionName)

@@ -17,7 +17,9 @@ public sealed partial class PocketClient : IAsyncDisposable
     private readonly string _metadataHost;
     private readonly int _metadataPort;
     private volatile FrameConnection? _metadata;
-    private volatile Dictionary<uint, NodeInfo> _nodes = [];
+    // Where each storage node listens: filled by ListNodes, or by the addresses a Create or Get reply carries.
+    private volatile Dictionary<uint, NodeEndpoint> _nodes = [];
+    private long _nodeListings;
     private volatile bool _disposed;
 
     private PocketClient(string host, int port, PocketClientOptions options)
@@ -83,6 +85,7 @@ public sealed partial class PocketClient : IAsyncDisposable
     // client made for one job asks with it before it first contacts a node.
     internal async Task<IReadOnlyList<NodeInfo>> ListNodesAsync(JobToken token, CancellationToken cancellationToken)
     {
+        Interlocked.Increment(ref _nodeListings);
         var reply = await SendMetadataAsync(Opcode.ListNodes, FrameFlags.None, token, default, cancellationToken).ConfigureAwait(false);
         if (!ListNodesReply.TryRead(reply.Body, out var records))
         {
@@ -95,8 +98,41 @@ public sealed partial class PocketClient : IAsyncDisposable
             nodes.Add(new NodeInfo(n.Id, n.Tier, n.State, n.Host, n.Port, n.Capacity, n.Used, n.Cpu, n.NetRx, n.NetTx) { MovedBytes = n.MovedBytes });
         }
 
-        _nodes = nodes.ToDictionary(n => n.Id);
+        _nodes = nodes.ToDictionary(n => n.Id, n => new NodeEndpoint(n.Host, n.Port));
         return nodes;
+    }
+
+    /// <summary>
+    /// Asks a Create or Get to carry its nodes' addresses while this client knows no node: a fresh client's first
+    /// put or get of a large object then needs no ListNodes round trip. A server older than the flag ignores it.
+    /// </summary>
+    /// <summary>ListNodes requests this client sent (tests: a fresh client's first put and get need none).</summary>
+    internal long NodeListings => Interlocked.Read(ref _nodeListings);
+
+    internal FrameFlags NodeAddressesFlag => _nodes.Count == 0 ? FrameFlags.NodeAddresses : FrameFlags.None;
+
+    /// <summary>Adds the addresses a reply carried to those this client knows.</summary>
+    internal void LearnNodes(NodeAddress[] nodes)
+    {
+        if (nodes.Length == 0)
+        {
+            return;
+        }
+
+        // Copied, then swapped: readers use the dictionary without a lock.
+        var known = new Dictionary<uint, NodeEndpoint>(_nodes);
+        foreach (var node in nodes)
+        {
+            known[node.Id] = new NodeEndpoint(node.Host, node.Port);
+        }
+
+        _nodes = known;
+    }
+
+    /// <summary>Where one storage node listens.</summary>
+    private sealed record NodeEndpoint(string Host, int Port)
+    {
+        public string Address => $"{Host}:{Port}";
     }
 
     internal async ValueTask<FrameConnection> MetadataAsync(CancellationToken cancellationToken)

@@ -37,8 +37,14 @@ public sealed partial class PocketJob
         cancellationToken.ThrowIfCancellationRequested();
         var request = new BodyWriter();
         CreateRequest.Write(request, key, sizeHint);
-        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags), Token, request.WrittenMemory, CancellationToken.None, jobId: Id).ConfigureAwait(false);
-        return CreateReply.TryRead(reply.Body, out var created) ? (created.Handle, ToPlaced(created.Grants, 0)) : throw MalformedGrants();
+        var reply = await _client.SendMetadataAsync(Opcode.Create, ToFrameFlags(flags) | _client.NodeAddressesFlag, Token, request.WrittenMemory, CancellationToken.None, jobId: Id).ConfigureAwait(false);
+        if (!CreateReply.TryRead(reply.Body, out var created))
+        {
+            throw MalformedGrants();
+        }
+
+        _client.LearnNodes(created.Nodes);
+        return (created.Handle, ToPlaced(created.Grants, 0));
     }
 
     private async ValueTask<List<PlacedExtent>> AllocateAsync(ulong handle, long bytes, long objectOffset, CancellationToken cancellationToken)
@@ -106,6 +112,7 @@ public sealed partial class PocketJob
     private async ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, byte[] replyInto, CancellationToken cancellationToken)
     {
         var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
+        var asked = frameFlags | _client.NodeAddressesFlag;
         var request = BodyWriter.Rent();
         try
         {
@@ -113,7 +120,7 @@ public sealed partial class PocketJob
             cancellationToken.ThrowIfCancellationRequested();
             var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
             GetRequest.Write(request, key, offset, length);
-            return await _client.SendMetadataAsync(Opcode.Get, frameFlags, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id).ConfigureAwait(false);
+            return await _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id).ConfigureAwait(false);
         }
         finally
         {
@@ -125,7 +132,11 @@ public sealed partial class PocketJob
         GetReply.TryRead(body, out var reply) ? reply : throw new PocketException(Status.BadRequest, "malformed get reply from the metadata server");
 
     /// <summary>The extents of a Get reply for an object held by storage nodes.</summary>
-    private static Layout ToLayout(GetReply reply) => new(reply.Size, null, ToPlaced(reply.Grants, 0), reply.Release);
+    private Layout ToLayout(GetReply reply)
+    {
+        _client.LearnNodes(reply.Nodes);
+        return new(reply.Size, null, ToPlaced(reply.Grants, 0), reply.Release);
+    }
 
     /// <summary>The parts of extents covering [start, end) of the object: grant, offset inside the extent, length.</summary>
     private static IEnumerable<(ExtentGrant Grant, int Within, int Length, long ObjectOffset)> Pieces(Layout layout, long start, long end)

@@ -88,6 +88,7 @@ internal static class BenchReport
             system[Name(r.Op)] = new JsonObject
             {
                 ["ops"] = r.Ops,
+                ["samples"] = r.Latency.TotalCount,
                 ["seconds"] = Round(r.Elapsed.TotalSeconds, 4),
                 ["p50_us"] = r.PercentileMicros(50),
                 ["p99_us"] = r.PercentileMicros(99),

@@ -70,8 +70,9 @@ internal static class BenchMetaMapping
 /// <summary>
 /// Pocket through <see cref="PocketClient"/>: one shared client (one connection per server), one job. Every key is
 /// under <paramref name="root"/>, so that a run in a job the user gave (--job) never touches the job's own objects.
+/// Disposing it disposes <paramref name="owner"/> (the client a worker process opened for it), if any.
 /// </summary>
-internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuScope, Func<double?> cpuSeconds) : IBenchTarget
+internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuScope, Func<double?> cpuSeconds, IAsyncDisposable? owner = null) : IBenchTarget
 {
     public string Name => "pocket";
 
@@ -129,7 +130,7 @@ internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuS
     public async Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken) =>
         await job.DeleteAsync(root + prefix, recursive: true, cancellationToken).ConfigureAwait(false);
 
-    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    public ValueTask DisposeAsync() => owner?.DisposeAsync() ?? ValueTask.CompletedTask;
 
     internal static string ListedKey(string prefix, int i) => string.Create(CultureInfo.InvariantCulture, $"{prefix}{i:D3}");
 }
@@ -170,6 +171,9 @@ internal sealed class RedisBenchTarget : IBenchTarget
 
     public string? CpuScope => _cpu.Scope;
 
+    /// <summary>The prefix of every key this target writes.</summary>
+    public string Root => _root;
+
     /// <summary>How the bench connects to a RESP peer (the same for `bench` and `bench sort`).</summary>
     public static ConfigurationOptions Options(BenchPeer peer, string clientName) => new()
     {
@@ -198,15 +202,18 @@ internal sealed class RedisBenchTarget : IBenchTarget
         return (target, target);
     }
 
-    /// <summary>Connects to <paramref name="peer"/>; <paramref name="warn"/> hears what may skew its numbers.</summary>
-    public static async Task<RedisBenchTarget> ConnectAsync(BenchPeer peer, Action<string> warn, CancellationToken cancellationToken)
+    /// <summary>
+    /// Connects to <paramref name="peer"/>; <paramref name="warn"/> hears what may skew its numbers. Keys go under
+    /// <paramref name="root"/>, a fresh one when null (a worker process of `--processes` is given its parent's).
+    /// </summary>
+    public static async Task<RedisBenchTarget> ConnectAsync(BenchPeer peer, Action<string> warn, CancellationToken cancellationToken, string? root = null)
     {
         var options = Options(peer, "pocket-bench");
         try
         {
             var multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
             var cpu = await ServerCpu.FindAsync(multiplexer.GetServers()[0], peer).ConfigureAwait(false);
-            return new RedisBenchTarget(peer.Name, multiplexer, $"pocket-bench:{Guid.NewGuid():N}:", cpu, warn);
+            return new RedisBenchTarget(peer.Name, multiplexer, root ?? $"pocket-bench:{Guid.NewGuid():N}:", cpu, warn);
         }
         catch (RedisConnectionException ex)
         {

@@ -76,7 +76,7 @@ internal sealed class BenchRunner
     public const int ListedKeys = 100;
 
     /// <summary>An hour in microseconds: no single operation of a sane run takes longer.</summary>
-    private const long HighestLatencyMicros = 3_600_000_000;
+    internal const long HighestLatencyMicros = 3_600_000_000;
 
     private readonly BenchPlan _plan;
     private readonly byte[] _value;
@@ -111,6 +111,11 @@ internal sealed class BenchRunner
         var pool = op == BenchOp.Put ? [] : await WritePoolAsync(target, name, cancellationToken).ConfigureAwait(false);
         try
         {
+            if (target is WorkerFleet fleet)
+            {
+                return await RunInWorkersAsync(fleet, op, pool.Length, cancellationToken).ConfigureAwait(false);
+            }
+
             if (_plan.Warmup > TimeSpan.Zero)
             {
                 _status($"{target.Name} {name}: warm-up {Units.FormatDuration(_plan.Warmup)}");
@@ -145,7 +150,7 @@ internal sealed class BenchRunner
             if (op == BenchOp.Lookup)
             {
                 _status($"{target.Name} {name}: writing {LookupKeys} empty objects to look up");
-                lookup = [.. Enumerable.Range(0, LookupKeys).Select(i => string.Create(CultureInfo.InvariantCulture, $"{name}/pool/{i}"))];
+                lookup = PoolKeys(name, LookupKeys);
                 var options = new ParallelOptions { MaxDegreeOfParallelism = _plan.Clients, CancellationToken = cancellationToken };
                 await Parallel.ForEachAsync(lookup, options, (key, ct) => target.PutAsync(key, ReadOnlyMemory<byte>.Empty, ct)).ConfigureAwait(false);
             }
@@ -154,6 +159,11 @@ internal sealed class BenchRunner
             {
                 _status($"{target.Name} {name}: writing {ListedKeys} empty objects under '{listPrefix}'");
                 await target.CreateListedAsync(listPrefix, ListedKeys, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (target is WorkerFleet fleet)
+            {
+                return await RunInWorkersAsync(fleet, op, lookup.Length, cancellationToken).ConfigureAwait(false);
             }
 
             if (_plan.Warmup > TimeSpan.Zero)
@@ -290,10 +300,55 @@ internal sealed class BenchRunner
         histogram.RecordValue(Math.Clamp(micros, 1, HighestLatencyMicros));
     }
 
+    /// <summary>The names of the objects a run reads (or looks up); a worker process rebuilds them from the count.</summary>
+    internal static string[] PoolKeys(string opName, int count) =>
+        [.. Enumerable.Range(0, count).Select(i => string.Create(CultureInfo.InvariantCulture, $"{opName}/pool/{i}"))];
+
+    /// <summary>
+    /// One timed phase in this process, as a worker process of `--processes` runs it: the warm-up (thrown away) or the
+    /// measured run, over objects the parent wrote (<paramref name="poolCount"/> of them). <paramref name="tag"/>
+    /// keeps the keys of this worker's puts apart from the other workers'.
+    /// </summary>
+    internal Task<BenchResult> MeasurePhaseAsync(IBenchTarget target, BenchOp op, int poolCount, bool warmup, string tag, CancellationToken cancellationToken)
+    {
+        var name = op.Name();
+        var pool = PoolKeys(name, poolCount);
+        var prefix = $"{name}/{(warmup ? "warm" : "run")}/{tag}";
+        if (op.IsMeta())
+        {
+            return MeasureMetaAsync(target, op, prefix, pool, $"{name}/listed/", warmup ? null : _plan.Ops, warmup ? _plan.Warmup : _plan.Duration, warmup, cancellationToken);
+        }
+
+        return warmup
+            ? MeasureAsync(target, op, prefix, pool, null, _plan.Warmup, singleRound: true, cancellationToken)
+            : MeasureAsync(target, op, prefix, pool, _plan.Ops, _plan.Duration, singleRound: false, cancellationToken);
+    }
+
+    /// <summary>
+    /// The warm-up and the timed run in the fleet's worker processes, each over its own connections, all at once;
+    /// the servers' CPU is read here around the timed run, and the workers' results are merged.
+    /// </summary>
+    private async Task<BenchResult> RunInWorkersAsync(WorkerFleet fleet, BenchOp op, int poolCount, CancellationToken cancellationToken)
+    {
+        var name = op.Name();
+        if (_plan.Warmup > TimeSpan.Zero)
+        {
+            _status($"{fleet.Name} {name}: warm-up {Units.FormatDuration(_plan.Warmup)} in {fleet.Processes} processes");
+            await fleet.RunPhaseAsync(op, poolCount, warmup: true, cancellationToken).ConfigureAwait(false);
+        }
+
+        _status($"{fleet.Name} {name}: measuring in {fleet.Processes} processes");
+        var cpuBefore = await fleet.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
+        var parts = await fleet.RunPhaseAsync(op, poolCount, warmup: false, cancellationToken).ConfigureAwait(false);
+        var cpuAfter = await fleet.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
+        double? cpu = cpuBefore is { } before && cpuAfter is { } after ? after - before : null;
+        return WorkerResult.Merge(fleet.Name, op, op.IsMeta() ? 0 : _plan.Size, parts, cpu, fleet.CpuScope);
+    }
+
     private async Task<string[]> WritePoolAsync(IBenchTarget target, string name, CancellationToken cancellationToken)
     {
         _status($"{target.Name} {name}: writing {_plan.PoolKeys} keys to read");
-        var keys = Enumerable.Range(0, _plan.PoolKeys).Select(i => string.Create(CultureInfo.InvariantCulture, $"{name}/pool/{i}")).ToArray();
+        var keys = PoolKeys(name, _plan.PoolKeys);
         var options = new ParallelOptions { MaxDegreeOfParallelism = _plan.Clients, CancellationToken = cancellationToken };
         await Parallel.ForEachAsync(keys, options, (key, ct) => target.PutAsync(key, _value, ct)).ConfigureAwait(false);
         return keys;

@@ -71,6 +71,7 @@ public sealed partial class MetadataServer
             {
                 GetReply.WriteExtentsHead(body, read.Size, read.Release);
                 WriteGrants(body, read.Extents, GrantRights.Read);
+                WriteAddressesIfAsked(frame, body, read.Extents);
             }
 
             frame.Reply(Status.Ok, body.WrittenSpan);
@@ -120,7 +121,8 @@ public sealed partial class MetadataServer
             return;
         }
 
-        var result = _state.Create(job, request.Key, request.SizeHint, frame.Header.Flags, frame.ConnectionId);
+        // The address request is about this reply, not a property of the object.
+        var result = _state.Create(job, request.Key, request.SizeHint, frame.Header.Flags & ~FrameFlags.NodeAddresses, frame.ConnectionId);
         if (Failed(frame, result))
         {
             return;
@@ -129,6 +131,7 @@ public sealed partial class MetadataServer
         var body = new BodyWriter(256);
         CreateReply.WriteHead(body, result.Value.Handle);
         WriteGrants(body, result.Value.Extents, GrantRights.Read | GrantRights.Write);
+        WriteAddressesIfAsked(frame, body, result.Value.Extents);
         frame.Reply(Status.Ok, body.WrittenSpan);
     }
 
@@ -324,6 +327,30 @@ public sealed partial class MetadataServer
         Span<byte> reply = stackalloc byte[CountReply.Size];
         CountReply.Write(reply, _state.Count(job, request.Prefix));
         frame.Reply(Status.Ok, reply);
+    }
+
+    /// <summary>
+    /// With <see cref="FrameFlags.NodeAddresses"/> on the request, the addresses of the distinct nodes of
+    /// <paramref name="extents"/> after the grants: a fresh client then connects to them without a ListNodes round trip.
+    /// </summary>
+    private void WriteAddressesIfAsked(FrameContext frame, BodyWriter body, IReadOnlyList<Extent> extents)
+    {
+        if ((frame.Header.Flags & FrameFlags.NodeAddresses) == 0)
+        {
+            return;
+        }
+
+        var nodes = new List<NodeAddress>(4);
+        for (var i = 0; i < extents.Count; i++)
+        {
+            var id = extents[i].NodeId;
+            if (!nodes.Exists(n => n.Id == id) && _state.Nodes.TryGetAddress(id, out var address))
+            {
+                nodes.Add(address);
+            }
+        }
+
+        NodeAddressList.Write(body, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(nodes));
     }
 
     /// <summary>

@@ -15,6 +15,12 @@ public enum FrameFlags : ushort
     /// <summary>Delete: the key is a prefix; delete every object under it.</summary>
     Recursive = 1 << 2,
 
+    /// <summary>
+    /// Create/Get: append the address of every node the reply's grants name (<see cref="Messages.NodeAddressList"/>), so a
+    /// client that has not listed the nodes needs no ListNodes round trip. Not kept with the object.
+    /// </summary>
+    NodeAddresses = 1 << 3,
+
     /// <summary>Set on every reply frame.</summary>
     Reply = 1 << 15,
 }

@@ -66,6 +66,76 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
+    public async Task BenchProcessesSpreadsTheConnectionsOverWorkerProcessesAndMergesTheirCounts()
+    {
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--connections", "9", "--processes", "2", "--ops", "901", "--warmup", "100ms", "--size", "1KiB",
+            "--op", "put,get,lookup", "--node-capacity", "64MiB", "--json");
+
+        var report = result.Json();
+        var fanIn = report["fan_in"]!["pocket"]!;
+        Assert.Equal(9, fanIn["connections"]!.GetValue<int>());
+        Assert.Equal(2, fanIn["processes"]!.GetValue<int>());
+        Assert.Equal(2, fanIn["connect_ms_per_process"]!.AsArray().Count);
+        Assert.Equal(0, fanIn["refused"]!.GetValue<int>());
+        Assert.Equal(0, fanIn["failed"]!.GetValue<int>());
+        foreach (var op in new[] { "put", "get", "lookup" })
+        {
+            // 451 + 450 ops from the two workers, every one timed into the merged histogram.
+            var figures = report["systems"]!["pocket"]![op]!;
+            Assert.Equal(901, figures["ops"]!.GetValue<long>());
+            Assert.Equal(901, figures["samples"]!.GetValue<long>());
+            Assert.True(figures["p99_us"]!.GetValue<long>() >= figures["p50_us"]!.GetValue<long>(), result.ToString());
+            Assert.NotNull(figures["server_cpu_us_per_op"]);
+        }
+
+        Assert.Contains("pocket: starting 2 worker processes for 9 connections", result.Stderr, StringComparison.Ordinal);
+        Assert.Contains("pocket get: measuring in 2 processes", result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task BenchProcessesGivesARespPeerItsOwnConnectionsInEachWorkerProcess()
+    {
+        // test.sh installs redis-server (the Python client's examples use it too).
+        await using var redis = await RedisProcess.StartAsync();
+
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--connections", "6", "--processes", "2", "--ops", "600", "--warmup", "100ms", "--size", "1KiB",
+            "--op", "get", "--node-capacity", "64MiB", "--vs", $"redis=resp://127.0.0.1:{redis.Port}", "--json");
+
+        var report = result.Json();
+        foreach (var system in new[] { "pocket", "redis" })
+        {
+            var fanIn = report["fan_in"]![system]!;
+            Assert.Equal(6, fanIn["connections"]!.GetValue<int>());
+            Assert.Equal(2, fanIn["processes"]!.GetValue<int>());
+            Assert.Equal(0, fanIn["refused"]!.GetValue<int>());
+
+            // The workers read the objects the parent wrote (under the parent's key root): a missing key fails the run.
+            var get = report["systems"]![system]!["get"]!;
+            Assert.Equal(600, get["ops"]!.GetValue<long>());
+            Assert.Equal(600, get["samples"]!.GetValue<long>());
+        }
+
+        // The bench deleted every key it wrote in Redis, the workers' included.
+        Assert.Equal("0", (await redis.CommandAsync("DBSIZE")).Trim());
+    }
+
+    [Theory]
+    [InlineData("--processes 2", "give --connections N too")]
+    [InlineData("--connections 2 --processes 3", "--processes must be between 1 and 2")]
+    [InlineData("--connections 8 --processes 0", "--processes must be between 1 and 8")]
+    public async Task BenchRefusesProcessesWithoutConnectionsOrMoreProcessesThanConnections(string arguments, string message)
+    {
+        var result = await PocketProcess.RunAsync(_home.Path, ["bench", .. arguments.Split(' ')]);
+
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains(message, result.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task BenchRefusesClientsAndConnectionsTogether()
     {
         var result = await PocketProcess.RunAsync(_home.Path, "bench", "--clients", "4", "--connections", "8");

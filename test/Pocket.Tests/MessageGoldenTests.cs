@@ -175,6 +175,43 @@ public sealed class MessageGoldenTests
         Assert.Equal((3UL, 1), (created.Handle, created.Grants.Count));
         Assert.Equal(KnownGrant, created.Grants[0]);
         AssertRefusesDamage(reply, b => CreateReply.TryRead(b, out _));
+        Assert.Empty(created.Nodes);
+    }
+
+    [Fact]
+    public void CreateReplyWithNodeAddresses()
+    {
+        var reply = Encode(b =>
+        {
+            CreateReply.WriteHead(b, 3);
+            GrantList.WriteCount(b, 1);
+            GrantList.WriteGrant(b, KnownGrant);
+            NodeAddressList.Write(b, [new NodeAddress(5, "h", 0x1F90)]);
+        });
+        AssertBytes("0300000000000000" + "01000000" + KnownGrantHex + "0100" + "05000000" + "010068" + "901F", reply);
+        Assert.True(CreateReply.TryRead(reply, out var created));
+        Assert.Equal(KnownGrant, created.Grants[0]);
+        Assert.Equal([new NodeAddress(5, "h", 8080)], created.Nodes);
+
+        // Cut anywhere inside the section it is refused; cut before it, it is a reply without one (an older server's).
+        var withoutSection = reply.Length - 2 - 4 - 3 - 2;
+        AssertRefusesDamage(reply, b => CreateReply.TryRead(b, out _), accepted: [withoutSection]);
+    }
+
+    [Fact]
+    public void GetReplyWithNodeAddresses()
+    {
+        var reply = Encode(b =>
+        {
+            GetReply.WriteExtentsHead(b, 100, 0);
+            GrantList.WriteCount(b, 1);
+            GrantList.WriteGrant(b, KnownGrant);
+            NodeAddressList.Write(b, [new NodeAddress(5, "h", 8080), new NodeAddress(6, "", 1)]);
+        });
+        Assert.True(GetReply.TryRead(reply, out var got));
+        Assert.Equal([new NodeAddress(5, "h", 8080), new NodeAddress(6, "", 1)], got.Nodes);
+        var withoutSection = reply.Length - 2 - (4 + 3 + 2) - (4 + 2 + 2);
+        AssertRefusesDamage(reply, b => GetReply.TryRead(b, out _), accepted: [withoutSection]);
     }
 
     [Fact]

@@ -45,7 +45,7 @@ public sealed class WireFormatGoldenTests
 
     [Fact]
     public void FrameFlagBitsAreFrozen() => AssertFrozen<FrameFlags>(
-        ("None", 0), ("DeleteAfterRead", 1), ("KeepAfterJob", 2), ("Recursive", 4), ("Reply", 0x8000));
+        ("None", 0), ("DeleteAfterRead", 1), ("KeepAfterJob", 2), ("Recursive", 4), ("NodeAddresses", 8), ("Reply", 0x8000));
 
     [Fact]
     public void TierStateAndRightsNumbersAreFrozen()

@@ -17,6 +17,10 @@ from .errors import (BadRequest, CapacityExceeded, ConnectionLost, InternalError
 NodeInfo = collections.namedtuple(
     "NodeInfo", "id tier state host port capacity used cpu rx_bytes_per_second tx_bytes_per_second")
 NodeInfo.address = property(lambda n: "%s:%d" % (n.host, n.port))
+
+# Where a node listens, as a Create or Get reply names it (asked with NODE_ADDRESSES).
+_NodeAddress = collections.namedtuple("_NodeAddress", "id host port")
+_NodeAddress.address = property(lambda n: "%s:%d" % (n.host, n.port))
 BlockInfo = collections.namedtuple("BlockInfo", "node_id node_state offset length")
 ObjectInfo = collections.namedtuple("ObjectInfo", "key size inline blocks")
 ListEntry = collections.namedtuple("ListEntry", "key size is_prefix")
@@ -63,6 +67,7 @@ class Client:
         self._meta = None
         self._node_conns = {}
         self._nodes = {}
+        self.node_listings = 0  # ListNodes requests sent (tests: a fresh client's first put and get need none)
         self._pool = None
         self._closed = False
 
@@ -160,7 +165,28 @@ class Client:
             nodes.append(NodeInfo(r.u32(), w.TIERS.get(r.u8(), "?"), w.NODE_STATES.get(r.u8(), "?"), r.str(), r.u16(),
                                   r.i64(), r.i64(), r.f64(), r.f64(), r.f64()))
         self._nodes = {n.id: n for n in nodes}
+        self.node_listings += 1
         return nodes
+
+    def _node_addresses_flag(self):
+        """Asks a Create or Get for its nodes' addresses while this client knows none: a fresh function's first
+        put or get of a large object then needs no ListNodes round trip (older servers ignore the flag)."""
+        return 0 if self._nodes else w.NODE_ADDRESSES
+
+    def _learn_nodes(self, r):
+        """Reads the node addresses a Create or Get reply may end with (count u16, then id u32, host str, port u16)."""
+        if r.remaining == 0:
+            return
+        try:
+            known = dict(self._nodes)
+            for _ in range(r.u16()):
+                node = _NodeAddress(r.u32(), r.str(), r.u16())
+                known[node.id] = node
+        except Exception as e:
+            raise BadRequest("malformed node addresses from the metadata server") from e
+        if r.remaining:
+            raise BadRequest("malformed node addresses from the metadata server: %d bytes left over" % r.remaining)
+        self._nodes = known
 
     def _node_connection(self, node_id, key, token):
         c = self._node_conns.get(node_id)
@@ -387,10 +413,13 @@ class Job:
         return total
 
     def _create(self, key, size, flags):
+        flags |= self.client._node_addresses_flag()
         body, _ = self.client._meta_call(w.CREATE, flags, self._token, (w.s(key) + w.i64(size),), job_id=self.id)
         r = w.Reader(body)
         handle = r.u64()
-        return handle, _grants(r, 0)
+        extents = _grants(r, 0)
+        self.client._learn_nodes(r)
+        return handle, extents
 
     def _allocate(self, handle, n, object_offset):
         body, _ = self.client._meta_call(w.ALLOCATE, 0, self._token, (w.u64(handle) + w.i64(n),), job_id=self.id)
@@ -443,7 +472,7 @@ class Job:
     # -- get
 
     def _get_layout(self, key, offset, length, delete_after_read):
-        flags = w.DELETE_AFTER_READ if delete_after_read else 0
+        flags = (w.DELETE_AFTER_READ if delete_after_read else 0) | self.client._node_addresses_flag()
         body, _ = self.client._meta_call(w.GET, flags, self._token, (w.s(key) + w.i64(offset) + w.i64(length),), job_id=self.id)
         r = w.Reader(body)
         kind = r.u8()
@@ -451,7 +480,9 @@ class Job:
         if kind == 0:
             return size, memoryview(body)[9:], None, 0
         release = r.u64()
-        return size, None, _grants(r, 0), release
+        extents = _grants(r, 0)
+        self.client._learn_nodes(r)
+        return size, None, extents, release
 
     def _release(self, release):
         if release:

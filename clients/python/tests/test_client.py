@@ -67,6 +67,20 @@ class ClientTests(unittest.TestCase):
                 if size > 16 << 10:
                     self.assertGreaterEqual(sum(b.length for b in info.blocks), size)
 
+    def test_a_fresh_clients_first_large_put_and_get_list_no_nodes(self):
+        # A function's first seconds: its Create and Get replies carry the nodes' addresses (asked for with the
+        # NODE_ADDRESSES flag), so neither the writer nor the reader needs a ListNodes round trip.
+        data = os.urandom(3 << 20)
+        with pocket.Job.open(self.job.id, self.job.token, self.job.metadata) as writer:
+            writer.put("fresh/3m", data)
+            self.assertEqual(0, writer.client.node_listings)
+        with pocket.Job.open(self.job.id, self.job.token, self.job.metadata) as reader:
+            self.assertEqual(digest(data), digest(reader.get("fresh/3m")))
+            self.assertEqual(0, reader.client.node_listings)
+            self.assertEqual(0, reader.client._node_addresses_flag(), "a client that knows its nodes stops asking")
+            self.assertTrue(reader.nodes())  # listing still works, and counts
+            self.assertEqual(1, reader.client.node_listings)
+
     def test_put_takes_buffers_files_paths_and_streams(self):
         data = os.urandom((5 << 20) + 77)
         self.job.put("src/bytearray", bytearray(data))

@@ -4,6 +4,7 @@ using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
+using Pocket.Controller.Provisioning;
 using Pocket.LoadGenerator;
 using Pocket.Protocol;
 using Spectre.Console;
@@ -27,6 +28,11 @@ internal static class BenchCommand
         {
             Description = "N independent clients, each with its own connection (its own PocketClient; its own RESP connection to each --vs peer), one request outstanding each, all connecting at once; replaces --clients",
             HelpName = "N",
+        };
+        var processes = new Option<int?>("--processes")
+        {
+            Description = "With --connections: spread the N clients over P worker processes (child `pocket` processes, each its own share of the connections; results merged), so the load generator is not one process",
+            HelpName = "P",
         };
         var ops = new Option<long?>("--ops") { Description = "Timed operations per system and op, over all clients", HelpName = "N" };
         var duration = CommandRunner.DurationOption("--duration", "Timed run per system and op (default 10s unless --ops is given)");
@@ -70,12 +76,13 @@ internal static class BenchCommand
         var cluster = ClusterOptions.Create();
         var command = new Command("bench", "Measure latency and throughput of put/get, side by side with other systems")
         {
-            size, clients, connections, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
+            size, clients, connections, processes, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
         };
-        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, connections, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
+        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, connections, processes, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
         command.Subcommands.Add(BenchSortCommand.Create());
         command.Subcommands.Add(BenchElasticCommand.Create());
         command.Subcommands.Add(BenchColdCommand.Create());
+        command.Subcommands.Add(BenchWorkerCommand.Create());
         return command;
     }
 
@@ -134,7 +141,7 @@ internal static class BenchCommand
             settings.SmallObjectThreshold,
             cancellationToken).ConfigureAwait(false);
         List<BenchResult> results = [];
-        List<(string System, int Connections, double ConnectMs, int Refused)> fanIn = [];
+        List<FanInSummary> fanIn = [];
         BenchPlan plan;
         BenchContext context;
         await using (session.ConfigureAwait(false))
@@ -148,12 +155,12 @@ internal static class BenchCommand
                     targets.Add(await RedisBenchTarget.ConnectAsync(peer, Warn, cancellationToken).ConfigureAwait(false));
                 }
 
+                plan = await PlanAsync(settings, session.Client, session.Admin, cancellationToken).ConfigureAwait(false);
                 if (settings.Connections)
                 {
-                    await OpenConnectionsAsync(settings, session, targets, cancellationToken).ConfigureAwait(false);
+                    await OpenConnectionsAsync(settings, plan, session, targets, cancellationToken).ConfigureAwait(false);
                 }
 
-                plan = await PlanAsync(settings, session.Client, session.Admin, cancellationToken).ConfigureAwait(false);
                 var runner = new BenchRunner(plan, settings.Ops.Any(o => o.ReadsData()), Status);
                 foreach (var op in settings.Ops)
                 {
@@ -168,7 +175,11 @@ internal static class BenchCommand
             }
             finally
             {
-                fanIn = targets.OfType<FanInBenchTarget>().Select(t => (t.Name, t.Connections, t.ConnectMs, t.Refused)).ToList();
+                fanIn =
+                [
+                    .. targets.OfType<FanInBenchTarget>().Select(t => new FanInSummary(t.Name, t.Connections, t.ConnectMs, t.Refused, 1, [t.ConnectMs])),
+                    .. targets.OfType<WorkerFleet>().Select(t => new FanInSummary(t.Name, t.Connections, t.ConnectMs, t.Refused, t.Processes, t.ConnectMsPerProcess)),
+                ];
                 foreach (var target in targets)
                 {
                     await target.DisposeAsync().ConfigureAwait(false);
@@ -198,19 +209,63 @@ internal static class BenchCommand
 
     /// <summary>
     /// Replaces each target by one whose clients each have their own connection, opened all at once per system
-    /// (Pocket first, then each peer), so the connect time of each is measured alone.
+    /// (Pocket first, then each peer), so the connect time of each is measured alone; with --processes, the
+    /// connections of each system are spread over worker processes.
     /// </summary>
-    private static async Task OpenConnectionsAsync(BenchSettings settings, BenchSession session, List<IBenchTarget> targets, CancellationToken cancellationToken)
+    private static async Task OpenConnectionsAsync(BenchSettings settings, BenchPlan plan, BenchSession session, List<IBenchTarget> targets, CancellationToken cancellationToken)
     {
         for (var i = 0; i < targets.Count; i++)
         {
             var shared = targets[i];
-            Status(string.Create(CultureInfo.InvariantCulture, $"{shared.Name}: opening {settings.Clients} connections"));
             var peer = shared is RedisBenchTarget ? settings.Peers[i - 1] : null;
+            if (settings.Processes > 1)
+            {
+                Status(string.Create(CultureInfo.InvariantCulture, $"{shared.Name}: starting {settings.Processes} worker processes for {settings.Clients} connections"));
+                var fleet = await StartWorkersAsync(settings, plan, session, shared, peer, cancellationToken).ConfigureAwait(false);
+                targets[i] = fleet;
+                Status(string.Create(CultureInfo.InvariantCulture,
+                    $"{shared.Name}: {fleet.Connections} connections in {fleet.ConnectMs:0} ms ({string.Join(", ", fleet.ConnectMsPerProcess.Select(ms => ms.ToString("0", CultureInfo.InvariantCulture)))} ms per process), {fleet.Refused} refused"));
+                continue;
+            }
+
+            Status(string.Create(CultureInfo.InvariantCulture, $"{shared.Name}: opening {settings.Clients} connections"));
             var fanIn = await FanInBenchTarget.ConnectAsync(shared, settings.Clients, ct => ConnectOneAsync(shared, peer, session, ct), cancellationToken).ConfigureAwait(false);
             targets[i] = fanIn;
             Status(string.Create(CultureInfo.InvariantCulture, $"{shared.Name}: {fanIn.Connections} connections in {fanIn.ConnectMs:0} ms, {fanIn.Refused} refused"));
         }
+    }
+
+    /// <summary>`pocket bench worker` children of this build, each told (on its stdin) its share and how to reach the system.</summary>
+    private static Task<WorkerFleet> StartWorkersAsync(BenchSettings settings, BenchPlan plan, BenchSession session, IBenchTarget shared, BenchPeer? peer, CancellationToken cancellationToken)
+    {
+        var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+        var (trustFile, tlsName) = ClientTls.GivenOptions;
+        return WorkerFleet.StartAsync(
+            shared,
+            executable,
+            [.. baseArguments, "bench", "worker"],
+            settings.Processes,
+            settings.Clients,
+            plan.Ops,
+            (worker, connections, ops) => new BenchWorkerSpec(
+                worker,
+                connections,
+                plan.Size,
+                ops,
+                plan.Duration?.TotalSeconds,
+                plan.Warmup.TotalSeconds,
+                plan.KeysPerRound,
+                plan.PoolKeys,
+                settings.Ops.Any(o => o.ReadsData()),
+                peer is null ? session.Root : ((RedisBenchTarget)shared).Root,
+                Resp: peer is null ? null : $"{peer.Name}={peer.Url}",
+                Metadata: peer is null ? session.MetadataAddress : null,
+                JobId: peer is null ? session.Job.Id : null,
+                JobToken: peer is null ? session.Job.Token.ToString() : null,
+                SmallObjectThreshold: session.Client.Options.SmallObjectThreshold,
+                TlsTrustFile: trustFile,
+                TlsName: tlsName),
+            cancellationToken);
     }
 
     /// <summary>One more connection of <paramref name="shared"/>'s system: a PocketClient of its own, or a RESP connection.</summary>
@@ -225,16 +280,19 @@ internal static class BenchCommand
         return (new PocketBenchTarget(client.OpenJob(session.Job.Id, session.Job.Token), session.Root, session.CpuScope, session.CpuSeconds), client);
     }
 
-    private static void AddFanIn(System.Text.Json.Nodes.JsonObject report, List<(string System, int Connections, double ConnectMs, int Refused)> fanIn)
+    private static void AddFanIn(System.Text.Json.Nodes.JsonObject report, List<FanInSummary> fanIn)
     {
         var systems = new System.Text.Json.Nodes.JsonObject();
-        foreach (var (system, connections, connectMs, refused) in fanIn)
+        foreach (var f in fanIn)
         {
-            systems[system] = new System.Text.Json.Nodes.JsonObject
+            systems[f.System] = new System.Text.Json.Nodes.JsonObject
             {
-                ["connections"] = connections,
-                ["connect_ms"] = Math.Round(connectMs, 1),
-                ["refused"] = refused,
+                ["connections"] = f.Connections,
+                ["processes"] = f.Processes,
+                // With several processes: the storm's wall time, its slowest process (all start on one command).
+                ["connect_ms"] = Math.Round(f.ConnectMs, 1),
+                ["connect_ms_per_process"] = new System.Text.Json.Nodes.JsonArray([.. f.ConnectMsPerProcess.Select(ms => (System.Text.Json.Nodes.JsonNode)Math.Round(ms, 1))]),
+                ["refused"] = f.Refused,
                 // A failed request stops the bench with an error and no report: a report always has 0.
                 ["failed"] = 0,
             };
@@ -291,7 +349,7 @@ internal static class BenchCommand
     /// Checked here rather than in a command validator: in System.CommandLine 2.0 such a validator reads
     /// options left at their defaults as zero.
     /// </summary>
-    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<int?> connections, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
+    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<int?> connections, Option<int?> processes, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
     {
         var jobId = parse.GetValue(job);
         if (jobId is not null)
@@ -329,6 +387,20 @@ internal static class BenchCommand
             }
 
             clientCount = n;
+        }
+
+        var processCount = parse.GetValue(processes);
+        if (processCount is { } p)
+        {
+            if (connectionCount is null)
+            {
+                throw new CliException("--processes spreads --connections over processes: give --connections N too");
+            }
+
+            if (p < 1 || p > Math.Min(64, clientCount))
+            {
+                throw new CliException(string.Create(CultureInfo.InvariantCulture, $"--processes must be between 1 and {Math.Min(64, clientCount)} (at most 64, and at most one per connection)"));
+            }
         }
 
         var opsLimit = parse.GetValue(ops);
@@ -373,6 +445,7 @@ internal static class BenchCommand
             bytes,
             clientCount,
             connectionCount is not null,
+            processCount ?? 1,
             opsLimit,
             opsLimit is null ? runFor ?? TimeSpan.FromSeconds(10) : null,
             parse.GetValue(warmup) ?? TimeSpan.FromSeconds(1),
@@ -450,5 +523,8 @@ internal static class BenchCommand
 
     internal static void Warn(string message) => CommandRunner.Error.MarkupLine($"[yellow]warning:[/] {Markup.Escape(message)}");
 
-    private sealed record BenchSettings(long Size, int Clients, bool Connections, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold);
+    /// <summary>One system's connections for the report's fan_in object.</summary>
+    private sealed record FanInSummary(string System, int Connections, double ConnectMs, int Refused, int Processes, IReadOnlyList<double> ConnectMsPerProcess);
+
+    private sealed record BenchSettings(long Size, int Clients, bool Connections, int Processes, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold);
 }

@@ -39,6 +39,9 @@ internal sealed class BenchSession : IAsyncDisposable
 
     public PocketJob Job { get; }
 
+    /// <summary>The metadata server's address (what a worker process of --processes connects to).</summary>
+    public required string MetadataAddress { get; init; }
+
     /// <summary>The prefix everything the bench writes goes under: empty in a job of its own.</summary>
     public string Root { get; }
 
@@ -95,6 +98,7 @@ internal sealed class BenchSession : IAsyncDisposable
                 return new BenchSession(cluster, client, job, root, jobGiven: true, $"{where}, job {entry.Id} under {root}", cpuScope, cpuSeconds, LeaseKeeper.Start(job, root, LeaseKeeper.DefaultInterval, TimeProvider.System))
                 {
                     ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+                    MetadataAddress = connection.Metadata,
                     Admin = client.Admin(connection.ClusterToken),
                 };
             }
@@ -103,6 +107,7 @@ internal sealed class BenchSession : IAsyncDisposable
             return new BenchSession(cluster, client, own, string.Empty, jobGiven: false, where, cpuScope, cpuSeconds, null)
             {
                 ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+                MetadataAddress = connection.Metadata,
                 Admin = client.Admin(connection.ClusterToken),
             };
         }

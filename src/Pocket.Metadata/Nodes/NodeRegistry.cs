@@ -38,6 +38,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
 {
     private readonly Dictionary<uint, NodeEntry> _nodes = [];
     private readonly ConcurrentDictionary<uint, byte[]> _secrets = new();
+    private readonly ConcurrentDictionary<uint, NodeAddress> _addresses = new();
     private List<PendingRevocation> _revocations = [];
     private uint _nextId;
 
@@ -97,6 +98,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
         };
         _nodes[node.Id] = node;
         _secrets[node.Id] = node.Secret;
+        _addresses[node.Id] = new NodeAddress(node.Id, node.Host, (ushort)node.Port);
         return node;
     }
 
@@ -140,6 +142,12 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
     /// every node). Safe without the lock.
     /// </summary>
     public ReadOnlySpan<byte> SecretOf(uint id) => _secrets.TryGetValue(id, out var secret) ? secret : [];
+
+    /// <summary>
+    /// Where the node listens, for a reply that names its grants' nodes (<see cref="FrameFlags.NodeAddresses"/>); false
+    /// when the node is unknown. Safe without the lock, like <see cref="SecretOf"/>: an id's address never changes.
+    /// </summary>
+    public bool TryGetAddress(uint id, out NodeAddress address) => _addresses.TryGetValue(id, out address);
 
     /// <summary>The nodes placement may choose: live ones (not standby, draining, drained or dead).</summary>
     public List<NodeEntry> Live()
@@ -374,6 +382,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
     {
         _nodes.Remove(node.Id);
         _secrets.TryRemove(node.Id, out _);
+        _addresses.TryRemove(node.Id, out _);
         MetadataLog.NodeRemoved(logger, node.Id);
     }
 }

@@ -27,14 +27,21 @@ public readonly ref struct CreateRequest
     }
 }
 
-/// <summary>Create's reply: write handle u64, then write grants for the hinted size (<see cref="GrantList"/>).</summary>
+/// <summary>
+/// Create's reply: write handle u64, then write grants for the hinted size (<see cref="GrantList"/>), then, when the
+/// request asked with <see cref="FrameFlags.NodeAddresses"/>, the addresses of the nodes they name (<see cref="NodeAddressList"/>).
+/// </summary>
 public readonly ref struct CreateReply
 {
-    private CreateReply(ulong handle, GrantList grants)
+    private CreateReply(ulong handle, GrantList grants, NodeAddress[] nodes)
     {
         Handle = handle;
         Grants = grants;
+        Nodes = nodes;
     }
+
+    /// <summary>The addresses of the grants' nodes, when asked for and sent; else empty.</summary>
+    public NodeAddress[] Nodes { get; }
 
     public ulong Handle { get; }
 
@@ -48,12 +55,12 @@ public readonly ref struct CreateReply
         var reader = new BodyReader(body);
         var handle = reader.U64();
         reply = default;
-        if (!GrantList.TryRead(ref reader, out var grants) || !reader.AtEnd)
+        if (!GrantList.TryRead(ref reader, out var grants) || !NodeAddressList.TryReadOptional(ref reader, out var nodes))
         {
             return false;
         }
 
-        reply = new CreateReply(handle, grants);
+        reply = new CreateReply(handle, grants, nodes);
         return true;
     }
 }

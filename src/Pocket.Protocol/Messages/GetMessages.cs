@@ -32,21 +32,26 @@ public readonly ref struct GetRequest
 /// <summary>
 /// Get's reply: kind u8, object size i64, then for kind 0 (inline) the bytes of the range to the end of the body,
 /// for kind 1 (extents) a release handle u64 (non-zero after delete-after-read; the reader aborts it when done)
-/// and the read grants (<see cref="GrantList"/>).
+/// and the read grants (<see cref="GrantList"/>), then, when the request asked with <see cref="FrameFlags.NodeAddresses"/>,
+/// the addresses of the nodes they name (<see cref="NodeAddressList"/>).
 /// </summary>
 public readonly ref struct GetReply
 {
     public const byte InlineKind = 0;
     public const byte ExtentsKind = 1;
 
-    private GetReply(bool isInline, long size, ReadOnlySpan<byte> inline, ulong release, GrantList grants)
+    private GetReply(bool isInline, long size, ReadOnlySpan<byte> inline, ulong release, GrantList grants, NodeAddress[]? nodes = null)
     {
         IsInline = isInline;
         Size = size;
         Inline = inline;
         Release = release;
         Grants = grants;
+        Nodes = nodes ?? [];
     }
+
+    /// <summary>The addresses of the grants' nodes, when asked for and sent; else empty.</summary>
+    public NodeAddress[] Nodes { get; }
 
     public bool IsInline { get; }
 
@@ -82,12 +87,12 @@ public readonly ref struct GetReply
         }
 
         var release = reader.U64();
-        if (kind != ExtentsKind || !GrantList.TryRead(ref reader, out var grants) || !reader.AtEnd)
+        if (kind != ExtentsKind || !GrantList.TryRead(ref reader, out var grants) || !NodeAddressList.TryReadOptional(ref reader, out var nodes))
         {
             return false;
         }
 
-        reply = new GetReply(false, size, default, release, grants);
+        reply = new GetReply(false, size, default, release, grants, nodes);
         return true;
     }
 }
