@@ -67,4 +67,7 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 422, Level = LogLevel.Warning, Message = "no {Tier} node started: {Reason}")]
     public static partial void HostBudgetRefused(ILogger logger, string tier, string reason);
+
+    [LoggerMessage(EventId = 430, Level = LogLevel.Information, Message = "job {JobId}'s token handed out to {Remote} (GET credentials with the cluster token)")]
+    public static partial void CredentialsHandedOut(ILogger logger, string jobId, string remote);
 }
