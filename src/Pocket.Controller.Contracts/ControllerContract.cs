@@ -126,6 +126,24 @@ public sealed record JobResponse(
     public JobQuota? Quota { get; init; }
 }
 
+/// <summary>
+/// Answer to <c>GET /v1/jobs/{id}/credentials</c> (cluster token only): what opens a job registered elsewhere, for the
+/// S3 gateway (a job is a bucket; its access key is the job id, its secret key the token) and the CLI.
+/// </summary>
+/// <param name="JobId">Job id.</param>
+/// <param name="Name">The name it registered with (a bucket made through S3: the bucket's name).</param>
+/// <param name="Token">The job's token.</param>
+/// <param name="Metadata">The metadata server holding the job, host:port.</param>
+public sealed record JobCredentialsResponse(
+    string JobId,
+    string Name,
+    [property: JsonConverter(typeof(JobTokenJsonConverter))] JobToken Token,
+    string Metadata)
+{
+    /// <summary>The id only: a record's generated text would print the token into logs.</summary>
+    public override string ToString() => $"job {JobId}";
+}
+
 /// <summary>Answer to <c>DELETE /v1/jobs/{id}</c>.</summary>
 public sealed record DeleteJobResponse(string JobId, long ObjectsFreed, long BytesFreed);
 

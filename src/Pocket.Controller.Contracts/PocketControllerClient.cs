@@ -219,6 +219,28 @@ public sealed class PocketControllerClient : IDisposable
         }
     }
 
+    /// <summary>
+    /// A job's token and metadata server (<c>GET /v1/jobs/{id}/credentials</c>, cluster token only), by id, or by name
+    /// when one running job has that name; null when no job matches. Several jobs of that name (and none with that id)
+    /// fail with 409 Conflict, naming their ids.
+    /// </summary>
+    public async Task<JobCredentialsResponse?> GetJobCredentialsAsync(string jobIdOrName, CancellationToken cancellationToken = default)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(jobIdOrName);
+        try
+        {
+            var body = await SendAsync(
+                () => new HttpRequestMessage(HttpMethod.Get, $"v1/jobs/{Uri.EscapeDataString(jobIdOrName)}/credentials"),
+                ControllerJsonContext.Default.JobCredentialsResponse,
+                cancellationToken).ConfigureAwait(false);
+            return body.JobId is null || body.Metadata is null || body.Token.IsNone ? throw Unexpected("credentials without job id, token or metadata server") : body;
+        }
+        catch (PocketControllerException ex) when (ex.HttpStatus == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
     /// <summary>The storage nodes (tier, state, capacity, CPU, network, allocation) and the jobs.</summary>
     public async Task<ClusterResponse> GetClusterAsync(CancellationToken cancellationToken = default)
     {
@@ -363,6 +385,7 @@ public sealed class PocketControllerClient : IDisposable
 [JsonSerializable(typeof(List<JobResponse>), TypeInfoPropertyName = "ListJobResponse")]
 [JsonSerializable(typeof(JobResponse))]
 [JsonSerializable(typeof(DeleteJobResponse))]
+[JsonSerializable(typeof(JobCredentialsResponse))]
 [JsonSerializable(typeof(ClusterResponse))]
 [JsonSerializable(typeof(HealthResponse))]
 [JsonSerializable(typeof(ErrorResponse))]

@@ -82,4 +82,7 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 434, Level = LogLevel.Error, Message = "no replacement for lost metadata server {Address}: {Reason}")]
     public static partial void MetadataReplaceFailed(ILogger logger, string address, string reason);
+
+    [LoggerMessage(EventId = 435, Level = LogLevel.Information, Message = "job {JobId}'s token handed out to {Remote} (GET credentials with the cluster token)")]
+    public static partial void CredentialsHandedOut(ILogger logger, string jobId, string remote);
 }

@@ -4,8 +4,8 @@ using Microsoft.AspNetCore.Http;
 
 namespace Pocket.Gateway;
 
-/// <summary>Who signed a request: a configured user (every bucket) or a bucket's own job credentials (that bucket only).</summary>
-internal sealed record Principal(string AccessKey, string? OnlyBucket);
+/// <summary>Who signed a request: a configured user (every bucket) or a job's own credentials (its bucket only: <paramref name="OnlyJob"/> is the job id).</summary>
+internal sealed record Principal(string AccessKey, string? OnlyJob);
 
 /// <summary>What a verified signature leaves for the body: how the payload is sent, and the key to check chunk signatures with.</summary>
 internal sealed record AuthResult(Principal Principal, string PayloadHash, byte[] SigningKey, string Timestamp, string Scope, string Signature)
@@ -22,22 +22,22 @@ internal sealed record AuthResult(Principal Principal, string PayloadHash, byte[
 /// Verifies AWS Signature Version 4, in the Authorization header form and the presigned query form. The canonical
 /// request is rebuilt from the raw request target, so the path and query are signed exactly as the client sent them.
 /// </summary>
-internal sealed class Authenticator(GatewayOptions options, Func<string, (string Secret, Principal Principal)?> credentials)
+internal sealed class Authenticator(GatewayOptions options, Func<string, CancellationToken, ValueTask<(string Secret, Principal Principal)?>> credentials)
 {
     private const long MaxPresignedSeconds = 7 * 24 * 3600;
 
-    public AuthResult Authenticate(S3Request request)
+    public ValueTask<AuthResult> AuthenticateAsync(S3Request request)
     {
         var http = request.Context.Request;
         var authorization = http.Headers.Authorization.ToString();
         if (authorization.Length > 0)
         {
-            return FromHeader(request, authorization);
+            return FromHeaderAsync(request, authorization);
         }
 
         if (request.Has("X-Amz-Signature") || request.Has("X-Amz-Credential"))
         {
-            return FromQuery(request);
+            return FromQueryAsync(request);
         }
 
         if (request.Has("Signature") && request.Has("AWSAccessKeyId"))
@@ -48,7 +48,7 @@ internal sealed class Authenticator(GatewayOptions options, Func<string, (string
         throw new S3Exception(S3Error.AccessDenied, "Anonymous access is not allowed: sign the request with AWS Signature Version 4.");
     }
 
-    private AuthResult FromHeader(S3Request request, string authorization)
+    private ValueTask<AuthResult> FromHeaderAsync(S3Request request, string authorization)
     {
         if (!authorization.StartsWith(SigV4.Algorithm + " ", StringComparison.Ordinal))
         {
@@ -104,10 +104,10 @@ internal sealed class Authenticator(GatewayOptions options, Func<string, (string
 
         var signingTime = ParseTimestamp(timestamp, S3Error.AccessDenied);
         CheckSkew(signingTime);
-        return Verify(request, credential, signedHeaders, signature, timestamp, payloadHash, presigned: false, S3Error.AuthorizationHeaderMalformed);
+        return VerifyAsync(request, credential, signedHeaders, signature, timestamp, payloadHash, presigned: false, S3Error.AuthorizationHeaderMalformed);
     }
 
-    private AuthResult FromQuery(S3Request request)
+    private ValueTask<AuthResult> FromQueryAsync(S3Request request)
     {
         var algorithm = request.Get("X-Amz-Algorithm");
         var credential = request.Get("X-Amz-Credential");
@@ -139,10 +139,10 @@ internal sealed class Authenticator(GatewayOptions options, Func<string, (string
         }
 
         var payloadHash = request.Get("X-Amz-Content-Sha256") ?? SigV4.UnsignedPayload;
-        return Verify(request, credential, signedHeaders, signature, timestamp, payloadHash, presigned: true, S3Error.AuthorizationQueryParametersError);
+        return VerifyAsync(request, credential, signedHeaders, signature, timestamp, payloadHash, presigned: true, S3Error.AuthorizationQueryParametersError);
     }
 
-    private AuthResult Verify(S3Request request, string credential, string signedHeaders, string signature, string timestamp, string payloadHash, bool presigned, S3Error malformed)
+    private async ValueTask<AuthResult> VerifyAsync(S3Request request, string credential, string signedHeaders, string signature, string timestamp, string payloadHash, bool presigned, S3Error malformed)
     {
         // Credential = access-key/yyyyMMdd/region/s3/aws4_request; the access key itself may not contain '/'.
         var parts = credential.Split('/');
@@ -157,7 +157,7 @@ internal sealed class Authenticator(GatewayOptions options, Func<string, (string
         }
 
         var accessKey = parts[0];
-        var found = credentials(accessKey) ?? throw new S3Exception(S3Error.InvalidAccessKeyId, "The AWS access key Id you provided does not exist in our records.");
+        var found = await credentials(accessKey, request.Context.RequestAborted).ConfigureAwait(false) ?? throw new S3Exception(S3Error.InvalidAccessKeyId, "The AWS access key Id you provided does not exist in our records.");
         var scope = $"{parts[1]}/{parts[2]}/s3/aws4_request";
         var names = signedHeaders.Split(';');
         if (!names.Contains("host"))

@@ -40,4 +40,10 @@ internal static partial class GatewayLog
 
     [LoggerMessage(EventId = 511, Level = LogLevel.Warning, Message = "{Method} {Path}: the response had started when the request failed ({Reason}); connection aborted")]
     public static partial void AbortedMidResponse(ILogger logger, string method, string path, string reason);
+
+    [LoggerMessage(EventId = 512, Level = LogLevel.Information, Message = "job {JobId} adopted as the bucket of that name: registered elsewhere, its token came from the controller")]
+    public static partial void JobAdopted(ILogger logger, string jobId);
+
+    [LoggerMessage(EventId = 513, Level = LogLevel.Warning, Message = "could not ask the controller about {Name}: {Reason}")]
+    public static partial void ControllerLookupFailed(ILogger logger, string name, string reason);
 }

@@ -13,7 +13,21 @@ internal sealed partial class S3Handler
 
     private async Task ListBucketsAsync(S3Request request, AuthResult auth)
     {
-        var buckets = _buckets.All.Where(b => auth.Principal.OnlyBucket is null || auth.Principal.OnlyBucket == b.Name).ToList();
+        // Every job is a bucket: a user sees the jobs registered elsewhere too (by id; adopted when first addressed), a
+        // job's own keys see its bucket only.
+        List<(string Name, DateTimeOffset Created)> buckets;
+        if (auth.Principal.OnlyJob is { } only)
+        {
+            var own = await RequireBucketAsync(only, auth).ConfigureAwait(false);
+            buckets = [(own.Name, own.Entry.Created)];
+        }
+        else
+        {
+            buckets = [.. _buckets.All.Select(b => (b.Name, b.Entry.Created))];
+            buckets.AddRange(await _adoption.UnadoptedAsync(request.Context.RequestAborted).ConfigureAwait(false));
+            buckets.Sort((x, y) => string.CompareOrdinal(x.Name, y.Name));
+        }
+
         var xml = S3Xml.Document("ListAllMyBucketsResult", w =>
         {
             w.WriteStartElement("Owner");
@@ -25,7 +39,7 @@ internal sealed partial class S3Handler
             {
                 w.WriteStartElement("Bucket");
                 w.Element("Name", bucket.Name);
-                w.Element("CreationDate", S3Xml.Time(bucket.Entry.Created));
+                w.Element("CreationDate", S3Xml.Time(bucket.Created));
                 w.WriteEndElement();
             }
 
@@ -37,9 +51,9 @@ internal sealed partial class S3Handler
     private async Task CreateBucketAsync(S3Request request, AuthResult auth)
     {
         var name = request.Bucket!;
-        if (auth.Principal.OnlyBucket is not null)
+        if (auth.Principal.OnlyJob is not null)
         {
-            throw new S3Exception(S3Error.AccessDenied, "Access Denied: a bucket's own credentials cannot create buckets.");
+            throw new S3Exception(S3Error.AccessDenied, "Access Denied: a job's own credentials cannot create buckets.");
         }
 
         if (!IsValidBucketName(name, out var why))
@@ -59,6 +73,14 @@ internal sealed partial class S3Handler
         if (body.Length > 0)
         {
             S3Xml.Parse(body, "CreateBucketConfiguration");
+        }
+
+        // A registered job of that id is that bucket already (adopted now); creating it again would hide the job.
+        if (_buckets.Find(name) is null && await _adoption.FindAsync(name, request.Context.RequestAborted).ConfigureAwait(false) is { } adopted)
+        {
+            throw adopted.Name == name
+                ? new S3Exception(S3Error.BucketAlreadyOwnedByYou, $"Your previous request to create the named bucket succeeded and you already own it: it is job {adopted.Entry.JobId}.")
+                : new S3Exception(S3Error.BucketAlreadyExists, $"The requested bucket name is not available: it is the id of job {adopted.Entry.JobId}, which is bucket {adopted.Name}.");
         }
 
         var owner = _buckets.TryReserve(name);
@@ -105,7 +127,7 @@ internal sealed partial class S3Handler
 
     private async Task DeleteBucketAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         if (await HasUserObjectsAsync(bucket.Job, request.Context.RequestAborted).ConfigureAwait(false))
         {
             throw new S3Exception(S3Error.BucketNotEmpty, "The bucket you tried to delete is not empty.");
@@ -161,7 +183,7 @@ internal sealed partial class S3Handler
 
     private async Task HeadBucketAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
 
         // A cheap request that fails with Unauthorized when the job has ended, so HeadBucket tells the truth.
         await bucket.Job.GetUsageAsync(request.Context.RequestAborted).ConfigureAwait(false);
@@ -172,7 +194,7 @@ internal sealed partial class S3Handler
 
     private async Task GetBucketLocationAsync(S3Request request, AuthResult auth)
     {
-        RequireBucket(request.Bucket!, auth);
+        await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
 
         // S3 answers an empty constraint for us-east-1.
         var region = _options.Region == "us-east-1" ? null : _options.Region;
@@ -189,7 +211,7 @@ internal sealed partial class S3Handler
     private async Task GetBucketVersioningAsync(S3Request request, AuthResult auth)
     {
         // Pocket keeps one version of each object: versioning was never enabled.
-        RequireBucket(request.Bucket!, auth);
+        await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         await WriteXmlAsync(request.Context, S3Xml.Document("VersioningConfiguration", _ => { })).ConfigureAwait(false);
     }
 

@@ -22,7 +22,7 @@ internal sealed partial class S3Handler
 
     private async Task ListObjectsAsync(S3Request request, AuthResult auth, bool v2)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var prefix = request.Get("prefix") ?? string.Empty;
         var delimiter = request.Get("delimiter");
         if (delimiter?.Length == 0)

@@ -16,7 +16,7 @@ internal sealed partial class S3Handler
 
     private async Task CreateMultipartUploadAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         KeyMapping.ToPocket(request.Key!, _limits);
         var uploadId = Guid.NewGuid().ToString("N");
         var (headers, metadata) = StoredHeadersOf(request);
@@ -33,7 +33,7 @@ internal sealed partial class S3Handler
 
     private async Task UploadPartAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var (uploadId, _) = await RequireUploadAsync(request, bucket).ConfigureAwait(false);
         var partNumber = PartNumber(request);
         var cancellationToken = request.Context.RequestAborted;
@@ -63,11 +63,11 @@ internal sealed partial class S3Handler
 
     private async Task UploadPartCopyAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var (uploadId, _) = await RequireUploadAsync(request, bucket).ConfigureAwait(false);
         var partNumber = PartNumber(request);
         var cancellationToken = request.Context.RequestAborted;
-        var (source, sourceS3Key, sourceKey) = CopySource(request, auth);
+        var (source, sourceS3Key, sourceKey) = await CopySourceAsync(request, auth).ConfigureAwait(false);
         var (info, record) = await LookupAsync(source, sourceKey, cancellationToken).ConfigureAwait(false);
         if (info is null)
         {
@@ -114,7 +114,7 @@ internal sealed partial class S3Handler
 
     private async Task CompleteMultipartUploadAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var (uploadId, upload) = await RequireUploadAsync(request, bucket).ConfigureAwait(false);
         var key = KeyMapping.ToPocket(request.Key!, _limits);
         var cancellationToken = request.Context.RequestAborted;
@@ -225,7 +225,7 @@ internal sealed partial class S3Handler
 
     private async Task AbortMultipartUploadAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var (uploadId, _) = await RequireUploadAsync(request, bucket).ConfigureAwait(false);
         await bucket.Job.DeleteAsync(KeyMapping.UploadRoot(uploadId), recursive: true, request.Context.RequestAborted).ConfigureAwait(false);
         request.Context.Response.StatusCode = StatusCodes.Status204NoContent;
@@ -233,7 +233,7 @@ internal sealed partial class S3Handler
 
     private async Task ListPartsAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var (uploadId, _) = await RequireUploadAsync(request, bucket).ConfigureAwait(false);
         var maxParts = 1000;
         if (request.Get("max-parts") is { } maxText && (!int.TryParse(maxText, NumberStyles.None, CultureInfo.InvariantCulture, out maxParts) || maxParts < 0))
@@ -278,7 +278,7 @@ internal sealed partial class S3Handler
 
     private async Task ListMultipartUploadsAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var prefix = request.Get("prefix") ?? string.Empty;
         var cancellationToken = request.Context.RequestAborted;
         var uploads = new List<(string Id, UploadRecord Info)>();

@@ -9,7 +9,7 @@ internal sealed partial class S3Handler
 {
     private async Task PutObjectAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var key = KeyMapping.ToPocket(request.Key!, _limits);
         var cancellationToken = request.Context.RequestAborted;
         var (source, length) = OpenBody(request, auth, _options.MaxPutSize);
@@ -47,7 +47,7 @@ internal sealed partial class S3Handler
 
     private async Task GetObjectAsync(S3Request request, AuthResult auth, bool head)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var key = KeyMapping.ToPocket(request.Key!, _limits);
         var cancellationToken = request.Context.RequestAborted;
         var (info, record) = await LookupAsync(bucket, key, cancellationToken).ConfigureAwait(false);
@@ -283,7 +283,7 @@ internal sealed partial class S3Handler
 
     private async Task DeleteObjectAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         string key;
         try
         {
@@ -302,7 +302,7 @@ internal sealed partial class S3Handler
 
     private async Task DeleteObjectsAsync(S3Request request, AuthResult auth)
     {
-        var bucket = RequireBucket(request.Bucket!, auth);
+        var bucket = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var root = S3Xml.Parse(await ReadSmallBodyAsync(request, auth).ConfigureAwait(false), "Delete");
         var quiet = string.Equals(root.ChildValue("Quiet"), "true", StringComparison.OrdinalIgnoreCase);
         var keys = root.Children("Object").Select(o => o.ChildValue("Key")).ToList();
@@ -358,7 +358,7 @@ internal sealed partial class S3Handler
     }
 
     /// <summary>Parses x-amz-copy-source: "[/]bucket/key[?versionId=null]", URL-encoded.</summary>
-    private (Bucket Bucket, string S3Key, string PocketKey) CopySource(S3Request request, AuthResult auth)
+    private async Task<(Bucket Bucket, string S3Key, string PocketKey)> CopySourceAsync(S3Request request, AuthResult auth)
     {
         var raw = request.Header("x-amz-copy-source")!;
         var question = raw.IndexOf('?', StringComparison.Ordinal);
@@ -380,16 +380,16 @@ internal sealed partial class S3Handler
             throw new S3Exception(S3Error.InvalidArgument, "Copy Source must mention the source bucket and key: sourcebucket/sourcekey.");
         }
 
-        var bucket = RequireBucket(source[..slash], auth);
+        var bucket = await RequireBucketAsync(source[..slash], auth).ConfigureAwait(false);
         var s3Key = source[(slash + 1)..];
         return (bucket, s3Key, KeyMapping.ToPocket(s3Key, _limits));
     }
 
     private async Task CopyObjectAsync(S3Request request, AuthResult auth)
     {
-        var target = RequireBucket(request.Bucket!, auth);
+        var target = await RequireBucketAsync(request.Bucket!, auth).ConfigureAwait(false);
         var targetKey = KeyMapping.ToPocket(request.Key!, _limits);
-        var (source, sourceS3Key, sourceKey) = CopySource(request, auth);
+        var (source, sourceS3Key, sourceKey) = await CopySourceAsync(request, auth).ConfigureAwait(false);
         var cancellationToken = request.Context.RequestAborted;
         var (info, record) = await LookupAsync(source, sourceKey, cancellationToken).ConfigureAwait(false);
         if (info is null)

@@ -23,6 +23,7 @@ internal sealed partial class S3Handler
     private readonly BucketStore _buckets;
     private readonly ILogger _logger;
     private readonly Authenticator _authenticator;
+    private readonly JobAdoption _adoption;
     private readonly ProtocolLimits _limits = ProtocolLimits.Default;
     private long _requestCounter;
 
@@ -33,7 +34,8 @@ internal sealed partial class S3Handler
         _controller = controller;
         _buckets = buckets;
         _logger = logger;
-        _authenticator = new Authenticator(options, FindCredentials);
+        _adoption = new JobAdoption(controller, buckets, options.TimeProvider, logger);
+        _authenticator = new Authenticator(options, FindCredentialsAsync);
     }
 
     private TimeProvider Clock => _options.TimeProvider;
@@ -47,7 +49,7 @@ internal sealed partial class S3Handler
         try
         {
             request = S3Request.Parse(context, _options.VirtualHostSuffix, requestId);
-            var auth = _authenticator.Authenticate(request);
+            var auth = await _authenticator.AuthenticateAsync(request).ConfigureAwait(false);
             await DispatchAsync(request, auth).ConfigureAwait(false);
         }
         catch (Exception ex) when (context.RequestAborted.IsCancellationRequested && ex is OperationCanceledException or IOException)
@@ -195,30 +197,40 @@ internal sealed partial class S3Handler
         }
     }
 
-    private (string Secret, Principal Principal)? FindCredentials(string accessKey)
+    private async ValueTask<(string Secret, Principal Principal)?> FindCredentialsAsync(string accessKey, CancellationToken cancellationToken)
     {
         if (_options.Users.TryGetValue(accessKey, out var secret))
         {
             return (secret, new Principal(accessKey, null));
         }
 
-        if (_options.AllowJobCredentials && _buckets.FindByJobId(accessKey) is { } bucket)
+        // A job's own keys: access key = job id, secret = token, whether the job is a bucket here yet or not.
+        if (_options.AllowJobCredentials && await _adoption.FindJobKeyAsync(accessKey, cancellationToken).ConfigureAwait(false) is { } job)
         {
-            return (bucket.Entry.Token, new Principal(accessKey, bucket.Name));
+            return (job.Secret, new Principal(accessKey, job.JobId));
         }
 
         return null;
     }
 
-    /// <summary>The addressed bucket, if it exists and the caller may use it.</summary>
-    private Bucket RequireBucket(string name, AuthResult auth)
+    /// <summary>
+    /// The addressed bucket (by its name, or by its job's id), if it exists and the caller may use it; a registered job
+    /// that is not a bucket yet is adopted here, once the request's signature has been checked.
+    /// </summary>
+    private async ValueTask<Bucket> RequireBucketAsync(string name, AuthResult auth)
     {
-        if (auth.Principal.OnlyBucket is { } only && only != name)
+        var only = auth.Principal.OnlyJob;
+        var known = _buckets.Find(name) ?? _buckets.FindByJobId(name);
+        if (only is not null && (known is null ? name != only : known.Entry.JobId != only))
         {
-            throw new S3Exception(S3Error.AccessDenied, $"Access Denied: these credentials are for bucket {only} only.");
+            // Checked before any look-up, so a job's keys learn nothing about other buckets.
+            throw new S3Exception(S3Error.AccessDenied, $"Access Denied: these credentials are job {only}'s, for its bucket only.");
         }
 
-        return _buckets.Find(name) ?? throw S3Exception.NoSuchBucket(name);
+        // Not cancelled with the request: an adoption the controller has answered is finished and saved either way.
+        return known
+            ?? await _adoption.FindAsync(name, CancellationToken.None).ConfigureAwait(false)
+            ?? throw S3Exception.NoSuchBucket(name);
     }
 
     private S3Exception ToS3(Exception ex, S3Request? request)

@@ -17,6 +17,7 @@ public sealed class ControllerAuthTests
         (HttpMethod.Post, "/v1/jobs"),
         (HttpMethod.Get, "/v1/jobs"),
         (HttpMethod.Get, "/v1/jobs/sort-1"),
+        (HttpMethod.Get, "/v1/jobs/sort-1/credentials"),
         (HttpMethod.Delete, "/v1/jobs/sort-1"),
         (HttpMethod.Get, "/v1/cluster"),
         (HttpMethod.Get, "/v1/cluster/history"),
@@ -74,7 +75,7 @@ public sealed class ControllerAuthTests
         }
 
         Assert.Equal(
-            [HttpStatusCode.Created, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.NotFound],
+            [HttpStatusCode.Created, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.OK, HttpStatusCode.NotFound],
             statuses);
 
         // Upper-case hex is the same token.

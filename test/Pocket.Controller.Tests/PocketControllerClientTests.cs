@@ -73,6 +73,36 @@ public sealed class PocketControllerClientTests
     }
 
     [Fact]
+    public async Task AJobsCredentialsAreFoundByIdOrByAUniqueName()
+    {
+        await using var h = await ControllerHarness.StartAsync();
+        using var controller = new PocketControllerClient(h.Controller.Url, h.Cluster.Options.ClusterToken);
+        var photos = await controller.RegisterJobAsync("photos");
+        var first = await controller.RegisterJobAsync("twice");
+        var second = await controller.RegisterJobAsync("twice");
+
+        // By id: the token the registration handed out, and where the job lives.
+        var byId = await controller.GetJobCredentialsAsync(photos.JobId);
+        Assert.NotNull(byId);
+        Assert.Equal((photos.JobId, "photos", photos.Token, photos.Metadata), (byId.JobId, byId.Name, byId.Token, byId.Metadata));
+        Assert.DoesNotContain(photos.Token.ToString(), byId.ToString(), StringComparison.Ordinal);
+
+        // By a name only one job has; a name two jobs share names both ids instead of picking one.
+        Assert.Equal(photos.JobId, (await controller.GetJobCredentialsAsync("photos"))!.JobId);
+        var ambiguous = await Assert.ThrowsAsync<PocketControllerException>(() => controller.GetJobCredentialsAsync("twice"));
+        Assert.Equal(System.Net.HttpStatusCode.Conflict, ambiguous.HttpStatus);
+        Assert.Contains(first.JobId, ambiguous.Message, StringComparison.Ordinal);
+        Assert.Contains(second.JobId, ambiguous.Message, StringComparison.Ordinal);
+        Assert.Equal(second.Token, (await controller.GetJobCredentialsAsync(second.JobId))!.Token);
+
+        // Unknown, and ended, jobs are null.
+        Assert.Null(await controller.GetJobCredentialsAsync("nobody"));
+        await controller.DeregisterAsync(photos.JobId);
+        Assert.Null(await controller.GetJobCredentialsAsync(photos.JobId));
+        Assert.Null(await controller.GetJobCredentialsAsync("photos"));
+    }
+
+    [Fact]
     public async Task ControllerErrorsBecomePocketExceptionsWithTheControllersMessage()
     {
         await using var h = await ControllerHarness.StartAsync();

@@ -21,7 +21,7 @@ public sealed class SigV4VectorTests
             Users = new Dictionary<string, string> { [AccessKey] = Secret },
             TimeProvider = new FakeTimeProvider(now ?? new DateTimeOffset(2013, 5, 24, 0, 0, 0, TimeSpan.Zero)),
         };
-        return new Authenticator(options, key => options.Users.TryGetValue(key, out var secret) ? (secret, new Principal(key, null)) : null);
+        return new Authenticator(options, (key, _) => ValueTask.FromResult<(string, Principal)?>(options.Users.TryGetValue(key, out var secret) ? (secret, new Principal(key, null)) : null));
     }
 
     private static S3Request Request(string method, string rawTarget, string host, params (string Name, string Value)[] headers)
@@ -39,7 +39,7 @@ public sealed class SigV4VectorTests
     }
 
     [Fact]
-    public void GetObjectExampleVerifies()
+    public async Task GetObjectExampleVerifies()
     {
         var request = Request("GET", "/test.txt", "examplebucket.s3.amazonaws.com",
             ("Range", "bytes=0-9"),
@@ -48,37 +48,37 @@ public sealed class SigV4VectorTests
             ("Authorization", $"AWS4-HMAC-SHA256 Credential={AccessKey}/{Scope},SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"));
         Assert.Equal("examplebucket", request.Bucket);
         Assert.Equal("test.txt", request.Key);
-        var result = NewAuthenticator().Authenticate(request);
+        var result = await NewAuthenticator().AuthenticateAsync(request);
         Assert.Equal(AccessKey, result.Principal.AccessKey);
         Assert.Equal(SigV4.EmptySha256, result.ExpectedSha256);
     }
 
     [Fact]
-    public void ListObjectsExampleWithAQueryVerifies()
+    public async Task ListObjectsExampleWithAQueryVerifies()
     {
         var request = Request("GET", "/?max-keys=2&prefix=J", "examplebucket.s3.amazonaws.com",
             ("x-amz-content-sha256", SigV4.EmptySha256),
             ("x-amz-date", Timestamp),
             ("Authorization", $"AWS4-HMAC-SHA256 Credential={AccessKey}/{Scope},SignedHeaders=host;x-amz-content-sha256;x-amz-date,Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"));
-        NewAuthenticator().Authenticate(request);
+        await NewAuthenticator().AuthenticateAsync(request);
     }
 
     [Fact]
-    public void AChangedHeaderOrAnotherDayFails()
+    public async Task AChangedHeaderOrAnotherDayFails()
     {
         var tampered = Request("GET", "/test.txt", "examplebucket.s3.amazonaws.com",
             ("Range", "bytes=0-10"),
             ("x-amz-content-sha256", SigV4.EmptySha256),
             ("x-amz-date", Timestamp),
             ("Authorization", $"AWS4-HMAC-SHA256 Credential={AccessKey}/{Scope},SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"));
-        Assert.Equal(S3Error.SignatureDoesNotMatch, Assert.Throws<S3Exception>(() => NewAuthenticator().Authenticate(tampered)).Error);
+        Assert.Equal(S3Error.SignatureDoesNotMatch, (await Assert.ThrowsAsync<S3Exception>(async () => await NewAuthenticator().AuthenticateAsync(tampered))).Error);
 
         var late = Request("GET", "/test.txt", "examplebucket.s3.amazonaws.com",
             ("Range", "bytes=0-9"),
             ("x-amz-content-sha256", SigV4.EmptySha256),
             ("x-amz-date", Timestamp),
             ("Authorization", $"AWS4-HMAC-SHA256 Credential={AccessKey}/{Scope},SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"));
-        var error = Assert.Throws<S3Exception>(() => NewAuthenticator(new DateTimeOffset(2013, 5, 25, 0, 0, 0, TimeSpan.Zero)).Authenticate(late));
+        var error = await Assert.ThrowsAsync<S3Exception>(async () => await NewAuthenticator(new DateTimeOffset(2013, 5, 25, 0, 0, 0, TimeSpan.Zero)).AuthenticateAsync(late));
         Assert.Equal(S3Error.RequestTimeTooSkewed, error.Error);
     }
 
@@ -127,7 +127,7 @@ public sealed class SigV4VectorTests
             ("x-amz-decoded-content-length", "66560"),
             ("Content-Length", "66824"),
             ("Authorization", $"AWS4-HMAC-SHA256 Credential={AccessKey}/{Scope},SignedHeaders=content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-storage-class,Signature=4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"));
-        var auth = NewAuthenticator().Authenticate(request);
+        var auth = await NewAuthenticator().AuthenticateAsync(request);
         Assert.True(auth.SignedChunks);
 
         string[] signatures =

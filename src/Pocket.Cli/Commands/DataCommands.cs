@@ -10,7 +10,7 @@ using Spectre.Console;
 
 namespace Pocket.Cli.Commands;
 
-/// <summary>`pocket put|get|ls|rm|stat`: object verbs on keys written JOB/KEY, JOB being a job in jobs.json.</summary>
+/// <summary>`pocket put|get|ls|rm|stat`: object verbs on keys written JOB/KEY, JOB being a job in jobs.json, else any job (or bucket, by its name) the controller knows.</summary>
 internal static class DataCommands
 {
     /// <summary>Smaller transfers finish before a progress bar would be worth drawing.</summary>
@@ -272,12 +272,14 @@ internal static class DataCommands
     private static async Task<int> WithJobAsync(string? metadataOption, string jobId, Func<PocketJob, Task<int>> action, CancellationToken cancellationToken)
     {
         var home = PocketHome.Default();
-        var entry = home.ReadJobs().Find(j => j.Id == jobId)
-            ?? throw new CliException($"unknown job '{jobId}': register one with `pocket job register NAME` (known jobs: `pocket job ls`)");
+        var entry = await JobLookup.ResolveAsync(home, jobId, metadataOption, cancellationToken).ConfigureAwait(false);
         if (!JobToken.TryParse(entry.Token, out var token))
         {
             throw new CliException($"job '{jobId}' has a bad token in {home.JobsFile}");
         }
+
+        // A name (a bucket made through S3) resolves to its job's id.
+        jobId = entry.Id;
 
         var connection = ClusterConnection.Resolve(metadataOption, home, entry);
         var client = await connection.ConnectAsync(cancellationToken).ConfigureAwait(false);

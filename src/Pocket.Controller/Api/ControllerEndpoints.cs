@@ -48,6 +48,13 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
             .WithSummary("One job, with its usage from the metadata server.")
             .Produces<JobResponse>()
             .Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        app.MapGet("/v1/jobs/{id}/credentials", GetCredentials)
+            .WithName("GetJobCredentials")
+            .WithTags("jobs")
+            .WithSummary("A job's token and metadata server, by id (or by name when one job has it): what the S3 gateway and the CLI open a job registered elsewhere with.")
+            .Produces<JobCredentialsResponse>()
+            .Produces<ErrorResponse>(StatusCodes.Status404NotFound)
+            .Produces<ErrorResponse>(StatusCodes.Status409Conflict);
         app.MapDelete("/v1/jobs/{id}", DeleteJobAsync)
             .WithName("DeregisterJob")
             .WithTags("jobs")
@@ -170,6 +177,33 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
 
         var addresses = await AddressesAsync(cancellationToken).ConfigureAwait(false);
         return Results.Json(ToResponse(job, addresses, usage, Meter.Read(id)));
+    }
+
+    // The API is the cluster's admin surface (ControllerAuthentication): whoever holds the cluster token may open any
+    // job anyway, so handing out a job's token here gives nothing away; it is logged, as every hand-out of a secret is.
+    private IResult GetCredentials(string id, HttpContext context)
+    {
+        var job = registry.Find(id);
+        if (job is null)
+        {
+            var named = registry.Jobs.Where(j => j.Name == id).ToList();
+            if (named.Count > 1)
+            {
+                return Results.Json(
+                    new ErrorResponse($"{named.Count} jobs are named '{id}' ({string.Join(", ", named.Select(j => j.Id))}): ask for one by its id", "id"),
+                    statusCode: StatusCodes.Status409Conflict);
+            }
+
+            job = named.FirstOrDefault();
+        }
+
+        if (job is null)
+        {
+            return NotFound(id);
+        }
+
+        ControllerLog.CredentialsHandedOut(logger, job.Id, context.Connection.RemoteIpAddress?.ToString() ?? "?");
+        return Results.Json(new JobCredentialsResponse(job.Id, job.Name, job.Token, job.MetadataAddress ?? admin.MetadataAddress));
     }
 
     private async Task<IResult> DeleteJobAsync(string id, HttpContext context, CancellationToken cancellationToken)

@@ -92,6 +92,9 @@ public static class AutoscalerPolicy
 {
     private const double Epsilon = 1e-9;
 
+    /// <summary>How many evaluations in a row a load must rise (or fall) to count as a steady trend.</summary>
+    private const int SteadySamples = 3;
+
     /// <summary>Utilisation per tier over live nodes (draining, drained and dead nodes do not count).</summary>
     public static IReadOnlyList<TierUtilisation> Utilisation(IReadOnlyList<NodeSample> samples, AutoscalerOptions options, Func<NodeTier, double> bandwidth) =>
         [.. samples
@@ -130,6 +133,7 @@ public static class AutoscalerPolicy
         var windows = new Dictionary<NodeTier, IReadOnlyList<(DateTimeOffset At, int Nodes)>>();
         var loads = new Dictionary<NodeTier, IReadOnlyList<TierLoad>>();
         var expected = new Dictionary<NodeTier, double>();
+        var falling = new Dictionary<NodeTier, bool>();
         foreach (var tier in tiers)
         {
             var need = tier.Need;
@@ -138,8 +142,10 @@ public static class AutoscalerPolicy
                 .Append(new TierLoad(now, need))
                 .ToList();
             loads[tier.Tier] = history;
-            var rising = Math.Max(0, Slope(history, now));
+            var (steadyRise, steadyFall) = Steady(history);
+            var rising = Math.Max(0, Math.Max(Slope(history, now), steadyRise));
             expected[tier.Tier] = need + (rising * options.Lead.TotalSeconds);
+            falling[tier.Tier] = steadyFall < 0;
 
             // Nodes the expected load needs at the upper bound, over the last cooldown; more than the most of them,
             // while the tier stays below the band, is excess.
@@ -149,10 +155,13 @@ public static class AutoscalerPolicy
                 .Append((At: now, Nodes: needed))
                 .ToList();
             windows[tier.Tier] = window;
-            if (tier.Max < options.Lower && window.Max(n => n.Nodes) < tier.Nodes)
+            // A load that has fallen at every one of the last samples is leaving: what it needs now is what to keep,
+            // at once (a dip inside a level load does not fall three times in a row, and a ramp down does).
+            var keepNodes = falling[tier.Tier] ? needed : window.Max(n => n.Nodes);
+            if (tier.Max < options.Lower && keepNodes < tier.Nodes)
             {
-                below[tier.Tier] = state.BelowSince.TryGetValue(tier.Tier, out var since) ? since : now;
-                keep[tier.Tier] = window.Max(n => n.Nodes);
+                below[tier.Tier] = falling[tier.Tier] ? now - options.Cooldown : state.BelowSince.TryGetValue(tier.Tier, out var since) ? since : now;
+                keep[tier.Tier] = keepNodes;
             }
         }
 
@@ -161,8 +170,12 @@ public static class AutoscalerPolicy
         foreach (var tier in tiers.OrderByDescending(t => Math.Max(t.Max, expected[t.Tier] / t.Nodes)))
         {
             var load = Math.Max(tier.Need, expected[tier.Tier]);
-            // A saturated resource cannot show how far demand exceeds it: at 100 % a node is added whatever the bound.
-            if ((load > options.Upper * tier.Nodes * (1 + Epsilon) || tier.Max >= 1 - 1e-6) && live < options.MaxNodes)
+            // Above the bound now, nodes are added; a load only projected to rise is acted on when the projection would
+            // leave the tier short (past 100 %), not merely past the bound: a ramp that ends before it gets there would
+            // leave a node nobody needed. A saturated resource cannot show how far demand exceeds it: at 100 % a node is
+            // added whatever the bound.
+            var over = tier.Need > options.Upper * tier.Nodes * (1 + Epsilon) || expected[tier.Tier] > tier.Nodes * (1 + Epsilon);
+            if ((over || tier.Max >= 1 - 1e-6) && live < options.MaxNodes)
             {
                 var count = Math.Clamp(NodesFor(load, options.Upper) - tier.Nodes, 1, options.MaxNodes - live);
                 var reason = tier.Max > options.Upper
@@ -173,7 +186,8 @@ public static class AutoscalerPolicy
         }
 
         // Removals wait the cooldown after any action, and one drain at a time: a drain in progress already shrinks the cluster.
-        if ((state.LastAction is { } previous && now - previous < options.Cooldown) || samples.Any(s => s.State == NodeState.Draining) || live <= options.MinNodes)
+        var leaving = tiers.Any(t => falling[t.Tier] && below.ContainsKey(t.Tier));
+        if ((state.LastAction is { } previous && now - previous < options.Cooldown && !leaving) || samples.Any(s => s.State == NodeState.Draining) || live <= options.MinNodes)
         {
             return (ScalingDecision.None, next);
         }
@@ -241,6 +255,36 @@ public static class AutoscalerPolicy
         });
         var standardError = Math.Sqrt(residuals / (history.Count - 2) / variance);
         return slope - (2 * standardError);
+    }
+
+    /// <summary>
+    /// The load's steady trend over the last <see cref="SteadySamples"/> evaluations: the smallest rise per second when it
+    /// rose at each of them (else 0), and the smallest fall (a negative number) when it fell at each of them (else 0).
+    /// A ramp shows at once here, before a least-squares fit over the whole window (<see cref="Slope"/>) clears its noise
+    /// bound; noise, which goes both ways, does not.
+    /// </summary>
+    private static (double Rise, double Fall) Steady(List<TierLoad> history)
+    {
+        if (history.Count <= SteadySamples)
+        {
+            return (0, 0);
+        }
+
+        double minRise = double.MaxValue, minFall = double.MaxValue;
+        for (var i = history.Count - SteadySamples; i < history.Count; i++)
+        {
+            var seconds = (history[i].At - history[i - 1].At).TotalSeconds;
+            if (seconds <= 0)
+            {
+                return (0, 0);
+            }
+
+            var perSecond = (history[i].Need - history[i - 1].Need) / seconds;
+            minRise = Math.Min(minRise, perSecond);
+            minFall = Math.Min(minFall, -perSecond);
+        }
+
+        return (Math.Max(0, minRise), -Math.Max(0, minFall));
     }
 
     /// <summary>The fewest nodes that carry <paramref name="need"/> nodes' worth at <paramref name="bound"/> each.</summary>
