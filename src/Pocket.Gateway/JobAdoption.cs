@@ -43,7 +43,7 @@ internal sealed class JobAdoption(PocketControllerClient controller, BucketStore
             return raced;
         }
 
-        var bucket = await buckets.AddAsync(new BucketEntry(job.JobId, job.JobId, job.Token.ToString(), clock.GetUtcNow(), job.JobId)).ConfigureAwait(false);
+        var bucket = await buckets.AddAsync(new BucketEntry(job.JobId, job.JobId, job.Token.ToString(), clock.GetUtcNow(), job.JobId, job.Metadata)).ConfigureAwait(false);
         GatewayLog.JobAdopted(logger, job.JobId);
         return bucket;
     }

@@ -203,7 +203,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
         }
 
         ControllerLog.CredentialsHandedOut(logger, job.Id, context.Connection.RemoteIpAddress?.ToString() ?? "?");
-        return Results.Json(new JobCredentialsResponse(job.Id, job.Name, job.Token, job.MetadataAddress ?? admin.MetadataAddress));
+        return Results.Json(new JobCredentialsResponse(job.Id, job.Name, job.Token, job.MetadataAddress ?? plane.Primary.MetadataAddress));
     }
 
     private async Task<IResult> DeleteJobAsync(string id, HttpContext context, CancellationToken cancellationToken)
