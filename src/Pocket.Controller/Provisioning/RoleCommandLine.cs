@@ -162,21 +162,7 @@ public static class RoleCommandLine
             arguments.Add("--standby");
         }
 
-        if (role.Tls is { } tls)
-        {
-            arguments.AddRange(["--tls-cert", tls.CertificatePath]);
-            if (tls.KeyPath is { } key)
-            {
-                arguments.AddRange(["--tls-key", key]);
-            }
-
-            arguments.AddRange(tls.TrustPath is { } trust ? ["--tls-ca", trust] : ["--tls"]);
-            if (tls.ServerName is { } name)
-            {
-                arguments.AddRange(["--tls-name", name]);
-            }
-        }
-
+        AddTls(arguments, role.Tls);
         return arguments;
     }
 
@@ -229,21 +215,7 @@ public static class RoleCommandLine
             arguments.Add("--verbose");
         }
 
-        if (role.Tls is { } tls)
-        {
-            arguments.AddRange(["--tls-cert", tls.CertificatePath]);
-            if (tls.KeyPath is { } key)
-            {
-                arguments.AddRange(["--tls-key", key]);
-            }
-
-            arguments.AddRange(tls.TrustPath is { } trust ? ["--tls-ca", trust] : ["--tls"]);
-            if (tls.ServerName is { } name)
-            {
-                arguments.AddRange(["--tls-name", name]);
-            }
-        }
-
+        AddTls(arguments, role.Tls);
         return arguments;
     }
 
@@ -370,4 +342,25 @@ public static class RoleCommandLine
 
     /// <summary>The line a controller prints once listening.</summary>
     public static string ControllerReadyLine(Uri url) => $"{ControllerReadyPrefix}{url}";
+
+    /// <summary>The certificate options every role child takes alike (storage and metadata).</summary>
+    private static void AddTls(List<string> arguments, NodeTlsFiles? tls)
+    {
+        if (tls is null)
+        {
+            return;
+        }
+
+        arguments.AddRange(["--tls-cert", tls.CertificatePath]);
+        if (tls.KeyPath is { } key)
+        {
+            arguments.AddRange(["--tls-key", key]);
+        }
+
+        arguments.AddRange(tls.TrustPath is { } trust ? ["--tls-ca", trust] : ["--tls"]);
+        if (tls.ServerName is { } name)
+        {
+            arguments.AddRange(["--tls-name", name]);
+        }
+    }
 }
