@@ -189,16 +189,14 @@ internal sealed class RedisBenchTarget : IBenchTarget
     };
 
     /// <summary>
-    /// One more connection to the same server under the same key root (--connections): its own multiplexer with
-    /// only the interactive connection (no pub/sub connection), so each bench client is one TCP connection.
+    /// One more connection to the same server under the same key root (--connections): a raw RESP connection of its
+    /// own (<see cref="RespConnection"/>), read by the same client loops as Pocket's connections, so that each bench
+    /// client is one TCP connection driven the way Pocket's are. Untimed setup stays on this target's multiplexer.
     /// </summary>
     public async Task<(IBenchTarget Target, IAsyncDisposable Owner)> ConnectAnotherAsync(BenchPeer peer, CancellationToken cancellationToken)
     {
-        var options = Options(peer, "pocket-bench");
-        options.CommandMap = CommandMap.Create(["SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE"], available: false);
-        options.ConnectRetry = 0;
-        var multiplexer = await ConnectionMultiplexer.ConnectAsync(options).WaitAsync(cancellationToken).ConfigureAwait(false);
-        var target = new RedisBenchTarget(Name, multiplexer, _root, _cpu, _warn);
+        var connection = await RespConnection.ConnectAsync(peer.Host, peer.Port, cancellationToken).ConfigureAwait(false);
+        var target = new RespConnectionTarget(this, connection);
         return (target, target);
     }
 
@@ -337,7 +335,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
     public async ValueTask DisposeAsync() => await _multiplexer.DisposeAsync().ConfigureAwait(false);
 
     /// <summary>Outside the listed keys' pattern (root + prefix + *), so SCAN never returns it.</summary>
-    private RedisKey IndexKey(string prefix) => $"{_root}index:{prefix}";
+    internal RedisKey IndexKey(string prefix) => $"{_root}index:{prefix}";
 }
 
 /// <summary>A --vs peer: NAME=resp://HOST:PORT.</summary>

@@ -3,8 +3,20 @@ using System.Runtime.InteropServices;
 
 namespace Pocket.Networking;
 
+/// <summary>A plain client connection the client loops read: called on a loop when its socket has input.</summary>
+internal interface IClientLoopConnection
+{
+    /// <summary>
+    /// Reads what has arrived without waiting, completes its callers inline, and re-arms the connection
+    /// (<see cref="ClientLoops.Rearm"/>) unless it failed.
+    /// </summary>
+    void OnReadable();
+}
+
 /// <summary>
-/// The threads that read replies for every plain client connection in the process: a few event loops over one
+/// The threads that read replies for every plain client connection in the process (Pocket's
+/// <see cref="FrameConnection"/>, and the load generator's raw RESP connections, so that both sides of a comparison
+/// are driven the same way): a few event loops over one
 /// epoll set, as on the servers, instead of a reader thread per connection (a function talking to many nodes, the
 /// gateway and a fan-in benchmark each held a thread per connection). Each connection is armed one-shot, so one
 /// loop owns it from the wake-up until it re-arms it, reads what has arrived and completes its callers inline (no
@@ -24,7 +36,7 @@ internal sealed unsafe class ClientLoops
 
     private readonly int _epoll;
     private readonly int _baseLoops;
-    private readonly ConcurrentDictionary<ulong, FrameConnection> _connections = new();
+    private readonly ConcurrentDictionary<ulong, IClientLoopConnection> _connections = new();
     private readonly Lock _loopsLock = new();
     private readonly List<LoopState> _loops = [];
     private readonly ITimer _watchdog;
@@ -49,7 +61,7 @@ internal sealed unsafe class ClientLoops
     public ulong NewId() => (ulong)Interlocked.Increment(ref _nextId);
 
     /// <summary>Starts watching a connection under its id (for <see cref="Rearm"/> and <see cref="Remove"/>).</summary>
-    public void Add(ulong id, FrameConnection connection, nint fd)
+    public void Add(ulong id, IClientLoopConnection connection, nint fd)
     {
         _connections[id] = connection;
         if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot, id))

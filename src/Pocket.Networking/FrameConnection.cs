@@ -75,7 +75,7 @@ public sealed class RequestTimeoutException : TimeoutException
 /// (<see cref="ClientLoops"/>), or on TLS by a reader thread of the connection's own, placing large reply bodies
 /// straight into the caller's buffer. Thread-safe.
 /// </summary>
-public sealed class FrameConnection : IAsyncDisposable, IDisposable
+public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoopConnection
 {
     private readonly Socket _socket;
     private readonly Stream _stream;
@@ -165,7 +165,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
         }
     }
 
-    private static async Task ConnectBlockingAsync(Socket socket, string host, int port, CancellationToken cancellationToken)
+    /// <summary>
+    /// Connects a fresh socket by blocking on a pool thread (see <see cref="ConnectAsync"/> for why); a cancelled
+    /// token closes the socket and throws <see cref="OperationCanceledException"/>. Shared with the load generator's
+    /// RESP connections, so a connect storm is met the same way on both sides of a comparison.
+    /// </summary>
+    internal static async Task ConnectBlockingAsync(Socket socket, string host, int port, CancellationToken cancellationToken)
     {
         // Closing the socket is the only way to abort a blocking connect.
         using var abort = cancellationToken.Register(static s => ((Socket)s!).Dispose(), socket);
@@ -745,7 +750,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable
     /// Called by a client loop when data has arrived (plain connections): reads and completes what it can without
     /// waiting, writes what callers gathered meanwhile, and re-arms the connection.
     /// </summary>
-    internal void OnReadable()
+    void IClientLoopConnection.OnReadable()
     {
         var slot = Volatile.Read(ref _slot);
         if (Interlocked.CompareExchange(ref _readerState, LoopReading, Idle) != Idle)

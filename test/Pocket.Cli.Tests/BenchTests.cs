@@ -123,6 +123,39 @@ public sealed class BenchTests : IDisposable
         Assert.Equal("0", (await redis.CommandAsync("DBSIZE")).Trim());
     }
 
+    [Fact]
+    public async Task BenchConnectionsDrivesARespPeerOverOneRawConnectionPerClient()
+    {
+        // test.sh installs redis-server (the Python client's examples use it too).
+        await using var redis = await RedisProcess.StartAsync();
+        var connectedBefore = await redis.InfoFieldAsync("stats", "total_connections_received");
+
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--connections", "8", "--ops", "400", "--warmup", "0s", "--size", "1KiB", "--op", "put,get,meta",
+            "--node-capacity", "64MiB", "--vs", $"redis=resp://127.0.0.1:{redis.Port}", "--json");
+
+        var report = result.Json();
+        var fanIn = report["fan_in"]!["redis"]!;
+        Assert.Equal(8, fanIn["connections"]!.GetValue<int>());
+        Assert.Equal(0, fanIn["refused"]!.GetValue<int>());
+        Assert.Equal(0, fanIn["failed"]!.GetValue<int>());
+
+        // Every op ran over the clients' own connections and counted each command (a wrong GET length, a missing key,
+        // a list of fewer than 100 keys or a count other than 100 fails the run instead).
+        foreach (var op in new[] { "put", "get", "lookup", "create_delete", "list100", "count" })
+        {
+            var figures = report["systems"]!["redis"]![op]!;
+            Assert.True(figures["ops"]!.GetValue<long>() >= 400, $"{op}: {figures}");
+            Assert.Equal(figures["ops"]!.GetValue<long>(), figures["samples"]!.GetValue<long>());
+        }
+
+        // The 8 clients' connections besides the shared multiplexer's, and every key written was deleted again.
+        var connected = await redis.InfoFieldAsync("stats", "total_connections_received") - connectedBefore;
+        Assert.True(connected >= 8 + 1, $"{connected} connections received");
+        Assert.Equal("0", (await redis.CommandAsync("DBSIZE")).Trim());
+    }
+
     [Theory]
     [InlineData("--processes 2", "give --connections N too")]
     [InlineData("--connections 2 --processes 3", "--processes must be between 1 and 2")]

@@ -67,6 +67,30 @@ internal sealed class RedisProcess : IAsyncDisposable
         return line.Length > 0 ? line[1..] : line;
     }
 
+    /// <summary>One field of `INFO section` (its bulk reply read whole), e.g. total_connections_received of stats.</summary>
+    public async Task<long> InfoFieldAsync(string section, string field)
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, Port);
+        await using var stream = new NetworkStream(socket);
+        using var writer = new StreamWriter(stream) { NewLine = "\r\n", AutoFlush = true };
+        using var reader = new StreamReader(stream);
+        await writer.WriteLineAsync($"INFO {section}");
+        var header = await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(30)) ?? string.Empty;
+        var length = header.StartsWith('$') ? int.Parse(header.AsSpan(1), CultureInfo.InvariantCulture) : throw new InvalidOperationException($"INFO replied '{header}'");
+        var body = new char[length];
+        await reader.ReadBlockAsync(body).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        foreach (var line in new string(body).Split("\r\n"))
+        {
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+            {
+                return long.Parse(line.AsSpan(field.Length + 1), CultureInfo.InvariantCulture);
+            }
+        }
+
+        throw new InvalidOperationException($"INFO {section} has no {field}");
+    }
+
     public async ValueTask DisposeAsync()
     {
         using var _ = _process;

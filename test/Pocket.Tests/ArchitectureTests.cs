@@ -31,8 +31,9 @@ public sealed class ArchitectureTests
         ["Pocket.Gateway"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Hosting"],
         ["Pocket.Metrics"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Metadata", "Pocket.StorageServer", "Pocket.Storage", "Pocket.Hosting"],
         // The load generator of `pocket bench`: drives a cluster through the client and the controller's contract,
-        // never a server role in its own process (the bench cluster is started by the CLI).
-        ["Pocket.LoadGenerator"] = ["Pocket.Protocol", "Pocket.Client", "Pocket.Controller.Contracts"],
+        // never a server role in its own process (the bench cluster is started by the CLI). Networking for the client
+        // loops only: its raw RESP connections to the peers are read by the same loops as Pocket's own connections.
+        ["Pocket.LoadGenerator"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Client", "Pocket.Controller.Contracts"],
         ["Pocket.Embedded"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Admin", "Pocket.Controller"],
         ["pocket"] = ["Pocket.Protocol", "Pocket.Networking", "Pocket.Storage", "Pocket.StorageServer", "Pocket.Metadata", "Pocket.Client", "Pocket.Admin", "Pocket.Controller.Contracts", "Pocket.Controller", "Pocket.Hosting", "Pocket.Kubernetes", "Pocket.Gateway", "Pocket.Embedded", "Pocket.Metrics", "Pocket.LoadGenerator"],
     };
