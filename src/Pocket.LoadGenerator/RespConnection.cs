@@ -23,6 +23,9 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
 
     private static readonly TimeSpan ConnectTimeout = TimeSpan.FromSeconds(5);
 
+    /// <summary>A command whose reply takes longer fails the connection (a frozen peer must not hang the bench).</summary>
+    private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(30);
+
     private readonly Socket _socket;
     private readonly ClientLoops _loops;
     private readonly ulong _id;
@@ -32,6 +35,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     private int _inStart;
     private int _inEnd;
     private int _busy;
+    private long _started;
     private volatile Exception? _failure;
 
     // The command in flight: a GET reads its bulk value into _destination (header, then body, then CRLF); any other
@@ -146,6 +150,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         }
 
         _core.Reset();
+        _started = System.Diagnostics.Stopwatch.GetTimestamp();
         _isGet = isGet;
         _destination = destination;
         _bodyLength = -1;
@@ -228,6 +233,20 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         catch (Exception ex)
         {
             Fail(ex);
+        }
+    }
+
+    void IClientLoopConnection.OnTick()
+    {
+        if (_failure is null && Volatile.Read(ref _busy) == 1 &&
+            System.Diagnostics.Stopwatch.GetElapsedTime(Volatile.Read(ref _started)) >= RequestTimeout)
+        {
+            // Failing completes the caller, whose continuation may run long: not on the loops' timer.
+            ThreadPool.UnsafeQueueUserWorkItem(
+                static connection => connection.Fail(new LoadGeneratorException(
+                    $"{connection.Remote} did not answer within {RequestTimeout.TotalSeconds:0} s (the server is unresponsive or overloaded)")),
+                this,
+                preferLocal: false);
         }
     }
 

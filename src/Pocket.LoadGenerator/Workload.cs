@@ -193,7 +193,7 @@ internal sealed class BenchRunner
     private async Task<BenchResult> MeasureMetaAsync(IBenchTarget target, BenchOp op, string prefix, string[] lookup, string listPrefix, long? opsLimit, TimeSpan? timeLimit, bool warmup, CancellationToken cancellationToken)
     {
         var clients = _plan.Clients;
-        var histograms = Enumerable.Range(0, clients).Select(_ => new LongHistogram(HighestLatencyMicros, 3)).ToArray();
+        var histograms = Histograms(clients);
         var remaining = new StrongBox(opsLimit ?? long.MaxValue);
         var cpuBefore = await target.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
         var processBefore = Environment.CpuUsage.TotalTime;
@@ -201,7 +201,7 @@ internal sealed class BenchRunner
         var tasks = new Task<long>[clients];
         for (var c = 0; c < clients; c++)
         {
-            var client = new MetaClient(c, clients, op, prefix, lookup, listPrefix, warmup, timeLimit, clock, remaining, histograms[c]);
+            var client = new MetaClient(c, clients, op, prefix, lookup, listPrefix, warmup, timeLimit, clock, remaining, histograms[c % histograms.Length]);
             var own = target.ForClient(c);
             tasks[c] = Task.Run(() => RunMetaClientAsync(own, client, cancellationToken), cancellationToken);
         }
@@ -294,11 +294,23 @@ internal sealed class BenchRunner
         return done;
     }
 
-    private static void Record(LongHistogram histogram, long start)
+    private static void Record(HistogramBase histogram, long start)
     {
         var micros = Stopwatch.GetElapsedTime(start).Ticks / TimeSpan.TicksPerMicrosecond;
         histogram.RecordValue(Math.Clamp(micros, 1, HighestLatencyMicros));
     }
+
+    /// <summary>Histograms a phase's clients share, at most this many: each takes ~180 KiB (an hour in microseconds at 3 digits).</summary>
+    private const int HistogramStripes = 16;
+
+    /// <summary>
+    /// The histograms of one phase, client c recording into [c % length]. Shared and safe for concurrent recording:
+    /// a histogram per client was 180 KiB each on the large-object heap, 0.9 GiB for 5,000 connections in a worker
+    /// process, allocated and zeroed again for each phase, and the GC work that came with it was charged to whichever
+    /// system ran at that moment.
+    /// </summary>
+    private static LongConcurrentHistogram[] Histograms(int clients) =>
+        [.. Enumerable.Range(0, Math.Min(clients, HistogramStripes)).Select(_ => new LongConcurrentHistogram(1, HighestLatencyMicros, 3))];
 
     /// <summary>The names of the objects a run reads (or looks up); a worker process rebuilds them from the count.</summary>
     internal static string[] PoolKeys(string opName, int count) =>
@@ -357,7 +369,7 @@ internal sealed class BenchRunner
     private async Task<BenchResult> MeasureAsync(IBenchTarget target, BenchOp op, string prefix, string[] pool, long? opsLimit, TimeSpan? timeLimit, bool singleRound, CancellationToken cancellationToken)
     {
         var clients = _plan.Clients;
-        var histograms = Enumerable.Range(0, clients).Select(_ => new LongHistogram(HighestLatencyMicros, 3)).ToArray();
+        var histograms = Histograms(clients);
         var cursors = new long[clients];
         var randoms = Enumerable.Range(0, clients).Select(c => new Random(c + 1)).ToArray();
         var remaining = new StrongBox(opsLimit ?? long.MaxValue);
@@ -377,7 +389,7 @@ internal sealed class BenchRunner
             var tasks = new Task<long>[clients];
             for (var c = 0; c < clients; c++)
             {
-                var client = new ClientRound(c, op, roundPrefix, pool, perRound, singleRound, timeLeft, clock, remaining, histograms[c], written[c], randoms[c], cursors, c < _buffers.Length ? _buffers[c] : []);
+                var client = new ClientRound(c, op, roundPrefix, pool, perRound, singleRound, timeLeft, clock, remaining, histograms[c % histograms.Length], written[c], randoms[c], cursors, c < _buffers.Length ? _buffers[c] : []);
                 var own = target.ForClient(c);
                 tasks[c] = Task.Run(() => RunClientAsync(own, client, cancellationToken), cancellationToken);
             }
@@ -480,7 +492,7 @@ internal sealed class BenchRunner
         TimeSpan? TimeLimit,
         Stopwatch Clock,
         StrongBox Remaining,
-        LongHistogram Histogram);
+        HistogramBase Histogram);
 
     /// <summary>A shared counter that clients decrement with Interlocked.</summary>
     private sealed class StrongBox(long value)
@@ -499,7 +511,7 @@ internal sealed class BenchRunner
         TimeSpan? TimeLeft,
         Stopwatch Clock,
         StrongBox Remaining,
-        LongHistogram Histogram,
+        HistogramBase Histogram,
         List<string> Written,
         Random Random,
         long[] Cursors,

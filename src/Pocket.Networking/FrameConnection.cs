@@ -120,9 +120,11 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             // TLS decrypts through SslStream, which reads by blocking (or by the runtime's async machinery): a thread.
             _reader = new Thread(() => ReadLoop(_slot)) { IsBackground = true, Name = $"pocket tls reader {remote}" };
             _reader.Start();
-        }
 
-        StartWatchdog();
+            // A plain connection is watched by its loops' one timer (IClientLoopConnection.OnTick), not a timer of its
+            // own: 10,000 connections each with a 100 ms timer were 100,000 thread-pool callbacks a second.
+            StartWatchdog();
+        }
     }
 
     public string Remote { get; }
@@ -342,7 +344,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             }
         }
 
-        foreach (var pending in late ?? [])
+        if (late is null)
+        {
+            return;
+        }
+
+        foreach (var pending in late)
         {
             pending.TrySetException(new RequestTimeoutException(
                 $"{Remote} did not answer {pending.Opcode} within {_options.RequestTimeout.TotalSeconds:0.###} s (the server is unresponsive or overloaded)")
@@ -562,6 +569,64 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
     private void StartWatchdog() =>
         _watchdog = TimeProvider.System.CreateTimer(_ => CheckReader(), null, CallbackBudget, CallbackBudget);
+
+    // Set while a CheckReader the loops' tick asked for waits on the thread pool, so a slow pool gets one, not one a tick.
+    private int _checkQueued;
+
+    /// <summary>
+    /// The loops' tick (every <see cref="CallbackBudget"/>), on their timer: only looks, under the request table's
+    /// lock, whether a request is late or a callback overran; the work itself (failing callers, whose continuations
+    /// may run long, or handing the socket to another loop) goes to the thread pool, so one connection never holds up
+    /// the tick of the others.
+    /// </summary>
+    void IClientLoopConnection.OnTick()
+    {
+        if (_failure is not null || Volatile.Read(ref _checkQueued) != 0 || !NeedsCheck())
+        {
+            return;
+        }
+
+        if (Interlocked.Exchange(ref _checkQueued, 1) == 0)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(
+                static connection =>
+                {
+                    Volatile.Write(ref connection._checkQueued, 0);
+                    connection.CheckReader();
+                },
+                this,
+                preferLocal: false);
+        }
+    }
+
+    private bool NeedsCheck()
+    {
+        var slot = Volatile.Read(ref _slot);
+        if (Volatile.Read(ref slot.State) == ReaderSlot.InCallback &&
+            TimeProvider.System.GetElapsedTime(Volatile.Read(ref slot.CallbackStarted)) >= CallbackBudget)
+        {
+            return true;
+        }
+
+        if (_options.RequestTimeout <= TimeSpan.Zero || _options.RequestTimeout == Timeout.InfiniteTimeSpan)
+        {
+            return false;
+        }
+
+        var now = Stopwatch.GetTimestamp();
+        lock (_pendingLock)
+        {
+            foreach (var pending in _pending.Values)
+            {
+                if (Stopwatch.GetElapsedTime(pending.Started, now) >= _options.RequestTimeout)
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
 
     private void CheckReader()
     {
