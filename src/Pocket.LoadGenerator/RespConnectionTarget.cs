@@ -6,7 +6,9 @@ namespace Pocket.LoadGenerator;
 /// <summary>
 /// One bench client's own RESP connection (`--connections N` against a peer): the timed ops go over
 /// <see cref="RespConnection"/> as raw commands (GET, SET, EXISTS, DEL, SCAN, SCARD), untimed setup through the
-/// peer's shared multiplexer target. Keys are encoded into a reused buffer, so an op allocates no key string.
+/// peer's shared multiplexer target. Keys are encoded into a reused buffer, so an op allocates no key string. When
+/// some of the N connections could not be opened, the clients share the rest (as Pocket's clients share a
+/// multiplexed connection): a RESP connection carries one command at a time, so they take turns.
 /// </summary>
 internal sealed class RespConnectionTarget : IBenchTarget
 {
@@ -14,6 +16,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
     private readonly RespConnection _connection;
     private readonly byte[] _root;
     private byte[] _key = new byte[256];
+    private readonly SemaphoreSlim _turn = new(1, 1);
     private int _database;
 
     public RespConnectionTarget(RedisBenchTarget shared, RespConnection connection)
@@ -30,15 +33,33 @@ internal sealed class RespConnectionTarget : IBenchTarget
     public async ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken)
     {
         CheckWhole(value.Length);
-        await UseDatabaseAsync(0).ConfigureAwait(false);
-        await _connection.SetAsync(Key(key), value).ConfigureAwait(false);
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await UseDatabaseAsync(0).ConfigureAwait(false);
+            await _connection.SetAsync(Key(key), value).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
     }
 
     public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken)
     {
         CheckWhole(destination.Length);
-        await UseDatabaseAsync(0).ConfigureAwait(false);
-        var length = await _connection.GetAsync(Key(key), destination).ConfigureAwait(false);
+        long length;
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await UseDatabaseAsync(0).ConfigureAwait(false);
+            length = await _connection.GetAsync(Key(key), destination).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+
         return length >= 0 ? length : throw new LoadGeneratorException($"{Name}: key '{key}' is missing");
     }
 
@@ -47,17 +68,11 @@ internal sealed class RespConnectionTarget : IBenchTarget
 
     public Task<double?> CpuSecondsAsync(CancellationToken cancellationToken) => _shared.CpuSecondsAsync(cancellationToken);
 
-    public async ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken)
-    {
-        await UseDatabaseAsync(0).ConfigureAwait(false);
-        return await _connection.CommandAsync("EXISTS", _shared.Root + key).ConfigureAwait(false) > 0;
-    }
+    public async ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken) =>
+        await CommandAsync(0, cancellationToken, "EXISTS", _shared.Root + key).ConfigureAwait(false) > 0;
 
-    public async ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken)
-    {
-        await UseDatabaseAsync(0).ConfigureAwait(false);
-        await _connection.CommandAsync("DEL", _shared.Root + key).ConfigureAwait(false);
-    }
+    public async ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken) =>
+        await CommandAsync(0, cancellationToken, "DEL", _shared.Root + key).ConfigureAwait(false);
 
     public Task CreateListedAsync(string prefix, int count, CancellationToken cancellationToken) =>
         _shared.CreateListedAsync(prefix, count, cancellationToken);
@@ -65,30 +80,54 @@ internal sealed class RespConnectionTarget : IBenchTarget
     public async ValueTask<int> ListAsync(string prefix, int limit, CancellationToken cancellationToken)
     {
         // The same SCAN walk as the multiplexed target's, one round trip per SCAN.
-        await UseDatabaseAsync(RedisBenchTarget.ListDatabase).ConfigureAwait(false);
         var pattern = _shared.Root + prefix + "*";
         var count = limit.ToString(CultureInfo.InvariantCulture);
-        long cursor = 0;
-        var listed = 0;
-        do
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            listed += (int)await _connection.CommandAsync("SCAN", cursor.ToString(CultureInfo.InvariantCulture), "MATCH", pattern, "COUNT", count).ConfigureAwait(false);
-            cursor = _connection.LastCursor;
+            await UseDatabaseAsync(RedisBenchTarget.ListDatabase).ConfigureAwait(false);
+            long cursor = 0;
+            var listed = 0;
+            do
+            {
+                listed += (int)await _connection.CommandAsync("SCAN", cursor.ToString(CultureInfo.InvariantCulture), "MATCH", pattern, "COUNT", count).ConfigureAwait(false);
+                cursor = _connection.LastCursor;
+            }
+            while (cursor != 0 && listed < limit);
+            return Math.Min(listed, limit);
         }
-        while (cursor != 0 && listed < limit);
-        return Math.Min(listed, limit);
+        finally
+        {
+            _turn.Release();
+        }
     }
 
-    public async ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken)
-    {
-        await UseDatabaseAsync(RedisBenchTarget.ListDatabase).ConfigureAwait(false);
-        return await _connection.CommandAsync("SCARD", (string)_shared.IndexKey(prefix)!).ConfigureAwait(false);
-    }
+    public ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) =>
+        CommandAsync(RedisBenchTarget.ListDatabase, cancellationToken, "SCARD", (string)_shared.IndexKey(prefix)!);
 
     public Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken) =>
         _shared.DropListedAsync(prefix, count, cancellationToken);
 
-    public ValueTask DisposeAsync() => _connection.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        await _connection.DisposeAsync().ConfigureAwait(false);
+        _turn.Dispose();
+    }
+
+    /// <summary>One command in <paramref name="database"/>, in this connection's turn.</summary>
+    private async ValueTask<long> CommandAsync(int database, CancellationToken cancellationToken, params string[] arguments)
+    {
+        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await UseDatabaseAsync(database).ConfigureAwait(false);
+            return await _connection.CommandAsync(arguments).ConfigureAwait(false);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
 
     /// <summary>The key under the shared root, as UTF-8 in the reused buffer.</summary>
     private ReadOnlySpan<byte> Key(string key)

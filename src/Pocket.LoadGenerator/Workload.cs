@@ -193,7 +193,7 @@ internal sealed class BenchRunner
     private async Task<BenchResult> MeasureMetaAsync(IBenchTarget target, BenchOp op, string prefix, string[] lookup, string listPrefix, long? opsLimit, TimeSpan? timeLimit, bool warmup, CancellationToken cancellationToken)
     {
         var clients = _plan.Clients;
-        var histograms = Histograms(clients);
+        using var histograms = new PhaseLatency();
         var remaining = new StrongBox(opsLimit ?? long.MaxValue);
         var cpuBefore = await target.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
         var processBefore = Environment.CpuUsage.TotalTime;
@@ -201,7 +201,7 @@ internal sealed class BenchRunner
         var tasks = new Task<long>[clients];
         for (var c = 0; c < clients; c++)
         {
-            var client = new MetaClient(c, clients, op, prefix, lookup, listPrefix, warmup, timeLimit, clock, remaining, histograms[c % histograms.Length]);
+            var client = new MetaClient(c, clients, op, prefix, lookup, listPrefix, warmup, timeLimit, clock, remaining, histograms);
             var own = target.ForClient(c);
             tasks[c] = Task.Run(() => RunMetaClientAsync(own, client, cancellationToken), cancellationToken);
         }
@@ -211,11 +211,7 @@ internal sealed class BenchRunner
         var processCpu = (Environment.CpuUsage.TotalTime - processBefore).TotalSeconds;
         var cpuAfter = await target.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
         double? cpu = cpuBefore is { } before && cpuAfter is { } after ? after - before : null;
-        var latency = new LongHistogram(HighestLatencyMicros, 3);
-        foreach (var histogram in histograms)
-        {
-            latency.Add(histogram);
-        }
+        var latency = histograms.Merge();
 
         return new BenchResult(target.Name, op, 0, counts.Sum(), elapsed, latency, cpu, target.CpuScope, processCpu);
     }
@@ -294,23 +290,7 @@ internal sealed class BenchRunner
         return done;
     }
 
-    private static void Record(HistogramBase histogram, long start)
-    {
-        var micros = Stopwatch.GetElapsedTime(start).Ticks / TimeSpan.TicksPerMicrosecond;
-        histogram.RecordValue(Math.Clamp(micros, 1, HighestLatencyMicros));
-    }
-
-    /// <summary>Histograms a phase's clients share, at most this many: each takes ~180 KiB (an hour in microseconds at 3 digits).</summary>
-    private const int HistogramStripes = 16;
-
-    /// <summary>
-    /// The histograms of one phase, client c recording into [c % length]. Shared and safe for concurrent recording:
-    /// a histogram per client was 180 KiB each on the large-object heap, 0.9 GiB for 5,000 connections in a worker
-    /// process, allocated and zeroed again for each phase, and the GC work that came with it was charged to whichever
-    /// system ran at that moment.
-    /// </summary>
-    private static LongConcurrentHistogram[] Histograms(int clients) =>
-        [.. Enumerable.Range(0, Math.Min(clients, HistogramStripes)).Select(_ => new LongConcurrentHistogram(1, HighestLatencyMicros, 3))];
+    private static void Record(PhaseLatency latency, long start) => latency.Record(start);
 
     /// <summary>The names of the objects a run reads (or looks up); a worker process rebuilds them from the count.</summary>
     internal static string[] PoolKeys(string opName, int count) =>
@@ -369,7 +349,7 @@ internal sealed class BenchRunner
     private async Task<BenchResult> MeasureAsync(IBenchTarget target, BenchOp op, string prefix, string[] pool, long? opsLimit, TimeSpan? timeLimit, bool singleRound, CancellationToken cancellationToken)
     {
         var clients = _plan.Clients;
-        var histograms = Histograms(clients);
+        using var histograms = new PhaseLatency();
         var cursors = new long[clients];
         var randoms = Enumerable.Range(0, clients).Select(c => new Random(c + 1)).ToArray();
         var remaining = new StrongBox(opsLimit ?? long.MaxValue);
@@ -389,7 +369,7 @@ internal sealed class BenchRunner
             var tasks = new Task<long>[clients];
             for (var c = 0; c < clients; c++)
             {
-                var client = new ClientRound(c, op, roundPrefix, pool, perRound, singleRound, timeLeft, clock, remaining, histograms[c % histograms.Length], written[c], randoms[c], cursors, c < _buffers.Length ? _buffers[c] : []);
+                var client = new ClientRound(c, op, roundPrefix, pool, perRound, singleRound, timeLeft, clock, remaining, histograms, written[c], randoms[c], cursors, c < _buffers.Length ? _buffers[c] : []);
                 var own = target.ForClient(c);
                 tasks[c] = Task.Run(() => RunClientAsync(own, client, cancellationToken), cancellationToken);
             }
@@ -415,11 +395,7 @@ internal sealed class BenchRunner
             }
         }
 
-        var latency = new LongHistogram(HighestLatencyMicros, 3);
-        foreach (var histogram in histograms)
-        {
-            latency.Add(histogram);
-        }
+        var latency = histograms.Merge();
 
         return new BenchResult(target.Name, op, _plan.Size, ops, measured, latency, cpu, target.CpuScope, processCpu);
     }
@@ -467,8 +443,7 @@ internal sealed class BenchRunner
                 }
             }
 
-            var micros = Stopwatch.GetElapsedTime(start).Ticks / TimeSpan.TicksPerMicrosecond;
-            round.Histogram.RecordValue(Math.Clamp(micros, 1, HighestLatencyMicros));
+            round.Histogram.Record(start);
             if (isPut)
             {
                 round.Written.Add(key);
@@ -492,7 +467,7 @@ internal sealed class BenchRunner
         TimeSpan? TimeLimit,
         Stopwatch Clock,
         StrongBox Remaining,
-        HistogramBase Histogram);
+        PhaseLatency Histogram);
 
     /// <summary>A shared counter that clients decrement with Interlocked.</summary>
     private sealed class StrongBox(long value)
@@ -511,9 +486,41 @@ internal sealed class BenchRunner
         TimeSpan? TimeLeft,
         Stopwatch Clock,
         StrongBox Remaining,
-        HistogramBase Histogram,
+        PhaseLatency Histogram,
         List<string> Written,
         Random Random,
         long[] Cursors,
         byte[] Buffer);
+}
+
+/// <summary>
+/// The latencies of one phase: a histogram per thread that records (the client loops and the few pool threads the
+/// clients' continuations run on), added up at the end. A histogram per client was 180 KiB each on the large-object
+/// heap (an hour in microseconds at 3 digits): 0.9 GiB for 5,000 connections in a worker process, allocated and zeroed
+/// again for each phase, with GC pauses charged to whichever system ran then. A thread's own histogram needs no
+/// atomics; the phase's clients have all finished (awaited) before <see cref="Merge"/> reads them.
+/// </summary>
+internal sealed class PhaseLatency : IDisposable
+{
+    private readonly ThreadLocal<LongHistogram> _perThread = new(() => new LongHistogram(BenchRunner.HighestLatencyMicros, 3), trackAllValues: true);
+
+    /// <summary>Records the time since <paramref name="start"/> (a <see cref="Stopwatch"/> timestamp) in microseconds.</summary>
+    public void Record(long start)
+    {
+        var micros = Stopwatch.GetElapsedTime(start).Ticks / TimeSpan.TicksPerMicrosecond;
+        _perThread.Value!.RecordValue(Math.Clamp(micros, 1, BenchRunner.HighestLatencyMicros));
+    }
+
+    public LongHistogram Merge()
+    {
+        var latency = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
+        foreach (var histogram in _perThread.Values)
+        {
+            latency.Add(histogram);
+        }
+
+        return latency;
+    }
+
+    public void Dispose() => _perThread.Dispose();
 }
