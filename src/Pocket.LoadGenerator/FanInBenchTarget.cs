@@ -7,24 +7,19 @@ namespace Pocket.LoadGenerator;
 /// RESP connection), the shape of N serverless functions, instead of N callers sharing one multiplexed client.
 /// Untimed setup (writing the pool, deleting, CPU) goes through the shared target.
 /// </summary>
-internal sealed class FanInBenchTarget : IBenchTarget
+internal sealed class FanInBenchTarget : DelegatingBenchTarget
 {
-    private readonly IBenchTarget _shared;
     private readonly IBenchTarget[] _connections;
     private readonly IAsyncDisposable[] _owned;
 
     private FanInBenchTarget(IBenchTarget shared, IBenchTarget[] connections, IAsyncDisposable[] owned, double connectMs, int refused)
+        : base(shared)
     {
-        _shared = shared;
         _connections = connections;
         _owned = owned;
         ConnectMs = connectMs;
         Refused = refused;
     }
-
-    public string Name => _shared.Name;
-
-    public string? CpuScope => _shared.CpuScope;
 
     /// <summary>Wall time to open all the connections at once (a connect storm), in milliseconds.</summary>
     public double ConnectMs { get; }
@@ -78,35 +73,15 @@ internal sealed class FanInBenchTarget : IBenchTarget
         return new FanInBenchTarget(shared, opened.Select(o => o.Target).ToArray(), opened.Select(o => o.Owner).ToArray(), elapsed, refused);
     }
 
-    public IBenchTarget ForClient(int client) => _connections[client % _connections.Length];
+    public override IBenchTarget ForClient(int client) => _connections[client % _connections.Length];
 
-    public ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken) => _shared.PutAsync(key, value, cancellationToken);
-
-    public ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) => _shared.GetAsync(key, destination, cancellationToken);
-
-    public Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken) => _shared.DeleteAsync(prefix, keys, size, cancellationToken);
-
-    public Task<double?> CpuSecondsAsync(CancellationToken cancellationToken) => _shared.CpuSecondsAsync(cancellationToken);
-
-    public ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken) => _shared.ExistsAsync(key, cancellationToken);
-
-    public ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken) => _shared.DeleteOneAsync(key, cancellationToken);
-
-    public Task CreateListedAsync(string prefix, int count, CancellationToken cancellationToken) => _shared.CreateListedAsync(prefix, count, cancellationToken);
-
-    public ValueTask<int> ListAsync(string prefix, int limit, CancellationToken cancellationToken) => _shared.ListAsync(prefix, limit, cancellationToken);
-
-    public ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) => _shared.CountAsync(prefix, cancellationToken);
-
-    public Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken) => _shared.DropListedAsync(prefix, count, cancellationToken);
-
-    public async ValueTask DisposeAsync()
+    public override async ValueTask DisposeAsync()
     {
         foreach (var owner in _owned)
         {
             await owner.DisposeAsync().ConfigureAwait(false);
         }
 
-        await _shared.DisposeAsync().ConfigureAwait(false);
+        await Shared.DisposeAsync().ConfigureAwait(false);
     }
 }

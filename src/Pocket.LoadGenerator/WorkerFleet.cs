@@ -126,22 +126,17 @@ internal static class WorkerResult
 /// that the load generator is not one process's threads. Untimed setup (writing the objects to read, deleting,
 /// reading the servers' CPU) goes through <paramref name="shared"/> in this process.
 /// </summary>
-internal sealed class WorkerFleet : IBenchTarget
+internal sealed class WorkerFleet : DelegatingBenchTarget
 {
     private static readonly TimeSpan ExitWait = TimeSpan.FromSeconds(30);
 
-    private readonly IBenchTarget _shared;
     private readonly List<Worker> _workers;
 
     private WorkerFleet(IBenchTarget shared, List<Worker> workers)
+        : base(shared)
     {
-        _shared = shared;
         _workers = workers;
     }
-
-    public string Name => _shared.Name;
-
-    public string? CpuScope => _shared.CpuScope;
 
     public int Processes => _workers.Count;
 
@@ -218,30 +213,10 @@ internal sealed class WorkerFleet : IBenchTarget
         return await AllAsync(w => w.ExpectAsync(WorkerReply.Done, cancellationToken)).ConfigureAwait(false);
     }
 
-    public ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken) => _shared.PutAsync(key, value, cancellationToken);
-
-    public ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) => _shared.GetAsync(key, destination, cancellationToken);
-
-    public Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken) => _shared.DeleteAsync(prefix, keys, size, cancellationToken);
-
-    public Task<double?> CpuSecondsAsync(CancellationToken cancellationToken) => _shared.CpuSecondsAsync(cancellationToken);
-
-    public ValueTask<bool> ExistsAsync(string key, CancellationToken cancellationToken) => _shared.ExistsAsync(key, cancellationToken);
-
-    public ValueTask DeleteOneAsync(string key, CancellationToken cancellationToken) => _shared.DeleteOneAsync(key, cancellationToken);
-
-    public Task CreateListedAsync(string prefix, int count, CancellationToken cancellationToken) => _shared.CreateListedAsync(prefix, count, cancellationToken);
-
-    public ValueTask<int> ListAsync(string prefix, int limit, CancellationToken cancellationToken) => _shared.ListAsync(prefix, limit, cancellationToken);
-
-    public ValueTask<long> CountAsync(string prefix, CancellationToken cancellationToken) => _shared.CountAsync(prefix, cancellationToken);
-
-    public Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken) => _shared.DropListedAsync(prefix, count, cancellationToken);
-
-    public async ValueTask DisposeAsync()
+    public override async ValueTask DisposeAsync()
     {
         await StopAsync().ConfigureAwait(false);
-        await _shared.DisposeAsync().ConfigureAwait(false);
+        await Shared.DisposeAsync().ConfigureAwait(false);
     }
 
     /// <summary>Worker <paramref name="index"/>'s part of <paramref name="total"/>: equal shares, the first ones one more.</summary>
