@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Before/after of a change at a fan-in: two builds of Pocket (git revisions OLD and NEW), run alternately (the order
+# flips every pass, so neither always runs on the warmer or quieter machine), `pocket bench --connections N
+# --processes P --op get --size 1KiB` against each build's own cluster, one line per run and a table of same-pass
+# ratios NEW / OLD at the end: ops/s, p50, p99, server CPU per op and load-generator CPU per op.
+#
+#   bench/fanin-ab.sh OLD NEW [RESULTS_DIR]
+#
+#   OLD, NEW       git revisions (commits, branches, tags) of this repository
+#   RESULTS_DIR    default ./bench-results/fanin-ab (git-ignored): OLD-N-PASS.json / .log, NEW-..., ab.txt
+#
+# Environment: FAN_IN_N (default "1024 10000"), PASSES (default 3), PROCESSES (default 2), DURATION (8s),
+# WARMUP (1s). The CPU figures are less sensitive to a loaded machine than ops/s; write `uptime` beside them.
+set -euo pipefail
+
+if (($# < 2)); then
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+old="$1" new="$2"
+results="$(mkdir -p "${3:-$repo/bench-results/fanin-ab}" && cd "${3:-$repo/bench-results/fanin-ab}" && pwd)"
+command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+
+work="$(mktemp -d)"
+cleanup() {
+    for v in old new; do
+        [[ -d "$work/src-$v" ]] && git -C "$repo" worktree remove --force "$work/src-$v" >/dev/null 2>&1 || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Each revision is built from a detached checkout of its own into a private directory, so a build of the source
+# tree during the runs cannot swap the binaries under them.
+for v in old new; do
+    rev="$old"
+    [[ "$v" == new ]] && rev="$new"
+    echo "building $v ($rev, $(git -C "$repo" rev-parse --short "$rev"))"
+    git -C "$repo" worktree add --detach "$work/src-$v" "$rev" >/dev/null
+    dotnet build -c Release "$work/src-$v/src/Pocket.Cli" -o "$work/$v" -nologo -v q >"$work/build-$v.log" 2>&1 ||
+        { cat "$work/build-$v.log" >&2; exit 1; }
+done
+
+export POCKET_HOME="$work/pocket-home"
+unset POCKET_METADATA POCKET_CLUSTER_TOKEN
+ulimit -n "$(ulimit -Hn)"
+: >"$results/ab.txt"
+for pass in $(seq 1 "${PASSES:-3}"); do
+    for n in ${FAN_IN_N:-1024 10000}; do
+        order="old new"
+        ((pass % 2 == 0)) && order="new old"
+        for v in $order; do
+            name="$v-$n-$pass"
+            load="$(cut -d' ' -f1 /proc/loadavg)"
+            dotnet "$work/$v/pocket.dll" bench --connections "$n" --processes "${PROCESSES:-2}" --op get --size 1KiB \
+                --duration "${DURATION:-8s}" --warmup "${WARMUP:-1s}" --json >"$results/$name.json" 2>"$results/$name.log" ||
+                { echo "$name failed; its log:" >&2; tail -5 "$results/$name.log" >&2; continue; }
+            jq -r --arg v "$v" --arg n "$n" --arg pass "$pass" --arg load "$load" \
+                '[$pass, $n, $v, $load, (.systems.pocket.get | .ops_per_s, .p50_us, .p99_us, .server_cpu_us_per_op, .process_cpu_us_per_op),
+                  (.fan_in.pocket | .connections, .refused)] | map(tostring) | join(" ")' \
+                "$results/$name.json" | tee -a "$results/ab.txt"
+        done
+    done
+done
+
+echo
+echo "| N | pass | load old / new | ops/s old / new (new/old) | p50 ms (new/old) | p99 ms (new/old) | server CPU us/op (new/old) | load-generator CPU us/op (new/old) |"
+echo "|---|---|---|---|---|---|---|---|"
+awk '
+    { key = $2 " " $1; row[key, $3] = $0; keys[key] = 1 }
+    END {
+        for (key in keys) {
+            if (!((key, "old") in row) || !((key, "new") in row)) continue
+            split(row[key, "old"], o, " "); split(row[key, "new"], w, " ")
+            printf "| %s | %s | %s / %s | %.0f / %.0f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) |\n",
+                o[2], o[1], o[4], w[4], o[5], w[5], w[5] / o[5], o[6] / 1000, w[6] / 1000, w[6] / o[6],
+                o[7] / 1000, w[7] / 1000, w[7] / o[7], o[8], w[8], w[8] / o[8], o[9], w[9], w[9] / o[9]
+        }
+    }' "$results/ab.txt" | sort -t'|' -k2,2n -k3,3n
