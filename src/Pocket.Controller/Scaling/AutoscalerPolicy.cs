@@ -183,10 +183,12 @@ public static class AutoscalerPolicy
             // A load that has fallen at every one of the last samples is leaving: what it needs now is what to keep,
             // at once (a dip inside a level load does not fall three times in a row, and a ramp down does).
             var keepNodes = falling[tier.Tier] ? needed : window.Max(n => n.Nodes);
-            if (declared[tier.Tier].Ceiling is { } ceiling)
+            if (declared[tier.Tier].Ceiling is not null)
             {
-                // The declared load never needs more than its ceiling, whatever a recent peak of the samples asked.
-                keepNodes = Math.Min(keepNodes, Math.Max(1, ceiling));
+                // The declared load never needs more than it fills at the upper bound, whatever a recent peak of the
+                // samples asked; not less either, since it may come back at full at any moment (the samples of a
+                // live cluster lag and under-read it, measured: a removal down to the 100 % ceiling left it at 126 %).
+                keepNodes = Math.Min(keepNodes, Math.Max(1, NodesFor(declared[tier.Tier].Worth, options.Upper)));
             }
 
             if (tier.Max < options.Lower && keepNodes < tier.Nodes)
