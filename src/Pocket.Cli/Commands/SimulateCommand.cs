@@ -30,9 +30,10 @@ internal static class SimulateCommand
         var cooldown = CommandRunner.DurationOption("--cooldown", "Quiet time after an action, and how long a tier must stay below the band to shrink (trace's, else 5s)");
         var duration = CommandRunner.DurationOption("--duration", "Seconds to simulate (default: until the jobs end and the cluster settles)");
         var step = CommandRunner.DurationOption("--step", "Rows of the timeline table (default 10s)");
+        var noHints = new Option<bool>("--no-hints") { Description = "Jobs register without hints: the policy sees only the samples, not the peaks jobs declare" };
         var command = new Command("simulate", "Run the autoscaling policy on a job trace with a simulated clock: node-seconds vs the minimum, seconds short of throughput")
         {
-            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, warmPool, warmDelay, cooldown, duration, step,
+            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, warmPool, warmDelay, cooldown, duration, step, noHints,
         };
         CommandRunner.SetAction(command, (parse, ct) =>
         {
@@ -95,6 +96,7 @@ internal static class SimulateCommand
                 WarmPool = pool,
                 WarmDelay = parse.GetValue(warmDelay) ?? loaded.WarmDelay,
                 Duration = seconds,
+                Jobs = parse.GetValue(noHints) ? [.. loaded.Jobs.Select(j => j with { Declared = false })] : loaded.Jobs,
             };
             var result = ClusterSimulator.Run(run);
             if (parse.GetValue(json))
@@ -219,6 +221,7 @@ internal static class SimulateCommand
                 ["drain_time_seconds"] = trace.DrainTime.TotalSeconds,
                 ["warm_pool"] = trace.WarmPool,
                 ["warm_delay_seconds"] = trace.WarmDelay.TotalSeconds,
+                ["jobs_declaring_hints"] = trace.Jobs.Count(j => j.Declared),
             },
             ["events"] = events,
             ["timeline"] = timeline,
