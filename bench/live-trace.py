@@ -134,7 +134,7 @@ class Replayer(threading.Thread):
         peak_bytes = max(p[2] for p in self.points)
         job = self.controller.register_job(self.job["name"], throughput=peak_bits, capacity=int(max(peak_bytes, OBJECT)), lease="10m")
         payload = os.urandom(OBJECT)
-        keys, serial, asked, moved, cursor = [], 0, 0.0, 0.0, 0
+        keys, serial, asked, moved, dropped, cursor = [], 0, 0.0, 0.0, 0.0, 0
         last = time.time()
         try:
             while True:
@@ -145,7 +145,12 @@ class Replayer(threading.Thread):
                 dt = now - last
                 last = now
                 asked += bits / 8 * dt
-                budget = asked - moved
+                # A job that fell behind (this process starved on a loaded machine) drops its backlog rather than
+                # catching up in a burst: a burst reads as a node past 100 % and scales the cluster for nothing.
+                backlog_cap = bits / 8 * 0.4 + OBJECT
+                if asked - moved - dropped > backlog_cap:
+                    dropped = asked - moved - backlog_cap
+                budget = asked - moved - dropped
                 # Bytes first: the profile's level, in whole objects.
                 want = int(held // OBJECT)
                 while len(keys) > want:
