@@ -28,6 +28,12 @@ public sealed record JobRegistryOptions
     /// <summary>How often the metadata server's node list is read while waiting for started nodes.</summary>
     public TimeSpan NodeStartPollInterval { get; init; } = TimeSpan.FromMilliseconds(100);
 
+    /// <summary>How long an ended job is remembered, so that a request naming it is told when and why it ended.</summary>
+    public TimeSpan EndedJobMemory { get; init; } = TimeSpan.FromHours(24);
+
+    /// <summary>The most ended jobs remembered at once (<see cref="EndedJobMemory"/>); the oldest are forgotten first.</summary>
+    public int EndedJobsKept { get; init; } = 10_000;
+
     /// <summary>The clock of leases and timeouts; tests pass a fake one.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
@@ -35,6 +41,11 @@ public sealed record JobRegistryOptions
     public void Validate()
     {
         Sizing.Validate();
+        if (EndedJobMemory < TimeSpan.Zero || EndedJobsKept < 0)
+        {
+            throw new ArgumentException("ended-job memory and count must not be negative");
+        }
+
         if (LeaseDuration <= TimeSpan.Zero)
         {
             throw new ArgumentException("lease duration must be positive");

@@ -345,7 +345,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     {
         var state = (ConnectionState)frame.State!;
         var store = _store!;
-        string? deviceError = null;
+        DeviceException? deviceError = null;
         try
         {
             if (!store.Device.IsDirect)
@@ -355,7 +355,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         }
         catch (DeviceException ex)
         {
-            deviceError = ex.Message;
+            deviceError = ex;
         }
         finally
         {
@@ -364,8 +364,8 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
         if (deviceError is not null)
         {
-            StorageLog.DeviceFailed(_logger, deviceError);
-            frame.ReplyError(deviceError.Contains("no space", StringComparison.OrdinalIgnoreCase) ? Status.CapacityExceeded : Status.IoError, deviceError);
+            StorageLog.DeviceFailed(_logger, deviceError.Message);
+            frame.ReplyError(deviceError.IsNoSpace ? Status.CapacityExceeded : Status.IoError, deviceError.Message);
             return;
         }
 

@@ -170,7 +170,35 @@ public sealed class ControllerApiTests
         Assert.Equal(JobEndReason.LeaseExpired, result.Reason);
         Assert.Equal(0, await h.UsedBytesAsync());
         Assert.Empty(h.Registry.Allocations);
-        Assert.Equal(HttpStatusCode.NotFound, (await h.Http.GetAsync($"/v1/jobs/{job.JobId}")).StatusCode);
+        using var response = await h.Http.GetAsync($"/v1/jobs/{job.JobId}");
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        var error = await response.Content.ReadFromJsonAsync<ErrorResponse>(JsonSerializerOptions.Web);
+        Assert.Equal($"job '{job.JobId}' ended at {time.GetUtcNow():u}: lease expired", error!.Error);
+    }
+
+    [Fact]
+    public async Task AnEndedJobSaysWhyUntilItIsForgotten()
+    {
+        await using var h = await ControllerHarness.StartAsync(registry: new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), EndedJobsKept = 1 });
+        var first = await h.RegisterAsync(new { name = "first", capacity = "32MiB" });
+        var second = await h.RegisterAsync(new { name = "second", capacity = "32MiB" });
+        Assert.Equal(HttpStatusCode.OK, (await h.Http.DeleteAsync($"/v1/jobs/{first.JobId}")).StatusCode);
+
+        Assert.Contains($"job '{first.JobId}' ended at ", await ErrorOfAsync(h.Http.DeleteAsync($"/v1/jobs/{first.JobId}")));
+        Assert.EndsWith(": deregistered", await ErrorOfAsync(h.Http.GetAsync($"/v1/jobs/{first.JobId}")));
+
+        // Only the latest ending is kept: the first job is plainly unknown again, the second says what happened.
+        Assert.Equal(HttpStatusCode.OK, (await h.Http.DeleteAsync($"/v1/jobs/{second.JobId}")).StatusCode);
+        Assert.Equal($"no job '{first.JobId}'", await ErrorOfAsync(h.Http.GetAsync($"/v1/jobs/{first.JobId}")));
+        Assert.Contains($"job '{second.JobId}' ended at ", await ErrorOfAsync(h.Http.GetAsync($"/v1/jobs/{second.JobId}/credentials")));
+    }
+
+    private static async Task<string> ErrorOfAsync(Task<HttpResponseMessage> request)
+    {
+        using var response = await request;
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        var error = await response.Content.ReadFromJsonAsync<ErrorResponse>(JsonSerializerOptions.Web);
+        return error!.Error;
     }
 
     [Fact]
@@ -314,5 +342,6 @@ public sealed class ControllerApiTests
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
         var error = await response.Content.ReadFromJsonAsync<ErrorResponse>(JsonSerializerOptions.Web);
         Assert.Equal("id", error!.Field);
+        Assert.Equal("no job 'nope-1'", error.Error);
     }
 }

@@ -590,6 +590,7 @@ public sealed class DeviceContractTests : IDisposable
         faulty!.SpaceLimit = 2 << 20;
         var error = await Assert.ThrowsAnyAsync<PocketException>(async () => await job.PutAsync("big", new byte[4 << 20]));
         Assert.Contains("no space", error.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(Status.CapacityExceeded, error.Status);
         Assert.Equal(0, await job.CountAsync());
         var nodes = await cluster.Admin(client).GetNodesAsync();
         Assert.Equal(0, nodes.Single().Used);

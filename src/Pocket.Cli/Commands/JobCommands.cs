@@ -434,7 +434,7 @@ internal static class JobCommands
                 catch (PocketControllerException ex) when (ex.HttpStatus == System.Net.HttpStatusCode.NotFound && known is not null)
                 {
                     // The cluster that knew the job is gone; forgetting it locally is all that is left to do.
-                    outcome = $"job {jobId} is not registered on {connection.Text}; removed it from {home.JobsFile}";
+                    outcome = $"job {jobId} is not registered on {connection.Text} ({ex.Message}); removed it from {home.JobsFile}";
                 }
             }
 

@@ -349,8 +349,9 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
 
     private static IResult BadRequest(ErrorResponse error) => Results.Json(error, statusCode: StatusCodes.Status400BadRequest);
 
-    private static IResult NotFound(string id) =>
-        Results.Json(new ErrorResponse($"no job '{id}'", "id"), statusCode: StatusCodes.Status404NotFound);
+    // Still 404 (clients treat a job that is gone as gone), but a job that ended lately says when and why.
+    private IResult NotFound(string id) =>
+        Results.Json(new ErrorResponse(registry.FindEnded(id)?.Describe() ?? $"no job '{id}'", "id"), statusCode: StatusCodes.Status404NotFound);
 
     private IResult Error(HttpContext context, int status, string message)
     {

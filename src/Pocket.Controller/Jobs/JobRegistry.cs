@@ -63,6 +63,18 @@ public enum JobEndReason
 /// <summary>What ending a job freed.</summary>
 public sealed record EndedJob(JobRecord Job, JobEndReason Reason, long ObjectsFreed, long BytesFreed);
 
+/// <summary>A job that ended lately: what a request naming it is told instead of a bare "no job".</summary>
+/// <param name="Id">Its id.</param>
+/// <param name="Name">The name it registered with.</param>
+/// <param name="Reason">Why it ended.</param>
+/// <param name="EndedAt">When.</param>
+public sealed record JobEnding(string Id, string Name, JobEndReason Reason, DateTimeOffset EndedAt)
+{
+    /// <summary>One line for an error message, e.g. "job 'sort-3' ended at 2026-12-04 10:01:02Z: lease expired".</summary>
+    public string Describe() =>
+        string.Create(CultureInfo.InvariantCulture, $"job '{Id}' ended at {EndedAt:u}: {JobRegistry.ReasonText(Reason)}");
+}
+
 /// <summary>Bandwidth and bytes of one node promised to jobs.</summary>
 public readonly record struct NodeAllocation(double BitsPerSecond, double Bytes);
 
@@ -86,6 +98,10 @@ public sealed class JobRegistry : IAsyncDisposable
     private readonly Dictionary<string, JobRecord> _jobs = new(StringComparer.Ordinal);
     private readonly Dictionary<string, long> _lastRequests = new(StringComparer.Ordinal);
     private readonly Dictionary<uint, NodeAllocation> _allocated = [];
+
+    // Ended jobs, oldest first, so that a request naming one says what became of it; bounded by count and age.
+    private readonly Dictionary<string, JobEnding> _ended = new(StringComparer.Ordinal);
+    private readonly Queue<JobEnding> _endedOrder = new();
 
     // One registration at a time: each plans against the shares the previous one took.
     private readonly SemaphoreSlim _registrationGate = new(1, 1);
@@ -161,6 +177,19 @@ public sealed class JobRegistry : IAsyncDisposable
         lock (_lock)
         {
             return _jobs.GetValueOrDefault(jobId);
+        }
+    }
+
+    /// <summary>
+    /// How the job with this id ended, if it ended within <see cref="JobRegistryOptions.EndedJobMemory"/> (at most the
+    /// last <see cref="JobRegistryOptions.EndedJobsKept"/> endings are kept); null if it is live or unknown.
+    /// </summary>
+    public JobEnding? FindEnded(string jobId)
+    {
+        lock (_lock)
+        {
+            ForgetOldEndings();
+            return _jobs.ContainsKey(jobId) ? null : _ended.GetValueOrDefault(jobId);
         }
     }
 
@@ -495,6 +524,7 @@ public sealed class JobRegistry : IAsyncDisposable
             }
 
             _lastRequests.Remove(jobId);
+            RememberEnding(new JobEnding(jobId, record.Name, reason, _time.GetUtcNow()));
             foreach (var share in record.Shares)
             {
                 var held = _allocated.GetValueOrDefault(share.NodeId);
@@ -525,6 +555,28 @@ public sealed class JobRegistry : IAsyncDisposable
         }
 
         return ended;
+    }
+
+    // Under _lock.
+    private void RememberEnding(JobEnding ending)
+    {
+        _ended[ending.Id] = ending;
+        _endedOrder.Enqueue(ending);
+        ForgetOldEndings();
+    }
+
+    // Under _lock. An id ended twice (a name reused) keeps its latest ending: an older queue entry only drops its own.
+    private void ForgetOldEndings()
+    {
+        var cutoff = _time.GetUtcNow() - _options.EndedJobMemory;
+        while (_endedOrder.TryPeek(out var oldest) && (_endedOrder.Count > _options.EndedJobsKept || oldest.EndedAt < cutoff))
+        {
+            _endedOrder.Dequeue();
+            if (_ended.TryGetValue(oldest.Id, out var current) && ReferenceEquals(current, oldest))
+            {
+                _ended.Remove(oldest.Id);
+            }
+        }
     }
 
     private Placement Plan(JobRequirement requirement, IReadOnlyList<NodeInfo> nodes)
