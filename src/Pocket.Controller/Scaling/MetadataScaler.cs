@@ -37,6 +37,7 @@ internal sealed class MetadataScaler : IAsyncDisposable
     private readonly Dictionary<string, ServerLoad> _last = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, DateTimeOffset> _joiningSince = new(StringComparer.OrdinalIgnoreCase);
     private readonly Dictionary<string, string> _waiting = new(StringComparer.OrdinalIgnoreCase);
+    private readonly Dictionary<string, DateTimeOffset> _drainingSince = new(StringComparer.OrdinalIgnoreCase);
     private readonly List<PocketAdminClient> _connected = [];
     private MetadataScalingState _state = MetadataScalingState.Initial;
     private Task _action = Task.CompletedTask;
@@ -137,6 +138,7 @@ internal sealed class MetadataScaler : IAsyncDisposable
                 break;
             case MetadataScalingAction.DrainServer:
                 _plane.SetState(decision.Address!, MetadataServerState.Draining);
+                _drainingSince[decision.Address!] = now;
                 Record("metadata-draining", decision.Address!, decision.Reason);
                 break;
         }
@@ -243,6 +245,7 @@ internal sealed class MetadataScaler : IAsyncDisposable
     private async Task StopIfEmptyAsync(PocketAdminClient server, CancellationToken cancellationToken)
     {
         var address = server.MetadataAddress;
+        var started = _plane.StartedAt(address);
 
         // Under the registration gate: no registration can be placing a job on it between this check and its removal.
         var (stop, wait) = await _registry.WithoutRegistrationsAsync(
@@ -278,14 +281,14 @@ internal sealed class MetadataScaler : IAsyncDisposable
 
         _waiting.Remove(address);
         _last.Remove(address);
-        var started = _plane.StartedAt(address);
+        var drainedFor = _time.GetUtcNow() - (_drainingSince.Remove(address, out var since) ? since : _time.GetUtcNow());
         lock (_last)
         {
-            _action = StopAsync(server, started, cancellationToken);
+            _action = StopAsync(server, started, drainedFor, cancellationToken);
         }
     }
 
-    private async Task StopAsync(PocketAdminClient server, ProvisionedMetadata? started, CancellationToken cancellationToken)
+    private async Task StopAsync(PocketAdminClient server, ProvisionedMetadata? started, TimeSpan drainedFor, CancellationToken cancellationToken)
     {
         var address = server.MetadataAddress;
         try
@@ -295,7 +298,7 @@ internal sealed class MetadataScaler : IAsyncDisposable
                 await _provisioner!.StopMetadataAsync(started, cancellationToken).ConfigureAwait(false);
             }
 
-            Record("metadata-stopped", address, $"{address} had no job left and held no block: stopped (process {started?.Handle}); the storage nodes hand its segments to the other metadata servers");
+            Record("metadata-stopped", address, string.Create(CultureInfo.InvariantCulture, $"{address} had no job left and held no block: stopped (process {started?.Handle}) {drainedFor.TotalSeconds:0} s after it began draining; the storage nodes hand its segments to the other metadata servers"));
         }
         catch (Exception ex) when (ex is ProvisioningException or IOException or ArgumentException or InvalidOperationException)
         {
