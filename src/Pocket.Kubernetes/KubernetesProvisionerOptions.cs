@@ -109,6 +109,24 @@ public sealed record KubernetesProvisionerOptions
     /// <summary>The container port of a storage pod's Prometheus metrics (the port the metadata server's pod uses too).</summary>
     public const int DefaultMetricsPort = 9464;
 
+    /// <summary>The container port every metadata server pod of the plane's StatefulSet listens on.</summary>
+    public const int DefaultMetadataPort = 7000;
+
+    /// <summary>
+    /// Name of the StatefulSet (and its headless Service) that runs the metadata plane (<see cref="MetadataPlaneSpec"/>):
+    /// server i is reachable at <c>NAME-i.NAME.NAMESPACE.svc:PORT</c> for as long as the set exists.
+    /// </summary>
+    public string MetadataSetName { get; init; } = "pocket-metadata-plane";
+
+    /// <summary>Port of each metadata server pod of the plane.</summary>
+    public int MetadataPort { get; init; } = DefaultMetadataPort;
+
+    /// <summary>
+    /// The most metadata servers the plane may grow to: the StatefulSet's replicas stay at or below it, and job numbers
+    /// are strided by it (server i numbers its jobs i+1, i+1+max, ...), so ids stay unique however the plane scales.
+    /// </summary>
+    public int MaxMetadataServers { get; init; } = 16;
+
     /// <summary>
     /// Namespace the storage pods are created in. Null in <see cref="KubernetesProvisioner.Create"/> means the
     /// controller's own namespace when it runs in a pod, else the kubeconfig context's, else <c>default</c>.
@@ -238,6 +256,16 @@ public sealed record KubernetesProvisionerOptions
         if (!KubernetesNames.IsSubdomain(ClusterTokenSecretName))
         {
             throw new ArgumentException($"cluster token secret '{ClusterTokenSecretName}' is not a Kubernetes name");
+        }
+
+        if (!KubernetesNames.IsLabel(MetadataSetName) || MetadataSetName.Length > 52)
+        {
+            throw new ArgumentException($"metadata set name '{MetadataSetName}' must be a DNS label of at most 52 characters (its pods add '-N')");
+        }
+
+        if (MetadataPort is <= 0 or > 65535 || MaxMetadataServers is < 1 or > 64)
+        {
+            throw new ArgumentException($"metadata port {MetadataPort} must be 1-65535 and max metadata servers {MaxMetadataServers} 1-64");
         }
 
         if (!KubernetesNames.IsSecretKey(ClusterTokenSecretKey))

@@ -51,4 +51,7 @@ internal static partial class MetadataLog
 
     [LoggerMessage(EventId = 240, Level = LogLevel.Information, Message = "node {NodeId} {Change} {Segments} segments of its share; this server now holds {Held} of 64")]
     public static partial void ShareChanged(ILogger logger, uint nodeId, string change, int segments, int held);
+
+    [LoggerMessage(EventId = 241, Level = LogLevel.Information, Message = "node {NodeId}, declared dead here, registered again: a new record whose generations start at {FirstGeneration} (objects on the dead record stay lost)")]
+    public static partial void NodeReregistered(ILogger logger, uint nodeId, uint firstGeneration);
 }

@@ -98,7 +98,19 @@ public sealed partial class MetadataServer
             return;
         }
 
-        if (!Failed(frame, _state.Heartbeat(request, frame.ConnectionId)))
+        var result = _state.Heartbeat(request, frame.ConnectionId);
+        if (Failed(frame, result))
+        {
+            return;
+        }
+
+        if (result.Value is { } share)
+        {
+            Span<byte> reply = stackalloc byte[HeartbeatReply.Size];
+            HeartbeatReply.Write(reply, share);
+            frame.Reply(Status.Ok, reply);
+        }
+        else
         {
             frame.Reply(Status.Ok);
         }

@@ -46,7 +46,8 @@ internal sealed partial class MetadataState
                 {
                     foreach (var extent in entry.Extents)
                     {
-                        if (extent.NodeId == nodeId)
+                        // An extent of a dead record of the same id is lost, not moved.
+                        if (node.Owns(extent))
                         {
                             work.Add(new DrainWork(job, entry.Key, extent));
                         }
@@ -56,7 +57,7 @@ internal sealed partial class MetadataState
 
             // Open writes commit on this node and are moved on the next pass; delete-after-read handles keep their
             // extents until the reader is done, so both hold the node up.
-            var waiting = _handles.Values.Any(h => h.Extents.Any(e => e.NodeId == nodeId));
+            var waiting = _handles.Values.Any(h => h.Extents.Any(e => node.Owns(e)));
             if (work.Count == 0 && !waiting)
             {
                 Nodes.MarkDrained(node);

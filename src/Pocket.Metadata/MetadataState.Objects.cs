@@ -262,7 +262,7 @@ internal sealed partial class MetadataState
             for (var i = 0; i < extents.Length; i++)
             {
                 var extent = entry.Extents[i];
-                extents[i] = new LookupExtent(extent.NodeId, Nodes.StateOf(extent.NodeId), extent.Offset, extent.Length);
+                extents[i] = new LookupExtent(extent.NodeId, Nodes.StateOf(extent), extent.Offset, extent.Length);
             }
 
             return new ObjectInfo(entry.Size, entry.Inline is not null, entry.Flags, extents);

@@ -321,14 +321,6 @@ internal sealed partial class MetadataState
         }
     }
 
-    public Outcome Heartbeat(in HeartbeatRequest beat, long connectionId)
-    {
-        lock (_lock)
-        {
-            return Nodes.Heartbeat(beat, connectionId);
-        }
-    }
-
     /// <summary>Every node's record, for the cluster's own parts and for jobs (a token that names no job gets nothing).</summary>
     public Result<NodeRecord[]> ListNodes(JobToken token, bool admin)
     {

@@ -37,6 +37,16 @@ internal sealed class NodeEntry
     public double NetTx { get; set; }
     public uint NextGeneration { get; set; } = 1;
 
+    /// <summary>
+    /// The first generation this record issued. A node id registered again after its record was declared dead gets a
+    /// new record that starts after every generation of the dead one, so an extent (or grant) of the dead record is told
+    /// apart by its generation alone (<see cref="Owns"/>).
+    /// </summary>
+    public uint FirstGeneration { get; init; } = 1;
+
+    /// <summary>True when <paramref name="extent"/> was allocated by this record (not by a dead record of the same id).</summary>
+    public bool Owns(in Extent extent) => extent.NodeId == Id && extent.Generation >= FirstGeneration;
+
     /// <summary>Bytes copied off this node by a drain so far.</summary>
     public long MovedBytes { get; set; }
 

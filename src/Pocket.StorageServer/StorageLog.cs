@@ -24,4 +24,7 @@ internal static partial class StorageLog
 
     [LoggerMessage(EventId = 306, Level = LogLevel.Warning, Message = "metadata server {Address} lost; its {Segments} segments are reset and go to the other servers")]
     public static partial void MetadataLost(ILogger logger, string address, int segments);
+
+    [LoggerMessage(EventId = 307, Level = LogLevel.Information, Message = "moved {Segments} free segments from metadata server {From} to {To} (targets {FromTarget} and {ToTarget} of 64)")]
+    public static partial void ShareMoved(ILogger logger, int segments, string from, string to, int fromTarget, int toTarget);
 }

@@ -40,6 +40,9 @@ public sealed partial class StorageServer
 
         public bool Registered { get; set; }
 
+        /// <summary>What the server said at the last heartbeat it uses of its share and wants free here (<see cref="HeartbeatReply"/>).</summary>
+        public HeartbeatReply Demand { get; set; }
+
         public bool Up => Registered && Connection is { IsConnected: true };
     }
 
@@ -126,7 +129,7 @@ public sealed partial class StorageServer
         _shares!.Take(link.Index, mask & _shares.Held(link.Index));
     }
 
-    /// <summary>One heartbeat round over every server, then repairs: lost servers' segments go to the others, missing servers are joined, shares are evened out.</summary>
+    /// <summary>One heartbeat round over every server, then repairs: lost servers' segments go to the others, missing servers are joined, shares follow demand.</summary>
     private async Task SharedTickAsync(HeartbeatRequest beat, CancellationToken cancellationToken)
     {
         var body = new BodyWriter();
@@ -147,6 +150,10 @@ public sealed partial class StorageServer
 
                     // NotFound: the server declared this node dead (or restarted): its share there is gone, as if it had died.
                     lost = reply.Status == Status.NotFound;
+                    if (reply.IsOk && HeartbeatReply.TryRead(reply.Body, out var demand))
+                    {
+                        link.Demand = demand;
+                    }
                 }
                 catch (ConnectionLostException)
                 {
@@ -168,7 +175,7 @@ public sealed partial class StorageServer
             }
         }
 
-        await EvenOutAsync(cancellationToken).ConfigureAwait(false);
+        await BalanceAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>A server is gone: its segments stop verifying, are reset and are handed to the servers still up.</summary>
@@ -291,8 +298,12 @@ public sealed partial class StorageServer
         }
     }
 
-    /// <summary>Unowned segments go to the servers up; then one move a round from the fullest share to the emptiest while they differ by more than one.</summary>
-    private async Task EvenOutAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Unowned segments go to the servers up; then one move a round (<see cref="ShareTable.PlanMove"/>) of free segments
+    /// towards the targets <see cref="ShareTable.Targets"/> sets from what each server said it uses and wants: an even
+    /// split while no server's jobs want more, else shares that follow the jobs' reservations.
+    /// </summary>
+    private async Task BalanceAsync(CancellationToken cancellationToken)
     {
         await GiveAsync(_shares!.Unowned, cancellationToken).ConfigureAwait(false);
         var up = _links!.Where(l => l.Up).ToList();
@@ -301,17 +312,21 @@ public sealed partial class StorageServer
             return;
         }
 
-        var most = up.MaxBy(l => ShareTable.Count(_shares.Held(l.Index)))!;
-        var least = up.MinBy(l => ShareTable.Count(_shares.Held(l.Index)))!;
-        var gap = ShareTable.Count(_shares.Held(most.Index)) - ShareTable.Count(_shares.Held(least.Index));
-        if (gap > 1)
+        var held = up.Select(l => ShareTable.Count(_shares.Held(l.Index))).ToArray();
+        var targets = ShareTable.Targets([.. up.Select(l => (Segments(l.Demand.UsedBytes), Segments(l.Demand.WantedBytes)))]);
+        if (ShareTable.PlanMove(held, targets) is not var (from, to, count))
         {
-            var moved = await ReleaseAsync(most, gap / 2, cancellationToken).ConfigureAwait(false);
-            if (moved != 0)
-            {
-                await AddShareAsync(least, moved, cancellationToken).ConfigureAwait(false);
-            }
+            return;
         }
+
+        var moved = await ReleaseAsync(up[from], count, cancellationToken).ConfigureAwait(false);
+        if (moved != 0)
+        {
+            StorageLog.ShareMoved(_logger, ShareTable.Count(moved), up[from].EndPoint.ToString(), up[to].EndPoint.ToString(), targets[from], targets[to]);
+            await AddShareAsync(up[to], moved, cancellationToken).ConfigureAwait(false);
+        }
+
+        int Segments(long bytes) => (int)Math.Min(ShareTable.Segments, (bytes + _segmentBytes - 1) / _segmentBytes);
     }
 
     private void ResetSegments(ulong mask)

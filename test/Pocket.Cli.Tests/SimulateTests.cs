@@ -75,10 +75,12 @@ public sealed class SimulateTests : IDisposable
     [Fact]
     public async Task SimulateWithAWarmPoolPaysForItAndIsShortForLess()
     {
-        var cold = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json")).Json();
-        var warm = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json", "--warm-pool", "1")).Json();
+        // Without hints (the registrations would add the nodes before the load shows, leaving nothing short to shorten).
+        var cold = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json", "--no-hints")).Json();
+        var warm = (await PocketProcess.RunOkAsync(_home.Path, "simulate", "--json", "--warm-pool", "1", "--no-hints")).Json();
 
         Assert.Equal(1, warm["settings"]!["warm_pool"]!.GetValue<int>());
+        Assert.Equal(0, warm["settings"]!["jobs_declaring_hints"]!.GetValue<int>());
         Assert.True(warm["node_seconds"]!.GetValue<double>() > cold["node_seconds"]!.GetValue<double>());
         Assert.True(warm["short_seconds"]!.GetValue<int>() < cold["short_seconds"]!.GetValue<int>());
         Assert.All(warm["timeline"]!.AsArray(), s => Assert.InRange(s!["standby"]!.GetValue<int>(), 0, 1));

@@ -53,6 +53,63 @@ public sealed class AutoscalerPolicyTests
     }
 
     [Fact]
+    public void RegistrationsThatDeclareMoreThanTheTierServesAddANodeBeforeTheirLoadShows()
+    {
+        var time = new FakeTimeProvider();
+        NodeSample[] Nodes() => [Node(time, 1, 0.05, net: 0.5e9), Node(time, 2, 0.05, net: 0.5e9)];
+
+        // Two nodes at 50 % of their network; nothing registered lately: nothing to do.
+        var quiet = new List<RegisteredJob> { new(NodeTier.Dram, time.GetUtcNow() - TimeSpan.FromMinutes(1), 8e9, Gib) };
+        var (idle, _) = AutoscalerPolicy.Decide(Nodes(), new HashSet<uint>(), Options, Bandwidth, AutoscalerState.Initial, time.GetUtcNow(), quiet);
+        Assert.Equal(ScalingAction.None, idle.Action);
+
+        // A job that registered a second ago declared 12 Gb/s (1.5 nodes' worth): with the 1 node's worth already served
+        // that leaves two nodes short once it arrives, so a node starts now, one (how fast it arrives is not declared).
+        var burst = quiet.Append(new RegisteredJob(NodeTier.Dram, time.GetUtcNow() - TimeSpan.FromSeconds(1), 12e9, Gib)).ToList();
+        var (add, _) = AutoscalerPolicy.Decide(Nodes(), new HashSet<uint>(), Options, Bandwidth, AutoscalerState.Initial, time.GetUtcNow(), burst);
+        Assert.Equal(ScalingAction.AddNode, add.Action);
+        Assert.Equal(1, add.Count);
+        Assert.Contains("registered", add.Reason, StringComparison.Ordinal);
+
+        // Without what the jobs declared (hint-less jobs), the samples alone decide: nothing yet.
+        var blind = burst.Select(j => j with { PeakBitsPerSecond = null, CapacityBytes = null }).ToList();
+        var (none, _) = AutoscalerPolicy.Decide(Nodes(), new HashSet<uint>(), Options, Bandwidth, AutoscalerState.Initial, time.GetUtcNow(), blind);
+        Assert.Equal(ScalingAction.None, none.Action);
+    }
+
+    [Fact]
+    public void DeclaredPeaksThatTheNodesCarryAtFullAddNoNodeAndEndedJobsGiveBackEveryIdleNodeInOneAction()
+    {
+        var time = new FakeTimeProvider();
+
+        // Two nodes saturated at 16 Gb/s by jobs that declared 16 Gb/s in all: past the band, but more nodes would idle.
+        var full = new List<RegisteredJob> { new(NodeTier.Dram, time.GetUtcNow() - TimeSpan.FromMinutes(1), 16e9, Gib) };
+        NodeSample[] Saturated() => [Node(time, 1, 0.05, cpu: 0.5, net: 1e9), Node(time, 2, 0.05, cpu: 0.5, net: 1e9)];
+        var (held, _) = AutoscalerPolicy.Decide(Saturated(), new HashSet<uint>(), Options, Bandwidth, AutoscalerState.Initial, time.GetUtcNow(), full);
+        Assert.Equal(ScalingAction.None, held.Action);
+
+        // A job using more than it declared is no promise: the band decides again.
+        var under = new List<RegisteredJob> { new(NodeTier.Dram, time.GetUtcNow() - TimeSpan.FromMinutes(1), 8e9, Gib) };
+        var (added, _) = AutoscalerPolicy.Decide(Saturated(), new HashSet<uint>(), Options, Bandwidth, AutoscalerState.Initial, time.GetUtcNow(), under);
+        Assert.Equal(ScalingAction.AddNode, added.Action);
+
+        // Every job has ended and the nodes are empty: after the quiet period all but the minimum leave in one action.
+        var removable = new HashSet<uint> { 3, 4, 5 };
+        NodeSample[] Empty() => [Node(time, 1, 0, cpu: 0), Node(time, 2, 0, cpu: 0), Node(time, 3, 0, cpu: 0), Node(time, 4, 0, cpu: 0), Node(time, 5, 0, cpu: 0)];
+        var state = AutoscalerState.Initial;
+        ScalingDecision? removal = null;
+        for (var i = 0; i <= Options.Cooldown.TotalSeconds && removal is null; i++)
+        {
+            (var decision, state) = AutoscalerPolicy.Decide(Empty(), removable, Options, Bandwidth, state, time.GetUtcNow(), []);
+            removal = decision.Action == ScalingAction.RemoveNode ? decision : null;
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.NotNull(removal);
+        Assert.Equal(3, removal.NodeIds.Count);
+    }
+
+    [Fact]
     public void AnyResourceAboveTheUpperBoundAddsANodeOfThatTier()
     {
         var time = new FakeTimeProvider();

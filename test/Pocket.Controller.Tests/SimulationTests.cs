@@ -24,8 +24,10 @@ public sealed class SimulationTests
         }
         """;
 
+    // Registered without hints, so these tests see the band and the trend at work; the shipped traces' jobs declare
+    // their peaks, and the tests further down show what that changes.
     private static string Job(string name, double start, double noise, params (double At, double Gbps)[] points) =>
-        string.Create(CultureInfo.InvariantCulture, $$"""{ "name": "{{name}}", "start": {{start}}, "noise": {{noise}}, "profile": [ {{string.Join(", ", points.Select(p => string.Create(CultureInfo.InvariantCulture, $$"""{ "at": {{p.At}}, "throughput": "{{p.Gbps}}Gbps", "capacity": "1GB" }""")))}} ] }""");
+        string.Create(CultureInfo.InvariantCulture, $$"""{ "name": "{{name}}", "start": {{start}}, "noise": {{noise}}, "hints": false, "profile": [ {{string.Join(", ", points.Select(p => string.Create(CultureInfo.InvariantCulture, $$"""{ "at": {{p.At}}, "throughput": "{{p.Gbps}}Gbps", "capacity": "1GB" }""")))}} ] }""");
 
     [Fact]
     public void TheShippedTraceIsThreeStaggeredJobsThatRampHoldAndEnd()
@@ -51,9 +53,9 @@ public sealed class SimulationTests
     /// costs more or leaves jobs short fails here.
     /// </summary>
     [Theory]
-    [InlineData("paper-three-jobs", 1.22, 1, 0)]
-    [InlineData("burst-small-jobs", 1.12, 5, 0)]
-    [InlineData("day-with-peaks", 1.10, 96, 7)]
+    [InlineData("paper-three-jobs", 1.13, 0, 0)]
+    [InlineData("burst-small-jobs", 1.15, 1, 0)]
+    [InlineData("day-with-peaks", 1.10, 62, 10)]
     public void EachShippedTraceStaysWithinTheStatedBounds(string name, double maxRatio, int maxShortSeconds, int maxCapacityShortSeconds)
     {
         var trace = SimulationTrace.Shipped(name);
@@ -74,6 +76,59 @@ public sealed class SimulationTests
         Assert.Equal(trace.Policy.MinNodes, result.Timeline[^1].Provisioned);
         Assert.All(result.Events.Where(e => e.Kind is "scale-up" or "scale-down"), e => Assert.False(string.IsNullOrWhiteSpace(e.Reason)));
         Assert.Equal(result.NodeSeconds, result.Timeline.Sum(s => s.Provisioned));
+    }
+
+    /// <summary>
+    /// The goal issue 17 sets (docs/controller.md, "The shipped traces and their bounds"): on every shipped trace, at
+    /// most 1.2 x the oracle's node-seconds and at most 1 % of the seconds short of throughput, through the same
+    /// <see cref="AutoscalerPolicy.Decide"/> the live autoscaler runs.
+    /// </summary>
+    [Theory]
+    [InlineData("paper-three-jobs")]
+    [InlineData("burst-small-jobs")]
+    [InlineData("day-with-peaks")]
+    public void EachShippedTraceCostsAtMostOnePointTwoTimesTheOracleWithAtMostOnePercentShort(string name)
+    {
+        var result = ClusterSimulator.Run(SimulationTrace.Shipped(name));
+
+        Assert.True(result.NodeSeconds <= 1.2 * result.OracleNodeSeconds, $"{name}: {result.NodeSeconds} node-seconds against the oracle's {result.OracleNodeSeconds} ({result.Ratio:0.###} x)");
+        Assert.True(result.ShortSeconds <= 0.01 * result.Seconds, $"{name}: short {result.ShortSeconds} of {result.Seconds} s");
+    }
+
+    /// <summary>
+    /// What the jobs declare when they register is what meets the bounds: without hints the burst of small jobs is short
+    /// for longer (its load outruns a node's start) and the paper's trace costs more (the band's margin adds a node
+    /// the declared peaks cannot use).
+    /// </summary>
+    [Fact]
+    public void DeclaredHintsShortenTheBurstsShortfallAndCutThePaperTracesCost()
+    {
+        static SimulationResult Run(string name, bool hints)
+        {
+            var trace = SimulationTrace.Shipped(name);
+            return ClusterSimulator.Run(hints ? trace : trace with { Jobs = [.. trace.Jobs.Select(j => j with { Declared = false })] });
+        }
+
+        var burst = Run("burst-small-jobs", hints: true);
+        var burstBlind = Run("burst-small-jobs", hints: false);
+        Assert.True(burst.ShortSeconds < burstBlind.ShortSeconds, $"short {burst.ShortSeconds} s with hints, {burstBlind.ShortSeconds} s without");
+        var firstUp = burst.Events.First(e => e.Kind == "scale-up");
+        Assert.Contains("registered", firstUp.Reason, StringComparison.Ordinal);
+        Assert.True(firstUp.Second < burstBlind.Events.First(e => e.Kind == "scale-up").Second, "the registrations add the first node before the samples show the load");
+
+        var paper = Run("paper-three-jobs", hints: true);
+        var paperBlind = Run("paper-three-jobs", hints: false);
+        Assert.True(paper.NodeSeconds < paperBlind.NodeSeconds, $"{paper.NodeSeconds} node-seconds with hints, {paperBlind.NodeSeconds} without");
+        Assert.All(paper.Timeline, s => Assert.True(s.Serving <= 5, $"second {s.Second}: {s.Serving} nodes serve at most 40 Gb/s declared (5 nodes' worth)"));
+    }
+
+    [Fact]
+    public void ATraceJobCanRegisterWithoutHints()
+    {
+        var trace = SimulationTrace.Parse(Trace(2, """{ "name": "blind", "start": 0, "hints": false, "profile": [ { "at": 0, "throughput": "1Gbps" }, { "at": 10, "throughput": "0" } ] }"""));
+        Assert.False(Assert.Single(trace.Jobs).Declared);
+        Assert.Null(trace.Jobs[0].Registration(ClusterSimulator.Epoch).PeakBitsPerSecond);
+        Assert.True(SimulationTrace.Shipped().Jobs.All(j => j.Declared));
     }
 
     [Fact]

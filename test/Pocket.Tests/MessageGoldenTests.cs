@@ -456,6 +456,22 @@ public sealed class MessageGoldenTests
     }
 
     [Fact]
+    public void HeartbeatReplyCarriesUsedAndWantedBytes()
+    {
+        var reply = new byte[HeartbeatReply.Size];
+        HeartbeatReply.Write(reply, new HeartbeatReply(3 << 20, 5));
+        AssertBytes("0000300000000000" + "0500000000000000", reply);
+        Assert.True(HeartbeatReply.TryRead(reply, out var read));
+        Assert.Equal(new HeartbeatReply(3 << 20, 5), read);
+        Assert.True(HeartbeatReply.TryRead([], out var empty));
+        Assert.Equal(default, empty);
+        Assert.False(HeartbeatReply.TryRead(reply.AsSpan(0, 9), out _));
+        Assert.False(HeartbeatReply.TryRead([.. reply, 0], out _));
+        HeartbeatReply.Write(reply, new HeartbeatReply(-1, 0));
+        Assert.False(HeartbeatReply.TryRead(reply, out _));
+    }
+
+    [Fact]
     public void ListNodes()
     {
         var node = new NodeRecord(1, NodeTier.Dram, NodeState.Live, "h", 0x1F90, 1 << 20, 4096, 0.5, 1.5, 2, 7);

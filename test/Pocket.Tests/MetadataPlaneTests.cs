@@ -217,4 +217,169 @@ public sealed class MetadataPlaneTests
         await fresh.PutAsync("new", more, cancellationToken: cts.Token);
         Assert.Equal(Hash(more), Hash(await fresh.GetAsync("new", cancellationToken: cts.Token)));
     }
+
+    /// <summary>
+    /// The node's balancing rounds, done as the node does them (targets from what each server uses and wants, one move
+    /// a round of free segments only), under random allocations, frees and changes of demand: no segment is ever held
+    /// by two servers, no allocated block changes server, and while demand holds still the distance to the targets
+    /// never grows.
+    /// </summary>
+    [Fact]
+    public void SharesFollowDemandWithoutOverlapAndNoAllocatedBlockMoves()
+    {
+        var step = Gen.Select(Gen.Int[0, 3], Gen.Int[0, Servers - 1], Gen.Int[0, 64], Gen.Int[1, 40]);
+        Gen.Select(Gen.Long[64, 4000], step.Array[1, 120]).Sample((blocks, steps) => Run(blocks, steps), iter: 300);
+
+        static void Run(long blocks, (int Kind, int A, int N, int Size)[] steps)
+        {
+            var table = new ShareTable(Servers);
+            var allocators = new BlockAllocator[Servers];
+            var extents = Enumerable.Range(0, Servers).Select(_ => new List<(long First, long Count)>()).ToArray();
+            var owner = new int[blocks];
+            Array.Fill(owner, -1);
+            var wanted = new int[Servers];
+            for (var i = 0; i < Servers; i++)
+            {
+                table.Give(i, ShareTable.Run(i, Servers));
+                allocators[i] = new BlockAllocator(blocks, table.Held(i));
+            }
+
+            var distance = int.MaxValue;
+            foreach (var (kind, a, n, size) in steps)
+            {
+                switch (kind)
+                {
+                    case 0:
+                        var (first, count) = allocators[a].AllocateRun(size);
+                        for (var block = first; block < first + count; block++)
+                        {
+                            owner[block] = a;
+                        }
+
+                        if (count > 0)
+                        {
+                            extents[a].Add((first, count));
+                        }
+
+                        distance = int.MaxValue;
+                        break;
+                    case 1 when extents[a].Count > 0:
+                        var freed = extents[a][n % extents[a].Count];
+                        extents[a].Remove(freed);
+                        allocators[a].Free(freed.First, freed.Count);
+                        for (var block = freed.First; block < freed.First + freed.Count; block++)
+                        {
+                            owner[block] = -1;
+                        }
+
+                        distance = int.MaxValue;
+                        break;
+                    case 2:
+                        wanted[a] = n;
+                        distance = int.MaxValue;
+                        break;
+                    default:
+                        // One balancing round, as StorageServer.BalanceAsync does it.
+                        var segmentBlocks = allocators[0].SegmentBlocks;
+                        var demand = Enumerable.Range(0, Servers).Select(i => ((int)Math.Min(64, ((allocators[i].ShareBlocks - allocators[i].FreeBlocks) + segmentBlocks - 1) / segmentBlocks), wanted[i])).ToList();
+                        var targets = ShareTable.Targets(demand);
+                        Assert.Equal(ShareTable.Segments, targets.Sum());
+                        if (wanted.Sum() > 0 && demand.Sum(d => Math.Max(ShareTable.MinSegments(Servers), d.Item1)) <= ShareTable.Segments)
+                        {
+                            Assert.All(targets, t => Assert.True(t >= ShareTable.MinSegments(Servers)));
+                        }
+
+                        var held = Enumerable.Range(0, Servers).Select(i => ShareTable.Count(table.Held(i))).ToArray();
+                        var now = held.Zip(targets, (h, t) => Math.Abs(h - t)).Sum();
+                        Assert.True(now <= distance, $"a round moved away from the targets: {now} > {distance}");
+                        distance = now;
+                        if (ShareTable.PlanMove(held, targets) is var (from, to, moveCount))
+                        {
+                            Assert.InRange(moveCount, 1, ShareTable.MaxMove);
+                            var moved = allocators[from].Release(moveCount);
+                            table.Take(from, moved);
+                            table.Give(to, moved);
+                            allocators[to].Add(moved);
+                        }
+
+                        break;
+                }
+
+                ulong seen = 0;
+                for (var i = 0; i < Servers; i++)
+                {
+                    Assert.Equal(table.Held(i), allocators[i].Share);
+                    Assert.Equal(0UL, seen & allocators[i].Share);
+                    seen |= allocators[i].Share;
+                }
+
+                for (var block = 0L; block < blocks; block++)
+                {
+                    if (owner[block] >= 0)
+                    {
+                        var held = allocators[owner[block]];
+                        Assert.True(held.IsAllocated(block) && (held.Share & (1UL << held.SegmentOf(block))) != 0, $"block {block} of server {owner[block]} moved");
+                    }
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void TargetsSplitEvenlyWithoutDemandAndFollowDemandKeepingAMinimum()
+    {
+        Assert.Equal([32, 32], ShareTable.Targets([(10, 0), (0, 0)]));
+        Assert.Equal([22, 21, 21], ShareTable.Targets([(0, 0), (0, 0), (0, 0)]));
+
+        // One server's jobs want 48 segments more, the other is idle: the idle one keeps its minimum and half the spare.
+        Assert.Equal([52, 12], ShareTable.Targets([(0, 48), (0, 0)]));
+
+        // More wanted than the node has: each keeps what it uses (at least the minimum), the rest by what each wants.
+        Assert.Equal([44, 20], ShareTable.Targets([(20, 60), (4, 30)]));
+        Assert.Equal([0, 0, 64], ShareTable.Targets([(0, 1000), (0, 1), (64, 5)]));
+
+        Assert.Equal((1, 0, 8), ShareTable.PlanMove([32, 32], [52, 12]));
+        Assert.Equal((1, 0, 3), ShareTable.PlanMove([49, 15], [52, 12]));
+        Assert.Null(ShareTable.PlanMove([52, 12], [52, 12]));
+    }
+
+    [Fact]
+    public async Task AJobsReservationGrowsItsServersShareWithoutRestartingTheNode()
+    {
+        const long Capacity = 64L << 20;
+        await using var cluster = await StartClusterAsync(nodes: 1, capacity: Capacity, o => o with { MetadataServers = 2, PreTouchMemory = false, HeartbeatInterval = TimeSpan.FromMilliseconds(200) });
+        using var cts = Timeout();
+        var options = new PocketClientOptions();
+        await using var busy = await PocketClient.ConnectAsync(cluster.MetadataAddresses[0], options, cts.Token);
+        await using var idle = await PocketClient.ConnectAsync(cluster.MetadataAddresses[1], options, cts.Token);
+        var busyAdmin = busy.Admin(cluster.Options.ClusterToken);
+        var idleAdmin = idle.Admin(cluster.Options.ClusterToken);
+        Assert.Equal(Capacity / 2, (await busyAdmin.GetNodesAsync(cts.Token)).Single().Capacity);
+
+        // A job reserving 48 MiB (its byte quota, as the controller's sizing sets it) on the first server; none on the second.
+        var job = await busyAdmin.RegisterJobAsync("big", NodeTier.Dram, weights: null, new JobQuota(48L << 20, 0, 0), cts.Token);
+        var node = cluster.Nodes[0]!;
+        await WaitUntilAsync(async () => (await busyAdmin.GetNodesAsync(cts.Token)).Single().Capacity >= 48L << 20, "the busy server's share grows past its reservation");
+        Assert.True(node.Shares[1] != 0, "the idle server keeps a minimum share");
+        Assert.Equal(0UL, node.Shares[0] & node.Shares[1]);
+
+        // 40 MiB: more than an even split (32 MiB) could hold; every put succeeds and reads back.
+        var data = Enumerable.Range(0, 4).Select(i => RandomBytes(10 << 20, 20 + i)).ToArray();
+        for (var i = 0; i < data.Length; i++)
+        {
+            await job.PutAsync($"part-{i}", data[i], cancellationToken: cts.Token);
+        }
+
+        for (var i = 0; i < data.Length; i++)
+        {
+            Assert.Equal(Hash(data[i]), Hash(await job.GetAsync($"part-{i}", cancellationToken: cts.Token)));
+        }
+
+        // The idle server can still place a new job in its minimum share.
+        var small = await idleAdmin.RegisterJobAsync("small", cts.Token);
+        var more = RandomBytes(4 << 20, 30);
+        await small.PutAsync("x", more, cancellationToken: cts.Token);
+        Assert.Equal(Hash(more), Hash(await small.GetAsync("x", cancellationToken: cts.Token)));
+        Assert.Equal(Capacity, (await busyAdmin.GetNodesAsync(cts.Token)).Single().Capacity + (await idleAdmin.GetNodesAsync(cts.Token)).Single().Capacity);
+    }
 }

@@ -32,9 +32,10 @@ internal static class SimulateCommand
         var step = CommandRunner.DurationOption("--step", "Rows of the timeline table (default 10s)");
         var metadataMax = new Option<int?>("--metadata-max") { Description = "Most metadata servers: the metadata plane scales on its band as `pocket up --metadata-max` (default 1: one server throughout)", HelpName = "N" };
         var metadataObject = CommandRunner.OptionalSizeOption("--metadata-object-size", "Object size the metadata model assumes jobs move their data in, 2 metadata requests per object (default 1MiB; small objects: far more requests per byte)");
+        var noHints = new Option<bool>("--no-hints") { Description = "Jobs register without hints: the policy sees only the samples, not the peaks jobs declare" };
         var command = new Command("simulate", "Run the autoscaling policy on a job trace with a simulated clock: node-seconds vs the minimum, seconds short of throughput")
         {
-            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, warmPool, warmDelay, cooldown, duration, step, metadataMax, metadataObject,
+            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, warmPool, warmDelay, cooldown, duration, step, noHints, metadataMax, metadataObject,
         };
         CommandRunner.SetAction(command, (parse, ct) =>
         {
@@ -102,6 +103,7 @@ internal static class SimulateCommand
                     MaxServers = parse.GetValue(metadataMax) is { } most ? (most is >= 1 and <= 16 ? most : throw new CliException("--metadata-max must be between 1 and 16")) : loaded.Metadata.MaxServers,
                     ObjectBytes = parse.GetValue(metadataObject) ?? loaded.Metadata.ObjectBytes,
                 },
+                Jobs = parse.GetValue(noHints) ? [.. loaded.Jobs.Select(j => j with { Declared = false })] : loaded.Jobs,
             };
             var result = ClusterSimulator.Run(run);
             if (parse.GetValue(json))
@@ -230,6 +232,7 @@ internal static class SimulateCommand
                 ["drain_time_seconds"] = trace.DrainTime.TotalSeconds,
                 ["warm_pool"] = trace.WarmPool,
                 ["warm_delay_seconds"] = trace.WarmDelay.TotalSeconds,
+                ["jobs_declaring_hints"] = trace.Jobs.Count(j => j.Declared),
             },
             ["events"] = events,
             ["timeline"] = timeline,

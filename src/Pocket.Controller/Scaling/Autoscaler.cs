@@ -151,6 +151,7 @@ public sealed class Autoscaler
     internal Task OnSampleAsync(IReadOnlyList<NodeSample> samples, CancellationToken cancellationToken)
     {
         ScalingDecision decision;
+        var jobs = RegisteredJobs();
         lock (_lock)
         {
             // One action at a time; the cooldown runs from its end as well as its start. (Simulation/ClusterSimulator mirrors
@@ -167,7 +168,7 @@ public sealed class Autoscaler
             }
 
             var now = _time.GetUtcNow();
-            (decision, _state) = AutoscalerPolicy.Decide(samples, _inventory.OwnedIds(), _options, Bandwidth, _state, now);
+            (decision, _state) = AutoscalerPolicy.Decide(samples, _inventory.OwnedIds(), _options, Bandwidth, _state, now, jobs);
             if (decision.Action == ScalingAction.None)
             {
                 return Task.CompletedTask;
@@ -178,6 +179,17 @@ public sealed class Autoscaler
 
         return Task.CompletedTask;
     }
+
+    /// <summary>
+    /// The running jobs as the policy reads them: a job that declared its peak throughput (or its functions, which sizing
+    /// turns into one) declares that; a job registered without hints declares nothing, so its tier keeps the band.
+    /// </summary>
+    private List<RegisteredJob> RegisteredJobs() =>
+        [.. _registry.Jobs.Select(j => new RegisteredJob(
+            j.Requirement.Tier,
+            j.RegisteredAt,
+            j.Hints.PeakThroughputBitsPerSecond is > 0 || j.Hints.Functions is > 0 ? j.Requirement.ThroughputBitsPerSecond : null,
+            j.Hints.CapacityBytes is > 0 ? j.Hints.CapacityBytes : null))];
 
     /// <summary>
     /// Adds a node of <paramref name="tier"/> now, as a scale-up decision would (from the warm pool when it has one,

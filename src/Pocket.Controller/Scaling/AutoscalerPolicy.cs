@@ -59,6 +59,17 @@ public sealed record TierUtilisation(NodeTier Tier, int Nodes, double Cpu, doubl
     public double Need => Max * Nodes;
 }
 
+/// <summary>
+/// A running job as the policy sees it: its tier, when it registered, and what it declared at registration (its hints:
+/// peak throughput and bytes; null when it declared none). Declared peaks let the policy act on a job before its data
+/// arrives and stop short of nodes the declared load cannot use.
+/// </summary>
+/// <param name="Tier">The tier its data is placed on.</param>
+/// <param name="RegisteredAt">When it registered.</param>
+/// <param name="PeakBitsPerSecond">Its declared peak throughput (rx + tx), bits/s; null: not declared.</param>
+/// <param name="CapacityBytes">Its declared most bytes stored at once; null: not declared.</param>
+public readonly record struct RegisteredJob(NodeTier Tier, DateTimeOffset RegisteredAt, double? PeakBitsPerSecond, long? CapacityBytes);
+
 /// <summary>A tier's load (<see cref="TierUtilisation.Need"/>) at one evaluation, remembered for the next one's trend.</summary>
 public readonly record struct TierLoad(DateTimeOffset At, double Need);
 
@@ -117,7 +128,11 @@ public static class AutoscalerPolicy
     /// <summary>
     /// Decides. <paramref name="removable"/> holds the nodes the controller can stop (it started them); nodes only
     /// leave when the tier without them stays at or under the upper bound (otherwise the next evaluation would add
-    /// them back), and never below <see cref="AutoscalerOptions.MinNodes"/>.
+    /// them back), and never below <see cref="AutoscalerOptions.MinNodes"/>. <paramref name="jobs"/> are the running
+    /// jobs with what they declared at registration (null: not known, the samples alone decide): registrations whose
+    /// declared load would leave the tier short add a node before the load shows; a tier whose jobs all declared their
+    /// peaks, and keep within them, gets no more nodes than the peaks fill at 100 % and, after the quiet period, gives
+    /// back the rest in one action (a tier with no job left: every node it does not need).
     /// </summary>
     public static (ScalingDecision Decision, AutoscalerState State) Decide(
         IReadOnlyList<NodeSample> samples,
@@ -125,15 +140,18 @@ public static class AutoscalerPolicy
         AutoscalerOptions options,
         Func<NodeTier, double> bandwidth,
         AutoscalerState state,
-        DateTimeOffset now)
+        DateTimeOffset now,
+        IReadOnlyList<RegisteredJob>? jobs = null)
     {
         var tiers = Utilisation(samples, options, bandwidth);
+        var declared = tiers.ToDictionary(t => t.Tier, t => jobs is null ? (0, 0, null) : Declare(t, jobs, samples, options, bandwidth, now));
         var below = new Dictionary<NodeTier, DateTimeOffset>();
         var keep = new Dictionary<NodeTier, int>();
         var windows = new Dictionary<NodeTier, IReadOnlyList<(DateTimeOffset At, int Nodes)>>();
         var loads = new Dictionary<NodeTier, IReadOnlyList<TierLoad>>();
         var expected = new Dictionary<NodeTier, double>();
         var falling = new Dictionary<NodeTier, bool>();
+        var arrivals = new Dictionary<NodeTier, double>();
         foreach (var tier in tiers)
         {
             var need = tier.Need;
@@ -144,7 +162,14 @@ public static class AutoscalerPolicy
             loads[tier.Tier] = history;
             var (steadyRise, steadyFall) = Steady(history);
             var rising = Math.Max(0, Math.Max(Slope(history, now), steadyRise));
+            var hinted = declared[tier.Tier];
+            // Jobs that registered within the lead bring their declared load before it shows in the samples: a stream
+            // of registrations is a rise the trend sees only once the data arrives, a start delay too late.
+            var arriving = need + hinted.Recent;
             expected[tier.Tier] = need + (rising * options.Lead.TotalSeconds);
+            // With every job declared, the load cannot pass the declared peaks, plus as many again as the last lead's
+            // registrations if they keep coming at that rate for another lead (about a node's start).
+            arrivals[tier.Tier] = hinted.Ceiling is not null ? Math.Min(arriving, Math.Max(need, hinted.Worth + hinted.Recent)) : arriving;
             falling[tier.Tier] = steadyFall < 0;
 
             // Nodes the expected load needs at the upper bound, over the last cooldown; more than the most of them,
@@ -158,6 +183,14 @@ public static class AutoscalerPolicy
             // A load that has fallen at every one of the last samples is leaving: what it needs now is what to keep,
             // at once (a dip inside a level load does not fall three times in a row, and a ramp down does).
             var keepNodes = falling[tier.Tier] ? needed : window.Max(n => n.Nodes);
+            if (declared[tier.Tier].Ceiling is not null)
+            {
+                // The declared load never needs more than it fills at the upper bound, whatever a recent peak of the
+                // samples asked; not less either, since it may come back at full at any moment (the samples of a
+                // live cluster lag and under-read it, measured: a removal down to the 100 % ceiling left it at 126 %).
+                keepNodes = Math.Min(keepNodes, Math.Max(1, NodesFor(declared[tier.Tier].Worth, options.Upper)));
+            }
+
             if (tier.Max < options.Lower && keepNodes < tier.Nodes)
             {
                 below[tier.Tier] = falling[tier.Tier] ? now - options.Cooldown : state.BelowSince.TryGetValue(tier.Tier, out var since) ? since : now;
@@ -175,11 +208,19 @@ public static class AutoscalerPolicy
             // leave a node nobody needed. A saturated resource cannot show how far demand exceeds it: at 100 % a node is
             // added whatever the bound.
             var over = tier.Need > options.Upper * tier.Nodes * (1 + Epsilon) || expected[tier.Tier] > tier.Nodes * (1 + Epsilon);
-            if ((over || tier.Max >= 1 - 1e-6) && live < options.MaxNodes)
+            // Registrations whose declared load would leave the tier short once it arrives add a node now, one per
+            // action: how fast a registered job's load arrives is not declared, so the samples size the rest.
+            var arriving = !over && arrivals[tier.Tier] > tier.Nodes * (1 + Epsilon);
+            // Jobs that declared their peaks and keep within them never use more nodes than the peaks fill: past that
+            // the band's margin would buy nothing but idle nodes.
+            var target = arriving ? tier.Nodes + 1 : Math.Min(NodesFor(load, options.Upper), declared[tier.Tier].Ceiling ?? int.MaxValue);
+            if ((over || arriving || tier.Max >= 1 - 1e-6) && target > tier.Nodes && live < options.MaxNodes)
             {
-                var count = Math.Clamp(NodesFor(load, options.Upper) - tier.Nodes, 1, options.MaxNodes - live);
+                var count = Math.Clamp(target - tier.Nodes, 1, options.MaxNodes - live);
                 var reason = tier.Max > options.Upper
                     ? $"{NodeTierNames.Name(tier.Tier)} {Pressure(tier, options.Upper)} above {Percent(options.Upper)}"
+                    : arriving
+                    ? string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier.Tier)} jobs registered in the last {options.Lead.TotalSeconds:0.#} s declared {arrivals[tier.Tier]:0.##} nodes' worth with the load on {tier.Nodes} nodes")
                     : string.Create(CultureInfo.InvariantCulture, $"{NodeTierNames.Name(tier.Tier)} load rising: {load:0.##} nodes' worth expected in {options.Lead.TotalSeconds:0.#} s on {tier.Nodes} nodes");
                 return (new ScalingDecision(ScalingAction.AddNode, tier.Tier, null, count > 1 ? $"{reason}; {count} nodes" : reason) { Count = count }, next with { LastAction = now, BelowSince = new Dictionary<NodeTier, DateTimeOffset>() });
             }
@@ -200,8 +241,9 @@ public static class AutoscalerPolicy
                 .Take(Math.Min(tier.Nodes - keep[tier.Tier], live - options.MinNodes))
                 .ToList();
 
-            // What the victims hold moves to the rest: the rest must stay under the upper bound (no flapping).
-            while (victims.Count > 0 && !FitsWithout(tier, victims, samples, options))
+            // What the victims hold moves to the rest: the rest must stay under the upper bound (no flapping), and a
+            // new job's ramp finds that margin free.
+            while (victims.Count > 0 && !FitsWithout(tier, victims, samples, options, options.Upper))
             {
                 victims.RemoveAt(victims.Count - 1);
             }
@@ -287,10 +329,38 @@ public static class AutoscalerPolicy
         return (Math.Max(0, minRise), -Math.Max(0, minFall));
     }
 
+    /// <summary>
+    /// What the running jobs of <paramref name="tier"/> declared, in nodes' worth (the busier of throughput against node
+    /// bandwidth and bytes against node capacity, over the watched resources). <c>Ceiling</c>: the nodes the declared
+    /// peaks fill at 100 %, given only when every job of the tier declared its peak throughput and the samples keep
+    /// within the declaration (a job that declared less than it uses, or no declaration at all, leaves the band alone).
+    /// <c>Recent</c>: what the jobs registered within the lead declared, a load on its way.
+    /// </summary>
+    private static (double Worth, double Recent, int? Ceiling) Declare(TierUtilisation tier, IReadOnlyList<RegisteredJob> jobs, IReadOnlyList<NodeSample> samples, AutoscalerOptions options, Func<NodeTier, double> bandwidth, DateTimeOffset now)
+    {
+        // No job at all declares nothing: a tier nobody uses needs no more than the minimum.
+        var mine = jobs.Where(j => j.Tier == tier.Tier).ToList();
+        var live = samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier).ToList();
+        var nodeCapacity = live.Count > 0 ? live.Average(s => (double)s.Capacity) : 0;
+        double Worth(IEnumerable<RegisteredJob> some)
+        {
+            var list = some.ToList();
+            var network = (options.Resources & (ScalingResources.Network | ScalingResources.Cpu)) != 0 ? list.Sum(j => j.PeakBitsPerSecond ?? 0) / 8 / bandwidth(tier.Tier) : 0;
+            var capacity = (options.Resources & ScalingResources.Capacity) != 0 && nodeCapacity > 0 ? list.Sum(j => (double)(j.CapacityBytes ?? 0)) / nodeCapacity : 0;
+            return Math.Max(network, capacity);
+        }
+
+        var worth = Worth(mine);
+        var recent = Worth(mine.Where(j => j.RegisteredAt <= now && now - j.RegisteredAt < options.Lead));
+        var complete = mine.All(j => j.PeakBitsPerSecond is not null);
+        int? ceiling = complete && tier.Need <= (worth * (1 + 1e-6)) + Epsilon ? NodesFor(worth, 1.0) : null;
+        return (worth, recent, ceiling);
+    }
+
     /// <summary>The fewest nodes that carry <paramref name="need"/> nodes' worth at <paramref name="bound"/> each.</summary>
     private static int NodesFor(double need, double bound) => (int)Math.Min(int.MaxValue, Math.Ceiling((need / bound) - 1e-6));
 
-    private static bool FitsWithout(TierUtilisation tier, List<NodeSample> victims, IReadOnlyList<NodeSample> samples, AutoscalerOptions options)
+    private static bool FitsWithout(TierUtilisation tier, List<NodeSample> victims, IReadOnlyList<NodeSample> samples, AutoscalerOptions options, double bound)
     {
         var gone = victims.Select(v => v.NodeId).ToHashSet();
         var rest = samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier && !gone.Contains(s.NodeId)).ToList();
@@ -303,7 +373,7 @@ public static class AutoscalerPolicy
         var afterCapacity = (options.Resources & ScalingResources.Capacity) == 0 ? 0 : samples.Where(s => s.State == NodeState.Live && s.Tier == tier.Tier).Sum(s => (double)s.Used) / restCapacity;
         var afterNetwork = tier.Network * tier.Nodes / rest.Count;
         var afterCpu = tier.Cpu * tier.Nodes / rest.Count;
-        return Math.Max(afterCapacity, Math.Max(afterNetwork, afterCpu)) <= options.Upper;
+        return Math.Max(afterCapacity, Math.Max(afterNetwork, afterCpu)) <= bound + Epsilon;
     }
 
     private static string Pressure(TierUtilisation tier, double upper)

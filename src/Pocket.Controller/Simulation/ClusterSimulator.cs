@@ -267,7 +267,8 @@ public static class ClusterSimulator
             if (action is null)
             {
                 var removable = nodes.Where(n => n.Phase == Phase.Live).Select(n => n.Id).ToHashSet();
-                (var decision, state) = AutoscalerPolicy.Decide(samples, removable, policy, Bandwidth, state, now);
+                var registered = trace.Jobs.Where((_, j) => started[j] && !ended[j]).Select(job => job.Registration(Epoch)).ToList();
+                (var decision, state) = AutoscalerPolicy.Decide(samples, removable, policy, Bandwidth, state, now, registered);
                 if (decision.Action == ScalingAction.AddNode)
                 {
                     // Nodes asked for together start together (the live loop starts them in parallel); the action ends

@@ -18,6 +18,19 @@ public sealed record ProfilePoint(double At, double ThroughputBitsPerSecond, lon
 /// <summary>A job of a trace: its tier, when it starts, and a piecewise-linear profile that ends with its last point.</summary>
 public sealed record SimulatedJob(string Name, double Start, NodeTier Tier, IReadOnlyList<ProfilePoint> Profile, double Noise)
 {
+    /// <summary>
+    /// Whether the job declares its peaks when it registers (hints: its profile's highest throughput and bytes), as
+    /// <c>pocket job register --throughput --capacity</c> does; false: it registers without hints.
+    /// </summary>
+    public bool Declared { get; init; } = true;
+
+    /// <summary>What the job declares at registration as the policy sees it (null peaks when it declares none).</summary>
+    public RegisteredJob Registration(DateTimeOffset epoch) => new(
+        Tier,
+        epoch + TimeSpan.FromSeconds(Start),
+        Declared ? Profile.Max(p => p.ThroughputBitsPerSecond) : null,
+        Declared ? Profile.Max(p => p.CapacityBytes) : null);
+
     /// <summary>When the job ends (its data is freed then): the start plus the last point's time.</summary>
     public double End => Start + Profile[^1].At;
 
@@ -377,7 +390,7 @@ public sealed record SimulationTrace
             profile.Add(new ProfilePoint(at, throughput, capacity));
         }
 
-        return new SimulatedJob(dto.Name, start, tier, profile, noise);
+        return new SimulatedJob(dto.Name, start, tier, profile, noise) { Declared = dto.Hints ?? true };
     }
 
     private static NodeTier ParseTier(string text, string path) =>
@@ -545,6 +558,8 @@ internal sealed class JobDto
     public string? Tier { get; set; }
 
     public double? Noise { get; set; }
+
+    public bool? Hints { get; set; }
 
     public List<PointDto?>? Profile { get; set; }
 }

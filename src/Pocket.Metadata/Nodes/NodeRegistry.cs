@@ -28,7 +28,8 @@ internal enum DrainStart
 /// its blocks copied elsewhere) and then stops. A node whose heartbeats stop for the suspect time is suspect (out of
 /// placement, its blocks unavailable to readers) and is itself again at its next heartbeat, its blocks intact; one
 /// silent for the node timeout, or whose registration connection closes (its process ended), is dead, and a node that
-/// comes back after that registers as a new, empty node.
+/// comes back after that registers as a new, empty node: under a new id, or under its own proposed id (a node serving
+/// several servers) as a new record whose generations start after the dead record's.
 /// <para>
 /// Not thread-safe: <see cref="MetadataState"/> calls it under the metadata lock. <see cref="SecretOf"/> is the one
 /// exception: secrets never change after registration, so grants are signed outside the lock.
@@ -58,6 +59,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
     public Result<NodeEntry> Register(RegisterNodeRequest request, long connectionId)
     {
         uint id;
+        uint firstGeneration = 1;
         if (request.NodeId != 0)
         {
             if (request.NodeId < FirstProposedId)
@@ -65,10 +67,18 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
                 return Outcome.Fail(Status.BadRequest, $"a proposed node id must be at least {FirstProposedId} (0x{FirstProposedId:x8}); {request.NodeId} is not");
             }
 
-            // A dead record keeps its id, so that objects on it go on reporting NodeLost rather than pointing at a new node.
-            if (_nodes.ContainsKey(request.NodeId))
+            // A node this server declared dead may come back under its id (the other servers never stopped knowing it
+            // by that id, and grants name it): it gets a new record whose generations start after the dead one's, so the
+            // dead record's extents still report NodeLost and its grants and revocations never touch the new blocks.
+            if (_nodes.TryGetValue(request.NodeId, out var known))
             {
-                return Outcome.Fail(Status.Exists, $"node id {request.NodeId} is taken; register with another");
+                if (known.State != NodeState.Dead)
+                {
+                    return Outcome.Fail(Status.Exists, $"node id {request.NodeId} is registered and not dead; register with another");
+                }
+
+                firstGeneration = known.NextGeneration;
+                MetadataLog.NodeReregistered(logger, request.NodeId, firstGeneration);
             }
 
             id = request.NodeId;
@@ -94,6 +104,8 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
             Allocator = new BlockAllocator(request.Capacity / request.BlockSize, request.Share),
             ConnectionId = connectionId,
             LastHeartbeat = time.GetTimestamp(),
+            NextGeneration = firstGeneration,
+            FirstGeneration = firstGeneration,
             State = request.Standby ? NodeState.Standby : NodeState.Live,
         };
         _nodes[node.Id] = node;
@@ -134,8 +146,8 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
 
     public bool TryGet(uint id, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out NodeEntry node) => _nodes.TryGetValue(id, out node);
 
-    /// <summary>The node's state; a node no longer registered counts as dead.</summary>
-    public NodeState StateOf(uint id) => _nodes.TryGetValue(id, out var node) ? node.State : NodeState.Dead;
+    /// <summary>The state of the node holding <paramref name="extent"/>: dead when no longer registered, or when the extent was the dead record's of a node registered again.</summary>
+    public NodeState StateOf(in Extent extent) => _nodes.TryGetValue(extent.NodeId, out var node) && node.Owns(extent) ? node.State : NodeState.Dead;
 
     /// <summary>
     /// The key a grant for the node is signed with, or empty when the node is unknown (such a grant is refused by
@@ -297,7 +309,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
         for (var i = 0; i < extents.Count; i++)
         {
             var extent = extents[i];
-            if (_nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead)
+            if (_nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead && node.Owns(extent))
             {
                 ExtentAllocator.Free(node, extent);
                 Queue(extent, RevocationKind.Forget);
@@ -311,7 +323,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
         for (var i = 0; i < extents.Count; i++)
         {
             var extent = extents[i];
-            if (extent.Length > 0 && _nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead)
+            if (extent.Length > 0 && _nodes.TryGetValue(extent.NodeId, out var node) && node.State != NodeState.Dead && node.Owns(extent))
             {
                 Queue(extent, RevocationKind.Seal);
             }
@@ -347,6 +359,11 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
             {
                 return $"{node.Id} ({node.Address})";
             }
+
+            if (!node.Owns(extents[i]))
+            {
+                return $"{node.Id} ({node.Address}, declared dead before it registered again)";
+            }
         }
 
         return null;
@@ -360,7 +377,7 @@ internal sealed class NodeRegistry(TimeProvider time, TimeSpan suspectAfter, Tim
     {
         for (var i = 0; i < extents.Count; i++)
         {
-            if (_nodes.TryGetValue(extents[i].NodeId, out var node) && node.Suspect && node.State != NodeState.Dead)
+            if (_nodes.TryGetValue(extents[i].NodeId, out var node) && node.Suspect && node.State != NodeState.Dead && node.Owns(extents[i]))
             {
                 var silent = time.GetElapsedTime(node.LastHeartbeat).TotalSeconds;
                 return string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{node.Id} ({node.Address}), silent for {silent:0.#} s");
