@@ -103,6 +103,22 @@ public sealed class PocketAdminClient
     public Task<IReadOnlyList<NodeInfo>> GetNodesAsync(CancellationToken cancellationToken = default) =>
         Client.ListNodesAsync(ClusterToken, cancellationToken);
 
+    /// <summary>
+    /// The metadata server's load as counters since it started: the CPU time of its process, its uptime (the monotonic
+    /// clock the CPU time is measured against), the job requests it has handled and the processors it may use. Two
+    /// readings give its CPU per second (as a fraction of one core: CPU seconds over uptime seconds) and its request
+    /// rate; the controller scales the metadata plane on them.
+    /// </summary>
+    /// <exception cref="PocketUnauthorizedException">The cluster has a token and the client does not hold it.</exception>
+    /// <exception cref="PocketException">An older server that does not report its load (UnknownOpcode).</exception>
+    public async Task<ServerLoad> GetServerLoadAsync(CancellationToken cancellationToken = default)
+    {
+        var reply = await Client.SendMetadataAsync(Opcode.ServerLoad, FrameFlags.None, ClusterToken, ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+        return ServerLoadReply.TryRead(reply.Body, out var load)
+            ? load
+            : throw new PocketException(Status.BadRequest, $"metadata server {MetadataAddress} sent a malformed ServerLoad reply");
+    }
+
     /// <summary>Usage of any job by id (objects, bytes, requests served); the controller polls it to renew leases.</summary>
     /// <exception cref="ObjectNotFoundException">The metadata server has no such job.</exception>
     public async Task<JobUsage> GetJobUsageAsync(string jobId, CancellationToken cancellationToken = default)

@@ -195,7 +195,26 @@ public sealed record ClusterResponse(string Metadata, IReadOnlyList<NodeResponse
 /// <param name="Jobs">The controller's running jobs on it.</param>
 /// <param name="RequestsPerSecond">Requests its jobs made per second over the last telemetry interval.</param>
 /// <param name="Error">Why it did not answer, when it did not.</param>
-public sealed record MetadataServerResponse(string Address, bool Reachable, int Jobs, double RequestsPerSecond, string? Error = null);
+public sealed record MetadataServerResponse(string Address, bool Reachable, int Jobs, double RequestsPerSecond, string? Error = null)
+{
+    /// <summary>
+    /// CPU its process used per second over the last telemetry interval, as a fraction of one core (1.5: one and a
+    /// half cores); null before the second reading, or from a server that does not report it.
+    /// </summary>
+    public double? Cpu { get; init; }
+
+    /// <summary>The same CPU as a fraction of every processor the server may use (its host's share).</summary>
+    public double? HostCpu { get; init; }
+
+    /// <summary>Job requests the server itself handled per second over the last telemetry interval (every job, ended ones too).</summary>
+    public double? ServerRequestsPerSecond { get; init; }
+
+    /// <summary>
+    /// <c>serving</c> (takes new jobs), <c>joining</c> (just started; takes jobs once the storage nodes have joined it),
+    /// <c>draining</c> (takes no new jobs; stopped when its jobs have ended) or <c>lost</c> (not answering; being replaced).
+    /// </summary>
+    public string? State { get; init; }
+}
 
 /// <summary>
 /// A host's memory and disk as a local provisioner counts them before it starts a node: what is available, what the

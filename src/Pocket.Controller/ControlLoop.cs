@@ -8,10 +8,10 @@ namespace Pocket.Controller;
 /// <summary>
 /// What the controller does after each telemetry sample, in this order: jobs forget nodes that are gone (so nothing
 /// plans onto them), the warm pool replaces idle nodes that died, dead nodes of a tier below its minimum are replaced, the autoscaler decides (it starts its action in the
-/// background), then the meter reads every job's usage (one round trip each, which the autoscaler should not wait
+/// background), the metadata plane reads its servers' load and scales (<see cref="MetadataScaler"/>), then the meter reads every job's usage (one round trip each, which the autoscaler should not wait
 /// for), and last the metrics take the tick's figures. A step that fails is logged and the next steps still run.
 /// </summary>
-internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeReplacer? replacer, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics metrics, ILogger logger)
+internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeReplacer? replacer, Autoscaler? autoscaler, JobUsageMeter meter, ControllerMetrics metrics, ILogger logger, MetadataScaler? metadataScaler = null)
 {
     /// <param name="samples">Every node as the metadata plane lists it now.</param>
     /// <param name="listedBefore">Whether an earlier sample listed a node (so one missing now has gone).</param>
@@ -32,6 +32,11 @@ internal sealed class ControlLoop(JobRegistry registry, WarmPool? pool, NodeRepl
         if (autoscaler is not null)
         {
             await StepAsync(() => autoscaler.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
+        }
+
+        if (metadataScaler is not null)
+        {
+            await StepAsync(() => metadataScaler.OnSampleAsync(samples, cancellationToken)).ConfigureAwait(false);
         }
 
         await StepAsync(() => meter.TickAsync(cancellationToken)).ConfigureAwait(false);

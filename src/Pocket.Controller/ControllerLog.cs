@@ -85,4 +85,13 @@ internal static partial class ControllerLog
 
     [LoggerMessage(EventId = 435, Level = LogLevel.Information, Message = "job {JobId}'s token handed out to {Remote} (GET credentials with the cluster token)")]
     public static partial void CredentialsHandedOut(ILogger logger, string jobId, string remote);
+
+    [LoggerMessage(EventId = 436, Level = LogLevel.Information, Message = "metadata plane {Kind} {Address}: {Reason}")]
+    public static partial void MetadataScaled(ILogger logger, string kind, string address, string reason);
+
+    [LoggerMessage(EventId = 437, Level = LogLevel.Warning, Message = "metadata plane: {Reason}")]
+    public static partial void MetadataScaleFailed(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 438, Level = LogLevel.Debug, Message = "load of metadata server {Address} not read: {Reason}")]
+    public static partial void MetadataLoadUnread(ILogger logger, string address, string reason);
 }

@@ -115,6 +115,14 @@ public sealed record ControllerOptions
     /// </summary>
     public MetadataLivenessOptions MetadataLiveness { get; init; } = new();
 
+    /// <summary>
+    /// Scaling of the metadata plane by its servers' CPU and job request rate (docs/controller.md, "Scaling the metadata
+    /// plane"): the servers above are the minimum, and more are started at <see cref="MetadataScalingOptions.SpareAddresses"/>.
+    /// Null (the default): the plane keeps its size. Needs a provisioner that starts metadata servers
+    /// (<see cref="Provisioning.IMetadataProvisioner"/>).
+    /// </summary>
+    public MetadataScalingOptions? MetadataScaling { get; init; }
+
     /// <summary>Autoscaler settings; null (the default) leaves the cluster's size to job registration alone. Needs a provisioner.</summary>
     public AutoscalerOptions? Autoscaler { get; init; }
 
@@ -161,6 +169,16 @@ public sealed record ControllerOptions
         if (OtherMetadataAddresses.Prepend(MetadataAddress).Distinct(StringComparer.OrdinalIgnoreCase).Count() != OtherMetadataAddresses.Count + 1)
         {
             throw new ArgumentException("a metadata server is listed twice");
+        }
+
+        if (MetadataScaling is { } plane)
+        {
+            plane.Validate();
+            var all = OtherMetadataAddresses.Prepend(MetadataAddress).Concat(plane.SpareAddresses).ToList();
+            if (all.Distinct(StringComparer.OrdinalIgnoreCase).Count() != all.Count)
+            {
+                throw new ArgumentException("a spare metadata address is listed twice, or is a running server's");
+            }
         }
 
         ArgumentNullException.ThrowIfNull(Listen);

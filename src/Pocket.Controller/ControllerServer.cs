@@ -44,6 +44,7 @@ public sealed class ControllerServer : IAsyncDisposable
     private NodeReplacer? _replacer;
     private NodeInventory? _inventory;
     private MetadataWatch? _metadataWatch;
+    private MetadataScaler? _metadataScaler;
     private WebApplication? _app;
 
     /// <summary>Makes a controller; <paramref name="provisioner"/> null means it never starts nodes.</summary>
@@ -63,6 +64,11 @@ public sealed class ControllerServer : IAsyncDisposable
         if (options.MinimumNodes.Count > 0 && provisioner is null)
         {
             throw new ArgumentException("replacing dead nodes (minimum nodes per tier) needs a provisioner to start nodes");
+        }
+
+        if (options.MetadataScaling is not null && provisioner is not IMetadataProvisioner)
+        {
+            throw new ArgumentException("scaling the metadata plane needs a provisioner that starts metadata servers (the local one, as pocket up uses)");
         }
 
         if (options.WarmPool is not null && provisioner is null)
@@ -99,6 +105,9 @@ public sealed class ControllerServer : IAsyncDisposable
     /// <summary>Replacements of lost metadata servers under way (completed when idle); for tests and orderly shutdown.</summary>
     public Task MetadataReplacements => _metadataWatch?.Current ?? Task.CompletedTask;
 
+    /// <summary>A metadata server start or stop of the metadata-plane scaling under way (completed when idle); for tests and orderly shutdown.</summary>
+    public Task MetadataScaling => _metadataScaler?.Current ?? Task.CompletedTask;
+
     /// <summary>Replacements of dead nodes under way (completed when idle); for tests and orderly shutdown.</summary>
     public Task Replacements => _replacer?.Current ?? Task.CompletedTask;
 
@@ -118,7 +127,7 @@ public sealed class ControllerServer : IAsyncDisposable
             _otherMetadata.Add(await PocketClient.ConnectAsync(other, _options.MetadataClient, cancellationToken).ConfigureAwait(false));
         }
 
-        var plane = new MetadataPlane([_admin, .. _otherMetadata.Select(c => new PocketAdminClient(c, _options.ClusterToken))]);
+        var plane = new MetadataPlane([_admin, .. _otherMetadata.Select(c => new PocketAdminClient(c, _options.ClusterToken))], _options.MetadataScaling?.SpareAddresses);
         var time = _options.Registry.TimeProvider;
         if (_options.WarmPool is { } pool)
         {
@@ -152,7 +161,17 @@ public sealed class ControllerServer : IAsyncDisposable
 
         // Metrics read the registry, the meter and the pool after each tick (the loop's last step).
         _metrics = new ControllerMetrics(_options, _registry, _meter, _warmPool, Events);
-        var loop = new ControlLoop(_registry, _warmPool, _replacer, _autoscaler, _meter, _metrics, _logger);
+        _metadataScaler = new MetadataScaler(
+            plane,
+            _registry,
+            _provisioner as IMetadataProvisioner,
+            _options.MetadataScaling,
+            async (address, cancel) => new PocketAdminClient(await PocketClient.ConnectAsync(address, _options.MetadataClient, cancel).ConfigureAwait(false), _options.ClusterToken),
+            _options.MetadataLiveness.ProbeTimeout,
+            time,
+            Events,
+            _logger);
+        var loop = new ControlLoop(_registry, _warmPool, _replacer, _autoscaler, _meter, _metrics, _logger, _metadataScaler);
         _telemetry = new ClusterTelemetry(plane, time, _options.TelemetryInterval, _options.HistoryLength, Events, _logger, loop.TickAsync);
 
         // An empty builder: a library must not pick up appsettings.json, ASPNETCORE_URLS or the host's logging setup.
@@ -236,6 +255,11 @@ public sealed class ControllerServer : IAsyncDisposable
         if (_metadataWatch is not null)
         {
             await _metadataWatch.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_metadataScaler is not null)
+        {
+            await _metadataScaler.DisposeAsync().ConfigureAwait(false);
         }
 
         if (_autoscaler is not null)

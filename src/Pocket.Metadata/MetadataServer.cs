@@ -3,6 +3,7 @@ using Pocket.Metadata.Drain;
 using Pocket.Metadata.Nodes;
 using Pocket.Networking;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 
 namespace Pocket.Metadata;
 
@@ -23,6 +24,10 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private ITimer? _revokeTimer;
     private int _retrying;
     private int _sealRequests;
+
+    // The load the controller reads (ServerLoad): job requests handled and the monotonic start the CPU time is read against.
+    private long _jobRequests;
+    private readonly long _startedAt = System.Diagnostics.Stopwatch.GetTimestamp();
 
     /// <summary>The drain coordinator (its byte counts, for tests).</summary>
     internal DrainCoordinator Drains => _drains;
@@ -106,6 +111,9 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             case Opcode.ActivateNode:
                 HandleActivateNode(frame);
                 return;
+            case Opcode.ServerLoad:
+                HandleServerLoad(frame);
+                return;
         }
 
         if (opcode is < Opcode.PutSmall or > Opcode.Count)
@@ -121,6 +129,7 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
+        Interlocked.Increment(ref _jobRequests);
         switch (opcode)
         {
             case Opcode.PutSmall:
@@ -261,6 +270,35 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             MetadataLog.NodeDead(_logger, id, reason);
             NodeDied?.Invoke(id, reason);
         }
+    }
+
+    /// <summary>
+    /// The server's load for the controller's metadata-plane scaling: counters since start, which the controller turns
+    /// into CPU per second and requests per second over its own interval. CPU is the process's: servers that share a
+    /// process (an in-process cluster) each report all of it.
+    /// </summary>
+    private void HandleServerLoad(FrameContext frame)
+    {
+        if (!IsAdmin(frame, out var error))
+        {
+            frame.ReplyError(Status.Unauthorized, error);
+            return;
+        }
+
+        if (!frame.ReadBody().IsEmpty)
+        {
+            BadBody(frame, "ServerLoad");
+            return;
+        }
+
+        var load = new ServerLoad(
+            Environment.CpuUsage.TotalTime.TotalSeconds,
+            System.Diagnostics.Stopwatch.GetElapsedTime(_startedAt).TotalSeconds,
+            Interlocked.Read(ref _jobRequests),
+            Environment.ProcessorCount);
+        var writer = new BodyWriter(ServerLoadReply.Size);
+        ServerLoadReply.Write(writer, load);
+        frame.Reply(Status.Ok, writer.WrittenSpan);
     }
 
     private bool IsAdmin(FrameContext frame, out string error)

@@ -21,6 +21,9 @@ public enum Opcode : byte
     /// <summary>Controller to metadata server: a standby (warm-pool) node becomes live and placement may choose it.</summary>
     ActivateNode = 10,
 
+    /// <summary>Controller to metadata server: the server's own load (CPU time, uptime, job requests) for scaling the metadata plane.</summary>
+    ServerLoad = 11,
+
     // Namespace (client to metadata server).
     PutSmall = 20,
     Get = 21,

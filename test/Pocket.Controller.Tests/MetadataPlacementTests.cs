@@ -21,6 +21,19 @@ public sealed class MetadataPlacementTests
     }
 
     [Fact]
+    public void TheLeastBusyServerByCpuIsChosenBeforeJobsAndRequests()
+    {
+        // A tenth of a core apart or more: CPU decides, whatever the jobs.
+        Assert.Equal(1, MetadataPlane.Choose([new(0, 0, 0.45), new(5, 900, 0.12)]));
+
+        // Closer than a tenth of a core is noise (and every registration of one second sees the same reading): jobs decide.
+        Assert.Equal(1, MetadataPlane.Choose([new(3, 0, 0.01), new(2, 900, 0.05)]));
+
+        // A server that must get no job (lost, joining, draining) is never chosen over one that may.
+        Assert.Equal(1, MetadataPlane.Choose([MetadataLoad.Full, new(40, 1_000_000, 3.5)]));
+    }
+
+    [Fact]
     public async Task JobsSpreadOverTwoMetadataServersAndClientsFollowTheRegistration()
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 2, NodeCapacity = ControllerHarness.NodeCapacity, PreTouchMemory = false, MetadataServers = 2 });

@@ -618,6 +618,22 @@ public sealed class MessageGoldenTests
     }
 
     [Fact]
+    public void ServerLoadReplyCarriesCountersSinceStart()
+    {
+        var reply = Encode(b => ServerLoadReply.Write(b, new ServerLoad(1.5, 2.0, 7, 2)));
+        AssertBytes("000000000000F83F" + "0000000000000040" + "0700000000000000" + "0200", reply);
+        Assert.Equal(ServerLoadReply.Size, reply.Length);
+        Assert.True(ServerLoadReply.TryRead(reply, out var load));
+        Assert.Equal(new ServerLoad(1.5, 2.0, 7, 2), load);
+        AssertRefusesDamage(reply, b => ServerLoadReply.TryRead(b, out _));
+
+        // Nonsense counters are refused, not turned into a negative or infinite rate.
+        Assert.False(ServerLoadReply.TryRead(Encode(b => ServerLoadReply.Write(b, new ServerLoad(-1, 2, 7, 2))), out _));
+        Assert.False(ServerLoadReply.TryRead(Encode(b => ServerLoadReply.Write(b, new ServerLoad(double.NaN, 2, 7, 2))), out _));
+        Assert.False(ServerLoadReply.TryRead(Encode(b => ServerLoadReply.Write(b, new ServerLoad(1, 2, -7, 2))), out _));
+    }
+
+    [Fact]
     public void RevokeExtentsRequestIsSignedWithTheNodesSecret()
     {
         Revocation[] entries = [new(RevocationKind.Seal, 7, 0x10000, 0x1234), new(RevocationKind.Forget, 8, 0x20000, 0x10000)];

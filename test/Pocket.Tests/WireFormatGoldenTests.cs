@@ -32,7 +32,7 @@ public sealed class WireFormatGoldenTests
     [Fact]
     public void OpcodeNumbersAreFrozen() => AssertFrozen<Opcode>(
         ("Ping", 1), ("RegisterNode", 2), ("Heartbeat", 3), ("RegisterJob", 4), ("DeregisterJob", 5), ("SetWeights", 6),
-        ("ListNodes", 7), ("JobStats", 8), ("DrainNode", 9), ("ActivateNode", 10), ("PutSmall", 20), ("Get", 21), ("Create", 22), ("Allocate", 23), ("Commit", 24),
+        ("ListNodes", 7), ("JobStats", 8), ("DrainNode", 9), ("ActivateNode", 10), ("ServerLoad", 11), ("PutSmall", 20), ("Get", 21), ("Create", 22), ("Allocate", 23), ("Commit", 24),
         ("Abort", 25), ("Lookup", 26), ("Delete", 27), ("List", 28), ("Count", 29), ("WriteExtent", 40), ("ReadExtent", 41), ("CopyExtent", 42),
         ("RevokeExtents", 43), ("ReleaseShare", 44), ("AddShare", 45));
 

@@ -30,10 +30,12 @@ internal static class SimulateCommand
         var cooldown = CommandRunner.DurationOption("--cooldown", "Quiet time after an action, and how long a tier must stay below the band to shrink (trace's, else 5s)");
         var duration = CommandRunner.DurationOption("--duration", "Seconds to simulate (default: until the jobs end and the cluster settles)");
         var step = CommandRunner.DurationOption("--step", "Rows of the timeline table (default 10s)");
+        var metadataMax = new Option<int?>("--metadata-max") { Description = "Most metadata servers: the metadata plane scales on its band as `pocket up --metadata-max` (default 1: one server throughout)", HelpName = "N" };
+        var metadataObject = CommandRunner.OptionalSizeOption("--metadata-object-size", "Object size the metadata model assumes jobs move their data in, 2 metadata requests per object (default 1MiB; small objects: far more requests per byte)");
         var noHints = new Option<bool>("--no-hints") { Description = "Jobs register without hints: the policy sees only the samples, not the peaks jobs declare" };
         var command = new Command("simulate", "Run the autoscaling policy on a job trace with a simulated clock: node-seconds vs the minimum, seconds short of throughput")
         {
-            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, warmPool, warmDelay, cooldown, duration, step, noHints,
+            trace, writeTrace, json, band, minNodes, maxNodes, startDelay, drainTime, warmPool, warmDelay, cooldown, duration, step, noHints, metadataMax, metadataObject,
         };
         CommandRunner.SetAction(command, (parse, ct) =>
         {
@@ -96,6 +98,11 @@ internal static class SimulateCommand
                 WarmPool = pool,
                 WarmDelay = parse.GetValue(warmDelay) ?? loaded.WarmDelay,
                 Duration = seconds,
+                Metadata = loaded.Metadata with
+                {
+                    MaxServers = parse.GetValue(metadataMax) is { } most ? (most is >= 1 and <= 16 ? most : throw new CliException("--metadata-max must be between 1 and 16")) : loaded.Metadata.MaxServers,
+                    ObjectBytes = parse.GetValue(metadataObject) ?? loaded.Metadata.ObjectBytes,
+                },
                 Jobs = parse.GetValue(noHints) ? [.. loaded.Jobs.Select(j => j with { Declared = false })] : loaded.Jobs,
             };
             var result = ClusterSimulator.Run(run);
@@ -210,6 +217,10 @@ internal static class SimulateCommand
             ["capacity_short_seconds"] = result.CapacityShortSeconds,
             ["scale_ups"] = result.ScaleUps,
             ["scale_downs"] = result.ScaleDowns,
+            ["metadata_server_seconds"] = result.Metadata?.ServerSeconds,
+            ["metadata_peak_servers"] = result.Metadata?.PeakServers,
+            ["metadata_peak_requests_per_second"] = result.Metadata is { } plane ? Math.Round(plane.PeakRequestsPerSecond, 1) : null,
+            ["metadata_overloaded_seconds"] = result.Metadata?.OverloadedSeconds,
             ["settings"] = new JsonObject
             {
                 ["lower"] = trace.Policy.Lower,
@@ -289,6 +300,13 @@ internal static class SimulateCommand
         summary.AddRow("longest short streak (s)", result.LongestShortStreak.ToString(CultureInfo.InvariantCulture));
         summary.AddRow("seconds short of capacity", result.CapacityShortSeconds.ToString(CultureInfo.InvariantCulture));
         summary.AddRow("scale-ups / scale-downs", $"{result.ScaleUps} / {result.ScaleDowns}");
+        if (result.Metadata is { } metadata)
+        {
+            summary.AddRow("metadata server-seconds (peak servers)", string.Create(CultureInfo.InvariantCulture, $"{metadata.ServerSeconds:0} ({metadata.PeakServers})"));
+            summary.AddRow("metadata requests/s at peak (model)", metadata.PeakRequestsPerSecond.ToString("0", CultureInfo.InvariantCulture));
+            summary.AddRow("seconds a metadata server was over one core", metadata.OverloadedSeconds.ToString(CultureInfo.InvariantCulture));
+        }
+
         AnsiConsole.Write(summary);
     }
 

@@ -195,10 +195,10 @@ internal static class StatusCommand
             $"controller {controller}, metadata {cluster.Metadata}: {live} live node{(live == 1 ? "" : "s")}, {cluster.Jobs.Count} job{(cluster.Jobs.Count == 1 ? "" : "s")}, {Units.FormatBytes(cluster.Nodes.Sum(n => n.Capacity.Used))} of {Units.FormatBytes(cluster.Nodes.Where(n => n.State == Protocol.NodeState.Live).Sum(n => n.Capacity.Total))} used ({snapshot.At.ToLocalTime():HH:mm:ss})")));
         IRenderable host = cluster.Host is { } budget ? new Markup(Markup.Escape("host: " + HostLine(budget))) : new Text(string.Empty);
 
-        // One server is the header's; several get a line: where jobs are and what each serves.
-        IRenderable servers = cluster.MetadataServers is { Count: > 1 } plane
-            ? new Markup(Markup.Escape("metadata servers: " + string.Join(", ", plane.Select(s => s.Reachable
-                ? string.Create(CultureInfo.InvariantCulture, $"{s.Address} ({s.Jobs} job{(s.Jobs == 1 ? "" : "s")}, {s.RequestsPerSecond:0.#} req/s)")
+        // Each server's jobs, request rate and CPU: one line, once there is more than the header's address to say.
+        IRenderable servers = cluster.MetadataServers is { Count: > 0 } plane && (plane.Count > 1 || plane[0].Cpu is not null)
+            ? new Markup(Markup.Escape((plane.Count > 1 ? "metadata servers: " : "metadata server: ") + string.Join(", ", plane.Select(s => s.Reachable
+                ? string.Create(CultureInfo.InvariantCulture, $"{s.Address} ({(s.State is null or "serving" ? "" : s.State + ", ")}{s.Jobs} job{(s.Jobs == 1 ? "" : "s")}, {s.RequestsPerSecond:0.#} req/s{(s.Cpu is { } cpu ? $", cpu {Percent(cpu)} of a core" : "")})")
                 : $"{s.Address} (unreachable: {s.Error})"))))
             : new Text(string.Empty);
         return new Rows(
@@ -263,7 +263,7 @@ internal static class StatusCommand
     {
         ["metadata"] = snapshot.Cluster.Metadata,
         ["metadataServers"] = snapshot.Cluster.MetadataServers is { } servers
-            ? new JsonArray([.. servers.Select(s => (JsonNode)new JsonObject { ["address"] = s.Address, ["reachable"] = s.Reachable, ["jobs"] = s.Jobs, ["requestsPerSecond"] = s.RequestsPerSecond, ["error"] = s.Error })])
+            ? new JsonArray([.. servers.Select(s => (JsonNode)new JsonObject { ["address"] = s.Address, ["reachable"] = s.Reachable, ["jobs"] = s.Jobs, ["requestsPerSecond"] = s.RequestsPerSecond, ["cpu"] = s.Cpu, ["hostCpu"] = s.HostCpu, ["serverRequestsPerSecond"] = s.ServerRequestsPerSecond, ["state"] = s.State, ["error"] = s.Error })])
             : null,
         ["at"] = snapshot.At,
         ["nodes"] = new JsonArray([.. snapshot.Cluster.Nodes.Select(n => (JsonNode)new JsonObject

@@ -89,13 +89,31 @@ internal static class UpCommand
                 result.AddError("--metadata must be between 1 and 16");
             }
         });
+        var metadataMax = new Option<int?>("--metadata-max")
+        {
+            Description = "Most metadata servers the controller may run: it starts one more (on the ports after --port) while their CPU or request rate per server is above 70 % of a core or 31,000 req/s, and drains one it started (no new jobs; stopped when they end) while below 30 % and 13,000 req/s for a minute (default: --metadata, the plane keeps its size)",
+        };
+        metadataMax.Validators.Add(result =>
+        {
+            var max = result.GetValueOrDefault<int?>();
+            var start = result.Parent?.GetResult(metadataServers)?.GetValueOrDefault<int>() ?? 1;
+            if (max is < 1 or > 16 || max < start)
+            {
+                result.AddError($"--metadata-max must be between --metadata ({start}) and 16");
+            }
+
+            if (max > start && result.Parent?.GetResult(fixedSize) is { Implicit: false } && result.Parent.GetResult(fixedSize)!.GetValueOrDefault<bool>())
+            {
+                result.AddError("--static keeps the metadata plane at --metadata servers too: give either --static or --metadata-max");
+            }
+        });
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var idleTimeout = RoleCommands.IdleTimeoutOption();
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Log what the servers do (to stderr)" };
         var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, dramHeadroom, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, metadataServers, idleTimeout, runFor, verbose, tls,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, dramHeadroom, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, metadataServers, metadataMax, idleTimeout, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -163,6 +181,7 @@ internal static class UpCommand
                 IdleTimeout = parse.GetValue(idleTimeout),
                 MaxObjectMemory = parse.GetValue(maxObjectMemory),
                 MetadataServers = parse.GetValue(metadataServers),
+                MetadataServersMax = parse.GetValue(fixedSize) ? null : parse.GetValue(metadataMax),
             },
             parse.GetValue(runFor),
             parse.GetValue(verbose),

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using Microsoft.Extensions.Logging;
 using Pocket.Client;
@@ -42,6 +43,19 @@ internal sealed record LocalClusterOptions
 
     /// <summary>Metadata servers (1 by default); the controller places each job on one, and every node serves them all.</summary>
     public int MetadataServers { get; init; } = 1;
+
+    /// <summary>
+    /// The most metadata servers the controller may run: above <see cref="MetadataServers"/> (the minimum) it starts and
+    /// drains servers by their CPU and request rate (docs/controller.md, "Scaling the metadata plane"); null or at most
+    /// <see cref="MetadataServers"/>: the plane keeps its size. Needs child processes.
+    /// </summary>
+    public int? MetadataServersMax { get; init; }
+
+    /// <summary>The metadata plane's band; null: the defaults (<see cref="MetadataScalingOptions"/>).</summary>
+    public MetadataScalingOptions? MetadataScaling { get; init; }
+
+    /// <summary>Spare metadata servers the plane may add (0 when it keeps its size).</summary>
+    internal int SpareMetadataServers => Math.Max(0, (MetadataServersMax ?? 0) - MetadataServers);
 
     /// <summary>Where ssd and hdd nodes keep their (sparse) files.</summary>
     public string? DataDirectory { get; init; }
@@ -146,6 +160,7 @@ internal sealed class LocalCluster : IAsyncDisposable
     private readonly PocketCluster? _core;
     private readonly LocalProcessProvisioner? _children;
     private readonly IReadOnlyList<string> _metadataAddresses;
+    private IReadOnlyList<string> _spareMetadata = [];
     private readonly List<ProvisionedNode> _initialNodes = [];
     private ControllerServer? _controller;
     private Pocket.Gateway.GatewayServer? _gateway;
@@ -237,6 +252,11 @@ internal sealed class LocalCluster : IAsyncDisposable
             return await StartChildrenAsync(options, loggerFactory, cancellationToken).ConfigureAwait(false);
         }
 
+        if (options.SpareMetadataServers > 0)
+        {
+            throw new CliException("--metadata-max above --metadata needs child processes (the controller starts and stops `pocket metadata` processes); leave out --in-process");
+        }
+
         var listener = options.IdleTimeout is { } idle ? new FrameServerOptions { IdleTimeout = idle } : new FrameServerOptions();
         var connection = new FrameConnectionOptions();
         if (options.Tls is { } tls)
@@ -304,6 +324,7 @@ internal sealed class LocalCluster : IAsyncDisposable
     private static async Task<LocalCluster> StartChildrenAsync(LocalClusterOptions options, ILoggerFactory loggerFactory, CancellationToken cancellationToken)
     {
         var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
+        var spare = SpareMetadataAddresses(options);
         var tlsFiles = options.Tls is { } files ? new NodeTlsFiles(files.CertificatePath, null, files.TrustPath, LocalTls.Name) : null;
         var children = new LocalProcessProvisioner(
             new LocalProcessProvisionerOptions
@@ -311,8 +332,10 @@ internal sealed class LocalCluster : IAsyncDisposable
                 Executable = executable,
                 BaseArguments = baseArguments,
 
-                // Null: the nodes register with the metadata servers this provisioner starts (below), all of them.
+                // Null: the nodes register with the metadata servers this provisioner starts (below), all of them, and
+                // learn the spare addresses where the controller may start more.
                 MetadataAddress = null,
+                SpareMetadataAddresses = spare,
                 Metadata = new LocalMetadataOptions { MetricsPort = options.MetricsPort, MaxObjectMemory = options.MaxObjectMemory, Tls = tlsFiles },
                 ClusterToken = options.ClusterToken,
                 BlockSize = options.BlockSize,
@@ -331,7 +354,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             for (var i = 0; i < options.MetadataServers; i++)
             {
                 var server = await children.StartMetadataAsync(
-                    new MetadataServerRequest(i == 0 ? options.MetadataPort : 0, i, options.MetadataServers), cancellationToken).ConfigureAwait(false);
+                    new MetadataServerRequest(i == 0 ? options.MetadataPort : 0, i, options.MetadataServers + spare.Count), cancellationToken).ConfigureAwait(false);
                 addresses.Add(server.Address);
             }
         }
@@ -349,7 +372,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             throw;
         }
 
-        var cluster = new LocalCluster(options, null, children, children, addresses);
+        var cluster = new LocalCluster(options, null, children, children, addresses) { _spareMetadata = spare };
         children.NodesChanged += () => cluster.MetricsTargetsChanged?.Invoke();
         try
         {
@@ -361,6 +384,40 @@ internal sealed class LocalCluster : IAsyncDisposable
             await cluster.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// Where the controller may start further metadata servers: the ports after --port when it is fixed (7071, 7072, ...
+    /// for the default 7070: below the ephemeral range, so no outgoing connection takes them meanwhile), else free ports
+    /// the system picks now; each checked free. The nodes are told them from their start, like a StatefulSet's names.
+    /// </summary>
+    private static List<string> SpareMetadataAddresses(LocalClusterOptions options)
+    {
+        List<string> spare = [];
+        var next = options.MetadataPort == 0 ? 0 : options.MetadataPort + options.MetadataServers;
+        while (spare.Count < options.SpareMetadataServers)
+        {
+            if (next > 65535)
+            {
+                throw new CliException($"no free port for {options.SpareMetadataServers} spare metadata servers after --port {options.MetadataPort}");
+            }
+
+            using var probe = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+            try
+            {
+                probe.Bind(new IPEndPoint(IPAddress.Loopback, next));
+                var port = ((IPEndPoint)probe.LocalEndPoint!).Port;
+                spare.Add(string.Create(CultureInfo.InvariantCulture, $"127.0.0.1:{port}"));
+            }
+            catch (System.Net.Sockets.SocketException)
+            {
+                // Taken: the next one.
+            }
+
+            next = next == 0 ? 0 : next + 1;
+        }
+
+        return spare;
     }
 
     private static void ThrowIfTaken(string role, int port, Exception failure)
@@ -391,6 +448,7 @@ internal sealed class LocalCluster : IAsyncDisposable
             {
                 MetadataAddress = MetadataAddress,
                 OtherMetadataAddresses = [.. _metadataAddresses.Skip(1)],
+                MetadataScaling = _spareMetadata.Count == 0 ? null : (options.MetadataScaling ?? new MetadataScalingOptions()) with { SpareAddresses = _spareMetadata },
                 ClusterToken = options.ClusterToken,
                 MetadataClient = options.ClientOptions(),
                 Certificate = options.Tls?.Certificate,

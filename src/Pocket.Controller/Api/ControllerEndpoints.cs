@@ -262,12 +262,18 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
         var unreachable = Telemetry.Unreachable.ToDictionary(f => f.Address, f => f.Error, StringComparer.Ordinal);
         var load = Meter.Servers.ToDictionary(s => s.Address, StringComparer.Ordinal);
         var jobs = registry.Jobs.GroupBy(j => registry.AdminOf(j).MetadataAddress).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
-        return [.. plane.Servers.Select(s => s.MetadataAddress).Select(address => new MetadataServerResponse(
+        return [.. plane.Servers.Select(server => server.MetadataAddress).Select(address => new MetadataServerResponse(
             address,
             !unreachable.ContainsKey(address),
             jobs.GetValueOrDefault(address),
             load.TryGetValue(address, out var l) ? l.RequestsPerSecond : 0,
-            unreachable.GetValueOrDefault(address)))];
+            unreachable.GetValueOrDefault(address))
+        {
+            Cpu = plane.UsageOf(address)?.Cpu,
+            HostCpu = plane.UsageOf(address)?.HostCpu,
+            ServerRequestsPerSecond = plane.UsageOf(address)?.RequestsPerSecond,
+            State = !plane.IsUp(plane.For(address)) ? "lost" : plane.StateOf(address).ToString().ToLowerInvariant(),
+        })];
     }
 
     private IResult GetHistory(int? samples)

@@ -314,19 +314,24 @@ public sealed class JobRegistry : IAsyncDisposable
     /// <summary>The metadata server holding <paramref name="job"/>'s namespace.</summary>
     internal PocketAdminClient AdminOf(JobRecord job) => _plane.For(job.MetadataAddress);
 
-    /// <summary>The least loaded metadata server (<see cref="MetadataPlane.Choose"/>), by the controller's own records of its jobs.</summary>
+    /// <summary>
+    /// The least loaded metadata server (<see cref="MetadataPlane.Choose"/>): by its CPU as last measured, then the
+    /// controller's own records of its jobs. Lost, joining and draining servers get no job.
+    /// </summary>
     private PocketAdminClient ChooseServer()
     {
-        if (_plane.Servers.Count == 1)
+        var servers = _plane.Servers;
+        if (servers.Count == 1)
         {
-            return _plane.Primary;
+            return servers[0];
         }
 
-        var load = new MetadataLoad[_plane.Servers.Count];
+        var load = new MetadataLoad[servers.Count];
         for (var i = 0; i < load.Length; i++)
         {
-            // A lost server (until its replacement answers) gets no job: it counts as full.
-            load[i] = _plane.IsUp(_plane.Servers[i]) ? default : new MetadataLoad(int.MaxValue, long.MaxValue);
+            load[i] = _plane.Accepts(servers[i])
+                ? new MetadataLoad(0, 0, _plane.UsageOf(servers[i].MetadataAddress)?.Cpu ?? 0)
+                : MetadataLoad.Full;
         }
 
         lock (_lock)
@@ -334,28 +339,54 @@ public sealed class JobRegistry : IAsyncDisposable
             foreach (var job in _jobs.Values)
             {
                 var index = IndexOf(job.MetadataAddress);
-                if (load[index].Jobs != int.MaxValue)
+                if (index >= 0 && load[index].Jobs != int.MaxValue)
                 {
-                    load[index] = new MetadataLoad(load[index].Jobs + 1, load[index].Requests + _lastRequests.GetValueOrDefault(job.Id));
+                    load[index] = load[index] with { Jobs = load[index].Jobs + 1, Requests = load[index].Requests + _lastRequests.GetValueOrDefault(job.Id) };
                 }
             }
         }
 
-        return _plane.Servers[MetadataPlane.Choose(load)];
+        return servers[MetadataPlane.Choose(load)];
 
         int IndexOf(string? address)
         {
-            for (var i = 0; i < _plane.Servers.Count; i++)
+            if (address is null)
             {
-                if (_plane.Servers[i].MetadataAddress == address)
+                return 0;
+            }
+
+            for (var i = 0; i < servers.Count; i++)
+            {
+                if (string.Equals(servers[i].MetadataAddress, address, StringComparison.OrdinalIgnoreCase))
                 {
                     return i;
                 }
             }
 
-            return 0;
+            return -1;
         }
     }
+
+    /// <summary>
+    /// Runs <paramref name="action"/> while no registration is under way, so a check that a metadata server has no job
+    /// cannot miss one being placed on it (the metadata-plane scaler stops a drained server only then).
+    /// </summary>
+    internal async Task<T> WithoutRegistrationsAsync<T>(Func<Task<T>> action, CancellationToken cancellationToken)
+    {
+        await _registrationGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return await action().ConfigureAwait(false);
+        }
+        finally
+        {
+            _registrationGate.Release();
+        }
+    }
+
+    /// <summary>The controller's running jobs on the metadata server at <paramref name="address"/>.</summary>
+    internal int JobsOn(string address) =>
+        Jobs.Count(j => string.Equals(j.MetadataAddress ?? _plane.Primary.MetadataAddress, address, StringComparison.OrdinalIgnoreCase));
 
     /// <summary>Deregisters a job: its data is freed at once and its shares return to the nodes. Null when the controller has no such job.</summary>
     public Task<EndedJob?> DeregisterAsync(string jobId, CancellationToken cancellationToken = default) =>

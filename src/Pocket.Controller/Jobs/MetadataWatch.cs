@@ -118,7 +118,13 @@ internal sealed class MetadataWatch : IAsyncDisposable
     private async Task ProbeAsync(PocketAdminClient server, CancellationToken cancellationToken)
     {
         var address = server.MetadataAddress;
-        var state = _servers[address];
+        ServerState state;
+        lock (_servers)
+        {
+            // A server the metadata-plane scaler added since the watch started is watched from its first probe.
+            state = _servers.TryGetValue(address, out var known) ? known : _servers[address] = new ServerState();
+        }
+
         if (state.Replacing)
         {
             return;
@@ -217,13 +223,13 @@ internal sealed class MetadataWatch : IAsyncDisposable
 
     private async Task ReplaceAsync(string address, ServerState state, CancellationToken cancellationToken)
     {
-        var index = _plane.Servers.Select(s => s.MetadataAddress).ToList().FindIndex(a => string.Equals(a, address, StringComparison.OrdinalIgnoreCase));
+        var index = _plane.SlotOf(address);
         var colon = address.LastIndexOf(':');
         var port = int.Parse(address.AsSpan(colon + 1), CultureInfo.InvariantCulture);
         _events.Add(new ClusterEvent(_time.GetUtcNow(), "metadata-replacing", null, $"starting a metadata server at {address} in place of the lost one; it answers its {state.LostJobs.Count} lost jobs JobLost"));
         try
         {
-            var request = new MetadataServerRequest(port, Math.Max(0, index), _plane.Servers.Count) { LostJobs = state.LostJobs };
+            var request = new MetadataServerRequest(port, Math.Max(0, index), _plane.Slots.Count) { LostJobs = state.LostJobs };
             var started = await _provisioner!.StartMetadataAsync(request, cancellationToken).ConfigureAwait(false);
             if (!string.Equals(started.Address, address, StringComparison.OrdinalIgnoreCase))
             {
@@ -235,6 +241,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
             state.Lost = false;
             state.Failures = 0;
             state.LostJobs = [];
+            _plane.SetStarted(address, started);
             _plane.SetUp(address, up: true);
             var detail = string.Create(CultureInfo.InvariantCulture, $"a new metadata server (process {started.Handle}) serves at {address}, {(_time.GetUtcNow() - state.LostAt).TotalSeconds:0.0} s after the old one was declared lost");
             ControllerLog.MetadataReplaced(_logger, address, detail);

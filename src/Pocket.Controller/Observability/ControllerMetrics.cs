@@ -20,6 +20,7 @@ internal sealed class ControllerMetrics
     private readonly Counter _movedBytes;
     private readonly Dictionary<uint, long> _moved = [];
     private readonly HashSet<string> _jobSeries = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _serverSeries = new(StringComparer.Ordinal);
     private IReadOnlyList<NodeSample> _last = [];
 
     public ControllerMetrics(ControllerOptions options, JobRegistry registry, JobUsageMeter meter, WarmPool? warmPool, ClusterEventLog events)
@@ -43,6 +44,10 @@ internal sealed class ControllerMetrics
         var jobGbSeconds = factory.CreateGauge("pocket_controller_job_stored_byte_seconds", "Bytes a job stored integrated over time so far (GB-seconds x 10^9), top jobs; the rest summed as job=\"_other\".", new GaugeConfiguration { LabelNames = ["job"] });
         var jobRequests = factory.CreateGauge("pocket_controller_job_requests", "Requests the metadata server counted for a job, top jobs; the rest summed as job=\"_other\".", new GaugeConfiguration { LabelNames = ["job"] });
         var gbSeconds = factory.CreateGauge("pocket_controller_stored_byte_seconds", "Byte-seconds (GB-seconds x 10^9) of every job registered now, summed.");
+        var metadataServers = factory.CreateGauge("pocket_controller_metadata_servers", "Metadata servers in the plane, by state (serving, joining, draining, lost).", new GaugeConfiguration { LabelNames = ["state"] });
+        var metadataCpu = factory.CreateGauge("pocket_controller_metadata_cpu_cores", "CPU each metadata server's process used per second over the last telemetry interval, in cores (0.5: half a core).", new GaugeConfiguration { LabelNames = ["server"] });
+        var metadataRequests = factory.CreateGauge("pocket_controller_metadata_requests_per_second", "Job requests each metadata server handled per second over the last telemetry interval.", new GaugeConfiguration { LabelNames = ["server"] });
+        var plane = registry.Plane;
         events.Added += OnEvent;
         Registry.AddBeforeCollectCallback(() =>
         {
@@ -69,6 +74,30 @@ internal sealed class ControllerMetrics
                 tx.WithLabels(name).Set(live.Sum(s => s.NetTxBytesPerSecond));
                 pool.WithLabels(name).Set(warmPool?.Ready(tier).Count ?? 0);
                 poolTarget.WithLabels(name).Set(warmPool is not null && warmPool.Options.Tiers.Contains(tier) ? warmPool.Options.NodesPerTier : 0);
+            }
+
+            var servers = plane.Servers.Select(s => s.MetadataAddress).ToList();
+            foreach (var state in (string[])["serving", "joining", "draining", "lost"])
+            {
+                metadataServers.WithLabels(state).Set(servers.Count(a => (plane.IsUp(plane.For(a)) ? plane.StateOf(a).ToString().ToLowerInvariant() : "lost") == state));
+            }
+
+            foreach (var gone in _serverSeries.Where(a => !servers.Contains(a)).ToList())
+            {
+                // A server the metadata-plane scaler stopped leaves the exposition.
+                metadataCpu.RemoveLabelled(gone);
+                metadataRequests.RemoveLabelled(gone);
+                _serverSeries.Remove(gone);
+            }
+
+            foreach (var address in servers)
+            {
+                if (plane.UsageOf(address) is { } usage)
+                {
+                    metadataCpu.WithLabels(address).Set(usage.Cpu);
+                    metadataRequests.WithLabels(address).Set(usage.RequestsPerSecond);
+                    _serverSeries.Add(address);
+                }
             }
 
             jobs.Set(registry.Jobs.Count);

@@ -23,6 +23,13 @@ public sealed record LocalProcessProvisionerOptions
     /// <summary>Settings of the metadata servers this provisioner starts (`pocket metadata`).</summary>
     public LocalMetadataOptions Metadata { get; init; } = new();
 
+    /// <summary>
+    /// host:port where metadata servers may be started later (the metadata plane's spare addresses,
+    /// <see cref="Scaling.MetadataScalingOptions.SpareAddresses"/>): storage children are told them after the running
+    /// servers, so they join a server started there within a heartbeat round. Used when <see cref="MetadataAddress"/> is null.
+    /// </summary>
+    public IReadOnlyList<string> SpareMetadataAddresses { get; init; } = [];
+
     /// <summary>Passed to the child in its environment (POCKET_CLUSTER_TOKEN), never on its command line.</summary>
     public JobToken ClusterToken { get; init; }
 
@@ -261,7 +268,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IMetadataProv
         lock (_lock)
         {
             return _metadataAddresses.Count > 0
-                ? string.Join(',', _metadataAddresses)
+                ? string.Join(',', _metadataAddresses.Concat(_options.SpareMetadataAddresses.Where(a => !_metadataAddresses.Contains(a, StringComparer.OrdinalIgnoreCase))))
                 : throw new ProvisioningException("no metadata server to register storage nodes with: none configured and none started");
         }
     }

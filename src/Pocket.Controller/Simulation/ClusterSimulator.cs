@@ -66,6 +66,9 @@ public sealed record SimulationResult(
 {
     /// <summary>Node-seconds provisioned per node-second needed.</summary>
     public double Ratio => OracleNodeSeconds > 0 ? NodeSeconds / OracleNodeSeconds : double.NaN;
+
+    /// <summary>The metadata plane over the run (<see cref="SimulationTrace.Metadata"/>).</summary>
+    public MetadataPlaneResult? Metadata { get; init; }
 }
 
 /// <summary>
@@ -127,6 +130,7 @@ public static class ClusterSimulator
 
         var timeline = new List<SimulationSecond>();
         var events = new List<SimulationEvent>();
+        var metadata = new MetadataPlaneModel(trace.Metadata);
         var state = AutoscalerState.Initial;
         PendingAction? action = null;
         var lastDecision = 0;
@@ -199,6 +203,9 @@ public static class ClusterSimulator
                     events.Add(new SimulationEvent(t, "job-ended", null, $"{job.Name} ended; its data is freed"));
                 }
             }
+
+            // The metadata plane serves the running jobs' requests (its own model; the storage policy never sees it).
+            metadata.Step(t, [.. Enumerable.Range(0, trace.Jobs.Count).Where(j => started[j] && !ended[j]).Select(j => (j, trace.Jobs[j].At(t).ThroughputBitsPerSecond))], events);
 
             var samples = new List<NodeSample>();
             double demandAll = 0, servedAll = 0, supplyAll = 0, bytesAll = 0;
@@ -328,7 +335,7 @@ public static class ClusterSimulator
             }
         }
 
-        return new SimulationResult(trace, timeline.Count, nodeSeconds, oracleSeconds, shortSeconds, capacityShort, longest, ups, downs, timeline, events);
+        return new SimulationResult(trace, timeline.Count, nodeSeconds, oracleSeconds, shortSeconds, capacityShort, longest, ups, downs, timeline, events) { Metadata = metadata.Result() };
     }
 
     /// <summary>A job's demand factor at second <paramref name="t"/>: 1 ± noise, drawn from a hash of (seed, job, second) so runs repeat exactly.</summary>

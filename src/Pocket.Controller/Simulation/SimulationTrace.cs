@@ -87,6 +87,9 @@ public sealed record SimulationTrace
     /// <summary>The trace's name.</summary>
     public string Name { get; init; } = "trace";
 
+    /// <summary>The metadata plane's model (its request-rate assumption, band and size); by default one server throughout.</summary>
+    public MetadataModelOptions Metadata { get; init; } = new();
+
     /// <summary>What the trace models, in words.</summary>
     public string? Description { get; init; }
 
