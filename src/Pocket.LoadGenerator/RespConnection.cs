@@ -144,13 +144,20 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             throw new LoadGeneratorException(failure.Message, failure);
         }
 
+        if (Volatile.Read(ref _busy) != 0)
+        {
+            throw new InvalidOperationException("a RESP bench connection carries one command at a time");
+        }
+
+        // The start time first: the loops' tick reads it as soon as the connection is busy, and a tick between the two
+        // saw the previous command's time (or none: 0) and failed a request just sent as 30 s late.
+        Volatile.Write(ref _started, System.Diagnostics.Stopwatch.GetTimestamp());
         if (Interlocked.Exchange(ref _busy, 1) != 0)
         {
             throw new InvalidOperationException("a RESP bench connection carries one command at a time");
         }
 
         _core.Reset();
-        _started = System.Diagnostics.Stopwatch.GetTimestamp();
         _isGet = isGet;
         _destination = destination;
         _bodyLength = -1;
