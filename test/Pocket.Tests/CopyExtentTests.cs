@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
@@ -325,6 +326,60 @@ public sealed class CopyExtentTests
         var after = DataFor("after", 2_000_000);
         await job.PutAsync("after", after, cancellationToken: cts.Token);
         Assert.Equal(Hash(after), Hash(await job.GetAsync("after", cancellationToken: cts.Token)));
+    }
+
+    [Fact]
+    public async Task ADrainWhoseCopiesAllFailWaitsForTheClockBeforeItsNextPass()
+    {
+        // The only target cannot reach its source (it insists on TLS; the source speaks plain TCP), so every copy
+        // fails. On a clock that stands still the drain makes one pass and then waits for the clock: it does not
+        // retry in a tight loop (before, thousands of failed copies and warnings a second).
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var cluster = await StartClusterAsync(nodes: 1, capacity: Capacity, o => o with { TimeProvider = clock });
+        await using var client = await cluster.ConnectAsync();
+        using var cts = Timeout(120);
+        var job = await cluster.Admin(client).RegisterJobAsync("unreachable-source", cts.Token);
+        for (var i = 0; i < 4; i++)
+        {
+            await job.PutAsync($"k/{i}", DataFor($"k/{i}", 300_000), cancellationToken: cts.Token);
+        }
+
+        var victim = cluster.Nodes[0]!.NodeId;
+        await using var target = await StartNodeAsync(cluster, o => o with { PeerConnection = new FrameConnectionOptions { TlsHost = "localhost" } });
+        var drains = cluster.Metadata.Drains;
+        await cluster.Admin(client).DrainNodeAsync(victim, cts.Token);
+
+        // One pass: one failure per object.
+        await WaitUntilAsync(() => Task.FromResult(drains.MovesFailed >= 4), "the first pass failed");
+        var afterFirst = drains.MovesFailed;
+        Assert.Equal(4, afterFirst);
+
+        // With the clock standing still nothing more is tried, however long the machine takes.
+        await Task.Delay(TimeSpan.FromSeconds(1), cts.Token);
+        Assert.Equal(afterFirst, drains.MovesFailed);
+
+        // Once the clock moves past the wait, the next pass runs (the clock is moved in small steps until it does, as
+        // the drain may not have started its wait yet when the test first moves it).
+        await WaitUntilAsync(
+            () =>
+            {
+                clock.Advance(TimeSpan.FromMilliseconds(50));
+                return Task.FromResult(drains.MovesFailed >= 8);
+            },
+            "the second pass failed");
+        Assert.Equal(NodeState.Draining, (await NodeAsync(cluster.Admin(client), victim)).State);
+    }
+
+    [Fact]
+    public void TheWaitAfterFailedPassesDoublesUpToItsBound()
+    {
+        var waits = new List<TimeSpan> { TimeSpan.FromMilliseconds(50) };
+        while (waits.Count < 12)
+        {
+            waits.Add(Pocket.Metadata.Drain.DrainCoordinator.NextBackoff(waits[^1]));
+        }
+
+        Assert.Equal([50, 100, 200, 400, 800, 1_600, 3_200, 6_400, 10_000, 10_000, 10_000, 10_000], waits.Select(w => w.TotalMilliseconds));
     }
 
     [Fact]

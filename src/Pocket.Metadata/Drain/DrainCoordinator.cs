@@ -23,6 +23,13 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
     /// <summary>How often a drain waiting for open writes (or finding nothing to copy yet) looks again.</summary>
     private static readonly TimeSpan Recheck = TimeSpan.FromMilliseconds(50);
 
+    /// <summary>
+    /// The longest wait after a pass in which every move failed. A copy that cannot succeed (a target that cannot
+    /// reach its source: TLS or firewall) would otherwise be retried at once, forever: a warning per extent in a
+    /// tight loop. Waits double from <see cref="Recheck"/> up to this, and any move that succeeds resets them.
+    /// </summary>
+    internal static readonly TimeSpan MaxFailedPassBackoff = TimeSpan.FromSeconds(10);
+
     /// <summary>A copy's grants are used at once, for one extent (a few MiB): a minute is ample, and they die soon after.</summary>
     private static readonly TimeSpan CopyGrantLifetime = TimeSpan.FromMinutes(1);
 
@@ -32,12 +39,16 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
     // Targets that answered CopyExtent with UnknownOpcode (older nodes): copied to through this server instead.
     private readonly ConcurrentDictionary<uint, bool> _withoutCopy = new();
     private long _bytesReceived;
+    private long _movesFailed;
 
     /// <summary>
     /// Bytes of every reply the drain's connections received (headers, bodies, data): with node-to-node copies only
     /// the small replies of CopyExtent, with the old path every byte moved.
     /// </summary>
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
+
+    /// <summary>Moves that failed (each to be tried again in a later pass).</summary>
+    public long MovesFailed => Interlocked.Read(ref _movesFailed);
 
     /// <summary>Starts draining a node, in the background (ListNodes shows progress). Draining twice is harmless.</summary>
     public Outcome Drain(uint nodeId)
@@ -62,6 +73,7 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
         var token = _stop.Token;
         try
         {
+            var backoff = Recheck;
             while (!token.IsCancellationRequested)
             {
                 var pass = state.NextDrainPass(nodeId);
@@ -70,15 +82,28 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
                     return;
                 }
 
+                var failed = 0;
                 foreach (var work in pass.Work)
                 {
                     token.ThrowIfCancellationRequested();
-                    await MoveAsync(nodeId, work, token).ConfigureAwait(false);
+                    if (!await MoveAsync(nodeId, work, token).ConfigureAwait(false))
+                    {
+                        failed++;
+                    }
                 }
 
                 if (pass.Work.Count == 0)
                 {
                     await Task.Delay(Recheck, time, token).ConfigureAwait(false);
+                }
+                else if (failed == pass.Work.Count)
+                {
+                    await Task.Delay(backoff, time, token).ConfigureAwait(false);
+                    backoff = NextBackoff(backoff);
+                }
+                else
+                {
+                    backoff = Recheck;
                 }
             }
         }
@@ -92,12 +117,18 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
         }
     }
 
-    /// <summary>Copies one extent to space the state reserved for it, then has the state switch the object to the copy.</summary>
-    private async Task MoveAsync(uint sourceId, DrainWork work, CancellationToken token)
+    /// <summary>The wait after another pass in which every move failed: twice the last, at most <see cref="MaxFailedPassBackoff"/>.</summary>
+    internal static TimeSpan NextBackoff(TimeSpan last) => TimeSpan.FromTicks(Math.Min(last.Ticks * 2, MaxFailedPassBackoff.Ticks));
+
+    /// <summary>
+    /// Copies one extent to space the state reserved for it, then has the state switch the object to the copy. False
+    /// when the copy failed (it is tried again in a later pass); true otherwise, also when there was nothing to move.
+    /// </summary>
+    private async Task<bool> MoveAsync(uint sourceId, DrainWork work, CancellationToken token)
     {
         if (state.ReserveCopy(sourceId, work) is not { } copies)
         {
-            return;
+            return true;
         }
 
         var switched = false;
@@ -118,6 +149,8 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
         {
             // The source or the target failed; the next pass tries again (a dead source ends the drain).
             MetadataLog.MoveFailed(logger, sourceId, work.Key, ex.Message);
+            Interlocked.Increment(ref _movesFailed);
+            return false;
         }
         finally
         {
@@ -126,6 +159,8 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
                 state.FreeCopies(copies);
             }
         }
+
+        return true;
     }
 
     /// <summary>Copies <paramref name="copy"/>.Length bytes from <paramref name="at"/> inside the source extent into the copy.</summary>
