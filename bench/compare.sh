@@ -15,7 +15,8 @@
 #   --fan-in       only the fan-in suite: `pocket bench --connections N --op get` (1 KiB) for N in $FAN_IN_N
 #                  (default "1 64 256 1024 4096 10000"), FAN_IN_PASSES passes (default 2), Pocket/Redis/Garnet
 #                  interleaved in each run, the clients spread over FAN_IN_PROCESSES load-generator processes
-#                  (`--processes`, default 2; 1 keeps them in the bench process); Redis with --maxclients 20000;
+#                  (`--processes`, default 2; 1 keeps them in the bench process); Redis with --maxclients 20000,
+#                  Garnet with --network-connection-limit 20000;
 #                  fanin-nN-pP.json, fanin-nN-pP.servers (each server's peak threads and RSS during the run,
 #                  sampled from /proc every 0.5 s) and fanin.txt (one line per run)
 #
@@ -146,6 +147,11 @@ wait_for redis "$redis_port" "$redis_pid"
 # a record that no longer fits would be evicted, and a get would then find nothing).
 garnet_cmd=("$garnet" --port "$garnet_port" --bind 127.0.0.1 --memory 8g
     --maxthreads "$(nproc)" --maxiothreads "$(nproc)" --logger-level Warning)
+if ((fan_in)); then
+    # Garnet accepts at most 10,000 connections by default (--network-connection-limit) and answers the next with
+    # "-ERR max number of clients reached": the bench's shared connections plus 10,000 clients are more.
+    garnet_cmd+=(--network-connection-limit 20000)
+fi
 "${garnet_cmd[@]}" >"$results/garnet.log" 2>&1 &
 garnet_pid=$!
 wait_for garnet "$garnet_port" "$garnet_pid"

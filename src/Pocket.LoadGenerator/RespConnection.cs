@@ -34,8 +34,12 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     private byte[] _in = new byte[16 << 10];
     private int _inStart;
     private int _inEnd;
-    private int _busy;
-    private long _started;
+    private readonly TimeProvider _time;
+
+    // The command in flight's start (a TimeProvider timestamp, at least 1), or 0 while the connection is free: one
+    // field, so the loops' tick can never pair "busy" with the previous command's start (two fields once failed a
+    // command just sent as 30 s late when a tick fell between their writes).
+    private long _busySince;
     private volatile Exception? _failure;
 
     // The command in flight: a GET reads its bulk value into _destination (header, then body, then CRLF); any other
@@ -49,10 +53,11 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     // reply); the re-armed epoll reports what comes next. As FrameConnection does, so both sides pay the same.
     private bool _drained;
 
-    private RespConnection(Socket socket, string remote)
+    private RespConnection(Socket socket, string remote, TimeProvider time)
     {
         _socket = socket;
         Remote = remote;
+        _time = time;
         _loops = ClientLoops.Shared;
         _id = _loops.NewId();
         _loops.Add(_id, this, socket.Handle);
@@ -61,10 +66,20 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     /// <summary>host:port of the server.</summary>
     public string Remote { get; }
 
+    /// <summary>When the command in flight started (a timestamp of the connection's TimeProvider), 0 while none is.</summary>
+    internal long BusySince => Volatile.Read(ref _busySince);
+
     /// <summary>The cursor of the last SCAN reply.</summary>
     public long LastCursor { get; private set; }
 
-    public static async Task<RespConnection> ConnectAsync(string host, int port, CancellationToken cancellationToken)
+    /// <summary>
+    /// Connects and asks PING: a connection counts as open only once the server has answered, because a server at its
+    /// client limit (Redis' maxclients, Garnet's --network-connection-limit, 10,000 by default) accepts the TCP
+    /// connection, writes "-ERR max number of clients reached" unasked and closes it; that is a refused connection,
+    /// with the server's words, not a failed request later. <paramref name="time"/> (the system's by default) times
+    /// the commands against their timeout.
+    /// </summary>
+    public static async Task<RespConnection> ConnectAsync(string host, int port, CancellationToken cancellationToken, TimeProvider? time = null)
     {
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         var remote = $"{host}:{port}";
@@ -73,7 +88,6 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(ConnectTimeout);
             await FrameConnection.ConnectBlockingAsync(socket, host, port, timeout.Token).ConfigureAwait(false);
-            return new RespConnection(socket, remote);
         }
         catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
         {
@@ -84,6 +98,18 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             }
 
             throw new LoadGeneratorException($"cannot connect to {remote}: {ex.Message}", ex);
+        }
+
+        var connection = new RespConnection(socket, remote, time ?? TimeProvider.System);
+        try
+        {
+            await connection.CommandAsync("PING").ConfigureAwait(false);
+            return connection;
+        }
+        catch (LoadGeneratorException ex)
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw new LoadGeneratorException($"{remote} refused the connection: {ex.Message}", ex);
         }
     }
 
@@ -144,15 +170,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             throw new LoadGeneratorException(failure.Message, failure);
         }
 
-        if (Volatile.Read(ref _busy) != 0)
-        {
-            throw new InvalidOperationException("a RESP bench connection carries one command at a time");
-        }
-
-        // The start time first: the loops' tick reads it as soon as the connection is busy, and a tick between the two
-        // saw the previous command's time (or none: 0) and failed a request just sent as 30 s late.
-        Volatile.Write(ref _started, System.Diagnostics.Stopwatch.GetTimestamp());
-        if (Interlocked.Exchange(ref _busy, 1) != 0)
+        if (Interlocked.CompareExchange(ref _busySince, Math.Max(_time.GetTimestamp(), 1), 0) != 0)
         {
             throw new InvalidOperationException("a RESP bench connection carries one command at a time");
         }
@@ -245,8 +263,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
 
     void IClientLoopConnection.OnTick()
     {
-        if (_failure is null && Volatile.Read(ref _busy) == 1 &&
-            System.Diagnostics.Stopwatch.GetElapsedTime(Volatile.Read(ref _started)) >= RequestTimeout)
+        if (_failure is null && IsLate(Volatile.Read(ref _busySince), _time.GetTimestamp(), _time))
         {
             // Failing completes the caller, whose continuation may run long: not on the loops' timer.
             ThreadPool.UnsafeQueueUserWorkItem(
@@ -257,18 +274,25 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         }
     }
 
+    /// <summary>
+    /// The tick's decision, from the one published value: a command is late once it has been in flight (busy since
+    /// <paramref name="busySince"/>, 0 when free) for <see cref="RequestTimeout"/>.
+    /// </summary>
+    internal static bool IsLate(long busySince, long now, TimeProvider time) =>
+        busySince != 0 && time.GetElapsedTime(busySince, now) >= RequestTimeout;
+
     /// <summary>Reads and runs what has arrived; true when the connection should wait for more input.</summary>
     private bool ReadReply()
     {
         _drained = false;
         while (true)
         {
-            if (Volatile.Read(ref _busy) == 0)
+            if (Volatile.Read(ref _busySince) == 0)
             {
                 // Nothing asked: a server that talks unasked is not speaking RESP to us.
-                if (_inEnd > _inStart || Receive(_in.AsSpan(_inEnd)) > 0)
+                if (_inEnd > _inStart || Fill() > 0)
                 {
-                    throw new LoadGeneratorException($"{Remote} sent bytes no command asked for");
+                    throw Unasked(_in.AsSpan(_inStart, _inEnd - _inStart));
                 }
 
                 return true;
@@ -278,7 +302,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             {
                 // Set free before completing: the caller's continuation runs here and sends its next command. A
                 // failure (a dispose meanwhile) that set it free first has completed the caller already.
-                if (Interlocked.Exchange(ref _busy, 0) == 1)
+                if (Interlocked.Exchange(ref _busySince, 0) != 0)
                 {
                     _core.SetResult(result);
                 }
@@ -473,6 +497,16 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     private LoadGeneratorException ServerError(ReadOnlySpan<byte> message) =>
         new($"{Remote}: {Encoding.UTF8.GetString(message)}");
 
+    /// <summary>What a server sent unasked, in its own words (an error line's text, else the first bytes).</summary>
+    private LoadGeneratorException Unasked(ReadOnlySpan<byte> input)
+    {
+        var line = input.IndexOf("\r\n"u8);
+        var head = input[..(line >= 0 ? line : Math.Min(input.Length, 80))];
+        return head.Length > 0 && head[0] == (byte)'-'
+            ? new($"{Remote} sent an error no command asked for: {Encoding.UTF8.GetString(head[1..])}")
+            : new($"{Remote} sent {input.Length} bytes no command asked for: '{Encoding.UTF8.GetString(head)}'");
+    }
+
     private LoadGeneratorException Unexpected(ReadOnlySpan<byte> line) =>
         new($"{Remote} sent '{Encoding.UTF8.GetString(line)}', not a RESP reply this bench expects");
 
@@ -513,24 +547,14 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     /// <summary>Receives without waiting: the count, or -1 when nothing has arrived; the end of the stream throws.</summary>
     private int Receive(Span<byte> destination)
     {
-        var handle = _socket.SafeHandle;
-        var added = false;
         int n;
         try
         {
-            handle.DangerousAddRef(ref added);
-            n = Linux.ReceiveNow(handle.DangerousGetHandle(), destination);
+            n = Linux.ReceiveNow(_socket.SafeHandle, destination);
         }
         catch (ObjectDisposedException ex)
         {
             throw new LoadGeneratorException($"connection to {Remote} closed", ex);
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
         }
 
         _drained = n < destination.Length;
@@ -539,26 +563,9 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
 
     private void Rearm()
     {
-        // The socket's handle is held around the call so that its descriptor cannot be closed and reused under it.
-        var handle = _socket.SafeHandle;
-        var added = false;
-        try
+        if (_failure is null && !_loops.Rearm(_id, _socket.SafeHandle, runNow: false, out var errno))
         {
-            handle.DangerousAddRef(ref added);
-            if (_failure is null && !_loops.Rearm(_id, handle.DangerousGetHandle()))
-            {
-                throw new LoadGeneratorException($"connection to {Remote} can no longer be read (epoll_ctl refused)");
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
+            throw new LoadGeneratorException($"connection to {Remote} can no longer be read (epoll_ctl: errno {errno})");
         }
     }
 
@@ -579,7 +586,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         }
 
         _socket.Dispose();
-        if (Interlocked.Exchange(ref _busy, 0) == 1)
+        if (Interlocked.Exchange(ref _busySince, 0) != 0)
         {
             _core.SetException(failure);
         }

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Pocket.LoadGenerator;
@@ -30,6 +31,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
 
     public string? CpuScope => _shared.CpuScope;
 
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     public async ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken)
     {
         CheckWhole(value.Length);
@@ -45,6 +47,8 @@ internal sealed class RespConnectionTarget : IBenchTarget
         }
     }
 
+    // Pooled like the Pocket client's methods: a box per get would be the bench's cost, charged to the peer.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken)
     {
         CheckWhole(destination.Length);

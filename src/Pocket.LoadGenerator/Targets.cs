@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Pocket.Client;
 using StackExchange.Redis;
@@ -81,6 +82,8 @@ internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuS
     public ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken) =>
         job.PutAsync(root + key, value, PutFlags.None, cancellationToken);
 
+    // Pooled like the client's own methods (and the RESP target's): a box per get was the bench's, not Pocket's, cost.
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) =>
         await job.GetAsync(root + key, 0, destination, GetFlags.None, cancellationToken).ConfigureAwait(false);
 

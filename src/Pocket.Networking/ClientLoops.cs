@@ -87,6 +87,41 @@ internal sealed unsafe class ClientLoops
     public bool Rearm(ulong id, nint fd, bool runNow = false) =>
         Linux.EpollCtl(_epoll, Linux.EpollCtlMod, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot | (runNow ? Linux.EpollOut : 0), id);
 
+    /// <summary>
+    /// <see cref="Rearm(ulong, nint, bool)"/> for a socket's handle, held around the call so that its descriptor
+    /// cannot be closed, and its number reused by another connection, under it. The handle is never held across a
+    /// caller's continuation (a continuation may close the connection, and closing waits for the handle). True when
+    /// armed, or when the socket is closed already (there is nothing left to read: whoever closed it failed its
+    /// callers); false with epoll's <paramref name="errno"/> when epoll refused.
+    /// </summary>
+    public bool Rearm(ulong id, SafeHandle socket, bool runNow, out int errno)
+    {
+        errno = 0;
+        var added = false;
+        try
+        {
+            socket.DangerousAddRef(ref added);
+            if (!Rearm(id, socket.DangerousGetHandle(), runNow))
+            {
+                errno = Marshal.GetLastPInvokeError();
+                return false;
+            }
+
+            return true;
+        }
+        catch (ObjectDisposedException)
+        {
+            return true;
+        }
+        finally
+        {
+            if (added)
+            {
+                socket.DangerousRelease();
+            }
+        }
+    }
+
     /// <summary>Stops watching a connection (before its socket is closed).</summary>
     public void Remove(ulong id, nint fd)
     {
@@ -120,7 +155,7 @@ internal sealed unsafe class ClientLoops
                 {
                     if (_connections.TryGetValue(Linux.EventData(events, i), out var connection))
                     {
-                        Volatile.Write(ref state.BusySince, TimeProvider.System.GetTimestamp());
+                        Volatile.Write(ref state.BusySince, Environment.TickCount64);
                         connection.OnReadable();
                         Volatile.Write(ref state.BusySince, 0);
                     }
@@ -141,12 +176,12 @@ internal sealed unsafe class ClientLoops
     private static bool IsStuck(LoopState state, long now)
     {
         var since = Volatile.Read(ref state.BusySince);
-        return since != 0 && TimeProvider.System.GetElapsedTime(since, now) >= Stuck;
+        return since != 0 && now - since >= (long)Stuck.TotalMilliseconds;
     }
 
     private bool TryRetire(LoopState state)
     {
-        var now = TimeProvider.System.GetTimestamp();
+        var now = Environment.TickCount64;
         lock (_loopsLock)
         {
             if (_loops.Count(l => l != state && !IsStuck(l, now)) < _baseLoops)
@@ -189,7 +224,7 @@ internal sealed unsafe class ClientLoops
 
     private void AddLoopIfAllStuck()
     {
-        var now = TimeProvider.System.GetTimestamp();
+        var now = Environment.TickCount64;
         lock (_loopsLock)
         {
             if (_loops.Count >= _baseLoops + MaxExtraLoops || !_loops.TrueForAll(l => IsStuck(l, now)))
@@ -205,7 +240,10 @@ internal sealed unsafe class ClientLoops
     {
         public readonly bool Extra = extra;
 
-        /// <summary>When the loop started on its current connection (a timestamp), or 0 while it waits.</summary>
+        /// <summary>
+        /// When the loop started on its current connection (<see cref="Environment.TickCount64"/>, milliseconds: the
+        /// coarse clock is read twice per event, and the 100 ms it is compared with needs no finer one), or 0 while it waits.
+        /// </summary>
         public long BusySince;
     }
 }

@@ -904,32 +904,8 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// </summary>
     private void Rearm(bool runNow = false)
     {
-        var handle = _socket.SafeHandle;
-        var added = false;
-        var armed = true;
-        int errno = 0;
-        try
-        {
-            handle.DangerousAddRef(ref added);
-            if (_failure is null && !_loops!.Rearm(_loopId, handle.DangerousGetHandle(), runNow))
-            {
-                armed = false;
-                errno = System.Runtime.InteropServices.Marshal.GetLastPInvokeError();
-            }
-        }
-        catch (ObjectDisposedException)
-        {
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
-        }
-
         // A connection the loops no longer watch would leave its callers waiting out their timeouts: fail them now.
-        if (!armed && _failure is null)
+        if (_failure is null && !_loops!.Rearm(_loopId, _socket.SafeHandle, runNow, out var errno) && _failure is null)
         {
             Fail(new ConnectionLostException($"connection to {Remote} can no longer be read (epoll_ctl: errno {errno})"));
         }
@@ -1093,24 +1069,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             return -1;
         }
 
-        var handle = _socket.SafeHandle;
-        var added = false;
         int n;
         try
         {
-            handle.DangerousAddRef(ref added);
-            n = Linux.ReceiveNow(handle.DangerousGetHandle(), destination);
+            n = Linux.ReceiveNow(_socket.SafeHandle, destination);
         }
         catch (ObjectDisposedException ex)
         {
             throw new ConnectionLostException($"connection to {Remote} closed", ex);
-        }
-        finally
-        {
-            if (added)
-            {
-                handle.DangerousRelease();
-            }
         }
 
         _drained = n < destination.Length;

@@ -94,9 +94,28 @@ internal static unsafe partial class Linux
 
     /// <summary>
     /// Reads what has arrived without waiting (MSG_DONTWAIT, whatever the socket's blocking mode, so its writes may
-    /// still block): the count read, 0 at the end of the stream, or -1 when nothing is there yet.
+    /// still block): the count read, 0 at the end of the stream, or -1 when nothing is there yet. The socket's handle
+    /// is held around the call, so that its descriptor cannot be closed, and its number reused, under it; a socket
+    /// already closed throws <see cref="ObjectDisposedException"/>, which each caller turns into its own error.
     /// </summary>
-    public static int ReceiveNow(nint fd, Span<byte> destination)
+    public static int ReceiveNow(SafeHandle socket, Span<byte> destination)
+    {
+        var added = false;
+        try
+        {
+            socket.DangerousAddRef(ref added);
+            return ReceiveNow(socket.DangerousGetHandle(), destination);
+        }
+        finally
+        {
+            if (added)
+            {
+                socket.DangerousRelease();
+            }
+        }
+    }
+
+    private static int ReceiveNow(nint fd, Span<byte> destination)
     {
         fixed (byte* p = destination)
         {
