@@ -18,6 +18,66 @@ public sealed class MetadataLossTests
     private const long NodeCapacity = 64L << 20;
 
     [Fact]
+    public async Task HealthIsDegradedNamingAKilledMetadataServerUntilItsReplacementServes()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        await using var cluster = await ProcessCluster.StartAsync(new ProcessClusterOptions { MetadataServers = 2, StorageNodes = 0 }, cts.Token);
+        var second = cluster.Metadata[1];
+        using var api = new PocketControllerClient(cluster.Controller.Url, cluster.Token);
+        var healthy = await api.GetHealthAsync(cts.Token);
+        Assert.True(healthy.IsHealthy, healthy.ToString());
+        Assert.Null(healthy.MetadataDown);
+
+        var killedAt = cluster.Time.GetUtcNow();
+        using (var victim = Process.GetProcessById(cluster.Provisioner.MetadataProcessId(second) ?? throw new InvalidOperationException("no process")))
+        {
+            victim.Kill();
+            await victim.WaitForExitAsync(cts.Token);
+        }
+
+        // Before any probe: the read finds it down. Still 200 (the controller serves on the first server), naming it.
+        using (var http = new HttpClient { BaseAddress = cluster.Controller.Url })
+        using (var raw = await http.GetAsync(new Uri("healthz", UriKind.Relative), cts.Token))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, raw.StatusCode);
+        }
+
+        var degraded = await api.GetHealthAsync(cts.Token);
+        Assert.True(degraded.IsDegraded, degraded.ToString());
+        var down = Assert.Single(degraded.MetadataDown!);
+        Assert.Equal(second.Address, down.Address);
+        Assert.Equal("not answering", down.State);
+        Assert.True(down.Since >= killedAt, $"down since {down.Since:O}, killed at {killedAt:O}");
+        Assert.Contains(second.Address, degraded.Error, StringComparison.Ordinal);
+
+        // The probes (on the fake clock) declare it lost: degraded since the first failed probe, while lost or replaced.
+        var firstProbeFailure = DateTimeOffset.MaxValue;
+        while (!cluster.Events.Any(e => e.Kind == "metadata-lost"))
+        {
+            cluster.Time.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(300, cts.Token);
+            if ((await api.GetHealthAsync(cts.Token)).MetadataDown?.SingleOrDefault() is { State: "not answering" } failing && failing.Since > killedAt)
+            {
+                firstProbeFailure = failing.Since < firstProbeFailure ? failing.Since : firstProbeFailure;
+            }
+        }
+
+        var lost = await api.GetHealthAsync(cts.Token);
+        Assert.True(lost.IsDegraded, lost.ToString());
+        var stillDown = Assert.Single(lost.MetadataDown!);
+        Assert.Equal(second.Address, stillDown.Address);
+        Assert.Contains(stillDown.State, new[] { "lost", "replacing" });
+        Assert.True(stillDown.Since <= firstProbeFailure && stillDown.Since >= killedAt, $"since {stillDown.Since:O}");
+
+        // Its replacement serves: ok again.
+        await cluster.Controller.MetadataReplacements;
+        Assert.Contains(cluster.Events, e => e.Kind == "metadata-replaced");
+        var again = await api.GetHealthAsync(cts.Token);
+        Assert.True(again.IsHealthy, again.ToString());
+        Assert.Null(again.MetadataDown);
+    }
+
+    [Fact]
     public async Task AKilledMetadataServerLosesOnlyItsJobsAndIsReplaced()
     {
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
