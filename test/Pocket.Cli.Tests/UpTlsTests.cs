@@ -125,11 +125,14 @@ public sealed class UpTlsTests : IDisposable
         Assert.True(victim.Used > 0, "the objects are on a node");
         await admin.DrainNodeAsync(victim.Id, cts.Token);
         NodeInfo? drained;
-        while ((drained = (await admin.GetNodesAsync(cts.Token)).SingleOrDefault(n => n.Id == victim.Id)) is { State: not NodeState.Drained })
+        using (var calls = new CancellationTokenSource(PocketProcess.Timeout * 2))
         {
-            Assert.NotEqual(NodeState.Dead, drained.State);
-            Assert.False(cts.IsCancellationRequested, $"the drain did not end (a copy that cannot reach its source retries): {drained}");
-            await Task.Delay(50, CancellationToken.None);
+            while ((drained = (await admin.GetNodesAsync(calls.Token)).SingleOrDefault(n => n.Id == victim.Id)) is { State: not NodeState.Drained })
+            {
+                Assert.NotEqual(NodeState.Dead, drained.State);
+                Assert.False(cts.IsCancellationRequested, $"the drain did not end (a copy that cannot reach its source retries): {drained}");
+                await Task.Delay(50, calls.Token);
+            }
         }
 
         // Drained (or already stopped by the controller once drained): nothing of the job is left on it, and what moved
