@@ -3,6 +3,7 @@ using System.CommandLine.Invocation;
 using Pocket.Cli;
 
 // Thin on purpose: each command group lives in Commands/, the work itself in the Pocket libraries.
+InterruptSignal.Restore();
 CommandRunner.ConfigureConsoles();
 var root = PocketCommandLine.Create();
 var parse = root.Parse(args);

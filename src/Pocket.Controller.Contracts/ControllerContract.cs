@@ -239,13 +239,31 @@ public sealed record HostBudgetResponse(
     public long DiskLeftBytes => Directory is null ? 0 : Math.Max(0, DiskFreeBytes - DiskPromisedBytes - DiskReserveBytes);
 }
 
-/// <summary>Answer to <c>GET /healthz</c>: "ok" with the live nodes, or "unavailable" with the reason.</summary>
+/// <summary>
+/// Answer to <c>GET /healthz</c>: "ok" with the live nodes; "degraded" (still HTTP 200: the controller serves, on the
+/// metadata servers that answer) with the ones that do not in <see cref="MetadataDown"/>; or "unavailable" (HTTP 503)
+/// with the reason when no metadata server answers.
+/// </summary>
 public sealed record HealthResponse(string Status, int? Nodes, string? Error)
 {
-    /// <summary>True when the controller reaches its metadata server.</summary>
+    /// <summary>The metadata servers that do not answer or are not yet replaced, longest down first; null when none.</summary>
+    public IReadOnlyList<MetadataServerDownResponse>? MetadataDown { get; init; }
+
+    /// <summary>True when the controller reaches every metadata server ("ok").</summary>
     [JsonIgnore]
     public bool IsHealthy => Status == "ok";
+
+    /// <summary>True when some metadata server is down but the controller still serves on the others ("degraded").</summary>
+    [JsonIgnore]
+    public bool IsDegraded => Status == "degraded";
 }
+
+/// <summary>A metadata server that is down, in <see cref="HealthResponse.MetadataDown"/>.</summary>
+/// <param name="Address">Its address.</param>
+/// <param name="Since">Its first failed probe or read of this outage (controller clock).</param>
+/// <param name="State">"not answering" (its jobs still stand), "lost" (its jobs ended; no replacement is starting) or "replacing".</param>
+/// <param name="Error">The last failure.</param>
+public sealed record MetadataServerDownResponse(string Address, DateTimeOffset Since, string State, string? Error);
 
 /// <summary>Every failed request: what went wrong and, for bad input, which field.</summary>
 public sealed record ErrorResponse(string Error, string? Field);

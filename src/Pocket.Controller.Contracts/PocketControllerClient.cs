@@ -265,8 +265,9 @@ public sealed class PocketControllerClient : IDisposable
     }
 
     /// <summary>
-    /// Whether the controller answers and reaches its metadata server (<see cref="HealthResponse.IsHealthy"/>). Throws
-    /// only when the controller cannot be reached.
+    /// Whether the controller answers and reaches every metadata server (<see cref="HealthResponse.IsHealthy"/>), some of
+    /// them (<see cref="HealthResponse.IsDegraded"/>, the others in <see cref="HealthResponse.MetadataDown"/>) or none.
+    /// Throws only when the controller cannot be reached.
     /// </summary>
     public async Task<HealthResponse> GetHealthAsync(CancellationToken cancellationToken = default)
     {

@@ -213,7 +213,7 @@ public sealed class ControllerServer : IAsyncDisposable
             return next(context);
         });
         app.UseRouting();
-        new ControllerEndpoints(_registry, plane, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter, HostBudget = _provisioner is LocalProcessProvisioner local ? () => local.Budget : null }.Map(app);
+        new ControllerEndpoints(_registry, plane, _options, _logger) { Telemetry = _telemetry, Events = Events, Meter = _meter, HostBudget = _provisioner is LocalProcessProvisioner local ? () => local.Budget : null, MetadataOutages = _metadataWatch.Outages }.Map(app);
         app.MapOpenApi();
         Dashboard.Map(app, _metrics.Registry, _options.Registry.Sizing);
         try

@@ -422,7 +422,16 @@ internal static class BenchWorker
         }
 
         var specLine = await input.ReadLineAsync(cancellationToken).ConfigureAwait(false);
-        var spec = specLine is null ? null : JsonSerializer.Deserialize(specLine, WorkerJsonContext.Default.BenchWorkerSpec);
+        BenchWorkerSpec? spec;
+        try
+        {
+            spec = specLine is null ? null : JsonSerializer.Deserialize(specLine, WorkerJsonContext.Default.BenchWorkerSpec);
+        }
+        catch (JsonException ex)
+        {
+            throw new LoadGeneratorException($"bench worker: the spec line is not a spec ({ex.Message})", ex);
+        }
+
         if (spec is null || spec.Connections < 1)
         {
             throw new LoadGeneratorException("bench worker: expected a spec line on standard input (this command is started by `pocket bench --processes`)");
@@ -465,9 +474,14 @@ internal static class BenchWorker
 
             return 0;
         }
-        catch (Exception ex) when (ex is LoadGeneratorException or Client.PocketException or IOException or StackExchange.Redis.RedisException or JsonException)
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            Reply(new WorkerReply(WorkerReply.Failed, Error: ex.Message));
+            // Whatever failed (a bug's InvalidOperationException included) goes back to the parent as one line naming the
+            // target, which the parent prints with this worker's number and exits 1: never a stack dump, never a hang.
+            var what = ex is LoadGeneratorException or Client.PocketException or IOException or StackExchange.Redis.RedisException or JsonException
+                ? ex.Message
+                : $"{ex.GetType().Name}: {ex.Message}";
+            Reply(new WorkerReply(WorkerReply.Failed, Error: $"against {TargetOf(spec)}: {what}"));
             return 1;
         }
         finally
@@ -478,4 +492,8 @@ internal static class BenchWorker
             }
         }
     }
+
+    /// <summary>What a worker runs against, for its errors: the RESP peer, or Pocket's metadata server and job.</summary>
+    private static string TargetOf(BenchWorkerSpec spec) =>
+        spec.Resp ?? $"Pocket at {spec.Metadata ?? "(no metadata server)"} (job {spec.JobId ?? "(none)"})";
 }

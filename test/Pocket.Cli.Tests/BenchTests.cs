@@ -15,6 +15,62 @@ public sealed class BenchTests : IDisposable
     public void Dispose() => _home.Dispose();
 
     [Fact]
+    public async Task ABenchWorkerThatFailsOnAnUnexpectedErrorRepliesOneLineNamingItsTargetAndExitsOne()
+    {
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        await using var core = await Pocket.Embedded.PocketCluster.StartAsync(new Pocket.Embedded.PocketClusterOptions { StorageNodes = 1, NodeCapacity = 32L << 20, PreTouchMemory = false }, cancellationToken: cts.Token);
+        await using var client = await core.ConnectAsync(cancellationToken: cts.Token);
+        var job = await Pocket.Admin.PocketAdminExtensions.Admin(client, core.Options.ClusterToken).RegisterJobAsync("worker", cts.Token);
+        var spec = new JsonObject
+        {
+            ["worker"] = 3,
+            ["connections"] = 1,
+            ["size"] = 16,
+            ["ops"] = 10,
+            ["warmupSeconds"] = 0,
+            ["keysPerRound"] = 1,
+            ["poolKeys"] = 1,
+            ["readsData"] = false,
+            ["root"] = "w/",
+            ["metadata"] = core.MetadataAddress,
+            ["jobId"] = job.Id,
+            ["jobToken"] = job.Token.ToString(),
+        };
+
+        // A pool of -1 objects is nothing the parent sends: the worker fails on it with an ArgumentOutOfRangeException,
+        // which stands for any error it does not expect.
+        var (exit, stdout, stderr) = await RunWorkerAsync(spec.ToJsonString(), """{"command":"run","op":"get","pool":-1}""");
+        Assert.True(exit == 1, $"exit {exit}\n{stdout}\n{stderr}");
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("ready", JsonNode.Parse(lines[0])!["kind"]!.GetValue<string>());
+        var failed = JsonNode.Parse(Assert.Single(lines, l => l.Contains("failed", StringComparison.Ordinal)))!;
+        var error = failed["error"]!.GetValue<string>();
+        Assert.StartsWith($"against Pocket at {core.MetadataAddress} (job {job.Id}): ArgumentOutOfRangeException", error, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+
+        // A spec line that is not JSON: one error line, exit 1.
+        (exit, stdout, stderr) = await RunWorkerAsync("{not json");
+        Assert.True(exit == 1, $"exit {exit}\n{stdout}\n{stderr}");
+        Assert.Contains("error: bench worker: the spec line is not a spec", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+
+        async Task<(int Exit, string Stdout, string Stderr)> RunWorkerAsync(params string[] input)
+        {
+            using var worker = System.Diagnostics.Process.Start(PocketProcess.StartInfo(_home.Path, ["bench", "worker"]))!;
+            var output = worker.StandardOutput.ReadToEndAsync(cts.Token);
+            var errors = worker.StandardError.ReadToEndAsync(cts.Token);
+            foreach (var line in input)
+            {
+                await worker.StandardInput.WriteLineAsync(line);
+            }
+
+            worker.StandardInput.Close();
+            await worker.WaitForExitAsync(cts.Token);
+            return (worker.ExitCode, await output, await errors);
+        }
+    }
+
+    [Fact]
     public async Task BenchJsonReportsTheServerCpuOfItsOwnClusterProcesses()
     {
         var result = await PocketProcess.RunOkAsync(

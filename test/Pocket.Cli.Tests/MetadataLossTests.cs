@@ -1,13 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
-using Pocket.Controller.Provisioning;
-using Pocket.Controller.Sizing;
 using Pocket.Protocol;
 
 namespace Pocket.Cli.Tests;
@@ -22,45 +18,78 @@ public sealed class MetadataLossTests
     private const long NodeCapacity = 64L << 20;
 
     [Fact]
+    public async Task HealthIsDegradedNamingAKilledMetadataServerUntilItsReplacementServes()
+    {
+        using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
+        await using var cluster = await ProcessCluster.StartAsync(new ProcessClusterOptions { MetadataServers = 2, StorageNodes = 0 }, cts.Token);
+        var second = cluster.Metadata[1];
+        using var api = new PocketControllerClient(cluster.Controller.Url, cluster.Token);
+        var healthy = await api.GetHealthAsync(cts.Token);
+        Assert.True(healthy.IsHealthy, healthy.ToString());
+        Assert.Null(healthy.MetadataDown);
+
+        var killedAt = cluster.Time.GetUtcNow();
+        using (var victim = Process.GetProcessById(cluster.Provisioner.MetadataProcessId(second) ?? throw new InvalidOperationException("no process")))
+        {
+            victim.Kill();
+            await victim.WaitForExitAsync(cts.Token);
+        }
+
+        // Before any probe: the read finds it down. Still 200 (the controller serves on the first server), naming it.
+        using (var http = new HttpClient { BaseAddress = cluster.Controller.Url })
+        using (var raw = await http.GetAsync(new Uri("healthz", UriKind.Relative), cts.Token))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, raw.StatusCode);
+        }
+
+        var degraded = await api.GetHealthAsync(cts.Token);
+        Assert.True(degraded.IsDegraded, degraded.ToString());
+        var down = Assert.Single(degraded.MetadataDown!);
+        Assert.Equal(second.Address, down.Address);
+        Assert.Equal("not answering", down.State);
+        Assert.True(down.Since >= killedAt, $"down since {down.Since:O}, killed at {killedAt:O}");
+        Assert.Contains(second.Address, degraded.Error, StringComparison.Ordinal);
+
+        // The probes (on the fake clock) declare it lost: degraded since the first failed probe, while lost or replaced.
+        var firstProbeFailure = DateTimeOffset.MaxValue;
+        while (!cluster.Events.Any(e => e.Kind == "metadata-lost"))
+        {
+            cluster.Time.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(300, cts.Token);
+            if ((await api.GetHealthAsync(cts.Token)).MetadataDown?.SingleOrDefault() is { State: "not answering" } failing && failing.Since > killedAt)
+            {
+                firstProbeFailure = failing.Since < firstProbeFailure ? failing.Since : firstProbeFailure;
+            }
+        }
+
+        var lost = await api.GetHealthAsync(cts.Token);
+        Assert.True(lost.IsDegraded, lost.ToString());
+        var stillDown = Assert.Single(lost.MetadataDown!);
+        Assert.Equal(second.Address, stillDown.Address);
+        Assert.Contains(stillDown.State, new[] { "lost", "replacing" });
+        Assert.True(stillDown.Since <= firstProbeFailure && stillDown.Since >= killedAt, $"since {stillDown.Since:O}");
+
+        // Its replacement serves: ok again.
+        await cluster.Controller.MetadataReplacements;
+        Assert.Contains(cluster.Events, e => e.Kind == "metadata-replaced");
+        var again = await api.GetHealthAsync(cts.Token);
+        Assert.True(again.IsHealthy, again.ToString());
+        Assert.Null(again.MetadataDown);
+    }
+
+    [Fact]
     public async Task AKilledMetadataServerLosesOnlyItsJobsAndIsReplaced()
     {
-        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(4));
-        var token = JobToken.NewRandom();
-        await using var provisioner = new LocalProcessProvisioner(
-            new LocalProcessProvisionerOptions
-            {
-                Executable = PocketProcess.Program.File,
-                BaseArguments = PocketProcess.Program.Prefix,
-                ClusterToken = token,
-                StartTimeout = TimeSpan.FromSeconds(90),
-                Metadata = new LocalMetadataOptions { StartTimeout = TimeSpan.FromSeconds(90) },
-            },
-            NullLoggerFactory.Instance);
-        var first = await provisioner.StartMetadataAsync(new MetadataServerRequest(0, 0, 2), cts.Token);
-        var second = await provisioner.StartMetadataAsync(new MetadataServerRequest(0, 1, 2), cts.Token);
-        await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
-        await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
-        await using var controller = new ControllerServer(
-            new ControllerOptions
-            {
-                MetadataAddress = first.Address,
-                OtherMetadataAddresses = [second.Address],
-                ClusterToken = token,
-                Registry = new JobRegistryOptions
-                {
-                    TimeProvider = time,
-                    NodeStartTimeout = TimeSpan.FromSeconds(90),
-                    Sizing = new SizingOptions { NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = NodeCapacity }] },
-                },
-            },
-            provisioner,
-            NullLoggerFactory.Instance);
-        await controller.StartAsync(cts.Token);
+        await using var cluster = await ProcessCluster.StartAsync(new ProcessClusterOptions { MetadataServers = 2, NodeCapacity = NodeCapacity }, cts.Token);
+        var controller = cluster.Controller;
+        var token = cluster.Token;
+        var first = cluster.Metadata[0];
+        var second = cluster.Metadata[1];
 
         // Every node has registered with both servers before jobs are placed (each then lists both nodes live).
-        await WaitForNodesAsync(first.Address, token, cts.Token);
-        await WaitForNodesAsync(second.Address, token, cts.Token);
+        await cluster.WaitForNodesAsync(first.Address, 2, null, cts.Token);
+        await cluster.WaitForNodesAsync(second.Address, 2, null, cts.Token);
 
         // Fewest jobs first: the two jobs land on different servers.
         var kept = await controller.Registry.RegisterAsync("kept", new JobHints(), cts.Token);
@@ -72,15 +101,15 @@ public sealed class MetadataLossTests
         await using var doomedClient = await PocketClient.ConnectAsync(doomed.MetadataAddress!, cancellationToken: cts.Token);
         var keptJob = keptClient.OpenJob(kept.Id, kept.Token);
         var doomedJob = doomedClient.OpenJob(doomed.Id, doomed.Token);
-        var small = RandomBytes(1000);
-        var large = RandomBytes(3 << 20);
+        var small = ProcessCluster.RandomBytes(1000);
+        var large = ProcessCluster.RandomBytes(3 << 20);
         foreach (var job in new[] { keptJob, doomedJob })
         {
             await job.PutAsync("small", small, cancellationToken: cts.Token);
             await job.PutAsync("large", large, cancellationToken: cts.Token);
         }
 
-        using (var victim = Process.GetProcessById(provisioner.MetadataProcessId(second) ?? throw new InvalidOperationException("no process")))
+        using (var victim = Process.GetProcessById(cluster.Provisioner.MetadataProcessId(second) ?? throw new InvalidOperationException("no process")))
         {
             victim.Kill();
             await victim.WaitForExitAsync(cts.Token);
@@ -91,7 +120,7 @@ public sealed class MetadataLossTests
         var lostRead = doomedJob.GetAsync("large", cancellationToken: cts.Token).AsTask();
         while (!lostRead.IsCompleted)
         {
-            time.Advance(TimeSpan.FromSeconds(1));
+            cluster.Time.Advance(TimeSpan.FromSeconds(1));
             await Task.WhenAny(lostRead, Task.Delay(100, cts.Token));
         }
 
@@ -127,7 +156,7 @@ public sealed class MetadataLossTests
         Assert.Equal(large, await keptJob.GetAsync("after", cancellationToken: cts.Token));
 
         // The nodes join the replacement by themselves and hand it a share; a new job is placed on it and works.
-        await WaitForNodesAsync(second.Address, token, cts.Token);
+        await cluster.WaitForNodesAsync(second.Address, 2, null, cts.Token);
         var fresh2 = await controller.Registry.RegisterAsync("fresh", new JobHints(), cts.Token);
         Assert.Equal(second.Address, fresh2.MetadataAddress);
         Assert.NotEqual(doomed.Id, fresh2.Id);
@@ -149,36 +178,6 @@ public sealed class MetadataLossTests
             Assert.True(other.Capacity > 0, $"node {node.Id} gave the replacement no share");
         }
 
-        Assert.Equal(2, provisioner.MetadataServers.Count);
-    }
-
-    private static byte[] RandomBytes(int length)
-    {
-        var bytes = new byte[length];
-        Random.Shared.NextBytes(bytes);
-        return bytes;
-    }
-
-    /// <summary>Waits until the server at <paramref name="address"/> lists both nodes live with a share each.</summary>
-    private static async Task WaitForNodesAsync(string address, JobToken token, CancellationToken cancellationToken)
-    {
-        while (true)
-        {
-            try
-            {
-                await using var client = await PocketClient.ConnectAsync(address, cancellationToken: cancellationToken);
-                var nodes = await client.Admin(token).GetNodesAsync(cancellationToken);
-                if (nodes.Count(n => n.State == NodeState.Live && n.Capacity > 0) == 2)
-                {
-                    return;
-                }
-            }
-            catch (PocketException)
-            {
-                // Not up yet.
-            }
-
-            await Task.Delay(100, cancellationToken);
-        }
+        Assert.Equal(2, cluster.Provisioner.MetadataServers.Count);
     }
 }

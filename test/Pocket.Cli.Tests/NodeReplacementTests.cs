@@ -1,12 +1,8 @@
 using System.Diagnostics;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller;
 using Pocket.Controller.Provisioning;
-using Pocket.Controller.Sizing;
-using Pocket.Embedded;
 using Pocket.Protocol;
 
 namespace Pocket.Cli.Tests;
@@ -22,35 +18,26 @@ public sealed class NodeReplacementTests
     [Fact]
     public async Task AKilledNodeIsReplacedWithAnEventWithoutAutoscaling()
     {
-        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
         using var cts = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        await using var core = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 0, NodeCapacity = NodeCapacity, PreTouchMemory = false }, cancellationToken: cts.Token);
-        await using var provisioner = PocketProcess.StorageProvisioner(core);
-        await using var controller = new ControllerServer(
-            new ControllerOptions
+        await using var cluster = await ProcessCluster.StartAsync(
+            new ProcessClusterOptions
             {
-                MetadataAddress = core.MetadataAddress,
-                ClusterToken = core.Options.ClusterToken,
-                Registry = new JobRegistryOptions
-                {
-                    TimeProvider = time,
-                    NodeStartTimeout = TimeSpan.FromSeconds(90),
-                    Sizing = new SizingOptions { NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = NodeCapacity }] },
-                },
-                MinimumNodes = new Dictionary<NodeTier, int> { [NodeTier.Dram] = 2 },
+                StorageNodes = 0,
+                NodeCapacity = NodeCapacity,
+                Controller = options => options with { MinimumNodes = new Dictionary<NodeTier, int> { [NodeTier.Dram] = 2 } },
             },
-            provisioner,
-            NullLoggerFactory.Instance);
-        await controller.StartAsync(cts.Token);
+            cts.Token);
+        var controller = cluster.Controller;
+        var provisioner = cluster.Provisioner;
         Assert.Null(controller.Autoscaler);
         var first = await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
         var second = await provisioner.StartNodeAsync(new NodeRequest(NodeTier.Dram, NodeCapacity), cts.Token);
         controller.TrackNode(first);
         controller.TrackNode(second);
-        await using var admin = await core.ConnectAsync(cancellationToken: cts.Token);
+        await using var admin = await cluster.ConnectAsync(cancellationToken: cts.Token);
 
         // A job's object on the surviving node stays readable throughout.
-        var job = await core.Admin(admin).RegisterJobAsync("survivor", cts.Token);
+        var job = await admin.Admin(cluster.Token).RegisterJobAsync("survivor", cts.Token);
         var kept = new byte[1 << 20];
         Random.Shared.NextBytes(kept);
 
@@ -61,14 +48,14 @@ public sealed class NodeReplacementTests
         }
 
         // Its registration connection closed, so the metadata server declares it dead at once.
-        await WaitUntilAsync(async () => (await core.Admin(admin).GetNodesAsync(cts.Token)).Any(n => n.Id == first.NodeId && n.State == NodeState.Dead), cts.Token);
+        await WaitUntilAsync(async () => (await admin.Admin(cluster.Token).GetNodesAsync(cts.Token)).Any(n => n.Id == first.NodeId && n.State == NodeState.Dead), cts.Token);
         await job.PutAsync("kept", kept, cancellationToken: cts.Token);
 
         // Telemetry polls on the controller's (fake) clock: a tick notices the death and starts a replacement.
         await WaitUntilAsync(
             () =>
             {
-                time.Advance(TimeSpan.FromSeconds(1));
+                cluster.Time.Advance(TimeSpan.FromSeconds(1));
                 return Task.FromResult(controller.Events.Last(100).Any(e => e.Kind is "node-replaced" or "replace-failed"));
             },
             cts.Token);
@@ -83,7 +70,7 @@ public sealed class NodeReplacementTests
         Assert.NotEqual(first.NodeId, replaced.NodeId);
         Assert.Contains($"replaces dead node {first.NodeId}", replaced.Reason, StringComparison.Ordinal);
 
-        var nodes = await core.Admin(admin).GetNodesAsync(cts.Token);
+        var nodes = await admin.Admin(cluster.Token).GetNodesAsync(cts.Token);
         Assert.Equal(2, nodes.Count(n => n.State == NodeState.Live && n.Tier == NodeTier.Dram));
         Assert.Contains(nodes, n => n.Id == replaced.NodeId && n.State == NodeState.Live && n.Capacity == NodeCapacity);
         Assert.Equal(kept, await job.GetAsync("kept", cancellationToken: cts.Token));
@@ -91,7 +78,7 @@ public sealed class NodeReplacementTests
         // More ticks start nothing more: the tier is at its minimum again.
         for (var i = 0; i < 3; i++)
         {
-            time.Advance(TimeSpan.FromSeconds(1));
+            cluster.Time.Advance(TimeSpan.FromSeconds(1));
             await Task.Yield();
         }
 

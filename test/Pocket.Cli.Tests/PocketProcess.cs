@@ -136,6 +136,14 @@ internal static partial class PocketProcess
         Assert.Equal(0, Kill(pid, SigTerm));
     }
 
+    /// <summary>Sends SIGINT, as Ctrl-C or `kill -INT PID` does.</summary>
+    public static void Interrupt(int pid)
+    {
+        const int SigInt = 2;
+        Assert.True(OperatingSystem.IsLinux() || OperatingSystem.IsMacOS(), "SIGINT needs a Unix");
+        Assert.Equal(0, Kill(pid, SigInt));
+    }
+
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
 
@@ -216,6 +224,24 @@ internal sealed class UpProcess : IAsyncDisposable
 
     public static UpProcess Start(string home, params string[] arguments) =>
         new(Process.Start(PocketProcess.StartInfo(home, ["up", .. arguments]))!);
+
+    /// <summary>
+    /// `pocket up` as a script's background job starts it: SIGINT ignored (a shell's `trap '' INT`, then exec, so the
+    /// pid is pocket's own).
+    /// </summary>
+    public static UpProcess StartWithInterruptIgnored(string home, params string[] arguments)
+    {
+        var start = PocketProcess.StartInfo(home, ["up", .. arguments]);
+        string[] command = [start.FileName, .. start.ArgumentList];
+        start.FileName = "sh";
+        start.ArgumentList.Clear();
+        foreach (var argument in (string[])["-c", "trap '' INT; exec \"$@\"", "sh", .. command])
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        return new(Process.Start(start)!);
+    }
 
     /// <summary>Any long-running command (a role), with <paramref name="environment"/> set.</summary>
     public static UpProcess StartCommand(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments)

@@ -115,6 +115,24 @@ public sealed partial class UpTests : IDisposable
     }
 
     [Fact]
+    public async Task UpStartedWithSIGINTIgnoredStillStopsOnSIGINTAndLeavesNoChild()
+    {
+        if (!OperatingSystem.IsLinux() && !OperatingSystem.IsMacOS())
+        {
+            return; // SIGINT's inherited disposition is a Unix matter.
+        }
+
+        await using var up = UpProcess.StartWithInterruptIgnored(_home.Path, "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "10m");
+        var children = await ChildPidsAsync(up, expected: 1);
+
+        PocketProcess.Interrupt(up.Pid);
+        Assert.Equal(0, await up.WaitForExitAsync());
+        Assert.Contains("stopped", up.Output, StringComparison.Ordinal);
+        Assert.False(File.Exists(_home.File("cluster.json")), "cluster.json outlived the cluster");
+        await AssertGoneAsync(children);
+    }
+
+    [Fact]
     public async Task StatusListsEveryMetadataServerWithItsJobs()
     {
         await using var up = UpProcess.Start(_home.Path, "--in-process", "--metadata", "2", "--port", "0", "--controller-port", "0", "--no-gateway", "--nodes", "2", "--capacity", "128MiB", "--for", "10m");

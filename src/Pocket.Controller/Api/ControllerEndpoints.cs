@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -25,6 +26,9 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
 
     /// <summary>The host's budget for new nodes when nodes run as local processes; null otherwise.</summary>
     public Func<HostBudgetResponse?>? HostBudget { get; init; }
+
+    /// <summary>The metadata servers the watch finds down (<see cref="MetadataWatch.Outages"/>), for <c>/healthz</c>.</summary>
+    public Func<IReadOnlyList<MetadataOutage>>? MetadataOutages { get; init; }
 
     public void Map(IEndpointRouteBuilder app)
     {
@@ -79,7 +83,7 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
         app.MapGet("/healthz", HealthAsync)
             .WithName("Health")
             .WithTags("cluster")
-            .WithSummary("200 when the metadata server answers, 503 otherwise.")
+            .WithSummary("200 \"ok\" when every metadata server answers; 200 \"degraded\" naming each one down (since when, lost or being replaced) while others answer; 503 when none answers.")
             .Produces<HealthResponse>()
             .Produces<HealthResponse>(StatusCodes.Status503ServiceUnavailable);
     }
@@ -294,15 +298,36 @@ internal sealed class ControllerEndpoints(JobRegistry registry, MetadataPlane pl
 
     private async Task<IResult> HealthAsync(CancellationToken cancellationToken)
     {
+        PlaneNodes read;
         try
         {
-            var nodes = await plane.GetNodesAsync(cancellationToken).ConfigureAwait(false);
-            return Results.Json(new HealthResponse("ok", nodes.Count(n => n.State == NodeState.Live), null));
+            read = await plane.ReadNodesAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (PocketException ex)
         {
             return Results.Json(new HealthResponse("unavailable", null, $"metadata server {options.MetadataAddress}: {ex.Message}"), statusCode: StatusCodes.Status503ServiceUnavailable);
         }
+
+        // Down: what the watch knows (failing probes, lost, being replaced: with since when) and what this read found
+        // (a server that died since the last probe).
+        var known = MetadataOutages?.Invoke() ?? [];
+        var now = options.Registry.TimeProvider.GetUtcNow();
+        var down = known
+            .Select(o => new MetadataServerDownResponse(o.Address, o.Since, o.State, o.Error))
+            .Concat(read.Failures
+                .Where(f => !known.Any(o => string.Equals(o.Address, f.Address, StringComparison.OrdinalIgnoreCase)))
+                .Select(f => new MetadataServerDownResponse(f.Address, now, MetadataOutage.NotAnswering, f.Error)))
+            .ToList();
+        var live = read.Nodes.Count(n => n.State == NodeState.Live);
+        if (down.Count == 0)
+        {
+            return Results.Json(new HealthResponse("ok", live, null));
+        }
+
+        // Still 200: the controller serves on the servers that answer, and a readiness probe that failed here would take
+        // the only controller out of its Service for an outage it is already replacing.
+        var error = string.Join("; ", down.Select(d => string.Create(CultureInfo.InvariantCulture, $"metadata server {d.Address} {d.State} since {d.Since:O}{(d.Error is null ? string.Empty : $" ({d.Error})")}")));
+        return Results.Json(new HealthResponse("degraded", live, error) { MetadataDown = down });
     }
 
     private async Task<IReadOnlyDictionary<uint, string>> AddressesAsync(CancellationToken cancellationToken)

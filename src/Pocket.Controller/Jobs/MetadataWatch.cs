@@ -45,6 +45,22 @@ public sealed record MetadataLivenessOptions
 }
 
 /// <summary>
+/// A metadata server that does not answer: since when (its first failed probe), where it stands (<see cref="NotAnswering"/>,
+/// <see cref="Lost"/> or <see cref="Replacing"/>) and the last failure.
+/// </summary>
+internal sealed record MetadataOutage(string Address, DateTimeOffset Since, string State, string? Error)
+{
+    /// <summary>Probes fail, fewer in a row than make it lost: its jobs still stand.</summary>
+    public const string NotAnswering = "not answering";
+
+    /// <summary>Declared lost (its jobs ended as lost); no replacement is starting (none possible, or the last failed).</summary>
+    public const string Lost = "lost";
+
+    /// <summary>Declared lost, and a replacement is starting at its address.</summary>
+    public const string Replacing = "replacing";
+}
+
+/// <summary>
 /// Notices a dead metadata server and replaces it (docs/architecture.md, "A metadata server dies"). Every
 /// <see cref="MetadataLivenessOptions.ProbeInterval"/> each server is probed; after
 /// <see cref="MetadataLivenessOptions.FailedProbes"/> failures in a row it is lost: no job is placed on it, its jobs
@@ -69,6 +85,8 @@ internal sealed class MetadataWatch : IAsyncDisposable
 
     private sealed class ServerState
     {
+        // Replaced whole (never mutated) so /healthz reads it from another thread without the probe loop's lock.
+        public volatile MetadataOutage? Down;
         public int Failures;
         public bool Lost;
         public bool Replacing;
@@ -151,6 +169,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
         if (failure is null)
         {
             state.Failures = 0;
+            state.Down = null;
             if (state.Lost)
             {
                 // Back (replaced by someone else, or it was only cut off): jobs may be placed on it again.
@@ -163,6 +182,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
 
         if (state.Lost)
         {
+            state.Down = state.Down is { } down ? down with { Error = failure } : new MetadataOutage(address, _time.GetUtcNow(), MetadataOutage.Lost, failure);
             if (_provisioner is not null && _time.GetUtcNow() >= state.RetryAfter)
             {
                 StartReplacing(address, state, cancellationToken);
@@ -172,6 +192,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
         }
 
         state.Failures++;
+        state.Down = new MetadataOutage(address, state.Down?.Since ?? _time.GetUtcNow(), MetadataOutage.NotAnswering, failure);
         ControllerLog.MetadataProbeFailed(_logger, address, state.Failures, _options.FailedProbes, failure);
         if (state.Failures < _options.FailedProbes)
         {
@@ -182,6 +203,20 @@ internal sealed class MetadataWatch : IAsyncDisposable
         if (_provisioner is not null)
         {
             StartReplacing(address, state, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// The servers that fail their probes, are lost or are being replaced, with since when (for <c>/healthz</c>); empty
+    /// when every server answered its last probe.
+    /// </summary>
+    public IReadOnlyList<MetadataOutage> Outages()
+    {
+        // Only servers in the plane now: one the metadata-plane scaler stopped is gone, not down.
+        var inPlane = _plane.Servers.Select(s => s.MetadataAddress).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        lock (_servers)
+        {
+            return [.. _servers.Where(s => inPlane.Contains(s.Key)).Select(s => s.Value.Down).OfType<MetadataOutage>().OrderBy(o => o.Since)];
         }
     }
 
@@ -201,6 +236,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
     private void StartReplacing(string address, ServerState state, CancellationToken cancellationToken)
     {
         state.Replacing = true;
+        state.Down = (state.Down ?? new MetadataOutage(address, _time.GetUtcNow(), MetadataOutage.Replacing, null)) with { State = MetadataOutage.Replacing };
         lock (_servers)
         {
             _work = Task.WhenAll(_work, ReplaceAsync(address, state, cancellationToken));
@@ -211,6 +247,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
     {
         state.Lost = true;
         state.LostAt = _time.GetUtcNow();
+        state.Down = new MetadataOutage(address, state.Down?.Since ?? state.LostAt, MetadataOutage.Lost, failure);
         _plane.SetUp(address, up: false);
         var jobs = await _registry.LoseJobsOnAsync(address, cancellationToken).ConfigureAwait(false);
         state.LostJobs = [.. state.LostJobs, .. jobs.Select(j => new LostJobLine(j.Token, j.Id, state.LostAt))];
@@ -241,6 +278,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
             state.Lost = false;
             state.Failures = 0;
             state.LostJobs = [];
+            state.Down = null;
             _plane.SetStarted(address, started);
             _plane.SetUp(address, up: true);
             var detail = string.Create(CultureInfo.InvariantCulture, $"a new metadata server (process {started.Handle}) serves at {address}, {(_time.GetUtcNow() - state.LostAt).TotalSeconds:0.0} s after the old one was declared lost");
@@ -253,6 +291,7 @@ internal sealed class MetadataWatch : IAsyncDisposable
         catch (Exception ex) when (ex is ProvisioningException or IOException or UnauthorizedAccessException or ArgumentException)
         {
             state.RetryAfter = _time.GetUtcNow() + _options.RetryPause;
+            state.Down = (state.Down ?? new MetadataOutage(address, state.LostAt, MetadataOutage.Lost, null)) with { State = MetadataOutage.Lost, Error = $"replacement failed: {ex.Message}" };
             ControllerLog.MetadataReplaceFailed(_logger, address, ex.Message);
             _events.Add(new ClusterEvent(_time.GetUtcNow(), "metadata-replace-failed", null, string.Create(CultureInfo.InvariantCulture, $"no replacement for lost metadata server {address}: {ex.Message}; trying again in {_options.RetryPause.TotalSeconds:0} s")));
         }
