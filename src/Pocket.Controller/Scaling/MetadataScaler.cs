@@ -55,7 +55,7 @@ internal sealed class MetadataScaler : IAsyncDisposable
     {
         if (options is not null && provisioner is null)
         {
-            throw new ArgumentException("scaling the metadata plane needs a provisioner that starts metadata servers (the local one, as pocket up uses)");
+            throw new ArgumentException("scaling the metadata plane needs a provisioner that starts metadata servers (the local one, as pocket up uses, or the Kubernetes one)");
         }
 
         _plane = plane;
