@@ -124,6 +124,35 @@ public sealed class BenchTests : IDisposable
     }
 
     [Fact]
+    public async Task BenchColdTimesAFreshClientOfEachSystemAndLeavesNoKeysBehind()
+    {
+        // test.sh installs redis-server.
+        await using var redis = await RedisProcess.StartAsync();
+        var connectedBefore = await redis.InfoFieldAsync("stats", "total_connections_received");
+
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path, "bench", "cold", "--runs", "5", "--size", "1KiB", "--vs", $"redis=resp://127.0.0.1:{redis.Port}", "--json");
+
+        var report = result.Json();
+        Assert.Equal(5, report["runs"]!.GetValue<int>());
+        Assert.Equal(1024, report["size"]!.GetValue<int>());
+        foreach (var system in new[] { "pocket", "redis" })
+        {
+            foreach (var phase in new[] { "connect", "first_put", "first_get", "total" })
+            {
+                var figures = report["systems"]![system]![phase]!;
+                Assert.True(figures["p50_us"]!.GetValue<double>() > 0, $"{system} {phase} p50");
+                Assert.True(figures["p99_us"]!.GetValue<double>() >= figures["p50_us"]!.GetValue<double>(), $"{system} {phase} p99");
+            }
+        }
+
+        // Each run was a fresh connection, and every key written was deleted.
+        var connectedAfter = await redis.InfoFieldAsync("stats", "total_connections_received");
+        Assert.True(connectedAfter - connectedBefore >= 5, $"{connectedAfter - connectedBefore} connections for 5 runs");
+        Assert.Equal("0", (await redis.CommandAsync("DBSIZE")).Trim());
+    }
+
+    [Fact]
     public async Task BenchConnectionsDrivesARespPeerOverOneRawConnectionPerClient()
     {
         // test.sh installs redis-server (the Python client's examples use it too).

@@ -97,7 +97,7 @@ internal sealed class BenchSession : IAsyncDisposable
                 var root = $"bench-{Guid.NewGuid():N}/";
                 return new BenchSession(cluster, client, job, root, jobGiven: true, $"{where}, job {entry.Id} under {root}", cpuScope, cpuSeconds, LeaseKeeper.Start(job, root, LeaseKeeper.DefaultInterval, TimeProvider.System))
                 {
-                    ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+                    ConnectAnother = connection.Connector(smallObjectThreshold),
                     MetadataAddress = connection.Metadata,
                     Admin = client.Admin(connection.ClusterToken),
                 };
@@ -106,7 +106,7 @@ internal sealed class BenchSession : IAsyncDisposable
             var own = await RegisterAsync(client.Admin(connection.ClusterToken), ownCluster.Tier, cancellationToken).ConfigureAwait(false);
             return new BenchSession(cluster, client, own, string.Empty, jobGiven: false, where, cpuScope, cpuSeconds, null)
             {
-                ConnectAnother = ct => connection.ConnectAsync(ct, smallObjectThreshold),
+                ConnectAnother = connection.Connector(smallObjectThreshold),
                 MetadataAddress = connection.Metadata,
                 Admin = client.Admin(connection.ClusterToken),
             };

@@ -38,13 +38,14 @@ internal static class BenchWorkerCommand
 
         ClientTls.UseOptions(spec.TlsTrustFile, spec.TlsName);
         var connection = new ClusterConnection(metadata, JobToken.None, "the bench");
-        var client = await connection.ConnectAsync(cancellationToken, spec.SmallObjectThreshold).ConfigureAwait(false);
+        var connect = connection.Connector(spec.SmallObjectThreshold);
+        var client = await connect(cancellationToken).ConfigureAwait(false);
         var target = new PocketBenchTarget(client.OpenJob(jobId, token), spec.Root, null, () => null, client);
         return (target, ConnectOneAsync);
 
         async Task<(IBenchTarget Target, IAsyncDisposable Owner)> ConnectOneAsync(CancellationToken ct)
         {
-            var own = await connection.ConnectAsync(ct, spec.SmallObjectThreshold).ConfigureAwait(false);
+            var own = await connect(ct).ConfigureAwait(false);
             return (new PocketBenchTarget(own.OpenJob(jobId, token), spec.Root, null, () => null), own);
         }
     }
