@@ -125,7 +125,10 @@ public sealed record KubernetesProvisionerOptions
     /// The most metadata servers the plane may grow to (`pocket controller --metadata-max`): servers 0 to max-1, whose
     /// addresses storage pods are given when <see cref="MetadataAddress"/> is null.
     /// </summary>
-    public int MaxMetadataServers { get; init; } = 16;
+    public int MaxMetadataServers { get; init; } = DefaultMaxMetadataServers;
+
+    /// <summary>The default of <see cref="MaxMetadataServers"/>.</summary>
+    public const int DefaultMaxMetadataServers = 16;
 
     /// <summary>
     /// Namespace the storage pods are created in. Null in <see cref="KubernetesProvisioner.Create"/> means the
