@@ -93,6 +93,60 @@ public sealed class UpTlsTests : IDisposable
     }
 
     [Fact]
+    public async Task ADrainInATlsClusterCopiesEveryByteNodeToNodeOverTls()
+    {
+        // CopyExtent: the drain's target connects to the victim (PeerConnection) with the same TLS as every other
+        // connection of the cluster. A copy that cannot connect fails the drain, it does not fall back.
+        await using var up = UpProcess.Start(_home.Path, "--tls", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "64MiB", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
+        var token = JobToken.TryParse(cluster["clusterToken"]!.GetValue<string>(), out var parsed) ? parsed : throw new InvalidOperationException("no token");
+        var options = new PocketClientOptions
+        {
+            TlsHost = "localhost",
+            CertificateValidation = TlsCertificates.TrustRoots(TlsCertificates.LoadTrusted(cluster["tlsCa"]!.GetValue<string>())),
+        };
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        await using var client = await PocketClient.ConnectAsync(cluster["metadata"]!.GetValue<string>(), options, cts.Token);
+        var admin = client.Admin(token);
+        var job = await admin.RegisterJobAsync("drained-over-tls", cts.Token);
+
+        var hashes = new Dictionary<string, string>();
+        for (var i = 0; i < 12; i++)
+        {
+            var data = new byte[(1 << 20) + (i * 70_001)];
+            Random.Shared.NextBytes(data);
+            var key = $"object/{i}";
+            await job.PutAsync(key, data, cancellationToken: cts.Token);
+            hashes[key] = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(data));
+        }
+
+        var victim = (await admin.GetNodesAsync(cts.Token)).Where(n => n.State == NodeState.Live).MaxBy(n => n.Used)!;
+        Assert.True(victim.Used > 0, "the objects are on a node");
+        await admin.DrainNodeAsync(victim.Id, cts.Token);
+        NodeInfo? drained;
+        using (var calls = new CancellationTokenSource(PocketProcess.Timeout * 2))
+        {
+            while ((drained = (await admin.GetNodesAsync(calls.Token)).SingleOrDefault(n => n.Id == victim.Id)) is { State: not NodeState.Drained })
+            {
+                Assert.NotEqual(NodeState.Dead, drained.State);
+                Assert.False(cts.IsCancellationRequested, $"the drain did not end (a copy that cannot reach its source retries): {drained}");
+                await Task.Delay(50, calls.Token);
+            }
+        }
+
+        // Drained (or already stopped by the controller once drained): nothing of the job is left on it, and what moved
+        // is what it held (its use counts whole 64 KiB blocks, the moved bytes the objects' own: at most a block apart each).
+        Assert.True(drained is null || drained is { Used: 0 } && drained.MovedBytes > victim.Used - (hashes.Count * (64 << 10)), $"victim before {victim}, after {drained}");
+        foreach (var (key, hash) in hashes)
+        {
+            var info = (await job.LookupAsync(key, cts.Token))!;
+            Assert.DoesNotContain(info.Blocks, b => b.NodeId == victim.Id);
+            Assert.Equal(hash, Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(await job.GetAsync(key, cancellationToken: cts.Token))));
+        }
+    }
+
+    [Fact]
     public async Task VerbsElsewhereTrustTheSelfSignedClusterThroughTlsCaAndRefuseItWithout()
     {
         await using var up = UpProcess.Start(_home.Path, "--tls", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "10m");
