@@ -8,8 +8,8 @@ internal static partial class KubernetesLog
     [LoggerMessage(EventId = 450, Level = LogLevel.Information, Message = "created storage pod {Pod} in {Namespace}: {Tier}, {CapacityBytes} bytes")]
     public static partial void PodCreated(ILogger logger, string pod, string @namespace, string tier, long capacityBytes);
 
-    [LoggerMessage(EventId = 451, Level = LogLevel.Information, Message = "storage pod {Pod} is ready at {Address}")]
-    public static partial void PodReady(ILogger logger, string pod, string address);
+    [LoggerMessage(EventId = 451, Level = LogLevel.Information, Message = "{Role} pod {Pod} is ready at {Address}")]
+    public static partial void PodReady(ILogger logger, string role, string pod, string address);
 
     [LoggerMessage(EventId = 452, Level = LogLevel.Information, Message = "deleted storage pod {Pod} (grace period {GraceSeconds} s)")]
     public static partial void PodDeleted(ILogger logger, string pod, long graceSeconds);
@@ -22,6 +22,18 @@ internal static partial class KubernetesLog
 
     [LoggerMessage(EventId = 455, Level = LogLevel.Warning, Message = "could not delete storage pod {Pod} that failed to start; delete it by hand")]
     public static partial void CleanupFailed(ILogger logger, Exception exception, string pod);
+
+    [LoggerMessage(EventId = 457, Level = LogLevel.Information, Message = "created metadata pod {Pod} in {Namespace} for server {Index} ({LostJobs} lost jobs to answer)")]
+    public static partial void MetadataPodCreated(ILogger logger, string pod, string @namespace, int index, int lostJobs);
+
+    [LoggerMessage(EventId = 458, Level = LogLevel.Warning, Message = "metadata pod {Pod} still exists ({State}); deleting it so a new server can start at its address")]
+    public static partial void MetadataPodLeftover(ILogger logger, string pod, string state);
+
+    [LoggerMessage(EventId = 459, Level = LogLevel.Information, Message = "deleted metadata pod {Pod} (grace period {GraceSeconds} s)")]
+    public static partial void MetadataPodDeleted(ILogger logger, string pod, long graceSeconds);
+
+    [LoggerMessage(EventId = 460, Level = LogLevel.Warning, Message = "could not delete {What}; delete it by hand")]
+    public static partial void MetadataCleanupFailed(ILogger logger, Exception exception, string what);
 
     [LoggerMessage(EventId = 456, Level = LogLevel.Information, Message = "Kubernetes provisioner: namespace {Namespace}, image {Image}, metadata {Metadata}, tiers {Tiers}")]
     public static partial void Configured(ILogger logger, string @namespace, string image, string metadata, string tiers);

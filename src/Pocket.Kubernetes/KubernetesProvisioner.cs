@@ -15,9 +15,11 @@ namespace Pocket.Kubernetes;
 /// <summary>
 /// Starts each storage node as a Kubernetes pod running `pocket storage`, through the official client: the pod
 /// listens on its own IP at a fixed port and registers itself with the metadata server, as the original Pocket's
-/// storage pods did. Stopping a node deletes its pod. The pod name is the node's handle.
+/// storage pods did. Stopping a node deletes its pod. The pod name is the node's handle. With no
+/// <see cref="KubernetesProvisionerOptions.MetadataAddress"/> it runs the metadata plane too, one pod per server
+/// (<see cref="StartMetadataAsync"/>).
 /// </summary>
-public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
+public sealed partial class KubernetesProvisioner : IStorageProvisioner, IMetadataProvisioner, IDisposable
 {
     /// <summary>Label every Pocket object carries (value <c>pocket</c>).</summary>
     public const string NameLabel = "app.kubernetes.io/name";
@@ -59,7 +61,7 @@ public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
         _namespace = options.Namespace!;
         _logger = loggerFactory.CreateLogger<KubernetesProvisioner>();
         Tiers = [.. Enum.GetValues<NodeTier>().Where(t => options.ForTier(t).Enabled)];
-        KubernetesLog.Configured(_logger, _namespace, options.Image, options.MetadataAddress, string.Join(", ", Tiers.Select(NodeTierNames.Name)));
+        KubernetesLog.Configured(_logger, _namespace, options.Image, options.MetadataAddress ?? $"the plane of {options.MaxMetadataServers} servers it runs ({options.MetadataSetName}-N)", string.Join(", ", Tiers.Select(NodeTierNames.Name)));
     }
 
     /// <summary>
@@ -166,9 +168,14 @@ public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
     /// Waits until pod <paramref name="podName"/> is running and ready, and returns the host:port its node advertises.
     /// </summary>
     /// <exception cref="ProvisioningException">The pod failed, cannot start, or was not ready within <see cref="KubernetesProvisionerOptions.StartTimeout"/>.</exception>
-    public async Task<string> WaitUntilReadyAsync(string podName, CancellationToken cancellationToken)
+    public Task<string> WaitUntilReadyAsync(string podName, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(podName);
+        return WaitUntilReadyAsync(podName, "storage", _options.StoragePort, cancellationToken);
+    }
+
+    private async Task<string> WaitUntilReadyAsync(string podName, string role, int port, CancellationToken cancellationToken)
+    {
         var time = _options.TimeProvider;
         var started = time.GetTimestamp();
         while (true)
@@ -182,30 +189,30 @@ public sealed class KubernetesProvisioner : IStorageProvisioner, IDisposable
             }
             catch (HttpOperationException ex)
             {
-                throw Failure($"reading storage pod {podName}", ex);
+                throw Failure($"reading {role} pod {podName}", ex);
             }
             catch (HttpRequestException ex)
             {
-                throw Unreachable($"reading storage pod {podName}", ex);
+                throw Unreachable($"reading {role} pod {podName}", ex);
             }
 
-            var state = PodProgress.Of(pod, _options.StoragePort);
+            var state = PodProgress.Of(pod, port);
             if (state.Outcome == PodOutcome.Ready)
             {
-                KubernetesLog.PodReady(_logger, podName, state.Detail);
+                KubernetesLog.PodReady(_logger, role, podName, state.Detail);
                 return state.Detail;
             }
 
             if (state.Outcome == PodOutcome.Failed)
             {
-                throw new ProvisioningException($"storage pod {podName} failed: {state.Detail}");
+                throw new ProvisioningException($"{role} pod {podName} failed: {state.Detail}");
             }
 
             var remaining = _options.StartTimeout - time.GetElapsedTime(started);
             if (remaining <= TimeSpan.Zero)
             {
                 throw new ProvisioningException(
-                    string.Create(CultureInfo.InvariantCulture, $"storage pod {podName} was not ready within {_options.StartTimeout.TotalSeconds:0.#} s; last seen: {state.Detail}"));
+                    string.Create(CultureInfo.InvariantCulture, $"{role} pod {podName} was not ready within {_options.StartTimeout.TotalSeconds:0.#} s; last seen: {state.Detail}"));
             }
 
             await Task.Delay(remaining < _options.PollInterval ? remaining : _options.PollInterval, time, cancellationToken).ConfigureAwait(false);

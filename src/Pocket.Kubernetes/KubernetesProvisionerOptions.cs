@@ -113,8 +113,8 @@ public sealed record KubernetesProvisionerOptions
     public const int DefaultMetadataPort = 7000;
 
     /// <summary>
-    /// Name of the StatefulSet (and its headless Service) that runs the metadata plane (<see cref="MetadataPlaneSpec"/>):
-    /// server i is reachable at <c>NAME-i.NAME.NAMESPACE.svc:PORT</c> for as long as the set exists.
+    /// Name of the metadata plane's headless Service, and the prefix of its pods' names (<see cref="MetadataPlaneSpec"/>):
+    /// server i is pod <c>NAME-i</c>, reachable at <c>NAME-i.NAME.NAMESPACE.svc:PORT</c> whichever pod serves it.
     /// </summary>
     public string MetadataSetName { get; init; } = "pocket-metadata-plane";
 
@@ -122,10 +122,13 @@ public sealed record KubernetesProvisionerOptions
     public int MetadataPort { get; init; } = DefaultMetadataPort;
 
     /// <summary>
-    /// The most metadata servers the plane may grow to: the StatefulSet's replicas stay at or below it, and job numbers
-    /// are strided by it (server i numbers its jobs i+1, i+1+max, ...), so ids stay unique however the plane scales.
+    /// The most metadata servers the plane may grow to (`pocket controller --metadata-max`): servers 0 to max-1, whose
+    /// addresses storage pods are given when <see cref="MetadataAddress"/> is null.
     /// </summary>
-    public int MaxMetadataServers { get; init; } = 16;
+    public int MaxMetadataServers { get; init; } = DefaultMaxMetadataServers;
+
+    /// <summary>The default of <see cref="MaxMetadataServers"/>.</summary>
+    public const int DefaultMaxMetadataServers = 16;
 
     /// <summary>
     /// Namespace the storage pods are created in. Null in <see cref="KubernetesProvisioner.Create"/> means the
@@ -142,8 +145,13 @@ public sealed record KubernetesProvisionerOptions
     /// <summary>The command that runs <c>pocket</c> in the image; the role's arguments follow it.</summary>
     public IReadOnlyList<string> Command { get; init; } = ["pocket"];
 
-    /// <summary>host:port of the metadata server as pods see it, e.g. the Service <c>pocket-metadata:7070</c>.</summary>
-    public required string MetadataAddress { get; init; }
+    /// <summary>
+    /// host:port of the metadata server as pods see it, e.g. the Service <c>pocket-metadata:7070</c> (several,
+    /// comma-separated), when the metadata plane runs elsewhere. Null: the provisioner runs the metadata plane itself
+    /// (<see cref="KubernetesProvisioner.StartMetadataAsync"/>), and storage pods are given the address of every server
+    /// it may start, <see cref="MaxMetadataServers"/> of them, so they join each one as it appears.
+    /// </summary>
+    public string? MetadataAddress { get; init; }
 
     /// <summary>The Secret holding the cluster token; pods read it into POCKET_CLUSTER_TOKEN, so it never appears in a pod spec.</summary>
     public string ClusterTokenSecretName { get; init; } = "pocket-cluster-token";
@@ -206,6 +214,9 @@ public sealed record KubernetesProvisionerOptions
     /// <summary>How long a pod may take to become ready (image pulls can be slow); the caller's cancellation can cut it shorter.</summary>
     public TimeSpan StartTimeout { get; init; } = TimeSpan.FromMinutes(2);
 
+    /// <summary>How long one call to the API server may take before it counts as failed (for the metadata plane's calls).</summary>
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How often a starting pod's status is read.</summary>
     public TimeSpan PollInterval { get; init; } = TimeSpan.FromMilliseconds(250);
 
@@ -247,10 +258,13 @@ public sealed record KubernetesProvisionerOptions
             throw new ArgumentException("command must name the pocket executable");
         }
 
-        var colon = MetadataAddress?.LastIndexOf(':') ?? -1;
-        if (colon <= 0 || !int.TryParse(MetadataAddress.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
+        foreach (var address in MetadataAddress?.Split(',') ?? [])
         {
-            throw new ArgumentException($"metadata address '{MetadataAddress}' is not host:port");
+            var colon = address.LastIndexOf(':');
+            if (colon <= 0 || !int.TryParse(address.AsSpan(colon + 1), out var port) || port is <= 0 or > 65535)
+            {
+                throw new ArgumentException($"metadata address '{MetadataAddress}' is not host:port (several: comma-separated)");
+            }
         }
 
         if (!KubernetesNames.IsSubdomain(ClusterTokenSecretName))
@@ -317,9 +331,9 @@ public sealed record KubernetesProvisionerOptions
             throw new ArgumentException("delete grace period must be between 0 and 1 hour");
         }
 
-        if (StartTimeout <= TimeSpan.Zero || PollInterval <= TimeSpan.Zero)
+        if (StartTimeout <= TimeSpan.Zero || PollInterval <= TimeSpan.Zero || RequestTimeout <= TimeSpan.Zero)
         {
-            throw new ArgumentException("start timeout and poll interval must be positive");
+            throw new ArgumentException("start timeout, request timeout and poll interval must be positive");
         }
 
         ArgumentNullException.ThrowIfNull(TimeProvider);

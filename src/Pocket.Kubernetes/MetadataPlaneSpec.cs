@@ -5,29 +5,63 @@ using Pocket.Controller.Provisioning;
 namespace Pocket.Kubernetes;
 
 /// <summary>
-/// The metadata plane on Kubernetes: a StatefulSet of `pocket metadata` pods behind a headless Service. A StatefulSet,
-/// not a Deployment, because a metadata server's address is what storage nodes and clients hold: server i is always
-/// <c>SET-i.SET.NAMESPACE.svc:PORT</c>, so a pod that dies comes back (restarted by the StatefulSet, empty) where the
-/// nodes and the lost jobs' clients look, which a Deployment's random pod names and IPs cannot give. Scaling is the
-/// set's replica count; each pod numbers its jobs by its ordinal (the pod-index label, read through the downward API)
-/// with a fixed stride of <see cref="KubernetesProvisionerOptions.MaxMetadataServers"/>, so job ids stay unique however
-/// many servers run. Kept apart from the API calls, like <see cref="StoragePodSpec"/>, so what is sent can be checked.
+/// The metadata plane on Kubernetes: one `pocket metadata` pod per server behind a headless Service. Server i is pod
+/// <c>PLANE-i</c> with hostname <c>PLANE-i</c> and subdomain <c>PLANE</c>, so it is always reached at
+/// <c>PLANE-i.PLANE.NAMESPACE.svc:PORT</c>, the address storage nodes and clients hold, whichever pod serves it.
+/// One pod per server rather than a StatefulSet: a StatefulSet only removes its highest ordinal and restarts a dead pod
+/// by itself, while the controller drains whichever server is least loaded and must hand a replacement the lost jobs'
+/// tokens (a Secret mounted as its --lost-jobs file) before it starts. The pods do not restart (restartPolicy Never):
+/// a server that exits is noticed by the controller, its jobs reported lost, and a new pod started at its address.
+/// Kept apart from the API calls, like <see cref="StoragePodSpec"/>, so what is sent can be checked.
 /// </summary>
 internal static class MetadataPlaneSpec
 {
     public const string ContainerName = "metadata";
-    public const string PodIndexVariable = "POD_INDEX";
 
-    /// <summary>The label Kubernetes (1.28 and later) puts on each StatefulSet pod: its ordinal.</summary>
-    public const string PodIndexLabel = "apps.kubernetes.io/pod-index";
+    /// <summary>Label holding a metadata pod's place in the plane (its ordinal).</summary>
+    public const string ServerLabel = "pocket.io/metadata-server";
+
+    /// <summary>The key of the lost-jobs file in a replacement's Secret, and the file's name where it is mounted.</summary>
+    public const string LostJobsKey = "lost-jobs";
+
+    /// <summary>Where a replacement pod finds the jobs lost with the server it replaces.</summary>
+    public const string LostJobsDirectory = "/var/run/pocket/lost";
+
+    private const string LostJobsVolume = "lost-jobs";
+
+    /// <summary>Selects every metadata pod a Pocket controller made in a namespace.</summary>
+    public static string Selector => $"{KubernetesProvisioner.NameLabel}=pocket,{KubernetesProvisioner.RoleLabel}=metadata";
 
     /// <summary>Where server <paramref name="index"/> of the plane is reached, host:port.</summary>
     public static string Address(KubernetesProvisionerOptions options, int index) =>
-        string.Create(CultureInfo.InvariantCulture, $"{options.MetadataSetName}-{index}.{options.MetadataSetName}.{options.Namespace}.svc:{options.MetadataPort}");
+        string.Create(CultureInfo.InvariantCulture, $"{PodName(options, index)}.{options.MetadataSetName}.{options.Namespace}.svc:{options.MetadataPort}");
 
     /// <summary>Every server address of a plane of <paramref name="servers"/>, in ordinal order (what storage nodes are given).</summary>
     public static IReadOnlyList<string> Addresses(KubernetesProvisionerOptions options, int servers) =>
         [.. Enumerable.Range(0, servers).Select(i => Address(options, i))];
+
+    /// <summary>The metadata addresses storage pods are started with: the configured ones, or every server the plane may have.</summary>
+    public static string StorageNodesAddress(KubernetesProvisionerOptions options) =>
+        options.MetadataAddress ?? string.Join(',', Addresses(options, options.MaxMetadataServers));
+
+    /// <summary>The pod of server <paramref name="index"/>.</summary>
+    public static string PodName(KubernetesProvisionerOptions options, int index) =>
+        string.Create(CultureInfo.InvariantCulture, $"{options.MetadataSetName}-{index}");
+
+    /// <summary>The Secret holding the tokens of the jobs lost with the server a replacement at <paramref name="index"/> replaces.</summary>
+    public static string LostJobsSecretName(KubernetesProvisionerOptions options, int index) => PodName(options, index) + "-lost-jobs";
+
+    /// <summary>The server number a pod name of this plane stands for, or -1.</summary>
+    public static int IndexOf(KubernetesProvisionerOptions options, string podName)
+    {
+        var prefix = options.MetadataSetName + "-";
+        return podName.StartsWith(prefix, StringComparison.Ordinal)
+            && int.TryParse(podName.AsSpan(prefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var index)
+            && index < options.MaxMetadataServers
+            && PodName(options, index) == podName
+            ? index
+            : -1;
+    }
 
     private static Dictionary<string, string> Labels(KubernetesProvisionerOptions options) => new(options.Labels)
     {
@@ -37,13 +71,13 @@ internal static class MetadataPlaneSpec
         [KubernetesProvisioner.RoleLabel] = "metadata",
     };
 
-    private static Dictionary<string, string> Selector => new()
+    private static Dictionary<string, string> ServiceSelector => new()
     {
         [KubernetesProvisioner.NameLabel] = "pocket",
         [KubernetesProvisioner.RoleLabel] = "metadata",
     };
 
-    /// <summary>The headless Service that gives each pod of the set its stable DNS name.</summary>
+    /// <summary>The headless Service that gives each metadata pod (hostname + this subdomain) its stable DNS name.</summary>
     public static V1Service Service(KubernetesProvisionerOptions options) => new()
     {
         ApiVersion = "v1",
@@ -55,78 +89,72 @@ internal static class MetadataPlaneSpec
 
             // Nodes register with a server as soon as it listens; readiness is "listens", so nothing waits on it.
             PublishNotReadyAddresses = true,
-            Selector = Selector,
+            Selector = ServiceSelector,
             Ports = [new V1ServicePort { Name = "pocket", Port = options.MetadataPort, TargetPort = options.MetadataPort, Protocol = "TCP" }],
         },
     };
 
-    /// <summary>The StatefulSet of <paramref name="replicas"/> metadata servers.</summary>
-    public static V1StatefulSet StatefulSet(KubernetesProvisionerOptions options, int replicas)
+    /// <summary>
+    /// The pod of server <paramref name="index"/>: its jobs are numbered by the request's offset and stride (the
+    /// controller's place for it), and a replacement reads its lost jobs from <see cref="LostJobsSecretName"/>.
+    /// </summary>
+    public static V1Pod Pod(KubernetesProvisionerOptions options, int index, MetadataServerRequest request)
     {
-        ArgumentOutOfRangeException.ThrowIfNegative(replicas);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(replicas, options.MaxMetadataServers);
-        var args = RoleCommandLine.Metadata(new MetadataRoleArguments($"$({StoragePodSpec.PodIpVariable})", options.MetadataPort)
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, options.MaxMetadataServers);
+        var lost = request.LostJobs.Count > 0;
+        var args = RoleCommandLine.Metadata(new MetadataRoleArguments($"$({PocketContainer.PodIpVariable})", options.MetadataPort)
         {
             MetricsPort = options.MetricsPort,
             Verbose = options.VerboseLogs,
+            JobNumbers = (request.Offset, request.Stride),
+            LostJobsFile = lost ? $"{LostJobsDirectory}/{LostJobsKey}" : null,
         });
-
-        // The ordinal is only known in the pod: Kubernetes expands $(POD_INDEX) from the env below.
-        args.AddRange(["--job-numbers", string.Create(CultureInfo.InvariantCulture, $"$({PodIndexVariable})/{options.MaxMetadataServers}")]);
-        var ports = new List<V1ContainerPort> { new() { Name = "pocket", ContainerPort = options.MetadataPort, Protocol = "TCP" } };
-        if (options.MetricsPort is { } metrics)
+        var container = PocketContainer.Build(options, ContainerName, args, options.MetadataPort);
+        if (lost)
         {
-            ports.Add(new V1ContainerPort { Name = StoragePodSpec.MetricsPortName, ContainerPort = metrics, Protocol = "TCP" });
+            container.VolumeMounts = [new V1VolumeMount { Name = LostJobsVolume, MountPath = LostJobsDirectory, ReadOnlyProperty = true }];
         }
 
-        var container = new V1Container
+        var labels = Labels(options);
+        labels[ServerLabel] = index.ToString(CultureInfo.InvariantCulture);
+        var name = PodName(options, index);
+        var pod = new V1Pod
         {
-            Name = ContainerName,
-            Image = options.Image,
-            ImagePullPolicy = options.ImagePullPolicy,
-            Command = [.. options.Command],
-            Args = args,
-            Env =
-            [
-                new V1EnvVar { Name = StoragePodSpec.PodIpVariable, ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } } },
-                new V1EnvVar { Name = PodIndexVariable, ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = $"metadata.labels['{PodIndexLabel}']" } } },
-                new V1EnvVar
-                {
-                    Name = StoragePodSpec.ClusterTokenVariable,
-                    ValueFrom = new V1EnvVarSource { SecretKeyRef = new V1SecretKeySelector { Name = options.ClusterTokenSecretName, Key = options.ClusterTokenSecretKey, Optional = false } },
-                },
-            ],
-            Ports = ports,
-            ReadinessProbe = new V1Probe { TcpSocket = new V1TCPSocketAction { Port = options.MetadataPort }, PeriodSeconds = 1, FailureThreshold = 3 },
-            SecurityContext = new V1SecurityContext { AllowPrivilegeEscalation = false, RunAsNonRoot = true, Capabilities = new V1Capabilities { Drop = ["ALL"] } },
-        };
-
-        return new V1StatefulSet
-        {
-            ApiVersion = "apps/v1",
-            Kind = "StatefulSet",
-            Metadata = new V1ObjectMeta { Name = options.MetadataSetName, NamespaceProperty = options.Namespace, Labels = Labels(options) },
-            Spec = new V1StatefulSetSpec
+            ApiVersion = "v1",
+            Kind = "Pod",
+            Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = options.Namespace, Labels = labels },
+            Spec = new V1PodSpec
             {
-                Replicas = replicas,
-                ServiceName = options.MetadataSetName,
+                Containers = [container],
+                Hostname = name,
+                Subdomain = options.MetadataSetName,
 
-                // Servers are independent: start and stop them all at once rather than one ordinal after another.
-                PodManagementPolicy = "Parallel",
-                Selector = new V1LabelSelector { MatchLabels = Selector },
-                Template = new V1PodTemplateSpec
-                {
-                    Metadata = new V1ObjectMeta { Labels = Labels(options) },
-                    Spec = new V1PodSpec
-                    {
-                        Containers = [container],
-                        AutomountServiceAccountToken = false,
-                        EnableServiceLinks = false,
-                        TerminationGracePeriodSeconds = (long)options.DeleteGracePeriod.TotalSeconds,
-                        NodeSelector = options.NodeSelector.Count == 0 ? null : new Dictionary<string, string>(options.NodeSelector),
-                    },
-                },
+                // A restarted server would come back empty with no word of its lost jobs; the controller replaces it.
+                RestartPolicy = "Never",
+                AutomountServiceAccountToken = false,
+                EnableServiceLinks = false,
+                TerminationGracePeriodSeconds = (long)options.DeleteGracePeriod.TotalSeconds,
+                NodeSelector = options.NodeSelector.Count == 0 ? null : new Dictionary<string, string>(options.NodeSelector),
+                // The image runs as a non-root user: with an fsGroup the file is the group's (mode 0440), else it must
+                // be readable by all in the pod (0444); nothing else runs in it.
+                SecurityContext = options.FsGroup is { } fsGroup ? new V1PodSecurityContext { FsGroup = fsGroup } : null,
+                Volumes = lost
+                    ? [new V1Volume { Name = LostJobsVolume, Secret = new V1SecretVolumeSource { SecretName = LostJobsSecretName(options, index), DefaultMode = options.FsGroup is null ? 292 : 288 } }]
+                    : null,
             },
         };
+        options.CustomizePod?.Invoke(pod);
+        return pod;
     }
+
+    /// <summary>The Secret of a replacement's lost jobs: tokens, so a Secret, and only the replacement pod mounts it.</summary>
+    public static V1Secret LostJobsSecret(KubernetesProvisionerOptions options, int index, IReadOnlyList<LostJobLine> jobs) => new()
+    {
+        ApiVersion = "v1",
+        Kind = "Secret",
+        Type = "Opaque",
+        Metadata = new V1ObjectMeta { Name = LostJobsSecretName(options, index), NamespaceProperty = options.Namespace, Labels = Labels(options) },
+        StringData = new Dictionary<string, string> { [LostJobsKey] = RoleCommandLine.LostJobsText(jobs) },
+    };
 }

@@ -29,7 +29,7 @@ internal readonly record struct PodProgress(PodOutcome Outcome, string Detail)
             {
                 return new(PodOutcome.Failed, string.Create(
                     CultureInfo.InvariantCulture,
-                    $"the node exited with code {terminated.ExitCode}{Words(terminated.Reason)}{Words(terminated.Message)}"));
+                    $"pocket exited with code {terminated.ExitCode}{Words(terminated.Reason)}{Words(terminated.Message)}"));
             }
 
             return new(PodOutcome.Failed, $"phase {phase}{Words(status?.Reason)}{Words(status?.Message)}");

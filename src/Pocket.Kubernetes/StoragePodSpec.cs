@@ -15,11 +15,11 @@ internal static class StoragePodSpec
 {
     public const string ContainerName = "storage";
     public const string VolumeName = "data";
-    public const string PodIpVariable = "POD_IP";
-    public const string ClusterTokenVariable = "POCKET_CLUSTER_TOKEN";
+    public const string PodIpVariable = PocketContainer.PodIpVariable;
+    public const string ClusterTokenVariable = PocketContainer.ClusterTokenVariable;
 
     /// <summary>The name of the metrics container port, which the PodMonitor in deploy/kubernetes/monitoring scrapes.</summary>
-    public const string MetricsPortName = "metrics";
+    public const string MetricsPortName = PocketContainer.MetricsPortName;
 
     /// <summary>Selects every storage pod a Pocket controller made in a namespace.</summary>
     public static string Selector => $"{KubernetesProvisioner.NameLabel}=pocket,{KubernetesProvisioner.RoleLabel}=storage";
@@ -45,10 +45,8 @@ internal static class StoragePodSpec
             nodeSelector[key] = value;
         }
 
-        var args = RoleCommandLine.Storage(new StorageRoleArguments(options.MetadataAddress, request.Tier, request.CapacityBytes)
+        var args = RoleCommandLine.Storage(new StorageRoleArguments(MetadataPlaneSpec.StorageNodesAddress(options), request.Tier, request.CapacityBytes)
         {
-            // Kubernetes expands $(POD_IP) from the container's env: the node listens on and advertises the address
-            // clients inside the cluster reach it at, which only exists once the pod is scheduled.
             Host = $"$({PodIpVariable})",
             Port = options.StoragePort,
             BlockSize = options.BlockSize,
@@ -76,50 +74,9 @@ internal static class StoragePodSpec
             limits["ephemeral-storage"] = Quantity(volumeBytes);
         }
 
-        var container = new V1Container
-        {
-            Name = ContainerName,
-            Image = options.Image,
-            ImagePullPolicy = options.ImagePullPolicy,
-            Command = [.. options.Command],
-            Args = args,
-            Env =
-            [
-                new V1EnvVar
-                {
-                    Name = PodIpVariable,
-                    ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } },
-                },
-                new V1EnvVar
-                {
-                    // From the Secret, so the token is in no pod spec, no controller log and no `kubectl describe`.
-                    Name = ClusterTokenVariable,
-                    ValueFrom = new V1EnvVarSource
-                    {
-                        SecretKeyRef = new V1SecretKeySelector { Name = options.ClusterTokenSecretName, Key = options.ClusterTokenSecretKey, Optional = false },
-                    },
-                },
-            ],
-            Ports = options.MetricsPort is { } metricsPort
-                ? [new V1ContainerPort { Name = "pocket", ContainerPort = options.StoragePort, Protocol = "TCP" }, new V1ContainerPort { Name = MetricsPortName, ContainerPort = metricsPort, Protocol = "TCP" }]
-                : [new V1ContainerPort { Name = "pocket", ContainerPort = options.StoragePort, Protocol = "TCP" }],
-
-            // Ready once the node listens; it registers with the metadata server right after.
-            ReadinessProbe = new V1Probe
-            {
-                TcpSocket = new V1TCPSocketAction { Port = options.StoragePort },
-                PeriodSeconds = 1,
-                FailureThreshold = 3,
-            },
-            Resources = new V1ResourceRequirements { Requests = requests, Limits = limits },
-            SecurityContext = new V1SecurityContext
-            {
-                AllowPrivilegeEscalation = false,
-                RunAsNonRoot = true,
-                Capabilities = new V1Capabilities { Drop = ["ALL"] },
-            },
-            VolumeMounts = isDram ? null : [new V1VolumeMount { Name = VolumeName, MountPath = options.DataPath }],
-        };
+        var container = PocketContainer.Build(options, ContainerName, args, options.StoragePort);
+        container.Resources = new V1ResourceRequirements { Requests = requests, Limits = limits };
+        container.VolumeMounts = isDram ? null : [new V1VolumeMount { Name = VolumeName, MountPath = options.DataPath }];
 
         var pod = new V1Pod
         {

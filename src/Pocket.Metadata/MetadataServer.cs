@@ -291,11 +291,16 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             return;
         }
 
+        var (heldObjects, heldInline) = _state.Held();
         var load = new ServerLoad(
             Environment.CpuUsage.TotalTime.TotalSeconds,
             System.Diagnostics.Stopwatch.GetElapsedTime(_startedAt).TotalSeconds,
             Interlocked.Read(ref _jobRequests),
-            Environment.ProcessorCount);
+            Environment.ProcessorCount)
+        {
+            HeldObjects = heldObjects,
+            HeldInlineBytes = heldInline,
+        };
         var writer = new BodyWriter(ServerLoadReply.Size);
         ServerLoadReply.Write(writer, load);
         frame.Reply(Status.Ok, writer.WrittenSpan);

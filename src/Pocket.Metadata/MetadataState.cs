@@ -377,6 +377,24 @@ internal sealed partial class MetadataState
         }
     }
 
+    /// <summary>
+    /// The objects this server still holds (of live jobs, and the keep-after-job objects of ended ones until they
+    /// expire) and its inline bytes: what a drained server must be rid of before it is stopped. One pass over the jobs.
+    /// </summary>
+    public (long Objects, long InlineBytes) Held()
+    {
+        lock (_lock)
+        {
+            long objects = 0;
+            foreach (var job in _jobsById.Values.Concat(_retiredJobs))
+            {
+                objects += job.Objects.Count;
+            }
+
+            return (objects, _inlineBytes);
+        }
+    }
+
     /// <summary>Counts of jobs, objects, handles and inline bytes and every node's capacity and use, taken at one moment.</summary>
     public MetadataSnapshot Snapshot(int connections)
     {

@@ -49,6 +49,7 @@ internal sealed class FakeApiServer : IAsyncDisposable
     private readonly WebApplication _app;
     private readonly ConcurrentDictionary<string, V1Pod> _pods = new();
     private readonly ConcurrentDictionary<string, int> _reads = new();
+    private readonly ConcurrentDictionary<string, string> _objects = new();
 
     private FakeApiServer(WebApplication app) => _app = app;
 
@@ -60,6 +61,12 @@ internal sealed class FakeApiServer : IAsyncDisposable
 
     /// <summary>The status a pod shows on its n-th read (0-based); by default it is running and ready at once.</summary>
     public Func<V1Pod, int, V1PodStatus> StatusOnRead { get; set; } = (_, _) => RunningAndReady("10.244.1.7");
+
+    /// <summary>Awaited before each request is answered (e.g. never completing, to play an API server that does not answer).</summary>
+    public Func<RecordedRequest, Task>? Before { get; set; }
+
+    /// <summary>Services and Secrets created and not deleted, by "services/NAME" or "secrets/NAME", as sent.</summary>
+    public IReadOnlyDictionary<string, string> Objects => _objects;
 
     /// <summary>Pods created and not deleted.</summary>
     public IReadOnlyDictionary<string, V1Pod> Pods => _pods;
@@ -110,6 +117,11 @@ internal sealed class FakeApiServer : IAsyncDisposable
         var request = new RecordedRequest(context.Request.Method, context.Request.Path.Value ?? string.Empty, query, body, authorization.Length == 0 ? null : authorization);
         Requests.Enqueue(request);
 
+        if (Before is { } before)
+        {
+            await before(request);
+        }
+
         var answer = Override?.Invoke(request) ?? Answer(request);
         context.Response.StatusCode = answer.Status;
         context.Response.ContentType = "application/json";
@@ -120,6 +132,10 @@ internal sealed class FakeApiServer : IAsyncDisposable
     {
         // /api/v1/namespaces/{ns}/pods[/{name}]
         var parts = request.Path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        if (parts is ["api", "v1", "namespaces", _, var kind, ..] && kind is "services" or "secrets" && parts.Length <= 6)
+        {
+            return AnswerObject(request, kind, parts.Length == 6 ? parts[5] : null);
+        }
         if (parts is not ["api", "v1", "namespaces", var ns, "pods", ..] || parts.Length > 6)
         {
             return ApiAnswer.Error(404, "NotFound", $"the server could not find the requested resource ({request.Method} {request.Path})");
@@ -150,6 +166,34 @@ internal sealed class FakeApiServer : IAsyncDisposable
             default:
                 return ApiAnswer.Error(405, "MethodNotAllowed", $"{request.Method} is not supported here");
         }
+    }
+
+    /// <summary>Services and Secrets: kept as sent, 409 on a second create, 404 when missing.</summary>
+    private ApiAnswer AnswerObject(RecordedRequest request, string kind, string? name)
+    {
+        var what = kind == "services" ? "Service" : "Secret";
+        switch (request.Method, name)
+        {
+            case ("POST", null):
+                var created = request.BodyAs<V1ObjectMetaHolder>().Metadata.Name;
+                return _objects.TryAdd($"{kind}/{created}", request.Body)
+                    ? new ApiAnswer(201, request.Body)
+                    : ApiAnswer.Error(409, "AlreadyExists", $"{kind} \"{created}\" already exists");
+            case ("GET", { } found) when _objects.TryGetValue($"{kind}/{found}", out var body):
+                return new ApiAnswer(200, body);
+            case ("DELETE", { } found) when _objects.TryRemove($"{kind}/{found}", out _):
+                return new ApiAnswer(200, JsonSerializer.Serialize(new { kind = "Status", apiVersion = "v1", metadata = new { }, status = "Success" }));
+            case (_, { } missing):
+                return ApiAnswer.Error(404, "NotFound", $"{kind} \"{missing}\" not found");
+            default:
+                return ApiAnswer.Error(405, "MethodNotAllowed", $"{request.Method} of {what} is not supported here");
+        }
+    }
+
+    private sealed class V1ObjectMetaHolder
+    {
+        [System.Text.Json.Serialization.JsonPropertyName("metadata")]
+        public V1ObjectMeta Metadata { get; set; } = new();
     }
 
     public async ValueTask DisposeAsync()

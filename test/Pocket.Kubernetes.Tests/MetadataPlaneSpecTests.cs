@@ -1,11 +1,12 @@
 using k8s;
 using k8s.Models;
+using Pocket.Controller.Provisioning;
 
 namespace Pocket.Kubernetes.Tests;
 
 /// <summary>
-/// The metadata plane's StatefulSet and headless Service as the provisioner would send them. No cluster runs here
-/// (no kind or k3s on this machine), so these check the generated objects through the client library's serializer.
+/// The metadata plane's pods and headless Service as the provisioner sends them. No cluster runs here (no kind or k3s
+/// on this machine), so these check the generated objects through the client library's serializer.
 /// </summary>
 public sealed class MetadataPlaneSpecTests
 {
@@ -13,54 +14,54 @@ public sealed class MetadataPlaneSpecTests
     {
         Namespace = "pocket",
         Image = "ghcr.io/example/pocket:1",
-        MetadataAddress = "pocket-metadata.pocket.svc:7000",
     };
 
     [Fact]
-    public void EachServerHasAStableAddressFromItsOrdinal()
+    public void EachServerHasAStableAddressFromItsPlace()
     {
         Assert.Equal(
             ["pocket-metadata-plane-0.pocket-metadata-plane.pocket.svc:7000", "pocket-metadata-plane-1.pocket-metadata-plane.pocket.svc:7000"],
             MetadataPlaneSpec.Addresses(Options, 2));
         var service = MetadataPlaneSpec.Service(Options);
         Assert.Equal("None", service.Spec.ClusterIP);
+        Assert.True(service.Spec.PublishNotReadyAddresses);
         Assert.Equal(Options.MetadataSetName, service.Metadata.Name);
-        var set = MetadataPlaneSpec.StatefulSet(Options, 2);
-        Assert.Equal(service.Metadata.Name, set.Spec.ServiceName);
-        Assert.Equal(service.Spec.Selector, set.Spec.Selector.MatchLabels);
-        Assert.All(service.Spec.Selector, label => Assert.Equal(label.Value, set.Spec.Template.Metadata.Labels[label.Key]));
+        var pod = MetadataPlaneSpec.Pod(Options, 1, new MetadataServerRequest(7000, 1, 2));
+        Assert.Equal("pocket-metadata-plane-1", pod.Spec.Hostname);
+        Assert.Equal(service.Metadata.Name, pod.Spec.Subdomain);
+        Assert.All(service.Spec.Selector, label => Assert.Equal(label.Value, pod.Metadata.Labels[label.Key]));
+        Assert.Equal(1, MetadataPlaneSpec.IndexOf(Options, "pocket-metadata-plane-1"));
+        Assert.Equal(-1, MetadataPlaneSpec.IndexOf(Options, "pocket-metadata-plane-x"));
+        Assert.Equal(-1, MetadataPlaneSpec.IndexOf(Options, "pocket-metadata-plane-16"));
     }
 
     [Fact]
-    public void ThePodsRunPocketMetadataNumberingJobsByOrdinalWithAFixedStride()
+    public void StoragePodsAndMetadataPodsShareOneContainerBlock()
     {
-        var set = MetadataPlaneSpec.StatefulSet(Options, 3);
-        Assert.Equal(3, set.Spec.Replicas);
-        Assert.Equal("Parallel", set.Spec.PodManagementPolicy);
-        var container = Assert.Single(set.Spec.Template.Spec.Containers);
-        Assert.Equal(Options.Image, container.Image);
-        Assert.Equal("metadata", container.Args[0]);
-        Assert.Equal("$(POD_IP)", container.Args[container.Args.IndexOf("--host") + 1]);
-        Assert.Equal("7000", container.Args[container.Args.IndexOf("--port") + 1]);
-        Assert.Equal("$(POD_INDEX)/16", container.Args[container.Args.IndexOf("--job-numbers") + 1]);
-        var index = Assert.Single(container.Env, e => e.Name == "POD_INDEX");
-        Assert.Equal("metadata.labels['apps.kubernetes.io/pod-index']", index.ValueFrom.FieldRef.FieldPath);
-        var token = Assert.Single(container.Env, e => e.Name == "POCKET_CLUSTER_TOKEN");
-        Assert.Equal(Options.ClusterTokenSecretName, token.ValueFrom.SecretKeyRef.Name);
-        Assert.Equal("7000", container.ReadinessProbe.TcpSocket.Port.Value);
+        var metadata = Assert.Single(MetadataPlaneSpec.Pod(Options, 0, new MetadataServerRequest(0, 0, 1)).Spec.Containers);
+        var storage = Assert.Single(StoragePodSpec.Build(Options, new NodeRequest(Pocket.Protocol.NodeTier.Dram, 1L << 30), "pocket-storage-dram-x").Spec.Containers);
+        Assert.Equal(KubernetesJson.Serialize(storage.Env), KubernetesJson.Serialize(metadata.Env));
+        Assert.Equal(KubernetesJson.Serialize(storage.SecurityContext), KubernetesJson.Serialize(metadata.SecurityContext));
+        Assert.Equal(storage.Image, metadata.Image);
+        Assert.Equal(storage.Command, metadata.Command);
+        Assert.Equal("7000", metadata.ReadinessProbe.TcpSocket.Port.Value);
+        Assert.Equal(["pocket", "metrics"], metadata.Ports.Select(p => p.Name));
 
-        // What is sent parses back as the same StatefulSet (the client library's own serializer, both ways).
-        var json = KubernetesJson.Serialize(set);
-        Assert.Equal(json, KubernetesJson.Serialize(KubernetesJson.Deserialize<V1StatefulSet>(json)));
+        // What is sent parses back as the same pod (the client library's own serializer, both ways).
+        var pod = MetadataPlaneSpec.Pod(Options, 0, new MetadataServerRequest(0, 0, 1));
+        var json = KubernetesJson.Serialize(pod);
+        Assert.Equal(json, KubernetesJson.Serialize(KubernetesJson.Deserialize<V1Pod>(json)));
     }
 
     [Fact]
     public void ThePlaneCannotGrowPastItsMaximumAndBadSettingsAreRefused()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => MetadataPlaneSpec.StatefulSet(Options, 17));
-        Assert.Throws<ArgumentOutOfRangeException>(() => MetadataPlaneSpec.StatefulSet(Options, -1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => MetadataPlaneSpec.Pod(Options, 16, new MetadataServerRequest(0, 16, 17)));
+        Assert.Throws<ArgumentOutOfRangeException>(() => MetadataPlaneSpec.Pod(Options, -1, new MetadataServerRequest(0)));
         Assert.Contains("metadata set name", Assert.Throws<ArgumentException>(() => (Options with { MetadataSetName = "Not_A_Label" }).Validate()).Message, StringComparison.Ordinal);
         Assert.Contains("max metadata servers", Assert.Throws<ArgumentException>(() => (Options with { MaxMetadataServers = 0 }).Validate()).Message, StringComparison.Ordinal);
         Assert.Contains("metadata port", Assert.Throws<ArgumentException>(() => (Options with { MetadataPort = 70000 }).Validate()).Message, StringComparison.Ordinal);
+        Assert.Contains("request timeout", Assert.Throws<ArgumentException>(() => (Options with { RequestTimeout = TimeSpan.Zero }).Validate()).Message, StringComparison.Ordinal);
+        Assert.Contains("not host:port", Assert.Throws<ArgumentException>(() => (Options with { MetadataAddress = "a:7000,b" }).Validate()).Message, StringComparison.Ordinal);
     }
 }

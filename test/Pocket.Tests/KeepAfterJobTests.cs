@@ -57,4 +57,55 @@ public sealed class KeepAfterJobTests
 
         Assert.Equal(0, (await cluster.Admin(client).GetNodesAsync()).Single().Used);
     }
+
+    /// <summary>
+    /// What a drained metadata server reports before the controller stops it: inline objects hold no node's blocks, so
+    /// the server counts them itself. Those of a live job, and those an ended job kept, are held; an ended job's others
+    /// are not.
+    /// </summary>
+    [Fact]
+    public async Task TheServerCountsInlineObjectsItStillHoldsWhichNoNodesUseShows()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions
+        {
+            StorageNodes = 1,
+            NodeCapacity = 16 << 20,
+            PreTouchMemory = false,
+            TimeProvider = clock,
+            NodeTimeout = TimeSpan.FromDays(1),
+        });
+        await using var client = await cluster.ConnectAsync();
+        var admin = cluster.Admin(client);
+        Assert.Equal(0, (await admin.GetServerLoadAsync()).HeldObjects);
+
+        var live = await admin.RegisterJobAsync("live");
+        await live.PutAsync("tiny", new byte[] { 1, 2, 3 });
+        var ended = await admin.RegisterJobAsync("ended");
+        await ended.PutAsync("tiny-scratch", new byte[] { 4 });
+        await ended.PutAsync("tiny-result", new byte[] { 5, 6 }, PutFlags.KeepAfterJob);
+
+        var load = await admin.GetServerLoadAsync();
+        Assert.Equal(3, load.HeldObjects);
+        Assert.Equal(6, load.HeldInlineBytes);
+        Assert.Equal(0, (await admin.GetNodesAsync()).Single().Used);
+
+        // The live job ends: nothing of it is held. The other ends too, but its kept object stays until it expires.
+        await admin.DeregisterJobAsync(live.Id);
+        await admin.DeregisterJobAsync(ended.Id);
+        load = await admin.GetServerLoadAsync();
+        Assert.Equal(1, load.HeldObjects);
+        Assert.Equal(2, load.HeldInlineBytes);
+        Assert.Equal(0, (await admin.GetNodesAsync()).Single().Used);
+
+        clock.Advance(TimeSpan.FromHours(1) + TimeSpan.FromSeconds(5));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        while ((await admin.GetServerLoadAsync(timeout.Token)).HeldObjects > 0)
+        {
+            clock.Advance(TimeSpan.FromSeconds(1));
+            await Task.Delay(10, timeout.Token);
+        }
+
+        Assert.Equal(0, (await admin.GetServerLoadAsync()).HeldInlineBytes);
+    }
 }

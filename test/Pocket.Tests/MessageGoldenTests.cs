@@ -620,17 +620,18 @@ public sealed class MessageGoldenTests
     [Fact]
     public void ServerLoadReplyCarriesCountersSinceStart()
     {
-        var reply = Encode(b => ServerLoadReply.Write(b, new ServerLoad(1.5, 2.0, 7, 2)));
-        AssertBytes("000000000000F83F" + "0000000000000040" + "0700000000000000" + "0200", reply);
+        var reply = Encode(b => ServerLoadReply.Write(b, new ServerLoad(1.5, 2.0, 7, 2) { HeldObjects = 3, HeldInlineBytes = 300 }));
+        AssertBytes("000000000000F83F" + "0000000000000040" + "0700000000000000" + "0200" + "0300000000000000" + "2C01000000000000", reply);
         Assert.Equal(ServerLoadReply.Size, reply.Length);
         Assert.True(ServerLoadReply.TryRead(reply, out var load));
-        Assert.Equal(new ServerLoad(1.5, 2.0, 7, 2), load);
+        Assert.Equal(new ServerLoad(1.5, 2.0, 7, 2) { HeldObjects = 3, HeldInlineBytes = 300 }, load);
         AssertRefusesDamage(reply, b => ServerLoadReply.TryRead(b, out _));
 
         // Nonsense counters are refused, not turned into a negative or infinite rate.
         Assert.False(ServerLoadReply.TryRead(Encode(b => ServerLoadReply.Write(b, new ServerLoad(-1, 2, 7, 2))), out _));
         Assert.False(ServerLoadReply.TryRead(Encode(b => ServerLoadReply.Write(b, new ServerLoad(double.NaN, 2, 7, 2))), out _));
         Assert.False(ServerLoadReply.TryRead(Encode(b => ServerLoadReply.Write(b, new ServerLoad(1, 2, -7, 2))), out _));
+        Assert.False(ServerLoadReply.TryRead(Encode(b => ServerLoadReply.Write(b, new ServerLoad(1, 2, 7, 2) { HeldObjects = -1 })), out _));
     }
 
     [Fact]

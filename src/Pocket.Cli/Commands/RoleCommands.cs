@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging;
 using Pocket.Controller;
 using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
+using Pocket.Controller.Scaling;
 using Pocket.Metadata;
 using Pocket.Metrics;
 using Pocket.Networking;
@@ -301,7 +302,14 @@ internal static class RoleCommands
 
     private static Command ControllerRole()
     {
-        var metadata = new Option<string>("--metadata") { Description = "Metadata server HOST:PORT; several, comma-separated: jobs are placed on the least loaded, and nodes it starts serve them all", Required = true, HelpName = "HOST:PORT[,...]" };
+        var metadata = new Option<string?>("--metadata") { Description = "Metadata server HOST:PORT; several, comma-separated: jobs are placed on the least loaded, and nodes it starts serve them all (required, except with --provisioner kubernetes, which then runs the metadata plane as pods)", HelpName = "HOST:PORT[,...]" };
+        var metadataSpare = new Option<string?>("--metadata-spare")
+        {
+            Description = "Where more metadata servers may be started (with --provisioner local: `pocket metadata` children on these ports): the controller starts one while the servers' CPU or request rate is above their band, drains one it started below it, and storage nodes it starts are told these addresses too",
+            HelpName = "HOST:PORT[,...]",
+        };
+        var metadataServers = new Option<int?>("--metadata-servers") { Description = "With --provisioner kubernetes and no --metadata: metadata server pods to start, the plane's minimum (default 1)", HelpName = "N" };
+        var metadataMax = new Option<int?>("--metadata-max") { Description = "With --provisioner kubernetes and no --metadata: most metadata server pods the controller may run, scaling on their band (default: --metadata-servers, the plane keeps its size)", HelpName = "N" };
         var host = HostOption("Address to listen on");
         var port = PortOption(7080);
         var provisioner = new Option<string>("--provisioner") { Description = "How to start storage nodes: local (child processes), kubernetes (pods) or none", DefaultValueFactory = _ => "local" };
@@ -315,7 +323,7 @@ internal static class RoleCommands
         var verbose = VerboseOption();
         var command = new Command("controller", "Run the controller (HTTP/JSON job API) against a metadata server (cluster token from $POCKET_CLUSTER_TOKEN, required; callers send it as Authorization: Bearer)")
         {
-            metadata, host, port, provisioner, kubernetesImage, kubernetesSecret, kubernetesNamespace, kubeconfig, dataDir, nodeCapacity, verbose, StopOnStdinEof,
+            metadata, metadataSpare, metadataServers, metadataMax, host, port, provisioner, kubernetesImage, kubernetesSecret, kubernetesNamespace, kubeconfig, dataDir, nodeCapacity, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -324,43 +332,49 @@ internal static class RoleCommands
             var token = ClusterTokenFromEnvironment(out _, required: true);
             using var certificate = tls.Certificate(parse);
             using var loggerFactory = Logging(parse.GetValue(verbose));
-            // Several metadata servers, comma-separated: jobs are placed over them, and nodes started here serve them all.
-            var metadataList = parse.GetValue(metadata)!;
-            var metadataAddresses = metadataList.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-            var metadataAddress = metadataAddresses.FirstOrDefault() ?? throw new CliException("--metadata needs at least one HOST:PORT");
-            var metadataClient = tls.ClientOptions(parse, SplitAddress(metadataAddress).Host);
-            LocalProcessProvisioner? local = null;
+            var provisionerKind = parse.GetValue(provisioner)!;
+            var plane = ControllerPlane.Parse(parse.GetValue(metadata), parse.GetValue(metadataSpare), parse.GetValue(metadataServers), parse.GetValue(metadataMax), provisionerKind);
             var nodeTls = tls.NodeFiles(parse);
-            if (parse.GetValue(provisioner) == "kubernetes" && metadataClient.TlsHost is not null)
+            var tlsToMetadata = tls.ClientOptions(parse, plane.Addresses.Count == 0 ? "localhost" : SplitAddress(plane.Addresses[0]).Host).TlsHost is not null;
+            if (tlsToMetadata && plane.Spare.Count > 0)
+            {
+                throw new CliException("--metadata-spare starts metadata servers without TLS; with TLS the metadata plane keeps its --metadata servers");
+            }
+
+            if (provisionerKind == "kubernetes" && tlsToMetadata)
             {
                 throw new CliException("--provisioner kubernetes starts storage pods without TLS; with TLS use --provisioner local or none and start each node with `pocket storage --tls-cert ... --tls-ca ...`");
             }
 
-            if (parse.GetValue(provisioner) == "local" && metadataClient.TlsHost is not null && nodeTls is null)
+            LocalProcessProvisioner? local = null;
+            if (provisionerKind == "local")
             {
-                throw new CliException("--provisioner local with TLS gives the storage nodes the controller's certificate: add --tls-cert (or use --provisioner none)");
-            }
+                if (tlsToMetadata && nodeTls is null)
+                {
+                    throw new CliException("--provisioner local with TLS gives the storage nodes the controller's certificate: add --tls-cert (or use --provisioner none)");
+                }
 
-            if (parse.GetValue(provisioner) == "local")
-            {
                 var (executable, baseArguments) = LocalProcessProvisionerOptions.CurrentProgram();
                 local = new LocalProcessProvisioner(
                     new LocalProcessProvisionerOptions
                     {
                         Executable = executable,
                         BaseArguments = baseArguments,
-                        MetadataAddress = metadataList,
+
+                        // Nodes are told the spare addresses too: they join a server started there within a heartbeat.
+                        MetadataAddress = string.Join(',', plane.Addresses.Concat(plane.Spare)),
+                        Metadata = plane.Spare.Count == 0 ? new LocalMetadataOptions() : new LocalMetadataOptions { Host = SplitAddress(plane.Spare[0]).Host },
                         ClusterToken = token,
                         DataDirectory = parse.GetValue(dataDir),
 
                         // With TLS to the metadata server the nodes need it too; a certificate alone serves the API only.
-                        Tls = metadataClient.TlsHost is null ? null : nodeTls,
+                        Tls = tlsToMetadata ? nodeTls : null,
                     },
                     loggerFactory);
             }
 
             Pocket.Kubernetes.KubernetesProvisioner? kubernetes = null;
-            if (parse.GetValue(provisioner) == "kubernetes")
+            if (provisionerKind == "kubernetes")
             {
                 var image = parse.GetValue(kubernetesImage) ?? throw new CliException("--provisioner kubernetes needs --kubernetes-image");
                 try
@@ -369,7 +383,10 @@ internal static class RoleCommands
                         new Pocket.Kubernetes.KubernetesProvisionerOptions
                         {
                             Image = image,
-                            MetadataAddress = metadataList,
+
+                            // Null: the provisioner runs the plane, and storage pods are told all of its servers' addresses.
+                            MetadataAddress = plane.RunsPlane ? null : string.Join(',', plane.Addresses),
+                            MaxMetadataServers = plane.RunsPlane ? plane.Max : Pocket.Kubernetes.KubernetesProvisionerOptions.DefaultMaxMetadataServers,
                             ClusterTokenSecretName = parse.GetValue(kubernetesSecret)!,
                             Namespace = parse.GetValue(kubernetesNamespace),
                         },
@@ -382,6 +399,32 @@ internal static class RoleCommands
                 }
             }
 
+            var metadataAddresses = plane.Addresses;
+            IReadOnlyList<string> spare = plane.Spare;
+            if (plane.RunsPlane)
+            {
+                // The plane's minimum, started before the controller places any job; servers N..max-1 are its spare places.
+                var started = new List<string>();
+                for (var i = 0; i < plane.Servers; i++)
+                {
+                    Console.Out.WriteLine($"starting metadata server {i + 1} of {plane.Servers} (pod {kubernetes!.MetadataServerAddress(i)})");
+                    try
+                    {
+                        started.Add((await kubernetes.StartMetadataAsync(new MetadataServerRequest(0, i, plane.Max), ct).ConfigureAwait(false)).Address);
+                    }
+                    catch (ProvisioningException ex)
+                    {
+                        kubernetes.Dispose();
+                        throw new CliException($"metadata server {i}: {ex.Message}", ex);
+                    }
+                }
+
+                metadataAddresses = started;
+                spare = [.. Enumerable.Range(plane.Servers, plane.Max - plane.Servers).Select(kubernetes!.MetadataServerAddress)];
+            }
+
+            var metadataAddress = metadataAddresses[0];
+            var metadataClient = tls.ClientOptions(parse, SplitAddress(metadataAddress).Host);
             var registry = new JobRegistryOptions();
             if (parse.GetValue(nodeCapacity) is { } capacity)
             {
@@ -395,7 +438,7 @@ internal static class RoleCommands
             }
 
             var controller = new ControllerServer(
-                new ControllerOptions { MetadataAddress = metadataAddress, OtherMetadataAddresses = [.. metadataAddresses.Skip(1)], ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry, Certificate = certificate },
+                new ControllerOptions { MetadataAddress = metadataAddress, OtherMetadataAddresses = [.. metadataAddresses.Skip(1)], MetadataScaling = spare.Count == 0 ? null : new MetadataScalingOptions { SpareAddresses = spare }, ClusterToken = token, MetadataClient = metadataClient, Listen = new IPEndPoint(ParseAddress(parse.GetValue(host)!), parse.GetValue(port)), Registry = registry, Certificate = certificate },
                 (IStorageProvisioner?)local ?? kubernetes,
                 loggerFactory);
             try

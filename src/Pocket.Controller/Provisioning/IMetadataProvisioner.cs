@@ -25,9 +25,11 @@ public sealed record ProvisionedMetadata(string Handle, string Address)
 }
 
 /// <summary>
-/// How the controller gets a metadata server: today as a local child process (<see cref="LocalProcessProvisioner"/>),
-/// so that one that dies can be replaced at its address. A provisioner that does not implement this (in-process, or
-/// Kubernetes for now) leaves a lost metadata server unreplaced: its jobs are still reported lost.
+/// How the controller gets a metadata server: as a local child process (<see cref="LocalProcessProvisioner"/>) or a
+/// Kubernetes pod at a stable DNS name (Pocket.Kubernetes), so that one that dies can be replaced at its address and the
+/// plane can grow and shrink. A provisioner that does not implement this (in-process) leaves a lost metadata server
+/// unreplaced: its jobs are still reported lost. Any server it started may be stopped, not only the last one: the
+/// metadata-plane scaler drains the least loaded.
 /// </summary>
 public interface IMetadataProvisioner
 {

@@ -232,14 +232,20 @@ public static class RoleCommandLine
         }
 
         using var writer = new StreamWriter(path, System.Text.Encoding.UTF8, options);
+        writer.Write(LostJobsText(jobs));
+    }
+
+    /// <summary>The text of a lost-jobs file (<see cref="WriteLostJobs"/>), e.g. for a Kubernetes Secret that a replacement pod mounts.</summary>
+    public static string LostJobsText(IEnumerable<LostJobLine> jobs)
+    {
+        var text = new System.Text.StringBuilder();
         foreach (var job in jobs)
         {
-            writer.Write(job.Token.ToString());
-            writer.Write(' ');
-            writer.Write(job.JobId);
-            writer.Write(' ');
-            writer.WriteLine(job.LostAt.UtcDateTime.ToString("O", CultureInfo.InvariantCulture));
+            text.Append(job.Token.ToString()).Append(' ').Append(job.JobId).Append(' ')
+                .Append(job.LostAt.UtcDateTime.ToString("O", CultureInfo.InvariantCulture)).Append('\n');
         }
+
+        return text.ToString();
     }
 
     /// <summary>Reads a lost-jobs file (<see cref="WriteLostJobs"/>); throws <see cref="FormatException"/> naming the first bad line.</summary>

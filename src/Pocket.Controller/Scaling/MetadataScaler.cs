@@ -55,7 +55,7 @@ internal sealed class MetadataScaler : IAsyncDisposable
     {
         if (options is not null && provisioner is null)
         {
-            throw new ArgumentException("scaling the metadata plane needs a provisioner that starts metadata servers (the local one, as pocket up uses)");
+            throw new ArgumentException("scaling the metadata plane needs a provisioner that starts metadata servers (the local one, as pocket up uses, or the Kubernetes one)");
         }
 
         _plane = plane;
@@ -256,12 +256,22 @@ internal sealed class MetadataScaler : IAsyncDisposable
                     return (false, (string?)null);
                 }
 
-                // Objects kept after their job (keep-after-job) still hold blocks in its share: it waits for them too.
+                // Objects kept after their job (keep-after-job) still hold blocks in its share, or live inline in the
+                // server itself, where no node's use shows them: it waits for both.
                 var nodes = await server.GetNodesAsync(cancellationToken).ConfigureAwait(false);
                 var held = nodes.Sum(n => n.Used);
-                if (held > 0)
+                var load = await ReadAsync(server, cancellationToken).ConfigureAwait(false);
+                if (held > 0 || load is { HeldObjects: > 0 })
                 {
-                    return (false, $"{address} drains: its jobs have ended, but it still holds {held} bytes of objects kept after their job; it stops when they expire");
+                    return (false, string.Create(
+                        CultureInfo.InvariantCulture,
+                        $"{address} drains: its jobs have ended, but it still holds {load?.HeldObjects.ToString(CultureInfo.InvariantCulture) ?? "some"} objects kept after their job ({held} bytes in node blocks, {load?.HeldInlineBytes ?? 0} bytes inline); it stops when they expire"));
+                }
+
+                if (load is null)
+                {
+                    // Unread (a slow answer): its inline objects are unknown, so it is not stopped on this tick.
+                    return (false, (string?)null);
                 }
 
                 _plane.Remove(address);

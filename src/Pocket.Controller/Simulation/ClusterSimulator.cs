@@ -142,7 +142,10 @@ public static class ClusterSimulator
 
         for (var t = 0; t < limit; t++)
         {
-            if (trace.Duration is null && t >= lastEnd && action is null && pools.Values.All(p => p.RefillAt is null) && t - Math.Max(lastDecision, lastEnd) > quiet)
+            // The run also goes on until the metadata plane is back at its minimum (or could have been): it drains a
+            // cooldown after the load falls, later than the storage nodes, and a run that ended first showed no drain.
+            if (trace.Duration is null && t >= lastEnd && action is null && pools.Values.All(p => p.RefillAt is null) && t - Math.Max(lastDecision, lastEnd) > quiet
+                && (metadata.AtRest || t - lastEnd > metadata.SettleTime.TotalSeconds))
             {
                 break;
             }

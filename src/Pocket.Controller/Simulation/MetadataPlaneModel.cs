@@ -170,6 +170,15 @@ internal sealed class MetadataPlaneModel
         _bySecond.Add(_servers.Count);
     }
 
+    /// <summary>Whether the plane is back at its minimum with nothing starting or draining: it has no more to do once the jobs have ended.</summary>
+    public bool AtRest => _servers.Count <= _options.MinServers && !_servers.Any(s => s.Draining);
+
+    /// <summary>
+    /// The longest the plane can take to get back to its minimum after the last job ends: a start under way, then one
+    /// cooldown before each drain (a drained server with no job stops at once here), plus one for the band's own wait.
+    /// </summary>
+    public TimeSpan SettleTime => _options.StartDelay + (_options.Band.Cooldown * (_options.MaxServers - _options.MinServers + 1));
+
     private double Cpu(double requests) => requests * _options.CpuPerRequest.TotalSeconds;
 
     public MetadataPlaneResult Result() => new(_serverSeconds, _bySecond.Count == 0 ? _servers.Count : _bySecond.Max(), _peakRequests, _overloaded, _bySecond);
