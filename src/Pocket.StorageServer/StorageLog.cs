@@ -27,4 +27,7 @@ internal static partial class StorageLog
 
     [LoggerMessage(EventId = 307, Level = LogLevel.Information, Message = "moved {Segments} free segments from metadata server {From} to {To} (targets {FromTarget} and {ToTarget} of 64)")]
     public static partial void ShareMoved(ILogger logger, int segments, string from, string to, int fromTarget, int toTarget);
+
+    [LoggerMessage(EventId = 308, Level = LogLevel.Warning, Message = "metadata server {Address} has not answered for {Seconds:0.#} s; its share is kept until it answers, says this node is dead, or stays silent past the limit")]
+    public static partial void HeartbeatUnanswered(ILogger logger, string address, double seconds);
 }

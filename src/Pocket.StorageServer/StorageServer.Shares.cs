@@ -44,6 +44,12 @@ public sealed partial class StorageServer
         public HeartbeatReply Demand { get; set; }
 
         public bool Up => Registered && Connection is { IsConnected: true };
+
+        /// <summary>A connection being made to the server while it is not registered (see <c>JoinAsync</c>).</summary>
+        public Task<FrameConnection>? Connecting { get; set; }
+
+        /// <summary>When the server last answered (a <see cref="TimeProvider"/> timestamp): registration or a heartbeat.</summary>
+        public long LastAnswer { get; set; }
     }
 
     private async Task StartSharedAsync(CancellationToken cancellationToken)
@@ -120,6 +126,7 @@ public sealed partial class StorageServer
         }
 
         link.Registered = true;
+        link.LastAnswer = _options.TimeProvider.GetTimestamp();
         StorageLog.Registered(_logger, NodeId, $"{host}:{_server.EndPoint.Port} with {link.EndPoint} ({ShareTable.Count(share)} of 64 segments)", _options.Tier.ToString(), _store.Capacity);
     }
 
@@ -134,40 +141,21 @@ public sealed partial class StorageServer
     {
         var body = new BodyWriter();
         HeartbeatRequest.Write(body, beat);
-        foreach (var link in _links!)
+
+        // Every server at once, each given one heartbeat interval to answer: a server that is cut off or stalled must not
+        // hold up the others' heartbeats (one after another, a server that did not answer kept every other server
+        // without a heartbeat for the whole request timeout, 30 s, so they all took this node for suspect, then dead).
+        var registered = _links!.Where(l => l.Registered).ToList();
+        var lost = await Task.WhenAll(registered.Select(link => BeatAsync(link, body.WrittenMemory, cancellationToken))).ConfigureAwait(false);
+        for (var i = 0; i < registered.Count; i++)
         {
-            if (!link.Registered)
+            if (lost[i])
             {
-                continue;
-            }
-
-            var lost = !link.Up;
-            if (!lost)
-            {
-                try
-                {
-                    var reply = await link.Connection!.SendAsync(Opcode.Heartbeat, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
-
-                    // NotFound: the server declared this node dead (or restarted): its share there is gone, as if it had died.
-                    lost = reply.Status == Status.NotFound;
-                    if (reply.IsOk && HeartbeatReply.TryRead(reply.Body, out var demand))
-                    {
-                        link.Demand = demand;
-                    }
-                }
-                catch (ConnectionLostException)
-                {
-                    lost = true;
-                }
-            }
-
-            if (lost)
-            {
-                await LoseAsync(link, cancellationToken).ConfigureAwait(false);
+                await LoseAsync(registered[i], cancellationToken).ConfigureAwait(false);
             }
         }
 
-        foreach (var link in _links)
+        foreach (var link in _links!)
         {
             if (!link.Registered)
             {
@@ -176,6 +164,47 @@ public sealed partial class StorageServer
         }
 
         await BalanceAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// One heartbeat to one server; true when the server is gone for this node (its connection closed, it answered
+    /// NotFound: it declared this node dead or restarted, or it has been silent for <see cref="StorageServerOptions.MetadataSilenceLimit"/>).
+    /// No answer within a heartbeat interval is not gone: a server cut off for a while keeps its share, so its blocks
+    /// here outlive a partition shorter than that limit.
+    /// </summary>
+    private async Task<bool> BeatAsync(MetadataLink link, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
+        if (!link.Up)
+        {
+            return true;
+        }
+
+        using var wait = new CancellationTokenSource(_options.HeartbeatInterval, _options.TimeProvider);
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, wait.Token);
+        try
+        {
+            var reply = await link.Connection!.SendAsync(Opcode.Heartbeat, FrameFlags.None, _options.ClusterToken, body, cancellationToken: either.Token).ConfigureAwait(false);
+            link.LastAnswer = _options.TimeProvider.GetTimestamp();
+            if (reply.IsOk && HeartbeatReply.TryRead(reply.Body, out var demand))
+            {
+                link.Demand = demand;
+            }
+
+            return reply.Status == Status.NotFound;
+        }
+        catch (ConnectionLostException)
+        {
+            return true;
+        }
+        catch (Exception ex) when (ex is RequestTimeoutException || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            // Silent past the limit (by default the servers' own node timeout, after which it has declared this node
+            // dead anyway): gone, so its share goes to the servers that answer (a host that died without closing
+            // its connections would otherwise hold its share until TCP gives up, many minutes).
+            var silent = _options.TimeProvider.GetElapsedTime(link.LastAnswer);
+            StorageLog.HeartbeatUnanswered(_logger, link.EndPoint.ToString(), silent.TotalSeconds);
+            return silent >= _options.MetadataSilenceLimit;
+        }
     }
 
     /// <summary>A server is gone: its segments stop verifying, are reset and are handed to the servers still up.</summary>
@@ -264,14 +293,26 @@ public sealed partial class StorageServer
     /// <summary>A server not registered (never reached, or lost): connect, collect unowned segments and others' surplus, register.</summary>
     private async Task JoinAsync(MetadataLink link, CancellationToken cancellationToken)
     {
-        try
-        {
-            await ConnectAsync(link, cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is ConnectionLostException or System.Net.Sockets.SocketException or IOException)
+        // Connecting may take the whole connect timeout (a host cut off answers nothing), longer than the other servers
+        // may go without a heartbeat: it runs beside the rounds, and the join goes on in the first round after it.
+        link.Connecting ??= FrameConnection.ConnectAsync(link.EndPoint.Host, link.EndPoint.Port, _options.MetadataConnection, cancellationToken);
+        if (!link.Connecting.IsCompleted)
         {
             return;
         }
+
+        var connecting = link.Connecting;
+        link.Connecting = null;
+        if (!connecting.IsCompletedSuccessfully)
+        {
+            // Observed here (ConnectionLostException, or cancelled at stop); the next round tries again.
+            _ = connecting.Exception;
+            return;
+        }
+
+        link.Connection?.Dispose();
+        link.Connection = await connecting.ConfigureAwait(false);
+        link.Registered = false;
 
         var up = _links!.Where(l => l.Up).ToList();
         var target = ShareTable.Segments / (up.Count + 1);
@@ -387,6 +428,9 @@ public sealed partial class StorageServer
         foreach (var link in _links ?? [])
         {
             link.Connection?.Dispose();
+
+            // A connect still under way was cancelled by the stop; one that made it anyway is closed too.
+            _ = link.Connecting?.ContinueWith(static t => t.Result.Dispose(), CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
         }
     }
 }

@@ -150,7 +150,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
                     {
                         await SharedTickAsync(new HeartbeatRequest(NodeId, Math.Clamp(cpuShare, 0, 1), (bytesIn - lastIn) / seconds, (bytesOut - lastOut) / seconds, Interlocked.Read(ref _requests)), _stop.Token).ConfigureAwait(false);
                     }
-                    catch (Exception ex) when (ex is ConnectionLostException or InvalidOperationException)
+                    catch (Exception ex) when (ex is ConnectionLostException or RequestTimeoutException or InvalidOperationException)
                     {
                         StorageLog.HeartbeatFailed(_logger, ex.Message);
                     }
@@ -175,7 +175,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
                         await RegisterAsync(_stop.Token).ConfigureAwait(false);
                     }
                 }
-                catch (Exception ex) when (ex is ConnectionLostException or InvalidOperationException)
+                catch (Exception ex) when (ex is ConnectionLostException or RequestTimeoutException or InvalidOperationException)
                 {
                     StorageLog.HeartbeatFailed(_logger, ex.Message);
                 }

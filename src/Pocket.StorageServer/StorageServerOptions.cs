@@ -57,6 +57,13 @@ public sealed record StorageServerOptions
 
     public TimeSpan HeartbeatInterval { get; init; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// With several metadata servers: how long one may leave heartbeats unanswered, its connection still open, before
+    /// this node takes its share back for the others. The default is the servers' default node timeout, after which
+    /// the silent server has declared this node dead anyway.
+    /// </summary>
+    public TimeSpan MetadataSilenceLimit { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Makes the device; null means the tier's own device (<see cref="BlockDevices.Create"/>) of <see cref="Capacity"/> bytes.</summary>
     public Func<StorageServerOptions, Pocket.Storage.IBlockDevice>? DeviceFactory { get; init; }
 
@@ -111,6 +118,11 @@ public sealed record StorageServerOptions
         if (DramReleaseDelay < TimeSpan.Zero)
         {
             throw new ArgumentException("dram release delay must not be negative");
+        }
+
+        if (MetadataSilenceLimit <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("metadata silence limit must be positive");
         }
 
         if (HeartbeatInterval <= TimeSpan.Zero)

@@ -129,9 +129,9 @@ internal sealed partial class NetworkLab : IAsyncDisposable
     /// <summary>
     /// Starts <c>pocket metadata</c> in <paramref name="host"/> and waits for its ready line; returns its address.
     /// </summary>
-    public async Task<LabProcess> StartMetadataAsync(NetworkHost host, JobToken clusterToken, TimeSpan suspectAfter, TimeSpan nodeTimeout)
+    public async Task<LabProcess> StartMetadataAsync(NetworkHost host, JobToken clusterToken, TimeSpan suspectAfter, TimeSpan nodeTimeout, (int Offset, int Stride)? jobNumbers = null)
     {
-        List<string> arguments = [.. RoleCommandLine.Metadata(host.Address, 0, stopOnStdinEof: true)];
+        List<string> arguments = [.. RoleCommandLine.Metadata(new MetadataRoleArguments(host.Address, 0) { StopOnStdinEof = true, JobNumbers = jobNumbers })];
         arguments.AddRange(["--suspect-after", Seconds(suspectAfter), "--node-timeout", Seconds(nodeTimeout)]);
         var process = Start(host, clusterToken, arguments);
         var line = await process.WaitForLineAsync(l => l.StartsWith(RoleCommandLine.MetadataReadyPrefix, StringComparison.Ordinal));
