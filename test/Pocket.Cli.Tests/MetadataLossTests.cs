@@ -62,12 +62,21 @@ public sealed class MetadataLossTests
             }
         }
 
+        // Lost, or already replaced: the replacement starts at once and may serve before this read (measured: it did,
+        // in one run on a quiet machine); only then is the health ok.
         var lost = await api.GetHealthAsync(cts.Token);
-        Assert.True(lost.IsDegraded, lost.ToString());
-        var stillDown = Assert.Single(lost.MetadataDown!);
-        Assert.Equal(second.Address, stillDown.Address);
-        Assert.Contains(stillDown.State, new[] { "lost", "replacing" });
-        Assert.True(stillDown.Since <= firstProbeFailure && stillDown.Since >= killedAt, $"since {stillDown.Since:O}");
+        if (lost.IsDegraded)
+        {
+            var stillDown = Assert.Single(lost.MetadataDown!);
+            Assert.Equal(second.Address, stillDown.Address);
+            Assert.Contains(stillDown.State, new[] { "lost", "replacing" });
+            Assert.True(stillDown.Since <= firstProbeFailure && stillDown.Since >= killedAt, $"since {stillDown.Since:O}");
+        }
+        else
+        {
+            Assert.True(lost.IsHealthy, lost.ToString());
+            await cluster.Controller.MetadataReplacements;
+        }
 
         // Its replacement serves: ok again.
         await cluster.Controller.MetadataReplacements;
