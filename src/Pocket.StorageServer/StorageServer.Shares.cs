@@ -394,7 +394,7 @@ public sealed partial class StorageServer
     /// The secret of the server holding every segment of the range, or null when the range crosses into a segment another
     /// server (or none) holds: a server signs only for its own share.
     /// </summary>
-    private byte[]? SecretOfRange(long offset, long length)
+    internal byte[]? SecretOfRange(long offset, long length)
     {
         if (offset < 0 || length < 0)
         {

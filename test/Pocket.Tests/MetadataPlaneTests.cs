@@ -4,6 +4,7 @@ using Pocket.Client;
 using Pocket.Embedded;
 using Pocket.Metadata.Placement;
 using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 using Pocket.StorageServer;
 using static Pocket.Tests.TestSupport;
 
@@ -184,6 +185,25 @@ public sealed class MetadataPlaneTests
         var full = await Assert.ThrowsAnyAsync<PocketException>(async () => await jobA.PutAsync("more", RandomBytes(12 << 20, 3), cancellationToken: cts.Token));
         Assert.Equal(Status.CapacityExceeded, full.Status);
         Assert.Equal(Hash(b), Hash(await jobB.GetAsync("b", cancellationToken: cts.Token)));
+    }
+
+    [Fact]
+    public async Task EachShareOfANodeChecksGrantsWithItsOwnServersSecret()
+    {
+        // The node checks a grant with the secret of the server holding the grant's segments, so a server can sign
+        // only for its own share: each half has its own secret, and a range across both has none.
+        const long Capacity = 64L << 20;
+        await using var cluster = await StartClusterAsync(nodes: 1, capacity: Capacity, o => o with { MetadataServers = 2, PreTouchMemory = false });
+        var node = cluster.Nodes[0]!;
+        var low = node.SecretOfRange(0, 1 << 20);
+        var high = node.SecretOfRange(Capacity / 2, 1 << 20);
+        Assert.NotNull(low);
+        Assert.NotNull(high);
+        Assert.Equal(RegisterNodeRequest.SecretSize, low.Length);
+        Assert.NotEqual(low, high);
+        Assert.Same(low, node.SecretOfRange((Capacity / 2) - (1 << 20), 1 << 20));
+        Assert.Null(node.SecretOfRange((Capacity / 2) - 4096, 8192));
+        Assert.Null(node.SecretOfRange(Capacity - 4096, 8192));
     }
 
     [Fact]
