@@ -19,6 +19,16 @@ internal sealed class MetricsTargetsFile(string path, Func<IReadOnlyList<(string
     /// <summary>Writes the targets now; a file that cannot be written is left as it was (scraping is not the cluster's job).</summary>
     public void Write()
     {
+        // The snapshot is taken under the lock: two writers racing (the first write at start and a node's start) could
+        // otherwise write in the opposite order to their snapshots, leaving the older list in the file for good.
+        lock (_lock)
+        {
+            WriteLocked();
+        }
+    }
+
+    private void WriteLocked()
+    {
         var groups = new JsonArray();
         foreach (var (role, url) in targets())
         {
@@ -35,18 +45,15 @@ internal sealed class MetricsTargetsFile(string path, Func<IReadOnlyList<(string
         }
 
         var text = groups.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
-        lock (_lock)
+        var temporary = Path + ".tmp";
+        try
         {
-            var temporary = Path + ".tmp";
-            try
-            {
-                File.WriteAllText(temporary, text);
-                File.Move(temporary, Path, overwrite: true);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                Console.Error.WriteLine($"pocket up: cannot write {Path}: {ex.Message}");
-            }
+            File.WriteAllText(temporary, text);
+            File.Move(temporary, Path, overwrite: true);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"pocket up: cannot write {Path}: {ex.Message}");
         }
     }
 
