@@ -62,8 +62,8 @@ public sealed class MetadataLossTests
             }
         }
 
-        // Lost, or already replaced: the replacement starts at once and may serve before this read (measured: it did,
-        // in one run on a quiet machine); only then is the health ok.
+        // Lost, or already replaced: the replacement starts at once and may serve before this read (it did in one
+        // run); only then is the health ok.
         var lost = await api.GetHealthAsync(cts.Token);
         if (lost.IsDegraded)
         {
