@@ -50,7 +50,20 @@ public sealed partial class StorageServer
 
         /// <summary>When the server last answered (a <see cref="TimeProvider"/> timestamp): registration or a heartbeat.</summary>
         public long LastAnswer { get; set; }
+
+        /// <summary>When this node last warned that the server is silent (a timestamp; 0: not since it last answered).</summary>
+        public long LastWarned { get; set; }
     }
+
+    /// <summary>How often a silent server's warning repeats (it said the same thing every heartbeat, once a second).</summary>
+    internal static readonly TimeSpan SilenceWarningEvery = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// Whether a heartbeat that went unanswered is worth a warning: the first since the server last answered, then one
+    /// every <see cref="SilenceWarningEvery"/> while it stays silent.
+    /// </summary>
+    internal static bool WarnOfSilence(long lastAnswer, long lastWarned, long now, TimeProvider time) =>
+        lastWarned <= lastAnswer || time.GetElapsedTime(lastWarned, now) >= SilenceWarningEvery;
 
     private async Task StartSharedAsync(CancellationToken cancellationToken)
     {
@@ -202,8 +215,14 @@ public sealed partial class StorageServer
             // Silent past the limit (by default the servers' own node timeout, after which it has declared this node
             // dead anyway): gone, so its share goes to the servers that answer (a host that died without closing
             // its connections would otherwise hold its share until TCP gives up, many minutes).
-            var silent = _options.TimeProvider.GetElapsedTime(link.LastAnswer);
-            StorageLog.HeartbeatUnanswered(_logger, link.EndPoint.ToString(), silent.TotalSeconds);
+            var now = _options.TimeProvider.GetTimestamp();
+            var silent = _options.TimeProvider.GetElapsedTime(link.LastAnswer, now);
+            if (WarnOfSilence(link.LastAnswer, link.LastWarned, now, _options.TimeProvider))
+            {
+                link.LastWarned = now;
+                StorageLog.HeartbeatUnanswered(_logger, link.EndPoint.ToString(), silent.TotalSeconds);
+            }
+
             return silent >= _options.MetadataSilenceLimit;
         }
     }

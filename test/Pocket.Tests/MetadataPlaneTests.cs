@@ -1,4 +1,5 @@
 using CsCheck;
+using Microsoft.Extensions.Time.Testing;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
@@ -185,6 +186,35 @@ public sealed class MetadataPlaneTests
         var full = await Assert.ThrowsAnyAsync<PocketException>(async () => await jobA.PutAsync("more", RandomBytes(12 << 20, 3), cancellationToken: cts.Token));
         Assert.Equal(Status.CapacityExceeded, full.Status);
         Assert.Equal(Hash(b), Hash(await jobB.GetAsync("b", cancellationToken: cts.Token)));
+    }
+
+    [Fact]
+    public void ASilentMetadataServerIsWarnedOfOnceThenEveryTenSecondsNotEveryHeartbeat()
+    {
+        // During a partition the node's heartbeat to the cut server goes unanswered every second: one warning when
+        // it falls silent, then one per SilenceWarningEvery; an answer in between makes the next silence worth one.
+        var time = new FakeTimeProvider();
+        var answered = time.GetTimestamp();
+        var warned = 0L;
+        var warnings = new List<int>();
+        for (var second = 1; second <= 25; second++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            if (second == 15)
+            {
+                answered = time.GetTimestamp();
+                continue;
+            }
+
+            var now = time.GetTimestamp();
+            if (StorageServer.StorageServer.WarnOfSilence(answered, warned, now, time))
+            {
+                warned = now;
+                warnings.Add(second);
+            }
+        }
+
+        Assert.Equal([1, 11, 16], warnings);
     }
 
     [Fact]
