@@ -30,7 +30,7 @@ public sealed class ManifestTests
 
     private static string Deploy => Path.Combine(Root(), "deploy");
 
-    private static List<object> Load(string relativePath) =>
+    internal static List<object> Load(string relativePath) =>
         KubernetesYaml.LoadAllFromString(File.ReadAllText(Path.Combine(Deploy, "kubernetes", relativePath)), strict: true);
 
     // monitoring/ holds the Prometheus Operator's kinds, which the Kubernetes library does not know: checked apart.

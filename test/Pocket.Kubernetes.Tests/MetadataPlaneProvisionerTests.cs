@@ -185,6 +185,55 @@ public sealed class MetadataPlaneProvisionerTests
     }
 
     [Fact]
+    public async Task TheControllersRolesAllowEveryCallThePlaneMakesAndThePlaneRoleIsNeededForIt()
+    {
+        // Every call of a plane's life (start two servers, replace one with lost jobs, stop both) must be one the
+        // shipped Roles allow: the controller's own (pods) and the plane's (services, secrets); the first alone is not
+        // enough, so a cluster that runs the plane needs deploy/kubernetes/metadata-plane/ applied.
+        await using var api = await FakeApiServer.StartAsync();
+        using var provisioner = Provisioner(api);
+        var first = await provisioner.StartMetadataAsync(new MetadataServerRequest(7000, 0, 3), CancellationToken.None);
+        var second = await provisioner.StartMetadataAsync(new MetadataServerRequest(7000, 1, 3), CancellationToken.None);
+        var secondUid = api.Pods[second.Handle].Metadata.Uid;
+        api.StatusOnRead = (pod, _) => pod.Metadata.Uid == secondUid
+            ? new V1PodStatus { Phase = "Failed" }
+            : FakeApiServer.RunningAndReady("10.244.2.9");
+        var replaced = await provisioner.StartMetadataAsync(new MetadataServerRequest(7000, 1, 3) { LostJobs = [new LostJobLine(JobToken.NewRandom(), "sort-1", DateTimeOffset.UnixEpoch)] }, CancellationToken.None);
+        await provisioner.StopMetadataAsync(replaced, CancellationToken.None);
+        await provisioner.StopMetadataAsync(first, CancellationToken.None);
+
+        var calls = api.Requests.Select(Permission).Distinct().ToList();
+        var controller = Rules("01-controller-rbac.yaml", "pocket-controller");
+        var plane = Rules("metadata-plane/controller-plane-rbac.yaml", "pocket-controller-metadata-plane");
+        Assert.All(calls, call => Assert.True(controller.Concat(plane).Contains(call), $"no shipped Role allows {call}"));
+        Assert.Contains(calls, call => !controller.Contains(call));
+
+        var binding = Assert.Single(ManifestTests.Load("metadata-plane/controller-plane-rbac.yaml").OfType<V1RoleBinding>());
+        Assert.Equal("pocket-controller-metadata-plane", binding.RoleRef.Name);
+        Assert.Equal("pocket-controller", Assert.Single(binding.Subjects).Name);
+
+        static string Permission(RecordedRequest request)
+        {
+            // /api/v1/namespaces/NS/RESOURCE[/NAME]
+            var parts = request.Path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+            var verb = request.Method switch
+            {
+                "POST" => "create",
+                "DELETE" => "delete",
+                "GET" when request.Query.ContainsKey("watch") => "watch",
+                "GET" => parts.Length > 5 ? "get" : "list",
+                _ => request.Method,
+            };
+            return $"{verb} {parts[4]}";
+        }
+
+        static HashSet<string> Rules(string file, string role) =>
+            [.. ManifestTests.Load(file).OfType<V1Role>().Single(r => r.Metadata.Name == role).Rules
+                .Where(rule => rule.ApiGroups.SequenceEqual([string.Empty]))
+                .SelectMany(rule => rule.Resources.SelectMany(resource => rule.Verbs.Select(verb => $"{verb} {resource}")))];
+    }
+
+    [Fact]
     public async Task StoragePodsAreGivenEveryAddressThePlaneMayHave()
     {
         await using var api = await FakeApiServer.StartAsync();
