@@ -80,7 +80,7 @@ public sealed record TierPodOptions
         KubernetesNames.ValidateLabels(NodeSelector, $"{name}: node selector");
     }
 
-    private static bool TryQuantity(string? text)
+    internal static bool TryQuantity(string? text)
     {
         if (string.IsNullOrWhiteSpace(text))
         {
@@ -129,6 +129,15 @@ public sealed record KubernetesProvisionerOptions
 
     /// <summary>The default of <see cref="MaxMetadataServers"/>.</summary>
     public const int DefaultMaxMetadataServers = 16;
+
+    /// <summary>CPU request of each metadata server pod (as deploy/kubernetes/02-metadata.yaml asks for its server).</summary>
+    public string MetadataCpuRequest { get; init; } = "1";
+
+    /// <summary>Memory request of each metadata server pod: what the scheduler keeps for it.</summary>
+    public string MetadataMemoryRequest { get; init; } = "1Gi";
+
+    /// <summary>Memory limit of each metadata server pod (null: none); the server bounds its object memory below it (`--max-object-memory`).</summary>
+    public string? MetadataMemoryLimit { get; init; } = "4Gi";
 
     /// <summary>
     /// Namespace the storage pods are created in. Null in <see cref="KubernetesProvisioner.Create"/> means the
@@ -280,6 +289,14 @@ public sealed record KubernetesProvisionerOptions
         if (MetadataPort is <= 0 or > 65535 || MaxMetadataServers is < 1 or > 64)
         {
             throw new ArgumentException($"metadata port {MetadataPort} must be 1-65535 and max metadata servers {MaxMetadataServers} 1-64");
+        }
+
+        foreach (var (what, quantity) in new[] { ("cpu request", MetadataCpuRequest), ("memory request", MetadataMemoryRequest), ("memory limit", MetadataMemoryLimit ?? "1") })
+        {
+            if (!TierPodOptions.TryQuantity(quantity))
+            {
+                throw new ArgumentException($"metadata pods' {what} '{quantity}' is not a Kubernetes quantity (e.g. 500m, 1, 1Gi)");
+            }
         }
 
         if (!KubernetesNames.IsSecretKey(ClusterTokenSecretKey))

@@ -111,6 +111,11 @@ internal static class MetadataPlaneSpec
             LostJobsFile = lost ? $"{LostJobsDirectory}/{LostJobsKey}" : null,
         });
         var container = PocketContainer.Build(options, ContainerName, args, options.MetadataPort);
+        container.Resources = new V1ResourceRequirements
+        {
+            Requests = new Dictionary<string, ResourceQuantity> { ["cpu"] = new(options.MetadataCpuRequest), ["memory"] = new(options.MetadataMemoryRequest) },
+            Limits = options.MetadataMemoryLimit is { } limit ? new Dictionary<string, ResourceQuantity> { ["memory"] = new(limit) } : null,
+        };
         if (lost)
         {
             container.VolumeMounts = [new V1VolumeMount { Name = LostJobsVolume, MountPath = LostJobsDirectory, ReadOnlyProperty = true }];

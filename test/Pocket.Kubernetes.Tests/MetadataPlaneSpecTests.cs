@@ -54,6 +54,21 @@ public sealed class MetadataPlaneSpecTests
     }
 
     [Fact]
+    public void APlanePodAsksForWhatTheShippedMetadataDeploymentAsksFor()
+    {
+        // The scheduler must keep room for a plane's server as it does for the one of 02-metadata.yaml; without requests
+        // a busy Kubernetes node would take it and its limit would not bound a runaway server.
+        var shipped = Assert.Single(Assert.Single(ManifestTests.Load("02-metadata.yaml").OfType<V1Deployment>()).Spec.Template.Spec.Containers);
+        var plane = Assert.Single(MetadataPlaneSpec.Pod(Options, 0, new MetadataServerRequest(0, 0, 1)).Spec.Containers);
+        Assert.Equal(KubernetesJson.Serialize(shipped.Resources), KubernetesJson.Serialize(plane.Resources));
+
+        var unlimited = Assert.Single(MetadataPlaneSpec.Pod(Options with { MetadataMemoryLimit = null, MetadataCpuRequest = "500m" }, 0, new MetadataServerRequest(0, 0, 1)).Spec.Containers);
+        Assert.Null(unlimited.Resources.Limits);
+        Assert.Equal("500m", unlimited.Resources.Requests["cpu"].ToString());
+        Assert.Contains("memory request 'lots'", Assert.Throws<ArgumentException>(() => (Options with { MetadataMemoryRequest = "lots" }).Validate()).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void ThePlaneCannotGrowPastItsMaximumAndBadSettingsAreRefused()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => MetadataPlaneSpec.Pod(Options, 16, new MetadataServerRequest(0, 16, 17)));
