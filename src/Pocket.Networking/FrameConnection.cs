@@ -168,9 +168,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     }
 
     /// <summary>
-    /// Connects a fresh socket by blocking on a pool thread (see <see cref="ConnectAsync"/> for why); a cancelled
-    /// token closes the socket and throws <see cref="OperationCanceledException"/>. Shared with the load generator's
-    /// RESP connections, so a connect storm is met the same way on both sides of a comparison.
+    /// Connects a fresh socket by blocking on a pool thread (see <see cref="ConnectAsync"/> for why), or on the caller's
+    /// thread for a loopback address; a cancelled token closes the socket and throws <see cref="OperationCanceledException"/>.
+    /// Shared with the load generator's RESP connections, so a connect storm is met the same way on both sides of a comparison.
     /// </summary>
     internal static async Task ConnectBlockingAsync(Socket socket, string host, int port, CancellationToken cancellationToken)
     {
@@ -178,6 +178,17 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         using var abort = cancellationToken.Register(static s => ((Socket)s!).Dispose(), socket);
         try
         {
+            if (IPAddress.TryParse(host, out var loopback) && IPAddress.IsLoopback(loopback))
+            {
+                // On loopback the handshake completes (or is refused) within connect() itself unless the listener's
+                // backlog is full, so the caller waits about as long as the hop to a pool thread took: a fresh client's
+                // connect went from 153-175 to 75-101 us at p50 (docs/benchmarks.md, "A function's cold start: the
+                // count, and the connect"). A remote address keeps the pool thread: its handshake is a network round
+                // trip, or a timeout for a host that is down.
+                socket.Connect(new IPEndPoint(loopback, port));
+                return;
+            }
+
             await Task.Run(
                 () =>
                 {
