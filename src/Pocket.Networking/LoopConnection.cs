@@ -19,6 +19,11 @@ internal sealed class LoopConnection
     // Reads per wake-up before the connection goes back to the loop, so one busy sender cannot starve the others.
     private const int ReadsPerWake = 16;
 
+    // Frames handled per turn on an event loop. One read can hold hundreds of small pipelined frames (a 32 KiB buffer
+    // of 32-byte requests is 1,024), and a turn read up to 16 of them: meanwhile every other connection of that loop
+    // waited. Past this many the connection's replies are written and it waits for its next turn behind the others.
+    internal const int FramesPerTurn = 32;
+
     private readonly FrameServer _server;
     private readonly IFrameHandler _handler;
     private readonly Socket _socket;
@@ -39,6 +44,7 @@ internal sealed class LoopConnection
     private bool _closed;
     private long _activity;
     private int _busy;
+    private int _turnFrames;
 
     public LoopConnection(FrameServer server, IFrameHandler handler, Socket socket, long id, string remote)
     {
@@ -64,6 +70,7 @@ internal sealed class LoopConnection
         NeedBytes,
         Offload,
         Close,
+        Yield,
     }
 
     public int Fd { get; }
@@ -81,18 +88,23 @@ internal sealed class LoopConnection
     /// <summary>Bytes the connection holds now: its buffers (0 when idle).</summary>
     public int BufferedBytes => (_in?.Length ?? 0) + (_out?.Length ?? 0);
 
-    /// <summary>Serves the connection until it would block, then re-arms it; or hands it to the I/O pool; or closes it.</summary>
-    public void Run(bool onPool)
+    /// <summary>
+    /// Serves the connection until it would block, then re-arms it; or hands it to the I/O pool; or closes it. True when
+    /// it used up its turn (<see cref="FramesPerTurn"/>) with frames still buffered: it is not re-armed, and the
+    /// calling loop owes it another turn.
+    /// </summary>
+    public bool Run(bool onPool)
     {
         if (_closed)
         {
-            return;
+            return false;
         }
 
         try
         {
             var reads = 0;
             var drained = false;
+            _turnFrames = 0;
             while (true)
             {
                 var step = Advance(onPool);
@@ -101,26 +113,31 @@ internal sealed class LoopConnection
                     if (!FlushReplies())
                     {
                         Close("connection reset while writing");
-                        return;
+                        return false;
                     }
 
                     Volatile.Write(ref _busy, 1);
                     _server.Loops.Offload(this);
-                    return;
+                    return false;
                 }
 
                 if (step == Step.Close)
                 {
                     FlushReplies();
                     Close(null);
-                    return;
+                    return false;
+                }
+
+                if (step == Step.Yield)
+                {
+                    return EndTurn(rearm: false);
                 }
 
                 if (_eof)
                 {
                     FlushReplies();
                     Close(_phase == Phase.Header ? null : "connection closed in the middle of a frame");
-                    return;
+                    return false;
                 }
 
                 // After a short read the socket is empty: write the replies rather than read again only to hear "would
@@ -150,34 +167,51 @@ internal sealed class LoopConnection
                 }
 
                 Close(error.ToString());
-                return;
+                return false;
             }
 
             ReleaseEmptyReceiveBuffer();
-            if (!FlushReplies())
-            {
-                Close("connection reset while writing");
-                return;
-            }
-
-            var backlog = _outEnd - _outStart;
-            if (backlog > _server.Options.MaxReplyBacklog)
-            {
-                NetworkingLog.ReplyBacklogExceeded(_server.Logger, _server.Name, Context.Remote, backlog, _server.Options.MaxReplyBacklog);
-                Close(null);
-                return;
-            }
-
-            if (!_server.Loops.Rearm(this, backlog > 0))
-            {
-                Close($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
-            }
+            return EndTurn(rearm: true);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             NetworkingLog.HandlerFailed(_server.Logger, _server.Name, ex);
             Close(ex.Message);
+            return false;
         }
+    }
+
+    /// <summary>
+    /// Writes the turn's replies and closes a connection whose peer lets too many of them wait; then re-arms it, or
+    /// (when it yielded with frames buffered) returns true for the loop to run it again.
+    /// </summary>
+    private bool EndTurn(bool rearm)
+    {
+        if (!FlushReplies())
+        {
+            Close("connection reset while writing");
+            return false;
+        }
+
+        var backlog = _outEnd - _outStart;
+        if (backlog > _server.Options.MaxReplyBacklog)
+        {
+            NetworkingLog.ReplyBacklogExceeded(_server.Logger, _server.Name, Context.Remote, backlog, _server.Options.MaxReplyBacklog);
+            Close(null);
+            return false;
+        }
+
+        if (!rearm)
+        {
+            return true;
+        }
+
+        if (!_server.Loops.Rearm(this, backlog > 0))
+        {
+            Close($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
+        }
+
+        return false;
     }
 
     /// <summary>Moves the frame state machine on over the bytes already received, handling whole frames inline.</summary>
@@ -195,6 +229,13 @@ internal sealed class LoopConnection
                         return Step.NeedBytes;
                     }
 
+                    // The I/O pool runs one connection per thread, with no one waiting behind it on that thread.
+                    if (_turnFrames == FramesPerTurn && !onPool)
+                    {
+                        return Step.Yield;
+                    }
+
+                    _turnFrames++;
                     if (!StartFrame())
                     {
                         return Step.Close;
