@@ -279,9 +279,10 @@ public sealed partial class PocketJob
     {
         Layout layout;
         var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        var request = BodyWriter.Rent();
         try
         {
-            var reply = await SendGetAsync(key, 0, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var reply = await SendGetAsync(key, 0, -1, flags, request, scratch, cancellationToken).ConfigureAwait(false);
             var body = PocketClient.ReplyBody(reply, scratch);
             var got = ReadGetReply(body);
             if (got.IsInline)
@@ -294,6 +295,7 @@ public sealed partial class PocketJob
         }
         finally
         {
+            BodyWriter.Return(request);
             ArrayPool<byte>.Shared.Return(scratch);
         }
 
@@ -317,9 +319,10 @@ public sealed partial class PocketJob
     {
         Layout layout;
         var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        var request = BodyWriter.Rent();
         try
         {
-            var reply = await SendGetAsync(key, offset, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var reply = await SendGetAsync(key, offset, -1, flags, request, scratch, cancellationToken).ConfigureAwait(false);
             var body = PocketClient.ReplyBody(reply, scratch);
             var got = ReadGetReply(body);
             if (got.IsInline)
@@ -334,6 +337,7 @@ public sealed partial class PocketJob
         }
         finally
         {
+            BodyWriter.Return(request);
             ArrayPool<byte>.Shared.Return(scratch);
         }
 
