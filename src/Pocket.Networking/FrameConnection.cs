@@ -229,6 +229,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
             pending = _pendingPool.TryPop(out var pooled) ? pooled : new Pending(this);
             pending.Destination = replyInto;
+            pending.CancelToken = cancellationToken;
             id = ++_nextRequestId;
             pending.Id = id;
             pending.Opcode = opcode;
@@ -250,8 +251,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             await WriteFrameAsync(header, head, data).ConfigureAwait(false);
             written = true;
 
-            // Nothing is registered for a token that cannot be cancelled.
-            using (cancellationToken.UnsafeRegister(CancelPendingCallback, pending))
+            // Nothing is registered for a token that cannot be cancelled, nor per request for the token this
+            // connection shares (see ShareCancellation).
+            var registration = cancellationToken.CanBeCanceled && !ShareCancellation(pending, cancellationToken)
+                ? cancellationToken.UnsafeRegister(CancelPendingCallback, pending)
+                : default;
+            using (registration)
             {
                 reply = await pending.Task.ConfigureAwait(false);
             }
@@ -304,6 +309,90 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
     private static readonly Action<object?, CancellationToken> CancelPendingCallback =
         static (state, token) => ((Pending)state!).Owner.CancelPending((Pending)state!, token);
+
+    private static readonly Action<object?, CancellationToken> CancelSharedCallback =
+        static (state, token) => ((FrameConnection)state!).CancelAll(token);
+
+    // The first cancellable token a request came with: registered once for the connection, so the requests that come
+    // with it again (a caller's one token for all its work, the bench's run token) register nothing each. A
+    // registration per request on one token shared by thousands of connections took that token's lock twice per request.
+    private const int NotShared = 0, Sharing = 1, Shared = 2;
+    private int _sharing;
+    private CancellationToken _sharedToken;
+    private CancellationTokenRegistration _sharedRegistration;
+
+    /// <summary>
+    /// True when <paramref name="token"/> is the connection's shared token (the first to come makes itself that
+    /// token), so the request needs no registration of its own. The request is in the table with its token already:
+    /// a cancellation from now on finds it there (<see cref="CancelAll"/>), and one that came earlier is seen here.
+    /// </summary>
+    private bool ShareCancellation(Pending pending, CancellationToken token)
+    {
+        if (Volatile.Read(ref _sharing) == NotShared && Interlocked.CompareExchange(ref _sharing, Sharing, NotShared) == NotShared)
+        {
+            _sharedToken = token;
+            Volatile.Write(ref _sharing, Shared);
+            var registration = token.UnsafeRegister(CancelSharedCallback, this);
+            var kept = false;
+            lock (_pendingLock)
+            {
+                // A failed connection has let go of its registration already (Fail): this one must not outlive it.
+                if (_failure is null)
+                {
+                    _sharedRegistration = registration;
+                    kept = true;
+                }
+            }
+
+            if (!kept)
+            {
+                registration.Unregister();
+            }
+        }
+
+        if (Volatile.Read(ref _sharing) != Shared || !_sharedToken.Equals(token))
+        {
+            return false;
+        }
+
+        if (token.IsCancellationRequested)
+        {
+            CancelPending(pending, token);
+        }
+
+        return true;
+    }
+
+    /// <summary>The shared token fired: every request in the table that came with it fails, as in <see cref="CancelPending"/>.</summary>
+    private void CancelAll(CancellationToken token)
+    {
+        List<Pending>? cancelled = null;
+        lock (_pendingLock)
+        {
+            foreach (var pending in _pending.Values)
+            {
+                if (pending.CancelToken.Equals(token))
+                {
+                    (cancelled ??= []).Add(pending);
+                }
+            }
+
+            if (cancelled is null)
+            {
+                return;
+            }
+
+            foreach (var pending in cancelled)
+            {
+                _pending.Remove(pending.Id);
+            }
+        }
+
+        foreach (var pending in cancelled)
+        {
+            pending.TrySetException(new OperationCanceledException(token));
+        }
+    }
 
     /// <summary>
     /// A caller's token fired while it waited for its reply. A request the reader has not taken yet leaves the table
@@ -1158,11 +1247,17 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
 
         Pending[] failed;
+        CancellationTokenRegistration shared;
         lock (_pendingLock)
         {
             failed = [.. _pending.Values];
             _pending.Clear();
+            shared = _sharedRegistration;
+            _sharedRegistration = default;
         }
+
+        // A long-lived token must not keep a closed connection reachable.
+        shared.Unregister();
 
         foreach (var pending in failed)
         {
@@ -1217,6 +1312,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
         public Memory<byte> Destination { get; set; }
 
+        /// <summary>The caller's token, for a cancellation of the connection's shared token (<see cref="CancelAll"/>).</summary>
+        public CancellationToken CancelToken { get; set; }
+
         public Opcode Opcode { get; set; }
 
         /// <summary>When it was sent (<see cref="Stopwatch.GetTimestamp"/>), for the request timeout.</summary>
@@ -1243,6 +1341,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         public void Reset()
         {
             Destination = default;
+            CancelToken = default;
             _core.Reset();
             Volatile.Write(ref _completed, 0);
         }
