@@ -55,7 +55,10 @@ for pass in $(seq 1 "${PASSES:-3}"); do
         for v in $order; do
             name="$v-$n-$pass"
             load="$(cut -d' ' -f1 /proc/loadavg)"
-            dotnet "$work/$v/pocket.dll" bench --connections "$n" --processes "${PROCESSES:-2}" --op get --size 1KiB \
+            # At most one process per connection (the bench refuses more): N=1 runs in one process.
+            processes="${PROCESSES:-2}"
+            ((processes > n)) && processes="$n"
+            dotnet "$work/$v/pocket.dll" bench --connections "$n" --processes "$processes" --op get --size 1KiB \
                 --duration "${DURATION:-8s}" --warmup "${WARMUP:-1s}" --json >"$results/$name.json" 2>"$results/$name.log" ||
                 { echo "$name failed; its log:" >&2; tail -5 "$results/$name.log" >&2; continue; }
             jq -r --arg v "$v" --arg n "$n" --arg pass "$pass" --arg load "$load" \

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using Pocket.Networking;
@@ -235,6 +236,42 @@ public sealed partial class PocketClient : IAsyncDisposable
     }
 
     private static readonly TimeSpan JobFatePause = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Reply buffers up to this size are kept by <see cref="ReturnReplyBuffer"/>.</summary>
+    private const int MaxKeptReplyBuffer = 4 << 10;
+
+    // One reply buffer kept for this client's next small request. A request holds its reply buffer from send to reply,
+    // so with thousands of requests in flight (a fan-in of one client per connection) the shared array pool had none
+    // left and every get allocated a new 32 KiB array: the fan-in client's garbage, page faults and background GCs.
+    private byte[]? _replyBuffer;
+
+    /// <summary>
+    /// A buffer of at least <paramref name="size"/> bytes for a reply: the one this client keeps when it is free and
+    /// large enough, else one from the shared pool. Give it back with <see cref="ReturnReplyBuffer"/>.
+    /// </summary>
+    internal byte[] RentReplyBuffer(int size)
+    {
+        var kept = Interlocked.Exchange(ref _replyBuffer, null);
+        if (kept is not null)
+        {
+            if (kept.Length >= size)
+            {
+                return kept;
+            }
+
+            ArrayPool<byte>.Shared.Return(kept);
+        }
+
+        return ArrayPool<byte>.Shared.Rent(size);
+    }
+
+    internal void ReturnReplyBuffer(byte[] buffer)
+    {
+        if (buffer.Length > MaxKeptReplyBuffer || Interlocked.CompareExchange(ref _replyBuffer, buffer, null) is not null)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
 
     /// <summary>The body of a reply sent with a reply buffer: in that buffer, unless it did not fit.</summary>
     internal static ReadOnlySpan<byte> ReplyBody(in FrameReply reply, byte[] replyInto) =>

@@ -95,37 +95,36 @@ public sealed partial class PocketJob
     private async ValueTask<Layout> GetLayoutAsync(string key, long offset, long length, GetFlags flags, CancellationToken cancellationToken)
     {
         var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        var request = BodyWriter.Rent();
         try
         {
-            var reply = await SendGetAsync(key, offset, length, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var reply = await SendGetAsync(key, offset, length, flags, request, scratch, cancellationToken).ConfigureAwait(false);
             var got = ReadGetReply(PocketClient.ReplyBody(reply, scratch));
             return got.IsInline ? new Layout(got.Size, got.Inline.ToArray(), [], 0) : ToLayout(got);
         }
         finally
         {
+            BodyWriter.Return(request);
             ArrayPool<byte>.Shared.Return(scratch);
         }
     }
 
-    /// <summary>Sends a Get; an OK reply that fits is read into <paramref name="replyInto"/> (see <see cref="PocketClient.ReplyBody"/>).</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, byte[] replyInto, CancellationToken cancellationToken)
+    /// <summary>
+    /// Sends a Get whose request is encoded into <paramref name="request"/> (the caller's, returned by the caller once
+    /// the reply is in); an OK reply that fits is read into <paramref name="replyInto"/> (see <see cref="PocketClient.ReplyBody"/>).
+    /// Not an async method of its own: one state machine less per get (each await level is a pooled box, an
+    /// execution-context capture and a continuation to run).
+    /// </summary>
+    private ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, CancellationToken cancellationToken)
     {
         var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
         var asked = frameFlags | _client.NodeAddressesFlag;
-        var request = BodyWriter.Rent();
-        try
-        {
-            // A delete-after-read reply carries a handle to release (like Create's): awaited whatever the token.
-            cancellationToken.ThrowIfCancellationRequested();
-            var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
-            GetRequest.Write(request, key, offset, length);
-            return await _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id).ConfigureAwait(false);
-        }
-        finally
-        {
-            BodyWriter.Return(request);
-        }
+
+        // A delete-after-read reply carries a handle to release (like Create's): awaited whatever the token.
+        cancellationToken.ThrowIfCancellationRequested();
+        var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
+        GetRequest.Write(request, key, offset, length);
+        return _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id);
     }
 
     private static GetReply ReadGetReply(ReadOnlySpan<byte> body) =>

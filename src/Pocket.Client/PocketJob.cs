@@ -279,9 +279,10 @@ public sealed partial class PocketJob
     {
         Layout layout;
         var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+        var request = BodyWriter.Rent();
         try
         {
-            var reply = await SendGetAsync(key, 0, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var reply = await SendGetAsync(key, 0, -1, flags, request, scratch, cancellationToken).ConfigureAwait(false);
             var body = PocketClient.ReplyBody(reply, scratch);
             var got = ReadGetReply(body);
             if (got.IsInline)
@@ -294,6 +295,7 @@ public sealed partial class PocketJob
         }
         finally
         {
+            BodyWriter.Return(request);
             ArrayPool<byte>.Shared.Return(scratch);
         }
 
@@ -316,10 +318,14 @@ public sealed partial class PocketJob
     public async ValueTask<int> GetAsync(string key, long offset, Memory<byte> destination, GetFlags flags = GetFlags.None, CancellationToken cancellationToken = default)
     {
         Layout layout;
-        var scratch = ArrayPool<byte>.Shared.Rent(GetReplyScratch);
+
+        // Room for an inline reply of the destination's size (kind and size, then the bytes): a 1 KiB get needs no
+        // 16 KiB buffer. A larger reply (the object is longer than the destination) is read into an array of its own.
+        var scratch = _client.RentReplyBuffer((int)Math.Min(GetReplyScratch, (long)destination.Length + InlineGetReplyPrefix));
+        var request = BodyWriter.Rent();
         try
         {
-            var reply = await SendGetAsync(key, offset, -1, flags, scratch, cancellationToken).ConfigureAwait(false);
+            var reply = await SendGetAsync(key, offset, -1, flags, request, scratch, cancellationToken).ConfigureAwait(false);
             var body = PocketClient.ReplyBody(reply, scratch);
             var got = ReadGetReply(body);
             if (got.IsInline)
@@ -334,7 +340,8 @@ public sealed partial class PocketJob
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(scratch);
+            BodyWriter.Return(request);
+            _client.ReturnReplyBuffer(scratch);
         }
 
         var count = (int)Math.Min(destination.Length, layout.Size - offset);
@@ -439,7 +446,7 @@ public sealed partial class PocketJob
     public async ValueTask<ObjectInfo?> LookupAsync(string key, CancellationToken cancellationToken = default)
     {
         var request = BodyWriter.Rent();
-        var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
+        var scratch = _client.RentReplyBuffer(SmallReplyScratch);
         try
         {
             FrameReply reply;
@@ -457,7 +464,7 @@ public sealed partial class PocketJob
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(scratch);
+            _client.ReturnReplyBuffer(scratch);
             BodyWriter.Return(request);
         }
     }
@@ -493,7 +500,7 @@ public sealed partial class PocketJob
     public async ValueTask<long> DeleteAsync(string key, bool recursive = false, CancellationToken cancellationToken = default)
     {
         var request = BodyWriter.Rent();
-        var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
+        var scratch = _client.RentReplyBuffer(SmallReplyScratch);
         try
         {
             DeleteRequest.Write(request, key);
@@ -502,7 +509,7 @@ public sealed partial class PocketJob
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(scratch);
+            _client.ReturnReplyBuffer(scratch);
             BodyWriter.Return(request);
         }
     }
@@ -512,7 +519,7 @@ public sealed partial class PocketJob
     public async ValueTask<long> CountAsync(string prefix = "", CancellationToken cancellationToken = default)
     {
         var request = BodyWriter.Rent();
-        var scratch = ArrayPool<byte>.Shared.Rent(SmallReplyScratch);
+        var scratch = _client.RentReplyBuffer(SmallReplyScratch);
         try
         {
             CountRequest.Write(request, prefix);
@@ -521,7 +528,7 @@ public sealed partial class PocketJob
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(scratch);
+            _client.ReturnReplyBuffer(scratch);
             BodyWriter.Return(request);
         }
     }
@@ -630,6 +637,9 @@ public sealed partial class PocketJob
 
     /// <summary>A reply buffer for the small fixed replies of lookup and delete.</summary>
     private const int SmallReplyScratch = 256;
+
+    /// <summary>What an inline Get reply holds before the object's bytes: kind (u8) and size (i64).</summary>
+    private const int InlineGetReplyPrefix = 1 + sizeof(long);
 
     private static FrameFlags ToFrameFlags(PutFlags flags) => (flags & PutFlags.KeepAfterJob) != 0 ? FrameFlags.KeepAfterJob : FrameFlags.None;
 }

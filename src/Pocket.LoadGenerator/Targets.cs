@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
 using System.Runtime.CompilerServices;
@@ -82,10 +83,14 @@ internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuS
     public ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken) =>
         job.PutAsync(root + key, value, PutFlags.None, cancellationToken);
 
+    private RootedKeys? _keys;
+
     // Pooled like the client's own methods (and the RESP target's): a box per get was the bench's, not Pocket's, cost.
+    // The key under the root is made once per pool key, as the RESP target encodes its keys into a reused buffer: a
+    // string per get was the bench's allocation, charged to Pocket.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) =>
-        await job.GetAsync(root + key, 0, destination, GetFlags.None, cancellationToken).ConfigureAwait(false);
+        await job.GetAsync((_keys ??= RootedKeys.For(root)).Of(key), 0, destination, GetFlags.None, cancellationToken).ConfigureAwait(false);
 
     public async Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken) =>
         await job.DeleteAsync(root + prefix, recursive: true, cancellationToken).ConfigureAwait(false);
@@ -136,6 +141,39 @@ internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuS
     public ValueTask DisposeAsync() => owner?.DisposeAsync() ?? ValueTask.CompletedTask;
 
     internal static string ListedKey(string prefix, int i) => string.Create(CultureInfo.InvariantCulture, $"{prefix}{i:D3}");
+}
+
+/// <summary>
+/// Keys under one root (root + key), each made once and shared by every target of the process with that root: the
+/// gets of a run read a fixed pool of keys. Bounded, so unique keys (puts) cannot grow it without end.
+/// </summary>
+internal sealed class RootedKeys
+{
+    private const int MaxKeys = 1 << 16;
+    private static readonly ConcurrentDictionary<string, RootedKeys> Roots = new();
+    private readonly ConcurrentDictionary<string, string> _keys = new();
+    private readonly string _root;
+    private int _count;
+
+    private RootedKeys(string root) => _root = root;
+
+    public static RootedKeys For(string root) => Roots.GetOrAdd(root, static r => new RootedKeys(r));
+
+    public string Of(string key)
+    {
+        if (_keys.TryGetValue(key, out var rooted))
+        {
+            return rooted;
+        }
+
+        rooted = _root + key;
+        if (Volatile.Read(ref _count) < MaxKeys && _keys.TryAdd(key, rooted))
+        {
+            Interlocked.Increment(ref _count);
+        }
+
+        return rooted;
+    }
 }
 
 /// <summary>

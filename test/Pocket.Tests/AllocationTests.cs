@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
+using Xunit.Abstractions;
 
 namespace Pocket.Tests;
 
@@ -14,7 +15,7 @@ namespace Pocket.Tests;
 /// pooling (1.8-5 KB per request) fails it by far. Tests in this assembly do not run in parallel
 /// (xunit.runner.json), so no other test's cluster allocates during the count.
 /// </summary>
-public sealed class AllocationTests
+public sealed class AllocationTests(ITestOutputHelper output)
 {
     private const int Warmup = 20_000;
     private const int Measured = 20_000;
@@ -49,6 +50,70 @@ public sealed class AllocationTests
 
         // The requests did what they should.
         Assert.Equal(1 + putKeys.Length, await job.CountAsync());
+    }
+
+    /// <summary>
+    /// The serverless shape: many clients, each with its own connection and a get in flight at once. A get holds its
+    /// reply buffer from send to reply; taken from the shared array pool, thousands in flight emptied it and every get
+    /// allocated a new 32 KiB array. Each client keeps one buffer sized to its gets instead. The same count also
+    /// bounds what an idle client holds (its connection's input buffer, 16 KiB, is most of it).
+    /// </summary>
+    [Fact]
+    public async Task ManyClientsWithAGetInFlightEachAllocateNothingPerGet()
+    {
+        const int clients = 2_000;
+        const int rounds = 20;
+        await using var cluster = await TestSupport.StartClusterAsync(nodes: 0);
+        await using var admin = await cluster.ConnectAsync();
+        var owner = await cluster.Admin(admin).RegisterJobAsync("fan-in-allocations");
+        var value = new byte[1 << 10];
+        value.AsSpan().Fill(9);
+        await owner.PutAsync("get/1k", value);
+
+        var memoryBefore = GC.GetTotalMemory(forceFullCollection: true);
+        var connected = await Task.WhenAll(Enumerable.Range(0, clients).Select(_ => cluster.ConnectAsync()));
+        var perIdleClient = (GC.GetTotalMemory(forceFullCollection: true) - memoryBefore) / (double)clients;
+        try
+        {
+            var jobs = connected.Select(c => c.OpenJob(owner.Id, owner.Token)).ToArray();
+            var buffers = jobs.Select(_ => new byte[value.Length]).ToArray();
+
+            // Warm-up: every client has done gets (its buffer is made) and the path is compiled.
+            await Task.WhenAll(jobs.Select((job, i) => Task.Run(() => GetManyAsync(job, buffers[i], rounds))));
+            var before = GC.GetTotalAllocatedBytes(precise: true);
+            var done = await Task.WhenAll(jobs.Select((job, i) => GetManyAsync(job, buffers[i], rounds)));
+            var perGet = (GC.GetTotalAllocatedBytes(precise: true) - before) / (double)done.Sum();
+
+            output.WriteLine($"{clients} clients: {perIdleClient:0} bytes per idle client (with the in-process server's side of its connection), {perGet:0.0} bytes per get");
+            Assert.Equal(clients * rounds, done.Sum());
+            Assert.All(buffers, buffer => Assert.Equal(value, buffer));
+
+            // Each client's loop is one async method (its state machine is allocated once, a few hundred bytes over
+            // 20 gets); a new 32 KiB array per get, as before, is a hundred times over.
+            Assert.True(perGet <= 256, $"with {clients} gets in flight at once a 1 KiB get allocated {perGet:0.0} bytes");
+
+            // An idle client: its connection (16 KiB input buffer, 1 KiB of gather buffers, socket, tables), the client
+            // itself, and here also the in-process server's side of the connection.
+            Assert.True(perIdleClient <= 48 << 10, $"an idle client holds {perIdleClient:0} bytes");
+        }
+        finally
+        {
+            foreach (var client in connected)
+            {
+                await client.DisposeAsync();
+            }
+        }
+    }
+
+    private static async Task<int> GetManyAsync(PocketJob job, byte[] buffer, int count)
+    {
+        var done = 0;
+        for (var i = 0; i < count; i++)
+        {
+            done += await job.GetAsync("get/1k", 0, buffer).ConfigureAwait(false) == buffer.Length ? 1 : 0;
+        }
+
+        return done;
     }
 
     [Fact]
