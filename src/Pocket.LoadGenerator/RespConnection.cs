@@ -79,7 +79,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     /// with the server's words, not a failed request later. <paramref name="time"/> (the system's by default) times
     /// the commands against their timeout.
     /// </summary>
-    public static async Task<RespConnection> ConnectAsync(string host, int port, CancellationToken cancellationToken, TimeProvider? time = null)
+    public static async Task<RespConnection> ConnectAsync(string host, int port, CancellationToken cancellationToken, TimeProvider? time = null, bool ping = true)
     {
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         var remote = $"{host}:{port}";
@@ -101,6 +101,11 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         }
 
         var connection = new RespConnection(socket, remote, time ?? TimeProvider.System);
+        if (!ping)
+        {
+            return connection;
+        }
+
         try
         {
             await connection.CommandAsync("PING").ConfigureAwait(false);
