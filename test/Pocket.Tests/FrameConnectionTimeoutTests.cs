@@ -32,7 +32,7 @@ public sealed class FrameConnectionTimeoutTests
             using var socket = await listener.AcceptSocketAsync(timeout.Token);
             var header = new byte[FrameHeader.Size];
             uint? ignored = null;
-            while (await TryReceiveExactlyAsync(socket, header, timeout.Token))
+            while (await ReadExactlyAsync(socket, header, timeout.Token))
             {
                 Assert.Equal(Status.Ok, FrameHeader.TryRead(header, 0, out var request));
 
@@ -164,7 +164,7 @@ public sealed class FrameConnectionTimeoutTests
 
     private static async Task<uint> ReadRequestAsync(Socket socket, byte[] header, CancellationToken cancellationToken)
     {
-        Assert.True(await TryReceiveExactlyAsync(socket, header, cancellationToken), "the client closed the connection");
+        Assert.True(await ReadExactlyAsync(socket, header, cancellationToken), "the client closed the connection");
         Assert.Equal(Status.Ok, FrameHeader.TryRead(header, 0, out var request));
         return request.RequestId;
     }
@@ -176,31 +176,5 @@ public sealed class FrameConnectionTimeoutTests
         new FrameHeader(Opcode.Ping, FrameFlags.Reply, Status.Ok, bytes.Length, requestId, JobToken.None).Write(frame);
         bytes.CopyTo(frame.AsSpan(FrameHeader.Size));
         await socket.SendAsync(frame, SocketFlags.None, cancellationToken);
-    }
-
-    /// <summary>False when the peer closed before the buffer was full.</summary>
-    private static async Task<bool> TryReceiveExactlyAsync(Socket socket, byte[] buffer, CancellationToken cancellationToken)
-    {
-        for (var received = 0; received < buffer.Length;)
-        {
-            int n;
-            try
-            {
-                n = await socket.ReceiveAsync(buffer.AsMemory(received), SocketFlags.None, cancellationToken);
-            }
-            catch (SocketException)
-            {
-                return false;
-            }
-
-            if (n == 0)
-            {
-                return false;
-            }
-
-            received += n;
-        }
-
-        return true;
     }
 }

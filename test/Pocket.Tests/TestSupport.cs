@@ -157,7 +157,8 @@ internal static class TestSupport
         }
     }
 
-    private static async Task<bool> ReadExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
+    /// <summary>Fills <paramref name="buffer"/> from the socket; false when the peer closed (or reset) before it was full.</summary>
+    internal static async Task<bool> ReadExactlyAsync(Socket socket, Memory<byte> buffer, CancellationToken cancellationToken)
     {
         var filled = 0;
         while (filled < buffer.Length)
