@@ -244,6 +244,14 @@ public sealed record KubernetesProvisionerOptions
         _ => throw new ArgumentOutOfRangeException(nameof(tier), tier, "unknown tier"),
     };
 
+    private static void MetadataQuantity(string what, string quantity)
+    {
+        if (!TierPodOptions.TryQuantity(quantity))
+        {
+            throw new ArgumentException($"metadata pods' {what} '{quantity}' is not a Kubernetes quantity (e.g. 500m, 1, 1Gi)");
+        }
+    }
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {
@@ -291,12 +299,11 @@ public sealed record KubernetesProvisionerOptions
             throw new ArgumentException($"metadata port {MetadataPort} must be 1-65535 and max metadata servers {MaxMetadataServers} 1-64");
         }
 
-        foreach (var (what, quantity) in new[] { ("cpu request", MetadataCpuRequest), ("memory request", MetadataMemoryRequest), ("memory limit", MetadataMemoryLimit ?? "1") })
+        MetadataQuantity("cpu request", MetadataCpuRequest);
+        MetadataQuantity("memory request", MetadataMemoryRequest);
+        if (MetadataMemoryLimit is not null)
         {
-            if (!TierPodOptions.TryQuantity(quantity))
-            {
-                throw new ArgumentException($"metadata pods' {what} '{quantity}' is not a Kubernetes quantity (e.g. 500m, 1, 1Gi)");
-            }
+            MetadataQuantity("memory limit", MetadataMemoryLimit);
         }
 
         if (!KubernetesNames.IsSecretKey(ClusterTokenSecretKey))
