@@ -30,4 +30,7 @@ internal static partial class StorageLog
 
     [LoggerMessage(EventId = 308, Level = LogLevel.Warning, Message = "metadata server {Address} has not answered for {Seconds:0.#} s; its share is kept until it answers, says this node is dead, or stays silent past the limit")]
     public static partial void HeartbeatUnanswered(ILogger logger, string address, double seconds);
+
+    [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "metadata server {Address} took the connection but did not answer the registration within {Seconds:0.###} s; joining it again at the next heartbeat")]
+    public static partial void RegistrationUnanswered(ILogger logger, string address, double seconds);
 }

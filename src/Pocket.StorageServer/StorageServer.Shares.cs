@@ -51,6 +51,13 @@ public sealed partial class StorageServer
         /// <summary>When the server last answered (a <see cref="TimeProvider"/> timestamp): registration or a heartbeat.</summary>
         public long LastAnswer { get; set; }
 
+        /// <summary>
+        /// The server took the connection but did not answer the last registration in time: the next one gives it no
+        /// segments up front (the balance rounds move its share once it is up), so a server that stalls again takes
+        /// nothing from the others' shares.
+        /// </summary>
+        public bool Unanswered { get; set; }
+
         /// <summary>When this node last warned that the server is silent (a timestamp; 0: not since it last answered).</summary>
         public long LastWarned { get; set; }
     }
@@ -93,11 +100,25 @@ public sealed partial class StorageServer
             throw new InvalidOperationException($"none of the {_links.Length} metadata servers is reachable");
         }
 
+        // A server that takes the connection but does not answer the registration is joined at a later round (its
+        // share is unowned until then and goes to the others at the first round); one that refuses it stops the start.
         for (var i = 0; i < reachable.Count; i++)
         {
             await RegisterLinkAsync(reachable[i], ShareTable.Run(i, reachable.Count), cancellationToken).ConfigureAwait(false);
         }
+
+        if (!_links.Any(l => l.Registered))
+        {
+            throw new InvalidOperationException($"none of the {_links.Length} metadata servers answered the registration within {RegistrationWait.TotalSeconds:0.###} s");
+        }
     }
+
+    /// <summary>
+    /// How long a registration may take before the node gives up on it until the next round: a round waits for it, and
+    /// the other servers' heartbeats wait for the round, so it is bounded like a heartbeat (one interval, at least a
+    /// second: well within the servers' suspect time, 3 s by default).
+    /// </summary>
+    private TimeSpan RegistrationWait => _options.HeartbeatInterval > TimeSpan.FromSeconds(1) ? _options.HeartbeatInterval : TimeSpan.FromSeconds(1);
 
     /// <summary>An id in the range servers never assign themselves, proposed to every server (the same grant id everywhere).</summary>
     private static uint NewNodeId() => 0x8000_0000u | (uint)RandomNumberGenerator.GetInt32(1, int.MaxValue);
@@ -110,8 +131,13 @@ public sealed partial class StorageServer
         link.Connection = await FrameConnection.ConnectAsync(link.EndPoint.Host, link.EndPoint.Port, _options.MetadataConnection, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Registers with one server, giving it <paramref name="share"/> (unowned segments), under a fresh secret.</summary>
-    private async Task RegisterLinkAsync(MetadataLink link, ulong share, CancellationToken cancellationToken)
+    /// <summary>
+    /// Registers with one server, giving it <paramref name="share"/> (unowned segments), under a fresh secret. False when
+    /// the server did not answer within <see cref="RegistrationWait"/>: the share is taken back and reset, and the
+    /// connection closed, so that a registration the server carries out late ends there as a node whose connection
+    /// closed (dead, holding nothing) rather than as a second holder of segments this node gives to others.
+    /// </summary>
+    private async Task<bool> RegisterLinkAsync(MetadataLink link, ulong share, CancellationToken cancellationToken)
     {
         var shares = _shares!;
         link.Secret = RandomNumberGenerator.GetBytes(RegisterNodeRequest.SecretSize);
@@ -122,9 +148,27 @@ public sealed partial class StorageServer
         var body = new BodyWriter();
         RegisterNodeRequest.Write(body, _options.Tier, host, (ushort)_server!.EndPoint.Port, _store!.Capacity, _store.BlockSize, link.Secret, _options.Standby, NodeId, share);
         FrameReply reply;
+        using var wait = new CancellationTokenSource(RegistrationWait, _options.TimeProvider);
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, wait.Token);
         try
         {
-            reply = await link.Connection!.SendAsync(Opcode.RegisterNode, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
+            reply = await link.Connection!.SendAsync(Opcode.RegisterNode, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: either.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            Unshare(link, share);
+            ResetSegments(share);
+            link.Connection?.Dispose();
+            link.Connection = null;
+            link.Unanswered = true;
+            var now = _options.TimeProvider.GetTimestamp();
+            if (WarnOfSilence(link.LastAnswer, link.LastWarned, now, _options.TimeProvider))
+            {
+                link.LastWarned = now;
+                StorageLog.RegistrationUnanswered(_logger, link.EndPoint.ToString(), RegistrationWait.TotalSeconds);
+            }
+
+            return false;
         }
         catch
         {
@@ -139,8 +183,10 @@ public sealed partial class StorageServer
         }
 
         link.Registered = true;
+        link.Unanswered = false;
         link.LastAnswer = _options.TimeProvider.GetTimestamp();
         StorageLog.Registered(_logger, NodeId, $"{host}:{_server.EndPoint.Port} with {link.EndPoint} ({ShareTable.Count(share)} of 64 segments)", _options.Tier.ToString(), _store.Capacity);
+        return true;
     }
 
     private void Unshare(MetadataLink link, ulong mask)
@@ -337,6 +383,12 @@ public sealed partial class StorageServer
         var up = _links!.Where(l => l.Up).ToList();
         var target = ShareTable.Segments / (up.Count + 1);
         var share = _shares!.Unowned;
+        if (link.Unanswered && up.Count > 0)
+        {
+            share = 0;
+            up.Clear();
+        }
+
         foreach (var other in up)
         {
             var surplus = ShareTable.Count(_shares.Held(other.Index)) - target;
@@ -348,15 +400,19 @@ public sealed partial class StorageServer
 
         try
         {
-            await RegisterLinkAsync(link, share, cancellationToken).ConfigureAwait(false);
+            if (await RegisterLinkAsync(link, share, cancellationToken).ConfigureAwait(false))
+            {
+                return;
+            }
         }
-        catch (Exception ex) when (ex is ConnectionLostException or InvalidOperationException)
+        catch (Exception ex) when (ex is ConnectionLostException or RequestTimeoutException or InvalidOperationException)
         {
             StorageLog.HeartbeatFailed(_logger, ex.Message);
             link.Connection?.Dispose();
             link.Connection = null;
-            await GiveAsync(share & _shares.Unowned, cancellationToken).ConfigureAwait(false);
         }
+
+        await GiveAsync(share & _shares.Unowned, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using CsCheck;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
@@ -197,6 +198,121 @@ public sealed class NodeReregistrationTests
         // Deleting the lost object frees nothing of the new record's: the new object still reads.
         await job.DeleteAsync("before", cancellationToken: cts.Token);
         Assert.Equal(Hash(after), Hash(await job.GetAsync("after", cancellationToken: cts.Token)));
+    }
+
+    /// <summary>
+    /// A metadata server that takes the connection but never answers the registration (a stalled process): the node
+    /// starts without it, holds the whole node at the server that answers, keeps heartbeating that one, and asks the
+    /// silent one again at later rounds, each time on a new connection after closing the last, asking for no segments;
+    /// once the server answers, it gets its half by the balance rounds. Before, the node's start (and later every
+    /// heartbeat round) waited for the registration's reply, up to the request timeout.
+    /// </summary>
+    [Fact]
+    public async Task AServerThatNeverAnswersTheRegistrationHoldsUpNeitherTheStartNorTheOthersHeartbeats()
+    {
+        var token = JobToken.NewRandom();
+        var fake = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var steady = await StartMetadataAsync(token, fake);
+        using var mute = new TcpListener(IPAddress.Loopback, 0);
+        mute.Start();
+        using var cts = Timeout(120);
+        var registrations = System.Threading.Channels.Channel.CreateUnbounded<Socket>();
+        var relayTo = 0;
+        var accepting = Task.Run(async () =>
+        {
+            while (!cts.IsCancellationRequested)
+            {
+                var socket = await mute.AcceptSocketAsync(cts.Token);
+                if (Volatile.Read(ref relayTo) is var port and not 0)
+                {
+                    _ = RelayAsync(socket, port, cts.Token);
+                    continue;
+                }
+
+                var head = new byte[FrameHeader.Size];
+                if (await ReadExactlyAsync(socket, head, cts.Token)
+                    && FrameHeader.TryRead(head, int.MaxValue, out var header) == Status.Ok
+                    && header.Opcode == Opcode.RegisterNode
+                    && await ReadExactlyAsync(socket, new byte[header.BodyLength], cts.Token))
+                {
+                    registrations.Writer.TryWrite(socket);
+                }
+            }
+        });
+
+        const long Capacity = 32L << 20;
+        await using var node = new Pocket.StorageServer.StorageServer(
+            new Pocket.StorageServer.StorageServerOptions
+            {
+                Metadata = new DnsEndPoint("127.0.0.1", steady.EndPoint.Port),
+                OtherMetadata = [new DnsEndPoint("127.0.0.1", ((IPEndPoint)mute.LocalEndpoint).Port)],
+                Capacity = Capacity,
+                HeartbeatInterval = TimeSpan.FromMilliseconds(100),
+                ClusterToken = token,
+                DramHeadroom = 0,
+
+                // Far beyond the test's patience: only the registration's own bound can let the node go on.
+                MetadataConnection = new FrameConnectionOptions { RequestTimeout = TimeSpan.FromMinutes(30) },
+                Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
+            },
+            NullLoggerFactory.Instance);
+        await node.StartAsync().WaitAsync(cts.Token);
+
+        await using var client = await PocketClient.ConnectAsync($"127.0.0.1:{steady.EndPoint.Port}", new PocketClientOptions(), cts.Token);
+        var admin = client.Admin(token);
+        await WaitUntilAsync(async () => (await admin.GetNodesAsync(cts.Token)).SingleOrDefault() is { State: NodeState.Live, Capacity: Capacity }, "the answering server holds the whole node");
+
+        // Three times: the steady server's clock moves past its suspect time (its liveness check marks the node suspect
+        // at once), and a heartbeat arriving after that makes the node live again; meanwhile the silent server is asked
+        // again, on a new connection, the old one closed by the node.
+        var previous = await registrations.Reader.ReadAsync(cts.Token);
+        for (var round = 0; round < 3; round++)
+        {
+            fake.Advance(TimeSpan.FromSeconds(4));
+            await WaitUntilAsync(async () => (await admin.GetNodesAsync(cts.Token)).Single().State == NodeState.Live, "a heartbeat reaches the answering server");
+            var next = await registrations.Reader.ReadAsync(cts.Token);
+            Assert.True(await IsClosedAsync(previous), "the node closes an unanswered registration's connection");
+            previous.Dispose();
+            previous = next;
+        }
+
+        previous.Dispose();
+
+        // The server answers from now on (its address relays to a real one): the node registers there with nothing up
+        // front, and the balance rounds move free segments to it until the two hold half the node each.
+        await using var late = await StartMetadataAsync(token, TimeProvider.System);
+        Volatile.Write(ref relayTo, late.EndPoint.Port);
+        await using var lateClient = await PocketClient.ConnectAsync($"127.0.0.1:{late.EndPoint.Port}", new PocketClientOptions(), cts.Token);
+        var lateAdmin = lateClient.Admin(token);
+        await WaitUntilAsync(async () => (await lateAdmin.GetNodesAsync(cts.Token)).SingleOrDefault() is { State: NodeState.Live, Capacity: Capacity / 2 }, "the late server holds half the node");
+        await WaitUntilAsync(async () => (await admin.GetNodesAsync(cts.Token)).Single().Capacity == Capacity / 2, "the answering server gave it half");
+
+        foreach (var (server, name) in new[] { (admin, "steady"), (lateAdmin, "late") })
+        {
+            var job = await server.RegisterJobAsync(name, cts.Token);
+            var data = RandomBytes(4 << 20, name.Length);
+            await job.PutAsync("k", data, cancellationToken: cts.Token);
+            Assert.Equal(Hash(data), Hash(await job.GetAsync("k", cancellationToken: cts.Token)));
+        }
+
+        await cts.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => accepting);
+
+        static async Task RelayAsync(Socket inbound, int port, CancellationToken cancellationToken)
+        {
+            using var outbound = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            inbound.NoDelay = true;
+            await using var client = new NetworkStream(inbound, ownsSocket: true);
+            try
+            {
+                await outbound.ConnectAsync(IPAddress.Loopback, port, cancellationToken);
+                await using var server = new NetworkStream(outbound, ownsSocket: false);
+                await Task.WhenAny(client.CopyToAsync(server, cancellationToken), server.CopyToAsync(client, cancellationToken));
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or OperationCanceledException)
+            {
+            }
+        }
     }
 
     private static async Task<MetadataServer> StartMetadataAsync(JobToken token, TimeProvider time)
