@@ -204,7 +204,14 @@ public sealed class ManifestTests
         Assert.Equal(2, stages.Count);
         Assert.Contains("mcr.microsoft.com/dotnet/sdk:", stages[0], StringComparison.Ordinal);
         Assert.Contains("mcr.microsoft.com/dotnet/aspnet:", stages[1], StringComparison.Ordinal);
-        Assert.Contains(dockerfile, l => l.Contains("dotnet publish src/Pocket.Cli/Pocket.Cli.csproj", StringComparison.Ordinal));
+        var publish = Assert.Single(dockerfile, l => l.Contains("dotnet publish src/Pocket.Cli/Pocket.Cli.csproj", StringComparison.Ordinal));
+
+        // For a runtime identifier, so that the project's ReadyToRun setting applies (it needs one), still on the shared runtime.
+        Assert.Contains("-r \"$rid\"", publish, StringComparison.Ordinal);
+        Assert.Contains("--no-self-contained", publish, StringComparison.Ordinal);
+        Assert.Contains(dockerfile, l => l.Trim() == "ARG TARGETARCH");
+        var project = File.ReadAllText(Path.Combine(Root(), "src", "Pocket.Cli", "Pocket.Cli.csproj"));
+        Assert.Contains("<PublishReadyToRun Condition=\"'$(RuntimeIdentifier)' != ''\">true</PublishReadyToRun>", project, StringComparison.Ordinal);
         Assert.Contains(dockerfile, l => l.StartsWith("USER ", StringComparison.Ordinal));
         Assert.True(File.Exists(Path.Combine(Root(), "src", "Pocket.Cli", "Pocket.Cli.csproj")));
     }
