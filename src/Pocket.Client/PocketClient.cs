@@ -194,11 +194,42 @@ public sealed partial class PocketClient : IAsyncDisposable
         }
         catch (ConnectionLostException ex)
         {
-            var unreachable = new PocketException(Status.InternalError, $"metadata server {MetadataAddress} unreachable: {ex.Message}", ex);
-            throw jobId is null || Options.JobLostWait <= TimeSpan.Zero ? unreachable : await JobFateAsync(jobId, token, unreachable, cancellationToken).ConfigureAwait(false);
+            throw await MetadataLostAsync(ex, jobId, token, cancellationToken).ConfigureAwait(false);
         }
 
-        return reply.IsOk ? reply : throw PocketException.From(reply.Status, reply.Message);
+        return Checked(reply);
+    }
+
+    /// <summary>
+    /// The metadata connection when it is up, for a request's fast path: the caller awaits the connection's request
+    /// itself (no async level of the client's between it and the reply), checks the reply with <see cref="Checked"/>
+    /// and hands a <see cref="ConnectionLostException"/> to <see cref="ResendMetadataAsync"/>, which does what
+    /// <see cref="SendMetadataAsync"/> does for it. Null when a request must take <see cref="SendMetadataAsync"/>.
+    /// </summary>
+    internal FrameConnection? ConnectedMetadata => _metadata is { IsConnected: true } current && !_disposed ? current : null;
+
+    /// <summary>An OK reply as it is; any other becomes its typed exception.</summary>
+    internal static FrameReply Checked(in FrameReply reply) => reply.IsOk ? reply : throw PocketException.From(reply.Status, reply.Message);
+
+    /// <summary>
+    /// A request sent on <see cref="ConnectedMetadata"/> lost its connection: one that never left goes again on a new
+    /// connection (<see cref="SendMetadataAsync"/>, reply checked); otherwise the failure becomes the client's exception.
+    /// </summary>
+    internal async ValueTask<FrameReply> ResendMetadataAsync(ConnectionLostException lost, Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, Memory<byte> replyInto = default, string? jobId = null)
+    {
+        if (lost.NotSent && !_disposed)
+        {
+            return await SendMetadataAsync(opcode, flags, token, body, cancellationToken, default, replyInto, jobId).ConfigureAwait(false);
+        }
+
+        throw await MetadataLostAsync(lost, jobId, token, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>What a caller gets when its request lost the metadata connection: see <see cref="SendMetadataAsync"/>.</summary>
+    private async ValueTask<PocketException> MetadataLostAsync(ConnectionLostException lost, string? jobId, JobToken token, CancellationToken cancellationToken)
+    {
+        var unreachable = new PocketException(Status.InternalError, $"metadata server {MetadataAddress} unreachable: {lost.Message}", lost);
+        return jobId is null || Options.JobLostWait <= TimeSpan.Zero ? unreachable : await JobFateAsync(jobId, token, unreachable, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>

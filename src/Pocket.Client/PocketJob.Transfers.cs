@@ -111,11 +111,13 @@ public sealed partial class PocketJob
 
     /// <summary>
     /// Sends a Get whose request is encoded into <paramref name="request"/> (the caller's, returned by the caller once
-    /// the reply is in); an OK reply that fits is read into <paramref name="replyInto"/> (see <see cref="PocketClient.ReplyBody"/>).
-    /// Not an async method of its own: one state machine less per get (each await level is a pooled box, an
-    /// execution-context capture and a continuation to run).
+    /// the reply is in) and returns its OK reply; an OK reply that fits is read into <paramref name="replyInto"/> (see
+    /// <see cref="PocketClient.ReplyBody"/>). On a connected client the get's caller awaits the connection's request
+    /// itself: no async level of the client's between the caller and the reply (each level is a pooled box, an
+    /// execution-context capture and a continuation to run per get; the fan-in profile showed them per level).
     /// </summary>
-    private ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, CancellationToken cancellationToken)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, CancellationToken cancellationToken)
     {
         var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
         var asked = frameFlags | _client.NodeAddressesFlag;
@@ -124,7 +126,19 @@ public sealed partial class PocketJob
         cancellationToken.ThrowIfCancellationRequested();
         var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
         GetRequest.Write(request, key, offset, length);
-        return _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id);
+        if (_client.ConnectedMetadata is not { } connection)
+        {
+            return await _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id).ConfigureAwait(false);
+        }
+
+        try
+        {
+            return PocketClient.Checked(await connection.SendAsync(Opcode.Get, asked, Token, request.WrittenMemory, replyInto: replyInto, cancellationToken: token).ConfigureAwait(false));
+        }
+        catch (ConnectionLostException lost)
+        {
+            return await _client.ResendMetadataAsync(lost, Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto, Id).ConfigureAwait(false);
+        }
     }
 
     private static GetReply ReadGetReply(ReadOnlySpan<byte> body) =>

@@ -80,12 +80,18 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private readonly Socket _socket;
     private readonly Stream _stream;
     private readonly FrameConnectionOptions _options;
-    // A plain dictionary under a lock: ConcurrentDictionary allocates a node per insert, one per request.
+    // The table of requests in flight. The first sits in a field of its own, entered and taken with one
+    // compare-and-swap each: one request outstanding per connection is the serverless shape, and at 1,024 connections
+    // the lock, the dictionary's arrays and the pool's stack were each a cache miss per request. Requests beside it go
+    // to a plain dictionary under a lock (ConcurrentDictionary allocates a node per insert). Whoever takes a request
+    // (Pending.TryTake: the reader, a cancellation, the timeout, a failure) is the one that completes it.
+    private Pending? _first;
     private readonly Dictionary<uint, Pending> _pending = [];
     private readonly Lock _pendingLock = new();
+    private Pending? _sparePending;
     private readonly Stack<Pending> _pendingPool = new();
-    private readonly SemaphoreSlim _writeLock = new(1, 1);
-    private readonly SemaphoreSlim _inFlight;
+    private readonly AsyncGate _writeLock = new(1);
+    private readonly AsyncGate _inFlight;
     private readonly Thread? _reader;
     private readonly ClientLoops? _loops;
     private readonly ulong _loopId;
@@ -107,7 +113,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         _stream = stream;
         Remote = remote;
         _options = options;
-        _inFlight = new SemaphoreSlim(options.MaxInFlight, options.MaxInFlight);
+        _inFlight = new AsyncGate(options.MaxInFlight);
         if (stream is NetworkStream)
         {
             // Plain TCP: read by the shared loops, so a connection costs no thread.
@@ -216,8 +222,13 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// Cancelling ends the wait with <see cref="OperationCanceledException"/> at once, unless the reply is already being
     /// read (then it is returned): the server may still carry the request out, and its late reply is discarded.
     /// </summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<FrameReply> SendAsync(
+    /// <remarks>
+    /// Not an async method: when the frame is written without waiting (small frames are), the caller awaits the
+    /// request's own pooled value-task source, and the request's end (its registration, its slot, its pooled object)
+    /// is done when the caller takes the result (<see cref="Pending.GetResult"/>). One state machine less per request:
+    /// its box, its execution-context capture and its continuation were a level of every get.
+    /// </remarks>
+    public ValueTask<FrameReply> SendAsync(
         Opcode opcode,
         FrameFlags flags,
         JobToken token,
@@ -226,76 +237,86 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         Memory<byte> replyInto = default,
         CancellationToken cancellationToken = default)
     {
-        ThrowIfFailed();
-        await _inFlight.WaitAsync(cancellationToken).ConfigureAwait(false);
-        Pending pending;
-        uint id;
-        lock (_pendingLock)
+        if (_failure is not null)
         {
-            if (_failure is not null)
-            {
-                _inFlight.Release();
-                ThrowIfFailed();
-            }
-
-            pending = _pendingPool.TryPop(out var pooled) ? pooled : new Pending(this);
-            pending.Destination = replyInto;
-            pending.CancelToken = cancellationToken;
-            id = ++_nextRequestId;
-            pending.Id = id;
-            pending.Opcode = opcode;
-            pending.Started = Stopwatch.GetTimestamp();
-            if (_pending.Count == 0 || _pendingSince == 0)
-            {
-                // No older request is in the table: this one's start bounds them all (see NeedsCheck).
-                Volatile.Write(ref _pendingSince, pending.Started);
-            }
-
-            _pending[id] = pending;
+            return ValueTask.FromException<FrameReply>(NotSentFailure());
         }
 
-        FrameReply reply;
-        var written = false;
+        if (cancellationToken.IsCancellationRequested)
+        {
+            return ValueTask.FromCanceled<FrameReply>(cancellationToken);
+        }
+
+        return _inFlight.TryEnter()
+            ? SendAdmittedAsync(opcode, flags, token, head, data, replyInto, cancellationToken)
+            : SendWhenAdmittedAsync(opcode, flags, token, head, data, replyInto, cancellationToken);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FrameReply> SendWhenAdmittedAsync(
+        Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken cancellationToken)
+    {
+        await _inFlight.EnterAsync(cancellationToken).ConfigureAwait(false);
+        return await SendAdmittedAsync(opcode, flags, token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The caller holds a slot of <see cref="_inFlight"/>; the request gives it back when it ends.</summary>
+    private ValueTask<FrameReply> SendAdmittedAsync(
+        Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken cancellationToken)
+    {
+        var pending = RentPending();
+        pending.Destination = replyInto;
+        pending.CancelToken = cancellationToken;
+        pending.Opcode = opcode;
+        if (!Enlist(pending))
+        {
+            ReturnPending(pending);
+            _inFlight.Exit();
+            return ValueTask.FromException<FrameReply>(NotSentFailure());
+        }
+
+        ValueTask write;
         try
         {
-            var header = new FrameHeader(opcode, flags, Status.Ok, head.Length + data.Length, id, token);
-            await WriteFrameAsync(header, head, data).ConfigureAwait(false);
-            written = true;
-
-            // Nothing is registered for a token that cannot be cancelled, nor per request for the token this
-            // connection shares (see ShareCancellation).
-            var registration = cancellationToken.CanBeCanceled && !ShareCancellation(pending, cancellationToken)
-                ? cancellationToken.UnsafeRegister(CancelPendingCallback, pending)
-                : default;
-            using (registration)
-            {
-                reply = await pending.Task.ConfigureAwait(false);
-            }
+            write = WriteFrameAsync(new FrameHeader(opcode, flags, Status.Ok, head.Length + data.Length, pending.Id, token), head, data);
         }
-        catch (Exception ex) when (written && ex is OperationCanceledException or RequestTimeoutException)
+        catch (Exception ex)
         {
-            // CancelPending took the request out of the table, so nothing else refers to it now.
-            ReturnPending(pending);
-            throw;
+            write = ValueTask.FromException(ex);
         }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
-        {
-            // A pending object goes back to the pool only when nothing can complete it any more: it was awaited,
-            // or it is taken out of the table here before anyone else took it.
-            bool mine;
-            lock (_pendingLock)
-            {
-                mine = _pending.Remove(id);
-            }
 
-            if (mine)
+        if (!write.IsCompletedSuccessfully)
+        {
+            return AfterWriteAsync(pending, write, cancellationToken);
+        }
+
+        Watch(pending, cancellationToken);
+        return pending.Task;
+    }
+
+    /// <summary>A frame whose write did not finish at once (a large frame, or another writer held the socket).</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<FrameReply> AfterWriteAsync(Pending pending, ValueTask write, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await write.ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            // A pending object goes back to the pool only when nothing can complete it any more: it is taken out of the
+            // table here before anyone else took it.
+            if (pending.TryTake(pending.Id))
             {
+                Untable(pending);
                 ReturnPending(pending);
+                _inFlight.Exit();
             }
-            else if (!written)
+            else
             {
                 // The write failed, yet the reader took the request (its reply is arriving) or a failure did: wait
                 // until it is completed, so the reader is no longer writing into replyInto when the caller gets it back.
+                // Taking the result ends the request (its slot, its object).
                 try
                 {
                     await pending.Task.ConfigureAwait(false);
@@ -306,16 +327,172 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
                 }
             }
 
+            if (ex is not (IOException or SocketException or ObjectDisposedException))
+            {
+                throw;
+            }
+
             Fail(ex);
             throw _failure as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {ex.Message}", ex);
         }
-        finally
+
+        Watch(pending, cancellationToken);
+        return await pending.Task.ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// Registers the caller's token for a request that is out: nothing for a token that cannot be cancelled, nor per
+    /// request for the token this connection shares (see <see cref="ShareCancellation"/>).
+    /// </summary>
+    private void Watch(Pending pending, CancellationToken cancellationToken)
+    {
+        if (cancellationToken.CanBeCanceled && !ShareCancellation(pending, cancellationToken))
         {
-            _inFlight.Release();
+            pending.Registration = cancellationToken.UnsafeRegister(CancelPendingCallback, pending);
+        }
+    }
+
+    /// <summary>
+    /// The caller took the request's result: its registration goes (waiting for a callback that runs), then its
+    /// object and its slot. Called once per request, from <see cref="Pending.GetResult"/>.
+    /// </summary>
+    private void EndRequest(Pending pending)
+    {
+        pending.Registration.Dispose();
+        ReturnPending(pending);
+        _inFlight.Exit();
+    }
+
+    private void EndUnknownFailure(Pending pending)
+    {
+        pending.Registration.Dispose();
+        pending.Registration = default;
+        _inFlight.Exit();
+    }
+
+    /// <summary>The request failed with the connection: the exception its caller gets.</summary>
+    private ConnectionLostException EndLostRequest(Pending pending, Exception cause)
+    {
+        pending.Registration.Dispose();
+        pending.Registration = default;
+        if (pending.TryTake(pending.Id))
+        {
+            Untable(pending);
+            ReturnPending(pending);
         }
 
-        ReturnPending(pending);
-        return reply;
+        _inFlight.Exit();
+        Fail(cause);
+        return _failure as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {cause.Message}", cause);
+    }
+
+    private ConnectionLostException NotSentFailure()
+    {
+        var failure = _failure!;
+        return new ConnectionLostException(failure.Message, failure) { NotSent = true };
+    }
+
+    /// <summary>
+    /// Gives <paramref name="pending"/> a fresh request id and puts it in the table; false when the connection has
+    /// failed (then the request is not in the table and was never sent).
+    /// </summary>
+    private bool Enlist(Pending pending)
+    {
+        var id = Interlocked.Increment(ref _nextRequestId);
+        if (id == 0)
+        {
+            // 0 marks a request that is in no table (Pending.Key): after 2^32 requests the ids go round without it.
+            id = Interlocked.Increment(ref _nextRequestId);
+        }
+
+        pending.Id = id;
+        pending.Started = Stopwatch.GetTimestamp();
+        pending.Key = id;
+        if (Interlocked.CompareExchange(ref _first, pending, null) is null)
+        {
+            // Fail sets the failure before it empties the table, and this looks after entering it: either Fail finds
+            // the request, or this finds the failure and takes the request back (unless Fail took it first: then it
+            // completes the request with the failure, as for any request in flight).
+            if (_failure is not null && pending.TryTake(id))
+            {
+                Untable(pending);
+                return false;
+            }
+
+            return true;
+        }
+
+        lock (_pendingLock)
+        {
+            if (_failure is not null)
+            {
+                pending.Key = 0;
+                return false;
+            }
+
+            if (_pending.Count == 0 || _pendingSince == 0)
+            {
+                // No older request is in the dictionary: this one's start bounds them all (see NeedsCheck).
+                Volatile.Write(ref _pendingSince, pending.Started);
+            }
+
+            _pending[id] = pending;
+        }
+
+        return true;
+    }
+
+    /// <summary>Takes the request with this id out of the table (the reply to it has come), or null when none is waiting.</summary>
+    private Pending? TakeById(uint id)
+    {
+        var first = Volatile.Read(ref _first);
+        if (first is not null && Volatile.Read(ref first.Key) == id && first.TryTake(id))
+        {
+            Interlocked.CompareExchange(ref _first, null, first);
+            return first;
+        }
+
+        Pending? pending;
+        lock (_pendingLock)
+        {
+            if (_pending.Count == 0 || !_pending.Remove(id, out pending))
+            {
+                return null;
+            }
+        }
+
+        return pending.TryTake(id) ? pending : null;
+    }
+
+    /// <summary>Removes a request its taker took (<see cref="Pending.TryTake"/>) from where the table holds it.</summary>
+    private void Untable(Pending pending)
+    {
+        if (Interlocked.CompareExchange(ref _first, null, pending) == pending)
+        {
+            return;
+        }
+
+        lock (_pendingLock)
+        {
+            _pending.Remove(pending.Id);
+        }
+    }
+
+    /// <summary>
+    /// Every request in the table, each with the id it was in the table under (read before its other fields, so a
+    /// request that ends and is reused meanwhile is not taken by its old id); under <see cref="_pendingLock"/>.
+    /// </summary>
+    private void Snapshot(List<(Pending Pending, uint Id)> into)
+    {
+        if (Volatile.Read(ref _first) is { } first && Volatile.Read(ref first.Key) is var key and not 0)
+        {
+            into.Add((first, key));
+        }
+
+        foreach (var (id, pending) in _pending)
+        {
+            into.Add((pending, id));
+        }
     }
 
     private static readonly Action<object?, CancellationToken> CancelPendingCallback =
@@ -377,31 +554,19 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// <summary>The shared token fired: every request in the table that came with it fails, as in <see cref="CancelPending"/>.</summary>
     private void CancelAll(CancellationToken token)
     {
-        List<Pending>? cancelled = null;
+        var all = new List<(Pending Pending, uint Id)>();
         lock (_pendingLock)
         {
-            foreach (var pending in _pending.Values)
-            {
-                if (pending.CancelToken.Equals(token))
-                {
-                    (cancelled ??= []).Add(pending);
-                }
-            }
-
-            if (cancelled is null)
-            {
-                return;
-            }
-
-            foreach (var pending in cancelled)
-            {
-                _pending.Remove(pending.Id);
-            }
+            Snapshot(all);
         }
 
-        foreach (var pending in cancelled)
+        foreach (var (pending, id) in all)
         {
-            pending.TrySetException(new OperationCanceledException(token));
+            if (pending.CancelToken.Equals(token) && pending.TryTake(id))
+            {
+                Untable(pending);
+                pending.TrySetException(new OperationCanceledException(token));
+            }
         }
     }
 
@@ -413,14 +578,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// </summary>
     private void CancelPending(Pending pending, CancellationToken token)
     {
-        lock (_pendingLock)
+        if (!pending.TryTake(pending.Id))
         {
-            if (!_pending.Remove(pending.Id))
-            {
-                return;
-            }
+            return;
         }
 
+        Untable(pending);
         pending.TrySetException(new OperationCanceledException(token));
     }
 
@@ -431,33 +594,20 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private void FailLateRequests()
     {
         var now = Stopwatch.GetTimestamp();
-        List<Pending>? late = null;
+        var all = new List<(Pending Pending, uint Id)>();
         lock (_pendingLock)
         {
-            foreach (var pending in _pending.Values)
-            {
-                if (Stopwatch.GetElapsedTime(pending.Started, now) >= _options.RequestTimeout)
-                {
-                    (late ??= []).Add(pending);
-                }
-            }
-
-            if (late is not null)
-            {
-                foreach (var pending in late)
-                {
-                    _pending.Remove(pending.Id);
-                }
-            }
+            Snapshot(all);
         }
 
-        if (late is null)
+        foreach (var (pending, id) in all)
         {
-            return;
-        }
+            if (Stopwatch.GetElapsedTime(Volatile.Read(ref pending.Started), now) < _options.RequestTimeout || !pending.TryTake(id))
+            {
+                continue;
+            }
 
-        foreach (var pending in late)
-        {
+            Untable(pending);
             pending.TrySetException(new RequestTimeoutException(
                 $"{Remote} did not answer {pending.Opcode} within {_options.RequestTimeout.TotalSeconds:0.###} s (the server is unresponsive or overloaded)")
             {
@@ -467,9 +617,27 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
     }
 
+    private Pending RentPending()
+    {
+        if (Interlocked.Exchange(ref _sparePending, null) is { } spare)
+        {
+            return spare;
+        }
+
+        lock (_pendingLock)
+        {
+            return _pendingPool.TryPop(out var pooled) ? pooled : new Pending(this);
+        }
+    }
+
     private void ReturnPending(Pending pending)
     {
         pending.Reset();
+        if (Interlocked.CompareExchange(ref _sparePending, pending, null) is null)
+        {
+            return;
+        }
+
         lock (_pendingLock)
         {
             if (_pendingPool.Count < _options.MaxInFlight)
@@ -563,7 +731,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     {
         // Small frames are written synchronously: they fit the socket buffer, so the write does not wait, and a
         // socket that only ever sees blocking calls stays in blocking mode (see ConnectBlockingAsync).
-        if (!_writeLock.Wait(0))
+        if (!_writeLock.TryEnter())
         {
             return FlushGatheredSlowAsync();
         }
@@ -578,7 +746,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
         finally
         {
-            _writeLock.Release();
+            _writeLock.Exit();
         }
 
         return ValueTask.CompletedTask;
@@ -586,14 +754,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
     private async ValueTask FlushGatheredSlowAsync()
     {
-        await _writeLock.WaitAsync().ConfigureAwait(false);
+        await _writeLock.EnterAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
             WriteGathered();
         }
         finally
         {
-            _writeLock.Release();
+            _writeLock.Exit();
         }
     }
 
@@ -639,7 +807,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
     private async ValueTask WriteLargeFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
     {
-        await _writeLock.WaitAsync().ConfigureAwait(false);
+        await _writeLock.EnterAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
             var prefix = FrameHeader.Size + head.Length;
@@ -651,7 +819,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
         finally
         {
-            _writeLock.Release();
+            _writeLock.Exit();
         }
     }
 
@@ -726,8 +894,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
 
         // The table is looked at only when its oldest request may be late: at 10,000 connections, taking every
-        // connection's lock and walking its table ten times a second was 9 % of a fan-in client's CPU.
+        // connection's lock and walking its table ten times a second was 9 % of a fan-in client's CPU. The first
+        // request's start is read as it is (it may be one that just ended: then the walk finds nothing late).
         var now = Stopwatch.GetTimestamp();
+        if (Volatile.Read(ref _first) is { } first && Stopwatch.GetElapsedTime(Volatile.Read(ref first.Started), now) >= _options.RequestTimeout)
+        {
+            return true;
+        }
+
         var since = Volatile.Read(ref _pendingSince);
         if (since == 0 || Stopwatch.GetElapsedTime(since, now) < _options.RequestTimeout)
         {
@@ -870,12 +1044,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
                     return;
                 }
 
-                Pending? pending;
-                lock (_pendingLock)
-                {
-                    _pending.Remove(header.RequestId, out pending);
-                }
-
+                var pending = TakeById(header.RequestId);
                 if (pending is null)
                 {
                     reader.Skip(header.BodyLength);
@@ -1144,12 +1313,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             throw new ConnectionLostException($"bad reply frame from {Remote}: {status}");
         }
 
-        Pending? pending;
-        lock (_pendingLock)
-        {
-            _pending.Remove(header.RequestId, out pending);
-        }
-
+        var pending = TakeById(header.RequestId);
         if (pending is null)
         {
             _skip = header.BodyLength;
@@ -1257,12 +1421,11 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             _watchdog?.Dispose();
         }
 
-        Pending[] failed;
+        var failed = new List<(Pending Pending, uint Id)>();
         CancellationTokenRegistration shared;
         lock (_pendingLock)
         {
-            failed = [.. _pending.Values];
-            _pending.Clear();
+            Snapshot(failed);
             shared = _sharedRegistration;
             _sharedRegistration = default;
         }
@@ -1270,23 +1433,19 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         // A long-lived token must not keep a closed connection reachable.
         shared.Unregister();
 
-        foreach (var pending in failed)
+        foreach (var (pending, id) in failed)
         {
-            pending.TrySetException(_failure!);
+            if (pending.TryTake(id))
+            {
+                Untable(pending);
+                pending.TrySetException(_failure!);
+            }
         }
 
         if (_loops is not null)
         {
             // The reply a loop took out of the table is not in it: fail it too, unless a loop is reading it now.
             SettleBody();
-        }
-    }
-
-    private void ThrowIfFailed()
-    {
-        if (_failure is { } failure)
-        {
-            throw new ConnectionLostException(failure.Message, failure) { NotSent = true };
         }
     }
 
@@ -1308,17 +1467,24 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// <summary>
     /// The awaitable of one request, pooled per connection (a TaskCompletionSource and its Task per request were
     /// most of what a request allocated). Completes inline on the reader thread; see <see cref="ReaderSlot"/>.
-    /// Exactly one party completes it: whoever takes it out of the table of requests in flight (the reader, a
-    /// failure, or the caller's cancellation).
+    /// Exactly one party completes it: whoever takes it out of the table of requests in flight (<see cref="TryTake"/>:
+    /// the reader, a failure, the request timeout or the caller's cancellation). The caller taking the result ends the
+    /// request (<see cref="EndRequest"/>): so nothing that may still complete it ever sees it reused.
     /// </summary>
     private sealed class Pending(FrameConnection owner) : IValueTaskSource<FrameReply>
     {
         private ManualResetValueTaskSourceCore<FrameReply> _core;
         private int _completed;
 
+        /// <summary>The request id while the request is in the table of requests in flight, 0 once it was taken.</summary>
+        public uint Key;
+
+        /// <summary>When it was sent (<see cref="Stopwatch.GetTimestamp"/>), for the request timeout.</summary>
+        public long Started;
+
         public FrameConnection Owner { get; } = owner;
 
-        /// <summary>The request id it is in the table under, while it is.</summary>
+        /// <summary>The request id it is (or was) in the table under.</summary>
         public uint Id { get; set; }
 
         public Memory<byte> Destination { get; set; }
@@ -1326,12 +1492,18 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         /// <summary>The caller's token, for a cancellation of the connection's shared token (<see cref="CancelAll"/>).</summary>
         public CancellationToken CancelToken { get; set; }
 
+        /// <summary>The caller's token's registration of its own, if the request needed one.</summary>
+        public CancellationTokenRegistration Registration { get; set; }
+
         public Opcode Opcode { get; set; }
 
-        /// <summary>When it was sent (<see cref="Stopwatch.GetTimestamp"/>), for the request timeout.</summary>
-        public long Started { get; set; }
-
         public ValueTask<FrameReply> Task => new(this, _core.Version);
+
+        /// <summary>
+        /// Takes the request out of the table, if it is still there under <paramref name="id"/>: true for the one
+        /// party that then completes it. An id read earlier fails once the object was reused for another request.
+        /// </summary>
+        public bool TryTake(uint id) => id != 0 && Interlocked.CompareExchange(ref Key, 0, id) == id;
 
         public void TrySetResult(FrameReply reply)
         {
@@ -1353,11 +1525,38 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         {
             Destination = default;
             CancelToken = default;
+            Registration = default;
             _core.Reset();
             Volatile.Write(ref _completed, 0);
         }
 
-        public FrameReply GetResult(short token) => _core.GetResult(token);
+        public FrameReply GetResult(short token)
+        {
+            FrameReply reply;
+            try
+            {
+                reply = _core.GetResult(token);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or RequestTimeoutException)
+            {
+                // The canceller or the timeout took it out of the table, so nothing else refers to it now.
+                Owner.EndRequest(this);
+                throw;
+            }
+            catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException)
+            {
+                throw Owner.EndLostRequest(this, ex);
+            }
+            catch (Exception)
+            {
+                // Nothing else completes a request; should it, the request still gives back its slot.
+                Owner.EndUnknownFailure(this);
+                throw;
+            }
+
+            Owner.EndRequest(this);
+            return reply;
+        }
 
         public ValueTaskSourceStatus GetStatus(short token) => _core.GetStatus(token);
 
