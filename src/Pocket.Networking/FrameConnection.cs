@@ -644,20 +644,34 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// write on a pool thread), and the node is woken once for the whole frame. What the socket does not take now is
     /// written asynchronously, as before.
     /// </summary>
-    private ValueTask WriteLargeFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
-    {
-        if (_loops is null || !_writeLock.Wait(0))
-        {
-            return WriteLargeFrameSlowAsync(header, head, data);
-        }
+    private ValueTask WriteLargeFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data) =>
+        _writeLock.Wait(0) ? WriteLargeFrameLockedAsync(header, head, data) : WriteLargeFrameWhenFreeAsync(header, head, data);
 
+    private async ValueTask WriteLargeFrameWhenFreeAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    {
+        await _writeLock.WaitAsync().ConfigureAwait(false);
+        await WriteLargeFrameLockedAsync(header, head, data).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes the frame; the caller holds the write lock, which this releases once the frame is written.</summary>
+    private ValueTask WriteLargeFrameLockedAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    {
         byte[] buffer;
         int prefix;
-        int sent;
+        var sent = 0;
         try
         {
             (buffer, prefix) = WriteLargePrefix(header, head);
-            sent = Linux.SendNow(_socket.SafeHandle, buffer.AsSpan(0, prefix), data.Span);
+            if (_loops is not null)
+            {
+                sent = Linux.SendNow(_socket.SafeHandle, buffer.AsSpan(0, prefix), data.Span);
+                if (sent == prefix + data.Length)
+                {
+                    Interlocked.Increment(ref _gatheredLargeWrites);
+                    _writeLock.Release();
+                    return ValueTask.CompletedTask;
+                }
+            }
         }
         catch (Exception ex)
         {
@@ -665,14 +679,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             return ValueTask.FromException(ex);
         }
 
-        if (sent == prefix + data.Length)
-        {
-            Interlocked.Increment(ref _gatheredLargeWrites);
-            _writeLock.Release();
-            return ValueTask.CompletedTask;
-        }
-
-        // The rest (the lock is still held): the unsent part of the head, then of the body.
+        // The rest (all of it on TLS): the unsent part of the head, then of the body.
         return WriteLargeRestAsync(buffer, prefix, Math.Max(sent, 0), data);
     }
 
@@ -704,21 +711,6 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             }
 
             await _stream.WriteAsync(data[(sent - prefix)..]).ConfigureAwait(false);
-        }
-        finally
-        {
-            _writeLock.Release();
-        }
-    }
-
-    private async ValueTask WriteLargeFrameSlowAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
-    {
-        await _writeLock.WaitAsync().ConfigureAwait(false);
-        try
-        {
-            var (buffer, prefix) = WriteLargePrefix(header, head);
-            await _stream.WriteAsync(buffer.AsMemory(0, prefix)).ConfigureAwait(false);
-            await _stream.WriteAsync(data).ConfigureAwait(false);
         }
         finally
         {
