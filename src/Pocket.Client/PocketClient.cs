@@ -45,6 +45,10 @@ public sealed partial class PocketClient : IAsyncDisposable
 
     internal FrameConnection? MetadataConnection => _metadata;
 
+    /// <summary>The storage node connections opened so far (tests).</summary>
+    internal IReadOnlyList<FrameConnection> NodeConnections =>
+        [.. _nodeConnections.Values.Where(l => l.IsValueCreated && l.Value.IsCompletedSuccessfully).Select(l => l.Value.Result)];
+
     /// <summary>The metadata server this client talks to, as host:port.</summary>
     public string MetadataAddress => $"{_metadataHost}:{_metadataPort}";
 

@@ -98,7 +98,6 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     // Buffers start small and grow with use: a process may hold thousands of connections (a fan-in benchmark), and
     // 256 KiB each (as these were) is 2.5 GiB at 10,000. A small request (a get, a lookup) is under 300 bytes; a
     // larger one grows the gather buffers once; the buffer of frames over the gather limit is made by the first.
-    private byte[] _writeBuffer = [];
     private readonly Lock _gatherLock = new();
     private byte[] _gathered = new byte[512];
     private byte[] _spare = new byte[512];
@@ -805,17 +804,81 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
     }
 
-    private async ValueTask WriteLargeFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    /// <summary>
+    /// Writes a frame over the gather limit. On a plain connection the head and the body go out with one gathered,
+    /// non-blocking system call when the socket takes them whole (a 64 KiB write does on loopback), on the caller's
+    /// thread: no second send, no asynchronous socket operation (whose first use set up the runtime's asynchronous
+    /// machinery for the socket, made it non-blocking for good and, when the socket buffer was full, finished the
+    /// write on a pool thread), and the node is woken once for the whole frame. What the socket does not take now is
+    /// written asynchronously, as before.
+    /// </summary>
+    private ValueTask WriteLargeFrameAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data) =>
+        _writeLock.TryEnter() ? WriteLargeFrameLockedAsync(header, head, data) : WriteLargeFrameWhenFreeAsync(header, head, data);
+
+    private async ValueTask WriteLargeFrameWhenFreeAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
     {
         await _writeLock.EnterAsync(CancellationToken.None).ConfigureAwait(false);
+        await WriteLargeFrameLockedAsync(header, head, data).ConfigureAwait(false);
+    }
+
+    /// <summary>Writes the frame; the caller holds the write lock, which this releases once the frame is written.</summary>
+    private ValueTask WriteLargeFrameLockedAsync(FrameHeader header, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data)
+    {
+        byte[] buffer;
+        int prefix;
+        var sent = 0;
         try
         {
-            var prefix = FrameHeader.Size + head.Length;
-            var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : prefix <= 64 << 10 ? _writeBuffer = new byte[Math.Max(prefix, 1 << 10)] : new byte[prefix];
-            header.Write(buffer);
-            head.Span.CopyTo(buffer.AsSpan(FrameHeader.Size));
-            await _stream.WriteAsync(buffer.AsMemory(0, prefix)).ConfigureAwait(false);
-            await _stream.WriteAsync(data).ConfigureAwait(false);
+            (buffer, prefix) = WriteLargePrefix(header, head);
+            if (_loops is not null)
+            {
+                sent = Linux.SendNow(_socket.SafeHandle, buffer.AsSpan(0, prefix), data.Span);
+                if (sent == prefix + data.Length)
+                {
+                    Interlocked.Increment(ref _gatheredLargeWrites);
+                    _writeLock.Exit();
+                    return ValueTask.CompletedTask;
+                }
+            }
+        }
+        catch (Exception ex)
+        {
+            _writeLock.Exit();
+            return ValueTask.FromException(ex);
+        }
+
+        // The rest (all of it on TLS): the unsent part of the head, then of the body.
+        return WriteLargeRestAsync(buffer, prefix, Math.Max(sent, 0), data);
+    }
+
+    /// <summary>Frames over the gather limit written whole by one gathered system call (tests).</summary>
+    internal long GatheredLargeWrites => Interlocked.Read(ref _gatheredLargeWrites);
+
+    private long _gatheredLargeWrites;
+
+    // The header and head of a frame over the gather limit (kept up to 64 KiB), used under the write lock.
+    private byte[] _writeBuffer = [];
+
+    private (byte[] Buffer, int Length) WriteLargePrefix(FrameHeader header, ReadOnlyMemory<byte> head)
+    {
+        var prefix = FrameHeader.Size + head.Length;
+        var buffer = prefix <= _writeBuffer.Length ? _writeBuffer : prefix <= 64 << 10 ? _writeBuffer = new byte[Math.Max(prefix, 1 << 10)] : new byte[prefix];
+        header.Write(buffer);
+        head.Span.CopyTo(buffer.AsSpan(FrameHeader.Size));
+        return (buffer, prefix);
+    }
+
+    private async ValueTask WriteLargeRestAsync(byte[] buffer, int prefix, int sent, ReadOnlyMemory<byte> data)
+    {
+        try
+        {
+            if (sent < prefix)
+            {
+                await _stream.WriteAsync(buffer.AsMemory(sent, prefix - sent)).ConfigureAwait(false);
+                sent = prefix;
+            }
+
+            await _stream.WriteAsync(data[(sent - prefix)..]).ConfigureAwait(false);
         }
         finally
         {

@@ -114,6 +114,13 @@ public sealed class FrameServer : IDisposable
 
     internal void Unregister(long id) => _connections.TryRemove(id, out _);
 
+    private long _gatheredReplies;
+
+    /// <summary>Large replies (header and data) written whole by one gathered system call (tests).</summary>
+    internal long GatheredReplies => Interlocked.Read(ref _gatheredReplies);
+
+    internal void CountGatheredReply() => Interlocked.Increment(ref _gatheredReplies);
+
     private void AcceptLoop()
     {
         while (!_stopping)
