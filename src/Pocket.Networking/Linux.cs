@@ -9,6 +9,7 @@ internal static unsafe partial class Linux
     public const uint EpollOut = 0x004;
     public const uint EpollRdHup = 0x2000;
     public const uint EpollOneShot = 1u << 30;
+    public const uint EpollEt = 1u << 31;
     public const int EpollCtlAdd = 1;
     public const int EpollCtlDel = 2;
     public const int EpollCtlMod = 3;
