@@ -58,6 +58,9 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     private int _reading;
     private int _readable;
 
+    // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
+    private volatile bool _hungUp;
+
     private RespConnection(Socket socket, string remote, TimeProvider time)
     {
         _socket = socket;
@@ -256,8 +259,13 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         return at + 2;
     }
 
-    void IClientLoopConnection.OnReadable()
+    void IClientLoopConnection.OnReadable(bool hungUp)
     {
+        if (hungUp)
+        {
+            _hungUp = true;
+        }
+
         // The event is recorded before ownership is tried; the owner lets go before it looks at the record (each side
         // with a full fence), so one of the two always sees the other: the input is never left unread. A connection
         // that failed stays owned.
@@ -582,7 +590,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             throw new LoadGeneratorException($"connection to {Remote} closed", ex);
         }
 
-        _drained = n < destination.Length;
+        _drained = n < destination.Length && !_hungUp;
         return n == 0 ? throw new LoadGeneratorException($"connection to {Remote} closed by the server") : n;
     }
 

@@ -12,7 +12,9 @@ internal interface IClientLoopConnection
     /// loops at once: the connection lets one of them read and makes sure input signalled meanwhile is read before that
     /// one lets go. Input it leaves unread on purpose (a read budget) it asks to be run for with <see cref="ClientLoops.Kick"/>.
     /// </summary>
-    void OnReadable();
+    /// <param name="hungUp">The event says the peer closed: read on past a short read, to the end of the stream (no
+    /// event comes for it again when it arrived with the last data).</param>
+    void OnReadable(bool hungUp);
 
     /// <summary>
     /// Called on the loops' timer every 100 ms for every connection: a cheap look for late requests or an overrunning
@@ -138,12 +140,12 @@ internal sealed unsafe class ClientLoops
                         // Only those queued now: a connection that kicks itself again waits for the next wake-up.
                         for (var k = _kicked.Count; k > 0 && _kicked.TryDequeue(out var kicked); k--)
                         {
-                            Run(state, kicked);
+                            Run(state, kicked, hungUp: false);
                         }
                     }
                     else
                     {
-                        Run(state, data);
+                        Run(state, data, Linux.HungUp(events, i));
                     }
                 }
 
@@ -159,12 +161,12 @@ internal sealed unsafe class ClientLoops
         }
     }
 
-    private void Run(LoopState state, ulong id)
+    private void Run(LoopState state, ulong id, bool hungUp)
     {
         if (_connections.TryGetValue(id, out var connection))
         {
             Volatile.Write(ref state.BusySince, Environment.TickCount64);
-            connection.OnReadable();
+            connection.OnReadable(hungUp);
             Volatile.Write(ref state.BusySince, 0);
         }
     }

@@ -154,7 +154,7 @@ internal sealed unsafe class EventLoopGroup : IDisposable
                         continue;
                     }
 
-                    if (_connections.TryGetValue((long)data, out var connection) && connection.OnReady())
+                    if (_connections.TryGetValue((long)data, out var connection) && connection.OnReady(Linux.HungUp(events, i)))
                     {
                         again.Enqueue(connection);
                     }

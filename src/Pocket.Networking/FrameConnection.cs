@@ -942,12 +942,20 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     // come again for that input).
     private int _readable;
 
+    // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
+    private volatile bool _hungUp;
+
     /// <summary>
     /// Called by a client loop when data has arrived (plain connections): reads and completes what it can without
     /// waiting, and writes what callers gathered meanwhile; another loop already reading it reads this input too.
     /// </summary>
-    void IClientLoopConnection.OnReadable()
+    void IClientLoopConnection.OnReadable(bool hungUp)
     {
+        if (hungUp)
+        {
+            _hungUp = true;
+        }
+
         // The event is recorded before the reading state is tried; a reader lets go before it looks at the record (each
         // side with a full fence), so one of the two always sees the other: the input is never left unread.
         Interlocked.Exchange(ref _readable, 1);
@@ -1238,7 +1246,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             throw new ConnectionLostException($"connection to {Remote} closed", ex);
         }
 
-        _drained = n < destination.Length;
+        _drained = n < destination.Length && !_hungUp;
         if (n == 0)
         {
             throw new ConnectionLostException(_body is null && _skip == 0 && _inStart == _inEnd

@@ -56,6 +56,9 @@ internal sealed class LoopConnection
     // would come again for that input).
     private int _ready;
 
+    // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
+    private volatile bool _hungUp;
+
     public LoopConnection(FrameServer server, IFrameHandler handler, Socket socket, long id, string remote)
     {
         _server = server;
@@ -115,8 +118,13 @@ internal sealed class LoopConnection
     /// An epoll event for the connection (on a loop): runs it when no other thread owns it, or leaves the event for the
     /// owner. True when the loop owes it another turn (see <see cref="Run"/>).
     /// </summary>
-    public bool OnReady()
+    public bool OnReady(bool hungUp)
     {
+        if (hungUp)
+        {
+            _hungUp = true;
+        }
+
         // The event is recorded before ownership is tried; the owner lets go before it looks at the record (each side
         // with a full fence), so one of the two always sees the other: the input is never left unread.
         Interlocked.Exchange(ref _ready, 1);
@@ -195,7 +203,8 @@ internal sealed class LoopConnection
                 }
 
                 // After a short read the socket is empty: write the replies rather than read again only to hear "would
-                // block"; input that arrives after that read raises a new event. A direct body is read on (its handler
+                // block"; input that arrives after that read raises a new event (the end of the stream may not: see
+                // _hungUp). A direct body is read on (its handler
                 // hears of each piece when asked for the next destination).
                 if ((drained && _phase != Phase.Direct) || _server.Loops.Stopping)
                 {
@@ -547,7 +556,7 @@ internal sealed class LoopConnection
             }
 
             var direct = _socket.Receive(destination, SocketFlags.None, out error);
-            drained = direct < destination.Length;
+            drained = direct < destination.Length && !_hungUp;
             if (direct > 0)
             {
                 _directReceived += direct;
@@ -569,7 +578,7 @@ internal sealed class LoopConnection
 
         var space = _in.Length - _inEnd;
         var read = _socket.Receive(_in.AsSpan(_inEnd), SocketFlags.None, out error);
-        drained = read < space;
+        drained = read < space && !_hungUp;
         if (read > 0)
         {
             _inEnd += read;
