@@ -10,7 +10,7 @@ namespace Pocket.LoadGenerator;
 /// One raw RESP connection with one command outstanding at a time: the shape of one serverless function talking to
 /// Redis or Garnet (`pocket bench --connections N`). It is driven exactly as Pocket's own connections are: a blocking
 /// connect on a pool thread (<see cref="FrameConnection.ConnectBlockingAsync"/>), the command written by the caller
-/// with one blocking send, the reply read by the process's client loops (<see cref="ClientLoops"/>, epoll, one-shot)
+/// with one blocking send, the reply read by the process's client loops (<see cref="ClientLoops"/>, epoll, edge-triggered)
 /// and the caller completed inline on the loop. A GET's value goes straight into the caller's buffer.
 /// </summary>
 internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<long>, IAsyncDisposable
@@ -50,8 +50,16 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     private int _bodyDone;
 
     // The last receive of this wake-up came back short: asking again would only return EAGAIN (a system call per
-    // reply); the re-armed epoll reports what comes next. As FrameConnection does, so both sides pay the same.
+    // reply); the edge-triggered epoll reports what arrives next. As FrameConnection does, so both sides pay the same.
     private bool _drained;
+
+    // 1 while a loop reads the connection (and for good once it failed); _readable is set by every event and cleared
+    // by the reader before it reads (see OnReadable).
+    private int _reading;
+    private int _readable;
+
+    // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
+    private volatile bool _hungUp;
 
     private RespConnection(Socket socket, string remote, TimeProvider time)
     {
@@ -251,18 +259,38 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         return at + 2;
     }
 
-    void IClientLoopConnection.OnReadable()
+    void IClientLoopConnection.OnReadable(bool hungUp)
     {
-        try
+        if (hungUp)
         {
-            if (_failure is null && ReadReply())
-            {
-                Rearm();
-            }
+            _hungUp = true;
         }
-        catch (Exception ex)
+
+        // The event is recorded before ownership is tried; the owner lets go before it looks at the record (each side
+        // with a full fence), so one of the two always sees the other: the input is never left unread. A connection
+        // that failed stays owned.
+        Interlocked.Exchange(ref _readable, 1);
+        while (Interlocked.CompareExchange(ref _reading, 1, 0) == 0)
         {
-            Fail(ex);
+            Interlocked.Exchange(ref _readable, 0);
+            try
+            {
+                if (_failure is not null || !ReadReply())
+                {
+                    return;
+                }
+            }
+            catch (Exception ex)
+            {
+                Fail(ex);
+                return;
+            }
+
+            Interlocked.Exchange(ref _reading, 0);
+            if (Volatile.Read(ref _readable) == 0)
+            {
+                return;
+            }
         }
     }
 
@@ -562,16 +590,8 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             throw new LoadGeneratorException($"connection to {Remote} closed", ex);
         }
 
-        _drained = n < destination.Length;
+        _drained = n < destination.Length && !_hungUp;
         return n == 0 ? throw new LoadGeneratorException($"connection to {Remote} closed by the server") : n;
-    }
-
-    private void Rearm()
-    {
-        if (_failure is null && !_loops.Rearm(_id, _socket.SafeHandle, runNow: false, out var errno))
-        {
-            throw new LoadGeneratorException($"connection to {Remote} can no longer be read (epoll_ctl: errno {errno})");
-        }
     }
 
     private void Fail(Exception cause)

@@ -7,10 +7,14 @@ namespace Pocket.Networking;
 internal interface IClientLoopConnection
 {
     /// <summary>
-    /// Reads what has arrived without waiting, completes its callers inline, and re-arms the connection
-    /// (<see cref="ClientLoops.Rearm"/>) unless it failed.
+    /// Reads what has arrived without waiting (until the socket is empty: the loops are edge-triggered, and no event
+    /// comes again for input left in it) and completes its callers inline. Called for every event, possibly on two
+    /// loops at once: the connection lets one of them read and makes sure input signalled meanwhile is read before that
+    /// one lets go. Input it leaves unread on purpose (a read budget) it asks to be run for with <see cref="ClientLoops.Kick"/>.
     /// </summary>
-    void OnReadable();
+    /// <param name="hungUp">The event says the peer closed: read on past a short read, to the end of the stream (no
+    /// event comes for it again when it arrived with the last data).</param>
+    void OnReadable(bool hungUp);
 
     /// <summary>
     /// Called on the loops' timer every 100 ms for every connection: a cheap look for late requests or an overrunning
@@ -24,8 +28,9 @@ internal interface IClientLoopConnection
 /// <see cref="FrameConnection"/>, and the load generator's raw RESP connections, so that both sides of a comparison
 /// are driven the same way): a few event loops over one
 /// epoll set, as on the servers, instead of a reader thread per connection (a function talking to many nodes, the
-/// gateway and a fan-in benchmark each held a thread per connection). Each connection is armed one-shot, so one
-/// loop owns it from the wake-up until it re-arms it, reads what has arrived and completes its callers inline (no
+/// gateway and a fan-in benchmark each held a thread per connection). Each connection is registered edge-triggered
+/// once and never re-armed (a one-shot registration cost an epoll_ctl per reply); the connection itself lets one loop
+/// at a time read it (see <see cref="IClientLoopConnection.OnReadable"/>), which completes its callers inline (no
 /// hop to another thread). A caller's continuation that blocks a loop (sync-over-async) must not stall the other
 /// connections: when every loop has been busy for longer than <see cref="Stuck"/>, another loop is started, and it
 /// leaves again once the others are free.
@@ -34,6 +39,9 @@ internal sealed unsafe class ClientLoops
 {
     private const int MaxEvents = 64;
 
+    /// <summary>Event data of the eventfd that <see cref="Kick"/> signals (connection ids start at 1).</summary>
+    private const ulong KickData = 0;
+
     /// <summary>Loops started beyond the base number, at most, while others are blocked.</summary>
     private const int MaxExtraLoops = 64;
 
@@ -41,6 +49,8 @@ internal sealed unsafe class ClientLoops
     private static readonly Lazy<ClientLoops> SharedLoops = new(() => new ClientLoops(Math.Clamp(Environment.ProcessorCount, 1, 8)));
 
     private readonly int _epoll;
+    private readonly int _kick;
+    private readonly ConcurrentQueue<ulong> _kicked = new();
     private readonly int _baseLoops;
     private readonly ConcurrentDictionary<ulong, IClientLoopConnection> _connections = new();
     private readonly Lock _loopsLock = new();
@@ -52,6 +62,11 @@ internal sealed unsafe class ClientLoops
     private ClientLoops(int loops)
     {
         _epoll = Linux.CreateEpoll();
+
+        // Edge-triggered: each signal wakes one loop, which runs every connection kicked before it (never read: the
+        // counter would take centuries to fill).
+        _kick = Linux.CreateEventFd();
+        Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _kick, Linux.EpollIn | Linux.EpollEt, KickData);
         _baseLoops = loops;
         for (var i = 0; i < loops; i++)
         {
@@ -67,11 +82,11 @@ internal sealed unsafe class ClientLoops
     /// <summary>An id for a connection, taken before <see cref="Add"/>: its first event may arrive before Add returns.</summary>
     public ulong NewId() => (ulong)Interlocked.Increment(ref _nextId);
 
-    /// <summary>Starts watching a connection under its id (for <see cref="Rearm"/> and <see cref="Remove"/>).</summary>
+    /// <summary>Starts watching a connection under its id (for <see cref="Kick"/> and <see cref="Remove"/>).</summary>
     public void Add(ulong id, IClientLoopConnection connection, nint fd)
     {
         _connections[id] = connection;
-        if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot, id))
+        if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollEt, id))
         {
             _connections.TryRemove(id, out _);
             throw new IOException($"epoll_ctl add failed: errno {Marshal.GetLastPInvokeError()}");
@@ -79,47 +94,13 @@ internal sealed unsafe class ClientLoops
     }
 
     /// <summary>
-    /// Hands the connection back to the loops, to be read when data arrives (at once, if some already has). With
-    /// <paramref name="runNow"/> a loop runs it at once even if nothing more arrives: replies already read into the
-    /// connection's own buffer are invisible to epoll, so the connection is armed for "writable" as well, which a
-    /// socket with room in its send buffer always is. False when epoll refused (the connection can no longer be read).
+    /// Has a loop run the connection soon although no input may arrive: it left input unread on purpose (replies
+    /// already in its own buffer, or a read budget used up), which epoll would never report again.
     /// </summary>
-    public bool Rearm(ulong id, nint fd, bool runNow = false) =>
-        Linux.EpollCtl(_epoll, Linux.EpollCtlMod, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot | (runNow ? Linux.EpollOut : 0), id);
-
-    /// <summary>
-    /// <see cref="Rearm(ulong, nint, bool)"/> for a socket's handle, held around the call so that its descriptor
-    /// cannot be closed, and its number reused by another connection, under it. The handle is never held across a
-    /// caller's continuation (a continuation may close the connection, and closing waits for the handle). True when
-    /// armed, or when the socket is closed already (there is nothing left to read: whoever closed it failed its
-    /// callers); false with epoll's <paramref name="errno"/> when epoll refused.
-    /// </summary>
-    public bool Rearm(ulong id, SafeHandle socket, bool runNow, out int errno)
+    public void Kick(ulong id)
     {
-        errno = 0;
-        var added = false;
-        try
-        {
-            socket.DangerousAddRef(ref added);
-            if (!Rearm(id, socket.DangerousGetHandle(), runNow))
-            {
-                errno = Marshal.GetLastPInvokeError();
-                return false;
-            }
-
-            return true;
-        }
-        catch (ObjectDisposedException)
-        {
-            return true;
-        }
-        finally
-        {
-            if (added)
-            {
-                socket.DangerousRelease();
-            }
-        }
+        _kicked.Enqueue(id);
+        Linux.Signal(_kick);
     }
 
     /// <summary>Stops watching a connection (before its socket is closed).</summary>
@@ -153,11 +134,18 @@ internal sealed unsafe class ClientLoops
                 var n = Linux.EpollWait(_epoll, events, MaxEvents, state.Extra ? 1000 : -1);
                 for (var i = 0; i < n; i++)
                 {
-                    if (_connections.TryGetValue(Linux.EventData(events, i), out var connection))
+                    var data = Linux.EventData(events, i);
+                    if (data == KickData)
                     {
-                        Volatile.Write(ref state.BusySince, Environment.TickCount64);
-                        connection.OnReadable();
-                        Volatile.Write(ref state.BusySince, 0);
+                        // Only those queued now: a connection that kicks itself again waits for the next wake-up.
+                        for (var k = _kicked.Count; k > 0 && _kicked.TryDequeue(out var kicked); k--)
+                        {
+                            Run(state, kicked, hungUp: false);
+                        }
+                    }
+                    else
+                    {
+                        Run(state, data, Linux.HungUp(events, i));
                     }
                 }
 
@@ -170,6 +158,16 @@ internal sealed unsafe class ClientLoops
         finally
         {
             NativeMemory.Free(events);
+        }
+    }
+
+    private void Run(LoopState state, ulong id, bool hungUp)
+    {
+        if (_connections.TryGetValue(id, out var connection))
+        {
+            Volatile.Write(ref state.BusySince, Environment.TickCount64);
+            connection.OnReadable(hungUp);
+            Volatile.Write(ref state.BusySince, 0);
         }
     }
 

@@ -5,9 +5,12 @@ namespace Pocket.Networking;
 
 /// <summary>
 /// The threads of one frame server's plain connections: a few event loops sharing one epoll set, and a small pool
-/// for handlers that block (device I/O). Each connection is armed one-shot, so exactly one thread owns it from the
-/// wake-up until it re-arms it: a loop reads, parses and handles its frames inline (no hop to another thread, which
-/// cost 5-15 us per request on two cores with the runtime's async sockets), and any loop takes any ready connection.
+/// for handlers that block (device I/O). A loop reads, parses and handles a connection's frames inline (no hop to
+/// another thread, which cost 5-15 us per request on two cores with the runtime's async sockets), and any loop takes
+/// any ready connection. Connections are registered edge-triggered once and never re-armed (a one-shot registration
+/// cost an epoll_ctl per request); exactly one thread owns a connection at a time through its own flag (see
+/// <see cref="LoopConnection.OnReady"/>): an event for a connection that another thread owns is remembered by the
+/// connection, and its owner runs it again before letting go.
 /// </summary>
 internal sealed unsafe class EventLoopGroup : IDisposable
 {
@@ -16,11 +19,18 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     // loaded machine, 24-41 % of the requests waited 8 ms or more inside a batch of 128 that way, 2-4 % with 16. A
     // small batch bounds those hostages at the cost of one epoll_wait per few requests.
     private const int MaxEvents = 16;
+
+    // Event data of the two eventfds; a connection's is its id (from 1 up).
+    private const ulong WakeData = 0;
+    private const ulong HandBackData = ulong.MaxValue;
     private readonly int _epoll;
     private readonly int _wake;
+    private readonly int _handBack;
     private readonly Thread[] _loops;
     private readonly int _ioThreads;
     private readonly string _name;
+    private readonly ConcurrentDictionary<long, LoopConnection> _connections = new();
+    private readonly ConcurrentQueue<LoopConnection> _handedBack = new();
     private readonly ConcurrentQueue<LoopConnection> _blocking = new();
     private readonly SemaphoreSlim _blockingReady = new(0);
     private readonly Lock _poolLock = new();
@@ -33,9 +43,14 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         _ioThreads = ioThreads;
         _epoll = Linux.CreateEpoll();
         _wake = Linux.CreateEventFd();
+        _handBack = Linux.CreateEventFd();
 
         // Level-triggered and never re-armed: once signalled at stop, every loop wakes and sees it.
-        Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _wake, Linux.EpollIn, 0);
+        Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _wake, Linux.EpollIn, WakeData);
+
+        // Edge-triggered: each signal wakes one loop, which takes every connection queued before it (never read: the
+        // counter would take centuries to fill).
+        Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _handBack, Linux.EpollIn | Linux.EpollEt, HandBackData);
         _loops = new Thread[loops];
         for (var i = 0; i < loops; i++)
         {
@@ -49,34 +64,43 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     /// <summary>Starts watching a new connection (it is read as soon as data arrives, on whichever loop wakes).</summary>
     public void Add(LoopConnection connection)
     {
-        connection.Handle = GCHandle.Alloc(connection);
-        if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, connection.Fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot, (ulong)GCHandle.ToIntPtr(connection.Handle)))
+        _connections[connection.Id] = connection;
+        if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, connection.Fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollEt, (ulong)connection.Id))
         {
-            connection.Handle.Free();
+            _connections.TryRemove(connection.Id, out _);
             throw new IOException($"epoll_ctl add failed: errno {Marshal.GetLastPInvokeError()}");
         }
     }
 
     /// <summary>
-    /// Hands the connection back to the loops, waiting for input (and for room to write, when replies wait). False
-    /// when epoll refused: no loop would ever run the connection again, so its owner closes it.
+    /// Adds interest in room to write, once, for a connection whose replies wait for its peer to read (edge-triggered,
+    /// it costs nothing while the socket has room). False when epoll refused: the connection would never be written
+    /// again, so its owner closes it.
     /// </summary>
-    public bool Rearm(LoopConnection connection, bool wantWrite)
-    {
-        var events = Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOneShot | (wantWrite ? Linux.EpollOut : 0);
-        return Linux.EpollCtl(_epoll, Linux.EpollCtlMod, connection.Fd, events, (ulong)GCHandle.ToIntPtr(connection.Handle));
-    }
+    public bool WatchWrites(LoopConnection connection) =>
+        Linux.EpollCtl(_epoll, Linux.EpollCtlMod, connection.Fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOut | Linux.EpollEt, (ulong)connection.Id);
 
+    /// <summary>
+    /// Stops watching the connection. An event already taken by another loop may still name it: that loop finds it
+    /// gone, or finds it owned (a closed connection stays owned) and leaves it.
+    /// </summary>
     public void Remove(LoopConnection connection)
     {
+        _connections.TryRemove(connection.Id, out _);
         Linux.EpollCtl(_epoll, Linux.EpollCtlDel, connection.Fd, 0, 0);
-        if (connection.Handle.IsAllocated)
-        {
-            connection.Handle.Free();
-        }
     }
 
-    /// <summary>Runs the connection's next frame on the I/O pool (its handler blocks); the connection stays unarmed meanwhile.</summary>
+    /// <summary>
+    /// Gives an owned connection with input left (a pool thread used up its reads) to a loop, which runs it as one it
+    /// owes a turn: no epoll event would come for input that has already arrived.
+    /// </summary>
+    public void HandBack(LoopConnection connection)
+    {
+        _handedBack.Enqueue(connection);
+        Linux.Signal(_handBack);
+    }
+
+    /// <summary>Runs the connection's next frame on the I/O pool (its handler blocks); the pool thread owns the connection meanwhile.</summary>
     public void Offload(LoopConnection connection)
     {
         if (_pool.Count < _ioThreads)
@@ -104,9 +128,9 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * Linux.EventSize));
         try
         {
-            // Connections that used up their turn with whole frames still buffered (see LoopConnection.FramesPerTurn):
-            // epoll would not signal them again, so this loop owns them, unarmed, and gives each another turn after
-            // the connections that became ready meanwhile (round robin).
+            // Connections that used up their turn with input left (see LoopConnection.FramesPerTurn), or handed back by
+            // the pool: no epoll event would come for input already read or already there, so this loop owns them and
+            // gives each another turn after the connections that became ready meanwhile (round robin).
             var again = new Queue<LoopConnection>();
             while (!_stopping)
             {
@@ -115,12 +139,22 @@ internal sealed unsafe class EventLoopGroup : IDisposable
                 for (var i = 0; i < n && !_stopping; i++)
                 {
                     var data = Linux.EventData(events, i);
-                    if (data == 0)
+                    if (data == WakeData)
                     {
                         continue;
                     }
 
-                    if (GCHandle.FromIntPtr((nint)data).Target is LoopConnection connection && connection.Run(onPool: false))
+                    if (data == HandBackData)
+                    {
+                        while (_handedBack.TryDequeue(out var handed))
+                        {
+                            again.Enqueue(handed);
+                        }
+
+                        continue;
+                    }
+
+                    if (_connections.TryGetValue((long)data, out var connection) && connection.OnReady(Linux.HungUp(events, i)))
                     {
                         again.Enqueue(connection);
                     }
@@ -152,9 +186,9 @@ internal sealed unsafe class EventLoopGroup : IDisposable
                 return;
             }
 
-            if (_blocking.TryDequeue(out var connection))
+            if (_blocking.TryDequeue(out var connection) && connection.Run(onPool: true))
             {
-                connection.Run(onPool: true);
+                HandBack(connection);
             }
         }
     }
@@ -181,6 +215,7 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         }
 
         Linux.Close(_wake);
+        Linux.Close(_handBack);
         Linux.Close(_epoll);
     }
 }

@@ -1023,7 +1023,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             // The blocked loop may have read more replies into the buffer than it ran: they are not in the socket, so
             // epoll would never report them, and their callers would wait out the request timeout. Run it at once.
             Interlocked.CompareExchange(ref _readerState, Idle, LoopReading);
-            Rearm(runNow: true);
+            RunSoon();
         }
         else
         {
@@ -1156,7 +1156,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private long _skip;
 
     // The last receive of this wake-up came back short: the socket had nothing more at that moment, so asking again
-    // would only return EAGAIN (a system call per reply); the re-armed, level-triggered epoll reports what comes next.
+    // would only return EAGAIN (a system call per reply); the edge-triggered epoll reports what arrives next.
     private bool _drained;
 
     // Who may complete the reply whose body is being read (_body) when the connection fails: the loop reading it, or,
@@ -1166,28 +1166,63 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private const int Idle = 0, LoopReading = 1, Settled = 2;
     private int _readerState;
 
-    /// <summary>Bytes one wake-up reads at most before the connection is re-armed, so a large reply cannot starve the others.</summary>
+    /// <summary>Bytes one wake-up reads at most before the connection waits for another (kicked), so a large reply cannot starve the others.</summary>
     private const int ReadBudget = 4 << 20;
+
+    // Set by every event for the connection, cleared by the loop that reads it before it reads: an event that finds
+    // another loop reading leaves it here, and that loop reads again before it lets go (edge-triggered, no event would
+    // come again for that input).
+    private int _readable;
+
+    // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
+    private volatile bool _hungUp;
 
     /// <summary>
     /// Called by a client loop when data has arrived (plain connections): reads and completes what it can without
-    /// waiting, writes what callers gathered meanwhile, and re-arms the connection.
+    /// waiting, and writes what callers gathered meanwhile; another loop already reading it reads this input too.
     /// </summary>
-    void IClientLoopConnection.OnReadable()
+    void IClientLoopConnection.OnReadable(bool hungUp)
     {
-        var slot = Volatile.Read(ref _slot);
-        if (Interlocked.CompareExchange(ref _readerState, LoopReading, Idle) != Idle)
+        if (hungUp)
         {
-            // Failed and settled: nothing is left to read.
-            return;
+            _hungUp = true;
         }
 
+        // The event is recorded before the reading state is tried; a reader lets go before it looks at the record (each
+        // side with a full fence), so one of the two always sees the other: the input is never left unread.
+        Interlocked.Exchange(ref _readable, 1);
+        while (true)
+        {
+            var slot = Volatile.Read(ref _slot);
+            if (Interlocked.CompareExchange(ref _readerState, LoopReading, Idle) != Idle)
+            {
+                // Another loop reads it (and will see the event), or it failed and settled: nothing is left to read.
+                return;
+            }
+
+            Interlocked.Exchange(ref _readable, 0);
+            if (!ReadOnce(slot))
+            {
+                return;
+            }
+
+            Interlocked.MemoryBarrier();
+            if (Volatile.Read(ref _readable) == 0)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>One wake-up's reading; true when it let go of the connection with nothing left for it to do.</summary>
+    private bool ReadOnce(ReaderSlot slot)
+    {
         var released = false;
         try
         {
             if (_failure is not null || !ReadAvailable(slot))
             {
-                return;
+                return false;
             }
 
             // Before waiting: write what callers gathered while replies were being run.
@@ -1196,21 +1231,29 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
                 FlushDeferredWatched(slot);
             }
 
-            // Let go before re-arming: the next wake-up may come on another loop at once. Replies left in the buffer
-            // (the read budget ran out) are run on the next wake-up, which must not wait for more input.
-            var runNow = CanRunWithoutInput();
+            // Let go first: the next event may come on another loop at once. Input left unread (replies in the buffer,
+            // or the socket when the read budget ran out) is run on another wake-up, which must not wait for more.
+            var runNow = CanRunWithoutInput() || !_drained;
             released = true;
             LeaveReading(slot);
-            Rearm(runNow);
+            if (runNow)
+            {
+                RunSoon();
+                return false;
+            }
+
+            return true;
         }
         catch (OperationCanceledException) when (Volatile.Read(ref slot.State) == ReaderSlot.Abandoned)
         {
             // A callback blocked and the watchdog handed the connection to another loop, which owns it now.
+            return false;
         }
         catch (Exception ex)
         {
             // A reply broken off in the middle of its body is failed as this loop leaves (LeaveReading).
             Fail(ex);
+            return false;
         }
         finally
         {
@@ -1256,16 +1299,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     }
 
     /// <summary>
-    /// Hands a plain connection back to the loops, unless it is closed. The socket's handle is held only around
-    /// each system call (so its descriptor cannot be closed, and its number reused, under it), never across a
-    /// caller's continuation: a continuation may close the connection, and closing waits for the handle.
+    /// Has a loop run a plain connection at once (unless it is closed), for input it holds that epoll would not report:
+    /// replies already in its buffer, or bytes left in the socket when a read budget ran out.
     /// </summary>
-    private void Rearm(bool runNow = false)
+    private void RunSoon()
     {
-        // A connection the loops no longer watch would leave its callers waiting out their timeouts: fail them now.
-        if (_failure is null && !_loops!.Rearm(_loopId, _socket.SafeHandle, runNow, out var errno) && _failure is null)
+        if (_failure is null)
         {
-            Fail(new ConnectionLostException($"connection to {Remote} can no longer be read (epoll_ctl: errno {errno})"));
+            _loops!.Kick(_loopId);
         }
     }
 
@@ -1274,7 +1315,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         _inEnd > _inStart && (_skip > 0 || _body is not null || HasBufferedFrame());
 
     /// <summary>
-    /// Parses and completes every reply that has arrived; true when the connection should wait for more (re-arm),
+    /// Parses and completes every reply that has arrived; true when the connection should wait for more,
     /// false when it failed or the watchdog took it over.
     /// </summary>
     private bool ReadAvailable(ReaderSlot slot)
@@ -1432,7 +1473,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             throw new ConnectionLostException($"connection to {Remote} closed", ex);
         }
 
-        _drained = n < destination.Length;
+        _drained = n < destination.Length && !_hungUp;
         if (n == 0)
         {
             throw new ConnectionLostException(_body is null && _skip == 0 && _inStart == _inEnd

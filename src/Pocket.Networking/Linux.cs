@@ -7,8 +7,11 @@ internal static unsafe partial class Linux
 {
     public const uint EpollIn = 0x001;
     public const uint EpollOut = 0x004;
+    public const uint EpollErr = 0x008;
+    public const uint EpollHup = 0x010;
     public const uint EpollRdHup = 0x2000;
     public const uint EpollOneShot = 1u << 30;
+    public const uint EpollEt = 1u << 31;
     public const int EpollCtlAdd = 1;
     public const int EpollCtlDel = 2;
     public const int EpollCtlMod = 3;
@@ -214,6 +217,12 @@ internal static unsafe partial class Linux
     }
 
     public static ulong EventData(byte* events, int i) => *(ulong*)(events + (i * EventSize) + DataOffset);
+
+    /// <summary>
+    /// True when the event says the peer closed (or the socket failed). Edge-triggered, the end of the stream raises no
+    /// event of its own when it arrived with the last data: a reader that stops at a short read must read on to it.
+    /// </summary>
+    public static bool HungUp(byte* events, int i) => (*(uint*)(events + (i * EventSize)) & (EpollRdHup | EpollHup | EpollErr)) != 0;
 
     /// <summary>Raises the soft open-file limit to the hard one; returns the limit now in force (or null when unknown).</summary>
     public static long? RaiseFileLimit()

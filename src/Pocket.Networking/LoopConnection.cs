@@ -45,12 +45,26 @@ internal sealed class LoopConnection
     private long _activity;
     private int _busy;
     private int _turnFrames;
+    private bool _watchingWrites;
+
+    // 1 while a thread owns the connection (a loop running it or owing it a turn, the I/O pool, or whoever closed it:
+    // a closed connection stays owned, so a late event never runs it).
+    private int _owned;
+
+    // Set by every epoll event for the connection, cleared by its owner before each turn reads: an event that finds
+    // the connection owned leaves it here, and the owner runs it again before letting go (edge-triggered, no event
+    // would come again for that input).
+    private int _ready;
+
+    // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
+    private volatile bool _hungUp;
 
     public LoopConnection(FrameServer server, IFrameHandler handler, Socket socket, long id, string remote)
     {
         _server = server;
         _handler = handler;
         _socket = socket;
+        Id = id;
         Fd = (int)socket.Handle;
         Context = new FrameContext(this, id, remote);
     }
@@ -65,6 +79,18 @@ internal sealed class LoopConnection
         Ready,
     }
 
+    private enum Outcome
+    {
+        /// <summary>Waits for input (or for room to write): the owner lets go.</summary>
+        Wait,
+
+        /// <summary>Used up its turn with input left: the owner keeps it and runs it again after others.</summary>
+        Again,
+
+        /// <summary>Closed, or handed to the I/O pool: the caller no longer owns it.</summary>
+        Gone,
+    }
+
     private enum Step
     {
         NeedBytes,
@@ -73,9 +99,9 @@ internal sealed class LoopConnection
         Yield,
     }
 
-    public int Fd { get; }
+    public long Id { get; }
 
-    public GCHandle Handle { get; set; }
+    public int Fd { get; }
 
     public FrameContext Context { get; }
 
@@ -89,15 +115,51 @@ internal sealed class LoopConnection
     public int BufferedBytes => (_in?.Length ?? 0) + (_out?.Length ?? 0);
 
     /// <summary>
-    /// Serves the connection until it would block, then re-arms it; or hands it to the I/O pool; or closes it. True when
-    /// it used up its turn (<see cref="FramesPerTurn"/>) with frames still buffered: it is not re-armed, and the
-    /// calling loop owes it another turn.
+    /// An epoll event for the connection (on a loop): runs it when no other thread owns it, or leaves the event for the
+    /// owner. True when the loop owes it another turn (see <see cref="Run"/>).
+    /// </summary>
+    public bool OnReady(bool hungUp)
+    {
+        if (hungUp)
+        {
+            _hungUp = true;
+        }
+
+        // The event is recorded before ownership is tried; the owner lets go before it looks at the record (each side
+        // with a full fence), so one of the two always sees the other: the input is never left unread.
+        Interlocked.Exchange(ref _ready, 1);
+        return Interlocked.CompareExchange(ref _owned, 1, 0) == 0 && Run(onPool: false);
+    }
+
+    /// <summary>
+    /// Serves the connection, which the caller owns, until it would block, then lets go of it (running it again if an
+    /// event came meanwhile); or hands it to the I/O pool; or closes it. True when it used up its turn (see
+    /// <see cref="FramesPerTurn"/>, ReadsPerWake) with input left: the caller keeps it and owes it another turn.
     /// </summary>
     public bool Run(bool onPool)
     {
+        while (true)
+        {
+            Interlocked.Exchange(ref _ready, 0);
+            var outcome = Turn(onPool);
+            if (outcome != Outcome.Wait)
+            {
+                return outcome == Outcome.Again;
+            }
+
+            Interlocked.Exchange(ref _owned, 0);
+            if (Volatile.Read(ref _ready) == 0 || Interlocked.CompareExchange(ref _owned, 1, 0) != 0)
+            {
+                return false;
+            }
+        }
+    }
+
+    private Outcome Turn(bool onPool)
+    {
         if (_closed)
         {
-            return false;
+            return Outcome.Gone;
         }
 
         try
@@ -113,39 +175,47 @@ internal sealed class LoopConnection
                     if (!FlushReplies())
                     {
                         Close("connection reset while writing");
-                        return false;
+                        return Outcome.Gone;
                     }
 
                     Volatile.Write(ref _busy, 1);
                     _server.Loops.Offload(this);
-                    return false;
+                    return Outcome.Gone;
                 }
 
                 if (step == Step.Close)
                 {
                     FlushReplies();
                     Close(null);
-                    return false;
+                    return Outcome.Gone;
                 }
 
                 if (step == Step.Yield)
                 {
-                    return EndTurn(rearm: false);
+                    return EndTurn(Outcome.Again);
                 }
 
                 if (_eof)
                 {
                     FlushReplies();
                     Close(_phase == Phase.Header ? null : "connection closed in the middle of a frame");
-                    return false;
+                    return Outcome.Gone;
                 }
 
                 // After a short read the socket is empty: write the replies rather than read again only to hear "would
-                // block"; input that arrives meanwhile fires the re-armed connection at once. A direct body is read on
-                // (its handler hears of each piece when asked for the next destination).
-                if ((drained && _phase != Phase.Direct) || reads++ == ReadsPerWake || _server.Loops.Stopping)
+                // block"; input that arrives after that read raises a new event (the end of the stream may not: see
+                // _hungUp). A direct body is read on (its handler
+                // hears of each piece when asked for the next destination).
+                if ((drained && _phase != Phase.Direct) || _server.Loops.Stopping)
                 {
                     break;
+                }
+
+                // Input may be left in the socket, and no event would come for it: the connection waits for its next turn.
+                if (reads++ == ReadsPerWake)
+                {
+                    ReleaseEmptyReceiveBuffer();
+                    return EndTurn(Outcome.Again);
                 }
 
                 var read = Receive(out var error, out drained);
@@ -167,30 +237,30 @@ internal sealed class LoopConnection
                 }
 
                 Close(error.ToString());
-                return false;
+                return Outcome.Gone;
             }
 
             ReleaseEmptyReceiveBuffer();
-            return EndTurn(rearm: true);
+            return EndTurn(Outcome.Wait);
         }
         catch (Exception ex) when (ex is not OutOfMemoryException)
         {
             NetworkingLog.HandlerFailed(_server.Logger, _server.Name, ex);
             Close(ex.Message);
-            return false;
+            return Outcome.Gone;
         }
     }
 
     /// <summary>
-    /// Writes the turn's replies and closes a connection whose peer lets too many of them wait; then re-arms it, or
-    /// (when it yielded with frames buffered) returns true for the loop to run it again.
+    /// Writes the turn's replies and closes a connection whose peer lets too many of them wait; replies left waiting
+    /// make the connection watch for room to write. Returns <paramref name="outcome"/>, or Gone when it closed.
     /// </summary>
-    private bool EndTurn(bool rearm)
+    private Outcome EndTurn(Outcome outcome)
     {
         if (!FlushReplies())
         {
             Close("connection reset while writing");
-            return false;
+            return Outcome.Gone;
         }
 
         var backlog = _outEnd - _outStart;
@@ -198,20 +268,21 @@ internal sealed class LoopConnection
         {
             NetworkingLog.ReplyBacklogExceeded(_server.Logger, _server.Name, Context.Remote, backlog, _server.Options.MaxReplyBacklog);
             Close(null);
-            return false;
+            return Outcome.Gone;
         }
 
-        if (!rearm)
+        if (backlog > 0 && !_watchingWrites)
         {
-            return true;
+            if (!_server.Loops.WatchWrites(this))
+            {
+                Close($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
+                return Outcome.Gone;
+            }
+
+            _watchingWrites = true;
         }
 
-        if (!_server.Loops.Rearm(this, backlog > 0))
-        {
-            Close($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
-        }
-
-        return false;
+        return outcome;
     }
 
     /// <summary>Moves the frame state machine on over the bytes already received, handling whole frames inline.</summary>
@@ -485,7 +556,7 @@ internal sealed class LoopConnection
             }
 
             var direct = _socket.Receive(destination, SocketFlags.None, out error);
-            drained = direct < destination.Length;
+            drained = direct < destination.Length && !_hungUp;
             if (direct > 0)
             {
                 _directReceived += direct;
@@ -507,7 +578,7 @@ internal sealed class LoopConnection
 
         var space = _in.Length - _inEnd;
         var read = _socket.Receive(_in.AsSpan(_inEnd), SocketFlags.None, out error);
-        drained = read < space;
+        drained = read < space && !_hungUp;
         if (read > 0)
         {
             _inEnd += read;
