@@ -121,29 +121,44 @@ internal static unsafe partial class Linux
         }
     }
 
+    /// <summary>
+    /// What a non-blocking call's return means: true with the count it moved, or -1 when it would block; false when a
+    /// signal interrupted it (call it again); an <see cref="IOException"/> for any other error.
+    /// </summary>
+    private static bool Finished(nint result, string call, out int count)
+    {
+        if (result >= 0)
+        {
+            count = (int)result;
+            return true;
+        }
+
+        var errno = Marshal.GetLastPInvokeError();
+        if (errno == Eagain)
+        {
+            count = -1;
+            return true;
+        }
+
+        if (errno != Eintr)
+        {
+            throw new IOException($"{call} failed: errno {errno}");
+        }
+
+        count = 0;
+        return false;
+    }
+
     private static int ReceiveNow(nint fd, Span<byte> destination)
     {
         fixed (byte* p = destination)
         {
-            while (true)
+            int count;
+            while (!Finished(RecvRaw(fd, p, destination.Length, MsgDontWait), "recv", out count))
             {
-                var n = RecvRaw(fd, p, destination.Length, MsgDontWait);
-                if (n >= 0)
-                {
-                    return (int)n;
-                }
-
-                var errno = Marshal.GetLastPInvokeError();
-                if (errno == Eagain)
-                {
-                    return -1;
-                }
-
-                if (errno != Eintr)
-                {
-                    throw new IOException($"recv failed: errno {errno}");
-                }
             }
+
+            return count;
         }
     }
 
@@ -167,25 +182,12 @@ internal static unsafe partial class Linux
                 vectors[0] = new IoVector { Base = a, Length = first.Length };
                 vectors[1] = new IoVector { Base = b, Length = second.Length };
                 var message = new MessageHeader { Vectors = vectors, VectorCount = 2 };
-                while (true)
+                int count;
+                while (!Finished(SendMsgRaw(fd, &message, MsgDontWait | MsgNoSignal), "sendmsg", out count))
                 {
-                    var n = SendMsgRaw(fd, &message, MsgDontWait | MsgNoSignal);
-                    if (n >= 0)
-                    {
-                        return (int)n;
-                    }
-
-                    var errno = Marshal.GetLastPInvokeError();
-                    if (errno == Eagain)
-                    {
-                        return -1;
-                    }
-
-                    if (errno != Eintr)
-                    {
-                        throw new IOException($"sendmsg failed: errno {errno}");
-                    }
                 }
+
+                return count;
             }
         }
         finally
