@@ -217,6 +217,14 @@ public sealed partial class PocketJob
         }, cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>
+    /// How long a write the node refuses as stale is tried again. The blocks of a fresh grant may still be busy with
+    /// the write of an allocation whose writer died: the metadata server freed them when the writer's connection
+    /// closed, and the node lets them go only when it sees the writer's connection to it close, which on a loaded
+    /// machine can come after this write. A grant that is stale for good is refused again and the put fails after this.
+    /// </summary>
+    internal static readonly TimeSpan StaleWriteRetry = TimeSpan.FromSeconds(2);
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask WriteExtentAsync(string key, ExtentGrant grant, int within, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
@@ -226,6 +234,16 @@ public sealed partial class PocketJob
         {
             WriteExtentRequest.Write(head, grant, within);
             reply = await SendNodeAsync(key, grant.NodeId, Opcode.WriteExtent, head.WrittenMemory, data, default, cancellationToken).ConfigureAwait(false);
+            var waited = TimeSpan.Zero;
+            var pause = TimeSpan.FromMilliseconds(1);
+            while (reply.Status == Status.StaleGrant && waited < StaleWriteRetry)
+            {
+                // The same grant and the same bytes again: a write is idempotent.
+                await Task.Delay(pause, cancellationToken).ConfigureAwait(false);
+                waited += pause;
+                pause = TimeSpan.FromTicks(Math.Min(pause.Ticks * 2, TimeSpan.TicksPerMillisecond * 100));
+                reply = await SendNodeAsync(key, grant.NodeId, Opcode.WriteExtent, head.WrittenMemory, data, default, cancellationToken).ConfigureAwait(false);
+            }
         }
         finally
         {

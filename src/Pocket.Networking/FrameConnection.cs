@@ -833,9 +833,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             if (_loops is not null)
             {
                 sent = Linux.SendNow(_socket.SafeHandle, buffer.AsSpan(0, prefix), data.Span);
+                Interlocked.Increment(ref _gatheredLargeWrites);
                 if (sent == prefix + data.Length)
                 {
-                    Interlocked.Increment(ref _gatheredLargeWrites);
                     _writeLock.Exit();
                     return ValueTask.CompletedTask;
                 }
@@ -851,7 +851,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         return WriteLargeRestAsync(buffer, prefix, Math.Max(sent, 0), data);
     }
 
-    /// <summary>Frames over the gather limit written whole by one gathered system call (tests).</summary>
+    /// <summary>
+    /// Frames over the gather limit whose head and body were sent with one gathered system call (tests): all of the frame
+    /// when the socket had room for it (a fresh loopback socket usually has), else the start, the rest written after.
+    /// </summary>
     internal long GatheredLargeWrites => Interlocked.Read(ref _gatheredLargeWrites);
 
     private long _gatheredLargeWrites;

@@ -116,7 +116,10 @@ public sealed class FrameServer : IDisposable
 
     private long _gatheredReplies;
 
-    /// <summary>Large replies (header and data) written whole by one gathered system call (tests).</summary>
+    /// <summary>
+    /// Large replies whose header and data were sent with one gathered system call (tests): all of it when the socket
+    /// had room, else the start, the rest queued for the socket to take.
+    /// </summary>
     internal long GatheredReplies => Interlocked.Read(ref _gatheredReplies);
 
     internal void CountGatheredReply() => Interlocked.Increment(ref _gatheredReplies);

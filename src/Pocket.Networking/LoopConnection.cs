@@ -635,6 +635,7 @@ internal sealed class LoopConnection
                 return;
             }
 
+            _server.CountGatheredReply();
             if (sent > 0)
             {
                 Interlocked.Increment(ref _activity);
@@ -642,7 +643,6 @@ internal sealed class LoopConnection
 
             if (sent == prefix + data.Length)
             {
-                _server.CountGatheredReply();
                 return;
             }
 

@@ -313,6 +313,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
         if (store.BeginWrite(offset, length, grant.Generation) != BlockResult.Ok)
         {
+            Interlocked.Increment(ref _staleWrites);
             frame.ReplyError(Status.StaleGrant, "extent was reallocated or is being written by another request");
             return FrameAdmission.Buffer;
         }
@@ -438,6 +439,11 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
     /// <summary>Read buffers made so far (tests).</summary>
     internal long ReadBuffersAllocated => _readBuffers?.Allocated ?? 0;
+
+    private long _staleWrites;
+
+    /// <summary>Writes refused because a block was reallocated or busy with another write (tests).</summary>
+    internal long StaleWrites => Interlocked.Read(ref _staleWrites);
 
     /// <summary>
     /// RevokeExtents from the metadata server: seals committed extents and forgets freed ones. Signed with this node's

@@ -1,5 +1,9 @@
+using System.Net.Sockets;
 using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Networking;
+using Pocket.Protocol;
+using Pocket.Protocol.Messages;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;
@@ -169,6 +173,65 @@ public sealed class WriteOnceTests
 
         await job.PutAsync("abandoned", new byte[200_000], cancellationToken: cts.Token);
         Assert.Equal(200_000, (await job.GetAsync("abandoned", cancellationToken: cts.Token)).Length);
+    }
+
+    /// <summary>
+    /// A writer dies in the middle of a block write: the metadata server frees the space when the writer's connection
+    /// to it closes, and a new put gets the same blocks while the node still holds them busy for the dead write (it has
+    /// not seen that connection close yet: on a loaded machine it can come later). The node refuses the new write as
+    /// stale, and the put tries it again until the node lets the blocks go, rather than failing.
+    /// </summary>
+    [Fact]
+    public async Task APutMeetingBlocksStillBusyWithADeadWritersWriteWaitsForTheNodeToLetThemGo()
+    {
+        const int Size = 64 << 10;
+        await using var cluster = await StartClusterAsync(nodes: 1);
+        await using var client = await cluster.ConnectAsync();
+        using var cts = Timeout();
+        var job = await cluster.Admin(client).RegisterJobAsync("busy", cts.Token);
+        var node = cluster.Nodes[0]!;
+
+        // The dead writer: a Create on a connection of its own, and half of the block's body sent to the node.
+        var dying = await FrameConnection.ConnectAsync("127.0.0.1", cluster.Metadata.EndPoint.Port, new FrameConnectionOptions());
+        var create = new BodyWriter();
+        CreateRequest.Write(create, "dead", Size);
+        var created = await dying.SendAsync(Opcode.Create, FrameFlags.None, job.Token, create.WrittenMemory, cancellationToken: cts.Token);
+        Assert.True(created.IsOk, created.Message);
+        Assert.True(CreateReply.TryRead(created.Body, out var open));
+        var grant = open.Grants[0];
+        var head = new BodyWriter();
+        WriteExtentRequest.Write(head, grant, 0);
+        var frame = new byte[FrameHeader.Size + head.WrittenMemory.Length + (grant.Length / 2)];
+        new FrameHeader(Opcode.WriteExtent, FrameFlags.None, Status.Ok, head.WrittenMemory.Length + grant.Length, 1, JobToken.None).Write(frame);
+        head.WrittenMemory.Span.CopyTo(frame.AsSpan(FrameHeader.Size));
+        using var half = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await half.ConnectAsync(node.EndPoint, cts.Token);
+        await half.SendAsync(frame, SocketFlags.None, cts.Token);
+
+        // The node holds the block busy: a second write with the same grant is refused.
+        await WaitUntilAsync(async () => await WriteAsync(grant) == Status.StaleGrant, "the node holds the block for the half-sent write");
+
+        await dying.DisposeAsync();
+        await WaitForUsedAsync(cluster.Admin(client), 0);
+        var refused = node.StaleWrites;
+        var data = DataFor("busy", Size);
+        var put = job.PutAsync("fresh", data, cancellationToken: cts.Token).AsTask();
+
+        // The put got the freed block and was refused at least once; then the node sees the dead write's connection close.
+        await WaitUntilAsync(() => Task.FromResult(node.StaleWrites > refused || put.IsCompleted), "the put's write reaches the busy block");
+        Assert.False(put.IsCompleted, "the put's write did not meet the dead write's block");
+        half.Close();
+        await put.WaitAsync(cts.Token);
+        Assert.Equal(Hash(data), Hash(await job.GetAsync("fresh", cancellationToken: cts.Token)));
+        Assert.Equal(grant.Offset, (await job.LookupAsync("fresh", cts.Token))!.Blocks[0].Offset);
+
+        async Task<Status> WriteAsync(ExtentGrant g)
+        {
+            await using var connection = await FrameConnection.ConnectAsync("127.0.0.1", node.EndPoint.Port, new FrameConnectionOptions());
+            var body = new BodyWriter();
+            WriteExtentRequest.Write(body, g, 0);
+            return (await connection.SendAsync(Opcode.WriteExtent, FrameFlags.None, JobToken.None, body.WrittenMemory, new byte[g.Length], cancellationToken: cts.Token)).Status;
+        }
     }
 
     [Fact]
