@@ -45,8 +45,8 @@ public sealed class ColdLargeTransferTests
         var listener = cluster.Nodes[0]!.Listener;
         var before = listener.GatheredReplies;
 
-        // Five fresh readers: one run in the full suite (load ~30) once saw a fresh reader's reply leave the other way,
-        // cause not found; without the gathered send the count never moves.
+        // Five fresh readers: one run of the suite, beside a clean-checkout CI run, once saw a fresh reader's reply leave
+        // the other way, cause not found; without the gathered send the count never moves.
         for (var i = 0; i < 5; i++)
         {
             await using var reader = await cluster.ConnectAsync(cancellationToken: cts.Token);
