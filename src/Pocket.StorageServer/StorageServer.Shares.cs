@@ -385,16 +385,19 @@ public sealed partial class StorageServer
         var share = _shares!.Unowned;
         if (link.Unanswered && up.Count > 0)
         {
+            // It left a registration unanswered before: it joins with no segments, and no server up gives any away for
+            // it (else the answering servers' shares churned every round); the rounds balance it once it answers.
             share = 0;
-            up.Clear();
         }
-
-        foreach (var other in up)
+        else
         {
-            var surplus = ShareTable.Count(_shares.Held(other.Index)) - target;
-            if (surplus > 0 && ShareTable.Count(share) < target)
+            foreach (var other in up)
             {
-                share |= await ReleaseAsync(other, Math.Min(surplus, target - ShareTable.Count(share)), cancellationToken).ConfigureAwait(false);
+                var surplus = ShareTable.Count(_shares.Held(other.Index)) - target;
+                if (surplus > 0 && ShareTable.Count(share) < target)
+                {
+                    share |= await ReleaseAsync(other, Math.Min(surplus, target - ShareTable.Count(share)), cancellationToken).ConfigureAwait(false);
+                }
             }
         }
 
