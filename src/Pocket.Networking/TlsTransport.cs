@@ -30,6 +30,12 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     private Task? _handshake;
     private ValueTask<int> _read;
     private bool _reading;
+
+    // The pending read of the TLS stream is a zero-byte one: it waits for data with no buffer, its own or the stream's.
+    private bool _waiting;
+
+    // Data has arrived since the last plaintext read (a zero-byte read completed): the next read takes a buffer.
+    private bool _dataReady;
     private byte[]? _cipherIn;
     private int _cipherInStart;
     private int _cipherInEnd;
@@ -103,9 +109,17 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
                 }
                 else if (!_reading)
                 {
-                    _plain ??= ArrayPool<byte>.Shared.Rent(PlainChunk);
+                    // An idle connection waits with a zero-byte read, which holds neither this transport's plaintext
+                    // buffer nor the TLS stream's record buffer; they are taken once ciphertext has come.
+                    _waiting = !_dataReady;
+                    _dataReady = false;
+                    if (!_waiting)
+                    {
+                        _plain ??= ArrayPool<byte>.Shared.Rent(PlainChunk);
+                    }
+
                     _plainStart = _plainEnd = 0;
-                    _read = _ssl.ReadAsync(_plain);
+                    _read = _ssl.ReadAsync(_waiting ? Memory<byte>.Empty : _plain);
                     _reading = true;
                     continue;
                 }
@@ -114,6 +128,14 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
                     _reading = false;
                     var read = _read.GetAwaiter().GetResult();
                     _read = default;
+                    if (_waiting)
+                    {
+                        // Something to read now (or the end of the stream, which the next read returns).
+                        _waiting = false;
+                        _dataReady = true;
+                        continue;
+                    }
+
                     if (read == 0)
                     {
                         ReturnPlain();
@@ -245,8 +267,9 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
             throw new InvalidOperationException("A read of the TLS transport is already pending.");
         }
 
+        // A zero-byte read with ciphertext here completes at once, with 0: data is available.
         var available = _cipherInEnd - _cipherInStart;
-        if (available > 0 && buffer.Length > 0)
+        if (available > 0)
         {
             var n = Math.Min(buffer.Length, available);
             _cipherIn.AsSpan(_cipherInStart, n).CopyTo(buffer.Span);
@@ -394,7 +417,7 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     private void ReturnPlain()
     {
         // A pending read of the TLS stream still writes into the buffer: it stays until that read completes.
-        if (_plain is not null && !_reading)
+        if (_plain is not null && (!_reading || _waiting))
         {
             ArrayPool<byte>.Shared.Return(_plain);
             _plain = null;
