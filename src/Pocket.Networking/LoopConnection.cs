@@ -170,6 +170,7 @@ internal sealed class LoopConnection
             var reads = 0;
             var drained = false;
             _turnFrames = 0;
+            _tls?.BeginTurn();
             while (true)
             {
                 var step = Advance(onPool);

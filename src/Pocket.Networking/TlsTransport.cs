@@ -60,6 +60,12 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     /// <summary>Why the connection failed (a handshake or a TLS record that went wrong), once Receive returned an error.</summary>
     public string? Error { get; private set; }
 
+    /// <summary>
+    /// A new turn of the connection starts: the last short read says nothing about input that came since (its event
+    /// may have been taken by a turn that ended early, with input left).
+    /// </summary>
+    public void BeginTurn() => _shortRead = false;
+
     /// <summary>Ciphertext waiting for the socket to take it.</summary>
     public int Pending => _cipherOutEnd - _cipherOutStart;
 
