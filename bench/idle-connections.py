@@ -5,18 +5,23 @@ Starts `pocket metadata` and one `pocket storage` on loopback (their own cluster
 N TCP connections, each sends one Ping and reads its reply (so the server has set the connection up and read from
 it), and holds them open, idle. Prints each server's RSS and thread count before, with the N connections held (after
 --settle seconds) and after they closed, and the RSS growth per connection. Raises this process's open-file limit to
-the hard limit first. Standard library only.
+the hard limit first. With --tls both servers listen in TLS (a self-signed certificate made with the openssl command)
+and every connection does its handshake before its Ping. --pocket runs another build (e.g. "dotnet DIR/pocket.dll").
+Standard library only.
 
-usage: bench/idle-connections.py [--connections 5000] [--settle 3] [--rounds 2]
+usage: bench/idle-connections.py [--connections 5000] [--settle 3] [--rounds 2] [--tls] [--pocket COMMAND]
 """
 
 import argparse
 import os
 import resource
 import secrets
+import shlex
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -56,8 +61,8 @@ def ping(sock, request_id):
         raise ConnectionError("ping answered status %d" % status_)
 
 
-def start(args, env, ready):
-    proc = subprocess.Popen([os.path.join(root, "pocket")] + args + ["--stop-on-stdin-eof"], stdin=subprocess.PIPE,
+def start(pocket, args, env, ready):
+    proc = subprocess.Popen(pocket + args + ["--stop-on-stdin-eof"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     for line in proc.stdout:
         if line.startswith(ready):
@@ -66,13 +71,15 @@ def start(args, env, ready):
     sys.exit("%s did not start" % args[0])
 
 
-def measure(name, pid, address, count, settle):
+def measure(name, pid, address, count, settle, tls):
     host, port = address.rsplit(":", 1)
     before = status(pid)
     socks = []
     started = time.monotonic()
     for i in range(count):
         s = socket.create_connection((host, int(port)))
+        if tls is not None:
+            s = tls.wrap_socket(s, server_hostname="localhost")
         ping(s, i + 1)
         socks.append(s)
     opened = time.monotonic() - started
@@ -94,7 +101,10 @@ def main():
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--settle", type=float, default=3, help="seconds to wait before each sample")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tls", action="store_true", help="servers and connections in TLS")
+    parser.add_argument("--pocket", default=os.path.join(root, "pocket"), help="the pocket command to run")
     args = parser.parse_args()
+    pocket = shlex.split(args.pocket)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -103,16 +113,25 @@ def main():
         sys.exit("--connections %d needs more open files than the hard limit %d" % (args.connections, hard))
 
     env = dict(os.environ, POCKET_CLUSTER_TOKEN=secrets.token_hex(16))
-    metadata, address = start(["metadata", "--port", "0"], env, "POCKET-METADATA ")
+    scratch = tempfile.TemporaryDirectory()
+    tls_args, tls = [], None
+    if args.tls:
+        cert, key = os.path.join(scratch.name, "cert.pem"), os.path.join(scratch.name, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+        tls_args = ["--tls-cert", cert, "--tls-key", key, "--tls-ca", cert, "--tls-name", "localhost"]
+        tls = ssl.create_default_context(cafile=cert)
+    metadata, address = start(pocket, ["metadata", "--port", "0"] + tls_args, env, "POCKET-METADATA ")
     storage = None
     try:
-        storage, node = start(["storage", "--metadata", address, "--capacity", "64MiB", "--port", "0"], env,
-                              "POCKET-NODE ")
+        storage, node = start(pocket, ["storage", "--metadata", address, "--capacity", "64MiB", "--port", "0"] + tls_args,
+                              env, "POCKET-NODE ")
         print("metadata %s pid %d, storage %s pid %d; load %s" % (address, metadata.pid, node, storage.pid, load()))
         for round_ in range(1, args.rounds + 1):
             print("round %d" % round_)
-            measure("metadata", metadata.pid, address, args.connections, args.settle)
-            measure("storage", storage.pid, node, args.connections, args.settle)
+            measure("metadata", metadata.pid, address, args.connections, args.settle, tls)
+            measure("storage", storage.pid, node, args.connections, args.settle, tls)
     finally:
         for proc in (storage, metadata):
             if proc is not None:
@@ -121,6 +140,7 @@ def main():
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        scratch.cleanup()
 
 
 if __name__ == "__main__":

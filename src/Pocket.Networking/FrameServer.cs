@@ -10,8 +10,8 @@ namespace Pocket.Networking;
 /// <summary>
 /// A TCP listener whose plain connections are served by a few event-loop threads (see <see cref="EventLoopGroup"/>),
 /// however many there are: each loop reads, parses and handles frames inline, with no hop to another thread per
-/// request; handlers that block (device I/O) run on a small I/O pool. TLS connections run on a thread each, over
-/// <see cref="SslStream"/>. See docs/architecture.md.
+/// request; handlers that block (device I/O) run on a small I/O pool. TLS connections are served the same way, through
+/// a <see cref="TlsTransport"/> (an <see cref="SslStream"/> over in-memory ciphertext). See docs/architecture.md.
 /// </summary>
 public sealed class FrameServer : IDisposable
 {
@@ -24,6 +24,7 @@ public sealed class FrameServer : IDisposable
     private Socket? _listener;
     private Thread? _acceptThread;
     private EventLoopGroup? _loops;
+    private SslServerAuthenticationOptions? _tlsOptions;
     private long _bufferedBytes;
     private int _maxConnections;
     private ITimer? _idleTimer;
@@ -64,6 +65,14 @@ public sealed class FrameServer : IDisposable
     public void Start()
     {
         var fileLimit = FileLimit.Value;
+        if (_options.Certificate is { } certificate)
+        {
+            // Built once (the chain, offline): every handshake then starts from it.
+            _tlsOptions = new SslServerAuthenticationOptions
+            {
+                ServerCertificateContext = SslStreamCertificateContext.Create(certificate, additionalCertificates: null, offline: true),
+            };
+        }
 
         // A few descriptors stay for files, listeners and outgoing connections.
         _maxConnections = _options.MaxConnections > 0
@@ -170,9 +179,7 @@ public sealed class FrameServer : IDisposable
                 }
                 else
                 {
-                    connection.Thread = new Thread(() => ConnectionLoop(id, connection)) { IsBackground = true, Name = $"{_name} conn {id}" };
-                    _connections[id] = connection;
-                    connection.Thread.Start();
+                    ServeTls(connection, id);
                 }
             }
             catch (SocketException ex)
@@ -184,112 +191,20 @@ public sealed class FrameServer : IDisposable
         }
     }
 
-    private void ConnectionLoop(long id, Connection connection)
+    /// <summary>
+    /// Serves an accepted TLS connection on the event loops like a plain one: its handshake starts now and goes on, with
+    /// its frames after it, as the loops bring its bytes (see <see cref="TlsTransport"/>). Never blocks.
+    /// </summary>
+    private void ServeTls(Connection connection, long id)
     {
-        var socket = connection.Socket;
-        var remote = connection.Remote;
-        FrameContext? context = null;
-        try
-        {
-            Stream stream = new NetworkStream(socket, ownsSocket: false);
-            if (_options.Certificate is { } certificate)
-            {
-                var tls = new SslStream(stream, leaveInnerStreamOpen: false);
-                tls.AuthenticateAsServer(certificate);
-                stream = tls;
-            }
-
-            context = new FrameContext(stream, id, remote);
-            Volatile.Write(ref connection.Context, context);
-            Serve(context);
-        }
-        catch (Exception ex) when (ex is IOException or SocketException or ObjectDisposedException or System.Security.Authentication.AuthenticationException)
-        {
-            if (!_stopping)
-            {
-                NetworkingLog.ConnectionClosed(_logger, _name, remote, ex.Message);
-            }
-        }
-        finally
-        {
-            if (context is not null)
-            {
-                try
-                {
-                    _handler.OnDisconnected(context);
-                }
-                catch (Exception ex)
-                {
-                    NetworkingLog.HandlerFailed(_logger, _name, ex);
-                }
-            }
-
-            _connections.TryRemove(id, out _);
-            socket.Dispose();
-        }
-    }
-
-    private void Serve(FrameContext context)
-    {
-        Span<byte> headerBytes = stackalloc byte[FrameHeader.Size];
-        while (!_stopping)
-        {
-            if (!context.TryReadExactly(headerBytes))
-            {
-                return;
-            }
-
-            if (!TryBeginFrame(context, headerBytes, out var prefix))
-            {
-                context.FlushReplies();
-                return;
-            }
-
-            if (prefix >= 0)
-            {
-                if (!Admit(context))
-                {
-                    return;
-                }
-
-                if (context.Replied)
-                {
-                    context.FlushIfIdle();
-                    continue;
-                }
-            }
-
-            try
-            {
-                _handler.Handle(context);
-            }
-            catch (Exception ex) when (ex is not IOException and not SocketException and not ObjectDisposedException)
-            {
-                NetworkingLog.HandlerFailed(_logger, _name, ex);
-                if (!context.Replied)
-                {
-                    context.SkipBody();
-                    context.ReplyError(Status.InternalError, "internal error: " + ex.Message);
-                }
-            }
-
-            if (context.BodyRemaining > 0)
-            {
-                context.SkipBody();
-            }
-
-            if (!context.Replied)
-            {
-                context.ReplyError(Status.InternalError, "internal error: request was not answered");
-            }
-
-            context.FlushIfIdle();
-        }
+        connection.Socket.Blocking = false;
+        connection.Loop = new LoopConnection(this, _handler, connection.Socket, id, connection.Remote, new TlsTransport(connection.Socket, _tlsOptions!));
+        _connections[id] = connection;
+        _loops!.Add(connection.Loop);
     }
 
     /// <summary>
-    /// Checks a request header and starts its frame on <paramref name="context"/> (both the event loops and the TLS
-    /// threads). A bad header is answered once and false returned: the frame boundary can no longer be trusted, so the
+    /// Checks a request header and starts its frame on <paramref name="context"/>. A bad header is answered once and false returned: the frame boundary can no longer be trusted, so the
     /// connection closes once the reply is written. <paramref name="prefix"/> is how many body bytes the frame is
     /// admitted on (see <see cref="IFrameHandler.PrefixLength"/>), or -1 when it needs no admission.
     /// </summary>
@@ -332,67 +247,6 @@ public sealed class FrameServer : IDisposable
         return true;
     }
 
-    /// <summary>
-    /// The admission of a frame on a TLS connection's own thread: the handler sees the prefix first, then the body is
-    /// received as it decided (skipped after an error reply). False when the connection must close.
-    /// </summary>
-    private bool Admit(FrameContext context)
-    {
-        FrameAdmission admission;
-        try
-        {
-            admission = _handler.Admit(context);
-        }
-        catch (Exception ex) when (ex is not IOException and not SocketException and not ObjectDisposedException)
-        {
-            NetworkingLog.HandlerFailed(_logger, _name, ex);
-            if (!context.Replied)
-            {
-                context.Refuse(Status.InternalError, "internal error: " + ex.Message);
-            }
-
-            admission = FrameAdmission.Buffer;
-        }
-
-        if (context.Replied)
-        {
-            if (context.CloseAfterReply)
-            {
-                context.FlushReplies();
-                return false;
-            }
-
-            context.SkipBody();
-            return true;
-        }
-
-        if ((admission & FrameAdmission.Direct) != 0)
-        {
-            var received = 0;
-            try
-            {
-                while (context.BodyRemaining > 0)
-                {
-                    var destination = _handler.BodyDestination(context, received);
-                    if (destination.Length > context.BodyRemaining)
-                    {
-                        destination = destination[..context.BodyRemaining];
-                    }
-
-                    context.ReadBodyInto(destination);
-                    received += destination.Length;
-                }
-            }
-            catch
-            {
-                _handler.Abandon(context);
-                throw;
-            }
-        }
-
-        return true;
-    }
-
     private static string DescribeBadHeader(Status status, ReadOnlySpan<byte> header, ProtocolLimits limits) => status switch
     {
         Status.VersionMismatch => $"unsupported protocol version {header[0]}; this server speaks {FrameHeader.CurrentVersion}",
@@ -418,7 +272,7 @@ public sealed class FrameServer : IDisposable
             foreach (var connection in _connections.Values)
             {
                 if (connection.IdleFor(now, _options.TimeProvider) is { } idle && idle >= _options.IdleTimeout && !_stopping &&
-                    !((connection.Loop?.Context ?? connection.Context) is { } context && _handler.HoldsState(context)))
+                    !(connection.Loop?.Context is { } context && _handler.HoldsState(context)))
                 {
                     NetworkingLog.IdleClosed(_logger, _name, connection.Remote, idle);
                     try
@@ -443,20 +297,16 @@ public sealed class FrameServer : IDisposable
     {
         public Socket Socket { get; } = socket;
         public string Remote { get; } = remote;
-        public Thread? Thread;
 
-        /// <summary>Set for a plain connection, served by the event loops.</summary>
+        /// <summary>Set once the connection is handed to the event loops (plain or TLS).</summary>
         public LoopConnection? Loop;
-
-        /// <summary>Set once the connection is set up (after TLS): until then it waits for the peer's handshake.</summary>
-        public FrameContext? Context;
 
         private long _seenReads = -1;
         private long _quietSince = acceptedAt;
 
         /// <summary>
-        /// How long the connection has waited for its peer, or null when it is at work. It waits while its thread
-        /// is in a read (see <see cref="BufferedReader.Reads"/>) that has not returned since the last check.
+        /// How long the connection has waited for its peer, or null when it is at work: it waits while it made no
+        /// progress (see <see cref="LoopConnection.Activity"/>) since the last check and runs no handler.
         /// </summary>
         public TimeSpan? IdleFor(long now, TimeProvider time)
         {
@@ -473,15 +323,7 @@ public sealed class FrameServer : IDisposable
                 return time.GetElapsedTime(_quietSince, now);
             }
 
-            var reads = Volatile.Read(ref Context)?.Reads ?? -1;
-            if (reads != _seenReads || (reads & 1) == 0)
-            {
-                _seenReads = reads;
-                _quietSince = now;
-                return null;
-            }
-
-            return time.GetElapsedTime(_quietSince, now);
+            return null;
         }
     }
 
@@ -518,26 +360,6 @@ public sealed class FrameServer : IDisposable
         foreach (var loop in _connections.Values.Select(c => c.Loop).OfType<LoopConnection>())
         {
             loop.Close(null);
-        }
-
-        // A handler may be copying into memory its owner frees as soon as this returns (a storage node's
-        // device), so wait for every connection thread to leave its handler; closed sockets make that quick.
-        var deadline = Environment.TickCount64 + 5_000;
-        foreach (var thread in _connections.Values.Select(c => c.Thread))
-        {
-            if (thread is null || thread == Thread.CurrentThread)
-            {
-                continue;
-            }
-
-            try
-            {
-                thread.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64)));
-            }
-            catch (ThreadStateException)
-            {
-                // Not started: it will find the server stopping and end at once.
-            }
         }
     }
 }

@@ -6,9 +6,10 @@ using Pocket.Protocol;
 namespace Pocket.Networking;
 
 /// <summary>
-/// A plain (non-TLS) connection served by the event loops: a non-blocking socket, a receive buffer and a reply
-/// buffer, both borrowed from the shared pool only while they hold bytes (an idle connection holds neither), and the
-/// state of the frame being received. Owned by one thread at a time (see <see cref="EventLoopGroup"/>).
+/// A connection served by the event loops: a non-blocking socket (with, for TLS, a <see cref="TlsTransport"/> between
+/// it and the frames), a receive buffer and a reply buffer, both borrowed from the shared pool only while they hold
+/// bytes (an idle plain connection holds neither), and the state of the frame being received. Owned by one thread at a
+/// time (see <see cref="EventLoopGroup"/>).
 /// </summary>
 internal sealed class LoopConnection
 {
@@ -27,6 +28,7 @@ internal sealed class LoopConnection
     private readonly FrameServer _server;
     private readonly IFrameHandler _handler;
     private readonly Socket _socket;
+    private readonly TlsTransport? _tls;
     private byte[]? _in;
     private int _inStart;
     private int _inEnd;
@@ -59,11 +61,12 @@ internal sealed class LoopConnection
     // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
     private volatile bool _hungUp;
 
-    public LoopConnection(FrameServer server, IFrameHandler handler, Socket socket, long id, string remote)
+    public LoopConnection(FrameServer server, IFrameHandler handler, Socket socket, long id, string remote, TlsTransport? tls = null)
     {
         _server = server;
         _handler = handler;
         _socket = socket;
+        _tls = tls;
         Id = id;
         Fd = (int)socket.Handle;
         Context = new FrameContext(this, id, remote);
@@ -167,6 +170,7 @@ internal sealed class LoopConnection
             var reads = 0;
             var drained = false;
             _turnFrames = 0;
+            _tls?.BeginTurn();
             while (true)
             {
                 var step = Advance(onPool);
@@ -236,7 +240,7 @@ internal sealed class LoopConnection
                     continue;
                 }
 
-                Close(error.ToString());
+                Close(_tls?.Error ?? error.ToString());
                 return Outcome.Gone;
             }
 
@@ -263,7 +267,7 @@ internal sealed class LoopConnection
             return Outcome.Gone;
         }
 
-        var backlog = _outEnd - _outStart;
+        var backlog = _outEnd - _outStart + (_tls?.Pending ?? 0);
         if (backlog > _server.Options.MaxReplyBacklog)
         {
             NetworkingLog.ReplyBacklogExceeded(_server.Logger, _server.Name, Context.Remote, backlog, _server.Options.MaxReplyBacklog);
@@ -555,8 +559,8 @@ internal sealed class LoopConnection
                 destination = destination[..Context.BodyRemaining];
             }
 
-            var direct = _socket.Receive(destination, SocketFlags.None, out error);
-            drained = direct < destination.Length && !_hungUp;
+            var direct = ReceiveFrom(destination, out error);
+            drained = direct < destination.Length && !_hungUp && _tls is null;
             if (direct > 0)
             {
                 _directReceived += direct;
@@ -577,14 +581,32 @@ internal sealed class LoopConnection
         }
 
         var space = _in.Length - _inEnd;
-        var read = _socket.Receive(_in.AsSpan(_inEnd), SocketFlags.None, out error);
-        drained = read < space && !_hungUp;
+        var read = ReceiveFrom(_in.AsSpan(_inEnd), out error);
+
+        // Plaintext short of the space says nothing of the socket: a TLS connection reads until it would block.
+        drained = read < space && !_hungUp && _tls is null;
         if (read > 0)
         {
             _inEnd += read;
         }
 
         return read;
+    }
+
+    /// <summary>Bytes from the socket, or for TLS decrypted ones (a direct body is then decrypted and copied; plain ones land in place).</summary>
+    private int ReceiveFrom(Span<byte> destination, out SocketError error) =>
+        _tls is null ? _socket.Receive(destination, SocketFlags.None, out error) : _tls.Receive(destination, _hungUp, out error);
+
+    /// <summary>Bytes to the socket (what it takes now), or for TLS encrypted (all of them) and sent as far as the socket takes.</summary>
+    private int SendTo(ReadOnlySpan<byte> bytes, out SocketError error)
+    {
+        if (_tls is null)
+        {
+            return _socket.Send(bytes, SocketFlags.None, out error);
+        }
+
+        error = _tls.Send(bytes) ? SocketError.Success : SocketError.ConnectionReset;
+        return error == SocketError.Success ? bytes.Length : 0;
     }
 
     private void ReleaseEmptyReceiveBuffer()
@@ -616,7 +638,7 @@ internal sealed class LoopConnection
     internal void AppendReply(FrameHeader header, ReadOnlySpan<byte> head, ReadOnlySpan<byte> data)
     {
         var prefix = FrameHeader.Size + head.Length;
-        if (data.Length >= LargeReply && prefix <= FrameContext.MaxPrefix && (_out is null || _outEnd == _outStart))
+        if (data.Length >= LargeReply && prefix <= FrameContext.MaxPrefix && (_out is null || _outEnd == _outStart) && _tls is null)
         {
             // Nothing is waiting to go out before it: the header and the data leave with one gathered system call, so
             // the client is woken once for the reply, not for its header and again for its data (a fresh client's
@@ -671,7 +693,7 @@ internal sealed class LoopConnection
             {
                 while (data.Length > 0)
                 {
-                    var sent = _socket.Send(data, SocketFlags.None, out var error);
+                    var sent = SendTo(data, out var error);
                     if (sent <= 0)
                     {
                         if (error != SocketError.WouldBlock)
@@ -738,7 +760,7 @@ internal sealed class LoopConnection
     {
         while (_out is not null && _outEnd > _outStart)
         {
-            var sent = _socket.Send(_out.AsSpan(_outStart, _outEnd - _outStart), SocketFlags.None, out var error);
+            var sent = SendTo(_out.AsSpan(_outStart, _outEnd - _outStart), out var error);
             if (sent > 0)
             {
                 _outStart += sent;
@@ -756,7 +778,19 @@ internal sealed class LoopConnection
             _outStart = _outEnd = 0;
         }
 
-        return true;
+        if (_tls is null)
+        {
+            return true;
+        }
+
+        // The ciphertext of the replies, and of the handshake, which needs no reply to be sent.
+        var flushed = _tls.Flush(out var wrote);
+        if (wrote)
+        {
+            Interlocked.Increment(ref _activity);
+        }
+
+        return flushed;
     }
 
     /// <summary>Ends the connection once (by its owner, or by the server when it stops and nobody owns it any more).</summary>
@@ -789,6 +823,7 @@ internal sealed class LoopConnection
         finally
         {
             _server.Loops.Remove(this);
+            _tls?.Release();
             _socket.Dispose();
             ReturnReceiveBuffer();
             _in = null;
