@@ -59,6 +59,9 @@ public sealed class FrameServer : IDisposable
 
     internal bool Stopping => _stopping;
 
+    /// <summary>New plain connections whose first request was read in the first turn of the loop that accepted them (tests).</summary>
+    internal long FirstReadsAtAccept => _loops?.FirstReadsAtAccept ?? 0;
+
     /// <summary>The process's open-file limit after raising the soft limit to the hard one (once per process).</summary>
     private static readonly Lazy<long?> FileLimit = new(Linux.RaiseFileLimit);
 
