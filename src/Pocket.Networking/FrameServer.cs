@@ -134,13 +134,16 @@ public sealed class FrameServer : IDisposable
     /// </summary>
     internal LoopConnection? Admit(int fd)
     {
-        var handle = new SafeSocketHandle(fd, ownsHandle: true);
         if (_connections.Count >= _maxConnections)
         {
+            // Closed as it came, with an orderly end: a socket handle's own disposal may reset it, which a peer whose
+            // connect has not yet been seen complete reads as a failed connect.
             NetworkingLog.TooManyConnections(_logger, _name, _maxConnections);
-            handle.Dispose();
+            Linux.Close(fd);
             return null;
         }
+
+        var handle = new SafeSocketHandle(fd, ownsHandle: true);
 
         Socket socket;
         try
