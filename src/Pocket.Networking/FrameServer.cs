@@ -174,7 +174,6 @@ public sealed class FrameServer : IDisposable
                 return connection.Loop;
             }
 
-            socket.Blocking = true;
             StartTls(id, connection);
             return null;
         }

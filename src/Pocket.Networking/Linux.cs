@@ -132,11 +132,11 @@ internal static unsafe partial class Linux
     }
 
     /// <summary>
-    /// Takes one connection from a non-blocking listener's queue (accept4, the new socket non-blocking and
-    /// close-on-exec): its descriptor, or -1 with <paramref name="errno"/> (EAGAIN when the queue is empty). Held like
+    /// Takes one connection from a non-blocking listener's queue (accept4, the new socket close-on-exec, and
+    /// non-blocking when asked): its descriptor, or -1 with <paramref name="errno"/> (EAGAIN when the queue is empty). Held like
     /// <see cref="ReceiveNow(SafeHandle, Span{byte})"/>; a listener already closed throws <see cref="ObjectDisposedException"/>.
     /// </summary>
-    public static int AcceptNow(SafeHandle listener, out int errno)
+    public static int AcceptNow(SafeHandle listener, bool nonBlocking, out int errno)
     {
         var added = false;
         try
@@ -145,7 +145,7 @@ internal static unsafe partial class Linux
             var fd = listener.DangerousGetHandle();
             while (true)
             {
-                var accepted = Accept4(fd, null, null, SockNonblock | SockCloexec);
+                var accepted = Accept4(fd, null, null, nonBlocking ? SockNonblock | SockCloexec : SockCloexec);
                 errno = accepted >= 0 ? 0 : Marshal.GetLastPInvokeError();
                 if (accepted >= 0 || errno != Eintr)
                 {

@@ -32,6 +32,7 @@ internal sealed class LoopAcceptor : IDisposable
     private readonly TimeProvider _time;
     private readonly Lock _retryLock = new();
     private ITimer? _retry;
+    private readonly bool _plain;
     private bool _failing;
     private bool _disposed;
 
@@ -42,6 +43,9 @@ internal sealed class LoopAcceptor : IDisposable
         _loops = loops;
         _time = time;
         _listener.Blocking = false;
+
+        // A TLS connection goes to a thread of its own, which reads it blocking: it is accepted that way.
+        _plain = server.Options.Certificate is null;
     }
 
     /// <summary>How long the listener stays out of epoll after an error that would repeat (e.g. out of descriptors).</summary>
@@ -75,7 +79,7 @@ internal sealed class LoopAcceptor : IDisposable
             int errno;
             try
             {
-                fd = Linux.AcceptNow(_listener.SafeHandle, out errno);
+                fd = Linux.AcceptNow(_listener.SafeHandle, _plain, out errno);
             }
             catch (ObjectDisposedException)
             {
