@@ -126,7 +126,6 @@ public sealed partial class LoopAcceptTests
 
         Assert.Equal(Storm, answered);
         Assert.True(answeredDuringStorm > 0, "the established connection got no answer while the storm was served");
-        Assert.True(server.FirstReadsAtAccept > 0, "no storm request was read in its accepting loop's first turn");
     }
 
     [Fact]
