@@ -2,7 +2,8 @@
 # Before/after of a change at a fan-in: two builds of Pocket (git revisions OLD and NEW), run alternately (the order
 # flips every pass, so neither always runs on the warmer or quieter machine), `pocket bench --connections N
 # --processes P --op get --size 1KiB` against each build's own cluster, one line per run and a table of same-pass
-# ratios NEW / OLD at the end: ops/s, p50, p99, server CPU per op and load-generator CPU per op.
+# ratios NEW / OLD at the end: ops/s, p50, p99, server CPU per op, load-generator CPU per op and the connect storm's
+# wall time (`fan_in.pocket.connect_ms`: every connection opened at once, before the measured requests).
 #
 #   bench/fanin-ab.sh OLD NEW [RESULTS_DIR]
 #
@@ -63,23 +64,24 @@ for pass in $(seq 1 "${PASSES:-3}"); do
                 { echo "$name failed; its log:" >&2; tail -5 "$results/$name.log" >&2; continue; }
             jq -r --arg v "$v" --arg n "$n" --arg pass "$pass" --arg load "$load" \
                 '[$pass, $n, $v, $load, (.systems.pocket.get | .ops_per_s, .p50_us, .p99_us, .server_cpu_us_per_op, .process_cpu_us_per_op),
-                  (.fan_in.pocket | .connections, .refused)] | map(tostring) | join(" ")' \
+                  (.fan_in.pocket | .connections, .refused, .connect_ms)] | map(tostring) | join(" ")' \
                 "$results/$name.json" | tee -a "$results/ab.txt"
         done
     done
 done
 
 echo
-echo "| N | pass | load old / new | ops/s old / new (new/old) | p50 ms (new/old) | p99 ms (new/old) | server CPU us/op (new/old) | load-generator CPU us/op (new/old) |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| N | pass | load old / new | ops/s old / new (new/old) | p50 ms (new/old) | p99 ms (new/old) | server CPU us/op (new/old) | load-generator CPU us/op (new/old) | connect ms (new/old) |"
+echo "|---|---|---|---|---|---|---|---|---|"
 awk '
     { key = $2 " " $1; row[key, $3] = $0; keys[key] = 1 }
     END {
         for (key in keys) {
             if (!((key, "old") in row) || !((key, "new") in row)) continue
             split(row[key, "old"], o, " "); split(row[key, "new"], w, " ")
-            printf "| %s | %s | %s / %s | %.0f / %.0f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) |\n",
+            printf "| %s | %s | %s / %s | %.0f / %.0f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) | %.1f / %.1f (%.2fx) | %.0f / %.0f (%.2fx) |\n",
                 o[2], o[1], o[4], w[4], o[5], w[5], w[5] / o[5], o[6] / 1000, w[6] / 1000, w[6] / o[6],
-                o[7] / 1000, w[7] / 1000, w[7] / o[7], o[8], w[8], w[8] / o[8], o[9], w[9], w[9] / o[9]
+                o[7] / 1000, w[7] / 1000, w[7] / o[7], o[8], w[8], w[8] / o[8], o[9], w[9], w[9] / o[9],
+                o[12], w[12], (o[12] > 0 ? w[12] / o[12] : 0)
         }
     }' "$results/ab.txt" | sort -t'|' -k2,2n -k3,3n

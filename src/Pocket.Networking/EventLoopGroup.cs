@@ -1,10 +1,11 @@
 using System.Collections.Concurrent;
+using System.Net.Sockets;
 using System.Runtime.InteropServices;
 
 namespace Pocket.Networking;
 
 /// <summary>
-/// The threads of one frame server's plain connections: a few event loops sharing one epoll set, and a small pool
+/// The threads of one frame server's connections (plain, and TLS through a <see cref="TlsTransport"/>): a few event loops sharing one epoll set, and a small pool
 /// for handlers that block (device I/O). A loop reads, parses and handles a connection's frames inline (no hop to
 /// another thread, which cost 5-15 us per request on two cores with the runtime's async sockets), and any loop takes
 /// any ready connection. Connections are registered edge-triggered once and never re-armed (a one-shot registration
@@ -20,9 +21,11 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     // small batch bounds those hostages at the cost of one epoll_wait per few requests.
     private const int MaxEvents = 16;
 
-    // Event data of the two eventfds; a connection's is its id (from 1 up).
+    // Event data of the two eventfds and the listener; a connection's is its id (from 1 up).
     private const ulong WakeData = 0;
     private const ulong HandBackData = ulong.MaxValue;
+    private const ulong ListenerData = ulong.MaxValue - 1;
+    private const uint ListenerEvents = Linux.EpollIn | Linux.EpollOneShot;
     private readonly int _epoll;
     private readonly int _wake;
     private readonly int _handBack;
@@ -35,6 +38,8 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     private readonly SemaphoreSlim _blockingReady = new(0);
     private readonly Lock _poolLock = new();
     private readonly List<Thread> _pool = [];
+    private LoopAcceptor? _acceptor;
+    private long _firstReadsAtAccept;
     private volatile bool _stopping;
 
     public EventLoopGroup(string name, int loops, int ioThreads)
@@ -60,6 +65,25 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     }
 
     public bool Stopping => _stopping;
+
+    /// <summary>
+    /// New connections whose first read found input in the turn run by the loop that accepted them (tests: the first
+    /// request needs no other wake-up).
+    /// </summary>
+    public long FirstReadsAtAccept => Interlocked.Read(ref _firstReadsAtAccept);
+
+    internal void CountFirstReadAtAccept() => Interlocked.Increment(ref _firstReadsAtAccept);
+
+    /// <summary>Adds the server's listener, one-shot: the loop that takes its event accepts (see <see cref="LoopAcceptor"/>).</summary>
+    public bool Listen(LoopAcceptor acceptor, Socket listener)
+    {
+        _acceptor = acceptor;
+        return Linux.EpollArm(_epoll, listener.SafeHandle, Linux.EpollCtlAdd, ListenerEvents, ListenerData);
+    }
+
+    /// <summary>Arms the listener again once its batch is taken (level-triggered: a queue left behind raises the next event at once).</summary>
+    public void ArmListener(Socket listener) =>
+        Linux.EpollArm(_epoll, listener.SafeHandle, Linux.EpollCtlMod, ListenerEvents, ListenerData);
 
     /// <summary>Starts watching a new connection (it is read as soon as data arrives, on whichever loop wakes).</summary>
     public void Add(LoopConnection connection)
@@ -132,6 +156,7 @@ internal sealed unsafe class EventLoopGroup : IDisposable
             // the pool: no epoll event would come for input already read or already there, so this loop owns them and
             // gives each another turn after the connections that became ready meanwhile (round robin).
             var again = new Queue<LoopConnection>();
+            var accepted = new List<LoopConnection>(LoopAcceptor.AcceptsPerWake);
             while (!_stopping)
             {
                 var n = Linux.EpollWait(_epoll, events, MaxEvents, again.Count > 0 ? 0 : -1);
@@ -151,6 +176,12 @@ internal sealed unsafe class EventLoopGroup : IDisposable
                             again.Enqueue(handed);
                         }
 
+                        continue;
+                    }
+
+                    if (data == ListenerData)
+                    {
+                        Accept(accepted, again);
                         continue;
                     }
 
@@ -174,6 +205,24 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         {
             NativeMemory.Free(events);
         }
+    }
+
+    /// <summary>
+    /// Takes a batch of connects and runs each new connection's first turn here and now, without waiting for an event:
+    /// its first request has usually arrived with (or before) the connect.
+    /// </summary>
+    private void Accept(List<LoopConnection> accepted, Queue<LoopConnection> again)
+    {
+        _acceptor!.Accept(accepted);
+        foreach (var connection in accepted)
+        {
+            if (!_stopping && connection.RunFirst())
+            {
+                again.Enqueue(connection);
+            }
+        }
+
+        accepted.Clear();
     }
 
     private void PoolLoop()

@@ -9,9 +9,10 @@ namespace Pocket.Networking;
 
 /// <summary>
 /// A TCP listener whose plain connections are served by a few event-loop threads (see <see cref="EventLoopGroup"/>),
-/// however many there are: each loop reads, parses and handles frames inline, with no hop to another thread per
-/// request; handlers that block (device I/O) run on a small I/O pool. TLS connections are served the same way, through
-/// a <see cref="TlsTransport"/> (an <see cref="SslStream"/> over in-memory ciphertext). See docs/architecture.md.
+/// however many there are: the loops accept too, and each reads, parses and handles frames inline, with no hop to
+/// another thread per request; handlers that block (device I/O) run on a small I/O pool. TLS connections are served
+/// the same way, through a <see cref="TlsTransport"/> (an <see cref="SslStream"/> over in-memory ciphertext). See
+/// docs/architecture.md.
 /// </summary>
 public sealed class FrameServer : IDisposable
 {
@@ -21,8 +22,7 @@ public sealed class FrameServer : IDisposable
     private readonly string _name;
     private readonly ConcurrentDictionary<long, Connection> _connections = new();
     private readonly Lock _idleCheck = new();
-    private Socket? _listener;
-    private Thread? _acceptThread;
+    private LoopAcceptor? _acceptor;
     private EventLoopGroup? _loops;
     private SslServerAuthenticationOptions? _tlsOptions;
     private long _bufferedBytes;
@@ -59,6 +59,11 @@ public sealed class FrameServer : IDisposable
 
     internal EventLoopGroup Loops => _loops!;
 
+    internal bool Stopping => _stopping;
+
+    /// <summary>New plain connections whose first request was read in the first turn of the loop that accepted them (tests).</summary>
+    internal long FirstReadsAtAccept => _loops?.FirstReadsAtAccept ?? 0;
+
     /// <summary>The process's open-file limit after raising the soft limit to the hard one (once per process).</summary>
     private static readonly Lazy<long?> FileLimit = new(Linux.RaiseFileLimit);
 
@@ -92,11 +97,10 @@ public sealed class FrameServer : IDisposable
         }
 
         listener.Listen(_options.ListenBacklog);
-        _listener = listener;
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
         _loops = new EventLoopGroup(_name, _options.EventLoops > 0 ? _options.EventLoops : Math.Max(2, Environment.ProcessorCount), _options.IoThreads);
-        _acceptThread = new Thread(AcceptLoop) { IsBackground = true, Name = $"{_name} accept" };
-        _acceptThread.Start();
+        _acceptor = new LoopAcceptor(this, listener, _loops, _options.TimeProvider);
+        _acceptor.Start();
         if (_options.ClosesIdle)
         {
             // Checked four times per timeout: a connection is closed between one and 1.25 timeouts after it went quiet.
@@ -133,74 +137,60 @@ public sealed class FrameServer : IDisposable
 
     internal void CountGatheredReply() => Interlocked.Increment(ref _gatheredReplies);
 
-    private void AcceptLoop()
-    {
-        while (!_stopping)
-        {
-            Socket socket;
-            try
-            {
-                socket = _listener!.Accept();
-            }
-            catch (SocketException) when (_stopping)
-            {
-                return;
-            }
-            catch (ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException ex)
-            {
-                NetworkingLog.AcceptFailed(_logger, _name, ex.Message);
-                continue;
-            }
-
-            if (_connections.Count >= _maxConnections)
-            {
-                NetworkingLog.TooManyConnections(_logger, _name, _maxConnections);
-                socket.Dispose();
-                continue;
-            }
-
-            try
-            {
-                socket.NoDelay = true;
-                var id = Interlocked.Increment(ref _nextConnectionId);
-                var remote = socket.RemoteEndPoint?.ToString() ?? "?";
-                var connection = new Connection(socket, remote, _options.TimeProvider.GetTimestamp());
-                if (_options.Certificate is null)
-                {
-                    // Never blocks, never waits on a handler: the loops pick it up when its first bytes arrive.
-                    socket.Blocking = false;
-                    connection.Loop = new LoopConnection(this, _handler, socket, id, remote);
-                    _connections[id] = connection;
-                    _loops!.Add(connection.Loop);
-                }
-                else
-                {
-                    ServeTls(connection, id);
-                }
-            }
-            catch (SocketException ex)
-            {
-                // Reset by the peer before it was set up.
-                NetworkingLog.AcceptFailed(_logger, _name, ex.Message);
-                socket.Dispose();
-            }
-        }
-    }
-
     /// <summary>
-    /// Serves an accepted TLS connection on the event loops like a plain one: its handshake starts now and goes on, with
-    /// its frames after it, as the loops bring its bytes (see <see cref="TlsTransport"/>). Never blocks.
+    /// Sets up a connection just accepted by an event loop (see <see cref="LoopAcceptor"/>): a plain one is registered
+    /// with the loops and returned, owned by the accepting loop, which runs its first turn next (a TLS one too, under a
+    /// <see cref="TlsTransport"/>). Null when it was refused (over the connection limit) or failed.
     /// </summary>
-    private void ServeTls(Connection connection, long id)
+    internal LoopConnection? Admit(int fd)
     {
-        connection.Socket.Blocking = false;
-        connection.Loop = new LoopConnection(this, _handler, connection.Socket, id, connection.Remote, new TlsTransport(connection.Socket, _tlsOptions!));
-        _connections[id] = connection;
-        _loops!.Add(connection.Loop);
+        if (_connections.Count >= _maxConnections)
+        {
+            // Closed as it came, with an orderly end: a socket handle's own disposal may reset it, which a peer whose
+            // connect has not yet been seen complete reads as a failed connect.
+            NetworkingLog.TooManyConnections(_logger, _name, _maxConnections);
+            Linux.Close(fd);
+            return null;
+        }
+
+        var handle = new SafeSocketHandle(fd, ownsHandle: true);
+
+        Socket socket;
+        try
+        {
+            socket = new Socket(handle);
+        }
+        catch (SocketException ex)
+        {
+            // Reset by the peer before it was set up.
+            NetworkingLog.AcceptFailed(_logger, _name, ex.Message);
+            handle.Dispose();
+            return null;
+        }
+
+        var id = Interlocked.Increment(ref _nextConnectionId);
+        try
+        {
+            socket.NoDelay = true;
+            var remote = socket.RemoteEndPoint?.ToString() ?? "?";
+            var connection = new Connection(socket, remote, _options.TimeProvider.GetTimestamp());
+            // Never blocks, never waits on a handler: the accepting loop reads it at once (a TLS one: its handshake
+            // starts, and goes on with its frames after it as the loops bring its bytes; see TlsTransport).
+            socket.Blocking = false;
+            connection.Loop = _tlsOptions is null
+                ? new LoopConnection(this, _handler, socket, id, remote)
+                : new LoopConnection(this, _handler, socket, id, remote, new TlsTransport(socket, _tlsOptions));
+            _connections[id] = connection;
+            _loops!.Add(connection.Loop);
+            return connection.Loop;
+        }
+        catch (Exception ex) when (ex is SocketException or IOException)
+        {
+            NetworkingLog.AcceptFailed(_logger, _name, ex.Message);
+            _connections.TryRemove(id, out _);
+            socket.Dispose();
+            return null;
+        }
     }
 
     /// <summary>
@@ -327,14 +317,8 @@ public sealed class FrameServer : IDisposable
         }
     }
 
-    public void Dispose()
+    private void ShutDownConnections()
     {
-        _stopping = true;
-        _idleTimer?.Dispose();
-        _listener?.Dispose();
-
-        // Once the accept loop is gone no connection can be added behind the loop below.
-        _acceptThread?.Join(TimeSpan.FromSeconds(5));
         foreach (var connection in _connections.Values)
         {
             try
@@ -354,6 +338,17 @@ public sealed class FrameServer : IDisposable
                 connection.Socket.Dispose();
             }
         }
+    }
+
+    public void Dispose()
+    {
+        _stopping = true;
+        _idleTimer?.Dispose();
+
+        // The loops accept nothing once they see the server stopping; one in the middle of a batch may still add a
+        // connection or two, which the passes after the loops are gone end.
+        _acceptor?.Dispose();
+        ShutDownConnections();
 
         // Once the loops and the I/O pool have left what they were running, nobody owns the plain connections.
         _loops?.Dispose();
@@ -361,5 +356,7 @@ public sealed class FrameServer : IDisposable
         {
             loop.Close(null);
         }
+
+        ShutDownConnections();
     }
 }

@@ -10,6 +10,7 @@ internal static unsafe partial class Linux
     public const uint EpollErr = 0x008;
     public const uint EpollHup = 0x010;
     public const uint EpollRdHup = 0x2000;
+    public const uint EpollOneShot = 1u << 30;
     public const uint EpollEt = 1u << 31;
     public const int EpollCtlAdd = 1;
     public const int EpollCtlDel = 2;
@@ -20,7 +21,13 @@ internal static unsafe partial class Linux
     private const int RlimitNofile = 7;
     private const int Eintr = 4;
     private const int Eagain = 11;
+    public const int Emfile = 24;
+    public const int Enfile = 23;
+    public const int Enobufs = 105;
+    public const int Enomem = 12;
     private const int MsgDontWait = 0x40;
+    private const int SockNonblock = 0x800;
+    private const int SockCloexec = 0x80000;
     private const int MsgNoSignal = 0x4000;
 
     /// <summary>struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16).</summary>
@@ -48,6 +55,9 @@ internal static unsafe partial class Linux
 
     [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
     private static partial nint SendMsgRaw(nint fd, MessageHeader* message, int flags);
+
+    [LibraryImport("libc", EntryPoint = "accept4", SetLastError = true)]
+    private static partial int Accept4(nint fd, byte* address, int* addressLength, int flags);
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
@@ -117,6 +127,62 @@ internal static unsafe partial class Linux
             if (added)
             {
                 socket.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Takes one connection from a non-blocking listener's queue (accept4, the new socket close-on-exec and
+    /// non-blocking): its descriptor, or -1 with <paramref name="errno"/> (EAGAIN when the queue is empty). Held like
+    /// <see cref="ReceiveNow(SafeHandle, Span{byte})"/>; a listener already closed throws <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    public static int AcceptNow(SafeHandle listener, out int errno)
+    {
+        var added = false;
+        try
+        {
+            listener.DangerousAddRef(ref added);
+            var fd = listener.DangerousGetHandle();
+            while (true)
+            {
+                var accepted = Accept4(fd, null, null, SockNonblock | SockCloexec);
+                errno = accepted >= 0 ? 0 : Marshal.GetLastPInvokeError();
+                if (accepted >= 0 || errno != Eintr)
+                {
+                    return accepted;
+                }
+            }
+        }
+        finally
+        {
+            if (added)
+            {
+                listener.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Arms (or re-arms) a one-shot registration of <paramref name="fd"/> while <paramref name="owner"/> holds it
+    /// open, so that the number cannot be another descriptor's by then; false when it is closed or epoll refused.
+    /// </summary>
+    public static bool EpollArm(int epfd, SafeHandle owner, int op, uint events, ulong data)
+    {
+        var added = false;
+        try
+        {
+            owner.DangerousAddRef(ref added);
+            return EpollCtl(epfd, op, (int)owner.DangerousGetHandle(), events, data);
+        }
+        catch (ObjectDisposedException)
+        {
+            return false;
+        }
+        finally
+        {
+            if (added)
+            {
+                owner.DangerousRelease();
             }
         }
     }

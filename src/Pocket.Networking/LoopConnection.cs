@@ -50,8 +50,12 @@ internal sealed class LoopConnection
     private bool _watchingWrites;
 
     // 1 while a thread owns the connection (a loop running it or owing it a turn, the I/O pool, or whoever closed it:
-    // a closed connection stays owned, so a late event never runs it).
-    private int _owned;
+    // a closed connection stays owned, so a late event never runs it). A new connection is owned by the loop that
+    // accepted it until its first turn (see RunFirst) lets go.
+    private int _owned = 1;
+
+    // Set by RunFirst for the turn the accepting loop runs.
+    private bool _firstTurn;
 
     // Set by every epoll event for the connection, cleared by its owner before each turn reads: an event that finds
     // the connection owned leaves it here, and the owner runs it again before letting go (edge-triggered, no event
@@ -135,6 +139,16 @@ internal sealed class LoopConnection
     }
 
     /// <summary>
+    /// The first turn of a new connection, on the loop that accepted it (which owns it from the start): registered
+    /// edge-triggered before this, so input that arrives after its read raises an event. Returns as <see cref="Run"/>.
+    /// </summary>
+    public bool RunFirst()
+    {
+        _firstTurn = true;
+        return Run(onPool: false);
+    }
+
+    /// <summary>
     /// Serves the connection, which the caller owns, until it would block, then lets go of it (running it again if an
     /// event came meanwhile); or hands it to the I/O pool; or closes it. True when it used up its turn (see
     /// <see cref="FramesPerTurn"/>, ReadsPerWake) with input left: the caller keeps it and owes it another turn.
@@ -165,6 +179,8 @@ internal sealed class LoopConnection
             return Outcome.Gone;
         }
 
+        var first = _firstTurn;
+        _firstTurn = false;
         try
         {
             var reads = 0;
@@ -226,6 +242,12 @@ internal sealed class LoopConnection
                 if (read > 0)
                 {
                     Interlocked.Increment(ref _activity);
+                    if (first)
+                    {
+                        first = false;
+                        _server.Loops.CountFirstReadAtAccept();
+                    }
+
                     continue;
                 }
 

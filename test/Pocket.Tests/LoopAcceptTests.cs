@@ -1,0 +1,267 @@
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging.Abstractions;
+using Pocket.Networking;
+using Pocket.Protocol;
+using static Pocket.Tests.TestSupport;
+
+namespace Pocket.Tests;
+
+/// <summary>
+/// The server's event loops accept (there is no accept thread): a new connection's first turn runs on the loop that
+/// accepted it, a connect storm is taken a batch at a time between established connections' turns, and a stopping
+/// server accepts nothing and leaves no thread behind.
+/// </summary>
+public sealed partial class LoopAcceptTests
+{
+    private const uint Gate = 1;
+    private const uint Probe = 1_000_000;
+
+    [Fact]
+    public async Task AFirstRequestSentBeforeTheAcceptIsReadByTheLoopThatAcceptedIt()
+    {
+        const int Clients = 40;
+        var handler = new GatedPingHandler();
+        using var server = new FrameServer("test", new FrameServerOptions { EventLoops = 2 }, handler, NullLogger.Instance);
+        server.Start();
+        using var cts = Timeout(120);
+
+        // Both loops are held in a handler: connects queue in the kernel meanwhile, unaccepted.
+        using var first = await ConnectRawAsync(server.EndPoint);
+        await SendRawAsync(first, Header(Opcode.Ping, 0, requestId: Gate));
+        Assert.True(handler.WaitEntered(cts.Token), "the first gated frame never reached the handler");
+        using var second = await ConnectRawAsync(server.EndPoint);
+        await SendRawAsync(second, Header(Opcode.Ping, 0, requestId: Gate));
+        Assert.True(handler.WaitEntered(cts.Token), "the second gated frame never reached the handler");
+        var before = server.FirstReadsAtAccept;
+
+        // Each client's request is in the server's receive queue (acknowledged: nothing left in the client's send
+        // queue) before either loop is free to accept.
+        var clients = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < Clients; i++)
+            {
+                var client = await ConnectRawAsync(server.EndPoint);
+                clients.Add(client);
+                await SendRawAsync(client, Header(Opcode.Ping, 0, requestId: Probe + (uint)i));
+            }
+
+            foreach (var client in clients)
+            {
+                await WaitUntilAsync(() => Task.FromResult(Unacknowledged(client) == 0), "the server's kernel acknowledged a client's request");
+            }
+
+            Assert.Equal(before, server.FirstReadsAtAccept);
+            handler.OpenGate.Set();
+            for (var i = 0; i < Clients; i++)
+            {
+                Assert.Equal(Probe + (uint)i, await ReadReplyIdAsync(clients[i], cts.Token));
+            }
+
+            // Every one was read in the turn its accepting loop ran at once, with no epoll event for its input.
+            Assert.Equal(before + Clients, server.FirstReadsAtAccept);
+        }
+        finally
+        {
+            handler.OpenGate.Set();
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task AConnectStormBeyondTheAcceptBatchIsServedWhileAnEstablishedConnectionKeepsGettingAnswers()
+    {
+        const int Storm = 3_000;
+        Assert.True(Storm > 10 * LoopAcceptor.AcceptsPerWake);
+        var handler = new GatedPingHandler();
+        using var server = new FrameServer("test", new FrameServerOptions { EventLoops = 2 }, handler, NullLogger.Instance);
+        server.Start();
+        using var cts = Timeout(240);
+        using var established = await ConnectRawAsync(server.EndPoint);
+        await SendRawAsync(established, Header(Opcode.Ping, 0, requestId: Probe));
+        Assert.Equal(Probe, await ReadReplyIdAsync(established, cts.Token));
+
+        var answered = 0;
+        var stormDone = new TaskCompletionSource();
+        var answeredDuringStorm = 0;
+        var pinging = Task.Run(async () =>
+        {
+            for (var i = 1u; !stormDone.Task.IsCompleted; i++)
+            {
+                await SendRawAsync(established, Header(Opcode.Ping, 0, requestId: Probe + i));
+                Assert.Equal(Probe + i, await ReadReplyIdAsync(established, cts.Token));
+                if (Volatile.Read(ref answered) < Storm)
+                {
+                    answeredDuringStorm++;
+                }
+            }
+        }, cts.Token);
+
+        // Every client connects at once and sends its request as soon as it is connected.
+        var sockets = new Socket[Storm];
+        try
+        {
+            await Task.WhenAll(Enumerable.Range(0, Storm).Select(i => Task.Run(async () =>
+            {
+                var socket = await ConnectRawAsync(server.EndPoint);
+                sockets[i] = socket;
+                await SendRawAsync(socket, Header(Opcode.Ping, 0, requestId: (uint)i));
+                Assert.Equal((uint)i, await ReadReplyIdAsync(socket, cts.Token));
+                Interlocked.Increment(ref answered);
+            }, cts.Token)));
+        }
+        finally
+        {
+            stormDone.SetResult();
+            await pinging;
+            foreach (var socket in sockets)
+            {
+                socket?.Dispose();
+            }
+        }
+
+        Assert.Equal(Storm, answered);
+        Assert.True(answeredDuringStorm > 0, "the established connection got no answer while the storm was served");
+    }
+
+    [Fact]
+    public async Task AConnectionOverTheLimitIsClosedWithItsLogLine()
+    {
+        var logger = new CapturingLogger();
+        using var server = new FrameServer("limited", new FrameServerOptions { EventLoops = 2, MaxConnections = 2 }, new GatedPingHandler(), logger);
+        server.Start();
+        using var cts = Timeout(60);
+        using var a = await ConnectRawAsync(server.EndPoint);
+        using var b = await ConnectRawAsync(server.EndPoint);
+        foreach (var socket in new[] { a, b })
+        {
+            await SendRawAsync(socket, Header(Opcode.Ping, 0, requestId: Probe));
+            Assert.Equal(Probe, await ReadReplyIdAsync(socket, cts.Token));
+        }
+
+        using var over = await ConnectRawAsync(server.EndPoint);
+        await SendRawAsync(over, Header(Opcode.Ping, 0, requestId: Probe));
+        Assert.True(await IsClosedAsync(over), "a connection over the limit was served");
+        Assert.Contains(logger.Lines, line => line == "limited refused a connection: 2 connections open");
+
+        // The connections within the limit are still served.
+        await SendRawAsync(a, Header(Opcode.Ping, 0, requestId: Probe + 1));
+        Assert.Equal(Probe + 1, await ReadReplyIdAsync(a, cts.Token));
+    }
+
+    [Fact]
+    public async Task AServerStoppedWhileConnectsArriveLeavesNoThreadAndNoListener()
+    {
+        // Thread names are cut to 15 bytes by the kernel: a short, unique server name.
+        const string Name = "acstop";
+        var server = new FrameServer(Name, new FrameServerOptions { EventLoops = 2 }, new GatedPingHandler(), NullLogger.Instance);
+        server.Start();
+        var endPoint = server.EndPoint;
+        using var cts = Timeout(120);
+
+        // The loops accept: a plain server has its loop threads and no accept thread.
+        Assert.Equal(new[] { $"{Name} loop 0", $"{Name} loop 1" }, ThreadsNamed(Name).Order(StringComparer.Ordinal));
+        using var stop = new CancellationTokenSource();
+        var served = 0;
+        var connecting = Enumerable.Range(0, 4).Select(_ => Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var socket = await ConnectRawAsync(endPoint);
+                    await SendRawAsync(socket, Header(Opcode.Ping, 0, requestId: Probe));
+                    if (await ReadReplyAsync(socket) is not null)
+                    {
+                        Interlocked.Increment(ref served);
+                    }
+                }
+                catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException)
+                {
+                    // Refused or reset once the server stops.
+                }
+            }
+        })).ToArray();
+
+        await WaitUntilAsync(() => Task.FromResult(Volatile.Read(ref served) >= 20), "connects were served before the stop");
+        server.Dispose();
+        Assert.Equal(0, server.ConnectionCount);
+        await WaitUntilAsync(() => Task.FromResult(ThreadsNamed(Name).Count == 0), "the server's threads ended");
+        stop.Cancel();
+        await Task.WhenAll(connecting);
+
+        // No listener: a connect is refused.
+        using var late = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        var refused = await Assert.ThrowsAsync<SocketException>(async () => await late.ConnectAsync(endPoint, cts.Token));
+        Assert.Equal(SocketError.ConnectionRefused, refused.SocketErrorCode);
+    }
+
+    private static List<string> ThreadsNamed(string prefix) =>
+        [.. Directory.GetDirectories("/proc/self/task")
+            .Select(task =>
+            {
+                try
+                {
+                    return File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n');
+                }
+                catch (IOException)
+                {
+                    return "";
+                }
+            })
+            .Where(name => name.StartsWith(prefix + " ", StringComparison.Ordinal))];
+
+    private static async Task<uint> ReadReplyIdAsync(Socket socket, CancellationToken cancellationToken)
+    {
+        var bytes = new byte[FrameHeader.Size];
+        Assert.True(await ReadExactlyAsync(socket, bytes, cancellationToken), "the server closed the connection");
+        Assert.Equal(Status.Ok, FrameHeader.TryRead(bytes, int.MaxValue, out var header));
+        Assert.Equal(Status.Ok, header.Status);
+        return header.RequestId;
+    }
+
+    /// <summary>Bytes the client sent that its peer's kernel has not acknowledged yet (SIOCOUTQ).</summary>
+    private static int Unacknowledged(Socket socket)
+    {
+        const uint SiocOutQ = 0x5411;
+        Assert.Equal(0, Ioctl(socket.Handle, SiocOutQ, out var pending));
+        return pending;
+    }
+
+    [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
+    private static partial int Ioctl(nint fd, nuint request, out int value);
+
+    /// <summary>Answers Ping inline on the loop; a frame with the gate's id holds its loop until the gate opens.</summary>
+    private sealed class GatedPingHandler : IFrameHandler
+    {
+        private readonly SemaphoreSlim _entered = new(0);
+
+        public ManualResetEventSlim OpenGate { get; } = new();
+
+        /// <summary>Waits for one more gated frame to enter the handler.</summary>
+        public bool WaitEntered(CancellationToken cancellationToken) => _entered.Wait(TimeSpan.FromSeconds(30), cancellationToken);
+
+        public int PrefixLength(in FrameHeader header) => -1;
+
+        public FrameAdmission Admit(FrameContext frame) => FrameAdmission.Buffer;
+
+        public void Handle(FrameContext frame)
+        {
+            if (frame.Header.RequestId == Gate)
+            {
+                _entered.Release();
+                OpenGate.Wait(TimeSpan.FromSeconds(60));
+            }
+
+            frame.Reply(Status.Ok);
+        }
+
+        public void OnDisconnected(FrameContext connection)
+        {
+        }
+    }
+}
