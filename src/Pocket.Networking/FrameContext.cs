@@ -16,24 +16,10 @@ public sealed class FrameContext
     /// <summary>Bodies up to this size are buffered whole before the handler sees them; larger ones are admitted first.</summary>
     public const int InlineBody = 16 << 10;
 
-    // A TLS connection runs on its own thread over a stream; a plain one is served by the event loops.
-    private readonly Stream? _stream;
-    private readonly BufferedReader? _reader;
-    private readonly byte[]? _replyBuffer;
-    private readonly LoopConnection? _loop;
-    private byte[] _bodyBuffer = [];
+    // Every connection, plain or TLS, is served by the event loops (see LoopConnection).
+    private readonly LoopConnection _loop;
     private int _bodyRemaining;
-    private int _replyLength;
     private bool _replied;
-
-    internal FrameContext(Stream stream, long connectionId, string remote)
-    {
-        _stream = stream;
-        ConnectionId = connectionId;
-        Remote = remote;
-        _reader = new BufferedReader(stream);
-        _replyBuffer = new byte[64 << 10];
-    }
 
     internal FrameContext(LoopConnection loop, long connectionId, string remote)
     {
@@ -78,21 +64,9 @@ public sealed class FrameContext
     /// <summary>Reads the whole (remaining) body; the span is valid until the next call.</summary>
     public ReadOnlySpan<byte> ReadBody()
     {
-        var count = _bodyRemaining;
-        if (_loop is not null)
-        {
-            var span = _loop.TakeBody(count);
-            _bodyRemaining = 0;
-            return span;
-        }
-
-        if (_bodyBuffer.Length < count)
-        {
-            _bodyBuffer = new byte[Math.Max(Math.Max(count, 4 << 10), _bodyBuffer.Length * 2)];
-        }
-
-        ReadBodyInto(_bodyBuffer.AsSpan(0, count));
-        return _bodyBuffer.AsSpan(0, count);
+        var span = _loop.TakeBody(_bodyRemaining);
+        _bodyRemaining = 0;
+        return span;
     }
 
     /// <summary>Reads exactly <paramref name="destination"/>.Length body bytes into it.</summary>
@@ -103,36 +77,15 @@ public sealed class FrameContext
             throw new InvalidOperationException("Read past the end of the frame body.");
         }
 
-        if (_loop is not null)
-        {
-            _loop.TakeBody(destination.Length).CopyTo(destination);
-        }
-        else
-        {
-            _reader!.ReadExactly(destination);
-        }
-
+        _loop.TakeBody(destination.Length).CopyTo(destination);
         _bodyRemaining -= destination.Length;
     }
 
     internal void SkipBody()
     {
-        if (_loop is not null)
-        {
-            _loop.TakeBody(_bodyRemaining);
-        }
-        else
-        {
-            _reader!.Skip(_bodyRemaining);
-        }
-
+        _loop.TakeBody(_bodyRemaining);
         _bodyRemaining = 0;
     }
-
-    internal bool TryReadExactly(Span<byte> destination) => _reader!.TryReadExactly(destination);
-
-    /// <summary>See <see cref="BufferedReader.Reads"/>.</summary>
-    internal long Reads => _reader?.Reads ?? 0;
 
     /// <summary>Sends the reply to the current request.</summary>
     public void Reply(Status status, ReadOnlySpan<byte> body = default) => Reply(status, body, default);
@@ -151,55 +104,7 @@ public sealed class FrameContext
         _replied = true;
         ReplyStatus = status;
         var header = new FrameHeader(Header.Opcode, Header.Flags | FrameFlags.Reply, status, head.Length + data.Length, Header.RequestId, JobToken.None);
-        if (_loop is not null)
-        {
-            _loop.AppendReply(header, head, data);
-            return;
-        }
-
-        var replyBuffer = _replyBuffer!;
-        var total = FrameHeader.Size + head.Length + data.Length;
-        if (total > replyBuffer.Length - _replyLength)
-        {
-            FlushReplies();
-        }
-
-        if (total <= replyBuffer.Length)
-        {
-            var target = replyBuffer.AsSpan(_replyLength);
-            header.Write(target);
-            head.CopyTo(target[FrameHeader.Size..]);
-            data.CopyTo(target[(FrameHeader.Size + head.Length)..]);
-            _replyLength += total;
-        }
-        else
-        {
-            var prefix = FrameHeader.Size + head.Length;
-            var buffer = prefix <= replyBuffer.Length ? replyBuffer : new byte[prefix];
-            header.Write(buffer);
-            head.CopyTo(buffer.AsSpan(FrameHeader.Size));
-            _stream!.Write(buffer, 0, prefix);
-            _stream.Write(data);
-        }
-    }
-
-    /// <summary>Writes the gathered replies unless the next request is already buffered whole (it will add to them).</summary>
-    internal void FlushIfIdle()
-    {
-        if (_replyLength > 0 && !_reader!.HasBufferedFrame())
-        {
-            FlushReplies();
-        }
-    }
-
-    internal void FlushReplies()
-    {
-        if (_replyLength > 0)
-        {
-            var length = _replyLength;
-            _replyLength = 0;
-            _stream!.Write(_replyBuffer!, 0, length);
-        }
+        _loop.AppendReply(header, head, data);
     }
 
     /// <summary>Replies with an error status and a UTF-8 message body.</summary>

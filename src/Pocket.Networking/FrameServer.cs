@@ -8,7 +8,7 @@ using Pocket.Protocol;
 namespace Pocket.Networking;
 
 /// <summary>
-/// A TCP listener whose plain connections are served by a few event-loop threads (see <see cref="EventLoopGroup"/>),
+/// A TCP listener whose connections are served by a few event-loop threads (see <see cref="EventLoopGroup"/>),
 /// however many there are: the loops accept too, and each reads, parses and handles frames inline, with no hop to
 /// another thread per request; handlers that block (device I/O) run on a small I/O pool. TLS connections are served
 /// the same way, through a <see cref="TlsTransport"/> (an <see cref="SslStream"/> over in-memory ciphertext). See

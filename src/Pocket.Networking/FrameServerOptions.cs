@@ -21,7 +21,7 @@ public sealed record FrameServerOptions
     /// <summary>Connects the kernel queues before they are accepted (a connect storm); the kernel caps it at net.core.somaxconn.</summary>
     public int ListenBacklog { get; init; } = 4096;
 
-    /// <summary>Event-loop threads serving plain connections; zero means one per core (at least two).</summary>
+    /// <summary>Event-loop threads serving the connections (plain and TLS); zero means one per core (at least two).</summary>
     public int EventLoops { get; init; }
 
     /// <summary>Threads for handlers that block on device I/O (started on demand).</summary>

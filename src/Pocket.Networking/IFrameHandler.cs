@@ -17,8 +17,8 @@ public enum FrameAdmission
 }
 
 /// <summary>
-/// Serves the frames of one server role. Plain connections are served by a few event-loop threads that read, parse
-/// and handle frames inline, so a handler must not block unless it admitted the frame as
+/// Serves the frames of one server role. Connections (plain and TLS) are served by a few event-loop threads that
+/// read, parse and handle frames inline, so a handler must not block unless it admitted the frame as
 /// <see cref="FrameAdmission.Blocking"/>. Calls for one connection never overlap.
 /// </summary>
 public interface IFrameHandler
