@@ -20,6 +20,8 @@ if (($# < 2)); then
 fi
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/ab-lib.sh
+source "$repo/bench/ab-lib.sh"
 old="$1" new="$2"
 results="$(mkdir -p "${3:-$repo/bench-results/tls-ab}" && cd "${3:-$repo/bench-results/tls-ab}" && pwd)"
 command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
@@ -35,22 +37,13 @@ stop_servers() {
 }
 cleanup() {
     stop_servers
-    for v in old new; do
-        [[ -d "$work/src-$v" ]] && git -C "$repo" worktree remove --force "$work/src-$v" >/dev/null 2>&1 || true
-    done
+    ab_remove_checkouts "$repo" "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for v in old new; do
-    rev="$old"
-    [[ "$v" == new ]] && rev="$new"
-    echo "building $v ($rev, $(git -C "$repo" rev-parse --short "$rev"))"
-    git -C "$repo" worktree add --detach "$work/src-$v" "$rev" >/dev/null
-    dotnet build -c Release "$work/src-$v/src/Pocket.Cli" -o "$work/$v" -nologo -v q >"$work/build-$v.log" 2>&1 ||
-        { cat "$work/build-$v.log" >&2; exit 1; }
-done
+ab_build "$repo" "$work" "$old" "$new" ab_dotnet_build
 
 cert="$work/cert.pem" key="$work/key.pem"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$key" -out "$cert" -days 1 \
