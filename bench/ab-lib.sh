@@ -1,0 +1,31 @@
+# Shared by the before/after scripts (sourced, not run): two git revisions of Pocket built from detached checkouts
+# of their own into private directories, so a build of the source tree during the runs cannot swap the binaries
+# under them.
+
+# ab_build REPO WORK OLD NEW BUILD: checks OLD and NEW out into WORK/src-old and WORK/src-new and runs
+# `BUILD SOURCE_DIR OUTPUT_DIR` for each (output WORK/old and WORK/new, log WORK/build-old.log ...); exits on failure.
+ab_build() {
+    local repo="$1" work="$2" old="$3" new="$4" build="$5" v rev
+    for v in old new; do
+        rev="$old"
+        [[ "$v" == new ]] && rev="$new"
+        echo "building $v ($rev, $(git -C "$repo" rev-parse --short "$rev"))"
+        git -C "$repo" worktree add --detach "$work/src-$v" "$rev" >/dev/null
+        "$build" "$work/src-$v" "$work/$v" >"$work/build-$v.log" 2>&1 || { cat "$work/build-$v.log" >&2; exit 1; }
+    done
+}
+
+# ab_remove_checkouts REPO WORK: removes the checkouts ab_build made (from a cleanup trap; quiet if there are none).
+ab_remove_checkouts() {
+    local repo="$1" work="$2" v
+    for v in old new; do
+        if [[ -d "$work/src-$v" ]]; then
+            git -C "$repo" worktree remove --force "$work/src-$v" >/dev/null 2>&1 || true
+        fi
+    done
+}
+
+# ab_dotnet_build SOURCE_DIR OUTPUT_DIR: a plain Release build of the CLI (what fanin-ab.sh and tls-ab.sh run).
+ab_dotnet_build() {
+    dotnet build -c Release "$1/src/Pocket.Cli" -o "$2" -nologo -v q
+}
