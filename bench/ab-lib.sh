@@ -2,6 +2,26 @@
 # of their own into private directories, so a build of the source tree during the runs cannot swap the binaries
 # under them.
 
+# ab_start SCRIPT NAME "$@": with fewer than two revisions in "$@" prints SCRIPT's opening comment as usage and
+# exits 2, as it does for a revision git does not know; else sets old and new from the first two arguments and
+# results (made absolute, created) from the third or REPO/bench-results/NAME, where REPO is the caller's $repo, and
+# installs jq when missing.
+ab_start() {
+    local script="$1" name="$2"
+    shift 2
+    if (($# < 2)); then
+        awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$script"
+        exit 2
+    fi
+    old="$1" new="$2"
+    local rev
+    for rev in "$old" "$new"; do
+        git -C "$repo" rev-parse --verify -q "$rev^{commit}" >/dev/null || { echo "no such revision: $rev" >&2; exit 2; }
+    done
+    results="$(mkdir -p "${3:-$repo/bench-results/$name}" && cd "${3:-$repo/bench-results/$name}" && pwd)"
+    command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+}
+
 # ab_build REPO WORK OLD NEW BUILD: checks OLD and NEW out into WORK/src-old and WORK/src-new and runs
 # `BUILD SOURCE_DIR OUTPUT_DIR` for each (output WORK/old and WORK/new, log WORK/build-old.log ...); exits on failure.
 ab_build() {

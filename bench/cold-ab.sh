@@ -13,17 +13,10 @@
 # Each build is a ReadyToRun publish for this machine, as `./pocket` runs it. Write `uptime` beside the figures.
 set -euo pipefail
 
-if (($# < 2)); then
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-    exit 2
-fi
-
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/ab-lib.sh
 source "$repo/bench/ab-lib.sh"
-old="$1" new="$2"
-results="$(mkdir -p "${3:-$repo/bench-results/cold-ab}" && cd "${3:-$repo/bench-results/cold-ab}" && pwd)"
-command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+ab_start "${BASH_SOURCE[0]}" cold-ab "$@"
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null; }
 port="${REDIS_PORT:-6399}"
 if redis-cli -p "$port" ping >/dev/null 2>&1; then

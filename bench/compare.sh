@@ -16,7 +16,7 @@
 #                  (default "1 64 256 1024 4096 10000"), FAN_IN_PASSES passes (default 2), Pocket/Redis/Garnet
 #                  interleaved in each run, the clients spread over FAN_IN_PROCESSES load-generator processes
 #                  (`--processes`, default 2; 1 keeps them in the bench process); Redis with --maxclients 20000,
-#                  Garnet with --network-connection-limit 20000;
+#                  Garnet with --network-connection-limit 20000; warm-up 3 s unless WARMUP says otherwise;
 #                  fanin-nN-pP.json, fanin-nN-pP.servers (each server's peak threads and RSS during the run,
 #                  sampled from /proc every 0.5 s) and fanin.txt (one line per run)
 #
@@ -215,10 +215,12 @@ sample_servers() {
 if ((fan_in)); then
     : >"$results/fanin.txt"
     processes="${FAN_IN_PROCESSES:-2}"
+    # At least 3 s: with 1 s the load generator was still compiling its Pocket client in Pocket's timed phase.
+    fan_in_warmup="${WARMUP:-3s}"
     for pass in $(seq 1 "${FAN_IN_PASSES:-2}"); do
         for n in ${FAN_IN_N:-1 64 256 1024 4096 10000}; do
             name="fanin-n$n-p$pass"
-            args=(bench --connections "$n" --op get --size 1KiB --duration "$duration" --warmup "$warmup"
+            args=(bench --connections "$n" --op get --size 1KiB --duration "$duration" --warmup "$fan_in_warmup"
                 --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" --json)
             ((processes > 1 && n >= processes)) && args+=(--processes "$processes")
             echo "== $name: pocket ${args[*]} (load: $(cut -d' ' -f1-3 /proc/loadavg))"

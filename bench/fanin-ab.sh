@@ -14,17 +14,10 @@
 # WARMUP (1s). The CPU figures are less sensitive to a loaded machine than ops/s; write `uptime` beside them.
 set -euo pipefail
 
-if (($# < 2)); then
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
-    exit 2
-fi
-
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=bench/ab-lib.sh
 source "$repo/bench/ab-lib.sh"
-old="$1" new="$2"
-results="$(mkdir -p "${3:-$repo/bench-results/fanin-ab}" && cd "${3:-$repo/bench-results/fanin-ab}" && pwd)"
-command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+ab_start "${BASH_SOURCE[0]}" fanin-ab "$@"
 
 work="$(mktemp -d)"
 cleanup() {
