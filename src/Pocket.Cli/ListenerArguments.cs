@@ -1,0 +1,62 @@
+using System.CommandLine;
+using System.Net;
+using System.Security.Cryptography.X509Certificates;
+using Pocket.Metrics;
+using Pocket.Networking;
+
+namespace Pocket.Cli;
+
+/// <summary>
+/// How a binary-protocol role (`pocket metadata`, `pocket storage`) takes connections: --idle-timeout,
+/// --max-connections and --listen-backlog, each defaulting to the frame server's own default.
+/// </summary>
+internal sealed class ListenerArguments
+{
+    private readonly Option<TimeSpan?> _idleTimeout = Commands.RoleCommands.IdleTimeoutOption();
+
+    private readonly Option<int?> _maxConnections = Positive(new Option<int?>("--max-connections")
+    {
+        Description = "Connections served at once; one more is closed as it is accepted, with a log line (default: the open-file limit, which the role raises to its hard limit at start, less 64)",
+        HelpName = "N",
+    });
+
+    private readonly Option<int?> _listenBacklog = Positive(new Option<int?>("--listen-backlog")
+    {
+        Description = $"Connects the kernel holds until they are accepted, for connect storms (default {new FrameServerOptions().ListenBacklog}; the kernel caps it at net.core.somaxconn)",
+        HelpName = "N",
+    });
+
+    public ListenerArguments(Command command)
+    {
+        command.Options.Add(_idleTimeout);
+        command.Options.Add(_maxConnections);
+        command.Options.Add(_listenBacklog);
+    }
+
+    /// <summary>The listener of a role on <paramref name="endPoint"/>, TLS when <paramref name="certificate"/> is given.</summary>
+    public FrameServerOptions Options(ParseResult parse, IPEndPoint endPoint, X509Certificate2? certificate, FrameMetrics? metrics)
+    {
+        var defaults = new FrameServerOptions();
+        return defaults with
+        {
+            EndPoint = endPoint,
+            Certificate = certificate,
+            IdleTimeout = parse.GetValue(_idleTimeout) ?? defaults.IdleTimeout,
+            MaxConnections = parse.GetValue(_maxConnections) ?? defaults.MaxConnections,
+            ListenBacklog = parse.GetValue(_listenBacklog) ?? defaults.ListenBacklog,
+            WrapHandler = metrics is null ? null : metrics.Wrap,
+        };
+    }
+
+    private static Option<int?> Positive(Option<int?> option)
+    {
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is <= 0)
+            {
+                result.AddError($"{option.Name} must be a positive number");
+            }
+        });
+        return option;
+    }
+}
