@@ -64,12 +64,25 @@ public sealed class FrameServer : IDisposable
     /// <summary>New plain connections whose first request was read in the first turn of the loop that accepted them (tests).</summary>
     internal long FirstReadsAtAccept => _loops?.FirstReadsAtAccept ?? 0;
 
-    /// <summary>The process's open-file limit after raising the soft limit to the hard one (once per process).</summary>
-    private static readonly Lazy<long?> FileLimit = new(Linux.RaiseFileLimit);
+    /// <summary>
+    /// The runtime builds its socket telemetry on a socket's first successful receive, loading an assembly from disk.
+    /// A server whose first receive comes while it is out of descriptors (connects past the open-file limit) failed
+    /// that load, and a failed type initializer fails every receive after it: built once at start instead.
+    /// </summary>
+    private static readonly Lazy<bool> SocketTelemetryBuilt = new(() =>
+    {
+        if (Type.GetType("System.Net.Sockets.SocketsTelemetry, System.Net.Sockets") is { } telemetry)
+        {
+            System.Runtime.CompilerServices.RuntimeHelpers.RunClassConstructor(telemetry.TypeHandle);
+        }
+
+        return true;
+    });
 
     public void Start()
     {
-        var fileLimit = FileLimit.Value;
+        var fileLimit = ConnectionDescriptors.FileLimit;
+        _ = SocketTelemetryBuilt.Value;
         if (_options.Certificate is { } certificate)
         {
             // Built once (the chain, offline): every handshake then starts from it.
@@ -79,10 +92,9 @@ public sealed class FrameServer : IDisposable
             };
         }
 
-        // A few descriptors stay for files, listeners and outgoing connections.
         _maxConnections = _options.MaxConnections > 0
             ? _options.MaxConnections
-            : (int)Math.Clamp((fileLimit ?? 1024) - 64, 64, int.MaxValue);
+            : fileLimit is null ? 1024 - ConnectionDescriptors.Headroom : ConnectionDescriptors.Budget;
         var listener = new Socket(_options.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         // No ReuseAddress: on Linux .NET maps it to SO_REUSEPORT as well, and a second server on the same port then
         // bound silently and took half of the first one's connections.
@@ -110,6 +122,10 @@ public sealed class FrameServer : IDisposable
 
         NetworkingLog.Listening(_logger, _name, EndPoint.ToString());
         NetworkingLog.ConnectionLimit(_logger, _name, _maxConnections, fileLimit?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unknown");
+        if (fileLimit is { } limit && _maxConnections > ConnectionDescriptors.Budget)
+        {
+            NetworkingLog.ConnectionLimitAboveFileLimit(_logger, _name, _maxConnections, limit, ConnectionDescriptors.Budget);
+        }
     }
 
     /// <summary>Adds (or with a negative count, releases) request bytes buffered past the standard size; false over the bound.</summary>
@@ -125,7 +141,13 @@ public sealed class FrameServer : IDisposable
         return true;
     }
 
-    internal void Unregister(long id) => _connections.TryRemove(id, out _);
+    internal void Unregister(long id)
+    {
+        if (_connections.TryRemove(id, out _))
+        {
+            ConnectionDescriptors.Return();
+        }
+    }
 
     private long _gatheredReplies;
 
@@ -153,6 +175,13 @@ public sealed class FrameServer : IDisposable
             return null;
         }
 
+        if (!ConnectionDescriptors.TryTake())
+        {
+            NetworkingLog.OutOfDescriptors(_logger, _name, ConnectionDescriptors.Budget);
+            Linux.Close(fd);
+            return null;
+        }
+
         var handle = new SafeSocketHandle(fd, ownsHandle: true);
 
         Socket socket;
@@ -165,6 +194,7 @@ public sealed class FrameServer : IDisposable
             // Reset by the peer before it was set up.
             NetworkingLog.AcceptFailed(_logger, _name, ex.Message);
             handle.Dispose();
+            ConnectionDescriptors.Return();
             return null;
         }
 
@@ -188,6 +218,7 @@ public sealed class FrameServer : IDisposable
         {
             NetworkingLog.AcceptFailed(_logger, _name, ex.Message);
             _connections.TryRemove(id, out _);
+            ConnectionDescriptors.Return();
             socket.Dispose();
             return null;
         }

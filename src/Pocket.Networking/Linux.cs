@@ -291,6 +291,19 @@ internal static unsafe partial class Linux
     /// </summary>
     public static bool HungUp(byte* events, int i) => (*(uint*)(events + (i * EventSize)) & (EpollRdHup | EpollHup | EpollErr)) != 0;
 
+    /// <summary>How many file descriptors the process has open now (0 when /proc does not say).</summary>
+    public static int OpenDescriptors()
+    {
+        try
+        {
+            return Directory.EnumerateFileSystemEntries("/proc/self/fd").Count();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return 0;
+        }
+    }
+
     /// <summary>Raises the soft open-file limit to the hard one; returns the limit now in force (or null when unknown).</summary>
     public static long? RaiseFileLimit()
     {

@@ -28,6 +28,12 @@ internal static partial class NetworkingLog
     [LoggerMessage(EventId = 107, Level = LogLevel.Information, Message = "{Server} accepts up to {Max} connections (open-file limit {FileLimit})")]
     public static partial void ConnectionLimit(ILogger logger, string server, int max, string fileLimit);
 
+    [LoggerMessage(EventId = 109, Level = LogLevel.Warning, Message = "{Server} may accept {Max} connections, but the open-file limit {FileLimit} leaves the process's connections {Budget} descriptors: connects past them are closed as they come (raise the hard open-file limit, or lower the connection maximum)")]
+    public static partial void ConnectionLimitAboveFileLimit(ILogger logger, string server, int max, long fileLimit, int budget);
+
+    [LoggerMessage(EventId = 111, Level = LogLevel.Warning, Message = "{Server} refused a connection: the process's connections hold all {Budget} descriptors its open-file limit leaves them")]
+    public static partial void OutOfDescriptors(ILogger logger, string server, int budget);
+
     [LoggerMessage(EventId = 108, Level = LogLevel.Warning, Message = "{Server} closed a connection from {Remote}: {Backlog} bytes of replies unread, over the bound of {Max}")]
     public static partial void ReplyBacklogExceeded(ILogger logger, string server, string remote, int backlog, int max);
 

@@ -194,6 +194,7 @@ internal sealed class UpProcess : IAsyncDisposable
     private readonly Channel<string> _lines = Channel.CreateUnbounded<string>();
     private readonly StringBuilder _seen = new();
     private readonly StringBuilder _stderr = new();
+    private readonly Channel<string> _errorLines = Channel.CreateUnbounded<string>();
 
     private UpProcess(Process process)
     {
@@ -215,12 +216,23 @@ internal sealed class UpProcess : IAsyncDisposable
             {
                 _stderr.AppendLine(e.Data);
             }
+
+            if (e.Data is null)
+            {
+                _errorLines.Writer.TryComplete();
+            }
+            else
+            {
+                _errorLines.Writer.TryWrite(e.Data);
+            }
         };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
     }
 
     public int Pid => _process.Id;
+
+    public bool HasExited => _process.HasExited;
 
     public static UpProcess Start(string home, params string[] arguments) =>
         new(Process.Start(PocketProcess.StartInfo(home, ["up", .. arguments]))!);
@@ -255,15 +267,47 @@ internal sealed class UpProcess : IAsyncDisposable
         return new(Process.Start(start)!);
     }
 
+    /// <summary>
+    /// A role started with its open-file limit (soft and hard) lowered to <paramref name="fileLimit"/>, as a shell's
+    /// `ulimit -n` before exec does (the pid is pocket's own).
+    /// </summary>
+    public static UpProcess StartCommandWithFileLimit(string home, IReadOnlyDictionary<string, string> environment, int fileLimit, params string[] arguments)
+    {
+        var start = PocketProcess.StartInfo(home, arguments);
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
+
+        string[] command = [start.FileName, .. start.ArgumentList];
+        start.FileName = "sh";
+        start.ArgumentList.Clear();
+        foreach (var argument in (string[])["-c", $"ulimit -n {fileLimit} && exec \"$@\"", "sh", .. command])
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        return new(Process.Start(start)!);
+    }
+
     /// <summary>Reads lines until one matches; returns it. Fails if `pocket up` ends or the timeout passes first.</summary>
-    public async Task<string> WaitForLineAsync(Func<string, bool> match)
+    public Task<string> WaitForLineAsync(Func<string, bool> match) => WaitForLineAsync(_lines, match);
+
+    /// <summary>Reads standard error (where the roles log) until a line matches; returns it. Bounded like <see cref="WaitForLineAsync(Func{string, bool})"/>.</summary>
+    public Task<string> WaitForErrorLineAsync(Func<string, bool> match) => WaitForLineAsync(_errorLines, match);
+
+    private async Task<string> WaitForLineAsync(Channel<string> lines, Func<string, bool> match)
     {
         using var timeout = new CancellationTokenSource(PocketProcess.Timeout);
         try
         {
-            await foreach (var line in _lines.Reader.ReadAllAsync(timeout.Token))
+            await foreach (var line in lines.Reader.ReadAllAsync(timeout.Token))
             {
-                _seen.AppendLine(line);
+                if (lines == _lines)
+                {
+                    _seen.AppendLine(line);
+                }
+
                 if (match(line))
                 {
                     return line;

@@ -1,0 +1,79 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.RegularExpressions;
+using Pocket.Admin;
+using Pocket.Client;
+using Pocket.Protocol;
+
+namespace Pocket.Cli.Tests;
+
+/// <summary>
+/// `pocket metadata` given more connects than its open-file limit allows. A .NET process out of descriptors cannot
+/// start a thread (the runtime aborts it, "Out of memory."), so connections never take the descriptors the process
+/// keeps: a --max-connections above them is warned about at start, connects past them are closed as they come with a
+/// log line, and the server lives on and serves new clients once connections close.
+/// </summary>
+public sealed partial class RoleConnectionLimitTests : IDisposable
+{
+    private const int FileLimit = 256;
+    private const int Connects = 300;
+
+    private readonly TempHome _home = new();
+
+    public void Dispose() => _home.Dispose();
+
+    [Fact]
+    public async Task ConnectsPastTheDescriptorsLeftAreClosedAndTheServerLivesOn()
+    {
+        var token = JobToken.NewRandom();
+        var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = token.ToString() };
+        await using var metadata = UpProcess.StartCommandWithFileLimit(
+            _home.Path, environment, FileLimit, "metadata", "--port", "0", "--max-connections", "100000", "--stop-on-stdin-eof");
+        var ready = await metadata.WaitForLineAsync(line => line.StartsWith("POCKET-METADATA ", StringComparison.Ordinal));
+        var address = AddressPattern().Match(ready).Groups[1].Value;
+        var warning = await metadata.WaitForErrorLineAsync(line => line.Contains("may accept 100000 connections", StringComparison.Ordinal));
+        var budget = int.Parse(BudgetPattern().Match(warning).Groups[1].Value, CultureInfo.InvariantCulture);
+        Assert.InRange(budget, 1, FileLimit - 64);
+
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        var endPoint = IPEndPoint.Parse(address);
+        var sockets = new List<Socket>();
+        try
+        {
+            // The kernel completes every connect (the backlog holds them); the server takes them and closes those past
+            // its budget instead of running out of descriptors.
+            for (var i = 0; i < Connects; i++)
+            {
+                var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+                sockets.Add(socket);
+                await socket.ConnectAsync(endPoint, cts.Token);
+            }
+
+            var refused = await metadata.WaitForErrorLineAsync(line => line.Contains("refused a connection", StringComparison.Ordinal));
+            Assert.Contains($"all {budget} descriptors", refused, StringComparison.Ordinal);
+
+            // The last connect is past the budget: the server ends it.
+            Assert.Equal(0, await sockets[^1].ReceiveAsync(new byte[16], SocketFlags.None, cts.Token));
+            Assert.False(metadata.HasExited, metadata.Output);
+        }
+        finally
+        {
+            foreach (var socket in sockets)
+            {
+                socket.Dispose();
+            }
+        }
+
+        // The closed connections give their descriptors back, and a new client is served.
+        await using var client = await PocketClient.ConnectAsync(address, new PocketClientOptions(), cts.Token);
+        Assert.Empty(await client.Admin(token).GetNodesAsync(cts.Token));
+        Assert.False(metadata.HasExited, metadata.Output);
+    }
+
+    [GeneratedRegex(@"address=(\S+)")]
+    private static partial Regex AddressPattern();
+
+    [GeneratedRegex(@"leaves the process's connections (\d+) descriptors")]
+    private static partial Regex BudgetPattern();
+}
