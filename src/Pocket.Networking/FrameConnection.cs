@@ -72,7 +72,7 @@ public sealed class RequestTimeoutException : TimeoutException
 /// <summary>
 /// One multiplexed connection to a server: any number of callers send requests that are pipelined on the
 /// socket and matched to replies by request id. Replies are read by the process's client event loops
-/// (<see cref="ClientLoops"/>), or on TLS by a reader thread of the connection's own, placing large reply bodies
+/// (<see cref="ClientLoops"/>), on TLS too (decrypted by a <see cref="TlsTransport"/>), placing large reply bodies
 /// straight into the caller's buffer. Thread-safe.
 /// </summary>
 public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoopConnection
@@ -92,8 +92,8 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private readonly Stack<Pending> _pendingPool = new();
     private readonly AsyncGate _writeLock = new(1);
     private readonly AsyncGate _inFlight;
-    private readonly Thread? _reader;
-    private readonly ClientLoops? _loops;
+    private readonly TlsTransport? _tls;
+    private readonly ClientLoops _loops;
     private readonly ulong _loopId;
     // Buffers start small and grow with use: a process may hold thousands of connections (a fan-in benchmark), and
     // 256 KiB each (as these were) is 2.5 GiB at 10,000. A small request (a get, a lookup) is under 300 bytes; a
@@ -106,31 +106,22 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private uint _nextRequestId;
     private volatile Exception? _failure;
 
-    private FrameConnection(Socket socket, Stream stream, string remote, FrameConnectionOptions options)
+    private FrameConnection(Socket socket, Stream stream, TlsTransport? tls, string remote, FrameConnectionOptions options)
     {
         _socket = socket;
         _stream = stream;
+        _tls = tls;
         Remote = remote;
         _options = options;
         _inFlight = new AsyncGate(options.MaxInFlight);
-        if (stream is NetworkStream)
-        {
-            // Plain TCP: read by the shared loops, so a connection costs no thread.
-            _in = new byte[16 << 10];
-            _loops = ClientLoops.Shared;
-            _loopId = _loops.NewId();
-            _loops.Add(_loopId, this, socket.Handle);
-        }
-        else
-        {
-            // TLS decrypts through SslStream, which reads by blocking (or by the runtime's async machinery): a thread.
-            _reader = new Thread(() => ReadLoop(_slot)) { IsBackground = true, Name = $"pocket tls reader {remote}" };
-            _reader.Start();
 
-            // A plain connection is watched by its loops' one timer (IClientLoopConnection.OnTick), not a timer of its
-            // own: 10,000 connections each with a 100 ms timer were 100,000 thread-pool callbacks a second.
-            StartWatchdog();
-        }
+        // Read by the shared loops, plain or TLS (its handshake is done by now), so a connection costs no thread; they
+        // also watch it (IClientLoopConnection.OnTick) with their one timer: 10,000 connections each with a 100 ms
+        // timer of their own were 100,000 thread-pool callbacks a second.
+        _in = new byte[16 << 10];
+        _loops = ClientLoops.Shared;
+        _loopId = _loops.NewId();
+        _loops.Add(_loopId, this, socket.Handle);
     }
 
     public string Remote { get; }
@@ -146,22 +137,25 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(options.ConnectTimeout);
             // A blocking connect on a pool thread, not Socket.ConnectAsync: the first asynchronous operation
-            // turns a socket non-blocking for good, after which every blocking write of a caller (and read of a TLS
-            // reader thread) is emulated over epoll (a thread hop and two allocations per wait). The client loops
-            // read with MSG_DONTWAIT, which does not need the socket non-blocking.
+            // turns a socket non-blocking for good, after which every blocking write of a caller is emulated over
+            // epoll (a thread hop and two allocations per wait). The client loops read with MSG_DONTWAIT, which does
+            // not need the socket non-blocking.
             await ConnectBlockingAsync(socket, host, port, timeout.Token).ConfigureAwait(false);
-
-            Stream stream = new NetworkStream(socket, ownsSocket: true);
             if (options.TlsHost is { } tlsHost)
             {
-                var tls = new SslStream(stream, false, options.CertificateValidation);
-                await tls.AuthenticateAsClientAsync(tlsHost).ConfigureAwait(false);
-                stream = tls;
+                // The handshake blocks too (SslStream.AuthenticateAsClientAsync would turn the socket non-blocking).
+                var tls = new TlsTransport(socket, new SslClientAuthenticationOptions
+                {
+                    TargetHost = tlsHost,
+                    RemoteCertificateValidationCallback = options.CertificateValidation,
+                });
+                await AuthenticateBlockingAsync(tls, socket, host, timeout.Token).ConfigureAwait(false);
+                return new FrameConnection(socket, tls.Ssl, tls, remote, options);
             }
 
-            return new FrameConnection(socket, stream, remote, options);
+            return new FrameConnection(socket, new NetworkStream(socket, ownsSocket: true), null, remote, options);
         }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException or System.Security.Authentication.AuthenticationException)
+        catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException or System.Security.Authentication.AuthenticationException or ObjectDisposedException)
         {
             socket.Dispose();
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
@@ -212,6 +206,30 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         catch (Exception ex) when (ex is SocketException or ObjectDisposedException && cancellationToken.IsCancellationRequested)
         {
             throw new OperationCanceledException("connect timed out", ex, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// A client's TLS handshake by blocking (on the caller's thread for a loopback address, as the connect; on a pool
+    /// thread for any other); a cancelled token closes the socket and throws <see cref="OperationCanceledException"/>.
+    /// A server that closes or breaks off the handshake throws (<see cref="IOException"/> or an authentication error).
+    /// </summary>
+    private static async Task AuthenticateBlockingAsync(TlsTransport tls, Socket socket, string host, CancellationToken cancellationToken)
+    {
+        using var abort = cancellationToken.Register(static s => ((Socket)s!).Dispose(), socket);
+        try
+        {
+            if (IPAddress.TryParse(host, out var address) && IPAddress.IsLoopback(address))
+            {
+                tls.Authenticate();
+                return;
+            }
+
+            await Task.Run(tls.Authenticate, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is SocketException or ObjectDisposedException or IOException or System.Security.Authentication.AuthenticationException && cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("TLS handshake timed out", ex, cancellationToken);
         }
     }
 
@@ -830,7 +848,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         try
         {
             (buffer, prefix) = WriteLargePrefix(header, head);
-            if (_loops is not null)
+            if (_tls is null)
             {
                 sent = Linux.SendNow(_socket.SafeHandle, buffer.AsSpan(0, prefix), data.Span);
                 Interlocked.Increment(ref _gatheredLargeWrites);
@@ -904,12 +922,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     }
 
     private ReaderSlot _slot = new();
-    private BufferedReader? _bufferedReader;
-    private ITimer? _watchdog;
     private static readonly TimeSpan CallbackBudget = TimeSpan.FromMilliseconds(100);
-
-    private void StartWatchdog() =>
-        _watchdog = TimeProvider.System.CreateTimer(_ => CheckReader(), null, CallbackBudget, CallbackBudget);
 
     // Set while a CheckReader the loops' tick asked for waits on the thread pool, so a slow pool gets one, not one a tick.
     private int _checkQueued;
@@ -1019,19 +1032,13 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             Volatile.Write(ref _slot, fresh);
         }
 
-        if (_loops is not null)
-        {
-            // Any loop (one is added if all are blocked) carries on where the blocked one stopped; the blocked one
-            // leaves the reading state alone when it returns (its slot is no longer the connection's).
-            // The blocked loop may have read more replies into the buffer than it ran: they are not in the socket, so
-            // epoll would never report them, and their callers would wait out the request timeout. Run it at once.
-            Interlocked.CompareExchange(ref _readerState, Idle, LoopReading);
-            RunSoon();
-        }
-        else
-        {
-            new Thread(() => ReadLoop(fresh)) { IsBackground = true, Name = $"pocket tls reader {Remote}" }.Start();
-        }
+        // Any loop (one is added if all are blocked) carries on where the blocked one stopped; the blocked one
+        // leaves the reading state alone when it returns (its slot is no longer the connection's).
+        // The blocked loop may have read more replies into the buffer than it ran (or, on TLS, left decrypted ones in
+        // its transport): they are not in the socket, so epoll would never report them, and their callers would wait
+        // out the request timeout. Run it at once.
+        Interlocked.CompareExchange(ref _readerState, Idle, LoopReading);
+        RunSoon();
 
         // Frames the blocked continuation deferred (it may be waiting for their replies) go out now.
         FlushDeferred();
@@ -1039,7 +1046,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
     /// <summary>
     /// The reader's own write of deferred frames, watched like a callback: a write that blocks (the server, its
-    /// replies unread, stops reading) is handed over to a new reader thread, which drains the replies.
+    /// replies unread, stops reading) is handed over to another loop, which drains the replies.
     /// </summary>
     private void FlushDeferredWatched(ReaderSlot slot)
     {
@@ -1080,73 +1087,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
     }
 
-    private void ReadLoop(ReaderSlot slot)
-    {
-        var reader = _bufferedReader ??= new BufferedReader(_stream);
-        Span<byte> headerBytes = stackalloc byte[FrameHeader.Size];
-
-        // The request whose reply body is being read: it is out of _pending, so Fail would not reach it.
-        Pending? reading = null;
-        try
-        {
-            while (true)
-            {
-                // Before a read that may block, write what callers gathered while replies were being run.
-                if (Volatile.Read(ref _gatheredLength) > 0 && !reader.HasBufferedFrame())
-                {
-                    FlushDeferredWatched(slot);
-                }
-
-                if (!reader.TryReadExactly(headerBytes))
-                {
-                    Fail(new ConnectionLostException($"connection to {Remote} closed by the server"));
-                    return;
-                }
-
-                var status = FrameHeader.TryRead(headerBytes, _options.Limits.MaxAnyBody, out var header);
-                if (status != Status.Ok || !header.IsReply)
-                {
-                    Fail(new ConnectionLostException($"bad reply frame from {Remote}: {status}"));
-                    return;
-                }
-
-                var pending = TakeById(header.RequestId);
-                if (pending is null)
-                {
-                    reader.Skip(header.BodyLength);
-                    continue;
-                }
-
-                reading = pending;
-                if (header.Status == Status.Ok && !pending.Destination.IsEmpty && header.BodyLength <= pending.Destination.Length)
-                {
-                    reader.ReadExactly(pending.Destination.Span[..header.BodyLength]);
-                    reading = null;
-                    Complete(slot, pending, new FrameReply(header.Status, [], header.BodyLength), reader.HasBufferedFrame());
-                }
-                else
-                {
-                    var body = header.BodyLength == 0 ? [] : new byte[header.BodyLength];
-                    reader.ReadExactly(body);
-                    reading = null;
-                    Complete(slot, pending, new FrameReply(header.Status, body, body.Length), reader.HasBufferedFrame());
-                }
-            }
-        }
-        catch (OperationCanceledException) when (Volatile.Read(ref slot.State) == ReaderSlot.Abandoned)
-        {
-            // A newer reader owns the stream now.
-        }
-        catch (Exception ex)
-        {
-            Fail(ex);
-
-            // The connection broke in the middle of this reply's body: its caller must not wait forever.
-            reading?.TrySetException(_failure!);
-        }
-    }
-
-    // The loops' read state (plain connections): what has arrived and not been parsed, and the reply whose body is
+    // The loops' read state: what has arrived and not been parsed, and the reply whose body is
     // arriving (into the caller's buffer, or an array of its own), or the bytes of a reply nobody waits for.
     private readonly byte[]? _in;
     private int _inStart;
@@ -1181,7 +1122,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private volatile bool _hungUp;
 
     /// <summary>
-    /// Called by a client loop when data has arrived (plain connections): reads and completes what it can without
+    /// Called by a client loop when data has arrived: reads and completes what it can without
     /// waiting, and writes what callers gathered meanwhile; another loop already reading it reads this input too.
     /// </summary>
     void IClientLoopConnection.OnReadable(bool hungUp)
@@ -1302,7 +1243,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     }
 
     /// <summary>
-    /// Has a loop run a plain connection at once (unless it is closed), for input it holds that epoll would not report:
+    /// Has a loop run the connection at once (unless it is closed), for input it holds that epoll would not report:
     /// replies already in its buffer, or bytes left in the socket when a read budget ran out.
     /// </summary>
     private void RunSoon()
@@ -1326,6 +1267,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         var input = _in!;
         var received = 0;
         _drained = false;
+        _tls?.BeginTurn();
         while (received < ReadBudget)
         {
             if (_failure is not null)
@@ -1469,14 +1411,15 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         int n;
         try
         {
-            n = Linux.ReceiveNow(_socket.SafeHandle, destination);
+            n = _tls is null ? Linux.ReceiveNow(_socket.SafeHandle, destination) : ReceiveTls(destination);
         }
         catch (ObjectDisposedException ex)
         {
             throw new ConnectionLostException($"connection to {Remote} closed", ex);
         }
 
-        _drained = n < destination.Length && !_hungUp;
+        // Decrypted bytes short of the space say nothing of the socket: TLS reads until its transport would block.
+        _drained = _tls is null ? n < destination.Length && !_hungUp : n < 0;
         if (n == 0)
         {
             throw new ConnectionLostException(_body is null && _skip == 0 && _inStart == _inEnd
@@ -1485,6 +1428,23 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
 
         return n;
+    }
+
+    /// <summary>Decrypted bytes, -1 when the socket has nothing more now, 0 at its end; a broken record or handshake throws.</summary>
+    private int ReceiveTls(Span<byte> destination)
+    {
+        var n = _tls!.Receive(destination, _hungUp, out var error);
+        if (n > 0 || error == SocketError.Success)
+        {
+            return n;
+        }
+
+        if (error == SocketError.WouldBlock)
+        {
+            return -1;
+        }
+
+        throw new ConnectionLostException($"connection to {Remote} lost: {_tls.Error ?? error.ToString()}");
     }
 
     /// <summary>True when a whole reply (header and body) is already in the input buffer, so running it will not wait.</summary>
@@ -1505,15 +1465,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         var lost = cause as ConnectionLostException ?? new ConnectionLostException($"connection to {Remote} lost: {cause.Message}", cause);
         if (Interlocked.CompareExchange(ref _failure, lost, null) is null)
         {
-            if (_loops is not null)
+            try
             {
-                try
-                {
-                    _loops.Remove(_loopId, _socket.Handle);
-                }
-                catch (ObjectDisposedException)
-                {
-                }
+                _loops.Remove(_loopId, _socket.Handle);
+            }
+            catch (ObjectDisposedException)
+            {
             }
 
             try
@@ -1525,7 +1482,6 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             }
 
             _socket.Dispose();
-            _watchdog?.Dispose();
         }
 
         var failed = new List<(Pending Pending, uint Id)>();
@@ -1549,20 +1505,13 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             }
         }
 
-        if (_loops is not null)
-        {
-            // The reply a loop took out of the table is not in it: fail it too, unless a loop is reading it now.
-            SettleBody();
-        }
+        // The reply a loop took out of the table is not in it: fail it too, unless a loop is reading it now.
+        SettleBody();
     }
 
     public void Dispose()
     {
         Fail(new ConnectionLostException($"connection to {Remote} closed"));
-        if (_reader is not null && Thread.CurrentThread != _reader)
-        {
-            _reader.Join(TimeSpan.FromSeconds(5));
-        }
     }
 
     public ValueTask DisposeAsync()

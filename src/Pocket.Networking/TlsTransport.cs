@@ -13,6 +13,11 @@ namespace Pocket.Networking;
 /// messages, encrypted replies) is appended here and sent by the owner's write path; what the socket does not take
 /// waits here, counted in the connection's reply backlog. A peer that never finishes the handshake holds no thread:
 /// the idle timeout closes it like any quiet connection.
+/// A client's connection uses it too (<see cref="TlsTransport(Socket, SslClientAuthenticationOptions)"/>): its
+/// handshake blocks the connecting caller (the socket stays blocking, see FrameConnection.ConnectAsync), then a client
+/// loop reads and decrypts its replies with <see cref="Receive"/> as a server loop does, while callers' frames are
+/// encrypted and written straight to the blocking socket under the connection's write lock (TLS lets one read and one
+/// write run at once).
 /// </summary>
 internal sealed class TlsTransport : Stream, IValueTaskSource<int>
 {
@@ -24,6 +29,10 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
 
     private readonly Socket _socket;
     private readonly SslStream _ssl;
+
+    // A client's transport: reads with MSG_DONTWAIT (its socket stays blocking for callers' writes), writes through.
+    private readonly bool _client;
+    private readonly SslClientAuthenticationOptions? _clientOptions;
     private ManualResetValueTaskSourceCore<int> _innerRead;
     private Memory<byte> _innerBuffer;
     private bool _innerPending;
@@ -56,6 +65,27 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
         // Starts at once and waits (holding nothing but its state) for the client's hello: the owner brings it.
         _handshake = _ssl.AuthenticateAsServerAsync(options, CancellationToken.None);
     }
+
+    /// <summary>
+    /// A client's side over a connected, blocking socket; <see cref="Authenticate"/> does the handshake before a client
+    /// loop reads it.
+    /// </summary>
+    public TlsTransport(Socket socket, SslClientAuthenticationOptions options)
+    {
+        _socket = socket;
+        _client = true;
+        _clientOptions = options;
+        _ssl = new SslStream(this, leaveInnerStreamOpen: true);
+    }
+
+    /// <summary>The TLS stream: a client writes its frames to it (encrypted and sent through to the socket).</summary>
+    public SslStream Ssl => _ssl;
+
+    /// <summary>
+    /// A client's handshake, blocking the caller on the socket (a server that closes or fails it throws; closing the
+    /// socket from another thread ends the wait). Before anything reads the transport with <see cref="Receive"/>.
+    /// </summary>
+    public void Authenticate() => _ssl.AuthenticateAsClient(_clientOptions!);
 
     /// <summary>Why the connection failed (a handshake or a TLS record that went wrong), once Receive returned an error.</summary>
     public string? Error { get; private set; }
@@ -177,7 +207,7 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
 
                 _cipherIn ??= ArrayPool<byte>.Shared.Rent(CipherChunk);
                 var space = _cipherIn.Length - _cipherInEnd;
-                var received = _socket.Receive(_cipherIn.AsSpan(_cipherInEnd), SocketFlags.None, out error);
+                var received = ReceiveCiphertext(_cipherIn.AsSpan(_cipherInEnd), out error);
                 if (received > 0)
                 {
                     _cipherInEnd += received;
@@ -200,6 +230,20 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
             error = SocketError.ConnectionAborted;
             return 0;
         }
+    }
+
+    /// <summary>What has arrived on the socket, without waiting (WouldBlock when nothing has; 0 with Success at its end).</summary>
+    private int ReceiveCiphertext(Span<byte> destination, out SocketError error)
+    {
+        if (!_client)
+        {
+            return _socket.Receive(destination, SocketFlags.None, out error);
+        }
+
+        // A client's socket stays blocking (callers write to it): this read alone must not wait.
+        var received = Linux.ReceiveNow(_socket.SafeHandle, destination);
+        error = received < 0 ? SocketError.WouldBlock : SocketError.Success;
+        return Math.Max(received, 0);
     }
 
     /// <summary>Encrypts <paramref name="plaintext"/> (all of it, always) and sends what the socket takes; false when it broke.</summary>
@@ -302,13 +346,34 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
         ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
-    public override int Read(byte[] buffer, int offset, int count) =>
-        throw new NotSupportedException("The TLS transport is read only asynchronously, by its connection's owner.");
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    /// <summary>A client's handshake reads by blocking on its socket; every other read is asynchronous (see <see cref="Receive"/>).</summary>
+    public override int Read(Span<byte> buffer)
+    {
+        if (!_client || _innerPending)
+        {
+            throw new NotSupportedException("The TLS transport is read only asynchronously, by its connection's owner.");
+        }
+
+        return _socket.Receive(buffer, SocketFlags.None);
+    }
 
     public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
+        if (_client)
+        {
+            // Under the connection's write lock (or in the handshake): straight to the blocking socket, all of it.
+            while (buffer.Length > 0)
+            {
+                buffer = buffer[_socket.Send(buffer, SocketFlags.None)..];
+            }
+
+            return;
+        }
+
         if (_cipherOut is null)
         {
             _cipherOut = ArrayPool<byte>.Shared.Rent(Math.Max(buffer.Length, CipherChunk));
