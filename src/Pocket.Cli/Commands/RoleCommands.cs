@@ -44,11 +44,33 @@ internal static class RoleCommands
     internal static Option<TimeSpan?> IdleTimeoutOption() =>
         CommandRunner.DurationOption("--idle-timeout", "Close a connection whose peer sends nothing for this long (default 5m; 0 = never)");
 
-    private static FrameServerOptions Listener(IPAddress address, int port, TimeSpan? idleTimeout, X509Certificate2? certificate, FrameMetrics? metrics = null) =>
+    /// <summary>The variable that gives `--event-loops` its default, so the roles a `pocket up` or `pocket bench` starts take it too.</summary>
+    internal const string EventLoopsVariable = "POCKET_EVENT_LOOPS";
+
+    /// <summary>`--event-loops` of the roles that serve Pocket's binary protocol.</summary>
+    internal static Option<int> EventLoopsOption()
+    {
+        var option = new Option<int>("--event-loops")
+        {
+            Description = $"Event-loop threads serving the connections (0 = automatic: one per core, at least two; default ${EventLoopsVariable}, else 0)",
+            DefaultValueFactory = _ => int.TryParse(Environment.GetEnvironmentVariable(EventLoopsVariable), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var loops) ? loops : 0,
+        };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() is < 0 or > 256)
+            {
+                result.AddError("--event-loops must be between 0 (automatic) and 256");
+            }
+        });
+        return option;
+    }
+
+    private static FrameServerOptions Listener(IPAddress address, int port, TimeSpan? idleTimeout, int eventLoops, X509Certificate2? certificate, FrameMetrics? metrics = null) =>
         (idleTimeout is { } idle
             ? new FrameServerOptions { EndPoint = new IPEndPoint(address, port), IdleTimeout = idle, Certificate = certificate }
             : new FrameServerOptions { EndPoint = new IPEndPoint(address, port), Certificate = certificate }) with
         {
+            EventLoops = eventLoops,
             WrapHandler = metrics is null ? null : metrics.Wrap,
         };
 
@@ -68,6 +90,7 @@ internal static class RoleCommands
         var host = HostOption("Address to listen on");
         var port = PortOption(7070);
         var idleTimeout = IdleTimeoutOption();
+        var eventLoops = EventLoopsOption();
         var metricsPort = MetricsPortOption();
         var suspectAfter = CommandRunner.DurationOption("--suspect-after", "A storage node silent this long is suspect: no new blocks, reads of its blocks refused as unavailable until it answers (default 3s)");
         var nodeTimeout = CommandRunner.DurationOption("--node-timeout", "A storage node silent this long is dead and its blocks lost (default 30s)");
@@ -94,7 +117,7 @@ internal static class RoleCommands
         };
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, idleTimeout, metricsPort, suspectAfter, nodeTimeout, maxObjectMemory, jobNumbers, lostJobs, verbose, StopOnStdinEof,
+            host, port, idleTimeout, eventLoops, metricsPort, suspectAfter, nodeTimeout, maxObjectMemory, jobNumbers, lostJobs, verbose, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -130,7 +153,7 @@ internal static class RoleCommands
                 new MetadataServerOptions
                 {
                     ClusterToken = token,
-                    Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
+                    Listener = Listener(ParseAddress(parse.GetValue(host)!), parse.GetValue(port), parse.GetValue(idleTimeout), parse.GetValue(eventLoops), certificate, metrics),
                     SuspectAfter = suspect,
                     NodeTimeout = dead,
                     MaxObjectMemory = parse.GetValue(maxObjectMemory),
@@ -200,6 +223,7 @@ internal static class RoleCommands
         var host = HostOption("Address to listen on and to advertise to clients");
         var port = PortOption(0);
         var idleTimeout = IdleTimeoutOption();
+        var eventLoops = EventLoopsOption();
         var metricsPort = MetricsPortOption();
         var verbose = VerboseOption();
         var standby = new Option<bool>("--standby") { Description = "Register as a warm-pool node: no blocks until the controller activates it" };
@@ -210,7 +234,7 @@ internal static class RoleCommands
         var noCopyExtent = new Option<bool>("--no-copy-extent") { Description = "Answer CopyExtent as a node older than it does (drains then copy to this node through the metadata server)", Hidden = true };
         var command = new Command("storage", "Run a storage node that registers with a metadata server (cluster token from $POCKET_CLUSTER_TOKEN)")
         {
-            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, dramHeadroom, releaseDelay, host, port, idleTimeout, metricsPort, verbose, standby, noCopyExtent, StopOnStdinEof,
+            metadata, tier, capacity, blockSize, dataDir, queueDepth, buffered, dramHeadroom, releaseDelay, host, port, idleTimeout, eventLoops, metricsPort, verbose, standby, noCopyExtent, StopOnStdinEof,
         };
         var tls = new TlsArguments(command, listens: true);
         CommandRunner.SetAction(command, async (parse, ct) =>
@@ -260,7 +284,7 @@ internal static class RoleCommands
                     Capacity = parse.GetValue(capacity),
                     BlockSize = (int)block,
                     AdvertisedHost = listenHost,
-                    Listener = Listener(ParseAddress(listenHost), parse.GetValue(port), parse.GetValue(idleTimeout), certificate, metrics),
+                    Listener = Listener(ParseAddress(listenHost), parse.GetValue(port), parse.GetValue(idleTimeout), parse.GetValue(eventLoops), certificate, metrics),
                     DeviceFactory = o => device = BlockDevices.Create(o.Tier, o.Capacity, devices),
                     DramHeadroom = parse.GetValue(dramHeadroom) ?? SpaceReclaimerOptions.DefaultDramHeadroom,
                     DramReleaseDelay = parse.GetValue(releaseDelay) ?? SpaceReclaimerOptions.DefaultDramReleaseDelay,
