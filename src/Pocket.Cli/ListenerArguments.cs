@@ -7,7 +7,7 @@ using Pocket.Networking;
 namespace Pocket.Cli;
 
 /// <summary>
-/// How a binary-protocol role (`pocket metadata`, `pocket storage`) takes connections: --idle-timeout,
+/// How a binary-protocol role (`pocket metadata`, `pocket storage`) takes connections: --idle-timeout, --event-loops,
 /// --max-connections and --listen-backlog, each defaulting to the frame server's own default.
 /// </summary>
 internal sealed class ListenerArguments
@@ -26,12 +26,18 @@ internal sealed class ListenerArguments
         HelpName = "N",
     });
 
+    private readonly Option<int> _eventLoops = EventLoopsOption();
+
     public ListenerArguments(Command command)
     {
         command.Options.Add(_idleTimeout);
+        command.Options.Add(_eventLoops);
         command.Options.Add(_maxConnections);
         command.Options.Add(_listenBacklog);
     }
+
+    /// <summary>The variable that gives `--event-loops` its default, so the roles a `pocket up` or `pocket bench` starts take it too.</summary>
+    internal const string EventLoopsVariable = "POCKET_EVENT_LOOPS";
 
     /// <summary>The listener of a role on <paramref name="endPoint"/>, TLS when <paramref name="certificate"/> is given.</summary>
     public FrameServerOptions Options(ParseResult parse, IPEndPoint endPoint, X509Certificate2? certificate, FrameMetrics? metrics)
@@ -44,8 +50,41 @@ internal sealed class ListenerArguments
             IdleTimeout = parse.GetValue(_idleTimeout) ?? defaults.IdleTimeout,
             MaxConnections = parse.GetValue(_maxConnections) ?? defaults.MaxConnections,
             ListenBacklog = parse.GetValue(_listenBacklog) ?? defaults.ListenBacklog,
+            EventLoops = parse.GetValue(_eventLoops),
             WrapHandler = metrics is null ? null : metrics.Wrap,
         };
+    }
+
+    private static Option<int> EventLoopsOption()
+    {
+        var option = new Option<int>("--event-loops")
+        {
+            Description = $"Event-loop threads serving the connections (0 = automatic: one per core, at least two; default ${EventLoopsVariable}, else 0)",
+            HelpName = "N",
+            DefaultValueFactory = result =>
+            {
+                var variable = Environment.GetEnvironmentVariable(EventLoopsVariable);
+                if (string.IsNullOrEmpty(variable))
+                {
+                    return 0;
+                }
+
+                if (!int.TryParse(variable, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var loops))
+                {
+                    result.AddError($"${EventLoopsVariable} must be a number of event loops (0 = automatic), not '{variable}'");
+                }
+
+                return loops;
+            },
+        };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() is < 0 or > 256)
+            {
+                result.AddError($"--event-loops (or ${EventLoopsVariable}) must be between 0 (automatic) and 256");
+            }
+        });
+        return option;
     }
 
     private static Option<int?> Positive(Option<int?> option)

@@ -110,7 +110,7 @@ public sealed class FrameServer : IDisposable
 
         listener.Listen(_options.ListenBacklog);
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
-        _loops = new EventLoopGroup(_name, _options.EventLoops > 0 ? _options.EventLoops : Math.Max(2, Environment.ProcessorCount), _options.IoThreads);
+        _loops = new EventLoopGroup(_name, _options.LoopCount, _options.IoThreads);
         _acceptor = new LoopAcceptor(this, listener, _loops, _options.TimeProvider);
         _acceptor.Start();
         if (_options.ClosesIdle)

@@ -21,7 +21,10 @@ public sealed record FrameServerOptions
     /// <summary>Connects the kernel queues before they are accepted (a connect storm); the kernel caps it at net.core.somaxconn.</summary>
     public int ListenBacklog { get; init; } = 4096;
 
-    /// <summary>Event-loop threads serving the connections (plain and TLS); zero means one per core (at least two).</summary>
+    /// <summary>
+    /// Event-loop threads serving the connections (plain and TLS); zero means one per core, at least two (see
+    /// <see cref="AutomaticEventLoops"/>).
+    /// </summary>
     public int EventLoops { get; init; }
 
     /// <summary>Threads for handlers that block on device I/O (started on demand).</summary>
@@ -60,6 +63,17 @@ public sealed record FrameServerOptions
     public Func<IFrameHandler, IFrameHandler>? WrapHandler { get; init; }
 
     internal bool ClosesIdle => IdleTimeout > TimeSpan.Zero;
+
+    /// <summary>
+    /// The loop count when none is set: one per core, and never one. A single loop that the scheduler preempted when its
+    /// reply's send woke the client, or woke late, is not back in epoll_wait when the next request comes, and nothing
+    /// else takes it; a second loop asleep there does. On two loaded cores one metadata loop had 0.5-0.7x the ops/s of
+    /// two at one connection and a p99 of 1.6-3.2 ms against 0.2-0.6 ms, though 1.3-1.7x the ops/s at 64 and 256
+    /// connections (docs/benchmarks.md, "One event loop or two").
+    /// </summary>
+    internal static int AutomaticEventLoops => Math.Max(2, Environment.ProcessorCount);
+
+    internal int LoopCount => EventLoops > 0 ? EventLoops : AutomaticEventLoops;
 
     public void Validate()
     {

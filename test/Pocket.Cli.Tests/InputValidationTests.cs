@@ -79,6 +79,8 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--max-connections", "-5")]
     [InlineData("up", "--max-object-memory", "0")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--capacity", "0")]
+    [InlineData("metadata", "--event-loops", "-1")]
+    [InlineData("storage", "--metadata", "127.0.0.1:1", "--event-loops", "257")]
     [InlineData("bench", "--size", "0")]
     public async Task ASizeOrCountThatMakesNoSenseIsRefused(params string[] arguments)
     {
