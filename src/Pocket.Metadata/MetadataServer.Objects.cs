@@ -167,9 +167,10 @@ public sealed partial class MetadataServer
         if (!Failed(frame, _state.Commit(job, request.Handle, request.Size)))
         {
             // The object's write grants die at the seal or at the first read, whichever reaches the node first (see
-            // docs/protocol.md, "Grants").
+            // docs/protocol.md, "Grants"). The seal's pool thread is woken once the reply has left: woken before, it
+            // took the core from the loop on a busy machine, and the writer's Commit waited for it.
             frame.Reply(Status.Ok);
-            SealSoon();
+            frame.AfterReplies(SealSoonCallback, this);
         }
     }
 

@@ -203,6 +203,8 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     /// writer can do in between is change bytes nobody has read, which it could have done before committing. Waiting for
     /// the seal cost a 1 KiB put through a node 113 -> 207 us p50 (docs/benchmarks.md, "Sealing grants at Commit").
     /// </summary>
+    private static readonly Action<object?> SealSoonCallback = static server => ((MetadataServer)server!).SealSoon();
+
     private void SealSoon()
     {
         if (Interlocked.Increment(ref _sealRequests) == 1)

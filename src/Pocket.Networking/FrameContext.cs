@@ -107,6 +107,14 @@ public sealed class FrameContext
         _loop.AppendReply(header, head, data);
     }
 
+    /// <summary>
+    /// Runs <paramref name="action"/> on this connection's thread once the replies of the current turn have been written
+    /// (or the connection has ended): for work the reply must not wait behind, such as waking a background thread,
+    /// which on a busy machine may take the core before the reply has left. Asked again in the same turn with the
+    /// same action and state, it runs once.
+    /// </summary>
+    public void AfterReplies(Action<object?> action, object? state) => _loop.AfterReplies(action, state);
+
     /// <summary>Replies with an error status and a UTF-8 message body.</summary>
     public void ReplyError(Status status, string message)
     {

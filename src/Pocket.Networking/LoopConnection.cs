@@ -198,6 +198,7 @@ internal sealed class LoopConnection
                         return Outcome.Gone;
                     }
 
+                    RunAfterReplies();
                     Volatile.Write(ref _busy, 1);
                     _server.Loops.Offload(this);
                     return Outcome.Gone;
@@ -288,6 +289,8 @@ internal sealed class LoopConnection
             Close("connection reset while writing");
             return Outcome.Gone;
         }
+
+        RunAfterReplies();
 
         var backlog = _outEnd - _outStart + (_tls?.Pending ?? 0);
         if (backlog > _server.Options.MaxReplyBacklog)
@@ -815,6 +818,56 @@ internal sealed class LoopConnection
         return flushed;
     }
 
+    // Work the handlers asked to run once the turn's replies are written (FrameContext.AfterReplies); a few per turn
+    // at most (a Commit's seal), so a small array, made on first use (an idle connection holds none) and reused; one
+    // more than it holds runs at once.
+    private (Action<object?> Action, object? State)[]? _after;
+    private int _afterCount;
+
+    internal void AfterReplies(Action<object?> action, object? state)
+    {
+        var after = _after ??= new (Action<object?>, object?)[4];
+        for (var i = 0; i < _afterCount; i++)
+        {
+            if (after[i].Action == action && ReferenceEquals(after[i].State, state))
+            {
+                return;
+            }
+        }
+
+        if (_afterCount == after.Length)
+        {
+            RunAfter(action, state);
+            return;
+        }
+
+        after[_afterCount++] = (action, state);
+    }
+
+    private void RunAfterReplies()
+    {
+        for (var i = 0; i < _afterCount; i++)
+        {
+            var (action, state) = _after![i];
+            _after[i] = default;
+            RunAfter(action, state);
+        }
+
+        _afterCount = 0;
+    }
+
+    private void RunAfter(Action<object?> action, object? state)
+    {
+        try
+        {
+            action(state);
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            NetworkingLog.HandlerFailed(_server.Logger, _server.Name, ex);
+        }
+    }
+
     /// <summary>Ends the connection once (by its owner, or by the server when it stops and nobody owns it any more).</summary>
     internal void Close(string? reason)
     {
@@ -824,6 +877,7 @@ internal sealed class LoopConnection
         }
 
         _closed = true;
+        RunAfterReplies();
         if (reason is not null && !_server.Loops.Stopping)
         {
             NetworkingLog.ConnectionClosed(_server.Logger, _server.Name, Context.Remote, reason);

@@ -123,11 +123,11 @@ public sealed class BlockStore : IDisposable
         }
 
         Interlocked.Add(ref _bytesWritten, length);
-        Wrote?.Invoke();
+        Wrote?.Invoke(length);
     }
 
-    /// <summary>Called after every write (<see cref="SpaceReclaimer"/> refills its headroom); must be cheap.</summary>
-    internal Action? Wrote { get; set; }
+    /// <summary>Called after every write with its length (<see cref="SpaceReclaimer"/> refills its headroom); must be cheap.</summary>
+    internal Action<int>? Wrote { get; set; }
 
     /// <summary>Called after every <see cref="Forget"/> with its range (<see cref="SpaceReclaimer"/> gives the space back).</summary>
     internal Action<long, long>? Forgot { get; set; }

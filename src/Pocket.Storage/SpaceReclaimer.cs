@@ -62,8 +62,9 @@ public sealed record SpaceReclaimerOptions
 /// (<see cref="IBlockDevice.Discard"/>: memory to the OS, a file's blocks to the file system) once it has stayed free for
 /// <see cref="SpaceReclaimerOptions.ReleaseDelay"/>, except the headroom: the lowest free space, where the metadata
 /// server allocates next, up to <see cref="SpaceReclaimerOptions.Headroom"/> bytes, which is kept and faulted in ahead of
-/// the writes (<see cref="IBlockDevice.Populate"/>). All of it runs on one background thread, woken by forgets, writes
-/// and a timer; nothing of it runs on a request's path except a flag check after each write.
+/// the writes (<see cref="IBlockDevice.Populate"/>). All of it runs on one background thread, woken by forgets, by
+/// writes once they have used an eighth of the headroom, and by a timer; nothing of it runs on a request's path except
+/// a count after each write.
 /// </summary>
 public sealed class SpaceReclaimer : IDisposable
 {
@@ -88,6 +89,8 @@ public sealed class SpaceReclaimer : IDisposable
     private List<TaskCompletionSource> _waiters = [];
     private volatile bool _disposed;
     private int _writeSignalled;
+    private long _writtenSincePass;
+    private long _writeWakes;
     private long _discarded;
     private long _populated;
     private long _headroomReady;
@@ -207,11 +210,21 @@ public sealed class SpaceReclaimer : IDisposable
         _ = _wake.Set();
     }
 
-    private void OnWrote()
+    /// <summary>Bytes written since the last pass that wake the worker to refill the headroom: an eighth of it.</summary>
+    private long WakeAfterWritten => Math.Max(_store.BlockSize, _options.Headroom / 8);
+
+    /// <summary>Times writes woke the worker (tests).</summary>
+    internal long WriteWakes => Interlocked.Read(ref _writeWakes);
+
+    private void OnWrote(int length)
     {
-        // Writes eat into the headroom: one wake-up per pass refills it.
-        if (Volatile.Read(ref _writeSignalled) == 0 && Interlocked.Exchange(ref _writeSignalled, 1) == 0)
+        // Writes eat into the headroom; once an eighth of it is used, one wake-up refills it. Not one per write: the
+        // write's handler calls this before its reply leaves, and on a busy machine the woken worker took the core from
+        // the reply (a function's first 64 KiB put waited for it on the node). Seven eighths of the headroom stay ready.
+        if (Interlocked.Add(ref _writtenSincePass, length) >= WakeAfterWritten &&
+            Volatile.Read(ref _writeSignalled) == 0 && Interlocked.Exchange(ref _writeSignalled, 1) == 0)
         {
+            Interlocked.Increment(ref _writeWakes);
             _ = _wake.Set();
         }
     }
@@ -233,6 +246,7 @@ public sealed class SpaceReclaimer : IDisposable
                 _waiters = [];
             }
 
+            Interlocked.Exchange(ref _writtenSincePass, 0);
             Volatile.Write(ref _writeSignalled, 0);
             try
             {

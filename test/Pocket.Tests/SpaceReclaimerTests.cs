@@ -43,6 +43,30 @@ public sealed class SpaceReclaimerTests : IDisposable
     }
 
     [Fact]
+    public async Task WritesWakeTheReclaimerOnlyOnceTheyUsedAnEighthOfTheHeadroom()
+    {
+        var device = new NativeMemoryDevice(64 * MiB);
+        using var store = new BlockStore(device, Block);
+        using var reclaimer = new SpaceReclaimer(store, Dram(16 * MiB), new FakeTimeProvider());
+        await reclaimer.RunPassAsync().WaitAsync(Timeout);
+
+        // A function's 64 KiB puts: no wake-up of the worker each (its wake-up came before the write's reply).
+        var block = RandomNumberGenerator.GetBytes(Block);
+        for (var i = 0; i < 16; i++)
+        {
+            Put(store, i * (long)Block, block, 1);
+        }
+
+        Assert.Equal(0, reclaimer.WriteWakes);
+
+        // An eighth of the headroom (2 MiB) written since the last pass: one wake-up, and the pass refills the headroom.
+        Put(store, 16 * (long)Block, RandomNumberGenerator.GetBytes((int)MiB), 1);
+        Assert.Equal(1, reclaimer.WriteWakes);
+        await reclaimer.RunPassAsync().WaitAsync(Timeout);
+        Assert.Equal(16 * MiB, reclaimer.HeadroomReadyBytes);
+    }
+
+    [Fact]
     public async Task FreedMemoryGoesBackAfterTheDelayExceptTheHeadroomAndLiveDataStaysIntact()
     {
         var time = new FakeTimeProvider();
