@@ -141,28 +141,6 @@ public sealed class EdgeTriggeredLoopTests
         }
     }
 
-    private static async Task<uint[]> ReadReplyIdsAsync(Socket socket, int count, CancellationToken cancellationToken)
-    {
-        var bytes = new byte[count * FrameHeader.Size];
-        var received = 0;
-        while (received < bytes.Length)
-        {
-            var n = await socket.ReceiveAsync(bytes.AsMemory(received), SocketFlags.None, cancellationToken);
-            Assert.True(n > 0, "the server closed the connection");
-            received += n;
-        }
-
-        var ids = new uint[count];
-        for (var i = 0; i < count; i++)
-        {
-            Assert.Equal(Status.Ok, FrameHeader.TryRead(bytes.AsSpan(i * FrameHeader.Size), int.MaxValue, out var header));
-            Assert.Equal(Status.Ok, header.Status);
-            ids[i] = header.RequestId;
-        }
-
-        return ids;
-    }
-
     /// <summary>Answers Ping; the first frame waits for the gate; with <see cref="BlockingFrames"/> every frame runs on the I/O pool.</summary>
     private sealed class GatedHandler : IFrameHandler
     {

@@ -24,7 +24,7 @@ public sealed class LoopFairnessTests
         // The other connection is set up and served once first, so it is watched by the loop before the test starts.
         using var other = await ConnectRawAsync(server.EndPoint);
         await SendRawAsync(other, Header(Opcode.Ping, 0, requestId: Other + 1));
-        await ReadRepliesAsync(other, 1, cts.Token);
+        await ReadReplyIdsAsync(other, 1, cts.Token);
 
         // One send of many frames: the loop's first read of it holds far more than a turn's worth. Handling the first
         // holds the only loop until the other connection's request has been sent.
@@ -40,30 +40,12 @@ public sealed class LoopFairnessTests
         await SendRawAsync(other, Header(Opcode.Ping, 0, requestId: Other));
         handler.OpenGate.Set();
 
-        await ReadRepliesAsync(other, 1, cts.Token);
-        await ReadRepliesAsync(busy, (int)Pipelined, cts.Token);
+        await ReadReplyIdsAsync(other, 1, cts.Token);
+        await ReadReplyIdsAsync(busy, (int)Pipelined, cts.Token);
 
         // Before the fix the loop handled every frame it had read (and read on, up to 16 times) before anyone else.
         Assert.InRange(handler.BusyFramesBeforeOther, 1, 2 * LoopConnection.FramesPerTurn);
         Assert.Equal((int)Pipelined, handler.BusyFrames);
-    }
-
-    private static async Task ReadRepliesAsync(Socket socket, int count, CancellationToken cancellationToken)
-    {
-        var bytes = new byte[count * FrameHeader.Size];
-        var received = 0;
-        while (received < bytes.Length)
-        {
-            var n = await socket.ReceiveAsync(bytes.AsMemory(received), SocketFlags.None, cancellationToken);
-            Assert.True(n > 0, "the server closed the connection");
-            received += n;
-        }
-
-        for (var i = 0; i < count; i++)
-        {
-            Assert.Equal(Status.Ok, FrameHeader.TryRead(bytes.AsSpan(i * FrameHeader.Size), int.MaxValue, out var header));
-            Assert.Equal(Status.Ok, header.Status);
-        }
     }
 
     /// <summary>Answers Ping; counts the busy connection's frames, and how many it had when the other one's came.</summary>

@@ -103,28 +103,6 @@ public sealed class OneLoopTests
         return frames;
     }
 
-    private static async Task<uint[]> ReadReplyIdsAsync(Socket socket, int count, CancellationToken cancellationToken)
-    {
-        var bytes = new byte[count * FrameHeader.Size];
-        var received = 0;
-        while (received < bytes.Length)
-        {
-            var n = await socket.ReceiveAsync(bytes.AsMemory(received), SocketFlags.None, cancellationToken);
-            Assert.True(n > 0, "the server closed the connection");
-            received += n;
-        }
-
-        var ids = new uint[count];
-        for (var i = 0; i < count; i++)
-        {
-            Assert.Equal(Status.Ok, FrameHeader.TryRead(bytes.AsSpan(i * FrameHeader.Size), int.MaxValue, out var header));
-            Assert.Equal(Status.Ok, header.Status);
-            ids[i] = header.RequestId;
-        }
-
-        return ids;
-    }
-
     /// <summary>Answers Ping; frames from <see cref="BlockingFrom"/> on say they block, so they run on the I/O pool.</summary>
     private sealed class PingHandler : IFrameHandler
     {

@@ -69,6 +69,29 @@ internal static class TestSupport
         return data;
     }
 
+    /// <summary>Reads <paramref name="count"/> header-only replies from a raw socket; asserts each is OK; returns their request ids.</summary>
+    public static async Task<uint[]> ReadReplyIdsAsync(Socket socket, int count, CancellationToken cancellationToken)
+    {
+        var bytes = new byte[count * FrameHeader.Size];
+        var received = 0;
+        while (received < bytes.Length)
+        {
+            var n = await socket.ReceiveAsync(bytes.AsMemory(received), SocketFlags.None, cancellationToken);
+            Assert.True(n > 0, "the server closed the connection");
+            received += n;
+        }
+
+        var ids = new uint[count];
+        for (var i = 0; i < count; i++)
+        {
+            Assert.Equal(Status.Ok, FrameHeader.TryRead(bytes.AsSpan(i * FrameHeader.Size), int.MaxValue, out var header));
+            Assert.Equal(Status.Ok, header.Status);
+            ids[i] = header.RequestId;
+        }
+
+        return ids;
+    }
+
     public static byte[] RandomBytes(int length, int seed)
     {
         var data = new byte[length];

@@ -161,26 +161,4 @@ public sealed class TlsClientLoopTests
         var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256);
         return request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
     }
-
-    /// <summary>Answers Ping with its body, or, for a 4-byte body, with that many bytes (a large reply on demand).</summary>
-    private sealed class EchoHandler : IFrameHandler
-    {
-        public static readonly byte[] Large = RandomBytes(1 << 20, seed: 11);
-
-        public void Handle(FrameContext frame)
-        {
-            var body = frame.ReadBody();
-            if (body.Length == 4)
-            {
-                frame.Reply(Status.Ok, Large.AsSpan(0, Math.Min(BitConverter.ToInt32(body), Large.Length)));
-                return;
-            }
-
-            frame.Reply(Status.Ok, body);
-        }
-
-        public void OnDisconnected(FrameContext connection)
-        {
-        }
-    }
 }

@@ -272,28 +272,4 @@ public sealed class TlsLoopTests
             }
         }));
     }
-
-    /// <summary>
-    /// Answers Ping with its body, or, for a 4-byte body, with that many bytes (a large reply on demand).
-    /// </summary>
-    private sealed class EchoHandler : IFrameHandler
-    {
-        private static readonly byte[] Large = new byte[1 << 20];
-
-        public void Handle(FrameContext frame)
-        {
-            var body = frame.ReadBody();
-            if (body.Length == 4)
-            {
-                frame.Reply(Status.Ok, Large.AsSpan(0, Math.Min(BitConverter.ToInt32(body), Large.Length)));
-                return;
-            }
-
-            frame.Reply(Status.Ok, body);
-        }
-
-        public void OnDisconnected(FrameContext connection)
-        {
-        }
-    }
 }
