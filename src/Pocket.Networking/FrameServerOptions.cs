@@ -69,7 +69,8 @@ public sealed record FrameServerOptions
     /// reply's send woke the client, or woke late, is not back in epoll_wait when the next request comes, and nothing
     /// else takes it; a second loop asleep there does. On two loaded cores one metadata loop had 0.5-0.7x the ops/s of
     /// two at one connection and a p99 of 1.6-3.2 ms against 0.2-0.6 ms, though 1.3-1.7x the ops/s at 64 and 256
-    /// connections (docs/benchmarks.md, "One event loop or two").
+    /// connections; quiet, it never beat two (0.67-1.00x at 1, 64 and 256; docs/benchmarks.md, "One event loop or two"
+    /// and "..., quiet").
     /// </summary>
     internal static int AutomaticEventLoops => Math.Max(2, Environment.ProcessorCount);
 

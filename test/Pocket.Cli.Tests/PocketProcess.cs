@@ -62,19 +62,24 @@ internal static partial class PocketProcess
         },
         Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
 
+    /// <summary>Sets <paramref name="environment"/> (POCKET_* variables included) on <paramref name="start"/>.</summary>
+    public static ProcessStartInfo WithEnvironment(ProcessStartInfo start, IReadOnlyDictionary<string, string> environment)
+    {
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
+
+        return start;
+    }
+
     public static Task<PocketResult> RunAsync(string home, params string[] arguments) =>
         RunAsync(home, new Dictionary<string, string>(), arguments);
 
     /// <summary>Runs with <paramref name="environment"/> set (POCKET_* variables included).</summary>
     public static async Task<PocketResult> RunAsync(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments)
     {
-        var start = StartInfo(home, arguments);
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
-        }
-
-        using var process = Process.Start(start)!;
+        using var process = Process.Start(WithEnvironment(StartInfo(home, arguments), environment))!;
         process.StandardInput.Close();
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
@@ -241,53 +246,32 @@ internal sealed class UpProcess : IAsyncDisposable
     /// `pocket up` as a script's background job starts it: SIGINT ignored (a shell's `trap '' INT`, then exec, so the
     /// pid is pocket's own).
     /// </summary>
-    public static UpProcess StartWithInterruptIgnored(string home, params string[] arguments)
-    {
-        var start = PocketProcess.StartInfo(home, ["up", .. arguments]);
-        string[] command = [start.FileName, .. start.ArgumentList];
-        start.FileName = "sh";
-        start.ArgumentList.Clear();
-        foreach (var argument in (string[])["-c", "trap '' INT; exec \"$@\"", "sh", .. command])
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        return new(Process.Start(start)!);
-    }
+    public static UpProcess StartWithInterruptIgnored(string home, params string[] arguments) =>
+        new(Process.Start(InShell(PocketProcess.StartInfo(home, ["up", .. arguments]), "trap '' INT"))!);
 
     /// <summary>Any long-running command (a role), with <paramref name="environment"/> set.</summary>
-    public static UpProcess StartCommand(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments)
-    {
-        var start = PocketProcess.StartInfo(home, arguments);
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
-        }
-
-        return new(Process.Start(start)!);
-    }
+    public static UpProcess StartCommand(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments) =>
+        new(Process.Start(PocketProcess.WithEnvironment(PocketProcess.StartInfo(home, arguments), environment))!);
 
     /// <summary>
     /// A role started with its open-file limit (soft and hard) lowered to <paramref name="fileLimit"/>, as a shell's
     /// `ulimit -n` before exec does (the pid is pocket's own).
     /// </summary>
-    public static UpProcess StartCommandWithFileLimit(string home, IReadOnlyDictionary<string, string> environment, int fileLimit, params string[] arguments)
-    {
-        var start = PocketProcess.StartInfo(home, arguments);
-        foreach (var (name, value) in environment)
-        {
-            start.Environment[name] = value;
-        }
+    public static UpProcess StartCommandWithFileLimit(string home, IReadOnlyDictionary<string, string> environment, int fileLimit, params string[] arguments) =>
+        new(Process.Start(InShell(PocketProcess.WithEnvironment(PocketProcess.StartInfo(home, arguments), environment), $"ulimit -n {fileLimit}"))!);
 
+    /// <summary>Runs <paramref name="start"/> through `sh -c "PREPARE && exec ..."`, so the pid stays the program's own.</summary>
+    private static ProcessStartInfo InShell(ProcessStartInfo start, string prepare)
+    {
         string[] command = [start.FileName, .. start.ArgumentList];
         start.FileName = "sh";
         start.ArgumentList.Clear();
-        foreach (var argument in (string[])["-c", $"ulimit -n {fileLimit} && exec \"$@\"", "sh", .. command])
+        foreach (var argument in (string[])["-c", $"{prepare} && exec \"$@\"", "sh", .. command])
         {
             start.ArgumentList.Add(argument);
         }
 
-        return new(Process.Start(start)!);
+        return start;
     }
 
     /// <summary>Reads lines until one matches; returns it. Fails if `pocket up` ends or the timeout passes first.</summary>
