@@ -30,8 +30,8 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     private readonly Socket _socket;
     private readonly SslStream _ssl;
 
-    // A client's transport: reads with MSG_DONTWAIT (its socket stays blocking for callers' writes), writes through.
-    private readonly bool _client;
+    // Set for a client's transport: it reads with MSG_DONTWAIT (its socket stays blocking for callers' writes) and
+    // writes through.
     private readonly SslClientAuthenticationOptions? _clientOptions;
     private ManualResetValueTaskSourceCore<int> _innerRead;
     private Memory<byte> _innerBuffer;
@@ -73,7 +73,6 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     public TlsTransport(Socket socket, SslClientAuthenticationOptions options)
     {
         _socket = socket;
-        _client = true;
         _clientOptions = options;
         _ssl = new SslStream(this, leaveInnerStreamOpen: true);
     }
@@ -235,7 +234,7 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     /// <summary>What has arrived on the socket, without waiting (WouldBlock when nothing has; 0 with Success at its end).</summary>
     private int ReceiveCiphertext(Span<byte> destination, out SocketError error)
     {
-        if (!_client)
+        if (_clientOptions is null)
         {
             return _socket.Receive(destination, SocketFlags.None, out error);
         }
@@ -351,7 +350,7 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
     /// <summary>A client's handshake reads by blocking on its socket; every other read is asynchronous (see <see cref="Receive"/>).</summary>
     public override int Read(Span<byte> buffer)
     {
-        if (!_client || _innerPending)
+        if (_clientOptions is null || _innerPending)
         {
             throw new NotSupportedException("The TLS transport is read only asynchronously, by its connection's owner.");
         }
@@ -363,7 +362,7 @@ internal sealed class TlsTransport : Stream, IValueTaskSource<int>
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
-        if (_client)
+        if (_clientOptions is not null)
         {
             // Under the connection's write lock (or in the handshake): straight to the blocking socket, all of it.
             while (buffer.Length > 0)
