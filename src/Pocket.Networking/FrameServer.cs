@@ -28,6 +28,8 @@ public sealed class FrameServer : IDisposable
     private long _bufferedBytes;
     private int _maxConnections;
     private ITimer? _idleTimer;
+    private RefusalLog? _overLimit;
+    private RefusalLog? _outOfDescriptors;
     private long _nextConnectionId;
     private volatile bool _stopping;
 
@@ -108,6 +110,14 @@ public sealed class FrameServer : IDisposable
             throw new PortInUseException(_name, _options.EndPoint, ex);
         }
 
+        _overLimit = new RefusalLog(
+            () => NetworkingLog.TooManyConnections(_logger, _name, _maxConnections),
+            (count, period) => NetworkingLog.TooManyConnectionsMore(_logger, _name, count, (int)period.TotalSeconds, _maxConnections),
+            _options.TimeProvider);
+        _outOfDescriptors = new RefusalLog(
+            () => NetworkingLog.OutOfDescriptors(_logger, _name, ConnectionDescriptors.Budget),
+            (count, period) => NetworkingLog.OutOfDescriptorsMore(_logger, _name, count, (int)period.TotalSeconds, ConnectionDescriptors.Budget),
+            _options.TimeProvider);
         listener.Listen(_options.ListenBacklog);
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
         _loops = new EventLoopGroup(_name, _options.LoopCount, _options.IoThreads);
@@ -170,14 +180,14 @@ public sealed class FrameServer : IDisposable
         {
             // Closed as it came, with an orderly end: a socket handle's own disposal may reset it, which a peer whose
             // connect has not yet been seen complete reads as a failed connect.
-            NetworkingLog.TooManyConnections(_logger, _name, _maxConnections);
+            _overLimit!.Refused();
             Linux.Close(fd);
             return null;
         }
 
         if (!ConnectionDescriptors.TryTake())
         {
-            NetworkingLog.OutOfDescriptors(_logger, _name, ConnectionDescriptors.Budget);
+            _outOfDescriptors!.Refused();
             Linux.Close(fd);
             return null;
         }
@@ -389,5 +399,9 @@ public sealed class FrameServer : IDisposable
         }
 
         ShutDownConnections();
+
+        // Refusals counted and not yet logged get their line.
+        _overLimit?.Dispose();
+        _outOfDescriptors?.Dispose();
     }
 }

@@ -53,7 +53,7 @@ public sealed record FrameServerOptions
     /// </summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>The clock of the idle check (the listener's own: a role's <c>TimeProvider</c> does not reach it).</summary>
+    /// <summary>The clock of the idle check and of the refused-connect log lines (the listener's own: a role's <c>TimeProvider</c> does not reach it).</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
     /// <summary>

@@ -34,6 +34,12 @@ internal static partial class NetworkingLog
     [LoggerMessage(EventId = 111, Level = LogLevel.Warning, Message = "{Server} refused a connection: the process's connections hold all {Budget} descriptors its open-file limit leaves them")]
     public static partial void OutOfDescriptors(ILogger logger, string server, int budget);
 
+    [LoggerMessage(EventId = 112, Level = LogLevel.Warning, Message = "{Server} refused {Count} more connections in the last {Seconds} s: {Max} connections open")]
+    public static partial void TooManyConnectionsMore(ILogger logger, string server, int count, int seconds, int max);
+
+    [LoggerMessage(EventId = 113, Level = LogLevel.Warning, Message = "{Server} refused {Count} more connections in the last {Seconds} s: the process's connections hold all {Budget} descriptors its open-file limit leaves them")]
+    public static partial void OutOfDescriptorsMore(ILogger logger, string server, int count, int seconds, int budget);
+
     [LoggerMessage(EventId = 108, Level = LogLevel.Warning, Message = "{Server} closed a connection from {Remote}: {Backlog} bytes of replies unread, over the bound of {Max}")]
     public static partial void ReplyBacklogExceeded(ILogger logger, string server, string remote, int backlog, int max);
 

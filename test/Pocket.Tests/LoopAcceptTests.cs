@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using Pocket.Networking;
 using Pocket.Protocol;
 using static Pocket.Tests.TestSupport;
@@ -151,6 +152,46 @@ public sealed partial class LoopAcceptTests
         // The connections within the limit are still served.
         await SendRawAsync(a, Header(Opcode.Ping, 0, requestId: Probe + 1));
         Assert.Equal(Probe + 1, await ReadReplyIdAsync(a, cts.Token));
+    }
+
+    [Fact]
+    public async Task AStormOverTheLimitLogsOneLineAndThenOnePerSecond()
+    {
+        var logger = new CapturingLogger();
+        var time = new FakeTimeProvider();
+        using var server = new FrameServer("stormed", new FrameServerOptions { EventLoops = 2, MaxConnections = 1, IdleTimeout = TimeSpan.Zero, TimeProvider = time }, new GatedPingHandler(), logger);
+        server.Start();
+        using var cts = Timeout(120);
+        using var served = await ConnectRawAsync(server.EndPoint);
+        await SendRawAsync(served, Header(Opcode.Ping, 0, requestId: Probe));
+        Assert.Equal(Probe, await ReadReplyIdAsync(served, cts.Token));
+
+        const int Storm = 40;
+        for (var i = 0; i < Storm; i++)
+        {
+            using var over = await ConnectRawAsync(server.EndPoint);
+            Assert.True(await IsClosedAsync(over), "a connection over the limit was served");
+        }
+
+        // One line for the first, the rest counted until the second is over.
+        Assert.Single(logger.Lines, line => line == "stormed refused a connection: 1 connections open");
+        Assert.DoesNotContain(logger.Lines, line => line.Contains("more connections", StringComparison.Ordinal));
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Single(logger.Lines, line => line == $"stormed refused {Storm - 1} more connections in the last 1 s: 1 connections open");
+
+        // A second with no refusal ends the count: the next refusal has its own line again.
+        time.Advance(TimeSpan.FromSeconds(1));
+        using (var late = await ConnectRawAsync(server.EndPoint))
+        {
+            Assert.True(await IsClosedAsync(late), "a connection over the limit was served");
+        }
+
+        Assert.Equal(2, logger.Lines.Count(line => line == "stormed refused a connection: 1 connections open"));
+        Assert.Single(logger.Lines, line => line.Contains("more connections", StringComparison.Ordinal));
+
+        // The connection within the limit is still served.
+        await SendRawAsync(served, Header(Opcode.Ping, 0, requestId: Probe + 1));
+        Assert.Equal(Probe + 1, await ReadReplyIdAsync(served, cts.Token));
     }
 
     [Fact]
