@@ -55,7 +55,11 @@ internal sealed class ListenerArguments
         };
     }
 
-    private static Option<int> EventLoopsOption()
+    /// <summary>
+    /// `--event-loops`, defaulting to <see cref="EventLoopsVariable"/>: the roles take it, and `pocket up` for the servers
+    /// it starts (in its own process, or as child roles).
+    /// </summary>
+    internal static Option<int> EventLoopsOption()
     {
         var option = new Option<int>("--event-loops")
         {
@@ -63,15 +67,9 @@ internal sealed class ListenerArguments
             HelpName = "N",
             DefaultValueFactory = result =>
             {
-                var variable = Environment.GetEnvironmentVariable(EventLoopsVariable);
-                if (string.IsNullOrEmpty(variable))
+                if (!TryEventLoopsFromEnvironment(out var loops, out var error))
                 {
-                    return 0;
-                }
-
-                if (!int.TryParse(variable, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var loops))
-                {
-                    result.AddError($"${EventLoopsVariable} must be a number of event loops (0 = automatic), not '{variable}'");
+                    result.AddError(error);
                 }
 
                 return loops;
@@ -85,6 +83,29 @@ internal sealed class ListenerArguments
             }
         });
         return option;
+    }
+
+    /// <summary>
+    /// The event loops <see cref="EventLoopsVariable"/> asks for (0 = automatic, also when it is not set); false with the
+    /// error when it is no number.
+    /// </summary>
+    internal static bool TryEventLoopsFromEnvironment(out int loops, out string error)
+    {
+        var variable = Environment.GetEnvironmentVariable(EventLoopsVariable);
+        error = "";
+        loops = 0;
+        if (string.IsNullOrEmpty(variable))
+        {
+            return true;
+        }
+
+        if (!int.TryParse(variable, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out loops) || loops > 256)
+        {
+            error = $"${EventLoopsVariable} must be a number of event loops between 0 (automatic) and 256, not '{variable}'";
+            return false;
+        }
+
+        return true;
     }
 
     private static Option<int?> Positive(Option<int?> option)

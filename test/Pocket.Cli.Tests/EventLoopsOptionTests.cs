@@ -37,6 +37,27 @@ public sealed class EventLoopsOptionTests : IDisposable
         Assert.Equal(expected > 0 ? expected : Math.Max(2, Environment.ProcessorCount), loops);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task UpGivesEveryServerItStartsTheLoopsItIsGiven(bool inProcess)
+    {
+        Assert.True(OperatingSystem.IsLinux(), "the event loops (and /proc) are Linux's");
+        string[] arguments = ["--port", "0", "--controller-port", "0", "--no-gateway", "--nodes", "1", "--capacity", "64MiB", "--event-loops", "3", "--for", "10m"];
+        await using var up = UpProcess.Start(_home.Path, inProcess ? [.. arguments, "--in-process"] : arguments);
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+
+        // The servers run in `pocket up` itself or in its child roles; either way each has three loops.
+        var pids = Directory.GetDirectories("/proc")
+            .Select(Path.GetFileName)
+            .Where(name => name!.All(char.IsAsciiDigit))
+            .Select(name => int.Parse(name!, System.Globalization.CultureInfo.InvariantCulture))
+            .Where(pid => pid == up.Pid || ParentOf(pid) == up.Pid)
+            .ToList();
+        Assert.Equal(3, LoopThreads(pids, "metadata loop"));
+        Assert.Equal(3, LoopThreads(pids, "storage loop"));
+    }
+
     [Fact]
     public async Task AVariableThatIsNoNumberIsRefusedByName()
     {
@@ -46,5 +67,30 @@ public sealed class EventLoopsOptionTests : IDisposable
         Assert.StartsWith("error: ", line, StringComparison.Ordinal);
         Assert.Contains("POCKET_EVENT_LOOPS", line, StringComparison.Ordinal);
         Assert.Contains("'many'", line, StringComparison.Ordinal);
+    }
+
+    private static int LoopThreads(IEnumerable<int> pids, string prefix) =>
+        pids.Sum(pid => Directory.Exists($"/proc/{pid}/task")
+            ? Directory.GetDirectories($"/proc/{pid}/task").Count(task => ReadOrEmpty(Path.Combine(task, "comm")).StartsWith(prefix, StringComparison.Ordinal))
+            : 0);
+
+    /// <summary>The parent of a process, or 0 when it is gone (field 4 of /proc/PID/stat, after the parenthesised name).</summary>
+    private static int ParentOf(int pid)
+    {
+        var stat = ReadOrEmpty($"/proc/{pid}/stat");
+        var fields = stat[(stat.LastIndexOf(')') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        return fields.Length > 1 && int.TryParse(fields[1], System.Globalization.CultureInfo.InvariantCulture, out var parent) ? parent : 0;
+    }
+
+    private static string ReadOrEmpty(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (IOException)
+        {
+            return ""; // a process or thread that ended while it was read
+        }
     }
 }

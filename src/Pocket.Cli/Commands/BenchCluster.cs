@@ -8,6 +8,7 @@ using Pocket.Controller.Contracts;
 using Pocket.Controller.Provisioning;
 using Pocket.Embedded;
 using Pocket.LoadGenerator;
+using Pocket.Networking;
 using Pocket.Protocol;
 using Pocket.Storage;
 using Spectre.Console;
@@ -90,8 +91,21 @@ internal sealed class BenchCluster : IAsyncDisposable
 
     private static async Task<BenchCluster> StartInProcessAsync(BenchClusterOptions options, string? dataDirectory, Action<string> status, CancellationToken cancellationToken)
     {
+        // Child roles take POCKET_EVENT_LOOPS from the environment; servers in this process are told it here.
+        if (!ListenerArguments.TryEventLoopsFromEnvironment(out var loops, out var error))
+        {
+            throw new CliException(error);
+        }
+
         var core = await PocketCluster.StartAsync(
-            new PocketClusterOptions { StorageNodes = 0, NodeCapacity = options.NodeCapacity, BlockSize = options.BlockSize, DataDirectory = dataDirectory },
+            new PocketClusterOptions
+            {
+                StorageNodes = 0,
+                NodeCapacity = options.NodeCapacity,
+                BlockSize = options.BlockSize,
+                DataDirectory = dataDirectory,
+                Listener = new FrameServerOptions { EventLoops = loops },
+            },
             cancellationToken: cancellationToken).ConfigureAwait(false);
         var cluster = new BenchCluster(options, core.MetadataAddress, core.Options.ClusterToken, null, null, core, dataDirectory);
         try

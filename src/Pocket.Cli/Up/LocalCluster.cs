@@ -139,6 +139,9 @@ internal sealed record LocalClusterOptions
     /// <summary>Idle timeout of the metadata server's and the nodes' connections; null leaves the default.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
+    /// <summary>Event-loop threads of the metadata server and of each node (0 = automatic: one per core, at least two).</summary>
+    public int EventLoops { get; init; }
+
     /// <summary>TLS on every listener (metadata, nodes, controller, gateway) with this certificate, trusted by every role; null: none.</summary>
     public LocalTls? Tls { get; init; }
 
@@ -257,7 +260,12 @@ internal sealed class LocalCluster : IAsyncDisposable
             throw new CliException("--metadata-max above --metadata needs child processes (the controller starts and stops `pocket metadata` processes); leave out --in-process");
         }
 
-        var listener = options.IdleTimeout is { } idle ? new FrameServerOptions { IdleTimeout = idle } : new FrameServerOptions();
+        var listener = new FrameServerOptions { EventLoops = options.EventLoops };
+        if (options.IdleTimeout is { } idle)
+        {
+            listener = listener with { IdleTimeout = idle };
+        }
+
         var connection = new FrameConnectionOptions();
         if (options.Tls is { } tls)
         {
@@ -342,6 +350,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 DramHeadroom = options.DramHeadroom,
                 DataDirectory = options.DataDirectory,
                 IdleTimeout = options.IdleTimeout,
+                EventLoops = options.EventLoops > 0 ? options.EventLoops : null,
                 Tls = tlsFiles,
 
                 // Several nodes on one host: each on a free port, which its ready line names.

@@ -45,6 +45,9 @@ public sealed record LocalProcessProvisionerOptions
     /// <summary>The nodes' idle timeout for client connections (`--idle-timeout`); null leaves the storage role's default.</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
+    /// <summary>Event-loop threads of each role it starts (`--event-loops`); null leaves the roles' default.</summary>
+    public int? EventLoops { get; init; }
+
     /// <summary>
     /// TLS of the nodes: each serves with this certificate and reaches the metadata server over TLS. Null: plain TCP
     /// (which a metadata server with TLS refuses).
@@ -236,6 +239,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IMetadataProv
                 BlockSize = _options.BlockSize,
                 DramHeadroom = _options.DramHeadroom,
                 IdleTimeout = _options.IdleTimeout,
+                EventLoops = _options.EventLoops,
                 DataDirectory = _dataDirectory,
                 Tls = _options.Tls,
                 MetricsPort = _options.MetricsPort,
@@ -343,6 +347,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IMetadataProv
                     StopOnStdinEof = true,
                     MetricsPort = metricsPort,
                     IdleTimeout = _options.IdleTimeout,
+                    EventLoops = _options.EventLoops,
                     MaxObjectMemory = settings.MaxObjectMemory,
                     JobNumbers = request.Stride > 1 ? (request.Offset, request.Stride) : null,
                     LostJobsFile = lostFile,

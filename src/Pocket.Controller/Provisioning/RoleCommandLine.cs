@@ -27,6 +27,9 @@ public sealed record StorageRoleArguments(string MetadataAddress, NodeTier Tier,
     /// <summary>Idle timeout of its connections (the role's default when null).</summary>
     public TimeSpan? IdleTimeout { get; init; }
 
+    /// <summary>Event-loop threads serving its connections (the role's default when null).</summary>
+    public int? EventLoops { get; init; }
+
     /// <summary>Where an ssd or hdd node keeps its file; ignored for dram, which keeps nothing on disk.</summary>
     public string? DataDirectory { get; init; }
 
@@ -56,6 +59,9 @@ public sealed record MetadataRoleArguments(string Host, int Port)
 
     /// <summary>Idle timeout of its connections (the role's default when null).</summary>
     public TimeSpan? IdleTimeout { get; init; }
+
+    /// <summary>Event-loop threads serving its connections (the role's default when null).</summary>
+    public int? EventLoops { get; init; }
 
     /// <summary>Its bound on object memory (the role's default when null).</summary>
     public long? MaxObjectMemory { get; init; }
@@ -142,6 +148,11 @@ public static class RoleCommandLine
             arguments.AddRange(["--idle-timeout", idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s"]);
         }
 
+        if (role.EventLoops is { } loops)
+        {
+            arguments.AddRange(["--event-loops", loops.ToString(CultureInfo.InvariantCulture)]);
+        }
+
         if (role.Tier != NodeTier.Dram && role.DataDirectory is { } directory)
         {
             arguments.AddRange(["--data-dir", directory]);
@@ -193,6 +204,11 @@ public static class RoleCommandLine
         if (role.IdleTimeout is { } idleTimeout)
         {
             arguments.AddRange(["--idle-timeout", idleTimeout.TotalSeconds.ToString(CultureInfo.InvariantCulture) + "s"]);
+        }
+
+        if (role.EventLoops is { } loops)
+        {
+            arguments.AddRange(["--event-loops", loops.ToString(CultureInfo.InvariantCulture)]);
         }
 
         if (role.MaxObjectMemory is { } memory)
