@@ -107,13 +107,14 @@ public sealed partial class PocketClient : IAsyncDisposable
         return nodes;
     }
 
-    /// <summary>
-    /// Asks a Create or Get to carry its nodes' addresses while this client knows no node: a fresh client's first
-    /// put or get of a large object then needs no ListNodes round trip. A server older than the flag ignores it.
-    /// </summary>
     /// <summary>ListNodes requests this client sent (tests: a fresh client's first put and get need none).</summary>
     internal long NodeListings => Interlocked.Read(ref _nodeListings);
 
+    /// <summary>
+    /// Asks a Create or Get to carry its nodes' addresses while this client knows no node: a fresh client's first
+    /// put or get of a large object then needs no ListNodes round trip, and as the reply names the job's other nodes
+    /// too, nor does a later one that reaches another of them. A server older than the flag ignores it.
+    /// </summary>
     internal FrameFlags NodeAddressesFlag => _nodes.Count == 0 ? FrameFlags.NodeAddresses : FrameFlags.None;
 
     /// <summary>Adds the addresses a reply carried to those this client knows.</summary>

@@ -71,7 +71,7 @@ public sealed partial class MetadataServer
             {
                 GetReply.WriteExtentsHead(body, read.Size, read.Release);
                 WriteGrants(body, read.Extents, GrantRights.Read);
-                WriteAddressesIfAsked(frame, body, read.Extents);
+                WriteAddressesIfAsked(frame, body, read.Extents, job);
             }
 
             frame.Reply(Status.Ok, body.WrittenSpan);
@@ -131,7 +131,7 @@ public sealed partial class MetadataServer
         var body = new BodyWriter(256);
         CreateReply.WriteHead(body, result.Value.Handle);
         WriteGrants(body, result.Value.Extents, GrantRights.Read | GrantRights.Write);
-        WriteAddressesIfAsked(frame, body, result.Value.Extents);
+        WriteAddressesIfAsked(frame, body, result.Value.Extents, job);
         frame.Reply(Status.Ok, body.WrittenSpan);
     }
 
@@ -330,22 +330,36 @@ public sealed partial class MetadataServer
         frame.Reply(Status.Ok, reply);
     }
 
+    /// <summary>Most addresses a reply carries: the grants' nodes, then the job's other nodes up to this many in all.</summary>
+    internal const int MaxReplyAddresses = 16;
+
     /// <summary>
     /// With <see cref="FrameFlags.NodeAddresses"/> on the request, the addresses of the distinct nodes of
-    /// <paramref name="extents"/> after the grants: a fresh client then connects to them without a ListNodes round trip.
+    /// <paramref name="extents"/> after the grants, then those of the job's other placement nodes (up to
+    /// <see cref="MaxReplyAddresses"/> in all): a fresh client then connects to the node of its first put or get without a
+    /// ListNodes round trip, and to the job's other nodes later without one either.
     /// </summary>
-    private void WriteAddressesIfAsked(FrameContext frame, BodyWriter body, IReadOnlyList<Extent> extents)
+    private void WriteAddressesIfAsked(FrameContext frame, BodyWriter body, IReadOnlyList<Extent> extents, JobEntry job)
     {
         if ((frame.Header.Flags & FrameFlags.NodeAddresses) == 0)
         {
             return;
         }
 
-        var nodes = new List<NodeAddress>(4);
+        var ids = new List<uint>(4);
         for (var i = 0; i < extents.Count; i++)
         {
-            var id = extents[i].NodeId;
-            if (!nodes.Exists(n => n.Id == id) && _state.Nodes.TryGetAddress(id, out var address))
+            if (!ids.Contains(extents[i].NodeId))
+            {
+                ids.Add(extents[i].NodeId);
+            }
+        }
+
+        _state.AddPlacementNodes(job, ids, Math.Max(ids.Count, MaxReplyAddresses));
+        var nodes = new List<NodeAddress>(ids.Count);
+        foreach (var id in ids)
+        {
+            if (_state.Nodes.TryGetAddress(id, out var address))
             {
                 nodes.Add(address);
             }

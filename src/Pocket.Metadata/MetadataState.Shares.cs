@@ -88,6 +88,31 @@ internal sealed partial class MetadataState
         }
     }
 
+    /// <summary>
+    /// Adds to <paramref name="into"/> (up to <paramref name="max"/> entries in all) the live nodes <paramref name="job"/>
+    /// places blocks on: those of its tier with a weight above 0. For the address list of a reply (see
+    /// <see cref="Pocket.Protocol.FrameFlags.NodeAddresses"/>): a client that learns them with its first reply needs no
+    /// ListNodes when a later put or get reaches the job's other nodes.
+    /// </summary>
+    public void AddPlacementNodes(JobEntry job, List<uint> into, int max)
+    {
+        lock (_lock)
+        {
+            foreach (var node in Nodes.All)
+            {
+                if (into.Count >= max)
+                {
+                    return;
+                }
+
+                if (node.State == NodeState.Live && !node.Suspect && ShareWeight(job, node) > 0 && !into.Contains(node.Id))
+                {
+                    into.Add(node.Id);
+                }
+            }
+        }
+    }
+
     /// <summary>A node's weight for a job: its weight when the job has weights, else 1; 0 on another tier.</summary>
     private static double ShareWeight(JobEntry job, NodeEntry node) =>
         node.Tier != job.Tier ? 0 : job.Weights.Count == 0 ? 1 : Math.Max(0, job.Weights.GetValueOrDefault(node.Id));

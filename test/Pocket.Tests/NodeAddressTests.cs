@@ -36,7 +36,30 @@ public sealed class NodeAddressTests
     }
 
     [Fact]
-    public async Task ACreateNamesItsGrantsNodesOnlyWhenAsked()
+    public async Task AFreshClientsPutsToEveryNodeOfItsJobListNoNodes()
+    {
+        await using var cluster = await StartClusterAsync(nodes: 2);
+        await using var admin = await cluster.ConnectAsync();
+        using var cts = Timeout();
+        var registered = await cluster.Admin(admin).RegisterJobAsync("both", cts.Token);
+        var data = RandomBytes(64 << 10, 7);
+
+        // One-block objects go to one node each, drawn by weight: the puts go on until both nodes have taken one (the
+        // chance that 200 draws all pick one node is 2^-199). The first Create's reply named both nodes, so the put that
+        // first reaches the other node connects to it without asking for the node list.
+        await using var client = await cluster.ConnectAsync(cancellationToken: cts.Token);
+        var job = client.OpenJob(registered.Id, registered.Token);
+        for (var i = 0; i < 200 && client.NodeConnections.Count < 2; i++)
+        {
+            await job.PutAsync($"object-{i}", data, cancellationToken: cts.Token);
+        }
+
+        Assert.Equal(2, client.NodeConnections.Count);
+        Assert.Equal(0, client.NodeListings);
+    }
+
+    [Fact]
+    public async Task ACreateNamesItsGrantsNodesAndTheJobsOtherNodesOnlyWhenAsked()
     {
         await using var cluster = await StartClusterAsync(nodes: 2);
         await using var client = await cluster.ConnectAsync();
@@ -52,8 +75,10 @@ public sealed class NodeAddressTests
             granted.Add(withAddresses.Grants[i].NodeId);
         }
 
+        // The grants' nodes first, then the job's other nodes (here: every node, as the job has no weights).
         var handle = withAddresses.Handle;
-        Assert.Equal(granted, withAddresses.Nodes.Select(n => n.Id).Order().ToList());
+        Assert.Equal(granted, withAddresses.Nodes.Take(granted.Count).Select(n => n.Id).Order().ToList());
+        Assert.Equal(nodes.Keys.Order().ToList(), withAddresses.Nodes.Select(n => n.Id).Order().ToList());
         Assert.All(withAddresses.Nodes, n => Assert.Equal((nodes[n.Id], "127.0.0.1"), (n.Port, n.Host)));
 
         var plain = await CreateAsync(client, job, "plain", FrameFlags.None, cts.Token);

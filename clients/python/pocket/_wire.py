@@ -17,7 +17,7 @@ WRITE_EXTENT, READ_EXTENT = 40, 41
 DELETE_AFTER_READ = 1 << 0
 KEEP_AFTER_JOB = 1 << 1
 RECURSIVE = 1 << 2
-NODE_ADDRESSES = 1 << 3  # Create/Get: append the addresses of the nodes the grants name
+NODE_ADDRESSES = 1 << 3  # Create/Get: append the addresses of the grants' nodes and the job's other nodes
 REPLY = 1 << 15
 
 # Statuses (frozen numbers).
