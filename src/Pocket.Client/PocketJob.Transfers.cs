@@ -112,12 +112,32 @@ public sealed partial class PocketJob
     /// <summary>
     /// Sends a Get whose request is encoded into <paramref name="request"/> (the caller's, returned by the caller once
     /// the reply is in) and returns its OK reply; an OK reply that fits is read into <paramref name="replyInto"/> (see
-    /// <see cref="PocketClient.ReplyBody"/>). On a connected client the get's caller awaits the connection's request
-    /// itself: no async level of the client's between the caller and the reply (each level is a pooled box, an
-    /// execution-context capture and a continuation to run per get; the fan-in profile showed them per level).
+    /// <see cref="PocketClient.ReplyBody"/>). The small get into a caller's buffer does this itself (see
+    /// <see cref="StartGetAsync"/>): one async level less on the path a fan-in client runs per request.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, CancellationToken cancellationToken)
+    {
+        var send = StartGetAsync(key, offset, length, flags, request, replyInto, cancellationToken, out var sent);
+        try
+        {
+            return PocketClient.Checked(await send.ConfigureAwait(false));
+        }
+        catch (ConnectionLostException lost) when (sent.Connection is not null)
+        {
+            return await ResendGetAsync(lost, sent, request, replyInto).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Encodes a Get into <paramref name="request"/> and sends it; the caller awaits the reply, checks it
+    /// (<see cref="PocketClient.Checked"/>: a no-op on a reply that already was) and hands a
+    /// <see cref="ConnectionLostException"/> to <see cref="ResendGetAsync"/> when <paramref name="sent"/> has a
+    /// connection. On a connected client the returned task is the connection's request itself, so the caller awaits
+    /// the reply with no async level of the client's between (each level is a pooled box, an execution-context
+    /// capture and a continuation to run per get; the fan-in profile showed them per level).
+    /// </summary>
+    private ValueTask<FrameReply> StartGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, CancellationToken cancellationToken, out SentGet sent)
     {
         var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
         var asked = frameFlags | _client.NodeAddressesFlag;
@@ -126,20 +146,19 @@ public sealed partial class PocketJob
         cancellationToken.ThrowIfCancellationRequested();
         var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
         GetRequest.Write(request, key, offset, length);
-        if (_client.ConnectedMetadata is not { } connection)
-        {
-            return await _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id).ConfigureAwait(false);
-        }
-
-        try
-        {
-            return PocketClient.Checked(await connection.SendAsync(Opcode.Get, asked, Token, request.WrittenMemory, replyInto: replyInto, cancellationToken: token).ConfigureAwait(false));
-        }
-        catch (ConnectionLostException lost)
-        {
-            return await _client.ResendMetadataAsync(lost, Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto, Id).ConfigureAwait(false);
-        }
+        var connection = _client.ConnectedMetadata;
+        sent = new SentGet(connection, asked, token);
+        return connection is null
+            ? _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id)
+            : connection.SendAsync(Opcode.Get, asked, Token, request.WrittenMemory, replyInto: replyInto, cancellationToken: token);
     }
+
+    /// <summary>A Get sent on the metadata connection lost it: sent again when it never left, else the client's error.</summary>
+    private ValueTask<FrameReply> ResendGetAsync(ConnectionLostException lost, in SentGet sent, BodyWriter request, byte[] replyInto) =>
+        _client.ResendMetadataAsync(lost, Opcode.Get, sent.Flags, Token, request.WrittenMemory, sent.Token, replyInto, Id);
+
+    /// <summary>How <see cref="StartGetAsync"/> sent a Get: the connection (null: through <see cref="PocketClient.SendMetadataAsync"/>), flags and token.</summary>
+    private readonly record struct SentGet(FrameConnection? Connection, FrameFlags Flags, CancellationToken Token);
 
     private static GetReply ReadGetReply(ReadOnlySpan<byte> body) =>
         GetReply.TryRead(body, out var reply) ? reply : throw new PocketException(Status.BadRequest, "malformed get reply from the metadata server");

@@ -325,7 +325,18 @@ public sealed partial class PocketJob
         var request = BodyWriter.Rent();
         try
         {
-            var reply = await SendGetAsync(key, offset, -1, flags, request, scratch, cancellationToken).ConfigureAwait(false);
+            // SendGetAsync's work without its async level (see StartGetAsync): the caller awaits the request itself.
+            FrameReply reply;
+            var send = StartGetAsync(key, offset, -1, flags, request, scratch, cancellationToken, out var sent);
+            try
+            {
+                reply = PocketClient.Checked(await send.ConfigureAwait(false));
+            }
+            catch (ConnectionLostException lost) when (sent.Connection is not null)
+            {
+                reply = await ResendGetAsync(lost, sent, request, scratch).ConfigureAwait(false);
+            }
+
             var body = PocketClient.ReplyBody(reply, scratch);
             var got = ReadGetReply(body);
             if (got.IsInline)

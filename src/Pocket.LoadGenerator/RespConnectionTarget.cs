@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
+using Pocket.Networking;
 
 namespace Pocket.LoadGenerator;
 
@@ -17,7 +18,9 @@ internal sealed class RespConnectionTarget : IBenchTarget
     private readonly RespConnection _connection;
     private readonly byte[] _root;
     private byte[] _key = new byte[256];
-    private readonly SemaphoreSlim _turn = new(1, 1);
+    // The turn costs what Pocket's client pays for its in-flight bound (an AsyncGate: one interlocked operation in, one
+    // out), not a SemaphoreSlim's two monitor locks per op: bench work the peer alone did was charged to the peer.
+    private readonly AsyncGate _turn = new(1);
     private int _database;
 
     public RespConnectionTarget(RedisBenchTarget shared, RespConnection connection)
@@ -35,7 +38,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
     public async ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken)
     {
         CheckWhole(value.Length);
-        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await _turn.EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             await UseDatabaseAsync(0).ConfigureAwait(false);
@@ -43,7 +46,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
         }
         finally
         {
-            _turn.Release();
+            _turn.Exit();
         }
     }
 
@@ -53,7 +56,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
     {
         CheckWhole(destination.Length);
         long length;
-        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await _turn.EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             await UseDatabaseAsync(0).ConfigureAwait(false);
@@ -61,7 +64,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
         }
         finally
         {
-            _turn.Release();
+            _turn.Exit();
         }
 
         return length >= 0 ? length : throw new LoadGeneratorException($"{Name}: key '{key}' is missing");
@@ -86,7 +89,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
         // The same SCAN walk as the multiplexed target's, one round trip per SCAN.
         var pattern = _shared.Root + prefix + "*";
         var count = limit.ToString(CultureInfo.InvariantCulture);
-        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await _turn.EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             await UseDatabaseAsync(RedisBenchTarget.ListDatabase).ConfigureAwait(false);
@@ -102,7 +105,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
         }
         finally
         {
-            _turn.Release();
+            _turn.Exit();
         }
     }
 
@@ -112,16 +115,12 @@ internal sealed class RespConnectionTarget : IBenchTarget
     public Task DropListedAsync(string prefix, int count, CancellationToken cancellationToken) =>
         _shared.DropListedAsync(prefix, count, cancellationToken);
 
-    public async ValueTask DisposeAsync()
-    {
-        await _connection.DisposeAsync().ConfigureAwait(false);
-        _turn.Dispose();
-    }
+    public ValueTask DisposeAsync() => _connection.DisposeAsync();
 
     /// <summary>One command in <paramref name="database"/>, in this connection's turn.</summary>
     private async ValueTask<long> CommandAsync(int database, CancellationToken cancellationToken, params string[] arguments)
     {
-        await _turn.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await _turn.EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             await UseDatabaseAsync(database).ConfigureAwait(false);
@@ -129,7 +128,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
         }
         finally
         {
-            _turn.Release();
+            _turn.Exit();
         }
     }
 
