@@ -619,15 +619,27 @@ internal sealed class LoopConnection
     }
 
     /// <summary>Bytes from the socket, or for TLS decrypted ones (a direct body is then decrypted and copied; plain ones land in place).</summary>
-    private int ReceiveFrom(Span<byte> destination, out SocketError error) =>
-        _tls is null ? _socket.Receive(destination, SocketFlags.None, out error) : _tls.Receive(destination, _hungUp, out error);
+    private int ReceiveFrom(Span<byte> destination, out SocketError error)
+    {
+        if (_tls is not null)
+        {
+            return _tls.Receive(destination, _hungUp, out error);
+        }
+
+        // Straight on the descriptor: this thread owns the connection, and only the owner closes it.
+        var read = Linux.ReceiveOwned(Fd, destination, out var errno);
+        error = read >= 0 ? SocketError.Success : Linux.SocketErrorOf(errno);
+        return Math.Max(read, 0);
+    }
 
     /// <summary>Bytes to the socket (what it takes now), or for TLS encrypted (all of them) and sent as far as the socket takes.</summary>
     private int SendTo(ReadOnlySpan<byte> bytes, out SocketError error)
     {
         if (_tls is null)
         {
-            return _socket.Send(bytes, SocketFlags.None, out error);
+            var sent = Linux.SendOwned(Fd, bytes, out var errno);
+            error = sent >= 0 ? SocketError.Success : Linux.SocketErrorOf(errno);
+            return Math.Max(sent, 0);
         }
 
         error = _tls.Send(bytes) ? SocketError.Success : SocketError.ConnectionReset;
