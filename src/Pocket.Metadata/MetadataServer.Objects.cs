@@ -60,20 +60,22 @@ public sealed partial class MetadataServer
         }
 
         var read = result.Value;
+        if (read.IsInline)
+        {
+            // The stored bytes go straight into the reply after their head, not through a body first (one copy of the
+            // object per get, not two).
+            Span<byte> head = stackalloc byte[GetReply.InlineHeadSize];
+            GetReply.WriteInlineHead(head, read.Size);
+            frame.Reply(Status.Ok, head, read.Inline.Span);
+            return;
+        }
+
         var body = BodyWriter.Rent();
         try
         {
-            if (read.IsInline)
-            {
-                GetReply.WriteInline(body, read.Size, read.Inline.Span);
-            }
-            else
-            {
-                GetReply.WriteExtentsHead(body, read.Size, read.Release);
-                WriteGrants(body, read.Extents, GrantRights.Read);
-                WriteAddressesIfAsked(frame, body, read.Extents, job);
-            }
-
+            GetReply.WriteExtentsHead(body, read.Size, read.Release);
+            WriteGrants(body, read.Extents, GrantRights.Read);
+            WriteAddressesIfAsked(frame, body, read.Extents, job);
             frame.Reply(Status.Ok, body.WrittenSpan);
         }
         finally

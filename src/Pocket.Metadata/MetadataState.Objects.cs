@@ -56,12 +56,13 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.BadRequest, $"range {offset}+{length} is outside object '{key}' of {entry.Size} bytes");
             }
 
-            if (Nodes.LostNode(entry.Extents) is { } lost)
+            // An inline object has no extents: no node to ask about (the checks cost a small get two interface walks).
+            if (entry.Extents.Length > 0 && Nodes.LostNode(entry.Extents) is { } lost)
             {
                 return Outcome.Fail(Status.NodeLost, $"object '{key}' lost: storage node {lost} is dead");
             }
 
-            if (Nodes.UnavailableNode(entry.Extents) is { } unavailable)
+            if (entry.Extents.Length > 0 && Nodes.UnavailableNode(entry.Extents) is { } unavailable)
             {
                 return Outcome.Fail(Status.NodeUnavailable, $"object '{key}' is on storage node {unavailable}, which missed its heartbeats; retry shortly (it is declared dead, and the object lost, after {Nodes.NodeTimeout.TotalSeconds:0.#} s of silence)");
             }

@@ -85,15 +85,40 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     public void ArmListener(Socket listener) =>
         Linux.EpollArm(_epoll, listener.SafeHandle, Linux.EpollCtlMod, ListenerEvents, ListenerData);
 
-    /// <summary>Starts watching a new connection (it is read as soon as data arrives, on whichever loop wakes).</summary>
-    public void Add(LoopConnection connection)
+    /// <summary>
+    /// Starts watching a new connection (it is read as soon as data arrives, on whichever loop wakes), by its owner at
+    /// the end of its first turn (see <see cref="LoopConnection.RunFirst"/>); with <paramref name="writes"/> also for
+    /// room to write. False, with <paramref name="errno"/>, when epoll refused.
+    /// </summary>
+    public bool Add(LoopConnection connection, bool writes, out int errno)
     {
         _connections[connection.Id] = connection;
-        if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, connection.Fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollEt, (ulong)connection.Id))
+        var events = Linux.EpollIn | Linux.EpollRdHup | Linux.EpollEt | (writes ? Linux.EpollOut : 0);
+        if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, connection.Fd, events, (ulong)connection.Id))
         {
+            errno = Marshal.GetLastPInvokeError();
             _connections.TryRemove(connection.Id, out _);
-            throw new IOException($"epoll_ctl add failed: errno {Marshal.GetLastPInvokeError()}");
+            return false;
         }
+
+        errno = 0;
+        return true;
+    }
+
+    /// <summary>True when <paramref name="fd"/> is in the epoll set now, as /proc says (tests).</summary>
+    internal bool Watches(int fd)
+    {
+        foreach (var line in File.ReadLines($"/proc/self/fdinfo/{_epoll}"))
+        {
+            // "tfd:     12 events: ..."
+            var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (fields.Length > 1 && fields[0] == "tfd:" && fields[1] == fd.ToString(System.Globalization.CultureInfo.InvariantCulture))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>
@@ -105,13 +130,17 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         Linux.EpollCtl(_epoll, Linux.EpollCtlMod, connection.Fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollOut | Linux.EpollEt, (ulong)connection.Id);
 
     /// <summary>
-    /// Stops watching the connection. An event already taken by another loop may still name it: that loop finds it
-    /// gone, or finds it owned (a closed connection stays owned) and leaves it.
+    /// Stops watching the connection (<paramref name="registered"/>: it was added to epoll; one closed in its first turn
+    /// never was). An event already taken by another loop may still name it: that loop finds it gone, or finds it owned
+    /// (a closed connection stays owned) and leaves it.
     /// </summary>
-    public void Remove(LoopConnection connection)
+    public void Remove(LoopConnection connection, bool registered)
     {
         _connections.TryRemove(connection.Id, out _);
-        Linux.EpollCtl(_epoll, Linux.EpollCtlDel, connection.Fd, 0, 0);
+        if (registered)
+        {
+            Linux.EpollCtl(_epoll, Linux.EpollCtlDel, connection.Fd, 0, 0);
+        }
     }
 
     /// <summary>

@@ -52,6 +52,9 @@ public sealed class FrameContext
 
     internal bool Replied => _replied;
 
+    /// <summary>True when the connection is in its server's epoll set now (tests).</summary>
+    internal bool Watched => _loop.Watched;
+
     /// <summary>The status of the reply to the current request (meaningful once it is answered).</summary>
     public Status ReplyStatus { get; private set; }
 

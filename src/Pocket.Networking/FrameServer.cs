@@ -170,9 +170,9 @@ public sealed class FrameServer : IDisposable
     internal void CountGatheredReply() => Interlocked.Increment(ref _gatheredReplies);
 
     /// <summary>
-    /// Sets up a connection just accepted by an event loop (see <see cref="LoopAcceptor"/>): a plain one is registered
-    /// with the loops and returned, owned by the accepting loop, which runs its first turn next (a TLS one too, under a
-    /// <see cref="TlsTransport"/>). Null when it was refused (over the connection limit) or failed.
+    /// Sets up a connection just accepted by an event loop (see <see cref="LoopAcceptor"/>) and returns it, owned by the
+    /// accepting loop, which runs its first turn next and adds it to epoll at the end of that turn (a TLS one too, under
+    /// a <see cref="TlsTransport"/>). Null when it was refused (over the connection limit) or failed.
     /// </summary>
     internal LoopConnection? Admit(int fd)
     {
@@ -220,8 +220,8 @@ public sealed class FrameServer : IDisposable
             connection.Loop = _tlsOptions is null
                 ? new LoopConnection(this, _handler, socket, id, remote)
                 : new LoopConnection(this, _handler, socket, id, remote, new TlsTransport(socket, _tlsOptions));
+            // Added to epoll by its first turn, on the accepting loop (see LoopConnection.RunFirst).
             _connections[id] = connection;
-            _loops!.Add(connection.Loop);
             return connection.Loop;
         }
         catch (Exception ex) when (ex is SocketException or IOException)

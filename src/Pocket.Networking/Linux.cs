@@ -21,6 +21,12 @@ internal static unsafe partial class Linux
     private const int RlimitNofile = 7;
     private const int Eintr = 4;
     private const int Eagain = 11;
+    private const int Ebadf = 9;
+    private const int Epipe = 32;
+    private const int Econnaborted = 103;
+    private const int Econnreset = 104;
+    private const int Enotconn = 107;
+    private const int Etimedout = 110;
     public const int Emfile = 24;
     public const int Enfile = 23;
     public const int Enobufs = 105;
@@ -52,6 +58,9 @@ internal static unsafe partial class Linux
 
     [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
     private static partial nint RecvRaw(nint fd, byte* buffer, nint length, int flags);
+
+    [LibraryImport("libc", EntryPoint = "send", SetLastError = true)]
+    private static partial nint SendRaw(nint fd, byte* buffer, nint length, int flags);
 
     [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
     private static partial nint SendMsgRaw(nint fd, MessageHeader* message, int flags);
@@ -130,6 +139,63 @@ internal static unsafe partial class Linux
             }
         }
     }
+
+    /// <summary>
+    /// Reads what has arrived on a non-blocking socket that the calling thread owns (an event loop's connection: only
+    /// its owner reads, writes or closes it, so its descriptor cannot be closed under the call): the count read, 0 at
+    /// the end of the stream, or -1 with <paramref name="errno"/> (EAGAIN when nothing is there yet). No handle
+    /// reference count and no socket wrapper per call: a 1 KiB get spent ~4 % of the metadata server's CPU in them.
+    /// </summary>
+    public static int ReceiveOwned(int fd, Span<byte> destination, out int errno)
+    {
+        fixed (byte* p = destination)
+        {
+            while (true)
+            {
+                var n = RecvRaw(fd, p, destination.Length, 0);
+                errno = n >= 0 ? 0 : Marshal.GetLastPInvokeError();
+                if (n >= 0 || errno != Eintr)
+                {
+                    return (int)n;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Writes what a non-blocking socket that the calling thread owns takes now (see <see cref="ReceiveOwned"/>): the
+    /// count written, or -1 with <paramref name="errno"/> (EAGAIN when it takes nothing now). MSG_NOSIGNAL: a peer gone
+    /// is an error (EPIPE), not a signal.
+    /// </summary>
+    public static int SendOwned(int fd, ReadOnlySpan<byte> source, out int errno)
+    {
+        fixed (byte* p = source)
+        {
+            while (true)
+            {
+                var n = SendRaw(fd, p, source.Length, MsgNoSignal);
+                errno = n >= 0 ? 0 : Marshal.GetLastPInvokeError();
+                if (n >= 0 || errno != Eintr)
+                {
+                    return (int)n;
+                }
+            }
+        }
+    }
+
+    /// <summary>The socket error an errno from <see cref="ReceiveOwned"/> or <see cref="SendOwned"/> stands for (as the runtime maps it).</summary>
+    public static System.Net.Sockets.SocketError SocketErrorOf(int errno) => errno switch
+    {
+        Eagain => System.Net.Sockets.SocketError.WouldBlock,
+        Epipe => System.Net.Sockets.SocketError.Shutdown,
+        Econnreset => System.Net.Sockets.SocketError.ConnectionReset,
+        Econnaborted => System.Net.Sockets.SocketError.ConnectionAborted,
+        Etimedout => System.Net.Sockets.SocketError.TimedOut,
+        Enotconn => System.Net.Sockets.SocketError.NotConnected,
+        Ebadf => System.Net.Sockets.SocketError.OperationAborted,
+        Enobufs => System.Net.Sockets.SocketError.NoBufferSpaceAvailable,
+        _ => System.Net.Sockets.SocketError.SocketError,
+    };
 
     /// <summary>
     /// Takes one connection from a non-blocking listener's queue (accept4, the new socket close-on-exec and

@@ -49,6 +49,9 @@ internal sealed class LoopConnection
     private int _turnFrames;
     private bool _watchingWrites;
 
+    // Set once the connection is in the loops' epoll set: by the end of its first turn, while its loop still owns it.
+    private bool _registered;
+
     // 1 while a thread owns the connection (a loop running it or owing it a turn, the I/O pool, or whoever closed it:
     // a closed connection stays owned, so a late event never runs it). A new connection is owned by the loop that
     // accepted it until its first turn (see RunFirst) lets go.
@@ -118,6 +121,9 @@ internal sealed class LoopConnection
     /// <summary>True while a handler runs or waits for the I/O pool: never idle then.</summary>
     public bool Busy => Volatile.Read(ref _busy) != 0;
 
+    /// <summary>True when the connection is in the loops' epoll set now (tests: see <see cref="RunFirst"/>).</summary>
+    internal bool Watched => _server.Loops.Watches(Fd);
+
     /// <summary>Bytes the connection holds now: its buffers (0 when idle).</summary>
     public int BufferedBytes => (_in?.Length ?? 0) + (_out?.Length ?? 0);
 
@@ -139,8 +145,11 @@ internal sealed class LoopConnection
     }
 
     /// <summary>
-    /// The first turn of a new connection, on the loop that accepted it (which owns it from the start): registered
-    /// edge-triggered before this, so input that arrives after its read raises an event. Returns as <see cref="Run"/>.
+    /// The first turn of a new connection, on the loop that accepted it (which owns it from the start). The connection
+    /// joins the epoll set (edge-triggered) only at the end of that turn, before its owner lets go of it or hands it to
+    /// the I/O pool (see <see cref="Register"/>): the ADD then reports input that came after the turn's last read, and
+    /// none that the turn read. Added before the turn, a first request already there raised an event at once that woke
+    /// the server's other loop for input this turn was about to read. Returns as <see cref="Run"/>.
     /// </summary>
     public bool RunFirst()
     {
@@ -199,6 +208,13 @@ internal sealed class LoopConnection
                     }
 
                     RunAfterReplies();
+
+                    // The pool thread may let go of it: events must come from then on.
+                    if (!_registered && !Register(writes: false))
+                    {
+                        return Outcome.Gone;
+                    }
+
                     Volatile.Write(ref _busy, 1);
                     _server.Loops.Offload(this);
                     return Outcome.Gone;
@@ -302,7 +318,14 @@ internal sealed class LoopConnection
 
         if (backlog > 0 && !_watchingWrites)
         {
-            if (!_server.Loops.WatchWrites(this))
+            if (!_registered)
+            {
+                if (!Register(writes: true))
+                {
+                    return Outcome.Gone;
+                }
+            }
+            else if (!_server.Loops.WatchWrites(this))
             {
                 Close($"epoll_ctl failed: errno {Marshal.GetLastPInvokeError()}");
                 return Outcome.Gone;
@@ -311,7 +334,29 @@ internal sealed class LoopConnection
             _watchingWrites = true;
         }
 
+        // The owner lets go next: from then on only an event brings the connection back.
+        if (outcome == Outcome.Wait && !_registered && !Register(writes: false))
+        {
+            return Outcome.Gone;
+        }
+
         return outcome;
+    }
+
+    /// <summary>
+    /// Adds the connection to the epoll set, by its owner (the descriptor is open, so its number is this socket's and
+    /// no other's); closes it when epoll refuses (false).
+    /// </summary>
+    private bool Register(bool writes)
+    {
+        if (_server.Loops.Add(this, writes, out var errno))
+        {
+            _registered = true;
+            return true;
+        }
+
+        Close($"epoll_ctl add failed: errno {errno}");
+        return false;
     }
 
     /// <summary>Moves the frame state machine on over the bytes already received, handling whole frames inline.</summary>
@@ -619,15 +664,27 @@ internal sealed class LoopConnection
     }
 
     /// <summary>Bytes from the socket, or for TLS decrypted ones (a direct body is then decrypted and copied; plain ones land in place).</summary>
-    private int ReceiveFrom(Span<byte> destination, out SocketError error) =>
-        _tls is null ? _socket.Receive(destination, SocketFlags.None, out error) : _tls.Receive(destination, _hungUp, out error);
+    private int ReceiveFrom(Span<byte> destination, out SocketError error)
+    {
+        if (_tls is not null)
+        {
+            return _tls.Receive(destination, _hungUp, out error);
+        }
+
+        // Straight on the descriptor: this thread owns the connection, and only the owner closes it.
+        var read = Linux.ReceiveOwned(Fd, destination, out var errno);
+        error = read >= 0 ? SocketError.Success : Linux.SocketErrorOf(errno);
+        return Math.Max(read, 0);
+    }
 
     /// <summary>Bytes to the socket (what it takes now), or for TLS encrypted (all of them) and sent as far as the socket takes.</summary>
     private int SendTo(ReadOnlySpan<byte> bytes, out SocketError error)
     {
         if (_tls is null)
         {
-            return _socket.Send(bytes, SocketFlags.None, out error);
+            var sent = Linux.SendOwned(Fd, bytes, out var errno);
+            error = sent >= 0 ? SocketError.Success : Linux.SocketErrorOf(errno);
+            return Math.Max(sent, 0);
         }
 
         error = _tls.Send(bytes) ? SocketError.Success : SocketError.ConnectionReset;
@@ -898,7 +955,7 @@ internal sealed class LoopConnection
         }
         finally
         {
-            _server.Loops.Remove(this);
+            _server.Loops.Remove(this, _registered);
             _tls?.Release();
             _socket.Dispose();
             ReturnReceiveBuffer();

@@ -74,6 +74,121 @@ public sealed partial class LoopAcceptTests
     }
 
     [Fact]
+    public async Task AConnectionJoinsEpollAfterItsFirstTurnAndItsNextRequestsStillArrive()
+    {
+        const int Clients = 12;
+        Assert.True(Clients <= LoopAcceptor.AcceptsPerWake);
+        var handler = new GatedPingHandler { RecordWatched = true };
+        using var server = new FrameServer("test", new FrameServerOptions { EventLoops = 1 }, handler, NullLogger.Instance);
+        server.Start();
+        using var cts = Timeout(120);
+        using var gate = await ConnectRawAsync(server.EndPoint);
+        await SendRawAsync(gate, Header(Opcode.Ping, 0, requestId: Gate));
+        Assert.True(handler.WaitEntered(cts.Token), "the gated frame never reached the handler");
+        var clients = new List<Socket>();
+        try
+        {
+            // Each request is in the server's receive queue before the loop is free to accept.
+            for (var i = 0; i < Clients; i++)
+            {
+                var client = await ConnectRawAsync(server.EndPoint);
+                clients.Add(client);
+                await SendRawAsync(client, Header(Opcode.Ping, 0, requestId: Probe + (uint)i));
+            }
+
+            foreach (var client in clients)
+            {
+                await WaitUntilAsync(() => Task.FromResult(Unacknowledged(client) == 0), "the server's kernel acknowledged a client's request");
+            }
+
+            var before = server.FirstReadsAtAccept;
+            handler.OpenGate.Set();
+            for (var i = 0; i < Clients; i++)
+            {
+                Assert.Equal(Probe + (uint)i, await ReadReplyIdAsync(clients[i], cts.Token));
+            }
+
+            // Each first request was read and answered by the accepting turn, with the connection not yet in the epoll
+            // set: an edge-triggered ADD before the turn raised an event (waking the other loop) for that very input.
+            Assert.Equal(before + Clients, server.FirstReadsAtAccept);
+            for (var i = 0; i < Clients; i++)
+            {
+                Assert.False(handler.WatchedAt[Probe + (uint)i], $"client {i} was in the epoll set during its first turn");
+            }
+
+            // Added once the turn was done: later requests arrive by events.
+            for (var round = 2u; round <= 3; round++)
+            {
+                for (var i = 0; i < Clients; i++)
+                {
+                    await SendRawAsync(clients[i], Header(Opcode.Ping, 0, requestId: (Probe * round) + (uint)i));
+                }
+
+                for (var i = 0; i < Clients; i++)
+                {
+                    Assert.Equal((Probe * round) + (uint)i, await ReadReplyIdAsync(clients[i], cts.Token));
+                    Assert.True(handler.WatchedAt[(Probe * round) + (uint)i], $"client {i} was not in the epoll set after its first turn");
+                }
+            }
+        }
+        finally
+        {
+            handler.OpenGate.Set();
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task AConnectionWhoseFirstTurnIsOffloadedStillGetsItsLaterRequests()
+    {
+        const int Clients = 8;
+        var handler = new GatedPingHandler(offload: true) { RecordWatched = true };
+        using var server = new FrameServer("test", new FrameServerOptions { EventLoops = 1, IoThreads = 2 }, handler, NullLogger.Instance);
+        server.Start();
+        using var cts = Timeout(120);
+        var clients = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < Clients; i++)
+            {
+                var client = await ConnectRawAsync(server.EndPoint);
+                clients.Add(client);
+                await SendRawAsync(client, Header(Opcode.Ping, 0, requestId: Probe + (uint)i));
+            }
+
+            for (var i = 0; i < Clients; i++)
+            {
+                Assert.Equal(Probe + (uint)i, await ReadReplyIdAsync(clients[i], cts.Token));
+            }
+
+            // Handed to the I/O pool in its first turn, each was in the epoll set before its loop let go of it.
+            for (var round = 1u; round <= 3; round++)
+            {
+                for (var i = 0; i < Clients; i++)
+                {
+                    await SendRawAsync(clients[i], Header(Opcode.Ping, 0, requestId: (Probe * (round + 1)) + (uint)i));
+                    Assert.Equal((Probe * (round + 1)) + (uint)i, await ReadReplyIdAsync(clients[i], cts.Token));
+                }
+            }
+
+            // Each frame ran on the pool with its connection already in the epoll set (added before its loop handed it
+            // over: the pool thread may let go of it, and only an event brings it back).
+            Assert.Equal(Clients * 4, handler.Offloaded);
+            Assert.All(handler.WatchedAt.Values, Assert.True);
+        }
+        finally
+        {
+            foreach (var client in clients)
+            {
+                client.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task AConnectStormBeyondTheAcceptBatchIsServedWhileAnEstablishedConnectionKeepsGettingAnswers()
     {
         const int Storm = 3_000;
@@ -276,22 +391,45 @@ public sealed partial class LoopAcceptTests
     [LibraryImport("libc", EntryPoint = "ioctl", SetLastError = true)]
     private static partial int Ioctl(nint fd, nuint request, out int value);
 
-    /// <summary>Answers Ping inline on the loop; a frame with the gate's id holds its loop until the gate opens.</summary>
-    private sealed class GatedPingHandler : IFrameHandler
+    /// <summary>
+    /// Answers Ping inline on the loop (or, with <c>offload</c>, every frame on the I/O pool); a frame with the gate's
+    /// id holds its thread until the gate opens.
+    /// </summary>
+    private sealed class GatedPingHandler(bool offload = false) : IFrameHandler
     {
         private readonly SemaphoreSlim _entered = new(0);
+        private int _offloaded;
+
+        /// <summary>Records <see cref="WatchedAt"/> (reads the epoll set from /proc per request).</summary>
+        public bool RecordWatched { get; init; }
+
+        /// <summary>Whether the connection was in the epoll set while the handler ran, by request id.</summary>
+        public System.Collections.Concurrent.ConcurrentDictionary<uint, bool> WatchedAt { get; } = new();
+
+        /// <summary>Frames handled on the I/O pool.</summary>
+        public int Offloaded => Volatile.Read(ref _offloaded);
 
         public ManualResetEventSlim OpenGate { get; } = new();
 
         /// <summary>Waits for one more gated frame to enter the handler.</summary>
         public bool WaitEntered(CancellationToken cancellationToken) => _entered.Wait(TimeSpan.FromSeconds(30), cancellationToken);
 
-        public int PrefixLength(in FrameHeader header) => -1;
+        public int PrefixLength(in FrameHeader header) => offload ? 0 : -1;
 
-        public FrameAdmission Admit(FrameContext frame) => FrameAdmission.Buffer;
+        public FrameAdmission Admit(FrameContext frame) => offload ? FrameAdmission.Blocking : FrameAdmission.Buffer;
 
         public void Handle(FrameContext frame)
         {
+            if (offload && Thread.CurrentThread.Name?.Contains(" io ", StringComparison.Ordinal) == true)
+            {
+                Interlocked.Increment(ref _offloaded);
+            }
+
+            if (RecordWatched && frame.Header.RequestId >= Probe)
+            {
+                WatchedAt[frame.Header.RequestId] = frame.Watched;
+            }
+
             if (frame.Header.RequestId == Gate)
             {
                 _entered.Release();

@@ -64,7 +64,20 @@ public readonly ref struct GetReply
 
     public GrantList Grants { get; }
 
+    /// <summary>Bytes of an inline reply before its range: the kind and the object size.</summary>
+    public const int InlineHeadSize = 9;
+
     public static void WriteInline(BodyWriter body, long size, ReadOnlySpan<byte> range) => body.U8(InlineKind).I64(size).Bytes(range);
+
+    /// <summary>
+    /// Writes the head of an inline reply (<see cref="InlineHeadSize"/> bytes); the range follows it, so a server can
+    /// send the stored bytes after the head without first copying them into a body.
+    /// </summary>
+    public static void WriteInlineHead(Span<byte> head, long size)
+    {
+        head[0] = InlineKind;
+        System.Buffers.Binary.BinaryPrimitives.WriteInt64LittleEndian(head[1..InlineHeadSize], size);
+    }
 
     /// <summary>Writes the head of an extents reply; the caller then writes the grants (<see cref="GrantList"/>).</summary>
     public static void WriteExtentsHead(BodyWriter body, long size, ulong release) => body.U8(ExtentsKind).I64(size).U64(release);
