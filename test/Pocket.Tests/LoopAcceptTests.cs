@@ -41,17 +41,7 @@ public sealed partial class LoopAcceptTests
         var clients = new List<Socket>();
         try
         {
-            for (var i = 0; i < Clients; i++)
-            {
-                var client = await ConnectRawAsync(server.EndPoint);
-                clients.Add(client);
-                await SendRawAsync(client, Header(Opcode.Ping, 0, requestId: Probe + (uint)i));
-            }
-
-            foreach (var client in clients)
-            {
-                await WaitUntilAsync(() => Task.FromResult(Unacknowledged(client) == 0), "the server's kernel acknowledged a client's request");
-            }
+            await QueueFirstRequestsAsync(server.EndPoint, Clients, clients);
 
             Assert.Equal(before, server.FirstReadsAtAccept);
             handler.OpenGate.Set();
@@ -89,17 +79,7 @@ public sealed partial class LoopAcceptTests
         try
         {
             // Each request is in the server's receive queue before the loop is free to accept.
-            for (var i = 0; i < Clients; i++)
-            {
-                var client = await ConnectRawAsync(server.EndPoint);
-                clients.Add(client);
-                await SendRawAsync(client, Header(Opcode.Ping, 0, requestId: Probe + (uint)i));
-            }
-
-            foreach (var client in clients)
-            {
-                await WaitUntilAsync(() => Task.FromResult(Unacknowledged(client) == 0), "the server's kernel acknowledged a client's request");
-            }
+            await QueueFirstRequestsAsync(server.EndPoint, Clients, clients);
 
             var before = server.FirstReadsAtAccept;
             handler.OpenGate.Set();
@@ -378,6 +358,26 @@ public sealed partial class LoopAcceptTests
         Assert.Equal(Status.Ok, FrameHeader.TryRead(bytes, int.MaxValue, out var header));
         Assert.Equal(Status.Ok, header.Status);
         return header.RequestId;
+    }
+
+    /// <summary>
+    /// Connects <paramref name="count"/> clients into <paramref name="clients"/> (the caller disposes them), each sending
+    /// a Ping with id Probe + its index, and waits until the server's kernel acknowledged every request: with the
+    /// server's loops held in a handler, they wait unaccepted.
+    /// </summary>
+    private static async Task QueueFirstRequestsAsync(System.Net.IPEndPoint endPoint, int count, List<Socket> clients)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            var client = await ConnectRawAsync(endPoint);
+            clients.Add(client);
+            await SendRawAsync(client, Header(Opcode.Ping, 0, requestId: Probe + (uint)i));
+        }
+
+        foreach (var client in clients)
+        {
+            await WaitUntilAsync(() => Task.FromResult(Unacknowledged(client) == 0), "the server's kernel acknowledged a client's request");
+        }
     }
 
     /// <summary>Bytes the client sent that its peer's kernel has not acknowledged yet (SIOCOUTQ).</summary>
