@@ -150,15 +150,12 @@ internal static unsafe partial class Linux
     {
         fixed (byte* p = destination)
         {
-            while (true)
+            nint n;
+            while (Interrupted(n = RecvRaw(fd, p, destination.Length, 0), out errno))
             {
-                var n = RecvRaw(fd, p, destination.Length, 0);
-                errno = n >= 0 ? 0 : Marshal.GetLastPInvokeError();
-                if (n >= 0 || errno != Eintr)
-                {
-                    return (int)n;
-                }
             }
+
+            return (int)n;
         }
     }
 
@@ -171,15 +168,12 @@ internal static unsafe partial class Linux
     {
         fixed (byte* p = source)
         {
-            while (true)
+            nint n;
+            while (Interrupted(n = SendRaw(fd, p, source.Length, MsgNoSignal), out errno))
             {
-                var n = SendRaw(fd, p, source.Length, MsgNoSignal);
-                errno = n >= 0 ? 0 : Marshal.GetLastPInvokeError();
-                if (n >= 0 || errno != Eintr)
-                {
-                    return (int)n;
-                }
             }
+
+            return (int)n;
         }
     }
 
@@ -209,15 +203,12 @@ internal static unsafe partial class Linux
         {
             listener.DangerousAddRef(ref added);
             var fd = listener.DangerousGetHandle();
-            while (true)
+            int accepted;
+            while (Interrupted(accepted = Accept4(fd, null, null, SockNonblock | SockCloexec), out errno))
             {
-                var accepted = Accept4(fd, null, null, SockNonblock | SockCloexec);
-                errno = accepted >= 0 ? 0 : Marshal.GetLastPInvokeError();
-                if (accepted >= 0 || errno != Eintr)
-                {
-                    return accepted;
-                }
             }
+
+            return accepted;
         }
         finally
         {
@@ -259,26 +250,35 @@ internal static unsafe partial class Linux
     /// </summary>
     private static bool Finished(nint result, string call, out int count)
     {
+        if (Interrupted(result, out var errno))
+        {
+            count = 0;
+            return false;
+        }
+
         if (result >= 0)
         {
             count = (int)result;
             return true;
         }
 
-        var errno = Marshal.GetLastPInvokeError();
         if (errno == Eagain)
         {
             count = -1;
             return true;
         }
 
-        if (errno != Eintr)
-        {
-            throw new IOException($"{call} failed: errno {errno}");
-        }
+        throw new IOException($"{call} failed: errno {errno}");
+    }
 
-        count = 0;
-        return false;
+    /// <summary>
+    /// True when a signal interrupted the call (call it again); else false with <paramref name="errno"/>: 0 when it
+    /// succeeded (<paramref name="result"/> >= 0), its error otherwise.
+    /// </summary>
+    private static bool Interrupted(nint result, out int errno)
+    {
+        errno = result >= 0 ? 0 : Marshal.GetLastPInvokeError();
+        return errno == Eintr;
     }
 
     private static int ReceiveNow(nint fd, Span<byte> destination)
