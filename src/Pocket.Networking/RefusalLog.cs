@@ -27,18 +27,6 @@ internal sealed class RefusalLog : IDisposable
         _timer = time.CreateTimer(_ => EndPeriod(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
     }
 
-    /// <summary>Refusals counted and not yet logged (tests).</summary>
-    internal int Unlogged
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _unlogged;
-            }
-        }
-    }
-
     public void Refused()
     {
         lock (_lock)
@@ -76,6 +64,7 @@ internal sealed class RefusalLog : IDisposable
         }
     }
 
+    /// <summary>Stops the period; refusals counted and not yet logged get their line now (the disposed timer ignores the re-arm).</summary>
     public void Dispose()
     {
         _timer.Dispose();
