@@ -67,7 +67,12 @@ public readonly ref struct GetReply
     /// <summary>Bytes of an inline reply before its range: the kind and the object size.</summary>
     public const int InlineHeadSize = 9;
 
-    public static void WriteInline(BodyWriter body, long size, ReadOnlySpan<byte> range) => body.U8(InlineKind).I64(size).Bytes(range);
+    public static void WriteInline(BodyWriter body, long size, ReadOnlySpan<byte> range)
+    {
+        Span<byte> head = stackalloc byte[InlineHeadSize];
+        WriteInlineHead(head, size);
+        body.Bytes(head).Bytes(range);
+    }
 
     /// <summary>
     /// Writes the head of an inline reply (<see cref="InlineHeadSize"/> bytes); the range follows it, so a server can
