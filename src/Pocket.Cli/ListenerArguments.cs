@@ -39,6 +39,9 @@ internal sealed class ListenerArguments
     /// <summary>The variable that gives `--event-loops` its default, so the roles a `pocket up` or `pocket bench` starts take it too.</summary>
     internal const string EventLoopsVariable = "POCKET_EVENT_LOOPS";
 
+    /// <summary>Most event loops a server may be given.</summary>
+    private const int MaxEventLoops = 256;
+
     /// <summary>The listener of a role on <paramref name="endPoint"/>, TLS when <paramref name="certificate"/> is given.</summary>
     public FrameServerOptions Options(ParseResult parse, IPEndPoint endPoint, X509Certificate2? certificate, FrameMetrics? metrics)
     {
@@ -77,9 +80,9 @@ internal sealed class ListenerArguments
         };
         option.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() is < 0 or > 256)
+            if (result.GetValueOrDefault<int>() is < 0 or > MaxEventLoops)
             {
-                result.AddError($"--event-loops (or ${EventLoopsVariable}) must be between 0 (automatic) and 256");
+                result.AddError($"--event-loops (or ${EventLoopsVariable}) must be between 0 (automatic) and {MaxEventLoops}");
             }
         });
         return option;
@@ -99,9 +102,10 @@ internal sealed class ListenerArguments
             return true;
         }
 
-        if (!int.TryParse(variable, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out loops) || loops > 256)
+        if (!int.TryParse(variable, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out loops) || loops > MaxEventLoops)
         {
-            error = $"${EventLoopsVariable} must be a number of event loops between 0 (automatic) and 256, not '{variable}'";
+            error = $"${EventLoopsVariable} must be a number of event loops between 0 (automatic) and {MaxEventLoops}, not '{variable}'";
+            loops = 0; // one error, not a second one from the option's range check
             return false;
         }
 
