@@ -21,7 +21,7 @@ internal static class BenchReport
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumn("system")
             .AddColumn("op");
-        foreach (var column in new[] { "ops", "p50 us", "p99 us", "p99.9 us", "ops/s", "MiB/s", "CPU us/op" })
+        foreach (var column in new[] { "ops", "p50 us", "p99 us", "p99.9 us", "ops/s", "MiB/s", "slowest client", "CPU us/op" })
         {
             table.AddColumn(new TableColumn(column).RightAligned());
         }
@@ -38,6 +38,7 @@ internal static class BenchReport
                 Format(r.PercentileMicros(99.9)),
                 Format(r.OpsPerSecond, r.OpsPerSecond >= 100 ? "0" : "0.##"),
                 Format(r.MiBPerSecond, "0.0"),
+                ClientSpread.Of(r.ClientOps) is { } spread ? Format(spread.SlowestOfMean, "0.00") + "x" : "-",
                 r.CpuMicrosPerOp is { } cpu ? Format(cpu, "0.0") : "-",
                 Markup.Escape(r.CpuScope ?? "not measured"));
         }
@@ -100,6 +101,13 @@ internal static class BenchReport
                 ["server_cpu_us_per_op"] = r.CpuMicrosPerOp is { } cpu ? Round(cpu, 2) : null,
                 ["server_cpu_scope"] = r.CpuScope,
                 ["process_cpu_us_per_op"] = Round(r.ProcessCpuMicrosPerOp, 2),
+                ["client_ops"] = ClientSpread.Of(r.ClientOps) is { } spread ? new JsonObject
+                {
+                    ["min"] = spread.Min,
+                    ["p50"] = spread.Median,
+                    ["max"] = spread.Max,
+                    ["min_of_mean"] = Round(spread.SlowestOfMean, 3),
+                } : null,
             };
         }
 

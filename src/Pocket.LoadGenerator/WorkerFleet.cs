@@ -50,7 +50,8 @@ internal sealed record WorkerCommand(string Command, string? Op = null, int Pool
 
 /// <summary>
 /// A line from a worker to the parent. <see cref="Latency"/> is the histogram as pairs (value, count), flattened, so
-/// the parent adds the workers' histograms rather than averaging their percentiles.
+/// the parent adds the workers' histograms rather than averaging their percentiles; <see cref="ClientOps"/> is each of
+/// the worker's clients' operation count (the workers run for the same time, so the parent puts them side by side).
 /// </summary>
 internal sealed record WorkerReply(
     string Kind,
@@ -61,7 +62,8 @@ internal sealed record WorkerReply(
     double Seconds = 0,
     double ProcessCpuSeconds = 0,
     long[]? Latency = null,
-    string? Error = null)
+    string? Error = null,
+    long[]? ClientOps = null)
 {
     public const string Ready = "ready";
     public const string Connected = "connected";
@@ -87,7 +89,7 @@ internal static class WorkerResult
             pairs.Add(value.CountAtValueIteratedTo);
         }
 
-        return new WorkerReply(WorkerReply.Done, Ops: result.Ops, Seconds: result.Elapsed.TotalSeconds, ProcessCpuSeconds: result.ProcessCpuSeconds, Latency: [.. pairs]);
+        return new WorkerReply(WorkerReply.Done, Ops: result.Ops, Seconds: result.Elapsed.TotalSeconds, ProcessCpuSeconds: result.ProcessCpuSeconds, Latency: [.. pairs], ClientOps: result.ClientOps);
     }
 
     /// <summary>
@@ -101,8 +103,10 @@ internal static class WorkerResult
         double rate = 0;
         double processCpu = 0;
         var longest = 0.0;
+        var clientOps = new List<long>();
         foreach (var part in parts)
         {
+            clientOps.AddRange(part.ClientOps ?? []);
             var pairs = part.Latency ?? [];
             for (var i = 0; i + 1 < pairs.Length; i += 2)
             {
@@ -116,7 +120,7 @@ internal static class WorkerResult
         }
 
         var elapsed = ops > 0 && rate > 0 ? TimeSpan.FromSeconds(ops / rate) : TimeSpan.FromSeconds(longest);
-        return new BenchResult(system, op, size, ops, elapsed, latency, serverCpuSeconds, cpuScope, processCpu);
+        return new BenchResult(system, op, size, ops, elapsed, latency, serverCpuSeconds, cpuScope, processCpu, [.. clientOps]);
     }
 }
 

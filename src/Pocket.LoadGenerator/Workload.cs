@@ -50,7 +50,11 @@ internal static class BenchOps
 internal sealed record BenchPlan(long Size, int Clients, long? Ops, TimeSpan? Duration, TimeSpan Warmup, int KeysPerRound, int PoolKeys);
 
 /// <summary>One system running one kind of operation. CPU figures are seconds over the timed rounds only.</summary>
-internal sealed record BenchResult(string System, BenchOp Op, long Size, long Ops, TimeSpan Elapsed, LongHistogram Latency, double? CpuSeconds, string? CpuScope, double ProcessCpuSeconds)
+/// <remarks>
+/// <see cref="ClientOps"/> is how many operations each client (each connection with <c>--connections</c>) completed:
+/// whether every caller was served, or some starved while others ran (empty when not counted).
+/// </remarks>
+internal sealed record BenchResult(string System, BenchOp Op, long Size, long Ops, TimeSpan Elapsed, LongHistogram Latency, double? CpuSeconds, string? CpuScope, double ProcessCpuSeconds, long[] ClientOps)
 {
     public double OpsPerSecond => Ops / Math.Max(Elapsed.TotalSeconds, 1e-9);
 
@@ -213,7 +217,7 @@ internal sealed class BenchRunner
         double? cpu = cpuBefore is { } before && cpuAfter is { } after ? after - before : null;
         var latency = histograms.Merge();
 
-        return new BenchResult(target.Name, op, 0, counts.Sum(), elapsed, latency, cpu, target.CpuScope, processCpu);
+        return new BenchResult(target.Name, op, 0, counts.Sum(), elapsed, latency, cpu, target.CpuScope, processCpu, counts);
     }
 
     private static async Task<long> RunMetaClientAsync(IBenchTarget target, MetaClient round, CancellationToken cancellationToken)
@@ -351,6 +355,7 @@ internal sealed class BenchRunner
         var clients = _plan.Clients;
         using var histograms = new PhaseLatency();
         var cursors = new long[clients];
+        var clientOps = new long[clients];
         var randoms = Enumerable.Range(0, clients).Select(c => new Random(c + 1)).ToArray();
         var remaining = new StrongBox(opsLimit ?? long.MaxValue);
         var perRound = op == BenchOp.Get ? int.MaxValue : _plan.KeysPerRound;
@@ -382,6 +387,10 @@ internal sealed class BenchRunner
             measured += elapsed;
             var roundOps = counts.Sum();
             ops += roundOps;
+            for (var c = 0; c < clients; c++)
+            {
+                clientOps[c] += counts[c];
+            }
 
             var keys = written.SelectMany(k => k).ToList();
             if (keys.Count > 0)
@@ -397,7 +406,7 @@ internal sealed class BenchRunner
 
         var latency = histograms.Merge();
 
-        return new BenchResult(target.Name, op, _plan.Size, ops, measured, latency, cpu, target.CpuScope, processCpu);
+        return new BenchResult(target.Name, op, _plan.Size, ops, measured, latency, cpu, target.CpuScope, processCpu, clientOps);
     }
 
     private async Task<long> RunClientAsync(IBenchTarget target, ClientRound round, CancellationToken cancellationToken)

@@ -115,7 +115,9 @@ public sealed class BenchTests : IDisposable
         Assert.True(fanIn["connect_ms"]!.GetValue<double>() > 0, result.ToString());
         foreach (var op in new[] { "put", "get" })
         {
-            Assert.Equal(800, report["systems"]!["pocket"]![op]!["ops"]!.GetValue<long>());
+            var figures = report["systems"]!["pocket"]![op]!;
+            Assert.Equal(800, figures["ops"]!.GetValue<long>());
+            AssertClientSpread(figures, clients: 8, ops: 800);
         }
 
         Assert.Contains("pocket: 8 connections in", result.Stderr, StringComparison.Ordinal);
@@ -144,6 +146,7 @@ public sealed class BenchTests : IDisposable
             Assert.Equal(901, figures["samples"]!.GetValue<long>());
             Assert.True(figures["p99_us"]!.GetValue<long>() >= figures["p50_us"]!.GetValue<long>(), result.ToString());
             Assert.NotNull(figures["server_cpu_us_per_op"]);
+            AssertClientSpread(figures, clients: 9, ops: 901);
         }
 
         Assert.Contains("pocket: starting 2 worker processes for 9 connections", result.Stderr, StringComparison.Ordinal);
@@ -399,5 +402,20 @@ public sealed class BenchTests : IDisposable
 
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("--tier shapes the bench's own cluster", result.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The per-client counts came through (from every worker, for the processes test): the slowest and busiest clients
+    /// bracket the mean, and the slowest's share of the mean is what its count says.
+    /// </summary>
+    private static void AssertClientSpread(JsonNode figures, int clients, long ops)
+    {
+        var spread = figures["client_ops"]!;
+        var min = spread["min"]!.GetValue<long>();
+        var median = spread["p50"]!.GetValue<long>();
+        var max = spread["max"]!.GetValue<long>();
+        Assert.True(min <= median && median <= max, spread.ToJsonString());
+        Assert.True(min * clients <= ops && ops <= max * clients, spread.ToJsonString());
+        Assert.Equal(Math.Round(min / ((double)ops / clients), 3), spread["min_of_mean"]!.GetValue<double>(), 3);
     }
 }
