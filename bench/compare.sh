@@ -237,7 +237,7 @@ if ((fan_in)); then
                 continue
             fi
             jq -r --arg name "$name" --arg servers "$(tr '\n' ';' <"$results/$name.servers")" \
-                '$name + ": " + ([.systems | to_entries[] | "\(.key) \(.value.get.ops_per_s) ops/s p50 \(.value.get.p50_us) us p99 \(.value.get.p99_us) us cpu \(.value.get.server_cpu_us_per_op) us/op slowest client \(.value.get.client_ops.min_of_mean // "-")x"] | join("; "))
+                '$name + ": " + ([.systems | to_entries[] | "\(.key) \(.value.get.ops_per_s) ops/s p50 \(.value.get.p50_us) us p99 \(.value.get.p99_us) us cpu \(.value.get.server_cpu_us_per_op) us/op slowest client \(if .value.get.client_ops then "\(.value.get.client_ops.min_of_mean)x" else "-" end)"] | join("; "))
                 + " | " + ([.fan_in | to_entries[] | "\(.key) \(.value.connections) conn in \(.value.connect_ms) ms, \(.value.refused) refused, \(.value.failed) failed"] | join("; "))
                 + " | peak " + $servers' \
                 "$results/$name.json" | tee -a "$results/fanin.txt"
