@@ -133,8 +133,12 @@ public sealed class PocketCluster : IAsyncDisposable
         _metadataServers[index] = await StartMetadataAsync(Options, _loggerFactory, index, _metadataPorts[index], cancellationToken).ConfigureAwait(false);
     }
 
+    /// <summary>How long a new node may take to serve every metadata server (real time: its rounds run on the cluster's clock).</summary>
+    private static readonly TimeSpan JoinWait = TimeSpan.FromSeconds(60);
+
     /// <summary>
-    /// Starts one more storage node and waits until it is registered. Returns its index. Without
+    /// Starts one more storage node and waits until it is registered (with several metadata servers: with each, holding
+    /// part of the node). Returns its index. Without
     /// <paramref name="deviceFactory"/> the node gets its tier's device (<see cref="BlockDevices.Create"/>). A
     /// <paramref name="standby"/> node registers as a warm-pool node and gets no blocks until it is activated.
     /// </summary>
@@ -161,6 +165,20 @@ public sealed class PocketCluster : IAsyncDisposable
             _loggerFactory);
         await node.StartAsync(cancellationToken).ConfigureAwait(false);
         _nodes.Add(node);
+        if (_metadataServers.Length > 1 && _metadataServers.All(m => m is not null))
+        {
+            // A registration that ran late on a loaded machine leaves a server to the node's next round: a job placed on
+            // that server meanwhile found no node ("the job needs 1 more dram nodes").
+            try
+            {
+                await node.ServingAllMetadataServers.WaitAsync(JoinWait, cancellationToken).ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                throw new InvalidOperationException($"storage node {node.NodeId} did not join all {_metadataServers.Length} metadata servers within {JoinWait.TotalSeconds:0} s");
+            }
+        }
+
         return _nodes.Count - 1;
     }
 

@@ -111,6 +111,8 @@ public sealed partial class StorageServer
         {
             throw new InvalidOperationException($"none of the {_links.Length} metadata servers answered the registration within {RegistrationWait.TotalSeconds:0.###} s");
         }
+
+        NoteIfServingAll();
     }
 
     /// <summary>
@@ -224,6 +226,16 @@ public sealed partial class StorageServer
         }
 
         await BalanceAsync(cancellationToken).ConfigureAwait(false);
+        NoteIfServingAll();
+    }
+
+    /// <summary>Completes <see cref="ServingAllMetadataServers"/> once every server is up here and holds segments.</summary>
+    private void NoteIfServingAll()
+    {
+        if (!_servingAll.Task.IsCompleted && _links!.All(l => l.Up && _shares!.Held(l.Index) != 0))
+        {
+            _servingAll.TrySetResult();
+        }
     }
 
     /// <summary>

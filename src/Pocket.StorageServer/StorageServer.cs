@@ -18,6 +18,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     private readonly ILogger _logger;
     private readonly byte[] _secret = RandomNumberGenerator.GetBytes(32);
     private readonly CancellationTokenSource _stop = new();
+    private readonly TaskCompletionSource _servingAll = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private BlockStore? _store;
     private ReadBuffers? _readBuffers;
     private FrameServer? _server;
@@ -45,6 +46,14 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
     /// <summary>The node id the metadata server gave this node (0 before registration).</summary>
     public uint NodeId { get; private set; }
+
+    /// <summary>
+    /// Completes once the node serves every metadata server it was given: registered with it and, with several, each
+    /// holding part of the node. A registration that runs late (a loaded machine) leaves that server to a later round,
+    /// and a job placed there meanwhile finds no node; whoever starts a cluster and hands it out at once (the embedded
+    /// cluster) waits for this.
+    /// </summary>
+    public Task ServingAllMetadataServers => _servingAll.Task;
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
 
@@ -122,6 +131,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
         NodeId = nodeId;
         StorageLog.Registered(_logger, NodeId, $"{host}:{_server.EndPoint.Port}", _options.Tier.ToString(), _store.Capacity);
+        _servingAll.TrySetResult();
     }
 
     private async Task HeartbeatLoopAsync()

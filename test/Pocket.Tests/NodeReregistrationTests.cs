@@ -261,6 +261,7 @@ public sealed class NodeReregistrationTests
         await using var client = await PocketClient.ConnectAsync($"127.0.0.1:{steady.EndPoint.Port}", new PocketClientOptions(), cts.Token);
         var admin = client.Admin(token);
         await WaitUntilAsync(async () => (await admin.GetNodesAsync(cts.Token)).SingleOrDefault() is { State: NodeState.Live, Capacity: Capacity }, "the answering server holds the whole node");
+        Assert.False(node.ServingAllMetadataServers.IsCompleted, "the node serves one of its two servers");
 
         // Three times: the steady server's clock moves past its suspect time (its liveness check marks the node suspect
         // at once), and a heartbeat arriving after that makes the node live again; meanwhile the silent server is asked
@@ -284,6 +285,8 @@ public sealed class NodeReregistrationTests
         Volatile.Write(ref relayTo, late.EndPoint.Port);
         await using var lateClient = await PocketClient.ConnectAsync($"127.0.0.1:{late.EndPoint.Port}", new PocketClientOptions(), cts.Token);
         var lateAdmin = lateClient.Admin(token);
+        await node.ServingAllMetadataServers.WaitAsync(cts.Token);
+        Assert.True((await lateAdmin.GetNodesAsync(cts.Token)).SingleOrDefault() is { State: NodeState.Live, Capacity: > 0 }, "once it says it serves both, the late server holds part of the node");
         await WaitUntilAsync(async () => (await lateAdmin.GetNodesAsync(cts.Token)).SingleOrDefault() is { State: NodeState.Live, Capacity: Capacity / 2 }, "the late server holds half the node");
         await WaitUntilAsync(async () => (await admin.GetNodesAsync(cts.Token)).Single().Capacity == Capacity / 2, "the answering server gave it half");
 
