@@ -46,7 +46,7 @@ internal sealed partial class MetadataState
     {
         lock (_lock)
         {
-            if (!job.Objects.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(key, out var entry))
+            if (!job.ObjectsByChars.TryGetValue(key, out var entry))
             {
                 return Outcome.Fail(Status.NotFound, $"object '{key}' not found");
             }
@@ -253,7 +253,7 @@ internal sealed partial class MetadataState
     {
         lock (_lock)
         {
-            if (!job.Objects.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(key, out var entry))
+            if (!job.ObjectsByChars.TryGetValue(key, out var entry))
             {
                 return Outcome.Fail(Status.NotFound, $"object '{key}' not found");
             }

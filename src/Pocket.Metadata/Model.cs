@@ -74,6 +74,8 @@ internal sealed class ObjectEntry
 
 internal sealed class JobEntry
 {
+    public JobEntry() => ObjectsByChars = Objects.GetAlternateLookup<ReadOnlySpan<char>>();
+
     public required string Id { get; init; }
     public required JobToken Token { get; init; }
     public Dictionary<uint, double> Weights { get; set; } = [];
@@ -84,6 +86,13 @@ internal sealed class JobEntry
     /// <summary>Bytes of committed objects per tier, indexed by <see cref="NodeTier"/>.</summary>
     public long[] TierBytes { get; } = new long[4];
     public Dictionary<string, ObjectEntry> Objects { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// <see cref="Objects"/> looked up by a key's characters, made once: asking the dictionary for it per request
+    /// checks its comparer with a cast (a type-check helper call on every small get).
+    /// </summary>
+    public Dictionary<string, ObjectEntry>.AlternateLookup<ReadOnlySpan<char>> ObjectsByChars { get; }
+
     public SortedKeyIndex Keys { get; } = new();
 
     /// <summary>Keys being written: reserved so a second writer gets "exists" at once.</summary>

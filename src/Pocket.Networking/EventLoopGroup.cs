@@ -18,7 +18,9 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     // Events taken per wake-up. A loop that is preempted (or paused) in the middle of its batch holds the events it has
     // not reached yet while the other loops serve connections that became ready after them: at 1,024 connections on a
     // loaded machine, 24-41 % of the requests waited 8 ms or more inside a batch of 128 that way, 2-4 % with 16. A
-    // small batch bounds those hostages at the cost of one epoll_wait per few requests.
+    // small batch bounds those hostages at the cost of one epoll_wait per few requests. Swept at 64 and 256
+    // connections of 1 KiB gets, no batch from 4 to 256 used less server CPU per request than 16 in every pass
+    // (docs/benchmarks.md, "The metadata server's turn per small get").
     private const int MaxEvents = 16;
 
     // Event data of the two eventfds and the listener; a connection's is its id (from 1 up).
