@@ -188,6 +188,9 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             throw new InvalidOperationException("a RESP bench connection carries one command at a time");
         }
 
+        // After the compare-and-swap that marked the command out: the loops' watchdog runs while it is.
+        _loops.Watch();
+
         _core.Reset();
         _isGet = isGet;
         _destination = destination;
@@ -306,6 +309,9 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
                 preferLocal: false);
         }
     }
+
+    /// <summary>A command in flight gives the loops' timer something to watch (its timeout).</summary>
+    bool IClientLoopConnection.HasWork(bool exact) => Volatile.Read(ref _busySince) != 0;
 
     /// <summary>
     /// The tick's decision, from the one published value: a command is late once it has been in flight (busy since

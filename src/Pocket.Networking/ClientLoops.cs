@@ -17,10 +17,19 @@ internal interface IClientLoopConnection
     void OnReadable(bool hungUp);
 
     /// <summary>
-    /// Called on the loops' timer every 100 ms for every connection: a cheap look for late requests or an overrunning
-    /// callback, which hands any real work to the thread pool (it must not block: the other connections wait for it).
+    /// Called on the loops' timer every 100 ms for every connection while the timer runs: a cheap look for late requests
+    /// or an overrunning callback, which hands any real work to the thread pool (it must not block: the other
+    /// connections wait for it).
     /// </summary>
     void OnTick();
+
+    /// <summary>
+    /// True while the connection gives the timer something to watch: a request in flight (it may be late), a reply's
+    /// callback running or a check the tick queued. <see cref="ClientLoops"/> stops its timer only after it found every
+    /// connection quiet twice, the second time (<paramref name="exact"/>) after it marked itself stopped: then a
+    /// connection that enlists requests under a lock takes that lock (see <see cref="ClientLoops.Watch"/>).
+    /// </summary>
+    bool HasWork(bool exact);
 }
 
 /// <summary>
@@ -34,6 +43,13 @@ internal interface IClientLoopConnection
 /// hop to another thread). A caller's continuation that blocks a loop (sync-over-async) must not stall the other
 /// connections: when every loop has been busy for longer than <see cref="Stuck"/>, another loop is started, and it
 /// leaves again once the others are free.
+/// <para>
+/// The watchdog's timer runs only while there is something to watch (a request in flight, a loop inside a callback):
+/// an idle process (a storage node between heartbeats, a function waiting for its next stage) was woken ten times a
+/// second for nothing, and each tick woke two pool workers that spun before they slept again. A connection calls <see
+/// cref="Watch"/> after it enlisted a request (one read of a field while the timer runs); the tick that finds nothing
+/// to watch stops the timer.
+/// </para>
 /// </summary>
 internal sealed unsafe class ClientLoops
 {
@@ -46,7 +62,7 @@ internal sealed unsafe class ClientLoops
     private const int MaxExtraLoops = 64;
 
     private static readonly TimeSpan Stuck = TimeSpan.FromMilliseconds(100);
-    private static readonly Lazy<ClientLoops> SharedLoops = new(() => new ClientLoops(Math.Clamp(Environment.ProcessorCount, 1, 8)));
+    private static readonly Lazy<ClientLoops> SharedLoops = new(() => new ClientLoops(Math.Clamp(Environment.ProcessorCount, 1, 8), TimeProvider.System));
 
     private readonly int _epoll;
     private readonly int _kick;
@@ -56,11 +72,23 @@ internal sealed unsafe class ClientLoops
     private readonly Lock _loopsLock = new();
     private readonly List<LoopState> _loops = [];
     private readonly ITimer _watchdog;
+    private readonly TimeProvider _time;
+    private readonly long _origin;
+    private readonly Lock _watchLock = new();
     private long _nextId;
     private int _ticking;
 
-    private ClientLoops(int loops)
+    // 1 while the watchdog's timer runs; changed (with the timer) only under _watchLock.
+    private int _watching;
+
+    /// <summary>
+    /// Starts <paramref name="loops"/> loops whose watchdog runs on <paramref name="time"/>'s timer and reads its clock
+    /// (<see cref="Now"/>); tests pass a fake one, the process shares <see cref="Shared"/> on the system's.
+    /// </summary>
+    internal ClientLoops(int loops, TimeProvider time)
     {
+        _time = time;
+        _origin = time.GetTimestamp();
         _epoll = Linux.CreateEpoll();
 
         // Edge-triggered: each signal wakes one loop, which runs every connection kicked before it (never read: the
@@ -73,7 +101,46 @@ internal sealed unsafe class ClientLoops
             StartLoop(extra: false);
         }
 
-        _watchdog = TimeProvider.System.CreateTimer(_ => Tick(), null, Stuck, Stuck);
+        // Started by the first request (Watch), not now: a process whose connections are idle has nothing to watch.
+        _watchdog = time.CreateTimer(_ => Tick(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// The loops' clock in milliseconds, for the watchdog's bounds (a request's start, a callback's): on the system's
+    /// time <see cref="Environment.TickCount64"/> (a plain memory read; see FrameConnection's Elapsed), on any other the
+    /// provider's time since the loops started, offset so that it is never 0 (0 marks "not started" in those fields).
+    /// </summary>
+    public long Now => ReferenceEquals(_time, TimeProvider.System)
+        ? Environment.TickCount64
+        : (long)_time.GetElapsedTime(_origin).TotalMilliseconds + 1_000_000;
+
+    /// <summary>True while the watchdog's timer runs.</summary>
+    internal bool IsWatching => Volatile.Read(ref _watching) != 0;
+
+    /// <summary>
+    /// Starts the watchdog's timer unless it runs; called by a connection after it put a request in its table (with a
+    /// full fence: an interlocked operation or a lock the connection's <see cref="IClientLoopConnection.HasWork"/>
+    /// takes too), so either this sees the timer stopped, or the tick that stops it sees the request.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public void Watch()
+    {
+        if (Volatile.Read(ref _watching) == 0)
+        {
+            StartWatching();
+        }
+    }
+
+    private void StartWatching()
+    {
+        lock (_watchLock)
+        {
+            if (_watching == 0)
+            {
+                Volatile.Write(ref _watching, 1);
+                _watchdog.Change(Stuck, Stuck);
+            }
+        }
     }
 
     /// <summary>The loops of this process, started with the first plain connection.</summary>
@@ -165,7 +232,7 @@ internal sealed unsafe class ClientLoops
     {
         if (_connections.TryGetValue(id, out var connection))
         {
-            Volatile.Write(ref state.BusySince, Environment.TickCount64);
+            Volatile.Write(ref state.BusySince, Now);
             connection.OnReadable(hungUp);
             Volatile.Write(ref state.BusySince, 0);
         }
@@ -179,7 +246,7 @@ internal sealed unsafe class ClientLoops
 
     private bool TryRetire(LoopState state)
     {
-        var now = Environment.TickCount64;
+        var now = Now;
         lock (_loopsLock)
         {
             if (_loops.Count(l => l != state && !IsStuck(l, now)) < _baseLoops)
@@ -209,9 +276,16 @@ internal sealed unsafe class ClientLoops
             AddLoopIfAllStuck();
 
             // Enumerating the dictionary itself takes no lock and copies nothing (Values would copy all of them).
+            var work = false;
             foreach (var pair in _connections)
             {
                 pair.Value.OnTick();
+                work = work || pair.Value.HasWork(exact: false);
+            }
+
+            if (!work && !AnyLoopBusy())
+            {
+                StopWatchingIfIdle();
             }
         }
         finally
@@ -220,9 +294,49 @@ internal sealed unsafe class ClientLoops
         }
     }
 
+    /// <summary>
+    /// Stops the timer when nothing is left to watch. The mark goes first (with a full fence), then every connection
+    /// and loop is looked at again: a request enlisted before the mark is seen here, one enlisted after it finds the
+    /// timer stopped and starts it (<see cref="Watch"/>). Connections before loops: a loop that takes a reply's request
+    /// out of its table has marked itself busy before (<see cref="Run"/>).
+    /// </summary>
+    private void StopWatchingIfIdle()
+    {
+        lock (_watchLock)
+        {
+            Interlocked.Exchange(ref _watching, 0);
+            var work = false;
+            foreach (var pair in _connections)
+            {
+                if (pair.Value.HasWork(exact: true))
+                {
+                    work = true;
+                    break;
+                }
+            }
+
+            if (work || AnyLoopBusy())
+            {
+                Volatile.Write(ref _watching, 1);
+                return;
+            }
+
+            _watchdog.Change(Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        }
+    }
+
+    /// <summary>True when a loop is running a connection (possibly inside a caller's callback that may overrun).</summary>
+    internal bool AnyLoopBusy()
+    {
+        lock (_loopsLock)
+        {
+            return _loops.Exists(l => Volatile.Read(ref l.BusySince) != 0);
+        }
+    }
+
     private void AddLoopIfAllStuck()
     {
-        var now = Environment.TickCount64;
+        var now = Now;
         lock (_loopsLock)
         {
             if (_loops.Count >= _baseLoops + MaxExtraLoops || !_loops.TrueForAll(l => IsStuck(l, now)))
@@ -239,7 +353,7 @@ internal sealed unsafe class ClientLoops
         public readonly bool Extra = extra;
 
         /// <summary>
-        /// When the loop started on its current connection (<see cref="Environment.TickCount64"/>, milliseconds: the
+        /// When the loop started on its current connection (<see cref="Now"/>, milliseconds: the
         /// coarse clock is read twice per event, and the 100 ms it is compared with needs no finer one), or 0 while it waits.
         /// </summary>
         public long BusySince;

@@ -54,6 +54,9 @@ public sealed record FrameConnectionOptions
     /// unresponsive or frozen server); <see cref="Timeout.InfiniteTimeSpan"/> waits forever. Checked ten times a second.
     /// </summary>
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The client loops that read the connection and watch its requests; null: the process's shared ones (tests pass their own).</summary>
+    internal ClientLoops? Loops { get; init; }
 }
 
 /// <summary>A request got no reply within <see cref="FrameConnectionOptions.RequestTimeout"/>; the server may still carry it out.</summary>
@@ -119,7 +122,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         // also watch it (IClientLoopConnection.OnTick) with their one timer: 10,000 connections each with a 100 ms
         // timer of their own were 100,000 thread-pool callbacks a second.
         _in = new byte[16 << 10];
-        _loops = ClientLoops.Shared;
+        _loops = options.Loops ?? ClientLoops.Shared;
         _loopId = _loops.NewId();
         _loops.Add(_loopId, this, socket.Handle);
     }
@@ -292,6 +295,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             return ValueTask.FromException<FrameReply>(NotSentFailure());
         }
 
+        // After Enlist (a compare-and-swap, or the table's lock that HasWork takes): the watchdog runs while it is out.
+        _loops.Watch();
+
         ValueTask write;
         try
         {
@@ -423,7 +429,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
 
         pending.Id = id;
-        pending.Started = Environment.TickCount64;
+        pending.Started = _loops.Now;
         pending.Key = id;
         if (Interlocked.CompareExchange(ref _first, pending, null) is null)
         {
@@ -610,7 +616,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// </summary>
     private void FailLateRequests()
     {
-        var now = Environment.TickCount64;
+        var now = _loops.Now;
         var all = new List<(Pending Pending, uint Id)>();
         lock (_pendingLock)
         {
@@ -927,7 +933,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     // Set while a CheckReader the loops' tick asked for waits on the thread pool, so a slow pool gets one, not one a tick.
     private int _checkQueued;
 
-    // No request in the table started before this (Environment.TickCount64), or 0: set under the table's lock by a request
+    // No request in the table started before this (the loops' clock, ClientLoops.Now), or 0: set under the table's lock by a request
     // that finds the table empty (or the bound unset), made exact by NeedsCheck's walk. Requests taken out of the
     // table leave it as it was, so it is only ever too old: the tick then walks the table once and corrects it.
     private long _pendingSince;
@@ -959,6 +965,31 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     }
 
     /// <summary>
+    /// Whether the loops' timer has anything to watch here: a request in the table, a callback running, a check queued.
+    /// Without <paramref name="exact"/> the table's dictionary is read without its lock (the tick's first look, at
+    /// every connection ten times a second); with it under the lock, for the look that decides to stop the timer (see
+    /// <see cref="ClientLoops.Watch"/>).
+    /// </summary>
+    bool IClientLoopConnection.HasWork(bool exact)
+    {
+        if (Volatile.Read(ref _first) is not null || Volatile.Read(ref _checkQueued) != 0 ||
+            Volatile.Read(ref Volatile.Read(ref _slot).State) == ReaderSlot.InCallback)
+        {
+            return true;
+        }
+
+        if (!exact)
+        {
+            return _pending.Count != 0;
+        }
+
+        lock (_pendingLock)
+        {
+            return _pending.Count != 0;
+        }
+    }
+
+    /// <summary>
     /// Time between two readings of <see cref="Environment.TickCount64"/>. The request path reads that coarse clock
     /// (milliseconds, a plain memory read in the vDSO) rather than <see cref="Stopwatch"/>: a precise reading cost
     /// ~120-160 ns here (a paravirtual clock), twice per request, and the bounds it is compared with are 100 ms (a
@@ -970,7 +1001,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     {
         var slot = Volatile.Read(ref _slot);
         if (Volatile.Read(ref slot.State) == ReaderSlot.InCallback &&
-            Elapsed(Volatile.Read(ref slot.CallbackStarted), Environment.TickCount64) >= CallbackBudget)
+            Elapsed(Volatile.Read(ref slot.CallbackStarted), _loops.Now) >= CallbackBudget)
         {
             return true;
         }
@@ -983,7 +1014,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         // The table is looked at only when its oldest request may be late: at 10,000 connections, taking every
         // connection's lock and walking its table ten times a second was 9 % of a fan-in client's CPU. The first
         // request's start is read as it is (it may be one that just ended: then the walk finds nothing late).
-        var now = Environment.TickCount64;
+        var now = _loops.Now;
         if (Volatile.Read(ref _first) is { } first && Elapsed(Volatile.Read(ref first.Started), now) >= _options.RequestTimeout)
         {
             return true;
@@ -1028,7 +1059,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             return;
         }
 
-        if (Elapsed(Volatile.Read(ref slot.CallbackStarted), Environment.TickCount64) < CallbackBudget ||
+        if (Elapsed(Volatile.Read(ref slot.CallbackStarted), _loops.Now) < CallbackBudget ||
             Interlocked.CompareExchange(ref slot.State, ReaderSlot.Abandoned, ReaderSlot.InCallback) != ReaderSlot.InCallback)
         {
             return;
@@ -1080,9 +1111,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     }
 
     /// <summary>From here until <see cref="LeaveCallback"/> the watchdog may hand the socket to a new reader.</summary>
-    private static void EnterCallback(ReaderSlot slot)
+    private void EnterCallback(ReaderSlot slot)
     {
-        Volatile.Write(ref slot.CallbackStarted, Environment.TickCount64);
+        Volatile.Write(ref slot.CallbackStarted, _loops.Now);
         Volatile.Write(ref slot.State, ReaderSlot.InCallback);
     }
 
@@ -1543,7 +1574,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         /// <summary>The request id while the request is in the table of requests in flight, 0 once it was taken.</summary>
         public uint Key;
 
-        /// <summary>When it was sent (<see cref="Environment.TickCount64"/>), for the request timeout.</summary>
+        /// <summary>When it was sent (<see cref="ClientLoops.Now"/>), for the request timeout.</summary>
         public long Started;
 
         public FrameConnection Owner { get; } = owner;

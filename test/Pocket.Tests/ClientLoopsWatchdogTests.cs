@@ -1,0 +1,170 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Time.Testing;
+using Pocket.Networking;
+using Pocket.Protocol;
+using static Pocket.Tests.TestSupport;
+
+namespace Pocket.Tests;
+
+/// <summary>
+/// The client loops' watchdog runs only while it has something to watch (a request in flight, a loop in a callback):
+/// an idle process is not woken ten times a second. Each test has loops of its own on a fake clock, so the test
+/// decides when the watchdog ticks, and a bare socket plays the server, so it decides when a request is answered.
+/// </summary>
+public sealed class ClientLoopsWatchdogTests
+{
+    private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(100);
+
+    [Fact]
+    public async Task TheWatchdogStopsWhenNothingIsInFlightAndASendStartsItAgain()
+    {
+        using var timeout = new CancellationTokenSource(Patience * 2);
+        var time = new FakeTimeProvider();
+        var loops = new ClientLoops(1, time);
+        await using var peer = await Peer.ConnectAsync(loops, new FrameConnectionOptions(), timeout.Token);
+
+        // A connection with nothing in flight starts nothing.
+        Assert.False(loops.IsWatching);
+        time.Advance(TimeSpan.FromSeconds(5));
+        Assert.False(loops.IsWatching);
+
+        for (var round = 0; round < 2; round++)
+        {
+            var reply = peer.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask();
+            Assert.True(loops.IsWatching, "a request went out and the watchdog is not running");
+            await peer.ReplyAsync(await peer.ReadRequestAsync(timeout.Token), "pong", timeout.Token);
+            Assert.Equal("pong", Encoding.UTF8.GetString((await reply.WaitAsync(timeout.Token)).Body));
+
+            // The next tick finds nothing to watch once the loop is out of the reply's callback, and stops the timer.
+            await WaitUntilAsync(() => Task.FromResult(!loops.AnyLoopBusy()), "the loop left the reply");
+            time.Advance(Tick);
+            Assert.False(loops.IsWatching, "nothing is in flight and the watchdog still runs");
+        }
+    }
+
+    [Fact]
+    public async Task ARequestSentAfterTheWatchdogStoppedStillTimesOut()
+    {
+        using var timeout = new CancellationTokenSource(Patience * 2);
+        var time = new FakeTimeProvider();
+        var loops = new ClientLoops(1, time);
+        await using var peer = await Peer.ConnectAsync(loops, new FrameConnectionOptions { RequestTimeout = TimeSpan.FromSeconds(1) }, timeout.Token);
+
+        var answered = peer.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask();
+        await peer.ReplyAsync(await peer.ReadRequestAsync(timeout.Token), "pong", timeout.Token);
+        await answered.WaitAsync(timeout.Token);
+        await WaitUntilAsync(() => Task.FromResult(!loops.AnyLoopBusy()), "the loop left the reply");
+        time.Advance(Tick);
+        Assert.False(loops.IsWatching);
+
+        // Never answered: the request restarts the watchdog, whose ticks find it late after a (fake) second.
+        var unanswered = peer.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default).AsTask();
+        await peer.ReadRequestAsync(timeout.Token);
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.False(unanswered.IsCompleted, $"the request ended after {i * Tick.TotalMilliseconds} ms of a 1 s timeout");
+            time.Advance(Tick);
+        }
+
+        var late = await Assert.ThrowsAsync<RequestTimeoutException>(() => unanswered.WaitAsync(timeout.Token));
+        Assert.Equal(Opcode.Ping, late.Opcode);
+
+        // The late request left the table: nothing is left to watch.
+        await WaitUntilAsync(() => Task.FromResult(!loops.AnyLoopBusy()), "no loop is busy");
+        time.Advance(Tick);
+        Assert.False(loops.IsWatching);
+    }
+
+    /// <summary>
+    /// The only loop runs a reply's continuation, which waits (sync-over-async) for a reply on another connection: only
+    /// a loop the watchdog adds can read that one. The watchdog had stopped before; the first request starts it.
+    /// </summary>
+    [Fact]
+    public async Task ALoopBlockedByACallerGetsAnotherLoopAfterTheWatchdogHadStopped()
+    {
+        using var timeout = new CancellationTokenSource(Patience * 2);
+        var time = new FakeTimeProvider();
+        var loops = new ClientLoops(1, time);
+        var options = new FrameConnectionOptions { RequestTimeout = System.Threading.Timeout.InfiniteTimeSpan };
+        await using var first = await Peer.ConnectAsync(loops, options, timeout.Token);
+        await using var second = await Peer.ConnectAsync(loops, options, timeout.Token);
+        time.Advance(Tick);
+        Assert.False(loops.IsWatching);
+
+        var blocked = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var outer = first.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask().ContinueWith(
+            reply =>
+            {
+                var thread = Thread.CurrentThread.Name ?? string.Empty;
+                var inner = second.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default).AsTask();
+                blocked.SetResult();
+                var answered = inner.Wait(Patience);
+                return (Thread: thread, Outer: Encoding.UTF8.GetString(reply.Result.Body), InnerAnswered: answered);
+            },
+            timeout.Token,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+
+        // The continuation is attached before the reply is sent, so it runs on the loop that reads the reply.
+        await first.ReplyAsync(await first.ReadRequestAsync(timeout.Token), "outer", timeout.Token);
+        await blocked.Task.WaitAsync(timeout.Token);
+        await second.ReplyAsync(await second.ReadRequestAsync(timeout.Token), "inner", timeout.Token);
+
+        // The only loop has been in the callback for a tick: the watchdog starts another, which reads the inner reply.
+        time.Advance(Tick);
+        time.Advance(Tick);
+        var result = await outer.WaitAsync(timeout.Token);
+        Assert.StartsWith("pocket client loop", result.Thread, StringComparison.Ordinal);
+        Assert.Equal("outer", result.Outer);
+        Assert.True(result.InnerAnswered, "the reply for the blocked caller was not read by another loop");
+    }
+
+    /// <summary>A connection on the given loops and the socket that plays its server.</summary>
+    private sealed class Peer : IAsyncDisposable
+    {
+        private readonly byte[] _header = new byte[FrameHeader.Size];
+
+        private Peer(FrameConnection connection, Socket server)
+        {
+            Connection = connection;
+            Server = server;
+        }
+
+        public FrameConnection Connection { get; }
+
+        public Socket Server { get; }
+
+        public static async Task<Peer> ConnectAsync(ClientLoops loops, FrameConnectionOptions options, CancellationToken cancellationToken)
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            var connecting = FrameConnection.ConnectAsync("127.0.0.1", ((IPEndPoint)listener.LocalEndpoint).Port, options with { Loops = loops }, cancellationToken);
+            var server = await listener.AcceptSocketAsync(cancellationToken);
+            return new Peer(await connecting, server);
+        }
+
+        public async Task<uint> ReadRequestAsync(CancellationToken cancellationToken)
+        {
+            Assert.True(await ReadExactlyAsync(Server, _header, cancellationToken), "the client closed the connection");
+            Assert.Equal(Status.Ok, FrameHeader.TryRead(_header, 0, out var request));
+            return request.RequestId;
+        }
+
+        public async Task ReplyAsync(uint requestId, string body, CancellationToken cancellationToken)
+        {
+            var bytes = Encoding.UTF8.GetBytes(body);
+            var frame = new byte[FrameHeader.Size + bytes.Length];
+            new FrameHeader(Opcode.Ping, FrameFlags.Reply, Status.Ok, bytes.Length, requestId, JobToken.None).Write(frame);
+            bytes.CopyTo(frame.AsSpan(FrameHeader.Size));
+            await Server.SendAsync(frame, SocketFlags.None, cancellationToken);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Connection.DisposeAsync();
+            Server.Dispose();
+        }
+    }
+}
