@@ -233,11 +233,11 @@ public sealed class JobRegistry : IAsyncDisposable
             var admin = ChooseServer();
             var nodes = await admin.GetNodesAsync(cancellationToken).ConfigureAwait(false);
             var requirement = Sizer.Size(hints, AvailableTiers(nodes));
-            var placement = Plan(requirement, nodes);
+            var placement = Plan(requirement, nodes, admin.MetadataAddress);
             for (var round = 0; !placement.IsComplete && round < MaxProvisionRounds; round++)
             {
                 nodes = await StartNodesAsync(admin, name, requirement, placement.NewNodes, nodes, cancellationToken).ConfigureAwait(false);
-                placement = Plan(requirement, nodes);
+                placement = Plan(requirement, nodes, admin.MetadataAddress);
             }
 
             if (!placement.IsComplete)
@@ -579,17 +579,29 @@ public sealed class JobRegistry : IAsyncDisposable
         }
     }
 
-    private Placement Plan(JobRequirement requirement, IReadOnlyList<NodeInfo> nodes)
+    /// <summary>
+    /// Lays a job over the nodes its server (<paramref name="server"/>) lists. A node's capacity there is that server's
+    /// share of it, so the bytes held against it are those promised to that server's jobs; bandwidth is the node's own,
+    /// held by every server's jobs. (Holding every server's promised bytes against one server's share refused a second
+    /// job, "needs 1 more dram nodes", whenever the shares stood uneven: 38 and 26 of 64 MiB in a run that failed, a
+    /// first job on the other server promised 16 MiB of the node, the second asking 16 MiB of the 26.)
+    /// </summary>
+    private Placement Plan(JobRequirement requirement, IReadOnlyList<NodeInfo> nodes, string server)
     {
         lock (_lock)
         {
+            var bytesHere = new Dictionary<uint, double>();
+            foreach (var job in _jobs.Values.Where(j => string.Equals(j.MetadataAddress ?? _plane.Primary.MetadataAddress, server, StringComparison.OrdinalIgnoreCase)))
+            {
+                foreach (var share in job.Shares)
+                {
+                    bytesHere[share.NodeId] = bytesHere.GetValueOrDefault(share.NodeId) + share.Bytes;
+                }
+            }
+
             var loads = nodes
                 .Where(n => n.State == NodeState.Live)
-                .Select(n =>
-                {
-                    var held = _allocated.GetValueOrDefault(n.Id);
-                    return new NodeLoad(n.Id, n.Tier, n.Capacity, held.BitsPerSecond, held.Bytes);
-                });
+                .Select(n => new NodeLoad(n.Id, n.Tier, n.Capacity, _allocated.GetValueOrDefault(n.Id).BitsPerSecond, bytesHere.GetValueOrDefault(n.Id)));
             return Sizer.Place(requirement, loads);
         }
     }
