@@ -213,6 +213,22 @@ public sealed class BenchTests : IDisposable
         Assert.Equal("0", (await redis.CommandAsync("DBSIZE")).Trim());
     }
 
+    /// <summary>
+    /// The runs' objects together are more than the bench's own cluster holds (9 x 64 MiB against two 256 MiB nodes):
+    /// each run's object is deleted after it, untimed, as the peers' keys are. Before, the eighth put failed with
+    /// "capacity exceeded".
+    /// </summary>
+    [Fact]
+    public async Task BenchColdRunsMoreThanItsClusterHoldsAtOnce()
+    {
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path, "bench", "cold", "--runs", "9", "--size", "64MiB", "--warmup", "0s", "--json");
+
+        var report = result.Json();
+        Assert.Equal(9, report["runs"]!.GetValue<int>());
+        Assert.True(report["systems"]!["pocket"]!["first_put"]!["p50_us"]!.GetValue<double>() > 0, result.ToString());
+    }
+
     [Fact]
     public async Task BenchConnectionsDrivesARespPeerOverOneRawConnectionPerClient()
     {
