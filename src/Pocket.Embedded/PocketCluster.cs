@@ -167,8 +167,8 @@ public sealed class PocketCluster : IAsyncDisposable
         _nodes.Add(node);
         if (_metadataServers.Length > 1 && _metadataServers.All(m => m is not null))
         {
-            // A registration that ran late on a loaded machine leaves a server to the node's next round: a job placed on
-            // that server meanwhile found no node ("the job needs 1 more dram nodes").
+            // A registration past its bound (a loaded machine) leaves that server to the node's next round, and a job placed
+            // there meanwhile would find no node of its own share (by the node's code; not seen in a run).
             try
             {
                 await node.ServingAllMetadataServers.WaitAsync(JoinWait, cancellationToken).ConfigureAwait(false);

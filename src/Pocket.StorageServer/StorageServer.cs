@@ -49,9 +49,9 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
 
     /// <summary>
     /// Completes once the node serves every metadata server it was given: registered with it and, with several, each
-    /// holding part of the node. A registration that runs late (a loaded machine) leaves that server to a later round,
-    /// and a job placed there meanwhile finds no node; whoever starts a cluster and hands it out at once (the embedded
-    /// cluster) waits for this.
+    /// holding part of the node. A registration that runs past its bound (a loaded machine) leaves that server to a
+    /// later round, and a job placed there meanwhile would find no share of this node; whoever starts a cluster and
+    /// hands it out at once (the embedded cluster) waits for this.
     /// </summary>
     public Task ServingAllMetadataServers => _servingAll.Task;
 

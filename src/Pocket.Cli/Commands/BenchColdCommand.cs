@@ -93,18 +93,10 @@ internal static class BenchColdCommand
                 foreach (var name in order.Skip(turn).Concat(order.Take(turn)))
                 {
                     var key = string.Create(CultureInfo.InvariantCulture, $"cold/{run}");
-                    if (name == "pocket")
-                    {
-                        samples[name].Add(await PocketOnceAsync(session, key, value, cancellationToken).ConfigureAwait(false));
-
-                        // Untimed, as the peers' DEL: the runs' objects never add up to more than the cluster holds (the
-                        // bench's own holds 512 MiB: 8,192 objects of 64 KiB).
-                        await session.Job.DeleteAsync(session.Root + key, cancellationToken: cancellationToken).ConfigureAwait(false);
-                    }
-                    else
-                    {
-                        samples[name].Add(await RespOnceAsync(peers.Single(p => p.Name == name), key, value, cancellationToken).ConfigureAwait(false));
-                    }
+                    var sample = name == "pocket"
+                        ? await PocketOnceAsync(session, key, value, cancellationToken).ConfigureAwait(false)
+                        : await RespOnceAsync(peers.Single(p => p.Name == name), key, value, cancellationToken).ConfigureAwait(false);
+                    samples[name].Add(sample);
                 }
             }
         }
@@ -124,7 +116,6 @@ internal static class BenchColdCommand
         {
             var key = string.Create(CultureInfo.InvariantCulture, $"cold-warmup/{run}");
             await PocketOnceAsync(session, key, value, cancellationToken).ConfigureAwait(false);
-            await session.Job.DeleteAsync(session.Root + key, cancellationToken: cancellationToken).ConfigureAwait(false);
             foreach (var peer in peers)
             {
                 await RespOnceAsync(peer, key, value, cancellationToken).ConfigureAwait(false);
@@ -149,6 +140,9 @@ internal static class BenchColdCommand
                 throw new CliException($"pocket: read {read.Length} bytes of {key}, put {value.Length}");
             }
 
+            // Untimed, as the peers' DEL: the runs' objects never add up to more than the cluster holds (the bench's own
+            // holds 512 MiB: 8,192 objects of 64 KiB).
+            await job.DeleteAsync(session.Root + key, cancellationToken: cancellationToken).ConfigureAwait(false);
             return (connected, put - connected, got - put);
         }
     }

@@ -300,7 +300,7 @@ public sealed class JobRegistry : IAsyncDisposable
     internal async Task<IReadOnlyList<JobRecord>> LoseJobsOnAsync(string address, CancellationToken cancellationToken)
     {
         List<JobRecord> lost = [];
-        foreach (var job in Jobs.Where(j => string.Equals(j.MetadataAddress ?? _plane.Primary.MetadataAddress, address, StringComparison.OrdinalIgnoreCase)))
+        foreach (var job in Jobs.Where(j => IsOn(j, address)))
         {
             if (await EndAsync(job.Id, JobEndReason.Lost, cancellationToken).ConfigureAwait(false) is { } ended)
             {
@@ -386,7 +386,7 @@ public sealed class JobRegistry : IAsyncDisposable
 
     /// <summary>The controller's running jobs on the metadata server at <paramref name="address"/>.</summary>
     internal int JobsOn(string address) =>
-        Jobs.Count(j => string.Equals(j.MetadataAddress ?? _plane.Primary.MetadataAddress, address, StringComparison.OrdinalIgnoreCase));
+        Jobs.Count(j => IsOn(j, address));
 
     /// <summary>Deregisters a job: its data is freed at once and its shares return to the nodes. Null when the controller has no such job.</summary>
     public Task<EndedJob?> DeregisterAsync(string jobId, CancellationToken cancellationToken = default) =>
@@ -591,7 +591,7 @@ public sealed class JobRegistry : IAsyncDisposable
         lock (_lock)
         {
             var bytesHere = new Dictionary<uint, double>();
-            foreach (var job in _jobs.Values.Where(j => string.Equals(j.MetadataAddress ?? _plane.Primary.MetadataAddress, server, StringComparison.OrdinalIgnoreCase)))
+            foreach (var job in _jobs.Values.Where(j => IsOn(j, server)))
             {
                 foreach (var share in job.Shares)
                 {
@@ -605,6 +605,10 @@ public sealed class JobRegistry : IAsyncDisposable
             return Sizer.Place(requirement, loads);
         }
     }
+
+    /// <summary>Whether <paramref name="job"/> lives on the metadata server at <paramref name="address"/> (no address: the primary).</summary>
+    private bool IsOn(JobRecord job, string address) =>
+        string.Equals(job.MetadataAddress ?? _plane.Primary.MetadataAddress, address, StringComparison.OrdinalIgnoreCase);
 
     private HashSet<NodeTier> AvailableTiers(IReadOnlyList<NodeInfo> nodes)
     {
