@@ -38,9 +38,6 @@ internal static class ConnectionDescriptors
     /// <summary>How many of <see cref="Budget"/> accepted connections may hold: all but <see cref="OutgoingReserve"/>.</summary>
     public static int AcceptBudget => Measured.Value.AcceptBudget;
 
-    /// <summary>Connections (accepted and outgoing) holding a descriptor of the budget now (tests).</summary>
-    internal static int Held => Volatile.Read(ref _held);
-
     /// <summary>Takes one descriptor for an accepted connection; false (nothing taken) when <see cref="AcceptBudget"/> is spent.</summary>
     public static bool TryTake() => TryTake(AcceptBudget);
 

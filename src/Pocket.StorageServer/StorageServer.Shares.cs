@@ -361,7 +361,8 @@ public sealed partial class StorageServer
 
     private void AfterAddShare(MetadataLink link, ulong mask, Task<FrameReply> reply)
     {
-        if (reply.IsCompletedSuccessfully && reply.Result.IsOk)
+        // Cancelled: the node is stopping.
+        if ((reply.IsCompletedSuccessfully && reply.Result.IsOk) || reply.IsCanceled)
         {
             return;
         }
@@ -400,11 +401,11 @@ public sealed partial class StorageServer
             return released;
         }
 
-        // No answer ever (the request timeout, or the node stopping): the server may have given segments up that this node
-        // still counts as its own. Closing the connection settles it: the next round takes the server's whole share back
-        // and resets it (the server, seeing the connection close, drops the node), and joins it again afresh. A lost
-        // connection is that already.
-        if (reply.Exception?.GetBaseException() is not ConnectionLostException)
+        // No answer ever (the request timeout; cancelled only when the node stops): the server may have given segments up
+        // that this node still counts as its own. Closing the connection settles it: the next round takes the server's
+        // whole share back and resets it (the server, seeing the connection close, drops the node), and joins it again
+        // afresh. A lost connection is that already.
+        if (!reply.IsCanceled && reply.Exception?.GetBaseException() is not ConnectionLostException)
         {
             StorageLog.HeartbeatFailed(_logger, $"{link.EndPoint} never answered a ReleaseShare: {reply.Exception?.GetBaseException().Message ?? "cancelled"}");
             link.Connection?.Dispose();
