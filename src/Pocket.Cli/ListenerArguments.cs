@@ -16,7 +16,7 @@ internal sealed class ListenerArguments
 
     private readonly Option<int?> _maxConnections = Positive(new Option<int?>("--max-connections")
     {
-        Description = "Connections served at once; one more is closed as it is accepted, with a log line (default: what the open-file limit leaves them: the role raises it to its hard limit at start, less the descriptors already open and 64 kept for threads and files)",
+        Description = "Connections served at once; one more is closed as it is accepted, with a log line (default: what the open-file limit leaves them: the role raises it to its hard limit at start, less the descriptors already open, 64 kept for threads and files and 32 for outgoing connections)",
         HelpName = "N",
     });
 

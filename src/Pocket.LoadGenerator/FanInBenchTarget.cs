@@ -12,13 +12,14 @@ internal sealed class FanInBenchTarget : DelegatingBenchTarget
     private readonly IBenchTarget[] _connections;
     private readonly IAsyncDisposable[] _owned;
 
-    private FanInBenchTarget(IBenchTarget shared, IBenchTarget[] connections, IAsyncDisposable[] owned, double connectMs, int refused)
+    private FanInBenchTarget(IBenchTarget shared, IBenchTarget[] connections, IAsyncDisposable[] owned, double connectMs, int refused, string? refusal)
         : base(shared)
     {
         _connections = connections;
         _owned = owned;
         ConnectMs = connectMs;
         Refused = refused;
+        Refusal = refusal;
     }
 
     /// <summary>Wall time to open all the connections at once (a connect storm), in milliseconds.</summary>
@@ -26,6 +27,9 @@ internal sealed class FanInBenchTarget : DelegatingBenchTarget
 
     /// <summary>Connections that could not be opened (refused, reset, timed out); the run goes on with the rest.</summary>
     public int Refused { get; }
+
+    /// <summary>Why the first of the <see cref="Refused"/> connections could not be opened (null when none was refused).</summary>
+    public string? Refusal { get; }
 
     /// <summary>Connections that were opened and drive the load.</summary>
     public int Connections => _connections.Length;
@@ -64,13 +68,13 @@ internal sealed class FanInBenchTarget : DelegatingBenchTarget
         var elapsed = clock.Elapsed.TotalMilliseconds;
         var opened = attempts.Where(a => a.IsCompletedSuccessfully).Select(a => a.Result).ToArray();
         var refused = attempts.Count(a => !a.IsCompletedSuccessfully);
+        var why = attempts.Select(a => a.Exception?.GetBaseException()).FirstOrDefault(e => e is not null);
         if (opened.Length == 0)
         {
-            var why = attempts.Select(a => a.Exception?.GetBaseException()).FirstOrDefault(e => e is not null);
             throw new LoadGeneratorException($"{shared.Name}: none of {count} connections could be opened: {why?.Message}", why);
         }
 
-        return new FanInBenchTarget(shared, opened.Select(o => o.Target).ToArray(), opened.Select(o => o.Owner).ToArray(), elapsed, refused);
+        return new FanInBenchTarget(shared, opened.Select(o => o.Target).ToArray(), opened.Select(o => o.Owner).ToArray(), elapsed, refused, why?.Message);
     }
 
     public override IBenchTarget ForClient(int client) => _connections[client % _connections.Length];

@@ -89,18 +89,30 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
     /// </summary>
     public static async Task<RespConnection> ConnectAsync(string host, int port, CancellationToken cancellationToken, TimeProvider? time = null, bool ping = true)
     {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         var remote = $"{host}:{port}";
+
+        // From the process's descriptor budget, as Pocket's own connections (a bench whose cluster runs in its process
+        // holds both ends of every connection); given back when the connection fails or is disposed (Fail).
+        if (!ConnectionDescriptors.TryTakeOutgoing())
+        {
+            throw new LoadGeneratorException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}");
+        }
+
+        Socket? socket = null;
+        RespConnection connection;
         try
         {
+            socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(ConnectTimeout);
             await FrameConnection.ConnectBlockingAsync(socket, host, port, timeout.Token).ConfigureAwait(false);
+            connection = new RespConnection(socket, remote, time ?? TimeProvider.System);
         }
-        catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException)
+        catch (Exception ex)
         {
-            socket.Dispose();
-            if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
+            socket?.Dispose();
+            ConnectionDescriptors.Return();
+            if (ex is not (SocketException or OperationCanceledException or IOException) || (ex is OperationCanceledException && cancellationToken.IsCancellationRequested))
             {
                 throw;
             }
@@ -108,7 +120,6 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
             throw new LoadGeneratorException($"cannot connect to {remote}: {ex.Message}", ex);
         }
 
-        var connection = new RespConnection(socket, remote, time ?? TimeProvider.System);
         if (!ping)
         {
             return connection;
@@ -617,6 +628,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         }
 
         _socket.Dispose();
+        ConnectionDescriptors.Return();
         if (Interlocked.Exchange(ref _busySince, 0) != 0)
         {
             _core.SetException(failure);

@@ -50,13 +50,20 @@ internal interface IClientLoopConnection
 /// cref="Watch"/> after it enlisted a request (one read of a field while the timer runs); the tick that finds nothing
 /// to watch stops the timer.
 /// </para>
+/// <para>
+/// The process's loops (<see cref="Shared"/>) live as long as it does. Others (tests make their own on a fake clock) are
+/// disposed: their threads end and their epoll set and eventfds are closed, by the last loop to leave.
+/// </para>
 /// </summary>
-internal sealed unsafe class ClientLoops
+internal sealed unsafe class ClientLoops : IDisposable
 {
     private const int MaxEvents = 64;
 
     /// <summary>Event data of the eventfd that <see cref="Kick"/> signals (connection ids start at 1).</summary>
     private const ulong KickData = 0;
+
+    /// <summary>Event data of the eventfd that <see cref="Dispose"/> signals (ids would take centuries to reach it).</summary>
+    private const ulong StopData = ulong.MaxValue;
 
     /// <summary>Loops started beyond the base number, at most, while others are blocked.</summary>
     private const int MaxExtraLoops = 64;
@@ -66,6 +73,7 @@ internal sealed unsafe class ClientLoops
 
     private readonly int _epoll;
     private readonly int _kick;
+    private readonly int _stop;
     private readonly ConcurrentQueue<ulong> _kicked = new();
     private readonly int _baseLoops;
     private readonly ConcurrentDictionary<ulong, IClientLoopConnection> _connections = new();
@@ -77,6 +85,11 @@ internal sealed unsafe class ClientLoops
     private readonly Lock _watchLock = new();
     private long _nextId;
     private int _ticking;
+
+    // Set (under _loopsLock) by Dispose; no loop starts after it. _running counts the loops whose threads run: the last
+    // to leave after Dispose closes the descriptors (a loop may still be inside epoll_wait on them until it leaves).
+    private bool _disposed;
+    private int _running;
 
     // 1 while the watchdog's timer runs; changed (with the timer) only under _watchLock.
     private int _watching;
@@ -95,6 +108,10 @@ internal sealed unsafe class ClientLoops
         // counter would take centuries to fill).
         _kick = Linux.CreateEventFd();
         Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _kick, Linux.EpollIn | Linux.EpollEt, KickData);
+
+        // Level-triggered and never read: once signalled, every loop's every wait returns it, so each of them leaves.
+        _stop = Linux.CreateEventFd();
+        Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _stop, Linux.EpollIn, StopData);
         _baseLoops = loops;
         for (var i = 0; i < loops; i++)
         {
@@ -135,7 +152,7 @@ internal sealed unsafe class ClientLoops
     {
         lock (_watchLock)
         {
-            if (_watching == 0)
+            if (_watching == 0 && !_disposed)
             {
                 Volatile.Write(ref _watching, 1);
                 _watchdog.Change(Stuck, Stuck);
@@ -152,6 +169,7 @@ internal sealed unsafe class ClientLoops
     /// <summary>Starts watching a connection under its id (for <see cref="Kick"/> and <see cref="Remove"/>).</summary>
     public void Add(ulong id, IClientLoopConnection connection, nint fd)
     {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed), this);
         _connections[id] = connection;
         if (!Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, (int)fd, Linux.EpollIn | Linux.EpollRdHup | Linux.EpollEt, id))
         {
@@ -166,6 +184,11 @@ internal sealed unsafe class ClientLoops
     /// </summary>
     public void Kick(ulong id)
     {
+        if (Volatile.Read(ref _disposed))
+        {
+            return;
+        }
+
         _kicked.Enqueue(id);
         Linux.Signal(_kick);
     }
@@ -174,20 +197,99 @@ internal sealed unsafe class ClientLoops
     public void Remove(ulong id, nint fd)
     {
         _connections.TryRemove(id, out _);
-        Linux.EpollCtl(_epoll, Linux.EpollCtlDel, (int)fd, 0, 0);
+        if (!Volatile.Read(ref _disposed))
+        {
+            Linux.EpollCtl(_epoll, Linux.EpollCtlDel, (int)fd, 0, 0);
+        }
+    }
+
+    /// <summary>The threads of the loops running now (tests).</summary>
+    internal IReadOnlyList<Thread> Threads
+    {
+        get
+        {
+            lock (_loopsLock)
+            {
+                return [.. _loops.Select(l => l.Thread!)];
+            }
+        }
+    }
+
+    /// <summary>The loops' epoll set (tests: it is closed once they are disposed).</summary>
+    internal int EpollDescriptor => _epoll;
+
+    /// <summary>
+    /// Stops the loops and waits for their threads to end (not for the caller's own, when a loop disposes them: it ends
+    /// when its callback returns); the last to leave closes the epoll set and the eventfds. Connections still on them
+    /// are read no more: their owners dispose them first. The process's <see cref="Shared"/> loops are never disposed.
+    /// </summary>
+    public void Dispose()
+    {
+        if (SharedLoops.IsValueCreated && ReferenceEquals(SharedLoops.Value, this))
+        {
+            throw new InvalidOperationException("the process's shared client loops live as long as the process");
+        }
+
+        List<Thread> threads;
+        lock (_loopsLock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            Volatile.Write(ref _disposed, true);
+            threads = [.. _loops.Select(l => l.Thread!)];
+        }
+
+        lock (_watchLock)
+        {
+            _watchdog.Dispose();
+        }
+
+        Linux.Signal(_stop);
+        foreach (var thread in threads)
+        {
+            if (thread != Thread.CurrentThread)
+            {
+                thread.Join();
+            }
+        }
     }
 
     private void StartLoop(bool extra)
     {
         var state = new LoopState(extra);
-        Thread thread;
         lock (_loopsLock)
         {
+            if (_disposed)
+            {
+                return;
+            }
+
             _loops.Add(state);
-            thread = new Thread(() => Loop(state)) { IsBackground = true, Name = $"pocket client loop {_loops.Count - 1}" };
+            _running++;
+
+            // Started under the lock: Dispose joins every thread it finds in the list.
+            state.Thread = new Thread(() => Loop(state)) { IsBackground = true, Name = $"pocket client loop {_loops.Count - 1}" };
+            state.Thread.Start();
+        }
+    }
+
+    /// <summary>A loop's thread leaves: after <see cref="Dispose"/>, the last one closes the descriptors.</summary>
+    private void Leave()
+    {
+        lock (_loopsLock)
+        {
+            if (--_running > 0 || !_disposed)
+            {
+                return;
+            }
         }
 
-        thread.Start();
+        Linux.Close(_stop);
+        Linux.Close(_kick);
+        Linux.Close(_epoll);
     }
 
     private void Loop(LoopState state)
@@ -202,6 +304,16 @@ internal sealed unsafe class ClientLoops
                 for (var i = 0; i < n; i++)
                 {
                     var data = Linux.EventData(events, i);
+                    if (data == StopData)
+                    {
+                        lock (_loopsLock)
+                        {
+                            _loops.Remove(state);
+                        }
+
+                        return;
+                    }
+
                     if (data == KickData)
                     {
                         // Only those queued now: a connection that kicks itself again waits for the next wake-up.
@@ -225,6 +337,7 @@ internal sealed unsafe class ClientLoops
         finally
         {
             NativeMemory.Free(events);
+            Leave();
         }
     }
 
@@ -315,9 +428,9 @@ internal sealed unsafe class ClientLoops
                 }
             }
 
-            if (work || AnyLoopBusy())
+            if (work || AnyLoopBusy() || _disposed)
             {
-                Volatile.Write(ref _watching, 1);
+                Volatile.Write(ref _watching, _disposed ? 0 : 1);
                 return;
             }
 
@@ -351,6 +464,9 @@ internal sealed unsafe class ClientLoops
     private sealed class LoopState(bool extra)
     {
         public readonly bool Extra = extra;
+
+        /// <summary>The loop's thread (set before it starts).</summary>
+        public Thread? Thread;
 
         /// <summary>
         /// When the loop started on its current connection (<see cref="Now"/>, milliseconds: the

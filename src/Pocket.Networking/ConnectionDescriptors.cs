@@ -1,17 +1,26 @@
 namespace Pocket.Networking;
 
 /// <summary>
-/// The file descriptors the process's accepted connections may hold together, over all its frame servers (an embedded
-/// cluster runs several in one process). A .NET process out of descriptors cannot start a thread: the runtime needs a
-/// pipe for it, takes the failure for out-of-memory and aborts the process (seen with a metadata server given more
-/// connects than its open-file limit: "Out of memory.", SIGABRT, in 4 of 6 tries). So connections never take the last
-/// descriptors: past the budget a connect is closed as it comes, and the process keeps <see cref="Headroom"/> for
-/// threads, files and outgoing connections.
+/// The file descriptors the process's connections may hold together, accepted and outgoing, over all its frame servers
+/// and client connections (an embedded cluster runs several servers in one process, and its nodes connect to its
+/// metadata server; a gateway or a benchmark opens thousands of client connections). A .NET process out of descriptors
+/// cannot start a thread: the runtime needs a pipe for it, takes the failure for out-of-memory and aborts the process
+/// (seen with a metadata server given more connects than its open-file limit: "Out of memory.", SIGABRT, in 4 of 6
+/// tries), and it cannot load an assembly either (a benchmark whose own cluster and clients ran out failed that way).
+/// So connections never take the last descriptors: past the budget an accepted connect is closed as it comes, an
+/// outgoing connect fails with <see cref="ConnectionLostException"/> before it makes a socket, and the process keeps
+/// <see cref="Headroom"/> for threads, files and the servers' own listeners and epoll sets.
 /// </summary>
 internal static class ConnectionDescriptors
 {
-    /// <summary>Descriptors kept for everything but accepted connections, above those open when the budget is set.</summary>
+    /// <summary>Descriptors kept for everything but connections, above those open when the budget is set.</summary>
     internal const int Headroom = 64;
+
+    /// <summary>
+    /// Descriptors of the budget that accepted connections leave to outgoing ones (at most half of it): a storage node
+    /// whose clients took everything else can still reach its metadata servers and its peers.
+    /// </summary>
+    internal const int OutgoingReserve = 32;
 
     private static readonly Lazy<Limits> Measured = new(Measure);
     private static int _held;
@@ -20,15 +29,32 @@ internal static class ConnectionDescriptors
     public static long? FileLimit => Measured.Value.FileLimit;
 
     /// <summary>
-    /// How many connections the process may hold: the open-file limit less the descriptors open when the first server
-    /// started and <see cref="Headroom"/> (int.MaxValue when the limit is unknown).
+    /// How many connections, accepted and outgoing together, the process may hold: the open-file limit less the
+    /// descriptors open when the budget was first asked for and <see cref="Headroom"/> (int.MaxValue when the limit is
+    /// unknown). Outgoing connections may take all of it.
     /// </summary>
     public static int Budget => Measured.Value.Budget;
 
-    /// <summary>Takes one descriptor for a new connection; false (nothing taken) when the budget is spent.</summary>
-    public static bool TryTake()
+    /// <summary>How many of <see cref="Budget"/> accepted connections may hold: all but <see cref="OutgoingReserve"/>.</summary>
+    public static int AcceptBudget => Measured.Value.AcceptBudget;
+
+    /// <summary>Takes one descriptor for an accepted connection; false (nothing taken) when <see cref="AcceptBudget"/> is spent.</summary>
+    public static bool TryTake() => TryTake(AcceptBudget);
+
+    /// <summary>Takes one descriptor for an outgoing connection; false (nothing taken) when <see cref="Budget"/> is spent.</summary>
+    public static bool TryTakeOutgoing() => TryTake(Budget);
+
+    /// <summary>Gives back the descriptor of a connection that closed (once per successful take).</summary>
+    public static void Return() => Interlocked.Decrement(ref _held);
+
+    /// <summary>What an outgoing connect refused for want of descriptors says (after "cannot connect to HOST:PORT: ").</summary>
+    internal static string OutgoingRefusal() =>
+        $"the process's connections hold all {Budget} descriptors its open-file limit ({FileLimit}) leaves them " +
+        "(raise the hard open-file limit, or hold fewer connections)";
+
+    private static bool TryTake(int limit)
     {
-        if (Interlocked.Increment(ref _held) <= Budget)
+        if (Interlocked.Increment(ref _held) <= limit)
         {
             return true;
         }
@@ -37,20 +63,17 @@ internal static class ConnectionDescriptors
         return false;
     }
 
-    /// <summary>Gives back the descriptor of a connection that closed (once per successful <see cref="TryTake"/>).</summary>
-    public static void Return() => Interlocked.Decrement(ref _held);
-
     private static Limits Measure()
     {
         var limit = Linux.RaiseFileLimit();
         if (limit is not { } known)
         {
-            return new Limits(null, int.MaxValue);
+            return new Limits(null, int.MaxValue, int.MaxValue);
         }
 
-        var budget = known - Linux.OpenDescriptors() - Headroom;
-        return new Limits(limit, (int)Math.Clamp(budget, 1, int.MaxValue));
+        var budget = (int)Math.Clamp(known - Linux.OpenDescriptors() - Headroom, 1, int.MaxValue);
+        return new Limits(limit, budget, Math.Max(budget - OutgoingReserve, (budget + 1) / 2));
     }
 
-    private sealed record Limits(long? FileLimit, int Budget);
+    private sealed record Limits(long? FileLimit, int Budget, int AcceptBudget);
 }

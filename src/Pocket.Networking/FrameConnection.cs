@@ -131,10 +131,31 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
     public bool IsConnected => _failure is null;
 
+    /// <summary>
+    /// Connects to a server. Fails with <see cref="ConnectionLostException"/> (<see cref="ConnectionLostException.NotSent"/>)
+    /// when it cannot, and before it makes a socket when the process's connections hold every descriptor its open-file
+    /// limit leaves them (see <see cref="ConnectionDescriptors"/>): a process out of descriptors aborts.
+    /// </summary>
     public static async Task<FrameConnection> ConnectAsync(string host, int port, FrameConnectionOptions options, CancellationToken cancellationToken = default)
     {
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         var remote = $"{host}:{port}";
+        if (!ConnectionDescriptors.TryTakeOutgoing())
+        {
+            throw new ConnectionLostException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}") { NotSent = true };
+        }
+
+        // The connection gives its descriptor back when it fails or is disposed (Fail); until it exists, this does.
+        Socket socket;
+        try
+        {
+            socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        }
+        catch
+        {
+            ConnectionDescriptors.Return();
+            throw;
+        }
+
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -161,12 +182,19 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         catch (Exception ex) when (ex is SocketException or OperationCanceledException or IOException or System.Security.Authentication.AuthenticationException or ObjectDisposedException)
         {
             socket.Dispose();
+            ConnectionDescriptors.Return();
             if (ex is OperationCanceledException && cancellationToken.IsCancellationRequested)
             {
                 throw;
             }
 
             throw new ConnectionLostException($"cannot connect to {remote}: {ex.Message}", ex);
+        }
+        catch
+        {
+            socket.Dispose();
+            ConnectionDescriptors.Return();
+            throw;
         }
     }
 
@@ -1521,6 +1549,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             }
 
             _socket.Dispose();
+            ConnectionDescriptors.Return();
         }
 
         var failed = new List<(Pending Pending, uint Id)>();

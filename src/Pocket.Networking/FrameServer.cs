@@ -96,7 +96,7 @@ public sealed class FrameServer : IDisposable
 
         _maxConnections = _options.MaxConnections > 0
             ? _options.MaxConnections
-            : fileLimit is null ? 1024 - ConnectionDescriptors.Headroom : ConnectionDescriptors.Budget;
+            : fileLimit is null ? 1024 - ConnectionDescriptors.Headroom : ConnectionDescriptors.AcceptBudget;
         var listener = new Socket(_options.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
         // No ReuseAddress: on Linux .NET maps it to SO_REUSEPORT as well, and a second server on the same port then
         // bound silently and took half of the first one's connections.
@@ -115,8 +115,8 @@ public sealed class FrameServer : IDisposable
             (count, period) => NetworkingLog.TooManyConnectionsMore(_logger, _name, count, (int)period.TotalSeconds, _maxConnections),
             _options.TimeProvider);
         _outOfDescriptors = new RefusalLog(
-            () => NetworkingLog.OutOfDescriptors(_logger, _name, ConnectionDescriptors.Budget),
-            (count, period) => NetworkingLog.OutOfDescriptorsMore(_logger, _name, count, (int)period.TotalSeconds, ConnectionDescriptors.Budget),
+            () => NetworkingLog.OutOfDescriptors(_logger, _name, ConnectionDescriptors.AcceptBudget),
+            (count, period) => NetworkingLog.OutOfDescriptorsMore(_logger, _name, count, (int)period.TotalSeconds, ConnectionDescriptors.AcceptBudget),
             _options.TimeProvider);
         listener.Listen(_options.ListenBacklog);
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
@@ -132,9 +132,9 @@ public sealed class FrameServer : IDisposable
 
         NetworkingLog.Listening(_logger, _name, EndPoint.ToString());
         NetworkingLog.ConnectionLimit(_logger, _name, _maxConnections, fileLimit?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "unknown");
-        if (fileLimit is { } limit && _maxConnections > ConnectionDescriptors.Budget)
+        if (fileLimit is { } limit && _maxConnections > ConnectionDescriptors.AcceptBudget)
         {
-            NetworkingLog.ConnectionLimitAboveFileLimit(_logger, _name, _maxConnections, limit, ConnectionDescriptors.Budget);
+            NetworkingLog.ConnectionLimitAboveFileLimit(_logger, _name, _maxConnections, limit, ConnectionDescriptors.AcceptBudget);
         }
     }
 

@@ -357,18 +357,54 @@ internal static unsafe partial class Linux
     /// </summary>
     public static bool HungUp(byte* events, int i) => (*(uint*)(events + (i * EventSize)) & (EpollRdHup | EpollHup | EpollErr)) != 0;
 
-    /// <summary>How many file descriptors the process has open now (0 when /proc does not say).</summary>
+    /// <summary>
+    /// How many file descriptors the process has open now (0 when /proc does not say). Read with readdir, not
+    /// Directory.EnumerateFileSystemEntries: a client process asks on its first connect (the budget counts outgoing
+    /// connections), and in a fresh process here (load 11-13) the managed enumeration's first call took 8-35 ms against
+    /// 4-11 ms (most of it loading libc, which the connection's epoll set needs next anyway), later calls 270-380 us
+    /// against 23-60 us.
+    /// </summary>
     public static int OpenDescriptors()
     {
         try
         {
-            return Directory.EnumerateFileSystemEntries("/proc/self/fd").Count();
+            var directory = OpenDir("/proc/self/fd");
+            if (directory == 0)
+            {
+                return 0;
+            }
+
+            var count = 0;
+            for (byte* entry; (entry = ReadDir(directory)) != null;)
+            {
+                // struct dirent (LP64): d_ino, d_off, d_reclen, d_type, then d_name; "." and ".." are not descriptors.
+                if (entry[DirentNameOffset] != (byte)'.')
+                {
+                    count++;
+                }
+            }
+
+            _ = CloseDir(directory);
+
+            // Less the directory's own descriptor, open while it was read.
+            return Math.Max(count - 1, 0);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
         {
             return 0;
         }
     }
+
+    private const int DirentNameOffset = 19;
+
+    [LibraryImport("libc", EntryPoint = "opendir", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint OpenDir(string path);
+
+    [LibraryImport("libc", EntryPoint = "readdir")]
+    private static partial byte* ReadDir(nint directory);
+
+    [LibraryImport("libc", EntryPoint = "closedir")]
+    private static partial int CloseDir(nint directory);
 
     /// <summary>Raises the soft open-file limit to the hard one; returns the limit now in force (or null when unknown).</summary>
     public static long? RaiseFileLimit()

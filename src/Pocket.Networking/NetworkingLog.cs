@@ -28,16 +28,16 @@ internal static partial class NetworkingLog
     [LoggerMessage(EventId = 107, Level = LogLevel.Information, Message = "{Server} accepts up to {Max} connections (open-file limit {FileLimit})")]
     public static partial void ConnectionLimit(ILogger logger, string server, int max, string fileLimit);
 
-    [LoggerMessage(EventId = 109, Level = LogLevel.Warning, Message = "{Server} may accept {Max} connections, but the open-file limit {FileLimit} leaves the process's connections {Budget} descriptors: connects past them are closed as they come (raise the hard open-file limit, or lower the connection maximum)")]
+    [LoggerMessage(EventId = 109, Level = LogLevel.Warning, Message = "{Server} may accept {Max} connections, but the open-file limit {FileLimit} leaves the process's accepted connections {Budget} descriptors: connects past them are closed as they come (raise the hard open-file limit, or lower the connection maximum)")]
     public static partial void ConnectionLimitAboveFileLimit(ILogger logger, string server, int max, long fileLimit, int budget);
 
-    [LoggerMessage(EventId = 111, Level = LogLevel.Warning, Message = "{Server} refused a connection: the process's connections hold all {Budget} descriptors its open-file limit leaves them")]
+    [LoggerMessage(EventId = 111, Level = LogLevel.Warning, Message = "{Server} refused a connection: the process's connections hold all {Budget} descriptors its open-file limit leaves accepted ones")]
     public static partial void OutOfDescriptors(ILogger logger, string server, int budget);
 
     [LoggerMessage(EventId = 112, Level = LogLevel.Warning, Message = "{Server} refused {Count} more connections in the last {Seconds} s: {Max} connections open")]
     public static partial void TooManyConnectionsMore(ILogger logger, string server, int count, int seconds, int max);
 
-    [LoggerMessage(EventId = 113, Level = LogLevel.Warning, Message = "{Server} refused {Count} more connections in the last {Seconds} s: the process's connections hold all {Budget} descriptors its open-file limit leaves them")]
+    [LoggerMessage(EventId = 113, Level = LogLevel.Warning, Message = "{Server} refused {Count} more connections in the last {Seconds} s: the process's connections hold all {Budget} descriptors its open-file limit leaves accepted ones")]
     public static partial void OutOfDescriptorsMore(ILogger logger, string server, int count, int seconds, int budget);
 
     [LoggerMessage(EventId = 108, Level = LogLevel.Warning, Message = "{Server} closed a connection from {Remote}: {Backlog} bytes of replies unread, over the bound of {Max}")]

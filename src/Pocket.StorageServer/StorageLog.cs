@@ -33,4 +33,10 @@ internal static partial class StorageLog
 
     [LoggerMessage(EventId = 309, Level = LogLevel.Warning, Message = "metadata server {Address} took the connection but did not answer the registration within {Seconds:0.###} s; joining it again at the next heartbeat")]
     public static partial void RegistrationUnanswered(ILogger logger, string address, double seconds);
+
+    [LoggerMessage(EventId = 310, Level = LogLevel.Warning, Message = "metadata server {Address} did not answer {Request} within {Seconds:0.###} s; its share stays as it is until the answer comes, and the rounds go on")]
+    public static partial void ShareRequestUnanswered(ILogger logger, string address, string request, double seconds);
+
+    [LoggerMessage(EventId = 311, Level = LogLevel.Information, Message = "metadata server {Address} answered a ReleaseShare late: {Segments} segments given up go to the other servers")]
+    public static partial void ShareReleasedLate(ILogger logger, string address, int segments);
 }

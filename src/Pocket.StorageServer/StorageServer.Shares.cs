@@ -60,7 +60,20 @@ public sealed partial class StorageServer
 
         /// <summary>When this node last warned that the server is silent (a timestamp; 0: not since it last answered).</summary>
         public long LastWarned { get; set; }
+
+        /// <summary>
+        /// A ReleaseShare or AddShare the server did not answer within its round's wait: a later round applies the answer
+        /// (<c>Settle</c>). Until then the node's view keeps the segments at the server (the one safe way: it may have
+        /// carried the request out), and the server's share does not move.
+        /// </summary>
+        public ShareRequest? Pending { get; set; }
+
+        /// <summary>Up, with no share request outstanding: its share may move.</summary>
+        public bool Free => Up && Pending is null;
     }
+
+    /// <summary>A share request still waiting for its answer, on the connection it went out on.</summary>
+    private sealed record ShareRequest(Opcode Opcode, ulong Mask, FrameConnection Connection, Task<FrameReply> Reply);
 
     /// <summary>How often a silent server's warning repeats (it said the same thing every heartbeat, once a second).</summary>
     internal static readonly TimeSpan SilenceWarningEvery = TimeSpan.FromSeconds(10);
@@ -219,6 +232,11 @@ public sealed partial class StorageServer
 
         foreach (var link in _links!)
         {
+            Settle(link);
+        }
+
+        foreach (var link in _links!)
+        {
             if (!link.Registered)
             {
                 await JoinAsync(link, cancellationToken).ConfigureAwait(false);
@@ -291,6 +309,7 @@ public sealed partial class StorageServer
         var mask = _shares!.Held(link.Index);
         Unshare(link, mask);
         link.Registered = false;
+        link.Pending = null;
         link.Connection?.Dispose();
         link.Connection = null;
         ResetSegments(mask);
@@ -301,7 +320,7 @@ public sealed partial class StorageServer
     /// <summary>Hands unowned segments out one at a time to the server holding the fewest; what a server fails to take stays unowned.</summary>
     private async Task GiveAsync(ulong mask, CancellationToken cancellationToken)
     {
-        var up = _links!.Where(l => l.Up).ToList();
+        var up = _links!.Where(l => l.Free).ToList();
         if (up.Count == 0 || mask == 0)
         {
             return;
@@ -323,37 +342,56 @@ public sealed partial class StorageServer
         }
     }
 
+    /// <summary>
+    /// Gives a server segments: they are its own in this node's view (and verify its grants) from now on, so no other
+    /// server can get them while it may be taking them. An answer that does not come within the round's wait is applied
+    /// by a later round.
+    /// </summary>
     private async Task AddShareAsync(MetadataLink link, ulong mask, CancellationToken cancellationToken)
     {
         _shares!.Give(link.Index, mask);
         SetSecrets(mask, link.Secret);
         var body = new BodyWriter();
         AddShareRequest.Write(body, NodeId, mask);
-        try
+        if (await SendShareRequestAsync(link, Opcode.AddShare, mask, body.WrittenMemory, cancellationToken).ConfigureAwait(false) is { } reply)
         {
-            var reply = await link.Connection!.SendAsync(Opcode.AddShare, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
-            if (!reply.IsOk)
-            {
-                throw new InvalidOperationException(reply.Message);
-            }
-        }
-        catch (Exception ex) when (ex is ConnectionLostException or InvalidOperationException)
-        {
-            // The server may or may not have taken them: it is treated as lost at the next round, which takes its whole share back.
-            StorageLog.HeartbeatFailed(_logger, $"{link.EndPoint} did not take {ShareTable.Count(mask)} segments: {ex.Message}");
-            link.Connection?.Dispose();
+            AfterAddShare(link, mask, reply);
         }
     }
 
-    /// <summary>Asks a server for up to <paramref name="count"/> free segments; those it gives stop verifying and are reset.</summary>
+    private void AfterAddShare(MetadataLink link, ulong mask, Task<FrameReply> reply)
+    {
+        // Cancelled: the node is stopping.
+        if ((reply.IsCompletedSuccessfully && reply.Result.IsOk) || reply.IsCanceled)
+        {
+            return;
+        }
+
+        // The server may or may not have taken them: it is treated as lost at the next round, which takes its whole share back.
+        var why = reply.IsCompletedSuccessfully ? reply.Result.Message : reply.Exception?.GetBaseException().Message ?? "cancelled";
+        StorageLog.HeartbeatFailed(_logger, $"{link.EndPoint} did not take {ShareTable.Count(mask)} segments: {why}");
+        link.Connection?.Dispose();
+    }
+
+    /// <summary>
+    /// Asks a server for up to <paramref name="count"/> free segments; those it gives stop verifying and are reset. 0 when
+    /// it gave none, or did not answer within the round's wait (a later round applies the answer).
+    /// </summary>
     private async Task<ulong> ReleaseAsync(MetadataLink link, int count, CancellationToken cancellationToken)
     {
         var body = new BodyWriter();
         ReleaseShareRequest.Write(body, NodeId, count);
-        try
+        return await SendShareRequestAsync(link, Opcode.ReleaseShare, 0, body.WrittenMemory, cancellationToken).ConfigureAwait(false) is { } reply
+            ? AfterReleaseShare(link, reply)
+            : 0;
+    }
+
+    private ulong AfterReleaseShare(MetadataLink link, Task<FrameReply> reply)
+    {
+        if (reply.IsCompletedSuccessfully)
         {
-            var reply = await link.Connection!.SendAsync(Opcode.ReleaseShare, FrameFlags.None, _options.ClusterToken, body.WrittenMemory, cancellationToken: cancellationToken).ConfigureAwait(false);
-            if (!reply.IsOk || !ShareMask.TryRead(reply.Body, out var released) || (released & ~_shares!.Held(link.Index)) != 0)
+            var answer = reply.Result;
+            if (!answer.IsOk || !ShareMask.TryRead(answer.Body, out var released) || (released & ~_shares!.Held(link.Index)) != 0)
             {
                 return 0;
             }
@@ -362,9 +400,72 @@ public sealed partial class StorageServer
             ResetSegments(released);
             return released;
         }
-        catch (ConnectionLostException)
+
+        // No answer ever (the request timeout; cancelled only when the node stops): the server may have given segments up
+        // that this node still counts as its own. Closing the connection settles it: the next round takes the server's
+        // whole share back and resets it (the server, seeing the connection close, drops the node), and joins it again
+        // afresh. A lost connection is that already.
+        if (!reply.IsCanceled && reply.Exception?.GetBaseException() is not ConnectionLostException)
         {
-            return 0;
+            StorageLog.HeartbeatFailed(_logger, $"{link.EndPoint} never answered a ReleaseShare: {reply.Exception?.GetBaseException().Message ?? "cancelled"}");
+            link.Connection?.Dispose();
+        }
+
+        return 0;
+    }
+
+    /// <summary>
+    /// Sends a share request and waits for its answer at most a registration's wait (one heartbeat interval, at least a
+    /// second): a server that stalls there must not hold the round, whose heartbeats the other servers wait for (their
+    /// suspect time is 3 s by default; the request timeout, 30 s). The answer, or null when it has not come: the request
+    /// is then the link's <see cref="MetadataLink.Pending"/>, for a later round to apply.
+    /// </summary>
+    private async Task<Task<FrameReply>?> SendShareRequestAsync(MetadataLink link, Opcode opcode, ulong mask, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
+        var connection = link.Connection!;
+        var reply = connection.SendAsync(opcode, FrameFlags.None, _options.ClusterToken, body, cancellationToken: cancellationToken).AsTask();
+        if (!reply.IsCompleted)
+        {
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            await Task.WhenAny(reply, Task.Delay(RegistrationWait, _options.TimeProvider, wait.Token)).ConfigureAwait(false);
+            await wait.CancelAsync().ConfigureAwait(false);
+        }
+
+        if (reply.IsCompleted)
+        {
+            return reply;
+        }
+
+        // Observed whatever becomes of it (a link lost meanwhile never looks at it again).
+        _ = reply.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        link.Pending = new ShareRequest(opcode, mask, connection, reply);
+        StorageLog.ShareRequestUnanswered(_logger, link.EndPoint.ToString(), opcode.ToString(), RegistrationWait.TotalSeconds);
+        return null;
+    }
+
+    /// <summary>Applies the answer of a share request that outlived its round, once it came (on the connection it went out on).</summary>
+    private void Settle(MetadataLink link)
+    {
+        if (link.Pending is not { } pending || !pending.Reply.IsCompleted)
+        {
+            return;
+        }
+
+        link.Pending = null;
+        if (!ReferenceEquals(link.Connection, pending.Connection))
+        {
+            // The link was lost meanwhile: its whole share was taken back and reset then.
+            return;
+        }
+
+        if (pending.Opcode == Opcode.AddShare)
+        {
+            AfterAddShare(link, pending.Mask, pending.Reply);
+        }
+        else if (AfterReleaseShare(link, pending.Reply) is var released and not 0)
+        {
+            // Unowned now: this round's balance hands them out.
+            StorageLog.ShareReleasedLate(_logger, link.EndPoint.ToString(), ShareTable.Count(released));
         }
     }
 
@@ -403,7 +504,7 @@ public sealed partial class StorageServer
         }
         else
         {
-            foreach (var other in up)
+            foreach (var other in up.Where(l => l.Free))
             {
                 var surplus = ShareTable.Count(_shares.Held(other.Index)) - target;
                 if (surplus > 0 && ShareTable.Count(share) < target)
@@ -439,7 +540,9 @@ public sealed partial class StorageServer
     {
         await GiveAsync(_shares!.Unowned, cancellationToken).ConfigureAwait(false);
         var up = _links!.Where(l => l.Up).ToList();
-        if (up.Count < 2)
+
+        // A server whose last share request is still unanswered holds what it held: no move until the answer came.
+        if (up.Count < 2 || up.Exists(l => l.Pending is not null))
         {
             return;
         }

@@ -77,9 +77,33 @@ internal static partial class PocketProcess
         RunAsync(home, new Dictionary<string, string>(), arguments);
 
     /// <summary>Runs with <paramref name="environment"/> set (POCKET_* variables included).</summary>
-    public static async Task<PocketResult> RunAsync(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments)
+    public static Task<PocketResult> RunAsync(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments) =>
+        RunAsync(WithEnvironment(StartInfo(home, arguments), environment), arguments);
+
+    /// <summary>
+    /// Runs with its open-file limit (soft and hard) lowered to <paramref name="fileLimit"/>, as a shell's `ulimit -n`
+    /// before exec does.
+    /// </summary>
+    public static Task<PocketResult> RunWithFileLimitAsync(string home, int fileLimit, params string[] arguments) =>
+        RunAsync(InShell(StartInfo(home, arguments), $"ulimit -n {fileLimit}"), arguments);
+
+    /// <summary>Runs <paramref name="start"/> through `sh -c "PREPARE && exec ..."`, so the pid stays the program's own.</summary>
+    public static ProcessStartInfo InShell(ProcessStartInfo start, string prepare)
     {
-        using var process = Process.Start(WithEnvironment(StartInfo(home, arguments), environment))!;
+        string[] command = [start.FileName, .. start.ArgumentList];
+        start.FileName = "sh";
+        start.ArgumentList.Clear();
+        foreach (var argument in (string[])["-c", $"{prepare} && exec \"$@\"", "sh", .. command])
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        return start;
+    }
+
+    private static async Task<PocketResult> RunAsync(ProcessStartInfo start, string[] arguments)
+    {
+        using var process = Process.Start(start)!;
         process.StandardInput.Close();
         var stdout = process.StandardOutput.ReadToEndAsync();
         var stderr = process.StandardError.ReadToEndAsync();
@@ -247,7 +271,7 @@ internal sealed class UpProcess : IAsyncDisposable
     /// pid is pocket's own).
     /// </summary>
     public static UpProcess StartWithInterruptIgnored(string home, params string[] arguments) =>
-        new(Process.Start(InShell(PocketProcess.StartInfo(home, ["up", .. arguments]), "trap '' INT"))!);
+        new(Process.Start(PocketProcess.InShell(PocketProcess.StartInfo(home, ["up", .. arguments]), "trap '' INT"))!);
 
     /// <summary>Any long-running command (a role), with <paramref name="environment"/> set.</summary>
     public static UpProcess StartCommand(string home, IReadOnlyDictionary<string, string> environment, params string[] arguments) =>
@@ -258,21 +282,7 @@ internal sealed class UpProcess : IAsyncDisposable
     /// `ulimit -n` before exec does (the pid is pocket's own).
     /// </summary>
     public static UpProcess StartCommandWithFileLimit(string home, IReadOnlyDictionary<string, string> environment, int fileLimit, params string[] arguments) =>
-        new(Process.Start(InShell(PocketProcess.WithEnvironment(PocketProcess.StartInfo(home, arguments), environment), $"ulimit -n {fileLimit}"))!);
-
-    /// <summary>Runs <paramref name="start"/> through `sh -c "PREPARE && exec ..."`, so the pid stays the program's own.</summary>
-    private static ProcessStartInfo InShell(ProcessStartInfo start, string prepare)
-    {
-        string[] command = [start.FileName, .. start.ArgumentList];
-        start.FileName = "sh";
-        start.ArgumentList.Clear();
-        foreach (var argument in (string[])["-c", $"{prepare} && exec \"$@\"", "sh", .. command])
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        return start;
-    }
+        new(Process.Start(PocketProcess.InShell(PocketProcess.WithEnvironment(PocketProcess.StartInfo(home, arguments), environment), $"ulimit -n {fileLimit}"))!);
 
     /// <summary>Reads lines until one matches; returns it. Fails if `pocket up` ends or the timeout passes first.</summary>
     public Task<string> WaitForLineAsync(Func<string, bool> match) => WaitForLineAsync(_lines, match);

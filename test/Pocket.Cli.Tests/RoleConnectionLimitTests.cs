@@ -12,7 +12,8 @@ namespace Pocket.Cli.Tests;
 /// `pocket metadata` given more connects than its open-file limit allows. A .NET process out of descriptors cannot
 /// start a thread (the runtime aborts it, "Out of memory."), so connections never take the descriptors the process
 /// keeps: a --max-connections above them is warned about at start, connects past them are closed as they come with a
-/// log line, and the server lives on and serves new clients once connections close.
+/// log line, and the server lives on and serves new clients once connections close. Outgoing connections take from the
+/// same budget.
 /// </summary>
 public sealed partial class RoleConnectionLimitTests : IDisposable
 {
@@ -71,9 +72,37 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         Assert.False(metadata.HasExited, metadata.Output);
     }
 
+    /// <summary>
+    /// Outgoing connections take from the same budget: a bench (one client process, a connection per client) asked for
+    /// more connections than its open-file limit holds opens those the budget allows, refuses the rest with a reason that
+    /// names the limit, and runs on them. Without the budget it opened sockets until the process was out of descriptors,
+    /// and then failed to load an assembly (or aborted).
+    /// </summary>
+    [Fact]
+    public async Task OutgoingConnectsPastTheDescriptorsLeftFailWithAClearErrorAndTheProcessRunsOn()
+    {
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "1", "--capacity", "64MiB", "--no-gateway", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        var jobId = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "fan-in", "--json")).Json()["id"]!.GetValue<string>();
+
+        var result = await PocketProcess.RunWithFileLimitAsync(
+            _home.Path, FileLimit, "bench", "--job", jobId, "--connections", $"{Connects}", "--ops", "600", "--warmup", "0s", "--size", "1KiB", "--op", "get", "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var fanIn = result.Json()["fan_in"]!["pocket"]!;
+        var opened = fanIn["connections"]!.GetValue<int>();
+        var refused = fanIn["refused"]!.GetValue<int>();
+        Assert.InRange(opened, 1, FileLimit - 64);
+        Assert.Equal(Connects, opened + refused);
+        Assert.Equal(0, fanIn["failed"]!.GetValue<int>());
+        Assert.Contains($"descriptors its open-file limit ({FileLimit}) leaves them", result.Stderr, StringComparison.Ordinal);
+        Assert.Equal(600, result.Json()["systems"]!["pocket"]!["get"]!["ops"]!.GetValue<long>());
+        Assert.False(up.HasExited, up.Output);
+    }
+
     [GeneratedRegex(@"address=(\S+)")]
     private static partial Regex AddressPattern();
 
-    [GeneratedRegex(@"leaves the process's connections (\d+) descriptors")]
+    [GeneratedRegex(@"leaves the process's accepted connections (\d+) descriptors")]
     private static partial Regex BudgetPattern();
 }

@@ -12,17 +12,66 @@ namespace Pocket.Tests;
 /// The client loops' watchdog runs only while it has something to watch (a request in flight, a loop in a callback):
 /// an idle process is not woken ten times a second. Each test has loops of its own on a fake clock, so the test
 /// decides when the watchdog ticks, and a bare socket plays the server, so it decides when a request is answered.
+/// The tests dispose their loops, which ends their threads and closes their descriptors.
 /// </summary>
-public sealed class ClientLoopsWatchdogTests
+public sealed partial class ClientLoopsWatchdogTests
 {
     private static readonly TimeSpan Tick = TimeSpan.FromMilliseconds(100);
+
+    [Fact]
+    public async Task DisposedLoopsEndTheirThreadsAndCloseTheirEpollSet()
+    {
+        using var timeout = new CancellationTokenSource(Patience * 2);
+
+        // The process's loops exist before these close their set, so they cannot be the set that takes its number next.
+        _ = ClientLoops.Shared;
+        var loops = new ClientLoops(2, new FakeTimeProvider());
+        await using (var peer = await Peer.ConnectAsync(loops, new FrameConnectionOptions(), timeout.Token))
+        {
+            var reply = peer.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask();
+            await peer.ReplyAsync(await peer.ReadRequestAsync(timeout.Token), "pong", timeout.Token);
+            Assert.Equal("pong", Encoding.UTF8.GetString((await reply.WaitAsync(timeout.Token)).Body));
+        }
+
+        var threads = loops.Threads;
+        Assert.Equal(2, threads.Count);
+        Assert.All(threads, t => Assert.True(t.IsAlive));
+        var epoll = loops.EpollDescriptor;
+        Assert.True(IsClientLoopsEpollSet(epoll), $"descriptor {epoll} is not the loops' epoll set");
+
+        loops.Dispose();
+
+        Assert.All(threads, t => Assert.False(t.IsAlive, $"{t.Name} still runs"));
+        Assert.False(IsClientLoopsEpollSet(epoll), $"the loops' epoll set ({epoll}) is still open");
+        loops.Dispose();
+        Assert.Throws<InvalidOperationException>(ClientLoops.Shared.Dispose);
+    }
+
+    /// <summary>
+    /// True when the descriptor is an open epoll set that watches a client loops' stop eventfd (the kernel's own view,
+    /// /proc/self/fdinfo: an entry whose data is all ones); a closed number, or one reused by anything else, is not.
+    /// </summary>
+    private static bool IsClientLoopsEpollSet(int fd)
+    {
+        try
+        {
+            return File.ReadLines($"/proc/self/fdinfo/{fd}").Any(line => line.StartsWith("tfd:", StringComparison.Ordinal) && StopEntry().IsMatch(line));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"\bdata:\s*ffffffffffffffff\b")]
+    private static partial System.Text.RegularExpressions.Regex StopEntry();
 
     [Fact]
     public async Task TheWatchdogStopsWhenNothingIsInFlightAndASendStartsItAgain()
     {
         using var timeout = new CancellationTokenSource(Patience * 2);
         var time = new FakeTimeProvider();
-        var loops = new ClientLoops(1, time);
+        using var loops = new ClientLoops(1, time);
         await using var peer = await Peer.ConnectAsync(loops, new FrameConnectionOptions(), timeout.Token);
 
         // A connection with nothing in flight starts nothing.
@@ -49,7 +98,7 @@ public sealed class ClientLoopsWatchdogTests
     {
         using var timeout = new CancellationTokenSource(Patience * 2);
         var time = new FakeTimeProvider();
-        var loops = new ClientLoops(1, time);
+        using var loops = new ClientLoops(1, time);
         await using var peer = await Peer.ConnectAsync(loops, new FrameConnectionOptions { RequestTimeout = TimeSpan.FromSeconds(1) }, timeout.Token);
 
         var answered = peer.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token).AsTask();
@@ -86,7 +135,7 @@ public sealed class ClientLoopsWatchdogTests
     {
         using var timeout = new CancellationTokenSource(Patience * 2);
         var time = new FakeTimeProvider();
-        var loops = new ClientLoops(1, time);
+        using var loops = new ClientLoops(1, time);
         var options = new FrameConnectionOptions { RequestTimeout = System.Threading.Timeout.InfiniteTimeSpan };
         await using var first = await Peer.ConnectAsync(loops, options, timeout.Token);
         await using var second = await Peer.ConnectAsync(loops, options, timeout.Token);

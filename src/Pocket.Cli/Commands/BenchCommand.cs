@@ -232,6 +232,11 @@ internal static class BenchCommand
             var fanIn = await FanInBenchTarget.ConnectAsync(shared, settings.Clients, ct => ConnectOneAsync(shared, peer, session, ct), cancellationToken).ConfigureAwait(false);
             targets[i] = fanIn;
             Status(string.Create(CultureInfo.InvariantCulture, $"{shared.Name}: {fanIn.Connections} connections in {fanIn.ConnectMs:0} ms, {fanIn.Refused} refused"));
+            if (fanIn.Refusal is { } refusal)
+            {
+                Status($"{shared.Name}: the first refused connection: {refusal}");
+            }
+
         }
     }
 
