@@ -232,7 +232,8 @@ internal sealed unsafe class EventLoopGroup : IDisposable
                             connection.NoteHangUp();
                         }
 
-                        batch.Slots[ready++] = connection;
+                        // Released after the hang-up note: a loop that claims the slot sees both.
+                        Volatile.Write(ref batch.Slots[ready++], connection);
                     }
                 }
 
