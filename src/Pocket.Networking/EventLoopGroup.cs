@@ -32,6 +32,7 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     private readonly int _wake;
     private readonly int _handBack;
     private readonly Thread[] _loops;
+    private readonly Batch?[] _batches;
     private readonly int _ioThreads;
     private readonly string _name;
     private readonly ConcurrentDictionary<long, LoopConnection> _connections = new();
@@ -59,10 +60,11 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         // counter would take centuries to fill).
         Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _handBack, Linux.EpollIn | Linux.EpollEt, HandBackData);
         _loops = new Thread[loops];
+        _batches = new Batch?[loops];
         for (var i = 0; i < loops; i++)
         {
             _loops[i] = new Thread(Loop) { IsBackground = true, Name = $"{name} loop {i}" };
-            _loops[i].Start();
+            _loops[i].Start(i);
         }
     }
 
@@ -178,9 +180,14 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         _blockingReady.Release();
     }
 
-    private void Loop()
+    private void Loop(object? state)
     {
+        var index = (int)state!;
         var events = (byte*)NativeMemory.Alloc((nuint)(MaxEvents * Linux.EventSize));
+
+        // Allocated by its loop's thread, so no other loop's batch shares its cache lines.
+        var batch = new Batch();
+        Volatile.Write(ref _batches[index], batch);
         try
         {
             // Connections that used up their turn with input left (see LoopConnection.FramesPerTurn), or handed back by
@@ -192,7 +199,9 @@ internal sealed unsafe class EventLoopGroup : IDisposable
             {
                 var n = Linux.EpollWait(_epoll, events, MaxEvents, again.Count > 0 ? 0 : -1);
                 var owed = again.Count;
-                for (var i = 0; i < n && !_stopping; i++)
+                var ready = 0;
+                var accept = false;
+                for (var i = 0; i < n; i++)
                 {
                     var data = Linux.EventData(events, i);
                     if (data == WakeData)
@@ -212,16 +221,44 @@ internal sealed unsafe class EventLoopGroup : IDisposable
 
                     if (data == ListenerData)
                     {
-                        Accept(accepted, again);
+                        accept = true;
                         continue;
                     }
 
-                    if (_connections.TryGetValue((long)data, out var connection) && connection.OnReady(Linux.HungUp(events, i)))
+                    if (_connections.TryGetValue((long)data, out var connection))
+                    {
+                        if (Linux.HungUp(events, i))
+                        {
+                            connection.NoteHangUp();
+                        }
+
+                        // Released after the hang-up note: a loop that claims the slot sees both.
+                        Volatile.Write(ref batch.Slots[ready++], connection);
+                    }
+                }
+
+                // Published before any of it runs: a loop that finishes its own work first takes what this one has not
+                // started (see Steal).
+                if (ready > 0)
+                {
+                    batch.Open = true;
+                }
+
+                if (accept && !_stopping)
+                {
+                    Accept(accepted, again);
+                }
+
+                for (var i = 0; i < ready; i++)
+                {
+                    var connection = Interlocked.Exchange(ref batch.Slots[i], null);
+                    if (connection is not null && !_stopping && connection.OnReady())
                     {
                         again.Enqueue(connection);
                     }
                 }
 
+                batch.Open = false;
                 for (var i = 0; i < owed && !_stopping; i++)
                 {
                     var connection = again.Dequeue();
@@ -230,11 +267,40 @@ internal sealed unsafe class EventLoopGroup : IDisposable
                         again.Enqueue(connection);
                     }
                 }
+
+                Steal(index, again);
             }
         }
         finally
         {
             NativeMemory.Free(events);
+        }
+    }
+
+    /// <summary>
+    /// Runs the connections another loop took from epoll and has not started yet. A loop that is preempted in the
+    /// middle of its batch would otherwise keep them waiting for a time slice (4-5 ms here) while this loop serves
+    /// connections that became ready after them. Each slot is claimed once, by whoever empties it first.
+    /// </summary>
+    private void Steal(int index, Queue<LoopConnection> again)
+    {
+        for (var other = 0; other < _batches.Length && !_stopping; other++)
+        {
+            var batch = other == index ? null : Volatile.Read(ref _batches[other]);
+            if (batch is null || !batch.Open)
+            {
+                continue;
+            }
+
+            for (var i = 0; i < MaxEvents; i++)
+            {
+                if (Volatile.Read(ref batch.Slots[i]) is not null
+                    && Interlocked.Exchange(ref batch.Slots[i], null) is { } connection
+                    && connection.OnReady())
+                {
+                    again.Enqueue(connection);
+                }
+            }
         }
     }
 
@@ -297,5 +363,14 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         Linux.Close(_wake);
         Linux.Close(_handBack);
         Linux.Close(_epoll);
+    }
+
+    /// <summary>The connections of a loop's last epoll batch that no thread has started yet (see <see cref="Steal"/>).</summary>
+    private sealed class Batch
+    {
+        public readonly LoopConnection?[] Slots = new LoopConnection?[MaxEvents];
+
+        /// <summary>Set while the owner works through <see cref="Slots"/>: a hint for other loops, read before the slots.</summary>
+        public volatile bool Open;
     }
 }

@@ -127,17 +127,15 @@ internal sealed class LoopConnection
     /// <summary>Bytes the connection holds now: its buffers (0 when idle).</summary>
     public int BufferedBytes => (_in?.Length ?? 0) + (_out?.Length ?? 0);
 
+    /// <summary>The peer hung up (an epoll event said so): reads go on until the end of the stream.</summary>
+    public void NoteHangUp() => _hungUp = true;
+
     /// <summary>
     /// An epoll event for the connection (on a loop): runs it when no other thread owns it, or leaves the event for the
     /// owner. True when the loop owes it another turn (see <see cref="Run"/>).
     /// </summary>
-    public bool OnReady(bool hungUp)
+    public bool OnReady()
     {
-        if (hungUp)
-        {
-            _hungUp = true;
-        }
-
         // The event is recorded before ownership is tried; the owner lets go before it looks at the record (each side
         // with a full fence), so one of the two always sees the other: the input is never left unread.
         Interlocked.Exchange(ref _ready, 1);
