@@ -55,6 +55,9 @@ public sealed class FrameContext
     /// <summary>True when the connection is in its server's epoll set now (tests).</summary>
     internal bool Watched => _loop.Watched;
 
+    /// <summary>The connection's descriptor (tests: its socket options as the first turn found them).</summary>
+    internal int Fd => _loop.Fd;
+
     /// <summary>The status of the reply to the current request (meaningful once it is answered).</summary>
     public Status ReplyStatus { get; private set; }
 

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Net;
 using System.Net.Security;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Pocket.Protocol;
 
@@ -174,7 +175,7 @@ public sealed class FrameServer : IDisposable
     /// accepting loop, which runs its first turn next and adds it to epoll at the end of that turn (a TLS one too, under
     /// a <see cref="TlsTransport"/>). Null when it was refused (over the connection limit) or failed.
     /// </summary>
-    internal LoopConnection? Admit(int fd)
+    internal LoopConnection? Admit(int fd, IPEndPoint? peer)
     {
         if (_connections.Count >= _maxConnections)
         {
@@ -192,6 +193,39 @@ public sealed class FrameServer : IDisposable
             return null;
         }
 
+        var remote = peer?.ToString() ?? "?";
+        return _tlsOptions is null ? AdmitPlain(fd, remote) : AdmitTls(fd, remote);
+    }
+
+    /// <summary>
+    /// A plain connection needs no <see cref="Socket"/>: accept4 made it non-blocking and reported the peer, so setting
+    /// TCP_NODELAY is its one system call before its first turn reads (a Socket made from the descriptor cost eight more,
+    /// 23-34 us at p50 of a fresh connection's first request on a loaded machine: docs/benchmarks.md, "A fresh
+    /// connection's first request").
+    /// </summary>
+    private LoopConnection? AdmitPlain(int fd, string remote)
+    {
+        var handle = new AcceptedSocketHandle(fd);
+        if (!Linux.SetNoDelay(handle, out var errno))
+        {
+            NetworkingLog.AcceptFailed(_logger, _name, $"setsockopt TCP_NODELAY: errno {errno}");
+            handle.Dispose();
+            ConnectionDescriptors.Return();
+            return null;
+        }
+
+        var id = Interlocked.Increment(ref _nextConnectionId);
+        var connection = new Connection(handle, null, remote, _options.TimeProvider.GetTimestamp())
+        {
+            // Added to epoll by its first turn, on the accepting loop (see LoopConnection.RunFirst).
+            Loop = new LoopConnection(this, _handler, handle, id, remote),
+        };
+        _connections[id] = connection;
+        return connection.Loop;
+    }
+
+    private LoopConnection? AdmitTls(int fd, string remote)
+    {
         var handle = new SafeSocketHandle(fd, ownsHandle: true);
 
         Socket socket;
@@ -212,14 +246,11 @@ public sealed class FrameServer : IDisposable
         try
         {
             socket.NoDelay = true;
-            var remote = socket.RemoteEndPoint?.ToString() ?? "?";
-            var connection = new Connection(socket, remote, _options.TimeProvider.GetTimestamp());
-            // Never blocks, never waits on a handler: the accepting loop reads it at once (a TLS one: its handshake
-            // starts, and goes on with its frames after it as the loops bring its bytes; see TlsTransport).
+            var connection = new Connection(socket.SafeHandle, socket, remote, _options.TimeProvider.GetTimestamp());
+            // Never blocks, never waits on a handler: the accepting loop reads it at once (its handshake starts, and
+            // goes on with its frames after it as the loops bring its bytes; see TlsTransport).
             socket.Blocking = false;
-            connection.Loop = _tlsOptions is null
-                ? new LoopConnection(this, _handler, socket, id, remote)
-                : new LoopConnection(this, _handler, socket, id, remote, new TlsTransport(socket, _tlsOptions));
+            connection.Loop = new LoopConnection(this, _handler, socket.SafeHandle, id, remote, new TlsTransport(socket, _tlsOptions!), socket);
             // Added to epoll by its first turn, on the accepting loop (see LoopConnection.RunFirst).
             _connections[id] = connection;
             return connection.Loop;
@@ -308,7 +339,7 @@ public sealed class FrameServer : IDisposable
                     NetworkingLog.IdleClosed(_logger, _name, connection.Remote, idle);
                     try
                     {
-                        connection.Socket.Shutdown(SocketShutdown.Receive);
+                        connection.Shutdown(SocketShutdown.Receive);
                     }
                     catch (Exception ex) when (ex is SocketException or ObjectDisposedException)
                     {
@@ -324,9 +355,8 @@ public sealed class FrameServer : IDisposable
     }
 
     /// <summary>One accepted connection; the idle check's bookkeeping is touched only under its lock.</summary>
-    private sealed class Connection(Socket socket, string remote, long acceptedAt)
+    private sealed class Connection(SafeHandle handle, Socket? socket, string remote, long acceptedAt)
     {
-        public Socket Socket { get; } = socket;
         public string Remote { get; } = remote;
 
         /// <summary>Set once the connection is handed to the event loops (plain or TLS).</summary>
@@ -356,27 +386,43 @@ public sealed class FrameServer : IDisposable
 
             return null;
         }
+
+        /// <summary>Shuts one or both directions (the loop that owns it reads the end); closed meanwhile, nothing.</summary>
+        public void Shutdown(SocketShutdown how)
+        {
+            try
+            {
+                Linux.Shutdown(handle, how);
+            }
+            catch (ObjectDisposedException)
+            {
+            }
+        }
+
+        /// <summary>Closes it (a TLS one through its <see cref="Socket"/>).</summary>
+        public void Dispose()
+        {
+            if (socket is not null)
+            {
+                socket.Dispose();
+            }
+            else
+            {
+                handle.Dispose();
+            }
+        }
     }
 
     private void ShutDownConnections()
     {
         foreach (var connection in _connections.Values)
         {
-            try
-            {
-                connection.Socket.Shutdown(SocketShutdown.Both);
-            }
-            catch (SocketException)
-            {
-            }
-            catch (ObjectDisposedException)
-            {
-            }
+            connection.Shutdown(SocketShutdown.Both);
 
             // A plain connection's socket is closed by its owner, after it left epoll (its number could be reused).
             if (connection.Loop is null)
             {
-                connection.Socket.Dispose();
+                connection.Dispose();
             }
         }
     }

@@ -1,3 +1,5 @@
+using System.Buffers.Binary;
+using System.Net;
 using System.Runtime.InteropServices;
 
 namespace Pocket.Networking;
@@ -35,6 +37,11 @@ internal static unsafe partial class Linux
     private const int SockNonblock = 0x800;
     private const int SockCloexec = 0x80000;
     private const int MsgNoSignal = 0x4000;
+    private const int SockaddrStorage = 128;
+    private const ushort AfInet = 2;
+    private const ushort AfInet6 = 10;
+    private const int IpProtoTcp = 6;
+    private const int TcpNoDelay = 1;
 
     /// <summary>struct epoll_event is packed on x86-64 (12 bytes) and naturally aligned elsewhere (16).</summary>
     public static readonly int EventSize = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 12 : 16;
@@ -70,6 +77,12 @@ internal static unsafe partial class Linux
 
     [LibraryImport("libc", EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
+
+    [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
+    private static partial int SetSockOpt(nint fd, int level, int name, int* value, int length);
+
+    [LibraryImport("libc", EntryPoint = "shutdown", SetLastError = true)]
+    private static partial int ShutdownRaw(nint fd, int how);
 
     [LibraryImport("libc", EntryPoint = "getrlimit", SetLastError = true)]
     private static partial int GetRlimit(int resource, ulong* limits);
@@ -193,21 +206,27 @@ internal static unsafe partial class Linux
 
     /// <summary>
     /// Takes one connection from a non-blocking listener's queue (accept4, the new socket close-on-exec and
-    /// non-blocking): its descriptor, or -1 with <paramref name="errno"/> (EAGAIN when the queue is empty). Held like
+    /// non-blocking): its descriptor, or -1 with <paramref name="errno"/> (EAGAIN when the queue is empty), and the
+    /// peer's address, which accept4 reports with it (no getpeername). Held like
     /// <see cref="ReceiveNow(SafeHandle, Span{byte})"/>; a listener already closed throws <see cref="ObjectDisposedException"/>.
     /// </summary>
-    public static int AcceptNow(SafeHandle listener, out int errno)
+    public static int AcceptNow(SafeHandle listener, out int errno, out IPEndPoint? remote)
     {
         var added = false;
         try
         {
             listener.DangerousAddRef(ref added);
             var fd = listener.DangerousGetHandle();
+            var address = stackalloc byte[SockaddrStorage];
+            int length;
             int accepted;
-            while (Interrupted(accepted = Accept4(fd, null, null, SockNonblock | SockCloexec), out errno))
+            do
             {
+                length = SockaddrStorage;
             }
+            while (Interrupted(accepted = Accept4(fd, address, &length, SockNonblock | SockCloexec), out errno));
 
+            remote = accepted >= 0 ? EndPointOf(new ReadOnlySpan<byte>(address, Math.Min(length, SockaddrStorage))) : null;
             return accepted;
         }
         finally
@@ -215,6 +234,71 @@ internal static unsafe partial class Linux
             if (added)
             {
                 listener.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>An IPv4 or IPv6 socket address (struct sockaddr_in / sockaddr_in6), or null for any other family.</summary>
+    internal static IPEndPoint? EndPointOf(ReadOnlySpan<byte> address)
+    {
+        if (address.Length < 2)
+        {
+            return null;
+        }
+
+        var family = BitConverter.ToUInt16(address);
+        if (family == AfInet && address.Length >= 8)
+        {
+            return new IPEndPoint(new IPAddress(address.Slice(4, 4)), BinaryPrimitives.ReadUInt16BigEndian(address[2..]));
+        }
+
+        if (family == AfInet6 && address.Length >= 28)
+        {
+            var scope = BitConverter.ToUInt32(address[24..]);
+            return new IPEndPoint(new IPAddress(address.Slice(8, 16), scope), BinaryPrimitives.ReadUInt16BigEndian(address[2..]));
+        }
+
+        return null;
+    }
+
+    /// <summary>Sets TCP_NODELAY on a socket the caller holds open; false (errno in <paramref name="errno"/>) when refused.</summary>
+    public static bool SetNoDelay(SafeHandle socket, out int errno)
+    {
+        var added = false;
+        try
+        {
+            socket.DangerousAddRef(ref added);
+            var on = 1;
+            var result = SetSockOpt(socket.DangerousGetHandle(), IpProtoTcp, TcpNoDelay, &on, sizeof(int));
+            errno = result == 0 ? 0 : Marshal.GetLastPInvokeError();
+            return result == 0;
+        }
+        finally
+        {
+            if (added)
+            {
+                socket.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Shuts down one or both directions of a socket (<see cref="System.Net.Sockets.SocketShutdown"/>); a socket already
+    /// closed throws <see cref="ObjectDisposedException"/>, one no longer connected is left as it is.
+    /// </summary>
+    public static void Shutdown(SafeHandle socket, System.Net.Sockets.SocketShutdown how)
+    {
+        var added = false;
+        try
+        {
+            socket.DangerousAddRef(ref added);
+            ShutdownRaw(socket.DangerousGetHandle(), (int)how);
+        }
+        finally
+        {
+            if (added)
+            {
+                socket.DangerousRelease();
             }
         }
     }

@@ -1,3 +1,4 @@
+using System.Net;
 using System.Net.Sockets;
 
 namespace Pocket.Networking;
@@ -73,9 +74,10 @@ internal sealed class LoopAcceptor : IDisposable
 
             int fd;
             int errno;
+            IPEndPoint? remote;
             try
             {
-                fd = Linux.AcceptNow(_listener.SafeHandle, out errno);
+                fd = Linux.AcceptNow(_listener.SafeHandle, out errno, out remote);
             }
             catch (ObjectDisposedException)
             {
@@ -85,7 +87,7 @@ internal sealed class LoopAcceptor : IDisposable
             if (fd >= 0)
             {
                 _failing = false;
-                if (_server.Admit(fd) is { } connection)
+                if (_server.Admit(fd, remote) is { } connection)
                 {
                     accepted.Add(connection);
                 }

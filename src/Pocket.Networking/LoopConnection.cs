@@ -27,7 +27,10 @@ internal sealed class LoopConnection
 
     private readonly FrameServer _server;
     private readonly IFrameHandler _handler;
-    private readonly Socket _socket;
+    private readonly SafeHandle _socket;
+
+    // A TLS connection's socket (its transport reads through it), closed in its place; a plain one has none.
+    private readonly Socket? _tlsSocket;
     private readonly TlsTransport? _tls;
     private byte[]? _in;
     private int _inStart;
@@ -68,14 +71,15 @@ internal sealed class LoopConnection
     // Set for good by an event that says the peer closed: reads then go on past a short one, to the end of the stream.
     private volatile bool _hungUp;
 
-    public LoopConnection(FrameServer server, IFrameHandler handler, Socket socket, long id, string remote, TlsTransport? tls = null)
+    public LoopConnection(FrameServer server, IFrameHandler handler, SafeHandle socket, long id, string remote, TlsTransport? tls = null, Socket? tlsSocket = null)
     {
         _server = server;
         _handler = handler;
         _socket = socket;
         _tls = tls;
+        _tlsSocket = tlsSocket;
         Id = id;
-        Fd = (int)socket.Handle;
+        Fd = (int)socket.DangerousGetHandle();
         Context = new FrameContext(this, id, remote);
     }
 
@@ -729,7 +733,7 @@ internal sealed class LoopConnection
             int sent;
             try
             {
-                sent = Linux.SendNow(_socket.SafeHandle, start, data);
+                sent = Linux.SendNow(_socket, start, data);
             }
             catch (IOException)
             {
@@ -955,7 +959,15 @@ internal sealed class LoopConnection
         {
             _server.Loops.Remove(this, _registered);
             _tls?.Release();
-            _socket.Dispose();
+            if (_tlsSocket is not null)
+            {
+                _tlsSocket.Dispose();
+            }
+            else
+            {
+                _socket.Dispose();
+            }
+
             ReturnReceiveBuffer();
             _in = null;
             if (_out is not null)

@@ -26,9 +26,10 @@ internal static class BenchColdCommand
         var peers = new Option<string[]>("--vs") { Description = "A RESP peer run beside Pocket: NAME=resp://HOST:PORT (repeatable)", AllowMultipleArgumentsPerToken = false };
         var metadata = new Option<string?>("--metadata") { Description = "An existing cluster's metadata server (default: the `pocket up` cluster, else a cluster of its own)" };
         var warmup = CommandRunner.DurationOption("--warmup", "Untimed runs of every system for this long before the timed ones (default 2s; 0 for none)");
+        var inline = BenchCommand.SmallObjectThresholdOption();
         var command = new Command("cold", "Time a fresh client's connect, first put and first get (a function's cold start)")
         {
-            json, runs, size, peers, metadata, warmup,
+            json, runs, size, peers, metadata, warmup, inline,
         };
         CommandRunner.SetAction(command, (parse, ct) =>
         {
@@ -56,7 +57,7 @@ internal static class BenchColdCommand
                 throw new CliException("--warmup must be between 0 and 10 minutes");
             }
 
-            return RunAsync(count, (int)bytes, targets, parse.GetValue(metadata), warm, parse.GetValue(json), ct);
+            return RunAsync(count, (int)bytes, targets, parse.GetValue(metadata), warm, (int?)parse.GetValue(inline), parse.GetValue(json), ct);
         });
         return command;
     }
@@ -70,11 +71,11 @@ internal static class BenchColdCommand
     /// </summary>
     private static readonly TimeSpan DefaultWarmup = TimeSpan.FromSeconds(2);
 
-    private static async Task<int> RunAsync(int runs, int size, List<BenchPeer> peers, string? metadata, TimeSpan warmup, bool json, CancellationToken cancellationToken)
+    private static async Task<int> RunAsync(int runs, int size, List<BenchPeer> peers, string? metadata, TimeSpan warmup, int? smallObjectThreshold, bool json, CancellationToken cancellationToken)
     {
         var value = new byte[size];
         Random.Shared.NextBytes(value);
-        var session = await BenchSession.OpenAsync(metadata, null, new BenchClusterOptions(2, 256L << 20, 64 << 10, NodeTier.Dram, null, false), null, cancellationToken).ConfigureAwait(false);
+        var session = await BenchSession.OpenAsync(metadata, null, new BenchClusterOptions(2, 256L << 20, 64 << 10, NodeTier.Dram, null, false), smallObjectThreshold, cancellationToken).ConfigureAwait(false);
         var samples = new Dictionary<string, List<(double Connect, double Put, double Get)>> { ["pocket"] = [] };
         foreach (var peer in peers)
         {

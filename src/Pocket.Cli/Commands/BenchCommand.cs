@@ -20,6 +20,24 @@ internal static class BenchCommand
     private const int OwnNodes = 2;
     private const int OwnBlockSize = 64 << 10;
 
+    /// <summary>--small-object-threshold, shared by `pocket bench` and `pocket bench cold`.</summary>
+    internal static Option<long?> SmallObjectThresholdOption() => new("--small-object-threshold")
+    {
+        Description = "Pocket objects up to this size go inline through the metadata server (default: the client's, 16 KiB); 0 sends every object to the storage nodes, to measure a tier with small objects",
+        HelpName = "SIZE",
+        CustomParser = result =>
+        {
+            var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
+            if (Units.TryParseBytes(text, out var bytes) && bytes >= 0 && bytes <= ProtocolLimits.Default.MaxSmallObject)
+            {
+                return bytes;
+            }
+
+            result.AddError($"--small-object-threshold '{text}' is not a size from 0 to {Units.FormatBytes(ProtocolLimits.Default.MaxSmallObject)}");
+            return null;
+        },
+    };
+
     public static Command Create()
     {
         var size = CommandRunner.SizeOption("--size", 1 << 10, "Object size");
@@ -55,22 +73,7 @@ internal static class BenchCommand
             Description = "Run in this job of $POCKET_HOME/jobs.json (under a prefix of its own, removed afterwards; its lease is renewed while the bench runs) instead of registering and removing a job",
             HelpName = "ID",
         };
-        var inline = new Option<long?>("--small-object-threshold")
-        {
-            Description = "Pocket objects up to this size go inline through the metadata server (default: the client's, 16 KiB); 0 sends every object to the storage nodes, to measure a tier with small objects",
-            HelpName = "SIZE",
-            CustomParser = result =>
-            {
-                var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-                if (Units.TryParseBytes(text, out var bytes) && bytes >= 0 && bytes <= ProtocolLimits.Default.MaxSmallObject)
-                {
-                    return bytes;
-                }
-
-                result.AddError($"--small-object-threshold '{text}' is not a size from 0 to {Units.FormatBytes(ProtocolLimits.Default.MaxSmallObject)}");
-                return null;
-            },
-        };
+        var inline = SmallObjectThresholdOption();
         var json = CommandRunner.JsonOption();
         var metadata = CommandRunner.MetadataOption();
         var cluster = ClusterOptions.Create();
