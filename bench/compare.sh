@@ -194,7 +194,7 @@ sample_servers() {
                 redis) pids="$redis_pid" ;;
                 garnet) pids="$garnet_pid" ;;
                 pocket) pids="$(for pid in $(pgrep -P "$bench" || true); do
-                    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE ' (metadata|storage) '; then echo "$pid"; fi
+                    if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qE ' (metadata|storage) '; then echo "$pid"; fi
                 done)" ;;
             esac
             threads=0 rss=0
