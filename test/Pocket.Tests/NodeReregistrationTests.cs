@@ -241,21 +241,8 @@ public sealed class NodeReregistrationTests
         });
 
         const long Capacity = 32L << 20;
-        await using var node = new Pocket.StorageServer.StorageServer(
-            new Pocket.StorageServer.StorageServerOptions
-            {
-                Metadata = new DnsEndPoint("127.0.0.1", steady.EndPoint.Port),
-                OtherMetadata = [new DnsEndPoint("127.0.0.1", ((IPEndPoint)mute.LocalEndpoint).Port)],
-                Capacity = Capacity,
-                HeartbeatInterval = TimeSpan.FromMilliseconds(100),
-                ClusterToken = token,
-                DramHeadroom = 0,
-
-                // Far beyond the test's patience: only the registration's own bound can let the node go on.
-                MetadataConnection = new FrameConnectionOptions { RequestTimeout = TimeSpan.FromMinutes(30) },
-                Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
-            },
-            NullLoggerFactory.Instance);
+        // Its requests' own timeout is far beyond the test's patience: only the registration's bound can let the node go on.
+        await using var node = PatientNode(steady.EndPoint.Port, ((IPEndPoint)mute.LocalEndpoint).Port, token, Capacity);
         await node.StartAsync().WaitAsync(cts.Token);
 
         await using var client = await PocketClient.ConnectAsync($"127.0.0.1:{steady.EndPoint.Port}", new PocketClientOptions(), cts.Token);

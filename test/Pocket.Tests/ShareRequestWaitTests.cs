@@ -34,21 +34,8 @@ public sealed class ShareRequestWaitTests
         await using var steadyRelay = new HoldingRelay(cts.Token);
         steadyRelay.Listen(steady.EndPoint.Port);
         await using var lateRelay = new HoldingRelay(cts.Token);
-        await using var node = new Pocket.StorageServer.StorageServer(
-            new Pocket.StorageServer.StorageServerOptions
-            {
-                Metadata = new DnsEndPoint("127.0.0.1", steadyRelay.Port),
-                OtherMetadata = [new DnsEndPoint("127.0.0.1", lateRelay.Port)],
-                Capacity = Capacity,
-                HeartbeatInterval = TimeSpan.FromMilliseconds(100),
-                ClusterToken = token,
-                DramHeadroom = 0,
-
-                // Far beyond the test's patience: only the share request's own bound can let the round go on.
-                MetadataConnection = new FrameConnectionOptions { RequestTimeout = TimeSpan.FromMinutes(30) },
-                Listener = new FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
-            },
-            NullLoggerFactory.Instance);
+        // Its requests' own timeout is far beyond the test's patience: only the share request's bound can let the round go on.
+        await using var node = PatientNode(steadyRelay.Port, lateRelay.Port, token, Capacity);
         await node.StartAsync().WaitAsync(cts.Token);
         await using var steadyClient = await PocketClient.ConnectAsync($"127.0.0.1:{steady.EndPoint.Port}", new PocketClientOptions(), cts.Token);
         var steadyAdmin = steadyClient.Admin(token);

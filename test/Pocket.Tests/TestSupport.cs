@@ -12,6 +12,26 @@ namespace Pocket.Tests;
 /// <summary>Helpers shared by the end-to-end tests: clusters, bounded waits, streams and raw frames.</summary>
 internal static class TestSupport
 {
+    /// <summary>
+    /// A dram storage node (not started) of <paramref name="capacity"/> bytes for two metadata servers on loopback, beating
+    /// every 100 ms, whose requests to them time out only after 30 minutes: what lets its rounds go on is the node's own
+    /// bounds (a registration's, a share request's), not the request timeout.
+    /// </summary>
+    public static Pocket.StorageServer.StorageServer PatientNode(int metadataPort, int otherMetadataPort, JobToken token, long capacity) =>
+        new(
+            new Pocket.StorageServer.StorageServerOptions
+            {
+                Metadata = new DnsEndPoint("127.0.0.1", metadataPort),
+                OtherMetadata = [new DnsEndPoint("127.0.0.1", otherMetadataPort)],
+                Capacity = capacity,
+                HeartbeatInterval = TimeSpan.FromMilliseconds(100),
+                ClusterToken = token,
+                DramHeadroom = 0,
+                MetadataConnection = new Pocket.Networking.FrameConnectionOptions { RequestTimeout = TimeSpan.FromMinutes(30) },
+                Listener = new Pocket.Networking.FrameServerOptions { EndPoint = new IPEndPoint(IPAddress.Loopback, 0) },
+            },
+            Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
+
     /// <summary>Upper bound for any single network wait in a test; generous for a loaded 2-core machine.</summary>
     public static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 

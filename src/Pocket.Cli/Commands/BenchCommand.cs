@@ -239,7 +239,6 @@ internal static class BenchCommand
             {
                 Status($"{shared.Name}: the first refused connection: {refusal}");
             }
-
         }
     }
 
