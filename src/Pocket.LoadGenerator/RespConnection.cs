@@ -93,16 +93,11 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
 
         // From the process's descriptor budget, as Pocket's own connections (a bench whose cluster runs in its process
         // holds both ends of every connection); given back when the connection fails or is disposed (Fail).
-        if (!ConnectionDescriptors.TryTakeOutgoing())
-        {
-            throw new LoadGeneratorException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}");
-        }
-
-        Socket? socket = null;
+        var socket = ConnectionDescriptors.TryOpenOutgoing()
+            ?? throw new LoadGeneratorException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}");
         RespConnection connection;
         try
         {
-            socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(ConnectTimeout);
             await FrameConnection.ConnectBlockingAsync(socket, host, port, timeout.Token).ConfigureAwait(false);
@@ -110,7 +105,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
         }
         catch (Exception ex)
         {
-            socket?.Dispose();
+            socket.Dispose();
             ConnectionDescriptors.Return();
             if (ex is not (SocketException or OperationCanceledException or IOException) || (ex is OperationCanceledException && cancellationToken.IsCancellationRequested))
             {

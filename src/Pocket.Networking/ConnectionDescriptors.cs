@@ -44,6 +44,29 @@ internal static class ConnectionDescriptors
     /// <summary>Takes one descriptor for an outgoing connection; false (nothing taken) when <see cref="Budget"/> is spent.</summary>
     public static bool TryTakeOutgoing() => TryTake(Budget);
 
+    /// <summary>
+    /// Takes a descriptor for an outgoing connection and makes its socket (TCP_NODELAY, blocking); null, with nothing
+    /// taken, when <see cref="Budget"/> is spent. Whoever holds the socket gives the descriptor back (<see cref="Return"/>)
+    /// once it is closed.
+    /// </summary>
+    public static System.Net.Sockets.Socket? TryOpenOutgoing()
+    {
+        if (!TryTakeOutgoing())
+        {
+            return null;
+        }
+
+        try
+        {
+            return new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+        }
+        catch
+        {
+            Return();
+            throw;
+        }
+    }
+
     /// <summary>Gives back the descriptor of a connection that closed (once per successful take).</summary>
     public static void Return() => Interlocked.Decrement(ref _held);
 

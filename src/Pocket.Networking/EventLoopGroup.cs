@@ -278,9 +278,10 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     }
 
     /// <summary>
-    /// Runs the connections another loop took from epoll and has not started yet. A loop that is preempted in the
-    /// middle of its batch would otherwise keep them waiting for a time slice (4-5 ms here) while this loop serves
-    /// connections that became ready after them. Each slot is claimed once, by whoever empties it first.
+    /// Runs the connections another loop took from epoll and has not started yet: a loop held in the middle of its batch
+    /// (preempted, or in a slow handler) would otherwise keep them waiting while this loop serves connections that became
+    /// ready after them. Each slot is claimed once, by whoever empties it first. (It did not lower the p99 at 64
+    /// connections, which it was written for: docs/benchmarks.md, "A held loop's batch".)
     /// </summary>
     private void Steal(int index, Queue<LoopConnection> again)
     {

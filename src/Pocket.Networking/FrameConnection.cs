@@ -139,23 +139,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     public static async Task<FrameConnection> ConnectAsync(string host, int port, FrameConnectionOptions options, CancellationToken cancellationToken = default)
     {
         var remote = $"{host}:{port}";
-        if (!ConnectionDescriptors.TryTakeOutgoing())
-        {
-            throw new ConnectionLostException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}") { NotSent = true };
-        }
 
         // The connection gives its descriptor back when it fails or is disposed (Fail); until it exists, this does.
-        Socket socket;
-        try
-        {
-            socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        }
-        catch
-        {
-            ConnectionDescriptors.Return();
-            throw;
-        }
-
+        var socket = ConnectionDescriptors.TryOpenOutgoing()
+            ?? throw new ConnectionLostException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}") { NotSent = true };
         try
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
