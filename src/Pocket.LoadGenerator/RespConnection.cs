@@ -93,7 +93,7 @@ internal sealed class RespConnection : IClientLoopConnection, IValueTaskSource<l
 
         // From the process's descriptor budget, as Pocket's own connections (a bench whose cluster runs in its process
         // holds both ends of every connection); given back when the connection fails or is disposed (Fail).
-        var socket = ConnectionDescriptors.TryOpenOutgoing()
+        var socket = ConnectionDescriptors.TryOpenOutgoing(host)
             ?? throw new LoadGeneratorException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}");
         RespConnection connection;
         try

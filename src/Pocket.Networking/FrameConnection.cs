@@ -129,6 +129,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
     public string Remote { get; }
 
+    /// <summary>The socket's own address, as the kernel reports it (getsockname): tests read its family back.</summary>
+    internal EndPoint? LocalEndPoint => _socket.LocalEndPoint;
+
     public bool IsConnected => _failure is null;
 
     /// <summary>
@@ -141,7 +144,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         var remote = $"{host}:{port}";
 
         // The connection gives its descriptor back when it fails or is disposed (Fail); until it exists, this does.
-        var socket = ConnectionDescriptors.TryOpenOutgoing()
+        var socket = ConnectionDescriptors.TryOpenOutgoing(host)
             ?? throw new ConnectionLostException($"cannot connect to {remote}: {ConnectionDescriptors.OutgoingRefusal()}") { NotSent = true };
         try
         {

@@ -7,7 +7,7 @@ namespace Pocket.Tests;
 
 /// <summary>
 /// A function's cold start: a fresh client connects to a loopback address on the caller's thread (no hop to a pool
-/// thread and back), and a refused, cancelled or remote connect behaves as before.
+/// thread and back) with a socket of the address's own family, and a refused, cancelled or remote connect behaves as before.
 /// </summary>
 public sealed class ColdStartTests
 {
@@ -25,6 +25,35 @@ public sealed class ColdStartTests
         using var accepted = await listener.AcceptAsync().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.True(connection.IsConnected);
         Assert.Equal($"127.0.0.1:{port}", connection.Remote);
+    }
+
+    [Fact]
+    public async Task AnIPv4AddressIsConnectedWithAnIPv4Socket()
+    {
+        using var listener = Listen(IPAddress.Loopback);
+        var port = ((IPEndPoint)listener.LocalEndPoint!).Port;
+
+        // A dual-mode IPv6 socket reaches the same server (as an IPv4-mapped address) after two more system calls per
+        // connect: the family the kernel reports for the client's end says which socket it was.
+        await using var connection = await FrameConnection.ConnectAsync("127.0.0.1", port, new FrameConnectionOptions());
+        using var accepted = await listener.AcceptAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        var local = Assert.IsType<IPEndPoint>(connection.LocalEndPoint);
+        Assert.Equal(AddressFamily.InterNetwork, local.AddressFamily);
+        Assert.Equal(IPAddress.Loopback, local.Address);
+        Assert.Equal(local, accepted.RemoteEndPoint);
+    }
+
+    [Fact]
+    public async Task AHostNameStillReachesAnIPv4Listener()
+    {
+        using var listener = Listen(IPAddress.Loopback);
+        var port = ((IPEndPoint)listener.LocalEndPoint!).Port;
+
+        // A name may resolve to either family, so it keeps the dual-mode socket, which reaches both.
+        await using var connection = await FrameConnection.ConnectAsync("localhost", port, new FrameConnectionOptions());
+        using var accepted = await listener.AcceptAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(connection.IsConnected);
+        Assert.Equal(AddressFamily.InterNetworkV6, Assert.IsType<IPEndPoint>(connection.LocalEndPoint).AddressFamily);
     }
 
     [Fact]
