@@ -20,16 +20,21 @@ internal sealed class ReadBuffers(int alignment, long keepBytes) : IDisposable
     private readonly List<AlignedMemory> _free = [];
     private long _kept;
     private long _allocated;
+    private int _rented;
     private bool _disposed;
 
     /// <summary>Buffers made so far (tests: fresh connections' reads reuse them).</summary>
     public long Allocated => Interlocked.Read(ref _allocated);
+
+    /// <summary>Buffers rented and not yet given back (tests: a read's handler gives its buffer back after the reply is sent).</summary>
+    public int Rented => Volatile.Read(ref _rented);
 
     /// <summary>A buffer of at least <paramref name="length"/> (at most <see cref="MaxPooled"/>) bytes: a kept one that fits, else a new one.</summary>
     public AlignedMemory Rent(int length)
     {
         lock (_lock)
         {
+            _rented++;
             var best = -1;
             for (var i = 0; i < _free.Count; i++)
             {
@@ -59,6 +64,7 @@ internal sealed class ReadBuffers(int alignment, long keepBytes) : IDisposable
     {
         lock (_lock)
         {
+            _rented--;
             if (!_disposed && _kept + buffer.Length <= keepBytes)
             {
                 _free.Add(buffer);

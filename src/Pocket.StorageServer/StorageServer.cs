@@ -450,6 +450,9 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     /// <summary>Read buffers made so far (tests).</summary>
     internal long ReadBuffersAllocated => _readBuffers?.Allocated ?? 0;
 
+    /// <summary>Read buffers a handler holds now (tests: it gives one back only after its reply is sent).</summary>
+    internal int ReadBuffersRented => _readBuffers?.Rented ?? 0;
+
     private long _staleWrites;
 
     /// <summary>Writes refused because a block was reallocated or busy with another write (tests).</summary>

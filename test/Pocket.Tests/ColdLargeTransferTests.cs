@@ -73,7 +73,10 @@ public sealed class ColdLargeTransferTests
             await job.PutAsync($"object-{i}", data, cancellationToken: cts.Token);
             Assert.Equal(Hash(data), Hash(await job.GetAsync($"object-{i}", cancellationToken: cts.Token)));
 
-            // The read's buffer went back to the node's pool with the reply: the open connection holds none of its own.
+            // The read's buffer goes back to the node's pool after the reply is sent (the client may have the reply
+            // before the handler gives it back, so the next function's read waits for that); the open connection
+            // holds none of its own.
+            await WaitUntilAsync(() => Task.FromResult(node.ReadBuffersRented == 0), "the read's buffer given back");
             Assert.Equal(0, node.LiveBuffers);
         }
 
