@@ -7,7 +7,12 @@ bound, --max-object-memory), prints its RSS, deregisters the job and prints the 
 fill (--rounds) to show the memory is reused, not grown. This is the reproduced failure "0-byte objects with 1,000-byte
 keys took the metadata server to 2 GiB" with the bound in place.
 
+With --inline N it measures inline bytes instead: each round puts N objects of --size bytes (64 KiB by default) through
+the metadata server in one round trip each (the client's inline threshold raised to the size), prints the RSS, deletes
+them and prints the RSS as it settles, then deregisters the job and does the same.
+
 usage: bench/metadata-memory.py [--bound 512MiB] [--key-length 1000] [--threads 8] [--rounds 2] [--settle 10]
+       bench/metadata-memory.py --inline 2000 [--size 65536] [--bound SIZE] [--rounds 2] [--settle 10]
 """
 
 import argparse
@@ -82,6 +87,35 @@ def fill(job, key_length, threads):
     return sum(stored), time.monotonic() - started, refusal[0] if refusal else ""
 
 
+def settle(pid, seconds):
+    """The RSS now and after `seconds` (MiB)."""
+    first = rss_mib(pid)
+    time.sleep(seconds)
+    return first, rss_mib(pid)
+
+
+def inline_round(address, pid, admin, token, round_, count, size, settle_seconds):
+    """Puts `count` objects of `size` bytes inline, deletes them, deregisters the job; prints the RSS at each step."""
+    job_id, job_token = register(admin, token, "inline")
+    client = pocket.Client(address, small_object_threshold=size)
+    job = pocket.Job(client, job_id, job_token, owns_client=True)
+    data = os.urandom(size)
+    started = time.monotonic()
+    for i in range(count):
+        job.put("o/%06d" % i, data)
+    seconds = time.monotonic() - started
+    usage = job.usage()
+    print("round %d: %d objects of %d bytes in %.1f s (%d inline bytes, %d in node blocks); RSS %.0f MiB; load %s"
+          % (round_, count, size, seconds, usage.inline_bytes, usage.block_bytes, rss_mib(pid), load()))
+    deleted = job.delete("o/", recursive=True)
+    at_once, later = settle(pid, settle_seconds)
+    print("round %d: deleted %s: RSS %.0f MiB at once, %.0f MiB after %d s" % (round_, deleted, at_once, later, settle_seconds))
+    job.close()
+    deregister(admin, token, job_id)
+    at_once, later = settle(pid, settle_seconds)
+    print("round %d: deregistered: RSS %.0f MiB at once, %.0f MiB after %d s; load %s" % (round_, at_once, later, settle_seconds, load()))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bound", default="512MiB", help="the server's --max-object-memory")
@@ -89,6 +123,8 @@ def main():
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--settle", type=int, default=10, help="seconds to watch the RSS after each deregistration")
+    parser.add_argument("--inline", type=int, default=0, help="put this many objects inline per round instead of the key fill")
+    parser.add_argument("--size", type=int, default=64 << 10, help="bytes of each --inline object (at most 64 KiB)")
     args = parser.parse_args()
 
     token = secrets.token_hex(16)
@@ -111,7 +147,9 @@ def main():
               % (address, pid, args.bound, args.key_length, args.threads, load()))
         print("idle: RSS %.0f MiB" % rss_mib(pid))
         admin = pocket.Client(address)
-        for round_ in range(1, args.rounds + 1):
+        for round_ in range(1, args.rounds + 1 if args.inline else 1):
+            inline_round(address, pid, admin, token, round_, args.inline, args.size, args.settle)
+        for round_ in range(1, 0 if args.inline else args.rounds + 1):
             job_id, job_token = register(admin, token, "fill")
             client = pocket.Client(address)
             job = pocket.Job(client, job_id, job_token, owns_client=True)

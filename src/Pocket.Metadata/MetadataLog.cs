@@ -34,6 +34,9 @@ internal static partial class MetadataLog
     [LoggerMessage(EventId = 212, Level = LogLevel.Information, Message = "memory trimmed after {Freed} bytes of objects were freed: heap {Before} -> {After} bytes in {Milliseconds} ms")]
     public static partial void MemoryTrimmed(ILogger logger, long freed, long before, long after, long milliseconds);
 
+    [LoggerMessage(EventId = 213, Level = LogLevel.Information, Message = "object memory bound {MaxObjectMemory} bytes ({MaxObjectMemorySource}); inline store {InlineCapacity} bytes ({InlineCapacitySource}); a small put with no room inline goes through storage nodes")]
+    public static partial void MemoryBounds(ILogger logger, long maxObjectMemory, string maxObjectMemorySource, long inlineCapacity, string inlineCapacitySource);
+
     [LoggerMessage(EventId = 209, Level = LogLevel.Information, Message = "node {NodeId} removed after its drain")]
     public static partial void NodeRemoved(ILogger logger, uint nodeId);
 

@@ -36,13 +36,26 @@ public sealed record MetadataServerOptions
     /// </summary>
     public int HddExtent { get; init; } = 4 << 20;
 
-    /// <summary>Bytes of small objects kept inline in this server, at most.</summary>
-    public long InlineCapacity { get; init; } = 256L << 20;
+    /// <summary>
+    /// Bytes of small objects kept inline in this server, at most. A small put past it, or past
+    /// <see cref="MaxObjectMemory"/> because of its inline bytes, is answered <see cref="Status.CapacityExceeded"/> and
+    /// the client writes the object through storage nodes instead. Null: <see cref="DefaultInlineShare"/> of
+    /// <see cref="EffectiveMaxObjectMemory"/>, at most <see cref="DefaultInlineCapacityCap"/>, so inline bytes never crowd
+    /// out the objects' records the bound is for.
+    /// </summary>
+    public long? InlineCapacity { get; init; }
+
+    /// <summary>The share of the object memory a default <see cref="InlineCapacity"/> takes (a quarter).</summary>
+    public const int DefaultInlineShare = 4;
+
+    /// <summary>The largest default <see cref="InlineCapacity"/>: 256 MiB.</summary>
+    public const long DefaultInlineCapacityCap = 256L << 20;
 
     /// <summary>
     /// Bytes of memory this server may hold for objects, over all jobs: each object (or open write) counts its key
     /// (two bytes a character, as .NET holds it), a fixed 200 bytes for its records and its
-    /// inline bytes. Past it, creates and small puts fail with <see cref="Status.QuotaExceeded"/> naming this bound.
+    /// inline bytes. Past it, creates fail with <see cref="Status.QuotaExceeded"/> naming this bound (a small put whose
+    /// inline bytes alone pass it gets <see cref="Status.CapacityExceeded"/>: it fits through storage nodes).
     /// Null: half the memory the process may use (<see cref="GCMemoryInfo.TotalAvailableMemoryBytes"/>, which follows a
     /// container's limit), at least 64 MiB.
     /// </summary>
@@ -65,6 +78,10 @@ public sealed record MetadataServerOptions
     /// <summary><see cref="MaxObjectMemory"/>, or its default for this process.</summary>
     public long EffectiveMaxObjectMemory =>
         MaxObjectMemory ?? Math.Max(64L << 20, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2);
+
+    /// <summary><see cref="InlineCapacity"/>, or its default for this process.</summary>
+    public long EffectiveInlineCapacity =>
+        InlineCapacity ?? Math.Min(DefaultInlineCapacityCap, EffectiveMaxObjectMemory / DefaultInlineShare);
 
     /// <summary>How long objects put with keep-after-job outlive their job (read-only, under the job's token).</summary>
     public TimeSpan KeepAfterJobTtl { get; init; } = TimeSpan.FromHours(1);
@@ -151,6 +168,11 @@ public sealed record MetadataServerOptions
         if (MaxObjectMemory is <= 0)
         {
             throw new ArgumentException("the metadata server's object memory bound must be positive");
+        }
+
+        if (InlineCapacity is < 0)
+        {
+            throw new ArgumentException("the inline capacity must be >= 0 (0: no object inline)");
         }
 
         if (DefaultJobQuota.FirstInvalid() is { } invalid)

@@ -20,14 +20,11 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.Exists, $"object '{key}' exists");
             }
 
-            if (CheckQuota(job, key, data.Length, data.Length) is { } exceeded)
+            // A job's quotas refuse the object whichever way it is written; only the room for inline bytes sends it to
+            // the storage nodes.
+            if ((CheckQuota(job, key, data.Length) ?? CheckInlineRoom(key, data.Length)) is { } refused)
             {
-                return exceeded;
-            }
-
-            if (_inlineBytes + data.Length > _options.InlineCapacity)
-            {
-                return Outcome.Fail(Status.CapacityExceeded, "capacity exceeded: the metadata server's inline store is full; write through storage nodes");
+                return refused;
             }
 
             _inlineBytes += data.Length;
@@ -111,7 +108,7 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.Exists, $"object '{key}' exists");
             }
 
-            if (CheckQuota(job, key, Math.Max(sizeHint, 0), 0) is { } exceeded)
+            if (CheckQuota(job, key, Math.Max(sizeHint, 0)) is { } exceeded)
             {
                 return exceeded;
             }
@@ -155,7 +152,7 @@ internal sealed partial class MetadataState
                 return Outcome.Fail(Status.BadRequest, "allocate needs a positive byte count");
             }
 
-            if (CheckQuota(job, null, bytes, 0) is { } exceeded)
+            if (CheckQuota(job, null, bytes) is { } exceeded)
             {
                 return exceeded;
             }

@@ -25,6 +25,7 @@ internal sealed partial class MetadataState
     private readonly List<JobEntry> _retiredJobs = [];
     private readonly JobTombstones _ended;
     private readonly long _maxObjectMemory;
+    private readonly long _inlineCapacity;
     private ulong _nextHandle;
     private long _inlineBytes;
     private long _objectMemory;
@@ -46,6 +47,7 @@ internal sealed partial class MetadataState
         _logger = logger;
         _random = random ?? Random.Shared;
         _maxObjectMemory = options.EffectiveMaxObjectMemory;
+        _inlineCapacity = options.EffectiveInlineCapacity;
         _ended = new JobTombstones(options.TimeProvider, options.EndedJobsRemembered, options.EndedJobsRetention);
         foreach (var lost in options.LostJobs)
         {
@@ -412,7 +414,7 @@ internal sealed partial class MetadataState
                 nodes.Add(new MetadataNodeSnapshot(node.Id, node.Tier, node.ReportedState, node.Capacity, node.State == NodeState.Dead ? 0 : node.UsedBytes, node.MovedBytes));
             }
 
-            return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _options.InlineCapacity, _handles.Count, connections, nodes)
+            return new MetadataSnapshot(_jobsById.Count, objects, _inlineBytes, _inlineCapacity, _handles.Count, connections, nodes)
             {
                 ObjectMemory = _objectMemory,
                 MaxObjectMemory = _maxObjectMemory,
@@ -491,10 +493,11 @@ internal sealed partial class MetadataState
 
     /// <summary>
     /// Null when the job may add <paramref name="bytes"/> more data and, with <paramref name="newKey"/>, one more object
-    /// under that key (of <paramref name="inlineBytes"/> inline bytes); otherwise the QuotaExceeded failure naming the
-    /// first quota (or the server's bound) it would pass, its limit and the use.
+    /// under that key (its records, without inline bytes: <see cref="CheckInlineRoom"/> asks for those); otherwise the
+    /// QuotaExceeded failure naming the first quota (or the server's bound) it would pass, its limit and the use. The
+    /// same for an object put inline and one written through storage nodes.
     /// </summary>
-    private Outcome? CheckQuota(JobEntry job, string? newKey, long bytes, int inlineBytes)
+    private Outcome? CheckQuota(JobEntry job, string? newKey, long bytes)
     {
         var quota = job.Quota;
         if (quota.MaxBytes > 0 && bytes > quota.MaxBytes - job.UsedBytes)
@@ -521,13 +524,40 @@ internal sealed partial class MetadataState
             }
         }
 
-        var memory = ObjectMemoryOf(newKey, inlineBytes);
+        var memory = ObjectMemoryOf(newKey, 0);
         if (memory > _maxObjectMemory - _objectMemory)
         {
             return Outcome.Fail(
                 Status.QuotaExceeded,
                 $"quota exceeded: the metadata server's object memory bound ({_maxObjectMemory} bytes, {_objectMemory} in use over all jobs, "
                 + $"this object {memory}); delete objects or end jobs, or raise --max-object-memory");
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Null when this server can hold <paramref name="inlineBytes"/> more inline, for an object under
+    /// <paramref name="key"/> that passed <see cref="CheckQuota"/>; otherwise CapacityExceeded: the inline store is full,
+    /// or the bytes would pass the object memory bound, while the same object through storage nodes fits, so the
+    /// client writes it there.
+    /// </summary>
+    private Outcome? CheckInlineRoom(string key, int inlineBytes)
+    {
+        if (inlineBytes > _inlineCapacity - _inlineBytes)
+        {
+            return Outcome.Fail(
+                Status.CapacityExceeded,
+                $"capacity exceeded: the metadata server's inline store is full ({_inlineCapacity} bytes, {_inlineBytes} in use); write through storage nodes");
+        }
+
+        var memory = ObjectMemoryOf(key, inlineBytes);
+        if (memory > _maxObjectMemory - _objectMemory)
+        {
+            return Outcome.Fail(
+                Status.CapacityExceeded,
+                $"capacity exceeded: the metadata server's object memory bound ({_maxObjectMemory} bytes, {_objectMemory} in use over all jobs) "
+                + $"has no room for this object's {inlineBytes} inline bytes; write through storage nodes");
         }
 
         return null;

@@ -16,7 +16,7 @@ public sealed class QuotaStateTests
 
     private readonly FakeTimeProvider _time = new();
 
-    private static MetadataState NewState(long? maxObjectMemory = null, long inlineCapacity = 1 << 20, JobQuota defaultQuota = default, FakeTimeProvider? time = null)
+    private static MetadataState NewState(long? maxObjectMemory = null, long? inlineCapacity = 1 << 20, JobQuota defaultQuota = default, FakeTimeProvider? time = null)
     {
         var options = new MetadataServerOptions
         {
@@ -242,6 +242,55 @@ public sealed class QuotaStateTests
         Assert.True(state.DeregisterJob(filler.Id).IsOk);
         Assert.Equal(0, state.Snapshot(0).ObjectMemory);
         Write(state, other, "a", Block);
+    }
+
+    [Fact]
+    public void InlineBytesPastTheObjectMemoryBoundAreSentToTheNodesWhileTheJobsQuotaStaysQuotaExceeded()
+    {
+        // Room for one more short key's records (210 bytes) but not with 1,000 inline bytes: the inline store is not full
+        // (1 MiB), the server's bound is.
+        var key = new string('k', 995);
+        var each = MetadataState.ObjectMemoryOf(key + "-0000", 0);
+        var state = NewState(maxObjectMemory: (9 * each) + 700);
+        var job = Job(state, new JobQuota(MaxBytes: 20 * Block, 0, 0));
+        for (var i = 0; i < 9; i++)
+        {
+            Assert.True(state.PutInline(job, $"{key}-{i:D4}", [], FrameFlags.None).IsOk);
+        }
+
+        var inline = state.PutInline(job, "small", new byte[1000], FrameFlags.None);
+        Assert.Equal(Status.CapacityExceeded, inline.Status);
+        Assert.Contains("object memory bound", inline.Message, StringComparison.Ordinal);
+        Assert.Contains("write through storage nodes", inline.Message, StringComparison.Ordinal);
+        Assert.Equal(Status.NotFound, state.Lookup(job, "small").Status);
+        Assert.Equal(0, job.InlineBytes);
+
+        // What the client then does: the same object through a node fits (its records only).
+        Write(state, job, "small", 1000);
+        Assert.Equal((1000L, false), (state.Lookup(job, "small").Value.Size, state.Lookup(job, "small").Value.IsInline));
+
+        // The job's own quota refuses the same way on either path; so does the bound when even the records do not fit.
+        AssertExceeded(state.PutInline(job, "over", new byte[20 * Block], FrameFlags.None), "job 'job-1'", "bytes");
+        AssertExceeded(state.Create(job, "over", 20 * Block, FrameFlags.None, 10).Outcome, "job 'job-1'", "bytes");
+        AssertExceeded(state.PutInline(job, $"{key}-last", new byte[10], FrameFlags.None), "object memory bound");
+    }
+
+    [Fact]
+    public void TheDefaultInlineCapacityIsAQuarterOfTheObjectMemoryAtMost256MiB()
+    {
+        Assert.Equal(16L << 20, new MetadataServerOptions { MaxObjectMemory = 64L << 20 }.EffectiveInlineCapacity);
+        Assert.Equal(256L << 20, new MetadataServerOptions { MaxObjectMemory = 8L << 30 }.EffectiveInlineCapacity);
+        Assert.Equal(5, new MetadataServerOptions { MaxObjectMemory = 64L << 20, InlineCapacity = 5 }.EffectiveInlineCapacity);
+        Assert.Throws<ArgumentException>(() => new MetadataServerOptions { InlineCapacity = -1 }.Validate());
+
+        // The inline store of a small server fills at a quarter of its bound; the next small put goes to the nodes.
+        var state = NewState(maxObjectMemory: 4000, inlineCapacity: null);
+        Assert.Equal(1000, state.Snapshot(0).InlineCapacity);
+        var job = Job(state, JobQuota.Unlimited);
+        Assert.True(state.PutInline(job, "a", new byte[1000], FrameFlags.None).IsOk);
+        var full = state.PutInline(job, "b", new byte[1], FrameFlags.None);
+        Assert.Equal(Status.CapacityExceeded, full.Status);
+        Assert.Contains("inline store is full (1000 bytes, 1000 in use)", full.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -155,6 +155,55 @@ public sealed class QuotaTests
     }
 
     [Fact]
+    public async Task SmallPutsPastTheServersMemoryGoThroughTheNodesAndReadBackIntact()
+    {
+        // A 2 MiB bound (its inline store: a quarter, 512 KiB) and 64 KiB objects sent inline: 4 MiB of puts pass both,
+        // and every one is stored, through a node once the server has no room for its bytes.
+        const long bound = 2 << 20;
+        await using var cluster = await StartClusterAsync(nodes: 2, capacity: 16L << 20, configure: o => o with { MaxObjectMemory = bound });
+        await using var client = await cluster.ConnectAsync(new PocketClientOptions { SmallObjectThreshold = 64 << 10 });
+        using var cts = Timeout(120);
+        var admin = cluster.Admin(client);
+        Assert.Equal(bound / 4, cluster.Metadata.Snapshot().InlineCapacity);
+        var job = await admin.RegisterJobAsync("inline", cts.Token);
+        var objects = Enumerable.Range(0, 64).Select(i => RandomBytes(64 << 10, 100 + i)).ToList();
+        for (var i = 0; i < objects.Count; i++)
+        {
+            await job.PutAsync($"o{i:D2}", objects[i], cancellationToken: cts.Token);
+        }
+
+        var usage = await job.GetUsageAsync(cts.Token);
+        Assert.Equal(64, usage.Objects);
+        Assert.Equal(8L << 16, usage.InlineBytes);
+        Assert.Equal(56L << 16, usage.BlockBytes);
+
+        // Records fill the rest of the bound (0-byte objects with long keys) until less than one object's inline bytes
+        // is left: the inline store has room, the bound has not, and a 64 KiB put still goes through a node.
+        Assert.Equal(1, await job.DeleteAsync("o00", cancellationToken: cts.Token));
+        var prefix = new string('k', 990);
+        var filled = 0;
+        while (bound - cluster.Metadata.Snapshot().ObjectMemory > 32 << 10)
+        {
+            await job.PutAsync($"{prefix}-{filled++:D6}", ReadOnlyMemory<byte>.Empty, cancellationToken: cts.Token);
+        }
+
+        Assert.True(cluster.Metadata.Snapshot().InlineBytes < bound / 4);
+        await job.PutAsync("o00", objects[0], cancellationToken: cts.Token);
+        Assert.Equal((7L << 16, 57L << 16), ((await job.GetUsageAsync(cts.Token)).InlineBytes, (await job.GetUsageAsync(cts.Token)).BlockBytes));
+        for (var i = 0; i < objects.Count; i++)
+        {
+            Assert.Equal(Hash(objects[i]), Hash(await job.GetAsync($"o{i:D2}", cancellationToken: cts.Token)));
+        }
+
+        // A job's own quota is not the server's memory: it still refuses, with QuotaExceeded, on either path.
+        var capped = await admin.RegisterJobAsync("capped", NodeTier.Dram, null, new JobQuota(MaxBytes: 100 << 10, 0, 0), cts.Token);
+        await capped.PutAsync("first", objects[1], cancellationToken: cts.Token);
+        var refused = await Assert.ThrowsAsync<QuotaExceededException>(async () => await capped.PutAsync("second", objects[2], cancellationToken: cts.Token));
+        Assert.Contains($"job '{capped.Id}' may hold {100 << 10} bytes", refused.Message, StringComparison.Ordinal);
+        Assert.Null(await capped.LookupAsync("second", cts.Token));
+    }
+
+    [Fact]
     public async Task RegistrationsWithoutAQuotaStillWorkAndANegativeLimitIsRefused()
     {
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: 4L << 20);

@@ -65,12 +65,22 @@ internal static class RoleCommands
         var verbose = VerboseOption();
         var maxObjectMemory = CommandRunner.OptionalSizeOption(
             "--max-object-memory",
-            "Memory for objects over all jobs (keys, 200 bytes of records per object, inline bytes); past it creates fail with QuotaExceeded (default: half the memory the process may use, at least 64MiB)");
+            "Memory for objects over all jobs (keys, 200 bytes of records per object, inline bytes); past it creates fail with QuotaExceeded, and small puts go through storage nodes while their records fit (default: half the memory the process may use, at least 64MiB)");
         maxObjectMemory.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<long?>() is <= 0)
             {
                 result.AddError("--max-object-memory must be positive");
+            }
+        });
+        var inlineCapacity = CommandRunner.OptionalSizeOption(
+            "--inline-capacity",
+            "Bytes of small objects kept inline in this server; a small put with no room inline (past this, or past --max-object-memory because of its bytes) is written through storage nodes (default: a quarter of --max-object-memory, at most 256MiB; 0: none inline)");
+        inlineCapacity.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is < 0)
+            {
+                result.AddError("--inline-capacity must be >= 0");
             }
         });
         var jobNumbers = new Option<string?>("--job-numbers")
@@ -85,7 +95,7 @@ internal static class RoleCommands
         };
         var command = new Command("metadata", "Run a metadata server (the cluster token comes from $POCKET_CLUSTER_TOKEN, else one is made and printed)")
         {
-            host, port, metricsPort, suspectAfter, nodeTimeout, maxObjectMemory, jobNumbers, lostJobs, verbose, StopOnStdinEof,
+            host, port, metricsPort, suspectAfter, nodeTimeout, maxObjectMemory, inlineCapacity, jobNumbers, lostJobs, verbose, StopOnStdinEof,
         };
         var listener = new ListenerArguments(command);
         var tls = new TlsArguments(command, listens: true);
@@ -126,6 +136,7 @@ internal static class RoleCommands
                     SuspectAfter = suspect,
                     NodeTimeout = dead,
                     MaxObjectMemory = parse.GetValue(maxObjectMemory),
+                    InlineCapacity = parse.GetValue(inlineCapacity),
                     JobNumberOffset = offset,
                     JobNumberStride = stride,
                     LostJobs = lost,

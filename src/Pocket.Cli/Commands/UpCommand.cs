@@ -69,7 +69,7 @@ internal static class UpCommand
         var warmPool = new Option<int>("--warm-pool") { Description = "Idle standby nodes kept ready so a scale-up takes one instead of starting one (0 = none)", DefaultValueFactory = _ => 0 };
         var maxObjectMemory = CommandRunner.OptionalSizeOption(
             "--max-object-memory",
-            "The metadata server's memory for objects over all jobs (keys, 200 bytes of records per object, inline bytes); past it creates fail with QuotaExceeded (default: half the memory this process may use, at least 64MiB)");
+            "The metadata server's memory for objects over all jobs (keys, 200 bytes of records per object, inline bytes); past it creates fail with QuotaExceeded, and small puts go through storage nodes while their records fit; a quarter of it, at most 256MiB, may hold small objects inline (default: half the memory this process may use, at least 64MiB)");
         maxObjectMemory.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<long?>() is <= 0)
