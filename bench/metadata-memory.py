@@ -94,6 +94,25 @@ def settle(pid, seconds):
     return first, rss_mib(pid)
 
 
+def fill_round(pid, admin, token, address, round_, args):
+    """Fills a job with 0-byte objects until the server refuses, deregisters it; prints the RSS at each step."""
+    job_id, job_token = register(admin, token, "fill")
+    client = pocket.Client(address)
+    job = pocket.Job(client, job_id, job_token, owns_client=True)
+    objects, seconds, refusal = fill(job, args.key_length, args.threads)
+    print("round %d: %d objects in %.1f s (%.0f/s), refused: %s" % (round_, objects, seconds, objects / seconds, refusal))
+    print("round %d: filled: RSS %.0f MiB; load %s" % (round_, rss_mib(pid), load()))
+    job.close()
+    freed, _ = deregister(admin, token, job_id)
+    samples = []
+    for s in range(args.settle + 1):
+        samples.append(rss_mib(pid))
+        if s < args.settle:
+            time.sleep(1)
+    print("round %d: deregistered (%d objects freed): RSS %.0f MiB at once, %.0f MiB after %d s; load %s"
+          % (round_, freed, samples[0], samples[-1], args.settle, load()))
+
+
 def inline_round(address, pid, admin, token, round_, count, size, settle_seconds):
     """Puts `count` objects of `size` bytes inline, deletes them, deregisters the job; prints the RSS at each step."""
     job_id, job_token = register(admin, token, "inline")
@@ -147,24 +166,11 @@ def main():
               % (address, pid, args.bound, args.key_length, args.threads, load()))
         print("idle: RSS %.0f MiB" % rss_mib(pid))
         admin = pocket.Client(address)
-        for round_ in range(1, args.rounds + 1 if args.inline else 1):
-            inline_round(address, pid, admin, token, round_, args.inline, args.size, args.settle)
-        for round_ in range(1, 0 if args.inline else args.rounds + 1):
-            job_id, job_token = register(admin, token, "fill")
-            client = pocket.Client(address)
-            job = pocket.Job(client, job_id, job_token, owns_client=True)
-            objects, seconds, refusal = fill(job, args.key_length, args.threads)
-            print("round %d: %d objects in %.1f s (%.0f/s), refused: %s" % (round_, objects, seconds, objects / seconds, refusal))
-            print("round %d: filled: RSS %.0f MiB; load %s" % (round_, rss_mib(pid), load()))
-            job.close()
-            freed, _ = deregister(admin, token, job_id)
-            samples = []
-            for s in range(args.settle + 1):
-                samples.append(rss_mib(pid))
-                if s < args.settle:
-                    time.sleep(1)
-            print("round %d: deregistered (%d objects freed): RSS %.0f MiB at once, %.0f MiB after %d s; load %s"
-                  % (round_, freed, samples[0], samples[-1], args.settle, load()))
+        for round_ in range(1, args.rounds + 1):
+            if args.inline:
+                inline_round(address, pid, admin, token, round_, args.inline, args.size, args.settle)
+            else:
+                fill_round(pid, admin, token, address, round_, args)
         admin.close()
         log.flush()
         log.seek(0)

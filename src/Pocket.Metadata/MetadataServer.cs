@@ -62,12 +62,11 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     {
         _server = new FrameServer("metadata", _options.Listener, this, _logger);
         _server.Start();
-        var bounds = _state.Snapshot(0);
         MetadataLog.MemoryBounds(
             _logger,
-            bounds.MaxObjectMemory,
+            _options.EffectiveMaxObjectMemory,
             _options.MaxObjectMemory is null ? "default: half the memory the process may use" : "set",
-            bounds.InlineCapacity,
+            _options.EffectiveInlineCapacity,
             _options.InlineCapacity is null ? $"default: a quarter of the object memory, at most {MetadataServerOptions.DefaultInlineCapacityCap >> 20} MiB" : "set");
         _livenessTimer = _options.TimeProvider.CreateTimer(_ => Died(_state.CheckLiveness()), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
 
