@@ -208,6 +208,7 @@ public sealed class MetadataPlaneViewTests
         using var api = new PocketControllerClient(controller.Url, cluster.Options.ClusterToken);
         var clients = new List<PocketClient>();
         var kept = new List<(PocketJob Job, string Key, string Hash)>();
+        var removed = cluster.Nodes[0]!.NodeId;
         try
         {
             for (var i = 0; i < 2; i++)
@@ -216,17 +217,22 @@ public sealed class MetadataPlaneViewTests
                 var client = await PocketClient.ConnectAsync(registered.Metadata);
                 clients.Add(client);
                 var job = client.OpenJob(registered);
-                for (var k = 0; k < 6; k++)
+
+                // Stripe units are drawn by the job's weights (half each here), so six objects (11 units) all missed the
+                // node to remove in about one run of a thousand: put on (64 KiB, one unit each) until one has a block there.
+                var onRemoved = false;
+                for (var k = 0; k < 6 || (!onRemoved && k < 40); k++)
                 {
                     var key = $"obj/{k}";
-                    var bytes = Data($"{i}/{key}", (1 << 20) + (k * 4096));
+                    var bytes = Data($"{i}/{key}", k < 6 ? (1 << 20) + (k * 4096) : 64 << 10);
                     await job.PutAsync(key, bytes);
                     kept.Add((job, key, Hash(bytes)));
+                    onRemoved |= (await job.LookupAsync(key))!.Blocks.Any(b => b.NodeId == removed);
                 }
             }
 
-            // The node to remove holds blocks of both servers' jobs.
-            var removed = cluster.Nodes[0]!.NodeId;
+            // One job on each server, and the node to remove holds blocks of both.
+            Assert.Equal(cluster.MetadataAddresses.Order(), clients.Select(c => c.MetadataAddress).Order());
             foreach (var server in new[] { 0, 1 })
             {
                 Assert.True((await NodesOnAsync(cluster, server)).Single(n => n.Id == removed).Used > 0, $"server {server} has blocks on node {removed}");
