@@ -172,7 +172,11 @@ public sealed class SpaceReclaimerTests : IDisposable
         await job.DeleteAsync("a");
         await node.Reclaimer.WaitForDiscardedAsync(discarded + (24 * MiB)).WaitAsync(Timeout);
         var after = file.AllocatedBytes;
-        Assert.True(full - after >= 24 * MiB, $"file took {full} -> {after} bytes after deleting 24 MiB");
+
+        // Allowed bytes for the file system's own: a file's allocated size counts its extent tree's blocks too, and
+        // punching holes splits extents (one run missed 24 MiB by exactly one 4 KiB block).
+        const long Bookkeeping = 64 * 1024;
+        Assert.True(full - after >= (24 * MiB) - Bookkeeping, $"file took {full} -> {after} bytes after deleting 24 MiB");
         Assert.True(after - empty >= 8 * MiB, $"the live 8 MiB object must keep its blocks ({empty} -> {after})");
         Assert.Equal(data.AsMemory(0, (int)(8 * MiB)).ToArray(), await job.GetAsync("b"));
 
