@@ -11,8 +11,8 @@ namespace Pocket.Metadata;
 /// freed by deletes was never given back (docs/benchmarks.md, "A 64 KiB object inline by default?"). Smaller objects
 /// (a page would be more than twice their size) and larger ones keep an array each, as before.
 /// <para>
-/// Free slots go back to the system (MADV_DONTNEED; a slab with no object left is unmapped) once they have been free
-/// for <see cref="IdleRelease"/> (<see cref="Trim"/> from a timer), or at once when a job ends
+/// Free slots go back to the system (MADV_DONTNEED; a slab with no object left is unmapped) once their slab has had no
+/// put or free for <see cref="IdleRelease"/> (<see cref="Trim"/> from a timer), or at once when a job ends
 /// (<see cref="Trim"/> with idleOnly false), except for <see cref="WarmHeadroom"/> kept for the next puts.
 /// </para>
 /// <para>

@@ -59,8 +59,8 @@ public sealed partial class MetadataServer
         if (read.IsInline)
         {
             // The stored bytes go straight into the reply after their head, not through a body first (one copy of the
-            // object per get, not two).
-            // The reply has sent or buffered the bytes when it returns; only then may a delete reuse their slot.
+            // object per get, not two). The reply has sent or buffered them when it returns; only then may a delete
+            // reuse their slot.
             Span<byte> head = stackalloc byte[GetReply.InlineHeadSize];
             GetReply.WriteInlineHead(head, read.Size);
             try
