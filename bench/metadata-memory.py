@@ -13,11 +13,13 @@ them and prints the RSS as it settles, then deregisters the job and does the sam
 
 usage: bench/metadata-memory.py [--bound 512MiB] [--key-length 1000] [--threads 8] [--rounds 2] [--settle 10]
        bench/metadata-memory.py --inline 2000 [--size 65536] [--bound SIZE] [--rounds 2] [--settle 10]
+       --pocket "dotnet BUILD_DIR/pocket.dll" runs the server of another build (default: ./pocket)
 """
 
 import argparse
 import os
 import secrets
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -144,13 +146,14 @@ def main():
     parser.add_argument("--settle", type=int, default=10, help="seconds to watch the RSS after each deregistration")
     parser.add_argument("--inline", type=int, default=0, help="put this many objects inline per round instead of the key fill")
     parser.add_argument("--size", type=int, default=64 << 10, help="bytes of each --inline object (at most 64 KiB)")
+    parser.add_argument("--pocket", default=os.path.join(root, "pocket"), help="the command that runs pocket (to compare builds)")
     args = parser.parse_args()
 
     token = secrets.token_hex(16)
     env = dict(os.environ, POCKET_CLUSTER_TOKEN=token)
     # The server's log (-v) goes to a file: its "memory trimmed" lines say how long each trimming collection paused it.
     log = tempfile.NamedTemporaryFile("w+", prefix="metadata-memory-", suffix=".log")
-    server = subprocess.Popen([os.path.join(root, "pocket"), "metadata", "--port", "0", "--max-object-memory", args.bound,
+    server = subprocess.Popen(shlex.split(args.pocket) + ["metadata", "--port", "0", "--max-object-memory", args.bound,
                                "--stop-on-stdin-eof", "-v"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                               text=True, env=env)
     try:

@@ -6,10 +6,10 @@ namespace Pocket.Client;
 public sealed record PocketClientOptions
 {
     /// <summary>
-    /// Objects up to this size (at most the protocol's 64 KiB) are put and read in one round trip through the metadata
-    /// server; one the server has no room to keep inline is written through the storage nodes instead.
+    /// Objects up to this size (at most the protocol's 64 KiB, the default) are put and read in one round trip through
+    /// the metadata server; one the server has no room to keep inline is written through the storage nodes instead.
     /// </summary>
-    public int SmallObjectThreshold { get; init; } = 16 << 10;
+    public int SmallObjectThreshold { get; init; } = 64 << 10;
 
     /// <summary>Extent transfers in flight per object operation (striping parallelism, and the memory bound for streams).</summary>
     public int MaxParallelTransfers { get; init; } = 8;

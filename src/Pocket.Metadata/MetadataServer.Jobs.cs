@@ -133,6 +133,7 @@ public sealed partial class MetadataServer
     /// </summary>
     private void TrimMemoryAfter(long freed)
     {
+        TrimInlineSoon();
         if (_options.TrimMemoryAfterFreeing <= 0 || freed < _options.TrimMemoryAfterFreeing || Interlocked.Exchange(ref _trimming, 1) == 1)
         {
             return;
@@ -155,6 +156,38 @@ public sealed partial class MetadataServer
             },
             freed,
             preferLocal: false);
+    }
+
+    /// <summary>
+    /// After a job's end, the inline store's free slots beyond its warm headroom go back to the system, on the thread
+    /// pool (a few system calls per slab: not on the event loop). Skipped when little is free.
+    /// </summary>
+    private void TrimInlineSoon()
+    {
+        if (_state.Inline.FreeResidentBytes <= InlineStore.WarmHeadroom || Volatile.Read(ref _trimmingInline) == 1)
+        {
+            return;
+        }
+
+        ThreadPool.UnsafeQueueUserWorkItem(static server => server.TrimInline(idleOnly: false), this, preferLocal: false);
+    }
+
+    /// <summary>One inline trim at a time (<see cref="InlineStore.Trim"/>); the timer's tick skips while a job end's runs.</summary>
+    private void TrimInline(bool idleOnly)
+    {
+        if (Interlocked.Exchange(ref _trimmingInline, 1) == 1)
+        {
+            return;
+        }
+
+        try
+        {
+            _state.Inline.Trim(idleOnly);
+        }
+        finally
+        {
+            Volatile.Write(ref _trimmingInline, 0);
+        }
     }
 
     /// <summary>SetWeights (<see cref="SetWeightsRequest"/>). An empty map means "every node of the job's tier alike".</summary>

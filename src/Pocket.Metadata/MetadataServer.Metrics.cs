@@ -20,6 +20,15 @@ public sealed record MetadataSnapshot(
 
     /// <summary>The bound on <see cref="ObjectMemory"/> (<see cref="MetadataServerOptions.MaxObjectMemory"/>).</summary>
     public long MaxObjectMemory { get; init; }
+
+    /// <summary>Bytes of inline slots holding objects (whole pages; objects of half a page or less keep arrays and are not counted).</summary>
+    public long InlineSlotBytes { get; init; }
+
+    /// <summary>Bytes of free inline slots still faulted in, kept for the next puts until a trim gives them back.</summary>
+    public long InlineFreeResidentBytes { get; init; }
+
+    /// <summary>Bytes of inline slots given back to the system since the server started.</summary>
+    public long InlineReleasedBytes { get; init; }
 }
 
 public sealed partial class MetadataServer

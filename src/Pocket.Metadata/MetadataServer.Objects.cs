@@ -27,11 +27,7 @@ public sealed partial class MetadataServer
             return;
         }
 
-        // Kept on the pinned object heap: a stored object lives until it is deleted, and young-generation
-        // collections would otherwise copy every recent put (the pauses land in the tail latency of puts).
-        var copy = GC.AllocateUninitializedArray<byte>(data.Length, pinned: true);
-        data.CopyTo(copy);
-        if (!Failed(frame, _state.PutInline(job, request.Key, copy, frame.Header.Flags)))
+        if (!Failed(frame, _state.PutInline(job, request.Key, data, frame.Header.Flags)))
         {
             frame.Reply(Status.Ok);
         }
@@ -63,10 +59,19 @@ public sealed partial class MetadataServer
         if (read.IsInline)
         {
             // The stored bytes go straight into the reply after their head, not through a body first (one copy of the
-            // object per get, not two).
+            // object per get, not two). The reply has sent or buffered them when it returns; only then may a delete
+            // reuse their slot.
             Span<byte> head = stackalloc byte[GetReply.InlineHeadSize];
             GetReply.WriteInlineHead(head, read.Size);
-            frame.Reply(Status.Ok, head, read.Inline.Span);
+            try
+            {
+                frame.Reply(Status.Ok, head, read.Inline);
+            }
+            finally
+            {
+                read.Block!.EndRead();
+            }
+
             return;
         }
 

@@ -35,7 +35,9 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
     private FrameServer? _server;
     private ITimer? _livenessTimer;
     private ITimer? _retireTimer;
+    private ITimer? _inlineTrimTimer;
     private int _trimming;
+    private int _trimmingInline;
 
     public MetadataServer(MetadataServerOptions options, ILoggerFactory loggerFactory)
     {
@@ -73,6 +75,9 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         // Frees nobody waits for (a closed connection's open writes, a deregistered job's objects, a finished drain) and
         // retries reach the nodes within a second.
         _revokeTimer = _options.TimeProvider.CreateTimer(_ => _ = RetryRevocationsAsync(), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+
+        // Inline slots free for a while go back to the system (InlineStore.IdleRelease).
+        _inlineTrimTimer = _options.TimeProvider.CreateTimer(_ => TrimInline(idleOnly: true), null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
         return Task.CompletedTask;
     }
 
@@ -362,6 +367,13 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             await _livenessTimer.DisposeAsync().ConfigureAwait(false);
         }
 
+        if (_inlineTrimTimer is not null)
+        {
+            await _inlineTrimTimer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        // The inline slots are unmapped once no request can read them any more.
         _server?.Dispose();
+        _state.Inline.Dispose();
     }
 }

@@ -5,31 +5,34 @@ namespace Pocket.Metadata;
 
 internal sealed partial class MetadataState
 {
-    /// <summary>Stores a small object inline. <paramref name="data"/> becomes the object's bytes: the caller hands over a fresh array.</summary>
-    public Outcome PutInline(JobEntry job, string key, byte[] data, FrameFlags flags)
+    /// <summary>
+    /// Stores a small object inline. Its bytes are copied into the inline store before the lock is taken (a 64 KiB copy
+    /// under it would hold up every other request), and the copy is given back when the put is refused.
+    /// </summary>
+    public Outcome PutInline(JobEntry job, string key, ReadOnlySpan<byte> data, FrameFlags flags)
     {
+        // A put the inline bound plainly has no room for is refused below without a copy (the count is read unlocked,
+        // as a hint; the check under the lock decides).
+        var block = data.Length <= _inlineCapacity - Volatile.Read(ref _inlineBytes) ? Inline.Store(data) : null;
         lock (_lock)
         {
-            if (job.RetiredUntil is not null)
-            {
-                return RetiredFailure(job);
-            }
+            var refused = job.RetiredUntil is not null
+                ? RetiredFailure(job)
+                : job.Objects.ContainsKey(key) || job.Reserved.Contains(key)
+                    ? Outcome.Fail(Status.Exists, $"object '{key}' exists")
 
-            if (job.Objects.ContainsKey(key) || job.Reserved.Contains(key))
+                    // A job's quotas refuse the object whichever way it is written; only the room for inline bytes
+                    // sends it to the storage nodes.
+                    : CheckQuota(job, key, data.Length) ?? CheckInlineRoom(key, data.Length) ?? (block is null ? NoSlot(data.Length) : null);
+            if (refused is { } failure)
             {
-                return Outcome.Fail(Status.Exists, $"object '{key}' exists");
-            }
-
-            // A job's quotas refuse the object whichever way it is written; only the room for inline bytes sends it to
-            // the storage nodes.
-            if ((CheckQuota(job, key, data.Length) ?? CheckInlineRoom(key, data.Length)) is { } refused)
-            {
-                return refused;
+                block?.Release();
+                return failure;
             }
 
             _inlineBytes += data.Length;
             job.InlineBytes += data.Length;
-            AddObject(job, new ObjectEntry { Key = key, Size = data.Length, Inline = data, Flags = flags });
+            AddObject(job, new ObjectEntry { Key = key, Size = data.Length, Inline = block, Flags = flags });
             return Outcome.Ok;
         }
     }
@@ -66,14 +69,16 @@ internal sealed partial class MetadataState
 
             if (entry.Inline is { } inline)
             {
+                // Counted as a reader before a delete-after-read frees it: the slot stays this reply's until EndRead.
                 var count = length < 0 ? entry.Size - offset : length;
+                inline.BeginRead();
                 if (deleteAfterRead)
                 {
                     RemoveObject(job, entry.Key);
                     FreeObject(job, entry);
                 }
 
-                return new ObjectRead(entry.Size, true, inline.AsMemory((int)offset, (int)count), [], 0);
+                return new ObjectRead(entry.Size, inline, (int)offset, (int)count, [], 0);
             }
 
             ulong release = 0;
@@ -89,7 +94,7 @@ internal sealed partial class MetadataState
             }
 
             // An entry's extent array is never changed (a drain switches the whole entry), so it is read after the lock.
-            return new ObjectRead(entry.Size, false, default, entry.Extents, release);
+            return new ObjectRead(entry.Size, null, 0, 0, entry.Extents, release);
         }
     }
 

@@ -48,6 +48,7 @@ internal sealed partial class MetadataState
         _random = random ?? Random.Shared;
         _maxObjectMemory = options.EffectiveMaxObjectMemory;
         _inlineCapacity = options.EffectiveInlineCapacity;
+        Inline = new InlineStore(_inlineCapacity, options.TimeProvider);
         _ended = new JobTombstones(options.TimeProvider, options.EndedJobsRemembered, options.EndedJobsRetention);
         foreach (var lost in options.LostJobs)
         {
@@ -73,6 +74,9 @@ internal sealed partial class MetadataState
         var used = (number - _options.JobNumberOffset + _options.JobNumberStride - 1) / _options.JobNumberStride;
         _jobCounters[name] = Math.Max(_jobCounters.GetValueOrDefault(name), used);
     }
+
+    /// <summary>The bytes of inline objects (its own lock; trimmed and disposed by the server).</summary>
+    public InlineStore Inline { get; }
 
     /// <summary>The node registry. Call it only through the state's operations, except <see cref="NodeRegistry.SecretOf"/>.</summary>
     public NodeRegistry Nodes { get; }
@@ -418,6 +422,9 @@ internal sealed partial class MetadataState
             {
                 ObjectMemory = _objectMemory,
                 MaxObjectMemory = _maxObjectMemory,
+                InlineSlotBytes = Inline.SlotBytesInUse,
+                InlineFreeResidentBytes = Inline.FreeResidentBytes,
+                InlineReleasedBytes = Inline.ReleasedBytes,
             };
         }
     }
@@ -462,6 +469,7 @@ internal sealed partial class MetadataState
         {
             job.InlineBytes -= entry.Inline.Length;
             _inlineBytes -= entry.Inline.Length;
+            entry.Inline.Release();
         }
         else
         {
@@ -562,6 +570,11 @@ internal sealed partial class MetadataState
 
         return null;
     }
+
+    /// <summary>CapacityExceeded for a put the inline store has no slot of its size for (its address space is taken by slots of other sizes).</summary>
+    private Outcome NoSlot(int inlineBytes) => Outcome.Fail(
+        Status.CapacityExceeded,
+        $"capacity exceeded: the metadata server's inline store has no free slot for {inlineBytes} bytes ({_inlineBytes} of {_inlineCapacity} in use); write through storage nodes");
 
     private static Outcome Exceeded(JobEntry job, string quota, long limit, long used, long wanted) => Outcome.Fail(
         Status.QuotaExceeded,

@@ -67,7 +67,8 @@ internal sealed class ObjectEntry
 {
     public required string Key { get; init; }
     public required long Size { get; init; }
-    public byte[]? Inline { get; init; }
+    /// <summary>An inline object's bytes (null for one on storage nodes).</summary>
+    public InlineBlock? Inline { get; init; }
     public Extent[] Extents { get; init; } = [];
     public FrameFlags Flags { get; init; }
 }

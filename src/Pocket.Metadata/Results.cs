@@ -28,11 +28,20 @@ internal readonly record struct Result<T>(Status Status, string? Message, T Valu
 }
 
 /// <summary>
-/// What a get hands the handler: the object's size and either the requested range of an inline object (its stored
-/// array never changes, so it is read after the lock is released) or the extents to grant. <see cref="Release"/> is
-/// non-zero after a delete-after-read of a large object; the reader releases it with an abort when done.
+/// What a get hands the handler: the object's size and either the requested range of an inline object or the extents
+/// to grant. An inline object's <see cref="Block"/> counts the get as a reader (its slot is not reused meanwhile, even if
+/// the object is deleted), so its bytes are read after the lock is released; the handler ends the read with
+/// <see cref="InlineBlock.EndRead"/> once the reply has them. <see cref="Release"/> is non-zero after a delete-after-read
+/// of a large object; the reader releases it with an abort when done.
 /// </summary>
-internal readonly record struct ObjectRead(long Size, bool IsInline, ReadOnlyMemory<byte> Inline, Extent[] Extents, ulong Release);
+internal readonly record struct ObjectRead(long Size, InlineBlock? Block, int Offset, int Count, Extent[] Extents, ulong Release)
+{
+    /// <summary>True for an inline object (its bytes are <see cref="Inline"/>).</summary>
+    public bool IsInline => Block is not null;
+
+    /// <summary>The requested range of an inline object's bytes, valid until <see cref="InlineBlock.EndRead"/>.</summary>
+    public ReadOnlySpan<byte> Inline => Block is null ? default : Block.Span.Slice(Offset, Count);
+}
 
 /// <summary>A new write handle and the extents reserved for its size hint (a copy, safe to read outside the lock).</summary>
 internal readonly record struct OpenWrite(ulong Handle, Extent[] Extents);

@@ -23,6 +23,9 @@ public static class RoleCollectors
         var inlineCapacity = factory.CreateGauge("pocket_metadata_inline_capacity_bytes", "Bytes the metadata server may keep inline, at most.");
         var objectMemory = factory.CreateGauge("pocket_metadata_object_memory_bytes", "Memory counted for objects and open writes (keys, records, inline bytes) against the server's bound.");
         var objectMemoryBound = factory.CreateGauge("pocket_metadata_object_memory_limit_bytes", "The metadata server's bound on object memory; past it creates fail with QuotaExceeded.");
+        var inlineSlots = factory.CreateGauge("pocket_metadata_inline_slot_bytes", "Bytes of inline slots (whole pages) holding objects above half a page.");
+        var inlineFreeResident = factory.CreateGauge("pocket_metadata_inline_free_resident_bytes", "Bytes of free inline slots still in memory, reused by the next puts until a trim gives them back.");
+        var inlineReleased = factory.CreateCounter("pocket_metadata_inline_released_bytes_total", "Bytes of free inline slots given back to the system since the server started.");
         var handles = factory.CreateGauge("pocket_metadata_open_handles", "Large puts and delete-after-read gets between their steps.");
         var connections = factory.CreateGauge("pocket_metadata_connections", "Open connections (clients, storage nodes, the controller).");
         var nodes = factory.CreateGauge("pocket_metadata_nodes", "Storage nodes by tier and state.", new GaugeConfiguration { LabelNames = ["tier", "state"] });
@@ -42,6 +45,9 @@ public static class RoleCollectors
             inlineCapacity.Set(snapshot.InlineCapacity);
             objectMemory.Set(snapshot.ObjectMemory);
             objectMemoryBound.Set(snapshot.MaxObjectMemory);
+            inlineSlots.Set(snapshot.InlineSlotBytes);
+            inlineFreeResident.Set(snapshot.InlineFreeResidentBytes);
+            inlineReleased.IncTo(snapshot.InlineReleasedBytes);
             handles.Set(snapshot.OpenHandles);
             connections.Set(snapshot.Connections);
             foreach (var tier in NodeTierNames.All)

@@ -47,8 +47,9 @@ public sealed class CapacityTests
     [Fact]
     public async Task ANodeCanBeFilledToTheLastBlock()
     {
+        // Objects of 20,000 bytes are one block each on the node when the client sends them there (16 KiB threshold).
         await using var cluster = await StartClusterAsync(nodes: 1, capacity: NodeCapacity);
-        await using var client = await cluster.ConnectAsync();
+        await using var client = await cluster.ConnectAsync(new PocketClientOptions { SmallObjectThreshold = 16 << 10 });
         using var cts = Timeout();
         var job = await cluster.Admin(client).RegisterJobAsync("brim", cts.Token);
         var all = RandomBytes((int)NodeCapacity, 4);

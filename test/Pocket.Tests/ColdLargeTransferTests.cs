@@ -1,3 +1,4 @@
+using Pocket.Client;
 using static Pocket.Tests.TestSupport;
 
 namespace Pocket.Tests;
@@ -12,16 +13,19 @@ public sealed class ColdLargeTransferTests
 {
     private const int Size = 64 << 10;
 
+    /// <summary>Clients that send 64 KiB objects through the node (by default they are inline in the metadata server).</summary>
+    private static readonly PocketClientOptions ThroughNodes = new() { SmallObjectThreshold = 16 << 10 };
+
     [Fact]
     public async Task AFreshClientsFirst64KiBPutLeavesInOneGatheredWrite()
     {
         await using var cluster = await StartClusterAsync(nodes: 1);
-        await using var admin = await cluster.ConnectAsync();
+        await using var admin = await cluster.ConnectAsync(ThroughNodes);
         using var cts = Timeout();
         var registered = await cluster.Admin(admin).RegisterJobAsync("cold-put", cts.Token);
         var data = RandomBytes(Size, 64);
 
-        await using var client = await cluster.ConnectAsync(cancellationToken: cts.Token);
+        await using var client = await cluster.ConnectAsync(ThroughNodes, cts.Token);
         var job = client.OpenJob(registered.Id, registered.Token);
         await job.PutAsync("first", data, cancellationToken: cts.Token);
 
@@ -37,7 +41,7 @@ public sealed class ColdLargeTransferTests
     public async Task AFreshClientsFirst64KiBGetIsAnsweredInOneGatheredWrite()
     {
         await using var cluster = await StartClusterAsync(nodes: 1);
-        await using var admin = await cluster.ConnectAsync();
+        await using var admin = await cluster.ConnectAsync(ThroughNodes);
         using var cts = Timeout();
         var registered = await cluster.Admin(admin).RegisterJobAsync("cold-get", cts.Token);
         var data = RandomBytes(Size, 65);
@@ -49,7 +53,7 @@ public sealed class ColdLargeTransferTests
         // the other way, cause not found; without the gathered send the count never moves.
         for (var i = 0; i < 5; i++)
         {
-            await using var reader = await cluster.ConnectAsync(cancellationToken: cts.Token);
+            await using var reader = await cluster.ConnectAsync(ThroughNodes, cts.Token);
             Assert.Equal(Hash(data), Hash(await reader.OpenJob(registered.Id, registered.Token).GetAsync("object", cancellationToken: cts.Token)));
         }
 
@@ -60,7 +64,7 @@ public sealed class ColdLargeTransferTests
     public async Task FreshConnectionsReadsShareOneWarmBufferOnTheNode()
     {
         await using var cluster = await StartClusterAsync(nodes: 1);
-        await using var admin = await cluster.ConnectAsync();
+        await using var admin = await cluster.ConnectAsync(ThroughNodes);
         using var cts = Timeout();
         var registered = await cluster.Admin(admin).RegisterJobAsync("cold-buffers", cts.Token);
         var node = cluster.Nodes[0]!;
@@ -68,7 +72,7 @@ public sealed class ColdLargeTransferTests
         for (var i = 0; i < 4; i++)
         {
             var data = RandomBytes(Size, 100 + i);
-            await using var client = await cluster.ConnectAsync(cancellationToken: cts.Token);
+            await using var client = await cluster.ConnectAsync(ThroughNodes, cts.Token);
             var job = client.OpenJob(registered.Id, registered.Token);
             await job.PutAsync($"object-{i}", data, cancellationToken: cts.Token);
             Assert.Equal(Hash(data), Hash(await job.GetAsync($"object-{i}", cancellationToken: cts.Token)));

@@ -1,4 +1,5 @@
 using Pocket.Admin;
+using Pocket.Client;
 using Pocket.Protocol;
 using Pocket.Protocol.Messages;
 using static Pocket.Tests.TestSupport;
@@ -46,8 +47,9 @@ public sealed class NodeAddressTests
 
         // One-block objects go to one node each, drawn by weight: the puts go on until both nodes have taken one (the
         // chance that 200 draws all pick one node is 2^-199). The first Create's reply named both nodes, so the put that
-        // first reaches the other node connects to it without asking for the node list.
-        await using var client = await cluster.ConnectAsync(cancellationToken: cts.Token);
+        // first reaches the other node connects to it without asking for the node list. (Sent to the nodes: 64 KiB is
+        // inline by default.)
+        await using var client = await cluster.ConnectAsync(new PocketClientOptions { SmallObjectThreshold = 0 }, cts.Token);
         var job = client.OpenJob(registered.Id, registered.Token);
         for (var i = 0; i < 200 && client.NodeConnections.Count < 2; i++)
         {

@@ -10,14 +10,15 @@ namespace Pocket.Tests;
 public sealed class RoundTripTests : IDisposable
 {
     private const int Block = 64 << 10;
-    private const int Small = 16 << 10;
+    /// <summary>The client's default inline threshold: the protocol's largest inline object, one block.</summary>
+    private const int Small = Block;
     private readonly string _directory = Directory.CreateTempSubdirectory("pocket-roundtrip-").FullName;
 
     public void Dispose() => Directory.Delete(_directory, recursive: true);
 
     public static TheoryData<int> Sizes =>
     [
-        0, 1, Small - 1, Small, Small + 1, Block - 1, Block, Block + 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (3 << 20) + 12_345,
+        0, 1, 16 << 10, Small - 1, Small, Small + 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, (3 << 20) + 12_345,
     ];
 
     [Theory]

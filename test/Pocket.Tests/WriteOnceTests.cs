@@ -70,7 +70,7 @@ public sealed class WriteOnceTests
         var winners = results.Where(w => w >= 0).ToList();
         Assert.Single(winners);
         Assert.Equal(Hash(DataFor($"writer{winners[0]}", size)), Hash(await job.GetAsync("contested", cancellationToken: cts.Token)));
-        Assert.Equal(size <= 16 << 10 ? 0 : (size + 65_535) / 65_536 * 65_536, await UsedAsync(cluster.Admin(client)));
+        Assert.Equal(size <= 64 << 10 ? 0 : (size + 65_535) / 65_536 * 65_536, await UsedAsync(cluster.Admin(client)));
     }
 
     [Fact]
@@ -186,7 +186,7 @@ public sealed class WriteOnceTests
     {
         const int Size = 64 << 10;
         await using var cluster = await StartClusterAsync(nodes: 1);
-        await using var client = await cluster.ConnectAsync();
+        await using var client = await cluster.ConnectAsync(new PocketClientOptions { SmallObjectThreshold = 16 << 10 });
         using var cts = Timeout();
         var job = await cluster.Admin(client).RegisterJobAsync("busy", cts.Token);
         var node = cluster.Nodes[0]!;

@@ -33,7 +33,7 @@ JobQuota = collections.namedtuple("JobQuota", "max_bytes max_objects max_key_byt
 
 _Extent = collections.namedtuple("_Extent", "grant node_id length object_offset")
 
-DEFAULT_SMALL_OBJECT_THRESHOLD = 16 << 10
+DEFAULT_SMALL_OBJECT_THRESHOLD = 64 << 10
 DEFAULT_PARALLEL_TRANSFERS = 8
 _STREAM_BATCH = 16 << 20
 _MIN_STREAM_BATCH = 64 << 10

@@ -53,7 +53,7 @@ class ClientTests(unittest.TestCase):
             cls.job.close()
 
     def test_round_trips_keep_every_byte(self):
-        for size in (0, 1, (16 << 10) - 1, 16 << 10, (16 << 10) + 1, 3 << 20, 100 << 20):
+        for size in (0, 1, 16 << 10, (64 << 10) - 1, 64 << 10, (64 << 10) + 1, 3 << 20, 100 << 20):
             with self.subTest(size=size):
                 data = os.urandom(size)
                 key = "round/%d" % size
@@ -63,8 +63,8 @@ class ClientTests(unittest.TestCase):
                 self.assertEqual(digest(data), digest(back))
                 info = self.job.lookup(key)
                 self.assertEqual(size, info.size)
-                self.assertEqual(size <= 16 << 10, info.inline)
-                if size > 16 << 10:
+                self.assertEqual(size <= 64 << 10, info.inline)
+                if size > 64 << 10:
                     self.assertGreaterEqual(sum(b.length for b in info.blocks), size)
 
     def test_a_fresh_clients_first_large_put_and_get_list_no_nodes(self):

@@ -23,7 +23,7 @@ internal static class BenchCommand
     /// <summary>--small-object-threshold, shared by `pocket bench` and `pocket bench cold`.</summary>
     internal static Option<long?> SmallObjectThresholdOption() => new("--small-object-threshold")
     {
-        Description = "Pocket objects up to this size go inline through the metadata server (default: the client's, 16 KiB); 0 sends every object to the storage nodes, to measure a tier with small objects",
+        Description = "Pocket objects up to this size go inline through the metadata server (default: the client's, 64 KiB); 0 sends every object to the storage nodes, to measure a tier with small objects",
         HelpName = "SIZE",
         CustomParser = result =>
         {
