@@ -2,8 +2,9 @@
 # Where a fan-in load generator's CPU goes: `pocket bench --connections N --processes P --op get --size 1KiB` against
 # its own cluster and a redis-server of its own, and while each system's timed phase runs, `perf stat` on every bench
 # worker process for a few seconds: CPU per op and system calls per op (sendto, recvfrom, epoll_ctl, epoll_wait,
-# futex), one line per worker, so Pocket's client and the raw RESP client are compared in the same run. With
-# RECORD=1 also `perf record -g` per worker (JIT symbols resolved), for `perf report -i FILE --no-children --sort
+# futex), one line per worker, so Pocket's client and the raw RESP client are compared in the same run, then per
+# kind of thread of each worker its CPU, context switches and wake-ups made per op. The workers are the bench's own
+# children; with PROCESSES=1 the bench process itself. With RECORD=1 also `perf record -g` per worker (JIT symbols resolved), for `perf report -i FILE --no-children --sort
 # dso,symbol`.
 #
 #   bench/fanin-profile.sh [BUILD_DIR] [RESULTS_DIR]
