@@ -2,8 +2,9 @@
 # Where a fan-in load generator's CPU goes: `pocket bench --connections N --processes P --op get --size 1KiB` against
 # its own cluster and a redis-server of its own, and while each system's timed phase runs, `perf stat` on every bench
 # worker process for a few seconds: CPU per op and system calls per op (sendto, recvfrom, epoll_ctl, epoll_wait,
-# futex), one line per worker, so Pocket's client and the raw RESP client are compared in the same run. With
-# RECORD=1 also `perf record -g` per worker (JIT symbols resolved), for `perf report -i FILE --no-children --sort
+# futex), one line per worker, so Pocket's client and the raw RESP client are compared in the same run, then per
+# kind of thread of each worker its CPU, context switches and wake-ups made per op. The workers are the bench's own
+# children; with PROCESSES=1 the bench process itself. With RECORD=1 also `perf record -g` per worker (JIT symbols resolved), for `perf report -i FILE --no-children --sort
 # dso,symbol`.
 #
 #   bench/fanin-profile.sh [BUILD_DIR] [RESULTS_DIR]
@@ -26,7 +27,7 @@ if [[ -z "$build" ]]; then
 fi
 
 port="${REDIS_PORT:-16379}" window="${WINDOW:-4}"
-rm -f "$results"/stat-* "$results"/perf-*
+rm -f "$results"/stat-* "$results"/threads-* "$results"/perf-*
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --maxclients 20000 >"$results/redis.log" 2>&1 &
 redis_pid=$!
 bench_pid=""
@@ -47,6 +48,9 @@ bench_pid=$!
 
 # Each system's workers run only while its phase does: start perf once the phase says it is measuring.
 events='syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex,task-clock'
+# Per thread: which threads run per op, how often they sleep (a context switch) and whom they wake (sched_wakeup is
+# counted on the waker's side).
+thread_events='task-clock,context-switches,cpu-migrations,sched:sched_wakeup,syscalls:sys_enter_futex'
 profiled=""
 while kill -0 "$bench_pid" 2>/dev/null; do
     system="$(grep -o '^[a-z]* get: measuring' "$results/bench.log" | tail -1 | cut -d' ' -f1 || true)"
@@ -54,9 +58,14 @@ while kill -0 "$bench_pid" 2>/dev/null; do
         profiled="$profiled $system"
         sleep 2
         pids=()
-        for worker in $(pgrep -f "pocket.dll bench worker" || true); do
+        # This bench's own workers (its children: another bench on the machine has workers too); with PROCESSES=1 the
+        # bench runs its clients itself, and then it is the one worker.
+        workers="$(pgrep -P "$bench_pid" -f "pocket.dll bench worker" || true)"
+        for worker in ${workers:-$bench_pid}; do
             echo "$worker $(cut -d' ' -f1 /proc/loadavg)" >"$results/stat-$system-$worker.load"
             perf stat -e "$events" -p "$worker" -o "$results/stat-$system-$worker.txt" -- sleep "$window" >/dev/null 2>&1 &
+            pids+=($!)
+            perf stat --per-thread -e "$thread_events" -p "$worker" -o "$results/threads-$system-$worker.txt" -- sleep "$window" >/dev/null 2>&1 &
             pids+=($!)
             if [[ "${RECORD:-0}" == 1 ]]; then
                 perf record -F 999 -g -p "$worker" -o "$results/perf-$system-$worker.data" -- sleep "$window" >/dev/null 2>&1 &
@@ -80,4 +89,29 @@ for f in "$results"/stat-*.txt; do
         /sys_enter_sendto/ {send=$1} /sys_enter_recvfrom/ {recv=$1} /sys_enter_epoll_wait/ {wait=$1}
         /sys_enter_epoll_ctl/ {ctl=$1} /sys_enter_futex/ {futex=$1} /task-clock/ {ms=$1}
         END { if (send > 0) printf "| %s | %s | %s | %d | %.1f | 1.00 | %.2f | %.2f | %.3f | %.3f |\n", s, w, l, send, ms*1000/send, recv/send, ctl/send, wait/send, futex/send }'
+done
+
+# Per kind of thread (the name without its id; `perf stat --per-thread` truncates names to 15 characters): CPU, context
+# switches and wake-ups it made (sched_wakeup on the waker's side: a send that wakes a server's sleeping loop counts
+# here) per op, ops being the worker's sendto calls in the same window.
+printf '\n| system | worker | thread | threads | CPU us/op | context switches/op | wake-ups made/op | futex/op |\n'
+printf '|---|---|---|---|---|---|---|---|\n'
+for f in "$results"/threads-*.txt; do
+    name="$(basename "$f" .txt)"; system="$(cut -d- -f2 <<<"$name")"; worker="$(cut -d- -f3 <<<"$name")"
+    ops="$(tr -d ',' <"$results/stat-$system-$worker.txt" | awk '/sys_enter_sendto/ {print $1}')"
+    # "  pocket client l-12262   1640.61 msec task-clock  # ..." -> "pocket client l|12262|1640.61|task-clock"
+    tr -d ',' <"$f" | sed -nE 's/^ *(.*)-([0-9]+) +([0-9.]+) +(msec +)?([a-z_:-]+).*/\1|\2|\3|\5/p' |
+        awk -F'|' -v s="$system" -v w="$worker" -v ops="${ops:-0}" '
+        {
+            name = $1
+            if ($4 == "task-clock") { cpu[name] += $3; threads[name]++ }
+            else if ($4 == "context-switches") cs[name] += $3
+            else if ($4 == "sched:sched_wakeup") wake[name] += $3
+            else if ($4 == "syscalls:sys_enter_futex") futex[name] += $3
+        }
+        END {
+            if (ops == 0) exit
+            for (name in cpu) if (cpu[name] * 1000 / ops >= 0.05)
+                printf "| %s | %s | %s | %d | %.2f | %.3f | %.3f | %.4f |\n", s, w, name, threads[name], cpu[name] * 1000 / ops, cs[name] / ops, wake[name] / ops, futex[name] / ops
+        }'
 done

@@ -16,7 +16,7 @@ internal abstract class DelegatingBenchTarget(IBenchTarget shared) : IBenchTarge
 
     public ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken) => Shared.PutAsync(key, value, cancellationToken);
 
-    public ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) => Shared.GetAsync(key, destination, cancellationToken);
+    public ValueTask<int> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) => Shared.GetAsync(key, destination, cancellationToken);
 
     public Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken) => Shared.DeleteAsync(prefix, keys, size, cancellationToken);
 

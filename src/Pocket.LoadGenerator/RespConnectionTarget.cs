@@ -52,7 +52,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
 
     // Pooled like the Pocket client's methods: a box per get would be the bench's cost, charged to the peer.
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken)
+    public async ValueTask<int> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken)
     {
         CheckWhole(destination.Length);
         long length;
@@ -67,7 +67,7 @@ internal sealed class RespConnectionTarget : IBenchTarget
             _turn.Exit();
         }
 
-        return length >= 0 ? length : throw new LoadGeneratorException($"{Name}: key '{key}' is missing");
+        return length >= 0 ? (int)length : throw new LoadGeneratorException($"{Name}: key '{key}' is missing");
     }
 
     public Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken) =>

@@ -18,8 +18,12 @@ internal interface IBenchTarget : IAsyncDisposable
 
     ValueTask PutAsync(string key, ReadOnlyMemory<byte> value, CancellationToken cancellationToken);
 
-    /// <summary>Reads the whole object into <paramref name="destination"/> (sized for it) and returns its length.</summary>
-    ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken);
+    /// <summary>
+    /// Reads the whole object into <paramref name="destination"/> (sized for it) and returns its length. An int, as the
+    /// destination's length and Pocket's own get: a target can then hand back the client's task with no async level of
+    /// its own (each level is a pooled box and a continuation per get, which the bench charged to the system).
+    /// </summary>
+    ValueTask<int> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken);
 
     /// <summary>Deletes the given keys (objects of <paramref name="size"/> bytes), all under <paramref name="prefix"/>; not timed.</summary>
     Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken);
@@ -85,12 +89,11 @@ internal sealed class PocketBenchTarget(PocketJob job, string root, string? cpuS
 
     private RootedKeys? _keys;
 
-    // Pooled like the client's own methods (and the RESP target's): a box per get was the bench's, not Pocket's, cost.
-    // The key under the root is made once per pool key, as the RESP target encodes its keys into a reused buffer: a
-    // string per get was the bench's allocation, charged to Pocket.
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) =>
-        await job.GetAsync((_keys ??= RootedKeys.For(root)).Of(key), 0, destination, GetFlags.None, cancellationToken).ConfigureAwait(false);
+    // The client's own task, with no async level of the bench's between: a user awaiting GetAsync pays one level (the
+    // client's), as the RESP target's caller does (its target's). The key under the root is made once per pool key, as
+    // the RESP target encodes its keys into a reused buffer: a string per get was the bench's allocation, charged to Pocket.
+    public ValueTask<int> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken) =>
+        job.GetAsync((_keys ??= RootedKeys.For(root)).Of(key), 0, destination, GetFlags.None, cancellationToken);
 
     public async Task DeleteAsync(string prefix, IReadOnlyList<string> keys, long size, CancellationToken cancellationToken) =>
         await job.DeleteAsync(root + prefix, recursive: true, cancellationToken).ConfigureAwait(false);
@@ -271,7 +274,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
         await Task.WhenAll(RespChunks.Set(_database, _root, key, value)).ConfigureAwait(false);
     }
 
-    public async ValueTask<long> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken)
+    public async ValueTask<int> GetAsync(string key, Memory<byte> destination, CancellationToken cancellationToken)
     {
         // Leases come from a pool, as Pocket reads into a reused buffer: neither side pays for fresh memory.
         var chunks = RespChunks.Count(destination.Length);
@@ -287,7 +290,7 @@ internal sealed class RedisBenchTarget : IBenchTarget
             gets.Add(_database.StringGetLeaseAsync(RespChunks.Key(_root, key, n)));
         }
 
-        long total = 0;
+        var total = 0;
         foreach (var get in gets)
         {
             using var lease = await get.ConfigureAwait(false);

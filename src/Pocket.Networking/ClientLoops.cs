@@ -270,9 +270,12 @@ internal sealed unsafe class ClientLoops : IDisposable
             _loops.Add(state);
             _running++;
 
-            // Started under the lock: Dispose joins every thread it finds in the list.
+            // Started under the lock: Dispose joins every thread it finds in the list. Without the starter's execution
+            // context (UnsafeStart): the loops are made by whichever caller connects first, and a thread started
+            // plainly keeps that caller's async-locals (a web request's Activity, say) for the life of the process and
+            // runs every other caller's completions under them.
             state.Thread = new Thread(() => Loop(state)) { IsBackground = true, Name = $"pocket client loop {_loops.Count - 1}" };
-            state.Thread.Start();
+            state.Thread.UnsafeStart();
         }
     }
 

@@ -719,8 +719,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             }
 
             // A caller continuing on the reader thread while more replies wait in the read buffer: the reader
-            // writes everything gathered once it has run them all, one write for the whole burst.
-            if (t_deferringSlot is { } deferring && deferring == _slot)
+            // writes everything gathered once it has run them all, one write for the whole burst. The thread-static is
+            // read only while this connection's reader defers (rarely, at one request in flight per connection).
+            if (_readerDeferring && t_deferringSlot is { } deferring && deferring == _slot)
             {
                 return ValueTask.CompletedTask;
             }
@@ -734,6 +735,14 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// <summary>Set on the reader thread while it completes a reply and more replies are already buffered.</summary>
     [ThreadStatic]
     private static ReaderSlot? t_deferringSlot;
+
+    /// <summary>
+    /// True while this connection's reader completes a reply with <see cref="t_deferringSlot"/> set. Written and read
+    /// by that thread in its own order, so it sees its own mark; another thread's stale read only means that thread
+    /// does not defer, which is right for it. A thread-static access per reply and per send (three per get) showed in
+    /// the fan-in profile; a field of the connection's own is a plain read.
+    /// </summary>
+    private volatile bool _readerDeferring;
 
     /// <summary>Writes what callers gathered while the reader deferred, unless a flush is under way.</summary>
     private void FlushDeferred()
@@ -1115,14 +1124,23 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private void Complete(ReaderSlot slot, Pending pending, FrameReply reply, bool moreBuffered)
     {
         EnterCallback(slot);
-        t_deferringSlot = moreBuffered ? slot : null;
-        try
+        if (moreBuffered)
+        {
+            t_deferringSlot = slot;
+            _readerDeferring = true;
+            try
+            {
+                pending.TrySetResult(reply);
+            }
+            finally
+            {
+                _readerDeferring = false;
+                t_deferringSlot = null;
+            }
+        }
+        else
         {
             pending.TrySetResult(reply);
-        }
-        finally
-        {
-            t_deferringSlot = null;
         }
 
         LeaveCallback(slot);

@@ -170,6 +170,52 @@ public sealed partial class ClientLoopsWatchdogTests
         Assert.True(result.InnerAnswered, "the reply for the blocked caller was not read by another loop");
     }
 
+    /// <summary>
+    /// A reply completes its caller inline on the loop that read it, and the loop runs under no caller's execution
+    /// context: not that of the caller whose first connection started the loops (whose async-locals, a web request's
+    /// Activity say, the loop threads would otherwise keep for the life of the process and show to every completion).
+    /// The continuation here is attached without a context of its own, so what it sees is the loop thread's.
+    /// </summary>
+    [Fact]
+    public async Task AReplyCompletesOnTheLoopUnderNoCallersAsyncLocals()
+    {
+        using var timeout = new CancellationTokenSource(Patience * 2);
+        var local = new AsyncLocal<string?> { Value = "the first caller's" };
+        using var loops = new ClientLoops(1, new FakeTimeProvider());
+        await using var peer = await Peer.ConnectAsync(loops, new FrameConnectionOptions(), timeout.Token);
+
+        var seen = WhereItCompletes(peer.Connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, cancellationToken: timeout.Token), local);
+        await peer.ReplyAsync(await peer.ReadRequestAsync(timeout.Token), "pong", timeout.Token);
+        var (thread, value, body) = await seen.WaitAsync(timeout.Token);
+        Assert.Equal("pong", body);
+        Assert.StartsWith("pocket client loop", thread, StringComparison.Ordinal);
+        Assert.Null(value);
+    }
+
+    /// <summary>
+    /// The thread a request's completion runs on, the async-local's value there and the reply: the continuation is
+    /// attached with no scheduling context and no execution context of its own (as an awaiter's UnsafeOnCompleted
+    /// after ConfigureAwait(false)), so it runs inline where the request completes, under that thread's own context.
+    /// </summary>
+    private static Task<(string Thread, string? Local, string Reply)> WhereItCompletes(ValueTask<FrameReply> request, AsyncLocal<string?> local)
+    {
+        var seen = new TaskCompletionSource<(string Thread, string? Local, string Reply)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var awaiter = request.ConfigureAwait(false).GetAwaiter();
+        awaiter.UnsafeOnCompleted(() =>
+        {
+            try
+            {
+                var reply = awaiter.GetResult();
+                seen.SetResult((Thread.CurrentThread.Name ?? string.Empty, local.Value, Encoding.UTF8.GetString(reply.Body)));
+            }
+            catch (Exception ex)
+            {
+                seen.SetException(ex);
+            }
+        });
+        return seen.Task;
+    }
+
     /// <summary>A connection on the given loops and the socket that plays its server.</summary>
     private sealed class Peer : IAsyncDisposable
     {
