@@ -319,9 +319,10 @@ public sealed partial class PocketJob
     {
         Layout layout;
 
-        // Room for an inline reply of the destination's size (kind and size, then the bytes): a 1 KiB get needs no
-        // 16 KiB buffer. A larger reply (the object is longer than the destination) is read into an array of its own.
-        var scratch = _client.RentReplyBuffer((int)Math.Min(GetReplyScratch, (long)destination.Length + InlineGetReplyPrefix));
+        // Room for an inline reply of the destination's size (kind and size, then the bytes), up to the largest inline
+        // object: a 1 KiB get needs no 16 KiB buffer, and a 64 KiB one is not read into a new array per get. A larger
+        // reply (the object is longer than the destination) is read into an array of its own.
+        var scratch = _client.RentReplyBuffer((int)Math.Min(InlineGetReplyLimit, (long)destination.Length + InlineGetReplyPrefix));
         var request = BodyWriter.Rent();
         try
         {
@@ -643,8 +644,15 @@ public sealed partial class PocketJob
 
     private static PocketException Malformed(string what) => new(Status.BadRequest, $"malformed {what} reply from the metadata server");
 
-    /// <summary>A reply buffer big enough for any inline object's get reply (kind, size, bytes).</summary>
+    /// <summary>
+    /// The reply buffer of a get whose size is not known ahead (a whole object into a new array, a layout): room for an
+    /// inline object of up to 16 KiB; a larger inline reply is read into an array of its own. Rented from the shared
+    /// pool, so kept small: thousands of gets in flight empty the pool's bucket and then allocate its size each.
+    /// </summary>
     private const int GetReplyScratch = (16 << 10) + 64;
+
+    /// <summary>The largest inline get reply (kind, size and bytes of the largest inline object).</summary>
+    private static readonly int InlineGetReplyLimit = ProtocolLimits.Default.MaxSmallObject + InlineGetReplyPrefix;
 
     /// <summary>A reply buffer for the small fixed replies of lookup and delete.</summary>
     private const int SmallReplyScratch = 256;
