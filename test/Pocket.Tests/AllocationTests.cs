@@ -53,6 +53,62 @@ public sealed class AllocationTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A 64 KiB object is kept inline by default. Its get into the caller's buffer allocates nothing (the reply is read
+    /// into a pooled buffer sized for it; with the 16 KiB one of smaller gets it was read into a new array per get), and
+    /// a put and a delete of it do not allocate its bytes in the metadata server (they go into a reused slot of the
+    /// inline store, where a fresh 64 KiB array per put was the server's garbage).
+    /// </summary>
+    [Fact]
+    public async Task SixtyFourKiBInlineGetsAllocateNothingAndPutsReuseASlot()
+    {
+        await using var cluster = await TestSupport.StartClusterAsync(nodes: 0);
+        await using var client = await cluster.ConnectAsync();
+        var job = await cluster.Admin(client).RegisterJobAsync("allocations-64k");
+        var value = new byte[64 << 10];
+        value.AsSpan().Fill(9);
+        await job.PutAsync("get/64k", value);
+
+        var (get, putAndDelete) = await Task.Run(async () =>
+        {
+            var buffer = new byte[value.Length];
+            for (var i = 0; i < 2_000; i++)
+            {
+                await job.GetAsync("get/64k", 0, buffer).ConfigureAwait(false);
+                await job.PutAsync("cycle", value).ConfigureAwait(false);
+                await job.DeleteAsync("cycle").ConfigureAwait(false);
+            }
+
+            const int Gets = 5_000;
+            var before = GC.GetTotalAllocatedBytes(precise: true);
+            for (var i = 0; i < Gets; i++)
+            {
+                if (await job.GetAsync("get/64k", 0, buffer).ConfigureAwait(false) != value.Length)
+                {
+                    Assert.Fail("short read");
+                }
+            }
+
+            var gets = (GC.GetTotalAllocatedBytes(precise: true) - before) / (double)Gets;
+            Assert.Equal(value, buffer);
+
+            const int Cycles = 2_000;
+            before = GC.GetTotalAllocatedBytes(precise: true);
+            for (var i = 0; i < Cycles; i++)
+            {
+                await job.PutAsync("cycle", value).ConfigureAwait(false);
+                await job.DeleteAsync("cycle").ConfigureAwait(false);
+            }
+
+            return (gets, (GC.GetTotalAllocatedBytes(precise: true) - before) / (double)Cycles);
+        });
+
+        output.WriteLine($"64 KiB inline: get {get:0.0} bytes, put and delete {putAndDelete:0.0} bytes");
+        Assert.True(get <= 32, $"a 64 KiB get allocated {get:0.0} bytes per request");
+        Assert.True(putAndDelete <= 16 << 10, $"a 64 KiB put and delete allocated {putAndDelete:0.0} bytes per pair");
+        Assert.True((await job.LookupAsync("get/64k"))!.Inline, "the 64 KiB object is inline");
+    }
+
+    /// <summary>
     /// The serverless shape: many clients, each with its own connection and a get in flight at once. A get holds its
     /// reply buffer from send to reply; taken from the shared array pool, thousands in flight emptied it and every get
     /// allocated a new 32 KiB array. Each client keeps one buffer sized to its gets instead. The same count also
@@ -127,28 +183,34 @@ public sealed class AllocationTests(ITestOutputHelper output)
             await job.PutAsync($"listed/{i:D3}", ReadOnlyMemory<byte>.Empty);
         }
 
-        var perPage = await Task.Run(async () =>
+        // The ListPage object and the server's copy of the prefix (~120 bytes measured), nothing per entry, client
+        // or server; ListAsync's strings and ListEntry objects for the same page come to ~14 KB. Until the walk's
+        // methods are recompiled optimized it is ~280 (run alone: after 2,000 walks still, after 20,000 not; in a full
+        // run other tests had warmed them), so rounds of walks are counted until one is within the bound: an
+        // allocation per entry would fail every round.
+        const double Bound = 256;
+        var rounds = await Task.Run(async () =>
         {
-            for (var i = 0; i < 2_000; i++)
+            var perPage = new List<double>();
+            while (perPage.Count < 20 && (perPage.Count == 0 || perPage[^1] > Bound))
             {
-                await WalkAsync(job).ConfigureAwait(false);
+                var before = GC.GetTotalAllocatedBytes(precise: true);
+                var incomplete = 0;
+                for (var i = 0; i < 2_500; i++)
+                {
+                    incomplete += await WalkAsync(job).ConfigureAwait(false) == 100 ? 0 : 1;
+                }
+
+                var allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+                Assert.Equal(0, incomplete);
+                perPage.Add(allocated / 2_500.0);
             }
 
-            var before = GC.GetTotalAllocatedBytes(precise: true);
-            var incomplete = 0;
-            for (var i = 0; i < 5_000; i++)
-            {
-                incomplete += await WalkAsync(job).ConfigureAwait(false) == 100 ? 0 : 1;
-            }
-
-            var allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
-            Assert.Equal(0, incomplete);
-            return allocated / 5_000.0;
+            return perPage;
         });
 
-        // The ListPage object and the server's copy of the prefix (~120 bytes measured), nothing per entry, client
-        // or server; ListAsync's strings and ListEntry objects for the same page come to ~14 KB.
-        Assert.True(perPage <= 256, $"a list page of 100 allocated {perPage:0.0} bytes");
+        output.WriteLine($"bytes per list page, by round: {string.Join(", ", rounds.Select(r => r.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)))}");
+        Assert.True(rounds[^1] <= Bound, $"a list page of 100 allocated {rounds.Min():0.0} bytes at best in {rounds.Count} rounds of 2,500");
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
