@@ -101,15 +101,18 @@ internal static class CommandRunner
         Description = description,
         HelpName = "SIZE",
         DefaultValueFactory = _ => defaultValue,
-        CustomParser = ParseSize,
+        CustomParser = result => ParseSize(result),
     };
 
-    /// <summary>A size with no default (null when not given), for settings whose default depends on other options.</summary>
-    public static Option<long?> OptionalSizeOption(string name, string description) => new(name)
+    /// <summary>
+    /// A size with no default (null when not given), for settings whose default depends on other options; with
+    /// <paramref name="allowZero"/> 0 is a size too (a bound that turns something off).
+    /// </summary>
+    public static Option<long?> OptionalSizeOption(string name, string description, bool allowZero = false) => new(name)
     {
         Description = description,
         HelpName = "SIZE",
-        CustomParser = result => ParseSize(result),
+        CustomParser = result => ParseSize(result, allowZero),
     };
 
     public static Option<TimeSpan?> DurationOption(string name, string description) => new(name)
@@ -157,16 +160,16 @@ internal static class CommandRunner
     /// <summary>The option a value belongs to, for an error that says which one of several was wrong.</summary>
     public static string OptionName(ArgumentResult result) => result.Parent is OptionResult option ? option.Option.Name : result.Argument.Name;
 
-    private static long ParseSize(ArgumentResult result)
+    private static long ParseSize(ArgumentResult result, bool allowZero = false)
     {
         var text = result.Tokens.Count > 0 ? result.Tokens[0].Value : string.Empty;
-        if (Units.TryParseBytes(text, out var bytes) && bytes > 0)
+        if (Units.TryParseBytes(text, out var bytes) && (bytes > 0 || (allowZero && bytes == 0)))
         {
             return bytes;
         }
 
-        // Every size option is a capacity or an amount of data, none of which means anything at 0.
-        result.AddError($"{OptionName(result)}: '{text}' is not a size above 0 (examples: 1000, 1KiB, 64MiB, 1GiB)");
+        // A size option is a capacity or an amount of data, which means nothing at 0 unless it is a bound that 0 turns off.
+        result.AddError($"{OptionName(result)}: '{text}' is not a size {(allowZero ? "of 0 or more" : "above 0")} (examples: 1000, 1KiB, 64MiB, 1GiB)");
         return 0;
     }
 

@@ -101,6 +101,7 @@ public sealed class PocketCluster : IAsyncDisposable
                 NodeTimeout = options.NodeTimeout,
                 SuspectAfter = options.SuspectAfter,
                 MaxObjectMemory = options.MaxObjectMemory,
+                InlineCapacity = options.InlineCapacity,
                 StorageConnection = options.Connection,
                 StripeUnit = options.StripeUnit,
                 TimeProvider = options.TimeProvider,

@@ -63,6 +63,9 @@ public sealed record PocketClusterOptions
     /// <summary>The metadata server's bound on object memory (<see cref="Pocket.Metadata.MetadataServerOptions.MaxObjectMemory"/>); null: its default.</summary>
     public long? MaxObjectMemory { get; init; }
 
+    /// <summary>The metadata server's bound on inline bytes (<see cref="Pocket.Metadata.MetadataServerOptions.InlineCapacity"/>); null: its default.</summary>
+    public long? InlineCapacity { get; init; }
+
     /// <summary>Keep a headroom of each dram node's free memory faulted in ahead of writes (off saves time in small tests).</summary>
     public bool PreTouchMemory { get; init; } = true;
 }

@@ -78,6 +78,7 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("metadata", "--listen-backlog", "-1")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--max-connections", "-5")]
     [InlineData("up", "--max-object-memory", "0")]
+    [InlineData("up", "--inline-capacity", "-1")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--capacity", "0")]
     [InlineData("metadata", "--event-loops", "-1")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--event-loops", "257")]

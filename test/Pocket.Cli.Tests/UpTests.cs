@@ -21,8 +21,9 @@ public sealed partial class UpTests : IDisposable
             return; // SIGTERM is a Unix signal; Ctrl-C on Windows is exercised by hand.
         }
 
-        // --idle-timeout reaches the child nodes too: they would not start if they refused it.
-        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "128MiB", "--idle-timeout", "10m", "--for", "10m");
+        // --idle-timeout reaches the child nodes too: they would not start if they refused it. --inline-capacity 0
+        // reaches the metadata child: a small object then goes through the nodes (below).
+        await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "2", "--capacity", "128MiB", "--idle-timeout", "10m", "--inline-capacity", "0", "--for", "10m");
         var children = await ChildPidsAsync(up, expected: 2);
 
         var cluster = JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!;
@@ -71,6 +72,15 @@ public sealed partial class UpTests : IDisposable
         Assert.Equal(data.Length, stat["size"]!.GetValue<long>());
         Assert.NotEmpty(stat["blocks"]!.AsArray());
 
+        // A 1 KiB object, inline by default, is written through the nodes: the metadata server keeps nothing inline.
+        var small = _home.File("small.bin");
+        await File.WriteAllBytesAsync(small, data.AsSpan(0, 1024).ToArray());
+        await PocketProcess.RunOkAsync(_home.Path, "put", small, $"{jobId}/small");
+        var smallStat = (await PocketProcess.RunOkAsync(_home.Path, "stat", $"{jobId}/small", "--json")).Json();
+        Assert.NotEmpty(smallStat["blocks"]!.AsArray());
+        await PocketProcess.RunOkAsync(_home.Path, "get", $"{jobId}/small", copy);
+        Assert.Equal(data.AsSpan(0, 1024).ToArray(), await File.ReadAllBytesAsync(copy));
+
         // status --json: the nodes and the job, with what it stores.
         var status = (await PocketProcess.RunOkAsync(_home.Path, "status", "--json")).Json();
         Assert.True(status["nodes"]!.AsArray().Count(n => n!["state"]!.GetValue<string>() == "live") >= 2);
@@ -91,7 +101,7 @@ public sealed partial class UpTests : IDisposable
         }
 
         var removed = await PocketProcess.RunOkAsync(_home.Path, "job", "rm", jobId);
-        Assert.Contains("freed 1 objects", removed.Stdout, StringComparison.Ordinal);
+        Assert.Contains("freed 2 objects", removed.Stdout, StringComparison.Ordinal);
         Assert.Empty((await PocketProcess.RunOkAsync(_home.Path, "job", "ls", "--json")).Json().AsArray());
         Assert.DoesNotContain(jobId, await File.ReadAllTextAsync(_home.File("jobs.json")), StringComparison.Ordinal);
 

@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
@@ -152,6 +153,23 @@ public sealed class QuotaTests
         Assert.Equal(((long)stored, 0L), await admin.DeregisterJobAsync(filler.Id, cts.Token));
         Assert.Equal(0, cluster.Metadata.Snapshot().ObjectMemory);
         await other.PutAsync(otherKey, new byte[10], cancellationToken: cts.Token);
+    }
+
+    [Fact]
+    public async Task AClusterWithNoInlineCapacityWritesSmallObjectsThroughTheNodes()
+    {
+        // PocketClusterOptions.InlineCapacity reaches the metadata server (as `pocket up --inline-capacity` does).
+        await using var cluster = await StartClusterAsync(nodes: 1, capacity: 4L << 20, configure: o => o with { InlineCapacity = 0 });
+        await using var client = await cluster.ConnectAsync();
+        using var cts = Timeout(60);
+        var job = await cluster.Admin(client).RegisterJobAsync("no-inline", cts.Token);
+        var data = RandomNumberGenerator.GetBytes(1024);
+        await job.PutAsync("small", data, cancellationToken: cts.Token);
+        var info = await job.LookupAsync("small", cts.Token);
+        Assert.False(info!.Inline);
+        Assert.NotEmpty(info.Blocks);
+        Assert.Equal(data, await job.GetAsync("small", cancellationToken: cts.Token));
+        Assert.Equal(0, cluster.Metadata.Snapshot().InlineBytes);
     }
 
     [Fact]

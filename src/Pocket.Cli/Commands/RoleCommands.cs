@@ -44,6 +44,12 @@ internal static class RoleCommands
     internal static Option<TimeSpan?> IdleTimeoutOption() =>
         CommandRunner.DurationOption("--idle-timeout", "Close a connection whose peer sends nothing for this long (default 5m; 0 = never)");
 
+    /// <summary>`--inline-capacity` of `pocket metadata` and `pocket up`: the metadata server's bound on inline bytes.</summary>
+    internal static Option<long?> InlineCapacityOption() => CommandRunner.OptionalSizeOption(
+        "--inline-capacity",
+        "Bytes of small objects kept inline in the metadata server; a small put with no room inline (past this, or past --max-object-memory because of its bytes) is written through storage nodes (default: a quarter of --max-object-memory, at most 256MiB; 0: none inline)",
+        allowZero: true);
+
     /// <summary>`--metrics-port` of the binary-protocol roles: Prometheus metrics over HTTP(S) on the same address.</summary>
     internal static Option<int?> MetricsPortOption() => CommandRunner.PortRange(new Option<int?>("--metrics-port")
     {
@@ -73,16 +79,7 @@ internal static class RoleCommands
                 result.AddError("--max-object-memory must be positive");
             }
         });
-        var inlineCapacity = CommandRunner.OptionalSizeOption(
-            "--inline-capacity",
-            "Bytes of small objects kept inline in this server; a small put with no room inline (past this, or past --max-object-memory because of its bytes) is written through storage nodes (default: a quarter of --max-object-memory, at most 256MiB; 0: none inline)");
-        inlineCapacity.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<long?>() is < 0)
-            {
-                result.AddError("--inline-capacity must be >= 0");
-            }
-        });
+        var inlineCapacity = InlineCapacityOption();
         var jobNumbers = new Option<string?>("--job-numbers")
         {
             Description = "This server's place among several metadata servers, OFFSET/STRIDE (its jobs are numbered OFFSET+1, then every STRIDE-th number), so job ids stay unique across them (default 0/1)",

@@ -107,6 +107,7 @@ internal static class UpCommand
                 result.AddError("--static keeps the metadata plane at --metadata servers too: give either --static or --metadata-max");
             }
         });
+        var inlineCapacity = RoleCommands.InlineCapacityOption();
         var runFor = CommandRunner.DurationOption("--for", "Stop by itself after this long (e.g. 30s) instead of waiting for Ctrl-C");
         var idleTimeout = RoleCommands.IdleTimeoutOption();
         var eventLoops = ListenerArguments.EventLoopsOption();
@@ -114,7 +115,7 @@ internal static class UpCommand
         var tls = new Option<bool>("--tls") { Description = "TLS on every listener (metadata, nodes, controller API, S3 gateway) with a self-signed certificate made at start (tls/cert.pem and tls/ca.pem in the pocket home directory; client verbs here trust it)" };
         var command = new Command("up", "Start a Pocket cluster on this machine: metadata server, controller and storage nodes")
         {
-            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, dramHeadroom, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, metadataServers, metadataMax, idleTimeout, eventLoops, runFor, verbose, tls,
+            nodes, tiers, capacity, nodeCapacity, nodeBandwidth, nodeCost, dataDir, blockSize, dramHeadroom, port, controllerPort, metricsPort, noMetrics, inProcess, gatewayPort, noGateway, autoscale, fixedSize, warmPool, maxObjectMemory, inlineCapacity, metadataServers, metadataMax, idleTimeout, eventLoops, runFor, verbose, tls,
         };
         warmPool.Validators.Add(result =>
         {
@@ -182,6 +183,7 @@ internal static class UpCommand
                 IdleTimeout = parse.GetValue(idleTimeout),
                 EventLoops = parse.GetValue(eventLoops),
                 MaxObjectMemory = parse.GetValue(maxObjectMemory),
+                InlineCapacity = parse.GetValue(inlineCapacity),
                 MetadataServers = parse.GetValue(metadataServers),
                 MetadataServersMax = parse.GetValue(fixedSize) ? null : parse.GetValue(metadataMax),
             },

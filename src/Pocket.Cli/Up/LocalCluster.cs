@@ -41,6 +41,9 @@ internal sealed record LocalClusterOptions
     /// <summary>The metadata server's bound on object memory; null: its default (half the memory the process may use).</summary>
     public long? MaxObjectMemory { get; init; }
 
+    /// <summary>The metadata server's bound on inline bytes; null: its default (a quarter of the object memory, at most 256 MiB).</summary>
+    public long? InlineCapacity { get; init; }
+
     /// <summary>Metadata servers (1 by default); the controller places each job on one, and every node serves them all.</summary>
     public int MetadataServers { get; init; } = 1;
 
@@ -293,6 +296,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 MetadataWrapHandler = metadataRequests is null ? null : metadataRequests.Wrap,
                 Connection = connection,
                 MaxObjectMemory = options.MaxObjectMemory,
+                InlineCapacity = options.InlineCapacity,
                 MetadataServers = options.MetadataServers,
             },
             loggerFactory,
@@ -344,7 +348,7 @@ internal sealed class LocalCluster : IAsyncDisposable
                 // learn the spare addresses where the controller may start more.
                 MetadataAddress = null,
                 SpareMetadataAddresses = spare,
-                Metadata = new LocalMetadataOptions { MetricsPort = options.MetricsPort, MaxObjectMemory = options.MaxObjectMemory, Tls = tlsFiles },
+                Metadata = new LocalMetadataOptions { MetricsPort = options.MetricsPort, MaxObjectMemory = options.MaxObjectMemory, InlineCapacity = options.InlineCapacity, Tls = tlsFiles },
                 ClusterToken = options.ClusterToken,
                 BlockSize = options.BlockSize,
                 DramHeadroom = options.DramHeadroom,

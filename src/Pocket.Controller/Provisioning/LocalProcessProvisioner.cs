@@ -94,6 +94,9 @@ public sealed record LocalMetadataOptions
     /// <summary>Each one's bound on object memory; null: the role's default.</summary>
     public long? MaxObjectMemory { get; init; }
 
+    /// <summary>Each one's bound on inline bytes; null: the role's default.</summary>
+    public long? InlineCapacity { get; init; }
+
     /// <summary>
     /// TLS of the metadata servers: each serves with the certificate and reaches storage nodes trusting
     /// <see cref="NodeTlsFiles.TrustPath"/>. Null: plain TCP.
@@ -349,6 +352,7 @@ public sealed class LocalProcessProvisioner : IStorageProvisioner, IMetadataProv
                     IdleTimeout = _options.IdleTimeout,
                     EventLoops = _options.EventLoops,
                     MaxObjectMemory = settings.MaxObjectMemory,
+                    InlineCapacity = settings.InlineCapacity,
                     JobNumbers = request.Stride > 1 ? (request.Offset, request.Stride) : null,
                     LostJobsFile = lostFile,
                     Tls = settings.Tls,

@@ -66,6 +66,9 @@ public sealed record MetadataRoleArguments(string Host, int Port)
     /// <summary>Its bound on object memory (the role's default when null).</summary>
     public long? MaxObjectMemory { get; init; }
 
+    /// <summary>Its bound on inline bytes (the role's default when null: a quarter of the object memory, at most 256 MiB).</summary>
+    public long? InlineCapacity { get; init; }
+
     /// <summary>This server's place among the metadata servers (job ids "name-N" stay unique across them): offset and stride.</summary>
     public (int Offset, int Stride)? JobNumbers { get; init; }
 
@@ -214,6 +217,11 @@ public static class RoleCommandLine
         if (role.MaxObjectMemory is { } memory)
         {
             arguments.AddRange(["--max-object-memory", memory.ToString(CultureInfo.InvariantCulture)]);
+        }
+
+        if (role.InlineCapacity is { } inline)
+        {
+            arguments.AddRange(["--inline-capacity", inline.ToString(CultureInfo.InvariantCulture)]);
         }
 
         if (role.JobNumbers is { } numbers)
