@@ -6,9 +6,10 @@ namespace Pocket.Metadata;
 /// <summary>
 /// The bytes of objects kept inline. An object above half a page gets a slot of whole pages in native memory, carved
 /// from slabs of <see cref="SlotsPerSlab"/> slots of one size, and a freed slot is reused by the next put of that size
-/// while its pages are still faulted in: a fresh 64 KiB array per put cost the server sixteen first-touch page faults
-/// (about 12 us each on our test machine) and left pinned-heap garbage only a full collection reclaimed, so memory
-/// freed by deletes was never given back (docs/benchmarks.md, "A 64 KiB object inline by default?"). Smaller objects
+/// while its pages are still faulted in: with a fresh 64 KiB array per put, first-touch page faults (5.3 per put) and
+/// the copy into new memory took 56 % of the server's CPU at 64 connections, and the pinned-heap garbage only a full
+/// collection reclaimed, so memory freed by deletes was never given back (docs/benchmarks.md, "Inline objects in
+/// reused slots"). Smaller objects
 /// (a page would be more than twice their size) and larger ones keep an array each, as before.
 /// <para>
 /// Free slots go back to the system (MADV_DONTNEED; a slab with no object left is unmapped) once their slab has had no
@@ -201,11 +202,7 @@ internal sealed unsafe class InlineStore : IDisposable
                     var warm = (long)BitOperations.PopCount(slab.Resident) * slab.SlotBytes;
                     if (slab.Free == AllSlots && (warm == 0 || _freeResident - warm >= WarmHeadroom))
                     {
-                        _slabs.RemoveAt(i);
-                        RemoveAvailable(slab);
-                        _mapped -= slab.Bytes;
-                        _freeResident -= warm;
-                        unmap.Add(slab);
+                        unmap.Add(Forget(i));
                         continue;
                     }
 
@@ -326,13 +323,9 @@ internal sealed unsafe class InlineStore : IDisposable
             // Rare (sizes changed, and empty slabs of other sizes wait for their idle trim): a system call or two under the lock.
             for (var i = _slabs.Count - 1; i >= 0 && _mapped + bytes > _budget; i--)
             {
-                var empty = _slabs[i];
-                if (empty.Free == AllSlots)
+                if (_slabs[i].Free == AllSlots)
                 {
-                    _slabs.RemoveAt(i);
-                    RemoveAvailable(empty);
-                    _mapped -= empty.Bytes;
-                    _freeResident -= (long)BitOperations.PopCount(empty.Resident) * empty.SlotBytes;
+                    var empty = Forget(i);
                     _ = Native.munmap((IntPtr)empty.Base, (nuint)empty.Bytes);
                     Interlocked.Add(ref _released, empty.Bytes);
                 }
@@ -372,6 +365,17 @@ internal sealed unsafe class InlineStore : IDisposable
         }
 
         return released;
+    }
+
+    /// <summary>Takes the empty slab at <paramref name="index"/> out of the store's books (the caller holds the lock, then unmaps it).</summary>
+    private Slab Forget(int index)
+    {
+        var slab = _slabs[index];
+        _slabs.RemoveAt(index);
+        RemoveAvailable(slab);
+        _mapped -= slab.Bytes;
+        _freeResident -= (long)BitOperations.PopCount(slab.Resident) * slab.SlotBytes;
+        return slab;
     }
 
     private void AddAvailable(Slab slab)
