@@ -258,7 +258,12 @@ internal sealed unsafe class InlineStore : IDisposable
         }
     }
 
-    /// <summary>Unmaps every slab. Only once no request runs (the server's listener is stopped): blocks point into them.</summary>
+    /// <summary>
+    /// Unmaps every slab. Only once no request runs or can run again (the listener's
+    /// <see cref="Pocket.Networking.FrameServer.Stopped"/>): blocks point into the slabs, and a get copying from one (or a
+    /// put copying into one) after the unmap would read or write unmapped memory, which ends the process. A handler that
+    /// never returns leaves them mapped until the process exits.
+    /// </summary>
     public void Dispose()
     {
         lock (_trimLock)
