@@ -228,7 +228,7 @@ internal sealed unsafe class InlineStore : IDisposable
             long released = 0;
             foreach (var slab in unmap)
             {
-                _ = Native.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
+                _ = AnonymousMemory.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
                 released += slab.Bytes;
             }
 
@@ -278,7 +278,7 @@ internal sealed unsafe class InlineStore : IDisposable
                 _disposed = true;
                 foreach (var slab in _slabs)
                 {
-                    _ = Native.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
+                    _ = AnonymousMemory.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
                 }
 
                 _slabs.Clear();
@@ -331,7 +331,7 @@ internal sealed unsafe class InlineStore : IDisposable
                 if (_slabs[i].Free == AllSlots)
                 {
                     var empty = Forget(i);
-                    _ = Native.munmap((IntPtr)empty.Base, (nuint)empty.Bytes);
+                    _ = AnonymousMemory.munmap((IntPtr)empty.Base, (nuint)empty.Bytes);
                     Interlocked.Add(ref _released, empty.Bytes);
                 }
             }
@@ -342,8 +342,8 @@ internal sealed unsafe class InlineStore : IDisposable
             }
         }
 
-        var address = Native.mmap(IntPtr.Zero, (nuint)bytes, Native.ProtRead | Native.ProtWrite, Native.MapPrivate | Native.MapAnonymous | Native.MapNoReserve, -1, 0);
-        if (address == Native.MapFailed)
+        var address = AnonymousMemory.mmap(IntPtr.Zero, (nuint)bytes, AnonymousMemory.ProtRead | AnonymousMemory.ProtWrite, AnonymousMemory.MapPrivate | AnonymousMemory.MapAnonymous | AnonymousMemory.MapNoReserve, -1, 0);
+        if (address == AnonymousMemory.MapFailed)
         {
             return false;
         }
@@ -364,7 +364,7 @@ internal sealed unsafe class InlineStore : IDisposable
             var first = BitOperations.TrailingZeroCount(slots);
             var run = BitOperations.TrailingZeroCount(~(slots >> first));
             var length = (long)run * slab.SlotBytes;
-            _ = Native.madvise((IntPtr)(slab.Base + ((long)first * slab.SlotBytes)), (nuint)length, Native.MadvDontNeed);
+            _ = AnonymousMemory.madvise((IntPtr)(slab.Base + ((long)first * slab.SlotBytes)), (nuint)length, AnonymousMemory.MadvDontNeed);
             released += length;
             slots = run == 64 ? 0 : slots & ~(((1UL << run) - 1) << first);
         }
@@ -429,26 +429,6 @@ internal sealed unsafe class InlineStore : IDisposable
 
         /// <summary>Its place in the list of slabs with a free slot of its size, or -1 when it has none.</summary>
         public int AvailableAt { get; set; } = -1;
-    }
-
-    private static class Native
-    {
-        public const int ProtRead = 1;
-        public const int ProtWrite = 2;
-        public const int MapPrivate = 0x02;
-        public const int MapAnonymous = 0x20;
-        public const int MapNoReserve = 0x4000;
-        public const int MadvDontNeed = 4;
-        public static readonly IntPtr MapFailed = new(-1);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern IntPtr mmap(IntPtr addr, nuint length, int prot, int flags, int fd, long offset);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int munmap(IntPtr addr, nuint length);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int madvise(IntPtr addr, nuint length, int advice);
     }
 }
 
