@@ -47,6 +47,11 @@ internal sealed unsafe class InlineStore : IDisposable
     private readonly long _budget;
     private readonly List<Slab>[] _available;
     private readonly List<Slab> _slabs = [];
+
+    // A trim's work, kept between trims (under the trim lock): the timer trims every second on every metadata server,
+    // and a tick with nothing to give back allocates nothing.
+    private readonly List<(Slab Slab, ulong Slots)> _discard = [];
+    private readonly List<Slab> _unmap = [];
     private long _mapped;
     private long _freeResident;
     private long _slotBytesInUse;
@@ -181,8 +186,8 @@ internal sealed unsafe class InlineStore : IDisposable
     {
         lock (_trimLock)
         {
-            var work = new List<(Slab Slab, ulong Slots)>();
-            var unmap = new List<Slab>();
+            var work = _discard;
+            var unmap = _unmap;
             lock (_lock)
             {
                 if (_disposed)
@@ -253,6 +258,8 @@ internal sealed unsafe class InlineStore : IDisposable
                 }
             }
 
+            work.Clear();
+            unmap.Clear();
             Interlocked.Add(ref _released, released);
             return released;
         }
