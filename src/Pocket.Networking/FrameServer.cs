@@ -33,6 +33,7 @@ public sealed class FrameServer : IDisposable
     private RefusalLog? _outOfDescriptors;
     private long _nextConnectionId;
     private volatile bool _stopping;
+    private int _disposed;
 
     public FrameServer(string name, FrameServerOptions options, IFrameHandler handler, ILogger logger)
     {
@@ -443,6 +444,12 @@ public sealed class FrameServer : IDisposable
     /// </summary>
     public void Dispose()
     {
+        // Once: a second pass would signal and close the loops' descriptors again, whose numbers may be another file's by then.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         _stopping = true;
         _idleTimer?.Dispose();
 
