@@ -47,6 +47,11 @@ internal sealed unsafe class InlineStore : IDisposable
     private readonly long _budget;
     private readonly List<Slab>[] _available;
     private readonly List<Slab> _slabs = [];
+
+    // A trim's work, kept between trims (under the trim lock): the timer trims every second on every metadata server,
+    // and a tick with nothing to give back allocates nothing.
+    private readonly List<(Slab Slab, ulong Slots)> _discard = [];
+    private readonly List<Slab> _unmap = [];
     private long _mapped;
     private long _freeResident;
     private long _slotBytesInUse;
@@ -181,8 +186,8 @@ internal sealed unsafe class InlineStore : IDisposable
     {
         lock (_trimLock)
         {
-            var work = new List<(Slab Slab, ulong Slots)>();
-            var unmap = new List<Slab>();
+            var work = _discard;
+            var unmap = _unmap;
             lock (_lock)
             {
                 if (_disposed)
@@ -228,7 +233,7 @@ internal sealed unsafe class InlineStore : IDisposable
             long released = 0;
             foreach (var slab in unmap)
             {
-                _ = Native.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
+                _ = AnonymousMemory.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
                 released += slab.Bytes;
             }
 
@@ -253,12 +258,19 @@ internal sealed unsafe class InlineStore : IDisposable
                 }
             }
 
+            work.Clear();
+            unmap.Clear();
             Interlocked.Add(ref _released, released);
             return released;
         }
     }
 
-    /// <summary>Unmaps every slab. Only once no request runs (the server's listener is stopped): blocks point into them.</summary>
+    /// <summary>
+    /// Unmaps every slab. Only once no request runs or can run again (the listener's
+    /// <see cref="Pocket.Networking.FrameServer.Stopped"/>): blocks point into the slabs, and a get copying from one (or a
+    /// put copying into one) after the unmap would read or write unmapped memory, which ends the process. A handler that
+    /// never returns leaves them mapped until the process exits.
+    /// </summary>
     public void Dispose()
     {
         lock (_trimLock)
@@ -273,7 +285,7 @@ internal sealed unsafe class InlineStore : IDisposable
                 _disposed = true;
                 foreach (var slab in _slabs)
                 {
-                    _ = Native.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
+                    _ = AnonymousMemory.munmap((IntPtr)slab.Base, (nuint)slab.Bytes);
                 }
 
                 _slabs.Clear();
@@ -326,7 +338,7 @@ internal sealed unsafe class InlineStore : IDisposable
                 if (_slabs[i].Free == AllSlots)
                 {
                     var empty = Forget(i);
-                    _ = Native.munmap((IntPtr)empty.Base, (nuint)empty.Bytes);
+                    _ = AnonymousMemory.munmap((IntPtr)empty.Base, (nuint)empty.Bytes);
                     Interlocked.Add(ref _released, empty.Bytes);
                 }
             }
@@ -337,8 +349,8 @@ internal sealed unsafe class InlineStore : IDisposable
             }
         }
 
-        var address = Native.mmap(IntPtr.Zero, (nuint)bytes, Native.ProtRead | Native.ProtWrite, Native.MapPrivate | Native.MapAnonymous | Native.MapNoReserve, -1, 0);
-        if (address == Native.MapFailed)
+        var address = AnonymousMemory.mmap(IntPtr.Zero, (nuint)bytes, AnonymousMemory.ProtRead | AnonymousMemory.ProtWrite, AnonymousMemory.MapPrivate | AnonymousMemory.MapAnonymous | AnonymousMemory.MapNoReserve, -1, 0);
+        if (address == AnonymousMemory.MapFailed)
         {
             return false;
         }
@@ -359,7 +371,7 @@ internal sealed unsafe class InlineStore : IDisposable
             var first = BitOperations.TrailingZeroCount(slots);
             var run = BitOperations.TrailingZeroCount(~(slots >> first));
             var length = (long)run * slab.SlotBytes;
-            _ = Native.madvise((IntPtr)(slab.Base + ((long)first * slab.SlotBytes)), (nuint)length, Native.MadvDontNeed);
+            _ = AnonymousMemory.madvise((IntPtr)(slab.Base + ((long)first * slab.SlotBytes)), (nuint)length, AnonymousMemory.MadvDontNeed);
             released += length;
             slots = run == 64 ? 0 : slots & ~(((1UL << run) - 1) << first);
         }
@@ -424,26 +436,6 @@ internal sealed unsafe class InlineStore : IDisposable
 
         /// <summary>Its place in the list of slabs with a free slot of its size, or -1 when it has none.</summary>
         public int AvailableAt { get; set; } = -1;
-    }
-
-    private static class Native
-    {
-        public const int ProtRead = 1;
-        public const int ProtWrite = 2;
-        public const int MapPrivate = 0x02;
-        public const int MapAnonymous = 0x20;
-        public const int MapNoReserve = 0x4000;
-        public const int MadvDontNeed = 4;
-        public static readonly IntPtr MapFailed = new(-1);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern IntPtr mmap(IntPtr addr, nuint length, int prot, int flags, int fd, long offset);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int munmap(IntPtr addr, nuint length);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int madvise(IntPtr addr, nuint length, int advice);
     }
 }
 

@@ -54,6 +54,15 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
 
     public System.Net.IPEndPoint EndPoint => _server?.EndPoint ?? throw new InvalidOperationException("not started");
 
+    /// <summary>The inline objects' slots (tests: what is mapped before and after a stop).</summary>
+    internal InlineStore Inline => _state.Inline;
+
+    /// <summary>
+    /// Completes once the inline slots are unmapped after <see cref="DisposeAsync"/>: at once, or when the last handler
+    /// held past the listener's stop timeout has returned (see <see cref="FrameServer.Stopped"/>).
+    /// </summary>
+    internal Task InlineReleased { get; private set; } = Task.CompletedTask;
+
     /// <summary>The listener (connection counts and buffered bytes, for tests and metrics).</summary>
     internal FrameServer Listener => _server ?? throw new InvalidOperationException("not started");
 
@@ -372,8 +381,18 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
             await _inlineTrimTimer.DisposeAsync().ConfigureAwait(false);
         }
 
-        // The inline slots are unmapped once no request can read them any more.
+        // The inline slots are unmapped once no request can read them any more: a get between its lookup and its reply's
+        // copy, or a put copying into its slot, would otherwise touch unmapped memory, which ends the process. A handler
+        // held past the listener's stop timeout keeps them mapped until it returns (for good if it never does).
         _server?.Dispose();
-        _state.Inline.Dispose();
+        var stopped = _server?.Stopped ?? Task.CompletedTask;
+        if (stopped.IsCompleted)
+        {
+            _state.Inline.Dispose();
+        }
+        else
+        {
+            InlineReleased = stopped.ContinueWith(static (_, inline) => ((InlineStore)inline!).Dispose(), _state.Inline, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
     }
 }

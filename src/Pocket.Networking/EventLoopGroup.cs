@@ -41,14 +41,21 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     private readonly SemaphoreSlim _blockingReady = new(0);
     private readonly Lock _poolLock = new();
     private readonly List<Thread> _pool = [];
+    private readonly TimeSpan _stopTimeout;
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private LoopAcceptor? _acceptor;
     private long _firstReadsAtAccept;
     private volatile bool _stopping;
 
-    public EventLoopGroup(string name, int loops, int ioThreads)
+    // The loops and pool threads that have not left yet, plus one held by Dispose: the last one out closes the epoll set
+    // and the eventfds (see Leave).
+    private int _threads;
+
+    public EventLoopGroup(string name, int loops, int ioThreads, TimeSpan stopTimeout)
     {
         _name = name;
         _ioThreads = ioThreads;
+        _stopTimeout = stopTimeout;
         _epoll = Linux.CreateEpoll();
         _wake = Linux.CreateEventFd();
         _handBack = Linux.CreateEventFd();
@@ -61,6 +68,7 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         Linux.EpollCtl(_epoll, Linux.EpollCtlAdd, _handBack, Linux.EpollIn | Linux.EpollEt, HandBackData);
         _loops = new Thread[loops];
         _batches = new Batch?[loops];
+        _threads = loops + 1;
         for (var i = 0; i < loops; i++)
         {
             _loops[i] = new Thread(Loop) { IsBackground = true, Name = $"{name} loop {i}" };
@@ -69,6 +77,9 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     }
 
     public bool Stopping => _stopping;
+
+    /// <summary>Completes once the group is stopped and every loop and pool thread has left: no handler runs any more.</summary>
+    public Task Ended => _ended.Task;
 
     /// <summary>
     /// New connections whose first read found input in the turn run by the loop that accepted them (tests: the first
@@ -155,6 +166,7 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     {
         _handedBack.Enqueue(connection);
         Linux.Signal(_handBack);
+        CloseQueuedIfStopping(_handedBack);
     }
 
     /// <summary>Runs the connection's next frame on the I/O pool (its handler blocks); the pool thread owns the connection meanwhile.</summary>
@@ -171,6 +183,7 @@ internal sealed unsafe class EventLoopGroup : IDisposable
                     // the pool is full; it is checked again under the lock.
                     var thread = new Thread(PoolLoop) { IsBackground = true, Name = $"{_name} io {_pool.Count}" };
                     _pool.Add(thread);
+                    Interlocked.Increment(ref _threads);
                     thread.Start();
                 }
             }
@@ -178,6 +191,25 @@ internal sealed unsafe class EventLoopGroup : IDisposable
 
         _blocking.Enqueue(connection);
         _blockingReady.Release();
+        CloseQueuedIfStopping(_blocking);
+    }
+
+    /// <summary>
+    /// After a connection was queued: once the group stops nobody takes from the queues any more, so whoever queues
+    /// closes what is left there (a dequeue hands a connection to one thread only, so each is closed once, by its owner).
+    /// Stop sets the flag before it empties the queues itself, so a connection queued after that is seen here.
+    /// </summary>
+    private void CloseQueuedIfStopping(ConcurrentQueue<LoopConnection> queue)
+    {
+        if (!_stopping)
+        {
+            return;
+        }
+
+        while (queue.TryDequeue(out var connection))
+        {
+            connection.Close(null);
+        }
     }
 
     private void Loop(object? state)
@@ -270,10 +302,18 @@ internal sealed unsafe class EventLoopGroup : IDisposable
 
                 Steal(index, again);
             }
+
+            // The connections this loop still owes a turn are its own: closed here, where no other thread touches them
+            // (a loop that comes back from a handler held past Stop's deadline closes its own too).
+            while (again.TryDequeue(out var owed))
+            {
+                owed.Close(null);
+            }
         }
         finally
         {
             NativeMemory.Free(events);
+            Leave();
         }
     }
 
@@ -314,7 +354,12 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         _acceptor!.Accept(accepted);
         foreach (var connection in accepted)
         {
-            if (!_stopping && connection.RunFirst())
+            if (_stopping)
+            {
+                // Owned by this loop since its accept and never run: nobody else would close it.
+                connection.Close(null);
+            }
+            else if (connection.RunFirst())
             {
                 again.Enqueue(connection);
             }
@@ -325,23 +370,35 @@ internal sealed unsafe class EventLoopGroup : IDisposable
 
     private void PoolLoop()
     {
-        while (true)
+        try
         {
-            _blockingReady.Wait();
-            if (_stopping)
+            while (true)
             {
-                return;
-            }
+                _blockingReady.Wait();
+                if (_stopping)
+                {
+                    return;
+                }
 
-            if (_blocking.TryDequeue(out var connection) && connection.Run(onPool: true))
-            {
-                HandBack(connection);
+                if (_blocking.TryDequeue(out var connection) && connection.Run(onPool: true))
+                {
+                    HandBack(connection);
+                }
             }
+        }
+        finally
+        {
+            Leave();
         }
     }
 
-    /// <summary>Stops the loops and the pool, waiting for each to leave what it was running.</summary>
-    public void Dispose()
+    /// <summary>
+    /// Stops the loops and the pool and waits, up to the server's stop timeout, for each to leave what it was running;
+    /// then closes the connections queued for a turn that no thread will take. True when every thread left: nobody
+    /// owns a connection any more. False when a handler is still running past the deadline: its thread owns its
+    /// connections (their buffers too) and closes them when it comes back (see <see cref="LoopConnection.Run"/>).
+    /// </summary>
+    public bool Stop()
     {
         _stopping = true;
         Linux.Signal(_wake);
@@ -352,18 +409,45 @@ internal sealed unsafe class EventLoopGroup : IDisposable
         }
 
         _blockingReady.Release(pool.Length + 1);
-        var deadline = Environment.TickCount64 + 5_000;
+        var infinite = _stopTimeout == Timeout.InfiniteTimeSpan;
+        var deadline = Environment.TickCount64 + (long)_stopTimeout.TotalMilliseconds;
+        var ended = true;
         foreach (var thread in _loops.Concat(pool))
         {
-            if (thread != Thread.CurrentThread)
+            if (thread == Thread.CurrentThread)
             {
-                thread.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64)));
+                // Stopped from a handler: this thread still owns the connection it is serving.
+                ended = false;
             }
+            else
+            {
+                ended &= infinite ? thread.Join(Timeout.Infinite) : thread.Join(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64)));
+            }
+        }
+
+        CloseQueuedIfStopping(_handedBack);
+        CloseQueuedIfStopping(_blocking);
+        return ended;
+    }
+
+    /// <summary>
+    /// Lets go of the group (after <see cref="Stop"/>, once the server closed the connections nobody owns). The epoll set
+    /// and the eventfds are closed by the last thread out: a loop held past the deadline still takes its connections
+    /// out of the set when it closes them, and a descriptor closed under it could by then carry another file's number.
+    /// </summary>
+    public void Dispose() => Leave();
+
+    private void Leave()
+    {
+        if (Interlocked.Decrement(ref _threads) != 0)
+        {
+            return;
         }
 
         Linux.Close(_wake);
         Linux.Close(_handBack);
         Linux.Close(_epoll);
+        _ended.TrySetResult();
     }
 
     /// <summary>The connections of a loop's last epoll batch that no thread has started yet (see <see cref="Steal"/>).</summary>

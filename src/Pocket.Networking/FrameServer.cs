@@ -33,6 +33,7 @@ public sealed class FrameServer : IDisposable
     private RefusalLog? _outOfDescriptors;
     private long _nextConnectionId;
     private volatile bool _stopping;
+    private int _disposed;
 
     public FrameServer(string name, FrameServerOptions options, IFrameHandler handler, ILogger logger)
     {
@@ -121,7 +122,7 @@ public sealed class FrameServer : IDisposable
             _options.TimeProvider);
         listener.Listen(_options.ListenBacklog);
         EndPoint = (IPEndPoint)listener.LocalEndPoint!;
-        _loops = new EventLoopGroup(_name, _options.LoopCount, _options.IoThreads);
+        _loops = new EventLoopGroup(_name, _options.LoopCount, _options.IoThreads, _options.StopTimeout);
         _acceptor = new LoopAcceptor(this, listener, _loops, _options.TimeProvider);
         _acceptor.Start();
         if (_options.ClosesIdle)
@@ -427,8 +428,28 @@ public sealed class FrameServer : IDisposable
         }
     }
 
+    /// <summary>
+    /// Completes once the server is disposed and no handler runs any more: at once when every loop and I/O thread left
+    /// within <see cref="FrameServerOptions.StopTimeout"/>, else when the last handler held past it returns. What the
+    /// handlers read (a role's own memory) may be freed only then.
+    /// </summary>
+    public Task Stopped => _loops?.Ended ?? Task.CompletedTask;
+
+    /// <summary>
+    /// Stops accepting, shuts every connection (its peer sees the close at once) and waits up to
+    /// <see cref="FrameServerOptions.StopTimeout"/> for the loops and the I/O pool to leave their handlers, then closes
+    /// the connections and returns their buffers to the pool. A connection whose handler is still running past that is
+    /// left to the thread running it, which closes it (and returns its buffers) when the handler returns: its buffers
+    /// are never handed to another connection while the handler may still read or write them (see <see cref="Stopped"/>).
+    /// </summary>
     public void Dispose()
     {
+        // Once: a second pass would signal and close the loops' descriptors again, whose numbers may be another file's by then.
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         _stopping = true;
         _idleTimer?.Dispose();
 
@@ -436,12 +457,29 @@ public sealed class FrameServer : IDisposable
         // connection or two, which the passes after the loops are gone end.
         _acceptor?.Dispose();
         ShutDownConnections();
-
-        // Once the loops and the I/O pool have left what they were running, nobody owns the plain connections.
-        _loops?.Dispose();
-        foreach (var loop in _connections.Values.Select(c => c.Loop).OfType<LoopConnection>())
+        if (_loops is { } loops)
         {
-            loop.Close(null);
+            var ended = loops.Stop();
+            var held = 0;
+            foreach (var loop in _connections.Values.Select(c => c.Loop).OfType<LoopConnection>())
+            {
+                // With every thread gone nobody owns a connection; otherwise only the ones no thread owns are closed here.
+                if (ended || loop.TryClaim())
+                {
+                    loop.Close(null);
+                }
+                else
+                {
+                    held++;
+                }
+            }
+
+            if (!ended)
+            {
+                NetworkingLog.StoppedWithHandlersRunning(_logger, _name, _options.StopTimeout, held);
+            }
+
+            loops.Dispose();
         }
 
         ShutDownConnections();

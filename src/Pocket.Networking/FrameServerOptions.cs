@@ -62,6 +62,14 @@ public sealed record FrameServerOptions
     /// </summary>
     public Func<IFrameHandler, IFrameHandler>? WrapHandler { get; init; }
 
+    /// <summary>
+    /// How long <see cref="FrameServer.Dispose"/> waits for the event loops and the I/O pool to leave the handlers they
+    /// are running. A handler held longer (a slow device, a debugger pause) keeps its connection and its buffers: its
+    /// socket is shut at once, so the peer sees the close, and the thread closes the connection when the handler
+    /// returns (<see cref="FrameServer.Stopped"/> completes then). <see cref="Timeout.InfiniteTimeSpan"/> waits for good.
+    /// </summary>
+    public TimeSpan StopTimeout { get; init; } = TimeSpan.FromSeconds(5);
+
     internal bool ClosesIdle => IdleTimeout > TimeSpan.Zero;
 
     /// <summary>
@@ -86,6 +94,11 @@ public sealed record FrameServerOptions
         if (IdleTimeout < TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
         {
             throw new ArgumentException($"idle timeout {IdleTimeout} is negative (zero or infinite disables it)");
+        }
+
+        if (StopTimeout < TimeSpan.Zero && StopTimeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentException($"stop timeout {StopTimeout} is negative (zero waits for nothing, infinite for good)");
         }
     }
 }

@@ -170,18 +170,51 @@ internal sealed class LoopConnection
         {
             Interlocked.Exchange(ref _ready, 0);
             var outcome = Turn(onPool);
-            if (outcome != Outcome.Wait)
+            if (outcome == Outcome.Gone)
             {
-                return outcome == Outcome.Again;
+                return false;
+            }
+
+            // Once the server stops, the owner closes the connection rather than let go of it: the server closes only
+            // the ones nobody owns (see TryClaim), so a turn that outlived the server's wait still ends with its own
+            // buffers, and nobody else touches them.
+            if (_server.Loops.Stopping)
+            {
+                Close(null);
+                return false;
+            }
+
+            if (outcome == Outcome.Again)
+            {
+                return true;
             }
 
             Interlocked.Exchange(ref _owned, 0);
+
+            // The server stopped between the check above and the let-go: whichever of the two claims it closes it (the
+            // server sets its flag before it claims; this side lets go before it reads the flag).
+            if (_server.Loops.Stopping)
+            {
+                if (TryClaim())
+                {
+                    Close(null);
+                }
+
+                return false;
+            }
+
             if (Volatile.Read(ref _ready) == 0 || Interlocked.CompareExchange(ref _owned, 1, 0) != 0)
             {
                 return false;
             }
         }
     }
+
+    /// <summary>
+    /// Takes the connection when no thread owns it (the server, when it stops, before it closes it). False while a loop
+    /// or a pool thread owns it: that thread closes it itself.
+    /// </summary>
+    internal bool TryClaim() => Interlocked.CompareExchange(ref _owned, 1, 0) == 0;
 
     private Outcome Turn(bool onPool)
     {
@@ -927,7 +960,10 @@ internal sealed class LoopConnection
         }
     }
 
-    /// <summary>Ends the connection once (by its owner, or by the server when it stops and nobody owns it any more).</summary>
+    /// <summary>
+    /// Ends the connection once, by its owner only (a loop or pool thread, or the server once it claimed it, or once
+    /// every thread has left): its buffers go back to the pool here, so nobody may be reading them.
+    /// </summary>
     internal void Close(string? reason)
     {
         if (_closed)

@@ -34,15 +34,15 @@ public sealed unsafe class NativeMemoryDevice : IBlockDevice
 
         // One spare huge page lets the data start on a huge-page boundary; untouched, it costs nothing.
         _mappedLength = (nuint)(capacity + HugePageSize);
-        var address = Native.mmap(IntPtr.Zero, _mappedLength, Native.ProtRead | Native.ProtWrite, Native.MapPrivate | Native.MapAnonymous | Native.MapNoReserve, -1, 0);
-        if (address == Native.MapFailed)
+        var address = AnonymousMemory.mmap(IntPtr.Zero, _mappedLength, AnonymousMemory.ProtRead | AnonymousMemory.ProtWrite, AnonymousMemory.MapPrivate | AnonymousMemory.MapAnonymous | AnonymousMemory.MapNoReserve, -1, 0);
+        if (address == AnonymousMemory.MapFailed)
         {
             throw new OutOfMemoryException($"cannot map {capacity} bytes for the DRAM tier (errno {Marshal.GetLastPInvokeError()})");
         }
 
         _mapping = address;
         _base = (byte*)(((long)address + HugePageSize - 1) & -(long)HugePageSize);
-        _ = Native.madvise((IntPtr)_base, (nuint)capacity, Native.MadvHugePage);
+        _ = AnonymousMemory.madvise((IntPtr)_base, (nuint)capacity, AnonymousMemory.MadvHugePage);
         if (preTouch)
         {
             _toucher = new Thread(() => Populate(0, Capacity)) { IsBackground = true, Name = "pocket dram pre-touch", Priority = ThreadPriority.BelowNormal };
@@ -80,7 +80,7 @@ public sealed unsafe class NativeMemoryDevice : IBlockDevice
                 var count = Math.Min(window, pages - first);
                 fixed (byte* v = vector)
                 {
-                    if (Native.mincore((IntPtr)(_base + (first * page)), (nuint)(count * page), v) != 0)
+                    if (AnonymousMemory.mincore((IntPtr)(_base + (first * page)), (nuint)(count * page), v) != 0)
                     {
                         return -1;
                     }
@@ -123,7 +123,7 @@ public sealed unsafe class NativeMemoryDevice : IBlockDevice
         var end = offset + length == Capacity ? offset + length : (offset + length) & -page;
         if (end > start)
         {
-            if (Native.madvise((IntPtr)(_base + start), (nuint)(end - start), Native.MadvDontNeed) != 0)
+            if (AnonymousMemory.madvise((IntPtr)(_base + start), (nuint)(end - start), AnonymousMemory.MadvDontNeed) != 0)
             {
                 return false;
             }
@@ -151,7 +151,7 @@ public sealed unsafe class NativeMemoryDevice : IBlockDevice
         for (var at = offset; at < offset + length && !_disposed; at += step)
         {
             var piece = (nuint)Math.Min(step, offset + length - at);
-            if (Volatile.Read(ref _populateUnsupported) || Native.madvise((IntPtr)(_base + at), piece, Native.MadvPopulateWrite) != 0)
+            if (Volatile.Read(ref _populateUnsupported) || AnonymousMemory.madvise((IntPtr)(_base + at), piece, AnonymousMemory.MadvPopulateWrite) != 0)
             {
                 Volatile.Write(ref _populateUnsupported, true);
                 for (long page = 0; page < (long)piece && !_disposed; page += 4096)
@@ -182,31 +182,6 @@ public sealed unsafe class NativeMemoryDevice : IBlockDevice
 
         _disposed = true;
         _toucher?.Join();
-        _ = Native.munmap(_mapping, _mappedLength);
-    }
-
-    private static class Native
-    {
-        public const int ProtRead = 1;
-        public const int ProtWrite = 2;
-        public const int MapPrivate = 0x02;
-        public const int MapAnonymous = 0x20;
-        public const int MapNoReserve = 0x4000;
-        public const int MadvDontNeed = 4;
-        public const int MadvHugePage = 14;
-        public const int MadvPopulateWrite = 23;
-        public static readonly IntPtr MapFailed = new(-1);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern IntPtr mmap(IntPtr addr, nuint length, int prot, int flags, int fd, long offset);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int munmap(IntPtr addr, nuint length);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int madvise(IntPtr addr, nuint length, int advice);
-
-        [DllImport("libc", SetLastError = true)]
-        public static extern int mincore(IntPtr addr, nuint length, byte* vector);
+        _ = AnonymousMemory.munmap(_mapping, _mappedLength);
     }
 }

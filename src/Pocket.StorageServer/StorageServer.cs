@@ -621,6 +621,29 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         _server?.Dispose();
         _peers.Dispose();
         _reclaimer?.Dispose();
+
+        // The device's memory and the read buffers are freed once no request can use them any more: a handler held past
+        // the listener's stop timeout (a read from a slow disk) may still copy from or into them, and freed memory under
+        // it would end the process or be read as another's. Until it returns they stay (for good if it never does).
+        var stopped = _server?.Stopped ?? Task.CompletedTask;
+        if (stopped.IsCompleted)
+        {
+            ReleaseMemory();
+        }
+        else
+        {
+            MemoryReleased = stopped.ContinueWith(static (_, server) => ((StorageServer)server!).ReleaseMemory(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    /// <summary>
+    /// Completes once the device and the read buffers are released after <see cref="DisposeAsync"/>: at once, or when
+    /// the last handler held past the listener's stop timeout has returned (see <see cref="FrameServer.Stopped"/>).
+    /// </summary>
+    internal Task MemoryReleased { get; private set; } = Task.CompletedTask;
+
+    private void ReleaseMemory()
+    {
         _store?.Dispose();
         _readBuffers?.Dispose();
         _stop.Dispose();

@@ -41,6 +41,27 @@ public sealed class InlineStoreTests : IDisposable
     private static unsafe nint Address(InlineBlock block) => (nint)block.Pointer;
 
     [Fact]
+    public void ATimedTrimWithNothingToGiveBackAllocatesNothing()
+    {
+        // Slabs in use with a free slot faulted in, within the warm headroom: idle or not, nothing goes back.
+        var store = NewStore();
+        var blocks = Enumerable.Range(0, 3).Select(i => store.Store(RandomBytes(Object, i))!).ToList();
+        blocks[0].Release();
+        Assert.Equal(0, store.Trim(idleOnly: true));
+
+        // The timer's ticks, every second on every metadata server: an idle one should cost nothing.
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var tick = 0; tick < 100; tick++)
+        {
+            _time.Advance(TimeSpan.FromSeconds(1));
+            store.Trim(idleOnly: true);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal((long)Object, store.FreeResidentBytes);
+    }
+
+    [Fact]
     public void AFreedSlotIsTheNextPutsOfItsSize()
     {
         var store = NewStore();
