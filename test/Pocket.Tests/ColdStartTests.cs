@@ -94,10 +94,15 @@ public sealed class ColdStartTests
         var port = ((IPEndPoint)listener.LocalEndPoint!).Port;
         using var queued = FillAcceptQueue(port);
 
+        // On a pool thread: a loopback connect blocks the caller's thread until it ends, and the kernel alone would end
+        // it only after its SYN retries (over two minutes), past the bound here.
         var options = new PocketClientOptions { ConnectTimeout = TimeSpan.FromSeconds(1) };
-        var connect = PocketClient.ConnectAsync($"127.0.0.1:{port}", options);
+        var connect = Task.Run(() => PocketClient.ConnectAsync($"127.0.0.1:{port}", options));
         var error = await Assert.ThrowsAsync<PocketUnreachableException>(() => connect.WaitAsync(TimeSpan.FromSeconds(60)));
         Assert.Contains($"127.0.0.1:{port}", error.Message, StringComparison.Ordinal);
+
+        // Ended by the options' timeout (which cancels the connect), not by the kernel giving up (a SocketException).
+        Assert.IsAssignableFrom<OperationCanceledException>(error.InnerException?.InnerException);
     }
 
     /// <summary>The caller's token ends a fresh client's connect that the listener never takes.</summary>
@@ -111,7 +116,7 @@ public sealed class ColdStartTests
         // The options' timeout is far off: only the caller's token can end this connect within the test's bound.
         var options = new PocketClientOptions { ConnectTimeout = TimeSpan.FromMinutes(10) };
         using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
-        var connect = PocketClient.ConnectAsync($"127.0.0.1:{port}", options, cancel.Token);
+        var connect = Task.Run(() => PocketClient.ConnectAsync($"127.0.0.1:{port}", options, cancel.Token));
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => connect.WaitAsync(TimeSpan.FromSeconds(60)));
     }
 
