@@ -13,7 +13,9 @@ namespace Pocket.Client;
 /// </summary>
 public sealed partial class PocketClient : IAsyncDisposable
 {
-    private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _nodeConnections = new();
+    // One lock for its writes (a node's first connection, a dead one's removal: rare) and room for a few nodes: the
+    // default (a lock per core, 31 buckets) is sized for many concurrent writers, and every fresh client makes one.
+    private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _nodeConnections = new(concurrencyLevel: 1, capacity: 4);
     private readonly SemaphoreSlim _metadataLock = new(1, 1);
     private readonly string _metadataHost;
     private readonly int _metadataPort;
@@ -60,7 +62,9 @@ public sealed partial class PocketClient : IAsyncDisposable
         var client = new PocketClient(host, port, options ?? new PocketClientOptions());
         try
         {
-            await client.MetadataAsync(cancellationToken).ConfigureAwait(false);
+            // No caller has the client yet, so its first connection needs neither the reconnect path's lock nor its
+            // async level: a function's cold start awaits the connect itself.
+            client._metadata = await FrameConnection.ConnectAsync(host, port, client.ConnectionOptions, cancellationToken).ConfigureAwait(false);
         }
         catch (ConnectionLostException ex)
         {
@@ -220,11 +224,11 @@ public sealed partial class PocketClient : IAsyncDisposable
     /// A request sent on <see cref="ConnectedMetadata"/> lost its connection: one that never left goes again on a new
     /// connection (<see cref="SendMetadataAsync"/>, reply checked); otherwise the failure becomes the client's exception.
     /// </summary>
-    internal async ValueTask<FrameReply> ResendMetadataAsync(ConnectionLostException lost, Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, Memory<byte> replyInto = default, string? jobId = null)
+    internal async ValueTask<FrameReply> ResendMetadataAsync(ConnectionLostException lost, Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, Memory<byte> replyInto = default, string? jobId = null, ReadOnlyMemory<byte> data = default)
     {
         if (lost.NotSent && !_disposed)
         {
-            return await SendMetadataAsync(opcode, flags, token, body, cancellationToken, default, replyInto, jobId).ConfigureAwait(false);
+            return await SendMetadataAsync(opcode, flags, token, body, cancellationToken, data, replyInto, jobId).ConfigureAwait(false);
         }
 
         throw await MetadataLostAsync(lost, jobId, token, cancellationToken).ConfigureAwait(false);

@@ -42,14 +42,40 @@ public sealed partial class PocketJob
     {
         if (data.Length <= SmallThreshold)
         {
+            var body = BodyWriter.Rent();
             try
             {
-                await PutSmallAsync(key, data, flags, cancellationToken).ConfigureAwait(false);
+                PutSmallRequest.WriteHead(body, key, data.Length);
+                var frameFlags = ToFrameFlags(flags);
+
+                // On a connected client the connection's request is awaited here, with no async level of the client's
+                // between it and the reply (as a small get's, see StartGetAsync): each level was a pooled box, a
+                // context capture and a continuation more on a function's first put.
+                if (_client.ConnectedMetadata is { } connection)
+                {
+                    try
+                    {
+                        PocketClient.Checked(await connection.SendAsync(Opcode.PutSmall, frameFlags, Token, body.WrittenMemory, data, cancellationToken: cancellationToken).ConfigureAwait(false));
+                    }
+                    catch (ConnectionLostException lost)
+                    {
+                        await _client.ResendMetadataAsync(lost, Opcode.PutSmall, frameFlags, Token, body.WrittenMemory, cancellationToken, jobId: Id, data: data).ConfigureAwait(false);
+                    }
+                }
+                else
+                {
+                    await _client.SendMetadataAsync(Opcode.PutSmall, frameFlags, Token, body.WrittenMemory, cancellationToken, data, jobId: Id).ConfigureAwait(false);
+                }
+
                 return;
             }
             catch (CapacityExceededException)
             {
                 // The inline store is full: fall through to storage nodes.
+            }
+            finally
+            {
+                BodyWriter.Return(body);
             }
         }
 
@@ -87,21 +113,6 @@ public sealed partial class PocketJob
             var e = extents[i];
             await WriteExtentAsync(key, e.Grant, 0, data.Slice((int)e.ObjectOffset, e.Grant.Length), ct).ConfigureAwait(false);
         }, cancellationToken);
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask PutSmallAsync(string key, ReadOnlyMemory<byte> data, PutFlags flags, CancellationToken cancellationToken)
-    {
-        var body = BodyWriter.Rent();
-        try
-        {
-            PutSmallRequest.WriteHead(body, key, data.Length);
-            await _client.SendMetadataAsync(Opcode.PutSmall, ToFrameFlags(flags), Token, body.WrittenMemory, cancellationToken, data, jobId: Id).ConfigureAwait(false);
-        }
-        finally
-        {
-            BodyWriter.Return(body);
-        }
-    }
 
     /// <summary>Stores everything read from <paramref name="source"/>. Memory use is bounded whatever the stream's length.</summary>
     public async Task PutAsync(string key, Stream source, PutFlags flags = PutFlags.None, CancellationToken cancellationToken = default)
@@ -282,7 +293,18 @@ public sealed partial class PocketJob
         var request = BodyWriter.Rent();
         try
         {
-            var reply = await SendGetAsync(key, 0, -1, flags, request, scratch, cancellationToken).ConfigureAwait(false);
+            // SendGetAsync's work without its async level (see StartGetAsync), as the get into a caller's buffer.
+            FrameReply reply;
+            var send = StartGetAsync(key, 0, -1, flags, request, scratch, cancellationToken, out var sent);
+            try
+            {
+                reply = PocketClient.Checked(await send.ConfigureAwait(false));
+            }
+            catch (ConnectionLostException lost) when (sent.Connection is not null)
+            {
+                reply = await ResendGetAsync(lost, sent, request, scratch).ConfigureAwait(false);
+            }
+
             var body = PocketClient.ReplyBody(reply, scratch);
             var got = ReadGetReply(body);
             if (got.IsInline)

@@ -52,6 +52,46 @@ public sealed class GetIntoBufferConnectionLossTests
         Assert.Equal(data, buffer);
     }
 
+    /// <summary>
+    /// A small put and a whole-object get send on the metadata connection themselves too (no async level of the
+    /// client's between them and the reply): the same loss becomes the same clear error, and the next request reconnects.
+    /// </summary>
+    [Theory]
+    [InlineData("put")]
+    [InlineData("get")]
+    public async Task ASmallPutOrAWholeGetWhoseConnectionIsCutWhileItWaitsFailsWithTheClientsErrorAndTheNextOneReconnects(string op)
+    {
+        using var timeout = new CancellationTokenSource(Patience * 2);
+        await using var cluster = await StartClusterAsync(nodes: 1);
+        await using var admin = await cluster.ConnectAsync();
+        var registered = await cluster.Admin(admin).RegisterJobAsync("cut-" + op, NodeTier.Dram, null, null);
+        var data = DataFor("small", 1024);
+        await registered.PutAsync("small", data, cancellationToken: timeout.Token);
+
+        await using var proxy = CuttingProxy.Start(cluster.Metadata.EndPoint.Port);
+        await using var client = await PocketClient.ConnectAsync($"127.0.0.1:{proxy.Port}", new PocketClientOptions { JobLostWait = Patience }, timeout.Token);
+        var job = client.OpenJob(registered.Id, registered.Token);
+        Assert.Equal(data, await job.GetAsync("small", cancellationToken: timeout.Token));
+
+        proxy.HoldNext();
+        var request = op == "put"
+            ? job.PutAsync("held", data, cancellationToken: timeout.Token).AsTask()
+            : job.GetAsync("small", cancellationToken: timeout.Token).AsTask();
+        var held = await proxy.Held.WaitAsync(timeout.Token);
+        Assert.False(request.IsCompleted, $"the {op} ended before its connection was cut");
+        proxy.Cut(held);
+
+        var error = await Assert.ThrowsAsync<PocketException>(() => request.WaitAsync(timeout.Token));
+        Assert.IsNotType<PocketJobLostException>(error);
+        Assert.Contains("unreachable", error.Message, StringComparison.Ordinal);
+        Assert.IsType<Pocket.Networking.ConnectionLostException>(error.InnerException);
+
+        // The held put never reached the server: the key is free, and the next requests go out on a new connection.
+        await job.PutAsync("held", data, cancellationToken: timeout.Token);
+        Assert.Equal(data, await job.GetAsync("held", cancellationToken: timeout.Token));
+        Assert.Equal(data, await job.GetAsync("small", cancellationToken: timeout.Token));
+    }
+
     /// <summary>A TCP proxy to a server that can hold a connection's next request (not forwarded) and cut it.</summary>
     private sealed class CuttingProxy : IAsyncDisposable
     {
