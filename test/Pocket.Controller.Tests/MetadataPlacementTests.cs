@@ -29,6 +29,13 @@ public sealed class MetadataPlacementTests
         // Closer than a tenth of a core is noise (and every registration of one second sees the same reading): jobs decide.
         Assert.Equal(1, MetadataPlane.Choose([new(3, 0, 0.01), new(2, 900, 0.05)]));
 
+        // Also across a multiple of a tenth (steps of the CPU put 0.09 and 0.11 a step apart), both ways.
+        Assert.Equal(1, MetadataPlane.Choose([new(1, 0, 0.09), new(0, 0, 0.11)]));
+        Assert.Equal(0, MetadataPlane.Choose([new(0, 0, 0.19), new(1, 0, 0.21)]));
+
+        // Within a tenth of the least busy, not of each other: 0.25 is too far from 0.10 though close to 0.18.
+        Assert.Equal(2, MetadataPlane.Choose([new(0, 0, 0.25), new(2, 0, 0.10), new(1, 0, 0.18)]));
+
         // A server that must get no job (lost, joining, draining) is never chosen over one that may.
         Assert.Equal(1, MetadataPlane.Choose([MetadataLoad.Full, new(40, 1_000_000, 3.5)]));
     }

@@ -231,26 +231,36 @@ internal sealed class MetadataPlane
     public const double CpuStep = 0.1;
 
     /// <summary>
-    /// The server a new job goes to: the least busy by CPU, in steps of <see cref="CpuStep"/> of a core (closer readings
-    /// are noise, and registrations within one telemetry interval all see the same reading), then the one with the
-    /// fewest live jobs (which spreads a burst of registrations before their requests show), then the fewest requests
-    /// from them, then the first.
+    /// The server a new job goes to: among those whose CPU is within <see cref="CpuStep"/> of a core of the least busy
+    /// one's (closer readings are noise, and registrations within one telemetry interval all see the same reading), the
+    /// one with the fewest live jobs (which spreads a burst of registrations before their requests show), then the
+    /// fewest requests from them, then the first. (Steps of the CPU, floor(cpu / step), put readings of 0.09 and 0.11 a
+    /// step apart, so a burst of jobs all went to the one reading 0.09.) A full server is chosen only when all are.
     /// </summary>
     public static int Choose(IReadOnlyList<MetadataLoad> load)
     {
-        var best = 0;
-        for (var i = 1; i < load.Count; i++)
+        var least = double.MaxValue;
+        foreach (var server in load)
         {
-            if (Key(load[i]).CompareTo(Key(load[best])) < 0)
+            least = Math.Min(least, Math.Max(0, server.Cpu));
+        }
+
+        var best = -1;
+        for (var i = 0; i < load.Count; i++)
+        {
+            var server = load[i];
+            if (server == MetadataLoad.Full || Math.Max(0, server.Cpu) >= least + CpuStep)
+            {
+                continue;
+            }
+
+            if (best < 0 || (server.Jobs, server.Requests).CompareTo((load[best].Jobs, load[best].Requests)) < 0)
             {
                 best = i;
             }
         }
 
-        return best;
-
-        static (double Cpu, int Jobs, long Requests) Key(MetadataLoad l) =>
-            (l.Cpu >= double.MaxValue ? double.MaxValue : Math.Floor(Math.Max(0, l.Cpu) / CpuStep), l.Jobs, l.Requests);
+        return Math.Max(best, 0);
     }
 
     /// <summary>Every node once, merged over the servers that answered; throws only when none did.</summary>
