@@ -37,6 +37,13 @@ public sealed record JobRegistryOptions
     /// <summary>The clock of leases and timeouts; tests pass a fake one.</summary>
     public TimeProvider TimeProvider { get; init; } = TimeProvider.System;
 
+    /// <summary>
+    /// Whether a new job goes to the metadata server using the least CPU first (then the fewest jobs and requests).
+    /// False when the servers share one process (an in-process cluster): each reports the whole process's CPU, so two
+    /// readings differ only by when they were taken, and jobs and requests alone decide.
+    /// </summary>
+    public bool PlaceByCpu { get; init; } = true;
+
     /// <summary>Throws <see cref="ArgumentException"/> naming the first bad setting.</summary>
     public void Validate()
     {

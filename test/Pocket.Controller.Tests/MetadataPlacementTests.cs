@@ -40,6 +40,47 @@ public sealed class MetadataPlacementTests
         Assert.Equal(1, MetadataPlane.Choose([MetadataLoad.Full, new(40, 1_000_000, 3.5)]));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task CpuReadingsDecidePlacementOnlyWhenPlacingByCpu(bool placeByCpu)
+    {
+        await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = ControllerHarness.NodeCapacity, PreTouchMemory = false, MetadataServers = 2 });
+        await using var controller = new ControllerServer(
+            new ControllerOptions
+            {
+                MetadataAddress = cluster.MetadataAddresses[0],
+                OtherMetadataAddresses = [cluster.MetadataAddresses[1]],
+                ClusterToken = cluster.Options.ClusterToken,
+                Registry = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), PlaceByCpu = placeByCpu },
+
+                // No second reading of the servers' load during the test: only the readings set below count.
+                TelemetryInterval = TimeSpan.FromHours(1),
+            },
+            provisioner: null,
+            NullLoggerFactory.Instance);
+        await controller.StartAsync();
+
+        // The first server reads half a core busier (two servers of one process, read a moment apart, can).
+        var plane = controller.Registry.Plane;
+        plane.SetUsage(cluster.MetadataAddresses[0], new MetadataServerUsage(0.6, 0.3, 0, DateTimeOffset.UtcNow));
+        plane.SetUsage(cluster.MetadataAddresses[1], new MetadataServerUsage(0.1, 0.05, 0, DateTimeOffset.UtcNow));
+        using var http = new HttpClient { BaseAddress = controller.Url, Timeout = TimeSpan.FromSeconds(60) };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
+
+        var placed = new List<string>();
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await http.PostAsJsonAsync("/v1/jobs", new { name = "cpu" });
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, text);
+            placed.Add(JsonSerializer.Deserialize<RegisterJobResponse>(text, JsonSerializerOptions.Web)!.Metadata);
+        }
+
+        // By CPU both go to the idler server; without it the jobs decide: one each, the first on the first server.
+        Assert.Equal(placeByCpu ? [cluster.MetadataAddresses[1], cluster.MetadataAddresses[1]] : [cluster.MetadataAddresses[0], cluster.MetadataAddresses[1]], placed);
+    }
+
     [Fact]
     public async Task JobsSpreadOverTwoMetadataServersAndClientsFollowTheRegistration()
     {
@@ -50,7 +91,9 @@ public sealed class MetadataPlacementTests
                 MetadataAddress = cluster.MetadataAddresses[0],
                 OtherMetadataAddresses = [cluster.MetadataAddresses[1]],
                 ClusterToken = cluster.Options.ClusterToken,
-                Registry = new JobRegistryOptions { Sizing = ControllerHarness.Sizing() },
+
+                // The servers share this process, so each reports all of its CPU: the job count places them in turn.
+                Registry = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), PlaceByCpu = false },
             },
             provisioner: null,
             NullLoggerFactory.Instance);

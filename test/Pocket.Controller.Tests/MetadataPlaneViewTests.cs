@@ -35,7 +35,13 @@ public sealed class MetadataPlaneViewTests
             MetadataAddress = cluster.MetadataAddresses[0],
             OtherMetadataAddresses = [cluster.MetadataAddresses[1]],
             ClusterToken = cluster.Options.ClusterToken,
-            Registry = new JobRegistryOptions { Sizing = new SizingOptions { MinimumNodes = minimumNodes, NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = NodeCapacity }] } },
+            Registry = new JobRegistryOptions
+            {
+                Sizing = new SizingOptions { MinimumNodes = minimumNodes, NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = NodeCapacity }] },
+
+                // The servers share this process, so each reports all of its CPU: the job count places them in turn.
+                PlaceByCpu = false,
+            },
             Autoscaler = autoscaler,
             WarmPool = pool,
         },

@@ -56,13 +56,10 @@ internal sealed class GatewayHarness : IAsyncDisposable
                 MetadataAddress = cluster.MetadataAddress,
                 OtherMetadataAddresses = [.. cluster.MetadataAddresses.Skip(1)],
                 ClusterToken = cluster.Options.ClusterToken,
-
-                // Jobs go to the server with the least CPU first, then the fewest jobs. The servers' CPU is differenced
-                // between two telemetry readings, and in one process under load one server could read busier than the
-                // other and take both buckets: with a single reading in a test's lifetime the job count places them in turn.
-                TelemetryInterval = metadataServers > 1 ? TimeSpan.FromHours(1) : TimeSpan.FromSeconds(1),
                 Registry = new JobRegistryOptions
                 {
+                    // The servers share this process, so each reports all of its CPU: the job count places them in turn.
+                    PlaceByCpu = false,
                     Sizing = new SizingOptions { MinimumNodes = 2, NodeClasses = [NodeClassOptions.Dram with { CapacityBytes = NodeCapacity }] },
                 },
             },

@@ -471,6 +471,9 @@ internal sealed class LocalCluster : IAsyncDisposable
                     // Nodes here are as large as this machine's capacities say, not the paper's 60 GB: sizing must
                     // count with (and ask the provisioner for) nodes of that size, of the tiers started.
                     Sizing = new SizingOptions { NodeClasses = options.NodeClasses() },
+
+                    // In one process every metadata server reports that process's CPU: not a measure of either.
+                    PlaceByCpu = !options.InProcess,
                 },
 
                 // New nodes, pooled or not, get their tier's class capacity (the sizing classes above).

@@ -315,8 +315,9 @@ public sealed class JobRegistry : IAsyncDisposable
     internal PocketAdminClient AdminOf(JobRecord job) => _plane.For(job.MetadataAddress);
 
     /// <summary>
-    /// The least loaded metadata server (<see cref="MetadataPlane.Choose"/>): by its CPU as last measured, then the
-    /// controller's own records of its jobs. Lost, joining and draining servers get no job.
+    /// The least loaded metadata server (<see cref="MetadataPlane.Choose"/>): by its CPU as last measured (unless
+    /// <see cref="JobRegistryOptions.PlaceByCpu"/> is off), then the controller's own records of its jobs. Lost, joining
+    /// and draining servers get no job.
     /// </summary>
     private PocketAdminClient ChooseServer()
     {
@@ -330,7 +331,7 @@ public sealed class JobRegistry : IAsyncDisposable
         for (var i = 0; i < load.Length; i++)
         {
             load[i] = _plane.Accepts(servers[i])
-                ? new MetadataLoad(0, 0, _plane.UsageOf(servers[i].MetadataAddress)?.Cpu ?? 0)
+                ? new MetadataLoad(0, 0, _options.PlaceByCpu ? _plane.UsageOf(servers[i].MetadataAddress)?.Cpu ?? 0 : 0)
                 : MetadataLoad.Full;
         }
 
