@@ -65,16 +65,11 @@ public sealed class MetadataPlacementTests
         var plane = controller.Registry.Plane;
         plane.SetUsage(cluster.MetadataAddresses[0], new MetadataServerUsage(0.6, 0.3, 0, DateTimeOffset.UtcNow));
         plane.SetUsage(cluster.MetadataAddresses[1], new MetadataServerUsage(0.1, 0.05, 0, DateTimeOffset.UtcNow));
-        using var http = new HttpClient { BaseAddress = controller.Url, Timeout = TimeSpan.FromSeconds(60) };
-        http.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
-
+        using var http = Http(controller, cluster);
         var placed = new List<string>();
         for (var i = 0; i < 2; i++)
         {
-            using var response = await http.PostAsJsonAsync("/v1/jobs", new { name = "cpu" });
-            var text = await response.Content.ReadAsStringAsync();
-            Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, text);
-            placed.Add(JsonSerializer.Deserialize<RegisterJobResponse>(text, JsonSerializerOptions.Web)!.Metadata);
+            placed.Add((await RegisterAsync(http, "cpu")).Metadata);
         }
 
         // By CPU both go to the idler server; without it the jobs decide: one each, the first on the first server.
@@ -98,16 +93,11 @@ public sealed class MetadataPlacementTests
             provisioner: null,
             NullLoggerFactory.Instance);
         await controller.StartAsync();
-        using var http = new HttpClient { BaseAddress = controller.Url, Timeout = TimeSpan.FromSeconds(60) };
-        http.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
-
+        using var http = Http(controller, cluster);
         var registrations = new List<RegisterJobResponse>();
         for (var i = 0; i < 4; i++)
         {
-            using var response = await http.PostAsJsonAsync("/v1/jobs", new { name = "spread" });
-            var text = await response.Content.ReadAsStringAsync();
-            Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, text);
-            registrations.Add(JsonSerializer.Deserialize<RegisterJobResponse>(text, JsonSerializerOptions.Web)!);
+            registrations.Add(await RegisterAsync(http, "spread"));
         }
 
         // Two jobs on each server, ids unique across the plane.
@@ -143,5 +133,20 @@ public sealed class MetadataPlacementTests
             await using var admin = await PocketClient.ConnectAsync(address, new PocketClientOptions());
             Assert.All(await admin.Admin(cluster.Options.ClusterToken).GetNodesAsync(), n => Assert.Equal(0, n.Used));
         }
+    }
+
+    private static HttpClient Http(ControllerServer controller, PocketCluster cluster)
+    {
+        var http = new HttpClient { BaseAddress = controller.Url, Timeout = TimeSpan.FromSeconds(60) };
+        http.DefaultRequestHeaders.Authorization = new("Bearer", cluster.Options.ClusterToken.ToString());
+        return http;
+    }
+
+    private static async Task<RegisterJobResponse> RegisterAsync(HttpClient http, string name)
+    {
+        using var response = await http.PostAsJsonAsync("/v1/jobs", new { name });
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == System.Net.HttpStatusCode.Created, text);
+        return JsonSerializer.Deserialize<RegisterJobResponse>(text, JsonSerializerOptions.Web)!;
     }
 }
