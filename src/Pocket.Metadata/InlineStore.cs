@@ -349,7 +349,7 @@ internal sealed unsafe class InlineStore : IDisposable
             }
         }
 
-        var address = AnonymousMemory.mmap(IntPtr.Zero, (nuint)bytes, AnonymousMemory.ProtRead | AnonymousMemory.ProtWrite, AnonymousMemory.MapPrivate | AnonymousMemory.MapAnonymous | AnonymousMemory.MapNoReserve, -1, 0);
+        var address = AnonymousMemory.MapUnreserved((nuint)bytes);
         if (address == AnonymousMemory.MapFailed)
         {
             return false;

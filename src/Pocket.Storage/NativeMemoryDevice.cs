@@ -34,7 +34,7 @@ public sealed unsafe class NativeMemoryDevice : IBlockDevice
 
         // One spare huge page lets the data start on a huge-page boundary; untouched, it costs nothing.
         _mappedLength = (nuint)(capacity + HugePageSize);
-        var address = AnonymousMemory.mmap(IntPtr.Zero, _mappedLength, AnonymousMemory.ProtRead | AnonymousMemory.ProtWrite, AnonymousMemory.MapPrivate | AnonymousMemory.MapAnonymous | AnonymousMemory.MapNoReserve, -1, 0);
+        var address = AnonymousMemory.MapUnreserved(_mappedLength);
         if (address == AnonymousMemory.MapFailed)
         {
             throw new OutOfMemoryException($"cannot map {capacity} bytes for the DRAM tier (errno {Marshal.GetLastPInvokeError()})");

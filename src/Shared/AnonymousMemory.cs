@@ -21,6 +21,13 @@ internal static unsafe class AnonymousMemory
     public const int MadvPopulateWrite = 23;
     public static readonly IntPtr MapFailed = new(-1);
 
+    /// <summary>
+    /// Maps <paramref name="bytes"/> of private, zero-filled memory with no swap reserved for it (pages are taken as
+    /// they are first touched); <see cref="MapFailed"/>, with the errno, when the kernel refuses.
+    /// </summary>
+    public static IntPtr MapUnreserved(nuint bytes) =>
+        mmap(IntPtr.Zero, bytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous | MapNoReserve, -1, 0);
+
     [DllImport("libc", SetLastError = true)]
     public static extern IntPtr mmap(IntPtr addr, nuint length, int prot, int flags, int fd, long offset);
 
