@@ -385,14 +385,6 @@ public sealed partial class MetadataServer : IAsyncDisposable, IFrameHandler
         // copy, or a put copying into its slot, would otherwise touch unmapped memory, which ends the process. A handler
         // held past the listener's stop timeout keeps them mapped until it returns (for good if it never does).
         _server?.Dispose();
-        var stopped = _server?.Stopped ?? Task.CompletedTask;
-        if (stopped.IsCompleted)
-        {
-            _state.Inline.Dispose();
-        }
-        else
-        {
-            InlineReleased = stopped.ContinueWith(static (_, inline) => ((InlineStore)inline!).Dispose(), _state.Inline, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        }
+        InlineReleased = FrameServer.ReleaseWhenStoppedAsync(_server, _state.Inline.Dispose);
     }
 }

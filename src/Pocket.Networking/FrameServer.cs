@@ -436,6 +436,24 @@ public sealed class FrameServer : IDisposable
     public Task Stopped => _loops?.Ended ?? Task.CompletedTask;
 
     /// <summary>
+    /// Runs <paramref name="release"/> (freeing what a role's handlers read: its memory, its devices) once
+    /// <paramref name="server"/> has stopped and no handler can run any more: at once, on the caller's thread, when
+    /// <see cref="Stopped"/> has completed (or there is no server), else when the last handler held past the stop
+    /// returns. The task completes after it ran.
+    /// </summary>
+    public static Task ReleaseWhenStoppedAsync(FrameServer? server, Action release)
+    {
+        var stopped = server?.Stopped ?? Task.CompletedTask;
+        if (stopped.IsCompleted)
+        {
+            release();
+            return Task.CompletedTask;
+        }
+
+        return stopped.ContinueWith(static (_, state) => ((Action)state!)(), release, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+    }
+
+    /// <summary>
     /// Stops accepting, shuts every connection (its peer sees the close at once) and waits up to
     /// <see cref="FrameServerOptions.StopTimeout"/> for the loops and the I/O pool to leave their handlers, then closes
     /// the connections and returns their buffers to the pool. A connection whose handler is still running past that is

@@ -625,15 +625,7 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
         // The device's memory and the read buffers are freed once no request can use them any more: a handler held past
         // the listener's stop timeout (a read from a slow disk) may still copy from or into them, and freed memory under
         // it would end the process or be read as another's. Until it returns they stay (for good if it never does).
-        var stopped = _server?.Stopped ?? Task.CompletedTask;
-        if (stopped.IsCompleted)
-        {
-            ReleaseMemory();
-        }
-        else
-        {
-            MemoryReleased = stopped.ContinueWith(static (_, server) => ((StorageServer)server!).ReleaseMemory(), this, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        }
+        MemoryReleased = FrameServer.ReleaseWhenStoppedAsync(_server, ReleaseMemory);
     }
 
     /// <summary>
