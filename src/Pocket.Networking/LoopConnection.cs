@@ -175,15 +175,8 @@ internal sealed class LoopConnection
                 return false;
             }
 
-            // Once the server stops, the owner closes the connection rather than let go of it: the server closes only
-            // the ones nobody owns (see TryClaim), so a turn that outlived the server's wait still ends with its own
-            // buffers, and nobody else touches them.
-            if (_server.Loops.Stopping)
-            {
-                Close(null);
-                return false;
-            }
-
+            // Kept by its owner for another turn: once the server stops, whoever holds the queue it goes to closes it
+            // (a loop as it leaves, the pool's or the hand-back queue's next writer).
             if (outcome == Outcome.Again)
             {
                 return true;
@@ -191,8 +184,9 @@ internal sealed class LoopConnection
 
             Interlocked.Exchange(ref _owned, 0);
 
-            // The server stopped between the check above and the let-go: whichever of the two claims it closes it (the
-            // server sets its flag before it claims; this side lets go before it reads the flag).
+            // Once the server stops, only a connection's owner closes it (the server closes only the ones nobody owns,
+            // see TryClaim), so a turn that outlived the server's wait still ends with its own buffers. Whichever of the
+            // two claims it closes it: the server sets its flag before it claims; this side lets go before it reads it.
             if (_server.Loops.Stopping)
             {
                 if (TryClaim())
