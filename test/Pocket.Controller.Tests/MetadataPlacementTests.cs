@@ -46,20 +46,9 @@ public sealed class MetadataPlacementTests
     public async Task CpuReadingsDecidePlacementOnlyWhenPlacingByCpu(bool placeByCpu)
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 1, NodeCapacity = ControllerHarness.NodeCapacity, PreTouchMemory = false, MetadataServers = 2 });
-        await using var controller = new ControllerServer(
-            new ControllerOptions
-            {
-                MetadataAddress = cluster.MetadataAddresses[0],
-                OtherMetadataAddresses = [cluster.MetadataAddresses[1]],
-                ClusterToken = cluster.Options.ClusterToken,
-                Registry = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), PlaceByCpu = placeByCpu },
 
-                // No second reading of the servers' load during the test: only the readings set below count.
-                TelemetryInterval = TimeSpan.FromHours(1),
-            },
-            provisioner: null,
-            NullLoggerFactory.Instance);
-        await controller.StartAsync();
+        // No second reading of the servers' load during the test: only the readings set below count.
+        await using var controller = await StartControllerAsync(cluster, placeByCpu, TimeSpan.FromHours(1));
 
         // The first server reads half a core busier (two servers of one process, read a moment apart, can).
         var plane = controller.Registry.Plane;
@@ -80,19 +69,9 @@ public sealed class MetadataPlacementTests
     public async Task JobsSpreadOverTwoMetadataServersAndClientsFollowTheRegistration()
     {
         await using var cluster = await PocketCluster.StartAsync(new PocketClusterOptions { StorageNodes = 2, NodeCapacity = ControllerHarness.NodeCapacity, PreTouchMemory = false, MetadataServers = 2 });
-        await using var controller = new ControllerServer(
-            new ControllerOptions
-            {
-                MetadataAddress = cluster.MetadataAddresses[0],
-                OtherMetadataAddresses = [cluster.MetadataAddresses[1]],
-                ClusterToken = cluster.Options.ClusterToken,
 
-                // The servers share this process, so each reports all of its CPU: the job count places them in turn.
-                Registry = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), PlaceByCpu = false },
-            },
-            provisioner: null,
-            NullLoggerFactory.Instance);
-        await controller.StartAsync();
+        // The servers share this process, so each reports all of its CPU: the job count places them in turn.
+        await using var controller = await StartControllerAsync(cluster, placeByCpu: false);
         using var http = Http(controller, cluster);
         var registrations = new List<RegisterJobResponse>();
         for (var i = 0; i < 4; i++)
@@ -133,6 +112,21 @@ public sealed class MetadataPlacementTests
             await using var admin = await PocketClient.ConnectAsync(address, new PocketClientOptions());
             Assert.All(await admin.Admin(cluster.Options.ClusterToken).GetNodesAsync(), n => Assert.Equal(0, n.Used));
         }
+    }
+
+    /// <summary>A controller over the cluster's two metadata servers, no provisioner.</summary>
+    private static async Task<ControllerServer> StartControllerAsync(PocketCluster cluster, bool placeByCpu, TimeSpan? telemetryInterval = null)
+    {
+        var options = new ControllerOptions
+        {
+            MetadataAddress = cluster.MetadataAddresses[0],
+            OtherMetadataAddresses = [cluster.MetadataAddresses[1]],
+            ClusterToken = cluster.Options.ClusterToken,
+            Registry = new JobRegistryOptions { Sizing = ControllerHarness.Sizing(), PlaceByCpu = placeByCpu },
+        };
+        var controller = new ControllerServer(telemetryInterval is { } interval ? options with { TelemetryInterval = interval } : options, provisioner: null, NullLoggerFactory.Instance);
+        await controller.StartAsync();
+        return controller;
     }
 
     private static HttpClient Http(ControllerServer controller, PocketCluster cluster)

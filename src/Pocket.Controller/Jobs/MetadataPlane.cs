@@ -234,8 +234,8 @@ internal sealed class MetadataPlane
     /// The server a new job goes to: among those whose CPU is within <see cref="CpuStep"/> of a core of the least busy
     /// one's (closer readings are noise, and registrations within one telemetry interval all see the same reading), the
     /// one with the fewest live jobs (which spreads a burst of registrations before their requests show), then the
-    /// fewest requests from them, then the first. (Steps of the CPU, floor(cpu / step), put readings of 0.09 and 0.11 a
-    /// step apart, so a burst of jobs all went to the one reading 0.09.) A full server is chosen only when all are.
+    /// fewest requests from them, then the first. (Steps of the CPU, floor(cpu / step), would put readings of 0.09 and
+    /// 0.11 a step apart and send a whole burst to the one reading 0.09.) A full server is chosen only when all are.
     /// </summary>
     public static int Choose(IReadOnlyList<MetadataLoad> load)
     {
