@@ -176,7 +176,8 @@ public sealed partial class PocketClient : IAsyncDisposable
 
     /// <summary>
     /// Sends a request to the metadata server and throws a typed exception unless the reply is OK. An OK reply that
-    /// fits <paramref name="replyInto"/> is read into it (then <see cref="FrameReply.Body"/> is empty; see <see cref="ReplyBody"/>).
+    /// fits <paramref name="replyInto"/> is read into it (then <see cref="FrameReply.Body"/> is empty; see <see cref="ReplyBody"/>);
+    /// of a longer one, the first <paramref name="replyHead"/> bytes (see <see cref="FrameConnection.SendAsync"/>).
     /// </summary>
     /// <remarks>
     /// A job's request (<paramref name="jobId"/> set) whose connection fails asks, once the server answers again, what
@@ -184,7 +185,7 @@ public sealed partial class PocketClient : IAsyncDisposable
     /// <see cref="PocketJobLostException"/> rather than a bare connection error. Only the failure path pays for it.
     /// </remarks>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    internal async ValueTask<FrameReply> SendMetadataAsync(Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, ReadOnlyMemory<byte> data = default, Memory<byte> replyInto = default, string? jobId = null)
+    internal async ValueTask<FrameReply> SendMetadataAsync(Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, ReadOnlyMemory<byte> data = default, Memory<byte> replyInto = default, string? jobId = null, int replyHead = 0)
     {
         FrameReply reply;
         try
@@ -192,13 +193,13 @@ public sealed partial class PocketClient : IAsyncDisposable
             var connection = _metadata is { IsConnected: true } current && !_disposed ? current : await MetadataAsync(cancellationToken).ConfigureAwait(false);
             try
             {
-                reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, cancellationToken).ConfigureAwait(false);
+                reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, replyHead, cancellationToken).ConfigureAwait(false);
             }
             catch (ConnectionLostException ex) when (ex.NotSent)
             {
                 // The connection broke before the request went out (the server closes idle connections): a new one.
                 connection = await MetadataAsync(cancellationToken).ConfigureAwait(false);
-                reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, cancellationToken).ConfigureAwait(false);
+                reply = await connection.SendAsync(opcode, flags, token, body, data, replyInto, replyHead, cancellationToken).ConfigureAwait(false);
             }
         }
         catch (ConnectionLostException ex)
@@ -224,11 +225,11 @@ public sealed partial class PocketClient : IAsyncDisposable
     /// A request sent on <see cref="ConnectedMetadata"/> lost its connection: one that never left goes again on a new
     /// connection (<see cref="SendMetadataAsync"/>, reply checked); otherwise the failure becomes the client's exception.
     /// </summary>
-    internal async ValueTask<FrameReply> ResendMetadataAsync(ConnectionLostException lost, Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, Memory<byte> replyInto = default, string? jobId = null, ReadOnlyMemory<byte> data = default)
+    internal async ValueTask<FrameReply> ResendMetadataAsync(ConnectionLostException lost, Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> body, CancellationToken cancellationToken, Memory<byte> replyInto = default, string? jobId = null, ReadOnlyMemory<byte> data = default, int replyHead = 0)
     {
         if (lost.NotSent && !_disposed)
         {
-            return await SendMetadataAsync(opcode, flags, token, body, cancellationToken, data, replyInto, jobId).ConfigureAwait(false);
+            return await SendMetadataAsync(opcode, flags, token, body, cancellationToken, data, replyInto, jobId, replyHead).ConfigureAwait(false);
         }
 
         throw await MetadataLostAsync(lost, jobId, token, cancellationToken).ConfigureAwait(false);

@@ -99,7 +99,13 @@ public sealed partial class PocketJob
         try
         {
             var reply = await SendGetAsync(key, offset, length, flags, request, scratch, cancellationToken).ConfigureAwait(false);
-            var got = ReadGetReply(PocketClient.ReplyBody(reply, scratch));
+            var body = GetReplyBody(reply, scratch, out var inline, out var size);
+            if (inline is not null)
+            {
+                return new Layout(size, inline, [], 0);
+            }
+
+            var got = ReadGetReply(body);
             return got.IsInline ? new Layout(got.Size, got.Inline.ToArray(), [], 0) : ToLayout(got);
         }
         finally
@@ -111,14 +117,14 @@ public sealed partial class PocketJob
 
     /// <summary>
     /// Sends a Get whose request is encoded into <paramref name="request"/> (the caller's, returned by the caller once
-    /// the reply is in) and returns its OK reply; an OK reply that fits is read into <paramref name="replyInto"/> (see
-    /// <see cref="PocketClient.ReplyBody"/>). The small get into a caller's buffer does this itself (see
+    /// the reply is in) and returns its OK reply; an OK reply that fits is read into <paramref name="replyInto"/>, a
+    /// longer one's kind and size too, with the rest in an array of its own (see <see cref="GetReplyBody"/>). The small get into a caller's buffer does this itself (see
     /// <see cref="StartGetAsync"/>): one async level less on the path a fan-in client runs per request.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<FrameReply> SendGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, CancellationToken cancellationToken)
     {
-        var send = StartGetAsync(key, offset, length, flags, request, replyInto, cancellationToken, out var sent);
+        var send = StartGetAsync(key, offset, length, flags, request, replyInto, InlineGetReplyPrefix, cancellationToken, out var sent);
         try
         {
             return PocketClient.Checked(await send.ConfigureAwait(false));
@@ -130,6 +136,36 @@ public sealed partial class PocketJob
     }
 
     /// <summary>
+    /// The body of a Get reply sent with <see cref="InlineGetReplyPrefix"/> as its head (see
+    /// <see cref="FrameConnection.SendAsync"/>). An inline object longer than the reply buffer comes back as an array of
+    /// just its bytes: that array is <paramref name="inline"/> (the caller's result, not copied) and
+    /// <paramref name="size"/> the object's size. Any other reply's body is returned whole (an extents reply longer than
+    /// the buffer, one with many grants, is put back together).
+    /// </summary>
+    private static ReadOnlySpan<byte> GetReplyBody(in FrameReply reply, byte[] replyInto, out byte[]? inline, out long size)
+    {
+        inline = null;
+        size = 0;
+        if (PocketClient.IsInReplyBuffer(reply) || reply.Body.Length == reply.DataLength)
+        {
+            return PocketClient.ReplyBody(reply, replyInto);
+        }
+
+        var head = replyInto.AsSpan(0, InlineGetReplyPrefix);
+        if (GetReply.TryRead(head, out var got) && got.IsInline)
+        {
+            inline = reply.Body;
+            size = got.Size;
+            return default;
+        }
+
+        var whole = new byte[reply.DataLength];
+        head.CopyTo(whole);
+        reply.Body.CopyTo(whole.AsSpan(InlineGetReplyPrefix));
+        return whole;
+    }
+
+    /// <summary>
     /// Encodes a Get into <paramref name="request"/> and sends it; the caller awaits the reply, checks it
     /// (<see cref="PocketClient.Checked"/>: a no-op on a reply that already was) and hands a
     /// <see cref="ConnectionLostException"/> to <see cref="ResendGetAsync"/> when <paramref name="sent"/> has a
@@ -137,7 +173,7 @@ public sealed partial class PocketJob
     /// the reply with no async level of the client's between (each level is a pooled box, an execution-context
     /// capture and a continuation to run per get; the fan-in profile showed them per level).
     /// </summary>
-    private ValueTask<FrameReply> StartGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, CancellationToken cancellationToken, out SentGet sent)
+    private ValueTask<FrameReply> StartGetAsync(string key, long offset, long length, GetFlags flags, BodyWriter request, byte[] replyInto, int replyHead, CancellationToken cancellationToken, out SentGet sent)
     {
         var frameFlags = (flags & GetFlags.DeleteAfterRead) != 0 ? FrameFlags.DeleteAfterRead : FrameFlags.None;
         var asked = frameFlags | _client.NodeAddressesFlag;
@@ -147,18 +183,18 @@ public sealed partial class PocketJob
         var token = frameFlags == FrameFlags.DeleteAfterRead ? CancellationToken.None : cancellationToken;
         GetRequest.Write(request, key, offset, length);
         var connection = _client.ConnectedMetadata;
-        sent = new SentGet(connection, asked, token);
+        sent = new SentGet(connection, asked, token, replyHead);
         return connection is null
-            ? _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id)
-            : connection.SendAsync(Opcode.Get, asked, Token, request.WrittenMemory, replyInto: replyInto, cancellationToken: token);
+            ? _client.SendMetadataAsync(Opcode.Get, asked, Token, request.WrittenMemory, token, replyInto: replyInto, jobId: Id, replyHead: replyHead)
+            : connection.SendAsync(Opcode.Get, asked, Token, request.WrittenMemory, replyInto: replyInto, replyHead: replyHead, cancellationToken: token);
     }
 
     /// <summary>A Get sent on the metadata connection lost it: sent again when it never left, else the client's error.</summary>
     private ValueTask<FrameReply> ResendGetAsync(ConnectionLostException lost, in SentGet sent, BodyWriter request, byte[] replyInto) =>
-        _client.ResendMetadataAsync(lost, Opcode.Get, sent.Flags, Token, request.WrittenMemory, sent.Token, replyInto, Id);
+        _client.ResendMetadataAsync(lost, Opcode.Get, sent.Flags, Token, request.WrittenMemory, sent.Token, replyInto, Id, replyHead: sent.ReplyHead);
 
-    /// <summary>How <see cref="StartGetAsync"/> sent a Get: the connection (null: through <see cref="PocketClient.SendMetadataAsync"/>), flags and token.</summary>
-    private readonly record struct SentGet(FrameConnection? Connection, FrameFlags Flags, CancellationToken Token);
+    /// <summary>How <see cref="StartGetAsync"/> sent a Get: the connection (null: through <see cref="PocketClient.SendMetadataAsync"/>), flags, token and reply head.</summary>
+    private readonly record struct SentGet(FrameConnection? Connection, FrameFlags Flags, CancellationToken Token, int ReplyHead);
 
     private static GetReply ReadGetReply(ReadOnlySpan<byte> body) =>
         GetReply.TryRead(body, out var reply) ? reply : throw new PocketException(Status.BadRequest, "malformed get reply from the metadata server");
@@ -310,13 +346,13 @@ public sealed partial class PocketJob
         {
             try
             {
-                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken: cancellationToken).ConfigureAwait(false);
             }
             catch (ConnectionLostException ex) when (ex.NotSent)
             {
                 // The connection broke before the request went out (the node closes idle connections): a new one.
                 connection = await _client.NodeAsync(nodeId, key, Token, cancellationToken).ConfigureAwait(false);
-                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+                return await connection.SendAsync(opcode, FrameFlags.None, Token, head, data, replyInto, cancellationToken: cancellationToken).ConfigureAwait(false);
             }
         }
         catch (ConnectionLostException ex)

@@ -295,7 +295,7 @@ public sealed partial class PocketJob
         {
             // SendGetAsync's work without its async level (see StartGetAsync), as the get into a caller's buffer.
             FrameReply reply;
-            var send = StartGetAsync(key, 0, -1, flags, request, scratch, cancellationToken, out var sent);
+            var send = StartGetAsync(key, 0, -1, flags, request, scratch, InlineGetReplyPrefix, cancellationToken, out var sent);
             try
             {
                 reply = PocketClient.Checked(await send.ConfigureAwait(false));
@@ -305,7 +305,13 @@ public sealed partial class PocketJob
                 reply = await ResendGetAsync(lost, sent, request, scratch).ConfigureAwait(false);
             }
 
-            var body = PocketClient.ReplyBody(reply, scratch);
+            // An inline object longer than the scratch buffer arrives as an array of its own bytes: the result itself.
+            var body = GetReplyBody(reply, scratch, out var whole, out _);
+            if (whole is not null)
+            {
+                return whole;
+            }
+
             var got = ReadGetReply(body);
             if (got.IsInline)
             {
@@ -350,7 +356,7 @@ public sealed partial class PocketJob
         {
             // SendGetAsync's work without its async level (see StartGetAsync): the caller awaits the request itself.
             FrameReply reply;
-            var send = StartGetAsync(key, offset, -1, flags, request, scratch, cancellationToken, out var sent);
+            var send = StartGetAsync(key, offset, -1, flags, request, scratch, 0, cancellationToken, out var sent);
             try
             {
                 reply = PocketClient.Checked(await send.ConfigureAwait(false));

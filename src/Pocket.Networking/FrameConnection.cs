@@ -10,7 +10,11 @@ using Pocket.Protocol;
 
 namespace Pocket.Networking;
 
-/// <summary>A decoded reply. <see cref="Body"/> holds the body unless it was read into the caller's buffer.</summary>
+/// <summary>
+/// A decoded reply of <see cref="DataLength"/> body bytes. <see cref="Body"/> holds the body unless it was read into the
+/// caller's buffer (then it is empty), or, when the request asked for a head of the reply in its buffer
+/// (<see cref="FrameConnection.SendAsync"/>'s <c>replyHead</c>) and the body did not fit there, the bytes after that head.
+/// </summary>
 public readonly record struct FrameReply(Status Status, byte[] Body, int DataLength)
 {
     public bool IsOk => Status == Status.Ok;
@@ -257,6 +261,10 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     /// <summary>
     /// Sends one request and waits for its reply. The request body is <paramref name="head"/> then <paramref name="data"/>.
     /// When <paramref name="replyInto"/> is not empty and the reply is OK, its body is read into it (see <see cref="FrameReply.DataLength"/>).
+    /// An OK body longer than <paramref name="replyInto"/> is read into an array of its own, all of it, or, with
+    /// <paramref name="replyHead"/> (at most <paramref name="replyInto"/>'s length), its first <paramref name="replyHead"/>
+    /// bytes into <paramref name="replyInto"/> and only the rest into that array: a reply whose head describes the bytes
+    /// after it (an inline get's kind and size) then hands those bytes over as an array of their exact size.
     /// Cancelling ends the wait with <see cref="OperationCanceledException"/> at once, unless the reply is already being
     /// read (then it is returned): the server may still carry the request out, and its late reply is discarded.
     /// </summary>
@@ -273,8 +281,11 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         ReadOnlyMemory<byte> head,
         ReadOnlyMemory<byte> data = default,
         Memory<byte> replyInto = default,
+        int replyHead = 0,
         CancellationToken cancellationToken = default)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(replyHead);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(replyHead, replyInto.Length);
         if (_failure is not null)
         {
             return ValueTask.FromException<FrameReply>(NotSentFailure());
@@ -286,24 +297,25 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         }
 
         return _inFlight.TryEnter()
-            ? SendAdmittedAsync(opcode, flags, token, head, data, replyInto, cancellationToken)
-            : SendWhenAdmittedAsync(opcode, flags, token, head, data, replyInto, cancellationToken);
+            ? SendAdmittedAsync(opcode, flags, token, head, data, replyInto, replyHead, cancellationToken)
+            : SendWhenAdmittedAsync(opcode, flags, token, head, data, replyInto, replyHead, cancellationToken);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<FrameReply> SendWhenAdmittedAsync(
-        Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken cancellationToken)
+        Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, int replyHead, CancellationToken cancellationToken)
     {
         await _inFlight.EnterAsync(cancellationToken).ConfigureAwait(false);
-        return await SendAdmittedAsync(opcode, flags, token, head, data, replyInto, cancellationToken).ConfigureAwait(false);
+        return await SendAdmittedAsync(opcode, flags, token, head, data, replyInto, replyHead, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>The caller holds a slot of <see cref="_inFlight"/>; the request gives it back when it ends.</summary>
     private ValueTask<FrameReply> SendAdmittedAsync(
-        Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, CancellationToken cancellationToken)
+        Opcode opcode, FrameFlags flags, JobToken token, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> data, Memory<byte> replyInto, int replyHead, CancellationToken cancellationToken)
     {
         var pending = RentPending();
         pending.Destination = replyInto;
+        pending.DestinationHead = replyHead;
         pending.CancelToken = cancellationToken;
         pending.Opcode = opcode;
         if (!Enlist(pending))
@@ -1172,6 +1184,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
     private Status _bodyStatus;
     private int _bodyLength;
     private int _bodyDone;
+
+    // Of a body read into an array of its own, how many first bytes go into the caller's buffer instead (its head).
+    private int _bodyHead;
     private long _skip;
 
     // The last receive of this wake-up came back short: the socket had nothing more at that moment, so asking again
@@ -1363,8 +1378,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
             }
             else if (_body is not null)
             {
-                var target = _bodyArray is null ? _body.Destination.Span : _bodyArray;
-                target = target[_bodyDone.._bodyLength];
+                var target = _bodyArray is null ? _body.Destination.Span[_bodyDone.._bodyLength]
+                    : _bodyDone < _bodyHead ? _body.Destination.Span[_bodyDone.._bodyHead]
+                    : _bodyArray.AsSpan(_bodyDone - _bodyHead);
                 if (target.Length > 0 && buffered > 0)
                 {
                     var n = Math.Min(buffered, target.Length);
@@ -1404,6 +1420,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
                         : new FrameReply(_bodyStatus, _bodyArray, _bodyLength);
                     _body = null;
                     _bodyArray = null;
+                    _bodyHead = 0;
                     Complete(slot, pending, reply, HasBufferedFrame());
                 }
 
@@ -1448,8 +1465,12 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         _bodyStatus = header.Status;
         _bodyLength = header.BodyLength;
         _bodyDone = 0;
-        var direct = header.Status == Status.Ok && !pending.Destination.IsEmpty && header.BodyLength <= pending.Destination.Length;
-        _bodyArray = direct ? null : header.BodyLength == 0 ? [] : new byte[header.BodyLength];
+        var buffered = header.Status == Status.Ok && !pending.Destination.IsEmpty;
+        var direct = buffered && header.BodyLength <= pending.Destination.Length;
+
+        // Longer than the buffer, which holds the head: the body is longer than the head too.
+        _bodyHead = buffered && !direct ? pending.DestinationHead : 0;
+        _bodyArray = direct ? null : header.BodyLength == 0 ? [] : new byte[header.BodyLength - _bodyHead];
     }
 
     /// <summary>Reads what has arrived into the input buffer: the count, or -1 when nothing has. The end of the stream throws.</summary>
@@ -1621,6 +1642,9 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
 
         public Memory<byte> Destination { get; set; }
 
+        /// <summary>How many first bytes of a body longer than <see cref="Destination"/> still go into it (see <see cref="SendAsync"/>).</summary>
+        public int DestinationHead { get; set; }
+
         /// <summary>The caller's token, for a cancellation of the connection's shared token (<see cref="CancelAll"/>).</summary>
         public CancellationToken CancelToken { get; set; }
 
@@ -1656,6 +1680,7 @@ public sealed class FrameConnection : IAsyncDisposable, IDisposable, IClientLoop
         public void Reset()
         {
             Destination = default;
+            DestinationHead = 0;
             CancelToken = default;
             Registration = default;
             _core.Reset();

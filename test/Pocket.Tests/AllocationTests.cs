@@ -109,6 +109,44 @@ public sealed class AllocationTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// A whole get of an inline object longer than its reply buffer (32 KiB, from the shared pool) allocates the
+    /// result and no more: the reply's bytes after its kind and size are read into an array of their own, which is
+    /// returned. Before, the whole reply went into an array and the object was copied out of it, twice its size.
+    /// </summary>
+    [Fact]
+    public async Task AWholeGetOfALargeInlineObjectAllocatesItOnce()
+    {
+        await using var cluster = await TestSupport.StartClusterAsync(nodes: 0);
+        await using var client = await cluster.ConnectAsync();
+        var job = await cluster.Admin(client).RegisterJobAsync("allocations-whole");
+        var value = TestSupport.RandomBytes(48 << 10, 48);
+        await job.PutAsync("get/48k", value);
+
+        var perGet = await Task.Run(async () =>
+        {
+            for (var i = 0; i < 2_000; i++)
+            {
+                await job.GetAsync("get/48k").ConfigureAwait(false);
+            }
+
+            const int Gets = 5_000;
+            var before = GC.GetTotalAllocatedBytes(precise: true);
+            byte[] last = [];
+            for (var i = 0; i < Gets; i++)
+            {
+                last = await job.GetAsync("get/48k").ConfigureAwait(false);
+            }
+
+            var allocated = (GC.GetTotalAllocatedBytes(precise: true) - before) / (double)Gets;
+            Assert.Equal(value, last);
+            return allocated;
+        });
+
+        output.WriteLine($"48 KiB whole inline get: {perGet:0.0} bytes per get");
+        Assert.True(perGet <= value.Length + 1024, $"a 48 KiB whole get allocated {perGet:0.0} bytes per request ({perGet / value.Length:0.00}x the object)");
+    }
+
+    /// <summary>
     /// The serverless shape: many clients, each with its own connection and a get in flight at once. A get holds its
     /// reply buffer from send to reply; taken from the shared array pool, thousands in flight emptied it and every get
     /// allocated a new 32 KiB array. Each client keeps one buffer sized to its gets instead. The same count also

@@ -122,6 +122,76 @@ public sealed class FrameConnectionTests
     }
 
     /// <summary>
+    /// A reply longer than the caller's buffer is read into an array of its own: all of it, or with a reply head, its
+    /// first bytes into the buffer and only the rest into the array (a whole get's result, so it is not copied again).
+    /// The server is a bare socket that answers every request with the same 100 bytes, sent in two writes split inside
+    /// the head.
+    /// </summary>
+    [Fact]
+    public async Task AReplyHeadGoesIntoTheBufferAndTheRestIntoAnArrayOfItsOwn()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var body = new byte[100];
+        for (var i = 0; i < body.Length; i++)
+        {
+            body[i] = (byte)(i + 1);
+        }
+
+        const int Requests = 4;
+        var server = Task.Run(async () =>
+        {
+            using var socket = await listener.AcceptSocketAsync(timeout.Token);
+            socket.NoDelay = true;
+            var header = new byte[FrameHeader.Size];
+            for (var r = 0; r < Requests; r++)
+            {
+                for (var received = 0; received < header.Length;)
+                {
+                    var n = await socket.ReceiveAsync(header.AsMemory(received), timeout.Token);
+                    Assert.NotEqual(0, n);
+                    received += n;
+                }
+
+                Assert.Equal(Status.Ok, FrameHeader.TryRead(header, 0, out var request));
+                var reply = new byte[FrameHeader.Size + body.Length];
+                new FrameHeader(request.Opcode, FrameFlags.Reply, Status.Ok, body.Length, request.RequestId, JobToken.None).Write(reply);
+                body.CopyTo(reply.AsSpan(FrameHeader.Size));
+                await socket.SendAsync(reply.AsMemory(0, FrameHeader.Size + 3), timeout.Token);
+                await socket.SendAsync(reply.AsMemory(FrameHeader.Size + 3), timeout.Token);
+            }
+        });
+
+        await using var connection = await FrameConnection.ConnectAsync(
+            "127.0.0.1", ((IPEndPoint)listener.LocalEndpoint).Port, new FrameConnectionOptions(), timeout.Token);
+
+        var buffer = new byte[16];
+        var headed = await connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, replyInto: buffer, replyHead: 9, cancellationToken: timeout.Token);
+        Assert.Equal(body.Length, headed.DataLength);
+        Assert.Equal(body.AsSpan(0, 9).ToArray(), buffer.AsSpan(0, 9).ToArray());
+        Assert.Equal(body.AsSpan(9).ToArray(), headed.Body);
+
+        Array.Clear(buffer);
+        var whole = await connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, replyInto: buffer, cancellationToken: timeout.Token);
+        Assert.Equal(body, whole.Body);
+        Assert.All(buffer, b => Assert.Equal(0, b));
+
+        // A reply that fits is read into the buffer whole, head or not.
+        var large = new byte[128];
+        var fits = await connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, replyInto: large, replyHead: 9, cancellationToken: timeout.Token);
+        Assert.Empty(fits.Body);
+        Assert.Equal(body.Length, fits.DataLength);
+        Assert.Equal(body, large.AsSpan(0, body.Length).ToArray());
+
+        // A head longer than the buffer is the caller's mistake, refused before anything is sent.
+        Assert.Throws<ArgumentOutOfRangeException>(() => connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, replyInto: buffer, replyHead: 17, cancellationToken: timeout.Token));
+        var after = await connection.SendAsync(Opcode.Ping, FrameFlags.None, JobToken.None, default, replyInto: buffer, replyHead: 16, cancellationToken: timeout.Token);
+        Assert.Equal(body.AsSpan(16).ToArray(), after.Body);
+        await server.WaitAsync(timeout.Token);
+    }
+
+    /// <summary>
     /// Plain connections are read by the process's few client loops, not by a thread each (a function talking to many
     /// nodes, or a fan-in benchmark, held a thread per connection): a thousand of them, each with a request answered.
     /// </summary>

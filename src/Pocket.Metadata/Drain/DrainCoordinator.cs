@@ -225,7 +225,7 @@ internal sealed class DrainCoordinator(MetadataState state, StorageLinks links, 
     {
         var connection = await ConnectionAsync(nodeId, token).ConfigureAwait(false);
         // The cluster token: storage nodes take a CopyExtent only from the metadata server.
-        var reply = await connection.SendAsync(opcode, FrameFlags.None, clusterToken, head, data, replyInto, token).ConfigureAwait(false);
+        var reply = await connection.SendAsync(opcode, FrameFlags.None, clusterToken, head, data, replyInto, cancellationToken: token).ConfigureAwait(false);
         Interlocked.Add(ref _bytesReceived, FrameHeader.Size + reply.Body.Length + reply.DataLength);
         return reply;
     }
