@@ -18,7 +18,9 @@
 #                  (`--processes`, default 2; 1 keeps them in the bench process); Redis with --maxclients 20000,
 #                  Garnet with --network-connection-limit 20000; warm-up 3 s unless WARMUP says otherwise;
 #                  fanin-nN-pP.json, fanin-nN-pP.servers (each server's peak threads and RSS during the run,
-#                  sampled from /proc every 0.5 s) and fanin.txt (one line per run)
+#                  sampled from /proc every 0.5 s) and fanin.txt (one line per run); FAN_IN_RATE=R runs each
+#                  bench open-loop at R ops/s offered (`--rate`: latency from each request's scheduled time, send
+#                  lag and achieved rate in fanin.txt); unset, the closed loop
 #
 # Environment: DURATION and WARMUP (override the per-op times), REDIS_PORT (default 6390),
 # GARNET_PORT (default 6391), TOOLS (where Garnet is installed as a dotnet tool, default ./.tools, git-ignored).
@@ -223,6 +225,7 @@ if ((fan_in)); then
             args=(bench --connections "$n" --op get --size 1KiB --duration "$duration" --warmup "$fan_in_warmup"
                 --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" --json)
             ((processes > 1 && n >= processes)) && args+=(--processes "$processes")
+            [[ -n "${FAN_IN_RATE:-}" ]] && args+=(--rate "$FAN_IN_RATE")
             echo "== $name: pocket ${args[*]} (load: $(cut -d' ' -f1-3 /proc/loadavg))"
             "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log" &
             bench_pid=$!
@@ -237,7 +240,7 @@ if ((fan_in)); then
                 continue
             fi
             jq -r --arg name "$name" --arg servers "$(tr '\n' ';' <"$results/$name.servers")" \
-                '$name + ": " + ([.systems | to_entries[] | "\(.key) \(.value.get.ops_per_s) ops/s p50 \(.value.get.p50_us) us p99 \(.value.get.p99_us) us cpu \(.value.get.server_cpu_us_per_op) us/op slowest client \(if .value.get.client_ops then "\(.value.get.client_ops.min_of_mean)x" else "-" end)"] | join("; "))
+                '$name + ": " + ([.systems | to_entries[] | "\(.key) \(.value.get.ops_per_s) ops/s p50 \(.value.get.p50_us) us p99 \(.value.get.p99_us) us cpu \(.value.get.server_cpu_us_per_op) us/op slowest client \(if .value.get.client_ops then "\(.value.get.client_ops.min_of_mean)x" else "-" end)\(if .value.get.offered_ops_per_s then " offered \(.value.get.offered_ops_per_s) (\(.value.get.achieved_of_offered)x) send lag p99 \(.value.get.send_lag_p99_us) us\(if .value.get.below_offered then " BELOW OFFERED" else "" end)" else "" end)"] | join("; "))
                 + " | " + ([.fan_in | to_entries[] | "\(.key) \(.value.connections) conn in \(.value.connect_ms) ms, \(.value.refused) refused, \(.value.failed) failed"] | join("; "))
                 + " | peak " + $servers' \
                 "$results/$name.json" | tee -a "$results/fanin.txt"

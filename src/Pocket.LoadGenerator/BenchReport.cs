@@ -44,6 +44,11 @@ internal static class BenchReport
         }
 
         AnsiConsole.Write(table);
+        if (plan.Rate is { } rate)
+        {
+            WritePaced(results, rate);
+        }
+
         var meta = MetaMapping(results).ToList();
         if (meta.Count > 0)
         {
@@ -75,6 +80,47 @@ internal static class BenchReport
         AnsiConsole.MarkupLine("latency ratio below 1 and throughput ratio above 1 mean Pocket is faster (same process, same run, interleaved)");
     }
 
+    /// <summary>An open-loop run's own table: what was offered and achieved, latency from the slot, send lag and service time.</summary>
+    private static void WritePaced(IReadOnlyList<BenchResult> results, double rate)
+    {
+        AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
+            $"open loop at {rate:0.##} ops/s offered: latency counts from each request's scheduled time; send lag is how late the load generator sent it, service from send to reply")));
+        var table = new Table().Border(TableBorder.Rounded).AddColumn("system").AddColumn("op");
+        foreach (var column in new[] { "offered ops/s", "achieved ops/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "send lag p50 us", "send lag p99 us", "service p50 us", "service p99 us", "client CPU us/op" })
+        {
+            table.AddColumn(new TableColumn(column).RightAligned());
+        }
+
+        foreach (var r in results.Where(r => r.Paced is not null))
+        {
+            var paced = r.Paced!;
+            table.AddRow(
+                Markup.Escape(r.System),
+                Name(r.Op),
+                Format(paced.OfferedOpsPerSecond, "0"),
+                r.BelowOffered ? $"[yellow]{Format(r.OpsPerSecond, "0")}[/]" : Format(r.OpsPerSecond, "0"),
+                Format(r.PercentileMicros(50)),
+                Format(r.PercentileMicros(90)),
+                Format(r.PercentileMicros(99)),
+                Format(r.PercentileMicros(99.9)),
+                Format(Percentile(paced.SendLag, 50)),
+                Format(Percentile(paced.SendLag, 99)),
+                Format(Percentile(paced.Service, 50)),
+                Format(Percentile(paced.Service, 99)),
+                Format(r.ProcessCpuMicrosPerOp, "0.0"));
+        }
+
+        AnsiConsole.Write(table);
+        foreach (var r in results.Where(r => r.BelowOffered))
+        {
+            AnsiConsole.MarkupLine(Markup.Escape(BelowOfferedWarning(r)));
+        }
+    }
+
+    /// <summary>Why an open-loop result's latencies mean "saturated", in one line.</summary>
+    internal static string BelowOfferedWarning(BenchResult r) => string.Create(CultureInfo.InvariantCulture,
+        $"warning: {r.System} {r.Op.Name()} achieved {r.OpsPerSecond:0} of {r.Paced!.OfferedOpsPerSecond:0} ops/s offered ({r.OpsPerSecond / r.Paced.OfferedOpsPerSecond:0.00}x, below {PacedFigures.KeptUp:0.00}x): the system or the load generator could not keep up, so its latencies are those of a saturated run");
+
     public static JsonObject ToJson(IReadOnlyList<BenchResult> results, BenchPlan plan, BenchContext context, IReadOnlyList<BenchPeer> peers)
     {
         var systems = new JsonObject();
@@ -86,12 +132,13 @@ internal static class BenchReport
                 systems[r.System] = system;
             }
 
-            system[Name(r.Op)] = new JsonObject
+            var figures = new JsonObject
             {
                 ["ops"] = r.Ops,
                 ["samples"] = r.Latency.TotalCount,
                 ["seconds"] = Round(r.Elapsed.TotalSeconds, 4),
                 ["p50_us"] = r.PercentileMicros(50),
+                ["p90_us"] = r.PercentileMicros(90),
                 ["p99_us"] = r.PercentileMicros(99),
                 ["p999_us"] = r.PercentileMicros(99.9),
                 ["max_us"] = r.Ops == 0 ? 0 : r.Latency.GetMaxValue(),
@@ -108,7 +155,22 @@ internal static class BenchReport
                     ["max"] = spread.Max,
                     ["min_of_mean"] = Round(spread.SlowestOfMean, 3),
                 } : null,
+                ["latency_from"] = r.Paced is null ? "send" : "scheduled",
             };
+            if (r.Paced is { } paced)
+            {
+                figures["offered_ops_per_s"] = Round(paced.OfferedOpsPerSecond, 2);
+                figures["achieved_of_offered"] = Round(r.OpsPerSecond / paced.OfferedOpsPerSecond, 4);
+                figures["below_offered"] = r.BelowOffered;
+                figures["warning"] = r.BelowOffered ? BelowOfferedWarning(r) : null;
+                figures["send_lag_p50_us"] = Percentile(paced.SendLag, 50);
+                figures["send_lag_p99_us"] = Percentile(paced.SendLag, 99);
+                figures["send_lag_max_us"] = paced.SendLag.TotalCount == 0 ? 0 : paced.SendLag.GetMaxValue();
+                figures["service_p50_us"] = Percentile(paced.Service, 50);
+                figures["service_p99_us"] = Percentile(paced.Service, 99);
+            }
+
+            system[Name(r.Op)] = figures;
         }
 
         var ratios = new JsonObject();
@@ -146,6 +208,7 @@ internal static class BenchReport
                 ["ops"] = plan.Ops,
                 ["duration_s"] = plan.Duration is { } d ? d.TotalSeconds : null,
                 ["warmup_s"] = plan.Warmup.TotalSeconds,
+                ["rate"] = plan.Rate,
                 ["ops_order"] = new JsonArray([.. results.Select(r => Name(r.Op)).Distinct().Select(n => (JsonNode)n)]),
                 ["systems_order"] = new JsonArray([.. results.Select(r => r.System).Distinct().Select(n => (JsonNode)n)]),
                 ["keys_per_round"] = plan.KeysPerRound,
@@ -202,6 +265,9 @@ internal static class BenchReport
 
         return json;
     }
+
+    private static long Percentile(LongHistogram histogram, double percentile) =>
+        histogram.TotalCount == 0 ? 0 : histogram.GetValueAtPercentile(percentile);
 
     private static double? Divide(double a, double b) => b > 0 ? a / b : null;
 

@@ -11,7 +11,7 @@ namespace Pocket.LoadGenerator;
 /// What a worker process of `pocket bench --processes P` is told on its standard input (never on its command line,
 /// where ps would show the job token): which system to connect to, how many connections to open, and its share of
 /// the plan. <see cref="Resp"/> (NAME=resp://HOST:PORT) names a RESP peer; without it the worker connects to Pocket
-/// at <see cref="Metadata"/> and opens the job.
+/// at <see cref="Metadata"/> and opens the job. <see cref="Rate"/> is this worker's share of an open-loop rate.
 /// </summary>
 internal sealed record BenchWorkerSpec(
     int Worker,
@@ -30,7 +30,8 @@ internal sealed record BenchWorkerSpec(
     string? JobToken = null,
     int? SmallObjectThreshold = null,
     string? TlsTrustFile = null,
-    string? TlsName = null)
+    string? TlsName = null,
+    double? Rate = null)
 {
     public BenchPlan Plan() => new(
         Size,
@@ -39,7 +40,8 @@ internal sealed record BenchWorkerSpec(
         DurationSeconds is { } d ? TimeSpan.FromSeconds(d) : null,
         TimeSpan.FromSeconds(WarmupSeconds),
         KeysPerRound,
-        PoolKeys);
+        PoolKeys,
+        Rate);
 
     /// <summary>The prefix that keeps this worker's keys apart from the other workers' (`w3/`).</summary>
     public string Tag => string.Create(CultureInfo.InvariantCulture, $"w{Worker}/");
@@ -52,6 +54,7 @@ internal sealed record WorkerCommand(string Command, string? Op = null, int Pool
 /// A line from a worker to the parent. <see cref="Latency"/> is the histogram as pairs (value, count), flattened, so
 /// the parent adds the workers' histograms rather than averaging their percentiles; <see cref="ClientOps"/> is each of
 /// the worker's clients' operation count (the workers run for the same time, so the parent puts them side by side).
+/// An open-loop phase adds its offered rate and its send-lag and service histograms, flattened the same way.
 /// </summary>
 internal sealed record WorkerReply(
     string Kind,
@@ -63,7 +66,10 @@ internal sealed record WorkerReply(
     double ProcessCpuSeconds = 0,
     long[]? Latency = null,
     string? Error = null,
-    long[]? ClientOps = null)
+    long[]? ClientOps = null,
+    double? OfferedOpsPerSecond = null,
+    long[]? SendLag = null,
+    long[]? Service = null)
 {
     public const string Ready = "ready";
     public const string Connected = "connected";
@@ -80,17 +86,16 @@ internal sealed partial class WorkerJsonContext : JsonSerializerContext;
 /// <summary>Turns workers' results into one, and one result into a reply.</summary>
 internal static class WorkerResult
 {
-    public static WorkerReply ToReply(BenchResult result)
-    {
-        var pairs = new List<long>();
-        foreach (var value in result.Latency.RecordedValues())
-        {
-            pairs.Add(value.ValueIteratedTo);
-            pairs.Add(value.CountAtValueIteratedTo);
-        }
-
-        return new WorkerReply(WorkerReply.Done, Ops: result.Ops, Seconds: result.Elapsed.TotalSeconds, ProcessCpuSeconds: result.ProcessCpuSeconds, Latency: [.. pairs], ClientOps: result.ClientOps);
-    }
+    public static WorkerReply ToReply(BenchResult result) => new(
+        WorkerReply.Done,
+        Ops: result.Ops,
+        Seconds: result.Elapsed.TotalSeconds,
+        ProcessCpuSeconds: result.ProcessCpuSeconds,
+        Latency: Flatten(result.Latency),
+        ClientOps: result.ClientOps,
+        OfferedOpsPerSecond: result.Paced?.OfferedOpsPerSecond,
+        SendLag: result.Paced is { } paced ? Flatten(paced.SendLag) : null,
+        Service: result.Paced is { } timed ? Flatten(timed.Service) : null);
 
     /// <summary>
     /// One result from the workers' parts: ops and histograms added, and ops/s the sum of the workers' ops/s (they run
@@ -99,6 +104,9 @@ internal static class WorkerResult
     public static BenchResult Merge(string system, BenchOp op, long size, IReadOnlyList<WorkerReply> parts, double? serverCpuSeconds, string? cpuScope)
     {
         var latency = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
+        var sendLag = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
+        var service = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
+        double? offered = null;
         long ops = 0;
         double rate = 0;
         double processCpu = 0;
@@ -107,10 +115,12 @@ internal static class WorkerResult
         foreach (var part in parts)
         {
             clientOps.AddRange(part.ClientOps ?? []);
-            var pairs = part.Latency ?? [];
-            for (var i = 0; i + 1 < pairs.Length; i += 2)
+            Add(latency, part.Latency);
+            Add(sendLag, part.SendLag);
+            Add(service, part.Service);
+            if (part.OfferedOpsPerSecond is { } share)
             {
-                latency.RecordValueWithCount(pairs[i], pairs[i + 1]);
+                offered = (offered ?? 0) + share;
             }
 
             ops += part.Ops;
@@ -120,7 +130,29 @@ internal static class WorkerResult
         }
 
         var elapsed = ops > 0 && rate > 0 ? TimeSpan.FromSeconds(ops / rate) : TimeSpan.FromSeconds(longest);
-        return new BenchResult(system, op, size, ops, elapsed, latency, serverCpuSeconds, cpuScope, processCpu, [.. clientOps]);
+        var paced = offered is { } offeredRate ? new PacedFigures(offeredRate, sendLag, service) : null;
+        return new BenchResult(system, op, size, ops, elapsed, latency, serverCpuSeconds, cpuScope, processCpu, [.. clientOps], paced);
+    }
+
+    private static long[] Flatten(LongHistogram histogram)
+    {
+        var pairs = new List<long>();
+        foreach (var value in histogram.RecordedValues())
+        {
+            pairs.Add(value.ValueIteratedTo);
+            pairs.Add(value.CountAtValueIteratedTo);
+        }
+
+        return [.. pairs];
+    }
+
+    private static void Add(LongHistogram histogram, long[]? pairs)
+    {
+        pairs ??= [];
+        for (var i = 0; i + 1 < pairs.Length; i += 2)
+        {
+            histogram.RecordValueWithCount(pairs[i], pairs[i + 1]);
+        }
     }
 }
 

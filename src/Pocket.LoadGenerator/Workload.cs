@@ -45,17 +45,34 @@ internal static class BenchOps
 /// <summary>
 /// What every system gets, identically. <see cref="KeysPerRound"/> bounds the live data of a put run: clients
 /// write that many unique keys each, then (untimed, with every client stopped) the round's keys are deleted,
-/// so a long run neither fills Pocket's capacity nor grows Redis without end.
+/// so a long run neither fills Pocket's capacity nor grows Redis without end. <see cref="Rate"/> (ops/s over all
+/// <see cref="Clients"/>) makes the run open-loop (<see cref="RatePacer"/>); null is the closed loop, each client
+/// sending its next request as soon as its reply lands.
 /// </summary>
-internal sealed record BenchPlan(long Size, int Clients, long? Ops, TimeSpan? Duration, TimeSpan Warmup, int KeysPerRound, int PoolKeys);
+internal sealed record BenchPlan(long Size, int Clients, long? Ops, TimeSpan? Duration, TimeSpan Warmup, int KeysPerRound, int PoolKeys, double? Rate = null);
+
+/// <summary>
+/// What an open-loop run adds (`--rate`): the rate offered, and besides the latency from each request's scheduled time
+/// (the result's own histogram), how late each request was sent after its slot (<see cref="SendLag"/>: the load
+/// generator's own share of the tail) and the time from send to reply (<see cref="Service"/>).
+/// </summary>
+internal sealed record PacedFigures(double OfferedOpsPerSecond, LongHistogram SendLag, LongHistogram Service)
+{
+    /// <summary>Below this share of the offered rate the run is reported as not keeping up.</summary>
+    public const double KeptUp = 0.97;
+}
 
 /// <summary>One system running one kind of operation. CPU figures are seconds over the timed rounds only.</summary>
 /// <remarks>
 /// <see cref="ClientOps"/> is how many operations each client (each connection with <c>--connections</c>) completed:
 /// whether every caller was served, or some starved while others ran (empty when not counted).
+/// With <see cref="Paced"/> (an open-loop run) <see cref="Latency"/> counts from each request's scheduled time.
 /// </remarks>
-internal sealed record BenchResult(string System, BenchOp Op, long Size, long Ops, TimeSpan Elapsed, LongHistogram Latency, double? CpuSeconds, string? CpuScope, double ProcessCpuSeconds, long[] ClientOps)
+internal sealed record BenchResult(string System, BenchOp Op, long Size, long Ops, TimeSpan Elapsed, LongHistogram Latency, double? CpuSeconds, string? CpuScope, double ProcessCpuSeconds, long[] ClientOps, PacedFigures? Paced = null)
 {
+    /// <summary>An open-loop run that did not reach <see cref="PacedFigures.KeptUp"/> of its offered rate: its latencies mean "saturated".</summary>
+    public bool BelowOffered => Paced is { } paced && OpsPerSecond < PacedFigures.KeptUp * paced.OfferedOpsPerSecond;
+
     public double OpsPerSecond => Ops / Math.Max(Elapsed.TotalSeconds, 1e-9);
 
     public double MiBPerSecond => OpsPerSecond * Size / (1 << 20);
@@ -354,6 +371,8 @@ internal sealed class BenchRunner
     {
         var clients = _plan.Clients;
         using var histograms = new PhaseLatency();
+        using var sendLag = new PhaseLatency();
+        using var service = new PhaseLatency();
         var cursors = new long[clients];
         var clientOps = new long[clients];
         var randoms = Enumerable.Range(0, clients).Select(c => new Random(c + 1)).ToArray();
@@ -371,10 +390,14 @@ internal sealed class BenchRunner
             var processBefore = Environment.CpuUsage.TotalTime;
             var clock = Stopwatch.StartNew();
             var timeLeft = timeLimit - measured;
+
+            // Each round starts its own schedule: the untimed deletes between rounds are no time the clients owed.
+            using var pacer = _plan.Rate is { } rate ? new RatePacer(rate, clients, Stopwatch.GetTimestamp(), cancellationToken) : null;
+            var pacing = pacer is null ? null : new Pacing(pacer, timeLeft is { } t ? Stopwatch.GetTimestamp() + (long)(t.TotalSeconds * Stopwatch.Frequency) : long.MaxValue, sendLag, service);
             var tasks = new Task<long>[clients];
             for (var c = 0; c < clients; c++)
             {
-                var client = new ClientRound(c, op, roundPrefix, pool, perRound, singleRound, timeLeft, clock, remaining, histograms, written[c], randoms[c], cursors, c < _buffers.Length ? _buffers[c] : []);
+                var client = new ClientRound(c, op, roundPrefix, pool, perRound, singleRound, timeLeft, clock, remaining, histograms, written[c], randoms[c], cursors, c < _buffers.Length ? _buffers[c] : [], pacing);
                 var own = target.ForClient(c);
                 tasks[c] = Task.Run(() => RunClientAsync(own, client, cancellationToken), cancellationToken);
             }
@@ -405,8 +428,9 @@ internal sealed class BenchRunner
         }
 
         var latency = histograms.Merge();
+        var paced = _plan.Rate is { } offered ? new PacedFigures(offered, sendLag.Merge(), service.Merge()) : null;
 
-        return new BenchResult(target.Name, op, _plan.Size, ops, measured, latency, cpu, target.CpuScope, processCpu, clientOps);
+        return new BenchResult(target.Name, op, _plan.Size, ops, measured, latency, cpu, target.CpuScope, processCpu, clientOps, paced);
     }
 
     private async Task<long> RunClientAsync(IBenchTarget target, ClientRound round, CancellationToken cancellationToken)
@@ -419,6 +443,17 @@ internal sealed class BenchRunner
             if (mayStop && round.TimeLeft is { } left && round.Clock.Elapsed >= left)
             {
                 break;
+            }
+
+            // Open loop: request i of this client has its slot; past the time limit there is none.
+            var scheduled = 0L;
+            if (round.Pacing is { } pacing)
+            {
+                scheduled = pacing.Pacer.Due(round.Client, i);
+                if (mayStop && scheduled >= pacing.End)
+                {
+                    break;
+                }
             }
 
             if (Interlocked.Decrement(ref round.Remaining.Value) < 0)
@@ -438,6 +473,11 @@ internal sealed class BenchRunner
                 key = round.Pool[(int)((round.Client + (n * _plan.Clients)) % round.Pool.Length)];
             }
 
+            if (round.Pacing is { } paced && Stopwatch.GetTimestamp() < scheduled)
+            {
+                await paced.Pacer.WaitAsync(round.Client, i).ConfigureAwait(false);
+            }
+
             var start = Stopwatch.GetTimestamp();
             if (isPut)
             {
@@ -452,7 +492,18 @@ internal sealed class BenchRunner
                 }
             }
 
-            round.Histogram.Record(start);
+            if (round.Pacing is { } timed)
+            {
+                // From the slot, as wrk2 does: a late send's wait is latency the system caused, not time left out.
+                round.Histogram.Record(scheduled);
+                timed.SendLag.RecordTicks(start - scheduled);
+                timed.Service.Record(start);
+            }
+            else
+            {
+                round.Histogram.Record(start);
+            }
+
             if (isPut)
             {
                 round.Written.Add(key);
@@ -499,7 +550,11 @@ internal sealed class BenchRunner
         List<string> Written,
         Random Random,
         long[] Cursors,
-        byte[] Buffer);
+        byte[] Buffer,
+        Pacing? Pacing);
+
+    /// <summary>An open-loop round's schedule, where it ends (a <see cref="Stopwatch"/> timestamp) and its two extra histograms.</summary>
+    private sealed record Pacing(RatePacer Pacer, long End, PhaseLatency SendLag, PhaseLatency Service);
 }
 
 /// <summary>
@@ -518,6 +573,13 @@ internal sealed class PhaseLatency : IDisposable
     {
         var micros = Stopwatch.GetElapsedTime(start).Ticks / TimeSpan.TicksPerMicrosecond;
         _perThread.Value!.RecordValue(Math.Clamp(micros, 1, BenchRunner.HighestLatencyMicros));
+    }
+
+    /// <summary>Records a span of <see cref="Stopwatch"/> ticks in microseconds, where 0 is a value (a send on time).</summary>
+    public void RecordTicks(long ticks)
+    {
+        var micros = (long)(ticks * 1e6 / Stopwatch.Frequency);
+        _perThread.Value!.RecordValue(Math.Clamp(micros, 0, BenchRunner.HighestLatencyMicros));
     }
 
     public LongHistogram Merge()
