@@ -69,6 +69,7 @@ internal sealed record WorkerReply(
     long[]? ClientOps = null,
     double? OfferedOpsPerSecond = null,
     long[]? SendLag = null,
+    long[]? PacerLag = null,
     long[]? Service = null)
 {
     public const string Ready = "ready";
@@ -95,6 +96,7 @@ internal static class WorkerResult
         ClientOps: result.ClientOps,
         OfferedOpsPerSecond: result.Paced?.OfferedOpsPerSecond,
         SendLag: result.Paced is { } paced ? Flatten(paced.SendLag) : null,
+        PacerLag: result.Paced is { } own ? Flatten(own.PacerLag) : null,
         Service: result.Paced is { } timed ? Flatten(timed.Service) : null);
 
     /// <summary>
@@ -105,6 +107,7 @@ internal static class WorkerResult
     {
         var latency = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
         var sendLag = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
+        var pacerLag = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
         var service = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
         double? offered = null;
         long ops = 0;
@@ -117,6 +120,7 @@ internal static class WorkerResult
             clientOps.AddRange(part.ClientOps ?? []);
             Add(latency, part.Latency);
             Add(sendLag, part.SendLag);
+            Add(pacerLag, part.PacerLag);
             Add(service, part.Service);
             if (part.OfferedOpsPerSecond is { } share)
             {
@@ -130,7 +134,7 @@ internal static class WorkerResult
         }
 
         var elapsed = ops > 0 && rate > 0 ? TimeSpan.FromSeconds(ops / rate) : TimeSpan.FromSeconds(longest);
-        var paced = offered is { } offeredRate ? new PacedFigures(offeredRate, sendLag, service) : null;
+        var paced = offered is { } offeredRate ? new PacedFigures(offeredRate, sendLag, pacerLag, service) : null;
         return new BenchResult(system, op, size, ops, elapsed, latency, serverCpuSeconds, cpuScope, processCpu, [.. clientOps], paced);
     }
 

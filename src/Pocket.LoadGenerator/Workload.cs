@@ -53,10 +53,12 @@ internal sealed record BenchPlan(long Size, int Clients, long? Ops, TimeSpan? Du
 
 /// <summary>
 /// What an open-loop run adds (`--rate`): the rate offered, and besides the latency from each request's scheduled time
-/// (the result's own histogram), how late each request was sent after its slot (<see cref="SendLag"/>: the load
-/// generator's own share of the tail) and the time from send to reply (<see cref="Service"/>).
+/// (the result's own histogram), how late each request was sent after its slot (<see cref="SendLag"/>), the same for
+/// the requests whose client was ready before its slot (<see cref="PacerLag"/>: the load generator's own lateness,
+/// where the rest of the send lag is a reply that came back after the next slot) and the time from send to reply
+/// (<see cref="Service"/>).
 /// </summary>
-internal sealed record PacedFigures(double OfferedOpsPerSecond, LongHistogram SendLag, LongHistogram Service)
+internal sealed record PacedFigures(double OfferedOpsPerSecond, LongHistogram SendLag, LongHistogram PacerLag, LongHistogram Service)
 {
     /// <summary>Below this share of the offered rate the run is reported as not keeping up.</summary>
     public const double KeptUp = 0.97;
@@ -372,6 +374,7 @@ internal sealed class BenchRunner
         var clients = _plan.Clients;
         using var histograms = new PhaseLatency();
         using var sendLag = new PhaseLatency();
+        using var pacerLag = new PhaseLatency();
         using var service = new PhaseLatency();
         var cursors = new long[clients];
         var clientOps = new long[clients];
@@ -393,7 +396,7 @@ internal sealed class BenchRunner
 
             // Each round starts its own schedule: the untimed deletes between rounds are no time the clients owed.
             using var pacer = _plan.Rate is { } rate ? new RatePacer(rate, clients, Stopwatch.GetTimestamp(), cancellationToken) : null;
-            var pacing = pacer is null ? null : new Pacing(pacer, timeLeft is { } t ? Stopwatch.GetTimestamp() + (long)(t.TotalSeconds * Stopwatch.Frequency) : long.MaxValue, sendLag, service);
+            var pacing = pacer is null ? null : new Pacing(pacer, timeLeft is { } t ? Stopwatch.GetTimestamp() + (long)(t.TotalSeconds * Stopwatch.Frequency) : long.MaxValue, sendLag, pacerLag, service);
             var tasks = new Task<long>[clients];
             for (var c = 0; c < clients; c++)
             {
@@ -428,7 +431,7 @@ internal sealed class BenchRunner
         }
 
         var latency = histograms.Merge();
-        var paced = _plan.Rate is { } offered ? new PacedFigures(offered, sendLag.Merge(), service.Merge()) : null;
+        var paced = _plan.Rate is { } offered ? new PacedFigures(offered, sendLag.Merge(), pacerLag.Merge(), service.Merge()) : null;
 
         return new BenchResult(target.Name, op, _plan.Size, ops, measured, latency, cpu, target.CpuScope, processCpu, clientOps, paced);
     }
@@ -473,9 +476,11 @@ internal sealed class BenchRunner
                 key = round.Pool[(int)((round.Client + (n * _plan.Clients)) % round.Pool.Length)];
             }
 
+            var waited = false;
             if (round.Pacing is { } paced && Stopwatch.GetTimestamp() < scheduled)
             {
                 await paced.Pacer.WaitAsync(round.Client, i).ConfigureAwait(false);
+                waited = true;
             }
 
             var start = Stopwatch.GetTimestamp();
@@ -494,9 +499,15 @@ internal sealed class BenchRunner
 
             if (round.Pacing is { } timed)
             {
-                // From the slot, as wrk2 does: a late send's wait is latency the system caused, not time left out.
-                round.Histogram.Record(scheduled);
+                // From the slot, as wrk2 does: a late send's wait is latency the system caused, not time left out. A send
+                // the pacer released a little early (its window) counts from the send.
+                round.Histogram.Record(Math.Min(start, scheduled));
                 timed.SendLag.RecordTicks(start - scheduled);
+                if (waited)
+                {
+                    timed.PacerLag.RecordTicks(start - scheduled);
+                }
+
                 timed.Service.Record(start);
             }
             else
@@ -554,7 +565,7 @@ internal sealed class BenchRunner
         Pacing? Pacing);
 
     /// <summary>An open-loop round's schedule, where it ends (a <see cref="Stopwatch"/> timestamp) and its two extra histograms.</summary>
-    private sealed record Pacing(RatePacer Pacer, long End, PhaseLatency SendLag, PhaseLatency Service);
+    private sealed record Pacing(RatePacer Pacer, long End, PhaseLatency SendLag, PhaseLatency PacerLag, PhaseLatency Service);
 }
 
 /// <summary>
