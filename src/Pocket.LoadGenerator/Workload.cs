@@ -564,7 +564,7 @@ internal sealed class BenchRunner
         byte[] Buffer,
         Pacing? Pacing);
 
-    /// <summary>An open-loop round's schedule, where it ends (a <see cref="Stopwatch"/> timestamp) and its two extra histograms.</summary>
+    /// <summary>An open-loop round's schedule, where it ends (a <see cref="Stopwatch"/> timestamp) and its three extra histograms.</summary>
     private sealed record Pacing(RatePacer Pacer, long End, PhaseLatency SendLag, PhaseLatency PacerLag, PhaseLatency Service);
 }
 
