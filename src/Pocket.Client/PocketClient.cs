@@ -16,6 +16,7 @@ public sealed partial class PocketClient : IAsyncDisposable
     // One lock for its writes (a node's first connection, a dead one's removal: rare) and room for a few nodes: the
     // default (a lock per core, 31 buckets) is sized for many concurrent writers, and every fresh client makes one.
     private readonly ConcurrentDictionary<uint, Lazy<Task<FrameConnection>>> _nodeConnections = new(concurrencyLevel: 1, capacity: 4);
+    private readonly ConcurrentDictionary<uint, ReadBudget> _readBudgets = new(concurrencyLevel: 1, capacity: 4);
     private readonly SemaphoreSlim _metadataLock = new(1, 1);
     private readonly string _metadataHost;
     private readonly int _metadataPort;
@@ -320,6 +321,9 @@ public sealed partial class PocketClient : IAsyncDisposable
 
     /// <summary>True when a reply sent with a reply buffer was read into that buffer (its first <see cref="FrameReply.DataLength"/> bytes).</summary>
     internal static bool IsInReplyBuffer(in FrameReply reply) => reply.Body.Length == 0 && reply.DataLength > 0;
+
+    /// <summary>The reply bytes this client may have asked node <paramref name="nodeId"/> for at once (see <see cref="ReadBudget"/>).</summary>
+    internal ReadBudget ReadBudgetOf(uint nodeId) => _readBudgets.GetOrAdd(nodeId, static _ => new ReadBudget(ReadBudget.Default));
 
     internal ValueTask<FrameConnection> NodeAsync(uint nodeId, string key, JobToken token, CancellationToken cancellationToken)
     {

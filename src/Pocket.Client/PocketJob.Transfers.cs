@@ -314,6 +314,8 @@ public sealed partial class PocketJob
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
     private async ValueTask ReadExtentAsync(string key, ExtentGrant grant, int within, Memory<byte> destination, CancellationToken cancellationToken)
     {
+        var budget = _client.ReadBudgetOf(grant.NodeId);
+        await budget.TakeAsync(destination.Length, cancellationToken).ConfigureAwait(false);
         var head = BodyWriter.Rent();
         FrameReply reply;
         try
@@ -324,6 +326,7 @@ public sealed partial class PocketJob
         finally
         {
             BodyWriter.Return(head);
+            budget.Give(destination.Length);
         }
 
         if (!reply.IsOk)
