@@ -74,6 +74,18 @@ public sealed class DemoTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// The README's first command as it stands, at its defaults (256 MiB, 8 mappers and 8 reducers): the smaller sorts
+    /// above never asked a node for as much at once as eight 32 MiB map inputs do, which is where it once failed.
+    /// </summary>
+    [Fact]
+    public async Task TheReadmeDemoRunsAtItsDefaults()
+    {
+        var result = await PocketProcess.RunOkAsync(_home.Path, "demo");
+
+        Assert.Contains("verified: the output is sorted and holds exactly the input's records", result.Stdout, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task DemoRejectsBadOptionsWithOneLine()
     {
