@@ -395,8 +395,11 @@ internal sealed class BenchRunner
             var timeLeft = timeLimit - measured;
 
             // Each round starts its own schedule: the untimed deletes between rounds are no time the clients owed.
-            using var pacer = _plan.Rate is { } rate ? new RatePacer(rate, clients, Stopwatch.GetTimestamp(), cancellationToken) : null;
-            var pacing = pacer is null ? null : new Pacing(pacer, timeLeft is { } t ? Stopwatch.GetTimestamp() + (long)(t.TotalSeconds * Stopwatch.Frequency) : long.MaxValue, sendLag, pacerLag, service);
+            // The schedule's end counts from its own start: starting the pacer's thread between the two took
+            // milliseconds on a loaded machine, and the slots of that gap were sent on top of the rate.
+            var scheduleStart = Stopwatch.GetTimestamp();
+            using var pacer = _plan.Rate is { } rate ? new RatePacer(rate, clients, scheduleStart, cancellationToken) : null;
+            var pacing = pacer is null ? null : new Pacing(pacer, timeLeft is { } t ? scheduleStart + (long)(t.TotalSeconds * Stopwatch.Frequency) : long.MaxValue, sendLag, pacerLag, service);
             var tasks = new Task<long>[clients];
             for (var c = 0; c < clients; c++)
             {
