@@ -42,6 +42,7 @@ public sealed class FrameServer : IDisposable
         _options = options;
         _handler = options.WrapHandler?.Invoke(handler) ?? handler;
         _logger = logger;
+        ReplyPause = options.ReplyPause;
     }
 
     /// <summary>The bound address (with the real port when port 0 was asked for).</summary>
@@ -56,6 +57,9 @@ public sealed class FrameServer : IDisposable
     public long BufferedRequestBytes => Interlocked.Read(ref _bufferedBytes);
 
     internal FrameServerOptions Options => _options;
+
+    /// <summary>The options' reply pause, worked out once: every connection reads it before each request.</summary>
+    internal int ReplyPause { get; }
 
     internal ILogger Logger => _logger;
 
@@ -125,10 +129,13 @@ public sealed class FrameServer : IDisposable
         _loops = new EventLoopGroup(_name, _options.LoopCount, _options.IoThreads, _options.StopTimeout);
         _acceptor = new LoopAcceptor(this, listener, _loops, _options.TimeProvider);
         _acceptor.Start();
-        if (_options.ClosesIdle)
+        if (_options.ClosesIdle || _options.ClosesStalled)
         {
             // Checked four times per timeout: a connection is closed between one and 1.25 timeouts after it went quiet.
-            var period = TimeSpan.FromTicks(Math.Max(_options.IdleTimeout.Ticks / 4, TimeSpan.TicksPerMillisecond));
+            var shortest = Math.Min(
+                _options.ClosesIdle ? _options.IdleTimeout.Ticks : long.MaxValue,
+                _options.ClosesStalled ? _options.ReplyStallTimeout.Ticks : long.MaxValue);
+            var period = TimeSpan.FromTicks(Math.Max(shortest / 4, TimeSpan.TicksPerMillisecond));
             _idleTimer = _options.TimeProvider.CreateTimer(_ => CloseIdle(), null, period, period);
         }
 
@@ -162,6 +169,7 @@ public sealed class FrameServer : IDisposable
     }
 
     private long _gatheredReplies;
+    private long _replyPauses;
 
     /// <summary>
     /// Large replies whose header and data were sent with one gathered system call (tests): all of it when the socket
@@ -170,6 +178,11 @@ public sealed class FrameServer : IDisposable
     internal long GatheredReplies => Interlocked.Read(ref _gatheredReplies);
 
     internal void CountGatheredReply() => Interlocked.Increment(ref _gatheredReplies);
+
+    /// <summary>Times a connection stopped being read because its peer let replies wait (tests; see <see cref="FrameServerOptions.ReplyPauseBytes"/>).</summary>
+    internal long ReplyPauses => Interlocked.Read(ref _replyPauses);
+
+    internal void CountReplyPause() => Interlocked.Increment(ref _replyPauses);
 
     /// <summary>
     /// Sets up a connection just accepted by an event loop (see <see cref="LoopAcceptor"/>) and returns it, owned by the
@@ -321,6 +334,8 @@ public sealed class FrameServer : IDisposable
     /// Closes the connections idle for longer than <see cref="FrameServerOptions.IdleTimeout"/>. Only their receive
     /// side is shut: a request that arrives meanwhile is still read, answered and flushed before the connection
     /// thread sees the end of the stream and closes the socket, so the race with a late request loses nothing.
+    /// A connection with replies waiting whose peer read none of them for <see cref="FrameServerOptions.ReplyStallTimeout"/>
+    /// (or the idle timeout, whichever is shorter) is shut both ways: its owner's next write fails and closes it.
     /// </summary>
     private void CloseIdle()
     {
@@ -334,8 +349,23 @@ public sealed class FrameServer : IDisposable
             var now = _options.TimeProvider.GetTimestamp();
             foreach (var connection in _connections.Values)
             {
-                if (connection.IdleFor(now, _options.TimeProvider) is { } idle && idle >= _options.IdleTimeout && !_stopping &&
-                    !(connection.Loop?.Context is { } context && _handler.HoldsState(context)))
+                if (connection.IdleFor(now, _options.TimeProvider) is not { } idle || _stopping)
+                {
+                    continue;
+                }
+
+                if (connection.Loop?.RepliesWaiting is > 0 and var waiting)
+                {
+                    if ((_options.ClosesStalled && idle >= _options.ReplyStallTimeout) || (_options.ClosesIdle && idle >= _options.IdleTimeout))
+                    {
+                        NetworkingLog.RepliesStalled(_logger, _name, connection.Remote, waiting, idle);
+                        connection.Shutdown(SocketShutdown.Both);
+                    }
+
+                    continue;
+                }
+
+                if (_options.ClosesIdle && idle >= _options.IdleTimeout && !(connection.Loop?.Context is { } context && _handler.HoldsState(context)))
                 {
                     NetworkingLog.IdleClosed(_logger, _name, connection.Remote, idle);
                     try

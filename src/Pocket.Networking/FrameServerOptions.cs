@@ -31,10 +31,28 @@ public sealed record FrameServerOptions
     public int IoThreads { get; init; } = 8;
 
     /// <summary>
-    /// Replies a connection may have waiting for its peer to read them; a client that stops reading is closed past
-    /// this (with a log line).
+    /// Replies a connection may have waiting for its peer to read them. Long before this the server stops reading the
+    /// connection's requests (at <see cref="ReplyPauseBytes"/>) until the peer reads, so a client that asks for more
+    /// than it reads at once is served at its own pace; a connection past this bound anyway (one reply larger than the
+    /// room above the pause) is closed, with a log line.
     /// </summary>
     public int MaxReplyBacklog { get; init; } = 16 << 20;
+
+    /// <summary>
+    /// Replies waiting for the peer past which a connection's next request is not handled (nor read) until the peer
+    /// has read some (at most half of <see cref="MaxReplyBacklog"/>). The kernel's socket buffers hold megabytes more on
+    /// their way, so a reader at full speed never finds the server paused for want of replies queued; a stalled one
+    /// costs the server this, one reply more and its kernel buffers.
+    /// </summary>
+    public int ReplyPauseBytes { get; init; } = 1 << 20;
+
+    /// <summary>
+    /// A connection whose peer reads none of the replies waiting for it for this long is closed, with a log line: the
+    /// server stopped reading its requests (see <see cref="MaxReplyBacklog"/>), and without this a peer that never
+    /// reads would hold its buffers for good. Zero or <see cref="Timeout.InfiniteTimeSpan"/> disables the check (the
+    /// idle timeout, when set, still closes it).
+    /// </summary>
+    public TimeSpan ReplyStallTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// Request bytes all connections together may hold in receive buffers grown past the standard size (bodies over
@@ -48,7 +66,7 @@ public sealed record FrameServerOptions
     /// <summary>
     /// A connection whose peer sends nothing for this long while the server waits for it (for its next request,
     /// or for the rest of one it stopped sending) is closed. A connection with a request in progress (a handler
-    /// at work, a body arriving, a reply being written) is never idle. Zero or <see cref="Timeout.InfiniteTimeSpan"/>
+    /// at work, a body arriving, a reply going out as the peer reads it) is never idle. Zero or <see cref="Timeout.InfiniteTimeSpan"/>
     /// disables the check.
     /// </summary>
     public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromMinutes(5);
@@ -72,6 +90,11 @@ public sealed record FrameServerOptions
 
     internal bool ClosesIdle => IdleTimeout > TimeSpan.Zero;
 
+    internal bool ClosesStalled => ReplyStallTimeout > TimeSpan.Zero;
+
+    /// <summary>The pause in effect: <see cref="ReplyPauseBytes"/>, at most half the bound, so one reply more stays within it.</summary>
+    internal int ReplyPause => Math.Max(1, Math.Min(ReplyPauseBytes, MaxReplyBacklog / 2));
+
     /// <summary>
     /// The loop count when none is set: one per core, and never one. A single loop that the scheduler preempted when its
     /// reply's send woke the client, or woke late, is not back in epoll_wait when the next request comes, and nothing
@@ -86,7 +109,7 @@ public sealed record FrameServerOptions
 
     public void Validate()
     {
-        if (MaxConnections < 0 || ListenBacklog <= 0 || EventLoops < 0 || IoThreads <= 0 || MaxReplyBacklog <= 0 || MaxBufferedRequestBytes <= 0)
+        if (MaxConnections < 0 || ListenBacklog <= 0 || EventLoops < 0 || IoThreads <= 0 || MaxReplyBacklog <= 0 || ReplyPauseBytes <= 0 || MaxBufferedRequestBytes <= 0)
         {
             throw new ArgumentException("listener limits must be positive (max connections and event loops may be 0 for automatic)");
         }
@@ -94,6 +117,11 @@ public sealed record FrameServerOptions
         if (IdleTimeout < TimeSpan.Zero && IdleTimeout != Timeout.InfiniteTimeSpan)
         {
             throw new ArgumentException($"idle timeout {IdleTimeout} is negative (zero or infinite disables it)");
+        }
+
+        if (ReplyStallTimeout < TimeSpan.Zero && ReplyStallTimeout != Timeout.InfiniteTimeSpan)
+        {
+            throw new ArgumentException($"reply stall timeout {ReplyStallTimeout} is negative (zero or infinite disables it)");
         }
 
         if (StopTimeout < TimeSpan.Zero && StopTimeout != Timeout.InfiniteTimeSpan)

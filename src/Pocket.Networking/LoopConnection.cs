@@ -51,6 +51,7 @@ internal sealed class LoopConnection
     private int _busy;
     private int _turnFrames;
     private bool _watchingWrites;
+    private volatile int _repliesWaiting;
 
     // Set once the connection is in the loops' epoll set: by the end of its first turn, while its loop still owns it.
     private bool _registered;
@@ -111,6 +112,9 @@ internal sealed class LoopConnection
         Offload,
         Close,
         Yield,
+
+        /// <summary>The peer lets replies wait: no more of its requests until it reads (see <see cref="PauseForReader"/>).</summary>
+        Pause,
     }
 
     public long Id { get; }
@@ -127,6 +131,13 @@ internal sealed class LoopConnection
 
     /// <summary>True when the connection is in the loops' epoll set now (tests: see <see cref="RunFirst"/>).</summary>
     internal bool Watched => _server.Loops.Watches(Fd);
+
+    /// <summary>
+    /// Reply bytes left for the peer to read when the connection's last turn ended (0 when it has read them all): the
+    /// idle check closes a connection whose peer reads none of them for long (see
+    /// <see cref="FrameServerOptions.ReplyStallTimeout"/>).
+    /// </summary>
+    public int RepliesWaiting => _repliesWaiting;
 
     /// <summary>Bytes the connection holds now: its buffers (0 when idle).</summary>
     public int BufferedBytes => (_in?.Length ?? 0) + (_out?.Length ?? 0);
@@ -261,9 +272,32 @@ internal sealed class LoopConnection
                     return EndTurn(Outcome.Again);
                 }
 
+                if (step == Step.Pause)
+                {
+                    if (PauseForReader() is { } paused)
+                    {
+                        return paused;
+                    }
+
+                    continue;
+                }
+
                 if (_eof)
                 {
-                    FlushReplies();
+                    if (!FlushReplies())
+                    {
+                        Close("connection reset while writing");
+                        return Outcome.Gone;
+                    }
+
+                    // A peer that sent its last request and shut its side still reads the replies: they go out as it
+                    // does, and the connection closes once they are all gone (or when it reads none for long: see
+                    // FrameServerOptions.ReplyStallTimeout).
+                    if (WaitingReplies > 0)
+                    {
+                        return EndTurn(Outcome.Wait);
+                    }
+
                     Close(_phase == Phase.Header ? null : "connection closed in the middle of a frame");
                     return Outcome.Gone;
                 }
@@ -282,6 +316,13 @@ internal sealed class LoopConnection
                 {
                     ReleaseEmptyReceiveBuffer();
                     return EndTurn(Outcome.Again);
+                }
+
+                // Requests left unread in the socket hold the peer back (its sends stop when the kernel's buffers are
+                // full): the server buffers nothing more for a peer that does not read.
+                if (WaitingReplies >= _server.ReplyPause && PauseForReader() is { } held)
+                {
+                    return held;
                 }
 
                 var read = Receive(out var error, out drained);
@@ -323,6 +364,35 @@ internal sealed class LoopConnection
         }
     }
 
+    /// <summary>Reply bytes (for TLS, ciphertext too) the socket has not taken yet.</summary>
+    private int WaitingReplies => _outEnd - _outStart + (_tls?.Pending ?? 0);
+
+    /// <summary>
+    /// Backpressure: with <see cref="FrameServerOptions.ReplyPauseBytes"/> of replies waiting for the peer even after
+    /// the socket took what it could, the connection handles and reads none of its requests until there is room to
+    /// write (an edge-triggered write event then brings it back: the socket was full, so room comes as a change). A
+    /// client that asks for more than it reads at once (many large gets pipelined on one connection) is served at the
+    /// pace it reads, instead of the server queuing every reply or closing the connection at its bound. Null when
+    /// the socket took enough for the turn to go on; else the turn's outcome (Wait, or Gone when the write failed).
+    /// </summary>
+    private Outcome? PauseForReader()
+    {
+        if (!FlushReplies())
+        {
+            Close("connection reset while writing");
+            return Outcome.Gone;
+        }
+
+        if (WaitingReplies < _server.ReplyPause)
+        {
+            return null;
+        }
+
+        _server.CountReplyPause();
+        ReleaseEmptyReceiveBuffer();
+        return EndTurn(Outcome.Wait);
+    }
+
     /// <summary>
     /// Writes the turn's replies and closes a connection whose peer lets too many of them wait; replies left waiting
     /// make the connection watch for room to write. Returns <paramref name="outcome"/>, or Gone when it closed.
@@ -337,7 +407,8 @@ internal sealed class LoopConnection
 
         RunAfterReplies();
 
-        var backlog = _outEnd - _outStart + (_tls?.Pending ?? 0);
+        var backlog = WaitingReplies;
+        _repliesWaiting = backlog;
         if (backlog > _server.Options.MaxReplyBacklog)
         {
             NetworkingLog.ReplyBacklogExceeded(_server.Logger, _server.Name, Context.Remote, backlog, _server.Options.MaxReplyBacklog);
@@ -407,6 +478,12 @@ internal sealed class LoopConnection
                     if (_turnFrames == FramesPerTurn && !onPool)
                     {
                         return Step.Yield;
+                    }
+
+                    // Checked before each request, so a connection's replies never pass the pause by more than one.
+                    if (WaitingReplies >= _server.ReplyPause)
+                    {
+                        return Step.Pause;
                     }
 
                     _turnFrames++;
@@ -966,6 +1043,7 @@ internal sealed class LoopConnection
         }
 
         _closed = true;
+        _repliesWaiting = 0;
         RunAfterReplies();
         if (reason is not null && !_server.Loops.Stopping)
         {

@@ -43,6 +43,9 @@ internal static partial class NetworkingLog
     [LoggerMessage(EventId = 108, Level = LogLevel.Warning, Message = "{Server} closed a connection from {Remote}: {Backlog} bytes of replies unread, over the bound of {Max}")]
     public static partial void ReplyBacklogExceeded(ILogger logger, string server, string remote, int backlog, int max);
 
+    [LoggerMessage(EventId = 115, Level = LogLevel.Warning, Message = "{Server} closed a connection from {Remote}: {Waiting} bytes of replies unread for {Stalled}, the peer reads none of them")]
+    public static partial void RepliesStalled(ILogger logger, string server, string remote, int waiting, TimeSpan stalled);
+
     [LoggerMessage(EventId = 114, Level = LogLevel.Warning, Message = "{Server} stopped with handlers still running after {Timeout}: {Held} connections are closed by their threads when their handlers return")]
     public static partial void StoppedWithHandlersRunning(ILogger logger, string server, TimeSpan timeout, int held);
 

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using Microsoft.Extensions.Time.Testing;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Embedded;
@@ -124,26 +125,30 @@ public sealed class FanInTests
     }
 
     [Fact]
-    public async Task AClientThatNeverReadsItsRepliesIsClosedAtTheBoundAndOthersAreServed()
+    public async Task AClientThatNeverReadsItsRepliesIsPausedWithinTheBoundThenClosedAndOthersAreServed()
     {
+        const int bound = 1 << 20;
+        var stall = TimeSpan.FromSeconds(30);
         var log = new CapturingLogger();
+        var time = new FakeTimeProvider();
         await using var cluster = await PocketCluster.StartAsync(
-            new PocketClusterOptions { StorageNodes = 0, Listener = new FrameServerOptions { MaxReplyBacklog = 1 << 20 } },
+            new PocketClusterOptions
+            {
+                StorageNodes = 0,
+                Listener = new FrameServerOptions { MaxReplyBacklog = bound, ReplyStallTimeout = stall, IdleTimeout = TimeSpan.Zero, TimeProvider = time },
+            },
             new CapturingLoggerFactory(log));
         await using var client = await cluster.ConnectAsync();
         var job = await cluster.Admin(client).RegisterJobAsync("greedy");
         await job.PutAsync("a", DataFor("a", 1024));
+        var server = cluster.Metadata.Listener;
 
         using var greedy = await ConnectRawAsync(cluster.Metadata.EndPoint);
         var get = new BodyWriter().Str("a").I64(0).I64(-1).ToArray();
-        var one = (byte[])[.. Header(Opcode.Get, get.Length, token: job.Token), .. get];
-        var burst = new byte[one.Length * 1000];
-        for (var i = 0; i < 1000; i++)
-        {
-            one.CopyTo(burst, i * one.Length);
-        }
+        var burst = Repeat([.. Header(Opcode.Get, get.Length, token: job.Token), .. get], 1000);
 
-        // 100,000 requests, never a reply read: the sender stops when the server has closed the connection.
+        // 100,000 requests, never a reply read: the server stops reading them once its replies wait, so the sender's
+        // requests back up in the kernel's buffers and its sends block until the server closes the connection.
         var sending = Task.Run(async () =>
         {
             for (var i = 0; i < 100 && greedy.Connected; i++)
@@ -152,14 +157,109 @@ public sealed class FanInTests
             }
         });
 
+        await WaitUntilAsync(() => Task.FromResult(server.ReplyPauses > 0), "the server stops reading the connection that does not read");
+        Assert.Equal(DataFor("a", 1024), await job.GetAsync("a"));
+
+        // Nothing is read for the stall timeout on the server's clock: closed, with how much it left unread.
         await WaitUntilAsync(
-            () => Task.FromResult(log.Lines.Any(l => l.Contains("bytes of replies unread", StringComparison.Ordinal))),
+            () =>
+            {
+                time.Advance(stall / 4);
+                return Task.FromResult(log.StalledReplyBytes() is not null);
+            },
             "the server closes the connection that does not read");
         await sending.WaitAsync(Patience);
+        Assert.InRange(log.StalledReplyBytes()!.Value, 1, bound);
+        Assert.DoesNotContain(log.Lines, l => l.Contains("over the bound", StringComparison.Ordinal));
 
         // Meanwhile and after, everyone else is served.
         Assert.Equal(DataFor("a", 1024), await job.GetAsync("a"));
-        await WaitUntilAsync(() => Task.FromResult(cluster.Metadata.Listener.ConnectionCount == 1), "only the client's own connection is left");
+        await WaitUntilAsync(() => Task.FromResult(server.ConnectionCount == 1), "only the client's own connection is left");
+    }
+
+    /// <summary>
+    /// A client that asks for many times the reply bound at once and reads at its own pace (a reader thread, several
+    /// functions sharing one connection): the server stops handling its requests while replies wait, and serves all of
+    /// them, in order, on the same connection. Before, the connection was closed at the bound.
+    /// </summary>
+    [Fact]
+    public async Task AClientThatAsksForMoreThanTheBoundAtOnceIsServedInFullAtThePaceItReads()
+    {
+        const int bound = 1 << 20;
+        const int gets = 200;
+        const int size = 32 << 10;
+        await using var cluster = await StartClusterAsync(nodes: 0, configure: o => o with { Listener = new FrameServerOptions { MaxReplyBacklog = bound } });
+        await using var client = await cluster.ConnectAsync();
+        var job = await cluster.Admin(client).RegisterJobAsync("pipelined");
+        await job.PutAsync("a", DataFor("a", size));
+        var server = cluster.Metadata.Listener;
+
+        using var socket = await ConnectRawAsync(cluster.Metadata.EndPoint);
+        var get = new BodyWriter().Str("a").I64(0).I64(-1).ToArray();
+        var requests = new byte[gets][];
+        for (var i = 0; i < gets; i++)
+        {
+            requests[i] = [.. Header(Opcode.Get, get.Length, requestId: (uint)i, token: job.Token), .. get];
+        }
+
+        // 6.4 MB of replies asked for before one is read.
+        await SendRawAsync(socket, [.. requests.SelectMany(r => r)]);
+        await WaitUntilAsync(() => Task.FromResult(server.ReplyPauses > 0), "the server stops reading while the replies wait");
+        for (var i = 0; i < gets; i++)
+        {
+            var reply = await ReadReplyAsync(socket);
+            Assert.True(reply is not null, $"the connection closed after {i} of {gets} replies");
+            Assert.Equal(Status.Ok, reply.Value.Header.Status);
+            Assert.Equal((uint)i, reply.Value.Header.RequestId);
+            Assert.Equal(DataFor("a", size), reply.Value.Body[^size..]);
+        }
+
+        await SendRawAsync(socket, Header(Opcode.Ping, 0));
+        Assert.Equal(Status.Ok, (await ReadReplyAsync(socket))?.Header.Status);
+    }
+
+    /// <summary>
+    /// A peer that sends its requests and shuts its side (a batch, then "that is all") reads every reply before the
+    /// server closes: the replies waiting at the end of its stream go out as it reads them. Before, the server
+    /// closed at the end of the stream with megabytes of them unsent. The pause is set above the batch's 31 MB of
+    /// replies, so the server handles all of it and reads the end of the stream before the peer reads a byte: more
+    /// than the kernel's socket buffers take (about 10 MB here) waits then.
+    /// </summary>
+    [Fact]
+    public async Task APeerThatShutsItsSideAfterItsRequestsGetsEveryReply()
+    {
+        const int gets = 512;
+        const int size = 60_000;
+        await using var cluster = await StartClusterAsync(
+            nodes: 0,
+            configure: o => o with { Listener = new FrameServerOptions { MaxReplyBacklog = 96 << 20, ReplyPauseBytes = 40 << 20 } });
+        await using var client = await cluster.ConnectAsync();
+        var job = await cluster.Admin(client).RegisterJobAsync("batch");
+        await job.PutAsync("a", DataFor("a", size));
+
+        using var socket = await ConnectRawAsync(cluster.Metadata.EndPoint);
+        var get = new BodyWriter().Str("a").I64(0).I64(-1).ToArray();
+        await SendRawAsync(socket, Repeat([.. Header(Opcode.Get, get.Length, token: job.Token), .. get], gets));
+        socket.Shutdown(SocketShutdown.Send);
+        for (var i = 0; i < gets; i++)
+        {
+            var reply = await ReadReplyAsync(socket);
+            Assert.True(reply is not null, $"the connection closed after {i} of {gets} replies");
+            Assert.Equal(DataFor("a", size), reply.Value.Body[^size..]);
+        }
+
+        Assert.Null(await ReadReplyAsync(socket));
+    }
+
+    private static byte[] Repeat(byte[] one, int times)
+    {
+        var all = new byte[one.Length * times];
+        for (var i = 0; i < times; i++)
+        {
+            one.CopyTo(all, i * one.Length);
+        }
+
+        return all;
     }
 
     [Fact]

@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Pocket.Admin;
@@ -322,6 +324,16 @@ internal sealed class CapturingLogger : ILogger
     /// <summary>True once a server logged closing the connection of this client socket (known by its port) as idle.</summary>
     public bool ReportedIdle(Socket client) =>
         _lines.Any(line => line.Contains($":{((IPEndPoint)client.LocalEndPoint!).Port}: idle for", StringComparison.Ordinal));
+
+    /// <summary>
+    /// The reply bytes a server said it left unread when it closed a connection whose peer read none of them (see
+    /// <c>FrameServerOptions.ReplyStallTimeout</c>); null until a server logged that.
+    /// </summary>
+    public int? StalledReplyBytes()
+    {
+        var line = _lines.FirstOrDefault(l => l.Contains("the peer reads none of them", StringComparison.Ordinal));
+        return line is null ? null : int.Parse(Regex.Match(line, @"(\d+) bytes of replies unread").Groups[1].Value, CultureInfo.InvariantCulture);
+    }
 
     public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
 

@@ -172,11 +172,18 @@ public sealed class TlsLoopTests
     }
 
     [Fact]
-    public async Task ATlsClientThatNeverReadsItsRepliesIsClosedAtTheBound()
+    public async Task ATlsClientThatNeverReadsItsRepliesIsPausedWithinTheBoundThenClosed()
     {
+        const int bound = 1 << 20;
+        var stall = TimeSpan.FromSeconds(30);
         using var certificate = SelfSigned();
         var log = new CapturingLogger();
-        using var server = new FrameServer("test", new FrameServerOptions { Certificate = certificate, MaxReplyBacklog = 1 << 20 }, new EchoHandler(), log);
+        var time = new FakeTimeProvider();
+        using var server = new FrameServer(
+            "test",
+            new FrameServerOptions { Certificate = certificate, MaxReplyBacklog = bound, ReplyStallTimeout = stall, IdleTimeout = TimeSpan.Zero, TimeProvider = time },
+            new EchoHandler(),
+            log);
         server.Start();
         using var cts = Timeout();
 
@@ -205,10 +212,18 @@ public sealed class TlsLoopTests
             }
         });
 
+        // Paused while its replies (ciphertext included) wait; closed once it read none of them for the stall timeout.
+        await WaitUntilAsync(() => Task.FromResult(server.ReplyPauses > 0), "the server stops reading the TLS connection that does not read");
         await WaitUntilAsync(
-            () => Task.FromResult(log.Lines.Any(l => l.Contains("bytes of replies unread", StringComparison.Ordinal))),
+            () =>
+            {
+                time.Advance(stall / 4);
+                return Task.FromResult(log.StalledReplyBytes() is not null);
+            },
             "the server closes the TLS connection that does not read");
         await sending.WaitAsync(Patience);
+        Assert.InRange(log.StalledReplyBytes()!.Value, 1, bound);
+        Assert.DoesNotContain(log.Lines, l => l.Contains("over the bound", StringComparison.Ordinal));
         await greedy.DisposeAsync();
 
         // Another TLS client is served.
