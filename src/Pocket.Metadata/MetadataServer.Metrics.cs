@@ -36,6 +36,12 @@ public sealed partial class MetadataServer
     /// <summary>Client and node connections open now.</summary>
     public int ConnectionCount => _server?.ConnectionCount ?? 0;
 
+    /// <summary>Times a connection's requests were held back because its peer let replies wait unread.</summary>
+    public long ReplyPauses => _server?.ReplyPauses ?? 0;
+
+    /// <summary>Connections closed because their peer read none of its waiting replies for the stall timeout.</summary>
+    public long StalledReaders => _server?.StalledReaders ?? 0;
+
     /// <summary>
     /// Counts of jobs, objects and inline bytes and every node's capacity and use. Costs one pass over jobs and
     /// nodes under the lock; meant for a scrape every few seconds, not for the request path.

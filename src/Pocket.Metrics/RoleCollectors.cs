@@ -28,6 +28,7 @@ public static class RoleCollectors
         var inlineReleased = factory.CreateCounter("pocket_metadata_inline_released_bytes_total", "Bytes of free inline slots given back to the system since the server started.");
         var handles = factory.CreateGauge("pocket_metadata_open_handles", "Large puts and delete-after-read gets between their steps.");
         var connections = factory.CreateGauge("pocket_metadata_connections", "Open connections (clients, storage nodes, the controller).");
+        var (pauses, stalled) = SlowReaders(factory, "metadata");
         var nodes = factory.CreateGauge("pocket_metadata_nodes", "Storage nodes by tier and state.", new GaugeConfiguration { LabelNames = ["tier", "state"] });
         var capacity = factory.CreateGauge("pocket_metadata_capacity_bytes", "Capacity of the nodes that are not dead, by tier.", new GaugeConfiguration { LabelNames = ["tier"] });
         var used = factory.CreateGauge("pocket_metadata_used_bytes", "Allocated bytes on the nodes that are not dead, by tier.", new GaugeConfiguration { LabelNames = ["tier"] });
@@ -50,6 +51,8 @@ public static class RoleCollectors
             inlineReleased.IncTo(snapshot.InlineReleasedBytes);
             handles.Set(snapshot.OpenHandles);
             connections.Set(snapshot.Connections);
+            pauses.IncTo(metadata.ReplyPauses);
+            stalled.IncTo(metadata.StalledReaders);
             foreach (var tier in NodeTierNames.All)
             {
                 var tierName = NodeTierNames.Name(tier);
@@ -78,6 +81,7 @@ public static class RoleCollectors
         var sent = factory.CreateCounter("pocket_storage_network_transmit_bytes_total", "Bytes of reply frames sent.");
         var cpu = factory.CreateGauge("pocket_storage_cpu_ratio", "CPU share of the node's process over the last heartbeat interval (0..1 of all cores).");
         var connections = factory.CreateGauge("pocket_storage_connections", "Open connections.");
+        var (pauses, stalled) = SlowReaders(factory, "storage");
         string? infoNode = null;
         registry.AddBeforeCollectCallback(() =>
         {
@@ -106,9 +110,16 @@ public static class RoleCollectors
             sent.IncTo(node.BytesSent);
             cpu.Set(node.CpuShare);
             connections.Set(node.ConnectionCount);
+            pauses.IncTo(node.ReplyPauses);
+            stalled.IncTo(node.StalledReaders);
         });
         return requests;
     }
+
+    /// <summary>The listener's backpressure counters of a role: a client that lets its replies wait, and one that stopped reading.</summary>
+    private static (Counter Pauses, Counter Stalled) SlowReaders(MetricFactory factory, string role) => (
+        factory.CreateCounter($"pocket_{role}_reply_pauses_total", "Times a connection's requests were held back because more than the pause (1 MiB by default) of its replies waited unread."),
+        factory.CreateCounter($"pocket_{role}_stalled_readers_total", "Connections closed because their peer read none of its waiting replies for the stall timeout (30 s by default)."));
 
     /// <summary>The label of a node state ("live", "draining", ...).</summary>
     public static string StateName(NodeState state) => state.ToString().ToLowerInvariant();

@@ -170,6 +170,7 @@ public sealed class FrameServer : IDisposable
 
     private long _gatheredReplies;
     private long _replyPauses;
+    private long _stalledReaders;
 
     /// <summary>
     /// Large replies whose header and data were sent with one gathered system call (tests): all of it when the socket
@@ -179,8 +180,11 @@ public sealed class FrameServer : IDisposable
 
     internal void CountGatheredReply() => Interlocked.Increment(ref _gatheredReplies);
 
-    /// <summary>Times a connection stopped being read because its peer let replies wait (tests; see <see cref="FrameServerOptions.ReplyPauseBytes"/>).</summary>
-    internal long ReplyPauses => Interlocked.Read(ref _replyPauses);
+    /// <summary>Times a connection's requests were held back because its peer let replies wait (see <see cref="FrameServerOptions.ReplyPauseBytes"/>).</summary>
+    public long ReplyPauses => Interlocked.Read(ref _replyPauses);
+
+    /// <summary>Connections closed because their peer read none of its waiting replies for long (see <see cref="FrameServerOptions.ReplyStallTimeout"/>).</summary>
+    public long StalledReaders => Interlocked.Read(ref _stalledReaders);
 
     internal void CountReplyPause() => Interlocked.Increment(ref _replyPauses);
 
@@ -359,6 +363,7 @@ public sealed class FrameServer : IDisposable
                     if ((_options.ClosesStalled && idle >= _options.ReplyStallTimeout) || (_options.ClosesIdle && idle >= _options.IdleTimeout))
                     {
                         NetworkingLog.RepliesStalled(_logger, _name, connection.Remote, waiting, idle);
+                        Interlocked.Increment(ref _stalledReaders);
                         connection.Shutdown(SocketShutdown.Both);
                     }
 

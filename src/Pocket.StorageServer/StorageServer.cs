@@ -76,6 +76,12 @@ public sealed partial class StorageServer : IAsyncDisposable, IFrameHandler
     /// <summary>Connections open now (clients, the metadata server's drain copies).</summary>
     public int ConnectionCount => _server?.ConnectionCount ?? 0;
 
+    /// <summary>Times a connection's requests were held back because its peer let replies wait unread.</summary>
+    public long ReplyPauses => _server?.ReplyPauses ?? 0;
+
+    /// <summary>Connections closed because their peer read none of its waiting replies for the stall timeout.</summary>
+    public long StalledReaders => _server?.StalledReaders ?? 0;
+
     /// <summary>Bytes of request frames received so far (headers and bodies).</summary>
     public long BytesReceived => Interlocked.Read(ref _bytesIn);
 

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -75,6 +76,53 @@ public sealed class MetricsTests
         var afterError = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
         Assert.Equal(1, Delta(metadata, afterError, "pocket_metadata_requests_total{opcode=\"get\",status=\"not_found\"}"));
         Assert.Equal(0, Delta(metadata, afterError, "pocket_metadata_requests_total{opcode=\"get\",status=\"ok\"}"));
+    }
+
+    /// <summary>
+    /// A client that asks for 6.4 MB of replies on one connection before it reads one: the metadata server holds its
+    /// requests back (backpressure) and says so in <c>pocket_metadata_reply_pauses_total</c>; every reply then arrives.
+    /// </summary>
+    [Fact]
+    public async Task AClientThatLetsItsRepliesWaitIsCountedAsPaused()
+    {
+        const int gets = 200;
+        const int size = 32 << 10;
+        await using var roles = await RolesAsync();
+        await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions());
+        var job = await client.Admin(Token).RegisterJobAsync("slow-reader");
+        await job.PutAsync("a", new byte[size]);
+        var before = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
+        Assert.Equal(0, Exposition.ValueOrZero(before, "pocket_metadata_stalled_readers_total"));
+
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, roles.Metadata!.EndPoint.Port));
+        var get = new BodyWriter().Str("a").I64(0).I64(-1).ToArray();
+        var burst = new byte[gets * (FrameHeader.Size + get.Length)];
+        for (var i = 0; i < gets; i++)
+        {
+            var at = i * (FrameHeader.Size + get.Length);
+            new FrameHeader(Opcode.Get, FrameFlags.None, Status.Ok, get.Length, (uint)i, job.Token).Write(burst.AsSpan(at));
+            get.CopyTo(burst, at + FrameHeader.Size);
+        }
+
+        await socket.SendAsync(burst);
+        await WaitForAsync(async () => Exposition.ValueOrZero(await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString()), "pocket_metadata_reply_pauses_total") > 0);
+
+        using var stream = new NetworkStream(socket);
+        using var patience = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        var header = new byte[FrameHeader.Size];
+        var body = new byte[size + 64];
+        for (var i = 0; i < gets; i++)
+        {
+            await stream.ReadExactlyAsync(header, patience.Token);
+            Assert.Equal(Status.Ok, FrameHeader.TryRead(header, int.MaxValue, out var reply));
+            Assert.Equal(Status.Ok, reply.Status);
+            Assert.Equal((uint)i, reply.RequestId);
+            await stream.ReadExactlyAsync(body.AsMemory(0, reply.BodyLength), patience.Token);
+        }
+
+        var after = await Exposition.ScrapeAsync(roles.MetadataMetrics, Token.ToString());
+        Assert.Equal(0, Exposition.ValueOrZero(after, "pocket_metadata_stalled_readers_total"));
     }
 
     [Fact]
