@@ -79,13 +79,13 @@ public sealed class MetricsTests
     }
 
     /// <summary>
-    /// A client that asks for 6.4 MB of replies on one connection before it reads one: the metadata server holds its
+    /// A client that asks for 32 MB of replies on one connection before it reads one: the metadata server holds its
     /// requests back (backpressure) and says so in <c>pocket_metadata_reply_pauses_total</c>; every reply then arrives.
     /// </summary>
     [Fact]
     public async Task AClientThatLetsItsRepliesWaitIsCountedAsPaused()
     {
-        const int gets = 200;
+        const int gets = 1000;
         const int size = 32 << 10;
         await using var roles = await RolesAsync();
         await using var client = await PocketClient.ConnectAsync(roles.MetadataAddress, new PocketClientOptions());

@@ -180,13 +180,14 @@ public sealed class FanInTests
     /// <summary>
     /// A client that asks for many times the reply bound at once and reads at its own pace (a reader thread, several
     /// functions sharing one connection): the server stops handling its requests while replies wait, and serves all of
-    /// them, in order, on the same connection. Before, the connection was closed at the bound.
+    /// them, in order, on the same connection. Before, the connection was closed at the bound. 32 MB is asked for, far
+    /// more than the kernel's socket buffers take before the client reads (4 MiB of send buffer here).
     /// </summary>
     [Fact]
     public async Task AClientThatAsksForMoreThanTheBoundAtOnceIsServedInFullAtThePaceItReads()
     {
         const int bound = 1 << 20;
-        const int gets = 200;
+        const int gets = 1000;
         const int size = 32 << 10;
         await using var cluster = await StartClusterAsync(nodes: 0, configure: o => o with { Listener = new FrameServerOptions { MaxReplyBacklog = bound } });
         await using var client = await cluster.ConnectAsync();
@@ -202,7 +203,7 @@ public sealed class FanInTests
             requests[i] = [.. Header(Opcode.Get, get.Length, requestId: (uint)i, token: job.Token), .. get];
         }
 
-        // 6.4 MB of replies asked for before one is read.
+        // 32 MB of replies asked for before one is read.
         await SendRawAsync(socket, [.. requests.SelectMany(r => r)]);
         await WaitUntilAsync(() => Task.FromResult(server.ReplyPauses > 0), "the server stops reading while the replies wait");
         for (var i = 0; i < gets; i++)
@@ -249,6 +250,58 @@ public sealed class FanInTests
         }
 
         Assert.Null(await ReadReplyAsync(socket));
+    }
+
+    /// <summary>
+    /// An ssd node reads on its I/O pool: a client that asks one connection for 48 MiB of 1 MiB reads before it reads
+    /// a reply is held back there too, and gets every byte (before, closed at the 16 MiB bound).
+    /// </summary>
+    [Fact]
+    public async Task PipelinedReadsFromAnSsdNodeAreHeldBackOnTheIoPoolAndServedInFull()
+    {
+        const int reads = 48;
+        const int size = 1 << 20;
+        var directory = Directory.CreateTempSubdirectory("pocket-pause-");
+        try
+        {
+            await using var cluster = await StartClusterAsync(nodes: 0, configure: o => o with { DataDirectory = directory.FullName });
+            var node = cluster.Nodes[await cluster.AddNodeAsync(64L << 20, tier: NodeTier.Ssd)]!;
+            await using var client = await cluster.ConnectAsync();
+            var job = await cluster.Admin(client).RegisterJobAsync("ssd-reads", NodeTier.Ssd);
+
+            // One 1 MiB object written through its grant (write grants also read).
+            using var metadata = await ConnectRawAsync(cluster.Metadata.EndPoint);
+            var create = new BodyWriter().Str("big").I64(size).ToArray();
+            await SendRawAsync(metadata, [.. Header(Opcode.Create, create.Length, token: job.Token), .. create]);
+            var created = await ReadReplyAsync(metadata);
+            Assert.Equal(Status.Ok, created?.Header.Status);
+            var reader = new BodyReader(created!.Value.Body);
+            reader.U64();
+            Assert.Equal(1u, reader.U32());
+            var grant = new byte[ExtentGrant.Size];
+            ExtentGrant.Read(reader.Bytes(ExtentGrant.Size)).Write(grant);
+            var data = DataFor("big", size);
+            using var socket = await ConnectRawAsync(node.EndPoint);
+            var write = new BodyWriter().Bytes(grant).I32(0).ToArray();
+            await SendRawAsync(socket, [.. Header(Opcode.WriteExtent, write.Length + size, requestId: 1), .. write, .. data]);
+            Assert.Equal(Status.Ok, (await ReadReplyAsync(socket))?.Header.Status);
+
+            var read = new BodyWriter().Bytes(grant).I32(0).I32(size).ToArray();
+            byte[] one = [.. Header(Opcode.ReadExtent, read.Length, requestId: 2), .. read];
+            await SendRawAsync(socket, Repeat(one, reads));
+            await WaitUntilAsync(() => Task.FromResult(node.Listener.ReplyPauses > 0), "the node holds the connection's reads back");
+            for (var i = 0; i < reads; i++)
+            {
+                var reply = await ReadReplyAsync(socket);
+                Assert.True(reply is not null, $"the connection closed after {i} of {reads} replies");
+                Assert.Equal(Status.Ok, reply.Value.Header.Status);
+                Assert.Equal(data, reply.Value.Body);
+            }
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
     }
 
     private static byte[] Repeat(byte[] one, int times)

@@ -236,6 +236,43 @@ public sealed class TlsLoopTests
         await WaitUntilAsync(() => Task.FromResult(server.ConnectionCount == 0), "every connection is gone");
     }
 
+    /// <summary>
+    /// A TLS client that asks for 32 MiB of replies against a 1 MiB bound before it reads one (more than the kernel's
+    /// socket buffers take: 4 MiB of send buffer here, and a receive buffer that grows only as its owner reads): the
+    /// server holds its requests back while ciphertext waits, and every reply arrives, in order, on the same connection.
+    /// </summary>
+    [Fact]
+    public async Task ATlsClientThatAsksForMoreThanTheBoundAtOnceIsServedInFull()
+    {
+        const int requests = 2048;
+        const int size = 16 << 10;
+        using var certificate = SelfSigned();
+        using var server = new FrameServer("test", new FrameServerOptions { Certificate = certificate, MaxReplyBacklog = 1 << 20 }, new EchoHandler(), new CapturingLogger());
+        server.Start();
+        using var cts = Timeout();
+        await using var tls = await ConnectTlsAsync(server.EndPoint);
+        var burst = new byte[requests * (FrameHeader.Size + 4)];
+        for (var i = 0; i < requests; i++)
+        {
+            byte[] one = [.. Header(Opcode.Ping, 4, requestId: (uint)i), .. BitConverter.GetBytes(size)];
+            one.CopyTo(burst, i * one.Length);
+        }
+
+        await tls.WriteAsync(burst, cts.Token);
+        await WaitUntilAsync(() => Task.FromResult(server.ReplyPauses > 0), "the server holds the TLS connection's requests back");
+        var header = new byte[FrameHeader.Size];
+        var body = new byte[size];
+        for (var i = 0; i < requests; i++)
+        {
+            await tls.ReadExactlyAsync(header, cts.Token);
+            Assert.Equal(Status.Ok, FrameHeader.TryRead(header, int.MaxValue, out var reply));
+            Assert.Equal((uint)i, reply.RequestId);
+            Assert.Equal(size, reply.BodyLength);
+            await tls.ReadExactlyAsync(body, cts.Token);
+            Assert.Equal(EchoHandler.Large[..size], body);
+        }
+    }
+
     private static X509Certificate2 SelfSigned()
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
