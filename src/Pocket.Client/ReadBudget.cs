@@ -1,12 +1,14 @@
 namespace Pocket.Client;
 
 /// <summary>
-/// The reply bytes a client may have asked one storage node for and not read yet. A node closes a connection whose
-/// unread replies pass its bound (<c>FrameServerOptions.MaxReplyBacklog</c>, 16 MiB by default: a client that stops
-/// reading), and one turn of the node's loop answers up to 32 requests at once: eight functions of one process each
-/// reading a large object, 8 pieces of 1 MiB at a time, asked one node for 20-26 MB at once and the node closed the
-/// connection mid-read (the sort of `pocket demo`). Reads wait here, first come first served, until their bytes fit;
-/// one larger than the whole budget goes alone.
+/// The reply bytes a client may have asked one storage node for and not read yet. Eight functions of one process each
+/// reading a large object, 8 pieces of 1 MiB at a time, asked one node for 20-26 MB at once; the nodes of then closed a
+/// connection whose unread replies passed 16 MiB, mid-read (the sort of `pocket demo`). A node now holds such a
+/// connection's requests back instead (<c>FrameServerOptions.ReplyPauseBytes</c>), and this budget keeps what one
+/// process asks a node for, and so what the node and the kernel hold for it, within 8 MiB, on any node. Reads wait
+/// here, first come first served, until their bytes fit; one larger than the whole budget goes alone. Measured
+/// against no budget on pausing nodes: no cost resolved (docs/benchmarks.md, "Large tiered gets under the client's
+/// read budget").
 /// </summary>
 internal sealed class ReadBudget(long capacity)
 {
@@ -15,6 +17,19 @@ internal sealed class ReadBudget(long capacity)
 
     private readonly Queue<(long Bytes, TaskCompletionSource Granted)> _waiting = new();
     private long _inUse;
+    private long _peak;
+
+    /// <summary>The most bytes ever taken at once (tests: the budget holds, and was used).</summary>
+    public long Peak
+    {
+        get
+        {
+            lock (_waiting)
+            {
+                return _peak;
+            }
+        }
+    }
 
     /// <summary>Takes <paramref name="bytes"/> of the budget, waiting for earlier reads to give theirs back.</summary>
     public Task TakeAsync(long bytes, CancellationToken cancellationToken)
@@ -25,6 +40,7 @@ internal sealed class ReadBudget(long capacity)
             if (_waiting.Count == 0 && (_inUse == 0 || _inUse + bytes <= capacity))
             {
                 _inUse += bytes;
+                _peak = Math.Max(_peak, _inUse);
                 return Task.CompletedTask;
             }
 
@@ -90,6 +106,7 @@ internal sealed class ReadBudget(long capacity)
 
             _waiting.Dequeue();
             _inUse += next.Bytes;
+            _peak = Math.Max(_peak, _inUse);
             next.Granted.TrySetResult();
         }
     }
