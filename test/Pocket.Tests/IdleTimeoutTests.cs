@@ -203,6 +203,9 @@ public sealed class IdleTimeoutTests
 
         var refused = Assert.Throws<ArgumentException>(() => new FrameServer("test", new FrameServerOptions { IdleTimeout = TimeSpan.FromSeconds(-5) }, new TestHandler(), log));
         Assert.Contains("idle timeout", refused.Message, StringComparison.Ordinal);
+        var stall = Assert.Throws<ArgumentException>(() => new FrameServer("test", new FrameServerOptions { ReplyStallTimeout = TimeSpan.FromSeconds(-5) }, new TestHandler(), log));
+        Assert.Contains("reply stall timeout", stall.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => new FrameServer("test", new FrameServerOptions { ReplyPauseBytes = 0 }, new TestHandler(), log));
     }
 
     /// <summary>
