@@ -42,7 +42,7 @@ public sealed class FrameServer : IDisposable
         _options = options;
         _handler = options.WrapHandler?.Invoke(handler) ?? handler;
         _logger = logger;
-        ReplyPause = options.ReplyPause;
+        ReplyPause = Math.Max(1, Math.Min(options.ReplyPauseBytes, options.MaxReplyBacklog / 2));
     }
 
     /// <summary>The bound address (with the real port when port 0 was asked for).</summary>
@@ -58,7 +58,10 @@ public sealed class FrameServer : IDisposable
 
     internal FrameServerOptions Options => _options;
 
-    /// <summary>The options' reply pause, worked out once: every connection reads it before each request.</summary>
+    /// <summary>
+    /// The pause in effect (every connection reads it before each request): <see cref="FrameServerOptions.ReplyPauseBytes"/>,
+    /// at most half the bound, so one reply more stays within it.
+    /// </summary>
     internal int ReplyPause { get; }
 
     internal ILogger Logger => _logger;

@@ -92,9 +92,6 @@ public sealed record FrameServerOptions
 
     internal bool ClosesStalled => ReplyStallTimeout > TimeSpan.Zero;
 
-    /// <summary>The pause in effect: <see cref="ReplyPauseBytes"/>, at most half the bound, so one reply more stays within it.</summary>
-    internal int ReplyPause => Math.Max(1, Math.Min(ReplyPauseBytes, MaxReplyBacklog / 2));
-
     /// <summary>
     /// The loop count when none is set: one per core, and never one. A single loop that the scheduler preempted when its
     /// reply's send woke the client, or woke late, is not back in epoll_wait when the next request comes, and nothing

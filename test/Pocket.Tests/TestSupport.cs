@@ -136,6 +136,9 @@ internal static class TestSupport
         return bytes;
     }
 
+    /// <summary>Frames back to back in one buffer, a pipelined burst: frame <c>i</c> is <paramref name="frame"/>(i).</summary>
+    public static byte[] Burst(int count, Func<int, byte[]> frame) => [.. Enumerable.Range(0, count).SelectMany(frame)];
+
     public static async Task<Socket> ConnectRawAsync(IPEndPoint endPoint)
     {
         var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

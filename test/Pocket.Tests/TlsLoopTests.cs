@@ -190,12 +190,8 @@ public sealed class TlsLoopTests
         // Each request asks for a 16 KiB echo; 64 MiB of replies is asked for, none read.
         using var socket = await ConnectRawAsync(server.EndPoint);
         var greedy = await AuthenticateAsync(socket);
-        var one = (byte[])[.. Header(Opcode.Ping, 4, requestId: 1), .. BitConverter.GetBytes(16 << 10)];
-        var burst = new byte[one.Length * 256];
-        for (var i = 0; i < 256; i++)
-        {
-            one.CopyTo(burst, i * one.Length);
-        }
+        byte[] one = [.. Header(Opcode.Ping, 4, requestId: 1), .. BitConverter.GetBytes(16 << 10)];
+        var burst = Burst(256, _ => one);
 
         var sending = Task.Run(async () =>
         {
@@ -224,6 +220,7 @@ public sealed class TlsLoopTests
         await sending.WaitAsync(Patience);
         Assert.InRange(log.StalledReplyBytes()!.Value, 1, bound);
         Assert.DoesNotContain(log.Lines, l => l.Contains("over the bound", StringComparison.Ordinal));
+        Assert.Equal(1, server.StalledReaders);
         await greedy.DisposeAsync();
 
         // Another TLS client is served.
@@ -251,14 +248,7 @@ public sealed class TlsLoopTests
         server.Start();
         using var cts = Timeout();
         await using var tls = await ConnectTlsAsync(server.EndPoint);
-        var burst = new byte[requests * (FrameHeader.Size + 4)];
-        for (var i = 0; i < requests; i++)
-        {
-            byte[] one = [.. Header(Opcode.Ping, 4, requestId: (uint)i), .. BitConverter.GetBytes(size)];
-            one.CopyTo(burst, i * one.Length);
-        }
-
-        await tls.WriteAsync(burst, cts.Token);
+        await tls.WriteAsync(Burst(requests, i => [.. Header(Opcode.Ping, 4, requestId: (uint)i), .. BitConverter.GetBytes(size)]), cts.Token);
         await WaitUntilAsync(() => Task.FromResult(server.ReplyPauses > 0), "the server holds the TLS connection's requests back");
         var header = new byte[FrameHeader.Size];
         var body = new byte[size];
