@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Net;
 using System.Security.Cryptography.X509Certificates;
+using Pocket.Controller.Contracts;
 using Pocket.Metrics;
 using Pocket.Networking;
 
@@ -8,7 +9,8 @@ namespace Pocket.Cli;
 
 /// <summary>
 /// How a binary-protocol role (`pocket metadata`, `pocket storage`) takes connections: --idle-timeout, --event-loops,
-/// --max-connections and --listen-backlog, each defaulting to the frame server's own default.
+/// --max-connections, --listen-backlog, --reply-pause and --reply-stall-timeout, each defaulting to the frame server's
+/// own default.
 /// </summary>
 internal sealed class ListenerArguments
 {
@@ -28,12 +30,20 @@ internal sealed class ListenerArguments
 
     private readonly Option<int> _eventLoops = EventLoopsOption();
 
+    private readonly Option<long?> _replyPause = ReplyPauseOption();
+
+    private readonly Option<TimeSpan?> _replyStallTimeout = CommandRunner.DurationOption(
+        "--reply-stall-timeout",
+        $"Close a connection whose peer reads none of the replies waiting for it for this long, with a log line (default {Units.FormatDuration(new FrameServerOptions().ReplyStallTimeout)}; 0 = never: the idle timeout, when set, still closes it)");
+
     public ListenerArguments(Command command)
     {
         command.Options.Add(_idleTimeout);
         command.Options.Add(_eventLoops);
         command.Options.Add(_maxConnections);
         command.Options.Add(_listenBacklog);
+        command.Options.Add(_replyPause);
+        command.Options.Add(_replyStallTimeout);
     }
 
     /// <summary>The variable that gives `--event-loops` its default, so the roles a `pocket up` or `pocket bench` starts take it too.</summary>
@@ -54,6 +64,8 @@ internal sealed class ListenerArguments
             MaxConnections = parse.GetValue(_maxConnections) ?? defaults.MaxConnections,
             ListenBacklog = parse.GetValue(_listenBacklog) ?? defaults.ListenBacklog,
             EventLoops = parse.GetValue(_eventLoops),
+            ReplyPauseBytes = parse.GetValue(_replyPause) is { } pause ? (int)pause : defaults.ReplyPauseBytes,
+            ReplyStallTimeout = parse.GetValue(_replyStallTimeout) ?? defaults.ReplyStallTimeout,
             WrapHandler = metrics is null ? null : metrics.Wrap,
         };
     }
@@ -110,6 +122,27 @@ internal sealed class ListenerArguments
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// `--reply-pause`: at most half the replies a connection may have waiting (<see cref="FrameServerOptions.MaxReplyBacklog"/>),
+    /// so one reply more still fits under the bound; refused above it rather than quietly capped.
+    /// </summary>
+    private static Option<long?> ReplyPauseOption()
+    {
+        var defaults = new FrameServerOptions();
+        var most = defaults.MaxReplyBacklog / 2;
+        var option = CommandRunner.OptionalSizeOption(
+            "--reply-pause",
+            $"Stop reading a connection's requests while this much of its replies waits for the peer to read, until it reads some (default {Units.FormatSizeCompact(defaults.ReplyPauseBytes)}, at most {Units.FormatSizeCompact(most)}: half the {Units.FormatSizeCompact(defaults.MaxReplyBacklog)} past which a connection is closed)");
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<long?>() is > 0 and var pause && pause > most)
+            {
+                result.AddError($"--reply-pause must be at most {Units.FormatSizeCompact(most)} (half the {Units.FormatSizeCompact(defaults.MaxReplyBacklog)} of replies past which a connection is closed), not {Units.FormatSizeCompact(pause)}");
+            }
+        });
+        return option;
     }
 
     private static Option<int?> Positive(Option<int?> option)

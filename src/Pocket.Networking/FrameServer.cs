@@ -363,10 +363,12 @@ public sealed class FrameServer : IDisposable
 
                 if (connection.Loop?.RepliesWaiting is > 0 and var waiting)
                 {
-                    if ((_options.ClosesStalled && idle >= _options.ReplyStallTimeout) || (_options.ClosesIdle && idle >= _options.IdleTimeout))
+                    // Counted and logged once: a loaded owner may take longer than a check period to close it.
+                    if (!connection.StallShut && ((_options.ClosesStalled && idle >= _options.ReplyStallTimeout) || (_options.ClosesIdle && idle >= _options.IdleTimeout)))
                     {
                         NetworkingLog.RepliesStalled(_logger, _name, connection.Remote, waiting, idle);
                         Interlocked.Increment(ref _stalledReaders);
+                        connection.StallShut = true;
                         connection.Shutdown(SocketShutdown.Both);
                     }
 
@@ -400,6 +402,9 @@ public sealed class FrameServer : IDisposable
 
         /// <summary>Set once the connection is handed to the event loops (plain or TLS).</summary>
         public LoopConnection? Loop;
+
+        /// <summary>Set when the idle check shut it for a peer that reads none of its replies.</summary>
+        public bool StallShut;
 
         private long _seenReads = -1;
         private long _quietSince = acceptedAt;

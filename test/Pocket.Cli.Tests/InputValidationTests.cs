@@ -82,6 +82,9 @@ public sealed class InputValidationTests : IDisposable
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--capacity", "0")]
     [InlineData("metadata", "--event-loops", "-1")]
     [InlineData("storage", "--metadata", "127.0.0.1:1", "--event-loops", "257")]
+    [InlineData("metadata", "--reply-pause", "0")]
+    [InlineData("storage", "--metadata", "127.0.0.1:1", "--reply-pause", "9MiB")]
+    [InlineData("metadata", "--reply-stall-timeout", "-1s")]
     [InlineData("bench", "--size", "0")]
     public async Task ASizeOrCountThatMakesNoSenseIsRefused(params string[] arguments)
     {
