@@ -61,6 +61,7 @@ internal sealed record WorkerReply(
     int Connections = 0,
     double ConnectMs = 0,
     int Refused = 0,
+    string? Refusal = null,
     long Ops = 0,
     double Seconds = 0,
     double ProcessCpuSeconds = 0,
@@ -186,6 +187,9 @@ internal sealed class WorkerFleet : DelegatingBenchTarget
     /// <summary>Connections that could not be opened, summed.</summary>
     public int Refused { get; private set; }
 
+    /// <summary>Why the first refused connection of the first worker that had one could not be opened (null when none was).</summary>
+    public string? Refusal { get; private set; }
+
     /// <summary>
     /// The wall time of the connect storm: every worker starts connecting at once, on one command, so the storm
     /// took as long as its slowest worker (summing the workers' times would count the same wall time P times).
@@ -230,6 +234,7 @@ internal sealed class WorkerFleet : DelegatingBenchTarget
             var connected = await fleet.AllAsync(w => w.ExpectAsync(WorkerReply.Connected, cancellationToken)).ConfigureAwait(false);
             fleet.Connections = connected.Sum(c => c.Connections);
             fleet.Refused = connected.Sum(c => c.Refused);
+            fleet.Refusal = connected.Select(c => c.Refusal).FirstOrDefault(r => r is not null);
             fleet.ConnectMsPerProcess = [.. connected.Select(c => c.ConnectMs)];
             fleet.ConnectMs = connected.Max(c => c.ConnectMs);
             return fleet;
@@ -493,7 +498,7 @@ internal static class BenchWorker
                     case "connect":
                         var fanIn = await FanInBenchTarget.ConnectAsync(shared, spec.Connections, connectOne, cancellationToken).ConfigureAwait(false);
                         target = fanIn;
-                        Reply(new WorkerReply(WorkerReply.Connected, Connections: fanIn.Connections, ConnectMs: fanIn.ConnectMs, Refused: fanIn.Refused));
+                        Reply(new WorkerReply(WorkerReply.Connected, Connections: fanIn.Connections, ConnectMs: fanIn.ConnectMs, Refused: fanIn.Refused, Refusal: fanIn.Refusal));
                         break;
 
                     case "warm" or "run":

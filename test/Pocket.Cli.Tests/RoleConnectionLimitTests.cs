@@ -76,26 +76,32 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
     /// Outgoing connections take from the same budget: a bench (one client process, a connection per client) asked for
     /// more connections than its open-file limit holds opens those the budget allows, refuses the rest with a reason that
     /// names the limit, and runs on them. Without the budget it opened sockets until the process was out of descriptors,
-    /// and then failed to load an assembly (or aborted).
+    /// and then failed to load an assembly (or aborted). With worker processes (each under the same limit) the reason
+    /// comes back from the workers too.
     /// </summary>
-    [Fact]
-    public async Task OutgoingConnectsPastTheDescriptorsLeftFailWithAClearErrorAndTheProcessRunsOn()
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task OutgoingConnectsPastTheDescriptorsLeftFailWithAClearErrorAndTheProcessRunsOn(int processes)
     {
+        var connects = Connects * processes;
         await using var up = UpProcess.Start(_home.Path, "--port", "0", "--controller-port", "0", "--nodes", "1", "--capacity", "64MiB", "--no-gateway", "--for", "10m");
         await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
         var jobId = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "fan-in", "--json")).Json()["id"]!.GetValue<string>();
 
         var result = await PocketProcess.RunWithFileLimitAsync(
-            _home.Path, FileLimit, "bench", "--job", jobId, "--connections", $"{Connects}", "--ops", "600", "--warmup", "0s", "--size", "1KiB", "--op", "get", "--json");
+            _home.Path, FileLimit, "bench", "--job", jobId, "--connections", $"{connects}", "--processes", $"{processes}", "--ops", "600", "--warmup", "0s", "--size", "1KiB", "--op", "get", "--json");
 
         Assert.True(result.ExitCode == 0, result.ToString());
         var fanIn = result.Json()["fan_in"]!["pocket"]!;
         var opened = fanIn["connections"]!.GetValue<int>();
         var refused = fanIn["refused"]!.GetValue<int>();
-        Assert.InRange(opened, 1, FileLimit - 64);
-        Assert.Equal(Connects, opened + refused);
+        Assert.InRange(opened, 1, processes * (FileLimit - 64));
+        Assert.Equal(connects, opened + refused);
         Assert.Equal(0, fanIn["failed"]!.GetValue<int>());
-        Assert.Contains($"descriptors its open-file limit ({FileLimit}) leaves them", result.Stderr, StringComparison.Ordinal);
+        var reason = $"descriptors its open-file limit ({FileLimit}) leaves them";
+        Assert.Contains(reason, fanIn["refusal"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Contains(reason, result.Stderr, StringComparison.Ordinal);
         Assert.Equal(600, result.Json()["systems"]!["pocket"]!["get"]!["ops"]!.GetValue<long>());
         Assert.False(up.HasExited, up.Output);
     }

@@ -193,8 +193,8 @@ internal static class BenchCommand
             {
                 fanIn =
                 [
-                    .. targets.OfType<FanInBenchTarget>().Select(t => new FanInSummary(t.Name, t.Connections, t.ConnectMs, t.Refused, 1, [t.ConnectMs])),
-                    .. targets.OfType<WorkerFleet>().Select(t => new FanInSummary(t.Name, t.Connections, t.ConnectMs, t.Refused, t.Processes, t.ConnectMsPerProcess)),
+                    .. targets.OfType<FanInBenchTarget>().Select(t => new FanInSummary(t.Name, t.Connections, t.ConnectMs, t.Refused, t.Refusal, 1, [t.ConnectMs])),
+                    .. targets.OfType<WorkerFleet>().Select(t => new FanInSummary(t.Name, t.Connections, t.ConnectMs, t.Refused, t.Refusal, t.Processes, t.ConnectMsPerProcess)),
                 ];
                 foreach (var target in targets)
                 {
@@ -241,6 +241,11 @@ internal static class BenchCommand
                 targets[i] = fleet;
                 Status(string.Create(CultureInfo.InvariantCulture,
                     $"{shared.Name}: {fleet.Connections} connections in {fleet.ConnectMs:0} ms ({string.Join(", ", fleet.ConnectMsPerProcess.Select(ms => ms.ToString("0", CultureInfo.InvariantCulture)))} ms per process), {fleet.Refused} refused"));
+                if (fleet.Refusal is { } why)
+                {
+                    Status($"{shared.Name}: the first refused connection: {why}");
+                }
+
                 continue;
             }
 
@@ -314,6 +319,8 @@ internal static class BenchCommand
                 ["connect_ms"] = Math.Round(f.ConnectMs, 1),
                 ["connect_ms_per_process"] = new System.Text.Json.Nodes.JsonArray([.. f.ConnectMsPerProcess.Select(ms => (System.Text.Json.Nodes.JsonNode)Math.Round(ms, 1))]),
                 ["refused"] = f.Refused,
+                // Why the first refused connection could not be opened (null when none was).
+                ["refusal"] = f.Refusal,
                 // A failed request stops the bench with an error and no report: a report always has 0.
                 ["failed"] = 0,
             };
@@ -562,7 +569,7 @@ internal static class BenchCommand
     internal static void Warn(string message) => CommandRunner.Error.MarkupLine($"[yellow]warning:[/] {Markup.Escape(message)}");
 
     /// <summary>One system's connections for the report's fan_in object.</summary>
-    private sealed record FanInSummary(string System, int Connections, double ConnectMs, int Refused, int Processes, IReadOnlyList<double> ConnectMsPerProcess);
+    private sealed record FanInSummary(string System, int Connections, double ConnectMs, int Refused, string? Refusal, int Processes, IReadOnlyList<double> ConnectMsPerProcess);
 
     private sealed record BenchSettings(long Size, int Clients, bool Connections, int Processes, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold, double? Rate);
 }
