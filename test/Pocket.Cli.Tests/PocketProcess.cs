@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
 using System.Threading.Channels;
 
 namespace Pocket.Cli.Tests;
@@ -217,7 +218,7 @@ internal sealed class TempHome : IDisposable
 /// `pocket up` running in the background: its stdout is read line by line (so it never blocks on a full pipe) and a
 /// test waits for the line it needs. Disposing kills it and its children if the test did not stop it.
 /// </summary>
-internal sealed class UpProcess : IAsyncDisposable
+internal sealed partial class UpProcess : IAsyncDisposable
 {
     private readonly Process _process;
     private readonly Channel<string> _lines = Channel.CreateUnbounded<string>();
@@ -289,6 +290,19 @@ internal sealed class UpProcess : IAsyncDisposable
 
     /// <summary>Reads standard error (where the roles log) until a line matches; returns it. Bounded like <see cref="WaitForLineAsync(Func{string, bool})"/>.</summary>
     public Task<string> WaitForErrorLineAsync(Func<string, bool> match) => WaitForLineAsync(_errorLines, match);
+
+    /// <summary>
+    /// Waits for a role's ready line (<paramref name="prefix"/>: `POCKET-METADATA `, `POCKET-NODE `); returns it and the
+    /// address it gives (`address=HOST:PORT`).
+    /// </summary>
+    public async Task<(string Line, string Address)> WaitForReadyAsync(string prefix)
+    {
+        var line = await WaitForLineAsync(l => l.StartsWith(prefix, StringComparison.Ordinal));
+        return (line, AddressPattern().Match(line).Groups[1].Value);
+    }
+
+    [GeneratedRegex(@"address=(\S+)")]
+    private static partial Regex AddressPattern();
 
     private async Task<string> WaitForLineAsync(Channel<string> lines, Func<string, bool> match)
     {

@@ -30,8 +30,7 @@ public sealed partial class ReplyBackpressureFlagTests : IDisposable
         var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = token.ToString() };
         await using var metadata = UpProcess.StartCommand(
             _home.Path, environment, "metadata", "--port", "0", "--reply-pause", "64KiB", "--reply-stall-timeout", "1s", "--stop-on-stdin-eof");
-        var ready = await metadata.WaitForLineAsync(line => line.StartsWith(RoleCommandLine.MetadataReadyPrefix, StringComparison.Ordinal));
-        var address = AddressPattern().Match(ready).Groups[1].Value;
+        var (_, address) = await metadata.WaitForReadyAsync(RoleCommandLine.MetadataReadyPrefix);
 
         using var cts = new CancellationTokenSource(PocketProcess.Timeout);
         await using var client = await PocketClient.ConnectAsync(address, new PocketClientOptions(), cts.Token);
@@ -82,8 +81,6 @@ public sealed partial class ReplyBackpressureFlagTests : IDisposable
         Assert.False(metadata.HasExited, metadata.Output);
     }
 
-    [GeneratedRegex(@"address=(\S+)")]
-    private static partial Regex AddressPattern();
 
     [GeneratedRegex(@"(\d+) bytes of replies unread for (\S+),")]
     private static partial Regex StalledPattern();

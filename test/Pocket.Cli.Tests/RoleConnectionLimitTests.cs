@@ -31,8 +31,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = token.ToString() };
         await using var metadata = UpProcess.StartCommandWithFileLimit(
             _home.Path, environment, FileLimit, "metadata", "--port", "0", "--max-connections", "100000", "--stop-on-stdin-eof");
-        var ready = await metadata.WaitForLineAsync(line => line.StartsWith("POCKET-METADATA ", StringComparison.Ordinal));
-        var address = AddressPattern().Match(ready).Groups[1].Value;
+        var (_, address) = await metadata.WaitForReadyAsync("POCKET-METADATA ");
         var warning = await metadata.WaitForErrorLineAsync(line => line.Contains("may accept 100000 connections", StringComparison.Ordinal));
         var budget = int.Parse(BudgetPattern().Match(warning).Groups[1].Value, CultureInfo.InvariantCulture);
         Assert.InRange(budget, 1, FileLimit - 64);
@@ -106,8 +105,6 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         Assert.False(up.HasExited, up.Output);
     }
 
-    [GeneratedRegex(@"address=(\S+)")]
-    private static partial Regex AddressPattern();
 
     [GeneratedRegex(@"leaves the process's accepted connections (\d+) descriptors")]
     private static partial Regex BudgetPattern();

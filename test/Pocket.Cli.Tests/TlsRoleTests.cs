@@ -1,7 +1,6 @@
 using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
-using System.Text.RegularExpressions;
 using Pocket.Admin;
 using Pocket.Client;
 using Pocket.Controller.Provisioning;
@@ -14,7 +13,7 @@ namespace Pocket.Cli.Tests;
 /// `pocket metadata` and `pocket storage` with --tls-cert, a self-signed certificate made here: a client that trusts
 /// it stores and reads data over TLS, one that does not is refused, and unusable certificate files are named.
 /// </summary>
-public sealed partial class TlsRoleTests : IDisposable
+public sealed class TlsRoleTests : IDisposable
 {
     private readonly TempHome _home = new();
 
@@ -28,9 +27,8 @@ public sealed partial class TlsRoleTests : IDisposable
         var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = token.ToString() };
 
         await using var metadata = UpProcess.StartCommand(_home.Path, environment, "metadata", "--port", "0", "--tls-cert", certAndKey, "--tls-ca", caOnly, "--tls-name", "localhost", "--stop-on-stdin-eof");
-        var ready = await metadata.WaitForLineAsync(line => line.StartsWith("POCKET-METADATA ", StringComparison.Ordinal));
+        var (ready, address) = await metadata.WaitForReadyAsync("POCKET-METADATA ");
         Assert.EndsWith(" tls", ready, StringComparison.Ordinal);
-        var address = AddressPattern().Match(ready).Groups[1].Value;
 
         await using var storage = UpProcess.StartCommand(
             _home.Path, environment, "storage", "--metadata", address, "--capacity", "64MiB", "--port", "0",
@@ -81,8 +79,7 @@ public sealed partial class TlsRoleTests : IDisposable
         string[] tls = ["--tls-cert", certAndKey, "--tls-ca", caOnly, "--tls-name", "localhost", "--stop-on-stdin-eof"];
 
         await using var metadata = UpProcess.StartCommand(_home.Path, environment, ["metadata", "--port", "0", "--metrics-port", "0", .. tls]);
-        var metadataReady = await metadata.WaitForLineAsync(line => line.StartsWith("POCKET-METADATA ", StringComparison.Ordinal));
-        var address = AddressPattern().Match(metadataReady).Groups[1].Value;
+        var (metadataReady, address) = await metadata.WaitForReadyAsync("POCKET-METADATA ");
         await using var storage = UpProcess.StartCommand(_home.Path, environment, ["storage", "--metadata", address, "--capacity", "64MiB", "--port", "0", "--metrics-port", "0", .. tls]);
         var storageReady = await storage.WaitForLineAsync(line => line.StartsWith("POCKET-NODE ", StringComparison.Ordinal));
 
@@ -158,7 +155,4 @@ public sealed partial class TlsRoleTests : IDisposable
         File.WriteAllText(otherKey, other.ExportPkcs8PrivateKeyPem() + "\n");
         return (certAndKey, caOnly, otherKey);
     }
-
-    [GeneratedRegex(@"address=(\S+)")]
-    private static partial Regex AddressPattern();
 }
