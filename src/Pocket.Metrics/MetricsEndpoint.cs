@@ -83,6 +83,14 @@ public sealed class MetricsListener : IAsyncDisposable
     /// <summary>Where the listener ended up, e.g. http://127.0.0.1:9101/ or https://... (the metrics are at <c>/metrics</c> below it).</summary>
     public Uri Url { get; }
 
+    /// <summary>
+    /// Connections the listener holds at once; the next connect waits in the kernel's backlog until one closes (an idle
+    /// one closes after Kestrel's 30 s request-headers timeout). Its connections are outside the protocol's descriptor
+    /// budget and come out of the descriptors the process keeps for everything else (64): a scraper needs one or two,
+    /// and 300 connects held open by a peer that sent nothing aborted a metadata server whose open-file limit was 256.
+    /// </summary>
+    public const int MaxConnections = 16;
+
     /// <summary>Starts listening on <paramref name="endPoint"/>: HTTPS with <paramref name="certificate"/> when given, else plain HTTP.</summary>
     public static async Task<MetricsListener> StartAsync(IPEndPoint endPoint, CollectorRegistry registry, JobToken clusterToken, ILoggerFactory loggerFactory, X509Certificate2? certificate = null, CancellationToken cancellationToken = default)
     {
@@ -103,6 +111,7 @@ public sealed class MetricsListener : IAsyncDisposable
         builder.Services.AddLogging();
         builder.Services.AddSingleton<ILoggerFactory>(new FrameworkQuietLoggerFactory(loggerFactory));
         builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
+        builder.Services.AddBoundedSocketTransport(MaxConnections);
         var app = builder.Build();
         app.Run(context =>
         {

@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using System.Text.RegularExpressions;
 using Pocket.Admin;
 using Pocket.Client;
+using Pocket.Controller.Provisioning;
 using Pocket.Protocol;
 
 namespace Pocket.Cli.Tests;
@@ -68,6 +69,58 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         // The closed connections give their descriptors back, and a new client is served.
         await using var client = await PocketClient.ConnectAsync(address, new PocketClientOptions(), cts.Token);
         Assert.Empty(await client.Admin(token).GetNodesAsync(cts.Token));
+        Assert.False(metadata.HasExited, metadata.Output);
+    }
+
+    /// <summary>
+    /// The metrics port takes connections outside the protocol's budget: a flood of them (held open, nothing sent) past the
+    /// open-file limit must not take the descriptors the role keeps. It holds a few at once and closes the rest as they
+    /// come; the data path serves on, and a scrape works once the flood ends.
+    /// </summary>
+    [Fact]
+    public async Task AFloodOfConnectionsToTheMetricsPortLeavesTheRoleServing()
+    {
+        var token = JobToken.NewRandom();
+        var environment = new Dictionary<string, string> { ["POCKET_CLUSTER_TOKEN"] = token.ToString() };
+        await using var metadata = UpProcess.StartCommandWithFileLimit(
+            _home.Path, environment, FileLimit, "metadata", "--port", "0", "--metrics-port", "0", "--stop-on-stdin-eof");
+        var (ready, address) = await metadata.WaitForReadyAsync("POCKET-METADATA ");
+        var metrics = RoleCommandLine.MetricsUrl(ready) ?? throw new Xunit.Sdk.XunitException($"no metrics URL in '{ready}'");
+
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        var flood = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < Connects; i++)
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                flood.Add(socket);
+                await socket.ConnectAsync(metrics.Host, metrics.Port, cts.Token);
+            }
+
+            // Meanwhile the protocol port serves: a client connects, registers a job, puts and gets.
+            await using var client = await PocketClient.ConnectAsync(address, new PocketClientOptions(), cts.Token);
+            var job = await client.Admin(token).RegisterJobAsync("after-the-flood", cts.Token);
+            var data = new byte[1024];
+            Random.Shared.NextBytes(data);
+            await job.PutAsync("a", data, cancellationToken: cts.Token);
+            Assert.Equal(data, await job.GetAsync("a", cancellationToken: cts.Token));
+            Assert.False(metadata.HasExited, metadata.Output);
+        }
+        finally
+        {
+            foreach (var socket in flood)
+            {
+                socket.Dispose();
+            }
+        }
+
+        // The flood gone, a scrape is answered.
+        using var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Get, metrics);
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token.ToString());
+        using var response = await http.SendAsync(request, cts.Token);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.False(metadata.HasExited, metadata.Output);
     }
 
