@@ -17,6 +17,7 @@ using Pocket.Controller.Observability;
 using Pocket.Controller.Provisioning;
 using Pocket.Controller.Scaling;
 using Pocket.Hosting;
+using Pocket.Networking;
 
 namespace Pocket.Controller;
 
@@ -28,6 +29,14 @@ namespace Pocket.Controller;
 /// </summary>
 public sealed class ControllerServer : IAsyncDisposable
 {
+    /// <summary>
+    /// Connections the HTTP listener holds at once (jobs' drivers, the dashboard and scrapers); the next connect waits in the kernel's backlog
+    /// until one closes. They also take from the process's descriptor budget, with the frame servers' and clients'
+    /// connections: 600 connects held open on an unbounded listener aborted an in-process `pocket up` whose open-file
+    /// limit was 512 (the runtime, out of descriptors, could not start a thread).
+    /// </summary>
+    public const int MaxConnections = 512;
+
     private readonly ControllerOptions _options;
     private readonly IStorageProvisioner? _provisioner;
     private readonly ILoggerFactory _loggerFactory;
@@ -191,6 +200,7 @@ public sealed class ControllerServer : IAsyncDisposable
         builder.Services.AddLogging();
         builder.Services.AddSingleton<ILoggerFactory>(new FrameworkQuietLoggerFactory(_loggerFactory));
         builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
+        builder.Services.AddBoundedSocketTransport(MaxConnections, new BoundedConnections.Budget(DescriptorBudget.TryTakeAccepted, DescriptorBudget.Return, DescriptorBudget.Refresh));
         builder.Services.AddRoutingCore();
         builder.Services.AddOpenApi();
         builder.Services.Configure<JsonOptions>(json =>

@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging;
 using Pocket.Client;
 using Pocket.Controller.Contracts;
 using Pocket.Hosting;
+using Pocket.Networking;
 
 namespace Pocket.Gateway;
 
@@ -19,6 +20,14 @@ namespace Pocket.Gateway;
 /// </summary>
 public sealed class GatewayServer : IAsyncDisposable
 {
+    /// <summary>
+    /// Connections the HTTP listener holds at once (S3 clients at a fan-in each keep a pool of connections); the next connect waits in the kernel's backlog
+    /// until one closes. They also take from the process's descriptor budget, with the frame servers' and clients'
+    /// connections: 600 connects held open on an unbounded listener aborted an in-process `pocket up` whose open-file
+    /// limit was 512 (the runtime, out of descriptors, could not start a thread).
+    /// </summary>
+    public const int MaxConnections = 4096;
+
     private readonly GatewayOptions _options;
     private readonly ILoggerFactory _loggerFactory;
     private readonly ILogger _logger;
@@ -88,6 +97,7 @@ public sealed class GatewayServer : IAsyncDisposable
         builder.Services.AddLogging();
         builder.Services.AddSingleton<ILoggerFactory>(new FrameworkQuietLoggerFactory(_loggerFactory));
         builder.Services.AddSingleton<IHostLifetime, EmbeddedHostLifetime>();
+        builder.Services.AddBoundedSocketTransport(MaxConnections, new BoundedConnections.Budget(DescriptorBudget.TryTakeAccepted, DescriptorBudget.Return, DescriptorBudget.Refresh));
 
         var app = builder.Build();
         var metrics = new GatewayMetrics(_options.ClusterToken, () => _buckets.All.Count);

@@ -21,24 +21,39 @@ namespace Pocket.Hosting;
 /// </summary>
 public static class BoundedConnections
 {
-    /// <summary>Makes Kestrel in <paramref name="services"/> accept at most <paramref name="limit"/> connections at once, per listener.</summary>
-    public static IServiceCollection AddBoundedSocketTransport(this IServiceCollection services, int limit)
+    /// <summary>How often a listener whose process has spent its descriptor budget looks again.</summary>
+    private static readonly TimeSpan BudgetRetry = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>
+    /// Makes Kestrel in <paramref name="services"/> accept at most <paramref name="limit"/> connections at once, per
+    /// listener, and, with <paramref name="budget"/>, only while the process's descriptor budget has room (each
+    /// connection takes one from it and gives it back when closed).
+    /// </summary>
+    public static IServiceCollection AddBoundedSocketTransport(this IServiceCollection services, int limit, Budget? budget = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limit);
         services.RemoveAll<IConnectionListenerFactory>();
         services.AddSingleton<IConnectionListenerFactory>(provider => new Factory(
             new SocketTransportFactory(provider.GetRequiredService<IOptions<SocketTransportOptions>>(), provider.GetRequiredService<ILoggerFactory>()),
-            limit));
+            limit,
+            budget));
         return services;
     }
 
-    private sealed class Factory(IConnectionListenerFactory inner, int limit) : IConnectionListenerFactory
+    /// <summary>A descriptor budget shared with other listeners: take one (false when spent), give one back, measure it again (once bound).</summary>
+    public sealed record Budget(Func<bool> TryTake, Action Return, Action Refresh);
+
+    private sealed class Factory(IConnectionListenerFactory inner, int limit, Budget? budget) : IConnectionListenerFactory
     {
-        public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default) =>
-            new Listener(await inner.BindAsync(endpoint, cancellationToken).ConfigureAwait(false), limit);
+        public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+        {
+            var bound = await inner.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
+            budget?.Refresh();
+            return new Listener(bound, limit, budget);
+        }
     }
 
-    private sealed class Listener(IConnectionListener inner, int limit) : IConnectionListener
+    private sealed class Listener(IConnectionListener inner, int limit, Budget? budget) : IConnectionListener
     {
         private readonly SemaphoreSlim _slots = new(limit, limit);
 
@@ -56,6 +71,21 @@ public static class BoundedConnections
                 return null;
             }
 
+            // The process's budget is spent only while its connections hold every descriptor it leaves them: rare, and
+            // then the next connect waits in the backlog until one closes.
+            while (budget is not null && !budget.TryTake())
+            {
+                try
+                {
+                    await Task.Delay(BudgetRetry, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    _slots.Release();
+                    return null;
+                }
+            }
+
             ConnectionContext? accepted;
             try
             {
@@ -63,17 +93,30 @@ public static class BoundedConnections
             }
             catch
             {
-                _slots.Release();
+                GiveBack();
                 throw;
             }
 
             if (accepted is null)
             {
-                _slots.Release();
+                GiveBack();
                 return null;
             }
 
-            return new Slot(accepted, _slots);
+            return new Slot(accepted, GiveBack);
+        }
+
+        private void GiveBack()
+        {
+            budget?.Return();
+            try
+            {
+                _slots.Release();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The listener is gone: nothing waits for the slot.
+            }
         }
 
         public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => inner.UnbindAsync(cancellationToken);
@@ -86,7 +129,7 @@ public static class BoundedConnections
     }
 
     /// <summary>An accepted connection that gives its slot back once Kestrel has disposed of it (its socket closed).</summary>
-    private sealed class Slot(ConnectionContext inner, SemaphoreSlim slots) : ConnectionContext
+    private sealed class Slot(ConnectionContext inner, Action giveBack) : ConnectionContext
     {
         private int _released;
 
@@ -118,14 +161,7 @@ public static class BoundedConnections
             {
                 if (Interlocked.Exchange(ref _released, 1) == 0)
                 {
-                    try
-                    {
-                        slots.Release();
-                    }
-                    catch (ObjectDisposedException)
-                    {
-                        // The listener is gone: nothing waits for the slot.
-                    }
+                    giveBack();
                 }
             }
         }

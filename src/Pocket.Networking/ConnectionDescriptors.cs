@@ -25,21 +25,24 @@ internal static class ConnectionDescriptors
     /// </summary>
     internal const int OutgoingReserve = 32;
 
-    private static readonly Lazy<Limits> Measured = new(Measure);
+    private static readonly Lock RefreshLock = new();
+    private static Limits? _measured;
     private static int _held;
 
+    private static Limits Measured => Volatile.Read(ref _measured) ?? Refresh();
+
     /// <summary>The process's open-file limit after raising the soft limit to the hard one (null when unknown).</summary>
-    public static long? FileLimit => Measured.Value.FileLimit;
+    public static long? FileLimit => Measured.FileLimit;
 
     /// <summary>
     /// How many connections, accepted and outgoing together, the process may hold: the open-file limit less the
-    /// descriptors open when the budget was first asked for and <see cref="Headroom"/> (int.MaxValue when the limit is
-    /// unknown). Outgoing connections may take all of it.
+    /// descriptors other than connections open when it was last measured (<see cref="Refresh"/>) and <see cref="Headroom"/>
+    /// (int.MaxValue when the limit is unknown). Outgoing connections may take all of it.
     /// </summary>
-    public static int Budget => Measured.Value.Budget;
+    public static int Budget => Measured.Budget;
 
     /// <summary>How many of <see cref="Budget"/> accepted connections may hold: all but <see cref="OutgoingReserve"/>.</summary>
-    public static int AcceptBudget => Measured.Value.AcceptBudget;
+    public static int AcceptBudget => Measured.AcceptBudget;
 
     /// <summary>Takes one descriptor for an accepted connection; false (nothing taken) when <see cref="AcceptBudget"/> is spent.</summary>
     public static bool TryTake() => TryTake(AcceptBudget);
@@ -99,6 +102,22 @@ internal static class ConnectionDescriptors
         return false;
     }
 
+    /// <summary>
+    /// Measures the budget again: the open-file limit less <see cref="Headroom"/> and the descriptors open now that are
+    /// not connections. Each server (and each HTTP listener that shares the budget) calls it as it starts, so a process
+    /// that opens more after its first server (an in-process `pocket up`: the nodes', the controller's and the gateway's
+    /// listeners, epoll sets and files) does not keep a budget that counts descriptors it no longer has.
+    /// </summary>
+    public static Limits Refresh()
+    {
+        lock (RefreshLock)
+        {
+            var limits = Measure();
+            Volatile.Write(ref _measured, limits);
+            return limits;
+        }
+    }
+
     private static Limits Measure()
     {
         var limit = Linux.RaiseFileLimit();
@@ -107,9 +126,11 @@ internal static class ConnectionDescriptors
             return new Limits(null, int.MaxValue, int.MaxValue);
         }
 
-        var budget = (int)Math.Clamp(known - Linux.OpenDescriptors() - Headroom, 1, int.MaxValue);
+        // Connections open now are in the budget, not beside it.
+        var others = Linux.OpenDescriptors() - Volatile.Read(ref _held);
+        var budget = (int)Math.Clamp(known - others - Headroom, 1, int.MaxValue);
         return new Limits(limit, budget, Math.Max(budget - OutgoingReserve, (budget + 1) / 2));
     }
 
-    private sealed record Limits(long? FileLimit, int Budget, int AcceptBudget);
+    internal sealed record Limits(long? FileLimit, int Budget, int AcceptBudget);
 }

@@ -92,7 +92,7 @@ public sealed class FrameServer : IDisposable
 
     public void Start()
     {
-        var fileLimit = ConnectionDescriptors.FileLimit;
+        var fileLimit = ConnectionDescriptors.Refresh().FileLimit;
         _ = SocketTelemetryBuilt.Value;
         if (_options.Certificate is { } certificate)
         {

@@ -125,6 +125,86 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
     }
 
     /// <summary>
+    /// The S3 gateway's and the controller's HTTP connections take from the same budget as the frame servers': a flood
+    /// of connects held open on the gateway of an in-process `pocket up` (every role in one process) waits in the
+    /// kernel's backlog once the budget is spent, instead of taking the process's last descriptors, which aborted it
+    /// (metadata, nodes, controller and gateway at once). Once the flood ends the cluster serves as before.
+    /// </summary>
+    [Fact]
+    public async Task AFloodOfConnectionsToTheGatewayLeavesAnInProcessClusterRunning()
+    {
+        const int upFileLimit = 512;
+        await using var up = UpProcess.StartCommandWithFileLimit(
+            _home.Path, new Dictionary<string, string>(), upFileLimit,
+            "up", "--in-process", "--port", "0", "--controller-port", "0", "--gateway-port", "0", "--nodes", "1", "--capacity", "64MiB", "--for", "10m");
+        await up.WaitForLineAsync(line => line.StartsWith("stopping by itself", StringComparison.Ordinal));
+        var gateway = new Uri(System.Text.Json.Nodes.JsonNode.Parse(await File.ReadAllTextAsync(_home.File("cluster.json")))!["gateway"]!.GetValue<string>());
+
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        var flood = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < upFileLimit; i++)
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                flood.Add(socket);
+                await socket.ConnectAsync(gateway.Host, gateway.Port, cts.Token);
+            }
+
+            // The gateway stops accepting once the budget is spent: connects wait in its listen queue. (Unbounded, it
+            // accepted until the process had no descriptor left, and the process aborted.)
+            while (ListenQueue(gateway.Port) == 0)
+            {
+                Assert.False(up.HasExited, up.Output);
+                await Task.Delay(50, cts.Token);
+            }
+
+            // ... while the process keeps descriptors for its threads and files (64, less what it opened since the last
+            // server started); unbounded, the gateway's connections took them all.
+            Assert.False(up.HasExited, up.Output);
+            Assert.InRange(Directory.GetFiles($"/proc/{up.Pid}/fd").Length, 1, upFileLimit - 32);
+        }
+        finally
+        {
+            foreach (var socket in flood)
+            {
+                socket.Dispose();
+            }
+        }
+
+        // The flood gone: the controller registers a job, the nodes store and serve it, the gateway answers.
+        var jobId = (await PocketProcess.RunOkAsync(_home.Path, "job", "register", "after-the-flood", "--json")).Json()["id"]!.GetValue<string>();
+        var data = new byte[100_000];
+        Random.Shared.NextBytes(data);
+        var source = _home.File("in.bin");
+        var copy = _home.File("out.bin");
+        await File.WriteAllBytesAsync(source, data, cts.Token);
+        await PocketProcess.RunOkAsync(_home.Path, "put", source, $"{jobId}/object");
+        await PocketProcess.RunOkAsync(_home.Path, "get", $"{jobId}/object", copy);
+        Assert.Equal(data, await File.ReadAllBytesAsync(copy, cts.Token));
+        using var http = new HttpClient();
+        using var response = await http.GetAsync(gateway, cts.Token);
+        Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+        Assert.False(up.HasExited, up.Output);
+    }
+
+    /// <summary>Connects waiting to be accepted on this machine's IPv4 listener on <paramref name="port"/> (/proc/net/tcp's rx_queue of a listening socket).</summary>
+    private static int ListenQueue(int port)
+    {
+        var local = string.Create(CultureInfo.InvariantCulture, $":{port:X4}");
+        foreach (var line in File.ReadLines("/proc/net/tcp").Skip(1))
+        {
+            var fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            if (fields[1].EndsWith(local, StringComparison.Ordinal) && fields[3] == "0A")
+            {
+                return int.Parse(fields[4].AsSpan(fields[4].IndexOf(':') + 1), NumberStyles.HexNumber, CultureInfo.InvariantCulture);
+            }
+        }
+
+        return 0;
+    }
+
+    /// <summary>
     /// Outgoing connections take from the same budget: a bench (one client process, a connection per client) asked for
     /// more connections than its open-file limit holds opens those the budget allows, refuses the rest with a reason that
     /// names the limit, and runs on them. Without the budget it opened sockets until the process was out of descriptors,
