@@ -57,14 +57,18 @@ public static class BoundedConnections
     {
         private readonly SemaphoreSlim _slots = new(limit, limit);
 
+        // Unbinding ends an accept that waits for a slot or for the budget with null, as the inner listener's own
+        // accept ends: the budget may be held by other servers' connections, which this one's stop does not close.
+        private readonly CancellationTokenSource _unbound = new();
+
         public EndPoint EndPoint => inner.EndPoint;
 
         public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
         {
-            // Unbinding ends a waiting accept with null, as the inner listener's would.
+            using var waiting = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _unbound.Token);
             try
             {
-                await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
+                await _slots.WaitAsync(waiting.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -77,7 +81,7 @@ public static class BoundedConnections
             {
                 try
                 {
-                    await Task.Delay(BudgetRetry, cancellationToken).ConfigureAwait(false);
+                    await Task.Delay(BudgetRetry, waiting.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
                 {
@@ -106,6 +110,19 @@ public static class BoundedConnections
             return new Slot(accepted, GiveBack);
         }
 
+        public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+        {
+            _unbound.Cancel();
+            return inner.UnbindAsync(cancellationToken);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _unbound.Cancel();
+            await inner.DisposeAsync().ConfigureAwait(false);
+            _slots.Dispose();
+        }
+
         private void GiveBack()
         {
             budget?.Return();
@@ -117,14 +134,6 @@ public static class BoundedConnections
             {
                 // The listener is gone: nothing waits for the slot.
             }
-        }
-
-        public ValueTask UnbindAsync(CancellationToken cancellationToken = default) => inner.UnbindAsync(cancellationToken);
-
-        public async ValueTask DisposeAsync()
-        {
-            await inner.DisposeAsync().ConfigureAwait(false);
-            _slots.Dispose();
         }
     }
 

@@ -188,6 +188,68 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         Assert.False(up.HasExited, up.Output);
     }
 
+    /// <summary>
+    /// A metrics listener holds at most <see cref="Pocket.Metrics.MetricsListener.MaxConnections"/> connections: the next
+    /// connect waits in its listen queue, is served once one of them closes, and a stop with every slot held does not
+    /// wait for them.
+    /// </summary>
+    [Fact]
+    public async Task AMetricsListenerHoldsItsBoundServesTheNextWhenOneClosesAndStopsWithAllHeld()
+    {
+        var token = JobToken.NewRandom();
+        var listener = await Pocket.Metrics.MetricsListener.StartAsync(
+            new IPEndPoint(IPAddress.Loopback, 0), Prometheus.Metrics.NewCustomRegistry(), token, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
+        using var cts = new CancellationTokenSource(PocketProcess.Timeout);
+        var held = new List<Socket>();
+        try
+        {
+            for (var i = 0; i < Pocket.Metrics.MetricsListener.MaxConnections; i++)
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                held.Add(socket);
+                await socket.ConnectAsync(IPAddress.Loopback, listener.Url.Port, cts.Token);
+            }
+
+            // Once the listener took them all, a scrape's connect waits in the listen queue ...
+            while (ListenQueue(listener.Url.Port) > 0)
+            {
+                await Task.Delay(50, cts.Token);
+            }
+
+            using var http = new HttpClient();
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(listener.Url, "/metrics"));
+            request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token.ToString());
+            var scrape = http.SendAsync(request, cts.Token);
+            while (ListenQueue(listener.Url.Port) == 0)
+            {
+                Assert.False(scrape.IsCompleted, "a scrape was served with every slot held");
+                await Task.Delay(50, cts.Token);
+            }
+
+            // ... and is answered once a held connection closes.
+            held[0].Dispose();
+            using var response = await scrape;
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+
+            // Every slot held again and one more connect waiting: stopping does not wait for them.
+            for (var i = 0; i < 2; i++)
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+                held.Add(socket);
+                await socket.ConnectAsync(IPAddress.Loopback, listener.Url.Port, cts.Token);
+            }
+
+            await listener.DisposeAsync().AsTask().WaitAsync(cts.Token);
+        }
+        finally
+        {
+            foreach (var socket in held)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
     /// <summary>Connects waiting to be accepted on this machine's IPv4 listener on <paramref name="port"/> (/proc/net/tcp's rx_queue of a listening socket).</summary>
     private static int ListenQueue(int port)
     {
