@@ -44,12 +44,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         {
             // The kernel completes every connect (the backlog holds them); the server takes them and closes those past
             // its budget instead of running out of descriptors.
-            for (var i = 0; i < Connects; i++)
-            {
-                var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-                sockets.Add(socket);
-                await socket.ConnectAsync(endPoint, cts.Token);
-            }
+            await ConnectManyAsync(sockets, endPoint.Address.ToString(), endPoint.Port, Connects, cts.Token);
 
             var refused = await metadata.WaitForErrorLineAsync(line => line.Contains("refused a connection", StringComparison.Ordinal));
             Assert.Contains($"all {budget} descriptors", refused, StringComparison.Ordinal);
@@ -60,10 +55,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         }
         finally
         {
-            foreach (var socket in sockets)
-            {
-                socket.Dispose();
-            }
+            CloseAll(sockets);
         }
 
         // The closed connections give their descriptors back, and a new client is served.
@@ -91,12 +83,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         var flood = new List<Socket>();
         try
         {
-            for (var i = 0; i < Connects; i++)
-            {
-                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-                flood.Add(socket);
-                await socket.ConnectAsync(metrics.Host, metrics.Port, cts.Token);
-            }
+            await ConnectManyAsync(flood, metrics.Host, metrics.Port, Connects, cts.Token);
 
             // Meanwhile the protocol port serves: a client connects, registers a job, puts and gets.
             await using var client = await PocketClient.ConnectAsync(address, new PocketClientOptions(), cts.Token);
@@ -109,10 +96,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         }
         finally
         {
-            foreach (var socket in flood)
-            {
-                socket.Dispose();
-            }
+            CloseAll(flood);
         }
 
         // The flood gone, a scrape is answered.
@@ -144,12 +128,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         var flood = new List<Socket>();
         try
         {
-            for (var i = 0; i < upFileLimit; i++)
-            {
-                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-                flood.Add(socket);
-                await socket.ConnectAsync(gateway.Host, gateway.Port, cts.Token);
-            }
+            await ConnectManyAsync(flood, gateway.Host, gateway.Port, upFileLimit, cts.Token);
 
             // The gateway stops accepting once the budget is spent: connects wait in its listen queue. (Unbounded, it
             // accepted until the process had no descriptor left, and the process aborted.)
@@ -166,10 +145,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         }
         finally
         {
-            foreach (var socket in flood)
-            {
-                socket.Dispose();
-            }
+            CloseAll(flood);
         }
 
         // The flood gone: the controller registers a job, the nodes store and serve it, the gateway answers.
@@ -203,12 +179,7 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
         var held = new List<Socket>();
         try
         {
-            for (var i = 0; i < Pocket.Metrics.MetricsListener.MaxConnections; i++)
-            {
-                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-                held.Add(socket);
-                await socket.ConnectAsync(IPAddress.Loopback, listener.Url.Port, cts.Token);
-            }
+            await ConnectManyAsync(held, listener.Url.Host, listener.Url.Port, Pocket.Metrics.MetricsListener.MaxConnections, cts.Token);
 
             // Once the listener took them all, a scrape's connect waits in the listen queue ...
             while (ListenQueue(listener.Url.Port) > 0)
@@ -232,21 +203,32 @@ public sealed partial class RoleConnectionLimitTests : IDisposable
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
 
             // Every slot held again and one more connect waiting: stopping does not wait for them.
-            for (var i = 0; i < 2; i++)
-            {
-                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-                held.Add(socket);
-                await socket.ConnectAsync(IPAddress.Loopback, listener.Url.Port, cts.Token);
-            }
+            await ConnectManyAsync(held, listener.Url.Host, listener.Url.Port, 2, cts.Token);
 
             await listener.DisposeAsync().AsTask().WaitAsync(cts.Token);
         }
         finally
         {
-            foreach (var socket in held)
-            {
-                socket.Dispose();
-            }
+            CloseAll(held);
+        }
+    }
+
+    /// <summary>Opens <paramref name="count"/> connections to <paramref name="host"/>:<paramref name="port"/> into <paramref name="held"/>, which the caller closes (also when a connect fails).</summary>
+    private static async Task ConnectManyAsync(List<Socket> held, string host, int port, int count, CancellationToken cancellationToken)
+    {
+        for (var i = 0; i < count; i++)
+        {
+            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+            held.Add(socket);
+            await socket.ConnectAsync(host, port, cancellationToken);
+        }
+    }
+
+    private static void CloseAll(List<Socket> sockets)
+    {
+        foreach (var socket in sockets)
+        {
+            socket.Dispose();
         }
     }
 
