@@ -30,10 +30,10 @@ namespace Pocket.Controller;
 public sealed class ControllerServer : IAsyncDisposable
 {
     /// <summary>
-    /// Connections the HTTP listener holds at once (jobs' drivers, the dashboard and scrapers); the next connect waits in the kernel's backlog
-    /// until one closes. They also take from the process's descriptor budget, with the frame servers' and clients'
-    /// connections: 600 connects held open on an unbounded listener aborted an in-process `pocket up` whose open-file
-    /// limit was 512 (the runtime, out of descriptors, could not start a thread).
+    /// Connections the HTTP listener holds at once (jobs' drivers, the dashboard and scrapers); the next connect waits
+    /// in the kernel's backlog until one closes. They also take from the process's descriptor budget, with the frame
+    /// servers' and clients' connections: 600 connects held open on the unbounded gateway of an in-process `pocket up`
+    /// whose open-file limit was 512 aborted it (the runtime, out of descriptors, could not start a thread).
     /// </summary>
     public const int MaxConnections = 512;
 
