@@ -12,12 +12,11 @@ namespace Pocket.Hosting;
 
 /// <summary>
 /// Kestrel's socket transport, accepting only while fewer than a bound of its connections are open: the next connect
-/// waits in the kernel's listen backlog, not in a descriptor of the process. Kestrel's own connection limit
-/// (<c>MaxConcurrentConnections</c>) accepts a connection before it refuses it, so a burst of connects takes a
-/// descriptor each until Kestrel gets round to closing them: 300 connects held open by one peer took a metadata
-/// server's last descriptors and the runtime, unable to start a thread, aborted the process ("Out of memory."). The
-/// binary-protocol servers keep their connections within the process's descriptor budget themselves; this keeps a
-/// Kestrel listener beside them within its bound.
+/// waits in the kernel's listen backlog, not in a descriptor of the process. 300 connects held open by one peer on a
+/// metadata server's metrics port (open-file limit 256) aborted the process ("Out of memory.": the runtime could not
+/// start a thread), and still did with Kestrel's own limit (<c>MaxConcurrentConnections</c> 16), which accepts a
+/// connection before it refuses it and logged a warning for each. The binary-protocol servers keep their connections
+/// within the process's descriptor budget themselves; this keeps a Kestrel listener beside them within its bound.
 /// </summary>
 public static class BoundedConnections
 {
@@ -85,7 +84,7 @@ public static class BoundedConnections
                 }
                 catch (OperationCanceledException)
                 {
-                    _slots.Release();
+                    ReleaseSlot();
                     return null;
                 }
             }
@@ -126,6 +125,11 @@ public static class BoundedConnections
         private void GiveBack()
         {
             budget?.Return();
+            ReleaseSlot();
+        }
+
+        private void ReleaseSlot()
+        {
             try
             {
                 _slots.Release();
