@@ -20,7 +20,9 @@
 #                  fanin-nN-pP.json, fanin-nN-pP.servers (each server's peak threads and RSS during the run,
 #                  sampled from /proc every 0.5 s) and fanin.txt (one line per run); FAN_IN_RATE=R runs each
 #                  bench open-loop at R ops/s offered (`--rate`: latency from each request's scheduled time, send
-#                  lag and achieved rate in fanin.txt); unset, the closed loop
+#                  lag and achieved rate in fanin.txt); unset, the closed loop; FAN_IN_SLICES=K splits each
+#                  system's --duration into K slices taken in turn (`--slices`), so the three systems meet the
+#                  same phases of the machine
 #
 # Environment: DURATION and WARMUP (override the per-op times), REDIS_PORT (default 6390),
 # GARNET_PORT (default 6391), TOOLS (where Garnet is installed as a dotnet tool, default ./.tools, git-ignored).
@@ -226,6 +228,7 @@ if ((fan_in)); then
                 --vs "redis=resp://127.0.0.1:$redis_port" --vs "garnet=resp://127.0.0.1:$garnet_port" --json)
             ((processes > 1 && n >= processes)) && args+=(--processes "$processes")
             [[ -n "${FAN_IN_RATE:-}" ]] && args+=(--rate "$FAN_IN_RATE")
+            [[ -n "${FAN_IN_SLICES:-}" ]] && args+=(--slices "$FAN_IN_SLICES")
             echo "== $name: pocket ${args[*]} (load: $(cut -d' ' -f1-3 /proc/loadavg))"
             "${pocket[@]}" "${args[@]}" >"$results/$name.json" 2>"$results/$name.log" &
             bench_pid=$!

@@ -17,7 +17,7 @@ internal static class BenchReport
     {
         var pocketWhere = context.PocketWhere;
         AnsiConsole.MarkupLine(Markup.Escape(string.Create(CultureInfo.InvariantCulture,
-            $"size {Units.FormatSizeCompact(plan.Size)}, {plan.Clients} client(s), {(plan.Ops is { } n ? $"{n} ops" : Units.FormatDuration(plan.Duration ?? TimeSpan.Zero))} per system and op, warm-up {Units.FormatDuration(plan.Warmup)}; pocket: {pocketWhere}")));
+            $"size {Units.FormatSizeCompact(plan.Size)}, {plan.Clients} client(s), {(plan.Ops is { } n ? $"{n} ops" : Units.FormatDuration(plan.Duration ?? TimeSpan.Zero))} per system and op{(plan.Slices > 1 ? string.Create(CultureInfo.InvariantCulture, $" in {plan.Slices} slices taken in turn") : string.Empty)}, warm-up {Units.FormatDuration(plan.Warmup)}; pocket: {pocketWhere}")));
         var table = new Table().Border(TableBorder.Rounded)
             .AddColumn("system")
             .AddColumn("op");
@@ -212,6 +212,7 @@ internal static class BenchReport
                 ["ops"] = plan.Ops,
                 ["duration_s"] = plan.Duration is { } d ? d.TotalSeconds : null,
                 ["warmup_s"] = plan.Warmup.TotalSeconds,
+                ["slices"] = plan.Slices,
                 ["rate"] = plan.Rate,
                 ["ops_order"] = new JsonArray([.. results.Select(r => Name(r.Op)).Distinct().Select(n => (JsonNode)n)]),
                 ["systems_order"] = new JsonArray([.. results.Select(r => r.System).Distinct().Select(n => (JsonNode)n)]),

@@ -48,7 +48,8 @@ internal sealed record BenchWorkerSpec(
 }
 
 /// <summary>A line from the parent to a worker: connect, run a phase of an op, or exit.</summary>
-internal sealed record WorkerCommand(string Command, string? Op = null, int Pool = 0);
+/// <remarks>A phase of slice <see cref="Slice"/> (0 unless the bench runs in slices) keeps its keys apart from the other slices'; a warm-up of <see cref="Seconds"/> replaces the spec's.</remarks>
+internal sealed record WorkerCommand(string Command, string? Op = null, int Pool = 0, int Slice = 0, double? Seconds = null);
 
 /// <summary>
 /// A line from a worker to the parent. <see cref="Latency"/> is the histogram as pairs (value, count), flattened, so
@@ -247,9 +248,9 @@ internal sealed class WorkerFleet : DelegatingBenchTarget
     }
 
     /// <summary>Has every worker run one phase of <paramref name="op"/> at once; returns their results.</summary>
-    public async Task<WorkerReply[]> RunPhaseAsync(BenchOp op, int poolCount, bool warmup, CancellationToken cancellationToken)
+    public async Task<WorkerReply[]> RunPhaseAsync(BenchOp op, int poolCount, bool warmup, int slice, double? warmupSeconds, CancellationToken cancellationToken)
     {
-        var command = new WorkerCommand(warmup ? "warm" : "run", op.Name(), poolCount);
+        var command = new WorkerCommand(warmup ? "warm" : "run", op.Name(), poolCount, slice, warmup ? warmupSeconds : null);
         foreach (var worker in _workers)
         {
             await worker.SendAsync(command, cancellationToken).ConfigureAwait(false);
@@ -508,7 +509,7 @@ internal static class BenchWorker
                             throw new LoadGeneratorException($"bench worker: unknown op '{command.Op}'");
                         }
 
-                        var result = await runner.MeasurePhaseAsync(target, op, command.Pool, command.Command == "warm", spec.Tag, cancellationToken).ConfigureAwait(false);
+                        var result = await runner.MeasurePhaseAsync(target, op, command.Pool, command.Command == "warm", spec.Tag, command.Slice, command.Seconds, cancellationToken).ConfigureAwait(false);
                         Reply(WorkerResult.ToReply(result));
                         break;
 

@@ -49,7 +49,25 @@ internal static class BenchOps
 /// <see cref="Clients"/>) makes the run open-loop (<see cref="RatePacer"/>); null is the closed loop, each client
 /// sending its next request as soon as its reply lands.
 /// </summary>
-internal sealed record BenchPlan(long Size, int Clients, long? Ops, TimeSpan? Duration, TimeSpan Warmup, int KeysPerRound, int PoolKeys, double? Rate = null);
+/// <para>
+/// <see cref="Slices"/> splits each system's timed run (<see cref="Duration"/>) into that many slices run in turn with
+/// the other systems' (<see cref="BenchRunner.RunSlicedAsync"/>), so that systems compared in one run meet the same
+/// phases of a shared machine rather than a minute each of their own.
+/// </para>
+internal sealed record BenchPlan(long Size, int Clients, long? Ops, TimeSpan? Duration, TimeSpan Warmup, int KeysPerRound, int PoolKeys, double? Rate = null, int Slices = 1)
+{
+    /// <summary>Most slices a run may be split into.</summary>
+    public const int MaxSlices = 100;
+
+    /// <summary>The warm-up before each slice after a system's first: its cache and connections sat idle while the others ran.</summary>
+    public static readonly TimeSpan MostSliceWarmup = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>One slice's timed run (the whole <see cref="Duration"/> with one slice).</summary>
+    public TimeSpan? SliceDuration => Duration / Slices;
+
+    /// <summary>The warm-up of every slice after a system's first (its first has <see cref="Warmup"/>).</summary>
+    public TimeSpan SliceWarmup => Warmup < MostSliceWarmup ? Warmup : MostSliceWarmup;
+}
 
 /// <summary>
 /// What an open-loop run adds (`--rate`): the rate offered, and besides the latency from each request's scheduled time
@@ -84,6 +102,57 @@ internal sealed record BenchResult(string System, BenchOp Op, long Size, long Op
     public double? CpuMicrosPerOp => CpuSeconds is { } s && Ops > 0 ? s * 1e6 / Ops : null;
 
     public double ProcessCpuMicrosPerOp => Ops > 0 ? ProcessCpuSeconds * 1e6 / Ops : 0;
+
+    /// <summary>
+    /// One system's slices of one op as one result: operations, time, CPU and each client's count added, histograms
+    /// added (so percentiles are over every request of every slice, not averaged), and ops/s over the slices' time.
+    /// </summary>
+    public static BenchResult Combine(IReadOnlyList<BenchResult> slices)
+    {
+        var first = slices[0];
+        if (slices.Count == 1)
+        {
+            return first;
+        }
+
+        var clientOps = new long[first.ClientOps.Length];
+        foreach (var slice in slices)
+        {
+            for (var c = 0; c < Math.Min(clientOps.Length, slice.ClientOps.Length); c++)
+            {
+                clientOps[c] += slice.ClientOps[c];
+            }
+        }
+
+        return first with
+        {
+            Ops = slices.Sum(r => r.Ops),
+            Elapsed = TimeSpan.FromTicks(slices.Sum(r => r.Elapsed.Ticks)),
+            Latency = Add(slices.Select(r => r.Latency)),
+            CpuSeconds = slices.All(r => r.CpuSeconds is not null) ? slices.Sum(r => r.CpuSeconds!.Value) : null,
+            ProcessCpuSeconds = slices.Sum(r => r.ProcessCpuSeconds),
+            ClientOps = clientOps,
+            Paced = first.Paced is { } paced
+                ? paced with
+                {
+                    SendLag = Add(slices.Select(r => r.Paced!.SendLag)),
+                    PacerLag = Add(slices.Select(r => r.Paced!.PacerLag)),
+                    Service = Add(slices.Select(r => r.Paced!.Service)),
+                }
+                : null,
+        };
+    }
+
+    private static LongHistogram Add(IEnumerable<LongHistogram> histograms)
+    {
+        var sum = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
+        foreach (var histogram in histograms)
+        {
+            sum.Add(histogram);
+        }
+
+        return sum;
+    }
 }
 
 /// <summary>
@@ -123,94 +192,168 @@ internal sealed class BenchRunner
         }
     }
 
+    /// <summary>One system, one op: what it reads written, the warm-up, the timed run (whole), and what it read removed.</summary>
     public async Task<BenchResult> RunAsync(IBenchTarget target, BenchOp op, CancellationToken cancellationToken)
     {
-        if (op.IsMeta())
-        {
-            return await RunMetaAsync(target, op, cancellationToken).ConfigureAwait(false);
-        }
-
-        var name = op.Name();
-        var pool = op == BenchOp.Put ? [] : await WritePoolAsync(target, name, cancellationToken).ConfigureAwait(false);
+        var prepared = await PrepareAsync(target, op, cancellationToken).ConfigureAwait(false);
         try
         {
-            if (target is WorkerFleet fleet)
-            {
-                return await RunInWorkersAsync(fleet, op, pool.Length, cancellationToken).ConfigureAwait(false);
-            }
-
-            if (_plan.Warmup > TimeSpan.Zero)
-            {
-                _status($"{target.Name} {name}: warm-up {Units.FormatDuration(_plan.Warmup)}");
-                await MeasureAsync(target, op, $"{name}/warm/", pool, null, _plan.Warmup, singleRound: true, cancellationToken).ConfigureAwait(false);
-            }
-
-            _status($"{target.Name} {name}: measuring");
-            return await MeasureAsync(target, op, $"{name}/run/", pool, _plan.Ops, _plan.Duration, singleRound: false, cancellationToken).ConfigureAwait(false);
+            return await RunSliceAsync(target, op, prepared, 0, _plan.Warmup, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
-            if (pool.Length > 0)
-            {
-                // Runs even after Ctrl-C: a peer such as Redis would otherwise keep the keys.
-                await target.DeleteAsync($"{name}/pool/", pool, _plan.Size, CancellationToken.None).ConfigureAwait(false);
-            }
+            await CleanupAsync(target, op, prepared).ConfigureAwait(false);
         }
     }
 
     /// <summary>
-    /// A metadata-only run: lookups read a pool of existing 0-byte objects, list100 and count read a prefix that
-    /// holds exactly <see cref="ListedKeys"/> objects, create_delete makes and removes its own 0-byte objects.
+    /// Every system, one op, in <see cref="BenchPlan.Slices"/> slices: slice k runs each system in turn, starting
+    /// with system k (so each system runs first, second, ... equally often), each system's first slice after its full
+    /// warm-up and every later one after <see cref="BenchPlan.SliceWarmup"/>; returns a result per system, its slices
+    /// combined (<see cref="BenchResult.Combine"/>), in the order of <paramref name="targets"/>.
     /// </summary>
-    private async Task<BenchResult> RunMetaAsync(IBenchTarget target, BenchOp op, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<BenchResult>> RunSlicedAsync(IReadOnlyList<IBenchTarget> targets, BenchOp op, CancellationToken cancellationToken)
     {
-        var name = op.Name();
-        var listPrefix = $"{name}/listed/";
-        var listed = op is BenchOp.List100 or BenchOp.Count;
-        string[] lookup = [];
+        var prepared = new Prepared?[targets.Count];
+        var slices = targets.Select(_ => new List<BenchResult>()).ToArray();
         try
         {
-            if (op == BenchOp.Lookup)
+            for (var i = 0; i < targets.Count; i++)
             {
-                _status($"{target.Name} {name}: writing {LookupKeys} empty objects to look up");
-                lookup = PoolKeys(name, LookupKeys);
-                var options = new ParallelOptions { MaxDegreeOfParallelism = _plan.Clients, CancellationToken = cancellationToken };
-                await Parallel.ForEachAsync(lookup, options, (key, ct) => target.PutAsync(key, ReadOnlyMemory<byte>.Empty, ct)).ConfigureAwait(false);
+                prepared[i] = await PrepareAsync(targets[i], op, cancellationToken).ConfigureAwait(false);
             }
 
-            if (listed)
+            for (var slice = 0; slice < _plan.Slices; slice++)
+            {
+                for (var turn = 0; turn < targets.Count; turn++)
+                {
+                    var i = (slice + turn) % targets.Count;
+                    var warmup = slice == 0 ? _plan.Warmup : _plan.SliceWarmup;
+                    slices[i].Add(await RunSliceAsync(targets[i], op, prepared[i]!, slice, warmup, cancellationToken).ConfigureAwait(false));
+                }
+            }
+        }
+        finally
+        {
+            for (var i = 0; i < targets.Count; i++)
+            {
+                if (prepared[i] is { } written)
+                {
+                    await CleanupAsync(targets[i], op, written).ConfigureAwait(false);
+                }
+            }
+        }
+
+        return [.. slices.Select(BenchResult.Combine)];
+    }
+
+    /// <summary>What an op's timed phases read: a pool of objects (get, mixed; lookup's 0-byte ones), or a listed prefix (list100, count).</summary>
+    internal sealed record Prepared(string[] Keys, string? ListPrefix);
+
+    /// <summary>
+    /// Writes, untimed, what <paramref name="op"/> reads: keys for reads, 0-byte objects for lookups, the listed prefix
+    /// for list100 and count. Whatever was written of them is removed again when writing fails.
+    /// </summary>
+    internal async Task<Prepared> PrepareAsync(IBenchTarget target, BenchOp op, CancellationToken cancellationToken)
+    {
+        var name = op.Name();
+        var prepared = new Prepared(
+            op switch
+            {
+                BenchOp.Get or BenchOp.Mixed => PoolKeys(name, _plan.PoolKeys),
+                BenchOp.Lookup => PoolKeys(name, LookupKeys),
+                _ => [],
+            },
+            op is BenchOp.List100 or BenchOp.Count ? $"{name}/listed/" : null);
+        try
+        {
+            if (prepared.Keys.Length > 0)
+            {
+                // Objects to read (the bench's size), or 0-byte ones to look up.
+                var value = op.IsMeta() ? ReadOnlyMemory<byte>.Empty : _value;
+                _status(op.IsMeta() ? $"{target.Name} {name}: writing {LookupKeys} empty objects to look up" : $"{target.Name} {name}: writing {_plan.PoolKeys} keys to read");
+                var options = new ParallelOptions { MaxDegreeOfParallelism = _plan.Clients, CancellationToken = cancellationToken };
+                await Parallel.ForEachAsync(prepared.Keys, options, (key, ct) => target.PutAsync(key, value, ct)).ConfigureAwait(false);
+            }
+
+            if (prepared.ListPrefix is { } listPrefix)
             {
                 _status($"{target.Name} {name}: writing {ListedKeys} empty objects under '{listPrefix}'");
                 await target.CreateListedAsync(listPrefix, ListedKeys, cancellationToken).ConfigureAwait(false);
             }
-
-            if (target is WorkerFleet fleet)
-            {
-                return await RunInWorkersAsync(fleet, op, lookup.Length, cancellationToken).ConfigureAwait(false);
-            }
-
-            if (_plan.Warmup > TimeSpan.Zero)
-            {
-                _status($"{target.Name} {name}: warm-up {Units.FormatDuration(_plan.Warmup)}");
-                await MeasureMetaAsync(target, op, $"{name}/warm/", lookup, listPrefix, null, _plan.Warmup, warmup: true, cancellationToken).ConfigureAwait(false);
-            }
-
-            _status($"{target.Name} {name}: measuring");
-            return await MeasureMetaAsync(target, op, $"{name}/run/", lookup, listPrefix, _plan.Ops, _plan.Duration, warmup: false, cancellationToken).ConfigureAwait(false);
         }
-        finally
+        catch
         {
-            // Runs even after Ctrl-C: a peer such as Redis would otherwise keep the keys.
-            if (lookup.Length > 0)
+            await CleanupAsync(target, op, prepared).ConfigureAwait(false);
+            throw;
+        }
+
+        return prepared;
+    }
+
+    /// <summary>
+    /// One timed run of <paramref name="op"/> on one system (one slice of it with <see cref="BenchPlan.Slices"/>), after
+    /// an untimed warm-up of <paramref name="warmup"/> (none when zero), in this process or in the fleet's.
+    /// </summary>
+    internal async Task<BenchResult> RunSliceAsync(IBenchTarget target, BenchOp op, Prepared prepared, int slice, TimeSpan warmup, CancellationToken cancellationToken)
+    {
+        var name = op.Name();
+        var of = _plan.Slices > 1 ? string.Create(CultureInfo.InvariantCulture, $"slice {slice + 1} of {_plan.Slices}, ") : string.Empty;
+        if (target is WorkerFleet fleet)
+        {
+            if (warmup > TimeSpan.Zero)
             {
-                await target.DeleteAsync($"{name}/pool/", lookup, 0, CancellationToken.None).ConfigureAwait(false);
+                _status($"{fleet.Name} {name}: {of}warm-up {Units.FormatDuration(warmup)} in {fleet.Processes} processes");
+                await fleet.RunPhaseAsync(op, prepared.Keys.Length, warmup: true, slice, warmup == _plan.Warmup ? null : warmup.TotalSeconds, cancellationToken).ConfigureAwait(false);
             }
 
-            if (listed)
-            {
-                await target.DropListedAsync(listPrefix, ListedKeys, CancellationToken.None).ConfigureAwait(false);
-            }
+            _status($"{fleet.Name} {name}: {of}measuring in {fleet.Processes} processes");
+            var cpuBefore = await fleet.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
+            var parts = await fleet.RunPhaseAsync(op, prepared.Keys.Length, warmup: false, slice, null, cancellationToken).ConfigureAwait(false);
+            var cpuAfter = await fleet.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
+            double? cpu = cpuBefore is { } before && cpuAfter is { } after ? after - before : null;
+            return WorkerResult.Merge(fleet.Name, op, op.IsMeta() ? 0 : _plan.Size, parts, cpu, fleet.CpuScope);
         }
+
+        if (warmup > TimeSpan.Zero)
+        {
+            _status($"{target.Name} {name}: {of}warm-up {Units.FormatDuration(warmup)}");
+            await MeasureOnceAsync(target, op, prepared, PhasePrefix(name, warmup: true, slice), warmup: true, warmup, cancellationToken).ConfigureAwait(false);
+        }
+
+        _status($"{target.Name} {name}: {of}measuring");
+        return await MeasureOnceAsync(target, op, prepared, PhasePrefix(name, warmup: false, slice), warmup: false, _plan.SliceDuration, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Removes what <see cref="PrepareAsync"/> wrote; runs even after Ctrl-C: a peer such as Redis would otherwise keep the keys.</summary>
+    internal async Task CleanupAsync(IBenchTarget target, BenchOp op, Prepared prepared)
+    {
+        if (prepared.Keys.Length > 0)
+        {
+            await target.DeleteAsync($"{op.Name()}/pool/", prepared.Keys, op.IsMeta() ? 0 : _plan.Size, CancellationToken.None).ConfigureAwait(false);
+        }
+
+        if (prepared.ListPrefix is { } listPrefix)
+        {
+            await target.DropListedAsync(listPrefix, ListedKeys, CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>A phase's own key prefix (`get/run/`, `get/warm2/` for slice 2's warm-up), so no phase meets another's keys.</summary>
+    private static string PhasePrefix(string opName, bool warmup, int slice) =>
+        string.Create(CultureInfo.InvariantCulture, $"{opName}/{(warmup ? "warm" : "run")}{(slice > 0 ? slice.ToString(CultureInfo.InvariantCulture) : string.Empty)}/");
+
+    /// <summary>A warm-up (thrown away by the caller) or a timed run of <paramref name="op"/> over <paramref name="timeLimit"/>.</summary>
+    private Task<BenchResult> MeasureOnceAsync(IBenchTarget target, BenchOp op, Prepared prepared, string prefix, bool warmup, TimeSpan? timeLimit, CancellationToken cancellationToken)
+    {
+        if (op.IsMeta())
+        {
+            return MeasureMetaAsync(target, op, prefix, prepared.Keys, prepared.ListPrefix ?? $"{op.Name()}/listed/", warmup ? null : _plan.Ops, timeLimit, warmup, cancellationToken);
+        }
+
+        return warmup
+            ? MeasureAsync(target, op, prefix, prepared.Keys, null, timeLimit, singleRound: true, cancellationToken)
+            : MeasureAsync(target, op, prefix, prepared.Keys, _plan.Ops, timeLimit, singleRound: false, cancellationToken);
     }
 
     private async Task<BenchResult> MeasureMetaAsync(IBenchTarget target, BenchOp op, string prefix, string[] lookup, string listPrefix, long? opsLimit, TimeSpan? timeLimit, bool warmup, CancellationToken cancellationToken)
@@ -320,53 +463,18 @@ internal sealed class BenchRunner
         [.. Enumerable.Range(0, count).Select(i => string.Create(CultureInfo.InvariantCulture, $"{opName}/pool/{i}"))];
 
     /// <summary>
-    /// One timed phase in this process, as a worker process of `--processes` runs it: the warm-up (thrown away) or the
-    /// measured run, over objects the parent wrote (<paramref name="poolCount"/> of them). <paramref name="tag"/>
-    /// keeps the keys of this worker's puts apart from the other workers'.
+    /// One timed phase in this process, as a worker process of `--processes` runs it: a warm-up (thrown away) of
+    /// <paramref name="warmupSeconds"/> (the plan's when null) or the measured run, of slice <paramref name="slice"/>, over
+    /// objects the parent wrote (<paramref name="poolCount"/> of them). <paramref name="tag"/> keeps the keys of this
+    /// worker's puts apart from the other workers'.
     /// </summary>
-    internal Task<BenchResult> MeasurePhaseAsync(IBenchTarget target, BenchOp op, int poolCount, bool warmup, string tag, CancellationToken cancellationToken)
+    internal Task<BenchResult> MeasurePhaseAsync(IBenchTarget target, BenchOp op, int poolCount, bool warmup, string tag, int slice, double? warmupSeconds, CancellationToken cancellationToken)
     {
         var name = op.Name();
-        var pool = PoolKeys(name, poolCount);
-        var prefix = $"{name}/{(warmup ? "warm" : "run")}/{tag}";
-        if (op.IsMeta())
-        {
-            return MeasureMetaAsync(target, op, prefix, pool, $"{name}/listed/", warmup ? null : _plan.Ops, warmup ? _plan.Warmup : _plan.Duration, warmup, cancellationToken);
-        }
-
-        return warmup
-            ? MeasureAsync(target, op, prefix, pool, null, _plan.Warmup, singleRound: true, cancellationToken)
-            : MeasureAsync(target, op, prefix, pool, _plan.Ops, _plan.Duration, singleRound: false, cancellationToken);
-    }
-
-    /// <summary>
-    /// The warm-up and the timed run in the fleet's worker processes, each over its own connections, all at once;
-    /// the servers' CPU is read here around the timed run, and the workers' results are merged.
-    /// </summary>
-    private async Task<BenchResult> RunInWorkersAsync(WorkerFleet fleet, BenchOp op, int poolCount, CancellationToken cancellationToken)
-    {
-        var name = op.Name();
-        if (_plan.Warmup > TimeSpan.Zero)
-        {
-            _status($"{fleet.Name} {name}: warm-up {Units.FormatDuration(_plan.Warmup)} in {fleet.Processes} processes");
-            await fleet.RunPhaseAsync(op, poolCount, warmup: true, cancellationToken).ConfigureAwait(false);
-        }
-
-        _status($"{fleet.Name} {name}: measuring in {fleet.Processes} processes");
-        var cpuBefore = await fleet.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
-        var parts = await fleet.RunPhaseAsync(op, poolCount, warmup: false, cancellationToken).ConfigureAwait(false);
-        var cpuAfter = await fleet.CpuSecondsAsync(cancellationToken).ConfigureAwait(false);
-        double? cpu = cpuBefore is { } before && cpuAfter is { } after ? after - before : null;
-        return WorkerResult.Merge(fleet.Name, op, op.IsMeta() ? 0 : _plan.Size, parts, cpu, fleet.CpuScope);
-    }
-
-    private async Task<string[]> WritePoolAsync(IBenchTarget target, string name, CancellationToken cancellationToken)
-    {
-        _status($"{target.Name} {name}: writing {_plan.PoolKeys} keys to read");
-        var keys = PoolKeys(name, _plan.PoolKeys);
-        var options = new ParallelOptions { MaxDegreeOfParallelism = _plan.Clients, CancellationToken = cancellationToken };
-        await Parallel.ForEachAsync(keys, options, (key, ct) => target.PutAsync(key, _value, ct)).ConfigureAwait(false);
-        return keys;
+        var prepared = new Prepared(PoolKeys(name, poolCount), null);
+        var prefix = PhasePrefix(name, warmup, slice) + tag;
+        var timeLimit = warmup ? warmupSeconds is { } seconds ? TimeSpan.FromSeconds(seconds) : _plan.Warmup : _plan.Duration;
+        return MeasureOnceAsync(target, op, prepared, prefix, warmup, timeLimit, cancellationToken);
     }
 
     private async Task<BenchResult> MeasureAsync(IBenchTarget target, BenchOp op, string prefix, string[] pool, long? opsLimit, TimeSpan? timeLimit, bool singleRound, CancellationToken cancellationToken)

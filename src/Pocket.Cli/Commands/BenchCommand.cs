@@ -23,6 +23,9 @@ internal static class BenchCommand
     /// <summary>The highest --rate: far above what one machine's load generator sends (a slot every 100 ns).</summary>
     private const double MaxRate = 10_000_000;
 
+    /// <summary>The shortest slice of a run: shorter ones would be mostly the warm-up and the time clients take to start and stop.</summary>
+    private static readonly TimeSpan MinSlice = TimeSpan.FromMilliseconds(500);
+
     /// <summary>--small-object-threshold, shared by `pocket bench` and `pocket bench cold`.</summary>
     internal static Option<long?> SmallObjectThresholdOption() => new("--small-object-threshold")
     {
@@ -63,6 +66,11 @@ internal static class BenchCommand
         var ops = new Option<long?>("--ops") { Description = "Timed operations per system and op, over all clients", HelpName = "N" };
         var duration = CommandRunner.DurationOption("--duration", "Timed run per system and op (default 10s unless --ops is given)");
         var warmup = CommandRunner.DurationOption("--warmup", "Untimed warm-up before each timed run (default 1s)");
+        var slices = new Option<int?>("--slices")
+        {
+            Description = $"Split each system's --duration into K slices run in turn with the other systems' (the first system rotating each slice), so that all meet the same phases of a noisy machine; each system's first slice follows its --warmup, every later one a warm-up of at most {Units.FormatDuration(BenchPlan.MostSliceWarmup)} (default 1: each system's whole run at once)",
+            HelpName = "K",
+        };
         var op = new Option<string>("--op")
         {
             Description = "put, get, mixed (50/50), or meta (lookup, create_delete, list100 and count of 0-byte objects, each also alone), or a comma list such as put,get",
@@ -87,9 +95,9 @@ internal static class BenchCommand
         var cluster = ClusterOptions.Create();
         var command = new Command("bench", "Measure latency and throughput of put/get, side by side with other systems")
         {
-            size, clients, connections, processes, rate, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
+            size, clients, connections, processes, rate, ops, duration, warmup, slices, op, peers, job, inline, json, metadata, cluster.Tier, cluster.DataDir, cluster.InProcess, cluster.NodeCapacity,
         };
-        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, connections, processes, rate, ops, duration, warmup, op, peers, job, inline, json, metadata, cluster), ct));
+        CommandRunner.SetAction(command, (parse, ct) => RunAsync(Validate(parse, size, clients, connections, processes, rate, ops, duration, warmup, slices, op, peers, job, inline, json, metadata, cluster), ct));
         command.Subcommands.Add(BenchSortCommand.Create());
         command.Subcommands.Add(BenchElasticCommand.Create());
         command.Subcommands.Add(BenchColdCommand.Create());
@@ -153,6 +161,18 @@ internal static class BenchCommand
             cancellationToken).ConfigureAwait(false);
         List<BenchResult> results = [];
         List<FanInSummary> fanIn = [];
+        void Done(BenchResult result)
+        {
+            results.Add(result);
+            Status(string.Create(CultureInfo.InvariantCulture,
+                $"{result.System} {result.Op.Name()}: {result.Ops} ops, p50 {result.PercentileMicros(50)} us, p99 {result.PercentileMicros(99)} us, {result.OpsPerSecond:0.##} ops/s, {result.MiBPerSecond:0.0} MiB/s"));
+            if (result.BelowOffered && settings.Json)
+            {
+                // The table says it below itself; JSON readers get it in the figures and here.
+                CommandRunner.Error.MarkupLine($"[yellow]{Markup.Escape(BenchReport.BelowOfferedWarning(result))}[/]");
+            }
+        }
+
         BenchPlan plan;
         BenchContext context;
         await using (session.ConfigureAwait(false))
@@ -175,17 +195,19 @@ internal static class BenchCommand
                 var runner = new BenchRunner(plan, settings.Ops.Any(o => o.ReadsData()), Status);
                 foreach (var op in settings.Ops)
                 {
+                    if (plan.Slices > 1)
+                    {
+                        foreach (var result in await runner.RunSlicedAsync(targets, op, cancellationToken).ConfigureAwait(false))
+                        {
+                            Done(result);
+                        }
+
+                        continue;
+                    }
+
                     foreach (var target in targets)
                     {
-                        var result = await runner.RunAsync(target, op, cancellationToken).ConfigureAwait(false);
-                        results.Add(result);
-                        Status(string.Create(CultureInfo.InvariantCulture,
-                            $"{result.System} {op.Name()}: {result.Ops} ops, p50 {result.PercentileMicros(50)} us, p99 {result.PercentileMicros(99)} us, {result.OpsPerSecond:0.##} ops/s, {result.MiBPerSecond:0.0} MiB/s"));
-                        if (result.BelowOffered && settings.Json)
-                        {
-                            // The table says it below itself; JSON readers get it in the figures and here.
-                            CommandRunner.Error.MarkupLine($"[yellow]{Markup.Escape(BenchReport.BelowOfferedWarning(result))}[/]");
-                        }
+                        Done(await runner.RunAsync(target, op, cancellationToken).ConfigureAwait(false));
                     }
                 }
             }
@@ -277,7 +299,7 @@ internal static class BenchCommand
                 connections,
                 plan.Size,
                 ops,
-                plan.Duration?.TotalSeconds,
+                plan.SliceDuration?.TotalSeconds,
                 plan.Warmup.TotalSeconds,
                 plan.KeysPerRound,
                 plan.PoolKeys,
@@ -377,7 +399,7 @@ internal static class BenchCommand
     /// Checked here rather than in a command validator: in System.CommandLine 2.0 such a validator reads
     /// options left at their defaults as zero.
     /// </summary>
-    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<int?> connections, Option<int?> processes, Option<string?> rate, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
+    private static BenchSettings Validate(ParseResult parse, Option<long> size, Option<int> clients, Option<int?> connections, Option<int?> processes, Option<string?> rate, Option<long?> ops, Option<TimeSpan?> duration, Option<TimeSpan?> warmup, Option<int?> slices, Option<string> op, Option<string[]> peers, Option<string?> job, Option<long?> inline, Option<bool> json, Option<string?> metadata, ClusterOptions cluster)
     {
         var jobId = parse.GetValue(job);
         if (jobId is not null)
@@ -448,6 +470,22 @@ internal static class BenchCommand
             throw new CliException("--duration must be positive");
         }
 
+        var sliceCount = parse.GetValue(slices) ?? 1;
+        if (sliceCount is < 1 or > BenchPlan.MaxSlices)
+        {
+            throw new CliException(string.Create(CultureInfo.InvariantCulture, $"--slices must be between 1 and {BenchPlan.MaxSlices}"));
+        }
+
+        if (sliceCount > 1 && opsLimit is not null)
+        {
+            throw new CliException("--slices splits the --duration of each run; give --duration, not --ops");
+        }
+
+        if ((runFor ?? TimeSpan.FromSeconds(10)) / sliceCount < MinSlice)
+        {
+            throw new CliException(string.Create(CultureInfo.InvariantCulture, $"--slices {sliceCount} leaves {Units.FormatDuration((runFor ?? TimeSpan.FromSeconds(10)) / sliceCount)} a slice; a slice needs at least {Units.FormatDuration(MinSlice)}: give a longer --duration or fewer slices"));
+        }
+
         if (!TryParseOps(parse.GetValue(op) ?? string.Empty, out var opList, out var opError))
         {
             throw new CliException(opError);
@@ -503,7 +541,8 @@ internal static class BenchCommand
             parse.GetValue(cluster.InProcess),
             parse.GetValue(cluster.NodeCapacity) is null ? null : cluster.NodeCapacityOf(parse, 0),
             parse.GetValue(inline) is { } threshold ? (int)threshold : null,
-            offered);
+            offered,
+            sliceCount);
     }
 
     /// <summary>
@@ -525,7 +564,7 @@ internal static class BenchCommand
             pool = (int)Math.Min(pool, Math.Max(n, settings.Clients));
         }
 
-        return new BenchPlan(settings.Size, settings.Clients, settings.OpsLimit, settings.Duration, settings.Warmup, perRound, pool, settings.Rate);
+        return new BenchPlan(settings.Size, settings.Clients, settings.OpsLimit, settings.Duration, settings.Warmup, perRound, pool, settings.Rate, settings.Slices);
     }
 
     private static bool TryParseOps(string text, out List<BenchOp> ops, out string error)
@@ -571,5 +610,5 @@ internal static class BenchCommand
     /// <summary>One system's connections for the report's fan_in object.</summary>
     private sealed record FanInSummary(string System, int Connections, double ConnectMs, int Refused, string? Refusal, int Processes, IReadOnlyList<double> ConnectMsPerProcess);
 
-    private sealed record BenchSettings(long Size, int Clients, bool Connections, int Processes, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold, double? Rate);
+    private sealed record BenchSettings(long Size, int Clients, bool Connections, int Processes, long? OpsLimit, TimeSpan? Duration, TimeSpan Warmup, List<BenchOp> Ops, List<BenchPeer> Peers, bool Json, string? Metadata, string? Job, NodeTier Tier, string? DataDirectory, bool InProcess, long? NodeCapacity, int? SmallObjectThreshold, double? Rate, int Slices);
 }
