@@ -26,10 +26,11 @@ internal sealed unsafe class EventLoopGroup : IDisposable
     // A loop that keeps finding work steps aside after every fourth batch of ready connections (sched_yield): a thread
     // waiting for a core (a client on the same machine, a handler of this process) runs first; when none waits, the
     // call returns at once. Without it, two busy loops held both cores for whole scheduler slices, and closed-loop
-    // clients on the same two cores waited behind them: at 64 connections Pocket's p99 was 1.11-1.32x Redis's at
-    // 1.14-1.26x its ops/s. Stepping aside after every batch took the p99 to 0.53-0.56x but the ops/s to 0.92-0.97x
-    // (a switch per batch); after every fourth, p99 0.52-0.65x at 1.17-1.25x its ops/s; every sixteenth, 0.77-0.88x
-    // (docs/benchmarks.md, "Event loops that step aside").
+    // clients on the same two cores waited behind them: at 64 connections Pocket's p99 was 1.11-1.44x Redis's at
+    // 1.13-1.26x its ops/s. Stepping aside after every batch took the p99 to 0.53-0.56x but the ops/s to 0.92-0.97x
+    // (a switch per batch); after every fourth, p99 0.52-0.65x at 1.15-1.25x its ops/s; every sixteenth, 0.77-0.88x.
+    // It costs up to 14 % more server CPU per get at 256-4,096 connections (docs/benchmarks.md, "Event loops that
+    // step aside").
     private const int BatchesPerYield = 4;
 
     // Event data of the two eventfds and the listener; a connection's is its id (from 1 up).
