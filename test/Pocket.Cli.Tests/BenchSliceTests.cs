@@ -95,6 +95,18 @@ public sealed partial class BenchSliceTests : IDisposable
         Assert.Contains(message, result.Stderr, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task AShortRunWithoutSlicesIsNotHeldToTheSliceMinimum()
+    {
+        var result = await PocketProcess.RunOkAsync(
+            _home.Path,
+            "bench", "--in-process", "--duration", "300ms", "--warmup", "0s", "--op", "put", "--node-capacity", "64MiB", "--json");
+
+        var report = result.Json();
+        Assert.Equal(1, report["config"]!["slices"]!.GetValue<int>());
+        Assert.True(report["systems"]!["pocket"]!["put"]!["ops"]!.GetValue<long>() > 0, report.ToString());
+    }
+
     /// <summary>"system slice" for each timed slice of <paramref name="op"/>, in the order the bench ran them.</summary>
     private static string[] Measured(string stderr, string op, int slices) =>
         [.. MeasuringLine().Matches(stderr)

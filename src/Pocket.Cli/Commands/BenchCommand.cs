@@ -481,7 +481,7 @@ internal static class BenchCommand
             throw new CliException("--slices splits the --duration of each run; give --duration, not --ops");
         }
 
-        if ((runFor ?? TimeSpan.FromSeconds(10)) / sliceCount < MinSlice)
+        if (sliceCount > 1 && (runFor ?? TimeSpan.FromSeconds(10)) / sliceCount < MinSlice)
         {
             throw new CliException(string.Create(CultureInfo.InvariantCulture, $"--slices {sliceCount} leaves {Units.FormatDuration((runFor ?? TimeSpan.FromSeconds(10)) / sliceCount)} a slice; a slice needs at least {Units.FormatDuration(MinSlice)}: give a longer --duration or fewer slices"));
         }
