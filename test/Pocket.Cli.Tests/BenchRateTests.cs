@@ -97,7 +97,10 @@ public sealed class BenchRateTests : IDisposable
     public async Task APacedClientIsNeverReleasedBeforeItsSlotsWindow()
     {
         using var cts = new CancellationTokenSource(PocketProcess.Timeout);
-        using var pacer = new RatePacer(5_000, 4, Stopwatch.GetTimestamp(), cts.Token);
+
+        // The schedule starts 2 s from now: a client task that starts late on a loaded machine still finds its first slot
+        // ahead of it (starting now, the 40 ms of slots had all passed once in CI before any client ran, and none waited).
+        using var pacer = new RatePacer(5_000, 4, Stopwatch.GetTimestamp() + (2 * Stopwatch.Frequency), cts.Token);
         var waited = 0;
         var clients = Enumerable.Range(0, 4).Select(c => Task.Run(async () =>
         {
