@@ -48,7 +48,7 @@ internal sealed record BenchWorkerSpec(
 }
 
 /// <summary>A line from the parent to a worker: connect, run a phase of an op, or exit.</summary>
-/// <remarks>A phase of slice <see cref="Slice"/> (0 unless the bench runs in slices) keeps its keys apart from the other slices'; a warm-up of <see cref="Seconds"/> replaces the spec's.</remarks>
+/// <remarks>A phase of slice <see cref="Slice"/> (0 unless the bench runs in slices) keeps its keys apart from the other slices'; a warm-up lasts <see cref="Seconds"/> (the spec's warm-up when not given).</remarks>
 internal sealed record WorkerCommand(string Command, string? Op = null, int Pool = 0, int Slice = 0, double? Seconds = null);
 
 /// <summary>

@@ -59,6 +59,9 @@ internal sealed record BenchPlan(long Size, int Clients, long? Ops, TimeSpan? Du
     /// <summary>Most slices a run may be split into.</summary>
     public const int MaxSlices = 100;
 
+    /// <summary>The shortest slice: shorter ones would be mostly the warm-up and the time clients take to start and stop.</summary>
+    public static readonly TimeSpan MinSliceDuration = TimeSpan.FromMilliseconds(500);
+
     /// <summary>The warm-up before each slice after a system's first: its cache and connections sat idle while the others ran.</summary>
     public static readonly TimeSpan MostSliceWarmup = TimeSpan.FromMilliseconds(500);
 
@@ -128,30 +131,19 @@ internal sealed record BenchResult(string System, BenchOp Op, long Size, long Op
         {
             Ops = slices.Sum(r => r.Ops),
             Elapsed = TimeSpan.FromTicks(slices.Sum(r => r.Elapsed.Ticks)),
-            Latency = Add(slices.Select(r => r.Latency)),
+            Latency = PhaseLatency.Sum(slices.Select(r => r.Latency)),
             CpuSeconds = slices.All(r => r.CpuSeconds is not null) ? slices.Sum(r => r.CpuSeconds!.Value) : null,
             ProcessCpuSeconds = slices.Sum(r => r.ProcessCpuSeconds),
             ClientOps = clientOps,
             Paced = first.Paced is { } paced
                 ? paced with
                 {
-                    SendLag = Add(slices.Select(r => r.Paced!.SendLag)),
-                    PacerLag = Add(slices.Select(r => r.Paced!.PacerLag)),
-                    Service = Add(slices.Select(r => r.Paced!.Service)),
+                    SendLag = PhaseLatency.Sum(slices.Select(r => r.Paced!.SendLag)),
+                    PacerLag = PhaseLatency.Sum(slices.Select(r => r.Paced!.PacerLag)),
+                    Service = PhaseLatency.Sum(slices.Select(r => r.Paced!.Service)),
                 }
                 : null,
         };
-    }
-
-    private static LongHistogram Add(IEnumerable<LongHistogram> histograms)
-    {
-        var sum = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
-        foreach (var histogram in histograms)
-        {
-            sum.Add(histogram);
-        }
-
-        return sum;
     }
 }
 
@@ -304,7 +296,7 @@ internal sealed class BenchRunner
             if (warmup > TimeSpan.Zero)
             {
                 _status($"{fleet.Name} {name}: {of}warm-up {Units.FormatDuration(warmup)} in {fleet.Processes} processes");
-                await fleet.RunPhaseAsync(op, prepared.Keys.Length, warmup: true, slice, warmup == _plan.Warmup ? null : warmup.TotalSeconds, cancellationToken).ConfigureAwait(false);
+                await fleet.RunPhaseAsync(op, prepared.Keys.Length, warmup: true, slice, warmup.TotalSeconds, cancellationToken).ConfigureAwait(false);
             }
 
             _status($"{fleet.Name} {name}: {of}measuring in {fleet.Processes} processes");
@@ -710,15 +702,18 @@ internal sealed class PhaseLatency : IDisposable
         _perThread.Value!.RecordValue(Math.Clamp(micros, 0, BenchRunner.HighestLatencyMicros));
     }
 
-    public LongHistogram Merge()
+    public LongHistogram Merge() => Sum(_perThread.Values);
+
+    /// <summary>One histogram of every value of <paramref name="histograms"/> (percentiles over all of them, never averaged).</summary>
+    public static LongHistogram Sum(IEnumerable<LongHistogram> histograms)
     {
-        var latency = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
-        foreach (var histogram in _perThread.Values)
+        var sum = new LongHistogram(BenchRunner.HighestLatencyMicros, 3);
+        foreach (var histogram in histograms)
         {
-            latency.Add(histogram);
+            sum.Add(histogram);
         }
 
-        return latency;
+        return sum;
     }
 
     public void Dispose() => _perThread.Dispose();

@@ -23,9 +23,6 @@ internal static class BenchCommand
     /// <summary>The highest --rate: far above what one machine's load generator sends (a slot every 100 ns).</summary>
     private const double MaxRate = 10_000_000;
 
-    /// <summary>The shortest slice of a run: shorter ones would be mostly the warm-up and the time clients take to start and stop.</summary>
-    private static readonly TimeSpan MinSlice = TimeSpan.FromMilliseconds(500);
-
     /// <summary>--small-object-threshold, shared by `pocket bench` and `pocket bench cold`.</summary>
     internal static Option<long?> SmallObjectThresholdOption() => new("--small-object-threshold")
     {
@@ -481,9 +478,10 @@ internal static class BenchCommand
             throw new CliException("--slices splits the --duration of each run; give --duration, not --ops");
         }
 
-        if (sliceCount > 1 && (runFor ?? TimeSpan.FromSeconds(10)) / sliceCount < MinSlice)
+        var timed = opsLimit is null ? runFor ?? TimeSpan.FromSeconds(10) : (TimeSpan?)null;
+        if (sliceCount > 1 && timed / sliceCount < BenchPlan.MinSliceDuration)
         {
-            throw new CliException(string.Create(CultureInfo.InvariantCulture, $"--slices {sliceCount} leaves {Units.FormatDuration((runFor ?? TimeSpan.FromSeconds(10)) / sliceCount)} a slice; a slice needs at least {Units.FormatDuration(MinSlice)}: give a longer --duration or fewer slices"));
+            throw new CliException(string.Create(CultureInfo.InvariantCulture, $"--slices {sliceCount} leaves {Units.FormatDuration(timed!.Value / sliceCount)} a slice; a slice needs at least {Units.FormatDuration(BenchPlan.MinSliceDuration)}: give a longer --duration or fewer slices"));
         }
 
         if (!TryParseOps(parse.GetValue(op) ?? string.Empty, out var opList, out var opError))
@@ -529,7 +527,7 @@ internal static class BenchCommand
             connectionCount is not null,
             processCount ?? 1,
             opsLimit,
-            opsLimit is null ? runFor ?? TimeSpan.FromSeconds(10) : null,
+            timed,
             parse.GetValue(warmup) ?? TimeSpan.FromSeconds(1),
             opList,
             peerList,
